@@ -1,0 +1,60 @@
+"""Benchmarks: ``python -m mrlib.bench cqt|mining|train|retrieval|all [args ...]``.
+
+Each benchmark is a script in ``benchmarks/<name>.py`` with a ``main(argv)``; it prints its
+figures as ratios against a reference measured in the same run (never a timed assertion).
+Extra arguments are passed through to the script.
+"""
+from __future__ import annotations
+
+import runpy
+import sys
+from pathlib import Path
+
+from mrlib.paths import repo_root
+
+__all__ = ["available", "run"]
+
+
+def _bench_dir() -> Path:
+    return repo_root() / "benchmarks"
+
+
+def available() -> list[str]:
+    """Names of the benchmarks present (``benchmarks/*.py``).
+
+    Notebook: 00_overview.ipynb
+    """
+    return sorted(p.stem for p in _bench_dir().glob("*.py") if not p.stem.startswith("_"))
+
+
+def run(name: str, argv: list[str] | None = None) -> int:
+    """Run one benchmark's ``main(argv)`` and return its exit status.
+
+    Notebook: 00_overview.ipynb
+    """
+    names = available()
+    if name not in names:
+        raise ValueError(f"unknown benchmark {name!r}; available: {names}")
+    module = runpy.run_path(str(_bench_dir() / f"{name}.py"), run_name=f"bench_{name}")
+    status = module["main"](list(argv or []))
+    return int(status or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        print("available:", ", ".join(available()) or "(none)")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name == "all":
+        status = 0
+        for each in available():
+            print(f"\n=== {each} ===", flush=True)
+            status |= run(each, [])
+        return status
+    return run(name, rest)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,370 @@
+"""Run the notebooks in order with papermill and index their results.
+
+``python -m mrlib.suite run --profile smoke|quick|paper [-p name=value ...] [--only 03 ...]``
+(filled in below); notebooks call :func:`record` to put a number in the results index.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["record", "run_suite", "run_notebook", "PROFILES", "NotebookFailed"]
+
+RECORD_ENV = "MRLIB_RECORD"
+
+
+def _jsonable(value: Any) -> Any:
+    """Numbers, strings, lists and dicts as plain JSON (numpy scalars and arrays converted)."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def record(name: str, value: Any) -> Any:
+    """Record a result (a metric, a count, a table) for the suite's results index.
+
+    Inside a suite run (``$MRLIB_RECORD`` names a JSON file) the value is merged into that
+    file under ``name``; outside one this only returns the value, so a notebook runs the same
+    in JupyterLab, under nbval and in the suite.
+
+    Parameters
+    ----------
+    name : str
+        Key in the results index, e.g. ``"map@20"`` or ``"table2"``.
+    value : JSON-serialisable (numbers, str, lists, dicts; numpy values are converted)
+
+    Returns
+    -------
+    value, unchanged.
+
+    Notebook: 00_overview.ipynb
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"record() needs a non-empty string name, got {name!r}")
+    path = os.environ.get(RECORD_ENV)
+    if path:
+        path = Path(path)
+        data = json.loads(path.read_text()) if path.exists() else {}
+        data[name] = _jsonable(value)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(path)
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# The suite runner
+# --------------------------------------------------------------------------------------------
+
+#: Parameter sets per profile. ``quick`` is the notebooks' own defaults (what is committed);
+#: ``smoke`` shrinks everything for tests; ``paper`` is the papers' scale, for a GPU box.
+#: A notebook receives only the names its ``parameters`` cell declares.
+PROFILES: dict[str, dict[str, Any]] = {
+    "smoke": {
+        "n_tracks": 60,
+        "duration_s": 12.0,
+        "patch_len": 64,
+        "width": 0.125,
+        "epochs": 1,
+        "n_folds": 3,
+        "paper_scale": False,
+        "n_retrieval": 20000,
+    },
+    "quick": {},
+    "paper": {
+        "n_tracks": 14246,
+        "duration_s": 30.0,
+        "patch_len": 512,
+        "width": 1.0,
+        "epochs": 100,
+        "n_pos": 15,
+        "n_neg": 250,
+        "paper_scale": True,
+        "n_retrieval": 1000000,
+        "device": "auto",
+    },
+}
+
+
+def notebooks_dir() -> Path:
+    """The folder of the ordered notebooks (``<repo>/notebooks``).
+
+    Notebook: 00_overview.ipynb
+    """
+    from mrlib.paths import repo_root
+
+    return repo_root() / "notebooks"
+
+
+def list_notebooks(only: list[str] | None = None, folder: Path | None = None) -> list[Path]:
+    """The suite's notebooks in order (``NN_name.ipynb``), optionally those whose number or
+    name starts with one of ``only`` (``["03", "07_evaluation"]``).
+
+    Notebook: 00_overview.ipynb
+    """
+    folder = Path(folder) if folder else notebooks_dir()
+    found = sorted(p for p in folder.glob("[0-9][0-9]*.ipynb"))
+    if not only:
+        return found
+    chosen = [p for p in found if any(p.stem.startswith(o) or p.name == o for o in only)]
+    missing = [o for o in only if not any(p.stem.startswith(o) or p.name == o for p in found)]
+    if missing:
+        raise ValueError(
+            f"--only {missing}: no such notebook; available: {[p.stem for p in found]}")
+    return chosen
+
+
+def parse_value(text: str) -> Any:
+    """``-p name=value`` values: JSON/Python literals where they parse (1, 0.5, true, "x"),
+    else the plain string.
+
+    Notebook: 00_overview.ipynb
+    """
+    import ast
+
+    lowered = {"true": True, "false": False, "none": None, "null": None}
+    if text.lower() in lowered:
+        return lowered[text.lower()]
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def declared_parameters(path: Path) -> dict[str, Any]:
+    """The names and defaults of a notebook's ``parameters`` cell (via papermill).
+
+    Notebook: 00_overview.ipynb
+    """
+    import papermill
+
+    return {name: info["default"] for name, info in papermill.inspect_notebook(str(path)).items()}
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and the packages that shape the results.
+
+    Notebook: 00_overview.ipynb
+    """
+    import platform
+    from importlib import metadata
+
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("mrlib", "torch", "numpy", "scipy", "librosa", "scikit-learn", "faiss-cpu",
+                "papermill", "music21"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _strip_run_metadata(nb_path: Path) -> None:
+    """Drop papermill's per-cell timing metadata so a committed notebook does not churn."""
+    import nbformat
+
+    nb = nbformat.read(nb_path, as_version=4)
+    for cell in nb.cells:
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+    nb.metadata.pop("papermill", None)
+    nbformat.write(nb, nb_path)
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook of the suite raised: names the notebook, the cell and the error."""
+
+
+def run_notebook(path: Path, out_path: Path, parameters: dict[str, Any],
+                 timeout_s: int | None = None) -> dict[str, Any]:
+    """Execute one notebook with papermill; return its entry for the results index.
+
+    Parameters
+    ----------
+    path : Path
+        The source notebook.
+    out_path : Path
+        Where the executed copy goes (kept also when the notebook fails).
+    parameters : dict
+        Values injected into the ``parameters`` cell (only names the notebook declares).
+    timeout_s : int, optional
+        Per-cell time limit.
+
+    Returns
+    -------
+    dict with ``status``, ``parameters``, ``wall_s``, ``metrics`` (what the notebook recorded).
+
+    Raises
+    ------
+    NotebookFailed
+        With the notebook, the failing cell's number and the error.
+
+    Notebook: 00_overview.ipynb
+    """
+    import time
+
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    record_path = out_path.with_suffix(".results.json")
+    record_path.unlink(missing_ok=True)
+    old = os.environ.get(RECORD_ENV)
+    os.environ[RECORD_ENV] = str(record_path.resolve())
+    t0 = time.perf_counter()
+    try:
+        papermill.execute_notebook(
+            str(path), str(out_path), parameters=parameters, cwd=str(path.parent),
+            kernel_name="python3", progress_bar=False, execution_timeout=timeout_s,
+            report_mode=False)
+    except PapermillExecutionError as err:
+        raise NotebookFailed(
+            f"{path.name} failed in cell {err.exec_count} (code cell #{err.cell_index}): "
+            f"{err.ename}: {err.evalue}\n  executed copy kept at {out_path}") from None
+    finally:
+        if old is None:
+            os.environ.pop(RECORD_ENV, None)
+        else:
+            os.environ[RECORD_ENV] = old
+    wall = time.perf_counter() - t0
+    metrics = json.loads(record_path.read_text()) if record_path.exists() else {}
+    return {"status": "ok", "parameters": _jsonable(parameters), "wall_s": round(wall, 2),
+            "metrics": metrics, "output": str(out_path)}
+
+
+def run_suite(profile: str = "quick", overrides: dict[str, Any] | None = None,
+              only: list[str] | None = None, out_dir: Path | None = None,
+              inplace: bool = False, timeout_s: int | None = None,
+              notebooks: Path | None = None) -> Path:
+    """Execute the notebooks in order into ``runs/<profile>/`` and write ``results.json``.
+
+    Parameters
+    ----------
+    profile : {"smoke", "quick", "paper"}
+        Parameter set (see :data:`PROFILES`); ``quick`` = the notebooks' defaults.
+    overrides : dict, optional
+        ``-p name=value`` pairs; they win over the profile.
+    only : list of str, optional
+        Notebook numbers or names to run (default: all, in order).
+    out_dir : Path, optional
+        Default ``runs_dir() / profile`` (``-p catalog=music21`` adds ``_music21``).
+    inplace : bool
+        Also copy each executed notebook back over ``notebooks/`` (to refresh the committed
+        outputs; only sensible with the ``quick`` profile and no overrides).
+    timeout_s : int, optional
+        Per-cell time limit.
+    notebooks : Path, optional
+        Folder of the notebooks (default ``<repo>/notebooks``).
+
+    Returns
+    -------
+    Path of the results index (``results.json``), which is updated notebook by notebook, so
+    an interrupted suite keeps what finished.
+
+    Notebook: 00_overview.ipynb
+    """
+    import shutil
+    import time
+    from datetime import datetime, timezone
+
+    from mrlib.paths import runs_dir
+
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
+    overrides = dict(overrides or {})
+    if inplace and (profile != "quick" or overrides):
+        raise ValueError("--inplace refreshes the committed notebooks, which hold the quick "
+                         "profile's default run: use it with --profile quick and no -p")
+    wanted = {**PROFILES[profile], **overrides}
+    if out_dir is None:
+        suffix = f"_{overrides['catalog']}" if overrides.get("catalog", "synthetic") != "synthetic" else ""
+        out_dir = runs_dir() / f"{profile}{suffix}"
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    index_path = out_dir / "results.json"
+    index = json.loads(index_path.read_text()) if index_path.exists() else {}
+    index.update({"profile": profile, "overrides": _jsonable(overrides), "versions": versions()})
+    index.setdefault("notebooks", {})
+
+    folder = Path(notebooks) if notebooks else notebooks_dir()
+    notebooks = list_notebooks(only, folder)
+    if not notebooks:
+        raise FileNotFoundError(f"no notebooks found in {folder}")
+    declared_anywhere: set[str] = set()
+    t_suite = time.perf_counter()
+    for path in notebooks:
+        declared = declared_parameters(path)
+        declared_anywhere |= set(declared)
+        params = {k: v for k, v in wanted.items() if k in declared}
+        out_path = out_dir / path.name
+        print(f"[suite] {path.name}  {params or '(defaults)'}", flush=True)
+        entry = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        try:
+            entry.update(run_notebook(path, out_path, params, timeout_s=timeout_s))
+        except NotebookFailed as err:
+            entry.update({"status": "failed", "error": str(err), "parameters": _jsonable(params)})
+            index["notebooks"][path.stem] = entry
+            index_path.write_text(json.dumps(index, indent=1))
+            raise
+        index["notebooks"][path.stem] = entry
+        index_path.write_text(json.dumps(index, indent=1))
+        print(f"[suite] {path.name} ok in {entry['wall_s']:.1f} s", flush=True)
+        if inplace:
+            shutil.copyfile(out_path, path)
+            _strip_run_metadata(path)
+    unused = set(overrides) - declared_anywhere
+    if unused:
+        print(f"[suite] warning: no notebook declares {sorted(unused)}; those -p values were not used")
+    index["wall_s"] = round(time.perf_counter() - t_suite, 2)
+    index_path.write_text(json.dumps(index, indent=1))
+    print(f"[suite] results index: {index_path}")
+    return index_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: ``python -m mrlib.suite run --profile quick [-p name=value ...] [--only NN ...]``.
+
+    Notebook: 00_overview.ipynb
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m mrlib.suite", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="execute the notebooks in order with papermill")
+    run.add_argument("--profile", default="quick", choices=sorted(PROFILES))
+    run.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                     help="override a parameter in every notebook that declares it")
+    run.add_argument("--only", nargs="+", metavar="NN", help="notebook numbers or names")
+    run.add_argument("--out", type=Path, help="output folder (default runs/<profile>)")
+    run.add_argument("--inplace", action="store_true",
+                     help="refresh the committed notebooks' outputs (quick profile only)")
+    run.add_argument("--timeout", type=int, default=None, help="per-cell time limit, seconds")
+    sub.add_parser("list", help="list the notebooks and their parameters")
+    args = parser.parse_args(argv)
+
+    if args.command == "list":
+        for path in list_notebooks():
+            print(f"{path.name}: {declared_parameters(path)}")
+        return 0
+    overrides = {}
+    for item in args.param:
+        if "=" not in item:
+            parser.error(f"-p expects NAME=VALUE, got {item!r}")
+        name, value = item.split("=", 1)
+        overrides[name.strip()] = parse_value(value.strip())
+    try:
+        run_suite(args.profile, overrides, args.only, args.out, args.inplace, args.timeout)
+    except NotebookFailed as err:
+        print(f"[suite] FAILED: {err}", flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

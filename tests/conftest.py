@@ -1,0 +1,23 @@
+"""Shared pytest set-up: a private data root for every unit test, so tests never touch
+(or depend on) the user's ``data/`` and ``runs/`` folders. Notebook validation (nbval) runs
+the notebooks against the real data root, where they build and cache the default catalog."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _private_data_root(request, tmp_path_factory, monkeypatch):
+    if request.node.get_closest_marker("book") or request.path.suffix == ".ipynb":
+        return
+    root = tmp_path_factory.mktemp("mrlib")
+    monkeypatch.setenv("MRLIB_DATA", str(root / "data"))
+    monkeypatch.setenv("MRLIB_RUNS", str(root / "runs"))
+    monkeypatch.delenv("MRLIB_RECORD", raising=False)
+
+
+def pytest_configure(config):
+    # Torch: deterministic, and no oversubscription of the 2-core CI machine.
+    os.environ.setdefault("OMP_NUM_THREADS", "2")

@@ -1,0 +1,148 @@
+"""The book: builds from the committed notebooks, and every page reads offline in Chromium.
+
+The browser check serves the built HTML on 127.0.0.1, aborts every request that would leave
+this machine (so a CDN dependency fails the test instead of silently loading), and on each page
+checks: it loads, no console or page errors, no Python traceback or error output, every image
+decodes, and MathJax has typeset the math. A screenshot of each page is kept under
+``book/_build/screenshots/``.
+"""
+from __future__ import annotations
+
+import functools
+import http.server
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from mrlib.book import build_book
+from mrlib.paths import repo_root
+
+pytestmark = pytest.mark.book
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def html_dir() -> Path:
+    html = build_book(None, strict=True)
+    assert (html / "index.html").is_file()
+    return html
+
+
+def test_book_has_every_chapter(html_dir: Path):
+    notebooks = sorted((repo_root() / "notebooks").glob("[0-9][0-9]*.ipynb"))
+    assert notebooks, "no notebooks committed"
+    for nb in notebooks:
+        page = html_dir / "notebooks" / f"{nb.stem}.html"
+        assert page.is_file(), f"{nb.name} is missing from the book"
+    for page in ("api.html", "bibliography.html", "intro.html"):
+        assert (html_dir / page).is_file()
+    # the API page documents the package and the bibliography lists both papers
+    api = (html_dir / "api.html").read_text()
+    assert "mrlib.suite.record" in api and "Taught in" in api
+    bib = (html_dir / "bibliography.html").read_text()
+    assert "Learning to Rank Music Tracks" in bib and "MatchNet" in bib
+
+
+def test_no_cdn_in_pages(html_dir: Path):
+    """No page references a script or stylesheet from another host (MathJax included)."""
+    import re
+
+    pattern = re.compile(r"""<(?:script|link)[^>]+(?:src|href)=["']((?:https?:)?//[^"']+)""")
+    offenders = {}
+    for page in html_dir.rglob("*.html"):
+        found = [u for u in pattern.findall(page.read_text(errors="replace"))]
+        if found:
+            offenders[str(page.relative_to(html_dir))] = found
+    assert not offenders, f"pages load remote assets: {offenders}"
+    assert (html_dir / "_static" / "mathjax" / "tex-chtml.js").is_file()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # keep pytest output clean
+        pass
+
+
+@pytest.fixture(scope="module")
+def server(html_dir: Path):
+    handler = functools.partial(_QuietHandler, directory=str(html_dir))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed")
+def test_pages_render_offline_in_chromium(html_dir: Path, server: str):
+    playwright = pytest.importorskip("playwright.sync_api")
+    shots = html_dir.parent / "screenshots"
+    shots.mkdir(exist_ok=True)
+    pages = ["index.html", "api.html", "bibliography.html"] + sorted(
+        f"notebooks/{p.name}" for p in (html_dir / "notebooks").glob("*.html"))
+    problems: list[str] = []
+    with playwright.sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run",
+                  "--disable-quic"])
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        blocked: list[str] = []
+
+        def gate(route):
+            if route.request.url.startswith(server) or route.request.url.startswith("data:"):
+                route.continue_()
+            else:  # the network is off: anything remote is recorded and refused
+                blocked.append(route.request.url)
+                route.abort()
+
+        context.route("**/*", gate)
+        for rel in pages:
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("requestfailed", lambda r: errors.append(f"failed: {r.url}"))
+            response = page.goto(f"{server}/{rel}", wait_until="load")
+            if rel == "index.html":  # the book's index redirects to its first page
+                page.wait_for_url("**/intro.html", timeout=10000)
+                page.wait_for_load_state("load")
+            if response is None or not response.ok:
+                problems.append(f"{rel}: HTTP {response.status if response else 'none'}")
+                continue
+            has_math = page.evaluate("document.querySelectorAll('.math').length") > 0
+            if has_math:
+                page.wait_for_function(
+                    "window.MathJax && MathJax.startup && MathJax.startup.promise", timeout=20000)
+                page.evaluate("MathJax.startup.promise")
+                typeset = page.evaluate("document.querySelectorAll('mjx-container').length")
+                raw = page.evaluate(
+                    "[...document.querySelectorAll('.math')].filter(e => !e.querySelector('mjx-container')).length")
+                if typeset == 0 or raw:
+                    problems.append(f"{rel}: math not rendered ({typeset} typeset, {raw} raw)")
+            text = page.inner_text("body")
+            if "Traceback (most recent call last)" in text:
+                problems.append(f"{rel}: a Python traceback is shown")
+            n_error_out = page.evaluate(
+                "document.querySelectorAll('.output.error, .output.traceback, .output.stderr').length")
+            if n_error_out:
+                problems.append(f"{rel}: {n_error_out} error output(s)")
+            images = page.evaluate(
+                "[...document.images].map(i => [i.src, i.complete && i.naturalWidth > 0])")
+            broken = [src for src, ok in images if not ok]
+            if broken:
+                problems.append(f"{rel}: broken images {broken}")
+            if rel.startswith("notebooks/") and not any(ok for _, ok in images):
+                problems.append(f"{rel}: no figure")
+            if errors:
+                problems.append(f"{rel}: browser errors {errors[:5]}")
+            page.screenshot(path=str(shots / (rel.replace("/", "_") + ".png")), full_page=False)
+            page.close()
+        browser.close()
+    if blocked:
+        problems.append(f"remote requests attempted: {sorted(set(blocked))[:10]}")
+    assert not problems, "\n".join(problems)
+    assert (shots / "index.html.png").stat().st_size > 0

@@ -1,0 +1,97 @@
+"""The suite runner: order, parameters, results index, failures named, record()."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from mrlib import suite
+
+
+def _notebook(path: Path, params: str, body: str) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# test"),
+                nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture()
+def folder(tmp_path: Path) -> Path:
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    _notebook(nbs / "00_first.ipynb", "n_tracks = 5\nseed = 0",
+              "from mrlib.suite import record\nrecord('double', n_tracks * 2)")
+    _notebook(nbs / "01_second.ipynb", "epochs = 3",
+              "from mrlib.suite import record\nrecord('epochs_seen', epochs)")
+    return nbs
+
+
+def test_record_outside_suite_returns_value(monkeypatch):
+    monkeypatch.delenv(suite.RECORD_ENV, raising=False)
+    assert suite.record("x", 3) == 3
+    with pytest.raises(ValueError):
+        suite.record("", 1)
+
+
+def test_record_inside_suite_merges_json(tmp_path, monkeypatch):
+    import numpy as np
+
+    target = tmp_path / "r.json"
+    monkeypatch.setenv(suite.RECORD_ENV, str(target))
+    suite.record("a", np.float32(0.5))
+    suite.record("b", {"rows": np.arange(3)})
+    assert json.loads(target.read_text()) == {"a": 0.5, "b": {"rows": [0, 1, 2]}}
+
+
+def test_parse_value():
+    assert suite.parse_value("3") == 3
+    assert suite.parse_value("0.5") == 0.5
+    assert suite.parse_value("false") is False
+    assert suite.parse_value("music21") == "music21"
+    assert suite.parse_value("[1, 2]") == [1, 2]
+
+
+@pytest.mark.slow
+def test_suite_runs_in_order_and_indexes(folder, tmp_path):
+    out = tmp_path / "run"
+    index_path = suite.run_suite("smoke", {"epochs": 7, "unused": 1}, out_dir=out,
+                                 notebooks=folder)
+    index = json.loads(index_path.read_text())
+    assert list(index["notebooks"]) == ["00_first", "01_second"]
+    first, second = index["notebooks"]["00_first"], index["notebooks"]["01_second"]
+    # the smoke profile's n_tracks reaches the notebook that declares it, and only that one
+    assert first["parameters"] == {"n_tracks": suite.PROFILES["smoke"]["n_tracks"]}
+    assert first["metrics"] == {"double": 2 * suite.PROFILES["smoke"]["n_tracks"]}
+    assert second["parameters"] == {"epochs": 7} and second["metrics"] == {"epochs_seen": 7}
+    assert all(e["status"] == "ok" and e["wall_s"] > 0 for e in (first, second))
+    assert "torch" in index["versions"] and index["profile"] == "smoke"
+    assert (out / "00_first.ipynb").is_file()
+
+
+@pytest.mark.slow
+def test_failing_notebook_is_named_and_kept(folder, tmp_path):
+    _notebook(folder / "02_broken.ipynb", "x = 1", "raise ValueError('bad parameter x')")
+    out = tmp_path / "run"
+    with pytest.raises(suite.NotebookFailed) as err:
+        suite.run_suite("quick", out_dir=out, notebooks=folder)
+    message = str(err.value)
+    assert "02_broken.ipynb" in message and "ValueError: bad parameter x" in message
+    assert "cell" in message
+    assert (out / "02_broken.ipynb").is_file()  # the executed copy is kept
+    index = json.loads((out / "results.json").read_text())
+    assert index["notebooks"]["00_first"]["status"] == "ok"
+    assert index["notebooks"]["02_broken"]["status"] == "failed"
+
+
+def test_bad_arguments(folder):
+    with pytest.raises(ValueError, match="unknown profile"):
+        suite.run_suite("huge", notebooks=folder)
+    with pytest.raises(ValueError, match="no such notebook"):
+        suite.list_notebooks(["42"], folder)
+    with pytest.raises(ValueError, match="--inplace"):
+        suite.run_suite("smoke", inplace=True, notebooks=folder)
