@@ -1,0 +1,413 @@
+"""Tests of mrlib.catalog: the Catalog contract, artist-disjoint splits, the synthetic build
+(determinism, parallel = sequential, resume after an interruption), load() dispatch,
+from_folder() validation with every error message, and the CLI."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import types
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+import mrlib
+from mrlib import catalog as C
+from mrlib import synth
+from mrlib.paths import data_dir
+
+SMALL = dict(n_tracks=12, seed=0, duration_s=5.0, n_jobs=1, progress=False)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """One small synthetic catalog for the read-only tests of this module."""
+    root = tmp_path_factory.mktemp("cat") / "syn"
+    return C.build_synthetic(root=root, **SMALL)
+
+
+# ------------------------------------------------------------------ splits
+def test_artist_disjoint_split_fractions_and_disjointness():
+    rng = np.random.default_rng(0)
+    artists = rng.integers(0, 250, 1000)               # ~4 tracks per artist, uneven
+    split = C.artist_disjoint_split(artists, seed=0)
+    assert split.shape == (1000,) and set(split) == {"train", "val", "test"}
+    per_artist = pd.DataFrame({"a": artists, "s": split}).groupby("a")["s"].nunique()
+    assert (per_artist == 1).all()
+    shares = pd.Series(split).value_counts(normalize=True)
+    for s, target in zip(C.SPLITS, (0.6, 0.2, 0.2)):
+        assert abs(shares[s] - target) < 0.01, shares
+
+
+def test_artist_disjoint_split_is_deterministic_and_row_order_free():
+    artists = np.repeat(np.arange(40), np.arange(1, 41) % 7 + 1)
+    a = C.artist_disjoint_split(artists, seed=3)
+    assert np.array_equal(a, C.artist_disjoint_split(list(artists), seed=3))
+    perm = np.random.default_rng(1).permutation(artists.size)
+    assert np.array_equal(C.artist_disjoint_split(artists[perm], seed=3), a[perm])
+
+
+def test_artist_disjoint_split_edge_cases():
+    assert C.artist_disjoint_split([], seed=0).shape == (0,)
+    only = C.artist_disjoint_split(np.arange(10), fractions=(0.5, 0.5, 0.0))
+    assert "test" not in set(only) and (only == "train").sum() == 5
+    for bad in ((0.5, 0.5), (0.7, 0.2, 0.2), (1.2, -0.1, -0.1)):
+        with pytest.raises(ValueError, match="fractions"):
+            C.artist_disjoint_split(np.arange(5), fractions=bad)
+    with pytest.raises(ValueError, match="seed"):
+        C.artist_disjoint_split(np.arange(5), seed=-1)
+
+
+# ------------------------------------------------------------------ the synthetic build
+def test_build_writes_the_on_disk_format(built):
+    for f in ("tracks.csv", "tags.csv", "vocabulary.csv", "catalog.json", "attributes.csv"):
+        assert (built / f).is_file(), f
+    info = json.loads((built / "catalog.json").read_text())
+    assert info["complete"] is True and info["config"]["seed"] == 0 and "numpy" in info["versions"]
+    tracks = pd.read_csv(built / "tracks.csv")
+    assert list(tracks.columns) == list(C.TRACK_COLUMNS)
+    tags = pd.read_csv(built / "tags.csv")
+    assert list(tags.columns) == ["track_id"] + list(synth.TAGS)
+    assert not list((built / "audio").glob("*.part"))
+
+
+def test_read_gives_the_contract(built):
+    cat = C.read(built)
+    n, m = len(cat), len(cat.vocabulary)
+    assert n == 12 and cat.tags.shape == (n, m) and cat.tags.dtype == np.float32
+    assert cat.tags.min() >= 0 and cat.tags.max() <= 1
+    assert cat.tag_names == list(synth.TAGS) and cat.categories == list(synth.CATEGORIES)
+    assert list(cat.tracks.columns) == list(C.TRACK_COLUMNS)
+    parts = [cat.split_indices(s) for s in C.SPLITS]
+    assert all(p.dtype == np.int64 for p in parts)
+    assert np.array_equal(np.sort(np.concatenate(parts)), np.arange(n))
+    by_split = [set(cat.tracks["artist_id"].iloc[p]) for p in parts]
+    assert not (by_split[0] & by_split[1] or by_split[0] & by_split[2] or by_split[1] & by_split[2])
+    # the tags on disk are the generator's, exactly
+    _, tags, _ = synth.sample_catalog(12, 0)
+    assert np.array_equal(cat.tags, tags)
+    assert cat.attributes is not None and list(cat.attributes["genre"]) == \
+        [a.genre for a in synth.sample_catalog(12, 0).attributes]
+    for i in (0, 11):
+        p = cat.audio_path(i)
+        assert p.is_absolute() and p.is_file()
+        y, sr = sf.read(p, dtype="float32")
+        assert sr == 22050 and y.shape == (5 * 22050,) and np.abs(y).max() > 0.01
+    # 16-bit FLAC holds the rendered float audio to within one quantisation step
+    a0 = synth.sample_catalog(12, 0).attributes[0]
+    y0 = synth.render_catalog_track(a0, 0, 22050, 5.0)
+    assert np.abs(sf.read(cat.audio_path(0), dtype="float32")[0] - y0).max() <= 1.0 / 32768 + 1e-7
+    assert cat.category_indices("Lyrics").tolist() == [synth.TAGS.index(t) for t in synth.LYRICS]
+    assert "N=12" in repr(cat) and "Lyrics" in cat.summary()
+
+
+def test_same_seed_byte_identical_other_seed_differs(built, tmp_path):
+    again = C.build_synthetic(root=tmp_path / "again", **SMALL)
+    other = C.build_synthetic(root=tmp_path / "other", **{**SMALL, "seed": 1})
+    for f in ("tracks.csv", "tags.csv", "vocabulary.csv", "attributes.csv"):
+        assert (built / f).read_bytes() == (again / f).read_bytes(), f
+    assert (built / "tags.csv").read_bytes() != (other / "tags.csv").read_bytes()
+    for p in sorted((built / "audio").iterdir()):
+        assert p.read_bytes() == (again / "audio" / p.name).read_bytes(), p.name
+        assert p.read_bytes() != (other / "audio" / p.name).read_bytes(), p.name
+
+
+def test_parallel_build_equals_sequential(built, tmp_path):
+    par = C.build_synthetic(root=tmp_path / "par", **{**SMALL, "n_jobs": 2})
+    for p in sorted((built / "audio").iterdir()):
+        assert p.read_bytes() == (par / "audio" / p.name).read_bytes(), p.name
+
+
+class _Crash(Exception):
+    """Stands for a kill, a power cut or Ctrl-C in the middle of a build."""
+
+
+def test_interrupted_build_resumes_without_redoing_finished_tracks(built, tmp_path, monkeypatch):
+    root = tmp_path / "resume"
+    real = C._render_to_file
+    calls, crash = [], True
+
+    def flaky(*args):
+        calls.append(args[4])
+        if len(calls) == 6 and crash:
+            raise _Crash("simulated interruption")
+        return real(*args)
+
+    monkeypatch.setattr(C, "_render_to_file", flaky)
+    with pytest.raises(_Crash):
+        C.build_synthetic(root=root, **SMALL)
+    done = sorted((root / "audio").glob("*.flac"))
+    assert len(done) == 5
+    assert json.loads((root / "catalog.json").read_text())["complete"] is False
+    with pytest.raises(ValueError, match="incomplete"):
+        C.read(root)
+    torn = root / "audio" / "syn00005.flac.12345.part"                       # a torn write ...
+    torn.write_bytes(b"half a file")
+    os.utime(torn, (time.time() - 3600, time.time() - 3600))                  # ... an hour ago
+    stamps = {p.name: p.stat().st_mtime_ns for p in done}
+
+    calls.clear()
+    crash = False
+    C.build_synthetic(root=root, **SMALL)
+    assert len(calls) == 12 - 5                                  # only the missing tracks
+    assert {p.name: p.stat().st_mtime_ns for p in done} == stamps
+    assert not list((root / "audio").glob("*.part"))
+    for p in sorted((built / "audio").iterdir()):                # same bytes as uninterrupted
+        assert p.read_bytes() == (root / "audio" / p.name).read_bytes(), p.name
+    calls.clear()
+    C.build_synthetic(root=root, **SMALL)                         # complete: nothing to do
+    assert calls == []
+
+
+def test_build_refuses_a_folder_with_another_config(built, tmp_path):
+    root = tmp_path / "cfg"
+    C.build_synthetic(root=root, **{**SMALL, "n_tracks": 4})
+    with pytest.raises(ValueError, match="overwrite"):
+        C.build_synthetic(root=root, **{**SMALL, "n_tracks": 5})
+    C.build_synthetic(root=root, overwrite=True, **{**SMALL, "n_tracks": 5})
+    assert len(C.read(root)) == 5 and len(list((root / "audio").iterdir())) == 5
+
+
+def test_a_cache_from_an_older_generator_is_rebuilt(tmp_path):
+    root = C.build_synthetic(root=tmp_path / "stale", **{**SMALL, "n_tracks": 3})
+    info = json.loads((root / "catalog.json").read_text())
+    info["config"]["generator_version"] = "0"
+    (root / "catalog.json").write_text(json.dumps(info))
+    (root / "audio" / "syn00000.flac").write_bytes(b"old bytes")
+    with pytest.warns(UserWarning, match="generator version '0'.*rebuilding"):
+        C.build_synthetic(root=root, **{**SMALL, "n_tracks": 3})
+    info = json.loads((root / "catalog.json").read_text())
+    assert info["config"]["generator_version"] == synth.GENERATOR_VERSION and info["complete"]
+    assert sf.read(root / "audio" / "syn00000.flac")[0].shape == (5 * 22050,)
+
+
+@pytest.mark.parametrize("kw,match", [({"n_tracks": 0}, "n_tracks"), ({"seed": -1}, "seed"),
+                                      ({"duration_s": 0.1}, "duration_s"), ({"n_jobs": 0}, "n_jobs"),
+                                      ({"audio_format": "mp3"}, "audio_format")])
+def test_build_validates(tmp_path, kw, match):
+    with pytest.raises(ValueError, match=match):
+        C.build_synthetic(root=tmp_path / "x", **{**SMALL, **kw})
+
+
+# ------------------------------------------------------------------ load()
+def test_load_synthetic_builds_under_the_data_root_and_reuses_it():
+    cat = C.load("synthetic", n_tracks=6, seed=2, duration_s=2.0, n_jobs=1, progress=False)
+    assert cat.root == (data_dir() / "synthetic_n6_s2_d2").resolve()
+    assert len(cat) == 6 and cat.name == "synthetic_n6_s2_d2"
+    stamp = (cat.root / "catalog.json").stat().st_mtime_ns
+    again = C.load("synthetic", n_tracks=6, seed=2, duration_s=2.0, n_jobs=1, progress=False)
+    assert (cat.root / "catalog.json").stat().st_mtime_ns == stamp
+    assert np.array_equal(again.tags, cat.tags)
+    # by folder name under the data root, and by path
+    assert len(C.load("synthetic_n6_s2_d2")) == 6 and len(C.load(cat.root)) == 6
+
+
+def test_load_dispatches_music21_and_mtat(built, monkeypatch):
+    seen = {}
+
+    def fake_build(**kw):
+        seen["music21"] = kw
+        return built
+
+    fake_rep = types.SimpleNamespace(build=fake_build)
+    monkeypatch.setitem(sys.modules, "mrlib.repertoire", fake_rep)
+    monkeypatch.setattr(mrlib, "repertoire", fake_rep, raising=False)
+    cat = C.load("music21", n_tracks=12, seed=0)
+    assert seen["music21"] == {"n_tracks": 12, "seed": 0} and len(cat) == 12
+
+    fake_mtat = types.SimpleNamespace(load_catalog=lambda **kw: (seen.setdefault("mtat", kw), C.read(built))[1])
+    monkeypatch.setitem(sys.modules, "mrlib.mtat", fake_mtat)
+    monkeypatch.setattr(mrlib, "mtat", fake_mtat, raising=False)
+    assert len(C.load("mtat", folder="/somewhere")) == 12 and seen["mtat"] == {"folder": "/somewhere"}
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no catalog 'nope'"):
+        C.load("nope")
+    with pytest.raises(TypeError, match="keyword"):
+        C.load(tmp_path, n_tracks=3)
+    with pytest.raises(FileNotFoundError, match="tracks.csv"):
+        C.read(tmp_path)
+    with pytest.raises(ValueError, match="cannot build"):
+        C.build("mtat")
+
+
+# ------------------------------------------------------------------ the Catalog contract
+def _toy(n=4, m=3, **over):
+    tracks = pd.DataFrame({"track_id": [f"t{i}" for i in range(n)], "artist_id": ["a", "a", "b", "c"][:n],
+                           "split": ["train", "train", "val", "test"][:n], "path": [f"{i}.wav" for i in range(n)],
+                           "duration_s": 1.0})
+    vocab = pd.DataFrame({"tag": [f"g{j}" for j in range(m)], "category": ["Genre"] * m})
+    kw = dict(name="toy", root="/tmp", tracks=tracks, tags=np.full((n, m), 0.5, np.float32), vocabulary=vocab)
+    kw.update(over)
+    return C.Catalog(**kw)
+
+
+def test_catalog_validates_its_fields():
+    cat = _toy()
+    assert len(cat) == 4 and cat.split_indices("val").tolist() == [2]
+    with pytest.raises(ValueError, match="shape"):
+        _toy(tags=np.zeros((4, 2)))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        _toy(tags=np.full((4, 3), 1.5))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        _toy(tags=np.full((4, 3), np.nan))
+    with pytest.raises(ValueError, match="missing column"):
+        _toy(tracks=cat.tracks.drop(columns="split"))
+    with pytest.raises(ValueError, match="split values"):
+        _toy(tracks=cat.tracks.assign(split=["train", "dev", "val", "test"]))
+    with pytest.raises(ValueError, match="duplicate"):
+        _toy(tracks=cat.tracks.assign(track_id=["x", "x", "y", "z"]))
+    with pytest.raises(ValueError, match="split must be"):
+        cat.split_indices("validation")
+    with pytest.raises(IndexError):
+        cat.audio_path(4)
+    with pytest.raises(ValueError, match="unknown category"):
+        cat.category_indices("Mood")
+
+
+# ------------------------------------------------------------------ from_folder
+def _wav(path, seconds=2.0, sr=16000):
+    t = np.arange(int(seconds * sr)) / sr
+    sf.write(path, (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), sr)
+
+
+@pytest.fixture()
+def folder(tmp_path):
+    audio = tmp_path / "music"
+    (audio / "sub").mkdir(parents=True)
+    for tid in ("a1", "a2", "a3", "a4", "b1", "b2", "dup"):
+        _wav(audio / f"{tid}.wav")
+    _wav(audio / "sub" / "c1.flac")                        # found recursively, any format
+    _wav(audio / "short.wav", seconds=0.2)
+    (audio / "broken.wav").write_bytes(b"RIFF not really a wav file")
+    _wav(audio / "orphan.wav")                              # no row in the CSV
+    rows = [("a1", "art1", 0.9, 0.0), ("a2", "art1", 0.1, 1.0), ("a3", "art2", 0.5, 0.5),
+            ("a4", "art3", 0.0, 0.2), ("b1", "art4", 1.0, 1.0), ("b2", "", 0.3, 0.7),
+            ("c1", "art5", 0.2, 0.2), ("dup", "art6", 0.5, 0.5), ("dup", "art6", 0.6, 0.6),
+            ("gone", "art7", 0.5, 0.5), ("neg", "art8", -0.1, 0.5), ("big", "art8", 0.5, 1.2),
+            ("nan", "art9", np.nan, 0.5), ("short", "art9", 0.5, 0.5), ("broken", "art9", 0.5, 0.5),
+            ("text", "art9", 0.5, "high")]
+    df = pd.DataFrame(rows, columns=["track_id", "artist_id", "rock", "calm"])
+    df.to_csv(tmp_path / "tags.csv", index=False)
+    pd.DataFrame({"tag": ["rock", "calm"], "category": ["Genre", "Mood"]}).to_csv(tmp_path / "vocab.csv", index=False)
+    return audio, tmp_path / "tags.csv", tmp_path / "vocab.csv"
+
+
+def test_from_folder_keeps_good_rows_and_reports_every_bad_one(folder):
+    audio, tags_csv, vocab_csv = folder
+    with pytest.warns(UserWarning, match="skipped"):
+        cat = C.from_folder(audio, tags_csv, vocab_csv, progress=False)
+    assert list(cat.track_ids) == ["a1", "a2", "a3", "a4", "b1", "b2", "c1", "dup"]
+    assert cat.tags.dtype == np.float32 and cat.tags[0].tolist() == pytest.approx([0.9, 0.0])
+    assert cat.categories == ["Genre", "Mood"]
+    assert cat.tracks["duration_s"].iloc[0] == pytest.approx(2.0)
+    assert cat.audio_path(6).name == "c1.flac" and cat.audio_path(6).is_file()
+    assert cat.tracks["artist_id"].iloc[5] == "b2"                       # blank artist: its own
+    reasons = dict(zip(cat.skipped["track_id"], cat.skipped["reason"]))
+    assert reasons["dup"].startswith("duplicate track id (first at row 9")
+    assert reasons["gone"].startswith("file not found")
+    assert "outside [0, 1]" in reasons["neg"] and "['rock']" in reasons["neg"]
+    assert "outside [0, 1]" in reasons["big"] and "['calm']" in reasons["big"]
+    assert reasons["nan"] == "tag value missing (NaN) in ['rock']"
+    assert reasons["short"].startswith("too short")
+    assert reasons["broken"].startswith("unreadable audio")
+    assert reasons["orphan"].startswith("unknown id")
+    assert reasons["text"] == "tag value not a number in ['calm']"
+    assert len(cat.skipped) == 9
+    report = C.format_skipped(cat.skipped)
+    assert report.startswith("skipped 9 row(s)") and "gone" in report
+    # artist-disjoint split, assigned deterministically
+    by_artist = cat.tracks.groupby("artist_id")["split"].nunique()
+    assert (by_artist == 1).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        again = C.from_folder(audio, tags_csv, vocab_csv, progress=False)
+    assert again.tracks.equals(cat.tracks)
+
+
+def test_from_folder_round_trips_through_save(folder, tmp_path):
+    audio, tags_csv, vocab_csv = folder
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cat = C.from_folder(audio, tags_csv, vocab_csv, progress=False)
+    back = C.read(cat.save(tmp_path / "saved"))
+    assert np.array_equal(back.tags, cat.tags) and list(back.track_ids) == list(cat.track_ids)
+    assert back.audio_path(0) == cat.audio_path(0)
+    # ids that look like missing values stay ids; unknown durations stay NaN
+    odd = C.Catalog("odd", cat.root, cat.tracks.assign(track_id=["NA", "null", "nan"] + list(cat.track_ids[3:]),
+                                                       duration_s=np.nan), cat.tags, cat.vocabulary)
+    back = C.read(odd.save(tmp_path / "odd"))
+    assert list(back.track_ids[:3]) == ["NA", "null", "nan"] and back.tracks["duration_s"].isna().all()
+
+
+def test_from_folder_error_messages(folder, tmp_path):
+    audio, tags_csv, vocab_csv = folder
+    with pytest.raises(FileNotFoundError, match="audio folder not found"):
+        C.from_folder(tmp_path / "nowhere", tags_csv)
+    with pytest.raises(FileNotFoundError, match="tags CSV not found"):
+        C.from_folder(audio, tmp_path / "none.csv")
+    with pytest.raises(ValueError, match="missing id column 'clip_id'"):
+        C.from_folder(audio, tags_csv, id_column="clip_id")
+    with pytest.raises(ValueError, match="missing path column"):
+        C.from_folder(audio, tags_csv, path_column="file")
+    bad_vocab = tmp_path / "v2.csv"
+    pd.DataFrame({"name": ["rock"], "category": ["Genre"]}).to_csv(bad_vocab, index=False)
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['tag'\]"):
+        C.from_folder(audio, tags_csv, bad_vocab)
+    pd.DataFrame({"tag": ["rock", "jazz"], "category": ["Genre", "Genre"]}).to_csv(bad_vocab, index=False)
+    with pytest.raises(ValueError, match=r"without a column .*\['jazz'\].*not in the vocabulary: \['calm'\]"):
+        C.from_folder(audio, tags_csv, bad_vocab)
+    only_ids = tmp_path / "ids.csv"
+    pd.DataFrame({"track_id": ["a1"]}).to_csv(only_ids, index=False)
+    with pytest.raises(ValueError, match="no tag columns"):
+        C.from_folder(audio, only_ids)
+    with pytest.raises(ValueError, match=r"row 10 \(track_id 'dup'\): duplicate track id \(first at row 9, kept\)"):
+        C.from_folder(audio, tags_csv, vocab_csv, strict=True, progress=False)
+    none_ok = tmp_path / "none_ok.csv"
+    pd.DataFrame({"track_id": ["zz"], "rock": [0.5]}).to_csv(none_ok, index=False)
+    with pytest.raises(ValueError, match="no usable rows"):
+        C.from_folder(audio, none_ok, progress=False)
+
+
+def test_from_folder_with_path_and_split_columns(folder, tmp_path):
+    audio, _, _ = folder
+    csv = tmp_path / "with_split.tsv"
+    pd.DataFrame({"track_id": ["x", "y", "z", "w", "v"],
+                  "file": ["a1.wav", "sub/c1.flac", "b1.wav", "nope.wav", "a2.wav"],
+                  "artist_id": ["p", "p", "q", "r", "s"], "split": ["train", "test", "val", "train", "dev"],
+                  "happy": [0.1, 0.2, 0.3, 0.4, 0.5]}).to_csv(csv, sep="\t", index=False)
+    with pytest.warns(UserWarning) as rec:
+        cat = C.from_folder(audio, csv, path_column="file", progress=False)
+    messages = " ".join(str(w.message) for w in rec)
+    assert "not artist-disjoint" in messages and "file not found: nope.wav" in messages
+    assert list(cat.tracks["split"]) == ["train", "test", "val"]
+    assert cat.vocabulary.to_dict("list") == {"tag": ["happy"], "category": ["Tag"]}
+    assert "split 'dev' is not one of" in messages
+    assert cat.skipped["track_id"].tolist() == ["v", "w"]            # path column: no orphan scan
+
+
+def test_load_folder_dispatch(folder):
+    audio, tags_csv, vocab_csv = folder
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cat = C.load("folder", audio_dir=audio, tags_csv=tags_csv, vocabulary_csv=vocab_csv, progress=False)
+    assert len(cat) == 8
+
+
+# ------------------------------------------------------------------ CLI
+def test_cli_build_and_info(capsys):
+    rc = C.main(["build", "synthetic", "--n-tracks", "4", "--seed", "1", "--duration", "2", "--jobs", "1",
+                 "--no-progress"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "wrote" in out and "synthetic_n4_s1_d2" in out and " s" in out
+    rc = C.main(["info", "synthetic", "--n-tracks", "4", "--seed", "1", "--duration", "2"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "N=4" in out and "Movement" in out
+    assert C.main(["info", "synthetic", "--n-tracks", "5"]) == 1
+    assert "not built" in capsys.readouterr().out
+    assert C.main(["info", "no_such_catalog"]) == 2

@@ -1,0 +1,267 @@
+"""Tests of mrlib.synth: vocabulary, latent attributes and tag noise, determinism, and that the
+audio is music-like (tuned notes, a beat at the latent tempo, a key, movement) and fast."""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mrlib import synth
+from mrlib.paths import repo_root
+
+SR = 22050
+
+
+@pytest.fixture(scope="module")
+def small():
+    return synth.sample_catalog(40, seed=0)
+
+
+# ------------------------------------------------------------------ vocabulary and tags
+def test_vocabulary_shape_and_categories():
+    voc = synth.vocabulary()
+    assert list(voc.columns) == ["tag", "category"]
+    assert 40 <= len(voc) <= 60
+    assert voc["tag"].is_unique
+    assert list(dict.fromkeys(voc["category"])) == list(synth.CATEGORIES)
+    counts = voc["category"].value_counts()
+    assert counts.to_dict() == {"Recording": 12, "Genre": 10, "Mood": 9, "Lyrics": 8, "Movement": 7}
+    # every tag the generator can switch on is in the vocabulary
+    assert set(synth.GENRES) <= set(voc["tag"]) and set(synth.MOODS) <= set(voc["tag"])
+
+
+def test_committed_vocabulary_file_matches_code():
+    path = repo_root() / "data" / "synthetic_vocabulary.csv"
+    df = pd.read_csv(path, dtype=str)
+    pd.testing.assert_frame_equal(df, synth.vocabulary(descriptions=True))
+
+
+def test_sample_catalog_shapes_and_range(small):
+    attrs, tags, voc = small
+    assert len(attrs) == 40 and tags.shape == (40, len(voc)) and tags.dtype == np.float32
+    assert tags.min() >= 0.0 and tags.max() <= 1.0
+    # likelihoods are multiples of 0.01, so the CSV round-trips exactly
+    assert np.allclose(tags * 100, np.round(tags * 100), atol=1e-3)
+    assert [a.index for a in attrs] == list(range(40))
+    per_track = (tags > 0).sum(1)
+    assert per_track.min() >= 3 and 5 <= per_track.mean() <= 15
+
+
+def test_sample_catalog_is_deterministic_and_seeded():
+    a1, t1, _ = synth.sample_catalog(30, seed=3)
+    a2, t2, _ = synth.sample_catalog(30, seed=3)
+    a3, t3, _ = synth.sample_catalog(30, seed=4)
+    assert t1.tobytes() == t2.tobytes() and a1 == a2
+    assert t1.tobytes() != t3.tobytes() and a1 != a3
+
+
+def test_relevance_hand_worked_case(small):
+    base = small.attributes[0]
+    a = dataclasses.replace(base, genre="rock", genre2="blues", genre2_weight=0.3, mood="sad", mood2="dark",
+                            melody="dist_guitar", chords="piano", bass="upright_bass", kit="live",
+                            master_drive=0.0, lofi=True, echo=0.0, structure="repetitive",
+                            tempo_change="acceleration", dynamics_change="flat", breaks=False,
+                            lyrics=("death", "love"))
+    r = dict(zip(synth.TAGS, synth.relevance(a)))
+    expected = {"rock": 1.0, "blues": 0.3, "sad": 1.0, "dark": 0.5, "guitar": 1.0, "saturated": 1.0,
+                "piano": 1.0, "live_drums": 1.0, "lo_fi": 1.0, "repetitive": 1.0, "acceleration": 1.0,
+                "death": 1.0, "love": 1.0,
+                # families: dist_guitar electric; piano, upright bass, live kit acoustic -> 3/4
+                "acoustic": 0.5, "electric": 0.5}
+    for tag, v in expected.items():
+        assert r[tag] == pytest.approx(v), tag
+    assert sum(v > 0 for v in r.values()) == len(expected)
+
+
+def test_annotator_noise_rates_match_parameters():
+    """Misses among relevant tags ~ p_miss and false positives among irrelevant tags ~ p_false
+    (binomial, 4 standard errors)."""
+    attrs, tags, _ = synth.sample_catalog(1500, seed=11, p_miss=0.1, p_false=0.02)
+    rel = np.stack([synth.relevance(a) for a in attrs])
+    pos, neg = rel > 0, rel == 0
+    miss = (tags[pos] == 0).mean()
+    false = (tags[neg] > 0).mean()
+    for rate, p, n in ((miss, 0.1, pos.sum()), (false, 0.02, neg.sum())):
+        assert abs(rate - p) < 4 * np.sqrt(p * (1 - p) / n), (rate, p)
+    # observed likelihoods follow relevance: high for relevant tags, low for false positives
+    assert tags[pos & (tags > 0)].mean() > 0.6 > tags[neg & (tags > 0)].mean()
+
+
+def test_artists_have_a_personal_style():
+    attrs, _, _ = synth.sample_catalog(600, seed=5)
+    df = synth.attributes_frame(attrs)
+    same = df["artist"].to_numpy()[:, None] == df["artist"].to_numpy()[None, :]
+    off = ~np.eye(len(df), dtype=bool)
+    for col in ("tonic", "genre", "melody"):
+        eq = df[col].to_numpy()[:, None] == df[col].to_numpy()[None, :]
+        assert eq[same & off].mean() > 2 * eq[~same].mean(), col
+
+
+def test_lyrics_vary_independently_of_audio_attributes(small):
+    # instrumentals exist, and themes are drawn from the lyrics list
+    lyr = [a.lyrics for a in small.attributes]
+    assert any(len(x) == 0 for x in lyr) and any(len(x) > 0 for x in lyr)
+    assert all(t in synth.LYRICS for x in lyr for t in x)
+
+
+def test_sample_catalog_validates():
+    with pytest.raises(ValueError, match="n_tracks"):
+        synth.sample_catalog(0)
+    with pytest.raises(TypeError, match="seed"):
+        synth.sample_catalog(5, seed=1.5)
+    with pytest.raises(ValueError, match="p_miss"):
+        synth.sample_catalog(5, p_miss=1.0)
+
+
+# ------------------------------------------------------------------ audio
+def test_generate_track_same_seed_same_bytes_other_seed_differs(small):
+    a = small.attributes[3]
+    y1 = synth.generate_track(a, SR, 4.0, seed=7)
+    y2 = synth.generate_track(a, SR, 4.0, seed=7)
+    y3 = synth.generate_track(a, SR, 4.0, seed=8)
+    assert y1.dtype == np.float32 and y1.shape == (4 * SR,)
+    assert y1.tobytes() == y2.tobytes()
+    assert not np.array_equal(y1, y3)
+    # catalog tracks: seed derived from (catalog seed, index) only
+    r1 = synth.render_catalog_track(a, 0, SR, 4.0)
+    assert r1.tobytes() == synth.generate_track(a, SR, 4.0, synth.track_seed(0, a.index)).tobytes()
+    assert not np.array_equal(r1, synth.render_catalog_track(a, 1, SR, 4.0))
+
+
+def test_lyrics_are_not_audible(small):
+    for a in small.attributes[:6]:
+        y = synth.render_catalog_track(a, 0, SR, 3.0)
+        for lyrics in ((), ("death",), ("party", "love"), tuple(synth.LYRICS)):
+            y2 = synth.render_catalog_track(dataclasses.replace(a, lyrics=lyrics), 0, SR, 3.0)
+            assert y.tobytes() == y2.tobytes()
+
+
+@pytest.mark.parametrize("field,value", [("genre", "jazz"), ("mode", "harmonic_minor"), ("melody", "flute"),
+                                         ("chords", "organ"), ("tonic", 2), ("tempo_bpm", 71.0),
+                                         ("echo", 0.4), ("lofi", True), ("brightness", 0.05),
+                                         ("loudness_db", -30.0), ("register", -3)])
+def test_audible_attributes_change_the_audio(small, field, value):
+    a = next(x for x in small.attributes if getattr(x, field) != value)
+    y = synth.render_catalog_track(a, 0, SR, 3.0)
+    y2 = synth.render_catalog_track(dataclasses.replace(a, **{field: value}), 0, SR, 3.0)
+    assert not np.array_equal(y, y2)
+
+
+def test_audio_is_sane(small):
+    for a in small.attributes[:12]:
+        y = synth.render_catalog_track(a, 0, SR, 8.0)
+        assert np.isfinite(y).all()
+        assert np.abs(y).max() <= 0.98 + 1e-6                  # never clips
+        rms_db = 20 * np.log10(np.sqrt(np.mean(y.astype(np.float64) ** 2)))
+        assert -45 < rms_db < -10, (a.index, rms_db)
+        frames = y[: len(y) // SR * SR].reshape(-1, SR)         # no silent second
+        assert (np.sqrt((frames.astype(np.float64) ** 2).mean(1)) > 1e-3).all(), a.index
+
+
+@pytest.mark.parametrize("engine", sorted(synth._RELEASE))
+def test_every_engine_is_in_tune(engine):
+    """The strongest spectral line near f0 lies within 3 cents of f0 (Karplus-Strong included,
+    whose integer delay line alone would be up to 30 cents flat)."""
+    for midi in (40, 57, 69, 76):
+        y = synth._source(engine, midi, SR, SR).astype(np.float64)
+        spec = np.abs(np.fft.rfft(y * np.hanning(y.size), 16 * y.size))
+        f = np.fft.rfftfreq(16 * y.size, 1 / SR)
+        f0 = synth._midi_hz(midi)
+        band = (f > f0 * 0.95) & (f < f0 * 1.05)
+        peak = f[band][np.argmax(spec[band])]
+        tol = 7 if engine == "pad" else 3          # the pad is a ±6-cent chorus of two voices
+        assert abs(1200 * np.log2(peak / f0)) < tol, (engine, midi, peak, f0)
+
+
+def test_wavetables_are_band_limited():
+    for timbre in synth._SPECTRA:
+        for freq in (55.0, 440.0, 1760.0):
+            table = synth._table_for(timbre, freq, SR, 64)
+            k = np.flatnonzero(np.abs(np.fft.rfft(table)) > 1e-4 * len(table)).max()
+            assert k * freq < 0.45 * SR
+
+
+def _tempo_ok(est: float, true: float) -> bool:
+    return any(abs(est / true - r) / r < 0.06 for r in (1 / 3, 0.5, 2 / 3, 1.0, 1.5, 2.0, 3.0))
+
+
+def test_onsets_are_periodic_at_the_latent_tempo():
+    librosa = pytest.importorskip("librosa")
+    attrs = [a for a in synth.sample_catalog(200, seed=1).attributes
+             if a.kit != "none" and a.tempo_change == "steady"][:12]
+    ok = []
+    for a in attrs:
+        y = synth.render_catalog_track(a, 1, SR, 12.0)
+        est = float(librosa.feature.tempo(y=y, sr=SR)[0])
+        ok.append(_tempo_ok(est, a.tempo_bpm))
+    assert np.mean(ok) >= 0.8, ok
+
+
+def test_audio_is_tonal_in_the_latent_key():
+    """Chroma energy concentrates on the 7 scale pitch classes (chance: 7/12), and a
+    Krumhansl-Schmuckler key estimate finds the latent key (or its relative) in most tracks."""
+    librosa = pytest.importorskip("librosa")
+    major = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+    minor = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+    attrs = [a for a in synth.sample_catalog(60, seed=2).attributes if a.genre != "blues"][:12]
+    fracs, hits = [], []
+    for a in attrs:
+        y = synth.render_catalog_track(a, 2, SR, 8.0)
+        chroma = librosa.feature.chroma_cqt(y=y, sr=SR).mean(1)
+        fracs.append(chroma[synth.scale_pitch_classes(a)].sum() / chroma.sum())
+        scores = [(np.corrcoef(np.roll(p, k), chroma)[0, 1], k, q)
+                  for p, q in ((major, "maj"), (minor, "min")) for k in range(12)]
+        _, k, q = max(scores)
+        is_minor = a.mode in ("minor", "harmonic_minor")
+        truth = {(a.tonic, "min"), ((a.tonic + 3) % 12, "maj")} if is_minor else \
+            {(a.tonic, "maj"), ((a.tonic + 9) % 12, "min")}
+        hits.append((k, q) in truth)
+    assert np.mean(fracs) > 0.68 and min(fracs) > 7 / 12, fracs
+    assert np.mean(hits) >= 0.75, hits
+
+
+def test_movement_is_audible(small):
+    librosa = pytest.importorskip("librosa")
+    a = next(x for x in small.attributes if x.kit != "none")
+    flat = dataclasses.replace(a, dynamics_change="flat", tempo_change="steady", breaks=False)
+
+    def rms_db(y):
+        return 10 * np.log10(np.mean(y.astype(np.float64) ** 2))
+    y = synth.render_catalog_track(dataclasses.replace(flat, dynamics_change="crescendo"), 0, SR, 20.0)
+    assert rms_db(y[-4 * SR:]) - rms_db(y[:4 * SR]) > 8
+    y = synth.render_catalog_track(dataclasses.replace(flat, dynamics_change="decrescendo"), 0, SR, 20.0)
+    assert rms_db(y[:4 * SR]) - rms_db(y[-4 * SR:]) > 8
+    # acceleration: the tempo of the last 10 s is ~1.2x that of the first 10 s (folded by 2)
+    y = synth.render_catalog_track(dataclasses.replace(flat, tempo_change="acceleration"), 0, SR, 30.0)
+    t0 = float(librosa.feature.tempo(y=y[: 10 * SR], sr=SR)[0])
+    t1 = float(librosa.feature.tempo(y=y[-10 * SR:], sr=SR)[0])
+    ratio = t1 / t0 * 2.0 ** -np.round(np.log2(t1 / t0))
+    assert 1.08 < ratio < 1.35, (t0, t1)
+
+
+def test_generate_track_validates(small):
+    a = small.attributes[0]
+    with pytest.raises(TypeError, match="TrackAttributes"):
+        synth.generate_track({"genre": "pop"})
+    with pytest.raises(ValueError, match="sr"):
+        synth.generate_track(a, sr=4000)
+    with pytest.raises(ValueError, match="duration_s"):
+        synth.generate_track(a, duration_s=0.1)
+    with pytest.raises(TypeError, match="seed"):
+        synth.generate_track(a, seed="x")
+    with pytest.raises(ValueError, match="genre"):
+        synth.generate_track(dataclasses.replace(a, genre="polka"))
+
+
+def test_speed_is_far_above_real_time(small):
+    """Loose sanity check (>= 50x real time on one core); the >= 200x figure is benchmarked."""
+    attrs = small.attributes[:6]
+    synth.render_catalog_track(attrs[0], 0, SR, 30.0)            # warm the wavetable caches
+    t0 = time.perf_counter()
+    for a in attrs:
+        synth.render_catalog_track(a, 0, SR, 30.0)
+    rtf = 30.0 * len(attrs) / (time.perf_counter() - t0)
+    assert rtf >= 50, rtf
