@@ -1,0 +1,246 @@
+"""AutoPool: a learned interpolation between min-, mean- and max-pooling.
+
+McFee, Salamon & Bello (2018), "Adaptive pooling operators for weakly labeled sound event
+detection", IEEE/ACM TASLP 26(11). For a sequence ``x[t, c]`` pooled over ``t``::
+
+    y_c = sum_t x[t, c] * softmax_t(alpha_c * x[t, c])
+
+with one ``alpha_c`` per output dimension ``c``. ``alpha_c = 0`` gives uniform weights (the
+mean), ``alpha_c -> +inf`` puts all the weight on the largest value (the max) and
+``alpha_c -> -inf`` on the smallest (the min). Prétet et al. (2020) pool a TL network's
+per-frame embeddings over time with it (``TL Autopool``, Table 1, column 3).
+
+The variants of the AutoPool paper are options of :class:`AutoPool`:
+
+* ``constrained=True`` (their CAP): ``alpha >= 0``, so the operator lives between mean and max;
+* ``l2 > 0`` (their RAP): :meth:`AutoPool.penalty` returns ``l2 * ||alpha||^2`` to add to the
+  loss (:func:`autopool_penalty` sums it over a whole model).
+"""
+from __future__ import annotations
+
+import numbers
+
+import torch
+from torch import nn
+
+__all__ = ["autopool", "AutoPool", "autopool_penalty"]
+
+
+def _check_axis(axis: int, ndim: int, what: str = "axis") -> int:
+    """Normalise a possibly negative axis; raise a clear error when out of range."""
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        raise TypeError(f"{what} must be an int, got {type(axis).__name__}")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{what}={axis} is out of range for a tensor with {ndim} dimension(s)")
+    return int(axis) % ndim
+
+
+def autopool(x: torch.Tensor, alpha: torch.Tensor | float, axis: int = -1) -> torch.Tensor:
+    r"""Auto-pool ``x`` along ``axis`` with sharpness ``alpha`` (functional form).
+
+    .. math::
+
+        y = \sum_t x_t \, \frac{\exp(\alpha x_t)}{\sum_{t'} \exp(\alpha x_{t'})}
+
+    computed with the maximum of ``alpha * x`` subtracted before the exponential, so that no
+    ``alpha`` and no input scale overflows. Half-precision inputs (float16, bfloat16) are
+    pooled in float32 and the result is cast back to the input dtype: the softmax weights
+    of a long sequence underflow in float16.
+
+    Parameters
+    ----------
+    x : torch.Tensor, floating, any shape with ``x.shape[axis] >= 1``
+        The values to pool, e.g. per-frame embeddings ``(B, T, d)`` pooled over ``axis=1``.
+    alpha : float or torch.Tensor
+        Sharpness, broadcastable against ``x`` (a Python float, a 0-d tensor, or e.g. shape
+        ``(d,)`` for ``x`` of shape ``(B, T, d)`` pooled over ``axis=1``). ``0`` is the mean,
+        large positive values approach the max, large negative values the min.
+    axis : int, default -1
+        The axis pooled away.
+
+    Returns
+    -------
+    torch.Tensor
+        ``x`` with ``axis`` removed, same dtype as ``x``.
+
+    Raises
+    ------
+    TypeError
+        ``x`` is not a floating-point tensor.
+    ValueError
+        ``axis`` out of range, or an empty pooled axis.
+
+    Examples
+    --------
+    >>> x = torch.tensor([0.0, 1.0, 3.0])
+    >>> [round(autopool(x, a).item(), 4) for a in (0.0, 50.0, -50.0)]   # mean, max, min
+    [1.3333, 3.0, 0.0]
+
+    Notebook: 05_autopool.ipynb
+    """
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError(f"autopool() needs a floating-point torch.Tensor, got "
+                        f"{type(x).__name__}{'' if not isinstance(x, torch.Tensor) else ' of ' + str(x.dtype)}")
+    if x.ndim == 0:
+        raise ValueError("autopool() needs at least one dimension to pool over")
+    ax = _check_axis(axis, x.ndim)
+    if x.shape[ax] == 0:
+        raise ValueError(f"cannot pool over an empty axis (x.shape={tuple(x.shape)}, axis={axis})")
+    out_dtype = x.dtype
+    # Pool in at least float32: exp() of a float16 softmax underflows and the weighted sum
+    # of many frames loses precision; the result goes back to the caller's dtype.
+    work = torch.promote_types(x.dtype, torch.float32)
+    xw = x.to(work)
+    a = alpha.to(device=x.device, dtype=work) if isinstance(alpha, torch.Tensor) else torch.as_tensor(
+        float(alpha), dtype=work, device=x.device)
+    z = a * xw
+    # Subtracting the max changes nothing mathematically (softmax is shift-invariant per
+    # slice) and keeps exp() in (0, 1]. It is detached: its gradient is exactly zero anyway.
+    z = z - z.amax(dim=ax, keepdim=True).detach()
+    w = torch.exp(z)
+    w = w / w.sum(dim=ax, keepdim=True)
+    return (xw * w).sum(dim=ax).to(out_dtype)
+
+
+class AutoPool(nn.Module):
+    r"""Auto-pooling layer with one learned sharpness ``alpha`` per output dimension.
+
+    .. math::
+
+        y_c = \sum_t x_{t,c}\, \mathrm{softmax}_t(\alpha_c\, x_{t,c})
+
+    ``alpha`` is initialised to 0, so a fresh layer is mean pooling; training moves each
+    ``alpha_c`` towards max (``+inf``) or min (``-inf``) pooling as the task asks.
+
+    Parameters
+    ----------
+    n_dims : int
+        Number of output dimensions ``c`` (one ``alpha`` each); ``1`` shares a single
+        ``alpha`` across all dimensions (and allows inputs without a channel axis).
+    axis : int, default -1
+        The axis pooled away (the time axis).
+    constrained : bool, default False
+        Keep ``alpha >= 0`` (McFee et al.'s constrained AutoPool: between mean and max). It is
+        enforced by projection, as with a Keras weight constraint: the forward pass uses
+        ``clamp(alpha, min=0)``, and in training mode the stored parameter is first projected
+        back onto ``alpha >= 0`` if an optimiser step left it negative, so a projected
+        component is free to move up again at the next step. (A softplus reparametrisation
+        could not start exactly at the mean, which the paper requires.)
+    l2 : float, default 0.0
+        L2 coefficient for :meth:`penalty` (McFee et al.'s regularised AutoPool). The layer
+        never adds it to a loss by itself: add ``model_penalty = autopool_penalty(model)``.
+    channel_axis : int or None, default None
+        The axis that ``alpha`` runs along. ``None``: the last axis other than ``axis``, which
+        is ``-1`` for ``(B, T, d)`` pooled on ``axis=1`` and ``-2`` (the channels) for the
+        PyTorch layout ``(B, C, T)`` pooled on ``axis=-1``.
+
+    Attributes
+    ----------
+    alpha : torch.nn.Parameter, float32, shape (n_dims,)
+        The raw parameter; :attr:`effective_alpha` is what the forward pass uses.
+
+    Notes
+    -----
+    Input: a floating tensor with ``x.shape[channel_axis] == n_dims`` (unless ``n_dims == 1``).
+    Output: the same tensor with ``axis`` removed and the input's dtype.
+
+    Notebook: 05_autopool.ipynb
+    """
+
+    def __init__(self, n_dims: int, axis: int = -1, constrained: bool = False, l2: float = 0.0,
+                 channel_axis: int | None = None) -> None:
+        super().__init__()
+        if isinstance(n_dims, bool) or not isinstance(n_dims, numbers.Integral) or n_dims < 1:
+            raise ValueError(f"n_dims must be a positive int, got {n_dims!r}")
+        for name, value in (("axis", axis), ("channel_axis", channel_axis)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+                raise TypeError(f"{name} must be an int, got {value!r}")
+        if not isinstance(l2, numbers.Real) or l2 < 0 or l2 != l2:
+            raise ValueError(f"l2 must be a non-negative number, got {l2!r}")
+        self.n_dims = int(n_dims)
+        self.axis = int(axis)
+        self.channel_axis = None if channel_axis is None else int(channel_axis)
+        self.constrained = bool(constrained)
+        self.l2 = float(l2)
+        # Initialised to 0 = mean pooling, as in McFee et al. (2018).
+        self.alpha = nn.Parameter(torch.zeros(self.n_dims))
+
+    @property
+    def effective_alpha(self) -> torch.Tensor:
+        """The ``alpha`` the forward pass uses: clamped at 0 when constrained, shape (n_dims,)."""
+        return self.alpha.clamp(min=0.0) if self.constrained else self.alpha
+
+    def _alpha_shape(self, x: torch.Tensor) -> tuple[int, ...]:
+        """Shape that broadcasts ``alpha`` along the channel axis of ``x``."""
+        ax = _check_axis(self.axis, x.ndim)
+        if self.n_dims == 1 and self.channel_axis is None:
+            return (1,) * x.ndim
+        if self.channel_axis is not None:
+            cax = _check_axis(self.channel_axis, x.ndim, "channel_axis")
+            if cax == ax:
+                raise ValueError(f"channel_axis ({self.channel_axis}) and axis ({self.axis}) "
+                                 "name the same dimension")
+        else:
+            if x.ndim < 2:
+                raise ValueError(f"AutoPool(n_dims={self.n_dims}) needs a channel axis besides the "
+                                 f"pooled one; got an input of shape {tuple(x.shape)}")
+            cax = x.ndim - 1 if ax != x.ndim - 1 else x.ndim - 2
+        if x.shape[cax] != self.n_dims and self.n_dims != 1:
+            raise ValueError(f"AutoPool has n_dims={self.n_dims} but the input has {x.shape[cax]} "
+                             f"along its channel axis {cax} (shape {tuple(x.shape)}, pooled axis {ax})")
+        shape = [1] * x.ndim
+        shape[cax] = self.n_dims
+        return tuple(shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Pool ``x`` over :attr:`axis`; see the class docstring for shapes."""
+        if self.constrained and self.training:
+            # Lazy projection (projected gradient descent): runs at most once per optimiser
+            # step, before alpha enters any graph of that step, so autograd is not disturbed.
+            with torch.no_grad():
+                if bool((self.alpha < 0).any()):
+                    self.alpha.clamp_(min=0.0)
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise TypeError(f"AutoPool needs a floating-point tensor, got {type(x).__name__}")
+        alpha = self.effective_alpha.reshape(self._alpha_shape(x))
+        return autopool(x, alpha, axis=self.axis)
+
+    def penalty(self) -> torch.Tensor:
+        """L2 regulariser ``l2 * sum(alpha**2)`` (a 0-d tensor; zero when ``l2 == 0``).
+
+        Notebook: 05_autopool.ipynb
+        """
+        return self.l2 * (self.effective_alpha ** 2).sum()
+
+    def extra_repr(self) -> str:
+        return (f"n_dims={self.n_dims}, axis={self.axis}, constrained={self.constrained}, "
+                f"l2={self.l2}")
+
+
+def autopool_penalty(model: nn.Module) -> torch.Tensor:
+    """Sum of :meth:`AutoPool.penalty` over every AutoPool layer inside ``model``.
+
+    Add it to the training loss: ``loss = triplet + autopool_penalty(model)``. Returns a 0-d
+    zero tensor when the model has no AutoPool layer.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+
+    Returns
+    -------
+    torch.Tensor, 0-d, float32
+
+    Notebook: 05_autopool.ipynb
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"autopool_penalty() needs an nn.Module, got {type(model).__name__}")
+    total = None
+    for module in model.modules():
+        if isinstance(module, AutoPool):
+            p = module.penalty()
+            total = p if total is None else total + p
+    if total is None:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        total = torch.zeros((), device=device)
+    return total

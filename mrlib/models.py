@@ -1,0 +1,801 @@
+"""The networks of the two papers, for CQT patches of any length and any width.
+
+Prétet et al. (2020), Table 1 — a VGG-like backbone (Choi et al.'s FCN-5):
+input BatchNorm on the CQT, then 5 x [Conv2D 3x3 'same' -> BatchNorm -> ReLU -> MaxPool].
+
+=================  ==========================  =====================================  ==============
+system             widths (``width=1``)        pools (F, T)                           head
+=================  ==========================  =====================================  ==============
+``at``             128, 256, 512, 1024, 2048   (2,4) (2,4) (2,4) (3,3) (4,2)          FC(m) + sigmoid
+``tl``             128, 256, 512, 1024, 2048   (2,4) (2,4) (2,4) (3,3) (4,2)          FC(d), L2-norm
+``tl_autopool``    64, 128, 256, 512, 1024     (2,2) (2,2) (2,2) (2,2) (6,1)          FC(d) per frame,
+                                                                                      AutoPool, L2-norm
+=================  ==========================  =====================================  ==============
+
+Lu et al. (2017) — :class:`TripletMatchNet`: a residual feature tower (He et al. 2016) that maps
+a patch to an embedding, and a metric network on the concatenated pair ending in one logit
+``z``; ``f = sigmoid(z)`` is a *dissimilarity* (0 similar, 1 dissimilar).
+
+**Any patch length, any number of bins — the pooling rule.** Each max-pool kernel is clamped,
+at run time, to the size that remains (``k = min(k_paper, size)``, stride = kernel, floor), so a
+short patch never shrinks an axis to zero; the backbone then ends with an adaptive max-pool to
+the paper's final size: ``F = T = 1`` for ``at``/``tl`` (a global max over what is left) and
+``F = 1`` with the time axis kept for ``tl_autopool``. At 96 x 512 the clamps and the adaptive
+pool change nothing (the adaptive pool is then the identity) and every output shape is Table 1's;
+at 96 x 128 the AutoPool sees ``T = 128 / 16 = 8`` frames. ``width`` multiplies every channel
+count (``round(width * c)``, at least 1).
+
+**Inputs.** Every model takes ``(B, n_bins, T)`` or ``(B, 1, n_bins, T)`` float tensors (log-CQT
+patches, dB) of any floating dtype; they are cast to the weights' dtype (float16 caches welcome). The input BatchNorm is per frequency bin (as in Choi et al.'s FCN code: each CQT
+bin gets its own mean and variance), so ``n_bins`` is fixed at construction; ``T`` is free.
+"""
+from __future__ import annotations
+
+import numbers
+from collections import OrderedDict
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .autopool import AutoPool
+
+__all__ = [
+    "SYSTEMS",
+    "PAPER_WIDTHS",
+    "PAPER_POOLS",
+    "FrequencyBatchNorm",
+    "ClampedMaxPool2d",
+    "L2Normalize",
+    "Backbone",
+    "ATBaseline",
+    "TL",
+    "TLAutopool",
+    "ResidualBlock",
+    "TripletMatchNet",
+    "build_model",
+    "summary",
+]
+
+SYSTEMS = ("at", "tl", "tl_autopool", "matchnet")
+
+#: Channel counts at ``width=1`` (2020 paper, Table 1).
+PAPER_WIDTHS: dict[str, tuple[int, ...]] = {
+    "at": (128, 256, 512, 1024, 2048),
+    "tl": (128, 256, 512, 1024, 2048),
+    "tl_autopool": (64, 128, 256, 512, 1024),
+    # Not given by the 2017 slides: ResNet-style doubling, chosen for this suite.
+    "matchnet": (64, 128, 256, 512),
+}
+
+#: Max-pool kernels (frequency, time) (2020 paper, Table 1).
+PAPER_POOLS: dict[str, tuple[tuple[int, int], ...]] = {
+    "at": ((2, 4), (2, 4), (2, 4), (3, 3), (4, 2)),
+    "tl": ((2, 4), (2, 4), (2, 4), (3, 3), (4, 2)),
+    "tl_autopool": ((2, 2), (2, 2), (2, 2), (2, 2), (6, 1)),
+    "matchnet": ((2, 2), (2, 2), (2, 2), (2, 2)),
+}
+
+
+# ----------------------------------------------------------------------------- helpers
+def _check_positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _check_width(width: Any) -> float:
+    if isinstance(width, bool) or not isinstance(width, numbers.Real) or not width > 0 or width != width:
+        raise ValueError(f"width must be a positive number (1.0 = the paper), got {width!r}")
+    return float(width)
+
+
+def _check_dropout(p: Any) -> float:
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {p!r}")
+    return float(p)
+
+
+def _scale(channels: int, width: float) -> int:
+    """Channel count at a width multiplier: ``round(width * channels)``, at least 1."""
+    return max(1, int(round(width * channels)))
+
+
+def _as_patches(x: Any, n_bins: int, name: str = "x") -> torch.Tensor:
+    """Check a batch of CQT patches and return it as ``(B, 1, n_bins, T)``."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of CQT patches, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
+    if x.ndim == 3:
+        x = x.unsqueeze(1)
+    elif x.ndim != 4 or x.shape[1] != 1:
+        raise ValueError(f"{name} must have shape (B, n_bins, T) or (B, 1, n_bins, T), "
+                         f"got {tuple(x.shape)}")
+    if x.shape[2] != n_bins:
+        raise ValueError(f"{name} has {x.shape[2]} frequency bins but the model was built for "
+                         f"n_bins={n_bins} (shape {tuple(x.shape)})")
+    if x.shape[0] == 0 or x.shape[3] == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
+    return x
+
+
+def _init_weights(module: nn.Module) -> None:
+    """He-normal convolutions (as in Choi et al.'s FCN), unit BatchNorm, zero biases."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+# ----------------------------------------------------------------------------- layers
+class FrequencyBatchNorm(nn.BatchNorm2d):
+    """BatchNorm on the input CQT with one mean/variance (and affine pair) per frequency bin.
+
+    Input and output: ``(B, 1, n_bins, T)``. Statistics are taken over batch and time; this is
+    the "per each frequency" input normalisation of Choi et al.'s FCN. Log-CQT levels differ
+    by tens of dB from bass to treble bins, which a single global BatchNorm would not fix.
+
+    Notebook: 05_autopool.ipynb
+    """
+
+    def __init__(self, n_bins: int) -> None:
+        super().__init__(_check_positive_int("n_bins", n_bins))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, F, T) -> (B, F, 1, T) and back
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+
+
+class ClampedMaxPool2d(nn.Module):
+    """Max-pool with kernel = stride = ``min(kernel, size)`` per axis (see the module docstring).
+
+    Input ``(B, C, F, T)``; output ``(B, C, F // kf', T // kt')`` with the clamped kernel
+    ``kf' = min(kf, F)``, ``kt' = min(kt, T)``: an axis that has shrunk below the paper's kernel
+    is pooled whole instead of vanishing.
+
+    Notebook: 05_autopool.ipynb
+    """
+
+    def __init__(self, kernel: tuple[int, int]) -> None:
+        super().__init__()
+        if len(kernel) != 2:
+            raise ValueError(f"kernel must be (freq, time), got {kernel!r}")
+        self.kernel = (_check_positive_int("kernel[0]", kernel[0]), _check_positive_int("kernel[1]", kernel[1]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = (min(self.kernel[0], x.shape[-2]), min(self.kernel[1], x.shape[-1]))
+        if k == (1, 1):
+            return x
+        return F.max_pool2d(x, kernel_size=k, stride=k)
+
+    def extra_repr(self) -> str:
+        return f"kernel={self.kernel}"
+
+
+class L2Normalize(nn.Module):
+    """Project embeddings onto the unit sphere along ``dim``: ``x / max(||x||_2, eps)``.
+
+    Input and output: any float tensor, e.g. ``(B, d)``; after it, squared distances between
+    embeddings lie in [0, 4] (``||u - v||^2 = 2 - 2 u.v``).
+
+    Notebook: 04_losses.ipynb
+    """
+
+    def __init__(self, dim: int = -1, eps: float = 1e-12) -> None:
+        super().__init__()
+        self.dim, self.eps = dim, eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x, p=2.0, dim=self.dim, eps=self.eps)
+
+
+class _ToSequence(nn.Module):
+    """``(B, C, 1, T) -> (B, T, C)``: a frequency-free feature map as a sequence of frames."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.squeeze(2).transpose(1, 2)
+
+
+def _conv_block(c_in: int, c_out: int, pool: tuple[int, int], dropout: float) -> nn.Sequential:
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    # No conv bias: the BatchNorm right after has its own shift.
+    layers["conv"] = nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False)
+    layers["bn"] = nn.BatchNorm2d(c_out)
+    layers["relu"] = nn.ReLU(inplace=False)
+    layers["pool"] = ClampedMaxPool2d(pool)
+    if dropout > 0:
+        layers["dropout"] = nn.Dropout(dropout)
+    return nn.Sequential(layers)
+
+
+class Backbone(nn.Module):
+    """Input BatchNorm + conv blocks [Conv 3x3 'same' -> BN -> ReLU -> MaxPool (-> Dropout)].
+
+    Parameters
+    ----------
+    n_bins : int
+        CQT bins (per-frequency input BatchNorm).
+    widths : sequence of int
+        Output channels of each block (already scaled by the width multiplier).
+    pools : sequence of (int, int)
+        Max-pool kernel (freq, time) of each block, clamped at run time.
+    final_size : (int or None, int or None)
+        Output size of the closing adaptive max-pool; ``None`` keeps that axis.
+    dropout : float
+        Dropout after each block (FCN: 0.5), 0 for none.
+
+    Input ``(B, 1, n_bins, T)``; output ``(B, widths[-1], F', T')`` with ``F', T'`` set by
+    ``final_size``.
+
+    Notebook: 05_autopool.ipynb
+    """
+
+    def __init__(self, n_bins: int, widths, pools, final_size=(1, 1), dropout: float = 0.0) -> None:
+        super().__init__()
+        if len(widths) != len(pools) or len(widths) == 0:
+            raise ValueError(f"need one pool per block, got {len(widths)} widths and {len(pools)} pools")
+        self.input_bn = FrequencyBatchNorm(n_bins)
+        c_in = 1
+        for i, (c, pool) in enumerate(zip(widths, pools), start=1):
+            self.add_module(f"block{i}", _conv_block(c_in, c, pool, dropout))
+            c_in = c
+        self.n_blocks = len(widths)
+        self.out_channels = c_in
+        self.final_pool = nn.AdaptiveMaxPool2d(final_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.input_bn(x)
+        for i in range(1, self.n_blocks + 1):
+            x = getattr(self, f"block{i}")(x)
+        return self.final_pool(x)
+
+
+class _PatchModel(nn.Module):
+    """Shared plumbing: input checks, ``config`` and the default ``input_shape``."""
+
+    system: str = ""
+
+    def _setup(self, n_bins: int, patch_len: int, width: float, config: dict) -> None:
+        self.n_bins = _check_positive_int("n_bins", n_bins)
+        self.patch_len = _check_positive_int("patch_len", patch_len)
+        self.width = _check_width(width)
+        #: keyword arguments that rebuild this model: ``build_model(**model.config)``
+        self.config = {"system": self.system, **config}
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """Default patch shape without the batch axis: ``(1, n_bins, patch_len)``."""
+        return (1, self.n_bins, self.patch_len)
+
+    def _prepare(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+        x = _as_patches(x, self.n_bins, name)
+        # Feature caches hold float16 (SPEC §3.3): cast to the weights' dtype here, so callers
+        # need not (under torch.autocast the convolutions still run in half precision).
+        weight_dtype = next(self.parameters()).dtype
+        return x if x.dtype == weight_dtype else x.to(weight_dtype)
+
+
+# ----------------------------------------------------------------------------- 2020 systems
+class ATBaseline(_PatchModel):
+    """Auto-tagging baseline (FCN-5, Choi et al. 2016, as adapted in Prétet et al. 2020).
+
+    Backbone with widths 128-2048 and pools (2,4),(2,4),(2,4),(3,3),(4,2), dropout after each
+    block as in FCN's code (0.5), then FC(m) + sigmoid: one independent probability per tag.
+
+    Parameters
+    ----------
+    n_tags : int
+        Number of tags ``m``.
+    width : float, default 1.0
+        Channel multiplier (1.0 = paper).
+    n_bins : int, default 96
+    patch_len : int, default 512
+        Default patch length (only for :func:`summary`; any length works).
+    dropout : float, default 0.5
+
+    Notes
+    -----
+    ``forward(x)`` -> tag probabilities ``(B, m)`` in (0, 1); train on :meth:`logits` with
+    ``mrlib.losses.bce_loss(..., from_logits=True)``. :meth:`embed` returns the probabilities
+    too: the AT system retrieves with the oracle S applied to them.
+
+    Notebook: 04_losses.ipynb
+    """
+
+    system = "at"
+
+    def __init__(self, n_tags: int, width: float = 1.0, n_bins: int = 96, patch_len: int = 512,
+                 dropout: float = 0.5) -> None:
+        super().__init__()
+        n_tags = _check_positive_int("n_tags", n_tags)
+        dropout = _check_dropout(dropout)
+        self._setup(n_bins, patch_len, width, dict(n_tags=n_tags, width=float(width), n_bins=n_bins,
+                                                   patch_len=patch_len, dropout=dropout))
+        self.n_tags = n_tags
+        widths = [_scale(c, self.width) for c in PAPER_WIDTHS["at"]]
+        self.backbone = Backbone(n_bins, widths, PAPER_POOLS["at"], (1, 1), dropout)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(widths[-1], n_tags)
+        _init_weights(self)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone output, ``(B, C)`` with ``C = round(2048 * width)``."""
+        return self.flatten(self.backbone(self._prepare(x)))
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Pre-sigmoid tag scores, ``(B, n_tags)``."""
+        return self.fc(self.features(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Tag probabilities, ``(B, n_tags)``."""
+        return torch.sigmoid(self.logits(x))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The AT system's patch representation: tag probabilities ``(B, n_tags)``."""
+        return self.forward(x)
+
+
+class TL(_PatchModel):
+    """Triplet-loss network (TL): the AT backbone, FC(d) linear, L2-normalised.
+
+    Parameters
+    ----------
+    embedding_dim : int, default 128
+        ``d`` (2020 paper: 128).
+    width, n_bins, patch_len
+        As in :class:`ATBaseline`.
+    dropout : float, default 0.0
+        The paper does not state TL's dropout; 0.5 reproduces the AT backbone exactly.
+
+    Notes
+    -----
+    ``forward(x)`` = ``embed(x)`` -> unit-norm embeddings ``(B, d)``.
+
+    Notebook: 04_losses.ipynb
+    """
+
+    system = "tl"
+
+    def __init__(self, embedding_dim: int = 128, width: float = 1.0, n_bins: int = 96,
+                 patch_len: int = 512, dropout: float = 0.0) -> None:
+        super().__init__()
+        embedding_dim = _check_positive_int("embedding_dim", embedding_dim)
+        dropout = _check_dropout(dropout)
+        self._setup(n_bins, patch_len, width, dict(embedding_dim=embedding_dim, width=float(width),
+                                                   n_bins=n_bins, patch_len=patch_len, dropout=dropout))
+        self.embedding_dim = embedding_dim
+        widths = [_scale(c, self.width) for c in PAPER_WIDTHS["tl"]]
+        self.backbone = Backbone(n_bins, widths, PAPER_POOLS["tl"], (1, 1), dropout)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(widths[-1], embedding_dim)
+        self.normalize = L2Normalize()
+        _init_weights(self)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone output, ``(B, C)``."""
+        return self.flatten(self.backbone(self._prepare(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Unit-norm embeddings, ``(B, embedding_dim)``."""
+        return self.normalize(self.fc(self.features(x)))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Same as :meth:`forward`."""
+        return self.forward(x)
+
+
+class TLAutopool(_PatchModel):
+    """TL with Auto-pooling over time (Prétet et al. 2020, Table 1, column 3).
+
+    Widths 64-1024; pools (2,2) x 4 then (6,1), so a 96 x 512 patch leaves ``T = 32`` frames of
+    1024 channels; FC(d) on each frame; :class:`~mrlib.autopool.AutoPool` over time (one alpha per
+    embedding dimension, initialised to the mean); L2 normalisation.
+
+    Parameters
+    ----------
+    embedding_dim : int, default 128
+    width, n_bins, patch_len
+        As in :class:`ATBaseline`.
+    dropout : float, default 0.0
+    constrained : bool, default False
+        AutoPool with alpha >= 0 (see :class:`~mrlib.autopool.AutoPool`).
+    l2 : float, default 0.0
+        AutoPool alpha penalty coefficient (add ``mrlib.autopool.autopool_penalty(model)``).
+
+    Notes
+    -----
+    ``forward(x)`` = ``embed(x)`` -> ``(B, d)`` unit norm; :meth:`frame_embeddings` -> ``(B, T', d)``
+    before pooling; :meth:`pooled` -> ``(B, d)`` after AutoPool, before normalisation.
+
+    Notebook: 05_autopool.ipynb
+    """
+
+    system = "tl_autopool"
+
+    def __init__(self, embedding_dim: int = 128, width: float = 1.0, n_bins: int = 96,
+                 patch_len: int = 512, dropout: float = 0.0, constrained: bool = False,
+                 l2: float = 0.0) -> None:
+        super().__init__()
+        embedding_dim = _check_positive_int("embedding_dim", embedding_dim)
+        dropout = _check_dropout(dropout)
+        self._setup(n_bins, patch_len, width, dict(
+            embedding_dim=embedding_dim, width=float(width), n_bins=n_bins, patch_len=patch_len,
+            dropout=dropout, constrained=bool(constrained), l2=float(l2)))
+        self.embedding_dim = embedding_dim
+        widths = [_scale(c, self.width) for c in PAPER_WIDTHS["tl_autopool"]]
+        # (1, None): collapse what is left of frequency, keep every frame for the AutoPool.
+        self.backbone = Backbone(n_bins, widths, PAPER_POOLS["tl_autopool"], (1, None), dropout)
+        self.to_sequence = _ToSequence()
+        self.fc = nn.Linear(widths[-1], embedding_dim)           # applied to every frame
+        self.autopool = AutoPool(embedding_dim, axis=1, constrained=constrained, l2=l2)
+        self.normalize = L2Normalize()
+        _init_weights(self)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone output as frames, ``(B, T', C)``."""
+        return self.to_sequence(self.backbone(self._prepare(x)))
+
+    def frame_embeddings(self, x: torch.Tensor) -> torch.Tensor:
+        """FC(d) of every frame, before pooling: ``(B, T', d)``."""
+        return self.fc(self.features(x))
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """AutoPool over frames, before normalisation: ``(B, d)``."""
+        return self.autopool(self.frame_embeddings(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Unit-norm embeddings, ``(B, d)``."""
+        return self.normalize(self.pooled(x))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Same as :meth:`forward`."""
+        return self.forward(x)
+
+
+# ----------------------------------------------------------------------------- 2017 system
+class ResidualBlock(nn.Module):
+    """Basic residual block (He et al. 2016): ``relu(bn(conv(relu(bn(conv(x))))) + shortcut(x))``.
+
+    Two 3x3 'same' convolutions; the shortcut is the identity when the channel count is kept,
+    else a 1x1 convolution + BatchNorm (projection shortcut). Input ``(B, c_in, F, T)``, output
+    ``(B, c_out, F, T)``.
+
+    Notebook: 04_losses.ipynb
+    """
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        if c_in == c_out:
+            self.shortcut: nn.Module = nn.Identity()
+        else:
+            self.shortcut = nn.Sequential(OrderedDict(
+                conv=nn.Conv2d(c_in, c_out, 1, bias=False), bn=nn.BatchNorm2d(c_out)))
+        self.relu2 = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
+        return self.relu2(out + self.shortcut(x))
+
+
+class TripletMatchNet(_PatchModel):
+    """Triplet MatchNet (Lu et al. 2017): residual feature tower + metric network on pairs.
+
+    Tower: per-frequency input BatchNorm, a 3x3 stem conv (BN, ReLU), then per stage a
+    :class:`ResidualBlock` and a (2, 2) max-pool (clamped), a global average pool and a linear
+    bottleneck to ``embedding_dim``. Metric network: ``[e(x), e(y)]`` (concatenated, ``2 e``)
+    -> FC(h) -> ReLU -> FC(h) -> ReLU -> FC(1) = logit ``z``. ``f(x, y) = sigmoid(z)`` is a
+    dissimilarity in (0, 1): near 0 for similar patches, near 1 for dissimilar ones. The
+    slides give no layer sizes; the stage widths (64, 128, 256, 512) and ``h = 512`` at
+    ``width=1`` follow MatchNet/ResNet practice. ``f`` is not forced to be symmetric (as in
+    MatchNet); the song-level score averages over all ordered patch pairs.
+
+    Parameters
+    ----------
+    embedding_dim : int, default 128
+        Size of the tower's patch embedding.
+    width : float, default 1.0
+        Multiplier on stage widths and on ``h``.
+    n_bins, patch_len
+        As in :class:`ATBaseline`.
+    metric_hidden : int, default 512
+        ``h`` at ``width=1``.
+
+    Notes
+    -----
+    * ``forward(x, y)`` -> logits ``z`` ``(B,)`` for paired patches ``x[b], y[b]``;
+    * :meth:`embed` -> tower embeddings ``(B, e)``; :meth:`metric_pairs` -> logits of all pairs of
+      two embedding sets; :meth:`pair_logits` -> ``(P_x, P_y)`` logits from two patch sets;
+    * :meth:`song_dissimilarity` -> mean of ``f`` over all patch pairs (the song-level score).
+
+    Notebook: 04_losses.ipynb
+    """
+
+    system = "matchnet"
+
+    def __init__(self, embedding_dim: int = 128, width: float = 1.0, n_bins: int = 96,
+                 patch_len: int = 512, metric_hidden: int = 512) -> None:
+        super().__init__()
+        embedding_dim = _check_positive_int("embedding_dim", embedding_dim)
+        metric_hidden = _check_positive_int("metric_hidden", metric_hidden)
+        self._setup(n_bins, patch_len, width, dict(embedding_dim=embedding_dim, width=float(width),
+                                                   n_bins=n_bins, patch_len=patch_len,
+                                                   metric_hidden=metric_hidden))
+        self.embedding_dim = embedding_dim
+        widths = [_scale(c, self.width) for c in PAPER_WIDTHS["matchnet"]]
+        tower: OrderedDict[str, nn.Module] = OrderedDict()
+        tower["input_bn"] = FrequencyBatchNorm(n_bins)
+        tower["stem_conv"] = nn.Conv2d(1, widths[0], 3, padding=1, bias=False)
+        tower["stem_bn"] = nn.BatchNorm2d(widths[0])
+        tower["stem_relu"] = nn.ReLU()
+        c_in = widths[0]
+        for i, (c, pool) in enumerate(zip(widths, PAPER_POOLS["matchnet"]), start=1):
+            tower[f"res{i}"] = ResidualBlock(c_in, c)
+            tower[f"pool{i}"] = ClampedMaxPool2d(pool)
+            c_in = c
+        tower["global_pool"] = nn.AdaptiveAvgPool2d(1)
+        tower["flatten"] = nn.Flatten()
+        tower["bottleneck"] = nn.Linear(c_in, embedding_dim)
+        self.tower = nn.Sequential(tower)
+        h = _scale(metric_hidden, self.width)
+        self.metric = nn.Sequential(OrderedDict(
+            fc1=nn.Linear(2 * embedding_dim, h), relu1=nn.ReLU(),
+            fc2=nn.Linear(h, h), relu2=nn.ReLU(),
+            fc3=nn.Linear(h, 1)))
+        _init_weights(self)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Tower embedding of each patch, ``(B, embedding_dim)``."""
+        return self.tower(self._prepare(x))
+
+    def metric_logits(self, ex: torch.Tensor, ey: torch.Tensor) -> torch.Tensor:
+        """Logits ``z`` of paired embeddings ``(..., e)`` x ``(..., e)`` -> ``(...)``."""
+        if ex.shape != ey.shape or ex.shape[-1] != self.embedding_dim:
+            raise ValueError(f"paired embeddings must both be (..., {self.embedding_dim}), got "
+                             f"{tuple(ex.shape)} and {tuple(ey.shape)}")
+        return self.metric(torch.cat([ex, ey], dim=-1)).squeeze(-1)
+
+    def metric_pairs(self, ex: torch.Tensor, ey: torch.Tensor) -> torch.Tensor:
+        """Logits of every pair of two embedding sets.
+
+        Parameters
+        ----------
+        ex : torch.Tensor, shape (..., P_x, e)
+        ey : torch.Tensor, shape (..., P_y, e)
+            Leading dimensions (e.g. a batch of song triplets) must match.
+
+        Returns
+        -------
+        torch.Tensor, shape (..., P_x, P_y)
+            ``z[..., i, j] = metric([ex[..., i, :], ey[..., j, :]])``.
+        """
+        if ex.ndim < 2 or ey.ndim < 2 or ex.shape[:-2] != ey.shape[:-2]:
+            raise ValueError(f"need (..., P_x, e) and (..., P_y, e) with the same leading dims, got "
+                             f"{tuple(ex.shape)} and {tuple(ey.shape)}")
+        p_x, p_y = ex.shape[-2], ey.shape[-2]
+        # Broadcast to every (i, j) pair; the metric MLP then runs on P_x * P_y rows at once.
+        exx = ex.unsqueeze(-2).expand(*ex.shape[:-1], p_y, ex.shape[-1])
+        eyy = ey.unsqueeze(-3).expand(*ey.shape[:-2], p_x, p_y, ey.shape[-1])
+        return self.metric_logits(exx, eyy)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Logits ``z`` (B,) for paired patches ``x`` and ``y`` (each ``(B, n_bins, T)``)."""
+        x = self._prepare(x, "x")
+        y = self._prepare(y, "y")
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"x and y must hold the same number of patches, got {x.shape[0]} and {y.shape[0]}")
+        return self.metric_logits(self.tower(x), self.tower(y))
+
+    def dissimilarity(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``f(x, y) = sigmoid(z)`` in (0, 1) for paired patches, ``(B,)``."""
+        return torch.sigmoid(self.forward(x, y))
+
+    def pair_logits(self, x_patches: torch.Tensor, y_patches: torch.Tensor) -> torch.Tensor:
+        """Logits for all patch pairs of two songs.
+
+        Parameters
+        ----------
+        x_patches : torch.Tensor, (P_x, n_bins, T) or (P_x, 1, n_bins, T)
+        y_patches : torch.Tensor, (P_y, n_bins, T) or (P_y, 1, n_bins, T)
+
+        Returns
+        -------
+        torch.Tensor, (P_x, P_y)
+            ``z[i, j]`` for the pair (x_patches[i], y_patches[j]); feed two of these to
+            :func:`mrlib.losses.matchnet_loss`.
+        """
+        ex = self.embed(x_patches)
+        ey = self.embed(y_patches)
+        return self.metric_pairs(ex, ey)
+
+    def song_dissimilarity(self, x_patches: torch.Tensor, y_patches: torch.Tensor) -> torch.Tensor:
+        """Song-level dissimilarity: mean of ``f`` over all patch pairs, 0-d tensor in (0, 1)."""
+        return torch.sigmoid(self.pair_logits(x_patches, y_patches)).mean()
+
+
+# ----------------------------------------------------------------------------- factory
+_CLASSES = {"at": ATBaseline, "tl": TL, "tl_autopool": TLAutopool, "matchnet": TripletMatchNet}
+
+
+def build_model(system: str, n_tags: int | None = None, width: float = 1.0, n_bins: int = 96,
+                patch_len: int = 512, embedding_dim: int = 128, *, seed: int | None = None,
+                **kwargs: Any) -> nn.Module:
+    """Build one of the four systems.
+
+    Parameters
+    ----------
+    system : {"at", "tl", "tl_autopool", "matchnet"}
+    n_tags : int, required for ``"at"`` (ignored by the others)
+    width : float, default 1.0
+        Channel multiplier; 1.0 = the paper's widths.
+    n_bins : int, default 96
+        CQT bins of the input.
+    patch_len : int, default 512
+        Default patch length in frames (for :func:`summary`); any length runs.
+    embedding_dim : int, default 128
+        ``d`` for TL / TL Autopool, the tower embedding for MatchNet (ignored by ``"at"``).
+    seed : int or None
+        Seeds the weight initialisation without touching the global RNG state.
+    **kwargs
+        Passed on to the class: ``dropout`` (at, tl, tl_autopool), ``constrained`` and ``l2``
+        (tl_autopool), ``metric_hidden`` (matchnet).
+
+    Returns
+    -------
+    torch.nn.Module
+        :class:`ATBaseline`, :class:`TL`, :class:`TLAutopool` or :class:`TripletMatchNet`, with a
+        ``config`` dict such that ``build_model(**model.config)`` rebuilds it.
+
+    Notebook: 04_losses.ipynb
+    """
+    if system not in _CLASSES:
+        raise ValueError(f"system must be one of {SYSTEMS}, got {system!r}")
+    if system == "at":
+        if n_tags is None:
+            raise ValueError("the 'at' system needs n_tags (the number of tags m)")
+        args = dict(n_tags=n_tags, width=width, n_bins=n_bins, patch_len=patch_len)
+    else:
+        args = dict(embedding_dim=embedding_dim, width=width, n_bins=n_bins, patch_len=patch_len)
+    cls = _CLASSES[system]
+    try:
+        if seed is None:
+            return cls(**args, **kwargs)
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+            raise TypeError(f"seed must be an int or None, got {seed!r}")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            return cls(**args, **kwargs)
+    except TypeError as err:
+        if "unexpected keyword" in str(err):
+            raise TypeError(f"build_model({system!r}): {err}") from None
+        raise
+
+
+# ----------------------------------------------------------------------------- summary
+def _describe(module: nn.Module) -> str:
+    if isinstance(module, nn.Conv2d):
+        k = module.kernel_size
+        return f"Conv2D ({k[0]},{k[1]}) x {module.out_channels}"
+    if isinstance(module, ClampedMaxPool2d):
+        return f"MP ({module.kernel[0]},{module.kernel[1]})"
+    if isinstance(module, nn.AdaptiveMaxPool2d):
+        return f"adaptive MP {module.output_size}"
+    if isinstance(module, nn.AdaptiveAvgPool2d):
+        return f"adaptive AP {module.output_size}"
+    if isinstance(module, nn.Linear):
+        return f"FC ({module.out_features})"
+    if isinstance(module, AutoPool):
+        return f"Autopool ({module.n_dims})"
+    if isinstance(module, FrequencyBatchNorm):
+        return f"BN per bin ({module.num_features})"
+    if isinstance(module, nn.Dropout):
+        return f"Dropout ({module.p})"
+    return ""
+
+
+def summary(model: nn.Module, input_shape: tuple[int, ...] | None = None, batch_size: int = 2,
+            print_table: bool = True, compact: bool = False):
+    """Layer-by-layer table: name, description, output shape (F, T, C) and parameters.
+
+    Runs one forward pass (eval mode, no gradient; the model's mode is restored) on a seeded
+    random batch and records the output of every leaf module. Shapes are given without the
+    batch axis, and for 4-D feature maps ``(B, C, F, T)`` also as the paper's ``F, T, C``
+    (Table 1). For :class:`TripletMatchNet` the pair ``(x, x)`` is fed and the tower is listed
+    once.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A model of this module (anything with ``n_bins``; ``input_shape`` gives the default).
+    input_shape : tuple, optional
+        One patch without the batch axis: ``(n_bins, T)`` or ``(1, n_bins, T)``; default
+        ``model.input_shape``.
+    batch_size : int, default 2
+    print_table : bool, default True
+    compact : bool, default False
+        Keep only the rows Table 1 lists (input, convolutions, pools, FC, AutoPool) plus the
+        total; parameters of the hidden rows (BatchNorm) still count in the total.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``layer, description, output_shape, F, T, C, params``; the last row is the total.
+
+    Notebook: 05_autopool.ipynb
+    """
+    import pandas as pd
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"summary() needs an nn.Module, got {type(model).__name__}")
+    if input_shape is None:
+        if not hasattr(model, "input_shape"):
+            raise ValueError("give input_shape=(n_bins, T) for a model without a default input_shape")
+        input_shape = model.input_shape
+    input_shape = tuple(int(s) for s in input_shape)
+    if len(input_shape) == 2:
+        input_shape = (1, *input_shape)
+    if len(input_shape) != 3 or input_shape[0] != 1 or min(input_shape) < 1:
+        raise ValueError(f"input_shape must be (n_bins, T) or (1, n_bins, T), got {input_shape}")
+    batch_size = _check_positive_int("batch_size", batch_size)
+
+    rows: list[dict] = []
+    seen: set[str] = set()
+
+    def shape_row(name: str, desc: str, out: Any, params: int) -> dict:
+        shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else ()
+        f = t = c = None
+        if len(shape) == 3:
+            c, f, t = shape
+        elif len(shape) == 2:         # (T, C): frames of a frequency-collapsed map
+            f, (t, c) = 1, shape
+        elif len(shape) == 1:
+            c = shape[0]
+        return dict(layer=name, description=desc, output_shape=shape, F=f, T=t, C=c, params=params)
+
+    def make_hook(name: str):
+        def hook(module, _inputs, output):
+            if name in seen:          # MatchNet's tower runs twice per pair; list it once
+                return
+            seen.add(name)
+            n_params = sum(p.numel() for p in module.parameters(recurse=False))
+            rows.append(shape_row(name, _describe(module) or type(module).__name__, output, n_params))
+        return hook
+
+    handles = [m.register_forward_hook(make_hook(n)) for n, m in model.named_modules()
+               if len(list(m.children())) == 0 and n]
+    was_training = model.training
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn((batch_size, *input_shape), generator=gen).to(device)
+    rows.append(shape_row("input", "CQT", x, 0))
+    try:
+        model.eval()
+        with torch.no_grad():
+            if isinstance(model, TripletMatchNet):
+                model(x, x)
+            else:
+                model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    total = sum(p.numel() for p in model.parameters())
+    rows.append(dict(layer="total", description="", output_shape=(), F=None, T=None, C=None, params=total))
+    df = pd.DataFrame(rows)
+    if compact:
+        keep = df["description"].str.match(r"(CQT|Conv2D|MP|adaptive|FC|Autopool)") | (df["layer"] == "total")
+        df = df[keep].reset_index(drop=True)
+    for col in ("F", "T", "C"):
+        df[col] = df[col].astype("Int64")
+    if print_table:
+        print(df.to_string(index=False))
+    return df
