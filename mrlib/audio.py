@@ -1,0 +1,471 @@
+"""Robust audio loading for batch jobs, and the report of what was skipped or fixed.
+
+A batch job over a catalog (feature extraction, rendering, tagging) must never crash on one bad
+file and must never lose a track silently (SPEC §3.1). :func:`load_audio` therefore *returns* a
+problem instead of raising: it gives ``(y, None)`` for a usable track and ``(None, reason)`` for
+one that has to be skipped. Sound repairs (resampling, zero-padding a slightly short track,
+truncating a very long one, down-mixing) are applied and announced with an
+:class:`AudioFixWarning`; a :class:`SkipReport` collects skips and fixes by track id so the job
+can print a summary and write a CSV at the end.
+
+The decisions, in the order they are checked:
+
+=================  ===========================================================================
+missing            the path does not exist                                      → skip
+empty              0 bytes, or a valid header with 0 samples                    → skip
+unreadable         libsndfile (and the audioread fallback) cannot decode it     → skip
+non-finite         any NaN or ±inf sample (a broken float file; zeroing them    → skip
+                   would invent audio)
+silent             RMS level below ``silence_db`` (−80 dBFS), all-zero included → skip
+too short          shorter than ``pad_fraction × min_duration_s``               → skip
+short              between ``pad_fraction × min_duration_s`` and the minimum    → zero-pad at the
+                                                                                  end (warning)
+very long          longer than ``max_duration_s`` (when given)                  → keep the start
+                                                                                  (only that much
+                                                                                  is decoded)
+multichannel       more than one channel                                        → mean of channels
+other rate         native rate ≠ ``sr`` (8 kHz, 96 kHz …)                       → soxr_hq resample
+                                                                                  (warning)
+=================  ===========================================================================
+
+Why pad only when the track is at least half the minimum: a few seconds of trailing silence in a
+long-enough track leave most random patches full of music, whereas padding a 1-second blip to a
+12-second patch would teach the network what silence looks like.
+
+Notebook: 01_cqt.ipynb
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+__all__ = [
+    "AudioFixWarning",
+    "AudioResult",
+    "SkipReport",
+    "read_audio",
+    "load_audio",
+    "DEFAULT_SR",
+    "DEFAULT_MIN_DURATION_S",
+    "DEFAULT_PAD_FRACTION",
+    "DEFAULT_SILENCE_DB",
+]
+
+#: Default target sample rate (Hz): the default catalog's rate (SPEC §3.3).
+DEFAULT_SR = 22050
+#: Default minimum duration (s) a usable track must reach (after zero-padding).
+DEFAULT_MIN_DURATION_S = 5.0
+#: Tracks at least this fraction of the minimum are zero-padded; shorter ones are skipped.
+DEFAULT_PAD_FRACTION = 0.5
+#: RMS level (dB relative to full scale) below which a track counts as silent.
+DEFAULT_SILENCE_DB = -80.0
+
+
+class AudioFixWarning(UserWarning):
+    """A track was usable after a sound repair (resampled, zero-padded).
+
+    Notebook: 01_cqt.ipynb
+    """
+
+
+@dataclass(frozen=True)
+class AudioResult:
+    """Everything :func:`read_audio` learnt about one file.
+
+    Attributes
+    ----------
+    y : numpy.ndarray of float32, shape (n_samples,), or None
+        Mono audio at ``sr`` in [-1, 1] (full scale), or None when the track is skipped.
+    sr : int
+        Sample rate of ``y`` (Hz), the requested one.
+    problem : str or None
+        Why the track is skipped (``"kind: detail"``), None when ``y`` is usable.
+    fixes : tuple of str
+        Repairs applied (``"kind: detail"``), e.g. ``"resampled: 8000 Hz -> 22050 Hz"``.
+    native_sr : int or None
+        Sample rate found in the file (None if it could not be read).
+    n_channels : int or None
+        Channels found in the file (None if it could not be read).
+
+    Notebook: 01_cqt.ipynb
+    """
+
+    y: np.ndarray | None
+    sr: int
+    problem: str | None
+    fixes: tuple[str, ...] = ()
+    native_sr: int | None = None
+    n_channels: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the track is usable (``y`` is not None)."""
+        return self.y is not None
+
+    @property
+    def duration_s(self) -> float:
+        """Duration of ``y`` in seconds (0.0 for a skipped track)."""
+        return 0.0 if self.y is None else len(self.y) / self.sr
+
+
+def _check_params(sr, min_duration_s, max_duration_s, pad_fraction, silence_db) -> None:
+    if isinstance(sr, bool) or not isinstance(sr, (int, np.integer)) or sr <= 0:
+        raise ValueError(f"sr must be a positive integer sample rate in Hz, got {sr!r}")
+    if not (isinstance(min_duration_s, (int, float, np.floating)) and min_duration_s >= 0
+            and math.isfinite(min_duration_s)):
+        raise ValueError(f"min_duration_s must be a finite number >= 0, got {min_duration_s!r}")
+    if max_duration_s is not None:
+        if not (isinstance(max_duration_s, (int, float, np.floating)) and max_duration_s > 0
+                and math.isfinite(max_duration_s)):
+            raise ValueError(f"max_duration_s must be None or a finite number > 0, "
+                             f"got {max_duration_s!r}")
+        if max_duration_s < min_duration_s:
+            raise ValueError(f"max_duration_s ({max_duration_s}) must be >= min_duration_s "
+                             f"({min_duration_s})")
+    if not (isinstance(pad_fraction, (int, float, np.floating)) and 0.0 <= pad_fraction <= 1.0):
+        raise ValueError(f"pad_fraction must be in [0, 1], got {pad_fraction!r}")
+    if not isinstance(silence_db, (int, float, np.floating)) or math.isnan(silence_db):
+        raise ValueError(f"silence_db must be a number (dBFS), got {silence_db!r}")
+
+
+def _decode(path: Path, max_duration_s: float | None) -> tuple[np.ndarray, int]:
+    """Decode to float32 (n_frames, n_channels); only the first ``max_duration_s`` is read."""
+    import soundfile as sf
+
+    try:
+        with sf.SoundFile(str(path)) as f:
+            native_sr = int(f.samplerate)
+            frames = f.frames
+            if max_duration_s is not None:
+                # Decode only what is kept: a 2-hour file truncated to 5 minutes stays cheap.
+                # One extra second keeps the resampler's edge clean before the exact cut.
+                frames = min(frames, int(math.ceil((max_duration_s + 1.0) * native_sr)))
+            data = f.read(frames, dtype="float32", always_2d=True)
+        return data, native_sr
+    except Exception as sf_error:  # libsndfile cannot read it: try audioread (mp3/m4a backends)
+        try:
+            import librosa
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # librosa's "PySoundFile failed" FutureWarning
+                y, native_sr = librosa.load(str(path), sr=None, mono=False,
+                                            duration=None if max_duration_s is None
+                                            else max_duration_s + 1.0, dtype=np.float32)
+        except Exception:
+            raise sf_error from None
+        y = np.atleast_2d(y).T  # librosa gives (channels, n) or (n,)
+        return np.ascontiguousarray(y, dtype=np.float32), int(native_sr)
+
+
+def read_audio(
+    path: str | os.PathLike,
+    sr: int = DEFAULT_SR,
+    min_duration_s: float = DEFAULT_MIN_DURATION_S,
+    max_duration_s: float | None = None,
+    *,
+    pad_fraction: float = DEFAULT_PAD_FRACTION,
+    silence_db: float = DEFAULT_SILENCE_DB,
+) -> AudioResult:
+    """Read one audio file robustly and say what was done to it; never raises on bad audio.
+
+    The checks and repairs are listed in the module docstring (:mod:`mrlib.audio`).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Audio file (anything libsndfile reads: WAV, FLAC, OGG, MP3 …).
+    sr : int, default 22050
+        Target sample rate in Hz; other rates are resampled with soxr (``soxr_hq``).
+    min_duration_s : float, default 5.0
+        Minimum duration in seconds of a usable track.
+    max_duration_s : float or None, default None
+        Keep at most this many seconds from the start (only that much is decoded).
+    pad_fraction : float in [0, 1], default 0.5
+        A track of at least ``pad_fraction * min_duration_s`` seconds is zero-padded at the end
+        up to ``min_duration_s``; a shorter one is skipped.
+    silence_db : float, default -80.0
+        A track whose RMS level ``10 log10(mean(y**2))`` (dBFS) is below this is skipped as
+        silent (an all-zero track has -inf dBFS).
+
+    Returns
+    -------
+    AudioResult
+        ``y`` (float32, mono, at ``sr``) or None, ``problem``, ``fixes``, native rate and channels.
+
+    Raises
+    ------
+    ValueError
+        Only for invalid parameters, never for a bad file.
+
+    Notebook: 01_cqt.ipynb
+    """
+    _check_params(sr, min_duration_s, max_duration_s, pad_fraction, silence_db)
+    sr = int(sr)
+    path = Path(path)
+    if not path.exists():
+        return AudioResult(None, sr, f"missing: no such file {str(path)!r}")
+    if path.is_dir():
+        return AudioResult(None, sr, f"unreadable: {str(path)!r} is a folder")
+    if path.stat().st_size == 0:
+        return AudioResult(None, sr, "empty: 0 bytes")
+    try:
+        data, native_sr = _decode(path, max_duration_s)
+    except Exception as error:  # corrupt, truncated header, unknown format, permission …
+        message = " ".join(str(error).split()) or type(error).__name__
+        return AudioResult(None, sr, f"unreadable: {type(error).__name__}: {message[:200]}")
+    n_frames, n_channels = data.shape
+    if n_frames == 0:
+        return AudioResult(None, sr, "empty: 0 samples", (), native_sr, n_channels)
+
+    finite = np.isfinite(data)
+    if not finite.all():
+        n_nan = int(np.isnan(data).sum())
+        n_inf = int((~finite).sum()) - n_nan
+        return AudioResult(None, sr, f"non-finite: {n_nan} NaN and {n_inf} inf samples",
+                           (), native_sr, n_channels)
+
+    fixes: list[str] = []
+    if n_channels > 1:
+        y = data.mean(axis=1, dtype=np.float32)
+        fixes.append(f"downmixed: {n_channels} channels to mono")
+    else:
+        y = data[:, 0]
+
+    # Mean square in float64: float32 accumulation of millions of tiny values loses digits.
+    mean_square = float(np.mean(np.square(y, dtype=np.float64)))
+    level_db = 10.0 * math.log10(mean_square) if mean_square > 0 else -math.inf
+    if level_db < silence_db:
+        return AudioResult(None, sr, f"silent: RMS {level_db:.1f} dBFS < {silence_db:g} dBFS",
+                           tuple(fixes), native_sr, n_channels)
+
+    duration = n_frames / native_sr
+    shortest = pad_fraction * min_duration_s
+    if duration < shortest:  # (pad_fraction <= 1, so this is also below the minimum)
+        return AudioResult(None, sr, f"too short: {duration:.2f} s < {shortest:.2f} s "
+                           f"({pad_fraction:g} x the {min_duration_s:g} s minimum)",
+                           tuple(fixes), native_sr, n_channels)
+
+    if native_sr != sr:
+        import librosa
+
+        y = librosa.resample(y, orig_sr=native_sr, target_sr=sr, res_type="soxr_hq")
+        fixes.append(f"resampled: {native_sr} Hz -> {sr} Hz")
+
+    if max_duration_s is not None:
+        n_max = int(round(max_duration_s * sr))
+        if len(y) > n_max:
+            y = y[:n_max]
+            fixes.append(f"truncated: kept the first {max_duration_s:g} s")
+
+    n_min = int(math.ceil(min_duration_s * sr))
+    if len(y) < n_min:
+        fixes.append(f"padded: {len(y) / sr:.2f} s -> {min_duration_s:g} s with trailing zeros")
+        y = np.concatenate([y, np.zeros(n_min - len(y), dtype=np.float32)])
+
+    y = np.ascontiguousarray(y, dtype=np.float32)
+    return AudioResult(y, sr, None, tuple(fixes), native_sr, n_channels)
+
+
+def load_audio(
+    path: str | os.PathLike,
+    sr: int = DEFAULT_SR,
+    min_duration_s: float = DEFAULT_MIN_DURATION_S,
+    max_duration_s: float | None = None,
+    *,
+    pad_fraction: float = DEFAULT_PAD_FRACTION,
+    silence_db: float = DEFAULT_SILENCE_DB,
+    warn: bool = True,
+) -> tuple[np.ndarray | None, str | None]:
+    """Load one audio file as float32 mono at ``sr``, or say why it cannot be used.
+
+    The batch-job contract: ``(y, None)`` for a usable track, ``(None, reason)`` for one to
+    skip — a bad file never raises. Resampling and zero-padding are announced with an
+    :class:`AudioFixWarning` (``warn=False`` silences them; :func:`read_audio` returns them).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Audio file.
+    sr : int, default 22050
+        Target sample rate (Hz).
+    min_duration_s : float, default 5.0
+        Minimum duration (s); see ``pad_fraction``.
+    max_duration_s : float or None, default None
+        Keep at most this many seconds from the start.
+    pad_fraction : float, default 0.5
+        Tracks of at least ``pad_fraction * min_duration_s`` s are zero-padded to the minimum,
+        shorter ones are skipped.
+    silence_db : float, default -80.0
+        RMS level (dBFS) below which the track is silent and skipped.
+    warn : bool, default True
+        Emit :class:`AudioFixWarning` for resampled / padded tracks.
+
+    Returns
+    -------
+    y : numpy.ndarray of float32, shape (n_samples,), or None
+        Mono audio in full-scale units at ``sr`` Hz.
+    problem : str or None
+        ``"kind: detail"`` (kinds: missing, empty, unreadable, non-finite, silent, too short)
+        when ``y`` is None, else None.
+
+    Examples
+    --------
+    >>> y, problem = load_audio("no/such/file.wav")
+    >>> y is None, problem.split(":")[0]
+    (True, 'missing')
+
+    Notebook: 01_cqt.ipynb
+    """
+    result = read_audio(path, sr, min_duration_s, max_duration_s,
+                        pad_fraction=pad_fraction, silence_db=silence_db)
+    if warn:
+        for fix in result.fixes:
+            if fix.startswith(("resampled", "padded")):
+                warnings.warn(f"{Path(path).name}: {fix}", AudioFixWarning, stacklevel=2)
+    return result.y, result.problem
+
+
+@dataclass
+class SkipReport:
+    """What a batch job skipped and what it repaired, by track id — nothing is lost silently.
+
+    Attributes
+    ----------
+    skipped : list of (track_id, reason)
+        Tracks that produced no output; reasons are ``"kind: detail"``.
+    fixed : list of (track_id, note)
+        Tracks that were used after a repair (resampled, padded, truncated, down-mixed).
+    n_total : int or None
+        Tracks the job looked at (for the summary line), when known.
+
+    Examples
+    --------
+    >>> report = SkipReport(n_total=3)
+    >>> report.skip("t1", "silent: RMS -inf dBFS < -80 dBFS")
+    >>> report.count, report.ids
+    (1, ['t1'])
+
+    Notebook: 01_cqt.ipynb
+    """
+
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    fixed: list[tuple[str, str]] = field(default_factory=list)
+    n_total: int | None = None
+
+    def skip(self, track_id, reason: str) -> None:
+        """Record a skipped track (``reason`` as ``"kind: detail"``)."""
+        if not isinstance(reason, str) or not reason:
+            raise ValueError(f"a skip needs a non-empty reason, got {reason!r} for {track_id!r}")
+        self.skipped.append((str(track_id), reason))
+
+    def fix(self, track_id, note: str) -> None:
+        """Record a repair applied to a track that was kept."""
+        if not isinstance(note, str) or not note:
+            raise ValueError(f"a fix needs a non-empty note, got {note!r} for {track_id!r}")
+        self.fixed.append((str(track_id), note))
+
+    def add(self, track_id, result: AudioResult) -> bool:
+        """Record an :class:`AudioResult`; returns True when the track is usable."""
+        if result.problem is not None:
+            self.skip(track_id, result.problem)
+            return False
+        for note in result.fixes:
+            self.fix(track_id, note)
+        return True
+
+    def merge(self, other: "SkipReport") -> "SkipReport":
+        """Append another report's entries (in place); returns self."""
+        self.skipped.extend(other.skipped)
+        self.fixed.extend(other.fixed)
+        if other.n_total is not None:
+            self.n_total = (self.n_total or 0) + other.n_total
+        return self
+
+    @property
+    def count(self) -> int:
+        """Number of skipped tracks."""
+        return len(self.skipped)
+
+    @property
+    def ids(self) -> list[str]:
+        """Ids of the skipped tracks, in the order they were recorded."""
+        return [track_id for track_id, _ in self.skipped]
+
+    @property
+    def reasons(self) -> dict[str, str]:
+        """``{track_id: reason}`` for the skipped tracks."""
+        return dict(self.skipped)
+
+    def by_kind(self) -> dict[str, int]:
+        """Skips counted by kind (the part of the reason before the first colon)."""
+        return dict(Counter(reason.split(":", 1)[0] for _, reason in self.skipped))
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self.skipped)
+
+    def __contains__(self, track_id) -> bool:
+        return str(track_id) in {t for t, _ in self.skipped}
+
+    def __str__(self) -> str:
+        total = "" if self.n_total is None else f" of {self.n_total}"
+        lines = [f"SkipReport: {self.count}{total} tracks skipped, {len(self.fixed)} fixed"]
+        if self.skipped:
+            kinds = ", ".join(f"{k} {n}" for k, n in sorted(self.by_kind().items()))
+            lines.append(f"  skipped by kind: {kinds}")
+            lines += _listing("skipped", self.skipped)
+        if self.fixed:
+            kinds = Counter(note.split(":", 1)[0] for _, note in self.fixed)
+            lines.append("  fixed by kind: " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())))
+            lines += _listing("fixed", self.fixed)
+        return "\n".join(lines)
+
+    def to_frame(self):
+        """A pandas DataFrame with columns ``track_id, action, reason`` (skipped, then fixed)."""
+        import pandas as pd
+
+        rows = [(t, "skipped", r) for t, r in self.skipped] + [(t, "fixed", r) for t, r in self.fixed]
+        return pd.DataFrame(rows, columns=["track_id", "action", "reason"])
+
+    def to_csv(self, path: str | os.PathLike) -> Path:
+        """Write every entry to ``path`` (columns ``track_id, action, reason``); returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["track_id", "action", "reason"])
+            writer.writerows((t, "skipped", r) for t, r in self.skipped)
+            writer.writerows((t, "fixed", r) for t, r in self.fixed)
+        return path
+
+    @classmethod
+    def from_csv(cls, path: str | os.PathLike) -> "SkipReport":
+        """Read back a report written by :meth:`to_csv`."""
+        report = cls()
+        with open(path, newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                if row["action"] == "skipped":
+                    report.skip(row["track_id"], row["reason"])
+                elif row["action"] == "fixed":
+                    report.fix(row["track_id"], row["reason"])
+                else:
+                    raise ValueError(f"{path}: unknown action {row['action']!r}")
+        return report
+
+
+def _listing(action: str, entries: Iterable[tuple[str, str]], limit: int = 20) -> list[str]:
+    entries = list(entries)
+    lines = [f"    {action} {t}: {r}" for t, r in entries[:limit]]
+    if len(entries) > limit:
+        lines.append(f"    … and {len(entries) - limit} more {action} (see to_csv())")
+    return lines

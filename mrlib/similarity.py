@@ -1,0 +1,635 @@
+r"""The oracle similarity S between tag-likelihood vectors, and ranked lists from it.
+
+Prétet et al. (2020, §4.1) rank tracks with a private "non-linear combination of weighted tags".
+This module builds an open one with the same ingredients (SPEC §3.2). For two tracks with tag
+likelihoods :math:`a, b \in [0, 1]^m` and the vocabulary split into categories
+:math:`c \in \{\text{Genre, Recording, Mood, Movement, Lyrics}\}`:
+
+.. math::
+
+    s_c(a, b) = \frac{\langle a_c, b_c \rangle}{\lVert a_c \rVert\,\lVert b_c \rVert}
+    \qquad \pi_c(a, b) = [a_c \neq 0]\,[b_c \neq 0]
+
+    \mu(a, b) = \frac{\sum_c w_c\, \pi_c\, s_c}{\sum_c w_c\, \pi_c}
+    \qquad g(a, b) = \phi + (1 - \phi)\, s_G^{\,\gamma}
+
+    S(a, b) = \bigl(g(a, b)\, \mu(a, b)\bigr)^{p}
+
+* :math:`s_c` is the cosine of the likelihood vectors restricted to category *c* (in [0, 1]
+  because likelihoods are non-negative); a category where one track has no tag at all is left
+  out of that pair's mean (:math:`\pi_c = 0`) — an instrumental track is not "dissimilar in
+  lyrics", it is unknown.
+* :math:`g` is the non-linearity: genre agreement gates the rest. With floor :math:`\phi` small,
+  two tracks of different genres stay dissimilar however much instrumentation they share.
+* :math:`p \ge 1` sharpens: most of a ranked list falls below 0.5 while identical tag vectors
+  keep S = 1 (the shape of the paper's Fig. 1, top).
+
+The weights :math:`w_c, \phi, \gamma, p` live in ``data/oracle_weights.json`` (:func:`load_weights`).
+Everything is matrix products: one row block of S costs one (chunk × m) · (m × N_b) product, so the
+paper's 14,246 × 14,246 matrix is computed block by block (:func:`oracle_chunks`,
+:func:`oracle_topk`) without ever holding more than a block.
+
+Notebook: 02_similarity.ipynb
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+__all__ = [
+    "CATEGORIES",
+    "load_weights",
+    "oracle",
+    "oracle_chunks",
+    "oracle_topk",
+    "category_similarities",
+    "ranked_list",
+    "ranked_lists",
+    "mean_similarity_by_rank",
+    "rank_profile",
+]
+
+#: The five tag categories of the 2020 paper (§4.1), in the order they are reported.
+CATEGORIES = ("Genre", "Recording", "Mood", "Movement", "Lyrics")
+
+_ALL = "all"  # the single pseudo-category used when no vocabulary is given
+
+
+def _weights_path() -> Path:
+    from mrlib.paths import repo_root
+
+    return repo_root() / "data" / "oracle_weights.json"
+
+
+def load_weights(path: str | os.PathLike | None = None) -> dict:
+    """Read and validate the oracle's weights (``data/oracle_weights.json`` by default).
+
+    Parameters
+    ----------
+    path : str or os.PathLike, optional
+        Another weights file in the same format.
+
+    Returns
+    -------
+    dict
+        ``{"version": 1, "per_category": "cosine", "categories": {name: w_c},
+        "default_weight": float, "gate": {"category": str, "floor": float, "power": float},
+        "sharpness": float, "fields": {...documentation...}}``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If a field is missing or out of range.
+
+    Notebook: 02_similarity.ipynb
+    """
+    path = Path(path) if path is not None else _weights_path()
+    if not path.is_file():
+        raise FileNotFoundError(f"oracle weights file not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        weights = json.load(f)
+    return _validate_weights(weights, source=str(path))
+
+
+def _validate_weights(weights: Any, source: str = "weights") -> dict:
+    if not isinstance(weights, Mapping):
+        raise TypeError(f"{source}: weights must be a dict (or a path), got {type(weights).__name__}")
+    w = copy.deepcopy(dict(weights))
+    for key in ("categories", "gate", "sharpness"):
+        if key not in w:
+            raise ValueError(f"{source}: missing field {key!r}")
+    if w.get("per_category", "cosine") != "cosine":
+        raise ValueError(f"{source}: per_category must be 'cosine', got {w['per_category']!r}")
+    cats = w["categories"]
+    if not isinstance(cats, Mapping) or not cats:
+        raise ValueError(f"{source}: 'categories' must map category names to weights")
+    for name, value in cats.items():
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"{source}: weight of {name!r} must be a finite number >= 0, got {value!r}")
+    w["categories"] = {str(k): float(v) for k, v in cats.items()}
+    default = w.get("default_weight", 0.0)
+    if not isinstance(default, (int, float)) or not math.isfinite(default) or default < 0:
+        raise ValueError(f"{source}: default_weight must be a finite number >= 0, got {default!r}")
+    w["default_weight"] = float(default)
+    gate = w["gate"]
+    if gate is not None:
+        if not isinstance(gate, Mapping) or not {"category", "floor", "power"} <= set(gate):
+            raise ValueError(f"{source}: gate must be null or {{'category', 'floor', 'power'}}, got {gate!r}")
+        if not 0.0 <= float(gate["floor"]) <= 1.0:
+            raise ValueError(f"{source}: gate.floor must be in [0, 1], got {gate['floor']!r}")
+        if not float(gate["power"]) > 0:
+            raise ValueError(f"{source}: gate.power must be > 0, got {gate['power']!r}")
+        w["gate"] = {"category": str(gate["category"]), "floor": float(gate["floor"]),
+                     "power": float(gate["power"])}
+    p = w["sharpness"]
+    if not isinstance(p, (int, float)) or not math.isfinite(p) or p <= 0:
+        raise ValueError(f"{source}: sharpness must be a finite number > 0, got {p!r}")
+    w["sharpness"] = float(p)
+    return w
+
+
+def _resolve_weights(weights) -> dict:
+    if weights is None:
+        return load_weights()
+    if isinstance(weights, (str, os.PathLike)):
+        return load_weights(weights)
+    return _validate_weights(weights)
+
+
+def _tags_and_categories(T, categories, name: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """(tags float64 (N, m), categories (m,) or None) from a Catalog, a DataFrame or an array."""
+    cats = None
+    if hasattr(T, "tags") and hasattr(T, "vocabulary"):  # a mrlib.catalog.Catalog
+        cats = np.asarray(T.vocabulary["category"], dtype=object)
+        T = T.tags
+    if hasattr(T, "to_numpy"):  # a DataFrame of tags
+        T = T.to_numpy()
+    try:
+        arr = np.asarray(T, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"{name} must be a Catalog or a numeric (N, m) tag matrix: {error}") from None
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D tag matrix (N, m), got shape {arr.shape}")
+    if arr.shape[1] == 0:
+        raise ValueError(f"{name} has no tag columns (shape {arr.shape})")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or inf tag likelihoods")
+    lo, hi = (arr.min(), arr.max()) if arr.size else (0.0, 0.0)
+    if lo < -1e-6 or hi > 1 + 1e-6:
+        raise ValueError(f"{name} must hold likelihoods in [0, 1], found values in [{lo:.4g}, {hi:.4g}]")
+    np.clip(arr, 0.0, 1.0, out=arr)  # float noise from a sigmoid, e.g. 1.0000001
+    if categories is not None:
+        if hasattr(categories, "vocabulary"):
+            categories = categories.vocabulary["category"]
+        elif hasattr(categories, "columns") and "category" in getattr(categories, "columns", []):
+            categories = categories["category"]
+        cats = np.asarray(categories, dtype=object)
+    if cats is not None:
+        if cats.ndim != 1 or len(cats) != arr.shape[1]:
+            raise ValueError(f"categories must give one category per tag column: {arr.shape[1]} "
+                             f"tags in {name}, got {cats.shape}")
+        cats = np.array([str(c) for c in cats], dtype=object)
+    return arr, cats
+
+
+class _Prepared:
+    """Per-category unit-normalised blocks of a tag matrix, ready for matrix products."""
+
+    def __init__(self, T: np.ndarray, cats: np.ndarray, names: list[str]):
+        self.n = T.shape[0]
+        self.blocks = []
+        self.present = np.zeros((T.shape[0], len(names)), dtype=np.float64)
+        for j, name in enumerate(names):
+            block = T[:, cats == name]
+            norm = np.sqrt(np.einsum("ij,ij->i", block, block))
+            present = norm > 0
+            unit = np.zeros_like(block)
+            unit[present] = block[present] / norm[present, None]
+            self.blocks.append(unit)
+            self.present[:, j] = present
+
+    def rows(self, start: int, stop: int) -> "_Prepared":
+        out = object.__new__(_Prepared)
+        out.n = stop - start
+        out.blocks = [b[start:stop] for b in self.blocks]
+        out.present = self.present[start:stop]
+        return out
+
+
+class _Oracle:
+    """The oracle's weights and the two prepared tag matrices; computes blocks of S."""
+
+    def __init__(self, T_a, T_b, categories, weights):
+        A, cats_a = _tags_and_categories(T_a, categories, "T_a")
+        if T_b is None:
+            B, cats_b = A, cats_a
+        else:
+            B, cats_b = _tags_and_categories(T_b, categories, "T_b")
+        if A.shape[1] != B.shape[1]:
+            raise ValueError(f"T_a and T_b must share the tag vocabulary: {A.shape[1]} vs {B.shape[1]} tags")
+        if cats_a is not None and cats_b is not None and not np.array_equal(cats_a, cats_b):
+            raise ValueError("T_a and T_b come with different tag categories")
+        cats = cats_a if cats_a is not None else cats_b
+        self.w = _resolve_weights(weights)
+        if cats is None:
+            # No vocabulary: one pseudo-category, so S is a sharpened cosine of the whole vector.
+            cats = np.full(A.shape[1], _ALL, dtype=object)
+        names = list(dict.fromkeys(cats))  # order of first appearance
+        self.names = names
+        self.cat_weights = np.array([1.0 if n == _ALL else
+                                     self.w["categories"].get(n, self.w["default_weight"])
+                                     for n in names], dtype=np.float64)
+        gate = self.w["gate"]
+        self.gate_index = None
+        if gate is not None and gate["category"] in names:
+            self.gate_index = names.index(gate["category"])
+        self.floor = 1.0 if gate is None or self.gate_index is None else gate["floor"]
+        if names == [_ALL]:
+            self.floor = 1.0  # nothing to gate on
+        self.power = 1.0 if gate is None else gate["power"]
+        self.sharpness = self.w["sharpness"]
+        self.A = _Prepared(A, cats, names)
+        self.B = self.A if T_b is None else _Prepared(B, cats, names)
+        self.square = T_b is None
+
+    def block(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` of S as float32 (computed in float64, then rounded)."""
+        a = self.A.rows(start, stop)
+        B = self.B
+        num = np.zeros((a.n, B.n))
+        gate_sim = None
+        for j, (ua, ub) in enumerate(zip(a.blocks, B.blocks)):
+            if ua.shape[1] == 0:
+                continue
+            s = ua @ ub.T  # cosine: rows are unit vectors (or zero where the category is absent)
+            np.clip(s, 0.0, 1.0, out=s)
+            if j == self.gate_index:
+                gate_sim = s.copy()
+            if self.cat_weights[j] > 0:
+                num += self.cat_weights[j] * s
+        # Weights of the categories both tracks have: one small matrix product.
+        den = (a.present * self.cat_weights) @ B.present.T
+        mean = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+        if self.floor < 1.0:
+            gate = self.floor + (1.0 - self.floor) * (gate_sim ** self.power)
+            mean *= gate
+        if self.sharpness != 1.0:
+            np.power(mean, self.sharpness, out=mean)
+        np.clip(mean, 0.0, 1.0, out=mean)
+        return mean.astype(np.float32)
+
+
+def _check_chunk(chunk_size) -> int:
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer (rows per block), got {chunk_size!r}")
+    return int(chunk_size)
+
+
+def oracle_chunks(
+    T_a,
+    T_b=None,
+    categories=None,
+    weights=None,
+    chunk_size: int = 2048,
+    progress: bool = False,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield S row block by row block: ``(start, S[start:start + chunk])``.
+
+    The streaming form of :func:`oracle` for catalogs whose S should not be held whole (the
+    paper's 14,246² float32 matrix is 0.8 GB; a 100k catalog would be 40 GB). Blocks are
+    bit-identical to the corresponding rows of :func:`oracle`.
+
+    Parameters
+    ----------
+    T_a, T_b, categories, weights, chunk_size
+        As in :func:`oracle`.
+    progress : bool, default False
+        Show a tqdm bar over blocks.
+
+    Yields
+    ------
+    start : int
+        Index of the first row of the block in ``T_a``.
+    block : numpy.ndarray of float32, shape (rows, N_b)
+        ``rows = min(chunk_size, N_a - start)``.
+
+    Notebook: 02_similarity.ipynb
+    """
+    chunk_size = _check_chunk(chunk_size)
+    core = _Oracle(T_a, T_b, categories, weights)
+    starts = range(0, core.A.n, chunk_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="oracle S", unit="block")
+    for start in starts:
+        yield start, core.block(start, min(start + chunk_size, core.A.n))
+
+
+def oracle(
+    T_a,
+    T_b=None,
+    categories=None,
+    weights=None,
+    chunk_size: int = 2048,
+    progress: bool = False,
+) -> np.ndarray:
+    r"""The oracle similarity S between the tracks of ``T_a`` and those of ``T_b``.
+
+    :math:`S(a, b) = \bigl(g\,\mu\bigr)^p` with the per-category cosine mean :math:`\mu`, the genre
+    gate :math:`g` and the sharpness :math:`p` described in :mod:`mrlib.similarity`.
+
+    Parameters
+    ----------
+    T_a : Catalog or array_like, shape (N_a, m)
+        Tag likelihoods in [0, 1]. A :class:`mrlib.catalog.Catalog` brings its tags and the
+        categories of its vocabulary.
+    T_b : Catalog or array_like, shape (N_b, m), optional
+        The other side; ``None`` means ``T_a`` (a square, symmetric S).
+    categories : sequence of str, shape (m,), or a vocabulary DataFrame / Catalog, optional
+        Category of each tag column (``Genre``, ``Recording``, ``Mood``, ``Movement``, ``Lyrics``).
+        Taken from the catalog when one is given. Without any, all tags form one category and S is
+        the sharpened cosine of the whole vectors (no genre gate).
+    weights : dict or path, optional
+        Oracle weights; default :func:`load_weights` (``data/oracle_weights.json``).
+    chunk_size : int, default 2048
+        Rows of S computed at a time (memory ~ 4 · chunk_size · N_b · 8 bytes).
+    progress : bool, default False
+        Show a tqdm bar over row blocks.
+
+    Returns
+    -------
+    S : numpy.ndarray of float32, shape (N_a, N_b), values in [0, 1]
+        S(a, a) = 1 for any track with a genre tag; symmetric when ``T_b`` is None (up to
+        float32 rounding of a float64 computation).
+
+    Raises
+    ------
+    ValueError
+        Shapes that disagree, likelihoods outside [0, 1], NaN, bad weights or chunk size.
+
+    Examples
+    --------
+    >>> T = [[1.0, 0.0], [0.8, 0.1], [0.0, 1.0]]
+    >>> S = oracle(T, categories=["Genre", "Genre"])
+    >>> S.shape, float(S[0, 0]), bool(S[0, 1] > S[0, 2])
+    ((3, 3), 1.0, True)
+
+    Notebook: 02_similarity.ipynb
+    """
+    chunk_size = _check_chunk(chunk_size)
+    core = _Oracle(T_a, T_b, categories, weights)
+    S = np.empty((core.A.n, core.B.n), dtype=np.float32)
+    starts = range(0, core.A.n, chunk_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="oracle S", unit="block")
+    for start in starts:
+        stop = min(start + chunk_size, core.A.n)
+        S[start:stop] = core.block(start, stop)
+    return S
+
+
+def category_similarities(T_a, T_b=None, categories=None) -> dict[str, np.ndarray]:
+    """Per-category cosine similarities :math:`s_c` (the oracle's ingredients), for teaching.
+
+    Parameters
+    ----------
+    T_a, T_b, categories
+        As in :func:`oracle` (keep them small: one (N_a, N_b) matrix per category).
+
+    Returns
+    -------
+    dict of str -> numpy.ndarray of float32, shape (N_a, N_b)
+        Category name -> cosine in [0, 1] (0 where either track has no tag in the category).
+
+    Notebook: 02_similarity.ipynb
+    """
+    core = _Oracle(T_a, T_b, categories, {"categories": {"x": 1.0}, "gate": None, "sharpness": 1.0})
+    out = {}
+    for name, ua, ub in zip(core.names, core.A.blocks, core.B.blocks):
+        out[name] = np.clip(ua @ ub.T, 0.0, 1.0).astype(np.float32)
+    return out
+
+
+def _check_S(S, name="S") -> np.ndarray:
+    S = np.asarray(S)
+    if S.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must be a numeric array, got dtype {S.dtype}")
+    if np.isnan(S).any():
+        raise ValueError(f"{name} contains NaN; similarities must be comparable")
+    return S
+
+
+def ranked_list(S_row, exclude=None) -> np.ndarray:
+    """Indices of the tracks by decreasing similarity; ties go to the lower index.
+
+    Parameters
+    ----------
+    S_row : array_like, shape (N,)
+        Similarities of one query to every track.
+    exclude : int or sequence of int, optional
+        Indices left out of the list (the query itself, usually).
+
+    Returns
+    -------
+    numpy.ndarray of int64, shape (N - len(exclude),)
+        ``R(t) = [r_1, r_2, ...]``: a stable argsort of ``-S_row`` (equal values keep index order),
+        so the list is deterministic.
+
+    Examples
+    --------
+    >>> ranked_list([0.2, 0.9, 0.2, 1.0], exclude=3).tolist()
+    [1, 0, 2]
+
+    Notebook: 02_similarity.ipynb
+    """
+    row = _check_S(S_row, "S_row")
+    if row.ndim != 1:
+        raise ValueError(f"S_row must be 1-D (N,), got shape {row.shape}")
+    order = np.argsort(-row.astype(np.float64), kind="stable")
+    if exclude is not None:
+        drop = np.atleast_1d(np.asarray(exclude))
+        if drop.dtype.kind not in "iu":
+            raise TypeError(f"exclude must be integer indices, got {drop.dtype}")
+        if drop.size and (drop.min() < -len(row) or drop.max() >= len(row)):
+            raise ValueError(f"exclude indices must be in [0, {len(row)}), got {drop.tolist()}")
+        keep = np.ones(len(row), dtype=bool)
+        keep[drop] = False
+        order = order[keep[order]]
+    return order.astype(np.int64, copy=False)
+
+
+def ranked_lists(S, exclude_self: bool = True, k: int | None = None, dtype=np.int64,
+                 chunk_size: int = 4096) -> np.ndarray:
+    """Ranked lists of all queries at once (vectorised, deterministic ties).
+
+    Parameters
+    ----------
+    S : array_like, shape (N, N) — or (N_a, N_b) with ``exclude_self=False``
+        Similarities; row q holds the query q's similarities.
+    exclude_self : bool, default True
+        Drop the query from its own list (S must be square). The query is removed by index, not by
+        value, so a duplicate track with S = 1 stays in the list.
+    k : int, optional
+        Keep only the first k of each list.
+    dtype : numpy integer dtype, default int64
+        ``np.int32`` halves the memory at paper scale (14,246 × 14,245 × 4 bytes = 0.8 GB).
+    chunk_size : int, default 4096
+        Rows sorted at a time (bounds the temporary copy).
+
+    Returns
+    -------
+    numpy.ndarray of ``dtype``, shape (N, N - 1) (or (N_a, N_b)), or (N, k)
+        Row q equals ``ranked_list(S[q], exclude=q)``.
+
+    Notebook: 02_similarity.ipynb
+    """
+    S = _check_S(S)
+    if S.ndim != 2:
+        raise ValueError(f"S must be 2-D, got shape {S.shape}")
+    n_a, n_b = S.shape
+    if exclude_self and n_a != n_b:
+        raise ValueError(f"exclude_self needs a square S, got shape {S.shape}")
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "iu" or (n_b > np.iinfo(dtype).max):
+        raise ValueError(f"dtype must be an integer type able to hold {n_b - 1}, got {dtype}")
+    width = n_b - 1 if exclude_self else n_b
+    if k is not None:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= width:
+            raise ValueError(f"k must be an integer in [1, {width}], got {k!r}")
+        width = int(k)
+    chunk_size = _check_chunk(chunk_size)
+    out = np.empty((n_a, width), dtype=dtype)
+    for start in range(0, n_a, chunk_size):
+        stop = min(start + chunk_size, n_a)
+        neg = -S[start:stop].astype(np.float64)
+        if exclude_self:
+            rows = np.arange(stop - start)
+            # -inf sorts first whatever the ties: the query lands in column 0 and is cut off.
+            neg[rows, start + rows] = -np.inf
+        order = np.argsort(neg, axis=1, kind="stable")
+        first = 1 if exclude_self else 0
+        out[start:stop] = order[:, first:first + width]
+    return out
+
+
+def oracle_topk(
+    T_a,
+    T_b=None,
+    k: int = 20,
+    categories=None,
+    weights=None,
+    exclude_self: bool | None = None,
+    chunk_size: int = 2048,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The k most similar tracks for every query, streamed so S is never held whole.
+
+    Parameters
+    ----------
+    T_a, T_b, categories, weights, chunk_size, progress
+        As in :func:`oracle`.
+    k : int, default 20
+        List length (20 = the paper's cut-off; 15 = its N_p positives).
+    exclude_self : bool, optional
+        Drop the query from its own list; default True when ``T_b`` is None.
+
+    Returns
+    -------
+    index : numpy.ndarray of int64, shape (N_a, k)
+        ``ranked_lists(oracle(T_a, T_b), exclude_self)[:, :k]`` (same deterministic ties).
+    value : numpy.ndarray of float32, shape (N_a, k)
+        The similarities at those indices (non-increasing along each row).
+
+    Notebook: 02_similarity.ipynb
+    """
+    if exclude_self is None:
+        exclude_self = T_b is None
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    index, value = [], []
+    for start, block in oracle_chunks(T_a, T_b, categories, weights, chunk_size, progress):
+        if exclude_self:
+            if block.shape[1] < start + block.shape[0]:
+                raise ValueError("exclude_self needs T_b = None or a square problem")
+            neg = -block.astype(np.float64)
+            rows = np.arange(block.shape[0])
+            neg[rows, start + rows] = -np.inf
+            order = np.argsort(neg, axis=1, kind="stable")[:, 1:k + 1]
+        else:
+            order = np.argsort(-block.astype(np.float64), axis=1, kind="stable")[:, :k]
+        if order.shape[1] < k:
+            raise ValueError(f"k = {k} is longer than the lists ({order.shape[1]} tracks)")
+        index.append(order.astype(np.int64))
+        value.append(np.take_along_axis(block, order, axis=1))
+    return np.concatenate(index), np.concatenate(value)
+
+
+def mean_similarity_by_rank(S, exclude_self: bool = True, chunk_size: int = 4096) -> np.ndarray:
+    """The paper's Fig. 1 (top): mean over queries of S(t, r_i(t)) as a function of rank i.
+
+    Parameters
+    ----------
+    S : array_like, shape (N, N)
+        Oracle similarities (square unless ``exclude_self=False``).
+    exclude_self : bool, default True
+        Leave the query out of its own list (by index).
+    chunk_size : int, default 4096
+        Rows sorted at a time.
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (N - 1,) (or (N_b,))
+        Element i-1 is the mean similarity at rank i (non-increasing).
+
+    Notebook: 02_similarity.ipynb
+    """
+    S = _check_S(S)
+    if S.ndim != 2:
+        raise ValueError(f"S must be 2-D, got shape {S.shape}")
+    n_a, n_b = S.shape
+    if exclude_self and n_a != n_b:
+        raise ValueError(f"exclude_self needs a square S, got shape {S.shape}")
+    chunk_size = _check_chunk(chunk_size)
+    total = np.zeros(n_b - 1 if exclude_self else n_b)
+    for start in range(0, n_a, chunk_size):
+        stop = min(start + chunk_size, n_a)
+        block = S[start:stop].astype(np.float64)
+        if exclude_self:
+            rows = np.arange(stop - start)
+            block[rows, start + rows] = -np.inf  # sorts first ascending: dropped below
+            sorted_desc = np.sort(block, axis=1)[:, :0:-1]
+        else:
+            sorted_desc = np.sort(block, axis=1)[:, ::-1]
+        total += sorted_desc.sum(axis=0)
+    return total / n_a
+
+
+def rank_profile(S, ranks: Sequence[int] = (1, 5, 15, 50), threshold: float = 0.5,
+                 exclude_self: bool = True) -> dict:
+    """Numbers that describe the Fig.-1 curve of S.
+
+    Parameters
+    ----------
+    S : array_like, shape (N, N)
+        Oracle similarities.
+    ranks : sequence of int, default (1, 5, 15, 50)
+        Ranks (1-based) at which to report the mean similarity.
+    threshold : float, default 0.5
+        Report the share of list entries (over all queries and ranks) below it.
+    exclude_self : bool, default True
+        Leave the query out of its own list.
+
+    Returns
+    -------
+    dict
+        ``{"mean_at_rank": {rank: float}, "share_below": float, "threshold": float,
+        "list_length": int}``.
+
+    Notebook: 02_similarity.ipynb
+    """
+    curve = mean_similarity_by_rank(S, exclude_self=exclude_self)
+    for r in ranks:
+        if not 1 <= int(r) <= len(curve):
+            raise ValueError(f"rank {r} is outside the lists (1 … {len(curve)})")
+    S = np.asarray(S)
+    n_entries = S.size - (S.shape[0] if exclude_self else 0)
+    below = int((S < threshold).sum())
+    if exclude_self:
+        below -= int((np.diagonal(S) < threshold).sum())
+    return {
+        "mean_at_rank": {int(r): float(curve[int(r) - 1]) for r in ranks},
+        "share_below": below / n_entries,
+        "threshold": float(threshold),
+        "list_length": len(curve),
+    }
