@@ -1,0 +1,1053 @@
+"""The 2017 comparison: handcrafted features and classic metric learning, scored by CFR.
+
+Lu et al. (ICASSP 2017) compare Triplet MatchNet with metric-learning baselines on song-level
+features — handcrafted, their PCA, and the network's own — by the Constraints Fulfillment
+Rate (CFR) under 10-fold cross-validation. This module provides
+
+* :func:`handcrafted_features` — a song-level vector of MFCC/delta/chroma/spectral/ZCR/RMS
+  statistics and tempo (librosa), and :func:`catalog_features` for a whole catalog (parallel,
+  progress bar, bad audio skipped and reported, optional cache);
+* metric baselines sharing one small interface — ``fit(X, triplets)``, ``transform(X)``,
+  ``distance(X, a, b)`` — :class:`Euclidean`, :class:`TripletSVM` (Schultz & Joachims 2003)
+  and :class:`Mahalanobis` (metric-learn's LSML or SCML), each optionally on standardised
+  and PCA-reduced features fitted on the training clips only;
+* :func:`cfr`, :func:`cross_validate` and :func:`generalization_curve`.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+__all__ = [
+    "FEATURE_VERSION",
+    "feature_names",
+    "handcrafted_features",
+    "BaselineFeatures",
+    "catalog_features",
+    "MetricBaseline",
+    "Euclidean",
+    "TripletSVM",
+    "Mahalanobis",
+    "cfr",
+    "CVResult",
+    "cross_validate",
+    "generalization_curve",
+]
+
+#: Bumped whenever :func:`handcrafted_features` changes its output, so caches are rebuilt.
+FEATURE_VERSION = 1
+
+_SPECTRAL = ("centroid", "bandwidth", "rolloff", "flatness")
+_N_CONTRAST = 7          # librosa.feature.spectral_contrast with n_bands=6 gives 7 rows
+
+
+# --------------------------------------------------------------------------------------------
+# handcrafted song-level features
+# --------------------------------------------------------------------------------------------
+def feature_names(n_mfcc: int = 20, tempo: bool = True) -> list[str]:
+    """Names of the entries of :func:`handcrafted_features`, in order.
+
+    Parameters
+    ----------
+    n_mfcc : int, default 20
+    tempo : bool, default True
+
+    Returns
+    -------
+    list of str
+        ``4 * n_mfcc + 24 + 8 + 14 + 4 (+ 1)`` names, e.g. ``"mfcc03_mean"``, ``"chroma_A_std"``,
+        ``"contrast2_mean"``, ``"tempo_bpm"``.
+
+    Notebook: 08_triplet_matchnet.ipynb
+    """
+    names = []
+    for stat in ("mean", "std"):
+        names += [f"mfcc{k:02d}_{stat}" for k in range(n_mfcc)]
+    for stat in ("mean", "std"):
+        names += [f"dmfcc{k:02d}_{stat}" for k in range(n_mfcc)]
+    pitch = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+    for stat in ("mean", "std"):
+        names += [f"chroma_{p}_{stat}" for p in pitch]
+    for s in _SPECTRAL:
+        names += [f"{s}_mean", f"{s}_std"]
+    for stat in ("mean", "std"):
+        names += [f"contrast{k}_{stat}" for k in range(_N_CONTRAST)]
+    names += ["zcr_mean", "zcr_std", "rms_mean", "rms_std"]
+    if tempo:
+        names.append("tempo_bpm")
+    return names
+
+
+def _mean_std(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row mean and standard deviation over frames (axis -1)."""
+    return a.mean(axis=-1), a.std(axis=-1)
+
+
+def handcrafted_features(
+    y: np.ndarray,
+    sr: int,
+    *,
+    n_mfcc: int = 20,
+    n_fft: int = 2048,
+    hop_length: int = 512,
+    tempo: bool = True,
+) -> np.ndarray:
+    """A song-level vector of classic timbre, harmony and rhythm statistics (librosa).
+
+    Frame-level descriptors, summarised by their mean and standard deviation over the clip:
+
+    * MFCC (``n_mfcc``, from a 128-band mel spectrogram in dB) and their deltas;
+    * chroma (12 pitch classes, from the STFT, A4 = 440 Hz assumed);
+    * spectral centroid, bandwidth, roll-off (85 %) — in Hz — and flatness;
+    * spectral contrast (7 rows: 6 octave bands and the rest);
+    * zero-crossing rate and RMS energy;
+    * plus the global tempo estimate (BPM) when ``tempo``.
+
+    Parameters
+    ----------
+    y : numpy.ndarray, shape (n_samples,)
+        Mono audio, float, finite; shorter than ``n_fft`` is zero-padded.
+    sr : int
+        Sample rate in Hz (>= 4000).
+    n_mfcc : int, default 20
+    n_fft : int, default 2048
+        STFT size in samples.
+    hop_length : int, default 512
+        Hop in samples (23 ms at 22,050 Hz).
+    tempo : bool, default True
+
+    Returns
+    -------
+    numpy.ndarray of float32, shape (D,)
+        D = ``len(feature_names(n_mfcc, tempo))`` (131 with the defaults). Units differ
+        across entries (dB, Hz, BPM, ratios): standardise before any Euclidean comparison,
+        as the metric baselines here do by default.
+
+    Notebook: 08_triplet_matchnet.ipynb
+    """
+    import librosa
+
+    y = np.asarray(y)
+    if y.ndim != 1 or y.size == 0:
+        raise ValueError(f"y must be a non-empty 1-D (mono) signal, got shape {y.shape}")
+    if not np.issubdtype(y.dtype, np.floating) or not np.isfinite(y).all():
+        raise ValueError("y must hold finite floating-point samples")
+    if isinstance(sr, bool) or not isinstance(sr, (int, np.integer)) or sr < 4000:
+        raise ValueError(f"sr must be an integer sample rate >= 4000 Hz, got {sr!r}")
+    for name, value in (("n_mfcc", n_mfcc), ("n_fft", n_fft), ("hop_length", hop_length)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    y = y.astype(np.float32)
+    if len(y) < n_fft:
+        y = np.pad(y, (0, n_fft - len(y)))
+
+    # One STFT shared by every descriptor.
+    S = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop_length))        # (1 + n_fft/2, T)
+    P = S ** 2
+    mel_db = librosa.power_to_db(librosa.feature.melspectrogram(S=P, sr=sr, n_mels=128))
+    mfcc = librosa.feature.mfcc(S=mel_db, n_mfcc=n_mfcc)                    # (n_mfcc, T)
+    T = mfcc.shape[1]
+    # librosa's delta needs an odd width <= T; a very short clip gets a narrower window.
+    width = min(9, T if T % 2 else T - 1)
+    dmfcc = librosa.feature.delta(mfcc, width=width) if width >= 3 else np.zeros_like(mfcc)
+    # Concert tuning assumed: a per-clip tuning estimate is noisy on short excerpts and costs
+    # as much as everything else together.
+    chroma = librosa.feature.chroma_stft(S=P, sr=sr, n_fft=n_fft, tuning=0.0)
+    centroid = librosa.feature.spectral_centroid(S=S, sr=sr, n_fft=n_fft)
+    bandwidth = librosa.feature.spectral_bandwidth(S=S, sr=sr, n_fft=n_fft)
+    rolloff = librosa.feature.spectral_rolloff(S=S, sr=sr, n_fft=n_fft)
+    flatness = librosa.feature.spectral_flatness(S=S)
+    # Six octave bands must fit below Nyquist: lower the first band edge for low rates so the
+    # vector keeps one length whatever the sample rate.
+    fmin = min(200.0, 0.95 * (sr / 2) / 2 ** 6)
+    contrast = librosa.feature.spectral_contrast(S=S, sr=sr, n_fft=n_fft, fmin=fmin, n_bands=6)
+    zcr = librosa.feature.zero_crossing_rate(y, frame_length=n_fft, hop_length=hop_length)
+    rms = librosa.feature.rms(S=S, frame_length=n_fft)
+
+    parts = []
+    for block in (mfcc, dmfcc, chroma):
+        m, s = _mean_std(block)
+        parts += [m, s]
+    for block in (centroid, bandwidth, rolloff, flatness):
+        m, s = _mean_std(block[0])
+        parts.append(np.array([m, s]))
+    m, s = _mean_std(contrast)
+    parts += [m, s]
+    for block in (zcr, rms):
+        m, s = _mean_std(block[0])
+        parts.append(np.array([m, s]))
+    if tempo:
+        onset = librosa.onset.onset_strength(S=mel_db, sr=sr)
+        bpm = librosa.feature.tempo(onset_envelope=onset, sr=sr, hop_length=hop_length)
+        parts.append(np.atleast_1d(bpm[0]))
+    return np.concatenate([np.ravel(p) for p in parts]).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# a whole catalog
+# --------------------------------------------------------------------------------------------
+@dataclass
+class BaselineFeatures:
+    """Handcrafted features of the usable tracks of a catalog.
+
+    Attributes
+    ----------
+    X : numpy.ndarray of float32, shape (n_kept, D)
+    index : numpy.ndarray of int64, shape (n_kept,)
+        Catalog index of each row of ``X``.
+    n_tracks : int
+        Tracks in the catalog (N).
+    names : list of str
+        Feature names (:func:`feature_names`).
+    report : mrlib.audio.SkipReport
+        Tracks skipped (and repaired) with their reasons.
+    config : dict
+        Parameters of the extraction (part of the cache key).
+
+    Notebook: 08_triplet_matchnet.ipynb
+    """
+
+    X: np.ndarray
+    index: np.ndarray
+    n_tracks: int
+    names: list
+    report: object
+    config: dict
+
+    def full(self, fill: float = np.nan) -> np.ndarray:
+        """Features by catalog index.
+
+        Parameters
+        ----------
+        fill : float, default NaN
+            Value of the rows of skipped tracks.
+
+        Returns
+        -------
+        numpy.ndarray of float32, shape (N, D)
+
+        Notebook: 08_triplet_matchnet.ipynb
+        """
+        out = np.full((self.n_tracks, self.X.shape[1]), fill, dtype=np.float32)
+        out[self.index] = self.X
+        return out
+
+    def triplet_mask(self, triplets: np.ndarray) -> np.ndarray:
+        """Which triplets can be scored: all three clips have features.
+
+        Parameters
+        ----------
+        triplets : numpy.ndarray of int, shape (M, 3)
+            Catalog indices.
+
+        Returns
+        -------
+        numpy.ndarray of bool, shape (M,)
+
+        Notebook: 08_triplet_matchnet.ipynb
+        """
+        has = np.zeros(self.n_tracks, dtype=bool)
+        has[self.index] = True
+        return has[np.asarray(triplets)].all(axis=1)
+
+
+def _features_of(path: Path, audio_kwargs: dict, feature_kwargs: dict):
+    """``(vector or None, problem or None, fixes)`` for one track; never raises on bad audio."""
+    from mrlib.audio import read_audio
+
+    result = read_audio(path, **audio_kwargs)
+    if result.problem is not None:
+        return None, result.problem, result.fixes
+    try:
+        v = handcrafted_features(result.y, result.sr, **feature_kwargs)
+    except Exception as err:                    # report, never stop the batch for one track
+        return None, f"features: {type(err).__name__}: {err}", result.fixes
+    if not np.isfinite(v).all():
+        return None, "features: non-finite values", result.fixes
+    return v, None, result.fixes
+
+
+def _chunk_features(paths: list, audio_kwargs: dict, feature_kwargs: dict) -> list:
+    return [_features_of(p, audio_kwargs, feature_kwargs) for p in paths]
+
+
+def catalog_features(
+    catalog,
+    *,
+    sr: int = 22050,
+    n_jobs: int = 1,
+    progress: bool = True,
+    min_duration_s: float = 1.0,
+    max_duration_s: float | None = None,
+    cache: bool = True,
+    cache_dir: str | Path | None = None,
+    chunk_size: int = 8,
+    **feature_kwargs,
+) -> BaselineFeatures:
+    """Handcrafted features (:func:`handcrafted_features`) for every track of a catalog.
+
+    Audio is read with :func:`mrlib.audio.read_audio` (mono, resampled to ``sr``). A track
+    that is missing, empty, unreadable, non-finite, silent or too short is skipped and listed
+    in the returned report with its reason, as is one whose features fail; repairs (resampling,
+    padding) are listed too. The batch never stops for one bad file.
+
+    Parameters
+    ----------
+    catalog : mrlib.catalog.Catalog
+        Or anything with ``root`` and ``tracks`` (a DataFrame with ``track_id`` and ``path``;
+        relative paths are relative to ``root``); ``name`` names the cache file.
+    sr : int, default 22050
+        Analysis sample rate in Hz.
+    n_jobs : int, default 1
+        Worker processes (joblib, loky); -1 = all cores.
+    progress : bool, default True
+        Show a tqdm bar over tracks.
+    min_duration_s : float, default 1.0
+        Shortest usable track in seconds (tracks of half of it or more are zero-padded).
+    max_duration_s : float, optional
+        Analyse at most this many seconds from the start of each track.
+    cache : bool, default True
+        Store the result as ``.npz`` keyed by the configuration (feature and audio parameters,
+        ``FEATURE_VERSION``, track ids and paths) and reuse it on the next call.
+    cache_dir : str or Path, optional
+        Cache folder (default ``<catalog.root>/features/handcrafted``).
+    chunk_size : int, default 8
+        Tracks per joblib task (fewer round trips).
+    **feature_kwargs
+        ``n_mfcc``, ``n_fft``, ``hop_length``, ``tempo`` for :func:`handcrafted_features`.
+
+    Returns
+    -------
+    BaselineFeatures
+        ``X`` (n_kept, D) float32, ``index`` (catalog indices of its rows), ``report``
+        (:class:`mrlib.audio.SkipReport`); ``.full()`` gives the (N, D) matrix with NaN rows
+        for skipped tracks and ``.triplet_mask(t)`` the triplets whose clips all have features.
+
+    Notebook: 08_triplet_matchnet.ipynb
+    """
+    from mrlib.audio import SkipReport
+
+    tracks = getattr(catalog, "tracks", None)
+    if (not isinstance(tracks, pd.DataFrame) or not {"track_id", "path"} <= set(tracks.columns)
+            or not hasattr(catalog, "root")):
+        raise TypeError("catalog must be an mrlib.catalog.Catalog (or have .root and a .tracks "
+                        "DataFrame with track_id and path columns)")
+    if isinstance(sr, bool) or not isinstance(sr, (int, np.integer)) or sr < 4000:
+        raise ValueError(f"sr must be an integer >= 4000 Hz, got {sr!r}")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0 or n_jobs < -1:
+        raise ValueError(f"n_jobs must be a positive integer or -1, got {n_jobs!r}")
+    allowed = {"n_mfcc", "n_fft", "hop_length", "tempo"}
+    unknown = set(feature_kwargs) - allowed
+    if unknown:
+        raise TypeError(f"unknown feature parameter(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+    audio_kwargs = {"sr": int(sr), "min_duration_s": float(min_duration_s),
+                    "max_duration_s": max_duration_s}
+    if not (np.isscalar(min_duration_s) and np.isfinite(min_duration_s) and min_duration_s >= 0):
+        raise ValueError(f"min_duration_s must be a finite number >= 0, got {min_duration_s!r}")
+    if max_duration_s is not None and not (np.isscalar(max_duration_s) and max_duration_s >= min_duration_s
+                                           and max_duration_s > 0):
+        raise ValueError(f"max_duration_s must be None or > 0 and >= min_duration_s, got {max_duration_s!r}")
+
+    root = Path(catalog.root)
+    paths = [p if p.is_absolute() else root / p for p in map(Path, tracks["path"].astype(str))]
+    ids = tracks["track_id"].tolist()
+    names = feature_names(feature_kwargs.get("n_mfcc", 20), feature_kwargs.get("tempo", True))
+    config = {**audio_kwargs, "version": FEATURE_VERSION,
+              **{k: feature_kwargs[k] for k in sorted(feature_kwargs)}}
+
+    cache_file = None
+    if cache:
+        key = hashlib.sha1(json.dumps(
+            {"config": config, "ids": [str(i) for i in ids], "paths": [str(p) for p in paths]},
+            sort_keys=True).encode()).hexdigest()[:16]
+        folder = Path(cache_dir) if cache_dir is not None else root / "features" / "handcrafted"
+        cache_file = folder / f"{getattr(catalog, 'name', 'catalog')}_{key}.npz"
+        if cache_file.is_file():
+            with np.load(cache_file, allow_pickle=False) as z:
+                report = SkipReport(n_total=len(ids))
+                for i, reason in zip(z["skip_index"], z["skip_reasons"]):
+                    report.skip(ids[i], str(reason))
+                for i, note in zip(z["fix_index"], z["fix_notes"]):
+                    report.fix(ids[i], str(note))
+                return BaselineFeatures(z["X"], z["index"], len(ids), names, report, config)
+
+    chunks = [list(range(s, min(s + chunk_size, len(paths)))) for s in range(0, len(paths), chunk_size)]
+    results: list = []
+    bar = tqdm(total=len(paths), desc="handcrafted features", unit="track", disable=not progress)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")     # repairs are collected in the report instead
+        if n_jobs == 1:
+            for chunk in chunks:
+                results += _chunk_features([paths[i] for i in chunk], audio_kwargs, feature_kwargs)
+                bar.update(len(chunk))
+        else:
+            from joblib import Parallel, delayed
+
+            jobs = (delayed(_chunk_features)([paths[i] for i in chunk], audio_kwargs, feature_kwargs)
+                    for chunk in chunks)
+            for chunk, out in zip(chunks, Parallel(n_jobs=n_jobs, return_as="generator")(jobs)):
+                results += out
+                bar.update(len(chunk))
+    bar.close()
+
+    report = SkipReport(n_total=len(ids))
+    kept, skip_index, fix_index, fix_notes = [], [], [], []
+    for i, (v, problem, fixes) in enumerate(results):
+        if v is None:
+            report.skip(ids[i], problem)
+            skip_index.append(i)
+        else:
+            kept.append(i)
+        for note in fixes:
+            report.fix(ids[i], note)
+            fix_index.append(i)
+            fix_notes.append(note)
+    X = (np.stack([results[i][0] for i in kept]).astype(np.float32) if kept
+         else np.zeros((0, len(names)), np.float32))
+    index = np.asarray(kept, dtype=np.int64)
+    if report.count:
+        print(report)
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_name(cache_file.stem + ".tmp.npz")
+        np.savez(tmp, X=X, index=index, skip_index=np.asarray(skip_index, dtype=np.int64),
+                 skip_reasons=np.asarray([r for _, r in report.skipped], dtype=str),
+                 fix_index=np.asarray(fix_index, dtype=np.int64),
+                 fix_notes=np.asarray(fix_notes, dtype=str))
+        tmp.replace(cache_file)                       # atomic: never a half-written cache
+    return BaselineFeatures(X, index, len(ids), names, report, config)
+
+
+# --------------------------------------------------------------------------------------------
+# metric baselines
+# --------------------------------------------------------------------------------------------
+def _check_X(X) -> np.ndarray:
+    X = np.asarray(X)
+    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"X must be a non-empty (N, D) feature matrix, got shape {X.shape}")
+    if not np.issubdtype(X.dtype, np.number):
+        raise TypeError(f"X must be numeric, got dtype {X.dtype}")
+    return X.astype(np.float64, copy=False)
+
+
+def _check_triplets(triplets, n: int) -> np.ndarray:
+    t = np.asarray(triplets)
+    if t.ndim != 2 or t.shape[1] != 3 or len(t) == 0:
+        raise ValueError(f"triplets must be a non-empty (M, 3) array of row indices, got {t.shape}")
+    if not np.issubdtype(t.dtype, np.integer):
+        raise TypeError(f"triplets must hold integer row indices into X, got dtype {t.dtype}")
+    if t.min() < 0 or t.max() >= n:
+        raise ValueError(f"triplet indices must lie in [0, {n}), got [{t.min()}, {t.max()}]")
+    return t.astype(np.int64, copy=False)
+
+
+def _pairs(a, b) -> tuple[np.ndarray, np.ndarray]:
+    if b is None:
+        ab = np.asarray(a)
+        if ab.ndim != 2 or ab.shape[1] != 2:
+            raise ValueError(f"with b=None, a must be an (M, 2) array of pairs, got shape {ab.shape}")
+        return ab[:, 0].astype(np.int64), ab[:, 1].astype(np.int64)
+    a, b = np.asarray(a, dtype=np.int64).ravel(), np.asarray(b, dtype=np.int64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must have the same length, got {a.shape} and {b.shape}")
+    return a, b
+
+
+class MetricBaseline:
+    """The interface shared by the baselines: a learned map to a space where the distance is
+    squared Euclidean.
+
+    * ``fit(X, triplets)`` — learn from constraints (a, p, n) = rows of ``X``, "a closer to p
+      than to n". Standardisation (``standardize``) and PCA (``pca``) are fitted on the clips
+      of the training triplets only, so cross-validation does not leak test clips.
+    * ``transform(X)`` — (N, D') embedding.
+    * ``distance(X, a, b)`` or ``distance(X, pairs)`` — (M,) float64 distances between rows.
+
+    Parameters
+    ----------
+    standardize : bool, default True
+        Zero mean, unit variance per feature (constant features are left at 0).
+    pca : int, float or None, default None
+        After standardising, keep this many principal components (int) or this share of the
+        variance (float in (0, 1)); fitted on the training clips.
+    seed : int, default 0
+
+    Notebook: 08_triplet_matchnet.ipynb
+    """
+
+    name = "metric"
+
+    def __init__(self, *, standardize: bool = True, pca: int | float | None = None, seed: int = 0):
+        if pca is not None:
+            ok_int = isinstance(pca, (int, np.integer)) and not isinstance(pca, bool) and pca >= 1
+            ok_float = isinstance(pca, float) and 0 < pca < 1
+            if not (ok_int or ok_float):
+                raise ValueError(f"pca must be a positive int, a float in (0, 1) or None, got {pca!r}")
+        self.standardize = bool(standardize)
+        self.pca = pca
+        self.seed = seed
+        self._fitted = False
+
+    # -- preprocessing ---------------------------------------------------------------------
+    def _fit_prep(self, X: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        ref = X[rows]
+        if self.standardize:
+            self.mean_ = ref.mean(axis=0)
+            std = ref.std(axis=0)
+            self.std_ = np.where(std > 1e-12, std, 1.0)
+        else:
+            self.mean_, self.std_ = np.zeros(X.shape[1]), np.ones(X.shape[1])
+        self.pca_ = None
+        if self.pca is not None:
+            from sklearn.decomposition import PCA
+
+            n_comp = self.pca
+            if isinstance(n_comp, (int, np.integer)):
+                n_comp = int(min(n_comp, len(ref), X.shape[1]))
+            self.pca_ = PCA(n_components=n_comp, random_state=self.seed)
+            self.pca_.fit((ref - self.mean_) / self.std_)
+        return self._prep(X)
+
+    def _prep(self, X: np.ndarray) -> np.ndarray:
+        Z = (X - self.mean_) / self.std_
+        return self.pca_.transform(Z) if self.pca_ is not None else Z
+
+    # -- interface -------------------------------------------------------------------------
+    def fit(self, X, triplets) -> "MetricBaseline":
+        """Learn from constraints (a, p, n): "row a of X is closer to row p than to row n".
+
+        Parameters
+        ----------
+        X : numpy.ndarray, shape (N, D)
+            Features by row; only the rows the triplets use are read (they must be finite).
+        triplets : numpy.ndarray of int, shape (M, 3)
+            Row indices, three different rows per triplet.
+
+        Returns
+        -------
+        self
+
+        Notebook: 08_triplet_matchnet.ipynb
+        """
+        X = _check_X(X)
+        t = _check_triplets(triplets, len(X))
+        if ((t[:, 0] == t[:, 1]) | (t[:, 0] == t[:, 2]) | (t[:, 1] == t[:, 2])).any():
+            raise ValueError("a triplet (a, p, n) needs three different rows; some repeat one")
+        rows = np.unique(t)
+        if not np.isfinite(X[rows]).all():
+            bad = rows[~np.isfinite(X[rows]).all(axis=1)][:5].tolist()
+            raise ValueError(f"the triplets use rows of X with non-finite features (e.g. {bad}): "
+                             "skipped tracks? Keep the triplets where "
+                             "BaselineFeatures.triplet_mask(triplets) is True")
+        Z = self._fit_prep(X, rows)
+        self._fit(Z, t)
+        self._fitted = True
+        return self
+
+    def _fit(self, Z: np.ndarray, t: np.ndarray) -> None:       # overridden by learners
+        pass
+
+    def _embed(self, Z: np.ndarray) -> np.ndarray:               # overridden by learners
+        return Z
+
+    def transform(self, X) -> np.ndarray:
+        """Map features to the learned space, where the distance is squared Euclidean.
+
+        Parameters
+        ----------
+        X : numpy.ndarray, shape (N, D)
+
+        Returns
+        -------
+        numpy.ndarray of float64, shape (N, D')
+            D' = D, or the number of PCA components.
+
+        Notebook: 08_triplet_matchnet.ipynb
+        """
+        if not self._fitted:
+            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit(X, triplets) first")
+        return self._embed(self._prep(_check_X(X)))
+
+    def distance(self, X, a, b=None) -> np.ndarray:
+        """Learned distances between rows ``a[i]`` and ``b[i]`` of ``X``.
+
+        Parameters
+        ----------
+        X : numpy.ndarray, shape (N, D)
+        a : array-like of int, shape (M,), or (M, 2) pairs when ``b`` is None
+        b : array-like of int, shape (M,), optional
+
+        Returns
+        -------
+        numpy.ndarray of float64, shape (M,)
+            Squared Euclidean distances in the space of :meth:`transform`.
+
+        Notebook: 08_triplet_matchnet.ipynb
+        """
+        a, b = _pairs(a, b)
+        X = _check_X(X)
+        # Embed only the rows asked for: distances on a few pairs of a large catalog stay cheap.
+        rows, inv = np.unique(np.concatenate([a, b]), return_inverse=True)
+        E = self.transform(X[rows])
+        ea, eb = E[inv[: len(a)]], E[inv[len(a):]]
+        return ((ea - eb) ** 2).sum(axis=1)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(standardize={self.standardize}, pca={self.pca})"
+
+
+class Euclidean(MetricBaseline):
+    """Squared Euclidean distance on (standardised, optionally PCA-reduced) features: no learning
+    from the constraints beyond the feature statistics of the training clips.
+
+    Notebook: 08_triplet_matchnet.ipynb
+    """
+
+    name = "Euclidean"
+
+
+class TripletSVM(MetricBaseline):
+    """Schultz & Joachims (2003): a linear SVM on triplet difference vectors, giving a weighted
+    squared Euclidean distance ``d_w(x, y) = sum_k w_k (x_k - y_k)^2`` with ``w >= 0``.
+
+    A constraint (a, p, n) asks d_w(a, p) < d_w(a, n), i.e. ``w . z > 0`` with the difference
+    vector ``z = (x_a - x_n)^2 - (x_a - x_p)^2`` (element-wise squares). With a unit margin and
+    squared-hinge slack this is the linear SVM
+
+    .. math:: \\min_{w \\ge 0} \\tfrac12 \\lVert w \\rVert^2 + 2C \\sum_{(a,p,n)} \\max(0, 1 - w \\cdot z)^2 .
+
+    ``nonneg="clip"`` (default) solves it with scikit-learn's ``LinearSVC`` (liblinear, no
+    intercept) on the rows ``z`` labelled +1 and ``-z`` labelled -1 — the two classes are
+    mirror images, so the fit equals the one-class problem above with ``C`` counted twice —
+    and then clips negative weights to 0, an approximation of the constraint ``w >= 0`` that
+    liblinear cannot impose. ``nonneg="exact"`` solves the bound-constrained problem itself
+    (L-BFGS-B, same objective); both agree whenever no weight wants to be negative.
+
+    Parameters
+    ----------
+    C : float, default 1.0
+        Slack penalty (> 0).
+    nonneg : {"clip", "exact"}, default "clip"
+    max_iter : int, default 10000
+    standardize, pca, seed
+        See :class:`MetricBaseline`.
+
+    Attributes
+    ----------
+    weights_ : numpy.ndarray of float64, shape (D',)
+        The learned ``w >= 0`` (per feature, after standardising/PCA). If every weight clips to
+        zero the metric falls back to uniform weights (plain Euclidean) with a warning.
+
+    Notebook: 08_triplet_matchnet.ipynb
+    """
+
+    name = "SVM"
+
+    def __init__(self, C: float = 1.0, *, nonneg: str = "clip", max_iter: int = 10000,
+                 standardize: bool = True, pca: int | float | None = None, seed: int = 0):
+        super().__init__(standardize=standardize, pca=pca, seed=seed)
+        if not (np.isscalar(C) and np.isfinite(C) and C > 0):
+            raise ValueError(f"C must be a positive number, got {C!r}")
+        if nonneg not in ("clip", "exact"):
+            raise ValueError(f"nonneg must be 'clip' or 'exact', got {nonneg!r}")
+        self.C, self.nonneg, self.max_iter = float(C), nonneg, int(max_iter)
+
+    @staticmethod
+    def difference_vectors(Z: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """The difference vectors of Schultz & Joachims: ``z = (x_a - x_n)^2 - (x_a - x_p)^2``.
+
+        Parameters
+        ----------
+        Z : numpy.ndarray, shape (N, D)
+        t : numpy.ndarray of int, shape (M, 3)
+
+        Returns
+        -------
+        numpy.ndarray, shape (M, D)
+            A weighting ``w`` fulfils triplet m exactly when ``w . z[m] > 0``.
+
+        Notebook: 08_triplet_matchnet.ipynb
+        """
+        a, p, n = Z[t[:, 0]], Z[t[:, 1]], Z[t[:, 2]]
+        return (a - n) ** 2 - (a - p) ** 2
+
+    def _fit(self, Z: np.ndarray, t: np.ndarray) -> None:
+        z = self.difference_vectors(Z, t)
+        if self.nonneg == "clip":
+            from sklearn.svm import LinearSVC
+
+            svm = LinearSVC(C=self.C, loss="squared_hinge", fit_intercept=False, dual="auto",
+                            max_iter=self.max_iter, random_state=self.seed)
+            # liblinear's ConvergenceWarning, if any, is left visible: raise max_iter then.
+            svm.fit(np.vstack([z, -z]), np.r_[np.ones(len(z)), -np.ones(len(z))])
+            self.raw_weights_ = svm.coef_.ravel().astype(np.float64)
+            w = np.clip(self.raw_weights_, 0.0, None)
+        else:
+            from scipy.optimize import minimize
+
+            C2 = 2.0 * self.C
+
+            def objective(w):
+                slack = np.maximum(0.0, 1.0 - z @ w)
+                return 0.5 * w @ w + C2 * slack @ slack, w - 2.0 * C2 * (slack @ z)
+
+            res = minimize(objective, np.ones(z.shape[1]), jac=True, method="L-BFGS-B",
+                           bounds=[(0.0, None)] * z.shape[1],
+                           options={"maxiter": self.max_iter, "gtol": 1e-9, "ftol": 1e-12})
+            if not res.success:
+                warnings.warn(f"TripletSVM (exact): L-BFGS-B stopped early ({res.message}); "
+                              "raise max_iter", RuntimeWarning, stacklevel=3)
+            self.raw_weights_ = res.x
+            w = np.clip(res.x, 0.0, None)
+        if not (w > 0).any():
+            warnings.warn("TripletSVM: all weights are zero; falling back to uniform weights",
+                          RuntimeWarning, stacklevel=3)
+            w = np.ones_like(w)
+        self.weights_ = w
+
+    def _embed(self, Z: np.ndarray) -> np.ndarray:
+        return Z * np.sqrt(self.weights_)
+
+
+def _metric_learn():
+    """Import metric-learn, bridging its 0.7.0 release to scikit-learn >= 1.8.
+
+    metric-learn 0.7.0 (the latest on PyPI) calls ``check_array(..., force_all_finite=...)``;
+    scikit-learn renamed that argument ``ensure_all_finite`` in 1.6 and removed the old name
+    in 1.8, so every fit fails with a TypeError (metric-learn issue #359, fixed upstream by
+    PR #360 but not released). When the installed scikit-learn lacks the old name, the two
+    validators that ``metric_learn._util`` imported are wrapped to rename the argument; the
+    behaviour is otherwise unchanged, and nothing else of scikit-learn is touched.
+    """
+    import functools
+    import inspect
+
+    import metric_learn
+    import metric_learn._util as util
+    from sklearn.utils.validation import check_array
+
+    if getattr(util, "_mrlib_bridged", False) or \
+            "force_all_finite" in inspect.signature(check_array).parameters:
+        return metric_learn
+
+    def renamed(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            if "force_all_finite" in kwargs:
+                kwargs["ensure_all_finite"] = kwargs.pop("force_all_finite")
+            return fn(*args, **kwargs)
+        return wrapper
+
+    for name in ("check_array", "check_X_y"):
+        if hasattr(util, name):
+            setattr(util, name, renamed(getattr(util, name)))
+    util._mrlib_bridged = True
+    return metric_learn
+
+
+class Mahalanobis(MetricBaseline):
+    """A full Mahalanobis metric ``d_M(x, y) = (x - y)^T M (x - y)``, ``M = L^T L``, learned from
+    relative constraints with `metric-learn <https://contrib.scikit-learn.org/metric-learn/>`_.
+
+    * ``algorithm="lsml"`` (default) — LSML (Liu et al., ICDM 2012): minimises the squared
+      residuals ``(sqrt d_M(a, p) - sqrt d_M(a, n))^2`` of the violated constraints plus the
+      LogDet divergence of M from the identity (the prior), by projected gradient descent. A
+      triplet (a, p, n) is passed as the quadruplet (a, p, a, n).
+    * ``algorithm="scml"`` — SCML (Shi, Bellet & Sha, AAAI 2014): a sparse non-negative
+      combination of rank-one bases built from triplet differences, hinge loss on triplets.
+
+    What it stands in for: the 2017 slides compare MLR (McFee & Lanckriet 2010), RMLR (Lim et
+    al. 2013) and RITML (Wolff et al. 2015). None of these is in a maintained Python library,
+    and neither LSML nor SCML is any of them. LSML is the closest to RITML in kind — a
+    Mahalanobis matrix learned from relative comparisons with a LogDet (ITML-style) pull
+    towards a prior — but RITML iterates ITML with constraints re-derived from the current
+    metric, whereas LSML minimises one objective. MLR/RMLR optimise a ranking measure with a
+    structural SVM (RMLR adds group sparsity); nothing here does.
+
+    Parameters
+    ----------
+    algorithm : {"lsml", "scml"}, default "lsml"
+    strength : float, optional
+        LSML only: weight of the data term against the LogDet term. metric-learn averages the
+        residuals (constraint weights summing to 1), so its data term cannot be scaled
+        directly; scaling the standardised inputs by ``sqrt(strength)`` multiplies it by
+        ``strength`` (the LogDet term is scale-free). The default, the number of training
+        triplets, turns the average back into a sum: one unit of weight per constraint
+        against one LogDet term. Smaller = stay nearer the identity (Euclidean).
+    max_iter : int, optional
+        Iterations (metric-learn's defaults: 1000 for LSML, 10000 for SCML).
+    standardize, pca, seed
+        See :class:`MetricBaseline`.
+
+    Notes
+    -----
+    metric-learn 0.7.0 does not run with scikit-learn >= 1.8 as released; see
+    ``_metric_learn`` in this module for the small bridge applied on first use.
+
+    Notebook: 08_triplet_matchnet.ipynb
+    """
+
+    name = "Mahalanobis"
+
+    def __init__(self, algorithm: str = "lsml", *, strength: float | None = None,
+                 max_iter: int | None = None, standardize: bool = True,
+                 pca: int | float | None = None, seed: int = 0):
+        super().__init__(standardize=standardize, pca=pca, seed=seed)
+        if algorithm not in ("lsml", "scml"):
+            raise ValueError(f"algorithm must be 'lsml' or 'scml', got {algorithm!r}")
+        if strength is not None and not (np.isscalar(strength) and np.isfinite(strength)
+                                         and strength > 0):
+            raise ValueError(f"strength must be a positive number or None, got {strength!r}")
+        if max_iter is not None and (isinstance(max_iter, bool) or not isinstance(max_iter, int)
+                                     or max_iter < 1):
+            raise ValueError(f"max_iter must be a positive integer or None, got {max_iter!r}")
+        self.algorithm, self.strength, self.max_iter = algorithm, strength, max_iter
+        self.name = f"Mahalanobis ({algorithm.upper()})"
+
+    def _fit(self, Z: np.ndarray, t: np.ndarray) -> None:
+        from threadpoolctl import threadpool_limits
+
+        # LSML and SCML work on D x D matrices with D ~ 100: one BLAS thread is fastest, and a
+        # multi-threaded BLAS on a busy machine can be many times slower (spinning threads).
+        with threadpool_limits(limits=1, user_api="blas"):
+            self._fit_learner(Z, t)
+
+    def _fit_learner(self, Z: np.ndarray, t: np.ndarray) -> None:
+        ml = _metric_learn()
+        if self.algorithm == "lsml":
+            # LSML divides by the pair distances: a pair of identical feature vectors (duplicate
+            # clips) would make its gradient NaN, so such constraints are left out.
+            same = (np.all(Z[t[:, 0]] == Z[t[:, 1]], axis=1) | np.all(Z[t[:, 0]] == Z[t[:, 2]], axis=1))
+            if same.all():
+                raise ValueError("every triplet pairs identical feature vectors; nothing to learn")
+            if same.any():
+                warnings.warn(f"LSML: {int(same.sum())} triplet(s) pair identical feature vectors "
+                              "and are left out", RuntimeWarning, stacklevel=3)
+                t = t[~same]
+            self.input_scale_ = float(np.sqrt(self.strength if self.strength is not None else len(t)))
+            learner = ml.LSML(prior="identity", max_iter=self.max_iter or 1000,
+                              preprocessor=Z * self.input_scale_, random_state=self.seed)
+            learner.fit(t[:, [0, 1, 0, 2]])
+        else:
+            if len(t) < Z.shape[1]:
+                raise ValueError(f"SCML builds its bases from triplet differences and needs at "
+                                 f"least as many triplets ({len(t)}) as features ({Z.shape[1]}); "
+                                 "reduce the dimension with pca= or use algorithm='lsml'")
+            self.input_scale_ = 1.0
+            learner = ml.SCML(max_iter=self.max_iter or 10000, preprocessor=Z,
+                              random_state=self.seed)
+            with warnings.catch_warnings():
+                # "n_basis will be set to ...": SCML announcing its documented default.
+                warnings.filterwarnings("ignore", message=".*n_basis.*", category=UserWarning)
+                learner.fit(t)
+        self.components_ = np.asarray(learner.components_, dtype=np.float64)
+        self.learner_ = learner
+
+    def _embed(self, Z: np.ndarray) -> np.ndarray:
+        return (Z * self.input_scale_) @ self.components_.T
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation
+# --------------------------------------------------------------------------------------------
+def cfr(distance_fn, X, triplets):
+    """Constraints Fulfillment Rate of a distance on triplets (a, p, n).
+
+    Scored by :func:`mrlib.evaluate.constraints_fulfillment_rate`, so the whole suite counts
+    CFR one way: the share of triplets with d(a, p) < d(a, n), ties not fulfilled.
+
+    Parameters
+    ----------
+    distance_fn : MetricBaseline, callable or numpy.ndarray
+        A fitted baseline (its ``distance``), a callable ``f(X, a, b) -> (M,)`` distances, or a
+        precomputed (N, N) distance matrix (then ``X`` is ignored; pass ``None``). For a
+        similarity S pass ``-S`` or ``1 - S``.
+    X : numpy.ndarray, shape (N, D), or None
+    triplets : numpy.ndarray of int, shape (M, 3)
+        Row indices (a, p, n).
+
+    Returns
+    -------
+    mrlib.evaluate.CFR
+        ``rate`` in [0, 1], its binomial standard error ``se``, and ``n`` triplets. Ties count
+        as violations, so a constant distance scores 0 and random distances about 0.5.
+
+    Notebook: 08_triplet_matchnet.ipynb
+    """
+    from mrlib.evaluate import constraints_fulfillment_rate
+
+    if isinstance(distance_fn, np.ndarray):
+        D = distance_fn
+        if D.ndim != 2 or D.shape[0] != D.shape[1]:
+            raise ValueError(f"a distance matrix must be square (N, N), got {D.shape}")
+        t = _check_triplets(triplets, len(D))
+        return constraints_fulfillment_rate(D[t[:, 0], t[:, 1]], D[t[:, 0], t[:, 2]])
+    fn = distance_fn.distance if hasattr(distance_fn, "distance") else distance_fn
+    if not callable(fn):
+        raise TypeError("distance_fn must be a fitted baseline, a callable f(X, a, b) or an "
+                        f"(N, N) distance matrix, got {type(distance_fn).__name__}")
+    t = np.asarray(triplets)
+    t = _check_triplets(t, len(X) if X is not None else int(t.max()) + 1)
+    d_ap = np.asarray(fn(X, t[:, 0], t[:, 1]), dtype=np.float64)
+    d_an = np.asarray(fn(X, t[:, 0], t[:, 2]), dtype=np.float64)
+    return constraints_fulfillment_rate(d_ap, d_an)
+
+
+@dataclass
+class CVResult:
+    """Per-fold CFR of one method.
+
+    Attributes
+    ----------
+    name : str
+    per_fold : numpy.ndarray of float64, shape (n_folds,)
+        Test CFR per fold (NaN for a fold without test triplets).
+    train : numpy.ndarray of float64, shape (n_folds,)
+        CFR on each fold's own training triplets (how well it fits).
+    n_test : numpy.ndarray of int64, shape (n_folds,)
+    mean, std : float
+        Over the folds with test triplets; ``std`` is the sample standard deviation (ddof=1).
+
+    Notebook: 08_triplet_matchnet.ipynb
+    """
+
+    name: str
+    per_fold: np.ndarray
+    train: np.ndarray
+    n_test: np.ndarray
+    mean: float
+    std: float
+
+    def __str__(self) -> str:
+        return f"{self.name}: CFR {100 * self.mean:.1f} ± {100 * self.std:.1f} % ({len(self.per_fold)} folds)"
+
+
+def _new_method(method_factory):
+    if hasattr(method_factory, "fit") and not isinstance(method_factory, type):
+        return copy.deepcopy(method_factory)     # an unfitted instance: a fresh copy per fold
+    if callable(method_factory):
+        return method_factory()
+    raise TypeError("method_factory must be a class, a zero-argument callable or an unfitted "
+                    f"baseline instance, got {type(method_factory).__name__}")
+
+
+def cross_validate(
+    method_factory: Callable[[], MetricBaseline] | MetricBaseline,
+    X,
+    triplets,
+    folds: Sequence,
+    *,
+    name: str | None = None,
+    progress: bool = True,
+) -> CVResult:
+    """K-fold CFR: fit a fresh method on each fold's training triplets, score its test triplets.
+
+    Parameters
+    ----------
+    method_factory : class, callable or unfitted instance
+        Makes a fresh :class:`MetricBaseline`-like object (``fit`` and ``distance``), e.g.
+        ``lambda: TripletSVM(C=0.1)``.
+    X : numpy.ndarray, shape (N, D)
+        Features by row index (the triplets index rows).
+    triplets : numpy.ndarray of int, shape (M, 3)
+    folds : sequence of (train_idx, test_idx)
+        Indices into ``triplets`` (:func:`mrlib.comparisons.triplet_folds`).
+    name : str, optional
+        Label of the result (default: the method's ``name``).
+    progress : bool, default True
+
+    Returns
+    -------
+    CVResult
+        Per-fold test and train CFR, mean and sample std over folds.
+
+    Notebook: 08_triplet_matchnet.ipynb
+    """
+    X = _check_X(X)
+    t = _check_triplets(triplets, len(X))
+    if len(folds) == 0:
+        raise ValueError("folds is empty")
+    test_cfr, train_cfr, n_test = [], [], []
+    label = name
+    for train_idx, test_idx in tqdm(folds, desc="folds", disable=not progress):
+        train_idx, test_idx = np.asarray(train_idx, np.int64), np.asarray(test_idx, np.int64)
+        if len(train_idx) == 0:
+            raise ValueError("a fold has no training triplets")
+        method = _new_method(method_factory)
+        label = label or getattr(method, "name", type(method).__name__)
+        method.fit(X, t[train_idx])
+        train_cfr.append(cfr(method, X, t[train_idx]).rate)
+        test_cfr.append(cfr(method, X, t[test_idx]).rate if len(test_idx) else np.nan)
+        n_test.append(len(test_idx))
+    per_fold = np.asarray(test_cfr, dtype=np.float64)
+    valid = per_fold[~np.isnan(per_fold)]
+    if len(valid) < len(per_fold):
+        warnings.warn(f"{len(per_fold) - len(valid)} fold(s) had no test triplets and are left "
+                      "out of the mean", RuntimeWarning, stacklevel=2)
+    mean = float(valid.mean()) if len(valid) else float("nan")
+    std = float(valid.std(ddof=1)) if len(valid) > 1 else float("nan")
+    return CVResult(label, per_fold, np.asarray(train_cfr), np.asarray(n_test, np.int64), mean, std)
+
+
+def generalization_curve(
+    method_factory,
+    X,
+    triplets,
+    folds: Sequence,
+    shares: Sequence[float] = (0.1, 0.2, 0.4, 0.6, 0.8, 1.0),
+    *,
+    seed: int = 0,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Test CFR against the share of each fold's training triplets used (the 2017
+    "generalization capability" figure).
+
+    For each fold the training triplets are shuffled once (seeded) and the first
+    ``ceil(share * n_train)`` are used, so the training sets are nested as the share grows.
+
+    Parameters
+    ----------
+    method_factory, X, triplets, folds
+        As in :func:`cross_validate`.
+    shares : sequence of float in (0, 1], default (0.1, 0.2, 0.4, 0.6, 0.8, 1.0)
+    seed : int, default 0
+    progress : bool, default True
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``share, fold, n_train, cfr`` (one row per share and fold); average over
+        ``fold`` for the curve.
+
+    Notebook: 08_triplet_matchnet.ipynb
+    """
+    X = _check_X(X)
+    t = _check_triplets(triplets, len(X))
+    shares = np.asarray(shares, dtype=float)
+    if shares.ndim != 1 or shares.size == 0 or (shares <= 0).any() or (shares > 1).any():
+        raise ValueError(f"shares must be numbers in (0, 1], got {shares.tolist()}")
+    rng = np.random.default_rng(seed)
+    rows = []
+    bar = tqdm(total=len(folds) * len(shares), desc="curve", disable=not progress)
+    for f, (train_idx, test_idx) in enumerate(folds):
+        order = rng.permutation(np.asarray(train_idx, np.int64))
+        for share in shares:
+            n_train = max(1, int(np.ceil(share * len(order))))
+            method = _new_method(method_factory)
+            method.fit(X, t[order[:n_train]])
+            score = cfr(method, X, t[np.asarray(test_idx, np.int64)]).rate if len(test_idx) else np.nan
+            rows.append({"share": float(share), "fold": f, "n_train": n_train, "cfr": score})
+            bar.update(1)
+    bar.close()
+    return pd.DataFrame(rows)

@@ -1,0 +1,331 @@
+"""Tests of mrlib.baselines: handcrafted features, the metric baselines, CFR and its
+cross-validation."""
+from __future__ import annotations
+
+import types
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mrlib.baselines import (
+    Euclidean,
+    Mahalanobis,
+    TripletSVM,
+    catalog_features,
+    cfr,
+    cross_validate,
+    feature_names,
+    generalization_curve,
+    handcrafted_features,
+)
+from mrlib.comparisons import comparisons_to_triplets, simulate_votes, triplet_folds
+
+SR = 22050
+
+
+# --------------------------------------------------------------------------------------------
+# handcrafted features
+# --------------------------------------------------------------------------------------------
+def _tone(freq, seconds=3.0, sr=SR):
+    t = np.arange(int(seconds * sr)) / sr
+    return (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def test_feature_vector_layout_and_values():
+    names = feature_names()
+    v = handcrafted_features(_tone(1000.0), SR)
+    assert v.dtype == np.float32 and v.shape == (len(names),) == (131,)
+    assert np.isfinite(v).all()
+    f = dict(zip(names, v))
+    # A pure 1 kHz tone: centroid and roll-off sit at 1 kHz, flatness near 0.
+    assert abs(f["centroid_mean"] - 1000) < 30 and abs(f["rolloff_mean"] - 1000) < 50
+    assert f["flatness_mean"] < 0.01
+    # A 440 Hz tone has chroma A strongest.
+    g = dict(zip(names, handcrafted_features(_tone(440.0), SR)))
+    chroma = {k: g[k] for k in names if k.startswith("chroma_") and k.endswith("_mean")}
+    assert max(chroma, key=chroma.get) == "chroma_A_mean"
+    # Same input, same bytes; brighter sound, higher centroid.
+    np.testing.assert_array_equal(v, handcrafted_features(_tone(1000.0), SR))
+    assert g["centroid_mean"] < f["centroid_mean"]
+
+
+def test_click_track_tempo():
+    y = np.zeros(8 * SR, dtype=np.float32)
+    rng = np.random.default_rng(0)
+    for onset in np.arange(0.0, 8.0, 0.5):                 # 120 BPM
+        start = int(onset * SR)
+        y[start:start + 300] = rng.uniform(-1, 1, 300)
+    f = dict(zip(feature_names(), handcrafted_features(y, SR)))
+    assert abs(f["tempo_bpm"] - 120) < 6
+
+
+def test_feature_options_and_edge_cases():
+    assert len(handcrafted_features(_tone(300, 1.0, 16000), 16000)) == 131     # MTAT's rate
+    assert len(handcrafted_features(_tone(300, 1.0, 8000), 8000)) == 131       # contrast adapts
+    short = handcrafted_features(np.full(100, 0.1, np.float32), SR)            # padded
+    assert np.isfinite(short).all()
+    v = handcrafted_features(_tone(300, 1.0), SR, n_mfcc=13, tempo=False)
+    assert v.shape == (len(feature_names(13, tempo=False)),) == (4 * 13 + 50,)
+    with pytest.raises(ValueError, match="1-D"):
+        handcrafted_features(np.zeros((2, 100), np.float32), SR)
+    with pytest.raises(ValueError, match="finite"):
+        handcrafted_features(np.array([0.0, np.nan] * 2000, np.float32), SR)
+    with pytest.raises(ValueError, match="sr"):
+        handcrafted_features(_tone(300, 1.0), 100)
+
+
+def test_catalog_features_skip_report_and_cache(tmp_path, monkeypatch):
+    from mrlib.mtat import catalog_frames, write_fixture
+
+    info = write_fixture(tmp_path / "mtat", n_clips=8, n_artists=3, n_comparisons=4,
+                         duration_s=1.5, n_broken=1, seed=1)
+    tracks, tags, _, _ = catalog_frames(tmp_path / "mtat", check_audio=False)   # keep the broken clip
+    catalog = types.SimpleNamespace(name="mtat", root=tmp_path / "mtat", tracks=tracks)
+    feats = catalog_features(catalog, sr=16000, progress=False, cache_dir=tmp_path / "cache")
+    assert feats.X.shape == (7, 131) and feats.X.dtype == np.float32
+    broken = int(np.flatnonzero(tracks.track_id == info.broken[0])[0])
+    np.testing.assert_array_equal(feats.index, np.delete(np.arange(8), broken))
+    assert feats.report.count == 1 and feats.report.ids == [str(info.broken[0])]
+    assert feats.report.by_kind() == {"empty": 1}
+    full = feats.full()
+    assert np.isnan(full[broken]).all() and np.isfinite(np.delete(full, broken, 0)).all()
+    t = np.array([[0, 1, 2], [broken, 1, 2], [3, 4, broken]])
+    np.testing.assert_array_equal(feats.triplet_mask(t), [broken not in (0, 1, 2), False, False])
+    # the features of a clip are those of its decoded audio
+    from mrlib.audio import load_audio
+
+    y, _ = load_audio(catalog.root / tracks.path.iat[feats.index[0]], 16000, min_duration_s=1.0)
+    np.testing.assert_allclose(feats.X[0], handcrafted_features(y, 16000), rtol=1e-5, atol=1e-4)
+    # the second call reads the cache: extraction is not run again
+    monkeypatch.setattr("mrlib.baselines._chunk_features",
+                        lambda *a, **k: pytest.fail("cache not used"))
+    again = catalog_features(catalog, sr=16000, progress=False, cache_dir=tmp_path / "cache")
+    np.testing.assert_array_equal(again.X, feats.X)
+    np.testing.assert_array_equal(again.index, feats.index)
+    assert again.report.skipped == feats.report.skipped
+    with pytest.raises(TypeError, match="unknown feature"):
+        catalog_features(catalog, n_fftt=1024)
+    with pytest.raises(TypeError, match="Catalog"):
+        catalog_features(tracks)
+
+
+@pytest.mark.slow
+def test_catalog_features_parallel_equals_serial(tmp_path):
+    from mrlib.mtat import catalog_frames, write_fixture
+
+    write_fixture(tmp_path / "m", n_clips=6, n_artists=2, n_comparisons=3, duration_s=1.0, seed=2)
+    tracks = catalog_frames(tmp_path / "m")[0]
+    catalog = types.SimpleNamespace(name="m", root=tmp_path / "m", tracks=tracks)
+    a = catalog_features(catalog, sr=16000, progress=False, cache=False)
+    b = catalog_features(catalog, sr=16000, progress=False, cache=False, n_jobs=2, chunk_size=2)
+    np.testing.assert_allclose(a.X, b.X, rtol=1e-5, atol=1e-5)   # BLAS order may differ per process
+
+
+# --------------------------------------------------------------------------------------------
+# CFR
+# --------------------------------------------------------------------------------------------
+def _relevant_dims_problem(n=150, d=10, n_relevant=3, m=600, seed=0):
+    """Triplets ordered by a distance that only sees the first dims; the rest is loud noise."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    X[:, n_relevant:] *= 3.0
+    w = np.r_[np.ones(n_relevant), np.zeros(d - n_relevant)]
+    t = rng.integers(0, n, size=(2 * m, 3))
+    t = t[(t[:, 0] != t[:, 1]) & (t[:, 0] != t[:, 2]) & (t[:, 1] != t[:, 2])][:m]
+
+    def dist(a, b):
+        return ((X[a] - X[b]) ** 2 * w).sum(axis=1)
+
+    swap = dist(t[:, 0], t[:, 1]) > dist(t[:, 0], t[:, 2])
+    t[swap] = t[swap][:, [0, 2, 1]]
+    return X, t, w
+
+
+def test_cfr_reversed_oracle_random_and_constant():
+    X, t, w = _relevant_dims_problem()
+
+    def true_distance(X_, a, b):
+        return ((X_[a] - X_[b]) ** 2 * w).sum(axis=1)
+
+    assert cfr(true_distance, X, t).rate == 1.0
+    assert cfr(lambda X_, a, b: -true_distance(X_, a, b), X, t).rate == 0.0   # every one reversed
+    assert cfr(lambda X_, a, b: np.zeros(len(a)), X, t).rate == 0.0           # ties are failures
+    D = np.random.default_rng(1).random((len(X), len(X)))
+    r = cfr(D, None, t)
+    assert r.n == len(t) and abs(r.rate - 0.5) < 3 * np.sqrt(0.25 / len(t))
+    # a distance matrix and the callable that reads it agree
+    assert cfr(lambda _, a, b: D[a, b], X, t).rate == r.rate
+
+
+def test_oracle_scores_one_on_noise_free_votes():
+    rng = np.random.default_rng(2)
+    Z = rng.normal(size=(60, 4))
+    S = np.exp(-((Z[:, None] - Z[None]) ** 2).sum(-1) / 4)
+    t, _ = comparisons_to_triplets(simulate_votes(S, 400, noise=0.0, seed=0))
+    assert cfr(1.0 - S, None, t).rate == 1.0
+    noisy, _ = comparisons_to_triplets(simulate_votes(S, 400, noise=0.2, seed=0), min_margin=1)
+    assert 0.5 < cfr(1.0 - S, None, noisy).rate < 1.0           # noisy players disagree sometimes
+
+
+def test_one_code_path_for_the_synthetic_catalog():
+    """Votes simulated from the suite's oracle on synthetic tags: the oracle scores CFR 1."""
+    from mrlib.similarity import oracle
+    from mrlib.synth import sample_catalog
+
+    tags = np.asarray(sample_catalog(200, seed=0).tags, dtype=np.float32)
+    S = oracle(tags, tags)
+    t, report = comparisons_to_triplets(simulate_votes(S, 300, noise=0.0, seed=1))
+    assert report.n_triplets > 0
+    assert cfr(1.0 - S, None, t).rate == 1.0
+
+
+# --------------------------------------------------------------------------------------------
+# the baselines
+# --------------------------------------------------------------------------------------------
+def test_interface_distance_transform_and_standardisation():
+    X, t, _ = _relevant_dims_problem(n=60, m=200)
+    X = X * 5 + 3
+    train = t[:150]
+    for method in (Euclidean(), TripletSVM(), Mahalanobis("lsml", max_iter=50)):
+        with pytest.raises(RuntimeError, match="not fitted"):
+            method.transform(X)
+        method.fit(X, train)
+        rows = np.unique(train)
+        np.testing.assert_allclose(method.mean_, X[rows].mean(axis=0))       # training clips only
+        E = method.transform(X)
+        pairs = t[150:, :2]
+        d = method.distance(X, pairs)
+        np.testing.assert_allclose(d, method.distance(X, pairs[:, 0], pairs[:, 1]))
+        np.testing.assert_allclose(d, ((E[pairs[:, 0]] - E[pairs[:, 1]]) ** 2).sum(axis=1))
+    e = Euclidean().fit(X, train)
+    Zs = (X - X[np.unique(train)].mean(0)) / X[np.unique(train)].std(0)
+    np.testing.assert_allclose(e.distance(X, [0], [1]), ((Zs[0] - Zs[1]) ** 2).sum())
+    assert Euclidean(pca=3).fit(X, train).transform(X).shape == (60, 3)
+    assert Euclidean(pca=0.5).fit(X, train).transform(X).shape[1] < X.shape[1]
+    with pytest.raises(ValueError, match="pca"):
+        Euclidean(pca=0)
+    bad = X.copy()
+    bad[t[0, 0]] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        Euclidean().fit(bad, train)
+    with pytest.raises(ValueError, match=r"\[0, 60\)"):
+        Euclidean().fit(X, t + 100)
+
+
+def test_learned_metrics_beat_euclidean_when_few_dims_matter():
+    X, t, _ = _relevant_dims_problem()
+    folds = triplet_folds(t, 5, seed=0)
+    scores = {}
+    for name, factory in {"euclid": Euclidean, "svm": lambda: TripletSVM(C=1.0),
+                          "lsml": lambda: Mahalanobis("lsml"),
+                          "scml": lambda: Mahalanobis("scml", max_iter=3000)}.items():
+        scores[name] = cross_validate(factory, X, t, folds, progress=False)
+    base = scores["euclid"].mean
+    assert 0.55 < base < 0.8                    # the loud irrelevant dims hide the structure
+    assert scores["svm"].mean > base + 0.2
+    assert scores["lsml"].mean > base + 0.1
+    assert scores["scml"].mean > base + 0.1
+    # per fold too, not only on average
+    for name in ("svm", "lsml", "scml"):
+        assert (scores[name].per_fold > scores["euclid"].per_fold).all()
+
+
+def test_triplet_svm_weights():
+    X, t, _ = _relevant_dims_problem()
+    clip = TripletSVM(C=1.0).fit(X, t)
+    exact = TripletSVM(C=1.0, nonneg="exact").fit(X, t)
+    assert (clip.weights_ >= 0).all() and (exact.weights_ >= 0).all()
+    # the relevant dims carry the weight
+    assert clip.weights_[:3].min() > 5 * clip.weights_[3:].max()
+    # liblinear's mirrored two-class fit and the bound-constrained solver agree when no
+    # weight wants to be negative (same objective, C counted twice): all dims relevant here
+    Xa, ta, _ = _relevant_dims_problem(d=3, n_relevant=3)
+    for C in (0.01, 1.0):
+        clip_a = TripletSVM(C=C).fit(Xa, ta)
+        exact_a = TripletSVM(C=C, nonneg="exact").fit(Xa, ta)
+        assert (clip_a.raw_weights_ > 0).all()
+        np.testing.assert_allclose(clip_a.weights_, exact_a.weights_, rtol=2e-3)
+    # the difference vectors are what the docstring says
+    Z = np.random.default_rng(0).normal(size=(3, 4))
+    z = TripletSVM.difference_vectors(Z, np.array([[0, 1, 2]]))
+    np.testing.assert_allclose(z[0], (Z[0] - Z[2]) ** 2 - (Z[0] - Z[1]) ** 2)
+    with pytest.raises(ValueError, match="C must"):
+        TripletSVM(C=0)
+    with pytest.raises(ValueError, match="nonneg"):
+        TripletSVM(nonneg="soft")
+
+
+def test_exact_solver_enforces_nonnegativity_that_clipping_only_approximates():
+    # Constraints that reward a negative weight on dim 1: d must shrink when dim 1 differs more.
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(80, 2))
+    t = rng.integers(0, 80, size=(400, 3))
+    t = t[(t[:, 0] != t[:, 1]) & (t[:, 0] != t[:, 2]) & (t[:, 1] != t[:, 2])]
+    score = lambda a, b: (X[a, 0] - X[b, 0]) ** 2 - 0.5 * (X[a, 1] - X[b, 1]) ** 2  # noqa: E731
+    swap = score(t[:, 0], t[:, 1]) > score(t[:, 0], t[:, 2])
+    t[swap] = t[swap][:, [0, 2, 1]]
+    clip = TripletSVM(C=1.0, standardize=False).fit(X, t)
+    exact = TripletSVM(C=1.0, nonneg="exact", standardize=False).fit(X, t)
+    assert clip.raw_weights_[1] < 0 and clip.weights_[1] == 0.0
+    assert exact.weights_[1] == pytest.approx(0.0, abs=1e-8) and exact.weights_[0] > 0
+
+
+def test_mahalanobis_checks_and_bridge():
+    from mrlib.baselines import _metric_learn
+
+    ml = _metric_learn()
+    assert _metric_learn() is ml                               # idempotent
+    with pytest.raises(ValueError, match="algorithm"):
+        Mahalanobis("mlr")
+    with pytest.raises(ValueError, match="strength"):
+        Mahalanobis(strength=-1)
+    X, t, _ = _relevant_dims_problem(n=40, d=10, m=5)
+    with pytest.raises(ValueError, match="SCML"):
+        Mahalanobis("scml").fit(X, t)                          # fewer triplets than features
+    m = Mahalanobis("lsml", max_iter=20).fit(X, t)
+    assert m.components_.shape == (10, 10)
+
+
+# --------------------------------------------------------------------------------------------
+# cross-validation
+# --------------------------------------------------------------------------------------------
+def test_cross_validate_bookkeeping():
+    X, t, _ = _relevant_dims_problem(n=80, m=200)
+    folds = triplet_folds(t, 4, seed=1)
+    res = cross_validate(Euclidean, X, t, folds, progress=False)
+    by_hand = [cfr(Euclidean().fit(X, t[tr]), X, t[te]).rate for tr, te in folds]
+    np.testing.assert_allclose(res.per_fold, by_hand)
+    assert res.mean == pytest.approx(np.mean(by_hand))
+    assert res.std == pytest.approx(np.std(by_hand, ddof=1))
+    np.testing.assert_array_equal(res.n_test, [len(te) for _, te in folds])
+    assert res.name == "Euclidean" and "CFR" in str(res)
+    # an unfitted instance works as a factory, and is not fitted in place
+    proto = TripletSVM(C=0.5)
+    res2 = cross_validate(proto, X, t, folds, progress=False, name="svm")
+    assert res2.name == "svm" and not proto._fitted
+    # a fold without test triplets is left out of the mean, with a warning
+    empty = [(folds[0][0], np.array([], dtype=np.int64))] + list(folds[1:])
+    with pytest.warns(RuntimeWarning, match="no test triplets"):
+        res3 = cross_validate(Euclidean, X, t, empty, progress=False)
+    assert np.isnan(res3.per_fold[0]) and res3.mean == pytest.approx(np.mean(by_hand[1:]))
+
+
+def test_generalization_curve_nested_training_sets():
+    X, t, _ = _relevant_dims_problem(n=80, m=300)
+    folds = triplet_folds(t, 3, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        curve = generalization_curve(lambda: TripletSVM(C=1.0), X, t, folds,
+                                     shares=(0.1, 0.5, 1.0), progress=False)
+    assert list(curve.columns) == ["share", "fold", "n_train", "cfr"] and len(curve) == 9
+    for _, g in curve.groupby("fold"):
+        assert g.n_train.is_monotonic_increasing
+    full = curve[curve.share == 1.0].n_train.to_numpy()
+    np.testing.assert_array_equal(full, [len(tr) for tr, _ in folds])
+    mean = curve.groupby("share").cfr.mean()
+    assert mean[1.0] >= mean[0.1] - 0.02                      # more data does not hurt
+    with pytest.raises(ValueError, match="shares"):
+        generalization_curve(Euclidean, X, t, folds, shares=(0.0, 1.0))
+    assert isinstance(curve, pd.DataFrame)
