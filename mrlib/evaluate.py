@@ -1268,7 +1268,7 @@ def build_faiss_index(
 
 
 def recall_at_k(approx_idx, exact_idx, k: int | None = None, *, per_query: bool = False):
-    """Recall of approximate neighbours against exact ones: |A_k ∩ E_k| / k, averaged.
+    """Recall of approximate neighbours against exact ones: ``|A_k ∩ E_k| / k``, averaged.
 
     Parameters
     ----------

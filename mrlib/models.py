@@ -216,6 +216,9 @@ def _conv_block(c_in: int, c_out: int, pool: tuple[int, int], dropout: float) ->
 class Backbone(nn.Module):
     """Input BatchNorm + conv blocks [Conv 3x3 'same' -> BN -> ReLU -> MaxPool (-> Dropout)].
 
+    Input ``(B, 1, n_bins, T)``; output ``(B, widths[-1], F_out, T_out)`` with ``F_out`` and
+    ``T_out`` set by ``final_size``.
+
     Parameters
     ----------
     n_bins : int
@@ -228,9 +231,6 @@ class Backbone(nn.Module):
         Output size of the closing adaptive max-pool; ``None`` keeps that axis.
     dropout : float
         Dropout after each block (FCN: 0.5), 0 for none.
-
-    Input ``(B, 1, n_bins, T)``; output ``(B, widths[-1], F', T')`` with ``F', T'`` set by
-    ``final_size``.
 
     Notebook: 05_autopool.ipynb
     """
