@@ -21,3 +21,18 @@ def _private_data_root(request, tmp_path_factory, monkeypatch):
 def pytest_configure(config):
     # Torch: deterministic, and no oversubscription of the 2-core CI machine.
     os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """Run a module's small-tensor torch tests on one thread, restoring the setting after.
+
+    One thread is as fast for small models on an idle machine and does not thrash on a busy
+    2-core CI box (use with ``pytestmark = pytest.mark.usefixtures("torch_one_thread")``).
+    """
+    import torch
+
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n_threads)

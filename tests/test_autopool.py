@@ -10,13 +10,8 @@ import torch
 from mrlib.autopool import AutoPool, autopool, autopool_penalty
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small tensors: one thread is as fast on an idle machine and does not thrash on a busy one.
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
+# small tensors: one torch thread (see tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _loop_autopool(x: np.ndarray, alpha: np.ndarray) -> np.ndarray:

@@ -22,14 +22,8 @@ TABLE1_POOLS = {
 NB = dict(width=0.25, n_bins=96, patch_len=128)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These models are small: one thread is as fast on an idle machine and does not thrash
-    # when the CI box is busy. The previous setting is restored for the other test files.
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
+# small tensors: one torch thread (see tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _rows(df, prefix):
