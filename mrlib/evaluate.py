@@ -13,6 +13,8 @@ top-k search for catalogs far beyond the course data.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, NamedTuple
@@ -48,6 +50,16 @@ __all__ = [
     "FaissIndex",
     "build_faiss_index",
     "recall_at_k",
+    "PAPER_TABLE2",
+    "PAPER_AT_AUC",
+    "PAPER_N_TEST_QUERIES",
+    "TABLE2_DEFAULTS",
+    "TABLE2_ROWS",
+    "table2_systems",
+    "random_ranking",
+    "holm",
+    "compare_systems",
+    "results_record",
 ]
 
 #: Keys of :func:`retrieval_metrics`' dict, in the column order of the paper's Table 2.
@@ -1302,3 +1314,314 @@ def recall_at_k(approx_idx, exact_idx, k: int | None = None, *, per_query: bool 
         hits[s:s + step] = blk.any(axis=2).sum(axis=1)
     r = hits / k
     return r if per_query else float(r.mean())
+
+
+# ----------------------------------------------------------------------------------------
+# Table 2: the systems and their training configs, the paper's numbers, reference rows,
+# paired comparisons
+# ----------------------------------------------------------------------------------------
+#: The paper's Table 2 (Prétet et al. 2020, §4.3): percent, ``(mean, 95 % CI half-width)``
+#: over the ≈ 2,900 test queries of a 14,246-track private catalog.
+PAPER_TABLE2: dict[str, dict[str, tuple[float, float]]] = {
+    "AT Baseline": {"MAP@20": (4.50, 0.34), "Recall@20": (12.57, 0.66),
+                    "RR@20": (15.62, 1.07), "nDCG@20": (11.30, 0.69)},
+    "TL Neighbors": {"MAP@20": (5.58, 0.41), "Recall@20": (12.73, 0.67),
+                     "RR@20": (19.18, 1.23), "nDCG@20": (13.41, 0.80)},
+    "TL Random uniform": {"MAP@20": (5.39, 0.38), "Recall@20": (15.01, 0.70),
+                          "RR@20": (17.86, 1.12), "nDCG@20": (13.50, 0.76)},
+    "TL Distance-based": {"MAP@20": (5.98, 0.40), "Recall@20": (15.79, 0.73),
+                          "RR@20": (19.89, 1.19), "nDCG@20": (14.41, 0.78)},
+    "TL Autopool": {"MAP@20": (7.99, 0.51), "Recall@20": (17.74, 0.79),
+                    "RR@20": (24.68, 1.34), "nDCG@20": (17.95, 0.92)},
+}
+
+#: Mean-over-tag ROC AUC of the paper's AT baseline on its own tagging task (§4.3).
+PAPER_AT_AUC: float = 0.79
+
+#: Test queries behind the paper's Table 2 ("approximately 2,900 test tracks", §4.3).
+PAPER_N_TEST_QUERIES: int = 2900
+
+#: Training fields shared by every row of Table 2, at notebook 07's defaults: a CPU lesson
+#: that trains six systems in a few minutes (see 07_evaluation.ipynb for what it takes to
+#: beat the untrained network). The papers' scale is :func:`mrlib.train.paper_config`.
+TABLE2_DEFAULTS: dict = {
+    "catalog": "synthetic",
+    "n_tracks": 600,
+    "catalog_seed": 0,
+    "patch_len": 64,
+    "width": 0.125,
+    "lr": 1e-3,
+    "epochs": 8,
+    "steps_per_epoch": 25,
+    "patience": 0,
+    "sampler": "shuffled",
+    "negatives_per_batch": 16,
+    "batch_tracks": 48,
+    "seed": 0,
+}
+
+# What makes each row the row it is (system, mining; the untrained reference trains for 0
+# epochs), and its run folder's name. ``common`` may not change these.
+_TABLE2_ROWS: dict[str, dict] = {
+    "AT Baseline": {"system": "at", "mining": "distance", "run_name": "at"},
+    "TL Neighbors": {"system": "tl", "mining": "neighbors", "run_name": "tl_neighbors"},
+    "TL Random uniform": {"system": "tl", "mining": "uniform", "run_name": "tl_uniform"},
+    "TL Distance-based": {"system": "tl", "mining": "distance", "run_name": "tl_distance"},
+    "TL Autopool": {"system": "tl_autopool", "mining": "distance", "run_name": "tl_autopool"},
+    "TL Online semi-hard": {"system": "tl", "mining": "online-semihard", "run_name": "tl_online_semihard"},
+    "TL untrained": {"system": "tl", "mining": "distance", "epochs": 0, "run_name": "tl_untrained"},
+}
+
+#: Row names of :func:`table2_systems`, in table order.
+TABLE2_ROWS: tuple[str, ...] = tuple(_TABLE2_ROWS)
+
+
+def table2_systems(*, rows=None, **common) -> dict[str, dict]:
+    """The trained rows of Table 2 as :class:`mrlib.train.TrainConfig` fields: one source of truth.
+
+    Rows (Prétet et al. 2020, Table 2, plus the reference and the paper's future work):
+
+    ==========================  ===============  ====================  =============
+    row                         ``system``       ``mining``            ``run_name``
+    ==========================  ===============  ====================  =============
+    AT Baseline                 ``at``           (unused)              ``at``
+    TL Neighbors                ``tl``           ``neighbors``         ``tl_neighbors``
+    TL Random uniform           ``tl``           ``uniform``           ``tl_uniform``
+    TL Distance-based           ``tl``           ``distance``          ``tl_distance``
+    TL Autopool                 ``tl_autopool``  ``distance`` (§3.3)   ``tl_autopool``
+    TL Online semi-hard         ``tl``           ``online-semihard``   ``tl_online_semihard``
+    TL untrained                ``tl``           ``epochs = 0``        ``tl_untrained``
+    ==========================  ===============  ====================  =============
+
+    Every row shares :data:`TABLE2_DEFAULTS` (catalog, size, patch length, width, learning
+    rate, training budget, seed …), updated by ``common``; so ``TrainConfig(**cfg)`` trains a
+    row, and a sweep that runs ``06_training.ipynb`` once per row with these fields (each
+    in ``<table2_dir>/<run_name>``) reproduces notebook 07's table exactly (same seeds, same
+    numbers on the same device). The untrained row keeps ``epochs = 0`` whatever ``common``
+    says: it is the network at initialisation, embedded with the same test patches.
+
+    Parameters
+    ----------
+    rows : sequence of str, optional
+        A subset of :data:`TABLE2_ROWS` (default all, in table order).
+    **common
+        :class:`~mrlib.train.TrainConfig` fields applied to every row, e.g. ``n_tracks=1000,
+        epochs=20, device="cuda"``. ``system``, ``mining`` and ``run_name`` define the rows
+        and are refused here.
+
+    Returns
+    -------
+    dict row name -> dict of TrainConfig fields
+        Plain, JSON-serialisable dicts with the same keys for every row (print them as a
+        table, record them beside the results). Each is validated by building its
+        ``TrainConfig``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown row, a row-defining field in ``common``, or a field value that
+        ``TrainConfig`` rejects.
+    TypeError
+        For an unknown field name.
+
+    Examples
+    --------
+    >>> cfgs = table2_systems(epochs=2)
+    >>> cfgs["TL Distance-based"]["mining"], cfgs["TL untrained"]["epochs"]
+    ('distance', 0)
+
+    Notebook: 07_evaluation.ipynb
+    """
+    from mrlib.train import TrainConfig  # lazy: evaluation alone does not need the trainer
+
+    if rows is None:
+        rows = TABLE2_ROWS
+    if isinstance(rows, str):
+        rows = [rows]
+    unknown = [r for r in rows if r not in _TABLE2_ROWS]
+    if unknown:
+        raise ValueError(f"unknown Table 2 row(s) {unknown}; rows are {list(TABLE2_ROWS)}")
+    fixed = {"system", "mining", "run_name"} & set(common)
+    if fixed:
+        raise ValueError(f"{sorted(fixed)} define the rows of Table 2 and cannot be set for all "
+                         f"of them; choose rows with rows=[...] instead")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    typos = sorted(set(common) - known)
+    if typos:
+        raise TypeError(f"unknown TrainConfig field(s) {typos}; known: {sorted(known)}")
+    out = {}
+    for name in rows:
+        cfg = {**TABLE2_DEFAULTS, **common, **_TABLE2_ROWS[name]}
+        try:
+            TrainConfig(**cfg)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"Table 2 row {name!r}: {err}") from None
+        # copies: a caller editing one row must not edit the others (or the defaults)
+        out[name] = json.loads(json.dumps(cfg))
+    return out
+
+
+def random_ranking(n: int, k: int | None = None, *, seed: int = 0) -> np.ndarray:
+    """A random system: each query's list is a seeded random order of the other tracks.
+
+    The floor of Table 2: expected Recall@k is ``k / (n − 1)``, expected RR@k is
+    ``Σ_{i ≤ k} P(first hit at i) / i``.
+
+    Parameters
+    ----------
+    n : int, n ≥ 2
+        Tracks (each is a query against the other ``n − 1``).
+    k : int, optional
+        Keep the first ``k`` of each list (default ``n − 1``).
+    seed : int, default 0
+
+    Returns
+    -------
+    int64 array (n, k)
+        Row ``i`` never contains ``i`` and has no repeated index.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    n = _check_int("n", n, minimum=2)
+    k = n - 1 if k is None else _check_int("k", k)
+    if k > n - 1:
+        raise ValueError(f"k={k} exceeds the {n - 1} other tracks")
+    rng = np.random.default_rng(seed)
+    # the argsort of i.i.d. uniforms is a uniform random permutation; the query's own key is
+    # set to +inf so that it sorts last and is cut off
+    keys = rng.random((n, n))
+    np.fill_diagonal(keys, np.inf)
+    return np.argsort(keys, axis=1, kind="stable")[:, :k].astype(np.int64)
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm–Bonferroni adjusted p-values (step-down; controls the family-wise error rate).
+
+    With the ``m`` p-values sorted, ``p_(1) ≤ … ≤ p_(m)``, the adjusted value of ``p_(i)`` is
+    ``max_{j ≤ i} min(1, (m − j + 1) p_(j))``; reject where it is below α.
+
+    Parameters
+    ----------
+    pvalues : float array (m,), values in [0, 1]
+
+    Returns
+    -------
+    float64 array (m,), in the input's order.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    p = _as_vector("pvalues", pvalues)
+    if ((p < 0) | (p > 1)).any():
+        raise ValueError("p-values must lie in [0, 1]")
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    out = np.empty(m)
+    out[order] = adjusted
+    return out
+
+
+def compare_systems(results: Mapping[str, RetrievalResult], reference: str, *,
+                    metrics=METRICS, level: float = 0.95, alpha: float = 0.05,
+                    correction: str | None = "holm", n_boot: int = 10_000, seed: int = 0) -> pd.DataFrame:
+    """Every system against one reference, paired over the same queries (Table 2's marks).
+
+    For each other system and metric: the mean per-query difference (system − reference, in
+    percent) with its paired-bootstrap interval and the Wilcoxon signed-rank p-value
+    (:func:`paired_test`), the p-value adjusted for the number of comparisons in the table
+    (Holm), and whether the two systems' own ``level`` confidence intervals (Student t,
+    :func:`mean_ci`) are disjoint — the stricter, visual criterion of a table with ± columns.
+
+    Parameters
+    ----------
+    results : mapping name -> RetrievalResult
+        Evaluated on the same queries in the same order.
+    reference : str
+        A key of ``results``.
+    metrics : sequence of str, default :data:`METRICS`
+    level : float, default 0.95
+    alpha : float, default 0.05
+        Level of the ``significant`` column (on the adjusted p-value).
+    correction : {"holm", None}, default "holm"
+    n_boot : int, default 10000
+    seed : int, default 0
+        Seed of the bootstrap (the same for every pair).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index ``(system, metric column)``; columns ``mean_diff``, ``low``, ``high`` (percent),
+        ``p_wilcoxon``, ``p_adjusted``, ``significant`` (bool), ``ci_disjoint`` (bool),
+        ``better`` (bool: significant and ``mean_diff > 0``).
+
+    Notebook: 07_evaluation.ipynb
+    """
+    if reference not in results:
+        raise ValueError(f"reference {reference!r} is not one of the systems {list(results)}")
+    bad = [m for m in metrics if m not in METRICS]
+    if bad:
+        raise ValueError(f"unknown metric(s) {bad}; choose from {METRICS}")
+    if correction not in ("holm", None):
+        raise ValueError(f"correction must be 'holm' or None, got {correction!r}")
+    level = _check_level(level)
+    _check_level(alpha)
+    ref = results[reference]
+    rows, index = [], []
+    for name, res in results.items():
+        if name == reference:
+            continue
+        if res.n_queries != ref.n_queries:
+            raise ValueError(f"{name!r} has {res.n_queries} queries, the reference {ref.n_queries}: "
+                             "paired tests need the same queries")
+        for m in metrics:
+            x, y = res.per_query[m], ref.per_query[m]
+            t = paired_test(x, y, level=level, n_boot=n_boot, seed=seed)
+            cx, cy = mean_ci(x, level=level), mean_ci(y, level=level)
+            rows.append({"mean_diff": 100 * t.mean_diff, "low": 100 * t.low, "high": 100 * t.high,
+                         "p_wilcoxon": t.p_wilcoxon,
+                         "ci_disjoint": bool(cx.low > cy.high or cx.high < cy.low)})
+            index.append((name, res.columns[m]))
+    if not rows:
+        raise ValueError("results holds only the reference: nothing to compare")
+    df = pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(index, names=["system", "metric"]))
+    p = df["p_wilcoxon"].to_numpy()
+    df["p_adjusted"] = holm(p) if correction == "holm" else p
+    df["significant"] = df["p_adjusted"] < alpha
+    df["better"] = df["significant"] & (df["mean_diff"] > 0)
+    return df[["mean_diff", "low", "high", "p_wilcoxon", "p_adjusted", "significant", "ci_disjoint", "better"]]
+
+
+def results_record(results: Mapping[str, RetrievalResult], level: float = 0.95, method: str = "t",
+                   decimals: int | None = 4) -> dict:
+    """Table 2 as plain JSON for :func:`mrlib.suite.record`: row -> metric -> mean and CI.
+
+    Parameters
+    ----------
+    results : mapping name -> RetrievalResult
+    level, method
+        Passed to :func:`mean_ci`.
+    decimals : int or None, default 4
+        Rounding of the percentages (None: full precision).
+
+    Returns
+    -------
+    dict
+        ``{row: {"MAP@20": {"mean": 5.98, "ci": 0.40, "low": …, "high": …}, …,
+        "n_queries": n}}``, values in percent; ``ci`` is the half-width (the table's ±).
+
+    Notebook: 07_evaluation.ipynb
+    """
+    if not results:
+        raise ValueError("results is empty; pass {system name: RetrievalResult}")
+
+    def r(v: float) -> float:
+        return float(v) if decimals is None else round(float(v), decimals)
+
+    out = {}
+    for name, res in results.items():
+        s = res.summary(level=level, method=method)
+        row = {col: {"mean": r(s.loc[col, "mean"]), "ci": r(s.loc[col, "half_width"]),
+                     "low": r(s.loc[col, "low"]), "high": r(s.loc[col, "high"])} for col in s.index}
+        row["n_queries"] = res.n_queries
+        out[str(name)] = row
+    return out

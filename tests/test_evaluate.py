@@ -3,6 +3,7 @@ references and hand-worked cases; rankings and exact top-k against brute-force s
 paired tests, tag AUC, CFR and k-fold CV; FAISS recall."""
 from __future__ import annotations
 
+import json
 import math
 import warnings
 
@@ -569,3 +570,162 @@ def test_benchmark_runs_small(capsys):
     r = module["run"](n=3000, dim=16, n_queries=40, nlist=32, nprobe=(32,), progress=False)
     assert r["faiss"][0]["recall"] == pytest.approx(1.0)  # nprobe = nlist scans every cell
     assert r["d2_nn1"] < r["d2_nnk"] < r["d2_random"]  # the simulated catalog has structure
+
+
+# --------------------------------------------------------------------------------------------
+# Table 2: row configs, random ranking, Holm, paired comparisons, the record
+# --------------------------------------------------------------------------------------------
+def test_table2_systems_rows_and_configs():
+    from mrlib.train import TrainConfig
+
+    cfgs = ev.table2_systems()
+    assert tuple(cfgs) == ev.TABLE2_ROWS
+    assert set(ev.PAPER_TABLE2) < set(cfgs)  # every row of the paper is trained here
+    keys = {frozenset(c) for c in cfgs.values()}
+    assert len(keys) == 1  # the same fields in every row: one table
+    want = {"AT Baseline": ("at", None), "TL Neighbors": ("tl", "neighbors"),
+            "TL Random uniform": ("tl", "uniform"), "TL Distance-based": ("tl", "distance"),
+            "TL Autopool": ("tl_autopool", "distance"), "TL Online semi-hard": ("tl", "online-semihard"),
+            "TL untrained": ("tl", "distance")}
+    for name, (system, mining) in want.items():
+        c = TrainConfig(**cfgs[name])  # builds and validates
+        assert c.system == system
+        if mining is not None:
+            assert c.mining == mining
+        for k, v in ev.TABLE2_DEFAULTS.items():
+            if not (name == "TL untrained" and k == "epochs"):
+                assert cfgs[name][k] == v, (name, k)
+    assert cfgs["TL untrained"]["epochs"] == 0
+    assert len({c["run_name"] for c in cfgs.values()}) == len(cfgs)  # one folder per row
+    json.dumps(cfgs)  # recordable as is
+
+
+def test_table2_systems_common_overrides_and_errors():
+    cfgs = ev.table2_systems(epochs=3, n_tracks=80, device="cpu")
+    assert all(c["n_tracks"] == 80 and c["device"] == "cpu" for c in cfgs.values())
+    assert cfgs["TL Autopool"]["epochs"] == 3 and cfgs["TL untrained"]["epochs"] == 0
+    sub = ev.table2_systems(rows=["TL untrained", "AT Baseline"])
+    assert list(sub) == ["TL untrained", "AT Baseline"]
+    assert list(ev.table2_systems(rows="TL Autopool")) == ["TL Autopool"]
+    # copies: editing one row touches neither the others nor the defaults
+    shared = {"duration_s": 30.0}
+    cfgs = ev.table2_systems(catalog_kwargs=shared)
+    cfgs["AT Baseline"]["catalog_kwargs"]["duration_s"] = 5.0
+    assert cfgs["TL Neighbors"]["catalog_kwargs"] == {"duration_s": 30.0} == shared
+    cfgs["TL Neighbors"]["lr"] = 0.5
+    assert ev.table2_systems()["TL Neighbors"]["lr"] == ev.TABLE2_DEFAULTS["lr"]
+    with pytest.raises(ValueError, match="define the rows"):
+        ev.table2_systems(mining="uniform")
+    with pytest.raises(ValueError, match="unknown Table 2 row"):
+        ev.table2_systems(rows=["TL Hard"])
+    with pytest.raises(TypeError, match="unknown TrainConfig field"):
+        ev.table2_systems(epoch=3)
+    with pytest.raises(ValueError, match="AT Baseline"):  # TrainConfig's own check, row named
+        ev.table2_systems(width=-1.0)
+
+
+def test_random_ranking_is_a_uniform_permutation_without_self():
+    r = ev.random_ranking(50, seed=3)
+    assert r.shape == (49 + 1, 49) and r.dtype == np.int64
+    assert not (r == np.arange(50)[:, None]).any()
+    np.testing.assert_array_equal(np.sort(r, axis=1)[0], np.delete(np.arange(50), 0))
+    assert not _has_dup(r)
+    np.testing.assert_array_equal(r, ev.random_ranking(50, seed=3))
+    assert not np.array_equal(r, ev.random_ranking(50, seed=4))
+    np.testing.assert_array_equal(ev.random_ranking(50, k=5, seed=3), r[:, :5])
+    # uniform: over many queries, item 0's position in the lists of the other 5 tracks of a
+    # 6-track catalog is uniform on 5 places (chi-square, fixed seed)
+    many = np.concatenate([ev.random_ranking(6, seed=s)[1:] for s in range(400)])
+    pos = np.argmax(many == 0, axis=1)
+    counts = np.bincount(pos, minlength=5)
+    assert stats.chisquare(counts).pvalue > 0.01
+    # the metric floor: expected Recall@k of a random list is k / (n - 1)
+    n, k = 120, 20
+    true = ev.random_ranking(n, k=5, seed=100)
+    rec = np.concatenate([ev.retrieval_metrics(ev.random_ranking(n, k=k, seed=s), true)["recall"]
+                          for s in range(30)])
+    assert ev.mean_ci(rec, level=0.999).low < k / (n - 1) < ev.mean_ci(rec, level=0.999).high
+    with pytest.raises(ValueError, match="exceeds"):
+        ev.random_ranking(5, k=5)
+    with pytest.raises(ValueError, match="n must be"):
+        ev.random_ranking(1)
+
+
+def _has_dup(rows):
+    s = np.sort(rows, axis=1)
+    return bool((s[:, 1:] == s[:, :-1]).any())
+
+
+def test_holm_hand_case_and_loop():
+    # sorted 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1 = 0.02, 0.03, 0.06, 0.04 -> running max
+    p = np.array([0.01, 0.04, 0.03, 0.005])
+    np.testing.assert_allclose(ev.holm(p), [0.03, 0.06, 0.06, 0.02])
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        p = rng.random(rng.integers(1, 12)) ** 3
+        order = np.argsort(p, kind="stable")
+        ref, running = np.empty_like(p), 0.0
+        for j, i in enumerate(order):  # the textbook step-down loop
+            running = max(running, min(1.0, (p.size - j) * p[i]))
+            ref[i] = running
+        np.testing.assert_allclose(ev.holm(p), ref)
+        assert (ev.holm(p) >= p).all()
+    with pytest.raises(ValueError, match="p-values"):
+        ev.holm([0.5, 1.5])
+
+
+def _result(per_query_map, rng):
+    """A RetrievalResult whose four metrics are noisy copies of one per-query score."""
+    x = np.clip(per_query_map, 0, 1)
+    return ev.RetrievalResult({m: np.clip(x + rng.normal(0, 0.01, x.size), 0, 1) for m in ev.METRICS})
+
+
+def test_compare_systems_matches_paired_test():
+    rng = np.random.default_rng(21)
+    base = rng.random(300) * 0.3
+    results = {"untrained": _result(base, rng),
+               "good": _result(base + 0.15 + rng.normal(0, 0.05, 300), rng),
+               "same": _result(base + rng.normal(0, 0.05, 300), rng)}
+    df = ev.compare_systems(results, "untrained", seed=3)
+    assert list(df.index.get_level_values("system").unique()) == ["good", "same"]
+    assert len(df) == 2 * len(ev.METRICS)
+    for (name, col), row in df.iterrows():
+        m = {v: k for k, v in results[name].columns.items()}[col]
+        t = ev.paired_test(results[name].per_query[m], results["untrained"].per_query[m], seed=3)
+        assert row["mean_diff"] == pytest.approx(100 * t.mean_diff)
+        assert (row["low"], row["high"]) == pytest.approx((100 * t.low, 100 * t.high))
+        assert row["p_wilcoxon"] == pytest.approx(t.p_wilcoxon)
+        ca = ev.mean_ci(results[name].per_query[m])
+        cb = ev.mean_ci(results["untrained"].per_query[m])
+        assert row["ci_disjoint"] == (ca.low > cb.high or ca.high < cb.low)
+    np.testing.assert_allclose(df["p_adjusted"], ev.holm(df["p_wilcoxon"]))
+    assert df.loc["good", "better"].all() and df.loc["good", "ci_disjoint"].all()
+    assert not df.loc["same", "ci_disjoint"].any()
+    raw = ev.compare_systems(results, "untrained", correction=None, metrics=("map",))
+    assert len(raw) == 2 and (raw["p_adjusted"] == raw["p_wilcoxon"]).all()
+    with pytest.raises(ValueError, match="reference"):
+        ev.compare_systems(results, "best")
+    with pytest.raises(ValueError, match="metric"):
+        ev.compare_systems(results, "good", metrics=("auc",))
+    short = {"a": results["good"], "b": _result(base[:10], rng)}
+    with pytest.raises(ValueError, match="same queries"):
+        ev.compare_systems(short, "a")
+
+
+def test_results_record_is_the_table_as_json():
+    rng = np.random.default_rng(2)
+    results = {"x": _result(rng.random(50) * 0.2, rng), "y": _result(rng.random(50), rng)}
+    rec = ev.results_record(results)
+    json.dumps(rec)
+    table = ev.results_table(results)
+    for name, res in results.items():
+        s = res.summary()
+        assert rec[name]["n_queries"] == 50
+        for col in s.index:
+            assert rec[name][col]["mean"] == round(s.loc[col, "mean"], 4)
+            assert rec[name][col]["ci"] == round(s.loc[col, "half_width"], 4)
+            assert table.loc[name, col] == ev.format_ci(s.loc[col, "mean"] / 100, s.loc[col, "half_width"] / 100)
+    full = ev.results_record(results, decimals=None)
+    assert full["x"]["MAP@20"]["mean"] == pytest.approx(100 * results["x"].per_query["map"].mean(), abs=1e-12)
+    with pytest.raises(ValueError, match="empty"):
+        ev.results_record({})
