@@ -10,7 +10,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["record", "run_suite", "run_notebook", "PROFILES", "NotebookFailed"]
+__all__ = ["record", "run_suite", "run_notebook", "run_table2_sweep", "table2_configs",
+           "table2_markdown", "update_readme", "PROFILES", "NotebookFailed"]
 
 RECORD_ENV = "MRLIB_RECORD"
 
@@ -140,11 +141,22 @@ def parse_value(text: str) -> Any:
 def declared_parameters(path: Path) -> dict[str, Any]:
     """The names and defaults of a notebook's ``parameters`` cell (via papermill).
 
+    Defaults that are Python literals (numbers, strings, None, lists, dicts) are returned as
+    values; any other expression as its source text.
+
     Notebook: 00_overview.ipynb
     """
+    import ast
+
     import papermill
 
-    return {name: info["default"] for name, info in papermill.inspect_notebook(str(path)).items()}
+    out = {}
+    for name, info in papermill.inspect_notebook(str(path)).items():
+        try:
+            out[name] = ast.literal_eval(info["default"])
+        except (ValueError, SyntaxError):
+            out[name] = info["default"]
+    return out
 
 
 def versions() -> dict[str, str]:
@@ -238,6 +250,71 @@ def run_notebook(path: Path, out_path: Path, parameters: dict[str, Any],
             "metrics": metrics, "output": str(out_path)}
 
 
+#: The notebook that trains one system (a row of Table 2 when given ``train_config``) and the
+#: notebook that evaluates the rows (reads them from ``table2_dir``).
+TRAIN_NOTEBOOK, TABLE2_NOTEBOOK = "06_training", "07_evaluation"
+
+
+def table2_configs(params: dict[str, Any]) -> dict[str, dict]:
+    """The Table-2 rows that notebook 07 evaluates, given the parameters it will run with.
+
+    The same mapping as 07's first cells (catalog, size, patch length, width, budget, rate,
+    seeds); 07 checks every run's configuration against its own and stops on a difference,
+    so a drift between the two cannot pass unnoticed.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    from mrlib.evaluate import table2_systems
+
+    return table2_systems(
+        catalog=params["catalog"], n_tracks=params["n_tracks"],
+        catalog_seed=params["catalog_seed"], catalog_kwargs={"duration_s": params["duration_s"]},
+        patch_len=params["patch_len"], width=params["width"], epochs=params["epochs"],
+        steps_per_epoch=params["steps_per_epoch"], lr=params["lr"], seed=params["seed"],
+        device=params["device"], n_jobs=params["n_jobs"])
+
+
+def run_table2_sweep(train_nb: Path, eval_params: dict[str, Any], out_dir: Path,
+                     index: dict, index_path: Path, timeout_s: int | None = None) -> Path:
+    """Train every row of Table 2 by running the training notebook once per row.
+
+    Each row is a papermill run of ``06_training.ipynb`` with ``train_config`` set to the
+    row's :class:`~mrlib.train.TrainConfig` fields; its run folder is
+    ``<out_dir>/table2/<run_name>`` and its executed copy ``<out_dir>/table2/<run_name>.ipynb``.
+    A row whose run finished earlier with the same configuration is not trained again (an
+    interrupted suite resumes). Entries go to ``index["table2_runs"]``.
+
+    Returns
+    -------
+    Path of the folder to pass to notebook 07 as ``table2_dir``.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    sweep_dir = out_dir / "table2"
+    done = index.setdefault("table2_runs", {})
+    configs = table2_configs(eval_params)
+    for i, (row, cfg) in enumerate(configs.items(), 1):
+        name = cfg["run_name"]
+        params = {"train_config": cfg, "out_dir": str(sweep_dir), "run_name": name,
+                  "show_solutions": False}
+        before = done.get(name, {})
+        if (before.get("status") == "ok" and before.get("parameters") == _jsonable(params)
+                and (sweep_dir / name / "summary.json").exists()):
+            print(f"[suite] Table 2 row {i}/{len(configs)} {row!r}: finished earlier, kept")
+            continue
+        print(f"[suite] Table 2 row {i}/{len(configs)} {row!r} -> {train_nb.name}", flush=True)
+        try:
+            entry = run_notebook(train_nb, sweep_dir / f"{name}.ipynb", params, timeout_s)
+        except NotebookFailed as err:
+            done[name] = {"status": "failed", "row": row, "error": str(err),
+                          "parameters": _jsonable(params)}
+            index_path.write_text(json.dumps(index, indent=1))
+            raise
+        done[name] = {"row": row, **entry}
+        index_path.write_text(json.dumps(index, indent=1))
+    return sweep_dir
+
+
 def run_suite(profile: str = "quick", overrides: dict[str, Any] | None = None,
               only: list[str] | None = None, out_dir: Path | None = None,
               inplace: bool = False, timeout_s: int | None = None,
@@ -302,6 +379,14 @@ def run_suite(profile: str = "quick", overrides: dict[str, Any] | None = None,
         declared = declared_parameters(path)
         declared_anywhere |= set(declared)
         params = {k: v for k, v in wanted.items() if k in declared}
+        if (path.stem == TABLE2_NOTEBOOK and "table2_dir" in declared
+                and params.get("table2_dir") is None):
+            # Table 2's rows are papermill runs of the training notebook, as the issue asks;
+            # 07 then reads them instead of training its own copies.
+            train_nb = path.parent / f"{TRAIN_NOTEBOOK}.ipynb"
+            if train_nb.exists():
+                params["table2_dir"] = str(run_table2_sweep(
+                    train_nb, {**declared, **params}, out_dir, index, index_path, timeout_s))
         out_path = out_dir / path.name
         print(f"[suite] {path.name}  {params or '(defaults)'}", flush=True)
         entry = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -327,6 +412,62 @@ def run_suite(profile: str = "quick", overrides: dict[str, Any] | None = None,
     return index_path
 
 
+README_TABLE2 = ("<!-- table2:start -->", "<!-- table2:end -->")
+
+
+def table2_markdown(index_path: Path) -> str:
+    """Table 2 of a suite run as a Markdown table, from its results index.
+
+    Percent, mean ± half-width of the 95 % interval over the test queries, one row per
+    system, followed by the run's profile, overrides, number of queries and date.
+
+    Raises
+    ------
+    KeyError
+        When the run has no Table 2 (notebook 07 did not finish in it).
+
+    Notebook: 07_evaluation.ipynb
+    """
+    index = json.loads(Path(index_path).read_text())
+    nb = index.get("notebooks", {}).get(TABLE2_NOTEBOOK, {})
+    table = nb.get("metrics", {}).get("table2")
+    if nb.get("status") != "ok" or not table:
+        raise KeyError(f"{index_path}: no finished {TABLE2_NOTEBOOK} with a recorded table2 "
+                       f"(run the suite with notebook 07 first)")
+    rows = list(table)
+    cols = [c for c in table[rows[0]] if c != "n_queries"]
+    lines = ["| system | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for row in rows:
+        cells = [f"{table[row][c]['mean']:.2f} ± {table[row][c]['ci']:.2f}" for c in cols]
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    params = nb.get("parameters", {})
+    where = f"profile `{index.get('profile')}`" + (
+        f", overrides `{json.dumps(index['overrides'])}`" if index.get("overrides") else "")
+    lines.append("")
+    lines.append(f"{table[rows[0]].get('n_queries', '?')} test queries; {where}; "
+                 f"notebook 07 parameters `{json.dumps(params, sort_keys=True)}`; "
+                 f"run started {nb.get('started', '?')}.")
+    return "\n".join(lines)
+
+
+def update_readme(index_path: Path, readme: Path | None = None) -> Path:
+    """Replace the README's Table-2 block (between the ``table2`` markers) by a run's table.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    from mrlib.paths import repo_root
+
+    readme = Path(readme) if readme else repo_root() / "README.md"
+    text = readme.read_text()
+    start, end = README_TABLE2
+    if start not in text or end not in text:
+        raise ValueError(f"{readme} has no {start} ... {end} block to fill")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{start}\n{table2_markdown(index_path)}\n{end}{tail}")
+    return readme
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``python -m mrlib.suite run --profile quick [-p name=value ...] [--only NN ...]``.
 
@@ -346,7 +487,23 @@ def main(argv: list[str] | None = None) -> int:
                      help="refresh the committed notebooks' outputs (quick profile only)")
     run.add_argument("--timeout", type=int, default=None, help="per-cell time limit, seconds")
     sub.add_parser("list", help="list the notebooks and their parameters")
+    tab = sub.add_parser("table2", help="print a run's Table 2 as Markdown")
+    tab.add_argument("--run", type=Path, default=None,
+                     help="a suite run folder (default runs/quick)")
+    tab.add_argument("--readme", action="store_true",
+                     help="also write it into README.md between the table2 markers")
     args = parser.parse_args(argv)
+
+    if args.command == "table2":
+        from mrlib.paths import runs_dir
+
+        index_path = (args.run or runs_dir() / "quick") / "results.json"
+        if not index_path.exists():
+            parser.error(f"{index_path} does not exist: run the suite first")
+        print(table2_markdown(index_path))
+        if args.readme:
+            print(f"[suite] written into {update_readme(index_path)}")
+        return 0
 
     if args.command == "list":
         for path in list_notebooks():

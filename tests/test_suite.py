@@ -95,3 +95,94 @@ def test_bad_arguments(folder):
         suite.list_notebooks(["42"], folder)
     with pytest.raises(ValueError, match="--inplace"):
         suite.run_suite("smoke", inplace=True, notebooks=folder)
+
+
+# ------------------------------------------------------------------------------------------
+# Table 2: one papermill run of the training notebook per row, then 07 reads them
+# ------------------------------------------------------------------------------------------
+_EVAL_PARAMS = ("catalog = 'synthetic'\nn_tracks = 1000\ncatalog_seed = 0\nduration_s = 15.0\n"
+                "patch_len = 64\nwidth = 0.125\nepochs = 16\nsteps_per_epoch = 25\nlr = 1e-3\n"
+                "seed = 0\ndevice = 'auto'\nn_jobs = 2\ntable2_dir = None")
+_TRAIN_BODY = """
+import json, pathlib
+from mrlib.suite import record
+if train_config:                     # a row of the sweep (else: the notebook's own run)
+    run = pathlib.Path(out_dir) / run_name
+    run.mkdir(parents=True, exist_ok=True)
+    (run / 'config.json').write_text(json.dumps(train_config))
+    (run / 'summary.json').write_text('{}')
+    record('trained', train_config['system'] + ':' + str(train_config['epochs']))
+"""
+_EVAL_BODY = """
+import json, os
+from mrlib.suite import record
+rows = sorted(os.listdir(table2_dir)) if table2_dir else []
+record('rows', rows)
+record('table2', {r: {'MAP@20': {'mean': 12.5, 'ci': 1.25}, 'n_queries': 200} for r in rows if '.' not in r})
+"""
+
+
+@pytest.fixture()
+def table2_folder(tmp_path: Path) -> Path:
+    nbs = tmp_path / "t2"
+    nbs.mkdir()
+    _notebook(nbs / "06_training.ipynb",
+              "train_config = None\nout_dir = None\nrun_name = None\nshow_solutions = True", _TRAIN_BODY)
+    _notebook(nbs / "07_evaluation.ipynb", _EVAL_PARAMS, _EVAL_BODY)
+    return nbs
+
+
+@pytest.mark.slow
+def test_table2_rows_are_runs_of_the_training_notebook(table2_folder, tmp_path, capsys):
+    from mrlib.evaluate import TABLE2_ROWS
+
+    out = tmp_path / "run"
+    index_path = suite.run_suite("quick", {"epochs": 3}, out_dir=out, notebooks=table2_folder)
+    index = json.loads(index_path.read_text())
+    expected = suite.table2_configs({**suite.declared_parameters(table2_folder / "07_evaluation.ipynb"),
+                                     "epochs": 3})
+    sweep = index["table2_runs"]
+    assert [e["row"] for e in sweep.values()] == list(TABLE2_ROWS)
+    for name, entry in sweep.items():
+        cfg = expected[entry["row"]]
+        assert entry["status"] == "ok" and entry["parameters"]["train_config"] == cfg
+        # the row's config reached the notebook: the untrained row keeps 0 epochs
+        assert entry["metrics"]["trained"] == f"{cfg['system']}:{cfg['epochs']}"
+        assert json.loads((out / "table2" / name / "config.json").read_text()) == cfg
+    assert sweep["tl_untrained"]["metrics"]["trained"] == "tl:0"
+    seven = index["notebooks"]["07_evaluation"]
+    assert seven["parameters"]["table2_dir"] == str(out / "table2")
+    assert set(seven["metrics"]["rows"]) >= {c["run_name"] for c in expected.values()}
+    # an interrupted (here: repeated) suite does not train the finished rows again
+    capsys.readouterr()
+    suite.run_suite("quick", {"epochs": 3}, out_dir=out, notebooks=table2_folder, only=["07"])
+    assert capsys.readouterr().out.count("finished earlier, kept") == len(TABLE2_ROWS)
+    # ... but a changed configuration is trained again (the untrained row keeps 0 epochs)
+    suite.run_suite("quick", {"epochs": 4}, out_dir=out, notebooks=table2_folder, only=["07"])
+    log = capsys.readouterr().out
+    assert log.count("finished earlier, kept") == 1 and "'TL untrained': finished earlier" in log
+    # the table reaches the README block
+    md = suite.table2_markdown(index_path)
+    assert "| tl_neighbors | 12.50 ± 1.25 |" in md and "200 test queries" in md
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{suite.README_TABLE2[0]}\nold\n{suite.README_TABLE2[1]}\nrest\n")
+    suite.update_readme(index_path, readme)
+    text = readme.read_text()
+    assert "old" not in text and md in text and text.startswith("intro") and text.endswith("rest\n")
+
+
+def test_table2_dir_given_skips_the_sweep(table2_folder, tmp_path):
+    given = tmp_path / "given"
+    given.mkdir()
+    out = tmp_path / "run"
+    index = json.loads(suite.run_suite("quick", {"table2_dir": str(given)}, out_dir=out,
+                                       notebooks=table2_folder, only=["07"]).read_text())
+    assert "table2_runs" not in index and not (out / "table2").exists()
+    with pytest.raises(KeyError, match="no finished 07_evaluation"):
+        suite.table2_markdown(_empty_index(tmp_path))
+
+
+def _empty_index(tmp_path: Path) -> Path:
+    p = tmp_path / "empty.json"
+    p.write_text(json.dumps({"notebooks": {}}))
+    return p
