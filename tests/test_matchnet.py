@@ -44,6 +44,16 @@ def _class_triplets(label, songs, n, seed):
     return np.array(out, dtype=np.int64)
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    # The networks here are tiny: a second thread only adds synchronisation (costly on a busy
+    # 2-core CI machine), and one thread makes the arithmetic order fixed.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 class _Masked(list):
     """A feature list with a FeatureSet-like ``available`` mask."""
 
@@ -368,19 +378,13 @@ def test_generalization_curve_uses_the_baselines_training_subsets(monkeypatch):
 def test_parallel_folds_equal_sequential_folds():
     feats, t, folds = _small_problem()
     cfg = mn.MatchNetConfig(**TINY, epochs=1, seed=0)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        # workers run one thread each; one thread here too, so the arithmetic is the same
-        seq = mn.cross_validate_matchnet(feats, t, folds, cfg, progress=False)
-        curve_seq = mn.generalization_curve_matchnet(feats, t, folds, (0.5, 1.0), cfg, full=seq,
-                                                     progress=False)
-    finally:
-        torch.set_num_threads(before)
+    # workers run one thread each, as this process does here (the autouse fixture)
+    seq = mn.cross_validate_matchnet(feats, t, folds, cfg, progress=False)
+    curve_seq = mn.generalization_curve_matchnet(feats, t, folds, (0.5, 1.0), cfg, full=seq, progress=False)
     par = mn.cross_validate_matchnet(feats, t, folds, cfg, n_jobs=2, progress=False)
     np.testing.assert_array_equal(seq.per_fold, par.per_fold)
     np.testing.assert_array_equal(seq.embeddings, par.embeddings)
-    assert torch.get_num_threads() == before
+    assert torch.get_num_threads() == 1
     curve_par = mn.generalization_curve_matchnet(feats, t, folds, (0.5, 1.0), cfg, full=seq, n_jobs=2,
                                                  progress=False)
     pd.testing.assert_frame_equal(curve_seq, curve_par)

@@ -186,6 +186,16 @@ def test_batch_layout(system, mining):
         assert b["n_triplets"] == 5 and x.tolist() == [2] * 5 + [7] * 5 + [11, 12, 13, 14, 15]
     else:                # P patches of the anchor, of the positive, and of each negative
         assert x.tolist() == [2] * 3 + [7] * 3 + sum(([n] * 3 for n in (11, 12, 13, 14, 15)), [])
+    assert b["shared"]
+    # shuffled batches: every row has its own anchor and positive
+    rows = np.array([[1, 2, 3], [4, 5, 6], [7, 8, 9]])
+    b = maker(rows)
+    x = b["x"][:, 0, 0].astype(int).tolist()
+    assert not b["shared"]
+    if system == "tl":
+        assert x == [1, 4, 7, 2, 5, 8, 3, 6, 9]                 # anchors, positives, negatives
+    else:
+        assert x == sum(([t] * 3 for t in (1, 4, 7, 2, 5, 8, 3, 6, 9)), [])
 
 
 def test_objective_matches_losses(data):
@@ -308,6 +318,19 @@ def test_epochs_zero_gives_untrained_embeddings(tmp_path, data):
     assert 0.0 <= run.metrics.loc[0, "val_auc"] <= 1.0
 
 
+def test_tracks_without_features_are_left_out(tmp_path):
+    d = toy_data()
+    skipped = [3, int(d.indices("val")[0])]
+    d.available[skipped] = False
+    for i in skipped:
+        d.features[i] = None                     # touching one would fail loudly
+    run = T.train(cfg(tmp_path, epochs=1, system="tl", mining="online-semihard"), data=d,
+                  progress=False)
+    assert run.summary["n_skipped_tracks"] == 2
+    assert run.embeddings.shape[0] == len(d) - 2
+    assert not set(skipped) & set(run.catalog_index)
+
+
 def test_early_stopping_stops_and_keeps_best(tmp_path, data):
     # a huge learning rate wrecks the network, so validation cannot keep improving
     run = T.train(cfg(tmp_path, epochs=8, patience=1, lr=0.5, system="tl"), data=data, progress=False)
@@ -321,15 +344,16 @@ def test_early_stopping_stops_and_keeps_best(tmp_path, data):
 # ------------------------------------------------------------------------------------------
 # resume: exact continuation, corrupt checkpoints, refusals
 # ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("system,mining", [("tl", "distance"), ("at", "distance"),
-                                           ("tl_autopool", "online-hard"), ("matchnet", "neighbors")])
-def test_resume_continues_exactly(tmp_path, data, system, mining):
-    full = T.train(cfg(tmp_path, "full", epochs=3, system=system, mining=mining), data=data,
-                   progress=False)
-    T.train(cfg(tmp_path, "cut", epochs=1, system=system, mining=mining), data=data, progress=False)
-    resumed = T.train(cfg(tmp_path, "cut", epochs=3, system=system, mining=mining), data=data,
-                      progress=False, resume=True)
-    cols = ["loss", "active_fraction", "val_map", "val_auc", "step"]
+@pytest.mark.parametrize("kw", [dict(system="tl", mining="distance"),
+                                dict(system="at"),
+                                dict(system="tl_autopool", mining="online-hard"),
+                                dict(system="matchnet", mining="neighbors", sampler="shuffled")],
+                         ids=["tl-paper", "at", "tl_autopool-online", "matchnet-shuffled"])
+def test_resume_continues_exactly(tmp_path, data, kw):
+    full = T.train(cfg(tmp_path, "full", epochs=3, **kw), data=data, progress=False)
+    T.train(cfg(tmp_path, "cut", epochs=1, **kw), data=data, progress=False)
+    resumed = T.train(cfg(tmp_path, "cut", epochs=3, **kw), data=data, progress=False, resume=True)
+    cols = ["loss", "loss_all", "active_fraction", "val_map", "val_auc", "step"]
     pd.testing.assert_frame_equal(full.metrics[cols], resumed.metrics[cols], rtol=1e-6)
     a = T.load_checkpoint(full.path / "checkpoint.pt")
     b = T.load_checkpoint(resumed.path / "checkpoint.pt")
