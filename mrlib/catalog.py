@@ -871,7 +871,8 @@ def load(name_or_path: str | Path = "synthetic", **kwargs: Any) -> Catalog:
         * ``"synthetic"`` — :func:`build_synthetic` ``(n_tracks=200, seed=0, duration_s=30.0,
           sr=22050, ...)`` into ``data_dir()/synthetic_n{N}_s{seed}`` if it is missing or
           incomplete, then read it;
-        * ``"music21"`` — ``mrlib.repertoire.build(**kwargs)``, then read its folder;
+        * ``"music21"`` — ``mrlib.repertoire.build(**kwargs)``, then read its folder
+          (``duration_s`` is accepted for its ``clip_s``);
         * ``"mtat"`` — ``mrlib.mtat.load_catalog(**kwargs)`` (e.g. ``folder=...``);
         * ``"folder"`` — :func:`from_folder` ``(**kwargs)`` (``audio_dir=..., tags_csv=...``);
         * a folder with ``tracks.csv`` (absolute, relative, or a name under ``data_dir()``).
@@ -887,6 +888,12 @@ def load(name_or_path: str | Path = "synthetic", **kwargs: Any) -> Catalog:
     if isinstance(name_or_path, str) and name_or_path == "synthetic":
         return read(build_synthetic(**kwargs))
     if isinstance(name_or_path, str) and name_or_path == "music21":
+        if "duration_s" in kwargs:
+            # one name for the track length across catalogs, so a notebook's ``duration_s``
+            # parameter reaches either (music21 clips its works to ``clip_s``)
+            if "clip_s" in kwargs:
+                raise TypeError("give duration_s or clip_s for the music21 catalog, not both")
+            kwargs["clip_s"] = kwargs.pop("duration_s")
         return read(build("music21", **kwargs))
     if isinstance(name_or_path, str) and name_or_path == "mtat":
         from mrlib import mtat

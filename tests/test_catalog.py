@@ -218,6 +218,11 @@ def test_load_dispatches_music21_and_mtat(built, monkeypatch):
     monkeypatch.setattr(mrlib, "repertoire", fake_rep, raising=False)
     cat = C.load("music21", n_tracks=12, seed=0)
     assert seen["music21"] == {"n_tracks": 12, "seed": 0} and len(cat) == 12
+    # the notebooks' duration_s reaches the music21 builder as its clip length
+    C.load("music21", n_tracks=12, seed=0, duration_s=12.0)
+    assert seen["music21"] == {"n_tracks": 12, "seed": 0, "clip_s": 12.0}
+    with pytest.raises(TypeError, match="not both"):
+        C.load("music21", n_tracks=12, duration_s=12.0, clip_s=10.0)
 
     fake_mtat = types.SimpleNamespace(load_catalog=lambda **kw: (seen.setdefault("mtat", kw), C.read(built))[1])
     monkeypatch.setitem(sys.modules, "mrlib.mtat", fake_mtat)
