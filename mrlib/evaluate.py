@@ -1346,12 +1346,13 @@ PAPER_N_TEST_QUERIES: int = 2900
 #: beat the untrained network). The papers' scale is :func:`mrlib.train.paper_config`.
 TABLE2_DEFAULTS: dict = {
     "catalog": "synthetic",
-    "n_tracks": 600,
+    "n_tracks": 2000,
     "catalog_seed": 0,
+    "catalog_kwargs": {"duration_s": 15.0},
     "patch_len": 64,
     "width": 0.125,
     "lr": 1e-3,
-    "epochs": 8,
+    "epochs": 16,
     "steps_per_epoch": 25,
     "patience": 0,
     "sampler": "shuffled",
