@@ -139,23 +139,44 @@ def parse_value(text: str) -> Any:
 
 
 def declared_parameters(path: Path) -> dict[str, Any]:
-    """The names and defaults of a notebook's ``parameters`` cell (via papermill).
+    """The names and defaults of a notebook's ``parameters`` cell.
 
+    Every top-level ``name = value`` of the cell tagged ``parameters``, read with Python's own
+    parser (papermill's line-based one drops a line whose comment holds ``=`` or ``;``).
     Defaults that are Python literals (numbers, strings, None, lists, dicts) are returned as
     values; any other expression as its source text.
+
+    Raises
+    ------
+    ValueError
+        When the notebook has no cell tagged ``parameters``, or the cell is not valid Python.
 
     Notebook: 00_overview.ipynb
     """
     import ast
 
-    import papermill
+    import nbformat
 
-    out = {}
-    for name, info in papermill.inspect_notebook(str(path)).items():
-        try:
-            out[name] = ast.literal_eval(info["default"])
-        except (ValueError, SyntaxError):
-            out[name] = info["default"]
+    nb = nbformat.read(str(path), as_version=4)
+    cells = [c for c in nb.cells
+             if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
+    if not cells:
+        raise ValueError(f"{Path(path).name} has no code cell tagged 'parameters'")
+    source = cells[0].source
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as err:
+        raise ValueError(f"{Path(path).name}: its parameters cell is not valid Python: {err}") from None
+    out: dict[str, Any] = {}
+    for node in tree.body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if len(targets) != 1 or not isinstance(targets[0], ast.Name) or node.value is None:
+                continue
+            try:
+                out[targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                out[targets[0].id] = ast.get_source_segment(source, node.value)
     return out
 
 
