@@ -186,3 +186,16 @@ def _empty_index(tmp_path: Path) -> Path:
     p = tmp_path / "empty.json"
     p.write_text(json.dumps({"notebooks": {}}))
     return p
+
+
+def test_declared_parameters_survive_comments(tmp_path):
+    # papermill's line parser drops these lines; the suite must still see every parameter
+    nb = _notebook(tmp_path / "05_x.ipynb",
+                   "width = 0.125   # (1.0 = the paper's Table 1)\n"
+                   "table2_dir = None   # runs <dir>/<name>; None = train here\n"
+                   "pair = (1, 2)\nexpr = 2 ** 3\nx: int = 4", "pass")
+    assert suite.declared_parameters(nb) == {"width": 0.125, "table2_dir": None, "pair": (1, 2),
+                                             "expr": "2 ** 3", "x": 4}
+    bad = _notebook(tmp_path / "06_y.ipynb", "x = (", "pass")
+    with pytest.raises(ValueError, match="not valid Python"):
+        suite.declared_parameters(bad)
