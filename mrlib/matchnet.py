@@ -272,6 +272,15 @@ class MatchNetConfig:
 # =============================================================================================
 # Input checks
 # =============================================================================================
+def _check_config(config) -> "MatchNetConfig":
+    """The default config for None; a validated MatchNetConfig, or a TypeError."""
+    config = MatchNetConfig() if config is None else config
+    if not isinstance(config, MatchNetConfig):
+        raise TypeError(f"config must be a MatchNetConfig, got {type(config).__name__}")
+    config.validate()
+    return config
+
+
 def _check_features(features) -> None:
     if not hasattr(features, "__getitem__") or not hasattr(features, "__len__"):
         raise TypeError("features must be indexable by catalog index (a mrlib.features.FeatureSet "
@@ -406,10 +415,7 @@ def train_matchnet(
     from mrlib import losses
     from mrlib.models import build_model
 
-    config = MatchNetConfig() if config is None else config
-    if not isinstance(config, MatchNetConfig):
-        raise TypeError(f"config must be a MatchNetConfig, got {type(config).__name__}")
-    config.validate()
+    config = _check_config(config)
     _check_features(features)
     t = _check_triplets(triplets, len(features))
     _check_available(features, np.unique(t))
@@ -787,10 +793,7 @@ def cross_validate_matchnet(
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    config = MatchNetConfig() if config is None else config
-    if not isinstance(config, MatchNetConfig):
-        raise TypeError(f"config must be a MatchNetConfig, got {type(config).__name__}")
-    config.validate()
+    config = _check_config(config)
     _check_features(features)
     t = _check_triplets(triplets, len(features))
     fl = _check_folds(folds, len(t))
@@ -925,10 +928,7 @@ def generalization_curve_matchnet(
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    config = MatchNetConfig() if config is None else config
-    if not isinstance(config, MatchNetConfig):
-        raise TypeError(f"config must be a MatchNetConfig, got {type(config).__name__}")
-    config.validate()
+    config = _check_config(config)
     _check_features(features)
     t = _check_triplets(triplets, len(features))
     fl = _check_folds(folds, len(t))
