@@ -128,6 +128,19 @@ def test_neighbors_long_head_with_ties_matches_reference():
     np.testing.assert_array_equal(T, ref_neighbors(S, train, 15, 40))
 
 
+def test_head_order_same_for_float32_keys_and_float64_lexsort():
+    # float32 rows are ordered through packed integer keys, float64 rows through lexsort;
+    # both must give the ranked_list order, ties and -0.0 (== 0.0, ties by index) included
+    S = random_S(90, seed=11, levels=6, zeros=0.3)
+    S[S == 0] = -0.0
+    assert np.signbit(S).any()
+    train = np.arange(90)
+    T32 = mm.mine(None, train, "neighbors", n_pos=5, n_neg=60, S=S, progress=False, chunk_size=20)
+    np.testing.assert_array_equal(T32, ref_neighbors(S, train, 5, 60))
+    T64 = mm.mine(None, train, "neighbors", n_pos=5, n_neg=60, S=S.astype(np.float64), progress=False)
+    np.testing.assert_array_equal(T32, T64)
+
+
 @pytest.mark.parametrize("diag", [0.0, 0.4])
 def test_anchor_excluded_wherever_it_ranks(diag):
     # S(t, t) is not always the largest value of its row (an oracle need not be 1 on the
