@@ -1356,8 +1356,11 @@ TABLE2_DEFAULTS: dict = {
     "steps_per_epoch": 25,
     "patience": 0,
     "sampler": "shuffled",
-    "negatives_per_batch": 16,
-    "batch_tracks": 48,
+    # 48 triplets (144 patches) per offline step, 144 tracks per online / AT step: every row
+    # sees the same number of patches per step (16 triplets were too few for Distance-based
+    # and Neighbors mining to learn in 400 steps: validation MAP@20 0.084 vs 0.118 with 48)
+    "negatives_per_batch": 48,
+    "batch_tracks": 144,
     "seed": 0,
 }
 
