@@ -357,18 +357,17 @@ class _BlockRNG:
                      for b in range(first, self.block[-1] + 1)]
         self.bounds = np.searchsorted(self.local, np.arange(len(self.gens) + 1))
 
-    def first(self, shape: tuple[int, ...]) -> np.ndarray:
-        """Uniform [0, 1) array of shape (c, *shape), block by block."""
-        U = np.empty((self.local.size, *shape))
-        for b, g in enumerate(self.gens):
-            s, e = self.bounds[b], self.bounds[b + 1]
-            U[s:e] = g.random((e - s, *shape))
-        return U
-
     def blocks(self) -> Iterator[tuple[int, int, np.random.Generator]]:
         """(start, stop, generator) of each block's anchors in the chunk, in order."""
         for b, g in enumerate(self.gens):
             yield int(self.bounds[b]), int(self.bounds[b + 1]), g
+
+    def first(self, shape: tuple[int, ...]) -> np.ndarray:
+        """Uniform [0, 1) array of shape (c, *shape), block by block."""
+        U = np.empty((self.local.size, *shape))
+        for s, e, g in self.blocks():
+            U[s:e] = g.random((e - s, *shape))
+        return U
 
     def per_anchor(self, counts: np.ndarray) -> np.ndarray:
         """counts[j] uniforms for each anchor j, concatenated in anchor order."""
