@@ -400,8 +400,11 @@ def _mine_chunk(src: _Source, apos: np.ndarray, strategy: str, n_pos: int, n_neg
             pos_n = head[:, cols.ravel()].reshape(c, Kp, n_neg)
     else:
         head = src.head(apos, Kp, srows)
-        draw = _draw_uniform if strategy == "uniform" else _draw_distance
-        v = draw(head, apos, srows, src.n, n_neg, _BlockRNG(seed, strategy, apos), max_rounds)
+        rngs = _BlockRNG(seed, strategy, apos)
+        if strategy == "uniform":
+            v = _draw_uniform(head, apos, src.n, n_neg, rngs, max_rounds)
+        else:
+            v = _draw_distance(head, apos, srows, src.n, n_neg, rngs, max_rounds)
         pos_p = head
         pos_n = v
 
@@ -458,8 +461,8 @@ def _chunk_stream(src: _Source, strategy: str, n_pos: int, n_neg: int, seed: int
                 yield chunk
 
 
-def _draw_uniform(head: np.ndarray, apos: np.ndarray, srows: np.ndarray | None, n: int,
-                  n_neg: int, rngs: _BlockRNG, max_rounds: int) -> np.ndarray:
+def _draw_uniform(head: np.ndarray, apos: np.ndarray, n: int, n_neg: int, rngs: _BlockRNG,
+                  max_rounds: int) -> np.ndarray:
     """Draw, for each (anchor, positive i), n_neg distinct negatives uniformly from
     {r_j : j > i}, without replacement.
 
@@ -563,9 +566,8 @@ def _draw_uniform(head: np.ndarray, apos: np.ndarray, srows: np.ndarray | None, 
     if rows.size:                                      # Gumbel-top-k completion
         stuck_rows = np.unique(rows)
         row_a, row_i = np.repeat(ar, Ks), np.tile(i[:Ks], c)
-        for part in np.array_split(stuck_rows, -(-stuck_rows.size // 128)):
-            _complete_rows(part, vals, vals[part] < 0, np.ones(part.size, dtype=bool), row_a,
-                           row_i, head, apos, None, n, n_neg, rngs)
+        _complete_rows(stuck_rows, vals, vals[stuck_rows] < 0, np.ones(stuck_rows.size, dtype=bool),
+                       row_a, row_i, head, apos, None, n, n_neg, rngs)
     out[:, :Ks] = vals.reshape(c, Ks, n_neg)
     return out
 
@@ -786,16 +788,29 @@ def _draw_distance(head: np.ndarray, apos: np.ndarray, srows: np.ndarray, n: int
     if stuck.any():
         redo_st, rows_st = _duplicates(draws, np.flatnonzero(stuck))
         redo_all[rows_st] = redo_st
-    for part in np.array_split(krows, -(-krows.size // 128)) if krows.size else ():
-        _complete_rows(part, draws, redo_all[part], stuck[part], row_a, row_i, head, apos,
-                       srows, n, n_neg, rngs)
+    _complete_rows(krows, draws, redo_all[krows], stuck[krows], row_a, row_i, head, apos, srows,
+                   n, n_neg, rngs)
     return draws.reshape(c, Kp, n_neg)
 
 
 def _complete_rows(rows: np.ndarray, draws: np.ndarray, redo: np.ndarray, stuck: np.ndarray,
                    row_a: np.ndarray, row_i: np.ndarray, head: np.ndarray, apos: np.ndarray,
                    srows: np.ndarray | None, n: int, n_neg: int, rngs: _BlockRNG) -> None:
-    """Gumbel-top-k over the remaining candidates of a few pair rows, vectorised (in place)."""
+    """Gumbel-top-k over the remaining candidates of some pair rows, vectorised (in place).
+
+    ``redo`` (r, n_neg) and ``stuck`` (r,) are aligned with ``rows``. Rows go in parts of 128:
+    each part holds (part, n) candidate and key matrices, so memory stays bounded however many
+    rows are left.
+    """
+    for part in np.array_split(np.arange(rows.size), -(-rows.size // 128)) if rows.size else ():
+        _complete_part(rows[part], draws, redo[part], stuck[part], row_a, row_i, head, apos,
+                       srows, n, n_neg, rngs)
+
+
+def _complete_part(rows: np.ndarray, draws: np.ndarray, redo: np.ndarray, stuck: np.ndarray,
+                   row_a: np.ndarray, row_i: np.ndarray, head: np.ndarray, apos: np.ndarray,
+                   srows: np.ndarray | None, n: int, n_neg: int, rngs: _BlockRNG) -> None:
+    """One part of :func:`_complete_rows`."""
     nr = rows.size
     a, ii = row_a[rows], row_i[rows]
     lr = np.arange(nr)
