@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["record", "run_suite", "run_notebook", "run_table2_sweep", "table2_configs",
-           "table2_markdown", "update_readme", "PROFILES", "NotebookFailed"]
+           "table2_markdown", "update_readme", "save_table2", "stored_table2s", "table2_side_by_side",
+           "PROFILES", "NotebookFailed"]
 
 RECORD_ENV = "MRLIB_RECORD"
 
@@ -436,6 +437,30 @@ def run_suite(profile: str = "quick", overrides: dict[str, Any] | None = None,
 README_TABLE2 = ("<!-- table2:start -->", "<!-- table2:end -->")
 
 
+def _readme_markers(catalog: str) -> tuple[str, str]:
+    """The README block of a catalog's Table 2: ``table2`` (synthetic) or ``table2-<catalog>``."""
+    if catalog == "synthetic":
+        return README_TABLE2
+    return f"<!-- table2-{catalog}:start -->", f"<!-- table2-{catalog}:end -->"
+
+
+def _table2_entry(index: dict, index_path: Path) -> dict:
+    """Notebook 07's finished entry of a results index, or a KeyError that says what to run."""
+    nb = index.get("notebooks", {}).get(TABLE2_NOTEBOOK, {})
+    if nb.get("status") != "ok" or not nb.get("metrics", {}).get("table2"):
+        raise KeyError(f"{index_path}: no finished {TABLE2_NOTEBOOK} with a recorded table2 "
+                       f"(run the suite with notebook 07 first)")
+    return nb
+
+
+def _run_catalog(nb: dict) -> str:
+    """The catalog a finished 07 entry evaluated on (from the row configurations it recorded)."""
+    configs = nb.get("metrics", {}).get("table2_configs") or {}
+    catalogs = {c.get("catalog") for c in configs.values()} or {nb.get("parameters", {}).get("catalog")}
+    catalogs.discard(None)
+    return catalogs.pop() if len(catalogs) == 1 else "synthetic"
+
+
 def table2_markdown(index_path: Path) -> str:
     """Table 2 of a suite run as a Markdown table, from its results index.
 
@@ -450,11 +475,8 @@ def table2_markdown(index_path: Path) -> str:
     Notebook: 07_evaluation.ipynb
     """
     index = json.loads(Path(index_path).read_text())
-    nb = index.get("notebooks", {}).get(TABLE2_NOTEBOOK, {})
-    table = nb.get("metrics", {}).get("table2")
-    if nb.get("status") != "ok" or not table:
-        raise KeyError(f"{index_path}: no finished {TABLE2_NOTEBOOK} with a recorded table2 "
-                       f"(run the suite with notebook 07 first)")
+    nb = _table2_entry(index, index_path)
+    table = nb["metrics"]["table2"]
     rows = list(table)
     cols = [c for c in table[rows[0]] if c != "n_queries"]
     lines = ["| system | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
@@ -472,21 +494,116 @@ def table2_markdown(index_path: Path) -> str:
 
 
 def update_readme(index_path: Path, readme: Path | None = None) -> Path:
-    """Replace the README's Table-2 block (between the ``table2`` markers) by a run's table.
+    """Replace the README's Table-2 block of the run's catalog by the run's table.
+
+    The synthetic catalog's block sits between the ``table2`` markers, another catalog's
+    between ``table2-<catalog>`` markers (e.g. ``<!-- table2-music21:start -->``).
 
     Notebook: 07_evaluation.ipynb
     """
     from mrlib.paths import repo_root
 
+    index_path = Path(index_path)
+    catalog = _run_catalog(_table2_entry(json.loads(index_path.read_text()), index_path))
     readme = Path(readme) if readme else repo_root() / "README.md"
     text = readme.read_text()
-    start, end = README_TABLE2
+    start, end = _readme_markers(catalog)
     if start not in text or end not in text:
         raise ValueError(f"{readme} has no {start} ... {end} block to fill")
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
     readme.write_text(f"{head}{start}\n{table2_markdown(index_path)}\n{end}{tail}")
     return readme
+
+
+def save_table2(index_path: Path, out: Path | None = None) -> Path:
+    """Store a suite run's Table 2 as a small JSON file, to commit and compare across catalogs.
+
+    The file holds the table (percent, mean and 95 % half-width per row and metric), the
+    catalog, its size, the number of queries, notebook 07's parameters, the run's profile,
+    overrides, start time, wall time and library versions, the best row and the bar check --
+    enough to say where every number came from. Notebook 07 shows the stored tables of the
+    other catalogs next to its own (:func:`stored_table2s`).
+
+    Parameters
+    ----------
+    index_path : Path
+        A suite run's ``results.json`` with a finished notebook 07.
+    out : Path, optional
+        Default ``<repo>/data/table2_<catalog>.json``.
+
+    Returns
+    -------
+    Path of the written file.
+
+    Raises
+    ------
+    KeyError
+        When the run has no finished notebook 07.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    from mrlib.paths import repo_root
+
+    index_path = Path(index_path)
+    index = json.loads(index_path.read_text())
+    nb = _table2_entry(index, index_path)
+    metrics = nb["metrics"]
+    catalog = _run_catalog(nb)
+    configs = metrics.get("table2_configs") or {}
+    first = next(iter(configs.values()), {})
+    overrides = index.get("overrides") or {}
+    command = "python -m mrlib.suite run --profile " + str(index.get("profile")) + "".join(
+        f" -p {k}={v}" for k, v in overrides.items())
+    stored = {
+        "catalog": catalog, "n_tracks": first.get("n_tracks"),
+        "n_queries": metrics.get("table2_n_queries"), "command": command,
+        "profile": index.get("profile"), "overrides": overrides,
+        "parameters": nb.get("parameters", {}), "started": nb.get("started"),
+        "wall_s": nb.get("wall_s"), "versions": index.get("versions", {}),
+        "best": metrics.get("table2_best"), "bar": metrics.get("table2_bar"),
+        "at_auc": metrics.get("table2_at_auc"), "table2": metrics["table2"]}
+    out = Path(out) if out else repo_root() / "data" / f"table2_{catalog}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(stored, indent=1) + "\n")
+    return out
+
+
+def stored_table2s(folder: Path | None = None) -> dict[str, dict]:
+    """The Table-2 files written by :func:`save_table2`, by catalog (``data/table2_*.json``).
+
+    Notebook: 07_evaluation.ipynb
+    """
+    from mrlib.paths import repo_root
+
+    folder = Path(folder) if folder else repo_root() / "data"
+    out = {}
+    for path in sorted(folder.glob("table2_*.json")):
+        record_ = json.loads(path.read_text())
+        if "table2" not in record_ or "catalog" not in record_:
+            raise ValueError(f"{path} is not a stored Table 2 (write it with "
+                             f"`python -m mrlib.suite table2 --run <run folder> --save`)")
+        out[record_["catalog"]] = record_
+    return out
+
+
+def table2_side_by_side(tables: dict[str, dict], metrics: tuple[str, ...] = ("MAP@20", "nDCG@20")):
+    """Several Table 2s (``{label: table}``, tables as :func:`mrlib.evaluate.results_record`
+    writes them) as one frame: rows = systems, columns = (metric, label), ``"mean ± ci"`` cells.
+
+    A system missing from a table gets an empty cell.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    import pandas as pd
+
+    if not tables:
+        raise ValueError("tables is empty; pass {label: table2 record}")
+    rows = list(dict.fromkeys(r for t in tables.values() for r in t))
+    cells = {(m, label): [f"{t[r][m]['mean']:.2f} ± {t[r][m]['ci']:.2f}" if r in t and m in t[r]
+                          else "" for r in rows]
+             for m in metrics for label, t in tables.items()}
+    return pd.DataFrame(cells, index=rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -512,7 +629,9 @@ def main(argv: list[str] | None = None) -> int:
     tab.add_argument("--run", type=Path, default=None,
                      help="a suite run folder (default runs/quick)")
     tab.add_argument("--readme", action="store_true",
-                     help="also write it into README.md between the table2 markers")
+                     help="also write it into README.md between its catalog's table2 markers")
+    tab.add_argument("--save", action="store_true",
+                     help="also store it as data/table2_<catalog>.json (notebook 07 compares them)")
     args = parser.parse_args(argv)
 
     if args.command == "table2":
@@ -524,6 +643,8 @@ def main(argv: list[str] | None = None) -> int:
         print(table2_markdown(index_path))
         if args.readme:
             print(f"[suite] written into {update_readme(index_path)}")
+        if args.save:
+            print(f"[suite] stored as {save_table2(index_path)}")
         return 0
 
     if args.command == "list":

@@ -199,3 +199,74 @@ def test_declared_parameters_survive_comments(tmp_path):
     bad = _notebook(tmp_path / "06_y.ipynb", "x = (", "pass")
     with pytest.raises(ValueError, match="not valid Python"):
         suite.declared_parameters(bad)
+
+
+@pytest.mark.parametrize("path", suite.list_notebooks(), ids=lambda p: p.stem)
+def test_papermill_reads_every_parameter_of_the_notebooks(path, caplog):
+    # papermill skips (and warns about) any line with a second '=' -- e.g. one in a comment --
+    # and then calls the suite's own injected values "unknown parameters" in every run log
+    import papermill
+
+    with caplog.at_level("WARNING", logger="papermill"):
+        inferred = set(papermill.inspect_notebook(str(path)))
+    assert inferred == set(suite.declared_parameters(path))
+    assert not [r.getMessage() for r in caplog.records if "Unable to parse" in r.getMessage()]
+
+
+def _index_with_table2(tmp_path: Path, catalog: str, map_mean: float) -> Path:
+    row = {"MAP@20": {"mean": map_mean, "ci": 1.0, "low": map_mean - 1, "high": map_mean + 1},
+           "nDCG@20": {"mean": 2 * map_mean, "ci": 1.5, "low": 0.0, "high": 0.0}, "n_queries": 40}
+    entry = {"status": "ok", "started": "2026-01-01T00:00:00+00:00", "wall_s": 12.5,
+             "parameters": {"catalog": catalog} if catalog != "synthetic" else {},
+             "metrics": {"table2": {"TL": row, "Random ranking": {**row, "MAP@20": {
+                             "mean": 0.5, "ci": 0.25, "low": 0.25, "high": 0.75}}},
+                         "table2_configs": {"TL": {"catalog": catalog, "n_tracks": 200}},
+                         "table2_n_queries": 40, "table2_best": "TL", "table2_bar": {"TL": True}}}
+    path = tmp_path / catalog / "results.json"
+    path.parent.mkdir(parents=True)
+    overrides = {"catalog": catalog} if catalog != "synthetic" else {}
+    path.write_text(json.dumps({"profile": "quick", "overrides": overrides, "versions": {"mrlib": "x"},
+                                "notebooks": {"07_evaluation": entry}}))
+    return path
+
+
+def test_stored_tables_compare_catalogs(tmp_path):
+    store = tmp_path / "store"
+    for catalog, value in (("synthetic", 12.0), ("music21", 7.25)):
+        out = suite.save_table2(_index_with_table2(tmp_path, catalog, value), store / f"table2_{catalog}.json")
+        assert out.name == f"table2_{catalog}.json"
+    stored = suite.stored_table2s(store)
+    assert set(stored) == {"synthetic", "music21"}
+    m21 = stored["music21"]
+    assert m21["command"] == "python -m mrlib.suite run --profile quick -p catalog=music21"
+    assert (m21["n_tracks"], m21["n_queries"], m21["best"], m21["wall_s"]) == (200, 40, "TL", 12.5)
+    side = suite.table2_side_by_side({c: s["table2"] for c, s in stored.items()})
+    assert side.loc["TL", ("MAP@20", "music21")] == "7.25 ± 1.00"
+    assert side.loc["TL", ("nDCG@20", "synthetic")] == "24.00 ± 1.50"
+    assert side.loc["Random ranking", ("MAP@20", "synthetic")] == "0.50 ± 0.25"
+    # a system one table lacks gets an empty cell, not an error
+    side = suite.table2_side_by_side({"a": stored["music21"]["table2"], "b": {"Other": m21["table2"]["TL"]}})
+    assert side.loc["Other", ("MAP@20", "a")] == "" and side.loc["Other", ("MAP@20", "b")] == "7.25 ± 1.00"
+    (store / "table2_broken.json").write_text("{}")
+    with pytest.raises(ValueError, match="not a stored Table 2"):
+        suite.stored_table2s(store)
+    with pytest.raises(KeyError, match="no finished 07_evaluation"):
+        suite.save_table2(_empty_index(tmp_path), store / "x.json")
+
+
+def test_readme_keeps_one_table2_block_per_catalog(tmp_path):
+    synthetic = _index_with_table2(tmp_path, "synthetic", 12.0)
+    music21 = _index_with_table2(tmp_path, "music21", 7.25)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{suite.README_TABLE2[0]}\nold\n{suite.README_TABLE2[1]}\nmid\n"
+                      "<!-- table2-music21:start -->\nold m21\n<!-- table2-music21:end -->\nrest\n")
+    suite.update_readme(music21, readme)
+    text = readme.read_text()
+    assert "old m21" not in text and "\nold\n" in text and "| TL | 7.25 ± 1.00 |" in text
+    suite.update_readme(synthetic, readme)
+    text = readme.read_text()
+    assert "\nold\n" not in text and "| TL | 12.00 ± 1.00 |" in text and "| TL | 7.25 ± 1.00 |" in text
+    assert text.startswith("intro\n") and "\nmid\n" in text and text.endswith("rest\n")
+    readme.write_text("no blocks\n")
+    with pytest.raises(ValueError, match="table2-music21:start"):
+        suite.update_readme(music21, readme)
