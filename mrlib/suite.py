@@ -483,7 +483,7 @@ def table2_markdown(index_path: Path) -> str:
     for row in rows:
         cells = [f"{table[row][c]['mean']:.2f} ± {table[row][c]['ci']:.2f}" for c in cols]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
-    params = nb.get("parameters", {})
+    params = {k: _repo_relative(v) for k, v in nb.get("parameters", {}).items()}
     where = f"profile `{index.get('profile')}`" + (
         f", overrides `{json.dumps(index['overrides'])}`" if index.get("overrides") else "")
     lines.append("")
@@ -514,6 +514,18 @@ def update_readme(index_path: Path, readme: Path | None = None) -> Path:
     _, tail = rest.split(end, 1)
     readme.write_text(f"{head}{start}\n{table2_markdown(index_path)}\n{end}{tail}")
     return readme
+
+
+def _repo_relative(value: Any) -> Any:
+    """A path inside the repository as a relative one (stored files do not name this machine)."""
+    from mrlib.paths import repo_root
+
+    if isinstance(value, str) and os.path.isabs(value):
+        try:
+            return str(Path(value).relative_to(repo_root()))
+        except ValueError:
+            return value
+    return value
 
 
 def save_table2(index_path: Path, out: Path | None = None) -> Path:
@@ -559,7 +571,8 @@ def save_table2(index_path: Path, out: Path | None = None) -> Path:
         "catalog": catalog, "n_tracks": first.get("n_tracks"),
         "n_queries": metrics.get("table2_n_queries"), "command": command,
         "profile": index.get("profile"), "overrides": overrides,
-        "parameters": nb.get("parameters", {}), "started": nb.get("started"),
+        "parameters": {k: _repo_relative(v) for k, v in nb.get("parameters", {}).items()},
+        "started": nb.get("started"),
         "wall_s": nb.get("wall_s"), "versions": index.get("versions", {}),
         "best": metrics.get("table2_best"), "bar": metrics.get("table2_bar"),
         "at_auc": metrics.get("table2_at_auc"), "table2": metrics["table2"]}

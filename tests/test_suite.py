@@ -8,6 +8,7 @@ import nbformat
 import pytest
 
 from mrlib import suite
+from mrlib.paths import repo_root
 
 
 def _notebook(path: Path, params: str, body: str) -> Path:
@@ -217,7 +218,8 @@ def _index_with_table2(tmp_path: Path, catalog: str, map_mean: float) -> Path:
     row = {"MAP@20": {"mean": map_mean, "ci": 1.0, "low": map_mean - 1, "high": map_mean + 1},
            "nDCG@20": {"mean": 2 * map_mean, "ci": 1.5, "low": 0.0, "high": 0.0}, "n_queries": 40}
     entry = {"status": "ok", "started": "2026-01-01T00:00:00+00:00", "wall_s": 12.5,
-             "parameters": {"catalog": catalog} if catalog != "synthetic" else {},
+             "parameters": {"catalog": catalog, "table2_dir": str(repo_root() / "runs" / "x" / "table2")}
+             if catalog != "synthetic" else {},
              "metrics": {"table2": {"TL": row, "Random ranking": {**row, "MAP@20": {
                              "mean": 0.5, "ci": 0.25, "low": 0.25, "high": 0.75}}},
                          "table2_configs": {"TL": {"catalog": catalog, "n_tracks": 200}},
@@ -240,6 +242,9 @@ def test_stored_tables_compare_catalogs(tmp_path):
     m21 = stored["music21"]
     assert m21["command"] == "python -m mrlib.suite run --profile quick -p catalog=music21"
     assert (m21["n_tracks"], m21["n_queries"], m21["best"], m21["wall_s"]) == (200, 40, "TL", 12.5)
+    # paths inside the repository are stored relative to it (a committed file names no machine)
+    assert m21["parameters"]["table2_dir"] == "runs/x/table2"
+    assert '"table2_dir": "runs/x/table2"' in suite.table2_markdown(tmp_path / "music21" / "results.json")
     side = suite.table2_side_by_side({c: s["table2"] for c, s in stored.items()})
     assert side.loc["TL", ("MAP@20", "music21")] == "7.25 ± 1.00"
     assert side.loc["TL", ("nDCG@20", "synthetic")] == "24.00 ± 1.50"
