@@ -231,7 +231,7 @@ def test_online_objective_reports_all_valid_triplets(data):
     per_sel = torch.clamp(d(sel[:, 0], sel[:, 1]) - d(sel[:, 0], sel[:, 2]) + 0.5, min=0)
     per_all = torch.clamp(d(every[:, 0], every[:, 1]) - d(every[:, 0], every[:, 2]) + 0.5, min=0)
     assert k == sel.shape[0] > 0
-    assert float(loss) == pytest.approx(float(per_sel.mean()), rel=1e-5)
+    assert loss.item() == pytest.approx(per_sel.mean().item(), rel=1e-5)
     assert float(loss_all) == pytest.approx(float(per_all.mean()), rel=1e-5)
     assert float(active) == pytest.approx(float((per_all > 0).float().mean()), rel=1e-6)
     assert (per_sel > 0).all()                      # which is why they are not the statistic
