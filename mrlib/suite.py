@@ -461,6 +461,13 @@ def _run_catalog(nb: dict) -> str:
     return catalogs.pop() if len(catalogs) == 1 else "synthetic"
 
 
+def _ci_cell(entry: dict) -> str:
+    """A stored ``{"mean", "ci"}`` entry (already in percent) as a Table-2 cell, ``"5.98 ± 0.40"``."""
+    from mrlib.evaluate import format_ci
+
+    return format_ci(entry["mean"], entry["ci"], scale=1.0)
+
+
 def table2_markdown(index_path: Path) -> str:
     """Table 2 of a suite run as a Markdown table, from its results index.
 
@@ -481,9 +488,9 @@ def table2_markdown(index_path: Path) -> str:
     cols = [c for c in table[rows[0]] if c != "n_queries"]
     lines = ["| system | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for row in rows:
-        cells = [f"{table[row][c]['mean']:.2f} ± {table[row][c]['ci']:.2f}" for c in cols]
+        cells = [_ci_cell(table[row][c]) for c in cols]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
-    params = {k: _repo_relative(v) for k, v in nb.get("parameters", {}).items()}
+    params = _run_parameters(nb)
     where = f"profile `{index.get('profile')}`" + (
         f", overrides `{json.dumps(index['overrides'])}`" if index.get("overrides") else "")
     lines.append("")
@@ -516,16 +523,20 @@ def update_readme(index_path: Path, readme: Path | None = None) -> Path:
     return readme
 
 
-def _repo_relative(value: Any) -> Any:
-    """A path inside the repository as a relative one (stored files do not name this machine)."""
+def _run_parameters(nb: dict) -> dict:
+    """A notebook entry's parameters, paths inside the repository made relative to it (what is
+    printed into the README or stored in ``data/`` does not name this machine)."""
     from mrlib.paths import repo_root
 
-    if isinstance(value, str) and os.path.isabs(value):
-        try:
-            return str(Path(value).relative_to(repo_root()))
-        except ValueError:
-            return value
-    return value
+    def relative(value: Any) -> Any:
+        if isinstance(value, str) and os.path.isabs(value):
+            try:
+                return str(Path(value).relative_to(repo_root()))
+            except ValueError:
+                return value
+        return value
+
+    return {k: relative(v) for k, v in nb.get("parameters", {}).items()}
 
 
 def save_table2(index_path: Path, out: Path | None = None) -> Path:
@@ -571,8 +582,7 @@ def save_table2(index_path: Path, out: Path | None = None) -> Path:
         "catalog": catalog, "n_tracks": first.get("n_tracks"),
         "n_queries": metrics.get("table2_n_queries"), "command": command,
         "profile": index.get("profile"), "overrides": overrides,
-        "parameters": {k: _repo_relative(v) for k, v in nb.get("parameters", {}).items()},
-        "started": nb.get("started"),
+        "parameters": _run_parameters(nb), "started": nb.get("started"),
         "wall_s": nb.get("wall_s"), "versions": index.get("versions", {}),
         "best": metrics.get("table2_best"), "bar": metrics.get("table2_bar"),
         "at_auc": metrics.get("table2_at_auc"), "table2": metrics["table2"]}
@@ -613,8 +623,7 @@ def table2_side_by_side(tables: dict[str, dict], metrics: tuple[str, ...] = ("MA
     if not tables:
         raise ValueError("tables is empty; pass {label: table2 record}")
     rows = list(dict.fromkeys(r for t in tables.values() for r in t))
-    cells = {(m, label): [f"{t[r][m]['mean']:.2f} ± {t[r][m]['ci']:.2f}" if r in t and m in t[r]
-                          else "" for r in rows]
+    cells = {(m, label): [_ci_cell(t[r][m]) if r in t and m in t[r] else "" for r in rows]
              for m in metrics for label, t in tables.items()}
     return pd.DataFrame(cells, index=rows)
 
