@@ -48,8 +48,11 @@ runs PyTorch DDP (NCCL on CUDA, gloo on CPU): each rank draws its own share of t
 (the samplers take ``rank``/``world_size``), gradients are averaged, rank 0 alone validates,
 logs and writes files. Without torchrun nothing changes.
 
-Run folder (``out_dir``, default ``runs/train/<run_name>``)::
+Run folder (``out_dir``, default ``runs/train/<folder_name>``: the run name, or
+``<system>_<mining>_s<seed>-<hash of every field that shapes the result>``)::
 
+    .mrlib.lock        while a run writes here: its pid, host and command (one writer at a time)
+    .previous-run/     a replaced run's files, until the new run's first checkpoint
     config.json        the TrainConfig
     metrics.jsonl      one JSON row per epoch (epoch 0 = the untrained network)
     checkpoint.pt      latest checkpoint (SHA-256 checked); checkpoint.prev.pt the one before
@@ -74,6 +77,7 @@ import numbers
 import os
 import queue
 import random
+import shutil
 import sys
 import threading
 import time
@@ -95,6 +99,7 @@ __all__ = [
     "TrainData",
     "RunResult",
     "CheckpointError",
+    "RunExistsError",
     "pick_device",
     "amp_dtype",
     "prepare_data",
@@ -137,6 +142,12 @@ _CKPT_FORMAT = 1
 # lasts. Everything else shapes the trajectory and must match the checkpoint.
 _RESUMABLE_CHANGES = {"epochs", "device", "n_jobs", "prefetch", "out_dir", "run_name",
                       "verify_ddp", "eval_batch", "embed_all"}
+# Fields that do not change what a run produces (only where and how fast): a folder holding a
+# run whose config differs from a new one only in these holds "the same run".
+_SAME_RUN_IGNORES = {"device", "n_jobs", "prefetch", "out_dir", "run_name", "verify_ddp",
+                     "eval_batch"}
+# Where a replaced run's files wait until the new run has written its first checkpoint.
+_ASIDE = ".previous-run"
 
 
 # =============================================================================================
@@ -210,9 +221,12 @@ class TrainConfig:
     seed : int, default 0
         Seeds weights, mining, samplers, patches and dropout.
     out_dir : str or None
-        Run folder; default ``runs_dir() / "train" / run_name``.
+        Run folder; default ``runs_dir() / "train" / folder_name``: ``run_name`` when given,
+        else ``"<system>_<mining>_s<seed>-<hash>"`` where the hash covers every field that
+        shapes the result (:attr:`fingerprint`), so runs with another lr, width, catalog ...
+        never share a default folder.
     run_name : str or None
-        Default ``"<system>_<mining>_s<seed>"`` (``"at_s<seed>"`` for AT).
+        Label of the run; default ``"<system>_<mining>_s<seed>"`` (``"at_s<seed>"`` for AT).
     n_jobs : int, default 2
         Processes for feature extraction.
     prefetch : int, default 2
@@ -329,6 +343,7 @@ class TrainConfig:
         for name in ("catalog_kwargs", "features"):
             if not isinstance(getattr(self, name), dict):
                 raise TypeError(f"TrainConfig.{name} must be a dict, got {getattr(self, name)!r}")
+        self._check_features()
         if not isinstance(self.catalog, str) or not self.catalog:
             raise TypeError(f"TrainConfig.catalog must be a non-empty str, got {self.catalog!r}")
         if not isinstance(self.device, str):
@@ -346,6 +361,20 @@ class TrainConfig:
             raise TypeError(f"TrainConfig must be JSON-serialisable: {err}") from None
         return self
 
+    def _check_features(self) -> None:
+        """``features`` must be keyword arguments that :class:`FeatureConfig` accepts."""
+        from mrlib.features import FeatureConfig
+
+        known = [f.name for f in dataclasses.fields(FeatureConfig)]
+        unknown = sorted(set(self.features) - set(known))
+        if unknown:
+            raise ValueError(f"TrainConfig.features has unknown key(s) {unknown}; "
+                             f"FeatureConfig takes {known}")
+        try:
+            FeatureConfig(**self.features)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"TrainConfig.features={self.features!r}: {err}") from None
+
     # -- derived ----------------------------------------------------------------------------
     @property
     def learning_rate(self) -> float:
@@ -361,20 +390,40 @@ class TrainConfig:
 
     @property
     def name(self) -> str:
-        """``run_name`` or a default built from system, mining and seed."""
+        """``run_name`` or a label built from system, mining and seed."""
         if self.run_name:
             return self.run_name
         if self.system == "at":
             return f"at_s{self.seed}"
         return f"{self.system}_{self.mining}_s{self.seed}"
 
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 (hex) of every field that shapes the run's trajectory.
+
+        Leaves out the fields a resumed run may change (:data:`_RESUMABLE_CHANGES`: epochs,
+        device, I/O), so that the folder of a default-named run is the same when it is
+        resumed with more epochs.
+        """
+        fields = {k: v for k, v in self.to_dict().items() if k not in _RESUMABLE_CHANGES}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+    @property
+    def folder_name(self) -> str:
+        """``run_name``, or ``<name>-<first 8 hex digits of the fingerprint>``.
+
+        Two runs that differ in any field that changes the result (lr, width, n_tracks,
+        catalog, features ...) get different default folders.
+        """
+        return self.run_name if self.run_name else f"{self.name}-{self.fingerprint[:8]}"
+
     def run_dir(self) -> Path:
-        """The run folder (``out_dir`` or ``runs_dir()/train/<name>``), not created here."""
+        """The run folder (``out_dir`` or ``runs_dir()/train/<folder_name>``), not created here."""
         if self.out_dir:
             return Path(self.out_dir)
         from mrlib.paths import runs_dir
 
-        return runs_dir() / "train" / self.name
+        return runs_dir() / "train" / self.folder_name
 
     # -- serialisation ----------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -644,6 +693,10 @@ def prepare_data(config: TrainConfig, progress: bool = True, preload_limit_gb: f
 # =============================================================================================
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, truncated, corrupt or not an mrlib checkpoint."""
+
+
+class RunExistsError(FileExistsError):
+    """The run folder holds another run that only ``replace=True`` (``--replace``) may replace."""
 
 
 def save_checkpoint(state: dict, path: str | os.PathLike, keep_previous: bool = True) -> Path:
@@ -1254,7 +1307,9 @@ def _validate(model: nn.Module, data: TrainData, val_idx: np.ndarray, S_val: np.
         else:
             res = evaluate.evaluate_embeddings(E, S_val)
     ci = evaluate.mean_ci(res.per_query["map"])
-    out = {"val_map": ci.mean, "val_map_low": ci.low, "val_map_high": ci.high,
+    # MAP lies in [0, 1]: a normal-approximation interval that crosses a bound is cut there
+    out = {"val_map": ci.mean, "val_map_low": float(np.clip(ci.low, 0.0, 1.0)),
+           "val_map_high": float(np.clip(ci.high, 0.0, 1.0)),
            "val_recall": float(res.per_query["recall"].mean()),
            "val_rr": float(res.per_query["rr"].mean()),
            "val_ndcg": float(res.per_query["ndcg"].mean()), "val_auc": None}
@@ -1395,6 +1450,8 @@ def _jsonable(v):
 class _Run:
     """The state of one training run; :func:`train` drives it."""
 
+    _det_before: tuple | None = None   # set by setup(); close() restores it
+
     def __init__(self, config: TrainConfig, data: TrainData | None, progress: bool) -> None:
         self.config = config
         self.progress = progress
@@ -1403,6 +1460,10 @@ class _Run:
         self.log = (lambda msg: print(msg, flush=True)) if self.dist.is_main else (lambda msg: None)
         self.run_dir = config.run_dir()
         self.data = data
+        self.lock = None
+        self.aside: Path | None = None      # the replaced run's files, until the first checkpoint
+        self.ckpt = None
+        self._created = False
 
     # -- set-up -------------------------------------------------------------------------------
     def _device(self) -> torch.device:
@@ -1422,38 +1483,27 @@ class _Run:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = not self.deterministic
 
-        # ---- the run folder: resume, or start fresh ----
-        self.ckpt = None
+        # ---- data (every input checked before the run folder is touched) ----
+        if self.data is None:
+            self.data = prepare_data(cfg, progress=self.progress and self.dist.is_main)
+        data = self.data
+        self._check_bounds()
+
+        # ---- the run folder: resume, or start fresh (the old run moved aside) ----
         if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            if resume:
-                self.ckpt = _load_latest_checkpoint(self.run_dir, self.log)
-                if self.ckpt is None:
-                    self.log(f"[train] resume=True but {self.run_dir} holds no checkpoint: "
-                             "starting from scratch")
             if self.ckpt is None:
-                stale = [n for n in _RUN_FILES if (self.run_dir / n).exists()]
-                if stale:
-                    self.log(f"[train] fresh run in {self.run_dir}: replacing the previous run's "
-                             f"{', '.join(stale)}")
-                    for n in stale:
-                        (self.run_dir / n).unlink()
+                self._move_aside()
+            cfg.to_json(self.run_dir / "config.json")
         self.dist.barrier()
         if self.dist.active and not self.dist.is_main:
             # every rank reads the same (already verified and possibly rotated) file
             self.ckpt = load_checkpoint(self.run_dir / _CKPT) if resume and \
                 (self.run_dir / _CKPT).exists() else None
-        if self.ckpt is not None:
-            self._check_resumable(self.ckpt)
+            if self.ckpt is not None:
+                self._check_resumable(self.ckpt)
         if cfg.verify_ddp:
             _WriteAudit.start(self.run_dir)
-        if self.dist.is_main:
-            cfg.to_json(self.run_dir / "config.json")
 
-        # ---- data ----
-        if self.data is None:
-            self.data = prepare_data(cfg, progress=self.progress and self.dist.is_main)
-        data = self.data
         self.train_idx = data.indices("train")
         self.val_idx = data.indices("val")
         if len(self.train_idx) < 3:
@@ -1507,6 +1557,188 @@ class _Run:
             self.ckpt = None  # free the memory
         # one endless stream of batches for the whole run; the sampler's state says where it is
         self._stream = _stream(self.sampler)
+
+    # -- the run folder: lock, recover, decide -------------------------------------------------
+    def open_folder(self, resume: bool, replace: bool) -> RunResult | None:
+        """Lock the run folder and decide what this call does with what it holds.
+
+        Returns the finished run when ``resume=True`` meets a finished run of the same config;
+        otherwise None (train). Raises before touching anything when the folder holds another
+        run and ``replace`` is False. Rank 0 decides; the other ranks follow its decision.
+        """
+        result = None
+        if self.dist.is_main:
+            from mrlib.paths import FolderLock
+
+            self._created = not self.run_dir.exists()
+            self.lock = FolderLock(self.run_dir, "training run", log=self.log).acquire()
+            self._recover_aside()
+            result = self._decide(resume, replace)
+        finished = self.dist.broadcast(result is not None)
+        return result if finished else None
+
+    def _recover_aside(self) -> None:
+        """Finish what a killed predecessor left: restore or drop a moved-aside run."""
+        aside = self.run_dir / _ASIDE
+        if not aside.is_dir():
+            return
+        if (self.run_dir / _CKPT).exists() or (self.run_dir / _CKPT_PREV).exists():
+            shutil.rmtree(aside, ignore_errors=True)
+            self.log(f"[train] {self.run_dir}: the run that replaced the one in {_ASIDE}/ had "
+                     f"written its first checkpoint; the replaced run is now deleted")
+            return
+        for n in _RUN_FILES:
+            (self.run_dir / n).unlink(missing_ok=True)
+        for f in aside.iterdir():
+            os.replace(f, self.run_dir / f.name)
+        aside.rmdir()
+        self.log(f"[train] {self.run_dir}: a run that was replacing this folder's run stopped "
+                 "before its first checkpoint; the previous run is restored from "
+                 f"{_ASIDE}/")
+
+    def _saved_config(self) -> TrainConfig | None:
+        try:
+            return TrainConfig.from_json(self.run_dir / "config.json")
+        except Exception:  # noqa: BLE001 - missing, unreadable or from another version
+            return None
+
+    def _same_run(self, saved: TrainConfig | None) -> tuple[bool, dict]:
+        if saved is None:
+            return False, {"config.json": ("unreadable or missing", "")}
+        a, b = saved.to_dict(), self.config.to_dict()
+        diff = {k: (a.get(k), v) for k, v in b.items() if k not in _SAME_RUN_IGNORES and a.get(k) != v}
+        return not diff, diff
+
+    def _decide(self, resume: bool, replace: bool) -> RunResult | None:
+        d = self.run_dir
+        present = [n for n in _RUN_FILES if (d / n).exists()]
+        has_ckpt = (d / _CKPT).exists() or (d / _CKPT_PREV).exists()
+        finished = (d / "summary.json").is_file()
+        if not present:
+            if resume:
+                self.log(f"[train] resume=True but {d} holds no run: starting from scratch")
+            return None
+        saved = self._saved_config()
+        same, diff = self._same_run(saved)
+        if resume and finished and same:
+            if has_ckpt:  # a damaged folder is reported, not passed off as a finished run
+                _load_latest_checkpoint(d, self.log)
+            self.log(f"[train] {d} holds a finished run of this configuration: returning it "
+                     "(nothing retrained)")
+            return load_run(d)
+        if resume and has_ckpt:
+            self.ckpt = _load_latest_checkpoint(d, self.log)
+            if self.ckpt is not None:
+                self._check_resumable(self.ckpt)
+                return None
+        if not finished and not has_ckpt and saved is not None:
+            return None  # a run that stopped before its first checkpoint: nothing to keep
+        kind = "finished" if finished else ("interrupted" if has_ckpt else "unrecognised")
+        if same and saved is not None:
+            self.log(f"[train] {d} holds a {kind} run of the same configuration: training it "
+                     f"again from scratch (the old files wait in {_ASIDE}/ until the first "
+                     "checkpoint)")
+            return None
+        if not replace:
+            shown = dict(list(diff.items())[:8])
+            raise RunExistsError(
+                f"{d} holds a {kind} training run of another configuration (saved, given: "
+                f"{shown}); nothing was changed. Pass replace=True (--replace) to replace it "
+                f"(kept in {_ASIDE}/ until the new run's first checkpoint), resume=True "
+                "(--resume) to continue a run of the same configuration, or another out_dir")
+        self.log(f"[train] replacing the {kind} run in {d} (replace=True); its files wait in "
+                 f"{_ASIDE}/ until the new run's first checkpoint")
+        return None
+
+    def _move_aside(self) -> None:
+        """Move the previous run's files into ``.previous-run/`` (a fresh run starts)."""
+        present = [n for n in _RUN_FILES if (self.run_dir / n).exists()]
+        if not present:
+            return
+        aside = self.run_dir / _ASIDE
+        if aside.exists():
+            shutil.rmtree(aside)
+        aside.mkdir()
+        for n in present:
+            os.replace(self.run_dir / n, aside / n)
+        self.aside = aside
+
+    def drop_aside(self) -> None:
+        """The new run has a checkpoint: the replaced run's files go."""
+        if self.aside is not None:
+            shutil.rmtree(self.aside, ignore_errors=True)
+            self.aside = None
+
+    def restore_aside(self) -> None:
+        """The new run failed before its first checkpoint: put the previous run back."""
+        if self.aside is None or not self.aside.is_dir():
+            return
+        for n in _RUN_FILES:
+            (self.run_dir / n).unlink(missing_ok=True)
+        for f in self.aside.iterdir():
+            os.replace(f, self.run_dir / f.name)
+        self.aside.rmdir()
+        self.aside = None
+        self.log(f"[train] the new run stopped before its first checkpoint: the previous run in "
+                 f"{self.run_dir} is restored")
+
+    # -- bounds: a run that cannot fit stops before it allocates --------------------------
+    def _check_bounds(self) -> None:
+        cfg, data = self.config, self.data
+        avail = np.flatnonzero(data.available)
+        if avail.size == 0:
+            raise ValueError(f"no track of catalog {data.name or cfg.catalog!r} has features")
+        frames = getattr(data.features, "n_frames", None)
+        if frames is not None:
+            frames = np.asarray(frames)[avail]
+        else:
+            frames = np.array([np.shape(data.features[int(i)])[-1] for i in avail])
+        longest = int(frames.max())
+        if cfg.patch_len > longest:
+            raise ValueError(
+                f"patch_len={cfg.patch_len} frames is longer than the longest track "
+                f"({longest} frames, median {int(np.median(frames))}): every patch would repeat "
+                f"its track; choose patch_len <= {longest}")
+        need, what = self._memory_estimate(), self._memory_available()
+        if what is not None and need > what:
+            raise MemoryError(
+                f"this run needs roughly {need / 2**30:.1f} GiB ({self.patches_per_batch_estimate} "
+                f"patches of {data.n_bins} x {cfg.patch_len} per batch, width {cfg.width}) but "
+                f"{what / 2**30:.1f} GiB are free on {self.device}; lower patch_len, width, "
+                "batch_tracks or negatives_per_batch")
+
+    @property
+    def patches_per_batch_estimate(self) -> int:
+        cfg = self.config
+        if cfg.system == "at" or cfg.online:
+            return cfg.batch_tracks
+        per_song = cfg.matchnet_patches if cfg.system == "matchnet" else 1
+        return 3 * cfg.negatives_per_batch * per_song
+
+    def _memory_estimate(self) -> float:
+        """Bytes for one training step: the batches in flight and the first block's activations
+        (full resolution: conv, BatchNorm and ReLU outputs kept for backward, then about half
+        as much again for the pooled blocks). A rough upper bound, not a measurement."""
+        from mrlib.models import _scale
+
+        cfg, n_bins = self.config, self.data.n_bins
+        elem = 2 if amp_dtype(self.device, cfg.amp) is not None else 4
+        patch = n_bins * cfg.patch_len
+        batch = self.patches_per_batch_estimate * patch
+        first = _scale(128, cfg.width)
+        return batch * 4 * (cfg.prefetch + 2) + batch * elem * first * 4.5
+
+    def _memory_available(self) -> float | None:
+        if self.device.type == "cuda":
+            with contextlib.suppress(Exception):
+                return float(torch.cuda.mem_get_info(self.device)[0])
+            return None
+        if self.device.type == "cpu":
+            with contextlib.suppress(Exception):
+                import psutil
+
+                return float(psutil.virtual_memory().available)
+        return None
 
     def _sampler(self):
         from mrlib import mining
@@ -1755,6 +1987,7 @@ class _Run:
             "torch_version": str(torch.__version__),
         }
         save_checkpoint(state, self.run_dir / _CKPT)
+        self.drop_aside()
 
     # -- the loop ----------------------------------------------------------------------------
     def fit(self, stop_after_epoch: int | None = None) -> None:
@@ -1864,14 +2097,26 @@ class _Run:
         }
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            torch.use_deterministic_algorithms(self._det_before[0], warn_only=self._det_before[1])
+        if self._det_before is not None:
+            with contextlib.suppress(Exception):
+                torch.use_deterministic_algorithms(self._det_before[0], warn_only=self._det_before[1])
+        if self.lock is not None:
+            self.lock.release()
+            if self._created:  # a folder this call made and left empty goes again
+                with contextlib.suppress(OSError):
+                    self.run_dir.rmdir()
         self.dist.close()
 
 
 def train(config: TrainConfig, resume: bool = False, progress: bool = True, *,
-          data: TrainData | None = None, stop_after_epoch: int | None = None) -> RunResult | None:
+          data: TrainData | None = None, stop_after_epoch: int | None = None,
+          replace: bool = False) -> RunResult | None:
     """Train one system; write checkpoints, metrics, embeddings and a summary to the run folder.
+
+    Every input (config fields, features, catalog, device, patch length against the tracks and
+    the free memory) is checked before the run folder is touched, and the folder is locked
+    while the run lives (a second writer gets :class:`mrlib.paths.LockedError` naming the
+    holder; the lock of a dead process is recovered, with a message).
 
     Parameters
     ----------
@@ -1879,8 +2124,15 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, *,
     resume : bool, default False
         Continue the run in ``config.run_dir()`` from its latest good checkpoint (falling back
         to the previous one when the latest is truncated or corrupt). Only ``epochs``,
-        ``device`` and the I/O fields may differ from the checkpoint's config. Without a
-        checkpoint it starts from scratch. ``resume=False`` replaces a previous run's files.
+        ``device`` and the I/O fields may differ from the checkpoint's config. A finished run
+        of the same config is returned as it is (nothing retrained); an empty folder starts
+        from scratch.
+    replace : bool, default False
+        Allow a fresh run (``resume=False``) to replace a run of *another* configuration (or
+        an unrecognised one) in the folder. Without it that is a :class:`RunExistsError` and
+        nothing is touched. A run of the same configuration is trained again without it.
+        Either way the old files wait in ``.previous-run/`` until the new run has written its
+        first checkpoint, and come back if it stops before.
     progress : bool, default True
         Progress bars and a line per epoch (rank 0).
     data : TrainData, optional
@@ -1911,13 +2163,39 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, *,
                                          not isinstance(stop_after_epoch, numbers.Integral)
                                          or stop_after_epoch < 1):
         raise ValueError(f"stop_after_epoch must be None or an int >= 1, got {stop_after_epoch!r}")
+    if not isinstance(replace, bool):
+        raise TypeError(f"replace must be a bool, got {replace!r}")
+    if data is None:
+        _check_catalog_name(config.catalog)
     run = _Run(config, data, progress)
     try:
+        finished = run.open_folder(resume, replace)
+        if finished is not None:
+            return finished
         run.setup(resume)
         run.fit(stop_after_epoch)
         return run.finalize()
+    except BaseException:
+        if run.dist.is_main:
+            run.restore_aside()
+        raise
     finally:
         run.close()
+
+
+def _check_catalog_name(catalog: str) -> None:
+    """A catalog that :func:`mrlib.catalog.load` can find, checked without building anything."""
+    from mrlib.paths import data_dir
+
+    if catalog in ("synthetic", "music21", "mtat", "folder"):
+        return
+    for cand in (Path(catalog).expanduser(), data_dir() / catalog):
+        if (cand / "tracks.csv").is_file():
+            return
+    raise FileNotFoundError(
+        f"TrainConfig.catalog={catalog!r} is not a catalog: expected 'synthetic', 'music21', "
+        f"'mtat', 'folder', or a folder holding tracks.csv (looked in {Path(catalog)} and "
+        f"{data_dir() / catalog})")
 
 
 # =============================================================================================
@@ -2072,14 +2350,20 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument(flag, dest=f.name, type=float, default=S,
                            help="Adam's learning rate (default: DEFAULT_LR of the system)")
         elif f.name == "run_name":
-            p.add_argument(flag, dest=f.name, default=S, help="(default: <system>_<mining>_s<seed>)")
+            p.add_argument(flag, dest=f.name, default=S,
+                           help="(default: <system>_<mining>_s<seed>; its folder adds a hash of "
+                                "every field that changes the result)")
         else:
             p.add_argument(flag, dest=f.name, type=type(value), default=S, help=help_)
     p.add_argument("--config", dest="config_file", default=None,
-                   help="start from a saved config.json")
+                   help="start from a saved config.json; the run goes to a new folder (named "
+                        "from its fields) unless --out is given or --resume continues that run")
     p.add_argument("--paper", action="store_true",
                    help="start from paper_config(system, mining): width 1, 96 x 512, AMP")
     p.add_argument("--resume", action="store_true", help="continue the run from its checkpoint")
+    p.add_argument("--replace", action="store_true",
+                   help="allow replacing a run of another configuration in the run folder (kept "
+                        "in .previous-run/ until the new run's first checkpoint)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     p.add_argument("--stop-after-epoch", type=int, default=None,
                    help="simulate a crash right after this epoch's checkpoint (exit status 3)")
@@ -2098,6 +2382,11 @@ def config_from_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, ar
     try:
         if args.config_file:
             base = TrainConfig.from_json(args.config_file).to_dict()
+            if not args.resume:
+                # a replay (often with a changed field) is a new run: it must not land in,
+                # and replace, the saved run's folder unless --out says so
+                base["out_dir"] = None
+                base["run_name"] = None
         elif args.paper:
             base = paper_config(given.get("system", "tl"), given.get("mining", "distance")).to_dict()
         else:
@@ -2120,13 +2409,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        Exit status (0).
+        Exit status: 0, or 2 when the run could not start (a locked or occupied run folder,
+        a missing catalog, not enough memory), with the reason on stderr.
 
     Notebook: 06_training.ipynb
     """
+    from mrlib.paths import LockedError
+
     config, args = config_from_args(argv)
-    run = train(config, resume=args.resume, progress=args.progress,
-                stop_after_epoch=args.stop_after_epoch)
+    try:
+        run = train(config, resume=args.resume, progress=args.progress,
+                    stop_after_epoch=args.stop_after_epoch, replace=args.replace)
+    except (LockedError, RunExistsError, FileNotFoundError, MemoryError) as err:
+        print(f"[train] error: {err}", file=sys.stderr, flush=True)
+        return 2
     if run is not None:
         s = run.summary
         wait = s["data_wait_share"]
