@@ -2409,8 +2409,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        Exit status: 0, or 2 when the run could not start (a locked or occupied run folder,
-        a missing catalog, not enough memory), with the reason on stderr.
+        Exit status: 0, or 2 when the run could not start or was refused (a locked or
+        occupied run folder, a missing catalog, an invalid value, not enough memory), with the
+        reason on stderr.
 
     Notebook: 06_training.ipynb
     """
@@ -2420,7 +2421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run = train(config, resume=args.resume, progress=args.progress,
                     stop_after_epoch=args.stop_after_epoch, replace=args.replace)
-    except (LockedError, RunExistsError, FileNotFoundError, MemoryError) as err:
+    except (LockedError, RunExistsError, FileNotFoundError, MemoryError, ValueError) as err:
         print(f"[train] error: {err}", file=sys.stderr, flush=True)
         return 2
     if run is not None:

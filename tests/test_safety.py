@@ -1,0 +1,289 @@
+"""Runs never lose data (issue 17): each probe of bad input, interruption and concurrency.
+
+Training probes run in this process on the small in-memory data of ``test_train`` (seconds
+each); the ones that need a second process (a live run, a ``kill -9``) run the command line on
+a 30-track catalog of 6 s tracks under a private data root. Catalog, CSV, suite and book
+probes use files written here.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mrlib import train as T
+from mrlib.paths import FolderLock, LockedError
+
+TINY = dict(width=0.0625, patch_len=32, n_neg=12, negatives_per_batch=6, batch_tracks=12,
+            steps_per_epoch=2, val_patches=2, eval_batch=64, patience=0, prefetch=0)
+
+
+def toy_data(n: int = 40, n_bins: int = 24, frames: int = 60, seed: int = 0) -> T.TrainData:
+    from mrlib import synth
+
+    cat = synth.sample_catalog(n, seed)
+    rng = np.random.default_rng(seed)
+    feats = [rng.standard_normal((n_bins, frames)).astype(np.float16) for _ in range(n)]
+    split = np.array(["train"] * n, dtype=object)
+    split[: n // 4] = "val"
+    return T.TrainData(features=feats, tags=cat.tags, categories=list(cat.vocabulary["category"]),
+                       split=split, track_ids=[f"t{i:03d}" for i in range(n)],
+                       available=np.ones(n, bool), n_bins=n_bins, name="toy")
+
+
+@pytest.fixture(scope="module")
+def data() -> T.TrainData:
+    return toy_data()
+
+
+def cfg(folder: Path, **kw) -> T.TrainConfig:
+    return T.TrainConfig(**{**TINY, "epochs": 1, "out_dir": str(folder), **kw})
+
+
+def snapshot(folder: Path) -> dict:
+    """SHA-256 of every file of a folder (lock files left out)."""
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and ".mrlib.lock" not in p.name}
+
+
+@pytest.fixture
+def finished(tmp_path, data):
+    run = T.train(cfg(tmp_path / "R"), data=data, progress=False)
+    return run.path, snapshot(run.path)
+
+
+# ------------------------------------------------------------------------------------------
+# 1. inputs are validated before the run folder is touched
+# ------------------------------------------------------------------------------------------
+def test_mistyped_catalog_leaves_a_finished_run_intact(finished):
+    folder, before = finished
+    with pytest.raises(FileNotFoundError, match="'synthetc' is not a catalog"):
+        T.train(cfg(folder, catalog="synthetc", system="at"), progress=False)
+    assert snapshot(folder) == before
+
+
+def test_invalid_features_are_refused_up_front(finished):
+    folder, before = finished
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['nonsense'\].*FeatureConfig takes"):
+        cfg(folder, features={"nonsense": 1})
+    with pytest.raises(ValueError, match="features=.*n_bins"):
+        cfg(folder, features={"n_bins": 0})
+    proc = subprocess.run([sys.executable, "-m", "mrlib.train", "--features", '{"nonsense": 1}',
+                           "--out", str(folder)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "nonsense" in proc.stderr
+    assert snapshot(folder) == before
+
+
+def test_bad_device_is_refused_before_the_folder(finished, data):
+    folder, before = finished
+    with pytest.raises(ValueError, match="device"):
+        T.train(cfg(folder, device="tpu"), data=data, progress=False)
+    assert snapshot(folder) == before
+
+
+def test_patch_len_longer_than_every_track_is_refused(finished, data):
+    folder, before = finished
+    with pytest.raises(ValueError, match=r"patch_len=100000 frames is longer than the longest track \(60"):
+        T.train(cfg(folder, patch_len=100000), data=data, progress=False, replace=True)
+    assert snapshot(folder) == before
+
+
+def test_a_run_that_cannot_fit_in_memory_is_refused(finished, data, monkeypatch):
+    folder, before = finished
+    monkeypatch.setattr(T._Run, "_memory_available", lambda self: 1e6)
+    with pytest.raises(MemoryError, match=r"needs roughly .* GiB .* are free"):
+        T.train(cfg(folder, system="at"), data=data, progress=False, replace=True)
+    assert snapshot(folder) == before
+
+
+# ------------------------------------------------------------------------------------------
+# replacing a run: an explicit flag, and the old run kept until the first checkpoint
+# ------------------------------------------------------------------------------------------
+def test_another_config_needs_replace(finished, data):
+    folder, before = finished
+    with pytest.raises(T.RunExistsError, match=r"finished training run of another configuration.*'seed': \(0, 1\)"):
+        T.train(cfg(folder, seed=1), data=data, progress=False)
+    assert snapshot(folder) == before
+    run = T.train(cfg(folder, seed=1), data=data, progress=False, replace=True)
+    assert run.config.seed == 1 and not (folder / ".previous-run").exists()
+
+
+def test_the_same_config_trains_again_without_a_flag(finished, data):
+    folder, before = finished
+    old = np.load(folder / "embeddings.npy")
+    again = T.train(cfg(folder), data=data, progress=False)          # a notebook re-executed
+    np.testing.assert_array_equal(again.embeddings, old)              # seeded: the same run
+    assert not (folder / ".previous-run").exists()
+
+
+def test_resume_returns_a_finished_run_of_the_same_config(finished, data, capsys):
+    folder, before = finished
+    run = T.train(cfg(folder, n_jobs=1, prefetch=2), data=data, progress=False, resume=True)
+    assert "nothing retrained" in capsys.readouterr().out
+    assert run.path == folder and snapshot(folder) == before
+    # the same call without data (as an experiment runner may make) does not load the catalog
+    run = T.train(cfg(folder), progress=False, resume=True)
+    assert snapshot(folder) == before
+
+
+def test_a_replacing_run_that_fails_before_its_first_checkpoint_restores_the_old(finished, data,
+                                                                                  monkeypatch):
+    folder, before = finished
+
+    def boom(*a, **k):
+        raise RuntimeError("validation blew up")
+
+    monkeypatch.setattr(T, "_validate", boom)
+    with pytest.raises(RuntimeError, match="blew up"):
+        T.train(cfg(folder, seed=1), data=data, progress=False, replace=True)
+    assert snapshot(folder) == before
+
+
+def test_a_replacing_run_killed_before_its_first_checkpoint_is_rolled_back(finished, data, capsys):
+    folder, before = finished
+    aside = folder / ".previous-run"       # what a kill -9 between move and checkpoint leaves
+    aside.mkdir()
+    for name in before:
+        os.replace(folder / name, aside / name)
+    T.TrainConfig(**{**cfg(folder).to_dict(), "seed": 1}).to_json(folder / "config.json")
+    T.train(cfg(folder), data=data, progress=False, resume=True)
+    out = capsys.readouterr().out
+    assert "previous run is restored" in out and "nothing retrained" in out
+    assert snapshot(folder) == before
+
+
+# ------------------------------------------------------------------------------------------
+# 3. config replays and default run names
+# ------------------------------------------------------------------------------------------
+def test_config_replay_goes_to_a_new_folder(finished):
+    folder, before = finished
+    replay, _ = T.config_from_args(["--config", str(folder / "config.json"), "--seed", "1"])
+    assert replay.out_dir is None and replay.run_dir() != folder
+    same, _ = T.config_from_args(["--config", str(folder / "config.json"), "--resume"])
+    assert same.run_dir() == folder                  # --resume continues the saved run
+    told, _ = T.config_from_args(["--config", str(folder / "config.json"), "--out", "elsewhere"])
+    assert told.out_dir == "elsewhere"
+
+
+def test_default_folders_differ_in_every_result_field():
+    base = T.TrainConfig()
+    names = {base.run_dir().name}
+    for change in (dict(lr=0.01), dict(width=0.25), dict(n_tracks=400), dict(seed=1),
+                   dict(catalog="music21"), dict(patch_len=64), dict(features={"sr": 44100})):
+        names.add(base.replace(**change).run_dir().name)
+    assert len(names) == 8
+    # fields a resume may change keep the folder: a run resumed with more epochs finds itself
+    assert base.replace(epochs=20, device="cpu", n_jobs=1).run_dir() == base.run_dir()
+    assert base.name == "tl_distance_s0" and base.run_dir().name.startswith("tl_distance_s0-")
+    assert base.replace(run_name="mine").run_dir().name == "mine"
+
+
+# ------------------------------------------------------------------------------------------
+# 2. one writer per run folder; stale locks recovered
+# ------------------------------------------------------------------------------------------
+def test_a_live_lock_refuses_a_second_writer(finished, data):
+    folder, before = finished
+    with FolderLock(folder, "training run"):
+        with pytest.raises(LockedError, match=f"in use by pid {os.getpid()} on {socket.gethostname()}"):
+            T.train(cfg(folder), data=data, progress=False, resume=True)
+    assert snapshot(folder) == before
+    assert not (folder / ".mrlib.lock").exists()
+
+
+def test_a_stale_lock_is_recovered_and_reported(finished, data, capsys):
+    folder, before = finished
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (folder / ".mrlib.lock").write_text(json.dumps(
+        {"pid": dead.pid, "host": socket.gethostname(), "since": "earlier", "command": "old run"}))
+    T.train(cfg(folder), data=data, progress=False, resume=True)
+    assert "recovered a stale lock" in capsys.readouterr().out
+    assert snapshot(folder) == before and not (folder / ".mrlib.lock").exists()
+
+
+def test_a_lock_from_another_host_is_not_broken(tmp_path):
+    (tmp_path / ".mrlib.lock").write_text(json.dumps(
+        {"pid": 1, "host": "not-" + socket.gethostname(), "since": "t", "command": "c"}))
+    with pytest.raises(LockedError, match="another host.*delete"):
+        FolderLock(tmp_path, "catalog").acquire()
+
+
+TINY_CLI = ["--n-tracks", "30", "--catalog-kwargs", '{"duration_s": 6.0}', "--width", "0.0625",
+            "--patch-len", "32", "--n-neg", "10", "--negatives-per-batch", "6", "--val-patches", "2",
+            "--eval-batch", "64", "--patience", "0", "--no-progress", "--prefetch", "0"]
+
+
+@pytest.fixture(scope="module")
+def cli_env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("safety_cli")
+    env = dict(os.environ, MRLIB_DATA=str(root / "data"), MRLIB_RUNS=str(root / "runs"),
+               OMP_NUM_THREADS="1")
+    env.pop("MRLIB_RECORD", None)
+    subprocess.run([sys.executable, "-m", "mrlib.catalog", "build", "synthetic", "--n-tracks", "30",
+                    "--duration", "6", "--jobs", "1", "--no-progress"], env=env, check=True,
+                   capture_output=True, timeout=300)
+    return env
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    t0 = time.time()
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.time() - t0 < timeout, f"{path} did not appear"
+        time.sleep(0.05)
+
+
+def test_a_second_run_into_a_live_folder_is_refused_and_the_first_finishes(tmp_path, cli_env):
+    folder = tmp_path / "live"
+    first = subprocess.Popen([sys.executable, "-m", "mrlib.train", *TINY_CLI, "--epochs", "3",
+                              "--steps-per-epoch", "25", "--out", str(folder)],
+                             env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(folder / ".mrlib.lock", first)
+    second = subprocess.run([sys.executable, "-m", "mrlib.train", *TINY_CLI, "--system", "at",
+                             "--seed", "1", "--epochs", "1", "--steps-per-epoch", "2", "--replace",
+                             "--out", str(folder)], env=cli_env, capture_output=True, text=True,
+                            timeout=300)
+    was_live = first.poll() is None
+    out, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err[-2000:]
+    if was_live:
+        assert second.returncode == 2 and f"in use by pid {first.pid}" in second.stderr
+    run = T.load_run(folder)
+    assert (run.config.system, run.config.seed, run.summary["epochs_run"]) == ("tl", 0, 3)
+    assert len(run.metrics) == 4 and run.embeddings.shape[0] == 30
+
+
+def test_kill_9_leaves_a_stale_lock_that_resume_recovers(tmp_path, cli_env):
+    folder = tmp_path / "killed"
+    base = [sys.executable, "-m", "mrlib.train", *TINY_CLI, "--epochs", "2", "--steps-per-epoch", "3",
+            "--out", str(folder)]
+    proc = subprocess.Popen(base + ["--epochs", "40"], env=cli_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    _wait_for(folder / "checkpoint.pt", proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (folder / ".mrlib.lock").exists()
+    resumed = subprocess.run(base + ["--epochs", "2", "--resume"], env=cli_env, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "recovered a stale lock" in resumed.stdout
+    assert T.load_run(folder).metrics["epoch"].tolist()[-1] >= 1
+
+
+# ------------------------------------------------------------------------------------------
+# 11. confidence bounds stay inside [0, 1]
+# ------------------------------------------------------------------------------------------
+def test_validation_ci_stays_in_the_unit_interval(finished):
+    folder, _ = finished
+    m = T.load_run(folder).metrics
+    assert (m["val_map_high"] <= 1.0).all() and (m["val_map_low"] >= 0.0).all()
