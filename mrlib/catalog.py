@@ -23,6 +23,9 @@ Command line::
 from __future__ import annotations
 
 import argparse
+import csv
+import hashlib
+import io
 import json
 import os
 import platform
@@ -52,6 +55,8 @@ __all__ = [
     "synthetic_root",
     "from_folder",
     "format_skipped",
+    "read_table",
+    "duplicate_audio",
     "main",
 ]
 
@@ -217,7 +222,8 @@ class Catalog:
         """Write the catalog in the on-disk format (each file atomically) and return the folder.
 
         Audio files are not copied: relative paths are rewritten against the new root when the
-        files lie below it, and stored absolute otherwise.
+        files lie below it, and stored absolute otherwise (``catalog.json`` then says
+        ``allow_outside_paths: true``, so that :func:`read` accepts them).
 
         Notebook: 00_overview.ipynb
         """
@@ -232,6 +238,7 @@ class Catalog:
             except ValueError:
                 paths.append(str(p))
         tracks["path"] = paths
+        outside = any(Path(p).is_absolute() for p in paths)
         _write_csv(tracks[list(TRACK_COLUMNS)], root / "tracks.csv")
         _write_csv(self.tags_frame(), root / "tags.csv")
         _write_csv(self.vocabulary[["tag", "category"]], root / "vocabulary.csv")
@@ -242,6 +249,8 @@ class Catalog:
         info.setdefault("format", FORMAT_VERSION)
         info["n_tracks"] = len(self)
         info.setdefault("complete", True)
+        if outside:  # this catalog's audio lies elsewhere by construction: read() accepts it
+            info["allow_outside_paths"] = True
         _write_json(info, root / "catalog.json")
         return root
 
@@ -291,6 +300,160 @@ def _read_json(path: Path) -> dict:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+
+
+def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
+    """Read a CSV/TSV table as text, with errors that name the file, the line and the column.
+
+    Every cell stays a string (ids such as ``"NA"`` or ``"007"`` survive); blank lines are
+    skipped. ``df.attrs["lines"]`` holds each row's line number in the file.
+
+    Parameters
+    ----------
+    path : path
+        The file: UTF-8 (a BOM is fine), one header line of distinct, non-empty column names.
+    sep : str, optional
+        The separator; default: tab if the header has one, else ``;`` if it has ``;`` and no
+        ``,``, else ``,``.
+
+    Returns
+    -------
+    pandas.DataFrame of str
+
+    Raises
+    ------
+    ValueError
+        An empty file; UTF-16 or another non-UTF-8 encoding (with the line of the first bad
+        byte); a row with more or fewer fields than the header (its line); duplicate or
+        empty column names; a quoting error (its line).
+
+    Notebook: 00_overview.ipynb
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise ValueError(f"{path} is empty: expected a header line of column names, then one "
+                         "row per track")
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in raw[:200]:
+        raise ValueError(f"{path} is UTF-16 encoded (or binary); save it as UTF-8 text "
+                         "(in a spreadsheet: 'CSV UTF-8')")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise ValueError(f"{path} is not UTF-8: byte 0x{raw[err.start]:02x} on line {line} "
+                         "(a latin-1 or Windows-1252 file?); save it as UTF-8") from None
+    if sep is None:
+        header = text.split("\n", 1)[0]
+        sep = "\t" if "\t" in header else (";" if ";" in header and "," not in header else ",")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, quotechar='"')
+    rows, lines, columns = [], [], None
+    try:
+        for row in reader:
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if columns is None:
+                columns = [c.strip() for c in row]
+                continue
+            if len(row) != len(columns):
+                raise ValueError(f"{path} line {reader.line_num}: {len(row)} field(s), but the "
+                                 f"header has {len(columns)} ({', '.join(columns[:6])}"
+                                 f"{', ...' if len(columns) > 6 else ''}); check separators "
+                                 "and quotes on that line")
+            rows.append(row)
+            lines.append(reader.line_num)
+    except csv.Error as err:
+        raise ValueError(f"{path} line {reader.line_num}: {err}") from None
+    unnamed = [i + 1 for i, c in enumerate(columns) if not c]
+    if unnamed:
+        raise ValueError(f"{path}: column(s) {unnamed} of the header have no name")
+    seen: dict[str, int] = {}
+    dups = []
+    for i, c in enumerate(columns):
+        if c in seen:
+            dups.append(f"{c!r} (columns {seen[c] + 1} and {i + 1})")
+        seen.setdefault(c, i)
+    if dups:
+        raise ValueError(f"{path}: duplicate column name(s) {', '.join(dups)}; every column "
+                         "(every tag) needs its own name")
+    df = pd.DataFrame(rows, columns=columns, dtype=str)
+    df.attrs["lines"] = lines
+    return df
+
+
+def _numeric(df: pd.DataFrame, columns: Sequence[str], path: Path, what: str) -> np.ndarray:
+    """float64 values of text columns; an error names the first bad cell's line and column."""
+    values = df[list(columns)].apply(lambda col: pd.to_numeric(col.str.strip(), errors="coerce"))
+    arr = values.to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        r, c = (int(x) for x in np.argwhere(bad)[0])
+        lines = df.attrs.get("lines") or list(range(2, len(df) + 2))
+        raise ValueError(f"{path} line {lines[r]}, column {columns[c]!r}: "
+                         f"{df[columns[c]].iat[r]!r} is not a number (expected {what}); "
+                         f"{int(bad.sum())} such cell(s) in all")
+    return arr
+
+
+def duplicate_audio(paths: Sequence[str | Path]) -> dict[int, int]:
+    """Files with the same content: ``{index: index of the first file with that content}``.
+
+    Files are grouped by size first; only files that share a size are hashed (SHA-256), so a
+    collection without duplicates costs one ``stat`` per file. Unreadable files are left out.
+
+    Notebook: 00_overview.ipynb
+    """
+    by_size: dict[int, list[int]] = {}
+    for i, p in enumerate(paths):
+        try:
+            by_size.setdefault(os.stat(p).st_size, []).append(i)
+        except OSError:
+            continue
+    out: dict[int, int] = {}
+    for group in by_size.values():
+        if len(group) < 2:
+            continue
+        first_of: dict[str, int] = {}
+        for i in group:
+            h = hashlib.sha256()
+            try:
+                with open(paths[i], "rb") as fh:
+                    for block in iter(lambda: fh.read(1 << 20), b""):
+                        h.update(block)
+            except OSError:
+                continue
+            d = h.hexdigest()
+            if d in first_of:
+                out[i] = first_of[d]
+            else:
+                first_of[d] = i
+    return out
+
+
+def _group_duplicates(artists: np.ndarray, pairs: list[tuple[int, int]]) -> np.ndarray:
+    """Split groups: artists, merged wherever two tracks share a recording (union-find), so
+    that :func:`artist_disjoint_split` keeps every copy of a recording in one split."""
+    parent: dict[str, str] = {}
+
+    def find(a: str) -> str:
+        while parent.get(a, a) != a:
+            a = parent[a]
+        return a
+
+    for a, b in pairs:
+        ra, rb = find(str(artists[a])), find(str(artists[b]))
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return np.asarray([find(str(a)) for a in artists])
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """Whether ``path`` (symlinks resolved) lies inside ``root``."""
+    try:
+        path.resolve().relative_to(root.resolve())
+        return True
+    except ValueError:
+        return False
 
 
 def _versions() -> dict[str, str]:
@@ -364,7 +527,7 @@ def artist_disjoint_split(artist_ids: Sequence, fractions: Sequence[float] = (0.
 # --------------------------------------------------------------------------------------
 # Reading a catalog folder
 # --------------------------------------------------------------------------------------
-def read(root: str | Path, name: str | None = None) -> Catalog:
+def read(root: str | Path, name: str | None = None, allow_outside: bool | None = None) -> Catalog:
     """Read a catalog folder (``tracks.csv``, ``tags.csv``, ``vocabulary.csv``, ...).
 
     Parameters
@@ -373,6 +536,11 @@ def read(root: str | Path, name: str | None = None) -> Catalog:
         The catalog folder.
     name : str, optional
         Name to give it (default: ``catalog.json``'s name, else the folder name).
+    allow_outside : bool, optional
+        Accept audio paths that lead outside the folder (absolute, ``..``, or a symlink out).
+        Default: ``catalog.json``'s ``allow_outside_paths`` (set by :meth:`Catalog.save` when
+        it stores absolute paths), else False: such a path is an error, so that a catalog
+        never reads files its folder does not hold without being told to.
 
     Returns
     -------
@@ -383,7 +551,9 @@ def read(root: str | Path, name: str | None = None) -> Catalog:
     FileNotFoundError
         A required file is missing.
     ValueError
-        The files disagree (track ids, tag columns vs vocabulary) or the build is incomplete.
+        The files disagree (track ids, tag columns vs vocabulary), the build is incomplete, a
+        file is not readable as UTF-8 CSV (file, line and column named), a tag cell is not a
+        number, a path leads outside the folder, or two track ids share one audio file.
 
     Notebook: 00_overview.ipynb
     """
@@ -396,30 +566,70 @@ def read(root: str | Path, name: str | None = None) -> Catalog:
     if info and not info.get("complete", True):
         raise ValueError(f"{root} holds an incomplete build (catalog.json: complete=false); "
                          f"build it again to resume, e.g. mrlib.catalog.build('synthetic', ...)")
-    # keep_default_na=False: ids such as "NA" or "null" stay strings
-    tracks = pd.read_csv(root / "tracks.csv", dtype=str, keep_default_na=False)
+    # every cell read as text: ids such as "NA" or "null" stay strings
+    tracks = read_table(root / "tracks.csv")
     if "duration_s" in tracks.columns:   # unknown durations are written as empty cells
         tracks["duration_s"] = pd.to_numeric(tracks["duration_s"], errors="coerce")
-    vocab = pd.read_csv(root / "vocabulary.csv", dtype=str, keep_default_na=False)
-    tags_df = pd.read_csv(root / "tags.csv", dtype={"track_id": str}, keep_default_na=False)
+    vocab = read_table(root / "vocabulary.csv")
+    tags_df = read_table(root / "tags.csv")
     if "track_id" not in tags_df.columns:
         raise ValueError(f"{root / 'tags.csv'} has no track_id column")
+    if "tag" in vocab.columns and vocab["tag"].duplicated().any():
+        dup = vocab["tag"][vocab["tag"].duplicated()].tolist()
+        raise ValueError(f"{root / 'vocabulary.csv'}: duplicate tag name(s) {dup[:10]}")
     tag_cols = list(vocab["tag"]) if "tag" in vocab.columns else []
     missing = [t for t in tag_cols if t not in tags_df.columns]
     extra = [c for c in tags_df.columns if c != "track_id" and c not in set(tag_cols)]
     if missing or extra:
         raise ValueError(f"tags.csv and vocabulary.csv disagree: tags missing from tags.csv {missing[:10]}, "
                          f"columns not in the vocabulary {extra[:10]}")
+    tag_values = pd.DataFrame(_numeric(tags_df, tag_cols, root / "tags.csv", "a likelihood in [0, 1]"),
+                              columns=tag_cols) if tag_cols else pd.DataFrame(index=tags_df.index)
+    tag_values.insert(0, "track_id", tags_df["track_id"].to_numpy())
+    tags_df = tag_values
     if "track_id" in tracks.columns and list(tags_df["track_id"]) != list(tracks["track_id"]):
         if set(tags_df["track_id"]) != set(tracks["track_id"]) or tags_df["track_id"].duplicated().any():
             raise ValueError("tags.csv and tracks.csv list different track ids")
         tags_df = tags_df.set_index("track_id").loc[tracks["track_id"]].reset_index()
+    if allow_outside is None:
+        allow_outside = bool(info.get("allow_outside_paths", False))
+    if "path" in tracks.columns:
+        _check_track_paths(root, tracks, allow_outside)
     attributes = None
     if (root / "attributes.csv").is_file():
         attributes = pd.read_csv(root / "attributes.csv", keep_default_na=False)
     return Catalog(name=name or info.get("name") or root.name, root=root.resolve(), tracks=tracks,
                    tags=tags_df[tag_cols].to_numpy(dtype=np.float32), vocabulary=vocab[["tag", "category"]],
                    attributes=attributes, info=info)
+
+
+def _check_track_paths(root: Path, tracks: pd.DataFrame, allow_outside: bool) -> None:
+    """Paths of ``tracks.csv`` stay inside the folder (unless allowed) and are not shared."""
+    real_root = root.resolve()
+    lines = tracks.attrs.get("lines") or list(range(2, len(tracks) + 2))
+    owner: dict[Path, int] = {}
+    for i, rel in enumerate(tracks["path"]):
+        if not rel:
+            continue
+        p = Path(rel)
+        full = (p if p.is_absolute() else root / p).resolve()
+        if not allow_outside:
+            try:
+                full.relative_to(real_root)
+            except ValueError:
+                raise ValueError(
+                    f"{root / 'tracks.csv'} line {lines[i]}, column 'path': {rel!r} leads outside "
+                    f"the catalog folder ({'absolute path' if p.is_absolute() else 'via .. or a symlink'}"
+                    f" to {full}); keep audio under {root}, or pass allow_outside=True (or set "
+                    '"allow_outside_paths": true in catalog.json) to allow it') from None
+        if full in owner:
+            j = owner[full]
+            raise ValueError(
+                f"{root / 'tracks.csv'} lines {lines[j]} and {lines[i]}: track ids "
+                f"{tracks['track_id'].iat[j]!r} and {tracks['track_id'].iat[i]!r} share the audio "
+                f"file {rel!r}; one recording must not count as two tracks (it could sit in two "
+                "splits)")
+        owner[full] = i
 
 
 # --------------------------------------------------------------------------------------
@@ -442,13 +652,23 @@ def synthetic_root(n_tracks: int = 200, seed: int = 0, duration_s: float = 30.0,
     return data_dir() / name
 
 
-def _render_to_file(attrs, seed: int, sr: int, duration_s: float, path: str, audio_format: str) -> str:
-    """Worker: render one track and write it atomically (temporary name, then rename)."""
+def _render_to_file(attrs, seed: int, sr: int, duration_s: float, path: str, audio_format: str,
+                    parent: int | None = None) -> str:
+    """Worker: render one track and write it atomically (temporary name, then rename).
+
+    ``parent`` is the pid of the build; a worker whose build died (it was re-parented) writes
+    nothing more, so a killed build stops writing at once instead of when its queue drains.
+    """
     import soundfile as sf
 
     from mrlib import synth
 
+    if parent is not None and os.getppid() != parent:
+        return ""
+
     y = synth.render_catalog_track(attrs, seed, sr=sr, duration_s=duration_s)
+    if parent is not None and os.getppid() != parent:
+        return ""
     final = Path(path)
     tmp = _part(final)
     sf.write(tmp, y, sr, subtype="PCM_16", format=audio_format.upper())
@@ -489,6 +709,12 @@ def build_synthetic(n_tracks: int = 200, seed: int = 0, duration_s: float = 30.0
         If the folder holds a catalog built with another configuration, delete it and rebuild
         (otherwise that is an error). A catalog that differs only by the generator version
         (:data:`mrlib.synth.GENERATOR_VERSION`) is a stale cache: it is rebuilt with a warning.
+        A folder that holds catalog files but no readable ``catalog.json`` of a synthetic build
+        (a hand-made catalog) is never written over: without ``overwrite`` it is an error; with
+        it, its files are first moved into ``<root>/replaced-<time>/``.
+
+    The folder is locked while it is written (:class:`mrlib.paths.FolderLock`): a second
+    build gets an error naming the first; the lock of a killed build is recovered.
 
     Returns
     -------
@@ -511,6 +737,53 @@ def build_synthetic(n_tracks: int = 200, seed: int = 0, duration_s: float = 30.0
               "duration_s": float(duration_s), "sr": int(sr), "audio_format": audio_format,
               "generator_version": synth.GENERATOR_VERSION, "format": FORMAT_VERSION}
     info = _read_json(root / "catalog.json")
+    if info.get("config") == config and info.get("complete"):
+        return root                      # built: nothing to write, no lock needed
+    from mrlib.paths import FolderLock
+
+    lock = FolderLock(root, "catalog").acquire()
+    try:
+        return _build_synthetic_locked(root, config, attrs_seed=(n_tracks, seed), sr=sr,
+                                       duration_s=duration_s, audio_format=audio_format,
+                                       n_jobs=n_jobs, progress=progress, overwrite=overwrite)
+    finally:
+        lock.release()
+
+
+_CATALOG_FILES = ("tracks.csv", "tags.csv", "vocabulary.csv", "attributes.csv", "catalog.json")
+
+
+def _foreign_files(root: Path, info: dict) -> list[str]:
+    """Catalog files in ``root`` that no synthetic build of mrlib wrote (a hand-made catalog)."""
+    if (info.get("config") or {}).get("source") == "synthetic":
+        return []
+    found = [f for f in _CATALOG_FILES if (root / f).exists()]
+    if (root / "audio").is_dir() and any((root / "audio").iterdir()):
+        found.append("audio/")
+    return found
+
+
+def _build_synthetic_locked(root: Path, config: dict, *, attrs_seed, sr, duration_s, audio_format,
+                            n_jobs, progress, overwrite) -> Path:
+    from mrlib import synth
+
+    n_tracks, seed = attrs_seed
+    info = _read_json(root / "catalog.json")   # again: another build may have finished it
+    foreign = _foreign_files(root, info)
+    if foreign:
+        if not overwrite:
+            raise ValueError(
+                f"{root} holds a catalog that no synthetic build wrote ({', '.join(foreign)}; "
+                f"catalog.json {'missing or unreadable' if not info else 'of another source'}); "
+                "nothing was changed. Choose another --root, or pass overwrite=True "
+                "(--overwrite) to move those files into a replaced-<time>/ folder and build here")
+        keep = root / time.strftime("replaced-%Y%m%dT%H%M%S")
+        keep.mkdir()
+        for f in foreign:
+            os.replace(root / f.rstrip("/"), keep / f.rstrip("/"))
+        print(f"[catalog] moved the previous files of {root} ({', '.join(foreign)}) into {keep}",
+              file=sys.stderr, flush=True)
+        info = {}
     if info:
         old = info.get("config") or {}
         versions_only = {k: v for k, v in old.items() if k not in ("generator_version", "format")} == \
@@ -518,13 +791,13 @@ def build_synthetic(n_tracks: int = 200, seed: int = 0, duration_s: float = 30.0
         if old != config and versions_only and not overwrite:
             # a cache written by an older generator: same settings, other bytes -> regenerate
             warnings.warn(f"{root} was built by synth generator version {old.get('generator_version')!r} "
-                          f"(now {config['generator_version']!r}); rebuilding it", stacklevel=2)
+                          f"(now {config['generator_version']!r}); rebuilding it", stacklevel=3)
             overwrite = True
         if old != config:
             if not overwrite:
                 raise ValueError(f"{root} holds a catalog built with {info.get('config')}, not {config}; "
                                  f"pass overwrite=True (or --overwrite) to rebuild it, or choose another root")
-            for f in ("tracks.csv", "tags.csv", "vocabulary.csv", "attributes.csv", "catalog.json"):
+            for f in _CATALOG_FILES:
                 (root / f).unlink(missing_ok=True)
             shutil.rmtree(root / "audio", ignore_errors=True)
             info = {}
@@ -562,6 +835,7 @@ def build_synthetic(n_tracks: int = 200, seed: int = 0, duration_s: float = 30.0
                unit="track", disable=not progress)
     jobs = [(attrs[i], int(seed), int(sr), float(duration_s), str(root / tracks["path"].iat[i]), audio_format)
             for i in todo]
+    parent = os.getpid() if n_jobs != 1 and len(jobs) > 1 else None
     if n_jobs == 1 or len(jobs) <= 1:
         for job in jobs:
             _render_to_file(*job)
@@ -570,7 +844,7 @@ def build_synthetic(n_tracks: int = 200, seed: int = 0, duration_s: float = 30.0
         from joblib import Parallel, delayed
 
         par = Parallel(n_jobs=n_jobs, return_as="generator_unordered", batch_size=4)
-        for _ in par(delayed(_render_to_file)(*job) for job in jobs):
+        for _ in par(delayed(_render_to_file)(*job, parent) for job in jobs):
             bar.update(1)
     bar.close()
 
@@ -600,20 +874,15 @@ def format_skipped(skipped: pd.DataFrame, max_ids: int = 10) -> str:
     return "\n".join(lines)
 
 
-def _separator(path: Path) -> str:
-    """Tab if the header line has a tab (MagnaTagATune's files), else ';' if it has ';' and
-    no ',', else ','. (csv.Sniffer guesses letters as separators on one-column files.)"""
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        header = fh.readline()
-    if "\t" in header:
-        return "\t"
-    return ";" if ";" in header and "," not in header else ","
-
-
 def _audio_duration(path: Path) -> tuple[float | None, str | None]:
     """(duration in s, None) from the file header, or (None, why it cannot be read)."""
     import soundfile as sf
 
+    try:
+        if os.path.getsize(path) == 0:
+            return None, "empty audio file (0 bytes)"
+    except OSError as err:
+        return None, f"unreadable audio ({type(err).__name__})"
     try:
         info = sf.info(str(path))
         if info.samplerate <= 0 or info.frames <= 0:
@@ -634,7 +903,8 @@ def from_folder(audio_dir: str | Path, tags_csv: str | Path, vocabulary_csv: str
                 name: str | None = None, id_column: str = "track_id", path_column: str | None = None,
                 artist_column: str = "artist_id", split_column: str = "split",
                 fractions: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0, min_duration_s: float = 1.0,
-                check_audio: bool = True, strict: bool = False, progress: bool = True) -> Catalog:
+                check_audio: bool = True, strict: bool = False, progress: bool = True,
+                allow_outside: bool = False, duplicates: str = "group") -> Catalog:
     """Make a catalog from any folder of audio files plus a tags CSV (your own collection).
 
     The CSV has one row per track: an id column, optionally a file column (relative to
@@ -666,6 +936,16 @@ def from_folder(audio_dir: str | Path, tags_csv: str | Path, vocabulary_csv: str
         Raise ``ValueError`` on the first bad row instead of skipping.
     progress : bool
         Progress bar over the audio checks.
+    allow_outside : bool, default False
+        Accept files outside ``audio_dir`` (an absolute or ``..`` path in the path column, a
+        symlink out). Off, such rows are skipped and reported.
+
+    duplicates : {"group", "skip", "error"}, default "group"
+        Rows whose audio has the same content as an earlier row's (SHA-256, compared among
+        files of equal size): ``"group"`` keeps them, warns, and
+        assigns the split so that every copy lands in the same split (their artists are
+        grouped); ``"skip"`` leaves the later copies out (reported in ``skipped``);
+        ``"error"`` raises. One recording under two ids must never sit in two splits.
 
     Returns
     -------
@@ -678,19 +958,21 @@ def from_folder(audio_dir: str | Path, tags_csv: str | Path, vocabulary_csv: str
         ``audio_dir`` or a CSV does not exist.
     ValueError
         Missing columns, a vocabulary that does not match the tag columns, no tag columns,
-        no usable row, or (``strict``) any bad row.
+        duplicate column names, a CSV that is not UTF-8 or has rows of the wrong length (file
+        and line named), no usable row, or (``strict``) any bad row.
 
     Notebook: 00_overview.ipynb
     """
     audio_dir, tags_csv = Path(audio_dir).expanduser(), Path(tags_csv).expanduser()
+    if duplicates not in ("group", "skip", "error"):
+        raise ValueError(f"duplicates must be 'group', 'skip' or 'error', got {duplicates!r}")
     if not audio_dir.is_dir():
         raise FileNotFoundError(f"audio folder not found: {audio_dir}")
     if not tags_csv.is_file():
         raise FileNotFoundError(f"tags CSV not found: {tags_csv}")
-    # keep_default_na=False: an id such as "NA" or "nan" stays a string; tag cells are parsed
+    # every cell as text: an id such as "NA" or "nan" stays a string; tag cells are parsed
     # below, where empty or non-numeric cells become NaN and are reported.
-    df = pd.read_csv(tags_csv, sep=_separator(tags_csv), dtype=str, keep_default_na=False)
-    df.columns = [str(c).strip() for c in df.columns]
+    df = read_table(tags_csv)
     if id_column not in df.columns:
         raise ValueError(f"{tags_csv.name}: missing id column {id_column!r}; columns are {list(df.columns)} "
                          f"(pass id_column=... to name another)")
@@ -702,8 +984,7 @@ def from_folder(audio_dir: str | Path, tags_csv: str | Path, vocabulary_csv: str
         vocabulary_csv = Path(vocabulary_csv).expanduser()
         if not vocabulary_csv.is_file():
             raise FileNotFoundError(f"vocabulary CSV not found: {vocabulary_csv}")
-        vocab = pd.read_csv(vocabulary_csv, sep=_separator(vocabulary_csv), dtype=str)
-        vocab.columns = [str(c).strip() for c in vocab.columns]
+        vocab = read_table(vocabulary_csv)
         missing = [c for c in ("tag", "category") if c not in vocab.columns]
         if missing:
             raise ValueError(f"{vocabulary_csv.name}: missing column(s) {missing}; columns are {list(vocab.columns)}")
@@ -734,8 +1015,9 @@ def from_folder(audio_dir: str | Path, tags_csv: str | Path, vocabulary_csv: str
     ok = np.ones(len(df), dtype=bool)
     first_row: dict[str, int] = {}
     ids = df[id_column].astype(str).str.strip()
+    line_of = df.attrs["lines"]
     for r in range(len(df)):
-        tid, row = ids.iat[r], r + 2            # +2: 1-based, after the header line
+        tid, row = ids.iat[r], line_of[r]       # the line in the file
         bad_val = np.isnan(values[r])
         if tid == "":
             ok[r] = False
@@ -768,13 +1050,17 @@ def from_folder(audio_dir: str | Path, tags_csv: str | Path, vocabulary_csv: str
     from tqdm.auto import tqdm
 
     for r in tqdm(np.flatnonzero(ok), desc="checking audio", unit="file", disable=not progress):
-        tid, row = ids.iat[r], r + 2
+        tid, row = ids.iat[r], line_of[r]
         if path_column is not None:
             rel = str(df[path_column].iat[r])
             p = Path(rel) if Path(rel).is_absolute() else audio_dir / rel
             if not p.is_file():
                 ok[r] = False
                 skip(tid, row, f"file not found: {rel}")
+                continue
+            if not allow_outside and not _inside(p, audio_dir):
+                ok[r] = False
+                skip(tid, row, f"outside the audio folder: {rel} (pass allow_outside=True to allow)")
                 continue
         else:
             cands = by_stem.get(tid, [])
@@ -788,6 +1074,11 @@ def from_folder(audio_dir: str | Path, tags_csv: str | Path, vocabulary_csv: str
                 skip(tid, row, f"ambiguous: {len(cands)} audio files named {tid}.*")
                 continue
             p = cands[0]
+            if not allow_outside and not _inside(p, audio_dir):
+                ok[r] = False
+                skip(tid, row, f"outside the audio folder: {p.relative_to(audio_dir)} is a symlink "
+                               "out (pass allow_outside=True to allow)")
+                continue
         if check_audio:
             dur, problem = _audio_duration(p)
             if problem:
@@ -800,6 +1091,23 @@ def from_folder(audio_dir: str | Path, tags_csv: str | Path, vocabulary_csv: str
                 continue
             durations[r] = dur
         paths[r] = p
+
+    # One recording under several ids: reported, and kept in one split (or skipped).
+    usable = np.flatnonzero(ok)
+    same_as: dict[int, int] = {}                      # row -> row of the first copy
+    for k, first in sorted(duplicate_audio([paths[r] for r in usable]).items()):
+        r, r0 = int(usable[k]), int(usable[first])
+        if duplicates == "skip":
+            ok[r] = False
+            skip(ids.iat[r], line_of[r], f"same audio as track {ids.iat[r0]!r} (line "
+                                         f"{line_of[r0]}): duplicate recording")
+        else:
+            same_as[r] = r0
+    if same_as and duplicates == "error":
+        r, r0 = next(iter(same_as.items()))
+        raise ValueError(f"{tags_csv.name}: {len(same_as)} row(s) name the same audio as another, "
+                         f"e.g. line {line_of[r]} ({ids.iat[r]!r}) and line {line_of[r0]} "
+                         f"({ids.iat[r0]!r})")
 
     # Audio files that no row names: reported too (unknown ids), never silently ignored.
     if path_column is None:
@@ -817,6 +1125,12 @@ def from_folder(audio_dir: str | Path, tags_csv: str | Path, vocabulary_csv: str
         artists = np.where(artists == "", kept_ids, artists)     # no artist: its own
     else:
         artists = kept_ids.copy()
+    position = {int(r): k for k, r in enumerate(keep)}
+    pairs = [(position[r], position[r0]) for r, r0 in same_as.items()]
+    if pairs:
+        warnings.warn(f"from_folder({audio_dir.name}): {len(pairs)} track(s) have the same audio "
+                      "as another (kept in the same split): " + ", ".join(
+                          f"{kept_ids[a]} = {kept_ids[b]}" for a, b in pairs[:10]), stacklevel=2)
     if split_column in df.columns:
         split = df[split_column].iloc[keep].astype(str).to_numpy()
         spread = pd.DataFrame({"a": artists, "s": split}).groupby("a")["s"].nunique()
@@ -824,8 +1138,13 @@ def from_folder(audio_dir: str | Path, tags_csv: str | Path, vocabulary_csv: str
             warnings.warn(f"the split column of {tags_csv.name} is not artist-disjoint: "
                           f"{int((spread > 1).sum())} artist(s) appear in several splits, "
                           f"e.g. {list(spread[spread > 1].index[:5])}", stacklevel=2)
+        crossing = [(a, b) for a, b in pairs if split[a] != split[b]]
+        if crossing:
+            warnings.warn(f"the split column of {tags_csv.name} puts one recording in two splits: "
+                          + ", ".join(f"{kept_ids[a]} ({split[a]}) = {kept_ids[b]} ({split[b]})"
+                                      for a, b in crossing[:10]), stacklevel=2)
     else:
-        split = artist_disjoint_split(artists, fractions, seed)
+        split = artist_disjoint_split(_group_duplicates(artists, pairs), fractions, seed)
     root = audio_dir.resolve()
     tracks = pd.DataFrame({
         "track_id": kept_ids, "artist_id": artists, "split": split,
@@ -938,6 +1257,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     b.add_argument("--overwrite", action="store_true", help="rebuild a folder built with other settings")
     b.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(list(argv) if argv is not None else None)
+    from mrlib.paths import LockedError
 
     try:
         if args.cmd == "build":
@@ -973,7 +1293,7 @@ def main(argv: Iterable[str] | None = None) -> int:
         if "build_seconds" in cat.info:
             print(f"  built in {cat.info['build_seconds']} s")
         return 0
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, LockedError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

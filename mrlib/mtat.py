@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -204,9 +205,11 @@ def _require_file(folder: Path, name: str) -> Path:
 
 def _read_tsv(path: Path) -> pd.DataFrame:
     # Everything as text first: ids, paths and titles stay verbatim; numbers are checked.
-    df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quotechar='"')
-    df.columns = [str(c).strip() for c in df.columns]
-    return df
+    # read_table names the file and line of an encoding, quoting or row-length problem and
+    # refuses duplicate column names (two tags of one name).
+    from mrlib.catalog import read_table  # lazy: mrlib.catalog imports this module
+
+    return read_table(path, sep="\t")
 
 
 def _int_column(df: pd.DataFrame, col: str, where: Path) -> np.ndarray:
@@ -395,6 +398,7 @@ def catalog_frames(
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
     seed: int = 0,
     check_audio: bool = True,
+    allow_outside: bool = False,
 ) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame, MTATReport]:
     """The parts of the MTAT catalog as plain tables (what :func:`load_catalog` wraps).
 
@@ -422,7 +426,12 @@ def catalog_frames(
         Drop (and report) clips whose mp3 is missing or empty (0 bytes: the release is known
         to hold a few empty files). Decoding problems are left to the feature extractors
         (:func:`mrlib.audio.load_audio` reports them). With False, every annotated clip is
-        kept; the audio folder is still located when the clips can be found.
+        kept; the audio folder is still located when the clips can be found. Clips whose
+        mp3 has the same content as another's (SHA-256 among files of equal size) are
+        reported in a warning and kept in the same split.
+    allow_outside : bool, default False
+        Accept ``mp3_path`` entries that lead outside the audio folder (absolute, ``..``, or
+        a symlink out); otherwise such clips are dropped and reported.
 
     Returns
     -------
@@ -478,10 +487,14 @@ def catalog_frames(
     if check_audio:
         root = _find_audio_root(folder, ann.mp3_path[keep].tolist(), audio_dir)
         report.audio_root = root
+        real_root = root.resolve()
         for i in np.flatnonzero(keep):
             p = root / ann.mp3_path.iat[i]
             if not ann.mp3_path.iat[i] or not p.is_file():
                 reason = f"missing: no file {ann.mp3_path.iat[i]!r} under {root}"
+            elif not allow_outside and not p.resolve().is_relative_to(real_root):
+                reason = (f"outside the audio folder: {ann.mp3_path.iat[i]!r} leads to "
+                          f"{p.resolve()} (pass allow_outside=True to allow)")
             elif p.stat().st_size == 0:
                 reason = "empty: 0 bytes"
             else:
@@ -514,10 +527,21 @@ def catalog_frames(
         paths = [(rel_root / p).as_posix() for p in ann.mp3_path]
     except ValueError:                                  # audio outside the folder
         paths = [(root.resolve() / p).as_posix() for p in ann.mp3_path]
+    groups = artist.astype(str)
+    if check_audio:
+        from mrlib.catalog import _group_duplicates, duplicate_audio
+
+        pairs = sorted(duplicate_audio([root / p for p in ann.mp3_path]).items())
+        if pairs:
+            warnings.warn(f"{len(pairs)} MTAT clip(s) have the same audio as another (kept in "
+                          "the same split): " + ", ".join(
+                              f"{ann.clip_id.iat[a]} = {ann.clip_id.iat[b]}" for a, b in pairs[:10]),
+                          stacklevel=2)
+            groups = _group_duplicates(groups, pairs)
     tracks = pd.DataFrame({
         "track_id": ann.clip_id.to_numpy(np.int64),
         "artist_id": artist.astype(str),
-        "split": artist_disjoint_split(artist.astype(str), fractions, seed),
+        "split": artist_disjoint_split(groups, fractions, seed),
         "path": paths,
         "duration_s": duration,
         "title": info["title"].fillna("").astype(str).to_numpy() if "title" in info else "",
