@@ -287,3 +287,191 @@ def test_validation_ci_stays_in_the_unit_interval(finished):
     folder, _ = finished
     m = T.load_run(folder).metrics
     assert (m["val_map_high"] <= 1.0).all() and (m["val_map_low"] >= 0.0).all()
+
+
+# ------------------------------------------------------------------------------------------
+# 4. catalog folders: a hand-made catalog is never written over; one writer at a time
+# ------------------------------------------------------------------------------------------
+from mrlib import catalog as C  # noqa: E402
+
+
+def _hand_made(folder: Path, catalog_json: str | None = None) -> dict:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tracks.csv").write_text("track_id,artist_id,split,path,duration_s\nmine,me,train,mine.wav,3\n")
+    (folder / "tags.csv").write_text("track_id,rock\nmine,1\n")
+    (folder / "vocabulary.csv").write_text("tag,category\nrock,Genre\n")
+    if catalog_json is not None:
+        (folder / "catalog.json").write_text(catalog_json)
+    return snapshot(folder)
+
+
+@pytest.mark.parametrize("catalog_json", [None, "{trunc", '{"name": "mine"}'],
+                         ids=["no-catalog-json", "unreadable", "not-a-synthetic-build"])
+def test_build_refuses_a_hand_made_catalog_folder(tmp_path, catalog_json):
+    folder = tmp_path / "hand"
+    before = _hand_made(folder, catalog_json)
+    with pytest.raises(ValueError, match="no synthetic build wrote.*nothing was changed"):
+        C.build_synthetic(20, 0, 4.0, root=folder, n_jobs=1, progress=False)
+    assert snapshot(folder) == before
+    rc = C.main(["build", "synthetic", "--n-tracks", "20", "--duration", "4", "--root", str(folder),
+                 "--jobs", "1", "--no-progress"])
+    assert rc == 2 and snapshot(folder) == before
+
+
+def test_build_overwrite_moves_a_hand_made_catalog_aside(tmp_path):
+    folder = tmp_path / "hand"
+    before = _hand_made(folder)
+    C.build_synthetic(20, 0, 4.0, root=folder, n_jobs=1, progress=False, overwrite=True)
+    kept = [p for p in folder.iterdir() if p.name.startswith("replaced-")]
+    assert len(kept) == 1 and snapshot(kept[0]) == before
+    assert len(C.read(folder)) == 20
+
+
+def test_a_catalog_folder_being_written_refuses_a_second_build(tmp_path):
+    folder = tmp_path / "cat"
+    with FolderLock(folder, "catalog"):
+        with pytest.raises(LockedError, match=f"catalog folder .* in use by pid {os.getpid()}"):
+            C.build_synthetic(20, 0, 4.0, root=folder, n_jobs=1, progress=False)
+    C.build_synthetic(20, 0, 4.0, root=folder, n_jobs=1, progress=False)
+    assert not (folder / ".mrlib.lock").exists()
+
+
+# ------------------------------------------------------------------------------------------
+# 10. CSV problems name the file, the line and the column
+# ------------------------------------------------------------------------------------------
+def _audio_folder(tmp_path: Path, ids=("a", "b", "c"), base_hz: float = 220.0) -> Path:
+    import soundfile as sf
+
+    audio = tmp_path / "music"
+    audio.mkdir(parents=True, exist_ok=True)
+    for k, tid in enumerate(ids):
+        t = np.arange(16000 * 2) / 16000
+        sf.write(audio / f"{tid}.wav", (0.3 * np.sin(2 * np.pi * (base_hz + 110 * k) * t)).astype(np.float32), 16000)
+    return audio
+
+
+CSV_TEXT = "track_id,rock,calm\na,0.5,0.1\nb,0.2,0.9\nc,1,0\n"
+
+
+@pytest.mark.parametrize("content,match", [
+    (CSV_TEXT.encode("utf-16"), r"tags\.csv is UTF-16 encoded"),
+    ("track_id,rock,café\na,0.5,0.1\nb,0.2,0.9\n".encode("latin-1"), r"tags\.csv is not UTF-8: byte 0xe9 on line 1"),
+    (b"", r"tags\.csv is empty"),
+    (b"track_id,rock,calm\na,0.5,0.1\nb,0.2,0.9,0.4\n", r"tags\.csv line 3: 4 field\(s\), but the header has 3"),
+    (b"track_id,rock,rock\na,0.5,0.1\n", r"tags\.csv: duplicate column name\(s\) 'rock' \(columns 2 and 3\)"),
+], ids=["utf16", "latin1", "empty", "ragged", "duplicate-tag"])
+def test_csv_errors_name_the_file_and_line(tmp_path, content, match):
+    audio = _audio_folder(tmp_path)
+    (tmp_path / "tags.csv").write_bytes(content)
+    with pytest.raises(ValueError, match=match):
+        C.from_folder(audio, tmp_path / "tags.csv", progress=False)
+
+
+def test_a_catalog_folder_with_a_bad_tag_cell_names_line_and_column(tmp_path):
+    cat = C.from_folder(_audio_folder(tmp_path), _write(tmp_path / "tags.csv", CSV_TEXT), progress=False)
+    root = cat.save(tmp_path / "saved")
+    text = (root / "tags.csv").read_text().splitlines()
+    text[2] = text[2].rsplit(",", 1)[0] + ","                       # an empty tag cell
+    (root / "tags.csv").write_text("\n".join(text) + "\n")
+    with pytest.raises(ValueError, match=r"tags\.csv line 3, column 'calm': '' is not a number"):
+        C.read(root)
+
+
+def test_an_empty_tag_cell_in_a_folder_csv_is_reported(tmp_path):
+    audio = _audio_folder(tmp_path)
+    csv_path = _write(tmp_path / "tags.csv", "track_id,rock,calm\na,0.5,\nb,0.2,0.9\nc,1,0\n")
+    with pytest.warns(UserWarning, match="skipped"):
+        cat = C.from_folder(audio, csv_path, progress=False)
+    assert dict(zip(cat.skipped.track_id, cat.skipped.reason))["a"] == "tag value missing (NaN) in ['calm']"
+    assert cat.skipped.row.tolist() == [2]
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+# ------------------------------------------------------------------------------------------
+# 9. paths stay inside the catalog folder; one recording under several ids is noticed
+# ------------------------------------------------------------------------------------------
+def test_paths_outside_a_catalog_folder_are_refused_unless_allowed(tmp_path):
+    cat = C.from_folder(_audio_folder(tmp_path), _write(tmp_path / "tags.csv", CSV_TEXT), progress=False)
+    root = cat.save(tmp_path / "music")                # the audio lies in this folder
+    outside = _audio_folder(tmp_path / "elsewhere", ids=("x",)) / "x.wav"
+    tracks = pd.read_csv(root / "tracks.csv", dtype=str, keep_default_na=False)
+    for bad in ("../elsewhere/music/x.wav", str(outside)):
+        tracks.loc[1, "path"] = bad
+        tracks.to_csv(root / "tracks.csv", index=False)
+        with pytest.raises(ValueError, match=r"tracks\.csv line 3, column 'path'.*leads outside"):
+            C.read(root)
+        assert C.read(root, allow_outside=True).audio_path(1) == outside.resolve()
+    os.symlink(outside, root / "link.wav")             # a symlink out of the folder
+    tracks.loc[1, "path"] = "link.wav"
+    tracks.to_csv(root / "tracks.csv", index=False)
+    with pytest.raises(ValueError, match="leads outside"):
+        C.read(root)
+    tracks.loc[1, "path"] = tracks.loc[0, "path"]      # two ids, one file
+    tracks.to_csv(root / "tracks.csv", index=False)
+    with pytest.raises(ValueError, match=r"lines 2 and 3: track ids 'a' and 'b' share the audio file"):
+        C.read(root)
+
+
+def test_a_folder_csv_cannot_reach_outside_its_audio_folder(tmp_path):
+    audio = _audio_folder(tmp_path)
+    _audio_folder(tmp_path / "secret", ids=("s",), base_hz=1000.0)
+    csv_path = _write(tmp_path / "tags.csv", "track_id,file,rock\na,a.wav,1\ns,../secret/music/s.wav,0\n"
+                                             "b,b.wav,0.5\n")
+    with pytest.warns(UserWarning, match="skipped"):
+        cat = C.from_folder(audio, csv_path, path_column="file", progress=False)
+    assert "outside the audio folder" in dict(zip(cat.skipped.track_id, cat.skipped.reason))["s"]
+    cat = C.from_folder(audio, csv_path, path_column="file", progress=False, allow_outside=True)
+    assert "s" in set(cat.track_ids)
+
+
+def test_one_recording_under_two_ids_is_reported_and_kept_in_one_split(tmp_path):
+    import shutil
+
+    ids = [f"t{i:02d}" for i in range(12)]
+    audio = _audio_folder(tmp_path, ids=ids)
+    shutil.copyfile(audio / "t00.wav", audio / "copy.wav")
+    rows = "".join(f"{t},a{t},0.5\n" for t in ids) + "copy,someone-else,0.5\n"
+    csv_path = _write(tmp_path / "tags.csv", "track_id,artist_id,rock\n" + rows)
+    with pytest.warns(UserWarning, match=r"same audio as another.*copy = t00"):
+        cat = C.from_folder(audio, csv_path, progress=False)
+    split = dict(zip(cat.track_ids, cat.tracks.split))
+    assert split["copy"] == split["t00"]
+    with pytest.warns(UserWarning, match="skipped"):
+        cat = C.from_folder(audio, csv_path, progress=False, duplicates="skip")
+    assert "copy" not in set(cat.track_ids)
+    with pytest.raises(ValueError, match="same audio"):
+        C.from_folder(audio, csv_path, progress=False, duplicates="error")
+
+
+def test_mtat_paths_stay_inside_and_csv_errors_are_named(tmp_path):
+    from mrlib import mtat
+
+    info = mtat.write_fixture(tmp_path / "mtat", n_clips=12, seed=0)
+    ann = info.files["annotations"]
+    lines = ann.read_text().splitlines()
+    outside = tmp_path / "outside.mp3"
+    outside.write_bytes(b"ID3 not yours")
+    row = lines[1].split("\t")
+    row[-1] = f'"{outside}"'                         # mp3_path is the last column
+    lines[1] = "\t".join(row)
+    ann.write_text("\n".join(lines) + "\n")
+    cat = mtat.load_catalog(info.folder, verbose=False)
+    assert any("outside the audio folder" in r for r in cat.skipped.reason)
+    ann.write_bytes(("\n".join(lines) + "\n").encode("utf-16"))
+    with pytest.raises(ValueError, match=r"annotations_final\.csv is UTF-16"):
+        mtat.load_catalog(info.folder, verbose=False)
+
+
+# ------------------------------------------------------------------------------------------
+# 11. an empty audio file is called empty
+# ------------------------------------------------------------------------------------------
+def test_a_zero_byte_file_is_empty_not_unreadable(tmp_path):
+    audio = _audio_folder(tmp_path)
+    (audio / "c.wav").write_bytes(b"")
+    with pytest.warns(UserWarning, match="skipped"):
+        cat = C.from_folder(audio, _write(tmp_path / "tags.csv", CSV_TEXT), progress=False)
+    assert dict(zip(cat.skipped.track_id, cat.skipped.reason))["c"] == "empty audio file (0 bytes)"
