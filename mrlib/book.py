@@ -38,6 +38,30 @@ def _offline_notebook(src: Path, dst: Path) -> None:
     nbformat.write(nb, dst)
 
 
+def _check_finished(run_dir: Path, notebooks: list[Path]) -> None:
+    """Every executed notebook of a suite run finished ("ok" in its results.json)."""
+    import json
+
+    index_path = run_dir / "results.json"
+    if not index_path.is_file():
+        raise FileNotFoundError(f"{run_dir} has no results.json: not a suite run folder, so "
+                                "nothing says its notebooks finished (run python -m mrlib.suite "
+                                "run first, or build from the committed notebooks)")
+    try:
+        entries = json.loads(index_path.read_text()).get("notebooks") or {}
+    except (ValueError, AttributeError) as err:
+        raise ValueError(f"{index_path} cannot be read ({err}); run the suite again") from None
+    bad = []
+    for nb in notebooks:
+        entry = entries.get(nb.stem)
+        status = entry.get("status") if isinstance(entry, dict) else None
+        if status != "ok":
+            bad.append(f"{nb.name}: {status or 'not in the index'}")
+    if bad:
+        raise ValueError(f"the book takes finished notebooks only; in {run_dir}: "
+                         + "; ".join(bad) + " (re-run them with python -m mrlib.suite run --only NN)")
+
+
 def _api_page(template: Path) -> str:
     """The API page: the template's prose plus one ``automodule`` per public module."""
     import mrlib
@@ -55,13 +79,23 @@ def stage_book(run_dir: Path | None = None, out: Path | None = None) -> Path:
     ----------
     run_dir : Path, optional
         A suite run folder (``runs/quick``) whose executed notebooks to use; default the
-        committed ``notebooks/``.
+        committed ``notebooks/``. Its ``results.json`` must say ``"ok"`` for every notebook
+        found there: a notebook that failed, was interrupted or is still running is half
+        executed and never reaches the book.
     out : Path, optional
         Staging folder, default ``book/_build/src``.
 
     Returns
     -------
     Path of the staged source folder.
+
+    Raises
+    ------
+    FileNotFoundError
+        No executed notebooks, or a run folder without ``results.json``.
+    ValueError
+        A notebook of the run folder is not ``"ok"`` in its index (each one named with its
+        status).
 
     Notebook: 00_overview.ipynb
     """
@@ -72,6 +106,8 @@ def stage_book(run_dir: Path | None = None, out: Path | None = None) -> Path:
     notebooks = sorted(nb_dir.glob("[0-9][0-9]*.ipynb"))
     if not notebooks:
         raise FileNotFoundError(f"no executed notebooks (NN_*.ipynb) in {nb_dir}")
+    if run_dir is not None:
+        _check_finished(nb_dir, notebooks)
     if out.exists():
         shutil.rmtree(out)
     (out / "notebooks").mkdir(parents=True)

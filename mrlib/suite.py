@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["record", "run_suite", "run_notebook", "run_table2_sweep", "table2_configs",
+__all__ = ["record", "run_suite", "run_notebook", "check_parameters", "DEFAULT_CELL_TIMEOUT_S", "run_table2_sweep", "table2_configs",
            "table2_markdown", "update_readme", "save_table2", "stored_table2s", "table2_side_by_side",
            "PROFILES", "NotebookFailed"]
 
@@ -51,12 +52,12 @@ def record(name: str, value: Any) -> Any:
         raise ValueError(f"record() needs a non-empty string name, got {name!r}")
     path = os.environ.get(RECORD_ENV)
     if path:
+        from mrlib.paths import write_json_atomic
+
         path = Path(path)
         data = json.loads(path.read_text()) if path.exists() else {}
         data[name] = _jsonable(value)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        tmp.replace(path)
+        write_json_atomic(data, path)
     return value
 
 
@@ -92,6 +93,13 @@ PROFILES: dict[str, dict[str, Any]] = {
         "device": "auto",
     },
 }
+
+
+#: Per-cell time limit (seconds) of each profile when ``--timeout`` is not given: a cell that
+#: hangs (a kernel gone idle in a widget cell, seen under nbclient) fails the notebook instead
+#: of holding the suite forever. ``quick`` cells take at most a few minutes on 2 cores;
+#: ``paper`` cells train for hours on a GPU.
+DEFAULT_CELL_TIMEOUT_S: dict[str, int] = {"smoke": 900, "quick": 3600, "paper": 7 * 24 * 3600}
 
 
 def notebooks_dir() -> Path:
@@ -158,6 +166,15 @@ def declared_parameters(path: Path) -> dict[str, Any]:
 
     import nbformat
 
+    return {name: value for name, (value, _) in _parameters_cell(path).items()}
+
+
+def _parameters_cell(path: Path) -> dict[str, tuple[Any, bool]]:
+    """``name -> (default, is_literal)`` of a notebook's parameters cell."""
+    import ast
+
+    import nbformat
+
     nb = nbformat.read(str(path), as_version=4)
     cells = [c for c in nb.cells
              if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
@@ -168,17 +185,70 @@ def declared_parameters(path: Path) -> dict[str, Any]:
         tree = ast.parse(source)
     except SyntaxError as err:
         raise ValueError(f"{Path(path).name}: its parameters cell is not valid Python: {err}") from None
-    out: dict[str, Any] = {}
+    out: dict[str, tuple[Any, bool]] = {}
     for node in tree.body:
         if isinstance(node, (ast.Assign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             if len(targets) != 1 or not isinstance(targets[0], ast.Name) or node.value is None:
                 continue
             try:
-                out[targets[0].id] = ast.literal_eval(node.value)
+                out[targets[0].id] = (ast.literal_eval(node.value), True)
             except ValueError:
-                out[targets[0].id] = ast.get_source_segment(source, node.value)
+                out[targets[0].id] = (ast.get_source_segment(source, node.value), False)
     return out
+
+
+def _type_name(value: Any) -> str:
+    return "None" if value is None else type(value).__name__
+
+
+def _fits(value: Any, default: Any) -> bool:
+    """Whether ``value`` may replace a parameter whose default is ``default``."""
+    if default is None:
+        return True
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, (list, tuple))
+    return isinstance(value, type(default))
+
+
+def check_parameters(overrides: dict[str, Any], notebooks: list[Path]) -> None:
+    """Refuse ``-p`` values before anything runs: a name that no selected notebook declares
+    (with the nearest declared names), or a value whose type differs from a notebook's default
+    (``int`` for a ``float`` default is fine; a ``None`` default takes anything).
+
+    Raises
+    ------
+    ValueError
+        Naming every bad parameter, what was given and what is expected.
+
+    Notebook: 00_overview.ipynb
+    """
+    import difflib
+
+    declared = {path: _parameters_cell(path) for path in notebooks}
+    names = sorted({n for cell in declared.values() for n in cell})
+    problems = []
+    for name, value in overrides.items():
+        where = [(path, cell[name]) for path, cell in declared.items() if name in cell]
+        if not where:
+            near = difflib.get_close_matches(name, names, n=3)
+            problems.append(f"-p {name}={value!r}: no selected notebook declares {name!r}"
+                            + (f" (did you mean {', '.join(near)}?)" if near else
+                               f"; declared: {', '.join(names)}"))
+            continue
+        for path, (default, literal) in where:
+            if literal and not _fits(value, default):
+                problems.append(f"-p {name}={value!r}: {path.stem} expects {_type_name(default)} "
+                                f"(its default is {default!r}), got {_type_name(value)}")
+                break
+    if problems:
+        raise ValueError("bad -p parameter(s), nothing was run:\n  " + "\n  ".join(problems))
 
 
 def versions() -> dict[str, str]:
@@ -228,7 +298,8 @@ def run_notebook(path: Path, out_path: Path, parameters: dict[str, Any],
     parameters : dict
         Values injected into the ``parameters`` cell (only names the notebook declares).
     timeout_s : int, optional
-        Per-cell time limit.
+        Per-cell time limit in seconds (None or 0: none); a cell that runs longer fails the
+        notebook.
 
     Returns
     -------
@@ -237,13 +308,15 @@ def run_notebook(path: Path, out_path: Path, parameters: dict[str, Any],
     Raises
     ------
     NotebookFailed
-        With the notebook, the failing cell's number and the error.
+        With the notebook, the failing cell's number and the error (also for a cell that ran
+        past ``timeout_s`` and for a kernel that died).
 
     Notebook: 00_overview.ipynb
     """
     import time
 
     import papermill
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -255,12 +328,19 @@ def run_notebook(path: Path, out_path: Path, parameters: dict[str, Any],
     try:
         papermill.execute_notebook(
             str(path), str(out_path), parameters=parameters, cwd=str(path.parent),
-            kernel_name="python3", progress_bar=False, execution_timeout=timeout_s,
+            kernel_name="python3", progress_bar=False, execution_timeout=timeout_s or None,
             report_mode=False)
     except PapermillExecutionError as err:
         raise NotebookFailed(
             f"{path.name} failed in cell {err.exec_count} (code cell #{err.cell_index}): "
             f"{err.ename}: {err.evalue}\n  executed copy kept at {out_path}") from None
+    except CellTimeoutError as err:
+        raise NotebookFailed(
+            f"{path.name}: a cell ran past the per-cell time limit of {timeout_s} s ({err}); "
+            f"raise it with --timeout SECONDS (0: none)\n  executed copy kept at {out_path}") from None
+    except DeadKernelError as err:
+        raise NotebookFailed(f"{path.name}: the kernel died ({err}); out of memory?\n  "
+                             f"executed copy kept at {out_path}") from None
     finally:
         if old is None:
             os.environ.pop(RECORD_ENV, None)
@@ -357,7 +437,8 @@ def run_suite(profile: str = "quick", overrides: dict[str, Any] | None = None,
         Also copy each executed notebook back over ``notebooks/`` (to refresh the committed
         outputs; only sensible with the ``quick`` profile and no overrides).
     timeout_s : int, optional
-        Per-cell time limit.
+        Per-cell time limit in seconds; default :data:`DEFAULT_CELL_TIMEOUT_S` of the profile
+        (0: none).
     notebooks : Path, optional
         Folder of the notebooks (default ``<repo>/notebooks``).
 
@@ -366,12 +447,15 @@ def run_suite(profile: str = "quick", overrides: dict[str, Any] | None = None,
     Path of the results index (``results.json``), which is updated notebook by notebook, so
     an interrupted suite keeps what finished.
 
+    The index is replaced atomically at each update. A notebook's entry says ``"running"``
+    before it starts, then ``"ok"``, ``"failed"`` or ``"interrupted"`` (Ctrl-C, or a suite
+    that was killed: the next run turns its ``"running"`` entries into ``"interrupted"``). An
+    index that cannot be read is kept as ``results.json.corrupt-<time>`` and a new one
+    started. The output folder is locked while the suite runs, and ``-p`` parameters are
+    checked (:func:`check_parameters`) before anything runs.
+
     Notebook: 00_overview.ipynb
     """
-    import shutil
-    import time
-    from datetime import datetime, timezone
-
     from mrlib.paths import runs_dir
 
     if profile not in PROFILES:
@@ -381,25 +465,64 @@ def run_suite(profile: str = "quick", overrides: dict[str, Any] | None = None,
         raise ValueError("--inplace refreshes the committed notebooks, which hold the quick "
                          "profile's default run: use it with --profile quick and no -p")
     wanted = {**PROFILES[profile], **overrides}
-    if out_dir is None:
-        suffix = f"_{overrides['catalog']}" if overrides.get("catalog", "synthetic") != "synthetic" else ""
-        out_dir = runs_dir() / f"{profile}{suffix}"
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    index_path = out_dir / "results.json"
-    index = json.loads(index_path.read_text()) if index_path.exists() else {}
-    index.update({"profile": profile, "overrides": _jsonable(overrides), "versions": versions()})
-    index.setdefault("notebooks", {})
-
+    if timeout_s is None:
+        timeout_s = DEFAULT_CELL_TIMEOUT_S[profile]
     folder = Path(notebooks) if notebooks else notebooks_dir()
     notebooks = list_notebooks(only, folder)
     if not notebooks:
         raise FileNotFoundError(f"no notebooks found in {folder}")
-    declared_anywhere: set[str] = set()
+    check_parameters(overrides, notebooks)
+    if out_dir is None:
+        suffix = f"_{overrides['catalog']}" if overrides.get("catalog", "synthetic") != "synthetic" else ""
+        out_dir = runs_dir() / f"{profile}{suffix}"
+    out_dir = Path(out_dir)
+    from mrlib.paths import FolderLock
+
+    with FolderLock(out_dir, "suite run"):
+        return _run_suite_locked(profile, overrides, wanted, notebooks, out_dir, inplace, timeout_s)
+
+
+def _load_index(index_path: Path) -> dict:
+    """The results index, with the ``running`` entries of a dead suite marked ``interrupted``;
+    an unreadable file is kept aside and a new index started."""
+    import time
+
+    if not index_path.exists():
+        return {}
+    try:
+        index = json.loads(index_path.read_text())
+        if not isinstance(index, dict):
+            raise ValueError(f"a JSON {type(index).__name__}, not an object")
+    except ValueError as err:
+        keep = index_path.with_name(f"{index_path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+        os.replace(index_path, keep)
+        print(f"[suite] {index_path} could not be read ({err}); kept as {keep.name}, starting a "
+              "new index", flush=True)
+        return {}
+    for name, entry in (index.get("notebooks") or {}).items():
+        if isinstance(entry, dict) and entry.get("status") == "running":
+            entry["status"] = "interrupted"
+            entry["error"] = "the suite stopped while this notebook ran (killed?)"
+            print(f"[suite] {name}: marked interrupted (an earlier suite stopped while it ran)",
+                  flush=True)
+    return index
+
+
+def _run_suite_locked(profile: str, overrides: dict, wanted: dict, notebooks: list[Path],
+                      out_dir: Path, inplace: bool, timeout_s: int | None) -> Path:
+    import shutil
+    import time
+    from datetime import datetime, timezone
+
+    from mrlib.paths import write_json_atomic
+
+    index_path = out_dir / "results.json"
+    index = _load_index(index_path)
+    index.update({"profile": profile, "overrides": _jsonable(overrides), "versions": versions()})
+    index.setdefault("notebooks", {})
     t_suite = time.perf_counter()
     for path in notebooks:
         declared = declared_parameters(path)
-        declared_anywhere |= set(declared)
         params = {k: v for k, v in wanted.items() if k in declared}
         if (path.stem == TABLE2_NOTEBOOK and "table2_dir" in declared
                 and params.get("table2_dir") is None):
@@ -411,25 +534,27 @@ def run_suite(profile: str = "quick", overrides: dict[str, Any] | None = None,
                     train_nb, {**declared, **params}, out_dir, index, index_path, timeout_s))
         out_path = out_dir / path.name
         print(f"[suite] {path.name}  {params or '(defaults)'}", flush=True)
-        entry = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        entry = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                 "status": "running", "parameters": _jsonable(params), "output": str(out_path)}
+        index["notebooks"][path.stem] = entry
+        write_json_atomic(index, index_path)
         try:
             entry.update(run_notebook(path, out_path, params, timeout_s=timeout_s))
         except NotebookFailed as err:
-            entry.update({"status": "failed", "error": str(err), "parameters": _jsonable(params)})
-            index["notebooks"][path.stem] = entry
-            index_path.write_text(json.dumps(index, indent=1))
+            entry.update({"status": "failed", "error": str(err)})
+            write_json_atomic(index, index_path)
             raise
-        index["notebooks"][path.stem] = entry
-        index_path.write_text(json.dumps(index, indent=1))
+        except BaseException as err:
+            entry.update({"status": "interrupted", "error": f"{type(err).__name__}: {err}"})
+            write_json_atomic(index, index_path)
+            raise
+        write_json_atomic(index, index_path)
         print(f"[suite] {path.name} ok in {entry['wall_s']:.1f} s", flush=True)
         if inplace:
             shutil.copyfile(out_path, path)
             _strip_run_metadata(path)
-    unused = set(overrides) - declared_anywhere
-    if unused:
-        print(f"[suite] warning: no notebook declares {sorted(unused)}; those -p values were not used")
     index["wall_s"] = round(time.perf_counter() - t_suite, 2)
-    index_path.write_text(json.dumps(index, indent=1))
+    write_json_atomic(index, index_path)
     print(f"[suite] results index: {index_path}")
     return index_path
 
@@ -645,7 +770,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--out", type=Path, help="output folder (default runs/<profile>)")
     run.add_argument("--inplace", action="store_true",
                      help="refresh the committed notebooks' outputs (quick profile only)")
-    run.add_argument("--timeout", type=int, default=None, help="per-cell time limit, seconds")
+    run.add_argument("--timeout", type=int, default=None,
+                     help="per-cell time limit, seconds (default per profile: "
+                          + ", ".join(f"{k} {v}" for k, v in DEFAULT_CELL_TIMEOUT_S.items())
+                          + "; 0: none)")
     sub.add_parser("list", help="list the notebooks and their parameters")
     tab = sub.add_parser("table2", help="print a run's Table 2 as Markdown")
     tab.add_argument("--run", type=Path, default=None,
@@ -673,14 +801,23 @@ def main(argv: list[str] | None = None) -> int:
         for path in list_notebooks():
             print(f"{path.name}: {declared_parameters(path)}")
         return 0
+    from mrlib.paths import LockedError
+
     overrides = {}
     for item in args.param:
         if "=" not in item:
             parser.error(f"-p expects NAME=VALUE, got {item!r}")
         name, value = item.split("=", 1)
+        if not name.strip():
+            parser.error(f"-p expects NAME=VALUE, got {item!r}")
         overrides[name.strip()] = parse_value(value.strip())
+    if args.timeout is not None and args.timeout < 0:
+        parser.error(f"--timeout must be >= 0 seconds (0: none), got {args.timeout}")
     try:
         run_suite(args.profile, overrides, args.only, args.out, args.inplace, args.timeout)
+    except (ValueError, LockedError) as err:
+        print(f"[suite] {err}", file=sys.stderr, flush=True)
+        return 2
     except NotebookFailed as err:
         print(f"[suite] FAILED: {err}", flush=True)
         return 1

@@ -475,3 +475,117 @@ def test_a_zero_byte_file_is_empty_not_unreadable(tmp_path):
     with pytest.warns(UserWarning, match="skipped"):
         cat = C.from_folder(audio, _write(tmp_path / "tags.csv", CSV_TEXT), progress=False)
     assert dict(zip(cat.skipped.track_id, cat.skipped.reason))["c"] == "empty audio file (0 bytes)"
+
+
+# ------------------------------------------------------------------------------------------
+# 5, 7, 8. the suite: atomic index, running/failed/interrupted, cell timeout, -p checked first
+# ------------------------------------------------------------------------------------------
+import nbformat  # noqa: E402
+
+from mrlib import book, suite  # noqa: E402
+
+
+def _notebook(path: Path, params: str, body: str) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture
+def nbs(tmp_path) -> Path:
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    _notebook(folder / "00_a.ipynb", "n_tracks = 5\nwidth = 0.5\ncatalog = 'synthetic'\nlr = None",
+              "x = n_tracks")
+    _notebook(folder / "01_b.ipynb", "epochs = 3", "y = epochs")
+    return folder
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ({"n_trakcs": 30}, r"n_trakcs=30: no selected notebook declares 'n_trakcs' \(did you mean n_tracks\?\)"),
+    ({"n_tracks": "30x"}, r"00_a expects int \(its default is 5\), got str"),
+    ({"n_tracks": 2.5}, r"00_a expects int"),
+    ({"epochs": True}, r"01_b expects int .* got bool"),
+    ({"catalog": 3}, r"00_a expects str"),
+], ids=["typo", "str-for-int", "float-for-int", "bool-for-int", "int-for-str"])
+def test_bad_parameters_are_refused_before_anything_runs(nbs, tmp_path, overrides, match):
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=match):
+        suite.run_suite("quick", overrides, out_dir=out, notebooks=nbs)
+    assert not out.exists()
+    suite.check_parameters({"width": 1, "lr": 0.01, "n_tracks": 30}, suite.list_notebooks(None, nbs))
+
+
+def test_the_command_line_refuses_a_mistyped_parameter(nbs, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(suite, "notebooks_dir", lambda: nbs)
+    assert suite.main(["run", "--profile", "quick", "-p", "n_trakcs=30", "--out", str(tmp_path / "o")]) == 2
+    assert "did you mean n_tracks" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_a_killed_suite_leaves_running_entries_that_become_interrupted(nbs, tmp_path):
+    _notebook(nbs / "02_slow.ipynb", "pause = 60", "import time\ntime.sleep(pause)")
+    out = tmp_path / "out"
+    env = dict(os.environ)
+    proc = subprocess.Popen([sys.executable, "-c",
+                             f"from mrlib import suite; suite.run_suite('quick', out_dir={str(out)!r}, "
+                             f"notebooks={str(nbs)!r})"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while True:
+        index = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
+        if index.get("notebooks", {}).get("02_slow", {}).get("status") == "running":
+            break
+        assert proc.poll() is None and time.time() - t0 < 120, proc.communicate()[1][-2000:]
+        time.sleep(0.2)
+    proc.kill()                                   # kill -9: no chance to write anything
+    proc.wait()
+    assert index["notebooks"]["00_a"]["status"] == "ok"
+    with pytest.raises(ValueError, match=r"02_slow\.ipynb: running"):
+        book.stage_book(out, tmp_path / "stage")
+    # the next suite run turns the dead run's entry into "interrupted"; its own run is new
+    (nbs / "02_slow.ipynb").unlink()
+    index = json.loads(suite.run_suite("quick", out_dir=out, notebooks=nbs).read_text())
+    assert index["notebooks"]["02_slow"]["status"] == "interrupted"
+    with pytest.raises(ValueError, match=r"02_slow\.ipynb: interrupted"):
+        book.stage_book(out, tmp_path / "stage")
+
+
+@pytest.mark.slow
+def test_a_hanging_cell_times_out_and_a_failed_notebook_stays_out_of_the_book(nbs, tmp_path):
+    _notebook(nbs / "02_hang.ipynb", "pause = 600", "import time\ntime.sleep(pause)")
+    out = tmp_path / "out"
+    with pytest.raises(suite.NotebookFailed, match="per-cell time limit of 3 s"):
+        suite.run_suite("quick", out_dir=out, notebooks=nbs, timeout_s=3)
+    index = json.loads((out / "results.json").read_text())
+    assert index["notebooks"]["02_hang"]["status"] == "failed"
+    with pytest.raises(ValueError, match=r"02_hang\.ipynb: failed"):
+        book.stage_book(out, tmp_path / "stage")
+    assert suite.DEFAULT_CELL_TIMEOUT_S["smoke"] > 0 and suite.DEFAULT_CELL_TIMEOUT_S["quick"] > 0
+
+
+def test_a_truncated_index_is_kept_aside_not_a_crash(nbs, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.json").write_text('{"notebooks": {"00_a": {"sta')
+    index = json.loads(suite.run_suite("quick", out_dir=out, notebooks=nbs, only=["01"]).read_text())
+    assert index["notebooks"]["01_b"]["status"] == "ok"
+    assert "could not be read" in capsys.readouterr().out
+    assert len(list(out.glob("results.json.corrupt-*"))) == 1
+
+
+def test_a_suite_folder_in_use_is_refused(nbs, tmp_path):
+    out = tmp_path / "out"
+    with FolderLock(out, "suite run"):
+        with pytest.raises(LockedError, match="suite run folder"):
+            suite.run_suite("quick", out_dir=out, notebooks=nbs)
+
+
+def test_the_book_needs_an_index_for_a_run_folder(tmp_path):
+    (tmp_path / "00_a.ipynb").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="no results.json"):
+        book.stage_book(tmp_path, tmp_path / "stage")

@@ -60,8 +60,10 @@ def test_parse_value():
 @pytest.mark.slow
 def test_suite_runs_in_order_and_indexes(folder, tmp_path):
     out = tmp_path / "run"
-    index_path = suite.run_suite("smoke", {"epochs": 7, "unused": 1}, out_dir=out,
-                                 notebooks=folder)
+    with pytest.raises(ValueError, match="no selected notebook declares 'unused'"):
+        suite.run_suite("smoke", {"epochs": 7, "unused": 1}, out_dir=out, notebooks=folder)
+    assert not out.exists()                       # refused before anything ran
+    index_path = suite.run_suite("smoke", {"epochs": 7}, out_dir=out, notebooks=folder)
     index = json.loads(index_path.read_text())
     assert list(index["notebooks"]) == ["00_first", "01_second"]
     first, second = index["notebooks"]["00_first"], index["notebooks"]["01_second"]
