@@ -1,0 +1,598 @@
+"""Experiments: named tables of rows × training seeds, run by one resumable command.
+
+``python -m mrlib.experiments run table2 --catalog synthetic --profile quick --seeds 0 1 2``
+trains every row of an experiment once per seed (on any device: ``--device cuda``), scores it
+on the test units, and stores each finished row × seed at once in
+``data/results/<experiment>_<catalog>_<profile>.json`` (:mod:`mrlib.results`). A second
+invocation skips what the store holds, so an experiment of hours runs in pieces on any machine
+and adds up through the committed file, not through ``runs/``. A row whose parameters changed
+is run again (only that row); a row that fails is recorded with its error and the others go on.
+
+Rows are trained by direct :func:`mrlib.train.train` calls in worker processes rather than by
+papermill runs of a notebook: the row's configuration is the whole of what the notebook would
+do, a worker keeps the catalog's features in memory between rows, and an exception arrives as an
+object to store, not as a failed notebook to parse (CONTRIBUTING.md, "Experiments").
+
+An experiment is an :class:`Experiment` in :data:`EXPERIMENTS`: its rows for a catalog and a
+profile, and the function that runs one row with one seed. ``table2`` and ``cfr2017`` are
+registered here; an ablation is one more entry.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import multiprocessing
+import os
+import shlex
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from mrlib import results as res
+
+__all__ = ["Experiment", "EXPERIMENTS", "register", "run_experiment", "experiment_rows",
+           "TABLE2_BUDGETS", "table2_rows", "table2_context", "table2_score", "git_commit", "main"]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A named experiment: rows for a catalog × profile, and how to run one row with one seed.
+
+    Attributes
+    ----------
+    name : str
+        The command-line name (``table2``).
+    title : str
+    notebook : str
+        The notebook that teaches it and shows its stored results.
+    metrics : tuple of str
+        Column names of the per-unit scores every row returns.
+    unit : str
+        What a per-unit score is scored on (``"query"``, ``"triplet"``).
+    rows : callable (catalog, profile, overrides) -> dict row -> parameters
+        JSON-serialisable parameters of each row (everything that changes its result, except
+        the seed and the device); a row is re-run exactly when its parameters change.
+    run : callable (row, parameters, seed, device, workdir) -> (per_unit, extra)
+        Trains and scores one row with one seed: ``per_unit`` maps each metric to a float
+        array (fractions), ``extra`` holds further JSON values (an AUC, a learned α).
+    profiles : tuple of str
+        The profiles it defines.
+
+    Notebook: 07_evaluation.ipynb
+    """
+
+    name: str
+    title: str
+    notebook: str
+    metrics: tuple[str, ...]
+    unit: str
+    rows: Callable[[str, str, Mapping[str, Any]], dict[str, dict]]
+    run: Callable[..., tuple[Mapping[str, Any], Mapping[str, Any]]]
+    profiles: tuple[str, ...] = ("smoke", "quick", "paper")
+
+
+#: The registered experiments, by name.
+EXPERIMENTS: dict[str, Experiment] = {}
+
+
+def register(experiment: Experiment) -> Experiment:
+    """Add an experiment to :data:`EXPERIMENTS` (a name already taken is an error).
+
+    Notebook: 07_evaluation.ipynb
+    """
+    if not isinstance(experiment, Experiment):
+        raise TypeError(f"register() takes an Experiment, got {type(experiment).__name__}")
+    if experiment.name in EXPERIMENTS and EXPERIMENTS[experiment.name] is not experiment:
+        raise ValueError(f"an experiment named {experiment.name!r} is already registered")
+    EXPERIMENTS[experiment.name] = experiment
+    return experiment
+
+
+def _experiment(name: str) -> Experiment:
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; registered: {sorted(EXPERIMENTS)}")
+    return EXPERIMENTS[name]
+
+
+# ---------------------------------------------------------------------------------------------
+# Table 2 (Prétet et al. 2020)
+# ---------------------------------------------------------------------------------------------
+#: Training budget of every Table-2 row per profile (``TrainConfig`` fields on top of
+#: :data:`mrlib.evaluate.TABLE2_DEFAULTS`). ``quick`` is the stored CPU experiment: the
+#: lesson's catalog and network, 200 Adam steps of 144 patches per row (see CONTRIBUTING.md,
+#: "Experiments", for how the budget was chosen); ``paper`` is :func:`mrlib.train.paper_config`.
+TABLE2_BUDGETS: dict[str, dict[str, Any]] = {
+    "smoke": {"n_tracks": 60, "catalog_kwargs": {"duration_s": 8.0}, "epochs": 2,
+              "steps_per_epoch": 2, "negatives_per_batch": 8, "batch_tracks": 24},
+    "quick": {"epochs": 10, "steps_per_epoch": 20},
+    "paper": {},
+}
+
+#: Rows of Table 2 that need no training: the naive baseline and the floor.
+TABLE2_REFERENCE_ROWS = ("Euclidean (mean CQT)", "Random ranking")
+
+# Fields that say where or how fast a run happens, not what it computes.
+_NOT_RESULT = ("device", "n_jobs", "out_dir", "prefetch")
+# Fields that choose the catalog and its features (what the reference rows depend on).
+_CATALOG_FIELDS = ("catalog", "n_tracks", "catalog_seed", "catalog_kwargs", "features")
+
+
+def table2_rows(catalog: str = "synthetic", profile: str = "quick",
+                overrides: Mapping[str, Any] | None = None) -> dict[str, dict]:
+    """The rows of Table 2 at a profile: the trained rows' training fields and the references'.
+
+    Trained rows come from :func:`mrlib.evaluate.table2_systems` with the profile's budget
+    (:data:`TABLE2_BUDGETS`) and ``overrides`` (any ``TrainConfig`` field but ``seed``); at the
+    ``paper`` profile each row is :func:`mrlib.train.paper_config` of its system and mining.
+    The reference rows (:data:`TABLE2_REFERENCE_ROWS`) carry only the catalog's fields.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    from mrlib.evaluate import table2_systems
+    from mrlib.train import paper_config
+
+    overrides = dict(overrides or {})
+    if "seed" in overrides:
+        raise ValueError("the seed of an experiment is --seeds, not -p seed=...")
+    if profile not in TABLE2_BUDGETS:
+        raise ValueError(f"unknown profile {profile!r} for table2; choose from {sorted(TABLE2_BUDGETS)}")
+    rows = table2_systems(catalog=catalog, **{**TABLE2_BUDGETS[profile], **overrides})
+    if profile == "paper":
+        paper = {}
+        for name, cfg in rows.items():
+            fields = paper_config(cfg["system"], cfg["mining"], catalog=catalog,
+                                  run_name=cfg["run_name"], **overrides).to_dict()
+            if name == "TL untrained":
+                fields["epochs"] = 0
+            paper[name] = fields
+        rows = paper
+    out = {name: {k: v for k, v in cfg.items() if k not in _NOT_RESULT + ("seed",)}
+           for name, cfg in rows.items()}
+    first = next(iter(out.values()))
+    catalog_fields = {k: first[k] for k in _CATALOG_FIELDS if k in first}
+    for name in TABLE2_REFERENCE_ROWS:
+        out[name] = {"reference": name, **catalog_fields}
+    return out
+
+
+# Per worker process: the loaded catalog and its test-query context, by catalog fields.
+_CONTEXTS: dict[str, dict] = {}
+
+
+def table2_context(parameters: Mapping[str, Any], device: str = "cpu", progress: bool = False) -> dict:
+    """The data a Table-2 row is scored on (loaded once per process and catalog).
+
+    Returns
+    -------
+    dict
+        ``data`` (:class:`mrlib.train.TrainData`), ``test`` (catalog indices of the queries),
+        ``S_test`` (oracle among them), ``true_lists`` (its top 5 per query), ``depth`` (k).
+
+    Notebook: 07_evaluation.ipynb
+    """
+    from mrlib import evaluate as ev
+    from mrlib.similarity import oracle
+    from mrlib.train import TrainConfig, prepare_data
+
+    fields = {k: parameters[k] for k in _CATALOG_FIELDS if k in parameters}
+    key = json.dumps(fields, sort_keys=True)
+    if key not in _CONTEXTS:
+        data = prepare_data(TrainConfig(**fields, n_jobs=max(1, os.cpu_count() or 1), device=device),
+                            progress=progress)
+        test = data.indices("test")
+        S_test = oracle(data.tags[test], None, data.categories)
+        _CONTEXTS[key] = {"data": data, "test": test, "S_test": S_test,
+                          "true_lists": ev.rank_by_similarity(S_test, k=5),
+                          "depth": min(20, len(test) - 1)}
+    return _CONTEXTS[key]
+
+
+def table2_score(embeddings: np.ndarray, context: Mapping[str, Any], *, tags: bool = False):
+    """Score test-query embeddings (rows in the order of ``context["test"]``).
+
+    ``tags=True``: the rows are predicted tag probabilities (the AT baseline), ranked by the
+    oracle applied to them, as the paper does.
+
+    Returns
+    -------
+    mrlib.evaluate.RetrievalResult
+
+    Notebook: 07_evaluation.ipynb
+    """
+    from mrlib import evaluate as ev
+    from mrlib.similarity import oracle
+
+    if tags:
+        S_hat = oracle(embeddings, None, context["data"].categories)
+        return ev.evaluate_similarity(S_hat, context["S_test"])
+    return ev.evaluate_embeddings(embeddings, context["S_test"])
+
+
+def _per_unit(result) -> dict[str, np.ndarray]:
+    return {result.columns[m]: result.per_query[m] for m in result.per_query}
+
+
+def _table2_reference(row: str, parameters: Mapping[str, Any], seed: int, context: Mapping[str, Any]):
+    from mrlib import evaluate as ev
+
+    test, depth = context["test"], context["depth"]
+    if parameters["reference"] == "Random ranking":
+        pred = ev.random_ranking(len(test), k=depth, seed=seed)
+    else:
+        feats = context["data"].features
+        mean_cqt = np.stack([np.asarray(feats[int(i)], dtype=np.float32).mean(axis=1) for i in test])
+        pred = ev.rank_by_distance(mean_cqt, k=depth)
+    return _per_unit(ev.RetrievalResult(ev.retrieval_metrics(pred, context["true_lists"]))), {}
+
+
+def _table2_run(row: str, parameters: Mapping[str, Any], seed: int, device: str, workdir: Path):
+    """Train one Table-2 row with one seed (resuming its run folder) and score it."""
+    import pandas as pd
+
+    from mrlib import evaluate as ev
+    from mrlib.train import TrainConfig, train
+
+    context = table2_context(parameters, device)
+    if "reference" in parameters:
+        return _table2_reference(row, parameters, seed, context)
+    cfg = TrainConfig(**parameters, seed=seed, device=device, n_jobs=1,
+                      out_dir=str(workdir / f"{parameters['run_name']}_s{seed}"))
+    run = train(cfg, resume=True, progress=False, data=context["data"])
+    test = context["test"]
+    pos = pd.Series(np.arange(len(run.catalog_index)), index=run.catalog_index)
+    E = run.embeddings[pos.loc[test].to_numpy()]
+    result = table2_score(E, context, tags=cfg.system == "at")
+    best = run.summary.get("best", {})
+    m = run.metrics
+    extra = {"epochs_run": int(run.summary.get("epochs_run", len(m) - 1)),
+             "best_epoch": best.get("epoch"),
+             "val_map": [round(float(v), 4) for v in m["val_map"]] if "val_map" in m else [],
+             "patches_per_s": round(float(m["patches_per_s"].iloc[1:].mean()), 1)
+             if "patches_per_s" in m and len(m) > 1 else None}
+    if cfg.system == "at":
+        auc = ev.tag_auc(context["data"].tags[test] >= 0.5, E)
+        extra["tag_auc"] = round(float(auc.mean), 4)
+    if cfg.system == "tl_autopool":
+        alpha = run.model().autopool.alpha.detach().numpy().ravel()
+        extra["alpha"] = {"mean": round(float(alpha.mean()), 4), "min": round(float(alpha.min()), 4),
+                          "max": round(float(alpha.max()), 4)}
+    return _per_unit(result), extra
+
+
+register(Experiment(
+    name="table2", title="Table 2 of Prétet et al. (2020): retrieval on the test queries",
+    notebook="07_evaluation.ipynb", metrics=("MAP@20", "Recall@20", "RR@20", "nDCG@20"),
+    unit="query", rows=table2_rows, run=_table2_run))
+
+
+# ---------------------------------------------------------------------------------------------
+# The runner
+# ---------------------------------------------------------------------------------------------
+def git_commit(root: Path | None = None) -> str:
+    """The repository's HEAD commit, with ``+dirty`` when ``mrlib/`` differs from it ("" outside git).
+
+    Notebook: 07_evaluation.ipynb
+    """
+    from mrlib.paths import repo_root
+
+    root = root or repo_root()
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "mrlib"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return head + ("+dirty" if dirty else "")
+
+
+def _device_name(device: str) -> str:
+    import torch
+
+    from mrlib.train import pick_device
+
+    d = pick_device(device)
+    if d.type == "cuda":
+        return f"{d} ({torch.cuda.get_device_name(d)})"
+    return f"{d} ({os.cpu_count()} cores)" if d.type == "cpu" else str(d)
+
+
+def _work(name: str, row: str, parameters: dict, seed: int, device: str, workdir: str,
+          threads: int) -> dict:
+    """One row × seed in a worker process: its result entry, or the error that stopped it."""
+    import torch
+
+    torch.set_num_threads(threads)
+    exp = EXPERIMENTS[name]
+    t0 = time.perf_counter()
+    try:
+        per_unit, extra = exp.run(row, parameters, seed, device, Path(workdir))
+        entry = res.seed_entry(per_unit, extra=extra)
+    except Exception as err:  # a failing row is recorded and the others go on
+        entry = {"status": "failed", "error": f"{type(err).__name__}: {err}",
+                 "traceback": traceback.format_exc(limit=6)[-2000:]}
+    from mrlib.suite import versions
+
+    entry.update({"wall_s": round(time.perf_counter() - t0, 1), "device": _device_name(device),
+                  "finished": res.now(), "versions": {k: v for k, v in versions().items()
+                                                      if k in ("python", "torch", "numpy", "mrlib")}})
+    return entry
+
+
+def experiment_rows(name: str, catalog: str = "synthetic", profile: str = "quick",
+                    overrides: Mapping[str, Any] | None = None) -> dict[str, dict]:
+    """The rows (and their parameters) that :func:`run_experiment` would run.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    exp = _experiment(name)
+    if profile not in exp.profiles:
+        raise ValueError(f"experiment {name!r} has profiles {list(exp.profiles)}, got {profile!r}")
+    return exp.rows(catalog, profile, dict(overrides or {}))
+
+
+def _command(name, catalog, profile, seeds, overrides, rows, device) -> str:
+    parts = ["python", "-m", "mrlib.experiments", "run", name, "--catalog", str(catalog),
+             "--profile", profile, "--seeds", *map(str, seeds)]
+    if rows:
+        parts += ["--rows", *rows]
+    if device != "auto":
+        parts += ["--device", device]
+    for k, v in (overrides or {}).items():
+        parts += ["-p", f"{k}={json.dumps(v) if not isinstance(v, str) else v}"]
+    return shlex.join(parts)
+
+
+def _git_commit_file(path: Path, message: str, tries: int = 5) -> bool:
+    """Commit one file (and nothing else staged); a busy index is retried, a failure only warned
+    about: the result is already in the file, and the next commit takes it along."""
+    root = path.resolve().parent
+    for attempt in range(tries):
+        add = subprocess.run(["git", "add", "--", path.name], cwd=root, capture_output=True, text=True)
+        done = add.returncode == 0 and subprocess.run(
+            ["git", "commit", "-q", "-m", message, "--", path.name], cwd=root, capture_output=True,
+            text=True).returncode == 0
+        if done:
+            return True
+        time.sleep(2 + 2 * attempt)            # another git process holds .git/index.lock
+    print(f"[experiments] warning: could not git-commit {path} (it is written; commit it by hand)")
+    return False
+
+
+def run_experiment(name: str, catalog: str = "synthetic", profile: str = "quick",
+                   seeds: Sequence[int] = (0, 1, 2), *, overrides: Mapping[str, Any] | None = None,
+                   rows: Sequence[str] | None = None, device: str = "auto", jobs: int = 1,
+                   store: Path | None = None, workdir: Path | None = None, commit: bool = False,
+                   progress: bool = True) -> Path:
+    """Run an experiment's rows × seeds, storing each finished one at once; skip what is stored.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`EXPERIMENTS` (``"table2"``, ``"cfr2017"``).
+    catalog : str, default "synthetic"
+    profile : str, default "quick"
+    seeds : sequence of int, default (0, 1, 2)
+        Training seeds; each row is trained once per seed.
+    overrides : mapping, optional
+        Parameters changed for every row (``-p lr=0.0003``); the rows they change are re-run.
+    rows : sequence of str, optional
+        Run only these rows (the store keeps the others).
+    device : str, default "auto"
+        ``"cpu"``, ``"cuda"``, … (not part of a row's identity: a result from another device
+        is reused; the device of each row × seed is recorded).
+    jobs : int, default 1
+        Rows × seeds run side by side, each in its own process with ``cores / jobs`` threads.
+    store : Path, optional
+        The results file (default :func:`mrlib.results.store_path`).
+    workdir : Path, optional
+        Run folders (default ``runs_dir()/experiments/<store stem>``); an interrupted row resumes
+        from its folder when it is still there, else it starts again.
+    commit : bool, default False
+        ``git commit`` the results file after every finished row × seed (hours of compute then
+        add up in git even when the machine goes away).
+    progress : bool, default True
+
+    Returns
+    -------
+    Path of the results file.
+
+    Raises
+    ------
+    ValueError
+        Unknown experiment, profile, row or parameter — before anything runs.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    from mrlib.paths import runs_dir
+
+    exp = _experiment(name)
+    seeds = [int(s) for s in seeds]
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct integers >= 0, got {list(seeds)}")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")
+    overrides = dict(overrides or {})
+    specs = experiment_rows(name, catalog, profile, overrides)
+    unknown = [r for r in (rows or []) if r not in specs]
+    if unknown:
+        raise ValueError(f"unknown row(s) {unknown} of {name}; rows are {list(specs)}")
+    path = Path(store or res.store_path(name, catalog, profile))
+    data = res.read_store(path) if path.exists() else res.new_store(
+        name, catalog, profile, title=exp.title, metrics=exp.metrics, unit=exp.unit, notebook=exp.notebook)
+    if data["experiment"] != name or data["profile"] != profile:
+        raise ValueError(f"{path} holds {data['experiment']} at profile {data['profile']}, not {name} at {profile}")
+    command = _command(name, catalog, profile, seeds, overrides, rows, device)
+    data.update({"title": exp.title, "command": command, "overrides": overrides})
+    for r in [r for r in data["rows"] if r not in specs]:
+        print(f"[experiments] {r}: no longer a row of {name}; dropped from {path.name}")
+        del data["rows"][r]
+    stored: dict[str, dict] = {}
+    for r, params in specs.items():
+        key = res.parameters_key(params)
+        old = data["rows"].get(r)
+        if old is not None and old.get("key") != key:
+            n_old = len(old.get("seeds", {}))
+            print(f"[experiments] {r}: parameters changed; its {n_old} stored seed(s) are run again")
+            old = None
+        stored[r] = old or {"parameters": params, "key": key, "seeds": {}}
+    data["rows"] = stored
+    chosen = list(rows or specs)
+    todo = [(r, s) for s in seeds for r in chosen
+            if stored[r]["seeds"].get(str(s), {}).get("status") != "ok"]
+    commit_id = git_commit()
+    workdir = Path(workdir or runs_dir() / "experiments" / path.stem)
+    run_log = {"started": res.now(), "command": command, "commit": commit_id,
+               "device": device, "trained": 0, "reused": len(chosen) * len(seeds) - len(todo), "failed": 0}
+    data.setdefault("runs", []).append(run_log)
+    print(f"[experiments] {name} · {catalog} · {profile}: {len(chosen)} rows × {len(seeds)} seeds; "
+          f"{run_log['reused']} stored, {len(todo)} to run -> {path}", flush=True)
+    t0 = time.perf_counter()
+
+    def land(r: str, s: int, entry: dict) -> None:
+        entry["commit"] = commit_id
+        data["rows"][r]["seeds"][str(s)] = entry
+        run_log["trained" if entry["status"] == "ok" else "failed"] += 1
+        run_log["wall_s"] = round(time.perf_counter() - t0, 1)
+        run_log["finished"] = res.now()
+        res.summarise_store(data)
+        res.write_store(data, path)
+        if entry["status"] != "ok":
+            print(f"[experiments] {r} seed {s} FAILED: {entry['error']}", flush=True)
+        if commit:
+            _git_commit_file(path, f"results: {name} {catalog} {profile}: {r}, seed {s} "
+                                   f"({entry['status']}, {entry['wall_s']:.0f} s)")
+
+    if not todo:
+        res.summarise_store(data)
+        data["runs"].pop()              # nothing ran: the store is unchanged but for its summary
+        res.write_store(data, path)
+        print(f"[experiments] every row × seed is stored; nothing to run ({path})")
+        return path
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    bar = tqdm(total=len(todo), desc=f"{name} {catalog} {profile}", unit="run", disable=not progress,
+               dynamic_ncols=True)
+    try:
+        if jobs == 1:
+            for r, s in todo:
+                bar.set_postfix_str(f"{r}, seed {s}")
+                land(r, s, _work(name, r, stored[r]["parameters"], s, device, str(workdir), threads))
+                bar.update()
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+                futures = {pool.submit(_work, name, r, stored[r]["parameters"], s, device,
+                                       str(workdir), threads): (r, s) for r, s in todo}
+                for fut in cf.as_completed(futures):
+                    r, s = futures[fut]
+                    try:
+                        entry = fut.result()
+                    except Exception as err:  # the worker itself died (memory, a signal)
+                        entry = {"status": "failed", "error": f"worker died: {type(err).__name__}: {err}",
+                                 "wall_s": 0.0, "finished": res.now()}
+                    land(r, s, entry)
+                    bar.set_postfix_str(f"last: {r}, seed {s}")
+                    bar.update()
+    except KeyboardInterrupt:
+        print(f"\n[experiments] interrupted: the finished rows × seeds are in {path}; the same "
+              f"command resumes (an interrupted row continues from {workdir} when it is there)")
+        raise
+    finally:
+        bar.close()
+    failed = run_log["failed"]
+    print(f"[experiments] done in {time.perf_counter() - t0:.0f} s: {run_log['trained']} run, "
+          f"{failed} failed, {run_log['reused']} reused -> {path}")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+def _parse_overrides(items: Sequence[str], parser: argparse.ArgumentParser) -> dict:
+    from mrlib.suite import parse_value
+
+    out = {}
+    for item in items:
+        if "=" not in item:
+            parser.error(f"-p expects NAME=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = parse_value(v.strip())
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m mrlib.experiments run|show|readme|list`` (see ``--help``).
+
+    Notebook: 07_evaluation.ipynb
+    """
+    parser = argparse.ArgumentParser(prog="python -m mrlib.experiments", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run an experiment's rows × seeds (skips what is stored)")
+    show = sub.add_parser("show", help="print a stored experiment as a Markdown table")
+    for p in (run, show):
+        p.add_argument("experiment", choices=sorted(EXPERIMENTS))
+        p.add_argument("--catalog", default="synthetic")
+        p.add_argument("--profile", default="quick")
+    run.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    run.add_argument("--rows", nargs="+", metavar="ROW", help="only these rows (names as in the table)")
+    run.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                     help="change a parameter of every row (the rows it changes are run again)")
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    run.add_argument("--jobs", type=int, default=1, help="rows × seeds side by side (processes)")
+    run.add_argument("--store", type=Path, help="results file (default data/results/<name>_<catalog>_<profile>.json)")
+    run.add_argument("--commit", action="store_true", help="git-commit the results file after each row × seed")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    sub.add_parser("readme", help="rewrite the README's results blocks from data/results/")
+    sub.add_parser("list", help="list the experiments and their stored results")
+    args = parser.parse_args(argv)
+
+    if args.command == "list":
+        for name, exp in EXPERIMENTS.items():
+            print(f"{name}: {exp.title} ({exp.notebook}); profiles {', '.join(exp.profiles)}")
+        for stem, store in res.stored_results().items():
+            seeds = {len(res._ok_seeds(r)) for r in store["rows"].values()}
+            print(f"  stored: {stem}: {len(store['rows'])} rows, {min(seeds, default=0)}–"
+                  f"{max(seeds, default=0)} seeds per row")
+        return 0
+    if args.command == "readme":
+        for stem, store in res.stored_results().items():
+            try:
+                print(f"[experiments] {stem} -> {res.update_readme_block(store)}")
+            except ValueError as err:
+                print(f"[experiments] {stem}: not in the README ({err})")
+        return 0
+    if args.command == "show":
+        path = res.store_path(args.experiment, args.catalog, args.profile)
+        if not path.exists():
+            parser.error(f"{path} does not exist: run `python -m mrlib.experiments run "
+                         f"{args.experiment} --catalog {args.catalog} --profile {args.profile}` first")
+        print(res.results_markdown(res.read_store(path)))
+        return 0
+    try:
+        path = run_experiment(args.experiment, args.catalog, args.profile, args.seeds,
+                              overrides=_parse_overrides(args.param, parser), rows=args.rows,
+                              device=args.device, jobs=args.jobs, store=args.store,
+                              commit=args.commit, progress=not args.quiet)
+    except (ValueError, TypeError) as err:
+        parser.error(str(err))
+    store = res.read_store(path)
+    print(res.results_markdown(store))
+    failed = [f"{r} seed {s}" for r, row in store["rows"].items()
+              for s, e in row["seeds"].items() if e.get("status") != "ok"]
+    if failed:
+        print(f"[experiments] failed: {', '.join(failed)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,457 @@
+"""Stored experiment results: the files under ``data/results/``, their statistics and tables.
+
+An *experiment* (Table 2 of the 2020 paper, the 2017 CFR table, an ablation) is a set of rows
+trained with several seeds. Each finished row × seed is stored at once in one small JSON file
+per experiment × catalog × profile, with its per-unit scores (one value per test query, or per
+test triplet), so that anything computed from the store — a seed mean, a paired test, a table —
+can be computed again from the committed file alone. This module reads and writes those files
+and turns them into tables; :mod:`mrlib.experiments` runs the experiments.
+
+Statistics of a row (per metric, in percent):
+
+* per seed: the mean over units and its 95 % Student interval (the *query interval*);
+* over seeds: the mean of the seed means and their standard deviation (the *seed spread*);
+* between two rows: the mean paired difference, with a two-level bootstrap that resamples
+  seeds, then units within each seed (so both sources of variation are in the interval and
+  the p-value), and Holm's correction over the pairs of a metric.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from mrlib.evaluate import format_ci, holm, mean_ci
+
+__all__ = ["SCHEMA", "results_dir", "store_path", "parameters_key", "new_store", "read_store",
+           "write_store", "seed_entry", "row_summary", "seed_query_test", "compare_rows",
+           "summarise_store", "stored_results", "results_frame", "results_markdown",
+           "update_readme_block", "StoreError"]
+
+#: Version of the stored file's layout; a reader refuses files of another version.
+SCHEMA = 1
+
+#: Decimal places of stored per-unit scores (fractions; 4 places keep every AP@20 and
+#: nDCG@20 to 1e-4, far below any difference a table reports).
+UNIT_DECIMALS = 4
+
+
+class StoreError(ValueError):
+    """A results file that cannot be read as a store (names the file and what is wrong)."""
+
+
+def results_dir() -> Path:
+    """The committed results folder, ``<repo>/data/results`` (``$MRLIB_RESULTS`` overrides it).
+
+    Notebook: 07_evaluation.ipynb
+    """
+    from mrlib.paths import repo_root
+
+    return Path(os.environ.get("MRLIB_RESULTS", repo_root() / "data" / "results"))
+
+
+def store_path(experiment: str, catalog: str, profile: str, folder: Path | None = None) -> Path:
+    """``<results_dir>/<experiment>_<catalog>_<profile>.json`` (a folder catalog by its name).
+
+    Notebook: 07_evaluation.ipynb
+    """
+    label = re.sub(r"[^A-Za-z0-9]+", "-", Path(str(catalog)).name).strip("-") or "catalog"
+    return Path(folder or results_dir()) / f"{experiment}_{label}_{profile}.json"
+
+
+def parameters_key(parameters: Mapping[str, Any]) -> str:
+    """A short hash of a row's parameters (JSON with sorted keys): equal keys, same training.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    text = json.dumps(parameters, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def new_store(experiment: str, catalog: str, profile: str, *, title: str, metrics: Sequence[str],
+              unit: str, notebook: str) -> dict:
+    """An empty store of one experiment × catalog × profile.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    return {"schema": SCHEMA, "experiment": experiment, "title": title, "catalog": catalog,
+            "profile": profile, "notebook": notebook, "unit": unit, "metrics": list(metrics),
+            "rows": {}, "summary": {}, "comparisons": [], "runs": []}
+
+
+def _check_store(store: Any, where: str) -> dict:
+    if not isinstance(store, dict):
+        raise StoreError(f"{where}: not a results store (a JSON object was expected)")
+    if store.get("schema") != SCHEMA:
+        raise StoreError(f"{where}: schema {store.get('schema')!r}, this mrlib reads schema {SCHEMA}")
+    missing = [k for k in ("experiment", "catalog", "profile", "metrics", "rows") if k not in store]
+    if missing:
+        raise StoreError(f"{where}: lacks {missing}")
+    return store
+
+
+def read_store(path: str | os.PathLike) -> dict:
+    """Read a results file; :class:`StoreError` names the file when it is not one.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    path = Path(path)
+    try:
+        store = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise StoreError(f"{path}: not valid JSON ({err}); restore it with `git checkout -- {path}`") from None
+    return _check_store(store, str(path))
+
+
+def _dumps(store: dict) -> str:
+    """JSON with one line per list of numbers (per-unit scores stay compact and diff well)."""
+    text = json.dumps(store, indent=1, ensure_ascii=False)
+    number = r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|null"
+    return re.sub(rf"\[\s*((?:(?:{number}),\s*)*(?:{number}))\s*\]",
+                  lambda m: "[" + re.sub(r"\s+", "", m.group(1)).replace(",", ", ") + "]", text)
+
+
+def write_store(store: dict, path: str | os.PathLike) -> Path:
+    """Write a store atomically (a temporary file, then a rename): a reader never sees half a file.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(_dumps(_check_store(store, str(path))) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def seed_entry(per_unit: Mapping[str, Sequence[float]], *, extra: Mapping[str, Any] | None = None,
+               level: float = 0.95) -> dict:
+    """A finished row × seed: per-unit scores (fractions) and their mean and interval in percent.
+
+    Parameters
+    ----------
+    per_unit : mapping metric name -> float array (n_units,)
+        E.g. ``{"MAP@20": ap_per_query, ...}``; every array the same length.
+    extra : mapping, optional
+        Further JSON values of the run (a tag AUC, a learned α, the validation curve).
+
+    Returns
+    -------
+    dict with ``metrics`` (``{name: {"mean", "ci", "low", "high"}}``, percent),
+    ``per_unit`` (rounded to :data:`UNIT_DECIMALS`), ``n_units`` and ``extra``.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    arrays = {m: np.asarray(v, dtype=np.float64).ravel() for m, v in per_unit.items()}
+    sizes = {a.size for a in arrays.values()}
+    if len(sizes) != 1:
+        raise ValueError(f"per_unit arrays differ in length: { {m: a.size for m, a in arrays.items()} }")
+    metrics = {}
+    for m, a in arrays.items():
+        ci = mean_ci(a, level=level)
+        metrics[m] = {k: round(100 * v, 4) for k, v in
+                      (("mean", ci.mean), ("ci", ci.half_width), ("low", ci.low), ("high", ci.high))}
+    return {"status": "ok", "metrics": metrics, "n_units": sizes.pop(),
+            "per_unit": {m: np.round(a, UNIT_DECIMALS).tolist() for m, a in arrays.items()},
+            "extra": dict(extra or {})}
+
+
+def _ok_seeds(row: Mapping[str, Any]) -> dict[str, dict]:
+    return {s: e for s, e in row.get("seeds", {}).items() if e.get("status") == "ok"}
+
+
+def row_summary(row: Mapping[str, Any], metrics: Sequence[str]) -> dict:
+    """Seed mean, seed standard deviation and mean query half-width of a stored row (percent).
+
+    Returns
+    -------
+    dict metric -> ``{"mean", "sd", "ci", "n_seeds"}``; ``sd`` is None with one seed.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    seeds = _ok_seeds(row)
+    out = {}
+    for m in metrics:
+        means = np.array([e["metrics"][m]["mean"] for e in seeds.values()])
+        cis = np.array([e["metrics"][m]["ci"] for e in seeds.values()])
+        if not means.size:
+            continue
+        out[m] = {"mean": round(float(means.mean()), 4),
+                  "sd": round(float(means.std(ddof=1)), 4) if means.size > 1 else None,
+                  "ci": round(float(cis.mean()), 4), "n_seeds": int(means.size)}
+    return out
+
+
+def _unit_draws(n_units: int, label: int, n_boot: int, seed: int) -> np.ndarray:
+    """Bootstrap draws of the units of one training seed: int (n_boot, n_units), reproducible."""
+    return np.random.default_rng([seed, int(label), n_units]).integers(0, n_units, size=(n_boot, n_units))
+
+
+def _seed_draws(n_seeds: int, n_boot: int, seed: int) -> np.ndarray:
+    """Bootstrap draws of the seeds: int (n_boot, n_seeds), reproducible."""
+    return np.random.default_rng([seed, 2**31 + n_seeds]).integers(0, n_seeds, size=(n_boot, n_seeds))
+
+
+def _two_level(boot_a: np.ndarray, boot_b: np.ndarray, d: list[np.ndarray], level: float) -> dict:
+    """The test of :func:`seed_query_test` from per-seed bootstrap means (S, B) of both rows."""
+    n_seeds, n_boot = boot_a.shape
+    diff = boot_a - boot_b                                                  # (S, B)
+    boot = diff[_seed_draws(n_seeds, n_boot, 0), np.arange(n_boot)[:, None]].mean(axis=1)
+    lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
+    p_boot = min(1.0, max(2 * min(np.mean(boot <= 0), np.mean(boot >= 0)), 1 / n_boot))
+    if len({x.size for x in d}) == 1:
+        avg = np.mean(d, axis=0)
+        p_w = float(stats.wilcoxon(avg, method="asymptotic").pvalue) if np.count_nonzero(avg) else 1.0
+    else:                                    # different units per seed: no per-unit average
+        p_w = float("nan")
+    return {"mean_diff": float(np.mean([x.mean() for x in d])), "low": float(lo), "high": float(hi),
+            "p_boot": float(p_boot), "p_wilcoxon": p_w,
+            "seeds_a_better": int(sum(x.mean() > 0 for x in d)), "n_seeds": n_seeds,
+            "n_units": int(d[0].size)}
+
+
+def _check_pairs(a, b) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    if len(a) != len(b) or not len(a):
+        raise ValueError(f"need the same number (≥ 1) of seeds for both rows, got {len(a)} and {len(b)}")
+    xs, ys = [], []
+    for s, (x, y) in enumerate(zip(a, b)):
+        x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        if x.shape != y.shape or x.ndim != 1 or x.size < 2:
+            raise ValueError(f"seed {s}: paired scores need the same ≥ 2 units, got {x.shape} and {y.shape}")
+        xs.append(x)
+        ys.append(y)
+    return xs, ys
+
+
+def seed_query_test(a: Sequence[np.ndarray], b: Sequence[np.ndarray], *, labels: Sequence[int] | None = None,
+                    level: float = 0.95, n_boot: int = 10_000, seed: int = 0) -> dict:
+    r"""Row A vs row B over seeds and units: paired difference, two-level bootstrap, Wilcoxon.
+
+    ``a[s]`` and ``b[s]`` are the per-unit scores of the two rows trained with the same seed
+    and scored on the same units (test queries). The difference
+    $\bar d = \frac1{S}\sum_s \frac1{n}\sum_q (a_{sq} - b_{sq})$ varies with the test units *and*
+    with the training seeds; the bootstrap resamples both — seeds with replacement, then units
+    with replacement within each drawn seed — so its interval and its two-sided p-value
+    ($2\min(P^*(\bar d^* \le 0), P^*(\bar d^* \ge 0))$, at least $1/B$) count both. With few
+    seeds the seed level is resampled coarsely (3 seeds give 10 distinct draws), which is why
+    ``seeds_a_better`` — in how many seeds A's mean is above B's — is reported beside it. The
+    Wilcoxon signed-rank p-value (normal approximation) is over units, on the seed-averaged
+    differences.
+
+    Parameters
+    ----------
+    a, b : sequences of float arrays
+        One array per seed, paired (same seed, same units in the same order).
+    labels : sequence of int, optional
+        The training seeds (default ``0 … S−1``): the unit draws of a seed depend on its label,
+        so that every pair of rows of a table is resampled the same way.
+    level : float, default 0.95
+    n_boot : int, default 10000
+    seed : int, default 0
+        Seed of the resampling.
+
+    Returns
+    -------
+    dict
+        ``mean_diff``, ``low``, ``high`` (fractions), ``p_boot``, ``p_wilcoxon``,
+        ``seeds_a_better``, ``n_seeds``, ``n_units``.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    xs, ys = _check_pairs(a, b)
+    labels = list(range(len(xs))) if labels is None else [int(s) for s in labels]
+    draws = [_unit_draws(x.size, s, n_boot, seed) for x, s in zip(xs, labels)]
+    boot_a = np.stack([x[i].mean(axis=1) for x, i in zip(xs, draws)])
+    boot_b = np.stack([y[i].mean(axis=1) for y, i in zip(ys, draws)])
+    return _two_level(boot_a, boot_b, [x - y for x, y in zip(xs, ys)], level)
+
+
+def compare_rows(store: Mapping[str, Any], rows: Sequence[str] | None = None, *, level: float = 0.95,
+                 alpha: float = 0.05, n_boot: int = 10_000, seed: int = 0) -> list[dict]:
+    """Every pair of rows, per metric, on the seeds both rows finished (Holm over a metric's pairs).
+
+    Each test is :func:`seed_query_test` (same draws, same numbers); the bootstrap means of each
+    row × seed are computed once and shared by all its pairs.
+
+    Parameters
+    ----------
+    store : dict
+        A results store.
+    rows : sequence of str, optional
+        Rows to compare (default: every row with a finished seed), in table order; pairs are
+        ``(earlier, later)``, differences ``earlier − later``.
+
+    Returns
+    -------
+    list of dict
+        ``a``, ``b``, ``metric``, ``mean_diff``/``low``/``high`` (percentage points),
+        ``p_boot``, ``p_holm``, ``p_wilcoxon``, ``significant`` (``p_holm < alpha``),
+        ``seeds_a_better``, ``n_seeds``, ``n_units``.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    all_rows = store["rows"]
+    rows = [r for r in (rows or all_rows) if _ok_seeds(all_rows.get(r, {}))]
+    draws: dict[tuple[int, str], np.ndarray] = {}
+    boot: dict[tuple[str, str, str], np.ndarray] = {}
+
+    def boot_means(r: str, m: str, s: str) -> np.ndarray:
+        if (r, m, s) not in boot:
+            x = np.asarray(all_rows[r]["seeds"][s]["per_unit"][m], dtype=np.float64)
+            if (x.size, s) not in draws:
+                draws[(x.size, s)] = _unit_draws(x.size, int(s), n_boot, seed)
+            boot[(r, m, s)] = x[draws[(x.size, s)]].mean(axis=1)
+        return boot[(r, m, s)]
+
+    out = []
+    for m in store["metrics"]:
+        tests = []
+        for i, ra in enumerate(rows):
+            for rb in rows[i + 1:]:
+                sa, sb = _ok_seeds(all_rows[ra]), _ok_seeds(all_rows[rb])
+                common = sorted(set(sa) & set(sb), key=int)
+                if not common or any(sa[s]["n_units"] != sb[s]["n_units"] for s in common):
+                    continue
+                xs, ys = _check_pairs([sa[s]["per_unit"][m] for s in common],
+                                      [sb[s]["per_unit"][m] for s in common])
+                t = _two_level(np.stack([boot_means(ra, m, s) for s in common]),
+                               np.stack([boot_means(rb, m, s) for s in common]),
+                               [x - y for x, y in zip(xs, ys)], level)
+                tests.append({"a": ra, "b": rb, "metric": m, **t})
+        if not tests:
+            continue
+        adjusted = holm([t["p_boot"] for t in tests])
+        for t, p in zip(tests, adjusted):
+            for k in ("mean_diff", "low", "high"):
+                t[k] = round(100 * t[k], 4)
+            t["p_boot"] = round(t["p_boot"], 6)
+            t["p_holm"] = round(float(p), 6)
+            t["p_wilcoxon"] = None if math.isnan(t["p_wilcoxon"]) else float(f"{t['p_wilcoxon']:.6g}")
+            t["significant"] = bool(p < alpha)
+            out.append(t)
+    return out
+
+
+def summarise_store(store: dict, **compare_kwargs) -> dict:
+    """Recompute a store's ``summary`` (per row) and ``comparisons`` from its seeds, in place.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    store["summary"] = {r: row_summary(row, store["metrics"]) for r, row in store["rows"].items()}
+    store["comparisons"] = compare_rows(store, **compare_kwargs)
+    return store
+
+
+def stored_results(experiment: str | None = None, folder: Path | None = None) -> dict[str, dict]:
+    """Every stored results file (optionally of one experiment), keyed by file stem.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    folder = Path(folder or results_dir())
+    pattern = f"{experiment}_*.json" if experiment else "*.json"
+    out = {}
+    for path in sorted(folder.glob(pattern)):
+        store = read_store(path)
+        if experiment is None or store["experiment"] == experiment:
+            out[path.stem] = store
+    return out
+
+
+_PLURALS = {"query": "queries"}
+
+
+def _cell(entry: Mapping[str, Any] | None, decimals: int = 2) -> str:
+    """``"12.08 ± 1.45 (0.52)"``: seed mean ± mean query half-width (seed standard deviation)."""
+    if not entry:
+        return ""
+    text = format_ci(entry["mean"], entry["ci"], decimals=decimals, scale=1.0)
+    if entry.get("sd") is not None:
+        text += f" ({entry['sd']:.{decimals}f})"
+    return text
+
+
+def results_frame(store: Mapping[str, Any], metrics: Sequence[str] | None = None,
+                  decimals: int = 2) -> pd.DataFrame:
+    """A stored experiment as a table of strings: rows × metrics, plus the seeds of each row.
+
+    Cells read ``mean ± ci (sd)``: the mean over seeds of the row's metric (percent), the mean
+    over seeds of the 95 % half-width over test units, and the standard deviation over seeds.
+    Rows that failed for some seed say so in the ``seeds`` column. The README and the
+    notebooks show stored results through this one function.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    metrics = list(metrics or store["metrics"])
+    summary = store.get("summary") or {r: row_summary(row, metrics) for r, row in store["rows"].items()}
+    records = []
+    for r, row in store["rows"].items():
+        s = summary.get(r, {})
+        ok = sorted(_ok_seeds(row), key=int)
+        failed = sorted((k for k, e in row.get("seeds", {}).items() if e.get("status") != "ok"), key=int)
+        seeds = ", ".join(ok) + (f"; failed: {', '.join(failed)}" if failed else "")
+        records.append({"row": r, **{m: _cell(s.get(m), decimals) for m in metrics}, "seeds": seeds})
+    return pd.DataFrame(records).set_index("row")
+
+
+def results_markdown(store: Mapping[str, Any], metrics: Sequence[str] | None = None,
+                     decimals: int = 2) -> str:
+    """:func:`results_frame` as a Markdown table, followed by where the numbers come from.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    df = results_frame(store, metrics, decimals)
+    cols = list(df.columns)
+    lines = ["| row | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    lines += [f"| {r} | " + " | ".join(str(v) for v in df.loc[r]) + " |" for r in df.index]
+    runs = store.get("runs") or [{}]
+    last = runs[-1]
+    walls = [e.get("wall_s", 0) for row in store["rows"].values() for e in _ok_seeds(row).values()]
+    units = {e["n_units"] for row in store["rows"].values() for e in _ok_seeds(row).values()}
+    plural = _PLURALS.get(store.get("unit"), f"{store.get('unit')}s")
+    lines += ["", f"{'/'.join(str(u) for u in sorted(units))} test {plural}; "
+              f"cells: mean over training seeds ± 95 % interval over {plural} "
+              f"(standard deviation over seeds), percent. `{store.get('command', '')}` — "
+              f"commit {str(last.get('commit', '?'))[:10]}, {len(walls)} row × seed runs, "
+              f"{sum(walls) / 3600:.2f} h of training and evaluation in all."]
+    return "\n".join(lines)
+
+
+def update_readme_block(store: Mapping[str, Any], readme: Path | None = None,
+                        metrics: Sequence[str] | None = None) -> Path:
+    """Write a stored experiment into the README between its markers.
+
+    The markers are ``<!-- results:<experiment>_<catalog>_<profile>:start -->`` and ``…:end -->``.
+
+    Raises
+    ------
+    ValueError
+        When the README has no such block.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    from mrlib.paths import repo_root
+
+    readme = Path(readme or repo_root() / "README.md")
+    stem = store_path(store["experiment"], store["catalog"], store["profile"]).stem
+    start, end = f"<!-- results:{stem}:start -->", f"<!-- results:{stem}:end -->"
+    text = readme.read_text()
+    if start not in text or end not in text:
+        raise ValueError(f"{readme} has no {start} … {end} block for this experiment")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{start}\n{results_markdown(store, metrics)}\n{end}{tail}")
+    return readme
+
+
+def now() -> str:
+    """The current UTC time, ISO 8601 to the second (the store's time stamps)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
