@@ -263,6 +263,32 @@ def test_a_second_run_into_a_live_folder_is_refused_and_the_first_finishes(tmp_p
     assert len(run.metrics) == 4 and run.embeddings.shape[0] == 30
 
 
+def test_probes_on_the_command_line_leave_a_finished_run_intact(tmp_path, cli_env):
+    """The issue's probes as a new user types them, against one finished run."""
+    folder = tmp_path / "R"
+    train = [sys.executable, "-m", "mrlib.train"]
+    done = subprocess.run(train + [*TINY_CLI, "--epochs", "1", "--steps-per-epoch", "2",
+                                   "--out", str(folder)], env=cli_env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    before = snapshot(folder)
+    for args, says in ((["--catalog", "synthetc"], "'synthetc' is not a catalog"),
+                       ([*TINY_CLI, "--features", '{"nonsense": 1}'], "unknown key(s) ['nonsense']"),
+                       ([*TINY_CLI, "--system", "at"], "another configuration")):
+        probe = subprocess.run(train + args + ["--out", str(folder)], env=cli_env,
+                               capture_output=True, text=True, timeout=300)
+        assert probe.returncode == 2 and says in probe.stderr, probe.stderr[-2000:]
+        assert snapshot(folder) == before
+    replay = subprocess.run(train + ["--config", str(folder / "config.json"), "--seed", "1",
+                                     "--no-progress"], env=cli_env, capture_output=True, text=True,
+                            timeout=300)
+    assert replay.returncode == 0, replay.stderr[-2000:]
+    assert snapshot(folder) == before
+    new = [p for p in (Path(cli_env["MRLIB_RUNS"]) / "train").iterdir()
+           if p.name.startswith("tl_distance_s1-")]
+    assert len(new) == 1 and T.load_run(new[0]).config.seed == 1
+
+
 def test_kill_9_leaves_a_stale_lock_that_resume_recovers(tmp_path, cli_env):
     folder = tmp_path / "killed"
     base = [sys.executable, "-m", "mrlib.train", *TINY_CLI, "--epochs", "2", "--steps-per-epoch", "3",
@@ -589,3 +615,16 @@ def test_the_book_needs_an_index_for_a_run_folder(tmp_path):
     (tmp_path / "00_a.ipynb").write_text("{}")
     with pytest.raises(FileNotFoundError, match="no results.json"):
         book.stage_book(tmp_path, tmp_path / "stage")
+
+
+def test_a_worker_whose_build_died_writes_nothing(tmp_path):
+    from mrlib import synth
+
+    attrs, _, _ = synth.sample_catalog(2, 0)
+    target = tmp_path / "t.wav"
+    # a worker's parent is the build; a worker that was re-parented (its build was killed)
+    # renders nothing more to disk
+    assert C._render_to_file(attrs[0], 0, 8000, 1.0, str(target), "wav", parent=os.getppid() + 1) == ""
+    assert not target.exists()
+    assert C._render_to_file(attrs[0], 0, 8000, 1.0, str(target), "wav", parent=os.getppid())
+    assert target.is_file()
