@@ -1194,7 +1194,8 @@ def load(name_or_path: str | Path = "synthetic", **kwargs: Any) -> Catalog:
           (``duration_s`` is accepted for its ``clip_s``);
         * ``"mtat"`` — ``mrlib.mtat.load_catalog(**kwargs)`` (e.g. ``folder=...``);
         * ``"folder"`` — :func:`from_folder` ``(**kwargs)`` (``audio_dir=..., tags_csv=...``);
-        * a folder with ``tracks.csv`` (absolute, relative, or a name under ``data_dir()``).
+        * a folder with ``tracks.csv`` (absolute, relative, or a name under ``data_dir()``),
+          read by :func:`read` (keyword ``allow_outside`` only).
     **kwargs
         Passed to the builder or loader.
 
@@ -1222,11 +1223,13 @@ def load(name_or_path: str | Path = "synthetic", **kwargs: Any) -> Catalog:
         return from_folder(**kwargs)
     if not isinstance(name_or_path, (str, Path)):
         raise TypeError(f"name_or_path must be a str or a Path, got {type(name_or_path).__name__}")
+    allow_outside = kwargs.pop("allow_outside", None)
     if kwargs:
-        raise TypeError(f"unexpected keyword arguments {sorted(kwargs)} for a catalog folder")
+        raise TypeError(f"unexpected keyword arguments {sorted(kwargs)} for a catalog folder "
+                        "(it takes allow_outside only)")
     for cand in (Path(name_or_path).expanduser(), data_dir() / str(name_or_path)):
         if (cand / "tracks.csv").is_file():
-            return read(cand)
+            return read(cand, allow_outside=allow_outside)
     raise FileNotFoundError(f"no catalog {str(name_or_path)!r}: not a source name ('synthetic', 'music21', "
                             f"'mtat', 'folder') and no tracks.csv in {Path(name_or_path)} or "
                             f"{data_dir() / str(name_or_path)}")
