@@ -11,8 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["record", "run_suite", "run_notebook", "check_parameters", "DEFAULT_CELL_TIMEOUT_S", "run_table2_sweep", "table2_configs",
-           "table2_markdown", "update_readme", "save_table2", "stored_table2s", "table2_side_by_side",
+__all__ = ["record", "run_suite", "run_notebook", "check_parameters", "DEFAULT_CELL_TIMEOUT_S",
            "PROFILES", "NotebookFailed"]
 
 RECORD_ENV = "MRLIB_RECORD"
@@ -352,71 +351,6 @@ def run_notebook(path: Path, out_path: Path, parameters: dict[str, Any],
             "metrics": metrics, "output": str(out_path)}
 
 
-#: The notebook that trains one system (a row of Table 2 when given ``train_config``) and the
-#: notebook that evaluates the rows (reads them from ``table2_dir``).
-TRAIN_NOTEBOOK, TABLE2_NOTEBOOK = "06_training", "07_evaluation"
-
-
-def table2_configs(params: dict[str, Any]) -> dict[str, dict]:
-    """The Table-2 rows that notebook 07 evaluates, given the parameters it will run with.
-
-    The same mapping as 07's first cells (catalog, size, patch length, width, budget, rate,
-    seeds); 07 checks every run's configuration against its own and stops on a difference,
-    so a drift between the two cannot pass unnoticed.
-
-    Notebook: 07_evaluation.ipynb
-    """
-    from mrlib.evaluate import table2_systems
-
-    return table2_systems(
-        catalog=params["catalog"], n_tracks=params["n_tracks"],
-        catalog_seed=params["catalog_seed"], catalog_kwargs={"duration_s": params["duration_s"]},
-        patch_len=params["patch_len"], width=params["width"], epochs=params["epochs"],
-        steps_per_epoch=params["steps_per_epoch"], lr=params["lr"], seed=params["seed"],
-        device=params["device"], n_jobs=params["n_jobs"])
-
-
-def run_table2_sweep(train_nb: Path, eval_params: dict[str, Any], out_dir: Path,
-                     index: dict, index_path: Path, timeout_s: int | None = None) -> Path:
-    """Train every row of Table 2 by running the training notebook once per row.
-
-    Each row is a papermill run of ``06_training.ipynb`` with ``train_config`` set to the
-    row's :class:`~mrlib.train.TrainConfig` fields; its run folder is
-    ``<out_dir>/table2/<run_name>`` and its executed copy ``<out_dir>/table2/<run_name>.ipynb``.
-    A row whose run finished earlier with the same configuration is not trained again (an
-    interrupted suite resumes). Entries go to ``index["table2_runs"]``.
-
-    Returns
-    -------
-    Path of the folder to pass to notebook 07 as ``table2_dir``.
-
-    Notebook: 07_evaluation.ipynb
-    """
-    sweep_dir = out_dir / "table2"
-    done = index.setdefault("table2_runs", {})
-    configs = table2_configs(eval_params)
-    for i, (row, cfg) in enumerate(configs.items(), 1):
-        name = cfg["run_name"]
-        params = {"train_config": cfg, "out_dir": str(sweep_dir), "run_name": name,
-                  "show_solutions": False}
-        before = done.get(name, {})
-        if (before.get("status") == "ok" and before.get("parameters") == _jsonable(params)
-                and (sweep_dir / name / "summary.json").exists()):
-            print(f"[suite] Table 2 row {i}/{len(configs)} {row!r}: finished earlier, kept")
-            continue
-        print(f"[suite] Table 2 row {i}/{len(configs)} {row!r} -> {train_nb.name}", flush=True)
-        try:
-            entry = run_notebook(train_nb, sweep_dir / f"{name}.ipynb", params, timeout_s)
-        except NotebookFailed as err:
-            done[name] = {"status": "failed", "row": row, "error": str(err),
-                          "parameters": _jsonable(params)}
-            index_path.write_text(json.dumps(index, indent=1))
-            raise
-        done[name] = {"row": row, **entry}
-        index_path.write_text(json.dumps(index, indent=1))
-    return sweep_dir
-
-
 def run_suite(profile: str = "quick", overrides: dict[str, Any] | None = None,
               only: list[str] | None = None, out_dir: Path | None = None,
               inplace: bool = False, timeout_s: int | None = None,
@@ -524,14 +458,6 @@ def _run_suite_locked(profile: str, overrides: dict, wanted: dict, notebooks: li
     for path in notebooks:
         declared = declared_parameters(path)
         params = {k: v for k, v in wanted.items() if k in declared}
-        if (path.stem == TABLE2_NOTEBOOK and "table2_dir" in declared
-                and params.get("table2_dir") is None):
-            # Table 2's rows are papermill runs of the training notebook, as the issue asks;
-            # 07 then reads them instead of training its own copies.
-            train_nb = path.parent / f"{TRAIN_NOTEBOOK}.ipynb"
-            if train_nb.exists():
-                params["table2_dir"] = str(run_table2_sweep(
-                    train_nb, {**declared, **params}, out_dir, index, index_path, timeout_s))
         out_path = out_dir / path.name
         print(f"[suite] {path.name}  {params or '(defaults)'}", flush=True)
         entry = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -559,200 +485,6 @@ def _run_suite_locked(profile: str, overrides: dict, wanted: dict, notebooks: li
     return index_path
 
 
-README_TABLE2 = ("<!-- table2:start -->", "<!-- table2:end -->")
-
-
-def _readme_markers(catalog: str) -> tuple[str, str]:
-    """The README block of a catalog's Table 2: ``table2`` (synthetic) or ``table2-<catalog>``."""
-    if catalog == "synthetic":
-        return README_TABLE2
-    return f"<!-- table2-{catalog}:start -->", f"<!-- table2-{catalog}:end -->"
-
-
-def _table2_entry(index: dict, index_path: Path) -> dict:
-    """Notebook 07's finished entry of a results index, or a KeyError that says what to run."""
-    nb = index.get("notebooks", {}).get(TABLE2_NOTEBOOK, {})
-    if nb.get("status") != "ok" or not nb.get("metrics", {}).get("table2"):
-        raise KeyError(f"{index_path}: no finished {TABLE2_NOTEBOOK} with a recorded table2 "
-                       f"(run the suite with notebook 07 first)")
-    return nb
-
-
-def _run_catalog(nb: dict) -> str:
-    """The catalog a finished 07 entry evaluated on (from the row configurations it recorded)."""
-    configs = nb.get("metrics", {}).get("table2_configs") or {}
-    catalogs = {c.get("catalog") for c in configs.values()} or {nb.get("parameters", {}).get("catalog")}
-    catalogs.discard(None)
-    return catalogs.pop() if len(catalogs) == 1 else "synthetic"
-
-
-def _ci_cell(entry: dict) -> str:
-    """A stored ``{"mean", "ci"}`` entry (already in percent) as a Table-2 cell, ``"5.98 ± 0.40"``."""
-    from mrlib.evaluate import format_ci
-
-    return format_ci(entry["mean"], entry["ci"], scale=1.0)
-
-
-def table2_markdown(index_path: Path) -> str:
-    """Table 2 of a suite run as a Markdown table, from its results index.
-
-    Percent, mean ± half-width of the 95 % interval over the test queries, one row per
-    system, followed by the run's profile, overrides, number of queries and date.
-
-    Raises
-    ------
-    KeyError
-        When the run has no Table 2 (notebook 07 did not finish in it).
-
-    Notebook: 07_evaluation.ipynb
-    """
-    index = json.loads(Path(index_path).read_text())
-    nb = _table2_entry(index, index_path)
-    table = nb["metrics"]["table2"]
-    rows = list(table)
-    cols = [c for c in table[rows[0]] if c != "n_queries"]
-    lines = ["| system | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for row in rows:
-        cells = [_ci_cell(table[row][c]) for c in cols]
-        lines.append(f"| {row} | " + " | ".join(cells) + " |")
-    params = _run_parameters(nb)
-    where = f"profile `{index.get('profile')}`" + (
-        f", overrides `{json.dumps(index['overrides'])}`" if index.get("overrides") else "")
-    lines.append("")
-    lines.append(f"{table[rows[0]].get('n_queries', '?')} test queries; {where}; "
-                 f"notebook 07 parameters `{json.dumps(params, sort_keys=True)}`; "
-                 f"run started {nb.get('started', '?')}.")
-    return "\n".join(lines)
-
-
-def update_readme(index_path: Path, readme: Path | None = None) -> Path:
-    """Replace the README's Table-2 block of the run's catalog by the run's table.
-
-    The synthetic catalog's block sits between the ``table2`` markers, another catalog's
-    between ``table2-<catalog>`` markers (e.g. ``<!-- table2-music21:start -->``).
-
-    Notebook: 07_evaluation.ipynb
-    """
-    from mrlib.paths import repo_root
-
-    index_path = Path(index_path)
-    catalog = _run_catalog(_table2_entry(json.loads(index_path.read_text()), index_path))
-    readme = Path(readme) if readme else repo_root() / "README.md"
-    text = readme.read_text()
-    start, end = _readme_markers(catalog)
-    if start not in text or end not in text:
-        raise ValueError(f"{readme} has no {start} ... {end} block to fill")
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    readme.write_text(f"{head}{start}\n{table2_markdown(index_path)}\n{end}{tail}")
-    return readme
-
-
-def _run_parameters(nb: dict) -> dict:
-    """A notebook entry's parameters, paths inside the repository made relative to it (what is
-    printed into the README or stored in ``data/`` does not name this machine)."""
-    from mrlib.paths import repo_root
-
-    def relative(value: Any) -> Any:
-        if isinstance(value, str) and os.path.isabs(value):
-            try:
-                return str(Path(value).relative_to(repo_root()))
-            except ValueError:
-                return value
-        return value
-
-    return {k: relative(v) for k, v in nb.get("parameters", {}).items()}
-
-
-def save_table2(index_path: Path, out: Path | None = None) -> Path:
-    """Store a suite run's Table 2 as a small JSON file, to commit and compare across catalogs.
-
-    The file holds the table (percent, mean and 95 % half-width per row and metric), the
-    catalog, its size, the number of queries, notebook 07's parameters, the run's profile,
-    overrides, start time, wall time and library versions, the best row and the bar check --
-    enough to say where every number came from. Notebook 07 shows the stored tables of the
-    other catalogs next to its own (:func:`stored_table2s`).
-
-    Parameters
-    ----------
-    index_path : Path
-        A suite run's ``results.json`` with a finished notebook 07.
-    out : Path, optional
-        Default ``<repo>/data/table2_<catalog>.json``.
-
-    Returns
-    -------
-    Path of the written file.
-
-    Raises
-    ------
-    KeyError
-        When the run has no finished notebook 07.
-
-    Notebook: 07_evaluation.ipynb
-    """
-    from mrlib.paths import repo_root
-
-    index_path = Path(index_path)
-    index = json.loads(index_path.read_text())
-    nb = _table2_entry(index, index_path)
-    metrics = nb["metrics"]
-    catalog = _run_catalog(nb)
-    configs = metrics.get("table2_configs") or {}
-    first = next(iter(configs.values()), {})
-    overrides = index.get("overrides") or {}
-    command = "python -m mrlib.suite run --profile " + str(index.get("profile")) + "".join(
-        f" -p {k}={v}" for k, v in overrides.items())
-    stored = {
-        "catalog": catalog, "n_tracks": first.get("n_tracks"),
-        "n_queries": metrics.get("table2_n_queries"), "command": command,
-        "profile": index.get("profile"), "overrides": overrides,
-        "parameters": _run_parameters(nb), "started": nb.get("started"),
-        "wall_s": nb.get("wall_s"), "versions": index.get("versions", {}),
-        "best": metrics.get("table2_best"), "bar": metrics.get("table2_bar"),
-        "at_auc": metrics.get("table2_at_auc"), "table2": metrics["table2"]}
-    out = Path(out) if out else repo_root() / "data" / f"table2_{catalog}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(stored, indent=1) + "\n")
-    return out
-
-
-def stored_table2s(folder: Path | None = None) -> dict[str, dict]:
-    """The Table-2 files written by :func:`save_table2`, by catalog (``data/table2_*.json``).
-
-    Notebook: 07_evaluation.ipynb
-    """
-    from mrlib.paths import repo_root
-
-    folder = Path(folder) if folder else repo_root() / "data"
-    out = {}
-    for path in sorted(folder.glob("table2_*.json")):
-        record_ = json.loads(path.read_text())
-        if "table2" not in record_ or "catalog" not in record_:
-            raise ValueError(f"{path} is not a stored Table 2 (write it with "
-                             f"`python -m mrlib.suite table2 --run <run folder> --save`)")
-        out[record_["catalog"]] = record_
-    return out
-
-
-def table2_side_by_side(tables: dict[str, dict], metrics: tuple[str, ...] = ("MAP@20", "nDCG@20")):
-    """Several Table 2s (``{label: table}``, tables as :func:`mrlib.evaluate.results_record`
-    writes them) as one frame: rows = systems, columns = (metric, label), ``"mean ± ci"`` cells.
-
-    A system missing from a table gets an empty cell.
-
-    Notebook: 07_evaluation.ipynb
-    """
-    import pandas as pd
-
-    if not tables:
-        raise ValueError("tables is empty; pass {label: table2 record}")
-    rows = list(dict.fromkeys(r for t in tables.values() for r in t))
-    cells = {(m, label): [_ci_cell(t[r][m]) if r in t and m in t[r] else "" for r in rows]
-             for m in metrics for label, t in tables.items()}
-    return pd.DataFrame(cells, index=rows)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``python -m mrlib.suite run --profile quick [-p name=value ...] [--only NN ...]``.
 
@@ -775,27 +507,7 @@ def main(argv: list[str] | None = None) -> int:
                           + ", ".join(f"{k} {v}" for k, v in DEFAULT_CELL_TIMEOUT_S.items())
                           + "; 0: none)")
     sub.add_parser("list", help="list the notebooks and their parameters")
-    tab = sub.add_parser("table2", help="print a run's Table 2 as Markdown")
-    tab.add_argument("--run", type=Path, default=None,
-                     help="a suite run folder (default runs/quick)")
-    tab.add_argument("--readme", action="store_true",
-                     help="also write it into README.md between its catalog's table2 markers")
-    tab.add_argument("--save", action="store_true",
-                     help="also store it as data/table2_<catalog>.json (notebook 07 compares them)")
     args = parser.parse_args(argv)
-
-    if args.command == "table2":
-        from mrlib.paths import runs_dir
-
-        index_path = (args.run or runs_dir() / "quick") / "results.json"
-        if not index_path.exists():
-            parser.error(f"{index_path} does not exist: run the suite first")
-        print(table2_markdown(index_path))
-        if args.readme:
-            print(f"[suite] written into {update_readme(index_path)}")
-        if args.save:
-            print(f"[suite] stored as {save_table2(index_path)}")
-        return 0
 
     if args.command == "list":
         for path in list_notebooks():

@@ -1,0 +1,238 @@
+"""The experiment runner and its store: resume, failures, invalidation, schema, statistics."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mrlib import experiments as X
+from mrlib import results as res
+from mrlib.evaluate import holm
+
+N_UNITS = 30
+CALLS: list[tuple[str, int]] = []
+
+
+def _toy_rows(catalog, profile, overrides):
+    # Row B's strength is the parameter `gain`; C fails when `broken` is set.
+    rows = {"A": {"level": 0.3}, "B": {"level": 0.5, "gain": overrides.get("gain", 0.1)},
+            "C": {"level": 0.4, "broken": overrides.get("broken", False)}}
+    return rows
+
+
+def _toy_run(row, parameters, seed, device, workdir):
+    CALLS.append((row, seed))
+    if parameters.get("broken"):
+        raise RuntimeError(f"row {row} is broken on purpose")
+    rng = np.random.default_rng([seed, len(row), int(1000 * parameters["level"])])
+    x = np.clip(parameters["level"] + parameters.get("gain", 0) + 0.1 * rng.standard_normal(N_UNITS), 0, 1)
+    return {"score": x, "half": x / 2}, {"note": f"{row}-{seed}"}
+
+
+TOY = X.register(X.Experiment(name="toy", title="a toy experiment", notebook="07_evaluation.ipynb",
+                              metrics=("score", "half"), unit="query", rows=_toy_rows, run=_toy_run))
+
+
+@pytest.fixture()
+def store(tmp_path):
+    CALLS.clear()
+    return tmp_path / "results" / "toy_synthetic_quick.json"
+
+
+def test_rows_seeds_are_stored_and_a_second_invocation_runs_nothing(store):
+    X.run_experiment("toy", seeds=[0, 1, 2], store=store, progress=False)
+    assert sorted(CALLS) == sorted((r, s) for r in "ABC" for s in (0, 1, 2))
+    first = json.loads(store.read_text())
+    CALLS.clear()
+    X.run_experiment("toy", seeds=[0, 1, 2], store=store, progress=False)
+    assert CALLS == []
+    again = json.loads(store.read_text())
+    assert again["rows"] == first["rows"] and again["runs"] == first["runs"]
+    # more seeds later: only the new ones run
+    X.run_experiment("toy", seeds=[0, 1, 2, 3], store=store, progress=False)
+    assert sorted(CALLS) == [("A", 3), ("B", 3), ("C", 3)]
+
+
+def test_a_failing_row_is_recorded_and_the_others_go_on(store, capsys):
+    X.run_experiment("toy", seeds=[0, 1], store=store, overrides={"broken": True}, progress=False)
+    data = res.read_store(store)
+    failed = data["rows"]["C"]["seeds"]["0"]
+    assert failed["status"] == "failed" and "broken on purpose" in failed["error"]
+    assert "RuntimeError" in failed["error"] and failed["traceback"]
+    assert all(data["rows"][r]["seeds"][s]["status"] == "ok" for r in "AB" for s in "01")
+    assert "failed: 0, 1" in res.results_frame(data).loc["C", "seeds"]
+    assert data["runs"][-1]["failed"] == 2 and data["runs"][-1]["trained"] == 4
+    assert "C seed 0 FAILED" in capsys.readouterr().out
+    # the command line reports it with a non-zero status
+    assert X.main(["run", "toy", "--seeds", "0", "--store", str(store), "-p", "broken=true", "--quiet"]) == 1
+
+
+def test_failed_rows_are_retried(store):
+    X.run_experiment("toy", seeds=[0], store=store, overrides={"broken": True}, progress=False)
+    CALLS.clear()
+    X.run_experiment("toy", seeds=[0], store=store, progress=False)   # fixed: C's parameters change
+    assert CALLS == [("C", 0)]
+    assert res.read_store(store)["rows"]["C"]["seeds"]["0"]["status"] == "ok"
+
+
+def test_a_changed_parameter_reruns_only_the_rows_it_touches(store, capsys):
+    X.run_experiment("toy", seeds=[0, 1], store=store, progress=False)
+    before = res.read_store(store)
+    CALLS.clear()
+    X.run_experiment("toy", seeds=[0, 1], store=store, overrides={"gain": 0.2}, progress=False)
+    assert sorted(CALLS) == [("B", 0), ("B", 1)]
+    after = res.read_store(store)
+    assert after["rows"]["A"] == before["rows"]["A"] and after["rows"]["C"] == before["rows"]["C"]
+    assert after["rows"]["B"]["key"] != before["rows"]["B"]["key"]
+    assert "B: parameters changed" in capsys.readouterr().out
+
+
+def test_rows_subset_and_bad_arguments(store):
+    X.run_experiment("toy", seeds=[0], rows=["A"], store=store, progress=False)
+    assert CALLS == [("A", 0)]
+    with pytest.raises(ValueError, match="unknown row"):
+        X.run_experiment("toy", seeds=[0], rows=["Z"], store=store, progress=False)
+    with pytest.raises(ValueError, match="unknown experiment"):
+        X.run_experiment("nope", store=store)
+    with pytest.raises(ValueError, match="seeds"):
+        X.run_experiment("toy", seeds=[1, 1], store=store)
+    with pytest.raises(ValueError, match="profiles"):
+        X.run_experiment("toy", profile="huge", store=store)
+    with pytest.raises(ValueError, match="already registered"):
+        X.register(X.Experiment(name="toy", title="", notebook="", metrics=("x",), unit="query",
+                                rows=_toy_rows, run=_toy_run))
+
+
+def test_stored_file_schema(store):
+    X.run_experiment("toy", seeds=[0, 1, 2], store=store, progress=False)
+    data = json.loads(store.read_text())
+    assert data["schema"] == res.SCHEMA
+    for key in ("experiment", "title", "catalog", "profile", "notebook", "unit", "metrics", "rows",
+                "summary", "comparisons", "runs", "command"):
+        assert key in data, key
+    assert data["command"] == "python -m mrlib.experiments run toy --catalog synthetic --profile quick --seeds 0 1 2"
+    run = data["runs"][-1]
+    assert {"started", "finished", "commit", "device", "trained", "reused", "failed", "wall_s"} <= set(run)
+    for row in data["rows"].values():
+        assert set(row) == {"parameters", "key", "seeds"}
+        assert row["key"] == res.parameters_key(row["parameters"])
+        for entry in row["seeds"].values():
+            assert {"status", "metrics", "per_unit", "n_units", "extra", "wall_s", "device", "commit",
+                    "versions", "finished"} <= set(entry)
+            assert set(entry["metrics"]) == {"score", "half"} and entry["n_units"] == N_UNITS
+            for m, v in entry["metrics"].items():
+                x = np.asarray(entry["per_unit"][m])
+                assert v["mean"] == pytest.approx(100 * x.mean(), abs=1e-3)
+                assert v["low"] < v["mean"] < v["high"]
+                assert v["ci"] == pytest.approx((v["high"] - v["low"]) / 2, abs=1e-3)
+    s = data["summary"]["B"]["score"]
+    means = [data["rows"]["B"]["seeds"][k]["metrics"]["score"]["mean"] for k in "012"]
+    assert s["mean"] == pytest.approx(np.mean(means), abs=1e-3)
+    assert s["sd"] == pytest.approx(np.std(means, ddof=1), abs=1e-3)
+    assert s["n_seeds"] == 3
+    assert len(data["comparisons"]) == 3 * 2            # 3 pairs x 2 metrics
+    with pytest.raises(res.StoreError, match="schema"):
+        bad = dict(data, schema=0)
+        store.write_text(json.dumps(bad))
+        res.read_store(store)
+    store.write_text("{not json")
+    with pytest.raises(res.StoreError, match="not valid JSON"):
+        res.read_store(store)
+
+
+def test_seed_query_test_equals_a_plain_loop():
+    rng = np.random.default_rng(0)
+    a = [rng.random(50) for _ in range(3)]
+    b = [x - 0.05 + 0.05 * rng.standard_normal(50) for x in a]
+    t = res.seed_query_test(a, b, n_boot=2000, seed=3)
+    # the same two-level bootstrap written as loops over resamples
+    draws = [res._unit_draws(50, s, 2000, 3) for s in range(3)]
+    seeds = res._seed_draws(3, 2000, 0)
+    boot = []
+    for k in range(2000):
+        per_seed = [(a[s][draws[s][k]] - b[s][draws[s][k]]).mean() for s in range(3)]
+        boot.append(np.mean([per_seed[j] for j in seeds[k]]))
+    boot = np.array(boot)
+    assert t["mean_diff"] == pytest.approx(np.mean([(x - y).mean() for x, y in zip(a, b)]))
+    assert t["low"] == pytest.approx(np.quantile(boot, 0.025))
+    assert t["high"] == pytest.approx(np.quantile(boot, 0.975))
+    assert t["p_boot"] == pytest.approx(max(2 * min((boot <= 0).mean(), (boot >= 0).mean()), 1 / 2000))
+    assert t["seeds_a_better"] == 3 and t["n_seeds"] == 3 and t["n_units"] == 50
+    # a clear difference is significant, no difference is not
+    assert t["p_boot"] < 0.01 and t["low"] > 0
+    same = res.seed_query_test(a, a, n_boot=2000)
+    assert same["mean_diff"] == 0 and same["p_boot"] == 1.0 and same["p_wilcoxon"] == 1.0
+
+
+def test_compare_rows_tests_every_pair_with_holm(store):
+    X.run_experiment("toy", seeds=[0, 1, 2], store=store, progress=False)
+    data = res.read_store(store)
+    score = [c for c in data["comparisons"] if c["metric"] == "score"]
+    assert [(c["a"], c["b"]) for c in score] == [("A", "B"), ("A", "C"), ("B", "C")]
+    np.testing.assert_allclose([c["p_holm"] for c in score], holm([c["p_boot"] for c in score]), atol=1e-6)
+    ab = score[0]
+    rows = data["rows"]
+    direct = res.seed_query_test([rows["A"]["seeds"][s]["per_unit"]["score"] for s in "012"],
+                                 [rows["B"]["seeds"][s]["per_unit"]["score"] for s in "012"],
+                                 labels=[0, 1, 2])
+    assert ab["mean_diff"] == pytest.approx(100 * direct["mean_diff"], abs=1e-3)
+    assert ab["p_boot"] == pytest.approx(direct["p_boot"], abs=1e-6)
+    assert ab["mean_diff"] < 0 and ab["significant"]                  # B = A + 0.2 + noise
+
+
+def test_tables_render_from_the_store(store, tmp_path):
+    X.run_experiment("toy", seeds=[0, 1], store=store, progress=False)
+    data = res.read_store(store)
+    frame = res.results_frame(data)
+    s = data["summary"]["A"]["score"]
+    assert frame.loc["A", "score"] == f"{s['mean']:.2f} ± {s['ci']:.2f} ({s['sd']:.2f})"
+    md = res.results_markdown(data)
+    assert f"| A | {frame.loc['A', 'score']} |" in md and "queries" in md
+    readme = tmp_path / "README.md"
+    stem = "toy_synthetic_quick"
+    readme.write_text(f"intro\n<!-- results:{stem}:start -->\nold\n<!-- results:{stem}:end -->\nrest\n")
+    res.update_readme_block(data, readme)
+    text = readme.read_text()
+    assert "old" not in text and md in text and text.startswith("intro") and text.endswith("rest\n")
+
+
+@pytest.mark.slow
+def test_table2_smoke_resumes_without_training(tmp_path, monkeypatch):
+    store = tmp_path / "table2_synthetic_smoke.json"
+    X.run_experiment("table2", profile="smoke", seeds=[0], store=store, progress=False)
+    data = res.read_store(store)
+    assert set(data["rows"]) == set(X.table2_rows("synthetic", "smoke"))
+    assert all(r["seeds"]["0"]["status"] == "ok" for r in data["rows"].values()), \
+        {k: r["seeds"]["0"].get("error") for k, r in data["rows"].items()}
+    assert "tag_auc" in data["rows"]["AT Baseline"]["seeds"]["0"]["extra"]
+    assert "alpha" in data["rows"]["TL Autopool"]["seeds"]["0"]["extra"]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a stored row × seed was trained again")
+
+    monkeypatch.setattr("mrlib.train.train", no_training)
+    monkeypatch.setattr("mrlib.train.prepare_data", no_training)
+    X.run_experiment("table2", profile="smoke", seeds=[0], store=store, progress=False)
+    assert res.read_store(store)["rows"] == data["rows"]
+
+
+def test_table2_rows_at_each_profile():
+    quick = X.table2_rows("synthetic", "quick")
+    assert quick["TL Distance-based"]["epochs"] * quick["TL Distance-based"]["steps_per_epoch"] == 200
+    assert quick["TL untrained"]["epochs"] == 0
+    assert quick["Euclidean (mean CQT)"] == {"reference": "Euclidean (mean CQT)", "catalog": "synthetic",
+                                             "n_tracks": 2000, "catalog_seed": 0,
+                                             "catalog_kwargs": {"duration_s": 15.0}}
+    # a learning-rate change touches the trained rows, not the references
+    other = X.table2_rows("synthetic", "quick", {"lr": 3e-4})
+    assert other["Euclidean (mean CQT)"] == quick["Euclidean (mean CQT)"]
+    assert other["TL Neighbors"]["lr"] == 3e-4
+    paper = X.table2_rows("synthetic", "paper")
+    from mrlib.train import paper_config
+    expected = paper_config("tl", "distance", run_name="tl_distance").to_dict()
+    assert paper["TL Distance-based"] == {k: v for k, v in expected.items()
+                                          if k not in ("device", "n_jobs", "out_dir", "prefetch", "seed")}
+    with pytest.raises(ValueError, match="--seeds"):
+        X.table2_rows("synthetic", "quick", {"seed": 1})
