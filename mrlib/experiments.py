@@ -36,6 +36,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from mrlib import cfr2017
 from mrlib import results as res
 
 __all__ = ["Experiment", "EXPERIMENTS", "register", "run_experiment", "experiment_rows",
@@ -271,6 +272,11 @@ register(Experiment(
     name="table2", title="Table 2 of Prétet et al. (2020): retrieval on the test queries",
     notebook="07_evaluation.ipynb", metrics=("MAP@20", "Recall@20", "RR@20", "nDCG@20"),
     unit="query", rows=table2_rows, run=_table2_run))
+
+register(Experiment(
+    name="cfr2017", title="The 2017 CFR table (Lu et al.): constraints fulfilled on the test triplets",
+    notebook="08_triplet_matchnet.ipynb", metrics=("CFR",), unit="triplet",
+    rows=cfr2017.rows, run=cfr2017.run))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,561 @@
+"""The 2017 CFR table (Lu et al., ICASSP 2017) as a stored experiment: ``cfr2017``.
+
+``python -m mrlib.experiments run cfr2017 --catalog synthetic --profile quick --seeds 0 1 2``
+simulates odd-one-out votes on a catalog, turns them into triplet constraints (a, p, n), splits
+them into 10 folds twice — by triplet, and clip-disjoint — and scores every method on every test
+triplet: Euclidean, an SVM on triplet difference vectors (Schultz & Joachims) and a Mahalanobis
+metric (LSML, the stand-in for MLR/RMLR/RITML) on handcrafted features and on their PCA, Triplet
+MatchNet, and the same baselines on MatchNet's learned song features (the slides' "Proposed"
+column).
+
+What is fixed and what varies. The *data* — catalog, votes, triplets, folds — is fixed by a data
+seed (``data_seed``, 0, part of every row's parameters); the *training seed* of the experiment
+varies only what is trained (MatchNet's weights and patches, the SVM and LSML seeds). Every row
+is therefore scored on the same test triplets for every seed, and two rows of one scheme are
+compared pairwise over triplets and seeds (:func:`mrlib.results.compare_rows`).
+
+Units. Each row's per-unit score is the 0/1 "fulfilled" of each test triplet
+(d(a, p) < d(a, n), ties not fulfilled), in the order of :func:`test_units`. By triplet, every
+constraint is tested exactly once over the 10 folds; clip-disjoint folds test only the
+triplets whose three clips fall in one clip set, a smaller set of units. A row is therefore one
+method × features × **scheme** (``"… (by triplet)"``, ``"… (by clip)"``), with one metric,
+``"CFR"``; rows of the same scheme share their units and are compared, rows of different
+schemes are not (their units differ). Each seed's ``extra`` holds the slides' form: the CFR of
+each fold, and their mean ± std.
+
+Cost. Per worker process the data are built once (:data:`_CONTEXTS`); MatchNet is trained once
+per scheme × training seed (10 folds), kept in memory and in the run folder, and read by the
+MatchNet row and by the rows on its learned features.
+
+Notebook: 08_triplet_matchnet.ipynb
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+__all__ = ["PROFILES", "SCHEMES", "METHODS", "FEATURES", "rows", "run", "data_context",
+           "test_units", "fulfilled", "matchnet_folds", "make_method", "slides_table"]
+
+#: The two cross-validation schemes (:func:`mrlib.comparisons.triplet_folds` ``by=``).
+SCHEMES: dict[str, str] = {"by triplet": "triplet", "by clip": "clip"}
+
+#: Baseline methods by table name.
+METHODS = ("Euclidean", "SVM (Schultz & Joachims)", "Mahalanobis (LSML, stand-in)")
+
+#: Feature columns: handcrafted statistics, their PCA, and MatchNet's learned song features.
+FEATURES = ("HandCrafted", "PCA", "MatchNet")
+
+#: Data, MatchNet and baseline settings per profile.
+#:
+#: * ``smoke`` — seconds: 24 clips of 4 s, 3 folds, one MatchNet epoch (for tests).
+#: * ``quick`` — the stored CPU experiment: notebook 08's data (200 clips, 300 games of 10
+#:   simulated players → about 580 triplets), 10 folds, the lesson's small MatchNet on a
+#:   coarse CQT grid; about 3 minutes of 2 cores per training seed for all rows.
+#: * ``paper`` — the slides' scale as far as they state it: 430 games → about 860 triplets over
+#:   about 950 of 2000 clips of 30 s, 10 folds, a full-width MatchNet on the full CQT grid
+#:   (3-s patches). The slides do not give MatchNet's patch length, epochs or learning rate;
+#:   those are our choices. A GPU setting.
+PROFILES: dict[str, dict[str, Any]] = {
+    "smoke": {
+        "data": {"n_tracks": 24, "catalog_kwargs": {"duration_s": 4.0}, "n_comparisons": 48,
+                 "n_players": 10, "noise": 0.05, "n_folds": 3, "freq_pool": 4, "time_pool": 8},
+        "matchnet": {"patch_len": 8, "patches_per_song": 2, "test_patches": 4, "width": 0.0625,
+                     "embedding_dim": 16, "metric_hidden": 256, "epochs": 1, "batch_size": 16,
+                     "lr": 3e-3},
+        "baselines": {"pca_dims": 8, "svm_C": 0.1, "lsml_max_iter": 5},
+    },
+    "quick": {
+        "data": {"n_tracks": 200, "catalog_kwargs": {}, "n_comparisons": 300, "n_players": 10,
+                 "noise": 0.05, "n_folds": 10, "freq_pool": 4, "time_pool": 8},
+        "matchnet": {"patch_len": 16, "patches_per_song": 4, "test_patches": 8, "width": 0.0625,
+                     "embedding_dim": 32, "metric_hidden": 512, "epochs": 6, "batch_size": 32,
+                     "lr": 3e-3},
+        "baselines": {"pca_dims": 16, "svm_C": 0.1, "lsml_max_iter": 200},
+    },
+    "paper": {
+        "data": {"n_tracks": 2000, "catalog_kwargs": {}, "n_comparisons": 430, "n_players": 10,
+                 "noise": 0.05, "n_folds": 10, "freq_pool": 1, "time_pool": 1},
+        "matchnet": {"patch_len": 128, "patches_per_song": 4, "test_patches": 8, "width": 1.0,
+                     "embedding_dim": 128, "metric_hidden": 512, "epochs": 40, "batch_size": 16,
+                     "lr": 3e-4},
+        "baselines": {"pca_dims": 16, "svm_C": 0.1, "lsml_max_iter": 1000},
+    },
+}
+
+# Fields of a row that fix the data (catalog, votes, triplets, folds, features): one context each.
+_DATA_FIELDS = ("catalog", "n_tracks", "catalog_kwargs", "data_seed", "n_comparisons", "n_players",
+                "noise", "n_folds", "freq_pool", "time_pool")
+
+# Per worker process: the data of a row (by its data fields) and MatchNet's folds (by their key).
+_CONTEXTS: dict[str, dict] = {}
+_MATCHNET: dict[str, dict] = {}
+
+
+def _row_name(method: str, features: str, scheme: str) -> str:
+    return f"{method} / {features} ({scheme})"
+
+
+def rows(catalog: str = "synthetic", profile: str = "quick",
+         overrides: Mapping[str, Any] | None = None) -> dict[str, dict]:
+    """The rows of the 2017 table at a profile, with every parameter that shapes their result.
+
+    Per scheme (by triplet, by clip): Euclidean, SVM and LSML on HandCrafted and on PCA;
+    Triplet MatchNet; Euclidean and LSML on MatchNet's learned features.
+
+    Parameters
+    ----------
+    catalog : str, default "synthetic"
+        A catalog name for :func:`mrlib.catalog.load` (``"synthetic"``, ``"music21"``, a folder).
+    profile : {"smoke", "quick", "paper"}, default "quick"
+    overrides : mapping, optional
+        Any field of the profile's ``data``, ``matchnet`` or ``baselines`` settings, plus
+        ``data_seed`` (``-p epochs=10``); ``seed`` is refused (the training seeds are
+        ``--seeds``).
+
+    Returns
+    -------
+    dict row name -> JSON parameters
+        ``scheme``, ``method``, ``features`` and the data, MatchNet (where used) and baseline
+        fields.
+
+    Notebook: 08_triplet_matchnet.ipynb
+    """
+    overrides = dict(overrides or {})
+    if "seed" in overrides:
+        raise ValueError("the seed of an experiment is --seeds, not -p seed=...; the data seed is "
+                         "-p data_seed=...")
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r} for cfr2017; choose from {sorted(PROFILES)}")
+    if not isinstance(catalog, str) or not catalog:
+        raise TypeError(f"catalog must be a catalog name or folder (str), got {catalog!r}")
+    prof = PROFILES[profile]
+    data = {"catalog": catalog, "data_seed": 0, **prof["data"]}
+    mn, base = dict(prof["matchnet"]), dict(prof["baselines"])
+    for k, v in overrides.items():
+        target = next((d for d in (data, mn, base) if k in d), None)
+        if target is None:
+            known = sorted([*data, *mn, *base])
+            raise ValueError(f"unknown cfr2017 parameter {k!r}; known: {known}")
+        target[k] = v
+    from mrlib.matchnet import MatchNetConfig
+
+    MatchNetConfig(**mn)                          # checked at the door, before anything runs
+    out = {}
+    for scheme in SCHEMES:
+        for features in ("HandCrafted", "PCA"):
+            for method in METHODS:
+                extra = {"pca_dims": base["pca_dims"]} if features == "PCA" else {}
+                out[_row_name(method, features, scheme)] = {
+                    "scheme": scheme, "method": method, "features": features, **data,
+                    **_method_fields(method, base), **extra}
+        out[f"Triplet MatchNet ({scheme})"] = {"scheme": scheme, "method": "Triplet MatchNet",
+                                               "features": "MatchNet", **data, "matchnet": mn}
+        for method in (METHODS[0], METHODS[2]):
+            out[_row_name(method, "MatchNet", scheme)] = {
+                "scheme": scheme, "method": method, "features": "MatchNet", **data,
+                "matchnet": mn, **_method_fields(method, base)}
+    return out
+
+
+def _method_fields(method: str, base: Mapping[str, Any]) -> dict:
+    if method.startswith("SVM"):
+        return {"svm_C": base["svm_C"]}
+    if method.startswith("Mahalanobis"):
+        return {"lsml_max_iter": base["lsml_max_iter"]}
+    return {}
+
+
+def make_method(method: str, *, pca: int | None = None, seed: int = 0, svm_C: float = 0.1,
+                lsml_max_iter: int = 200):
+    """A fresh, unfitted baseline of :data:`METHODS` (:mod:`mrlib.baselines`).
+
+    Parameters
+    ----------
+    method : str
+        One of :data:`METHODS`.
+    pca : int, optional
+        PCA components (fitted on each fold's training clips); None keeps every feature.
+    seed : int, default 0
+        The training seed (SVM, LSML, PCA).
+    svm_C, lsml_max_iter
+        The SVM's slack penalty, LSML's iterations.
+
+    Returns
+    -------
+    mrlib.baselines.MetricBaseline
+
+    Notebook: 08_triplet_matchnet.ipynb
+    """
+    from mrlib.baselines import Euclidean, Mahalanobis, TripletSVM
+
+    if method == METHODS[0]:
+        return Euclidean(pca=pca, seed=seed)
+    if method == METHODS[1]:
+        return TripletSVM(C=svm_C, pca=pca, seed=seed)
+    if method == METHODS[2]:
+        return Mahalanobis("lsml", pca=pca, max_iter=lsml_max_iter, seed=seed)
+    raise ValueError(f"unknown method {method!r}; choose from {list(METHODS)}")
+
+
+def _data_fields(parameters: Mapping[str, Any]) -> dict:
+    missing = [k for k in _DATA_FIELDS if k not in parameters]
+    if missing:
+        raise ValueError(f"cfr2017 parameters lack the data fields {missing}")
+    return {k: parameters[k] for k in _DATA_FIELDS}
+
+
+def data_context(parameters: Mapping[str, Any], *, n_jobs: int | None = None,
+                 progress: bool = False) -> dict:
+    """The data a cfr2017 row is scored on, built once per process and data fields.
+
+    Parameters
+    ----------
+    parameters : mapping
+        A row's parameters (:func:`rows`) — only the data fields are read: ``catalog``,
+        ``n_tracks``, ``catalog_kwargs``, ``data_seed``, ``n_comparisons``, ``n_players``,
+        ``noise``, ``n_folds``, ``freq_pool``, ``time_pool``.
+    n_jobs : int, optional
+        Processes for the features (default: the machine's cores).
+    progress : bool, default False
+
+    Returns
+    -------
+    dict
+        ``catalog`` (:class:`mrlib.catalog.Catalog`), ``S`` (oracle, (N, N)), ``votes``
+        (comparisons table), ``report``, ``triplets`` (int64 (M, 3), the constraints whose
+        clips all have features), ``X_hc`` (float32 (N, D) handcrafted, NaN rows if skipped),
+        ``coarse`` (:class:`mrlib.matchnet.CoarseFeatures`), ``folds`` (scheme -> list of
+        :class:`mrlib.comparisons.Fold`) and ``units`` (scheme -> :func:`test_units`).
+
+    Notebook: 08_triplet_matchnet.ipynb
+    """
+    from mrlib import catalog as mcat
+    from mrlib.baselines import catalog_features
+    from mrlib.comparisons import comparisons_to_triplets, simulate_votes, triplet_folds
+    from mrlib.features import extract
+    from mrlib.matchnet import coarsen_features
+    from mrlib.similarity import oracle
+
+    fields = _data_fields(parameters)
+    key = json.dumps(fields, sort_keys=True)
+    if key in _CONTEXTS:
+        return _CONTEXTS[key]
+    n_jobs = max(1, os.cpu_count() or 1) if n_jobs is None else n_jobs
+    seed = int(fields["data_seed"])
+    cat = mcat.load(fields["catalog"], n_tracks=fields["n_tracks"], seed=seed,
+                    **dict(fields["catalog_kwargs"] or {}))
+    S = oracle(cat.tags, cat.tags)
+    votes = simulate_votes(S, fields["n_comparisons"], n_players=fields["n_players"],
+                           noise=fields["noise"], seed=seed)
+    triplets_all, report = comparisons_to_triplets(votes)
+    hc = catalog_features(cat, n_jobs=n_jobs, progress=progress)
+    cqt = extract(cat, n_jobs=n_jobs, progress=progress, verbose=False)
+    coarse = coarsen_features(cqt, fields["freq_pool"], fields["time_pool"])
+    keep = hc.triplet_mask(triplets_all) & coarse.available[triplets_all].all(axis=1)
+    triplets = np.ascontiguousarray(triplets_all[keep], dtype=np.int64)
+    folds = {s: triplet_folds(triplets, fields["n_folds"], by=by, seed=seed) for s, by in SCHEMES.items()}
+    ctx = {"fields": fields, "catalog": cat, "S": S, "votes": votes, "report": report,
+           "triplets": triplets, "X_hc": hc.full(), "coarse": coarse, "folds": folds,
+           "units": {s: test_units(f) for s, f in folds.items()}}
+    _CONTEXTS[key] = ctx
+    return ctx
+
+
+def test_units(folds) -> np.ndarray:
+    """The test triplets of a cross-validation, each once, sorted: the experiment's units.
+
+    Parameters
+    ----------
+    folds : sequence of (train, test)
+        Indices into the triplet array (:func:`mrlib.comparisons.triplet_folds`).
+
+    Returns
+    -------
+    numpy.ndarray of int64, shape (n_units,)
+        Triplet indices; by triplet all of 0 … M-1, clip-disjoint those whose three clips share
+        a clip set.
+
+    Raises
+    ------
+    ValueError
+        A triplet tested in two folds.
+
+    Notebook: 08_triplet_matchnet.ipynb
+    """
+    tests = [np.asarray(te, dtype=np.int64) for _, te in folds]
+    units = np.concatenate(tests) if tests else np.zeros(0, np.int64)
+    if np.unique(units).size != units.size:
+        raise ValueError("a triplet is tested in more than one fold")
+    return np.sort(units)
+
+
+def _units_hash(triplets: np.ndarray, units: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(triplets[units], dtype=np.int64).tobytes()).hexdigest()[:12]
+
+
+def fulfilled(distance_per_fold, triplets: np.ndarray, folds, units: np.ndarray):
+    """Per-unit 0/1 "fulfilled" and per-fold CFR from each fold's test dissimilarities.
+
+    Parameters
+    ----------
+    distance_per_fold : sequence of (d_ap, d_an)
+        Float arrays over each fold's test triplets (in the fold's test order).
+    triplets : numpy.ndarray, shape (M, 3)
+    folds : sequence of (train, test)
+    units : numpy.ndarray of int64, shape (n_units,)
+        :func:`test_units` of ``folds``.
+
+    Returns
+    -------
+    hit : numpy.ndarray of float64, shape (n_units,)
+        1.0 where d(a, p) < d(a, n) (ties are 0), in the order of ``units``.
+    per_fold : numpy.ndarray of float64, shape (n_folds,)
+        Each fold's CFR (NaN for a fold without test triplets).
+
+    Notebook: 08_triplet_matchnet.ipynb
+    """
+    hit = np.full(len(units), np.nan)
+    per_fold = []
+    for (_, te), (d_ap, d_an) in zip(folds, distance_per_fold):
+        te = np.asarray(te, dtype=np.int64)
+        d_ap, d_an = np.asarray(d_ap, dtype=np.float64), np.asarray(d_an, dtype=np.float64)
+        if d_ap.shape != (len(te),) or d_an.shape != (len(te),):
+            raise ValueError(f"a fold has {len(te)} test triplets but {d_ap.shape} / {d_an.shape} "
+                             "dissimilarities")
+        h = (d_ap < d_an).astype(np.float64)
+        hit[np.searchsorted(units, te)] = h
+        per_fold.append(h.mean() if len(te) else np.nan)
+    if np.isnan(hit).any():
+        raise ValueError("some units were not tested by any fold")
+    return hit, np.asarray(per_fold, dtype=np.float64)
+
+
+def _baseline_folds(method, X_per_fold, triplets, folds) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Fit a fresh copy of ``method`` on each fold's training triplets; test dissimilarities."""
+    import copy
+
+    out = []
+    for X, (tr, te) in zip(X_per_fold, folds):
+        m = copy.deepcopy(method).fit(X, triplets[tr])
+        t = triplets[te]
+        out.append((m.distance(X, t[:, 0], t[:, 1]), m.distance(X, t[:, 0], t[:, 2])) if len(t)
+                   else (np.zeros(0), np.zeros(0)))
+    return out
+
+
+def _matchnet_key(fields: Mapping[str, Any], scheme: str, mn: Mapping[str, Any], seed: int) -> str:
+    text = json.dumps({"data": dict(fields), "scheme": scheme, "matchnet": dict(mn), "seed": seed},
+                      sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def matchnet_folds(ctx: Mapping[str, Any], scheme: str, matchnet: Mapping[str, Any], seed: int, *,
+                   device: str = "cpu", workdir: Path | None = None, n_jobs: int | None = None,
+                   progress: bool = False) -> dict:
+    """Triplet MatchNet trained on each fold of a scheme with one training seed (cached).
+
+    The result is kept in memory for the process and, with ``workdir``, as a small ``.npz``
+    there, so that every row reading it — MatchNet's own, the baselines on its learned features
+    — trains it once, and an interrupted experiment does not train it again.
+
+    Parameters
+    ----------
+    ctx : dict
+        :func:`data_context`.
+    scheme : {"by triplet", "by clip"}
+    matchnet : mapping
+        :class:`mrlib.matchnet.MatchNetConfig` fields but ``seed`` and ``device``.
+    seed : int
+        Training seed (weights, triplet order, patches).
+    device : str, default "cpu"
+    workdir : Path, optional
+    n_jobs : int, optional
+        Folds trained side by side on the CPU, one torch thread each (default: the process's
+        torch threads); 1 on a GPU. The result does not depend on it.
+    progress : bool, default False
+
+    Returns
+    -------
+    dict
+        ``d_test`` (per fold (d_ap, d_an)), ``songs`` (float32 (n_folds, N, e): each fold's
+        mean tower embedding per song, NaN rows for songs without features), ``train_cfr``
+        (per fold), ``final_loss``, ``final_active`` (per fold) and ``seconds`` (training
+        wall time; 0 when read from the cache).
+
+    Notebook: 08_triplet_matchnet.ipynb
+    """
+    import torch
+
+    from mrlib.matchnet import MatchNetConfig, cross_validate_matchnet
+
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme must be one of {list(SCHEMES)}, got {scheme!r}")
+    key = _matchnet_key(ctx["fields"], scheme, matchnet, seed)
+    if key in _MATCHNET:
+        return {**_MATCHNET[key], "seconds": 0.0}
+    path = Path(workdir) / f"matchnet_{key}.npz" if workdir is not None else None
+    folds = ctx["folds"][scheme]
+    if path is not None and path.exists():
+        z = np.load(path)
+        out = {"d_test": [(z[f"ap{f}"], z[f"an{f}"]) for f in range(len(folds))], "songs": z["songs"],
+               "train_cfr": z["train_cfr"], "final_loss": z["final_loss"],
+               "final_active": z["final_active"]}
+        _MATCHNET[key] = out
+        return {**out, "seconds": 0.0}
+    on_cpu = str(device) == "cpu" or (str(device) == "auto" and not torch.cuda.is_available()
+                                       and not torch.backends.mps.is_available())
+    if n_jobs is None:
+        # Worker processes pay off only when a fold trains for more than their start-up time.
+        big = len(ctx["triplets"]) >= 200
+        n_jobs = max(1, torch.get_num_threads()) if on_cpu and big else 1
+    config = MatchNetConfig(**matchnet, seed=int(seed), device=device)
+    t0 = time.perf_counter()
+    threads = torch.get_num_threads()
+    if n_jobs == 1 and on_cpu:
+        torch.set_num_threads(1)                 # one thread: the same bits as n_jobs > 1
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)        # folds without test triplets
+            cv = cross_validate_matchnet(ctx["coarse"], ctx["triplets"], folds, config,
+                                         n_jobs=n_jobs, progress=progress)
+    finally:
+        torch.set_num_threads(threads)
+    songs = np.stack([cv.mean_embeddings(f) for f in range(len(folds))]).astype(np.float32)
+    out = {"d_test": [(np.asarray(a, np.float64), np.asarray(b, np.float64)) for a, b in cv.d_test],
+           "songs": songs, "train_cfr": np.asarray(cv.train, np.float64),
+           "final_loss": np.array([h["loss"].iloc[-1] if len(h) else np.nan for h in cv.histories]),
+           "final_active": np.array([h["active"].iloc[-1] if len(h) else np.nan for h in cv.histories])}
+    seconds = time.perf_counter() - t0
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
+        arrays = {"songs": songs, "train_cfr": out["train_cfr"], "final_loss": out["final_loss"],
+                  "final_active": out["final_active"]}
+        for f, (a, b) in enumerate(out["d_test"]):
+            arrays[f"ap{f}"], arrays[f"an{f}"] = a, b
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    _MATCHNET[key] = out
+    return {**out, "seconds": seconds}
+
+
+def _round(values) -> list:
+    return [None if not np.isfinite(v) else round(float(v), 4) for v in np.asarray(values, float)]
+
+
+def run(row: str, parameters: Mapping[str, Any], seed: int, device: str = "cpu",
+        workdir: Path | None = None) -> tuple[dict, dict]:
+    """Score one row of the 2017 table with one training seed.
+
+    Parameters
+    ----------
+    row : str
+        The row's name (for messages).
+    parameters : mapping
+        The row's parameters (:func:`rows`).
+    seed : int
+        Training seed: MatchNet's weights and patches, the SVM's and LSML's seeds. The data
+        (votes, triplets, folds) do not depend on it.
+    device : str, default "cpu"
+        MatchNet's device (``"auto"``, ``"cpu"``, ``"cuda"``…); the baselines run on the CPU.
+    workdir : Path, optional
+        Where MatchNet's fold results are cached (:func:`matchnet_folds`).
+
+    Returns
+    -------
+    per_unit : dict
+        ``{"CFR": float (n_units,)}``: 1.0 for each fulfilled test triplet of the row's scheme
+        (:func:`test_units` order), 0.0 otherwise (ties included).
+    extra : dict
+        The slides' form — ``fold_cfr`` (each fold's CFR), ``fold_mean``, ``fold_std`` (ddof 1),
+        ``n_test`` per fold — plus ``train_cfr`` (mean over folds of the CFR on the fold's own
+        training triplets, for the baselines), ``units_sha`` (identity of the test triplets) and,
+        for MatchNet rows, ``matchnet_s`` (training seconds spent in this call), the final loss
+        and share of active pairs.
+
+    Notebook: 08_triplet_matchnet.ipynb
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    for k in ("scheme", "method", "features"):
+        if k not in parameters:
+            raise ValueError(f"row {row!r}: parameters lack {k!r}")
+    scheme, method, feats = parameters["scheme"], parameters["method"], parameters["features"]
+    if scheme not in SCHEMES:
+        raise ValueError(f"row {row!r}: scheme must be one of {list(SCHEMES)}, got {scheme!r}")
+    if feats not in FEATURES:
+        raise ValueError(f"row {row!r}: features must be one of {list(FEATURES)}, got {feats!r}")
+    ctx = data_context(parameters)
+    t, folds, units = ctx["triplets"], ctx["folds"][scheme], ctx["units"][scheme]
+    extra: dict[str, Any] = {}
+    if feats == "MatchNet":
+        mn = matchnet_folds(ctx, scheme, parameters["matchnet"], int(seed), device=device,
+                            workdir=workdir)
+        extra.update({"matchnet_s": round(float(mn["seconds"]), 1),
+                      "matchnet_final_loss": round(float(np.nanmean(mn["final_loss"])), 4),
+                      "matchnet_final_active": round(float(np.nanmean(mn["final_active"])), 4)})
+    if method == "Triplet MatchNet":
+        d = mn["d_test"]
+        extra["train_cfr"] = round(float(np.nanmean(mn["train_cfr"])), 4)
+    else:
+        base = make_method(method, pca=parameters.get("pca_dims") if feats == "PCA" else None,
+                           seed=int(seed), svm_C=parameters.get("svm_C", 0.1),
+                           lsml_max_iter=parameters.get("lsml_max_iter", 200))
+        X_per_fold = list(mn["songs"]) if feats == "MatchNet" else [ctx["X_hc"]] * len(folds)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")          # solvers' convergence notes on small folds
+            d = _baseline_folds(base, X_per_fold, t, folds)
+    hit, per_fold = fulfilled(d, t, folds, units)
+    valid = per_fold[np.isfinite(per_fold)]
+    extra.update({"fold_cfr": _round(per_fold), "fold_mean": round(float(valid.mean()), 4),
+                  "fold_std": round(float(valid.std(ddof=1)), 4) if valid.size > 1 else None,
+                  "n_test": [len(te) for _, te in folds], "units_sha": _units_hash(t, units)})
+    return {"CFR": hit}, extra
+
+
+def slides_table(store: Mapping[str, Any], decimals: int = 1):
+    """A stored cfr2017 experiment in the slides' layout: (scheme, method) × features.
+
+    The cells are :func:`mrlib.results.results_frame`'s — mean over training seeds ± 95 %
+    interval over test triplets (standard deviation over seeds), percent — rearranged.
+
+    Parameters
+    ----------
+    store : dict
+        A cfr2017 results store (:func:`mrlib.results.read_store`).
+    decimals : int, default 1
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index (scheme, method); columns HandCrafted, PCA, MatchNet; "–" where no row exists.
+
+    Notebook: 08_triplet_matchnet.ipynb
+    """
+    import pandas as pd
+
+    from mrlib import results as res
+
+    if store.get("experiment") != "cfr2017":
+        raise ValueError(f"not a cfr2017 store: experiment {store.get('experiment')!r}")
+    frame = res.results_frame(store, decimals=decimals)
+    records = []
+    for r, row in store["rows"].items():
+        p = row["parameters"]
+        records.append({"scheme": p["scheme"], "method": p["method"], "features": p["features"],
+                        "cell": frame.loc[r, "CFR"] if r in frame.index else ""})
+    df = pd.DataFrame(records)
+    order = {m: i for i, m in enumerate((*METHODS, "Triplet MatchNet"))}
+    table = (df.pivot_table(index=["scheme", "method"], columns="features", values="cell",
+                            aggfunc="first")
+               .reindex(columns=[f for f in FEATURES if f in set(df["features"])]))
+    table = table.reindex(sorted(table.index, key=lambda k: (list(SCHEMES).index(k[0]), order.get(k[1], 99))))
+    return table.fillna("–").replace("", "–")

@@ -1,0 +1,107 @@
+"""The cfr2017 experiment: rows, units shared by rows and seeds, one row recomputed by hand, and
+a second invocation that runs nothing. Uses the private MRLIB_DATA/MRLIB_RUNS of conftest.py."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mrlib import cfr2017
+from mrlib import results as res
+from mrlib.experiments import EXPERIMENTS, experiment_rows, run_experiment
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+def test_registered_and_rows_checked():
+    exp = EXPERIMENTS["cfr2017"]
+    assert exp.metrics == ("CFR",) and exp.unit == "triplet"
+    specs = experiment_rows("cfr2017", "synthetic", "quick")
+    assert "Triplet MatchNet (by clip)" in specs and "Euclidean / HandCrafted (by triplet)" in specs
+    # the data seed is a parameter of every row; the training seed is not
+    assert {p["data_seed"] for p in specs.values()} == {0}
+    assert all("seed" not in p for p in specs.values())
+    with pytest.raises(ValueError, match="--seeds"):
+        cfr2017.rows("synthetic", "quick", {"seed": 1})
+    with pytest.raises(ValueError, match="unknown cfr2017 parameter"):
+        cfr2017.rows("synthetic", "quick", {"epochz": 3})
+    with pytest.raises(ValueError, match="unknown profile"):
+        cfr2017.rows("synthetic", "huge")
+    # an override reaches the rows that use it, and only those
+    more = cfr2017.rows("synthetic", "quick", {"epochs": 2})
+    changed = {r for r in specs if res.parameters_key(specs[r]) != res.parameters_key(more[r])}
+    assert changed == {r for r, p in specs.items() if p["features"] == "MatchNet"}
+
+
+def test_units_and_fulfilled():
+    folds = [(np.array([2, 3]), np.array([0, 1])), (np.array([0, 1]), np.array([3]))]
+    units = cfr2017.test_units(folds)
+    assert units.tolist() == [0, 1, 3]
+    hit, per_fold = cfr2017.fulfilled([(np.array([1.0, 2.0]), np.array([2.0, 2.0])),
+                                       (np.array([0.5]), np.array([1.0]))],
+                                      np.zeros((4, 3), np.int64), folds, units)
+    assert hit.tolist() == [1.0, 0.0, 1.0]            # the tie (2.0, 2.0) is not fulfilled
+    assert per_fold.tolist() == [0.5, 1.0]
+    with pytest.raises(ValueError, match="more than one fold"):
+        cfr2017.test_units([(np.array([1]), np.array([0])), (np.array([1]), np.array([0]))])
+
+
+def test_smoke_experiment(tmp_path):
+    store_file = tmp_path / "results" / "cfr2017_synthetic_smoke.json"
+    path = run_experiment("cfr2017", profile="smoke", seeds=[0, 1], store=store_file,
+                          workdir=tmp_path / "work", progress=False)
+    store = res.read_store(path)
+    rows = store["rows"]
+    assert all(e["status"] == "ok" for row in rows.values() for e in row["seeds"].values()), \
+        {r: [e.get("error") for e in row["seeds"].values()] for r, row in rows.items()}
+
+    # The same units for every row of a scheme and every seed (the data do not follow the seed).
+    for scheme in cfr2017.SCHEMES:
+        of_scheme = [row for row in rows.values() if row["parameters"]["scheme"] == scheme]
+        shas = {e["extra"]["units_sha"] for row in of_scheme for e in row["seeds"].values()}
+        sizes = {e["n_units"] for row in of_scheme for e in row["seeds"].values()}
+        assert len(shas) == 1 and len(sizes) == 1, (scheme, shas, sizes)
+    # Pairs are tested only within a scheme, and every such pair is.
+    pairs = {(c["a"], c["b"]) for c in store["comparisons"]}
+    scheme_of = {r: row["parameters"]["scheme"] for r, row in rows.items()}
+    assert all(scheme_of[a] == scheme_of[b] for a, b in pairs)
+    n_per_scheme = [sum(s == k for s in scheme_of.values()) for k in cfr2017.SCHEMES]
+    assert len(pairs) == sum(n * (n - 1) // 2 for n in n_per_scheme)
+
+    # One row recomputed with plain numpy: Euclidean on standardised handcrafted features,
+    # standardisation fitted on each fold's training clips.
+    name = "Euclidean / HandCrafted (by triplet)"
+    params = rows[name]["parameters"]
+    ctx = cfr2017.data_context(params)
+    t, X = ctx["triplets"], ctx["X_hc"].astype(np.float64)
+    folds = ctx["folds"]["by triplet"]
+    expected = {}
+    for tr, te in folds:
+        clips = np.unique(t[tr])
+        mu, sd = X[clips].mean(axis=0), X[clips].std(axis=0)
+        Z = (X - mu) / np.where(sd > 1e-12, sd, 1.0)
+        for i in te:
+            a, p, n = t[i]
+            expected[int(i)] = float(((Z[a] - Z[p]) ** 2).sum() < ((Z[a] - Z[n]) ** 2).sum())
+    units = ctx["units"]["by triplet"]
+    assert units.tolist() == list(range(len(t)))      # by triplet, every triplet once
+    want = np.array([expected[int(u)] for u in units])
+    for entry in rows[name]["seeds"].values():
+        np.testing.assert_array_equal(np.asarray(entry["per_unit"]["CFR"]), want)
+        fold_cfr = [np.mean([expected[int(i)] for i in te]) for _, te in folds]
+        np.testing.assert_allclose(entry["extra"]["fold_cfr"], fold_cfr, atol=1e-4)
+        assert entry["extra"]["fold_mean"] == pytest.approx(np.mean(fold_cfr), abs=1e-4)
+
+    # MatchNet was trained once per scheme and seed: the rows on its features read it.
+    for seed in ("0", "1"):
+        trained = [r for r, row in rows.items() if row["parameters"]["features"] == "MatchNet"
+                   and row["seeds"][seed]["extra"]["matchnet_s"] > 0]
+        assert len(trained) == len(cfr2017.SCHEMES), trained
+
+    # A second invocation finds everything stored and runs nothing.
+    before = store_file.read_text()
+    run_experiment("cfr2017", profile="smoke", seeds=[0, 1], store=store_file,
+                   workdir=tmp_path / "work", progress=False)
+    after = res.read_store(store_file)
+    assert len(after["runs"]) == len(store["runs"])
+    assert after["rows"] == store["rows"]
+    assert store_file.read_text() == before
