@@ -34,7 +34,8 @@ from mrlib.evaluate import format_ci, holm, mean_ci
 
 __all__ = ["SCHEMA", "results_dir", "store_path", "parameters_key", "new_store", "read_store",
            "write_store", "seed_entry", "row_summary", "seed_query_test", "compare_rows",
-           "summarise_store", "stored_results", "results_frame", "results_markdown",
+           "summarise_store", "stored_results", "results_frame", "results_markdown", "seed_frame",
+           "comparisons_frame",
            "update_readme_block", "StoreError"]
 
 #: Version of the stored file's layout; a reader refuses files of another version.
@@ -364,6 +365,53 @@ def stored_results(experiment: str | None = None, folder: Path | None = None) ->
         if experiment is None or store["experiment"] == experiment:
             out[path.stem] = store
     return out
+
+
+def seed_frame(store: Mapping[str, Any]) -> pd.DataFrame:
+    """Every finished row × seed of a store as a long table (percent), for plots and checks.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``row``, ``seed`` (int), ``metric``, ``mean``, ``ci`` (the seed's 95 % half-width
+        over units), ``wall_s``.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    records = [{"row": r, "seed": int(s), "metric": m, "mean": v["mean"], "ci": v["ci"],
+                "wall_s": e.get("wall_s")}
+               for r, row in store["rows"].items() for s, e in _ok_seeds(row).items()
+               for m, v in e["metrics"].items()]
+    return pd.DataFrame(records, columns=["row", "seed", "metric", "mean", "ci", "wall_s"])
+
+
+def comparisons_frame(store: Mapping[str, Any], metric: str | None = None,
+                      reference: str | None = None) -> pd.DataFrame:
+    """A store's paired tests as a table; with ``reference``, every row against that one.
+
+    With ``reference`` each test is oriented as ``row − reference`` (the sign of the difference
+    and of its interval flipped where the stored pair is the other way round).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``a``, ``b``, ``metric``, ``mean_diff``, ``low``, ``high`` (percentage points),
+        ``p_boot``, ``p_holm``, ``p_wilcoxon``, ``significant``, ``seeds_a_better``, ``n_seeds``.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    df = pd.DataFrame(store.get("comparisons") or [])
+    if df.empty:
+        return df
+    if metric is not None:
+        df = df[df["metric"] == metric]
+    if reference is None:
+        return df.reset_index(drop=True)
+    ab, ba = df[df["b"] == reference].copy(), df[df["a"] == reference].copy()
+    ba["a"], ba["b"] = ba["b"], reference
+    ba["mean_diff"], ba["low"], ba["high"] = -ba["mean_diff"], -ba["high"], -ba["low"]
+    ba["seeds_a_better"] = ba["n_seeds"] - ba["seeds_a_better"]
+    return pd.concat([ab, ba]).reset_index(drop=True)
 
 
 _PLURALS = {"query": "queries"}
