@@ -415,10 +415,13 @@ def run_experiment(name: str, catalog: str = "synthetic", profile: str = "quick"
     ------
     ValueError
         Unknown experiment, profile, row or parameter — before anything runs.
+    mrlib.paths.LockedError
+        Another runner is writing the same store (it names the process); a lock left by a
+        process that died is recovered, and says so.
 
     Notebook: 07_evaluation.ipynb
     """
-    from mrlib.paths import runs_dir
+    from mrlib.paths import FolderLock, runs_dir
 
     exp = _experiment(name)
     seeds = [int(s) for s in seeds]
@@ -432,6 +435,15 @@ def run_experiment(name: str, catalog: str = "synthetic", profile: str = "quick"
     if unknown:
         raise ValueError(f"unknown row(s) {unknown} of {name}; rows are {list(specs)}")
     path = Path(store or res.store_path(name, catalog, profile))
+    workdir = Path(workdir or runs_dir() / "experiments" / path.stem)
+    # one runner per store: two would each rewrite the file from their own copy
+    with FolderLock(workdir, "experiment"):
+        return _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, device, jobs,
+                           path, workdir, commit, progress)
+
+
+def _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, device, jobs, path,
+                workdir, commit, progress) -> Path:
     data = res.read_store(path) if path.exists() else res.new_store(
         name, catalog, profile, title=exp.title, metrics=exp.metrics, unit=exp.unit, notebook=exp.notebook)
     if data["experiment"] != name or data["profile"] != profile:
@@ -455,7 +467,6 @@ def run_experiment(name: str, catalog: str = "synthetic", profile: str = "quick"
     todo = [(r, s) for s in seeds for r in chosen
             if stored[r]["seeds"].get(str(s), {}).get("status") != "ok"]
     commit_id = git_commit()
-    workdir = Path(workdir or runs_dir() / "experiments" / path.stem)
     run_log = {"started": res.now(), "command": command, "commit": commit_id,
                "device": device, "trained": 0, "reused": len(chosen) * len(seeds) - len(todo), "failed": 0}
     data.setdefault("runs", []).append(run_log)
@@ -583,6 +594,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          f"{args.experiment} --catalog {args.catalog} --profile {args.profile}` first")
         print(res.results_markdown(res.read_store(path)))
         return 0
+    from mrlib.paths import LockedError
+
     try:
         path = run_experiment(args.experiment, args.catalog, args.profile, args.seeds,
                               overrides=_parse_overrides(args.param, parser), rows=args.rows,
@@ -590,6 +603,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                               commit=args.commit, progress=not args.quiet)
     except (ValueError, TypeError) as err:
         parser.error(str(err))
+    except LockedError as err:
+        print(f"[experiments] {err}", file=sys.stderr)
+        return 2
     store = res.read_store(path)
     print(res.results_markdown(store))
     failed = [f"{r} seed {s}" for r, row in store["rows"].items()

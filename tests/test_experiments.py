@@ -236,3 +236,15 @@ def test_table2_rows_at_each_profile():
                                           if k not in ("device", "n_jobs", "out_dir", "prefetch", "seed")}
     with pytest.raises(ValueError, match="--seeds"):
         X.table2_rows("synthetic", "quick", {"seed": 1})
+
+
+def test_one_runner_per_store(store, tmp_path):
+    from mrlib.paths import FolderLock, LockedError
+
+    workdir = tmp_path / "work"
+    with FolderLock(workdir, "experiment"):           # a live runner of the same store
+        with pytest.raises(LockedError):
+            X.run_experiment("toy", seeds=[0], store=store, workdir=workdir, progress=False)
+    assert CALLS == [] and not store.exists()
+    X.run_experiment("toy", seeds=[0], store=store, workdir=workdir, progress=False)
+    assert len(CALLS) == 3
