@@ -76,7 +76,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "data": {"n_tracks": 200, "catalog_kwargs": {}, "n_comparisons": 300, "n_players": 10,
                  "noise": 0.05, "n_folds": 10, "freq_pool": 4, "time_pool": 8},
         "matchnet": {"patch_len": 16, "patches_per_song": 4, "test_patches": 8, "width": 0.0625,
-                     "embedding_dim": 32, "metric_hidden": 512, "epochs": 6, "batch_size": 32,
+                     "embedding_dim": 32, "metric_hidden": 512, "epochs": 4, "batch_size": 32,
                      "lr": 3e-3},
         "baselines": {"pca_dims": 16, "svm_C": 0.1, "lsml_max_iter": 200},
     },
