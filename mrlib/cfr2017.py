@@ -58,7 +58,8 @@ FEATURES = ("HandCrafted", "PCA", "MatchNet")
 #: * ``smoke`` — seconds: 24 clips of 4 s, 3 folds, one MatchNet epoch (for tests).
 #: * ``quick`` — the stored CPU experiment: notebook 08's data (200 clips, 300 games of 10
 #:   simulated players → about 580 triplets), 10 folds, the lesson's small MatchNet on a
-#:   coarse CQT grid; about 3 minutes of 2 cores per training seed for all rows.
+#:   coarse CQT grid (4 epochs). Sized for about 3 minutes of 2 idle cores per training seed
+#:   for all rows, most of it MatchNet's 2 × 10 fold trainings and LSML's fits.
 #: * ``paper`` — the slides' scale as far as they state it: 430 games → about 860 triplets over
 #:   about 950 of 2000 clips of 30 s, 10 folds, a full-width MatchNet on the full CQT grid
 #:   (3-s patches). The slides do not give MatchNet's patch length, epochs or learning rate;
