@@ -1,6 +1,8 @@
 # The two commands of the README:
 #   make book   fresh machine -> .venv, install, default catalog, quick suite, book
 #   make test   fresh machine -> .venv, install, unit tests + notebook validation + book + browser
+#   make experiments   reproduce the stored results of data/results/ (hours on a CPU; resumable:
+#                      each finished row x seed is stored at once and skipped by the next run)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,7 +10,7 @@ BIN := $(VENV)/bin
 PROFILE ?= quick
 NBVAL := --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=1800
 
-.PHONY: venv catalog suite book test test-unit test-notebooks bench clean
+.PHONY: venv catalog suite book test test-unit test-notebooks bench experiments clean
 
 venv: $(BIN)/.installed
 $(BIN)/.installed: requirements.txt pyproject.toml
@@ -20,6 +22,7 @@ $(BIN)/.installed: requirements.txt pyproject.toml
 
 catalog: venv
 	$(BIN)/python -m mrlib.catalog build synthetic
+	$(BIN)/python -m mrlib.catalog build synthetic --n-tracks 2000 --duration 15   # Table 2's (notebook 07)
 
 suite: venv
 	$(BIN)/python -m mrlib.suite run --profile $(PROFILE)
@@ -38,6 +41,15 @@ test-unit: venv
 
 test-notebooks: venv
 	$(BIN)/python -m pytest $(NBVAL) notebooks
+
+SEEDS ?= 0 1 2
+DEVICE ?= auto
+experiments: venv
+	$(BIN)/python -m mrlib.experiments run table2 --catalog synthetic --profile quick --seeds $(SEEDS) --device $(DEVICE)
+	$(BIN)/python -m mrlib.experiments run table2 --catalog music21 --profile quick --seeds $(SEEDS) --device $(DEVICE)
+	$(BIN)/python -m mrlib.experiments run cfr2017 --catalog synthetic --profile quick --seeds $(SEEDS) --device $(DEVICE)
+	$(BIN)/python -m mrlib.experiments run cfr2017 --catalog music21 --profile quick --seeds $(SEEDS) --device $(DEVICE)
+	$(BIN)/python -m mrlib.experiments readme
 
 bench: venv
 	$(BIN)/python -m mrlib.bench all
