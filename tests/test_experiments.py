@@ -248,3 +248,33 @@ def test_one_runner_per_store(store, tmp_path):
     assert CALLS == [] and not store.exists()
     X.run_experiment("toy", seeds=[0], store=store, workdir=workdir, progress=False)
     assert len(CALLS) == 3
+
+
+def test_readme_blocks_equal_the_stored_files():
+    # What the README shows is rendered from data/results/ by results_markdown, to the last digit
+    # (`python -m mrlib.experiments readme` rewrites the blocks after an experiment).
+    from mrlib.paths import repo_root
+
+    text = (repo_root() / "README.md").read_text()
+    stores = res.stored_results(folder=repo_root() / "data" / "results")
+    assert "table2_synthetic_quick" in stores
+    for stem, store in stores.items():
+        start, end = f"<!-- results:{stem}:start -->", f"<!-- results:{stem}:end -->"
+        assert start in text and end in text, f"README has no block for {stem}"
+        block = text.split(start, 1)[1].split(end, 1)[0].strip()
+        assert block == res.results_markdown(store), f"README block {stem} differs from its stored file"
+
+
+def test_stored_table2_has_three_seeds_with_provenance():
+    from mrlib.paths import repo_root
+
+    store = res.read_store(repo_root() / "data" / "results" / "table2_synthetic_quick.json")
+    assert set(store["rows"]) == set(X.table2_rows("synthetic", "quick"))
+    for name, row in store["rows"].items():
+        assert row["key"] == res.parameters_key(X.table2_rows("synthetic", "quick")[name]), name
+        ok = {s: e for s, e in row["seeds"].items() if e["status"] == "ok"}
+        assert len(ok) >= 3, name
+        for e in ok.values():
+            assert e["commit"] and e["versions"]["torch"] and e["device"] and e["wall_s"] >= 0
+            assert e["n_units"] == 400
+    assert store["command"].startswith("python -m mrlib.experiments run table2")
