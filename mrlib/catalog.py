@@ -685,7 +685,8 @@ def build_synthetic(n_tracks: int = 200, seed: int = 0, duration_s: float = 30.0
     track whose audio file is missing is rendered and written as 16-bit FLAC (or WAV) under a
     temporary name and renamed; ``catalog.json`` gets ``complete: true`` last. Running it again
     after an interruption renders only the missing tracks; on a complete catalog it returns at
-    once.
+    once. The folder is locked while it is written (:class:`mrlib.paths.FolderLock`): a second
+    build gets an error naming the first; the lock of a killed build is recovered.
 
     Parameters
     ----------
@@ -712,9 +713,6 @@ def build_synthetic(n_tracks: int = 200, seed: int = 0, duration_s: float = 30.0
         A folder that holds catalog files but no readable ``catalog.json`` of a synthetic build
         (a hand-made catalog) is never written over: without ``overwrite`` it is an error; with
         it, its files are first moved into ``<root>/replaced-<time>/``.
-
-    The folder is locked while it is written (:class:`mrlib.paths.FolderLock`): a second
-    build gets an error naming the first; the lock of a killed build is recovered.
 
     Returns
     -------
