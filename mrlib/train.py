@@ -180,6 +180,9 @@ class TrainConfig:
         Channel multiplier (1.0 = the paper's Table 1).
     embedding_dim : int, default 128
         ``d`` (TL, TL Autopool) or the tower embedding (MatchNet).
+    dropout : float in [0, 1) or None, default None
+        Dropout after each convolution block of AT, TL and TL Autopool; ``None`` keeps the
+        model's own (AT 0.5, as FCN; TL and TL Autopool 0). MatchNet has none.
     n_pos, n_neg : int, default 15, 250
         ``Np`` positives per anchor and ``Nn`` negatives per pair for offline mining.
     negatives_per_batch : int, default 42
@@ -251,6 +254,7 @@ class TrainConfig:
     patch_len: int = 128
     width: float = 0.125
     embedding_dim: int = 128
+    dropout: float | None = None
     n_pos: int = 15
     n_neg: int = 250
     negatives_per_batch: int = 42
@@ -293,6 +297,13 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.system must be one of {SYSTEMS}, got {self.system!r}")
         if not isinstance(self.mining, str):
             raise TypeError(f"TrainConfig.mining must be a str, got {self.mining!r}")
+        if self.dropout is not None:
+            if self.system == "matchnet":
+                raise ValueError("TrainConfig.dropout: the MatchNet system has no dropout; leave it None")
+            if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) \
+                    or not 0.0 <= float(self.dropout) < 1.0:
+                raise ValueError(f"TrainConfig.dropout must be None or a float in [0, 1), got {self.dropout!r}")
+            self.dropout = float(self.dropout)
         try:
             self.mining = canonical_strategy(self.mining)
         except ValueError:
@@ -1045,6 +1056,16 @@ class _Objective(nn.Module):
 # =============================================================================================
 # Batches
 # =============================================================================================
+def _build_model(cfg: TrainConfig, data: TrainData) -> nn.Module:
+    """The run's network, shaped by its config and its data (tags, CQT bins)."""
+    from mrlib.models import build_model
+
+    extra = {} if cfg.dropout is None else {"dropout": cfg.dropout}
+    return build_model(cfg.system, n_tags=data.tags.shape[1], width=cfg.width, n_bins=data.n_bins,
+                       patch_len=cfg.patch_len, embedding_dim=cfg.embedding_dim, seed=cfg.seed,
+                       **extra)
+
+
 class _BatchMaker:
     """Turns sampler output into numpy batches (runs in the prefetch thread)."""
 
@@ -1516,10 +1537,7 @@ class _Run:
         self.S_val = oracle(data.tags[self.val_idx], None, data.categories)
 
         # ---- model, objective, optimiser ----
-        from mrlib.models import build_model
-
-        model = build_model(cfg.system, n_tags=data.tags.shape[1], width=cfg.width, n_bins=data.n_bins,
-                            patch_len=cfg.patch_len, embedding_dim=cfg.embedding_dim, seed=cfg.seed)
+        model = _build_model(cfg, data)
         self.model = model.to(self.device)
         self.objective = _Objective(self.model, cfg).to(self.device)
         if self.dist.active:
@@ -2278,11 +2296,7 @@ def _setup_for_benchmark(self: _Run) -> None:
     if self.data is None:
         self.data = prepare_data(cfg, progress=False)
     self.train_idx = self.data.indices("train")
-    from mrlib.models import build_model
-
-    self.model = build_model(cfg.system, n_tags=self.data.tags.shape[1], width=cfg.width,
-                             n_bins=self.data.n_bins, patch_len=cfg.patch_len,
-                             embedding_dim=cfg.embedding_dim, seed=cfg.seed).to(self.device)
+    self.model = _build_model(cfg, self.data).to(self.device)
     self.objective = _Objective(self.model, cfg).to(self.device)
     self.step_module = self.objective
     self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate)
@@ -2349,6 +2363,9 @@ def _parser() -> argparse.ArgumentParser:
         elif f.name == "lr":
             p.add_argument(flag, dest=f.name, type=float, default=S,
                            help="Adam's learning rate (default: DEFAULT_LR of the system)")
+        elif f.name == "dropout":
+            p.add_argument(flag, dest=f.name, type=float, default=S,
+                           help="dropout after each conv block (default: the model's own)")
         elif f.name == "run_name":
             p.add_argument(flag, dest=f.name, default=S,
                            help="(default: <system>_<mining>_s<seed>; its folder adds a hash of "
