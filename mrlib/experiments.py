@@ -244,6 +244,14 @@ def _table2_reference(row: str, parameters: Mapping[str, Any], seed: int, contex
     return _per_unit(ev.RetrievalResult(ev.retrieval_metrics(pred, context["true_lists"]))), {}
 
 
+def _run_folder(parameters: Mapping[str, Any], seed: int) -> str:
+    """A row × seed's run folder: its parameters' hash in the name, so a changed row starts
+    afresh while the folder of its previous parameters stays as it was."""
+    from mrlib.results import parameters_key
+
+    return f"{parameters['run_name']}_s{seed}-{parameters_key(parameters)[:8]}"
+
+
 def _table2_run(row: str, parameters: Mapping[str, Any], seed: int, device: str, workdir: Path):
     """Train one Table-2 row with one seed (resuming its run folder) and score it."""
     import pandas as pd
@@ -255,7 +263,7 @@ def _table2_run(row: str, parameters: Mapping[str, Any], seed: int, device: str,
     if "reference" in parameters:
         return _table2_reference(row, parameters, seed, context)
     cfg = TrainConfig(**parameters, seed=seed, device=device, n_jobs=1,
-                      out_dir=str(workdir / f"{parameters['run_name']}_s{seed}"))
+                      out_dir=str(workdir / _run_folder(parameters, seed)))
     run = train(cfg, resume=True, progress=False, data=context["data"])
     test = context["test"]
     pos = pd.Series(np.arange(len(run.catalog_index)), index=run.catalog_index)
