@@ -36,7 +36,7 @@ __all__ = ["SCHEMA", "results_dir", "store_path", "parameters_key", "new_store",
            "write_store", "seed_entry", "row_summary", "seed_query_test", "compare_rows",
            "summarise_store", "stored_results", "results_frame", "results_markdown", "seed_frame",
            "comparisons_frame",
-           "update_readme_block", "StoreError"]
+           "update_readme_block", "replace_readme_block", "StoreError"]
 
 #: Version of the stored file's layout; a reader refuses files of another version.
 SCHEMA = 1
@@ -427,12 +427,27 @@ def _cell(entry: Mapping[str, Any] | None, decimals: int = 2) -> str:
     return text
 
 
+#: Scalar values a run stores in ``extra`` that the tables show as a column (mean (sd) over
+#: seeds) when some row has them.
+EXTRA_COLUMNS = {"tag_auc": "tag AUC"}
+
+
+def _extra_cell(row: Mapping[str, Any], key: str) -> str:
+    values = [e["extra"][key] for e in _ok_seeds(row).values() if e.get("extra", {}).get(key) is not None]
+    if not values:
+        return ""
+    sd = f" ({np.std(values, ddof=1):.3f})" if len(values) > 1 else ""
+    return f"{np.mean(values):.3f}{sd}"
+
+
 def results_frame(store: Mapping[str, Any], metrics: Sequence[str] | None = None,
                   decimals: int = 2) -> pd.DataFrame:
     """A stored experiment as a table of strings: rows × metrics, plus the seeds of each row.
 
     Cells read ``mean ± ci (sd)``: the mean over seeds of the row's metric (percent), the mean
     over seeds of the 95 % half-width over test units, and the standard deviation over seeds.
+    Scalars of :data:`EXTRA_COLUMNS` (the AT baseline's tag AUC) get a column ``mean (sd)``
+    when some row stores them.
     Rows that failed for some seed say so in the ``seeds`` column. The README and the
     notebooks show stored results through this one function.
 
@@ -446,8 +461,11 @@ def results_frame(store: Mapping[str, Any], metrics: Sequence[str] | None = None
         ok = sorted(_ok_seeds(row), key=int)
         failed = sorted((k for k, e in row.get("seeds", {}).items() if e.get("status") != "ok"), key=int)
         seeds = ", ".join(ok) + (f"; failed: {', '.join(failed)}" if failed else "")
-        records.append({"row": r, **{m: _cell(s.get(m), decimals) for m in metrics}, "seeds": seeds})
-    return pd.DataFrame(records).set_index("row")
+        extras = {label: _extra_cell(row, key) for key, label in EXTRA_COLUMNS.items()}
+        records.append({"row": r, **{m: _cell(s.get(m), decimals) for m in metrics}, **extras,
+                        "seeds": seeds})
+    df = pd.DataFrame(records).set_index("row")
+    return df.drop(columns=[c for c in EXTRA_COLUMNS.values() if not df[c].astype(bool).any()])
 
 
 def results_markdown(store: Mapping[str, Any], metrics: Sequence[str] | None = None,
@@ -473,6 +491,29 @@ def results_markdown(store: Mapping[str, Any], metrics: Sequence[str] | None = N
     return "\n".join(lines)
 
 
+def replace_readme_block(name: str, text: str, readme: Path | None = None) -> Path:
+    """Replace the README's text between ``<!-- <name>:start -->`` and ``<!-- <name>:end -->``.
+
+    Raises
+    ------
+    ValueError
+        When the README has no such block.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    from mrlib.paths import repo_root
+
+    readme = Path(readme or repo_root() / "README.md")
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    content = readme.read_text()
+    if start not in content or end not in content:
+        raise ValueError(f"{readme} has no {start} … {end} block")
+    head, rest = content.split(start, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{start}\n{text}\n{end}{tail}")
+    return readme
+
+
 def update_readme_block(store: Mapping[str, Any], readme: Path | None = None,
                         metrics: Sequence[str] | None = None) -> Path:
     """Write a stored experiment into the README between its markers.
@@ -486,18 +527,8 @@ def update_readme_block(store: Mapping[str, Any], readme: Path | None = None,
 
     Notebook: 07_evaluation.ipynb
     """
-    from mrlib.paths import repo_root
-
-    readme = Path(readme or repo_root() / "README.md")
     stem = store_path(store["experiment"], store["catalog"], store["profile"]).stem
-    start, end = f"<!-- results:{stem}:start -->", f"<!-- results:{stem}:end -->"
-    text = readme.read_text()
-    if start not in text or end not in text:
-        raise ValueError(f"{readme} has no {start} … {end} block for this experiment")
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    readme.write_text(f"{head}{start}\n{results_markdown(store, metrics)}\n{end}{tail}")
-    return readme
+    return replace_readme_block(f"results:{stem}", results_markdown(store, metrics), readme)
 
 
 def now() -> str:

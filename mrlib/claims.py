@@ -1,0 +1,251 @@
+"""The papers' claims, tested on the stored experiments.
+
+Each claim of Prétet et al. (2020) and Lu et al. (2017) is written as a few directed comparisons
+between rows of one stored table (:mod:`mrlib.results`): ``(a, ">", b, metric)`` says "row *a*
+scores higher than row *b*", ``(a, ">=", b, metric)`` says "row *a* is not worse". Each
+comparison is a paired test on the stored per-unit scores (two-level bootstrap over seeds and
+units, :func:`mrlib.results.seed_query_test`), Holm-corrected over the claim's comparisons:
+
+* ``">"`` **holds** when the difference is significant and positive, is **reversed** when it is
+  significant and negative, and is **open** otherwise;
+* ``">="`` holds unless the difference is significant and negative (then it is reversed).
+
+A claim is **reproduced** when every comparison holds, **not reproduced** when at least one is
+reversed, and **inconclusive** otherwise (some comparison open, none reversed); **not run** when
+its table or one of its rows is not stored. Statuses are computed from the committed files,
+never typed in.
+
+Notebook: 07_evaluation.ipynb
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+from mrlib import results as res
+from mrlib.evaluate import holm
+
+__all__ = ["Claim", "CLAIMS", "comparison_status", "claim_status", "claims_frame",
+           "claims_markdown", "update_readme_claims"]
+
+TABLE2_METRICS = ("MAP@20", "Recall@20", "RR@20", "nDCG@20")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim of a paper as comparisons between stored rows.
+
+    Attributes
+    ----------
+    key : str
+        Short identifier.
+    paper : str
+        ``"2020"`` (Prétet et al.) or ``"2017"`` (Lu et al.).
+    text : str
+        The claim, as the paper makes it.
+    experiment : str
+        The stored experiment that tests it (``table2``, ``cfr2017``).
+    tests : tuple of (a, relation, b, metric)
+        Directed comparisons; relation ``">"`` or ``">="``.
+    note : str
+        What the reader must know to read the status (a choice tuned on validation, a stand-in).
+    """
+
+    key: str
+    paper: str
+    text: str
+    experiment: str
+    tests: tuple[tuple[str, str, str, str], ...]
+    note: str = ""
+
+
+def _all(rows_a: Sequence[str], rel: str, rows_b: Sequence[str],
+         metrics: Sequence[str]) -> tuple[tuple[str, str, str, str], ...]:
+    return tuple((a, rel, b, m) for a in rows_a for b in rows_b if a != b for m in metrics)
+
+
+_TL = ("TL Neighbors", "TL Random uniform", "TL Distance-based", "TL Autopool")
+_BY_TRIPLET = " (by triplet)"
+_EUC, _SVM, _MAH = "Euclidean / ", "SVM (Schultz & Joachims) / ", "Mahalanobis (LSML, stand-in) / "
+
+#: The claims, in the papers' order.
+CLAIMS: tuple[Claim, ...] = (
+    Claim("tl>at", "2020", "The AT baseline is outperformed by all TL systems on all metrics (§5)",
+          "table2", _all(_TL, ">", ("AT Baseline",), TABLE2_METRICS),
+          note="at the CPU profiles the AT row trains without dropout, chosen on validation tag "
+               "AUC of seed 0"),
+    Claim("distance-best", "2020", "Distance-based mining performs best of the three strategies "
+          "on all metrics (§5)", "table2",
+          _all(("TL Distance-based",), ">", ("TL Neighbors", "TL Random uniform"), TABLE2_METRICS)),
+    Claim("neighbors-rr", "2020", "Neighbors has the higher RR@20, Random uniform the higher "
+          "Recall@20 (Table 2)", "table2",
+          (("TL Neighbors", ">", "TL Random uniform", "RR@20"),
+           ("TL Random uniform", ">", "TL Neighbors", "Recall@20"))),
+    Claim("autopool-best", "2020", "TL Autopool is the best system on all metrics (§5)", "table2",
+          _all(("TL Autopool",), ">", ("AT Baseline",) + _TL, TABLE2_METRICS)),
+    Claim("learned>handcrafted", "2017", "Features learned by Triplet MatchNet beat handcrafted "
+          "ones for the baseline metrics (CFR, by-triplet folds)", "cfr2017",
+          tuple((f"{m}MatchNet{_BY_TRIPLET}", ">", f"{m}HandCrafted{_BY_TRIPLET}", "CFR")
+                for m in (_EUC, _MAH)),
+          note="LSML stands in for MLR/RMLR"),
+    Claim("pca<handcrafted", "2017", "PCA features fall below the handcrafted ones (CFR, "
+          "by-triplet folds)", "cfr2017",
+          tuple((f"{m}HandCrafted{_BY_TRIPLET}", ">", f"{m}PCA{_BY_TRIPLET}", "CFR")
+                for m in (_EUC, _MAH)),
+          note="LSML stands in for MLR/RMLR"),
+    Claim("matchnet>=baselines", "2017", "Triplet MatchNet is at least as good as the baselines "
+          "on handcrafted features (CFR, by-triplet folds)", "cfr2017",
+          tuple((f"Triplet MatchNet{_BY_TRIPLET}", ">=", f"{m}HandCrafted{_BY_TRIPLET}", "CFR")
+                for m in (_EUC, _SVM, _MAH))),
+)
+
+
+def _short(row: str) -> str:
+    """A row's name without what the claim already says (the split, the method's reference)."""
+    for long, short in ((" (by triplet)", ""), (" (LSML, stand-in)", ""), (" (Schultz & Joachims)", "")):
+        row = row.replace(long, short)
+    return row
+
+
+def comparison_status(store: Mapping[str, Any], a: str, rel: str, b: str, metric: str,
+                      n_boot: int = 10_000) -> dict:
+    """One directed comparison, tested on the seeds both rows of a store finished.
+
+    The test is :func:`mrlib.results.seed_query_test` (two-level bootstrap over seeds and
+    units); ``significant`` is left to :func:`claim_status`, which corrects over the claim.
+
+    Returns
+    -------
+    dict
+        ``diff``, ``low``, ``high`` (a − b in percentage points, 95 % interval), ``p_boot``,
+        ``n_seeds``; ``status`` ``"not run"`` (and ``None`` figures) when a row has no seed.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    if rel not in (">", ">="):
+        raise ValueError(f"relation must be '>' or '>=', got {rel!r}")
+    rows = store.get("rows", {})
+    sa, sb = (res._ok_seeds(rows.get(r, {"seeds": {}})) for r in (a, b))
+    common = sorted(set(sa) & set(sb), key=int)
+    if not common:
+        return {"status": "not run", "diff": None, "low": None, "high": None, "p_boot": None,
+                "n_seeds": 0}
+    t = res.seed_query_test([sa[s]["per_unit"][metric] for s in common],
+                            [sb[s]["per_unit"][metric] for s in common],
+                            labels=[int(s) for s in common], n_boot=n_boot)
+    return {"status": None, "diff": 100 * t["mean_diff"], "low": 100 * t["low"],
+            "high": 100 * t["high"], "p_boot": t["p_boot"], "n_seeds": t["n_seeds"]}
+
+
+def claim_status(claim: Claim, store: Mapping[str, Any] | None, alpha: float = 0.05) -> dict:
+    """A claim's status on one stored table, with the comparisons behind it.
+
+    The claim's comparisons are one family: Holm's correction runs over them (a claim is a
+    hypothesis stated before the experiment, not a search among the table's pairs).
+
+    Returns
+    -------
+    dict
+        ``status``, ``evidence`` (one line: counts and the weakest comparison), ``tests``
+        (:func:`comparison_status` results with ``a``, ``rel``, ``b``, ``metric``, ``p_holm``
+        and ``status``), ``min_seeds``.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    if store is None:
+        return {"status": "not run", "evidence": "table not stored", "tests": [], "min_seeds": 0}
+    tests = [{"a": a, "rel": rel, "b": b, "metric": m, **comparison_status(store, a, rel, b, m)}
+             for a, rel, b, m in claim.tests]
+    run = [t for t in tests if t["status"] != "not run"]
+    for t, p in zip(run, holm([t["p_boot"] for t in run]) if run else []):
+        t["p_holm"] = float(p)
+        if p < alpha:
+            t["status"] = "holds" if t["diff"] > 0 else "reversed"
+        else:
+            t["status"] = "holds" if t["rel"] == ">=" else "open"
+    counts = {s: sum(t["status"] == s for t in tests) for s in ("holds", "reversed", "open", "not run")}
+    if counts["not run"]:
+        status = "not run"
+    elif counts["reversed"]:
+        status = "not reproduced"
+    elif counts["open"]:
+        status = "inconclusive"
+    else:
+        status = "reproduced"
+    parts = [f"{counts[s]}/{len(tests)} {s}" for s in ("holds", "reversed", "open", "not run") if counts[s]]
+    if run:
+        # the comparison furthest from the claimed direction: the lowest bound of a - b
+        worst = min(run, key=lambda t: t["low"])
+        parts.append(f"weakest: {_short(worst['a'])} − {_short(worst['b'])}, {worst['metric']} "
+                     f"{worst['diff']:+.2f} [{worst['low']:+.2f}, {worst['high']:+.2f}] pp")
+    return {"status": status, "evidence": "; ".join(parts), "tests": tests,
+            "min_seeds": min((t["n_seeds"] for t in run), default=0)}
+
+
+def _store(experiment: str, catalog: str, profile: str, folder: Path | None) -> dict | None:
+    path = res.store_path(experiment, catalog, profile, folder)
+    return res.read_store(path) if path.exists() else None
+
+
+def claims_frame(catalogs: Sequence[str] = ("synthetic", "music21"), profile: str = "quick",
+                 folder: Path | None = None, claims: Sequence[Claim] = CLAIMS) -> pd.DataFrame:
+    """Every claim's status per catalog, from the stored files.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per claim: ``paper``, ``claim``, then per catalog ``<catalog>`` (the status)
+        and ``<catalog> evidence``, then ``file`` (the stores read) and ``note``.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    stores = {(c.experiment, cat): _store(c.experiment, cat, profile, folder)
+              for c in claims for cat in catalogs}
+    rows = []
+    for c in claims:
+        row: dict[str, Any] = {"paper": c.paper, "claim": c.text}
+        for cat in catalogs:
+            st = claim_status(c, stores[(c.experiment, cat)])
+            row[cat] = st["status"]
+            row[f"{cat} evidence"] = st["evidence"]
+        row["file"] = f"{c.experiment}_<catalog>_{profile}.json"
+        row["note"] = c.note
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def claims_markdown(catalogs: Sequence[str] = ("synthetic", "music21"), profile: str = "quick",
+                    folder: Path | None = None) -> str:
+    """The claims table as Markdown (the README's block and notebook 07's table).
+
+    Notebook: 07_evaluation.ipynb
+    """
+    df = claims_frame(catalogs, profile, folder)
+    head = ["paper", "claim"] + list(catalogs) + ["file"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in df.iterrows():
+        cells = [r["paper"], r["claim"] + (f" *({r['note']})*" if r["note"] else "")]
+        cells += [f"**{r[c]}** — {r[c + ' evidence']}" for c in catalogs]
+        cells.append(f"`{r['file']}`")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(f"Profile `{profile}`. A comparison holds when the paired two-level bootstrap "
+                 "(seeds, then units) over the stored seeds is significant in the claimed direction "
+                 "after Holm's correction over the claim's comparisons (α = 0.05; for *at least as "
+                 "good*: unless significantly worse); *weakest* is the comparison whose 95 % "
+                 "interval of the difference reaches lowest. Written by `python -m mrlib.experiments "
+                 "readme` from the files under `data/results/`.")
+    return "\n".join(lines)
+
+
+def update_readme_claims(profile: str = "quick", readme: Path | None = None,
+                         folder: Path | None = None) -> Path:
+    """Write the claims table into the README between ``<!-- claims:<profile>:start/end -->``.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    return res.replace_readme_block(f"claims:{profile}", claims_markdown(profile=profile, folder=folder),
+                                    readme)

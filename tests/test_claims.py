@@ -1,0 +1,84 @@
+"""The claims table: statuses computed from stored rows, and the README's block equal to them."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mrlib import claims as C
+from mrlib import results as res
+
+N = 200
+
+
+def _store(levels: dict[str, float], seeds=(0, 1, 2), noise: float = 0.05) -> dict:
+    """A one-metric store whose rows score ``level`` ± noise on the same N units."""
+    store = res.new_store("toy", "cat", "quick", title="toy", metrics=["M"], unit="queries",
+                          notebook="07_evaluation.ipynb")
+    base = np.random.default_rng(0).uniform(0.2, 0.6, N)          # unit difficulty, shared
+    for r, level in levels.items():
+        row = {"parameters": {"level": level}, "key": r, "seeds": {}}
+        for s in seeds:
+            rng = np.random.default_rng([s, *map(ord, r)])
+            x = np.clip(base + level + noise * rng.standard_normal(N), 0, 1)
+            row["seeds"][str(s)] = res.seed_entry({"M": x})
+        store["rows"][r] = row
+    return store
+
+
+def test_statuses_follow_the_tests():
+    store = _store({"A": 0.20, "B": 0.10, "B2": 0.1005, "Z": 0.0})
+    claim = C.Claim("k", "2020", "A beats B and Z", "toy", (("A", ">", "B", "M"), ("A", ">", "Z", "M")))
+    st = C.claim_status(claim, store)
+    assert st["status"] == "reproduced" and st["evidence"].startswith("2/2 holds")
+    assert all(t["p_holm"] < 0.05 and t["diff"] > 0 for t in st["tests"])
+    # a reversed comparison makes the claim fail, whatever the others say
+    st = C.claim_status(C.Claim("k", "2020", "", "toy", (("A", ">", "B", "M"), ("Z", ">", "B", "M"))), store)
+    assert st["status"] == "not reproduced"
+    assert [t["status"] for t in st["tests"]] == ["holds", "reversed"]
+    assert "weakest: Z − B" in st["evidence"]
+    # a difference inside the noise: open for ">", holds for ">="
+    assert C.claim_status(C.Claim("k", "2020", "", "toy", (("B2", ">", "B", "M"),)), store)["status"] \
+        == "inconclusive"
+    assert C.claim_status(C.Claim("k", "2020", "", "toy", (("B2", ">=", "B", "M"),)), store)["status"] \
+        == "reproduced"
+    # ">=" fails when the row is significantly worse
+    assert C.claim_status(C.Claim("k", "2020", "", "toy", (("Z", ">=", "A", "M"),)), store)["status"] \
+        == "not reproduced"
+    # a missing row or table: not run
+    assert C.claim_status(C.Claim("k", "2020", "", "toy", (("A", ">", "Q", "M"),)), store)["status"] == "not run"
+    assert C.claim_status(claim, None)["status"] == "not run"
+    with pytest.raises(ValueError, match="relation"):
+        C.comparison_status(store, "A", "<", "B", "M")
+
+
+def test_comparison_matches_the_stored_test():
+    # the claim's test is the store's paired test (same draws), before the claim's own correction
+    store = _store({"A": 0.12, "B": 0.10})
+    t = C.comparison_status(store, "B", ">", "A", "M")
+    ref = res.compare_rows(store)[0]
+    assert (ref["a"], ref["b"]) == ("A", "B")
+    assert t["diff"] == pytest.approx(-ref["mean_diff"], abs=1e-3)
+    assert (t["low"], t["high"]) == pytest.approx((-ref["high"], -ref["low"]), abs=1e-3)
+    assert t["p_boot"] == pytest.approx(ref["p_boot"], abs=1e-6) and t["n_seeds"] == 3
+
+
+def test_every_claim_names_stored_rows():
+    # a claim whose row names drift from the experiments' rows would read "not run" for ever
+    from mrlib import experiments as X
+
+    rows = {"table2": set(X.table2_rows("synthetic", "quick")),
+            "cfr2017": set(X.EXPERIMENTS["cfr2017"].rows("synthetic", "quick", {}))}
+    for c in C.CLAIMS:
+        for a, rel, b, m in c.tests:
+            assert {a, b} <= rows[c.experiment], (c.key, a, b)
+            assert rel in (">", ">=")
+
+
+def test_readme_claims_block_equals_the_stored_files():
+    from mrlib.paths import repo_root
+
+    text = (repo_root() / "README.md").read_text()
+    start, end = "<!-- claims:quick:start -->", "<!-- claims:quick:end -->"
+    assert start in text and end in text
+    block = text.split(start, 1)[1].split(end, 1)[0].strip()
+    assert block == C.claims_markdown(profile="quick", folder=repo_root() / "data" / "results")
