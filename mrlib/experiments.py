@@ -121,7 +121,7 @@ TABLE2_BUDGETS: dict[str, dict[str, Any]] = {
 #: Fields of single rows at the CPU profiles (``smoke``, ``quick``), under any ``-p`` override.
 #: The AT tagger keeps no dropout: at 1/8 of the paper's width and 200 steps, FCN's 0.5 after
 #: each of its five blocks leaves it at chance (test tag ROC-AUC 0.55, validation MAP@20 falling
-#: after epoch 1); without it, validation AUC reaches 0.80 (CONTRIBUTING.md, "Experiments").
+#: after epoch 1); without it, validation AUC reaches 0.81 (CONTRIBUTING.md, "Experiments").
 #: The ``paper`` profile keeps FCN's 0.5 at full width.
 TABLE2_ROW_FIELDS: dict[str, dict[str, Any]] = {"AT Baseline": {"dropout": 0.0}}
 
@@ -157,7 +157,7 @@ def table2_rows(catalog: str = "synthetic", profile: str = "quick",
     if profile != "paper":
         for name, fields in TABLE2_ROW_FIELDS.items():
             rows[name].update({k: v for k, v in fields.items() if k not in overrides})
-    if profile == "paper":
+    else:
         paper = {}
         for name, cfg in rows.items():
             fields = paper_config(cfg["system"], cfg["mining"], catalog=catalog,
@@ -168,11 +168,14 @@ def table2_rows(catalog: str = "synthetic", profile: str = "quick",
         rows = paper
     out = {name: {k: v for k, v in cfg.items() if k not in _NOT_RESULT + ("seed",)}
            for name, cfg in rows.items()}
-    first = next(iter(out.values()))
-    catalog_fields = {k: first[k] for k in _CATALOG_FIELDS if k in first}
     for name in TABLE2_REFERENCE_ROWS:
-        out[name] = {"reference": name, **catalog_fields}
+        out[name] = _reference_row(name, next(iter(out.values())))
     return out
+
+
+def _reference_row(name: str, trained: Mapping[str, Any]) -> dict:
+    """An untrained reference row: its name and the catalog fields of a trained row."""
+    return {"reference": name, **{k: trained[k] for k in _CATALOG_FIELDS if k in trained}}
 
 
 # Per worker process: the loaded catalog and its test-query context, by catalog fields.
@@ -336,13 +339,11 @@ def at_sweep_rows(catalog: str = "synthetic", profile: str = "quick",
 
     Notebook: 06_training.ipynb
     """
-    table = table2_rows(catalog, profile, overrides)
-    base = table["AT Baseline"]
+    base = table2_rows(catalog, profile, overrides)["AT Baseline"]
     rows = {f"AT dropout {d:g}, lr {lr:g}": {**base, "dropout": d, "lr": lr,
                                              "run_name": f"at_dropout{d:g}_lr{lr:g}"}
             for d in AT_SWEEP["dropout"] for lr in AT_SWEEP["lr"]}
-    catalog_fields = {k: v for k, v in table["Euclidean (mean CQT)"].items() if k != "reference"}
-    rows[LOGISTIC_TAGGER] = {"reference": LOGISTIC_TAGGER, **catalog_fields}
+    rows[LOGISTIC_TAGGER] = _reference_row(LOGISTIC_TAGGER, base)
     return rows
 
 

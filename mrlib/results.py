@@ -36,7 +36,7 @@ __all__ = ["SCHEMA", "results_dir", "store_path", "parameters_key", "new_store",
            "write_store", "seed_entry", "row_summary", "seed_query_test", "compare_rows",
            "summarise_store", "stored_results", "results_frame", "results_markdown", "seed_frame",
            "comparisons_frame",
-           "update_readme_block", "replace_readme_block", "StoreError"]
+           "update_readme_block", "readme_block", "replace_readme_block", "StoreError"]
 
 #: Version of the stored file's layout; a reader refuses files of another version.
 SCHEMA = 1
@@ -491,6 +491,33 @@ def results_markdown(store: Mapping[str, Any], metrics: Sequence[str] | None = N
     return "\n".join(lines)
 
 
+def _readme_parts(name: str, readme: Path | None) -> tuple[Path, str, str, str]:
+    """The README's path and its text before, inside and after the block ``name``."""
+    from mrlib.paths import repo_root
+
+    readme = Path(readme or repo_root() / "README.md")
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    content = readme.read_text()
+    if start not in content or end not in content:
+        raise ValueError(f"{readme} has no {start} … {end} block")
+    head, rest = content.split(start, 1)
+    block, tail = rest.split(end, 1)
+    return readme, head + start, block, end + tail
+
+
+def readme_block(name: str, readme: Path | None = None) -> str:
+    """The README's text between ``<!-- <name>:start -->`` and ``<!-- <name>:end -->``, stripped.
+
+    Raises
+    ------
+    ValueError
+        When the README has no such block.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    return _readme_parts(name, readme)[2].strip()
+
+
 def replace_readme_block(name: str, text: str, readme: Path | None = None) -> Path:
     """Replace the README's text between ``<!-- <name>:start -->`` and ``<!-- <name>:end -->``.
 
@@ -501,16 +528,8 @@ def replace_readme_block(name: str, text: str, readme: Path | None = None) -> Pa
 
     Notebook: 07_evaluation.ipynb
     """
-    from mrlib.paths import repo_root
-
-    readme = Path(readme or repo_root() / "README.md")
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    content = readme.read_text()
-    if start not in content or end not in content:
-        raise ValueError(f"{readme} has no {start} … {end} block")
-    head, rest = content.split(start, 1)
-    _, tail = rest.split(end, 1)
-    readme.write_text(f"{head}{start}\n{text}\n{end}{tail}")
+    readme, head, _, tail = _readme_parts(name, readme)
+    readme.write_text(f"{head}\n{text}\n{tail}")
     return readme
 
 

@@ -77,8 +77,5 @@ def test_every_claim_names_stored_rows():
 def test_readme_claims_block_equals_the_stored_files():
     from mrlib.paths import repo_root
 
-    text = (repo_root() / "README.md").read_text()
-    start, end = "<!-- claims:quick:start -->", "<!-- claims:quick:end -->"
-    assert start in text and end in text
-    block = text.split(start, 1)[1].split(end, 1)[0].strip()
-    assert block == C.claims_markdown(profile="quick", folder=repo_root() / "data" / "results")
+    assert res.readme_block("claims:quick") == C.claims_markdown(profile="quick",
+                                                                folder=repo_root() / "data" / "results")

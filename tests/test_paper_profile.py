@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from mrlib import experiments as X
-from mrlib import synth
 from mrlib import train as T
+from test_train import toy_data
 
 PAPER_ROWS = X.table2_rows("synthetic", "paper")
 TRAINED = [r for r, p in PAPER_ROWS.items() if "reference" not in p and p["epochs"] > 0]
@@ -41,18 +41,8 @@ def test_paper_profile_trains_paper_config():
 
 @pytest.fixture(scope="module")
 def paper_shaped_data() -> T.TrainData:
-    """96-bin features of 520 frames (a 512-frame patch fits) for 90 tracks of a sampled catalog."""
-    n, n_bins, frames = 90, 96, 520
-    cat = synth.sample_catalog(n, 0)
-    rng = np.random.default_rng(0)
-    proj = rng.standard_normal((cat.tags.shape[1], n_bins)).astype(np.float32)
-    feats = [((cat.tags[i] @ proj)[:, None] * 3.0 - 40.0
-              + 2.0 * rng.standard_normal((n_bins, frames))).astype(np.float16) for i in range(n)]
-    split = np.array(["train"] * n, dtype=object)
-    split[rng.permutation(n)[:6]] = "val"
-    return T.TrainData(features=feats, tags=cat.tags, categories=list(cat.vocabulary["category"]),
-                       split=split, track_ids=[f"t{i:03d}" for i in range(n)],
-                       available=np.ones(n, bool), n_bins=n_bins, name="paper-shaped")
+    """96-bin features of 520 frames (a 512-frame patch fits) for 120 tracks (86 for training)."""
+    return toy_data(120, n_bins=96, T_frames=520)
 
 
 # At the paper's shapes one TL step holds 126 patches of 96 x 512 through a width-1 network:
@@ -64,7 +54,7 @@ PAPER_SHAPES = os.environ.get("MRLIB_PAPER_SHAPES") == "1"
 @pytest.mark.parametrize("row", TRAINED)
 def test_two_steps_of_every_row_at_paper_shapes(tmp_path, paper_shaped_data, row):
     fields = {k: v for k, v in PAPER_ROWS[row].items() if k not in CATALOG_FIELDS}
-    # Only the list sizes shrink (84 training tracks cannot give 15 + 250 neighbours) and the
+    # Only the list sizes shrink (86 training tracks cannot give 15 + 250 neighbours) and the
     # run stops after two steps; shapes, width, batches and rates are the paper's.
     fields.update(n_pos=3, n_neg=60, epochs=1, steps_per_epoch=2, val_patches=1, eval_batch=32,
                   amp=False, device="cpu", n_jobs=1, prefetch=1)
