@@ -128,6 +128,12 @@ TABLE2_ROW_FIELDS: dict[str, dict[str, Any]] = {"AT Baseline": {"dropout": 0.0}}
 #: Rows of Table 2 that need no training: the naive baseline and the floor.
 TABLE2_REFERENCE_ROWS = ("Euclidean (mean CQT)", "Random ranking")
 
+#: Builder arguments every row on a catalog records, even at their default, so that a stored
+#: row names the catalog variant it was scored on: music21 has two instrument rules
+#: (``mrlib.repertoire.INSTRUMENTATION``), and rows that left the rule out would share run
+#: folders across them.
+CATALOG_KWARGS: dict[str, dict[str, Any]] = {"music21": {"instrumentation": "independent"}}
+
 # Fields that say where or how fast a run happens, not what it computes.
 _NOT_RESULT = ("device", "n_jobs", "out_dir", "prefetch")
 # Fields that choose the catalog and its features (what the reference rows depend on).
@@ -421,7 +427,12 @@ def experiment_rows(name: str, catalog: str = "synthetic", profile: str = "quick
     exp = _experiment(name)
     if profile not in exp.profiles:
         raise ValueError(f"experiment {name!r} has profiles {list(exp.profiles)}, got {profile!r}")
-    return exp.rows(catalog, profile, dict(overrides or {}))
+    rows = exp.rows(catalog, profile, dict(overrides or {}))
+    for parameters in rows.values():
+        if parameters.get("catalog") in CATALOG_KWARGS and "catalog_kwargs" in parameters:
+            parameters["catalog_kwargs"] = {**CATALOG_KWARGS[parameters["catalog"]],
+                                            **parameters["catalog_kwargs"]}
+    return rows
 
 
 def _command(name, catalog, profile, seeds, overrides, rows, device) -> str:

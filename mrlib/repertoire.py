@@ -11,11 +11,16 @@ standard on-disk format (SPEC §3.1) in five steps per work:
    repeats first (long scores are cut to a few measures more than needed *before* the expansion,
    which is what keeps whole multi-movement files cheap); a piece shorter than ``clip_s`` is
    played again from the top (strophic songs and dance tunes are performed that way);
-3. **assign instruments** by a documented rule (``data/repertoire_programs.csv``): each stratum
-   (collection) has a palette of General MIDI ensembles with weights; every artist has a seeded
-   favourite ensemble that it uses with probability :data:`ARTIST_LOYALTY` (an audible
-   "artist style", which is why artist-disjoint splits matter), otherwise a seeded draw by weight;
-   part *i* (top to bottom) gets the *i*-th program of the ensemble, the last one repeating.
+3. **assign instruments** by a documented rule (``data/repertoire_programs.csv``): the table
+   lists General MIDI ensembles with weights; every artist has a seeded favourite ensemble that
+   it uses with probability :data:`ARTIST_LOYALTY` (an audible "artist style", which is why
+   artist-disjoint splits matter), otherwise a seeded draw by weight; part *i* (top to bottom)
+   gets the *i*-th program of the ensemble, the last one repeating. By default
+   (``instrumentation="independent"``) every work draws from one palette pooled over all
+   collections, so the instrument says nothing about the collection and cannot stand in for the
+   genre tags; ``instrumentation="by_collection"`` draws from the collection's own palette
+   (period instruments: fiddles for O'Neill's, organ for Bach), a named variant in which timbre
+   gives the genre away (the mean-CQT Euclidean baseline then matches trained networks).
    The palette avoids the programs that ``TimGM6mb.sf2`` renders out of tune (measured with a
    CQT on single notes: Accordion 21 and Tango Accordion 23 are ~0.7 semitone flat from about
    F#5 up, Harmonica 22 ~0.3 semitone flat around F#4-C5, Whistle 78 three semitones sharp and
@@ -85,6 +90,7 @@ from mrlib import paths
 __all__ = [
     "STRATA",
     "ARTIST_LOYALTY",
+    "INSTRUMENTATION",
     "Clip",
     "SkipWork",
     "inventory",
@@ -113,6 +119,10 @@ RENDER_VERSION = 2
 
 #: Probability that a work uses its artist's favourite ensemble (else a weighted draw).
 ARTIST_LOYALTY = 0.6
+
+#: How ensembles are drawn: from one palette pooled over all collections (the default: the
+#: instrument is independent of the collection) or from the work's collection's palette.
+INSTRUMENTATION = ("independent", "by_collection")
 
 #: A long score whose excerpts fail to expand is expanded whole only when it has at most this
 #: many times the measures of the first excerpt (whole-quartet expansions take a minute).
@@ -723,17 +733,41 @@ def _palette_of(table: pd.DataFrame, stratum: str) -> tuple[list, list, np.ndarr
     return list(rows["ensemble"]), list(rows["programs"]), w / w.sum()
 
 
+def _pooled_palette_of(table: pd.DataFrame) -> tuple[list, list, np.ndarray]:
+    """One palette for every collection: each (ensemble, programs) of the table once, weighted
+    by the sum of its weights; ``as_scored`` is left out (a score's declared instruments belong
+    to its collection)."""
+    rows = table[table["programs"].map(lambda p: p != "score")]
+    keys = list(dict.fromkeys(zip(rows["ensemble"], rows["programs"])))
+    w = np.array([rows.loc[(rows["ensemble"] == e) & (rows["programs"].map(lambda p: p == q)),
+                           "weight"].sum() for e, q in keys], float)
+    return [e for e, _ in keys], [q for _, q in keys], w / w.sum()
+
+
 @functools.lru_cache(maxsize=None)
-def _palette(stratum: str) -> tuple[list, list, np.ndarray]:
-    return _palette_of(_program_table_cached(None), stratum)
+def _palette(stratum: str, instrumentation: str) -> tuple[list, list, np.ndarray]:
+    table = _program_table_cached(None)
+    if instrumentation == "independent":
+        return _pooled_palette_of(table)
+    return _palette_of(table, stratum)
+
+
+def _check_instrumentation(instrumentation: str) -> str:
+    if instrumentation not in INSTRUMENTATION:
+        raise ValueError(f"instrumentation must be one of {INSTRUMENTATION}, "
+                         f"got {instrumentation!r}")
+    return instrumentation
 
 
 def assign_programs(stratum: str, artist_id: str, work_id: str, n_parts: int, seed: int,
                     declared: Sequence[int | None] | None = None,
-                    table: pd.DataFrame | None = None) -> tuple[str, list[int]]:
+                    table: pd.DataFrame | None = None,
+                    instrumentation: str = "independent") -> tuple[str, list[int]]:
     """General MIDI programs for the parts of a work, by the documented rule.
 
-    The artist's favourite ensemble is a weighted draw from the stratum's palette with the
+    The palette is the whole table pooled (``instrumentation="independent"``: the draw does not
+    depend on ``stratum``) or the stratum's rows (``"by_collection"``). The artist's favourite
+    ensemble is a weighted draw from the palette with the
     stream (``seed``, CRC-32 of ``artist_id``); the work uses it with probability
     :data:`ARTIST_LOYALTY`, otherwise an independent weighted draw with the stream (``seed``,
     CRC-32 of ``work_id``). Part *i* (score order, top voice first) gets program *i* of the
@@ -752,6 +786,8 @@ def assign_programs(stratum: str, artist_id: str, work_id: str, n_parts: int, se
         Program each part declares (music21 instrument), for ``as_scored``.
     table : pandas.DataFrame, optional
         :func:`load_program_table` output (default: the repository's table).
+    instrumentation : {"independent", "by_collection"}
+        One palette for all collections, or the collection's own (see the module docstring).
 
     Returns
     -------
@@ -762,7 +798,15 @@ def assign_programs(stratum: str, artist_id: str, work_id: str, n_parts: int, se
     """
     n_parts = _check_int("n_parts", n_parts, 1)
     seed = _check_int("seed", seed, 0)
-    names, palette, p = _palette(stratum) if table is None else _palette_of(table, stratum)
+    instrumentation = _check_instrumentation(instrumentation)
+    if table is None:
+        _palette(stratum, "by_collection")  # an unknown stratum is an error in either mode
+        names, palette, p = _palette(stratum, instrumentation)
+    elif instrumentation == "independent":
+        _palette_of(table, stratum)
+        names, palette, p = _pooled_palette_of(table)
+    else:
+        names, palette, p = _palette_of(table, stratum)
     favourite = np.random.default_rng([seed, _crc(artist_id), 1]).choice(len(names), p=p)
     rng = np.random.default_rng([seed, _crc(work_id), 2])
     loyal = rng.random() < ARTIST_LOYALTY
@@ -1487,7 +1531,7 @@ def tag_category(tag: str) -> str:
 
 
 def render_work(work: Mapping | str, clip_s: float = 30.0, sr: int = 22050,
-                seed: int = 0) -> dict:
+                seed: int = 0, instrumentation: str = "independent") -> dict:
     """Parse, clip, instrument, render and tag one work (what the build does per work).
 
     Parameters
@@ -1500,6 +1544,8 @@ def render_work(work: Mapping | str, clip_s: float = 30.0, sr: int = 22050,
         Sample rate of the returned audio (Hz).
     seed : int
         Catalog seed (tempo jitter and ensemble choice).
+    instrumentation : {"independent", "by_collection"}
+        Palette of the ensemble draw (:func:`assign_programs`).
 
     Returns
     -------
@@ -1530,7 +1576,8 @@ def render_work(work: Mapping | str, clip_s: float = 30.0, sr: int = 22050,
     clip = clip_score(score, clip_s, default_qpm(work, seed))
     t2 = time.process_time()
     ensemble, programs = assign_programs(work["stratum"], work["artist_id"], work["work_id"],
-                                         clip.n_parts, seed, clip.declared_programs)
+                                         clip.n_parts, seed, clip.declared_programs,
+                                         instrumentation=instrumentation)
     midi = to_midi(clip, programs)
     try:
         audio = render_midi(midi, sr, clip_s)
@@ -1581,8 +1628,9 @@ def chroma_agreement(audio: np.ndarray, sr: int, clip: Clip) -> dict[str, float]
 # the build
 
 
-def _config_key(clip_s: float, sr: int, seed: int) -> str:
+def _config_key(clip_s: float, sr: int, seed: int, instrumentation: str) -> str:
     info = {"clip_s": clip_s, "sr": sr, "seed": seed, "render_version": RENDER_VERSION,
+            "instrumentation": instrumentation,
             "loyalty": ARTIST_LOYALTY, "versions": _versions(),
             "programs": hashlib.sha1((paths.repo_root() / "data" / "repertoire_programs.csv")
                                      .read_bytes()).hexdigest()}
@@ -1595,8 +1643,8 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _process_work(work: dict, clip_s: float, sr: int, seed: int, root: str,
-                  config_key: str) -> dict:
+def _process_work(work: dict, clip_s: float, sr: int, seed: int, instrumentation: str,
+                  root: str, config_key: str) -> dict:
     """One work -> a cached record (status ok with tags and audio, or skipped with a reason)."""
     import soundfile as sf
 
@@ -1605,7 +1653,7 @@ def _process_work(work: dict, clip_s: float, sr: int, seed: int, root: str,
               "stratum": work["stratum"], "config_key": config_key}
     t0 = time.process_time()
     try:
-        out = render_work(work, clip_s, sr, seed)
+        out = render_work(work, clip_s, sr, seed, instrumentation)
     except SkipWork as exc:
         record.update(status="skipped", reason=str(exc))
     except Exception as exc:  # anything else is a bug in the corpus or here: report, don't die
@@ -1639,7 +1687,7 @@ def _split(artist_ids: np.ndarray, seed: int) -> np.ndarray:
 
 def build(n_tracks: int = 200, seed: int = 0, root: str | os.PathLike | None = None,
           clip_s: float = 30.0, sr: int = 22050, n_jobs: int = 2,
-          progress: bool = True) -> Path:
+          progress: bool = True, instrumentation: str = "independent") -> Path:
     """Build the ``music21`` catalog: draw, render and tag ``n_tracks`` works.
 
     Works are drawn by :func:`stratum_quotas` and :func:`draw_order`; each is rendered by
@@ -1657,7 +1705,8 @@ def build(n_tracks: int = 200, seed: int = 0, root: str | os.PathLike | None = N
     seed : int
         Seed of the draw, tempi and instruments (>= 0).
     root : path-like, optional
-        Output folder; default ``mrlib.paths.data_dir() / f"music21_n{n_tracks}_s{seed}"``.
+        Output folder; default ``mrlib.paths.data_dir() / f"music21_n{n_tracks}_s{seed}"``,
+        with ``_by_collection`` appended for that instrumentation.
     clip_s : float
         Length of every track in seconds.
     sr : int
@@ -1666,6 +1715,10 @@ def build(n_tracks: int = 200, seed: int = 0, root: str | os.PathLike | None = N
         Worker processes (1 = in this process).
     progress : bool
         Show a tqdm progress bar.
+    instrumentation : {"independent", "by_collection"}
+        Ensembles drawn from one palette for every collection (default), or from each
+        collection's own palette, where timbre gives the collection away
+        (:func:`assign_programs`).
 
     Returns
     -------
@@ -1684,9 +1737,13 @@ def build(n_tracks: int = 200, seed: int = 0, root: str | os.PathLike | None = N
     clip_s = _check_positive("clip_s", clip_s)
     sr = _check_int("sr", sr, 1000)
     n_jobs = _check_int("n_jobs", n_jobs, 1)
-    root = Path(root) if root is not None else paths.data_dir() / f"music21_n{n_tracks}_s{seed}"
-    config = {"n_tracks": n_tracks, "seed": seed, "clip_s": clip_s, "sr": sr}
-    key = _config_key(clip_s, sr, seed)
+    instrumentation = _check_instrumentation(instrumentation)
+    suffix = "" if instrumentation == "independent" else f"_{instrumentation}"
+    root = (Path(root) if root is not None
+            else paths.data_dir() / f"music21_n{n_tracks}_s{seed}{suffix}")
+    config = {"n_tracks": n_tracks, "seed": seed, "clip_s": clip_s, "sr": sr,
+              "instrumentation": instrumentation}
+    key = _config_key(clip_s, sr, seed, instrumentation)
     manifest = root / "catalog.json"
     if manifest.is_file():
         try:
@@ -1752,7 +1809,8 @@ def build(n_tracks: int = 200, seed: int = 0, root: str | os.PathLike | None = N
         # completion order does not change the catalog.
         todo.sort(key=lambda i: (-float(works.iloc[i]["n_parts"])
                                  * float(works.iloc[i]["quarter_length"]), i))
-        args = [(works.iloc[i].to_dict(), clip_s, sr, seed, str(root), key) for i in todo]
+        args = [(works.iloc[i].to_dict(), clip_s, sr, seed, instrumentation, str(root), key)
+                for i in todo]
         if pool is None:
             outs = (_process_work(*a) for a in args)
         else:
@@ -1868,6 +1926,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--clip-s", type=float, default=30.0)
     b.add_argument("--sr", type=int, default=22050)
     b.add_argument("--n-jobs", type=int, default=2)
+    b.add_argument("--instrumentation", choices=INSTRUMENTATION, default="independent",
+                   help="ensembles from one palette for all collections (default) or from "
+                        "each collection's own")
     b.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     # Run through the imported module, not ``__main__``: under ``python -m`` the worker
@@ -1876,7 +1937,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     root = repertoire.build(n_tracks=args.n_tracks, seed=args.seed, root=args.root,
                             clip_s=args.clip_s, sr=args.sr, n_jobs=args.n_jobs,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress,
+                            instrumentation=args.instrumentation)
     info = json.loads((root / "catalog.json").read_text())
     print(f"{root}: {info['n_tracks']} tracks ({info['attempted']} works tried, "
           f"{info['failures']['count']} skipped; see skipped.csv)")

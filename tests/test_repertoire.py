@@ -201,20 +201,48 @@ def test_palette_programs_render_the_right_pitch_classes():
 
 def test_assign_programs_rule():
     table = R.load_program_table()
-    name, progs = R.assign_programs("bach", "bach_js", "bach/x.mxl", 6, seed=3)
+    kw = {"instrumentation": "by_collection"}
+    name, progs = R.assign_programs("bach", "bach_js", "bach/x.mxl", 6, seed=3, **kw)
     assert len(progs) == 6 and (name, progs) == R.assign_programs("bach", "bach_js",
-                                                                  "bach/x.mxl", 6, seed=3)
+                                                                  "bach/x.mxl", 6, seed=3, **kw)
     row = table[(table["stratum"] == "bach") & (table["ensemble"] == name)].iloc[0]
     expected = [row["programs"][min(i, len(row["programs"]) - 1)] for i in range(6)]
     assert progs == expected  # part i gets program i, the last one repeating
     # as_scored: declared programs, piano where a part declares none
     t = pd.DataFrame({"stratum": ["classical"], "ensemble": ["as_scored"], "weight": [1.0],
                       "programs": ["score"], "rationale": [""]})
-    assert R.assign_programs("classical", "x", "w", 3, 0, [40, None, 42], table=t)[1] == [40, 0, 42]
-    with pytest.raises(ValueError):
-        R.assign_programs("nope", "x", "w", 1, 0)
+    assert R.assign_programs("classical", "x", "w", 3, 0, [40, None, 42], table=t,
+                             **kw)[1] == [40, 0, 42]
+    for mode in R.INSTRUMENTATION:
+        with pytest.raises(ValueError, match="nope"):
+            R.assign_programs("nope", "x", "w", 1, 0, instrumentation=mode)
     with pytest.raises(ValueError):
         R.assign_programs("bach", "x", "w", 0, 0)
+    with pytest.raises(ValueError, match="instrumentation"):
+        R.assign_programs("bach", "x", "w", 1, 0, instrumentation="by_genre")
+
+
+def test_instrument_choice_is_independent_of_the_collection():
+    # The default rule draws every work's ensemble from one pooled palette: the programs are a
+    # function of (seed, artist, work, parts) alone, so the instrument cannot reveal the
+    # collection (and through it the genre tags).
+    strata = list(R.load_program_table()["stratum"].unique())
+    for seed in (0, 5):
+        for k in range(40):
+            artist, work = f"artist{k % 7}", f"work{k}"
+            picks = {s: R.assign_programs(s, artist, work, 1 + k % 4, seed) for s in strata}
+            assert len({(n, tuple(p)) for n, p in picks.values()}) == 1, picks
+    # the pooled palette: every ensemble of the table but the score's own, weights summed
+    names, programs, p = R._pooled_palette_of(R.load_program_table())
+    assert "as_scored" not in names and "score" not in programs
+    assert abs(p.sum() - 1) < 1e-12 and len(set(zip(names, map(str, programs)))) == len(names)
+    # by collection, the same artist and work get the collection's instruments
+    fiddles = {R.assign_programs("oneills", "a", f"w{i}", 1, 0,
+                                 instrumentation="by_collection")[0] for i in range(50)}
+    assert fiddles <= set(R.load_program_table().query("stratum == 'oneills'")["ensemble"])
+    # over many artists the independent draw spreads across the pooled palette
+    used = {R.assign_programs("bach", f"a{j}", "w", 1, 0)[0] for j in range(300)}
+    assert len(used) > 0.6 * len(set(names))
 
 
 def test_artist_loyalty_is_statistically_right():
@@ -223,14 +251,16 @@ def test_artist_loyalty_is_statistically_right():
     rows = table[table["stratum"] == "oneills"]
     w = dict(zip(rows["ensemble"], rows["weight"] / rows["weight"].sum()))
     n, seed = 1500, 11
-    names = [R.assign_programs("oneills", "artist_a", f"work{i}", 1, seed)[0] for i in range(n)]
+    kw = {"instrumentation": "by_collection"}
+    names = [R.assign_programs("oneills", "artist_a", f"work{i}", 1, seed, **kw)[0]
+             for i in range(n)]
     fav = max(set(names), key=names.count)
     p = R.ARTIST_LOYALTY + (1 - R.ARTIST_LOYALTY) * w[fav]
     k = names.count(fav)
     assert abs(k - n * p) < 4.5 * math.sqrt(n * p * (1 - p))  # binomial, ~4.5 sigma
     # a different artist may have another favourite, but the same loyalty
     favs = {max(set(x), key=x.count) for x in (
-        [R.assign_programs("oneills", f"art{j}", f"w{i}", 1, seed)[0] for i in range(60)]
+        [R.assign_programs("oneills", f"art{j}", f"w{i}", 1, seed, **kw)[0] for i in range(60)]
         for j in range(12))}
     assert len(favs) > 1
 
