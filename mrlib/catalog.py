@@ -1250,7 +1250,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     for p in (b, i):
         p.add_argument("--n-tracks", type=int, default=200)
         p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--duration", type=float, default=30.0, help="seconds per track (synthetic)")
+        p.add_argument("--duration", type=float, default=30.0, help="seconds per track")
         p.add_argument("--sr", type=int, default=22050)
         p.add_argument("--format", default="flac", choices=["flac", "wav"])
         p.add_argument("--root", default=None, help="output folder (default: under the data root)")
@@ -1268,7 +1268,8 @@ def main(argv: Iterable[str] | None = None) -> int:
                                        n_jobs=args.jobs, progress=not args.no_progress,
                                        audio_format=args.format, overwrite=args.overwrite)
             else:
-                kw = dict(n_tracks=args.n_tracks, seed=args.seed, n_jobs=args.jobs, progress=not args.no_progress)
+                kw = dict(n_tracks=args.n_tracks, seed=args.seed, clip_s=args.duration, sr=args.sr,
+                          n_jobs=args.jobs, progress=not args.no_progress, overwrite=args.overwrite)
                 if args.root:
                     kw["root"] = args.root
                 root = build("music21", **kw)

@@ -1687,7 +1687,8 @@ def _split(artist_ids: np.ndarray, seed: int) -> np.ndarray:
 
 def build(n_tracks: int = 200, seed: int = 0, root: str | os.PathLike | None = None,
           clip_s: float = 30.0, sr: int = 22050, n_jobs: int = 2,
-          progress: bool = True, instrumentation: str = "independent") -> Path:
+          progress: bool = True, instrumentation: str = "independent",
+          overwrite: bool = False) -> Path:
     """Build the ``music21`` catalog: draw, render and tag ``n_tracks`` works.
 
     Works are drawn by :func:`stratum_quotas` and :func:`draw_order`; each is rendered by
@@ -1719,6 +1720,10 @@ def build(n_tracks: int = 200, seed: int = 0, root: str | os.PathLike | None = N
         Ensembles drawn from one palette for every collection (default), or from each
         collection's own palette, where timbre gives the collection away
         (:func:`assign_programs`).
+    overwrite : bool
+        Build into a folder that holds a catalog of other settings, or one that no music21 build
+        wrote (a hand-made catalog): its files are first moved into ``replaced-<time>/``.
+        Without it such a folder is an error and nothing in it changes.
 
     Returns
     -------
@@ -1730,8 +1735,6 @@ def build(n_tracks: int = 200, seed: int = 0, root: str | os.PathLike | None = N
 
     Notebook: 00_overview.ipynb
     """
-    from joblib import Parallel, delayed
-
     n_tracks = _check_int("n_tracks", n_tracks, 1)
     seed = _check_int("seed", seed, 0)
     clip_s = _check_positive("clip_s", clip_s)
@@ -1745,13 +1748,62 @@ def build(n_tracks: int = 200, seed: int = 0, root: str | os.PathLike | None = N
               "instrumentation": instrumentation}
     key = _config_key(clip_s, sr, seed, instrumentation)
     manifest = root / "catalog.json"
-    if manifest.is_file():
-        try:
-            done = json.loads(manifest.read_text())
-        except json.JSONDecodeError:
-            done = {}
-        if done.get("complete") and done.get("config") == config and done.get("config_key") == key:
-            return root
+    if _read_manifest(manifest).get("complete") and _same_build(_read_manifest(manifest), config, key):
+        return root
+    root.mkdir(parents=True, exist_ok=True)
+    with paths.FolderLock(root, "catalog"):
+        _make_room(root, _read_manifest(manifest), config, key, overwrite)
+        return _build_locked(root, config, key, n_jobs, progress)
+
+
+_CATALOG_FILES = ("tracks.csv", "tags.csv", "vocabulary.csv", "skipped.csv", "catalog.json")
+
+
+def _read_manifest(path: Path) -> dict:
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def _same_build(info: dict, config: dict, key: str) -> bool:
+    return info.get("config") == config and info.get("config_key") == key
+
+
+def _make_room(root: Path, info: dict, config: dict, key: str, overwrite: bool) -> None:
+    """Refuse (or, with ``overwrite``, move aside) a folder that holds another catalog.
+
+    Ours: a music21 manifest of the same settings, or the per-work cache of an interrupted
+    build (no manifest yet). Anything else that looks like a catalog belongs to someone else.
+    """
+    present = [f for f in _CATALOG_FILES if (root / f).exists()]
+    if (root / "audio").is_dir() and any((root / "audio").iterdir()):
+        present.append("audio/")
+    ours = info.get("name") == "music21" if info else (root / "cache" / "works").is_dir()
+    if not present or (ours and (not info or _same_build(info, config, key))):
+        return
+    what = (f"a music21 catalog built with {info.get('config')}, not {config}" if ours
+            else "a catalog that no music21 build wrote")
+    if not overwrite:
+        raise ValueError(f"{root} holds {what} ({', '.join(present)}); nothing was changed. "
+                         "Choose another root, or pass overwrite=True (--overwrite) to move those "
+                         "files into a replaced-<time>/ folder and build here")
+    keep = root / time.strftime("replaced-%Y%m%dT%H%M%S")
+    keep.mkdir()
+    for f in present + (["cache/"] if (root / "cache").is_dir() else []):
+        os.replace(root / f.rstrip("/"), keep / f.rstrip("/"))
+    print(f"[music21] moved the previous files of {root} ({', '.join(present)}) into {keep}",
+          file=sys.stderr, flush=True)
+
+
+def _build_locked(root: Path, config: dict, key: str, n_jobs: int, progress: bool) -> Path:
+    """The build proper, in a locked folder that is empty or holds this build's own files."""
+    from joblib import Parallel, delayed
+
+    n_tracks, seed = config["n_tracks"], config["seed"]
+    clip_s, sr, instrumentation = config["clip_s"], config["sr"], config["instrumentation"]
+    manifest = root / "catalog.json"
     (root / "audio").mkdir(parents=True, exist_ok=True)
     (root / "cache" / "works").mkdir(parents=True, exist_ok=True)
     wall0 = time.perf_counter()
@@ -1930,15 +1982,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="ensembles from one palette for all collections (default) or from "
                         "each collection's own")
     b.add_argument("--no-progress", action="store_true")
+    b.add_argument("--overwrite", action="store_true",
+                   help="move a folder's other catalog into replaced-<time>/ and build there")
     args = parser.parse_args(argv)
     # Run through the imported module, not ``__main__``: under ``python -m`` the worker
     # processes must unpickle ``mrlib.repertoire._process_work`` by reference.
     from mrlib import repertoire
 
-    root = repertoire.build(n_tracks=args.n_tracks, seed=args.seed, root=args.root,
-                            clip_s=args.clip_s, sr=args.sr, n_jobs=args.n_jobs,
-                            progress=not args.no_progress,
-                            instrumentation=args.instrumentation)
+    try:
+        root = repertoire.build(n_tracks=args.n_tracks, seed=args.seed, root=args.root,
+                                clip_s=args.clip_s, sr=args.sr, n_jobs=args.n_jobs,
+                                progress=not args.no_progress,
+                                instrumentation=args.instrumentation, overwrite=args.overwrite)
+    except (ValueError, paths.LockedError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     info = json.loads((root / "catalog.json").read_text())
     print(f"{root}: {info['n_tracks']} tracks ({info['attempted']} works tried, "
           f"{info['failures']['count']} skipped; see skipped.csv)")

@@ -456,7 +456,8 @@ def test_build_writes_the_catalog_format(small_build):
     assert list(skipped.columns) == ["work", "reason"]
     info = json.loads((root / "catalog.json").read_text())
     assert info["complete"] is True and list(info)[-1] == "complete"
-    assert info["config"] == {"n_tracks": N_SMALL, "seed": 0, "clip_s": CLIP_SMALL, "sr": 22050}
+    assert info["config"] == {"n_tracks": N_SMALL, "seed": 0, "clip_s": CLIP_SMALL, "sr": 22050,
+                              "instrumentation": "independent"}
     assert info["n_tracks"] == N_SMALL and info["failures"]["count"] == len(skipped)
     assert set(info["versions"]) >= {"music21", "midirenderer", "pretty_midi"}
     # artist-disjoint splits
@@ -568,3 +569,48 @@ def test_parallel_build_equals_serial(small_build, tmp_path):
         a, _ = sf.read(root / p, dtype="int16")
         b, _ = sf.read(small_build / p, dtype="int16")
         assert np.array_equal(a, b)
+
+
+def test_build_refuses_a_hand_made_folder_and_other_settings(small_build, tmp_path, monkeypatch):
+    import shutil
+
+    def boom(*a, **k):
+        raise AssertionError("nothing may be rendered into a refused folder")
+
+    # a hand-made catalog (no manifest, no build cache) is never written over
+    hand = tmp_path / "hand"
+    (hand / "audio").mkdir(parents=True)
+    (hand / "audio" / "a.wav").write_bytes(b"RIFF")
+    (hand / "tracks.csv").write_text("track_id,path\na,audio/a.wav\n")
+    (hand / "tags.csv").write_text("track_id,rock\na,1\n")
+    before = {f: (hand / f).read_bytes() for f in ("tracks.csv", "tags.csv")}
+    monkeypatch.setattr(R, "_process_work", boom)
+    with pytest.raises(ValueError, match="no music21 build wrote.*nothing was changed"):
+        R.build(n_tracks=N_SMALL, root=hand, clip_s=CLIP_SMALL, n_jobs=1, progress=False)
+    assert R.main(["build", "--n-tracks", "2", "--root", str(hand), "--n-jobs", "1",
+                   "--no-progress"]) == 2
+    assert {f: (hand / f).read_bytes() for f in before} == before
+    assert not (hand / ".mrlib.lock").exists()
+    # a finished build with other settings needs overwrite, which keeps the old files aside
+    other = tmp_path / "other"
+    shutil.copytree(small_build, other)
+    with pytest.raises(ValueError, match="built with .*by_collection"):
+        R.build(n_tracks=N_SMALL, root=other, clip_s=CLIP_SMALL, n_jobs=1, progress=False,
+                instrumentation="by_collection")
+    monkeypatch.undo()
+    R.build(n_tracks=N_SMALL, root=other, clip_s=CLIP_SMALL, n_jobs=1, progress=False,
+            instrumentation="by_collection", overwrite=True)
+    kept = list(other.glob("replaced-*"))
+    assert len(kept) == 1 and (kept[0] / "tracks.csv").read_bytes() == \
+        (small_build / "tracks.csv").read_bytes()
+    info = json.loads((other / "catalog.json").read_text())
+    assert info["config"]["instrumentation"] == "by_collection" and info["complete"]
+
+
+def test_a_catalog_folder_being_built_refuses_a_second_build(tmp_path):
+    from mrlib.paths import FolderLock, LockedError
+
+    root = tmp_path / "c"
+    with FolderLock(root, "catalog"):
+        with pytest.raises(LockedError):
+            R.build(n_tracks=2, root=root, clip_s=3.0, n_jobs=1, progress=False)
