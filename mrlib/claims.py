@@ -28,7 +28,7 @@ import pandas as pd
 from mrlib import results as res
 from mrlib.evaluate import holm
 
-__all__ = ["Claim", "CLAIMS", "comparison_status", "claim_status", "claims_frame",
+__all__ = ["Claim", "CLAIMS", "CLAIM_CATALOGS", "comparison_status", "claim_status", "claims_frame",
            "claims_markdown", "update_readme_claims"]
 
 TABLE2_METRICS = ("MAP@20", "Recall@20", "RR@20", "nDCG@20")
@@ -185,12 +185,17 @@ def claim_status(claim: Claim, store: Mapping[str, Any] | None, alpha: float = 0
             "min_seeds": min((t["n_seeds"] for t in run), default=0)}
 
 
+#: The catalogs the claims are tested on: the synthetic one, music21, and music21 with each
+#: collection's own instruments (where timbre reveals the collection).
+CLAIM_CATALOGS = ("synthetic", "music21", "music21-by-collection")
+
+
 def _store(experiment: str, catalog: str, profile: str, folder: Path | None) -> dict | None:
     path = res.store_path(experiment, catalog, profile, folder)
     return res.read_store(path) if path.exists() else None
 
 
-def claims_frame(catalogs: Sequence[str] = ("synthetic", "music21"), profile: str = "quick",
+def claims_frame(catalogs: Sequence[str] = CLAIM_CATALOGS, profile: str = "quick",
                  folder: Path | None = None, claims: Sequence[Claim] = CLAIMS) -> pd.DataFrame:
     """Every claim's status per catalog, from the stored files.
 
@@ -217,7 +222,7 @@ def claims_frame(catalogs: Sequence[str] = ("synthetic", "music21"), profile: st
     return pd.DataFrame(rows)
 
 
-def claims_markdown(catalogs: Sequence[str] = ("synthetic", "music21"), profile: str = "quick",
+def claims_markdown(catalogs: Sequence[str] = CLAIM_CATALOGS, profile: str = "quick",
                     folder: Path | None = None) -> str:
     """The claims table as Markdown (the README's block and notebook 07's table).
 

@@ -317,8 +317,8 @@ def _table2_run(row: str, parameters: Mapping[str, Any], seed: int, device: str,
         extra["tag_auc"] = round(float(auc.mean), 4)
         if "val_auc" in m:
             extra["val_auc"] = [None if pd.isna(v) else round(float(v), 4) for v in m["val_auc"]]
-    if cfg.system == "tl_autopool":
-        alpha = run.model().autopool.alpha.detach().numpy().ravel()
+    if getattr(run.model(), "autopool", None) is not None:
+        alpha = run.model().autopool.effective_alpha.detach().numpy().ravel()
         extra["alpha"] = {"mean": round(float(alpha.mean()), 4), "min": round(float(alpha.min()), 4),
                           "max": round(float(alpha.max()), 4)}
     return _per_unit(result), extra
@@ -357,6 +357,55 @@ register(Experiment(
     name="at_sweep", title="The AT baseline: dropout × learning rate (tag AUC in extra)",
     notebook="06_training.ipynb", metrics=("MAP@20", "Recall@20", "RR@20", "nDCG@20"),
     unit="query", rows=at_sweep_rows, run=_table2_run, profiles=("smoke", "quick")))
+
+#: The AutoPool ablation: temporal pooling × patch length, on the synthetic catalog whose event
+#: tags sound in only part of a track (``events=True``: what pooling has to find).
+AUTOPOOL_PATCH_LENS = (64, 256)
+#: Its arms: the TL network (its own global max-pool) and TL Autopool's frames pooled by a
+#: fixed mean, a fixed max, or the learned AutoPool (α per dimension, starting at the mean).
+AUTOPOOL_ARMS: dict[str, dict[str, Any]] = {
+    "TL (own pooling)": {"system": "tl", "run_name": "tl"},
+    "TL Autopool, mean": {"system": "tl_autopool", "pooling": "mean", "run_name": "tlap_mean"},
+    "TL Autopool, max": {"system": "tl_autopool", "pooling": "max", "run_name": "tlap_max"},
+    "TL Autopool, AutoPool": {"system": "tl_autopool", "run_name": "tlap_autopool"},
+}
+#: 16 triplets (48 patches) per step: a 256-frame step then costs about what a Table-2 step does.
+AUTOPOOL_BUDGETS = {"smoke": {}, "quick": {"negatives_per_batch": 16}}
+
+
+def autopool_rows(catalog: str = "synthetic", profile: str = "quick",
+                  overrides: Mapping[str, Any] | None = None) -> dict[str, dict]:
+    """Every arm of :data:`AUTOPOOL_ARMS` at every patch length of :data:`AUTOPOOL_PATCH_LENS`.
+
+    The arms share Table 2's distance-based triplets, seed and step budget
+    (:data:`TABLE2_BUDGETS`, with :data:`AUTOPOOL_BUDGETS`); on the synthetic catalog they
+    train and are scored on its ``events=True`` variant. ``-p patch_len=...`` is refused: the
+    patch lengths are the rows.
+
+    Notebook: 05_autopool.ipynb
+    """
+    overrides = dict(overrides or {})
+    if "patch_len" in overrides:
+        raise ValueError("the patch lengths are the rows of the ablation (AUTOPOOL_PATCH_LENS); "
+                         "drop -p patch_len")
+    if profile not in AUTOPOOL_BUDGETS:
+        raise ValueError(f"unknown profile {profile!r} for autopool; choose from {sorted(AUTOPOOL_BUDGETS)}")
+    budget = {**AUTOPOOL_BUDGETS[profile], **overrides}
+    base = table2_rows(catalog, profile, budget)["TL Distance-based"]
+    if catalog == "synthetic":
+        base["catalog_kwargs"] = {**base.get("catalog_kwargs", {}), "events": True}
+    rows = {}
+    for length in AUTOPOOL_PATCH_LENS:
+        for arm, fields in AUTOPOOL_ARMS.items():
+            rows[f"{arm}, {length} frames"] = {**base, **fields, "patch_len": length,
+                                                "run_name": f"{fields['run_name']}_p{length}"}
+    return rows
+
+
+register(Experiment(
+    name="autopool", title="AutoPool ablation: temporal pooling × patch length (learned α in extra)",
+    notebook="05_autopool.ipynb", metrics=("MAP@20", "Recall@20", "RR@20", "nDCG@20"),
+    unit="query", rows=autopool_rows, run=_table2_run, profiles=("smoke", "quick")))
 
 register(Experiment(
     name="cfr2017", title="The 2017 CFR table (Lu et al.): constraints fulfilled on the test triplets",

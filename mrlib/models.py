@@ -43,6 +43,7 @@ from .autopool import AutoPool
 
 __all__ = [
     "SYSTEMS",
+    "POOLINGS",
     "PAPER_WIDTHS",
     "PAPER_POOLS",
     "FrequencyBatchNorm",
@@ -95,6 +96,12 @@ def _check_dropout(p: Any) -> float:
     if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p < 1:
         raise ValueError(f"dropout must be in [0, 1), got {p!r}")
     return float(p)
+
+
+#: Temporal pooling of :class:`TLAutopool`: the learned AutoPool, or a fixed mean or max.
+POOLINGS = ("autopool", "mean", "max")
+_FIXED_POOLS = {"mean": lambda frames: frames.mean(dim=1),
+                "max": lambda frames: frames.amax(dim=1)}
 
 
 def _scale(channels: int, width: float) -> int:
@@ -406,11 +413,15 @@ class TLAutopool(_PatchModel):
         AutoPool with alpha >= 0 (see :class:`~mrlib.autopool.AutoPool`).
     l2 : float, default 0.0
         AutoPool alpha penalty coefficient (add ``mrlib.autopool.autopool_penalty(model)``).
+    pooling : {"autopool", "mean", "max"}, default "autopool"
+        How the frames become one embedding: the learned AutoPool (the paper), or a fixed mean
+        or max over time (the ablation's arms: the same network with the choice taken away;
+        these have no ``autopool`` layer).
 
     Notes
     -----
     ``forward(x)`` = ``embed(x)`` -> ``(B, d)`` unit norm; :meth:`frame_embeddings` -> ``(B, T', d)``
-    before pooling; :meth:`pooled` -> ``(B, d)`` after AutoPool, before normalisation.
+    before pooling; :meth:`pooled` -> ``(B, d)`` after pooling, before normalisation.
 
     Notebook: 05_autopool.ipynb
     """
@@ -419,20 +430,27 @@ class TLAutopool(_PatchModel):
 
     def __init__(self, embedding_dim: int = 128, width: float = 1.0, n_bins: int = 96,
                  patch_len: int = 512, dropout: float = 0.0, constrained: bool = False,
-                 l2: float = 0.0) -> None:
+                 l2: float = 0.0, pooling: str = "autopool") -> None:
         super().__init__()
         embedding_dim = _check_positive_int("embedding_dim", embedding_dim)
         dropout = _check_dropout(dropout)
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        # ``pooling`` enters the config only when it is not the paper's, so the configs (and
+        # checkpoints) of AutoPool models stay what they are.
+        extra = {} if pooling == "autopool" else {"pooling": pooling}
         self._setup(n_bins, patch_len, width, dict(
             embedding_dim=embedding_dim, width=float(width), n_bins=n_bins, patch_len=patch_len,
-            dropout=dropout, constrained=bool(constrained), l2=float(l2)))
+            dropout=dropout, constrained=bool(constrained), l2=float(l2), **extra))
+        self.pooling = pooling
         self.embedding_dim = embedding_dim
         widths = [_scale(c, self.width) for c in PAPER_WIDTHS["tl_autopool"]]
         # (1, None): collapse what is left of frequency, keep every frame for the AutoPool.
         self.backbone = Backbone(n_bins, widths, PAPER_POOLS["tl_autopool"], (1, None), dropout)
         self.to_sequence = _ToSequence()
         self.fc = nn.Linear(widths[-1], embedding_dim)           # applied to every frame
-        self.autopool = AutoPool(embedding_dim, axis=1, constrained=constrained, l2=l2)
+        self.autopool = (AutoPool(embedding_dim, axis=1, constrained=constrained, l2=l2)
+                         if pooling == "autopool" else None)
         self.normalize = L2Normalize()
         _init_weights(self)
 
@@ -445,8 +463,11 @@ class TLAutopool(_PatchModel):
         return self.fc(self.features(x))
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
-        """AutoPool over frames, before normalisation: ``(B, d)``."""
-        return self.autopool(self.frame_embeddings(x))
+        """The frames pooled over time (AutoPool, mean or max), before normalisation: ``(B, d)``."""
+        frames = self.frame_embeddings(x)
+        if self.autopool is not None:
+            return self.autopool(frames)
+        return _FIXED_POOLS[self.pooling](frames)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Unit-norm embeddings, ``(B, d)``."""
@@ -646,8 +667,8 @@ def build_model(system: str, n_tags: int | None = None, width: float = 1.0, n_bi
     seed : int or None
         Seeds the weight initialisation without touching the global RNG state.
     **kwargs
-        Passed on to the class: ``dropout`` (at, tl, tl_autopool), ``constrained`` and ``l2``
-        (tl_autopool), ``metric_hidden`` (matchnet).
+        Passed on to the class: ``dropout`` (at, tl, tl_autopool), ``constrained``, ``l2`` and
+        ``pooling`` (tl_autopool), ``metric_hidden`` (matchnet).
 
     Returns
     -------

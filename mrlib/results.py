@@ -428,16 +428,24 @@ def _cell(entry: Mapping[str, Any] | None, decimals: int = 2) -> str:
 
 
 #: Scalar values a run stores in ``extra`` that the tables show as a column (mean (sd) over
-#: seeds) when some row has them.
-EXTRA_COLUMNS = {"tag_auc": "tag AUC"}
+#: seeds) when some row has them; a dotted key reaches into a dict (``alpha.mean``).
+EXTRA_COLUMNS = {"tag_auc": "tag AUC", "alpha.mean": "mean α"}
+
+
+def _extra_value(extra: Mapping[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        extra = extra.get(part) if isinstance(extra, Mapping) else None
+    return extra
 
 
 def _extra_cell(row: Mapping[str, Any], key: str) -> str:
-    values = [e["extra"][key] for e in _ok_seeds(row).values() if e.get("extra", {}).get(key) is not None]
+    values = [v for e in _ok_seeds(row).values()
+              if (v := _extra_value(e.get("extra", {}), key)) is not None]
     if not values:
         return ""
     sd = f" ({np.std(values, ddof=1):.3f})" if len(values) > 1 else ""
-    return f"{np.mean(values):.3f}{sd}"
+    mean = f"{np.mean(values):.3f}"
+    return ("0.000" if mean == "-0.000" else mean) + sd
 
 
 def results_frame(store: Mapping[str, Any], metrics: Sequence[str] | None = None,

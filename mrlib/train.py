@@ -140,6 +140,8 @@ _CKPT_FORMAT = 1
 
 # Config fields that may change when a run is resumed: where and how fast it runs, how long it
 # lasts. Everything else shapes the trajectory and must match the checkpoint.
+# Fields whose None means "the model's own choice".
+_MODEL_DEFAULT_WHEN_NONE = {"dropout", "pooling"}
 _RESUMABLE_CHANGES = {"epochs", "device", "n_jobs", "prefetch", "out_dir", "run_name",
                       "verify_ddp", "eval_batch", "embed_all"}
 # Fields that do not change what a run produces (only where and how fast): a folder holding a
@@ -183,6 +185,9 @@ class TrainConfig:
     dropout : float in [0, 1) or None, default None
         Dropout after each convolution block of AT, TL and TL Autopool; ``None`` keeps the
         model's own (AT 0.5, as FCN; TL and TL Autopool 0). MatchNet has none.
+    pooling : {"autopool", "mean", "max"} or None, default None
+        TL Autopool's pooling over time (``mrlib.models.POOLINGS``); ``None`` keeps the learned
+        AutoPool. Other systems refuse it.
     n_pos, n_neg : int, default 15, 250
         ``Np`` positives per anchor and ``Nn`` negatives per pair for offline mining.
     negatives_per_batch : int, default 42
@@ -255,6 +260,7 @@ class TrainConfig:
     width: float = 0.125
     embedding_dim: int = 128
     dropout: float | None = None
+    pooling: str | None = None
     n_pos: int = 15
     n_neg: int = 250
     negatives_per_batch: int = 42
@@ -304,6 +310,15 @@ class TrainConfig:
                     or not 0.0 <= float(self.dropout) < 1.0:
                 raise ValueError(f"TrainConfig.dropout must be None or a float in [0, 1), got {self.dropout!r}")
             self.dropout = float(self.dropout)
+        if self.pooling is not None:
+            from mrlib.models import POOLINGS
+
+            if self.system != "tl_autopool":
+                raise ValueError(f"TrainConfig.pooling is TL Autopool's; system {self.system!r} "
+                                 "pools its own way: leave it None")
+            if self.pooling not in POOLINGS:
+                raise ValueError(f"TrainConfig.pooling must be None or one of {POOLINGS}, "
+                                 f"got {self.pooling!r}")
         try:
             self.mining = canonical_strategy(self.mining)
         except ValueError:
@@ -416,7 +431,10 @@ class TrainConfig:
         device, I/O), so that the folder of a default-named run is the same when it is
         resumed with more epochs.
         """
-        fields = {k: v for k, v in self.to_dict().items() if k not in _RESUMABLE_CHANGES}
+        # Optional model choices left at the model's default are left out, so that adding such
+        # an option never moves the folders of runs that do not use it.
+        fields = {k: v for k, v in self.to_dict().items()
+                  if k not in _RESUMABLE_CHANGES and not (k in _MODEL_DEFAULT_WHEN_NONE and v is None)}
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
     @property
@@ -1060,7 +1078,7 @@ def _build_model(cfg: TrainConfig, data: TrainData) -> nn.Module:
     """The run's network, shaped by its config and its data (tags, CQT bins)."""
     from mrlib.models import build_model
 
-    extra = {} if cfg.dropout is None else {"dropout": cfg.dropout}
+    extra = {k: getattr(cfg, k) for k in _MODEL_DEFAULT_WHEN_NONE if getattr(cfg, k) is not None}
     return build_model(cfg.system, n_tags=data.tags.shape[1], width=cfg.width, n_bins=data.n_bins,
                        patch_len=cfg.patch_len, embedding_dim=cfg.embedding_dim, seed=cfg.seed,
                        **extra)
@@ -2366,6 +2384,9 @@ def _parser() -> argparse.ArgumentParser:
         elif f.name == "dropout":
             p.add_argument(flag, dest=f.name, type=float, default=S,
                            help="dropout after each conv block (default: the model's own)")
+        elif f.name == "pooling":
+            p.add_argument(flag, dest=f.name, default=S, choices=("autopool", "mean", "max"),
+                           help="TL Autopool's pooling over time (default: learned AutoPool)")
         elif f.name == "run_name":
             p.add_argument(flag, dest=f.name, default=S,
                            help="(default: <system>_<mining>_s<seed>; its folder adds a hash of "

@@ -238,6 +238,35 @@ def test_table2_rows_at_each_profile():
         X.table2_rows("synthetic", "quick", {"seed": 1})
 
 
+def test_autopool_ablation_rows():
+    rows = X.experiment_rows("autopool", "synthetic", "quick")
+    assert len(rows) == len(X.AUTOPOOL_PATCH_LENS) * len(X.AUTOPOOL_ARMS) == 8
+    assert {r["patch_len"] for r in rows.values()} == {64, 256}
+    poolings = {(r["system"], r.get("pooling")) for r in rows.values()}
+    assert poolings == {("tl", None), ("tl_autopool", "mean"), ("tl_autopool", "max"),
+                        ("tl_autopool", None)}
+    # every arm: the events catalog, the same triplets (mining, sizes), seed-free, same budget
+    shared = ("catalog", "n_tracks", "catalog_kwargs", "mining", "n_pos", "n_neg", "epochs",
+              "steps_per_epoch", "negatives_per_batch", "sampler", "lr", "width")
+    for key in shared:
+        assert len({json.dumps(r.get(key), sort_keys=True) for r in rows.values()}) == 1, key
+    first = next(iter(rows.values()))
+    assert first["catalog_kwargs"]["events"] is True and first["negatives_per_batch"] == 16
+    assert len({r["run_name"] for r in rows.values()}) == 8
+    with pytest.raises(ValueError, match="patch_len"):
+        X.experiment_rows("autopool", "synthetic", "quick", {"patch_len": 128})
+
+
+def test_rows_on_music21_name_the_instrument_rule():
+    for name in ("table2", "cfr2017"):
+        for row in X.experiment_rows(name, "music21", "quick").values():
+            assert row["catalog_kwargs"]["instrumentation"] == "independent"
+    row = X.experiment_rows("table2", "music21", "quick",
+                            {"catalog_kwargs": {"duration_s": 15.0,
+                                                "instrumentation": "by_collection"}})["TL Neighbors"]
+    assert row["catalog_kwargs"]["instrumentation"] == "by_collection"
+
+
 def test_one_runner_per_store(store, tmp_path):
     from mrlib.paths import FolderLock, LockedError
 

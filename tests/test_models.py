@@ -178,6 +178,25 @@ def test_autopool_model_pools_frames():
         torch.testing.assert_close(model.pooled(x), autopool(frames, a, axis=1))
 
 
+def test_fixed_pooling_arms_of_the_autopool_model():
+    x = torch.randn(2, 96, 128)
+    learned = build_model("tl_autopool", seed=0, **NB).eval()
+    for pooling, reduce in (("mean", lambda f: f.mean(1)), ("max", lambda f: f.amax(1))):
+        model = build_model("tl_autopool", seed=0, pooling=pooling, **NB).eval()
+        assert model.autopool is None and model.config["pooling"] == pooling
+        # the same weights as the learned arm at the same seed: only the pooling differs
+        for (k, a), (_, b) in zip(model.backbone.state_dict().items(),
+                                  learned.backbone.state_dict().items()):
+            torch.testing.assert_close(a, b, msg=k)
+        with torch.no_grad():
+            torch.testing.assert_close(model.pooled(x), reduce(model.frame_embeddings(x)))
+        again = build_model(**model.config)
+        assert again.pooling == pooling
+    assert "pooling" not in learned.config          # the paper's model keeps its config
+    with pytest.raises(ValueError, match="pooling"):
+        build_model("tl_autopool", pooling="median")
+
+
 def test_matchnet_pairs_equal_pairwise_forward():
     torch.manual_seed(7)
     model = build_model("matchnet", width=0.125, n_bins=96, patch_len=32, seed=0).eval()

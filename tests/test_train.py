@@ -7,6 +7,7 @@ synthetic catalog (30 tracks of 8 s) once per module under a private data root.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -125,7 +126,9 @@ def test_config_validation_and_json(tmp_path):
                      (dict(epochs=-1), ValueError), (dict(steps_per_epoch=0), ValueError),
                      (dict(lr=2.0), ValueError), (dict(width=0), ValueError),
                      (dict(epochs=2.5), TypeError), (dict(amp="yes"), TypeError),
-                     (dict(monitor="val_auc"), ValueError), (dict(features=[1]), TypeError)]:
+                     (dict(monitor="val_auc"), ValueError), (dict(features=[1]), TypeError),
+                     (dict(system="tl", pooling="max"), ValueError),
+                     (dict(system="tl_autopool", pooling="median"), ValueError)]:
         with pytest.raises(err):
             T.TrainConfig(**bad)
     with pytest.raises(ValueError, match="unknown TrainConfig field"):
@@ -133,6 +136,12 @@ def test_config_validation_and_json(tmp_path):
     assert T.TrainConfig(system="tl", mining="semi-hard").online
     assert not T.TrainConfig(system="at", mining="semi-hard").online
     assert T.TrainConfig(seed=3).name == "tl_distance_s3"
+    # an optional model choice left at None does not enter the folder hash; a set one does
+    ap = T.TrainConfig(system="tl_autopool")
+    assert ap.fingerprint != T.TrainConfig(system="tl_autopool", pooling="max").fingerprint
+    fields = {k: v for k, v in ap.to_dict().items()
+              if k not in T._RESUMABLE_CHANGES and k not in ("dropout", "pooling")}
+    assert ap.fingerprint == hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
     p = T.paper_config("at")
     assert (p.width, p.patch_len, p.lr, p.amp, p.negatives_per_batch) == (1.0, 512, 1e-4, True, 42)
 
