@@ -125,6 +125,11 @@ TABLE2_BUDGETS: dict[str, dict[str, Any]] = {
 #: The ``paper`` profile keeps FCN's 0.5 at full width.
 TABLE2_ROW_FIELDS: dict[str, dict[str, Any]] = {"AT Baseline": {"dropout": 0.0}}
 
+#: The training split's share of a catalog (the artist-disjoint 60/20/20 split): the nominal
+#: list length from which the CPU profiles scale the paper's Np and Nn
+#: (:func:`mrlib.mining.paper_shares`: 2 and 35 for 2,000 tracks).
+TRAIN_SHARE = 0.6
+
 #: Rows of Table 2 that need no training: the naive baseline and the floor.
 TABLE2_REFERENCE_ROWS = ("Euclidean (mean CQT)", "Random ranking")
 
@@ -152,6 +157,7 @@ def table2_rows(catalog: str = "synthetic", profile: str = "quick",
     Notebook: 07_evaluation.ipynb
     """
     from mrlib.evaluate import table2_systems
+    from mrlib.mining import is_online, paper_shares
     from mrlib.train import paper_config
 
     overrides = dict(overrides or {})
@@ -163,6 +169,11 @@ def table2_rows(catalog: str = "synthetic", profile: str = "quick",
     if profile != "paper":
         for name, fields in TABLE2_ROW_FIELDS.items():
             rows[name].update({k: v for k, v in fields.items() if k not in overrides})
+        for cfg in rows.values():
+            if cfg["system"] != "at" and not is_online(cfg["mining"]) and cfg["epochs"] > 0:
+                n_pos, n_neg = paper_shares(round(TRAIN_SHARE * cfg["n_tracks"]))
+                cfg.setdefault("n_pos", overrides.get("n_pos", n_pos))
+                cfg.setdefault("n_neg", overrides.get("n_neg", n_neg))
     else:
         paper = {}
         for name, cfg in rows.items():

@@ -67,6 +67,7 @@ __all__ = [
     "canonical_strategy",
     "is_online",
     "n_triplets",
+    "paper_shares",
     "mine",
     "iter_mine",
     "triplet_ranks",
@@ -146,6 +147,37 @@ def is_online(strategy: str) -> bool:
     Notebook: 03_mining.ipynb
     """
     return canonical_strategy(strategy) in ONLINE_STRATEGIES
+
+
+#: The 2020 paper's training list: 60 % of its N = 14,246 tracks (§4.1), mined with Np = 15
+#: positives and Nn = 250 negatives (§3.2).
+PAPER_N_TRAIN, PAPER_N_POS, PAPER_N_NEG = round(0.6 * 14246), 15, 250
+
+
+def paper_shares(n_train: int) -> tuple[int, int]:
+    """``Np`` and ``Nn`` taking the same share of a ranked list as the paper's.
+
+    The paper's 15 and 250 are 0.18 % and 2.9 % of its training list (``L = 8,547`` other
+    tracks). Kept as counts on a list of 1,199, Nn = 250 would reach 21 % of it, so deep that
+    Neighbors and Distance-based draw nearly the same negatives; scaled, each strategy keeps
+    the part of the list it is meant to draw from.
+
+    Parameters
+    ----------
+    n_train : int
+        Training tracks (>= 2); the list has ``n_train - 1``.
+
+    Returns
+    -------
+    (int, int)
+        ``round(15 · L / 8547)`` and ``round(250 · L / 8547)`` with ``L = n_train - 1``, at
+        least 1 each (e.g. 2 and 35 for 1,200 training tracks).
+
+    Notebook: 03_mining.ipynb
+    """
+    n_train = _check_int("n_train", n_train, 2)
+    share = (n_train - 1) / (PAPER_N_TRAIN - 1)
+    return max(1, round(PAPER_N_POS * share)), max(1, round(PAPER_N_NEG * share))
 
 
 def n_triplets(n_train: int, n_pos: int = 15, n_neg: int = 250) -> int:

@@ -222,6 +222,13 @@ def test_table2_rows_at_each_profile():
     quick = X.table2_rows("synthetic", "quick")
     assert quick["TL Distance-based"]["epochs"] * quick["TL Distance-based"]["steps_per_epoch"] == 200
     assert quick["TL untrained"]["epochs"] == 0
+    # offline mining at the paper's shares of a 1,200-track training list; overrides win
+    from mrlib.mining import is_online
+    for name, row in quick.items():
+        mines = row.get("system") in ("tl", "tl_autopool") and row.get("epochs", 0) > 0 \
+            and not is_online(row["mining"])
+        assert (row.get("n_pos"), row.get("n_neg")) == ((2, 35) if mines else (None, None)), name
+    assert X.table2_rows("synthetic", "quick", {"n_neg": 99})["TL Neighbors"]["n_neg"] == 99
     assert quick["Euclidean (mean CQT)"] == {"reference": "Euclidean (mean CQT)", "catalog": "synthetic",
                                              "n_tracks": 2000, "catalog_seed": 0,
                                              "catalog_kwargs": {"duration_s": 15.0}}

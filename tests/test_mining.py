@@ -570,3 +570,17 @@ def test_benchmark_runs_small(tmp_path, capsys):
     assert res["M"] == mm.n_triplets(300, 15, 20)
     assert {r["mode"] for r in res["results"]} == {"whole", "stream"}
     assert all(r["M"] == res["M"] and r["peak_rss_mb"] > 0 and r["speedup_wall"] > 0 for r in res["results"])
+
+
+def test_paper_shares_keep_the_papers_share_of_the_list():
+    from mrlib.mining import PAPER_N_TRAIN, paper_shares
+
+    assert PAPER_N_TRAIN == 8548 and paper_shares(PAPER_N_TRAIN) == (15, 250)
+    assert paper_shares(1200) == (2, 35)
+    for n in (50, 1200, 5000, 20000):
+        n_pos, n_neg = paper_shares(n)
+        assert abs(n_neg / (n - 1) - 250 / (PAPER_N_TRAIN - 1)) <= 0.5 / (n - 1) + 1e-12
+        assert n_pos >= 1 and n_neg >= 1
+    assert paper_shares(2) == (1, 1)
+    with pytest.raises(ValueError):
+        paper_shares(1)
