@@ -17,7 +17,7 @@ currency between modules.
 
 Command line::
 
-    python -m mrlib.catalog build synthetic --n-tracks 1000 --seed 0 [--duration 30] [--jobs 2]
+    python -m mrlib.catalog build synthetic --n-tracks 1000 --seed 0 [--duration 30] [--jobs 2] [--events]
     python -m mrlib.catalog info synthetic_n1000_s0
 """
 from __future__ import annotations
@@ -636,9 +636,10 @@ def _check_track_paths(root: Path, tracks: pd.DataFrame, allow_outside: bool) ->
 # The synthetic catalog
 # --------------------------------------------------------------------------------------
 def synthetic_root(n_tracks: int = 200, seed: int = 0, duration_s: float = 30.0, sr: int = 22050,
-                   audio_format: str = "flac") -> Path:
+                   audio_format: str = "flac", events: bool = False) -> Path:
     """Folder of a synthetic catalog: ``data_dir()/synthetic_n{N}_s{seed}``, with ``_d{duration}``,
-    ``_sr{sr}`` and ``_{format}`` appended when they differ from 30 s, 22,050 Hz and FLAC.
+    ``_sr{sr}`` and ``_{format}`` appended when they differ from 30 s, 22,050 Hz and FLAC, and
+    ``_ev`` for the events variant (e.g. ``synthetic_n2000_s0_d15_ev``).
 
     Notebook: 00_overview.ipynb
     """
@@ -649,6 +650,8 @@ def synthetic_root(n_tracks: int = 200, seed: int = 0, duration_s: float = 30.0,
         name += f"_sr{int(sr)}"
     if audio_format != "flac":
         name += f"_{audio_format}"
+    if events:
+        name += "_ev"
     return data_dir() / name
 
 
@@ -678,7 +681,7 @@ def _render_to_file(attrs, seed: int, sr: int, duration_s: float, path: str, aud
 
 def build_synthetic(n_tracks: int = 200, seed: int = 0, duration_s: float = 30.0, sr: int = 22050, *,
                     root: str | Path | None = None, n_jobs: int = 2, progress: bool = True,
-                    audio_format: str = "flac", overwrite: bool = False) -> Path:
+                    audio_format: str = "flac", overwrite: bool = False, events: bool = False) -> Path:
     """Generate (or finish generating) a synthetic catalog on disk; resumable.
 
     The tables (tracks, tags, vocabulary, latent attributes) are written first; then every
@@ -713,6 +716,11 @@ def build_synthetic(n_tracks: int = 200, seed: int = 0, duration_s: float = 30.0
         A folder that holds catalog files but no readable ``catalog.json`` of a synthetic build
         (a hand-made catalog) is never written over: without ``overwrite`` it is an error; with
         it, its files are first moved into ``<root>/replaced-<time>/``.
+    events : bool
+        The events variant (:func:`mrlib.synth.sample_catalog` ``(events=True)``): the default
+        catalog plus temporally sparse tags (``bells``, ``guitar_solo``, ``riser``, ``choir``),
+        each heard in one window of its track; in its own folder (``..._ev``) and recorded as
+        ``"events": true`` in the config. Without it the config has no ``events`` key.
 
     Returns
     -------
@@ -730,10 +738,16 @@ def build_synthetic(n_tracks: int = 200, seed: int = 0, duration_s: float = 30.0
         raise ValueError(f"duration_s must be in [0.5, 600] seconds, got {duration_s!r}")
     if audio_format not in ("flac", "wav"):
         raise ValueError(f"audio_format must be 'flac' or 'wav', got {audio_format!r}")
-    root = Path(root) if root is not None else synthetic_root(n_tracks, seed, duration_s, sr, audio_format)
+    if not isinstance(events, (bool, np.bool_)):
+        raise ValueError(f"events must be a bool, got {events!r}")
+    events = bool(events)
+    root = Path(root) if root is not None else synthetic_root(n_tracks, seed, duration_s, sr, audio_format,
+                                                              events)
     config = {"source": "synthetic", "n_tracks": int(n_tracks), "seed": int(seed),
               "duration_s": float(duration_s), "sr": int(sr), "audio_format": audio_format,
               "generator_version": synth.GENERATOR_VERSION, "format": FORMAT_VERSION}
+    if events:      # only then: a default catalog's config (and so its cache) is unchanged
+        config["events"] = True
     info = _read_json(root / "catalog.json")
     if info.get("config") == config and info.get("complete"):
         return root                      # built: nothing to write, no lock needed
@@ -807,7 +821,8 @@ def _build_synthetic_locked(root: Path, config: dict, *, attrs_seed, sr, duratio
             "format": FORMAT_VERSION}
     _write_json(info, root / "catalog.json")
 
-    attrs, tags, vocab = synth.sample_catalog(n_tracks, seed)
+    events = bool(config.get("events", False))
+    attrs, tags, vocab = synth.sample_catalog(n_tracks, seed, events=events)
     artist_ids = [f"art{a.artist:05d}" for a in attrs]
     width = max(5, len(str(n_tracks - 1)))
     ids = [f"syn{i:0{width}d}" for i in range(n_tracks)]
@@ -815,7 +830,7 @@ def _build_synthetic_locked(root: Path, config: dict, *, attrs_seed, sr, duratio
                            "split": artist_disjoint_split(artist_ids, seed=seed),
                            "path": [f"audio/{t}.{audio_format}" for t in ids],
                            "duration_s": float(duration_s)})
-    cat = Catalog(root.name, root, tracks, tags, vocab, attributes=synth.attributes_frame(attrs))
+    cat = Catalog(root.name, root, tracks, tags, vocab, attributes=synth.attributes_frame(attrs, events=events))
     _write_csv(tracks, root / "tracks.csv")
     _write_csv(cat.tags_frame(), root / "tags.csv")
     _write_csv(vocab, root / "vocabulary.csv")
@@ -1187,7 +1202,7 @@ def load(name_or_path: str | Path = "synthetic", **kwargs: Any) -> Catalog:
     name_or_path : str or path
         * ``"synthetic"`` — :func:`build_synthetic` ``(n_tracks=200, seed=0, duration_s=30.0,
           sr=22050, ...)`` into ``data_dir()/synthetic_n{N}_s{seed}`` if it is missing or
-          incomplete, then read it;
+          incomplete, then read it (``events=True``: the variant with temporally sparse tags);
         * ``"music21"`` — ``mrlib.repertoire.build(**kwargs)``, then read its folder
           (``duration_s`` is accepted for its ``clip_s``);
         * ``"mtat"`` — ``mrlib.mtat.load_catalog(**kwargs)`` (e.g. ``folder=...``);
@@ -1254,6 +1269,8 @@ def main(argv: Iterable[str] | None = None) -> int:
         p.add_argument("--sr", type=int, default=22050)
         p.add_argument("--format", default="flac", choices=["flac", "wav"])
         p.add_argument("--root", default=None, help="output folder (default: under the data root)")
+        p.add_argument("--events", action="store_true",
+                       help="synthetic: the variant with temporally sparse tags (bells, guitar_solo, riser, choir)")
     b.add_argument("--jobs", type=int, default=2)
     b.add_argument("--overwrite", action="store_true", help="rebuild a folder built with other settings")
     b.add_argument("--no-progress", action="store_true")
@@ -1266,8 +1283,10 @@ def main(argv: Iterable[str] | None = None) -> int:
             if args.name == "synthetic":
                 root = build_synthetic(args.n_tracks, args.seed, args.duration, args.sr, root=args.root,
                                        n_jobs=args.jobs, progress=not args.no_progress,
-                                       audio_format=args.format, overwrite=args.overwrite)
+                                       audio_format=args.format, overwrite=args.overwrite, events=args.events)
             else:
+                if args.events:
+                    raise ValueError("--events is a variant of the synthetic catalog only")
                 kw = dict(n_tracks=args.n_tracks, seed=args.seed, clip_s=args.duration, sr=args.sr,
                           n_jobs=args.jobs, progress=not args.no_progress, overwrite=args.overwrite)
                 if args.root:
@@ -1280,11 +1299,12 @@ def main(argv: Iterable[str] | None = None) -> int:
             return 0
         if args.name == "synthetic":
             root = Path(args.root) if args.root else synthetic_root(args.n_tracks, args.seed, args.duration,
-                                                                    args.sr, args.format)
+                                                                    args.sr, args.format, args.events)
             info = _read_json(root / "catalog.json")
             if not info.get("complete"):
                 print(f"{root}: not built{' completely' if info else ''}; run "
-                      f"python -m mrlib.catalog build synthetic --n-tracks {args.n_tracks} --seed {args.seed}")
+                      f"python -m mrlib.catalog build synthetic --n-tracks {args.n_tracks} --seed {args.seed}"
+                      f"{' --events' if args.events else ''}")
                 return 1
             cat = read(root)
         else:

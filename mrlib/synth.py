@@ -12,9 +12,20 @@ observations of those attributes, and the audio is rendered from them, so that
 * artists carry a personal style (palette, key, tempo, production), so artist-disjoint splits
   matter: without them a model can recognise the artist instead of the music.
 
+Every tag of the default vocabulary (46 tags) is true of the whole track: any patch of it hears
+the genre, the instruments and the mood. The **events variant** (``events=True``) adds tags that
+are *temporally sparse*: each of :data:`EVENT_VOCABULARY` (bells, a guitar solo, a riser, a
+choir) is present in a track with probability :data:`EVENT_PROB` and then sounds, prominent, in
+one window of 15-25 % of the track only, so most patches of a track tagged ``bells`` hear no
+bell. A model that embeds patches must then pool over time to find the tag; this is the
+condition under which the 2020 paper's AutoPool beats mean pooling (notebook 05). The events
+are drawn from their own random stream, so with ``events=False`` the catalog (attributes, tags
+and audio) is exactly the default one, and with ``events=True`` it is the default one plus the
+event layers and columns.
+
 Two public entry points (CONTRIBUTING.md):
 
-* :func:`sample_catalog` ``(n_tracks, seed) -> (attributes, tags, vocabulary)``;
+* :func:`sample_catalog` ``(n_tracks, seed, events=False) -> (attributes, tags, vocabulary)``;
 * :func:`generate_track` ``(attrs, sr, duration_s, seed) -> float32 mono audio``.
 
 Rendering is vectorised numpy: notes are rendered once per (instrument, pitch, length) into a
@@ -41,6 +52,10 @@ __all__ = [
     "GENRES",
     "MOODS",
     "INSTRUMENTS",
+    "EVENT_VOCABULARY",
+    "EVENT_TAGS",
+    "EVENT_PROB",
+    "EVENT_SPAN",
     "TrackAttributes",
     "SyntheticCatalog",
     "vocabulary",
@@ -117,23 +132,46 @@ _TAG_INDEX = {t: i for i, t in enumerate(TAGS)}
 _BY_CATEGORY = {c: tuple(t for t, cat, _ in VOCABULARY if cat == c) for c in CATEGORIES}
 LYRICS = _BY_CATEGORY["Lyrics"]
 
+#: The temporally sparse tags of the events variant, in tag-matrix column order after the 46
+#: of :data:`VOCABULARY`. They are Recording tags (an instrument or a solo that is heard), but
+#: each sounds in one window of the track only.
+EVENT_VOCABULARY: tuple[tuple[str, str, str], ...] = (
+    ("bells", "Recording", "church-bell strikes (inharmonic partials) on the tonic triad, high register, "
+                           "in one window of 15-25% of the track"),
+    ("guitar_solo", "Recording", "a distorted lead-guitar lick with vibrato in the pentatonic scale, "
+                                 "in one window of 15-25% of the track"),
+    ("riser", "Recording", "a rising band of filtered noise (200 Hz to 6 kHz) that swells and stops, "
+                           "in one window of 15-25% of the track"),
+    ("choir", "Recording", "voices singing 'aah' (formants, vibrato) on the tonic and fifth, "
+                           "in one window of 15-25% of the track"),
+)
+EVENT_TAGS = tuple(t for t, _, _ in EVENT_VOCABULARY)
+#: Probability that each event is present in a track (independently of the other events).
+EVENT_PROB = 0.3
+#: Range of an event's window length, as a fraction of the track's duration.
+EVENT_SPAN = (0.15, 0.25)
 
-def vocabulary(descriptions: bool = False) -> pd.DataFrame:
+
+def vocabulary(descriptions: bool = False, events: bool = False) -> pd.DataFrame:
     """The synthetic catalog's tag vocabulary, in tag-matrix column order.
 
     Parameters
     ----------
     descriptions : bool
         Add a ``description`` column saying what makes each tag true in the generator.
+    events : bool
+        The vocabulary of the events variant: :data:`EVENT_VOCABULARY` after the 46 tags.
 
     Returns
     -------
     pandas.DataFrame
-        Columns ``tag, category`` (+ ``description``), one row per tag (46 rows).
+        Columns ``tag, category`` (+ ``description``), one row per tag (46 rows, 50 with
+        ``events``).
 
     Notebook: 02_similarity.ipynb
     """
-    df = pd.DataFrame(VOCABULARY, columns=["tag", "category", "description"])
+    rows = VOCABULARY + (EVENT_VOCABULARY if events else ())
+    df = pd.DataFrame(rows, columns=["tag", "category", "description"])
     return df if descriptions else df[["tag", "category"]].copy()
 
 
@@ -375,6 +413,10 @@ class TrackAttributes:
         Drums and bass drop out for two bars in every eight.
     lyrics : tuple of str
         Lyrics themes; empty for an instrumental. **Never read by the renderer.**
+    events : tuple of (str, float, float)
+        Temporally sparse events of the events variant: ``(tag, start, end)`` with the tag one
+        of :data:`EVENT_TAGS` and its window ``[start, end)`` as fractions of the track's
+        duration; empty in the default catalog.
 
     Notebook: 02_similarity.ipynb
     """
@@ -410,6 +452,7 @@ class TrackAttributes:
     dynamics_change: str
     breaks: bool
     lyrics: tuple[str, ...]
+    events: tuple[tuple[str, float, float], ...] = ()
 
 
 class SyntheticCatalog(NamedTuple):
@@ -426,6 +469,9 @@ class SyntheticCatalog(NamedTuple):
 # Independent random streams derived from the catalog seed: what happens in one (say, the
 # audio of track 7) never shifts another (the tags of track 8), whatever the order of work.
 _STREAM_ARTISTS, _STREAM_TRACKS, _STREAM_TAGS, _STREAM_AUDIO, _STREAM_ASSIGN = 1, 2, 3, 4, 5
+# The events variant draws everything (presence, windows, tag noise, event audio) from this one,
+# so switching events on leaves every draw of the default catalog where it was.
+_STREAM_EVENTS = 6
 
 
 def track_seed(seed: int, index: int, stream: int = _STREAM_AUDIO) -> np.random.SeedSequence:
@@ -610,22 +656,27 @@ def _sample_track(index: int, artist_id: int, artist: _Artist,
     )
 
 
-def relevance(attrs: TrackAttributes) -> np.ndarray:
+def relevance(attrs: TrackAttributes, events: bool = False) -> np.ndarray:
     """The noise-free relevance of every tag for one track, from its latent attributes.
 
     Parameters
     ----------
     attrs : TrackAttributes
+    events : bool
+        Append the relevances of :data:`EVENT_TAGS` (the events variant's vocabulary).
 
     Returns
     -------
     numpy.ndarray
-        float32 (m,) in [0, 1], in :data:`VOCABULARY` order: 1 for the main genre, mood and the
+        float32 (m,) in [0, 1], in :func:`vocabulary` order: 1 for the main genre, mood and the
         present movement/lyrics tags, the influence weight for ``genre2``, 0.5 for a secondary
-        mood, and Recording relevances from the instruments and the production.
+        mood, Recording relevances from the instruments and the production, and (with
+        ``events``) 1 for each event of ``attrs.events``.
 
     Notebook: 02_similarity.ipynb
     """
+    if events:
+        return np.concatenate([relevance(attrs), _event_relevance(attrs)])
     r = np.zeros(len(TAGS), dtype=np.float32)
     r[_TAG_INDEX[attrs.genre]] = 1.0
     if attrs.genre2 != attrs.genre:
@@ -668,6 +719,27 @@ def relevance(attrs: TrackAttributes) -> np.ndarray:
     return r
 
 
+def _event_relevance(attrs: TrackAttributes) -> np.ndarray:
+    """1 for each event of the track, in :data:`EVENT_TAGS` order: the tag is true of the whole
+    track although it sounds in one window only."""
+    present = {tag for tag, _, _ in attrs.events}
+    return np.array([t in present for t in EVENT_TAGS], dtype=np.float32)
+
+
+def _sample_events(rng: np.random.Generator) -> tuple[tuple[str, float, float], ...]:
+    """Each event independently with probability :data:`EVENT_PROB`, in one window of
+    :data:`EVENT_SPAN` of the duration at a uniform position. Three draws per event whether or
+    not it is present, so one event's draws never shift another's."""
+    out = []
+    for tag in EVENT_TAGS:
+        u, w, x = rng.random(3)
+        span = round(EVENT_SPAN[0] + w * (EVENT_SPAN[1] - EVENT_SPAN[0]), 4)
+        start = math.floor(x * (1.0 - span) * 1e4) / 1e4      # 4 decimals, end still <= 1
+        if u < EVENT_PROB:
+            out.append((tag, start, round(start + span, 4)))
+    return tuple(out)
+
+
 def _annotate(rel: np.ndarray, rng: np.random.Generator, p_miss: float, p_false: float) -> np.ndarray:
     """Professional-annotator noise on a relevance vector: misses, graded confidence, and a few
     false positives; rounded to 0.01 so the CSV round-trips exactly."""
@@ -683,7 +755,7 @@ def _annotate(rel: np.ndarray, rng: np.random.Generator, p_miss: float, p_false:
 
 
 def sample_catalog(n_tracks: int, seed: int = 0, *, n_artists: int | None = None,
-                   p_miss: float = 0.08, p_false: float = 0.015) -> SyntheticCatalog:
+                   p_miss: float = 0.08, p_false: float = 0.015, events: bool = False) -> SyntheticCatalog:
     """Sample a synthetic catalog's latent attributes and noisy tag likelihoods.
 
     Artists are drawn first (a main genre and an influence, favourite instruments, key,
@@ -703,12 +775,18 @@ def sample_catalog(n_tracks: int, seed: int = 0, *, n_artists: int | None = None
         Probability that an annotator misses a relevant tag (likelihood 0).
     p_false : float
         Per-tag probability of a false positive (likelihood in [0.2, 0.6]).
+    events : bool
+        The events variant: every track also draws its temporally sparse events
+        (``attrs.events``, from a random stream of their own), and the tags get the
+        :data:`EVENT_TAGS` columns, with the same annotator noise. The attributes (but
+        ``events``) and the 46 first tag columns are those of the default catalog.
 
     Returns
     -------
     SyntheticCatalog
         ``(attributes, tags, vocabulary)``: a list of N :class:`TrackAttributes`; tags float32
-        (N, m) in [0, 1] (multiples of 0.01); vocabulary DataFrame ``[tag, category]`` (m = 46).
+        (N, m) in [0, 1] (multiples of 0.01); vocabulary DataFrame ``[tag, category]`` (m = 46,
+        or 50 with ``events``).
 
     Notebook: 02_similarity.ipynb
     """
@@ -730,36 +808,52 @@ def sample_catalog(n_tracks: int, seed: int = 0, *, n_artists: int | None = None
     extra = rng.choice(n_artists, size=n_tracks - n_artists, p=shares)
     artist_of = rng.permutation(np.concatenate([np.arange(n_artists), extra]))
 
-    attrs, tags = [], np.zeros((n_tracks, len(TAGS)), dtype=np.float32)
+    events = bool(events)
+    attrs = []
+    tags = np.zeros((n_tracks, len(TAGS) + (len(EVENT_TAGS) if events else 0)), dtype=np.float32)
     for i in range(n_tracks):
         a = int(artist_of[i])
         at = _sample_track(i, a, artists[a], np.random.default_rng(track_seed(seed, i, _STREAM_TRACKS)))
+        tags[i, :len(TAGS)] = _annotate(relevance(at), np.random.default_rng(track_seed(seed, i, _STREAM_TAGS)),
+                                        p_miss, p_false)
+        if events:
+            rng = np.random.default_rng(track_seed(seed, i, _STREAM_EVENTS))
+            at = dataclasses.replace(at, events=_sample_events(rng))
+            tags[i, len(TAGS):] = _annotate(_event_relevance(at), rng, p_miss, p_false)
         attrs.append(at)
-        tags[i] = _annotate(relevance(at), np.random.default_rng(track_seed(seed, i, _STREAM_TAGS)),
-                            p_miss, p_false)
-    return SyntheticCatalog(attrs, tags, vocabulary())
+    return SyntheticCatalog(attrs, tags, vocabulary(events=events))
 
 
-def attributes_frame(attrs: Sequence[TrackAttributes]) -> pd.DataFrame:
+def attributes_frame(attrs: Sequence[TrackAttributes], events: bool | None = None) -> pd.DataFrame:
     """The latent attributes as a table (one row per track; lyrics joined with ``|``).
 
     Parameters
     ----------
     attrs : sequence of TrackAttributes
+    events : bool, optional
+        Include the ``events`` column, each event written ``tag@start-end`` (fractions of the
+        duration) and joined with ``|``. Default: when some track has an event. Without it the
+        table of a default catalog is the one it always was.
 
     Returns
     -------
     pandas.DataFrame
-        One column per :class:`TrackAttributes` field.
+        One column per :class:`TrackAttributes` field (``events`` as above).
 
     Notebook: 02_similarity.ipynb
     """
+    if events is None:
+        events = any(a.events for a in attrs)
     rows = []
     for a in attrs:
         d = dataclasses.asdict(a)
         d["lyrics"] = "|".join(a.lyrics)
+        d["events"] = "|".join(f"{t}@{s:.4f}-{e:.4f}" for t, s, e in a.events)
         rows.append(d)
-    return pd.DataFrame(rows, columns=[f.name for f in dataclasses.fields(TrackAttributes)])
+    columns = [f.name for f in dataclasses.fields(TrackAttributes)]
+    if not events:
+        columns.remove("events")
+    return pd.DataFrame(rows, columns=columns)
 
 
 def scale_pitch_classes(attrs: TrackAttributes) -> np.ndarray:
@@ -1154,6 +1248,198 @@ def _melody_phrase(rng: np.random.Generator, n_beats: int, chord_at, density: fl
     return notes
 
 
+# --------------------------------------------------------------------------------------
+# Events: the temporally sparse layers of the events variant
+# --------------------------------------------------------------------------------------
+#: An event's RMS over its window, relative to the produced band's RMS over the track: about
+#: the melody's share of the mix, so while it sounds an event is as prominent as the melody.
+_EVENT_LEVEL = 0.7
+#: Church-bell partials: (ratio to the strike pitch, amplitude, decay in s) of the hum, prime,
+#: minor-third tierce, quint, nominal and upper partials; the tierce and the stretched upper
+#: partials make a bell inharmonic, unlike every pitched instrument of the catalog.
+_BELL_PARTIALS = ((0.5, 0.4, 2.0), (1.0, 0.55, 1.4), (1.19, 0.5, 1.1), (1.5, 0.25, 0.9), (2.0, 0.7, 0.8),
+                  (2.51, 0.3, 0.45), (2.66, 0.25, 0.4), (3.01, 0.2, 0.3), (4.07, 0.12, 0.2))
+#: Formants of a sung "aah": (centre Hz, bandwidth Hz, gain).
+_VOWEL_AH = ((800.0, 80.0, 1.0), (1150.0, 90.0, 0.63), (2900.0, 120.0, 0.25), (3900.0, 130.0, 0.1))
+
+
+def _events_rng(seed: int | np.random.SeedSequence, tag: str) -> np.random.Generator:
+    """One event's audio stream: a child of the track's audio seed that no other layer and no
+    other event draws from, so adding or removing an event changes only its own window."""
+    key = (_STREAM_EVENTS, EVENT_TAGS.index(tag))
+    if isinstance(seed, np.random.SeedSequence):
+        ss = np.random.SeedSequence(seed.entropy, spawn_key=tuple(seed.spawn_key) + key)
+    else:
+        ss = np.random.SeedSequence(int(seed), spawn_key=key)
+    return np.random.default_rng(ss)
+
+
+def _grid(beat_times: np.ndarray, step: float, t0: float, dur: float) -> np.ndarray:
+    """Onsets (s from ``t0``) of a grid of ``step`` beats that fall in ``[t0, t0 + dur)``,
+    through the track's tempo curve; ``[0]`` when none does (a window shorter than a step)."""
+    pos = np.arange(0.0, beat_times.size - 1, step)
+    t = np.interp(pos, np.arange(beat_times.size), beat_times) - t0
+    t = t[(t >= 0) & (t < dur)]
+    return t if t.size else np.zeros(1)
+
+
+def _place(notes, m: int, sr: int) -> np.ndarray:
+    """Sum ``(onset s, samples)`` pairs into a float32 buffer of m samples (tails cut)."""
+    out = np.zeros(m, dtype=np.float32)
+    for t, y in notes:
+        s0 = int(round(t * sr))
+        if 0 <= s0 < m:
+            k = min(y.size, m - s0)
+            out[s0:s0 + k] += y[:k]
+    return out
+
+
+def _bells(attrs: TrackAttributes, m: int, sr: int, t0: float, beat_times: np.ndarray,
+           rng: np.random.Generator) -> np.ndarray:
+    """Peals of the tonic triad (octave, fifth, third, tonic in a shuffled order per round), one
+    strike a beat (two beats above 100 bpm), strike pitches C5 ... B6."""
+    base = 72 + attrs.tonic
+    steps = (12, 7, MODES[attrs.mode][2], 0)
+    onsets = _grid(beat_times, 1.0 if attrs.tempo_bpm < 100 else 2.0, t0, m / sr)
+    order = np.concatenate([rng.permutation(4) for _ in range(-(-onsets.size // 4))])
+    n_strike = int(1.6 * sr)
+    t = _t(n_strike, sr)
+    strikes: dict[int, np.ndarray] = {}
+    notes = []
+    for k, on in enumerate(onsets):
+        p = base + steps[order[k]]
+        if p not in strikes:
+            f, y = _midi_hz(p), np.zeros(n_strike, dtype=np.float32)
+            for ratio, amp, decay in _BELL_PARTIALS:
+                if ratio * f < 0.45 * sr:
+                    partial = np.sin(np.float32(2 * np.pi * ratio * f) * t)
+                    y += np.float32(amp) * partial * np.exp(-t / np.float32(decay))
+            strikes[p] = y * _attack_decay(n_strike, sr, 0.001)
+        notes.append((on, strikes[p] * np.float32(rng.uniform(0.75, 1.0))))
+    return _place(notes, m, sr)
+
+
+def _guitar_solo(attrs: TrackAttributes, m: int, sr: int, t0: float, beat_times: np.ndarray,
+                 rng: np.random.Generator) -> np.ndarray:
+    """A lick on the 16th-note grid: a random walk on two octaves of the pentatonic scale
+    (E4 ... D#6), Karplus-Strong notes, then vibrato, hard distortion and a cabinet band-pass."""
+    penta = (0, 2, 4, 7, 9) if attrs.mode in ("major", "lydian") else (0, 3, 5, 7, 10)
+    base = 64 + (attrs.tonic - 4) % 12
+    pitches = [base + 12 * o + x for o in (0, 1) for x in penta] + [base + 24]
+    grid = _grid(beat_times, 0.25, t0, m / sr)
+    cells = ((1, 1, 2), (2, 2), (1, 1, 1, 1), (3, 1), (4,), (2, 1, 1))
+    seq, k, idx = [], 0, 5
+    while k < grid.size:
+        for d in cells[int(rng.integers(len(cells)))]:
+            if k >= grid.size:
+                break
+            idx = int(np.clip(idx + rng.choice([-2, -1, 1, 2]), 0, len(pitches) - 1))
+            end = grid[k + d] if k + d < grid.size else m / sr
+            if rng.random() >= 0.1:
+                seq.append((grid[k], end - grid[k], pitches[idx]))
+            k += d
+    longest: dict[int, float] = {}
+    for _, d, p in seq:
+        longest[p] = max(longest.get(p, 0.0), d)
+    src = {p: _source("ks_sustain", p, int(d * sr) + 1, sr) for p, d in longest.items()}
+    rel = int(0.015 * sr)
+    notes = []
+    for on, d, p in seq:
+        y = src[p][:int(d * sr) + 1].copy()
+        y[-min(rel, y.size):] *= np.linspace(1, 0, min(rel, y.size), dtype=np.float32)
+        notes.append((on, y))
+    y = _place(notes, m, sr)
+    # vibrato: a delay of A (1 - cos wt) samples bends the pitch by up to +-1.2 % at 5.5 Hz
+    w = 2 * np.pi * 5.5
+    pos = np.arange(m) - (0.012 * sr / w) * (1.0 - np.cos(w * np.arange(m) / sr))
+    y = np.interp(pos, np.arange(m), y).astype(np.float32)
+    y = np.tanh(np.float32(12.0) / (np.abs(y).max() + 1e-9) * y)
+    sos = signal.butter(2, [250.0, min(5000.0, 0.45 * sr)], btype="bandpass", fs=sr, output="sos")
+    return signal.sosfilt(sos, y).astype(np.float32)
+
+
+def _riser(attrs: TrackAttributes, m: int, sr: int, t0: float, beat_times: np.ndarray,
+           rng: np.random.Generator) -> np.ndarray:
+    """White noise through a band-pass (Q = 3) whose centre rises exponentially from 200 Hz to
+    6 kHz, swelling by 24 dB; the filter is updated every 512 samples."""
+    block = 512
+    n_blocks = -(-m // block)
+    frac = (np.arange(n_blocks) + 0.5) / n_blocks
+    w0 = 2 * np.pi * 200.0 * (min(6000.0, 0.4 * sr) / 200.0) ** frac / sr
+    alpha = np.sin(w0) / (2 * 3.0)
+    noise = rng.standard_normal(n_blocks * block)
+    out = np.empty_like(noise)
+    zi = np.zeros(2)
+    for j in range(n_blocks):
+        a0 = 1 + alpha[j]
+        b = np.array([alpha[j], 0.0, -alpha[j]]) / a0
+        a = np.array([1.0, -2 * np.cos(w0[j]) / a0, (1 - alpha[j]) / a0])
+        sl = slice(j * block, (j + 1) * block)
+        out[sl], zi = signal.lfilter(b, a, noise[sl], zi=zi)
+    swell = 10 ** (np.linspace(-24.0, 0.0, m) / 20)
+    return (out[:m] * swell).astype(np.float32)
+
+
+def _choir(attrs: TrackAttributes, m: int, sr: int, t0: float, beat_times: np.ndarray,
+           rng: np.random.Generator) -> np.ndarray:
+    """Voices on the tonic, fifth, octave and twelfth (A3 ... G#4 up), two slightly detuned saws
+    each with its own vibrato, through the formants of "aah", with a slow swell."""
+    root = 57 + (attrs.tonic - 9) % 12
+    src = np.zeros(m, dtype=np.float32)
+    for p in (root, root + 7, root + 12, root + 19):
+        for detune in (0.997, 1.003):
+            f = _midi_hz(p) * detune
+            src += _osc(_table_for("saw", f, sr, 32), f, m, sr, float(rng.uniform(4.6, 5.8)), 0.006)
+    out = np.zeros(m, dtype=np.float32)
+    for fc, bw, gain in _VOWEL_AH:
+        if fc + bw < 0.45 * sr:
+            sos = signal.butter(1, [fc - bw / 2, fc + bw / 2], btype="bandpass", fs=sr, output="sos")
+            out += np.float32(gain) * signal.sosfilt(sos, src).astype(np.float32)
+    return out * _attack_decay(m, sr, 0.3)
+
+
+_EVENT_RENDERERS = {"bells": _bells, "guitar_solo": _guitar_solo, "riser": _riser, "choir": _choir}
+
+
+def _render_events(attrs: TrackAttributes, n: int, sr: int, beat_times: np.ndarray,
+                   seed: int | np.random.SeedSequence, band_rms: float) -> np.ndarray:
+    """The event layers of a track, float32 (n,), zero outside the windows: each event is
+    rendered in its window only, at an RMS of ``_EVENT_LEVEL * band_rms`` over the window,
+    faded in and out inside it (5 and 30 ms) so that it neither clicks nor rings past its end."""
+    out = np.zeros(n, dtype=np.float32)
+    for tag, start, end in attrs.events:
+        if tag not in _EVENT_RENDERERS:
+            raise ValueError(f"attrs.events has {tag!r}, not one of {list(EVENT_TAGS)}")
+        if not 0.0 <= start < end <= 1.0:
+            raise ValueError(f"event {tag!r} has the window ({start}, {end}), not 0 <= start < end <= 1")
+        s0, s1 = int(round(start * n)), int(round(end * n))
+        m = s1 - s0
+        if m < int(0.05 * sr):
+            continue
+        y = _EVENT_RENDERERS[tag](attrs, m, sr, s0 / sr, beat_times, _events_rng(seed, tag))
+        fade_in, fade_out = int(0.005 * sr), int(0.03 * sr)
+        y[:fade_in] *= np.linspace(0, 1, fade_in, dtype=np.float32)
+        y[m - fade_out:] *= np.linspace(1, 0, fade_out, dtype=np.float32)
+        level = _EVENT_LEVEL * band_rms / (float(np.sqrt(np.mean(y.astype(np.float64) ** 2))) + 1e-9)
+        out[s0:s1] += np.float32(level) * y
+    return out
+
+
+def _overdub(out: np.ndarray, layer: np.ndarray, events) -> None:
+    """Add the event layer to the finished track in place; a window whose sum would pass 0.98
+    goes through a soft limiter (0.98 tanh(x / 0.98)), that window only."""
+    n = out.size
+    windows = [slice(int(round(start * n)), int(round(end * n))) for _, start, end in events]
+    inside = np.zeros(n, dtype=bool)
+    for w in windows:
+        inside[w] = True
+    out[inside] += layer[inside]           # outside, not even the sign of a zero changes
+    for w in windows:
+        seg = out[w]
+        if seg.size and np.abs(seg).max() > 0.98:
+            seg[:] = np.float32(0.98) * np.tanh(seg / np.float32(0.98))
+
+
 def generate_track(attrs: TrackAttributes, sr: int = 22050, duration_s: float = 30.0,
                    seed: int | np.random.SeedSequence = 0) -> np.ndarray:
     """Render one synthetic track from its latent attributes.
@@ -1162,7 +1448,9 @@ def generate_track(attrs: TrackAttributes, sr: int = 22050, duration_s: float = 
     two bars in ambient, the 12-bar form in blues), accompaniment and bass patterns; the
     instruments fix the timbres; the mood the mode, register, density, brightness and loudness;
     the movement the tempo curve, the loudness curve, the form (AABA, a looped A, or a new
-    section every phrase) and breaks. ``attrs.lyrics`` is never read.
+    section every phrase) and breaks. Each event of ``attrs.events`` (the events variant) adds
+    its layer in its window only, from a random stream of its own. ``attrs.lyrics`` is never
+    read.
 
     Parameters
     ----------
@@ -1470,6 +1758,10 @@ def generate_track(attrs: TrackAttributes, sr: int = 22050, duration_s: float = 
         crackle[pos] = rng.uniform(-1, 1, pos.size).astype(np.float32) * np.float32(0.4 * np.abs(mix).max())
         mix = mix + hiss + crackle
 
+    # Events are overdubs on the produced band: the band alone sets the loudness and the peak
+    # gain below, so an event leaves every sample outside its window exactly as it was.
+    overdub = _render_events(attrs, n, sr, beat_times, seed, rms(mix)) if attrs.events else None
+
     # --- dynamics: movement envelope, then target loudness, never clipping ----------------
     n_env = 64
     if attrs.dynamics_change == "crescendo":
@@ -1482,7 +1774,10 @@ def generate_track(attrs: TrackAttributes, sr: int = 22050, duration_s: float = 
         # gain per 256-sample block (0.006 dB steps: inaudible), much cheaper than per sample
         blocks = -(-n // 256)
         env = 10 ** (np.interp(np.arange(blocks), np.linspace(0, blocks - 1, n_env), env_db) / 20)
-        mix = mix * np.repeat(env.astype(np.float32), 256)[:n]
+        env = np.repeat(env.astype(np.float32), 256)[:n]
+        mix = mix * env
+        if overdub is not None:
+            overdub *= env
         ref = 10 ** (-7.5 / 20)        # the target loudness is the loudness in the middle
     else:
         ref = 1.0
@@ -1490,6 +1785,8 @@ def generate_track(attrs: TrackAttributes, sr: int = 22050, duration_s: float = 
     peak = float(np.abs(mix).max()) + 1e-9
     gain = min(gain, 0.98 / peak)
     out = (mix * np.float32(gain)).astype(np.float32)
+    if overdub is not None:
+        _overdub(out, overdub * np.float32(gain), attrs.events)
     np.clip(out, -0.98, 0.98, out=out)          # only float rounding can reach past 0.98 here
     fade = min(n // 4, int(0.01 * sr))
     out[:fade] *= np.linspace(0, 1, fade, dtype=np.float32)

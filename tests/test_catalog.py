@@ -206,6 +206,31 @@ def test_load_synthetic_builds_under_the_data_root_and_reuses_it():
     assert len(C.load("synthetic_n6_s2_d2")) == 6 and len(C.load(cat.root)) == 6
 
 
+def test_events_variant_builds_in_its_own_folder_and_adds_event_columns():
+    kw = dict(n_tracks=8, seed=0, duration_s=2.0, n_jobs=1, progress=False)
+    plain, ev = C.load("synthetic", **kw), C.load("synthetic", events=True, **kw)
+    assert plain.name == "synthetic_n8_s0_d2" and ev.name == "synthetic_n8_s0_d2_ev"
+    assert ev.root == C.synthetic_root(8, 0, 2.0, events=True).resolve() != plain.root
+    assert "events" not in plain.info["config"] and ev.info["config"]["events"] is True
+    # on disk: the 46 tags, then the event tags, in category Recording
+    n_plain = len(synth.TAGS)
+    assert list(pd.read_csv(ev.root / "tags.csv").columns) == ["track_id", *synth.TAGS, *synth.EVENT_TAGS]
+    voc = pd.read_csv(ev.root / "vocabulary.csv")
+    assert list(voc["tag"].iloc[n_plain:]) == list(synth.EVENT_TAGS)
+    assert set(voc["category"].iloc[n_plain:]) == {"Recording"}
+    assert ev.category_indices("Recording").tolist()[-len(synth.EVENT_TAGS):] == \
+        list(range(n_plain, n_plain + len(synth.EVENT_TAGS)))
+    assert np.array_equal(ev.tags[:, :n_plain], plain.tags)
+    assert "events" in ev.attributes.columns and "events" not in plain.attributes.columns
+    # a track without events sounds as in the default catalog; one with events does not
+    for i, events in enumerate(ev.attributes["events"]):
+        same = ev.audio_path(i).read_bytes() == plain.audio_path(i).read_bytes()
+        assert same == (events == ""), (i, events)
+    assert (ev.attributes["events"] != "").any()
+    with pytest.raises(ValueError, match="events"):
+        C.build_synthetic(events="yes", **kw)
+
+
 def test_load_dispatches_music21_and_mtat(built, monkeypatch):
     seen = {}
 
@@ -416,3 +441,12 @@ def test_cli_build_and_info(capsys):
     assert C.main(["info", "synthetic", "--n-tracks", "5"]) == 1
     assert "not built" in capsys.readouterr().out
     assert C.main(["info", "no_such_catalog"]) == 2
+    # the events variant: its own folder, found again by info --events
+    rc = C.main(["build", "synthetic", "--n-tracks", "4", "--seed", "1", "--duration", "2", "--jobs", "1",
+                 "--no-progress", "--events"])
+    assert rc == 0 and "synthetic_n4_s1_d2_ev" in capsys.readouterr().out
+    rc = C.main(["info", "synthetic", "--n-tracks", "4", "--seed", "1", "--duration", "2", "--events"])
+    out = capsys.readouterr().out
+    assert rc == 0 and '"events": true' in out
+    assert C.main(["build", "music21", "--events"]) == 2
+    assert "synthetic catalog only" in capsys.readouterr().err

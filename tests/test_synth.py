@@ -1,8 +1,12 @@
-"""Tests of mrlib.synth: vocabulary, latent attributes and tag noise, determinism, and that the
-audio is music-like (tuned notes, a beat at the latent tempo, a key, movement) and fast."""
+"""Tests of mrlib.synth: vocabulary, latent attributes and tag noise, determinism, that the
+audio is music-like (tuned notes, a beat at the latent tempo, a key, movement) and fast, and
+the events variant (temporally sparse tags; the default catalog unchanged by it)."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import math
+import platform
 import time
 
 import numpy as np
@@ -265,3 +269,131 @@ def test_speed_is_far_above_real_time(small):
         synth.render_catalog_track(a, 0, SR, 30.0)
     rtf = 30.0 * len(attrs) / (time.perf_counter() - t0)
     assert rtf >= 50, rtf
+
+
+# ------------------------------------------------------------------ the events variant
+# The default catalog as the generator of commit e9024eb makes it: the events variant, switched
+# off, must leave it byte for byte.
+_DEFAULT_SHA1 = {"tags": "6f1aa0a139115de8a16b3351d7050485a284d439",
+                 "attributes": "e0fdf8fb5b9ec4ae3146a29f4fb4cccf8259e1b8",
+                 "vocabulary": "c7e432d8d2434b172e582898fec6374419500f69"}
+# track -> (sha1 of the float32 samples of a 3-s render, energy of each 0.5-s block)
+_DEFAULT_AUDIO = {0: ("4b7824376281eda2e030866ac775311c7f66471d",
+                      (149.496, 63.0511, 66.9804, 56.2834, 180.648, 57.5386)),
+                  5: ("b1b4991deb9e54d5775fa6cd46bd1c9636d45715",
+                      (71.8096, 6.35062, 31.3454, 27.6111, 47.327, 101.866)),
+                  11: ("b5d5c9b62365fa616dfa47d6a91846faf4e78f81",
+                       (93.8305, 91.4557, 89.975, 78.7974, 95.5664, 123.827))}
+
+
+def _sha1(data: bytes) -> str:
+    return hashlib.sha1(data).hexdigest()
+
+
+def test_default_catalog_is_byte_identical_to_before_the_events_variant():
+    attrs, tags, voc = synth.sample_catalog(24, seed=0)
+    assert _sha1(tags.tobytes()) == _DEFAULT_SHA1["tags"]
+    assert _sha1(synth.attributes_frame(attrs).to_csv(index=False).encode()) == _DEFAULT_SHA1["attributes"]
+    assert _sha1(synth.vocabulary(descriptions=True).to_csv(index=False).encode()) == _DEFAULT_SHA1["vocabulary"]
+    assert all(a.events == () for a in attrs) and "events" not in synth.attributes_frame(attrs)
+    # float32 transcendental kernels may differ by an ulp across CPUs and numpy releases: the
+    # exact digest where it was recorded, the block energies (any real change moves them) anywhere
+    exact = platform.machine() == "x86_64" and np.__version__.startswith("2.4.")
+    for i, (digest, energy) in _DEFAULT_AUDIO.items():
+        y = synth.render_catalog_track(attrs[i], 0, SR, 3.0)
+        assert (y.astype(np.float64).reshape(6, -1) ** 2).sum(1) == pytest.approx(energy, rel=1e-4), i
+        if exact:
+            assert _sha1(y.tobytes()) == digest, i
+
+
+@pytest.fixture(scope="module")
+def with_events():
+    return synth.sample_catalog(500, seed=0, events=True)
+
+
+def test_events_variant_is_the_default_catalog_plus_event_columns(with_events):
+    attrs, tags, voc = with_events
+    plain_attrs, plain_tags, plain_voc = synth.sample_catalog(500, seed=0)
+    assert [dataclasses.replace(a, events=()) for a in attrs] == plain_attrs
+    assert np.array_equal(tags[:, :len(synth.TAGS)], plain_tags)
+    m = len(synth.TAGS) + len(synth.EVENT_TAGS)
+    assert tags.shape == (500, m) and len(voc) == m
+    pd.testing.assert_frame_equal(voc.iloc[:len(synth.TAGS)], plain_voc)
+    extra = voc.iloc[len(synth.TAGS):]
+    assert list(extra["tag"]) == list(synth.EVENT_TAGS) and set(extra["category"]) == {"Recording"}
+    assert synth.relevance(attrs[0], events=True).shape == (m,)
+    df = synth.attributes_frame(attrs)
+    assert df["events"].iloc[0] == "|".join(f"{t}@{s:.4f}-{e:.4f}" for t, s, e in attrs[0].events)
+
+
+def test_event_presence_rate_and_windows(with_events):
+    attrs, tags, _ = with_events
+    present = np.array([[any(t == e[0] for e in a.events) for t in synth.EVENT_TAGS] for a in attrs])
+    p, n = synth.EVENT_PROB, present.shape[0]
+    for rate in present.mean(0):                     # each tag: binomial, 4 standard errors
+        assert abs(rate - p) < 4 * np.sqrt(p * (1 - p) / n), present.mean(0)
+    # independent events: 0, 1 or more per track, as a binomial(4, p) count
+    counts = np.bincount(present.sum(1), minlength=5) / n
+    expected = [math.comb(4, k) * p ** k * (1 - p) ** (4 - k) for k in range(5)]
+    assert np.abs(counts - expected).max() < 0.06, counts
+    lo, hi = synth.EVENT_SPAN
+    for a in attrs:
+        for tag, start, end in a.events:
+            assert 0.0 <= start < end <= 1.0
+            assert lo - 1e-9 <= end - start <= hi + 1e-9, (a.index, tag, start, end)
+    starts = np.array([s for a in attrs for _, s, _ in a.events])
+    assert starts.min() < 0.05 and starts.max() > 0.7        # anywhere in the track
+    # the event tags go through the annotators: present -> mostly tagged, absent -> rarely
+    ev_tags = tags[:, len(synth.TAGS):]
+    assert (ev_tags[present] > 0).mean() > 0.85 and (ev_tags[~present] > 0).mean() < 0.05
+
+
+@pytest.mark.parametrize("tag", synth.EVENT_TAGS)
+def test_an_event_sounds_prominently_in_its_window_only(small, tag):
+    n = int(6.0 * SR)
+    s0, s1 = int(round(0.35 * n)), int(round(0.55 * n))
+    for a in small.attributes[:3]:
+        base = synth.render_catalog_track(a, 0, SR, 6.0)
+        y = synth.render_catalog_track(dataclasses.replace(a, events=((tag, 0.35, 0.55),)), 0, SR, 6.0)
+        assert y.tobytes() != base.tobytes()
+        # outside its window the track is unchanged, sample for sample
+        assert base[:s0].tobytes() == y[:s0].tobytes() and base[s1:].tobytes() == y[s1:].tobytes()
+        assert np.abs(y).max() <= 0.98
+        # inside, the event is about as loud as the melody (the band is some 3 dB above it)
+        d, b = (y - base)[s0:s1].astype(np.float64), base[s0:s1].astype(np.float64)
+        level_db = 10 * np.log10(np.mean(d ** 2) / np.mean(b ** 2))
+        assert -9.0 < level_db < 3.0, (a.index, level_db)
+
+
+def test_removing_one_event_changes_only_its_window(with_events):
+    """Events draw their audio from streams of their own: the others do not move."""
+    a = next(x for x in with_events.attributes if len(x.events) >= 2
+             and x.events[0][2] < x.events[1][1])                 # two windows that do not overlap
+    n = int(4.0 * SR)
+    y = synth.render_catalog_track(a, 0, SR, 4.0)
+    y2 = synth.render_catalog_track(dataclasses.replace(a, events=a.events[1:]), 0, SR, 4.0)
+    _, start, end = a.events[0]
+    s0, s1 = int(round(start * n)), int(round(end * n))
+    assert y[:s0].tobytes() == y2[:s0].tobytes() and y[s1:].tobytes() == y2[s1:].tobytes()
+    assert not np.array_equal(y[s0:s1], y2[s0:s1])
+
+
+def test_events_are_validated_and_cheap(small):
+    a = small.attributes[0]
+    with pytest.raises(ValueError, match="kazoo"):
+        synth.generate_track(dataclasses.replace(a, events=(("kazoo", 0.1, 0.3),)), SR, 2.0)
+    with pytest.raises(ValueError, match="window"):
+        synth.generate_track(dataclasses.replace(a, events=(("bells", 0.5, 0.2),)), SR, 2.0)
+    every = tuple((t, 0.2 * k, 0.2 * k + 0.15) for k, t in enumerate(synth.EVENT_TAGS))
+    for sr, dur in ((8000, 0.5), (SR, 0.5), (44100, 1.0)):     # windows shorter than a beat
+        y = synth.generate_track(dataclasses.replace(a, events=every), sr, dur)
+        assert np.isfinite(y).all() and np.abs(y).max() <= 0.98
+    # all four events with the longest windows on a 15-s track: a small cost (loose bound for a
+    # busy machine; about 50 ms on an idle core)
+    every = tuple((t, 0.1 + 0.2 * k, 0.35 + 0.2 * k) for k, t in enumerate(synth.EVENT_TAGS[:3])) \
+        + ((synth.EVENT_TAGS[3], 0.0, 0.25),)
+    beat_times = np.arange(0.0, 60.0, 60.0 / a.tempo_bpm)
+    synth._render_events(dataclasses.replace(a, events=every), int(15 * SR), SR, beat_times, 0, 0.1)
+    t0 = time.perf_counter()
+    synth._render_events(dataclasses.replace(a, events=every), int(15 * SR), SR, beat_times, 0, 0.1)
+    assert time.perf_counter() - t0 < 0.5
