@@ -372,12 +372,15 @@ register(Experiment(
 #: The AutoPool ablation's patch lengths (on the synthetic catalog with ``events=True``).
 AUTOPOOL_PATCH_LENS = (64, 256)
 #: Its arms: the TL network (its own global max-pool) and TL Autopool's frames pooled by a
-#: fixed mean, a fixed max, or the learned AutoPool (α per dimension, starting at the mean).
+#: fixed mean, a fixed max, or the learned AutoPool (α per dimension, starting at the mean) at
+#: the network's rate or with α at a rate that lets it reach max-like values in 200 steps.
 AUTOPOOL_ARMS: dict[str, dict[str, Any]] = {
     "TL (own pooling)": {"system": "tl", "run_name": "tl"},
     "TL Autopool, mean": {"system": "tl_autopool", "pooling": "mean", "run_name": "tlap_mean"},
     "TL Autopool, max": {"system": "tl_autopool", "pooling": "max", "run_name": "tlap_max"},
     "TL Autopool, AutoPool": {"system": "tl_autopool", "run_name": "tlap_autopool"},
+    "TL Autopool, AutoPool (α at lr 0.05)": {"system": "tl_autopool", "alpha_lr": 0.05,
+                                             "run_name": "tlap_autopool_alr"},
 }
 #: 16 triplets (48 patches) per step: a 256-frame step then costs about what a Table-2 step does.
 AUTOPOOL_BUDGETS = {"smoke": {}, "quick": {"negatives_per_batch": 16}}
@@ -385,19 +388,15 @@ AUTOPOOL_BUDGETS = {"smoke": {}, "quick": {"negatives_per_batch": 16}}
 
 def autopool_rows(catalog: str = "synthetic", profile: str = "quick",
                   overrides: Mapping[str, Any] | None = None) -> dict[str, dict]:
-    """Every arm of :data:`AUTOPOOL_ARMS` at every patch length of :data:`AUTOPOOL_PATCH_LENS`.
-
-    The arms share Table 2's distance-based triplets, seed and step budget
-    (:data:`TABLE2_BUDGETS`, with :data:`AUTOPOOL_BUDGETS`); on the synthetic catalog they
-    train and are scored on its ``events=True`` variant. ``-p patch_len=...`` is refused: the
-    patch lengths are the rows.
+    """Every arm of :data:`AUTOPOOL_ARMS` at every patch length of :data:`AUTOPOOL_PATCH_LENS`,
+    with Table 2's distance-based triplets, seed and step budget (:data:`AUTOPOOL_BUDGETS`), on
+    the synthetic catalog's ``events=True`` variant. The patch lengths are the rows: no ``-p``.
 
     Notebook: 05_autopool.ipynb
     """
     overrides = dict(overrides or {})
     if "patch_len" in overrides:
-        raise ValueError("the patch lengths are the rows of the ablation (AUTOPOOL_PATCH_LENS); "
-                         "drop -p patch_len")
+        raise ValueError("the patch lengths are the rows (AUTOPOOL_PATCH_LENS): drop -p patch_len")
     if profile not in AUTOPOOL_BUDGETS:
         raise ValueError(f"unknown profile {profile!r} for autopool; choose from {sorted(AUTOPOOL_BUDGETS)}")
     budget = {**AUTOPOOL_BUDGETS[profile], **overrides}

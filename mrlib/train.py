@@ -140,8 +140,9 @@ _CKPT_FORMAT = 1
 
 # Config fields that may change when a run is resumed: where and how fast it runs, how long it
 # lasts. Everything else shapes the trajectory and must match the checkpoint.
-# Fields whose None means "the model's own choice".
-_MODEL_DEFAULT_WHEN_NONE = {"dropout", "pooling"}
+# Options whose None means "the model's (or optimiser's) own choice" and that enter the folder
+# hash only when set, so that runs which do not use them keep their folders.
+_HASHED_WHEN_SET = {"pooling", "alpha_lr"}
 _RESUMABLE_CHANGES = {"epochs", "device", "n_jobs", "prefetch", "out_dir", "run_name",
                       "verify_ddp", "eval_batch", "embed_all"}
 # Fields that do not change what a run produces (only where and how fast): a folder holding a
@@ -188,6 +189,8 @@ class TrainConfig:
     pooling : {"autopool", "mean", "max"} or None, default None
         TL Autopool's pooling over time (``mrlib.models.POOLINGS``); ``None`` keeps the learned
         AutoPool. Other systems refuse it.
+    alpha_lr : float in (0, 1) or None, default None
+        Adam's learning rate of the learned AutoPool's α (``None``: ``lr``, as every weight).
     n_pos, n_neg : int, default 15, 250
         ``Np`` positives per anchor and ``Nn`` negatives per pair for offline mining.
     negatives_per_batch : int, default 42
@@ -261,6 +264,7 @@ class TrainConfig:
     embedding_dim: int = 128
     dropout: float | None = None
     pooling: str | None = None
+    alpha_lr: float | None = None
     n_pos: int = 15
     n_neg: int = 250
     negatives_per_batch: int = 42
@@ -319,6 +323,14 @@ class TrainConfig:
             if self.pooling not in POOLINGS:
                 raise ValueError(f"TrainConfig.pooling must be None or one of {POOLINGS}, "
                                  f"got {self.pooling!r}")
+        if self.alpha_lr is not None:
+            if self.system != "tl_autopool" or self.pooling not in (None, "autopool"):
+                raise ValueError("TrainConfig.alpha_lr is the learned AutoPool's; leave it None "
+                                 f"for system {self.system!r} with pooling {self.pooling!r}")
+            if isinstance(self.alpha_lr, bool) or not isinstance(self.alpha_lr, numbers.Real) \
+                    or not 0 < self.alpha_lr < 1:
+                raise ValueError(f"TrainConfig.alpha_lr must be None or in (0, 1), got {self.alpha_lr!r}")
+            self.alpha_lr = float(self.alpha_lr)
         try:
             self.mining = canonical_strategy(self.mining)
         except ValueError:
@@ -431,10 +443,8 @@ class TrainConfig:
         device, I/O), so that the folder of a default-named run is the same when it is
         resumed with more epochs.
         """
-        # Optional model choices left at the model's default are left out, so that adding such
-        # an option never moves the folders of runs that do not use it.
         fields = {k: v for k, v in self.to_dict().items()
-                  if k not in _RESUMABLE_CHANGES and not (k in _MODEL_DEFAULT_WHEN_NONE and v is None)}
+                  if k not in _RESUMABLE_CHANGES and not (k in _HASHED_WHEN_SET and v is None)}
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
     @property
@@ -1078,10 +1088,24 @@ def _build_model(cfg: TrainConfig, data: TrainData) -> nn.Module:
     """The run's network, shaped by its config and its data (tags, CQT bins)."""
     from mrlib.models import build_model
 
-    extra = {k: getattr(cfg, k) for k in _MODEL_DEFAULT_WHEN_NONE if getattr(cfg, k) is not None}
+    extra = {k: getattr(cfg, k) for k in ("dropout", "pooling") if getattr(cfg, k) is not None}
     return build_model(cfg.system, n_tags=data.tags.shape[1], width=cfg.width, n_bins=data.n_bins,
                        patch_len=cfg.patch_len, embedding_dim=cfg.embedding_dim, seed=cfg.seed,
                        **extra)
+
+
+def _adam(model: nn.Module, cfg: TrainConfig) -> torch.optim.Adam:
+    """Adam at the run's rate; AutoPool's α in a group of its own when ``alpha_lr`` is set.
+
+    Adam moves a parameter by about its learning rate per step whatever the gradient's size,
+    so at 10⁻³ and 200 steps α cannot leave [-0.2, 0.2]: close to the mean, far from the max.
+    """
+    if cfg.alpha_lr is None:
+        return torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    alpha = [p for n, p in model.named_parameters() if n.endswith("autopool.alpha")]
+    rest = [p for n, p in model.named_parameters() if not n.endswith("autopool.alpha")]
+    return torch.optim.Adam([{"params": rest}, {"params": alpha, "lr": cfg.alpha_lr}],
+                            lr=cfg.learning_rate)
 
 
 class _BatchMaker:
@@ -1565,7 +1589,7 @@ class _Run:
                                    device_ids=[self.device.index] if self.device.type == "cuda" else None)
         else:
             self.step_module = self.objective
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate)
+        self.optimizer = _adam(self.model, cfg)
         self.amp_dtype = amp_dtype(self.device, cfg.amp)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
 
@@ -2317,7 +2341,7 @@ def _setup_for_benchmark(self: _Run) -> None:
     self.model = _build_model(cfg, self.data).to(self.device)
     self.objective = _Objective(self.model, cfg).to(self.device)
     self.step_module = self.objective
-    self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate)
+    self.optimizer = _adam(self.model, cfg)
     self.amp_dtype = amp_dtype(self.device, cfg.amp)
     self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
     torch.manual_seed(cfg.seed)
@@ -2384,6 +2408,9 @@ def _parser() -> argparse.ArgumentParser:
         elif f.name == "dropout":
             p.add_argument(flag, dest=f.name, type=float, default=S,
                            help="dropout after each conv block (default: the model's own)")
+        elif f.name == "alpha_lr":
+            p.add_argument(flag, dest=f.name, type=float, default=S,
+                           help="Adam's rate for AutoPool's alpha (default: --lr)")
         elif f.name == "pooling":
             p.add_argument(flag, dest=f.name, default=S, choices=("autopool", "mean", "max"),
                            help="TL Autopool's pooling over time (default: learned AutoPool)")

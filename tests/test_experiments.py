@@ -247,11 +247,12 @@ def test_table2_rows_at_each_profile():
 
 def test_autopool_ablation_rows():
     rows = X.experiment_rows("autopool", "synthetic", "quick")
-    assert len(rows) == len(X.AUTOPOOL_PATCH_LENS) * len(X.AUTOPOOL_ARMS) == 8
+    assert len(rows) == len(X.AUTOPOOL_PATCH_LENS) * len(X.AUTOPOOL_ARMS) == 10
     assert {r["patch_len"] for r in rows.values()} == {64, 256}
-    poolings = {(r["system"], r.get("pooling")) for r in rows.values()}
-    assert poolings == {("tl", None), ("tl_autopool", "mean"), ("tl_autopool", "max"),
-                        ("tl_autopool", None)}
+    poolings = {(r["system"], r.get("pooling"), r.get("alpha_lr")) for r in rows.values()}
+    assert poolings == {("tl", None, None), ("tl_autopool", "mean", None),
+                        ("tl_autopool", "max", None), ("tl_autopool", None, None),
+                        ("tl_autopool", None, 0.05)}
     # every arm: the events catalog, the same triplets (mining, sizes), seed-free, same budget
     shared = ("catalog", "n_tracks", "catalog_kwargs", "mining", "n_pos", "n_neg", "epochs",
               "steps_per_epoch", "negatives_per_batch", "sampler", "lr", "width")
@@ -259,7 +260,7 @@ def test_autopool_ablation_rows():
         assert len({json.dumps(r.get(key), sort_keys=True) for r in rows.values()}) == 1, key
     first = next(iter(rows.values()))
     assert first["catalog_kwargs"]["events"] is True and first["negatives_per_batch"] == 16
-    assert len({r["run_name"] for r in rows.values()}) == 8
+    assert len({r["run_name"] for r in rows.values()}) == 10
     with pytest.raises(ValueError, match="patch_len"):
         X.experiment_rows("autopool", "synthetic", "quick", {"patch_len": 128})
 

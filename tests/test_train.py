@@ -128,7 +128,9 @@ def test_config_validation_and_json(tmp_path):
                      (dict(epochs=2.5), TypeError), (dict(amp="yes"), TypeError),
                      (dict(monitor="val_auc"), ValueError), (dict(features=[1]), TypeError),
                      (dict(system="tl", pooling="max"), ValueError),
-                     (dict(system="tl_autopool", pooling="median"), ValueError)]:
+                     (dict(system="tl_autopool", pooling="median"), ValueError),
+                     (dict(system="tl", alpha_lr=0.1), ValueError),
+                     (dict(system="tl_autopool", pooling="max", alpha_lr=0.1), ValueError)]:
         with pytest.raises(err):
             T.TrainConfig(**bad)
     with pytest.raises(ValueError, match="unknown TrainConfig field"):
@@ -140,7 +142,7 @@ def test_config_validation_and_json(tmp_path):
     ap = T.TrainConfig(system="tl_autopool")
     assert ap.fingerprint != T.TrainConfig(system="tl_autopool", pooling="max").fingerprint
     fields = {k: v for k, v in ap.to_dict().items()
-              if k not in T._RESUMABLE_CHANGES and k not in ("dropout", "pooling")}
+              if k not in T._RESUMABLE_CHANGES and k not in ("pooling", "alpha_lr")}
     assert ap.fingerprint == hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
     p = T.paper_config("at")
     assert (p.width, p.patch_len, p.lr, p.amp, p.negatives_per_batch) == (1.0, 512, 1e-4, True, 42)
@@ -486,3 +488,22 @@ def test_torchrun_two_cpu_ranks(tmp_path, tiny_catalog_env):
     assert run.summary["world_size"] == 2 and run.summary["epochs_run"] == 2
     assert run.metrics["epoch"].tolist() == [0, 1, 2]            # one row per epoch, not two
     assert proc.stdout.count("[train] done") == 1                # rank 0 alone reports
+
+
+def test_alpha_lr_puts_autopools_alpha_in_its_own_adam_group():
+    from mrlib.models import build_model
+
+    model = build_model("tl_autopool", width=0.0625, n_bins=24, patch_len=32, embedding_dim=8, seed=0)
+    plain = T._adam(model, T.TrainConfig(system="tl_autopool", lr=1e-3))
+    assert [g["lr"] for g in plain.param_groups] == [1e-3]           # one group, as before
+    split = T._adam(model, T.TrainConfig(system="tl_autopool", lr=1e-3, alpha_lr=0.05))
+    rest, alpha = split.param_groups
+    assert alpha["lr"] == 0.05 and alpha["params"] == [model.autopool.alpha]
+    assert rest["lr"] == 1e-3 and len(rest["params"]) == len(list(model.parameters())) - 1
+    # Adam moves α by about its rate per step: 20 steps at 0.05 leave the [-0.2, 0.2] of 10⁻³
+    x = torch.randn(4, 24, 32)
+    for _ in range(20):
+        split.zero_grad()
+        model(x)[:, 0].sum().backward()
+        split.step()
+    assert model.autopool.alpha.abs().max() > 0.2
