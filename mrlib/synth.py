@@ -736,7 +736,7 @@ def _sample_events(rng: np.random.Generator) -> tuple[tuple[str, float, float], 
         span = round(EVENT_SPAN[0] + w * (EVENT_SPAN[1] - EVENT_SPAN[0]), 4)
         start = math.floor(x * (1.0 - span) * 1e4) / 1e4      # 4 decimals, end still <= 1
         if u < EVENT_PROB:
-            out.append((tag, start, round(start + span, 4)))
+            out.append((tag, start, float(round(start + span, 4))))
     return tuple(out)
 
 
