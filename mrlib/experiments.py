@@ -138,6 +138,9 @@ TABLE2_REFERENCE_ROWS = ("Euclidean (mean CQT)", "Random ranking")
 #: (``mrlib.repertoire.INSTRUMENTATION``), and rows that left the rule out would share run
 #: folders across them.
 CATALOG_KWARGS: dict[str, dict[str, Any]] = {"music21": {"instrumentation": "independent"}}
+#: Named catalog variants for ``--catalog``: the catalog and the builder arguments that make it.
+CATALOG_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "music21-by-collection": ("music21", {"instrumentation": "by_collection"})}
 
 # Fields that say where or how fast a run happens, not what it computes.
 _NOT_RESULT = ("device", "n_jobs", "out_dir", "prefetch")
@@ -397,9 +400,7 @@ def autopool_rows(catalog: str = "synthetic", profile: str = "quick",
     overrides = dict(overrides or {})
     if "patch_len" in overrides:
         raise ValueError("the patch lengths are the rows (AUTOPOOL_PATCH_LENS): drop -p patch_len")
-    if profile not in AUTOPOOL_BUDGETS:
-        raise ValueError(f"unknown profile {profile!r} for autopool; choose from {sorted(AUTOPOOL_BUDGETS)}")
-    budget = {**AUTOPOOL_BUDGETS[profile], **overrides}
+    budget = {**AUTOPOOL_BUDGETS.get(profile, {}), **overrides}   # table2_rows checks the profile
     base = table2_rows(catalog, profile, budget)["TL Distance-based"]
     if catalog == "synthetic":
         base["catalog_kwargs"] = {**base.get("catalog_kwargs", {}), "events": True}
@@ -420,8 +421,7 @@ register(Experiment(
 #: beside the CPU default. (The AT baseline's paper rate, 10⁻⁴, is a point of :data:`AT_SWEEP`.)
 PAPER_CHOICES: dict[str, dict[str, Any]] = {
     "TL Distance-based (48 shuffled triplets, lr 10⁻³)": {},
-    "paper batches (1 anchor, 1 positive, 42 negatives)": {"sampler": "paper",
-                                                            "negatives_per_batch": 42},
+    "paper batches (1 anchor, 1 positive, 42 negatives)": {"sampler": "paper", "negatives_per_batch": 42},
     "paper learning rate (10⁻⁶)": {"lr": 1e-6},
     "paper batches and learning rate": {"sampler": "paper", "negatives_per_batch": 42, "lr": 1e-6},
 }
@@ -512,11 +512,12 @@ def experiment_rows(name: str, catalog: str = "synthetic", profile: str = "quick
     exp = _experiment(name)
     if profile not in exp.profiles:
         raise ValueError(f"experiment {name!r} has profiles {list(exp.profiles)}, got {profile!r}")
-    rows = exp.rows(catalog, profile, dict(overrides or {}))
+    base, variant = CATALOG_VARIANTS.get(catalog, (catalog, {}))
+    rows = exp.rows(base, profile, dict(overrides or {}))
     for parameters in rows.values():
         if parameters.get("catalog") in CATALOG_KWARGS and "catalog_kwargs" in parameters:
             parameters["catalog_kwargs"] = {**CATALOG_KWARGS[parameters["catalog"]],
-                                            **parameters["catalog_kwargs"]}
+                                            **parameters["catalog_kwargs"], **variant}
     return rows
 
 

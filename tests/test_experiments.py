@@ -273,6 +273,12 @@ def test_rows_on_music21_name_the_instrument_rule():
                             {"catalog_kwargs": {"duration_s": 15.0,
                                                 "instrumentation": "by_collection"}})["TL Neighbors"]
     assert row["catalog_kwargs"]["instrumentation"] == "by_collection"
+    # the named variant: the same rows on the other instrument rule, stored under its own name
+    variant = X.experiment_rows("table2", "music21-by-collection", "quick")
+    assert all(r["catalog"] == "music21" and r["catalog_kwargs"]["instrumentation"] == "by_collection"
+               for r in variant.values())
+    assert res.store_path("table2", "music21-by-collection", "quick").name == \
+        "table2_music21-by-collection_quick.json"
 
 
 def test_one_runner_per_store(store, tmp_path):
