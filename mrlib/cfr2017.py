@@ -41,8 +41,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["PROFILES", "SCHEMES", "METHODS", "FEATURES", "rows", "run", "data_context",
-           "test_units", "fulfilled", "matchnet_folds", "make_method", "slides_table"]
+__all__ = ["PROFILES", "SCHEMES", "METHODS", "FEATURES", "CURVE_SHARES", "rows", "curve_rows",
+           "run", "data_context", "test_units", "fulfilled", "share_folds", "matchnet_folds",
+           "make_method", "slides_table"]
 
 #: The two cross-validation schemes (:func:`mrlib.comparisons.triplet_folds` ``by=``).
 SCHEMES: dict[str, str] = {"by triplet": "triplet", "by clip": "clip"}
@@ -163,6 +164,49 @@ def rows(catalog: str = "synthetic", profile: str = "quick",
             out[_row_name(method, "MatchNet", scheme)] = {
                 "scheme": scheme, "method": method, "features": "MatchNet", **data,
                 "matchnet": mn, **_method_fields(method, base)}
+    return out
+
+
+#: Shares of each fold's training triplets on the generalisation curve (the slides' second
+#: figure): every method of the by-triplet split at each share, on the same folds and units.
+CURVE_SHARES = (0.25, 0.5, 1.0)
+
+
+def curve_rows(catalog: str = "synthetic", profile: str = "quick",
+               overrides: Mapping[str, Any] | None = None) -> dict[str, dict]:
+    """The generalisation curve as rows: the by-triplet HandCrafted baselines and Triplet
+    MatchNet of :func:`rows`, each trained on :data:`CURVE_SHARES` of every fold's training
+    triplets (``train_share``; the subsets are :func:`share_folds`', nested) and tested on the
+    fold's whole test set.
+
+    Notebook: 08_triplet_matchnet.ipynb
+    """
+    table = rows(catalog, profile, overrides)
+    chosen = [_row_name(m, "HandCrafted", "by triplet") for m in METHODS]
+    chosen.append("Triplet MatchNet (by triplet)")
+    return {f"{name.replace(' (by triplet)', '')} @ {share:.0%}": {**table[name], "train_share": share}
+            for name in chosen for share in CURVE_SHARES}
+
+
+def share_folds(folds, share: float, seed: int) -> list:
+    """Each fold with only the first ``ceil(share · n_train)`` of its training triplets.
+
+    The training triplets of each fold are permuted once by ``numpy.random.default_rng(seed)``,
+    fold after fold, so the subsets are nested as the share grows and are the ones
+    :func:`mrlib.baselines.generalization_curve` uses with the same seed. ``share = 1`` returns
+    the folds unchanged. Test triplets are never subsampled.
+
+    Notebook: 08_triplet_matchnet.ipynb
+    """
+    if not 0 < share <= 1:
+        raise ValueError(f"share must be in (0, 1], got {share!r}")
+    if share == 1:
+        return list(folds)
+    rng = np.random.default_rng(seed)
+    out = []
+    for tr, te in folds:
+        order = rng.permutation(np.asarray(tr, np.int64))
+        out.append((order[:max(1, int(np.ceil(share * len(order))))], te))
     return out
 
 
@@ -352,15 +396,18 @@ def _baseline_folds(method, X_per_fold, triplets, folds) -> list[tuple[np.ndarra
     return out
 
 
-def _matchnet_key(fields: Mapping[str, Any], scheme: str, mn: Mapping[str, Any], seed: int) -> str:
-    text = json.dumps({"data": dict(fields), "scheme": scheme, "matchnet": dict(mn), "seed": seed},
-                      sort_keys=True)
+def _matchnet_key(fields: Mapping[str, Any], scheme: str, mn: Mapping[str, Any], seed: int,
+                  share: float) -> str:
+    spec = {"data": dict(fields), "scheme": scheme, "matchnet": dict(mn), "seed": seed}
+    if share != 1:
+        spec["train_share"] = share
+    text = json.dumps(spec, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def matchnet_folds(ctx: Mapping[str, Any], scheme: str, matchnet: Mapping[str, Any], seed: int, *,
-                   device: str = "cpu", workdir: Path | None = None, n_jobs: int | None = None,
-                   progress: bool = False) -> dict:
+                   train_share: float = 1.0, device: str = "cpu", workdir: Path | None = None,
+                   n_jobs: int | None = None, progress: bool = False) -> dict:
     """Triplet MatchNet trained on each fold of a scheme with one training seed (cached).
 
     The result is kept in memory for the process and, with ``workdir``, as a small ``.npz``
@@ -376,6 +423,8 @@ def matchnet_folds(ctx: Mapping[str, Any], scheme: str, matchnet: Mapping[str, A
         :class:`mrlib.matchnet.MatchNetConfig` fields but ``seed`` and ``device``.
     seed : int
         Training seed (weights, triplet order, patches).
+    train_share : float in (0, 1], default 1.0
+        Share of each fold's training triplets (:func:`share_folds` with the data seed).
     device : str, default "cpu"
     workdir : Path, optional
     n_jobs : int, optional
@@ -399,11 +448,11 @@ def matchnet_folds(ctx: Mapping[str, Any], scheme: str, matchnet: Mapping[str, A
 
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {list(SCHEMES)}, got {scheme!r}")
-    key = _matchnet_key(ctx["fields"], scheme, matchnet, seed)
+    key = _matchnet_key(ctx["fields"], scheme, matchnet, seed, train_share)
     if key in _MATCHNET:
         return {**_MATCHNET[key], "seconds": 0.0}
     path = Path(workdir) / f"matchnet_{key}.npz" if workdir is not None else None
-    folds = ctx["folds"][scheme]
+    folds = share_folds(ctx["folds"][scheme], train_share, ctx["fields"]["data_seed"])
     if path is not None and path.exists():
         z = np.load(path)
         out = {"d_test": [(z[f"ap{f}"], z[f"an{f}"]) for f in range(len(folds))], "songs": z["songs"],
@@ -496,10 +545,12 @@ def run(row: str, parameters: Mapping[str, Any], seed: int, device: str = "cpu",
         raise ValueError(f"row {row!r}: features must be one of {list(FEATURES)}, got {feats!r}")
     ctx = data_context(parameters)
     t, folds, units = ctx["triplets"], ctx["folds"][scheme], ctx["units"][scheme]
+    share = parameters.get("train_share", 1.0)
+    fit_folds = share_folds(folds, share, ctx["fields"]["data_seed"])
     extra: dict[str, Any] = {}
     if feats == "MatchNet":
-        mn = matchnet_folds(ctx, scheme, parameters["matchnet"], int(seed), device=device,
-                            workdir=workdir)
+        mn = matchnet_folds(ctx, scheme, parameters["matchnet"], int(seed), train_share=share,
+                            device=device, workdir=workdir)
         extra.update({"matchnet_s": round(float(mn["seconds"]), 1),
                       "matchnet_final_loss": round(float(np.nanmean(mn["final_loss"])), 4),
                       "matchnet_final_active": round(float(np.nanmean(mn["final_active"])), 4)})
@@ -513,12 +564,14 @@ def run(row: str, parameters: Mapping[str, Any], seed: int, device: str = "cpu",
         X_per_fold = list(mn["songs"]) if feats == "MatchNet" else [ctx["X_hc"]] * len(folds)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")          # solvers' convergence notes on small folds
-            d = _baseline_folds(base, X_per_fold, t, folds)
+            d = _baseline_folds(base, X_per_fold, t, fit_folds)
     hit, per_fold = fulfilled(d, t, folds, units)
     valid = per_fold[np.isfinite(per_fold)]
     extra.update({"fold_cfr": _round(per_fold), "fold_mean": round(float(valid.mean()), 4),
                   "fold_std": round(float(valid.std(ddof=1)), 4) if valid.size > 1 else None,
                   "n_test": [len(te) for _, te in folds], "units_sha": _units_hash(t, units)})
+    if share != 1:
+        extra["n_train"] = [len(tr) for tr, _ in fit_folds]
     return {"CFR": hit}, extra
 
 

@@ -105,3 +105,27 @@ def test_smoke_experiment(tmp_path):
     assert len(after["runs"]) == len(store["runs"])
     assert after["rows"] == store["rows"]
     assert store_file.read_text() == before
+
+
+def test_curve_rows_and_nested_training_subsets():
+    assert "cfr2017_curve" in EXPERIMENTS
+    rows = experiment_rows("cfr2017_curve", "synthetic", "quick")
+    table = experiment_rows("cfr2017", "synthetic", "quick")
+    assert len(rows) == 4 * len(cfr2017.CURVE_SHARES)
+    for name, p in rows.items():
+        assert p["scheme"] == "by triplet" and p["features"] in ("HandCrafted", "MatchNet")
+        # the same row of the 2017 table, with a share of the training triplets
+        base = {k: v for k, v in p.items() if k != "train_share"}
+        assert base in list(table.values()), name
+    # nested subsets, the ones baselines.generalization_curve draws with the same seed
+    folds = [(np.arange(0, 40), np.arange(40, 50)), (np.arange(10, 50), np.arange(0, 10))]
+    assert cfr2017.share_folds(folds, 1.0, 3) == folds
+    quarter, half = cfr2017.share_folds(folds, 0.25, 3), cfr2017.share_folds(folds, 0.5, 3)
+    rng = np.random.default_rng(3)
+    for (tr, te), (q, qte), (h, _) in zip(folds, quarter, half):
+        order = rng.permutation(tr)
+        assert len(q) == 10 and len(h) == 20 and set(q) <= set(h) <= set(tr)
+        np.testing.assert_array_equal(q, order[:10])
+        np.testing.assert_array_equal(qte, te)                 # test triplets are never cut
+    with pytest.raises(ValueError, match="share"):
+        cfr2017.share_folds(folds, 0.0, 0)
