@@ -64,6 +64,8 @@ class Experiment:
         array (fractions), ``extra`` holds further JSON values (an AUC, a learned α).
     profiles : tuple of str
         The profiles it defines.
+    prepare : callable (parameters) -> None, optional
+        Builds what rows read (catalog, features) in the runner's process before workers race to.
 
     Notebook: 07_evaluation.ipynb
     """
@@ -76,6 +78,7 @@ class Experiment:
     rows: Callable[[str, str, Mapping[str, Any]], dict[str, dict]]
     run: Callable[..., tuple[Mapping[str, Any], Mapping[str, Any]]]
     profiles: tuple[str, ...] = ("smoke", "quick", "paper")
+    prepare: Callable[[Mapping[str, Any]], Any] | None = None
 
 
 #: The registered experiments, by name.
@@ -115,16 +118,13 @@ TABLE2_BUDGETS: dict[str, dict[str, Any]] = {
     "paper": {},
 }
 
-#: Fields of single rows at the CPU profiles (``smoke``, ``quick``), under any ``-p`` override.
-#: The AT tagger keeps no dropout: at 1/8 of the paper's width and 200 steps, FCN's 0.5 after
-#: each of its five blocks leaves it at chance (test tag ROC-AUC 0.55, validation MAP@20 falling
-#: after epoch 1); without it, validation AUC reaches 0.81 (CONTRIBUTING.md, "Experiments").
-#: The ``paper`` profile keeps FCN's 0.5 at full width.
+#: Fields of single rows at the CPU profiles, under any ``-p`` override. The AT tagger keeps no
+#: dropout: at 1/8 width and 200 steps FCN's 0.5 leaves it at chance (validation tag AUC 0.55,
+#: 0.81 without; CONTRIBUTING.md, "Experiments"). The ``paper`` profile keeps 0.5.
 TABLE2_ROW_FIELDS: dict[str, dict[str, Any]] = {"AT Baseline": {"dropout": 0.0}}
 
-#: The training split's share of a catalog (the artist-disjoint 60/20/20 split): the nominal
-#: list length from which the CPU profiles scale the paper's Np and Nn
-#: (:func:`mrlib.mining.paper_shares`: 2 and 35 for 2,000 tracks).
+#: The training split's nominal share of a catalog, from which the CPU profiles scale the paper's
+#: Np and Nn (:func:`mrlib.mining.paper_shares`: 2 and 35 for 2,000 tracks).
 TRAIN_SHARE = 0.6
 
 #: Rows of Table 2 that need no training: the naive baseline and the floor.
@@ -257,8 +257,7 @@ def _mean_cqt(data, idx) -> np.ndarray:
 
 
 def _logistic_tagger(context: Mapping[str, Any]):
-    """Tag probabilities of the test tracks from a linear tagger on mean CQT vectors (the floor
-    a CNN tagger should clear), scored like the AT baseline."""
+    """A linear tagger on mean CQT vectors (a floor for the CNN tagger), scored like AT."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.multiclass import OneVsRestClassifier
 
@@ -338,7 +337,7 @@ def _table2_run(row: str, parameters: Mapping[str, Any], seed: int, device: str,
 register(Experiment(
     name="table2", title="Table 2 of Prétet et al. (2020): retrieval on the test queries",
     notebook="07_evaluation.ipynb", metrics=("MAP@20", "Recall@20", "RR@20", "nDCG@20"),
-    unit="query", rows=table2_rows, run=_table2_run))
+    unit="query", rows=table2_rows, run=_table2_run, prepare=table2_context))
 
 #: A reference for the AT sweep: one logistic regression per tag on each track's mean CQT.
 LOGISTIC_TAGGER = "Logistic tagger (mean CQT)"
@@ -367,13 +366,13 @@ def at_sweep_rows(catalog: str = "synthetic", profile: str = "quick",
 register(Experiment(
     name="at_sweep", title="The AT baseline: dropout × learning rate (tag AUC in extra)",
     notebook="06_training.ipynb", metrics=("MAP@20", "Recall@20", "RR@20", "nDCG@20"),
-    unit="query", rows=at_sweep_rows, run=_table2_run, profiles=("smoke", "quick")))
+    unit="query", rows=at_sweep_rows, run=_table2_run, profiles=("smoke", "quick"),
+    prepare=table2_context))
 
 #: The AutoPool ablation's patch lengths (on the synthetic catalog with ``events=True``).
 AUTOPOOL_PATCH_LENS = (64, 256)
-#: Its arms: the TL network (its own global max-pool) and TL Autopool's frames pooled by a
-#: fixed mean, a fixed max, or the learned AutoPool (α per dimension, starting at the mean) at
-#: the network's rate or with α at a rate that lets it reach max-like values in 200 steps.
+#: Its arms: the TL network (its own max-pools) and TL Autopool's frames by a fixed mean, a fixed
+#: max, or the learned AutoPool at the network's rate or with α fast enough to reach the max.
 AUTOPOOL_ARMS: dict[str, dict[str, Any]] = {
     "TL (own pooling)": {"system": "tl", "run_name": "tl"},
     "TL Autopool, mean": {"system": "tl_autopool", "pooling": "mean", "run_name": "tlap_mean"},
@@ -388,9 +387,8 @@ AUTOPOOL_BUDGETS = {"smoke": {}, "quick": {"negatives_per_batch": 16}}
 
 def autopool_rows(catalog: str = "synthetic", profile: str = "quick",
                   overrides: Mapping[str, Any] | None = None) -> dict[str, dict]:
-    """Every arm of :data:`AUTOPOOL_ARMS` at every patch length of :data:`AUTOPOOL_PATCH_LENS`,
-    with Table 2's distance-based triplets, seed and step budget (:data:`AUTOPOOL_BUDGETS`), on
-    the synthetic catalog's ``events=True`` variant. The patch lengths are the rows: no ``-p``.
+    """Every arm of :data:`AUTOPOOL_ARMS` at every :data:`AUTOPOOL_PATCH_LENS`, with Table 2's
+    distance-based triplets and budget (:data:`AUTOPOOL_BUDGETS`), on ``events=True``.
 
     Notebook: 05_autopool.ipynb
     """
@@ -412,10 +410,11 @@ def autopool_rows(catalog: str = "synthetic", profile: str = "quick",
 register(Experiment(
     name="autopool", title="AutoPool ablation: temporal pooling × patch length (learned α in extra)",
     notebook="05_autopool.ipynb", metrics=("MAP@20", "Recall@20", "RR@20", "nDCG@20"),
-    unit="query", rows=autopool_rows, run=_table2_run, profiles=("smoke", "quick")))
+    unit="query", rows=autopool_rows, run=_table2_run, profiles=("smoke", "quick"),
+    prepare=table2_context))
 
-#: The paper's batch and learning rate on Table 2's TL Distance-based row, each alone and both,
-#: beside the CPU default. (The AT baseline's paper rate, 10⁻⁴, is a point of :data:`AT_SWEEP`.)
+#: The paper's batch and rate on Table 2's TL Distance-based row, each alone and both (AT's 10⁻⁴
+#: is a point of :data:`AT_SWEEP`).
 PAPER_CHOICES: dict[str, dict[str, Any]] = {
     "TL Distance-based (48 shuffled triplets, lr 10⁻³)": {},
     "paper batches (1 anchor, 1 positive, 42 negatives)": {"sampler": "paper", "negatives_per_batch": 42},
@@ -438,16 +437,18 @@ def paper_choices_rows(catalog: str = "synthetic", profile: str = "quick",
 register(Experiment(
     name="paper_choices", title="The paper's batches and learning rate on the TL Distance-based row",
     notebook="06_training.ipynb", metrics=("MAP@20", "Recall@20", "RR@20", "nDCG@20"),
-    unit="query", rows=paper_choices_rows, run=_table2_run, profiles=("smoke", "quick")))
+    unit="query", rows=paper_choices_rows, run=_table2_run, profiles=("smoke", "quick"),
+    prepare=table2_context))
 
 register(Experiment(
     name="cfr2017", title="The 2017 CFR table (Lu et al.): constraints fulfilled on the test triplets",
     notebook="08_triplet_matchnet.ipynb", metrics=("CFR",), unit="triplet",
-    rows=cfr2017.rows, run=cfr2017.run))
+    rows=cfr2017.rows, run=cfr2017.run, prepare=cfr2017.data_context))
 register(Experiment(
     name="cfr2017_curve", title="The 2017 generalisation curve: CFR against the share of training triplets",
     notebook="08_triplet_matchnet.ipynb", metrics=("CFR",), unit="triplet",
-    rows=cfr2017.curve_rows, run=cfr2017.run, profiles=("smoke", "quick")))
+    rows=cfr2017.curve_rows, run=cfr2017.run, profiles=("smoke", "quick"),
+    prepare=cfr2017.data_context))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -535,8 +536,7 @@ def _command(name, catalog, profile, seeds, overrides, rows, device) -> str:
 
 
 def _git_commit_file(path: Path, message: str, tries: int = 5) -> bool:
-    """Commit one file (and nothing else staged); a busy index is retried, a failure only warned
-    about: the result is already in the file, and the next commit takes it along."""
+    """Commit one file (nothing else staged); a busy index is retried, a failure only warned of."""
     root = path.resolve().parent
     for attempt in range(tries):
         add = subprocess.run(["git", "add", "--", path.name], cwd=root, capture_output=True, text=True)
@@ -570,18 +570,15 @@ def run_experiment(name: str, catalog: str = "synthetic", profile: str = "quick"
     rows : sequence of str, optional
         Run only these rows (the store keeps the others).
     device : str, default "auto"
-        ``"cpu"``, ``"cuda"``, … (not part of a row's identity: a result from another device
-        is reused; the device of each row × seed is recorded).
+        ``"cpu"``, ``"cuda"``, … (recorded per row × seed; not part of a row's identity).
     jobs : int, default 1
         Rows × seeds run side by side, each in its own process with ``cores / jobs`` threads.
     store : Path, optional
         The results file (default :func:`mrlib.results.store_path`).
     workdir : Path, optional
-        Run folders (default ``runs_dir()/experiments/<store stem>``); an interrupted row resumes
-        from its folder when it is still there, else it starts again.
+        Run folders (default ``runs_dir()/experiments/<store stem>``): interrupted rows resume.
     commit : bool, default False
-        ``git commit`` the results file after every finished row × seed (hours of compute then
-        add up in git even when the machine goes away).
+        ``git commit`` the results file after every finished row × seed.
     progress : bool, default True
 
     Returns
@@ -672,6 +669,9 @@ def _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, devi
         print(f"[experiments] every row × seed is stored; nothing to run ({path})")
         return path
     threads = max(1, (os.cpu_count() or 1) // jobs)
+    for parameters in {json.dumps(stored[r]["parameters"], sort_keys=True): stored[r]["parameters"]
+                       for r, _ in todo}.values() if exp.prepare else ():
+        exp.prepare(parameters)
     bar = tqdm(total=len(todo), desc=f"{name} {catalog} {profile}", unit="run", disable=not progress,
                dynamic_ncols=True)
     try:

@@ -318,3 +318,31 @@ def test_stored_table2_has_three_seeds_with_provenance():
             assert e["commit"] and e["versions"]["torch"] and e["device"] and e["wall_s"] >= 0
             assert e["n_units"] == 400
     assert store["command"].startswith("python -m mrlib.experiments run table2")
+
+
+def test_prepare_runs_once_per_data_in_the_runner_before_any_row(tmp_path):
+    # Parallel workers must not race to build the same catalog: what rows read is prepared
+    # first, once per distinct parameters, in the runner's own process.
+    import os
+
+    prepared, order = [], []
+
+    def prepare(parameters):
+        prepared.append((os.getpid(), parameters["level"]))
+        order.append("prepare")
+
+    def run(row, parameters, seed, device, workdir):
+        order.append("run")
+        return _toy_run(row, parameters, seed, device, workdir)
+
+    X.register(X.Experiment(name="toy_prepared", title="toy", notebook="07_evaluation.ipynb",
+                            metrics=("score", "half"), unit="query", rows=_toy_rows, run=run,
+                            prepare=prepare))
+    try:
+        X.run_experiment("toy_prepared", seeds=[0, 1], store=tmp_path / "s.json",
+                         workdir=tmp_path / "w", progress=False)
+    finally:
+        X.EXPERIMENTS.pop("toy_prepared")
+    assert sorted(level for _, level in prepared) == [0.3, 0.4, 0.5]      # one per row's data
+    assert {pid for pid, _ in prepared} == {os.getpid()}
+    assert order[:3] == ["prepare"] * 3 and order.count("run") == 6
