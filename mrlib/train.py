@@ -1537,7 +1537,7 @@ class _Run:
             torch.cuda.set_device(dev)
         return dev
 
-    def setup(self, resume: bool) -> None:
+    def _set_determinism(self) -> None:
         cfg = self.config
         self.deterministic = cfg.deterministic if cfg.deterministic is not None else self.device.type == "cpu"
         self._det_before = (torch.are_deterministic_algorithms_enabled(),
@@ -1545,6 +1545,63 @@ class _Run:
         torch.use_deterministic_algorithms(self.deterministic, warn_only=True)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = not self.deterministic
+
+    def _build_step(self) -> None:
+        """Model, objective (DDP-wrapped on several processes), optimiser and AMP scaler."""
+        cfg = self.config
+        self.model = _build_model(cfg, self.data).to(self.device)
+        self.objective = _Objective(self.model, cfg).to(self.device)
+        if self.dist.active:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.step_module = DDP(self.objective,
+                                   device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        else:
+            self.step_module = self.objective
+        self.optimizer = _adam(self.model, cfg)
+        self.amp_dtype = amp_dtype(self.device, cfg.amp)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+
+    def _seed_and_sample(self) -> None:
+        """Seeds (python/numpy/torch globals, the patch stream, per rank), sampler, batch maker."""
+        cfg = self.config
+        rank_seed = cfg.seed * 1000 + self.dist.rank
+        random.seed(rank_seed)
+        np.random.seed(rank_seed % 2**32)
+        torch.manual_seed(rank_seed)
+        self.patch_rng = np.random.default_rng([cfg.seed, self.dist.rank, 0x5EED])
+        self.sampler = self._sampler()
+        self.maker = _BatchMaker(self.data, cfg, self.patch_rng)
+
+    def setup_for_benchmark(self) -> None:
+        """:meth:`setup` without a run folder, validation or resume: what a step needs."""
+        self._set_determinism()
+        if self.data is None:
+            self.data = prepare_data(self.config, progress=False)
+        self.train_idx = self.data.indices("train")
+        self._build_step()
+        self._seed_and_sample()
+        self._stream = _stream(self.sampler)
+        self.epoch = 0
+        self.global_step = 0
+
+    def reference_step(self, batch: dict) -> None:
+        """One optimiser step of the objective alone on a batch already on the device."""
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            loss, _, _, _ = self.objective(batch["x"], batch.get("y"), batch.get("S"), batch.get("idx"),
+                                           batch["n_triplets"], batch["shared"])
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+
+    def setup(self, resume: bool) -> None:
+        cfg = self.config
+        self._set_determinism()
 
         # ---- data (every input checked before the run folder is touched) ----
         if self.data is None:
@@ -1578,31 +1635,9 @@ class _Run:
 
         self.S_val = oracle(data.tags[self.val_idx], None, data.categories)
 
-        # ---- model, objective, optimiser ----
-        model = _build_model(cfg, data)
-        self.model = model.to(self.device)
-        self.objective = _Objective(self.model, cfg).to(self.device)
-        if self.dist.active:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            self.step_module = DDP(self.objective,
-                                   device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        else:
-            self.step_module = self.objective
-        self.optimizer = _adam(self.model, cfg)
-        self.amp_dtype = amp_dtype(self.device, cfg.amp)
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
-
-        # ---- seeds: python/numpy/torch globals, the patch stream, per rank ----
-        rank_seed = cfg.seed * 1000 + self.dist.rank
-        random.seed(rank_seed)
-        np.random.seed(rank_seed % 2**32)
-        torch.manual_seed(rank_seed)
-        self.patch_rng = np.random.default_rng([cfg.seed, self.dist.rank, 0x5EED])
-
-        # ---- sampler ----
-        self.sampler = self._sampler()
-        self.maker = _BatchMaker(data, cfg, self.patch_rng)
+        # ---- model, objective, optimiser; then seeds, sampler and batches ----
+        self._build_step()
+        self._seed_and_sample()
 
         # ---- state ----
         self.epoch = 0
@@ -2305,11 +2340,11 @@ def measure_throughput(config: TrainConfig, steps: int = 20, warmup: int = 3, *,
         if reference:
             batch = run._to_device(_tensor_batch(run.maker, next(run._stream), pin=False))
             for _ in range(warmup):
-                run._reference_step(batch)
+                run.reference_step(batch)
             _sync(run.device)
             t0 = time.perf_counter()
             for _ in range(steps):
-                run._reference_step(batch)
+                run.reference_step(batch)
             _sync(run.device)
             dt = time.perf_counter() - t0
             out["ceiling_patches_per_s"] = steps * batch["x"].shape[0] / dt
@@ -2324,52 +2359,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
-
-
-def _setup_for_benchmark(self: _Run) -> None:
-    """setup() without a run folder: data, model, optimiser, sampler."""
-    cfg = self.config
-    self.deterministic = cfg.deterministic if cfg.deterministic is not None else self.device.type == "cpu"
-    self._det_before = (torch.are_deterministic_algorithms_enabled(),
-                        torch.is_deterministic_algorithms_warn_only_enabled())
-    torch.use_deterministic_algorithms(self.deterministic, warn_only=True)
-    if self.device.type == "cuda":
-        torch.backends.cudnn.benchmark = not self.deterministic
-    if self.data is None:
-        self.data = prepare_data(cfg, progress=False)
-    self.train_idx = self.data.indices("train")
-    self.model = _build_model(cfg, self.data).to(self.device)
-    self.objective = _Objective(self.model, cfg).to(self.device)
-    self.step_module = self.objective
-    self.optimizer = _adam(self.model, cfg)
-    self.amp_dtype = amp_dtype(self.device, cfg.amp)
-    self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
-    torch.manual_seed(cfg.seed)
-    self.patch_rng = np.random.default_rng([cfg.seed, 0, 0x5EED])
-    self.sampler = self._sampler()
-    self.maker = _BatchMaker(self.data, cfg, self.patch_rng)
-    self._stream = _stream(self.sampler)
-    self.epoch = 0
-    self.global_step = 0
-
-
-def _reference_step(self: _Run, batch: dict) -> None:
-    """One optimiser step of the objective alone on a batch already on the device."""
-    with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-        loss, _, _, _ = self.objective(batch["x"], batch.get("y"), batch.get("S"), batch.get("idx"),
-                                    batch["n_triplets"], batch["shared"])
-    self.optimizer.zero_grad(set_to_none=True)
-    if self.scaler is not None:
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-    else:
-        loss.backward()
-        self.optimizer.step()
-
-
-_Run.setup_for_benchmark = _setup_for_benchmark
-_Run._reference_step = _reference_step
 
 
 # =============================================================================================
