@@ -315,10 +315,9 @@ def _table2_run(row: str, parameters: Mapping[str, Any], seed: int, device: str,
     pos = pd.Series(np.arange(len(run.catalog_index)), index=run.catalog_index)
     E = run.embeddings[pos.loc[test].to_numpy()]
     result = table2_score(E, context, tags=cfg.system == "at")
-    best = run.summary.get("best", {})
     m = run.metrics
     extra = {"epochs_run": int(run.summary.get("epochs_run", len(m) - 1)),
-             "best_epoch": best.get("epoch"),
+             "best_epoch": run.summary.get("best_epoch"),
              "val_map": [round(float(v), 4) for v in m["val_map"]] if "val_map" in m else [],
              "patches_per_s": round(float(m["patches_per_s"].iloc[1:].mean()), 1)
              if "patches_per_s" in m and len(m) > 1 else None}

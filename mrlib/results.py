@@ -35,6 +35,7 @@ from mrlib.evaluate import format_ci, holm, mean_ci
 __all__ = ["SCHEMA", "results_dir", "store_path", "parameters_key", "new_store", "read_store",
            "write_store", "seed_entry", "row_summary", "seed_query_test", "compare_rows",
            "summarise_store", "stored_results", "results_frame", "results_markdown", "seed_frame",
+           "selected_epochs",
            "comparisons_frame",
            "update_readme_block", "readme_block", "replace_readme_block", "StoreError"]
 
@@ -383,6 +384,32 @@ def seed_frame(store: Mapping[str, Any]) -> pd.DataFrame:
                for r, row in store["rows"].items() for s, e in _ok_seeds(row).items()
                for m, v in e["metrics"].items()]
     return pd.DataFrame(records, columns=["row", "seed", "metric", "mean", "ci", "wall_s"])
+
+
+def selected_epochs(store: Mapping[str, Any]) -> pd.DataFrame:
+    """The epoch whose weights each trained row × seed was scored with (0 = untrained).
+
+    The trainer keeps the weights of the best validation epoch, epoch 0 included: a row whose
+    validation MAP@20 never beat its starting point is scored as the network at initialisation.
+    Read from ``extra["best_epoch"]``, else the first maximum of ``extra["val_map"]``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index: rows that store a validation curve; columns: seeds (int); values: epochs.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    records = {}
+    for r, row in store["rows"].items():
+        for seed, e in _ok_seeds(row).items():
+            extra = e.get("extra", {})
+            epoch = extra.get("best_epoch")
+            if epoch is None and extra.get("val_map"):
+                epoch = int(np.argmax(extra["val_map"]))
+            if epoch is not None:
+                records.setdefault(r, {})[int(seed)] = int(epoch)
+    return pd.DataFrame.from_dict(records, orient="index").sort_index(axis=1).astype("Int64")
 
 
 def comparisons_frame(store: Mapping[str, Any], metric: str | None = None,

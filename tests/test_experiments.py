@@ -346,3 +346,16 @@ def test_prepare_runs_once_per_data_in_the_runner_before_any_row(tmp_path):
     assert sorted(level for _, level in prepared) == [0.3, 0.4, 0.5]      # one per row's data
     assert {pid for pid, _ in prepared} == {os.getpid()}
     assert order[:3] == ["prepare"] * 3 and order.count("run") == 6
+
+
+def test_selected_epochs_name_the_weights_each_row_was_scored_with():
+    from mrlib.paths import repo_root
+
+    store = res.read_store(repo_root() / "data" / "results" / "table2_synthetic_quick.json")
+    chosen = res.selected_epochs(store)
+    assert (chosen.loc["TL untrained"] == 0).all()                 # never trained
+    for row in ("TL Neighbors", "TL Distance-based", "AT Baseline"):
+        for seed, epoch in chosen.loc[row].items():
+            curve = store["rows"][row]["seeds"][str(seed)]["extra"]["val_map"]
+            assert curve[epoch] == max(curve)                          # the best validation epoch
+    assert "Euclidean (mean CQT)" not in chosen.index               # references have no curve
