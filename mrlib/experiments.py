@@ -333,10 +333,16 @@ def _table2_run(row: str, parameters: Mapping[str, Any], seed: int, device: str,
     return _per_unit(result), extra
 
 
-register(Experiment(
-    name="table2", title="Table 2 of Prétet et al. (2020): retrieval on the test queries",
-    notebook="07_evaluation.ipynb", metrics=("MAP@20", "Recall@20", "RR@20", "nDCG@20"),
-    unit="query", rows=table2_rows, run=_table2_run, prepare=table2_context))
+def _retrieval_experiment(name: str, title: str, notebook: str, rows,
+                          profiles: tuple[str, ...] = ("smoke", "quick")) -> Experiment:
+    """Register an experiment whose rows train and score like Table 2's (its metrics and data)."""
+    return register(Experiment(name=name, title=title, notebook=notebook,
+                               metrics=("MAP@20", "Recall@20", "RR@20", "nDCG@20"), unit="query",
+                               rows=rows, run=_table2_run, profiles=profiles, prepare=table2_context))
+
+
+_retrieval_experiment("table2", "Table 2 of Prétet et al. (2020): retrieval on the test queries",
+                      "07_evaluation.ipynb", table2_rows, profiles=("smoke", "quick", "paper"))
 
 #: A reference for the AT sweep: one logistic regression per tag on each track's mean CQT.
 LOGISTIC_TAGGER = "Logistic tagger (mean CQT)"
@@ -362,11 +368,8 @@ def at_sweep_rows(catalog: str = "synthetic", profile: str = "quick",
     return rows
 
 
-register(Experiment(
-    name="at_sweep", title="The AT baseline: dropout × learning rate (tag AUC in extra)",
-    notebook="06_training.ipynb", metrics=("MAP@20", "Recall@20", "RR@20", "nDCG@20"),
-    unit="query", rows=at_sweep_rows, run=_table2_run, profiles=("smoke", "quick"),
-    prepare=table2_context))
+_retrieval_experiment("at_sweep", "The AT baseline: dropout × learning rate (tag AUC in extra)",
+                      "06_training.ipynb", at_sweep_rows)
 
 #: The AutoPool ablation's patch lengths (on the synthetic catalog with ``events=True``).
 AUTOPOOL_PATCH_LENS = (64, 256)
@@ -406,11 +409,8 @@ def autopool_rows(catalog: str = "synthetic", profile: str = "quick",
     return rows
 
 
-register(Experiment(
-    name="autopool", title="AutoPool ablation: temporal pooling × patch length (learned α in extra)",
-    notebook="05_autopool.ipynb", metrics=("MAP@20", "Recall@20", "RR@20", "nDCG@20"),
-    unit="query", rows=autopool_rows, run=_table2_run, profiles=("smoke", "quick"),
-    prepare=table2_context))
+_retrieval_experiment("autopool", "AutoPool ablation: temporal pooling × patch length (learned α in extra)",
+                      "05_autopool.ipynb", autopool_rows)
 
 #: The paper's batch and rate on Table 2's TL Distance-based row, each alone and both (AT's 10⁻⁴
 #: is a point of :data:`AT_SWEEP`).
@@ -433,11 +433,8 @@ def paper_choices_rows(catalog: str = "synthetic", profile: str = "quick",
             for i, (name, fields) in enumerate(PAPER_CHOICES.items())}
 
 
-register(Experiment(
-    name="paper_choices", title="The paper's batches and learning rate on the TL Distance-based row",
-    notebook="06_training.ipynb", metrics=("MAP@20", "Recall@20", "RR@20", "nDCG@20"),
-    unit="query", rows=paper_choices_rows, run=_table2_run, profiles=("smoke", "quick"),
-    prepare=table2_context))
+_retrieval_experiment("paper_choices", "The paper's batches and learning rate on the TL Distance-based row",
+                      "06_training.ipynb", paper_choices_rows)
 
 register(Experiment(
     name="cfr2017", title="The 2017 CFR table (Lu et al.): constraints fulfilled on the test triplets",

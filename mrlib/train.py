@@ -1590,6 +1590,10 @@ class _Run:
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             loss, _, _, _ = self.objective(batch["x"], batch.get("y"), batch.get("S"), batch.get("idx"),
                                            batch["n_triplets"], batch["shared"])
+        self._optimise(loss)
+
+    def _optimise(self, loss: torch.Tensor) -> None:
+        """Backward and one Adam step (through the GradScaler under fp16 AMP)."""
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -1962,14 +1966,7 @@ class _Run:
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                 loss, active, k, loss_all = self.step_module(b["x"], b.get("y"), b.get("S"),
                                                              b.get("idx"), b["n_triplets"], b["shared"])
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.scaler is not None:
-                self.scaler.scale(loss).backward()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                loss.backward()
-                self.optimizer.step()
+            self._optimise(loss)
             self.global_step += 1
             loss_sum += loss.detach().double()
             loss_all_sum += torch.nan_to_num(loss_all.detach().double(), nan=0.0)
