@@ -40,7 +40,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from mrlib.paths import data_dir
+from mrlib.paths import data_dir, move_aside
+from mrlib.paths import read_json_or_empty as _read_json
 
 __all__ = [
     "SPLITS",
@@ -293,13 +294,6 @@ def _write_json(obj: dict, path: Path) -> None:
     tmp = _part(path)
     tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n")
     os.replace(tmp, path)
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
@@ -789,12 +783,7 @@ def _build_synthetic_locked(root: Path, config: dict, *, attrs_seed, sr, duratio
                 f"catalog.json {'missing or unreadable' if not info else 'of another source'}); "
                 "nothing was changed. Choose another --root, or pass overwrite=True "
                 "(--overwrite) to move those files into a replaced-<time>/ folder and build here")
-        keep = root / time.strftime("replaced-%Y%m%dT%H%M%S")
-        keep.mkdir()
-        for f in foreign:
-            os.replace(root / f.rstrip("/"), keep / f.rstrip("/"))
-        print(f"[catalog] moved the previous files of {root} ({', '.join(foreign)}) into {keep}",
-              file=sys.stderr, flush=True)
+        move_aside(root, foreign, "catalog")
         info = {}
     if info:
         old = info.get("config") or {}

@@ -172,8 +172,8 @@ def table2_rows(catalog: str = "synthetic", profile: str = "quick",
         for cfg in rows.values():
             if cfg["system"] != "at" and not is_online(cfg["mining"]) and cfg["epochs"] > 0:
                 n_pos, n_neg = paper_shares(round(TRAIN_SHARE * cfg["n_tracks"]))
-                cfg.setdefault("n_pos", overrides.get("n_pos", n_pos))
-                cfg.setdefault("n_neg", overrides.get("n_neg", n_neg))
+                cfg.setdefault("n_pos", n_pos)          # a -p n_pos/n_neg is already in cfg
+                cfg.setdefault("n_neg", n_neg)
     else:
         paper = {}
         for name, cfg in rows.items():
@@ -326,8 +326,9 @@ def _table2_run(row: str, parameters: Mapping[str, Any], seed: int, device: str,
         extra["tag_auc"] = round(float(auc.mean), 4)
         if "val_auc" in m:
             extra["val_auc"] = [None if pd.isna(v) else round(float(v), 4) for v in m["val_auc"]]
-    if getattr(run.model(), "autopool", None) is not None:
-        alpha = run.model().autopool.effective_alpha.detach().numpy().ravel()
+    autopool = getattr(run.model(), "autopool", None) if cfg.system == "tl_autopool" else None
+    if autopool is not None:
+        alpha = autopool.effective_alpha.detach().numpy().ravel()
         extra["alpha"] = {"mean": round(float(alpha.mean()), 4), "min": round(float(alpha.min()), 4),
                           "max": round(float(alpha.max()), 4)}
     return _per_unit(result), extra
@@ -665,9 +666,11 @@ def _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, devi
         print(f"[experiments] every row × seed is stored; nothing to run ({path})")
         return path
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    for parameters in {json.dumps(stored[r]["parameters"], sort_keys=True): stored[r]["parameters"]
-                       for r, _ in todo}.values() if exp.prepare else ():
-        exp.prepare(parameters)
+    if exp.prepare is not None:               # once per distinct row data, before the workers
+        distinct = {json.dumps(stored[r]["parameters"], sort_keys=True): stored[r]["parameters"]
+                    for r, _ in todo}
+        for parameters in distinct.values():
+            exp.prepare(parameters)
     bar = tqdm(total=len(todo), desc=f"{name} {catalog} {profile}", unit="run", disable=not progress,
                dynamic_ncols=True)
     try:

@@ -12,10 +12,11 @@ import contextlib
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 __all__ = ["repo_root", "data_dir", "runs_dir", "FolderLock", "LockedError", "describe_holder",
-           "write_json_atomic"]
+           "write_json_atomic", "read_json_or_empty", "move_aside"]
 
 
 def repo_root() -> Path:
@@ -264,6 +265,40 @@ class FolderLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def read_json_or_empty(path: str | os.PathLike) -> dict:
+    """A JSON object from ``path``; ``{}`` when it is missing, unreadable or not an object.
+
+    Notebook: 00_overview.ipynb
+    """
+    try:
+        obj = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
+def move_aside(folder: str | os.PathLike, names, what: str = "folder") -> Path:
+    """Move ``names`` (files or folders of ``folder``; a trailing ``/`` is allowed) into a new
+    ``folder/replaced-<time>/`` and say so on stderr: nothing a user made is deleted.
+
+    Returns
+    -------
+    pathlib.Path
+        The ``replaced-<time>`` folder.
+
+    Notebook: 00_overview.ipynb
+    """
+    folder = Path(folder)
+    keep = folder / time.strftime("replaced-%Y%m%dT%H%M%S")
+    keep.mkdir()
+    names = [str(n).rstrip("/") for n in names]
+    for name in names:
+        os.replace(folder / name, keep / name)
+    print(f"[{what}] moved the previous files of {folder} ({', '.join(names)}) into {keep}",
+          file=sys.stderr, flush=True)
+    return keep
 
 
 def write_json_atomic(obj, path: str | os.PathLike, **dumps_kwargs) -> Path:

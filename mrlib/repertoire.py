@@ -738,18 +738,20 @@ def _pooled_palette_of(table: pd.DataFrame) -> tuple[list, list, np.ndarray]:
     by the sum of its weights; ``as_scored`` is left out (a score's declared instruments belong
     to its collection)."""
     rows = table[table["programs"].map(lambda p: p != "score")]
-    keys = list(dict.fromkeys(zip(rows["ensemble"], rows["programs"])))
-    w = np.array([rows.loc[(rows["ensemble"] == e) & (rows["programs"].map(lambda p: p == q)),
-                           "weight"].sum() for e, q in keys], float)
-    return [e for e, _ in keys], [q for _, q in keys], w / w.sum()
+    w = rows.groupby(["ensemble", "programs"], sort=False)["weight"].sum()
+    return ([e for e, _ in w.index], [q for _, q in w.index],
+            w.to_numpy(float) / w.to_numpy(float).sum())
+
+
+def _palette_for(table: pd.DataFrame, stratum: str, instrumentation: str):
+    """The palette a work of ``stratum`` draws from; an unknown stratum is an error either way."""
+    own = _palette_of(table, stratum)
+    return _pooled_palette_of(table) if instrumentation == "independent" else own
 
 
 @functools.lru_cache(maxsize=None)
 def _palette(stratum: str, instrumentation: str) -> tuple[list, list, np.ndarray]:
-    table = _program_table_cached(None)
-    if instrumentation == "independent":
-        return _pooled_palette_of(table)
-    return _palette_of(table, stratum)
+    return _palette_for(_program_table_cached(None), stratum, instrumentation)
 
 
 def _check_instrumentation(instrumentation: str) -> str:
@@ -799,14 +801,8 @@ def assign_programs(stratum: str, artist_id: str, work_id: str, n_parts: int, se
     n_parts = _check_int("n_parts", n_parts, 1)
     seed = _check_int("seed", seed, 0)
     instrumentation = _check_instrumentation(instrumentation)
-    if table is None:
-        _palette(stratum, "by_collection")  # an unknown stratum is an error in either mode
-        names, palette, p = _palette(stratum, instrumentation)
-    elif instrumentation == "independent":
-        _palette_of(table, stratum)
-        names, palette, p = _pooled_palette_of(table)
-    else:
-        names, palette, p = _palette_of(table, stratum)
+    names, palette, p = (_palette(stratum, instrumentation) if table is None
+                         else _palette_for(table, stratum, instrumentation))
     favourite = np.random.default_rng([seed, _crc(artist_id), 1]).choice(len(names), p=p)
     rng = np.random.default_rng([seed, _crc(work_id), 2])
     loyal = rng.random() < ARTIST_LOYALTY
@@ -1747,24 +1743,17 @@ def build(n_tracks: int = 200, seed: int = 0, root: str | os.PathLike | None = N
     config = {"n_tracks": n_tracks, "seed": seed, "clip_s": clip_s, "sr": sr,
               "instrumentation": instrumentation}
     key = _config_key(clip_s, sr, seed, instrumentation)
-    manifest = root / "catalog.json"
-    if _read_manifest(manifest).get("complete") and _same_build(_read_manifest(manifest), config, key):
+    info = paths.read_json_or_empty(root / "catalog.json")
+    if info.get("complete") and _same_build(info, config, key):
         return root
     root.mkdir(parents=True, exist_ok=True)
     with paths.FolderLock(root, "catalog"):
-        _make_room(root, _read_manifest(manifest), config, key, overwrite)
+        # read again under the lock: another build may have finished or replaced it meanwhile
+        _make_room(root, paths.read_json_or_empty(root / "catalog.json"), config, key, overwrite)
         return _build_locked(root, config, key, n_jobs, progress)
 
 
 _CATALOG_FILES = ("tracks.csv", "tags.csv", "vocabulary.csv", "skipped.csv", "catalog.json")
-
-
-def _read_manifest(path: Path) -> dict:
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return info if isinstance(info, dict) else {}
 
 
 def _same_build(info: dict, config: dict, key: str) -> bool:
@@ -1789,12 +1778,7 @@ def _make_room(root: Path, info: dict, config: dict, key: str, overwrite: bool) 
         raise ValueError(f"{root} holds {what} ({', '.join(present)}); nothing was changed. "
                          "Choose another root, or pass overwrite=True (--overwrite) to move those "
                          "files into a replaced-<time>/ folder and build here")
-    keep = root / time.strftime("replaced-%Y%m%dT%H%M%S")
-    keep.mkdir()
-    for f in present + (["cache/"] if (root / "cache").is_dir() else []):
-        os.replace(root / f.rstrip("/"), keep / f.rstrip("/"))
-    print(f"[music21] moved the previous files of {root} ({', '.join(present)}) into {keep}",
-          file=sys.stderr, flush=True)
+    paths.move_aside(root, present + (["cache/"] if (root / "cache").is_dir() else []), "music21")
 
 
 def _build_locked(root: Path, config: dict, key: str, n_jobs: int, progress: bool) -> Path:
