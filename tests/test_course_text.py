@@ -116,6 +116,8 @@ SECOND_MEANINGS = [
     ("$f(x)", "a network", "a fold", r"fold \$f\$"),
     (r"$R^{\mathcal{S}}(t)", "a ranked list", "the number of relevant tracks", r"\$R\s*=\s*5\$|r_R\b|R - j"),
     ("$t$", "a track", "a Student quantile", r"t_\{n-1"),
+    ("$t$", "a track", "a frame index",
+     r"[xwh]_\{?t\b(?!\()|\\sum_\{?t\b|\\mathrm\{softmax\}_t\b|X\[k,\s*t\]"),
 ]
 
 
