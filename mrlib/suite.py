@@ -28,22 +28,20 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def record(name: str, value: Any) -> Any:
+def record(name: str, value: Any) -> None:
     """Record a result (a metric, a count, a table) for the suite's results index.
 
     Inside a suite run (``$MRLIB_RECORD`` names a JSON file) the value is merged into that
-    file under ``name``; outside one this only returns the value, so a notebook runs the same
-    in JupyterLab, under nbval and in the suite.
+    file under ``name``; outside one nothing is written, so a notebook runs the same in
+    JupyterLab, under nbval and in the suite. It returns nothing, so a ``record(...)`` that
+    ends a cell adds no output to the notebook: the reader sees the value where the notebook
+    prints or plots it.
 
     Parameters
     ----------
     name : str
         Key in the results index, e.g. ``"map@20"`` or ``"table2"``.
     value : JSON-serialisable (numbers, str, lists, dicts; numpy values are converted)
-
-    Returns
-    -------
-    value, unchanged.
 
     Notebook: 00_overview.ipynb
     """
@@ -57,7 +55,6 @@ def record(name: str, value: Any) -> Any:
         data = json.loads(path.read_text()) if path.exists() else {}
         data[name] = _jsonable(value)
         write_json_atomic(data, path)
-    return value
 
 
 # --------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ def test_book_has_every_chapter(html_dir: Path):
     for nb in notebooks:
         page = html_dir / "notebooks" / f"{nb.stem}.html"
         assert page.is_file(), f"{nb.name} is missing from the book"
-    for page in ("api.html", "bibliography.html", "intro.html"):
+    for page in ("api.html", "bibliography.html", "intro.html", "notation.html"):
         assert (html_dir / page).is_file()
     # the API page documents the package and the bibliography lists both papers
     api = (html_dir / "api.html").read_text()
@@ -81,7 +81,7 @@ def test_pages_render_offline_in_chromium(html_dir: Path, server: str):
     shots = html_dir.parent / "screenshots"
     shutil.rmtree(shots, ignore_errors=True)
     shots.mkdir()
-    pages = ["index.html", "api.html", "bibliography.html"] + sorted(
+    pages = ["index.html", "notation.html", "api.html", "bibliography.html"] + sorted(
         f"notebooks/{p.name}" for p in (html_dir / "notebooks").glob("*.html"))
     problems: list[str] = []
     with playwright.sync_playwright() as pw:

@@ -31,9 +31,12 @@ def folder(tmp_path: Path) -> Path:
     return nbs
 
 
-def test_record_outside_suite_returns_value(monkeypatch):
+def test_record_is_silent_outside_a_suite(monkeypatch, tmp_path):
+    # returns None, so a record() that ends a notebook cell shows nothing; writes nothing
     monkeypatch.delenv(suite.RECORD_ENV, raising=False)
-    assert suite.record("x", 3) == 3
+    monkeypatch.chdir(tmp_path)
+    assert suite.record("x", {"rows": list(range(150))}) is None
+    assert not any(tmp_path.iterdir())
     with pytest.raises(ValueError):
         suite.record("", 1)
 
@@ -72,7 +75,10 @@ def test_suite_runs_in_order_and_indexes(folder, tmp_path):
     assert second["parameters"] == {"epochs": 7} and second["metrics"] == {"epochs_seen": 7}
     assert all(e["status"] == "ok" and e["wall_s"] > 0 for e in (first, second))
     assert "torch" in index["versions"] and index["profile"] == "smoke"
-    assert (out / "00_first.ipynb").is_file()
+    # record() ends the notebooks' last cell, and adds no output to the executed copy
+    executed = nbformat.read(out / "00_first.ipynb", as_version=4)
+    assert executed.cells[-1].source.endswith("record('double', n_tracks * 2)")
+    assert executed.cells[-1].outputs == []
 
 
 @pytest.mark.slow
