@@ -303,6 +303,7 @@ def _table2_run(row: str, parameters: Mapping[str, Any], seed: int, device: str,
     import pandas as pd
 
     from mrlib import evaluate as ev
+    from mrlib.systems import SYSTEMS
     from mrlib.train import TrainConfig, train
 
     context = table2_context(parameters, device)
@@ -314,19 +315,22 @@ def _table2_run(row: str, parameters: Mapping[str, Any], seed: int, device: str,
     test = context["test"]
     pos = pd.Series(np.arange(len(run.catalog_index)), index=run.catalog_index)
     E = run.embeddings[pos.loc[test].to_numpy()]
-    result = table2_score(E, context, tags=cfg.system == "at")
+    system = SYSTEMS[cfg.system]
+    tags = system.representation == "tag_probabilities"
+    result = table2_score(E, context, tags=tags)
     m = run.metrics
     extra = {"epochs_run": int(run.summary.get("epochs_run", len(m) - 1)),
              "best_epoch": run.summary.get("best_epoch"),
              "val_map": [round(float(v), 4) for v in m["val_map"]] if "val_map" in m else [],
              "patches_per_s": round(float(m["patches_per_s"].iloc[1:].mean()), 1)
              if "patches_per_s" in m and len(m) > 1 else None}
-    if cfg.system == "at":
+    if tags:
         auc = ev.tag_auc(context["data"].tags[test] >= 0.5, E)
         extra["tag_auc"] = round(float(auc.mean), 4)
         if "val_auc" in m:
             extra["val_auc"] = [None if pd.isna(v) else round(float(v), 4) for v in m["val_auc"]]
-    autopool = getattr(run.model(), "autopool", None) if cfg.system == "tl_autopool" else None
+    # a system with a pooling choice reports its learned AutoPool's alpha (if it has one)
+    autopool = getattr(run.model(), "autopool", None) if system.takes_pooling else None
     if autopool is not None:
         alpha = autopool.effective_alpha.detach().numpy().ravel()
         extra["alpha"] = {"mean": round(float(alpha.mean()), 4), "min": round(float(alpha.min()), 4),
@@ -472,7 +476,7 @@ def git_commit(root: Path | None = None) -> str:
 def _device_name(device: str) -> str:
     import torch
 
-    from mrlib.train import pick_device
+    from mrlib.devices import pick_device
 
     d = pick_device(device)
     if d.type == "cuda":

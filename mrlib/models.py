@@ -42,7 +42,7 @@ from torch import nn
 from .autopool import AutoPool
 
 __all__ = [
-    "SYSTEMS",
+    "NETWORKS",
     "POOLINGS",
     "PAPER_WIDTHS",
     "PAPER_POOLS",
@@ -58,8 +58,6 @@ __all__ = [
     "build_model",
     "summary",
 ]
-
-SYSTEMS = ("at", "tl", "tl_autopool", "matchnet")
 
 #: Channel counts at ``width=1`` (2020 paper, Table 1).
 PAPER_WIDTHS: dict[str, tuple[int, ...]] = {
@@ -266,6 +264,10 @@ class _PatchModel(nn.Module):
     """Shared plumbing: input checks, ``config`` and the default ``input_shape``."""
 
     system: str = ""
+    #: its embeddings lie on the unit sphere (a mean of them is normalised back onto it)
+    unit_norm: bool = True
+    #: it takes ``n_tags`` (a tagging head) instead of ``embedding_dim``
+    takes_tags: bool = False
 
     def _setup(self, n_bins: int, patch_len: int, width: float, config: dict) -> None:
         self.n_bins = _check_positive_int("n_bins", n_bins)
@@ -315,6 +317,8 @@ class ATBaseline(_PatchModel):
     """
 
     system = "at"
+    unit_norm = False
+    takes_tags = True
 
     def __init__(self, n_tags: int, width: float = 1.0, n_bins: int = 96, patch_len: int = 512,
                  dropout: float = 0.5) -> None:
@@ -542,6 +546,7 @@ class TripletMatchNet(_PatchModel):
     """
 
     system = "matchnet"
+    unit_norm = False
 
     def __init__(self, embedding_dim: int = 128, width: float = 1.0, n_bins: int = 96,
                  patch_len: int = 512, metric_hidden: int = 512) -> None:
@@ -644,7 +649,10 @@ class TripletMatchNet(_PatchModel):
 
 
 # ----------------------------------------------------------------------------- factory
-_CLASSES = {"at": ATBaseline, "tl": TL, "tl_autopool": TLAutopool, "matchnet": TripletMatchNet}
+#: The networks :func:`build_model` builds, by name (the systems that train them:
+#: :data:`mrlib.systems.SYSTEMS`).
+NETWORKS: dict[str, type] = {"at": ATBaseline, "tl": TL, "tl_autopool": TLAutopool,
+                             "matchnet": TripletMatchNet}
 
 
 def build_model(system: str, n_tags: int | None = None, width: float = 1.0, n_bins: int = 96,
@@ -678,15 +686,15 @@ def build_model(system: str, n_tags: int | None = None, width: float = 1.0, n_bi
 
     Notebook: 04_losses.ipynb
     """
-    if system not in _CLASSES:
-        raise ValueError(f"system must be one of {SYSTEMS}, got {system!r}")
-    if system == "at":
+    if system not in NETWORKS:
+        raise ValueError(f"system must be one of {tuple(NETWORKS)}, got {system!r}")
+    cls = NETWORKS[system]
+    if cls.takes_tags:
         if n_tags is None:
-            raise ValueError("the 'at' system needs n_tags (the number of tags m)")
+            raise ValueError(f"the {system!r} system needs n_tags (the number of tags m)")
         args = dict(n_tags=n_tags, width=width, n_bins=n_bins, patch_len=patch_len)
     else:
         args = dict(embedding_dim=embedding_dim, width=width, n_bins=n_bins, patch_len=patch_len)
-    cls = _CLASSES[system]
     try:
         if seed is None:
             return cls(**args, **kwargs)
