@@ -12,7 +12,7 @@ import sys
 
 import torch
 
-__all__ = ["mps_available", "pick_device", "amp_dtype", "peak_memory", "synchronize"]
+__all__ = ["mps_available", "pick_device", "amp_dtype", "memory_available", "peak_memory", "synchronize"]
 
 
 def mps_available() -> bool:
@@ -88,6 +88,23 @@ def amp_dtype(device: torch.device, amp: bool = True) -> torch.dtype | None:
     if not amp or device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def memory_available(device: torch.device) -> float | None:
+    """Free bytes on a CUDA device, or of the machine's memory for the CPU; None if unknown.
+
+    Notebook: 06_training.ipynb
+    """
+    if device.type == "cuda":
+        with contextlib.suppress(Exception):
+            return float(torch.cuda.mem_get_info(device)[0])
+        return None
+    if device.type == "cpu":
+        with contextlib.suppress(Exception):
+            import psutil   # optional
+
+            return float(psutil.virtual_memory().available)
+    return None
 
 
 def peak_memory(device: torch.device) -> tuple[int, str]:

@@ -20,7 +20,10 @@ __all__ = ["Dist", "init_distributed", "WriteAudit", "param_checksum"]
 
 @dataclass
 class Dist:
-    """This process's rank among ``world_size`` (one rank without torchrun)."""
+    """This process's rank among ``world_size`` (one rank without torchrun).
+
+    Notebook: 06_training.ipynb
+    """
 
     rank: int = 0
     world_size: int = 1
@@ -59,7 +62,10 @@ class Dist:
 
 
 def init_distributed(device_pref: str) -> Dist:
-    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1)."""
+    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1).
+
+    Notebook: 06_training.ipynb
+    """
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
@@ -82,6 +88,8 @@ class WriteAudit:
 
     Python audit hooks cannot be removed, so one hook is installed once per process and
     only records while a folder is set.
+
+    Notebook: 06_training.ipynb
     """
 
     _installed = False
@@ -122,7 +130,10 @@ class WriteAudit:
 
 def param_checksum(model: nn.Module) -> torch.Tensor:
     """Two float64 sums per parameter (plain and position-weighted): a differing element
-    changes at least one of them."""
+    changes at least one of them.
+
+    Notebook: 06_training.ipynb
+    """
     sums = []
     for p in model.parameters():
         v = p.detach().double().flatten()

@@ -158,7 +158,7 @@ def table2_rows(catalog: str = "synthetic", profile: str = "quick",
     """
     from mrlib.evaluate import table2_systems
     from mrlib.mining import is_online, paper_shares
-    from mrlib.train import paper_config
+    from mrlib.train_config import paper_config
 
     overrides = dict(overrides or {})
     if "seed" in overrides:
@@ -316,20 +316,18 @@ def _table2_run(row: str, parameters: Mapping[str, Any], seed: int, device: str,
     pos = pd.Series(np.arange(len(run.catalog_index)), index=run.catalog_index)
     E = run.embeddings[pos.loc[test].to_numpy()]
     system = SYSTEMS[cfg.system]
-    tags = system.representation == "tag_probabilities"
-    result = table2_score(E, context, tags=tags)
+    result = table2_score(E, context, tags=system.tags)
     m = run.metrics
     extra = {"epochs_run": int(run.summary.get("epochs_run", len(m) - 1)),
              "best_epoch": run.summary.get("best_epoch"),
              "val_map": [round(float(v), 4) for v in m["val_map"]] if "val_map" in m else [],
              "patches_per_s": round(float(m["patches_per_s"].iloc[1:].mean()), 1)
              if "patches_per_s" in m and len(m) > 1 else None}
-    if tags:
+    if system.tags:
         auc = ev.tag_auc(context["data"].tags[test] >= 0.5, E)
         extra["tag_auc"] = round(float(auc.mean), 4)
         if "val_auc" in m:
             extra["val_auc"] = [None if pd.isna(v) else round(float(v), 4) for v in m["val_auc"]]
-    # a system with a pooling choice reports its learned AutoPool's alpha (if it has one)
     autopool = getattr(run.model(), "autopool", None) if system.takes_pooling else None
     if autopool is not None:
         alpha = autopool.effective_alpha.detach().numpy().ravel()
@@ -617,6 +615,22 @@ def run_experiment(name: str, catalog: str = "synthetic", profile: str = "quick"
                            path, workdir, commit, progress)
 
 
+def _stored_rows(rows: dict, specs: dict, name: str, path: Path) -> dict:
+    """The store's rows for these specs: rows no longer specified go, changed ones start over."""
+    for r in [r for r in rows if r not in specs]:
+        print(f"[experiments] {r}: no longer a row of {name}; dropped from {path.name}")
+    stored: dict[str, dict] = {}
+    for r, params in specs.items():
+        key = res.parameters_key(params)
+        old = rows.get(r)
+        if old is not None and old.get("key") != key:
+            n_old = len(old.get("seeds", {}))
+            print(f"[experiments] {r}: parameters changed; its {n_old} stored seed(s) are run again")
+            old = None
+        stored[r] = old or {"parameters": params, "key": key, "seeds": {}}
+    return stored
+
+
 def _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, device, jobs, path,
                 workdir, commit, progress) -> Path:
     data = res.read_store(path) if path.exists() else res.new_store(
@@ -625,19 +639,7 @@ def _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, devi
         raise ValueError(f"{path} holds {data['experiment']} at profile {data['profile']}, not {name} at {profile}")
     command = _command(name, catalog, profile, seeds, overrides, rows, device)
     data.update({"title": exp.title, "command": command, "overrides": overrides})
-    for r in [r for r in data["rows"] if r not in specs]:
-        print(f"[experiments] {r}: no longer a row of {name}; dropped from {path.name}")
-        del data["rows"][r]
-    stored: dict[str, dict] = {}
-    for r, params in specs.items():
-        key = res.parameters_key(params)
-        old = data["rows"].get(r)
-        if old is not None and old.get("key") != key:
-            n_old = len(old.get("seeds", {}))
-            print(f"[experiments] {r}: parameters changed; its {n_old} stored seed(s) are run again")
-            old = None
-        stored[r] = old or {"parameters": params, "key": key, "seeds": {}}
-    data["rows"] = stored
+    stored = data["rows"] = _stored_rows(data["rows"], specs, name, path)
     chosen = list(rows or specs)
     todo = [(r, s) for s in seeds for r in chosen
             if stored[r]["seeds"].get(str(s), {}).get("status") != "ok"]

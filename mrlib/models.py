@@ -41,23 +41,9 @@ from torch import nn
 
 from .autopool import AutoPool
 
-__all__ = [
-    "NETWORKS",
-    "POOLINGS",
-    "PAPER_WIDTHS",
-    "PAPER_POOLS",
-    "FrequencyBatchNorm",
-    "ClampedMaxPool2d",
-    "L2Normalize",
-    "Backbone",
-    "ATBaseline",
-    "TL",
-    "TLAutopool",
-    "ResidualBlock",
-    "TripletMatchNet",
-    "build_model",
-    "summary",
-]
+__all__ = ["NETWORKS", "POOLINGS", "PAPER_WIDTHS", "PAPER_POOLS", "FrequencyBatchNorm",
+           "ClampedMaxPool2d", "L2Normalize", "Backbone", "ATBaseline", "TL", "TLAutopool",
+           "ResidualBlock", "TripletMatchNet", "build_model", "summary"]
 
 #: Channel counts at ``width=1`` (2020 paper, Table 1).
 PAPER_WIDTHS: dict[str, tuple[int, ...]] = {
@@ -288,6 +274,10 @@ class _PatchModel(nn.Module):
         weight_dtype = next(self.parameters()).dtype
         return x if x.dtype == weight_dtype else x.to(weight_dtype)
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The patch representation retrieval uses: :meth:`forward` (AT: tag probabilities)."""
+        return self.forward(x)
+
 
 # ----------------------------------------------------------------------------- 2020 systems
 class ATBaseline(_PatchModel):
@@ -346,10 +336,6 @@ class ATBaseline(_PatchModel):
         """Tag probabilities, ``(B, n_tags)``."""
         return torch.sigmoid(self.logits(x))
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """The AT system's patch representation: tag probabilities ``(B, n_tags)``."""
-        return self.forward(x)
-
 
 class TL(_PatchModel):
     """Triplet-loss network (TL): the AT backbone, FC(d) linear, L2-normalised.
@@ -394,10 +380,6 @@ class TL(_PatchModel):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Unit-norm embeddings, ``(B, embedding_dim)``."""
         return self.normalize(self.fc(self.features(x)))
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Same as :meth:`forward`."""
-        return self.forward(x)
 
 
 class TLAutopool(_PatchModel):
@@ -476,10 +458,6 @@ class TLAutopool(_PatchModel):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Unit-norm embeddings, ``(B, d)``."""
         return self.normalize(self.pooled(x))
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Same as :meth:`forward`."""
-        return self.forward(x)
 
 
 # ----------------------------------------------------------------------------- 2017 system
@@ -765,58 +743,11 @@ def summary(model: nn.Module, input_shape: tuple[int, ...] | None = None, batch_
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"summary() needs an nn.Module, got {type(model).__name__}")
-    if input_shape is None:
-        if not hasattr(model, "input_shape"):
-            raise ValueError("give input_shape=(n_bins, T) for a model without a default input_shape")
-        input_shape = model.input_shape
-    input_shape = tuple(int(s) for s in input_shape)
-    if len(input_shape) == 2:
-        input_shape = (1, *input_shape)
-    if len(input_shape) != 3 or input_shape[0] != 1 or min(input_shape) < 1:
-        raise ValueError(f"input_shape must be (n_bins, T) or (1, n_bins, T), got {input_shape}")
+    input_shape = _summary_input_shape(model, input_shape)
     batch_size = _check_positive_int("batch_size", batch_size)
-
-    rows: list[dict] = []
-    seen: set[str] = set()
-
-    def shape_row(name: str, desc: str, out: Any, params: int) -> dict:
-        shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else ()
-        f = t = c = None
-        if len(shape) == 3:
-            c, f, t = shape
-        elif len(shape) == 2:         # (T, C): frames of a frequency-collapsed map
-            f, (t, c) = 1, shape
-        elif len(shape) == 1:
-            c = shape[0]
-        return dict(layer=name, description=desc, output_shape=shape, F=f, T=t, C=c, params=params)
-
-    def make_hook(name: str):
-        def hook(module, _inputs, output):
-            if name in seen:          # MatchNet's tower runs twice per pair; list it once
-                return
-            seen.add(name)
-            n_params = sum(p.numel() for p in module.parameters(recurse=False))
-            rows.append(shape_row(name, _describe(module) or type(module).__name__, output, n_params))
-        return hook
-
-    handles = [m.register_forward_hook(make_hook(n)) for n, m in model.named_modules()
-               if len(list(m.children())) == 0 and n]
-    was_training = model.training
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn((batch_size, *input_shape), generator=gen).to(device)
-    rows.append(shape_row("input", "CQT", x, 0))
-    try:
-        model.eval()
-        with torch.no_grad():
-            if isinstance(model, TripletMatchNet):
-                model(x, x)
-            else:
-                model(x)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    x = torch.randn((batch_size, *input_shape), generator=torch.Generator().manual_seed(0)).to(device)
+    rows = [_shape_row("input", "CQT", x, 0), *_leaf_rows(model, x)]
     total = sum(p.numel() for p in model.parameters())
     rows.append(dict(layer="total", description="", output_shape=(), F=None, T=None, C=None, params=total))
     df = pd.DataFrame(rows)
@@ -828,3 +759,61 @@ def summary(model: nn.Module, input_shape: tuple[int, ...] | None = None, batch_
     if print_table:
         print(df.to_string(index=False))
     return df
+
+
+def _summary_input_shape(model: nn.Module, input_shape) -> tuple[int, int, int]:
+    """One patch as ``(1, n_bins, T)``: the given shape or the model's default."""
+    if input_shape is None:
+        if not hasattr(model, "input_shape"):
+            raise ValueError("give input_shape=(n_bins, T) for a model without a default input_shape")
+        input_shape = model.input_shape
+    input_shape = tuple(int(s) for s in input_shape)
+    if len(input_shape) == 2:
+        input_shape = (1, *input_shape)
+    if len(input_shape) != 3 or input_shape[0] != 1 or min(input_shape) < 1:
+        raise ValueError(f"input_shape must be (n_bins, T) or (1, n_bins, T), got {input_shape}")
+    return input_shape
+
+
+def _shape_row(name: str, desc: str, out: Any, params: int) -> dict:
+    """A summary row: the output shape without the batch axis, and as the paper's F, T, C."""
+    shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else ()
+    f = t = c = None
+    if len(shape) == 3:
+        c, f, t = shape
+    elif len(shape) == 2:         # (T, C): frames of a frequency-collapsed map
+        f, (t, c) = 1, shape
+    elif len(shape) == 1:
+        c = shape[0]
+    return dict(layer=name, description=desc, output_shape=shape, F=f, T=t, C=c, params=params)
+
+
+def _leaf_rows(model: nn.Module, x: torch.Tensor) -> list[dict]:
+    """One row per leaf module, from a forward pass in eval mode (the model's mode restored)."""
+    rows: list[dict] = []
+    seen: set[str] = set()
+
+    def make_hook(name: str):
+        def hook(module, _inputs, output):
+            if name in seen:          # MatchNet's tower runs twice per pair; list it once
+                return
+            seen.add(name)
+            n_params = sum(p.numel() for p in module.parameters(recurse=False))
+            rows.append(_shape_row(name, _describe(module) or type(module).__name__, output, n_params))
+        return hook
+
+    handles = [m.register_forward_hook(make_hook(n)) for n, m in model.named_modules()
+               if len(list(m.children())) == 0 and n]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            if isinstance(model, TripletMatchNet):
+                model(x, x)
+            else:
+                model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return rows

@@ -58,11 +58,17 @@ _ASIDE = ".previous-run"
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint file is missing, truncated, corrupt or not an mrlib checkpoint."""
+    """A checkpoint file is missing, truncated, corrupt or not an mrlib checkpoint.
+
+    Notebook: 06_training.ipynb
+    """
 
 
 class RunExistsError(FileExistsError):
-    """The run folder holds another run that only ``replace=True`` (``--replace``) may replace."""
+    """The run folder holds another run that only ``replace=True`` (``--replace``) may replace.
+
+    Notebook: 06_training.ipynb
+    """
 
 
 def save_checkpoint(state: dict, path: str | os.PathLike, keep_previous: bool = True) -> Path:
@@ -203,6 +209,10 @@ def _load_latest_checkpoint(run_dir: Path, log) -> dict | None:
 # RNG states in a checkpoint (JSON strings + tensors, so checkpoints load with weights_only=True)
 # =============================================================================================
 def capture_rng(patch_rng: np.random.Generator, device: torch.device) -> dict:
+    """Every RNG state a run draws from (python, numpy, the patch stream, torch, CUDA), storable.
+
+    Notebook: 06_training.ipynb
+    """
     py = random.getstate()
     npst = np.random.get_state()
     return {
@@ -215,6 +225,10 @@ def capture_rng(patch_rng: np.random.Generator, device: torch.device) -> dict:
 
 
 def restore_rng(state: dict, patch_rng: np.random.Generator, device: torch.device) -> None:
+    """Put back the RNG states that :func:`capture_rng` stored.
+
+    Notebook: 06_training.ipynb
+    """
     v, internal, gauss = json.loads(state["python"])
     random.setstate((v, tuple(internal), gauss))
     name, keys, pos, has_gauss, cached = json.loads(state["numpy"])
@@ -343,7 +357,10 @@ def _read_metrics(path: Path) -> pd.DataFrame:
 
 
 def check_resumable(config: TrainConfig, ckpt: dict, world_size: int) -> None:
-    """Refuse to resume a checkpoint of another configuration or another number of ranks."""
+    """Refuse to resume a checkpoint of another configuration or another number of ranks.
+
+    Notebook: 06_training.ipynb
+    """
     saved = json.loads(ckpt["config"])
     now = config.to_dict()
     diff = {k: (saved.get(k), v) for k, v in now.items()
@@ -395,6 +412,16 @@ class RunFolder:
             if self._created:
                 with contextlib.suppress(OSError):
                     self.run_dir.rmdir()
+
+    def save_checkpoint(self, state: dict) -> None:
+        """Write the run's checkpoint (atomic, the previous one kept); a replaced run's files go."""
+        save_checkpoint({"format": _CKPT_FORMAT, **state}, self.run_dir / _CKPT)
+        self.drop_aside()
+
+    def latest_checkpoint(self) -> dict | None:
+        """The checkpoint file as rank 0 left it (verified, perhaps rotated), or None."""
+        path = self.run_dir / _CKPT
+        return load_checkpoint(path) if path.exists() else None
 
     def _recover_aside(self) -> None:
         """Finish what a killed predecessor left: restore or drop a moved-aside run."""

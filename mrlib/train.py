@@ -1,23 +1,11 @@
-r"""One trainer for the four systems, on any device, resumable, and distributed with torchrun.
+"""One trainer for the four systems, on any device, resumable, and distributed with torchrun.
 
-:func:`train` takes a :class:`TrainConfig` and trains
-
-* ``"at"`` — the auto-tagging baseline (FCN-5, BCE on tags binarised at 0.5);
-* ``"tl"`` — the triplet-loss CNN, with offline mining (``"neighbors"``, ``"uniform"``,
-  ``"distance"``: Prétet et al. 2020, §3.2) or online mining inside a batch of tracks
-  (``"online-semihard"``, ``"online-hard"``: the paper's future work);
-* ``"tl_autopool"`` — the same with AutoPool over time;
-* ``"matchnet"`` — Triplet MatchNet (Lu et al. 2017): rank loss ψ + contrastive loss φ on all
-  patch pairs of song triplets.
-
-**Batches.** The paper's TL batch (§4.3) is one anchor track, one positive track and 42
-negative tracks, mined offline (:class:`mrlib.mining.PaperBatchSampler`), with one random patch
-per row: 42 triplets of patches, 126 patches. ``sampler="shuffled"`` draws the 42 triplets from
-all mined ones instead (:class:`mrlib.mining.ShuffledTripletSampler`). AT and online mining draw
-batches of ``batch_tracks`` training tracks (one patch each); online mining then keeps the hard
-or semi-hard valid triplets of the batch (:func:`mrlib.mining.online_triplets`). MatchNet takes
-the offline batches as song triplets :math:`(\chi, \chi^+, \chi^-_j)`, with
-``matchnet_patches`` patches per song.
+:func:`train` takes a :class:`TrainConfig` and trains one of the systems of
+:data:`mrlib.systems.SYSTEMS` (AT, TL, TL Autopool, Triplet MatchNet; their batches and losses
+are described there). The pieces: :mod:`mrlib.train_config` (the config and its checks),
+:mod:`mrlib.systems` (what differs per system), :mod:`mrlib.training_data` (data and batches),
+:mod:`mrlib.runfolder` (checkpoints and the run folder), :mod:`mrlib.distributed`,
+:mod:`mrlib.devices` and :mod:`mrlib.train_args` (the command line); this module runs them.
 
 **What is logged.** ``loss`` is the optimised objective; ``loss_all`` and ``active_fraction``
 (the share of triplets with a non-zero loss: near 1 with a loss near the margin is collapse,
@@ -48,11 +36,6 @@ runs PyTorch DDP (NCCL on CUDA, gloo on CPU): each rank draws its own share of t
 (the samplers take ``rank``/``world_size``), gradients are averaged, rank 0 alone validates,
 logs and writes files. Without torchrun nothing changes.
 
-The pieces: :mod:`mrlib.train_config` (the config and its checks), :mod:`mrlib.systems` (what
-differs per system), :mod:`mrlib.training_data` (data, batches, embeddings),
-:mod:`mrlib.runfolder` (checkpoints and the run folder), :mod:`mrlib.distributed`,
-:mod:`mrlib.devices` and :mod:`mrlib.train_args` (the command line); this module runs them.
-
 Notebook: 06_training.ipynb
 """
 from __future__ import annotations
@@ -66,7 +49,6 @@ import os
 import random
 import sys
 import time
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -76,45 +58,26 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mrlib import evaluate
-from mrlib.devices import amp_dtype, mps_available, peak_memory, pick_device, synchronize
+from mrlib.devices import (amp_dtype, memory_available, mps_available, peak_memory, pick_device,
+                           synchronize)
 from mrlib.distributed import WriteAudit, init_distributed, param_checksum
 from mrlib.mining import mine
 from mrlib.models import _scale
-from mrlib.paths import LockedError, data_dir
-from mrlib.runfolder import (_CKPT, _CKPT_FORMAT, CheckpointError, RunExistsError, RunFolder,
-                             RunResult, capture_rng, check_resumable, load_checkpoint, load_run,
-                             restore_rng, save_checkpoint)
+from mrlib.paths import LockedError
+from mrlib.runfolder import (CheckpointError, RunExistsError, RunFolder, RunResult, capture_rng,
+                             check_resumable, load_checkpoint, load_run, restore_rng,
+                             save_checkpoint)
 from mrlib.similarity import oracle
-from mrlib.systems import SYSTEMS, BatchMaker
+from mrlib.systems import SYSTEMS, BatchMaker, embed_tracks, song_dissimilarities
 from mrlib.train_args import config_from_args
 from mrlib.train_config import DEFAULT_LR, PAPER_LR, TrainConfig, paper_config
-from mrlib.training_data import (Prefetcher, TrainData, batch_stream, embed_tracks, prepare_data,
-                                 song_dissimilarities, tensor_batch)
+from mrlib.training_data import (Prefetcher, TrainData, batch_stream, check_catalog_name, prepare_data,
+                                 tensor_batch)
 
-__all__ = [
-    "SYSTEMS",
-    "DEFAULT_LR",
-    "PAPER_LR",
-    "TrainConfig",
-    "TrainData",
-    "RunResult",
-    "CheckpointError",
-    "RunExistsError",
-    "pick_device",
-    "mps_available",
-    "amp_dtype",
-    "prepare_data",
-    "paper_config",
-    "train",
-    "load_run",
-    "load_checkpoint",
-    "save_checkpoint",
-    "embed_tracks",
-    "song_dissimilarities",
-    "measure_throughput",
-    "config_from_args",
-    "main",
-]
+__all__ = ["SYSTEMS", "DEFAULT_LR", "PAPER_LR", "TrainConfig", "TrainData", "RunResult",
+           "CheckpointError", "RunExistsError", "pick_device", "mps_available", "amp_dtype",
+           "prepare_data", "paper_config", "train", "load_run", "load_checkpoint", "save_checkpoint",
+           "embed_tracks", "song_dissimilarities", "measure_throughput", "config_from_args", "main"]
 
 
 def _validate(model: nn.Module, data: TrainData, val_idx: np.ndarray, S_val: np.ndarray,
@@ -133,23 +96,9 @@ def _validate(model: nn.Module, data: TrainData, val_idx: np.ndarray, S_val: np.
            "val_recall": float(res.per_query["recall"].mean()),
            "val_rr": float(res.per_query["rr"].mean()),
            "val_ndcg": float(res.per_query["ndcg"].mean()), "val_auc": None}
-    if system.representation == "tag_probabilities":
+    if system.tags:
         out["val_auc"] = evaluate.tag_auc(data.tags[val_idx] >= 0.5, E).mean
     return out
-
-
-def _adam(model: nn.Module, cfg: TrainConfig) -> torch.optim.Adam:
-    """Adam at the run's rate; AutoPool's α in a group of its own when ``alpha_lr`` is set.
-
-    Adam moves a parameter by about its learning rate per step whatever the gradient's size,
-    so at 10⁻³ and 200 steps α cannot leave [-0.2, 0.2]: close to the mean, far from the max.
-    """
-    if cfg.alpha_lr is None:
-        return torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
-    alpha = [p for n, p in model.named_parameters() if n.endswith("autopool.alpha")]
-    rest = [p for n, p in model.named_parameters() if not n.endswith("autopool.alpha")]
-    return torch.optim.Adam([{"params": rest}, {"params": alpha, "lr": cfg.alpha_lr}],
-                            lr=cfg.learning_rate)
 
 
 def _jsonable(v):
@@ -206,7 +155,7 @@ class _Run:
                                    device_ids=[self.device.index] if self.device.type == "cuda" else None)
         else:
             self.step_module = self.objective
-        self.optimizer = _adam(self.model, cfg)
+        self.optimizer = self.system.optimizer(self.model, cfg)
         self.amp_dtype = amp_dtype(self.device, cfg.amp)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
 
@@ -270,8 +219,7 @@ class _Run:
         self.dist.barrier()
         if self.dist.active and not self.dist.is_main:
             # every rank reads the same (already verified and possibly rotated) file
-            folder.ckpt = load_checkpoint(self.run_dir / _CKPT) if resume and \
-                (self.run_dir / _CKPT).exists() else None
+            folder.ckpt = folder.latest_checkpoint() if resume else None
             if folder.ckpt is not None:
                 check_resumable(cfg, folder.ckpt, self.dist.world_size)
         if cfg.verify_ddp:
@@ -317,20 +265,7 @@ class _Run:
     # -- bounds: a run that cannot fit stops before it allocates --------------------------
     def _check_bounds(self) -> None:
         cfg, data = self.config, self.data
-        avail = np.flatnonzero(data.available)
-        if avail.size == 0:
-            raise ValueError(f"no track of catalog {data.name or cfg.catalog!r} has features")
-        frames = getattr(data.features, "n_frames", None)
-        if frames is not None:
-            frames = np.asarray(frames)[avail]
-        else:
-            frames = np.array([np.shape(data.features[int(i)])[-1] for i in avail])
-        longest = int(frames.max())
-        if cfg.patch_len > longest:
-            raise ValueError(
-                f"patch_len={cfg.patch_len} frames is longer than the longest track "
-                f"({longest} frames, median {int(np.median(frames))}): every patch would repeat "
-                f"its track; choose patch_len <= {longest}")
+        data.check_patch_len(cfg.patch_len, cfg.catalog)
         need, what = self._memory_estimate(), self._memory_available()
         if what is not None and need > what:
             raise MemoryError(
@@ -355,16 +290,7 @@ class _Run:
         return batch * 4 * (cfg.prefetch + 2) + batch * elem * first * 4.5
 
     def _memory_available(self) -> float | None:
-        if self.device.type == "cuda":
-            with contextlib.suppress(Exception):
-                return float(torch.cuda.mem_get_info(self.device)[0])
-            return None
-        if self.device.type == "cpu":
-            with contextlib.suppress(Exception):
-                import psutil
-
-                return float(psutil.virtual_memory().available)
-        return None
+        return memory_available(self.device)
 
     def _sampler(self):
         """The system's batch sampler over this rank's share (tracks, or mined triplets)."""
@@ -556,7 +482,6 @@ class _Run:
         if not self.dist.is_main:
             return
         state = {
-            "format": _CKPT_FORMAT,
             "epoch": self.epoch,
             "global_step": self.global_step,
             "world_size": self.dist.world_size,
@@ -574,8 +499,7 @@ class _Run:
             "ddp_check": json.dumps(self.ddp_check),
             "torch_version": str(torch.__version__),
         }
-        save_checkpoint(state, self.run_dir / _CKPT)
-        self.folder.drop_aside()
+        self.folder.save_checkpoint(state)
 
     # -- the loop ----------------------------------------------------------------------------
     def fit(self, stop_after_epoch: int | None = None) -> None:
@@ -751,7 +675,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, *,
     if not isinstance(replace, bool):
         raise TypeError(f"replace must be a bool, got {replace!r}")
     if data is None:
-        _check_catalog_name(config.catalog)
+        check_catalog_name(config.catalog)
     run = _Run(config, data, progress)
     try:
         finished = run.open_folder(resume, replace)
@@ -766,20 +690,6 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, *,
         raise
     finally:
         run.close()
-
-
-def _check_catalog_name(catalog: str) -> None:
-    """A catalog that :func:`mrlib.catalog.load` can find, checked without building anything."""
-    if catalog in ("synthetic", "music21", "mtat", "folder"):
-        return
-    for cand in (Path(catalog).expanduser(), data_dir() / catalog):
-        if (cand / "tracks.csv").is_file():
-            return
-    raise FileNotFoundError(
-        f"TrainConfig.catalog={catalog!r} is not a catalog: expected 'synthetic', 'music21', "
-        f"'mtat', 'folder', or a folder holding tracks.csv (looked in {Path(catalog)} and "
-        f"{data_dir() / catalog})")
-
 
 
 # =============================================================================================

@@ -1,5 +1,5 @@
-"""The data a training run reads: catalog features and tags by index, a stream of batches
-made in a background thread, and track representations from seeded test patches.
+"""The data a training run reads: catalog features and tags by index, and a stream of batches
+made in a background thread.
 
 Notebook: 06_training.ipynb
 """
@@ -9,18 +9,16 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 import torch
-from torch import nn
-from tqdm.auto import tqdm
 
-from mrlib.devices import amp_dtype
-from mrlib.features import FeatureConfig, extract, test_patches
+from mrlib.features import FeatureConfig, extract
+from mrlib.paths import data_dir
 
-__all__ = ["TrainData", "prepare_data", "batch_stream", "tensor_batch", "Prefetcher", "embed_tracks",
-           "song_dissimilarities"]
+__all__ = ["TrainData", "prepare_data", "check_catalog_name", "batch_stream", "tensor_batch", "Prefetcher"]
 
 @dataclass
 class TrainData:
@@ -82,6 +80,23 @@ class TrainData:
             mask &= self.split == split
         return np.flatnonzero(mask).astype(np.int64)
 
+    def check_patch_len(self, patch_len: int, catalog: str = "") -> None:
+        """Refuse a patch longer than the longest track (every patch would repeat its track)."""
+        avail = np.flatnonzero(self.available)
+        if avail.size == 0:
+            raise ValueError(f"no track of catalog {self.name or catalog!r} has features")
+        frames = getattr(self.features, "n_frames", None)
+        if frames is not None:
+            frames = np.asarray(frames)[avail]
+        else:
+            frames = np.array([np.shape(self.features[int(i)])[-1] for i in avail])
+        longest = int(frames.max())
+        if patch_len > longest:
+            raise ValueError(
+                f"patch_len={patch_len} frames is longer than the longest track "
+                f"({longest} frames, median {int(np.median(frames))}): every patch would repeat "
+                f"its track; choose patch_len <= {longest}")
+
     @classmethod
     def from_catalog(cls, catalog, features) -> "TrainData":
         """From a :class:`mrlib.catalog.Catalog` and its :class:`mrlib.features.FeatureSet`."""
@@ -134,8 +149,27 @@ def prepare_data(config, progress: bool = True, preload_limit_gb: float = 8.0) -
 
 
 
+def check_catalog_name(catalog: str) -> None:
+    """A catalog that :func:`mrlib.catalog.load` can find, checked without building anything.
+
+    Notebook: 06_training.ipynb
+    """
+    if catalog in ("synthetic", "music21", "mtat", "folder"):
+        return
+    for cand in (Path(catalog).expanduser(), data_dir() / catalog):
+        if (cand / "tracks.csv").is_file():
+            return
+    raise FileNotFoundError(
+        f"TrainConfig.catalog={catalog!r} is not a catalog: expected 'synthetic', 'music21', "
+        f"'mtat', 'folder', or a folder holding tracks.csv (looked in {Path(catalog)} and "
+        f"{data_dir() / catalog})")
+
+
 def batch_stream(sampler) -> Iterator:
-    """Endless batches: the sampler's epochs one after another (its state says where we are)."""
+    """Endless batches: the sampler's epochs one after another (its state says where we are).
+
+    Notebook: 06_training.ipynb
+    """
     while True:
         empty = True
         for item in sampler:
@@ -146,7 +180,10 @@ def batch_stream(sampler) -> Iterator:
 
 
 def tensor_batch(make, item, pin: bool) -> dict:
-    """A sampler item -> batch dict with the patches as a float32 CPU tensor (pinned for CUDA)."""
+    """A sampler item -> batch dict with the patches as a float32 CPU tensor (pinned for CUDA).
+
+    Notebook: 06_training.ipynb
+    """
     batch = make(item)
     x = torch.from_numpy(batch["x"].astype(np.float32, copy=False))
     batch["x"] = x.pin_memory() if pin else x
@@ -158,6 +195,8 @@ class Prefetcher:
 
     Exactly ``n``: the sampler and patch-RNG states at the end of an epoch are those after its
     last batch, so a checkpoint taken then resumes exactly.
+
+    Notebook: 06_training.ipynb
     """
 
     def __init__(self, stream: Iterator, make, n: int, depth: int, pin: bool) -> None:
@@ -202,123 +241,3 @@ class Prefetcher:
             self._stop.set()
             if self._thread is not None:
                 self._thread.join()
-
-
-
-def _eval_patches(data: TrainData, idx: np.ndarray, patch_len: int, n: int) -> np.ndarray:
-    return np.stack([test_patches(data.features[int(i)], patch_len, n=n, seed=int(i)) for i in idx])
-
-
-@torch.no_grad()
-def embed_tracks(model: nn.Module, data: TrainData, idx: Sequence[int], patch_len: int,
-                 n_patches: int = 8, batch_size: int = 256, device: str | torch.device | None = None,
-                 amp: bool = False, per_patch: bool = False, progress: bool = False) -> np.ndarray:
-    """Track representations from 8 seeded test patches: embeddings or tag probabilities.
-
-    Track ``i``'s patches are ``test_patches(features[i], patch_len, n_patches, seed=i)``, so
-    every model and run sees the same ones. TL / TL Autopool: mean of the unit-norm patch
-    embeddings, L2-normalised again; AT: mean tag probabilities; MatchNet: mean tower
-    embedding (or every patch's with ``per_patch=True``, which the learned metric needs).
-
-    Parameters
-    ----------
-    model : nn.Module
-        A model of :mod:`mrlib.models` (its ``system`` attribute decides the head).
-    data : TrainData
-    idx : sequence of int
-        Catalog indices.
-    patch_len : int
-    n_patches : int, default 8
-    batch_size : int, default 256
-        Patches per forward pass.
-    device : device, optional
-        Default: the model's.
-    amp : bool
-        Autocast on CUDA (see :func:`amp_dtype`).
-    per_patch : bool
-        Return ``(n, n_patches, d)`` instead of the mean.
-    progress : bool
-
-    Returns
-    -------
-    numpy.ndarray, float32, shape (len(idx), d) — or (len(idx), n_patches, d)
-
-    Notebook: 06_training.ipynb
-    """
-    idx = np.asarray(idx, dtype=np.int64)
-    if idx.ndim != 1:
-        raise ValueError(f"idx must be 1-D catalog indices, got shape {idx.shape}")
-    dev = next(model.parameters()).device if device is None else torch.device(device)
-    was_training = model.training
-    model.eval()
-    dtype = amp_dtype(dev, amp)
-    tracks_per_chunk = max(1, batch_size // n_patches)
-    out = []
-    try:
-        for s in tqdm(range(0, len(idx), tracks_per_chunk), desc="embed", unit="chunk",
-                      disable=not progress, leave=False):
-            chunk = idx[s:s + tracks_per_chunk]
-            x = torch.from_numpy(_eval_patches(data, chunk, patch_len, n_patches)
-                                 .astype(np.float32)).to(dev)
-            x = x.reshape(-1, *x.shape[2:])
-            with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
-                e = model.embed(x).float()
-            out.append(e.reshape(len(chunk), n_patches, -1).cpu())
-    finally:
-        model.train(was_training)
-    E = torch.cat(out) if out else torch.zeros((0, n_patches, 1))
-    if per_patch:
-        return E.numpy().astype(np.float32)
-    mean = E.mean(dim=1)
-    if getattr(model, "unit_norm", True):   # unit-norm embeddings: the mean goes back on the sphere
-        mean = torch.nn.functional.normalize(mean, dim=1)
-    return mean.numpy().astype(np.float32)
-
-
-@torch.no_grad()
-def song_dissimilarities(model: nn.Module, Ea: np.ndarray | torch.Tensor,
-                         Eb: np.ndarray | torch.Tensor | None = None, chunk_mb: float = 256.0,
-                         device: str | torch.device | None = None) -> np.ndarray:
-    """Triplet MatchNet song-level dissimilarity: mean of ``f = sigmoid(z)`` over patch pairs.
-
-    Parameters
-    ----------
-    model : mrlib.models.TripletMatchNet
-    Ea : array (n_a, P_a, e)
-        Tower embeddings of the patches of each song (``embed_tracks(..., per_patch=True)``).
-    Eb : array (n_b, P_b, e), optional
-        Default ``Ea``.
-    chunk_mb : float
-        Memory budget of one block of pairs.
-
-    Returns
-    -------
-    numpy.ndarray, float32, shape (n_a, n_b), values in (0, 1): 0 similar, 1 dissimilar.
-
-    Notebook: 06_training.ipynb
-    """
-    dev = next(model.parameters()).device if device is None else torch.device(device)
-    Ea = torch.as_tensor(np.asarray(Ea, dtype=np.float32), device=dev)
-    Eb = Ea if Eb is None else torch.as_tensor(np.asarray(Eb, dtype=np.float32), device=dev)
-    if Ea.ndim != 3 or Eb.ndim != 3 or Ea.shape[2] != Eb.shape[2]:
-        raise ValueError(f"Ea and Eb must be (n, P, e) with the same e, got {tuple(Ea.shape)} "
-                         f"and {tuple(Eb.shape)}")
-    was_training = model.training
-    model.eval()
-    na, pa, e = Ea.shape
-    nb, pb, _ = Eb.shape
-    flat_b = Eb.reshape(nb * pb, e)
-    # one block holds c*pa x nb*pb concatenated pairs of 2e floats
-    per_track = pa * nb * pb * 2 * e * 4
-    c = max(1, int(chunk_mb * 2**20 // max(per_track, 1)))
-    out = np.empty((na, nb), dtype=np.float32)
-    try:
-        for s in range(0, na, c):
-            blk = Ea[s:s + c]
-            z = model.metric_pairs(blk.reshape(-1, e), flat_b)            # (c*pa, nb*pb)
-            f = torch.sigmoid(z.float()).reshape(blk.shape[0], pa, nb, pb).mean(dim=(1, 3))
-            out[s:s + c] = f.cpu().numpy()
-    finally:
-        model.train(was_training)
-    return out
-

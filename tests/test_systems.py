@@ -56,7 +56,7 @@ def test_every_system_trains_a_step_and_embeds(tmp_path, data, system, mining):
     E = run.embeddings
     assert E.shape[0] == len(data) and np.isfinite(E).all()
     assert (run.metrics["active_fraction"].notna().iloc[1:].all()) == s.triplet_stats
-    if s.representation == "tag_probabilities":
+    if s.tags:
         assert E.shape[1] == data.tags.shape[1] and ((E >= 0) & (E <= 1)).all()
     if s.per_patch:
         assert run.patch_embeddings.shape[:2] == (len(data), TINY["val_patches"])

@@ -496,9 +496,9 @@ def test_alpha_lr_puts_autopools_alpha_in_its_own_adam_group():
     from mrlib.models import build_model
 
     model = build_model("tl_autopool", width=0.0625, n_bins=24, patch_len=32, embedding_dim=8, seed=0)
-    plain = T._adam(model, T.TrainConfig(system="tl_autopool", lr=1e-3))
+    plain = SYSTEMS["tl_autopool"].optimizer(model, T.TrainConfig(system="tl_autopool", lr=1e-3))
     assert [g["lr"] for g in plain.param_groups] == [1e-3]           # one group, as before
-    split = T._adam(model, T.TrainConfig(system="tl_autopool", lr=1e-3, alpha_lr=0.05))
+    split = SYSTEMS["tl_autopool"].optimizer(model, T.TrainConfig(system="tl_autopool", lr=1e-3, alpha_lr=0.05))
     rest, alpha = split.param_groups
     assert alpha["lr"] == 0.05 and alpha["params"] == [model.autopool.alpha]
     assert rest["lr"] == 1e-3 and len(rest["params"]) == len(list(model.parameters())) - 1
