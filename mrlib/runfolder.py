@@ -356,15 +356,18 @@ def _read_metrics(path: Path) -> pd.DataFrame:
     return df
 
 
+def _config_diff(saved: dict, config: TrainConfig, ignore: set) -> dict:
+    """Field -> (saved, now) of the fields outside ``ignore`` that differ."""
+    return {k: (saved.get(k), v) for k, v in config.to_dict().items()
+            if k not in ignore and saved.get(k) != v}
+
+
 def check_resumable(config: TrainConfig, ckpt: dict, world_size: int) -> None:
     """Refuse to resume a checkpoint of another configuration or another number of ranks.
 
     Notebook: 06_training.ipynb
     """
-    saved = json.loads(ckpt["config"])
-    now = config.to_dict()
-    diff = {k: (saved.get(k), v) for k, v in now.items()
-            if k not in _RESUMABLE_CHANGES and saved.get(k) != v}
+    diff = _config_diff(json.loads(ckpt["config"]), config, _RESUMABLE_CHANGES)
     if diff:
         raise ValueError("resume=True with a different configuration than the checkpoint's "
                          f"(saved, now): {diff}; only {sorted(_RESUMABLE_CHANGES)} may change")
@@ -433,11 +436,7 @@ class RunFolder:
             self.log(f"[train] {self.run_dir}: the run that replaced the one in {_ASIDE}/ had "
                      f"written its first checkpoint; the replaced run is now deleted")
             return
-        for n in _RUN_FILES:
-            (self.run_dir / n).unlink(missing_ok=True)
-        for f in aside.iterdir():
-            os.replace(f, self.run_dir / f.name)
-        aside.rmdir()
+        self._put_back(aside)
         self.log(f"[train] {self.run_dir}: a run that was replacing this folder's run stopped "
                  "before its first checkpoint; the previous run is restored from "
                  f"{_ASIDE}/")
@@ -451,8 +450,7 @@ class RunFolder:
     def _same_run(self, saved: TrainConfig | None) -> tuple[bool, dict]:
         if saved is None:
             return False, {"config.json": ("unreadable or missing", "")}
-        a, b = saved.to_dict(), self.config.to_dict()
-        diff = {k: (a.get(k), v) for k, v in b.items() if k not in _SAME_RUN_IGNORES and a.get(k) != v}
+        diff = _config_diff(saved.to_dict(), self.config, _SAME_RUN_IGNORES)
         return not diff, diff
 
     def _decide(self, resume: bool, replace: bool) -> RunResult | None:
@@ -515,15 +513,19 @@ class RunFolder:
             shutil.rmtree(self.aside, ignore_errors=True)
             self.aside = None
 
+    def _put_back(self, aside: Path) -> None:
+        """The files in ``aside`` replace the run's files."""
+        for n in _RUN_FILES:
+            (self.run_dir / n).unlink(missing_ok=True)
+        for f in aside.iterdir():
+            os.replace(f, self.run_dir / f.name)
+        aside.rmdir()
+
     def restore_aside(self) -> None:
         """The new run failed before its first checkpoint: put the previous run back."""
         if self.aside is None or not self.aside.is_dir():
             return
-        for n in _RUN_FILES:
-            (self.run_dir / n).unlink(missing_ok=True)
-        for f in self.aside.iterdir():
-            os.replace(f, self.run_dir / f.name)
-        self.aside.rmdir()
+        self._put_back(self.aside)
         self.aside = None
         self.log(f"[train] the new run stopped before its first checkpoint: the previous run in "
                  f"{self.run_dir} is restored")
