@@ -62,7 +62,7 @@ from mrlib.devices import (amp_dtype, memory_available, mps_available, peak_memo
                            synchronize)
 from mrlib.distributed import WriteAudit, init_distributed, param_checksum
 from mrlib.mining import mine
-from mrlib.models import _scale
+from mrlib.layers import scale_channels
 from mrlib.paths import LockedError
 from mrlib.runfolder import (CheckpointError, RunExistsError, RunFolder, RunResult, capture_rng,
                              check_resumable, load_checkpoint, load_run, restore_rng,
@@ -286,7 +286,7 @@ class _Run:
         elem = 2 if amp_dtype(self.device, cfg.amp) is not None else 4
         patch = n_bins * cfg.patch_len
         batch = self.patches_per_batch_estimate * patch
-        first = _scale(128, cfg.width)
+        first = scale_channels(128, cfg.width)
         return batch * 4 * (cfg.prefetch + 2) + batch * elem * first * 4.5
 
     def _memory_available(self) -> float | None:
