@@ -158,7 +158,7 @@ def table2_rows(catalog: str = "synthetic", profile: str = "quick",
     """
     from mrlib.evaluate import table2_systems
     from mrlib.mining import is_online, paper_shares
-    from mrlib.train import paper_config
+    from mrlib.train_config import paper_config
 
     overrides = dict(overrides or {})
     if "seed" in overrides:
@@ -303,6 +303,7 @@ def _table2_run(row: str, parameters: Mapping[str, Any], seed: int, device: str,
     import pandas as pd
 
     from mrlib import evaluate as ev
+    from mrlib.systems import SYSTEMS
     from mrlib.train import TrainConfig, train
 
     context = table2_context(parameters, device)
@@ -314,19 +315,20 @@ def _table2_run(row: str, parameters: Mapping[str, Any], seed: int, device: str,
     test = context["test"]
     pos = pd.Series(np.arange(len(run.catalog_index)), index=run.catalog_index)
     E = run.embeddings[pos.loc[test].to_numpy()]
-    result = table2_score(E, context, tags=cfg.system == "at")
+    system = SYSTEMS[cfg.system]
+    result = table2_score(E, context, tags=system.tags)
     m = run.metrics
     extra = {"epochs_run": int(run.summary.get("epochs_run", len(m) - 1)),
              "best_epoch": run.summary.get("best_epoch"),
              "val_map": [round(float(v), 4) for v in m["val_map"]] if "val_map" in m else [],
              "patches_per_s": round(float(m["patches_per_s"].iloc[1:].mean()), 1)
              if "patches_per_s" in m and len(m) > 1 else None}
-    if cfg.system == "at":
+    if system.tags:
         auc = ev.tag_auc(context["data"].tags[test] >= 0.5, E)
         extra["tag_auc"] = round(float(auc.mean), 4)
         if "val_auc" in m:
             extra["val_auc"] = [None if pd.isna(v) else round(float(v), 4) for v in m["val_auc"]]
-    autopool = getattr(run.model(), "autopool", None) if cfg.system == "tl_autopool" else None
+    autopool = getattr(run.model(), "autopool", None) if system.takes_pooling else None
     if autopool is not None:
         alpha = autopool.effective_alpha.detach().numpy().ravel()
         extra["alpha"] = {"mean": round(float(alpha.mean()), 4), "min": round(float(alpha.min()), 4),
@@ -472,7 +474,7 @@ def git_commit(root: Path | None = None) -> str:
 def _device_name(device: str) -> str:
     import torch
 
-    from mrlib.train import pick_device
+    from mrlib.devices import pick_device
 
     d = pick_device(device)
     if d.type == "cuda":
@@ -613,6 +615,22 @@ def run_experiment(name: str, catalog: str = "synthetic", profile: str = "quick"
                            path, workdir, commit, progress)
 
 
+def _stored_rows(rows: dict, specs: dict, name: str, path: Path) -> dict:
+    """The store's rows for these specs: rows no longer specified go, changed ones start over."""
+    for r in [r for r in rows if r not in specs]:
+        print(f"[experiments] {r}: no longer a row of {name}; dropped from {path.name}")
+    stored: dict[str, dict] = {}
+    for r, params in specs.items():
+        key = res.parameters_key(params)
+        old = rows.get(r)
+        if old is not None and old.get("key") != key:
+            n_old = len(old.get("seeds", {}))
+            print(f"[experiments] {r}: parameters changed; its {n_old} stored seed(s) are run again")
+            old = None
+        stored[r] = old or {"parameters": params, "key": key, "seeds": {}}
+    return stored
+
+
 def _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, device, jobs, path,
                 workdir, commit, progress) -> Path:
     data = res.read_store(path) if path.exists() else res.new_store(
@@ -621,19 +639,7 @@ def _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, devi
         raise ValueError(f"{path} holds {data['experiment']} at profile {data['profile']}, not {name} at {profile}")
     command = _command(name, catalog, profile, seeds, overrides, rows, device)
     data.update({"title": exp.title, "command": command, "overrides": overrides})
-    for r in [r for r in data["rows"] if r not in specs]:
-        print(f"[experiments] {r}: no longer a row of {name}; dropped from {path.name}")
-        del data["rows"][r]
-    stored: dict[str, dict] = {}
-    for r, params in specs.items():
-        key = res.parameters_key(params)
-        old = data["rows"].get(r)
-        if old is not None and old.get("key") != key:
-            n_old = len(old.get("seeds", {}))
-            print(f"[experiments] {r}: parameters changed; its {n_old} stored seed(s) are run again")
-            old = None
-        stored[r] = old or {"parameters": params, "key": key, "seeds": {}}
-    data["rows"] = stored
+    stored = data["rows"] = _stored_rows(data["rows"], specs, name, path)
     chosen = list(rows or specs)
     todo = [(r, s) for s in seeds for r in chosen
             if stored[r]["seeds"].get(str(s), {}).get("status") != "ok"]

@@ -36,30 +36,16 @@ from collections import OrderedDict
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .autopool import AutoPool
+from mrlib.autopool import AutoPool
+from mrlib.layers import (Backbone, ClampedMaxPool2d, FrequencyBatchNorm, L2Normalize, PatchModel,
+                          ResidualBlock, ToSequence, check_dropout, check_positive_int,
+                          init_weights, scale_channels)
 
-__all__ = [
-    "SYSTEMS",
-    "POOLINGS",
-    "PAPER_WIDTHS",
-    "PAPER_POOLS",
-    "FrequencyBatchNorm",
-    "ClampedMaxPool2d",
-    "L2Normalize",
-    "Backbone",
-    "ATBaseline",
-    "TL",
-    "TLAutopool",
-    "ResidualBlock",
-    "TripletMatchNet",
-    "build_model",
-    "summary",
-]
-
-SYSTEMS = ("at", "tl", "tl_autopool", "matchnet")
+__all__ = ["NETWORKS", "POOLINGS", "PAPER_WIDTHS", "PAPER_POOLS", "FrequencyBatchNorm",
+           "ClampedMaxPool2d", "L2Normalize", "Backbone", "ATBaseline", "TL", "TLAutopool",
+           "ResidualBlock", "TripletMatchNet", "build_model", "summary"]
 
 #: Channel counts at ``width=1`` (2020 paper, Table 1).
 PAPER_WIDTHS: dict[str, tuple[int, ...]] = {
@@ -79,216 +65,14 @@ PAPER_POOLS: dict[str, tuple[tuple[int, int], ...]] = {
 }
 
 
-# ----------------------------------------------------------------------------- helpers
-def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
-
-
-def _check_width(width: Any) -> float:
-    if isinstance(width, bool) or not isinstance(width, numbers.Real) or not width > 0 or width != width:
-        raise ValueError(f"width must be a positive number (1.0 = the paper), got {width!r}")
-    return float(width)
-
-
-def _check_dropout(p: Any) -> float:
-    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p < 1:
-        raise ValueError(f"dropout must be in [0, 1), got {p!r}")
-    return float(p)
-
-
 #: Temporal pooling of :class:`TLAutopool`: the learned AutoPool, or a fixed mean or max.
 POOLINGS = ("autopool", "mean", "max")
 _FIXED_POOLS = {"mean": lambda frames: frames.mean(dim=1),
                 "max": lambda frames: frames.amax(dim=1)}
 
 
-def _scale(channels: int, width: float) -> int:
-    """Channel count at a width multiplier: ``round(width * channels)``, at least 1."""
-    return max(1, int(round(width * channels)))
-
-
-def _as_patches(x: Any, n_bins: int, name: str = "x") -> torch.Tensor:
-    """Check a batch of CQT patches and return it as ``(B, 1, n_bins, T)``."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of CQT patches, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
-    if x.ndim == 3:
-        x = x.unsqueeze(1)
-    elif x.ndim != 4 or x.shape[1] != 1:
-        raise ValueError(f"{name} must have shape (B, n_bins, T) or (B, 1, n_bins, T), "
-                         f"got {tuple(x.shape)}")
-    if x.shape[2] != n_bins:
-        raise ValueError(f"{name} has {x.shape[2]} frequency bins but the model was built for "
-                         f"n_bins={n_bins} (shape {tuple(x.shape)})")
-    if x.shape[0] == 0 or x.shape[3] == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
-    return x
-
-
-def _init_weights(module: nn.Module) -> None:
-    """He-normal convolutions (as in Choi et al.'s FCN), unit BatchNorm, zero biases."""
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-
-
-# ----------------------------------------------------------------------------- layers
-class FrequencyBatchNorm(nn.BatchNorm2d):
-    """BatchNorm on the input CQT with one mean/variance (and affine pair) per frequency bin.
-
-    Input and output: ``(B, 1, n_bins, T)``. Statistics are taken over batch and time; this is
-    the "per each frequency" input normalisation of Choi et al.'s FCN. Log-CQT levels differ
-    by tens of dB from bass to treble bins, which a single global BatchNorm would not fix.
-
-    Notebook: 05_autopool.ipynb
-    """
-
-    def __init__(self, n_bins: int) -> None:
-        super().__init__(_check_positive_int("n_bins", n_bins))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, F, T) -> (B, F, 1, T) and back
-        return super().forward(x.transpose(1, 2)).transpose(1, 2)
-
-
-class ClampedMaxPool2d(nn.Module):
-    """Max-pool with kernel = stride = ``min(kernel, size)`` per axis (see the module docstring).
-
-    Input ``(B, C, F, T)``; output ``(B, C, F // kf', T // kt')`` with the clamped kernel
-    ``kf' = min(kf, F)``, ``kt' = min(kt, T)``: an axis that has shrunk below the paper's kernel
-    is pooled whole instead of vanishing.
-
-    Notebook: 05_autopool.ipynb
-    """
-
-    def __init__(self, kernel: tuple[int, int]) -> None:
-        super().__init__()
-        if len(kernel) != 2:
-            raise ValueError(f"kernel must be (freq, time), got {kernel!r}")
-        self.kernel = (_check_positive_int("kernel[0]", kernel[0]), _check_positive_int("kernel[1]", kernel[1]))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k = (min(self.kernel[0], x.shape[-2]), min(self.kernel[1], x.shape[-1]))
-        if k == (1, 1):
-            return x
-        return F.max_pool2d(x, kernel_size=k, stride=k)
-
-    def extra_repr(self) -> str:
-        return f"kernel={self.kernel}"
-
-
-class L2Normalize(nn.Module):
-    """Project embeddings onto the unit sphere along ``dim``: ``x / max(||x||_2, eps)``.
-
-    Input and output: any float tensor, e.g. ``(B, d)``; after it, squared distances between
-    embeddings lie in [0, 4] (``||u - v||^2 = 2 - 2 u.v``).
-
-    Notebook: 04_losses.ipynb
-    """
-
-    def __init__(self, dim: int = -1, eps: float = 1e-12) -> None:
-        super().__init__()
-        self.dim, self.eps = dim, eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(x, p=2.0, dim=self.dim, eps=self.eps)
-
-
-class _ToSequence(nn.Module):
-    """``(B, C, 1, T) -> (B, T, C)``: a frequency-free feature map as a sequence of frames."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.squeeze(2).transpose(1, 2)
-
-
-def _conv_block(c_in: int, c_out: int, pool: tuple[int, int], dropout: float) -> nn.Sequential:
-    layers: OrderedDict[str, nn.Module] = OrderedDict()
-    # No conv bias: the BatchNorm right after has its own shift.
-    layers["conv"] = nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False)
-    layers["bn"] = nn.BatchNorm2d(c_out)
-    layers["relu"] = nn.ReLU(inplace=False)
-    layers["pool"] = ClampedMaxPool2d(pool)
-    if dropout > 0:
-        layers["dropout"] = nn.Dropout(dropout)
-    return nn.Sequential(layers)
-
-
-class Backbone(nn.Module):
-    """Input BatchNorm + conv blocks [Conv 3x3 'same' -> BN -> ReLU -> MaxPool (-> Dropout)].
-
-    Input ``(B, 1, n_bins, T)``; output ``(B, widths[-1], F_out, T_out)`` with ``F_out`` and
-    ``T_out`` set by ``final_size``.
-
-    Parameters
-    ----------
-    n_bins : int
-        CQT bins (per-frequency input BatchNorm).
-    widths : sequence of int
-        Output channels of each block (already scaled by the width multiplier).
-    pools : sequence of (int, int)
-        Max-pool kernel (freq, time) of each block, clamped at run time.
-    final_size : (int or None, int or None)
-        Output size of the closing adaptive max-pool; ``None`` keeps that axis.
-    dropout : float
-        Dropout after each block (FCN: 0.5), 0 for none.
-
-    Notebook: 05_autopool.ipynb
-    """
-
-    def __init__(self, n_bins: int, widths, pools, final_size=(1, 1), dropout: float = 0.0) -> None:
-        super().__init__()
-        if len(widths) != len(pools) or len(widths) == 0:
-            raise ValueError(f"need one pool per block, got {len(widths)} widths and {len(pools)} pools")
-        self.input_bn = FrequencyBatchNorm(n_bins)
-        c_in = 1
-        for i, (c, pool) in enumerate(zip(widths, pools), start=1):
-            self.add_module(f"block{i}", _conv_block(c_in, c, pool, dropout))
-            c_in = c
-        self.n_blocks = len(widths)
-        self.out_channels = c_in
-        self.final_pool = nn.AdaptiveMaxPool2d(final_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.input_bn(x)
-        for i in range(1, self.n_blocks + 1):
-            x = getattr(self, f"block{i}")(x)
-        return self.final_pool(x)
-
-
-class _PatchModel(nn.Module):
-    """Shared plumbing: input checks, ``config`` and the default ``input_shape``."""
-
-    system: str = ""
-
-    def _setup(self, n_bins: int, patch_len: int, width: float, config: dict) -> None:
-        self.n_bins = _check_positive_int("n_bins", n_bins)
-        self.patch_len = _check_positive_int("patch_len", patch_len)
-        self.width = _check_width(width)
-        #: keyword arguments that rebuild this model: ``build_model(**model.config)``
-        self.config = {"system": self.system, **config}
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        """Default patch shape without the batch axis: ``(1, n_bins, patch_len)``."""
-        return (1, self.n_bins, self.patch_len)
-
-    def _prepare(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
-        x = _as_patches(x, self.n_bins, name)
-        # Feature caches hold float16 (SPEC §3.3): cast to the weights' dtype here, so callers
-        # need not (under torch.autocast the convolutions still run in half precision).
-        weight_dtype = next(self.parameters()).dtype
-        return x if x.dtype == weight_dtype else x.to(weight_dtype)
-
-
 # ----------------------------------------------------------------------------- 2020 systems
-class ATBaseline(_PatchModel):
+class ATBaseline(PatchModel):
     """Auto-tagging baseline (FCN-5, Choi et al. 2016, as adapted in Prétet et al. 2020).
 
     Backbone with widths 128-2048 and pools (2,4),(2,4),(2,4),(3,3),(4,2), dropout after each
@@ -315,20 +99,22 @@ class ATBaseline(_PatchModel):
     """
 
     system = "at"
+    unit_norm = False
+    takes_tags = True
 
     def __init__(self, n_tags: int, width: float = 1.0, n_bins: int = 96, patch_len: int = 512,
                  dropout: float = 0.5) -> None:
         super().__init__()
-        n_tags = _check_positive_int("n_tags", n_tags)
-        dropout = _check_dropout(dropout)
+        n_tags = check_positive_int("n_tags", n_tags)
+        dropout = check_dropout(dropout)
         self._setup(n_bins, patch_len, width, dict(n_tags=n_tags, width=float(width), n_bins=n_bins,
                                                    patch_len=patch_len, dropout=dropout))
         self.n_tags = n_tags
-        widths = [_scale(c, self.width) for c in PAPER_WIDTHS["at"]]
+        widths = [scale_channels(c, self.width) for c in PAPER_WIDTHS["at"]]
         self.backbone = Backbone(n_bins, widths, PAPER_POOLS["at"], (1, 1), dropout)
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(widths[-1], n_tags)
-        _init_weights(self)
+        init_weights(self)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Backbone output, ``(B, C)`` with ``C = round(2048 * width)``."""
@@ -342,12 +128,8 @@ class ATBaseline(_PatchModel):
         """Tag probabilities, ``(B, n_tags)``."""
         return torch.sigmoid(self.logits(x))
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """The AT system's patch representation: tag probabilities ``(B, n_tags)``."""
-        return self.forward(x)
 
-
-class TL(_PatchModel):
+class TL(PatchModel):
     """Triplet-loss network (TL): the AT backbone, FC(d) linear, L2-normalised.
 
     Parameters
@@ -371,17 +153,17 @@ class TL(_PatchModel):
     def __init__(self, embedding_dim: int = 128, width: float = 1.0, n_bins: int = 96,
                  patch_len: int = 512, dropout: float = 0.0) -> None:
         super().__init__()
-        embedding_dim = _check_positive_int("embedding_dim", embedding_dim)
-        dropout = _check_dropout(dropout)
+        embedding_dim = check_positive_int("embedding_dim", embedding_dim)
+        dropout = check_dropout(dropout)
         self._setup(n_bins, patch_len, width, dict(embedding_dim=embedding_dim, width=float(width),
                                                    n_bins=n_bins, patch_len=patch_len, dropout=dropout))
         self.embedding_dim = embedding_dim
-        widths = [_scale(c, self.width) for c in PAPER_WIDTHS["tl"]]
+        widths = [scale_channels(c, self.width) for c in PAPER_WIDTHS["tl"]]
         self.backbone = Backbone(n_bins, widths, PAPER_POOLS["tl"], (1, 1), dropout)
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(widths[-1], embedding_dim)
         self.normalize = L2Normalize()
-        _init_weights(self)
+        init_weights(self)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Backbone output, ``(B, C)``."""
@@ -391,12 +173,8 @@ class TL(_PatchModel):
         """Unit-norm embeddings, ``(B, embedding_dim)``."""
         return self.normalize(self.fc(self.features(x)))
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Same as :meth:`forward`."""
-        return self.forward(x)
 
-
-class TLAutopool(_PatchModel):
+class TLAutopool(PatchModel):
     """TL with Auto-pooling over time (Prétet et al. 2020, Table 1, column 3).
 
     Widths 64-1024; pools (2,2) x 4 then (6,1), so a 96 x 512 patch leaves ``T = 32`` frames of
@@ -432,8 +210,8 @@ class TLAutopool(_PatchModel):
                  patch_len: int = 512, dropout: float = 0.0, constrained: bool = False,
                  l2: float = 0.0, pooling: str = "autopool") -> None:
         super().__init__()
-        embedding_dim = _check_positive_int("embedding_dim", embedding_dim)
-        dropout = _check_dropout(dropout)
+        embedding_dim = check_positive_int("embedding_dim", embedding_dim)
+        dropout = check_dropout(dropout)
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         # ``pooling`` enters the config only when it is not the paper's, so the configs (and
@@ -444,15 +222,15 @@ class TLAutopool(_PatchModel):
             dropout=dropout, constrained=bool(constrained), l2=float(l2), **extra))
         self.pooling = pooling
         self.embedding_dim = embedding_dim
-        widths = [_scale(c, self.width) for c in PAPER_WIDTHS["tl_autopool"]]
+        widths = [scale_channels(c, self.width) for c in PAPER_WIDTHS["tl_autopool"]]
         # (1, None): collapse what is left of frequency, keep every frame for the AutoPool.
         self.backbone = Backbone(n_bins, widths, PAPER_POOLS["tl_autopool"], (1, None), dropout)
-        self.to_sequence = _ToSequence()
+        self.to_sequence = ToSequence()
         self.fc = nn.Linear(widths[-1], embedding_dim)           # applied to every frame
         self.autopool = (AutoPool(embedding_dim, axis=1, constrained=constrained, l2=l2)
                          if pooling == "autopool" else None)
         self.normalize = L2Normalize()
-        _init_weights(self)
+        init_weights(self)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Backbone output as frames, ``(B, T', C)``."""
@@ -473,42 +251,9 @@ class TLAutopool(_PatchModel):
         """Unit-norm embeddings, ``(B, d)``."""
         return self.normalize(self.pooled(x))
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Same as :meth:`forward`."""
-        return self.forward(x)
-
 
 # ----------------------------------------------------------------------------- 2017 system
-class ResidualBlock(nn.Module):
-    """Basic residual block (He et al. 2016): ``relu(bn(conv(relu(bn(conv(x))))) + shortcut(x))``.
-
-    Two 3x3 'same' convolutions; the shortcut is the identity when the channel count is kept,
-    else a 1x1 convolution + BatchNorm (projection shortcut). Input ``(B, c_in, F, T)``, output
-    ``(B, c_out, F, T)``.
-
-    Notebook: 04_losses.ipynb
-    """
-
-    def __init__(self, c_in: int, c_out: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c_out)
-        self.relu1 = nn.ReLU()
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_out)
-        if c_in == c_out:
-            self.shortcut: nn.Module = nn.Identity()
-        else:
-            self.shortcut = nn.Sequential(OrderedDict(
-                conv=nn.Conv2d(c_in, c_out, 1, bias=False), bn=nn.BatchNorm2d(c_out)))
-        self.relu2 = nn.ReLU()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
-        return self.relu2(out + self.shortcut(x))
-
-
-class TripletMatchNet(_PatchModel):
+class TripletMatchNet(PatchModel):
     """Triplet MatchNet (Lu et al. 2017): residual feature tower + metric network on pairs.
 
     Tower: per-frequency input BatchNorm, a 3x3 stem conv (BN, ReLU), then per stage a
@@ -542,17 +287,18 @@ class TripletMatchNet(_PatchModel):
     """
 
     system = "matchnet"
+    unit_norm = False
 
     def __init__(self, embedding_dim: int = 128, width: float = 1.0, n_bins: int = 96,
                  patch_len: int = 512, metric_hidden: int = 512) -> None:
         super().__init__()
-        embedding_dim = _check_positive_int("embedding_dim", embedding_dim)
-        metric_hidden = _check_positive_int("metric_hidden", metric_hidden)
+        embedding_dim = check_positive_int("embedding_dim", embedding_dim)
+        metric_hidden = check_positive_int("metric_hidden", metric_hidden)
         self._setup(n_bins, patch_len, width, dict(embedding_dim=embedding_dim, width=float(width),
                                                    n_bins=n_bins, patch_len=patch_len,
                                                    metric_hidden=metric_hidden))
         self.embedding_dim = embedding_dim
-        widths = [_scale(c, self.width) for c in PAPER_WIDTHS["matchnet"]]
+        widths = [scale_channels(c, self.width) for c in PAPER_WIDTHS["matchnet"]]
         tower: OrderedDict[str, nn.Module] = OrderedDict()
         tower["input_bn"] = FrequencyBatchNorm(n_bins)
         tower["stem_conv"] = nn.Conv2d(1, widths[0], 3, padding=1, bias=False)
@@ -567,12 +313,12 @@ class TripletMatchNet(_PatchModel):
         tower["flatten"] = nn.Flatten()
         tower["bottleneck"] = nn.Linear(c_in, embedding_dim)
         self.tower = nn.Sequential(tower)
-        h = _scale(metric_hidden, self.width)
+        h = scale_channels(metric_hidden, self.width)
         self.metric = nn.Sequential(OrderedDict(
             fc1=nn.Linear(2 * embedding_dim, h), relu1=nn.ReLU(),
             fc2=nn.Linear(h, h), relu2=nn.ReLU(),
             fc3=nn.Linear(h, 1)))
-        _init_weights(self)
+        init_weights(self)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Tower embedding of each patch, ``(B, embedding_dim)``."""
@@ -644,7 +390,10 @@ class TripletMatchNet(_PatchModel):
 
 
 # ----------------------------------------------------------------------------- factory
-_CLASSES = {"at": ATBaseline, "tl": TL, "tl_autopool": TLAutopool, "matchnet": TripletMatchNet}
+#: The networks :func:`build_model` builds, by name (the systems that train them:
+#: :data:`mrlib.systems.SYSTEMS`).
+NETWORKS: dict[str, type] = {"at": ATBaseline, "tl": TL, "tl_autopool": TLAutopool,
+                             "matchnet": TripletMatchNet}
 
 
 def build_model(system: str, n_tags: int | None = None, width: float = 1.0, n_bins: int = 96,
@@ -678,15 +427,15 @@ def build_model(system: str, n_tags: int | None = None, width: float = 1.0, n_bi
 
     Notebook: 04_losses.ipynb
     """
-    if system not in _CLASSES:
-        raise ValueError(f"system must be one of {SYSTEMS}, got {system!r}")
-    if system == "at":
+    if system not in NETWORKS:
+        raise ValueError(f"system must be one of {tuple(NETWORKS)}, got {system!r}")
+    cls = NETWORKS[system]
+    if cls.takes_tags:
         if n_tags is None:
-            raise ValueError("the 'at' system needs n_tags (the number of tags m)")
+            raise ValueError(f"the {system!r} system needs n_tags (the number of tags m)")
         args = dict(n_tags=n_tags, width=width, n_bins=n_bins, patch_len=patch_len)
     else:
         args = dict(embedding_dim=embedding_dim, width=width, n_bins=n_bins, patch_len=patch_len)
-    cls = _CLASSES[system]
     try:
         if seed is None:
             return cls(**args, **kwargs)
@@ -702,25 +451,22 @@ def build_model(system: str, n_tags: int | None = None, width: float = 1.0, n_bi
 
 
 # ----------------------------------------------------------------------------- summary
+#: How Table 1 names a layer, by type (the first that matches).
+_DESCRIPTIONS: dict[type, Any] = {
+    nn.Conv2d: lambda m: f"Conv2D ({m.kernel_size[0]},{m.kernel_size[1]}) x {m.out_channels}",
+    ClampedMaxPool2d: lambda m: f"MP ({m.kernel[0]},{m.kernel[1]})",
+    nn.AdaptiveMaxPool2d: lambda m: f"adaptive MP {m.output_size}",
+    nn.AdaptiveAvgPool2d: lambda m: f"adaptive AP {m.output_size}",
+    nn.Linear: lambda m: f"FC ({m.out_features})",
+    AutoPool: lambda m: f"Autopool ({m.n_dims})",
+    FrequencyBatchNorm: lambda m: f"BN per bin ({m.num_features})",
+    nn.Dropout: lambda m: f"Dropout ({m.p})",
+}
+
+
 def _describe(module: nn.Module) -> str:
-    if isinstance(module, nn.Conv2d):
-        k = module.kernel_size
-        return f"Conv2D ({k[0]},{k[1]}) x {module.out_channels}"
-    if isinstance(module, ClampedMaxPool2d):
-        return f"MP ({module.kernel[0]},{module.kernel[1]})"
-    if isinstance(module, nn.AdaptiveMaxPool2d):
-        return f"adaptive MP {module.output_size}"
-    if isinstance(module, nn.AdaptiveAvgPool2d):
-        return f"adaptive AP {module.output_size}"
-    if isinstance(module, nn.Linear):
-        return f"FC ({module.out_features})"
-    if isinstance(module, AutoPool):
-        return f"Autopool ({module.n_dims})"
-    if isinstance(module, FrequencyBatchNorm):
-        return f"BN per bin ({module.num_features})"
-    if isinstance(module, nn.Dropout):
-        return f"Dropout ({module.p})"
-    return ""
+    describe = next((f for cls, f in _DESCRIPTIONS.items() if isinstance(module, cls)), None)
+    return describe(module) if describe is not None else ""
 
 
 def summary(model: nn.Module, input_shape: tuple[int, ...] | None = None, batch_size: int = 2,
@@ -757,58 +503,11 @@ def summary(model: nn.Module, input_shape: tuple[int, ...] | None = None, batch_
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"summary() needs an nn.Module, got {type(model).__name__}")
-    if input_shape is None:
-        if not hasattr(model, "input_shape"):
-            raise ValueError("give input_shape=(n_bins, T) for a model without a default input_shape")
-        input_shape = model.input_shape
-    input_shape = tuple(int(s) for s in input_shape)
-    if len(input_shape) == 2:
-        input_shape = (1, *input_shape)
-    if len(input_shape) != 3 or input_shape[0] != 1 or min(input_shape) < 1:
-        raise ValueError(f"input_shape must be (n_bins, T) or (1, n_bins, T), got {input_shape}")
-    batch_size = _check_positive_int("batch_size", batch_size)
-
-    rows: list[dict] = []
-    seen: set[str] = set()
-
-    def shape_row(name: str, desc: str, out: Any, params: int) -> dict:
-        shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else ()
-        f = t = c = None
-        if len(shape) == 3:
-            c, f, t = shape
-        elif len(shape) == 2:         # (T, C): frames of a frequency-collapsed map
-            f, (t, c) = 1, shape
-        elif len(shape) == 1:
-            c = shape[0]
-        return dict(layer=name, description=desc, output_shape=shape, F=f, T=t, C=c, params=params)
-
-    def make_hook(name: str):
-        def hook(module, _inputs, output):
-            if name in seen:          # MatchNet's tower runs twice per pair; list it once
-                return
-            seen.add(name)
-            n_params = sum(p.numel() for p in module.parameters(recurse=False))
-            rows.append(shape_row(name, _describe(module) or type(module).__name__, output, n_params))
-        return hook
-
-    handles = [m.register_forward_hook(make_hook(n)) for n, m in model.named_modules()
-               if len(list(m.children())) == 0 and n]
-    was_training = model.training
+    input_shape = _summary_input_shape(model, input_shape)
+    batch_size = check_positive_int("batch_size", batch_size)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn((batch_size, *input_shape), generator=gen).to(device)
-    rows.append(shape_row("input", "CQT", x, 0))
-    try:
-        model.eval()
-        with torch.no_grad():
-            if isinstance(model, TripletMatchNet):
-                model(x, x)
-            else:
-                model(x)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    x = torch.randn((batch_size, *input_shape), generator=torch.Generator().manual_seed(0)).to(device)
+    rows = [_shape_row("input", "CQT", x, 0), *_leaf_rows(model, x)]
     total = sum(p.numel() for p in model.parameters())
     rows.append(dict(layer="total", description="", output_shape=(), F=None, T=None, C=None, params=total))
     df = pd.DataFrame(rows)
@@ -820,3 +519,61 @@ def summary(model: nn.Module, input_shape: tuple[int, ...] | None = None, batch_
     if print_table:
         print(df.to_string(index=False))
     return df
+
+
+def _summary_input_shape(model: nn.Module, input_shape) -> tuple[int, int, int]:
+    """One patch as ``(1, n_bins, T)``: the given shape or the model's default."""
+    if input_shape is None:
+        if not hasattr(model, "input_shape"):
+            raise ValueError("give input_shape=(n_bins, T) for a model without a default input_shape")
+        input_shape = model.input_shape
+    input_shape = tuple(int(s) for s in input_shape)
+    if len(input_shape) == 2:
+        input_shape = (1, *input_shape)
+    if len(input_shape) != 3 or input_shape[0] != 1 or min(input_shape) < 1:
+        raise ValueError(f"input_shape must be (n_bins, T) or (1, n_bins, T), got {input_shape}")
+    return input_shape
+
+
+def _shape_row(name: str, desc: str, out: Any, params: int) -> dict:
+    """A summary row: the output shape without the batch axis, and as the paper's F, T, C."""
+    shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else ()
+    f = t = c = None
+    if len(shape) == 3:
+        c, f, t = shape
+    elif len(shape) == 2:         # (T, C): frames of a frequency-collapsed map
+        f, (t, c) = 1, shape
+    elif len(shape) == 1:
+        c = shape[0]
+    return dict(layer=name, description=desc, output_shape=shape, F=f, T=t, C=c, params=params)
+
+
+def _leaf_rows(model: nn.Module, x: torch.Tensor) -> list[dict]:
+    """One row per leaf module, from a forward pass in eval mode (the model's mode restored)."""
+    rows: list[dict] = []
+    seen: set[str] = set()
+
+    def make_hook(name: str):
+        def hook(module, _inputs, output):
+            if name in seen:          # MatchNet's tower runs twice per pair; list it once
+                return
+            seen.add(name)
+            n_params = sum(p.numel() for p in module.parameters(recurse=False))
+            rows.append(_shape_row(name, _describe(module) or type(module).__name__, output, n_params))
+        return hook
+
+    handles = [m.register_forward_hook(make_hook(n)) for n, m in model.named_modules()
+               if len(list(m.children())) == 0 and n]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            if isinstance(model, TripletMatchNet):
+                model(x, x)
+            else:
+                model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return rows

@@ -8,7 +8,7 @@ import torch
 
 from mrlib.autopool import autopool
 from mrlib.losses import bce_loss, matchnet_loss, triplet_loss
-from mrlib.models import (SYSTEMS, ClampedMaxPool2d, FrequencyBatchNorm, TripletMatchNet,
+from mrlib.models import (NETWORKS, ClampedMaxPool2d, FrequencyBatchNorm, TripletMatchNet,
                           build_model, summary)
 
 # Table 1 of Prétet et al. (2020): (F, T, C) after each max-pool, at width 1 and 96 x 512.
@@ -50,7 +50,7 @@ def test_table1_shapes_at_paper_size(system):
     assert df.iloc[-1].params == sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize("system", SYSTEMS)
+@pytest.mark.parametrize("system", NETWORKS)
 @pytest.mark.parametrize("patch_len", [1, 7, 50, 128, 300])
 def test_any_patch_length(system, patch_len):
     model = build_model(system, n_tags=10, width=0.0625, patch_len=patch_len, seed=1).eval()
@@ -100,7 +100,7 @@ def test_outputs_ranges():
             torch.testing.assert_close(e.norm(dim=1), torch.ones(4))
 
 
-@pytest.mark.parametrize("system", SYSTEMS)
+@pytest.mark.parametrize("system", NETWORKS)
 def test_gradients_reach_every_parameter_in_seconds(system):
     """Forward + backward at the notebook defaults (width 0.25, 96 x 128, batch 16)."""
     torch.manual_seed(4)
@@ -128,7 +128,7 @@ def test_width_multiplier_and_config_roundtrip():
     m = build_model("at", n_tags=7, width=0.5, seed=0)
     convs = [mod.out_channels for mod in m.modules() if isinstance(mod, torch.nn.Conv2d)]
     assert convs == [64, 128, 256, 512, 1024]
-    for system in SYSTEMS:
+    for system in NETWORKS:
         a = build_model(system, n_tags=7, width=0.125, seed=11, **({"dropout": 0.1} if system != "matchnet" else {}))
         b = build_model(**a.config, seed=11)
         assert type(a) is type(b)

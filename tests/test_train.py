@@ -20,6 +20,8 @@ import pytest
 import torch
 
 from mrlib import train as T
+from mrlib.systems import SYSTEMS, BatchMaker
+from mrlib.train_config import _RESUMABLE_CHANGES
 from mrlib.features import test_patches as _test_patches
 from mrlib.losses import triplet_loss
 from mrlib.models import build_model
@@ -100,7 +102,7 @@ def test_pick_device():
     assert auto == T.pick_device("auto")
     if torch.cuda.is_available():
         assert auto.type == "cuda"
-    elif not T._mps_available():
+    elif not T.mps_available():
         assert auto.type == "cpu"
     with pytest.raises(ValueError, match="unknown device"):
         T.pick_device("gpu0")
@@ -142,7 +144,7 @@ def test_config_validation_and_json(tmp_path):
     ap = T.TrainConfig(system="tl_autopool")
     assert ap.fingerprint != T.TrainConfig(system="tl_autopool", pooling="max").fingerprint
     fields = {k: v for k, v in ap.to_dict().items()
-              if k not in T._RESUMABLE_CHANGES and k not in ("pooling", "alpha_lr")}
+              if k not in _RESUMABLE_CHANGES and k not in ("pooling", "alpha_lr")}
     assert ap.fingerprint == hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
     p = T.paper_config("at")
     assert (p.width, p.patch_len, p.lr, p.amp, p.negatives_per_batch) == (1.0, 512, 1e-4, True, 42)
@@ -179,7 +181,7 @@ def test_batch_layout(system, mining):
     d = _labelled_data()
     c = T.TrainConfig(system=system, mining=mining, patch_len=16, negatives_per_batch=5,
                       matchnet_patches=3, batch_tracks=7)
-    maker = T._BatchMaker(d, c, np.random.default_rng(0))
+    maker = BatchMaker(d, c, np.random.default_rng(0))
     if system == "at" or c.online:
         idx = np.array([3, 1, 4, 15, 9, 2, 6])
         b = maker(idx)
@@ -212,7 +214,7 @@ def test_batch_layout(system, mining):
 def test_objective_matches_losses(data):
     c = T.TrainConfig(system="tl", width=0.0625, patch_len=32)
     model = build_model("tl", width=0.0625, n_bins=data.n_bins, patch_len=32, seed=0)
-    obj = T._Objective(model, c)
+    obj = SYSTEMS[c.system].objective(model, c)
     x = torch.randn(12, data.n_bins, 32)
     loss, active, k, loss_all = obj(x, n_triplets=4)
     model.train()
@@ -230,7 +232,7 @@ def test_online_objective_reports_all_valid_triplets(data):
 
     c = T.TrainConfig(system="tl", mining="online-semihard", width=0.0625, patch_len=32)
     model = build_model("tl", width=0.0625, n_bins=data.n_bins, patch_len=32, seed=0)
-    obj = T._Objective(model, c)
+    obj = SYSTEMS[c.system].objective(model, c)
     idx = data.indices("train")[:16]
     S = torch.from_numpy(oracle(data.tags[idx], None, data.categories))
     x = torch.randn(16, data.n_bins, 32)
@@ -494,9 +496,9 @@ def test_alpha_lr_puts_autopools_alpha_in_its_own_adam_group():
     from mrlib.models import build_model
 
     model = build_model("tl_autopool", width=0.0625, n_bins=24, patch_len=32, embedding_dim=8, seed=0)
-    plain = T._adam(model, T.TrainConfig(system="tl_autopool", lr=1e-3))
+    plain = SYSTEMS["tl_autopool"].optimizer(model, T.TrainConfig(system="tl_autopool", lr=1e-3))
     assert [g["lr"] for g in plain.param_groups] == [1e-3]           # one group, as before
-    split = T._adam(model, T.TrainConfig(system="tl_autopool", lr=1e-3, alpha_lr=0.05))
+    split = SYSTEMS["tl_autopool"].optimizer(model, T.TrainConfig(system="tl_autopool", lr=1e-3, alpha_lr=0.05))
     rest, alpha = split.param_groups
     assert alpha["lr"] == 0.05 and alpha["params"] == [model.autopool.alpha]
     assert rest["lr"] == 1e-3 and len(rest["params"]) == len(list(model.parameters())) - 1

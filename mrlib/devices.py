@@ -1,0 +1,138 @@
+"""Which device to train on, in which precision, and how much memory a run took.
+
+A low module (torch only): the CQT notebook and the MatchNet trainer pick a device without
+importing the trainer.
+
+Notebook: 06_training.ipynb
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+
+import torch
+
+__all__ = ["mps_available", "pick_device", "amp_dtype", "memory_available", "peak_memory", "synchronize"]
+
+
+def mps_available() -> bool:
+    """Whether this torch build and machine offer Apple's MPS backend.
+
+    Notebook: 06_training.ipynb
+    """
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """The device to train on: CUDA, then Apple MPS, then the CPU — or the one asked for.
+
+    Parameters
+    ----------
+    device : str, torch.device or None
+        ``None`` or ``"auto"`` picks; anything else (``"cpu"``, ``"cuda"``, ``"cuda:1"``,
+        ``"mps"``) is checked to exist.
+
+    Returns
+    -------
+    torch.device
+
+    Raises
+    ------
+    ValueError
+        For an unknown device string, or a device this machine does not have.
+
+    Examples
+    --------
+    >>> pick_device("cpu")
+    device(type='cpu')
+
+    Notebook: 06_training.ipynb
+    """
+    if device is None or (isinstance(device, str) and device.strip().lower() == "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"device must be None, 'auto', a device string or a torch.device, got {device!r}")
+    try:
+        dev = torch.device(device.strip().lower() if isinstance(device, str) else device)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {device!r} ({err}); use 'auto', 'cpu', 'cuda', "
+                         "'cuda:N' or 'mps'") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asked for, but CUDA is not available here; "
+                             "use device='auto' or 'cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} GPU(s)")
+    elif dev.type == "mps":
+        if not mps_available():
+            raise ValueError(f"device {device!r} asked for, but MPS is not available here")
+    elif dev.type != "cpu":
+        raise ValueError(f"device type {dev.type!r} is not supported; use 'cpu', 'cuda' or 'mps'")
+    return dev
+
+
+def amp_dtype(device: torch.device, amp: bool = True) -> torch.dtype | None:
+    """The autocast dtype for mixed precision, or None when training in float32.
+
+    bfloat16 on CUDA GPUs that support it (Ampere and later: same exponent range as float32,
+    no loss scaling), float16 on older CUDA GPUs (with a ``GradScaler``), None on CPU and MPS
+    (CPU autocast is slower than float32 on most CPUs; MPS autocast is not used here).
+
+    Notebook: 06_training.ipynb
+    """
+    if not amp or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def memory_available(device: torch.device) -> float | None:
+    """Free bytes on a CUDA device, or of the machine's memory for the CPU; None if unknown.
+
+    Notebook: 06_training.ipynb
+    """
+    if device.type == "cuda":
+        with contextlib.suppress(Exception):
+            return float(torch.cuda.mem_get_info(device)[0])
+        return None
+    if device.type == "cpu":
+        with contextlib.suppress(Exception):
+            import psutil   # optional
+
+            return float(psutil.virtual_memory().available)
+    return None
+
+
+def peak_memory(device: torch.device) -> tuple[int, str]:
+    """Peak memory in bytes and what it measures.
+
+    Notebook: 06_training.ipynb
+    """
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device)), "torch.cuda.max_memory_allocated"
+    if device.type == "mps" and hasattr(torch, "mps"):
+        with contextlib.suppress(Exception):
+            return int(torch.mps.driver_allocated_memory()), "torch.mps.driver_allocated_memory"
+    try:
+        import resource
+
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        # Linux reports KiB, macOS bytes.
+        return int(rss if sys.platform == "darwin" else rss * 1024), "peak RSS of the process"
+    except ImportError:  # pragma: no cover - Windows
+        return 0, "unavailable"
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (timings of GPU steps end here).
+
+    Notebook: 06_training.ipynb
+    """
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()

@@ -1,0 +1,284 @@
+"""The building blocks of the networks in :mod:`mrlib.models`: per-bin input BatchNorm, clamped
+max-pools, the VGG-like backbone, a residual block, and the plumbing every network shares
+(input checks, ``config``, the float16 cast).
+
+Notebook: 05_autopool.ipynb
+"""
+from __future__ import annotations
+
+import numbers
+from collections import OrderedDict
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["FrequencyBatchNorm", "ClampedMaxPool2d", "L2Normalize", "ToSequence", "Backbone", "ResidualBlock",
+           "PatchModel", "check_positive_int", "check_width", "check_dropout", "scale_channels",
+           "as_patches", "init_weights"]
+
+# ----------------------------------------------------------------------------- helpers
+def check_positive_int(name: str, value: Any) -> int:
+    """``value`` as an int, or a ValueError naming ``name``: it must be a positive int.
+
+    Notebook: 05_autopool.ipynb
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def check_width(width: Any) -> float:
+    """A channel multiplier as a float, or a ValueError: it must be positive (1.0 = the paper).
+
+    Notebook: 05_autopool.ipynb
+    """
+    if isinstance(width, bool) or not isinstance(width, numbers.Real) or not width > 0 or width != width:
+        raise ValueError(f"width must be a positive number (1.0 = the paper), got {width!r}")
+    return float(width)
+
+
+def check_dropout(p: Any) -> float:
+    """A dropout probability as a float, or a ValueError: it must be in [0, 1).
+
+    Notebook: 05_autopool.ipynb
+    """
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {p!r}")
+    return float(p)
+
+
+def scale_channels(channels: int, width: float) -> int:
+    """Channel count at a width multiplier: ``round(width * channels)``, at least 1.
+
+    Notebook: 05_autopool.ipynb
+    """
+    return max(1, int(round(width * channels)))
+
+
+def as_patches(x: Any, n_bins: int, name: str = "x") -> torch.Tensor:
+    """Check a batch of CQT patches and return it as ``(B, 1, n_bins, T)``.
+
+    Notebook: 05_autopool.ipynb
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of CQT patches, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
+    if x.ndim == 3:
+        x = x.unsqueeze(1)
+    elif x.ndim != 4 or x.shape[1] != 1:
+        raise ValueError(f"{name} must have shape (B, n_bins, T) or (B, 1, n_bins, T), "
+                         f"got {tuple(x.shape)}")
+    if x.shape[2] != n_bins:
+        raise ValueError(f"{name} has {x.shape[2]} frequency bins but the model was built for "
+                         f"n_bins={n_bins} (shape {tuple(x.shape)})")
+    if x.shape[0] == 0 or x.shape[3] == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
+    return x
+
+
+def init_weights(module: nn.Module) -> None:
+    """He-normal convolutions (as in Choi et al.'s FCN), unit BatchNorm, zero biases.
+
+    Notebook: 05_autopool.ipynb
+    """
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+# ----------------------------------------------------------------------------- layers
+class FrequencyBatchNorm(nn.BatchNorm2d):
+    """BatchNorm on the input CQT with one mean/variance (and affine pair) per frequency bin.
+
+    Input and output: ``(B, 1, n_bins, T)``. Statistics are taken over batch and time; this is
+    the "per each frequency" input normalisation of Choi et al.'s FCN. Log-CQT levels differ
+    by tens of dB from bass to treble bins, which a single global BatchNorm would not fix.
+
+    Notebook: 05_autopool.ipynb
+    """
+
+    def __init__(self, n_bins: int) -> None:
+        super().__init__(check_positive_int("n_bins", n_bins))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, F, T) -> (B, F, 1, T) and back
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+
+
+class ClampedMaxPool2d(nn.Module):
+    """Max-pool with kernel = stride = ``min(kernel, size)`` per axis (see the module docstring).
+
+    Input ``(B, C, F, T)``; output ``(B, C, F // kf', T // kt')`` with the clamped kernel
+    ``kf' = min(kf, F)``, ``kt' = min(kt, T)``: an axis that has shrunk below the paper's kernel
+    is pooled whole instead of vanishing.
+
+    Notebook: 05_autopool.ipynb
+    """
+
+    def __init__(self, kernel: tuple[int, int]) -> None:
+        super().__init__()
+        if len(kernel) != 2:
+            raise ValueError(f"kernel must be (freq, time), got {kernel!r}")
+        self.kernel = (check_positive_int("kernel[0]", kernel[0]), check_positive_int("kernel[1]", kernel[1]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = (min(self.kernel[0], x.shape[-2]), min(self.kernel[1], x.shape[-1]))
+        if k == (1, 1):
+            return x
+        return F.max_pool2d(x, kernel_size=k, stride=k)
+
+    def extra_repr(self) -> str:
+        return f"kernel={self.kernel}"
+
+
+class L2Normalize(nn.Module):
+    """Project embeddings onto the unit sphere along ``dim``: ``x / max(||x||_2, eps)``.
+
+    Input and output: any float tensor, e.g. ``(B, d)``; after it, squared distances between
+    embeddings lie in [0, 4] (``||u - v||^2 = 2 - 2 u.v``).
+
+    Notebook: 04_losses.ipynb
+    """
+
+    def __init__(self, dim: int = -1, eps: float = 1e-12) -> None:
+        super().__init__()
+        self.dim, self.eps = dim, eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x, p=2.0, dim=self.dim, eps=self.eps)
+
+
+class ToSequence(nn.Module):
+    """``(B, C, 1, T) -> (B, T, C)``: a frequency-free feature map as a sequence of frames.
+
+    Notebook: 05_autopool.ipynb
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.squeeze(2).transpose(1, 2)
+
+
+def _conv_block(c_in: int, c_out: int, pool: tuple[int, int], dropout: float) -> nn.Sequential:
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    # No conv bias: the BatchNorm right after has its own shift.
+    layers["conv"] = nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False)
+    layers["bn"] = nn.BatchNorm2d(c_out)
+    layers["relu"] = nn.ReLU(inplace=False)
+    layers["pool"] = ClampedMaxPool2d(pool)
+    if dropout > 0:
+        layers["dropout"] = nn.Dropout(dropout)
+    return nn.Sequential(layers)
+
+
+class Backbone(nn.Module):
+    """Input BatchNorm + conv blocks [Conv 3x3 'same' -> BN -> ReLU -> MaxPool (-> Dropout)].
+
+    Input ``(B, 1, n_bins, T)``; output ``(B, widths[-1], F_out, T_out)`` with ``F_out`` and
+    ``T_out`` set by ``final_size``.
+
+    Parameters
+    ----------
+    n_bins : int
+        CQT bins (per-frequency input BatchNorm).
+    widths : sequence of int
+        Output channels of each block (already scaled by the width multiplier).
+    pools : sequence of (int, int)
+        Max-pool kernel (freq, time) of each block, clamped at run time.
+    final_size : (int or None, int or None)
+        Output size of the closing adaptive max-pool; ``None`` keeps that axis.
+    dropout : float
+        Dropout after each block (FCN: 0.5), 0 for none.
+
+    Notebook: 05_autopool.ipynb
+    """
+
+    def __init__(self, n_bins: int, widths, pools, final_size=(1, 1), dropout: float = 0.0) -> None:
+        super().__init__()
+        if len(widths) != len(pools) or len(widths) == 0:
+            raise ValueError(f"need one pool per block, got {len(widths)} widths and {len(pools)} pools")
+        self.input_bn = FrequencyBatchNorm(n_bins)
+        c_in = 1
+        for i, (c, pool) in enumerate(zip(widths, pools), start=1):
+            self.add_module(f"block{i}", _conv_block(c_in, c, pool, dropout))
+            c_in = c
+        self.n_blocks = len(widths)
+        self.out_channels = c_in
+        self.final_pool = nn.AdaptiveMaxPool2d(final_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.input_bn(x)
+        for i in range(1, self.n_blocks + 1):
+            x = getattr(self, f"block{i}")(x)
+        return self.final_pool(x)
+
+
+class PatchModel(nn.Module):
+    """Shared plumbing: input checks, ``config`` and the default ``input_shape``.
+
+    Notebook: 05_autopool.ipynb
+    """
+
+    system: str = ""
+    #: its embeddings lie on the unit sphere (a mean of them is normalised back onto it)
+    unit_norm: bool = True
+    #: it takes ``n_tags`` (a tagging head) instead of ``embedding_dim``
+    takes_tags: bool = False
+
+    def _setup(self, n_bins: int, patch_len: int, width: float, config: dict) -> None:
+        self.n_bins = check_positive_int("n_bins", n_bins)
+        self.patch_len = check_positive_int("patch_len", patch_len)
+        self.width = check_width(width)
+        #: keyword arguments that rebuild this model: ``build_model(**model.config)``
+        self.config = {"system": self.system, **config}
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """Default patch shape without the batch axis: ``(1, n_bins, patch_len)``."""
+        return (1, self.n_bins, self.patch_len)
+
+    def _prepare(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+        x = as_patches(x, self.n_bins, name)
+        # Feature caches hold float16 (SPEC §3.3): cast to the weights' dtype here, so callers
+        # need not (under torch.autocast the convolutions still run in half precision).
+        weight_dtype = next(self.parameters()).dtype
+        return x if x.dtype == weight_dtype else x.to(weight_dtype)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The patch representation retrieval uses: :meth:`forward` (AT: tag probabilities)."""
+        return self.forward(x)
+
+
+class ResidualBlock(nn.Module):
+    """Basic residual block (He et al. 2016): ``relu(bn(conv(relu(bn(conv(x))))) + shortcut(x))``.
+
+    Two 3x3 'same' convolutions; the shortcut is the identity when the channel count is kept,
+    else a 1x1 convolution + BatchNorm (projection shortcut). Input ``(B, c_in, F, T)``, output
+    ``(B, c_out, F, T)``.
+
+    Notebook: 04_losses.ipynb
+    """
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        if c_in == c_out:
+            self.shortcut: nn.Module = nn.Identity()
+        else:
+            self.shortcut = nn.Sequential(OrderedDict(
+                conv=nn.Conv2d(c_in, c_out, 1, bias=False), bn=nn.BatchNorm2d(c_out)))
+        self.relu2 = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
+        return self.relu2(out + self.shortcut(x))

@@ -1,0 +1,547 @@
+r"""The systems the trainer knows: one small object each, in one registry.
+
+A :class:`System` holds what differs between systems — the network it builds, the batches it
+trains on, its objective, the validation metrics it can be stopped on, and how its tracks are
+represented for retrieval — so that the trainer (:mod:`mrlib.train`) never asks which system it
+runs. Adding a system, or a system with another loss, is one subclass and one :func:`register`
+call; ``TrainConfig(system=key)`` then trains it.
+
+* ``"at"`` — the auto-tagging baseline (FCN-5, BCE on tags binarised at 0.5);
+* ``"tl"`` — the triplet-loss CNN, offline mining (Prétet et al. 2020, §3.2) or online mining
+  inside a batch of tracks;
+* ``"tl_autopool"`` — the same with AutoPool over time;
+* ``"matchnet"`` — Triplet MatchNet (Lu et al. 2017): rank loss ψ + contrastive loss φ on all
+  patch pairs of song triplets.
+
+**Batches.** The paper's TL batch (§4.3) is one anchor track, one positive track and 42
+negative tracks, mined offline (:class:`mrlib.mining.PaperBatchSampler`), with one random patch
+per row: 42 triplets of patches, 126 patches. ``sampler="shuffled"`` draws the 42 triplets from
+all mined ones instead (:class:`mrlib.mining.ShuffledTripletSampler`). AT and online mining draw
+batches of ``batch_tracks`` training tracks (one patch each); online mining then keeps the hard
+or semi-hard valid triplets of the batch (:func:`mrlib.mining.online_triplets`). MatchNet takes
+the offline batches as song triplets :math:`(\chi, \chi^+, \chi^-_j)`, with
+``matchnet_patches`` patches per song.
+
+Every objective is an ``nn.Module`` whose ``forward(x, y, S, idx, n_triplets, shared)`` returns
+``(loss, active_fraction, n_triplets, loss_all)``: wrapping the loss in a module lets DDP hook
+the complete forward pass, including calls to ``logits``/``embed``/``metric_pairs`` that are not
+the model's own ``forward``.
+
+Notebook: 06_training.ipynb
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from mrlib import losses
+from mrlib.devices import amp_dtype
+from mrlib.features import random_patches, test_patches
+from mrlib.mining import (PaperBatchSampler, ShuffledTripletSampler, TrackBatchSampler, is_online,
+                          online_triplets)
+from mrlib.models import build_model
+from mrlib.similarity import oracle
+
+__all__ = ["System", "AutoTagging", "TripletLoss", "TripletLossAutopool", "TripletMatchNetSystem",
+           "SYSTEMS", "register", "BatchMaker", "embed_tracks", "song_dissimilarities"]
+
+
+def _nan(device: torch.device) -> torch.Tensor:
+    return torch.full((), float("nan"), device=device)
+
+
+# =============================================================================================
+# Objectives
+# =============================================================================================
+class TagObjective(nn.Module):
+    """BCE of the tag logits against the tags binarised at 0.5 (no triplets: NaN fractions).
+
+    Notebook: 06_training.ipynb
+    """
+
+    def __init__(self, model: nn.Module, config) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, y=None, S=None, idx=None, n_triplets: int = 0, shared: bool = True):
+        logits = self.model.logits(x).float()
+        loss = losses.bce_loss(logits, y, threshold=0.5, from_logits=True)
+        return loss, _nan(x.device), x.shape[0], _nan(x.device)
+
+
+class TripletObjective(nn.Module):
+    """The triplet loss on offline triplets (anchors, positives, negatives in a row).
+
+    With online mining it keeps the batch's hard or semi-hard valid triplets, and measures
+    ``active_fraction`` and ``loss_all`` over *every* valid triplet: semi-hard triplets all
+    cost something by construction, so their share would be 1 whatever the state of training.
+
+    Notebook: 06_training.ipynb
+    """
+
+    def __init__(self, model: nn.Module, config) -> None:
+        super().__init__()
+        self.model = model
+        self.online = config.online
+        self.mode = config.mining
+        self.margin = config.margin
+        self.n_pos = config.n_pos
+
+    def forward(self, x, y=None, S=None, idx=None, n_triplets: int = 0, shared: bool = True):
+        emb = self.model(x).float()
+        if not self.online:
+            a, p, n = emb.split(n_triplets)
+            loss, active = losses.triplet_loss(a, p, n, margin=self.margin)
+            return loss, active, n_triplets, loss.detach()
+        trip = online_triplets(emb, S, idx, mode=self.mode, margin=self.margin, n_pos=self.n_pos)
+        with torch.no_grad():   # the state of training, over every valid triplet
+            every = online_triplets(emb, S, idx, mode="all", margin=self.margin, n_pos=self.n_pos)
+            if every.shape[0]:
+                loss_all, active = losses.triplet_loss(
+                    emb[every[:, 0]], emb[every[:, 1]], emb[every[:, 2]], margin=self.margin)
+            else:
+                loss_all = active = _nan(x.device)
+        if trip.shape[0] == 0:
+            # no valid triplet in this batch: a zero loss that still touches every
+            # parameter, so DDP's gradient all-reduce sees the same graph on every rank
+            return emb.sum() * 0.0, active, 0, loss_all
+        loss, _ = losses.triplet_loss(emb[trip[:, 0]], emb[trip[:, 1]], emb[trip[:, 2]],
+                                      margin=self.margin)
+        return loss, active, int(trip.shape[0]), loss_all
+
+
+class MatchNetObjective(nn.Module):
+    """Triplet MatchNet's ψ + φ on every patch pair of the song triplets.
+
+    Notebook: 06_training.ipynb
+    """
+
+    def __init__(self, model: nn.Module, config) -> None:
+        super().__init__()
+        self.model = model
+        self.P = config.matchnet_patches
+
+    def forward(self, x, y=None, S=None, idx=None, n_triplets: int = 0, shared: bool = True):
+        P, B = self.P, n_triplets
+        e = self.model.embed(x).float()
+        if shared:                                             # ((2 + B) P, e)
+            ea, ep, en = e[:P], e[P:2 * P], e[2 * P:].reshape(B, P, -1)
+            z_pos = self.model.metric_pairs(ea, ep).float().expand(B, P, P)   # shared by all rows
+            z_neg = self.model.metric_pairs(ea.expand(B, P, ea.shape[-1]), en).float()
+        else:                                                  # (3 B P, e)
+            ea, ep, en = e.reshape(3, B, P, -1)
+            z_pos = self.model.metric_pairs(ea, ep).float()    # (B, P, P)
+            z_neg = self.model.metric_pairs(ea, en).float()
+        loss = losses.matchnet_loss(z_pos, z_neg)
+        # share of (anchor patch, negative patch) pairs that still cost rank loss psi
+        # (compared on logits: sigmoid is monotone)
+        d_pos_max = z_pos.detach().amax(dim=-1, keepdim=True)  # (B, P, 1)
+        active = (d_pos_max > z_neg.detach()).float().mean()
+        return loss, active, B, loss.detach()
+
+
+# =============================================================================================
+# Batches
+# =============================================================================================
+class BatchMaker:
+    """Turns sampler output into numpy batches of random patches (runs in the prefetch thread).
+
+    What a batch holds is the system's (:meth:`System.make_batch`); this object draws the
+    patches from the run's patch stream.
+
+    Notebook: 06_training.ipynb
+    """
+
+    def __init__(self, data, config, rng: np.random.Generator) -> None:
+        self.data = data
+        self.config = config
+        self.rng = rng
+        self.system = SYSTEMS[config.system]
+
+    def patches(self, track: int, n: int) -> np.ndarray:
+        """``n`` random patches of one track."""
+        return random_patches(self.data.features[int(track)], self.config.patch_len, n, self.rng)
+
+    def __call__(self, item: np.ndarray) -> dict:
+        return self.system.make_batch(np.asarray(item, dtype=np.int64), self)
+
+
+def _track_patches(idx: np.ndarray, maker: BatchMaker) -> np.ndarray:
+    return np.stack([maker.patches(t, 1)[0] for t in idx])
+
+
+def _is_shared(trip: np.ndarray) -> bool:
+    """The paper's batch: one anchor and one positive track for every row."""
+    return bool((trip[:, 0] == trip[0, 0]).all() and (trip[:, 1] == trip[0, 1]).all())
+
+
+# =============================================================================================
+# Track representations (from seeded test patches)
+# =============================================================================================
+def _eval_patches(data, idx: np.ndarray, patch_len: int, n: int) -> np.ndarray:
+    return np.stack([test_patches(data.features[int(i)], patch_len, n=n, seed=int(i)) for i in idx])
+
+
+@torch.no_grad()
+def embed_tracks(model: nn.Module, data, idx: Sequence[int], patch_len: int,
+                 n_patches: int = 8, batch_size: int = 256, device: str | torch.device | None = None,
+                 amp: bool = False, per_patch: bool = False, progress: bool = False) -> np.ndarray:
+    """Track representations from 8 seeded test patches: embeddings or tag probabilities.
+
+    Track ``i``'s patches are ``test_patches(features[i], patch_len, n_patches, seed=i)``, so
+    every model and run sees the same ones. TL / TL Autopool: mean of the unit-norm patch
+    embeddings, L2-normalised again; AT: mean tag probabilities; MatchNet: mean tower
+    embedding (or every patch's with ``per_patch=True``, which the learned metric needs).
+
+    Parameters
+    ----------
+    model : nn.Module
+        A model of :mod:`mrlib.models` (its ``system`` attribute decides the head).
+    data : TrainData
+    idx : sequence of int
+        Catalog indices.
+    patch_len : int
+    n_patches : int, default 8
+    batch_size : int, default 256
+        Patches per forward pass.
+    device : device, optional
+        Default: the model's.
+    amp : bool
+        Autocast on CUDA (see :func:`amp_dtype`).
+    per_patch : bool
+        Return ``(n, n_patches, d)`` instead of the mean.
+    progress : bool
+
+    Returns
+    -------
+    numpy.ndarray, float32, shape (len(idx), d) — or (len(idx), n_patches, d)
+
+    Notebook: 06_training.ipynb
+    """
+    idx = np.asarray(idx, dtype=np.int64)
+    if idx.ndim != 1:
+        raise ValueError(f"idx must be 1-D catalog indices, got shape {idx.shape}")
+    dev = next(model.parameters()).device if device is None else torch.device(device)
+    was_training = model.training
+    model.eval()
+    dtype = amp_dtype(dev, amp)
+    tracks_per_chunk = max(1, batch_size // n_patches)
+    out = []
+    try:
+        for s in tqdm(range(0, len(idx), tracks_per_chunk), desc="embed", unit="chunk",
+                      disable=not progress, leave=False):
+            chunk = idx[s:s + tracks_per_chunk]
+            x = torch.from_numpy(_eval_patches(data, chunk, patch_len, n_patches)
+                                 .astype(np.float32)).to(dev)
+            x = x.reshape(-1, *x.shape[2:])
+            with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
+                e = model.embed(x).float()
+            out.append(e.reshape(len(chunk), n_patches, -1).cpu())
+    finally:
+        model.train(was_training)
+    E = torch.cat(out) if out else torch.zeros((0, n_patches, 1))
+    if per_patch:
+        return E.numpy().astype(np.float32)
+    mean = E.mean(dim=1)
+    if getattr(model, "unit_norm", True):   # unit-norm embeddings: the mean goes back on the sphere
+        mean = torch.nn.functional.normalize(mean, dim=1)
+    return mean.numpy().astype(np.float32)
+
+
+@torch.no_grad()
+def song_dissimilarities(model: nn.Module, Ea: np.ndarray | torch.Tensor,
+                         Eb: np.ndarray | torch.Tensor | None = None, chunk_mb: float = 256.0,
+                         device: str | torch.device | None = None) -> np.ndarray:
+    """Triplet MatchNet song-level dissimilarity: mean of ``f = sigmoid(z)`` over patch pairs.
+
+    Parameters
+    ----------
+    model : mrlib.models.TripletMatchNet
+    Ea : array (n_a, P_a, e)
+        Tower embeddings of the patches of each song (``embed_tracks(..., per_patch=True)``).
+    Eb : array (n_b, P_b, e), optional
+        Default ``Ea``.
+    chunk_mb : float
+        Memory budget of one block of pairs.
+
+    Returns
+    -------
+    numpy.ndarray, float32, shape (n_a, n_b), values in (0, 1): 0 similar, 1 dissimilar.
+
+    Notebook: 06_training.ipynb
+    """
+    dev = next(model.parameters()).device if device is None else torch.device(device)
+    Ea = torch.as_tensor(np.asarray(Ea, dtype=np.float32), device=dev)
+    Eb = Ea if Eb is None else torch.as_tensor(np.asarray(Eb, dtype=np.float32), device=dev)
+    if Ea.ndim != 3 or Eb.ndim != 3 or Ea.shape[2] != Eb.shape[2]:
+        raise ValueError(f"Ea and Eb must be (n, P, e) with the same e, got {tuple(Ea.shape)} "
+                         f"and {tuple(Eb.shape)}")
+    was_training = model.training
+    model.eval()
+    na, pa, e = Ea.shape
+    nb, pb, _ = Eb.shape
+    flat_b = Eb.reshape(nb * pb, e)
+    # one block holds c*pa x nb*pb concatenated pairs of 2e floats
+    per_track = pa * nb * pb * 2 * e * 4
+    c = max(1, int(chunk_mb * 2**20 // max(per_track, 1)))
+    out = np.empty((na, nb), dtype=np.float32)
+    try:
+        for s in range(0, na, c):
+            blk = Ea[s:s + c]
+            z = model.metric_pairs(blk.reshape(-1, e), flat_b)            # (c*pa, nb*pb)
+            f = torch.sigmoid(z.float()).reshape(blk.shape[0], pa, nb, pb).mean(dim=(1, 3))
+            out[s:s + c] = f.cpu().numpy()
+    finally:
+        model.train(was_training)
+    return out
+
+
+# =============================================================================================
+# Systems
+# =============================================================================================
+class System:
+    """What one system does differently from the others; the trainer asks it, never its name.
+
+    Attributes
+    ----------
+    key : str
+        Its ``TrainConfig.system``.
+    network : str
+        The :func:`mrlib.models.build_model` network it trains.
+    paper_lr, default_lr : float
+        The papers' learning rate, and one that works at the notebook's defaults.
+    mining : {"none", "offline", "any"}
+        Whether it ignores ``TrainConfig.mining`` (trains on tracks), takes offline mining
+        only, or offline and online mining.
+    has_dropout, takes_pooling : bool
+        Whether ``TrainConfig.dropout`` / ``pooling`` and ``alpha_lr`` apply.
+    monitors : tuple of str
+        Validation metrics it can be stopped on; the first is the default.
+    representation : {"embeddings", "tag_probabilities"}
+        What ``embeddings.npy`` holds; tag probabilities are compared through the oracle.
+    per_patch : bool
+        Retrieval needs every patch's embedding (a learned metric compares them).
+    triplet_stats : bool
+        It reports ``active_fraction`` and ``loss_all``.
+    objective_class : type
+        The ``nn.Module`` of its loss (see :mod:`mrlib.systems`).
+
+    Notebook: 06_training.ipynb
+    """
+
+    key = ""
+    network = ""
+    # The 2020 paper's rates (§4.3): 1e-4 for AT, 1e-6 for TL; TL Autopool is trained "as the TL
+    # network"; the 2017 slides give no rate for Triplet MatchNet (Adam's usual 1e-4).
+    paper_lr = 1e-4
+    # At the notebook's defaults (06_training.ipynb: synthetic catalog of 600 tracks, width
+    # 0.125, 64-frame patches, 150 Adam steps, online semi-hard mining with 64 tracks per batch)
+    # sweeping 5e-4 ... 4e-3 for TL and TL Autopool gave best validation MAP@20 between 0.22 and
+    # 0.26 against 0.13-0.15 untrained, the rates within each other's 95 % CIs; 1e-3 is the
+    # middle of that plateau (the table is in the notebook). The paper's 1e-6 barely moves the
+    # network in that budget: it was set for ~1e6 steps of a width-1 network.
+    default_lr = 1e-3
+    mining = "offline"
+    has_dropout = True
+    takes_pooling = False
+    monitors: tuple[str, ...] = ("val_map",)
+    representation = "embeddings"
+    per_patch = False
+    triplet_stats = True
+    objective_class: type = TripletObjective
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.key!r})"
+
+    @property
+    def tags(self) -> bool:
+        """Whether its tracks are represented by tag probabilities (scored with a tag AUC too)."""
+        return self.representation == "tag_probabilities"
+
+    # -- configuration -------------------------------------------------------------------------
+    def online(self, config) -> bool:
+        """Whether it mines its triplets inside each batch of tracks."""
+        return self.mining == "any" and is_online(config.mining)
+
+    def run_name(self, config) -> str:
+        """The default run label."""
+        if self.mining == "none":
+            return f"{config.system}_s{config.seed}"
+        return f"{config.system}_{config.mining}_s{config.seed}"
+
+    # -- model and loss ------------------------------------------------------------------------
+    def build(self, config, data) -> nn.Module:
+        """The run's network, shaped by its config and its data (tags, CQT bins)."""
+        extra = {k: getattr(config, k) for k in ("dropout", "pooling") if getattr(config, k) is not None}
+        return build_model(self.network, n_tags=data.tags.shape[1], width=config.width,
+                           n_bins=data.n_bins, patch_len=config.patch_len,
+                           embedding_dim=config.embedding_dim, seed=config.seed, **extra)
+
+    def optimizer(self, model: nn.Module, config) -> torch.optim.Adam:
+        """Adam at the run's rate; AutoPool's α in a group of its own when ``alpha_lr`` is set.
+
+        Adam moves a parameter by about its learning rate per step whatever the gradient's size,
+        so at 10⁻³ and 200 steps α cannot leave [-0.2, 0.2]: close to the mean, far from the max.
+        """
+        if config.alpha_lr is None:
+            return torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+        alpha = [p for n, p in model.named_parameters() if n.endswith("autopool.alpha")]
+        rest = [p for n, p in model.named_parameters() if not n.endswith("autopool.alpha")]
+        return torch.optim.Adam([{"params": rest}, {"params": alpha, "lr": config.alpha_lr}],
+                                lr=config.learning_rate)
+
+    def objective(self, model: nn.Module, config) -> nn.Module:
+        """``forward(x, y, S, idx, n_triplets, shared) -> (loss, active, n_triplets, loss_all)``."""
+        return self.objective_class(model, config)
+
+    # -- batches -------------------------------------------------------------------------------
+    def track_batches(self, config) -> bool:
+        """Whether it trains on batches of tracks (else on offline-mined triplets)."""
+        return self.mining == "none" or self.online(config)
+
+    def sampler(self, config, train_idx: np.ndarray, triplets: np.ndarray | None, batch_tracks: int,
+                rank: int, world_size: int):
+        """The batch sampler: of tracks, or of the mined ``triplets``."""
+        if self.track_batches(config):
+            return TrackBatchSampler(train_idx, batch_size=batch_tracks, seed=config.seed, rank=rank,
+                                     world_size=world_size, drop_last=True)
+        if config.sampler == "shuffled":
+            return ShuffledTripletSampler(triplets, batch_size=config.negatives_per_batch,
+                                          seed=config.seed, rank=rank, world_size=world_size,
+                                          drop_last=True)
+        return PaperBatchSampler(triplets, n_neg_per_batch=config.negatives_per_batch,
+                                 seed=config.seed, rank=rank, world_size=world_size)
+
+    def patches_per_song(self, config) -> int:
+        return 1
+
+    def max_patches_per_batch(self, config) -> int:
+        """A bound on a batch's patches, known before the data (the memory check)."""
+        if self.track_batches(config):
+            return config.batch_tracks
+        return 3 * config.negatives_per_batch * self.patches_per_song(config)
+
+    def patches_per_batch(self, config, batch_tracks: int) -> int:
+        """Patches of one batch (``batch_tracks``: the tracks of a track batch, clipped)."""
+        return batch_tracks if self.track_batches(config) else self.max_patches_per_batch(config)
+
+    def make_batch(self, item: np.ndarray, maker: BatchMaker) -> dict:
+        """A sampler item (tracks, or triplet rows) -> the numpy batch the objective takes."""
+        if self.online(maker.config):
+            data = maker.data
+            S = oracle(data.tags[item], None, data.categories)
+            return {"x": _track_patches(item, maker), "S": S, "idx": item, "n_patches": len(item)}
+        B = item.shape[0]
+        shared = _is_shared(item)
+        if shared:
+            # one random patch per row: B anchor patches, B positive patches, B negatives
+            parts = [maker.patches(item[0, 0], B), maker.patches(item[0, 1], B)] + \
+                [maker.patches(t, 1) for t in item[:, 2]]
+        else:
+            parts = [maker.patches(t, 1) for t in item.T.ravel()]   # anchors, positives, negatives
+        x = np.concatenate(parts, axis=0)
+        return {"x": x, "n_triplets": B, "shared": shared, "n_patches": x.shape[0]}
+
+    # -- retrieval -----------------------------------------------------------------------------
+    def similarity(self, model: nn.Module, E: np.ndarray, categories, device) -> np.ndarray | None:
+        """Track similarities from its representations ``E``; None: cosine of the embeddings."""
+        return None
+
+
+class TripletLoss(System):
+    """TL: the triplet-loss CNN (Prétet et al. 2020), offline or online mining.
+
+    Notebook: 06_training.ipynb
+    """
+
+    key = network = "tl"
+    paper_lr = 1e-6
+    mining = "any"
+
+
+class TripletLossAutopool(TripletLoss):
+    """TL Autopool: TL with AutoPool over time (its pooling and α's rate configurable).
+
+    Notebook: 06_training.ipynb
+    """
+
+    key = network = "tl_autopool"
+    takes_pooling = True
+
+
+class AutoTagging(System):
+    """AT: the auto-tagging baseline (FCN-5); its tracks are compared by their tags (oracle).
+
+    Notebook: 06_training.ipynb
+    """
+
+    key = network = "at"
+    mining = "none"
+    monitors = ("val_map", "val_auc")
+    representation = "tag_probabilities"
+    triplet_stats = False
+    objective_class = TagObjective
+
+    def make_batch(self, item: np.ndarray, maker: BatchMaker) -> dict:
+        return {"x": _track_patches(item, maker), "y": maker.data.tags[item], "n_patches": len(item)}
+
+    def similarity(self, model, E, categories, device):
+        return oracle(E, None, categories)
+
+
+class TripletMatchNetSystem(System):
+    """Triplet MatchNet (Lu et al. 2017): a learned metric on patch pairs of song triplets.
+
+    Notebook: 06_training.ipynb
+    """
+
+    key = network = "matchnet"
+    has_dropout = False
+    per_patch = True
+    objective_class = MatchNetObjective
+
+    def patches_per_song(self, config) -> int:
+        return config.matchnet_patches
+
+    def patches_per_batch(self, config, batch_tracks: int) -> int:
+        if config.sampler == "shuffled":
+            return super().patches_per_batch(config, batch_tracks)
+        return (2 + config.negatives_per_batch) * config.matchnet_patches
+
+    def make_batch(self, item: np.ndarray, maker: BatchMaker) -> dict:
+        B, P = item.shape[0], maker.config.matchnet_patches
+        shared = _is_shared(item)
+        if shared:   # P patches of the anchor, of the positive, of each negative
+            tracks = [item[0, 0], item[0, 1], *item[:, 2]]
+        else:        # P patches of every row's anchor, positive and negative
+            tracks = [*item[:, 0], *item[:, 1], *item[:, 2]]
+        x = np.concatenate([maker.patches(t, P) for t in tracks], axis=0)
+        return {"x": x, "n_triplets": B, "shared": shared, "n_patches": x.shape[0]}
+
+    def similarity(self, model, E, categories, device):
+        return 1.0 - song_dissimilarities(model, E, device=device)
+
+
+#: The registry: ``TrainConfig.system`` -> :class:`System`.
+SYSTEMS: dict[str, System] = {}
+
+
+def register(system: System) -> System:
+    """Add a system to :data:`SYSTEMS` under its ``key`` (a new key; returns the system).
+
+    Notebook: 06_training.ipynb
+    """
+    if not isinstance(system, System) or not system.key:
+        raise TypeError(f"expected a System with a key, got {system!r}")
+    if system.key in SYSTEMS:
+        raise ValueError(f"system {system.key!r} is registered already")
+    SYSTEMS[system.key] = system
+    return system
+
+
+for _system in (AutoTagging(), TripletLoss(), TripletLossAutopool(), TripletMatchNetSystem()):
+    register(_system)

@@ -1,0 +1,107 @@
+"""The trainer's command line as a :class:`TrainConfig`: every field a flag.
+
+``python -m mrlib.train`` and ``torchrun -m mrlib.train`` parse their arguments here
+(:func:`mrlib.train.main` runs them).
+
+Notebook: 06_training.ipynb
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from typing import Sequence
+
+from mrlib.models import POOLINGS
+from mrlib.train_config import TrainConfig, paper_config
+
+__all__ = ["config_from_args"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m mrlib.train",
+        description="Train AT, TL (any mining), TL Autopool or Triplet MatchNet. The same command "
+                    "runs DDP under torchrun: torchrun --nproc_per_node=K -m mrlib.train ...",
+        epilog="Config flags left out keep the value of --config, of --paper, or TrainConfig's "
+               "default, in that order.")
+    defaults = TrainConfig()
+    # SUPPRESS: only the flags actually given reach the namespace, so they override a saved
+    # config (--config) or the paper profile (--paper) without clobbering the rest.
+    S = argparse.SUPPRESS
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        value = getattr(defaults, f.name)
+        help_ = f"(default: {value!r})"
+        if f.name == "out_dir":
+            p.add_argument("--out", "--out-dir", dest="out_dir", default=S,
+                           help="run folder (default: runs/train/<run-name>)")
+        elif f.name == "deterministic":
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=S,
+                           help="torch.use_deterministic_algorithms (default: on for CPU only)")
+        elif isinstance(value, bool):
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=S,
+                           help=help_)
+        elif isinstance(value, dict):
+            p.add_argument(flag, dest=f.name, type=json.loads, default=S,
+                           help="JSON object, e.g. '{\"duration_s\": 12}' " + help_)
+        elif f.name == "lr":
+            p.add_argument(flag, dest=f.name, type=float, default=S,
+                           help="Adam's learning rate (default: DEFAULT_LR of the system)")
+        elif f.name == "dropout":
+            p.add_argument(flag, dest=f.name, type=float, default=S,
+                           help="dropout after each conv block (default: the model's own)")
+        elif f.name == "alpha_lr":
+            p.add_argument(flag, dest=f.name, type=float, default=S,
+                           help="Adam's rate for AutoPool's alpha (default: --lr)")
+        elif f.name == "pooling":
+            p.add_argument(flag, dest=f.name, default=S, choices=POOLINGS,
+                           help="TL Autopool's pooling over time (default: learned AutoPool)")
+        elif f.name == "run_name":
+            p.add_argument(flag, dest=f.name, default=S,
+                           help="(default: <system>_<mining>_s<seed>; its folder adds a hash of "
+                                "every field that changes the result)")
+        else:
+            p.add_argument(flag, dest=f.name, type=type(value), default=S, help=help_)
+    p.add_argument("--config", dest="config_file", default=None,
+                   help="start from a saved config.json; the run goes to a new folder (named "
+                        "from its fields) unless --out is given or --resume continues that run")
+    p.add_argument("--paper", action="store_true",
+                   help="start from paper_config(system, mining): width 1, 96 x 512, AMP")
+    p.add_argument("--resume", action="store_true", help="continue the run from its checkpoint")
+    p.add_argument("--replace", action="store_true",
+                   help="allow replacing a run of another configuration in the run folder (kept "
+                        "in .previous-run/ until the new run's first checkpoint)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    p.add_argument("--stop-after-epoch", type=int, default=None,
+                   help="simulate a crash right after this epoch's checkpoint (exit status 3)")
+    return p
+
+
+def config_from_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:
+    """Parse the command line into a :class:`TrainConfig` (and the other options).
+
+    Notebook: 06_training.ipynb
+    """
+    parser = _parser()
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    given = {k: v for k, v in vars(args).items() if k in fields}
+    try:
+        if args.config_file:
+            base = TrainConfig.from_json(args.config_file).to_dict()
+            if not args.resume:
+                # a replay (often with a changed field) is a new run: it must not land in,
+                # and replace, the saved run's folder unless --out says so
+                base["out_dir"] = None
+                base["run_name"] = None
+        elif args.paper:
+            base = paper_config(given.get("system", "tl"), given.get("mining", "distance")).to_dict()
+        else:
+            base = TrainConfig().to_dict()
+        base.update(given)
+        config = TrainConfig.from_dict(base)
+    except (TypeError, ValueError, FileNotFoundError) as err:
+        parser.error(str(err))
+    return config, args

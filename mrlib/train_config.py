@@ -1,0 +1,421 @@
+"""What defines a training run: :class:`TrainConfig`, its checks, and the papers' scale.
+
+Every field is checked by one entry of a table (field -> check) and the rules between fields
+are the systems' (:mod:`mrlib.systems`): a config that passes trains, one that does not names
+its bad field before anything is read or written.
+
+Notebook: 06_training.ipynb
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import numbers
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mrlib.features import FeatureConfig
+from mrlib.mining import ALL_STRATEGIES, canonical_strategy, is_online
+from mrlib.models import POOLINGS
+from mrlib.paths import runs_dir
+from mrlib.systems import SYSTEMS
+
+__all__ = ["DEFAULT_LR", "PAPER_LR", "TrainConfig", "paper_config"]
+
+#: The papers' learning rates by system (:attr:`mrlib.systems.System.paper_lr`).
+PAPER_LR: dict[str, float] = {k: s.paper_lr for k, s in SYSTEMS.items()}
+
+#: Rates that work at the notebook's defaults (:attr:`mrlib.systems.System.default_lr`).
+DEFAULT_LR: dict[str, float] = {k: s.default_lr for k, s in SYSTEMS.items()}
+
+# Options whose None means "the model's (or optimiser's) own choice" and that enter the folder
+# hash only when set, so that runs which do not use them keep their folders.
+_HASHED_WHEN_SET = {"pooling", "alpha_lr"}
+# Config fields that may change when a run is resumed: where and how fast it runs, how long it
+# lasts. Everything else shapes the trajectory and must match the checkpoint.
+_RESUMABLE_CHANGES = {"epochs", "device", "n_jobs", "prefetch", "out_dir", "run_name",
+                      "verify_ddp", "eval_batch", "embed_all"}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; JSON-serialisable (:meth:`to_json`).
+
+    Parameters
+    ----------
+    system : {"at", "tl", "tl_autopool", "matchnet"}, default "tl"
+    mining : str, default "distance"
+        Offline ``"neighbors"``, ``"uniform"``, ``"distance"`` or online ``"online-semihard"``,
+        ``"online-hard"`` (TL and TL Autopool). Ignored by AT; MatchNet takes offline ones.
+    catalog : str, default "synthetic"
+        Name or folder for :func:`mrlib.catalog.load`.
+    n_tracks : int, default 200
+        Catalog size (generated catalogs; 200 is the default catalog of ``make catalog``).
+    catalog_seed : int, default 0
+        Seed of the generated catalog (kept apart from ``seed`` so that changing the training
+        seed does not change the data).
+    catalog_kwargs : dict
+        Further keyword arguments for :func:`mrlib.catalog.load` (e.g. ``duration_s``).
+    features : dict
+        Keyword arguments of :class:`mrlib.features.FeatureConfig` (default: its defaults).
+    patch_len : int, default 128
+        Patch length in CQT frames (paper: 512 = 11.9 s).
+    width : float, default 0.125
+        Channel multiplier (1.0 = the paper's Table 1).
+    embedding_dim : int, default 128
+        ``d`` (TL, TL Autopool) or the tower embedding (MatchNet).
+    dropout : float in [0, 1) or None, default None
+        Dropout after each convolution block of AT, TL and TL Autopool; ``None`` keeps the
+        model's own (AT 0.5, as FCN; TL and TL Autopool 0). MatchNet has none.
+    pooling : {"autopool", "mean", "max"} or None, default None
+        TL Autopool's pooling over time (``mrlib.models.POOLINGS``); ``None`` keeps the learned
+        AutoPool. Other systems refuse it.
+    alpha_lr : float in (0, 1) or None, default None
+        Adam's learning rate of the learned AutoPool's α (``None``: ``lr``, as every weight).
+    n_pos, n_neg : int, default 15, 250
+        ``Np`` positives per anchor and ``Nn`` negatives per pair for offline mining.
+    negatives_per_batch : int, default 42
+        Triplets per batch of offline mining: with ``sampler="paper"`` the negative tracks that
+        share one anchor and one positive track (§4.3).
+    sampler : {"paper", "shuffled"}, default "paper"
+        Offline batches: the paper's (one anchor track, one positive track, 42 negative
+        tracks; :class:`mrlib.mining.PaperBatchSampler`) or 42 triplets drawn at random from
+        all mined ones (:class:`mrlib.mining.ShuffledTripletSampler`), which averages the
+        gradient over many anchors.
+    batch_tracks : int, default 64
+        Tracks per batch for AT and online mining (clipped to the training tracks per rank).
+    matchnet_patches : int, default 2
+        Patches per song in a MatchNet song triplet.
+    margin : float, default 0.5
+        Triplet-loss margin α.
+    lr : float or None
+        Adam's learning rate; ``None`` = :data:`DEFAULT_LR` of the system
+        (:data:`PAPER_LR` holds the papers').
+    epochs : int, default 10
+        Epochs to train (0: only embed with the untrained network).
+    steps_per_epoch : int, default 50
+        Batches per epoch (per rank).
+    patience : int, default 5
+        Stop after this many epochs without a better validation metric (0: never stop early).
+    monitor : {"val_map", "val_auc"}, default "val_map"
+        The early-stopping metric (``"val_auc"`` for AT only).
+    val_patches : int, default 8
+        Test patches per track for validation and the final embeddings.
+    eval_batch : int, default 256
+        Patches per forward pass when embedding.
+    device : str, default "auto"
+        ``"auto"`` (:func:`pick_device`), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
+    amp : bool, default True
+        Mixed precision on CUDA (bf16 where supported, else fp16 + GradScaler); no effect
+        elsewhere.
+    deterministic : bool or None, default None
+        ``torch.use_deterministic_algorithms``; ``None`` = on for CPU, off on GPUs (speed).
+    seed : int, default 0
+        Seeds weights, mining, samplers, patches and dropout.
+    out_dir : str or None
+        Run folder; default ``runs_dir() / "train" / folder_name``: ``run_name`` when given,
+        else ``"<system>_<mining>_s<seed>-<hash>"`` where the hash covers every field that
+        shapes the result (:attr:`fingerprint`), so runs with another lr, width, catalog ...
+        never share a default folder.
+    run_name : str or None
+        Label of the run; default ``"<system>_<mining>_s<seed>"`` (``"at_s<seed>"`` for AT).
+    n_jobs : int, default 2
+        Processes for feature extraction.
+    prefetch : int, default 2
+        Batches prepared ahead by a background thread (0: in the training loop).
+    embed_all : bool, default True
+        At the end, embed every track of the catalog (``embeddings.npy``); False skips it
+        (quick experiments that only need the metrics).
+    verify_ddp : bool, default False
+        Under DDP, compare parameter checksums across ranks after every step (all_gather) and
+        record which files each rank wrote; the report goes to ``ddp_verify.json``.
+
+    Notebook: 06_training.ipynb
+    """
+
+    system: str = "tl"
+    mining: str = "distance"
+    catalog: str = "synthetic"
+    n_tracks: int = 200
+    catalog_seed: int = 0
+    catalog_kwargs: dict = field(default_factory=dict)
+    features: dict = field(default_factory=dict)
+    patch_len: int = 128
+    width: float = 0.125
+    embedding_dim: int = 128
+    dropout: float | None = None
+    pooling: str | None = None
+    alpha_lr: float | None = None
+    n_pos: int = 15
+    n_neg: int = 250
+    negatives_per_batch: int = 42
+    sampler: str = "paper"
+    batch_tracks: int = 64
+    matchnet_patches: int = 2
+    margin: float = 0.5
+    lr: float | None = None
+    epochs: int = 10
+    steps_per_epoch: int = 50
+    patience: int = 5
+    monitor: str = "val_map"
+    val_patches: int = 8
+    eval_batch: int = 256
+    device: str = "auto"
+    amp: bool = True
+    deterministic: bool | None = None
+    seed: int = 0
+    out_dir: str | None = None
+    run_name: str | None = None
+    n_jobs: int = 2
+    prefetch: int = 2
+    embed_all: bool = True
+    verify_ddp: bool = False
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # -- checks ---------------------------------------------------------------------------
+    def validate(self) -> "TrainConfig":
+        """Check every field; raise ``ValueError``/``TypeError`` naming the bad one.
+
+        Each field passes its checks in :data:`_FIELD_CHECKS` (which also canonicalise it:
+        ``mining`` aliases such as ``"random"`` → ``"uniform"``, ints, floats, paths), then
+        the config passes the rules between fields, :data:`_SYSTEM_RULES`.
+
+        Notebook: 06_training.ipynb
+        """
+        for f in dataclasses.fields(self):
+            for check in _FIELD_CHECKS[f.name]:
+                setattr(self, f.name, check(f.name, getattr(self, f.name)))
+        system = SYSTEMS[self.system]
+        for broken, message in _SYSTEM_RULES:
+            if broken(self, system):
+                raise ValueError(message.format(c=self, s=system))
+        try:
+            json.dumps(self.to_dict())
+        except TypeError as err:
+            raise TypeError(f"TrainConfig must be JSON-serialisable: {err}") from None
+        return self
+
+    # -- derived ----------------------------------------------------------------------------
+    @property
+    def learning_rate(self) -> float:
+        """``lr``, or the system's default rate (:data:`DEFAULT_LR`) when ``lr`` is None."""
+        return float(self.lr) if self.lr is not None else SYSTEMS[self.system].default_lr
+
+    @property
+    def online(self) -> bool:
+        """Whether the system mines its triplets inside each batch (TL, online mining)."""
+        return SYSTEMS[self.system].online(self)
+
+    @property
+    def name(self) -> str:
+        """``run_name`` or a label built from system, mining (when it mines) and seed."""
+        return self.run_name or SYSTEMS[self.system].run_name(self)
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 (hex) of every field that shapes the run's trajectory.
+
+        Leaves out the fields a resumed run may change (:data:`_RESUMABLE_CHANGES`: epochs,
+        device, I/O), so that the folder of a default-named run is the same when it is
+        resumed with more epochs.
+        """
+        fields = {k: v for k, v in self.to_dict().items()
+                  if k not in _RESUMABLE_CHANGES and not (k in _HASHED_WHEN_SET and v is None)}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+    @property
+    def folder_name(self) -> str:
+        """``run_name``, or ``<name>-<first 8 hex digits of the fingerprint>``.
+
+        Two runs that differ in any field that changes the result (lr, width, n_tracks,
+        catalog, features ...) get different default folders.
+        """
+        return self.run_name if self.run_name else f"{self.name}-{self.fingerprint[:8]}"
+
+    def run_dir(self) -> Path:
+        """The run folder (``out_dir`` or ``runs_dir()/train/<folder_name>``), not created here."""
+        if self.out_dir:
+            return Path(self.out_dir)
+        return runs_dir() / "train" / self.folder_name
+
+    # -- serialisation ----------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """The fields as a plain dict."""
+        return dataclasses.asdict(self)
+
+    def to_json(self, path: str | os.PathLike | None = None) -> str:
+        """JSON text of the config; also written to ``path`` when given."""
+        text = json.dumps(self.to_dict(), indent=1, sort_keys=True)
+        if path is not None:
+            Path(path).write_text(text + "\n")
+        return text
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        """Build from a dict; unknown keys are an error (a typo should not pass silently)."""
+        if not isinstance(d, dict):
+            raise TypeError(f"expected a dict of TrainConfig fields, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig field(s) {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, text_or_path: str | os.PathLike) -> "TrainConfig":
+        """Inverse of :meth:`to_json` (JSON text or a path to a JSON file)."""
+        text = str(text_or_path)
+        if not text.lstrip().startswith("{"):
+            text = Path(text_or_path).read_text()
+        return cls.from_dict(json.loads(text))
+
+    def replace(self, **changes) -> "TrainConfig":
+        """A copy with some fields changed (validated)."""
+        return dataclasses.replace(self, **changes)
+
+
+def paper_config(system: str = "tl", mining: str = "distance", **overrides) -> TrainConfig:
+    """The papers' scale, for a GPU: width 1.0, 96 × 512 patches, AMP, the papers' rates.
+
+    ``n_tracks = 14246`` (the 2020 catalog's size), ``Np = 15``, ``Nn = 250``, 42 negatives per
+    batch, ``lr = PAPER_LR[system]``, 100 epochs of 2000 batches with patience 10, features at
+    44.1 kHz / hop 1024. Any field can be overridden.
+
+    Returns
+    -------
+    TrainConfig
+
+    Notebook: 06_training.ipynb
+    """
+    base = dict(system=system, mining=mining, n_tracks=14246, patch_len=512, width=1.0,
+                n_pos=15, n_neg=250, negatives_per_batch=42, lr=SYSTEMS[system].paper_lr, epochs=100,
+                steps_per_epoch=2000, patience=10, amp=True, device="auto",
+                features={"sr": 44100, "hop_length": 1024}, batch_tracks=128, prefetch=4)
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+
+# =============================================================================================
+# The checks: one row per field, then the rules between fields
+# =============================================================================================
+def _is_int(v) -> bool:
+    return not isinstance(v, bool) and isinstance(v, numbers.Integral)
+
+
+def _is_real(v) -> bool:
+    return not isinstance(v, bool) and isinstance(v, numbers.Real)
+
+
+def _rule(test, what: str, error: type = ValueError, convert=None, optional: bool = False):
+    """A check of one field: ``test(value)`` holds (or ``value`` is None when ``optional``),
+    else ``error`` says the field must be ``what``; returns the value, ``convert``-ed."""
+    def check(name: str, value):
+        if optional and value is None:
+            return None
+        if not test(value):
+            raise error(f"TrainConfig.{name} must be {what}, got {value!r}")
+        return value if convert is None else convert(value)
+    return check
+
+
+def _int_at_least(low: int) -> tuple:
+    return _rule(_is_int, "an int", TypeError, int), _rule(lambda v: v >= low, f">= {low}")
+
+
+def _system(name: str, value):
+    if not (isinstance(value, str) and value in SYSTEMS):
+        raise ValueError(f"TrainConfig.system must be one of {tuple(SYSTEMS)}, got {value!r}")
+    return value
+
+
+def _mining(name: str, value):
+    try:
+        return canonical_strategy(value)
+    except ValueError:
+        raise ValueError(f"TrainConfig.mining must be one of {ALL_STRATEGIES}, got {value!r}") from None
+
+
+def _features(name: str, value: dict) -> dict:
+    """Keyword arguments that :class:`FeatureConfig` accepts."""
+    known = [f.name for f in dataclasses.fields(FeatureConfig)]
+    unknown = sorted(set(value) - set(known))
+    if unknown:
+        raise ValueError(f"TrainConfig.features has unknown key(s) {unknown}; FeatureConfig takes {known}")
+    try:
+        FeatureConfig(**value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"TrainConfig.features={value!r}: {err}") from None
+    return value
+
+
+_FINITE = _rule(lambda v: _is_real(v) and math.isfinite(v), "a finite number", TypeError, float)
+_RATE = _rule(lambda v: _is_real(v) and 0 < v < 1, "None or in (0, 1)", convert=float, optional=True)
+_BOOL = _rule(lambda v: isinstance(v, bool), "a bool", TypeError)
+_DICT = _rule(lambda v: isinstance(v, dict), "a dict", TypeError)
+_PATH = _rule(lambda v: isinstance(v, (str, os.PathLike)), "None or a path string", TypeError,
+              os.fspath, optional=True)
+
+#: Field -> its checks, in order; each returns the (canonical) value or raises.
+_FIELD_CHECKS: dict[str, tuple] = {
+    "system": (_system,),
+    "mining": (_rule(lambda v: isinstance(v, str), "a str", TypeError), _mining),
+    "catalog": (_rule(lambda v: isinstance(v, str) and bool(v), "a non-empty str", TypeError),),
+    "n_tracks": _int_at_least(2),
+    "catalog_seed": _int_at_least(0),
+    "catalog_kwargs": (_DICT,),
+    "features": (_DICT, _features),
+    "patch_len": _int_at_least(1),
+    "width": (_FINITE, _rule(lambda v: v > 0, "> 0 (1.0 = the paper)")),
+    "embedding_dim": _int_at_least(1),
+    "dropout": (_rule(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+                      and 0.0 <= float(v) < 1.0, "None or a float in [0, 1)", convert=float,
+                      optional=True),),
+    "pooling": (_rule(lambda v: v in POOLINGS, f"None or one of {POOLINGS}", optional=True),),
+    "alpha_lr": (_RATE,),
+    "n_pos": _int_at_least(1),
+    "n_neg": _int_at_least(1),
+    "negatives_per_batch": _int_at_least(1),
+    "sampler": (_rule(lambda v: v in ("paper", "shuffled"), "'paper' or 'shuffled'"),),
+    "batch_tracks": _int_at_least(2),
+    "matchnet_patches": _int_at_least(1),
+    "margin": (_FINITE, _rule(lambda v: v >= 0, ">= 0")),
+    "lr": (_RATE,),
+    "epochs": _int_at_least(0),
+    "steps_per_epoch": _int_at_least(1),
+    "patience": _int_at_least(0),
+    "monitor": (_rule(lambda v: v in ("val_map", "val_auc"), "'val_map' or 'val_auc'"),),
+    "val_patches": _int_at_least(1),
+    "eval_batch": _int_at_least(1),
+    "device": (_rule(lambda v: isinstance(v, str), "a str such as 'auto' or 'cuda:0'", TypeError),),
+    "amp": (_BOOL,),
+    "deterministic": (_rule(lambda v: isinstance(v, bool), "None or a bool", TypeError, optional=True),),
+    "seed": _int_at_least(0),
+    "out_dir": (_PATH,),
+    "run_name": (_PATH,),
+    "n_jobs": (_rule(lambda v: _is_int(v) and (v > 0 or v == -1), "a positive int or -1"),),
+    "prefetch": _int_at_least(0),
+    "embed_all": (_BOOL,),
+    "verify_ddp": (_BOOL,),
+}
+
+#: Rules between fields, from the system's abilities: (broken(config, system), message).
+_SYSTEM_RULES: tuple = (
+    (lambda c, s: c.dropout is not None and not s.has_dropout,
+     "TrainConfig.dropout: the {c.system!r} system has no dropout; leave it None"),
+    (lambda c, s: c.pooling is not None and not s.takes_pooling,
+     "TrainConfig.pooling is TL Autopool's; system {c.system!r} pools its own way: leave it None"),
+    (lambda c, s: c.alpha_lr is not None and not (s.takes_pooling and c.pooling in (None, "autopool")),
+     "TrainConfig.alpha_lr is the learned AutoPool's; leave it None for system {c.system!r} with "
+     "pooling {c.pooling!r}"),
+    (lambda c, s: s.mining == "offline" and is_online(c.mining),
+     "{c.system} trains on offline-mined triplets; choose mining from 'neighbors', 'uniform', "
+     "'distance'"),
+    (lambda c, s: c.monitor not in s.monitors,
+     "monitor={c.monitor!r} is not a metric of system {c.system!r}: choose one of {s.monitors}"),
+)

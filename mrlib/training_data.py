@@ -1,0 +1,243 @@
+"""The data a training run reads: catalog features and tags by index, and a stream of batches
+made in a background thread.
+
+Notebook: 06_training.ipynb
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from mrlib.features import FeatureConfig, extract
+from mrlib.paths import data_dir
+
+__all__ = ["TrainData", "prepare_data", "check_catalog_name", "batch_stream", "tensor_batch", "Prefetcher"]
+
+@dataclass
+class TrainData:
+    """What training needs from a catalog and its features, by catalog index.
+
+    Attributes
+    ----------
+    features : FeatureSet or sequence
+        ``features[i]`` -> float16/float32 array (n_bins, T_i), log-CQT in dB.
+    tags : numpy.ndarray, float32 (N, m)
+        Tag likelihoods in [0, 1].
+    categories : list of str or None, length m
+        Category of each tag (for the oracle); None = one category.
+    split : numpy.ndarray of str (N,)
+        ``"train"``, ``"val"`` or ``"test"``.
+    track_ids : numpy.ndarray of str (N,)
+    available : numpy.ndarray of bool (N,)
+        Tracks that have features (skipped tracks are left out everywhere).
+    n_bins : int
+    name : str
+
+    Notebook: 06_training.ipynb
+    """
+
+    features: Any
+    tags: np.ndarray
+    categories: list | None
+    split: np.ndarray
+    track_ids: np.ndarray
+    available: np.ndarray
+    n_bins: int
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        self.tags = np.asarray(self.tags, dtype=np.float32)
+        self.split = np.asarray(self.split).astype(str)
+        self.track_ids = np.asarray(self.track_ids).astype(str)
+        self.available = np.asarray(self.available, dtype=bool)
+        n = self.tags.shape[0]
+        if self.tags.ndim != 2:
+            raise ValueError(f"tags must be (N, m), got shape {self.tags.shape}")
+        for name in ("split", "track_ids", "available"):
+            if getattr(self, name).shape != (n,):
+                raise ValueError(f"{name} must have shape ({n},) like tags, got {getattr(self, name).shape}")
+        if len(self.features) != n:
+            raise ValueError(f"features hold {len(self.features)} tracks, tags {n}")
+        if self.categories is not None and len(self.categories) != self.tags.shape[1]:
+            raise ValueError(f"categories has {len(self.categories)} entries for {self.tags.shape[1]} tags")
+
+    def __len__(self) -> int:
+        return int(self.tags.shape[0])
+
+    def indices(self, split: str | None = None) -> np.ndarray:
+        """Catalog indices (int64) of the available tracks of a split (all splits: None)."""
+        mask = self.available.copy()
+        if split is not None:
+            if split not in ("train", "val", "test"):
+                raise ValueError(f"split must be 'train', 'val', 'test' or None, got {split!r}")
+            mask &= self.split == split
+        return np.flatnonzero(mask).astype(np.int64)
+
+    def check_patch_len(self, patch_len: int, catalog: str = "") -> None:
+        """Refuse a patch longer than the longest track (every patch would repeat its track)."""
+        avail = np.flatnonzero(self.available)
+        if avail.size == 0:
+            raise ValueError(f"no track of catalog {self.name or catalog!r} has features")
+        frames = getattr(self.features, "n_frames", None)
+        if frames is not None:
+            frames = np.asarray(frames)[avail]
+        else:
+            frames = np.array([np.shape(self.features[int(i)])[-1] for i in avail])
+        longest = int(frames.max())
+        if patch_len > longest:
+            raise ValueError(
+                f"patch_len={patch_len} frames is longer than the longest track "
+                f"({longest} frames, median {int(np.median(frames))}): every patch would repeat "
+                f"its track; choose patch_len <= {longest}")
+
+    @classmethod
+    def from_catalog(cls, catalog, features) -> "TrainData":
+        """From a :class:`mrlib.catalog.Catalog` and its :class:`mrlib.features.FeatureSet`."""
+        tracks = catalog.tracks
+        vocab = getattr(catalog, "vocabulary", None)
+        categories = list(vocab["category"]) if vocab is not None and "category" in vocab else None
+        available = np.asarray(getattr(features, "available", np.ones(len(tracks), bool)), dtype=bool)
+        n_bins = int(getattr(getattr(features, "config", None), "n_bins", 0)) or \
+            int(np.asarray(features[int(np.flatnonzero(available)[0])]).shape[0])
+        return cls(features=features, tags=np.asarray(catalog.tags, dtype=np.float32),
+                   categories=categories, split=tracks["split"].to_numpy(),
+                   track_ids=tracks["track_id"].to_numpy(), available=available, n_bins=n_bins,
+                   name=str(getattr(catalog, "name", "")))
+
+
+def prepare_data(config, progress: bool = True, preload_limit_gb: float = 8.0) -> TrainData:
+    """Load (building if needed) the catalog, extract its features, and wrap them for training.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        Uses ``catalog``, ``n_tracks``, ``catalog_seed``, ``catalog_kwargs``, ``features``,
+        ``n_jobs``.
+    progress : bool
+        Progress bars of the catalog build and the feature extraction.
+    preload_limit_gb : float
+        Features are read into memory when they weigh less than this (else memory-mapped).
+
+    Returns
+    -------
+    TrainData
+
+    Notebook: 06_training.ipynb
+    """
+    from mrlib import catalog as catalog_mod   # lazy: the catalogs' builders are heavy
+
+    kwargs = dict(config.catalog_kwargs)
+    if config.catalog in ("synthetic", "music21"):  # the generated catalogs: built when missing
+        kwargs.setdefault("n_tracks", config.n_tracks)
+        kwargs.setdefault("seed", config.catalog_seed)
+        kwargs.setdefault("n_jobs", config.n_jobs)
+        kwargs.setdefault("progress", progress)
+    cat = catalog_mod.load(config.catalog, **kwargs)
+    fcfg = FeatureConfig(**config.features)
+    fs = extract(cat, fcfg, n_jobs=config.n_jobs, progress=progress)
+    size_gb = float(np.sum(fs.n_frames)) * fcfg.n_bins * 2 / 1e9
+    if size_gb < preload_limit_gb:
+        fs.preload(progress=False)
+    return TrainData.from_catalog(cat, fs)
+
+
+
+def check_catalog_name(catalog: str) -> None:
+    """A catalog that :func:`mrlib.catalog.load` can find, checked without building anything.
+
+    Notebook: 06_training.ipynb
+    """
+    if catalog in ("synthetic", "music21", "mtat", "folder"):
+        return
+    for cand in (Path(catalog).expanduser(), data_dir() / catalog):
+        if (cand / "tracks.csv").is_file():
+            return
+    raise FileNotFoundError(
+        f"TrainConfig.catalog={catalog!r} is not a catalog: expected 'synthetic', 'music21', "
+        f"'mtat', 'folder', or a folder holding tracks.csv (looked in {Path(catalog)} and "
+        f"{data_dir() / catalog})")
+
+
+def batch_stream(sampler) -> Iterator:
+    """Endless batches: the sampler's epochs one after another (its state says where we are).
+
+    Notebook: 06_training.ipynb
+    """
+    while True:
+        empty = True
+        for item in sampler:
+            empty = False
+            yield item
+        if empty and len(sampler) == 0:  # pragma: no cover - guarded by the sampler
+            raise RuntimeError("the sampler yields no batch")
+
+
+def tensor_batch(make, item, pin: bool) -> dict:
+    """A sampler item -> batch dict with the patches as a float32 CPU tensor (pinned for CUDA).
+
+    Notebook: 06_training.ipynb
+    """
+    batch = make(item)
+    x = torch.from_numpy(batch["x"].astype(np.float32, copy=False))
+    batch["x"] = x.pin_memory() if pin else x
+    return batch
+
+
+class Prefetcher:
+    """Produce exactly ``n`` batches in a background thread (or inline when ``depth == 0``).
+
+    Exactly ``n``: the sampler and patch-RNG states at the end of an epoch are those after its
+    last batch, so a checkpoint taken then resumes exactly.
+
+    Notebook: 06_training.ipynb
+    """
+
+    def __init__(self, stream: Iterator, make, n: int, depth: int, pin: bool) -> None:
+        self.stream, self.make, self.n, self.depth, self.pin = stream, make, n, depth, pin
+        self.wait_s = 0.0
+        self._q: queue.Queue | None = None
+        self._thread = None
+        self._stop = threading.Event()
+
+    def _produce(self) -> dict:
+        return tensor_batch(self.make, next(self.stream), self.pin)
+
+    def _worker(self) -> None:
+        try:
+            for _ in range(self.n):
+                if self._stop.is_set():
+                    return
+                item = self._produce()
+                while not self._stop.is_set():
+                    try:
+                        self._q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer
+            self._q.put(err)
+
+    def __iter__(self):
+        if self.depth > 0:
+            self._q = queue.Queue(maxsize=self.depth)
+            self._thread = threading.Thread(target=self._worker, name="mrlib-prefetch", daemon=True)
+            self._thread.start()
+        try:
+            for _ in range(self.n):
+                t0 = time.perf_counter()
+                item = self._q.get() if self.depth > 0 else self._produce()
+                self.wait_s += time.perf_counter() - t0
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self._stop.set()
+            if self._thread is not None:
+                self._thread.join()
