@@ -1471,6 +1471,25 @@ def generate_track(attrs: TrackAttributes, sr: int = 22050, duration_s: float = 
 
     Notebook: 01_cqt.ipynb
     """
+    _check_track_args(attrs, sr, duration_s, seed)
+    rng = np.random.default_rng(seed)
+    style = GENRES[attrs.genre]
+    n = int(round(duration_s * sr))
+    beat_times, n_bars = _timeline(attrs, duration_s)
+    harmony = _Harmony(attrs, style, n_bars, rng)
+    mel = _melody(attrs, style, harmony, rng)
+    comp, bass = _accompaniment(attrs, style, harmony, n_bars, rng)
+    drum_hits = _drum_hits(attrs, style, n_bars, harmony.sec_len)
+    stems = _render_stems(attrs, {"melody": mel, "chords": comp, "bass": bass}, beat_times, n, sr, rng)
+    stems["drums"] = _render_drums(attrs, drum_hits, beat_times, n, sr, rng)
+    mix = _produce(attrs, stems, n, sr, duration_s, rng)
+    # Events are overdubs on the produced band: the band alone sets the loudness and the peak
+    # gain below, so an event leaves every sample outside its window exactly as it was.
+    overdub = _render_events(attrs, n, sr, beat_times, seed, _rms(mix)) if attrs.events else None
+    return _master(attrs, mix, overdub, n, sr)
+
+
+def _check_track_args(attrs, sr, duration_s, seed) -> None:
     if not isinstance(attrs, TrackAttributes):
         raise TypeError(f"attrs must be a TrackAttributes, got {type(attrs).__name__}")
     _check_int("sr", sr, 8000)
@@ -1487,51 +1506,60 @@ def generate_track(attrs: TrackAttributes, sr: int = 22050, duration_s: float = 
         if getattr(attrs, field) not in allowed:
             raise ValueError(f"attrs.{field}={getattr(attrs, field)!r} is not one of {sorted(allowed)}")
 
-    rng = np.random.default_rng(seed)
-    style = GENRES[attrs.genre]
-    n = int(round(duration_s * sr))
-    meter = attrs.meter
 
-    # --- timeline: beat index -> seconds, through the tempo curve -------------------------
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.dot(x, x) / max(1, x.size))) + 1e-9
+
+
+def _timeline(attrs: TrackAttributes, duration_s: float) -> tuple[np.ndarray, int]:
+    """Seconds of each beat index (through the tempo curve), and the number of bars."""
+    meter = attrs.meter
     n_beats = int(duration_s * attrs.tempo_bpm * 1.35 / 60.0) + 2 * meter + 2
     frac = np.arange(n_beats + 1) / max(1.0, duration_s * attrs.tempo_bpm / 60.0)
     ramp = {"acceleration": 1.0 + 0.25 * np.clip(frac, 0, 1),
             "slowing_down": 1.0 - 0.2 * np.clip(frac, 0, 1)}.get(attrs.tempo_change, np.ones_like(frac))
     beat_times = np.concatenate([[0.0], np.cumsum(60.0 / (attrs.tempo_bpm * ramp[:-1]))])
-    n_bars = int(np.searchsorted(beat_times, duration_s) // meter) + 1
+    return beat_times, int(np.searchsorted(beat_times, duration_s) // meter) + 1
 
-    # --- harmony and form -----------------------------------------------------------------
-    prog_ids = rng.permutation(len(style.progressions))
-    sec_len = len(style.progressions[0]) * style.chord_bars
-    n_sections = -(-n_bars // sec_len)
-    if attrs.structure == "repetitive":
-        form = [0] * n_sections
-    elif attrs.structure == "evolving":
-        form = list(range(n_sections))
-    else:
-        form = [[0, 0, 1, 0][s % 4] for s in range(n_sections)]
-    scale = MODES[attrs.mode]
-    tonic_midi = 60 + attrs.tonic if attrs.tonic < 7 else 48 + attrs.tonic      # C4 ... F#4 / G3 ... B3
-    label_prog = {lab: style.progressions[prog_ids[lab % len(prog_ids)]] for lab in set(form)}
 
-    def chord_of(bar: int) -> tuple[int, tuple[int, ...], int]:
-        lab = form[min(bar // sec_len, len(form) - 1)]
-        prog = label_prog[lab]
-        degree = prog[(bar % sec_len) // style.chord_bars]
-        root, iv = _chord(style, attrs.mode, degree)
+class _Harmony:
+    """Harmony and form: sections labelled by the structure (AABA, a looped A, or a new
+    section every phrase), each label with its progression, one chord per ``chord_bars``."""
+
+    def __init__(self, attrs: TrackAttributes, style: GenreStyle, n_bars: int, rng: np.random.Generator):
+        self.attrs, self.style = attrs, style
+        prog_ids = rng.permutation(len(style.progressions))
+        self.sec_len = len(style.progressions[0]) * style.chord_bars
+        n_sections = -(-n_bars // self.sec_len)
+        if attrs.structure == "repetitive":
+            self.form = [0] * n_sections
+        elif attrs.structure == "evolving":
+            self.form = list(range(n_sections))
+        else:
+            self.form = [[0, 0, 1, 0][s % 4] for s in range(n_sections)]
+        self.label_prog = {lab: style.progressions[prog_ids[lab % len(prog_ids)]] for lab in set(self.form)}
+
+    def chord_of(self, bar: int) -> tuple[int, tuple[int, ...], int]:
+        """(root, intervals, scale degree) of the chord of a bar."""
+        lab = self.form[min(bar // self.sec_len, len(self.form) - 1)]
+        degree = self.label_prog[lab][(bar % self.sec_len) // self.style.chord_bars]
+        root, iv = _chord(self.style, self.attrs.mode, degree)
         return root, iv, degree
 
-    # --- melody: one per section label, two phrases per section ------------------------
+
+def _melody(attrs: TrackAttributes, style: GenreStyle, harmony: _Harmony, rng: np.random.Generator) -> _Events:
+    """The melody: one per section label, two phrases per section (question and answer)."""
     mel = _Events()
-    register = attrs.register
+    meter, sec_len = attrs.meter, harmony.sec_len
+    scale = MODES[attrs.mode]
+    tonic_midi = 60 + attrs.tonic if attrs.tonic < 7 else 48 + attrs.tonic      # C4 ... F#4 / G3 ... B3
     sec_beats = sec_len * meter
     melodies: dict[int, list[tuple[float, float, int]]] = {}
     start_deg = 4
-    for s, lab in enumerate(form):
+    for s, lab in enumerate(harmony.form):
         if lab not in melodies:
             def chord_at(beat, s0=s):
-                bar = s0 * sec_len + int(beat // meter)
-                _, _, d = chord_of(bar)
+                _, _, d = harmony.chord_of(s0 * sec_len + int(beat // meter))
                 kind4 = style.chord_kind in ("seventh", "dom7")
                 return [d, d + 2, d + 4] + ([d + 6] if kind4 else [])
             half = sec_beats // 2 if sec_len >= 2 else sec_beats
@@ -1549,134 +1577,160 @@ def generate_track(attrs: TrackAttributes, sr: int = 22050, duration_s: float = 
             melodies[lab] = p1 + sorted(p2)
         base = s * sec_beats
         for b, d, g in melodies[lab]:
-            g = g + register                      # a diatonic shift keeps the melody in key
+            g = g + attrs.register                # a diatonic shift keeps the melody in key
             pitch = tonic_midi + 12 * (g // 7) + scale[g % 7]
             mel.add(base + b, d * 0.92, pitch, 0.8 + 0.2 * ((b % meter) == 0))
+    return mel
 
-    # --- accompaniment --------------------------------------------------------------------
+
+def _accompaniment(attrs: TrackAttributes, style: GenreStyle, harmony: _Harmony, n_bars: int,
+                   rng: np.random.Generator) -> tuple[_Events, _Events]:
+    """Chords in the accompaniment pattern and the bass line, bar by bar."""
     comp, bass = _Events(), _Events()
-    chord_vel = 0.55
     for bar in range(n_bars):
-        root, iv, _ = chord_of(bar)
-        b0 = bar * meter
+        root, iv, _ = harmony.chord_of(bar)
         pcs = [(attrs.tonic + root + x) % 12 for x in iv]
         voiced = sorted({53 + (p - 53) % 12 for p in pcs})        # close voicing, F3 ... E4
-        cstyle = attrs.comp
-        if cstyle in ("block", "pad"):
-            if bar % style.chord_bars == 0:
-                for p in voiced:
-                    comp.add(b0, meter * style.chord_bars * 0.98, p, chord_vel)
-        elif cstyle in ("strum", "eighths", "shuffle"):
-            step = 1.0 if cstyle == "strum" else 0.5
-            for k in range(int(meter / step)):
-                for j, p in enumerate(voiced):    # strum: 12 ms between strings
-                    comp.add(b0 + k * step + j * 0.012 * attrs.tempo_bpm / 60.0, step * 0.9, p,
-                             chord_vel * (1.0 if k % 2 == 0 else 0.75))
-        elif cstyle == "arp":
-            order = voiced + [voiced[1] + 12] if len(voiced) > 2 else voiced * 2
-            for k in range(meter * 2):
-                comp.add(b0 + k * 0.5, 0.9, order[k % len(order)], chord_vel)
-        elif cstyle == "alberti":
-            low = [voiced[0] - 12, voiced[-1] - 12, voiced[1] - 12, voiced[-1] - 12]
-            for k in range(meter * 2):
-                comp.add(b0 + k * 0.5, 0.5, low[k % 4], chord_vel)
-        elif cstyle == "skank":
-            for k in range(meter):
-                for p in voiced:
-                    comp.add(b0 + k + 0.5, 0.2, p, chord_vel)
-        elif cstyle == "stabs":
-            for pos in (0.0, 0.75, 1.5, 2.5, 3.25)[: 5 if meter == 4 else 3]:
-                for p in voiced:
-                    comp.add(b0 + pos, 0.2, p, chord_vel)
-        elif cstyle == "comping":
-            for k in range(meter):
-                if rng.random() < 0.55:
-                    pos = k + (0.0 if rng.random() < 0.5 else 0.5)
-                    for p in voiced:
-                        comp.add(b0 + pos, 0.4 + 0.5 * rng.random(), p, chord_vel * 0.8)
+        _comp_bar(comp, attrs, style, bar, voiced, rng)
+        if attrs.bass != "none":
+            nroot, _, _ = harmony.chord_of(bar + 1)
+            _bass_bar(bass, attrs, style, bar, root, iv, nroot, rng)
+    return comp, bass
 
-        # bass: root in E1 ... D#2
-        if attrs.bass == "none":
-            continue
-        rb = 28 + (attrs.tonic + root - 4) % 12
-        fifth = rb + 7
-        nroot, _, _ = chord_of(bar + 1)
-        nb = 28 + (attrs.tonic + nroot - 4) % 12
-        bp = attrs.bass_pattern
-        if bp == "root":
-            bass.add(b0, meter * 0.95, rb, 0.9)
-        elif bp == "sustained":
-            if bar % style.chord_bars == 0:
-                bass.add(b0, meter * style.chord_bars * 0.98, rb, 0.9)
-        elif bp == "root_fifth":
-            bass.add(b0, meter / 2 * 0.9, rb, 0.9)
-            bass.add(b0 + meter / 2 if meter == 4 else b0 + 2, meter / 2 * 0.9 if meter == 4 else 0.9, fifth, 0.8)
-        elif bp == "eighths":
-            for k in range(meter * 2):
-                bass.add(b0 + k * 0.5, 0.45, rb, 0.8 + 0.1 * (k % 2 == 0))
-        elif bp == "octave":
-            for k in range(meter * 2):
-                bass.add(b0 + k * 0.5, 0.4, rb + 12 * (k % 2), 0.85)
-        elif bp == "syncopated":
-            for pos, p in ((0.0, rb), (1.5, rb), (2.5, fifth), (3.0, rb))[: 4 if meter == 4 else 2]:
-                bass.add(b0 + pos, 0.45, p, 0.9)
-        elif bp == "reggae":
-            for pos, p, d in ((0.0, rb, 1.0), (1.5, rb, 0.4), (2.0, fifth, 0.9), (3.5, rb + 12, 0.4)):
-                bass.add(b0 + pos, d, p, 0.9)
-        elif bp == "walking":
-            third = rb + iv[1] if len(iv) > 1 else rb + 4
-            line = [rb, third, fifth, nb + (1 if rng.random() < 0.5 else -1)]
-            for k in range(meter):
-                bass.add(b0 + k, 0.9, line[k % 4], 0.85)
 
-    # --- drums ------------------------------------------------------------------------------
+def _comp_bar(comp: _Events, attrs: TrackAttributes, style: GenreStyle, bar: int, voiced: list[int],
+              rng: np.random.Generator) -> None:
+    """One bar of the accompaniment, in the pattern ``attrs.comp``."""
+    meter, cstyle, chord_vel = attrs.meter, attrs.comp, 0.55
+    b0 = bar * meter
+    if cstyle in ("block", "pad"):
+        if bar % style.chord_bars == 0:
+            for p in voiced:
+                comp.add(b0, meter * style.chord_bars * 0.98, p, chord_vel)
+    elif cstyle in ("strum", "eighths", "shuffle"):
+        step = 1.0 if cstyle == "strum" else 0.5
+        for k in range(int(meter / step)):
+            for j, p in enumerate(voiced):    # strum: 12 ms between strings
+                comp.add(b0 + k * step + j * 0.012 * attrs.tempo_bpm / 60.0, step * 0.9, p,
+                         chord_vel * (1.0 if k % 2 == 0 else 0.75))
+    elif cstyle == "arp":
+        order = voiced + [voiced[1] + 12] if len(voiced) > 2 else voiced * 2
+        for k in range(meter * 2):
+            comp.add(b0 + k * 0.5, 0.9, order[k % len(order)], chord_vel)
+    elif cstyle == "alberti":
+        low = [voiced[0] - 12, voiced[-1] - 12, voiced[1] - 12, voiced[-1] - 12]
+        for k in range(meter * 2):
+            comp.add(b0 + k * 0.5, 0.5, low[k % 4], chord_vel)
+    elif cstyle == "skank":
+        for k in range(meter):
+            for p in voiced:
+                comp.add(b0 + k + 0.5, 0.2, p, chord_vel)
+    elif cstyle == "stabs":
+        for pos in (0.0, 0.75, 1.5, 2.5, 3.25)[: 5 if meter == 4 else 3]:
+            for p in voiced:
+                comp.add(b0 + pos, 0.2, p, chord_vel)
+    elif cstyle == "comping":
+        for k in range(meter):
+            if rng.random() < 0.55:
+                pos = k + (0.0 if rng.random() < 0.5 else 0.5)
+                for p in voiced:
+                    comp.add(b0 + pos, 0.4 + 0.5 * rng.random(), p, chord_vel * 0.8)
+
+
+def _bass_bar(bass: _Events, attrs: TrackAttributes, style: GenreStyle, bar: int, root: int,
+              iv: tuple[int, ...], nroot: int, rng: np.random.Generator) -> None:
+    """One bar of the bass line (root in E1 ... D#2), in the pattern ``attrs.bass_pattern``."""
+    meter, bp = attrs.meter, attrs.bass_pattern
+    b0 = bar * meter
+    rb = 28 + (attrs.tonic + root - 4) % 12
+    fifth = rb + 7
+    nb = 28 + (attrs.tonic + nroot - 4) % 12
+    if bp == "root":
+        bass.add(b0, meter * 0.95, rb, 0.9)
+    elif bp == "sustained":
+        if bar % style.chord_bars == 0:
+            bass.add(b0, meter * style.chord_bars * 0.98, rb, 0.9)
+    elif bp == "root_fifth":
+        bass.add(b0, meter / 2 * 0.9, rb, 0.9)
+        bass.add(b0 + meter / 2 if meter == 4 else b0 + 2, meter / 2 * 0.9 if meter == 4 else 0.9, fifth, 0.8)
+    elif bp == "eighths":
+        for k in range(meter * 2):
+            bass.add(b0 + k * 0.5, 0.45, rb, 0.8 + 0.1 * (k % 2 == 0))
+    elif bp == "octave":
+        for k in range(meter * 2):
+            bass.add(b0 + k * 0.5, 0.4, rb + 12 * (k % 2), 0.85)
+    elif bp == "syncopated":
+        for pos, p in ((0.0, rb), (1.5, rb), (2.5, fifth), (3.0, rb))[: 4 if meter == 4 else 2]:
+            bass.add(b0 + pos, 0.45, p, 0.9)
+    elif bp == "reggae":
+        for pos, p, d in ((0.0, rb, 1.0), (1.5, rb, 0.4), (2.0, fifth, 0.9), (3.5, rb + 12, 0.4)):
+            bass.add(b0 + pos, d, p, 0.9)
+    elif bp == "walking":
+        third = rb + iv[1] if len(iv) > 1 else rb + 4
+        line = [rb, third, fifth, nb + (1 if rng.random() < 0.5 else -1)]
+        for k in range(meter):
+            bass.add(b0 + k, 0.9, line[k % 4], 0.85)
+
+
+def _drum_hits(attrs: TrackAttributes, style: GenreStyle, n_bars: int,
+               sec_len: int) -> tuple[list[float], list[str], list[float]]:
+    """Drum hits (beat position, voice, velocity) of the genre's pattern, with breaks, a
+    build-up or fade-out, and a 16th-note fill at the end of every section."""
     drum_on, drum_voice, drum_vel = [], [], []
-    if attrs.kit != "none" and style.drums is not None:
-        pat = DRUM_PATTERNS[style.drums]
-        pat = pat.get(meter) or pat[4]
-        steps = 4 * meter
-        for bar in range(n_bars):
-            if attrs.breaks and bar % 8 in (6, 7):
-                continue
-            if attrs.dynamics_change == "crescendo" and bar < min(sec_len, n_bars // 3):
-                continue     # build-up: the drums enter after the first section
-            if attrs.dynamics_change == "decrescendo" and bar >= n_bars - min(sec_len, n_bars // 3):
-                continue
-            section_end = (bar % sec_len == sec_len - 1) and attrs.structure != "repetitive"
-            for voice, row in pat.items():
-                row = row[:steps].ljust(steps, ".")
-                for k, ch in enumerate(row):
-                    if ch == ".":
-                        continue
-                    if section_end and k >= steps - 4 and voice in "sc":
-                        continue           # the fill replaces the last beat's backbeat
-                    drum_on.append(bar * meter + k / 4.0)
-                    drum_voice.append(voice)
-                    drum_vel.append(1.0 if ch == "x" else 0.5)
-            if section_end and ("s" in pat or "c" in pat):
-                v = "s" if "s" in pat else "c"
-                for k in range(4):        # a 16th-note fill, rising
-                    drum_on.append(bar * meter + meter - 1 + k / 4.0)
-                    drum_voice.append(v)
-                    drum_vel.append(0.45 + 0.15 * k)
+    if attrs.kit == "none" or style.drums is None:
+        return drum_on, drum_voice, drum_vel
+    meter = attrs.meter
+    pat = DRUM_PATTERNS[style.drums]
+    pat = pat.get(meter) or pat[4]
+    steps = 4 * meter
+    for bar in range(n_bars):
+        if attrs.breaks and bar % 8 in (6, 7):
+            continue
+        if attrs.dynamics_change == "crescendo" and bar < min(sec_len, n_bars // 3):
+            continue     # build-up: the drums enter after the first section
+        if attrs.dynamics_change == "decrescendo" and bar >= n_bars - min(sec_len, n_bars // 3):
+            continue
+        section_end = (bar % sec_len == sec_len - 1) and attrs.structure != "repetitive"
+        for voice, row in pat.items():
+            row = row[:steps].ljust(steps, ".")
+            for k, ch in enumerate(row):
+                if ch == ".":
+                    continue
+                if section_end and k >= steps - 4 and voice in "sc":
+                    continue           # the fill replaces the last beat's backbeat
+                drum_on.append(bar * meter + k / 4.0)
+                drum_voice.append(voice)
+                drum_vel.append(1.0 if ch == "x" else 0.5)
+        if section_end and ("s" in pat or "c" in pat):
+            v = "s" if "s" in pat else "c"
+            for k in range(4):        # a 16th-note fill, rising
+                drum_on.append(bar * meter + meter - 1 + k / 4.0)
+                drum_voice.append(v)
+                drum_vel.append(0.45 + 0.15 * k)
+    return drum_on, drum_voice, drum_vel
 
-    # --- render -----------------------------------------------------------------------------
+
+def _to_seconds(pos, swing: float, beat_times: np.ndarray) -> np.ndarray:
+    """Seconds of beat positions (swing first, then the tempo curve)."""
+    return np.interp(_swing_map(np.asarray(pos, dtype=np.float64), swing),
+                     np.arange(beat_times.size), beat_times)
+
+
+def _render_stems(attrs: TrackAttributes, parts: dict[str, _Events], beat_times: np.ndarray, n: int,
+                  sr: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Audio (n,) of the melody, the chords and (if any) the bass, from the note cache."""
     cache = _NoteCache(sr)
-    # seconds of a beat position (swing first, then the tempo curve)
-    def to_seconds(pos):
-        return np.interp(_swing_map(np.asarray(pos, dtype=np.float64), attrs.swing),
-                         np.arange(beat_times.size), beat_times)
-
     live = attrs.kit == "live"
     stems = {}
-    roles = (("melody", mel, INSTRUMENTS[attrs.melody][0]), ("chords", comp, INSTRUMENTS[attrs.chords][0]))
-    if attrs.bass != "none":
-        roles += (("bass", bass, INSTRUMENTS[attrs.bass][0]),)
-    for name, ev, engine in roles:
+    roles = (("melody", attrs.melody), ("chords", attrs.chords)) + \
+        ((("bass", attrs.bass),) if attrs.bass != "none" else ())
+    for name, instrument in roles:
+        ev, engine = parts[name], INSTRUMENTS[instrument][0]
         buf = np.zeros(n + sr, dtype=np.float32)       # one second of slack for tails
         if ev.on:
             on = np.array(ev.on)
-            t0, t1 = to_seconds(on), to_seconds(on + np.array(ev.dur))
+            t0, t1 = _to_seconds(on, attrs.swing, beat_times), _to_seconds(on + np.array(ev.dur), attrs.swing,
+                                                                          beat_times)
             if name != "melody" or not live:
                 jitter = np.zeros(on.size)
             else:     # a human player: +-6 ms
@@ -1689,13 +1743,19 @@ def generate_track(attrs: TrackAttributes, sr: int = 22050, duration_s: float = 
                 m = min(tpl.size, buf.size - s0)
                 buf[s0:s0 + m] += np.float32(v) * tpl[:m]
         stems[name] = buf[:n]
+    return stems
 
+
+def _render_drums(attrs: TrackAttributes, hits, beat_times: np.ndarray, n: int, sr: int,
+                  rng: np.random.Generator) -> np.ndarray:
+    """Audio (n,) of the drum hits (a live kit is humanised: timing, velocity, sample variant)."""
+    drum_on, drum_voice, drum_vel = hits
     drums = np.zeros(n + sr, dtype=np.float32)
     if drum_on:
         kit = _drum_kit(attrs.kit, sr, rng, attrs.tonic)
-        times = to_seconds(np.array(drum_on))
+        times = _to_seconds(np.array(drum_on), attrs.swing, beat_times)
         nvar = len(kit["k"])
-        if live:
+        if attrs.kit == "live":
             times = times + rng.normal(0.0, 0.004, times.size)
             vel = np.array(drum_vel) * rng.uniform(0.8, 1.0, times.size)
             var = rng.integers(0, nvar, times.size)
@@ -1707,16 +1767,18 @@ def generate_track(attrs: TrackAttributes, sr: int = 22050, duration_s: float = 
                 smp = kit[vc][k]
                 m = min(smp.size, drums.size - s0)
                 drums[s0:s0 + m] += np.float32(v) * smp[:m]
-    stems["drums"] = drums[:n]
+    return drums[:n]
 
-    # --- production -------------------------------------------------------------------------
+
+def _produce(attrs: TrackAttributes, stems: dict[str, np.ndarray], n: int, sr: int, duration_s: float,
+             rng: np.random.Generator) -> np.ndarray:
+    """Production: guitar drive, the balance of the stems, master drive, brightness filter,
+    echo and lo-fi (band-limit, hiss, crackle)."""
     if attrs.guitar_drive > 0:
         for name, instr in (("melody", attrs.melody), ("chords", attrs.chords)):
             if instr == "dist_guitar":
                 g = np.float32(attrs.guitar_drive)
                 stems[name] = np.tanh(g * stems[name]) / np.tanh(g)
-    def rms(x):
-        return float(np.sqrt(np.dot(x, x) / max(1, x.size))) + 1e-9
     # balance: each stem to a target level relative to the melody (loudness-independent)
     levels = {"melody": 1.0, "chords": 0.55, "bass": 0.75, "drums": 0.8}
     if attrs.genre in ("hip_hop", "electro", "reggae"):
@@ -1726,8 +1788,7 @@ def generate_track(attrs: TrackAttributes, sr: int = 22050, duration_s: float = 
     mix = np.zeros(n, dtype=np.float32)
     for name, x in stems.items():
         if x.any():
-            mix += np.float32(levels[name] / rms(x)) * x
-
+            mix += np.float32(levels[name] / _rms(x)) * x
     if attrs.master_drive > 0:
         g = np.float32(attrs.master_drive)
         mix = mix / np.float32(np.abs(mix).max() + 1e-9)
@@ -1752,17 +1813,17 @@ def generate_track(attrs: TrackAttributes, sr: int = 22050, duration_s: float = 
         # hiss: the shared noise table from a random offset (a 1.5 s loop is inaudible as such)
         reps = -(-n // _NOISE.size) + 1
         off = int(rng.integers(_NOISE.size))
-        hiss = np.tile(_NOISE, reps)[off:off + n] * np.float32(0.02 * rms(mix))
+        hiss = np.tile(_NOISE, reps)[off:off + n] * np.float32(0.02 * _rms(mix))
         crackle = np.zeros(n, dtype=np.float32)
         pos = rng.integers(0, n, max(1, int(duration_s * 6)))
         crackle[pos] = rng.uniform(-1, 1, pos.size).astype(np.float32) * np.float32(0.4 * np.abs(mix).max())
         mix = mix + hiss + crackle
+    return mix
 
-    # Events are overdubs on the produced band: the band alone sets the loudness and the peak
-    # gain below, so an event leaves every sample outside its window exactly as it was.
-    overdub = _render_events(attrs, n, sr, beat_times, seed, rms(mix)) if attrs.events else None
 
-    # --- dynamics: movement envelope, then target loudness, never clipping ----------------
+def _master(attrs: TrackAttributes, mix: np.ndarray, overdub: np.ndarray | None, n: int, sr: int) -> np.ndarray:
+    """Dynamics: the movement envelope, then the target loudness, never clipping; the events
+    overdubbed; short fades at both ends."""
     n_env = 64
     if attrs.dynamics_change == "crescendo":
         env_db = np.linspace(-15.0, 0.0, n_env)
@@ -1781,7 +1842,7 @@ def generate_track(attrs: TrackAttributes, sr: int = 22050, duration_s: float = 
         ref = 10 ** (-7.5 / 20)        # the target loudness is the loudness in the middle
     else:
         ref = 1.0
-    gain = 10 ** (attrs.loudness_db / 20) * ref / rms(mix)
+    gain = 10 ** (attrs.loudness_db / 20) * ref / _rms(mix)
     peak = float(np.abs(mix).max()) + 1e-9
     gain = min(gain, 0.98 / peak)
     out = (mix * np.float32(gain)).astype(np.float32)
