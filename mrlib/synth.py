@@ -561,7 +561,28 @@ def _sample_artist(rng: np.random.Generator) -> _Artist:
 
 def _sample_track(index: int, artist_id: int, artist: _Artist,
                   rng: np.random.Generator) -> TrackAttributes:
-    # Genre: mostly the artist's own; sometimes the artist's influence or another genre.
+    # The draws, in this order: genre, mood and key, instruments and production, movement, lyrics.
+    genre, genre2, g2w = _sample_genre(artist, rng)
+    style, style2 = GENRES[genre], GENRES[genre2]
+    key = _sample_mood_key(artist, genre, rng)
+    ms, ms2 = MOODS[key["mood"]], MOODS[key["mood2"]]
+    sound = _sample_sound(artist, genre, style, style2, g2w, key["mood"], ms, ms2, rng)
+    movement = _sample_movement(genre, key["mood"], sound["kit"], rng)
+    # Lyrics: inaudible; drawn from the artist's favourite themes and the mood.
+    lyrics: tuple[str, ...] = ()
+    if rng.random() >= style.instrumental:
+        w = {t: artist.lyrics_bias[t] * LYRICS_MOODS[t].get(key["mood"], 1.0) for t in LYRICS}
+        first = _draw(rng, w)
+        lyrics = (first,)
+        if rng.random() < 0.4:
+            lyrics = (first, _draw(rng, {t: v for t, v in w.items() if t != first}))
+    return TrackAttributes(index=index, artist=artist_id, genre=genre, genre2=genre2, genre2_weight=g2w,
+                           swing=float(style.swing), lyrics=lyrics, **key, **sound, **movement)
+
+
+def _sample_genre(artist: _Artist, rng: np.random.Generator) -> tuple[str, str, float]:
+    """Genre: mostly the artist's own; sometimes the artist's influence or another genre; and
+    a secondary genre with its weight (0: none)."""
     u = rng.random()
     if u < 0.8:
         genre = artist.genre
@@ -574,8 +595,12 @@ def _sample_track(index: int, artist_id: int, artist: _Artist,
         pool = {g: w for g, w in GENRE_POPULARITY.items() if g != genre}
         genre2 = artist.genre2 if artist.genre2 != genre else _draw(rng, pool)
         g2w = float(np.round(rng.uniform(0.2, 0.5), 2))
-    style, style2 = GENRES[genre], GENRES[genre2]
+    return genre, genre2, g2w
 
+
+def _sample_mood_key(artist: _Artist, genre: str, rng: np.random.Generator) -> dict:
+    """Moods (main and secondary), mode, tonic, tempo and meter."""
+    style = GENRES[genre]
     mood_prior = {m: GENRE_MOODS[genre].get(m, 0.2) * artist.mood_bias[m] for m in MOOD_NAMES}
     mood = _draw(rng, mood_prior)
     mood2 = mood
@@ -584,7 +609,6 @@ def _sample_track(index: int, artist_id: int, artist: _Artist,
     ms, ms2 = MOODS[mood], MOODS[mood2]
     minor = rng.random() < min(1.0, ms.minor + style.minor_bias * (ms.minor > 0.0))
     mode = ms.minor_mode if minor else ms.major_mode
-
     tonic = artist.tonic if rng.random() < 0.6 else int((artist.tonic + rng.choice([2, 5, 7, 10]))
                                                       % 12 if rng.random() < 0.6 else rng.integers(12))
     lo, hi = style.tempo
@@ -592,8 +616,13 @@ def _sample_track(index: int, artist_id: int, artist: _Artist,
     tempo = float(np.clip(rng.uniform(lo, hi) * mood_tempo * artist.tempo_factor, 0.85 * lo, 1.15 * hi))
     meters = list(style.meters)
     meter = int(meters[int(rng.choice(len(meters), p=np.array(list(style.meters.values()))))])
+    return dict(mood=mood, mood2=mood2, mode=mode, tonic=int(tonic), tempo_bpm=round(tempo, 2), meter=meter)
 
-    # Instruments: the artist's favourites most of the time, else the (mixed) genre prior.
+
+def _sample_sound(artist: _Artist, genre: str, style: GenreStyle, style2: GenreStyle, g2w: float,
+                  mood: str, ms: MoodStyle, ms2: MoodStyle, rng: np.random.Generator) -> dict:
+    """Instruments (the artist's favourites most of the time, else the mixed genre prior),
+    accompaniment and bass patterns, and the production."""
     def role(fav: str, prior: dict[str, float], prior2: dict[str, float]) -> str:
         if fav in prior and rng.random() < 0.7:
             return fav
@@ -610,7 +639,6 @@ def _sample_track(index: int, artist_id: int, artist: _Artist,
     bass_pattern = style.bass[int(rng.integers(len(style.bass)))]
     if genre == "ambient" and rng.random() < 0.35:
         bass = "none"
-
     guitar_drive = float(rng.uniform(4.0, 9.0)) if "dist_guitar" in (melody, chords) else 0.0
     master_drive = float(rng.uniform(2.0, 4.0)) if rng.random() < style.saturation else 0.0
     lofi = bool(rng.random() < artist.lofi_prob + (0.25 if genre == "hip_hop" else 0.0))
@@ -621,8 +649,14 @@ def _sample_track(index: int, artist_id: int, artist: _Artist,
     loud = (2 * ms.loudness_db + ms2.loudness_db) / 3 + artist.loudness_offset
     density = float(style.density * ms.density * (ms2.density / ms.density) ** 0.5 * rng.uniform(0.85, 1.15))
     register = int(ms.register + rng.integers(-1, 2))
+    return dict(melody=melody, chords=chords, bass=bass, kit=kit, comp=comp, bass_pattern=bass_pattern,
+                guitar_drive=round(guitar_drive, 3), master_drive=round(master_drive, 3), lofi=lofi,
+                echo=round(echo, 3), brightness=round(brightness, 3), loudness_db=round(loud, 2),
+                density=round(density, 3), register=register)
 
-    # Movement: structure, tempo curve, dynamics curve, breaks.
+
+def _sample_movement(genre: str, mood: str, kit: str, rng: np.random.Generator) -> dict:
+    """Movement: structure, tempo curve, dynamics curve, breaks."""
     rep_p = {"electro": 0.55, "hip_hop": 0.5, "reggae": 0.4, "ambient": 0.35}.get(genre, 0.15)
     evo_p = {"classical": 0.45, "jazz": 0.4, "ambient": 0.2}.get(genre, 0.12)
     u = rng.random()
@@ -635,25 +669,7 @@ def _sample_track(index: int, artist_id: int, artist: _Artist,
     u = rng.random()
     dynamics_change = "crescendo" if u < cres_p else ("decrescendo" if u < cres_p + 0.1 else "flat")
     breaks = bool(kit != "none" and rng.random() < (0.45 if genre in ("electro", "hip_hop") else 0.15))
-
-    # Lyrics: inaudible; drawn from the artist's favourite themes and the mood.
-    lyrics: tuple[str, ...] = ()
-    if rng.random() >= style.instrumental:
-        w = {t: artist.lyrics_bias[t] * LYRICS_MOODS[t].get(mood, 1.0) for t in LYRICS}
-        first = _draw(rng, w)
-        lyrics = (first,)
-        if rng.random() < 0.4:
-            lyrics = (first, _draw(rng, {t: v for t, v in w.items() if t != first}))
-
-    return TrackAttributes(
-        index=index, artist=artist_id, genre=genre, genre2=genre2, genre2_weight=g2w,
-        mood=mood, mood2=mood2, mode=mode, tonic=int(tonic), tempo_bpm=round(tempo, 2), meter=meter,
-        swing=float(style.swing), melody=melody, chords=chords, bass=bass, kit=kit, comp=comp,
-        bass_pattern=bass_pattern, guitar_drive=round(guitar_drive, 3), master_drive=round(master_drive, 3),
-        lofi=lofi, echo=round(echo, 3), brightness=round(brightness, 3), loudness_db=round(loud, 2),
-        density=round(density, 3), register=register, structure=structure, tempo_change=tempo_change,
-        dynamics_change=dynamics_change, breaks=breaks, lyrics=lyrics,
-    )
+    return dict(structure=structure, tempo_change=tempo_change, dynamics_change=dynamics_change, breaks=breaks)
 
 
 def relevance(attrs: TrackAttributes, events: bool = False) -> np.ndarray:
