@@ -7,15 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from mrlib.checks import check_int
+
 __all__ = ["kfold_indices"]
 
-
-def _check_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def kfold_indices(n: int, n_folds: int = 10, *, groups=None, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -39,8 +34,8 @@ def kfold_indices(n: int, n_folds: int = 10, *, groups=None, seed: int = 0) -> l
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    n = _check_int("n", n)
-    n_folds = _check_int("n_folds", n_folds, minimum=2)
+    n = check_int("n", n)
+    n_folds = check_int("n_folds", n_folds, minimum=2)
     rng = np.random.default_rng(seed)
     if groups is None:
         if n_folds > n:

@@ -82,9 +82,9 @@ from tqdm.auto import tqdm
 
 from mrlib import paths
 from mrlib.catalog_format import artist_disjoint_split
+from mrlib.checks import check_int, check_positive
 from mrlib.repertoire_corpus import (DANCE_QPM, STRATA, SkipWork, Stratum,  # noqa: F401 (re-exported)
-                                     _check_int, _check_positive, _inventory_cached, draw_order,
-                                     inventory, stratum_quotas)
+                                     _inventory_cached, draw_order, inventory, stratum_quotas)
 from mrlib.repertoire_score import (ARTIST_LOYALTY, INSTRUMENTATION, MAX_FULL_EXPAND_FACTOR,  # noqa: F401
                                     MIN_PIECE_S, PEAK_CEILING, TARGET_RMS, VELOCITY_OTHER, VELOCITY_TOP,
                                     Clip, _check_instrumentation, _versions, assign_programs, clip_score,
@@ -164,9 +164,9 @@ def render_work(work: Mapping | str, clip_s: float = 30.0, sr: int = 22050,
         if hit.empty:
             raise ValueError(f"unknown work_id {work!r}; see inventory()['work_id']")
         work = hit.iloc[0].to_dict()
-    clip_s = _check_positive("clip_s", clip_s)
-    sr = _check_int("sr", sr, 1000)
-    seed = _check_int("seed", seed, 0)
+    clip_s = check_positive("clip_s", clip_s)
+    sr = check_int("sr", sr, 1000)
+    seed = check_int("seed", seed, 0)
     t0 = time.process_time()
     score = parse_work(work)
     t1 = time.process_time()
@@ -296,11 +296,11 @@ def build(n_tracks: int = 200, seed: int = 0, root: str | os.PathLike | None = N
 
     Notebook: 00_overview.ipynb
     """
-    n_tracks = _check_int("n_tracks", n_tracks, 1)
-    seed = _check_int("seed", seed, 0)
-    clip_s = _check_positive("clip_s", clip_s)
-    sr = _check_int("sr", sr, 1000)
-    n_jobs = _check_int("n_jobs", n_jobs, 1)
+    n_tracks = check_int("n_tracks", n_tracks, 1)
+    seed = check_int("seed", seed, 0)
+    clip_s = check_positive("clip_s", clip_s)
+    sr = check_int("sr", sr, 1000)
+    n_jobs = check_int("n_jobs", n_jobs, 1)
     instrumentation = _check_instrumentation(instrumentation)
     suffix = "" if instrumentation == "independent" else f"_{instrumentation}"
     root = (Path(root) if root is not None

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mrlib.checks import check_int
+
 
 @dataclasses.dataclass(frozen=True)
 class Stratum:
@@ -136,22 +138,6 @@ def _str(value: Any) -> str:
 
 def _crc(text: str) -> int:
     return zlib.crc32(str(text).encode("utf-8"))
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def _check_positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value}")
-    return float(value)
 
 
 def _match_first(patterns, text: str) -> str | None:
@@ -409,9 +395,9 @@ def stratum_quotas(sizes: Mapping[str, int], n: int) -> dict[str, int]:
 
     Notebook: 00_overview.ipynb
     """
-    n = _check_int("n", n, 0)
+    n = check_int("n", n, 0)
     for name, size in sizes.items():
-        _check_int(f"sizes[{name!r}]", size, 0)
+        check_int(f"sizes[{name!r}]", size, 0)
     quota = {s: 0 for s in sizes}
     active = sorted(s for s in sizes if sizes[s] > 0)
     remaining = min(n, sum(sizes.values()))
@@ -457,7 +443,7 @@ def draw_order(works: pd.DataFrame, seed: int) -> dict[str, list[int]]:
 
     Notebook: 00_overview.ipynb
     """
-    seed = _check_int("seed", seed, 0)
+    seed = check_int("seed", seed, 0)
     out = {}
     for stratum in STRATA:
         idx = np.flatnonzero(works["stratum"].to_numpy() == stratum)

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from mrlib import paths
-from mrlib.repertoire_corpus import (DANCE_QPM, STRATA, SkipWork, _check_int, _check_positive,
-                                     _corpus_root, _crc)
+from mrlib.checks import check_int, check_positive
+from mrlib.repertoire_corpus import DANCE_QPM, STRATA, SkipWork, _corpus_root, _crc
 
 
 #: Probability that a work uses its artist's favourite ensemble (else a weighted draw).
@@ -207,8 +207,8 @@ def assign_programs(stratum: str, artist_id: str, work_id: str, n_parts: int, se
 
     Notebook: 00_overview.ipynb
     """
-    n_parts = _check_int("n_parts", n_parts, 1)
-    seed = _check_int("seed", seed, 0)
+    n_parts = check_int("n_parts", n_parts, 1)
+    seed = check_int("seed", seed, 0)
     instrumentation = _check_instrumentation(instrumentation)
     names, palette, p = (_palette(stratum, instrumentation) if table is None
                          else _palette_for(table, stratum, instrumentation))
@@ -488,8 +488,8 @@ def clip_score(score, clip_s: float = 30.0, default_qpm: float = 100.0) -> Clip:
 
     Notebook: 00_overview.ipynb
     """
-    clip_s = _check_positive("clip_s", clip_s)
-    default_qpm = _check_positive("default_qpm", default_qpm)
+    clip_s = check_positive("clip_s", clip_s)
+    default_qpm = check_positive("default_qpm", default_qpm)
     if not score.parts:
         raise SkipWork("no notes: the score has no parts")
     expanded = False
@@ -688,7 +688,7 @@ def render_midi(midi: bytes, sr: int = 22050, duration_s: float | None = None) -
     import soundfile as sf
     from scipy.signal import resample_poly
 
-    sr = _check_int("sr", sr, 1000)
+    sr = check_int("sr", sr, 1000)
     wav = midirenderer.render_wave_from(_soundfont_bytes(), bytes(midi))
     y, sr_in = sf.read(io.BytesIO(wav), dtype="float32", always_2d=True)
     y = y.mean(axis=1)
@@ -696,7 +696,7 @@ def render_midi(midi: bytes, sr: int = 22050, duration_s: float | None = None) -
         g = math.gcd(int(sr_in), sr)
         y = resample_poly(y, sr // g, int(sr_in) // g).astype(np.float32)
     if duration_s is not None:
-        n = int(round(_check_positive("duration_s", duration_s) * sr))
+        n = int(round(check_positive("duration_s", duration_s) * sr))
         y = np.pad(y[:n], (0, max(0, n - y.size)))
         fade = min(n, int(0.05 * sr))
         if fade:

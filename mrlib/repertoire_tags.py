@@ -11,7 +11,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from mrlib.repertoire_corpus import STRATA, _check_int, _match_first, _slug, _str
+from mrlib.checks import check_int
+from mrlib.repertoire_corpus import STRATA, _match_first, _slug, _str
 from mrlib.repertoire_score import Clip
 
 CATEGORIES = ("Genre", "Recording", "Mood", "Movement", "Lyrics")
@@ -343,7 +344,7 @@ def chroma_agreement(audio: np.ndarray, sr: int, clip: Clip) -> dict[str, float]
     """
     import librosa
 
-    sr = _check_int("sr", sr, 1000)
+    sr = check_int("sr", sr, 1000)
     y = np.asarray(audio, np.float32)
     chroma = librosa.feature.chroma_cqt(y=y, sr=sr).mean(axis=1)
     hist = pitch_class_histogram(clip)

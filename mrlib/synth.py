@@ -43,12 +43,13 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from mrlib.checks import check_int
 from mrlib.synth_render import generate_track, render_catalog_track
 from mrlib.synth_styles import (  # noqa: F401 (the public names stay importable from mrlib.synth)
     _STREAM_ARTISTS, _STREAM_ASSIGN, _STREAM_AUDIO, _STREAM_EVENTS, _STREAM_TAGS, _STREAM_TRACKS, _TAG_INDEX,
     CATEGORIES, EVENT_PROB, EVENT_SPAN, EVENT_TAGS, EVENT_VOCABULARY, GENERATOR_VERSION, GENRE_MOODS,
     GENRE_NAMES, GENRE_POPULARITY, GENRES, INSTRUMENTS, KITS, LYRICS, LYRICS_MOODS, MODES, MOOD_NAMES, MOODS,
-    TAGS, VOCABULARY, GenreStyle, MoodStyle, SyntheticCatalog, TrackAttributes, _check_int, _draw, _mix,
+    TAGS, VOCABULARY, GenreStyle, MoodStyle, SyntheticCatalog, TrackAttributes, _draw, _mix,
     track_seed, vocabulary)
 
 __all__ = [
@@ -360,11 +361,11 @@ def sample_catalog(n_tracks: int, seed: int = 0, *, n_artists: int | None = None
 
     Notebook: 02_similarity.ipynb
     """
-    _check_int("n_tracks", n_tracks, 1)
-    _check_int("seed", seed, 0)
+    check_int("n_tracks", n_tracks, 1)
+    check_int("seed", seed, 0)
     if n_artists is None:
         n_artists = max(3, int(round(n_tracks / 5)))
-    _check_int("n_artists", n_artists, 1)
+    check_int("n_artists", n_artists, 1)
     n_artists = min(n_artists, n_tracks)
     for name, p in (("p_miss", p_miss), ("p_false", p_false)):
         if not 0.0 <= p < 1.0:

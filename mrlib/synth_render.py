@@ -10,10 +10,11 @@ import math
 import numpy as np
 from scipy import signal
 
+from mrlib.checks import check_int
 from mrlib.synth_sound import (DRUM_PATTERNS, _NOISE, _attack_decay, _chord, _drum_kit, _Events, _melody_phrase,
                                _midi_hz, _NoteCache, _osc, _source, _swing_map, _t, _table_for)
 from mrlib.synth_styles import (_STREAM_EVENTS, EVENT_TAGS, GENRES, INSTRUMENTS, MODES, MOODS, GenreStyle,
-                                TrackAttributes, _check_int, track_seed)
+                                TrackAttributes, track_seed)
 
 # --------------------------------------------------------------------------------------
 # Events: the temporally sparse layers of the events variant
@@ -259,13 +260,13 @@ def generate_track(attrs: TrackAttributes, sr: int = 22050, duration_s: float = 
 def _check_track_args(attrs, sr, duration_s, seed) -> None:
     if not isinstance(attrs, TrackAttributes):
         raise TypeError(f"attrs must be a TrackAttributes, got {type(attrs).__name__}")
-    _check_int("sr", sr, 8000)
+    check_int("sr", sr, 8000)
     if sr > 96000:
         raise ValueError(f"sr must be <= 96000 Hz, got {sr}")
     if not (isinstance(duration_s, (int, float)) and 0.5 <= duration_s <= 600):
         raise ValueError(f"duration_s must be a number in [0.5, 600] seconds, got {duration_s!r}")
     if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
-        _check_int("seed", seed, 0)
+        check_int("seed", seed, 0)
     elif not isinstance(seed, np.random.SeedSequence):
         raise TypeError(f"seed must be an int or a numpy SeedSequence, got {type(seed).__name__}")
     for field, allowed in (("genre", GENRES), ("mood", MOODS), ("mode", MODES), ("melody", INSTRUMENTS),

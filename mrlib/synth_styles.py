@@ -11,6 +11,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from mrlib.checks import check_int
+
 
 #: Bumped whenever a change to this module changes the bytes of a catalog (tags or audio);
 #: it is stored in ``catalog.json`` so a stale cache is detected instead of silently reused.
@@ -438,16 +440,9 @@ def track_seed(seed: int, index: int, stream: int = _STREAM_AUDIO) -> np.random.
 
     Notebook: 00_overview.ipynb
     """
-    _check_int("seed", seed, 0)
-    _check_int("index", index, 0)
+    check_int("seed", seed, 0)
+    check_int("index", index, 0)
     return np.random.SeedSequence(int(seed), spawn_key=(int(stream), int(index)))
-
-
-def _check_int(name: str, value, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
 
 
 def _draw(rng: np.random.Generator, weights: dict[str, float]) -> str:
