@@ -28,8 +28,6 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import breadth_first_order, connected_components
 
 from mrlib.folds import kfold_indices
 
@@ -609,6 +607,8 @@ def _check_triplets(triplets) -> np.ndarray:
 
 def _clip_graph(pos: np.ndarray, n_clips: int):
     """Symmetric CSR adjacency of clips; weight = number of triplets two clips share."""
+    from scipy.sparse import coo_matrix  # scipy.sparse costs a third of a second to import
+
     u = np.concatenate([pos[:, 0], pos[:, 0], pos[:, 1]])
     v = np.concatenate([pos[:, 1], pos[:, 2], pos[:, 2]])
     g = coo_matrix((np.ones(len(u)), (u, v)), shape=(n_clips, n_clips)).tocsr()
@@ -626,6 +626,8 @@ def _greedy_partition(pos: np.ndarray, n_clips: int, n_folds: int,
     the smallest fold. Capacity ``ceil(n_clips / n_folds)`` keeps the folds balanced;
     ``n_restream`` further sweeps let early clips follow their neighbours.
     """
+    from scipy.sparse.csgraph import breadth_first_order, connected_components
+
     graph = _clip_graph(pos, n_clips)
     n_comp, labels = connected_components(graph, directed=False)
     order = []
