@@ -85,7 +85,7 @@ def _load_music21(**kwargs: Any) -> Catalog:
 
 #: Catalog sources by name: the loader returns the :class:`Catalog`.
 LOADERS: dict[str, Callable[..., Catalog]] = {
-    "synthetic": lambda **kw: read(build_synthetic(**kw)),
+    "synthetic": lambda **kw: read(build("synthetic", **kw)),
     "music21": _load_music21,
     "mtat": mtat.load_catalog,
     "folder": from_folder,
@@ -150,7 +150,7 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m mrlib.catalog", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="build a generated catalog (resumable)")
-    b.add_argument("name", choices=["synthetic", "music21"])
+    b.add_argument("name", choices=list(BUILDERS))
     i = sub.add_parser("info", help="describe a catalog")
     i.add_argument("name", help="'synthetic' (with --n-tracks/--seed ...) or a catalog folder / name")
     for p in (b, i):
