@@ -12,7 +12,6 @@ from mrlib.checks import check_int
 __all__ = ["kfold_indices"]
 
 
-
 def kfold_indices(n: int, n_folds: int = 10, *, groups=None, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     """Seeded k-fold split of ``n`` items (triplets), optionally keeping groups together.
 

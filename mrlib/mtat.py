@@ -354,5 +354,3 @@ def load_catalog(folder: str | Path | None = None, *, verbose: bool = True, **kw
                for k, v in kwargs.items()}}
     return Catalog(name="mtat", root=Path(folder), tracks=tracks, tags=tags,
                    vocabulary=vocabulary, info=info, skipped=report.to_frame())
-
-

@@ -254,5 +254,3 @@ def read_clip_info(path: str | Path) -> pd.DataFrame:
         if col in out.columns:
             out[col] = pd.to_numeric(out[col], errors="coerce").astype(np.float64)
     return out
-
-

@@ -153,7 +153,6 @@ def _corpus_root() -> Path:
     return Path(common.getCorpusFilePath())
 
 
-
 # --------------------------------------------------------------------------------------------
 # the corpus inventory
 
@@ -451,5 +450,3 @@ def draw_order(works: pd.DataFrame, seed: int) -> dict[str, list[int]]:
             rng = np.random.default_rng([seed, _crc(stratum)])
             out[stratum] = idx[rng.permutation(idx.size)].tolist()
     return out
-
-

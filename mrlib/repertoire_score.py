@@ -706,5 +706,3 @@ def render_midi(midi: bytes, sr: int = 22050, duration_s: float | None = None) -
     if rms > 0:
         y = y * np.float32(min(TARGET_RMS / rms, PEAK_CEILING / peak))
     return y.astype(np.float32, copy=False)
-
-

@@ -319,8 +319,6 @@ def tag_category(tag: str) -> str:
     raise ValueError(f"unknown tag prefix: {tag!r}")
 
 
-
-
 def chroma_agreement(audio: np.ndarray, sr: int, clip: Clip) -> dict[str, float]:
     """How well the rendered audio's chroma matches the score's pitch classes.
 
@@ -351,5 +349,3 @@ def chroma_agreement(audio: np.ndarray, sr: int, clip: Clip) -> dict[str, float]
     r = float(np.corrcoef(chroma, hist)[0, 1])
     top = len(set(np.argsort(-chroma)[:3]) & set(np.argsort(-hist)[:3]))
     return {"correlation": r, "top3_overlap": float(top)}
-
-

@@ -433,5 +433,3 @@ def scale_pitch_classes(attrs: TrackAttributes) -> np.ndarray:
     Notebook: 01_cqt.ipynb
     """
     return np.sort((attrs.tonic + np.array(MODES[attrs.mode])) % 12)
-
-

@@ -639,4 +639,3 @@ def render_catalog_track(attrs: TrackAttributes, catalog_seed: int, sr: int = 22
     Notebook: 00_overview.ipynb
     """
     return generate_track(attrs, sr=sr, duration_s=duration_s, seed=track_seed(catalog_seed, attrs.index))
-

@@ -395,5 +395,3 @@ def _melody_phrase(rng: np.random.Generator, n_beats: int, chord_at, density: fl
         cands = np.array([t + 7 * o for t in tones for o in (-1, 0, 1)])
         notes[-1] = (b, max(d, (total - b * 4) / 4.0), int(cands[np.argmin(np.abs(cands - g))]))
     return notes
-
-

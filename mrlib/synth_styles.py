@@ -456,5 +456,3 @@ def _mix(a: dict[str, float], b: dict[str, float], w: float) -> dict[str, float]
     sa, sb = sum(a.values()), sum(b.values())
     keys = list(dict.fromkeys([*a, *b]))
     return {k: (1 - w) * a.get(k, 0.0) / sa + w * b.get(k, 0.0) / sb for k in keys}
-
-
