@@ -209,7 +209,27 @@ def read_audio(
     """
     _check_params(sr, min_duration_s, max_duration_s, pad_fraction, silence_db)
     sr = int(sr)
-    path = Path(path)
+    decoded = _decode_checked(Path(path), sr, max_duration_s)
+    if isinstance(decoded, AudioResult):
+        return decoded
+    data, native_sr = decoded
+    n_frames, n_channels = data.shape
+    fixes: list[str] = []
+    if n_channels > 1:
+        y = data.mean(axis=1, dtype=np.float32)
+        fixes.append(f"downmixed: {n_channels} channels to mono")
+    else:
+        y = data[:, 0]
+    problem = _unusable(y, n_frames / native_sr, silence_db, min_duration_s, pad_fraction)
+    if problem:
+        return AudioResult(None, sr, problem, tuple(fixes), native_sr, n_channels)
+    y = _conform(y, native_sr, sr, min_duration_s, max_duration_s, fixes)
+    return AudioResult(y, sr, None, tuple(fixes), native_sr, n_channels)
+
+
+def _decode_checked(path: Path, sr: int, max_duration_s: float | None):
+    """``(data (frames, channels), native rate)``, or the :class:`AudioResult` of a file that
+    is missing, unreadable, empty or holds non-finite samples."""
     if not path.exists():
         return AudioResult(None, sr, f"missing: no such file {str(path)!r}")
     if path.is_dir():
@@ -224,54 +244,49 @@ def read_audio(
     n_frames, n_channels = data.shape
     if n_frames == 0:
         return AudioResult(None, sr, "empty: 0 samples", (), native_sr, n_channels)
-
     finite = np.isfinite(data)
     if not finite.all():
         n_nan = int(np.isnan(data).sum())
         n_inf = int((~finite).sum()) - n_nan
         return AudioResult(None, sr, f"non-finite: {n_nan} NaN and {n_inf} inf samples",
                            (), native_sr, n_channels)
+    return data, native_sr
 
-    fixes: list[str] = []
-    if n_channels > 1:
-        y = data.mean(axis=1, dtype=np.float32)
-        fixes.append(f"downmixed: {n_channels} channels to mono")
-    else:
-        y = data[:, 0]
 
+def _unusable(y: np.ndarray, duration: float, silence_db: float, min_duration_s: float,
+              pad_fraction: float) -> str | None:
+    """Why a mono track cannot be used (silent, too short), or None."""
     # Mean square in float64: float32 accumulation of millions of tiny values loses digits.
     mean_square = float(np.mean(np.square(y, dtype=np.float64)))
     level_db = 10.0 * math.log10(mean_square) if mean_square > 0 else -math.inf
     if level_db < silence_db:
-        return AudioResult(None, sr, f"silent: RMS {level_db:.1f} dBFS < {silence_db:g} dBFS",
-                           tuple(fixes), native_sr, n_channels)
-
-    duration = n_frames / native_sr
+        return f"silent: RMS {level_db:.1f} dBFS < {silence_db:g} dBFS"
     shortest = pad_fraction * min_duration_s
     if duration < shortest:  # (pad_fraction <= 1, so this is also below the minimum)
-        return AudioResult(None, sr, f"too short: {duration:.2f} s < {shortest:.2f} s "
-                           f"({pad_fraction:g} x the {min_duration_s:g} s minimum)",
-                           tuple(fixes), native_sr, n_channels)
+        return (f"too short: {duration:.2f} s < {shortest:.2f} s "
+                f"({pad_fraction:g} x the {min_duration_s:g} s minimum)")
+    return None
 
+
+def _conform(y: np.ndarray, native_sr: int, sr: int, min_duration_s: float,
+             max_duration_s: float | None, fixes: list[str]) -> np.ndarray:
+    """Resample to ``sr``, truncate to ``max_duration_s``, pad to ``min_duration_s``; each
+    repair is added to ``fixes``."""
     if native_sr != sr:
-        import librosa
+        import librosa  # heavy: only when a file needs resampling
 
         y = librosa.resample(y, orig_sr=native_sr, target_sr=sr, res_type="soxr_hq")
         fixes.append(f"resampled: {native_sr} Hz -> {sr} Hz")
-
     if max_duration_s is not None:
         n_max = int(round(max_duration_s * sr))
         if len(y) > n_max:
             y = y[:n_max]
             fixes.append(f"truncated: kept the first {max_duration_s:g} s")
-
     n_min = int(math.ceil(min_duration_s * sr))
     if len(y) < n_min:
         fixes.append(f"padded: {len(y) / sr:.2f} s -> {min_duration_s:g} s with trailing zeros")
         y = np.concatenate([y, np.zeros(n_min - len(y), dtype=np.float32)])
-
-    y = np.ascontiguousarray(y, dtype=np.float32)
-    return AudioResult(y, sr, None, tuple(fixes), native_sr, n_channels)
+    return np.ascontiguousarray(y, dtype=np.float32)
 
 
 def load_audio(

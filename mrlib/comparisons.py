@@ -29,6 +29,8 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import pandas as pd
 
+from mrlib.folds import kfold_indices
+
 __all__ = [
     "COMPARISON_COLUMNS",
     "ID_COLUMNS",
@@ -281,6 +283,74 @@ def _id_keys(values) -> pd.Index:
     return pd.Index([str(v).strip() for v in arr.tolist()])
 
 
+def _check_options(df, min_margin, min_votes, per_comparison) -> None:
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"comparisons_to_triplets needs a DataFrame, got {type(df).__name__}")
+    for name, value in (("min_margin", min_margin), ("min_votes", min_votes)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if per_comparison not in ("both", "one"):
+        raise ValueError(f"per_comparison must be 'both' or 'one', got {per_comparison!r}")
+
+
+def _triplet_counts(triplets: np.ndarray) -> dict[str, int]:
+    """The report's counts of triplets, distinct clips, duplicate and contradictory rows."""
+    n_unique = int(len(np.unique(triplets))) if len(triplets) else 0
+    n_dup = int(len(triplets) - len(np.unique(triplets, axis=0))) if len(triplets) else 0
+    return {"n_triplets": int(len(triplets)), "n_unique_clips": n_unique, "n_duplicates": n_dup,
+            "n_conflicts": _count_conflicts(triplets)}
+
+
+def _vote_drops(votes: np.ndarray, min_votes: int, min_margin: int) -> dict[str, np.ndarray]:
+    """Masks (R,) of the rows dropped for each reason, keyed by the report's count field."""
+    total = votes.sum(axis=1)
+    ordered = np.sort(votes, axis=1)                          # ascending
+    top, second = ordered[:, 2], ordered[:, 1]
+    no_votes = total == 0
+    too_few = ~no_votes & (total < min_votes)
+    tie = ~no_votes & ~too_few & (top == second)
+    low_margin = ~no_votes & ~too_few & ~tie & (top - second < min_margin)
+    return {"n_no_votes": no_votes, "n_too_few_votes": too_few, "n_ties": tie,
+            "n_low_margin": low_margin}
+
+
+def _map_ids(ids: np.ndarray, id_to_index) -> tuple[np.ndarray, np.ndarray]:
+    """Clip ids -> catalog indices (-1 where unknown), and the rows naming an unknown clip."""
+    # Ids are compared as text: mrlib.catalog keeps track ids as str ("7"), the MTAT
+    # tables give integers (7); both become "7".
+    if isinstance(id_to_index, dict):
+        lookup = pd.Series(list(id_to_index.values()), index=_id_keys(list(id_to_index)),
+                           dtype="int64")
+    else:
+        lookup = pd.Series(np.arange(len(id_to_index), dtype=np.int64),
+                           index=_id_keys(id_to_index))
+    if lookup.index.has_duplicates:
+        raise ValueError("id_to_index lists the same clip id twice")
+    mapped = lookup.reindex(_id_keys(ids.ravel())).to_numpy(dtype=float).reshape(ids.shape)
+    unknown = np.isnan(mapped).any(axis=1)                    # NaN where the id is unknown
+    return np.where(np.isnan(mapped), -1, mapped).astype(np.int64), unknown
+
+
+def _constraints(ids: np.ndarray, votes: np.ndarray, kept: np.ndarray,
+                 per_comparison: str) -> tuple[np.ndarray, np.ndarray]:
+    """Triplets (a, p, n) of the kept rows, and the source row of each."""
+    odd = votes.argmax(axis=1)                                # unique where kept
+    # The two other positions, in column order: odd = 0 -> (1, 2), 1 -> (0, 2), 2 -> (0, 1).
+    others = np.array([[1, 2], [0, 2], [0, 1]])[odd]          # (R, 2)
+    rows_idx = np.arange(len(ids))
+    c_first = ids[rows_idx, others[:, 0]][kept]
+    c_second = ids[rows_idx, others[:, 1]][kept]
+    c_odd = ids[rows_idx, odd][kept]
+    one = np.stack([c_first, c_second, c_odd], axis=1)
+    if per_comparison == "both":
+        two = np.stack([c_second, c_first, c_odd], axis=1)
+        # Interleave so that a comparison's two constraints sit next to each other.
+        triplets, rows = np.stack([one, two], axis=1).reshape(-1, 3), np.repeat(kept, 2)
+    else:
+        triplets, rows = one, kept.copy()
+    return np.ascontiguousarray(triplets, dtype=np.int64), rows
+
+
 def comparisons_to_triplets(
     df: pd.DataFrame,
     *,
@@ -342,84 +412,21 @@ def comparisons_to_triplets(
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"comparisons_to_triplets needs a DataFrame, got {type(df).__name__}")
-    for name, value in (("min_margin", min_margin), ("min_votes", min_votes)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    if per_comparison not in ("both", "one"):
-        raise ValueError(f"per_comparison must be 'both' or 'one', got {per_comparison!r}")
+    _check_options(df, min_margin, min_votes, per_comparison)
     table = _normalise(df, "comparisons_to_triplets")
-    ids = table[list(ID_COLUMNS)].to_numpy(np.int64)          # (R, 3)
-    votes = table[list(VOTE_COLUMNS)].to_numpy(np.int64)      # (R, 3)
-    n_rows = len(table)
-
-    total = votes.sum(axis=1)
-    ordered = np.sort(votes, axis=1)                          # ascending
-    top, second = ordered[:, 2], ordered[:, 1]
-    no_votes = total == 0
-    too_few = ~no_votes & (total < min_votes)
-    tie = ~no_votes & ~too_few & (top == second)
-    low_margin = ~no_votes & ~too_few & ~tie & (top - second < min_margin)
-    keep = ~(no_votes | too_few | tie | low_margin)
-
-    n_missing = 0
-    ids_out = ids
+    ids, votes = (table[list(c)].to_numpy(np.int64) for c in (ID_COLUMNS, VOTE_COLUMNS))  # (R, 3)
+    drops = _vote_drops(votes, min_votes, min_margin)
+    keep = ~np.logical_or.reduce(list(drops.values()))
+    unknown = np.zeros(len(table), dtype=bool)
     if id_to_index is not None:
-        # Ids are compared as text: mrlib.catalog keeps track ids as str ("7"), the MTAT
-        # tables give integers (7); both become "7".
-        if isinstance(id_to_index, dict):
-            lookup = pd.Series(list(id_to_index.values()), index=_id_keys(list(id_to_index)),
-                               dtype="int64")
-        else:
-            lookup = pd.Series(np.arange(len(id_to_index), dtype=np.int64),
-                               index=_id_keys(id_to_index))
-        if lookup.index.has_duplicates:
-            raise ValueError("id_to_index lists the same clip id twice")
-        mapped = lookup.reindex(_id_keys(ids.ravel())).to_numpy(dtype=float).reshape(ids.shape)
-        unknown = np.isnan(mapped).any(axis=1)                # NaN where the id is unknown
-        n_missing = int((keep & unknown).sum())
-        keep &= ~unknown
-        ids_out = np.where(np.isnan(mapped), -1, mapped).astype(np.int64)
-    kept = np.flatnonzero(keep)
-
-    odd = votes.argmax(axis=1)                                # unique where kept
-    # The two other positions, in column order: odd = 0 -> (1, 2), 1 -> (0, 2), 2 -> (0, 1).
-    others = np.array([[1, 2], [0, 2], [0, 1]])[odd]          # (R, 2)
-    rows_idx = np.arange(n_rows)
-    c_first = ids_out[rows_idx, others[:, 0]]
-    c_second = ids_out[rows_idx, others[:, 1]]
-    c_odd = ids_out[rows_idx, odd]
-
-    one = np.stack([c_first[kept], c_second[kept], c_odd[kept]], axis=1)
-    if per_comparison == "both":
-        two = np.stack([c_second[kept], c_first[kept], c_odd[kept]], axis=1)
-        # Interleave so that a comparison's two constraints sit next to each other.
-        triplets = np.stack([one, two], axis=1).reshape(-1, 3)
-        rows = np.repeat(kept, 2)
-    else:
-        triplets, rows = one, kept.copy()
-    triplets = np.ascontiguousarray(triplets, dtype=np.int64)
-
-    n_unique = int(len(np.unique(triplets))) if len(triplets) else 0
-    n_dup = int(len(triplets) - len(np.unique(triplets, axis=0))) if len(triplets) else 0
-    report = TripletReport(
-        n_rows=n_rows,
-        n_no_votes=int(no_votes.sum()),
-        n_too_few_votes=int(too_few.sum()),
-        n_ties=int(tie.sum()),
-        n_low_margin=int(low_margin.sum()),
-        n_missing_clips=n_missing,
-        n_kept_rows=int(len(kept)),
-        n_triplets=int(len(triplets)),
-        n_unique_clips=n_unique,
-        n_duplicates=n_dup,
-        n_conflicts=_count_conflicts(triplets),
-        rows=rows.astype(np.int64),
-        settings={"min_margin": int(min_margin), "min_votes": int(min_votes),
-                  "per_comparison": per_comparison,
-                  "indices": "catalog" if id_to_index is not None else "clip ids"},
-    )
+        ids, unknown = _map_ids(ids, id_to_index)
+    kept = np.flatnonzero(keep & ~unknown)
+    triplets, rows = _constraints(ids, votes, kept, per_comparison)
+    settings = {"min_margin": int(min_margin), "min_votes": int(min_votes), "per_comparison": per_comparison,
+                "indices": "catalog" if id_to_index is not None else "clip ids"}
+    report = TripletReport(n_rows=len(table), **{k: int(v.sum()) for k, v in drops.items()},
+                           n_missing_clips=int((keep & unknown).sum()), n_kept_rows=int(len(kept)),
+                           **_triplet_counts(triplets), rows=rows.astype(np.int64), settings=settings)
     if verbose:
         print(report)
     return triplets, report
@@ -453,6 +460,52 @@ def _random_triples(n_items: int, n: int, rng: np.random.Generator, unique: bool
     if len(out) < n:
         raise RuntimeError(f"could not draw {n} distinct triples from {n_items} items")
     return out
+
+
+def _check_simulation(S, n_comparisons, n_players, noise, unique, clip_ids, paths):
+    """Validated ``(S, clip_ids, paths)`` for :func:`simulate_votes` (defaults filled in)."""
+    S = np.asarray(S)
+    if S.ndim != 2 or S.shape[0] != S.shape[1]:
+        raise ValueError(f"S must be a square (N, N) similarity matrix, got shape {S.shape}")
+    if not np.issubdtype(S.dtype, np.number) or not np.isfinite(S).all():
+        raise ValueError("S must hold finite numbers")
+    N = S.shape[0]
+    if N < 3:
+        raise ValueError(f"need at least 3 clips to form a comparison, got N={N}")
+    for name, value in (("n_comparisons", n_comparisons), ("n_players", n_players)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not np.isscalar(noise) or not np.isfinite(noise) or noise < 0:
+        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
+    n_possible = N * (N - 1) * (N - 2) // 6
+    if unique and n_comparisons > n_possible:
+        raise ValueError(f"n_comparisons={n_comparisons} exceeds the {n_possible} distinct "
+                         f"triples of N={N} clips; pass unique=False or fewer comparisons")
+    clip_ids = np.asarray(np.arange(N, dtype=np.int64) if clip_ids is None else clip_ids)
+    if clip_ids.shape != (N,):
+        raise ValueError(f"clip_ids must have length N={N}, got shape {clip_ids.shape}")
+    paths = np.asarray(np.full(N, "", dtype=object) if paths is None else paths, dtype=object)
+    if paths.shape != (N,):
+        raise ValueError(f"paths must have length N={N}, got shape {paths.shape}")
+    return S, clip_ids, paths
+
+
+def _player_votes(S: np.ndarray, tri: np.ndarray, n_players: int, noise: float,
+                  rng: np.random.Generator) -> np.ndarray:
+    """Odd-one-out vote counts (R, 3) of ``n_players`` logit-choice players per triple."""
+    Ssym = 0.5 * (S + S.T)
+    i, j, k = tri[:, 0], tri[:, 1], tri[:, 2]
+    # Oddness of each position = similarity of the two *other* clips.
+    u = np.stack([Ssym[j, k], Ssym[i, k], Ssym[i, j]], axis=1).astype(np.float64)  # (R, 3)
+    if noise == 0:
+        # Every player picks the most odd clip. Where the top oddness is shared (e.g. all three
+        # pair similarities 0), perfect players cannot tell: they split evenly between the tied
+        # clips (a remainder abstains), so the row reads as a tie and is dropped downstream.
+        tied = u == u.max(axis=1, keepdims=True)
+        return np.where(tied, (n_players // tied.sum(axis=1))[:, None], 0).astype(np.int64)
+    g = rng.gumbel(size=(len(tri), n_players, 3))
+    choice = (u[:, None, :] / noise + g).argmax(axis=2)               # (R, n_players)
+    return np.stack([(choice == c).sum(axis=1) for c in range(3)], axis=1).astype(np.int64)
 
 
 def simulate_votes(
@@ -511,51 +564,10 @@ def simulate_votes(
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    S = np.asarray(S)
-    if S.ndim != 2 or S.shape[0] != S.shape[1]:
-        raise ValueError(f"S must be a square (N, N) similarity matrix, got shape {S.shape}")
-    if not np.issubdtype(S.dtype, np.number) or not np.isfinite(S).all():
-        raise ValueError("S must hold finite numbers")
-    N = S.shape[0]
-    if N < 3:
-        raise ValueError(f"need at least 3 clips to form a comparison, got N={N}")
-    for name, value in (("n_comparisons", n_comparisons), ("n_players", n_players)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if not np.isscalar(noise) or not np.isfinite(noise) or noise < 0:
-        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
-    n_possible = N * (N - 1) * (N - 2) // 6
-    if unique and n_comparisons > n_possible:
-        raise ValueError(f"n_comparisons={n_comparisons} exceeds the {n_possible} distinct "
-                         f"triples of N={N} clips; pass unique=False or fewer comparisons")
-    if clip_ids is None:
-        clip_ids = np.arange(N, dtype=np.int64)
-    clip_ids = np.asarray(clip_ids)
-    if clip_ids.shape != (N,):
-        raise ValueError(f"clip_ids must have length N={N}, got shape {clip_ids.shape}")
-    if paths is None:
-        paths = np.full(N, "", dtype=object)
-    paths = np.asarray(paths, dtype=object)
-    if paths.shape != (N,):
-        raise ValueError(f"paths must have length N={N}, got shape {paths.shape}")
-
+    S, clip_ids, paths = _check_simulation(S, n_comparisons, n_players, noise, unique, clip_ids, paths)
     rng = np.random.default_rng(seed)
-    tri = _random_triples(N, n_comparisons, rng, unique)                  # (R, 3) indices
-    Ssym = 0.5 * (S + S.T)
-    i, j, k = tri[:, 0], tri[:, 1], tri[:, 2]
-    # Oddness of each position = similarity of the two *other* clips.
-    u = np.stack([Ssym[j, k], Ssym[i, k], Ssym[i, j]], axis=1).astype(np.float64)  # (R, 3)
-    if noise == 0:
-        # Every player picks the most odd clip. Where the top oddness is shared (e.g. all three
-        # pair similarities 0), perfect players cannot tell: they split evenly between the tied
-        # clips (a remainder abstains), so the row reads as a tie and is dropped downstream.
-        tied = u == u.max(axis=1, keepdims=True)
-        votes = np.where(tied, (n_players // tied.sum(axis=1))[:, None], 0).astype(np.int64)
-    else:
-        g = rng.gumbel(size=(len(tri), n_players, 3))
-        choice = (u[:, None, :] / noise + g).argmax(axis=2)               # (R, n_players)
-        votes = np.stack([(choice == c).sum(axis=1) for c in range(3)], axis=1).astype(np.int64)
-
+    tri = _random_triples(S.shape[0], n_comparisons, rng, unique)         # (R, 3) indices
+    votes = _player_votes(S, tri, n_players, noise, rng)
     data = {}
     for c in range(3):
         data[ID_COLUMNS[c]] = clip_ids[tri[:, c]]
@@ -595,7 +607,7 @@ def _check_triplets(triplets) -> np.ndarray:
 
 def _clip_graph(pos: np.ndarray, n_clips: int):
     """Symmetric CSR adjacency of clips; weight = number of triplets two clips share."""
-    from scipy.sparse import coo_matrix
+    from scipy.sparse import coo_matrix  # scipy.sparse costs a third of a second to import
 
     u = np.concatenate([pos[:, 0], pos[:, 0], pos[:, 1]])
     v = np.concatenate([pos[:, 1], pos[:, 2], pos[:, 2]])
@@ -705,32 +717,31 @@ def triplet_folds(
     Notebook: 08_triplet_matchnet.ipynb
     """
     t = _check_triplets(triplets)
-    M = len(t)
     if isinstance(n_folds, bool) or not isinstance(n_folds, (int, np.integer)) or n_folds < 2:
         raise ValueError(f"n_folds must be an integer >= 2, got {n_folds!r}")
     if by not in ("triplet", "group", "clip"):
         raise ValueError(f"by must be 'triplet', 'group' or 'clip', got {by!r}")
-    if by in ("triplet", "group"):
-        # One k-fold implementation for the whole suite: with the same seed, the baselines here
-        # and mrlib.evaluate.kfold_cfr (Triplet MatchNet) see the same folds, so per-fold
-        # scores can be compared pairwise.
-        from mrlib.evaluate import kfold_indices
+    if by == "clip":
+        return _clip_folds(t, n_folds, seed, partition)
+    if by == "group":
+        if groups is None:
+            raise ValueError("by='group' needs groups (one label per triplet), e.g. report.rows")
+        groups = np.asarray(groups)
+        if groups.shape != (len(t),):
+            raise ValueError(f"groups must have shape ({len(t)},), got {groups.shape}")
+    # One k-fold implementation for the whole suite: with the same seed, the baselines here
+    # and mrlib.evaluate.kfold_cfr (Triplet MatchNet) see the same folds, so per-fold
+    # scores can be compared pairwise.
+    folds = kfold_indices(len(t), n_folds, groups=groups if by == "group" else None, seed=seed)
+    return [Fold(np.sort(tr).astype(np.int64), np.sort(te).astype(np.int64)) for tr, te in folds]
 
-        if by == "group":
-            if groups is None:
-                raise ValueError("by='group' needs groups (one label per triplet), e.g. report.rows")
-            groups = np.asarray(groups)
-            if groups.shape != (M,):
-                raise ValueError(f"groups must have shape ({M},), got {groups.shape}")
-        else:
-            groups = None
-        folds = kfold_indices(M, n_folds, groups=groups, seed=seed)
-        return [Fold(np.sort(tr).astype(np.int64), np.sort(te).astype(np.int64)) for tr, te in folds]
 
+def _clip_folds(t: np.ndarray, n_folds: int, seed: int, partition: str) -> list[Fold]:
+    """Clip-disjoint folds (``by="clip"`` of :func:`triplet_folds`)."""
     if partition not in ("greedy", "random"):
         raise ValueError(f"partition must be 'greedy' or 'random', got {partition!r}")
     rng = np.random.default_rng(seed)
-    everything = np.arange(M, dtype=np.int64)
+    everything = np.arange(len(t), dtype=np.int64)
     clips = np.unique(t)
     if n_folds > len(clips):
         raise ValueError(f"n_folds={n_folds} exceeds the {len(clips)} clips to split")
@@ -744,9 +755,7 @@ def triplet_folds(
     folds = []
     for f in range(n_folds):
         inside = tf == f
-        test = everything[inside.all(axis=1)]
-        train = everything[~inside.any(axis=1)]
-        folds.append(Fold(train, test))
+        folds.append(Fold(everything[~inside.any(axis=1)], everything[inside.all(axis=1)]))
     return folds
 
 

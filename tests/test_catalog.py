@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
-import types
 import warnings
 
 import numpy as np
@@ -15,8 +13,8 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-import mrlib
 from mrlib import catalog as C
+from mrlib import synth_catalog
 from mrlib import synth
 from mrlib.paths import data_dir
 
@@ -137,7 +135,7 @@ def test_interrupted_build_resumes_without_redoing_finished_tracks(built, tmp_pa
             raise _Crash("simulated interruption")
         return real(*args)
 
-    monkeypatch.setattr(C, "_render_to_file", flaky)
+    monkeypatch.setattr(synth_catalog, "_render_to_file", flaky)
     with pytest.raises(_Crash):
         C.build_synthetic(root=root, **SMALL)
     done = sorted((root / "audio").glob("*.flac"))
@@ -238,9 +236,7 @@ def test_load_dispatches_music21_and_mtat(built, monkeypatch):
         seen["music21"] = kw
         return built
 
-    fake_rep = types.SimpleNamespace(build=fake_build)
-    monkeypatch.setitem(sys.modules, "mrlib.repertoire", fake_rep)
-    monkeypatch.setattr(mrlib, "repertoire", fake_rep, raising=False)
+    monkeypatch.setitem(C.BUILDERS, "music21", fake_build)
     cat = C.load("music21", n_tracks=12, seed=0)
     assert seen["music21"] == {"n_tracks": 12, "seed": 0} and len(cat) == 12
     # the notebooks' duration_s reaches the music21 builder as its clip length
@@ -249,9 +245,7 @@ def test_load_dispatches_music21_and_mtat(built, monkeypatch):
     with pytest.raises(TypeError, match="not both"):
         C.load("music21", n_tracks=12, duration_s=12.0, clip_s=10.0)
 
-    fake_mtat = types.SimpleNamespace(load_catalog=lambda **kw: (seen.setdefault("mtat", kw), C.read(built))[1])
-    monkeypatch.setitem(sys.modules, "mrlib.mtat", fake_mtat)
-    monkeypatch.setattr(mrlib, "mtat", fake_mtat, raising=False)
+    monkeypatch.setitem(C.LOADERS, "mtat", lambda **kw: (seen.setdefault("mtat", kw), C.read(built))[1])
     assert len(C.load("mtat", folder="/somewhere")) == 12 and seen["mtat"] == {"folder": "/somewhere"}
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mrlib import synth
+from mrlib import synth, synth_render, synth_sound
 from mrlib.paths import repo_root
 
 SR = 22050
@@ -165,15 +165,15 @@ def test_audio_is_sane(small):
         assert (np.sqrt((frames.astype(np.float64) ** 2).mean(1)) > 1e-3).all(), a.index
 
 
-@pytest.mark.parametrize("engine", sorted(synth._RELEASE))
+@pytest.mark.parametrize("engine", sorted(synth_sound._RELEASE))
 def test_every_engine_is_in_tune(engine):
     """The strongest spectral line near f0 lies within 3 cents of f0 (Karplus-Strong included,
     whose integer delay line alone would be up to 30 cents flat)."""
     for midi in (40, 57, 69, 76):
-        y = synth._source(engine, midi, SR, SR).astype(np.float64)
+        y = synth_sound._source(engine, midi, SR, SR).astype(np.float64)
         spec = np.abs(np.fft.rfft(y * np.hanning(y.size), 16 * y.size))
         f = np.fft.rfftfreq(16 * y.size, 1 / SR)
-        f0 = synth._midi_hz(midi)
+        f0 = synth_sound._midi_hz(midi)
         band = (f > f0 * 0.95) & (f < f0 * 1.05)
         peak = f[band][np.argmax(spec[band])]
         tol = 7 if engine == "pad" else 3          # the pad is a ±6-cent chorus of two voices
@@ -181,9 +181,9 @@ def test_every_engine_is_in_tune(engine):
 
 
 def test_wavetables_are_band_limited():
-    for timbre in synth._SPECTRA:
+    for timbre in synth_sound._SPECTRA:
         for freq in (55.0, 440.0, 1760.0):
-            table = synth._table_for(timbre, freq, SR, 64)
+            table = synth_sound._table_for(timbre, freq, SR, 64)
             k = np.flatnonzero(np.abs(np.fft.rfft(table)) > 1e-4 * len(table)).max()
             assert k * freq < 0.45 * SR
 
@@ -393,7 +393,7 @@ def test_events_are_validated_and_cheap(small):
     every = tuple((t, 0.1 + 0.2 * k, 0.35 + 0.2 * k) for k, t in enumerate(synth.EVENT_TAGS[:3])) \
         + ((synth.EVENT_TAGS[3], 0.0, 0.25),)
     beat_times = np.arange(0.0, 60.0, 60.0 / a.tempo_bpm)
-    synth._render_events(dataclasses.replace(a, events=every), int(15 * SR), SR, beat_times, 0, 0.1)
+    synth_render._render_events(dataclasses.replace(a, events=every), int(15 * SR), SR, beat_times, 0, 0.1)
     t0 = time.perf_counter()
-    synth._render_events(dataclasses.replace(a, events=every), int(15 * SR), SR, beat_times, 0, 0.1)
+    synth_render._render_events(dataclasses.replace(a, events=every), int(15 * SR), SR, beat_times, 0, 0.1)
     assert time.perf_counter() - t0 < 0.5

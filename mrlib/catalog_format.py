@@ -1,0 +1,614 @@
+"""The on-disk catalog format: the :class:`Catalog`, its folder, and artist-disjoint splits.
+
+One on-disk format for every source (SPEC §3.1)::
+
+    <root>/tracks.csv       track_id, artist_id, split, path, duration_s   (row i = index i)
+    <root>/tags.csv         track_id, <one column per tag>                 (likelihoods in [0, 1])
+    <root>/vocabulary.csv   tag, category
+    <root>/audio/           the audio files (``path`` is relative to <root> or absolute)
+    <root>/catalog.json     build config, seed, package versions, and a ``complete`` flag
+    <root>/attributes.csv   (synthetic only) the latent attributes behind the tags
+
+This module reads and writes that format and imports no builder, so that every builder
+(:mod:`mrlib.synth_catalog`, :mod:`mrlib.repertoire`, :mod:`mrlib.mtat`,
+:mod:`mrlib.folder_catalog`) can use it; :mod:`mrlib.catalog` is the entry point above them all.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import platform
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import soundfile
+
+from mrlib.paths import read_json_or_empty as _read_json
+
+__all__ = [
+    "SPLITS",
+    "TRACK_COLUMNS",
+    "AUDIO_EXTENSIONS",
+    "FORMAT_VERSION",
+    "Catalog",
+    "artist_disjoint_split",
+    "group_duplicates",
+    "duplicate_audio",
+    "read",
+    "read_table",
+    "format_skipped",
+]
+
+SPLITS = ("train", "val", "test")
+TRACK_COLUMNS = ("track_id", "artist_id", "split", "path", "duration_s")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
+FORMAT_VERSION = 1
+_SKIP_COLUMNS = ["track_id", "row", "reason"]
+
+
+def _empty_skipped() -> pd.DataFrame:
+    return pd.DataFrame({"track_id": pd.Series(dtype=str), "row": pd.Series(dtype="int64"),
+                         "reason": pd.Series(dtype=str)})
+
+
+# --------------------------------------------------------------------------------------
+# The Catalog
+# --------------------------------------------------------------------------------------
+@dataclass
+class Catalog:
+    """A music catalog in memory.
+
+    Attributes
+    ----------
+    name : str
+        Short name (the folder name for on-disk catalogs).
+    root : pathlib.Path
+        Folder that relative audio paths are resolved against.
+    tracks : pandas.DataFrame
+        One row per track, columns ``track_id, artist_id, split, path, duration_s``; ids are
+        strings, ``split`` is one of ``train, val, test``, ``duration_s`` in seconds.
+    tags : numpy.ndarray
+        float32 (N, m) tag likelihoods in [0, 1]; column j is ``vocabulary.tag[j]``.
+    vocabulary : pandas.DataFrame
+        ``tag, category``, m rows.
+    attributes : pandas.DataFrame or None
+        Latent attributes per track (synthetic catalogs), row i = track i.
+    info : dict
+        The content of ``catalog.json`` (build config, versions), if any.
+    skipped : pandas.DataFrame
+        ``track_id, row, reason`` of input rows left out when the catalog was made (from
+        :func:`from_folder`); empty otherwise.
+
+    Notebook: 00_overview.ipynb
+    """
+
+    name: str
+    root: Path
+    tracks: pd.DataFrame
+    tags: np.ndarray
+    vocabulary: pd.DataFrame
+    attributes: pd.DataFrame | None = None
+    info: dict = field(default_factory=dict)
+    skipped: pd.DataFrame = field(default_factory=_empty_skipped)
+
+    def __post_init__(self):
+        self.root = Path(self.root)
+        missing = [c for c in TRACK_COLUMNS if c not in self.tracks.columns]
+        if missing:
+            raise ValueError(f"tracks is missing column(s) {missing}; expected {list(TRACK_COLUMNS)}, "
+                             f"got {list(self.tracks.columns)}")
+        missing = [c for c in ("tag", "category") if c not in self.vocabulary.columns]
+        if missing:
+            raise ValueError(f"vocabulary is missing column(s) {missing}; got {list(self.vocabulary.columns)}")
+        self.tracks = self.tracks.reset_index(drop=True)
+        self.tracks["track_id"] = self.tracks["track_id"].astype(str)
+        self.tracks["artist_id"] = self.tracks["artist_id"].astype(str)
+        self.tracks["duration_s"] = self.tracks["duration_s"].astype(float)
+        self.vocabulary = self.vocabulary.reset_index(drop=True)
+        tags = np.asarray(self.tags)
+        n, m = len(self.tracks), len(self.vocabulary)
+        if tags.ndim != 2 or tags.shape != (n, m):
+            raise ValueError(f"tags must have shape (N, m) = ({n}, {m}) (tracks x vocabulary), got {tags.shape}")
+        self.tags = tags.astype(np.float32, copy=False)
+        if self.tags.size and (not np.isfinite(self.tags).all() or self.tags.min() < 0 or self.tags.max() > 1):
+            raise ValueError("tags must be finite likelihoods in [0, 1]")
+        bad = sorted(set(self.tracks["split"]) - set(SPLITS))
+        if bad:
+            raise ValueError(f"split values must be in {SPLITS}, got {bad}")
+        dup = self.tracks["track_id"][self.tracks["track_id"].duplicated()]
+        if len(dup):
+            raise ValueError(f"duplicate track_id(s): {list(dup[:10])}")
+        if self.attributes is not None and len(self.attributes) != n:
+            raise ValueError(f"attributes has {len(self.attributes)} rows for {n} tracks")
+
+    def __len__(self) -> int:
+        return len(self.tracks)
+
+    def __repr__(self) -> str:
+        counts = self.tracks["split"].value_counts()
+        parts = ", ".join(f"{s}={int(counts.get(s, 0))}" for s in SPLITS)
+        return (f"Catalog(name={self.name!r}, N={len(self)}, m={len(self.vocabulary)}, "
+                f"artists={self.tracks['artist_id'].nunique()}, {parts}, root={str(self.root)!r})")
+
+    @property
+    def tag_names(self) -> list[str]:
+        """Tag names in column order of :attr:`tags`.
+
+        Notebook: 02_similarity.ipynb
+        """
+        return list(self.vocabulary["tag"])
+
+    @property
+    def categories(self) -> list[str]:
+        """Tag categories, in order of first appearance in the vocabulary.
+
+        Notebook: 02_similarity.ipynb
+        """
+        return list(dict.fromkeys(self.vocabulary["category"]))
+
+    @property
+    def track_ids(self) -> np.ndarray:
+        """Track ids (str) in catalog order.
+
+        Notebook: 00_overview.ipynb
+        """
+        return self.tracks["track_id"].to_numpy(dtype=str)
+
+    def category_indices(self, category: str) -> np.ndarray:
+        """Column indices (int64) of the tags of one category.
+
+        Notebook: 02_similarity.ipynb
+        """
+        if category not in self.categories:
+            raise ValueError(f"unknown category {category!r}; this catalog has {self.categories}")
+        return np.flatnonzero(self.vocabulary["category"].to_numpy() == category).astype(np.int64)
+
+    def split_indices(self, split: str) -> np.ndarray:
+        """Catalog indices (int64, increasing) of the tracks in one split.
+
+        Parameters
+        ----------
+        split : {'train', 'val', 'test'}
+
+        Notebook: 00_overview.ipynb
+        """
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        return np.flatnonzero(self.tracks["split"].to_numpy() == split).astype(np.int64)
+
+    def audio_path(self, i: int) -> Path:
+        """Absolute path of track ``i``'s audio file.
+
+        Notebook: 00_overview.ipynb
+        """
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+            raise TypeError(f"track index must be an int, got {type(i).__name__}")
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"track index {i} out of range for a catalog of {len(self)} tracks")
+        p = Path(self.tracks["path"].iat[int(i)])
+        return (p if p.is_absolute() else self.root / p).resolve()
+
+    def tags_frame(self) -> pd.DataFrame:
+        """``track_id`` + one column per tag (the layout of ``tags.csv``).
+
+        Notebook: 02_similarity.ipynb
+        """
+        df = pd.DataFrame(self.tags, columns=self.tag_names)
+        df.insert(0, "track_id", self.tracks["track_id"].to_numpy())
+        return df
+
+    def save(self, root: str | Path | None = None) -> Path:
+        """Write the catalog in the on-disk format (each file atomically) and return the folder.
+
+        Audio files are not copied: relative paths are rewritten against the new root when the
+        files lie below it, and stored absolute otherwise (``catalog.json`` then says
+        ``allow_outside_paths: true``, so that :func:`read` accepts them).
+
+        Notebook: 00_overview.ipynb
+        """
+        root = Path(root) if root is not None else self.root
+        root.mkdir(parents=True, exist_ok=True)
+        tracks = self.tracks.copy()
+        paths = []
+        for i in range(len(self)):
+            p = self.audio_path(i)
+            try:
+                paths.append(p.relative_to(root.resolve()).as_posix())
+            except ValueError:
+                paths.append(str(p))
+        tracks["path"] = paths
+        outside = any(Path(p).is_absolute() for p in paths)
+        _write_csv(tracks[list(TRACK_COLUMNS)], root / "tracks.csv")
+        _write_csv(self.tags_frame(), root / "tags.csv")
+        _write_csv(self.vocabulary[["tag", "category"]], root / "vocabulary.csv")
+        if self.attributes is not None:
+            _write_csv(self.attributes, root / "attributes.csv")
+        info = dict(self.info)
+        info.setdefault("name", self.name)
+        info.setdefault("format", FORMAT_VERSION)
+        info["n_tracks"] = len(self)
+        info.setdefault("complete", True)
+        if outside:  # this catalog's audio lies elsewhere by construction: read() accepts it
+            info["allow_outside_paths"] = True
+        _write_json(info, root / "catalog.json")
+        return root
+
+    def summary(self) -> str:
+        """A few lines that describe the catalog (sizes, splits, tags per category).
+
+        Notebook: 00_overview.ipynb
+        """
+        lines = [repr(self)]
+        tpt = (self.tags > 0).sum(1)
+        lines.append(f"  tags: m={len(self.vocabulary)}, per track {tpt.mean():.1f} "
+                     f"(min {tpt.min() if len(self) else 0}, max {tpt.max() if len(self) else 0}), "
+                     f"density {float((self.tags > 0).mean()):.3f}")
+        for c in self.categories:
+            idx = self.category_indices(c)
+            lines.append(f"  {c:<10s} {len(idx):3d} tags: {', '.join(self.vocabulary['tag'].iloc[idx])}")
+        lines.append(f"  audio: {self.tracks['duration_s'].sum() / 60:.1f} min in total")
+        if len(self.skipped):
+            lines.append("  " + format_skipped(self.skipped).replace("\n", "\n  "))
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------
+# Small I/O helpers: every file is written to a temporary name and renamed into place, so
+# an interrupted build never leaves a half-written file under its final name.
+# --------------------------------------------------------------------------------------
+def _part(path: Path) -> Path:
+    """Temporary name next to ``path``, unique per process: two processes building the same
+    catalog at once (they write identical bytes) never rename each other's half-written file."""
+    return path.with_name(f"{path.name}.{os.getpid()}.part")
+
+
+def _write_csv(df: pd.DataFrame, path: Path) -> None:
+    tmp = _part(path)
+    df.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
+    os.replace(tmp, path)
+
+
+def _write_json(obj: dict, path: Path) -> None:
+    tmp = _part(path)
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
+    """Read a CSV/TSV table as text, with errors that name the file, the line and the column.
+
+    Every cell stays a string (ids such as ``"NA"`` or ``"007"`` survive); blank lines are
+    skipped. ``df.attrs["lines"]`` holds each row's line number in the file.
+
+    Parameters
+    ----------
+    path : path
+        The file: UTF-8 (a BOM is fine), one header line of distinct, non-empty column names.
+    sep : str, optional
+        The separator; default: tab if the header has one, else ``;`` if it has ``;`` and no
+        ``,``, else ``,``.
+
+    Returns
+    -------
+    pandas.DataFrame of str
+
+    Raises
+    ------
+    ValueError
+        An empty file; UTF-16 or another non-UTF-8 encoding (with the line of the first bad
+        byte); a row with more or fewer fields than the header (its line); duplicate or
+        empty column names; a quoting error (its line).
+
+    Notebook: 00_overview.ipynb
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise ValueError(f"{path} is empty: expected a header line of column names, then one "
+                         "row per track")
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in raw[:200]:
+        raise ValueError(f"{path} is UTF-16 encoded (or binary); save it as UTF-8 text "
+                         "(in a spreadsheet: 'CSV UTF-8')")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise ValueError(f"{path} is not UTF-8: byte 0x{raw[err.start]:02x} on line {line} "
+                         "(a latin-1 or Windows-1252 file?); save it as UTF-8") from None
+    if sep is None:
+        header = text.split("\n", 1)[0]
+        sep = "\t" if "\t" in header else (";" if ";" in header and "," not in header else ",")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, quotechar='"')
+    rows, lines, columns = [], [], None
+    try:
+        for row in reader:
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if columns is None:
+                columns = [c.strip() for c in row]
+                continue
+            if len(row) != len(columns):
+                raise ValueError(f"{path} line {reader.line_num}: {len(row)} field(s), but the "
+                                 f"header has {len(columns)} ({', '.join(columns[:6])}"
+                                 f"{', ...' if len(columns) > 6 else ''}); check separators "
+                                 "and quotes on that line")
+            rows.append(row)
+            lines.append(reader.line_num)
+    except csv.Error as err:
+        raise ValueError(f"{path} line {reader.line_num}: {err}") from None
+    unnamed = [i + 1 for i, c in enumerate(columns) if not c]
+    if unnamed:
+        raise ValueError(f"{path}: column(s) {unnamed} of the header have no name")
+    seen: dict[str, int] = {}
+    dups = []
+    for i, c in enumerate(columns):
+        if c in seen:
+            dups.append(f"{c!r} (columns {seen[c] + 1} and {i + 1})")
+        seen.setdefault(c, i)
+    if dups:
+        raise ValueError(f"{path}: duplicate column name(s) {', '.join(dups)}; every column "
+                         "(every tag) needs its own name")
+    df = pd.DataFrame(rows, columns=columns, dtype=str)
+    df.attrs["lines"] = lines
+    return df
+
+
+def _numeric(df: pd.DataFrame, columns: Sequence[str], path: Path, what: str) -> np.ndarray:
+    """float64 values of text columns; an error names the first bad cell's line and column."""
+    values = df[list(columns)].apply(lambda col: pd.to_numeric(col.str.strip(), errors="coerce"))
+    arr = values.to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        r, c = (int(x) for x in np.argwhere(bad)[0])
+        lines = df.attrs.get("lines") or list(range(2, len(df) + 2))
+        raise ValueError(f"{path} line {lines[r]}, column {columns[c]!r}: "
+                         f"{df[columns[c]].iat[r]!r} is not a number (expected {what}); "
+                         f"{int(bad.sum())} such cell(s) in all")
+    return arr
+
+
+def duplicate_audio(paths: Sequence[str | Path]) -> dict[int, int]:
+    """Files with the same content: ``{index: index of the first file with that content}``.
+
+    Files are grouped by size first; only files that share a size are hashed (SHA-256), so a
+    collection without duplicates costs one ``stat`` per file. Unreadable files are left out.
+
+    Notebook: 00_overview.ipynb
+    """
+    by_size: dict[int, list[int]] = {}
+    for i, p in enumerate(paths):
+        try:
+            by_size.setdefault(os.stat(p).st_size, []).append(i)
+        except OSError:
+            continue
+    out: dict[int, int] = {}
+    for group in by_size.values():
+        if len(group) < 2:
+            continue
+        first_of: dict[str, int] = {}
+        for i in group:
+            h = hashlib.sha256()
+            try:
+                with open(paths[i], "rb") as fh:
+                    for block in iter(lambda: fh.read(1 << 20), b""):
+                        h.update(block)
+            except OSError:
+                continue
+            d = h.hexdigest()
+            if d in first_of:
+                out[i] = first_of[d]
+            else:
+                first_of[d] = i
+    return out
+
+
+def group_duplicates(artists: np.ndarray, pairs: list[tuple[int, int]]) -> np.ndarray:
+    """Split groups: artists, merged wherever two tracks share a recording (union-find), so
+    that :func:`artist_disjoint_split` keeps every copy of a recording in one split."""
+    parent: dict[str, str] = {}
+
+    def find(a: str) -> str:
+        while parent.get(a, a) != a:
+            a = parent[a]
+        return a
+
+    for a, b in pairs:
+        ra, rb = find(str(artists[a])), find(str(artists[b]))
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return np.asarray([find(str(a)) for a in artists])
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "libsndfile": soundfile.__libsndfile_version__}
+    for pkg in ("mrlib", "numpy", "scipy", "pandas", "soundfile"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:  # pragma: no cover - mrlib not installed
+            pass
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Splits
+# --------------------------------------------------------------------------------------
+def artist_disjoint_split(artist_ids: Sequence, fractions: Sequence[float] = (0.6, 0.2, 0.2),
+                          seed: int = 0) -> np.ndarray:
+    """Assign train/val/test so that no artist appears in two splits, close to ``fractions``.
+
+    Artists are visited from the largest to the smallest (ties in a seeded random order) and
+    each goes, whole, to the split that is furthest below its target number of tracks:
+    greedy bin filling, which lands within one artist's size of the target. Deterministic
+    given (artist_ids, fractions, seed), whatever the order of the rows.
+
+    Parameters
+    ----------
+    artist_ids : sequence (N,)
+        Artist of each track (any hashable values; compared as strings).
+    fractions : 3 floats
+        Target shares of (train, val, test); non-negative, sum to 1.
+    seed : int
+        Seed of the tie-breaking order.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N,) str array of ``'train'``, ``'val'``, ``'test'``.
+
+    Notebook: 00_overview.ipynb
+    """
+    fr = np.asarray(fractions, dtype=float)
+    if fr.shape != (3,) or (fr < 0).any() or not np.isclose(fr.sum(), 1.0):
+        raise ValueError(f"fractions must be 3 non-negative numbers summing to 1, got {tuple(fractions)}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    ids = np.asarray([str(a) for a in artist_ids])
+    out = np.empty(ids.size, dtype="<U5")
+    if ids.size == 0:
+        return out
+    uniq, inverse, counts = np.unique(ids, return_inverse=True, return_counts=True)
+    rng = np.random.default_rng(seed)
+    # largest artists first (hardest to place), ties broken by a seeded permutation
+    order = np.lexsort((rng.permutation(uniq.size), -counts))
+    target = fr * ids.size
+    filled = np.zeros(3)
+    split_of = np.empty(uniq.size, dtype=int)
+    for a in order:
+        deficit = target - filled
+        deficit[fr == 0] = -np.inf
+        s = int(np.argmax(deficit))            # ties -> train before val before test
+        split_of[a] = s
+        filled[s] += counts[a]
+    out[:] = np.asarray(SPLITS)[split_of[inverse]]
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Reading a catalog folder
+# --------------------------------------------------------------------------------------
+def read(root: str | Path, name: str | None = None, allow_outside: bool | None = None) -> Catalog:
+    """Read a catalog folder (``tracks.csv``, ``tags.csv``, ``vocabulary.csv``, ...).
+
+    Parameters
+    ----------
+    root : path
+        The catalog folder.
+    name : str, optional
+        Name to give it (default: ``catalog.json``'s name, else the folder name).
+    allow_outside : bool, optional
+        Accept audio paths that lead outside the folder (absolute, ``..``, or a symlink out).
+        Default: ``catalog.json``'s ``allow_outside_paths`` (set by :meth:`Catalog.save` when
+        it stores absolute paths), else False: such a path is an error, so that a catalog
+        never reads files its folder does not hold without being told to.
+
+    Returns
+    -------
+    Catalog
+
+    Raises
+    ------
+    FileNotFoundError
+        A required file is missing.
+    ValueError
+        The files disagree (track ids, tag columns vs vocabulary), the build is incomplete, a
+        file is not readable as UTF-8 CSV (file, line and column named), a tag cell is not a
+        number, a path leads outside the folder, or two track ids share one audio file.
+
+    Notebook: 00_overview.ipynb
+    """
+    root = Path(root).expanduser()
+    for f in ("tracks.csv", "tags.csv", "vocabulary.csv"):
+        if not (root / f).is_file():
+            raise FileNotFoundError(f"{root} is not a catalog folder: {f} is missing "
+                                    f"(expected tracks.csv, tags.csv, vocabulary.csv)")
+    info = _read_json(root / "catalog.json")
+    if info and not info.get("complete", True):
+        raise ValueError(f"{root} holds an incomplete build (catalog.json: complete=false); "
+                         f"build it again to resume, e.g. mrlib.catalog.build('synthetic', ...)")
+    # every cell read as text: ids such as "NA" or "null" stay strings
+    tracks = read_table(root / "tracks.csv")
+    if "duration_s" in tracks.columns:   # unknown durations are written as empty cells
+        tracks["duration_s"] = pd.to_numeric(tracks["duration_s"], errors="coerce")
+    vocab = read_table(root / "vocabulary.csv")
+    tags_df = read_table(root / "tags.csv")
+    if "track_id" not in tags_df.columns:
+        raise ValueError(f"{root / 'tags.csv'} has no track_id column")
+    if "tag" in vocab.columns and vocab["tag"].duplicated().any():
+        dup = vocab["tag"][vocab["tag"].duplicated()].tolist()
+        raise ValueError(f"{root / 'vocabulary.csv'}: duplicate tag name(s) {dup[:10]}")
+    tag_cols = list(vocab["tag"]) if "tag" in vocab.columns else []
+    missing = [t for t in tag_cols if t not in tags_df.columns]
+    extra = [c for c in tags_df.columns if c != "track_id" and c not in set(tag_cols)]
+    if missing or extra:
+        raise ValueError(f"tags.csv and vocabulary.csv disagree: tags missing from tags.csv {missing[:10]}, "
+                         f"columns not in the vocabulary {extra[:10]}")
+    tag_values = pd.DataFrame(_numeric(tags_df, tag_cols, root / "tags.csv", "a likelihood in [0, 1]"),
+                              columns=tag_cols) if tag_cols else pd.DataFrame(index=tags_df.index)
+    tag_values.insert(0, "track_id", tags_df["track_id"].to_numpy())
+    tags_df = tag_values
+    if "track_id" in tracks.columns and list(tags_df["track_id"]) != list(tracks["track_id"]):
+        if set(tags_df["track_id"]) != set(tracks["track_id"]) or tags_df["track_id"].duplicated().any():
+            raise ValueError("tags.csv and tracks.csv list different track ids")
+        tags_df = tags_df.set_index("track_id").loc[tracks["track_id"]].reset_index()
+    if allow_outside is None:
+        allow_outside = bool(info.get("allow_outside_paths", False))
+    if "path" in tracks.columns:
+        _check_track_paths(root, tracks, allow_outside)
+    attributes = None
+    if (root / "attributes.csv").is_file():
+        attributes = pd.read_csv(root / "attributes.csv", keep_default_na=False)
+    return Catalog(name=name or info.get("name") or root.name, root=root.resolve(), tracks=tracks,
+                   tags=tags_df[tag_cols].to_numpy(dtype=np.float32), vocabulary=vocab[["tag", "category"]],
+                   attributes=attributes, info=info)
+
+
+def _check_track_paths(root: Path, tracks: pd.DataFrame, allow_outside: bool) -> None:
+    """Paths of ``tracks.csv`` stay inside the folder (unless allowed) and are not shared."""
+    real_root = root.resolve()
+    lines = tracks.attrs.get("lines") or list(range(2, len(tracks) + 2))
+    owner: dict[Path, int] = {}
+    for i, rel in enumerate(tracks["path"]):
+        if not rel:
+            continue
+        p = Path(rel)
+        full = (p if p.is_absolute() else root / p).resolve()
+        if not allow_outside:
+            try:
+                full.relative_to(real_root)
+            except ValueError:
+                raise ValueError(
+                    f"{root / 'tracks.csv'} line {lines[i]}, column 'path': {rel!r} leads outside "
+                    f"the catalog folder ({'absolute path' if p.is_absolute() else 'via .. or a symlink'}"
+                    f" to {full}); keep audio under {root}, or pass allow_outside=True (or set "
+                    '"allow_outside_paths": true in catalog.json) to allow it') from None
+        if full in owner:
+            j = owner[full]
+            raise ValueError(
+                f"{root / 'tracks.csv'} lines {lines[j]} and {lines[i]}: track ids "
+                f"{tracks['track_id'].iat[j]!r} and {tracks['track_id'].iat[i]!r} share the audio "
+                f"file {rel!r}; one recording must not count as two tracks (it could sit in two "
+                "splits)")
+        owner[full] = i
+
+
+# --------------------------------------------------------------------------------------
+# Any folder of audio plus a tags CSV
+# --------------------------------------------------------------------------------------
+def format_skipped(skipped: pd.DataFrame, max_ids: int = 10) -> str:
+    """Human-readable skip report: the count, then per reason the count and the first ids.
+
+    Notebook: 00_overview.ipynb
+    """
+    if len(skipped) == 0:
+        return "nothing skipped"
+    lines = [f"skipped {len(skipped)} row(s):"]
+    for reason, grp in skipped.groupby("reason", sort=False):
+        ids = list(grp["track_id"].astype(str))
+        more = f" ... (+{len(ids) - max_ids})" if len(ids) > max_ids else ""
+        lines.append(f"  {len(ids)} x {reason}: {', '.join(ids[:max_ids])}{more}")
+    return "\n".join(lines)

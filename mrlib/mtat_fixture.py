@@ -1,0 +1,246 @@
+"""A small MagnaTagATune-format folder with tiny generated mp3 clips, for tests and offline lessons."""
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+
+from mrlib.comparisons import simulate_votes, write_comparisons
+from mrlib.mtat_format import ANNOTATIONS_FILE, CLIP_INFO_COLUMNS, CLIP_INFO_FILE, COMPARISONS_FILE, MTAT_TAGS
+
+__all__ = ["FixtureInfo", "write_fixture"]
+
+
+@dataclass
+class FixtureInfo:
+    """What :func:`write_fixture` wrote.
+
+    Attributes
+    ----------
+    folder : Path
+    files : dict of str -> Path
+        ``annotations``, ``clip_info``, ``comparisons``.
+    clip_ids : numpy.ndarray of int64, shape (N,)
+        Clip ids in annotation order (not 0 ... N-1: ids and indices must not be confused).
+    artists : numpy.ndarray of str, shape (N,)
+    S : numpy.ndarray of float64, shape (N, N)
+        The similarity the simulated players voted by (cosine of the clips' latent style).
+    style : numpy.ndarray of float64, shape (N, 3)
+        Latent (pitch, brightness, noisiness) of each clip, in [0, 1]: what the audio encodes.
+    broken : list of int
+        Clip ids written as empty (0-byte) mp3 files.
+
+    Notebook: 08_triplet_matchnet.ipynb
+    """
+
+    folder: Path
+    files: dict
+    clip_ids: np.ndarray
+    artists: np.ndarray
+    S: np.ndarray
+    style: np.ndarray
+    broken: list
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+
+
+def _fixture_audio(style: np.ndarray, sr: int, duration_s: float, rng: np.random.Generator) -> np.ndarray:
+    """A short tone whose pitch, brightness and noise level follow ``style`` (3 numbers in [0, 1])."""
+    pitch, bright, noisy = style
+    n = int(round(sr * duration_s))
+    t = np.arange(n) / sr
+    f0 = 110.0 * 2.0 ** (3.0 * pitch)                    # 110 Hz ... 880 Hz
+    y = np.zeros(n)
+    for h in range(1, 13):
+        if h * f0 >= 0.45 * sr:
+            break
+        # Brighter styles keep more energy in the upper harmonics.
+        y += (h ** -(3.0 - 2.5 * bright)) * np.sin(2 * np.pi * h * f0 * t + rng.uniform(0, 2 * np.pi))
+    # Four notes per second: an amplitude envelope gives the clip some rhythm.
+    env = 0.6 + 0.4 * np.cos(2 * np.pi * 4.0 * t) ** 2
+    y = y / max(np.abs(y).max(), 1e-9) * env
+    y = (1 - 0.8 * noisy) * y + 0.8 * noisy * rng.uniform(-1, 1, n)
+    return (0.5 * y / max(np.abs(y).max(), 1e-9)).astype(np.float32)
+
+
+def write_fixture(
+    folder: str | Path,
+    n_clips: int = 24,
+    n_artists: int = 6,
+    n_comparisons: int = 20,
+    *,
+    tags: Sequence[str] = MTAT_TAGS,
+    sr: int = 16000,
+    duration_s: float = 2.0,
+    n_players: int = 7,
+    noise: float = 0.05,
+    n_broken: int = 0,
+    audio: bool = True,
+    seed: int = 0,
+) -> FixtureInfo:
+    """Write a small MagnaTagATune-format folder: the three tables and tiny generated mp3 clips.
+
+    Each artist has a latent style (pitch, brightness, noisiness); its clips vary around it.
+    The audio renders the style, the tags are drawn from it (each artist favours a few tags),
+    and ``comparisons_final.csv`` holds votes of simulated players
+    (:func:`mrlib.comparisons.simulate_votes`) by the cosine similarity of the styles, so the
+    votes are audible and a handcrafted-feature baseline can learn them.
+
+    Parameters
+    ----------
+    folder : str or Path
+        Created if missing; the files are (over)written there, the mp3s under ``mp3/0`` ... ``mp3/f``.
+    n_clips : int, default 24
+    n_artists : int, default 6
+        1 <= n_artists <= n_clips.
+    n_comparisons : int, default 20
+        Rows of ``comparisons_final.csv`` (distinct clip triples).
+    tags : sequence of str, default :data:`MTAT_TAGS`
+        Tag columns to write (all 188 by default: the exact release format).
+    sr : int, default 16000
+        Sample rate of the clips (the release's clips are 16 kHz mono mp3).
+    duration_s : float, default 2.0
+        Clip length in seconds (the release's are about 29 s).
+    n_players : int, default 7
+    noise : float, default 0.05
+        Vote noise, see :func:`mrlib.comparisons.simulate_votes`.
+    n_broken : int, default 0
+        The last ``n_broken`` clips get empty (0-byte) mp3 files, as three clips of the release
+        have, to exercise skip reports.
+    audio : bool, default True
+        Write the mp3 clips (False: the tables only).
+    seed : int, default 0
+
+    Returns
+    -------
+    FixtureInfo
+
+    Notebook: 08_triplet_matchnet.ipynb
+    """
+    tags = _check_fixture_args(n_clips, n_artists, n_comparisons, sr, n_players, n_broken, duration_s, tags)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    clip_ids, artist_of, artist_names, style = _fixture_clips(rng, n_clips, n_artists)
+    tag_matrix = _fixture_tags(rng, artist_of, n_artists, len(tags))
+    rows_info, mp3_paths = _clip_info(rng, clip_ids, artist_of, artist_names, duration_s)
+    files = {"annotations": folder / ANNOTATIONS_FILE, "clip_info": folder / CLIP_INFO_FILE,
+             "comparisons": folder / COMPARISONS_FILE}
+    ann = pd.DataFrame(tag_matrix, columns=tags)
+    ann.insert(0, "clip_id", clip_ids)
+    ann["mp3_path"] = mp3_paths
+    quoted = {"sep": "\t", "index": False, "quoting": csv.QUOTE_ALL, "lineterminator": "\r\n"}
+    ann.to_csv(files["annotations"], **quoted)
+    pd.DataFrame(rows_info, columns=list(CLIP_INFO_COLUMNS)).to_csv(files["clip_info"], **quoted)
+    centred = style - 0.5
+    unit = centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
+    S = 0.5 * (1.0 + unit @ unit.T)                        # cosine mapped to [0, 1]
+    votes = simulate_votes(S, n_comparisons, n_players=n_players, noise=noise,
+                           seed=int(rng.integers(2**31)), clip_ids=clip_ids, paths=mp3_paths)
+    write_comparisons(votes, files["comparisons"])
+    broken = []
+    if audio:
+        broken = _write_clips(folder / "mp3", mp3_paths, clip_ids, style, n_broken, sr, duration_s, rng)
+    return FixtureInfo(folder=folder, files=files, clip_ids=clip_ids,
+                       artists=artist_names[artist_of], S=S, style=style, broken=broken)
+
+
+def _fixture_clips(rng: np.random.Generator, n_clips: int, n_artists: int):
+    """Clip ids, each clip's artist (index), the artist names, and each clip's latent style."""
+    # Ids as in the release: increasing, with gaps, not starting at 0.
+    clip_ids = 2 + np.cumsum(rng.integers(1, 6, size=n_clips)).astype(np.int64)
+    artist_of = np.concatenate([np.arange(n_artists),
+                                rng.integers(0, n_artists, n_clips - n_artists)])
+    rng.shuffle(artist_of)
+    artist_names = np.array([f"Fixture Artist {chr(65 + a % 26)}{a // 26 or ''}"
+                             for a in range(n_artists)])
+    artist_style = rng.uniform(0.1, 0.9, size=(n_artists, 3))
+    style = np.clip(artist_style[artist_of] + rng.normal(0, 0.07, size=(n_clips, 3)), 0, 1)
+    return clip_ids, artist_of, artist_names, style
+
+
+def _check_fixture_args(n_clips, n_artists, n_comparisons, sr, n_players, n_broken, duration_s,
+                        tags) -> list[str]:
+    """Checked arguments of :func:`write_fixture`; returns the tag names as str."""
+    for name, value, low in (("n_clips", n_clips, 3), ("n_artists", n_artists, 1),
+                             ("n_comparisons", n_comparisons, 1), ("sr", sr, 1000),
+                             ("n_players", n_players, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if n_artists > n_clips:
+        raise ValueError(f"n_artists={n_artists} exceeds n_clips={n_clips}")
+    if not 0 <= n_broken <= n_clips:
+        raise ValueError(f"n_broken must lie in [0, n_clips], got {n_broken}")
+    if not (np.isfinite(duration_s) and duration_s > 0):
+        raise ValueError(f"duration_s must be > 0, got {duration_s}")
+    tags = [str(t) for t in tags]
+    if not tags or len(set(tags)) != len(tags) or {"clip_id", "mp3_path"} & set(tags):
+        raise ValueError("tags must be distinct names other than clip_id and mp3_path")
+    return tags
+
+
+def _fixture_tags(rng: np.random.Generator, artist_of: np.ndarray, n_artists: int, n_tags: int) -> np.ndarray:
+    """0/1 tags (n_clips, n_tags): each artist favours three tags (present with probability
+    0.8), anything else is a rare false positive (probability 0.02), like noisy crowd-sourced
+    annotations."""
+    n_clips = len(artist_of)
+    favoured = np.stack([rng.choice(n_tags, size=min(3, n_tags), replace=False)
+                         for _ in range(n_artists)])
+    p = np.full((n_clips, n_tags), 0.02)
+    p[np.arange(n_clips)[:, None], favoured[artist_of]] = 0.8
+    return (rng.random((n_clips, n_tags)) < p).astype(np.int64)
+
+
+def _clip_info(rng: np.random.Generator, clip_ids: np.ndarray, artist_of: np.ndarray,
+               artist_names: np.ndarray, duration_s: float) -> tuple[list[dict], list[str]]:
+    """Rows of ``clip_info_final.csv`` and the mp3 paths, in the release's shape:
+    ``<hex dir>/<artist>-<album>-<nn>-<title>-<start>-<end>.mp3``."""
+    n_clips = len(clip_ids)
+    track_no = np.zeros(n_clips, dtype=np.int64)
+    for a in range(len(artist_names)):
+        members = np.flatnonzero(artist_of == a)
+        track_no[members] = np.arange(1, len(members) + 1)
+    seg_len = int(round(duration_s))
+    rows_info, mp3_paths = [], []
+    for i in range(n_clips):
+        artist = artist_names[artist_of[i]]
+        album = f"Fixture Album {artist_of[i] + 1}"
+        title = f"Fixture Track {track_no[i]}"
+        start = 30 * int(rng.integers(0, 4))
+        end = start + seg_len
+        rel = (f"{format(i % 16, 'x')}/{_slug(artist)}-{_slug(album)}-{track_no[i]:02d}-"
+               f"{_slug(title)}-{start}-{end}.mp3")
+        mp3_paths.append(rel)
+        rows_info.append({
+            "clip_id": clip_ids[i], "track_number": track_no[i], "title": title,
+            "artist": artist, "album": album,
+            "url": f"http://example.invalid/albums/{_slug(album)}/",
+            "segmentStart": start, "segmentEnd": end,
+            "original_url": f"http://example.invalid/all/{track_no[i]:02d}-{_slug(title)}.mp3",
+            "mp3_path": rel,
+        })
+    return rows_info, mp3_paths
+
+
+def _write_clips(audio_root: Path, mp3_paths: list[str], clip_ids: np.ndarray, style: np.ndarray,
+                 n_broken: int, sr: int, duration_s: float, rng: np.random.Generator) -> list[int]:
+    """Write the mp3 clips (the last ``n_broken`` empty); returns the ids of the empty ones."""
+    n_clips, broken = len(mp3_paths), []
+    for i in range(n_clips):
+        path = audio_root / mp3_paths[i]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if i >= n_clips - n_broken:
+            path.write_bytes(b"")
+            broken.append(int(clip_ids[i]))
+            continue
+        y = _fixture_audio(style[i], sr, duration_s, rng)
+        sf.write(path, y, sr, format="MP3", subtype="MPEG_LAYER_III")
+    return broken

@@ -1,0 +1,641 @@
+"""Rendering a synthetic track: the events variant's temporally sparse layers, and
+:func:`generate_track`, which turns a track's latent attributes into audio.
+
+Notebook: 01_cqt.ipynb
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import signal
+
+from mrlib.checks import check_int
+from mrlib.synth_sound import (DRUM_PATTERNS, _NOISE, _attack_decay, _chord, _drum_kit, _Events, _melody_phrase,
+                               _midi_hz, _NoteCache, _osc, _source, _swing_map, _t, _table_for)
+from mrlib.synth_styles import (_STREAM_EVENTS, EVENT_TAGS, GENRES, INSTRUMENTS, MODES, MOODS, GenreStyle,
+                                TrackAttributes, track_seed)
+
+# --------------------------------------------------------------------------------------
+# Events: the temporally sparse layers of the events variant
+# --------------------------------------------------------------------------------------
+#: An event's RMS over its window, relative to the produced band's RMS over the track: about
+#: the melody's share of the mix, so while it sounds an event is as prominent as the melody.
+_EVENT_LEVEL = 0.7
+#: Church-bell partials: (ratio to the strike pitch, amplitude, decay in s) of the hum, prime,
+#: minor-third tierce, quint, nominal and upper partials; the tierce and the stretched upper
+#: partials make a bell inharmonic, unlike every pitched instrument of the catalog.
+_BELL_PARTIALS = ((0.5, 0.4, 2.0), (1.0, 0.55, 1.4), (1.19, 0.5, 1.1), (1.5, 0.25, 0.9), (2.0, 0.7, 0.8),
+                  (2.51, 0.3, 0.45), (2.66, 0.25, 0.4), (3.01, 0.2, 0.3), (4.07, 0.12, 0.2))
+#: Formants of a sung "aah": (centre Hz, bandwidth Hz, gain).
+_VOWEL_AH = ((800.0, 80.0, 1.0), (1150.0, 90.0, 0.63), (2900.0, 120.0, 0.25), (3900.0, 130.0, 0.1))
+
+
+def _events_rng(seed: int | np.random.SeedSequence, tag: str) -> np.random.Generator:
+    """One event's audio stream: a child of the track's audio seed that no other layer and no
+    other event draws from, so adding or removing an event changes only its own window."""
+    key = (_STREAM_EVENTS, EVENT_TAGS.index(tag))
+    if isinstance(seed, np.random.SeedSequence):
+        ss = np.random.SeedSequence(seed.entropy, spawn_key=tuple(seed.spawn_key) + key)
+    else:
+        ss = np.random.SeedSequence(int(seed), spawn_key=key)
+    return np.random.default_rng(ss)
+
+
+def _grid(beat_times: np.ndarray, step: float, t0: float, dur: float) -> np.ndarray:
+    """Onsets (s from ``t0``) of a grid of ``step`` beats that fall in ``[t0, t0 + dur)``,
+    through the track's tempo curve; ``[0]`` when none does (a window shorter than a step)."""
+    pos = np.arange(0.0, beat_times.size - 1, step)
+    t = np.interp(pos, np.arange(beat_times.size), beat_times) - t0
+    t = t[(t >= 0) & (t < dur)]
+    return t if t.size else np.zeros(1)
+
+
+def _place(notes, m: int, sr: int) -> np.ndarray:
+    """Sum ``(onset s, samples)`` pairs into a float32 buffer of m samples (tails cut)."""
+    out = np.zeros(m, dtype=np.float32)
+    for t, y in notes:
+        s0 = int(round(t * sr))
+        if 0 <= s0 < m:
+            k = min(y.size, m - s0)
+            out[s0:s0 + k] += y[:k]
+    return out
+
+
+def _bells(attrs: TrackAttributes, m: int, sr: int, t0: float, beat_times: np.ndarray,
+           rng: np.random.Generator) -> np.ndarray:
+    """Peals of the tonic triad (octave, fifth, third, tonic in a shuffled order per round), one
+    strike a beat (two beats above 100 bpm), strike pitches C5 ... B6."""
+    base = 72 + attrs.tonic
+    steps = (12, 7, MODES[attrs.mode][2], 0)
+    onsets = _grid(beat_times, 1.0 if attrs.tempo_bpm < 100 else 2.0, t0, m / sr)
+    order = np.concatenate([rng.permutation(4) for _ in range(-(-onsets.size // 4))])
+    n_strike = int(1.6 * sr)
+    t = _t(n_strike, sr)
+    strikes: dict[int, np.ndarray] = {}
+    notes = []
+    for k, on in enumerate(onsets):
+        p = base + steps[order[k]]
+        if p not in strikes:
+            f, y = _midi_hz(p), np.zeros(n_strike, dtype=np.float32)
+            for ratio, amp, decay in _BELL_PARTIALS:
+                if ratio * f < 0.45 * sr:
+                    partial = np.sin(np.float32(2 * np.pi * ratio * f) * t)
+                    y += np.float32(amp) * partial * np.exp(-t / np.float32(decay))
+            strikes[p] = y * _attack_decay(n_strike, sr, 0.001)
+        notes.append((on, strikes[p] * np.float32(rng.uniform(0.75, 1.0))))
+    return _place(notes, m, sr)
+
+
+def _guitar_solo(attrs: TrackAttributes, m: int, sr: int, t0: float, beat_times: np.ndarray,
+                 rng: np.random.Generator) -> np.ndarray:
+    """A lick on the 16th-note grid: a random walk on two octaves of the pentatonic scale
+    (E4 ... D#6), Karplus-Strong notes, then vibrato, hard distortion and a cabinet band-pass."""
+    penta = (0, 2, 4, 7, 9) if attrs.mode in ("major", "lydian") else (0, 3, 5, 7, 10)
+    base = 64 + (attrs.tonic - 4) % 12
+    pitches = [base + 12 * o + x for o in (0, 1) for x in penta] + [base + 24]
+    grid = _grid(beat_times, 0.25, t0, m / sr)
+    cells = ((1, 1, 2), (2, 2), (1, 1, 1, 1), (3, 1), (4,), (2, 1, 1))
+    seq, k, idx = [], 0, 5
+    while k < grid.size:
+        for d in cells[int(rng.integers(len(cells)))]:
+            if k >= grid.size:
+                break
+            idx = int(np.clip(idx + rng.choice([-2, -1, 1, 2]), 0, len(pitches) - 1))
+            end = grid[k + d] if k + d < grid.size else m / sr
+            if rng.random() >= 0.1:
+                seq.append((grid[k], end - grid[k], pitches[idx]))
+            k += d
+    longest: dict[int, float] = {}
+    for _, d, p in seq:
+        longest[p] = max(longest.get(p, 0.0), d)
+    src = {p: _source("ks_sustain", p, int(d * sr) + 1, sr) for p, d in longest.items()}
+    rel = int(0.015 * sr)
+    notes = []
+    for on, d, p in seq:
+        y = src[p][:int(d * sr) + 1].copy()
+        y[-min(rel, y.size):] *= np.linspace(1, 0, min(rel, y.size), dtype=np.float32)
+        notes.append((on, y))
+    y = _place(notes, m, sr)
+    # vibrato: a delay of A (1 - cos wt) samples bends the pitch by up to +-1.2 % at 5.5 Hz
+    w = 2 * np.pi * 5.5
+    pos = np.arange(m) - (0.012 * sr / w) * (1.0 - np.cos(w * np.arange(m) / sr))
+    y = np.interp(pos, np.arange(m), y).astype(np.float32)
+    y = np.tanh(np.float32(12.0) / (np.abs(y).max() + 1e-9) * y)
+    sos = signal.butter(2, [250.0, min(5000.0, 0.45 * sr)], btype="bandpass", fs=sr, output="sos")
+    return signal.sosfilt(sos, y).astype(np.float32)
+
+
+def _riser(attrs: TrackAttributes, m: int, sr: int, t0: float, beat_times: np.ndarray,
+           rng: np.random.Generator) -> np.ndarray:
+    """White noise through a band-pass (Q = 3) whose centre rises exponentially from 200 Hz to
+    6 kHz, swelling by 24 dB; the filter is updated every 512 samples."""
+    block = 512
+    n_blocks = -(-m // block)
+    frac = (np.arange(n_blocks) + 0.5) / n_blocks
+    w0 = 2 * np.pi * 200.0 * (min(6000.0, 0.4 * sr) / 200.0) ** frac / sr
+    alpha = np.sin(w0) / (2 * 3.0)
+    noise = rng.standard_normal(n_blocks * block)
+    out = np.empty_like(noise)
+    zi = np.zeros(2)
+    for j in range(n_blocks):
+        a0 = 1 + alpha[j]
+        b = np.array([alpha[j], 0.0, -alpha[j]]) / a0
+        a = np.array([1.0, -2 * np.cos(w0[j]) / a0, (1 - alpha[j]) / a0])
+        sl = slice(j * block, (j + 1) * block)
+        out[sl], zi = signal.lfilter(b, a, noise[sl], zi=zi)
+    swell = 10 ** (np.linspace(-24.0, 0.0, m) / 20)
+    return (out[:m] * swell).astype(np.float32)
+
+
+def _choir(attrs: TrackAttributes, m: int, sr: int, t0: float, beat_times: np.ndarray,
+           rng: np.random.Generator) -> np.ndarray:
+    """Voices on the tonic, fifth, octave and twelfth (A3 ... G#4 up), two slightly detuned saws
+    each with its own vibrato, through the formants of "aah", with a slow swell."""
+    root = 57 + (attrs.tonic - 9) % 12
+    src = np.zeros(m, dtype=np.float32)
+    for p in (root, root + 7, root + 12, root + 19):
+        for detune in (0.997, 1.003):
+            f = _midi_hz(p) * detune
+            src += _osc(_table_for("saw", f, sr, 32), f, m, sr, float(rng.uniform(4.6, 5.8)), 0.006)
+    out = np.zeros(m, dtype=np.float32)
+    for fc, bw, gain in _VOWEL_AH:
+        if fc + bw < 0.45 * sr:
+            sos = signal.butter(1, [fc - bw / 2, fc + bw / 2], btype="bandpass", fs=sr, output="sos")
+            out += np.float32(gain) * signal.sosfilt(sos, src).astype(np.float32)
+    return out * _attack_decay(m, sr, 0.3)
+
+
+_EVENT_RENDERERS = {"bells": _bells, "guitar_solo": _guitar_solo, "riser": _riser, "choir": _choir}
+
+
+def _render_events(attrs: TrackAttributes, n: int, sr: int, beat_times: np.ndarray,
+                   seed: int | np.random.SeedSequence, band_rms: float) -> np.ndarray:
+    """The event layers of a track, float32 (n,), zero outside the windows: each event is
+    rendered in its window only, at an RMS of ``_EVENT_LEVEL * band_rms`` over the window,
+    faded in and out inside it (5 and 30 ms) so that it neither clicks nor rings past its end."""
+    out = np.zeros(n, dtype=np.float32)
+    for tag, start, end in attrs.events:
+        if tag not in _EVENT_RENDERERS:
+            raise ValueError(f"attrs.events has {tag!r}, not one of {list(EVENT_TAGS)}")
+        if not 0.0 <= start < end <= 1.0:
+            raise ValueError(f"event {tag!r} has the window ({start}, {end}), not 0 <= start < end <= 1")
+        s0, s1 = int(round(start * n)), int(round(end * n))
+        m = s1 - s0
+        if m < int(0.05 * sr):
+            continue
+        y = _EVENT_RENDERERS[tag](attrs, m, sr, s0 / sr, beat_times, _events_rng(seed, tag))
+        fade_in, fade_out = int(0.005 * sr), int(0.03 * sr)
+        y[:fade_in] *= np.linspace(0, 1, fade_in, dtype=np.float32)
+        y[m - fade_out:] *= np.linspace(1, 0, fade_out, dtype=np.float32)
+        level = _EVENT_LEVEL * band_rms / (float(np.sqrt(np.mean(y.astype(np.float64) ** 2))) + 1e-9)
+        out[s0:s1] += np.float32(level) * y
+    return out
+
+
+def _overdub(out: np.ndarray, layer: np.ndarray, events) -> None:
+    """Add the event layer to the finished track in place; a window whose sum would pass 0.98
+    goes through a soft limiter (0.98 tanh(x / 0.98)), that window only."""
+    n = out.size
+    windows = [slice(int(round(start * n)), int(round(end * n))) for _, start, end in events]
+    inside = np.zeros(n, dtype=bool)
+    for w in windows:
+        inside[w] = True
+    out[inside] += layer[inside]           # outside, not even the sign of a zero changes
+    for w in windows:
+        seg = out[w]
+        if seg.size and np.abs(seg).max() > 0.98:
+            seg[:] = np.float32(0.98) * np.tanh(seg / np.float32(0.98))
+
+
+def generate_track(attrs: TrackAttributes, sr: int = 22050, duration_s: float = 30.0,
+                   seed: int | np.random.SeedSequence = 0) -> np.ndarray:
+    """Render one synthetic track from its latent attributes.
+
+    The genre fixes the drum pattern, meter, swing, chord progressions (one chord per bar,
+    two bars in ambient, the 12-bar form in blues), accompaniment and bass patterns; the
+    instruments fix the timbres; the mood the mode, register, density, brightness and loudness;
+    the movement the tempo curve, the loudness curve, the form (AABA, a looped A, or a new
+    section every phrase) and breaks. Each event of ``attrs.events`` (the events variant) adds
+    its layer in its window only, from a random stream of its own. ``attrs.lyrics`` is never
+    read.
+
+    Parameters
+    ----------
+    attrs : TrackAttributes
+        The latent description (from :func:`sample_catalog`).
+    sr : int
+        Sample rate in Hz (8,000 ... 96,000).
+    duration_s : float
+        Length in seconds (0.5 ... 600).
+    seed : int or numpy.random.SeedSequence
+        Seed of the musical choices (progression, melody, humanisation). The same
+        (attrs, sr, duration_s, seed) always gives the same samples.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (round(duration_s * sr),), mono, peak <= 0.98, no NaN.
+
+    Notebook: 01_cqt.ipynb
+    """
+    _check_track_args(attrs, sr, duration_s, seed)
+    rng = np.random.default_rng(seed)
+    style = GENRES[attrs.genre]
+    n = int(round(duration_s * sr))
+    beat_times, n_bars = _timeline(attrs, duration_s)
+    harmony = _Harmony(attrs, style, n_bars, rng)
+    mel = _melody(attrs, style, harmony, rng)
+    comp, bass = _accompaniment(attrs, style, harmony, n_bars, rng)
+    drum_hits = _drum_hits(attrs, style, n_bars, harmony.sec_len)
+    stems = _render_stems(attrs, {"melody": mel, "chords": comp, "bass": bass}, beat_times, n, sr, rng)
+    stems["drums"] = _render_drums(attrs, drum_hits, beat_times, n, sr, rng)
+    mix = _produce(attrs, stems, n, sr, duration_s, rng)
+    # Events are overdubs on the produced band: the band alone sets the loudness and the peak
+    # gain below, so an event leaves every sample outside its window exactly as it was.
+    overdub = _render_events(attrs, n, sr, beat_times, seed, _rms(mix)) if attrs.events else None
+    return _master(attrs, mix, overdub, n, sr)
+
+
+def _check_track_args(attrs, sr, duration_s, seed) -> None:
+    if not isinstance(attrs, TrackAttributes):
+        raise TypeError(f"attrs must be a TrackAttributes, got {type(attrs).__name__}")
+    check_int("sr", sr, 8000)
+    if sr > 96000:
+        raise ValueError(f"sr must be <= 96000 Hz, got {sr}")
+    if not (isinstance(duration_s, (int, float)) and 0.5 <= duration_s <= 600):
+        raise ValueError(f"duration_s must be a number in [0.5, 600] seconds, got {duration_s!r}")
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        check_int("seed", seed, 0)
+    elif not isinstance(seed, np.random.SeedSequence):
+        raise TypeError(f"seed must be an int or a numpy SeedSequence, got {type(seed).__name__}")
+    for field, allowed in (("genre", GENRES), ("mood", MOODS), ("mode", MODES), ("melody", INSTRUMENTS),
+                           ("chords", INSTRUMENTS)):
+        if getattr(attrs, field) not in allowed:
+            raise ValueError(f"attrs.{field}={getattr(attrs, field)!r} is not one of {sorted(allowed)}")
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.dot(x, x) / max(1, x.size))) + 1e-9
+
+
+def _timeline(attrs: TrackAttributes, duration_s: float) -> tuple[np.ndarray, int]:
+    """Seconds of each beat index (through the tempo curve), and the number of bars."""
+    meter = attrs.meter
+    n_beats = int(duration_s * attrs.tempo_bpm * 1.35 / 60.0) + 2 * meter + 2
+    frac = np.arange(n_beats + 1) / max(1.0, duration_s * attrs.tempo_bpm / 60.0)
+    ramp = {"acceleration": 1.0 + 0.25 * np.clip(frac, 0, 1),
+            "slowing_down": 1.0 - 0.2 * np.clip(frac, 0, 1)}.get(attrs.tempo_change, np.ones_like(frac))
+    beat_times = np.concatenate([[0.0], np.cumsum(60.0 / (attrs.tempo_bpm * ramp[:-1]))])
+    return beat_times, int(np.searchsorted(beat_times, duration_s) // meter) + 1
+
+
+class _Harmony:
+    """Harmony and form: sections labelled by the structure (AABA, a looped A, or a new
+    section every phrase), each label with its progression, one chord per ``chord_bars``."""
+
+    def __init__(self, attrs: TrackAttributes, style: GenreStyle, n_bars: int, rng: np.random.Generator):
+        self.attrs, self.style = attrs, style
+        prog_ids = rng.permutation(len(style.progressions))
+        self.sec_len = len(style.progressions[0]) * style.chord_bars
+        n_sections = -(-n_bars // self.sec_len)
+        if attrs.structure == "repetitive":
+            self.form = [0] * n_sections
+        elif attrs.structure == "evolving":
+            self.form = list(range(n_sections))
+        else:
+            self.form = [[0, 0, 1, 0][s % 4] for s in range(n_sections)]
+        self.label_prog = {lab: style.progressions[prog_ids[lab % len(prog_ids)]] for lab in set(self.form)}
+
+    def chord_of(self, bar: int) -> tuple[int, tuple[int, ...], int]:
+        """(root, intervals, scale degree) of the chord of a bar."""
+        lab = self.form[min(bar // self.sec_len, len(self.form) - 1)]
+        degree = self.label_prog[lab][(bar % self.sec_len) // self.style.chord_bars]
+        root, iv = _chord(self.style, self.attrs.mode, degree)
+        return root, iv, degree
+
+
+def _melody(attrs: TrackAttributes, style: GenreStyle, harmony: _Harmony, rng: np.random.Generator) -> _Events:
+    """The melody: one per section label, two phrases per section (question and answer)."""
+    mel = _Events()
+    meter, sec_len = attrs.meter, harmony.sec_len
+    scale = MODES[attrs.mode]
+    tonic_midi = 60 + attrs.tonic if attrs.tonic < 7 else 48 + attrs.tonic      # C4 ... F#4 / G3 ... B3
+    sec_beats = sec_len * meter
+    melodies: dict[int, list[tuple[float, float, int]]] = {}
+    start_deg = 4
+    for s, lab in enumerate(harmony.form):
+        if lab not in melodies:
+            def chord_at(beat, s0=s):
+                _, _, d = harmony.chord_of(s0 * sec_len + int(beat // meter))
+                kind4 = style.chord_kind in ("seventh", "dom7")
+                return [d, d + 2, d + 4] + ([d + 6] if kind4 else [])
+            half = sec_beats // 2 if sec_len >= 2 else sec_beats
+            p1 = _melody_phrase(rng, half, chord_at, attrs.density, start_deg)
+            if attrs.structure == "repetitive":
+                p2 = [(b + half, d, g) for b, d, g in p1]        # the loop: the phrase again
+            else:   # answer phrase; often it restates the opening of the question
+                rest = sec_beats - half
+                p2 = _melody_phrase(rng, rest, lambda b: chord_at(b + half), attrs.density,
+                                    p1[-1][2] if p1 else start_deg)
+                if p1 and rng.random() < 0.6:
+                    q = rest / 2
+                    p2 = [x for x in p1 if x[0] < q] + [x for x in p2 if x[0] >= q]
+                p2 = [(b + half, d, g) for b, d, g in p2]
+            melodies[lab] = p1 + sorted(p2)
+        base = s * sec_beats
+        for b, d, g in melodies[lab]:
+            g = g + attrs.register                # a diatonic shift keeps the melody in key
+            pitch = tonic_midi + 12 * (g // 7) + scale[g % 7]
+            mel.add(base + b, d * 0.92, pitch, 0.8 + 0.2 * ((b % meter) == 0))
+    return mel
+
+
+def _accompaniment(attrs: TrackAttributes, style: GenreStyle, harmony: _Harmony, n_bars: int,
+                   rng: np.random.Generator) -> tuple[_Events, _Events]:
+    """Chords in the accompaniment pattern and the bass line, bar by bar."""
+    comp, bass = _Events(), _Events()
+    for bar in range(n_bars):
+        root, iv, _ = harmony.chord_of(bar)
+        pcs = [(attrs.tonic + root + x) % 12 for x in iv]
+        voiced = sorted({53 + (p - 53) % 12 for p in pcs})        # close voicing, F3 ... E4
+        _comp_bar(comp, attrs, style, bar, voiced, rng)
+        if attrs.bass != "none":
+            nroot, _, _ = harmony.chord_of(bar + 1)
+            _bass_bar(bass, attrs, style, bar, root, iv, nroot, rng)
+    return comp, bass
+
+
+def _comp_bar(comp: _Events, attrs: TrackAttributes, style: GenreStyle, bar: int, voiced: list[int],
+              rng: np.random.Generator) -> None:
+    """One bar of the accompaniment, in the pattern ``attrs.comp``."""
+    meter, cstyle, chord_vel = attrs.meter, attrs.comp, 0.55
+    b0 = bar * meter
+    if cstyle in ("block", "pad"):
+        if bar % style.chord_bars == 0:
+            for p in voiced:
+                comp.add(b0, meter * style.chord_bars * 0.98, p, chord_vel)
+    elif cstyle in ("strum", "eighths", "shuffle"):
+        step = 1.0 if cstyle == "strum" else 0.5
+        for k in range(int(meter / step)):
+            for j, p in enumerate(voiced):    # strum: 12 ms between strings
+                comp.add(b0 + k * step + j * 0.012 * attrs.tempo_bpm / 60.0, step * 0.9, p,
+                         chord_vel * (1.0 if k % 2 == 0 else 0.75))
+    elif cstyle == "arp":
+        order = voiced + [voiced[1] + 12] if len(voiced) > 2 else voiced * 2
+        for k in range(meter * 2):
+            comp.add(b0 + k * 0.5, 0.9, order[k % len(order)], chord_vel)
+    elif cstyle == "alberti":
+        low = [voiced[0] - 12, voiced[-1] - 12, voiced[1] - 12, voiced[-1] - 12]
+        for k in range(meter * 2):
+            comp.add(b0 + k * 0.5, 0.5, low[k % 4], chord_vel)
+    elif cstyle == "skank":
+        for k in range(meter):
+            for p in voiced:
+                comp.add(b0 + k + 0.5, 0.2, p, chord_vel)
+    elif cstyle == "stabs":
+        for pos in (0.0, 0.75, 1.5, 2.5, 3.25)[: 5 if meter == 4 else 3]:
+            for p in voiced:
+                comp.add(b0 + pos, 0.2, p, chord_vel)
+    elif cstyle == "comping":
+        for k in range(meter):
+            if rng.random() < 0.55:
+                pos = k + (0.0 if rng.random() < 0.5 else 0.5)
+                for p in voiced:
+                    comp.add(b0 + pos, 0.4 + 0.5 * rng.random(), p, chord_vel * 0.8)
+
+
+def _bass_bar(bass: _Events, attrs: TrackAttributes, style: GenreStyle, bar: int, root: int,
+              iv: tuple[int, ...], nroot: int, rng: np.random.Generator) -> None:
+    """One bar of the bass line (root in E1 ... D#2), in the pattern ``attrs.bass_pattern``."""
+    meter, bp = attrs.meter, attrs.bass_pattern
+    b0 = bar * meter
+    rb = 28 + (attrs.tonic + root - 4) % 12
+    fifth = rb + 7
+    nb = 28 + (attrs.tonic + nroot - 4) % 12
+    if bp == "root":
+        bass.add(b0, meter * 0.95, rb, 0.9)
+    elif bp == "sustained":
+        if bar % style.chord_bars == 0:
+            bass.add(b0, meter * style.chord_bars * 0.98, rb, 0.9)
+    elif bp == "root_fifth":
+        bass.add(b0, meter / 2 * 0.9, rb, 0.9)
+        bass.add(b0 + meter / 2 if meter == 4 else b0 + 2, meter / 2 * 0.9 if meter == 4 else 0.9, fifth, 0.8)
+    elif bp == "eighths":
+        for k in range(meter * 2):
+            bass.add(b0 + k * 0.5, 0.45, rb, 0.8 + 0.1 * (k % 2 == 0))
+    elif bp == "octave":
+        for k in range(meter * 2):
+            bass.add(b0 + k * 0.5, 0.4, rb + 12 * (k % 2), 0.85)
+    elif bp == "syncopated":
+        for pos, p in ((0.0, rb), (1.5, rb), (2.5, fifth), (3.0, rb))[: 4 if meter == 4 else 2]:
+            bass.add(b0 + pos, 0.45, p, 0.9)
+    elif bp == "reggae":
+        for pos, p, d in ((0.0, rb, 1.0), (1.5, rb, 0.4), (2.0, fifth, 0.9), (3.5, rb + 12, 0.4)):
+            bass.add(b0 + pos, d, p, 0.9)
+    elif bp == "walking":
+        third = rb + iv[1] if len(iv) > 1 else rb + 4
+        line = [rb, third, fifth, nb + (1 if rng.random() < 0.5 else -1)]
+        for k in range(meter):
+            bass.add(b0 + k, 0.9, line[k % 4], 0.85)
+
+
+def _drum_hits(attrs: TrackAttributes, style: GenreStyle, n_bars: int,
+               sec_len: int) -> tuple[list[float], list[str], list[float]]:
+    """Drum hits (beat position, voice, velocity) of the genre's pattern, with breaks, a
+    build-up or fade-out, and a 16th-note fill at the end of every section."""
+    drum_on, drum_voice, drum_vel = [], [], []
+    if attrs.kit == "none" or style.drums is None:
+        return drum_on, drum_voice, drum_vel
+    meter = attrs.meter
+    pat = DRUM_PATTERNS[style.drums]
+    pat = pat.get(meter) or pat[4]
+    steps = 4 * meter
+    for bar in range(n_bars):
+        if attrs.breaks and bar % 8 in (6, 7):
+            continue
+        if attrs.dynamics_change == "crescendo" and bar < min(sec_len, n_bars // 3):
+            continue     # build-up: the drums enter after the first section
+        if attrs.dynamics_change == "decrescendo" and bar >= n_bars - min(sec_len, n_bars // 3):
+            continue
+        section_end = (bar % sec_len == sec_len - 1) and attrs.structure != "repetitive"
+        for voice, row in pat.items():
+            row = row[:steps].ljust(steps, ".")
+            for k, ch in enumerate(row):
+                if ch == ".":
+                    continue
+                if section_end and k >= steps - 4 and voice in "sc":
+                    continue           # the fill replaces the last beat's backbeat
+                drum_on.append(bar * meter + k / 4.0)
+                drum_voice.append(voice)
+                drum_vel.append(1.0 if ch == "x" else 0.5)
+        if section_end and ("s" in pat or "c" in pat):
+            v = "s" if "s" in pat else "c"
+            for k in range(4):        # a 16th-note fill, rising
+                drum_on.append(bar * meter + meter - 1 + k / 4.0)
+                drum_voice.append(v)
+                drum_vel.append(0.45 + 0.15 * k)
+    return drum_on, drum_voice, drum_vel
+
+
+def _to_seconds(pos, swing: float, beat_times: np.ndarray) -> np.ndarray:
+    """Seconds of beat positions (swing first, then the tempo curve)."""
+    return np.interp(_swing_map(np.asarray(pos, dtype=np.float64), swing),
+                     np.arange(beat_times.size), beat_times)
+
+
+def _render_stems(attrs: TrackAttributes, parts: dict[str, _Events], beat_times: np.ndarray, n: int,
+                  sr: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Audio (n,) of the melody, the chords and (if any) the bass, from the note cache."""
+    cache = _NoteCache(sr)
+    live = attrs.kit == "live"
+    stems = {}
+    roles = (("melody", attrs.melody), ("chords", attrs.chords)) + \
+        ((("bass", attrs.bass),) if attrs.bass != "none" else ())
+    for name, instrument in roles:
+        ev, engine = parts[name], INSTRUMENTS[instrument][0]
+        buf = np.zeros(n + sr, dtype=np.float32)       # one second of slack for tails
+        if ev.on:
+            on = np.array(ev.on)
+            t0, t1 = _to_seconds(on, attrs.swing, beat_times), _to_seconds(on + np.array(ev.dur), attrs.swing,
+                                                                          beat_times)
+            if name != "melody" or not live:
+                jitter = np.zeros(on.size)
+            else:     # a human player: +-6 ms
+                jitter = rng.normal(0.0, 0.006, on.size)
+            starts = np.round((t0 + jitter) * sr).astype(np.int64)
+            for s0, d, p, v in zip(starts, t1 - t0, ev.midi, ev.vel):
+                if s0 >= n or s0 < 0:
+                    continue
+                tpl = cache.get(engine, p, float(d))
+                m = min(tpl.size, buf.size - s0)
+                buf[s0:s0 + m] += np.float32(v) * tpl[:m]
+        stems[name] = buf[:n]
+    return stems
+
+
+def _render_drums(attrs: TrackAttributes, hits, beat_times: np.ndarray, n: int, sr: int,
+                  rng: np.random.Generator) -> np.ndarray:
+    """Audio (n,) of the drum hits (a live kit is humanised: timing, velocity, sample variant)."""
+    drum_on, drum_voice, drum_vel = hits
+    drums = np.zeros(n + sr, dtype=np.float32)
+    if drum_on:
+        kit = _drum_kit(attrs.kit, sr, rng, attrs.tonic)
+        times = _to_seconds(np.array(drum_on), attrs.swing, beat_times)
+        nvar = len(kit["k"])
+        if attrs.kit == "live":
+            times = times + rng.normal(0.0, 0.004, times.size)
+            vel = np.array(drum_vel) * rng.uniform(0.8, 1.0, times.size)
+            var = rng.integers(0, nvar, times.size)
+        else:
+            vel, var = np.array(drum_vel), np.zeros(times.size, dtype=int)
+        starts = np.round(times * sr).astype(np.int64)
+        for s0, vc, v, k in zip(starts, drum_voice, vel, var):
+            if 0 <= s0 < n:
+                smp = kit[vc][k]
+                m = min(smp.size, drums.size - s0)
+                drums[s0:s0 + m] += np.float32(v) * smp[:m]
+    return drums[:n]
+
+
+def _produce(attrs: TrackAttributes, stems: dict[str, np.ndarray], n: int, sr: int, duration_s: float,
+             rng: np.random.Generator) -> np.ndarray:
+    """Production: guitar drive, the balance of the stems, master drive, brightness filter,
+    echo and lo-fi (band-limit, hiss, crackle)."""
+    if attrs.guitar_drive > 0:
+        for name, instr in (("melody", attrs.melody), ("chords", attrs.chords)):
+            if instr == "dist_guitar":
+                g = np.float32(attrs.guitar_drive)
+                stems[name] = np.tanh(g * stems[name]) / np.tanh(g)
+    # balance: each stem to a target level relative to the melody (loudness-independent)
+    levels = {"melody": 1.0, "chords": 0.55, "bass": 0.75, "drums": 0.8}
+    if attrs.genre in ("hip_hop", "electro", "reggae"):
+        levels.update(bass=0.95, drums=0.95)
+    if attrs.genre in ("ambient", "classical"):
+        levels.update(chords=0.7, drums=0.4)
+    mix = np.zeros(n, dtype=np.float32)
+    for name, x in stems.items():
+        if x.any():
+            mix += np.float32(levels[name] / _rms(x)) * x
+    if attrs.master_drive > 0:
+        g = np.float32(attrs.master_drive)
+        mix = mix / np.float32(np.abs(mix).max() + 1e-9)
+        mix = np.tanh(g * mix) / np.tanh(g)
+    # brightness: one-pole low-pass, cut-off 1.2 kHz (dark) ... 10 kHz (bright); lo-fi adds a
+    # 2nd-order Butterworth at 3.2 kHz. One cascade (second-order sections) for both.
+    fc = min(1200.0 * 2.0 ** (3.0 * attrs.brightness), 0.45 * sr)
+    a = math.exp(-2 * math.pi * fc / sr)
+    sos = [[1 - a, 0.0, 0.0, 1.0, -a, 0.0]]
+    if attrs.lofi:
+        sos = np.vstack([sos, signal.butter(2, min(3200.0, 0.45 * sr) / (sr / 2), output="sos")])
+    if attrs.echo > 0:
+        # feedback delay of a dotted eighth: y[k] = x[k] + g y[k - D], one delay block at a time
+        D = max(1, int(round(0.75 * 60.0 / attrs.tempo_bpm * sr)))
+        y = np.concatenate([mix, np.zeros((-mix.size) % D, dtype=np.float32)]).reshape(-1, D)
+        g = np.float32(attrs.echo)
+        for r in range(1, y.shape[0]):
+            y[r] += g * y[r - 1]
+        mix = np.float32(0.7) * mix + np.float32(0.5) * (y.reshape(-1)[:n] - mix)
+    mix = signal.sosfilt(np.asarray(sos, dtype=np.float64), mix).astype(np.float32)
+    if attrs.lofi:
+        # hiss: the shared noise table from a random offset (a 1.5 s loop is inaudible as such)
+        reps = -(-n // _NOISE.size) + 1
+        off = int(rng.integers(_NOISE.size))
+        hiss = np.tile(_NOISE, reps)[off:off + n] * np.float32(0.02 * _rms(mix))
+        crackle = np.zeros(n, dtype=np.float32)
+        pos = rng.integers(0, n, max(1, int(duration_s * 6)))
+        crackle[pos] = rng.uniform(-1, 1, pos.size).astype(np.float32) * np.float32(0.4 * np.abs(mix).max())
+        mix = mix + hiss + crackle
+    return mix
+
+
+def _master(attrs: TrackAttributes, mix: np.ndarray, overdub: np.ndarray | None, n: int, sr: int) -> np.ndarray:
+    """Dynamics: the movement envelope, then the target loudness, never clipping; the events
+    overdubbed; short fades at both ends."""
+    n_env = 64
+    if attrs.dynamics_change == "crescendo":
+        env_db = np.linspace(-15.0, 0.0, n_env)
+    elif attrs.dynamics_change == "decrescendo":
+        env_db = np.linspace(0.0, -15.0, n_env)
+    else:
+        env_db = np.zeros(n_env)
+    if attrs.dynamics_change != "flat":
+        # gain per 256-sample block (0.006 dB steps: inaudible), much cheaper than per sample
+        blocks = -(-n // 256)
+        env = 10 ** (np.interp(np.arange(blocks), np.linspace(0, blocks - 1, n_env), env_db) / 20)
+        env = np.repeat(env.astype(np.float32), 256)[:n]
+        mix = mix * env
+        if overdub is not None:
+            overdub *= env
+        ref = 10 ** (-7.5 / 20)        # the target loudness is the loudness in the middle
+    else:
+        ref = 1.0
+    gain = 10 ** (attrs.loudness_db / 20) * ref / _rms(mix)
+    peak = float(np.abs(mix).max()) + 1e-9
+    gain = min(gain, 0.98 / peak)
+    out = (mix * np.float32(gain)).astype(np.float32)
+    if overdub is not None:
+        _overdub(out, overdub * np.float32(gain), attrs.events)
+    np.clip(out, -0.98, 0.98, out=out)          # only float rounding can reach past 0.98 here
+    fade = min(n // 4, int(0.01 * sr))
+    out[:fade] *= np.linspace(0, 1, fade, dtype=np.float32)
+    fade = min(n // 4, int(0.05 * sr))
+    out[n - fade:] *= np.linspace(1, 0, fade, dtype=np.float32)
+    return out
+
+
+def render_catalog_track(attrs: TrackAttributes, catalog_seed: int, sr: int = 22050,
+                         duration_s: float = 30.0) -> np.ndarray:
+    """Render track ``attrs.index`` of the catalog with seed ``catalog_seed``.
+
+    The audio seed is :func:`track_seed` ``(catalog_seed, attrs.index)``, so the result does not
+    depend on which worker renders it, or when.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (round(duration_s * sr),) mono audio.
+
+    Notebook: 00_overview.ipynb
+    """
+    return generate_track(attrs, sr=sr, duration_s=duration_s, seed=track_seed(catalog_seed, attrs.index))
