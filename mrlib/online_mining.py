@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 __all__ = ["rank_matrix", "batch_ranks", "valid_triplets", "triplet_distances", "select_hard",
-           "select_semihard"]
+           "select_semihard", "check_batch"]
 
 
 def rank_matrix(ranked: np.ndarray) -> np.ndarray:
@@ -86,7 +86,10 @@ def batch_ranks(S_batch: torch.Tensor, batch_idx: torch.Tensor) -> torch.Tensor:
 def check_batch(embeddings: torch.Tensor, oracle, batch_idx, oracle_kind: str, positives: str,
                 margin: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate online mining's inputs; returns the oracle and the batch's catalog indices as
-    tensors on the embeddings' device."""
+    tensors on the embeddings' device.
+
+    Notebook: 03_mining.ipynb
+    """
     if not isinstance(embeddings, torch.Tensor) or not embeddings.is_floating_point() or embeddings.ndim != 2:
         raise TypeError("embeddings must be a floating-point torch.Tensor of shape (B, d)")
     B, dev = embeddings.shape[0], embeddings.device
