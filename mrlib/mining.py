@@ -25,6 +25,8 @@ positive, negative), grouped by anchor, then positive rank, with ``M = n_train Â
 (fewer only where lists run out, see :func:`n_triplets`). How it stays fast at paper scale:
 :mod:`mrlib.mining_chunks` and :mod:`mrlib.mining_draws`. The batch samplers live in
 :mod:`mrlib.samplers` and are importable from here too.
+
+Notebook: 03_mining.ipynb
 """
 from __future__ import annotations
 
