@@ -11,6 +11,7 @@ import torch
 from scipy import stats
 
 from mrlib import mining as mm
+from mrlib import mining_reference
 
 
 # --------------------------------------------------------------------------------------
@@ -85,7 +86,7 @@ def catalog():
 # --------------------------------------------------------------------------------------
 # Validity and exactness
 # --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("strategy", mm.STRATEGIES)
+@pytest.mark.parametrize("strategy", mm.OFFLINE_STRATEGIES)
 def test_every_strategy_returns_only_valid_triplets(catalog, strategy):
     S, train = catalog
     n_pos, n_neg = 5, 12
@@ -173,7 +174,7 @@ def test_head_threshold_fallback_on_adversarial_columns():
 def test_lists_running_out_are_clipped():
     S = random_S(12, seed=0)
     train = np.arange(0, 12, 1)[:10]        # n_train = 10, L = 9 < Np + Nn
-    for strategy in mm.STRATEGIES:
+    for strategy in mm.OFFLINE_STRATEGIES:
         T = mm.mine(None, train, strategy, n_pos=15, n_neg=250, S=S, progress=False)
         # Np is clipped to L = 9; positive i keeps the L - i tracks after it
         assert T.shape[0] == mm.n_triplets(10, 15, 250) == 10 * sum(9 - i for i in range(1, 10))
@@ -184,7 +185,7 @@ def test_lists_running_out_are_clipped():
                                                    @ np.array([144, 12, 1])))
 
 
-@pytest.mark.parametrize("strategy", mm.STRATEGIES)
+@pytest.mark.parametrize("strategy", mm.OFFLINE_STRATEGIES)
 def test_deterministic_chunk_invariant_and_streaming(catalog, strategy):
     S, train = catalog
     kw = dict(n_pos=5, n_neg=12, S=S, progress=False)
@@ -199,7 +200,7 @@ def test_deterministic_chunk_invariant_and_streaming(catalog, strategy):
         assert not np.array_equal(T, mm.mine(None, train, strategy, seed=12, **kw))
 
 
-@pytest.mark.parametrize("strategy", mm.STRATEGIES)
+@pytest.mark.parametrize("strategy", mm.OFFLINE_STRATEGIES)
 def test_ranked_lists_callable_and_tensor_inputs_agree(catalog, strategy):
     S, train = catalog
     kw = dict(n_pos=5, n_neg=12, seed=4, progress=False)
@@ -248,6 +249,87 @@ def test_input_validation(catalog):
     assert mm.canonical_strategy("Distance-based") == "distance"
     assert mm.canonical_strategy("random") == "uniform"
     assert mm.is_online("semi-hard") and not mm.is_online("neighbours")
+
+
+# --------------------------------------------------------------------------------------
+# The registry: every strategy against its plain reference; a new one plugs in
+# --------------------------------------------------------------------------------------
+def _set_counts(T: np.ndarray, N: int, k: int, sets: dict) -> np.ndarray:
+    """Counts of each anchor's set of negative offsets (circulant S: offsets 2 .. N-1)."""
+    offsets = ((T[:, 2].astype(int) - T[:, 0]) % N).reshape(-1, k)
+    counts = np.zeros(len(sets))
+    for row in offsets:
+        counts[sets[frozenset(row.tolist())]] += 1
+    return counts
+
+
+def _fast_vs_reference_sets(fast: str, reference: str, n_seeds: int = 300) -> float:
+    """p-value of a two-sample chi-square: sets drawn by ``mine`` with one strategy against
+    sets drawn by the plain reference of another (3 of 6 candidates, contrasted weights)."""
+    N, k = 8, 3
+    S = circulant_S(np.array([1.0, 0.9, 0.8, 0.6, 0.4, 0.2, 0.1, 0.05]))
+    train = np.arange(N)
+    sets = {frozenset(c): j for j, c in enumerate(itertools.combinations(range(2, N), k))}
+    negatives = mm.STRATEGIES[reference].reference
+    got, want = np.zeros(len(sets)), np.zeros(len(sets))
+    for seed in range(n_seeds):
+        got += _set_counts(mm.mine(None, train, fast, n_pos=1, n_neg=k, S=S, seed=seed, progress=False),
+                           N, k, sets)
+        want += _set_counts(mining_reference.mine_reference(S, train, negatives, 1, k, seed=seed), N, k, sets)
+    table = np.array([got, want])
+    return stats.chi2_contingency(table[:, table.sum(axis=0) > 0]).pvalue
+
+
+@pytest.mark.parametrize("name", list(mm.STRATEGIES))
+def test_every_strategy_matches_its_plain_reference(catalog, name):
+    strategy = mm.STRATEGIES[name]
+    assert mm.canonical_strategy(name) == name and mm.is_online(name) == strategy.online
+    assert all(mm.canonical_strategy(a.upper()) == name for a in strategy.aliases)
+    if strategy.online:             # deterministic: the same triplets as the plain loops
+        rng = np.random.default_rng(0)
+        S = random_S(100, seed=3, levels=10)
+        for trial in range(3):
+            idx = rng.choice(100, size=12, replace=False)
+            S_b = S[np.ix_(idx, idx)]
+            E = torch.nn.functional.normalize(torch.from_numpy(rng.standard_normal((12, 4)).astype(np.float32)), dim=1)
+            got = mm.online_triplets(E, S_b, idx, mode=name, margin=0.5, n_pos=4)
+            ref = mining_reference.online_reference(E.double().numpy(), S_b, idx, strategy.reference, 0.5, 4)
+            np.testing.assert_array_equal(got.numpy(), ref)
+    elif not strategy.random:       # deterministic offline: the reference's triplets exactly
+        S, train = catalog
+        T = mm.mine(None, train, name, n_pos=5, n_neg=12, S=S, progress=False)
+        np.testing.assert_array_equal(T, mining_reference.mine_reference(S, train, strategy.reference, 5, 12))
+    else:                           # random: the same law of drawn sets as the reference
+        assert _fast_vs_reference_sets(name, name) > 0.01
+
+
+def test_reference_comparison_tells_strategies_apart():
+    # the distribution check above has the power to see a strategy that is not its reference
+    assert _fast_vs_reference_sets("uniform", "distance", n_seeds=150) < 1e-6
+
+
+def _draw_farthest(ch):
+    # the last Nn tracks of the list, farthest first (a toy strategy)
+    full = ch.head(ch.src.L)
+    cols = np.maximum(ch.src.L - 1 - np.arange(ch.n_neg), 0)
+    neg = np.broadcast_to(full[:, None, cols], (ch.apos.size, ch.n_pos, ch.n_neg))
+    return full[:, :ch.n_pos], neg
+
+
+def test_a_registered_strategy_is_mined_without_edits_elsewhere(catalog, monkeypatch):
+    monkeypatch.setattr(mm, "STRATEGIES", dict(mm.STRATEGIES))
+    toy = mm.register_strategy(mm.Strategy("farthest", "Farthest", _draw_farthest,
+                                           lambda suffix, w, k, rng: suffix[::-1][:k],
+                                           aliases=("toy-farthest",), random=False))
+    assert toy.seed_code not in {s.seed_code for s in mm.STRATEGIES.values() if s is not toy}
+    assert mm.canonical_strategy("Toy_Farthest") == "farthest" and not mm.is_online("farthest")
+    S, train = catalog
+    for tr, n_pos, n_neg in ((train, 5, 12), (train[:10], 15, 250)):      # the second runs out
+        T = mm.mine(None, tr, "toy-farthest", n_pos=n_pos, n_neg=n_neg, S=S, progress=False, chunk_size=7)
+        mm.check_triplets(T, tr, n_pos, S=S)
+        np.testing.assert_array_equal(T, mining_reference.mine_reference(S, tr, toy.reference, n_pos, n_neg))
+    with pytest.raises(ValueError, match="already registered"):
+        mm.register_strategy(mm.Strategy("far", "Far", _draw_farthest, toy.reference, aliases=("farthest",)))
 
 
 # --------------------------------------------------------------------------------------

@@ -1,0 +1,168 @@
+"""Online mining inside a batch of tracks (the paper's future work): the batch's ranks, its
+valid triplets and the tensor rules that pick the hard or semi-hard ones.
+
+:func:`mrlib.mining.online_triplets` puts these together for the online strategy named in
+its ``mode``; each online strategy of :data:`mrlib.mining.STRATEGIES` holds its rule here
+as its fast drawer (``select_hard``, ``select_semihard``) and a plain predicate of
+:mod:`mrlib.mining_reference` as its reference.
+
+Notebook: 03_mining.ipynb
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import torch
+
+__all__ = ["rank_matrix", "batch_ranks", "valid_triplets", "triplet_distances", "select_hard",
+           "select_semihard", "check_batch"]
+
+
+def rank_matrix(ranked: np.ndarray) -> np.ndarray:
+    """Invert ranked lists: ``rank[t, x]`` is the position (1-based) of ``x`` in ``R(t)``.
+
+    Parameters
+    ----------
+    ranked : numpy.ndarray of int, shape (N, N-1)
+
+    Returns
+    -------
+    numpy.ndarray, int32, shape (N, N)
+        With 0 on the diagonal. ``rank[np.ix_(b, b)]`` is the ``oracle`` of
+        :func:`online_triplets` with ``oracle_kind="ranks"``.
+
+    Notebook: 03_mining.ipynb
+    """
+    ranked = np.asarray(ranked)
+    if ranked.ndim != 2 or ranked.shape[1] != ranked.shape[0] - 1:
+        raise ValueError(f"ranked must have shape (N, N-1), got {ranked.shape}")
+    N = ranked.shape[0]
+    rank = np.zeros((N, N), dtype=np.int32)
+    rank[np.arange(N)[:, None], ranked] = np.arange(1, N, dtype=np.int32)[None, :]
+    return rank
+
+
+def batch_ranks(S_batch: torch.Tensor, batch_idx: torch.Tensor) -> torch.Tensor:
+    """Ranks inside a batch: position (1-based) of ``y`` in ``x``'s list restricted to the batch.
+
+    Ordered by decreasing similarity, ties by catalog index — the same rule as the full
+    ranked lists, so the restriction keeps their order.
+
+    Parameters
+    ----------
+    S_batch : torch.Tensor, float, shape (B, B)
+        ``S[batch][:, batch]``.
+    batch_idx : torch.Tensor, int, shape (B,)
+        Catalog indices of the batch (distinct).
+
+    Returns
+    -------
+    torch.Tensor, int64, shape (B, B)
+        0 on the diagonal, 1 ... B-1 elsewhere; on ``S_batch``'s device.
+
+    Notebook: 03_mining.ipynb
+    """
+    S_batch = torch.as_tensor(S_batch)
+    if S_batch.ndim != 2 or S_batch.shape[0] != S_batch.shape[1]:
+        raise ValueError(f"S_batch must be (B, B), got {tuple(S_batch.shape)}")
+    B = S_batch.shape[0]
+    dev = S_batch.device
+    batch_idx = torch.as_tensor(batch_idx, device=dev)
+    if batch_idx.shape != (B,):
+        raise ValueError(f"batch_idx must have shape ({B},), got {tuple(batch_idx.shape)}")
+    # sort columns by catalog index first, so a stable sort on -S breaks ties by index;
+    # float32 at least, never float64 (MPS has none)
+    by_idx = torch.argsort(batch_idx, stable=True)
+    key = -S_batch[:, by_idx].to(torch.promote_types(S_batch.dtype, torch.float32))
+    key[torch.arange(B, device=dev), torch.argsort(by_idx)] = float("inf")  # self goes last
+    order = by_idx[torch.sort(key, dim=1, stable=True).indices]
+    ranks = torch.empty((B, B), dtype=torch.int64, device=dev)
+    ranks.scatter_(1, order, torch.arange(1, B + 1, device=dev).expand(B, B))
+    ranks.fill_diagonal_(0)
+    return ranks
+
+
+def check_batch(embeddings: torch.Tensor, oracle, batch_idx, oracle_kind: str, positives: str,
+                margin: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate online mining's inputs; returns the oracle and the batch's catalog indices as
+    tensors on the embeddings' device.
+
+    Notebook: 03_mining.ipynb
+    """
+    if not isinstance(embeddings, torch.Tensor) or not embeddings.is_floating_point() or embeddings.ndim != 2:
+        raise TypeError("embeddings must be a floating-point torch.Tensor of shape (B, d)")
+    B, dev = embeddings.shape[0], embeddings.device
+    if oracle_kind not in ("similarity", "ranks"):
+        raise ValueError(f"oracle_kind must be 'similarity' or 'ranks', got {oracle_kind!r}")
+    if positives not in ("batch", "catalog"):
+        raise ValueError(f"positives must be 'batch' or 'catalog', got {positives!r}")
+    if positives == "catalog" and oracle_kind != "ranks":
+        raise ValueError("positives='catalog' needs the catalog ranks (oracle_kind='ranks')")
+    if not isinstance(margin, numbers.Real) or margin < 0:
+        raise ValueError(f"margin must be a non-negative number, got {margin!r}")
+    oracle = torch.as_tensor(oracle)
+    if oracle.is_floating_point() and dev.type == "mps":
+        oracle = oracle.float()                 # MPS has no float64
+    oracle = oracle.to(dev)
+    if oracle.shape != (B, B):
+        raise ValueError(f"oracle must be (B, B) = {(B, B)}, got {tuple(oracle.shape)}")
+    if batch_idx is None:
+        batch_idx = torch.arange(B, device=dev)
+    batch_idx = torch.as_tensor(batch_idx, device=dev).long()
+    if batch_idx.shape != (B,) or torch.unique(batch_idx).numel() != B:
+        raise ValueError(f"batch_idx must hold B = {B} distinct catalog indices")
+    return oracle, batch_idx
+
+
+def valid_triplets(oracle: torch.Tensor, batch_idx: torch.Tensor, n_pos: int, oracle_kind: str,
+                   positives: str) -> torch.Tensor:
+    """(B, B, B) bool: ``p`` among ``a``'s first ``Np``, ``n`` ranked after ``p``.
+
+    Notebook: 03_mining.ipynb
+    """
+    B, dev = oracle.shape[0], oracle.device
+    if oracle_kind == "similarity":
+        order_rank = batch_ranks(oracle, batch_idx)
+        pos_rank = order_rank
+    else:
+        r = oracle.long().clone()
+        r.fill_diagonal_(torch.iinfo(torch.int64).max)   # the anchor itself goes last
+        # position of each track in the batch-restricted list (catalog ranks are distinct)
+        order_rank = torch.empty((B, B), dtype=torch.int64, device=dev)
+        order_rank.scatter_(1, torch.argsort(r, dim=1, stable=True),
+                            torch.arange(1, B + 1, device=dev).expand(B, B))
+        order_rank.fill_diagonal_(0)
+        pos_rank = oracle.long() if positives == "catalog" else order_rank
+    eye = torch.eye(B, dtype=torch.bool, device=dev)
+    is_pos = (pos_rank >= 1) & (pos_rank <= n_pos) & ~eye                         # (a, p)
+    later = order_rank[:, None, :] > order_rank[:, :, None]                        # (a, p, n)
+    return is_pos[:, :, None] & later & ~eye[:, None, :]
+
+
+def triplet_distances(embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``d(a, p)`` as (B, B, 1) and ``d(a, n)`` as (B, 1, B): squared Euclidean, as in the loss.
+
+    Notebook: 03_mining.ipynb
+    """
+    x = embeddings.detach().to(torch.float32)
+    sq = (x * x).sum(1)
+    d = (sq[:, None] + sq[None, :] - 2.0 * x @ x.T).clamp_min(0)                 # (B, B)
+    return d[:, :, None], d[:, None, :]
+
+
+def select_hard(valid: torch.Tensor, d_ap: torch.Tensor, d_an: torch.Tensor, margin: float) -> torch.Tensor:
+    """Hard: valid triplets whose negative is closer than the positive.
+
+    Notebook: 03_mining.ipynb
+    """
+    return valid & (d_an < d_ap)
+
+
+def select_semihard(valid: torch.Tensor, d_ap: torch.Tensor, d_an: torch.Tensor,
+                    margin: float) -> torch.Tensor:
+    """Semi-hard: valid triplets ordered but within the margin, ``d_ap < d_an < d_ap + margin``.
+
+    Notebook: 03_mining.ipynb
+    """
+    return valid & (d_an > d_ap) & (d_an < d_ap + margin)
