@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mrlib
 from mrlib.paths import repo_root
 
 __all__ = ["stage_book", "build_book"]
@@ -83,8 +84,6 @@ def _check_finished(run_dir: Path, notebooks: list[Path]) -> None:
 
 def _api_page(template: Path) -> str:
     """The API page: the template's prose plus one ``automodule`` per public module."""
-    import mrlib
-
     names = sorted(m.name for m in pkgutil.iter_modules(mrlib.__path__)
                    if not m.name.startswith("_"))
     blocks = "\n".join(f".. automodule:: mrlib.{n}\n   :members:\n" for n in names)

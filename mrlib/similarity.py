@@ -42,6 +42,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from mrlib.paths import repo_root
+
 __all__ = [
     "CATEGORIES",
     "load_weights",
@@ -62,8 +64,6 @@ _ALL = "all"  # the single pseudo-category used when no vocabulary is given
 
 
 def _weights_path() -> Path:
-    from mrlib.paths import repo_root
-
     return repo_root() / "data" / "oracle_weights.json"
 
 

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mrlib.paths import FolderLock, LockedError, repo_root, runs_dir, write_json_atomic
+
 __all__ = ["record", "run_suite", "run_notebook", "check_parameters", "DEFAULT_CELL_TIMEOUT_S",
            "PROFILES", "NotebookFailed"]
 
@@ -49,8 +51,6 @@ def record(name: str, value: Any) -> None:
         raise ValueError(f"record() needs a non-empty string name, got {name!r}")
     path = os.environ.get(RECORD_ENV)
     if path:
-        from mrlib.paths import write_json_atomic
-
         path = Path(path)
         data = json.loads(path.read_text()) if path.exists() else {}
         data[name] = _jsonable(value)
@@ -103,8 +103,6 @@ def notebooks_dir() -> Path:
 
     Notebook: 00_overview.ipynb
     """
-    from mrlib.paths import repo_root
-
     return repo_root() / "notebooks"
 
 
@@ -158,10 +156,6 @@ def declared_parameters(path: Path) -> dict[str, Any]:
 
     Notebook: 00_overview.ipynb
     """
-    import ast
-
-    import nbformat
-
     return {name: value for name, (value, _) in _parameters_cell(path).items()}
 
 
@@ -387,8 +381,6 @@ def run_suite(profile: str = "quick", overrides: dict[str, Any] | None = None,
 
     Notebook: 00_overview.ipynb
     """
-    from mrlib.paths import runs_dir
-
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
     overrides = dict(overrides or {})
@@ -407,8 +399,6 @@ def run_suite(profile: str = "quick", overrides: dict[str, Any] | None = None,
         suffix = f"_{overrides['catalog']}" if overrides.get("catalog", "synthetic") != "synthetic" else ""
         out_dir = runs_dir() / f"{profile}{suffix}"
     out_dir = Path(out_dir)
-    from mrlib.paths import FolderLock
-
     with FolderLock(out_dir, "suite run"):
         return _run_suite_locked(profile, overrides, wanted, notebooks, out_dir, inplace, timeout_s)
 
@@ -444,8 +434,6 @@ def _run_suite_locked(profile: str, overrides: dict, wanted: dict, notebooks: li
     import shutil
     import time
     from datetime import datetime, timezone
-
-    from mrlib.paths import write_json_atomic
 
     index_path = out_dir / "results.json"
     index = _load_index(index_path)
@@ -510,8 +498,6 @@ def main(argv: list[str] | None = None) -> int:
         for path in list_notebooks():
             print(f"{path.name}: {declared_parameters(path)}")
         return 0
-    from mrlib.paths import LockedError
-
     overrides = {}
     for item in args.param:
         if "=" not in item:

@@ -15,6 +15,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from mrlib import catalog as catalog_mod
 from mrlib.features import FeatureConfig, extract
 from mrlib.paths import data_dir
 
@@ -131,8 +132,6 @@ def prepare_data(config, progress: bool = True, preload_limit_gb: float = 8.0) -
 
     Notebook: 06_training.ipynb
     """
-    from mrlib import catalog as catalog_mod   # lazy: the catalogs' builders are heavy
-
     kwargs = dict(config.catalog_kwargs)
     if config.catalog in ("synthetic", "music21"):  # the generated catalogs: built when missing
         kwargs.setdefault("n_tracks", config.n_tracks)
