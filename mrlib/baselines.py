@@ -16,6 +16,8 @@ Rate (CFR) under 10-fold cross-validation. This module provides
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -29,19 +31,9 @@ from mrlib.handcrafted import (FEATURE_VERSION, BaselineFeatures, catalog_featur
 from mrlib.stats import constraints_fulfillment_rate
 
 __all__ = [
-    "FEATURE_VERSION",
-    "feature_names",
-    "handcrafted_features",
-    "BaselineFeatures",
-    "catalog_features",
-    "MetricBaseline",
-    "Euclidean",
-    "TripletSVM",
-    "Mahalanobis",
-    "cfr",
-    "CVResult",
-    "cross_validate",
-    "generalization_curve",
+    "FEATURE_VERSION", "feature_names", "handcrafted_features", "BaselineFeatures",
+    "catalog_features", "MetricBaseline", "Euclidean", "TripletSVM", "Mahalanobis", "cfr",
+    "CVResult", "cross_validate", "generalization_curve"
 ]
 
 
@@ -346,9 +338,6 @@ def _metric_learn():
     validators that ``metric_learn._util`` imported are wrapped to rename the argument; the
     behaviour is otherwise unchanged, and nothing else of scikit-learn is touched.
     """
-    import functools
-    import inspect
-
     import metric_learn
     import metric_learn._util as util
     from sklearn.utils.validation import check_array
@@ -547,6 +536,18 @@ class CVResult:
         return f"{self.name}: CFR {100 * self.mean:.1f} ± {100 * self.std:.1f} % ({len(self.per_fold)} folds)"
 
 
+def summarise_folds(per_fold: np.ndarray) -> tuple[float, float]:
+    """Mean and sample std (ddof = 1) of the folds' CFR, leaving out (with a warning to the
+    caller's caller) the folds without test triplets (NaN)."""
+    valid = per_fold[~np.isnan(per_fold)]
+    if len(valid) < len(per_fold):
+        warnings.warn(f"{len(per_fold) - len(valid)} fold(s) had no test triplets and are left "
+                      "out of the mean", RuntimeWarning, stacklevel=3)
+    mean = float(valid.mean()) if len(valid) else float("nan")
+    std = float(valid.std(ddof=1)) if len(valid) > 1 else float("nan")
+    return mean, std
+
+
 def _new_method(method_factory):
     if hasattr(method_factory, "fit") and not isinstance(method_factory, type):
         return copy.deepcopy(method_factory)     # an unfitted instance: a fresh copy per fold
@@ -605,12 +606,7 @@ def cross_validate(
         test_cfr.append(cfr(method, X, t[test_idx]).rate if len(test_idx) else np.nan)
         n_test.append(len(test_idx))
     per_fold = np.asarray(test_cfr, dtype=np.float64)
-    valid = per_fold[~np.isnan(per_fold)]
-    if len(valid) < len(per_fold):
-        warnings.warn(f"{len(per_fold) - len(valid)} fold(s) had no test triplets and are left "
-                      "out of the mean", RuntimeWarning, stacklevel=2)
-    mean = float(valid.mean()) if len(valid) else float("nan")
-    std = float(valid.std(ddof=1)) if len(valid) > 1 else float("nan")
+    mean, std = summarise_folds(per_fold)
     return CVResult(label, per_fold, np.asarray(train_cfr), np.asarray(n_test, np.int64), mean, std)
 
 

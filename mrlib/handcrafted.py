@@ -313,15 +313,9 @@ def catalog_features(
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    tracks = _check_catalog_args(catalog, sr, chunk_size, n_jobs, feature_kwargs)
+    tracks = _check_catalog_args(catalog, sr, chunk_size, n_jobs, feature_kwargs, min_duration_s, max_duration_s)
     audio_kwargs = {"sr": int(sr), "min_duration_s": float(min_duration_s),
                     "max_duration_s": max_duration_s}
-    if not (np.isscalar(min_duration_s) and np.isfinite(min_duration_s) and min_duration_s >= 0):
-        raise ValueError(f"min_duration_s must be a finite number >= 0, got {min_duration_s!r}")
-    if max_duration_s is not None and not (np.isscalar(max_duration_s) and max_duration_s >= min_duration_s
-                                           and max_duration_s > 0):
-        raise ValueError(f"max_duration_s must be None or > 0 and >= min_duration_s, got {max_duration_s!r}")
-
     root = Path(catalog.root)
     paths = [p if p.is_absolute() else root / p for p in map(Path, tracks["path"].astype(str))]
     ids = tracks["track_id"].tolist()
@@ -329,30 +323,13 @@ def catalog_features(
     config = {**audio_kwargs, "version": FEATURE_VERSION,
               **{k: feature_kwargs[k] for k in sorted(feature_kwargs)}}
 
-    cache_file = None
-    if cache:
-        key = hashlib.sha1(json.dumps(
-            {"config": config, "ids": [str(i) for i in ids], "paths": [str(p) for p in paths]},
-            sort_keys=True).encode()).hexdigest()[:16]
-        folder = Path(cache_dir) if cache_dir is not None else root / "features" / "handcrafted"
-        cache_file = folder / f"{getattr(catalog, 'name', 'catalog')}_{key}.npz"
-        if cache_file.is_file():
-            X, index, report = _load_cache(cache_file, ids)
-            return BaselineFeatures(X, index, len(ids), names, report, config)
+    cache_file = _cache_file(catalog, cache_dir, config, ids, paths) if cache else None
+    if cache_file is not None and cache_file.is_file():
+        X, index, report = _load_cache(cache_file, ids)
+        return BaselineFeatures(X, index, len(ids), names, report, config)
 
     results = _extract_all(paths, audio_kwargs, feature_kwargs, n_jobs, chunk_size, progress)
-    report = SkipReport(n_total=len(ids))
-    kept = []
-    for i, (v, problem, fixes) in enumerate(results):
-        if v is None:
-            report.skip(ids[i], problem)
-        else:
-            kept.append(i)
-        for note in fixes:
-            report.fix(ids[i], note)
-    X = (np.stack([results[i][0] for i in kept]).astype(np.float32) if kept
-         else np.zeros((0, len(names)), np.float32))
-    index = np.asarray(kept, dtype=np.int64)
+    X, index, report = _assemble(results, ids, len(names))
     if report.count:
         print(report)
     if cache_file is not None:
@@ -360,7 +337,8 @@ def catalog_features(
     return BaselineFeatures(X, index, len(ids), names, report, config)
 
 
-def _check_catalog_args(catalog, sr, chunk_size, n_jobs, feature_kwargs) -> pd.DataFrame:
+def _check_catalog_args(catalog, sr, chunk_size, n_jobs, feature_kwargs, min_duration_s,
+                        max_duration_s) -> pd.DataFrame:
     """The catalog's track table, after checking the arguments of :func:`catalog_features`."""
     tracks = getattr(catalog, "tracks", None)
     if (not isinstance(tracks, pd.DataFrame) or not {"track_id", "path"} <= set(tracks.columns)
@@ -377,6 +355,11 @@ def _check_catalog_args(catalog, sr, chunk_size, n_jobs, feature_kwargs) -> pd.D
     unknown = set(feature_kwargs) - allowed
     if unknown:
         raise TypeError(f"unknown feature parameter(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+    if not (np.isscalar(min_duration_s) and np.isfinite(min_duration_s) and min_duration_s >= 0):
+        raise ValueError(f"min_duration_s must be a finite number >= 0, got {min_duration_s!r}")
+    if max_duration_s is not None and not (np.isscalar(max_duration_s) and max_duration_s >= min_duration_s
+                                           and max_duration_s > 0):
+        raise ValueError(f"max_duration_s must be None or > 0 and >= min_duration_s, got {max_duration_s!r}")
     return tracks
 
 
@@ -398,6 +381,30 @@ def _extract_all(paths: list, audio_kwargs: dict, feature_kwargs: dict, n_jobs: 
             bar.update(len(chunk))
     bar.close()
     return results
+
+
+def _assemble(results: list, ids: list, n_features: int):
+    """``(X, index, report)`` from the per-track ``(vector, problem, fixes)`` results."""
+    report = SkipReport(n_total=len(ids))
+    for track_id, (v, problem, fixes) in zip(ids, results):
+        if v is None:
+            report.skip(track_id, problem)
+        for note in fixes:
+            report.fix(track_id, note)
+    kept = [i for i, r in enumerate(results) if r[0] is not None]
+    X = (np.stack([results[i][0] for i in kept]).astype(np.float32) if kept
+         else np.zeros((0, n_features), np.float32))
+    return X, np.asarray(kept, dtype=np.int64), report
+
+
+def _cache_file(catalog, cache_dir, config: dict, ids: list, paths: list) -> Path:
+    """Where :func:`catalog_features` caches a catalog's features: named by a hash of the
+    configuration, the track ids and the audio paths."""
+    key = hashlib.sha1(json.dumps(
+        {"config": config, "ids": [str(i) for i in ids], "paths": [str(p) for p in paths]},
+        sort_keys=True).encode()).hexdigest()[:16]
+    folder = Path(cache_dir) if cache_dir is not None else Path(catalog.root) / "features" / "handcrafted"
+    return folder / f"{getattr(catalog, 'name', 'catalog')}_{key}.npz"
 
 
 def _load_cache(cache_file: Path, ids: list):

@@ -31,6 +31,7 @@ import pandas as pd
 from scipy import stats
 
 from mrlib.evaluate import format_ci, holm, mean_ci
+from mrlib.paths import repo_root
 
 __all__ = ["SCHEMA", "results_dir", "store_path", "parameters_key", "new_store", "read_store",
            "write_store", "seed_entry", "row_summary", "seed_query_test", "compare_rows",
@@ -56,8 +57,6 @@ def results_dir() -> Path:
 
     Notebook: 07_evaluation.ipynb
     """
-    from mrlib.paths import repo_root
-
     return Path(os.environ.get("MRLIB_RESULTS", repo_root() / "data" / "results"))
 
 
@@ -528,8 +527,6 @@ def results_markdown(store: Mapping[str, Any], metrics: Sequence[str] | None = N
 
 def _readme_parts(name: str, readme: Path | None) -> tuple[Path, str, str, str]:
     """The README's path and its text before, inside and after the block ``name``."""
-    from mrlib.paths import repo_root
-
     readme = Path(readme or repo_root() / "README.md")
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     content = readme.read_text()

@@ -41,18 +41,13 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
+
+from mrlib.paths import repo_root
 
 __all__ = [
-    "CATEGORIES",
-    "load_weights",
-    "oracle",
-    "oracle_chunks",
-    "oracle_topk",
-    "category_similarities",
-    "ranked_list",
-    "ranked_lists",
-    "mean_similarity_by_rank",
-    "rank_profile",
+    "CATEGORIES", "load_weights", "oracle", "oracle_chunks", "oracle_topk", "category_similarities",
+    "ranked_list", "ranked_lists", "mean_similarity_by_rank", "rank_profile"
 ]
 
 #: The five tag categories of the 2020 paper (§4.1), in the order they are reported.
@@ -62,8 +57,6 @@ _ALL = "all"  # the single pseudo-category used when no vocabulary is given
 
 
 def _weights_path() -> Path:
-    from mrlib.paths import repo_root
-
     return repo_root() / "data" / "oracle_weights.json"
 
 
@@ -307,8 +300,6 @@ def oracle_chunks(
     core = _Oracle(T_a, T_b, categories, weights)
     starts = range(0, core.A.n, chunk_size)
     if progress:
-        from tqdm.auto import tqdm
-
         starts = tqdm(starts, desc="oracle S", unit="block")
     for start in starts:
         yield start, core.block(start, min(start + chunk_size, core.A.n))
@@ -370,8 +361,6 @@ def oracle(
     S = np.empty((core.A.n, core.B.n), dtype=np.float32)
     starts = range(0, core.A.n, chunk_size)
     if progress:
-        from tqdm.auto import tqdm
-
         starts = tqdm(starts, desc="oracle S", unit="block")
     for start in starts:
         stop = min(start + chunk_size, core.A.n)
