@@ -222,11 +222,8 @@ class RetrievalResult:
 
         Notebook: 07_evaluation.ipynb
         """
-        out = {}
-        for m in METRICS:
-            ci = mean_ci(self.per_query[m], level=level, method=method, **ci_kwargs)
-            out[self.columns[m]] = format_ci(ci.mean, ci.half_width, decimals=decimals)
-        return out
+        s = self.summary(level=level, method=method, **ci_kwargs)   # already in percent
+        return {col: format_ci(s.at[col, "mean"], s.at[col, "half_width"], decimals, scale=1.0) for col in s.index}
 
 
 def results_table(results: Mapping[str, RetrievalResult], level: float = 0.95, method: str = "t",
