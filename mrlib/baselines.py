@@ -548,6 +548,14 @@ def summarise_folds(per_fold: np.ndarray) -> tuple[float, float]:
     return mean, std
 
 
+def check_shares(shares) -> np.ndarray:
+    """The shares of training triplets of a generalisation curve, as floats in (0, 1]."""
+    shares = np.asarray(shares, dtype=float)
+    if shares.ndim != 1 or shares.size == 0 or (shares <= 0).any() or (shares > 1).any():
+        raise ValueError(f"shares must be numbers in (0, 1], got {shares.tolist()}")
+    return shares
+
+
 def _new_method(method_factory):
     if hasattr(method_factory, "fit") and not isinstance(method_factory, type):
         return copy.deepcopy(method_factory)     # an unfitted instance: a fresh copy per fold
@@ -644,9 +652,7 @@ def generalization_curve(
     """
     X = _check_X(X)
     t = _check_triplets(triplets, len(X))
-    shares = np.asarray(shares, dtype=float)
-    if shares.ndim != 1 or shares.size == 0 or (shares <= 0).any() or (shares > 1).any():
-        raise ValueError(f"shares must be numbers in (0, 1], got {shares.tolist()}")
+    shares = check_shares(shares)
     rng = np.random.default_rng(seed)
     rows = []
     bar = tqdm(total=len(folds) * len(shares), desc="curve", disable=not progress)

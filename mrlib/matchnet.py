@@ -47,7 +47,7 @@ from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from mrlib import losses
-from mrlib.baselines import CVResult, cross_validate, summarise_folds
+from mrlib.baselines import CVResult, check_shares, cross_validate, summarise_folds
 from mrlib.features import CoarseFeatures, check_features, coarsen_features, random_patches
 from mrlib.models import build_model
 from mrlib.songlevel import (check_available, check_triplets, embed_songs, pair_dissimilarities,
@@ -636,9 +636,7 @@ def generalization_curve_matchnet(
     check_features(features)
     t = check_triplets(triplets, len(features))
     fl = _check_folds(folds, len(t))
-    shares = np.asarray(shares, dtype=float)
-    if shares.ndim != 1 or shares.size == 0 or (shares <= 0).any() or (shares > 1).any():
-        raise ValueError(f"shares must be numbers in (0, 1], got {shares.tolist()}")
+    shares = check_shares(shares)
     if full is not None and len(full.per_fold) != len(fl):
         raise ValueError(f"full has {len(full.per_fold)} folds, folds has {len(fl)}")
     rng = np.random.default_rng(seed)
