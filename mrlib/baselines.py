@@ -4,9 +4,9 @@ Lu et al. (ICASSP 2017) compare Triplet MatchNet with metric-learning baselines 
 features — handcrafted, their PCA, and the network's own — by the Constraints Fulfillment
 Rate (CFR) under 10-fold cross-validation. This module provides
 
-* :func:`handcrafted_features` — a song-level vector of MFCC/delta/chroma/spectral/ZCR/RMS
-  statistics and tempo (librosa), and :func:`catalog_features` for a whole catalog (parallel,
-  progress bar, bad audio skipped and reported, optional cache);
+* :func:`handcrafted_features` and :func:`catalog_features` (from :mod:`mrlib.handcrafted`,
+  re-exported here) — a song-level vector of MFCC/delta/chroma/spectral/ZCR/RMS statistics
+  and tempo (librosa), for one clip or a whole catalog;
 * metric baselines sharing one small interface — ``fit(X, triplets)``, ``transform(X)``,
   ``distance(X, a, b)`` — :class:`Euclidean`, :class:`TripletSVM` (Schultz & Joachims 2003)
   and :class:`Mahalanobis` (metric-learn's LSML or SCML), each optionally on standardised
@@ -16,417 +16,25 @@ Rate (CFR) under 10-fold cross-validation. This module provides
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
+import functools
+import inspect
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from mrlib.handcrafted import (FEATURE_VERSION, BaselineFeatures, catalog_features, feature_names,
+                               handcrafted_features)
+from mrlib.stats import constraints_fulfillment_rate
+
 __all__ = [
-    "FEATURE_VERSION",
-    "feature_names",
-    "handcrafted_features",
-    "BaselineFeatures",
-    "catalog_features",
-    "MetricBaseline",
-    "Euclidean",
-    "TripletSVM",
-    "Mahalanobis",
-    "cfr",
-    "CVResult",
-    "cross_validate",
-    "generalization_curve",
+    "FEATURE_VERSION", "feature_names", "handcrafted_features", "BaselineFeatures",
+    "catalog_features", "MetricBaseline", "Euclidean", "TripletSVM", "Mahalanobis", "cfr",
+    "CVResult", "cross_validate", "generalization_curve"
 ]
-
-#: Bumped whenever :func:`handcrafted_features` changes its output, so caches are rebuilt.
-FEATURE_VERSION = 1
-
-_SPECTRAL = ("centroid", "bandwidth", "rolloff", "flatness")
-_N_CONTRAST = 7          # librosa.feature.spectral_contrast with n_bands=6 gives 7 rows
-
-
-# --------------------------------------------------------------------------------------------
-# handcrafted song-level features
-# --------------------------------------------------------------------------------------------
-def feature_names(n_mfcc: int = 20, tempo: bool = True) -> list[str]:
-    """Names of the entries of :func:`handcrafted_features`, in order.
-
-    Parameters
-    ----------
-    n_mfcc : int, default 20
-    tempo : bool, default True
-
-    Returns
-    -------
-    list of str
-        ``4 * n_mfcc + 24 + 8 + 14 + 4 (+ 1)`` names, e.g. ``"mfcc03_mean"``, ``"chroma_A_std"``,
-        ``"contrast2_mean"``, ``"tempo_bpm"``.
-
-    Notebook: 08_triplet_matchnet.ipynb
-    """
-    names = []
-    for stat in ("mean", "std"):
-        names += [f"mfcc{k:02d}_{stat}" for k in range(n_mfcc)]
-    for stat in ("mean", "std"):
-        names += [f"dmfcc{k:02d}_{stat}" for k in range(n_mfcc)]
-    pitch = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
-    for stat in ("mean", "std"):
-        names += [f"chroma_{p}_{stat}" for p in pitch]
-    for s in _SPECTRAL:
-        names += [f"{s}_mean", f"{s}_std"]
-    for stat in ("mean", "std"):
-        names += [f"contrast{k}_{stat}" for k in range(_N_CONTRAST)]
-    names += ["zcr_mean", "zcr_std", "rms_mean", "rms_std"]
-    if tempo:
-        names.append("tempo_bpm")
-    return names
-
-
-def _mean_std(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row mean and standard deviation over frames (axis -1)."""
-    return a.mean(axis=-1), a.std(axis=-1)
-
-
-def handcrafted_features(
-    y: np.ndarray,
-    sr: int,
-    *,
-    n_mfcc: int = 20,
-    n_fft: int = 2048,
-    hop_length: int = 512,
-    tempo: bool = True,
-) -> np.ndarray:
-    """A song-level vector of classic timbre, harmony and rhythm statistics (librosa).
-
-    Frame-level descriptors, summarised by their mean and standard deviation over the clip:
-
-    * MFCC (``n_mfcc``, from a 128-band mel spectrogram in dB) and their deltas;
-    * chroma (12 pitch classes, from the STFT, A4 = 440 Hz assumed);
-    * spectral centroid, bandwidth, roll-off (85 %) — in Hz — and flatness;
-    * spectral contrast (7 rows: 6 octave bands and the rest);
-    * zero-crossing rate and RMS energy;
-    * plus the global tempo estimate (BPM) when ``tempo``.
-
-    Parameters
-    ----------
-    y : numpy.ndarray, shape (n_samples,)
-        Mono audio, float, finite; shorter than ``n_fft`` is zero-padded.
-    sr : int
-        Sample rate in Hz (>= 4000).
-    n_mfcc : int, default 20
-    n_fft : int, default 2048
-        STFT size in samples.
-    hop_length : int, default 512
-        Hop in samples (23 ms at 22,050 Hz).
-    tempo : bool, default True
-
-    Returns
-    -------
-    numpy.ndarray of float32, shape (D,)
-        D = ``len(feature_names(n_mfcc, tempo))`` (131 with the defaults). Units differ
-        across entries (dB, Hz, BPM, ratios): standardise before any Euclidean comparison,
-        as the metric baselines here do by default.
-
-    Notebook: 08_triplet_matchnet.ipynb
-    """
-    import librosa
-
-    y = np.asarray(y)
-    if y.ndim != 1 or y.size == 0:
-        raise ValueError(f"y must be a non-empty 1-D (mono) signal, got shape {y.shape}")
-    if not np.issubdtype(y.dtype, np.floating) or not np.isfinite(y).all():
-        raise ValueError("y must hold finite floating-point samples")
-    if isinstance(sr, bool) or not isinstance(sr, (int, np.integer)) or sr < 4000:
-        raise ValueError(f"sr must be an integer sample rate >= 4000 Hz, got {sr!r}")
-    for name, value in (("n_mfcc", n_mfcc), ("n_fft", n_fft), ("hop_length", hop_length)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    y = y.astype(np.float32)
-    if len(y) < n_fft:
-        y = np.pad(y, (0, n_fft - len(y)))
-
-    # One STFT shared by every descriptor.
-    S = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop_length))        # (1 + n_fft/2, T)
-    P = S ** 2
-    mel_db = librosa.power_to_db(librosa.feature.melspectrogram(S=P, sr=sr, n_mels=128))
-    mfcc = librosa.feature.mfcc(S=mel_db, n_mfcc=n_mfcc)                    # (n_mfcc, T)
-    T = mfcc.shape[1]
-    # librosa's delta needs an odd width <= T; a very short clip gets a narrower window.
-    width = min(9, T if T % 2 else T - 1)
-    dmfcc = librosa.feature.delta(mfcc, width=width) if width >= 3 else np.zeros_like(mfcc)
-    # Concert tuning assumed: a per-clip tuning estimate is noisy on short excerpts and costs
-    # as much as everything else together.
-    chroma = librosa.feature.chroma_stft(S=P, sr=sr, n_fft=n_fft, tuning=0.0)
-    centroid = librosa.feature.spectral_centroid(S=S, sr=sr, n_fft=n_fft)
-    bandwidth = librosa.feature.spectral_bandwidth(S=S, sr=sr, n_fft=n_fft)
-    rolloff = librosa.feature.spectral_rolloff(S=S, sr=sr, n_fft=n_fft)
-    flatness = librosa.feature.spectral_flatness(S=S)
-    # Six octave bands must fit below Nyquist: lower the first band edge for low rates so the
-    # vector keeps one length whatever the sample rate.
-    fmin = min(200.0, 0.95 * (sr / 2) / 2 ** 6)
-    contrast = librosa.feature.spectral_contrast(S=S, sr=sr, n_fft=n_fft, fmin=fmin, n_bands=6)
-    zcr = librosa.feature.zero_crossing_rate(y, frame_length=n_fft, hop_length=hop_length)
-    rms = librosa.feature.rms(S=S, frame_length=n_fft)
-
-    parts = []
-    for block in (mfcc, dmfcc, chroma):
-        m, s = _mean_std(block)
-        parts += [m, s]
-    for block in (centroid, bandwidth, rolloff, flatness):
-        m, s = _mean_std(block[0])
-        parts.append(np.array([m, s]))
-    m, s = _mean_std(contrast)
-    parts += [m, s]
-    for block in (zcr, rms):
-        m, s = _mean_std(block[0])
-        parts.append(np.array([m, s]))
-    if tempo:
-        onset = librosa.onset.onset_strength(S=mel_db, sr=sr)
-        bpm = librosa.feature.tempo(onset_envelope=onset, sr=sr, hop_length=hop_length)
-        parts.append(np.atleast_1d(bpm[0]))
-    return np.concatenate([np.ravel(p) for p in parts]).astype(np.float32)
-
-
-# --------------------------------------------------------------------------------------------
-# a whole catalog
-# --------------------------------------------------------------------------------------------
-@dataclass
-class BaselineFeatures:
-    """Handcrafted features of the usable tracks of a catalog.
-
-    Attributes
-    ----------
-    X : numpy.ndarray of float32, shape (n_kept, D)
-    index : numpy.ndarray of int64, shape (n_kept,)
-        Catalog index of each row of ``X``.
-    n_tracks : int
-        Tracks in the catalog (N).
-    names : list of str
-        Feature names (:func:`feature_names`).
-    report : mrlib.audio.SkipReport
-        Tracks skipped (and repaired) with their reasons.
-    config : dict
-        Parameters of the extraction (part of the cache key).
-
-    Notebook: 08_triplet_matchnet.ipynb
-    """
-
-    X: np.ndarray
-    index: np.ndarray
-    n_tracks: int
-    names: list
-    report: object
-    config: dict
-
-    def full(self, fill: float = np.nan) -> np.ndarray:
-        """Features by catalog index.
-
-        Parameters
-        ----------
-        fill : float, default NaN
-            Value of the rows of skipped tracks.
-
-        Returns
-        -------
-        numpy.ndarray of float32, shape (N, D)
-
-        Notebook: 08_triplet_matchnet.ipynb
-        """
-        out = np.full((self.n_tracks, self.X.shape[1]), fill, dtype=np.float32)
-        out[self.index] = self.X
-        return out
-
-    def triplet_mask(self, triplets: np.ndarray) -> np.ndarray:
-        """Which triplets can be scored: all three clips have features.
-
-        Parameters
-        ----------
-        triplets : numpy.ndarray of int, shape (M, 3)
-            Catalog indices.
-
-        Returns
-        -------
-        numpy.ndarray of bool, shape (M,)
-
-        Notebook: 08_triplet_matchnet.ipynb
-        """
-        has = np.zeros(self.n_tracks, dtype=bool)
-        has[self.index] = True
-        return has[np.asarray(triplets)].all(axis=1)
-
-
-def _features_of(path: Path, audio_kwargs: dict, feature_kwargs: dict):
-    """``(vector or None, problem or None, fixes)`` for one track; never raises on bad audio."""
-    from mrlib.audio import read_audio
-
-    result = read_audio(path, **audio_kwargs)
-    if result.problem is not None:
-        return None, result.problem, result.fixes
-    try:
-        v = handcrafted_features(result.y, result.sr, **feature_kwargs)
-    except Exception as err:                    # report, never stop the batch for one track
-        return None, f"features: {type(err).__name__}: {err}", result.fixes
-    if not np.isfinite(v).all():
-        return None, "features: non-finite values", result.fixes
-    return v, None, result.fixes
-
-
-def _chunk_features(paths: list, audio_kwargs: dict, feature_kwargs: dict) -> list:
-    return [_features_of(p, audio_kwargs, feature_kwargs) for p in paths]
-
-
-def catalog_features(
-    catalog,
-    *,
-    sr: int = 22050,
-    n_jobs: int = 1,
-    progress: bool = True,
-    min_duration_s: float = 1.0,
-    max_duration_s: float | None = None,
-    cache: bool = True,
-    cache_dir: str | Path | None = None,
-    chunk_size: int = 8,
-    **feature_kwargs,
-) -> BaselineFeatures:
-    """Handcrafted features (:func:`handcrafted_features`) for every track of a catalog.
-
-    Audio is read with :func:`mrlib.audio.read_audio` (mono, resampled to ``sr``). A track
-    that is missing, empty, unreadable, non-finite, silent or too short is skipped and listed
-    in the returned report with its reason, as is one whose features fail; repairs (resampling,
-    padding) are listed too. The batch never stops for one bad file.
-
-    Parameters
-    ----------
-    catalog : mrlib.catalog.Catalog
-        Or anything with ``root`` and ``tracks`` (a DataFrame with ``track_id`` and ``path``;
-        relative paths are relative to ``root``); ``name`` names the cache file.
-    sr : int, default 22050
-        Analysis sample rate in Hz.
-    n_jobs : int, default 1
-        Worker processes (joblib, loky); -1 = all cores.
-    progress : bool, default True
-        Show a tqdm bar over tracks.
-    min_duration_s : float, default 1.0
-        Shortest usable track in seconds (tracks of half of it or more are zero-padded).
-    max_duration_s : float, optional
-        Analyse at most this many seconds from the start of each track.
-    cache : bool, default True
-        Store the result as ``.npz`` keyed by the configuration (feature and audio parameters,
-        ``FEATURE_VERSION``, track ids and paths) and reuse it on the next call.
-    cache_dir : str or Path, optional
-        Cache folder (default ``<catalog.root>/features/handcrafted``).
-    chunk_size : int, default 8
-        Tracks per joblib task (fewer round trips).
-    **feature_kwargs
-        ``n_mfcc``, ``n_fft``, ``hop_length``, ``tempo`` for :func:`handcrafted_features`.
-
-    Returns
-    -------
-    BaselineFeatures
-        ``X`` (n_kept, D) float32, ``index`` (catalog indices of its rows), ``report``
-        (:class:`mrlib.audio.SkipReport`); ``.full()`` gives the (N, D) matrix with NaN rows
-        for skipped tracks and ``.triplet_mask(t)`` the triplets whose clips all have features.
-
-    Notebook: 08_triplet_matchnet.ipynb
-    """
-    from mrlib.audio import SkipReport
-
-    tracks = getattr(catalog, "tracks", None)
-    if (not isinstance(tracks, pd.DataFrame) or not {"track_id", "path"} <= set(tracks.columns)
-            or not hasattr(catalog, "root")):
-        raise TypeError("catalog must be an mrlib.catalog.Catalog (or have .root and a .tracks "
-                        "DataFrame with track_id and path columns)")
-    if isinstance(sr, bool) or not isinstance(sr, (int, np.integer)) or sr < 4000:
-        raise ValueError(f"sr must be an integer >= 4000 Hz, got {sr!r}")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0 or n_jobs < -1:
-        raise ValueError(f"n_jobs must be a positive integer or -1, got {n_jobs!r}")
-    allowed = {"n_mfcc", "n_fft", "hop_length", "tempo"}
-    unknown = set(feature_kwargs) - allowed
-    if unknown:
-        raise TypeError(f"unknown feature parameter(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
-    audio_kwargs = {"sr": int(sr), "min_duration_s": float(min_duration_s),
-                    "max_duration_s": max_duration_s}
-    if not (np.isscalar(min_duration_s) and np.isfinite(min_duration_s) and min_duration_s >= 0):
-        raise ValueError(f"min_duration_s must be a finite number >= 0, got {min_duration_s!r}")
-    if max_duration_s is not None and not (np.isscalar(max_duration_s) and max_duration_s >= min_duration_s
-                                           and max_duration_s > 0):
-        raise ValueError(f"max_duration_s must be None or > 0 and >= min_duration_s, got {max_duration_s!r}")
-
-    root = Path(catalog.root)
-    paths = [p if p.is_absolute() else root / p for p in map(Path, tracks["path"].astype(str))]
-    ids = tracks["track_id"].tolist()
-    names = feature_names(feature_kwargs.get("n_mfcc", 20), feature_kwargs.get("tempo", True))
-    config = {**audio_kwargs, "version": FEATURE_VERSION,
-              **{k: feature_kwargs[k] for k in sorted(feature_kwargs)}}
-
-    cache_file = None
-    if cache:
-        key = hashlib.sha1(json.dumps(
-            {"config": config, "ids": [str(i) for i in ids], "paths": [str(p) for p in paths]},
-            sort_keys=True).encode()).hexdigest()[:16]
-        folder = Path(cache_dir) if cache_dir is not None else root / "features" / "handcrafted"
-        cache_file = folder / f"{getattr(catalog, 'name', 'catalog')}_{key}.npz"
-        if cache_file.is_file():
-            with np.load(cache_file, allow_pickle=False) as z:
-                report = SkipReport(n_total=len(ids))
-                for i, reason in zip(z["skip_index"], z["skip_reasons"]):
-                    report.skip(ids[i], str(reason))
-                for i, note in zip(z["fix_index"], z["fix_notes"]):
-                    report.fix(ids[i], str(note))
-                return BaselineFeatures(z["X"], z["index"], len(ids), names, report, config)
-
-    chunks = [list(range(s, min(s + chunk_size, len(paths)))) for s in range(0, len(paths), chunk_size)]
-    results: list = []
-    bar = tqdm(total=len(paths), desc="handcrafted features", unit="track", disable=not progress)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")     # repairs are collected in the report instead
-        if n_jobs == 1:
-            for chunk in chunks:
-                results += _chunk_features([paths[i] for i in chunk], audio_kwargs, feature_kwargs)
-                bar.update(len(chunk))
-        else:
-            from joblib import Parallel, delayed
-
-            jobs = (delayed(_chunk_features)([paths[i] for i in chunk], audio_kwargs, feature_kwargs)
-                    for chunk in chunks)
-            for chunk, out in zip(chunks, Parallel(n_jobs=n_jobs, return_as="generator")(jobs)):
-                results += out
-                bar.update(len(chunk))
-    bar.close()
-
-    report = SkipReport(n_total=len(ids))
-    kept, skip_index, fix_index, fix_notes = [], [], [], []
-    for i, (v, problem, fixes) in enumerate(results):
-        if v is None:
-            report.skip(ids[i], problem)
-            skip_index.append(i)
-        else:
-            kept.append(i)
-        for note in fixes:
-            report.fix(ids[i], note)
-            fix_index.append(i)
-            fix_notes.append(note)
-    X = (np.stack([results[i][0] for i in kept]).astype(np.float32) if kept
-         else np.zeros((0, len(names)), np.float32))
-    index = np.asarray(kept, dtype=np.int64)
-    if report.count:
-        print(report)
-    if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_name(cache_file.stem + ".tmp.npz")
-        np.savez(tmp, X=X, index=index, skip_index=np.asarray(skip_index, dtype=np.int64),
-                 skip_reasons=np.asarray([r for _, r in report.skipped], dtype=str),
-                 fix_index=np.asarray(fix_index, dtype=np.int64),
-                 fix_notes=np.asarray(fix_notes, dtype=str))
-        tmp.replace(cache_file)                       # atomic: never a half-written cache
-    return BaselineFeatures(X, index, len(ids), names, report, config)
 
 
 # --------------------------------------------------------------------------------------------
@@ -730,9 +338,6 @@ def _metric_learn():
     validators that ``metric_learn._util`` imported are wrapped to rename the argument; the
     behaviour is otherwise unchanged, and nothing else of scikit-learn is touched.
     """
-    import functools
-    import inspect
-
     import metric_learn
     import metric_learn._util as util
     from sklearn.utils.validation import check_array
@@ -885,8 +490,6 @@ def cfr(distance_fn, X, triplets):
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    from mrlib.evaluate import constraints_fulfillment_rate
-
     if isinstance(distance_fn, np.ndarray):
         D = distance_fn
         if D.ndim != 2 or D.shape[0] != D.shape[1]:
@@ -931,6 +534,26 @@ class CVResult:
 
     def __str__(self) -> str:
         return f"{self.name}: CFR {100 * self.mean:.1f} ± {100 * self.std:.1f} % ({len(self.per_fold)} folds)"
+
+
+def summarise_folds(per_fold: np.ndarray) -> tuple[float, float]:
+    """Mean and sample std (ddof = 1) of the folds' CFR, leaving out (with a warning to the
+    caller's caller) the folds without test triplets (NaN)."""
+    valid = per_fold[~np.isnan(per_fold)]
+    if len(valid) < len(per_fold):
+        warnings.warn(f"{len(per_fold) - len(valid)} fold(s) had no test triplets and are left "
+                      "out of the mean", RuntimeWarning, stacklevel=3)
+    mean = float(valid.mean()) if len(valid) else float("nan")
+    std = float(valid.std(ddof=1)) if len(valid) > 1 else float("nan")
+    return mean, std
+
+
+def check_shares(shares) -> np.ndarray:
+    """The shares of training triplets of a generalisation curve, as floats in (0, 1]."""
+    shares = np.asarray(shares, dtype=float)
+    if shares.ndim != 1 or shares.size == 0 or (shares <= 0).any() or (shares > 1).any():
+        raise ValueError(f"shares must be numbers in (0, 1], got {shares.tolist()}")
+    return shares
 
 
 def _new_method(method_factory):
@@ -991,12 +614,7 @@ def cross_validate(
         test_cfr.append(cfr(method, X, t[test_idx]).rate if len(test_idx) else np.nan)
         n_test.append(len(test_idx))
     per_fold = np.asarray(test_cfr, dtype=np.float64)
-    valid = per_fold[~np.isnan(per_fold)]
-    if len(valid) < len(per_fold):
-        warnings.warn(f"{len(per_fold) - len(valid)} fold(s) had no test triplets and are left "
-                      "out of the mean", RuntimeWarning, stacklevel=2)
-    mean = float(valid.mean()) if len(valid) else float("nan")
-    std = float(valid.std(ddof=1)) if len(valid) > 1 else float("nan")
+    mean, std = summarise_folds(per_fold)
     return CVResult(label, per_fold, np.asarray(train_cfr), np.asarray(n_test, np.int64), mean, std)
 
 
@@ -1034,9 +652,7 @@ def generalization_curve(
     """
     X = _check_X(X)
     t = _check_triplets(triplets, len(X))
-    shares = np.asarray(shares, dtype=float)
-    if shares.ndim != 1 or shares.size == 0 or (shares <= 0).any() or (shares > 1).any():
-        raise ValueError(f"shares must be numbers in (0, 1], got {shares.tolist()}")
+    shares = check_shares(shares)
     rng = np.random.default_rng(seed)
     rows = []
     bar = tqdm(total=len(folds) * len(shares), desc="curve", disable=not progress)

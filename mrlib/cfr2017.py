@@ -31,6 +31,7 @@ Notebook: 08_triplet_matchnet.ipynb
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -40,6 +41,16 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+import pandas as pd
+import torch
+
+from mrlib import catalog as mcat
+from mrlib import results as res
+from mrlib.baselines import Euclidean, Mahalanobis, TripletSVM, catalog_features
+from mrlib.comparisons import comparisons_to_triplets, simulate_votes, triplet_folds
+from mrlib.features import coarsen_features, extract
+from mrlib.matchnet import MatchNetConfig, cross_validate_matchnet
+from mrlib.similarity import oracle
 
 __all__ = ["PROFILES", "SCHEMES", "METHODS", "FEATURES", "CURVE_SHARES", "rows", "curve_rows",
            "run", "data_context", "test_units", "fulfilled", "share_folds", "matchnet_folds",
@@ -147,8 +158,6 @@ def rows(catalog: str = "synthetic", profile: str = "quick",
             known = sorted([*data, *mn, *base])
             raise ValueError(f"unknown cfr2017 parameter {k!r}; known: {known}")
         target[k] = v
-    from mrlib.matchnet import MatchNetConfig
-
     MatchNetConfig(**mn)                          # checked at the door, before anything runs
     out = {}
     for scheme in SCHEMES:
@@ -239,8 +248,6 @@ def make_method(method: str, *, pca: int | None = None, seed: int = 0, svm_C: fl
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    from mrlib.baselines import Euclidean, Mahalanobis, TripletSVM
-
     if method == METHODS[0]:
         return Euclidean(pca=pca, seed=seed)
     if method == METHODS[1]:
@@ -282,13 +289,6 @@ def data_context(parameters: Mapping[str, Any], *, n_jobs: int | None = None,
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    from mrlib import catalog as mcat
-    from mrlib.baselines import catalog_features
-    from mrlib.comparisons import comparisons_to_triplets, simulate_votes, triplet_folds
-    from mrlib.features import extract
-    from mrlib.matchnet import coarsen_features
-    from mrlib.similarity import oracle
-
     fields = _data_fields(parameters)
     key = json.dumps(fields, sort_keys=True)
     if key in _CONTEXTS:
@@ -385,8 +385,6 @@ def fulfilled(distance_per_fold, triplets: np.ndarray, folds, units: np.ndarray)
 
 def _baseline_folds(method, X_per_fold, triplets, folds) -> list[tuple[np.ndarray, np.ndarray]]:
     """Fit a fresh copy of ``method`` on each fold's training triplets; test dissimilarities."""
-    import copy
-
     out = []
     for X, (tr, te) in zip(X_per_fold, folds):
         m = copy.deepcopy(method).fit(X, triplets[tr])
@@ -442,9 +440,6 @@ def matchnet_folds(ctx: Mapping[str, Any], scheme: str, matchnet: Mapping[str, A
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    import torch
-
-    from mrlib.matchnet import MatchNetConfig, cross_validate_matchnet
 
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {list(SCHEMES)}, got {scheme!r}")
@@ -454,20 +449,27 @@ def matchnet_folds(ctx: Mapping[str, Any], scheme: str, matchnet: Mapping[str, A
     path = Path(workdir) / f"matchnet_{key}.npz" if workdir is not None else None
     folds = share_folds(ctx["folds"][scheme], train_share, ctx["fields"]["data_seed"])
     if path is not None and path.exists():
-        z = np.load(path)
-        out = {"d_test": [(z[f"ap{f}"], z[f"an{f}"]) for f in range(len(folds))], "songs": z["songs"],
-               "train_cfr": z["train_cfr"], "final_loss": z["final_loss"],
-               "final_active": z["final_active"]}
-        _MATCHNET[key] = out
+        _MATCHNET[key] = out = _load_folds(path, len(folds))
         return {**out, "seconds": 0.0}
+    t0 = time.perf_counter()
+    out = _cross_validate(ctx, folds, MatchNetConfig(**matchnet, seed=int(seed), device=device), n_jobs,
+                          progress)
+    seconds = time.perf_counter() - t0
+    if path is not None:
+        _save_folds(path, out)
+    _MATCHNET[key] = out
+    return {**out, "seconds": seconds}
+
+
+def _cross_validate(ctx: Mapping[str, Any], folds, config, n_jobs: int | None, progress: bool) -> dict:
+    """:func:`matchnet_folds`' arrays from a fresh :func:`mrlib.matchnet.cross_validate_matchnet`."""
+    device = config.device
     on_cpu = str(device) == "cpu" or (str(device) == "auto" and not torch.cuda.is_available()
                                        and not torch.backends.mps.is_available())
     if n_jobs is None:
         # Worker processes pay off only when a fold trains for more than their start-up time.
         big = len(ctx["triplets"]) >= 200
         n_jobs = max(1, torch.get_num_threads()) if on_cpu and big else 1
-    config = MatchNetConfig(**matchnet, seed=int(seed), device=device)
-    t0 = time.perf_counter()
     threads = torch.get_num_threads()
     if n_jobs == 1 and on_cpu:
         torch.set_num_threads(1)                 # one thread: the same bits as n_jobs > 1
@@ -479,22 +481,29 @@ def matchnet_folds(ctx: Mapping[str, Any], scheme: str, matchnet: Mapping[str, A
     finally:
         torch.set_num_threads(threads)
     songs = np.stack([cv.mean_embeddings(f) for f in range(len(folds))]).astype(np.float32)
-    out = {"d_test": [(np.asarray(a, np.float64), np.asarray(b, np.float64)) for a, b in cv.d_test],
-           "songs": songs, "train_cfr": np.asarray(cv.train, np.float64),
-           "final_loss": np.array([h["loss"].iloc[-1] if len(h) else np.nan for h in cv.histories]),
-           "final_active": np.array([h["active"].iloc[-1] if len(h) else np.nan for h in cv.histories])}
-    seconds = time.perf_counter() - t0
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
-        arrays = {"songs": songs, "train_cfr": out["train_cfr"], "final_loss": out["final_loss"],
-                  "final_active": out["final_active"]}
-        for f, (a, b) in enumerate(out["d_test"]):
-            arrays[f"ap{f}"], arrays[f"an{f}"] = a, b
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    _MATCHNET[key] = out
-    return {**out, "seconds": seconds}
+    return {"d_test": [(np.asarray(a, np.float64), np.asarray(b, np.float64)) for a, b in cv.d_test],
+            "songs": songs, "train_cfr": np.asarray(cv.train, np.float64),
+            "final_loss": np.array([h["loss"].iloc[-1] if len(h) else np.nan for h in cv.histories]),
+            "final_active": np.array([h["active"].iloc[-1] if len(h) else np.nan for h in cv.histories])}
+
+
+def _load_folds(path: Path, n_folds: int) -> dict:
+    """The arrays :func:`_save_folds` stored."""
+    z = np.load(path)
+    return {"d_test": [(z[f"ap{f}"], z[f"an{f}"]) for f in range(n_folds)], "songs": z["songs"],
+            "train_cfr": z["train_cfr"], "final_loss": z["final_loss"], "final_active": z["final_active"]}
+
+
+def _save_folds(path: Path, out: dict) -> None:
+    """Store :func:`matchnet_folds`' arrays as one ``.npz``, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
+    arrays = {"songs": out["songs"], "train_cfr": out["train_cfr"], "final_loss": out["final_loss"],
+              "final_active": out["final_active"]}
+    for f, (a, b) in enumerate(out["d_test"]):
+        arrays[f"ap{f}"], arrays[f"an{f}"] = a, b
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
 
 
 def _round(values) -> list:
@@ -594,9 +603,6 @@ def slides_table(store: Mapping[str, Any], decimals: int = 1):
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    import pandas as pd
-
-    from mrlib import results as res
 
     if store.get("experiment") != "cfr2017":
         raise ValueError(f"not a cfr2017 store: experiment {store.get('experiment')!r}")

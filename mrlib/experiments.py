@@ -108,7 +108,7 @@ def _experiment(name: str) -> Experiment:
 # Table 2 (Prétet et al. 2020)
 # ---------------------------------------------------------------------------------------------
 #: Training budget of every Table-2 row per profile (``TrainConfig`` fields on top of
-#: :data:`mrlib.evaluate.TABLE2_DEFAULTS`). ``quick`` is the stored CPU experiment: the
+#: :data:`mrlib.table2.TABLE2_DEFAULTS`). ``quick`` is the stored CPU experiment: the
 #: lesson's catalog and network, 200 Adam steps of 144 patches per row (see CONTRIBUTING.md,
 #: "Experiments", for how the budget was chosen); ``paper`` is :func:`mrlib.train.paper_config`.
 TABLE2_BUDGETS: dict[str, dict[str, Any]] = {
@@ -149,14 +149,14 @@ def table2_rows(catalog: str = "synthetic", profile: str = "quick",
                 overrides: Mapping[str, Any] | None = None) -> dict[str, dict]:
     """The rows of Table 2 at a profile: the trained rows' training fields and the references'.
 
-    Trained rows come from :func:`mrlib.evaluate.table2_systems` with the profile's budget
+    Trained rows come from :func:`mrlib.table2.table2_systems` with the profile's budget
     (:data:`TABLE2_BUDGETS`) and ``overrides`` (any ``TrainConfig`` field but ``seed``); at the
     ``paper`` profile each row is :func:`mrlib.train.paper_config` of its system and mining.
     The reference rows (:data:`TABLE2_REFERENCE_ROWS`) carry only the catalog's fields.
 
     Notebook: 07_evaluation.ipynb
     """
-    from mrlib.evaluate import table2_systems
+    from mrlib.table2 import table2_systems
     from mrlib.mining import is_online, paper_shares
     from mrlib.train_config import paper_config
 

@@ -17,9 +17,9 @@ constraints, ten times. This module provides that loop:
 * :class:`MatchNetConfig` — the knobs (patch length, patches per song, width, epochs, ...);
 * :func:`train_matchnet` — train on song triplets (catalog indices), return the model and a
   per-epoch log;
-* :func:`embed_songs`, :func:`pair_dissimilarities`, :func:`triplet_dissimilarities` — the
-  song-level decision: 8 seeded test patches per song (the same ones :mod:`mrlib.train` uses),
-  mean of :math:`f` over the 8 x 8 patch pairs;
+* :func:`embed_songs`, :func:`pair_dissimilarities`, :func:`triplet_dissimilarities` (from
+  :mod:`mrlib.songlevel`) — the song-level decision: 8 seeded test patches per song (the same
+  ones :mod:`mrlib.train` uses), mean of :math:`f` over the 8 x 8 patch pairs;
 * :func:`cross_validate_matchnet` — k-fold CFR (fit on each fold's training triplets, score its
   test triplets), in the :class:`mrlib.baselines.CVResult` form the baselines use, keeping each
   fold's tower embeddings so that the baselines can be run on them (the slides' "Proposed"
@@ -31,6 +31,7 @@ Notebook: 08_triplet_matchnet.ipynb
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import numbers
@@ -42,130 +43,23 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 import torch
+from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
+from mrlib import losses
+from mrlib.baselines import CVResult, check_shares, cross_validate, summarise_folds
+from mrlib.features import CoarseFeatures, check_features, coarsen_features, random_patches
+from mrlib.models import build_model
+from mrlib.songlevel import (check_available, check_triplets, embed_songs, pair_dissimilarities,
+                             triplet_dissimilarities)
+from mrlib.stats import constraints_fulfillment_rate
+from mrlib.train import pick_device
+
 __all__ = [
-    "CoarseFeatures",
-    "coarsen_features",
-    "MatchNetConfig",
-    "MatchNetRun",
-    "MatchNetCV",
-    "train_matchnet",
-    "embed_songs",
-    "pair_dissimilarities",
-    "triplet_dissimilarities",
-    "cross_validate_matchnet",
-    "cross_validate_features",
-    "generalization_curve_matchnet",
+    "CoarseFeatures", "coarsen_features", "MatchNetConfig", "MatchNetRun", "MatchNetCV",
+    "train_matchnet", "embed_songs", "pair_dissimilarities", "triplet_dissimilarities",
+    "cross_validate_matchnet", "cross_validate_features", "generalization_curve_matchnet"
 ]
-
-
-# =============================================================================================
-# A coarser time-frequency grid for CPU lessons
-# =============================================================================================
-class CoarseFeatures:
-    """Log-CQT features pooled onto a coarser grid, indexed by catalog index like a FeatureSet.
-
-    Attributes
-    ----------
-    freq_pool, time_pool : int
-        Bins and frames merged into one.
-    available : numpy.ndarray of bool, shape (N,)
-        Tracks that have features.
-
-    Notes
-    -----
-    ``features[i]`` is a float32 array ``(n_bins // freq_pool, T_i // time_pool)`` in dB;
-    indexing a track without features raises ``KeyError``. Plain arrays inside, so it pickles
-    cheaply to worker processes.
-
-    Notebook: 08_triplet_matchnet.ipynb
-    """
-
-    def __init__(self, arrays: Sequence[np.ndarray | None], freq_pool: int, time_pool: int):
-        self._arrays = list(arrays)
-        self.freq_pool, self.time_pool = int(freq_pool), int(time_pool)
-        self.available = np.array([a is not None for a in self._arrays], dtype=bool)
-
-    def __len__(self) -> int:
-        return len(self._arrays)
-
-    def __getitem__(self, i) -> np.ndarray:
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
-            raise TypeError(f"CoarseFeatures is indexed by an integer catalog index, got {i!r}")
-        a = self._arrays[int(i)]
-        if a is None:
-            raise KeyError(f"track {int(i)} has no features (skipped when extracting)")
-        return a
-
-    @property
-    def n_bins(self) -> int:
-        """Bins of the coarse grid (0 if no track has features)."""
-        first = next((a for a in self._arrays if a is not None), None)
-        return 0 if first is None else int(first.shape[0])
-
-    def __repr__(self) -> str:
-        return (f"CoarseFeatures({int(self.available.sum())}/{len(self)} tracks, "
-                f"{self.n_bins} bins, pool=({self.freq_pool}, {self.time_pool}))")
-
-
-def coarsen_features(features, freq_pool: int = 4, time_pool: int = 8, *,
-                     progress: bool = False) -> CoarseFeatures:
-    r"""Pool log-CQT features over blocks of ``freq_pool`` bins x ``time_pool`` frames.
-
-    Each block's *power* is averaged and taken back to dB,
-    :math:`10 \log_{10}\big(\operatorname{mean}\, 10^{X/10}\big)`, so a merged bin holds the
-    energy of the bins it replaces (a mean of dB values would be a geometric mean of powers,
-    biased towards the quiet bins). Trailing frames that do not fill a block are dropped.
-
-    Why: the tower's cost grows with the patch area. With ``(4, 8)`` the default grid (96 bins,
-    12 per octave, 43.07 frames/s) becomes 24 bins (3 per octave) at 5.38 frames/s, so a
-    3-second patch costs 32 times less — what lets ten-fold cross-validation of Triplet
-    MatchNet run in minutes on a laptop CPU. Timbre (spectral envelope), loudness and slow
-    rhythm survive; pitch detail does not. ``(1, 1)`` keeps the grid (the paper's setting).
-
-    Parameters
-    ----------
-    features : mrlib.features.FeatureSet or sequence of arrays
-        ``features[i]`` -> (n_bins, T_i) log-power in dB; tracks without features (``available``
-        False) stay without.
-    freq_pool : int, default 4
-        Must divide ``n_bins``.
-    time_pool : int, default 8
-        At most the shortest track's frame count.
-    progress : bool, default False
-
-    Returns
-    -------
-    CoarseFeatures
-        ``[i]`` -> float32 (n_bins // freq_pool, T_i // time_pool).
-
-    Notebook: 08_triplet_matchnet.ipynb
-    """
-    _check_features(features)
-    for name, value in (("freq_pool", freq_pool), ("time_pool", time_pool)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    available = getattr(features, "available", None)
-    available = np.ones(len(features), bool) if available is None else np.asarray(available, bool)
-    out: list[np.ndarray | None] = []
-    for i in tqdm(range(len(features)), desc="coarsen", unit="track", disable=not progress):
-        if not available[i]:
-            out.append(None)
-            continue
-        x = np.asarray(features[i], dtype=np.float64)
-        if x.ndim != 2:
-            raise ValueError(f"feature {i} must be (n_bins, T), got shape {x.shape}")
-        F, T = x.shape
-        if F % freq_pool:
-            raise ValueError(f"freq_pool={freq_pool} must divide the {F} bins")
-        if T < time_pool:
-            raise ValueError(f"track {i} has {T} frames, fewer than time_pool={time_pool}")
-        T2 = T // time_pool
-        power = 10.0 ** (x[:, :T2 * time_pool] / 10.0)
-        power = power.reshape(F // freq_pool, freq_pool, T2, time_pool).mean(axis=(1, 3))
-        out.append((10.0 * np.log10(power)).astype(np.float32))
-    return CoarseFeatures(out, freq_pool, time_pool)
 
 
 # =============================================================================================
@@ -281,52 +175,11 @@ def _check_config(config) -> "MatchNetConfig":
     return config
 
 
-def _check_features(features) -> None:
-    if not hasattr(features, "__getitem__") or not hasattr(features, "__len__"):
-        raise TypeError("features must be indexable by catalog index (a mrlib.features.FeatureSet "
-                        f"or a sequence of (n_bins, T) arrays), got {type(features).__name__}")
-    if len(features) == 0:
-        raise ValueError("features is empty")
-
-
-def _check_triplets(triplets, n: int, name: str = "triplets", allow_empty: bool = False) -> np.ndarray:
-    t = np.asarray(triplets)
-    if t.ndim != 2 or t.shape[1] != 3 or (len(t) == 0 and not allow_empty):
-        raise ValueError(f"{name} must be a non-empty (M, 3) array of catalog indices "
-                         f"(anchor, positive, negative), got shape {t.shape}")
-    if len(t) and not np.issubdtype(t.dtype, np.integer):
-        raise TypeError(f"{name} must hold integer catalog indices, got dtype {t.dtype}")
-    if len(t) and (t.min() < 0 or t.max() >= n):
-        raise ValueError(f"{name} indices must lie in [0, {n}) (the features' tracks), got "
-                         f"[{t.min()}, {t.max()}]")
-    if len(t) and ((t[:, 0] == t[:, 1]) | (t[:, 0] == t[:, 2]) | (t[:, 1] == t[:, 2])).any():
-        raise ValueError(f"every row of {name} needs three different songs")
-    return t.astype(np.int64, copy=False)
-
-
-def _check_available(features, idx: np.ndarray) -> None:
-    """Fail early, naming the tracks, when some of ``idx`` have no features (skipped audio)."""
-    available = getattr(features, "available", None)
-    if available is None:
-        return
-    missing = idx[~np.asarray(available, dtype=bool)[idx]]
-    if len(missing):
-        raise ValueError(f"{len(missing)} song(s) of the triplets have no features (skipped when "
-                         f"extracting: see FeatureSet.report), e.g. catalog indices "
-                         f"{missing[:5].tolist()}; drop the triplets that use them")
-
-
 def _n_bins(features, idx: np.ndarray) -> int:
     first = np.asarray(features[int(idx[0])])
     if first.ndim != 2:
         raise ValueError(f"each feature must be a (n_bins, T) array, got shape {first.shape}")
     return int(first.shape[0])
-
-
-def _device(name: str) -> torch.device:
-    from mrlib.train import pick_device
-
-    return pick_device(name)
 
 
 # =============================================================================================
@@ -361,8 +214,6 @@ class MatchNetRun:
 def _batch_patches(features, songs: np.ndarray, patch_len: int, n: int,
                    rng: np.random.Generator) -> np.ndarray:
     """``(len(songs), n, n_bins, patch_len)`` float32 random patches, one draw per song."""
-    from mrlib.features import random_patches
-
     return np.stack([random_patches(features[int(s)], patch_len, n, rng) for s in songs]
                     ).astype(np.float32, copy=False)
 
@@ -412,14 +263,11 @@ def train_matchnet(
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    from mrlib import losses
-    from mrlib.models import build_model
-
     config = _check_config(config)
-    _check_features(features)
-    t = _check_triplets(triplets, len(features))
-    _check_available(features, np.unique(t))
-    device = _device(config.device)
+    check_features(features)
+    t = check_triplets(triplets, len(features))
+    check_available(features, np.unique(t))
+    device = pick_device(config.device)
     n_bins = _n_bins(features, t[0])
 
     model = build_model("matchnet", width=config.width, n_bins=n_bins, patch_len=config.patch_len,
@@ -427,174 +275,48 @@ def train_matchnet(
                         metric_hidden=config.metric_hidden).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     rng = np.random.default_rng(config.seed)
-    B, P, L = config.batch_size, config.patches_per_song, config.patch_len
     rows = []
     model.train()
     for epoch in tqdm(range(1, config.epochs + 1), desc="MatchNet epochs", unit="epoch",
                       disable=not progress, leave=False):
-        t0 = time.perf_counter()
-        order = rng.permutation(len(t))
-        sums = np.zeros(4)
-        n_steps = n_patches = 0
-        for s in range(0, len(order), B):
-            batch = t[order[s:s + B]]                                     # (b, 3)
-            b = len(batch)
-            x = _batch_patches(features, batch.reshape(-1), L, P, rng)    # (3b, P, F, L)
-            x = torch.from_numpy(x.reshape(-1, n_bins, L)).to(device)
-            e = model.embed(x).reshape(b, 3, P, -1)
-            z_pos = model.metric_pairs(e[:, 0], e[:, 1])                  # (b, P, P)
-            z_neg = model.metric_pairs(e[:, 0], e[:, 2])                  # (b, P, P)
-            loss, parts = losses.matchnet_loss(z_pos, z_neg, return_parts=True)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                # sigmoid is monotone: compare logits. Pairs (x, x-) whose f is below the
-                # anchor patch's hardest positive still cost rank loss.
-                active = (z_neg < z_pos.amax(dim=-1, keepdim=True)).float().mean()
-            sums += [loss.item(), parts["rank"].item(), parts["contrastive"].item(), active.item()]
-            n_steps += 1
-            n_patches += x.shape[0]
-        seconds = time.perf_counter() - t0
-        mean = sums / max(n_steps, 1)
-        rows.append({"epoch": epoch, "loss": mean[0], "rank": mean[1], "contrastive": mean[2],
-                     "active": mean[3], "seconds": seconds,
-                     "patches_per_s": n_patches / seconds if seconds > 0 else float("nan")})
+        rows.append({"epoch": epoch, **_train_epoch(model, opt, features, t, rng, config, n_bins, device)})
     model.eval()
     history = pd.DataFrame(rows, columns=["epoch", "loss", "rank", "contrastive", "active",
                                           "seconds", "patches_per_s"])
     return MatchNetRun(model, history, config, int(len(t)))
 
 
-# =============================================================================================
-# Song-level scoring
-# =============================================================================================
-@torch.no_grad()
-def embed_songs(model, features, idx, patch_len: int | None = None, n_patches: int = 8, *,
-                batch_size: int = 512, progress: bool = False) -> np.ndarray:
-    """Tower embeddings of each song's seeded test patches.
-
-    Song ``i`` is represented by ``mrlib.features.test_patches(features[i], patch_len,
-    n_patches, seed=i)`` — the patches :func:`mrlib.train.embed_tracks` uses too, so every
-    system is scored on the same audio.
-
-    Parameters
-    ----------
-    model : mrlib.models.TripletMatchNet
-    features : FeatureSet or sequence of (n_bins, T) arrays
-    idx : array_like of int, shape (n,)
-        Catalog indices of the songs.
-    patch_len : int, optional
-        Default: the model's ``patch_len``.
-    n_patches : int, default 8
-    batch_size : int, default 512
-        Patches per forward pass.
-    progress : bool, default False
-
-    Returns
-    -------
-    numpy.ndarray of float32, shape (n, n_patches, embedding_dim)
-
-    Notebook: 08_triplet_matchnet.ipynb
-    """
-    from mrlib.features import test_patches
-
-    _check_features(features)
-    idx = np.asarray(idx)
-    if idx.ndim != 1 or (len(idx) and not np.issubdtype(idx.dtype, np.integer)):
-        raise ValueError(f"idx must be a 1-D array of catalog indices, got shape {idx.shape}")
-    if len(idx) and (idx.min() < 0 or idx.max() >= len(features)):
-        raise ValueError(f"idx must lie in [0, {len(features)}), got [{idx.min()}, {idx.max()}]")
-    _check_available(features, idx.astype(np.int64))
-    if isinstance(n_patches, bool) or not isinstance(n_patches, numbers.Integral) or n_patches < 1:
-        raise ValueError(f"n_patches must be a positive int, got {n_patches!r}")
-    patch_len = int(getattr(model, "patch_len")) if patch_len is None else int(patch_len)
-    dev = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    per_chunk = max(1, int(batch_size) // int(n_patches))
-    out = []
-    try:
-        for s in tqdm(range(0, len(idx), per_chunk), desc="embed songs", unit="chunk",
-                      disable=not progress, leave=False):
-            chunk = idx[s:s + per_chunk]
-            x = np.stack([test_patches(features[int(i)], patch_len, n=n_patches, seed=int(i))
-                          for i in chunk]).astype(np.float32)
-            e = model.embed(torch.from_numpy(x.reshape(-1, *x.shape[2:])).to(dev)).float()
-            out.append(e.reshape(len(chunk), n_patches, -1).cpu().numpy())
-    finally:
-        model.train(was_training)
-    if not out:
-        return np.zeros((0, n_patches, int(getattr(model, "embedding_dim", 1))), dtype=np.float32)
-    return np.concatenate(out).astype(np.float32, copy=False)
-
-
-@torch.no_grad()
-def pair_dissimilarities(model, E, a, b, *, block: int = 4096) -> np.ndarray:
-    """Song-level dissimilarity of song pairs: mean of ``f = sigmoid(z)`` over patch pairs.
-
-    Parameters
-    ----------
-    model : mrlib.models.TripletMatchNet
-    E : numpy.ndarray or torch.Tensor, shape (N, P, e)
-        Patch embeddings of the songs (:func:`embed_songs`), row ``i`` = song ``i``.
-    a, b : array_like of int, shape (M,)
-        Rows of ``E``: the pairs ``(a[k], b[k])``.
-    block : int, default 4096
-        Song pairs per forward pass of the metric network.
-
-    Returns
-    -------
-    numpy.ndarray of float64, shape (M,)
-        ``mean_{i, j} f(x_i, y_j)`` in (0, 1): near 0 similar, near 1 dissimilar.
-
-    Notebook: 08_triplet_matchnet.ipynb
-    """
-    E = torch.as_tensor(np.asarray(E, dtype=np.float32) if not isinstance(E, torch.Tensor) else E)
-    if E.ndim != 3:
-        raise ValueError(f"E must be (N, P, e) patch embeddings, got shape {tuple(E.shape)}")
-    a = np.asarray(a, dtype=np.int64).ravel()
-    b = np.asarray(b, dtype=np.int64).ravel()
-    if a.shape != b.shape:
-        raise ValueError(f"a and b must have the same length, got {a.shape} and {b.shape}")
-    if len(a) and (min(a.min(), b.min()) < 0 or max(a.max(), b.max()) >= len(E)):
-        raise ValueError(f"pair indices must lie in [0, {len(E)}) (rows of E)")
-    dev = next(model.parameters()).device
-    E = E.to(dev, dtype=next(model.parameters()).dtype)
-    was_training = model.training
-    model.eval()
-    out = np.empty(len(a), dtype=np.float64)
-    try:
-        for s in range(0, len(a), block):
-            ia = torch.as_tensor(a[s:s + block], device=dev)
-            ib = torch.as_tensor(b[s:s + block], device=dev)
-            z = model.metric_pairs(E[ia], E[ib])                         # (m, P_a, P_b)
-            out[s:s + block] = torch.sigmoid(z.float()).mean(dim=(-2, -1)).double().cpu().numpy()
-    finally:
-        model.train(was_training)
-    return out
-
-
-def triplet_dissimilarities(model, E, triplets) -> tuple[np.ndarray, np.ndarray]:
-    """``(d(a, p), d(a, n))`` of each triplet by the song-level MatchNet decision.
-
-    Parameters
-    ----------
-    model : mrlib.models.TripletMatchNet
-    E : array, shape (N, P, e)
-        Patch embeddings, row = catalog index (:func:`embed_songs` over all songs).
-    triplets : numpy.ndarray of int, shape (M, 3)
-
-    Returns
-    -------
-    d_ap, d_an : numpy.ndarray of float64, shape (M,)
-        Feed them to :func:`mrlib.evaluate.constraints_fulfillment_rate`.
-
-    Notebook: 08_triplet_matchnet.ipynb
-    """
-    t = _check_triplets(triplets, len(E))
-    return (pair_dissimilarities(model, E, t[:, 0], t[:, 1]),
-            pair_dissimilarities(model, E, t[:, 0], t[:, 2]))
+def _train_epoch(model, opt, features, t: np.ndarray, rng: np.random.Generator, config: MatchNetConfig,
+                 n_bins: int, device: torch.device) -> dict:
+    """One pass over the shuffled triplets; the epoch's mean losses, active share and speed."""
+    B, P, L = config.batch_size, config.patches_per_song, config.patch_len
+    t0 = time.perf_counter()
+    order = rng.permutation(len(t))
+    sums = np.zeros(4)
+    n_steps = n_patches = 0
+    for s in range(0, len(order), B):
+        batch = t[order[s:s + B]]                                     # (b, 3)
+        b = len(batch)
+        x = _batch_patches(features, batch.reshape(-1), L, P, rng)    # (3b, P, F, L)
+        x = torch.from_numpy(x.reshape(-1, n_bins, L)).to(device)
+        e = model.embed(x).reshape(b, 3, P, -1)
+        z_pos = model.metric_pairs(e[:, 0], e[:, 1])                  # (b, P, P)
+        z_neg = model.metric_pairs(e[:, 0], e[:, 2])                  # (b, P, P)
+        loss, parts = losses.matchnet_loss(z_pos, z_neg, return_parts=True)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            # sigmoid is monotone: compare logits. Pairs (x, x-) whose f is below the
+            # anchor patch's hardest positive still cost rank loss.
+            active = (z_neg < z_pos.amax(dim=-1, keepdim=True)).float().mean()
+        sums += [loss.item(), parts["rank"].item(), parts["contrastive"].item(), active.item()]
+        n_steps += 1
+        n_patches += x.shape[0]
+    seconds = time.perf_counter() - t0
+    mean = sums / max(n_steps, 1)
+    return {"loss": mean[0], "rank": mean[1], "contrastive": mean[2], "active": mean[3], "seconds": seconds,
+            "patches_per_s": n_patches / seconds if seconds > 0 else float("nan")}
 
 
 # =============================================================================================
@@ -664,8 +386,6 @@ class MatchNetCV:
 
     def as_cv_result(self):
         """The same numbers as a :class:`mrlib.baselines.CVResult` (for tables and plots)."""
-        from mrlib.baselines import CVResult
-
         return CVResult(self.name, self.per_fold, self.train, self.n_test, self.mean, self.std)
 
     def mean_embeddings(self, fold: int) -> np.ndarray:
@@ -673,16 +393,6 @@ class MatchNetCV:
         if self.embeddings is None:
             raise ValueError("no embeddings kept: run cross_validate_matchnet(keep_embeddings=True)")
         return self.embeddings[fold].mean(axis=1)
-
-
-def _summarise(per_fold: np.ndarray) -> tuple[float, float]:
-    valid = per_fold[~np.isnan(per_fold)]
-    if len(valid) < len(per_fold):
-        warnings.warn(f"{len(per_fold) - len(valid)} fold(s) had no test triplets and are left "
-                      "out of the mean", RuntimeWarning, stacklevel=3)
-    mean = float(valid.mean()) if len(valid) else float("nan")
-    std = float(valid.std(ddof=1)) if len(valid) > 1 else float("nan")
-    return mean, std
 
 
 def _all_rows(features) -> np.ndarray:
@@ -702,15 +412,22 @@ def _embed_all(model, features, config: MatchNetConfig) -> np.ndarray:
     return full
 
 
-def _fit_score_fold(features, t: np.ndarray, train_idx: np.ndarray, test_idx: np.ndarray,
-                    config: MatchNetConfig, keep_embeddings: bool, threads: int | None) -> dict:
-    """Train on one fold and score it (runs in-process or in a joblib worker)."""
-    from mrlib.evaluate import constraints_fulfillment_rate
-
+@contextlib.contextmanager
+def _torch_threads(threads: int | None):
+    """Run the body with ``threads`` torch threads (None: unchanged), restoring the setting after."""
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _fit_score_fold(features, t: np.ndarray, train_idx: np.ndarray, test_idx: np.ndarray,
+                    config: MatchNetConfig, keep_embeddings: bool, threads: int | None) -> dict:
+    """Train on one fold and score it (runs in-process or in a joblib worker)."""
+    with _torch_threads(threads):
         run = train_matchnet(features, t[train_idx], config, progress=False)
         E = _embed_all(run.model, features, config)
         d_ap, d_an = triplet_dissimilarities(run.model, E, t[train_idx])
@@ -721,8 +438,6 @@ def _fit_score_fold(features, t: np.ndarray, train_idx: np.ndarray, test_idx: np
         else:
             d_ap = d_an = np.zeros(0)
             test_cfr = float("nan")
-    finally:
-        torch.set_num_threads(before)
     return {"test": test_cfr, "train": train_cfr, "n_test": len(test_idx), "history": run.history,
             "d_test": (d_ap, d_an), "E": E if keep_embeddings else None}
 
@@ -738,8 +453,6 @@ def _run_jobs(fn, jobs: list, n_jobs: int, desc: str, progress: bool) -> list:
             out.append(fn(*job))
             bar.update(1)
     else:
-        from joblib import Parallel, delayed
-
         for res in Parallel(n_jobs=n_jobs, return_as="generator")(delayed(fn)(*job) for job in jobs):
             out.append(res)
             bar.update(1)
@@ -794,14 +507,14 @@ def cross_validate_matchnet(
     Notebook: 08_triplet_matchnet.ipynb
     """
     config = _check_config(config)
-    _check_features(features)
-    t = _check_triplets(triplets, len(features))
+    check_features(features)
+    t = check_triplets(triplets, len(features))
     fl = _check_folds(folds, len(t))
     threads = None if n_jobs == 1 else 1
     jobs = [(features, t, tr, te, config, keep_embeddings, threads) for tr, te in fl]
     res = _run_jobs(_fit_score_fold, jobs, n_jobs, f"{name} folds", progress)
     per_fold = np.asarray([r["test"] for r in res], dtype=np.float64)
-    mean, std = _summarise(per_fold)
+    mean, std = summarise_folds(per_fold)
     return MatchNetCV(name, per_fold, np.asarray([r["train"] for r in res], np.float64),
                       np.asarray([r["n_test"] for r in res], np.int64), mean, std,
                       np.stack([r["E"] for r in res]) if keep_embeddings else None,
@@ -844,8 +557,6 @@ def cross_validate_features(
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    from mrlib.baselines import CVResult, cross_validate
-
     if len(X_per_fold) != len(folds):
         raise ValueError(f"need one feature matrix per fold: got {len(X_per_fold)} for "
                          f"{len(folds)} folds")
@@ -862,7 +573,7 @@ def cross_validate_features(
             train.append(r.train[0])
             n_test.append(r.n_test[0])
     per_fold = np.asarray(per_fold, dtype=np.float64)
-    mean, std = _summarise(per_fold)
+    mean, std = summarise_folds(per_fold)
     return CVResult(label, per_fold, np.asarray(train, np.float64), np.asarray(n_test, np.int64),
                     mean, std)
 
@@ -870,12 +581,7 @@ def cross_validate_features(
 def _fit_score_subset(features, t: np.ndarray, train_idx: np.ndarray, test_idx: np.ndarray,
                       config: MatchNetConfig, threads: int | None) -> float:
     """Test CFR of a network trained on ``t[train_idx]`` (curve point; worker-safe)."""
-    from mrlib.evaluate import constraints_fulfillment_rate
-
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+    with _torch_threads(threads):
         run = train_matchnet(features, t[train_idx], config, progress=False)
         songs = np.unique(t[test_idx])
         E = embed_songs(run.model, features, songs, config.patch_len, config.test_patches,
@@ -883,8 +589,6 @@ def _fit_score_subset(features, t: np.ndarray, train_idx: np.ndarray, test_idx: 
         local = np.searchsorted(songs, t[test_idx])          # rows of E for the test triplets
         d_ap = pair_dissimilarities(run.model, E, local[:, 0], local[:, 1])
         d_an = pair_dissimilarities(run.model, E, local[:, 0], local[:, 2])
-    finally:
-        torch.set_num_threads(before)
     return constraints_fulfillment_rate(d_ap, d_an).rate
 
 
@@ -929,12 +633,10 @@ def generalization_curve_matchnet(
     Notebook: 08_triplet_matchnet.ipynb
     """
     config = _check_config(config)
-    _check_features(features)
-    t = _check_triplets(triplets, len(features))
+    check_features(features)
+    t = check_triplets(triplets, len(features))
     fl = _check_folds(folds, len(t))
-    shares = np.asarray(shares, dtype=float)
-    if shares.ndim != 1 or shares.size == 0 or (shares <= 0).any() or (shares > 1).any():
-        raise ValueError(f"shares must be numbers in (0, 1], got {shares.tolist()}")
+    shares = check_shares(shares)
     if full is not None and len(full.per_fold) != len(fl):
         raise ValueError(f"full has {len(full.per_fold)} folds, folds has {len(fl)}")
     rng = np.random.default_rng(seed)

@@ -41,20 +41,15 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
+
+from mrlib.paths import repo_root
 
 from mrlib.paths import repo_root
 
 __all__ = [
-    "CATEGORIES",
-    "load_weights",
-    "oracle",
-    "oracle_chunks",
-    "oracle_topk",
-    "category_similarities",
-    "ranked_list",
-    "ranked_lists",
-    "mean_similarity_by_rank",
-    "rank_profile",
+    "CATEGORIES", "load_weights", "oracle", "oracle_chunks", "oracle_topk", "category_similarities",
+    "ranked_list", "ranked_lists", "mean_similarity_by_rank", "rank_profile"
 ]
 
 #: The five tag categories of the 2020 paper (§4.1), in the order they are reported.
@@ -307,8 +302,6 @@ def oracle_chunks(
     core = _Oracle(T_a, T_b, categories, weights)
     starts = range(0, core.A.n, chunk_size)
     if progress:
-        from tqdm.auto import tqdm
-
         starts = tqdm(starts, desc="oracle S", unit="block")
     for start in starts:
         yield start, core.block(start, min(start + chunk_size, core.A.n))
@@ -370,8 +363,6 @@ def oracle(
     S = np.empty((core.A.n, core.B.n), dtype=np.float32)
     starts = range(0, core.A.n, chunk_size)
     if progress:
-        from tqdm.auto import tqdm
-
         starts = tqdm(starts, desc="oracle S", unit="block")
     for start in starts:
         stop = min(start + chunk_size, core.A.n)
@@ -407,6 +398,16 @@ def _check_S(S, name="S") -> np.ndarray:
         raise TypeError(f"{name} must be a numeric array, got dtype {S.dtype}")
     if np.isnan(S).any():
         raise ValueError(f"{name} contains NaN; similarities must be comparable")
+    return S
+
+
+def _check_matrix(S, exclude_self: bool) -> np.ndarray:
+    """``S`` checked as a 2-D similarity matrix, square when the query is excluded by index."""
+    S = _check_S(S)
+    if S.ndim != 2:
+        raise ValueError(f"S must be 2-D, got shape {S.shape}")
+    if exclude_self and S.shape[0] != S.shape[1]:
+        raise ValueError(f"exclude_self needs a square S, got shape {S.shape}")
     return S
 
 
@@ -474,12 +475,8 @@ def ranked_lists(S, exclude_self: bool = True, k: int | None = None, dtype=np.in
 
     Notebook: 02_similarity.ipynb
     """
-    S = _check_S(S)
-    if S.ndim != 2:
-        raise ValueError(f"S must be 2-D, got shape {S.shape}")
+    S = _check_matrix(S, exclude_self)
     n_a, n_b = S.shape
-    if exclude_self and n_a != n_b:
-        raise ValueError(f"exclude_self needs a square S, got shape {S.shape}")
     dtype = np.dtype(dtype)
     if dtype.kind not in "iu" or (n_b > np.iinfo(dtype).max):
         raise ValueError(f"dtype must be an integer type able to hold {n_b - 1}, got {dtype}")
@@ -492,15 +489,20 @@ def ranked_lists(S, exclude_self: bool = True, k: int | None = None, dtype=np.in
     out = np.empty((n_a, width), dtype=dtype)
     for start in range(0, n_a, chunk_size):
         stop = min(start + chunk_size, n_a)
-        neg = -S[start:stop].astype(np.float64)
-        if exclude_self:
-            rows = np.arange(stop - start)
-            # -inf sorts first whatever the ties: the query lands in column 0 and is cut off.
-            neg[rows, start + rows] = -np.inf
-        order = np.argsort(neg, axis=1, kind="stable")
-        first = 1 if exclude_self else 0
-        out[start:stop] = order[:, first:first + width]
+        out[start:stop] = _block_order(S[start:stop], start, exclude_self)[:, :width]
     return out
+
+
+def _block_order(block: np.ndarray, start: int, exclude_self: bool) -> np.ndarray:
+    """Columns of each row of ``block`` (rows ``start …`` of S) by decreasing similarity, ties
+    by lower index, without the query's own column when ``exclude_self``."""
+    neg = -block.astype(np.float64)
+    if not exclude_self:
+        return np.argsort(neg, axis=1, kind="stable")
+    rows = np.arange(block.shape[0])
+    # -inf sorts first whatever the ties: the query lands in column 0 and is cut off.
+    neg[rows, start + rows] = -np.inf
+    return np.argsort(neg, axis=1, kind="stable")[:, 1:]
 
 
 def oracle_topk(
@@ -539,15 +541,9 @@ def oracle_topk(
         raise ValueError(f"k must be a positive integer, got {k!r}")
     index, value = [], []
     for start, block in oracle_chunks(T_a, T_b, categories, weights, chunk_size, progress):
-        if exclude_self:
-            if block.shape[1] < start + block.shape[0]:
-                raise ValueError("exclude_self needs T_b = None or a square problem")
-            neg = -block.astype(np.float64)
-            rows = np.arange(block.shape[0])
-            neg[rows, start + rows] = -np.inf
-            order = np.argsort(neg, axis=1, kind="stable")[:, 1:k + 1]
-        else:
-            order = np.argsort(-block.astype(np.float64), axis=1, kind="stable")[:, :k]
+        if exclude_self and block.shape[1] < start + block.shape[0]:
+            raise ValueError("exclude_self needs T_b = None or a square problem")
+        order = _block_order(block, start, exclude_self)[:, :k]
         if order.shape[1] < k:
             raise ValueError(f"k = {k} is longer than the lists ({order.shape[1]} tracks)")
         index.append(order.astype(np.int64))
@@ -574,12 +570,8 @@ def mean_similarity_by_rank(S, exclude_self: bool = True, chunk_size: int = 4096
 
     Notebook: 02_similarity.ipynb
     """
-    S = _check_S(S)
-    if S.ndim != 2:
-        raise ValueError(f"S must be 2-D, got shape {S.shape}")
+    S = _check_matrix(S, exclude_self)
     n_a, n_b = S.shape
-    if exclude_self and n_a != n_b:
-        raise ValueError(f"exclude_self needs a square S, got shape {S.shape}")
     chunk_size = _check_chunk(chunk_size)
     total = np.zeros(n_b - 1 if exclude_self else n_b)
     for start in range(0, n_a, chunk_size):

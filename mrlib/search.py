@@ -1,0 +1,547 @@
+"""Exact and approximate nearest-neighbour search: exact top-k, ranked lists, FAISS.
+
+Exact search is exhaustive and chunked (one block of query x base scores at a time), with
+ties broken by the lower index so its results equal a stable full sort; the FAISS indexes
+(HNSW, IVF, flat) trade recall for speed on catalogs far beyond the course data, and
+:func:`recall_at_k` measures what they lose against the exact lists.
+
+Notebook: 07_evaluation.ipynb
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from mrlib.checks import as_float_matrix, as_index_matrix, check_int
+
+__all__ = ["exact_topk", "rank_by_distance", "rank_by_similarity", "FaissIndex", "build_faiss_index",
+           "recall_at_k"]
+
+# Elements of a (queries x base) score block held at once by the chunked searches:
+# 2**26 float32 = 256 MiB, half the 512 MiB of a 1M x 128 catalog; larger blocks keep the
+# matrix product efficient (64 queries per block at 1M rows).
+_BLOCK_ELEMENTS = 2**26
+
+
+# ----------------------------------------------------------------------------------------
+# exact ranking and top-k
+# ----------------------------------------------------------------------------------------
+def _stable_topk(key: torch.Tensor, k: int, largest: bool) -> np.ndarray:
+    """Indices of the ``k`` smallest (or largest) entries of each row, best first, ties by
+    lower index — what a stable full sort gives, at the cost of a partial selection.
+
+    ``torch.topk`` is fast but leaves the order among equal values unspecified. Taking
+    ``k + 1`` candidates and sorting them by (value, index) is exact unless the k-th and
+    (k+1)-th values tie, in which case an equal value may hide outside the candidates: those
+    (rare) rows fall back to a stable sort of the whole row.
+    """
+    n = key.shape[1]
+    if k + 1 > n:  # the whole row is wanted: a stable sort is the definition
+        return torch.sort(key, dim=1, descending=largest, stable=True).indices[:, :k].cpu().numpy()
+    vals, ids = torch.topk(key, k + 1, dim=1, largest=largest, sorted=False)
+    vals, ids = vals.cpu().numpy(), ids.cpu().numpy()
+    order = np.lexsort((ids, -vals if largest else vals), axis=1)
+    vals = np.take_along_axis(vals, order, axis=1)
+    out = np.take_along_axis(ids, order, axis=1)[:, :k].astype(np.int64)
+    for r in np.flatnonzero(vals[:, k - 1] == vals[:, k]):
+        out[r] = torch.sort(key[r], descending=largest, stable=True).indices[:k].cpu().numpy()
+    return out
+
+
+def as_tensor(a: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A tensor view of ``a`` (no copy on CPU); read-only arrays (memory maps) are copied.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    a = np.ascontiguousarray(a)
+    if not a.flags.writeable:
+        a = a.copy()
+    return torch.from_numpy(a).to(device)
+
+
+def _default_chunk(n_base: int) -> int:
+    return max(1, min(4096, _BLOCK_ELEMENTS // max(n_base, 1)))
+
+
+def _check_query_ids(query_ids, n_q: int, n_b: int) -> np.ndarray:
+    """Each query's own base row (default: queries are the first rows of base), validated."""
+    if query_ids is None:
+        if n_q > n_b:
+            raise ValueError(
+                f"exclude_self without query_ids needs queries to be the first rows of base, "
+                f"but there are {n_q} queries and {n_b} base rows"
+            )
+        query_ids = np.arange(n_q)
+    query_ids = np.asarray(query_ids)
+    if query_ids.shape != (n_q,) or not np.issubdtype(query_ids.dtype, np.integer):
+        raise ValueError(
+            f"query_ids must be an int array of shape ({n_q},), got {query_ids.dtype} {query_ids.shape}"
+        )
+    if n_q and (query_ids.min() < 0 or query_ids.max() >= n_b):
+        raise ValueError(f"query_ids must lie in [0, {n_b}), got range [{query_ids.min()}, {query_ids.max()}]")
+    return query_ids
+
+
+def exact_topk(
+    queries,
+    base,
+    k: int,
+    *,
+    metric: str = "l2",
+    chunk_size: int | None = None,
+    exclude_self: bool = False,
+    query_ids=None,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+):
+    r"""Exact top-``k`` neighbours of each query in ``base``, computed in chunks of queries.
+
+    For ``metric="l2"`` the distance is the squared Euclidean distance
+    $\|q\|^2 + \|b\|^2 - 2\,q^\top b$ (clipped at 0), smallest first, as FAISS's
+    ``IndexFlatL2`` reports it; for ``"ip"`` the inner product $q^\top b$, largest first.
+    The ranking key is $\|b\|^2 - 2\,q^\top b$ (the distance minus a per-query constant: one
+    fused matrix product per block, no difference tensor); ties in the key go to the lower
+    base index, so the result equals a stable full sort (``torch.topk`` pre-selects
+    ``k + 1`` candidates per row; a row whose k-th and (k+1)-th values tie is re-sorted
+    whole). Exact means exhaustive: distances are float32 for float32 inputs, so two
+    neighbours closer than float32 rounding may come in either order. Memory: one ``chunk_size × n_base`` block at a
+    time (default: about 256 MiB of float32 scores).
+
+    Parameters
+    ----------
+    queries : float array (n_queries, d)
+    base : float array (n_base, d)
+        float32 stays float32 (faster), float64 stays float64; other numeric dtypes are
+        converted. Must be finite.
+    k : int
+        Neighbours per query, ``1 ≤ k ≤ n_base`` (``n_base − 1`` with ``exclude_self``).
+    metric : {"l2", "ip"}, default "l2"
+    chunk_size : int, optional
+        Queries per block; default ``≈ 2**26 / n_base`` (at most 4096).
+    exclude_self : bool, default False
+        Never return query ``i``'s own base row ``query_ids[i]``.
+    query_ids : int array (n_queries,), optional
+        The base row of each query, for ``exclude_self``; default ``arange(n_queries)``
+        (queries are the first rows of ``base``, e.g. ``exact_topk(X, X, ...)``).
+    device : str or torch.device, default "cpu"
+        Where the distance blocks are computed (``"cuda"`` works the same).
+    progress : bool, default False
+        Show a tqdm bar over chunks.
+
+    Returns
+    -------
+    dist : array (n_queries, k), dtype of the inputs
+        Squared L2 distances (ascending) or inner products (descending).
+    idx : int64 array (n_queries, k)
+        Base row indices.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    if metric not in ("l2", "ip"):
+        raise ValueError(f"metric must be 'l2' or 'ip', got {metric!r}")
+    q = as_float_matrix("queries", queries)
+    b = as_float_matrix("base", base)
+    if q.shape[1] != b.shape[1]:
+        raise ValueError(f"queries have dimension {q.shape[1]} but base has {b.shape[1]}")
+    dtype = np.float64 if (q.dtype == np.float64 or b.dtype == np.float64) else np.float32
+    q, b = q.astype(dtype, copy=False), b.astype(dtype, copy=False)
+    n_q, n_b = q.shape[0], b.shape[0]
+    available = n_b - (1 if exclude_self else 0)
+    k = check_int("k", k)
+    if k > available:
+        raise ValueError(f"k={k} exceeds the {available} base rows available per query")
+    chunk = _default_chunk(n_b) if chunk_size is None else check_int("chunk_size", chunk_size)
+    if exclude_self:
+        query_ids = _check_query_ids(query_ids, n_q, n_b)
+    device = torch.device(device)
+    bt = as_tensor(b, device)
+    b_sq = (bt * bt).sum(dim=1) if metric == "l2" else None
+    dist_out = np.empty((n_q, k), dtype=dtype)
+    idx_out = np.empty((n_q, k), dtype=np.int64)
+    for s in tqdm(range(0, n_q, chunk), desc="exact top-k", unit="chunk", disable=not progress):
+        e = min(s + chunk, n_q)
+        own = query_ids[s:e] if exclude_self else None
+        dist_out[s:e], idx_out[s:e] = _block_topk(as_tensor(q[s:e], device), bt, b_sq, k, own)
+    return dist_out, idx_out
+
+
+def _block_topk(qt: torch.Tensor, bt: torch.Tensor, b_sq: torch.Tensor | None, k: int, own: np.ndarray | None):
+    """One block of :func:`exact_topk`: (distances, indices) of ``qt``'s rows against ``bt``.
+
+    ``b_sq`` (the base's squared norms) selects the L2 metric, None the inner product;
+    ``own`` holds each query's own base row, to exclude, or None.
+    """
+    largest = b_sq is None
+    if largest:
+        key = qt @ bt.T
+    else:
+        # rank by ||b||^2 - 2 q.b: one fused pass (addmm), and ||q||^2, constant along
+        # the row, is added to the k winners only; no (chunk, n_base, d) difference tensor
+        key = torch.addmm(b_sq, qt, bt.T, beta=1.0, alpha=-2.0)
+    if own is not None:
+        key[torch.arange(len(own), device=key.device), as_tensor(own, key.device)] = (
+            -math.inf if largest else math.inf)
+    idx = _stable_topk(key, k, largest)
+    val = torch.gather(key, 1, as_tensor(idx, key.device))
+    if not largest:
+        # clip the tiny negatives that float cancellation leaves for near-identical vectors
+        val = (val + (qt * qt).sum(dim=1, keepdim=True)).clamp_(min=0.0)
+    return val.cpu().numpy(), idx
+
+
+def rank_by_distance(
+    embeddings,
+    metric: str = "euclidean",
+    exclude_self: bool = True,
+    k: int | None = None,
+    *,
+    chunk_size: int | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """Every track's ranked list of the other tracks by increasing embedding distance.
+
+    Parameters
+    ----------
+    embeddings : float array (n, d)
+        One embedding per track (e.g. the mean over 8 test patches).
+    metric : {"euclidean", "sqeuclidean", "cosine", "ip"}, default "euclidean"
+        ``euclidean`` and ``sqeuclidean`` give the same order; ``cosine`` ranks by
+        decreasing cosine similarity (rows are L2-normalised first; a zero row is an error);
+        ``ip`` by decreasing inner product.
+    exclude_self : bool, default True
+        Leave each track out of its own list (the retrieval protocol).
+    k : int, optional
+        Keep only the first ``k`` of each list; default the whole list.
+    chunk_size : int, optional
+        Queries per block (see :func:`exact_topk`).
+    progress : bool, default False
+
+    Returns
+    -------
+    int64 array (n, k) — or (n, n − 1) with ``exclude_self`` and (n, n) without when ``k``
+    is None — of track indices, nearest first, ties broken by lower index.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    x = as_float_matrix("embeddings", embeddings)
+    kinds = {"euclidean": "l2", "sqeuclidean": "l2", "cosine": "ip", "ip": "ip"}
+    if metric not in kinds:
+        raise ValueError(f"metric must be one of {sorted(kinds)}, got {metric!r}")
+    if metric == "cosine":
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        if (norms == 0).any():
+            raise ValueError(f"cosine metric: {int((norms == 0).sum())} embedding(s) are all zeros")
+        x = x / norms
+    n = x.shape[0]
+    full = n - 1 if exclude_self else n
+    k = full if k is None else check_int("k", k)
+    _, idx = exact_topk(x, x, k, metric=kinds[metric], chunk_size=chunk_size,
+                        exclude_self=exclude_self, progress=progress)
+    return idx
+
+
+def rank_by_similarity(
+    S, exclude_self: bool = True, k: int | None = None, *, chunk_size: int | None = None
+) -> np.ndarray:
+    """Ranked lists from a similarity matrix: decreasing ``S``, ties broken by lower index.
+
+    With the oracle ``S`` restricted to the test split this is the ground truth R^S(t);
+    with ``S`` applied to predicted tag probabilities it is the AT baseline's ranking.
+
+    Parameters
+    ----------
+    S : float array (n_queries, n)
+        Similarities, finite (any scale; only the order matters).
+    exclude_self : bool, default True
+        Leave query ``i`` (column ``i``) out of row ``i``; needs ``n_queries ≤ n``.
+    k : int, optional
+        Keep the first ``k`` of each list; default the whole list.
+    chunk_size : int, optional
+        Rows per block.
+
+    Returns
+    -------
+    int64 array (n_queries, k) (or the whole list) of column indices, most similar first.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    S = as_float_matrix("S", S)
+    n_q, n = S.shape
+    if exclude_self and n_q > n:
+        raise ValueError(f"exclude_self needs at least as many columns as rows, got S of shape {S.shape}")
+    full = n - 1 if exclude_self else n
+    k = full if k is None else check_int("k", k)
+    if k > full:
+        raise ValueError(f"k={k} exceeds the {full} tracks available per query")
+    chunk = _default_chunk(n) if chunk_size is None else check_int("chunk_size", chunk_size)
+    out = np.empty((n_q, k), dtype=np.int64)
+    for s in range(0, n_q, chunk):
+        e = min(s + chunk, n_q)
+        block = S[s:e].copy() if exclude_self else S[s:e]  # never write into the caller's S
+        key = as_tensor(block, torch.device("cpu"))
+        if exclude_self:
+            # S is finite, so -inf puts each query strictly after every other track
+            key[torch.arange(e - s), torch.arange(s, e)] = -math.inf
+        out[s:e] = _stable_topk(key, k, largest=True)
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# approximate search: FAISS
+# ----------------------------------------------------------------------------------------
+def _faiss():
+    try:
+        import faiss
+    except ImportError as err:  # pragma: no cover - faiss-cpu is in requirements.txt
+        raise ImportError("approximate search needs FAISS: pip install faiss-cpu (see requirements.txt)") from err
+    return faiss
+
+
+class FaissIndex:
+    """A FAISS index with the search parameters and the metric convention of :func:`exact_topk`.
+
+    Build it with :func:`build_faiss_index`. ``search`` returns squared L2 distances
+    (ascending) or inner products (descending), as :func:`exact_topk` does, and ``-1``
+    indices where the index found fewer than ``k`` neighbours.
+
+    Attributes
+    ----------
+    index : faiss.Index
+        The underlying FAISS object (``IndexHNSWFlat``, ``IndexIVFFlat`` or ``IndexFlat``).
+    kind : {"hnsw", "ivf", "flat"}
+    metric : {"l2", "ip"}
+
+    Notebook: 07_evaluation.ipynb
+    """
+
+    def __init__(self, index, kind: str, metric: str):
+        self.index, self.kind, self.metric = index, kind, metric
+
+    def __repr__(self) -> str:
+        return (f"FaissIndex(kind={self.kind!r}, metric={self.metric!r}, ntotal={self.ntotal}, "
+                f"dim={self.dim}, params={self.params()})")
+
+    @property
+    def ntotal(self) -> int:
+        """Number of indexed vectors.
+
+        Notebook: 07_evaluation.ipynb
+        """
+        return int(self.index.ntotal)
+
+    @property
+    def dim(self) -> int:
+        """Vector dimension.
+
+        Notebook: 07_evaluation.ipynb
+        """
+        return int(self.index.d)
+
+    def params(self) -> dict[str, int]:
+        """The current search-time parameters (``ef_search``, or ``nprobe`` and ``nlist``).
+
+        Notebook: 07_evaluation.ipynb
+        """
+        if self.kind == "hnsw":
+            return {"ef_search": int(self.index.hnsw.efSearch)}
+        if self.kind == "ivf":
+            return {"nprobe": int(self.index.nprobe), "nlist": int(self.index.nlist)}
+        return {}
+
+    def set_params(self, *, ef_search: int | None = None, nprobe: int | None = None) -> "FaissIndex":
+        """Trade speed for recall: HNSW's ``ef_search`` or IVF's ``nprobe`` (capped at nlist).
+
+        Parameters
+        ----------
+        ef_search : int, optional
+            HNSW search beam width.
+        nprobe : int, optional
+            IVF cells scanned per query.
+
+        Returns
+        -------
+        FaissIndex
+            ``self``, for chaining.
+
+        Notebook: 07_evaluation.ipynb
+        """
+        if ef_search is not None:
+            if self.kind != "hnsw":
+                raise ValueError(f"ef_search applies to an HNSW index, this one is {self.kind!r}")
+            self.index.hnsw.efSearch = check_int("ef_search", ef_search)
+        if nprobe is not None:
+            if self.kind != "ivf":
+                raise ValueError(f"nprobe applies to an IVF index, this one is {self.kind!r}")
+            self.index.nprobe = min(check_int("nprobe", nprobe), int(self.index.nlist))
+        return self
+
+    def search(self, queries, k: int, *, chunk_size: int = 4096, progress: bool = False):
+        """Approximate top-``k`` neighbours of each query.
+
+        Parameters
+        ----------
+        queries : float array (n_queries, dim)
+            Converted to float32.
+        k : int
+            ``1 ≤ k ≤ ntotal``.
+        chunk_size : int, default 4096
+            Queries per FAISS call (drives the progress bar).
+        progress : bool, default False
+
+        Returns
+        -------
+        dist : float32 array (n_queries, k)
+            Squared L2 distances (ascending) or inner products (descending).
+        idx : int64 array (n_queries, k)
+            Base rows; ``-1`` where fewer than ``k`` were found.
+
+        Notebook: 07_evaluation.ipynb
+        """
+        q = np.ascontiguousarray(as_float_matrix("queries", queries), dtype=np.float32)
+        if q.shape[1] != self.dim:
+            raise ValueError(f"queries have dimension {q.shape[1]} but the index holds {self.dim}-d vectors")
+        k = check_int("k", k)
+        if k > self.ntotal:
+            raise ValueError(f"k={k} exceeds the {self.ntotal} vectors in the index")
+        dist = np.empty((q.shape[0], k), dtype=np.float32)
+        idx = np.empty((q.shape[0], k), dtype=np.int64)
+        for s in tqdm(range(0, q.shape[0], chunk_size), desc="faiss search", unit="chunk", disable=not progress):
+            dist[s:s + chunk_size], idx[s:s + chunk_size] = self.index.search(q[s:s + chunk_size], k)
+        return dist, idx
+
+
+def build_faiss_index(
+    base,
+    kind: str = "hnsw",
+    metric: str = "l2",
+    *,
+    M: int = 32,
+    ef_construction: int = 80,
+    ef_search: int = 128,
+    nlist: int | None = None,
+    nprobe: int = 16,
+    train_size: int | None = None,
+    seed: int = 0,
+    chunk_size: int = 100_000,
+    progress: bool = False,
+) -> FaissIndex:
+    """Build an approximate nearest-neighbour index (FAISS) over ``base``.
+
+    * ``"hnsw"`` — ``IndexHNSWFlat``: a navigable small-world graph with ``M`` links per
+      node; no training; recall rises with ``ef_construction`` (build) and ``ef_search``
+      (query; the default 128 is several times k = 20: with a beam close to k, recall on
+      hard, high-dimensional data drops well below 0.9). The graph built by several threads
+      depends on their timing, so results can differ slightly between runs.
+    * ``"ivf"`` — ``IndexIVFFlat``: k-means into ``nlist`` cells (default ``4·√n``, a
+      common rule), a query scans its ``nprobe`` nearest cells; k-means is seeded and
+      trained on ``train_size`` seeded rows (default ``min(n, 64·nlist)``).
+    * ``"flat"`` — ``IndexFlat``: exact brute force, FAISS's own peer for :func:`exact_topk`.
+
+    Parameters
+    ----------
+    base : float array (n, d)
+        Converted to contiguous float32 (FAISS's type).
+    kind : {"hnsw", "ivf", "flat"}, default "hnsw"
+    metric : {"l2", "ip"}, default "l2"
+        For L2-normalised embeddings both give the same order.
+    M, ef_construction, ef_search : int
+        HNSW parameters.
+    nlist, nprobe, train_size : int
+        IVF parameters.
+    seed : int, default 0
+    chunk_size : int, default 100000
+        Rows added per call (bounds the float32 copy, drives the progress bar).
+    progress : bool, default False
+
+    Returns
+    -------
+    FaissIndex
+
+    Notebook: 07_evaluation.ipynb
+    """
+    faiss = _faiss()
+    if kind not in ("hnsw", "ivf", "flat"):
+        raise ValueError(f"kind must be 'hnsw', 'ivf' or 'flat', got {kind!r}")
+    if metric not in ("l2", "ip"):
+        raise ValueError(f"metric must be 'l2' or 'ip', got {metric!r}")
+    base = np.asarray(base)
+    if base.ndim != 2 or base.shape[0] == 0:
+        raise ValueError(f"base must be a non-empty 2-D array (n, d), got shape {base.shape}")
+    n, d = base.shape
+    fmetric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
+    chunk_size = check_int("chunk_size", chunk_size)
+
+    def rows(s: int, e: int) -> np.ndarray:
+        return np.ascontiguousarray(as_float_matrix("base", base[s:e]), dtype=np.float32)
+
+    if kind == "hnsw":
+        index = faiss.IndexHNSWFlat(d, check_int("M", M, minimum=2), fmetric)
+        index.hnsw.efConstruction = check_int("ef_construction", ef_construction)
+        index.hnsw.efSearch = check_int("ef_search", ef_search)
+    elif kind == "ivf":
+        index = _trained_ivf(faiss, base, metric, nlist, nprobe, train_size, seed)
+    else:
+        index = faiss.IndexFlatL2(d) if metric == "l2" else faiss.IndexFlatIP(d)
+    for s in tqdm(range(0, n, chunk_size), desc=f"faiss {kind} add", unit="chunk", disable=not progress):
+        index.add(rows(s, min(s + chunk_size, n)))
+    return FaissIndex(index, kind, metric)
+
+
+def _trained_ivf(faiss, base: np.ndarray, metric: str, nlist, nprobe, train_size, seed: int):
+    """An ``IndexIVFFlat`` whose k-means is trained on a seeded sample of ``base`` (not yet filled)."""
+    n, d = base.shape
+    nlist = max(1, int(round(4 * math.sqrt(n)))) if nlist is None else check_int("nlist", nlist)
+    if nlist > n:
+        raise ValueError(f"nlist={nlist} exceeds the {n} vectors to index")
+    quantizer = faiss.IndexFlatL2(d) if metric == "l2" else faiss.IndexFlatIP(d)
+    fmetric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
+    # FAISS's Python constructor keeps a reference to the quantizer the C++ index points to
+    index = faiss.IndexIVFFlat(quantizer, d, nlist, fmetric)
+    index.cp.seed = int(seed)
+    n_train = min(n, 64 * nlist) if train_size is None else min(n, check_int("train_size", train_size))
+    if n_train < nlist:
+        raise ValueError(f"train_size={n_train} is below nlist={nlist}: k-means needs one point per cell")
+    pick = np.sort(np.random.default_rng(seed).choice(n, size=n_train, replace=False))
+    index.train(np.ascontiguousarray(as_float_matrix("base", base[pick]), dtype=np.float32))
+    index.nprobe = min(check_int("nprobe", nprobe), nlist)
+    return index
+
+
+def recall_at_k(approx_idx, exact_idx, k: int | None = None, *, per_query: bool = False):
+    """Recall of approximate neighbours against exact ones: ``|A_k ∩ E_k| / k``, averaged.
+
+    Parameters
+    ----------
+    approx_idx : int array (n_queries, ≥ k)
+        Approximate neighbours (``-1`` padding never counts).
+    exact_idx : int array (n_queries, ≥ k)
+        Exact neighbours, e.g. from :func:`exact_topk`.
+    k : int, optional
+        Default: ``exact_idx.shape[1]``.
+    per_query : bool, default False
+        Return the (n_queries,) array instead of its mean.
+
+    Returns
+    -------
+    float in [0, 1], or float64 array (n_queries,)
+
+    Notebook: 07_evaluation.ipynb
+    """
+    a = as_index_matrix("approx_idx", approx_idx)
+    e = as_index_matrix("exact_idx", exact_idx)
+    if a.shape[0] != e.shape[0]:
+        raise ValueError(f"approx_idx has {a.shape[0]} queries but exact_idx has {e.shape[0]}")
+    k = e.shape[1] if k is None else check_int("k", k)
+    if a.shape[1] < k or e.shape[1] < k:
+        raise ValueError(f"both lists need at least k={k} columns, got {a.shape[1]} and {e.shape[1]}")
+    a, e = a[:, :k], e[:, :k]
+    hits = np.empty(a.shape[0])
+    step = max(1, 2**24 // (k * k))  # bound the (rows, k, k) comparison block
+    for s in range(0, a.shape[0], step):
+        blk = (a[s:s + step, :, None] == e[s:s + step, None, :]) & (a[s:s + step, :, None] >= 0)
+        hits[s:s + step] = blk.any(axis=2).sum(axis=1)
+    r = hits / k
+    return r if per_query else float(r.mean())

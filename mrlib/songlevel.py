@@ -1,0 +1,173 @@
+r"""Triplet MatchNet's song-level decision: seeded test patches, mean f over patch pairs.
+
+A song is represented by its 8 seeded test patches (the ones :mod:`mrlib.train` uses), each
+embedded by the tower; a song pair's dissimilarity is the mean of :math:`f = \sigma(z)` over
+the pairs of their patches, scored by the metric network; a triplet is fulfilled when
+d(a, p) < d(a, n). Training is in :mod:`mrlib.matchnet`, which re-exports these functions.
+
+Notebook: 08_triplet_matchnet.ipynb
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from mrlib.features import check_features, test_patches
+
+__all__ = ["embed_songs", "pair_dissimilarities", "triplet_dissimilarities"]
+
+
+def check_triplets(triplets, n: int, name: str = "triplets", allow_empty: bool = False) -> np.ndarray:
+    t = np.asarray(triplets)
+    if t.ndim != 2 or t.shape[1] != 3 or (len(t) == 0 and not allow_empty):
+        raise ValueError(f"{name} must be a non-empty (M, 3) array of catalog indices "
+                         f"(anchor, positive, negative), got shape {t.shape}")
+    if len(t) and not np.issubdtype(t.dtype, np.integer):
+        raise TypeError(f"{name} must hold integer catalog indices, got dtype {t.dtype}")
+    if len(t) and (t.min() < 0 or t.max() >= n):
+        raise ValueError(f"{name} indices must lie in [0, {n}) (the features' tracks), got "
+                         f"[{t.min()}, {t.max()}]")
+    if len(t) and ((t[:, 0] == t[:, 1]) | (t[:, 0] == t[:, 2]) | (t[:, 1] == t[:, 2])).any():
+        raise ValueError(f"every row of {name} needs three different songs")
+    return t.astype(np.int64, copy=False)
+
+
+def check_available(features, idx: np.ndarray) -> None:
+    """Fail early, naming the tracks, when some of ``idx`` have no features (skipped audio)."""
+    available = getattr(features, "available", None)
+    if available is None:
+        return
+    missing = idx[~np.asarray(available, dtype=bool)[idx]]
+    if len(missing):
+        raise ValueError(f"{len(missing)} song(s) of the triplets have no features (skipped when "
+                         f"extracting: see FeatureSet.report), e.g. catalog indices "
+                         f"{missing[:5].tolist()}; drop the triplets that use them")
+
+
+@torch.no_grad()
+def embed_songs(model, features, idx, patch_len: int | None = None, n_patches: int = 8, *,
+                batch_size: int = 512, progress: bool = False) -> np.ndarray:
+    """Tower embeddings of each song's seeded test patches.
+
+    Song ``i`` is represented by ``mrlib.features.test_patches(features[i], patch_len,
+    n_patches, seed=i)`` — the patches :func:`mrlib.train.embed_tracks` uses too, so every
+    system is scored on the same audio.
+
+    Parameters
+    ----------
+    model : mrlib.models.TripletMatchNet
+    features : FeatureSet or sequence of (n_bins, T) arrays
+    idx : array_like of int, shape (n,)
+        Catalog indices of the songs.
+    patch_len : int, optional
+        Default: the model's ``patch_len``.
+    n_patches : int, default 8
+    batch_size : int, default 512
+        Patches per forward pass.
+    progress : bool, default False
+
+    Returns
+    -------
+    numpy.ndarray of float32, shape (n, n_patches, embedding_dim)
+
+    Notebook: 08_triplet_matchnet.ipynb
+    """
+    check_features(features)
+    idx = np.asarray(idx)
+    if idx.ndim != 1 or (len(idx) and not np.issubdtype(idx.dtype, np.integer)):
+        raise ValueError(f"idx must be a 1-D array of catalog indices, got shape {idx.shape}")
+    if len(idx) and (idx.min() < 0 or idx.max() >= len(features)):
+        raise ValueError(f"idx must lie in [0, {len(features)}), got [{idx.min()}, {idx.max()}]")
+    check_available(features, idx.astype(np.int64))
+    if isinstance(n_patches, bool) or not isinstance(n_patches, numbers.Integral) or n_patches < 1:
+        raise ValueError(f"n_patches must be a positive int, got {n_patches!r}")
+    patch_len = int(getattr(model, "patch_len")) if patch_len is None else int(patch_len)
+    dev = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    per_chunk = max(1, int(batch_size) // int(n_patches))
+    out = []
+    try:
+        for s in tqdm(range(0, len(idx), per_chunk), desc="embed songs", unit="chunk",
+                      disable=not progress, leave=False):
+            chunk = idx[s:s + per_chunk]
+            x = np.stack([test_patches(features[int(i)], patch_len, n=n_patches, seed=int(i))
+                          for i in chunk]).astype(np.float32)
+            e = model.embed(torch.from_numpy(x.reshape(-1, *x.shape[2:])).to(dev)).float()
+            out.append(e.reshape(len(chunk), n_patches, -1).cpu().numpy())
+    finally:
+        model.train(was_training)
+    if not out:
+        return np.zeros((0, n_patches, int(getattr(model, "embedding_dim", 1))), dtype=np.float32)
+    return np.concatenate(out).astype(np.float32, copy=False)
+
+
+@torch.no_grad()
+def pair_dissimilarities(model, E, a, b, *, block: int = 4096) -> np.ndarray:
+    """Song-level dissimilarity of song pairs: mean of ``f = sigmoid(z)`` over patch pairs.
+
+    Parameters
+    ----------
+    model : mrlib.models.TripletMatchNet
+    E : numpy.ndarray or torch.Tensor, shape (N, P, e)
+        Patch embeddings of the songs (:func:`embed_songs`), row ``i`` = song ``i``.
+    a, b : array_like of int, shape (M,)
+        Rows of ``E``: the pairs ``(a[k], b[k])``.
+    block : int, default 4096
+        Song pairs per forward pass of the metric network.
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (M,)
+        ``mean_{i, j} f(x_i, y_j)`` in (0, 1): near 0 similar, near 1 dissimilar.
+
+    Notebook: 08_triplet_matchnet.ipynb
+    """
+    E = torch.as_tensor(np.asarray(E, dtype=np.float32) if not isinstance(E, torch.Tensor) else E)
+    if E.ndim != 3:
+        raise ValueError(f"E must be (N, P, e) patch embeddings, got shape {tuple(E.shape)}")
+    a = np.asarray(a, dtype=np.int64).ravel()
+    b = np.asarray(b, dtype=np.int64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must have the same length, got {a.shape} and {b.shape}")
+    if len(a) and (min(a.min(), b.min()) < 0 or max(a.max(), b.max()) >= len(E)):
+        raise ValueError(f"pair indices must lie in [0, {len(E)}) (rows of E)")
+    dev = next(model.parameters()).device
+    E = E.to(dev, dtype=next(model.parameters()).dtype)
+    was_training = model.training
+    model.eval()
+    out = np.empty(len(a), dtype=np.float64)
+    try:
+        for s in range(0, len(a), block):
+            ia = torch.as_tensor(a[s:s + block], device=dev)
+            ib = torch.as_tensor(b[s:s + block], device=dev)
+            z = model.metric_pairs(E[ia], E[ib])                         # (m, P_a, P_b)
+            out[s:s + block] = torch.sigmoid(z.float()).mean(dim=(-2, -1)).double().cpu().numpy()
+    finally:
+        model.train(was_training)
+    return out
+
+
+def triplet_dissimilarities(model, E, triplets) -> tuple[np.ndarray, np.ndarray]:
+    """``(d(a, p), d(a, n))`` of each triplet by the song-level MatchNet decision.
+
+    Parameters
+    ----------
+    model : mrlib.models.TripletMatchNet
+    E : array, shape (N, P, e)
+        Patch embeddings, row = catalog index (:func:`embed_songs` over all songs).
+    triplets : numpy.ndarray of int, shape (M, 3)
+
+    Returns
+    -------
+    d_ap, d_an : numpy.ndarray of float64, shape (M,)
+        Feed them to :func:`mrlib.evaluate.constraints_fulfillment_rate`.
+
+    Notebook: 08_triplet_matchnet.ipynb
+    """
+    t = check_triplets(triplets, len(E))
+    return (pair_dissimilarities(model, E, t[:, 0], t[:, 1]),
+            pair_dissimilarities(model, E, t[:, 0], t[:, 2]))

@@ -1,0 +1,470 @@
+"""Statistics of per-query scores: confidence intervals, paired tests, Holm, tag AUC, CFR.
+
+The intervals and paired tests turn per-query retrieval scores into the ``mean ± half-width``
+cells of the paper's Table 2 and their comparisons; the mean-over-tags ROC AUC scores the
+auto-tagging baseline; the Constraints Fulfillment Rate (Lu et al. 2017), with seeded k-fold
+cross-validation, scores a metric learned from triplets.
+
+Notebook: 07_evaluation.ipynb
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple
+
+import numpy as np
+from scipy import stats
+from tqdm.auto import tqdm
+
+from mrlib.checks import as_float_matrix, as_vector, check_int, check_level
+
+__all__ = ["CI", "mean_ci", "format_ci", "PairedTest", "paired_test", "holm", "TagAUC", "tag_auc", "CFR",
+           "constraints_fulfillment_rate", "kfold_indices", "KFoldCFR", "kfold_cfr"]
+
+
+# ----------------------------------------------------------------------------------------
+# confidence intervals and paired comparisons
+# ----------------------------------------------------------------------------------------
+class CI(NamedTuple):
+    """A mean with its confidence interval (same units as the data).
+
+    Attributes
+    ----------
+    mean, low, high : float
+    level : float
+        Confidence level, e.g. 0.95.
+    method : str
+        ``"t"``, ``"normal"`` or ``"bootstrap"``.
+
+    Notebook: 07_evaluation.ipynb
+    """
+
+    mean: float
+    low: float
+    high: float
+    level: float
+    method: str
+
+    @property
+    def half_width(self) -> float:
+        """Half the interval's width: the ``±`` of a table (symmetric for ``t``/``normal``).
+
+        Notebook: 07_evaluation.ipynb
+        """
+        return (self.high - self.low) / 2.0
+
+
+def _bootstrap_means(x: np.ndarray, n_boot: int, rng: np.random.Generator, block: int = 2**22) -> np.ndarray:
+    """Means of ``n_boot`` resamples of ``x`` (with replacement), in memory-bounded blocks."""
+    n = x.size
+    per = max(1, block // n)
+    out = np.empty(n_boot)
+    for s in range(0, n_boot, per):
+        e = min(s + per, n_boot)
+        out[s:e] = x[rng.integers(0, n, size=(e - s, n))].mean(axis=1)
+    return out
+
+
+def mean_ci(x, level: float = 0.95, method: str = "t", *, n_boot: int = 10_000, seed: int = 0) -> CI:
+    r"""Mean of per-query scores with a confidence interval.
+
+    * ``"t"`` (default): $\bar x \pm t_{n-1,(1+\ell)/2}\, s/\sqrt n$ — the usual interval
+      for a mean, close to exact for the thousands of queries of a test split;
+    * ``"normal"``: the same with the normal quantile;
+    * ``"bootstrap"``: percentile interval of ``n_boot`` resampled means (seeded); no
+      symmetry assumed, useful for skewed scores such as RR on few queries.
+
+    Parameters
+    ----------
+    x : float array (n,), n ≥ 2
+    level : float, default 0.95
+    method : {"t", "normal", "bootstrap"}
+    n_boot : int, default 10000
+        Resamples for the bootstrap.
+    seed : int, default 0
+        Seed of the bootstrap resampling.
+
+    Returns
+    -------
+    CI
+        ``(mean, low, high, level, method)``; ``.half_width`` is the ``±``.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    x = as_vector("x", x)
+    level = check_level(level)
+    if x.size < 2:
+        raise ValueError(f"a confidence interval needs at least 2 values, got {x.size}")
+    m = float(x.mean())
+    if method in ("t", "normal"):
+        se = float(x.std(ddof=1)) / math.sqrt(x.size)
+        q = stats.t.ppf((1 + level) / 2, x.size - 1) if method == "t" else stats.norm.ppf((1 + level) / 2)
+        return CI(m, m - q * se, m + q * se, level, method)
+    if method == "bootstrap":
+        n_boot = check_int("n_boot", n_boot, minimum=100)
+        means = _bootstrap_means(x, n_boot, np.random.default_rng(seed))
+        lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+        return CI(m, float(lo), float(hi), level, method)
+    raise ValueError(f"method must be 't', 'normal' or 'bootstrap', got {method!r}")
+
+
+def format_ci(mean: float, half_width: float, decimals: int = 2, scale: float = 100.0) -> str:
+    """``"5.98 ± 0.40"``: a mean and its ± as in the paper's Table 2 (percent by default).
+
+    Parameters
+    ----------
+    mean, half_width : float
+        In the data's units (fractions for the retrieval metrics).
+    decimals : int, default 2
+    scale : float, default 100
+        Multiplier applied to both (100: fractions to percent).
+
+    Returns
+    -------
+    str
+
+    Notebook: 07_evaluation.ipynb
+    """
+    decimals = check_int("decimals", decimals, minimum=0)
+    return f"{mean * scale:.{decimals}f} ± {half_width * scale:.{decimals}f}"
+
+
+class PairedTest(NamedTuple):
+    """System x vs system y on the same queries (difference = x − y).
+
+    Attributes
+    ----------
+    mean_diff, low, high : float
+        Mean per-query difference and its paired-bootstrap interval.
+    p_wilcoxon : float
+        Two-sided Wilcoxon signed-rank p-value (1.0 when every difference is zero).
+    n, n_nonzero : int
+        Queries, and queries whose difference is not zero.
+    level : float
+
+    Notebook: 07_evaluation.ipynb
+    """
+
+    mean_diff: float
+    low: float
+    high: float
+    p_wilcoxon: float
+    n: int
+    n_nonzero: int
+    level: float
+
+
+def paired_test(x, y, level: float = 0.95, *, n_boot: int = 10_000, seed: int = 0) -> PairedTest:
+    r"""Compare two systems on the same queries: paired bootstrap CI and Wilcoxon test.
+
+    The bootstrap resamples *queries* (the same indices for both systems), so the
+    interval of $\overline{x - y}$ keeps the pairing that makes it far narrower than the two
+    systems' separate intervals. The Wilcoxon signed-rank test (``scipy.stats.wilcoxon``,
+    zero differences dropped — common here, when both systems miss a query entirely) gives
+    the two-sided p-value; if every difference is zero the p-value is 1.
+
+    Parameters
+    ----------
+    x, y : float arrays (n,)
+        Per-query scores of the two systems, same query order (e.g. ``res.per_query["map"]``).
+    level : float, default 0.95
+    n_boot : int, default 10000
+    seed : int, default 0
+
+    Returns
+    -------
+    PairedTest
+        ``mean_diff`` (x − y), ``low``/``high`` (bootstrap percentile interval),
+        ``p_wilcoxon``, ``n`` queries, ``n_nonzero`` differences, ``level``.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    x, y = as_vector("x", x), as_vector("y", y)
+    if x.shape != y.shape:
+        raise ValueError(f"paired scores need the same queries: x has {x.size}, y has {y.size}")
+    if x.size < 2:
+        raise ValueError(f"a paired comparison needs at least 2 queries, got {x.size}")
+    level = check_level(level)
+    n_boot = check_int("n_boot", n_boot, minimum=100)
+    d = x - y
+    means = _bootstrap_means(d, n_boot, np.random.default_rng(seed))
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    nz = int(np.count_nonzero(d))
+    p = float(stats.wilcoxon(d, zero_method="wilcox").pvalue) if nz else 1.0
+    return PairedTest(float(d.mean()), float(lo), float(hi), p, int(x.size), nz, level)
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm–Bonferroni adjusted p-values (step-down; controls the family-wise error rate).
+
+    With the ``m`` p-values sorted, ``p_(1) ≤ … ≤ p_(m)``, the adjusted value of ``p_(i)`` is
+    ``max_{j ≤ i} min(1, (m − j + 1) p_(j))``; reject where it is below α.
+
+    Parameters
+    ----------
+    pvalues : float array (m,), values in [0, 1]
+
+    Returns
+    -------
+    float64 array (m,), in the input's order.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    p = as_vector("pvalues", pvalues)
+    if ((p < 0) | (p > 1)).any():
+        raise ValueError("p-values must lie in [0, 1]")
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    out = np.empty(m)
+    out[order] = adjusted
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# auto-tagging: mean-over-tags ROC AUC
+# ----------------------------------------------------------------------------------------
+class TagAUC(NamedTuple):
+    """Mean ROC AUC over the tags that have both classes in the evaluation set.
+
+    Attributes
+    ----------
+    mean : float
+    per_tag : float64 array (n_tags,)
+        NaN for skipped tags.
+    n_skipped, n_tags : int
+
+    Notebook: 07_evaluation.ipynb
+    """
+
+    mean: float
+    per_tag: np.ndarray
+    n_skipped: int
+    n_tags: int
+
+
+def tag_auc(y_true, y_prob) -> TagAUC:
+    r"""Mean-over-tags ROC AUC of tag predictions (the auto-tagging baseline).
+
+    Each tag's AUC is the Mann–Whitney statistic — the probability that a random positive
+    track scores above a random negative one, ties counting 1/2 — computed for all tags at
+    once from average ranks (equal to ``sklearn.metrics.roc_auc_score``). A tag that is
+    all-positive or all-negative on the evaluation tracks has no AUC: it is skipped (NaN in
+    ``per_tag``) and counted in ``n_skipped``.
+
+    Parameters
+    ----------
+    y_true : {0, 1} or bool array (n_tracks, n_tags)
+        Binary ground truth (binarise tag likelihoods first, e.g. ``T >= 0.5``).
+    y_prob : float array (n_tracks, n_tags)
+        Predicted scores (probabilities or logits; only their order matters per tag).
+
+    Returns
+    -------
+    TagAUC
+        ``mean`` over evaluated tags, ``per_tag`` float64 (n_tags,), ``n_skipped``, ``n_tags``.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    yt = np.asarray(y_true)
+    yp = as_float_matrix("y_prob", y_prob)
+    if yt.shape != yp.shape or yt.ndim != 2:
+        raise ValueError(f"y_true and y_prob must be the same 2-D shape, got {yt.shape} and {yp.shape}")
+    if not np.isin(yt, (0, 1)).all():
+        raise ValueError("y_true must be binary (0/1 or bool); binarise tag likelihoods first, e.g. T >= 0.5")
+    yt = yt.astype(bool)
+    n_pos = yt.sum(axis=0)
+    n_neg = yt.shape[0] - n_pos
+    valid = (n_pos > 0) & (n_neg > 0)
+    per_tag = np.full(yt.shape[1], np.nan)
+    if valid.any():
+        ranks = stats.rankdata(yp[:, valid], axis=0)  # average ranks: ties count one half
+        pos_rank_sum = (ranks * yt[:, valid]).sum(axis=0)
+        p, q = n_pos[valid].astype(np.float64), n_neg[valid].astype(np.float64)
+        per_tag[valid] = (pos_rank_sum - p * (p + 1) / 2) / (p * q)
+    n_skipped = int((~valid).sum())
+    mean = float(np.nanmean(per_tag)) if valid.any() else float("nan")
+    return TagAUC(mean, per_tag, n_skipped, int(yt.shape[1]))
+
+
+# ----------------------------------------------------------------------------------------
+# Constraints Fulfillment Rate (Lu et al. 2017)
+# ----------------------------------------------------------------------------------------
+class CFR(NamedTuple):
+    """Share of fulfilled constraints with its binomial standard error.
+
+    Attributes
+    ----------
+    rate, se : float
+        In [0, 1] (not percent).
+    n : int
+        Triplets.
+
+    Notebook: 08_triplet_matchnet.ipynb
+    """
+
+    rate: float
+    se: float
+    n: int
+
+
+def constraints_fulfillment_rate(d_ap, d_an) -> CFR:
+    r"""Constraints Fulfillment Rate: the share of triplets with $d(a, p) < d(a, n)$.
+
+    A tie is *not* fulfilled (a constant metric scores 0, not 0.5). The standard error is
+    the binomial one, $\sqrt{\hat c(1 - \hat c)/n}$, treating triplets as independent.
+
+    Parameters
+    ----------
+    d_ap, d_an : float arrays (n_triplets,)
+        Dissimilarity of anchor–positive and anchor–negative of each triplet (a distance,
+        or Triplet MatchNet's f ∈ (0, 1); for a *similarity*, pass its negation).
+
+    Returns
+    -------
+    CFR
+        ``rate`` in [0, 1], ``se``, ``n``.
+
+    Notebook: 08_triplet_matchnet.ipynb
+    """
+    d_ap, d_an = as_vector("d_ap", d_ap), as_vector("d_an", d_an)
+    if d_ap.shape != d_an.shape:
+        raise ValueError(f"d_ap and d_an must have one value per triplet, got {d_ap.size} and {d_an.size}")
+    if d_ap.size == 0:
+        raise ValueError("no triplets given")
+    rate = float(np.mean(d_ap < d_an))
+    return CFR(rate, math.sqrt(rate * (1.0 - rate) / d_ap.size), int(d_ap.size))
+
+
+def kfold_indices(n: int, n_folds: int = 10, *, groups=None, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Seeded k-fold split of ``n`` items (triplets), optionally keeping groups together.
+
+    Parameters
+    ----------
+    n : int
+        Number of items.
+    n_folds : int, default 10
+    groups : array (n,), optional
+        A group label per item (e.g. the anchor song): a group never straddles train and
+        test, so a model cannot score by memorising a song it was trained on. Groups are
+        shuffled and dealt to folds greedily by size, so folds are balanced in items.
+    seed : int, default 0
+
+    Returns
+    -------
+    list of ``(train_idx, test_idx)`` int64 arrays, one per fold; the test sets partition
+    ``range(n)``.
+
+    Notebook: 08_triplet_matchnet.ipynb
+    """
+    n = check_int("n", n)
+    n_folds = check_int("n_folds", n_folds, minimum=2)
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        if n_folds > n:
+            raise ValueError(f"n_folds={n_folds} exceeds the {n} items")
+        fold_of = np.empty(n, dtype=np.int64)
+        fold_of[rng.permutation(n)] = np.arange(n) % n_folds
+    else:
+        groups = np.asarray(groups)
+        if groups.shape != (n,):
+            raise ValueError(f"groups must have shape ({n},), got {groups.shape}")
+        labels, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+        if n_folds > labels.size:
+            raise ValueError(f"n_folds={n_folds} exceeds the {labels.size} distinct groups")
+        # shuffle, then biggest groups first into the currently smallest fold (stable
+        # sort keeps the shuffled order among equal sizes, so the seed matters)
+        order = rng.permutation(labels.size)
+        order = order[np.argsort(-counts[order], kind="stable")]
+        sizes = np.zeros(n_folds, dtype=np.int64)
+        group_fold = np.empty(labels.size, dtype=np.int64)
+        for g in order:
+            f = int(np.argmin(sizes))
+            group_fold[g] = f
+            sizes[f] += counts[g]
+        fold_of = group_fold[inverse]
+    all_idx = np.arange(n)
+    return [(all_idx[fold_of != f], all_idx[fold_of == f]) for f in range(n_folds)]
+
+
+class KFoldCFR(NamedTuple):
+    """CFR over k folds: mean ± standard deviation across folds (Lu et al. 2017's form).
+
+    Attributes
+    ----------
+    mean, std : float
+        Over folds; ``std`` with ddof = 1.
+    per_fold : float64 array (n_folds,)
+    n_test : int array (n_folds,)
+        Test triplets per fold.
+
+    Notebook: 08_triplet_matchnet.ipynb
+    """
+
+    mean: float
+    std: float
+    per_fold: np.ndarray
+    n_test: np.ndarray
+
+
+def kfold_cfr(
+    fit_predict: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+    n: int,
+    n_folds: int = 10,
+    *,
+    groups=None,
+    train_fraction: float = 1.0,
+    seed: int = 0,
+    progress: bool = True,
+) -> KFoldCFR:
+    """k-fold cross-validated Constraints Fulfillment Rate of a metric-learning method.
+
+    For each fold, ``fit_predict(train_idx, test_idx)`` learns a metric on the training
+    triplets and returns ``(d_ap, d_an)`` for the test triplets; the fold's CFR is
+    :func:`constraints_fulfillment_rate` of those. ``train_fraction < 1`` keeps a seeded
+    random share of each fold's training triplets: CFR against that share is the 2017
+    slides' generalisation curve.
+
+    Parameters
+    ----------
+    fit_predict : callable ``(train_idx, test_idx) -> (d_ap, d_an)``
+        Indices into the caller's triplet array; the arrays returned have ``len(test_idx)``
+        entries.
+    n : int
+        Number of triplets.
+    n_folds : int, default 10
+    groups : array (n,), optional
+        See :func:`kfold_indices`.
+    train_fraction : float in (0, 1], default 1.0
+    seed : int, default 0
+        Seeds the folds and the training subsample.
+    progress : bool, default True
+
+    Returns
+    -------
+    KFoldCFR
+        ``mean`` and ``std`` (ddof = 1) over folds, ``per_fold`` CFRs, ``n_test`` per fold.
+
+    Notebook: 08_triplet_matchnet.ipynb
+    """
+    if not callable(fit_predict):
+        raise TypeError(f"fit_predict must be callable (train_idx, test_idx) -> (d_ap, d_an), got {fit_predict!r}")
+    if not isinstance(train_fraction, (float, int)) or not 0.0 < train_fraction <= 1.0:
+        raise ValueError(f"train_fraction must be in (0, 1], got {train_fraction!r}")
+    folds = kfold_indices(n, n_folds, groups=groups, seed=seed)
+    rng = np.random.default_rng([seed, 1])  # a stream of its own, apart from the folds'
+    rates, sizes = [], []
+    for f, (train_idx, test_idx) in enumerate(tqdm(folds, desc="k-fold CFR", unit="fold", disable=not progress)):
+        if train_fraction < 1.0:
+            m = max(1, int(round(train_fraction * train_idx.size)))
+            train_idx = np.sort(rng.choice(train_idx, size=m, replace=False))
+        d_ap, d_an = fit_predict(train_idx, test_idx)
+        if np.shape(d_ap) != (test_idx.size,) or np.shape(d_an) != (test_idx.size,):
+            raise ValueError(
+                f"fold {f}: fit_predict must return two arrays of shape ({test_idx.size},), "
+                f"got {np.shape(d_ap)} and {np.shape(d_an)}"
+            )
+        rates.append(constraints_fulfillment_rate(d_ap, d_an).rate)
+        sizes.append(test_idx.size)
+    rates = np.asarray(rates)
+    return KFoldCFR(float(rates.mean()), float(rates.std(ddof=1)), rates, np.asarray(sizes))

@@ -1,0 +1,57 @@
+"""Tests of mrlib.table2: one validated TrainConfig per row of Table 2, shared defaults, overrides."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mrlib import evaluate as ev
+from mrlib import table2 as t2
+from mrlib.train import TrainConfig
+
+
+def test_table2_systems_rows_and_configs():
+    cfgs = t2.table2_systems()
+    assert tuple(cfgs) == t2.TABLE2_ROWS
+    assert set(ev.PAPER_TABLE2) < set(cfgs)  # every row of the paper is trained here
+    keys = {frozenset(c) for c in cfgs.values()}
+    assert len(keys) == 1  # the same fields in every row: one table
+    want = {"AT Baseline": ("at", None), "TL Neighbors": ("tl", "neighbors"),
+            "TL Random uniform": ("tl", "uniform"), "TL Distance-based": ("tl", "distance"),
+            "TL Autopool": ("tl_autopool", "distance"), "TL Online semi-hard": ("tl", "online-semihard"),
+            "TL untrained": ("tl", "distance")}
+    for name, (system, mining) in want.items():
+        c = TrainConfig(**cfgs[name])  # builds and validates
+        assert c.system == system
+        if mining is not None:
+            assert c.mining == mining
+        for k, v in t2.TABLE2_DEFAULTS.items():
+            if not (name == "TL untrained" and k == "epochs"):
+                assert cfgs[name][k] == v, (name, k)
+    assert cfgs["TL untrained"]["epochs"] == 0
+    assert len({c["run_name"] for c in cfgs.values()}) == len(cfgs)  # one folder per row
+    json.dumps(cfgs)  # recordable as is
+
+
+def test_table2_systems_common_overrides_and_errors():
+    cfgs = t2.table2_systems(epochs=3, n_tracks=80, device="cpu")
+    assert all(c["n_tracks"] == 80 and c["device"] == "cpu" for c in cfgs.values())
+    assert cfgs["TL Autopool"]["epochs"] == 3 and cfgs["TL untrained"]["epochs"] == 0
+    sub = t2.table2_systems(rows=["TL untrained", "AT Baseline"])
+    assert list(sub) == ["TL untrained", "AT Baseline"]
+    assert list(t2.table2_systems(rows="TL Autopool")) == ["TL Autopool"]
+    # copies: editing one row touches neither the others nor the defaults
+    shared = {"duration_s": 30.0}
+    cfgs = t2.table2_systems(catalog_kwargs=shared)
+    cfgs["AT Baseline"]["catalog_kwargs"]["duration_s"] = 5.0
+    assert cfgs["TL Neighbors"]["catalog_kwargs"] == {"duration_s": 30.0} == shared
+    cfgs["TL Neighbors"]["lr"] = 0.5
+    assert t2.table2_systems()["TL Neighbors"]["lr"] == t2.TABLE2_DEFAULTS["lr"]
+    with pytest.raises(ValueError, match="define the rows"):
+        t2.table2_systems(mining="uniform")
+    with pytest.raises(ValueError, match="unknown Table 2 row"):
+        t2.table2_systems(rows=["TL Hard"])
+    with pytest.raises(TypeError, match="unknown TrainConfig field"):
+        t2.table2_systems(epoch=3)
+    with pytest.raises(ValueError, match="AT Baseline"):  # TrainConfig's own check, row named
+        t2.table2_systems(width=-1.0)
