@@ -212,3 +212,21 @@ def test_book_stages_the_notation_page(tmp_path: Path):
     toc = (src / "_toc.yml").read_text()
     assert (src / "notation.md").is_file()
     assert toc.index("file: notation") < toc.index("file: notebooks/")
+
+
+SECTION = re.compile(r"## (\d+ · \S.*|Summary|Exercises|References)$")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_sections_are_numbered_alike(path: Path):
+    """Every section heading reads "## N · Title" (or Summary / Exercises / References), numbered
+    1, 2, 3 … in order, and the notebook has at least three exercises with a solution cell each."""
+    nb = _read(path)
+    heads = [line for _, text in _markdown(nb) for line in text.splitlines() if line.startswith("## ")]
+    odd = [h for h in heads if not SECTION.match(h)]
+    assert not odd, f"{path.name}: headings not in the '## N · Title' form: {odd}"
+    numbers = [int(h.split()[1]) for h in heads if h.split()[1].isdigit()]
+    assert numbers == list(range(1, len(numbers) + 1)), f"{path.name}: sections numbered {numbers}"
+    exercises = sum("admonition} Exercise" in text for _, text in _markdown(nb))
+    solutions = sum("solution" in c.get("metadata", {}).get("tags", []) for c in nb["cells"])
+    assert exercises >= 3 and solutions >= exercises, (path.name, exercises, solutions)
