@@ -1,16 +1,9 @@
 """Music catalogs: track ids, artists, artist-disjoint splits, audio paths, tags, vocabulary.
 
-One on-disk format for every source (SPEC §3.1)::
-
-    <root>/tracks.csv       track_id, artist_id, split, path, duration_s   (row i = index i)
-    <root>/tags.csv         track_id, <one column per tag>                 (likelihoods in [0, 1])
-    <root>/vocabulary.csv   tag, category
-    <root>/audio/           the audio files (``path`` is relative to <root> or absolute)
-    <root>/catalog.json     build config, seed, package versions, and a ``complete`` flag
-    <root>/attributes.csv   (synthetic only) the latent attributes behind the tags
-
-and one entry point, :func:`load`, for the sources ``"synthetic"`` (built here from
-:mod:`mrlib.synth`), ``"music21"`` (:mod:`mrlib.repertoire`), ``"mtat"`` (:mod:`mrlib.mtat`),
+Every source writes one on-disk format (:mod:`mrlib.catalog_format`: ``tracks.csv``,
+``tags.csv``, ``vocabulary.csv``, ``audio/``, ``catalog.json``). This module is the one entry
+point, :func:`load`, for the sources ``"synthetic"`` (:mod:`mrlib.synth_catalog`), ``"music21"``
+(:mod:`mrlib.repertoire`), ``"mtat"`` (:mod:`mrlib.mtat`),
 ``"folder"`` (:func:`from_folder`: any folder of audio plus a tags CSV) or a path to a folder
 in the format above. Catalog indices 0 ... N-1 (the row order of ``tracks.csv``) are the
 currency between modules.
