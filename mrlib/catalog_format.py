@@ -170,6 +170,38 @@ class Catalog:
             raise ValueError(f"unknown category {category!r}; this catalog has {self.categories}")
         return np.flatnonzero(self.vocabulary["category"].to_numpy() == category).astype(np.int64)
 
+    def top_tags(self, i: int, k: int | None = None, threshold: float = 0.5,
+                 category: bool = False) -> list[str]:
+        """The tags of track ``i`` with likelihood ≥ ``threshold``, most likely first.
+
+        Parameters
+        ----------
+        i : int
+            Catalog index of the track.
+        k : int, optional
+            Keep the first ``k`` (default: all above the threshold).
+        threshold : float, default 0.5
+            Smallest likelihood kept, in [0, 1].
+        category : bool, default False
+            Write each tag as ``"tag (Cat)"``, with the first three letters of its category.
+
+        Returns
+        -------
+        list of str
+            Ties in likelihood keep the vocabulary's order.
+
+        Notebook: 02_similarity.ipynb
+        """
+        if not 0 <= int(i) < len(self):
+            raise IndexError(f"track index {i} out of range for a catalog of {len(self)} tracks")
+        if k is not None and (isinstance(k, bool) or int(k) < 0):
+            raise ValueError(f"k must be a non-negative int or None, got {k!r}")
+        row = self.tags[int(i)]
+        order = [j for j in np.argsort(-row, kind="stable") if row[j] >= threshold][:k]
+        cats = self.vocabulary["category"].to_numpy()
+        names = self.tag_names
+        return [f"{names[j]} ({cats[j][:3]})" if category else names[j] for j in order]
+
     def split_indices(self, split: str) -> np.ndarray:
         """Catalog indices (int64, increasing) of the tracks in one split.
 

@@ -444,3 +444,20 @@ def test_cli_build_and_info(capsys):
     assert rc == 0 and '"events": true' in out
     assert C.main(["build", "music21", "--events"]) == 2
     assert "synthetic catalog only" in capsys.readouterr().err
+
+
+def test_top_tags_orders_by_likelihood_and_cuts_at_the_threshold(tmp_path):
+    from mrlib.catalog_format import Catalog
+
+    tracks = pd.DataFrame({"track_id": ["a", "b"], "artist_id": ["x", "y"], "split": ["train", "test"],
+                           "path": ["a.flac", "b.flac"], "duration_s": [1.0, 1.0]})
+    vocab = pd.DataFrame({"tag": ["rock", "calm", "piano", "love"],
+                          "category": ["Genre", "Mood", "Instrument", "Lyrics"]})
+    tags = np.array([[0.9, 0.5, 0.2, 0.5], [0.0, 0.0, 0.0, 0.0]], dtype=np.float32)
+    cat = Catalog(name="toy", root=tmp_path, tracks=tracks, tags=tags, vocabulary=vocab)
+    assert cat.top_tags(0) == ["rock", "calm", "love"]            # ties keep the vocabulary order
+    assert cat.top_tags(0, k=2, category=True) == ["rock (Gen)", "calm (Moo)"]
+    assert cat.top_tags(0, threshold=0.1) == ["rock", "calm", "love", "piano"]
+    assert cat.top_tags(1) == []
+    with pytest.raises(IndexError):
+        cat.top_tags(2)
