@@ -53,6 +53,7 @@ __all__ = [
     "SkipReport",
     "read_audio",
     "load_audio",
+    "player",
     "DEFAULT_SR",
     "DEFAULT_MIN_DURATION_S",
     "DEFAULT_PAD_FRACTION",
@@ -476,6 +477,39 @@ class SkipReport:
                 else:
                     raise ValueError(f"{path}: unknown action {row['action']!r}")
         return report
+
+
+def player(path: str | os.PathLike, seconds: float = 4.0, sr: int = DEFAULT_SR):
+    """An audio player for the first ``seconds`` of a file, for a notebook.
+
+    Short by default: a notebook stores its players in the page, about 45 kB per second at the
+    default rate. The file is read with :func:`load_audio` (``warn=False``), so a track that
+    cannot be used gives a line of text saying why instead of a player.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Audio file (e.g. ``catalog.audio_path(i)``).
+    seconds : float, default 4.0
+        Length played, from the start (s), > 0.
+    sr : int, default 22050
+        Sample rate of the player (Hz).
+
+    Returns
+    -------
+    IPython.display.Audio or str
+
+    Notebook: 03_mining.ipynb
+    """
+    from IPython.display import Audio   # notebooks only: the package does not need IPython
+
+    if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"seconds must be a finite number > 0, got {seconds!r}")
+    y, problem = load_audio(path, sr=sr, min_duration_s=min(float(seconds), DEFAULT_MIN_DURATION_S),
+                            max_duration_s=float(seconds), warn=False)
+    if y is None:
+        return f"{Path(path).name} cannot be played: {problem}"
+    return Audio(y[: int(seconds * sr)], rate=sr, normalize=False)
 
 
 def _listing(action: str, entries: Iterable[tuple[str, str]], limit: int = 20) -> list[str]:

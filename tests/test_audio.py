@@ -218,3 +218,20 @@ def test_report_add_from_results(tmp_path):
     bad = read_audio(tmp_path / "missing.wav")
     assert report.add("g", good) is True and report.add("m", bad) is False
     assert report.ids == ["m"] and report.fixed == [("g", "resampled: 8000 Hz -> 22050 Hz")]
+
+
+def test_player_plays_the_start_of_a_track_or_says_why_not(tmp_path):
+    from IPython.display import Audio
+
+    from mrlib.audio import player
+
+    sr = 22050
+    good, silent = tmp_path / "tone.wav", tmp_path / "silent.wav"
+    sf.write(good, 0.1 * np.sin(2 * np.pi * 440 * np.arange(6 * sr) / sr), sr)
+    sf.write(silent, np.zeros(6 * sr), sr)
+    audio = player(good, seconds=2.0)
+    assert isinstance(audio, Audio) and len(audio.data) > 2 * sr * 2     # 16-bit WAV of ≥ 2 s
+    assert len(player(good, seconds=1.0).data) < len(audio.data)
+    assert "cannot be played" in player(silent) and "silent" in player(silent)
+    with pytest.raises(ValueError, match="seconds"):
+        player(good, seconds=0)
