@@ -123,17 +123,18 @@ def lab(tmp_path_factory):
                 time.sleep(0.5)
         yield url, root
     finally:
-        # the server's session holds the kernels: stop them all with it
-        with_group = os.getpgid(proc.pid) if proc.poll() is None else None
+        # SIGTERM makes the server shut its kernels down; the group kill then takes whatever
+        # else it started (the server runs in a session of its own)
+        group = os.getpgid(proc.pid) if proc.poll() is None else None
         proc.terminate()
         try:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        if with_group is not None:
+        if group is not None:
             try:
-                os.killpg(with_group, signal.SIGKILL)
+                os.killpg(group, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         log.close()
