@@ -86,7 +86,7 @@ def _api_page(template: Path) -> str:
     """The API page: the template's prose plus one ``automodule`` per public module."""
     names = sorted(m.name for m in pkgutil.iter_modules(mrlib.__path__)
                    if not m.name.startswith("_"))
-    blocks = "\n".join(f".. automodule:: mrlib.{n}\n   :members:\n" for n in names)
+    blocks = "\n".join(f".. automodule:: mrlib.{n}\n   :members:\n   :ignore-module-all:\n" for n in names)
     return template.read_text() + "\n```{eval-rst}\n" + blocks + "```\n"
 
 
