@@ -25,6 +25,14 @@ def _fingerprint(a: np.ndarray) -> int:
     return zlib.crc32(np.ascontiguousarray(a[picks]).tobytes() + str(a.shape).encode())
 
 
+
+def _triplet_array(triplets) -> np.ndarray:
+    """``triplets`` as a non-empty integer (M, 3) array, or ``ValueError``."""
+    T = np.asarray(triplets)
+    if T.ndim != 2 or T.shape[1] != 3 or T.shape[0] == 0 or not np.issubdtype(T.dtype, np.integer):
+        raise ValueError(f"triplets must be a non-empty integer (M, 3) array, got {T.dtype} {T.shape}")
+    return T
+
 class _EpochSampler:
     """Shared machinery: seeded epochs, a position inside the epoch, DDP rank shares.
 
@@ -151,10 +159,7 @@ class ShuffledTripletSampler(_EpochSampler):
     def __init__(self, triplets: np.ndarray, batch_size: int = 42, seed: int = 0, rank: int = 0,
                  world_size: int = 1, drop_last: bool = False, yield_rows: bool = False):
         super().__init__(seed, rank, world_size)
-        T = np.asarray(triplets)
-        if T.ndim != 2 or T.shape[1] != 3 or T.shape[0] == 0 or not np.issubdtype(T.dtype, np.integer):
-            raise ValueError(f"triplets must be a non-empty integer (M, 3) array, got {T.dtype} {T.shape}")
-        self.triplets = T
+        T = self.triplets = _triplet_array(triplets)
         self.batch_size = _check_int("batch_size", batch_size, 1)
         self.drop_last = bool(drop_last)
         self.yield_rows = bool(yield_rows)
@@ -224,10 +229,7 @@ class PaperBatchSampler(_EpochSampler):
                  rank: int = 0, world_size: int = 1, drop_last: bool = False,
                  yield_rows: bool = False):
         super().__init__(seed, rank, world_size)
-        T = np.asarray(triplets)
-        if T.ndim != 2 or T.shape[1] != 3 or T.shape[0] == 0 or not np.issubdtype(T.dtype, np.integer):
-            raise ValueError(f"triplets must be a non-empty integer (M, 3) array, got {T.dtype} {T.shape}")
-        self.triplets = T
+        T = self.triplets = _triplet_array(triplets)
         self.batch_size = _check_int("n_neg_per_batch", n_neg_per_batch, 1)
         self.drop_last = bool(drop_last)
         self.yield_rows = bool(yield_rows)
