@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from browser import CHROMIUM, launch
 from mrlib.book import build_book
 from mrlib.paths import repo_root
 
 pytestmark = pytest.mark.book
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
@@ -85,11 +85,7 @@ def test_pages_render_offline_in_chromium(html_dir: Path, server: str):
         f"notebooks/{p.name}" for p in (html_dir / "notebooks").glob("*.html"))
     problems: list[str] = []
     with playwright.sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run",
-                  "--disable-quic"])
+        browser = launch(pw)
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         blocked: list[str] = []
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import ast
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -27,11 +26,11 @@ from pathlib import Path
 
 import pytest
 
+from browser import CHROMIUM, launch
 from mrlib.paths import repo_root
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 NOTEBOOK = repo_root() / "notebooks" / "05_autopool.ipynb"
 WIDGET_MARK = "widgets.FloatSlider"
 BROKEN = 'show_alpha = lambda alpha=0.0, ax=None: print("broken")\n'
@@ -184,11 +183,7 @@ def test_alpha_slider_redraws(lab, broken: bool):
     name = f"alpha_{'broken' if broken else 'ok'}.ipynb"
     write_notebook(root / name, widget_cells(broken))
     with playwright.sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run",
-                  "--disable-quic"])
+        browser = launch(pw)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(f"{url}/lab/tree/{name}?reset", wait_until="load")
