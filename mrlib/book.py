@@ -82,6 +82,29 @@ def _check_finished(run_dir: Path, notebooks: list[Path]) -> None:
                          + "; ".join(bad) + " (re-run them with python -m mrlib.suite run --only NN)")
 
 
+def _chapter_entry(path: Path) -> str:
+    """One notebook in the book's index: its title, its learning objectives and the wall time
+    of the run whose outputs it carries (recorded by ``python -m mrlib.suite run --inplace``)."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    cells = [c.source for c in nb.cells if c.cell_type == "markdown"]
+    title = cells[0].splitlines()[0].lstrip("# ").strip() if cells else path.stem
+    objectives = ""
+    for text in cells:
+        if "**Learning objectives**" in text:
+            after = text.split("**Learning objectives**", 1)[1].strip("\n")
+            objectives = re.split(r"\n\s*\n(?![ \t]*[*-] )", after, maxsplit=1)[0]
+            break
+    run = nb.metadata.get("mrlib", {})
+    if "wall_s" in run:
+        timing = (f"Runs top to bottom in {run['wall_s']:.0f} s at its defaults "
+                  f"({run.get('cpu_count', '?')} CPU cores, the run shown in the chapter).")
+    else:
+        timing = "Run time not recorded (re-run it with `python -m mrlib.suite run --inplace`)."
+    return f"### [{title}](notebooks/{path.name})\n\n*{timing}*\n\n{objectives}\n"
+
+
 def _api_page(template: Path) -> str:
     """The API page: the template's prose plus one ``automodule`` per public module."""
     names = sorted(m.name for m in pkgutil.iter_modules(mrlib.__path__)
@@ -129,8 +152,11 @@ def stage_book(run_dir: Path | None = None, out: Path | None = None) -> Path:
     if out.exists():
         shutil.rmtree(out)
     (out / "notebooks").mkdir(parents=True)
-    for name in ("_config.yml", "references.bib", "intro.md", "notation.md", "bibliography.md"):
+    for name in ("_config.yml", "references.bib", "notation.md", "bibliography.md"):
         shutil.copyfile(book / name, out / name)
+    chapters = "\n".join(_chapter_entry(nb) for nb in notebooks)
+    (out / "intro.md").write_text((book / "intro.md").read_text().rstrip("\n")
+                                  + "\n\n## The chapters\n\n" + chapters)
     shutil.copytree(book / "_ext", out / "_ext", ignore=shutil.ignore_patterns("__pycache__"))
     (out / "api.md").write_text(_api_page(book / "api.md"))
     for nb in notebooks:

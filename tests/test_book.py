@@ -46,6 +46,26 @@ def test_book_has_every_chapter(html_dir: Path):
     assert "learning to rank music tracks" in bib and "matchnet" in bib
 
 
+def test_players_where_listening_teaches(html_dir: Path):
+    """Mining (anchor, positive, negatives), training (neighbours before and after) and the
+    odd-one-out game carry audio players in the built pages."""
+    for stem in ("03_mining", "06_training", "08_triplet_matchnet"):
+        page = (html_dir / "notebooks" / f"{stem}.html").read_text()
+        assert page.count("<audio") >= 3, f"{stem}: {page.count('<audio')} audio players"
+
+
+def test_index_lists_objectives_and_runtimes(html_dir: Path):
+    """The book's first page names every chapter with its objectives and its run time."""
+    import re
+
+    intro = (html_dir / "intro.html").read_text()
+    assert "The chapters" in intro
+    for nb in sorted((repo_root() / "notebooks").glob("[0-9][0-9]*.ipynb")):
+        assert f"notebooks/{nb.stem}.html" in intro, f"{nb.name} is not in the index"
+    assert len(re.findall(r"Runs top to bottom in \d+ s", intro)) == len(
+        list((repo_root() / "notebooks").glob("[0-9][0-9]*.ipynb")))
+
+
 def test_no_cdn_in_pages(html_dir: Path):
     """No page references a script or stylesheet from another host (MathJax included)."""
     import re

@@ -214,6 +214,19 @@ def test_book_stages_the_notation_page(tmp_path: Path):
     assert toc.index("file: notation") < toc.index("file: notebooks/")
 
 
+
+def test_book_index_lists_each_chapter_with_objectives_and_run_time(tmp_path: Path):
+    """The staged first page names every notebook, its objectives and the wall time of the run
+    whose outputs it carries (recorded by the suite when it writes a notebook in place)."""
+    intro = (book.stage_book(out=tmp_path / "src") / "intro.md").read_text()
+    chapters = intro.split("## The chapters", 1)[1]
+    for path in NOTEBOOKS:
+        entry = chapters.split(f"](notebooks/{path.name})", 1)[1].split("\n### ", 1)[0]
+        assert "Runs top to bottom in " in entry, f"{path.name}: no run time recorded"
+        first_objective = _markdown(_read(path))[0][1].split("**Learning objectives**")[1].split("* ")[1]
+        assert first_objective.split("\n")[0] in entry, path.name
+
+
 SECTION = re.compile(r"## (\d+ · \S.*|Summary|Exercises|References)$")
 
 

@@ -96,6 +96,17 @@ def test_failing_notebook_is_named_and_kept(folder, tmp_path):
     assert index["notebooks"]["02_broken"]["status"] == "failed"
 
 
+@pytest.mark.slow
+def test_in_place_keeps_the_run_time_not_papermill_metadata(folder, tmp_path):
+    suite.run_suite("quick", out_dir=tmp_path / "run", notebooks=folder, inplace=True)
+    for path in sorted(folder.glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        assert "papermill" not in nb.metadata
+        assert all("papermill" not in c.metadata and "execution" not in c.metadata for c in nb.cells)
+        run = nb.metadata["mrlib"]
+        assert run["wall_s"] > 0 and run["profile"] == "quick" and run["cpu_count"] >= 1
+
+
 def test_bad_arguments(folder):
     with pytest.raises(ValueError, match="unknown profile"):
         suite.run_suite("huge", notebooks=folder)
