@@ -25,13 +25,13 @@ def _fingerprint(a: np.ndarray) -> int:
     return zlib.crc32(np.ascontiguousarray(a[picks]).tobytes() + str(a.shape).encode())
 
 
-
 def _triplet_array(triplets) -> np.ndarray:
     """``triplets`` as a non-empty integer (M, 3) array, or ``ValueError``."""
     T = np.asarray(triplets)
     if T.ndim != 2 or T.shape[1] != 3 or T.shape[0] == 0 or not np.issubdtype(T.dtype, np.integer):
         raise ValueError(f"triplets must be a non-empty integer (M, 3) array, got {T.dtype} {T.shape}")
     return T
+
 
 class _EpochSampler:
     """Shared machinery: seeded epochs, a position inside the epoch, DDP rank shares.

@@ -259,7 +259,7 @@ def versions() -> dict[str, str]:
     return out
 
 
-def _strip_run_metadata(nb_path: Path, wall_s: float, profile: str) -> None:
+def _keep_run_metadata(nb_path: Path, wall_s: float, profile: str) -> None:
     """Drop papermill's per-cell timing metadata so a committed notebook does not churn; keep
     the run's wall time (the book's index shows it beside the notebook's objectives)."""
     import nbformat
@@ -465,7 +465,7 @@ def _run_suite_locked(profile: str, overrides: dict, wanted: dict, notebooks: li
         print(f"[suite] {path.name} ok in {entry['wall_s']:.1f} s", flush=True)
         if inplace:
             shutil.copyfile(out_path, path)
-            _strip_run_metadata(path, entry["wall_s"], profile)
+            _keep_run_metadata(path, entry["wall_s"], profile)
     index["wall_s"] = round(time.perf_counter() - t_suite, 2)
     write_json_atomic(index, index_path)
     print(f"[suite] results index: {index_path}")

@@ -23,7 +23,6 @@ from mrlib.paths import repo_root
 pytestmark = pytest.mark.book
 
 
-
 @pytest.fixture(scope="module")
 def html_dir() -> Path:
     html = build_book(None, strict=True)
@@ -59,11 +58,11 @@ def test_index_lists_objectives_and_runtimes(html_dir: Path):
     import re
 
     intro = (html_dir / "intro.html").read_text()
+    notebooks = sorted((repo_root() / "notebooks").glob("[0-9][0-9]*.ipynb"))
     assert "The chapters" in intro
-    for nb in sorted((repo_root() / "notebooks").glob("[0-9][0-9]*.ipynb")):
+    for nb in notebooks:
         assert f"notebooks/{nb.stem}.html" in intro, f"{nb.name} is not in the index"
-    assert len(re.findall(r"Runs top to bottom in \d+ s", intro)) == len(
-        list((repo_root() / "notebooks").glob("[0-9][0-9]*.ipynb")))
+    assert len(re.findall(r"Runs top to bottom in \d+ s", intro)) == len(notebooks)
 
 
 def test_no_cdn_in_pages(html_dir: Path):

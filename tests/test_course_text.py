@@ -214,7 +214,6 @@ def test_book_stages_the_notation_page(tmp_path: Path):
     assert toc.index("file: notation") < toc.index("file: notebooks/")
 
 
-
 def test_book_index_lists_each_chapter_with_objectives_and_run_time(tmp_path: Path):
     """The staged first page names every notebook, its objectives and the wall time of the run
     whose outputs it carries (recorded by the suite when it writes a notebook in place)."""
