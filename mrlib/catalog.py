@@ -26,7 +26,6 @@ from mrlib import mtat, repertoire
 from mrlib.catalog_format import (AUDIO_EXTENSIONS, FORMAT_VERSION, SPLITS, TRACK_COLUMNS, Catalog,  # noqa: F401
                                   _read_json, artist_disjoint_split, duplicate_audio, format_skipped,
                                   read, read_table)
-from mrlib.catalog_format import group_duplicates as _group_duplicates  # noqa: F401 (old name)
 from mrlib.folder_catalog import from_folder
 from mrlib.paths import LockedError, data_dir
 from mrlib.synth_catalog import (_render_to_file, build_synthetic, synthetic_artist_ids,  # noqa: F401

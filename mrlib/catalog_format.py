@@ -22,7 +22,6 @@ import json
 import os
 import platform
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Sequence
 
@@ -30,6 +29,7 @@ import numpy as np
 import pandas as pd
 import soundfile
 
+from mrlib.paths import package_versions
 from mrlib.paths import read_json_or_empty as _read_json
 
 __all__ = [
@@ -457,13 +457,8 @@ def group_duplicates(artists: np.ndarray, pairs: list[tuple[int, int]]) -> np.nd
             parent[max(ra, rb)] = min(ra, rb)
     return np.asarray([find(str(a)) for a in artists])
 def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version(), "libsndfile": soundfile.__libsndfile_version__}
-    for pkg in ("mrlib", "numpy", "scipy", "pandas", "soundfile"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:  # pragma: no cover - mrlib not installed
-            pass
-    return out
+    return {"python": platform.python_version(), "libsndfile": soundfile.__libsndfile_version__,
+            **package_versions(("mrlib", "numpy", "scipy", "pandas", "soundfile"))}
 
 
 # --------------------------------------------------------------------------------------

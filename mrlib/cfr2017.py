@@ -49,7 +49,7 @@ from mrlib import results as res
 from mrlib.baselines import Euclidean, Mahalanobis, TripletSVM, catalog_features
 from mrlib.comparisons import comparisons_to_triplets, simulate_votes, triplet_folds
 from mrlib.features import coarsen_features, extract
-from mrlib.matchnet import MatchNetConfig, cross_validate_matchnet
+from mrlib.matchnet import MatchNetConfig, _torch_threads, cross_validate_matchnet
 from mrlib.similarity import oracle
 
 __all__ = ["PROFILES", "SCHEMES", "METHODS", "FEATURES", "CURVE_SHARES", "rows", "curve_rows",
@@ -470,16 +470,11 @@ def _cross_validate(ctx: Mapping[str, Any], folds, config, n_jobs: int | None, p
         # Worker processes pay off only when a fold trains for more than their start-up time.
         big = len(ctx["triplets"]) >= 200
         n_jobs = max(1, torch.get_num_threads()) if on_cpu and big else 1
-    threads = torch.get_num_threads()
-    if n_jobs == 1 and on_cpu:
-        torch.set_num_threads(1)                 # one thread: the same bits as n_jobs > 1
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)        # folds without test triplets
-            cv = cross_validate_matchnet(ctx["coarse"], ctx["triplets"], folds, config,
-                                         n_jobs=n_jobs, progress=progress)
-    finally:
-        torch.set_num_threads(threads)
+    # one thread when serial on the CPU: the same bits as n_jobs > 1
+    with _torch_threads(1 if n_jobs == 1 and on_cpu else None), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)        # folds without test triplets
+        cv = cross_validate_matchnet(ctx["coarse"], ctx["triplets"], folds, config,
+                                     n_jobs=n_jobs, progress=progress)
     songs = np.stack([cv.mean_embeddings(f) for f in range(len(folds))]).astype(np.float32)
     return {"d_test": [(np.asarray(a, np.float64), np.asarray(b, np.float64)) for a, b in cv.d_test],
             "songs": songs, "train_cfr": np.asarray(cv.train, np.float64),

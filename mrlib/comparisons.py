@@ -217,18 +217,6 @@ class TripletReport:
     rows: np.ndarray = field(repr=False)
     settings: dict = field(default_factory=dict)
 
-    def as_dict(self) -> dict:
-        """The counts and settings (not the per-triplet ``rows``) as a plain dict.
-
-        Returns
-        -------
-        dict
-            JSON-ready, e.g. for ``mrlib.suite.record("mtat_triplets", report.as_dict())``.
-
-        Notebook: 08_triplet_matchnet.ipynb
-        """
-        return {k: v for k, v in self.__dict__.items() if k != "rows"}
-
     def vs_paper(self) -> str:
         """One paragraph comparing these counts with Lu et al. 2017 (860 triplets, 993 clips).
 
@@ -568,13 +556,9 @@ def simulate_votes(
     rng = np.random.default_rng(seed)
     tri = _random_triples(S.shape[0], n_comparisons, rng, unique)         # (R, 3) indices
     votes = _player_votes(S, tri, n_players, noise, rng)
-    data = {}
-    for c in range(3):
-        data[ID_COLUMNS[c]] = clip_ids[tri[:, c]]
-    for c in range(3):
-        data[VOTE_COLUMNS[c]] = votes[:, c]
-    for c in range(3):
-        data[PATH_COLUMNS[c]] = paths[tri[:, c]].astype(str)
+    data = {**{ID_COLUMNS[c]: clip_ids[tri[:, c]] for c in range(3)},
+            **{VOTE_COLUMNS[c]: votes[:, c] for c in range(3)},
+            **{PATH_COLUMNS[c]: paths[tri[:, c]].astype(str) for c in range(3)}}
     return pd.DataFrame(data, columns=list(COMPARISON_COLUMNS))
 
 
@@ -752,11 +736,7 @@ def _clip_folds(t: np.ndarray, n_folds: int, seed: int, partition: str) -> list[
         fold_of_clip = np.empty(len(clips), dtype=np.int64)
         fold_of_clip[rng.permutation(len(clips))] = np.arange(len(clips)) % n_folds
     tf = fold_of_clip[pos]                                                  # (M, 3) fold per clip
-    folds = []
-    for f in range(n_folds):
-        inside = tf == f
-        folds.append(Fold(everything[~inside.any(axis=1)], everything[inside.all(axis=1)]))
-    return folds
+    return [Fold(everything[~(tf == f).any(axis=1)], everything[(tf == f).all(axis=1)]) for f in range(n_folds)]
 
 
 def fold_summary(folds: Sequence[Fold], n_triplets: int) -> pd.DataFrame:
@@ -778,9 +758,6 @@ def fold_summary(folds: Sequence[Fold], n_triplets: int) -> pd.DataFrame:
     """
     if isinstance(n_triplets, bool) or not isinstance(n_triplets, (int, np.integer)) or n_triplets < 1:
         raise ValueError(f"n_triplets must be a positive integer, got {n_triplets!r}")
-    rows = []
-    for f, (train, test) in enumerate(folds):
-        n_drop = n_triplets - len(train) - len(test)
-        rows.append({"fold": f, "n_train": len(train), "n_test": len(test),
-                     "n_dropped": n_drop, "share_dropped": n_drop / n_triplets})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{"fold": f, "n_train": len(tr), "n_test": len(te), "n_dropped": n_triplets - len(tr) - len(te),
+                          "share_dropped": (n_triplets - len(tr) - len(te)) / n_triplets}
+                         for f, (tr, te) in enumerate(folds)])

@@ -6,6 +6,7 @@ Notebook: 05_autopool.ipynb
 """
 from __future__ import annotations
 
+import contextlib
 import numbers
 from collections import OrderedDict
 from typing import Any
@@ -16,7 +17,7 @@ from torch import nn
 
 __all__ = ["FrequencyBatchNorm", "ClampedMaxPool2d", "L2Normalize", "ToSequence", "Backbone", "ResidualBlock",
            "PatchModel", "check_positive_int", "check_width", "check_dropout", "scale_channels",
-           "as_patches", "init_weights"]
+           "as_patches", "init_weights", "eval_mode"]
 
 # ----------------------------------------------------------------------------- helpers
 def check_positive_int(name: str, value: Any) -> int:
@@ -47,6 +48,20 @@ def check_dropout(p: Any) -> float:
     if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p < 1:
         raise ValueError(f"dropout must be in [0, 1), got {p!r}")
     return float(p)
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """``model`` in eval mode for the block, then back in the mode it was in.
+
+    Notebook: 05_autopool.ipynb
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def scale_channels(channels: int, width: float) -> int:

@@ -344,7 +344,7 @@ def _check_folds(folds, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 @dataclass
-class MatchNetCV:
+class MatchNetCV(CVResult):
     """Per-fold CFR of Triplet MatchNet, in the form of :class:`mrlib.baselines.CVResult`.
 
     Attributes
@@ -369,20 +369,10 @@ class MatchNetCV:
     Notebook: 08_triplet_matchnet.ipynb
     """
 
-    name: str
-    per_fold: np.ndarray
-    train: np.ndarray
-    n_test: np.ndarray
-    mean: float
-    std: float
     embeddings: np.ndarray | None = field(default=None, repr=False)
     histories: list = field(default_factory=list, repr=False)
     d_test: list = field(default_factory=list, repr=False)
     config: MatchNetConfig | None = None
-
-    def __str__(self) -> str:
-        return (f"{self.name}: CFR {100 * self.mean:.1f} ± {100 * self.std:.1f} % "
-                f"({len(self.per_fold)} folds)")
 
     def as_cv_result(self):
         """The same numbers as a :class:`mrlib.baselines.CVResult` (for tables and plots)."""
@@ -446,18 +436,9 @@ def _run_jobs(fn, jobs: list, n_jobs: int, desc: str, progress: bool) -> list:
     """``[fn(*job) for job in jobs]``, in order, in ``n_jobs`` processes (joblib/loky)."""
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, numbers.Integral) or n_jobs == 0 or n_jobs < -1:
         raise ValueError(f"n_jobs must be a positive int or -1, got {n_jobs!r}")
-    bar = tqdm(total=len(jobs), desc=desc, unit="fold", disable=not progress)
-    out = []
-    if n_jobs == 1 or len(jobs) <= 1:
-        for job in jobs:
-            out.append(fn(*job))
-            bar.update(1)
-    else:
-        for res in Parallel(n_jobs=n_jobs, return_as="generator")(delayed(fn)(*job) for job in jobs):
-            out.append(res)
-            bar.update(1)
-    bar.close()
-    return out
+    outs = ((fn(*job) for job in jobs) if n_jobs == 1 or len(jobs) <= 1 else
+            Parallel(n_jobs=n_jobs, return_as="generator")(delayed(fn)(*job) for job in jobs))
+    return list(tqdm(outs, total=len(jobs), desc=desc, unit="fold", disable=not progress))
 
 
 def cross_validate_matchnet(

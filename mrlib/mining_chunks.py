@@ -21,7 +21,6 @@ Notebook: 03_mining.ipynb
 """
 from __future__ import annotations
 
-import numbers
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -32,16 +31,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from mrlib.checks import check_int as _check_int
 from mrlib.mining_draws import _RNG_BLOCK, _BlockRNG, _draw_distance, _draw_uniform
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    """``value`` as an int (bools refused), at least ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
 
 # --------------------------------------------------------------------------------------
 # The similarity / ranked-list source, restricted to the training split

@@ -40,7 +40,7 @@ from torch import nn
 
 from mrlib.autopool import AutoPool
 from mrlib.layers import (Backbone, ClampedMaxPool2d, FrequencyBatchNorm, L2Normalize, PatchModel,
-                          ResidualBlock, ToSequence, check_dropout, check_positive_int,
+                          ResidualBlock, ToSequence, check_dropout, check_positive_int, eval_mode,
                           init_weights, scale_channels)
 
 __all__ = ["NETWORKS", "POOLINGS", "PAPER_WIDTHS", "PAPER_POOLS", "FrequencyBatchNorm",
@@ -564,10 +564,8 @@ def _leaf_rows(model: nn.Module, x: torch.Tensor) -> list[dict]:
 
     handles = [m.register_forward_hook(make_hook(n)) for n, m in model.named_modules()
                if len(list(m.children())) == 0 and n]
-    was_training = model.training
     try:
-        model.eval()
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             if isinstance(model, TripletMatchNet):
                 model(x, x)
             else:
@@ -575,5 +573,4 @@ def _leaf_rows(model: nn.Module, x: torch.Tensor) -> list[dict]:
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
     return rows

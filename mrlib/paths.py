@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 __all__ = ["repo_root", "data_dir", "runs_dir", "FolderLock", "LockedError", "describe_holder",
-           "write_json_atomic", "read_json_or_empty", "move_aside"]
+           "write_json_atomic", "read_json_or_empty", "move_aside", "package_versions"]
 
 
 def repo_root() -> Path:
@@ -318,3 +318,20 @@ def write_json_atomic(obj, path: str | os.PathLike, **dumps_kwargs) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def package_versions(names, missing: str | None = None) -> dict[str, str]:
+    """Installed versions of ``names`` (a package not installed: ``missing``, or left out).
+
+    Notebook: 00_overview.ipynb
+    """
+    from importlib import metadata
+
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            if missing is not None:
+                out[name] = missing
+    return out

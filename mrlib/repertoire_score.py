@@ -46,15 +46,8 @@ VELOCITY_TOP, VELOCITY_OTHER = 92, 76
 
 
 def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {}
-    for name in ("music21", "midirenderer", "pretty_midi", "numpy", "scipy", "soundfile"):
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:  # pragma: no cover - all are pinned in requirements.txt
-            out[name] = "missing"
-    return out
+    names = ("music21", "midirenderer", "pretty_midi", "numpy", "scipy", "soundfile")
+    return paths.package_versions(names, missing="missing")
 
 
 def soundfont_path() -> Path:

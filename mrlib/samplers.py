@@ -70,18 +70,6 @@ class _EpochSampler:
             self._plan_epoch = self.epoch
         return self._cached
 
-    def set_epoch(self, epoch: int) -> None:
-        """Move to ``epoch`` (from its start, unless it is already the current epoch).
-
-        Like ``DistributedSampler.set_epoch``: a trainer may call it at the top of every
-        epoch; after :meth:`load_state_dict` the restored mid-epoch position is kept.
-
-        Notebook: 03_mining.ipynb
-        """
-        epoch = _check_int("epoch", epoch, 0)
-        if epoch != self.epoch:
-            self.epoch, self.position = epoch, 0
-
     def __iter__(self):
         plan = self._plan()
         n = len(self)

@@ -45,8 +45,6 @@ from tqdm.auto import tqdm
 
 from mrlib.paths import repo_root
 
-from mrlib.paths import repo_root
-
 __all__ = [
     "CATEGORIES", "load_weights", "oracle", "oracle_chunks", "oracle_topk", "category_similarities",
     "ranked_list", "ranked_lists", "mean_similarity_by_rank", "rank_profile"

@@ -10,12 +10,15 @@ Notebook: 08_triplet_matchnet.ipynb
 from __future__ import annotations
 
 import numbers
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from mrlib.features import check_features, test_patches
+from mrlib.layers import eval_mode
+from mrlib.systems import embed_tracks
 
 __all__ = ["embed_songs", "pair_dissimilarities", "triplet_dissimilarities"]
 
@@ -85,24 +88,9 @@ def embed_songs(model, features, idx, patch_len: int | None = None, n_patches: i
     if isinstance(n_patches, bool) or not isinstance(n_patches, numbers.Integral) or n_patches < 1:
         raise ValueError(f"n_patches must be a positive int, got {n_patches!r}")
     patch_len = int(getattr(model, "patch_len")) if patch_len is None else int(patch_len)
-    dev = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    per_chunk = max(1, int(batch_size) // int(n_patches))
-    out = []
-    try:
-        for s in tqdm(range(0, len(idx), per_chunk), desc="embed songs", unit="chunk",
-                      disable=not progress, leave=False):
-            chunk = idx[s:s + per_chunk]
-            x = np.stack([test_patches(features[int(i)], patch_len, n=n_patches, seed=int(i))
-                          for i in chunk]).astype(np.float32)
-            e = model.embed(torch.from_numpy(x.reshape(-1, *x.shape[2:])).to(dev)).float()
-            out.append(e.reshape(len(chunk), n_patches, -1).cpu().numpy())
-    finally:
-        model.train(was_training)
-    if not out:
-        return np.zeros((0, n_patches, int(getattr(model, "embedding_dim", 1))), dtype=np.float32)
-    return np.concatenate(out).astype(np.float32, copy=False)
+    E = embed_tracks(model, SimpleNamespace(features=features), idx, patch_len, n_patches, int(batch_size),
+                     per_patch=True, progress=progress)
+    return E if len(E) else np.zeros((0, n_patches, int(getattr(model, "embedding_dim", 1))), dtype=np.float32)
 
 
 @torch.no_grad()
@@ -137,17 +125,13 @@ def pair_dissimilarities(model, E, a, b, *, block: int = 4096) -> np.ndarray:
         raise ValueError(f"pair indices must lie in [0, {len(E)}) (rows of E)")
     dev = next(model.parameters()).device
     E = E.to(dev, dtype=next(model.parameters()).dtype)
-    was_training = model.training
-    model.eval()
     out = np.empty(len(a), dtype=np.float64)
-    try:
+    with eval_mode(model):
         for s in range(0, len(a), block):
             ia = torch.as_tensor(a[s:s + block], device=dev)
             ib = torch.as_tensor(b[s:s + block], device=dev)
             z = model.metric_pairs(E[ia], E[ib])                         # (m, P_a, P_b)
             out[s:s + block] = torch.sigmoid(z.float()).mean(dim=(-2, -1)).double().cpu().numpy()
-    finally:
-        model.train(was_training)
     return out
 
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mrlib.paths import FolderLock, LockedError, repo_root, runs_dir, write_json_atomic
+from mrlib.paths import FolderLock, LockedError, package_versions, repo_root, runs_dir, write_json_atomic
 
 __all__ = ["record", "run_suite", "run_notebook", "check_parameters", "DEFAULT_CELL_TIMEOUT_S",
            "PROFILES", "NotebookFailed"]
@@ -247,16 +247,10 @@ def versions() -> dict[str, str]:
     Notebook: 00_overview.ipynb
     """
     import platform
-    from importlib import metadata
 
-    out = {"python": platform.python_version(), "platform": platform.platform()}
-    for pkg in ("mrlib", "torch", "numpy", "scipy", "librosa", "scikit-learn", "faiss-cpu",
-                "papermill", "music21"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
+    return {"python": platform.python_version(), "platform": platform.platform(),
+            **package_versions(("mrlib", "torch", "numpy", "scipy", "librosa", "scikit-learn", "faiss-cpu",
+                                "papermill", "music21"))}
 
 
 def _keep_run_metadata(nb_path: Path, wall_s: float, profile: str) -> None:

@@ -213,7 +213,6 @@ GENRES: dict[str, GenreStyle] = {
                             {"piano": 5, "strings": 5},
                             {"upright_bass": 6, "piano": 4}, {"live": 1}, 0.0, 0.95, 0.0),
 }
-GENRE_NAMES = tuple(GENRES)
 #: How often each genre leads an artist (a pop-majority catalog, as in the 2020 paper).
 GENRE_POPULARITY = {"pop": 20, "rock": 13, "electro": 13, "jazz": 7, "blues": 6, "folk": 9,
                     "reggae": 6, "ambient": 7, "hip_hop": 11, "classical": 8}

@@ -43,6 +43,7 @@ from mrlib.devices import amp_dtype
 from mrlib.features import random_patches, test_patches
 from mrlib.mining import (PaperBatchSampler, ShuffledTripletSampler, TrackBatchSampler, is_online,
                           online_triplets)
+from mrlib.layers import eval_mode
 from mrlib.models import build_model
 from mrlib.similarity import oracle
 
@@ -226,12 +227,10 @@ def embed_tracks(model: nn.Module, data, idx: Sequence[int], patch_len: int,
     if idx.ndim != 1:
         raise ValueError(f"idx must be 1-D catalog indices, got shape {idx.shape}")
     dev = next(model.parameters()).device if device is None else torch.device(device)
-    was_training = model.training
-    model.eval()
     dtype = amp_dtype(dev, amp)
     tracks_per_chunk = max(1, batch_size // n_patches)
     out = []
-    try:
+    with eval_mode(model):
         for s in tqdm(range(0, len(idx), tracks_per_chunk), desc="embed", unit="chunk",
                       disable=not progress, leave=False):
             chunk = idx[s:s + tracks_per_chunk]
@@ -241,8 +240,6 @@ def embed_tracks(model: nn.Module, data, idx: Sequence[int], patch_len: int,
             with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
                 e = model.embed(x).float()
             out.append(e.reshape(len(chunk), n_patches, -1).cpu())
-    finally:
-        model.train(was_training)
     E = torch.cat(out) if out else torch.zeros((0, n_patches, 1))
     if per_patch:
         return E.numpy().astype(np.float32)
@@ -280,8 +277,6 @@ def song_dissimilarities(model: nn.Module, Ea: np.ndarray | torch.Tensor,
     if Ea.ndim != 3 or Eb.ndim != 3 or Ea.shape[2] != Eb.shape[2]:
         raise ValueError(f"Ea and Eb must be (n, P, e) with the same e, got {tuple(Ea.shape)} "
                          f"and {tuple(Eb.shape)}")
-    was_training = model.training
-    model.eval()
     na, pa, e = Ea.shape
     nb, pb, _ = Eb.shape
     flat_b = Eb.reshape(nb * pb, e)
@@ -289,14 +284,12 @@ def song_dissimilarities(model: nn.Module, Ea: np.ndarray | torch.Tensor,
     per_track = pa * nb * pb * 2 * e * 4
     c = max(1, int(chunk_mb * 2**20 // max(per_track, 1)))
     out = np.empty((na, nb), dtype=np.float32)
-    try:
+    with eval_mode(model):
         for s in range(0, na, c):
             blk = Ea[s:s + c]
             z = model.metric_pairs(blk.reshape(-1, e), flat_b)            # (c*pa, nb*pb)
             f = torch.sigmoid(z.float()).reshape(blk.shape[0], pa, nb, pb).mean(dim=(1, 3))
             out[s:s + c] = f.cpu().numpy()
-    finally:
-        model.train(was_training)
     return out
 
 

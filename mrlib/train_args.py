@@ -19,6 +19,18 @@ from mrlib.train_config import TrainConfig, paper_config
 __all__ = ["config_from_args"]
 
 
+_HELP = {
+    "out_dir": "run folder (default: runs/train/<run-name>)",
+    "deterministic": "torch.use_deterministic_algorithms (default: on for CPU only)",
+    "lr": "Adam's learning rate (default: DEFAULT_LR of the system)",
+    "dropout": "dropout after each conv block (default: the model's own)",
+    "alpha_lr": "Adam's rate for AutoPool's alpha (default: --lr)",
+    "pooling": "TL Autopool's pooling over time (default: learned AutoPool)",
+    "run_name": "(default: <system>_<mining>_s<seed>; its folder adds a hash of every field that "
+                "changes the result)",
+}
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m mrlib.train",
@@ -29,41 +41,19 @@ def _parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()
     # SUPPRESS: only the flags actually given reach the namespace, so they override a saved
     # config (--config) or the paper profile (--paper) without clobbering the rest.
-    S = argparse.SUPPRESS
     for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
         value = getattr(defaults, f.name)
-        help_ = f"(default: {value!r})"
-        if f.name == "out_dir":
-            p.add_argument("--out", "--out-dir", dest="out_dir", default=S,
-                           help="run folder (default: runs/train/<run-name>)")
-        elif f.name == "deterministic":
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=S,
-                           help="torch.use_deterministic_algorithms (default: on for CPU only)")
-        elif isinstance(value, bool):
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=S,
-                           help=help_)
+        kw = {"dest": f.name, "default": argparse.SUPPRESS, "help": _HELP.get(f.name, f"(default: {value!r})")}
+        if isinstance(value, bool) or f.name == "deterministic":
+            kw["action"] = argparse.BooleanOptionalAction
         elif isinstance(value, dict):
-            p.add_argument(flag, dest=f.name, type=json.loads, default=S,
-                           help="JSON object, e.g. '{\"duration_s\": 12}' " + help_)
-        elif f.name == "lr":
-            p.add_argument(flag, dest=f.name, type=float, default=S,
-                           help="Adam's learning rate (default: DEFAULT_LR of the system)")
-        elif f.name == "dropout":
-            p.add_argument(flag, dest=f.name, type=float, default=S,
-                           help="dropout after each conv block (default: the model's own)")
-        elif f.name == "alpha_lr":
-            p.add_argument(flag, dest=f.name, type=float, default=S,
-                           help="Adam's rate for AutoPool's alpha (default: --lr)")
+            kw.update(type=json.loads, help="JSON object, e.g. '{\"duration_s\": 12}' " + kw["help"])
         elif f.name == "pooling":
-            p.add_argument(flag, dest=f.name, default=S, choices=POOLINGS,
-                           help="TL Autopool's pooling over time (default: learned AutoPool)")
-        elif f.name == "run_name":
-            p.add_argument(flag, dest=f.name, default=S,
-                           help="(default: <system>_<mining>_s<seed>; its folder adds a hash of "
-                                "every field that changes the result)")
-        else:
-            p.add_argument(flag, dest=f.name, type=type(value), default=S, help=help_)
+            kw["choices"] = POOLINGS
+        elif f.name not in ("out_dir", "run_name"):
+            kw["type"] = float if value is None else type(value)
+        flags = ("--out", "--out-dir") if f.name == "out_dir" else ("--" + f.name.replace("_", "-"),)
+        p.add_argument(*flags, **kw)
     p.add_argument("--config", dest="config_file", default=None,
                    help="start from a saved config.json; the run goes to a new folder (named "
                         "from its fields) unless --out is given or --resume continues that run")
