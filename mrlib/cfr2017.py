@@ -48,8 +48,9 @@ from mrlib import catalog as mcat
 from mrlib import results as res
 from mrlib.baselines import Euclidean, Mahalanobis, TripletSVM, catalog_features
 from mrlib.comparisons import comparisons_to_triplets, simulate_votes, triplet_folds
+from mrlib.devices import torch_threads
 from mrlib.features import coarsen_features, extract
-from mrlib.matchnet import MatchNetConfig, _torch_threads, cross_validate_matchnet
+from mrlib.matchnet import MatchNetConfig, cross_validate_matchnet
 from mrlib.similarity import oracle
 
 __all__ = ["PROFILES", "SCHEMES", "METHODS", "FEATURES", "CURVE_SHARES", "rows", "curve_rows",
@@ -471,7 +472,7 @@ def _cross_validate(ctx: Mapping[str, Any], folds, config, n_jobs: int | None, p
         big = len(ctx["triplets"]) >= 200
         n_jobs = max(1, torch.get_num_threads()) if on_cpu and big else 1
     # one thread when serial on the CPU: the same bits as n_jobs > 1
-    with _torch_threads(1 if n_jobs == 1 and on_cpu else None), warnings.catch_warnings():
+    with torch_threads(1 if n_jobs == 1 and on_cpu else None), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)        # folds without test triplets
         cv = cross_validate_matchnet(ctx["coarse"], ctx["triplets"], folds, config,
                                      n_jobs=n_jobs, progress=progress)

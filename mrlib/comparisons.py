@@ -736,7 +736,11 @@ def _clip_folds(t: np.ndarray, n_folds: int, seed: int, partition: str) -> list[
         fold_of_clip = np.empty(len(clips), dtype=np.int64)
         fold_of_clip[rng.permutation(len(clips))] = np.arange(len(clips)) % n_folds
     tf = fold_of_clip[pos]                                                  # (M, 3) fold per clip
-    return [Fold(everything[~(tf == f).any(axis=1)], everything[(tf == f).all(axis=1)]) for f in range(n_folds)]
+    folds = []
+    for f in range(n_folds):
+        inside = tf == f
+        folds.append(Fold(everything[~inside.any(axis=1)], everything[inside.all(axis=1)]))
+    return folds
 
 
 def fold_summary(folds: Sequence[Fold], n_triplets: int) -> pd.DataFrame:
@@ -758,6 +762,9 @@ def fold_summary(folds: Sequence[Fold], n_triplets: int) -> pd.DataFrame:
     """
     if isinstance(n_triplets, bool) or not isinstance(n_triplets, (int, np.integer)) or n_triplets < 1:
         raise ValueError(f"n_triplets must be a positive integer, got {n_triplets!r}")
-    return pd.DataFrame([{"fold": f, "n_train": len(tr), "n_test": len(te), "n_dropped": n_triplets - len(tr) - len(te),
-                          "share_dropped": (n_triplets - len(tr) - len(te)) / n_triplets}
-                         for f, (tr, te) in enumerate(folds)])
+    rows = []
+    for f, (train, test) in enumerate(folds):
+        n_drop = n_triplets - len(train) - len(test)
+        rows.append({"fold": f, "n_train": len(train), "n_test": len(test),
+                     "n_dropped": n_drop, "share_dropped": n_drop / n_triplets})
+    return pd.DataFrame(rows)

@@ -12,7 +12,8 @@ import sys
 
 import torch
 
-__all__ = ["mps_available", "pick_device", "amp_dtype", "memory_available", "peak_memory", "synchronize"]
+__all__ = ["mps_available", "pick_device", "amp_dtype", "memory_available", "peak_memory", "synchronize",
+           "torch_threads"]
 
 
 def mps_available() -> bool:
@@ -136,3 +137,18 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """Run the body with ``threads`` torch threads (None: unchanged), restoring the setting after.
+
+    Notebook: 08_triplet_matchnet.ipynb
+    """
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

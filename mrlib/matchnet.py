@@ -31,7 +31,6 @@ Notebook: 08_triplet_matchnet.ipynb
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import numbers
@@ -48,12 +47,12 @@ from tqdm.auto import tqdm
 
 from mrlib import losses
 from mrlib.baselines import CVResult, check_shares, cross_validate, summarise_folds
+from mrlib.devices import pick_device, torch_threads
 from mrlib.features import CoarseFeatures, check_features, coarsen_features, random_patches
 from mrlib.models import build_model
 from mrlib.songlevel import (check_available, check_triplets, embed_songs, pair_dissimilarities,
                              triplet_dissimilarities)
 from mrlib.stats import constraints_fulfillment_rate
-from mrlib.train import pick_device
 
 __all__ = [
     "CoarseFeatures", "coarsen_features", "MatchNetConfig", "MatchNetRun", "MatchNetCV",
@@ -402,22 +401,10 @@ def _embed_all(model, features, config: MatchNetConfig) -> np.ndarray:
     return full
 
 
-@contextlib.contextmanager
-def _torch_threads(threads: int | None):
-    """Run the body with ``threads`` torch threads (None: unchanged), restoring the setting after."""
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _fit_score_fold(features, t: np.ndarray, train_idx: np.ndarray, test_idx: np.ndarray,
                     config: MatchNetConfig, keep_embeddings: bool, threads: int | None) -> dict:
     """Train on one fold and score it (runs in-process or in a joblib worker)."""
-    with _torch_threads(threads):
+    with torch_threads(threads):
         run = train_matchnet(features, t[train_idx], config, progress=False)
         E = _embed_all(run.model, features, config)
         d_ap, d_an = triplet_dissimilarities(run.model, E, t[train_idx])
@@ -562,7 +549,7 @@ def cross_validate_features(
 def _fit_score_subset(features, t: np.ndarray, train_idx: np.ndarray, test_idx: np.ndarray,
                       config: MatchNetConfig, threads: int | None) -> float:
     """Test CFR of a network trained on ``t[train_idx]`` (curve point; worker-safe)."""
-    with _torch_threads(threads):
+    with torch_threads(threads):
         run = train_matchnet(features, t[train_idx], config, progress=False)
         songs = np.unique(t[test_idx])
         E = embed_songs(run.model, features, songs, config.patch_len, config.test_patches,

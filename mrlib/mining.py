@@ -41,7 +41,8 @@ import torch
 
 from mrlib import mining_reference as ref
 from mrlib import online_mining as om
-from mrlib.mining_chunks import _check_int, _Source, chunk_stream, draw_distance, draw_neighbors, draw_uniform
+from mrlib.checks import check_int
+from mrlib.mining_chunks import _Source, chunk_stream, draw_distance, draw_neighbors, draw_uniform
 from mrlib.mining_draws import _RNG_BLOCK  # noqa: F401  (the random streams' block size)
 from mrlib.online_mining import batch_ranks, rank_matrix
 from mrlib.samplers import PaperBatchSampler, ShuffledTripletSampler, TrackBatchSampler
@@ -239,7 +240,7 @@ def paper_shares(n_train: int) -> tuple[int, int]:
 
     Notebook: 03_mining.ipynb
     """
-    n_train = _check_int("n_train", n_train, 2)
+    n_train = check_int("n_train", n_train, 2)
     share = (n_train - 1) / (PAPER_N_TRAIN - 1)
     return max(1, round(PAPER_N_POS * share)), max(1, round(PAPER_N_NEG * share))
 
@@ -263,9 +264,9 @@ def n_triplets(n_train: int, n_pos: int = 15, n_neg: int = 250) -> int:
 
     Notebook: 03_mining.ipynb
     """
-    n_train = _check_int("n_train", n_train, 2)
-    n_pos = _check_int("n_pos", n_pos, 1)
-    n_neg = _check_int("n_neg", n_neg, 1)
+    n_train = check_int("n_train", n_train, 2)
+    n_pos = check_int("n_pos", n_pos, 1)
+    n_neg = check_int("n_neg", n_neg, 1)
     L = n_train - 1
     i = np.arange(1, min(n_pos, L) + 1)
     return int(n_train * np.minimum(n_neg, L - i).sum())
@@ -276,7 +277,7 @@ def n_triplets(n_train: int, n_pos: int = 15, n_neg: int = 250) -> int:
 # Public mining API
 # --------------------------------------------------------------------------------------
 def _check_jobs(n_jobs: int) -> int:
-    n_jobs = _check_int("n_jobs", n_jobs, -1)
+    n_jobs = check_int("n_jobs", n_jobs, -1)
     if n_jobs == 0:
         raise ValueError("n_jobs must be >= 1, or -1 for every core")
     return (os.cpu_count() or 1) if n_jobs == -1 else n_jobs
@@ -289,11 +290,11 @@ def _prepare(ranked, train_idx, strategy, n_pos, n_neg, S, seed, chunk_size, max
     if strategy.online:
         raise ValueError(f"{strategy.name!r} mines inside each batch during training: use "
                          "TrackBatchSampler and online_triplets(), not mine()")
-    n_pos = _check_int("n_pos", n_pos, 1)
-    n_neg = _check_int("n_neg", n_neg, 1)
-    seed = _check_int("seed", seed, 0)
-    chunk_size = _check_int("chunk_size", chunk_size, 1)
-    max_rounds = _check_int("max_rounds", max_rounds, 0)
+    n_pos = check_int("n_pos", n_pos, 1)
+    n_neg = check_int("n_neg", n_neg, 1)
+    seed = check_int("seed", seed, 0)
+    chunk_size = check_int("chunk_size", chunk_size, 1)
+    max_rounds = check_int("max_rounds", max_rounds, 0)
     n_jobs = _check_jobs(n_jobs)
     src = _Source(ranked, train_idx, S, need_S=strategy.name if strategy.needs_S else None)
     return src, strategy, n_pos, n_neg, seed, chunk_size, max_rounds, n_jobs
@@ -460,7 +461,7 @@ def triplet_ranks(triplets: np.ndarray, train_idx: np.ndarray, S: np.ndarray | N
     if T.ndim != 2 or T.shape[1] != 3:
         raise ValueError(f"triplets must have shape (M, 3), got {T.shape}")
     src = _Source(ranked, train_idx, S)
-    chunk_size = _check_int("chunk_size", chunk_size, 1)
+    chunk_size = check_int("chunk_size", chunk_size, 1)
     out = np.full((T.shape[0], 2), -1, dtype=np.int64)
     if T.shape[0] == 0:
         return out
@@ -605,7 +606,7 @@ def online_triplets(embeddings: torch.Tensor, oracle: torch.Tensor | np.ndarray,
     Notebook: 03_mining.ipynb
     """
     rule = _online_rule(mode)
-    n_pos = _check_int("n_pos", n_pos, 1)
+    n_pos = check_int("n_pos", n_pos, 1)
     oracle, batch_idx = om.check_batch(embeddings, oracle, batch_idx, oracle_kind, positives, margin)
     with torch.no_grad():
         valid = om.valid_triplets(oracle, batch_idx, n_pos, oracle_kind, positives)

@@ -31,7 +31,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mrlib.checks import check_int as _check_int
 from mrlib.mining_draws import _RNG_BLOCK, _BlockRNG, _draw_distance, _draw_uniform
 
 # --------------------------------------------------------------------------------------

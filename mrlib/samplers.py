@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from mrlib.mining_chunks import _check_int
+from mrlib.checks import check_int
 
 __all__ = ["PaperBatchSampler", "ShuffledTripletSampler", "TrackBatchSampler"]
 
@@ -43,9 +43,9 @@ class _EpochSampler:
     """
 
     def __init__(self, seed: int, rank: int, world_size: int):
-        self.seed = _check_int("seed", seed, 0)
-        self.world_size = _check_int("world_size", world_size, 1)
-        self.rank = _check_int("rank", rank, 0)
+        self.seed = check_int("seed", seed, 0)
+        self.world_size = check_int("world_size", world_size, 1)
+        self.rank = check_int("rank", rank, 0)
         if self.rank >= self.world_size:
             raise ValueError(f"rank must be < world_size ({self.world_size}), got {rank}")
         self.epoch = 0
@@ -110,9 +110,9 @@ class _EpochSampler:
         diff = {k: (state.get(k), v) for k, v in mine_.items() if state.get(k) != v}
         if diff:
             raise ValueError(f"state does not match this sampler (saved, current): {diff}")
-        self.seed = _check_int("seed", state["seed"], 0)
-        self.epoch = _check_int("epoch", state["epoch"], 0)
-        position = _check_int("position", state["position"], 0)
+        self.seed = check_int("seed", state["seed"], 0)
+        self.epoch = check_int("epoch", state["epoch"], 0)
+        position = check_int("position", state["position"], 0)
         if position > len(self):
             raise ValueError(f"position {position} is past the epoch's {len(self)} batches")
         self.position = position
@@ -148,7 +148,7 @@ class ShuffledTripletSampler(_EpochSampler):
                  world_size: int = 1, drop_last: bool = False, yield_rows: bool = False):
         super().__init__(seed, rank, world_size)
         T = self.triplets = _triplet_array(triplets)
-        self.batch_size = _check_int("batch_size", batch_size, 1)
+        self.batch_size = check_int("batch_size", batch_size, 1)
         self.drop_last = bool(drop_last)
         self.yield_rows = bool(yield_rows)
         self._per_rank = T.shape[0] // self.world_size
@@ -218,7 +218,7 @@ class PaperBatchSampler(_EpochSampler):
                  yield_rows: bool = False):
         super().__init__(seed, rank, world_size)
         T = self.triplets = _triplet_array(triplets)
-        self.batch_size = _check_int("n_neg_per_batch", n_neg_per_batch, 1)
+        self.batch_size = check_int("n_neg_per_batch", n_neg_per_batch, 1)
         self.drop_last = bool(drop_last)
         self.yield_rows = bool(yield_rows)
         # Group the rows by (anchor, positive). mine() writes each pair contiguously; only

@@ -14,9 +14,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from mrlib.features import check_features, test_patches
+from mrlib.features import check_features
 from mrlib.layers import eval_mode
 from mrlib.systems import embed_tracks
 

@@ -41,9 +41,9 @@ from tqdm.auto import tqdm
 from mrlib import losses
 from mrlib.devices import amp_dtype
 from mrlib.features import random_patches, test_patches
+from mrlib.layers import eval_mode
 from mrlib.mining import (PaperBatchSampler, ShuffledTripletSampler, TrackBatchSampler, is_online,
                           online_triplets)
-from mrlib.layers import eval_mode
 from mrlib.models import build_model
 from mrlib.similarity import oracle
 
