@@ -585,7 +585,7 @@ def cross_validate(
         Features by row index (the triplets index rows).
     triplets : numpy.ndarray of int, shape (M, 3)
     folds : sequence of (train_idx, test_idx)
-        Indices into ``triplets`` (:func:`mrlib.comparisons.triplet_folds`).
+        Indices into ``triplets`` (:func:`mrlib.odd_one_out.triplet_folds`).
     name : str, optional
         Label of the result (default: the method's ``name``).
     progress : bool, default True

@@ -3,7 +3,7 @@
 Every source writes one on-disk format (:mod:`mrlib.catalog_format`: ``tracks.csv``,
 ``tags.csv``, ``vocabulary.csv``, ``audio/``, ``catalog.json``). This module is the one entry
 point, :func:`load`, for the sources ``"synthetic"`` (:mod:`mrlib.synth_catalog`), ``"music21"``
-(:mod:`mrlib.repertoire`), ``"mtat"`` (:mod:`mrlib.mtat`),
+(:mod:`mrlib.music21_catalog`), ``"mtat"`` (:mod:`mrlib.mtat`),
 ``"folder"`` (:func:`from_folder`: any folder of audio plus a tags CSV) or a path to a folder
 in the format above. Catalog indices 0 ... N-1 (the row order of ``tracks.csv``) are the
 currency between modules.
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from mrlib import mtat, repertoire
+from mrlib import music21_catalog, mtat
 from mrlib.catalog_format import (AUDIO_EXTENSIONS, FORMAT_VERSION, SPLITS, TRACK_COLUMNS, Catalog,  # noqa: F401
                                   _read_json, artist_disjoint_split, duplicate_audio, format_skipped,
                                   read, read_table)
@@ -58,7 +58,7 @@ __all__ = [
 # One entry point: registries of the sources by name
 # --------------------------------------------------------------------------------------
 def _build_music21(**kwargs: Any) -> Path:
-    return Path(repertoire.build(**kwargs))
+    return Path(music21_catalog.build(**kwargs))
 
 
 #: Generated catalogs, by name: the builder writes the folder and returns it.
@@ -86,7 +86,7 @@ LOADERS: dict[str, Callable[..., Catalog]] = {
 
 def build(name: str, **kwargs: Any) -> Path:
     """Build a generated catalog and return its folder: ``'synthetic'`` (:func:`build_synthetic`)
-    or ``'music21'`` (``mrlib.repertoire.build``); keyword arguments go to the builder.
+    or ``'music21'`` (``mrlib.music21_catalog.build``); keyword arguments go to the builder.
 
     Notebook: 00_overview.ipynb
     """
@@ -104,7 +104,7 @@ def load(name_or_path: str | Path = "synthetic", **kwargs: Any) -> Catalog:
         * ``"synthetic"`` — :func:`build_synthetic` ``(n_tracks=200, seed=0, duration_s=30.0,
           sr=22050, ...)`` into ``data_dir()/synthetic_n{N}_s{seed}`` if it is missing or
           incomplete, then read it (``events=True``: the variant with temporally sparse tags);
-        * ``"music21"`` — ``mrlib.repertoire.build(**kwargs)``, then read its folder
+        * ``"music21"`` — ``mrlib.music21_catalog.build(**kwargs)``, then read its folder
           (``duration_s`` is accepted for its ``clip_s``);
         * ``"mtat"`` — ``mrlib.mtat.load_catalog(**kwargs)`` (e.g. ``folder=...``);
         * ``"folder"`` — :func:`from_folder` ``(**kwargs)`` (``audio_dir=..., tags_csv=...``);

@@ -10,7 +10,7 @@ One on-disk format for every source (SPEC §3.1)::
     <root>/attributes.csv   (synthetic only) the latent attributes behind the tags
 
 This module reads and writes that format and imports no builder, so that every builder
-(:mod:`mrlib.synth_catalog`, :mod:`mrlib.repertoire`, :mod:`mrlib.mtat`,
+(:mod:`mrlib.synth_catalog`, :mod:`mrlib.music21_catalog`, :mod:`mrlib.mtat`,
 :mod:`mrlib.folder_catalog`) can use it; :mod:`mrlib.catalog` is the entry point above them all.
 """
 from __future__ import annotations

@@ -47,17 +47,17 @@ import torch
 from mrlib import catalog as mcat
 from mrlib import results as res
 from mrlib.baselines import Euclidean, Mahalanobis, TripletSVM, catalog_features
-from mrlib.comparisons import comparisons_to_triplets, simulate_votes, triplet_folds
+from mrlib.odd_one_out import comparisons_to_triplets, simulate_votes, triplet_folds
 from mrlib.devices import torch_threads
 from mrlib.features import coarsen_features, extract
-from mrlib.matchnet import MatchNetConfig, cross_validate_matchnet
+from mrlib.matchnet_cv import MatchNetConfig, cross_validate_matchnet
 from mrlib.similarity import oracle
 
 __all__ = ["PROFILES", "SCHEMES", "METHODS", "FEATURES", "CURVE_SHARES", "rows", "curve_rows",
            "run", "data_context", "test_units", "fulfilled", "share_folds", "matchnet_folds",
            "make_method", "slides_table"]
 
-#: The two cross-validation schemes (:func:`mrlib.comparisons.triplet_folds` ``by=``).
+#: The two cross-validation schemes (:func:`mrlib.odd_one_out.triplet_folds` ``by=``).
 SCHEMES: dict[str, str] = {"by triplet": "triplet", "by clip": "clip"}
 
 #: Baseline methods by table name.
@@ -285,8 +285,8 @@ def data_context(parameters: Mapping[str, Any], *, n_jobs: int | None = None,
         ``catalog`` (:class:`mrlib.catalog.Catalog`), ``S`` (oracle, (N, N)), ``votes``
         (comparisons table), ``report``, ``triplets`` (int64 (M, 3), the constraints whose
         clips all have features), ``X_hc`` (float32 (N, D) handcrafted, NaN rows if skipped),
-        ``coarse`` (:class:`mrlib.matchnet.CoarseFeatures`), ``folds`` (scheme -> list of
-        :class:`mrlib.comparisons.Fold`) and ``units`` (scheme -> :func:`test_units`).
+        ``coarse`` (:class:`mrlib.matchnet_cv.CoarseFeatures`), ``folds`` (scheme -> list of
+        :class:`mrlib.odd_one_out.Fold`) and ``units`` (scheme -> :func:`test_units`).
 
     Notebook: 08_triplet_matchnet.ipynb
     """
@@ -321,7 +321,7 @@ def test_units(folds) -> np.ndarray:
     Parameters
     ----------
     folds : sequence of (train, test)
-        Indices into the triplet array (:func:`mrlib.comparisons.triplet_folds`).
+        Indices into the triplet array (:func:`mrlib.odd_one_out.triplet_folds`).
 
     Returns
     -------
@@ -419,7 +419,7 @@ def matchnet_folds(ctx: Mapping[str, Any], scheme: str, matchnet: Mapping[str, A
         :func:`data_context`.
     scheme : {"by triplet", "by clip"}
     matchnet : mapping
-        :class:`mrlib.matchnet.MatchNetConfig` fields but ``seed`` and ``device``.
+        :class:`mrlib.matchnet_cv.MatchNetConfig` fields but ``seed`` and ``device``.
     seed : int
         Training seed (weights, triplet order, patches).
     train_share : float in (0, 1], default 1.0
@@ -463,7 +463,7 @@ def matchnet_folds(ctx: Mapping[str, Any], scheme: str, matchnet: Mapping[str, A
 
 
 def _cross_validate(ctx: Mapping[str, Any], folds, config, n_jobs: int | None, progress: bool) -> dict:
-    """:func:`matchnet_folds`' arrays from a fresh :func:`mrlib.matchnet.cross_validate_matchnet`."""
+    """:func:`matchnet_folds`' arrays from a fresh :func:`mrlib.matchnet_cv.cross_validate_matchnet`."""
     device = config.device
     on_cpu = str(device) == "cpu" or (str(device) == "auto" and not torch.cuda.is_available()
                                        and not torch.backends.mps.is_available())

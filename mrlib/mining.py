@@ -42,7 +42,7 @@ import torch
 from mrlib import mining_reference as ref
 from mrlib import online_mining as om
 from mrlib.checks import check_int
-from mrlib.mining_chunks import _Source, chunk_stream, draw_distance, draw_neighbors, draw_uniform
+from mrlib.mining_chunks import TrainSplitSource, chunk_stream, draw_distance, draw_neighbors, draw_uniform
 from mrlib.mining_draws import _RNG_BLOCK  # noqa: F401  (the random streams' block size)
 from mrlib.online_mining import batch_ranks, rank_matrix
 from mrlib.samplers import PaperBatchSampler, ShuffledTripletSampler, TrackBatchSampler
@@ -296,7 +296,7 @@ def _prepare(ranked, train_idx, strategy, n_pos, n_neg, S, seed, chunk_size, max
     chunk_size = check_int("chunk_size", chunk_size, 1)
     max_rounds = check_int("max_rounds", max_rounds, 0)
     n_jobs = _check_jobs(n_jobs)
-    src = _Source(ranked, train_idx, S, need_S=strategy.name if strategy.needs_S else None)
+    src = TrainSplitSource(ranked, train_idx, S, need_S=strategy.name if strategy.needs_S else None)
     return src, strategy, n_pos, n_neg, seed, chunk_size, max_rounds, n_jobs
 
 
@@ -460,7 +460,7 @@ def triplet_ranks(triplets: np.ndarray, train_idx: np.ndarray, S: np.ndarray | N
     T = np.asarray(triplets)
     if T.ndim != 2 or T.shape[1] != 3:
         raise ValueError(f"triplets must have shape (M, 3), got {T.shape}")
-    src = _Source(ranked, train_idx, S)
+    src = TrainSplitSource(ranked, train_idx, S)
     chunk_size = check_int("chunk_size", chunk_size, 1)
     out = np.full((T.shape[0], 2), -1, dtype=np.int64)
     if T.shape[0] == 0:

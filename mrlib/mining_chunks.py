@@ -36,7 +36,7 @@ from mrlib.mining_draws import _RNG_BLOCK, _BlockRNG, _draw_distance, _draw_unif
 # --------------------------------------------------------------------------------------
 # The similarity / ranked-list source, restricted to the training split
 # --------------------------------------------------------------------------------------
-class _Source:
+class TrainSplitSource:
     """Train-restricted access to ranked lists and similarity rows, chunk by chunk."""
 
     def __init__(self, ranked, train_idx, S, need_S: str | None = None):
@@ -207,7 +207,7 @@ class Chunk:
 
     Attributes
     ----------
-    src : _Source
+    src : TrainSplitSource
         The training split's ranked lists and similarity rows.
     apos : numpy.ndarray of int
         Training positions of the chunk's anchors (ascending).
@@ -269,7 +269,7 @@ def draw_distance(ch: Chunk) -> tuple[np.ndarray, np.ndarray]:
     return head, _draw_distance(head, ch.apos, ch.srows, ch.src.n, ch.n_neg, ch.rngs, ch.max_rounds)
 
 
-def mine_chunk(src: _Source, apos: np.ndarray, strategy, n_pos: int, n_neg: int, seed: int,
+def mine_chunk(src: TrainSplitSource, apos: np.ndarray, strategy, n_pos: int, n_neg: int, seed: int,
                max_rounds: int, dest: np.ndarray | None = None) -> np.ndarray:
     """The triplets of one chunk of anchors, catalog indices ``(m_chunk, 3)`` int32.
 
@@ -306,7 +306,7 @@ def mine_chunk(src: _Source, apos: np.ndarray, strategy, n_pos: int, n_neg: int,
     return dest
 
 
-def chunk_stream(src: _Source, strategy, n_pos: int, n_neg: int, seed: int,
+def chunk_stream(src: TrainSplitSource, strategy, n_pos: int, n_neg: int, seed: int,
                  chunk_size: int, max_rounds: int, n_jobs: int, progress: bool,
                  out: np.ndarray | None = None) -> Iterator[np.ndarray]:
     """Mine the chunks in order, on ``n_jobs`` threads (numpy releases the GIL in its

@@ -6,7 +6,7 @@ already has::
     <folder>/annotations_final.csv   clip_id, 188 tag columns (0/1), mp3_path
     <folder>/clip_info_final.csv     clip_id, track_number, title, artist, album, url,
                                      segmentStart, segmentEnd, original_url, mp3_path
-    <folder>/comparisons_final.csv   see mrlib.comparisons
+    <folder>/comparisons_final.csv   see mrlib.odd_one_out
     <folder>/[mp3/|audio/]0/ ... f/  the mp3 clips, at the paths the tables name
 
 All three tables are tab-separated with a header row. In the release every field is in double
@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from mrlib.catalog_format import Catalog, artist_disjoint_split, duplicate_audio, group_duplicates
-from mrlib.comparisons import ID_COLUMNS, read_comparisons
+from mrlib.odd_one_out import ID_COLUMNS, read_comparisons
 from mrlib.mtat_fixture import FixtureInfo, write_fixture
 from mrlib.mtat_format import (ANNOTATIONS_FILE, CATEGORIES, CLIP_INFO_COLUMNS, CLIP_INFO_FILE,
                                COMPARISONS_FILE, MTAT_TAGS, SYNONYMS, TAG_CATEGORIES, _require_file,

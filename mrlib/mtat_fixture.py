@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from mrlib.comparisons import simulate_votes, write_comparisons
+from mrlib.odd_one_out import simulate_votes, write_comparisons
 from mrlib.mtat_format import ANNOTATIONS_FILE, CLIP_INFO_COLUMNS, CLIP_INFO_FILE, COMPARISONS_FILE, MTAT_TAGS
 
 __all__ = ["FixtureInfo", "write_fixture"]
@@ -91,7 +91,7 @@ def write_fixture(
     Each artist has a latent style (pitch, brightness, noisiness); its clips vary around it.
     The audio renders the style, the tags are drawn from it (each artist favours a few tags),
     and ``comparisons_final.csv`` holds votes of simulated players
-    (:func:`mrlib.comparisons.simulate_votes`) by the cosine similarity of the styles, so the
+    (:func:`mrlib.odd_one_out.simulate_votes`) by the cosine similarity of the styles, so the
     votes are audible and a handcrafted-feature baseline can learn them.
 
     Parameters
@@ -111,7 +111,7 @@ def write_fixture(
         Clip length in seconds (the release's are about 29 s).
     n_players : int, default 7
     noise : float, default 0.05
-        Vote noise, see :func:`mrlib.comparisons.simulate_votes`.
+        Vote noise, see :func:`mrlib.odd_one_out.simulate_votes`.
     n_broken : int, default 0
         The last ``n_broken`` clips get empty (0-byte) mp3 files, as three clips of the release
         have, to exercise skip reports.

@@ -1,5 +1,5 @@
 """The MagnaTagATune release format: its file names and columns, its 188 tags and their
-categories, and readers of its two tag tables (``comparisons_final.csv``: :mod:`mrlib.comparisons`)."""
+categories, and readers of its two tag tables (``comparisons_final.csv``: :mod:`mrlib.odd_one_out`)."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -3,7 +3,7 @@ r"""Triplet MatchNet's song-level decision: seeded test patches, mean f over pat
 A song is represented by its 8 seeded test patches (the ones :mod:`mrlib.train` uses), each
 embedded by the tower; a song pair's dissimilarity is the mean of :math:`f = \sigma(z)` over
 the pairs of their patches, scored by the metric network; a triplet is fulfilled when
-d(a, p) < d(a, n). Training is in :mod:`mrlib.matchnet`, which re-exports these functions.
+d(a, p) < d(a, n). Training is in :mod:`mrlib.matchnet_cv`, which re-exports these functions.
 
 Notebook: 08_triplet_matchnet.ipynb
 """

@@ -187,7 +187,7 @@ TABLE2_REFERENCE_ROWS = ("Euclidean (mean CQT)", "Random ranking")
 
 #: Builder arguments every row on a catalog records, even at their default, so that a stored
 #: row names the catalog variant it was scored on: music21 has two instrument rules
-#: (``mrlib.repertoire.INSTRUMENTATION``), and rows that left the rule out would share run
+#: (``mrlib.music21_catalog.INSTRUMENTATION``), and rows that left the rule out would share run
 #: folders across them.
 CATALOG_KWARGS: dict[str, dict[str, Any]] = {"music21": {"instrumentation": "independent"}}
 #: Named catalog variants for ``--catalog``: the catalog and the builder arguments that make it.

@@ -109,7 +109,7 @@ def _jsonable(v):
     return v
 
 
-class _Run:
+class _TrainingRun:
     """The state of one training run; :func:`train` drives it."""
 
     _det_before: tuple | None = None   # set by setup(); close() restores it
@@ -676,7 +676,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, *,
         raise TypeError(f"replace must be a bool, got {replace!r}")
     if data is None:
         check_catalog_name(config.catalog)
-    run = _Run(config, data, progress)
+    run = _TrainingRun(config, data, progress)
     try:
         finished = run.open_folder(resume, replace)
         if finished is not None:
@@ -724,7 +724,7 @@ def measure_throughput(config: TrainConfig, steps: int = 20, warmup: int = 3, *,
     if isinstance(warmup, bool) or not isinstance(warmup, numbers.Integral) or warmup < 0:
         raise ValueError(f"warmup must be an int >= 0, got {warmup!r}")
     cfg = config.replace(verify_ddp=False)
-    run = _Run(cfg, data, progress=False)
+    run = _TrainingRun(cfg, data, progress=False)
     if run.dist.active:
         run.close()
         raise RuntimeError("measure_throughput runs on one process; launch it without torchrun")

@@ -20,7 +20,7 @@ from mrlib.baselines import (
     generalization_curve,
     handcrafted_features,
 )
-from mrlib.comparisons import comparisons_to_triplets, simulate_votes, triplet_folds
+from mrlib.odd_one_out import comparisons_to_triplets, simulate_votes, triplet_folds
 
 SR = 22050
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mrlib.comparisons import ID_COLUMNS, comparisons_to_triplets, read_comparisons
+from mrlib.odd_one_out import ID_COLUMNS, comparisons_to_triplets, read_comparisons
 from mrlib.mtat import (
     ANNOTATIONS_FILE,
     CATEGORIES,

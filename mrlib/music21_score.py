@@ -20,7 +20,7 @@ import pandas as pd
 
 from mrlib import paths
 from mrlib.checks import check_int, check_positive
-from mrlib.repertoire_corpus import DANCE_QPM, STRATA, SkipWork, _corpus_root, _crc
+from mrlib.music21_corpus import DANCE_QPM, STRATA, SkipWork, _corpus_root, _crc
 
 
 #: Probability that a work uses its artist's favourite ensemble (else a weighted draw).

@@ -1,4 +1,4 @@
-"""Tests of mrlib.repertoire: the music21 real-music catalog (SPEC §3.4).
+"""Tests of mrlib.music21_catalog: the music21 real-music catalog (SPEC §3.4).
 
 The inventory is read once per session (music21's metadata bundle, a few seconds); builds are
 tiny (8 works, 6-second clips, one process) and written below tmp_path.
@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from mrlib import repertoire as R
-from mrlib import repertoire_corpus, repertoire_score, repertoire_tags
-from mrlib.repertoire import Clip, SkipWork
+from mrlib import music21_catalog as R
+from mrlib import music21_corpus, music21_score, music21_tags
+from mrlib.music21_catalog import Clip, SkipWork
 
 music21 = pytest.importorskip("music21")
 from music21 import bar, meter, note, stream, tempo  # noqa: E402
@@ -80,11 +80,11 @@ def test_inventory_reads_abc_headers(inv):
 
 
 def test_trecento_composers_and_books():
-    assert repertoire_corpus._trecento_composer("Gherardello F-Pn 568") == "gherardello"
-    assert repertoire_corpus._trecento_composer("Philippe de Vitry\n(1291 - 1361)") == "philippe_de_vitry"
-    assert repertoire_corpus._trecento_composer("Johannes Ciconia (opus dubium)") == "johannes_ciconia"
-    assert repertoire_corpus._trecento_composer("Anonymous I-Rvat 1419") is None
-    assert repertoire_corpus._trecento_composer(float("nan")) is None and repertoire_corpus._trecento_composer(None) is None
+    assert music21_corpus._trecento_composer("Gherardello F-Pn 568") == "gherardello"
+    assert music21_corpus._trecento_composer("Philippe de Vitry\n(1291 - 1361)") == "philippe_de_vitry"
+    assert music21_corpus._trecento_composer("Johannes Ciconia (opus dubium)") == "johannes_ciconia"
+    assert music21_corpus._trecento_composer("Anonymous I-Rvat 1419") is None
+    assert music21_corpus._trecento_composer(float("nan")) is None and music21_corpus._trecento_composer(None) is None
 
 
 def test_anonymous_works_belong_to_their_book(inv):
@@ -234,7 +234,7 @@ def test_instrument_choice_is_independent_of_the_collection():
             picks = {s: R.assign_programs(s, artist, work, 1 + k % 4, seed) for s in strata}
             assert len({(n, tuple(p)) for n, p in picks.values()}) == 1, picks
     # the pooled palette: every ensemble of the table but the score's own, weights summed
-    names, programs, p = repertoire_score._pooled_palette_of(R.load_program_table())
+    names, programs, p = music21_score._pooled_palette_of(R.load_program_table())
     assert "as_scored" not in names and "score" not in programs
     assert abs(p.sum() - 1) < 1e-12 and len(set(zip(names, map(str, programs)))) == len(names)
     # by collection, the same artist and work get the collection's instruments
@@ -271,7 +271,7 @@ def test_artist_loyalty_is_statistically_right():
 
 
 def test_tempo_map_hand_worked():
-    tm = repertoire_score._TempoMap([0.0, 4.0], [60.0, 120.0])
+    tm = music21_score._TempoMap([0.0, 4.0], [60.0, 120.0])
     assert np.allclose(tm.seconds([0, 2, 4, 6, 8]), [0, 2, 4, 5, 6])
 
 
@@ -339,7 +339,7 @@ def test_clip_score_default_tempo_and_errors():
 
 def test_key_likelihoods_against_a_plain_loop():
     rng = np.random.default_rng(0)
-    major, minor = repertoire_tags._KK_PROFILES
+    major, minor = music21_tags._KK_PROFILES
     # hand-worked: a histogram shaped like the A-minor profile is A minor
     p_maj, p_min, tonic = R.key_likelihoods(np.roll(minor, 9))
     assert tonic == 9 and p_min > 0.5
@@ -363,11 +363,11 @@ def test_key_likelihoods_against_a_plain_loop():
 
 
 def test_abc_key_mode():
-    assert repertoire_tags._abc_key_mode("Ador") == ("A", "dorian")
-    assert repertoire_tags._abc_key_mode("E Minor") == ("E", "minor")
-    assert repertoire_tags._abc_key_mode("Em") == ("E", "minor")
-    assert repertoire_tags._abc_key_mode("Bb mix") == ("B-", "mixolydian")
-    assert repertoire_tags._abc_key_mode("G") is None and repertoire_tags._abc_key_mode("") is None
+    assert music21_tags._abc_key_mode("Ador") == ("A", "dorian")
+    assert music21_tags._abc_key_mode("E Minor") == ("E", "minor")
+    assert music21_tags._abc_key_mode("Em") == ("E", "minor")
+    assert music21_tags._abc_key_mode("Bb mix") == ("B-", "mixolydian")
+    assert music21_tags._abc_key_mode("G") is None and music21_tags._abc_key_mode("") is None
 
 
 def test_pitch_class_histogram_weights_by_duration():

@@ -1,4 +1,4 @@
-"""Tests of mrlib.matchnet: Triplet MatchNet trained on song triplets and scored by k-fold CFR."""
+"""Tests of mrlib.matchnet_cv: Triplet MatchNet trained on song triplets and scored by k-fold CFR."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from mrlib import matchnet as mn
+from mrlib import matchnet_cv as mn
 from mrlib.baselines import Euclidean, cross_validate, generalization_curve
 from mrlib.evaluate import constraints_fulfillment_rate
 from mrlib.features import random_patches, test_patches

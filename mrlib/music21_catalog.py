@@ -83,14 +83,14 @@ from tqdm.auto import tqdm
 from mrlib import paths
 from mrlib.catalog_format import artist_disjoint_split
 from mrlib.checks import check_int, check_positive
-from mrlib.repertoire_corpus import (DANCE_QPM, STRATA, SkipWork, Stratum,  # noqa: F401 (re-exported)
+from mrlib.music21_corpus import (DANCE_QPM, STRATA, SkipWork, Stratum,  # noqa: F401 (re-exported)
                                      _inventory_cached, draw_order, inventory, stratum_quotas)
-from mrlib.repertoire_score import (ARTIST_LOYALTY, INSTRUMENTATION, MAX_FULL_EXPAND_FACTOR,  # noqa: F401
+from mrlib.music21_score import (ARTIST_LOYALTY, INSTRUMENTATION, MAX_FULL_EXPAND_FACTOR,  # noqa: F401
                                     MIN_PIECE_S, PEAK_CEILING, TARGET_RMS, VELOCITY_OTHER, VELOCITY_TOP,
                                     Clip, _check_instrumentation, _versions, assign_programs, clip_score,
                                     default_qpm, load_program_table, parse_work, render_midi,
                                     soundfont_path, to_midi)
-from mrlib.repertoire_tags import (CATEGORIES, PITCH_NAMES, TEMPO_BANDS,  # noqa: F401 (re-exported)
+from mrlib.music21_tags import (CATEGORIES, PITCH_NAMES, TEMPO_BANDS,  # noqa: F401 (re-exported)
                                    chroma_agreement, key_likelihoods, pitch_class_histogram,
                                    tag_category, work_tags)
 
@@ -514,7 +514,7 @@ def _write_tables(root: Path, works: pd.DataFrame, kept: list[dict], skipped: li
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m mrlib.repertoire build --n-tracks N --seed S [--root DIR] ...``.
+    """``python -m mrlib.music21_catalog build --n-tracks N --seed S [--root DIR] ...``.
 
     Parameters
     ----------
@@ -528,7 +528,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Notebook: 00_overview.ipynb
     """
-    parser = argparse.ArgumentParser(prog="python -m mrlib.repertoire",
+    parser = argparse.ArgumentParser(prog="python -m mrlib.music21_catalog",
                                      description="Build the music21 real-music catalog.")
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="draw, render and tag works into a catalog folder")
@@ -560,7 +560,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     # Run through the imported module, not ``__main__``: under ``python -m`` the worker
-    # processes must unpickle ``mrlib.repertoire._process_work`` by reference.
-    from mrlib.repertoire import main as _main
+    # processes must unpickle ``mrlib.music21_catalog._process_work`` by reference.
+    from mrlib.music21_catalog import main as _main
 
     sys.exit(_main())

@@ -1,4 +1,4 @@
-"""Tests of mrlib.comparisons: the comparisons_final.csv format, votes -> triplets, simulated
+"""Tests of mrlib.odd_one_out: the comparisons_final.csv format, votes -> triplets, simulated
 players and cross-validation folds."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from mrlib.comparisons import (
+from mrlib.odd_one_out import (
     COMPARISON_COLUMNS,
     PAPER_N_CLIPS,
     PAPER_N_TRIPLETS,

@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from mrlib.checks import check_int
-from mrlib.repertoire_corpus import STRATA, _match_first, _slug, _str
-from mrlib.repertoire_score import Clip
+from mrlib.music21_corpus import STRATA, _match_first, _slug, _str
+from mrlib.music21_score import Clip
 
 CATEGORIES = ("Genre", "Recording", "Mood", "Movement", "Lyrics")
 _PREFIX_CATEGORY = (

@@ -4,7 +4,7 @@ Lu et al. (ICASSP 2017) learn a dissimilarity :math:`f(x, y) \in (0, 1)` between
 with a network of two parts (:class:`mrlib.models.TripletMatchNet`): a residual *tower* that
 embeds each patch, and a *metric* network on the concatenated pair. A training example is a
 song triplet :math:`(\chi, \chi^+, \chi^-)` — "the anchor song sounds more like the positive
-than like the negative", from the odd-one-out votes (:mod:`mrlib.comparisons`) — represented by
+than like the negative", from the odd-one-out votes (:mod:`mrlib.odd_one_out`) — represented by
 patch sets :math:`\{x\}, \{x^+\}, \{x^-\}`; the loss is the rank loss :math:`\psi` plus the
 contrastive loss :math:`\phi` over all patch pairs (:func:`mrlib.losses.matchnet_loss`). A song
 pair is decided by the mean of :math:`f` over its patch pairs.
@@ -452,7 +452,7 @@ def cross_validate_matchnet(
     triplets : numpy.ndarray of int, shape (M, 3)
         All constraints, catalog indices.
     folds : sequence of (train_idx, test_idx)
-        Indices into ``triplets`` (:func:`mrlib.comparisons.triplet_folds`, by triplet or by
+        Indices into ``triplets`` (:func:`mrlib.odd_one_out.triplet_folds`, by triplet or by
         clip); the same folds as the baselines make the per-fold scores comparable pairwise.
     config : MatchNetConfig, optional
     name : str, default "Triplet MatchNet"
