@@ -1,19 +1,23 @@
 """Argument checks shared by the modules, so that every module words its errors alike.
 
 Each returns the value converted to the type the computation needs, or raises a ``TypeError`` /
-``ValueError`` that names the argument, so a notebook user sees which input was wrong.
+``ValueError`` that names the argument, so a notebook user sees which input was wrong. A config
+dataclass states its checks as a table, field -> checks made with :func:`rule`, and runs it
+with :func:`validate_fields`, so every config words its errors as ``Owner.field must be ...``.
 
 Notebook: 00_overview.ipynb
 """
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Any
+import numbers
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 __all__ = ["check_int", "check_positive", "check_level", "as_index_matrix", "as_float_matrix",
-           "as_vector"]
+           "as_vector", "is_int", "is_real", "rule", "int_at_least", "FINITE", "validate_fields"]
 
 
 def check_int(name: str, value: Any, minimum: int = 1) -> int:
@@ -95,3 +99,88 @@ def as_vector(name: str, x: Any) -> np.ndarray:
     if not np.isfinite(x).all():
         raise ValueError(f"{name} has {int((~np.isfinite(x)).sum())} non-finite value(s)")
     return x
+
+
+# ---------------------------------------------------------------------------------------------
+# Config tables: field -> checks, run by validate_fields
+# ---------------------------------------------------------------------------------------------
+def is_int(value: Any) -> bool:
+    """Whether ``value`` is an integer (Python or numpy), a bool excluded.
+
+    Notebook: 00_overview.ipynb
+    """
+    return not isinstance(value, bool) and isinstance(value, numbers.Integral)
+
+
+def is_real(value: Any) -> bool:
+    """Whether ``value`` is a real number (Python or numpy), a bool excluded.
+
+    Notebook: 00_overview.ipynb
+    """
+    return not isinstance(value, bool) and isinstance(value, numbers.Real)
+
+
+def rule(test: Callable[[Any], bool], what: str, error: type = ValueError,
+         convert: Callable[[Any], Any] | None = None, optional: bool = False) -> Callable:
+    """A check of one field for :func:`validate_fields`.
+
+    Parameters
+    ----------
+    test : callable
+        ``test(value)`` is true for a valid value.
+    what : str
+        What the field must be, for the message ``"<Owner.field> must be <what>, got <value>"``.
+    error : type, default ValueError
+        The exception raised when ``test`` fails.
+    convert : callable, optional
+        Applied to a valid value (``int``, ``float``, ``os.fspath``).
+    optional : bool, default False
+        ``None`` passes unchecked.
+
+    Returns
+    -------
+    callable
+        ``check(name, value)``: the value (converted), or ``error``.
+
+    Notebook: 00_overview.ipynb
+    """
+    def check(name: str, value: Any) -> Any:
+        if optional and value is None:
+            return None
+        if not test(value):
+            raise error(f"{name} must be {what}, got {value!r}")
+        return value if convert is None else convert(value)
+    return check
+
+
+def int_at_least(low: int) -> tuple:
+    """The checks of an int field ``>= low``: ``TypeError`` for a non-int, ``ValueError`` below.
+
+    Notebook: 00_overview.ipynb
+    """
+    return rule(is_int, "an int", TypeError, int), rule(lambda v: v >= low, f">= {low}")
+
+
+#: A finite number, as a float (``TypeError`` otherwise).
+FINITE = rule(lambda v: is_real(v) and math.isfinite(v), "a finite number", TypeError, float)
+
+
+def validate_fields(obj: Any, checks: Mapping[str, tuple]) -> None:
+    """Pass every field of the dataclass ``obj`` through its checks, in order, and keep the values
+    they return (frozen dataclasses included).
+
+    Parameters
+    ----------
+    obj : dataclass instance
+        Its class names the fields in the messages: ``"TrainConfig.epochs must be >= 0, ..."``.
+    checks : mapping
+        Field name -> tuple of checks (:func:`rule`, or any ``check(name, value)``); every field
+        needs an entry, so a new field cannot go unchecked.
+
+    Notebook: 00_overview.ipynb
+    """
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        for check in checks[f.name]:
+            value = check(f"{type(obj).__name__}.{f.name}", value)
+        object.__setattr__(obj, f.name, value)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mrlib.audio import DEFAULT_MIN_DURATION_S, DEFAULT_PAD_FRACTION
+from mrlib.checks import is_int, rule, validate_fields
 
 __all__ = ["FORMAT_VERSION", "FeatureConfig", "cqt", "cqt_torch"]
 
@@ -31,6 +32,24 @@ __all__ = ["FORMAT_VERSION", "FeatureConfig", "cqt", "cqt_torch"]
 #: so changing how features are computed never reuses an old cache.
 FORMAT_VERSION = 1
 
+
+_POSITIVE_INT = (rule(lambda v: is_int(v) and v >= 1, "a positive integer"),)
+#: Field -> its checks (:func:`mrlib.checks.validate_fields`); values are checked, not converted,
+#: and every refusal is a ``ValueError``. The float fields take Python numbers only, as key()
+#: hashes the fields as JSON.
+_FEATURE_CHECKS: dict[str, tuple] = {
+    "sr": _POSITIVE_INT,
+    "hop_length": _POSITIVE_INT,
+    "n_bins": _POSITIVE_INT,
+    "bins_per_octave": _POSITIVE_INT,
+    "fmin": (rule(lambda v: isinstance(v, (int, float)) and v > 0 and math.isfinite(v),
+                  "a positive frequency in Hz"),),
+    "log_floor": (rule(lambda v: isinstance(v, (int, float)) and v > 0, "> 0"),),
+    "min_duration_s": (rule(lambda v: isinstance(v, (int, float)) and v >= 0, ">= 0"),),
+    "max_duration_s": (rule(lambda v: isinstance(v, (int, float)), "None or >= min_duration_s",
+                            optional=True),),
+    "pad_fraction": (rule(lambda v: isinstance(v, (int, float)) and 0 <= v <= 1, "in [0, 1]"),),
+}
 
 
 @dataclass(frozen=True)
@@ -73,28 +92,17 @@ class FeatureConfig:
     pad_fraction: float = DEFAULT_PAD_FRACTION
 
     def __post_init__(self):
-        for name in ("sr", "hop_length", "n_bins", "bins_per_octave"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"FeatureConfig.{name} must be a positive integer, got {value!r}")
-        if not (isinstance(self.fmin, (int, float)) and self.fmin > 0 and math.isfinite(self.fmin)):
-            raise ValueError(f"FeatureConfig.fmin must be a positive frequency in Hz, got {self.fmin!r}")
-        if not (isinstance(self.log_floor, (int, float)) and self.log_floor > 0):
-            raise ValueError(f"FeatureConfig.log_floor must be > 0, got {self.log_floor!r}")
+        validate_fields(self, _FEATURE_CHECKS)
         f_top = self.fmin * 2.0 ** ((self.n_bins - 1) / self.bins_per_octave)
         # The top filter's band reaches ~half a bin above its centre: keep it below Nyquist.
         if f_top * 2.0 ** (1.0 / self.bins_per_octave) >= self.sr / 2:
             raise ValueError(f"the top CQT bin ({f_top:.0f} Hz) is too close to Nyquist "
                              f"({self.sr / 2:.0f} Hz): lower n_bins or fmin, or raise sr")
-        if not (isinstance(self.min_duration_s, (int, float)) and self.min_duration_s >= 0):
-            raise ValueError(f"FeatureConfig.min_duration_s must be >= 0, got {self.min_duration_s!r}")
+        # Written as "not >=" so that a NaN fails too.
         if self.max_duration_s is not None and not (
-                isinstance(self.max_duration_s, (int, float)) and self.max_duration_s >= max(
-                    self.min_duration_s, 1e-9)):
+                self.max_duration_s >= max(self.min_duration_s, 1e-9)):
             raise ValueError(f"FeatureConfig.max_duration_s must be None or >= min_duration_s, "
                              f"got {self.max_duration_s!r}")
-        if not (isinstance(self.pad_fraction, (int, float)) and 0 <= self.pad_fraction <= 1):
-            raise ValueError(f"FeatureConfig.pad_fraction must be in [0, 1], got {self.pad_fraction!r}")
 
     @classmethod
     def paper(cls, **overrides) -> "FeatureConfig":

@@ -32,7 +32,6 @@ Notebook: 08_triplet_matchnet.ipynb
 from __future__ import annotations
 
 import dataclasses
-import math
 import numbers
 import time
 import warnings
@@ -47,6 +46,7 @@ from tqdm.auto import tqdm
 
 from mrlib import losses
 from mrlib.baselines import CVResult, check_shares, cross_validate, summarise_folds
+from mrlib.checks import FINITE, int_at_least, rule, validate_fields
 from mrlib.devices import pick_device, torch_threads
 from mrlib.features import CoarseFeatures, check_features, coarsen_features, random_patches
 from mrlib.models import build_model
@@ -128,29 +128,7 @@ class MatchNetConfig:
 
         Notebook: 08_triplet_matchnet.ipynb
         """
-        for name, low in (("patch_len", 1), ("patches_per_song", 1), ("test_patches", 1),
-                          ("embedding_dim", 1), ("metric_hidden", 1), ("epochs", 0),
-                          ("batch_size", 1), ("seed", 0), ("eval_batch", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-                raise TypeError(f"MatchNetConfig.{name} must be an int, got {value!r}")
-            if value < low:
-                raise ValueError(f"MatchNetConfig.{name} must be >= {low}, got {value}")
-            setattr(self, name, int(value))
-        for name in ("width", "lr", "weight_decay"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-                raise TypeError(f"MatchNetConfig.{name} must be a finite number, got {value!r}")
-            setattr(self, name, float(value))
-        if self.width <= 0:
-            raise ValueError(f"MatchNetConfig.width must be > 0 (1.0 = full size), got {self.width}")
-        if not 0 < self.lr < 1:
-            raise ValueError(f"MatchNetConfig.lr must be in (0, 1), got {self.lr}")
-        if self.weight_decay < 0:
-            raise ValueError(f"MatchNetConfig.weight_decay must be >= 0, got {self.weight_decay}")
-        if not isinstance(self.device, str) or not self.device:
-            raise TypeError(f"MatchNetConfig.device must be a device string such as 'cpu' or "
-                            f"'auto', got {self.device!r}")
+        validate_fields(self, _MATCHNET_CHECKS)
         return self
 
     def replace(self, **changes) -> "MatchNetConfig":
@@ -160,6 +138,26 @@ class MatchNetConfig:
     def to_dict(self) -> dict:
         """The fields as a plain dict (for ``mrlib.suite.record``)."""
         return dataclasses.asdict(self)
+
+
+#: Field -> its checks, in order (:func:`mrlib.checks.validate_fields`); ints and floats are
+#: converted to Python's.
+_MATCHNET_CHECKS: dict[str, tuple] = {
+    "patch_len": int_at_least(1),
+    "patches_per_song": int_at_least(1),
+    "test_patches": int_at_least(1),
+    "width": (FINITE, rule(lambda v: v > 0, "> 0 (1.0 = full size)")),
+    "embedding_dim": int_at_least(1),
+    "metric_hidden": int_at_least(1),
+    "epochs": int_at_least(0),
+    "batch_size": int_at_least(1),
+    "lr": (FINITE, rule(lambda v: 0 < v < 1, "in (0, 1)")),
+    "weight_decay": (FINITE, rule(lambda v: v >= 0, ">= 0")),
+    "seed": int_at_least(0),
+    "device": (rule(lambda v: isinstance(v, str) and bool(v),
+                    "a device string such as 'cpu' or 'auto'", TypeError),),
+    "eval_batch": int_at_least(1),
+}
 
 
 # =============================================================================================

@@ -8,12 +8,14 @@ Folders that a process writes (a run folder, a catalog folder, a suite's output)
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
+import socket
 import sys
 import time
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 __all__ = ["repo_root", "data_dir", "runs_dir", "FolderLock", "LockedError", "describe_holder",
            "write_json_atomic", "read_json_or_empty", "move_aside", "package_versions"]
@@ -48,51 +50,11 @@ def runs_dir() -> Path:
 
 
 # --------------------------------------------------------------------------------------------
-# One writer per folder: a lock file that names its holder and recovers from dead holders
+# One writer per folder: an OS lock, dropped by the kernel when its holder dies, and a note
+# naming the holder
 # --------------------------------------------------------------------------------------------
 class LockedError(RuntimeError):
-    """Another live process holds the lock of a folder (a run folder, a catalog folder)."""
-
-
-def _process_start(pid: int) -> float | None:
-    """Start time of a process (seconds since the epoch), or None when unknown.
-
-    Compared with the start time a lock recorded, it tells a live holder from an unrelated
-    process that got the same pid after the holder died.
-    """
-    try:
-        import psutil
-    except ImportError:  # pragma: no cover - psutil comes with the environment
-        return None
-    try:
-        return float(psutil.Process(pid).create_time())
-    except Exception:  # noqa: BLE001 - no such process, or no access
-        return None
-
-
-def _alive(holder: dict) -> bool | None:
-    """True/False when the holder's process is known to be alive/dead; None when it cannot
-    be checked (another host)."""
-    import socket
-
-    if holder.get("host") != socket.gethostname():
-        return None
-    pid = holder.get("pid")
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by another user
-        pass
-    except OSError:  # pragma: no cover - e.g. Windows without the process
-        return False
-    started = holder.get("process_start")
-    now = _process_start(pid)
-    if isinstance(started, (int, float)) and now is not None and abs(now - started) > 2.0:
-        return False  # the pid was reused by a process that started later
-    return True
+    """Another process holds the lock of a folder (a run folder, a catalog folder)."""
 
 
 def describe_holder(holder: dict) -> str:
@@ -106,15 +68,17 @@ def describe_holder(holder: dict) -> str:
 
 
 class FolderLock:
-    """An exclusive lock on a folder: the file ``<folder>/.mrlib.lock`` holding who writes.
+    """An exclusive lock on a folder, with a note of who holds it.
 
-    The file is created atomically (written under a private name, then hard-linked into
-    place, which fails when it exists), so a second writer never sees a half-written lock.
-    It records the holder's pid, host, start time and command line. A lock whose process is
-    gone (same host, pid no longer running or reused by a younger process) is stale: it is
-    broken and the break is reported through ``log``. A lock held by a live process, or by a
-    process on another host (which cannot be checked from here), raises :class:`LockedError`
-    naming the holder.
+    The lock is ``filelock``'s OS lock (``flock`` on POSIX) on ``<folder>/.mrlib.lock.os``. The
+    kernel drops it when its holder exits, however it exits (``kill -9`` included), so a dead
+    writer never blocks the next one and no pid has to be checked. That file stays after
+    release, as ``filelock`` intends: contenders must share one inode. Once the lock is taken,
+    ``<folder>/.mrlib.lock`` records the holder's pid, host, start time and command, and goes
+    on release; a second writer gets :class:`LockedError` naming that holder. A note found
+    when the lock is free was left by a writer that died: it is replaced, and ``log`` says
+    so. A note from another host is not replaced: a network file system may not share OS
+    locks between hosts, so that writer may still be running.
 
     Parameters
     ----------
@@ -123,7 +87,7 @@ class FolderLock:
     what : str
         What the folder is, for messages (``"training run"``, ``"catalog"``).
     log : callable, optional
-        Receives one line when a stale lock is recovered (default: print to stderr).
+        Receives one line when the note of a dead holder is replaced (default: print to stderr).
 
     Examples
     --------
@@ -141,112 +105,46 @@ class FolderLock:
         self.path = self.folder / self.NAME
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.held = False
-        self.recovered: dict | None = None
-
-    def read_holder(self) -> dict | None:
-        """The holder recorded in the lock file; ``{}`` when it is unreadable, None when absent."""
-        try:
-            text = self.path.read_text()
-        except FileNotFoundError:
-            return None
-        except OSError:
-            return {}
-        try:
-            holder = json.loads(text)
-        except ValueError:
-            return {}
-        return holder if isinstance(holder, dict) else {}
+        # timeout=0: a second writer is refused at once; thread_local=False: any thread of the
+        # holder may release it, as with the object itself
+        self._os_lock = FileLock(self.folder / f"{self.NAME}.os", timeout=0, thread_local=False)
 
     def _info(self) -> dict:
-        import socket
-        import time
-
         return {"pid": os.getpid(), "host": socket.gethostname(),
                 "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "what": self.what,
-                "process_start": _process_start(os.getpid()),
                 "command": " ".join([os.path.basename(sys.executable), *sys.argv])[:400]}
 
-    def _try_create(self) -> bool:
-        tmp = self.folder / f"{self.NAME}.{os.getpid()}.{id(self)}.tmp"
-        tmp.write_text(json.dumps(self._info()))
-        try:
-            os.link(tmp, self.path)
-            return True
-        except FileExistsError:
-            return False
-        except OSError:  # a file system without hard links: exclusive create instead
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                return False
-            with os.fdopen(fd, "w") as fh:
-                fh.write(tmp.read_text())
-            return True
-        finally:
-            tmp.unlink(missing_ok=True)
-
-    def _break_stale(self, holder: dict) -> bool:
-        """Remove a stale lock file if it still holds ``holder`` (not a newer lock)."""
-        grab = self.folder / f"{self.NAME}.{os.getpid()}.{id(self)}.stale"
-        try:
-            os.rename(self.path, grab)
-        except FileNotFoundError:
-            return True
-        try:
-            text = grab.read_text()
-            same = (json.loads(text) if text.strip() else {}) == holder
-        except (OSError, ValueError):
-            same = holder == {}
-        if not same:  # another process took the lock meanwhile: put its file back
-            with contextlib.suppress(OSError):
-                os.link(grab, self.path)
-        grab.unlink(missing_ok=True)
-        return same
-
     def acquire(self) -> "FolderLock":
-        """Take the lock or raise :class:`LockedError` naming the live holder.
+        """Take the lock or raise :class:`LockedError` naming the holder.
 
         Notebook: 06_training.ipynb
         """
-        import time
-
         if self.held:
             return self
         self.folder.mkdir(parents=True, exist_ok=True)
-        for _ in range(20):
-            if self._try_create():
-                self.held = True
-                return self
-            holder = self.read_holder()
-            if holder is None:
-                continue  # released between our two looks
-            if holder == {}:
-                # written by a process that died while creating it, or being written right
-                # now by a process without hard links: wait a little before calling it stale
-                try:
-                    age = time.time() - self.path.stat().st_mtime
-                except FileNotFoundError:
-                    continue
-                if age < 5.0:
-                    time.sleep(0.2)
-                    continue
-            alive = _alive(holder) if holder else False
-            if alive is None:
+        try:
+            self._os_lock.acquire()
+        except Timeout:
+            holder = read_json_or_empty(self.path)
+            who = describe_holder(holder) if holder else "a process that is just starting"
+            raise LockedError(f"the {self.what} folder {self.folder} is in use by {who}; wait "
+                              f"for it to finish, or write to another folder") from None
+        try:
+            left = read_json_or_empty(self.path)
+            if left.get("host", socket.gethostname()) != socket.gethostname():
                 raise LockedError(
-                    f"the {self.what} folder {self.folder} is locked by {describe_holder(holder)}, "
+                    f"the {self.what} folder {self.folder} is locked by {describe_holder(left)}, "
                     f"a process on another host that cannot be checked from here; if it is gone, "
                     f"delete {self.path} and try again")
-            if alive:
-                raise LockedError(
-                    f"the {self.what} folder {self.folder} is in use by {describe_holder(holder)}; "
-                    f"wait for it to finish, or write to another folder")
-            if self._break_stale(holder):
-                self.recovered = holder
-                self.log(f"[mrlib] recovered a stale lock on {self.folder}: its holder "
-                         f"({describe_holder(holder) if holder else 'unreadable lock file'}) "
-                         f"is no longer running")
-        raise LockedError(f"could not lock the {self.what} folder {self.folder}: the lock file "
-                          f"{self.path} keeps changing hands")
+            write_json_atomic(self._info(), self.path)
+        except BaseException:
+            self._os_lock.release()
+            raise
+        if left:
+            self.log(f"[mrlib] recovered a stale lock on {self.folder}: its holder "
+                     f"({describe_holder(left)}) is no longer running")
+        self.held = True
+        return self
 
     def release(self) -> None:
         """Give the lock back (only if this object holds it).
@@ -255,9 +153,9 @@ class FolderLock:
         """
         if not self.held:
             return
-        holder = self.read_holder()
-        if holder and holder.get("pid") == os.getpid():
-            self.path.unlink(missing_ok=True)
+        # the note goes first: a note found under a free lock always means its writer died
+        self.path.unlink(missing_ok=True)
+        self._os_lock.release()
         self.held = False
 
     def __enter__(self) -> "FolderLock":

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mrlib.paths import FolderLock, LockedError, package_versions, repo_root, runs_dir, write_json_atomic
+from mrlib.train_config import PAPER_SCALE
 
 __all__ = ["record", "run_suite", "run_notebook", "check_parameters", "DEFAULT_CELL_TIMEOUT_S",
            "PROFILES", "NotebookFailed"]
@@ -62,7 +63,8 @@ def record(name: str, value: Any) -> None:
 # --------------------------------------------------------------------------------------------
 
 #: Parameter sets per profile. ``quick`` is the notebooks' own defaults (what is committed);
-#: ``smoke`` shrinks everything for tests; ``paper`` is the papers' scale, for a GPU box.
+#: ``smoke`` shrinks everything for tests; ``paper`` is the papers' scale, for a GPU box (the
+#: training fields from :data:`mrlib.train_config.PAPER_SCALE`).
 #: A notebook receives only the names its ``parameters`` cell declares.
 PROFILES: dict[str, dict[str, Any]] = {
     "smoke": {
@@ -77,13 +79,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
     "quick": {},
     "paper": {
-        "n_tracks": 14246,
+        **{k: PAPER_SCALE[k] for k in ("n_tracks", "patch_len", "width", "epochs", "n_pos", "n_neg")},
         "duration_s": 30.0,
-        "patch_len": 512,
-        "width": 1.0,
-        "epochs": 100,
-        "n_pos": 15,
-        "n_neg": 250,
         "paper_scale": True,
         "n_retrieval": 1000000,
         "device": "auto",

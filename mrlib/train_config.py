@@ -11,25 +11,32 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
-import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mrlib.checks import FINITE, int_at_least, is_int, is_real, rule, validate_fields
 from mrlib.features import FeatureConfig
-from mrlib.mining import ALL_STRATEGIES, canonical_strategy, is_online
+from mrlib.mining import ALL_STRATEGIES, PAPER_N_NEG, PAPER_N_POS, canonical_strategy, is_online
 from mrlib.models import POOLINGS
 from mrlib.paths import runs_dir
 from mrlib.systems import SYSTEMS
 
-__all__ = ["DEFAULT_LR", "PAPER_LR", "TrainConfig", "paper_config"]
+__all__ = ["DEFAULT_LR", "PAPER_LR", "PAPER_SCALE", "TrainConfig", "paper_config"]
 
 #: The papers' learning rates by system (:attr:`mrlib.systems.System.paper_lr`).
 PAPER_LR: dict[str, float] = {k: s.paper_lr for k, s in SYSTEMS.items()}
 
 #: Rates that work at the notebook's defaults (:attr:`mrlib.systems.System.default_lr`).
 DEFAULT_LR: dict[str, float] = {k: s.default_lr for k, s in SYSTEMS.items()}
+
+#: The papers' scale as :class:`TrainConfig` fields (Prétet et al. 2020, §3.2, §4; Table 1): the
+#: 2020 catalog's 14,246 tracks, 96 × 512 patches, the full-width networks, Np and Nn of
+#: :mod:`mrlib.mining`, 42 negatives per batch, 100 epochs of 2000 batches, patience 10.
+#: :func:`paper_config` and the suite's ``paper`` profile (:data:`mrlib.suite.PROFILES`) read it.
+PAPER_SCALE: dict[str, float] = dict(n_tracks=14246, patch_len=512, width=1.0, n_pos=PAPER_N_POS,
+                                      n_neg=PAPER_N_NEG, negatives_per_batch=42, epochs=100,
+                                      steps_per_epoch=2000, patience=10)
 
 # Options whose None means "the model's (or optimiser's) own choice" and that enter the folder
 # hash only when set, so that runs which do not use them keep their folders.
@@ -182,14 +189,13 @@ class TrainConfig:
         """Check every field; raise ``ValueError``/``TypeError`` naming the bad one.
 
         Each field passes its checks in :data:`_FIELD_CHECKS` (which also canonicalise it:
-        ``mining`` aliases such as ``"random"`` → ``"uniform"``, ints, floats, paths), then
-        the config passes the rules between fields, :data:`_SYSTEM_RULES`.
+        ``mining`` aliases such as ``"random"`` → ``"uniform"``, ints, floats, paths; run by
+        :func:`mrlib.checks.validate_fields`), then the config passes the rules between fields,
+        :data:`_SYSTEM_RULES`.
 
         Notebook: 06_training.ipynb
         """
-        for f in dataclasses.fields(self):
-            for check in _FIELD_CHECKS[f.name]:
-                setattr(self, f.name, check(f.name, getattr(self, f.name)))
+        validate_fields(self, _FIELD_CHECKS)
         system = SYSTEMS[self.system]
         for broken, message in _SYSTEM_RULES:
             if broken(self, system):
@@ -282,9 +288,9 @@ class TrainConfig:
 def paper_config(system: str = "tl", mining: str = "distance", **overrides) -> TrainConfig:
     """The papers' scale, for a GPU: width 1.0, 96 × 512 patches, AMP, the papers' rates.
 
-    ``n_tracks = 14246`` (the 2020 catalog's size), ``Np = 15``, ``Nn = 250``, 42 negatives per
-    batch, ``lr = PAPER_LR[system]``, 100 epochs of 2000 batches with patience 10, features at
-    44.1 kHz / hop 1024. Any field can be overridden.
+    The fields of :data:`PAPER_SCALE` (14,246 tracks, Np = 15, Nn = 250, 100 epochs of 2000
+    batches ...), ``lr = PAPER_LR[system]``, features at 44.1 kHz / hop 1024, and batches of
+    128 tracks prepared 4 ahead. Any field can be overridden.
 
     Returns
     -------
@@ -292,10 +298,9 @@ def paper_config(system: str = "tl", mining: str = "distance", **overrides) -> T
 
     Notebook: 06_training.ipynb
     """
-    base = dict(system=system, mining=mining, n_tracks=14246, patch_len=512, width=1.0,
-                n_pos=15, n_neg=250, negatives_per_batch=42, lr=SYSTEMS[system].paper_lr, epochs=100,
-                steps_per_epoch=2000, patience=10, amp=True, device="auto",
-                features={"sr": 44100, "hop_length": 1024}, batch_tracks=128, prefetch=4)
+    base = dict(system=system, mining=mining, **PAPER_SCALE, lr=SYSTEMS[system].paper_lr,
+                amp=True, device="auto", features={"sr": 44100, "hop_length": 1024},
+                batch_tracks=128, prefetch=4)
     base.update(overrides)
     return TrainConfig(**base)
 
@@ -304,33 +309,9 @@ def paper_config(system: str = "tl", mining: str = "distance", **overrides) -> T
 # =============================================================================================
 # The checks: one row per field, then the rules between fields
 # =============================================================================================
-def _is_int(v) -> bool:
-    return not isinstance(v, bool) and isinstance(v, numbers.Integral)
-
-
-def _is_real(v) -> bool:
-    return not isinstance(v, bool) and isinstance(v, numbers.Real)
-
-
-def _rule(test, what: str, error: type = ValueError, convert=None, optional: bool = False):
-    """A check of one field: ``test(value)`` holds (or ``value`` is None when ``optional``),
-    else ``error`` says the field must be ``what``; returns the value, ``convert``-ed."""
-    def check(name: str, value):
-        if optional and value is None:
-            return None
-        if not test(value):
-            raise error(f"TrainConfig.{name} must be {what}, got {value!r}")
-        return value if convert is None else convert(value)
-    return check
-
-
-def _int_at_least(low: int) -> tuple:
-    return _rule(_is_int, "an int", TypeError, int), _rule(lambda v: v >= low, f">= {low}")
-
-
 def _system(name: str, value):
     if not (isinstance(value, str) and value in SYSTEMS):
-        raise ValueError(f"TrainConfig.system must be one of {tuple(SYSTEMS)}, got {value!r}")
+        raise ValueError(f"{name} must be one of {tuple(SYSTEMS)}, got {value!r}")
     return value
 
 
@@ -338,7 +319,7 @@ def _mining(name: str, value):
     try:
         return canonical_strategy(value)
     except ValueError:
-        raise ValueError(f"TrainConfig.mining must be one of {ALL_STRATEGIES}, got {value!r}") from None
+        raise ValueError(f"{name} must be one of {ALL_STRATEGIES}, got {value!r}") from None
 
 
 def _features(name: str, value: dict) -> dict:
@@ -346,60 +327,58 @@ def _features(name: str, value: dict) -> dict:
     known = [f.name for f in dataclasses.fields(FeatureConfig)]
     unknown = sorted(set(value) - set(known))
     if unknown:
-        raise ValueError(f"TrainConfig.features has unknown key(s) {unknown}; FeatureConfig takes {known}")
+        raise ValueError(f"{name} has unknown key(s) {unknown}; FeatureConfig takes {known}")
     try:
         FeatureConfig(**value)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"TrainConfig.features={value!r}: {err}") from None
+        raise ValueError(f"{name}={value!r}: {err}") from None
     return value
 
 
-_FINITE = _rule(lambda v: _is_real(v) and math.isfinite(v), "a finite number", TypeError, float)
-_RATE = _rule(lambda v: _is_real(v) and 0 < v < 1, "None or in (0, 1)", convert=float, optional=True)
-_BOOL = _rule(lambda v: isinstance(v, bool), "a bool", TypeError)
-_DICT = _rule(lambda v: isinstance(v, dict), "a dict", TypeError)
-_PATH = _rule(lambda v: isinstance(v, (str, os.PathLike)), "None or a path string", TypeError,
-              os.fspath, optional=True)
+_RATE = rule(lambda v: is_real(v) and 0 < v < 1, "None or in (0, 1)", convert=float, optional=True)
+_BOOL = rule(lambda v: isinstance(v, bool), "a bool", TypeError)
+_DICT = rule(lambda v: isinstance(v, dict), "a dict", TypeError)
+_PATH = rule(lambda v: isinstance(v, (str, os.PathLike)), "None or a path string", TypeError,
+             os.fspath, optional=True)
 
 #: Field -> its checks, in order; each returns the (canonical) value or raises.
 _FIELD_CHECKS: dict[str, tuple] = {
     "system": (_system,),
-    "mining": (_rule(lambda v: isinstance(v, str), "a str", TypeError), _mining),
-    "catalog": (_rule(lambda v: isinstance(v, str) and bool(v), "a non-empty str", TypeError),),
-    "n_tracks": _int_at_least(2),
-    "catalog_seed": _int_at_least(0),
+    "mining": (rule(lambda v: isinstance(v, str), "a str", TypeError), _mining),
+    "catalog": (rule(lambda v: isinstance(v, str) and bool(v), "a non-empty str", TypeError),),
+    "n_tracks": int_at_least(2),
+    "catalog_seed": int_at_least(0),
     "catalog_kwargs": (_DICT,),
     "features": (_DICT, _features),
-    "patch_len": _int_at_least(1),
-    "width": (_FINITE, _rule(lambda v: v > 0, "> 0 (1.0 = the paper)")),
-    "embedding_dim": _int_at_least(1),
-    "dropout": (_rule(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
-                      and 0.0 <= float(v) < 1.0, "None or a float in [0, 1)", convert=float,
-                      optional=True),),
-    "pooling": (_rule(lambda v: v in POOLINGS, f"None or one of {POOLINGS}", optional=True),),
+    "patch_len": int_at_least(1),
+    "width": (FINITE, rule(lambda v: v > 0, "> 0 (1.0 = the paper)")),
+    "embedding_dim": int_at_least(1),
+    "dropout": (rule(lambda v: is_real(v) and 0 <= v < 1, "None or a float in [0, 1)", convert=float,
+                     optional=True),),
+    "pooling": (rule(lambda v: v in POOLINGS, f"None or one of {POOLINGS}", optional=True),),
     "alpha_lr": (_RATE,),
-    "n_pos": _int_at_least(1),
-    "n_neg": _int_at_least(1),
-    "negatives_per_batch": _int_at_least(1),
-    "sampler": (_rule(lambda v: v in ("paper", "shuffled"), "'paper' or 'shuffled'"),),
-    "batch_tracks": _int_at_least(2),
-    "matchnet_patches": _int_at_least(1),
-    "margin": (_FINITE, _rule(lambda v: v >= 0, ">= 0")),
+    "n_pos": int_at_least(1),
+    "n_neg": int_at_least(1),
+    "negatives_per_batch": int_at_least(1),
+    "sampler": (rule(lambda v: v in ("paper", "shuffled"), "'paper' or 'shuffled'"),),
+    "batch_tracks": int_at_least(2),
+    "matchnet_patches": int_at_least(1),
+    "margin": (FINITE, rule(lambda v: v >= 0, ">= 0")),
     "lr": (_RATE,),
-    "epochs": _int_at_least(0),
-    "steps_per_epoch": _int_at_least(1),
-    "patience": _int_at_least(0),
-    "monitor": (_rule(lambda v: v in ("val_map", "val_auc"), "'val_map' or 'val_auc'"),),
-    "val_patches": _int_at_least(1),
-    "eval_batch": _int_at_least(1),
-    "device": (_rule(lambda v: isinstance(v, str), "a str such as 'auto' or 'cuda:0'", TypeError),),
+    "epochs": int_at_least(0),
+    "steps_per_epoch": int_at_least(1),
+    "patience": int_at_least(0),
+    "monitor": (rule(lambda v: v in ("val_map", "val_auc"), "'val_map' or 'val_auc'"),),
+    "val_patches": int_at_least(1),
+    "eval_batch": int_at_least(1),
+    "device": (rule(lambda v: isinstance(v, str), "a str such as 'auto' or 'cuda:0'", TypeError),),
     "amp": (_BOOL,),
-    "deterministic": (_rule(lambda v: isinstance(v, bool), "None or a bool", TypeError, optional=True),),
-    "seed": _int_at_least(0),
+    "deterministic": (rule(lambda v: isinstance(v, bool), "None or a bool", TypeError, optional=True),),
+    "seed": int_at_least(0),
     "out_dir": (_PATH,),
     "run_name": (_PATH,),
-    "n_jobs": (_rule(lambda v: _is_int(v) and (v > 0 or v == -1), "a positive int or -1"),),
-    "prefetch": _int_at_least(0),
+    "n_jobs": (rule(lambda v: is_int(v) and (v > 0 or v == -1), "a positive int or -1"),),
+    "prefetch": int_at_least(0),
     "embed_all": (_BOOL,),
     "verify_ddp": (_BOOL,),
 }

@@ -189,7 +189,7 @@ def test_default_folders_differ_in_every_result_field():
 
 
 # ------------------------------------------------------------------------------------------
-# 2. one writer per run folder; stale locks recovered
+# 2. one writer per run folder; the lock of a killed writer recovered
 # ------------------------------------------------------------------------------------------
 def test_a_live_lock_refuses_a_second_writer(finished, data):
     folder, before = finished
@@ -200,12 +200,38 @@ def test_a_live_lock_refuses_a_second_writer(finished, data):
     assert not (folder / ".mrlib.lock").exists()
 
 
-def test_a_stale_lock_is_recovered_and_reported(finished, data, capsys):
+def _hold_lock(folder: Path) -> subprocess.Popen:
+    """Another process that takes the lock of ``folder`` and keeps it until it is killed."""
+    proc = subprocess.Popen([sys.executable, "-c",
+                             "import sys, time; from mrlib.paths import FolderLock; "
+                             "lock = FolderLock(sys.argv[1], 'catalog').acquire(); "
+                             "print('held', flush=True); time.sleep(600)", str(folder)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_killed_holder_does_not_block_the_next_writer(tmp_path):
+    holder = _hold_lock(tmp_path)
+    try:
+        with pytest.raises(LockedError, match=f"in use by pid {holder.pid} on {socket.gethostname()}"):
+            FolderLock(tmp_path, "catalog").acquire()
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)           # no clean-up of its own runs
+        holder.wait()
+    assert json.loads((tmp_path / ".mrlib.lock").read_text())["pid"] == holder.pid
+    said = []
+    with FolderLock(tmp_path, "catalog", log=said.append):
+        assert json.loads((tmp_path / ".mrlib.lock").read_text())["pid"] == os.getpid()
+    assert len(said) == 1 and f"pid {holder.pid}" in said[0] and "no longer running" in said[0]
+    assert not (tmp_path / ".mrlib.lock").exists()
+
+
+def test_the_lock_of_a_killed_writer_is_recovered_and_reported(finished, data, capsys):
     folder, before = finished
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    (folder / ".mrlib.lock").write_text(json.dumps(
-        {"pid": dead.pid, "host": socket.gethostname(), "since": "earlier", "command": "old run"}))
+    holder = _hold_lock(folder)
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
     T.train(cfg(folder), data=data, progress=False, resume=True)
     assert "recovered a stale lock" in capsys.readouterr().out
     assert snapshot(folder) == before and not (folder / ".mrlib.lock").exists()

@@ -1,13 +1,18 @@
 """The suite runner: order, parameters, results index, failures named, record()."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 
-from mrlib import suite
+from mrlib import checks, suite
+from mrlib.cqt import FeatureConfig
+from mrlib.matchnet_cv import MatchNetConfig
+from mrlib.train_config import PAPER_SCALE, TrainConfig, paper_config
 
 
 def _notebook(path: Path, params: str, body: str) -> Path:
@@ -142,3 +147,39 @@ def test_papermill_reads_every_parameter_of_the_notebooks(path, caplog):
         inferred = set(papermill.inspect_notebook(str(path)))
     assert inferred == set(suite.declared_parameters(path))
     assert not [r.getMessage() for r in caplog.records if "Unable to parse" in r.getMessage()]
+
+
+@dataclasses.dataclass
+class _Knobs:
+    n: int = 1
+    rate: float | None = None
+
+
+def test_configs_share_one_checker_and_the_papers_scale():
+    # the shared checker converts, and names the owner and the field of a refusal
+    table = {"n": checks.int_at_least(1),
+             "rate": (checks.rule(lambda v: checks.is_real(v) and 0 < v < 1, "None or in (0, 1)",
+                                  convert=float, optional=True),)}
+    knobs = _Knobs(np.int64(3), np.float32(0.5))
+    checks.validate_fields(knobs, table)
+    assert (knobs.n, knobs.rate) == (3, 0.5) and type(knobs.n) is int and type(knobs.rate) is float
+    with pytest.raises(TypeError, match=r"^_Knobs\.n must be an int, got 1\.5$"):
+        checks.validate_fields(_Knobs(n=1.5), table)
+    with pytest.raises(ValueError, match=r"^_Knobs\.rate must be None or in \(0, 1\), got 2$"):
+        checks.validate_fields(_Knobs(rate=2), table)
+    # every config refuses through it, in the same words
+    for make, field, bad, error in [(TrainConfig, "epochs", 2.5, TypeError),
+                                    (TrainConfig, "epochs", -1, ValueError),
+                                    (MatchNetConfig, "batch_size", "8", TypeError),
+                                    (MatchNetConfig, "lr", 1.5, ValueError),
+                                    (FeatureConfig, "hop_length", 0, ValueError)]:
+        with pytest.raises(error, match=rf"^{make.__name__}\.{field} must be "):
+            make(**{field: bad})
+    # the suite's paper profile and paper_config() read one statement of the papers' scale
+    config, profile = paper_config().to_dict(), suite.PROFILES["paper"]
+    assert {k: config[k] for k in PAPER_SCALE} == PAPER_SCALE
+    shared = set(config) & set(profile)
+    assert {"n_tracks", "patch_len", "width", "epochs", "n_pos", "n_neg"} <= shared
+    assert {k: profile[k] for k in shared} == {k: config[k] for k in shared}
+    assert (PAPER_SCALE["n_tracks"], PAPER_SCALE["patch_len"], PAPER_SCALE["width"],
+            PAPER_SCALE["n_pos"], PAPER_SCALE["n_neg"]) == (14246, 512, 1.0, 15, 250)
