@@ -39,6 +39,7 @@ __all__ = [
     "artist_disjoint_split",
     "read",
     "load",
+    "lesson_catalog",
     "build",
     "build_synthetic",
     "synthetic_root",
@@ -133,6 +134,40 @@ def load(name_or_path: str | Path = "synthetic", **kwargs: Any) -> Catalog:
     raise FileNotFoundError(f"no catalog {str(name_or_path)!r}: not a source name ('synthetic', 'music21', "
                             f"'mtat', 'folder') and no tracks.csv in {Path(name_or_path)} or "
                             f"{data_dir() / str(name_or_path)}")
+
+
+def lesson_catalog(name_or_path: str | Path, *, n_tracks: int, seed: int,
+                   duration_s: float | None = None, **build_kwargs: Any) -> Catalog:
+    """The catalog a notebook's ``catalog`` parameter names, at the notebook's size and seed.
+
+    A generated catalog (a name in :data:`BUILDERS`: ``"synthetic"``, ``"music21"``) is built
+    the first time and read afterwards, with ``n_tracks``, ``seed``, the track length
+    ``duration_s`` (a music21 clip's length) and ``build_kwargs`` (``n_jobs``, ``progress``,
+    a builder's own options). Any other source name or folder is loaded as it is: a catalog
+    someone recorded has its own size, so these parameters do not apply to it.
+
+    Parameters
+    ----------
+    name_or_path : str or path
+        What :func:`load` takes.
+    n_tracks, seed : int
+        Size and seed of a generated catalog.
+    duration_s : float, optional
+        Seconds per generated track; None keeps the builder's default.
+    **build_kwargs
+        Passed to the builder of a generated catalog.
+
+    Returns
+    -------
+    Catalog
+
+    Notebook: 00_overview.ipynb
+    """
+    if not (isinstance(name_or_path, str) and name_or_path in BUILDERS):
+        return load(name_or_path)
+    if duration_s is not None:
+        build_kwargs["duration_s"] = duration_s
+    return load(name_or_path, n_tracks=n_tracks, seed=seed, **build_kwargs)
 
 
 # --------------------------------------------------------------------------------------

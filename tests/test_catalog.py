@@ -249,6 +249,26 @@ def test_load_dispatches_music21_and_mtat(built, monkeypatch):
     assert len(C.load("mtat", folder="/somewhere")) == 12 and seen["mtat"] == {"folder": "/somewhere"}
 
 
+def test_lesson_catalog_sizes_generated_catalogs_and_reads_others_as_they_are(built, monkeypatch):
+    seen = {}
+
+    def fake_build(**kw):
+        seen["music21"] = kw
+        return built
+
+    monkeypatch.setitem(C.BUILDERS, "music21", fake_build)
+    C.lesson_catalog("music21", n_tracks=12, seed=3, duration_s=20.0, progress=False)
+    assert seen["music21"] == {"n_tracks": 12, "seed": 3, "clip_s": 20.0, "progress": False}
+    C.lesson_catalog("music21", n_tracks=12, seed=3)
+    assert seen["music21"] == {"n_tracks": 12, "seed": 3}
+    # a folder has its own size: the notebook's n_tracks, seed and duration_s do not reach it
+    # (load() refuses them for a folder, so this would raise if they did)
+    cat = C.lesson_catalog(built, n_tracks=999, seed=7, duration_s=1.0, n_jobs=2)
+    assert len(cat) == SMALL["n_tracks"] and cat.root == C.read(built).root
+    monkeypatch.setitem(C.LOADERS, "mtat", lambda **kw: (seen.__setitem__("mtat", kw), C.read(built))[1])
+    assert len(C.lesson_catalog("mtat", n_tracks=999, seed=7)) == 12 and seen["mtat"] == {}
+
+
 def test_load_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no catalog 'nope'"):
         C.load("nope")

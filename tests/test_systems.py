@@ -102,3 +102,14 @@ def test_unknown_system_is_refused():
     with pytest.raises(ValueError, match="system must be one of"):
         T.TrainConfig(system="svm")
     assert torch.device("cpu") == T.pick_device("cpu")
+
+
+@pytest.mark.parametrize("system,mining,sampler", [("tl", "distance", "shuffled"),
+                                                   ("tl", "online-semihard", "shuffled")])
+def test_a_split_smaller_than_one_batch_trains_one_smaller_batch(tmp_path, data, system, mining, sampler):
+    # 24 training tracks: Np = Nn = 1 mines 24 triplets, fewer than a batch of 48 negatives,
+    # and 24 tracks are fewer than a batch of 144; either way the epoch is the one smaller batch
+    run = _train(tmp_path, data, system=system, mining=mining, sampler=sampler, n_pos=1, n_neg=1,
+                 negatives_per_batch=48, batch_tracks=144, steps_per_epoch=2)
+    assert run.summary["global_steps"] == 2 and np.isfinite(run.embeddings).all()
+    assert np.isfinite(run.metrics["loss"].iloc[1:]).all()
