@@ -214,9 +214,10 @@ def is_online(strategy: str) -> bool:
     return STRATEGIES[canonical_strategy(strategy)].online
 
 
-#: The 2020 paper's training list: 60 % of its N = 14,246 tracks (§4.1), mined with Np = 15
-#: positives and Nn = 250 negatives (§3.2).
-PAPER_N_TRAIN, PAPER_N_POS, PAPER_N_NEG = round(0.6 * 14246), 15, 250
+#: The 2020 paper's catalog (N = 14,246 tracks), its training list (60 % of them, §4.1), mined
+#: with Np = 15 positives and Nn = 250 negatives (§3.2).
+PAPER_N_TRACKS = 14246
+PAPER_N_TRAIN, PAPER_N_POS, PAPER_N_NEG = round(0.6 * PAPER_N_TRACKS), 15, 250
 
 
 def paper_shares(n_train: int) -> tuple[int, int]:

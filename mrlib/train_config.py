@@ -17,7 +17,8 @@ from pathlib import Path
 
 from mrlib.checks import FINITE, int_at_least, is_int, is_real, rule, validate_fields
 from mrlib.features import FeatureConfig
-from mrlib.mining import ALL_STRATEGIES, PAPER_N_NEG, PAPER_N_POS, canonical_strategy, is_online
+from mrlib.mining import (ALL_STRATEGIES, PAPER_N_NEG, PAPER_N_POS, PAPER_N_TRACKS, canonical_strategy,
+                          is_online)
 from mrlib.models import POOLINGS
 from mrlib.paths import runs_dir
 from mrlib.systems import SYSTEMS
@@ -34,7 +35,7 @@ DEFAULT_LR: dict[str, float] = {k: s.default_lr for k, s in SYSTEMS.items()}
 #: 2020 catalog's 14,246 tracks, 96 × 512 patches, the full-width networks, Np and Nn of
 #: :mod:`mrlib.mining`, 42 negatives per batch, 100 epochs of 2000 batches, patience 10.
 #: :func:`paper_config` and the suite's ``paper`` profile (:data:`mrlib.suite.PROFILES`) read it.
-PAPER_SCALE: dict[str, float] = dict(n_tracks=14246, patch_len=512, width=1.0, n_pos=PAPER_N_POS,
+PAPER_SCALE: dict[str, float] = dict(n_tracks=PAPER_N_TRACKS, patch_len=512, width=1.0, n_pos=PAPER_N_POS,
                                       n_neg=PAPER_N_NEG, negatives_per_batch=42, epochs=100,
                                       steps_per_epoch=2000, patience=10)
 
