@@ -20,13 +20,29 @@ __all__ = ["check_int", "check_positive", "check_level", "as_index_matrix", "as_
            "as_vector", "is_int", "is_real", "rule", "int_at_least", "FINITE", "validate_fields"]
 
 
+def is_int(value: Any) -> bool:
+    """Whether ``value`` is an integer (Python or numpy), a bool excluded.
+
+    Notebook: 00_overview.ipynb
+    """
+    return not isinstance(value, bool) and isinstance(value, numbers.Integral)
+
+
+def is_real(value: Any) -> bool:
+    """Whether ``value`` is a real number (Python or numpy), a bool excluded.
+
+    Notebook: 00_overview.ipynb
+    """
+    return not isinstance(value, bool) and isinstance(value, numbers.Real)
+
+
 def check_int(name: str, value: Any, minimum: int = 1) -> int:
     """``value`` as an int, or ``TypeError`` (not an int; a bool is not one) / ``ValueError``
     (below ``minimum``) naming the argument.
 
     Notebook: 00_overview.ipynb
     """
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    if not is_int(value):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
@@ -104,22 +120,6 @@ def as_vector(name: str, x: Any) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # Config tables: field -> checks, run by validate_fields
 # ---------------------------------------------------------------------------------------------
-def is_int(value: Any) -> bool:
-    """Whether ``value`` is an integer (Python or numpy), a bool excluded.
-
-    Notebook: 00_overview.ipynb
-    """
-    return not isinstance(value, bool) and isinstance(value, numbers.Integral)
-
-
-def is_real(value: Any) -> bool:
-    """Whether ``value`` is a real number (Python or numpy), a bool excluded.
-
-    Notebook: 00_overview.ipynb
-    """
-    return not isinstance(value, bool) and isinstance(value, numbers.Real)
-
-
 def rule(test: Callable[[Any], bool], what: str, error: type = ValueError,
          convert: Callable[[Any], Any] | None = None, optional: bool = False) -> Callable:
     """A check of one field for :func:`validate_fields`.

@@ -32,7 +32,6 @@ Notebook: 08_triplet_matchnet.ipynb
 from __future__ import annotations
 
 import dataclasses
-import numbers
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -46,7 +45,7 @@ from tqdm.auto import tqdm
 
 from mrlib import losses
 from mrlib.baselines import CVResult, check_shares, cross_validate, summarise_folds
-from mrlib.checks import FINITE, int_at_least, rule, validate_fields
+from mrlib.checks import FINITE, int_at_least, is_int, rule, validate_fields
 from mrlib.devices import pick_device, torch_threads
 from mrlib.features import CoarseFeatures, check_features, coarsen_features, random_patches
 from mrlib.models import build_model
@@ -419,7 +418,7 @@ def _fit_score_fold(features, t: np.ndarray, train_idx: np.ndarray, test_idx: np
 
 def _run_jobs(fn, jobs: list, n_jobs: int, desc: str, progress: bool) -> list:
     """``[fn(*job) for job in jobs]``, in order, in ``n_jobs`` processes (joblib/loky)."""
-    if isinstance(n_jobs, bool) or not isinstance(n_jobs, numbers.Integral) or n_jobs == 0 or n_jobs < -1:
+    if not (is_int(n_jobs) and (n_jobs > 0 or n_jobs == -1)):
         raise ValueError(f"n_jobs must be a positive int or -1, got {n_jobs!r}")
     outs = ((fn(*job) for job in jobs) if n_jobs == 1 or len(jobs) <= 1 else
             Parallel(n_jobs=n_jobs, return_as="generator")(delayed(fn)(*job) for job in jobs))

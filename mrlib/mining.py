@@ -45,6 +45,7 @@ from mrlib.checks import check_int
 from mrlib.mining_chunks import TrainSplitSource, chunk_stream, draw_distance, draw_neighbors, draw_uniform
 from mrlib.mining_draws import _RNG_BLOCK  # noqa: F401  (the random streams' block size)
 from mrlib.online_mining import batch_ranks, rank_matrix
+from mrlib.paper_scale import PAPER_SCALE
 from mrlib.samplers import PaperBatchSampler, ShuffledTripletSampler, TrackBatchSampler
 
 __all__ = [
@@ -215,9 +216,9 @@ def is_online(strategy: str) -> bool:
 
 
 #: The 2020 paper's catalog (N = 14,246 tracks), its training list (60 % of them, §4.1), mined
-#: with Np = 15 positives and Nn = 250 negatives (§3.2).
-PAPER_N_TRACKS = 14246
-PAPER_N_TRAIN, PAPER_N_POS, PAPER_N_NEG = round(0.6 * PAPER_N_TRACKS), 15, 250
+#: with Np = 15 positives and Nn = 250 negatives (§3.2); :data:`mrlib.paper_scale.PAPER_SCALE`.
+PAPER_N_TRACKS, PAPER_N_POS, PAPER_N_NEG = (PAPER_SCALE[k] for k in ("n_tracks", "n_pos", "n_neg"))
+PAPER_N_TRAIN = round(0.6 * PAPER_N_TRACKS)
 
 
 def paper_shares(n_train: int) -> tuple[int, int]:

@@ -136,7 +136,8 @@ class ShuffledTripletSampler(_EpochSampler):
     rank, world_size : int
         DDP rank and number of ranks (``torch.distributed.get_rank()``/``get_world_size()``).
     drop_last : bool
-        Drop the last incomplete batch of each rank's share.
+        Drop the last incomplete batch of each rank's share, unless it is the share's only
+        batch: a share smaller than one batch is one smaller batch, never an empty epoch.
     yield_rows : bool
         Yield the row indices into ``triplets`` (``int64 (B,)``, e.g. for a DataLoader's
         ``batch_sampler``) instead of the triplets (``int64 (B, 3)``).
@@ -157,7 +158,7 @@ class ShuffledTripletSampler(_EpochSampler):
 
     def __len__(self) -> int:
         whole, part = divmod(self._per_rank, self.batch_size)
-        return whole + (0 if self.drop_last or part == 0 else 1)
+        return whole + (0 if part == 0 or (self.drop_last and whole) else 1)
 
     def _make_plan(self, rng):
         # in-place shuffle of an int32 range: half the memory of rng.permutation (int64)
@@ -295,8 +296,6 @@ class TrackBatchSampler(ShuffledTripletSampler):
         super().__init__(np.repeat(idx[:, None], 3, axis=1), batch_size, seed, rank, world_size,
                          drop_last, yield_rows=False)
         self.track_idx = idx
-        if len(self) == 0:
-            raise ValueError(f"{idx.size} tracks make no full batch of {batch_size} per rank")
 
     def __iter__(self):
         for batch in super().__iter__():

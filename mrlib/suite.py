@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mrlib.paths import FolderLock, LockedError, package_versions, repo_root, runs_dir, write_json_atomic
-from mrlib.train_config import PAPER_SCALE
+from mrlib.paper_scale import PAPER_SCALE
 
 __all__ = ["record", "run_suite", "run_notebook", "check_parameters", "DEFAULT_CELL_TIMEOUT_S",
            "PROFILES", "NotebookFailed"]
@@ -64,7 +64,7 @@ def record(name: str, value: Any) -> None:
 
 #: Parameter sets per profile. ``quick`` is the notebooks' own defaults (what is committed);
 #: ``smoke`` shrinks everything for tests; ``paper`` is the papers' scale, for a GPU box (the
-#: training fields from :data:`mrlib.train_config.PAPER_SCALE`).
+#: training fields from :data:`mrlib.paper_scale.PAPER_SCALE`).
 #: A notebook receives only the names its ``parameters`` cell declares.
 PROFILES: dict[str, dict[str, Any]] = {
     "smoke": {

@@ -398,19 +398,14 @@ class System:
 
     def sampler(self, config, train_idx: np.ndarray, triplets: np.ndarray | None, batch_tracks: int,
                 rank: int, world_size: int):
-        """The batch sampler: of tracks, or of the mined ``triplets``.
-
-        An incomplete last batch is dropped, unless a rank's share holds no full batch: then
-        that one smaller batch is the epoch (a small catalog still trains).
-        """
+        """The batch sampler: of tracks, or of the mined ``triplets``."""
         if self.track_batches(config):
             return TrackBatchSampler(train_idx, batch_size=batch_tracks, seed=config.seed, rank=rank,
-                                     world_size=world_size,
-                                     drop_last=len(train_idx) // world_size >= batch_tracks)
+                                     world_size=world_size, drop_last=True)
         if config.sampler == "shuffled":
             return ShuffledTripletSampler(triplets, batch_size=config.negatives_per_batch,
                                           seed=config.seed, rank=rank, world_size=world_size,
-                                          drop_last=len(triplets) // world_size >= config.negatives_per_batch)
+                                          drop_last=True)
         return PaperBatchSampler(triplets, n_neg_per_batch=config.negatives_per_batch,
                                  seed=config.seed, rank=rank, world_size=world_size)
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from mrlib.checks import FINITE, int_at_least, is_int, is_real, rule, validate_fields
 from mrlib.features import FeatureConfig
-from mrlib.mining import (ALL_STRATEGIES, PAPER_N_NEG, PAPER_N_POS, PAPER_N_TRACKS, canonical_strategy,
-                          is_online)
+from mrlib.mining import ALL_STRATEGIES, canonical_strategy, is_online
 from mrlib.models import POOLINGS
+from mrlib.paper_scale import PAPER_SCALE
 from mrlib.paths import runs_dir
 from mrlib.systems import SYSTEMS
 
@@ -30,14 +30,6 @@ PAPER_LR: dict[str, float] = {k: s.paper_lr for k, s in SYSTEMS.items()}
 
 #: Rates that work at the notebook's defaults (:attr:`mrlib.systems.System.default_lr`).
 DEFAULT_LR: dict[str, float] = {k: s.default_lr for k, s in SYSTEMS.items()}
-
-#: The papers' scale as :class:`TrainConfig` fields (Prétet et al. 2020, §3.2, §4; Table 1): the
-#: 2020 catalog's 14,246 tracks, 96 × 512 patches, the full-width networks, Np and Nn of
-#: :mod:`mrlib.mining`, 42 negatives per batch, 100 epochs of 2000 batches, patience 10.
-#: :func:`paper_config` and the suite's ``paper`` profile (:data:`mrlib.suite.PROFILES`) read it.
-PAPER_SCALE: dict[str, float] = dict(n_tracks=PAPER_N_TRACKS, patch_len=512, width=1.0, n_pos=PAPER_N_POS,
-                                      n_neg=PAPER_N_NEG, negatives_per_batch=42, epochs=100,
-                                      steps_per_epoch=2000, patience=10)
 
 # Options whose None means "the model's (or optimiser's) own choice" and that enter the folder
 # hash only when set, so that runs which do not use them keep their folders.

@@ -229,14 +229,20 @@ def test_events_variant_builds_in_its_own_folder_and_adds_event_columns():
         C.build_synthetic(events="yes", **kw)
 
 
-def test_load_dispatches_music21_and_mtat(built, monkeypatch):
-    seen = {}
+@pytest.fixture
+def seen(built, monkeypatch):
+    """The keyword arguments the music21 builder received; the builder returns ``built``."""
+    received = {}
 
     def fake_build(**kw):
-        seen["music21"] = kw
+        received["music21"] = kw
         return built
 
     monkeypatch.setitem(C.BUILDERS, "music21", fake_build)
+    return received
+
+
+def test_load_dispatches_music21_and_mtat(built, seen, monkeypatch):
     cat = C.load("music21", n_tracks=12, seed=0)
     assert seen["music21"] == {"n_tracks": 12, "seed": 0} and len(cat) == 12
     # the notebooks' duration_s reaches the music21 builder as its clip length
@@ -249,14 +255,7 @@ def test_load_dispatches_music21_and_mtat(built, monkeypatch):
     assert len(C.load("mtat", folder="/somewhere")) == 12 and seen["mtat"] == {"folder": "/somewhere"}
 
 
-def test_lesson_catalog_sizes_generated_catalogs_and_reads_others_as_they_are(built, monkeypatch):
-    seen = {}
-
-    def fake_build(**kw):
-        seen["music21"] = kw
-        return built
-
-    monkeypatch.setitem(C.BUILDERS, "music21", fake_build)
+def test_lesson_catalog_sizes_generated_catalogs_and_reads_others_as_they_are(built, seen, monkeypatch):
     C.lesson_catalog("music21", n_tracks=12, seed=3, duration_s=20.0, progress=False)
     assert seen["music21"] == {"n_tracks": 12, "seed": 3, "clip_s": 20.0, "progress": False}
     C.lesson_catalog("music21", n_tracks=12, seed=3)

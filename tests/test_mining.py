@@ -553,6 +553,13 @@ def test_shuffled_sampler_covers_rows_and_validates(mined):
     batches = list(t)
     assert len(batches) == 3 and all(b.shape == (6,) for b in batches)
     assert np.unique(np.concatenate(batches)).size == 18 and np.isin(np.concatenate(batches), np.arange(10, 30)).all()
+    # drop_last drops an incomplete last batch, never the only one: a share smaller than one
+    # batch is one smaller batch (each rank's share of 50 rows on 2 ranks: 25 < 48)
+    assert [len(b) for b in mm.ShuffledTripletSampler(mined[:100], 48, drop_last=True)] == [48, 48]
+    for rank in (0, 1):
+        small = mm.ShuffledTripletSampler(mined[:50], 48, rank=rank, world_size=2, drop_last=True, yield_rows=True)
+        assert [len(b) for b in small] == [25]
+    assert [b.shape for b in mm.TrackBatchSampler(np.arange(10, 30), batch_size=64)] == [(20,)]
 
 
 # --------------------------------------------------------------------------------------

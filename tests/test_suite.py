@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -183,3 +185,10 @@ def test_configs_share_one_checker_and_the_papers_scale():
     assert {k: profile[k] for k in shared} == {k: config[k] for k in shared}
     assert (PAPER_SCALE["n_tracks"], PAPER_SCALE["patch_len"], PAPER_SCALE["width"],
             PAPER_SCALE["n_pos"], PAPER_SCALE["n_neg"]) == (14246, 512, 1.0, 15, 250)
+
+
+def test_the_suite_reads_the_papers_scale_without_loading_torch():
+    # `python -m mrlib.suite` and every notebook's `from mrlib.suite import record` stay light
+    out = subprocess.run([sys.executable, "-c", "import sys, mrlib.suite; print('torch' in sys.modules)"],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
