@@ -58,12 +58,9 @@ __all__ = [
 # --------------------------------------------------------------------------------------
 # One entry point: registries of the sources by name
 # --------------------------------------------------------------------------------------
-def _build_music21(**kwargs: Any) -> Path:
-    return Path(music21_catalog.build(**kwargs))
-
-
 #: Generated catalogs, by name: the builder writes the folder and returns it.
-BUILDERS: dict[str, Callable[..., Path]] = {"synthetic": build_synthetic, "music21": _build_music21}
+BUILDERS: dict[str, Callable[..., Path]] = {"synthetic": build_synthetic,
+                                            "music21": music21_catalog.build}
 
 
 def _load_music21(**kwargs: Any) -> Catalog:
@@ -197,18 +194,16 @@ def _parser() -> argparse.ArgumentParser:
 
 def _cli_build(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
+    kw = dict(n_tracks=args.n_tracks, seed=args.seed, sr=args.sr, n_jobs=args.jobs,
+              progress=not args.no_progress, overwrite=args.overwrite)
     if args.name == "synthetic":
-        root = build_synthetic(args.n_tracks, args.seed, args.duration, args.sr, root=args.root,
-                               n_jobs=args.jobs, progress=not args.no_progress,
-                               audio_format=args.format, overwrite=args.overwrite, events=args.events)
-    else:
-        if args.events:
-            raise ValueError("--events is a variant of the synthetic catalog only")
-        kw = dict(n_tracks=args.n_tracks, seed=args.seed, clip_s=args.duration, sr=args.sr,
-                  n_jobs=args.jobs, progress=not args.no_progress, overwrite=args.overwrite)
-        if args.root:
-            kw["root"] = args.root
-        root = build("music21", **kw)
+        kw.update(duration_s=args.duration, root=args.root, audio_format=args.format,
+                  events=args.events)
+    elif args.events:
+        raise ValueError("--events is a variant of the synthetic catalog only")
+    else:   # music21 clips its works to --duration; --format does not apply
+        kw.update(clip_s=args.duration, root=args.root or None)
+    root = build(args.name, **kw)
     dt = time.perf_counter() - t0
     cat = read(root)
     print(f"wrote {root} ({len(cat)} tracks, {cat.tracks['duration_s'].sum() / 60:.1f} min of audio) "

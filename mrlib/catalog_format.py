@@ -248,13 +248,9 @@ class Catalog:
         root = Path(root) if root is not None else self.root
         root.mkdir(parents=True, exist_ok=True)
         tracks = self.tracks.copy()
-        paths = []
-        for i in range(len(self)):
-            p = self.audio_path(i)
-            try:
-                paths.append(p.relative_to(root.resolve()).as_posix())
-            except ValueError:
-                paths.append(str(p))
+        real_root = root.resolve()
+        paths = [p.relative_to(real_root).as_posix() if p.is_relative_to(real_root) else str(p)
+                 for p in map(self.audio_path, range(len(self)))]
         tracks["path"] = paths
         outside = any(Path(p).is_absolute() for p in paths)
         _write_csv(tracks[list(TRACK_COLUMNS)], root / "tracks.csv")
@@ -378,12 +374,8 @@ def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
     unnamed = [i + 1 for i, c in enumerate(columns) if not c]
     if unnamed:
         raise ValueError(f"{path}: column(s) {unnamed} of the header have no name")
-    seen: dict[str, int] = {}
-    dups = []
-    for i, c in enumerate(columns):
-        if c in seen:
-            dups.append(f"{c!r} (columns {seen[c] + 1} and {i + 1})")
-        seen.setdefault(c, i)
+    dups = [f"{c!r} (columns {columns.index(c) + 1} and {i + 1})"
+            for i, c in enumerate(columns) if columns.index(c) < i]
     if dups:
         raise ValueError(f"{path}: duplicate column name(s) {', '.join(dups)}; every column "
                          "(every tag) needs its own name")
@@ -456,6 +448,8 @@ def group_duplicates(artists: np.ndarray, pairs: list[tuple[int, int]]) -> np.nd
         if ra != rb:
             parent[max(ra, rb)] = min(ra, rb)
     return np.asarray([find(str(a)) for a in artists])
+
+
 def _versions() -> dict[str, str]:
     return {"python": platform.python_version(), "libsndfile": soundfile.__libsndfile_version__,
             **package_versions(("mrlib", "numpy", "scipy", "pandas", "soundfile"))}
@@ -574,23 +568,21 @@ def read(root: str | Path, name: str | None = None, allow_outside: bool | None =
     if missing or extra:
         raise ValueError(f"tags.csv and vocabulary.csv disagree: tags missing from tags.csv {missing[:10]}, "
                          f"columns not in the vocabulary {extra[:10]}")
-    tag_values = pd.DataFrame(_numeric(tags_df, tag_cols, root / "tags.csv", "a likelihood in [0, 1]"),
-                              columns=tag_cols) if tag_cols else pd.DataFrame(index=tags_df.index)
-    tag_values.insert(0, "track_id", tags_df["track_id"].to_numpy())
-    tags_df = tag_values
-    if "track_id" in tracks.columns and list(tags_df["track_id"]) != list(tracks["track_id"]):
-        if set(tags_df["track_id"]) != set(tracks["track_id"]) or tags_df["track_id"].duplicated().any():
+    tags = (_numeric(tags_df, tag_cols, root / "tags.csv", "a likelihood in [0, 1]") if tag_cols
+            else np.zeros((len(tags_df), 0)))
+    tag_ids = tags_df["track_id"]
+    if "track_id" in tracks.columns and list(tag_ids) != list(tracks["track_id"]):
+        if set(tag_ids) != set(tracks["track_id"]) or tag_ids.duplicated().any():
             raise ValueError("tags.csv and tracks.csv list different track ids")
-        tags_df = tags_df.set_index("track_id").loc[tracks["track_id"]].reset_index()
+        tags = tags[pd.Index(tag_ids).get_indexer(tracks["track_id"])]   # rows in tracks.csv order
     if allow_outside is None:
         allow_outside = bool(info.get("allow_outside_paths", False))
     if "path" in tracks.columns:
         _check_track_paths(root, tracks, allow_outside)
-    attributes = None
-    if (root / "attributes.csv").is_file():
-        attributes = pd.read_csv(root / "attributes.csv", keep_default_na=False)
+    attributes = (pd.read_csv(root / "attributes.csv", keep_default_na=False)
+                  if (root / "attributes.csv").is_file() else None)
     return Catalog(name=name or info.get("name") or root.name, root=root.resolve(), tracks=tracks,
-                   tags=tags_df[tag_cols].to_numpy(dtype=np.float32), vocabulary=vocab[["tag", "category"]],
+                   tags=tags.astype(np.float32), vocabulary=vocab[["tag", "category"]],
                    attributes=attributes, info=info)
 
 
@@ -604,15 +596,12 @@ def _check_track_paths(root: Path, tracks: pd.DataFrame, allow_outside: bool) ->
             continue
         p = Path(rel)
         full = (p if p.is_absolute() else root / p).resolve()
-        if not allow_outside:
-            try:
-                full.relative_to(real_root)
-            except ValueError:
-                raise ValueError(
-                    f"{root / 'tracks.csv'} line {lines[i]}, column 'path': {rel!r} leads outside "
-                    f"the catalog folder ({'absolute path' if p.is_absolute() else 'via .. or a symlink'}"
-                    f" to {full}); keep audio under {root}, or pass allow_outside=True (or set "
-                    '"allow_outside_paths": true in catalog.json) to allow it') from None
+        if not allow_outside and not full.is_relative_to(real_root):
+            raise ValueError(
+                f"{root / 'tracks.csv'} line {lines[i]}, column 'path': {rel!r} leads outside the "
+                f"catalog folder ({'absolute path' if p.is_absolute() else 'via .. or a symlink'} "
+                f"to {full}); keep audio under {root}, or pass allow_outside=True (or set "
+                '"allow_outside_paths": true in catalog.json) to allow it')
         if full in owner:
             j = owner[full]
             raise ValueError(

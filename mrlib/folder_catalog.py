@@ -18,15 +18,6 @@ from mrlib.catalog_format import (AUDIO_EXTENSIONS, FORMAT_VERSION, SPLITS, _SKI
 __all__ = ["from_folder"]
 
 
-def _inside(path: Path, root: Path) -> bool:
-    """Whether ``path`` (symlinks resolved) lies inside ``root``."""
-    try:
-        path.resolve().relative_to(root.resolve())
-        return True
-    except ValueError:
-        return False
-
-
 def _audio_duration(path: Path) -> tuple[float | None, str | None]:
     """(duration in s, None) from the file header, or (None, why it cannot be read)."""
     try:
@@ -248,7 +239,7 @@ class _Rows:
         keep = np.flatnonzero(self.ok)
         if keep.size == 0:
             raise ValueError(f"no usable rows in {self.csv_name}:\n"
-                             f"{format_skipped(pd.DataFrame(self.skipped, columns=_SKIP_COLUMNS))}")
+                             f"{format_skipped(self.skipped_frame())}")
         return keep
 
     def skipped_frame(self) -> pd.DataFrame:
@@ -312,7 +303,7 @@ def _file_by_path(rel: str, audio_dir: Path, allow_outside: bool) -> tuple[Path,
     p = Path(rel) if Path(rel).is_absolute() else audio_dir / rel
     if not p.is_file():
         return p, f"file not found: {rel}"
-    if not allow_outside and not _inside(p, audio_dir):
+    if not allow_outside and not p.resolve().is_relative_to(audio_dir.resolve()):
         return p, f"outside the audio folder: {rel} (pass allow_outside=True to allow)"
     return p, None
 
@@ -327,7 +318,7 @@ def _file_by_id(tid: str, by_stem: dict[str, list[Path]], audio_dir: Path,
     if len(cands) > 1:
         return None, f"ambiguous: {len(cands)} audio files named {tid}.*"
     p = cands[0]
-    if not allow_outside and not _inside(p, audio_dir):
+    if not allow_outside and not p.resolve().is_relative_to(audio_dir.resolve()):
         return p, (f"outside the audio folder: {p.relative_to(audio_dir)} is a symlink "
                    "out (pass allow_outside=True to allow)")
     return p, None

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from mrlib.catalog_format import Catalog, artist_disjoint_split, duplicate_audio, group_duplicates
+from mrlib.checks import is_int
 from mrlib.odd_one_out import ID_COLUMNS, read_comparisons
 from mrlib.mtat_fixture import FixtureInfo, write_fixture
 from mrlib.mtat_format import (ANNOTATIONS_FILE, CATEGORIES, CLIP_INFO_COLUMNS, CLIP_INFO_FILE,
@@ -135,18 +136,6 @@ def _find_audio_root(folder: Path, mp3_paths: Sequence[str], audio_dir, required
     return best
 
 
-def _merge_synonyms(tags: pd.DataFrame) -> pd.DataFrame:
-    out = tags.copy()
-    for group in SYNONYMS:
-        present = [t for t in group if t in out.columns]
-        if len(present) < 2:
-            continue
-        merged = out[present].max(axis=1)
-        out = out.drop(columns=present[1:])
-        out[present[0]] = merged
-    return out
-
-
 def catalog_frames(
     folder: str | Path | None = None,
     *,
@@ -240,8 +229,7 @@ def _check_folder(folder, subset: str, top_k) -> Path:
         )
     if subset not in ("all", "compared"):
         raise ValueError(f"subset must be 'all' or 'compared', got {subset!r}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer))
-                              or top_k < 1):
+    if top_k is not None and (not is_int(top_k) or top_k < 1):
         raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
     return folder
 
@@ -249,7 +237,11 @@ def _check_folder(folder, subset: str, top_k) -> Path:
 def _tag_frame(tag_frame: pd.DataFrame, merge_synonyms: bool, top_k: int | None) -> pd.DataFrame:
     """The tag columns, synonyms merged and cut to the ``top_k`` most frequent if asked."""
     if merge_synonyms:
-        tag_frame = _merge_synonyms(tag_frame)
+        for group in SYNONYMS:
+            present = [t for t in group if t in tag_frame.columns]
+            if len(present) > 1:    # the group becomes its first member: present if any is
+                merged = tag_frame[present].max(axis=1)
+                tag_frame = tag_frame.drop(columns=present[1:]).assign(**{present[0]: merged})
     if top_k is not None:
         freq = tag_frame.sum(axis=0).to_numpy()
         order = np.argsort(-freq, kind="stable")[:top_k]
@@ -343,8 +335,7 @@ def load_catalog(folder: str | Path | None = None, *, verbose: bool = True, **kw
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    if folder is None:
-        folder = data_dir() / "mtat"
+    folder = data_dir() / "mtat" if folder is None else folder
     tracks, tags, vocabulary, report = catalog_frames(folder, **kwargs)
     if verbose and report.count:
         print(report)

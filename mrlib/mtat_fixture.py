@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
+from mrlib.checks import is_int
 from mrlib.odd_one_out import simulate_votes, write_comparisons
 from mrlib.mtat_format import ANNOTATIONS_FILE, CLIP_INFO_COLUMNS, CLIP_INFO_FILE, COMPARISONS_FILE, MTAT_TAGS
 
@@ -173,7 +174,7 @@ def _check_fixture_args(n_clips, n_artists, n_comparisons, sr, n_players, n_brok
     for name, value, low in (("n_clips", n_clips, 3), ("n_artists", n_artists, 1),
                              ("n_comparisons", n_comparisons, 1), ("sr", sr, 1000),
                              ("n_players", n_players, 1)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        if not is_int(value) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     if n_artists > n_clips:
         raise ValueError(f"n_artists={n_artists} exceeds n_clips={n_clips}")
@@ -204,10 +205,8 @@ def _clip_info(rng: np.random.Generator, clip_ids: np.ndarray, artist_of: np.nda
     """Rows of ``clip_info_final.csv`` and the mp3 paths, in the release's shape:
     ``<hex dir>/<artist>-<album>-<nn>-<title>-<start>-<end>.mp3``."""
     n_clips = len(clip_ids)
-    track_no = np.zeros(n_clips, dtype=np.int64)
-    for a in range(len(artist_names)):
-        members = np.flatnonzero(artist_of == a)
-        track_no[members] = np.arange(1, len(members) + 1)
+    # Each artist's clips numbered 1, 2, ... in clip order.
+    track_no = pd.Series(artist_of).groupby(artist_of).cumcount().to_numpy(np.int64) + 1
     seg_len = int(round(duration_s))
     rows_info, mp3_paths = [], []
     for i in range(n_clips):

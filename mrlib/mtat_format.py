@@ -165,18 +165,12 @@ def _require_file(folder: Path, name: str) -> Path:
     return path
 
 
-def _read_tsv(path: Path) -> pd.DataFrame:
-    # Everything as text first: ids, paths and titles stay verbatim; numbers are checked.
-    # read_table names the file and line of an encoding, quoting or row-length problem and
-    # refuses duplicate column names (two tags of one name).
-    return read_table(path, sep="\t")
-
-
 def _int_column(df: pd.DataFrame, col: str, where: Path) -> np.ndarray:
     values = pd.to_numeric(df[col], errors="coerce")
-    if values.isna().any() or (values != np.round(values)).any():
-        bad = df.loc[values.isna() | (values != np.round(values)), col].head(3).tolist()
-        raise ValueError(f"{where}: column {col!r} must hold integer ids, found e.g. {bad}")
+    bad = values.isna() | (values != np.round(values))
+    if bad.any():
+        raise ValueError(f"{where}: column {col!r} must hold integer ids, found e.g. "
+                         f"{df.loc[bad, col].head(3).tolist()}")
     return values.to_numpy(np.int64)
 
 
@@ -204,7 +198,10 @@ def read_annotations(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"annotations file not found: {path} (expected {ANNOTATIONS_FILE})")
-    df = _read_tsv(path)
+    # Everything as text first: ids, paths and titles stay verbatim; numbers are checked.
+    # read_table names the file and line of an encoding, quoting or row-length problem and
+    # refuses duplicate column names (two tags of one name).
+    df = read_table(path, sep="\t")
     for col in ("clip_id", "mp3_path"):
         if col not in df.columns:
             raise ValueError(f"{path}: no {col!r} column; {ANNOTATIONS_FILE} has clip_id, "
@@ -243,7 +240,7 @@ def read_clip_info(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"clip info file not found: {path} (expected {CLIP_INFO_FILE})")
-    df = _read_tsv(path)
+    df = read_table(path, sep="\t")    # as text, like read_annotations
     missing = [c for c in ("clip_id", "artist") if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}; {CLIP_INFO_FILE} has "
