@@ -47,6 +47,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from mrlib.checks import is_int
+
 __all__ = [
     "AudioFixWarning",
     "AudioResult",
@@ -118,7 +120,7 @@ class AudioResult:
 
 
 def _check_params(sr, min_duration_s, max_duration_s, pad_fraction, silence_db) -> None:
-    if isinstance(sr, bool) or not isinstance(sr, (int, np.integer)) or sr <= 0:
+    if not is_int(sr) or sr <= 0:
         raise ValueError(f"sr must be a positive integer sample rate in Hz, got {sr!r}")
     if not (isinstance(min_duration_s, (int, float, np.floating)) and min_duration_s >= 0
             and math.isfinite(min_duration_s)):
@@ -422,7 +424,7 @@ class SkipReport:
 
     def by_kind(self) -> dict[str, int]:
         """Skips counted by kind (the part of the reason before the first colon)."""
-        return dict(Counter(reason.split(":", 1)[0] for _, reason in self.skipped))
+        return _kinds(self.skipped)
 
     def __len__(self) -> int:
         return self.count
@@ -436,14 +438,11 @@ class SkipReport:
     def __str__(self) -> str:
         total = "" if self.n_total is None else f" of {self.n_total}"
         lines = [f"SkipReport: {self.count}{total} tracks skipped, {len(self.fixed)} fixed"]
-        if self.skipped:
-            kinds = ", ".join(f"{k} {n}" for k, n in sorted(self.by_kind().items()))
-            lines.append(f"  skipped by kind: {kinds}")
-            lines += _listing("skipped", self.skipped)
-        if self.fixed:
-            kinds = Counter(note.split(":", 1)[0] for _, note in self.fixed)
-            lines.append("  fixed by kind: " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())))
-            lines += _listing("fixed", self.fixed)
+        for action, entries in (("skipped", self.skipped), ("fixed", self.fixed)):
+            if entries:
+                kinds = ", ".join(f"{k} {n}" for k, n in sorted(_kinds(entries).items()))
+                lines.append(f"  {action} by kind: {kinds}")
+                lines += _listing(action, entries)
         return "\n".join(lines)
 
     def to_frame(self):
@@ -457,11 +456,8 @@ class SkipReport:
         """Write every entry to ``path`` (columns ``track_id, action, reason``); returns the path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["track_id", "action", "reason"])
-            writer.writerows((t, "skipped", r) for t, r in self.skipped)
-            writer.writerows((t, "fixed", r) for t, r in self.fixed)
+        # \r\n: the line end of the csv module, which from_csv reads
+        self.to_frame().to_csv(path, index=False, encoding="utf-8", lineterminator="\r\n")
         return path
 
     @classmethod
@@ -510,6 +506,11 @@ def player(path: str | os.PathLike, seconds: float = 4.0, sr: int = DEFAULT_SR):
     if y is None:
         return f"{Path(path).name} cannot be played: {problem}"
     return Audio(y[: int(seconds * sr)], rate=sr, normalize=False)
+
+
+def _kinds(entries: Iterable[tuple[str, str]]) -> dict[str, int]:
+    """Entries counted by kind (the part of the reason or note before the first colon)."""
+    return dict(Counter(text.split(":", 1)[0] for _, text in entries))
 
 
 def _listing(action: str, entries: Iterable[tuple[str, str]], limit: int = 20) -> list[str]:

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import soundfile
 
+from mrlib.checks import is_int
 from mrlib.paths import package_versions
 from mrlib.paths import read_json_or_empty as _read_json
 
@@ -220,7 +221,7 @@ class Catalog:
 
         Notebook: 00_overview.ipynb
         """
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+        if not is_int(i):
             raise TypeError(f"track index must be an int, got {type(i).__name__}")
         if not -len(self) <= i < len(self):
             raise IndexError(f"track index {i} out of range for a catalog of {len(self)} tracks")
@@ -486,7 +487,7 @@ def artist_disjoint_split(artist_ids: Sequence, fractions: Sequence[float] = (0.
     fr = np.asarray(fractions, dtype=float)
     if fr.shape != (3,) or (fr < 0).any() or not np.isclose(fr.sum(), 1.0):
         raise ValueError(f"fractions must be 3 non-negative numbers summing to 1, got {tuple(fractions)}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+    if not is_int(seed) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     ids = np.asarray([str(a) for a in artist_ids])
     out = np.empty(ids.size, dtype="<U5")

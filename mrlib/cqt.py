@@ -16,6 +16,7 @@ Notebook: 01_cqt.ipynb
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -138,6 +139,14 @@ class FeatureConfig:
         return f"cqt{self.sr}h{self.hop_length}b{self.n_bins}-{digest}"
 
 
+def _as_config(config) -> FeatureConfig:
+    """``config``, or ``FeatureConfig()`` for None; a ``TypeError`` for anything else."""
+    config = FeatureConfig() if config is None else config
+    if not isinstance(config, FeatureConfig):
+        raise TypeError(f"config must be a FeatureConfig, got {type(config).__name__}")
+    return config
+
+
 def _check_signal(y, name="y") -> np.ndarray:
     y = np.asarray(y)
     if y.dtype.kind not in "fiu":
@@ -183,9 +192,7 @@ def cqt(y, config: FeatureConfig | None = None) -> np.ndarray:
     """
     import librosa
 
-    config = FeatureConfig() if config is None else config
-    if not isinstance(config, FeatureConfig):
-        raise TypeError(f"config must be a FeatureConfig, got {type(config).__name__}")
+    config = _as_config(config)
     y = _check_signal(y)
     C = librosa.cqt(y, sr=config.sr, hop_length=config.hop_length, fmin=config.fmin,
                     n_bins=config.n_bins, bins_per_octave=config.bins_per_octave)
@@ -198,10 +205,6 @@ def cqt(y, config: FeatureConfig | None = None) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # torch CQT: librosa's own linear operator, measured once, applied as polyphase convolutions.
 # ---------------------------------------------------------------------------------------------
-
-_NUMPY_KERNELS: dict[FeatureConfig, list] = {}
-_KERNELS: dict[tuple, list] = {}
-
 
 def _librosa_response(config: FeatureConfig) -> tuple[int, np.ndarray]:
     """Complex impulse response g_k[tau] of ``librosa.cqt`` (before the log), float64.
@@ -234,6 +237,7 @@ def _librosa_response(config: FeatureConfig) -> tuple[int, np.ndarray]:
     return tau_min, G
 
 
+@functools.cache
 def _polyphase_kernels(config: FeatureConfig) -> list:
     """Per-octave polyphase kernels: (bins slice, float32 weight (2 n, hop, Q), left pad).
 
@@ -243,8 +247,6 @@ def _polyphase_kernels(config: FeatureConfig) -> list:
     ``conv1d`` with ``hop`` input channels: a dense product that BLAS / cuDNN run fast, where a
     stride-512 convolution with a 30,000-tap kernel is slow on CPU. Cached per config (~6 MB).
     """
-    if config in _NUMPY_KERNELS:
-        return _NUMPY_KERNELS[config]
     hop = config.hop_length
     tau_min, G = _librosa_response(config)
     energy = np.abs(G) ** 2
@@ -262,19 +264,16 @@ def _polyphase_kernels(config: FeatureConfig) -> list:
         weight = np.concatenate([block.real, block.imag]).reshape(2 * (top - lo), n_q, hop)
         weight = np.ascontiguousarray(weight.transpose(0, 2, 1), dtype=np.float32)  # (2n, hop, Q)
         groups.append((slice(lo, top), weight, -(tau_min + first)))
-    _NUMPY_KERNELS[config] = groups
     return groups
 
 
-def _torch_kernels(config: FeatureConfig, device) -> list:
+@functools.cache
+def _torch_kernels(config: FeatureConfig, device: str) -> list:
     """:func:`_polyphase_kernels` as torch tensors on ``device`` (cached per config and device)."""
     import torch
 
-    key = (config, str(device))
-    if key not in _KERNELS:
-        _KERNELS[key] = [(bins, torch.as_tensor(w, device=device), left)
-                         for bins, w, left in _polyphase_kernels(config)]
-    return _KERNELS[key]
+    return [(bins, torch.as_tensor(w, device=device), left)
+            for bins, w, left in _polyphase_kernels(config)]
 
 
 def cqt_torch(y, config: FeatureConfig | None = None, device=None):
@@ -308,9 +307,7 @@ def cqt_torch(y, config: FeatureConfig | None = None, device=None):
     """
     import torch
 
-    config = FeatureConfig() if config is None else config
-    if not isinstance(config, FeatureConfig):
-        raise TypeError(f"config must be a FeatureConfig, got {type(config).__name__}")
+    config = _as_config(config)
     if isinstance(y, torch.Tensor):
         device = y.device if device is None else torch.device(device)
         x = y.detach().to(device=device, dtype=torch.float32)
@@ -332,7 +329,7 @@ def cqt_torch(y, config: FeatureConfig | None = None, device=None):
     out = torch.empty((x.shape[0], config.n_bins, n_frames), dtype=torch.float32, device=device)
     hop = config.hop_length
     with torch.no_grad():
-        for bins, weight, left in _torch_kernels(config, device):
+        for bins, weight, left in _torch_kernels(config, str(device)):
             n_q = weight.shape[-1]
             # out[t] = sum_tau y[t hop + tau] g[tau]; with x[j] = y[j - left] and tau = q hop + r
             # - left: out[t] = sum_{r, q} x[(t + q) hop + r] W[r, q], i.e. a stride-1 conv1d of

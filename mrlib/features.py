@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import numbers
 import os
 import re
 import time
@@ -39,7 +38,8 @@ from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from mrlib.audio import SkipReport, read_audio
-from mrlib.cqt import FORMAT_VERSION, FeatureConfig, cqt, cqt_torch
+from mrlib.checks import is_int
+from mrlib.cqt import FORMAT_VERSION, FeatureConfig, _as_config, cqt, cqt_torch
 
 __all__ = [
     "FeatureConfig", "FeatureSet", "CoarseFeatures", "coarsen_features", "cqt", "cqt_torch",
@@ -69,16 +69,18 @@ def _source_signature(path: Path) -> dict | None:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+#: The .npy header readers, by format version.
+_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
+                   (2, 0): np.lib.format.read_array_header_2_0}
+
+
 def _header(file: Path) -> tuple[tuple, np.dtype, int]:
     """Shape, dtype and data offset from a .npy header (raises on a damaged file)."""
     with open(file, "rb") as f:
         version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-        else:
+        if version not in _HEADER_READERS:
             raise ValueError(f"unsupported .npy version {version}")
+        shape, fortran, dtype = _HEADER_READERS[version](f)
         if fortran:
             raise ValueError("Fortran-ordered array")
         return shape, dtype, f.tell()
@@ -198,11 +200,7 @@ def _catalog_table(catalog) -> tuple[Path, list[str], list[Path]]:
     ids = [str(t) for t in tracks["track_id"]]
     if len(set(ids)) != len(ids):
         raise ValueError("catalog.tracks has duplicate track ids")
-    paths = []
-    for p in tracks["path"]:
-        p = Path(str(p))
-        paths.append(p if p.is_absolute() else root / p)
-    return root, ids, paths
+    return root, ids, [root / str(p) for p in tracks["path"]]   # an absolute path replaces root
 
 
 def extract(
@@ -290,12 +288,10 @@ def extract(
 
 def _check_extract_args(config, verify: str, n_jobs) -> FeatureConfig:
     """The config (default ``FeatureConfig()``), after checking it, ``verify`` and ``n_jobs``."""
-    config = FeatureConfig() if config is None else config
-    if not isinstance(config, FeatureConfig):
-        raise TypeError(f"config must be a FeatureConfig, got {type(config).__name__}")
+    config = _as_config(config)
     if verify not in ("size", "checksum", "exists"):
         raise ValueError(f"verify must be 'size', 'checksum' or 'exists', got {verify!r}")
-    if isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or n_jobs == 0 or n_jobs < -1:
+    if not is_int(n_jobs) or n_jobs == 0 or n_jobs < -1:
         raise ValueError(f"n_jobs must be a positive integer or -1, got {n_jobs!r}")
     return config
 
@@ -428,7 +424,7 @@ class FeatureSet:
         return np.array([s[1] if s is not None else 0 for s in self._shapes], dtype=np.int64)
 
     def _index(self, i) -> int:
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+        if not is_int(i):
             raise TypeError(f"FeatureSet is indexed by an integer catalog index, got {i!r}")
         n = len(self)
         if not -n <= i < n:
@@ -508,7 +504,7 @@ class CoarseFeatures:
         return len(self._arrays)
 
     def __getitem__(self, i) -> np.ndarray:
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+        if not is_int(i):
             raise TypeError(f"CoarseFeatures is indexed by an integer catalog index, got {i!r}")
         a = self._arrays[int(i)]
         if a is None:
@@ -561,7 +557,7 @@ def coarsen_features(features, freq_pool: int = 4, time_pool: int = 8, *,
     """
     check_features(features)
     for name, value in (("freq_pool", freq_pool), ("time_pool", time_pool)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        if not is_int(value) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     available = getattr(features, "available", None)
     available = np.ones(len(features), bool) if available is None else np.asarray(available, bool)
@@ -601,7 +597,7 @@ def check_features(features) -> None:
 def _as_rng(rng) -> np.random.Generator:
     if isinstance(rng, np.random.Generator):
         return rng
-    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
+    if is_int(rng):
         return np.random.default_rng(int(rng))
     raise TypeError(f"rng must be a numpy.random.Generator or an int seed, got {type(rng).__name__}")
 
@@ -632,9 +628,9 @@ def random_patches(feature, patch_len: int, n: int, rng, pad: str = "wrap") -> n
     Notebook: 01_cqt.ipynb
     """
     rng = _as_rng(rng)
-    if isinstance(patch_len, bool) or not isinstance(patch_len, (int, np.integer)) or patch_len < 1:
+    if not is_int(patch_len) or patch_len < 1:
         raise ValueError(f"patch_len must be a positive integer (frames), got {patch_len!r}")
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+    if not is_int(n) or n < 0:
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
     if pad not in ("wrap", "floor"):
         raise ValueError(f"pad must be 'wrap' or 'floor', got {pad!r}")
@@ -680,7 +676,7 @@ def test_patches(feature, patch_len: int, n: int = 8, seed: int = 0, pad: str = 
 
     Notebook: 01_cqt.ipynb
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+    if not is_int(seed):
         raise TypeError(f"seed must be an int, got {seed!r}")
     return random_patches(feature, patch_len, n, np.random.default_rng(int(seed)), pad=pad)
 
