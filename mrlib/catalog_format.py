@@ -51,12 +51,13 @@ SPLITS = ("train", "val", "test")
 TRACK_COLUMNS = ("track_id", "artist_id", "split", "path", "duration_s")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 FORMAT_VERSION = 1
-_SKIP_COLUMNS = ["track_id", "row", "reason"]
 
 
-def _empty_skipped() -> pd.DataFrame:
-    return pd.DataFrame({"track_id": pd.Series(dtype=str), "row": pd.Series(dtype="int64"),
-                         "reason": pd.Series(dtype=str)})
+def _skipped_frame(ids: Sequence = (), rows: Sequence = (), reasons: Sequence = ()) -> pd.DataFrame:
+    """The layout of :attr:`Catalog.skipped`: ``track_id`` (str), ``row`` (int64), ``reason``."""
+    return pd.DataFrame({"track_id": pd.Series(ids, dtype=str),
+                         "row": pd.Series(rows, dtype="int64"),
+                         "reason": pd.Series(reasons, dtype=str)})
 
 
 # --------------------------------------------------------------------------------------
@@ -97,7 +98,7 @@ class Catalog:
     vocabulary: pd.DataFrame
     attributes: pd.DataFrame | None = None
     info: dict = field(default_factory=dict)
-    skipped: pd.DataFrame = field(default_factory=_empty_skipped)
+    skipped: pd.DataFrame = field(default_factory=_skipped_frame)
 
     def __post_init__(self):
         self.root = Path(self.root)
@@ -108,10 +109,8 @@ class Catalog:
         missing = [c for c in ("tag", "category") if c not in self.vocabulary.columns]
         if missing:
             raise ValueError(f"vocabulary is missing column(s) {missing}; got {list(self.vocabulary.columns)}")
-        self.tracks = self.tracks.reset_index(drop=True)
-        self.tracks["track_id"] = self.tracks["track_id"].astype(str)
-        self.tracks["artist_id"] = self.tracks["artist_id"].astype(str)
-        self.tracks["duration_s"] = self.tracks["duration_s"].astype(float)
+        self.tracks = self.tracks.reset_index(drop=True).astype(
+            {"track_id": str, "artist_id": str, "duration_s": float})
         self.vocabulary = self.vocabulary.reset_index(drop=True)
         tags = np.asarray(self.tags)
         n, m = len(self.tracks), len(self.vocabulary)
@@ -426,11 +425,9 @@ def duplicate_audio(paths: Sequence[str | Path]) -> dict[int, int]:
                         h.update(block)
             except OSError:
                 continue
-            d = h.hexdigest()
-            if d in first_of:
-                out[i] = first_of[d]
-            else:
-                first_of[d] = i
+            first = first_of.setdefault(h.hexdigest(), i)
+            if first != i:
+                out[i] = first
     return out
 
 

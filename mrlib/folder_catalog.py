@@ -11,8 +11,8 @@ import pandas as pd
 import soundfile as sf
 from tqdm.auto import tqdm
 
-from mrlib.catalog_format import (AUDIO_EXTENSIONS, FORMAT_VERSION, SPLITS, _SKIP_COLUMNS, Catalog,
-                                  _empty_skipped, artist_disjoint_split, duplicate_audio,
+from mrlib.catalog_format import (AUDIO_EXTENSIONS, FORMAT_VERSION, SPLITS, Catalog,
+                                  _skipped_frame, artist_disjoint_split, duplicate_audio,
                                   format_skipped, group_duplicates, read_table)
 
 __all__ = ["from_folder"]
@@ -243,7 +243,7 @@ class _Rows:
         return keep
 
     def skipped_frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.skipped, columns=_SKIP_COLUMNS) if self.skipped else _empty_skipped()
+        return _skipped_frame(*zip(*self.skipped))    # (id, line, reason) tuples -> columns
 
 
 def _check_rows(rows: _Rows, tag_text: pd.DataFrame, split_column: str) -> np.ndarray:

@@ -27,7 +27,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from mrlib.catalog_format import Catalog, artist_disjoint_split, duplicate_audio, group_duplicates
+from mrlib.catalog_format import (Catalog, _skipped_frame, artist_disjoint_split, duplicate_audio,
+                                  group_duplicates)
 from mrlib.checks import is_int
 from mrlib.odd_one_out import ID_COLUMNS, read_comparisons
 from mrlib.mtat_fixture import FixtureInfo, write_fixture
@@ -104,9 +105,7 @@ class MTATReport:
 
         Notebook: 08_triplet_matchnet.ipynb
         """
-        return pd.DataFrame({"track_id": pd.Series([str(i) for i in self.ids], dtype=str),
-                             "row": pd.Series(self.rows, dtype="int64"),
-                             "reason": pd.Series(self.reasons, dtype=str)})
+        return _skipped_frame([str(i) for i in self.ids], self.rows, self.reasons)
 
     def __str__(self) -> str:
         head = f"MTAT: {self.n_clips - self.count} of {self.n_clips} clips kept"
@@ -122,18 +121,14 @@ def _find_audio_root(folder: Path, mp3_paths: Sequence[str], audio_dir, required
     candidates = [Path(audio_dir)] if audio_dir is not None else [
         folder, folder / "mp3", folder / "audio"]
     probe = [p for p in list(mp3_paths)[:50] if p]
-    best, best_hits = candidates[0], -1
-    for cand in candidates:
-        hits = sum((cand / p).is_file() for p in probe)
-        if hits > best_hits:
-            best, best_hits = cand, hits
-    if probe and best_hits == 0 and required:
+    hits = [sum((cand / p).is_file() for p in probe) for cand in candidates]
+    if probe and max(hits) == 0 and required:
         raise FileNotFoundError(
             f"no mp3 clip found under {', '.join(str(c) for c in candidates)} "
             f"(looked for e.g. {probe[0]!r}); pass audio_dir= the folder that holds 0/ ... f/, "
             "or check_audio=False to load tags and comparisons without audio"
         )
-    return best
+    return candidates[hits.index(max(hits))]    # the first with the most clips
 
 
 def catalog_frames(
