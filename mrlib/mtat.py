@@ -200,12 +200,10 @@ def catalog_frames(
         comp = read_comparisons(_require_file(folder, COMPARISONS_FILE))
         keep &= ann.clip_id.isin(np.unique(comp[list(ID_COLUMNS)].to_numpy())).to_numpy()
     report = MTATReport(n_clips=int(keep.sum()), audio_root=None)
+    # Unchecked audio need not be found, but paths still point where the clips are if they are.
+    root = _find_audio_root(folder, ann.mp3_path[keep].tolist(), audio_dir, required=check_audio)
     if check_audio:
-        root = _find_audio_root(folder, ann.mp3_path[keep].tolist(), audio_dir)
         _drop_unusable_audio(ann, keep, root, allow_outside, report)
-    else:
-        # Paths still point where the clips are, if they can be found (no error if not).
-        root = _find_audio_root(folder, ann.mp3_path[keep].tolist(), audio_dir, required=False)
     ann = ann.loc[keep].reset_index(drop=True)
     if len(ann) == 0:
         raise ValueError(f"no MTAT clip left in {folder} (subset={subset!r}); {report}")
@@ -279,11 +277,10 @@ def _tracks(ann: pd.DataFrame, info: pd.DataFrame, folder: Path, root: Path, fra
     artist[no_artist] = [f"unknown-artist-{c}" for c in ann.clip_id[no_artist]]
     duration = (info.get("segmentEnd", pd.Series(np.nan, index=info.index))
                 - info.get("segmentStart", pd.Series(np.nan, index=info.index))).to_numpy(float)
-    try:
-        rel_root = root.resolve().relative_to(folder.resolve())
-        paths = [(rel_root / p).as_posix() for p in ann.mp3_path]
-    except ValueError:                                  # audio outside the folder
-        paths = [(root.resolve() / p).as_posix() for p in ann.mp3_path]
+    base, real_folder = root.resolve(), folder.resolve()
+    if base.is_relative_to(real_folder):    # paths relative to the folder; absolute outside it
+        base = base.relative_to(real_folder)
+    paths = [(base / p).as_posix() for p in ann.mp3_path]
     groups = artist.astype(str)
     if check_audio:
         pairs = sorted(duplicate_audio([root / p for p in ann.mp3_path]).items())
