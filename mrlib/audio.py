@@ -456,7 +456,7 @@ class SkipReport:
         """Write every entry to ``path`` (columns ``track_id, action, reason``); returns the path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        # \r\n: the line end of the csv module, which from_csv reads
+        # \r\n: the csv module's (RFC 4180) line end
         self.to_frame().to_csv(path, index=False, encoding="utf-8", lineterminator="\r\n")
         return path
 
