@@ -94,15 +94,11 @@ def _cache_valid(file: Path, entry: dict, config: FeatureConfig, verify: str) ->
         if verify == "exists":
             return True
         shape, dtype, offset = _header(file)
-        expected = tuple(entry["shape"])
-        if (dtype != np.float16 or shape != expected or len(shape) != 2
-                or shape[0] != config.n_bins):
-            return False
-        if file.stat().st_size != offset + int(np.prod(shape)) * 2:
-            return False  # truncated (or padded) data
-        if verify == "checksum":
-            return zlib.crc32(file.read_bytes()) == entry["crc32"]
-        return True
+        sound = (dtype == np.float16 and shape == tuple(entry["shape"]) and len(shape) == 2
+                 and shape[0] == config.n_bins
+                 # neither truncated nor padded
+                 and file.stat().st_size == offset + int(np.prod(shape)) * 2)
+        return sound and (verify != "checksum" or zlib.crc32(file.read_bytes()) == entry["crc32"])
     except Exception:
         return False
 
@@ -164,14 +160,12 @@ def _compute_batch(items: list[tuple[int, str, str]], config: FeatureConfig) -> 
 
 
 def _read_manifest(cache_dir: Path, config: FeatureConfig) -> dict:
-    path = cache_dir / _MANIFEST
     try:
-        manifest = json.loads(path.read_text())
-        if manifest.get("config") != config.to_dict() or manifest.get("format") != FORMAT_VERSION:
-            raise ValueError("manifest of another config")
-        if not isinstance(manifest.get("tracks"), dict):
-            raise ValueError("no tracks")
-        return manifest
+        manifest = json.loads((cache_dir / _MANIFEST).read_text())
+        ours = (manifest.get("format") == FORMAT_VERSION
+                and manifest.get("config") == config.to_dict()
+                and isinstance(manifest.get("tracks"), dict))
+        return manifest if ours else {}    # another config's manifest, or one without tracks
     except Exception:  # missing or damaged manifest: start afresh (files are re-validated)
         return {}
 
