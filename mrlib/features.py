@@ -447,11 +447,10 @@ class FeatureSet:
 
         Notebook: 01_cqt.ipynb
         """
-        memory = {}
         saved, self.mmap = self.mmap, False
         try:
-            for i in tqdm(self.indices, desc="load features", disable=not progress):
-                memory[int(i)] = self[int(i)]
+            memory = {int(i): self[int(i)]
+                      for i in tqdm(self.indices, desc="load features", disable=not progress)}
         finally:
             self.mmap = saved
         self._memory = memory
