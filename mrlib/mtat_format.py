@@ -245,9 +245,8 @@ def read_clip_info(path: str | Path) -> pd.DataFrame:
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}; {CLIP_INFO_FILE} has "
                          f"{list(CLIP_INFO_COLUMNS)}")
-    out = df.copy()
-    out["clip_id"] = _int_column(df, "clip_id", path)
+    df["clip_id"] = _int_column(df, "clip_id", path)
     for col in ("segmentStart", "segmentEnd"):
-        if col in out.columns:
-            out[col] = pd.to_numeric(out[col], errors="coerce").astype(np.float64)
-    return out
+        if col in df.columns:
+            df[col] = pd.to_numeric(df[col], errors="coerce").astype(np.float64)
+    return df
