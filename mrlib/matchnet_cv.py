@@ -381,16 +381,11 @@ class MatchNetCV(CVResult):
         return self.embeddings[fold].mean(axis=1)
 
 
-def _all_rows(features) -> np.ndarray:
-    available = getattr(features, "available", None)
-    if available is None:
-        return np.arange(len(features), dtype=np.int64)
-    return np.flatnonzero(np.asarray(available, dtype=bool)).astype(np.int64)
-
-
 def _embed_all(model, features, config: MatchNetConfig) -> np.ndarray:
     """(N, P, e) test-patch embeddings by catalog index; NaN rows for songs without features."""
-    rows = _all_rows(features)
+    available = getattr(features, "available", None)
+    rows = (np.arange(len(features)) if available is None else
+            np.flatnonzero(np.asarray(available, dtype=bool)))
     E = embed_songs(model, features, rows, config.patch_len, config.test_patches,
                     batch_size=config.eval_batch)
     full = np.full((len(features),) + E.shape[1:], np.nan, dtype=np.float32)
@@ -552,9 +547,7 @@ def _fit_score_subset(features, t: np.ndarray, train_idx: np.ndarray, test_idx: 
         E = embed_songs(run.model, features, songs, config.patch_len, config.test_patches,
                         batch_size=config.eval_batch)
         local = np.searchsorted(songs, t[test_idx])          # rows of E for the test triplets
-        d_ap = pair_dissimilarities(run.model, E, local[:, 0], local[:, 1])
-        d_an = pair_dissimilarities(run.model, E, local[:, 0], local[:, 2])
-    return constraints_fulfillment_rate(d_ap, d_an).rate
+        return constraints_fulfillment_rate(*triplet_dissimilarities(run.model, E, local)).rate
 
 
 def generalization_curve_matchnet(

@@ -327,22 +327,20 @@ def chunk_stream(src: TrainSplitSource, strategy, n_pos: int, n_neg: int, seed: 
         dest = None if out is None else out[start * per_anchor:(start + apos.size) * per_anchor]
         return mine_chunk(src, apos, strategy, n_pos, n_neg, seed, max_rounds, dest)
 
-    with tqdm(total=src.n, desc=f"mining ({strategy.name})", unit="anchor", disable=not progress) as bar:
+    def chunks() -> Iterator[np.ndarray]:
         if n_jobs == 1:
-            for start in starts:
-                chunk = work(start)
-                bar.update(chunk.shape[0] // per_anchor)
-                yield chunk
+            yield from map(work, starts)
             return
         with ThreadPoolExecutor(max_workers=n_jobs) as pool:
             pending: deque = deque()
             for start in starts:
                 pending.append(pool.submit(work, start))
                 if len(pending) > n_jobs:  # bounded look-ahead: memory stays ~n_jobs+1 chunks
-                    chunk = pending.popleft().result()
-                    bar.update(chunk.shape[0] // per_anchor)
-                    yield chunk
+                    yield pending.popleft().result()
             while pending:
-                chunk = pending.popleft().result()
-                bar.update(chunk.shape[0] // per_anchor)
-                yield chunk
+                yield pending.popleft().result()
+
+    with tqdm(total=src.n, desc=f"mining ({strategy.name})", unit="anchor", disable=not progress) as bar:
+        for chunk in chunks():
+            bar.update(chunk.shape[0] // per_anchor)
+            yield chunk

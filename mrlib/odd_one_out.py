@@ -253,8 +253,6 @@ class TripletReport:
 
 def _count_conflicts(triplets: np.ndarray) -> int:
     """Unordered pairs (a, p, n) / (a, n, p) among the rows (duplicates collapsed)."""
-    if len(triplets) == 0:
-        return 0
     uniq = np.unique(triplets, axis=0)
     swapped = uniq[:, [0, 2, 1]]
     # Each contradictory pair is seen twice (once from each side).
@@ -283,9 +281,8 @@ def _check_options(df, min_margin, min_votes, per_comparison) -> None:
 
 def _triplet_counts(triplets: np.ndarray) -> dict[str, int]:
     """The report's counts of triplets, distinct clips, duplicate and contradictory rows."""
-    n_unique = int(len(np.unique(triplets))) if len(triplets) else 0
-    n_dup = int(len(triplets) - len(np.unique(triplets, axis=0))) if len(triplets) else 0
-    return {"n_triplets": int(len(triplets)), "n_unique_clips": n_unique, "n_duplicates": n_dup,
+    return {"n_triplets": len(triplets), "n_unique_clips": len(np.unique(triplets)),
+            "n_duplicates": len(triplets) - len(np.unique(triplets, axis=0)),
             "n_conflicts": _count_conflicts(triplets)}
 
 

@@ -104,14 +104,8 @@ def _validate_weights(weights: Any, source: str = "weights") -> dict:
     cats = w["categories"]
     if not isinstance(cats, Mapping) or not cats:
         raise ValueError(f"{source}: 'categories' must map category names to weights")
-    for name, value in cats.items():
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise ValueError(f"{source}: weight of {name!r} must be a finite number >= 0, got {value!r}")
-    w["categories"] = {str(k): float(v) for k, v in cats.items()}
-    default = w.get("default_weight", 0.0)
-    if not isinstance(default, (int, float)) or not math.isfinite(default) or default < 0:
-        raise ValueError(f"{source}: default_weight must be a finite number >= 0, got {default!r}")
-    w["default_weight"] = float(default)
+    w["categories"] = {str(k): _finite(v, f"{source}: weight of {k!r}") for k, v in cats.items()}
+    w["default_weight"] = _finite(w.get("default_weight", 0.0), f"{source}: default_weight")
     gate = w["gate"]
     if gate is not None:
         if not isinstance(gate, Mapping) or not {"category", "floor", "power"} <= set(gate):
@@ -122,11 +116,17 @@ def _validate_weights(weights: Any, source: str = "weights") -> dict:
             raise ValueError(f"{source}: gate.power must be > 0, got {gate['power']!r}")
         w["gate"] = {"category": str(gate["category"]), "floor": float(gate["floor"]),
                      "power": float(gate["power"])}
-    p = w["sharpness"]
-    if not isinstance(p, (int, float)) or not math.isfinite(p) or p <= 0:
-        raise ValueError(f"{source}: sharpness must be a finite number > 0, got {p!r}")
-    w["sharpness"] = float(p)
+    w["sharpness"] = _finite(w["sharpness"], f"{source}: sharpness", positive=True)
     return w
+
+
+def _finite(value, what: str, positive: bool = False) -> float:
+    """``value`` as a float if it is a finite number >= 0 (> 0 when ``positive``)."""
+    bound = "> 0" if positive else ">= 0"
+    if (not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0
+            or (positive and value == 0)):
+        raise ValueError(f"{what} must be a finite number {bound}, got {value!r}")
+    return float(value)
 
 
 def _resolve_weights(weights) -> dict:
@@ -259,6 +259,12 @@ class _Oracle:
         np.clip(mean, 0.0, 1.0, out=mean)
         return mean.astype(np.float32)
 
+    def blocks(self, chunk_size: int, progress: bool) -> Iterator[tuple[int, np.ndarray]]:
+        """``(start, S[start:start + chunk_size])`` for every row block, in order."""
+        starts = range(0, self.A.n, chunk_size)
+        for start in tqdm(starts, desc="oracle S", unit="block", disable=not progress):
+            yield start, self.block(start, min(start + chunk_size, self.A.n))
+
 
 def _check_chunk(chunk_size) -> int:
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
@@ -297,12 +303,7 @@ def oracle_chunks(
     Notebook: 02_similarity.ipynb
     """
     chunk_size = _check_chunk(chunk_size)
-    core = _Oracle(T_a, T_b, categories, weights)
-    starts = range(0, core.A.n, chunk_size)
-    if progress:
-        starts = tqdm(starts, desc="oracle S", unit="block")
-    for start in starts:
-        yield start, core.block(start, min(start + chunk_size, core.A.n))
+    yield from _Oracle(T_a, T_b, categories, weights).blocks(chunk_size, progress)
 
 
 def oracle(
@@ -359,12 +360,8 @@ def oracle(
     chunk_size = _check_chunk(chunk_size)
     core = _Oracle(T_a, T_b, categories, weights)
     S = np.empty((core.A.n, core.B.n), dtype=np.float32)
-    starts = range(0, core.A.n, chunk_size)
-    if progress:
-        starts = tqdm(starts, desc="oracle S", unit="block")
-    for start in starts:
-        stop = min(start + chunk_size, core.A.n)
-        S[start:stop] = core.block(start, stop)
+    for start, block in core.blocks(chunk_size, progress):
+        S[start:start + len(block)] = block
     return S
 
 
