@@ -36,6 +36,11 @@ from mrlib.mining_draws import _RNG_BLOCK, _BlockRNG, _draw_distance, _draw_unif
 # --------------------------------------------------------------------------------------
 # The similarity / ranked-list source, restricted to the training split
 # --------------------------------------------------------------------------------------
+def _numpy(a) -> np.ndarray:
+    """A numpy array of ``a``, a torch tensor moved to the CPU first."""
+    return np.asarray(a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else a)
+
+
 class TrainSplitSource:
     """Train-restricted access to ranked lists and similarity rows, chunk by chunk."""
 
@@ -49,9 +54,7 @@ class TrainSplitSource:
         self.S_mat: np.ndarray | None = None
         N = None
         if ranked is not None:
-            if isinstance(ranked, torch.Tensor):
-                ranked = ranked.cpu().numpy()
-            ranked = np.asarray(ranked)
+            ranked = _numpy(ranked)
             if ranked.ndim != 2 or ranked.shape[1] != ranked.shape[0] - 1:
                 raise ValueError(
                     f"ranked must be the full-catalog ranked lists, shape (N, N-1), got {ranked.shape}")
@@ -63,9 +66,7 @@ class TrainSplitSource:
             if callable(S):
                 self.S_fn = S
             else:
-                if isinstance(S, torch.Tensor):
-                    S = S.detach().cpu().numpy()
-                S = np.asarray(S)
+                S = _numpy(S)
                 if S.ndim != 2 or S.shape[0] != S.shape[1]:
                     raise ValueError(f"S must be a square (N, N) similarity matrix, got shape {S.shape}")
                 if not np.issubdtype(S.dtype, np.floating) and not np.issubdtype(S.dtype, np.integer):
@@ -113,10 +114,7 @@ class TrainSplitSource:
             else:
                 block = self.S_mat[rows]
         else:
-            block = self.S_fn(rows)
-            if isinstance(block, torch.Tensor):
-                block = block.detach().cpu().numpy()
-            block = np.asarray(block)
+            block = _numpy(self.S_fn(rows))
             if block.shape != (rows.size, self.N):
                 raise ValueError(f"the S callable returned shape {block.shape}, expected {(rows.size, self.N)}")
         if self.n != self.N:

@@ -221,17 +221,14 @@ class _Oracle:
                                      self.w["categories"].get(n, self.w["default_weight"])
                                      for n in names], dtype=np.float64)
         gate = self.w["gate"]
-        self.gate_index = None
-        if gate is not None and gate["category"] in names:
-            self.gate_index = names.index(gate["category"])
-        self.floor = 1.0 if gate is None or self.gate_index is None else gate["floor"]
-        if names == [_ALL]:
-            self.floor = 1.0  # nothing to gate on
+        # the single pseudo-category has nothing to gate on
+        gated = gate is not None and gate["category"] in names and names != [_ALL]
+        self.gate_index = names.index(gate["category"]) if gated else None
+        self.floor = gate["floor"] if gated else 1.0
         self.power = 1.0 if gate is None else gate["power"]
         self.sharpness = self.w["sharpness"]
         self.A = _Prepared(A, cats, names)
         self.B = self.A if T_b is None else _Prepared(B, cats, names)
-        self.square = T_b is None
 
     def block(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` of S as float32 (computed in float64, then rounded)."""
