@@ -522,20 +522,17 @@ def cross_validate_features(
                          f"{len(folds)} folds")
     t = np.asarray(triplets)
     fl = _check_folds(folds, len(t))
-    per_fold, train, n_test, label = [], [], [], name
+    res = []
     with warnings.catch_warnings():
         # one fold at a time: cross_validate's own mean/std over a single fold is meaningless
         warnings.simplefilter("ignore", RuntimeWarning)
         for X, fold in tqdm(list(zip(X_per_fold, fl)), desc="folds", unit="fold", disable=not progress):
-            r = cross_validate(method_factory, X, t, [fold], name=label, progress=False)
-            label = r.name
-            per_fold.append(r.per_fold[0])
-            train.append(r.train[0])
-            n_test.append(r.n_test[0])
-    per_fold = np.asarray(per_fold, dtype=np.float64)
+            label = res[-1].name if res else name
+            res.append(cross_validate(method_factory, X, t, [fold], name=label, progress=False))
+    per_fold = np.concatenate([r.per_fold for r in res])
     mean, std = summarise_folds(per_fold)
-    return CVResult(label, per_fold, np.asarray(train, np.float64), np.asarray(n_test, np.int64),
-                    mean, std)
+    return CVResult(res[-1].name, per_fold, np.concatenate([r.train for r in res]),
+                    np.concatenate([r.n_test for r in res]), mean, std)
 
 
 def _fit_score_subset(features, t: np.ndarray, train_idx: np.ndarray, test_idx: np.ndarray,

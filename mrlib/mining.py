@@ -483,11 +483,9 @@ def triplet_ranks(triplets: np.ndarray, train_idx: np.ndarray, S: np.ndarray | N
         full = src.head(apos, src.L, src.s_rows(apos) if src.ranked is None else None)
         rank = np.zeros((apos.size, src.n), dtype=np.int64)       # 0 marks the anchor itself
         rank[np.arange(apos.size)[:, None], full] = np.arange(1, src.L + 1)
-        local = a_pos[rows] - lo
-        for col in (1, 2):
-            tp = src.pos_of[T[rows, col]]
-            r = np.where(tp >= 0, rank[local, np.maximum(tp, 0)], 0)
-            out[rows, col - 1] = np.where(r > 0, r, -1)
+        tp = src.pos_of[T[rows, 1:]]                              # (m, 2) positive, negative
+        r = np.where(tp >= 0, rank[(a_pos[rows] - lo)[:, None], np.maximum(tp, 0)], 0)
+        out[rows] = np.where(r > 0, r, -1)
     return out
 
 
