@@ -61,18 +61,14 @@ PAPER_N_CLIPS = 993
 # --------------------------------------------------------------------------------------------
 # reading and writing
 # --------------------------------------------------------------------------------------------
-def _check_columns(df: pd.DataFrame, where: str) -> None:
+def _normalise(df: pd.DataFrame, where: str) -> pd.DataFrame:
+    """Columns in the canonical order, ids and votes as int64, paths as str."""
     missing = [c for c in COMPARISON_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(
             f"{where}: missing column(s) {missing}; the comparisons_final.csv format needs "
             f"{list(COMPARISON_COLUMNS)}, got {list(df.columns)}"
         )
-
-
-def _normalise(df: pd.DataFrame, where: str) -> pd.DataFrame:
-    """Columns in the canonical order, ids and votes as int64, paths as str."""
-    _check_columns(df, where)
     out = df.loc[:, list(COMPARISON_COLUMNS)].copy()
     for col in ID_COLUMNS + VOTE_COLUMNS:
         values = pd.to_numeric(out[col], errors="coerce")

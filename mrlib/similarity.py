@@ -56,10 +56,6 @@ CATEGORIES = ("Genre", "Recording", "Mood", "Movement", "Lyrics")
 _ALL = "all"  # the single pseudo-category used when no vocabulary is given
 
 
-def _weights_path() -> Path:
-    return repo_root() / "data" / "oracle_weights.json"
-
-
 def load_weights(path: str | os.PathLike | None = None) -> dict:
     """Read and validate the oracle's weights (``data/oracle_weights.json`` by default).
 
@@ -84,7 +80,7 @@ def load_weights(path: str | os.PathLike | None = None) -> dict:
 
     Notebook: 02_similarity.ipynb
     """
-    path = Path(path) if path is not None else _weights_path()
+    path = Path(path) if path is not None else repo_root() / "data" / "oracle_weights.json"
     if not path.is_file():
         raise FileNotFoundError(f"oracle weights file not found: {path}")
     with open(path, encoding="utf-8") as f:
@@ -127,14 +123,6 @@ def _finite(value, what: str, positive: bool = False) -> float:
             or (positive and value == 0)):
         raise ValueError(f"{what} must be a finite number {bound}, got {value!r}")
     return float(value)
-
-
-def _resolve_weights(weights) -> dict:
-    if weights is None:
-        return load_weights()
-    if isinstance(weights, (str, os.PathLike)):
-        return load_weights(weights)
-    return _validate_weights(weights)
 
 
 def _tags_and_categories(T, categories, name: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -211,7 +199,8 @@ class _Oracle:
         if cats_a is not None and cats_b is not None and not np.array_equal(cats_a, cats_b):
             raise ValueError("T_a and T_b come with different tag categories")
         cats = cats_a if cats_a is not None else cats_b
-        self.w = _resolve_weights(weights)
+        from_file = weights is None or isinstance(weights, (str, os.PathLike))
+        self.w = load_weights(weights) if from_file else _validate_weights(weights)
         if cats is None:
             # No vocabulary: one pseudo-category, so S is a sharpened cosine of the whole vector.
             cats = np.full(A.shape[1], _ALL, dtype=object)
@@ -571,11 +560,8 @@ def mean_similarity_by_rank(S, exclude_self: bool = True, chunk_size: int = 4096
         block = S[start:stop].astype(np.float64)
         if exclude_self:
             rows = np.arange(stop - start)
-            block[rows, start + rows] = -np.inf  # sorts first ascending: dropped below
-            sorted_desc = np.sort(block, axis=1)[:, :0:-1]
-        else:
-            sorted_desc = np.sort(block, axis=1)[:, ::-1]
-        total += sorted_desc.sum(axis=0)
+            block[rows, start + rows] = -np.inf  # sorts last descending: cut off below
+        total += np.sort(block, axis=1)[:, ::-1][:, :total.size].sum(axis=0)
     return total / n_a
 
 
