@@ -43,7 +43,6 @@ from mrlib import mining_reference as ref
 from mrlib import online_mining as om
 from mrlib.checks import check_int
 from mrlib.mining_chunks import TrainSplitSource, chunk_stream, draw_distance, draw_neighbors, draw_uniform
-from mrlib.mining_draws import _RNG_BLOCK  # noqa: F401  (the random streams' block size)
 from mrlib.online_mining import batch_ranks, rank_matrix
 from mrlib.paper_scale import PAPER_SCALE
 from mrlib.samplers import PaperBatchSampler, ShuffledTripletSampler, TrackBatchSampler
