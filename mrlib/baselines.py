@@ -300,7 +300,6 @@ class TripletSVM(MetricBaseline):
             # liblinear's ConvergenceWarning, if any, is left visible: raise max_iter then.
             svm.fit(np.vstack([z, -z]), np.r_[np.ones(len(z)), -np.ones(len(z))])
             self.raw_weights_ = svm.coef_.ravel().astype(np.float64)
-            w = np.clip(self.raw_weights_, 0.0, None)
         else:
             from scipy.optimize import minimize
 
@@ -317,7 +316,7 @@ class TripletSVM(MetricBaseline):
                 warnings.warn(f"TripletSVM (exact): L-BFGS-B stopped early ({res.message}); "
                               "raise max_iter", RuntimeWarning, stacklevel=3)
             self.raw_weights_ = res.x
-            w = np.clip(res.x, 0.0, None)
+        w = np.clip(self.raw_weights_, 0.0, None)
         if not (w > 0).any():
             warnings.warn("TripletSVM: all weights are zero; falling back to uniform weights",
                           RuntimeWarning, stacklevel=3)

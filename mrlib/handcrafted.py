@@ -52,17 +52,12 @@ def feature_names(n_mfcc: int = 20, tempo: bool = True) -> list[str]:
     Notebook: 08_triplet_matchnet.ipynb
     """
     names = []
-    for stat in ("mean", "std"):
-        names += [f"mfcc{k:02d}_{stat}" for k in range(n_mfcc)]
-    for stat in ("mean", "std"):
-        names += [f"dmfcc{k:02d}_{stat}" for k in range(n_mfcc)]
     pitch = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
-    for stat in ("mean", "std"):
-        names += [f"chroma_{p}_{stat}" for p in pitch]
-    for s in _SPECTRAL:
-        names += [f"{s}_mean", f"{s}_std"]
-    for stat in ("mean", "std"):
-        names += [f"contrast{k}_{stat}" for k in range(_N_CONTRAST)]
+    for rows in ([f"mfcc{k:02d}" for k in range(n_mfcc)], [f"dmfcc{k:02d}" for k in range(n_mfcc)],
+                 [f"chroma_{p}" for p in pitch]):
+        names += [f"{r}_{stat}" for stat in ("mean", "std") for r in rows]
+    names += [f"{s}_{stat}" for s in _SPECTRAL for stat in ("mean", "std")]
+    names += [f"contrast{k}_{stat}" for stat in ("mean", "std") for k in range(_N_CONTRAST)]
     names += ["zcr_mean", "zcr_std", "rms_mean", "rms_std"]
     if tempo:
         names.append("tempo_bpm")

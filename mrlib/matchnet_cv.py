@@ -381,16 +381,11 @@ class MatchNetCV(CVResult):
         return self.embeddings[fold].mean(axis=1)
 
 
-def _all_rows(features) -> np.ndarray:
-    available = getattr(features, "available", None)
-    if available is None:
-        return np.arange(len(features), dtype=np.int64)
-    return np.flatnonzero(np.asarray(available, dtype=bool)).astype(np.int64)
-
-
 def _embed_all(model, features, config: MatchNetConfig) -> np.ndarray:
     """(N, P, e) test-patch embeddings by catalog index; NaN rows for songs without features."""
-    rows = _all_rows(features)
+    available = getattr(features, "available", None)
+    rows = (np.arange(len(features)) if available is None else
+            np.flatnonzero(np.asarray(available, dtype=bool)))
     E = embed_songs(model, features, rows, config.patch_len, config.test_patches,
                     batch_size=config.eval_batch)
     full = np.full((len(features),) + E.shape[1:], np.nan, dtype=np.float32)
@@ -527,20 +522,17 @@ def cross_validate_features(
                          f"{len(folds)} folds")
     t = np.asarray(triplets)
     fl = _check_folds(folds, len(t))
-    per_fold, train, n_test, label = [], [], [], name
+    res = []
     with warnings.catch_warnings():
         # one fold at a time: cross_validate's own mean/std over a single fold is meaningless
         warnings.simplefilter("ignore", RuntimeWarning)
         for X, fold in tqdm(list(zip(X_per_fold, fl)), desc="folds", unit="fold", disable=not progress):
-            r = cross_validate(method_factory, X, t, [fold], name=label, progress=False)
-            label = r.name
-            per_fold.append(r.per_fold[0])
-            train.append(r.train[0])
-            n_test.append(r.n_test[0])
-    per_fold = np.asarray(per_fold, dtype=np.float64)
+            label = res[-1].name if res else name
+            res.append(cross_validate(method_factory, X, t, [fold], name=label, progress=False))
+    per_fold = np.concatenate([r.per_fold for r in res])
     mean, std = summarise_folds(per_fold)
-    return CVResult(label, per_fold, np.asarray(train, np.float64), np.asarray(n_test, np.int64),
-                    mean, std)
+    return CVResult(res[-1].name, per_fold, np.concatenate([r.train for r in res]),
+                    np.concatenate([r.n_test for r in res]), mean, std)
 
 
 def _fit_score_subset(features, t: np.ndarray, train_idx: np.ndarray, test_idx: np.ndarray,
@@ -552,9 +544,7 @@ def _fit_score_subset(features, t: np.ndarray, train_idx: np.ndarray, test_idx: 
         E = embed_songs(run.model, features, songs, config.patch_len, config.test_patches,
                         batch_size=config.eval_batch)
         local = np.searchsorted(songs, t[test_idx])          # rows of E for the test triplets
-        d_ap = pair_dissimilarities(run.model, E, local[:, 0], local[:, 1])
-        d_an = pair_dissimilarities(run.model, E, local[:, 0], local[:, 2])
-    return constraints_fulfillment_rate(d_ap, d_an).rate
+        return constraints_fulfillment_rate(*triplet_dissimilarities(run.model, E, local)).rate
 
 
 def generalization_curve_matchnet(

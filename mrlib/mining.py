@@ -43,7 +43,6 @@ from mrlib import mining_reference as ref
 from mrlib import online_mining as om
 from mrlib.checks import check_int
 from mrlib.mining_chunks import TrainSplitSource, chunk_stream, draw_distance, draw_neighbors, draw_uniform
-from mrlib.mining_draws import _RNG_BLOCK  # noqa: F401  (the random streams' block size)
 from mrlib.online_mining import batch_ranks, rank_matrix
 from mrlib.paper_scale import PAPER_SCALE
 from mrlib.samplers import PaperBatchSampler, ShuffledTripletSampler, TrackBatchSampler
@@ -483,11 +482,9 @@ def triplet_ranks(triplets: np.ndarray, train_idx: np.ndarray, S: np.ndarray | N
         full = src.head(apos, src.L, src.s_rows(apos) if src.ranked is None else None)
         rank = np.zeros((apos.size, src.n), dtype=np.int64)       # 0 marks the anchor itself
         rank[np.arange(apos.size)[:, None], full] = np.arange(1, src.L + 1)
-        local = a_pos[rows] - lo
-        for col in (1, 2):
-            tp = src.pos_of[T[rows, col]]
-            r = np.where(tp >= 0, rank[local, np.maximum(tp, 0)], 0)
-            out[rows, col - 1] = np.where(r > 0, r, -1)
+        tp = src.pos_of[T[rows, 1:]]                              # (m, 2) positive, negative
+        r = np.where(tp >= 0, rank[(a_pos[rows] - lo)[:, None], np.maximum(tp, 0)], 0)
+        out[rows] = np.where(r > 0, r, -1)
     return out
 
 

@@ -36,6 +36,11 @@ from mrlib.mining_draws import _RNG_BLOCK, _BlockRNG, _draw_distance, _draw_unif
 # --------------------------------------------------------------------------------------
 # The similarity / ranked-list source, restricted to the training split
 # --------------------------------------------------------------------------------------
+def _numpy(a) -> np.ndarray:
+    """A numpy array of ``a``, a torch tensor moved to the CPU first."""
+    return np.asarray(a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else a)
+
+
 class TrainSplitSource:
     """Train-restricted access to ranked lists and similarity rows, chunk by chunk."""
 
@@ -49,9 +54,7 @@ class TrainSplitSource:
         self.S_mat: np.ndarray | None = None
         N = None
         if ranked is not None:
-            if isinstance(ranked, torch.Tensor):
-                ranked = ranked.cpu().numpy()
-            ranked = np.asarray(ranked)
+            ranked = _numpy(ranked)
             if ranked.ndim != 2 or ranked.shape[1] != ranked.shape[0] - 1:
                 raise ValueError(
                     f"ranked must be the full-catalog ranked lists, shape (N, N-1), got {ranked.shape}")
@@ -63,9 +66,7 @@ class TrainSplitSource:
             if callable(S):
                 self.S_fn = S
             else:
-                if isinstance(S, torch.Tensor):
-                    S = S.detach().cpu().numpy()
-                S = np.asarray(S)
+                S = _numpy(S)
                 if S.ndim != 2 or S.shape[0] != S.shape[1]:
                     raise ValueError(f"S must be a square (N, N) similarity matrix, got shape {S.shape}")
                 if not np.issubdtype(S.dtype, np.floating) and not np.issubdtype(S.dtype, np.integer):
@@ -113,10 +114,7 @@ class TrainSplitSource:
             else:
                 block = self.S_mat[rows]
         else:
-            block = self.S_fn(rows)
-            if isinstance(block, torch.Tensor):
-                block = block.detach().cpu().numpy()
-            block = np.asarray(block)
+            block = _numpy(self.S_fn(rows))
             if block.shape != (rows.size, self.N):
                 raise ValueError(f"the S callable returned shape {block.shape}, expected {(rows.size, self.N)}")
         if self.n != self.N:
@@ -291,8 +289,6 @@ def mine_chunk(src: TrainSplitSource, apos: np.ndarray, strategy, n_pos: int, n_
     m_chunk = c * int(k.sum())
     if dest is None:
         dest = np.empty((m_chunk, 3), dtype=np.int32)
-    elif dest.shape != (m_chunk, 3):  # pragma: no cover - guarded by construction
-        raise RuntimeError(f"chunk buffer {dest.shape} != {(m_chunk, 3)}")
     # write straight into the destination (the caller's slice of the final array)
     full = valid.all()
     out = dest.reshape(c, Kp, n_neg, 3) if full else np.empty((c, Kp, n_neg, 3), dtype=np.int32)
@@ -327,22 +323,20 @@ def chunk_stream(src: TrainSplitSource, strategy, n_pos: int, n_neg: int, seed: 
         dest = None if out is None else out[start * per_anchor:(start + apos.size) * per_anchor]
         return mine_chunk(src, apos, strategy, n_pos, n_neg, seed, max_rounds, dest)
 
-    with tqdm(total=src.n, desc=f"mining ({strategy.name})", unit="anchor", disable=not progress) as bar:
+    def chunks() -> Iterator[np.ndarray]:
         if n_jobs == 1:
-            for start in starts:
-                chunk = work(start)
-                bar.update(chunk.shape[0] // per_anchor)
-                yield chunk
+            yield from map(work, starts)
             return
         with ThreadPoolExecutor(max_workers=n_jobs) as pool:
             pending: deque = deque()
             for start in starts:
                 pending.append(pool.submit(work, start))
                 if len(pending) > n_jobs:  # bounded look-ahead: memory stays ~n_jobs+1 chunks
-                    chunk = pending.popleft().result()
-                    bar.update(chunk.shape[0] // per_anchor)
-                    yield chunk
+                    yield pending.popleft().result()
             while pending:
-                chunk = pending.popleft().result()
-                bar.update(chunk.shape[0] // per_anchor)
-                yield chunk
+                yield pending.popleft().result()
+
+    with tqdm(total=src.n, desc=f"mining ({strategy.name})", unit="anchor", disable=not progress) as bar:
+        for chunk in chunks():
+            bar.update(chunk.shape[0] // per_anchor)
+            yield chunk

@@ -61,18 +61,14 @@ PAPER_N_CLIPS = 993
 # --------------------------------------------------------------------------------------------
 # reading and writing
 # --------------------------------------------------------------------------------------------
-def _check_columns(df: pd.DataFrame, where: str) -> None:
+def _normalise(df: pd.DataFrame, where: str) -> pd.DataFrame:
+    """Columns in the canonical order, ids and votes as int64, paths as str."""
     missing = [c for c in COMPARISON_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(
             f"{where}: missing column(s) {missing}; the comparisons_final.csv format needs "
             f"{list(COMPARISON_COLUMNS)}, got {list(df.columns)}"
         )
-
-
-def _normalise(df: pd.DataFrame, where: str) -> pd.DataFrame:
-    """Columns in the canonical order, ids and votes as int64, paths as str."""
-    _check_columns(df, where)
     out = df.loc[:, list(COMPARISON_COLUMNS)].copy()
     for col in ID_COLUMNS + VOTE_COLUMNS:
         values = pd.to_numeric(out[col], errors="coerce")
@@ -253,8 +249,6 @@ class TripletReport:
 
 def _count_conflicts(triplets: np.ndarray) -> int:
     """Unordered pairs (a, p, n) / (a, n, p) among the rows (duplicates collapsed)."""
-    if len(triplets) == 0:
-        return 0
     uniq = np.unique(triplets, axis=0)
     swapped = uniq[:, [0, 2, 1]]
     # Each contradictory pair is seen twice (once from each side).
@@ -283,9 +277,8 @@ def _check_options(df, min_margin, min_votes, per_comparison) -> None:
 
 def _triplet_counts(triplets: np.ndarray) -> dict[str, int]:
     """The report's counts of triplets, distinct clips, duplicate and contradictory rows."""
-    n_unique = int(len(np.unique(triplets))) if len(triplets) else 0
-    n_dup = int(len(triplets) - len(np.unique(triplets, axis=0))) if len(triplets) else 0
-    return {"n_triplets": int(len(triplets)), "n_unique_clips": n_unique, "n_duplicates": n_dup,
+    return {"n_triplets": len(triplets), "n_unique_clips": len(np.unique(triplets)),
+            "n_duplicates": len(triplets) - len(np.unique(triplets, axis=0)),
             "n_conflicts": _count_conflicts(triplets)}
 
 

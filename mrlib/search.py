@@ -62,6 +62,11 @@ def as_tensor(a: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(a).to(device)
 
 
+def _float32(name: str, a) -> np.ndarray:
+    """``a`` checked as a finite float matrix, as the contiguous float32 FAISS takes."""
+    return np.ascontiguousarray(as_float_matrix(name, a), dtype=np.float32)
+
+
 def _default_chunk(n_base: int) -> int:
     return max(1, min(4096, _BLOCK_ELEMENTS // max(n_base, 1)))
 
@@ -400,7 +405,7 @@ class FaissIndex:
 
         Notebook: 07_evaluation.ipynb
         """
-        q = np.ascontiguousarray(as_float_matrix("queries", queries), dtype=np.float32)
+        q = _float32("queries", queries)
         if q.shape[1] != self.dim:
             raise ValueError(f"queries have dimension {q.shape[1]} but the index holds {self.dim}-d vectors")
         k = check_int("k", k)
@@ -472,32 +477,28 @@ def build_faiss_index(
         raise ValueError(f"base must be a non-empty 2-D array (n, d), got shape {base.shape}")
     n, d = base.shape
     fmetric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
+    flat = faiss.IndexFlatL2(d) if metric == "l2" else faiss.IndexFlatIP(d)
     chunk_size = check_int("chunk_size", chunk_size)
-
-    def rows(s: int, e: int) -> np.ndarray:
-        return np.ascontiguousarray(as_float_matrix("base", base[s:e]), dtype=np.float32)
-
     if kind == "hnsw":
         index = faiss.IndexHNSWFlat(d, check_int("M", M, minimum=2), fmetric)
         index.hnsw.efConstruction = check_int("ef_construction", ef_construction)
         index.hnsw.efSearch = check_int("ef_search", ef_search)
     elif kind == "ivf":
-        index = _trained_ivf(faiss, base, metric, nlist, nprobe, train_size, seed)
+        index = _trained_ivf(faiss, base, flat, fmetric, nlist, nprobe, train_size, seed)
     else:
-        index = faiss.IndexFlatL2(d) if metric == "l2" else faiss.IndexFlatIP(d)
+        index = flat
     for s in tqdm(range(0, n, chunk_size), desc=f"faiss {kind} add", unit="chunk", disable=not progress):
-        index.add(rows(s, min(s + chunk_size, n)))
+        index.add(_float32("base", base[s:s + chunk_size]))
     return FaissIndex(index, kind, metric)
 
 
-def _trained_ivf(faiss, base: np.ndarray, metric: str, nlist, nprobe, train_size, seed: int):
-    """An ``IndexIVFFlat`` whose k-means is trained on a seeded sample of ``base`` (not yet filled)."""
+def _trained_ivf(faiss, base: np.ndarray, quantizer, fmetric, nlist, nprobe, train_size, seed: int):
+    """An ``IndexIVFFlat`` over the flat ``quantizer`` whose k-means is trained on a seeded
+    sample of ``base`` (not yet filled)."""
     n, d = base.shape
     nlist = max(1, int(round(4 * math.sqrt(n)))) if nlist is None else check_int("nlist", nlist)
     if nlist > n:
         raise ValueError(f"nlist={nlist} exceeds the {n} vectors to index")
-    quantizer = faiss.IndexFlatL2(d) if metric == "l2" else faiss.IndexFlatIP(d)
-    fmetric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
     # FAISS's Python constructor keeps a reference to the quantizer the C++ index points to
     index = faiss.IndexIVFFlat(quantizer, d, nlist, fmetric)
     index.cp.seed = int(seed)
@@ -505,7 +506,7 @@ def _trained_ivf(faiss, base: np.ndarray, metric: str, nlist, nprobe, train_size
     if n_train < nlist:
         raise ValueError(f"train_size={n_train} is below nlist={nlist}: k-means needs one point per cell")
     pick = np.sort(np.random.default_rng(seed).choice(n, size=n_train, replace=False))
-    index.train(np.ascontiguousarray(as_float_matrix("base", base[pick]), dtype=np.float32))
+    index.train(_float32("base", base[pick]))
     index.nprobe = min(check_int("nprobe", nprobe), nlist)
     return index
 

@@ -56,10 +56,6 @@ CATEGORIES = ("Genre", "Recording", "Mood", "Movement", "Lyrics")
 _ALL = "all"  # the single pseudo-category used when no vocabulary is given
 
 
-def _weights_path() -> Path:
-    return repo_root() / "data" / "oracle_weights.json"
-
-
 def load_weights(path: str | os.PathLike | None = None) -> dict:
     """Read and validate the oracle's weights (``data/oracle_weights.json`` by default).
 
@@ -84,7 +80,7 @@ def load_weights(path: str | os.PathLike | None = None) -> dict:
 
     Notebook: 02_similarity.ipynb
     """
-    path = Path(path) if path is not None else _weights_path()
+    path = Path(path) if path is not None else repo_root() / "data" / "oracle_weights.json"
     if not path.is_file():
         raise FileNotFoundError(f"oracle weights file not found: {path}")
     with open(path, encoding="utf-8") as f:
@@ -104,14 +100,8 @@ def _validate_weights(weights: Any, source: str = "weights") -> dict:
     cats = w["categories"]
     if not isinstance(cats, Mapping) or not cats:
         raise ValueError(f"{source}: 'categories' must map category names to weights")
-    for name, value in cats.items():
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise ValueError(f"{source}: weight of {name!r} must be a finite number >= 0, got {value!r}")
-    w["categories"] = {str(k): float(v) for k, v in cats.items()}
-    default = w.get("default_weight", 0.0)
-    if not isinstance(default, (int, float)) or not math.isfinite(default) or default < 0:
-        raise ValueError(f"{source}: default_weight must be a finite number >= 0, got {default!r}")
-    w["default_weight"] = float(default)
+    w["categories"] = {str(k): _finite(v, f"{source}: weight of {k!r}") for k, v in cats.items()}
+    w["default_weight"] = _finite(w.get("default_weight", 0.0), f"{source}: default_weight")
     gate = w["gate"]
     if gate is not None:
         if not isinstance(gate, Mapping) or not {"category", "floor", "power"} <= set(gate):
@@ -122,19 +112,17 @@ def _validate_weights(weights: Any, source: str = "weights") -> dict:
             raise ValueError(f"{source}: gate.power must be > 0, got {gate['power']!r}")
         w["gate"] = {"category": str(gate["category"]), "floor": float(gate["floor"]),
                      "power": float(gate["power"])}
-    p = w["sharpness"]
-    if not isinstance(p, (int, float)) or not math.isfinite(p) or p <= 0:
-        raise ValueError(f"{source}: sharpness must be a finite number > 0, got {p!r}")
-    w["sharpness"] = float(p)
+    w["sharpness"] = _finite(w["sharpness"], f"{source}: sharpness", positive=True)
     return w
 
 
-def _resolve_weights(weights) -> dict:
-    if weights is None:
-        return load_weights()
-    if isinstance(weights, (str, os.PathLike)):
-        return load_weights(weights)
-    return _validate_weights(weights)
+def _finite(value, what: str, positive: bool = False) -> float:
+    """``value`` as a float if it is a finite number >= 0 (> 0 when ``positive``)."""
+    bound = "> 0" if positive else ">= 0"
+    if (not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0
+            or (positive and value == 0)):
+        raise ValueError(f"{what} must be a finite number {bound}, got {value!r}")
+    return float(value)
 
 
 def _tags_and_categories(T, categories, name: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -211,7 +199,8 @@ class _Oracle:
         if cats_a is not None and cats_b is not None and not np.array_equal(cats_a, cats_b):
             raise ValueError("T_a and T_b come with different tag categories")
         cats = cats_a if cats_a is not None else cats_b
-        self.w = _resolve_weights(weights)
+        from_file = weights is None or isinstance(weights, (str, os.PathLike))
+        self.w = load_weights(weights) if from_file else _validate_weights(weights)
         if cats is None:
             # No vocabulary: one pseudo-category, so S is a sharpened cosine of the whole vector.
             cats = np.full(A.shape[1], _ALL, dtype=object)
@@ -221,17 +210,14 @@ class _Oracle:
                                      self.w["categories"].get(n, self.w["default_weight"])
                                      for n in names], dtype=np.float64)
         gate = self.w["gate"]
-        self.gate_index = None
-        if gate is not None and gate["category"] in names:
-            self.gate_index = names.index(gate["category"])
-        self.floor = 1.0 if gate is None or self.gate_index is None else gate["floor"]
-        if names == [_ALL]:
-            self.floor = 1.0  # nothing to gate on
+        # the single pseudo-category has nothing to gate on
+        gated = gate is not None and gate["category"] in names and names != [_ALL]
+        self.gate_index = names.index(gate["category"]) if gated else None
+        self.floor = gate["floor"] if gated else 1.0
         self.power = 1.0 if gate is None else gate["power"]
         self.sharpness = self.w["sharpness"]
         self.A = _Prepared(A, cats, names)
         self.B = self.A if T_b is None else _Prepared(B, cats, names)
-        self.square = T_b is None
 
     def block(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` of S as float32 (computed in float64, then rounded)."""
@@ -258,6 +244,12 @@ class _Oracle:
             np.power(mean, self.sharpness, out=mean)
         np.clip(mean, 0.0, 1.0, out=mean)
         return mean.astype(np.float32)
+
+    def blocks(self, chunk_size: int, progress: bool) -> Iterator[tuple[int, np.ndarray]]:
+        """``(start, S[start:start + chunk_size])`` for every row block, in order."""
+        starts = range(0, self.A.n, chunk_size)
+        for start in tqdm(starts, desc="oracle S", unit="block", disable=not progress):
+            yield start, self.block(start, min(start + chunk_size, self.A.n))
 
 
 def _check_chunk(chunk_size) -> int:
@@ -297,12 +289,7 @@ def oracle_chunks(
     Notebook: 02_similarity.ipynb
     """
     chunk_size = _check_chunk(chunk_size)
-    core = _Oracle(T_a, T_b, categories, weights)
-    starts = range(0, core.A.n, chunk_size)
-    if progress:
-        starts = tqdm(starts, desc="oracle S", unit="block")
-    for start in starts:
-        yield start, core.block(start, min(start + chunk_size, core.A.n))
+    yield from _Oracle(T_a, T_b, categories, weights).blocks(chunk_size, progress)
 
 
 def oracle(
@@ -359,12 +346,8 @@ def oracle(
     chunk_size = _check_chunk(chunk_size)
     core = _Oracle(T_a, T_b, categories, weights)
     S = np.empty((core.A.n, core.B.n), dtype=np.float32)
-    starts = range(0, core.A.n, chunk_size)
-    if progress:
-        starts = tqdm(starts, desc="oracle S", unit="block")
-    for start in starts:
-        stop = min(start + chunk_size, core.A.n)
-        S[start:stop] = core.block(start, stop)
+    for start, block in core.blocks(chunk_size, progress):
+        S[start:start + len(block)] = block
     return S
 
 
@@ -577,11 +560,8 @@ def mean_similarity_by_rank(S, exclude_self: bool = True, chunk_size: int = 4096
         block = S[start:stop].astype(np.float64)
         if exclude_self:
             rows = np.arange(stop - start)
-            block[rows, start + rows] = -np.inf  # sorts first ascending: dropped below
-            sorted_desc = np.sort(block, axis=1)[:, :0:-1]
-        else:
-            sorted_desc = np.sort(block, axis=1)[:, ::-1]
-        total += sorted_desc.sum(axis=0)
+            block[rows, start + rows] = -np.inf  # sorts last descending: cut off below
+        total += np.sort(block, axis=1)[:, ::-1][:, :total.size].sum(axis=0)
     return total / n_a
 
 

@@ -55,15 +55,19 @@ class CI(NamedTuple):
         return (self.high - self.low) / 2.0
 
 
-def _bootstrap_means(x: np.ndarray, n_boot: int, rng: np.random.Generator, block: int = 2**22) -> np.ndarray:
-    """Means of ``n_boot`` resamples of ``x`` (with replacement), in memory-bounded blocks."""
+def _bootstrap_interval(x: np.ndarray, level: float, n_boot, seed: int) -> tuple[float, float]:
+    """Percentile interval of the means of ``n_boot`` seeded resamples of ``x`` (with
+    replacement), resampled in memory-bounded blocks."""
+    n_boot = check_int("n_boot", n_boot, minimum=100)
+    rng = np.random.default_rng(seed)
     n = x.size
-    per = max(1, block // n)
-    out = np.empty(n_boot)
+    per = max(1, 2**22 // n)
+    means = np.empty(n_boot)
     for s in range(0, n_boot, per):
         e = min(s + per, n_boot)
-        out[s:e] = x[rng.integers(0, n, size=(e - s, n))].mean(axis=1)
-    return out
+        means[s:e] = x[rng.integers(0, n, size=(e - s, n))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
 
 
 def mean_ci(x, level: float = 0.95, method: str = "t", *, n_boot: int = 10_000, seed: int = 0) -> CI:
@@ -102,10 +106,7 @@ def mean_ci(x, level: float = 0.95, method: str = "t", *, n_boot: int = 10_000, 
         q = stats.t.ppf((1 + level) / 2, x.size - 1) if method == "t" else stats.norm.ppf((1 + level) / 2)
         return CI(m, m - q * se, m + q * se, level, method)
     if method == "bootstrap":
-        n_boot = check_int("n_boot", n_boot, minimum=100)
-        means = _bootstrap_means(x, n_boot, np.random.default_rng(seed))
-        lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-        return CI(m, float(lo), float(hi), level, method)
+        return CI(m, *_bootstrap_interval(x, level, n_boot, seed), level, method)
     raise ValueError(f"method must be 't', 'normal' or 'bootstrap', got {method!r}")
 
 
@@ -186,13 +187,11 @@ def paired_test(x, y, level: float = 0.95, *, n_boot: int = 10_000, seed: int = 
     if x.size < 2:
         raise ValueError(f"a paired comparison needs at least 2 queries, got {x.size}")
     level = check_level(level)
-    n_boot = check_int("n_boot", n_boot, minimum=100)
     d = x - y
-    means = _bootstrap_means(d, n_boot, np.random.default_rng(seed))
-    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    lo, hi = _bootstrap_interval(d, level, n_boot, seed)
     nz = int(np.count_nonzero(d))
     p = float(stats.wilcoxon(d, zero_method="wilcox").pvalue) if nz else 1.0
-    return PairedTest(float(d.mean()), float(lo), float(hi), p, int(x.size), nz, level)
+    return PairedTest(float(d.mean()), lo, hi, p, int(x.size), nz, level)
 
 
 def holm(pvalues) -> np.ndarray:

@@ -12,6 +12,7 @@ from scipy import stats
 
 from mrlib import mining as mm
 from mrlib import mining_reference
+from mrlib.mining_draws import _RNG_BLOCK
 
 
 # --------------------------------------------------------------------------------------
@@ -194,7 +195,7 @@ def test_deterministic_chunk_invariant_and_streaming(catalog, strategy):
     np.testing.assert_array_equal(T, mm.mine(None, train, strategy, seed=11, chunk_size=7, **kw))
     chunks = list(mm.iter_mine(None, train, strategy, seed=11, chunk_size=5, **kw))
     # chunks are whole blocks of the per-block random streams
-    assert len(chunks) == math.ceil(len(train) / mm._RNG_BLOCK) and all(c.dtype == np.int32 for c in chunks)
+    assert len(chunks) == math.ceil(len(train) / _RNG_BLOCK) and all(c.dtype == np.int32 for c in chunks)
     np.testing.assert_array_equal(T, np.concatenate(chunks))
     if strategy != "neighbors":
         assert not np.array_equal(T, mm.mine(None, train, strategy, seed=12, **kw))
