@@ -269,10 +269,10 @@ def _inventory_cached() -> pd.DataFrame:
                                for t, w in zip(df.loc[dup, "track_id"], df.loc[dup, "work_id"])]
     df["number"] = df["_num"].astype("int64")  # -1: the whole file
     df = df.drop(columns=["_pref", "_dir", "_num"])
-    df["composer"] = [_composer_of(r) for r in df.itertuples()]
-    df["artist_id"] = [_artist_of(r) for r in df.itertuples()]
-    df["region"] = [_region_of(r) for r in df.itertuples()]
-    df["dance"] = [_dance_of(r) for r in df.itertuples()]
+    # in this order: the artist is the composer when there is one
+    for column, of in (("composer", _composer_of), ("artist_id", _artist_of),
+                       ("region", _region_of), ("dance", _dance_of)):
+        df[column] = [of(r) for r in df.itertuples()]
     order = {s: i for i, s in enumerate(STRATA)}
     df = df.sort_values(["stratum", "work_id"], key=lambda c: c.map(order) if c.name == "stratum"
                         else c).reset_index(drop=True)
@@ -298,13 +298,11 @@ def _composer_of(r) -> str | None:
     fixed = {"bach": "bach_js", "palestrina": "palestrina", "monteverdi": "monteverdi"}
     if r.stratum in fixed:
         return fixed[r.stratum]
-    if r.stratum == "renaissance":
+    if r.stratum in ("renaissance", "classical"):
         return r.folder.lower()
     if r.stratum == "trecento":
         return ("johannes_ciconia" if r.folder == "ciconia"
                 else _trecento_composer(r.composer_raw))
-    if r.stratum == "classical":
-        return r.folder.lower()
     return None
 
 

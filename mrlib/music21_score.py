@@ -121,11 +121,6 @@ def load_program_table(path: str | os.PathLike | None = None) -> pd.DataFrame:
     return table
 
 
-@functools.lru_cache(maxsize=4)
-def _program_table_cached(path: str | None) -> pd.DataFrame:
-    return load_program_table(path)
-
-
 def _palette_of(table: pd.DataFrame, stratum: str) -> tuple[list, list, np.ndarray]:
     """(ensemble names, programs, probabilities) of a stratum's palette."""
     rows = table[table["stratum"] == stratum]
@@ -153,7 +148,7 @@ def _palette_for(table: pd.DataFrame, stratum: str, instrumentation: str):
 
 @functools.lru_cache(maxsize=None)
 def _palette(stratum: str, instrumentation: str) -> tuple[list, list, np.ndarray]:
-    return _palette_for(_program_table_cached(None), stratum, instrumentation)
+    return _palette_for(load_program_table(), stratum, instrumentation)
 
 
 def _check_instrumentation(instrumentation: str) -> str:

@@ -34,12 +34,10 @@ _VOWEL_AH = ((800.0, 80.0, 1.0), (1150.0, 90.0, 0.63), (2900.0, 120.0, 0.25), (3
 def _events_rng(seed: int | np.random.SeedSequence, tag: str) -> np.random.Generator:
     """One event's audio stream: a child of the track's audio seed that no other layer and no
     other event draws from, so adding or removing an event changes only its own window."""
-    key = (_STREAM_EVENTS, EVENT_TAGS.index(tag))
-    if isinstance(seed, np.random.SeedSequence):
-        ss = np.random.SeedSequence(seed.entropy, spawn_key=tuple(seed.spawn_key) + key)
-    else:
-        ss = np.random.SeedSequence(int(seed), spawn_key=key)
-    return np.random.default_rng(ss)
+    if not isinstance(seed, np.random.SeedSequence):
+        seed = np.random.SeedSequence(int(seed))
+    key = tuple(seed.spawn_key) + (_STREAM_EVENTS, EVENT_TAGS.index(tag))
+    return np.random.default_rng(np.random.SeedSequence(seed.entropy, spawn_key=key))
 
 
 def _grid(beat_times: np.ndarray, step: float, t0: float, dur: float) -> np.ndarray:
@@ -589,27 +587,25 @@ def _produce(attrs: TrackAttributes, stems: dict[str, np.ndarray], n: int, sr: i
     return mix
 
 
+#: Loudness ramp (dB at the start, dB at the end) of each dynamics change; flat has none.
+_DYNAMICS_DB = {"crescendo": (-15.0, 0.0), "decrescendo": (0.0, -15.0)}
+
+
 def _master(attrs: TrackAttributes, mix: np.ndarray, overdub: np.ndarray | None, n: int, sr: int) -> np.ndarray:
     """Dynamics: the movement envelope, then the target loudness, never clipping; the events
     overdubbed; short fades at both ends."""
-    n_env = 64
-    if attrs.dynamics_change == "crescendo":
-        env_db = np.linspace(-15.0, 0.0, n_env)
-    elif attrs.dynamics_change == "decrescendo":
-        env_db = np.linspace(0.0, -15.0, n_env)
-    else:
-        env_db = np.zeros(n_env)
+    ref = 1.0
     if attrs.dynamics_change != "flat":
-        # gain per 256-sample block (0.006 dB steps: inaudible), much cheaper than per sample
+        # gain per 256-sample block (0.006 dB steps: inaudible), much cheaper than per sample,
+        # interpolated between 64 breakpoints of the dB ramp
+        db0, db1 = _DYNAMICS_DB.get(attrs.dynamics_change, (0.0, 0.0))
         blocks = -(-n // 256)
-        env = 10 ** (np.interp(np.arange(blocks), np.linspace(0, blocks - 1, n_env), env_db) / 20)
-        env = np.repeat(env.astype(np.float32), 256)[:n]
+        env_db = np.interp(np.arange(blocks), np.linspace(0, blocks - 1, 64), np.linspace(db0, db1, 64))
+        env = np.repeat((10 ** (env_db / 20)).astype(np.float32), 256)[:n]
         mix = mix * env
         if overdub is not None:
             overdub *= env
         ref = 10 ** (-7.5 / 20)        # the target loudness is the loudness in the middle
-    else:
-        ref = 1.0
     gain = 10 ** (attrs.loudness_db / 20) * ref / _rms(mix)
     peak = float(np.abs(mix).max()) + 1e-9
     gain = min(gain, 0.98 / peak)
