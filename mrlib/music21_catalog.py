@@ -66,7 +66,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import os
 import sys
@@ -202,12 +201,6 @@ def _config_key(clip_s: float, sr: int, seed: int, instrumentation: str) -> str:
     return hashlib.sha1(json.dumps(info, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _process_work(work: dict, clip_s: float, sr: int, seed: int, instrumentation: str,
                   root: str, config_key: str) -> dict:
     """One work -> a cached record (status ok with tags and audio, or skipped with a reason)."""
@@ -223,9 +216,9 @@ def _process_work(work: dict, clip_s: float, sr: int, seed: int, instrumentation
         record.update(status="skipped", reason=f"error: {type(exc).__name__}: {str(exc)[:200]}")
     else:
         rel = f"audio/{work['track_id']}.flac"
-        buf = io.BytesIO()
-        sf.write(buf, out["audio"], sr, format="FLAC", subtype="PCM_16")
-        _atomic_write(root_p / rel, buf.getvalue())
+        tmp = root_p / f"{rel}.tmp{os.getpid()}"      # renamed once complete
+        sf.write(tmp, out["audio"], sr, format="FLAC", subtype="PCM_16")
+        os.replace(tmp, root_p / rel)
         clip = out["clip"]
         record.update(
             status="ok", path=rel, duration_s=round(out["audio"].size / sr, 6), tags=out["tags"],
@@ -235,8 +228,8 @@ def _process_work(work: dict, clip_s: float, sr: int, seed: int, instrumentation
             passes=clip.passes, expanded=clip.expanded,
             timing={k: round(v, 4) for k, v in out["timing"].items()})
     record["cpu_s"] = round(time.process_time() - t0, 4)
-    _atomic_write(root_p / "cache" / "works" / f"{work['track_id']}.json",
-                  json.dumps(record, sort_keys=True).encode())
+    paths.write_json_atomic(record, root_p / "cache" / "works" / f"{work['track_id']}.json",
+                            indent=None, sort_keys=True)
     return record
 
 
@@ -377,7 +370,7 @@ def _build_locked(root: Path, config: dict, key: str, n_jobs: int, progress: boo
         "splits": tracks["split"].value_counts().to_dict(),
         "complete": True,  # last key, and the file is replaced atomically
     }
-    _atomic_write(root / "catalog.json", json.dumps(info, indent=2, sort_keys=False).encode())
+    paths.write_json_atomic(info, root / "catalog.json", indent=2)
     return root
 
 
