@@ -637,11 +637,9 @@ def to_midi(clip: Clip, programs: Sequence[int]) -> bytes:
         raise ValueError(f"need one program per part: {clip.n_parts} parts, "
                          f"{len(programs)} programs")
     pm = pretty_midi.PrettyMIDI(resolution=960, initial_tempo=120.0)
-    instruments: dict[int, Any] = {}
-    for i in range(clip.n_parts):
-        slot = min(i, 14)
-        if slot not in instruments:
-            instruments[slot] = pretty_midi.Instrument(program=int(programs[i]), name=f"part {i}")
+    # one instrument per part up to the 15th, which the parts after it share
+    instruments = {i: pretty_midi.Instrument(program=int(programs[i]), name=f"part {i}")
+                   for i in range(min(clip.n_parts, 15))}
     for on, off, p, i in zip(clip.onset_s.tolist(), clip.offset_s.tolist(),
                              clip.pitch.tolist(), clip.part.tolist()):
         vel = VELOCITY_TOP if i == 0 else VELOCITY_OTHER

@@ -412,12 +412,8 @@ def attributes_frame(attrs: Sequence[TrackAttributes], events: bool | None = Non
     """
     if events is None:
         events = any(a.events for a in attrs)
-    rows = []
-    for a in attrs:
-        d = dataclasses.asdict(a)
-        d["lyrics"] = "|".join(a.lyrics)
-        d["events"] = "|".join(f"{t}@{s:.4f}-{e:.4f}" for t, s, e in a.events)
-        rows.append(d)
+    rows = [{**dataclasses.asdict(a), "lyrics": "|".join(a.lyrics),
+             "events": "|".join(f"{t}@{s:.4f}-{e:.4f}" for t, s, e in a.events)} for a in attrs]
     columns = [f.name for f in dataclasses.fields(TrackAttributes)]
     if not events:
         columns.remove("events")
