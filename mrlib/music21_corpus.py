@@ -210,7 +210,7 @@ def _inventory_cached() -> pd.DataFrame:
     bundle = corpus.corpora.CoreCorpus().metadataBundle
     bundle.read()
     root = _corpus_root()
-    abc_cache: dict[str, dict[int, dict]] = {}
+    scan_abc = functools.lru_cache(maxsize=None)(_scan_abc)   # a multi-tune file once
     rows = []
     # MetadataBundle.__getitem__ rebuilds a list per index (quadratic iteration): read the
     # entries mapping directly, which music21 10.x keeps as an ordered dict.
@@ -228,9 +228,7 @@ def _inventory_cached() -> pd.DataFrame:
         number = int(entry.number) if entry.number not in (None, "") else None
         header: dict = {}
         if ext == ".abc":
-            if rel not in abc_cache:
-                abc_cache[rel] = _scan_abc(root / rel)
-            tunes = abc_cache[rel]
+            tunes = scan_abc(root / rel)
             header = tunes.get(number if number is not None else min(tunes, default=0), {})
         stratum = _stratum_of(folder, stem, ext)
         if stratum is None:

@@ -495,10 +495,8 @@ def _render_stems(attrs: TrackAttributes, parts: dict[str, _Events], beat_times:
             on = np.array(ev.on)
             t0, t1 = _to_seconds(on, attrs.swing, beat_times), _to_seconds(on + np.array(ev.dur), attrs.swing,
                                                                           beat_times)
-            if name != "melody" or not live:
-                jitter = np.zeros(on.size)
-            else:     # a human player: +-6 ms
-                jitter = rng.normal(0.0, 0.006, on.size)
+            # a human player: +-6 ms
+            jitter = rng.normal(0.0, 0.006, on.size) if name == "melody" and live else 0.0
             starts = np.round((t0 + jitter) * sr).astype(np.int64)
             for s0, d, p, v in zip(starts, t1 - t0, ev.midi, ev.vel):
                 if s0 >= n or s0 < 0:
