@@ -437,12 +437,12 @@ def _bass_bar(bass: _Events, attrs: TrackAttributes, style: GenreStyle, bar: int
 
 
 def _drum_hits(attrs: TrackAttributes, style: GenreStyle, n_bars: int,
-               sec_len: int) -> tuple[list[float], list[str], list[float]]:
+               sec_len: int) -> list[tuple[float, str, float]]:
     """Drum hits (beat position, voice, velocity) of the genre's pattern, with breaks, a
     build-up or fade-out, and a 16th-note fill at the end of every section."""
-    drum_on, drum_voice, drum_vel = [], [], []
+    hits: list[tuple[float, str, float]] = []
     if attrs.kit == "none" or style.drums is None:
-        return drum_on, drum_voice, drum_vel
+        return hits
     meter = attrs.meter
     pat = DRUM_PATTERNS[style.drums]
     pat = pat.get(meter) or pat[4]
@@ -462,16 +462,12 @@ def _drum_hits(attrs: TrackAttributes, style: GenreStyle, n_bars: int,
                     continue
                 if section_end and k >= steps - 4 and voice in "sc":
                     continue           # the fill replaces the last beat's backbeat
-                drum_on.append(bar * meter + k / 4.0)
-                drum_voice.append(voice)
-                drum_vel.append(1.0 if ch == "x" else 0.5)
+                hits.append((bar * meter + k / 4.0, voice, 1.0 if ch == "x" else 0.5))
         if section_end and ("s" in pat or "c" in pat):
             v = "s" if "s" in pat else "c"
             for k in range(4):        # a 16th-note fill, rising
-                drum_on.append(bar * meter + meter - 1 + k / 4.0)
-                drum_voice.append(v)
-                drum_vel.append(0.45 + 0.15 * k)
-    return drum_on, drum_voice, drum_vel
+                hits.append((bar * meter + meter - 1 + k / 4.0, v, 0.45 + 0.15 * k))
+    return hits
 
 
 def _to_seconds(pos, swing: float, beat_times: np.ndarray) -> np.ndarray:
@@ -511,9 +507,9 @@ def _render_stems(attrs: TrackAttributes, parts: dict[str, _Events], beat_times:
 def _render_drums(attrs: TrackAttributes, hits, beat_times: np.ndarray, n: int, sr: int,
                   rng: np.random.Generator) -> np.ndarray:
     """Audio (n,) of the drum hits (a live kit is humanised: timing, velocity, sample variant)."""
-    drum_on, drum_voice, drum_vel = hits
     drums = np.zeros(n + sr, dtype=np.float32)
-    if drum_on:
+    if hits:
+        drum_on, drum_voice, drum_vel = zip(*hits)
         kit = _drum_kit(attrs.kit, sr, rng, attrs.tonic)
         times = _to_seconds(np.array(drum_on), attrs.swing, beat_times)
         nvar = len(kit["k"])
