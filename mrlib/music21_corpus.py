@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import math
 import os
 import re
@@ -188,12 +189,9 @@ def _trecento_composer(raw: str | None) -> str | None:
     """'Gherardello F-Pn 568' -> 'gherardello'; anonymous -> None (manuscript sigla dropped)."""
     if not isinstance(raw, str) or not raw.strip():  # pandas stores a missing name as NaN
         return None
-    text = re.split(r"[\n(]", raw)[0]
-    words = []
-    for token in text.split():
-        if re.search(r"\d|\?|^[A-Z]{1,3}-", token):
-            break
-        words.append(token)
+    # the name ends at the first token with a digit, a '?' or a library siglum ("F-")
+    tokens = re.split(r"[\n(]", raw)[0].split()
+    words = list(itertools.takewhile(lambda t: not re.search(r"\d|\?|^[A-Z]{1,3}-", t), tokens))
     name = _slug(" ".join(words))
     name = {"grattosus": "gratiosus"}.get(name, name)  # one encoder's typo in the corpus
     return None if not words or name.startswith(("anon", "anonymous")) else name

@@ -271,8 +271,8 @@ def relevance(attrs: TrackAttributes, events: bool = False) -> np.ndarray:
     fam = np.array(families)
     share = {f: float(np.mean(fam == f)) for f in ("acoustic", "electric", "electronic")}
     r[_TAG_INDEX["acoustic"]] = 1.0 if share["acoustic"] == 1.0 else (0.5 if share["acoustic"] >= 0.6 else 0.0)
-    r[_TAG_INDEX["electric"]] = min(1.0, 2.0 * share["electric"]) if share["electric"] > 0 else 0.0
-    r[_TAG_INDEX["electronic"]] = min(1.0, 1.6 * share["electronic"]) if share["electronic"] > 0 else 0.0
+    r[_TAG_INDEX["electric"]] = min(1.0, 2.0 * share["electric"])
+    r[_TAG_INDEX["electronic"]] = min(1.0, 1.6 * share["electronic"])
     r[_TAG_INDEX["saturated"]] = max(r[_TAG_INDEX["saturated"]], min(1.0, attrs.master_drive / 3.0))
     r[_TAG_INDEX["lo_fi"]] = 1.0 if attrs.lofi else 0.0
     r[_TAG_INDEX["echo"]] = min(1.0, attrs.echo / 0.35)
