@@ -121,15 +121,6 @@ def load_program_table(path: str | os.PathLike | None = None) -> pd.DataFrame:
     return table
 
 
-def _palette_of(table: pd.DataFrame, stratum: str) -> tuple[list, list, np.ndarray]:
-    """(ensemble names, programs, probabilities) of a stratum's palette."""
-    rows = table[table["stratum"] == stratum]
-    if rows.empty:
-        raise ValueError(f"no ensembles for stratum {stratum!r} in the program table")
-    w = rows["weight"].to_numpy(float)
-    return list(rows["ensemble"]), list(rows["programs"]), w / w.sum()
-
-
 def _pooled_palette_of(table: pd.DataFrame) -> tuple[list, list, np.ndarray]:
     """One palette for every collection: each (ensemble, programs) of the table once, weighted
     by the sum of its weights; ``as_scored`` is left out (a score's declared instruments belong
@@ -140,10 +131,17 @@ def _pooled_palette_of(table: pd.DataFrame) -> tuple[list, list, np.ndarray]:
             w.to_numpy(float) / w.to_numpy(float).sum())
 
 
-def _palette_for(table: pd.DataFrame, stratum: str, instrumentation: str):
-    """The palette a work of ``stratum`` draws from; an unknown stratum is an error either way."""
-    own = _palette_of(table, stratum)
-    return _pooled_palette_of(table) if instrumentation == "independent" else own
+def _palette_for(table: pd.DataFrame, stratum: str,
+                 instrumentation: str) -> tuple[list, list, np.ndarray]:
+    """(ensemble names, programs, probabilities) of the palette a work of ``stratum`` draws
+    from: the pooled one, or the stratum's rows; an unknown stratum is an error either way."""
+    rows = table[table["stratum"] == stratum]
+    if rows.empty:
+        raise ValueError(f"no ensembles for stratum {stratum!r} in the program table")
+    if instrumentation == "independent":
+        return _pooled_palette_of(table)
+    w = rows["weight"].to_numpy(float)
+    return list(rows["ensemble"]), list(rows["programs"]), w / w.sum()
 
 
 @functools.lru_cache(maxsize=None)
