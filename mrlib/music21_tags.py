@@ -189,10 +189,9 @@ def _genre_tags(put, work: Mapping, st) -> float:
     """Genre: style, collection, region, composer, song type, sacred/secular (returned)."""
     put(f"style_{st.style}", 1)
     put(f"coll_{st.collection}", 1)
-    if isinstance(work.get("region"), str):
-        put(f"region_{work['region']}", 1)
-    if isinstance(work.get("composer"), str):
-        put(f"composer_{work['composer']}", 1)
+    for field in ("region", "composer"):    # not a str (None or NaN) when the work has none
+        if isinstance(work.get(field), str):
+            put(f"{field}_{work[field]}", 1)
     title = _str(work.get("title")).lower()
     song_type = _str(work.get("abc_R")).lower()
     sacred = st.sacred
