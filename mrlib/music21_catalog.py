@@ -66,7 +66,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import os
 import sys
@@ -202,12 +201,6 @@ def _config_key(clip_s: float, sr: int, seed: int, instrumentation: str) -> str:
     return hashlib.sha1(json.dumps(info, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _process_work(work: dict, clip_s: float, sr: int, seed: int, instrumentation: str,
                   root: str, config_key: str) -> dict:
     """One work -> a cached record (status ok with tags and audio, or skipped with a reason)."""
@@ -223,9 +216,9 @@ def _process_work(work: dict, clip_s: float, sr: int, seed: int, instrumentation
         record.update(status="skipped", reason=f"error: {type(exc).__name__}: {str(exc)[:200]}")
     else:
         rel = f"audio/{work['track_id']}.flac"
-        buf = io.BytesIO()
-        sf.write(buf, out["audio"], sr, format="FLAC", subtype="PCM_16")
-        _atomic_write(root_p / rel, buf.getvalue())
+        tmp = root_p / f"{rel}.tmp{os.getpid()}"      # renamed once complete
+        sf.write(tmp, out["audio"], sr, format="FLAC", subtype="PCM_16")
+        os.replace(tmp, root_p / rel)
         clip = out["clip"]
         record.update(
             status="ok", path=rel, duration_s=round(out["audio"].size / sr, 6), tags=out["tags"],
@@ -235,15 +228,9 @@ def _process_work(work: dict, clip_s: float, sr: int, seed: int, instrumentation
             passes=clip.passes, expanded=clip.expanded,
             timing={k: round(v, 4) for k, v in out["timing"].items()})
     record["cpu_s"] = round(time.process_time() - t0, 4)
-    _atomic_write(root_p / "cache" / "works" / f"{work['track_id']}.json",
-                  json.dumps(record, sort_keys=True).encode())
+    paths.write_json_atomic(record, root_p / "cache" / "works" / f"{work['track_id']}.json",
+                            indent=None, sort_keys=True)
     return record
-
-
-def _split(artist_ids: np.ndarray, seed: int) -> np.ndarray:
-    """Artist-disjoint 60/20/20 split with the catalog module's shared helper."""
-    out = np.asarray(artist_disjoint_split(artist_ids, fractions=(0.6, 0.2, 0.2), seed=seed))
-    return out.astype(object)
 
 
 def build(n_tracks: int = 200, seed: int = 0, root: str | os.PathLike | None = None,
@@ -381,10 +368,9 @@ def _build_locked(root: Path, config: dict, key: str, n_jobs: int, progress: boo
                    "render_cpu_s_per_audio_s": round(cpu["render"] / audio_s, 5)
                    if audio_s else None},
         "splits": tracks["split"].value_counts().to_dict(),
-        "complete": False,
+        "complete": True,  # last key, and the file is replaced atomically
     }
-    info["complete"] = True  # last key, and the file is replaced atomically
-    _atomic_write(root / "catalog.json", json.dumps(info, indent=2, sort_keys=False).encode())
+    paths.write_json_atomic(info, root / "catalog.json", indent=2)
     return root
 
 
@@ -473,25 +459,22 @@ def _write_tables(root: Path, works: pd.DataFrame, kept: list[dict], skipped: li
                   seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Write tracks, tags, vocabulary and skipped works (and remove stale audio)."""
     by_id = works.set_index("work_id")
+    artist_ids = [by_id.at[r["work_id"], "artist_id"] for r in kept]
     tracks = pd.DataFrame({
         "track_id": [r["track_id"] for r in kept],
-        "artist_id": [by_id.at[r["work_id"], "artist_id"] for r in kept],
-        "split": "",
+        "artist_id": artist_ids,
+        # artist-disjoint 60/20/20, the shared rule of every catalog
+        "split": artist_disjoint_split(artist_ids, fractions=(0.6, 0.2, 0.2), seed=seed),
         "path": [r["path"] for r in kept],
         "duration_s": [r["duration_s"] for r in kept],
         "work_id": [r["work_id"] for r in kept],
         "stratum": [r["stratum"] for r in kept],
         "title": [by_id.at[r["work_id"], "title"] for r in kept],
     })
-    tracks["split"] = _split(tracks["artist_id"].to_numpy(), seed)
     all_tags = sorted({t for r in kept for t in r["tags"]},
                       key=lambda t: (CATEGORIES.index(tag_category(t)), t))
-    T = np.zeros((len(kept), len(all_tags)), np.float32)
-    col = {t: j for j, t in enumerate(all_tags)}
-    for i, r in enumerate(kept):
-        for t, v in r["tags"].items():
-            T[i, col[t]] = v
-    tags = pd.DataFrame(T, columns=all_tags)
+    # a tag a work does not carry is 0
+    tags = pd.DataFrame([r["tags"] for r in kept], columns=all_tags).fillna(0.0).astype(np.float32)
     tags.insert(0, "track_id", tracks["track_id"].to_numpy())
     vocab = pd.DataFrame({"tag": all_tags, "category": [tag_category(t) for t in all_tags]})
     skipped_df = pd.DataFrame({"work": [r["work_id"] for r in skipped],

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import math
 import os
 import re
@@ -188,12 +189,9 @@ def _trecento_composer(raw: str | None) -> str | None:
     """'Gherardello F-Pn 568' -> 'gherardello'; anonymous -> None (manuscript sigla dropped)."""
     if not isinstance(raw, str) or not raw.strip():  # pandas stores a missing name as NaN
         return None
-    text = re.split(r"[\n(]", raw)[0]
-    words = []
-    for token in text.split():
-        if re.search(r"\d|\?|^[A-Z]{1,3}-", token):
-            break
-        words.append(token)
+    # the name ends at the first token with a digit, a '?' or a library siglum ("F-")
+    tokens = re.split(r"[\n(]", raw)[0].split()
+    words = list(itertools.takewhile(lambda t: not re.search(r"\d|\?|^[A-Z]{1,3}-", t), tokens))
     name = _slug(" ".join(words))
     name = {"grattosus": "gratiosus"}.get(name, name)  # one encoder's typo in the corpus
     return None if not words or name.startswith(("anon", "anonymous")) else name
@@ -210,7 +208,7 @@ def _inventory_cached() -> pd.DataFrame:
     bundle = corpus.corpora.CoreCorpus().metadataBundle
     bundle.read()
     root = _corpus_root()
-    abc_cache: dict[str, dict[int, dict]] = {}
+    scan_abc = functools.lru_cache(maxsize=None)(_scan_abc)   # a multi-tune file once
     rows = []
     # MetadataBundle.__getitem__ rebuilds a list per index (quadratic iteration): read the
     # entries mapping directly, which music21 10.x keeps as an ordered dict.
@@ -228,9 +226,7 @@ def _inventory_cached() -> pd.DataFrame:
         number = int(entry.number) if entry.number not in (None, "") else None
         header: dict = {}
         if ext == ".abc":
-            if rel not in abc_cache:
-                abc_cache[rel] = _scan_abc(root / rel)
-            tunes = abc_cache[rel]
+            tunes = scan_abc(root / rel)
             header = tunes.get(number if number is not None else min(tunes, default=0), {})
         stratum = _stratum_of(folder, stem, ext)
         if stratum is None:
@@ -269,10 +265,10 @@ def _inventory_cached() -> pd.DataFrame:
                                for t, w in zip(df.loc[dup, "track_id"], df.loc[dup, "work_id"])]
     df["number"] = df["_num"].astype("int64")  # -1: the whole file
     df = df.drop(columns=["_pref", "_dir", "_num"])
-    df["composer"] = [_composer_of(r) for r in df.itertuples()]
-    df["artist_id"] = [_artist_of(r) for r in df.itertuples()]
-    df["region"] = [_region_of(r) for r in df.itertuples()]
-    df["dance"] = [_dance_of(r) for r in df.itertuples()]
+    # in this order: the artist is the composer when there is one
+    for column, of in (("composer", _composer_of), ("artist_id", _artist_of),
+                       ("region", _region_of), ("dance", _dance_of)):
+        df[column] = [of(r) for r in df.itertuples()]
     order = {s: i for i, s in enumerate(STRATA)}
     df = df.sort_values(["stratum", "work_id"], key=lambda c: c.map(order) if c.name == "stratum"
                         else c).reset_index(drop=True)
@@ -298,13 +294,11 @@ def _composer_of(r) -> str | None:
     fixed = {"bach": "bach_js", "palestrina": "palestrina", "monteverdi": "monteverdi"}
     if r.stratum in fixed:
         return fixed[r.stratum]
-    if r.stratum == "renaissance":
+    if r.stratum in ("renaissance", "classical"):
         return r.folder.lower()
     if r.stratum == "trecento":
         return ("johannes_ciconia" if r.folder == "ciconia"
                 else _trecento_composer(r.composer_raw))
-    if r.stratum == "classical":
-        return r.folder.lower()
     return None
 
 

@@ -121,20 +121,6 @@ def load_program_table(path: str | os.PathLike | None = None) -> pd.DataFrame:
     return table
 
 
-@functools.lru_cache(maxsize=4)
-def _program_table_cached(path: str | None) -> pd.DataFrame:
-    return load_program_table(path)
-
-
-def _palette_of(table: pd.DataFrame, stratum: str) -> tuple[list, list, np.ndarray]:
-    """(ensemble names, programs, probabilities) of a stratum's palette."""
-    rows = table[table["stratum"] == stratum]
-    if rows.empty:
-        raise ValueError(f"no ensembles for stratum {stratum!r} in the program table")
-    w = rows["weight"].to_numpy(float)
-    return list(rows["ensemble"]), list(rows["programs"]), w / w.sum()
-
-
 def _pooled_palette_of(table: pd.DataFrame) -> tuple[list, list, np.ndarray]:
     """One palette for every collection: each (ensemble, programs) of the table once, weighted
     by the sum of its weights; ``as_scored`` is left out (a score's declared instruments belong
@@ -145,15 +131,22 @@ def _pooled_palette_of(table: pd.DataFrame) -> tuple[list, list, np.ndarray]:
             w.to_numpy(float) / w.to_numpy(float).sum())
 
 
-def _palette_for(table: pd.DataFrame, stratum: str, instrumentation: str):
-    """The palette a work of ``stratum`` draws from; an unknown stratum is an error either way."""
-    own = _palette_of(table, stratum)
-    return _pooled_palette_of(table) if instrumentation == "independent" else own
+def _palette_for(table: pd.DataFrame, stratum: str,
+                 instrumentation: str) -> tuple[list, list, np.ndarray]:
+    """(ensemble names, programs, probabilities) of the palette a work of ``stratum`` draws
+    from: the pooled one, or the stratum's rows; an unknown stratum is an error either way."""
+    rows = table[table["stratum"] == stratum]
+    if rows.empty:
+        raise ValueError(f"no ensembles for stratum {stratum!r} in the program table")
+    if instrumentation == "independent":
+        return _pooled_palette_of(table)
+    w = rows["weight"].to_numpy(float)
+    return list(rows["ensemble"]), list(rows["programs"]), w / w.sum()
 
 
 @functools.lru_cache(maxsize=None)
 def _palette(stratum: str, instrumentation: str) -> tuple[list, list, np.ndarray]:
-    return _palette_for(_program_table_cached(None), stratum, instrumentation)
+    return _palette_for(load_program_table(), stratum, instrumentation)
 
 
 def _check_instrumentation(instrumentation: str) -> str:
@@ -642,11 +635,9 @@ def to_midi(clip: Clip, programs: Sequence[int]) -> bytes:
         raise ValueError(f"need one program per part: {clip.n_parts} parts, "
                          f"{len(programs)} programs")
     pm = pretty_midi.PrettyMIDI(resolution=960, initial_tempo=120.0)
-    instruments: dict[int, Any] = {}
-    for i in range(clip.n_parts):
-        slot = min(i, 14)
-        if slot not in instruments:
-            instruments[slot] = pretty_midi.Instrument(program=int(programs[i]), name=f"part {i}")
+    # one instrument per part up to the 15th, which the parts after it share
+    instruments = {i: pretty_midi.Instrument(program=int(programs[i]), name=f"part {i}")
+                   for i in range(min(clip.n_parts, 15))}
     for on, off, p, i in zip(clip.onset_s.tolist(), clip.offset_s.tolist(),
                              clip.pitch.tolist(), clip.part.tolist()):
         vel = VELOCITY_TOP if i == 0 else VELOCITY_OTHER

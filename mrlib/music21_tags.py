@@ -140,12 +140,6 @@ def _abc_key_mode(field: str | None) -> tuple[str, str] | None:
     return m.group(1).upper() + m.group(2).replace("b", "-"), mode
 
 
-def _tonic_pc(name: str) -> int:
-    from music21 import pitch
-
-    return int(pitch.Pitch(name).pitchClass)
-
-
 def _soft_bands(bpm: float) -> dict[str, float]:
     x = math.log2(max(bpm, 1e-6))
     lo, hi = (math.log2(b) for b in TEMPO_BANDS)
@@ -195,10 +189,9 @@ def _genre_tags(put, work: Mapping, st) -> float:
     """Genre: style, collection, region, composer, song type, sacred/secular (returned)."""
     put(f"style_{st.style}", 1)
     put(f"coll_{st.collection}", 1)
-    if isinstance(work.get("region"), str):
-        put(f"region_{work['region']}", 1)
-    if isinstance(work.get("composer"), str):
-        put(f"composer_{work['composer']}", 1)
+    for field in ("region", "composer"):    # not a str (None or NaN) when the work has none
+        if isinstance(work.get(field), str):
+            put(f"{field}_{work[field]}", 1)
     title = _str(work.get("title")).lower()
     song_type = _str(work.get("abc_R")).lower()
     sacred = st.sacred
@@ -232,6 +225,8 @@ def _recording_tags(put, clip: Clip, programs: Sequence[int]) -> None:
 
 def _mood_tags(put, work: Mapping, clip: Clip, st) -> None:
     """Mood: mode (explicit where the encoding states it, else key-finding) and tonic."""
+    from music21 import pitch
+
     p_major, p_minor, tonic = key_likelihoods(pitch_class_histogram(clip))
     explicit = _abc_key_mode(_str(work.get("abc_K"))) if work.get("ext") == ".abc" else clip.key
     modal = 1.0 if st.modal else 0.0
@@ -241,8 +236,8 @@ def _mood_tags(put, work: Mapping, clip: Clip, st) -> None:
         p_major, p_minor = (weight, 0.0) if family == "major" else (0.0, weight)
         modal = max(modal, is_modal)
         try:
-            tonic = _tonic_pc(explicit[0])
-        except Exception:
+            tonic = int(pitch.Pitch(explicit[0]).pitchClass)
+        except Exception:  # a tonic name music21 cannot read: the key-finding's stays
             pass
     put("mode_major", p_major)
     put("mode_minor", p_minor)

@@ -257,25 +257,22 @@ def relevance(attrs: TrackAttributes, events: bool = False) -> np.ndarray:
         r[_TAG_INDEX[attrs.mood2]] = 0.5
 
     # Recording: presence tags weighted by how exposed the role is; family shares.
-    roles = [(attrs.melody, 1.0), (attrs.chords, 1.0)]
+    # (tag contributions, family) of each role, with its weight
+    roles = [(INSTRUMENTS[attrs.melody][1:], 1.0), (INSTRUMENTS[attrs.chords][1:], 1.0)]
     if attrs.bass != "none":
-        roles.append((attrs.bass, 0.6))
+        roles.append((INSTRUMENTS[attrs.bass][1:], 0.6))
+    if attrs.kit != "none":
+        roles.append((KITS[attrs.kit], 1.0))
     families = []
-    for instr, weight in roles:
-        _, contrib, family = INSTRUMENTS[instr]
+    for (contrib, family), weight in roles:
         families.append(family)
         for tag, v in contrib.items():
             r[_TAG_INDEX[tag]] = max(r[_TAG_INDEX[tag]], v * weight)
-    if attrs.kit != "none":
-        contrib, family = KITS[attrs.kit]
-        families.append(family)
-        for tag, v in contrib.items():
-            r[_TAG_INDEX[tag]] = max(r[_TAG_INDEX[tag]], v)
     fam = np.array(families)
     share = {f: float(np.mean(fam == f)) for f in ("acoustic", "electric", "electronic")}
     r[_TAG_INDEX["acoustic"]] = 1.0 if share["acoustic"] == 1.0 else (0.5 if share["acoustic"] >= 0.6 else 0.0)
-    r[_TAG_INDEX["electric"]] = min(1.0, 2.0 * share["electric"]) if share["electric"] > 0 else 0.0
-    r[_TAG_INDEX["electronic"]] = min(1.0, 1.6 * share["electronic"]) if share["electronic"] > 0 else 0.0
+    r[_TAG_INDEX["electric"]] = min(1.0, 2.0 * share["electric"])
+    r[_TAG_INDEX["electronic"]] = min(1.0, 1.6 * share["electronic"])
     r[_TAG_INDEX["saturated"]] = max(r[_TAG_INDEX["saturated"]], min(1.0, attrs.master_drive / 3.0))
     r[_TAG_INDEX["lo_fi"]] = 1.0 if attrs.lofi else 0.0
     r[_TAG_INDEX["echo"]] = min(1.0, attrs.echo / 0.35)
@@ -415,12 +412,8 @@ def attributes_frame(attrs: Sequence[TrackAttributes], events: bool | None = Non
     """
     if events is None:
         events = any(a.events for a in attrs)
-    rows = []
-    for a in attrs:
-        d = dataclasses.asdict(a)
-        d["lyrics"] = "|".join(a.lyrics)
-        d["events"] = "|".join(f"{t}@{s:.4f}-{e:.4f}" for t, s, e in a.events)
-        rows.append(d)
+    rows = [{**dataclasses.asdict(a), "lyrics": "|".join(a.lyrics),
+             "events": "|".join(f"{t}@{s:.4f}-{e:.4f}" for t, s, e in a.events)} for a in attrs]
     columns = [f.name for f in dataclasses.fields(TrackAttributes)]
     if not events:
         columns.remove("events")

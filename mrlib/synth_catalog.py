@@ -137,9 +137,8 @@ def build_synthetic(n_tracks: int = 200, seed: int = 0, duration_s: float = 30.0
         return root                      # built: nothing to write, no lock needed
     lock = FolderLock(root, "catalog").acquire()
     try:
-        return _build_synthetic_locked(root, config, attrs_seed=(n_tracks, seed), sr=sr,
-                                       duration_s=duration_s, audio_format=audio_format,
-                                       n_jobs=n_jobs, progress=progress, overwrite=overwrite)
+        return _build_synthetic_locked(root, config, n_jobs=n_jobs, progress=progress,
+                                       overwrite=overwrite)
     finally:
         lock.release()
 
@@ -209,17 +208,18 @@ def synthetic_split(attrs: Sequence[synth.TrackAttributes], seed: int) -> np.nda
     return artist_disjoint_split(synthetic_artist_ids(attrs), seed=seed)
 
 
-def _write_tables(root: Path, n_tracks: int, seed: int, duration_s: float, audio_format: str,
-                  events: bool) -> tuple[list, pd.DataFrame]:
-    """Sample the catalog and write its tables; returns the track attributes and tracks."""
+def _write_tables(root: Path, config: dict) -> tuple[list, pd.DataFrame]:
+    """Sample the catalog of ``config`` and write its tables; returns the track attributes and
+    tracks."""
+    n_tracks, seed, events = config["n_tracks"], config["seed"], config.get("events", False)
     attrs, tags, vocab = synth.sample_catalog(n_tracks, seed, events=events)
     artist_ids = synthetic_artist_ids(attrs)
     width = max(5, len(str(n_tracks - 1)))
     ids = [f"syn{i:0{width}d}" for i in range(n_tracks)]
     tracks = pd.DataFrame({"track_id": ids, "artist_id": artist_ids,
                            "split": artist_disjoint_split(artist_ids, seed=seed),
-                           "path": [f"audio/{t}.{audio_format}" for t in ids],
-                           "duration_s": float(duration_s)})
+                           "path": [f"audio/{t}.{config['audio_format']}" for t in ids],
+                           "duration_s": config["duration_s"]})
     cat = Catalog(root.name, root, tracks, tags, vocab, attributes=synth.attributes_frame(attrs, events=events))
     _write_csv(tracks, root / "tracks.csv")
     _write_csv(cat.tags_frame(), root / "tags.csv")
@@ -228,8 +228,8 @@ def _write_tables(root: Path, n_tracks: int, seed: int, duration_s: float, audio
     return attrs, tracks
 
 
-def _render_missing(root: Path, attrs: list, tracks: pd.DataFrame, *, seed, sr, duration_s,
-                    audio_format, n_jobs, progress) -> None:
+def _render_missing(root: Path, attrs: list, tracks: pd.DataFrame, config: dict, *, n_jobs,
+                    progress) -> None:
     """Render every track whose audio file is missing (in ``n_jobs`` processes)."""
     now = time.time()
     for stale in (root / "audio").glob("*.part"):
@@ -240,7 +240,8 @@ def _render_missing(root: Path, attrs: list, tracks: pd.DataFrame, *, seed, sr, 
     todo = [i for i in range(n_tracks) if not (root / tracks["path"].iat[i]).is_file()]
     bar = tqdm(total=n_tracks, initial=n_tracks - len(todo), desc=f"synthesising {root.name}",
                unit="track", disable=not progress)
-    jobs = [(attrs[i], int(seed), int(sr), float(duration_s), str(root / tracks["path"].iat[i]), audio_format)
+    settings = [config[k] for k in ("seed", "sr", "duration_s")]
+    jobs = [(attrs[i], *settings, str(root / tracks["path"].iat[i]), config["audio_format"])
             for i in todo]
     if n_jobs == 1 or len(jobs) <= 1:
         for job in jobs:
@@ -256,9 +257,7 @@ def _render_missing(root: Path, attrs: list, tracks: pd.DataFrame, *, seed, sr, 
         raise RuntimeError(f"{len(missing)} audio files were not written: {missing[:10]}")
 
 
-def _build_synthetic_locked(root: Path, config: dict, *, attrs_seed, sr, duration_s, audio_format,
-                            n_jobs, progress, overwrite) -> Path:
-    n_tracks, seed = attrs_seed
+def _build_synthetic_locked(root: Path, config: dict, *, n_jobs, progress, overwrite) -> Path:
     if _clear_other_build(root, config, overwrite):
         return root
     t_start = time.perf_counter()
@@ -266,10 +265,9 @@ def _build_synthetic_locked(root: Path, config: dict, *, attrs_seed, sr, duratio
     info = {"name": root.name, "config": config, "complete": False, "versions": _versions(),
             "format": FORMAT_VERSION}
     _write_json(info, root / "catalog.json")
-    attrs, tracks = _write_tables(root, n_tracks, seed, duration_s, audio_format,
-                                  bool(config.get("events", False)))
-    _render_missing(root, attrs, tracks, seed=seed, sr=sr, duration_s=duration_s,
-                    audio_format=audio_format, n_jobs=n_jobs, progress=progress)
-    info.update(complete=True, n_tracks=int(n_tracks), build_seconds=round(time.perf_counter() - t_start, 2))
+    attrs, tracks = _write_tables(root, config)
+    _render_missing(root, attrs, tracks, config, n_jobs=n_jobs, progress=progress)
+    info.update(complete=True, n_tracks=config["n_tracks"],
+                build_seconds=round(time.perf_counter() - t_start, 2))
     _write_json(info, root / "catalog.json")
     return root

@@ -34,12 +34,10 @@ _VOWEL_AH = ((800.0, 80.0, 1.0), (1150.0, 90.0, 0.63), (2900.0, 120.0, 0.25), (3
 def _events_rng(seed: int | np.random.SeedSequence, tag: str) -> np.random.Generator:
     """One event's audio stream: a child of the track's audio seed that no other layer and no
     other event draws from, so adding or removing an event changes only its own window."""
-    key = (_STREAM_EVENTS, EVENT_TAGS.index(tag))
-    if isinstance(seed, np.random.SeedSequence):
-        ss = np.random.SeedSequence(seed.entropy, spawn_key=tuple(seed.spawn_key) + key)
-    else:
-        ss = np.random.SeedSequence(int(seed), spawn_key=key)
-    return np.random.default_rng(ss)
+    if not isinstance(seed, np.random.SeedSequence):
+        seed = np.random.SeedSequence(int(seed))
+    key = tuple(seed.spawn_key) + (_STREAM_EVENTS, EVENT_TAGS.index(tag))
+    return np.random.default_rng(np.random.SeedSequence(seed.entropy, spawn_key=key))
 
 
 def _grid(beat_times: np.ndarray, step: float, t0: float, dur: float) -> np.ndarray:
@@ -389,12 +387,10 @@ def _comp_bar(comp: _Events, attrs: TrackAttributes, style: GenreStyle, bar: int
         low = [voiced[0] - 12, voiced[-1] - 12, voiced[1] - 12, voiced[-1] - 12]
         for k in range(meter * 2):
             comp.add(b0 + k * 0.5, 0.5, low[k % 4], chord_vel)
-    elif cstyle == "skank":
-        for k in range(meter):
-            for p in voiced:
-                comp.add(b0 + k + 0.5, 0.2, p, chord_vel)
-    elif cstyle == "stabs":
-        for pos in (0.0, 0.75, 1.5, 2.5, 3.25)[: 5 if meter == 4 else 3]:
+    elif cstyle in ("skank", "stabs"):     # short chords: off-beats, or a syncopated figure
+        hits = [k + 0.5 for k in range(meter)] if cstyle == "skank" else \
+            (0.0, 0.75, 1.5, 2.5, 3.25)[: 5 if meter == 4 else 3]
+        for pos in hits:
             for p in voiced:
                 comp.add(b0 + pos, 0.2, p, chord_vel)
     elif cstyle == "comping":
@@ -441,12 +437,12 @@ def _bass_bar(bass: _Events, attrs: TrackAttributes, style: GenreStyle, bar: int
 
 
 def _drum_hits(attrs: TrackAttributes, style: GenreStyle, n_bars: int,
-               sec_len: int) -> tuple[list[float], list[str], list[float]]:
+               sec_len: int) -> list[tuple[float, str, float]]:
     """Drum hits (beat position, voice, velocity) of the genre's pattern, with breaks, a
     build-up or fade-out, and a 16th-note fill at the end of every section."""
-    drum_on, drum_voice, drum_vel = [], [], []
+    hits: list[tuple[float, str, float]] = []
     if attrs.kit == "none" or style.drums is None:
-        return drum_on, drum_voice, drum_vel
+        return hits
     meter = attrs.meter
     pat = DRUM_PATTERNS[style.drums]
     pat = pat.get(meter) or pat[4]
@@ -466,16 +462,12 @@ def _drum_hits(attrs: TrackAttributes, style: GenreStyle, n_bars: int,
                     continue
                 if section_end and k >= steps - 4 and voice in "sc":
                     continue           # the fill replaces the last beat's backbeat
-                drum_on.append(bar * meter + k / 4.0)
-                drum_voice.append(voice)
-                drum_vel.append(1.0 if ch == "x" else 0.5)
+                hits.append((bar * meter + k / 4.0, voice, 1.0 if ch == "x" else 0.5))
         if section_end and ("s" in pat or "c" in pat):
             v = "s" if "s" in pat else "c"
             for k in range(4):        # a 16th-note fill, rising
-                drum_on.append(bar * meter + meter - 1 + k / 4.0)
-                drum_voice.append(v)
-                drum_vel.append(0.45 + 0.15 * k)
-    return drum_on, drum_voice, drum_vel
+                hits.append((bar * meter + meter - 1 + k / 4.0, v, 0.45 + 0.15 * k))
+    return hits
 
 
 def _to_seconds(pos, swing: float, beat_times: np.ndarray) -> np.ndarray:
@@ -499,10 +491,8 @@ def _render_stems(attrs: TrackAttributes, parts: dict[str, _Events], beat_times:
             on = np.array(ev.on)
             t0, t1 = _to_seconds(on, attrs.swing, beat_times), _to_seconds(on + np.array(ev.dur), attrs.swing,
                                                                           beat_times)
-            if name != "melody" or not live:
-                jitter = np.zeros(on.size)
-            else:     # a human player: +-6 ms
-                jitter = rng.normal(0.0, 0.006, on.size)
+            # a human player: +-6 ms
+            jitter = rng.normal(0.0, 0.006, on.size) if name == "melody" and live else 0.0
             starts = np.round((t0 + jitter) * sr).astype(np.int64)
             for s0, d, p, v in zip(starts, t1 - t0, ev.midi, ev.vel):
                 if s0 >= n or s0 < 0:
@@ -517,9 +507,9 @@ def _render_stems(attrs: TrackAttributes, parts: dict[str, _Events], beat_times:
 def _render_drums(attrs: TrackAttributes, hits, beat_times: np.ndarray, n: int, sr: int,
                   rng: np.random.Generator) -> np.ndarray:
     """Audio (n,) of the drum hits (a live kit is humanised: timing, velocity, sample variant)."""
-    drum_on, drum_voice, drum_vel = hits
     drums = np.zeros(n + sr, dtype=np.float32)
-    if drum_on:
+    if hits:
+        drum_on, drum_voice, drum_vel = zip(*hits)
         kit = _drum_kit(attrs.kit, sr, rng, attrs.tonic)
         times = _to_seconds(np.array(drum_on), attrs.swing, beat_times)
         nvar = len(kit["k"])
@@ -589,27 +579,25 @@ def _produce(attrs: TrackAttributes, stems: dict[str, np.ndarray], n: int, sr: i
     return mix
 
 
+#: Loudness ramp (dB at the start, dB at the end) of each dynamics change; flat has none.
+_DYNAMICS_DB = {"crescendo": (-15.0, 0.0), "decrescendo": (0.0, -15.0)}
+
+
 def _master(attrs: TrackAttributes, mix: np.ndarray, overdub: np.ndarray | None, n: int, sr: int) -> np.ndarray:
     """Dynamics: the movement envelope, then the target loudness, never clipping; the events
     overdubbed; short fades at both ends."""
-    n_env = 64
-    if attrs.dynamics_change == "crescendo":
-        env_db = np.linspace(-15.0, 0.0, n_env)
-    elif attrs.dynamics_change == "decrescendo":
-        env_db = np.linspace(0.0, -15.0, n_env)
-    else:
-        env_db = np.zeros(n_env)
+    ref = 1.0
     if attrs.dynamics_change != "flat":
-        # gain per 256-sample block (0.006 dB steps: inaudible), much cheaper than per sample
+        # gain per 256-sample block (0.006 dB steps: inaudible), much cheaper than per sample,
+        # interpolated between 64 breakpoints of the dB ramp
+        db0, db1 = _DYNAMICS_DB.get(attrs.dynamics_change, (0.0, 0.0))
         blocks = -(-n // 256)
-        env = 10 ** (np.interp(np.arange(blocks), np.linspace(0, blocks - 1, n_env), env_db) / 20)
-        env = np.repeat(env.astype(np.float32), 256)[:n]
+        env_db = np.interp(np.arange(blocks), np.linspace(0, blocks - 1, 64), np.linspace(db0, db1, 64))
+        env = np.repeat((10 ** (env_db / 20)).astype(np.float32), 256)[:n]
         mix = mix * env
         if overdub is not None:
             overdub *= env
         ref = 10 ** (-7.5 / 20)        # the target loudness is the loudness in the middle
-    else:
-        ref = 1.0
     gain = 10 ** (attrs.loudness_db / 20) * ref / _rms(mix)
     peak = float(np.abs(mix).max()) + 1e-9
     gain = min(gain, 0.98 / peak)

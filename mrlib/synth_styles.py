@@ -75,8 +75,7 @@ VOCABULARY: tuple[tuple[str, str, str], ...] = (
 )
 TAGS = tuple(t for t, _, _ in VOCABULARY)
 _TAG_INDEX = {t: i for i, t in enumerate(TAGS)}
-_BY_CATEGORY = {c: tuple(t for t, cat, _ in VOCABULARY if cat == c) for c in CATEGORIES}
-LYRICS = _BY_CATEGORY["Lyrics"]
+LYRICS = tuple(t for t, cat, _ in VOCABULARY if cat == "Lyrics")
 
 #: The temporally sparse tags of the events variant, in tag-matrix column order after the 46
 #: of :data:`VOCABULARY`. They are Recording tags (an instrument or a solo that is heard), but
