@@ -189,19 +189,17 @@ def _type_name(value: Any) -> str:
     return "None" if value is None else type(value).__name__
 
 
+# The types a ``-p`` value may have per type of the default (any other default: its own type).
+_ACCEPTED = {int: (int,), float: (int, float), list: (list, tuple), tuple: (list, tuple)}
+
+
 def _fits(value: Any, default: Any) -> bool:
     """Whether ``value`` may replace a parameter whose default is ``default``."""
     if default is None:
         return True
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(default, (list, tuple)):
-        return isinstance(value, (list, tuple))
-    return isinstance(value, type(default))
+    accepted = _ACCEPTED.get(type(default), (type(default),))
+    # bool is an int, but a flag is not a number and a number is not a flag
+    return isinstance(value, accepted) and isinstance(value, bool) == isinstance(default, bool)
 
 
 def check_parameters(overrides: dict[str, Any], notebooks: list[Path]) -> None:
@@ -444,12 +442,10 @@ def _run_suite_locked(profile: str, overrides: dict, wanted: dict, notebooks: li
         write_json_atomic(index, index_path)
         try:
             entry.update(run_notebook(path, out_path, params, timeout_s=timeout_s))
-        except NotebookFailed as err:
-            entry.update({"status": "failed", "error": str(err)})
-            write_json_atomic(index, index_path)
-            raise
-        except BaseException as err:
-            entry.update({"status": "interrupted", "error": f"{type(err).__name__}: {err}"})
+        except BaseException as err:              # a failed notebook, Ctrl-C, a kill
+            failed = isinstance(err, NotebookFailed)
+            entry.update({"status": "failed" if failed else "interrupted",
+                          "error": str(err) if failed else f"{type(err).__name__}: {err}"})
             write_json_atomic(index, index_path)
             raise
         write_json_atomic(index, index_path)
