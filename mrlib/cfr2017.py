@@ -47,6 +47,7 @@ import torch
 from mrlib import catalog as mcat
 from mrlib import results as res
 from mrlib.baselines import Euclidean, Mahalanobis, TripletSVM, catalog_features
+from mrlib.checks import is_int
 from mrlib.odd_one_out import comparisons_to_triplets, simulate_votes, triplet_folds
 from mrlib.devices import torch_threads
 from mrlib.features import coarsen_features, extract
@@ -494,7 +495,8 @@ def _save_folds(path: Path, out: dict) -> None:
     """Store :func:`matchnet_folds`' arrays as one ``.npz``, atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
-    d_test = {f"{k}{f}": d for f, pair in enumerate(out["d_test"]) for k, d in zip(("ap", "an"), pair)}
+    d_test = {f"{k}{f}": d for f, pair in enumerate(out["d_test"])
+              for k, d in zip(("ap", "an"), pair)}
     np.savez(tmp, **{k: out[k] for k in _FOLD_ARRAYS}, **d_test)
     os.replace(tmp, path)
 
@@ -531,7 +533,7 @@ def run(row: str, parameters: Mapping[str, Any], seed: int, device: str = "cpu",
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+    if not is_int(seed) or seed < 0:
         raise ValueError(f"seed must be an int >= 0, got {seed!r}")
     for k in ("scheme", "method", "features"):
         if k not in parameters:

@@ -164,7 +164,7 @@ def claim_status(claim: Claim, store: Mapping[str, Any] | None, alpha: float = 0
     tests = [{"a": a, "rel": rel, "b": b, "metric": m, **comparison_status(store, a, rel, b, m)}
              for a, rel, b, m in claim.tests]
     run = [t for t in tests if t["status"] != "not run"]
-    for t, p in zip(run, holm([t["p_boot"] for t in run]) if run else []):
+    for t, p in zip(run, holm([t["p_boot"] for t in run])):
         t["p_holm"] = float(p)
         if p < alpha:
             t["status"] = "holds" if t["diff"] > 0 else "reversed"

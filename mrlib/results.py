@@ -324,8 +324,6 @@ def compare_rows(store: Mapping[str, Any], rows: Sequence[str] | None = None, *,
                                np.stack([boot_means(rb, m, s) for s in common]),
                                [x - y for x, y in zip(xs, ys)], level)
                 tests.append({"a": ra, "b": rb, "metric": m, **t})
-        if not tests:
-            continue
         adjusted = holm([t["p_boot"] for t in tests])
         for t, p in zip(tests, adjusted):
             for k in ("mean_diff", "low", "high"):
