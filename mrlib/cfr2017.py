@@ -221,12 +221,12 @@ def share_folds(folds, share: float, seed: int) -> list:
     return out
 
 
+# The baseline settings each method reads (its row records them).
+_METHOD_FIELDS = {METHODS[0]: (), METHODS[1]: ("svm_C",), METHODS[2]: ("lsml_max_iter",)}
+
+
 def _method_fields(method: str, base: Mapping[str, Any]) -> dict:
-    if method.startswith("SVM"):
-        return {"svm_C": base["svm_C"]}
-    if method.startswith("Mahalanobis"):
-        return {"lsml_max_iter": base["lsml_max_iter"]}
-    return {}
+    return {k: base[k] for k in _METHOD_FIELDS[method]}
 
 
 def make_method(method: str, *, pca: int | None = None, seed: int = 0, svm_C: float = 0.1,

@@ -220,13 +220,10 @@ def claims_markdown(catalogs: Sequence[str] = CLAIM_CATALOGS, profile: str = "qu
     Notebook: 07_evaluation.ipynb
     """
     df = claims_frame(catalogs, profile, folder)
-    head = ["paper", "claim"] + list(catalogs) + ["file"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for _, r in df.iterrows():
-        cells = [r["paper"], r["claim"] + (f" *({r['note']})*" if r["note"] else "")]
-        cells += [f"**{r[c]}** — {r[c + ' evidence']}" for c in catalogs]
-        cells.append(f"`{r['file']}`")
-        lines.append("| " + " | ".join(cells) + " |")
+    rows = [[r["paper"], r["claim"] + (f" *({r['note']})*" if r["note"] else ""),
+             *(f"**{r[c]}** — {r[c + ' evidence']}" for c in catalogs), f"`{r['file']}`"]
+            for _, r in df.iterrows()]
+    lines = res._markdown_table(["paper", "claim", *catalogs, "file"], rows)
     lines.append("")
     lines.append(f"Profile `{profile}`. A comparison holds when the paired two-level bootstrap "
                  "(seeds, then units) over the stored seeds is significant in the claimed direction "

@@ -492,6 +492,12 @@ def results_frame(store: Mapping[str, Any], metrics: Sequence[str] | None = None
     return df.drop(columns=[c for c in EXTRA_COLUMNS.values() if not df[c].astype(bool).any()])
 
 
+def _markdown_table(header: Sequence[str], rows) -> list[str]:
+    """The lines of a Markdown table: the header, its rule, then one line per row of cells."""
+    lines = ["| " + " | ".join(map(str, cells)) + " |" for cells in (header, *rows)]
+    return [lines[0], "|---" * len(header) + "|", *lines[1:]]
+
+
 def results_markdown(store: Mapping[str, Any], metrics: Sequence[str] | None = None,
                      decimals: int = 2) -> str:
     """:func:`results_frame` as a Markdown table, followed by where the numbers come from.
@@ -499,11 +505,8 @@ def results_markdown(store: Mapping[str, Any], metrics: Sequence[str] | None = N
     Notebook: 07_evaluation.ipynb
     """
     df = results_frame(store, metrics, decimals)
-    cols = list(df.columns)
-    lines = ["| row | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    lines += [f"| {r} | " + " | ".join(str(v) for v in df.loc[r]) + " |" for r in df.index]
-    runs = store.get("runs") or [{}]
-    last = runs[-1]
+    lines = _markdown_table(["row", *df.columns], [[r, *df.loc[r]] for r in df.index])
+    last = (store.get("runs") or [{}])[-1]
     walls = [e.get("wall_s", 0) for row in store["rows"].values() for e in _ok_seeds(row).values()]
     units = {e["n_units"] for row in store["rows"].values() for e in _ok_seeds(row).values()}
     plural = _PLURALS.get(store.get("unit"), f"{store.get('unit')}s")

@@ -489,10 +489,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     overrides = {}
     for item in args.param:
-        if "=" not in item:
-            parser.error(f"-p expects NAME=VALUE, got {item!r}")
-        name, value = item.split("=", 1)
-        if not name.strip():
+        name, eq, value = item.partition("=")
+        if not eq or not name.strip():
             parser.error(f"-p expects NAME=VALUE, got {item!r}")
         overrides[name.strip()] = parse_value(value.strip())
     if args.timeout is not None and args.timeout < 0:
