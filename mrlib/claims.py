@@ -140,7 +140,7 @@ def comparison_status(store: Mapping[str, Any], a: str, rel: str, b: str, metric
             "high": 100 * t["high"], "p_boot": t["p_boot"], "n_seeds": t["n_seeds"]}
 
 
-#: A claim's status from its comparisons': the first of these that some comparison has decides.
+# (a comparison's status, the claim's): the first that some comparison has decides; none: reproduced
 _VERDICTS = (("not run", "not run"), ("reversed", "not reproduced"), ("open", "inconclusive"))
 
 

@@ -5,9 +5,16 @@
 """
 from __future__ import annotations
 
+import argparse
+import ast
+import difflib
 import json
 import os
+import platform
+import shutil
 import sys
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -127,8 +134,6 @@ def parse_value(text: str) -> Any:
 
     Notebook: 00_overview.ipynb
     """
-    import ast
-
     lowered = {"true": True, "false": False, "none": None, "null": None}
     if text.lower() in lowered:
         return lowered[text.lower()]
@@ -158,8 +163,6 @@ def declared_parameters(path: Path) -> dict[str, Any]:
 
 def _parameters_cell(path: Path) -> dict[str, tuple[Any, bool]]:
     """``name -> (default, is_literal)`` of a notebook's parameters cell."""
-    import ast
-
     import nbformat
 
     nb = nbformat.read(str(path), as_version=4)
@@ -214,8 +217,6 @@ def check_parameters(overrides: dict[str, Any], notebooks: list[Path]) -> None:
 
     Notebook: 00_overview.ipynb
     """
-    import difflib
-
     declared = {path: _parameters_cell(path) for path in notebooks}
     names = sorted({n for cell in declared.values() for n in cell})
     problems = []
@@ -241,8 +242,6 @@ def versions() -> dict[str, str]:
 
     Notebook: 00_overview.ipynb
     """
-    import platform
-
     return {"python": platform.python_version(), "platform": platform.platform(),
             **package_versions(("mrlib", "torch", "numpy", "scipy", "librosa", "scikit-learn", "faiss-cpu",
                                 "papermill", "music21"))}
@@ -294,8 +293,6 @@ def run_notebook(path: Path, out_path: Path, parameters: dict[str, Any],
 
     Notebook: 00_overview.ipynb
     """
-    import time
-
     import papermill
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
@@ -397,8 +394,6 @@ def run_suite(profile: str = "quick", overrides: dict[str, Any] | None = None,
 def _load_index(index_path: Path) -> dict:
     """The results index, with the ``running`` entries of a dead suite marked ``interrupted``;
     an unreadable file is kept aside and a new index started."""
-    import time
-
     if not index_path.exists():
         return {}
     try:
@@ -422,10 +417,6 @@ def _load_index(index_path: Path) -> dict:
 
 def _run_suite_locked(profile: str, overrides: dict, wanted: dict, notebooks: list[Path],
                       out_dir: Path, inplace: bool, timeout_s: int | None) -> Path:
-    import shutil
-    import time
-    from datetime import datetime, timezone
-
     index_path = out_dir / "results.json"
     index = _load_index(index_path)
     index.update({"profile": profile, "overrides": _jsonable(overrides), "versions": versions()})
@@ -464,8 +455,6 @@ def main(argv: list[str] | None = None) -> int:
 
     Notebook: 00_overview.ipynb
     """
-    import argparse
-
     parser = argparse.ArgumentParser(prog="python -m mrlib.suite", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="execute the notebooks in order with papermill")
