@@ -47,6 +47,7 @@ import torch
 from mrlib import catalog as mcat
 from mrlib import results as res
 from mrlib.baselines import Euclidean, Mahalanobis, TripletSVM, catalog_features
+from mrlib.checks import is_int
 from mrlib.odd_one_out import comparisons_to_triplets, simulate_votes, triplet_folds
 from mrlib.devices import torch_threads
 from mrlib.features import coarsen_features, extract
@@ -220,12 +221,12 @@ def share_folds(folds, share: float, seed: int) -> list:
     return out
 
 
+# The baseline settings each method reads (its row records them).
+_METHOD_FIELDS = {METHODS[0]: (), METHODS[1]: ("svm_C",), METHODS[2]: ("lsml_max_iter",)}
+
+
 def _method_fields(method: str, base: Mapping[str, Any]) -> dict:
-    if method.startswith("SVM"):
-        return {"svm_C": base["svm_C"]}
-    if method.startswith("Mahalanobis"):
-        return {"lsml_max_iter": base["lsml_max_iter"]}
-    return {}
+    return {k: base[k] for k in _METHOD_FIELDS[method]}
 
 
 def make_method(method: str, *, pca: int | None = None, seed: int = 0, svm_C: float = 0.1,
@@ -258,13 +259,6 @@ def make_method(method: str, *, pca: int | None = None, seed: int = 0, svm_C: fl
     raise ValueError(f"unknown method {method!r}; choose from {list(METHODS)}")
 
 
-def _data_fields(parameters: Mapping[str, Any]) -> dict:
-    missing = [k for k in _DATA_FIELDS if k not in parameters]
-    if missing:
-        raise ValueError(f"cfr2017 parameters lack the data fields {missing}")
-    return {k: parameters[k] for k in _DATA_FIELDS}
-
-
 def data_context(parameters: Mapping[str, Any], *, n_jobs: int | None = None,
                  progress: bool = False) -> dict:
     """The data a cfr2017 row is scored on, built once per process and data fields.
@@ -290,7 +284,10 @@ def data_context(parameters: Mapping[str, Any], *, n_jobs: int | None = None,
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    fields = _data_fields(parameters)
+    missing = [k for k in _DATA_FIELDS if k not in parameters]
+    if missing:
+        raise ValueError(f"cfr2017 parameters lack the data fields {missing}")
+    fields = {k: parameters[k] for k in _DATA_FIELDS}
     key = json.dumps(fields, sort_keys=True)
     if key in _CONTEXTS:
         return _CONTEXTS[key]
@@ -483,27 +480,25 @@ def _cross_validate(ctx: Mapping[str, Any], folds, config, n_jobs: int | None, p
             "final_active": np.array([h["active"].iloc[-1] if len(h) else np.nan for h in cv.histories])}
 
 
+# :func:`matchnet_folds`' arrays besides ``d_test``, stored as they are.
+_FOLD_ARRAYS = ("songs", "train_cfr", "final_loss", "final_active")
+
+
 def _load_folds(path: Path, n_folds: int) -> dict:
     """The arrays :func:`_save_folds` stored."""
     z = np.load(path)
-    return {"d_test": [(z[f"ap{f}"], z[f"an{f}"]) for f in range(n_folds)], "songs": z["songs"],
-            "train_cfr": z["train_cfr"], "final_loss": z["final_loss"], "final_active": z["final_active"]}
+    return {"d_test": [(z[f"ap{f}"], z[f"an{f}"]) for f in range(n_folds)],
+            **{k: z[k] for k in _FOLD_ARRAYS}}
 
 
 def _save_folds(path: Path, out: dict) -> None:
     """Store :func:`matchnet_folds`' arrays as one ``.npz``, atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
-    arrays = {"songs": out["songs"], "train_cfr": out["train_cfr"], "final_loss": out["final_loss"],
-              "final_active": out["final_active"]}
-    for f, (a, b) in enumerate(out["d_test"]):
-        arrays[f"ap{f}"], arrays[f"an{f}"] = a, b
-    np.savez(tmp, **arrays)
+    d_test = {f"{k}{f}": d for f, pair in enumerate(out["d_test"])
+              for k, d in zip(("ap", "an"), pair)}
+    np.savez(tmp, **{k: out[k] for k in _FOLD_ARRAYS}, **d_test)
     os.replace(tmp, path)
-
-
-def _round(values) -> list:
-    return [None if not np.isfinite(v) else round(float(v), 4) for v in np.asarray(values, float)]
 
 
 def run(row: str, parameters: Mapping[str, Any], seed: int, device: str = "cpu",
@@ -538,7 +533,7 @@ def run(row: str, parameters: Mapping[str, Any], seed: int, device: str = "cpu",
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+    if not is_int(seed) or seed < 0:
         raise ValueError(f"seed must be an int >= 0, got {seed!r}")
     for k in ("scheme", "method", "features"):
         if k not in parameters:
@@ -572,7 +567,8 @@ def run(row: str, parameters: Mapping[str, Any], seed: int, device: str = "cpu",
             d = _baseline_folds(base, X_per_fold, t, fit_folds)
     hit, per_fold = fulfilled(d, t, folds, units)
     valid = per_fold[np.isfinite(per_fold)]
-    extra.update({"fold_cfr": _round(per_fold), "fold_mean": round(float(valid.mean()), 4),
+    extra.update({"fold_cfr": [round(float(v), 4) if np.isfinite(v) else None for v in per_fold],
+                  "fold_mean": round(float(valid.mean()), 4),
                   "fold_std": round(float(valid.std(ddof=1)), 4) if valid.size > 1 else None,
                   "n_test": [len(te) for _, te in folds], "units_sha": _units_hash(t, units)})
     if share != 1:
@@ -603,12 +599,9 @@ def slides_table(store: Mapping[str, Any], decimals: int = 1):
     if store.get("experiment") != "cfr2017":
         raise ValueError(f"not a cfr2017 store: experiment {store.get('experiment')!r}")
     frame = res.results_frame(store, decimals=decimals)
-    records = []
-    for r, row in store["rows"].items():
-        p = row["parameters"]
-        records.append({"scheme": p["scheme"], "method": p["method"], "features": p["features"],
-                        "cell": frame.loc[r, "CFR"] if r in frame.index else ""})
-    df = pd.DataFrame(records)
+    df = pd.DataFrame([{**{k: row["parameters"][k] for k in ("scheme", "method", "features")},
+                        "cell": frame.loc[r, "CFR"] if r in frame.index else ""}
+                       for r, row in store["rows"].items()])
     order = {m: i for i, m in enumerate((*METHODS, "Triplet MatchNet"))}
     table = (df.pivot_table(index=["scheme", "method"], columns="features", values="cell",
                             aggfunc="first")

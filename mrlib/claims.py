@@ -140,6 +140,10 @@ def comparison_status(store: Mapping[str, Any], a: str, rel: str, b: str, metric
             "high": 100 * t["high"], "p_boot": t["p_boot"], "n_seeds": t["n_seeds"]}
 
 
+# (a comparison's status, the claim's): the first that some comparison has decides; none: reproduced
+_VERDICTS = (("not run", "not run"), ("reversed", "not reproduced"), ("open", "inconclusive"))
+
+
 def claim_status(claim: Claim, store: Mapping[str, Any] | None, alpha: float = 0.05) -> dict:
     """A claim's status on one stored table, with the comparisons behind it.
 
@@ -160,21 +164,14 @@ def claim_status(claim: Claim, store: Mapping[str, Any] | None, alpha: float = 0
     tests = [{"a": a, "rel": rel, "b": b, "metric": m, **comparison_status(store, a, rel, b, m)}
              for a, rel, b, m in claim.tests]
     run = [t for t in tests if t["status"] != "not run"]
-    for t, p in zip(run, holm([t["p_boot"] for t in run]) if run else []):
+    for t, p in zip(run, holm([t["p_boot"] for t in run])):
         t["p_holm"] = float(p)
         if p < alpha:
             t["status"] = "holds" if t["diff"] > 0 else "reversed"
         else:
             t["status"] = "holds" if t["rel"] == ">=" else "open"
     counts = {s: sum(t["status"] == s for t in tests) for s in ("holds", "reversed", "open", "not run")}
-    if counts["not run"]:
-        status = "not run"
-    elif counts["reversed"]:
-        status = "not reproduced"
-    elif counts["open"]:
-        status = "inconclusive"
-    else:
-        status = "reproduced"
+    status = next((verdict for s, verdict in _VERDICTS if counts[s]), "reproduced")
     parts = [f"{counts[s]}/{len(tests)} {s}" for s in ("holds", "reversed", "open", "not run") if counts[s]]
     if run:
         # the comparison furthest from the claimed direction: the lowest bound of a - b
@@ -190,11 +187,6 @@ def claim_status(claim: Claim, store: Mapping[str, Any] | None, alpha: float = 0
 CLAIM_CATALOGS = ("synthetic", "music21", "music21-by-collection")
 
 
-def _store(experiment: str, catalog: str, profile: str, folder: Path | None) -> dict | None:
-    path = res.store_path(experiment, catalog, profile, folder)
-    return res.read_store(path) if path.exists() else None
-
-
 def claims_frame(catalogs: Sequence[str] = CLAIM_CATALOGS, profile: str = "quick",
                  folder: Path | None = None, claims: Sequence[Claim] = CLAIMS) -> pd.DataFrame:
     """Every claim's status per catalog, from the stored files.
@@ -207,8 +199,9 @@ def claims_frame(catalogs: Sequence[str] = CLAIM_CATALOGS, profile: str = "quick
 
     Notebook: 07_evaluation.ipynb
     """
-    stores = {(c.experiment, cat): _store(c.experiment, cat, profile, folder)
-              for c in claims for cat in catalogs}
+    paths = {(c.experiment, cat): res.store_path(c.experiment, cat, profile, folder)
+             for c in claims for cat in catalogs}
+    stores = {key: res.read_store(path) if path.exists() else None for key, path in paths.items()}
     rows = []
     for c in claims:
         row: dict[str, Any] = {"paper": c.paper, "claim": c.text}
@@ -216,9 +209,7 @@ def claims_frame(catalogs: Sequence[str] = CLAIM_CATALOGS, profile: str = "quick
             st = claim_status(c, stores[(c.experiment, cat)])
             row[cat] = st["status"]
             row[f"{cat} evidence"] = st["evidence"]
-        row["file"] = f"{c.experiment}_<catalog>_{profile}.json"
-        row["note"] = c.note
-        rows.append(row)
+        rows.append({**row, "file": f"{c.experiment}_<catalog>_{profile}.json", "note": c.note})
     return pd.DataFrame(rows)
 
 
@@ -229,13 +220,10 @@ def claims_markdown(catalogs: Sequence[str] = CLAIM_CATALOGS, profile: str = "qu
     Notebook: 07_evaluation.ipynb
     """
     df = claims_frame(catalogs, profile, folder)
-    head = ["paper", "claim"] + list(catalogs) + ["file"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for _, r in df.iterrows():
-        cells = [r["paper"], r["claim"] + (f" *({r['note']})*" if r["note"] else "")]
-        cells += [f"**{r[c]}** — {r[c + ' evidence']}" for c in catalogs]
-        cells.append(f"`{r['file']}`")
-        lines.append("| " + " | ".join(cells) + " |")
+    rows = [[r["paper"], r["claim"] + (f" *({r['note']})*" if r["note"] else ""),
+             *(f"**{r[c]}** — {r[c + ' evidence']}" for c in catalogs), f"`{r['file']}`"]
+            for _, r in df.iterrows()]
+    lines = res._markdown_table(["paper", "claim", *catalogs, "file"], rows)
     lines.append("")
     lines.append(f"Profile `{profile}`. A comparison holds when the paired two-level bootstrap "
                  "(seeds, then units) over the stored seeds is significant in the claimed direction "

@@ -335,8 +335,7 @@ def _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, devi
         entry["commit"] = commit_id
         data["rows"][r]["seeds"][str(s)] = entry
         run_log["trained" if entry["status"] == "ok" else "failed"] += 1
-        run_log["wall_s"] = round(time.perf_counter() - t0, 1)
-        run_log["finished"] = res.now()
+        run_log.update(wall_s=round(time.perf_counter() - t0, 1), finished=res.now())
         res.summarise_store(data)
         res.write_store(data, path)
         if entry["status"] != "ok":
@@ -386,9 +385,8 @@ def _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, devi
         raise
     finally:
         bar.close()
-    failed = run_log["failed"]
     print(f"[experiments] done in {time.perf_counter() - t0:.0f} s: {run_log['trained']} run, "
-          f"{failed} failed, {run_log['reused']} reused -> {path}")
+          f"{run_log['failed']} failed, {run_log['reused']} reused -> {path}")
     return path
 
 

@@ -17,6 +17,7 @@ Statistics of a row (per metric, in percent):
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -36,9 +37,8 @@ from mrlib.paths import repo_root
 __all__ = ["SCHEMA", "results_dir", "store_path", "parameters_key", "new_store", "read_store",
            "write_store", "seed_entry", "row_summary", "seed_query_test", "compare_rows",
            "summarise_store", "stored_results", "results_frame", "results_markdown", "seed_frame",
-           "selected_epochs",
-           "comparisons_frame",
-           "update_readme_block", "readme_block", "replace_readme_block", "StoreError"]
+           "selected_epochs", "comparisons_frame", "update_readme_block", "readme_block",
+           "replace_readme_block", "StoreError"]
 
 #: Version of the stored file's layout; a reader refuses files of another version.
 SCHEMA = 1
@@ -179,16 +179,16 @@ def row_summary(row: Mapping[str, Any], metrics: Sequence[str]) -> dict:
 
     Notebook: 07_evaluation.ipynb
     """
-    seeds = _ok_seeds(row)
+    seeds = list(_ok_seeds(row).values())
+    if not seeds:
+        return {}
     out = {}
     for m in metrics:
-        means = np.array([e["metrics"][m]["mean"] for e in seeds.values()])
-        cis = np.array([e["metrics"][m]["ci"] for e in seeds.values()])
-        if not means.size:
-            continue
+        means = np.array([e["metrics"][m]["mean"] for e in seeds])
         out[m] = {"mean": round(float(means.mean()), 4),
-                  "sd": round(float(means.std(ddof=1)), 4) if means.size > 1 else None,
-                  "ci": round(float(cis.mean()), 4), "n_seeds": int(means.size)}
+                  "sd": round(float(means.std(ddof=1)), 4) if len(seeds) > 1 else None,
+                  "ci": round(float(np.mean([e["metrics"][m]["ci"] for e in seeds])), 4),
+                  "n_seeds": len(seeds)}
     return out
 
 
@@ -302,16 +302,12 @@ def compare_rows(store: Mapping[str, Any], rows: Sequence[str] | None = None, *,
     """
     all_rows = store["rows"]
     rows = [r for r in (rows or all_rows) if _ok_seeds(all_rows.get(r, {}))]
-    draws: dict[tuple[int, str], np.ndarray] = {}
-    boot: dict[tuple[str, str, str], np.ndarray] = {}
+    draws = functools.cache(lambda n_units, s: _unit_draws(n_units, int(s), n_boot, seed))
 
+    @functools.cache
     def boot_means(r: str, m: str, s: str) -> np.ndarray:
-        if (r, m, s) not in boot:
-            x = np.asarray(all_rows[r]["seeds"][s]["per_unit"][m], dtype=np.float64)
-            if (x.size, s) not in draws:
-                draws[(x.size, s)] = _unit_draws(x.size, int(s), n_boot, seed)
-            boot[(r, m, s)] = x[draws[(x.size, s)]].mean(axis=1)
-        return boot[(r, m, s)]
+        x = np.asarray(all_rows[r]["seeds"][s]["per_unit"][m], dtype=np.float64)
+        return x[draws(x.size, s)].mean(axis=1)
 
     out = []
     for m in store["metrics"]:
@@ -328,8 +324,6 @@ def compare_rows(store: Mapping[str, Any], rows: Sequence[str] | None = None, *,
                                np.stack([boot_means(rb, m, s) for s in common]),
                                [x - y for x, y in zip(xs, ys)], level)
                 tests.append({"a": ra, "b": rb, "metric": m, **t})
-        if not tests:
-            continue
         adjusted = holm([t["p_boot"] for t in tests])
         for t, p in zip(tests, adjusted):
             for k in ("mean_diff", "low", "high"):
@@ -359,12 +353,8 @@ def stored_results(experiment: str | None = None, folder: Path | None = None) ->
     """
     folder = Path(folder or results_dir())
     pattern = f"{experiment}_*.json" if experiment else "*.json"
-    out = {}
-    for path in sorted(folder.glob(pattern)):
-        store = read_store(path)
-        if experiment is None or store["experiment"] == experiment:
-            out[path.stem] = store
-    return out
+    stores = {path.stem: read_store(path) for path in sorted(folder.glob(pattern))}
+    return {stem: s for stem, s in stores.items() if experiment in (None, s["experiment"])}
 
 
 def seed_frame(store: Mapping[str, Any]) -> pd.DataFrame:
@@ -502,6 +492,12 @@ def results_frame(store: Mapping[str, Any], metrics: Sequence[str] | None = None
     return df.drop(columns=[c for c in EXTRA_COLUMNS.values() if not df[c].astype(bool).any()])
 
 
+def _markdown_table(header: Sequence[str], rows) -> list[str]:
+    """The lines of a Markdown table: the header, its rule, then one line per row of cells."""
+    lines = ["| " + " | ".join(map(str, cells)) + " |" for cells in (header, *rows)]
+    return [lines[0], "|---" * len(header) + "|", *lines[1:]]
+
+
 def results_markdown(store: Mapping[str, Any], metrics: Sequence[str] | None = None,
                      decimals: int = 2) -> str:
     """:func:`results_frame` as a Markdown table, followed by where the numbers come from.
@@ -509,11 +505,8 @@ def results_markdown(store: Mapping[str, Any], metrics: Sequence[str] | None = N
     Notebook: 07_evaluation.ipynb
     """
     df = results_frame(store, metrics, decimals)
-    cols = list(df.columns)
-    lines = ["| row | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    lines += [f"| {r} | " + " | ".join(str(v) for v in df.loc[r]) + " |" for r in df.index]
-    runs = store.get("runs") or [{}]
-    last = runs[-1]
+    lines = _markdown_table(["row", *df.columns], [[r, *df.loc[r]] for r in df.index])
+    last = (store.get("runs") or [{}])[-1]
     walls = [e.get("wall_s", 0) for row in store["rows"].values() for e in _ok_seeds(row).values()]
     units = {e["n_units"] for row in store["rows"].values() for e in _ok_seeds(row).values()}
     plural = _PLURALS.get(store.get("unit"), f"{store.get('unit')}s")

@@ -5,9 +5,16 @@
 """
 from __future__ import annotations
 
+import argparse
+import ast
+import difflib
 import json
 import os
+import platform
+import shutil
 import sys
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -127,8 +134,6 @@ def parse_value(text: str) -> Any:
 
     Notebook: 00_overview.ipynb
     """
-    import ast
-
     lowered = {"true": True, "false": False, "none": None, "null": None}
     if text.lower() in lowered:
         return lowered[text.lower()]
@@ -158,8 +163,6 @@ def declared_parameters(path: Path) -> dict[str, Any]:
 
 def _parameters_cell(path: Path) -> dict[str, tuple[Any, bool]]:
     """``name -> (default, is_literal)`` of a notebook's parameters cell."""
-    import ast
-
     import nbformat
 
     nb = nbformat.read(str(path), as_version=4)
@@ -189,19 +192,17 @@ def _type_name(value: Any) -> str:
     return "None" if value is None else type(value).__name__
 
 
+# The types a ``-p`` value may have per type of the default (any other default: its own type).
+_ACCEPTED = {int: (int,), float: (int, float), list: (list, tuple), tuple: (list, tuple)}
+
+
 def _fits(value: Any, default: Any) -> bool:
     """Whether ``value`` may replace a parameter whose default is ``default``."""
     if default is None:
         return True
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(default, (list, tuple)):
-        return isinstance(value, (list, tuple))
-    return isinstance(value, type(default))
+    accepted = _ACCEPTED.get(type(default), (type(default),))
+    # bool is an int, but a flag is not a number and a number is not a flag
+    return isinstance(value, accepted) and isinstance(value, bool) == isinstance(default, bool)
 
 
 def check_parameters(overrides: dict[str, Any], notebooks: list[Path]) -> None:
@@ -216,8 +217,6 @@ def check_parameters(overrides: dict[str, Any], notebooks: list[Path]) -> None:
 
     Notebook: 00_overview.ipynb
     """
-    import difflib
-
     declared = {path: _parameters_cell(path) for path in notebooks}
     names = sorted({n for cell in declared.values() for n in cell})
     problems = []
@@ -243,8 +242,6 @@ def versions() -> dict[str, str]:
 
     Notebook: 00_overview.ipynb
     """
-    import platform
-
     return {"python": platform.python_version(), "platform": platform.platform(),
             **package_versions(("mrlib", "torch", "numpy", "scipy", "librosa", "scikit-learn", "faiss-cpu",
                                 "papermill", "music21"))}
@@ -296,8 +293,6 @@ def run_notebook(path: Path, out_path: Path, parameters: dict[str, Any],
 
     Notebook: 00_overview.ipynb
     """
-    import time
-
     import papermill
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
@@ -399,8 +394,6 @@ def run_suite(profile: str = "quick", overrides: dict[str, Any] | None = None,
 def _load_index(index_path: Path) -> dict:
     """The results index, with the ``running`` entries of a dead suite marked ``interrupted``;
     an unreadable file is kept aside and a new index started."""
-    import time
-
     if not index_path.exists():
         return {}
     try:
@@ -424,10 +417,6 @@ def _load_index(index_path: Path) -> dict:
 
 def _run_suite_locked(profile: str, overrides: dict, wanted: dict, notebooks: list[Path],
                       out_dir: Path, inplace: bool, timeout_s: int | None) -> Path:
-    import shutil
-    import time
-    from datetime import datetime, timezone
-
     index_path = out_dir / "results.json"
     index = _load_index(index_path)
     index.update({"profile": profile, "overrides": _jsonable(overrides), "versions": versions()})
@@ -444,12 +433,10 @@ def _run_suite_locked(profile: str, overrides: dict, wanted: dict, notebooks: li
         write_json_atomic(index, index_path)
         try:
             entry.update(run_notebook(path, out_path, params, timeout_s=timeout_s))
-        except NotebookFailed as err:
-            entry.update({"status": "failed", "error": str(err)})
-            write_json_atomic(index, index_path)
-            raise
-        except BaseException as err:
-            entry.update({"status": "interrupted", "error": f"{type(err).__name__}: {err}"})
+        except BaseException as err:              # a failed notebook, Ctrl-C, a kill
+            failed = isinstance(err, NotebookFailed)
+            entry.update({"status": "failed" if failed else "interrupted",
+                          "error": str(err) if failed else f"{type(err).__name__}: {err}"})
             write_json_atomic(index, index_path)
             raise
         write_json_atomic(index, index_path)
@@ -468,8 +455,6 @@ def main(argv: list[str] | None = None) -> int:
 
     Notebook: 00_overview.ipynb
     """
-    import argparse
-
     parser = argparse.ArgumentParser(prog="python -m mrlib.suite", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="execute the notebooks in order with papermill")
@@ -493,10 +478,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     overrides = {}
     for item in args.param:
-        if "=" not in item:
-            parser.error(f"-p expects NAME=VALUE, got {item!r}")
-        name, value = item.split("=", 1)
-        if not name.strip():
+        name, eq, value = item.partition("=")
+        if not eq or not name.strip():
             parser.error(f"-p expects NAME=VALUE, got {item!r}")
         overrides[name.strip()] = parse_value(value.strip())
     if args.timeout is not None and args.timeout < 0:

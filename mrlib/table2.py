@@ -226,14 +226,10 @@ def table2_rows(catalog: str = "synthetic", profile: str = "quick",
                 cfg.setdefault("n_pos", n_pos)          # a -p n_pos/n_neg is already in cfg
                 cfg.setdefault("n_neg", n_neg)
     else:
-        paper = {}
-        for name, cfg in rows.items():
-            fields = paper_config(cfg["system"], cfg["mining"], catalog=catalog,
-                                  run_name=cfg["run_name"], **overrides).to_dict()
-            if name == "TL untrained":
-                fields["epochs"] = 0
-            paper[name] = fields
-        rows = paper
+        rows = {name: paper_config(cfg["system"], cfg["mining"], catalog=catalog,
+                                   run_name=cfg["run_name"], **overrides).to_dict()
+                for name, cfg in rows.items()}
+        rows["TL untrained"]["epochs"] = 0
     out = {name: {k: v for k, v in cfg.items() if k not in _NOT_RESULT + ("seed",)}
            for name, cfg in rows.items()}
     for name in TABLE2_REFERENCE_ROWS:
@@ -366,8 +362,7 @@ def table2_run(row: str, parameters: Mapping[str, Any], seed: int, device: str, 
     autopool = getattr(run.model(), "autopool", None) if system.takes_pooling else None
     if autopool is not None:
         alpha = autopool.effective_alpha.detach().numpy().ravel()
-        extra["alpha"] = {"mean": round(float(alpha.mean()), 4), "min": round(float(alpha.min()), 4),
-                          "max": round(float(alpha.max()), 4)}
+        extra["alpha"] = {k: round(float(getattr(alpha, k)()), 4) for k in ("mean", "min", "max")}
     return _per_unit(result), extra
 
 
@@ -426,12 +421,9 @@ def autopool_rows(catalog: str = "synthetic", profile: str = "quick",
     base = table2_rows(catalog, profile, budget)["TL Distance-based"]
     if catalog == "synthetic":
         base["catalog_kwargs"] = {**base.get("catalog_kwargs", {}), "events": True}
-    rows = {}
-    for length in AUTOPOOL_PATCH_LENS:
-        for arm, fields in AUTOPOOL_ARMS.items():
-            rows[f"{arm}, {length} frames"] = {**base, **fields, "patch_len": length,
-                                                "run_name": f"{fields['run_name']}_p{length}"}
-    return rows
+    return {f"{arm}, {length} frames": {**base, **fields, "patch_len": length,
+                                         "run_name": f"{fields['run_name']}_p{length}"}
+            for length in AUTOPOOL_PATCH_LENS for arm, fields in AUTOPOOL_ARMS.items()}
 
 
 #: The paper's batch and rate on Table 2's TL Distance-based row, each alone and both (AT's 10⁻⁴
