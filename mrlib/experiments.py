@@ -38,7 +38,7 @@ from mrlib import results as res
 from mrlib.claims import update_readme_claims
 from mrlib.devices import pick_device
 from mrlib.paths import FolderLock, LockedError, repo_root, runs_dir
-from mrlib.suite import parse_value, versions
+from mrlib.suite import parse_params, versions
 # The experiments' rows and data, re-exported: the notebooks and the command line know them here.
 from mrlib.table2 import (AUTOPOOL_ARMS, AUTOPOOL_PATCH_LENS, CATALOG_KWARGS, CATALOG_VARIANTS,  # noqa: F401
                           TABLE2_BUDGETS, TABLE2_REFERENCE_ROWS, table2_context, table2_rows,
@@ -393,16 +393,6 @@ def _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, devi
 # ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
-def _parse_overrides(items: Sequence[str], parser: argparse.ArgumentParser) -> dict:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            parser.error(f"-p expects NAME=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        out[k.strip()] = parse_value(v.strip())
-    return out
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m mrlib.experiments run|show|readme|list`` (see ``--help``).
 
@@ -455,7 +445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         path = run_experiment(args.experiment, args.catalog, args.profile, args.seeds,
-                              overrides=_parse_overrides(args.param, parser), rows=args.rows,
+                              overrides=parse_params(args.param, parser), rows=args.rows,
                               device=args.device, jobs=args.jobs, store=args.store,
                               commit=args.commit, progress=not args.quiet)
     except (ValueError, TypeError) as err:

@@ -143,6 +143,32 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def parse_params(items: list[str], parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """The ``-p NAME=VALUE`` options of a command line as a dict of parsed values.
+
+    Parameters
+    ----------
+    items : list of str
+        The options' texts, e.g. ``["epochs=3", "catalog=music21"]``.
+    parser : argparse.ArgumentParser
+        Reports a malformed item (no ``=`` or an empty name) as a usage error (exit status 2).
+
+    Returns
+    -------
+    dict
+        Name → value, each value read by :func:`parse_value`.
+
+    Notebook: 00_overview.ipynb
+    """
+    params = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        if not eq or not name.strip():
+            parser.error(f"-p expects NAME=VALUE, got {item!r}")
+        params[name.strip()] = parse_value(value.strip())
+    return params
+
+
 def declared_parameters(path: Path) -> dict[str, Any]:
     """The names and defaults of a notebook's ``parameters`` cell.
 
@@ -476,12 +502,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in list_notebooks():
             print(f"{path.name}: {declared_parameters(path)}")
         return 0
-    overrides = {}
-    for item in args.param:
-        name, eq, value = item.partition("=")
-        if not eq or not name.strip():
-            parser.error(f"-p expects NAME=VALUE, got {item!r}")
-        overrides[name.strip()] = parse_value(value.strip())
+    overrides = parse_params(args.param, parser)
     if args.timeout is not None and args.timeout < 0:
         parser.error(f"--timeout must be >= 0 seconds (0: none), got {args.timeout}")
     try:

@@ -1,6 +1,7 @@
 """The suite runner: order, parameters, results index, failures named, record()."""
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import subprocess
@@ -11,7 +12,7 @@ import nbformat
 import numpy as np
 import pytest
 
-from mrlib import checks, suite
+from mrlib import checks, experiments, suite
 from mrlib.cqt import FeatureConfig
 from mrlib.matchnet_cv import MatchNetConfig
 from mrlib.train_config import PAPER_SCALE, TrainConfig, paper_config
@@ -64,6 +65,22 @@ def test_parse_value():
     assert suite.parse_value("false") is False
     assert suite.parse_value("music21") == "music21"
     assert suite.parse_value("[1, 2]") == [1, 2]
+
+
+def test_parse_params_reads_values_and_refuses_malformed_items(capsys):
+    parser = argparse.ArgumentParser(prog="x")
+    assert suite.parse_params([" epochs = 3", "catalog=music21", "note=a=b"], parser) == {
+        "epochs": 3, "catalog": "music21", "note": "a=b"}
+    for bad in ("epochs", "=1", " =1"):
+        with pytest.raises(SystemExit) as exit_:
+            suite.parse_params([bad], parser)
+        assert exit_.value.code == 2 and f"-p expects NAME=VALUE, got {bad!r}" in capsys.readouterr().err
+    # both command lines read -p through it
+    for main, argv in ((suite.main, ["run", "-p", "=1"]),
+                       (experiments.main, ["run", "table2", "-p", "=1"])):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2 and "-p expects NAME=VALUE, got '=1'" in capsys.readouterr().err
 
 
 @pytest.mark.slow
