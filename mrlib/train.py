@@ -44,7 +44,6 @@ import contextlib
 import io
 import json
 import math
-import numbers
 import os
 import random
 import sys
@@ -58,6 +57,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mrlib import evaluate
+from mrlib.checks import is_int
 from mrlib.devices import (amp_dtype, memory_available, mps_available, peak_memory, pick_device,
                            synchronize)
 from mrlib.distributed import WriteAudit, init_distributed, param_checksum
@@ -144,7 +144,10 @@ class _TrainingRun:
             torch.backends.cudnn.benchmark = not self.deterministic
 
     def _build_step(self) -> None:
-        """Model, objective (DDP-wrapped on several processes), optimiser and AMP scaler."""
+        """Model, objective (DDP-wrapped on several processes), optimiser and AMP scaler; then
+        the seeds (python/numpy/torch globals, the patch stream, per rank), the sampler, the
+        batch maker and one endless stream of batches for the whole run (the sampler's state
+        says where it is), at epoch 0."""
         cfg = self.config
         self.model = self.system.build(cfg, self.data).to(self.device)
         self.objective = self.system.objective(self.model, cfg).to(self.device)
@@ -158,10 +161,6 @@ class _TrainingRun:
         self.optimizer = self.system.optimizer(self.model, cfg)
         self.amp_dtype = amp_dtype(self.device, cfg.amp)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
-
-    def _seed_and_sample(self) -> None:
-        """Seeds (python/numpy/torch globals, the patch stream, per rank), sampler, batch maker."""
-        cfg = self.config
         rank_seed = cfg.seed * 1000 + self.dist.rank
         random.seed(rank_seed)
         np.random.seed(rank_seed % 2**32)
@@ -169,6 +168,9 @@ class _TrainingRun:
         self.patch_rng = np.random.default_rng([cfg.seed, self.dist.rank, 0x5EED])
         self.sampler = self._sampler()
         self.maker = BatchMaker(self.data, cfg, self.patch_rng)
+        self._stream = batch_stream(self.sampler)
+        self.epoch = 0
+        self.global_step = 0
 
     def setup_for_benchmark(self) -> None:
         """:meth:`setup` without a run folder, validation or resume: what a step needs."""
@@ -177,10 +179,6 @@ class _TrainingRun:
             self.data = prepare_data(self.config, progress=False)
         self.train_idx = self.data.indices("train")
         self._build_step()
-        self._seed_and_sample()
-        self._stream = batch_stream(self.sampler)
-        self.epoch = 0
-        self.global_step = 0
 
     def reference_step(self, batch: dict) -> None:
         """One optimiser step of the objective alone on a batch already on the device."""
@@ -236,11 +234,8 @@ class _TrainingRun:
 
         # ---- model, objective, optimiser; then seeds, sampler and batches ----
         self._build_step()
-        self._seed_and_sample()
 
         # ---- state ----
-        self.epoch = 0
-        self.global_step = 0
         self.rows: list[dict] = []
         self.best = {"value": -math.inf, "epoch": -1, "bad_epochs": 0, "state": None}
         self.stopped_early = False
@@ -249,8 +244,6 @@ class _TrainingRun:
         if folder.ckpt is not None:
             self._restore(folder.ckpt)
             folder.ckpt = None  # free the memory
-        # one endless stream of batches for the whole run; the sampler's state says where it is
-        self._stream = batch_stream(self.sampler)
 
     def open_folder(self, resume: bool, replace: bool) -> RunResult | None:
         """Lock the run folder and decide what this call does with what it holds.
@@ -269,14 +262,11 @@ class _TrainingRun:
         need, what = self._memory_estimate(), self._memory_available()
         if what is not None and need > what:
             raise MemoryError(
-                f"this run needs roughly {need / 2**30:.1f} GiB ({self.patches_per_batch_estimate} "
+                f"this run needs roughly {need / 2**30:.1f} GiB "
+                f"({self.system.max_patches_per_batch(cfg)} "
                 f"patches of {data.n_bins} x {cfg.patch_len} per batch, width {cfg.width}) but "
                 f"{what / 2**30:.1f} GiB are free on {self.device}; lower patch_len, width, "
                 "batch_tracks or negatives_per_batch")
-
-    @property
-    def patches_per_batch_estimate(self) -> int:
-        return self.system.max_patches_per_batch(self.config)
 
     def _memory_estimate(self) -> float:
         """Bytes for one training step: the batches in flight and the first block's activations
@@ -285,7 +275,7 @@ class _TrainingRun:
         cfg, n_bins = self.config, self.data.n_bins
         elem = 2 if amp_dtype(self.device, cfg.amp) is not None else 4
         patch = n_bins * cfg.patch_len
-        batch = self.patches_per_batch_estimate * patch
+        batch = self.system.max_patches_per_batch(cfg) * patch
         first = scale_channels(128, cfg.width)
         return batch * 4 * (cfg.prefetch + 2) + batch * elem * first * 4.5
 
@@ -374,9 +364,7 @@ class _TrainingRun:
                           pin=self.device.type == "cuda")
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
-        loss_all_sum = torch.zeros((), device=self.device, dtype=torch.float64)
-        active_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        sums = torch.zeros(3, device=self.device, dtype=torch.float64)   # loss, loss_all, active
         n_trip = 0
         n_patches = 0
         bar = tqdm(total=steps, desc=f"epoch {self.epoch + 1}", unit="step", leave=False,
@@ -389,9 +377,8 @@ class _TrainingRun:
                                                              b.get("idx"), b["n_triplets"], b["shared"])
             self._optimise(loss)
             self.global_step += 1
-            loss_sum += loss.detach().double()
-            loss_all_sum += torch.nan_to_num(loss_all.detach().double(), nan=0.0)
-            active_sum += torch.nan_to_num(active.detach().double(), nan=0.0)
+            sums[0] += loss.detach().double()
+            sums[1:] += torch.nan_to_num(torch.stack([loss_all, active]).detach().double(), nan=0.0)
             n_trip += int(k)
             n_patches += int(batch["n_patches"])
             if cfg.verify_ddp and self.dist.active:
@@ -400,23 +387,20 @@ class _TrainingRun:
                 bar.set_postfix(loss=f"{float(loss):.4f}")
             bar.update(1)
         bar.close()
-        loss_mean = float(loss_sum) / steps   # float() waits for the GPU: timing is complete
+        # tolist() waits for the GPU: the timing is complete
+        loss_mean, loss_all_mean, active_mean = (sums / steps).tolist()
         train_s = time.perf_counter() - t0
-        triplets = self.system.triplet_stats
-        active_mean = float(active_sum) / steps if triplets else None
-        loss_all_mean = float(loss_all_sum) / steps if triplets else None
+        wait = pre.wait_s
         if self.dist.active:  # every rank's losses and counts, for the log
-            t = torch.tensor([loss_mean, active_mean or 0.0, loss_all_mean or 0.0, n_trip, n_patches,
-                              pre.wait_s, train_s], dtype=torch.float64, device=self._gather_device())
+            t = torch.tensor([loss_mean, loss_all_mean, active_mean, wait, train_s, n_trip,
+                              n_patches], dtype=torch.float64, device=self._gather_device())
             torch.distributed.all_reduce(t)
-            t = t.cpu().tolist()
-            ws = self.dist.world_size
-            loss_mean, a, la = t[0] / ws, t[1] / ws, t[2] / ws
-            n_trip, n_patches, wait, train_s = int(t[3]), int(t[4]), t[5] / ws, t[6] / ws
-            active_mean = a if triplets else None
-            loss_all_mean = la if triplets else None
-        else:
-            wait = pre.wait_s
+            *means, n_trip, n_patches = t.cpu().tolist()
+            loss_mean, loss_all_mean, active_mean, wait, train_s = (m / self.dist.world_size
+                                                                     for m in means)
+            n_trip, n_patches = int(n_trip), int(n_patches)
+        if not self.system.triplet_stats:
+            loss_all_mean = active_mean = None
         peak, _ = peak_memory(self.device)
         return {"loss": loss_mean, "loss_all": loss_all_mean, "active_fraction": active_mean,
                 "triplets_per_batch": n_trip / (steps * self.dist.world_size),
@@ -425,21 +409,14 @@ class _TrainingRun:
                 "peak_memory_mb": peak / 2**20}
 
     # -- validation, early stopping, checkpoint ---------------------------------------------
-    def evaluate(self) -> dict:
-        return _validate(self.model, self.data, self.val_idx, self.S_val, self.config, self.device)
-
-    def _monitor(self, metrics: dict) -> float:
-        v = metrics.get(self.config.monitor)
-        return -math.inf if v is None else float(v)
-
     def record_epoch(self, train_stats: dict | None, t_epoch: float) -> bool:
         """Validate (rank 0), update early stopping, log, checkpoint. Returns 'stop now'."""
         cfg = self.config
         stop = False
         row = None
         if self.dist.is_main:
-            val = self.evaluate()
-            value = self._monitor(val)
+            val = _validate(self.model, self.data, self.val_idx, self.S_val, cfg, self.device)
+            value = -math.inf if val.get(cfg.monitor) is None else float(val[cfg.monitor])
             improved = value > self.best["value"]
             if improved:
                 self.best.update(value=value, epoch=self.epoch, bad_epochs=0,
@@ -491,8 +468,7 @@ class _TrainingRun:
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "sampler": json.dumps(self.sampler.state_dict()),
             "rng": rng,
-            "early_stopping": {"value": self.best["value"], "epoch": self.best["epoch"],
-                               "bad_epochs": self.best["bad_epochs"], "state": self.best["state"]},
+            "early_stopping": dict(self.best),
             "metrics": json.dumps(self.rows),
             "stopped_early": self.stopped_early,
             "elapsed_s": self.elapsed_before + (time.perf_counter() - self._t_start),
@@ -668,9 +644,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, *,
     config.validate()
     if data is not None and not isinstance(data, TrainData):
         raise TypeError(f"data must be a TrainData (or None), got {type(data).__name__}")
-    if stop_after_epoch is not None and (isinstance(stop_after_epoch, bool) or
-                                         not isinstance(stop_after_epoch, numbers.Integral)
-                                         or stop_after_epoch < 1):
+    if stop_after_epoch is not None and not (is_int(stop_after_epoch) and stop_after_epoch >= 1):
         raise ValueError(f"stop_after_epoch must be None or an int >= 1, got {stop_after_epoch!r}")
     if not isinstance(replace, bool):
         raise TypeError(f"replace must be a bool, got {replace!r}")
@@ -719,9 +693,9 @@ def measure_throughput(config: TrainConfig, steps: int = 20, warmup: int = 3, *,
 
     Notebook: 06_training.ipynb
     """
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+    if not (is_int(steps) and steps >= 1):
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-    if isinstance(warmup, bool) or not isinstance(warmup, numbers.Integral) or warmup < 0:
+    if not (is_int(warmup) and warmup >= 0):
         raise ValueError(f"warmup must be an int >= 0, got {warmup!r}")
     cfg = config.replace(verify_ddp=False)
     run = _TrainingRun(cfg, data, progress=False)
