@@ -465,8 +465,7 @@ _DESCRIPTIONS: dict[type, Any] = {
 
 
 def _describe(module: nn.Module) -> str:
-    describe = next((f for cls, f in _DESCRIPTIONS.items() if isinstance(module, cls)), None)
-    return describe(module) if describe is not None else ""
+    return next((f(module) for cls, f in _DESCRIPTIONS.items() if isinstance(module, cls)), "")
 
 
 def summary(model: nn.Module, input_shape: tuple[int, ...] | None = None, batch_size: int = 2,

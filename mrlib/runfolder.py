@@ -441,17 +441,13 @@ class RunFolder:
                  "before its first checkpoint; the previous run is restored from "
                  f"{_ASIDE}/")
 
-    def _saved_config(self) -> TrainConfig | None:
+    def _saved_run(self) -> tuple[TrainConfig | None, dict]:
+        """The folder's config (None: missing or unreadable) and how this run's differs from it."""
         try:
-            return TrainConfig.from_json(self.run_dir / "config.json")
+            saved = TrainConfig.from_json(self.run_dir / "config.json")
         except Exception:  # noqa: BLE001 - missing, unreadable or from another version
-            return None
-
-    def _same_run(self, saved: TrainConfig | None) -> tuple[bool, dict]:
-        if saved is None:
-            return False, {"config.json": ("unreadable or missing", "")}
-        diff = _config_diff(saved.to_dict(), self.config, _SAME_RUN_IGNORES)
-        return not diff, diff
+            return None, {"config.json": ("unreadable or missing", "")}
+        return saved, _config_diff(saved.to_dict(), self.config, _SAME_RUN_IGNORES)
 
     def _decide(self, resume: bool, replace: bool) -> RunResult | None:
         d = self.run_dir
@@ -462,8 +458,8 @@ class RunFolder:
             if resume:
                 self.log(f"[train] resume=True but {d} holds no run: starting from scratch")
             return None
-        saved = self._saved_config()
-        same, diff = self._same_run(saved)
+        saved, diff = self._saved_run()
+        same = saved is not None and not diff
         if resume and finished and same:
             if has_ckpt:  # a damaged folder is reported, not passed off as a finished run
                 _load_latest_checkpoint(d, self.log)
@@ -478,7 +474,7 @@ class RunFolder:
         if not finished and not has_ckpt and saved is not None:
             return None  # a run that stopped before its first checkpoint: nothing to keep
         kind = "finished" if finished else ("interrupted" if has_ckpt else "unrecognised")
-        if same and saved is not None:
+        if same:
             self.log(f"[train] {d} holds a {kind} run of the same configuration: training it "
                      f"again from scratch (the old files wait in {_ASIDE}/ until the first "
                      "checkpoint)")

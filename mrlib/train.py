@@ -91,14 +91,10 @@ def _validate(model: nn.Module, data: TrainData, val_idx: np.ndarray, S_val: np.
         evaluate.evaluate_similarity(similarity, S_val)
     ci = evaluate.mean_ci(res.per_query["map"])
     # MAP lies in [0, 1]: a normal-approximation interval that crosses a bound is cut there
-    out = {"val_map": ci.mean, "val_map_low": float(np.clip(ci.low, 0.0, 1.0)),
-           "val_map_high": float(np.clip(ci.high, 0.0, 1.0)),
-           "val_recall": float(res.per_query["recall"].mean()),
-           "val_rr": float(res.per_query["rr"].mean()),
-           "val_ndcg": float(res.per_query["ndcg"].mean()), "val_auc": None}
-    if system.tags:
-        out["val_auc"] = evaluate.tag_auc(data.tags[val_idx] >= 0.5, E).mean
-    return out
+    return {"val_map": ci.mean, "val_map_low": float(np.clip(ci.low, 0.0, 1.0)),
+            "val_map_high": float(np.clip(ci.high, 0.0, 1.0)),
+            **{f"val_{k}": float(res.per_query[k].mean()) for k in ("recall", "rr", "ndcg")},
+            "val_auc": evaluate.tag_auc(data.tags[val_idx] >= 0.5, E).mean if system.tags else None}
 
 
 def _jsonable(v):
@@ -443,12 +439,10 @@ class _TrainingRun:
                     f.write(json.dumps(r) + "\n")
             msg = (f"[train] epoch {self.epoch:3d}  val MAP@20 {row['val_map']:.4f} "
                    f"[{row['val_map_low']:.4f}, {row['val_map_high']:.4f}]")
-            if row["loss"] is not None:
-                msg += f"  loss {row['loss']:.4f}"
-            if row["active_fraction"] is not None:
-                msg += f"  active {row['active_fraction']:.3f}"
-            if row["val_auc"] is not None:
-                msg += f"  AUC {row['val_auc']:.4f}"
+            shown = (("loss", "loss", ".4f"), ("active_fraction", "active", ".3f"),
+                     ("val_auc", "AUC", ".4f"))
+            msg += "".join(f"  {label} {row[k]:{fmt}}" for k, label, fmt in shown
+                           if row[k] is not None)
             if self.progress:
                 tqdm.write(msg)
         self.dist.barrier()
@@ -566,9 +560,8 @@ class _TrainingRun:
                                                   "val_recall", "val_rr", "val_ndcg", "val_auc")},
             "untrained": {k: self.rows[0].get(k) for k in ("val_map", "val_map_low", "val_map_high",
                                                            "val_auc")},
-            "final_loss": trained[-1]["loss"] if trained else None,
-            "final_loss_all": trained[-1]["loss_all"] if trained else None,
-            "final_active_fraction": trained[-1]["active_fraction"] if trained else None,
+            **{f"final_{k}": trained[-1][k] if trained else None
+               for k in ("loss", "loss_all", "active_fraction")},
             "patches_per_batch": self.patches_per_batch,
             "n_mined_triplets": getattr(self, "n_mined", None),
             "throughput_patches_per_s": patches / train_s if train_s > 0 else None,
