@@ -176,23 +176,22 @@ class _TrainingRun:
         self.train_idx = self.data.indices("train")
         self._build_step()
 
-    def reference_step(self, batch: dict) -> None:
-        """One optimiser step of the objective alone on a batch already on the device."""
+    def step(self, module: nn.Module, batch: dict) -> tuple:
+        """One optimiser step through ``module`` (the objective, DDP-wrapped or alone) on a batch
+        already on the device: the forward under autocast, backward and one Adam step (through
+        the GradScaler under fp16 AMP). Returns ``(loss, active, n_triplets, loss_all)``."""
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            loss, _, _, _ = self.objective(batch["x"], batch.get("y"), batch.get("S"), batch.get("idx"),
-                                           batch["n_triplets"], batch["shared"])
-        self._optimise(loss)
-
-    def _optimise(self, loss: torch.Tensor) -> None:
-        """Backward and one Adam step (through the GradScaler under fp16 AMP)."""
+            out = module(batch["x"], batch.get("y"), batch.get("S"), batch.get("idx"),
+                         batch["n_triplets"], batch["shared"])
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
-            self.scaler.scale(loss).backward()
+            self.scaler.scale(out[0]).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            loss.backward()
+            out[0].backward()
             self.optimizer.step()
+        return out
 
     def setup(self, resume: bool) -> None:
         cfg = self.config
@@ -270,8 +269,7 @@ class _TrainingRun:
         as much again for the pooled blocks). A rough upper bound, not a measurement."""
         cfg, n_bins = self.config, self.data.n_bins
         elem = 2 if amp_dtype(self.device, cfg.amp) is not None else 4
-        patch = n_bins * cfg.patch_len
-        batch = self.system.max_patches_per_batch(cfg) * patch
+        batch = self.system.max_patches_per_batch(cfg) * n_bins * cfg.patch_len
         first = scale_channels(128, cfg.width)
         return batch * 4 * (cfg.prefetch + 2) + batch * elem * first * 4.5
 
@@ -367,11 +365,7 @@ class _TrainingRun:
                    disable=not (self.progress and self.dist.is_main))
         t0 = time.perf_counter()
         for i, batch in enumerate(pre):
-            b = self._to_device(batch)
-            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                loss, active, k, loss_all = self.step_module(b["x"], b.get("y"), b.get("S"),
-                                                             b.get("idx"), b["n_triplets"], b["shared"])
-            self._optimise(loss)
+            loss, active, k, loss_all = self.step(self.step_module, self._to_device(batch))
             self.global_step += 1
             sums[0] += loss.detach().double()
             sums[1:] += torch.nan_to_num(torch.stack([loss_all, active]).detach().double(), nan=0.0)
@@ -497,7 +491,6 @@ class _TrainingRun:
 
     def finalize(self) -> RunResult | None:
         cfg = self.config
-        result = None
         if self.dist.is_main:
             if self.best["state"] is not None:
                 self.model.load_state_dict(self.best["state"])
@@ -519,8 +512,7 @@ class _TrainingRun:
             torch.save({"model_config": dict(self.model.config),
                         "state_dict": {k: v.cpu() for k, v in self.model.state_dict().items()}}, buf)
             (self.run_dir / "model.pt").write_bytes(buf.getvalue())
-            summary = self._summary(E)
-            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+            (self.run_dir / "summary.json").write_text(json.dumps(self._summary(E), indent=1))
         if cfg.verify_ddp:
             writes = self.dist.gather(WriteAudit.stop())
             if self.dist.is_main:
@@ -529,9 +521,7 @@ class _TrainingRun:
                           "writes_by_rank": {str(r): w for r, w in enumerate(writes)}}
                 (self.run_dir / "ddp_verify.json").write_text(json.dumps(report, indent=1))
         self.dist.barrier()
-        if self.dist.is_main:
-            result = load_run(self.run_dir)
-        return result
+        return load_run(self.run_dir) if self.dist.is_main else None
 
     def _summary(self, E: np.ndarray | None) -> dict:
         cfg = self.config
@@ -706,11 +696,11 @@ def measure_throughput(config: TrainConfig, steps: int = 20, warmup: int = 3, *,
         if reference:
             batch = run._to_device(tensor_batch(run.maker, next(run._stream), pin=False))
             for _ in range(warmup):
-                run.reference_step(batch)
+                run.step(run.objective, batch)
             synchronize(run.device)
             t0 = time.perf_counter()
             for _ in range(steps):
-                run.reference_step(batch)
+                run.step(run.objective, batch)
             synchronize(run.device)
             dt = time.perf_counter() - t0
             out["ceiling_patches_per_s"] = steps * batch["x"].shape[0] / dt
