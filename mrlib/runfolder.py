@@ -268,21 +268,22 @@ class RunResult:
     metrics: pd.DataFrame
     summary: dict
 
+    def _load(self, name: str, when: str) -> np.ndarray:
+        """The array ``name`` of the run folder; ``when`` says in the error which runs have it."""
+        f = self.path / name
+        if not f.exists():
+            raise FileNotFoundError(f"{f} {when}")
+        return np.load(f)
+
     @property
     def embeddings(self) -> np.ndarray:
         """float32 (N', d): one row per track of :attr:`tracks` (tag probabilities for AT)."""
-        f = self.path / "embeddings.npy"
-        if not f.exists():
-            raise FileNotFoundError(f"{f} was not written (the run had embed_all=False)")
-        return np.load(f)
+        return self._load("embeddings.npy", "was not written (the run had embed_all=False)")
 
     @property
     def patch_embeddings(self) -> np.ndarray:
         """MatchNet: float32 (N', 8, e) patch embeddings."""
-        f = self.path / "patch_embeddings.npy"
-        if not f.exists():
-            raise FileNotFoundError(f"{f} exists for MatchNet runs only")
-        return np.load(f)
+        return self._load("patch_embeddings.npy", "exists for MatchNet runs only")
 
     @property
     def tracks(self) -> pd.DataFrame:
