@@ -18,7 +18,9 @@ The variants of the AutoPool paper are options of :class:`AutoPool`:
 """
 from __future__ import annotations
 
+import functools
 import numbers
+import operator
 
 import torch
 from torch import nn
@@ -235,12 +237,8 @@ def autopool_penalty(model: nn.Module) -> torch.Tensor:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"autopool_penalty() needs an nn.Module, got {type(model).__name__}")
-    total = None
-    for module in model.modules():
-        if isinstance(module, AutoPool):
-            p = module.penalty()
-            total = p if total is None else total + p
-    if total is None:
+    penalties = [m.penalty() for m in model.modules() if isinstance(m, AutoPool)]
+    if not penalties:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
-        total = torch.zeros((), device=device)
-    return total
+        return torch.zeros((), device=device)
+    return functools.reduce(operator.add, penalties)

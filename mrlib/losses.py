@@ -29,20 +29,13 @@ __all__ = [
     "bce_loss",
 ]
 
-_REDUCTIONS = ("mean", "sum", "none")
+_REDUCE = {"mean": torch.mean, "sum": torch.sum, "none": lambda values: values}
+_REDUCTIONS = tuple(_REDUCE)
 
 
 def _check_reduction(reduction: str) -> None:
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-
-
-def _reduce(values: torch.Tensor, reduction: str) -> torch.Tensor:
-    if reduction == "mean":
-        return values.mean()
-    if reduction == "sum":
-        return values.sum()
-    return values
 
 
 def _check_float(name: str, t: object, min_ndim: int = 1) -> torch.Tensor:
@@ -125,7 +118,7 @@ def triplet_loss(a: torch.Tensor, p: torch.Tensor, n: torch.Tensor, margin: floa
     d_an = squared_distances(a, n)
     per_triplet = torch.clamp(d_ap - d_an + margin, min=0.0)
     active = (per_triplet > 0).float().mean().detach()
-    return _reduce(per_triplet, reduction), active
+    return _REDUCE[reduction](per_triplet), active
 
 
 def _as_logit_pair(z_pos, z_neg):
@@ -170,13 +163,13 @@ def _matchnet_reduce(fn, z_pos, z_neg, reduction: str) -> torch.Tensor:
     if isinstance(z_pos, list):
         # Ragged batch: one loss per song triplet (mean over its anchor patches), then reduce.
         per_triplet = torch.stack([fn(zp, zn).mean() for zp, zn in zip(z_pos, z_neg)])
-        return _reduce(per_triplet, reduction)
+        return _REDUCE[reduction](per_triplet)
     per_anchor = fn(z_pos, z_neg)            # (..., P_x)
     if reduction == "none":
         return per_anchor.mean(dim=-1)       # one value per song triplet, shape (...)
     # Every triplet of a dense batch has the same P_x, so the mean over all anchors equals
     # the mean over triplets of the per-triplet means.
-    return _reduce(per_anchor, reduction) if reduction == "mean" else per_anchor.mean(dim=-1).sum()
+    return per_anchor.mean() if reduction == "mean" else per_anchor.mean(dim=-1).sum()
 
 
 def matchnet_rank_loss(z_pos, z_neg, reduction: str = "mean") -> torch.Tensor:
@@ -312,4 +305,4 @@ def bce_loss(outputs: torch.Tensor, targets: torch.Tensor, threshold: float | No
         if ((outputs < 0) | (outputs > 1)).any():
             raise ValueError("with from_logits=False, outputs must be probabilities in [0, 1]")
         per = F.binary_cross_entropy(outputs, y, reduction="none")
-    return _reduce(per, reduction)
+    return _REDUCE[reduction](per)

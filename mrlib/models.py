@@ -430,12 +430,10 @@ def build_model(system: str, n_tags: int | None = None, width: float = 1.0, n_bi
     if system not in NETWORKS:
         raise ValueError(f"system must be one of {tuple(NETWORKS)}, got {system!r}")
     cls = NETWORKS[system]
-    if cls.takes_tags:
-        if n_tags is None:
-            raise ValueError(f"the {system!r} system needs n_tags (the number of tags m)")
-        args = dict(n_tags=n_tags, width=width, n_bins=n_bins, patch_len=patch_len)
-    else:
-        args = dict(embedding_dim=embedding_dim, width=width, n_bins=n_bins, patch_len=patch_len)
+    if cls.takes_tags and n_tags is None:
+        raise ValueError(f"the {system!r} system needs n_tags (the number of tags m)")
+    head = {"n_tags": n_tags} if cls.takes_tags else {"embedding_dim": embedding_dim}
+    args = dict(head, width=width, n_bins=n_bins, patch_len=patch_len)
     try:
         if seed is None:
             return cls(**args, **kwargs)
@@ -465,8 +463,7 @@ _DESCRIPTIONS: dict[type, Any] = {
 
 
 def _describe(module: nn.Module) -> str:
-    describe = next((f for cls, f in _DESCRIPTIONS.items() if isinstance(module, cls)), None)
-    return describe(module) if describe is not None else ""
+    return next((f(module) for cls, f in _DESCRIPTIONS.items() if isinstance(module, cls)), "")
 
 
 def summary(model: nn.Module, input_shape: tuple[int, ...] | None = None, batch_size: int = 2,

@@ -48,10 +48,10 @@ _CKPT = "checkpoint.pt"
 _CKPT_PREV = "checkpoint.prev.pt"
 _MAGIC = b"MRLIB-CKPT-1\n"
 _CKPT_FORMAT = 1
-# Fields that do not change what a run produces (only where and how fast): a folder holding a
-# run whose config differs from a new one only in these holds "the same run".
-_SAME_RUN_IGNORES = {"device", "n_jobs", "prefetch", "out_dir", "run_name", "verify_ddp",
-                     "eval_batch"}
+# Fields that do not change what a run produces (only where and how fast: those a resumed run
+# may change, less its length and its final embeddings): a folder holding a run whose config
+# differs from a new one only in these holds "the same run".
+_SAME_RUN_IGNORES = _RESUMABLE_CHANGES - {"epochs", "embed_all"}
 # Where a replaced run's files wait until the new run has written its first checkpoint.
 _ASIDE = ".previous-run"
 
@@ -268,21 +268,22 @@ class RunResult:
     metrics: pd.DataFrame
     summary: dict
 
+    def _load(self, name: str, when: str) -> np.ndarray:
+        """The array ``name`` of the run folder; ``when`` says in the error which runs have it."""
+        f = self.path / name
+        if not f.exists():
+            raise FileNotFoundError(f"{f} {when}")
+        return np.load(f)
+
     @property
     def embeddings(self) -> np.ndarray:
         """float32 (N', d): one row per track of :attr:`tracks` (tag probabilities for AT)."""
-        f = self.path / "embeddings.npy"
-        if not f.exists():
-            raise FileNotFoundError(f"{f} was not written (the run had embed_all=False)")
-        return np.load(f)
+        return self._load("embeddings.npy", "was not written (the run had embed_all=False)")
 
     @property
     def patch_embeddings(self) -> np.ndarray:
         """MatchNet: float32 (N', 8, e) patch embeddings."""
-        f = self.path / "patch_embeddings.npy"
-        if not f.exists():
-            raise FileNotFoundError(f"{f} exists for MatchNet runs only")
-        return np.load(f)
+        return self._load("patch_embeddings.npy", "exists for MatchNet runs only")
 
     @property
     def tracks(self) -> pd.DataFrame:
@@ -441,17 +442,13 @@ class RunFolder:
                  "before its first checkpoint; the previous run is restored from "
                  f"{_ASIDE}/")
 
-    def _saved_config(self) -> TrainConfig | None:
+    def _saved_run(self) -> tuple[TrainConfig | None, dict]:
+        """The folder's config (None: missing or unreadable) and how this run's differs from it."""
         try:
-            return TrainConfig.from_json(self.run_dir / "config.json")
+            saved = TrainConfig.from_json(self.run_dir / "config.json")
         except Exception:  # noqa: BLE001 - missing, unreadable or from another version
-            return None
-
-    def _same_run(self, saved: TrainConfig | None) -> tuple[bool, dict]:
-        if saved is None:
-            return False, {"config.json": ("unreadable or missing", "")}
-        diff = _config_diff(saved.to_dict(), self.config, _SAME_RUN_IGNORES)
-        return not diff, diff
+            return None, {"config.json": ("unreadable or missing", "")}
+        return saved, _config_diff(saved.to_dict(), self.config, _SAME_RUN_IGNORES)
 
     def _decide(self, resume: bool, replace: bool) -> RunResult | None:
         d = self.run_dir
@@ -462,8 +459,8 @@ class RunFolder:
             if resume:
                 self.log(f"[train] resume=True but {d} holds no run: starting from scratch")
             return None
-        saved = self._saved_config()
-        same, diff = self._same_run(saved)
+        saved, diff = self._saved_run()
+        same = saved is not None and not diff
         if resume and finished and same:
             if has_ckpt:  # a damaged folder is reported, not passed off as a finished run
                 _load_latest_checkpoint(d, self.log)
@@ -478,7 +475,7 @@ class RunFolder:
         if not finished and not has_ckpt and saved is not None:
             return None  # a run that stopped before its first checkpoint: nothing to keep
         kind = "finished" if finished else ("interrupted" if has_ckpt else "unrecognised")
-        if same and saved is not None:
+        if same:
             self.log(f"[train] {d} holds a {kind} run of the same configuration: training it "
                      f"again from scratch (the old files wait in {_ASIDE}/ until the first "
                      "checkpoint)")

@@ -34,7 +34,8 @@ def _triplet_array(triplets) -> np.ndarray:
 
 
 class _EpochSampler:
-    """Shared machinery: seeded epochs, a position inside the epoch, DDP rank shares.
+    """Shared machinery: batches of mined triplets (their row indices with ``yield_rows``, else
+    the triplets), seeded epochs, a position inside the epoch, DDP rank shares.
 
     Epoch ``e``'s batch order is a function of ``(seed, e)`` only; every rank computes the
     same global order and keeps its own contiguous slice, all slices of equal length (the
@@ -42,40 +43,36 @@ class _EpochSampler:
     lockstep and never see the same batch.
     """
 
-    def __init__(self, seed: int, rank: int, world_size: int):
+    _size_name = "batch_size"   # the batch size's argument and state_dict key
+
+    def __init__(self, triplets, batch_size: int, seed: int, rank: int, world_size: int,
+                 drop_last: bool, yield_rows: bool):
         self.seed = check_int("seed", seed, 0)
         self.world_size = check_int("world_size", world_size, 1)
         self.rank = check_int("rank", rank, 0)
         if self.rank >= self.world_size:
             raise ValueError(f"rank must be < world_size ({self.world_size}), got {rank}")
+        self.triplets = _triplet_array(triplets)
+        self.batch_size = check_int(self._size_name, batch_size, 1)
+        self.drop_last = bool(drop_last)
+        self.yield_rows = bool(yield_rows)
         self.epoch = 0
         self.position = 0           # batches of this epoch already handed out (per rank)
         self._plan_epoch: int | None = None
 
-    # subclasses: _n_global() -> batches per epoch over all ranks; _make_plan(rng) ->
-    # object; _batch(plan, b) -> batch number b (global) of the epoch
-    def _n_global(self) -> int:
-        raise NotImplementedError
-
-    def __len__(self) -> int:
-        """Batches per epoch for this rank."""
-        return self._n_global() // self.world_size
-
-    def _epoch_rng(self) -> np.random.Generator:
-        return np.random.default_rng([self.seed, self.epoch])
+    # subclasses: __len__() -> batches per epoch for this rank; _make_plan(rng) -> object;
+    # _batch(plan, b) -> this rank's batch number b of the epoch
 
     def _plan(self):
         if self._plan_epoch != self.epoch:
-            self._cached = self._make_plan(self._epoch_rng())
+            self._cached = self._make_plan(np.random.default_rng([self.seed, self.epoch]))
             self._plan_epoch = self.epoch
         return self._cached
 
     def __iter__(self):
         plan = self._plan()
-        n = len(self)
-        offset = self.rank * n
-        while self.position < n:
-            b = offset + self.position
+        while self.position < len(self):
+            b = self.position
             # count the batch as handed out before yielding it: a state_dict() taken while
             # the trainer works on it resumes at the next one
             self.position += 1
@@ -83,8 +80,13 @@ class _EpochSampler:
         self.epoch += 1
         self.position = 0
 
+    def _rows_out(self, rows: np.ndarray) -> np.ndarray:
+        rows = rows.astype(np.int64)
+        return rows if self.yield_rows else self.triplets[rows].astype(np.int64)
+
     def _config(self) -> dict[str, Any]:
-        raise NotImplementedError
+        return {"n_triplets": int(self.triplets.shape[0]), self._size_name: self.batch_size,
+                "drop_last": self.drop_last, "fingerprint": _fingerprint(self.triplets)}
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume exactly: seed, epoch, position and the set-up.
@@ -147,14 +149,11 @@ class ShuffledTripletSampler(_EpochSampler):
 
     def __init__(self, triplets: np.ndarray, batch_size: int = 42, seed: int = 0, rank: int = 0,
                  world_size: int = 1, drop_last: bool = False, yield_rows: bool = False):
-        super().__init__(seed, rank, world_size)
-        T = self.triplets = _triplet_array(triplets)
-        self.batch_size = check_int("batch_size", batch_size, 1)
-        self.drop_last = bool(drop_last)
-        self.yield_rows = bool(yield_rows)
-        self._per_rank = T.shape[0] // self.world_size
+        super().__init__(triplets, batch_size, seed, rank, world_size, drop_last, yield_rows)
+        M = self.triplets.shape[0]
+        self._per_rank = M // self.world_size
         if self._per_rank == 0:
-            raise ValueError(f"{T.shape[0]} triplets cannot be shared by {self.world_size} ranks")
+            raise ValueError(f"{M} triplets cannot be shared by {self.world_size} ranks")
 
     def __len__(self) -> int:
         whole, part = divmod(self._per_rank, self.batch_size)
@@ -167,19 +166,8 @@ class ShuffledTripletSampler(_EpochSampler):
         rng.shuffle(perm)
         return perm[self.rank * self._per_rank:(self.rank + 1) * self._per_rank]
 
-    def __iter__(self):
-        plan = self._plan()
-        while self.position < len(self):
-            s = self.position * self.batch_size
-            self.position += 1
-            rows = plan[s:s + self.batch_size].astype(np.int64)
-            yield rows if self.yield_rows else self.triplets[rows].astype(np.int64)
-        self.epoch += 1
-        self.position = 0
-
-    def _config(self) -> dict[str, Any]:
-        return {"n_triplets": int(self.triplets.shape[0]), "batch_size": self.batch_size,
-                "drop_last": self.drop_last, "fingerprint": _fingerprint(self.triplets)}
+    def _batch(self, plan, b):
+        return self._rows_out(plan[b * self.batch_size:(b + 1) * self.batch_size])
 
 
 class PaperBatchSampler(_EpochSampler):
@@ -214,14 +202,13 @@ class PaperBatchSampler(_EpochSampler):
     Notebook: 03_mining.ipynb
     """
 
+    _size_name = "n_neg_per_batch"
+
     def __init__(self, triplets: np.ndarray, n_neg_per_batch: int = 42, seed: int = 0,
                  rank: int = 0, world_size: int = 1, drop_last: bool = False,
                  yield_rows: bool = False):
-        super().__init__(seed, rank, world_size)
-        T = self.triplets = _triplet_array(triplets)
-        self.batch_size = check_int("n_neg_per_batch", n_neg_per_batch, 1)
-        self.drop_last = bool(drop_last)
-        self.yield_rows = bool(yield_rows)
+        super().__init__(triplets, n_neg_per_batch, seed, rank, world_size, drop_last, yield_rows)
+        T = self.triplets
         # Group the rows by (anchor, positive). mine() writes each pair contiguously; only
         # if the rows were reordered is a (stable) sort needed.
         key = T[:, 0].astype(np.int64) * (int(T[:, 1].max()) + 1) + T[:, 1]
@@ -245,26 +232,22 @@ class PaperBatchSampler(_EpochSampler):
         """Number of (anchor, positive) pairs."""
         return int(self._g_start.size)
 
-    def _n_global(self) -> int:
-        return int(self._b_group.size)
+    def __len__(self) -> int:
+        """Batches per epoch for this rank."""
+        return int(self._b_group.size) // self.world_size
 
     def _make_plan(self, rng):
         return rng.permutation(self._b_group.size)
 
     def _batch(self, plan, b):
-        g = self._b_group[plan[b]]
-        q = self._b_chunk[plan[b]]
+        k = plan[self.rank * len(self) + b]    # ranks keep contiguous slices of the epoch
+        g, q = self._b_group[k], self._b_chunk[k]
         # the pair's own shuffle for this epoch, derived on demand (no M-sized state)
         within = np.random.default_rng([self.seed, self.epoch, int(g)]).permutation(self._g_size[g])
         rows = self._g_start[g] + within[q * self.batch_size:(q + 1) * self.batch_size]
         if self._rows is not None:
             rows = self._rows[rows]
-        rows = rows.astype(np.int64)
-        return rows if self.yield_rows else self.triplets[rows].astype(np.int64)
-
-    def _config(self) -> dict[str, Any]:
-        return {"n_triplets": int(self.triplets.shape[0]), "n_neg_per_batch": self.batch_size,
-                "drop_last": self.drop_last, "fingerprint": _fingerprint(self.triplets)}
+        return self._rows_out(rows)
 
 
 class TrackBatchSampler(ShuffledTripletSampler):

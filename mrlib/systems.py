@@ -183,10 +183,6 @@ def _is_shared(trip: np.ndarray) -> bool:
 # =============================================================================================
 # Track representations (from seeded test patches)
 # =============================================================================================
-def _eval_patches(data, idx: np.ndarray, patch_len: int, n: int) -> np.ndarray:
-    return np.stack([test_patches(data.features[int(i)], patch_len, n=n, seed=int(i)) for i in idx])
-
-
 @torch.no_grad()
 def embed_tracks(model: nn.Module, data, idx: Sequence[int], patch_len: int,
                  n_patches: int = 8, batch_size: int = 256, device: str | torch.device | None = None,
@@ -234,8 +230,9 @@ def embed_tracks(model: nn.Module, data, idx: Sequence[int], patch_len: int,
         for s in tqdm(range(0, len(idx), tracks_per_chunk), desc="embed", unit="chunk",
                       disable=not progress, leave=False):
             chunk = idx[s:s + tracks_per_chunk]
-            x = torch.from_numpy(_eval_patches(data, chunk, patch_len, n_patches)
-                                 .astype(np.float32)).to(dev)
+            x = np.stack([test_patches(data.features[int(i)], patch_len, n=n_patches, seed=int(i))
+                          for i in chunk])
+            x = torch.from_numpy(x.astype(np.float32)).to(dev)
             x = x.reshape(-1, *x.shape[2:])
             with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
                 e = model.embed(x).float()
@@ -399,15 +396,13 @@ class System:
     def sampler(self, config, train_idx: np.ndarray, triplets: np.ndarray | None, batch_tracks: int,
                 rank: int, world_size: int):
         """The batch sampler: of tracks, or of the mined ``triplets``."""
+        share = dict(seed=config.seed, rank=rank, world_size=world_size)
         if self.track_batches(config):
-            return TrackBatchSampler(train_idx, batch_size=batch_tracks, seed=config.seed, rank=rank,
-                                     world_size=world_size, drop_last=True)
+            return TrackBatchSampler(train_idx, batch_size=batch_tracks, drop_last=True, **share)
         if config.sampler == "shuffled":
             return ShuffledTripletSampler(triplets, batch_size=config.negatives_per_batch,
-                                          seed=config.seed, rank=rank, world_size=world_size,
-                                          drop_last=True)
-        return PaperBatchSampler(triplets, n_neg_per_batch=config.negatives_per_batch,
-                                 seed=config.seed, rank=rank, world_size=world_size)
+                                          drop_last=True, **share)
+        return PaperBatchSampler(triplets, n_neg_per_batch=config.negatives_per_batch, **share)
 
     def patches_per_song(self, config) -> int:
         return 1

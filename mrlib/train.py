@@ -44,7 +44,6 @@ import contextlib
 import io
 import json
 import math
-import numbers
 import os
 import random
 import sys
@@ -58,6 +57,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mrlib import evaluate
+from mrlib.checks import is_int
 from mrlib.devices import (amp_dtype, memory_available, mps_available, peak_memory, pick_device,
                            synchronize)
 from mrlib.distributed import WriteAudit, init_distributed, param_checksum
@@ -91,14 +91,10 @@ def _validate(model: nn.Module, data: TrainData, val_idx: np.ndarray, S_val: np.
         evaluate.evaluate_similarity(similarity, S_val)
     ci = evaluate.mean_ci(res.per_query["map"])
     # MAP lies in [0, 1]: a normal-approximation interval that crosses a bound is cut there
-    out = {"val_map": ci.mean, "val_map_low": float(np.clip(ci.low, 0.0, 1.0)),
-           "val_map_high": float(np.clip(ci.high, 0.0, 1.0)),
-           "val_recall": float(res.per_query["recall"].mean()),
-           "val_rr": float(res.per_query["rr"].mean()),
-           "val_ndcg": float(res.per_query["ndcg"].mean()), "val_auc": None}
-    if system.tags:
-        out["val_auc"] = evaluate.tag_auc(data.tags[val_idx] >= 0.5, E).mean
-    return out
+    return {"val_map": ci.mean, "val_map_low": float(np.clip(ci.low, 0.0, 1.0)),
+            "val_map_high": float(np.clip(ci.high, 0.0, 1.0)),
+            **{f"val_{k}": float(res.per_query[k].mean()) for k in ("recall", "rr", "ndcg")},
+            "val_auc": evaluate.tag_auc(data.tags[val_idx] >= 0.5, E).mean if system.tags else None}
 
 
 def _jsonable(v):
@@ -144,7 +140,10 @@ class _TrainingRun:
             torch.backends.cudnn.benchmark = not self.deterministic
 
     def _build_step(self) -> None:
-        """Model, objective (DDP-wrapped on several processes), optimiser and AMP scaler."""
+        """Model, objective (DDP-wrapped on several processes), optimiser and AMP scaler; then
+        the seeds (python/numpy/torch globals, the patch stream, per rank), the sampler, the
+        batch maker and one endless stream of batches for the whole run (the sampler's state
+        says where it is), at epoch 0."""
         cfg = self.config
         self.model = self.system.build(cfg, self.data).to(self.device)
         self.objective = self.system.objective(self.model, cfg).to(self.device)
@@ -158,10 +157,6 @@ class _TrainingRun:
         self.optimizer = self.system.optimizer(self.model, cfg)
         self.amp_dtype = amp_dtype(self.device, cfg.amp)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
-
-    def _seed_and_sample(self) -> None:
-        """Seeds (python/numpy/torch globals, the patch stream, per rank), sampler, batch maker."""
-        cfg = self.config
         rank_seed = cfg.seed * 1000 + self.dist.rank
         random.seed(rank_seed)
         np.random.seed(rank_seed % 2**32)
@@ -169,6 +164,9 @@ class _TrainingRun:
         self.patch_rng = np.random.default_rng([cfg.seed, self.dist.rank, 0x5EED])
         self.sampler = self._sampler()
         self.maker = BatchMaker(self.data, cfg, self.patch_rng)
+        self._stream = batch_stream(self.sampler)
+        self.epoch = 0
+        self.global_step = 0
 
     def setup_for_benchmark(self) -> None:
         """:meth:`setup` without a run folder, validation or resume: what a step needs."""
@@ -177,28 +175,23 @@ class _TrainingRun:
             self.data = prepare_data(self.config, progress=False)
         self.train_idx = self.data.indices("train")
         self._build_step()
-        self._seed_and_sample()
-        self._stream = batch_stream(self.sampler)
-        self.epoch = 0
-        self.global_step = 0
 
-    def reference_step(self, batch: dict) -> None:
-        """One optimiser step of the objective alone on a batch already on the device."""
+    def step(self, module: nn.Module, batch: dict) -> tuple:
+        """One optimiser step through ``module`` (the objective, DDP-wrapped or alone) on a batch
+        already on the device: the forward under autocast, backward and one Adam step (through
+        the GradScaler under fp16 AMP). Returns ``(loss, active, n_triplets, loss_all)``."""
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            loss, _, _, _ = self.objective(batch["x"], batch.get("y"), batch.get("S"), batch.get("idx"),
-                                           batch["n_triplets"], batch["shared"])
-        self._optimise(loss)
-
-    def _optimise(self, loss: torch.Tensor) -> None:
-        """Backward and one Adam step (through the GradScaler under fp16 AMP)."""
+            out = module(batch["x"], batch.get("y"), batch.get("S"), batch.get("idx"),
+                         batch["n_triplets"], batch["shared"])
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
-            self.scaler.scale(loss).backward()
+            self.scaler.scale(out[0]).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            loss.backward()
+            out[0].backward()
             self.optimizer.step()
+        return out
 
     def setup(self, resume: bool) -> None:
         cfg = self.config
@@ -236,11 +229,8 @@ class _TrainingRun:
 
         # ---- model, objective, optimiser; then seeds, sampler and batches ----
         self._build_step()
-        self._seed_and_sample()
 
         # ---- state ----
-        self.epoch = 0
-        self.global_step = 0
         self.rows: list[dict] = []
         self.best = {"value": -math.inf, "epoch": -1, "bad_epochs": 0, "state": None}
         self.stopped_early = False
@@ -249,8 +239,6 @@ class _TrainingRun:
         if folder.ckpt is not None:
             self._restore(folder.ckpt)
             folder.ckpt = None  # free the memory
-        # one endless stream of batches for the whole run; the sampler's state says where it is
-        self._stream = batch_stream(self.sampler)
 
     def open_folder(self, resume: bool, replace: bool) -> RunResult | None:
         """Lock the run folder and decide what this call does with what it holds.
@@ -269,14 +257,11 @@ class _TrainingRun:
         need, what = self._memory_estimate(), self._memory_available()
         if what is not None and need > what:
             raise MemoryError(
-                f"this run needs roughly {need / 2**30:.1f} GiB ({self.patches_per_batch_estimate} "
+                f"this run needs roughly {need / 2**30:.1f} GiB "
+                f"({self.system.max_patches_per_batch(cfg)} "
                 f"patches of {data.n_bins} x {cfg.patch_len} per batch, width {cfg.width}) but "
                 f"{what / 2**30:.1f} GiB are free on {self.device}; lower patch_len, width, "
                 "batch_tracks or negatives_per_batch")
-
-    @property
-    def patches_per_batch_estimate(self) -> int:
-        return self.system.max_patches_per_batch(self.config)
 
     def _memory_estimate(self) -> float:
         """Bytes for one training step: the batches in flight and the first block's activations
@@ -284,8 +269,7 @@ class _TrainingRun:
         as much again for the pooled blocks). A rough upper bound, not a measurement."""
         cfg, n_bins = self.config, self.data.n_bins
         elem = 2 if amp_dtype(self.device, cfg.amp) is not None else 4
-        patch = n_bins * cfg.patch_len
-        batch = self.patches_per_batch_estimate * patch
+        batch = self.system.max_patches_per_batch(cfg) * n_bins * cfg.patch_len
         first = scale_channels(128, cfg.width)
         return batch * 4 * (cfg.prefetch + 2) + batch * elem * first * 4.5
 
@@ -374,24 +358,17 @@ class _TrainingRun:
                           pin=self.device.type == "cuda")
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
-        loss_all_sum = torch.zeros((), device=self.device, dtype=torch.float64)
-        active_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        sums = torch.zeros(3, device=self.device, dtype=torch.float64)   # loss, loss_all, active
         n_trip = 0
         n_patches = 0
         bar = tqdm(total=steps, desc=f"epoch {self.epoch + 1}", unit="step", leave=False,
                    disable=not (self.progress and self.dist.is_main))
         t0 = time.perf_counter()
         for i, batch in enumerate(pre):
-            b = self._to_device(batch)
-            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                loss, active, k, loss_all = self.step_module(b["x"], b.get("y"), b.get("S"),
-                                                             b.get("idx"), b["n_triplets"], b["shared"])
-            self._optimise(loss)
+            loss, active, k, loss_all = self.step(self.step_module, self._to_device(batch))
             self.global_step += 1
-            loss_sum += loss.detach().double()
-            loss_all_sum += torch.nan_to_num(loss_all.detach().double(), nan=0.0)
-            active_sum += torch.nan_to_num(active.detach().double(), nan=0.0)
+            sums[0] += loss.detach().double()
+            sums[1:] += torch.nan_to_num(torch.stack([loss_all, active]).detach().double(), nan=0.0)
             n_trip += int(k)
             n_patches += int(batch["n_patches"])
             if cfg.verify_ddp and self.dist.active:
@@ -400,23 +377,20 @@ class _TrainingRun:
                 bar.set_postfix(loss=f"{float(loss):.4f}")
             bar.update(1)
         bar.close()
-        loss_mean = float(loss_sum) / steps   # float() waits for the GPU: timing is complete
+        # tolist() waits for the GPU: the timing is complete
+        loss_mean, loss_all_mean, active_mean = (sums / steps).tolist()
         train_s = time.perf_counter() - t0
-        triplets = self.system.triplet_stats
-        active_mean = float(active_sum) / steps if triplets else None
-        loss_all_mean = float(loss_all_sum) / steps if triplets else None
+        wait = pre.wait_s
         if self.dist.active:  # every rank's losses and counts, for the log
-            t = torch.tensor([loss_mean, active_mean or 0.0, loss_all_mean or 0.0, n_trip, n_patches,
-                              pre.wait_s, train_s], dtype=torch.float64, device=self._gather_device())
+            t = torch.tensor([loss_mean, loss_all_mean, active_mean, wait, train_s, n_trip,
+                              n_patches], dtype=torch.float64, device=self._gather_device())
             torch.distributed.all_reduce(t)
-            t = t.cpu().tolist()
-            ws = self.dist.world_size
-            loss_mean, a, la = t[0] / ws, t[1] / ws, t[2] / ws
-            n_trip, n_patches, wait, train_s = int(t[3]), int(t[4]), t[5] / ws, t[6] / ws
-            active_mean = a if triplets else None
-            loss_all_mean = la if triplets else None
-        else:
-            wait = pre.wait_s
+            *means, n_trip, n_patches = t.cpu().tolist()
+            loss_mean, loss_all_mean, active_mean, wait, train_s = (m / self.dist.world_size
+                                                                     for m in means)
+            n_trip, n_patches = int(n_trip), int(n_patches)
+        if not self.system.triplet_stats:
+            loss_all_mean = active_mean = None
         peak, _ = peak_memory(self.device)
         return {"loss": loss_mean, "loss_all": loss_all_mean, "active_fraction": active_mean,
                 "triplets_per_batch": n_trip / (steps * self.dist.world_size),
@@ -425,21 +399,14 @@ class _TrainingRun:
                 "peak_memory_mb": peak / 2**20}
 
     # -- validation, early stopping, checkpoint ---------------------------------------------
-    def evaluate(self) -> dict:
-        return _validate(self.model, self.data, self.val_idx, self.S_val, self.config, self.device)
-
-    def _monitor(self, metrics: dict) -> float:
-        v = metrics.get(self.config.monitor)
-        return -math.inf if v is None else float(v)
-
     def record_epoch(self, train_stats: dict | None, t_epoch: float) -> bool:
         """Validate (rank 0), update early stopping, log, checkpoint. Returns 'stop now'."""
         cfg = self.config
         stop = False
         row = None
         if self.dist.is_main:
-            val = self.evaluate()
-            value = self._monitor(val)
+            val = _validate(self.model, self.data, self.val_idx, self.S_val, cfg, self.device)
+            value = -math.inf if val.get(cfg.monitor) is None else float(val[cfg.monitor])
             improved = value > self.best["value"]
             if improved:
                 self.best.update(value=value, epoch=self.epoch, bad_epochs=0,
@@ -466,12 +433,10 @@ class _TrainingRun:
                     f.write(json.dumps(r) + "\n")
             msg = (f"[train] epoch {self.epoch:3d}  val MAP@20 {row['val_map']:.4f} "
                    f"[{row['val_map_low']:.4f}, {row['val_map_high']:.4f}]")
-            if row["loss"] is not None:
-                msg += f"  loss {row['loss']:.4f}"
-            if row["active_fraction"] is not None:
-                msg += f"  active {row['active_fraction']:.3f}"
-            if row["val_auc"] is not None:
-                msg += f"  AUC {row['val_auc']:.4f}"
+            shown = (("loss", "loss", ".4f"), ("active_fraction", "active", ".3f"),
+                     ("val_auc", "AUC", ".4f"))
+            msg += "".join(f"  {label} {row[k]:{fmt}}" for k, label, fmt in shown
+                           if row[k] is not None)
             if self.progress:
                 tqdm.write(msg)
         self.dist.barrier()
@@ -491,8 +456,7 @@ class _TrainingRun:
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "sampler": json.dumps(self.sampler.state_dict()),
             "rng": rng,
-            "early_stopping": {"value": self.best["value"], "epoch": self.best["epoch"],
-                               "bad_epochs": self.best["bad_epochs"], "state": self.best["state"]},
+            "early_stopping": dict(self.best),
             "metrics": json.dumps(self.rows),
             "stopped_early": self.stopped_early,
             "elapsed_s": self.elapsed_before + (time.perf_counter() - self._t_start),
@@ -527,7 +491,6 @@ class _TrainingRun:
 
     def finalize(self) -> RunResult | None:
         cfg = self.config
-        result = None
         if self.dist.is_main:
             if self.best["state"] is not None:
                 self.model.load_state_dict(self.best["state"])
@@ -549,8 +512,7 @@ class _TrainingRun:
             torch.save({"model_config": dict(self.model.config),
                         "state_dict": {k: v.cpu() for k, v in self.model.state_dict().items()}}, buf)
             (self.run_dir / "model.pt").write_bytes(buf.getvalue())
-            summary = self._summary(E)
-            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+            (self.run_dir / "summary.json").write_text(json.dumps(self._summary(E), indent=1))
         if cfg.verify_ddp:
             writes = self.dist.gather(WriteAudit.stop())
             if self.dist.is_main:
@@ -559,9 +521,7 @@ class _TrainingRun:
                           "writes_by_rank": {str(r): w for r, w in enumerate(writes)}}
                 (self.run_dir / "ddp_verify.json").write_text(json.dumps(report, indent=1))
         self.dist.barrier()
-        if self.dist.is_main:
-            result = load_run(self.run_dir)
-        return result
+        return load_run(self.run_dir) if self.dist.is_main else None
 
     def _summary(self, E: np.ndarray | None) -> dict:
         cfg = self.config
@@ -590,9 +550,8 @@ class _TrainingRun:
                                                   "val_recall", "val_rr", "val_ndcg", "val_auc")},
             "untrained": {k: self.rows[0].get(k) for k in ("val_map", "val_map_low", "val_map_high",
                                                            "val_auc")},
-            "final_loss": trained[-1]["loss"] if trained else None,
-            "final_loss_all": trained[-1]["loss_all"] if trained else None,
-            "final_active_fraction": trained[-1]["active_fraction"] if trained else None,
+            **{f"final_{k}": trained[-1][k] if trained else None
+               for k in ("loss", "loss_all", "active_fraction")},
             "patches_per_batch": self.patches_per_batch,
             "n_mined_triplets": getattr(self, "n_mined", None),
             "throughput_patches_per_s": patches / train_s if train_s > 0 else None,
@@ -668,9 +627,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, *,
     config.validate()
     if data is not None and not isinstance(data, TrainData):
         raise TypeError(f"data must be a TrainData (or None), got {type(data).__name__}")
-    if stop_after_epoch is not None and (isinstance(stop_after_epoch, bool) or
-                                         not isinstance(stop_after_epoch, numbers.Integral)
-                                         or stop_after_epoch < 1):
+    if stop_after_epoch is not None and not (is_int(stop_after_epoch) and stop_after_epoch >= 1):
         raise ValueError(f"stop_after_epoch must be None or an int >= 1, got {stop_after_epoch!r}")
     if not isinstance(replace, bool):
         raise TypeError(f"replace must be a bool, got {replace!r}")
@@ -719,9 +676,9 @@ def measure_throughput(config: TrainConfig, steps: int = 20, warmup: int = 3, *,
 
     Notebook: 06_training.ipynb
     """
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+    if not (is_int(steps) and steps >= 1):
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-    if isinstance(warmup, bool) or not isinstance(warmup, numbers.Integral) or warmup < 0:
+    if not (is_int(warmup) and warmup >= 0):
         raise ValueError(f"warmup must be an int >= 0, got {warmup!r}")
     cfg = config.replace(verify_ddp=False)
     run = _TrainingRun(cfg, data, progress=False)
@@ -739,11 +696,11 @@ def measure_throughput(config: TrainConfig, steps: int = 20, warmup: int = 3, *,
         if reference:
             batch = run._to_device(tensor_batch(run.maker, next(run._stream), pin=False))
             for _ in range(warmup):
-                run.reference_step(batch)
+                run.step(run.objective, batch)
             synchronize(run.device)
             t0 = time.perf_counter()
             for _ in range(steps):
-                run.reference_step(batch)
+                run.step(run.objective, batch)
             synchronize(run.device)
             dt = time.perf_counter() - t0
             out["ceiling_patches_per_s"] = steps * batch["x"].shape[0] / dt

@@ -294,8 +294,7 @@ def paper_config(system: str = "tl", mining: str = "distance", **overrides) -> T
     base = dict(system=system, mining=mining, **PAPER_SCALE, lr=SYSTEMS[system].paper_lr,
                 amp=True, device="auto", features={"sr": 44100, "hop_length": 1024},
                 batch_tracks=128, prefetch=4)
-    base.update(overrides)
-    return TrainConfig(**base)
+    return TrainConfig(**{**base, **overrides})
 
 
 
