@@ -71,8 +71,10 @@ def _check_finished(run_dir: Path, notebooks: list[Path]) -> None:
         entries = json.loads(index_path.read_text()).get("notebooks") or {}
     except (ValueError, AttributeError) as err:
         raise ValueError(f"{index_path} cannot be read ({err}); run the suite again") from None
-    status = {nb.name: e.get("status") if isinstance(e := entries.get(nb.stem), dict) else None
-              for nb in notebooks}
+    status = {}
+    for nb in notebooks:
+        entry = entries.get(nb.stem)
+        status[nb.name] = entry.get("status") if isinstance(entry, dict) else None
     bad = [f"{name}: {s or 'not in the index'}" for name, s in status.items() if s != "ok"]
     if bad:
         raise ValueError(f"the book takes finished notebooks only; in {run_dir}: "

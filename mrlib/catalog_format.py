@@ -374,8 +374,12 @@ def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
     unnamed = [i + 1 for i, c in enumerate(columns) if not c]
     if unnamed:
         raise ValueError(f"{path}: column(s) {unnamed} of the header have no name")
-    dups = [f"{c!r} (columns {columns.index(c) + 1} and {i + 1})"
-            for i, c in enumerate(columns) if columns.index(c) < i]
+    seen: dict[str, int] = {}
+    dups = []
+    for i, c in enumerate(columns):
+        if c in seen:
+            dups.append(f"{c!r} (columns {seen[c] + 1} and {i + 1})")
+        seen.setdefault(c, i)
     if dups:
         raise ValueError(f"{path}: duplicate column name(s) {', '.join(dups)}; every column "
                          "(every tag) needs its own name")

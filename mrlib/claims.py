@@ -140,7 +140,8 @@ def comparison_status(store: Mapping[str, Any], a: str, rel: str, b: str, metric
             "high": 100 * t["high"], "p_boot": t["p_boot"], "n_seeds": t["n_seeds"]}
 
 
-# (a comparison's status, the claim's): the first that some comparison has decides; none: reproduced
+# (a comparison's status, the claim's verdict), checked in order: the first status any of the
+# claim's comparisons has gives the verdict; if none has one, the claim is reproduced
 _VERDICTS = (("not run", "not run"), ("reversed", "not reproduced"), ("open", "inconclusive"))
 
 

@@ -53,9 +53,9 @@ def feature_names(n_mfcc: int = 20, tempo: bool = True) -> list[str]:
     """
     names = []
     pitch = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
-    for rows in ([f"mfcc{k:02d}" for k in range(n_mfcc)], [f"dmfcc{k:02d}" for k in range(n_mfcc)],
+    for stems in ([f"mfcc{k:02d}" for k in range(n_mfcc)], [f"dmfcc{k:02d}" for k in range(n_mfcc)],
                  [f"chroma_{p}" for p in pitch]):
-        names += [f"{r}_{stat}" for stat in ("mean", "std") for r in rows]
+        names += [f"{r}_{stat}" for stat in ("mean", "std") for r in stems]
     names += [f"{s}_{stat}" for s in _SPECTRAL for stat in ("mean", "std")]
     names += [f"contrast{k}_{stat}" for stat in ("mean", "std") for k in range(_N_CONTRAST)]
     names += ["zcr_mean", "zcr_std", "rms_mean", "rms_std"]

@@ -232,7 +232,7 @@ def _tag_frame(tag_frame: pd.DataFrame, merge_synonyms: bool, top_k: int | None)
     if merge_synonyms:
         for group in SYNONYMS:
             present = [t for t in group if t in tag_frame.columns]
-            if len(present) > 1:    # the group becomes its first member: present if any is
+            if len(present) > 1:    # merged into the first column: the max over the group
                 merged = tag_frame[present].max(axis=1)
                 tag_frame = tag_frame.drop(columns=present[1:]).assign(**{present[0]: merged})
     if top_k is not None:

@@ -302,7 +302,9 @@ def compare_rows(store: Mapping[str, Any], rows: Sequence[str] | None = None, *,
     """
     all_rows = store["rows"]
     rows = [r for r in (rows or all_rows) if _ok_seeds(all_rows.get(r, {}))]
-    draws = functools.cache(lambda n_units, s: _unit_draws(n_units, int(s), n_boot, seed))
+    @functools.cache
+    def draws(n_units: int, s: str) -> np.ndarray:
+        return _unit_draws(n_units, int(s), n_boot, seed)
 
     @functools.cache
     def boot_means(r: str, m: str, s: str) -> np.ndarray:
@@ -354,7 +356,7 @@ def stored_results(experiment: str | None = None, folder: Path | None = None) ->
     folder = Path(folder or results_dir())
     pattern = f"{experiment}_*.json" if experiment else "*.json"
     stores = {path.stem: read_store(path) for path in sorted(folder.glob(pattern))}
-    return {stem: s for stem, s in stores.items() if experiment in (None, s["experiment"])}
+    return {stem: s for stem, s in stores.items() if experiment is None or s["experiment"] == experiment}
 
 
 def seed_frame(store: Mapping[str, Any]) -> pd.DataFrame:

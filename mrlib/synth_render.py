@@ -388,8 +388,10 @@ def _comp_bar(comp: _Events, attrs: TrackAttributes, style: GenreStyle, bar: int
         for k in range(meter * 2):
             comp.add(b0 + k * 0.5, 0.5, low[k % 4], chord_vel)
     elif cstyle in ("skank", "stabs"):     # short chords: off-beats, or a syncopated figure
-        hits = [k + 0.5 for k in range(meter)] if cstyle == "skank" else \
-            (0.0, 0.75, 1.5, 2.5, 3.25)[: 5 if meter == 4 else 3]
+        if cstyle == "skank":
+            hits = [k + 0.5 for k in range(meter)]
+        else:
+            hits = (0.0, 0.75, 1.5, 2.5, 3.25)[: 5 if meter == 4 else 3]
         for pos in hits:
             for p in voiced:
                 comp.add(b0 + pos, 0.2, p, chord_vel)

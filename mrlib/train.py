@@ -139,7 +139,7 @@ class _TrainingRun:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = not self.deterministic
 
-    def _build_step(self) -> None:
+    def _build_run_state(self) -> None:
         """Model, objective (DDP-wrapped on several processes), optimiser and AMP scaler; then
         the seeds (python/numpy/torch globals, the patch stream, per rank), the sampler, the
         batch maker and one endless stream of batches for the whole run (the sampler's state
@@ -174,7 +174,7 @@ class _TrainingRun:
         if self.data is None:
             self.data = prepare_data(self.config, progress=False)
         self.train_idx = self.data.indices("train")
-        self._build_step()
+        self._build_run_state()
 
     def step(self, module: nn.Module, batch: dict) -> tuple:
         """One optimiser step through ``module`` (the objective, DDP-wrapped or alone) on a batch
@@ -183,13 +183,14 @@ class _TrainingRun:
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             out = module(batch["x"], batch.get("y"), batch.get("S"), batch.get("idx"),
                          batch["n_triplets"], batch["shared"])
+        loss = out[0]
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
-            self.scaler.scale(out[0]).backward()
+            self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            out[0].backward()
+            loss.backward()
             self.optimizer.step()
         return out
 
@@ -228,7 +229,7 @@ class _TrainingRun:
         self.S_val = oracle(data.tags[self.val_idx], None, data.categories)
 
         # ---- model, objective, optimiser; then seeds, sampler and batches ----
-        self._build_step()
+        self._build_run_state()
 
         # ---- state ----
         self.rows: list[dict] = []
