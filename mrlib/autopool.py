@@ -18,9 +18,7 @@ The variants of the AutoPool paper are options of :class:`AutoPool`:
 """
 from __future__ import annotations
 
-import functools
 import numbers
-import operator
 
 import torch
 from torch import nn
@@ -241,4 +239,4 @@ def autopool_penalty(model: nn.Module) -> torch.Tensor:
     if not penalties:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
         return torch.zeros((), device=device)
-    return functools.reduce(operator.add, penalties)
+    return sum(penalties[1:], start=penalties[0])   # left to right, as the modules come

@@ -48,10 +48,10 @@ _CKPT = "checkpoint.pt"
 _CKPT_PREV = "checkpoint.prev.pt"
 _MAGIC = b"MRLIB-CKPT-1\n"
 _CKPT_FORMAT = 1
-# Fields that do not change what a run produces (only where and how fast: those a resumed run
-# may change, less its length and its final embeddings): a folder holding a run whose config
-# differs from a new one only in these holds "the same run".
-_SAME_RUN_IGNORES = _RESUMABLE_CHANGES - {"epochs", "embed_all"}
+# Fields that do not change what a run produces (only where and how fast): a folder holding a
+# run whose config differs from a new one only in these holds "the same run".
+_SAME_RUN_IGNORES = {"device", "n_jobs", "prefetch", "out_dir", "run_name", "verify_ddp",
+                     "eval_batch"}
 # Where a replaced run's files wait until the new run has written its first checkpoint.
 _ASIDE = ".previous-run"
 

@@ -91,10 +91,14 @@ def _validate(model: nn.Module, data: TrainData, val_idx: np.ndarray, S_val: np.
         evaluate.evaluate_similarity(similarity, S_val)
     ci = evaluate.mean_ci(res.per_query["map"])
     # MAP lies in [0, 1]: a normal-approximation interval that crosses a bound is cut there
-    return {"val_map": ci.mean, "val_map_low": float(np.clip(ci.low, 0.0, 1.0)),
-            "val_map_high": float(np.clip(ci.high, 0.0, 1.0)),
-            **{f"val_{k}": float(res.per_query[k].mean()) for k in ("recall", "rr", "ndcg")},
-            "val_auc": evaluate.tag_auc(data.tags[val_idx] >= 0.5, E).mean if system.tags else None}
+    out = {"val_map": ci.mean, "val_map_low": float(np.clip(ci.low, 0.0, 1.0)),
+           "val_map_high": float(np.clip(ci.high, 0.0, 1.0)),
+           "val_recall": float(res.per_query["recall"].mean()),
+           "val_rr": float(res.per_query["rr"].mean()),
+           "val_ndcg": float(res.per_query["ndcg"].mean()), "val_auc": None}
+    if system.tags:
+        out["val_auc"] = evaluate.tag_auc(data.tags[val_idx] >= 0.5, E).mean
+    return out
 
 
 def _jsonable(v):
@@ -164,6 +168,7 @@ class _TrainingRun:
         self.patch_rng = np.random.default_rng([cfg.seed, self.dist.rank, 0x5EED])
         self.sampler = self._sampler()
         self.maker = BatchMaker(self.data, cfg, self.patch_rng)
+        # a generator: it reads the sampler at its first next(), after a resume restored its state
         self._stream = batch_stream(self.sampler)
         self.epoch = 0
         self.global_step = 0
@@ -359,7 +364,9 @@ class _TrainingRun:
                           pin=self.device.type == "cuda")
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        sums = torch.zeros(3, device=self.device, dtype=torch.float64)   # loss, loss_all, active
+        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        loss_all_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        active_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         n_trip = 0
         n_patches = 0
         bar = tqdm(total=steps, desc=f"epoch {self.epoch + 1}", unit="step", leave=False,
@@ -368,8 +375,9 @@ class _TrainingRun:
         for i, batch in enumerate(pre):
             loss, active, k, loss_all = self.step(self.step_module, self._to_device(batch))
             self.global_step += 1
-            sums[0] += loss.detach().double()
-            sums[1:] += torch.nan_to_num(torch.stack([loss_all, active]).detach().double(), nan=0.0)
+            loss_sum += loss.detach().double()
+            loss_all_sum += torch.nan_to_num(loss_all.detach().double(), nan=0.0)
+            active_sum += torch.nan_to_num(active.detach().double(), nan=0.0)
             n_trip += int(k)
             n_patches += int(batch["n_patches"])
             if cfg.verify_ddp and self.dist.active:
@@ -378,18 +386,20 @@ class _TrainingRun:
                 bar.set_postfix(loss=f"{float(loss):.4f}")
             bar.update(1)
         bar.close()
-        # tolist() waits for the GPU: the timing is complete
-        loss_mean, loss_all_mean, active_mean = (sums / steps).tolist()
+        loss_mean = float(loss_sum) / steps   # float() waits for the GPU: timing is complete
         train_s = time.perf_counter() - t0
+        loss_all_mean = float(loss_all_sum) / steps
+        active_mean = float(active_sum) / steps
         wait = pre.wait_s
         if self.dist.active:  # every rank's losses and counts, for the log
             t = torch.tensor([loss_mean, loss_all_mean, active_mean, wait, train_s, n_trip,
                               n_patches], dtype=torch.float64, device=self._gather_device())
             torch.distributed.all_reduce(t)
-            *means, n_trip, n_patches = t.cpu().tolist()
-            loss_mean, loss_all_mean, active_mean, wait, train_s = (m / self.dist.world_size
-                                                                     for m in means)
-            n_trip, n_patches = int(n_trip), int(n_patches)
+            t = t.cpu().tolist()
+            ws = self.dist.world_size
+            loss_mean, loss_all_mean, active_mean = t[0] / ws, t[1] / ws, t[2] / ws
+            wait, train_s = t[3] / ws, t[4] / ws
+            n_trip, n_patches = int(t[5]), int(t[6])
         if not self.system.triplet_stats:
             loss_all_mean = active_mean = None
         peak, _ = peak_memory(self.device)
@@ -434,10 +444,12 @@ class _TrainingRun:
                     f.write(json.dumps(r) + "\n")
             msg = (f"[train] epoch {self.epoch:3d}  val MAP@20 {row['val_map']:.4f} "
                    f"[{row['val_map_low']:.4f}, {row['val_map_high']:.4f}]")
-            shown = (("loss", "loss", ".4f"), ("active_fraction", "active", ".3f"),
-                     ("val_auc", "AUC", ".4f"))
-            msg += "".join(f"  {label} {row[k]:{fmt}}" for k, label, fmt in shown
-                           if row[k] is not None)
+            if row["loss"] is not None:
+                msg += f"  loss {row['loss']:.4f}"
+            if row["active_fraction"] is not None:
+                msg += f"  active {row['active_fraction']:.3f}"
+            if row["val_auc"] is not None:
+                msg += f"  AUC {row['val_auc']:.4f}"
             if self.progress:
                 tqdm.write(msg)
         self.dist.barrier()
@@ -551,8 +563,9 @@ class _TrainingRun:
                                                   "val_recall", "val_rr", "val_ndcg", "val_auc")},
             "untrained": {k: self.rows[0].get(k) for k in ("val_map", "val_map_low", "val_map_high",
                                                            "val_auc")},
-            **{f"final_{k}": trained[-1][k] if trained else None
-               for k in ("loss", "loss_all", "active_fraction")},
+            "final_loss": trained[-1]["loss"] if trained else None,
+            "final_loss_all": trained[-1]["loss_all"] if trained else None,
+            "final_active_fraction": trained[-1]["active_fraction"] if trained else None,
             "patches_per_batch": self.patches_per_batch,
             "n_mined_triplets": getattr(self, "n_mined", None),
             "throughput_patches_per_s": patches / train_s if train_s > 0 else None,

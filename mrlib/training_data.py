@@ -170,9 +170,12 @@ def batch_stream(sampler) -> Iterator:
     Notebook: 06_training.ipynb
     """
     while True:
-        if len(sampler) == 0:  # pragma: no cover - guarded by the sampler
+        empty = True
+        for item in sampler:
+            empty = False
+            yield item
+        if empty and len(sampler) == 0:  # pragma: no cover - guarded by the sampler
             raise RuntimeError("the sampler yields no batch")
-        yield from sampler
 
 
 def tensor_batch(make, item, pin: bool) -> dict:
