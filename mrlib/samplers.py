@@ -61,7 +61,8 @@ class _EpochSampler:
         self._plan_epoch: int | None = None
 
     # subclasses: __len__() -> batches per epoch for this rank; _make_plan(rng) -> object;
-    # _batch(plan, b) -> this rank's batch number b of the epoch
+    # _batch(plan, b) -> this rank's batch number b of the epoch (the subclass maps b into this
+    # rank's slice of the global order)
 
     def _plan(self):
         if self._plan_epoch != self.epoch:

@@ -181,12 +181,13 @@ class _TrainingRun:
         self.train_idx = self.data.indices("train")
         self._build_run_state()
 
-    def step(self, module: nn.Module, batch: dict) -> tuple:
-        """One optimiser step through ``module`` (the objective, DDP-wrapped or alone) on a batch
-        already on the device: the forward under autocast, backward and one Adam step (through
-        the GradScaler under fp16 AMP). Returns ``(loss, active, n_triplets, loss_all)``."""
+    def step(self, batch: dict) -> tuple:
+        """One optimiser step on a batch already on the device, through the objective (wrapped in
+        DDP on several processes, so gradients are averaged over ranks): the forward under
+        autocast, backward and one Adam step (through the GradScaler under fp16 AMP). Returns
+        ``(loss, active, n_triplets, loss_all)``."""
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            out = module(batch["x"], batch.get("y"), batch.get("S"), batch.get("idx"),
+            out = self.step_module(batch["x"], batch.get("y"), batch.get("S"), batch.get("idx"),
                          batch["n_triplets"], batch["shared"])
         loss = out[0]
         self.optimizer.zero_grad(set_to_none=True)
@@ -373,7 +374,7 @@ class _TrainingRun:
                    disable=not (self.progress and self.dist.is_main))
         t0 = time.perf_counter()
         for i, batch in enumerate(pre):
-            loss, active, k, loss_all = self.step(self.step_module, self._to_device(batch))
+            loss, active, k, loss_all = self.step(self._to_device(batch))
             self.global_step += 1
             loss_sum += loss.detach().double()
             loss_all_sum += torch.nan_to_num(loss_all.detach().double(), nan=0.0)
@@ -710,11 +711,11 @@ def measure_throughput(config: TrainConfig, steps: int = 20, warmup: int = 3, *,
         if reference:
             batch = run._to_device(tensor_batch(run.maker, next(run._stream), pin=False))
             for _ in range(warmup):
-                run.step(run.objective, batch)
+                run.step(batch)
             synchronize(run.device)
             t0 = time.perf_counter()
             for _ in range(steps):
-                run.step(run.objective, batch)
+                run.step(batch)
             synchronize(run.device)
             dt = time.perf_counter() - t0
             out["ceiling_patches_per_s"] = steps * batch["x"].shape[0] / dt
