@@ -95,9 +95,9 @@ def _cache_valid(file: Path, entry: dict, config: FeatureConfig, verify: str) ->
             return True
         shape, dtype, offset = _header(file)
         layout_ok = (dtype == np.float16 and shape == tuple(entry["shape"]) and len(shape) == 2
-                 and shape[0] == config.n_bins
-                 # neither truncated nor padded
-                 and file.stat().st_size == offset + int(np.prod(shape)) * 2)
+                     and shape[0] == config.n_bins
+                     # neither truncated nor padded
+                     and file.stat().st_size == offset + int(np.prod(shape)) * 2)
         return layout_ok and (verify != "checksum" or zlib.crc32(file.read_bytes()) == entry["crc32"])
     except Exception:
         return False

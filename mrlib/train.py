@@ -188,7 +188,7 @@ class _TrainingRun:
         ``(loss, active, n_triplets, loss_all)``."""
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             out = self.step_module(batch["x"], batch.get("y"), batch.get("S"), batch.get("idx"),
-                         batch["n_triplets"], batch["shared"])
+                                   batch["n_triplets"], batch["shared"])
         loss = out[0]
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
