@@ -23,12 +23,14 @@ import numbers
 import torch
 from torch import nn
 
+from mrlib.checks import is_int
+
 __all__ = ["autopool", "AutoPool", "autopool_penalty"]
 
 
 def _check_axis(axis: int, ndim: int, what: str = "axis") -> int:
     """Normalise a possibly negative axis; raise a clear error when out of range."""
-    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+    if not is_int(axis):
         raise TypeError(f"{what} must be an int, got {type(axis).__name__}")
     if not -ndim <= axis < ndim:
         raise ValueError(f"{what}={axis} is out of range for a tensor with {ndim} dimension(s)")
@@ -150,10 +152,10 @@ class AutoPool(nn.Module):
     def __init__(self, n_dims: int, axis: int = -1, constrained: bool = False, l2: float = 0.0,
                  channel_axis: int | None = None) -> None:
         super().__init__()
-        if isinstance(n_dims, bool) or not isinstance(n_dims, numbers.Integral) or n_dims < 1:
+        if not is_int(n_dims) or n_dims < 1:
             raise ValueError(f"n_dims must be a positive int, got {n_dims!r}")
         for name, value in (("axis", axis), ("channel_axis", channel_axis)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+            if value is not None and not is_int(value):
                 raise TypeError(f"{name} must be an int, got {value!r}")
         if not isinstance(l2, numbers.Real) or l2 < 0 or l2 != l2:
             raise ValueError(f"l2 must be a non-negative number, got {l2!r}")

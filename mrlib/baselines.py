@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from mrlib.checks import is_int
 from mrlib.handcrafted import (FEATURE_VERSION, BaselineFeatures, catalog_features, feature_names,
                                handcrafted_features)
 from mrlib.stats import constraints_fulfillment_rate
@@ -98,7 +99,7 @@ class MetricBaseline:
 
     def __init__(self, *, standardize: bool = True, pca: int | float | None = None, seed: int = 0):
         if pca is not None:
-            ok_int = isinstance(pca, (int, np.integer)) and not isinstance(pca, bool) and pca >= 1
+            ok_int = is_int(pca) and pca >= 1
             ok_float = isinstance(pca, float) and 0 < pca < 1
             if not (ok_int or ok_float):
                 raise ValueError(f"pca must be a positive int, a float in (0, 1) or None, got {pca!r}")

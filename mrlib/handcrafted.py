@@ -22,6 +22,7 @@ from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from mrlib.audio import SkipReport, read_audio
+from mrlib.checks import is_int
 
 __all__ = ["FEATURE_VERSION", "feature_names", "handcrafted_features", "BaselineFeatures", "catalog_features"]
 
@@ -76,10 +77,10 @@ def _check_signal(y, sr, **sizes) -> np.ndarray:
         raise ValueError(f"y must be a non-empty 1-D (mono) signal, got shape {y.shape}")
     if not np.issubdtype(y.dtype, np.floating) or not np.isfinite(y).all():
         raise ValueError("y must hold finite floating-point samples")
-    if isinstance(sr, bool) or not isinstance(sr, (int, np.integer)) or sr < 4000:
+    if not is_int(sr) or sr < 4000:
         raise ValueError(f"sr must be an integer sample rate >= 4000 Hz, got {sr!r}")
     for name, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        if not is_int(value) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     y = y.astype(np.float32)
     n_fft = sizes["n_fft"]
@@ -340,7 +341,7 @@ def _check_catalog_args(catalog, sr, chunk_size, n_jobs, feature_kwargs, min_dur
             or not hasattr(catalog, "root")):
         raise TypeError("catalog must be an mrlib.catalog.Catalog (or have .root and a .tracks "
                         "DataFrame with track_id and path columns)")
-    if isinstance(sr, bool) or not isinstance(sr, (int, np.integer)) or sr < 4000:
+    if not is_int(sr) or sr < 4000:
         raise ValueError(f"sr must be an integer >= 4000 Hz, got {sr!r}")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")

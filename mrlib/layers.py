@@ -7,13 +7,14 @@ Notebook: 05_autopool.ipynb
 from __future__ import annotations
 
 import contextlib
-import numbers
 from collections import OrderedDict
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from mrlib.checks import is_int, is_real
 
 __all__ = ["FrequencyBatchNorm", "ClampedMaxPool2d", "L2Normalize", "ToSequence", "Backbone", "ResidualBlock",
            "PatchModel", "check_positive_int", "check_width", "check_dropout", "scale_channels",
@@ -25,7 +26,7 @@ def check_positive_int(name: str, value: Any) -> int:
 
     Notebook: 05_autopool.ipynb
     """
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+    if not is_int(value) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return int(value)
 
@@ -35,7 +36,7 @@ def check_width(width: Any) -> float:
 
     Notebook: 05_autopool.ipynb
     """
-    if isinstance(width, bool) or not isinstance(width, numbers.Real) or not width > 0 or width != width:
+    if not is_real(width) or not width > 0 or width != width:
         raise ValueError(f"width must be a positive number (1.0 = the paper), got {width!r}")
     return float(width)
 
@@ -45,7 +46,7 @@ def check_dropout(p: Any) -> float:
 
     Notebook: 05_autopool.ipynb
     """
-    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p < 1:
+    if not is_real(p) or not 0 <= p < 1:
         raise ValueError(f"dropout must be in [0, 1), got {p!r}")
     return float(p)
 

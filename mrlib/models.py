@@ -31,7 +31,6 @@ bin gets its own mean and variance), so ``n_bins`` is fixed at construction; ``T
 """
 from __future__ import annotations
 
-import numbers
 from collections import OrderedDict
 from typing import Any
 
@@ -39,6 +38,7 @@ import torch
 from torch import nn
 
 from mrlib.autopool import AutoPool
+from mrlib.checks import is_int
 from mrlib.layers import (Backbone, ClampedMaxPool2d, FrequencyBatchNorm, L2Normalize, PatchModel,
                           ResidualBlock, ToSequence, check_dropout, check_positive_int, eval_mode,
                           init_weights, scale_channels)
@@ -437,7 +437,7 @@ def build_model(system: str, n_tags: int | None = None, width: float = 1.0, n_bi
     try:
         if seed is None:
             return cls(**args, **kwargs)
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        if not is_int(seed):
             raise TypeError(f"seed must be an int or None, got {seed!r}")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))

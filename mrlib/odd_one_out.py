@@ -29,6 +29,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import pandas as pd
 
+from mrlib.checks import is_int
 from mrlib.folds import kfold_indices
 
 __all__ = [
@@ -269,7 +270,7 @@ def _check_options(df, min_margin, min_votes, per_comparison) -> None:
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"comparisons_to_triplets needs a DataFrame, got {type(df).__name__}")
     for name, value in (("min_margin", min_margin), ("min_votes", min_votes)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        if not is_int(value) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     if per_comparison not in ("both", "one"):
         raise ValueError(f"per_comparison must be 'both' or 'one', got {per_comparison!r}")
@@ -454,7 +455,7 @@ def _check_simulation(S, n_comparisons, n_players, noise, unique, clip_ids, path
     if N < 3:
         raise ValueError(f"need at least 3 clips to form a comparison, got N={N}")
     for name, value in (("n_comparisons", n_comparisons), ("n_players", n_players)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        if not is_int(value) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if not np.isscalar(noise) or not np.isfinite(noise) or noise < 0:
         raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
@@ -694,7 +695,7 @@ def triplet_folds(
     Notebook: 08_triplet_matchnet.ipynb
     """
     t = _check_triplets(triplets)
-    if isinstance(n_folds, bool) or not isinstance(n_folds, (int, np.integer)) or n_folds < 2:
+    if not is_int(n_folds) or n_folds < 2:
         raise ValueError(f"n_folds must be an integer >= 2, got {n_folds!r}")
     if by not in ("triplet", "group", "clip"):
         raise ValueError(f"by must be 'triplet', 'group' or 'clip', got {by!r}")
@@ -753,7 +754,7 @@ def fold_summary(folds: Sequence[Fold], n_triplets: int) -> pd.DataFrame:
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    if isinstance(n_triplets, bool) or not isinstance(n_triplets, (int, np.integer)) or n_triplets < 1:
+    if not is_int(n_triplets) or n_triplets < 1:
         raise ValueError(f"n_triplets must be a positive integer, got {n_triplets!r}")
     rows = []
     for f, (train, test) in enumerate(folds):

@@ -43,6 +43,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from mrlib.checks import is_int
 from mrlib.paths import repo_root
 
 __all__ = [
@@ -253,7 +254,7 @@ class _Oracle:
 
 
 def _check_chunk(chunk_size) -> int:
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+    if not is_int(chunk_size) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer (rows per block), got {chunk_size!r}")
     return int(chunk_size)
 
@@ -463,7 +464,7 @@ def ranked_lists(S, exclude_self: bool = True, k: int | None = None, dtype=np.in
         raise ValueError(f"dtype must be an integer type able to hold {n_b - 1}, got {dtype}")
     width = n_b - 1 if exclude_self else n_b
     if k is not None:
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= width:
+        if not is_int(k) or not 1 <= k <= width:
             raise ValueError(f"k must be an integer in [1, {width}], got {k!r}")
         width = int(k)
     chunk_size = _check_chunk(chunk_size)
@@ -518,7 +519,7 @@ def oracle_topk(
     """
     if exclude_self is None:
         exclude_self = T_b is None
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+    if not is_int(k) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
     index, value = [], []
     for start, block in oracle_chunks(T_a, T_b, categories, weights, chunk_size, progress):

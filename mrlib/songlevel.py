@@ -9,12 +9,12 @@ Notebook: 08_triplet_matchnet.ipynb
 """
 from __future__ import annotations
 
-import numbers
 from types import SimpleNamespace
 
 import numpy as np
 import torch
 
+from mrlib.checks import is_int
 from mrlib.features import check_features
 from mrlib.layers import eval_mode
 from mrlib.systems import embed_tracks
@@ -84,7 +84,7 @@ def embed_songs(model, features, idx, patch_len: int | None = None, n_patches: i
     if len(idx) and (idx.min() < 0 or idx.max() >= len(features)):
         raise ValueError(f"idx must lie in [0, {len(features)}), got [{idx.min()}, {idx.max()}]")
     check_available(features, idx.astype(np.int64))
-    if isinstance(n_patches, bool) or not isinstance(n_patches, numbers.Integral) or n_patches < 1:
+    if not is_int(n_patches) or n_patches < 1:
         raise ValueError(f"n_patches must be a positive int, got {n_patches!r}")
     patch_len = int(getattr(model, "patch_len")) if patch_len is None else int(patch_len)
     E = embed_tracks(model, SimpleNamespace(features=features), idx, patch_len, n_patches, int(batch_size),

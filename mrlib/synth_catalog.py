@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from mrlib import synth
 from mrlib.catalog_format import (FORMAT_VERSION, Catalog, _part, _read_json, _versions, _write_csv,
                                   _write_json, artist_disjoint_split)
+from mrlib.checks import is_int
 from mrlib.paths import FolderLock, data_dir, move_aside
 
 __all__ = ["synthetic_root", "build_synthetic", "synthetic_artist_ids", "synthetic_split"]
@@ -116,7 +117,7 @@ def build_synthetic(n_tracks: int = 200, seed: int = 0, duration_s: float = 30.0
     Notebook: 00_overview.ipynb
     """
     for nm, v, lo in (("n_tracks", n_tracks, 1), ("seed", seed, 0), ("sr", sr, 8000), ("n_jobs", n_jobs, 1)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+        if not is_int(v) or v < lo:
             raise ValueError(f"{nm} must be an int >= {lo}, got {v!r}")
     if not isinstance(duration_s, (int, float)) or not 0.5 <= float(duration_s) <= 600:
         raise ValueError(f"duration_s must be in [0.5, 600] seconds, got {duration_s!r}")

@@ -10,7 +10,7 @@ import math
 import numpy as np
 from scipy import signal
 
-from mrlib.checks import check_int
+from mrlib.checks import check_int, is_int
 from mrlib.synth_sound import (DRUM_PATTERNS, _NOISE, _attack_decay, _chord, _drum_kit, _Events, _melody_phrase,
                                _midi_hz, _NoteCache, _osc, _source, _swing_map, _t, _table_for)
 from mrlib.synth_styles import (_STREAM_EVENTS, EVENT_TAGS, GENRES, INSTRUMENTS, MODES, MOODS, GenreStyle,
@@ -263,7 +263,7 @@ def _check_track_args(attrs, sr, duration_s, seed) -> None:
         raise ValueError(f"sr must be <= 96000 Hz, got {sr}")
     if not (isinstance(duration_s, (int, float)) and 0.5 <= duration_s <= 600):
         raise ValueError(f"duration_s must be a number in [0.5, 600] seconds, got {duration_s!r}")
-    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+    if is_int(seed):
         check_int("seed", seed, 0)
     elif not isinstance(seed, np.random.SeedSequence):
         raise TypeError(f"seed must be an int or a numpy SeedSequence, got {type(seed).__name__}")
