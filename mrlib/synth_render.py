@@ -387,12 +387,12 @@ def _comp_bar(comp: _Events, attrs: TrackAttributes, style: GenreStyle, bar: int
         low = [voiced[0] - 12, voiced[-1] - 12, voiced[1] - 12, voiced[-1] - 12]
         for k in range(meter * 2):
             comp.add(b0 + k * 0.5, 0.5, low[k % 4], chord_vel)
-    elif cstyle in ("skank", "stabs"):     # short chords: off-beats, or a syncopated figure
-        if cstyle == "skank":
-            hits = [k + 0.5 for k in range(meter)]
-        else:
-            hits = (0.0, 0.75, 1.5, 2.5, 3.25)[: 5 if meter == 4 else 3]
-        for pos in hits:
+    elif cstyle == "skank":
+        for k in range(meter):
+            for p in voiced:
+                comp.add(b0 + k + 0.5, 0.2, p, chord_vel)
+    elif cstyle == "stabs":
+        for pos in (0.0, 0.75, 1.5, 2.5, 3.25)[: 5 if meter == 4 else 3]:
             for p in voiced:
                 comp.add(b0 + pos, 0.2, p, chord_vel)
     elif cstyle == "comping":
