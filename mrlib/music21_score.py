@@ -144,9 +144,15 @@ def _palette_for(table: pd.DataFrame, stratum: str,
     return list(rows["ensemble"]), list(rows["programs"]), w / w.sum()
 
 
+@functools.cache
+def _repository_program_table() -> pd.DataFrame:
+    """The repository's program table, read once per process."""
+    return load_program_table()
+
+
 @functools.lru_cache(maxsize=None)
 def _palette(stratum: str, instrumentation: str) -> tuple[list, list, np.ndarray]:
-    return _palette_for(load_program_table(), stratum, instrumentation)
+    return _palette_for(_repository_program_table(), stratum, instrumentation)
 
 
 def _check_instrumentation(instrumentation: str) -> str:
