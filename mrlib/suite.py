@@ -16,7 +16,13 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from queue import Empty
 from typing import Any
+
+from jupyter_client.asynchronous import AsyncKernelClient
+from jupyter_client.channels import AsyncZMQSocketChannel
+from jupyter_client.manager import AsyncKernelManager
+from traitlets import Type
 
 from mrlib.paths import FolderLock, LockedError, package_versions, repo_root, runs_dir, write_json_atomic
 from mrlib.paper_scale import PAPER_SCALE
@@ -96,9 +102,8 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 
 #: Per-cell time limit (seconds) of each profile when ``--timeout`` is not given: a cell that
-#: hangs (a kernel gone idle in a widget cell, seen under nbclient) fails the notebook instead
-#: of holding the suite forever. ``quick`` cells take at most a few minutes on 2 cores;
-#: ``paper`` cells train for hours on a GPU.
+#: hangs fails the notebook instead of holding the suite forever. ``quick`` cells take at most a
+#: few minutes on 2 cores; ``paper`` cells train for hours on a GPU.
 DEFAULT_CELL_TIMEOUT_S: dict[str, int] = {"smoke": 900, "quick": 3600, "paper": 7 * 24 * 3600}
 
 
@@ -291,6 +296,40 @@ class NotebookFailed(RuntimeError):
     """A notebook of the suite raised: names the notebook, the cell and the error."""
 
 
+class _ShellChannel(AsyncZMQSocketChannel):
+    """The kernel's shell channel, waited on in slices of at most one second.
+
+    While nbclient waits on the shell socket for a cell's reply, it also answers the kernel's
+    Output widgets (``ipywidgets.interactive`` holds one) on that same socket. A reply that
+    arrives during such a send can miss the asyncio wake-up, since zmq signals readiness by
+    edge. The wait then lasts until its timeout, which is the whole per-cell limit: without
+    one, a notebook of widget cells could hang forever with its kernel idle (nbclient issue
+    #312). Each slice ends with a plain zmq poll, which sees the waiting reply.
+    """
+
+    async def get_msg(self, timeout: float | None = None) -> dict[str, Any]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+            try:
+                return await super().get_msg(timeout=max(left, 0.001))
+            except Empty:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+
+
+class _KernelClient(AsyncKernelClient):
+    """nbclient's kernel client with the sliced :class:`_ShellChannel`."""
+
+    shell_channel_class = Type(_ShellChannel)
+
+
+class _KernelManager(AsyncKernelManager):
+    """The kernel manager the suite hands to papermill, making :class:`_KernelClient` clients."""
+
+    client_factory = Type(_KernelClient)
+
+
 def run_notebook(path: Path, out_path: Path, parameters: dict[str, Any],
                  timeout_s: int | None = None) -> dict[str, Any]:
     """Execute one notebook with papermill; return its entry for the results index.
@@ -333,7 +372,7 @@ def run_notebook(path: Path, out_path: Path, parameters: dict[str, Any],
         papermill.execute_notebook(
             str(path), str(out_path), parameters=parameters, cwd=str(path.parent),
             kernel_name="python3", progress_bar=False, execution_timeout=timeout_s or None,
-            report_mode=False)
+            report_mode=False, kernel_manager_class=_KernelManager)
     except PapermillExecutionError as err:
         raise NotebookFailed(
             f"{path.name} failed in cell {err.exec_count} (code cell #{err.cell_index}): "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import json
 import subprocess
@@ -11,6 +12,10 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pytest
+import zmq
+import zmq.asyncio
+from jupyter_client.channels import AsyncZMQSocketChannel
+from jupyter_client.session import Session
 
 from mrlib import checks, experiments, suite
 from mrlib.cqt import FeatureConfig
@@ -209,3 +214,45 @@ def test_the_suite_reads_the_papers_scale_without_loading_torch():
     out = subprocess.run([sys.executable, "-c", "import sys, mrlib.suite; print('torch' in sys.modules)"],
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+async def _reply_after_a_send(channel_class) -> str | None:
+    """Wait on the shell channel for a reply that lands while the client sends on that socket.
+
+    This is nbclient's situation in a widget cell: it answers an Output widget on the shell
+    socket while it waits there for the cell's ``execute_reply``.
+    """
+    context = zmq.asyncio.Context()
+    # inproc: a send lands in the peer's queue at once, with no I/O thread to wait for
+    kernel = zmq.Context.shadow(context.underlying).socket(zmq.ROUTER)
+    client = context.socket(zmq.DEALER)
+    try:
+        kernel.bind("inproc://shell")
+        client.connect("inproc://shell")
+        session = Session(key=b"test")
+        channel = channel_class(client, session)
+        session.send(client, "execute_request", content={})
+        ident = kernel.recv_multipart()[0]
+        waiting = asyncio.ensure_future(channel.get_msg(timeout=None))
+        await asyncio.sleep(0.2)                         # the channel is waiting
+        # the reply lands, and before the event loop runs again the client sends: that send
+        # takes zmq's wake-up edge
+        session.send(kernel, "execute_reply", content={"status": "ok"}, ident=[ident])
+        session.send(client, "comm_msg", content={})
+        try:
+            return (await asyncio.wait_for(waiting, 3.0))["msg_type"]
+        except asyncio.TimeoutError:
+            return None
+    finally:
+        client.close(0)
+        kernel.close(0)
+        context.term()
+
+
+def test_the_suite_sees_a_shell_reply_whose_wake_up_a_send_took():
+    # jupyter_client's channel misses this reply (it would wait until the cell's time limit);
+    # the suite's channel, which waits in slices of one second, receives it
+    assert asyncio.run(_reply_after_a_send(AsyncZMQSocketChannel)) is None
+    assert asyncio.run(_reply_after_a_send(suite._ShellChannel)) == "execute_reply"
+    # and papermill's kernels get that channel
+    assert suite._KernelManager().client().shell_channel_class is suite._ShellChannel
