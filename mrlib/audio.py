@@ -456,8 +456,11 @@ class SkipReport:
         """Write every entry to ``path`` (columns ``track_id, action, reason``); returns the path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        # \r\n: the csv module's (RFC 4180) line end
-        self.to_frame().to_csv(path, index=False, encoding="utf-8", lineterminator="\r\n")
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["track_id", "action", "reason"])
+            writer.writerows((t, "skipped", r) for t, r in self.skipped)
+            writer.writerows((t, "fixed", r) for t, r in self.fixed)
         return path
 
     @classmethod

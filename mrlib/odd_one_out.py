@@ -248,9 +248,8 @@ class TripletReport:
         return "\n".join(lines)
 
 
-def _count_conflicts(triplets: np.ndarray) -> int:
-    """Unordered pairs (a, p, n) / (a, n, p) among the rows (duplicates collapsed)."""
-    uniq = np.unique(triplets, axis=0)
+def _count_conflicts(uniq: np.ndarray) -> int:
+    """Unordered pairs (a, p, n) / (a, n, p) among distinct rows ``uniq`` (M, 3)."""
     swapped = uniq[:, [0, 2, 1]]
     # Each contradictory pair is seen twice (once from each side).
     both = np.concatenate([uniq, swapped])
@@ -278,9 +277,9 @@ def _check_options(df, min_margin, min_votes, per_comparison) -> None:
 
 def _triplet_counts(triplets: np.ndarray) -> dict[str, int]:
     """The report's counts of triplets, distinct clips, duplicate and contradictory rows."""
+    uniq = np.unique(triplets, axis=0)
     return {"n_triplets": len(triplets), "n_unique_clips": len(np.unique(triplets)),
-            "n_duplicates": len(triplets) - len(np.unique(triplets, axis=0)),
-            "n_conflicts": _count_conflicts(triplets)}
+            "n_duplicates": len(triplets) - len(uniq), "n_conflicts": _count_conflicts(uniq)}
 
 
 def _vote_drops(votes: np.ndarray, min_votes: int, min_margin: int) -> dict[str, np.ndarray]:
