@@ -43,7 +43,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from mrlib.checks import is_int
+from mrlib.checks import is_int, rule
 from mrlib.paths import repo_root
 
 __all__ = [
@@ -89,6 +89,13 @@ def load_weights(path: str | os.PathLike | None = None) -> dict:
     return _validate_weights(weights, source=str(path))
 
 
+#: A category weight or the default weight, and the sharpness: finite numbers, as floats.
+_NON_NEGATIVE = rule(lambda v: isinstance(v, (int, float)) and math.isfinite(v) and v >= 0,
+                     "a finite number >= 0", convert=float)
+_POSITIVE = rule(lambda v: isinstance(v, (int, float)) and math.isfinite(v) and v > 0,
+                 "a finite number > 0", convert=float)
+
+
 def _validate_weights(weights: Any, source: str = "weights") -> dict:
     if not isinstance(weights, Mapping):
         raise TypeError(f"{source}: weights must be a dict (or a path), got {type(weights).__name__}")
@@ -101,8 +108,8 @@ def _validate_weights(weights: Any, source: str = "weights") -> dict:
     cats = w["categories"]
     if not isinstance(cats, Mapping) or not cats:
         raise ValueError(f"{source}: 'categories' must map category names to weights")
-    w["categories"] = {str(k): _finite(v, f"{source}: weight of {k!r}") for k, v in cats.items()}
-    w["default_weight"] = _finite(w.get("default_weight", 0.0), f"{source}: default_weight")
+    w["categories"] = {str(k): _NON_NEGATIVE(f"{source}: weight of {k!r}", v) for k, v in cats.items()}
+    w["default_weight"] = _NON_NEGATIVE(f"{source}: default_weight", w.get("default_weight", 0.0))
     gate = w["gate"]
     if gate is not None:
         if not isinstance(gate, Mapping) or not {"category", "floor", "power"} <= set(gate):
@@ -113,17 +120,8 @@ def _validate_weights(weights: Any, source: str = "weights") -> dict:
             raise ValueError(f"{source}: gate.power must be > 0, got {gate['power']!r}")
         w["gate"] = {"category": str(gate["category"]), "floor": float(gate["floor"]),
                      "power": float(gate["power"])}
-    w["sharpness"] = _finite(w["sharpness"], f"{source}: sharpness", positive=True)
+    w["sharpness"] = _POSITIVE(f"{source}: sharpness", w["sharpness"])
     return w
-
-
-def _finite(value, what: str, positive: bool = False) -> float:
-    """``value`` as a float if it is a finite number >= 0 (> 0 when ``positive``)."""
-    bound = "> 0" if positive else ">= 0"
-    if (not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0
-            or (positive and value == 0)):
-        raise ValueError(f"{what} must be a finite number {bound}, got {value!r}")
-    return float(value)
 
 
 def _tags_and_categories(T, categories, name: str) -> tuple[np.ndarray, np.ndarray | None]:
