@@ -476,31 +476,35 @@ def build_faiss_index(
     if base.ndim != 2 or base.shape[0] == 0:
         raise ValueError(f"base must be a non-empty 2-D array (n, d), got shape {base.shape}")
     n, d = base.shape
-    fmetric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
-    flat = faiss.IndexFlatL2(d) if metric == "l2" else faiss.IndexFlatIP(d)
     chunk_size = check_int("chunk_size", chunk_size)
     if kind == "hnsw":
+        fmetric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
         index = faiss.IndexHNSWFlat(d, check_int("M", M, minimum=2), fmetric)
         index.hnsw.efConstruction = check_int("ef_construction", ef_construction)
         index.hnsw.efSearch = check_int("ef_search", ef_search)
     elif kind == "ivf":
-        index = _trained_ivf(faiss, base, flat, fmetric, nlist, nprobe, train_size, seed)
+        index = _trained_ivf(faiss, base, _flat(faiss, d, metric), nlist, nprobe, train_size, seed)
     else:
-        index = flat
+        index = _flat(faiss, d, metric)
     for s in tqdm(range(0, n, chunk_size), desc=f"faiss {kind} add", unit="chunk", disable=not progress):
         index.add(_float32("base", base[s:s + chunk_size]))
     return FaissIndex(index, kind, metric)
 
 
-def _trained_ivf(faiss, base: np.ndarray, quantizer, fmetric, nlist, nprobe, train_size, seed: int):
-    """An ``IndexIVFFlat`` over the flat ``quantizer`` whose k-means is trained on a seeded
-    sample of ``base`` (not yet filled)."""
+def _flat(faiss, d: int, metric: str):
+    """An exact FAISS index of ``d``-dimensional vectors: L2 or inner product."""
+    return faiss.IndexFlatL2(d) if metric == "l2" else faiss.IndexFlatIP(d)
+
+
+def _trained_ivf(faiss, base: np.ndarray, quantizer, nlist, nprobe, train_size, seed: int):
+    """An ``IndexIVFFlat`` over the flat ``quantizer`` (and its metric) whose k-means is trained
+    on a seeded sample of ``base`` (not yet filled)."""
     n, d = base.shape
     nlist = max(1, int(round(4 * math.sqrt(n)))) if nlist is None else check_int("nlist", nlist)
     if nlist > n:
         raise ValueError(f"nlist={nlist} exceeds the {n} vectors to index")
     # FAISS's Python constructor keeps a reference to the quantizer the C++ index points to
-    index = faiss.IndexIVFFlat(quantizer, d, nlist, fmetric)
+    index = faiss.IndexIVFFlat(quantizer, d, nlist, quantizer.metric_type)
     index.cp.seed = int(seed)
     n_train = min(n, 64 * nlist) if train_size is None else min(n, check_int("train_size", train_size))
     if n_train < nlist:
