@@ -60,9 +60,8 @@ class _EpochSampler:
         self.position = 0           # batches of this epoch already handed out (per rank)
         self._plan_epoch: int | None = None
 
-    # subclasses: __len__() -> batches per epoch for this rank; _make_plan(rng) -> object;
-    # _batch(plan, b) -> this rank's batch number b of the epoch (the subclass maps b into this
-    # rank's slice of the global order)
+    # subclasses: __len__() -> batches per epoch for this rank; _make_plan(rng) -> this rank's
+    # contiguous slice of the epoch's global order; _batch(plan, b) -> batch number b of it
 
     def _plan(self):
         if self._plan_epoch != self.epoch:
@@ -238,10 +237,11 @@ class PaperBatchSampler(_EpochSampler):
         return int(self._b_group.size) // self.world_size
 
     def _make_plan(self, rng):
-        return rng.permutation(self._b_group.size)
+        n = len(self)
+        return rng.permutation(self._b_group.size)[self.rank * n:(self.rank + 1) * n]
 
     def _batch(self, plan, b):
-        k = plan[self.rank * len(self) + b]    # ranks keep contiguous slices of the epoch
+        k = plan[b]
         g, q = self._b_group[k], self._b_chunk[k]
         # the pair's own shuffle for this epoch, derived on demand (no M-sized state)
         within = np.random.default_rng([self.seed, self.epoch, int(g)]).permutation(self._g_size[g])
