@@ -71,11 +71,12 @@ def _check_finished(run_dir: Path, notebooks: list[Path]) -> None:
         entries = json.loads(index_path.read_text()).get("notebooks") or {}
     except (ValueError, AttributeError) as err:
         raise ValueError(f"{index_path} cannot be read ({err}); run the suite again") from None
-    status = {}
+    bad = []
     for nb in notebooks:
         entry = entries.get(nb.stem)
-        status[nb.name] = entry.get("status") if isinstance(entry, dict) else None
-    bad = [f"{name}: {s or 'not in the index'}" for name, s in status.items() if s != "ok"]
+        status = entry.get("status") if isinstance(entry, dict) else None
+        if status != "ok":
+            bad.append(f"{nb.name}: {status or 'not in the index'}")
     if bad:
         raise ValueError(f"the book takes finished notebooks only; in {run_dir}: "
                          + "; ".join(bad) + " (re-run them with python -m mrlib.suite run --only NN)")
@@ -89,10 +90,13 @@ def _chapter_entry(path: Path) -> str:
     nb = nbformat.read(path, as_version=4)
     cells = [c.source for c in nb.cells if c.cell_type == "markdown"]
     title = cells[0].splitlines()[0].lstrip("# ").strip() if cells else path.stem
-    mark = "**Learning objectives**"
-    after = [text.split(mark, 1)[1].strip("\n") for text in cells if mark in text]
-    # the objectives end at the first blank line not followed by a list item
-    objectives = re.split(r"\n\s*\n(?![ \t]*[*-] )", after[0], maxsplit=1)[0] if after else ""
+    objectives = ""
+    for text in cells:
+        if "**Learning objectives**" in text:
+            after = text.split("**Learning objectives**", 1)[1].strip("\n")
+            # the objectives end at the first blank line not followed by a list item
+            objectives = re.split(r"\n\s*\n(?![ \t]*[*-] )", after, maxsplit=1)[0]
+            break
     run = nb.metadata.get("mrlib", {})
     if "wall_s" in run:
         timing = (f"Runs top to bottom in {run['wall_s']:.0f} s at its defaults "

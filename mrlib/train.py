@@ -418,7 +418,8 @@ class _TrainingRun:
         row = None
         if self.dist.is_main:
             val = _validate(self.model, self.data, self.val_idx, self.S_val, cfg, self.device)
-            value = -math.inf if val.get(cfg.monitor) is None else float(val[cfg.monitor])
+            monitored = val.get(cfg.monitor)
+            value = -math.inf if monitored is None else float(monitored)
             improved = value > self.best["value"]
             if improved:
                 self.best.update(value=value, epoch=self.epoch, bad_epochs=0,
