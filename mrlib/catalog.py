@@ -28,8 +28,7 @@ from mrlib.catalog_format import (AUDIO_EXTENSIONS, FORMAT_VERSION, SPLITS, TRAC
                                   read, read_table)
 from mrlib.folder_catalog import from_folder
 from mrlib.paths import LockedError, data_dir
-from mrlib.synth_catalog import (_render_to_file, build_synthetic, synthetic_artist_ids,  # noqa: F401
-                                 synthetic_root, synthetic_split)
+from mrlib.synth_catalog import build_synthetic, synthetic_artist_ids, synthetic_root  # noqa: F401
 
 __all__ = [
     "SPLITS",
@@ -44,7 +43,6 @@ __all__ = [
     "build_synthetic",
     "synthetic_root",
     "synthetic_artist_ids",
-    "synthetic_split",
     "from_folder",
     "format_skipped",
     "read_table",

@@ -32,7 +32,7 @@ __all__ = [
     "PairedTest", "paired_test", "TagAUC", "tag_auc", "CFR", "constraints_fulfillment_rate",
     "kfold_indices", "KFoldCFR", "kfold_cfr", "exact_topk", "FaissIndex", "build_faiss_index",
     "recall_at_k", "PAPER_TABLE2", "PAPER_AT_AUC", "PAPER_N_TEST_QUERIES", "random_ranking", "holm",
-    "compare_systems", "results_record",
+    "compare_systems",
 ]
 
 #: Keys of :func:`retrieval_metrics`' dict, in the column order of the paper's Table 2.
@@ -436,39 +436,3 @@ def compare_systems(results: Mapping[str, RetrievalResult], reference: str, *,
     df["significant"] = df["p_adjusted"] < alpha
     df["better"] = df["significant"] & (df["mean_diff"] > 0)
     return df[["mean_diff", "low", "high", "p_wilcoxon", "p_adjusted", "significant", "ci_disjoint", "better"]]
-
-
-def results_record(results: Mapping[str, RetrievalResult], level: float = 0.95, method: str = "t",
-                   decimals: int | None = 4) -> dict:
-    """Table 2 as plain JSON for :func:`mrlib.suite.record`: row -> metric -> mean and CI.
-
-    Parameters
-    ----------
-    results : mapping name -> RetrievalResult
-    level, method
-        Passed to :func:`mean_ci`.
-    decimals : int or None, default 4
-        Rounding of the percentages (None: full precision).
-
-    Returns
-    -------
-    dict
-        ``{row: {"MAP@20": {"mean": 5.98, "ci": 0.40, "low": …, "high": …}, …,
-        "n_queries": n}}``, values in percent; ``ci`` is the half-width (the table's ±).
-
-    Notebook: 07_evaluation.ipynb
-    """
-    if not results:
-        raise ValueError("results is empty; pass {system name: RetrievalResult}")
-
-    def r(v: float) -> float:
-        return float(v) if decimals is None else round(float(v), decimals)
-
-    out = {}
-    for name, res in results.items():
-        s = res.summary(level=level, method=method)
-        row = {col: {"mean": r(s.loc[col, "mean"]), "ci": r(s.loc[col, "half_width"]),
-                     "low": r(s.loc[col, "low"]), "high": r(s.loc[col, "high"])} for col in s.index}
-        row["n_queries"] = res.n_queries
-        out[str(name)] = row
-    return out

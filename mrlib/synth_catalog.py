@@ -23,7 +23,7 @@ from mrlib.catalog_format import (FORMAT_VERSION, Catalog, _part, _read_json, _v
 from mrlib.checks import is_int
 from mrlib.paths import FolderLock, data_dir, move_aside
 
-__all__ = ["synthetic_root", "build_synthetic", "synthetic_artist_ids", "synthetic_split"]
+__all__ = ["synthetic_root", "build_synthetic", "synthetic_artist_ids"]
 
 
 def synthetic_root(n_tracks: int = 200, seed: int = 0, duration_s: float = 30.0, sr: int = 22050,
@@ -198,15 +198,6 @@ def synthetic_artist_ids(attrs: Sequence[synth.TrackAttributes]) -> list[str]:
     Notebook: 03_mining.ipynb
     """
     return [f"art{a.artist:05d}" for a in attrs]
-
-
-def synthetic_split(attrs: Sequence[synth.TrackAttributes], seed: int) -> np.ndarray:
-    """The artist-disjoint split of the synthetic catalog of ``seed`` (str array of
-    ``train/val/test``), from the tracks' attributes alone (no audio needed).
-
-    Notebook: 03_mining.ipynb
-    """
-    return artist_disjoint_split(synthetic_artist_ids(attrs), seed=seed)
 
 
 def _write_tables(root: Path, config: dict) -> tuple[list, pd.DataFrame]:

@@ -126,7 +126,7 @@ class _Crash(Exception):
 
 def test_interrupted_build_resumes_without_redoing_finished_tracks(built, tmp_path, monkeypatch):
     root = tmp_path / "resume"
-    real = C._render_to_file
+    real = synth_catalog._render_to_file
     calls, crash = [], True
 
     def flaky(*args):

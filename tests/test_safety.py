@@ -645,12 +645,13 @@ def test_the_book_needs_an_index_for_a_run_folder(tmp_path):
 
 def test_a_worker_whose_build_died_writes_nothing(tmp_path):
     from mrlib import synth
+    from mrlib.synth_catalog import _render_to_file
 
     attrs, _, _ = synth.sample_catalog(2, 0)
     target = tmp_path / "t.wav"
     # a worker's parent is the build; a worker that was re-parented (its build was killed)
     # renders nothing more to disk
-    assert C._render_to_file(attrs[0], 0, 8000, 1.0, str(target), "wav", parent=os.getppid() + 1) == ""
+    assert _render_to_file(attrs[0], 0, 8000, 1.0, str(target), "wav", parent=os.getppid() + 1) == ""
     assert not target.exists()
-    assert C._render_to_file(attrs[0], 0, 8000, 1.0, str(target), "wav", parent=os.getppid())
+    assert _render_to_file(attrs[0], 0, 8000, 1.0, str(target), "wav", parent=os.getppid())
     assert target.is_file()
