@@ -35,7 +35,7 @@ from torch import nn
 
 from mrlib.models import build_model
 from mrlib.paths import FolderLock
-from mrlib.train_config import _RESUMABLE_CHANGES, TrainConfig
+from mrlib.train_config import _PLACE_AND_SPEED, _RESUMABLE_CHANGES, TrainConfig
 
 __all__ = ["CheckpointError", "RunExistsError", "RunResult", "RunFolder", "save_checkpoint",
            "load_checkpoint", "load_run", "check_resumable"]
@@ -48,10 +48,6 @@ _CKPT = "checkpoint.pt"
 _CKPT_PREV = "checkpoint.prev.pt"
 _MAGIC = b"MRLIB-CKPT-1\n"
 _CKPT_FORMAT = 1
-# Fields that do not change what a run produces (only where and how fast): a folder holding a
-# run whose config differs from a new one only in these holds "the same run".
-_SAME_RUN_IGNORES = {"device", "n_jobs", "prefetch", "out_dir", "run_name", "verify_ddp",
-                     "eval_batch"}
 # Where a replaced run's files wait until the new run has written its first checkpoint.
 _ASIDE = ".previous-run"
 
@@ -448,7 +444,7 @@ class RunFolder:
             saved = TrainConfig.from_json(self.run_dir / "config.json")
         except Exception:  # noqa: BLE001 - missing, unreadable or from another version
             return None, {"config.json": ("unreadable or missing", "")}
-        return saved, _config_diff(saved.to_dict(), self.config, _SAME_RUN_IGNORES)
+        return saved, _config_diff(saved.to_dict(), self.config, _PLACE_AND_SPEED)
 
     def _decide(self, resume: bool, replace: bool) -> RunResult | None:
         d = self.run_dir

@@ -34,10 +34,13 @@ DEFAULT_LR: dict[str, float] = {k: s.default_lr for k, s in SYSTEMS.items()}
 # Options whose None means "the model's (or optimiser's) own choice" and that enter the folder
 # hash only when set, so that runs which do not use them keep their folders.
 _HASHED_WHEN_SET = {"pooling", "alpha_lr"}
+# Config fields that say only where and how fast a run runs: two configs that differ in these
+# alone describe the same run.
+_PLACE_AND_SPEED = {"device", "n_jobs", "prefetch", "out_dir", "run_name", "verify_ddp", "eval_batch"}
 # Config fields that may change when a run is resumed: where and how fast it runs, how long it
-# lasts. Everything else shapes the trajectory and must match the checkpoint.
-_RESUMABLE_CHANGES = {"epochs", "device", "n_jobs", "prefetch", "out_dir", "run_name",
-                      "verify_ddp", "eval_batch", "embed_all"}
+# lasts, and whether it embeds every track at the end. Everything else shapes the trajectory
+# and must match the checkpoint.
+_RESUMABLE_CHANGES = _PLACE_AND_SPEED | {"epochs", "embed_all"}
 
 
 @dataclass
