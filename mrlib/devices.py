@@ -8,12 +8,15 @@ Notebook: 06_training.ipynb
 from __future__ import annotations
 
 import contextlib
+import platform
 import sys
+from pathlib import Path
 
+import threadpoolctl
 import torch
 
 __all__ = ["mps_available", "pick_device", "amp_dtype", "memory_available", "peak_memory", "synchronize",
-           "torch_threads"]
+           "torch_threads", "cpu_kernels"]
 
 
 def mps_available() -> bool:
@@ -75,6 +78,47 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     elif dev.type != "cpu":
         raise ValueError(f"device type {dev.type!r} is not supported; use 'cpu', 'cuda' or 'mps'")
     return dev
+
+
+#: The vector extensions that choose oneDNN's and MKL's kernels, widest first.
+_ISA_FLAGS = ("amx_tile", "avx512_bf16", "avx512_vnni", "avx512f", "avx2", "neon", "asimd")
+
+
+def _cpu_model() -> str:
+    """The CPU's model name and which of :data:`_ISA_FLAGS` it has (Linux), else the platform's."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    model = fields.get("model name") or platform.processor() or platform.machine()
+    return f"{model} ({' '.join(f for f in _ISA_FLAGS if f in flags) or 'no listed extension'})"
+
+
+def cpu_kernels() -> dict[str, str]:
+    """Which vector kernels torch and numpy's BLAS run on this CPU.
+
+    A float sum is split across vector lanes, so its rounding depends on the kernels: a seeded
+    CPU run repeats bit for bit on one machine, and may differ in the last bits (then, through
+    training, in a network's ranks) on a CPU with other extensions. Stored experiment results
+    record this with each row × seed.
+
+    Returns
+    -------
+    dict
+        ``torch``: torch's CPU capability (``"AVX512"``; the environment variable
+        ``ATEN_CPU_CAPABILITY`` lowers it); ``blas``: each BLAS loaded in this process and the
+        architecture it chose (``"none loaded"`` when none is); ``cpu``: the model name and its
+        widest vector extensions (oneDNN and MKL choose their kernels from these).
+
+    Notebook: 06_training.ipynb
+    """
+    blas = sorted({f"{info['internal_api']} {info.get('architecture') or '?'}"
+                   for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas"})
+    return {"torch": torch.backends.cpu.get_cpu_capability(), "blas": ", ".join(blas) or "none loaded",
+            "cpu": _cpu_model()}
 
 
 def amp_dtype(device: torch.device, amp: bool = True) -> torch.dtype | None:

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from mrlib import cfr2017, table2
 from mrlib import results as res
 from mrlib.claims import update_readme_claims
-from mrlib.devices import pick_device
+from mrlib.devices import cpu_kernels, pick_device
 from mrlib.paths import FolderLock, LockedError, repo_root, runs_dir
 from mrlib.suite import parse_params, versions
 # The experiments' rows and data, re-exported: the notebooks and the command line know them here.
@@ -181,8 +181,8 @@ def _work(name: str, row: str, parameters: dict, seed: int, device: str, workdir
         entry = {"status": "failed", "error": f"{type(err).__name__}: {err}",
                  "traceback": traceback.format_exc(limit=6)[-2000:]}
     entry.update({"wall_s": round(time.perf_counter() - t0, 1), "device": _device_name(device),
-                  "finished": res.now(), "versions": {k: v for k, v in versions().items()
-                                                      if k in ("python", "torch", "numpy", "mrlib")}})
+                  "cpu_kernels": cpu_kernels(), "finished": res.now(),
+                  "versions": {k: v for k, v in versions().items() if k in ("python", "torch", "numpy", "mrlib")}})
     return entry
 
 

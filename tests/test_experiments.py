@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from mrlib import experiments as X
 from mrlib import results as res
@@ -120,7 +121,8 @@ def test_stored_file_schema(store):
         assert row["key"] == res.parameters_key(row["parameters"])
         for entry in row["seeds"].values():
             assert {"status", "metrics", "per_unit", "n_units", "extra", "wall_s", "device", "commit",
-                    "versions", "finished"} <= set(entry)
+                    "versions", "finished", "cpu_kernels"} <= set(entry)
+            assert entry["cpu_kernels"]["torch"] == torch.backends.cpu.get_cpu_capability()
             assert set(entry["metrics"]) == {"score", "half"} and entry["n_units"] == N_UNITS
             for m, v in entry["metrics"].items():
                 x = np.asarray(entry["per_unit"][m])
