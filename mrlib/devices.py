@@ -1,14 +1,16 @@
 """Which device to train on, in which precision, and how much memory a run took.
 
-A low module (torch only): the CQT notebook and the MatchNet trainer pick a device without
-importing the trainer.
+A low module (torch and threadpoolctl): the CQT notebook and the MatchNet trainer pick a device
+without importing the trainer.
 
 Notebook: 06_training.ipynb
 """
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
+import subprocess
 import sys
 from pathlib import Path
 
@@ -81,44 +83,52 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
 
 
 #: The vector extensions that choose oneDNN's and MKL's kernels, widest first.
-_ISA_FLAGS = ("amx_tile", "avx512_bf16", "avx512_vnni", "avx512f", "avx2", "neon", "asimd")
+_ISA_FLAGS = ("amx_tile", "avx512_bf16", "avx512_vnni", "avx512f", "avx2", "sve2", "sve", "asimd", "neon")
+
+#: Environment variables that hold torch, oneDNN, MKL or OpenBLAS to narrower kernels.
+KERNEL_OVERRIDES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "OPENBLAS_CORETYPE")
 
 
 def _cpu_model() -> str:
-    """The CPU's model name and which of :data:`_ISA_FLAGS` it has (Linux), else the platform's."""
+    """The CPU's model name, with which of :data:`_ISA_FLAGS` it has where Linux lists them."""
+    if sys.platform == "darwin":
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True,
+                                  text=True, check=True).stdout.strip()
     try:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:
         return platform.processor() or platform.machine()
-    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in info.splitlines() if ":" in line)}
     flags = set((fields.get("flags") or fields.get("Features") or "").split())
-    model = fields.get("model name") or platform.processor() or platform.machine()
+    model = fields.get("model name") or fields.get("CPU part") or platform.processor() or platform.machine()
     return f"{model} ({' '.join(f for f in _ISA_FLAGS if f in flags) or 'no listed extension'})"
 
 
-def cpu_kernels() -> dict[str, str]:
-    """Which vector kernels torch and numpy's BLAS run on this CPU.
+def cpu_kernels() -> dict:
+    """Which vector kernels, and how many threads, torch and numpy's BLAS run with here.
 
-    A float sum is split across vector lanes, so its rounding depends on the kernels: a seeded
-    CPU run repeats bit for bit on one machine, and may differ in the last bits (then, through
-    training, in a network's ranks) on a CPU with other extensions. Stored experiment results
-    record this with each row × seed.
+    A float sum is split across vector lanes and threads, so its rounding depends on both: a
+    seeded CPU run repeats bit for bit on one machine with the same threads, and may differ in
+    the last bits (then, through training, in a network's ranks) on a CPU with other extensions.
+    Stored experiment results record this with each row × seed.
 
     Returns
     -------
     dict
-        ``torch``: torch's CPU capability (``"AVX512"``; the environment variable
-        ``ATEN_CPU_CAPABILITY`` lowers it); ``blas``: each BLAS loaded in this process and the
-        architecture it chose (``"none loaded"`` when none is); ``cpu``: the model name and its
-        widest vector extensions (oneDNN and MKL choose their kernels from these).
+        ``torch``: torch's CPU capability (``"AVX512"``); ``threads``: torch's intra-op threads;
+        ``blas``: each BLAS threadpoolctl finds loaded, with the architecture it chose
+        (``"none loaded"`` when it finds none, e.g. Apple's Accelerate); ``cpu``: the model name
+        and, on Linux, its widest vector extensions (oneDNN and MKL choose their kernels from
+        these); ``overrides``: those of :data:`KERNEL_OVERRIDES` that are set.
 
     Notebook: 06_training.ipynb
     """
-    blas = sorted({f"{info['internal_api']} {info.get('architecture') or '?'}"
-                   for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas"})
-    return {"torch": torch.backends.cpu.get_cpu_capability(), "blas": ", ".join(blas) or "none loaded",
-            "cpu": _cpu_model()}
+    blas = sorted({f"{info.get('internal_api', '?')} {info.get('architecture') or '?'}"
+                   for info in threadpoolctl.threadpool_info() if info.get("user_api") == "blas"})
+    return {"torch": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
+            "blas": ", ".join(blas) or "none loaded", "cpu": _cpu_model(),
+            "overrides": {k: os.environ[k] for k in KERNEL_OVERRIDES if k in os.environ}}
 
 
 def amp_dtype(device: torch.device, amp: bool = True) -> torch.dtype | None:

@@ -115,20 +115,20 @@ def test_pick_device():
     assert T.amp_dtype(torch.device("cpu"), False) is None
 
 
-def test_cpu_kernels_report_what_torch_runs_and_follow_its_environment_variable():
+def test_cpu_kernels_report_what_torch_runs_and_the_overrides_that_narrow_it():
     from mrlib.devices import cpu_kernels
 
     k = cpu_kernels()
-    assert set(k) == {"torch", "blas", "cpu"} and all(isinstance(v, str) and v for v in k.values())
-    assert k["torch"] == torch.backends.cpu.get_cpu_capability()
-    assert k["blas"] == "none loaded" or "openblas" in k["blas"] or "mkl" in k["blas"]
-    # A stored row names the kernels it ran on; a lowered capability must show there.
-    code = "import numpy, json; from mrlib.devices import cpu_kernels; print(json.dumps(cpu_kernels()))"
+    assert set(k) == {"torch", "threads", "blas", "cpu", "overrides"}
+    assert all(isinstance(k[f], str) and k[f] for f in ("torch", "blas", "cpu"))
+    assert k["torch"] == torch.backends.cpu.get_cpu_capability() and k["threads"] == torch.get_num_threads()
+    # A stored row names the kernels it ran on; a lowered capability must show there, with its cause.
+    code = "import json; from mrlib.devices import cpu_kernels; print(json.dumps(cpu_kernels()))"
     env = {**os.environ, "ATEN_CPU_CAPABILITY": "default"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     lowered = json.loads(out.stdout)
     assert lowered["torch"] == "DEFAULT" and lowered["cpu"] == k["cpu"]
-    assert "openblas" in lowered["blas"] or "mkl" in lowered["blas"]     # numpy's BLAS is loaded
+    assert lowered["overrides"]["ATEN_CPU_CAPABILITY"] == "default"
 
 
 def test_config_validation_and_json(tmp_path):
