@@ -12,7 +12,8 @@ Run folder (``out_dir``, default ``runs/train/<folder_name>``: the run name, or
     embeddings.npy     float32 (N, d): embeddings, or tag probabilities for AT
     patch_embeddings.npy   MatchNet only: float32 (N, 8, e) patch embeddings
     tracks.csv         catalog_index, track_id, split of each row of embeddings.npy
-    summary.json       throughput, data-wait share, peak memory, best epoch, final metrics
+    summary.json       throughput, data-wait share, peak memory, best epoch, final metrics,
+                       CPU kernels
 
 Notebook: 06_training.ipynb
 """

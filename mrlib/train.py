@@ -24,7 +24,8 @@ later epoch equal those of an uninterrupted run (CPU, same seed).
 patches (:func:`mrlib.features.test_patches` with ``seed = catalog index``, so every system sees
 the same patches), averaged — L2-normalised for TL — or tag probabilities for AT, written to
 ``embeddings.npy`` with ``tracks.csv`` (catalog index, track id, split); ``summary.json`` holds
-throughput (patches/s), the share of step time spent waiting for data and the peak memory.
+throughput (patches/s), the share of step time spent waiting for data, the peak memory and
+the CPU kernels the run used (:func:`mrlib.devices.cpu_kernels`).
 ``epochs=0`` writes the untrained network's embeddings: the reference row of Table 2.
 
 **Devices.** :func:`pick_device` takes CUDA, then Apple MPS, then the CPU. On CUDA, mixed
@@ -58,8 +59,8 @@ from tqdm.auto import tqdm
 
 from mrlib import evaluate
 from mrlib.checks import is_int
-from mrlib.devices import (amp_dtype, memory_available, mps_available, peak_memory, pick_device,
-                           synchronize)
+from mrlib.devices import (amp_dtype, cpu_kernels, memory_available, mps_available, peak_memory,
+                           pick_device, synchronize)
 from mrlib.distributed import WriteAudit, init_distributed, param_checksum
 from mrlib.mining import mine
 from mrlib.layers import scale_channels
@@ -553,6 +554,7 @@ class _TrainingRun:
             "device": str(self.device),
             "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else
             self.device.type,
+            "cpu_kernels": cpu_kernels(),       # a CPU run repeats bit for bit under the same kernels
             "world_size": self.dist.world_size,
             "amp_dtype": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else None,
             "deterministic": self.deterministic,

@@ -320,6 +320,7 @@ def test_run_writes_everything(tmp_path, data):
     s = run.summary
     assert s["throughput_patches_per_s"] > 0 and 0 <= s["data_wait_share"] < 1
     assert s["peak_memory_bytes"] > 0 and s["patches_per_batch"] == 18
+    assert s["cpu_kernels"]["torch"] == torch.backends.cpu.get_cpu_capability()
     E, tracks = run.embeddings, run.tracks
     assert E.shape == (len(data), 128) and E.dtype == np.float32
     assert tracks["catalog_index"].tolist() == list(range(len(data)))
