@@ -351,6 +351,10 @@ def load_audio(
     return result.y, result.problem
 
 
+#: The columns of a skip report written by :meth:`SkipReport.to_csv` (and of its frame).
+_REPORT_COLUMNS = ("track_id", "action", "reason")
+
+
 @dataclass
 class SkipReport:
     """What a batch job skipped and what it repaired, by track id — nothing is lost silently.
@@ -445,12 +449,15 @@ class SkipReport:
                 lines += _listing(action, entries)
         return "\n".join(lines)
 
+    def _rows(self) -> list[tuple[str, str, str]]:
+        """``(track_id, action, reason)`` of every entry, skipped then fixed: the table's rows."""
+        return [(t, "skipped", r) for t, r in self.skipped] + [(t, "fixed", r) for t, r in self.fixed]
+
     def to_frame(self):
         """A pandas DataFrame with columns ``track_id, action, reason`` (skipped, then fixed)."""
         import pandas as pd
 
-        rows = [(t, "skipped", r) for t, r in self.skipped] + [(t, "fixed", r) for t, r in self.fixed]
-        return pd.DataFrame(rows, columns=["track_id", "action", "reason"])
+        return pd.DataFrame(self._rows(), columns=list(_REPORT_COLUMNS))
 
     def to_csv(self, path: str | os.PathLike) -> Path:
         """Write every entry to ``path`` (columns ``track_id, action, reason``); returns the path."""
@@ -458,9 +465,8 @@ class SkipReport:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
-            writer.writerow(["track_id", "action", "reason"])
-            writer.writerows((t, "skipped", r) for t, r in self.skipped)
-            writer.writerows((t, "fixed", r) for t, r in self.fixed)
+            writer.writerow(_REPORT_COLUMNS)
+            writer.writerows(self._rows())
         return path
 
     @classmethod
