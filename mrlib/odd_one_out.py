@@ -248,15 +248,6 @@ class TripletReport:
         return "\n".join(lines)
 
 
-def _count_conflicts(uniq: np.ndarray) -> int:
-    """Unordered pairs (a, p, n) / (a, n, p) among distinct rows ``uniq`` (M, 3)."""
-    swapped = uniq[:, [0, 2, 1]]
-    # Each contradictory pair is seen twice (once from each side).
-    both = np.concatenate([uniq, swapped])
-    _, counts = np.unique(both, axis=0, return_counts=True)
-    return int((counts > 1).sum() // 2)
-
-
 def _id_keys(values) -> pd.Index:
     """Clip ids as text keys: integers (also integral floats) and strings alike."""
     arr = np.asarray(values)
@@ -278,8 +269,11 @@ def _check_options(df, min_margin, min_votes, per_comparison) -> None:
 def _triplet_counts(triplets: np.ndarray) -> dict[str, int]:
     """The report's counts of triplets, distinct clips, duplicate and contradictory rows."""
     uniq = np.unique(triplets, axis=0)
+    # A contradictory pair (a, p, n) / (a, n, p) of distinct rows shows up twice among the rows
+    # and their swaps (once from each side).
+    _, counts = np.unique(np.concatenate([uniq, uniq[:, [0, 2, 1]]]), axis=0, return_counts=True)
     return {"n_triplets": len(triplets), "n_unique_clips": len(np.unique(triplets)),
-            "n_duplicates": len(triplets) - len(uniq), "n_conflicts": _count_conflicts(uniq)}
+            "n_duplicates": len(triplets) - len(uniq), "n_conflicts": int((counts > 1).sum() // 2)}
 
 
 def _vote_drops(votes: np.ndarray, min_votes: int, min_margin: int) -> dict[str, np.ndarray]:
@@ -315,18 +309,14 @@ def _map_ids(ids: np.ndarray, id_to_index) -> tuple[np.ndarray, np.ndarray]:
 def _constraints(ids: np.ndarray, votes: np.ndarray, kept: np.ndarray,
                  per_comparison: str) -> tuple[np.ndarray, np.ndarray]:
     """Triplets (a, p, n) of the kept rows, and the source row of each."""
-    odd = votes.argmax(axis=1)                                # unique where kept
-    # The two other positions, in column order: odd = 0 -> (1, 2), 1 -> (0, 2), 2 -> (0, 1).
-    others = np.array([[1, 2], [0, 2], [0, 1]])[odd]          # (R, 2)
-    rows_idx = np.arange(len(ids))
-    c_first = ids[rows_idx, others[:, 0]][kept]
-    c_second = ids[rows_idx, others[:, 1]][kept]
-    c_odd = ids[rows_idx, odd][kept]
-    one = np.stack([c_first, c_second, c_odd], axis=1)
+    odd = votes[kept].argmax(axis=1)                          # unique where kept
+    # The two other positions in column order, then the odd one: odd = 0 -> (1, 2, 0), ...
+    columns = np.array([[1, 2, 0], [0, 2, 1], [0, 1, 2]])[odd]   # (K, 3)
+    one = np.take_along_axis(ids[kept], columns, axis=1)
     if per_comparison == "both":
-        two = np.stack([c_second, c_first, c_odd], axis=1)
         # Interleave so that a comparison's two constraints sit next to each other.
-        triplets, rows = np.stack([one, two], axis=1).reshape(-1, 3), np.repeat(kept, 2)
+        triplets = np.stack([one, one[:, [1, 0, 2]]], axis=1).reshape(-1, 3)
+        rows = np.repeat(kept, 2)
     else:
         triplets, rows = one, kept.copy()
     return np.ascontiguousarray(triplets, dtype=np.int64), rows
@@ -607,12 +597,9 @@ def _greedy_partition(pos: np.ndarray, n_clips: int, n_folds: int,
 
     graph = _clip_graph(pos, n_clips)
     n_comp, labels = connected_components(graph, directed=False)
-    order = []
-    for comp in rng.permutation(n_comp):
-        members = np.flatnonzero(labels == comp)
-        start = int(rng.choice(members))
-        order.append(breadth_first_order(graph, start, directed=False, return_predecessors=False))
-    order = np.concatenate(order)
+    starts = [int(rng.choice(np.flatnonzero(labels == comp))) for comp in rng.permutation(n_comp)]
+    order = np.concatenate([breadth_first_order(graph, start, directed=False, return_predecessors=False)
+                            for start in starts])
 
     capacity = int(np.ceil(n_clips / n_folds))
     fold_of = np.full(n_clips, -1, dtype=np.int64)
@@ -729,11 +716,8 @@ def _clip_folds(t: np.ndarray, n_folds: int, seed: int, partition: str) -> list[
         fold_of_clip = np.empty(len(clips), dtype=np.int64)
         fold_of_clip[rng.permutation(len(clips))] = np.arange(len(clips)) % n_folds
     tf = fold_of_clip[pos]                                                  # (M, 3) fold per clip
-    folds = []
-    for f in range(n_folds):
-        inside = tf == f
-        folds.append(Fold(everything[~inside.any(axis=1)], everything[inside.all(axis=1)]))
-    return folds
+    return [Fold(everything[~(tf == f).any(axis=1)], everything[(tf == f).all(axis=1)])
+            for f in range(n_folds)]
 
 
 def fold_summary(folds: Sequence[Fold], n_triplets: int) -> pd.DataFrame:
