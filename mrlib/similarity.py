@@ -38,7 +38,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -160,28 +160,25 @@ def _tags_and_categories(T, categories, name: str) -> tuple[np.ndarray, np.ndarr
     return arr, cats
 
 
-class _Prepared:
+class _Prepared(NamedTuple):
     """Per-category unit-normalised blocks of a tag matrix, ready for matrix products."""
 
-    def __init__(self, T: np.ndarray, cats: np.ndarray, names: list[str]):
-        self.n = T.shape[0]
-        self.blocks = []
-        self.present = np.zeros((T.shape[0], len(names)), dtype=np.float64)
-        for j, name in enumerate(names):
-            block = T[:, cats == name]
-            norm = np.sqrt(np.einsum("ij,ij->i", block, block))
-            present = norm > 0
-            unit = np.zeros_like(block)
-            unit[present] = block[present] / norm[present, None]
-            self.blocks.append(unit)
-            self.present[:, j] = present
+    n: int
+    blocks: list             # per category (n, m_c): unit rows, zero where the category is absent
+    present: np.ndarray      # (n, n_categories) float64: 1.0 where the track has the category
 
     def rows(self, start: int, stop: int) -> "_Prepared":
-        out = object.__new__(_Prepared)
-        out.n = stop - start
-        out.blocks = [b[start:stop] for b in self.blocks]
-        out.present = self.present[start:stop]
-        return out
+        return _Prepared(stop - start, [b[start:stop] for b in self.blocks], self.present[start:stop])
+
+
+def _prepare(T: np.ndarray, cats: np.ndarray, names: list[str]) -> _Prepared:
+    blocks, present = [], []
+    for name in names:
+        block = T[:, cats == name]
+        norm = np.sqrt(np.einsum("ij,ij->i", block, block))[:, None]
+        blocks.append(np.divide(block, norm, out=np.zeros_like(block), where=norm > 0))
+        present.append(norm[:, 0] > 0)
+    return _Prepared(T.shape[0], blocks, np.stack(present, axis=1).astype(np.float64))
 
 
 class _Oracle:
@@ -189,10 +186,7 @@ class _Oracle:
 
     def __init__(self, T_a, T_b, categories, weights):
         A, cats_a = _tags_and_categories(T_a, categories, "T_a")
-        if T_b is None:
-            B, cats_b = A, cats_a
-        else:
-            B, cats_b = _tags_and_categories(T_b, categories, "T_b")
+        B, cats_b = (A, cats_a) if T_b is None else _tags_and_categories(T_b, categories, "T_b")
         if A.shape[1] != B.shape[1]:
             raise ValueError(f"T_a and T_b must share the tag vocabulary: {A.shape[1]} vs {B.shape[1]} tags")
         if cats_a is not None and cats_b is not None and not np.array_equal(cats_a, cats_b):
@@ -215,8 +209,8 @@ class _Oracle:
         self.floor = gate["floor"] if gated else 1.0
         self.power = 1.0 if gate is None else gate["power"]
         self.sharpness = self.w["sharpness"]
-        self.A = _Prepared(A, cats, names)
-        self.B = self.A if T_b is None else _Prepared(B, cats, names)
+        self.A = _prepare(A, cats, names)
+        self.B = self.A if T_b is None else _prepare(B, cats, names)
 
     def block(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` of S as float32 (computed in float64, then rounded)."""
@@ -225,8 +219,6 @@ class _Oracle:
         num = np.zeros((a.n, B.n))
         gate_sim = None
         for j, (ua, ub) in enumerate(zip(a.blocks, B.blocks)):
-            if ua.shape[1] == 0:
-                continue
             s = ua @ ub.T  # cosine: rows are unit vectors (or zero where the category is absent)
             np.clip(s, 0.0, 1.0, out=s)
             if j == self.gate_index:
@@ -237,8 +229,7 @@ class _Oracle:
         den = (a.present * self.cat_weights) @ B.present.T
         mean = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
         if self.floor < 1.0:
-            gate = self.floor + (1.0 - self.floor) * (gate_sim ** self.power)
-            mean *= gate
+            mean *= self.floor + (1.0 - self.floor) * (gate_sim ** self.power)
         if self.sharpness != 1.0:
             np.power(mean, self.sharpness, out=mean)
         np.clip(mean, 0.0, 1.0, out=mean)
@@ -366,10 +357,8 @@ def category_similarities(T_a, T_b=None, categories=None) -> dict[str, np.ndarra
     Notebook: 02_similarity.ipynb
     """
     core = _Oracle(T_a, T_b, categories, {"categories": {"x": 1.0}, "gate": None, "sharpness": 1.0})
-    out = {}
-    for name, ua, ub in zip(core.names, core.A.blocks, core.B.blocks):
-        out[name] = np.clip(ua @ ub.T, 0.0, 1.0).astype(np.float32)
-    return out
+    return {name: np.clip(ua @ ub.T, 0.0, 1.0).astype(np.float32)
+            for name, ua, ub in zip(core.names, core.A.blocks, core.B.blocks)}
 
 
 def _check_S(S, name="S") -> np.ndarray:
