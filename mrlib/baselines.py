@@ -556,6 +556,25 @@ def check_shares(shares) -> np.ndarray:
     return shares
 
 
+def nested_subsets(folds: Sequence, shares: Sequence[float], seed: int):
+    """``(fold, share, train subset, test_idx)`` for every fold, in order, and every share.
+
+    Each fold's training triplets are permuted once by ``numpy.random.default_rng(seed)``, fold
+    after fold, and the first ``ceil(share * n_train)`` (at least one) are kept, so the subsets
+    are nested as the share grows. The baselines' curve, MatchNet's curve
+    (:func:`mrlib.matchnet_cv.generalization_curve_matchnet`) and the stored curve experiment
+    (:func:`mrlib.cfr2017.share_folds`) all draw their subsets here, so they train on the same
+    triplets for the same seed.
+
+    Notebook: 08_triplet_matchnet.ipynb
+    """
+    rng = np.random.default_rng(seed)
+    for f, (train_idx, test_idx) in enumerate(folds):
+        order = rng.permutation(np.asarray(train_idx, np.int64))
+        for share in shares:
+            yield f, share, order[:max(1, int(np.ceil(share * len(order))))], test_idx
+
+
 def _new_method(method_factory):
     if hasattr(method_factory, "fit") and not isinstance(method_factory, type):
         return copy.deepcopy(method_factory)     # an unfitted instance: a fresh copy per fold
@@ -632,7 +651,8 @@ def generalization_curve(
     "generalization capability" figure).
 
     For each fold the training triplets are shuffled once (seeded) and the first
-    ``ceil(share * n_train)`` are used, so the training sets are nested as the share grows.
+    ``ceil(share * n_train)`` are used, so the training sets are nested as the share grows
+    (:func:`nested_subsets`).
 
     Parameters
     ----------
@@ -653,17 +673,11 @@ def generalization_curve(
     X = _check_X(X)
     t = _check_triplets(triplets, len(X))
     shares = check_shares(shares)
-    rng = np.random.default_rng(seed)
     rows = []
-    bar = tqdm(total=len(folds) * len(shares), desc="curve", disable=not progress)
-    for f, (train_idx, test_idx) in enumerate(folds):
-        order = rng.permutation(np.asarray(train_idx, np.int64))
-        for share in shares:
-            n_train = max(1, int(np.ceil(share * len(order))))
-            method = _new_method(method_factory)
-            method.fit(X, t[order[:n_train]])
-            score = cfr(method, X, t[np.asarray(test_idx, np.int64)]).rate if len(test_idx) else np.nan
-            rows.append({"share": float(share), "fold": f, "n_train": n_train, "cfr": score})
-            bar.update(1)
-    bar.close()
+    for f, share, train, test_idx in tqdm(nested_subsets(folds, shares, seed), desc="curve",
+                                          total=len(folds) * len(shares), disable=not progress):
+        method = _new_method(method_factory)
+        method.fit(X, t[train])
+        score = cfr(method, X, t[np.asarray(test_idx, np.int64)]).rate if len(test_idx) else np.nan
+        rows.append({"share": float(share), "fold": f, "n_train": len(train), "cfr": score})
     return pd.DataFrame(rows)

@@ -46,7 +46,7 @@ import torch
 
 from mrlib import catalog as mcat
 from mrlib import results as res
-from mrlib.baselines import Euclidean, Mahalanobis, TripletSVM, catalog_features
+from mrlib.baselines import Euclidean, Mahalanobis, TripletSVM, catalog_features, nested_subsets
 from mrlib.checks import is_int
 from mrlib.odd_one_out import comparisons_to_triplets, simulate_votes, triplet_folds
 from mrlib.devices import torch_threads
@@ -204,7 +204,8 @@ def share_folds(folds, share: float, seed: int) -> list:
 
     The training triplets of each fold are permuted once by ``numpy.random.default_rng(seed)``,
     fold after fold, so the subsets are nested as the share grows and are the ones
-    :func:`mrlib.baselines.generalization_curve` uses with the same seed. ``share = 1`` returns
+    :func:`mrlib.baselines.generalization_curve` uses with the same seed
+    (:func:`mrlib.baselines.nested_subsets`). ``share = 1`` returns
     the folds unchanged. Test triplets are never subsampled.
 
     Notebook: 08_triplet_matchnet.ipynb
@@ -213,12 +214,7 @@ def share_folds(folds, share: float, seed: int) -> list:
         raise ValueError(f"share must be in (0, 1], got {share!r}")
     if share == 1:
         return list(folds)
-    rng = np.random.default_rng(seed)
-    out = []
-    for tr, te in folds:
-        order = rng.permutation(np.asarray(tr, np.int64))
-        out.append((order[:max(1, int(np.ceil(share * len(order))))], te))
-    return out
+    return [(train, te) for _, _, train, te in nested_subsets(folds, [share], seed)]
 
 
 # The baseline settings each method reads (its row records them).

@@ -44,7 +44,7 @@ from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from mrlib import losses
-from mrlib.baselines import CVResult, check_shares, cross_validate, summarise_folds
+from mrlib.baselines import CVResult, check_shares, cross_validate, nested_subsets, summarise_folds
 from mrlib.checks import FINITE, int_at_least, is_int, rule, validate_fields
 from mrlib.devices import pick_device, torch_threads
 from mrlib.features import CoarseFeatures, check_features, coarsen_features, random_patches
@@ -594,21 +594,16 @@ def generalization_curve_matchnet(
     shares = check_shares(shares)
     if full is not None and len(full.per_fold) != len(fl):
         raise ValueError(f"full has {len(full.per_fold)} folds, folds has {len(fl)}")
-    rng = np.random.default_rng(seed)
     rows, jobs, slots = [], [], []
     threads = None if n_jobs == 1 else 1
-    for f, (train_idx, test_idx) in enumerate(fl):
-        # Same draws, in the same order, as mrlib.baselines.generalization_curve.
-        order = rng.permutation(train_idx)
-        for share in shares:
-            n_train = max(1, int(np.ceil(share * len(order))))
-            row = {"share": float(share), "fold": f, "n_train": n_train, "cfr": float("nan")}
-            if full is not None and n_train == len(order):
-                row["cfr"] = float(full.per_fold[f])
-            elif len(test_idx):
-                jobs.append((features, t, order[:n_train], test_idx, config, threads))
-                slots.append(len(rows))
-            rows.append(row)
+    for f, share, train, test_idx in nested_subsets(fl, shares, seed):
+        row = {"share": float(share), "fold": f, "n_train": len(train), "cfr": float("nan")}
+        if full is not None and len(train) == len(fl[f][0]):
+            row["cfr"] = float(full.per_fold[f])
+        elif len(test_idx):
+            jobs.append((features, t, train, test_idx, config, threads))
+            slots.append(len(rows))
+        rows.append(row)
     for slot, score in zip(slots, _run_jobs(_fit_score_subset, jobs, n_jobs, "MatchNet curve", progress)):
         rows[slot]["cfr"] = float(score)
     return pd.DataFrame(rows, columns=["share", "fold", "n_train", "cfr"])

@@ -598,8 +598,8 @@ def _greedy_partition(pos: np.ndarray, n_clips: int, n_folds: int,
     graph = _clip_graph(pos, n_clips)
     n_comp, labels = connected_components(graph, directed=False)
     starts = [int(rng.choice(np.flatnonzero(labels == comp))) for comp in rng.permutation(n_comp)]
-    order = np.concatenate([breadth_first_order(graph, start, directed=False, return_predecessors=False)
-                            for start in starts])
+    order = np.concatenate([breadth_first_order(graph, start, directed=False,
+                                                return_predecessors=False) for start in starts])
 
     capacity = int(np.ceil(n_clips / n_folds))
     fold_of = np.full(n_clips, -1, dtype=np.int64)

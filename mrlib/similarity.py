@@ -168,7 +168,8 @@ class _Prepared(NamedTuple):
     present: np.ndarray      # (n, n_categories) float64: 1.0 where the track has the category
 
     def rows(self, start: int, stop: int) -> "_Prepared":
-        return _Prepared(stop - start, [b[start:stop] for b in self.blocks], self.present[start:stop])
+        blocks = [b[start:stop] for b in self.blocks]
+        return _Prepared(stop - start, blocks, self.present[start:stop])
 
 
 def _prepare(T: np.ndarray, cats: np.ndarray, names: list[str]) -> _Prepared:
