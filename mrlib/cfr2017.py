@@ -393,8 +393,7 @@ def _matchnet_key(fields: Mapping[str, Any], scheme: str, mn: Mapping[str, Any],
     spec = {"data": dict(fields), "scheme": scheme, "matchnet": dict(mn), "seed": seed}
     if share != 1:
         spec["train_share"] = share
-    text = json.dumps(spec, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def matchnet_folds(ctx: Mapping[str, Any], scheme: str, matchnet: Mapping[str, Any], seed: int, *,

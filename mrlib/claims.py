@@ -225,13 +225,12 @@ def claims_markdown(catalogs: Sequence[str] = CLAIM_CATALOGS, profile: str = "qu
              *(f"**{r[c]}** — {r[c + ' evidence']}" for c in catalogs), f"`{r['file']}`"]
             for _, r in df.iterrows()]
     lines = res._markdown_table(["paper", "claim", *catalogs, "file"], rows)
-    lines.append("")
-    lines.append(f"Profile `{profile}`. A comparison holds when the paired two-level bootstrap "
-                 "(seeds, then units) over the stored seeds is significant in the claimed direction "
-                 "after Holm's correction over the claim's comparisons (α = 0.05; for *at least as "
-                 "good*: unless significantly worse); *weakest* is the comparison whose 95 % "
-                 "interval of the difference reaches lowest. Written by `python -m mrlib.experiments "
-                 "readme` from the files under `data/results/`.")
+    lines += ["", f"Profile `{profile}`. A comparison holds when the paired two-level bootstrap "
+              "(seeds, then units) over the stored seeds is significant in the claimed direction "
+              "after Holm's correction over the claim's comparisons (α = 0.05; for *at least as "
+              "good*: unless significantly worse); *weakest* is the comparison whose 95 % "
+              "interval of the difference reaches lowest. Written by `python -m mrlib.experiments "
+              "readme` from the files under `data/results/`."]
     return "\n".join(lines)
 
 

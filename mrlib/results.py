@@ -223,13 +223,11 @@ def _two_level(boot_a: np.ndarray, boot_b: np.ndarray, d: list[np.ndarray], leve
 def _check_pairs(a, b) -> tuple[list[np.ndarray], list[np.ndarray]]:
     if len(a) != len(b) or not len(a):
         raise ValueError(f"need the same number (≥ 1) of seeds for both rows, got {len(a)} and {len(b)}")
-    xs, ys = [], []
-    for s, (x, y) in enumerate(zip(a, b)):
-        x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    xs = [np.asarray(x, dtype=np.float64) for x in a]
+    ys = [np.asarray(y, dtype=np.float64) for y in b]
+    for s, (x, y) in enumerate(zip(xs, ys)):
         if x.shape != y.shape or x.ndim != 1 or x.size < 2:
             raise ValueError(f"seed {s}: paired scores need the same ≥ 2 units, got {x.shape} and {y.shape}")
-        xs.append(x)
-        ys.append(y)
     return xs, ys
 
 
