@@ -213,12 +213,9 @@ def holm(pvalues) -> np.ndarray:
     p = as_vector("pvalues", pvalues)
     if ((p < 0) | (p > 1)).any():
         raise ValueError("p-values must lie in [0, 1]")
-    m = p.size
     order = np.argsort(p, kind="stable")
-    adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
-    out = np.empty(m)
-    out[order] = adjusted
-    return out
+    adjusted = np.minimum(1.0, np.maximum.accumulate((p.size - np.arange(p.size)) * p[order]))
+    return adjusted[np.argsort(order)]                     # back in the input's order
 
 
 # ----------------------------------------------------------------------------------------
