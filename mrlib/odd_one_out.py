@@ -618,10 +618,9 @@ def _greedy_partition(pos: np.ndarray, n_clips: int, n_folds: int,
             pull = np.bincount(fold_of[nbr][placed], weights=w[placed], minlength=n_folds)
             score = pull * (1.0 - sizes / capacity)
             score[sizes >= capacity] = -np.inf
-            if score.max() > 0:
-                f = int(np.argmax(score))
-            else:                                # nothing pulls: the smallest open fold
-                f = int(np.argmin(np.where(sizes >= capacity, np.inf, sizes)))
+            # the strongest pull, or where nothing pulls, the smallest open fold
+            f = int(np.argmax(score) if score.max() > 0 else
+                    np.argmin(np.where(sizes >= capacity, np.inf, sizes)))
             fold_of[v] = f
             sizes[f] += 1
     return fold_of
