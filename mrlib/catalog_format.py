@@ -247,22 +247,19 @@ class Catalog:
         """
         root = Path(root) if root is not None else self.root
         root.mkdir(parents=True, exist_ok=True)
-        tracks = self.tracks.copy()
         real_root = root.resolve()
         paths = [p.relative_to(real_root).as_posix() if p.is_relative_to(real_root) else str(p)
                  for p in map(self.audio_path, range(len(self)))]
-        tracks["path"] = paths
+        tracks = self.tracks.assign(path=paths)
         outside = any(Path(p).is_absolute() for p in paths)
         _write_csv(tracks[list(TRACK_COLUMNS)], root / "tracks.csv")
         _write_csv(self.tags_frame(), root / "tags.csv")
         _write_csv(self.vocabulary[["tag", "category"]], root / "vocabulary.csv")
         if self.attributes is not None:
             _write_csv(self.attributes, root / "attributes.csv")
-        info = dict(self.info)
-        info.setdefault("name", self.name)
-        info.setdefault("format", FORMAT_VERSION)
-        info["n_tracks"] = len(self)
-        info.setdefault("complete", True)
+        # catalog.json is written with sorted keys: the order here does not matter
+        info = {"name": self.name, "format": FORMAT_VERSION, "complete": True, **self.info,
+                "n_tracks": len(self)}
         if outside:  # this catalog's audio lies elsewhere by construction: read() accepts it
             info["allow_outside_paths"] = True
         _write_json(info, root / "catalog.json")
@@ -374,12 +371,8 @@ def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
     unnamed = [i + 1 for i, c in enumerate(columns) if not c]
     if unnamed:
         raise ValueError(f"{path}: column(s) {unnamed} of the header have no name")
-    seen: dict[str, int] = {}
-    dups = []
-    for i, c in enumerate(columns):
-        if c in seen:
-            dups.append(f"{c!r} (columns {seen[c] + 1} and {i + 1})")
-        seen.setdefault(c, i)
+    dups = [f"{c!r} (columns {columns.index(c) + 1} and {i + 1})"
+            for i, c in enumerate(columns) if columns.index(c) < i]
     if dups:
         raise ValueError(f"{path}: duplicate column name(s) {', '.join(dups)}; every column "
                          "(every tag) needs its own name")
@@ -491,9 +484,8 @@ def artist_disjoint_split(artist_ids: Sequence, fractions: Sequence[float] = (0.
     if not is_int(seed) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     ids = np.asarray([str(a) for a in artist_ids])
-    out = np.empty(ids.size, dtype="<U5")
     if ids.size == 0:
-        return out
+        return np.empty(0, dtype="<U5")
     uniq, inverse, counts = np.unique(ids, return_inverse=True, return_counts=True)
     rng = np.random.default_rng(seed)
     # largest artists first (hardest to place), ties broken by a seeded permutation
@@ -507,8 +499,7 @@ def artist_disjoint_split(artist_ids: Sequence, fractions: Sequence[float] = (0.
         s = int(np.argmax(deficit))            # ties -> train before val before test
         split_of[a] = s
         filled[s] += counts[a]
-    out[:] = np.asarray(SPLITS)[split_of[inverse]]
-    return out
+    return np.asarray(SPLITS)[split_of[inverse]]
 
 
 # --------------------------------------------------------------------------------------

@@ -402,15 +402,9 @@ def _next_batch(queues: dict[str, list[int]], quota: dict[str, int], pos: dict[s
 
 def _cached_record(root: Path, work, key: str) -> dict | None:
     """The cached result of a work for this configuration, if it is there and still valid."""
-    cached = root / "cache" / "works" / f"{work['track_id']}.json"
-    if not cached.is_file():
-        return None
-    try:
-        rec = json.loads(cached.read_text())
-    except json.JSONDecodeError:
-        return None
-    if rec and (rec.get("config_key") != key or (
-            rec.get("status") == "ok" and not (root / rec["path"]).is_file())):
+    rec = paths.read_json_or_empty(root / "cache" / "works" / f"{work['track_id']}.json")
+    missing_audio = rec.get("status") == "ok" and not (root / rec["path"]).is_file()
+    if rec.get("config_key") != key or missing_audio:
         return None
     return rec
 

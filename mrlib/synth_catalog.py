@@ -136,12 +136,9 @@ def build_synthetic(n_tracks: int = 200, seed: int = 0, duration_s: float = 30.0
     info = _read_json(root / "catalog.json")
     if info.get("config") == config and info.get("complete"):
         return root                      # built: nothing to write, no lock needed
-    lock = FolderLock(root, "catalog").acquire()
-    try:
+    with FolderLock(root, "catalog"):
         return _build_synthetic_locked(root, config, n_jobs=n_jobs, progress=progress,
                                        overwrite=overwrite)
-    finally:
-        lock.release()
 
 
 _CATALOG_FILES = ("tracks.csv", "tags.csv", "vocabulary.csv", "attributes.csv", "catalog.json")
