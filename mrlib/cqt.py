@@ -39,10 +39,7 @@ _POSITIVE_INT = (rule(lambda v: is_int(v) and v >= 1, "a positive integer"),)
 #: and every refusal is a ``ValueError``. The float fields take Python numbers only, as key()
 #: hashes the fields as JSON.
 _FEATURE_CHECKS: dict[str, tuple] = {
-    "sr": _POSITIVE_INT,
-    "hop_length": _POSITIVE_INT,
-    "n_bins": _POSITIVE_INT,
-    "bins_per_octave": _POSITIVE_INT,
+    **dict.fromkeys(("sr", "hop_length", "n_bins", "bins_per_octave"), _POSITIVE_INT),
     "fmin": (rule(lambda v: isinstance(v, (int, float)) and v > 0 and math.isfinite(v),
                   "a positive frequency in Hz"),),
     "log_floor": (rule(lambda v: isinstance(v, (int, float)) and v > 0, "> 0"),),

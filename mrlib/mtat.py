@@ -268,8 +268,7 @@ def _tracks(ann: pd.DataFrame, info: pd.DataFrame, folder: Path, root: Path, fra
             check_audio: bool) -> pd.DataFrame:
     """The ``tracks`` table of the kept clips: artists from the clip info, the artist-disjoint
     split (copies of one recording kept together), paths relative to ``folder`` when inside it."""
-    info = info.drop_duplicates("clip_id").set_index("clip_id")
-    info = info.reindex(ann.clip_id)
+    info = info.drop_duplicates("clip_id").set_index("clip_id").reindex(ann.clip_id)
     artist = info["artist"].fillna("").astype(str).str.strip().to_numpy(dtype=object)
     no_artist = artist == ""
     # A clip without an artist becomes its own artist: it can sit in any split without

@@ -263,12 +263,10 @@ def relevance(attrs: TrackAttributes, events: bool = False) -> np.ndarray:
         roles.append((INSTRUMENTS[attrs.bass][1:], 0.6))
     if attrs.kit != "none":
         roles.append((KITS[attrs.kit], 1.0))
-    families = []
-    for (contrib, family), weight in roles:
-        families.append(family)
+    for (contrib, _), weight in roles:
         for tag, v in contrib.items():
             r[_TAG_INDEX[tag]] = max(r[_TAG_INDEX[tag]], v * weight)
-    fam = np.array(families)
+    fam = np.array([family for (_, family), _ in roles])
     share = {f: float(np.mean(fam == f)) for f in ("acoustic", "electric", "electronic")}
     r[_TAG_INDEX["acoustic"]] = 1.0 if share["acoustic"] == 1.0 else (0.5 if share["acoustic"] >= 0.6 else 0.0)
     r[_TAG_INDEX["electric"]] = min(1.0, 2.0 * share["electric"])
@@ -277,13 +275,10 @@ def relevance(attrs: TrackAttributes, events: bool = False) -> np.ndarray:
     r[_TAG_INDEX["lo_fi"]] = 1.0 if attrs.lofi else 0.0
     r[_TAG_INDEX["echo"]] = min(1.0, attrs.echo / 0.35)
 
-    for tag in (attrs.structure, attrs.tempo_change, attrs.dynamics_change):
-        if tag in _TAG_INDEX:
-            r[_TAG_INDEX[tag]] = 1.0
-    if attrs.breaks:
-        r[_TAG_INDEX["breaks"]] = 1.0
-    for t in attrs.lyrics:
-        r[_TAG_INDEX[t]] = 1.0
+    # the movements "song", "steady" and "flat" have no tag
+    movement = {attrs.structure, attrs.tempo_change, attrs.dynamics_change} & _TAG_INDEX.keys()
+    for tag in [*movement, *attrs.lyrics] + (["breaks"] if attrs.breaks else []):
+        r[_TAG_INDEX[tag]] = 1.0
     return r
 
 

@@ -64,15 +64,8 @@ VOCABULARY: tuple[tuple[str, str, str], ...] = (
     ("crescendo", "Movement", "loudness rises by 15 dB, drums enter late"),
     ("decrescendo", "Movement", "loudness falls by 15 dB, drums leave early"),
     ("breaks", "Movement", "drums and bass drop out for two bars in every eight"),
-    ("love", "Lyrics", "theme (not audible)"),
-    ("freedom", "Lyrics", "theme (not audible)"),
-    ("nature", "Lyrics", "theme (not audible)"),
-    ("death", "Lyrics", "theme (not audible)"),
-    ("party", "Lyrics", "theme (not audible)"),
-    ("politics", "Lyrics", "theme (not audible)"),
-    ("faith", "Lyrics", "theme (not audible)"),
-    ("travel", "Lyrics", "theme (not audible)"),
-)
+) + tuple((theme, "Lyrics", "theme (not audible)") for theme in
+          ("love", "freedom", "nature", "death", "party", "politics", "faith", "travel"))
 TAGS = tuple(t for t, _, _ in VOCABULARY)
 _TAG_INDEX = {t: i for i, t in enumerate(TAGS)}
 LYRICS = tuple(t for t, cat, _ in VOCABULARY if cat == "Lyrics")
