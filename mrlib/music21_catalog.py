@@ -421,12 +421,9 @@ def _render_draw(root: Path, works: pd.DataFrame, queues, quota, config: dict, k
     bar = tqdm(total=sum(quota.values()), desc="music21 catalog", unit="work", disable=not progress)
     pool = Parallel(n_jobs=n_jobs, return_as="generator_unordered") if n_jobs > 1 else None
     while batch := _next_batch(queues, quota, pos, ok):
-        results = {}
-        for i in batch:
-            rec = _cached_record(root, works.iloc[i], key)
-            if rec is not None:
-                results[i] = rec
-                bar.update(1)
+        cached = {i: _cached_record(root, works.iloc[i], key) for i in batch}
+        results = {i: rec for i, rec in cached.items() if rec is not None}
+        bar.update(len(results))
         # Longest first (parts x length: whole quartets parse for seconds, a folk tune in
         # milliseconds) so that the workers finish together; results are keyed by work, so the
         # completion order does not change the catalog.
@@ -457,25 +454,18 @@ def _write_tables(root: Path, works: pd.DataFrame, kept: list[dict], skipped: li
     """Write tracks, tags, vocabulary and skipped works (and remove stale audio)."""
     by_id = works.set_index("work_id")
     artist_ids = [by_id.at[r["work_id"], "artist_id"] for r in kept]
-    tracks = pd.DataFrame({
-        "track_id": [r["track_id"] for r in kept],
-        "artist_id": artist_ids,
-        # artist-disjoint 60/20/20, the shared rule of every catalog
-        "split": artist_disjoint_split(artist_ids, fractions=(0.6, 0.2, 0.2), seed=seed),
-        "path": [r["path"] for r in kept],
-        "duration_s": [r["duration_s"] for r in kept],
-        "work_id": [r["work_id"] for r in kept],
-        "stratum": [r["stratum"] for r in kept],
-        "title": [by_id.at[r["work_id"], "title"] for r in kept],
-    })
+    tracks = pd.DataFrame(kept, columns=["track_id", "path", "duration_s", "work_id", "stratum"])
+    tracks.insert(1, "artist_id", artist_ids)
+    # artist-disjoint 60/20/20, the shared rule of every catalog
+    tracks.insert(2, "split", artist_disjoint_split(artist_ids, (0.6, 0.2, 0.2), seed))
+    tracks["title"] = [by_id.at[w, "title"] for w in tracks["work_id"]]
     all_tags = sorted({t for r in kept for t in r["tags"]},
                       key=lambda t: (CATEGORIES.index(tag_category(t)), t))
     # a tag a work does not carry is 0
     tags = pd.DataFrame([r["tags"] for r in kept], columns=all_tags).fillna(0.0).astype(np.float32)
     tags.insert(0, "track_id", tracks["track_id"].to_numpy())
     vocab = pd.DataFrame({"tag": all_tags, "category": [tag_category(t) for t in all_tags]})
-    skipped_df = pd.DataFrame({"work": [r["work_id"] for r in skipped],
-                               "reason": [r["reason"] for r in skipped]},
+    skipped_df = pd.DataFrame([(r["work_id"], r["reason"]) for r in skipped],
                               columns=["work", "reason"])
     # Stale audio from an earlier, different draw into the same folder would mislead a reader.
     wanted = {Path(p).name for p in tracks["path"]}

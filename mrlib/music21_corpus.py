@@ -142,10 +142,7 @@ def _crc(text: str) -> int:
 
 
 def _match_first(patterns, text: str) -> str | None:
-    for pattern, name in patterns:
-        if re.search(pattern, text):
-            return name
-    return None
+    return next((name for pattern, name in patterns if re.search(pattern, text)), None)
 
 
 def _corpus_root() -> Path:
