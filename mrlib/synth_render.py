@@ -509,25 +509,20 @@ def _render_stems(attrs: TrackAttributes, parts: dict[str, _Events], beat_times:
 def _render_drums(attrs: TrackAttributes, hits, beat_times: np.ndarray, n: int, sr: int,
                   rng: np.random.Generator) -> np.ndarray:
     """Audio (n,) of the drum hits (a live kit is humanised: timing, velocity, sample variant)."""
-    drums = np.zeros(n + sr, dtype=np.float32)
-    if hits:
-        drum_on, drum_voice, drum_vel = zip(*hits)
-        kit = _drum_kit(attrs.kit, sr, rng, attrs.tonic)
-        times = _to_seconds(np.array(drum_on), attrs.swing, beat_times)
-        nvar = len(kit["k"])
-        if attrs.kit == "live":
-            times = times + rng.normal(0.0, 0.004, times.size)
-            vel = np.array(drum_vel) * rng.uniform(0.8, 1.0, times.size)
-            var = rng.integers(0, nvar, times.size)
-        else:
-            vel, var = np.array(drum_vel), np.zeros(times.size, dtype=int)
-        starts = np.round(times * sr).astype(np.int64)
-        for s0, vc, v, k in zip(starts, drum_voice, vel, var):
-            if 0 <= s0 < n:
-                smp = kit[vc][k]
-                m = min(smp.size, drums.size - s0)
-                drums[s0:s0 + m] += np.float32(v) * smp[:m]
-    return drums[:n]
+    if not hits:
+        return np.zeros(n, dtype=np.float32)
+    drum_on, drum_voice, drum_vel = zip(*hits)
+    kit = _drum_kit(attrs.kit, sr, rng, attrs.tonic)
+    times = _to_seconds(np.array(drum_on), attrs.swing, beat_times)
+    nvar = len(kit["k"])
+    if attrs.kit == "live":
+        times = times + rng.normal(0.0, 0.004, times.size)
+        vel = np.array(drum_vel) * rng.uniform(0.8, 1.0, times.size)
+        var = rng.integers(0, nvar, times.size)
+    else:
+        vel, var = np.array(drum_vel), np.zeros(times.size, dtype=int)
+    samples = (np.float32(v) * kit[vc][k] for vc, v, k in zip(drum_voice, vel, var))
+    return _place(zip(times, samples), n, sr)
 
 
 def _produce(attrs: TrackAttributes, stems: dict[str, np.ndarray], n: int, sr: int, duration_s: float,
