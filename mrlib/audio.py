@@ -50,16 +50,8 @@ import numpy as np
 from mrlib.checks import is_int
 
 __all__ = [
-    "AudioFixWarning",
-    "AudioResult",
-    "SkipReport",
-    "read_audio",
-    "load_audio",
-    "player",
-    "DEFAULT_SR",
-    "DEFAULT_MIN_DURATION_S",
-    "DEFAULT_PAD_FRACTION",
-    "DEFAULT_SILENCE_DB",
+    "AudioFixWarning", "AudioResult", "SkipReport", "read_audio", "load_audio", "player",
+    "DEFAULT_SR", "DEFAULT_MIN_DURATION_S", "DEFAULT_PAD_FRACTION", "DEFAULT_SILENCE_DB"
 ]
 
 #: Default target sample rate (Hz): the default catalog's rate (SPEC §3.3).

@@ -31,25 +31,10 @@ from mrlib.paths import LockedError, data_dir
 from mrlib.synth_catalog import build_synthetic, synthetic_artist_ids, synthetic_root  # noqa: F401
 
 __all__ = [
-    "SPLITS",
-    "TRACK_COLUMNS",
-    "AUDIO_EXTENSIONS",
-    "Catalog",
-    "artist_disjoint_split",
-    "read",
-    "load",
-    "lesson_catalog",
-    "build",
-    "build_synthetic",
-    "synthetic_root",
-    "synthetic_artist_ids",
-    "from_folder",
-    "format_skipped",
-    "read_table",
-    "duplicate_audio",
-    "BUILDERS",
-    "LOADERS",
-    "main",
+    "SPLITS", "TRACK_COLUMNS", "AUDIO_EXTENSIONS", "Catalog", "artist_disjoint_split", "read",
+    "load", "lesson_catalog", "build", "build_synthetic", "synthetic_root", "synthetic_artist_ids",
+    "from_folder", "format_skipped", "read_table", "duplicate_audio", "BUILDERS", "LOADERS",
+    "main"
 ]
 
 

@@ -34,17 +34,9 @@ from mrlib.paths import package_versions
 from mrlib.paths import read_json_or_empty as _read_json
 
 __all__ = [
-    "SPLITS",
-    "TRACK_COLUMNS",
-    "AUDIO_EXTENSIONS",
-    "FORMAT_VERSION",
-    "Catalog",
-    "artist_disjoint_split",
-    "group_duplicates",
-    "duplicate_audio",
-    "read",
-    "read_table",
-    "format_skipped",
+    "SPLITS", "TRACK_COLUMNS", "AUDIO_EXTENSIONS", "FORMAT_VERSION", "Catalog",
+    "artist_disjoint_split", "group_duplicates", "duplicate_audio", "read", "read_table",
+    "format_skipped"
 ]
 
 SPLITS = ("train", "val", "test")

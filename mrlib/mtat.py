@@ -38,22 +38,9 @@ from mrlib.mtat_format import (ANNOTATIONS_FILE, CATEGORIES, CLIP_INFO_COLUMNS, 
 from mrlib.paths import data_dir
 
 __all__ = [
-    "ANNOTATIONS_FILE",
-    "CLIP_INFO_FILE",
-    "COMPARISONS_FILE",
-    "CLIP_INFO_COLUMNS",
-    "MTAT_TAGS",
-    "TAG_CATEGORIES",
-    "CATEGORIES",
-    "SYNONYMS",
-    "MTATReport",
-    "FixtureInfo",
-    "tag_category",
-    "read_annotations",
-    "read_clip_info",
-    "catalog_frames",
-    "load_catalog",
-    "write_fixture",
+    "ANNOTATIONS_FILE", "CLIP_INFO_FILE", "COMPARISONS_FILE", "CLIP_INFO_COLUMNS", "MTAT_TAGS",
+    "TAG_CATEGORIES", "CATEGORIES", "SYNONYMS", "MTATReport", "FixtureInfo", "tag_category",
+    "read_annotations", "read_clip_info", "catalog_frames", "load_catalog", "write_fixture"
 ]
 
 

@@ -94,30 +94,11 @@ from mrlib.music21_tags import (CATEGORIES, PITCH_NAMES, TEMPO_BANDS,  # noqa: F
                                    tag_category, work_tags)
 
 __all__ = [
-    "STRATA",
-    "ARTIST_LOYALTY",
-    "INSTRUMENTATION",
-    "Clip",
-    "SkipWork",
-    "inventory",
-    "stratum_quotas",
-    "draw_order",
-    "default_qpm",
-    "soundfont_path",
-    "load_program_table",
-    "assign_programs",
-    "parse_work",
-    "clip_score",
-    "pitch_class_histogram",
-    "key_likelihoods",
-    "to_midi",
-    "render_midi",
-    "work_tags",
-    "tag_category",
-    "render_work",
-    "chroma_agreement",
-    "build",
-    "main",
+    "STRATA", "ARTIST_LOYALTY", "INSTRUMENTATION", "Clip", "SkipWork", "inventory",
+    "stratum_quotas", "draw_order", "default_qpm", "soundfont_path", "load_program_table",
+    "assign_programs", "parse_work", "clip_score", "pitch_class_histogram", "key_likelihoods",
+    "to_midi", "render_midi", "work_tags", "tag_category", "render_work", "chroma_agreement",
+    "build", "main"
 ]
 
 #: Bump when the rendering or tagging rules change: invalidates the per-work caches.

@@ -53,26 +53,10 @@ from mrlib.synth_styles import (  # noqa: F401 (the public names stay importable
     track_seed, vocabulary)
 
 __all__ = [
-    "GENERATOR_VERSION",
-    "CATEGORIES",
-    "VOCABULARY",
-    "GENRES",
-    "MOODS",
-    "INSTRUMENTS",
-    "EVENT_VOCABULARY",
-    "EVENT_TAGS",
-    "EVENT_PROB",
-    "EVENT_SPAN",
-    "TrackAttributes",
-    "SyntheticCatalog",
-    "vocabulary",
-    "track_seed",
-    "sample_catalog",
-    "attributes_frame",
-    "relevance",
-    "scale_pitch_classes",
-    "generate_track",
-    "render_catalog_track",
+    "GENERATOR_VERSION", "CATEGORIES", "VOCABULARY", "GENRES", "MOODS", "INSTRUMENTS",
+    "EVENT_VOCABULARY", "EVENT_TAGS", "EVENT_PROB", "EVENT_SPAN", "TrackAttributes",
+    "SyntheticCatalog", "vocabulary", "track_seed", "sample_catalog", "attributes_frame",
+    "relevance", "scale_pitch_classes", "generate_track", "render_catalog_track"
 ]
 @dataclass(frozen=True)
 class _Artist:
