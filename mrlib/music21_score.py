@@ -364,15 +364,10 @@ def _tempo_map(part, default_qpm: float) -> tuple[_TempoMap, float, str]:
     if not marks:
         return _TempoMap([0.0], [default_qpm]), float(default_qpm), "default"
     marks.sort()
-    # The first mark governs from the very start (pickups precede the mark in many encodings).
-    starts, qpms = [0.0], [marks[0][1]]
-    for off, q in marks[1:]:
-        if off > starts[-1]:
-            starts.append(off)
-            qpms.append(q)
-        else:
-            qpms[-1] = q
-    return _TempoMap(starts, qpms), marks[0][1], "score"
+    # The first mark governs from the very start (pickups precede the mark in many encodings);
+    # of the marks at one offset, the last in sorted order holds.
+    qpm_from = {0.0: marks[0][1], **dict(marks[1:])}
+    return _TempoMap(list(qpm_from), list(qpm_from.values())), marks[0][1], "score"
 
 
 def _measure_bounds(part) -> np.ndarray:
