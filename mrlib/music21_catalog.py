@@ -483,12 +483,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      description="Build the music21 real-music catalog.")
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="draw, render and tag works into a catalog folder")
-    b.add_argument("--n-tracks", type=int, default=200)
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--root", type=str, default=None)
-    b.add_argument("--clip-s", type=float, default=30.0)
-    b.add_argument("--sr", type=int, default=22050)
-    b.add_argument("--n-jobs", type=int, default=2)
+    typed = (("--n-tracks", int, 200), ("--seed", int, 0), ("--root", str, None),
+             ("--clip-s", float, 30.0), ("--sr", int, 22050), ("--n-jobs", int, 2))
+    for flag, kind, default in typed:
+        b.add_argument(flag, type=kind, default=default)
     b.add_argument("--instrumentation", choices=INSTRUMENTATION, default="independent",
                    help="ensembles from one palette for all collections (default) or from "
                         "each collection's own")
