@@ -267,9 +267,8 @@ def _inventory_cached() -> pd.DataFrame:
                        ("region", _region_of), ("dance", _dance_of)):
         df[column] = [of(r) for r in df.itertuples()]
     order = {s: i for i, s in enumerate(STRATA)}
-    df = df.sort_values(["stratum", "work_id"], key=lambda c: c.map(order) if c.name == "stratum"
-                        else c).reset_index(drop=True)
-    return df
+    return df.sort_values(["stratum", "work_id"], key=lambda c: c.map(order) if c.name == "stratum"
+                          else c).reset_index(drop=True)
 
 
 def _stratum_of(folder: str, stem: str, ext: str) -> str | None:

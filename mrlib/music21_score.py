@@ -602,9 +602,7 @@ def default_qpm(work: Mapping, seed: int) -> float:
 
     Notebook: 00_overview.ipynb
     """
-    dance = work.get("dance")
-    base = DANCE_QPM.get(dance, STRATA[work["stratum"]].qpm) if isinstance(dance, str) \
-        else STRATA[work["stratum"]].qpm
+    base = DANCE_QPM.get(work.get("dance"), STRATA[work["stratum"]].qpm)   # no dance: None or NaN
     jitter = np.random.default_rng([int(seed), _crc(work["work_id"]), 3]).uniform(0.92, 1.08)
     return float(base * jitter)
 
