@@ -121,23 +121,16 @@ def key_likelihoods(hist: np.ndarray) -> tuple[float, float, int]:
     hc = (h - h.mean()) / np.linalg.norm(h - h.mean())
     pc = rot - rot.mean(axis=2, keepdims=True)
     r = (pc @ hc) / np.linalg.norm(pc, axis=2)  # (2, 12) Pearson correlations
-    best = np.unravel_index(int(np.argmax(r)), r.shape)
     p_major = 1.0 / (1.0 + math.exp(-_MODE_SLOPE * (r[0].max() - r[1].max())))
-    return float(p_major), float(1.0 - p_major), int(best[1])
+    return float(p_major), float(1.0 - p_major), int(np.argmax(r)) % 12   # the best key's tonic
 
 
 def _abc_key_mode(field: str | None) -> tuple[str, str] | None:
     """'Ador' -> ('A', 'dorian'); 'G' -> None (abc K: without a mode word states no mode)."""
-    if not field:
-        return None
     m = re.match(r"^\s*([A-Ga-g])([#b]?)\s*([A-Za-z]*)", str(field))
-    if not m or not m.group(3):
-        return None
-    word = m.group(3).lower()
+    word = m.group(3).lower() if m else ""
     mode = _ABC_MODE_WORDS.get(word, _ABC_MODE_WORDS.get(word[:3]))
-    if mode is None:
-        return None
-    return m.group(1).upper() + m.group(2).replace("b", "-"), mode
+    return (m.group(1).upper() + m.group(2).replace("b", "-"), mode) if mode else None
 
 
 def _soft_bands(bpm: float) -> dict[str, float]:
