@@ -174,7 +174,8 @@ TABLE2_BUDGETS: dict[str, dict[str, Any]] = {
 
 #: Fields of single rows at the CPU profiles, under any ``-p`` override. The AT tagger keeps no
 #: dropout: at 1/8 width and 200 steps FCN's 0.5 leaves it near chance (the ``at_sweep`` store,
-#: seed 0: validation tag AUC 0.69, 0.81 without; CONTRIBUTING.md, "Experiments"). The ``paper``
+#: validation tag AUC 0.69, 0.81 without, at seed 0 and in the mean of three seeds alike;
+#: CONTRIBUTING.md, "Experiments"). The ``paper``
 #: profile keeps 0.5.
 TABLE2_ROW_FIELDS: dict[str, dict[str, Any]] = {"AT Baseline": {"dropout": 0.0}}
 
