@@ -366,9 +366,7 @@ class _TrainingRun:
                           pin=self.device.type == "cuda")
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
-        loss_all_sum = torch.zeros((), device=self.device, dtype=torch.float64)
-        active_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        sums = torch.zeros(3, device=self.device, dtype=torch.float64)  # loss, loss_all, active
         n_trip = 0
         n_patches = 0
         bar = tqdm(total=steps, desc=f"epoch {self.epoch + 1}", unit="step", leave=False,
@@ -377,9 +375,9 @@ class _TrainingRun:
         for i, batch in enumerate(pre):
             loss, active, k, loss_all = self.step(self._to_device(batch))
             self.global_step += 1
-            loss_sum += loss.detach().double()
-            loss_all_sum += torch.nan_to_num(loss_all.detach().double(), nan=0.0)
-            active_sum += torch.nan_to_num(active.detach().double(), nan=0.0)
+            sums += torch.stack([loss.detach().double(),
+                                 torch.nan_to_num(loss_all.detach().double(), nan=0.0),
+                                 torch.nan_to_num(active.detach().double(), nan=0.0)])
             n_trip += int(k)
             n_patches += int(batch["n_patches"])
             if cfg.verify_ddp and self.dist.active:
@@ -388,10 +386,8 @@ class _TrainingRun:
                 bar.set_postfix(loss=f"{float(loss):.4f}")
             bar.update(1)
         bar.close()
-        loss_mean = float(loss_sum) / steps   # float() waits for the GPU: timing is complete
-        train_s = time.perf_counter() - t0
-        loss_all_mean = float(loss_all_sum) / steps
-        active_mean = float(active_sum) / steps
+        loss_mean, loss_all_mean, active_mean = (sums / steps).tolist()  # waits for the GPU, so
+        train_s = time.perf_counter() - t0                                # the timing is complete
         wait = pre.wait_s
         if self.dist.active:  # every rank's losses and counts, for the log
             t = torch.tensor([loss_mean, loss_all_mean, active_mean, wait, train_s, n_trip,
@@ -447,12 +443,10 @@ class _TrainingRun:
                     f.write(json.dumps(r) + "\n")
             msg = (f"[train] epoch {self.epoch:3d}  val MAP@20 {row['val_map']:.4f} "
                    f"[{row['val_map_low']:.4f}, {row['val_map_high']:.4f}]")
-            if row["loss"] is not None:
-                msg += f"  loss {row['loss']:.4f}"
-            if row["active_fraction"] is not None:
-                msg += f"  active {row['active_fraction']:.3f}"
-            if row["val_auc"] is not None:
-                msg += f"  AUC {row['val_auc']:.4f}"
+            for key, label, fmt in (("loss", "loss", ".4f"), ("active_fraction", "active", ".3f"),
+                                    ("val_auc", "AUC", ".4f")):
+                if row[key] is not None:
+                    msg += f"  {label} {row[key]:{fmt}}"
             if self.progress:
                 tqdm.write(msg)
         self.dist.barrier()
