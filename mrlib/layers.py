@@ -247,12 +247,16 @@ class PatchModel(nn.Module):
     #: it takes ``n_tags`` (a tagging head) instead of ``embedding_dim``
     takes_tags: bool = False
 
-    def _setup(self, n_bins: int, patch_len: int, width: float, config: dict) -> None:
+    def _setup(self, head: dict, width: float, n_bins: int, patch_len: int, **rest) -> None:
+        """Check the shared arguments and set ``config``: the system, ``head`` (the network's first
+        argument), width, n_bins, patch_len, then ``rest``."""
+        # the keyword arguments that rebuild this model: build_model(**model.config)
+        config = {"system": self.system, **head, "width": float(width), "n_bins": n_bins,
+                  "patch_len": patch_len, **rest}
         self.n_bins = check_positive_int("n_bins", n_bins)
         self.patch_len = check_positive_int("patch_len", patch_len)
         self.width = check_width(width)
-        #: keyword arguments that rebuild this model: ``build_model(**model.config)``
-        self.config = {"system": self.system, **config}
+        self.config = config
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

@@ -107,8 +107,7 @@ class ATBaseline(PatchModel):
         super().__init__()
         n_tags = check_positive_int("n_tags", n_tags)
         dropout = check_dropout(dropout)
-        self._setup(n_bins, patch_len, width, dict(n_tags=n_tags, width=float(width), n_bins=n_bins,
-                                                   patch_len=patch_len, dropout=dropout))
+        self._setup({"n_tags": n_tags}, width, n_bins, patch_len, dropout=dropout)
         self.n_tags = n_tags
         widths = [scale_channels(c, self.width) for c in PAPER_WIDTHS["at"]]
         self.backbone = Backbone(n_bins, widths, PAPER_POOLS["at"], (1, 1), dropout)
@@ -155,8 +154,7 @@ class TL(PatchModel):
         super().__init__()
         embedding_dim = check_positive_int("embedding_dim", embedding_dim)
         dropout = check_dropout(dropout)
-        self._setup(n_bins, patch_len, width, dict(embedding_dim=embedding_dim, width=float(width),
-                                                   n_bins=n_bins, patch_len=patch_len, dropout=dropout))
+        self._setup({"embedding_dim": embedding_dim}, width, n_bins, patch_len, dropout=dropout)
         self.embedding_dim = embedding_dim
         widths = [scale_channels(c, self.width) for c in PAPER_WIDTHS["tl"]]
         self.backbone = Backbone(n_bins, widths, PAPER_POOLS["tl"], (1, 1), dropout)
@@ -217,9 +215,8 @@ class TLAutopool(PatchModel):
         # ``pooling`` enters the config only when it is not the paper's, so the configs (and
         # checkpoints) of AutoPool models stay what they are.
         extra = {} if pooling == "autopool" else {"pooling": pooling}
-        self._setup(n_bins, patch_len, width, dict(
-            embedding_dim=embedding_dim, width=float(width), n_bins=n_bins, patch_len=patch_len,
-            dropout=dropout, constrained=bool(constrained), l2=float(l2), **extra))
+        self._setup({"embedding_dim": embedding_dim}, width, n_bins, patch_len, dropout=dropout,
+                    constrained=bool(constrained), l2=float(l2), **extra)
         self.pooling = pooling
         self.embedding_dim = embedding_dim
         widths = [scale_channels(c, self.width) for c in PAPER_WIDTHS["tl_autopool"]]
@@ -294,9 +291,8 @@ class TripletMatchNet(PatchModel):
         super().__init__()
         embedding_dim = check_positive_int("embedding_dim", embedding_dim)
         metric_hidden = check_positive_int("metric_hidden", metric_hidden)
-        self._setup(n_bins, patch_len, width, dict(embedding_dim=embedding_dim, width=float(width),
-                                                   n_bins=n_bins, patch_len=patch_len,
-                                                   metric_hidden=metric_hidden))
+        self._setup({"embedding_dim": embedding_dim}, width, n_bins, patch_len,
+                    metric_hidden=metric_hidden)
         self.embedding_dim = embedding_dim
         widths = [scale_channels(c, self.width) for c in PAPER_WIDTHS["matchnet"]]
         tower: OrderedDict[str, nn.Module] = OrderedDict()
@@ -380,9 +376,7 @@ class TripletMatchNet(PatchModel):
             ``z[i, j]`` for the pair (x_patches[i], y_patches[j]); feed two of these to
             :func:`mrlib.losses.matchnet_loss`.
         """
-        ex = self.embed(x_patches)
-        ey = self.embed(y_patches)
-        return self.metric_pairs(ex, ey)
+        return self.metric_pairs(self.embed(x_patches), self.embed(y_patches))
 
     def song_dissimilarity(self, x_patches: torch.Tensor, y_patches: torch.Tensor) -> torch.Tensor:
         """Song-level dissimilarity: mean of ``f`` over all patch pairs, 0-d tensor in (0, 1)."""
