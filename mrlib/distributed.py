@@ -122,8 +122,7 @@ class WriteAudit:
         else:
             return
         if writing and isinstance(path, (str, bytes, os.PathLike)):
-            p = os.fsdecode(path)
-            full = os.path.abspath(p)
+            full = os.path.abspath(os.fsdecode(path))
             if full.startswith(cls.folder):
                 cls.seen.append(os.path.relpath(full, cls.folder))
 

@@ -123,8 +123,7 @@ def valid_triplets(oracle: torch.Tensor, batch_idx: torch.Tensor, n_pos: int, or
     """
     B, dev = oracle.shape[0], oracle.device
     if oracle_kind == "similarity":
-        order_rank = batch_ranks(oracle, batch_idx)
-        pos_rank = order_rank
+        order_rank = pos_rank = batch_ranks(oracle, batch_idx)
     else:
         r = oracle.long().clone()
         r.fill_diagonal_(torch.iinfo(torch.int64).max)   # the anchor itself goes last

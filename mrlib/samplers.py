@@ -213,12 +213,11 @@ class PaperBatchSampler(_EpochSampler):
         # if the rows were reordered is a (stable) sort needed.
         key = T[:, 0].astype(np.int64) * (int(T[:, 1].max()) + 1) + T[:, 1]
         starts = np.r_[0, np.flatnonzero(key[1:] != key[:-1]) + 1]
+        self._rows = None
         if np.unique(key[starts]).size != starts.size:
             self._rows = np.argsort(key, kind="stable")
             key = key[self._rows]
             starts = np.r_[0, np.flatnonzero(key[1:] != key[:-1]) + 1]
-        else:
-            self._rows = None
         sizes = np.diff(np.r_[starts, T.shape[0]])
         per_group = sizes // self.batch_size if self.drop_last else -(-sizes // self.batch_size)
         self._g_start, self._g_size = starts, sizes

@@ -359,9 +359,8 @@ class System:
 
     def run_name(self, config) -> str:
         """The default run label."""
-        if self.mining == "none":
-            return f"{config.system}_s{config.seed}"
-        return f"{config.system}_{config.mining}_s{config.seed}"
+        mining = "" if self.mining == "none" else f"_{config.mining}"
+        return f"{config.system}{mining}_s{config.seed}"
 
     # -- model and loss ------------------------------------------------------------------------
     def build(self, config, data) -> nn.Module:

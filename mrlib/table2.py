@@ -363,8 +363,7 @@ def table2_run(row: str, parameters: Mapping[str, Any], seed: int, device: str, 
     autopool = getattr(run.model(), "autopool", None) if system.takes_pooling else None
     if autopool is not None:
         alpha = autopool.effective_alpha.detach().numpy().ravel()
-        extra["alpha"] = {"mean": round(float(alpha.mean()), 4), "min": round(float(alpha.min()), 4),
-                          "max": round(float(alpha.max()), 4)}
+        extra["alpha"] = {k: round(float(getattr(alpha, k)()), 4) for k in ("mean", "min", "max")}
     return _per_unit(result), extra
 
 

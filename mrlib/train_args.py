@@ -84,8 +84,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, ar
             if not args.resume:
                 # a replay (often with a changed field) is a new run: it must not land in,
                 # and replace, the saved run's folder unless --out says so
-                base["out_dir"] = None
-                base["run_name"] = None
+                base.update(out_dir=None, run_name=None)
         elif args.paper:
             base = paper_config(given.get("system", "tl"), given.get("mining", "distance")).to_dict()
         else:

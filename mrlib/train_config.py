@@ -241,9 +241,7 @@ class TrainConfig:
 
     def run_dir(self) -> Path:
         """The run folder (``out_dir`` or ``runs_dir()/train/<folder_name>``), not created here."""
-        if self.out_dir:
-            return Path(self.out_dir)
-        return runs_dir() / "train" / self.folder_name
+        return Path(self.out_dir) if self.out_dir else runs_dir() / "train" / self.folder_name
 
     # -- serialisation ----------------------------------------------------------------------
     def to_dict(self) -> dict:

@@ -87,10 +87,8 @@ class TrainData:
         if avail.size == 0:
             raise ValueError(f"no track of catalog {self.name or catalog!r} has features")
         frames = getattr(self.features, "n_frames", None)
-        if frames is not None:
-            frames = np.asarray(frames)[avail]
-        else:
-            frames = np.array([np.shape(self.features[int(i)])[-1] for i in avail])
+        frames = (np.array([np.shape(self.features[int(i)])[-1] for i in avail]) if frames is None
+                  else np.asarray(frames)[avail])
         longest = int(frames.max())
         if patch_len > longest:
             raise ValueError(
