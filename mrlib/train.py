@@ -94,9 +94,8 @@ def _validate(model: nn.Module, data: TrainData, val_idx: np.ndarray, S_val: np.
     # MAP lies in [0, 1]: a normal-approximation interval that crosses a bound is cut there
     out = {"val_map": ci.mean, "val_map_low": float(np.clip(ci.low, 0.0, 1.0)),
            "val_map_high": float(np.clip(ci.high, 0.0, 1.0)),
-           "val_recall": float(res.per_query["recall"].mean()),
-           "val_rr": float(res.per_query["rr"].mean()),
-           "val_ndcg": float(res.per_query["ndcg"].mean()), "val_auc": None}
+           **{f"val_{m}": float(res.per_query[m].mean()) for m in ("recall", "rr", "ndcg")},
+           "val_auc": None}
     if system.tags:
         out["val_auc"] = evaluate.tag_auc(data.tags[val_idx] >= 0.5, E).mean
     return out
@@ -561,9 +560,8 @@ class _TrainingRun:
                                                   "val_recall", "val_rr", "val_ndcg", "val_auc")},
             "untrained": {k: self.rows[0].get(k) for k in ("val_map", "val_map_low", "val_map_high",
                                                            "val_auc")},
-            "final_loss": trained[-1]["loss"] if trained else None,
-            "final_loss_all": trained[-1]["loss_all"] if trained else None,
-            "final_active_fraction": trained[-1]["active_fraction"] if trained else None,
+            **{f"final_{k}": trained[-1][k] if trained else None
+               for k in ("loss", "loss_all", "active_fraction")},
             "patches_per_batch": self.patches_per_batch,
             "n_mined_triplets": getattr(self, "n_mined", None),
             "throughput_patches_per_s": patches / train_s if train_s > 0 else None,
