@@ -477,16 +477,15 @@ def _distance_redraws(law: _DistanceLaw, draws: np.ndarray, active: np.ndarray, 
         F = kept_mass / (law.Hm[a, law.row_i[active] - 1] + law.W[a])
         # rows whose kept values hold little of the mass: just redraw the missing slots
         simple = F < 0.5
+        active_s = active
         if simple.any():
             rr, ss = np.nonzero(redo & simple[:, None])
             rows = active[rr]
             draws[rows, ss] = _to_v(law, rows, rngs.per_anchor(np.bincount(law.row_a[rows], minlength=c)))
             if simple.all():
                 continue
-            active_s, kept, redo, d, F = active, kept[~simple], redo[~simple], d[~simple], F[~simple]
+            kept, redo, d, F = kept[~simple], redo[~simple], d[~simple], F[~simple]
             active = active[~simple]
-        else:
-            active_s = active
         _distance_streams(law, draws, active, kept, redo, d, F, rngs)
         active = active_s
     stuck = np.zeros(draws.shape[0], dtype=bool)
