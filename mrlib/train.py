@@ -298,13 +298,10 @@ class _TrainingRun:
                 raise ValueError(f"{len(self.train_idx)} training tracks cannot make batches for "
                                  f"{ws} ranks")
         else:
-            T, cats = data.tags, data.categories
-
-            def S_rows(rows):  # rows of S on demand: the N x N matrix is never held
-                return oracle(T[rows], T, cats)
-
+            # rows of S on demand: the N x N matrix is never held
             triplets = mine(None, self.train_idx, cfg.mining, n_pos=cfg.n_pos, n_neg=cfg.n_neg,
-                            S=S_rows, seed=cfg.seed, progress=self.progress and self.dist.is_main)
+                            S=lambda rows: oracle(data.tags[rows], data.tags, data.categories),
+                            seed=cfg.seed, progress=self.progress and self.dist.is_main)
             self.n_mined = int(triplets.shape[0])
         self.patches_per_batch = self.system.patches_per_batch(cfg, bt)
         return self.system.sampler(cfg, self.train_idx, triplets, bt, rk, ws)
@@ -394,8 +391,7 @@ class _TrainingRun:
             torch.distributed.all_reduce(t)
             t = t.cpu().tolist()
             ws = self.dist.world_size
-            loss_mean, loss_all_mean, active_mean = t[0] / ws, t[1] / ws, t[2] / ws
-            wait, train_s = t[3] / ws, t[4] / ws
+            loss_mean, loss_all_mean, active_mean, wait, train_s = (v / ws for v in t[:5])
             n_trip, n_patches = int(t[5]), int(t[6])
         if not self.system.triplet_stats:
             loss_all_mean = active_mean = None
