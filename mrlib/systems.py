@@ -502,10 +502,9 @@ class TripletMatchNetSystem(System):
     def make_batch(self, item: np.ndarray, maker: BatchMaker) -> dict:
         B, P = item.shape[0], maker.config.matchnet_patches
         shared = _is_shared(item)
-        if shared:   # P patches of the anchor, of the positive, of each negative
-            tracks = [item[0, 0], item[0, 1], *item[:, 2]]
-        else:        # P patches of every row's anchor, positive and negative
-            tracks = [*item[:, 0], *item[:, 1], *item[:, 2]]
+        # P patches of the anchor, of the positive and of each negative; unshared: of every
+        # row's anchor, then every row's positive, then every row's negative
+        tracks = [item[0, 0], item[0, 1], *item[:, 2]] if shared else item.T.ravel()
         x = np.concatenate([maker.patches(t, P) for t in tracks], axis=0)
         return {"x": x, "n_triplets": B, "shared": shared, "n_patches": x.shape[0]}
 
