@@ -88,7 +88,6 @@ def autopool(x: torch.Tensor, alpha: torch.Tensor | float, axis: int = -1) -> to
     ax = _check_axis(axis, x.ndim)
     if x.shape[ax] == 0:
         raise ValueError(f"cannot pool over an empty axis (x.shape={tuple(x.shape)}, axis={axis})")
-    out_dtype = x.dtype
     # Pool in at least float32: exp() of a float16 softmax underflows and the weighted sum
     # of many frames loses precision; the result goes back to the caller's dtype.
     work = torch.promote_types(x.dtype, torch.float32)
@@ -101,7 +100,7 @@ def autopool(x: torch.Tensor, alpha: torch.Tensor | float, axis: int = -1) -> to
     z = z - z.amax(dim=ax, keepdim=True).detach()
     w = torch.exp(z)
     w = w / w.sum(dim=ax, keepdim=True)
-    return (xw * w).sum(dim=ax).to(out_dtype)
+    return (xw * w).sum(dim=ax).to(x.dtype)
 
 
 class AutoPool(nn.Module):
