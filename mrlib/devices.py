@@ -56,11 +56,8 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     Notebook: 06_training.ipynb
     """
     if device is None or (isinstance(device, str) and device.strip().lower() == "auto"):
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if mps_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        return torch.device("cuda" if torch.cuda.is_available() else
+                            "mps" if mps_available() else "cpu")
     if not isinstance(device, (str, torch.device)):
         raise TypeError(f"device must be None, 'auto', a device string or a torch.device, got {device!r}")
     try:
@@ -153,8 +150,7 @@ def memory_available(device: torch.device) -> float | None:
     if device.type == "cuda":
         with contextlib.suppress(Exception):
             return float(torch.cuda.mem_get_info(device)[0])
-        return None
-    if device.type == "cpu":
+    elif device.type == "cpu":
         with contextlib.suppress(Exception):
             import psutil   # optional
 
