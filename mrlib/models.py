@@ -505,8 +505,7 @@ def summary(model: nn.Module, input_shape: tuple[int, ...] | None = None, batch_
     if compact:
         keep = df["description"].str.match(r"(CQT|Conv2D|MP|adaptive|FC|Autopool)") | (df["layer"] == "total")
         df = df[keep].reset_index(drop=True)
-    for col in ("F", "T", "C"):
-        df[col] = df[col].astype("Int64")
+    df = df.astype({"F": "Int64", "T": "Int64", "C": "Int64"})
     if print_table:
         print(df.to_string(index=False))
     return df
