@@ -363,8 +363,7 @@ class _TrainingRun:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         sums = torch.zeros(3, device=self.device, dtype=torch.float64)  # loss, loss_all, active
-        n_trip = 0
-        n_patches = 0
+        n_trip = n_patches = 0
         bar = tqdm(total=steps, desc=f"epoch {self.epoch + 1}", unit="step", leave=False,
                    disable=not (self.progress and self.dist.is_main))
         t0 = time.perf_counter()
@@ -395,12 +394,11 @@ class _TrainingRun:
             n_trip, n_patches = int(t[5]), int(t[6])
         if not self.system.triplet_stats:
             loss_all_mean = active_mean = None
-        peak, _ = peak_memory(self.device)
         return {"loss": loss_mean, "loss_all": loss_all_mean, "active_fraction": active_mean,
                 "triplets_per_batch": n_trip / (steps * self.dist.world_size),
                 "train_s": train_s, "patches_per_s": n_patches / train_s if train_s > 0 else None,
                 "data_wait_share": wait / train_s if train_s > 0 else None,
-                "peak_memory_mb": peak / 2**20}
+                "peak_memory_mb": peak_memory(self.device)[0] / 2**20}
 
     # -- validation, early stopping, checkpoint ---------------------------------------------
     def record_epoch(self, train_stats: dict | None, t_epoch: float) -> bool:
