@@ -254,8 +254,7 @@ class _TrainingRun:
         otherwise None (train). Rank 0 decides; the other ranks follow its decision.
         """
         result = self.folder.open(resume, replace) if self.dist.is_main else None
-        finished = self.dist.broadcast(result is not None)
-        return result if finished else None
+        return result if self.dist.broadcast(result is not None) else None
 
     # -- bounds: a run that cannot fit stops before it allocates --------------------------
     def _check_bounds(self) -> None:
