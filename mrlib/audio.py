@@ -1,7 +1,7 @@
 """Robust audio loading for batch jobs, and the report of what was skipped or fixed.
 
 A batch job over a catalog (feature extraction, rendering, tagging) must never crash on one bad
-file and must never lose a track silently (SPEC §3.1). :func:`load_audio` therefore *returns* a
+file and must never lose a track silently. :func:`load_audio` therefore *returns* a
 problem instead of raising: it gives ``(y, None)`` for a usable track and ``(None, reason)`` for
 one that has to be skipped. Sound repairs (resampling, zero-padding a slightly short track,
 truncating a very long one, down-mixing) are applied and announced with an
@@ -54,7 +54,7 @@ __all__ = [
     "DEFAULT_SR", "DEFAULT_MIN_DURATION_S", "DEFAULT_PAD_FRACTION", "DEFAULT_SILENCE_DB"
 ]
 
-#: Default target sample rate (Hz): the default catalog's rate (SPEC §3.3).
+#: Default target sample rate (Hz): the default catalog's rate.
 DEFAULT_SR = 22050
 #: Default minimum duration (s) a usable track must reach (after zero-padding).
 DEFAULT_MIN_DURATION_S = 5.0

@@ -1,6 +1,6 @@
 """The on-disk catalog format: the :class:`Catalog`, its folder, and artist-disjoint splits.
 
-One on-disk format for every source (SPEC §3.1)::
+One on-disk format for every source::
 
     <root>/tracks.csv       track_id, artist_id, split, path, duration_s   (row i = index i)
     <root>/tags.csv         track_id, <one column per tag>                 (likelihoods in [0, 1])

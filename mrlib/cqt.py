@@ -1,7 +1,7 @@
 r"""The log-CQT transform of the 2020 paper: its configuration, librosa's engine, a torch twin.
 
 A constant-Q transform with 96 bins, 12 per octave, from :math:`f_{min}` = 32.70 Hz (C1),
-power, log-scaled (SPEC §3.3),
+power, log-scaled,
 
 .. math::
 

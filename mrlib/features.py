@@ -1,8 +1,8 @@
 r"""Log-CQT features: the transform, a cached parallel extractor, and patches.
 
-The 2020 paper's input (SPEC §3.3): a constant-Q transform with 96 bins, 12 per octave, from
-:math:`f_{min}` = 32.70 Hz (C1) to 7.90 kHz (B8; SPEC §3.3's "7.46 kHz" is the 95th bin's
-centre, one bin short), power, log-scaled,
+The 2020 paper's input: a constant-Q transform with 96 bins, 12 per octave, from
+:math:`f_{min}` = 32.70 Hz (C1) to 7.90 kHz (B8, the centre of the 96th bin; the 95th is at
+7.46 kHz), power, log-scaled,
 
 .. math::
 
@@ -652,7 +652,7 @@ def test_patches(feature, patch_len: int, n: int = 8, seed: int = 0, pad: str = 
     """The seeded test-time representation: ``n`` (= 8) patches of one track.
 
     Equal to ``random_patches(feature, patch_len, n, np.random.default_rng(seed), pad)``; the same
-    seed gives the same patches on every run, so evaluations are comparable (SPEC §3.3). Models
+    seed gives the same patches on every run, so evaluations are comparable. Models
     average their embeddings (or tag probabilities) over the patches.
 
     Parameters

@@ -265,7 +265,7 @@ class PatchModel(nn.Module):
 
     def _prepare(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
         x = as_patches(x, self.n_bins, name)
-        # Feature caches hold float16 (SPEC §3.3): cast to the weights' dtype here, so callers
+        # Feature caches hold float16: cast to the weights' dtype here, so callers
         # need not (under torch.autocast the convolutions still run in half precision).
         weight_dtype = next(self.parameters()).dtype
         return x if x.dtype == weight_dtype else x.to(weight_dtype)

@@ -1,10 +1,10 @@
-"""Real music from the package registries: the ``music21`` catalog (SPEC §3.4).
+"""Real music from the package registries: the ``music21`` catalog.
 
 No MagnaTagATune, GTZAN or FMA audio installs from a package registry, but real repertoire
 does: ``music21`` ships a corpus of about 15,000 scores with metadata (Essen folk songs, O'Neill's
 and Ryan's fiddle tunes, Aird's airs, Bach chorales, Palestrina masses, Monteverdi madrigals,
 trecento, Josquin, a few quartets and songs). This module turns it into a catalog in the
-standard on-disk format (SPEC §3.1) in five steps per work:
+standard on-disk format (:mod:`mrlib.catalog_format`) in five steps per work:
 
 1. **parse** the score with music21 (one tune of a multi-tune abc file, or a whole file);
 2. **clip by measures**: keep whole measures until ``clip_s`` seconds are covered, expanding the
@@ -48,7 +48,7 @@ standard on-disk format (SPEC §3.1) in five steps per work:
                 (soft memberships of the notated beat's bpm)
    Lyrics       ``lyrics_vocal``/``lyrics_instrumental`` (was the work sung?),
                 ``lyrics_in_score`` (text encoded) and ``lang_*``: *not audible*, since
-                everything is rendered instrumentally (the ceiling the SPEC asks for)
+                everything is rendered instrumentally (a ceiling no audio model can pass)
    ===========  ==========================================================================
 
 Works are drawn by a seeded, stratified draw (:func:`stratum_quotas`: square-root allocation

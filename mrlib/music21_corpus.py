@@ -1,5 +1,5 @@
 """The music21 corpus as catalog material: strata (collections), the inventory of works with
-their metadata, the artist of each work, and the seeded stratified draw (SPEC §3.4).
+their metadata, the artist of each work, and the seeded stratified draw.
 
 Notebook: 00_overview.ipynb
 """
@@ -299,7 +299,7 @@ def _composer_of(r) -> str | None:
 
 
 def _artist_of(r) -> str:
-    """The composer, else the collection's book or sub-collection (SPEC §3.4)."""
+    """The composer, else the collection's book or sub-collection."""
     if isinstance(r.composer, str):
         return r.composer
     if r.stratum.startswith("essen"):

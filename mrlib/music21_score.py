@@ -1,5 +1,5 @@
 """One music21 work as sound: its instruments (General MIDI programs), the parsed score, the
-clip cut by measures, and its MIDI rendered with the General MIDI soundfont (SPEC §3.4).
+clip cut by measures, and its MIDI rendered with the General MIDI soundfont.
 
 Notebook: 00_overview.ipynb
 """

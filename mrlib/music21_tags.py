@@ -1,5 +1,5 @@
 """Tags of a rendered music21 work, from its metadata and its score, in the five categories
-of the 2020 paper (SPEC §3.4).
+of the 2020 paper.
 
 Notebook: 00_overview.ipynb
 """

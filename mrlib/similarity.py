@@ -1,7 +1,7 @@
 r"""The oracle similarity S between tag-likelihood vectors, and ranked lists from it.
 
 Prétet et al. (2020, §4.1) rank tracks with a private "non-linear combination of weighted tags".
-This module builds an open one with the same ingredients (SPEC §3.2). For two tracks with tag
+This module builds an open one with the same ingredients. For two tracks with tag
 likelihoods :math:`a, b \in [0, 1]^m` and the vocabulary split into categories
 :math:`c \in \{\text{Genre, Recording, Mood, Movement, Lyrics}\}`:
 

@@ -1,6 +1,6 @@
 """The synthetic catalog: latent musical attributes -> tags (with annotator noise) -> audio.
 
-A deterministic, dependency-free stand-in for a professionally annotated catalog (SPEC §3.1).
+A deterministic, dependency-free stand-in for a professionally annotated catalog.
 Each track is described by latent attributes (genre, instrumentation/production, mood,
 movement, lyrics themes) drawn from an artist's personal style; the tags are noisy
 observations of those attributes, and the audio is rendered from them, so that
