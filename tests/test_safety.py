@@ -23,6 +23,7 @@ import pytest
 
 from mrlib import train as T
 from mrlib.paths import FolderLock, LockedError
+from resume_check import assert_resumed_exactly
 
 TINY = dict(width=0.0625, patch_len=32, n_neg=12, negatives_per_batch=6, batch_tracks=12,
             steps_per_epoch=2, val_patches=2, eval_batch=64, patience=0, prefetch=0)
@@ -315,21 +316,31 @@ def test_probes_on_the_command_line_leave_a_finished_run_intact(tmp_path, cli_en
     assert len(new) == 1 and T.load_run(new[0]).config.seed == 1
 
 
-def test_kill_9_leaves_a_stale_lock_that_resume_recovers(tmp_path, cli_env):
+def test_kill_9_leaves_a_stale_lock_and_the_resumed_run_ends_bit_for_bit(tmp_path, cli_env):
     folder = tmp_path / "killed"
     base = [sys.executable, "-m", "mrlib.train", *TINY_CLI, "--epochs", "2", "--steps-per-epoch", "3",
             "--out", str(folder)]
     proc = subprocess.Popen(base + ["--epochs", "40"], env=cli_env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     _wait_for(folder / "checkpoint.pt", proc)
+    # past epoch 0, whose checkpoint holds the RNG states a fresh start has anyway
+    while T.load_checkpoint(folder / "checkpoint.pt")["epoch"] < 1:
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert (folder / ".mrlib.lock").exists()
-    resumed = subprocess.run(base + ["--epochs", "2", "--resume"], env=cli_env, capture_output=True,
-                             text=True, timeout=300)
+    assert not (folder / "summary.json").exists()                 # killed mid-run
+    # one more epoch than the last checkpoint holds, so the resumed run trains after the kill
+    epochs = str(T.load_checkpoint(folder / "checkpoint.pt")["epoch"] + 1)
+    resumed = subprocess.run(base + ["--epochs", epochs, "--resume"], env=cli_env,
+                             capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "recovered a stale lock" in resumed.stdout
-    assert T.load_run(folder).metrics["epoch"].tolist()[-1] >= 1
+    reference = subprocess.run(base[:-1] + [str(tmp_path / "whole"), "--epochs", epochs],
+                               env=cli_env, capture_output=True, text=True, timeout=300)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    assert_resumed_exactly(T.load_run(tmp_path / "whole"), T.load_run(folder))
 
 
 # ------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from mrlib.features import test_patches as _test_patches
 from mrlib.losses import triplet_loss
 from mrlib.models import build_model
 from mrlib.similarity import oracle
+from resume_check import assert_resumed_exactly
 
 TINY = dict(width=0.0625, patch_len=32, n_neg=12, negatives_per_batch=6, batch_tracks=12,
             steps_per_epoch=3, val_patches=2, eval_batch=64, patience=0, prefetch=2)
@@ -383,13 +384,7 @@ def test_resume_continues_exactly(tmp_path, data, kw):
     full = T.train(cfg(tmp_path, "full", epochs=3, **kw), data=data, progress=False)
     T.train(cfg(tmp_path, "cut", epochs=1, **kw), data=data, progress=False)
     resumed = T.train(cfg(tmp_path, "cut", epochs=3, **kw), data=data, progress=False, resume=True)
-    cols = ["loss", "loss_all", "active_fraction", "val_map", "val_auc", "step"]
-    pd.testing.assert_frame_equal(full.metrics[cols], resumed.metrics[cols], rtol=1e-6)
-    a = T.load_checkpoint(full.path / "checkpoint.pt")
-    b = T.load_checkpoint(resumed.path / "checkpoint.pt")
-    for k in a["model"]:
-        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(full.embeddings, resumed.embeddings, rtol=1e-5, atol=1e-6)
+    assert_resumed_exactly(full, resumed)
 
 
 def test_corrupt_checkpoint_detected_and_previous_used(tmp_path, data):
@@ -482,10 +477,7 @@ def test_cli_crash_and_resume(tmp_path, tiny_catalog_env):
     resumed = subprocess.run(base + ["--epochs", "2", "--out", str(tmp_path / "cut"), "--resume"],
                              env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    a, b = T.load_run(tmp_path / "full"), T.load_run(tmp_path / "cut")
-    cols = ["loss", "active_fraction", "val_map", "step"]
-    pd.testing.assert_frame_equal(a.metrics[cols], b.metrics[cols], rtol=1e-6)
-    np.testing.assert_allclose(a.embeddings, b.embeddings, rtol=1e-5, atol=1e-6)
+    assert_resumed_exactly(T.load_run(tmp_path / "full"), T.load_run(tmp_path / "cut"))
 
 
 def test_torchrun_two_cpu_ranks(tmp_path, tiny_catalog_env):
