@@ -361,7 +361,9 @@ class _TrainingRun:
                           pin=self.device.type == "cuda")
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        sums = torch.zeros(3, device=self.device, dtype=torch.float64)  # loss, loss_all, active
+        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        loss_all_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        active_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         n_trip = n_patches = 0
         bar = tqdm(total=steps, desc=f"epoch {self.epoch + 1}", unit="step", leave=False,
                    disable=not (self.progress and self.dist.is_main))
@@ -369,9 +371,9 @@ class _TrainingRun:
         for i, batch in enumerate(pre):
             loss, active, k, loss_all = self.step(self._to_device(batch))
             self.global_step += 1
-            sums += torch.stack([loss.detach().double(),
-                                 torch.nan_to_num(loss_all.detach().double(), nan=0.0),
-                                 torch.nan_to_num(active.detach().double(), nan=0.0)])
+            loss_sum += loss.detach().double()
+            loss_all_sum += torch.nan_to_num(loss_all.detach().double(), nan=0.0)
+            active_sum += torch.nan_to_num(active.detach().double(), nan=0.0)
             n_trip += int(k)
             n_patches += int(batch["n_patches"])
             if cfg.verify_ddp and self.dist.active:
@@ -380,8 +382,9 @@ class _TrainingRun:
                 bar.set_postfix(loss=f"{float(loss):.4f}")
             bar.update(1)
         bar.close()
-        loss_mean, loss_all_mean, active_mean = (sums / steps).tolist()  # waits for the GPU, so
-        train_s = time.perf_counter() - t0                                # the timing is complete
+        loss_mean = float(loss_sum) / steps   # float() waits for the GPU: timing is complete
+        train_s = time.perf_counter() - t0
+        loss_all_mean, active_mean = float(loss_all_sum) / steps, float(active_sum) / steps
         wait = pre.wait_s
         if self.dist.active:  # every rank's losses and counts, for the log
             t = torch.tensor([loss_mean, loss_all_mean, active_mean, wait, train_s, n_trip,
