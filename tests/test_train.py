@@ -413,8 +413,7 @@ def test_corrupt_checkpoint_detected_and_previous_used(tmp_path, data):
     # and the run still ends exactly where the uninterrupted one did
     resumed = T.train(c, data=data, progress=False, resume=True)
     assert (c.run_dir() / "checkpoint.corrupt.pt").is_file()
-    cols = ["loss", "val_map", "step"]
-    pd.testing.assert_frame_equal(full.metrics[cols], resumed.metrics[cols], rtol=1e-6)
+    assert_resumed_exactly(full, resumed)
 
     # both files bad: a clear error, nothing silently restarted
     for f in (latest, prev):
