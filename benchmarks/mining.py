@@ -1,5 +1,5 @@
 """Triplet mining at paper scale: time and peak memory per strategy, against a plain-Python
-reference implementation of the same definition (Prétet et al. 2020, §3.2; SPEC §4, §11).
+reference implementation of the same definition (Prétet et al. 2020, §3.2).
 
     python benchmarks/mining.py [--n 14246] [--strategy all|neighbors|uniform|distance]
                                 [--stream | --whole] [--n-pos 15] [--n-neg 250] [--n-jobs -1]

@@ -1,4 +1,4 @@
-"""Synthetic-catalog rendering speed, in × real time (SPEC §3.1: ≥ 200× on one core).
+"""Synthetic-catalog rendering speed, in × real time (the target: ≥ 200× on one core).
 
 ``python benchmarks/synth.py [--n-tracks 200] [--duration 30] [--sr 22050]``
 (or ``python -m mrlib.bench synth``). Renders tracks of the default catalog one after another

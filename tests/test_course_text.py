@@ -74,6 +74,19 @@ def test_no_spec_in_markdown(path: Path):
     assert not said, f"{path.name}: markdown cells {said} speak of the SPEC"
 
 
+#: Files a reader of the repository opens besides the notebooks (this file names the word).
+READER_FILES = sorted({*ROOT.glob("*.md"), *ROOT.glob("*.txt"), ROOT / ".gitignore", ROOT / "Makefile",
+                       ROOT / ".ci" / "run", *(ROOT / "book").glob("*.md"), *(ROOT / "mrlib").glob("*.py"),
+                       *(ROOT / "benchmarks").rglob("*.py"), *(ROOT / "tests").glob("*.py")}
+                      - {Path(__file__).resolve()})
+
+
+def test_no_spec_in_the_repository_files():
+    said = [f"{path.relative_to(ROOT)}:{n}" for path in READER_FILES
+            for n, line in enumerate(path.read_text().splitlines(), 1) if re.search(r"\bSPEC\b", line)]
+    assert not said, "these lines point at a specification outside the repository: " + ", ".join(said)
+
+
 @pytest.mark.parametrize("path", EVERY_NOTEBOOK)
 def test_outputs_show_no_paths_warnings_or_unfinished_bars(path: Path):
     problems = []

@@ -31,7 +31,7 @@ def _loop_triplet(a, p, n, margin):
 
 
 def _loop_psi_phi(z_pos: np.ndarray, z_neg: np.ndarray) -> tuple[float, float]:
-    """SPEC §6 written literally for one song triplet, with f = sigmoid(z) (moderate logits)."""
+    """The MatchNet loss written literally for one song triplet, with f = sigmoid(z) (moderate logits)."""
     p_x, p_pos = z_pos.shape
     p_neg = z_neg.shape[1]
     psis, phis = [], []

@@ -1,4 +1,4 @@
-"""Tests of mrlib.music21_catalog: the music21 real-music catalog (SPEC §3.4).
+"""Tests of mrlib.music21_catalog: the music21 real-music catalog.
 
 The inventory is read once per session (music21's metadata bundle, a few seconds); builds are
 tiny (8 works, 6-second clips, one process) and written below tmp_path.
@@ -63,7 +63,7 @@ def test_inventory_covers_the_corpus(inv):
     # Josquin's abc voices are merged into one work per file
     jos = inv[inv["folder"] == "josquin"]
     assert jos["merge_tunes"].all() and jos["path"].is_unique and (jos["number"] == -1).all()
-    # artists: the composer, else the book (SPEC §3.4)
+    # artists: the composer, else the book
     assert set(inv.loc[inv["stratum"] == "bach", "artist_id"]) == {"bach_js"}
     assert inv.loc[inv["stratum"] == "oneills", "artist_id"].nunique() > 30
     assert inv.loc[inv["stratum"] == "essen_german", "artist_id"].nunique() >= 5
@@ -403,7 +403,7 @@ def test_work_tags_categories_and_rules(inv):
 
 
 def test_rendered_works_sound_like_their_scores(inv):
-    """SPEC bar: not silent, and the audio's chroma agrees with the clipped score's notes."""
+    """Not silent, and the audio's chroma agrees with the clipped score's notes."""
     order = R.draw_order(inv, 0)
     picks = [order[s][0] for s in ("essen_german", "oneills", "bach", "palestrina",
                                    "essen_china", "trecento")]

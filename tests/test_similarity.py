@@ -12,7 +12,7 @@ import pytest
 
 from mrlib import similarity as sim
 
-SPEC = [("Genre", 10), ("Recording", 12), ("Mood", 9), ("Movement", 7), ("Lyrics", 8)]
+CATEGORY_SIZES = [("Genre", 10), ("Recording", 12), ("Mood", 9), ("Movement", 7), ("Lyrics", 8)]
 
 
 def structured_tags(n: int, seed: int = 0):
@@ -22,7 +22,7 @@ def structured_tags(n: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     blocks, cats = [], []
     genre = rng.integers(0, 10, n)
-    for name, k in SPEC:
+    for name, k in CATEGORY_SIZES:
         if name == "Genre":
             b = np.zeros((n, k))
             b[np.arange(n), genre] = rng.uniform(0.6, 1.0, n)
@@ -214,7 +214,7 @@ def test_without_categories_is_sharpened_cosine():
 def test_category_similarities_are_the_ingredients():
     T, cats, _ = structured_tags(15, seed=6)
     parts = sim.category_similarities(T, categories=cats)
-    assert list(parts) == [c for c, _ in SPEC]
+    assert list(parts) == [c for c, _ in CATEGORY_SIZES]
     g = T[:, cats == "Genre"].astype(np.float64)
     n = np.linalg.norm(g, axis=1)
     ok = n > 0
