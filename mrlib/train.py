@@ -379,7 +379,7 @@ class _TrainingRun:
             if cfg.verify_ddp and self.dist.active:
                 self._verify_ranks()
             if bar.disable is False and (i % 10 == 0 or i == steps - 1):
-                bar.set_postfix(loss=f"{float(loss):.4f}")
+                bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
             bar.update(1)
         bar.close()
         loss_mean = float(loss_sum) / steps   # float() waits for the GPU: timing is complete

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -336,6 +337,14 @@ def test_run_writes_everything(tmp_path, data):
                       torch.device("cpu"))
     assert val["val_map"] == pytest.approx(m.loc[best, "val_map"], abs=1e-12)
     assert T.load_run(run.path).summary == s
+
+
+def test_progress_bars_and_epoch_lines_raise_no_warning(tmp_path, data, capsys):
+    """What a user sees at the command line (bars on) is free of warnings."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        T.train(cfg(tmp_path, epochs=1, system="tl", mining="distance"), data=data, progress=True)
+    assert "val MAP@20" in capsys.readouterr().out
 
 
 def test_epochs_zero_gives_untrained_embeddings(tmp_path, data):
