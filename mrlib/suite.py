@@ -375,7 +375,8 @@ def run_notebook(path: Path, out_path: Path, parameters: dict[str, Any],
             report_mode=False, kernel_manager_class=_KernelManager)
     except PapermillExecutionError as err:
         raise NotebookFailed(
-            f"{path.name} failed in cell {err.exec_count} (code cell #{err.cell_index}): "
+            f"{path.name} failed at In [{err.exec_count}], the cell that starts "
+            f"{(err.source.strip().splitlines() or [''])[0][:60]!r}: "
             f"{err.ename}: {err.evalue}\n  executed copy kept at {out_path}") from None
     except CellTimeoutError as err:
         raise NotebookFailed(

@@ -5,6 +5,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -118,8 +119,12 @@ def test_failing_notebook_is_named_and_kept(folder, tmp_path):
         suite.run_suite("quick", out_dir=out, notebooks=folder)
     message = str(err.value)
     assert "02_broken.ipynb" in message and "ValueError: bad parameter x" in message
-    assert "cell" in message
     assert (out / "02_broken.ipynb").is_file()  # the executed copy is kept
+    # the message names the failing cell by its In [n] and its first line
+    count = int(re.search(r"failed at In \[(\d+)\], the cell that starts .raise ValueError", message).group(1))
+    failed = [c for c in nbformat.read(out / "02_broken.ipynb", as_version=4).cells
+              if c.cell_type == "code" and c.execution_count == count]
+    assert [c.source for c in failed] == ["raise ValueError('bad parameter x')"]
     index = json.loads((out / "results.json").read_text())
     assert index["notebooks"]["00_first"]["status"] == "ok"
     assert index["notebooks"]["02_broken"]["status"] == "failed"
