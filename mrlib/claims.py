@@ -68,7 +68,7 @@ def _all(rows_a: Sequence[str], rel: str, rows_b: Sequence[str],
 
 
 _TL = ("TL Neighbors", "TL Random uniform", "TL Distance-based", "TL Autopool")
-_BY_TRIPLET = " (by triplet)"
+_BY_COMPARISON = " (by comparison)"
 _EUC, _SVM, _MAH = "Euclidean / ", "SVM (Schultz & Joachims) / ", "Mahalanobis (LSML, stand-in) / "
 
 #: The claims, in the papers' order.
@@ -87,25 +87,25 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("autopool-best", "2020", "TL Autopool is the best system on all metrics (§5)", "table2",
           _all(("TL Autopool",), ">", ("AT Baseline",) + _TL, TABLE2_METRICS)),
     Claim("learned>handcrafted", "2017", "Features learned by Triplet MatchNet beat handcrafted "
-          "ones for the baseline metrics (CFR, by-triplet folds)", "cfr2017",
-          tuple((f"{m}MatchNet{_BY_TRIPLET}", ">", f"{m}HandCrafted{_BY_TRIPLET}", "CFR")
+          "ones for the baseline metrics (CFR, by-comparison folds)", "cfr2017",
+          tuple((f"{m}MatchNet{_BY_COMPARISON}", ">", f"{m}HandCrafted{_BY_COMPARISON}", "CFR")
                 for m in (_EUC, _MAH)),
           note="LSML stands in for MLR/RMLR"),
     Claim("pca<handcrafted", "2017", "PCA features fall below the handcrafted ones (CFR, "
-          "by-triplet folds)", "cfr2017",
-          tuple((f"{m}HandCrafted{_BY_TRIPLET}", ">", f"{m}PCA{_BY_TRIPLET}", "CFR")
+          "by-comparison folds)", "cfr2017",
+          tuple((f"{m}HandCrafted{_BY_COMPARISON}", ">", f"{m}PCA{_BY_COMPARISON}", "CFR")
                 for m in (_EUC, _MAH)),
           note="LSML stands in for MLR/RMLR"),
     Claim("matchnet>=baselines", "2017", "Triplet MatchNet is at least as good as the baselines "
-          "on handcrafted features (CFR, by-triplet folds)", "cfr2017",
-          tuple((f"Triplet MatchNet{_BY_TRIPLET}", ">=", f"{m}HandCrafted{_BY_TRIPLET}", "CFR")
+          "on handcrafted features (CFR, by-comparison folds)", "cfr2017",
+          tuple((f"Triplet MatchNet{_BY_COMPARISON}", ">=", f"{m}HandCrafted{_BY_COMPARISON}", "CFR")
                 for m in (_EUC, _SVM, _MAH))),
 )
 
 
 def _short(row: str) -> str:
     """A row's name without what the claim already says (the split, the method's reference)."""
-    for long, short in ((" (by triplet)", ""), (" (LSML, stand-in)", ""), (" (Schultz & Joachims)", "")):
+    for long, short in ((_BY_COMPARISON, ""), (" (LSML, stand-in)", ""), (" (Schultz & Joachims)", "")):
         row = row.replace(long, short)
     return row
 

@@ -640,7 +640,10 @@ def triplet_folds(
     * ``by="triplet"`` — shuffled K-fold over the constraints (what "10-fold cross validation"
       most plainly means); :func:`mrlib.evaluate.kfold_indices`, so the folds equal those of
       :func:`mrlib.evaluate.kfold_cfr` for the same seed. Test clips are usually also seen in
-      training.
+      training, and so is, most of the time, the test constraint's twin: a comparison gives
+      (a, p, n) and (p, a, n), which share the pair d(a, p) a metric learns.
+    * ``by="comparison"`` — K-fold over the clip sets {a, p, n}: the constraints of one
+      comparison (and of any other comparison of the same three clips) share a fold.
     * ``by="group"`` — K-fold over ``groups`` (e.g. ``report.rows`` from
       :func:`comparisons_to_triplets`), so that both constraints of a comparison fall in the
       same fold (:func:`mrlib.evaluate.kfold_indices` with ``groups``).
@@ -658,7 +661,7 @@ def triplet_folds(
         Constraints (a, p, n), clip ids or catalog indices.
     n_folds : int, default 10
         Number of folds, 2 <= n_folds <= number of triplets / groups / clips.
-    by : {"triplet", "group", "clip"}, default "triplet"
+    by : {"triplet", "comparison", "group", "clip"}, default "triplet"
     seed : int, default 0
         Shuffling seed; same seed, same folds.
     groups : numpy.ndarray, shape (M,), optional
@@ -674,7 +677,7 @@ def triplet_folds(
     -------
     list of Fold
         ``n_folds`` pairs ``(train, test)`` of int64 indices into ``triplets``, sorted.
-        For ``by="triplet"``/``"group"`` the test sets partition 0..M-1 and train is the
+        Except ``by="clip"``, the test sets partition 0..M-1 and train is the
         complement.
 
     Notebook: 08_triplet_matchnet.ipynb
@@ -682,8 +685,8 @@ def triplet_folds(
     t = _check_triplets(triplets)
     if not is_int(n_folds) or n_folds < 2:
         raise ValueError(f"n_folds must be an integer >= 2, got {n_folds!r}")
-    if by not in ("triplet", "group", "clip"):
-        raise ValueError(f"by must be 'triplet', 'group' or 'clip', got {by!r}")
+    if by not in ("triplet", "comparison", "group", "clip"):
+        raise ValueError(f"by must be 'triplet', 'comparison', 'group' or 'clip', got {by!r}")
     if by == "clip":
         return _clip_folds(t, n_folds, seed, partition)
     if by == "group":
@@ -695,7 +698,9 @@ def triplet_folds(
     # One k-fold implementation for the whole suite: with the same seed, the baselines here
     # and mrlib.evaluate.kfold_cfr (Triplet MatchNet) see the same folds, so per-fold
     # scores can be compared pairwise.
-    folds = kfold_indices(len(t), n_folds, groups=groups if by == "group" else None, seed=seed)
+    if by == "comparison":
+        groups = np.unique(np.sort(t, axis=1), axis=0, return_inverse=True)[1].ravel()
+    folds = kfold_indices(len(t), n_folds, groups=None if by == "triplet" else groups, seed=seed)
     return [Fold(np.sort(tr).astype(np.int64), np.sort(te).astype(np.int64)) for tr, te in folds]
 
 

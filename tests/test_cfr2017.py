@@ -16,7 +16,7 @@ def test_registered_and_rows_checked():
     exp = EXPERIMENTS["cfr2017"]
     assert exp.metrics == ("CFR",) and exp.unit == "triplet"
     specs = experiment_rows("cfr2017", "synthetic", "quick")
-    assert "Triplet MatchNet (by clip)" in specs and "Euclidean / HandCrafted (by triplet)" in specs
+    assert "Triplet MatchNet (by clip)" in specs and "Euclidean / HandCrafted (by comparison)" in specs
     # the data seed is a parameter of every row; the training seed is not
     assert {p["data_seed"] for p in specs.values()} == {0}
     assert all("seed" not in p for p in specs.values())
@@ -69,11 +69,11 @@ def test_smoke_experiment(tmp_path):
 
     # One row recomputed with plain numpy: Euclidean on standardised handcrafted features,
     # standardisation fitted on each fold's training clips.
-    name = "Euclidean / HandCrafted (by triplet)"
+    name = "Euclidean / HandCrafted (by comparison)"
     params = rows[name]["parameters"]
     ctx = cfr2017.data_context(params)
     t, X = ctx["triplets"], ctx["X_hc"].astype(np.float64)
-    folds = ctx["folds"]["by triplet"]
+    folds = ctx["folds"]["by comparison"]
     expected = {}
     for tr, te in folds:
         clips = np.unique(t[tr])
@@ -82,8 +82,11 @@ def test_smoke_experiment(tmp_path):
         for i in te:
             a, p, n = t[i]
             expected[int(i)] = float(((Z[a] - Z[p]) ** 2).sum() < ((Z[a] - Z[n]) ** 2).sum())
-    units = ctx["units"]["by triplet"]
-    assert units.tolist() == list(range(len(t)))      # by triplet, every triplet once
+    units = ctx["units"]["by comparison"]
+    assert units.tolist() == list(range(len(t)))      # by comparison, every triplet once
+    # ... and no test triplet's clip set (its twin's) is trained on in the same fold
+    for tr, te in folds:
+        assert not {frozenset(x) for x in t[tr].tolist()} & {frozenset(x) for x in t[te].tolist()}
     want = np.array([expected[int(u)] for u in units])
     for entry in rows[name]["seeds"].values():
         np.testing.assert_array_equal(np.asarray(entry["per_unit"]["CFR"]), want)
@@ -113,7 +116,7 @@ def test_curve_rows_and_nested_training_subsets():
     table = experiment_rows("cfr2017", "synthetic", "quick")
     assert len(rows) == 4 * len(cfr2017.CURVE_SHARES)
     for name, p in rows.items():
-        assert p["scheme"] == "by triplet" and p["features"] in ("HandCrafted", "MatchNet")
+        assert p["scheme"] == "by comparison" and p["features"] in ("HandCrafted", "MatchNet")
         # the same row of the 2017 table, with a share of the training triplets
         base = {k: v for k, v in p.items() if k != "train_share"}
         assert base in list(table.values()), name

@@ -251,6 +251,22 @@ def test_group_folds_keep_a_comparison_together():
         triplet_folds(t, 5, by="group")
 
 
+def test_comparison_folds_keep_a_clip_set_together_where_triplet_folds_split_twins():
+    t, _ = _sparse_triplets()
+    t = np.concatenate([t, t[:7, [0, 2, 1]]])           # contradicting votes on seven clip sets
+    sets = [frozenset(x) for x in t.tolist()]
+
+    def twins_trained(folds):
+        return sum(sets[i] in {sets[j] for j in train} for train, test in folds for i in test)
+
+    by_comparison = triplet_folds(t, 10, by="comparison", seed=3)
+    tests = np.sort(np.concatenate([f.test for f in by_comparison]))
+    np.testing.assert_array_equal(tests, np.arange(len(t)))
+    assert twins_trained(by_comparison) == 0
+    # single-triplet folds put most twins on both sides: the leak the comparison folds close
+    assert twins_trained(triplet_folds(t, 10, by="triplet", seed=3)) > 0.8 * len(t)
+
+
 @pytest.mark.parametrize("partition", ["greedy", "random"])
 def test_clip_disjoint_folds_share_no_clip(partition):
     t, _ = _sparse_triplets()
