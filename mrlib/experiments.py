@@ -247,15 +247,19 @@ def run_experiment(name: str, catalog: str = "synthetic", profile: str = "quick"
     seeds : sequence of int, default (0, 1, 2)
         Training seeds; each row is trained once per seed.
     overrides : mapping, optional
-        Parameters changed for every row (``-p lr=0.0003``); the rows they change are re-run.
+        Parameters changed for every row (``-p lr=0.0003``). They go to their own results file
+        (``<name>_<catalog>_<profile>_p-<hash>.json``) unless ``store`` names one; there, the
+        rows they change are run again.
     rows : sequence of str, optional
-        Run only these rows (the store keeps the others).
+        Run only these rows (the store keeps the others). Refused while another row's stored
+        seeds are stale (its parameters changed): running it too replaces them.
     device : str, default "auto"
         ``"cpu"``, ``"cuda"``, … (recorded per row × seed; not part of a row's identity).
     jobs : int, default 1
         Rows × seeds run side by side, each in its own process with ``cores / jobs`` threads.
     store : Path, optional
-        The results file (default :func:`mrlib.results.store_path`).
+        The results file (default :func:`mrlib.results.store_path`; see ``overrides``). It is
+        locked while the runner writes it, and must hold this experiment, catalog and profile.
     workdir : Path, optional
         Run folders (default ``runs_dir()/experiments/<store stem>``): interrupted rows resume.
     commit : bool, default False
@@ -269,10 +273,11 @@ def run_experiment(name: str, catalog: str = "synthetic", profile: str = "quick"
     Raises
     ------
     ValueError
-        Unknown experiment, profile, row or parameter — before anything runs.
+        Unknown experiment, profile, row or parameter, a store of another experiment, catalog
+        or profile, or ``rows`` that leave stale rows behind — before anything runs.
     mrlib.paths.LockedError
-        Another runner is writing the same store (it names the process); a lock left by a
-        process that died is recovered, and says so.
+        Another runner is writing the same store or work folder (it names the process); a
+        lock left by a process that died is recovered, and says so.
 
     Notebook: 07_evaluation.ipynb
     """
@@ -288,15 +293,27 @@ def run_experiment(name: str, catalog: str = "synthetic", profile: str = "quick"
     if unknown:
         raise ValueError(f"unknown row(s) {unknown} of {name}; rows are {list(specs)}")
     path = Path(store or res.store_path(name, catalog, profile))
+    if overrides and store is None:     # the default file keeps the experiment as defined
+        path = path.with_name(f"{path.stem}_p-{res.parameters_key(overrides)[:8]}.json")
     workdir = Path(workdir or runs_dir() / "experiments" / path.stem)
-    # one runner per store: two would each rewrite the file from their own copy
-    with FolderLock(workdir, "experiment"):
+    # one runner per store (two would each rewrite the file from their own copy) and per
+    # work folder (two would train into the same run folders)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FolderLock(path.parent, "results file", name=f".{path.name}.lock"), \
+            FolderLock(workdir, "experiment"):
         return _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, device, jobs,
                            path, workdir, commit, progress)
 
 
-def _stored_rows(rows: dict, specs: dict, name: str, path: Path) -> dict:
-    """The store's rows for these specs: rows no longer specified go, changed ones start over."""
+def _stored_rows(rows: dict, specs: dict, name: str, path: Path, chosen) -> dict:
+    """The store's rows for these specs: rows no longer specified go, changed ones start over.
+    A subset run (``chosen``) that would leave a changed row's old seeds stale is refused."""
+    changed = [r for r, p in specs.items() if r in rows and rows[r].get("key") != res.parameters_key(p)]
+    left = [r for r in changed if chosen and r not in chosen]
+    if left:
+        raise ValueError(f"{path.name}: the parameters of {left} changed since they were stored; "
+                         "run them too (or all rows, without --rows), so that no row of the "
+                         "file is left with results of other parameters")
     for r in [r for r in rows if r not in specs]:
         print(f"[experiments] {r}: no longer a row of {name}; dropped from {path.name}")
     stored: dict[str, dict] = {}
@@ -315,11 +332,13 @@ def _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, devi
                 workdir, commit, progress) -> Path:
     data = res.read_store(path) if path.exists() else res.new_store(
         name, catalog, profile, title=exp.title, metrics=exp.metrics, unit=exp.unit, notebook=exp.notebook)
-    if data["experiment"] != name or data["profile"] != profile:
-        raise ValueError(f"{path} holds {data['experiment']} at profile {data['profile']}, not {name} at {profile}")
+    held = (data["experiment"], str(data["catalog"]), data["profile"])
+    if held != (name, str(catalog), profile):
+        raise ValueError(f"{path} holds {held[0]} on catalog {held[1]} at profile {held[2]}, not "
+                         f"{name} on {catalog} at {profile}; choose another --store")
     command = _command(name, catalog, profile, seeds, overrides, rows, device)
-    data.update({"title": exp.title, "command": command, "overrides": overrides})
-    stored = data["rows"] = _stored_rows(data["rows"], specs, name, path)
+    data["title"] = exp.title
+    stored = data["rows"] = _stored_rows(data["rows"], specs, name, path, rows)
     chosen = list(rows or specs)
     todo = [(r, s) for s in seeds for r in chosen
             if stored[r]["seeds"].get(str(s), {}).get("status") != "ok"]
@@ -332,6 +351,7 @@ def _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, devi
     t0 = time.perf_counter()
 
     def land(r: str, s: int, entry: dict) -> None:
+        data.update(command=command, overrides=overrides)     # the last command that added results
         entry["commit"] = commit_id
         data["rows"][r]["seeds"][str(s)] = entry
         run_log["trained" if entry["status"] == "ok" else "failed"] += 1
@@ -365,8 +385,8 @@ def _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, devi
                 land(r, s, _work(name, r, stored[r]["parameters"], s, device, str(workdir), threads))
                 bar.update()
         else:
-            ctx = multiprocessing.get_context("spawn")
-            with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+            try:
                 futures = {pool.submit(_work, name, r, stored[r]["parameters"], s, device,
                                        str(workdir), threads): (r, s) for r, s in todo}
                 for fut in cf.as_completed(futures):
@@ -379,6 +399,14 @@ def _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, devi
                     land(r, s, entry)
                     bar.set_postfix_str(f"last: {r}, seed {s}")
                     bar.update()
+            except BaseException:
+                # Stop now: queued rows are cancelled and running ones ended (each resumes from
+                # its run folder next time); waiting for them would run the whole queue.
+                pool.shutdown(wait=False, cancel_futures=True)
+                for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                    proc.terminate()
+                raise
+            pool.shutdown()
     except KeyboardInterrupt:
         print(f"\n[experiments] interrupted: the finished rows × seeds are in {path}; the same "
               f"command resumes (an interrupted row continues from {workdir} when it is there)")
@@ -410,7 +438,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     run.add_argument("--rows", nargs="+", metavar="ROW", help="only these rows (names as in the table)")
     run.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
-                     help="change a parameter of every row (the rows it changes are run again)")
+                     help="change a parameter of every row; the results go to their own file "
+                          "(<name>_<catalog>_<profile>_p-<hash>.json) unless --store names one")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     run.add_argument("--jobs", type=int, default=1, help="rows × seeds side by side (processes)")
     run.add_argument("--store", type=Path, help="results file (default data/results/<name>_<catalog>_<profile>.json)")
@@ -419,7 +448,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("readme", help="rewrite the README's results blocks from data/results/")
     sub.add_parser("list", help="list the experiments and their stored results")
     args = parser.parse_args(argv)
+    try:
+        return _command_line(args, parser)
+    except res.StoreError as err:
+        print(f"[experiments] error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:      # the runner has said what is stored and how to resume
+        return 130
 
+
+def _command_line(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.command == "list":
         for name, exp in EXPERIMENTS.items():
             print(f"{name}: {exp.title} ({exp.notebook}); profiles {', '.join(exp.profiles)}")

@@ -88,6 +88,9 @@ class FolderLock:
         What the folder is, for messages (``"training run"``, ``"catalog"``).
     log : callable, optional
         Receives one line when the note of a dead holder is replaced (default: print to stderr).
+    name : str, default ".mrlib.lock"
+        The note's file name (the OS lock is ``<name>.os``): another name locks one thing in a
+        folder others share, such as one results file of ``data/results/``.
 
     Examples
     --------
@@ -99,15 +102,17 @@ class FolderLock:
 
     NAME = ".mrlib.lock"
 
-    def __init__(self, folder: str | os.PathLike, what: str = "folder", log=None) -> None:
+    def __init__(self, folder: str | os.PathLike, what: str = "folder", log=None, *,
+                 name: str = NAME) -> None:
         self.folder = Path(folder)
         self.what = what
-        self.path = self.folder / self.NAME
+        self.path = self.folder / name
+        self.where = f"{what} folder {self.folder}" if name == self.NAME else f"{what} {self.path}"
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.held = False
         # timeout=0: a second writer is refused at once; thread_local=False: any thread of the
         # holder may release it, as with the object itself
-        self._os_lock = FileLock(self.folder / f"{self.NAME}.os", timeout=0, thread_local=False)
+        self._os_lock = FileLock(self.folder / f"{name}.os", timeout=0, thread_local=False)
 
     def _info(self) -> dict:
         return {"pid": os.getpid(), "host": socket.gethostname(),
@@ -127,13 +132,13 @@ class FolderLock:
         except Timeout:
             holder = read_json_or_empty(self.path)
             who = describe_holder(holder) if holder else "a process that is just starting"
-            raise LockedError(f"the {self.what} folder {self.folder} is in use by {who}; wait "
+            raise LockedError(f"the {self.where} is in use by {who}; wait "
                               f"for it to finish, or write to another folder") from None
         try:
             left = read_json_or_empty(self.path)
             if left.get("host", socket.gethostname()) != socket.gethostname():
                 raise LockedError(
-                    f"the {self.what} folder {self.folder} is locked by {describe_holder(left)}, "
+                    f"the {self.where} is locked by {describe_holder(left)}, "
                     f"a process on another host that cannot be checked from here; if it is gone, "
                     f"delete {self.path} and try again")
             write_json_atomic(self._info(), self.path)

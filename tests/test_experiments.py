@@ -2,6 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +96,47 @@ def test_a_changed_parameter_reruns_only_the_rows_it_touches(store, capsys):
     assert "B: parameters changed" in capsys.readouterr().out
 
 
+def test_overrides_go_to_their_own_file_and_leave_the_defined_one_alone(tmp_path, monkeypatch):
+    monkeypatch.setenv("MRLIB_RESULTS", str(tmp_path / "results"))
+    default = X.run_experiment("toy", seeds=[0, 1], workdir=tmp_path / "w", progress=False)
+    before = default.read_text()
+    CALLS.clear()
+    other = X.run_experiment("toy", seeds=[0], rows=["A"], overrides={"gain": 0.3},
+                             workdir=tmp_path / "w2", progress=False)
+    assert other != default and other.name.startswith("toy_synthetic_quick_p-")
+    assert default.read_text() == before                    # every finished seed is still there
+    assert res.read_store(other)["overrides"] == {"gain": 0.3} and CALLS == [("A", 0)]
+
+
+def test_a_subset_run_may_not_leave_stale_rows_behind(store, capsys):
+    X.run_experiment("toy", seeds=[0, 1], store=store, progress=False)
+    before = store.read_text()
+    CALLS.clear()
+    # B's parameters change; running only A would keep B's old results beside A's new ones
+    with pytest.raises(ValueError, match=r"parameters of \['B'\] changed"):
+        X.run_experiment("toy", seeds=[0], rows=["A"], store=store, overrides={"gain": 0.3},
+                         progress=False)
+    assert CALLS == [] and store.read_text() == before
+    X.run_experiment("toy", seeds=[0], rows=["A", "B"], store=store, overrides={"gain": 0.3},
+                     progress=False)
+    assert sorted(CALLS) == [("B", 0)]
+
+
+def test_a_store_of_another_catalog_is_refused(store):
+    X.run_experiment("toy", seeds=[0], store=store, progress=False)
+    before = store.read_text()
+    with pytest.raises(ValueError, match="holds toy on catalog synthetic"):
+        X.run_experiment("toy", catalog="music21", seeds=[0], store=store, progress=False)
+    assert store.read_text() == before
+
+
+def test_a_run_that_adds_nothing_keeps_the_recorded_command(store):
+    X.run_experiment("toy", seeds=[0, 1], store=store, progress=False)
+    command = res.read_store(store)["command"]
+    X.run_experiment("toy", seeds=[0], rows=["A"], store=store, progress=False)
+    assert res.read_store(store)["command"] == command
+
+
 def test_rows_subset_and_bad_arguments(store):
     X.run_experiment("toy", seeds=[0], rows=["A"], store=store, progress=False)
     assert CALLS == [("A", 0)]
@@ -140,8 +187,20 @@ def test_stored_file_schema(store):
         store.write_text(json.dumps(bad))
         res.read_store(store)
     store.write_text("{not json")
-    with pytest.raises(res.StoreError, match="not valid JSON"):
+    with pytest.raises(res.StoreError, match="not a JSON text"):
         res.read_store(store)
+    store.write_bytes("{}".encode("utf-16"))               # a spreadsheet's "Unicode text"
+    with pytest.raises(res.StoreError, match="not a JSON text"):
+        res.read_store(store)
+
+
+def test_the_command_line_reports_a_broken_results_file_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MRLIB_RESULTS", str(tmp_path))
+    (tmp_path / "toy_synthetic_quick.json").write_text("{truncated")
+    for argv in (["list"], ["show", "toy"], ["readme"]):
+        assert X.main(argv) == 2
+        err = capsys.readouterr().err
+        assert "toy_synthetic_quick.json: not a JSON text" in err and "Traceback" not in err
 
 
 def test_seed_query_test_equals_a_plain_loop():
@@ -287,12 +346,61 @@ def test_one_runner_per_store(store, tmp_path):
     from mrlib.paths import FolderLock, LockedError
 
     workdir = tmp_path / "work"
-    with FolderLock(workdir, "experiment"):           # a live runner of the same store
+    with FolderLock(workdir, "experiment"):           # a live runner of the same work folder
         with pytest.raises(LockedError):
             X.run_experiment("toy", seeds=[0], store=store, workdir=workdir, progress=False)
+    store.parent.mkdir(parents=True, exist_ok=True)
+    # a live runner of the same results file, with its run folders elsewhere
+    with FolderLock(store.parent, "results file", name=f".{store.name}.lock"):
+        with pytest.raises(LockedError, match="results file"):
+            X.run_experiment("toy", seeds=[0], store=store, workdir=tmp_path / "elsewhere", progress=False)
     assert CALLS == [] and not store.exists()
     X.run_experiment("toy", seeds=[0], store=store, workdir=workdir, progress=False)
     assert len(CALLS) == 3
+
+
+SLOW_RUNNER = """
+import sys, time
+import numpy as np
+from mrlib import experiments as X
+
+def rows(catalog, profile, overrides):
+    return {r: {"level": 0.5} for r in "ABCD"}
+
+def run(row, parameters, seed, device, workdir):
+    time.sleep(0 if row == "A" else 120)
+    return {"score": np.full(4, 0.5)}, {}
+
+X.register(X.Experiment(name="slow", title="slow", notebook="07_evaluation.ipynb",
+                        metrics=("score",), unit="query", rows=rows, run=run))
+if __name__ == "__main__":
+    X.run_experiment("slow", seeds=[0], jobs=2, store=sys.argv[1], workdir=sys.argv[2], progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_parallel_run_at_once_and_keeps_what_finished(tmp_path):
+    script, store = tmp_path / "slow_runner.py", tmp_path / "slow.json"
+    script.write_text(textwrap.dedent(SLOW_RUNNER))
+    proc = subprocess.Popen([sys.executable, str(script), str(store), str(tmp_path / "work")],
+                            cwd=tmp_path, start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not (store.exists() and "A" in store.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert store.exists(), "row A never landed"
+        os.killpg(proc.pid, signal.SIGINT)              # Ctrl-C in a terminal: the whole group
+        t0 = time.monotonic()
+        out, _ = proc.communicate(timeout=60)
+        stopped_after = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert stopped_after < 30, f"took {stopped_after:.0f} s to stop (rows B-D sleep 120 s each)"
+    assert "interrupted" in out
+    kept = res.read_store(store)["rows"]
+    assert kept["A"]["seeds"]["0"]["status"] == "ok" and not any(kept[r]["seeds"] for r in "BCD")
 
 
 def test_readme_blocks_equal_the_stored_files():
