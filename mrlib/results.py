@@ -108,8 +108,9 @@ def read_store(path: str | os.PathLike) -> dict:
     path = Path(path)
     try:
         store = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise StoreError(f"{path}: not valid JSON ({err}); restore it with `git checkout -- {path}`") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise StoreError(f"{path}: not a JSON text ({err}); restore it from git "
+                         f"(`git checkout -- {path}`) or from a copy") from None
     return _check_store(store, str(path))
 
 

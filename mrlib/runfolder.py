@@ -199,7 +199,9 @@ def _load_latest_checkpoint(run_dir: Path, log) -> dict | None:
                 os.replace(latest, run_dir / "checkpoint.corrupt.pt")
             os.replace(prev, latest)
         return state
-    raise CheckpointError("no usable checkpoint in " + str(run_dir) + ":\n  " + "\n  ".join(problems))
+    raise CheckpointError(f"no usable checkpoint in {run_dir}:\n  " + "\n  ".join(problems) + "\n  "
+                          "train it again without resume (the old files wait in .previous-run/ "
+                          "until the new run's first checkpoint)")
 
 
 # =============================================================================================

@@ -738,7 +738,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run = train(config, resume=args.resume, progress=args.progress,
                     stop_after_epoch=args.stop_after_epoch, replace=args.replace)
-    except (LockedError, RunExistsError, FileNotFoundError, MemoryError, ValueError) as err:
+    except (LockedError, RunExistsError, CheckpointError, FileNotFoundError, MemoryError, ValueError) as err:
         print(f"[train] error: {err}", file=sys.stderr, flush=True)
         return 2
     if run is not None:

@@ -316,6 +316,24 @@ def test_probes_on_the_command_line_leave_a_finished_run_intact(tmp_path, cli_en
     assert len(new) == 1 and T.load_run(new[0]).config.seed == 1
 
 
+def test_resume_with_every_checkpoint_corrupt_is_one_line_and_exit_2(tmp_path, cli_env):
+    folder = tmp_path / "broken"
+    args = [sys.executable, "-m", "mrlib.train", *TINY_CLI, "--epochs", "2", "--steps-per-epoch", "2",
+            "--out", str(folder)]
+    # no pipes: the feature extraction's idle worker processes would hold them open for minutes
+    crashed = subprocess.run(args + ["--stop-after-epoch", "1"], env=cli_env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, timeout=300)
+    assert crashed.returncode == 3
+    for name in ("checkpoint.pt", "checkpoint.prev.pt"):
+        path = folder / name
+        path.write_bytes(path.read_bytes()[:100])              # truncated, as by a full disk
+    before = snapshot(folder)
+    resumed = subprocess.run(args + ["--resume"], env=cli_env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 2 and "Traceback" not in resumed.stderr, resumed.stderr[-2000:]
+    assert "no usable checkpoint" in resumed.stderr and "without resume" in resumed.stderr
+    assert snapshot(folder) == before
+
+
 def test_kill_9_leaves_a_stale_lock_and_the_resumed_run_ends_bit_for_bit(tmp_path, cli_env):
     folder = tmp_path / "killed"
     base = [sys.executable, "-m", "mrlib.train", *TINY_CLI, "--epochs", "2", "--steps-per-epoch", "3",
