@@ -3,8 +3,8 @@
 Each claim of Prétet et al. (2020) and Lu et al. (2017) is written as a few directed comparisons
 between rows of one stored table (:mod:`mrlib.results`): ``(a, ">", b, metric)`` says "row *a*
 scores higher than row *b*", ``(a, ">=", b, metric)`` says "row *a* is not worse". Each
-comparison is a paired test on the stored per-unit scores (two-level bootstrap over seeds and
-units, :func:`mrlib.results.seed_query_test`), Holm-corrected over the claim's comparisons:
+comparison is a paired test on the stored per-unit scores (its variance counts the seeds and
+the units, :func:`mrlib.results.seed_query_test`), Holm-corrected over the claim's comparisons:
 
 * ``">"`` **holds** when the difference is significant and positive, is **reversed** when it is
   significant and negative, and is **open** otherwise;
@@ -110,17 +110,15 @@ def _short(row: str) -> str:
     return row
 
 
-def comparison_status(store: Mapping[str, Any], a: str, rel: str, b: str, metric: str,
-                      n_boot: int = 10_000) -> dict:
+def comparison_status(store: Mapping[str, Any], a: str, rel: str, b: str, metric: str) -> dict:
     """One directed comparison, tested on the seeds both rows of a store finished.
 
-    The test is :func:`mrlib.results.seed_query_test` (two-level bootstrap over seeds and
-    units); ``significant`` is left to :func:`claim_status`, which corrects over the claim.
+    The test is :func:`mrlib.results.seed_query_test` (over seeds and units); ``significant`` is left to :func:`claim_status`, which corrects over the claim.
 
     Returns
     -------
     dict
-        ``diff``, ``low``, ``high`` (a − b in percentage points, 95 % interval), ``p_boot``,
+        ``diff``, ``low``, ``high`` (a − b in percentage points, 95 % interval), ``p``,
         ``n_seeds``; ``status`` ``"not run"`` (and ``None`` figures) when a row has no seed.
 
     Notebook: 07_evaluation.ipynb
@@ -131,13 +129,12 @@ def comparison_status(store: Mapping[str, Any], a: str, rel: str, b: str, metric
     sa, sb = (res._ok_seeds(rows.get(r, {"seeds": {}})) for r in (a, b))
     common = sorted(set(sa) & set(sb), key=int)
     if not common:
-        return {"status": "not run", "diff": None, "low": None, "high": None, "p_boot": None,
+        return {"status": "not run", "diff": None, "low": None, "high": None, "p": None,
                 "n_seeds": 0}
     t = res.seed_query_test([sa[s]["per_unit"][metric] for s in common],
-                            [sb[s]["per_unit"][metric] for s in common],
-                            labels=[int(s) for s in common], n_boot=n_boot)
+                            [sb[s]["per_unit"][metric] for s in common])
     return {"status": None, "diff": 100 * t["mean_diff"], "low": 100 * t["low"],
-            "high": 100 * t["high"], "p_boot": t["p_boot"], "n_seeds": t["n_seeds"]}
+            "high": 100 * t["high"], "p": t["p"], "n_seeds": t["n_seeds"]}
 
 
 # (a comparison's status, the claim's verdict), checked in order: the first status any of the
@@ -165,7 +162,7 @@ def claim_status(claim: Claim, store: Mapping[str, Any] | None, alpha: float = 0
     tests = [{"a": a, "rel": rel, "b": b, "metric": m, **comparison_status(store, a, rel, b, m)}
              for a, rel, b, m in claim.tests]
     run = [t for t in tests if t["status"] != "not run"]
-    for t, p in zip(run, holm([t["p_boot"] for t in run])):
+    for t, p in zip(run, holm([t["p"] for t in run])):
         t["p_holm"] = float(p)
         if p < alpha:
             t["status"] = "holds" if t["diff"] > 0 else "reversed"
@@ -225,8 +222,8 @@ def claims_markdown(catalogs: Sequence[str] = CLAIM_CATALOGS, profile: str = "qu
              *(f"**{r[c]}** — {r[c + ' evidence']}" for c in catalogs), f"`{r['file']}`"]
             for _, r in df.iterrows()]
     lines = res._markdown_table(["paper", "claim", *catalogs, "file"], rows)
-    lines += ["", f"Profile `{profile}`. A comparison holds when the paired two-level bootstrap "
-              "(seeds, then units) over the stored seeds is significant in the claimed direction "
+    lines += ["", f"Profile `{profile}`. A comparison holds when the paired test over the stored "
+              "seeds and test units is significant in the claimed direction "
               "after Holm's correction over the claim's comparisons (α = 0.05; for *at least as "
               "good*: unless significantly worse); *weakest* is the comparison whose 95 % "
               "interval of the difference reaches lowest. Written by `python -m mrlib.experiments "

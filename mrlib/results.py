@@ -11,13 +11,12 @@ Statistics of a row (per metric, in percent):
 
 * per seed: the mean over units and its 95 % Student interval (the *query interval*);
 * over seeds: the mean of the seed means and their standard deviation (the *seed spread*);
-* between two rows: the mean paired difference, with a two-level bootstrap that resamples
-  seeds, then units within each seed (so both sources of variation are in the interval and
-  the p-value), and Holm's correction over the pairs of a metric.
+* between two rows: the mean paired difference, with a Student interval and p-value whose
+  variance counts the units and the seeds (:func:`seed_query_test`), and Holm's correction
+  over the pairs of a metric.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import math
@@ -193,31 +192,34 @@ def row_summary(row: Mapping[str, Any], metrics: Sequence[str]) -> dict:
     return out
 
 
-def _unit_draws(n_units: int, label: int, n_boot: int, seed: int) -> np.ndarray:
-    """Bootstrap draws of the units of one training seed: int (n_boot, n_units), reproducible."""
-    return np.random.default_rng([seed, int(label), n_units]).integers(0, n_units, size=(n_boot, n_units))
-
-
-def _seed_draws(n_seeds: int, n_boot: int, seed: int) -> np.ndarray:
-    """Bootstrap draws of the seeds: int (n_boot, n_seeds), reproducible."""
-    return np.random.default_rng([seed, 2**31 + n_seeds]).integers(0, n_seeds, size=(n_boot, n_seeds))
-
-
-def _two_level(boot_a: np.ndarray, boot_b: np.ndarray, d: list[np.ndarray], level: float) -> dict:
-    """The test of :func:`seed_query_test` from per-seed bootstrap means (S, B) of both rows."""
-    n_seeds, n_boot = boot_a.shape
-    diff = boot_a - boot_b                                                  # (S, B)
-    boot = diff[_seed_draws(n_seeds, n_boot, 0), np.arange(n_boot)[:, None]].mean(axis=1)
-    lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
-    p_boot = min(1.0, max(2 * min(np.mean(boot <= 0), np.mean(boot >= 0)), 1 / n_boot))
+def _crossed_test(d: list[np.ndarray], level: float) -> dict:
+    """The test of :func:`seed_query_test` from the per-seed paired differences ``d[s]``."""
+    n_seeds = len(d)
+    seed_means = np.array([x.mean() for x in d])
+    mean = float(seed_means.mean())
+    # Variance of the grand mean from the units (the unit's difference averaged over seeds) plus
+    # the seeds (their means): with the same units in every seed, the two cross, and the sum
+    # counts their interaction twice, which errs on the safe side.
+    parts = []
     if len({x.size for x in d}) == 1:
-        avg = np.mean(d, axis=0)
-        p_w = float(stats.wilcoxon(avg, method="asymptotic").pvalue) if np.count_nonzero(avg) else 1.0
-    else:                                    # different units per seed: no per-unit average
+        per_unit = np.mean(d, axis=0)
+        parts.append((per_unit.var(ddof=1) / per_unit.size, per_unit.size - 1))
+        p_w = float(stats.wilcoxon(per_unit, method="asymptotic").pvalue) if np.count_nonzero(per_unit) else 1.0
+    else:                                    # other units in each seed: the seed means hold both
         p_w = float("nan")
-    return {"mean_diff": float(np.mean([x.mean() for x in d])), "low": float(lo), "high": float(hi),
-            "p_boot": float(p_boot), "p_wilcoxon": p_w,
-            "seeds_a_better": int(sum(x.mean() > 0 for x in d)), "n_seeds": n_seeds,
+    if n_seeds > 1:
+        parts.append((seed_means.var(ddof=1) / n_seeds, n_seeds - 1))
+    elif not parts:
+        parts.append((d[0].var(ddof=1) / d[0].size, d[0].size - 1))
+    var = sum(v for v, _ in parts)
+    if var > 0:
+        df = var ** 2 / sum(v ** 2 / k for v, k in parts)          # Welch-Satterthwaite
+        half = float(stats.t.ppf((1 + level) / 2, df) * math.sqrt(var))
+        p = float(2 * stats.t.sf(abs(mean) / math.sqrt(var), df))
+    else:                                    # every difference equal
+        df, half, p = float("nan"), 0.0, float(mean == 0)
+    return {"mean_diff": mean, "low": mean - half, "high": mean + half, "p": p, "df": float(df),
+            "p_wilcoxon": p_w, "seeds_a_better": int((seed_means > 0).sum()), "n_seeds": n_seeds,
             "n_units": int(d[0].size)}
 
 
@@ -232,55 +234,45 @@ def _check_pairs(a, b) -> tuple[list[np.ndarray], list[np.ndarray]]:
     return xs, ys
 
 
-def seed_query_test(a: Sequence[np.ndarray], b: Sequence[np.ndarray], *, labels: Sequence[int] | None = None,
-                    level: float = 0.95, n_boot: int = 10_000, seed: int = 0) -> dict:
-    r"""Row A vs row B over seeds and units: paired difference, two-level bootstrap, Wilcoxon.
+def seed_query_test(a: Sequence[np.ndarray], b: Sequence[np.ndarray], *, level: float = 0.95) -> dict:
+    r"""Row A vs row B over seeds and units: the paired difference, its interval and p-value.
 
     ``a[s]`` and ``b[s]`` are the per-unit scores of the two rows trained with the same seed
     and scored on the same units (test queries). The difference
-    $\bar d = \frac1{S}\sum_s \frac1{n}\sum_q (a_{sq} - b_{sq})$ varies with the test units *and*
-    with the training seeds; the bootstrap resamples both — seeds with replacement, then units
-    with replacement within each drawn seed — so its interval and its two-sided p-value
-    ($2\min(P^*(\bar d^* \le 0), P^*(\bar d^* \ge 0))$, at least $1/B$) count both. With few
-    seeds the seed level is resampled coarsely (3 seeds give 10 distinct draws), which is why
-    ``seeds_a_better`` — in how many seeds A's mean is above B's — is reported beside it. The
-    Wilcoxon signed-rank p-value (normal approximation) is over units, on the seed-averaged
-    differences.
+    $\bar d = \frac1{S}\sum_s \frac1{n}\sum_q d_{sq}$, $d_{sq} = a_{sq} - b_{sq}$, varies with
+    the test units *and* with the training seeds, and its variance counts both:
+    $\operatorname{var}_q(\bar d_{\cdot q})/n$ over the units' seed-averaged differences plus
+    $\operatorname{var}_s(\bar d_{s\cdot})/S$ over the seed means (a slight overestimate: the
+    seed × unit interaction is in both). The interval and the two-sided p-value use Student's
+    distribution with Welch–Satterthwaite's degrees of freedom, so with three seeds a large seed
+    spread costs what it should; with one seed only the units vary. ``seeds_a_better`` — in
+    how many seeds A's mean is above B's — is reported beside it, and the Wilcoxon signed-rank
+    p-value (normal approximation) over the units' seed-averaged differences.
 
     Parameters
     ----------
     a, b : sequences of float arrays
-        One array per seed, paired (same seed, same units in the same order).
-    labels : sequence of int, optional
-        The training seeds (default ``0 … S−1``): the unit draws of a seed depend on its label,
-        so that every pair of rows of a table is resampled the same way.
+        One array per seed, paired (same seed, same units in the same order). Seeds may have
+        other units than each other (then only the seed means carry the variance).
     level : float, default 0.95
-    n_boot : int, default 10000
-    seed : int, default 0
-        Seed of the resampling.
 
     Returns
     -------
     dict
-        ``mean_diff``, ``low``, ``high`` (fractions), ``p_boot``, ``p_wilcoxon``,
+        ``mean_diff``, ``low``, ``high`` (fractions), ``p``, ``df``, ``p_wilcoxon``,
         ``seeds_a_better``, ``n_seeds``, ``n_units``.
 
     Notebook: 07_evaluation.ipynb
     """
     xs, ys = _check_pairs(a, b)
-    labels = list(range(len(xs))) if labels is None else [int(s) for s in labels]
-    draws = [_unit_draws(x.size, s, n_boot, seed) for x, s in zip(xs, labels)]
-    boot_a = np.stack([x[i].mean(axis=1) for x, i in zip(xs, draws)])
-    boot_b = np.stack([y[i].mean(axis=1) for y, i in zip(ys, draws)])
-    return _two_level(boot_a, boot_b, [x - y for x, y in zip(xs, ys)], level)
+    return _crossed_test([x - y for x, y in zip(xs, ys)], level)
 
 
 def compare_rows(store: Mapping[str, Any], rows: Sequence[str] | None = None, *, level: float = 0.95,
-                 alpha: float = 0.05, n_boot: int = 10_000, seed: int = 0) -> list[dict]:
+                 alpha: float = 0.05) -> list[dict]:
     """Every pair of rows, per metric, on the seeds both rows finished (Holm over a metric's pairs).
 
-    Each test is :func:`seed_query_test` (same draws, same numbers); the bootstrap means of each
-    row × seed are computed once and shared by all its pairs.
+    Each test is :func:`seed_query_test`.
 
     Parameters
     ----------
@@ -294,22 +286,13 @@ def compare_rows(store: Mapping[str, Any], rows: Sequence[str] | None = None, *,
     -------
     list of dict
         ``a``, ``b``, ``metric``, ``mean_diff``/``low``/``high`` (percentage points),
-        ``p_boot``, ``p_holm``, ``p_wilcoxon``, ``significant`` (``p_holm < alpha``),
+        ``p``, ``df``, ``p_holm``, ``p_wilcoxon``, ``significant`` (``p_holm < alpha``),
         ``seeds_a_better``, ``n_seeds``, ``n_units``.
 
     Notebook: 07_evaluation.ipynb
     """
     all_rows = store["rows"]
     rows = [r for r in (rows or all_rows) if _ok_seeds(all_rows.get(r, {}))]
-    @functools.cache
-    def draws(n_units: int, s: str) -> np.ndarray:
-        return _unit_draws(n_units, int(s), n_boot, seed)
-
-    @functools.cache
-    def boot_means(r: str, m: str, s: str) -> np.ndarray:
-        x = np.asarray(all_rows[r]["seeds"][s]["per_unit"][m], dtype=np.float64)
-        return x[draws(x.size, s)].mean(axis=1)
-
     out = []
     for m in store["metrics"]:
         tests = []
@@ -319,17 +302,14 @@ def compare_rows(store: Mapping[str, Any], rows: Sequence[str] | None = None, *,
                 common = sorted(set(sa) & set(sb), key=int)
                 if not common or any(sa[s]["n_units"] != sb[s]["n_units"] for s in common):
                     continue
-                xs, ys = _check_pairs([sa[s]["per_unit"][m] for s in common],
-                                      [sb[s]["per_unit"][m] for s in common])
-                t = _two_level(np.stack([boot_means(ra, m, s) for s in common]),
-                               np.stack([boot_means(rb, m, s) for s in common]),
-                               [x - y for x, y in zip(xs, ys)], level)
+                t = seed_query_test([sa[s]["per_unit"][m] for s in common],
+                                    [sb[s]["per_unit"][m] for s in common], level=level)
                 tests.append({"a": ra, "b": rb, "metric": m, **t})
-        adjusted = holm([t["p_boot"] for t in tests])
+        adjusted = holm([t["p"] for t in tests])
         for t, p in zip(tests, adjusted):
             for k in ("mean_diff", "low", "high"):
                 t[k] = round(100 * t[k], 4)
-            t["p_boot"] = round(t["p_boot"], 6)
+            t["p"], t["df"] = round(t["p"], 6), None if math.isnan(t["df"]) else round(t["df"], 2)
             t["p_holm"] = round(float(p), 6)
             t["p_wilcoxon"] = None if math.isnan(t["p_wilcoxon"]) else float(f"{t['p_wilcoxon']:.6g}")
             t["significant"] = bool(p < alpha)
@@ -413,7 +393,7 @@ def comparisons_frame(store: Mapping[str, Any], metric: str | None = None,
     -------
     pandas.DataFrame
         Columns ``a``, ``b``, ``metric``, ``mean_diff``, ``low``, ``high`` (percentage points),
-        ``p_boot``, ``p_holm``, ``p_wilcoxon``, ``significant``, ``seeds_a_better``, ``n_seeds``.
+        ``p``, ``p_holm``, ``p_wilcoxon``, ``significant``, ``seeds_a_better``, ``n_seeds``.
 
     Notebook: 07_evaluation.ipynb
     """

@@ -204,27 +204,48 @@ def test_the_command_line_reports_a_broken_results_file_in_one_line(tmp_path, mo
 
 
 def test_seed_query_test_equals_a_plain_loop():
+    from scipy import stats
+
     rng = np.random.default_rng(0)
     a = [rng.random(50) for _ in range(3)]
     b = [x - 0.05 + 0.05 * rng.standard_normal(50) for x in a]
-    t = res.seed_query_test(a, b, n_boot=2000, seed=3)
-    # the same two-level bootstrap written as loops over resamples
-    draws = [res._unit_draws(50, s, 2000, 3) for s in range(3)]
-    seeds = res._seed_draws(3, 2000, 0)
-    boot = []
-    for k in range(2000):
-        per_seed = [(a[s][draws[s][k]] - b[s][draws[s][k]]).mean() for s in range(3)]
-        boot.append(np.mean([per_seed[j] for j in seeds[k]]))
-    boot = np.array(boot)
-    assert t["mean_diff"] == pytest.approx(np.mean([(x - y).mean() for x, y in zip(a, b)]))
-    assert t["low"] == pytest.approx(np.quantile(boot, 0.025))
-    assert t["high"] == pytest.approx(np.quantile(boot, 0.975))
-    assert t["p_boot"] == pytest.approx(max(2 * min((boot <= 0).mean(), (boot >= 0).mean()), 1 / 2000))
+    t = res.seed_query_test(a, b)
+    # the same test written out: the variance of the grand mean from the units' seed-averaged
+    # differences and from the seed means, Welch-Satterthwaite's degrees of freedom
+    d = [[a[s][q] - b[s][q] for q in range(50)] for s in range(3)]
+    per_unit = [sum(d[s][q] for s in range(3)) / 3 for q in range(50)]
+    seed_mean = [sum(row) / 50 for row in d]
+    grand = sum(seed_mean) / 3
+    v_units = sum((x - grand) ** 2 for x in per_unit) / 49 / 50
+    v_seeds = sum((x - grand) ** 2 for x in seed_mean) / 2 / 3
+    df = (v_units + v_seeds) ** 2 / (v_units ** 2 / 49 + v_seeds ** 2 / 2)
+    se = (v_units + v_seeds) ** 0.5
+    assert t["mean_diff"] == pytest.approx(grand) and t["df"] == pytest.approx(df)
+    assert t["low"] == pytest.approx(grand - stats.t.ppf(0.975, df) * se)
+    assert t["high"] == pytest.approx(grand + stats.t.ppf(0.975, df) * se)
+    assert t["p"] == pytest.approx(2 * stats.t.sf(abs(grand) / se, df))
     assert t["seeds_a_better"] == 3 and t["n_seeds"] == 3 and t["n_units"] == 50
     # a clear difference is significant, no difference is not
-    assert t["p_boot"] < 0.01 and t["low"] > 0
-    same = res.seed_query_test(a, a, n_boot=2000)
-    assert same["mean_diff"] == 0 and same["p_boot"] == 1.0 and same["p_wilcoxon"] == 1.0
+    assert t["p"] < 0.01 and t["low"] > 0
+    same = res.seed_query_test(a, a)
+    assert same["mean_diff"] == 0 and same["p"] == 1.0 and same["p_wilcoxon"] == 1.0
+    # one seed: only the units vary (a paired t-test over the units)
+    one = res.seed_query_test(a[:1], b[:1])
+    assert one["p"] == pytest.approx(stats.ttest_rel(a[0], b[0]).pvalue)
+
+
+def test_seed_query_test_keeps_its_level_when_queries_and_seeds_both_vary():
+    # Under no true difference, with a per-query advantage shared by every seed (some queries
+    # suit one row) and a per-seed offset (training noise), a 5 % test must reject about 5 %
+    # of the time. Resampling each seed's queries on their own, as if the seeds had other
+    # queries, misses the shared part and rejects far more often.
+    rng = np.random.default_rng(7)
+    rejected = 0
+    for _ in range(400):
+        shared = rng.normal(0, 1.0, 200)
+        d = [shared + rng.normal(0, 0.5, 200) + rng.normal(0, 0.07) for _ in range(3)]
+        rejected += res.seed_query_test(d, [np.zeros(200)] * 3)["p"] < 0.05
+    assert rejected / 400 < 0.09, rejected / 400
 
 
 def test_compare_rows_tests_every_pair_with_holm(store):
@@ -232,14 +253,13 @@ def test_compare_rows_tests_every_pair_with_holm(store):
     data = res.read_store(store)
     score = [c for c in data["comparisons"] if c["metric"] == "score"]
     assert [(c["a"], c["b"]) for c in score] == [("A", "B"), ("A", "C"), ("B", "C")]
-    np.testing.assert_allclose([c["p_holm"] for c in score], holm([c["p_boot"] for c in score]), atol=1e-6)
+    np.testing.assert_allclose([c["p_holm"] for c in score], holm([c["p"] for c in score]), atol=1e-6)
     ab = score[0]
     rows = data["rows"]
     direct = res.seed_query_test([rows["A"]["seeds"][s]["per_unit"]["score"] for s in "012"],
-                                 [rows["B"]["seeds"][s]["per_unit"]["score"] for s in "012"],
-                                 labels=[0, 1, 2])
+                                 [rows["B"]["seeds"][s]["per_unit"]["score"] for s in "012"])
     assert ab["mean_diff"] == pytest.approx(100 * direct["mean_diff"], abs=1e-3)
-    assert ab["p_boot"] == pytest.approx(direct["p_boot"], abs=1e-6)
+    assert ab["p"] == pytest.approx(direct["p"], abs=1e-6)
     assert ab["mean_diff"] < 0 and ab["significant"]                  # B = A + 0.2 + noise
 
 
