@@ -35,10 +35,12 @@ from tqdm.auto import tqdm
 
 from mrlib import cfr2017, table2
 from mrlib import results as res
+from mrlib.catalog import BUILDERS
 from mrlib.claims import update_readme_claims
 from mrlib.devices import cpu_kernels, pick_device
 from mrlib.paths import FolderLock, LockedError, repo_root, runs_dir
 from mrlib.suite import parse_params, versions
+from mrlib.training_data import check_catalog_name
 # The experiments' rows and data, re-exported: the notebooks and the command line know them here.
 from mrlib.table2 import (AUTOPOOL_ARMS, AUTOPOOL_PATCH_LENS, CATALOG_KWARGS, CATALOG_VARIANTS,  # noqa: F401
                           TABLE2_BUDGETS, TABLE2_REFERENCE_ROWS, table2_context, table2_rows,
@@ -146,7 +148,9 @@ register(Experiment(
 # The runner
 # ---------------------------------------------------------------------------------------------
 def git_commit(root: Path | None = None) -> str:
-    """The repository's HEAD commit, with ``+dirty`` when ``mrlib/`` differs from it ("" outside git).
+    """The repository's HEAD commit, with ``+dirty`` when ``mrlib/`` or a committed input of the
+    results (the oracle's weights, the vocabulary, the instrumentation rule) differs from it
+    ("" outside git).
 
     Notebook: 07_evaluation.ipynb
     """
@@ -154,7 +158,8 @@ def git_commit(root: Path | None = None) -> str:
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                               check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "mrlib"], cwd=root,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "mrlib", "data/oracle_weights.json",
+                                "data/synthetic_vocabulary.csv", "data/repertoire_programs.csv"], cwd=root,
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return ""
@@ -196,9 +201,14 @@ def experiment_rows(name: str, catalog: str = "synthetic", profile: str = "quick
     if profile not in exp.profiles:
         raise ValueError(f"experiment {name!r} has profiles {list(exp.profiles)}, got {profile!r}")
     base, variant = CATALOG_VARIANTS.get(catalog, (catalog, {}))
+    check_catalog_name(base)
     rows = exp.rows(base, profile, dict(overrides or {}))
     for parameters in rows.values():
-        if parameters.get("catalog") in CATALOG_KWARGS and "catalog_kwargs" in parameters:
+        if "catalog_kwargs" not in parameters:
+            continue
+        if base not in BUILDERS:        # a recorded catalog has no build options
+            parameters["catalog_kwargs"] = {}
+        elif parameters.get("catalog") in CATALOG_KWARGS:
             parameters["catalog_kwargs"] = {**CATALOG_KWARGS[parameters["catalog"]],
                                             **parameters["catalog_kwargs"], **variant}
     return rows
@@ -221,6 +231,9 @@ def _git_commit_file(path: Path, message: str, tries: int = 5) -> bool:
     root = path.resolve().parent
     for attempt in range(tries):
         add = subprocess.run(["git", "add", "--", path.name], cwd=root, capture_output=True, text=True)
+        if "not a git repository" in add.stderr:
+            print(f"[experiments] warning: {path} is not in a git repository; --commit does nothing")
+            return False
         done = add.returncode == 0 and subprocess.run(
             ["git", "commit", "-q", "-m", message, "--", path.name], cwd=root, capture_output=True,
             text=True).returncode == 0
@@ -385,28 +398,32 @@ def _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, devi
                 land(r, s, _work(name, r, stored[r]["parameters"], s, device, str(workdir), threads))
                 bar.update()
         else:
-            pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
-            try:
-                futures = {pool.submit(_work, name, r, stored[r]["parameters"], s, device,
-                                       str(workdir), threads): (r, s) for r, s in todo}
-                for fut in cf.as_completed(futures):
-                    r, s = futures[fut]
-                    try:
-                        entry = fut.result()
-                    except Exception as err:  # the worker itself died (memory, a signal)
-                        entry = {"status": "failed", "error": f"worker died: {type(err).__name__}: {err}",
-                                 "wall_s": 0.0, "finished": res.now()}
-                    land(r, s, entry)
-                    bar.set_postfix_str(f"last: {r}, seed {s}")
-                    bar.update()
-            except BaseException:
-                # Stop now: queued rows are cancelled and running ones ended (each resumes from
-                # its run folder next time); waiting for them would run the whole queue.
-                pool.shutdown(wait=False, cancel_futures=True)
-                for proc in list((getattr(pool, "_processes", None) or {}).values()):
-                    proc.terminate()
-                raise
-            pool.shutdown()
+            # At most `jobs` rows are handed to the pool at a time: one queued inside the pool
+            # could not be cancelled, and Ctrl-C would wait for it. Running rows stop on the
+            # terminal's Ctrl-C themselves (it reaches the whole process group) and resume from
+            # their run folders next time.
+            queue, running = iter(todo), {}
+            with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+                def hand_out() -> None:
+                    for r, s in queue:
+                        running[pool.submit(_work, name, r, stored[r]["parameters"], s, device,
+                                            str(workdir), threads)] = (r, s)
+                        return
+
+                for _ in range(jobs):
+                    hand_out()
+                while running:
+                    for fut in cf.wait(running, return_when=cf.FIRST_COMPLETED).done:
+                        r, s = running.pop(fut)
+                        try:
+                            entry = fut.result()
+                        except Exception as err:  # the worker itself died (memory, a signal)
+                            entry = {"status": "failed", "error": f"worker died: {type(err).__name__}: {err}",
+                                     "wall_s": 0.0, "finished": res.now()}
+                        land(r, s, entry)
+                        bar.set_postfix_str(f"last: {r}, seed {s}")
+                        bar.update()
+                        hand_out()
     except KeyboardInterrupt:
         print(f"\n[experiments] interrupted: the finished rows × seeds are in {path}; the same "
               f"command resumes (an interrupted row continues from {workdir} when it is there)")
@@ -433,9 +450,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     show = sub.add_parser("show", help="print a stored experiment as a Markdown table")
     for p in (run, show):
         p.add_argument("experiment", choices=sorted(EXPERIMENTS))
-        p.add_argument("--catalog", default="synthetic")
-        p.add_argument("--profile", default="quick")
-    run.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+        p.add_argument("--catalog", default="synthetic",
+                       help="synthetic, music21, music21-by-collection, mtat, or a catalog folder (default: synthetic)")
+        p.add_argument("--profile", default="quick", help="smoke, quick or paper (default: quick)")
+    run.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default: 0 1 2)")
     run.add_argument("--rows", nargs="+", metavar="ROW", help="only these rows (names as in the table)")
     run.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                      help="change a parameter of every row; the results go to their own file "
@@ -486,7 +504,7 @@ def _command_line(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
                               overrides=parse_params(args.param, parser), rows=args.rows,
                               device=args.device, jobs=args.jobs, store=args.store,
                               commit=args.commit, progress=not args.quiet)
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, FileNotFoundError) as err:
         parser.error(str(err))
     except LockedError as err:
         print(f"[experiments] {err}", file=sys.stderr)

@@ -146,7 +146,7 @@ class FolderLock:
             self._os_lock.release()
             raise
         if left:
-            self.log(f"[mrlib] recovered a stale lock on {self.folder}: its holder "
+            self.log(f"[mrlib] recovered a stale lock on the {self.where}: its holder "
                      f"({describe_holder(left)}) is no longer running")
         self.held = True
         return self

@@ -157,7 +157,7 @@ def check_catalog_name(catalog: str) -> None:
         if (cand / "tracks.csv").is_file():
             return
     raise FileNotFoundError(
-        f"TrainConfig.catalog={catalog!r} is not a catalog: expected 'synthetic', 'music21', "
+        f"{catalog!r} is not a catalog: expected 'synthetic', 'music21', "
         f"'mtat', 'folder', or a folder holding tracks.csv (looked in {Path(catalog)} and "
         f"{data_dir() / catalog})")
 

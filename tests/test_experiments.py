@@ -137,6 +137,31 @@ def test_a_run_that_adds_nothing_keeps_the_recorded_command(store):
     assert res.read_store(store)["command"] == command
 
 
+def test_a_mistyped_catalog_is_refused_and_a_folder_catalog_takes_no_build_options(tmp_path, capsys):
+    with pytest.raises(FileNotFoundError, match="'synthtic' is not a catalog"):
+        X.experiment_rows("table2", "synthtic", "quick")
+    with pytest.raises(SystemExit):
+        X.main(["run", "table2", "--catalog", "synthtic", "--quiet"])
+    assert "'synthtic' is not a catalog" in capsys.readouterr().err
+    folder = tmp_path / "my_collection"
+    folder.mkdir()
+    (folder / "tracks.csv").write_text("track_id,artist_id,split,path,duration_s\n")
+    for name in ("table2", "cfr2017"):
+        rows = X.experiment_rows(name, str(folder), "quick")
+        assert all(p["catalog_kwargs"] == {} for p in rows.values() if "catalog_kwargs" in p)
+        assert any("catalog_kwargs" in p for p in rows.values())
+
+
+def test_commit_outside_git_warns_once_without_waiting(tmp_path, capsys):
+    import time
+
+    path = tmp_path / "toy.json"
+    path.write_text("{}")
+    t0 = time.perf_counter()
+    assert X._git_commit_file(path, "message") is False
+    assert time.perf_counter() - t0 < 5 and "not in a git repository" in capsys.readouterr().out
+
+
 def test_rows_subset_and_bad_arguments(store):
     X.run_experiment("toy", seeds=[0], rows=["A"], store=store, progress=False)
     assert CALLS == [("A", 0)]
@@ -525,3 +550,24 @@ def test_stored_rows_match_their_experiment():
         assert set(store["rows"]) == set(spec), path.name
         stale = [r for r, p in spec.items() if store["rows"][r]["key"] != res.parameters_key(p)]
         assert not stale, f"{path.name}: rows whose parameters changed since they were stored: {stale}"
+
+
+def test_git_commit_is_dirty_when_code_or_a_result_input_changed(tmp_path):
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    for name in ("mrlib/x.py", "data/oracle_weights.json", "data/results/t.json", "notes.md"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("0\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    clean = X.git_commit(tmp_path)
+    assert len(clean) == 40
+    for name, dirty in (("notes.md", False), ("data/results/t.json", False),   # results land here
+                        ("data/oracle_weights.json", True), ("mrlib/x.py", True)):
+        (tmp_path / name).write_text("1\n")
+        assert X.git_commit(tmp_path) == clean + ("+dirty" if dirty else ""), name
+        git("checkout", "--", name)
