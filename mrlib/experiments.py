@@ -341,6 +341,37 @@ def _stored_rows(rows: dict, specs: dict, name: str, path: Path, chosen) -> dict
     return stored
 
 
+def _in_processes(todo, jobs: int, work_args, land, bar) -> None:
+    """``_work(*work_args(row, seed))`` for each (row, seed) of ``todo`` in ``jobs`` processes,
+    each result landed as it comes.
+
+    At most ``jobs`` rows are handed to the pool at a time: one queued inside the pool could not
+    be cancelled, and Ctrl-C would wait for it. Running rows stop on the terminal's Ctrl-C
+    themselves (it reaches the whole process group) and resume from their run folders next time.
+    """
+    queue, running = iter(todo), {}
+    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        def hand_out() -> None:
+            for r, s in queue:
+                running[pool.submit(_work, *work_args(r, s))] = (r, s)
+                return
+
+        for _ in range(jobs):
+            hand_out()
+        while running:
+            for fut in cf.wait(running, return_when=cf.FIRST_COMPLETED).done:
+                r, s = running.pop(fut)
+                try:
+                    entry = fut.result()
+                except Exception as err:  # the worker itself died (memory, a signal)
+                    entry = {"status": "failed", "error": f"worker died: {type(err).__name__}: {err}",
+                             "wall_s": 0.0, "finished": res.now()}
+                land(r, s, entry)
+                bar.set_postfix_str(f"last: {r}, seed {s}")
+                bar.update()
+                hand_out()
+
+
 def _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, device, jobs, path,
                 workdir, commit, progress) -> Path:
     data = res.read_store(path) if path.exists() else res.new_store(
@@ -398,32 +429,8 @@ def _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, devi
                 land(r, s, _work(name, r, stored[r]["parameters"], s, device, str(workdir), threads))
                 bar.update()
         else:
-            # At most `jobs` rows are handed to the pool at a time: one queued inside the pool
-            # could not be cancelled, and Ctrl-C would wait for it. Running rows stop on the
-            # terminal's Ctrl-C themselves (it reaches the whole process group) and resume from
-            # their run folders next time.
-            queue, running = iter(todo), {}
-            with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-                def hand_out() -> None:
-                    for r, s in queue:
-                        running[pool.submit(_work, name, r, stored[r]["parameters"], s, device,
-                                            str(workdir), threads)] = (r, s)
-                        return
-
-                for _ in range(jobs):
-                    hand_out()
-                while running:
-                    for fut in cf.wait(running, return_when=cf.FIRST_COMPLETED).done:
-                        r, s = running.pop(fut)
-                        try:
-                            entry = fut.result()
-                        except Exception as err:  # the worker itself died (memory, a signal)
-                            entry = {"status": "failed", "error": f"worker died: {type(err).__name__}: {err}",
-                                     "wall_s": 0.0, "finished": res.now()}
-                        land(r, s, entry)
-                        bar.set_postfix_str(f"last: {r}, seed {s}")
-                        bar.update()
-                        hand_out()
+            _in_processes(todo, jobs, lambda r, s: (name, r, stored[r]["parameters"], s, device,
+                                                    str(workdir), threads), land, bar)
     except KeyboardInterrupt:
         print(f"\n[experiments] interrupted: the finished rows × seeds are in {path}; the same "
               f"command resumes (an interrupted row continues from {workdir} when it is there)")
