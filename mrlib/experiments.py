@@ -472,9 +472,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     sub.add_parser("readme", help="rewrite the README's results blocks from data/results/")
     sub.add_parser("list", help="list the experiments and their stored results")
+    run.set_defaults(usage=run)
+    show.set_defaults(usage=show)
     args = parser.parse_args(argv)
     try:
-        return _command_line(args, parser)
+        return _command_line(args, getattr(args, "usage", parser))
     except res.StoreError as err:
         print(f"[experiments] error: {err}", file=sys.stderr)
         return 2

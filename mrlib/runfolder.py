@@ -474,15 +474,16 @@ class RunFolder:
         if not finished and not has_ckpt and saved is not None:
             return None  # a run that stopped before its first checkpoint: nothing to keep
         kind = "finished" if finished else ("interrupted" if has_ckpt else "unrecognised")
+        article = "an" if kind[0] in "iu" else "a"
         if same:
-            self.log(f"[train] {d} holds a {kind} run of the same configuration: training it "
+            self.log(f"[train] {d} holds {article} {kind} run of the same configuration: training it "
                      f"again from scratch (the old files wait in {_ASIDE}/ until the first "
                      "checkpoint)")
             return None
         if not replace:
             shown = dict(list(diff.items())[:8])
             raise RunExistsError(
-                f"{d} holds a {kind} training run of another configuration (saved, given: "
+                f"{d} holds {article} {kind} training run of another configuration (saved, given: "
                 f"{shown}); nothing was changed. Pass replace=True (--replace) to replace it "
                 f"(kept in {_ASIDE}/ until the new run's first checkpoint), resume=True "
                 "(--resume) to continue a run of the same configuration, or another out_dir")

@@ -1,7 +1,8 @@
 """Run the notebooks in order with papermill and index their results.
 
 ``python -m mrlib.suite run --profile smoke|quick|paper [-p name=value ...] [--only 03 ...]``
-(filled in below); notebooks call :func:`record` to put a number in the results index.
+executes the notebooks into ``runs/<profile>/`` and writes ``runs/<profile>/results.json``;
+a notebook puts a number in that index with ``mrlib.suite.record(name, value)``.
 """
 from __future__ import annotations
 
