@@ -7,6 +7,8 @@ on the test units, and stores each finished row × seed at once in
 invocation skips what the store holds, so an experiment of hours runs in pieces on any machine
 and adds up through the committed file, not through ``runs/``. A row whose parameters changed
 is run again (only that row); a row that fails is recorded with its error and the others go on.
+``-p name=value`` runs go to a file of their own under ``data/results/overrides/``, so the
+committed files always hold the experiments as defined.
 
 Rows are direct :func:`mrlib.train.train` calls in worker processes, not papermill runs of a
 notebook: a worker keeps the catalog's features in memory between rows, and an exception is an
@@ -231,9 +233,6 @@ def _git_commit_file(path: Path, message: str, tries: int = 5) -> bool:
     root = path.resolve().parent
     for attempt in range(tries):
         add = subprocess.run(["git", "add", "--", path.name], cwd=root, capture_output=True, text=True)
-        if "not a git repository" in add.stderr:
-            print(f"[experiments] warning: {path} is not in a git repository; --commit does nothing")
-            return False
         done = add.returncode == 0 and subprocess.run(
             ["git", "commit", "-q", "-m", message, "--", path.name], cwd=root, capture_output=True,
             text=True).returncode == 0
@@ -260,9 +259,10 @@ def run_experiment(name: str, catalog: str = "synthetic", profile: str = "quick"
     seeds : sequence of int, default (0, 1, 2)
         Training seeds; each row is trained once per seed.
     overrides : mapping, optional
-        Parameters changed for every row (``-p lr=0.0003``). They go to their own results file
-        (``<name>_<catalog>_<profile>_p-<hash>.json``) unless ``store`` names one; there, the
-        rows they change are run again.
+        Parameters changed for every row (``-p lr=0.0003``). They go to their own results file,
+        ``overrides/<name>_<catalog>_<profile>_p-<hash>.json`` under the results folder (not
+        committed, not in the README), unless ``store`` names one; there, the rows they change
+        are run again.
     rows : sequence of str, optional
         Run only these rows (the store keeps the others). Refused while another row's stored
         seeds are stale (its parameters changed): running it too replaces them.
@@ -306,8 +306,8 @@ def run_experiment(name: str, catalog: str = "synthetic", profile: str = "quick"
     if unknown:
         raise ValueError(f"unknown row(s) {unknown} of {name}; rows are {list(specs)}")
     path = Path(store or res.store_path(name, catalog, profile))
-    if overrides and store is None:     # the default file keeps the experiment as defined
-        path = path.with_name(f"{path.stem}_p-{res.parameters_key(overrides)[:8]}.json")
+    if overrides and store is None:     # the committed files keep the experiments as defined
+        path = path.parent / "overrides" / f"{path.stem}_p-{res.parameters_key(overrides)[:8]}.json"
     workdir = Path(workdir or runs_dir() / "experiments" / path.stem)
     # one runner per store (two would each rewrite the file from their own copy) and per
     # work folder (two would train into the same run folders)
@@ -353,13 +353,20 @@ def _in_processes(todo, jobs: int, work_args, land, bar) -> None:
     with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         def hand_out() -> None:
             for r, s in queue:
-                running[pool.submit(_work, *work_args(r, s))] = (r, s)
+                try:
+                    running[pool.submit(_work, *work_args(r, s))] = (r, s)
+                except cf.BrokenExecutor:    # a worker died: the rows not started wait for a rerun
+                    print("[experiments] a worker process died; the rows not yet started are left "
+                          "for the next run")
+                    for _ in queue:          # hand out nothing more
+                        pass
                 return
 
         for _ in range(jobs):
             hand_out()
         while running:
-            for fut in cf.wait(running, return_when=cf.FIRST_COMPLETED).done:
+            done = cf.wait(running, return_when=cf.FIRST_COMPLETED).done
+            for fut in done:
                 r, s = running.pop(fut)
                 try:
                     entry = fut.result()
@@ -369,6 +376,7 @@ def _in_processes(todo, jobs: int, work_args, land, bar) -> None:
                 land(r, s, entry)
                 bar.set_postfix_str(f"last: {r}, seed {s}")
                 bar.update()
+            for _ in done:
                 hand_out()
 
 
@@ -381,6 +389,9 @@ def _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, devi
         raise ValueError(f"{path} holds {held[0]} on catalog {held[1]} at profile {held[2]}, not "
                          f"{name} on {catalog} at {profile}; choose another --store")
     command = _command(name, catalog, profile, seeds, overrides, rows, device)
+    if commit and not git_commit(path.resolve().parent):
+        print(f"[experiments] warning: {path} is not in a git repository; --commit does nothing")
+        commit = False
     data["title"] = exp.title
     stored = data["rows"] = _stored_rows(data["rows"], specs, name, path, rows)
     chosen = list(rows or specs)
@@ -464,7 +475,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--rows", nargs="+", metavar="ROW", help="only these rows (names as in the table)")
     run.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                      help="change a parameter of every row; the results go to their own file "
-                          "(<name>_<catalog>_<profile>_p-<hash>.json) unless --store names one")
+                          "(data/results/overrides/<name>_<catalog>_<profile>_p-<hash>.json) unless --store names one")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     run.add_argument("--jobs", type=int, default=1, help="rows × seeds side by side (processes)")
     run.add_argument("--store", type=Path, help="results file (default data/results/<name>_<catalog>_<profile>.json)")

@@ -107,7 +107,9 @@ class FolderLock:
         self.folder = Path(folder)
         self.what = what
         self.path = self.folder / name
-        self.where = f"{what} folder {self.folder}" if name == self.NAME else f"{what} {self.path}"
+        # a named lock guards one file of the folder: messages name that file
+        self.where = (f"{what} folder {self.folder}" if name == self.NAME else
+                      f"{what} {self.folder / name.removeprefix('.').removesuffix('.lock')}")
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.held = False
         # timeout=0: a second writer is refused at once; thread_local=False: any thread of the
@@ -133,7 +135,7 @@ class FolderLock:
             holder = read_json_or_empty(self.path)
             who = describe_holder(holder) if holder else "a process that is just starting"
             raise LockedError(f"the {self.where} is in use by {who}; wait "
-                              f"for it to finish, or write to another folder") from None
+                              f"for it to finish, or write elsewhere") from None
         try:
             left = read_json_or_empty(self.path)
             if left.get("host", socket.gethostname()) != socket.gethostname():

@@ -106,7 +106,7 @@ def read_store(path: str | os.PathLike) -> dict:
     """
     path = Path(path)
     try:
-        store = json.loads(path.read_text())
+        store = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise StoreError(f"{path}: not a JSON text ({err}); restore it from git "
                          f"(`git checkout -- {path}`) or from a copy") from None
@@ -129,7 +129,7 @@ def write_store(store: dict, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(_dumps(_check_store(store, str(path))) + "\n")
+    tmp.write_text(_dumps(_check_store(store, str(path))) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path
 
@@ -199,7 +199,8 @@ def _crossed_test(d: list[np.ndarray], level: float) -> dict:
     mean = float(seed_means.mean())
     # Variance of the grand mean from the units (the unit's difference averaged over seeds) plus
     # the seeds (their means): with the same units in every seed, the two cross, and the sum
-    # counts their interaction twice, which errs on the safe side.
+    # counts their interaction twice, which errs on the safe side (up to twice the variance
+    # where seed-to-seed noise per unit dominates).
     parts = []
     if len({x.size for x in d}) == 1:
         per_unit = np.mean(d, axis=0)
@@ -209,15 +210,14 @@ def _crossed_test(d: list[np.ndarray], level: float) -> dict:
         p_w = float("nan")
     if n_seeds > 1:
         parts.append((seed_means.var(ddof=1) / n_seeds, n_seeds - 1))
-    elif not parts:
-        parts.append((d[0].var(ddof=1) / d[0].size, d[0].size - 1))
     var = sum(v for v, _ in parts)
     if var > 0:
         df = var ** 2 / sum(v ** 2 / k for v, k in parts)          # Welch-Satterthwaite
         half = float(stats.t.ppf((1 + level) / 2, df) * math.sqrt(var))
         p = float(2 * stats.t.sf(abs(mean) / math.sqrt(var), df))
-    else:                                    # every difference equal
-        df, half, p = float("nan"), 0.0, float(mean == 0)
+    else:                                    # every difference equal (or a score is NaN)
+        df, half = float("nan"), 0.0
+        p = float(mean == 0) if math.isfinite(mean) else float("nan")
     return {"mean_diff": mean, "low": mean - half, "high": mean + half, "p": p, "df": float(df),
             "p_wilcoxon": p_w, "seeds_a_better": int((seed_means > 0).sum()), "n_seeds": n_seeds,
             "n_units": int(d[0].size)}
@@ -242,8 +242,8 @@ def seed_query_test(a: Sequence[np.ndarray], b: Sequence[np.ndarray], *, level: 
     $\bar d = \frac1{S}\sum_s \frac1{n}\sum_q d_{sq}$, $d_{sq} = a_{sq} - b_{sq}$, varies with
     the test units *and* with the training seeds, and its variance counts both:
     $\operatorname{var}_q(\bar d_{\cdot q})/n$ over the units' seed-averaged differences plus
-    $\operatorname{var}_s(\bar d_{s\cdot})/S$ over the seed means (a slight overestimate: the
-    seed × unit interaction is in both). The interval and the two-sided p-value use Student's
+    $\operatorname{var}_s(\bar d_{s\cdot})/S$ over the seed means (conservative: the seed × unit
+    interaction is in both, up to twice the variance where it dominates). The interval and the two-sided p-value use Student's
     distribution with Welch–Satterthwaite's degrees of freedom, so with three seeds a large seed
     spread costs what it should; with one seed only the units vary. ``seeds_a_better`` — in
     how many seeds A's mean is above B's — is reported beside it, and the Wilcoxon signed-rank

@@ -103,9 +103,10 @@ def test_overrides_go_to_their_own_file_and_leave_the_defined_one_alone(tmp_path
     CALLS.clear()
     other = X.run_experiment("toy", seeds=[0], rows=["A"], overrides={"gain": 0.3},
                              workdir=tmp_path / "w2", progress=False)
-    assert other != default and other.name.startswith("toy_synthetic_quick_p-")
+    assert other.parent == default.parent / "overrides" and other.name.startswith("toy_synthetic_quick_p-")
     assert default.read_text() == before                    # every finished seed is still there
     assert res.read_store(other)["overrides"] == {"gain": 0.3} and CALLS == [("A", 0)]
+    assert list(res.stored_results()) == ["toy_synthetic_quick"]     # the README's files only
 
 
 def test_a_subset_run_may_not_leave_stale_rows_behind(store, capsys):
@@ -152,14 +153,11 @@ def test_a_mistyped_catalog_is_refused_and_a_folder_catalog_takes_no_build_optio
         assert any("catalog_kwargs" in p for p in rows.values())
 
 
-def test_commit_outside_git_warns_once_without_waiting(tmp_path, capsys):
-    import time
-
-    path = tmp_path / "toy.json"
-    path.write_text("{}")
+def test_commit_outside_git_warns_once_without_waiting(store, capsys):
     t0 = time.perf_counter()
-    assert X._git_commit_file(path, "message") is False
-    assert time.perf_counter() - t0 < 5 and "not in a git repository" in capsys.readouterr().out
+    X.run_experiment("toy", seeds=[0, 1], store=store, commit=True, progress=False)
+    assert time.perf_counter() - t0 < 20 and len(CALLS) == 6
+    assert capsys.readouterr().out.count("not in a git repository") == 1
 
 
 def test_rows_subset_and_bad_arguments(store):
@@ -257,6 +255,8 @@ def test_seed_query_test_equals_a_plain_loop():
     # one seed: only the units vary (a paired t-test over the units)
     one = res.seed_query_test(a[:1], b[:1])
     assert one["p"] == pytest.approx(stats.ttest_rel(a[0], b[0]).pvalue)
+    # a missing score is no evidence: p is NaN, never 0
+    assert np.isnan(res.seed_query_test([[1.0, np.nan, 0.0]] * 3, [np.zeros(3)] * 3)["p"])
 
 
 def test_seed_query_test_keeps_its_level_when_queries_and_seeds_both_vary():
@@ -446,6 +446,43 @@ def test_ctrl_c_stops_a_parallel_run_at_once_and_keeps_what_finished(tmp_path):
     assert "interrupted" in out
     kept = res.read_store(store)["rows"]
     assert kept["A"]["seeds"]["0"]["status"] == "ok" and not any(kept[r]["seeds"] for r in "BCD")
+
+
+DYING_RUNNER = """
+import os, signal, sys, time
+import numpy as np
+from mrlib import experiments as X
+
+def rows(catalog, profile, overrides):
+    return {r: {"level": 0.5} for r in "ABCD"}
+
+def run(row, parameters, seed, device, workdir):
+    if row == "B":
+        os.kill(os.getpid(), signal.SIGKILL)          # as the kernel's out-of-memory killer does
+    time.sleep(1)
+    return {"score": np.full(4, 0.5)}, {}
+
+X.register(X.Experiment(name="dying", title="dying", notebook="07_evaluation.ipynb",
+                        metrics=("score",), unit="query", rows=rows, run=run))
+if __name__ == "__main__":
+    X.run_experiment("dying", seeds=[0], jobs=2, store=sys.argv[1], workdir=sys.argv[2], progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_a_dead_worker_fails_the_rows_in_flight_and_leaves_the_rest_for_a_rerun(tmp_path):
+    script, store = tmp_path / "dying_runner.py", tmp_path / "dying.json"
+    script.write_text(textwrap.dedent(DYING_RUNNER))
+    done = subprocess.run([sys.executable, str(script), str(store), str(tmp_path / "work")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    status = {r: {s: e["status"] for s, e in row["seeds"].items()}
+              for r, row in res.read_store(store)["rows"].items()}
+    # B's death fails the rows in flight with it (A may have finished first); the rows not yet
+    # handed out are not marked failed: the next run does them
+    assert status["B"] == {"0": "failed"} and status["D"] == {}
+    assert all(v in ({}, {"0": "ok"}, {"0": "failed"}) for v in status.values())
+    assert "left for the next run" in done.stdout
 
 
 def test_readme_blocks_equal_the_stored_files():
