@@ -404,8 +404,8 @@ def test_one_runner_per_store(store, tmp_path):
     assert len(CALLS) == 3
 
 
-SLOW_RUNNER = """
-import sys, time
+PARALLEL_RUNNER = """
+import os, signal, sys, time
 import numpy as np
 from mrlib import experiments as X
 
@@ -413,22 +413,27 @@ def rows(catalog, profile, overrides):
     return {r: {"level": 0.5} for r in "ABCD"}
 
 def run(row, parameters, seed, device, workdir):
-    time.sleep(0 if row == "A" else 120)
+    BODY
     return {"score": np.full(4, 0.5)}, {}
 
-X.register(X.Experiment(name="slow", title="slow", notebook="07_evaluation.ipynb",
+X.register(X.Experiment(name="parallel", title="parallel", notebook="07_evaluation.ipynb",
                         metrics=("score",), unit="query", rows=rows, run=run))
 if __name__ == "__main__":
-    X.run_experiment("slow", seeds=[0], jobs=2, store=sys.argv[1], workdir=sys.argv[2], progress=False)
+    X.run_experiment("parallel", seeds=[0], jobs=2, store=sys.argv[1], workdir=sys.argv[2], progress=False)
 """
+
+
+def _parallel_runner(tmp_path: Path, body: str) -> tuple[list[str], Path]:
+    """A script running four rows A-D with --jobs 2, each row doing ``body``: argv and store."""
+    script, store = tmp_path / "parallel_runner.py", tmp_path / "parallel.json"
+    script.write_text(textwrap.dedent(PARALLEL_RUNNER).replace("BODY", body))
+    return [sys.executable, str(script), str(store), str(tmp_path / "work")], store
 
 
 @pytest.mark.slow
 def test_ctrl_c_stops_a_parallel_run_at_once_and_keeps_what_finished(tmp_path):
-    script, store = tmp_path / "slow_runner.py", tmp_path / "slow.json"
-    script.write_text(textwrap.dedent(SLOW_RUNNER))
-    proc = subprocess.Popen([sys.executable, str(script), str(store), str(tmp_path / "work")],
-                            cwd=tmp_path, start_new_session=True, stdout=subprocess.PIPE,
+    argv, store = _parallel_runner(tmp_path, 'time.sleep(0 if row == "A" else 120)')
+    proc = subprocess.Popen(argv, cwd=tmp_path, start_new_session=True, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 90
@@ -448,33 +453,11 @@ def test_ctrl_c_stops_a_parallel_run_at_once_and_keeps_what_finished(tmp_path):
     assert kept["A"]["seeds"]["0"]["status"] == "ok" and not any(kept[r]["seeds"] for r in "BCD")
 
 
-DYING_RUNNER = """
-import os, signal, sys, time
-import numpy as np
-from mrlib import experiments as X
-
-def rows(catalog, profile, overrides):
-    return {r: {"level": 0.5} for r in "ABCD"}
-
-def run(row, parameters, seed, device, workdir):
-    if row == "B":
-        os.kill(os.getpid(), signal.SIGKILL)          # as the kernel's out-of-memory killer does
-    time.sleep(1)
-    return {"score": np.full(4, 0.5)}, {}
-
-X.register(X.Experiment(name="dying", title="dying", notebook="07_evaluation.ipynb",
-                        metrics=("score",), unit="query", rows=rows, run=run))
-if __name__ == "__main__":
-    X.run_experiment("dying", seeds=[0], jobs=2, store=sys.argv[1], workdir=sys.argv[2], progress=False)
-"""
-
-
 @pytest.mark.slow
 def test_a_dead_worker_fails_the_rows_in_flight_and_leaves_the_rest_for_a_rerun(tmp_path):
-    script, store = tmp_path / "dying_runner.py", tmp_path / "dying.json"
-    script.write_text(textwrap.dedent(DYING_RUNNER))
-    done = subprocess.run([sys.executable, str(script), str(store), str(tmp_path / "work")],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    # row B is killed as the kernel's out-of-memory killer would
+    argv, store = _parallel_runner(tmp_path, 'os.kill(os.getpid(), signal.SIGKILL) if row == "B" else time.sleep(1)')
+    done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
     status = {r: {s: e["status"] for s, e in row["seeds"].items()}
               for r, row in res.read_store(store)["rows"].items()}
