@@ -113,7 +113,8 @@ def _short(row: str) -> str:
 def comparison_status(store: Mapping[str, Any], a: str, rel: str, b: str, metric: str) -> dict:
     """One directed comparison, tested on the seeds both rows of a store finished.
 
-    The test is :func:`mrlib.results.seed_query_test` (over seeds and units); ``significant`` is left to :func:`claim_status`, which corrects over the claim.
+    The test is :func:`mrlib.results.seed_query_test` (over seeds and units); ``significant``
+    is left to :func:`claim_status`, which corrects over the claim.
 
     Returns
     -------

@@ -312,7 +312,7 @@ def run_experiment(name: str, catalog: str = "synthetic", profile: str = "quick"
     # one runner per store (two would each rewrite the file from their own copy) and per
     # work folder (two would train into the same run folders)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FolderLock(path.parent, "results file", name=f".{path.name}.lock"), \
+    with FolderLock(path.parent, "results file", file=path.name), \
             FolderLock(workdir, "experiment"):
         return _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, device, jobs,
                            path, workdir, commit, progress)
@@ -321,7 +321,8 @@ def run_experiment(name: str, catalog: str = "synthetic", profile: str = "quick"
 def _stored_rows(rows: dict, specs: dict, name: str, path: Path, chosen) -> dict:
     """The store's rows for these specs: rows no longer specified go, changed ones start over.
     A subset run (``chosen``) that would leave a changed row's old seeds stale is refused."""
-    changed = [r for r, p in specs.items() if r in rows and rows[r].get("key") != res.parameters_key(p)]
+    keys = {r: res.parameters_key(p) for r, p in specs.items()}
+    changed = [r for r in specs if r in rows and rows[r].get("key") != keys[r]]
     left = [r for r in changed if chosen and r not in chosen]
     if left:
         raise ValueError(f"{path.name}: the parameters of {left} changed since they were stored; "
@@ -331,13 +332,11 @@ def _stored_rows(rows: dict, specs: dict, name: str, path: Path, chosen) -> dict
         print(f"[experiments] {r}: no longer a row of {name}; dropped from {path.name}")
     stored: dict[str, dict] = {}
     for r, params in specs.items():
-        key = res.parameters_key(params)
-        old = rows.get(r)
-        if old is not None and old.get("key") != key:
-            n_old = len(old.get("seeds", {}))
+        old = None if r in changed else rows.get(r)
+        if r in changed:
+            n_old = len(rows[r].get("seeds", {}))
             print(f"[experiments] {r}: parameters changed; its {n_old} stored seed(s) are run again")
-            old = None
-        stored[r] = old or {"parameters": params, "key": key, "seeds": {}}
+        stored[r] = old or {"parameters": params, "key": keys[r], "seeds": {}}
     return stored
 
 
@@ -389,7 +388,9 @@ def _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, devi
         raise ValueError(f"{path} holds {held[0]} on catalog {held[1]} at profile {held[2]}, not "
                          f"{name} on {catalog} at {profile}; choose another --store")
     command = _command(name, catalog, profile, seeds, overrides, rows, device)
-    if commit and not git_commit(path.resolve().parent):
+    in_git = subprocess.run(["git", "rev-parse", "--is-inside-work-tree"], cwd=path.resolve().parent,
+                            capture_output=True).returncode == 0
+    if commit and not in_git:
         print(f"[experiments] warning: {path} is not in a git repository; --commit does nothing")
         commit = False
     data["title"] = exp.title

@@ -88,9 +88,9 @@ class FolderLock:
         What the folder is, for messages (``"training run"``, ``"catalog"``).
     log : callable, optional
         Receives one line when the note of a dead holder is replaced (default: print to stderr).
-    name : str, default ".mrlib.lock"
-        The note's file name (the OS lock is ``<name>.os``): another name locks one thing in a
-        folder others share, such as one results file of ``data/results/``.
+    file : str, optional
+        Lock only this file of the folder, for a folder others share (one results file of
+        ``data/results/``): the note is ``.<file>.lock`` and the OS lock ``.<file>.lock.os``.
 
     Examples
     --------
@@ -103,13 +103,12 @@ class FolderLock:
     NAME = ".mrlib.lock"
 
     def __init__(self, folder: str | os.PathLike, what: str = "folder", log=None, *,
-                 name: str = NAME) -> None:
+                 file: str | None = None) -> None:
         self.folder = Path(folder)
         self.what = what
+        name = self.NAME if file is None else f".{file}.lock"
         self.path = self.folder / name
-        # a named lock guards one file of the folder: messages name that file
-        self.where = (f"{what} folder {self.folder}" if name == self.NAME else
-                      f"{what} {self.folder / name.removeprefix('.').removesuffix('.lock')}")
+        self.where = f"{what} folder {self.folder}" if file is None else f"{what} {self.folder / file}"
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.held = False
         # timeout=0: a second writer is refused at once; thread_local=False: any thread of the

@@ -396,7 +396,7 @@ def test_one_runner_per_store(store, tmp_path):
             X.run_experiment("toy", seeds=[0], store=store, workdir=workdir, progress=False)
     store.parent.mkdir(parents=True, exist_ok=True)
     # a live runner of the same results file, with its run folders elsewhere
-    with FolderLock(store.parent, "results file", name=f".{store.name}.lock"):
+    with FolderLock(store.parent, "results file", file=store.name):
         with pytest.raises(LockedError, match="results file"):
             X.run_experiment("toy", seeds=[0], store=store, workdir=tmp_path / "elsewhere", progress=False)
     assert CALLS == [] and not store.exists()
