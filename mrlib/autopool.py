@@ -25,7 +25,7 @@ from torch import nn
 
 from mrlib.checks import is_int
 
-__all__ = ["autopool", "AutoPool", "autopool_penalty"]
+__all__ = ["autopool", "AutoPool", "autopool_penalty", "pooling_position"]
 
 
 def _check_axis(axis: int, ndim: int, what: str = "axis") -> int:
@@ -101,6 +101,51 @@ def autopool(x: torch.Tensor, alpha: torch.Tensor | float, axis: int = -1) -> to
     w = torch.exp(z)
     w = w / w.sum(dim=ax, keepdim=True)
     return (xw * w).sum(dim=ax).to(x.dtype)
+
+
+def pooling_position(y: torch.Tensor, x: torch.Tensor, axis: int = -1) -> torch.Tensor:
+    """Where a pooled value ``y`` lies between the min, the mean and the max of ``x``: ρ.
+
+    ``ρ = (y - mean) / (max - mean)`` when ``y >= mean`` and ``(y - mean) / (mean - min)``
+    below it: −1 at the min, 0 at the mean, +1 at the max, piecewise linear in ``y``. Unlike
+    ``alpha``, which acts on ``alpha * x`` and so depends on the scale of ``x``, ρ says how far
+    the pooling moved from the mean whatever that scale. A constant slice gives 0.
+
+    Parameters
+    ----------
+    y : torch.Tensor
+        Pooled values, ``x``'s shape without ``axis``.
+    x : torch.Tensor, floating
+        The sequences that were pooled.
+    axis : int, default -1
+        The axis ``y`` pooled away.
+
+    Returns
+    -------
+    torch.Tensor, float32 or wider, ``y``'s shape, values in [−1, 1]
+
+    Examples
+    --------
+    >>> x = torch.tensor([0.0, 1.0, 3.0])
+    >>> [round(pooling_position(autopool(x, a), x).item(), 3) for a in (0.0, 50.0, -50.0)]
+    [0.0, 1.0, -1.0]
+
+    Notebook: 05_autopool.ipynb
+    """
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError(f"pooling_position() needs a floating-point torch.Tensor x, got {type(x).__name__}")
+    ax = _check_axis(axis, x.ndim)
+    if tuple(y.shape) != tuple(x.shape[:ax] + x.shape[ax + 1:]):
+        raise ValueError(f"y must have x's shape without axis {axis}: x {tuple(x.shape)}, y {tuple(y.shape)}")
+    work = torch.promote_types(x.dtype, torch.float32)
+    x, y = x.to(work), y.to(work)
+    mean, lo, hi = x.mean(ax), x.amin(ax), x.amax(ax)
+    tiny = torch.finfo(work).tiny
+    up = (y - mean) / (hi - mean).clamp(min=tiny)
+    down = (y - mean) / (mean - lo).clamp(min=tiny)
+    # Rounding can put y a hair outside [min, max], or off the mean of a constant slice.
+    rho = torch.where(y >= mean, up, down).clamp(-1.0, 1.0)
+    return torch.where(hi > lo, rho, torch.zeros_like(rho))
 
 
 class AutoPool(nn.Module):

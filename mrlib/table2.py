@@ -19,10 +19,14 @@ from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
+import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 
 from mrlib import evaluate as ev
+from mrlib.autopool import pooling_position
+from mrlib.features import test_patches
+from mrlib.layers import eval_mode
 from mrlib.mining import is_online, paper_shares
 from mrlib.results import parameters_key
 from mrlib.similarity import oracle
@@ -362,9 +366,32 @@ def table2_run(row: str, parameters: Mapping[str, Any], seed: int, device: str, 
             extra["val_auc"] = [None if pd.isna(v) else round(float(v), 4) for v in m["val_auc"]]
     autopool = getattr(run.model(), "autopool", None) if system.takes_pooling else None
     if autopool is not None:
-        alpha = autopool.effective_alpha.detach().numpy().ravel()
+        alpha = autopool.effective_alpha.detach().cpu().numpy().ravel()
         extra["alpha"] = {k: round(float(getattr(alpha, k)()), 4) for k in ("mean", "min", "max")}
+        extra["alpha"]["mean_abs"] = round(float(np.abs(alpha).mean()), 4)
+        rho = _pooling_positions(run.model(), context["data"], test, cfg.patch_len)
+        extra["rho"] = {"mean": round(float(rho.mean()), 4), "mean_abs": round(float(rho.abs().mean()), 4)}
     return _per_unit(result), extra
+
+
+@torch.no_grad()
+def _pooling_positions(model, data, idx, patch_len: int, tracks_per_batch: int = 32) -> torch.Tensor:
+    """ρ of the learned AutoPool (:func:`~mrlib.autopool.pooling_position`) on the test patches
+    the embeddings average (8 per track), shape (len(idx) * 8, d).
+
+    α acts on α·x, so its size depends on the scale of the frames it pools; ρ (0 at the mean,
+    ±1 at the max / min) says how far the pooling actually moved from the mean.
+    """
+    device = next(model.parameters()).device
+    rho = []
+    with eval_mode(model):
+        for s in range(0, len(idx), tracks_per_batch):
+            x = np.stack([test_patches(data.features[int(i)], patch_len, seed=int(i))
+                          for i in idx[s:s + tracks_per_batch]])
+            x = torch.from_numpy(x.astype(np.float32)).reshape(-1, *x.shape[2:]).to(device)
+            frames = model.frame_embeddings(x)                               # (B, T', d)
+            rho.append(pooling_position(model.autopool(frames), frames, axis=1).cpu())
+    return torch.cat(rho)
 
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from mrlib.autopool import AutoPool, autopool, autopool_penalty
+from mrlib.autopool import AutoPool, autopool, autopool_penalty, pooling_position
 
 
 # small tensors: one torch thread (see tests/conftest.py)
@@ -47,6 +47,33 @@ def test_matches_plain_loop_reference():
         ref = _loop_autopool(x, alpha)
         got = autopool(torch.tensor(x, dtype=torch.float32), torch.tensor(alpha, dtype=torch.float32), axis=1)
         np.testing.assert_allclose(got.numpy(), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_pooling_position_matches_a_plain_loop_and_its_landmarks():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(4, 12, 5)) * 3
+    alpha = torch.tensor([-3.0, -0.3, 0.0, 0.3, 3.0])
+    xt = torch.tensor(x, dtype=torch.float64)
+    y = autopool(xt, alpha, axis=1)
+    got = pooling_position(y, xt, axis=1).numpy()
+    for b in range(4):
+        for c in range(5):
+            seq, v = list(x[b, :, c]), float(y[b, c])
+            mean = sum(seq) / len(seq)
+            ref = (v - mean) / (max(seq) - mean) if v >= mean else (v - mean) / (mean - min(seq))
+            assert got[b, c] == pytest.approx(ref, abs=1e-9)
+    assert np.all(np.sign(got[:, [0, 1]]) == -1) and np.all(np.sign(got[:, [3, 4]]) == 1)
+    assert np.all(np.abs(got[:, 4]) > np.abs(got[:, 3]))          # further from the mean with |alpha|
+    xf = xt.float()
+    for pooled, rho in ((xf.mean(1), 0.0), (xf.amax(1), 1.0), (xf.amin(1), -1.0)):
+        np.testing.assert_allclose(pooling_position(pooled, xf, axis=1).numpy(), rho, atol=1e-6)
+    flat = torch.full((2, 6, 3), 0.7)                               # a constant slice: 0, not 0 / 0
+    assert pooling_position(autopool(flat, 5.0, axis=1), flat, axis=1).abs().max().item() == 0.0
+    # alpha has units, rho does not: scaling x by k and alpha by 1 / k leaves rho unchanged
+    np.testing.assert_allclose(pooling_position(autopool(10 * xt, alpha / 10, axis=1), 10 * xt, axis=1).numpy(),
+                               got, atol=1e-9)
+    with pytest.raises(ValueError, match="shape"):
+        pooling_position(y, xt, axis=2)
 
 
 def test_hand_worked_example():

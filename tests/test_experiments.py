@@ -313,7 +313,10 @@ def test_table2_smoke_resumes_without_training(tmp_path, monkeypatch):
     assert all(r["seeds"]["0"]["status"] == "ok" for r in data["rows"].values()), \
         {k: r["seeds"]["0"].get("error") for k, r in data["rows"].items()}
     assert "tag_auc" in data["rows"]["AT Baseline"]["seeds"]["0"]["extra"]
-    assert "alpha" in data["rows"]["TL Autopool"]["seeds"]["0"]["extra"]
+    pooling = data["rows"]["TL Autopool"]["seeds"]["0"]["extra"]
+    assert set(pooling["alpha"]) == {"mean", "min", "max", "mean_abs"}
+    assert 0.0 <= pooling["rho"]["mean_abs"] <= 1.0 and abs(pooling["rho"]["mean"]) <= pooling["rho"]["mean_abs"]
+    assert "mean |ρ|" in res.results_frame(data).columns
 
     def no_training(*args, **kwargs):
         raise AssertionError("a stored row × seed was trained again")
