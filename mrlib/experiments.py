@@ -407,9 +407,13 @@ def _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, devi
     t0 = time.perf_counter()
 
     def land(r: str, s: int, entry: dict) -> None:
-        data.update(command=command, overrides=overrides)     # the last command that added results
         entry["commit"] = commit_id
         data["rows"][r]["seeds"][str(s)] = entry
+        # The command that makes the whole file (every row, every seed it holds), not this run's
+        # --rows or --seeds subset, which run_log keeps.
+        held = sorted({int(k) for row in data["rows"].values() for k in row["seeds"]})
+        data.update(command=_command(name, catalog, profile, held, overrides, None, device),
+                    overrides=overrides)
         run_log["trained" if entry["status"] == "ok" else "failed"] += 1
         run_log.update(wall_s=round(time.perf_counter() - t0, 1), finished=res.now())
         res.summarise_store(data)
