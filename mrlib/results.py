@@ -489,14 +489,16 @@ def results_markdown(store: Mapping[str, Any], metrics: Sequence[str] | None = N
     """
     df = results_frame(store, metrics, decimals)
     lines = _markdown_table(["row", *df.columns], [[r, *df.loc[r]] for r in df.index])
-    last = (store.get("runs") or [{}])[-1]
-    walls = [e.get("wall_s", 0) for row in store["rows"].values() for e in _ok_seeds(row).values()]
+    entries = [e for row in store["rows"].values() for e in _ok_seeds(row).values()]
+    walls = [e.get("wall_s", 0) for e in entries]
+    # each row × seed records the commit it ran at; a file filled over time names several
+    commits = sorted({str(e.get("commit", "?"))[:10] for e in entries})
     units = {e["n_units"] for row in store["rows"].values() for e in _ok_seeds(row).values()}
     plural = _PLURALS.get(store.get("unit"), f"{store.get('unit')}s")
     lines += ["", f"{'/'.join(str(u) for u in sorted(units))} test {plural}; "
               f"cells: mean over training seeds ± 95 % interval over {plural} "
               f"(standard deviation over seeds), percent. `{store.get('command', '')}` — "
-              f"commit {str(last.get('commit', '?'))[:10]}, {len(walls)} row × seed runs, "
+              f"commit{'s' if len(commits) > 1 else ''} {', '.join(commits)}, {len(walls)} row × seed runs, "
               f"{sum(walls) / 3600:.2f} h of training and evaluation in all."]
     return "\n".join(lines)
 

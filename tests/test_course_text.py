@@ -180,8 +180,8 @@ QUOTES = [
     ("00", "on a 200-track catalog", r"tracks: (\d+) \| artists", 1),
     ("00", "On a 200-track catalog", r"tracks: (\d+) \| artists", 1),
     ("00", "leads with MAP@20 15.92", r"AT Baseline\s+(\d+\.\d+) ±", 1),
-    ("00", "(online semi-hard, 14.63", r"TL Online semi-hard\s+(\d+\.\d+) ±", 1),
-    ("00", "TL Autopool (8.13", r"TL Autopool\s+(\d+\.\d+) ±", 1),
+    ("00", "(online\n  semi-hard, 14.63", r"TL Online semi-hard\s+(\d+\.\d+) ±", 1),
+    ("00", "TL Autopool (8.11", r"TL Autopool\s+(\d+\.\d+) ±", 1),
     # 03 · mining
     ("03", "*Neighbors* reaches 3.1", r"its shares give Np = \d+, Nn = \d+ \((\d+\.\d)%\)", 1),
     ("03", "much shorter list ($L = 899", r"training list L = (\d+):", 1),
