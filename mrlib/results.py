@@ -476,8 +476,9 @@ def results_frame(store: Mapping[str, Any], metrics: Sequence[str] | None = None
 
 
 def _markdown_table(header: Sequence[str], rows) -> list[str]:
-    """The lines of a Markdown table: the header, its rule, then one line per row of cells."""
-    lines = ["| " + " | ".join(map(str, cells)) + " |" for cells in (header, *rows)]
+    """The lines of a Markdown table: the header, its rule, then one line per row of cells (a
+    ``|`` inside a cell, as in ``mean |α|``, escaped so that it does not split the cell)."""
+    lines = ["| " + " | ".join(str(c).replace("|", r"\|") for c in cells) + " |" for cells in (header, *rows)]
     return [lines[0], "|---" * len(header) + "|", *lines[1:]]
 
 

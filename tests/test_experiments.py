@@ -309,6 +309,14 @@ def test_tables_render_from_the_store(store, tmp_path):
     assert "old" not in text and md in text and text.startswith("intro") and text.endswith("rest\n")
 
 
+def test_a_pipe_inside_a_cell_does_not_split_a_markdown_row():
+    import re
+
+    lines = res._markdown_table(["row", "mean |ρ|"], [["A", "0.002 (0.001)"], ["B|C", ""]])
+    cells = [len(re.findall(r"(?<!\\)\|", line)) for line in lines]
+    assert cells == [3, 3, 3, 3] and r"mean \|ρ\|" in lines[0] and r"B\|C" in lines[3]
+
+
 @pytest.mark.slow
 def test_table2_smoke_resumes_without_training(tmp_path, monkeypatch):
     store = tmp_path / "table2_synthetic_smoke.json"
