@@ -274,13 +274,13 @@ QUOTES = [
     # cell 31: the paired tests
     ("06", "At 200 steps", r"there: (\d+) Adam steps", 1),
     ("06", "by 1.58", r"42 negatives\)\s+-(\d+\.\d+)", 1),
-    ("06", "(Holm p = 0.13", r"42 negatives\)\s+\S+ \[[^\]]+\]\s+p = (\d\.\d+)", 1),
+    ("06", "points, Holm p = 0.13", r"42 negatives\)\s+\S+ \[[^\]]+\]\s+p = (\d\.\d+)", 1),
     ("06", "rate alone gives Holm p = 0.11", r"paper learning rate \(10⁻⁶\)\s+\S+ \[[^\]]+\]\s+p = (\d\.\d+)", 1),
     ("06", "(0.84 points", r"paper batches and learning rate\s+-(\d+\.\d+) \[", 1),
     ("06", "0.84 points, Holm p = 0.03", r"paper batches and learning rate\s+\S+ \[[^\]]+\]\s+p = (\d\.\d+)", 1),
     # cell 35: throughput
-    ("06", "(0.95 here", r"ratio (\d\.\d+)", 1),
-    ("06", "data wait 0.9", r"ratio \d\.\d+, data wait (\d\.\d+) %", 1),
+    ("06", "(1.07 here", r"ratio (\d\.\d+)", 1),
+    ("06", "data wait 1.7", r"ratio \d\.\d+, data wait (\d\.\d+) %", 1),
     # cell 36: resuming
     ("06", "below, 2 epochs", r"resumed resume_cut at epoch (\d+)", 1),
     ("06", "a resume to 4", r"same weights after epoch (\d+)", 1),
