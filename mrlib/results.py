@@ -426,8 +426,8 @@ def _cell(entry: Mapping[str, Any] | None, decimals: int = 2) -> str:
 
 #: Scalar values a run stores in ``extra`` that the tables show as a column (mean (sd) over
 #: seeds) when some row has them; a dotted key reaches into a dict (``rho.mean_abs``). A learned
-#: AutoPool shows its mean |α| over the dimensions and its mean |ρ|, how far its pooling moved
-#: from the mean towards the max or the min (0 to 1) on the test patches.
+#: AutoPool shows the mean of ``|α|`` over its dimensions and the mean of ``|ρ|``, how far its
+#: pooling moved from the mean towards the max or the min (0 to 1) on the test patches.
 EXTRA_COLUMNS = {"tag_auc": "tag AUC", "alpha.mean_abs": "mean |α|", "rho.mean_abs": "mean |ρ|"}
 
 
