@@ -170,6 +170,9 @@ QUOTES = [
     ("01", "(to 0.0042 dB at the tone's bin)", r"largest level difference at the tone's bin: (\d\.\d+)", 1),
     ("01", "spacing near 100 is 0.06 dB", r"float16 spacing in \[64, 128\): (\d\.\d+)", 1),
     ("02", "with 46 tags", r"m = (\d+) tags", 1),
+    ("04", "(CFR 0.950", r"psi only\s+(\d\.\d+)", 1),
+    ("04", "0.952 and 0.954", r"psi \+ phi\s+(\d\.\d+)", 1),
+    ("04", "a gap of 0.002", r"psi only(?:\s+-?\d\.\d+){5}\s+(-?\d\.\d+)", 1),
     ("04", "loss exactly 0.5", r"× 0\s+\d\.\d+\s+(\d\.\d+)", 1),
     ("04", "active fraction exactly 1,", r"× 0\s+\d\.\d+\s+\d\.\d+\s+(\d\.\d+)", 1),
     # 00 · overview
