@@ -409,11 +409,12 @@ def _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, devi
     def land(r: str, s: int, entry: dict) -> None:
         entry["commit"] = commit_id
         data["rows"][r]["seeds"][str(s)] = entry
-        # The command that makes the whole file (every row, every seed it holds), not this run's
-        # --rows or --seeds subset, which run_log keeps.
-        held = sorted({int(k) for row in data["rows"].values() for k in row["seeds"]})
-        data.update(command=_command(name, catalog, profile, held, overrides, None, device),
-                    overrides=overrides)
+        # When every row holds the same seeds, the command that makes the whole file replaces this
+        # run's --rows / --seeds subset (which run_log keeps); otherwise no one command makes it.
+        per_row = {tuple(sorted(map(int, row["seeds"]))) for row in data["rows"].values()}
+        whole = _command(name, catalog, profile, per_row.pop(), overrides, None, device) \
+            if len(per_row) == 1 else command
+        data.update(command=whole, overrides=overrides)
         run_log["trained" if entry["status"] == "ok" else "failed"] += 1
         run_log.update(wall_s=round(time.perf_counter() - t0, 1), finished=res.now())
         res.summarise_store(data)

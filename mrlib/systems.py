@@ -374,7 +374,7 @@ class System:
         """Adam at the run's rate; AutoPool's α in a group of its own when ``alpha_lr`` is set.
 
         Adam moves a parameter by about its learning rate per step whatever the gradient's size,
-        so at 10⁻³ and 200 steps α cannot leave [-0.2, 0.2]: close to the mean, far from the max.
+        so at 10⁻³ and 200 steps α typically stays within [-0.2, 0.2]: close to the mean.
         """
         if config.alpha_lr is None:
             return torch.optim.Adam(model.parameters(), lr=config.learning_rate)

@@ -25,6 +25,7 @@ from sklearn.multiclass import OneVsRestClassifier
 
 from mrlib import evaluate as ev
 from mrlib.autopool import pooling_position
+from mrlib.devices import pick_device
 from mrlib.features import test_patches
 from mrlib.layers import eval_mode
 from mrlib.mining import is_online, paper_shares
@@ -340,8 +341,6 @@ def _run_folder(parameters: Mapping[str, Any], seed: int) -> str:
 
 def table2_run(row: str, parameters: Mapping[str, Any], seed: int, device: str, workdir: Path):
     """Train one Table-2 row with one seed (resuming its run folder) and score it."""
-
-
     context = table2_context(parameters, device)
     if "reference" in parameters:
         return _table2_reference(row, parameters, seed, context)
@@ -364,12 +363,13 @@ def table2_run(row: str, parameters: Mapping[str, Any], seed: int, device: str, 
         extra["tag_auc"] = round(float(auc.mean), 4)
         if "val_auc" in m:
             extra["val_auc"] = [None if pd.isna(v) else round(float(v), 4) for v in m["val_auc"]]
-    autopool = getattr(run.model(), "autopool", None) if system.takes_pooling else None
+    model = run.model(pick_device(device)) if system.takes_pooling else None
+    autopool = getattr(model, "autopool", None)
     if autopool is not None:
         alpha = autopool.effective_alpha.detach().cpu().numpy().ravel()
         extra["alpha"] = {k: round(float(getattr(alpha, k)()), 4) for k in ("mean", "min", "max")}
         extra["alpha"]["mean_abs"] = round(float(np.abs(alpha).mean()), 4)
-        rho = _pooling_positions(run.model(), context["data"], test, cfg.patch_len)
+        rho = _pooling_positions(model, context["data"], test, cfg.patch_len)
         extra["rho"] = {"mean": round(float(rho.mean()), 4), "mean_abs": round(float(rho.abs().mean()), 4)}
     return _per_unit(result), extra
 

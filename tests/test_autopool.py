@@ -69,6 +69,9 @@ def test_pooling_position_matches_a_plain_loop_and_its_landmarks():
         np.testing.assert_allclose(pooling_position(pooled, xf, axis=1).numpy(), rho, atol=1e-6)
     flat = torch.full((2, 6, 3), 0.7)                               # a constant slice: 0, not 0 / 0
     assert pooling_position(autopool(flat, 5.0, axis=1), flat, axis=1).abs().max().item() == 0.0
+    flat[0, 2, 1] = float("nan")                                    # a diverged slice is not "at the mean"
+    rho = pooling_position(autopool(flat, 5.0, axis=1), flat, axis=1)
+    assert torch.isnan(rho[0, 1]) and rho.isnan().sum().item() == 1
     # alpha has units, rho does not: scaling x by k and alpha by 1 / k leaves rho unchanged
     np.testing.assert_allclose(pooling_position(autopool(10 * xt, alpha / 10, axis=1), 10 * xt, axis=1).numpy(),
                                got, atol=1e-9)

@@ -136,11 +136,14 @@ def test_a_run_that_adds_nothing_keeps_the_recorded_command(store):
     command = res.read_store(store)["command"]
     X.run_experiment("toy", seeds=[0], rows=["A"], store=store, progress=False)
     assert res.read_store(store)["command"] == command
-    # a subset that adds results records the command that makes the whole file, the run its own
+    # a subset that leaves the rows with different seeds records its own command (no one command
+    # makes the file); once every row holds the same seeds, the command that makes all of it
     X.run_experiment("toy", seeds=[2], rows=["B"], store=store, progress=False)
+    assert res.read_store(store)["command"].endswith("--seeds 2 --rows B")
+    X.run_experiment("toy", seeds=[2], rows=["A", "C"], store=store, progress=False)
     data = res.read_store(store)
     assert data["command"] == command.replace("--seeds 0 1", "--seeds 0 1 2")
-    assert data["runs"][-1]["command"].endswith("--seeds 2 --rows B")
+    assert data["runs"][-1]["command"].endswith("--seeds 2 --rows A C")
 
 
 def test_a_mistyped_catalog_is_refused_and_a_folder_catalog_takes_no_build_options(tmp_path, capsys):

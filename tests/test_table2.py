@@ -55,3 +55,26 @@ def test_table2_systems_common_overrides_and_errors():
         t2.table2_systems(epoch=3)
     with pytest.raises(ValueError, match="AT Baseline"):  # TrainConfig's own check, row named
         t2.table2_systems(width=-1.0)
+
+
+def test_pooling_positions_follow_alpha_on_the_test_patches():
+    # ρ of a TL Autopool network on the seeded test patches: 0 at α = 0 (the mean), towards +1 or
+    # −1 with a large positive or negative α, and one value per patch and dimension.
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+
+    from mrlib.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("tl_autopool", width=1 / 16, patch_len=64, embedding_dim=8).eval()
+    rng = np.random.default_rng(0)
+    data = SimpleNamespace(features={i: rng.normal(size=(96, 200)).astype(np.float32) for i in range(5)})
+    idx = np.arange(5)
+    at_mean = t2._pooling_positions(model, data, idx, patch_len=64, tracks_per_batch=2)
+    assert at_mean.shape == (5 * 8, 8) and at_mean.abs().max().item() < 1e-5
+    with torch.no_grad():
+        model.autopool.alpha.copy_(torch.tensor([1e3] * 4 + [-1e3] * 4))
+    rho = t2._pooling_positions(model, data, idx, patch_len=64)
+    assert (rho[:, :4] > 0.99).all() and (rho[:, 4:] < -0.99).all()
