@@ -48,7 +48,7 @@ from mrlib.models import build_model
 from mrlib.similarity import oracle
 
 __all__ = ["System", "AutoTagging", "TripletLoss", "TripletLossAutopool", "TripletMatchNetSystem",
-           "SYSTEMS", "register", "BatchMaker", "embed_tracks", "song_dissimilarities"]
+           "SYSTEMS", "register", "BatchMaker", "test_patch_batches", "embed_tracks", "song_dissimilarities"]
 
 
 def _nan(device: torch.device) -> torch.Tensor:
@@ -183,6 +183,29 @@ def _is_shared(trip: np.ndarray) -> bool:
 # =============================================================================================
 # Track representations (from seeded test patches)
 # =============================================================================================
+def test_patch_batches(data, idx: np.ndarray, patch_len: int, n_patches: int = 8,
+                       tracks_per_batch: int = 32, device: str | torch.device = "cpu"):
+    """The seeded test patches of tracks ``idx``, a few tracks at a time.
+
+    Track ``i``'s patches are ``test_patches(features[i], patch_len, n_patches, seed=i)``:
+    every model and run sees the same ones.
+
+    Yields
+    ------
+    chunk : numpy.ndarray of int64
+        The catalog indices of the batch (at most ``tracks_per_batch``).
+    x : torch.Tensor, float32, shape (len(chunk) * n_patches, n_bins, patch_len), on ``device``
+        Their patches, track by track.
+
+    Notebook: 06_training.ipynb
+    """
+    for s in range(0, len(idx), tracks_per_batch):
+        chunk = idx[s:s + tracks_per_batch]
+        x = np.stack([test_patches(data.features[int(i)], patch_len, n=n_patches, seed=int(i))
+                      for i in chunk])
+        yield chunk, torch.from_numpy(x.astype(np.float32)).to(device).reshape(-1, *x.shape[2:])
+
+
 @torch.no_grad()
 def embed_tracks(model: nn.Module, data, idx: Sequence[int], patch_len: int,
                  n_patches: int = 8, batch_size: int = 256, device: str | torch.device | None = None,
@@ -227,13 +250,9 @@ def embed_tracks(model: nn.Module, data, idx: Sequence[int], patch_len: int,
     tracks_per_chunk = max(1, batch_size // n_patches)
     out = []
     with eval_mode(model):
-        for s in tqdm(range(0, len(idx), tracks_per_chunk), desc="embed", unit="chunk",
-                      disable=not progress, leave=False):
-            chunk = idx[s:s + tracks_per_chunk]
-            x = np.stack([test_patches(data.features[int(i)], patch_len, n=n_patches, seed=int(i))
-                          for i in chunk])
-            x = torch.from_numpy(x.astype(np.float32)).to(dev)
-            x = x.reshape(-1, *x.shape[2:])
+        for chunk, x in tqdm(test_patch_batches(data, idx, patch_len, n_patches, tracks_per_chunk, dev),
+                             total=-(-len(idx) // tracks_per_chunk), desc="embed", unit="chunk",
+                             disable=not progress, leave=False):
             with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
                 e = model.embed(x).float()
             out.append(e.reshape(len(chunk), n_patches, -1).cpu())

@@ -26,12 +26,11 @@ from sklearn.multiclass import OneVsRestClassifier
 from mrlib import evaluate as ev
 from mrlib.autopool import pooling_position
 from mrlib.devices import pick_device
-from mrlib.features import test_patches
 from mrlib.layers import eval_mode
 from mrlib.mining import is_online, paper_shares
 from mrlib.results import parameters_key
 from mrlib.similarity import oracle
-from mrlib.systems import SYSTEMS
+from mrlib.systems import SYSTEMS, test_patch_batches
 from mrlib.train import TrainConfig, prepare_data, train
 from mrlib.train_config import paper_config
 
@@ -385,10 +384,8 @@ def _pooling_positions(model, data, idx, patch_len: int, tracks_per_batch: int =
     device = next(model.parameters()).device
     rho = []
     with eval_mode(model):
-        for s in range(0, len(idx), tracks_per_batch):
-            x = np.stack([test_patches(data.features[int(i)], patch_len, seed=int(i))
-                          for i in idx[s:s + tracks_per_batch]])
-            x = torch.from_numpy(x.astype(np.float32)).reshape(-1, *x.shape[2:]).to(device)
+        for _, x in test_patch_batches(data, np.asarray(idx), patch_len, tracks_per_batch=tracks_per_batch,
+                                       device=device):
             frames = model.frame_embeddings(x)                               # (B, T', d)
             rho.append(pooling_position(model.autopool(frames), frames, axis=1).cpu())
     return torch.cat(rho)
