@@ -494,7 +494,7 @@ def results_markdown(store: Mapping[str, Any], metrics: Sequence[str] | None = N
     walls = [e.get("wall_s", 0) for e in entries]
     # each row × seed records the commit it ran at; a file filled over time names several
     commits = sorted({str(e.get("commit", "?"))[:10] for e in entries})
-    units = {e["n_units"] for row in store["rows"].values() for e in _ok_seeds(row).values()}
+    units = {e["n_units"] for e in entries}
     plural = _PLURALS.get(store.get("unit"), f"{store.get('unit')}s")
     lines += ["", f"{'/'.join(str(u) for u in sorted(units))} test {plural}; "
               f"cells: mean over training seeds ± 95 % interval over {plural} "
