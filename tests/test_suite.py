@@ -261,3 +261,21 @@ def test_the_suite_sees_a_shell_reply_whose_wake_up_a_send_took():
     assert asyncio.run(_reply_after_a_send(suite._ShellChannel)) == "execute_reply"
     # and papermill's kernels get that channel
     assert suite._KernelManager().client().shell_channel_class is suite._ShellChannel
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("notebook, changed", [("00_overview", {"width": 0.0625}),
+                                               ("06_training", {"lr": 0.002})])
+def test_a_lesson_that_trains_runs_again_with_a_changed_parameter(notebook, changed, tmp_path,
+                                                                  monkeypatch):
+    """A student changes a parameter of a lesson that trains and runs it again: the runs of the
+    changed configuration go to folders of their own (the first run's folders would refuse them
+    with RunExistsError). Both runs hide the solutions, as a handed-out copy does."""
+    monkeypatch.setenv("MRLIB_RUNS", str(tmp_path / "runs"))
+    hidden = {"show_solutions": False}
+    suite.run_suite("smoke", hidden, only=[notebook], out_dir=tmp_path / "first")
+    index = suite.run_suite("smoke", {**hidden, **changed}, only=[notebook], out_dir=tmp_path / "second")
+    entry = json.loads(index.read_text())["notebooks"][notebook]
+    assert entry["status"] == "ok" and entry["parameters"].items() >= changed.items()
+    folders = {p.parent.name for p in (tmp_path / "runs").rglob("config.json")}
+    assert len(folders) >= 4, folders   # the first run's folders and the second's, side by side
