@@ -30,14 +30,31 @@ import pandas as pd
 import soundfile
 
 from mrlib.checks import is_int
-from mrlib.paths import package_versions
+from mrlib.paths import data_dir, package_versions
 from mrlib.paths import read_json_or_empty as _read_json
 
 __all__ = [
     "SPLITS", "TRACK_COLUMNS", "AUDIO_EXTENSIONS", "FORMAT_VERSION", "Catalog",
     "artist_disjoint_split", "group_duplicates", "duplicate_audio", "read", "read_table",
-    "format_skipped"
+    "format_skipped", "default_root"
 ]
+
+
+def default_root(source: str, n_tracks: int, seed: int, duration_s: float = 30.0, sr: int = 22050,
+                 *variants: str) -> Path:
+    """Folder of a generated catalog: ``data_dir()/<source>_n{N}_s{seed}``, with ``_d{duration}``
+    and ``_sr{sr}`` appended when they differ from 30 s and 22,050 Hz, then ``_<variant>`` for
+    each non-empty variant, so that catalogs built with other settings never share a folder.
+
+    Notebook: 00_overview.ipynb
+    """
+    name = f"{source}_n{n_tracks}_s{seed}"
+    if float(duration_s) != 30.0:
+        name += f"_d{float(duration_s):g}"
+    if int(sr) != 22050:
+        name += f"_sr{int(sr)}"
+    return data_dir() / "_".join([name, *filter(None, variants)])
+
 
 SPLITS = ("train", "val", "test")
 TRACK_COLUMNS = ("track_id", "artist_id", "split", "path", "duration_s")

@@ -80,7 +80,7 @@ from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from mrlib import paths
-from mrlib.catalog_format import artist_disjoint_split
+from mrlib.catalog_format import artist_disjoint_split, default_root
 from mrlib.checks import check_int, check_positive
 from mrlib.music21_corpus import (DANCE_QPM, STRATA, SkipWork, Stratum,  # noqa: F401 (re-exported)
                                      _inventory_cached, draw_order, inventory, stratum_quotas)
@@ -98,7 +98,7 @@ __all__ = [
     "stratum_quotas", "draw_order", "default_qpm", "soundfont_path", "load_program_table",
     "assign_programs", "parse_work", "clip_score", "pitch_class_histogram", "key_likelihoods",
     "to_midi", "render_midi", "work_tags", "tag_category", "render_work", "chroma_agreement",
-    "build", "main"
+    "music21_root", "build", "main"
 ]
 
 #: Bump when the rendering or tagging rules change: invalidates the per-work caches.
@@ -217,6 +217,18 @@ def _process_work(work: dict, clip_s: float, sr: int, seed: int, instrumentation
     return record
 
 
+def music21_root(n_tracks: int = 200, seed: int = 0, clip_s: float = 30.0, sr: int = 22050,
+                 instrumentation: str = "independent") -> Path:
+    """Folder of a music21 catalog: ``data_dir()/music21_n{N}_s{seed}``, with ``_d{clip_s}`` and
+    ``_sr{sr}`` appended when they differ from 30 s and 22,050 Hz, and ``_by_collection`` for that
+    instrumentation (e.g. ``music21_n2000_s0_d15``): builds of other settings never share a folder.
+
+    Notebook: 00_overview.ipynb
+    """
+    return default_root("music21", n_tracks, seed, clip_s, sr,
+                        "" if instrumentation == "independent" else instrumentation)
+
+
 def build(n_tracks: int = 200, seed: int = 0, root: str | os.PathLike | None = None,
           clip_s: float = 30.0, sr: int = 22050, n_jobs: int = 2,
           progress: bool = True, instrumentation: str = "independent",
@@ -238,8 +250,7 @@ def build(n_tracks: int = 200, seed: int = 0, root: str | os.PathLike | None = N
     seed : int
         Seed of the draw, tempi and instruments (>= 0).
     root : path-like, optional
-        Output folder; default ``mrlib.paths.data_dir() / f"music21_n{n_tracks}_s{seed}"``,
-        with ``_by_collection`` appended for that instrumentation.
+        Output folder; default :func:`music21_root` of these settings.
     clip_s : float
         Length of every track in seconds.
     sr : int
@@ -273,9 +284,7 @@ def build(n_tracks: int = 200, seed: int = 0, root: str | os.PathLike | None = N
     sr = check_int("sr", sr, 1000)
     n_jobs = check_int("n_jobs", n_jobs, 1)
     instrumentation = _check_instrumentation(instrumentation)
-    suffix = "" if instrumentation == "independent" else f"_{instrumentation}"
-    root = (Path(root) if root is not None
-            else paths.data_dir() / f"music21_n{n_tracks}_s{seed}{suffix}")
+    root = Path(root) if root is not None else music21_root(n_tracks, seed, clip_s, sr, instrumentation)
     config = {"n_tracks": n_tracks, "seed": seed, "clip_s": clip_s, "sr": sr,
               "instrumentation": instrumentation}
     key = _config_key(clip_s, sr, seed, instrumentation)

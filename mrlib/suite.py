@@ -432,13 +432,15 @@ def run_suite(profile: str = "quick", overrides: dict[str, Any] | None = None,
     that was killed: the next run turns its ``"running"`` entries into ``"interrupted"``). An
     index that cannot be read is kept as ``results.json.corrupt-<time>`` and a new one
     started. The output folder is locked while the suite runs, and ``-p`` parameters are
-    checked (:func:`check_parameters`) before anything runs.
+    checked (:func:`check_parameters`) before anything runs. The notebooks run in their own
+    folder, so a value that names an existing file or folder from the current directory
+    (``catalog=data/my_catalog``) is passed as an absolute path.
 
     Notebook: 00_overview.ipynb
     """
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
-    overrides = dict(overrides or {})
+    overrides = {name: _from_here(value) for name, value in (overrides or {}).items()}
     if inplace and (profile != "quick" or overrides):
         raise ValueError("--inplace refreshes the committed notebooks, which hold the quick "
                          "profile's default run: use it with --profile quick and no -p")
@@ -451,11 +453,21 @@ def run_suite(profile: str = "quick", overrides: dict[str, Any] | None = None,
         raise FileNotFoundError(f"no notebooks found in {folder}")
     check_parameters(overrides, notebooks)
     if out_dir is None:
-        suffix = f"_{overrides['catalog']}" if overrides.get("catalog", "synthetic") != "synthetic" else ""
+        source = str(overrides.get("catalog", "synthetic"))
+        suffix = "" if source == "synthetic" else f"_{Path(source).name}"
         out_dir = runs_dir() / f"{profile}{suffix}"
     out_dir = Path(out_dir)
     with FolderLock(out_dir, "suite run"):
         return _run_suite_locked(profile, overrides, wanted, notebooks, out_dir, inplace, timeout_s)
+
+
+def _from_here(value: Any) -> Any:
+    """``value``, or the absolute path it names when it is a relative path to something that
+    exists from the current directory (a notebook, run in its own folder, would miss it)."""
+    if isinstance(value, str) and ("/" in value or os.sep in value or value.startswith(".")) \
+            and not os.path.isabs(value) and Path(value).exists():
+        return str(Path(value).resolve())
+    return value
 
 
 def _load_index(index_path: Path) -> dict:

@@ -19,9 +19,9 @@ from tqdm.auto import tqdm
 
 from mrlib import synth
 from mrlib.catalog_format import (FORMAT_VERSION, Catalog, _part, _read_json, _versions, _write_csv,
-                                  _write_json, artist_disjoint_split)
+                                  _write_json, artist_disjoint_split, default_root)
 from mrlib.checks import is_int
-from mrlib.paths import FolderLock, data_dir, move_aside
+from mrlib.paths import FolderLock, move_aside
 
 __all__ = ["synthetic_root", "build_synthetic", "synthetic_artist_ids"]
 
@@ -34,16 +34,8 @@ def synthetic_root(n_tracks: int = 200, seed: int = 0, duration_s: float = 30.0,
 
     Notebook: 00_overview.ipynb
     """
-    name = f"synthetic_n{n_tracks}_s{seed}"
-    if float(duration_s) != 30.0:
-        name += f"_d{float(duration_s):g}"
-    if int(sr) != 22050:
-        name += f"_sr{int(sr)}"
-    if audio_format != "flac":
-        name += f"_{audio_format}"
-    if events:
-        name += "_ev"
-    return data_dir() / name
+    return default_root("synthetic", n_tracks, seed, duration_s, sr,
+                        "" if audio_format == "flac" else audio_format, "ev" if events else "")
 
 
 def _render_to_file(attrs, seed: int, sr: int, duration_s: float, path: str, audio_format: str,

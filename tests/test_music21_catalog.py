@@ -549,6 +549,18 @@ def test_failed_works_are_replaced_and_reported(inv, tmp_path, monkeypatch):
     assert info["attempted"] == N_SMALL + 2 and info["success_rate"] == pytest.approx(8 / 10)
 
 
+def test_default_folders_name_the_settings_so_two_builds_never_meet(tmp_path, monkeypatch):
+    """Two clip lengths of the same draw build side by side under the data root (one folder for
+    both made the second build refuse the first's files); the defaults keep the short name."""
+    monkeypatch.setenv("MRLIB_DATA", str(tmp_path))
+    assert R.music21_root(200, 0) == tmp_path / "music21_n200_s0"
+    assert R.music21_root(2000, 1, 15.0, 16000, "by_collection") == \
+        tmp_path / "music21_n2000_s1_d15_sr16000_by_collection"
+    roots = [R.build(n_tracks=2, seed=0, clip_s=clip, n_jobs=1, progress=False) for clip in (3.0, 4.0)]
+    assert roots == [tmp_path / "music21_n2_s0_d3", tmp_path / "music21_n2_s0_d4"]
+    assert [json.loads((r / "catalog.json").read_text())["config"]["clip_s"] for r in roots] == [3.0, 4.0]
+
+
 def test_build_validates_arguments(tmp_path):
     with pytest.raises(ValueError):
         R.build(n_tracks=0, root=tmp_path)

@@ -19,6 +19,7 @@ from jupyter_client.channels import AsyncZMQSocketChannel
 from jupyter_client.session import Session
 
 from mrlib import checks, experiments, suite
+from mrlib.catalog import lesson_catalog
 from mrlib.cqt import FeatureConfig
 from mrlib.matchnet_cv import MatchNetConfig
 from mrlib.train_config import PAPER_SCALE, TrainConfig, paper_config
@@ -112,6 +113,26 @@ def test_suite_runs_in_order_and_indexes(folder, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_relative_path_reaches_the_notebook_as_the_caller_meant_it(tmp_path, monkeypatch):
+    """The notebooks run in their own folder: ``-p catalog=data/mine`` given from the caller's
+    folder reaches them as that folder's absolute path (relative, it named nothing there);
+    names and paths to nothing pass unchanged, and the run folder is named after the folder."""
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    _notebook(nbs / "00_reads.ipynb", "catalog = 'synthetic'\nother = 'x'",
+              "from pathlib import Path\nfrom mrlib.suite import record\n"
+              "record('exists', Path(catalog).is_dir())\nrecord('other', other)")
+    (tmp_path / "data" / "mine").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MRLIB_RUNS", str(tmp_path / "runs"))
+    index = json.loads(suite.run_suite("smoke", {"catalog": "data/mine", "other": "no/such/folder"},
+                                       notebooks=nbs).read_text())
+    entry = index["notebooks"]["00_reads"]
+    assert entry["parameters"] == {"catalog": str(tmp_path / "data" / "mine"), "other": "no/such/folder"}
+    assert entry["metrics"] == {"exists": True, "other": "no/such/folder"}
+    assert (tmp_path / "runs" / "smoke_mine" / "results.json").is_file()
+
+
 def test_failing_notebook_is_named_and_kept(folder, tmp_path):
     _notebook(folder / "02_broken.ipynb", "x = 1", "raise ValueError('bad parameter x')")
     out = tmp_path / "run"
@@ -279,3 +300,17 @@ def test_a_lesson_that_trains_runs_again_with_a_changed_parameter(notebook, chan
     assert entry["status"] == "ok" and entry["parameters"].items() >= changed.items()
     folders = {p.parent.name for p in (tmp_path / "runs").rglob("config.json")}
     assert len(folders) >= 4, folders   # the first run's folders and the second's, side by side
+
+
+@pytest.mark.slow
+def test_lessons_read_a_catalog_folder_as_it_is(tmp_path, monkeypatch):
+    """A catalog someone recorded is a folder with its own size: the lessons that otherwise build
+    their catalog at a size of their own (07, 08) read the folder as it is."""
+    smoke = suite.PROFILES["smoke"]
+    folder = lesson_catalog("synthetic", n_tracks=smoke["n_tracks"], seed=0,
+                            duration_s=smoke["duration_s"], progress=False).root
+    monkeypatch.setenv("MRLIB_RUNS", str(tmp_path / "runs"))
+    index = suite.run_suite("smoke", {"catalog": str(folder), "show_solutions": False},
+                            only=["07", "08"], out_dir=tmp_path / "out")
+    entries = json.loads(index.read_text())["notebooks"]
+    assert [e["status"] for e in entries.values()] == ["ok", "ok"]
