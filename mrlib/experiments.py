@@ -506,9 +506,9 @@ def _command_line(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         for name, exp in EXPERIMENTS.items():
             print(f"{name}: {exp.title} ({exp.notebook}); profiles {', '.join(exp.profiles)}")
         for stem, store in res.stored_results().items():
-            seeds = {len(res._ok_seeds(r)) for r in store["rows"].values()}
-            print(f"  stored: {stem}: {len(store['rows'])} rows, {min(seeds, default=0)}–"
-                  f"{max(seeds, default=0)} seeds per row")
+            counts = sorted({len(res._ok_seeds(r)) for r in store["rows"].values()}) or [0]
+            seeds = "–".join(map(str, dict.fromkeys([counts[0], counts[-1]])))   # "3", or "1–3"
+            print(f"  stored: {stem}: {len(store['rows'])} rows, {seeds} seeds per row")
         return 0
     if args.command == "readme":
         for stem, store in res.stored_results().items():
