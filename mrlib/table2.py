@@ -345,7 +345,8 @@ def table2_run(row: str, parameters: Mapping[str, Any], seed: int, device: str, 
         return _table2_reference(row, parameters, seed, context)
     cfg = TrainConfig(**parameters, seed=seed, device=device, n_jobs=1,
                       out_dir=str(workdir / _run_folder(parameters, seed)))
-    run = train(cfg, resume=True, progress=False, data=context["data"])
+    # resume what an interrupted runner left; a new row has no folder to resume (nothing to say)
+    run = train(cfg, resume=cfg.run_dir().exists(), progress=False, data=context["data"])
     test = context["test"]
     pos = pd.Series(np.arange(len(run.catalog_index)), index=run.catalog_index)
     E = run.embeddings[pos.loc[test].to_numpy()]
