@@ -195,14 +195,26 @@ def _cli_build(args: argparse.Namespace) -> int:
 
 
 def _cli_info(args: argparse.Namespace) -> int:
-    if args.name == "synthetic":
-        root = Path(args.root) if args.root else synthetic_root(args.n_tracks, args.seed, args.duration,
-                                                                args.sr, args.format, args.events)
+    if args.name in BUILDERS:   # a generated catalog is described where it was built, never built here
+        if args.root:
+            root = Path(args.root)
+        elif args.name == "synthetic":
+            root = synthetic_root(args.n_tracks, args.seed, args.duration, args.sr, args.format, args.events)
+        else:
+            root = music21_catalog.music21_root(args.n_tracks, args.seed, args.duration, args.sr)
         info = _read_json(root / "catalog.json")
         if not info.get("complete"):
+            flags = f"--n-tracks {args.n_tracks} --seed {args.seed}"
+            if args.duration != 30.0:
+                flags += f" --duration {args.duration:g}"
+            if args.sr != 22050:
+                flags += f" --sr {args.sr}"
+            if args.root:
+                flags += f" --root {args.root}"
+            if args.events:
+                flags += " --events"
             print(f"{root}: not built{' completely' if info else ''}; run "
-                  f"python -m mrlib.catalog build synthetic --n-tracks {args.n_tracks} --seed {args.seed}"
-                  f"{' --events' if args.events else ''}")
+                  f"python -m mrlib.catalog build {args.name} {flags}")
             return 1
         cat = read(root)
     else:

@@ -15,6 +15,7 @@ import soundfile as sf
 
 from mrlib import catalog as C
 from mrlib import synth_catalog
+from mrlib.paths import data_dir
 from mrlib import synth
 from mrlib.paths import data_dir
 
@@ -451,8 +452,14 @@ def test_cli_build_and_info(capsys):
     rc = C.main(["info", "synthetic", "--n-tracks", "4", "--seed", "1", "--duration", "2"])
     out = capsys.readouterr().out
     assert rc == 0 and "N=4" in out and "Movement" in out
-    assert C.main(["info", "synthetic", "--n-tracks", "5"]) == 1
-    assert "not built" in capsys.readouterr().out
+    assert C.main(["info", "synthetic", "--n-tracks", "5", "--duration", "2"]) == 1
+    assert "not built; run python -m mrlib.catalog build synthetic --n-tracks 5 --seed 0 --duration 2\n" \
+        in capsys.readouterr().out
+    # info describes a generated catalog; it never builds one (music21 took minutes)
+    assert C.main(["info", "music21", "--n-tracks", "3", "--duration", "4"]) == 1
+    assert "music21_n3_s0_d4: not built; run python -m mrlib.catalog build music21 --n-tracks 3 " \
+        "--seed 0 --duration 4" in capsys.readouterr().out
+    assert not list(data_dir().glob("music21_*"))
     assert C.main(["info", "no_such_catalog"]) == 2
     # the events variant: its own folder, found again by info --events
     rc = C.main(["build", "synthetic", "--n-tracks", "4", "--seed", "1", "--duration", "2", "--jobs", "1",
