@@ -26,9 +26,25 @@ _HELP = {
     "dropout": "dropout after each conv block (default: the model's own)",
     "alpha_lr": "Adam's rate for AutoPool's alpha (default: --lr)",
     "pooling": "TL Autopool's pooling over time (default: learned AutoPool)",
+    "catalog_kwargs": "a generated catalog's build options as a JSON object, e.g. "
+                      "'{\"duration_s\": 12}' (default: {})",
+    "features": "FeatureConfig fields as a JSON object, e.g. '{\"max_duration_s\": 15}' "
+                "(default: {}, the paper's CQT)",
     "run_name": "(default: <system>_<mining>_s<seed>; its folder adds a hash of every field that "
                 "changes the result)",
 }
+
+
+def _json_object(text: str) -> dict:
+    """A flag's JSON object; anything else is a usage error that says what is expected."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not JSON ({err.msg}): {text!r}; write an object such "
+                                         "as '{\"name\": 12}', quoted for the shell") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object {{...}}, got {text!r}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
         if isinstance(value, bool) or f.name == "deterministic":
             kw["action"] = argparse.BooleanOptionalAction
         elif isinstance(value, dict):
-            kw.update(type=json.loads, help="JSON object, e.g. '{\"duration_s\": 12}' " + kw["help"])
+            kw["type"] = _json_object
         elif f.name == "pooling":
             kw["choices"] = POOLINGS
         elif f.name not in ("out_dir", "run_name"):

@@ -184,6 +184,14 @@ def test_cli_parses_into_config(tmp_path):
         T.config_from_args(["--system", "rnn"])
 
 
+@pytest.mark.parametrize("text, said", [("{bad", "not JSON (Expecting property name"),
+                                        ("[1]", "expected a JSON object {...}, got '[1]'")])
+def test_cli_says_what_a_json_flag_expects(text, said, capsys):
+    with pytest.raises(SystemExit) as stop:
+        T.config_from_args(["--features", text])
+    assert stop.value.code == 2 and f"argument --features: {said}" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------------------
 # batches: the paper's layout, checked on features that name their track
 # ------------------------------------------------------------------------------------------
