@@ -492,10 +492,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      description="Build the music21 real-music catalog.")
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="draw, render and tag works into a catalog folder")
-    typed = (("--n-tracks", int, 200), ("--seed", int, 0), ("--root", str, None),
-             ("--clip-s", float, 30.0), ("--sr", int, 22050), ("--n-jobs", int, 2))
-    for flag, kind, default in typed:
-        b.add_argument(flag, type=kind, default=default)
+    typed = (("--n-tracks", int, 200, "works drawn"),
+             ("--seed", int, 0, "seed of the draw, tempi and instruments"),
+             ("--root", str, None, "output folder (default: music21_root of these settings)"),
+             ("--clip-s", float, 30.0, "seconds per track"), ("--sr", int, 22050, "sample rate, Hz"),
+             ("--n-jobs", int, 2, "worker processes"))
+    for flag, kind, default, what in typed:
+        b.add_argument(flag, type=kind, default=default,
+                       help=what if default is None else f"{what} (default: {default})")
     b.add_argument("--instrumentation", choices=INSTRUMENTATION, default="independent",
                    help="ensembles from one palette for all collections (default) or from "
                         "each collection's own")
