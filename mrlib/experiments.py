@@ -75,8 +75,9 @@ class Experiment:
         array (fractions), ``extra`` holds further JSON values (an AUC, a learned α).
     profiles : tuple of str
         The profiles it defines.
-    prepare : callable (parameters) -> None, optional
-        Builds what rows read (catalog, features) in the runner's process before workers race to.
+    prepare : callable (parameters, *, progress) -> None, optional
+        Builds what rows read (catalog, features) in the runner's process before workers race
+        to, with progress bars when ``progress`` (a catalog build can take an hour).
 
     Notebook: 07_evaluation.ipynb
     """
@@ -286,8 +287,9 @@ def run_experiment(name: str, catalog: str = "synthetic", profile: str = "quick"
     Raises
     ------
     ValueError
-        Unknown experiment, profile, row or parameter, a store of another experiment, catalog
-        or profile, or ``rows`` that leave stale rows behind — before anything runs.
+        Unknown experiment, profile, row or parameter, a device this machine lacks, a store of
+        another experiment, catalog or profile, or ``rows`` that leave stale rows behind —
+        before anything runs.
     mrlib.paths.LockedError
         Another runner is writing the same store or work folder (it names the process); a
         lock left by a process that died is recovered, and says so.
@@ -300,6 +302,7 @@ def run_experiment(name: str, catalog: str = "synthetic", profile: str = "quick"
         raise ValueError(f"seeds must be distinct integers >= 0, got {list(seeds)}")
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")
+    pick_device(device)   # a device this machine lacks stops here, not after hours of catalog build
     overrides = dict(overrides or {})
     specs = experiment_rows(name, catalog, profile, overrides)
     unknown = [r for r in (rows or []) if r not in specs]
@@ -436,7 +439,7 @@ def _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, devi
         distinct = {json.dumps(stored[r]["parameters"], sort_keys=True): stored[r]["parameters"]
                     for r, _ in todo}
         for parameters in distinct.values():
-            exp.prepare(parameters)
+            exp.prepare(parameters, progress=progress)
     bar = tqdm(total=len(todo), desc=f"{name} {catalog} {profile}", unit="run", disable=not progress,
                dynamic_ncols=True)
     try:

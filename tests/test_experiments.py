@@ -126,6 +126,15 @@ def test_a_subset_run_may_not_leave_stale_rows_behind(store, capsys):
     assert sorted(CALLS) == [("B", 0)]
 
 
+def test_a_device_this_machine_lacks_is_refused_before_anything_runs(store, monkeypatch):
+    """--device cuda on a machine without CUDA: one clear error at the door (the paper profile
+    otherwise built its 14,246-track catalog first, for hours, then failed every row)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="CUDA is not available here"):
+        X.run_experiment("toy", seeds=[0], store=store, device="cuda", progress=False)
+    assert CALLS == [] and not store.exists() and not store.parent.exists()
+
+
 def test_a_store_of_another_catalog_is_refused(store):
     X.run_experiment("toy", seeds=[0], store=store, progress=False)
     before = store.read_text()
@@ -524,7 +533,8 @@ def test_prepare_runs_once_per_data_in_the_runner_before_any_row(tmp_path):
 
     prepared, order = [], []
 
-    def prepare(parameters):
+    def prepare(parameters, *, progress):
+        assert progress is False                    # the runner's own setting reaches it
         prepared.append((os.getpid(), parameters["level"]))
         order.append("prepare")
 
