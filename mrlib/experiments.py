@@ -75,9 +75,10 @@ class Experiment:
         array (fractions), ``extra`` holds further JSON values (an AUC, a learned α).
     profiles : tuple of str
         The profiles it defines.
-    prepare : callable (parameters, *, progress) -> None, optional
+    prepare : callable (parameters, progress) -> None, optional
         Builds what rows read (catalog, features) in the runner's process before workers race
-        to, with progress bars when ``progress`` (a catalog build can take an hour).
+        to, with progress bars when ``progress`` (given by keyword; a catalog build can take an
+        hour).
 
     Notebook: 07_evaluation.ipynb
     """
