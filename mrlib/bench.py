@@ -1,4 +1,4 @@
-"""Benchmarks: ``python -m mrlib.bench cqt|mining|train|retrieval|all [args ...]``.
+"""Benchmarks: ``python -m mrlib.bench cqt|mining|retrieval|synth|train|all [args ...]``.
 
 Each benchmark is a script in ``benchmarks/<name>.py`` with a ``main(argv)``; it prints its
 figures as ratios against a reference measured in the same run (never a timed assertion).
@@ -47,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         print("available:", ", ".join(available()) or "(none)")
         return 0
     name, rest = argv[0], argv[1:]
+    if name not in ("all", *available()):
+        print(f"python -m mrlib.bench: unknown benchmark {name!r}; available: "
+              f"{', '.join(available())}, all", file=sys.stderr)
+        return 2
     if name == "all":
         status = 0
         for each in available():

@@ -556,6 +556,15 @@ def test_faiss_params_and_errors():
     np.testing.assert_array_equal(a, b)
 
 
+def test_bench_names_an_unknown_benchmark_in_one_line(capsys):
+    from mrlib import bench
+
+    assert bench.main(["nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown benchmark 'nope'; available: " in err
+    assert all(name in err for name in bench.available()) and "Traceback" not in err
+
+
 def test_benchmark_runs_small(capsys):
     import runpy
 
