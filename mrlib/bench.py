@@ -47,13 +47,14 @@ def main(argv: list[str] | None = None) -> int:
         print("available:", ", ".join(available()) or "(none)")
         return 0
     name, rest = argv[0], argv[1:]
-    if name not in ("all", *available()):
+    names = available()
+    if name not in ("all", *names):
         print(f"python -m mrlib.bench: unknown benchmark {name!r}; available: "
-              f"{', '.join(available())}, all", file=sys.stderr)
+              f"{', '.join(names)}, all", file=sys.stderr)
         return 2
     if name == "all":
         status = 0
-        for each in available():
+        for each in names:
             print(f"\n=== {each} ===", flush=True)
             status |= run(each, [])
         return status

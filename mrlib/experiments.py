@@ -510,8 +510,9 @@ def _command_line(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         for name, exp in EXPERIMENTS.items():
             print(f"{name}: {exp.title} ({exp.notebook}); profiles {', '.join(exp.profiles)}")
         for stem, store in res.stored_results().items():
-            counts = sorted({len(res._ok_seeds(r)) for r in store["rows"].values()}) or [0]
-            seeds = "–".join(map(str, dict.fromkeys([counts[0], counts[-1]])))   # "3", or "1–3"
+            counts = [len(res._ok_seeds(r)) for r in store["rows"].values()] or [0]
+            low, high = min(counts), max(counts)
+            seeds = f"{low}" if low == high else f"{low}–{high}"
             print(f"  stored: {stem}: {len(store['rows'])} rows, {seeds} seeds per row")
         return 0
     if args.command == "readme":
