@@ -310,10 +310,7 @@ def cqt_torch(y, config: FeatureConfig | None = None, device=None):
         x = y.detach().to(device=device, dtype=torch.float32)
     else:
         device = torch.device("cpu" if device is None else device)
-        arr = np.asarray(y)
-        if arr.dtype.kind not in "fiu":
-            raise TypeError(f"y must be real-valued audio, got dtype {arr.dtype}")
-        x = torch.as_tensor(arr.astype(np.float32, copy=False), device=device)
+        x = torch.as_tensor(_check_signal(y), device=device)
     single = x.ndim == 1
     if x.ndim not in (1, 2) or x.shape[-1] == 0:
         raise ValueError(f"y must be (n_samples,) or (batch, n_samples) with n_samples > 0, "
@@ -333,11 +330,8 @@ def cqt_torch(y, config: FeatureConfig | None = None, device=None):
             # the (hop, blocks) polyphase view of x.
             n_blocks = n_frames - 1 + n_q
             total = n_blocks * hop
-            if left >= 0:
-                padded = torch.nn.functional.pad(x, (left, max(0, total - left - n)))
-            else:
-                padded = x[..., -left:]
-                padded = torch.nn.functional.pad(padded, (0, max(0, total - padded.shape[-1])))
+            # a negative left pad drops the samples before the kernel's first tap
+            padded = torch.nn.functional.pad(x, (left, max(0, total - left - n)))
             blocks = padded[..., :total].reshape(x.shape[0], n_blocks, hop).transpose(1, 2)
             resp = torch.nn.functional.conv1d(blocks, weight)  # (batch, 2n, n_frames)
             k = weight.shape[0] // 2

@@ -69,23 +69,6 @@ def _source_signature(path: Path) -> dict | None:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-#: The .npy header readers, by format version.
-_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
-                   (2, 0): np.lib.format.read_array_header_2_0}
-
-
-def _header(file: Path) -> tuple[tuple, np.dtype, int]:
-    """Shape, dtype and data offset from a .npy header (raises on a damaged file)."""
-    with open(file, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        if version not in _HEADER_READERS:
-            raise ValueError(f"unsupported .npy version {version}")
-        shape, fortran, dtype = _HEADER_READERS[version](f)
-        if fortran:
-            raise ValueError("Fortran-ordered array")
-        return shape, dtype, f.tell()
-
-
 def _cache_valid(file: Path, entry: dict, config: FeatureConfig, verify: str) -> bool:
     """Is the cached file the complete, uncorrupted array the manifest describes?"""
     try:
@@ -93,11 +76,13 @@ def _cache_valid(file: Path, entry: dict, config: FeatureConfig, verify: str) ->
             return False
         if verify == "exists":
             return True
-        shape, dtype, offset = _header(file)
-        layout_ok = (dtype == np.float16 and shape == tuple(entry["shape"]) and len(shape) == 2
-                     and shape[0] == config.n_bins
+        # Memory-mapped, np.load reads the header only; a truncated file cannot be mapped.
+        array = np.load(file, mmap_mode="r", allow_pickle=False)
+        layout_ok = (array.dtype == np.float16 and array.shape == tuple(entry["shape"])
+                     and array.ndim == 2 and array.shape[0] == config.n_bins
+                     and array.flags.c_contiguous
                      # neither truncated nor padded
-                     and file.stat().st_size == offset + int(np.prod(shape)) * 2)
+                     and file.stat().st_size == array.offset + array.nbytes)
         return layout_ok and (verify != "checksum" or zlib.crc32(file.read_bytes()) == entry["crc32"])
     except Exception:
         return False
@@ -387,7 +372,7 @@ class FeatureSet:
 
     def __init__(self, config: FeatureConfig, cache_dir: Path, track_ids: Sequence[str],
                  files: Sequence[Path | None], shapes: Sequence[tuple | None],
-                 report: SkipReport, n_computed: int = 0, n_cached: int = 0, mmap: bool = True):
+                 report: SkipReport, n_computed: int = 0, n_cached: int = 0):
         self.config = config
         self.cache_dir = Path(cache_dir)
         self.track_ids = list(track_ids)
@@ -396,7 +381,6 @@ class FeatureSet:
         self.report = report
         self.n_computed = int(n_computed)
         self.n_cached = int(n_cached)
-        self.mmap = bool(mmap)
         self._memory: dict[int, np.ndarray] | None = None
 
     def __len__(self) -> int:
@@ -417,23 +401,20 @@ class FeatureSet:
         """Frames T_i per track, int64 (N,); 0 where unavailable."""
         return np.array([s[1] if s is not None else 0 for s in self._shapes], dtype=np.int64)
 
-    def _index(self, i) -> int:
+    def __getitem__(self, i) -> np.ndarray:
         if not is_int(i):
             raise TypeError(f"FeatureSet is indexed by an integer catalog index, got {i!r}")
         n = len(self)
         if not -n <= i < n:
             raise IndexError(f"catalog index {i} out of range for {n} tracks")
-        return int(i) % n
-
-    def __getitem__(self, i) -> np.ndarray:
-        i = self._index(i)
+        i = int(i) % n
         if self._files[i] is None:
             reason = self.report.reasons.get(self.track_ids[i], "no features")
             raise KeyError(f"track {i} ({self.track_ids[i]!r}) has no features: {reason}")
         if self._memory is not None:
             return self._memory[i]
         try:
-            array = np.load(self._files[i], mmap_mode="r" if self.mmap else None, allow_pickle=False)
+            array = np.load(self._files[i], mmap_mode="r", allow_pickle=False)
         except Exception as error:
             raise OSError(f"cached feature {self._files[i]} is unreadable ({error}); run "
                           "mrlib.features.extract again to rebuild it") from error
@@ -447,13 +428,8 @@ class FeatureSet:
 
         Notebook: 01_cqt.ipynb
         """
-        saved, self.mmap = self.mmap, False
-        try:
-            memory = {int(i): self[int(i)]
-                      for i in tqdm(self.indices, desc="load features", disable=not progress)}
-        finally:
-            self.mmap = saved
-        self._memory = memory
+        self._memory = {int(i): np.array(self[int(i)])     # a copy in memory of the mapped file
+                        for i in tqdm(self.indices, desc="load features", disable=not progress)}
         return self
 
     def __getstate__(self):
@@ -627,8 +603,7 @@ def random_patches(feature, patch_len: int, n: int, rng, pad: str = "wrap") -> n
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
     if pad not in ("wrap", "floor"):
         raise ValueError(f"pad must be 'wrap' or 'floor', got {pad!r}")
-    if getattr(feature, "ndim", None) != 2:
-        feature = np.asarray(feature)
+    feature = np.asarray(feature)     # a memory-mapped feature stays mapped
     if feature.ndim != 2 or feature.shape[1] == 0:
         raise ValueError(f"feature must be (n_bins, T) with T > 0, got shape {feature.shape}")
     T = feature.shape[1]
@@ -640,12 +615,11 @@ def random_patches(feature, patch_len: int, n: int, rng, pad: str = "wrap") -> n
         columns = (starts[:, None] + np.arange(patch_len)) % T
     else:
         # Every patch is the whole track followed by "silence": the feature's minimum (dB).
-        feature = np.asarray(feature)
         floor = np.full((feature.shape[0], patch_len - T), feature.min(), dtype=feature.dtype)
         return np.repeat(np.concatenate([feature, floor], axis=1)[None], n, axis=0)
     # One gather for all patches: (n_bins, n, L) -> (n, n_bins, L). Only the needed columns of a
     # memory-mapped feature are read.
-    return np.ascontiguousarray(np.asarray(feature)[:, columns].transpose(1, 0, 2))
+    return np.ascontiguousarray(feature[:, columns].transpose(1, 0, 2))
 
 
 def test_patches(feature, patch_len: int, n: int = 8, seed: int = 0, pad: str = "wrap") -> np.ndarray:
