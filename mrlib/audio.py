@@ -105,11 +105,6 @@ class AudioResult:
         """True when the track is usable (``y`` is not None)."""
         return self.y is not None
 
-    @property
-    def duration_s(self) -> float:
-        """Duration of ``y`` in seconds (0.0 for a skipped track)."""
-        return 0.0 if self.y is None else len(self.y) / self.sr
-
 
 def _check_params(sr, min_duration_s, max_duration_s, pad_fraction, silence_db) -> None:
     if not is_int(sr) or sr <= 0:
@@ -438,7 +433,9 @@ class SkipReport:
             if entries:
                 kinds = ", ".join(f"{k} {n}" for k, n in sorted(_kinds(entries).items()))
                 lines.append(f"  {action} by kind: {kinds}")
-                lines += _listing(action, entries)
+                lines += [f"    {action} {t}: {r}" for t, r in entries[:20]]
+                if len(entries) > 20:
+                    lines.append(f"    … and {len(entries) - 20} more {action} (see to_csv())")
         return "\n".join(lines)
 
     def _rows(self) -> list[tuple[str, str, str]]:
@@ -512,11 +509,3 @@ def player(path: str | os.PathLike, seconds: float = 4.0, sr: int = DEFAULT_SR):
 def _kinds(entries: Iterable[tuple[str, str]]) -> dict[str, int]:
     """Entries counted by kind (the part of the reason or note before the first colon)."""
     return dict(Counter(text.split(":", 1)[0] for _, text in entries))
-
-
-def _listing(action: str, entries: Iterable[tuple[str, str]], limit: int = 20) -> list[str]:
-    entries = list(entries)
-    lines = [f"    {action} {t}: {r}" for t, r in entries[:limit]]
-    if len(entries) > limit:
-        lines.append(f"    … and {len(entries) - limit} more {action} (see to_csv())")
-    return lines

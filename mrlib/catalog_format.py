@@ -397,8 +397,7 @@ def _numeric(df: pd.DataFrame, columns: Sequence[str], path: Path, what: str) ->
     bad = ~np.isfinite(arr)
     if bad.any():
         r, c = (int(x) for x in np.argwhere(bad)[0])
-        lines = df.attrs.get("lines") or list(range(2, len(df) + 2))
-        raise ValueError(f"{path} line {lines[r]}, column {columns[c]!r}: "
+        raise ValueError(f"{path} line {df.attrs['lines'][r]}, column {columns[c]!r}: "
                          f"{df[columns[c]].iat[r]!r} is not a number (expected {what}); "
                          f"{int(bad.sum())} such cell(s) in all")
     return arr
@@ -591,7 +590,7 @@ def read(root: str | Path, name: str | None = None, allow_outside: bool | None =
 def _check_track_paths(root: Path, tracks: pd.DataFrame, allow_outside: bool) -> None:
     """Paths of ``tracks.csv`` stay inside the folder (unless allowed) and are not shared."""
     real_root = root.resolve()
-    lines = tracks.attrs.get("lines") or list(range(2, len(tracks) + 2))
+    lines = tracks.attrs["lines"]      # set by read_table
     owner: dict[Path, int] = {}
     for i, rel in enumerate(tracks["path"]):
         if not rel:

@@ -119,19 +119,14 @@ def from_folder(audio_dir: str | Path, tags_csv: str | Path, vocabulary_csv: str
     if len(skipped):
         warnings.warn(f"from_folder({audio_dir.name}): kept {keep.size} track(s); "
                       + format_skipped(skipped), stacklevel=2)
-    info = _info(name or audio_dir.name, audio_dir, tags_csv, vocabulary_csv, seed, fractions, len(skipped))
-    return Catalog(name=name or audio_dir.name, root=audio_dir.resolve(), tracks=tracks,
-                   tags=values[keep].astype(np.float32), vocabulary=vocab, info=info, skipped=skipped)
-
-
-def _info(name: str, audio_dir: Path, tags_csv: Path, vocabulary_csv, seed: int, fractions,
-          n_skipped: int) -> dict:
-    """The catalog's ``info``: where it came from and with which split settings."""
+    name = name or audio_dir.name
     config = {"audio_dir": str(audio_dir.resolve()), "tags_csv": str(tags_csv.resolve()),
               "vocabulary_csv": str(vocabulary_csv) if vocabulary_csv else None, "seed": seed,
               "fractions": list(map(float, fractions))}
-    return {"name": name, "source": "folder", "format": FORMAT_VERSION, "config": config,
-            "n_skipped": n_skipped, "complete": True}
+    info = {"name": name, "source": "folder", "format": FORMAT_VERSION, "config": config,
+            "n_skipped": len(skipped), "complete": True}
+    return Catalog(name=name, root=audio_dir.resolve(), tracks=tracks,
+                   tags=values[keep].astype(np.float32), vocabulary=vocab, info=info, skipped=skipped)
 
 
 def _check_args(audio_dir: Path, duplicates: str) -> None:
