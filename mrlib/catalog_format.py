@@ -259,9 +259,7 @@ class Catalog:
         real_root = root.resolve()
         paths = [p.relative_to(real_root).as_posix() if p.is_relative_to(real_root) else str(p)
                  for p in map(self.audio_path, range(len(self)))]
-        tracks = self.tracks.assign(path=paths)
-        outside = any(Path(p).is_absolute() for p in paths)
-        _write_csv(tracks[list(TRACK_COLUMNS)], root / "tracks.csv")
+        _write_csv(self.tracks.assign(path=paths)[list(TRACK_COLUMNS)], root / "tracks.csv")
         _write_csv(self.tags_frame(), root / "tags.csv")
         _write_csv(self.vocabulary[["tag", "category"]], root / "vocabulary.csv")
         if self.attributes is not None:
@@ -269,7 +267,8 @@ class Catalog:
         # catalog.json is written with sorted keys: the order here does not matter
         info = {"name": self.name, "format": FORMAT_VERSION, "complete": True, **self.info,
                 "n_tracks": len(self)}
-        if outside:  # this catalog's audio lies elsewhere by construction: read() accepts it
+        # audio stored by an absolute path lies elsewhere by construction: read() accepts it
+        if any(Path(p).is_absolute() for p in paths):
             info["allow_outside_paths"] = True
         _write_json(info, root / "catalog.json")
         return root
@@ -492,8 +491,6 @@ def artist_disjoint_split(artist_ids: Sequence, fractions: Sequence[float] = (0.
     if not is_int(seed) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     ids = np.asarray([str(a) for a in artist_ids])
-    if ids.size == 0:
-        return np.empty(0, dtype="<U5")
     uniq, inverse, counts = np.unique(ids, return_inverse=True, return_counts=True)
     rng = np.random.default_rng(seed)
     # largest artists first (hardest to place), ties broken by a seeded permutation

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from mrlib.audio import SkipReport, read_audio
 from mrlib.checks import is_int
+from mrlib.features import _catalog_table
 
 __all__ = ["FEATURE_VERSION", "feature_names", "handcrafted_features", "BaselineFeatures", "catalog_features"]
 
@@ -309,12 +309,10 @@ def catalog_features(
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    tracks = _check_catalog_args(catalog, sr, chunk_size, n_jobs, feature_kwargs, min_duration_s, max_duration_s)
+    _, ids, paths = _catalog_table(catalog)
+    _check_args(sr, chunk_size, n_jobs, feature_kwargs, min_duration_s, max_duration_s)
     audio_kwargs = {"sr": int(sr), "min_duration_s": float(min_duration_s),
                     "max_duration_s": max_duration_s}
-    root = Path(catalog.root)
-    paths = [p if p.is_absolute() else root / p for p in map(Path, tracks["path"].astype(str))]
-    ids = tracks["track_id"].tolist()
     names = feature_names(feature_kwargs.get("n_mfcc", 20), feature_kwargs.get("tempo", True))
     config = {**audio_kwargs, "version": FEATURE_VERSION,
               **{k: feature_kwargs[k] for k in sorted(feature_kwargs)}}
@@ -333,14 +331,8 @@ def catalog_features(
     return BaselineFeatures(X, index, len(ids), names, report, config)
 
 
-def _check_catalog_args(catalog, sr, chunk_size, n_jobs, feature_kwargs, min_duration_s,
-                        max_duration_s) -> pd.DataFrame:
-    """The catalog's track table, after checking the arguments of :func:`catalog_features`."""
-    tracks = getattr(catalog, "tracks", None)
-    if (not isinstance(tracks, pd.DataFrame) or not {"track_id", "path"} <= set(tracks.columns)
-            or not hasattr(catalog, "root")):
-        raise TypeError("catalog must be an mrlib.catalog.Catalog (or have .root and a .tracks "
-                        "DataFrame with track_id and path columns)")
+def _check_args(sr, chunk_size, n_jobs, feature_kwargs, min_duration_s, max_duration_s) -> None:
+    """Check the arguments of :func:`catalog_features` other than the catalog."""
     if not is_int(sr) or sr < 4000:
         raise ValueError(f"sr must be an integer >= 4000 Hz, got {sr!r}")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
@@ -356,7 +348,6 @@ def _check_catalog_args(catalog, sr, chunk_size, n_jobs, feature_kwargs, min_dur
     if max_duration_s is not None and not (np.isscalar(max_duration_s) and max_duration_s >= min_duration_s
                                            and max_duration_s > 0):
         raise ValueError(f"max_duration_s must be None or > 0 and >= min_duration_s, got {max_duration_s!r}")
-    return tracks
 
 
 def _extract_all(paths: list, audio_kwargs: dict, feature_kwargs: dict, n_jobs: int, chunk_size: int,
