@@ -113,7 +113,8 @@ def _compute_batch(items: list[tuple[int, str, str]], config: FeatureConfig) -> 
     Tracks of equal length (after loading) share one multichannel CQT call; if such a call fails,
     its tracks are retried one by one so only the culprit is skipped.
     """
-    records, loaded = [], []
+    records: list[dict] = []
+    by_length: dict[int, list] = {}
     for index, source, out_file in items:
         result = read_audio(source, config.sr, config.min_duration_s, config.max_duration_s,
                             pad_fraction=config.pad_fraction)
@@ -121,10 +122,7 @@ def _compute_batch(items: list[tuple[int, str, str]], config: FeatureConfig) -> 
                                   "problem": result.problem}
         records.append(record)
         if result.problem is None:
-            loaded.append((record, result.y, out_file))
-    by_length: dict[int, list] = {}
-    for item in loaded:
-        by_length.setdefault(len(item[1]), []).append(item)
+            by_length.setdefault(len(result.y), []).append((record, result.y, out_file))
     for length, members in by_length.items():
         step = max(1, _MAX_BATCH_SAMPLES // length)
         for k in range(0, len(members), step):

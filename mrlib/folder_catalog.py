@@ -295,7 +295,7 @@ def _locate_audio(rows: _Rows, audio_dir: Path, path_column: str | None, allow_o
 
 def _file_by_path(rel: str, audio_dir: Path, allow_outside: bool) -> tuple[Path, str | None]:
     """(file, None) of a path-column cell, or (file, why it cannot be used)."""
-    p = Path(rel) if Path(rel).is_absolute() else audio_dir / rel
+    p = audio_dir / rel      # an absolute path replaces audio_dir
     if not p.is_file():
         return p, f"file not found: {rel}"
     if not allow_outside and not p.resolve().is_relative_to(audio_dir.resolve()):

@@ -204,12 +204,11 @@ def _clip_info(rng: np.random.Generator, clip_ids: np.ndarray, artist_of: np.nda
                artist_names: np.ndarray, duration_s: float) -> tuple[list[dict], list[str]]:
     """Rows of ``clip_info_final.csv`` and the mp3 paths, in the release's shape:
     ``<hex dir>/<artist>-<album>-<nn>-<title>-<start>-<end>.mp3``."""
-    n_clips = len(clip_ids)
     # Each artist's clips numbered 1, 2, ... in clip order.
     track_no = pd.Series(artist_of).groupby(artist_of).cumcount().to_numpy(np.int64) + 1
     seg_len = int(round(duration_s))
     rows_info, mp3_paths = [], []
-    for i in range(n_clips):
+    for i in range(len(clip_ids)):
         artist = artist_names[artist_of[i]]
         album = f"Fixture Album {artist_of[i] + 1}"
         title = f"Fixture Track {track_no[i]}"
