@@ -389,16 +389,17 @@ def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
     return df
 
 
-def _numeric(df: pd.DataFrame, columns: Sequence[str], path: Path, what: str) -> np.ndarray:
-    """float64 values of text columns; an error names the first bad cell's line and column."""
+def _numeric(df: pd.DataFrame, columns: Sequence[str], path: Path) -> np.ndarray:
+    """float64 values of tag columns held as text; an error names the first bad cell's line and
+    column."""
     values = df[list(columns)].apply(lambda col: pd.to_numeric(col.str.strip(), errors="coerce"))
     arr = values.to_numpy(dtype=np.float64)
     bad = ~np.isfinite(arr)
     if bad.any():
         r, c = (int(x) for x in np.argwhere(bad)[0])
         raise ValueError(f"{path} line {df.attrs['lines'][r]}, column {columns[c]!r}: "
-                         f"{df[columns[c]].iat[r]!r} is not a number (expected {what}); "
-                         f"{int(bad.sum())} such cell(s) in all")
+                         f"{df[columns[c]].iat[r]!r} is not a number (expected a likelihood in "
+                         f"[0, 1]); {int(bad.sum())} such cell(s) in all")
     return arr
 
 
@@ -566,8 +567,7 @@ def read(root: str | Path, name: str | None = None, allow_outside: bool | None =
     if missing or extra:
         raise ValueError(f"tags.csv and vocabulary.csv disagree: tags missing from tags.csv {missing[:10]}, "
                          f"columns not in the vocabulary {extra[:10]}")
-    tags = (_numeric(tags_df, tag_cols, root / "tags.csv", "a likelihood in [0, 1]") if tag_cols
-            else np.zeros((len(tags_df), 0)))
+    tags = _numeric(tags_df, tag_cols, root / "tags.csv")
     tag_ids = tags_df["track_id"]
     if "track_id" in tracks.columns and list(tag_ids) != list(tracks["track_id"]):
         if set(tag_ids) != set(tracks["track_id"]) or tag_ids.duplicated().any():
