@@ -414,8 +414,7 @@ class Mahalanobis(MetricBaseline):
         if strength is not None and not (np.isscalar(strength) and np.isfinite(strength)
                                          and strength > 0):
             raise ValueError(f"strength must be a positive number or None, got {strength!r}")
-        if max_iter is not None and (isinstance(max_iter, bool) or not isinstance(max_iter, int)
-                                     or max_iter < 1):
+        if max_iter is not None and (not is_int(max_iter) or max_iter < 1):
             raise ValueError(f"max_iter must be a positive integer or None, got {max_iter!r}")
         self.algorithm, self.strength, self.max_iter = algorithm, strength, max_iter
         self.name = f"Mahalanobis ({algorithm.upper()})"

@@ -278,7 +278,6 @@ class TrackBatchSampler(ShuffledTripletSampler):
             raise ValueError(f"track_idx must be a non-empty 1-D integer array, got {idx.dtype} {idx.shape}")
         super().__init__(np.repeat(idx[:, None], 3, axis=1), batch_size, seed, rank, world_size,
                          drop_last, yield_rows=False)
-        self.track_idx = idx
 
     def __iter__(self):
         for batch in super().__iter__():
