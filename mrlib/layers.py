@@ -250,13 +250,12 @@ class PatchModel(nn.Module):
     def _setup(self, head: dict, width: float, n_bins: int, patch_len: int, **rest) -> None:
         """Check the shared arguments and set ``config``: the system, ``head`` (the network's first
         argument), width, n_bins, patch_len, then ``rest``."""
-        # the keyword arguments that rebuild this model: build_model(**model.config)
-        config = {"system": self.system, **head, "width": float(width), "n_bins": n_bins,
-                  "patch_len": patch_len, **rest}
         self.n_bins = check_positive_int("n_bins", n_bins)
         self.patch_len = check_positive_int("patch_len", patch_len)
         self.width = check_width(width)
-        self.config = config
+        # the keyword arguments that rebuild this model: build_model(**model.config)
+        self.config = {"system": self.system, **head, "width": self.width, "n_bins": self.n_bins,
+                       "patch_len": self.patch_len, **rest}
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
