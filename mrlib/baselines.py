@@ -121,9 +121,8 @@ class MetricBaseline:
         if self.pca is not None:
             from sklearn.decomposition import PCA
 
-            n_comp = self.pca
-            if isinstance(n_comp, (int, np.integer)):
-                n_comp = int(min(n_comp, len(ref), X.shape[1]))
+            # an int asks for components: at most one per training clip and per feature
+            n_comp = int(min(self.pca, len(ref), X.shape[1])) if is_int(self.pca) else self.pca
             self.pca_ = PCA(n_components=n_comp, random_state=self.seed)
             self.pca_.fit((ref - self.mean_) / self.std_)
         return self._prep(X)
@@ -159,8 +158,7 @@ class MetricBaseline:
             raise ValueError(f"the triplets use rows of X with non-finite features (e.g. {bad}): "
                              "skipped tracks? Keep the triplets where "
                              "BaselineFeatures.triplet_mask(triplets) is True")
-        Z = self._fit_prep(X, rows)
-        self._fit(Z, t)
+        self._fit(self._fit_prep(X, rows), t)
         self._fitted = True
         return self
 
