@@ -92,9 +92,7 @@ def autopool(x: torch.Tensor, alpha: torch.Tensor | float, axis: int = -1) -> to
     # of many frames loses precision; the result goes back to the caller's dtype.
     work = torch.promote_types(x.dtype, torch.float32)
     xw = x.to(work)
-    a = alpha.to(device=x.device, dtype=work) if isinstance(alpha, torch.Tensor) else torch.as_tensor(
-        float(alpha), dtype=work, device=x.device)
-    z = a * xw
+    z = torch.as_tensor(alpha, dtype=work, device=x.device) * xw
     # Subtracting the max changes nothing mathematically (softmax is shift-invariant per
     # slice) and keeps exp() in (0, 1]. It is detached: its gradient is exactly zero anyway.
     z = z - z.amax(dim=ax, keepdim=True).detach()

@@ -121,9 +121,8 @@ class MetricBaseline:
         if self.pca is not None:
             from sklearn.decomposition import PCA
 
-            n_comp = self.pca
-            if isinstance(n_comp, (int, np.integer)):
-                n_comp = int(min(n_comp, len(ref), X.shape[1]))
+            # an int asks for components: at most one per training clip and per feature
+            n_comp = int(min(self.pca, len(ref), X.shape[1])) if is_int(self.pca) else self.pca
             self.pca_ = PCA(n_components=n_comp, random_state=self.seed)
             self.pca_.fit((ref - self.mean_) / self.std_)
         return self._prep(X)
@@ -159,8 +158,7 @@ class MetricBaseline:
             raise ValueError(f"the triplets use rows of X with non-finite features (e.g. {bad}): "
                              "skipped tracks? Keep the triplets where "
                              "BaselineFeatures.triplet_mask(triplets) is True")
-        Z = self._fit_prep(X, rows)
-        self._fit(Z, t)
+        self._fit(self._fit_prep(X, rows), t)
         self._fitted = True
         return self
 
@@ -414,8 +412,7 @@ class Mahalanobis(MetricBaseline):
         if strength is not None and not (np.isscalar(strength) and np.isfinite(strength)
                                          and strength > 0):
             raise ValueError(f"strength must be a positive number or None, got {strength!r}")
-        if max_iter is not None and (isinstance(max_iter, bool) or not isinstance(max_iter, int)
-                                     or max_iter < 1):
+        if max_iter is not None and (not is_int(max_iter) or max_iter < 1):
             raise ValueError(f"max_iter must be a positive integer or None, got {max_iter!r}")
         self.algorithm, self.strength, self.max_iter = algorithm, strength, max_iter
         self.name = f"Mahalanobis ({algorithm.upper()})"

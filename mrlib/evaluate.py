@@ -304,8 +304,7 @@ def evaluate_similarity(S_pred, S_true, k: int = 20, n_relevant: int = 5) -> Ret
     S_true = as_float_matrix("S_true", S_true)
     if S_pred.shape != S_true.shape or S_pred.shape[0] != S_pred.shape[1]:
         raise ValueError(f"S_pred and S_true must be the same square shape, got {S_pred.shape} and {S_true.shape}")
-    n = S_pred.shape[0]
-    pred = rank_by_similarity(S_pred, exclude_self=True, k=min(k, n - 1))
+    pred = rank_by_similarity(S_pred, exclude_self=True, k=min(k, len(S_pred) - 1))
     true = rank_by_similarity(S_true, exclude_self=True, k=n_relevant)
     return RetrievalResult(retrieval_metrics(pred, true, k=k, n_relevant=n_relevant), k, n_relevant)
 

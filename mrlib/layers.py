@@ -193,7 +193,7 @@ def _conv_block(c_in: int, c_out: int, pool: tuple[int, int], dropout: float) ->
     return nn.Sequential(layers)
 
 
-class Backbone(nn.Module):
+class Backbone(nn.Sequential):
     """Input BatchNorm + conv blocks [Conv 3x3 'same' -> BN -> ReLU -> MaxPool (-> Dropout)].
 
     Input ``(B, 1, n_bins, T)``; output ``(B, widths[-1], F_out, T_out)`` with ``F_out`` and
@@ -216,23 +216,16 @@ class Backbone(nn.Module):
     """
 
     def __init__(self, n_bins: int, widths, pools, final_size=(1, 1), dropout: float = 0.0) -> None:
-        super().__init__()
         if len(widths) != len(pools) or len(widths) == 0:
             raise ValueError(f"need one pool per block, got {len(widths)} widths and {len(pools)} pools")
-        self.input_bn = FrequencyBatchNorm(n_bins)
+        layers: OrderedDict[str, nn.Module] = OrderedDict(input_bn=FrequencyBatchNorm(n_bins))
         c_in = 1
         for i, (c, pool) in enumerate(zip(widths, pools), start=1):
-            self.add_module(f"block{i}", _conv_block(c_in, c, pool, dropout))
+            layers[f"block{i}"] = _conv_block(c_in, c, pool, dropout)
             c_in = c
-        self.n_blocks = len(widths)
+        layers["final_pool"] = nn.AdaptiveMaxPool2d(final_size)
+        super().__init__(layers)      # run in order: input_bn, block1 ..., final_pool
         self.out_channels = c_in
-        self.final_pool = nn.AdaptiveMaxPool2d(final_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.input_bn(x)
-        for i in range(1, self.n_blocks + 1):
-            x = getattr(self, f"block{i}")(x)
-        return self.final_pool(x)
 
 
 class PatchModel(nn.Module):
@@ -250,13 +243,12 @@ class PatchModel(nn.Module):
     def _setup(self, head: dict, width: float, n_bins: int, patch_len: int, **rest) -> None:
         """Check the shared arguments and set ``config``: the system, ``head`` (the network's first
         argument), width, n_bins, patch_len, then ``rest``."""
-        # the keyword arguments that rebuild this model: build_model(**model.config)
-        config = {"system": self.system, **head, "width": float(width), "n_bins": n_bins,
-                  "patch_len": patch_len, **rest}
         self.n_bins = check_positive_int("n_bins", n_bins)
         self.patch_len = check_positive_int("patch_len", patch_len)
         self.width = check_width(width)
-        self.config = config
+        # the keyword arguments that rebuild this model: build_model(**model.config)
+        self.config = {"system": self.system, **head, "width": self.width, "n_bins": self.n_bins,
+                       "patch_len": self.patch_len, **rest}
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

@@ -30,12 +30,11 @@ __all__ = [
 ]
 
 _REDUCE = {"mean": torch.mean, "sum": torch.sum, "none": lambda values: values}
-_REDUCTIONS = tuple(_REDUCE)
 
 
 def _check_reduction(reduction: str) -> None:
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    if reduction not in _REDUCE:
+        raise ValueError(f"reduction must be one of {tuple(_REDUCE)}, got {reduction!r}")
 
 
 def _check_float(name: str, t: object, min_ndim: int = 1) -> torch.Tensor:
@@ -114,9 +113,7 @@ def triplet_loss(a: torch.Tensor, p: torch.Tensor, n: torch.Tensor, margin: floa
     if not isinstance(margin, numbers.Real) or margin < 0:
         raise ValueError(f"margin must be a non-negative number, got {margin!r}")
     _check_reduction(reduction)
-    d_ap = squared_distances(a, p)
-    d_an = squared_distances(a, n)
-    per_triplet = torch.clamp(d_ap - d_an + margin, min=0.0)
+    per_triplet = torch.clamp(squared_distances(a, p) - squared_distances(a, n) + margin, min=0.0)
     active = (per_triplet > 0).float().mean().detach()
     return _REDUCE[reduction](per_triplet), active
 

@@ -289,8 +289,6 @@ def mine_chunk(src: TrainSplitSource, apos: np.ndarray, strategy, n_pos: int, n_
     m_chunk = c * int(k.sum())
     if dest is None:
         dest = np.empty((m_chunk, 3), dtype=np.int32)
-    elif dest.shape != (m_chunk, 3):  # pragma: no cover - guarded by construction
-        raise RuntimeError(f"chunk buffer {dest.shape} != {(m_chunk, 3)}")
     # write straight into the destination (the caller's slice of the final array)
     full = valid.all()
     out = dest.reshape(c, Kp, n_neg, 3) if full else np.empty((c, Kp, n_neg, 3), dtype=np.int32)

@@ -364,11 +364,9 @@ def _to_v(law: _DistanceLaw, rows: np.ndarray, u: np.ndarray) -> np.ndarray:
     in_head = (uu < hm) | (law.W[a] == 0)
     out = np.empty(rows.size, dtype=np.int64)
     hs = np.flatnonzero(in_head)
-    if hs.size:
-        out[hs] = _head_col(law, a[hs], ii[hs], uu[hs])
+    out[hs] = _head_col(law, a[hs], ii[hs], uu[hs])
     os_ = np.flatnonzero(~in_head)
-    if os_.size:
-        out[os_] = _search_out(law, a[os_], uu[os_] - hm[os_])
+    out[os_] = _search_out(law, a[os_], uu[os_] - hm[os_])
     return out
 
 
@@ -388,8 +386,7 @@ def _distance_first_round(law: _DistanceLaw, a_s: np.ndarray, U: np.ndarray) -> 
         x[q] = _search_anchor(law, j, t[q])
     x = x.ravel()
     hq = np.flatnonzero(in_head)
-    if hq.size:
-        x[hq] = _head_col(law, a_s[hq // Q], (hq % Q) // n_neg + 1, uu.ravel()[hq])
+    x[hq] = _head_col(law, a_s[hq // Q], (hq % Q) // n_neg + 1, uu.ravel()[hq])
     return x.reshape(U.shape)
 
 
@@ -464,7 +461,7 @@ def _distance_redraws(law: _DistanceLaw, draws: np.ndarray, active: np.ndarray, 
     looked at), so a law concentrated on a few tracks settles in a few rounds instead of
     dozens.
     """
-    c, n_neg = law.head.shape[0], draws.shape[1]
+    c = law.head.shape[0]
     for _ in range(max_rounds):
         redo, active = _duplicates(draws, active)
         if active.size == 0:
@@ -472,22 +469,17 @@ def _distance_redraws(law: _DistanceLaw, draws: np.ndarray, active: np.ndarray, 
         d = redo.sum(axis=1)
         kept = np.where(redo, -1, draws[active])
         a = law.row_a[active]
-        ka = np.repeat(a, n_neg).reshape(kept.shape)
-        kept_mass = np.where(kept >= 0, srows[ka, np.maximum(kept, 0)], 0.0).sum(axis=1)
+        kept_mass = np.where(kept >= 0, srows[a[:, None], np.maximum(kept, 0)], 0.0).sum(axis=1)
         F = kept_mass / (law.Hm[a, law.row_i[active] - 1] + law.W[a])
         # rows whose kept values hold little of the mass: just redraw the missing slots
         simple = F < 0.5
-        active_s = active
         if simple.any():
             rr, ss = np.nonzero(redo & simple[:, None])
             rows = active[rr]
             draws[rows, ss] = _to_v(law, rows, rngs.per_anchor(np.bincount(law.row_a[rows], minlength=c)))
-            if simple.all():
-                continue
-            kept, redo, d, F = kept[~simple], redo[~simple], d[~simple], F[~simple]
-            active = active[~simple]
-        _distance_streams(law, draws, active, kept, redo, d, F, rngs)
-        active = active_s
+        hard = ~simple
+        if hard.any():
+            _distance_streams(law, draws, active[hard], kept[hard], redo[hard], d[hard], F[hard], rngs)
     stuck = np.zeros(draws.shape[0], dtype=bool)
     if active.size:
         _, active = _duplicates(draws, active)

@@ -122,17 +122,9 @@ def valid_triplets(oracle: torch.Tensor, batch_idx: torch.Tensor, n_pos: int, or
     Notebook: 03_mining.ipynb
     """
     B, dev = oracle.shape[0], oracle.device
-    if oracle_kind == "similarity":
-        order_rank = pos_rank = batch_ranks(oracle, batch_idx)
-    else:
-        r = oracle.long().clone()
-        r.fill_diagonal_(torch.iinfo(torch.int64).max)   # the anchor itself goes last
-        # position of each track in the batch-restricted list (catalog ranks are distinct)
-        order_rank = torch.empty((B, B), dtype=torch.int64, device=dev)
-        order_rank.scatter_(1, torch.argsort(r, dim=1, stable=True),
-                            torch.arange(1, B + 1, device=dev).expand(B, B))
-        order_rank.fill_diagonal_(0)
-        pos_rank = oracle.long() if positives == "catalog" else order_rank
+    # a lower catalog rank is a higher similarity (the ranks of a row are distinct, no ties)
+    order_rank = batch_ranks(oracle if oracle_kind == "similarity" else -oracle.long(), batch_idx)
+    pos_rank = oracle.long() if positives == "catalog" else order_rank
     eye = torch.eye(B, dtype=torch.bool, device=dev)
     is_pos = (pos_rank >= 1) & (pos_rank <= n_pos) & ~eye                         # (a, p)
     later = order_rank[:, None, :] > order_rank[:, :, None]                        # (a, p, n)

@@ -58,19 +58,13 @@ class _EpochSampler:
         self.yield_rows = bool(yield_rows)
         self.epoch = 0
         self.position = 0           # batches of this epoch already handed out (per rank)
-        self._plan_epoch: int | None = None
 
     # subclasses: __len__() -> batches per epoch for this rank; _make_plan(rng) -> this rank's
     # contiguous slice of the epoch's global order; _batch(plan, b) -> batch number b of it
 
-    def _plan(self):
-        if self._plan_epoch != self.epoch:
-            self._cached = self._make_plan(np.random.default_rng([self.seed, self.epoch]))
-            self._plan_epoch = self.epoch
-        return self._cached
-
     def __iter__(self):
-        plan = self._plan()
+        # the epoch's order is a function of (seed, epoch): a resumed epoch draws it again
+        plan = self._make_plan(np.random.default_rng([self.seed, self.epoch]))
         while self.position < len(self):
             b = self.position
             # count the batch as handed out before yielding it: a state_dict() taken while
@@ -118,7 +112,6 @@ class _EpochSampler:
         if position > len(self):
             raise ValueError(f"position {position} is past the epoch's {len(self)} batches")
         self.position = position
-        self._plan_epoch = None
 
 
 class ShuffledTripletSampler(_EpochSampler):
@@ -278,7 +271,6 @@ class TrackBatchSampler(ShuffledTripletSampler):
             raise ValueError(f"track_idx must be a non-empty 1-D integer array, got {idx.dtype} {idx.shape}")
         super().__init__(np.repeat(idx[:, None], 3, axis=1), batch_size, seed, rank, world_size,
                          drop_last, yield_rows=False)
-        self.track_idx = idx
 
     def __iter__(self):
         for batch in super().__iter__():

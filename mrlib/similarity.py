@@ -85,8 +85,7 @@ def load_weights(path: str | os.PathLike | None = None) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"oracle weights file not found: {path}")
     with open(path, encoding="utf-8") as f:
-        weights = json.load(f)
-    return _validate_weights(weights, source=str(path))
+        return _validate_weights(json.load(f), source=str(path))
 
 
 #: A category weight or the default weight, and the sharpness: finite numbers, as floats.
