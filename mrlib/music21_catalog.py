@@ -82,16 +82,15 @@ from tqdm.auto import tqdm
 from mrlib import paths
 from mrlib.catalog_format import artist_disjoint_split, default_root
 from mrlib.checks import check_int, check_positive
-from mrlib.music21_corpus import (DANCE_QPM, STRATA, SkipWork, Stratum,  # noqa: F401 (re-exported)
-                                     _inventory_cached, draw_order, inventory, stratum_quotas)
-from mrlib.music21_score import (ARTIST_LOYALTY, INSTRUMENTATION, MAX_FULL_EXPAND_FACTOR,  # noqa: F401
-                                    MIN_PIECE_S, PEAK_CEILING, TARGET_RMS, VELOCITY_OTHER, VELOCITY_TOP,
-                                    Clip, _check_instrumentation, _versions, assign_programs, clip_score,
-                                    default_qpm, load_program_table, parse_work, render_midi,
-                                    soundfont_path, to_midi)
-from mrlib.music21_tags import (CATEGORIES, PITCH_NAMES, TEMPO_BANDS,  # noqa: F401 (re-exported)
-                                   chroma_agreement, key_likelihoods, pitch_class_histogram,
-                                   tag_category, work_tags)
+# the public names of the music21 modules stay importable from this one
+from mrlib.music21_corpus import (STRATA, SkipWork, _inventory_cached, draw_order,  # noqa: F401
+                                  inventory, stratum_quotas)
+from mrlib.music21_score import (ARTIST_LOYALTY, INSTRUMENTATION, TARGET_RMS, Clip,  # noqa: F401
+                                 _check_instrumentation, _versions, assign_programs, clip_score,
+                                 default_qpm, load_program_table, parse_work, render_midi,
+                                 soundfont_path, to_midi)
+from mrlib.music21_tags import (CATEGORIES, chroma_agreement, key_likelihoods,  # noqa: F401
+                                pitch_class_histogram, tag_category, work_tags)
 
 __all__ = [
     "STRATA", "ARTIST_LOYALTY", "INSTRUMENTATION", "Clip", "SkipWork", "inventory",

@@ -194,10 +194,6 @@ def _trecento_composer(raw: str | None) -> str | None:
     return None if not words or name.startswith(("anon", "anonymous")) else name
 
 
-def _essen_region(locale: str | None) -> str | None:
-    return _match_first(_REGIONS, str(locale).lower()) if locale else None
-
-
 @functools.lru_cache(maxsize=1)
 def _inventory_cached() -> pd.DataFrame:
     from music21 import corpus
@@ -317,7 +313,8 @@ def _artist_of(r) -> str:
 
 def _region_of(r) -> str | None:
     if r.stratum.startswith("essen"):
-        return _essen_region(r.abc_O) or STRATA[r.stratum].region
+        # a missing locale ("none", "nan") matches no region
+        return _match_first(_REGIONS, str(r.abc_O).lower()) or STRATA[r.stratum].region
     if r.stratum == "miscfolk":
         return {"americanfifeopus": "usa", "northumbrianminstrelsyopus": "england"}.get(r.stem)
     if r.stratum == "classical":

@@ -144,15 +144,10 @@ def _palette_for(table: pd.DataFrame, stratum: str,
     return list(rows["ensemble"]), list(rows["programs"]), w / w.sum()
 
 
-@functools.cache
-def _repository_program_table() -> pd.DataFrame:
-    """The repository's program table, read once per process."""
-    return load_program_table()
-
-
 @functools.lru_cache(maxsize=None)
 def _palette(stratum: str, instrumentation: str) -> tuple[list, list, np.ndarray]:
-    return _palette_for(_repository_program_table(), stratum, instrumentation)
+    """The palette of the repository's program table, drawn from many times per process."""
+    return _palette_for(load_program_table(), stratum, instrumentation)
 
 
 def _check_instrumentation(instrumentation: str) -> str:
@@ -206,8 +201,7 @@ def assign_programs(stratum: str, artist_id: str, work_id: str, n_parts: int, se
                          else _palette_for(table, stratum, instrumentation))
     favourite = np.random.default_rng([seed, _crc(artist_id), 1]).choice(len(names), p=p)
     rng = np.random.default_rng([seed, _crc(work_id), 2])
-    loyal = rng.random() < ARTIST_LOYALTY
-    pick = favourite if loyal else rng.choice(len(names), p=p)
+    pick = favourite if rng.random() < ARTIST_LOYALTY else rng.choice(len(names), p=p)
     name, programs = names[pick], palette[pick]
     if programs == "score":
         declared = list(declared or [])

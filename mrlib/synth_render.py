@@ -12,7 +12,7 @@ from scipy import signal
 
 from mrlib.checks import check_int, is_int
 from mrlib.synth_sound import (DRUM_PATTERNS, _NOISE, _attack_decay, _chord, _drum_kit, _Events, _melody_phrase,
-                               _midi_hz, _NoteCache, _osc, _source, _swing_map, _t, _table_for)
+                               _midi_hz, _NoteCache, _osc, _swing_map, _t, _table_for)
 from mrlib.synth_styles import (_STREAM_EVENTS, EVENT_TAGS, GENRES, INSTRUMENTS, MODES, MOODS, GenreStyle,
                                 TrackAttributes, track_seed)
 
@@ -104,14 +104,11 @@ def _guitar_solo(attrs: TrackAttributes, m: int, sr: int, t0: float, beat_times:
             if rng.random() >= 0.1:
                 seq.append((grid[k], end - grid[k], pitches[idx]))
             k += d
-    longest: dict[int, float] = {}
-    for _, d, p in seq:
-        longest[p] = max(longest.get(p, 0.0), d)
-    src = {p: _source("ks_sustain", p, int(d * sr) + 1, sr) for p, d in longest.items()}
+    cache = _NoteCache(sr)
     rel = int(0.015 * sr)
     notes = []
     for on, d, p in seq:
-        y = src[p][:int(d * sr) + 1].copy()
+        y = cache.source("ks_sustain", p, int(d * sr) + 1).copy()
         y[-min(rel, y.size):] *= np.linspace(1, 0, min(rel, y.size), dtype=np.float32)
         notes.append((on, y))
     y = _place(notes, m, sr)
@@ -488,21 +485,14 @@ def _render_stems(attrs: TrackAttributes, parts: dict[str, _Events], beat_times:
         ((("bass", attrs.bass),) if attrs.bass != "none" else ())
     for name, instrument in roles:
         ev, engine = parts[name], INSTRUMENTS[instrument][0]
-        buf = np.zeros(n + sr, dtype=np.float32)       # one second of slack for tails
-        if ev.on:
-            on = np.array(ev.on)
-            t0, t1 = _to_seconds(on, attrs.swing, beat_times), _to_seconds(on + np.array(ev.dur), attrs.swing,
-                                                                          beat_times)
-            # a human player: +-6 ms
-            jitter = rng.normal(0.0, 0.006, on.size) if name == "melody" and live else 0.0
-            starts = np.round((t0 + jitter) * sr).astype(np.int64)
-            for s0, d, p, v in zip(starts, t1 - t0, ev.midi, ev.vel):
-                if s0 >= n or s0 < 0:
-                    continue
-                tpl = cache.get(engine, p, float(d))
-                m = min(tpl.size, buf.size - s0)
-                buf[s0:s0 + m] += np.float32(v) * tpl[:m]
-        stems[name] = buf[:n]
+        on = np.array(ev.on)
+        t0 = _to_seconds(on, attrs.swing, beat_times)
+        t1 = _to_seconds(on + np.array(ev.dur), attrs.swing, beat_times)
+        # a human player: +-6 ms
+        jitter = rng.normal(0.0, 0.006, on.size) if name == "melody" and live else 0.0
+        notes = ((t, np.float32(v) * cache.get(engine, p, float(d)))
+                 for t, d, p, v in zip(t0 + jitter, t1 - t0, ev.midi, ev.vel))
+        stems[name] = _place(notes, n, sr)
     return stems
 
 
@@ -514,11 +504,10 @@ def _render_drums(attrs: TrackAttributes, hits, beat_times: np.ndarray, n: int, 
     drum_on, drum_voice, drum_vel = zip(*hits)
     kit = _drum_kit(attrs.kit, sr, rng, attrs.tonic)
     times = _to_seconds(np.array(drum_on), attrs.swing, beat_times)
-    nvar = len(kit["k"])
     if attrs.kit == "live":
         times = times + rng.normal(0.0, 0.004, times.size)
         vel = np.array(drum_vel) * rng.uniform(0.8, 1.0, times.size)
-        var = rng.integers(0, nvar, times.size)
+        var = rng.integers(0, len(kit["k"]), times.size)
     else:
         vel, var = np.array(drum_vel), np.zeros(times.size, dtype=int)
     samples = (np.float32(v) * kit[vc][k] for vc, v, k in zip(drum_voice, vel, var))
@@ -566,9 +555,8 @@ def _produce(attrs: TrackAttributes, stems: dict[str, np.ndarray], n: int, sr: i
     mix = signal.sosfilt(np.asarray(sos, dtype=np.float64), mix).astype(np.float32)
     if attrs.lofi:
         # hiss: the shared noise table from a random offset (a 1.5 s loop is inaudible as such)
-        reps = -(-n // _NOISE.size) + 1
         off = int(rng.integers(_NOISE.size))
-        hiss = np.tile(_NOISE, reps)[off:off + n] * np.float32(0.02 * _rms(mix))
+        hiss = _NOISE.take(np.arange(off, off + n), mode="wrap") * np.float32(0.02 * _rms(mix))
         crackle = np.zeros(n, dtype=np.float32)
         pos = rng.integers(0, n, max(1, int(duration_s * 6)))
         crackle[pos] = rng.uniform(-1, 1, pos.size).astype(np.float32) * np.float32(0.4 * np.abs(mix).max())
