@@ -491,7 +491,6 @@ def clip_score(score, clip_s: float = 30.0, default_qpm: float = 100.0) -> Clip:
         per_part, end_ql = _cut_unmeasured(per_part, tmap, clip_s, end_ql)
     if sum(len(p) for p in per_part) == 0:
         raise SkipWork("no notes: nothing pitched in the clipped measures")
-    end_ql = max(end_ql, max(float(p[:, 1].max()) for p in per_part if len(p)))
     piece_s = float(tmap.seconds(end_ql))
     if piece_s < MIN_PIECE_S:
         raise SkipWork(f"too short: one pass lasts {piece_s:.2f} s < {MIN_PIECE_S} s")

@@ -60,6 +60,13 @@ def _place(notes, m: int, sr: int) -> np.ndarray:
     return out
 
 
+def _fade(y: np.ndarray, n_in: int, n_out: int) -> np.ndarray:
+    """``y`` with linear fades over its first ``n_in`` and its last ``n_out`` samples, in place."""
+    y[:n_in] *= np.linspace(0, 1, n_in, dtype=np.float32)
+    y[y.size - n_out:] *= np.linspace(1, 0, n_out, dtype=np.float32)
+    return y
+
+
 def _bells(attrs: TrackAttributes, m: int, sr: int, t0: float, beat_times: np.ndarray,
            rng: np.random.Generator) -> np.ndarray:
     """Peals of the tonic triad (octave, fifth, third, tonic in a shuffled order per round), one
@@ -105,12 +112,10 @@ def _guitar_solo(attrs: TrackAttributes, m: int, sr: int, t0: float, beat_times:
                 seq.append((grid[k], end - grid[k], pitches[idx]))
             k += d
     cache = _NoteCache(sr)
-    rel = int(0.015 * sr)
     notes = []
     for on, d, p in seq:
         y = cache.source("ks_sustain", p, int(d * sr) + 1).copy()
-        y[-min(rel, y.size):] *= np.linspace(1, 0, min(rel, y.size), dtype=np.float32)
-        notes.append((on, y))
+        notes.append((on, _fade(y, 0, min(int(0.015 * sr), y.size))))     # a 15 ms release
     y = _place(notes, m, sr)
     # vibrato: a delay of A (1 - cos wt) samples bends the pitch by up to +-1.2 % at 5.5 Hz
     w = 2 * np.pi * 5.5
@@ -180,9 +185,7 @@ def _render_events(attrs: TrackAttributes, n: int, sr: int, beat_times: np.ndarr
         if m < int(0.05 * sr):
             continue
         y = _EVENT_RENDERERS[tag](attrs, m, sr, s0 / sr, beat_times, _events_rng(seed, tag))
-        fade_in, fade_out = int(0.005 * sr), int(0.03 * sr)
-        y[:fade_in] *= np.linspace(0, 1, fade_in, dtype=np.float32)
-        y[m - fade_out:] *= np.linspace(1, 0, fade_out, dtype=np.float32)
+        _fade(y, int(0.005 * sr), int(0.03 * sr))
         level = _EVENT_LEVEL * band_rms / (float(np.sqrt(np.mean(y.astype(np.float64) ** 2))) + 1e-9)
         out[s0:s1] += np.float32(level) * y
     return out
@@ -276,13 +279,12 @@ def _rms(x: np.ndarray) -> float:
 
 def _timeline(attrs: TrackAttributes, duration_s: float) -> tuple[np.ndarray, int]:
     """Seconds of each beat index (through the tempo curve), and the number of bars."""
-    meter = attrs.meter
-    n_beats = int(duration_s * attrs.tempo_bpm * 1.35 / 60.0) + 2 * meter + 2
+    n_beats = int(duration_s * attrs.tempo_bpm * 1.35 / 60.0) + 2 * attrs.meter + 2
     frac = np.arange(n_beats + 1) / max(1.0, duration_s * attrs.tempo_bpm / 60.0)
     ramp = {"acceleration": 1.0 + 0.25 * np.clip(frac, 0, 1),
             "slowing_down": 1.0 - 0.2 * np.clip(frac, 0, 1)}.get(attrs.tempo_change, np.ones_like(frac))
     beat_times = np.concatenate([[0.0], np.cumsum(60.0 / (attrs.tempo_bpm * ramp[:-1]))])
-    return beat_times, int(np.searchsorted(beat_times, duration_s) // meter) + 1
+    return beat_times, int(np.searchsorted(beat_times, duration_s) // attrs.meter) + 1
 
 
 class _Harmony:
@@ -415,7 +417,7 @@ def _bass_bar(bass: _Events, attrs: TrackAttributes, style: GenreStyle, bar: int
             bass.add(b0, meter * style.chord_bars * 0.98, rb, 0.9)
     elif bp == "root_fifth":
         bass.add(b0, meter / 2 * 0.9, rb, 0.9)
-        bass.add(b0 + meter / 2 if meter == 4 else b0 + 2, meter / 2 * 0.9 if meter == 4 else 0.9, fifth, 0.8)
+        bass.add(b0 + 2, 1.8 if meter == 4 else 0.9, fifth, 0.8)
     elif bp == "eighths":
         for k in range(meter * 2):
             bass.add(b0 + k * 0.5, 0.45, rb, 0.8 + 0.1 * (k % 2 == 0))
@@ -590,11 +592,7 @@ def _master(attrs: TrackAttributes, mix: np.ndarray, overdub: np.ndarray | None,
     if overdub is not None:
         _overdub(out, overdub * np.float32(gain), attrs.events)
     np.clip(out, -0.98, 0.98, out=out)          # only float rounding can reach past 0.98 here
-    fade = min(n // 4, int(0.01 * sr))
-    out[:fade] *= np.linspace(0, 1, fade, dtype=np.float32)
-    fade = min(n // 4, int(0.05 * sr))
-    out[n - fade:] *= np.linspace(1, 0, fade, dtype=np.float32)
-    return out
+    return _fade(out, min(n // 4, int(0.01 * sr)), min(n // 4, int(0.05 * sr)))
 
 
 def render_catalog_track(attrs: TrackAttributes, catalog_seed: int, sr: int = 22050,
