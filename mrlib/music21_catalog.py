@@ -333,7 +333,8 @@ def _build_locked(root: Path, config: dict, key: str, n_jobs: int, progress: boo
     works = _inventory_cached()
     queues = draw_order(works, config["seed"])
     quota = stratum_quotas({s: len(q) for s, q in queues.items()}, config["n_tracks"])
-    ok, skipped, records = _render_draw(root, works, queues, quota, config, key, n_jobs, progress)
+    ok, records = _render_draw(root, works, queues, quota, config, key, n_jobs, progress)
+    skipped = [r for r in records if r["status"] != "ok"]
     kept = [r for s in STRATA if s in ok for r in ok[s]]
     if not kept:
         raise RuntimeError(f"no work could be rendered; first reasons: "
@@ -401,11 +402,10 @@ def _cached_record(root: Path, work, key: str) -> dict | None:
 def _render_draw(root: Path, works: pd.DataFrame, queues, quota, config: dict, key: str,
                  n_jobs: int, progress: bool):
     """Render works in draw order until every stratum meets its quota (a skipped work is
-    replaced by the next of its stratum); returns the ok records by stratum, the skipped
-    records, and every record in the order tried."""
+    replaced by the next of its stratum); returns the ok records by stratum and every record
+    in the order tried."""
     pos = {s: 0 for s in queues}
     ok: dict[str, list[dict]] = {s: [] for s in queues}
-    skipped: list[dict] = []
     records: list[dict] = []
     bar = tqdm(total=sum(quota.values()), desc="music21 catalog", unit="work", disable=not progress)
     pool = Parallel(n_jobs=n_jobs, return_as="generator_unordered") if n_jobs > 1 else None
@@ -431,11 +431,10 @@ def _render_draw(root: Path, works: pd.DataFrame, queues, quota, config: dict, k
             if results[i]["status"] == "ok":
                 ok[results[i]["stratum"]].append(results[i])
             else:
-                skipped.append(results[i])
                 bar.total += 1  # a replacement will be tried
         bar.refresh()
     bar.close()
-    return ok, skipped, records
+    return ok, records
 
 
 def _write_tables(root: Path, works: pd.DataFrame, kept: list[dict], skipped: list[dict],

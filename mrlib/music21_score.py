@@ -95,8 +95,7 @@ def load_program_table(path: str | os.PathLike | None = None) -> pd.DataFrame:
 
     Notebook: 00_overview.ipynb
     """
-    default = paths.repo_root() / "data" / "repertoire_programs.csv"
-    path = Path(path) if path is not None else default
+    path = Path(path) if path is not None else paths.repo_root() / "data" / "repertoire_programs.csv"
     if not path.is_file():
         raise FileNotFoundError(f"program table not found: {path}")
     table = pd.read_csv(path)

@@ -278,12 +278,12 @@ def _lyrics_tags(put, work: Mapping, clip: Clip, st, sacred: float) -> None:
         lang = _CLASSICAL_LANG.get(str(work.get("folder", "")).lower())
         language = {lang: 1.0} if lang else {}
     in_score = clip.has_lyrics or bool(work.get("abc_lyrics", False))
-    put("lyrics_vocal", max(vocal, 1.0 if in_score else 0.0))
-    put("lyrics_instrumental", 1.0 - max(vocal, 1.0 if in_score else 0.0))
+    sung = max(vocal, 1.0 if in_score else 0.0)
+    put("lyrics_vocal", sung)
+    put("lyrics_instrumental", 1.0 - sung)
     put("lyrics_in_score", 1.0 if in_score else 0.0)
-    if max(vocal, in_score) > 0:
-        for lang, v in language.items():
-            put(f"lang_{lang}", v * max(vocal, 1.0 if in_score else 0.0))
+    for lang, v in language.items():    # put drops the zeros of a work that was not sung
+        put(f"lang_{lang}", v * sung)
 
 
 def tag_category(tag: str) -> str:

@@ -46,7 +46,7 @@ import pandas as pd
 from mrlib.checks import check_int
 from mrlib.synth_render import generate_track, render_catalog_track
 from mrlib.synth_styles import (  # noqa: F401 (the public names stay importable from mrlib.synth)
-    _STREAM_ARTISTS, _STREAM_ASSIGN, _STREAM_AUDIO, _STREAM_EVENTS, _STREAM_TAGS, _STREAM_TRACKS, _TAG_INDEX,
+    _STREAM_ARTISTS, _STREAM_ASSIGN, _STREAM_EVENTS, _STREAM_TAGS, _STREAM_TRACKS, _TAG_INDEX,
     CATEGORIES, EVENT_PROB, EVENT_SPAN, EVENT_TAGS, EVENT_VOCABULARY, GENERATOR_VERSION, GENRE_MOODS,
     GENRE_POPULARITY, GENRES, INSTRUMENTS, KITS, LYRICS, LYRICS_MOODS, MODES, MOOD_NAMES, MOODS,
     TAGS, VOCABULARY, GenreStyle, MoodStyle, SyntheticCatalog, TrackAttributes, _draw, _mix,
