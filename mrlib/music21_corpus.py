@@ -96,6 +96,7 @@ _DANCE_PATTERNS = (  # (regex on the lower-cased R: field or title, dance type);
     (r"walk\s*-?\s*around", "walkaround"), (r"gavotte", "gavotte"),
     (r"quick\s*-?\s*step", "quickstep"), (r"\bair\b", "air"),
 )
+#: Essen ``O:`` locale keywords -> region tag (first match wins).
 _REGIONS = (
     ("china", "china"), ("taiwan", "china"), ("luxemburg", "luxembourg"),
     ("lothringen", "lorraine"), ("irland", "ireland"), ("schottland", "scotland"),
@@ -104,7 +105,7 @@ _REGIONS = (
     ("polen", "silesia"), ("ungarn", "hungary"), ("mexiko", "mexico"), ("usa", "usa"),
     ("deutschland", "germany"),
 )
-#: Josquin's pieces in the corpus (file stem -> language of the text).
+#: Composer folder of the classical stratum -> region tag.
 _CLASSICAL_REGION = {
     "beethoven": "austria", "mozart": "austria", "haydn": "austria", "schubert": "austria",
     "schoenberg": "austria", "webern": "austria", "schumann_robert": "germany",

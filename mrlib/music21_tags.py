@@ -32,7 +32,7 @@ _ESSEN_TYPES = (
 _SACRED = re.compile(
     r"kyrie|gloria|credo|sanctus|agnus|benedic|magnificat|\bave\b|missa|\bmass\b|salve|alleluia|"
     r"jesu|christe|domine|\bdeus\b|virg[oi]|laudate|per illud|prayer|religi|geistlich|choral")
-#: Essen ``O:`` locale keywords -> region tag (first match wins).
+#: Josquin's pieces in the corpus (file stem -> language of the text).
 _JOSQUIN_LANG = {
     "4vPerIlludAveProlatum": "latin", "adieuMesAmours": "french", "fortunaDunGranTempo": "italian",
     "laDeplorationDeLaMorteDeJohannesOckeghem": "french", "laPlusDesPlus": "french",

@@ -144,8 +144,7 @@ def _riser(attrs: TrackAttributes, m: int, sr: int, t0: float, beat_times: np.nd
         a = np.array([1.0, -2 * np.cos(w0[j]) / a0, (1 - alpha[j]) / a0])
         sl = slice(j * block, (j + 1) * block)
         out[sl], zi = signal.lfilter(b, a, noise[sl], zi=zi)
-    swell = 10 ** (np.linspace(-24.0, 0.0, m) / 20)
-    return (out[:m] * swell).astype(np.float32)
+    return (out[:m] * 10 ** (np.linspace(-24.0, 0.0, m) / 20)).astype(np.float32)     # the swell
 
 
 def _choir(attrs: TrackAttributes, m: int, sr: int, t0: float, beat_times: np.ndarray,
@@ -251,7 +250,7 @@ def generate_track(attrs: TrackAttributes, sr: int = 22050, duration_s: float = 
     mix = _produce(attrs, stems, n, sr, duration_s, rng)
     # Events are overdubs on the produced band: the band alone sets the loudness and the peak
     # gain below, so an event leaves every sample outside its window exactly as it was.
-    overdub = _render_events(attrs, n, sr, beat_times, seed, _rms(mix)) if attrs.events else None
+    overdub = _render_events(attrs, n, sr, beat_times, seed, _rms(mix))      # zeros without events
     return _master(attrs, mix, overdub, n, sr)
 
 
@@ -569,7 +568,7 @@ def _produce(attrs: TrackAttributes, stems: dict[str, np.ndarray], n: int, sr: i
 _DYNAMICS_DB = {"crescendo": (-15.0, 0.0), "decrescendo": (0.0, -15.0)}
 
 
-def _master(attrs: TrackAttributes, mix: np.ndarray, overdub: np.ndarray | None, n: int, sr: int) -> np.ndarray:
+def _master(attrs: TrackAttributes, mix: np.ndarray, overdub: np.ndarray, n: int, sr: int) -> np.ndarray:
     """Dynamics: the movement envelope, then the target loudness, never clipping; the events
     overdubbed; short fades at both ends."""
     ref = 1.0
@@ -581,15 +580,13 @@ def _master(attrs: TrackAttributes, mix: np.ndarray, overdub: np.ndarray | None,
         env_db = np.interp(np.arange(blocks), np.linspace(0, blocks - 1, 64), np.linspace(db0, db1, 64))
         env = np.repeat((10 ** (env_db / 20)).astype(np.float32), 256)[:n]
         mix = mix * env
-        if overdub is not None:
-            overdub *= env
+        overdub *= env
         ref = 10 ** (-7.5 / 20)        # the target loudness is the loudness in the middle
     gain = 10 ** (attrs.loudness_db / 20) * ref / _rms(mix)
     peak = float(np.abs(mix).max()) + 1e-9
     gain = min(gain, 0.98 / peak)
     out = (mix * np.float32(gain)).astype(np.float32)
-    if overdub is not None:
-        _overdub(out, overdub * np.float32(gain), attrs.events)
+    _overdub(out, overdub * np.float32(gain), attrs.events)
     np.clip(out, -0.98, 0.98, out=out)          # only float rounding can reach past 0.98 here
     return _fade(out, min(n // 4, int(0.01 * sr)), min(n // 4, int(0.05 * sr)))
 
