@@ -290,8 +290,7 @@ def build(n_tracks: int = 200, seed: int = 0, root: str | os.PathLike | None = N
     info = paths.read_json_or_empty(root / "catalog.json")
     if info.get("complete") and _same_build(info, config, key):
         return root
-    root.mkdir(parents=True, exist_ok=True)
-    with paths.FolderLock(root, "catalog"):
+    with paths.FolderLock(root, "catalog"):      # it creates the folder
         # read again under the lock: another build may have finished or replaced it meanwhile
         _make_room(root, paths.read_json_or_empty(root / "catalog.json"), config, key, overwrite)
         return _build_locked(root, config, key, n_jobs, progress)
