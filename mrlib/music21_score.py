@@ -677,7 +677,6 @@ def render_midi(midi: bytes, sr: int = 22050, duration_s: float | None = None) -
         if fade:
             y[n - fade:] *= (0.5 + 0.5 * np.cos(np.linspace(0, np.pi, fade))).astype(np.float32)
     rms = float(np.sqrt(np.mean(np.square(y, dtype=np.float64)))) if y.size else 0.0
-    peak = float(np.abs(y).max()) if y.size else 0.0
     if rms > 0:
-        y = y * np.float32(min(TARGET_RMS / rms, PEAK_CEILING / peak))
+        y = y * np.float32(min(TARGET_RMS / rms, PEAK_CEILING / float(np.abs(y).max())))
     return y.astype(np.float32, copy=False)

@@ -331,8 +331,7 @@ def chroma_agreement(audio: np.ndarray, sr: int, clip: Clip) -> dict[str, float]
     import librosa
 
     sr = check_int("sr", sr, 1000)
-    y = np.asarray(audio, np.float32)
-    chroma = librosa.feature.chroma_cqt(y=y, sr=sr).mean(axis=1)
+    chroma = librosa.feature.chroma_cqt(y=np.asarray(audio, np.float32), sr=sr).mean(axis=1)
     hist = pitch_class_histogram(clip)
     r = float(np.corrcoef(chroma, hist)[0, 1])
     top = len(set(np.argsort(-chroma)[:3]) & set(np.argsort(-hist)[:3]))

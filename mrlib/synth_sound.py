@@ -114,8 +114,7 @@ def _karplus_strong(freq: float, n: int, sr: int, t60: float, bright: float) -> 
     the string (f = sr / (N + 1/2)); reading the output at the ratio f_target / f fixes it.
     """
     N = max(2, int(sr / freq - 0.5))
-    f_ks = sr / (N + 0.5)
-    ratio = freq / f_ks                           # <= 1: read slower to lower the pitch
+    ratio = freq / (sr / (N + 0.5))               # <= 1: read slower to lower the pitch
     m = int(math.ceil(n * ratio)) + 2
     # excitation: one period of noise, low-passed by a one-pole filter (dark = soft pluck)
     exc = _NOISE[(int(freq * 7919) % 4096):][:N].astype(np.float64)
