@@ -95,7 +95,8 @@ def load_program_table(path: str | os.PathLike | None = None) -> pd.DataFrame:
 
     Notebook: 00_overview.ipynb
     """
-    path = Path(path) if path is not None else paths.repo_root() / "data" / "repertoire_programs.csv"
+    default = paths.repo_root() / "data" / "repertoire_programs.csv"
+    path = Path(path) if path is not None else default
     if not path.is_file():
         raise FileNotFoundError(f"program table not found: {path}")
     table = pd.read_csv(path)
@@ -145,7 +146,7 @@ def _palette_for(table: pd.DataFrame, stratum: str,
 
 @functools.lru_cache(maxsize=None)
 def _palette(stratum: str, instrumentation: str) -> tuple[list, list, np.ndarray]:
-    """The palette of the repository's program table, drawn from many times per process."""
+    """The palette of the repository's program table, computed once per process."""
     return _palette_for(load_program_table(), stratum, instrumentation)
 
 

@@ -480,6 +480,7 @@ def _render_stems(attrs: TrackAttributes, parts: dict[str, _Events], beat_times:
                   sr: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Audio (n,) of the melody, the chords and (if any) the bass, from the note cache."""
     cache = _NoteCache(sr)
+    live = attrs.kit == "live"
     stems = {}
     roles = (("melody", attrs.melody), ("chords", attrs.chords)) + \
         ((("bass", attrs.bass),) if attrs.bass != "none" else ())
@@ -489,7 +490,7 @@ def _render_stems(attrs: TrackAttributes, parts: dict[str, _Events], beat_times:
         t0 = _to_seconds(on, attrs.swing, beat_times)
         t1 = _to_seconds(on + np.array(ev.dur), attrs.swing, beat_times)
         # a human player: +-6 ms
-        jitter = rng.normal(0.0, 0.006, on.size) if name == "melody" and attrs.kit == "live" else 0.0
+        jitter = rng.normal(0.0, 0.006, on.size) if name == "melody" and live else 0.0
         notes = ((t, np.float32(v) * cache.get(engine, p, float(d)))
                  for t, d, p, v in zip(t0 + jitter, t1 - t0, ev.midi, ev.vel))
         stems[name] = _place(notes, n, sr)
