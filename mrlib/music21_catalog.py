@@ -342,13 +342,12 @@ def _build_locked(root: Path, config: dict, key: str, n_jobs: int, progress: boo
     cpu = {k: float(sum(r.get("timing", {}).get(k, 0.0) for r in kept))
            for k in ("parse", "clip", "render")}
     audio_s = float(tracks["duration_s"].sum())
-    attempted = len(records)
     info = {
         "name": "music21", "config": config, "config_key": key, "seed": config["seed"],
         "versions": _versions(), "render_version": RENDER_VERSION,
         "soundfont": soundfont_path().name, "n_tracks": len(kept),
-        "requested": config["n_tracks"], "attempted": attempted,
-        "success_rate": len(kept) / attempted if attempted else 0.0,
+        "requested": config["n_tracks"], "attempted": len(records),
+        "success_rate": len(kept) / len(records),      # kept is not empty, nor are the records
         "quota": {s: quota[s] for s in queues}, "rendered_per_stratum":
             {s: len(ok[s]) for s in queues},
         "failures": {"count": len(skipped), "works": skipped_df.to_dict("records")},
