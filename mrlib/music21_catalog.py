@@ -82,16 +82,15 @@ from tqdm.auto import tqdm
 from mrlib import paths
 from mrlib.catalog_format import artist_disjoint_split, default_root
 from mrlib.checks import check_int, check_positive
-from mrlib.music21_corpus import (DANCE_QPM, STRATA, SkipWork, Stratum,  # noqa: F401 (re-exported)
-                                     _inventory_cached, draw_order, inventory, stratum_quotas)
-from mrlib.music21_score import (ARTIST_LOYALTY, INSTRUMENTATION, MAX_FULL_EXPAND_FACTOR,  # noqa: F401
-                                    MIN_PIECE_S, PEAK_CEILING, TARGET_RMS, VELOCITY_OTHER, VELOCITY_TOP,
-                                    Clip, _check_instrumentation, _versions, assign_programs, clip_score,
-                                    default_qpm, load_program_table, parse_work, render_midi,
-                                    soundfont_path, to_midi)
-from mrlib.music21_tags import (CATEGORIES, PITCH_NAMES, TEMPO_BANDS,  # noqa: F401 (re-exported)
-                                   chroma_agreement, key_likelihoods, pitch_class_histogram,
-                                   tag_category, work_tags)
+# the public names of the music21 modules stay importable from this one
+from mrlib.music21_corpus import (STRATA, SkipWork, _inventory_cached, draw_order,  # noqa: F401
+                                  inventory, stratum_quotas)
+from mrlib.music21_score import (ARTIST_LOYALTY, INSTRUMENTATION, TARGET_RMS, Clip,  # noqa: F401
+                                 _check_instrumentation, _versions, assign_programs, clip_score,
+                                 default_qpm, load_program_table, parse_work, render_midi,
+                                 soundfont_path, to_midi)
+from mrlib.music21_tags import (CATEGORIES, chroma_agreement, key_likelihoods,  # noqa: F401
+                                pitch_class_histogram, tag_category, work_tags)
 
 __all__ = [
     "STRATA", "ARTIST_LOYALTY", "INSTRUMENTATION", "Clip", "SkipWork", "inventory",
@@ -291,8 +290,7 @@ def build(n_tracks: int = 200, seed: int = 0, root: str | os.PathLike | None = N
     info = paths.read_json_or_empty(root / "catalog.json")
     if info.get("complete") and _same_build(info, config, key):
         return root
-    root.mkdir(parents=True, exist_ok=True)
-    with paths.FolderLock(root, "catalog"):
+    with paths.FolderLock(root, "catalog"):      # it creates the folder
         # read again under the lock: another build may have finished or replaced it meanwhile
         _make_room(root, paths.read_json_or_empty(root / "catalog.json"), config, key, overwrite)
         return _build_locked(root, config, key, n_jobs, progress)
@@ -334,7 +332,8 @@ def _build_locked(root: Path, config: dict, key: str, n_jobs: int, progress: boo
     works = _inventory_cached()
     queues = draw_order(works, config["seed"])
     quota = stratum_quotas({s: len(q) for s, q in queues.items()}, config["n_tracks"])
-    ok, skipped, records = _render_draw(root, works, queues, quota, config, key, n_jobs, progress)
+    ok, records = _render_draw(root, works, queues, quota, config, key, n_jobs, progress)
+    skipped = [r for r in records if r["status"] != "ok"]
     kept = [r for s in STRATA if s in ok for r in ok[s]]
     if not kept:
         raise RuntimeError(f"no work could be rendered; first reasons: "
@@ -343,13 +342,12 @@ def _build_locked(root: Path, config: dict, key: str, n_jobs: int, progress: boo
     cpu = {k: float(sum(r.get("timing", {}).get(k, 0.0) for r in kept))
            for k in ("parse", "clip", "render")}
     audio_s = float(tracks["duration_s"].sum())
-    attempted = len(records)
     info = {
         "name": "music21", "config": config, "config_key": key, "seed": config["seed"],
         "versions": _versions(), "render_version": RENDER_VERSION,
         "soundfont": soundfont_path().name, "n_tracks": len(kept),
-        "requested": config["n_tracks"], "attempted": attempted,
-        "success_rate": len(kept) / attempted if attempted else 0.0,
+        "requested": config["n_tracks"], "attempted": len(records),
+        "success_rate": len(kept) / len(records),      # kept is not empty, nor are the records
         "quota": {s: quota[s] for s in queues}, "rendered_per_stratum":
             {s: len(ok[s]) for s in queues},
         "failures": {"count": len(skipped), "works": skipped_df.to_dict("records")},
@@ -402,11 +400,10 @@ def _cached_record(root: Path, work, key: str) -> dict | None:
 def _render_draw(root: Path, works: pd.DataFrame, queues, quota, config: dict, key: str,
                  n_jobs: int, progress: bool):
     """Render works in draw order until every stratum meets its quota (a skipped work is
-    replaced by the next of its stratum); returns the ok records by stratum, the skipped
-    records, and every record in the order tried."""
+    replaced by the next of its stratum); returns the ok records by stratum and every record
+    in the order tried."""
     pos = {s: 0 for s in queues}
     ok: dict[str, list[dict]] = {s: [] for s in queues}
-    skipped: list[dict] = []
     records: list[dict] = []
     bar = tqdm(total=sum(quota.values()), desc="music21 catalog", unit="work", disable=not progress)
     pool = Parallel(n_jobs=n_jobs, return_as="generator_unordered") if n_jobs > 1 else None
@@ -432,11 +429,10 @@ def _render_draw(root: Path, works: pd.DataFrame, queues, quota, config: dict, k
             if results[i]["status"] == "ok":
                 ok[results[i]["stratum"]].append(results[i])
             else:
-                skipped.append(results[i])
                 bar.total += 1  # a replacement will be tried
         bar.refresh()
     bar.close()
-    return ok, skipped, records
+    return ok, records
 
 
 def _write_tables(root: Path, works: pd.DataFrame, kept: list[dict], skipped: list[dict],

@@ -96,6 +96,7 @@ _DANCE_PATTERNS = (  # (regex on the lower-cased R: field or title, dance type);
     (r"walk\s*-?\s*around", "walkaround"), (r"gavotte", "gavotte"),
     (r"quick\s*-?\s*step", "quickstep"), (r"\bair\b", "air"),
 )
+#: Essen ``O:`` locale keywords -> region tag (first match wins).
 _REGIONS = (
     ("china", "china"), ("taiwan", "china"), ("luxemburg", "luxembourg"),
     ("lothringen", "lorraine"), ("irland", "ireland"), ("schottland", "scotland"),
@@ -104,7 +105,7 @@ _REGIONS = (
     ("polen", "silesia"), ("ungarn", "hungary"), ("mexiko", "mexico"), ("usa", "usa"),
     ("deutschland", "germany"),
 )
-#: Josquin's pieces in the corpus (file stem -> language of the text).
+#: Composer folder of the classical stratum -> region tag.
 _CLASSICAL_REGION = {
     "beethoven": "austria", "mozart": "austria", "haydn": "austria", "schubert": "austria",
     "schoenberg": "austria", "webern": "austria", "schumann_robert": "germany",
@@ -192,10 +193,6 @@ def _trecento_composer(raw: str | None) -> str | None:
     name = _slug(" ".join(words))
     name = {"grattosus": "gratiosus"}.get(name, name)  # one encoder's typo in the corpus
     return None if not words or name.startswith(("anon", "anonymous")) else name
-
-
-def _essen_region(locale: str | None) -> str | None:
-    return _match_first(_REGIONS, str(locale).lower()) if locale else None
 
 
 @functools.lru_cache(maxsize=1)
@@ -317,7 +314,8 @@ def _artist_of(r) -> str:
 
 def _region_of(r) -> str | None:
     if r.stratum.startswith("essen"):
-        return _essen_region(r.abc_O) or STRATA[r.stratum].region
+        # a missing locale ("none", "nan") matches no region
+        return _match_first(_REGIONS, str(r.abc_O).lower()) or STRATA[r.stratum].region
     if r.stratum == "miscfolk":
         return {"americanfifeopus": "usa", "northumbrianminstrelsyopus": "england"}.get(r.stem)
     if r.stratum == "classical":

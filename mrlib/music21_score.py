@@ -144,15 +144,10 @@ def _palette_for(table: pd.DataFrame, stratum: str,
     return list(rows["ensemble"]), list(rows["programs"]), w / w.sum()
 
 
-@functools.cache
-def _repository_program_table() -> pd.DataFrame:
-    """The repository's program table, read once per process."""
-    return load_program_table()
-
-
 @functools.lru_cache(maxsize=None)
 def _palette(stratum: str, instrumentation: str) -> tuple[list, list, np.ndarray]:
-    return _palette_for(_repository_program_table(), stratum, instrumentation)
+    """The palette of the repository's program table, computed once per process."""
+    return _palette_for(load_program_table(), stratum, instrumentation)
 
 
 def _check_instrumentation(instrumentation: str) -> str:
@@ -206,8 +201,7 @@ def assign_programs(stratum: str, artist_id: str, work_id: str, n_parts: int, se
                          else _palette_for(table, stratum, instrumentation))
     favourite = np.random.default_rng([seed, _crc(artist_id), 1]).choice(len(names), p=p)
     rng = np.random.default_rng([seed, _crc(work_id), 2])
-    loyal = rng.random() < ARTIST_LOYALTY
-    pick = favourite if loyal else rng.choice(len(names), p=p)
+    pick = favourite if rng.random() < ARTIST_LOYALTY else rng.choice(len(names), p=p)
     name, programs = names[pick], palette[pick]
     if programs == "score":
         declared = list(declared or [])
@@ -497,7 +491,6 @@ def clip_score(score, clip_s: float = 30.0, default_qpm: float = 100.0) -> Clip:
         per_part, end_ql = _cut_unmeasured(per_part, tmap, clip_s, end_ql)
     if sum(len(p) for p in per_part) == 0:
         raise SkipWork("no notes: nothing pitched in the clipped measures")
-    end_ql = max(end_ql, max(float(p[:, 1].max()) for p in per_part if len(p)))
     piece_s = float(tmap.seconds(end_ql))
     if piece_s < MIN_PIECE_S:
         raise SkipWork(f"too short: one pass lasts {piece_s:.2f} s < {MIN_PIECE_S} s")
@@ -685,7 +678,6 @@ def render_midi(midi: bytes, sr: int = 22050, duration_s: float | None = None) -
         if fade:
             y[n - fade:] *= (0.5 + 0.5 * np.cos(np.linspace(0, np.pi, fade))).astype(np.float32)
     rms = float(np.sqrt(np.mean(np.square(y, dtype=np.float64)))) if y.size else 0.0
-    peak = float(np.abs(y).max()) if y.size else 0.0
     if rms > 0:
-        y = y * np.float32(min(TARGET_RMS / rms, PEAK_CEILING / peak))
+        y = y * np.float32(min(TARGET_RMS / rms, PEAK_CEILING / float(np.abs(y).max())))
     return y.astype(np.float32, copy=False)

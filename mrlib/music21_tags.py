@@ -32,7 +32,7 @@ _ESSEN_TYPES = (
 _SACRED = re.compile(
     r"kyrie|gloria|credo|sanctus|agnus|benedic|magnificat|\bave\b|missa|\bmass\b|salve|alleluia|"
     r"jesu|christe|domine|\bdeus\b|virg[oi]|laudate|per illud|prayer|religi|geistlich|choral")
-#: Essen ``O:`` locale keywords -> region tag (first match wins).
+#: Josquin's pieces in the corpus (file stem -> language of the text).
 _JOSQUIN_LANG = {
     "4vPerIlludAveProlatum": "latin", "adieuMesAmours": "french", "fortunaDunGranTempo": "italian",
     "laDeplorationDeLaMorteDeJohannesOckeghem": "french", "laPlusDesPlus": "french",
@@ -278,12 +278,12 @@ def _lyrics_tags(put, work: Mapping, clip: Clip, st, sacred: float) -> None:
         lang = _CLASSICAL_LANG.get(str(work.get("folder", "")).lower())
         language = {lang: 1.0} if lang else {}
     in_score = clip.has_lyrics or bool(work.get("abc_lyrics", False))
-    put("lyrics_vocal", max(vocal, 1.0 if in_score else 0.0))
-    put("lyrics_instrumental", 1.0 - max(vocal, 1.0 if in_score else 0.0))
+    sung = max(vocal, 1.0 if in_score else 0.0)
+    put("lyrics_vocal", sung)
+    put("lyrics_instrumental", 1.0 - sung)
     put("lyrics_in_score", 1.0 if in_score else 0.0)
-    if max(vocal, in_score) > 0:
-        for lang, v in language.items():
-            put(f"lang_{lang}", v * max(vocal, 1.0 if in_score else 0.0))
+    for lang, v in language.items():    # put drops the zeros of a work that was not sung
+        put(f"lang_{lang}", v * sung)
 
 
 def tag_category(tag: str) -> str:
@@ -331,8 +331,7 @@ def chroma_agreement(audio: np.ndarray, sr: int, clip: Clip) -> dict[str, float]
     import librosa
 
     sr = check_int("sr", sr, 1000)
-    y = np.asarray(audio, np.float32)
-    chroma = librosa.feature.chroma_cqt(y=y, sr=sr).mean(axis=1)
+    chroma = librosa.feature.chroma_cqt(y=np.asarray(audio, np.float32), sr=sr).mean(axis=1)
     hist = pitch_class_histogram(clip)
     r = float(np.corrcoef(chroma, hist)[0, 1])
     top = len(set(np.argsort(-chroma)[:3]) & set(np.argsort(-hist)[:3]))

@@ -46,7 +46,7 @@ import pandas as pd
 from mrlib.checks import check_int
 from mrlib.synth_render import generate_track, render_catalog_track
 from mrlib.synth_styles import (  # noqa: F401 (the public names stay importable from mrlib.synth)
-    _STREAM_ARTISTS, _STREAM_ASSIGN, _STREAM_AUDIO, _STREAM_EVENTS, _STREAM_TAGS, _STREAM_TRACKS, _TAG_INDEX,
+    _STREAM_ARTISTS, _STREAM_ASSIGN, _STREAM_EVENTS, _STREAM_TAGS, _STREAM_TRACKS, _TAG_INDEX,
     CATEGORIES, EVENT_PROB, EVENT_SPAN, EVENT_TAGS, EVENT_VOCABULARY, GENERATOR_VERSION, GENRE_MOODS,
     GENRE_POPULARITY, GENRES, INSTRUMENTS, KITS, LYRICS, LYRICS_MOODS, MODES, MOOD_NAMES, MOODS,
     TAGS, VOCABULARY, GenreStyle, MoodStyle, SyntheticCatalog, TrackAttributes, _draw, _mix,
@@ -78,8 +78,7 @@ class _Artist:
 
 def _sample_artist(rng: np.random.Generator) -> _Artist:
     genre = _draw(rng, GENRE_POPULARITY)
-    others = {g: w for g, w in GENRE_POPULARITY.items() if g != genre}
-    genre2 = _draw(rng, others) if rng.random() < 0.5 else genre
+    genre2 = _draw(rng, GENRE_POPULARITY, without=genre) if rng.random() < 0.5 else genre
     style = GENRES[genre]
     moods = rng.dirichlet(np.full(len(MOOD_NAMES), 1.0))
     lyr = rng.dirichlet(np.full(len(LYRICS), 0.6))
@@ -114,7 +113,7 @@ def _sample_track(index: int, artist_id: int, artist: _Artist,
         first = _draw(rng, w)
         lyrics = (first,)
         if rng.random() < 0.4:
-            lyrics = (first, _draw(rng, {t: v for t, v in w.items() if t != first}))
+            lyrics = (first, _draw(rng, w, without=first))
     return TrackAttributes(index=index, artist=artist_id, genre=genre, genre2=genre2, genre2_weight=g2w,
                            swing=float(style.swing), lyrics=lyrics, **key, **sound, **movement)
 
@@ -131,8 +130,8 @@ def _sample_genre(artist: _Artist, rng: np.random.Generator) -> tuple[str, str, 
         genre = _draw(rng, GENRE_POPULARITY)
     genre2, g2w = genre, 0.0
     if rng.random() < 0.4:
-        pool = {g: w for g, w in GENRE_POPULARITY.items() if g != genre}
-        genre2 = artist.genre2 if artist.genre2 != genre else _draw(rng, pool)
+        genre2 = (artist.genre2 if artist.genre2 != genre
+                  else _draw(rng, GENRE_POPULARITY, without=genre))
         g2w = float(np.round(rng.uniform(0.2, 0.5), 2))
     return genre, genre2, g2w
 
@@ -144,7 +143,7 @@ def _sample_mood_key(artist: _Artist, genre: str, rng: np.random.Generator) -> d
     mood = _draw(rng, mood_prior)
     mood2 = mood
     if rng.random() < 0.35:
-        mood2 = _draw(rng, {m: w for m, w in mood_prior.items() if m != mood})
+        mood2 = _draw(rng, mood_prior, without=mood)
     ms, ms2 = MOODS[mood], MOODS[mood2]
     minor = rng.random() < min(1.0, ms.minor + style.minor_bias * (ms.minor > 0.0))
     mode = ms.minor_mode if minor else ms.major_mode

@@ -51,10 +51,9 @@ def _render_to_file(attrs, seed: int, sr: int, duration_s: float, path: str, aud
     y = synth.render_catalog_track(attrs, seed, sr=sr, duration_s=duration_s)
     if parent is not None and os.getppid() != parent:
         return ""
-    final = Path(path)
-    tmp = _part(final)
+    tmp = _part(Path(path))
     sf.write(tmp, y, sr, subtype="PCM_16", format=audio_format.upper())
-    os.replace(tmp, final)
+    os.replace(tmp, path)
     return path
 
 
@@ -225,13 +224,12 @@ def _render_missing(root: Path, attrs: list, tracks: pd.DataFrame, config: dict,
     jobs = [(attrs[i], *settings, str(root / tracks["path"].iat[i]), config["audio_format"])
             for i in todo]
     if n_jobs == 1 or len(jobs) <= 1:
-        for job in jobs:
-            _render_to_file(*job)
-            bar.update(1)
+        done = (_render_to_file(*job) for job in jobs)
     else:
         par = Parallel(n_jobs=n_jobs, return_as="generator_unordered", batch_size=4)
-        for _ in par(delayed(_render_to_file)(*job, os.getpid()) for job in jobs):
-            bar.update(1)
+        done = par(delayed(_render_to_file)(*job, os.getpid()) for job in jobs)
+    for _ in done:
+        bar.update(1)
     bar.close()
     missing = [t for t, p in zip(tracks["track_id"], tracks["path"]) if not (root / p).is_file()]
     if missing:    # pragma: no cover - a worker failed without raising

@@ -12,7 +12,7 @@ from scipy import signal
 
 from mrlib.checks import check_int, is_int
 from mrlib.synth_sound import (DRUM_PATTERNS, _NOISE, _attack_decay, _chord, _drum_kit, _Events, _melody_phrase,
-                               _midi_hz, _NoteCache, _osc, _source, _swing_map, _t, _table_for)
+                               _midi_hz, _NoteCache, _osc, _swing_map, _t, _table_for)
 from mrlib.synth_styles import (_STREAM_EVENTS, EVENT_TAGS, GENRES, INSTRUMENTS, MODES, MOODS, GenreStyle,
                                 TrackAttributes, track_seed)
 
@@ -60,6 +60,13 @@ def _place(notes, m: int, sr: int) -> np.ndarray:
     return out
 
 
+def _fade(y: np.ndarray, n_in: int, n_out: int) -> np.ndarray:
+    """``y`` with linear fades over its first ``n_in`` and its last ``n_out`` samples, in place."""
+    y[:n_in] *= np.linspace(0, 1, n_in, dtype=np.float32)
+    y[y.size - n_out:] *= np.linspace(1, 0, n_out, dtype=np.float32)
+    return y
+
+
 def _bells(attrs: TrackAttributes, m: int, sr: int, t0: float, beat_times: np.ndarray,
            rng: np.random.Generator) -> np.ndarray:
     """Peals of the tonic triad (octave, fifth, third, tonic in a shuffled order per round), one
@@ -104,16 +111,11 @@ def _guitar_solo(attrs: TrackAttributes, m: int, sr: int, t0: float, beat_times:
             if rng.random() >= 0.1:
                 seq.append((grid[k], end - grid[k], pitches[idx]))
             k += d
-    longest: dict[int, float] = {}
-    for _, d, p in seq:
-        longest[p] = max(longest.get(p, 0.0), d)
-    src = {p: _source("ks_sustain", p, int(d * sr) + 1, sr) for p, d in longest.items()}
-    rel = int(0.015 * sr)
+    cache = _NoteCache(sr)
     notes = []
     for on, d, p in seq:
-        y = src[p][:int(d * sr) + 1].copy()
-        y[-min(rel, y.size):] *= np.linspace(1, 0, min(rel, y.size), dtype=np.float32)
-        notes.append((on, y))
+        y = cache.source("ks_sustain", p, int(d * sr) + 1).copy()
+        notes.append((on, _fade(y, 0, min(int(0.015 * sr), y.size))))     # a 15 ms release
     y = _place(notes, m, sr)
     # vibrato: a delay of A (1 - cos wt) samples bends the pitch by up to +-1.2 % at 5.5 Hz
     w = 2 * np.pi * 5.5
@@ -142,8 +144,7 @@ def _riser(attrs: TrackAttributes, m: int, sr: int, t0: float, beat_times: np.nd
         a = np.array([1.0, -2 * np.cos(w0[j]) / a0, (1 - alpha[j]) / a0])
         sl = slice(j * block, (j + 1) * block)
         out[sl], zi = signal.lfilter(b, a, noise[sl], zi=zi)
-    swell = 10 ** (np.linspace(-24.0, 0.0, m) / 20)
-    return (out[:m] * swell).astype(np.float32)
+    return (out[:m] * 10 ** (np.linspace(-24.0, 0.0, m) / 20)).astype(np.float32)     # the swell
 
 
 def _choir(attrs: TrackAttributes, m: int, sr: int, t0: float, beat_times: np.ndarray,
@@ -183,9 +184,7 @@ def _render_events(attrs: TrackAttributes, n: int, sr: int, beat_times: np.ndarr
         if m < int(0.05 * sr):
             continue
         y = _EVENT_RENDERERS[tag](attrs, m, sr, s0 / sr, beat_times, _events_rng(seed, tag))
-        fade_in, fade_out = int(0.005 * sr), int(0.03 * sr)
-        y[:fade_in] *= np.linspace(0, 1, fade_in, dtype=np.float32)
-        y[m - fade_out:] *= np.linspace(1, 0, fade_out, dtype=np.float32)
+        _fade(y, int(0.005 * sr), int(0.03 * sr))
         level = _EVENT_LEVEL * band_rms / (float(np.sqrt(np.mean(y.astype(np.float64) ** 2))) + 1e-9)
         out[s0:s1] += np.float32(level) * y
     return out
@@ -251,7 +250,7 @@ def generate_track(attrs: TrackAttributes, sr: int = 22050, duration_s: float = 
     mix = _produce(attrs, stems, n, sr, duration_s, rng)
     # Events are overdubs on the produced band: the band alone sets the loudness and the peak
     # gain below, so an event leaves every sample outside its window exactly as it was.
-    overdub = _render_events(attrs, n, sr, beat_times, seed, _rms(mix)) if attrs.events else None
+    overdub = _render_events(attrs, n, sr, beat_times, seed, _rms(mix))      # zeros without events
     return _master(attrs, mix, overdub, n, sr)
 
 
@@ -279,13 +278,12 @@ def _rms(x: np.ndarray) -> float:
 
 def _timeline(attrs: TrackAttributes, duration_s: float) -> tuple[np.ndarray, int]:
     """Seconds of each beat index (through the tempo curve), and the number of bars."""
-    meter = attrs.meter
-    n_beats = int(duration_s * attrs.tempo_bpm * 1.35 / 60.0) + 2 * meter + 2
+    n_beats = int(duration_s * attrs.tempo_bpm * 1.35 / 60.0) + 2 * attrs.meter + 2
     frac = np.arange(n_beats + 1) / max(1.0, duration_s * attrs.tempo_bpm / 60.0)
     ramp = {"acceleration": 1.0 + 0.25 * np.clip(frac, 0, 1),
             "slowing_down": 1.0 - 0.2 * np.clip(frac, 0, 1)}.get(attrs.tempo_change, np.ones_like(frac))
     beat_times = np.concatenate([[0.0], np.cumsum(60.0 / (attrs.tempo_bpm * ramp[:-1]))])
-    return beat_times, int(np.searchsorted(beat_times, duration_s) // meter) + 1
+    return beat_times, int(np.searchsorted(beat_times, duration_s) // attrs.meter) + 1
 
 
 class _Harmony:
@@ -418,7 +416,7 @@ def _bass_bar(bass: _Events, attrs: TrackAttributes, style: GenreStyle, bar: int
             bass.add(b0, meter * style.chord_bars * 0.98, rb, 0.9)
     elif bp == "root_fifth":
         bass.add(b0, meter / 2 * 0.9, rb, 0.9)
-        bass.add(b0 + meter / 2 if meter == 4 else b0 + 2, meter / 2 * 0.9 if meter == 4 else 0.9, fifth, 0.8)
+        bass.add(b0 + 2, 1.8 if meter == 4 else 0.9, fifth, 0.8)
     elif bp == "eighths":
         for k in range(meter * 2):
             bass.add(b0 + k * 0.5, 0.45, rb, 0.8 + 0.1 * (k % 2 == 0))
@@ -488,21 +486,14 @@ def _render_stems(attrs: TrackAttributes, parts: dict[str, _Events], beat_times:
         ((("bass", attrs.bass),) if attrs.bass != "none" else ())
     for name, instrument in roles:
         ev, engine = parts[name], INSTRUMENTS[instrument][0]
-        buf = np.zeros(n + sr, dtype=np.float32)       # one second of slack for tails
-        if ev.on:
-            on = np.array(ev.on)
-            t0, t1 = _to_seconds(on, attrs.swing, beat_times), _to_seconds(on + np.array(ev.dur), attrs.swing,
-                                                                          beat_times)
-            # a human player: +-6 ms
-            jitter = rng.normal(0.0, 0.006, on.size) if name == "melody" and live else 0.0
-            starts = np.round((t0 + jitter) * sr).astype(np.int64)
-            for s0, d, p, v in zip(starts, t1 - t0, ev.midi, ev.vel):
-                if s0 >= n or s0 < 0:
-                    continue
-                tpl = cache.get(engine, p, float(d))
-                m = min(tpl.size, buf.size - s0)
-                buf[s0:s0 + m] += np.float32(v) * tpl[:m]
-        stems[name] = buf[:n]
+        on = np.array(ev.on)
+        t0 = _to_seconds(on, attrs.swing, beat_times)
+        t1 = _to_seconds(on + np.array(ev.dur), attrs.swing, beat_times)
+        # a human player: +-6 ms
+        jitter = rng.normal(0.0, 0.006, on.size) if name == "melody" and live else 0.0
+        notes = ((t, np.float32(v) * cache.get(engine, p, float(d)))
+                 for t, d, p, v in zip(t0 + jitter, t1 - t0, ev.midi, ev.vel))
+        stems[name] = _place(notes, n, sr)
     return stems
 
 
@@ -514,11 +505,10 @@ def _render_drums(attrs: TrackAttributes, hits, beat_times: np.ndarray, n: int, 
     drum_on, drum_voice, drum_vel = zip(*hits)
     kit = _drum_kit(attrs.kit, sr, rng, attrs.tonic)
     times = _to_seconds(np.array(drum_on), attrs.swing, beat_times)
-    nvar = len(kit["k"])
     if attrs.kit == "live":
         times = times + rng.normal(0.0, 0.004, times.size)
         vel = np.array(drum_vel) * rng.uniform(0.8, 1.0, times.size)
-        var = rng.integers(0, nvar, times.size)
+        var = rng.integers(0, len(kit["k"]), times.size)
     else:
         vel, var = np.array(drum_vel), np.zeros(times.size, dtype=int)
     samples = (np.float32(v) * kit[vc][k] for vc, v, k in zip(drum_voice, vel, var))
@@ -566,9 +556,8 @@ def _produce(attrs: TrackAttributes, stems: dict[str, np.ndarray], n: int, sr: i
     mix = signal.sosfilt(np.asarray(sos, dtype=np.float64), mix).astype(np.float32)
     if attrs.lofi:
         # hiss: the shared noise table from a random offset (a 1.5 s loop is inaudible as such)
-        reps = -(-n // _NOISE.size) + 1
         off = int(rng.integers(_NOISE.size))
-        hiss = np.tile(_NOISE, reps)[off:off + n] * np.float32(0.02 * _rms(mix))
+        hiss = _NOISE.take(np.arange(off, off + n), mode="wrap") * np.float32(0.02 * _rms(mix))
         crackle = np.zeros(n, dtype=np.float32)
         pos = rng.integers(0, n, max(1, int(duration_s * 6)))
         crackle[pos] = rng.uniform(-1, 1, pos.size).astype(np.float32) * np.float32(0.4 * np.abs(mix).max())
@@ -580,7 +569,7 @@ def _produce(attrs: TrackAttributes, stems: dict[str, np.ndarray], n: int, sr: i
 _DYNAMICS_DB = {"crescendo": (-15.0, 0.0), "decrescendo": (0.0, -15.0)}
 
 
-def _master(attrs: TrackAttributes, mix: np.ndarray, overdub: np.ndarray | None, n: int, sr: int) -> np.ndarray:
+def _master(attrs: TrackAttributes, mix: np.ndarray, overdub: np.ndarray, n: int, sr: int) -> np.ndarray:
     """Dynamics: the movement envelope, then the target loudness, never clipping; the events
     overdubbed; short fades at both ends."""
     ref = 1.0
@@ -592,21 +581,15 @@ def _master(attrs: TrackAttributes, mix: np.ndarray, overdub: np.ndarray | None,
         env_db = np.interp(np.arange(blocks), np.linspace(0, blocks - 1, 64), np.linspace(db0, db1, 64))
         env = np.repeat((10 ** (env_db / 20)).astype(np.float32), 256)[:n]
         mix = mix * env
-        if overdub is not None:
-            overdub *= env
+        overdub *= env
         ref = 10 ** (-7.5 / 20)        # the target loudness is the loudness in the middle
     gain = 10 ** (attrs.loudness_db / 20) * ref / _rms(mix)
     peak = float(np.abs(mix).max()) + 1e-9
     gain = min(gain, 0.98 / peak)
     out = (mix * np.float32(gain)).astype(np.float32)
-    if overdub is not None:
-        _overdub(out, overdub * np.float32(gain), attrs.events)
+    _overdub(out, overdub * np.float32(gain), attrs.events)
     np.clip(out, -0.98, 0.98, out=out)          # only float rounding can reach past 0.98 here
-    fade = min(n // 4, int(0.01 * sr))
-    out[:fade] *= np.linspace(0, 1, fade, dtype=np.float32)
-    fade = min(n // 4, int(0.05 * sr))
-    out[n - fade:] *= np.linspace(1, 0, fade, dtype=np.float32)
-    return out
+    return _fade(out, min(n // 4, int(0.01 * sr)), min(n // 4, int(0.05 * sr)))
 
 
 def render_catalog_track(attrs: TrackAttributes, catalog_seed: int, sr: int = 22050,

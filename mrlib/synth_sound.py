@@ -113,10 +113,8 @@ def _karplus_strong(freq: float, n: int, sr: int, t60: float, bright: float) -> 
     the previous N+1 samples, so each period is one numpy step. The integer delay N detunes
     the string (f = sr / (N + 1/2)); reading the output at the ratio f_target / f fixes it.
     """
-    period = sr / freq
-    N = max(2, int(period - 0.5))
-    f_ks = sr / (N + 0.5)
-    ratio = freq / f_ks                           # <= 1: read slower to lower the pitch
+    N = max(2, int(sr / freq - 0.5))
+    ratio = freq / (sr / (N + 0.5))               # <= 1: read slower to lower the pitch
     m = int(math.ceil(n * ratio)) + 2
     # excitation: one period of noise, low-passed by a one-pole filter (dark = soft pluck)
     exc = _NOISE[(int(freq * 7919) % 4096):][:N].astype(np.float64)
@@ -270,9 +268,6 @@ def _drum_kit(kit: str, sr: int, rng: np.random.Generator, tonic: int) -> dict[s
     n_var = 3 if kit == "live" else 1
     out: dict[str, list[np.ndarray]] = {}
 
-    def t_axis(dur):
-        return np.arange(int(dur * sr), dtype=np.float32) / np.float32(sr)
-
     def noise(n):
         return rng.standard_normal(n, dtype=np.float32)
 
@@ -280,24 +275,24 @@ def _drum_kit(kit: str, sr: int, rng: np.random.Generator, tonic: int) -> dict[s
         variants = []
         for _ in range(n_var):
             if v == "k":
-                t = t_axis(0.4 if kit == "live" else 0.6)
+                t = _t(int((0.4 if kit == "live" else 0.6) * sr), sr)
                 f0, f1, dec = (kick_f, 95.0, 0.18) if kit == "live" else (kick_f, 75.0, 0.4)
                 phase = 2 * np.pi * (f0 * t + f1 * 0.03 * (1 - np.exp(-t / 0.03)))
                 y = np.sin(phase) * np.exp(-t / dec)
                 y[: int(0.004 * sr)] += noise(int(0.004 * sr)) * 0.3
             elif v == "s":
-                t = t_axis(0.25)
+                t = _t(int(0.25 * sr), sr)
                 nz = np.diff(noise(t.size + 1))
                 y = nz * 0.35 * np.exp(-t / 0.07) + np.sin(2 * np.pi * snare_f * t) \
                     * 0.6 * np.exp(-t / 0.05)
             elif v == "c":
-                t = t_axis(0.25)
+                t = _t(int(0.25 * sr), sr)
                 env = np.exp(-t / 0.09) * 0.6
                 for d in (0.0, 0.011, 0.022):
                     env += np.where(t >= d, np.exp(-np.maximum(t - d, 0) / 0.006), 0.0)
                 y = np.diff(noise(t.size + 1)) * env * 0.3
             elif v in "ho":
-                t = t_axis(0.08 if v == "h" else 0.35)
+                t = _t(int((0.08 if v == "h" else 0.35) * sr), sr)
                 dec = 0.025 if v == "h" else 0.15
                 if kit == "live":
                     src = np.diff(np.diff(noise(t.size + 2)))
@@ -306,11 +301,11 @@ def _drum_kit(kit: str, sr: int, rng: np.random.Generator, tonic: int) -> dict[s
                     src = np.diff(np.diff(np.concatenate([[0, 0], src]))).astype(np.float32)
                 y = src * np.exp(-t / dec) * 0.12
             elif v == "r":
-                t = t_axis(0.9)
+                t = _t(int(0.9 * sr), sr)
                 y = np.sin(2 * np.pi * 520 * t + 3 * np.sin(2 * np.pi * 1410 * t)) * 0.25 * np.exp(-t / 0.5) \
                     + np.diff(noise(t.size + 1)) * 0.05 * np.exp(-t / 0.3)
             else:   # rim
-                t = t_axis(0.08)
+                t = _t(int(0.08 * sr), sr)
                 y = (np.sin(2 * np.pi * 900 * t) * 0.5 + np.diff(noise(t.size + 1)) * 0.3) * np.exp(-t / 0.02)
             variants.append(np.asarray(y, dtype=np.float32))
         out[v] = variants
@@ -329,8 +324,7 @@ def _chord(style: GenreStyle, mode: str, degree: int) -> tuple[int, tuple[int, .
     if style.chord_kind == "power":
         return root, (0, 7, 12)
     n = 4 if style.chord_kind in ("seventh", "dom7") else 3      # a minor blues: diatonic 7ths
-    iv = tuple((sc[(degree + 2 * j) % 7] - root) % 12 for j in range(n))   # stacked thirds
-    return root, iv
+    return root, tuple((sc[(degree + 2 * j) % 7] - root) % 12 for j in range(n))   # stacked thirds
 
 
 class _Events:
@@ -353,8 +347,7 @@ def _swing_map(pos: np.ndarray, swing: float) -> np.ndarray:
     beat = np.floor(pos)
     f = pos - beat
     mid = 0.5 + swing / 6.0
-    f2 = np.where(f < 0.5, f * (mid / 0.5), mid + (f - 0.5) * ((1 - mid) / 0.5))
-    return beat + f2
+    return beat + np.where(f < 0.5, f * (mid / 0.5), mid + (f - 0.5) * ((1 - mid) / 0.5))
 
 
 def _melody_phrase(rng: np.random.Generator, n_beats: int, chord_at, density: float, start_deg: int) -> list[tuple[float, float, int]]:

@@ -436,8 +436,9 @@ def track_seed(seed: int, index: int, stream: int = _STREAM_AUDIO) -> np.random.
     return np.random.SeedSequence(int(seed), spawn_key=(int(stream), int(index)))
 
 
-def _draw(rng: np.random.Generator, weights: dict[str, float]) -> str:
-    keys = list(weights)
+def _draw(rng: np.random.Generator, weights: dict[str, float], without: str | None = None) -> str:
+    """A key of ``weights``, drawn by weight (the key ``without`` left out)."""
+    keys = [k for k in weights if k != without]
     p = np.array([weights[k] for k in keys], dtype=float)
     return keys[int(rng.choice(len(keys), p=p / p.sum()))]
 
