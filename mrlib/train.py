@@ -260,7 +260,7 @@ class _TrainingRun:
     def _check_bounds(self) -> None:
         cfg, data = self.config, self.data
         data.check_patch_len(cfg.patch_len, cfg.catalog)
-        need, what = self._memory_estimate(), self._memory_available()
+        need, what = self._memory_estimate(), memory_available(self.device)
         if what is not None and need > what:
             raise MemoryError(
                 f"this run needs roughly {need / 2**30:.1f} GiB "
@@ -278,9 +278,6 @@ class _TrainingRun:
         batch = self.system.max_patches_per_batch(cfg) * n_bins * cfg.patch_len
         first = scale_channels(128, cfg.width)
         return batch * 4 * (cfg.prefetch + 2) + batch * elem * first * 4.5
-
-    def _memory_available(self) -> float | None:
-        return memory_available(self.device)
 
     def _sampler(self):
         """The system's batch sampler over this rank's share (tracks, or mined triplets)."""
@@ -315,9 +312,7 @@ class _TrainingRun:
         self.epoch = int(ckpt["epoch"])
         self.global_step = int(ckpt["global_step"])
         self.rows = json.loads(ckpt["metrics"])
-        es = ckpt["early_stopping"]
-        self.best = {"value": float(es["value"]), "epoch": int(es["epoch"]),
-                     "bad_epochs": int(es["bad_epochs"]), "state": es["state"]}
+        self.best = ckpt["early_stopping"]
         self.stopped_early = bool(ckpt["stopped_early"])
         self.elapsed_before = float(ckpt["elapsed_s"])
         self.ddp_check = json.loads(ckpt.get("ddp_check", json.dumps(self.ddp_check)))
