@@ -451,10 +451,9 @@ class RunFolder:
 
     def _decide(self, resume: bool, replace: bool) -> RunResult | None:
         d = self.run_dir
-        present = [n for n in _RUN_FILES if (d / n).exists()]
         has_ckpt = (d / _CKPT).exists() or (d / _CKPT_PREV).exists()
         finished = (d / "summary.json").is_file()
-        if not present:
+        if not any((d / n).exists() for n in _RUN_FILES):
             if resume:
                 self.log(f"[train] resume=True but {d} holds no run: starting from scratch")
             return None

@@ -41,7 +41,6 @@ Notebook: 06_training.ipynb
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import math
@@ -570,8 +569,7 @@ class _TrainingRun:
 
     def close(self) -> None:
         if self._det_before is not None:
-            with contextlib.suppress(Exception):
-                torch.use_deterministic_algorithms(self._det_before[0], warn_only=self._det_before[1])
+            torch.use_deterministic_algorithms(self._det_before[0], warn_only=self._det_before[1])
         self.folder.release()
         self.dist.close()
 
@@ -703,8 +701,7 @@ def measure_throughput(config: TrainConfig, steps: int = 20, warmup: int = 3, *,
             for _ in range(steps):
                 run.step(batch)
             synchronize(run.device)
-            dt = time.perf_counter() - t0
-            out["ceiling_patches_per_s"] = steps * batch["x"].shape[0] / dt
+            out["ceiling_patches_per_s"] = steps * batch["x"].shape[0] / (time.perf_counter() - t0)
             out["ratio"] = out["patches_per_s"] / out["ceiling_patches_per_s"]
         return out
     finally:
