@@ -445,7 +445,7 @@ class _TrainingRun:
         rng = self.dist.gather(capture_rng(self.patch_rng, self.device))
         if not self.dist.is_main:
             return
-        state = {
+        self.folder.save_checkpoint({
             "epoch": self.epoch,
             "global_step": self.global_step,
             "world_size": self.dist.world_size,
@@ -461,8 +461,7 @@ class _TrainingRun:
             "elapsed_s": self.elapsed_before + (time.perf_counter() - self._t_start),
             "ddp_check": json.dumps(self.ddp_check),
             "torch_version": str(torch.__version__),
-        }
-        self.folder.save_checkpoint(state)
+        })
 
     # -- the loop ----------------------------------------------------------------------------
     def fit(self, stop_after_epoch: int | None = None) -> None:
@@ -679,8 +678,7 @@ def measure_throughput(config: TrainConfig, steps: int = 20, warmup: int = 3, *,
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
     if not (is_int(warmup) and warmup >= 0):
         raise ValueError(f"warmup must be an int >= 0, got {warmup!r}")
-    cfg = config.replace(verify_ddp=False)
-    run = _TrainingRun(cfg, data, progress=False)
+    run = _TrainingRun(config.replace(verify_ddp=False), data, progress=False)
     if run.dist.active:
         run.close()
         raise RuntimeError("measure_throughput runs on one process; launch it without torchrun")
