@@ -467,9 +467,8 @@ class RunFolder:
             return load_run(d)
         if resume and has_ckpt:
             self.ckpt = _load_latest_checkpoint(d, self.log)
-            if self.ckpt is not None:
-                check_resumable(self.config, self.ckpt, self.world_size)
-                return None
+            check_resumable(self.config, self.ckpt, self.world_size)
+            return None
         if not finished and not has_ckpt and saved is not None:
             return None  # a run that stopped before its first checkpoint: nothing to keep
         kind = "finished" if finished else ("interrupted" if has_ckpt else "unrecognised")

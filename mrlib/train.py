@@ -91,13 +91,10 @@ def _validate(model: nn.Module, data: TrainData, val_idx: np.ndarray, S_val: np.
         evaluate.evaluate_similarity(similarity, S_val)
     ci = evaluate.mean_ci(res.per_query["map"])
     # MAP lies in [0, 1]: a normal-approximation interval that crosses a bound is cut there
-    out = {"val_map": ci.mean, "val_map_low": float(np.clip(ci.low, 0.0, 1.0)),
-           "val_map_high": float(np.clip(ci.high, 0.0, 1.0)),
-           **{f"val_{m}": float(res.per_query[m].mean()) for m in ("recall", "rr", "ndcg")},
-           "val_auc": None}
-    if system.tags:
-        out["val_auc"] = evaluate.tag_auc(data.tags[val_idx] >= 0.5, E).mean
-    return out
+    return {"val_map": ci.mean, "val_map_low": float(np.clip(ci.low, 0.0, 1.0)),
+            "val_map_high": float(np.clip(ci.high, 0.0, 1.0)),
+            **{f"val_{m}": float(res.per_query[m].mean()) for m in ("recall", "rr", "ndcg")},
+            "val_auc": evaluate.tag_auc(data.tags[val_idx] >= 0.5, E).mean if system.tags else None}
 
 
 def _jsonable(v):
