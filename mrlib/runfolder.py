@@ -346,14 +346,8 @@ def _read_metrics(path: Path) -> pd.DataFrame:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] \
         if path.exists() else []
     df = pd.DataFrame(rows)
-    for col in df.columns:
-        if col in ("epoch", "step"):
-            df[col] = df[col].astype(np.int64)
-        elif col == "is_best":
-            df[col] = df[col].astype(bool)
-        else:
-            df[col] = pd.to_numeric(df[col]).astype(np.float64)
-    return df
+    types = {"epoch": np.int64, "step": np.int64, "is_best": bool}   # every other column: float
+    return df.astype({col: types.get(col, np.float64) for col in df.columns})
 
 
 def _config_diff(saved: dict, config: TrainConfig, ignore: set) -> dict:
