@@ -26,8 +26,7 @@ def mps_available() -> bool:
 
     Notebook: 06_training.ipynb
     """
-    mps = getattr(torch.backends, "mps", None)
-    return bool(mps is not None and mps.is_available())
+    return torch.backends.mps.is_available()
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:

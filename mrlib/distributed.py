@@ -71,14 +71,12 @@ def init_distributed(device_pref: str) -> Dist:
     if dist.is_available() and dist.is_initialized():
         return Dist(dist.get_rank(), dist.get_world_size(),
                      int(os.environ.get("LOCAL_RANK", dist.get_rank())), owns_group=False)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return Dist()
     if not dist.is_available():
         raise RuntimeError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
     wants_cuda = device_pref.startswith("cuda") or (device_pref == "auto" and torch.cuda.is_available())
-    backend = "nccl" if wants_cuda and dist.is_nccl_available() else "gloo"
-    dist.init_process_group(backend=backend)
+    dist.init_process_group(backend="nccl" if wants_cuda and dist.is_nccl_available() else "gloo")
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")),
                  owns_group=True)
 

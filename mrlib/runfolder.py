@@ -346,14 +346,8 @@ def _read_metrics(path: Path) -> pd.DataFrame:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] \
         if path.exists() else []
     df = pd.DataFrame(rows)
-    for col in df.columns:
-        if col in ("epoch", "step"):
-            df[col] = df[col].astype(np.int64)
-        elif col == "is_best":
-            df[col] = df[col].astype(bool)
-        else:
-            df[col] = pd.to_numeric(df[col]).astype(np.float64)
-    return df
+    types = {"epoch": np.int64, "step": np.int64, "is_best": bool}   # every other column: float
+    return df.astype({col: types.get(col, np.float64) for col in df.columns})
 
 
 def _config_diff(saved: dict, config: TrainConfig, ignore: set) -> dict:
@@ -451,10 +445,9 @@ class RunFolder:
 
     def _decide(self, resume: bool, replace: bool) -> RunResult | None:
         d = self.run_dir
-        present = [n for n in _RUN_FILES if (d / n).exists()]
         has_ckpt = (d / _CKPT).exists() or (d / _CKPT_PREV).exists()
         finished = (d / "summary.json").is_file()
-        if not present:
+        if not any((d / n).exists() for n in _RUN_FILES):
             if resume:
                 self.log(f"[train] resume=True but {d} holds no run: starting from scratch")
             return None
@@ -468,9 +461,8 @@ class RunFolder:
             return load_run(d)
         if resume and has_ckpt:
             self.ckpt = _load_latest_checkpoint(d, self.log)
-            if self.ckpt is not None:
-                check_resumable(self.config, self.ckpt, self.world_size)
-                return None
+            check_resumable(self.config, self.ckpt, self.world_size)
+            return None
         if not finished and not has_ckpt and saved is not None:
             return None  # a run that stopped before its first checkpoint: nothing to keep
         kind = "finished" if finished else ("interrupted" if has_ckpt else "unrecognised")

@@ -41,7 +41,6 @@ Notebook: 06_training.ipynb
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import math
@@ -92,13 +91,10 @@ def _validate(model: nn.Module, data: TrainData, val_idx: np.ndarray, S_val: np.
         evaluate.evaluate_similarity(similarity, S_val)
     ci = evaluate.mean_ci(res.per_query["map"])
     # MAP lies in [0, 1]: a normal-approximation interval that crosses a bound is cut there
-    out = {"val_map": ci.mean, "val_map_low": float(np.clip(ci.low, 0.0, 1.0)),
-           "val_map_high": float(np.clip(ci.high, 0.0, 1.0)),
-           **{f"val_{m}": float(res.per_query[m].mean()) for m in ("recall", "rr", "ndcg")},
-           "val_auc": None}
-    if system.tags:
-        out["val_auc"] = evaluate.tag_auc(data.tags[val_idx] >= 0.5, E).mean
-    return out
+    return {"val_map": ci.mean, "val_map_low": float(np.clip(ci.low, 0.0, 1.0)),
+            "val_map_high": float(np.clip(ci.high, 0.0, 1.0)),
+            **{f"val_{m}": float(res.per_query[m].mean()) for m in ("recall", "rr", "ndcg")},
+            "val_auc": evaluate.tag_auc(data.tags[val_idx] >= 0.5, E).mean if system.tags else None}
 
 
 def _jsonable(v):
@@ -260,7 +256,7 @@ class _TrainingRun:
     def _check_bounds(self) -> None:
         cfg, data = self.config, self.data
         data.check_patch_len(cfg.patch_len, cfg.catalog)
-        need, what = self._memory_estimate(), self._memory_available()
+        need, what = self._memory_estimate(), memory_available(self.device)
         if what is not None and need > what:
             raise MemoryError(
                 f"this run needs roughly {need / 2**30:.1f} GiB "
@@ -278,9 +274,6 @@ class _TrainingRun:
         batch = self.system.max_patches_per_batch(cfg) * n_bins * cfg.patch_len
         first = scale_channels(128, cfg.width)
         return batch * 4 * (cfg.prefetch + 2) + batch * elem * first * 4.5
-
-    def _memory_available(self) -> float | None:
-        return memory_available(self.device)
 
     def _sampler(self):
         """The system's batch sampler over this rank's share (tracks, or mined triplets)."""
@@ -315,9 +308,7 @@ class _TrainingRun:
         self.epoch = int(ckpt["epoch"])
         self.global_step = int(ckpt["global_step"])
         self.rows = json.loads(ckpt["metrics"])
-        es = ckpt["early_stopping"]
-        self.best = {"value": float(es["value"]), "epoch": int(es["epoch"]),
-                     "bad_epochs": int(es["bad_epochs"]), "state": es["state"]}
+        self.best = ckpt["early_stopping"]
         self.stopped_early = bool(ckpt["stopped_early"])
         self.elapsed_before = float(ckpt["elapsed_s"])
         self.ddp_check = json.loads(ckpt.get("ddp_check", json.dumps(self.ddp_check)))
@@ -451,7 +442,7 @@ class _TrainingRun:
         rng = self.dist.gather(capture_rng(self.patch_rng, self.device))
         if not self.dist.is_main:
             return
-        state = {
+        self.folder.save_checkpoint({
             "epoch": self.epoch,
             "global_step": self.global_step,
             "world_size": self.dist.world_size,
@@ -467,8 +458,7 @@ class _TrainingRun:
             "elapsed_s": self.elapsed_before + (time.perf_counter() - self._t_start),
             "ddp_check": json.dumps(self.ddp_check),
             "torch_version": str(torch.__version__),
-        }
-        self.folder.save_checkpoint(state)
+        })
 
     # -- the loop ----------------------------------------------------------------------------
     def fit(self, stop_after_epoch: int | None = None) -> None:
@@ -575,8 +565,7 @@ class _TrainingRun:
 
     def close(self) -> None:
         if self._det_before is not None:
-            with contextlib.suppress(Exception):
-                torch.use_deterministic_algorithms(self._det_before[0], warn_only=self._det_before[1])
+            torch.use_deterministic_algorithms(self._det_before[0], warn_only=self._det_before[1])
         self.folder.release()
         self.dist.close()
 
@@ -686,8 +675,7 @@ def measure_throughput(config: TrainConfig, steps: int = 20, warmup: int = 3, *,
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
     if not (is_int(warmup) and warmup >= 0):
         raise ValueError(f"warmup must be an int >= 0, got {warmup!r}")
-    cfg = config.replace(verify_ddp=False)
-    run = _TrainingRun(cfg, data, progress=False)
+    run = _TrainingRun(config.replace(verify_ddp=False), data, progress=False)
     if run.dist.active:
         run.close()
         raise RuntimeError("measure_throughput runs on one process; launch it without torchrun")
@@ -708,8 +696,7 @@ def measure_throughput(config: TrainConfig, steps: int = 20, warmup: int = 3, *,
             for _ in range(steps):
                 run.step(batch)
             synchronize(run.device)
-            dt = time.perf_counter() - t0
-            out["ceiling_patches_per_s"] = steps * batch["x"].shape[0] / dt
+            out["ceiling_patches_per_s"] = steps * batch["x"].shape[0] / (time.perf_counter() - t0)
             out["ratio"] = out["patches_per_s"] / out["ceiling_patches_per_s"]
         return out
     finally:

@@ -99,16 +99,11 @@ class TrainData:
     @classmethod
     def from_catalog(cls, catalog, features) -> "TrainData":
         """From a :class:`mrlib.catalog.Catalog` and its :class:`mrlib.features.FeatureSet`."""
-        tracks = catalog.tracks
-        vocab = getattr(catalog, "vocabulary", None)
-        categories = list(vocab["category"]) if vocab is not None and "category" in vocab else None
-        available = np.asarray(getattr(features, "available", np.ones(len(tracks), bool)), dtype=bool)
-        n_bins = int(getattr(getattr(features, "config", None), "n_bins", 0)) or \
-            int(np.asarray(features[int(np.flatnonzero(available)[0])]).shape[0])
-        return cls(features=features, tags=np.asarray(catalog.tags, dtype=np.float32),
-                   categories=categories, split=tracks["split"].to_numpy(),
-                   track_ids=tracks["track_id"].to_numpy(), available=available, n_bins=n_bins,
-                   name=str(getattr(catalog, "name", "")))
+        return cls(features=features, tags=catalog.tags,
+                   categories=list(catalog.vocabulary["category"]),
+                   split=catalog.tracks["split"].to_numpy(),
+                   track_ids=catalog.tracks["track_id"].to_numpy(), available=features.available,
+                   n_bins=features.config.n_bins, name=catalog.name)
 
 
 def prepare_data(config, progress: bool = True, preload_limit_gb: float = 8.0) -> TrainData:
@@ -168,12 +163,7 @@ def batch_stream(sampler) -> Iterator:
     Notebook: 06_training.ipynb
     """
     while True:
-        empty = True
-        for item in sampler:
-            empty = False
-            yield item
-        if empty and len(sampler) == 0:  # pragma: no cover - guarded by the sampler
-            raise RuntimeError("the sampler yields no batch")
+        yield from sampler
 
 
 def tensor_batch(make, item, pin: bool) -> dict:

@@ -101,7 +101,7 @@ def test_patch_len_longer_than_every_track_is_refused(finished, data):
 
 def test_a_run_that_cannot_fit_in_memory_is_refused(finished, data, monkeypatch):
     folder, before = finished
-    monkeypatch.setattr(T._TrainingRun, "_memory_available", lambda self: 1e6)
+    monkeypatch.setattr(T, "memory_available", lambda device: 1e6)
     with pytest.raises(MemoryError, match=r"needs roughly .* GiB .* are free"):
         T.train(cfg(folder, system="at"), data=data, progress=False, replace=True)
     assert snapshot(folder) == before
