@@ -334,14 +334,11 @@ def _stored_rows(rows: dict, specs: dict, name: str, path: Path, chosen) -> dict
                          "file is left with results of other parameters")
     for r in [r for r in rows if r not in specs]:
         print(f"[experiments] {r}: no longer a row of {name}; dropped from {path.name}")
-    stored: dict[str, dict] = {}
-    for r, params in specs.items():
-        old = None if r in changed else rows.get(r)
-        if r in changed:
-            n_old = len(rows[r].get("seeds", {}))
-            print(f"[experiments] {r}: parameters changed; its {n_old} stored seed(s) are run again")
-        stored[r] = old or {"parameters": params, "key": keys[r], "seeds": {}}
-    return stored
+    for r in changed:
+        n_old = len(rows[r].get("seeds", {}))
+        print(f"[experiments] {r}: parameters changed; its {n_old} stored seed(s) are run again")
+    return {r: rows[r] if r in rows and r not in changed else
+            {"parameters": params, "key": keys[r], "seeds": {}} for r, params in specs.items()}
 
 
 def _in_processes(todo, jobs: int, work_args, land, bar) -> None:
@@ -352,22 +349,17 @@ def _in_processes(todo, jobs: int, work_args, land, bar) -> None:
     be cancelled, and Ctrl-C would wait for it. Running rows stop on the terminal's Ctrl-C
     themselves (it reaches the whole process group) and resume from their run folders next time.
     """
-    queue, running = iter(todo), {}
+    queue, running = list(todo), {}
     with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        def hand_out() -> None:
-            for r, s in queue:
+        while queue or running:
+            while queue and len(running) < jobs:
+                r, s = queue.pop(0)
                 try:
                     running[pool.submit(_work, *work_args(r, s))] = (r, s)
                 except cf.BrokenExecutor:    # a worker died: the rows not started wait for a rerun
                     print("[experiments] a worker process died; the rows not yet started are left "
                           "for the next run")
-                    for _ in queue:          # hand out nothing more
-                        pass
-                return
-
-        for _ in range(jobs):
-            hand_out()
-        while running:
+                    queue.clear()
             done = cf.wait(running, return_when=cf.FIRST_COMPLETED).done
             for fut in done:
                 r, s = running.pop(fut)
@@ -379,8 +371,6 @@ def _in_processes(todo, jobs: int, work_args, land, bar) -> None:
                 land(r, s, entry)
                 bar.set_postfix_str(f"last: {r}, seed {s}")
                 bar.update()
-            for _ in done:
-                hand_out()
 
 
 def _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, device, jobs, path,
@@ -392,9 +382,8 @@ def _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, devi
         raise ValueError(f"{path} holds {held[0]} on catalog {held[1]} at profile {held[2]}, not "
                          f"{name} on {catalog} at {profile}; choose another --store")
     command = _command(name, catalog, profile, seeds, overrides, rows, device)
-    in_git = subprocess.run(["git", "rev-parse", "--is-inside-work-tree"], cwd=path.resolve().parent,
-                            capture_output=True).returncode == 0
-    if commit and not in_git:
+    if commit and subprocess.run(["git", "rev-parse", "--is-inside-work-tree"],
+                                 cwd=path.resolve().parent, capture_output=True).returncode != 0:
         print(f"[experiments] warning: {path} is not in a git repository; --commit does nothing")
         commit = False
     data["title"] = exp.title
