@@ -50,7 +50,7 @@ from mrlib import results as res
 from mrlib.baselines import Euclidean, Mahalanobis, TripletSVM, catalog_features, nested_subsets
 from mrlib.checks import is_int
 from mrlib.odd_one_out import comparisons_to_triplets, simulate_votes, triplet_folds
-from mrlib.devices import torch_threads
+from mrlib.devices import pick_device, torch_threads
 from mrlib.features import coarsen_features, extract
 from mrlib.matchnet_cv import MatchNetConfig, cross_validate_matchnet
 from mrlib.similarity import oracle
@@ -441,13 +441,12 @@ def matchnet_folds(ctx: Mapping[str, Any], scheme: str, matchnet: Mapping[str, A
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {list(SCHEMES)}, got {scheme!r}")
     key = _matchnet_key(ctx["fields"], scheme, matchnet, seed, train_share)
-    if key in _MATCHNET:
-        return {**_MATCHNET[key], "seconds": 0.0}
     path = Path(workdir) / f"matchnet_{key}.npz" if workdir is not None else None
     folds = share_folds(ctx["folds"][scheme], train_share, ctx["fields"]["data_seed"])
-    if path is not None and path.exists():
-        _MATCHNET[key] = out = _load_folds(path, len(folds))
-        return {**out, "seconds": 0.0}
+    if key not in _MATCHNET and path is not None and path.exists():
+        _MATCHNET[key] = _load_folds(path, len(folds))
+    if key in _MATCHNET:                      # trained before: in this process or on disk
+        return {**_MATCHNET[key], "seconds": 0.0}
     t0 = time.perf_counter()
     out = _cross_validate(ctx, folds, MatchNetConfig(**matchnet, seed=int(seed), device=device), n_jobs,
                           progress)
@@ -460,9 +459,7 @@ def matchnet_folds(ctx: Mapping[str, Any], scheme: str, matchnet: Mapping[str, A
 
 def _cross_validate(ctx: Mapping[str, Any], folds, config, n_jobs: int | None, progress: bool) -> dict:
     """:func:`matchnet_folds`' arrays from a fresh :func:`mrlib.matchnet_cv.cross_validate_matchnet`."""
-    device = config.device
-    on_cpu = str(device) == "cpu" or (str(device) == "auto" and not torch.cuda.is_available()
-                                       and not torch.backends.mps.is_available())
+    on_cpu = pick_device(config.device).type == "cpu"
     if n_jobs is None:
         # Worker processes pay off only when a fold trains for more than their start-up time.
         big = len(ctx["triplets"]) >= 200
@@ -558,8 +555,7 @@ def run(row: str, parameters: Mapping[str, Any], seed: int, device: str = "cpu",
         extra["train_cfr"] = round(float(np.nanmean(mn["train_cfr"])), 4)
     else:
         base = make_method(method, pca=parameters.get("pca_dims") if feats == "PCA" else None,
-                           seed=int(seed), svm_C=parameters.get("svm_C", 0.1),
-                           lsml_max_iter=parameters.get("lsml_max_iter", 200))
+                           seed=int(seed), **_method_fields(method, parameters))
         X_per_fold = list(mn["songs"]) if feats == "MatchNet" else [ctx["X_hc"]] * len(folds)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")          # solvers' convergence notes on small folds
