@@ -235,10 +235,9 @@ def _git_commit_file(path: Path, message: str, tries: int = 5) -> bool:
     root = path.resolve().parent
     for attempt in range(tries):
         add = subprocess.run(["git", "add", "--", path.name], cwd=root, capture_output=True, text=True)
-        done = add.returncode == 0 and subprocess.run(
-            ["git", "commit", "-q", "-m", message, "--", path.name], cwd=root, capture_output=True,
-            text=True).returncode == 0
-        if done:
+        if add.returncode == 0 and subprocess.run(
+                ["git", "commit", "-q", "-m", message, "--", path.name], cwd=root,
+                capture_output=True, text=True).returncode == 0:
             return True
         time.sleep(2 + 2 * attempt)            # another git process holds .git/index.lock
     print(f"[experiments] warning: could not git-commit {path} (it is written; commit it by hand)")
