@@ -86,8 +86,7 @@ def _normalise(df: pd.DataFrame, where: str) -> pd.DataFrame:
     if same.any():
         rows = np.flatnonzero(same)[:3].tolist()
         raise ValueError(f"{where}: a comparison needs three different clips; rows {rows} repeat one")
-    for col in PATH_COLUMNS:
-        out[col] = out[col].fillna("").astype(str)
+    out[list(PATH_COLUMNS)] = out[list(PATH_COLUMNS)].fillna("").astype(str)
     return out.reset_index(drop=True)
 
 
