@@ -181,10 +181,9 @@ def _work(name: str, row: str, parameters: dict, seed: int, device: str, workdir
           threads: int) -> dict:
     """One row × seed in a worker process: its result entry, or the error that stopped it."""
     torch.set_num_threads(threads)
-    exp = EXPERIMENTS[name]
     t0 = time.perf_counter()
     try:
-        per_unit, extra = exp.run(row, parameters, seed, device, Path(workdir))
+        per_unit, extra = EXPERIMENTS[name].run(row, parameters, seed, device, Path(workdir))
         entry = res.seed_entry(per_unit, extra=extra)
     except Exception as err:  # a failing row is recorded and the others go on
         entry = {"status": "failed", "error": f"{type(err).__name__}: {err}",
