@@ -50,7 +50,7 @@ from mrlib import results as res
 from mrlib.baselines import Euclidean, Mahalanobis, TripletSVM, catalog_features, nested_subsets
 from mrlib.checks import is_int
 from mrlib.odd_one_out import comparisons_to_triplets, simulate_votes, triplet_folds
-from mrlib.devices import torch_threads
+from mrlib.devices import pick_device, torch_threads
 from mrlib.features import coarsen_features, extract
 from mrlib.matchnet_cv import MatchNetConfig, cross_validate_matchnet
 from mrlib.similarity import oracle
@@ -259,8 +259,7 @@ def make_method(method: str, *, pca: int | None = None, seed: int = 0, svm_C: fl
     raise ValueError(f"unknown method {method!r}; choose from {list(METHODS)}")
 
 
-def data_context(parameters: Mapping[str, Any], *, n_jobs: int | None = None,
-                 progress: bool = False) -> dict:
+def data_context(parameters: Mapping[str, Any], *, progress: bool = False) -> dict:
     """The data a cfr2017 row is scored on, built once per process and data fields.
 
     Parameters
@@ -269,9 +268,8 @@ def data_context(parameters: Mapping[str, Any], *, n_jobs: int | None = None,
         A row's parameters (:func:`rows`) — only the data fields are read: ``catalog``,
         ``n_tracks``, ``catalog_kwargs``, ``data_seed``, ``n_comparisons``, ``n_players``,
         ``noise``, ``n_folds``, ``freq_pool``, ``time_pool``.
-    n_jobs : int, optional
-        Processes for the features (default: the machine's cores).
     progress : bool, default False
+        Progress bars of the features (computed on all the machine's cores).
 
     Returns
     -------
@@ -291,7 +289,7 @@ def data_context(parameters: Mapping[str, Any], *, n_jobs: int | None = None,
     key = json.dumps(fields, sort_keys=True)
     if key in _CONTEXTS:
         return _CONTEXTS[key]
-    n_jobs = max(1, os.cpu_count() or 1) if n_jobs is None else n_jobs
+    n_jobs = os.cpu_count() or 1
     seed = int(fields["data_seed"])
     cat = mcat.load(fields["catalog"], n_tracks=fields["n_tracks"], seed=seed,
                     **dict(fields["catalog_kwargs"] or {}))
@@ -401,8 +399,8 @@ def _matchnet_key(fields: Mapping[str, Any], scheme: str, mn: Mapping[str, Any],
 
 
 def matchnet_folds(ctx: Mapping[str, Any], scheme: str, matchnet: Mapping[str, Any], seed: int, *,
-                   train_share: float = 1.0, device: str = "cpu", workdir: Path | None = None,
-                   n_jobs: int | None = None, progress: bool = False) -> dict:
+                   train_share: float = 1.0, device: str = "cpu",
+                   workdir: Path | None = None) -> dict:
     """Triplet MatchNet trained on each fold of a scheme with one training seed (cached).
 
     The result is kept in memory for the process and, with ``workdir``, as a small ``.npz``
@@ -422,10 +420,6 @@ def matchnet_folds(ctx: Mapping[str, Any], scheme: str, matchnet: Mapping[str, A
         Share of each fold's training triplets (:func:`share_folds` with the data seed).
     device : str, default "cpu"
     workdir : Path, optional
-    n_jobs : int, optional
-        Folds trained side by side on the CPU, one torch thread each (default: the process's
-        torch threads); 1 on a GPU. The result does not depend on it.
-    progress : bool, default False
 
     Returns
     -------
@@ -441,16 +435,14 @@ def matchnet_folds(ctx: Mapping[str, Any], scheme: str, matchnet: Mapping[str, A
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {list(SCHEMES)}, got {scheme!r}")
     key = _matchnet_key(ctx["fields"], scheme, matchnet, seed, train_share)
-    if key in _MATCHNET:
-        return {**_MATCHNET[key], "seconds": 0.0}
     path = Path(workdir) / f"matchnet_{key}.npz" if workdir is not None else None
     folds = share_folds(ctx["folds"][scheme], train_share, ctx["fields"]["data_seed"])
-    if path is not None and path.exists():
-        _MATCHNET[key] = out = _load_folds(path, len(folds))
-        return {**out, "seconds": 0.0}
+    if key not in _MATCHNET and path is not None and path.exists():
+        _MATCHNET[key] = _load_folds(path, len(folds))
+    if key in _MATCHNET:                      # trained before: in this process or on disk
+        return {**_MATCHNET[key], "seconds": 0.0}
     t0 = time.perf_counter()
-    out = _cross_validate(ctx, folds, MatchNetConfig(**matchnet, seed=int(seed), device=device), n_jobs,
-                          progress)
+    out = _cross_validate(ctx, folds, MatchNetConfig(**matchnet, seed=int(seed), device=device))
     seconds = time.perf_counter() - t0
     if path is not None:
         _save_folds(path, out)
@@ -458,20 +450,21 @@ def matchnet_folds(ctx: Mapping[str, Any], scheme: str, matchnet: Mapping[str, A
     return {**out, "seconds": seconds}
 
 
-def _cross_validate(ctx: Mapping[str, Any], folds, config, n_jobs: int | None, progress: bool) -> dict:
-    """:func:`matchnet_folds`' arrays from a fresh :func:`mrlib.matchnet_cv.cross_validate_matchnet`."""
-    device = config.device
-    on_cpu = str(device) == "cpu" or (str(device) == "auto" and not torch.cuda.is_available()
-                                       and not torch.backends.mps.is_available())
-    if n_jobs is None:
-        # Worker processes pay off only when a fold trains for more than their start-up time.
-        big = len(ctx["triplets"]) >= 200
-        n_jobs = max(1, torch.get_num_threads()) if on_cpu and big else 1
+def _cross_validate(ctx: Mapping[str, Any], folds, config) -> dict:
+    """:func:`matchnet_folds`' arrays from a fresh :func:`mrlib.matchnet_cv.cross_validate_matchnet`.
+
+    On the CPU the folds train side by side, one torch thread each, in as many processes as the
+    process has torch threads; on a GPU one at a time. The result is the same either way.
+    """
+    on_cpu = pick_device(config.device).type == "cpu"
+    # Worker processes pay off only when a fold trains for more than their start-up time.
+    big = len(ctx["triplets"]) >= 200
+    n_jobs = max(1, torch.get_num_threads()) if on_cpu and big else 1
     # one thread when serial on the CPU: the same bits as n_jobs > 1
     with torch_threads(1 if n_jobs == 1 and on_cpu else None), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)        # folds without test triplets
         cv = cross_validate_matchnet(ctx["coarse"], ctx["triplets"], folds, config,
-                                     n_jobs=n_jobs, progress=progress)
+                                     n_jobs=n_jobs, progress=False)
     songs = np.stack([cv.mean_embeddings(f) for f in range(len(folds))]).astype(np.float32)
     return {"d_test": [(np.asarray(a, np.float64), np.asarray(b, np.float64)) for a, b in cv.d_test],
             "songs": songs, "train_cfr": np.asarray(cv.train, np.float64),
@@ -558,8 +551,7 @@ def run(row: str, parameters: Mapping[str, Any], seed: int, device: str = "cpu",
         extra["train_cfr"] = round(float(np.nanmean(mn["train_cfr"])), 4)
     else:
         base = make_method(method, pca=parameters.get("pca_dims") if feats == "PCA" else None,
-                           seed=int(seed), svm_C=parameters.get("svm_C", 0.1),
-                           lsml_max_iter=parameters.get("lsml_max_iter", 200))
+                           seed=int(seed), **_method_fields(method, parameters))
         X_per_fold = list(mn["songs"]) if feats == "MatchNet" else [ctx["X_hc"]] * len(folds)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")          # solvers' convergence notes on small folds

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -141,11 +141,10 @@ register(Experiment(
     name="cfr2017", title="The 2017 CFR table (Lu et al.): constraints fulfilled on the test triplets",
     notebook="08_triplet_matchnet.ipynb", metrics=("CFR",), unit="triplet",
     rows=cfr2017.rows, run=cfr2017.run, prepare=cfr2017.data_context))
-register(Experiment(
-    name="cfr2017_curve", title="The 2017 generalisation curve: CFR against the share of training triplets",
-    notebook="08_triplet_matchnet.ipynb", metrics=("CFR",), unit="triplet",
-    rows=cfr2017.curve_rows, run=cfr2017.run, profiles=("smoke", "quick"),
-    prepare=cfr2017.data_context))
+# The curve: the 2017 table's data, metric and runner, on its own rows.
+register(replace(EXPERIMENTS["cfr2017"], name="cfr2017_curve", rows=cfr2017.curve_rows,
+                 profiles=("smoke", "quick"),
+                 title="The 2017 generalisation curve: CFR against the share of training triplets"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,10 +180,9 @@ def _work(name: str, row: str, parameters: dict, seed: int, device: str, workdir
           threads: int) -> dict:
     """One row × seed in a worker process: its result entry, or the error that stopped it."""
     torch.set_num_threads(threads)
-    exp = EXPERIMENTS[name]
     t0 = time.perf_counter()
     try:
-        per_unit, extra = exp.run(row, parameters, seed, device, Path(workdir))
+        per_unit, extra = EXPERIMENTS[name].run(row, parameters, seed, device, Path(workdir))
         entry = res.seed_entry(per_unit, extra=extra)
     except Exception as err:  # a failing row is recorded and the others go on
         entry = {"status": "failed", "error": f"{type(err).__name__}: {err}",
@@ -235,10 +233,9 @@ def _git_commit_file(path: Path, message: str, tries: int = 5) -> bool:
     root = path.resolve().parent
     for attempt in range(tries):
         add = subprocess.run(["git", "add", "--", path.name], cwd=root, capture_output=True, text=True)
-        done = add.returncode == 0 and subprocess.run(
-            ["git", "commit", "-q", "-m", message, "--", path.name], cwd=root, capture_output=True,
-            text=True).returncode == 0
-        if done:
+        if add.returncode == 0 and subprocess.run(
+                ["git", "commit", "-q", "-m", message, "--", path.name], cwd=root,
+                capture_output=True, text=True).returncode == 0:
             return True
         time.sleep(2 + 2 * attempt)            # another git process holds .git/index.lock
     print(f"[experiments] warning: could not git-commit {path} (it is written; commit it by hand)")
@@ -334,14 +331,11 @@ def _stored_rows(rows: dict, specs: dict, name: str, path: Path, chosen) -> dict
                          "file is left with results of other parameters")
     for r in [r for r in rows if r not in specs]:
         print(f"[experiments] {r}: no longer a row of {name}; dropped from {path.name}")
-    stored: dict[str, dict] = {}
-    for r, params in specs.items():
-        old = None if r in changed else rows.get(r)
-        if r in changed:
-            n_old = len(rows[r].get("seeds", {}))
-            print(f"[experiments] {r}: parameters changed; its {n_old} stored seed(s) are run again")
-        stored[r] = old or {"parameters": params, "key": keys[r], "seeds": {}}
-    return stored
+    for r in changed:
+        n_old = len(rows[r].get("seeds", {}))
+        print(f"[experiments] {r}: parameters changed; its {n_old} stored seed(s) are run again")
+    return {r: rows[r] if r in rows and r not in changed else
+            {"parameters": params, "key": keys[r], "seeds": {}} for r, params in specs.items()}
 
 
 def _in_processes(todo, jobs: int, work_args, land, bar) -> None:
@@ -352,22 +346,17 @@ def _in_processes(todo, jobs: int, work_args, land, bar) -> None:
     be cancelled, and Ctrl-C would wait for it. Running rows stop on the terminal's Ctrl-C
     themselves (it reaches the whole process group) and resume from their run folders next time.
     """
-    queue, running = iter(todo), {}
+    queue, running = list(todo), {}
     with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        def hand_out() -> None:
-            for r, s in queue:
+        while queue or running:
+            while queue and len(running) < jobs:
+                r, s = queue.pop(0)
                 try:
                     running[pool.submit(_work, *work_args(r, s))] = (r, s)
                 except cf.BrokenExecutor:    # a worker died: the rows not started wait for a rerun
                     print("[experiments] a worker process died; the rows not yet started are left "
                           "for the next run")
-                    for _ in queue:          # hand out nothing more
-                        pass
-                return
-
-        for _ in range(jobs):
-            hand_out()
-        while running:
+                    queue.clear()
             done = cf.wait(running, return_when=cf.FIRST_COMPLETED).done
             for fut in done:
                 r, s = running.pop(fut)
@@ -379,8 +368,6 @@ def _in_processes(todo, jobs: int, work_args, land, bar) -> None:
                 land(r, s, entry)
                 bar.set_postfix_str(f"last: {r}, seed {s}")
                 bar.update()
-            for _ in done:
-                hand_out()
 
 
 def _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, device, jobs, path,
@@ -392,9 +379,8 @@ def _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, devi
         raise ValueError(f"{path} holds {held[0]} on catalog {held[1]} at profile {held[2]}, not "
                          f"{name} on {catalog} at {profile}; choose another --store")
     command = _command(name, catalog, profile, seeds, overrides, rows, device)
-    in_git = subprocess.run(["git", "rev-parse", "--is-inside-work-tree"], cwd=path.resolve().parent,
-                            capture_output=True).returncode == 0
-    if commit and not in_git:
+    if commit and subprocess.run(["git", "rev-parse", "--is-inside-work-tree"],
+                                 cwd=path.resolve().parent, capture_output=True).returncode != 0:
         print(f"[experiments] warning: {path} is not in a git repository; --commit does nothing")
         commit = False
     data["title"] = exp.title
@@ -481,6 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--catalog", default="synthetic",
                        help="synthetic, music21, music21-by-collection, mtat, or a catalog folder (default: synthetic)")
         p.add_argument("--profile", default="quick", help="smoke, quick or paper (default: quick)")
+        p.set_defaults(usage=p)
     run.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default: 0 1 2)")
     run.add_argument("--rows", nargs="+", metavar="ROW", help="only these rows (names as in the table)")
     run.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
@@ -493,8 +480,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     sub.add_parser("readme", help="rewrite the README's results blocks from data/results/")
     sub.add_parser("list", help="list the experiments and their stored results")
-    run.set_defaults(usage=run)
-    show.set_defaults(usage=show)
     args = parser.parse_args(argv)
     try:
         return _command_line(args, getattr(args, "usage", parser))

@@ -289,8 +289,8 @@ def _train_epoch(model, opt, features, t: np.ndarray, rng: np.random.Generator, 
     t0 = time.perf_counter()
     order = rng.permutation(len(t))
     sums = np.zeros(4)
-    n_steps = n_patches = 0
-    for s in range(0, len(order), B):
+    steps = range(0, len(order), B)
+    for s in steps:
         batch = t[order[s:s + B]]                                     # (b, 3)
         b = len(batch)
         x = _batch_patches(features, batch.reshape(-1), L, P, rng)    # (3b, P, F, L)
@@ -307,10 +307,9 @@ def _train_epoch(model, opt, features, t: np.ndarray, rng: np.random.Generator, 
             # anchor patch's hardest positive still cost rank loss.
             active = (z_neg < z_pos.amax(dim=-1, keepdim=True)).float().mean()
         sums += [loss.item(), parts["rank"].item(), parts["contrastive"].item(), active.item()]
-        n_steps += 1
-        n_patches += x.shape[0]
     seconds = time.perf_counter() - t0
-    mean = sums / max(n_steps, 1)
+    mean = sums / max(len(steps), 1)
+    n_patches = 3 * P * len(t)                                        # every triplet once
     return {"loss": mean[0], "rank": mean[1], "contrastive": mean[2], "active": mean[3], "seconds": seconds,
             "patches_per_s": n_patches / seconds if seconds > 0 else float("nan")}
 

@@ -86,8 +86,7 @@ def _normalise(df: pd.DataFrame, where: str) -> pd.DataFrame:
     if same.any():
         rows = np.flatnonzero(same)[:3].tolist()
         raise ValueError(f"{where}: a comparison needs three different clips; rows {rows} repeat one")
-    for col in PATH_COLUMNS:
-        out[col] = out[col].fillna("").astype(str)
+    out[list(PATH_COLUMNS)] = out[list(PATH_COLUMNS)].fillna("").astype(str)
     return out.reset_index(drop=True)
 
 
@@ -231,21 +230,19 @@ class TripletReport:
         )
 
     def __str__(self) -> str:
-        dropped = (self.n_no_votes + self.n_too_few_votes + self.n_ties + self.n_low_margin
-                   + self.n_missing_clips)
-        lines = [
+        return "\n".join([
             f"comparisons read        : {self.n_rows}",
             f"  dropped, no votes     : {self.n_no_votes}",
             f"  dropped, < min_votes  : {self.n_too_few_votes}",
             f"  dropped, tied top vote: {self.n_ties}",
             f"  dropped, < min_margin : {self.n_low_margin}",
             f"  dropped, unknown clip : {self.n_missing_clips}",
-            f"  kept                  : {self.n_kept_rows} (dropped {dropped})",
+            f"  kept                  : {self.n_kept_rows} "
+            f"(dropped {self.n_rows - self.n_kept_rows})",
             f"triplets (a, p, n)      : {self.n_triplets} over {self.n_unique_clips} unique clips",
             f"  exact duplicates      : {self.n_duplicates}",
             f"  contradictory pairs   : {self.n_conflicts}",
-        ]
-        return "\n".join(lines)
+        ])
 
 
 def _id_keys(values) -> pd.Index:

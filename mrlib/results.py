@@ -192,48 +192,6 @@ def row_summary(row: Mapping[str, Any], metrics: Sequence[str]) -> dict:
     return out
 
 
-def _crossed_test(d: list[np.ndarray], level: float) -> dict:
-    """The test of :func:`seed_query_test` from the per-seed paired differences ``d[s]``."""
-    n_seeds = len(d)
-    seed_means = np.array([x.mean() for x in d])
-    mean = float(seed_means.mean())
-    # Variance of the grand mean from the units (the unit's difference averaged over seeds) plus
-    # the seeds (their means): with the same units in every seed, the two cross, and the sum
-    # counts their interaction twice, which errs on the safe side (up to twice the variance
-    # where seed-to-seed noise per unit dominates).
-    parts = []
-    if len({x.size for x in d}) == 1:
-        per_unit = np.mean(d, axis=0)
-        parts.append((per_unit.var(ddof=1) / per_unit.size, per_unit.size - 1))
-        p_w = float(stats.wilcoxon(per_unit, method="asymptotic").pvalue) if np.count_nonzero(per_unit) else 1.0
-    else:                                    # other units in each seed: the seed means hold both
-        p_w = float("nan")
-    if n_seeds > 1:
-        parts.append((seed_means.var(ddof=1) / n_seeds, n_seeds - 1))
-    var = sum(v for v, _ in parts)
-    if var > 0:
-        df = var ** 2 / sum(v ** 2 / k for v, k in parts)          # Welch-Satterthwaite
-        half = float(stats.t.ppf((1 + level) / 2, df) * math.sqrt(var))
-        p = float(2 * stats.t.sf(abs(mean) / math.sqrt(var), df))
-    else:                                    # every difference equal (or a score is NaN)
-        df, half = float("nan"), 0.0
-        p = float(mean == 0) if math.isfinite(mean) else float("nan")
-    return {"mean_diff": mean, "low": mean - half, "high": mean + half, "p": p, "df": float(df),
-            "p_wilcoxon": p_w, "seeds_a_better": int((seed_means > 0).sum()), "n_seeds": n_seeds,
-            "n_units": int(d[0].size)}
-
-
-def _check_pairs(a, b) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    if len(a) != len(b) or not len(a):
-        raise ValueError(f"need the same number (≥ 1) of seeds for both rows, got {len(a)} and {len(b)}")
-    xs = [np.asarray(x, dtype=np.float64) for x in a]
-    ys = [np.asarray(y, dtype=np.float64) for y in b]
-    for s, (x, y) in enumerate(zip(xs, ys)):
-        if x.shape != y.shape or x.ndim != 1 or x.size < 2:
-            raise ValueError(f"seed {s}: paired scores need the same ≥ 2 units, got {x.shape} and {y.shape}")
-    return xs, ys
-
-
 def seed_query_test(a: Sequence[np.ndarray], b: Sequence[np.ndarray], *, level: float = 0.95) -> dict:
     r"""Row A vs row B over seeds and units: the paired difference, its interval and p-value.
 
@@ -264,8 +222,41 @@ def seed_query_test(a: Sequence[np.ndarray], b: Sequence[np.ndarray], *, level: 
 
     Notebook: 07_evaluation.ipynb
     """
-    xs, ys = _check_pairs(a, b)
-    return _crossed_test([x - y for x, y in zip(xs, ys)], level)
+    if len(a) != len(b) or not len(a):
+        raise ValueError(f"need the same number (≥ 1) of seeds for both rows, got {len(a)} and {len(b)}")
+    d = []
+    for s, (x, y) in enumerate(zip(a, b)):
+        x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        if x.shape != y.shape or x.ndim != 1 or x.size < 2:
+            raise ValueError(f"seed {s}: paired scores need the same ≥ 2 units, got {x.shape} and {y.shape}")
+        d.append(x - y)
+    n_seeds = len(d)
+    seed_means = np.array([x.mean() for x in d])
+    mean = float(seed_means.mean())
+    # Variance of the grand mean from the units (the unit's difference averaged over seeds) plus
+    # the seeds (their means): with the same units in every seed, the two cross, and the sum
+    # counts their interaction twice, which errs on the safe side (up to twice the variance
+    # where seed-to-seed noise per unit dominates).
+    parts = []
+    if len({x.size for x in d}) == 1:
+        per_unit = np.mean(d, axis=0)
+        parts.append((per_unit.var(ddof=1) / per_unit.size, per_unit.size - 1))
+        p_w = float(stats.wilcoxon(per_unit, method="asymptotic").pvalue) if np.count_nonzero(per_unit) else 1.0
+    else:                                    # other units in each seed: the seed means hold both
+        p_w = float("nan")
+    if n_seeds > 1:
+        parts.append((seed_means.var(ddof=1) / n_seeds, n_seeds - 1))
+    var = sum(v for v, _ in parts)
+    if var > 0:
+        df = var ** 2 / sum(v ** 2 / k for v, k in parts)          # Welch-Satterthwaite
+        half = float(stats.t.ppf((1 + level) / 2, df) * math.sqrt(var))
+        p = float(2 * stats.t.sf(abs(mean) / math.sqrt(var), df))
+    else:                                    # every difference equal (or a score is NaN)
+        df, half = float("nan"), 0.0
+        p = float(mean == 0) if math.isfinite(mean) else float("nan")
+    return {"mean_diff": mean, "low": mean - half, "high": mean + half, "p": p, "df": float(df),
+            "p_wilcoxon": p_w, "seeds_a_better": int((seed_means > 0).sum()), "n_seeds": n_seeds,
+            "n_units": int(d[0].size)}
 
 
 def compare_rows(store: Mapping[str, Any], rows: Sequence[str] | None = None, *, level: float = 0.95,

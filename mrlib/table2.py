@@ -319,7 +319,7 @@ def _logistic_tagger(context: Mapping[str, Any]):
     return _per_unit(table2_score(P, context, tags=True)), {"tag_auc": round(float(auc.mean), 4)}
 
 
-def _table2_reference(row: str, parameters: Mapping[str, Any], seed: int, context: Mapping[str, Any]):
+def _table2_reference(parameters: Mapping[str, Any], seed: int, context: Mapping[str, Any]):
 
     test, depth = context["test"], context["depth"]
     if parameters["reference"] == LOGISTIC_TAGGER:
@@ -342,7 +342,7 @@ def table2_run(row: str, parameters: Mapping[str, Any], seed: int, device: str, 
     """Train one Table-2 row with one seed (resuming its run folder) and score it."""
     context = table2_context(parameters, device)
     if "reference" in parameters:
-        return _table2_reference(row, parameters, seed, context)
+        return _table2_reference(parameters, seed, context)
     cfg = TrainConfig(**parameters, seed=seed, device=device, n_jobs=1,
                       out_dir=str(workdir / _run_folder(parameters, seed)))
     # resume what an interrupted runner left; a new row has no folder to resume (nothing to say)
