@@ -113,7 +113,9 @@ def triplet_loss(a: torch.Tensor, p: torch.Tensor, n: torch.Tensor, margin: floa
     if not isinstance(margin, numbers.Real) or margin < 0:
         raise ValueError(f"margin must be a non-negative number, got {margin!r}")
     _check_reduction(reduction)
-    per_triplet = torch.clamp(squared_distances(a, p) - squared_distances(a, n) + margin, min=0.0)
+    d_ap = squared_distances(a, p)
+    d_an = squared_distances(a, n)
+    per_triplet = torch.clamp(d_ap - d_an + margin, min=0.0)
     active = (per_triplet > 0).float().mean().detach()
     return _REDUCE[reduction](per_triplet), active
 

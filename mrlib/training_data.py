@@ -163,6 +163,8 @@ def batch_stream(sampler) -> Iterator:
     Notebook: 06_training.ipynb
     """
     while True:
+        if len(sampler) == 0:  # an endless loop over nothing would hang the run
+            raise RuntimeError("the sampler yields no batch")
         yield from sampler
 
 
