@@ -182,8 +182,6 @@ def _cli_build(args: argparse.Namespace) -> int:
     if args.name == "synthetic":
         kw.update(duration_s=args.duration, root=args.root, audio_format=args.format,
                   events=args.events)
-    elif args.events:
-        raise ValueError("--events is a variant of the synthetic catalog only")
     else:   # music21 clips its works to --duration; --format does not apply
         kw.update(clip_s=args.duration, root=args.root or None)
     root = build(args.name, **kw)
@@ -234,6 +232,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     """
     args = _parser().parse_args(list(argv) if argv is not None else None)
     try:
+        if args.name == "music21" and args.events:
+            raise ValueError("--events is a variant of the synthetic catalog only")
         return _cli_build(args) if args.cmd == "build" else _cli_info(args)
     except (FileNotFoundError, ValueError, LockedError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -468,8 +468,9 @@ def test_cli_build_and_info(capsys):
     rc = C.main(["info", "synthetic", "--n-tracks", "4", "--seed", "1", "--duration", "2", "--events"])
     out = capsys.readouterr().out
     assert rc == 0 and '"events": true' in out
-    assert C.main(["build", "music21", "--events"]) == 2
-    assert "synthetic catalog only" in capsys.readouterr().err
+    for cmd in ("build", "info"):
+        assert C.main([cmd, "music21", "--events"]) == 2
+        assert "synthetic catalog only" in capsys.readouterr().err
 
 
 def test_top_tags_orders_by_likelihood_and_cuts_at_the_threshold(tmp_path):
