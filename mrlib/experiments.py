@@ -511,8 +511,11 @@ def _command_line(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     if args.command == "show":
         path = res.store_path(args.experiment, args.catalog, args.profile)
         if not path.exists():
+            stored = [f"--catalog {s['catalog']} --profile {s['profile']}"
+                      for s in res.stored_results(args.experiment).values()]
             parser.error(f"{path} does not exist: run `python -m mrlib.experiments run "
-                         f"{args.experiment} --catalog {args.catalog} --profile {args.profile}` first")
+                         f"{args.experiment} --catalog {args.catalog} --profile {args.profile}` first"
+                         + (f" (stored for {args.experiment}: {'; '.join(stored)})" if stored else ""))
         print(res.results_markdown(res.read_store(path)))
         return 0
     try:

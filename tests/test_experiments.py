@@ -246,6 +246,20 @@ def test_the_command_line_reports_a_broken_results_file_in_one_line(tmp_path, mo
         assert "toy_synthetic_quick.json: not a JSON text" in err and "Traceback" not in err
 
 
+def test_show_names_the_stored_results_when_the_asked_ones_are_missing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MRLIB_RESULTS", str(tmp_path))
+    with pytest.raises(SystemExit):
+        X.main(["show", "table2", "--catalog", "nope"])
+    err = capsys.readouterr().err
+    assert "table2_nope_quick.json does not exist" in err and "stored for" not in err
+    store = res.new_store("table2", "music21", "quick", title="t", metrics=["MAP@20"], unit="query",
+                          notebook="07_evaluation.ipynb")
+    res.write_store(store, res.store_path("table2", "music21", "quick"))
+    with pytest.raises(SystemExit):
+        X.main(["show", "table2", "--catalog", "nope"])
+    assert "(stored for table2: --catalog music21 --profile quick)" in capsys.readouterr().err
+
+
 def test_seed_query_test_equals_a_plain_loop():
     from scipy import stats
 
