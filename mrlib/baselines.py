@@ -50,14 +50,20 @@ def _check_X(X) -> np.ndarray:
     return X.astype(np.float64, copy=False)
 
 
-def _check_triplets(triplets, n: int) -> np.ndarray:
+def check_triplets(triplets, n: int, *, distinct: bool = False) -> np.ndarray:
+    """``triplets`` as int64 (M, 3) indices into the ``n`` rows of the features (rows of X, or
+    catalog indices); with ``distinct``, a triplet must name three different rows."""
     t = np.asarray(triplets)
     if t.ndim != 2 or t.shape[1] != 3 or len(t) == 0:
-        raise ValueError(f"triplets must be a non-empty (M, 3) array of row indices, got {t.shape}")
+        raise ValueError(f"triplets must be a non-empty (M, 3) array of row indices "
+                         f"(anchor, positive, negative), got shape {t.shape}")
     if not np.issubdtype(t.dtype, np.integer):
-        raise TypeError(f"triplets must hold integer row indices into X, got dtype {t.dtype}")
+        raise TypeError(f"triplets must hold integer row indices, got dtype {t.dtype}")
     if t.min() < 0 or t.max() >= n:
-        raise ValueError(f"triplet indices must lie in [0, {n}), got [{t.min()}, {t.max()}]")
+        raise ValueError(f"triplet indices must lie in [0, {n}) (the rows of the features), got "
+                         f"[{t.min()}, {t.max()}]")
+    if distinct and ((t[:, 0] == t[:, 1]) | (t[:, 0] == t[:, 2]) | (t[:, 1] == t[:, 2])).any():
+        raise ValueError("a triplet (a, p, n) needs three different rows; some repeat one")
     return t.astype(np.int64, copy=False)
 
 
@@ -149,9 +155,7 @@ class MetricBaseline:
         Notebook: 08_triplet_matchnet.ipynb
         """
         X = _check_X(X)
-        t = _check_triplets(triplets, len(X))
-        if ((t[:, 0] == t[:, 1]) | (t[:, 0] == t[:, 2]) | (t[:, 1] == t[:, 2])).any():
-            raise ValueError("a triplet (a, p, n) needs three different rows; some repeat one")
+        t = check_triplets(triplets, len(X), distinct=True)
         rows = np.unique(t)
         if not np.isfinite(X[rows]).all():
             bad = rows[~np.isfinite(X[rows]).all(axis=1)][:5].tolist()
@@ -491,14 +495,14 @@ def cfr(distance_fn, X, triplets):
         D = distance_fn
         if D.ndim != 2 or D.shape[0] != D.shape[1]:
             raise ValueError(f"a distance matrix must be square (N, N), got {D.shape}")
-        t = _check_triplets(triplets, len(D))
+        t = check_triplets(triplets, len(D))
         return constraints_fulfillment_rate(D[t[:, 0], t[:, 1]], D[t[:, 0], t[:, 2]])
     fn = distance_fn.distance if hasattr(distance_fn, "distance") else distance_fn
     if not callable(fn):
         raise TypeError("distance_fn must be a fitted baseline, a callable f(X, a, b) or an "
                         f"(N, N) distance matrix, got {type(distance_fn).__name__}")
     t = np.asarray(triplets)
-    t = _check_triplets(t, len(X) if X is not None else int(t.max()) + 1)
+    t = check_triplets(t, len(X) if X is not None else int(t.max()) + 1)
     d_ap = np.asarray(fn(X, t[:, 0], t[:, 1]), dtype=np.float64)
     d_an = np.asarray(fn(X, t[:, 0], t[:, 2]), dtype=np.float64)
     return constraints_fulfillment_rate(d_ap, d_an)
@@ -614,7 +618,7 @@ def cross_validate(
     Notebook: 08_triplet_matchnet.ipynb
     """
     X = _check_X(X)
-    t = _check_triplets(triplets, len(X))
+    t = check_triplets(triplets, len(X))
     if len(folds) == 0:
         raise ValueError("folds is empty")
     test_cfr, train_cfr, n_test = [], [], []
@@ -668,7 +672,7 @@ def generalization_curve(
     Notebook: 08_triplet_matchnet.ipynb
     """
     X = _check_X(X)
-    t = _check_triplets(triplets, len(X))
+    t = check_triplets(triplets, len(X))
     shares = check_shares(shares)
     rows = []
     for f, share, train, test_idx in tqdm(nested_subsets(folds, shares, seed), desc="curve",

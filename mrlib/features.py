@@ -526,8 +526,7 @@ def coarsen_features(features, freq_pool: int = 4, time_pool: int = 8, *,
     for name, value in (("freq_pool", freq_pool), ("time_pool", time_pool)):
         if not is_int(value) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
-    available = getattr(features, "available", None)
-    available = np.ones(len(features), bool) if available is None else np.asarray(available, bool)
+    available = _available(features)
     out: list[np.ndarray | None] = []
     for i in tqdm(range(len(features)), desc="coarsen", unit="track", disable=not progress):
         if not available[i]:
@@ -546,6 +545,12 @@ def coarsen_features(features, freq_pool: int = 4, time_pool: int = 8, *,
         power = power.reshape(F // freq_pool, freq_pool, T2, time_pool).mean(axis=(1, 3))
         out.append((10.0 * np.log10(power)).astype(np.float32))
     return CoarseFeatures(out, freq_pool, time_pool)
+
+
+def _available(features) -> np.ndarray:
+    """Bool mask (N,) of the tracks with features: ``features.available``, or all of a sequence."""
+    available = getattr(features, "available", None)
+    return np.ones(len(features), bool) if available is None else np.asarray(available, bool)
 
 
 def check_features(features) -> None:

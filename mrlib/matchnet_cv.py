@@ -44,12 +44,14 @@ from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from mrlib import losses
-from mrlib.baselines import CVResult, check_shares, cross_validate, nested_subsets, summarise_folds
+from mrlib.baselines import (CVResult, check_shares, check_triplets, cross_validate, nested_subsets,
+                             summarise_folds)
 from mrlib.checks import FINITE, int_at_least, is_int, rule, validate_fields
 from mrlib.devices import pick_device, torch_threads
-from mrlib.features import CoarseFeatures, check_features, coarsen_features, random_patches
+from mrlib.features import (CoarseFeatures, _available, check_features, coarsen_features,
+                            random_patches)
 from mrlib.models import build_model
-from mrlib.songlevel import (check_available, check_triplets, embed_songs, pair_dissimilarities,
+from mrlib.songlevel import (check_available, embed_songs, pair_dissimilarities,
                              triplet_dissimilarities)
 from mrlib.stats import constraints_fulfillment_rate
 
@@ -261,7 +263,7 @@ def train_matchnet(
     """
     config = _check_config(config)
     check_features(features)
-    t = check_triplets(triplets, len(features))
+    t = check_triplets(triplets, len(features), distinct=True)
     check_available(features, np.unique(t))
     device = pick_device(config.device)
     n_bins = _n_bins(features, t[0])
@@ -382,9 +384,7 @@ class MatchNetCV(CVResult):
 
 def _embed_all(model, features, config: MatchNetConfig) -> np.ndarray:
     """(N, P, e) test-patch embeddings by catalog index; NaN rows for songs without features."""
-    available = getattr(features, "available", None)
-    rows = (np.arange(len(features)) if available is None else
-            np.flatnonzero(np.asarray(available, dtype=bool)))
+    rows = np.flatnonzero(_available(features))
     E = embed_songs(model, features, rows, config.patch_len, config.test_patches,
                     batch_size=config.eval_batch)
     full = np.full((len(features),) + E.shape[1:], np.nan, dtype=np.float32)
@@ -467,7 +467,7 @@ def cross_validate_matchnet(
     """
     config = _check_config(config)
     check_features(features)
-    t = check_triplets(triplets, len(features))
+    t = check_triplets(triplets, len(features), distinct=True)
     fl = _check_folds(folds, len(t))
     threads = None if n_jobs == 1 else 1
     jobs = [(features, t, tr, te, config, keep_embeddings, threads) for tr, te in fl]
@@ -588,7 +588,7 @@ def generalization_curve_matchnet(
     """
     config = _check_config(config)
     check_features(features)
-    t = check_triplets(triplets, len(features))
+    t = check_triplets(triplets, len(features), distinct=True)
     fl = _check_folds(folds, len(t))
     shares = check_shares(shares)
     if full is not None and len(full.per_fold) != len(fl):

@@ -14,35 +14,18 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
+from mrlib.baselines import check_triplets
 from mrlib.checks import is_int
-from mrlib.features import check_features
+from mrlib.features import _available, check_features
 from mrlib.layers import eval_mode
 from mrlib.systems import embed_tracks
 
 __all__ = ["embed_songs", "pair_dissimilarities", "triplet_dissimilarities"]
 
 
-def check_triplets(triplets, n: int, name: str = "triplets", allow_empty: bool = False) -> np.ndarray:
-    t = np.asarray(triplets)
-    if t.ndim != 2 or t.shape[1] != 3 or (len(t) == 0 and not allow_empty):
-        raise ValueError(f"{name} must be a non-empty (M, 3) array of catalog indices "
-                         f"(anchor, positive, negative), got shape {t.shape}")
-    if len(t) and not np.issubdtype(t.dtype, np.integer):
-        raise TypeError(f"{name} must hold integer catalog indices, got dtype {t.dtype}")
-    if len(t) and (t.min() < 0 or t.max() >= n):
-        raise ValueError(f"{name} indices must lie in [0, {n}) (the features' tracks), got "
-                         f"[{t.min()}, {t.max()}]")
-    if len(t) and ((t[:, 0] == t[:, 1]) | (t[:, 0] == t[:, 2]) | (t[:, 1] == t[:, 2])).any():
-        raise ValueError(f"every row of {name} needs three different songs")
-    return t.astype(np.int64, copy=False)
-
-
 def check_available(features, idx: np.ndarray) -> None:
     """Fail early, naming the tracks, when some of ``idx`` have no features (skipped audio)."""
-    available = getattr(features, "available", None)
-    if available is None:
-        return
-    missing = idx[~np.asarray(available, dtype=bool)[idx]]
+    missing = idx[~_available(features)[idx]]
     if len(missing):
         raise ValueError(f"{len(missing)} song(s) of the triplets have no features (skipped when "
                          f"extracting: see FeatureSet.report), e.g. catalog indices "
@@ -151,6 +134,6 @@ def triplet_dissimilarities(model, E, triplets) -> tuple[np.ndarray, np.ndarray]
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    t = check_triplets(triplets, len(E))
+    t = check_triplets(triplets, len(E), distinct=True)
     return (pair_dissimilarities(model, E, t[:, 0], t[:, 1]),
             pair_dissimilarities(model, E, t[:, 0], t[:, 2]))
