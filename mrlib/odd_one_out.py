@@ -686,19 +686,16 @@ def triplet_folds(
         raise ValueError(f"by must be 'triplet', 'comparison', 'group' or 'clip', got {by!r}")
     if by == "clip":
         return _clip_folds(t, n_folds, seed, partition)
-    if by == "group":
-        if groups is None:
-            raise ValueError("by='group' needs groups (one label per triplet), e.g. report.rows")
-        groups = np.asarray(groups)
-        if groups.shape != (len(t),):
-            raise ValueError(f"groups must have shape ({len(t)},), got {groups.shape}")
+    if by == "group" and groups is None:
+        raise ValueError("by='group' needs groups (one label per triplet), e.g. report.rows")
     # One k-fold implementation for the whole suite: with the same seed, the baselines here
     # and mrlib.evaluate.kfold_cfr (Triplet MatchNet) see the same folds, so per-fold
     # scores can be compared pairwise.
     if by == "comparison":
         groups = np.unique(np.sort(t, axis=1), axis=0, return_inverse=True)[1].ravel()
+    # kfold_indices checks the groups' shape and returns sorted int64 indices.
     folds = kfold_indices(len(t), n_folds, groups=None if by == "triplet" else groups, seed=seed)
-    return [Fold(np.sort(tr).astype(np.int64), np.sort(te).astype(np.int64)) for tr, te in folds]
+    return [Fold(train, test) for train, test in folds]
 
 
 def _clip_folds(t: np.ndarray, n_folds: int, seed: int, partition: str) -> list[Fold]:
