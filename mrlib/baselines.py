@@ -576,6 +576,29 @@ def nested_subsets(folds: Sequence, shares: Sequence[float], seed: int):
             yield f, share, order[:max(1, int(np.ceil(share * len(order))))], test_idx
 
 
+def check_folds(folds, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The folds as int64 ``(train_idx, test_idx)`` pairs of rows of ``n`` triplets, each with
+    training triplets and none in both sets."""
+    if not isinstance(folds, Sequence) or len(folds) == 0:
+        raise ValueError("folds must be a non-empty sequence of (train_idx, test_idx)")
+    out = []
+    for f, fold in enumerate(folds):
+        try:
+            train_idx, test_idx = fold
+        except (TypeError, ValueError):
+            raise ValueError(f"fold {f} must be a pair (train_idx, test_idx)") from None
+        tr, te = np.asarray(train_idx, np.int64), np.asarray(test_idx, np.int64)
+        if len(tr) == 0:
+            raise ValueError(f"fold {f} has no training triplets")
+        for name, ix in (("train", tr), ("test", te)):
+            if len(ix) and (ix.min() < 0 or ix.max() >= n):
+                raise ValueError(f"fold {f}: {name} indices must lie in [0, {n}) (rows of triplets)")
+        if np.intersect1d(tr, te).size:
+            raise ValueError(f"fold {f}: a triplet is in both its training and its test set")
+        out.append((tr, te))
+    return out
+
+
 def _new_method(method_factory):
     if hasattr(method_factory, "fit") and not isinstance(method_factory, type):
         return copy.deepcopy(method_factory)     # an unfitted instance: a fresh copy per fold
@@ -619,14 +642,10 @@ def cross_validate(
     """
     X = _check_X(X)
     t = check_triplets(triplets, len(X))
-    if len(folds) == 0:
-        raise ValueError("folds is empty")
+    folds = check_folds(folds, len(t))
     test_cfr, train_cfr, n_test = [], [], []
     label = name
     for train_idx, test_idx in tqdm(folds, desc="folds", disable=not progress):
-        train_idx, test_idx = np.asarray(train_idx, np.int64), np.asarray(test_idx, np.int64)
-        if len(train_idx) == 0:
-            raise ValueError("a fold has no training triplets")
         method = _new_method(method_factory)
         label = label or getattr(method, "name", type(method).__name__)
         method.fit(X, t[train_idx])

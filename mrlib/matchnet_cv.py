@@ -44,8 +44,8 @@ from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from mrlib import losses
-from mrlib.baselines import (CVResult, check_shares, check_triplets, cross_validate, nested_subsets,
-                             summarise_folds)
+from mrlib.baselines import (CVResult, check_folds, check_shares, check_triplets, cross_validate,
+                             nested_subsets, summarise_folds)
 from mrlib.checks import FINITE, int_at_least, is_int, rule, validate_fields
 from mrlib.devices import pick_device, torch_threads
 from mrlib.features import (CoarseFeatures, _available, check_features, coarsen_features,
@@ -319,27 +319,6 @@ def _train_epoch(model, opt, features, t: np.ndarray, rng: np.random.Generator, 
 # =============================================================================================
 # Cross-validation
 # =============================================================================================
-def _check_folds(folds, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    if not isinstance(folds, Sequence) or len(folds) == 0:
-        raise ValueError("folds must be a non-empty sequence of (train_idx, test_idx)")
-    out = []
-    for f, fold in enumerate(folds):
-        try:
-            train_idx, test_idx = fold
-        except (TypeError, ValueError):
-            raise ValueError(f"fold {f} must be a pair (train_idx, test_idx)") from None
-        tr, te = np.asarray(train_idx, np.int64), np.asarray(test_idx, np.int64)
-        if len(tr) == 0:
-            raise ValueError(f"fold {f} has no training triplets")
-        for name, ix in (("train", tr), ("test", te)):
-            if len(ix) and (ix.min() < 0 or ix.max() >= n):
-                raise ValueError(f"fold {f}: {name} indices must lie in [0, {n}) (rows of triplets)")
-        if np.intersect1d(tr, te).size:
-            raise ValueError(f"fold {f}: a triplet is in both its training and its test set")
-        out.append((tr, te))
-    return out
-
-
 @dataclass
 class MatchNetCV(CVResult):
     """Per-fold CFR of Triplet MatchNet, in the form of :class:`mrlib.baselines.CVResult`.
@@ -468,7 +447,7 @@ def cross_validate_matchnet(
     config = _check_config(config)
     check_features(features)
     t = check_triplets(triplets, len(features), distinct=True)
-    fl = _check_folds(folds, len(t))
+    fl = check_folds(folds, len(t))
     threads = None if n_jobs == 1 else 1
     jobs = [(features, t, tr, te, config, keep_embeddings, threads) for tr, te in fl]
     res = _run_jobs(_fit_score_fold, jobs, n_jobs, f"{name} folds", progress)
@@ -520,7 +499,7 @@ def cross_validate_features(
         raise ValueError(f"need one feature matrix per fold: got {len(X_per_fold)} for "
                          f"{len(folds)} folds")
     t = np.asarray(triplets)
-    fl = _check_folds(folds, len(t))
+    fl = check_folds(folds, len(t))
     res = []
     with warnings.catch_warnings():
         # one fold at a time: cross_validate's own mean/std over a single fold is meaningless
@@ -589,7 +568,7 @@ def generalization_curve_matchnet(
     config = _check_config(config)
     check_features(features)
     t = check_triplets(triplets, len(features), distinct=True)
-    fl = _check_folds(folds, len(t))
+    fl = check_folds(folds, len(t))
     shares = check_shares(shares)
     if full is not None and len(full.per_fold) != len(fl):
         raise ValueError(f"full has {len(full.per_fold)} folds, folds has {len(fl)}")
