@@ -358,12 +358,9 @@ def _extract_all(paths: list, audio_kwargs: dict, feature_kwargs: dict, n_jobs: 
     bar = tqdm(total=len(paths), desc="handcrafted features", unit="track", disable=not progress)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")     # repairs are collected in the report instead
-        if n_jobs == 1:
-            outs = (_chunk_features(chunk, audio_kwargs, feature_kwargs) for chunk in chunks)
-        else:
-            jobs = (delayed(_chunk_features)(chunk, audio_kwargs, feature_kwargs) for chunk in chunks)
-            outs = Parallel(n_jobs=n_jobs, return_as="generator")(jobs)
-        for chunk, out in zip(chunks, outs):
+        # with n_jobs=1, joblib runs the chunks here, one after the other
+        jobs = (delayed(_chunk_features)(chunk, audio_kwargs, feature_kwargs) for chunk in chunks)
+        for chunk, out in zip(chunks, Parallel(n_jobs=n_jobs, return_as="generator")(jobs)):
             results += out
             bar.update(len(chunk))
     bar.close()
