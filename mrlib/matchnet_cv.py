@@ -173,13 +173,6 @@ def _check_config(config) -> "MatchNetConfig":
     return config
 
 
-def _n_bins(features, idx: np.ndarray) -> int:
-    first = np.asarray(features[int(idx[0])])
-    if first.ndim != 2:
-        raise ValueError(f"each feature must be a (n_bins, T) array, got shape {first.shape}")
-    return int(first.shape[0])
-
-
 # =============================================================================================
 # Training
 # =============================================================================================
@@ -266,7 +259,7 @@ def train_matchnet(
     t = check_triplets(triplets, len(features), distinct=True)
     check_available(features, np.unique(t))
     device = pick_device(config.device)
-    n_bins = _n_bins(features, t[0])
+    n_bins = np.shape(features[int(t[0, 0])])[0]        # random_patches checks (n_bins, T)
 
     model = build_model("matchnet", width=config.width, n_bins=n_bins, patch_len=config.patch_len,
                         embedding_dim=config.embedding_dim, seed=config.seed,
