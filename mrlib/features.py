@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import re
 import time
@@ -40,6 +39,7 @@ from tqdm.auto import tqdm
 from mrlib.audio import SkipReport, read_audio
 from mrlib.checks import is_int
 from mrlib.cqt import FORMAT_VERSION, FeatureConfig, _as_config, cqt, cqt_torch
+from mrlib.paths import read_json_or_empty, write_json_atomic
 
 __all__ = [
     "FeatureConfig", "FeatureSet", "CoarseFeatures", "coarsen_features", "cqt", "cqt_torch",
@@ -143,14 +143,12 @@ def _compute_batch(items: list[tuple[int, str, str]], config: FeatureConfig) -> 
 
 
 def _read_manifest(cache_dir: Path, config: FeatureConfig) -> dict:
-    try:
-        manifest = json.loads((cache_dir / _MANIFEST).read_text())
-        ours = (manifest.get("format") == FORMAT_VERSION
-                and manifest.get("config") == config.to_dict()
-                and isinstance(manifest.get("tracks"), dict))
-        return manifest if ours else {}    # another config's manifest, or one without tracks
-    except Exception:  # missing or damaged manifest: start afresh (files are re-validated)
-        return {}
+    # a missing or damaged manifest reads as {}: start afresh (files are re-validated)
+    manifest = read_json_or_empty(cache_dir / _MANIFEST)
+    ours = (manifest.get("format") == FORMAT_VERSION
+            and manifest.get("config") == config.to_dict()
+            and isinstance(manifest.get("tracks"), dict))
+    return manifest if ours else {}    # another config's manifest, or one without tracks
 
 
 def _write_manifest(cache_dir: Path, config: FeatureConfig, tracks: dict) -> None:
@@ -160,9 +158,7 @@ def _write_manifest(cache_dir: Path, config: FeatureConfig, tracks: dict) -> Non
                 "librosa": librosa.__version__, "dtype": "float16",
                 "layout": "one <track_id>.npy per track, float16 (n_bins, T), log-power dB",
                 "tracks": tracks}
-    tmp = cache_dir / f".{_MANIFEST}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    os.replace(tmp, cache_dir / _MANIFEST)
+    write_json_atomic(manifest, cache_dir / _MANIFEST, sort_keys=True)
 
 
 def _catalog_table(catalog) -> tuple[Path, list[str], list[Path]]:
