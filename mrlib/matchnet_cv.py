@@ -202,13 +202,6 @@ class MatchNetRun:
     n_triplets: int
 
 
-def _batch_patches(features, songs: np.ndarray, patch_len: int, n: int,
-                   rng: np.random.Generator) -> np.ndarray:
-    """``(len(songs), n, n_bins, patch_len)`` float32 random patches, one draw per song."""
-    return np.stack([random_patches(features[int(s)], patch_len, n, rng) for s in songs]
-                    ).astype(np.float32, copy=False)
-
-
 def train_matchnet(
     features,
     triplets,
@@ -288,8 +281,9 @@ def _train_epoch(model, opt, features, t: np.ndarray, rng: np.random.Generator, 
     for s in steps:
         batch = t[order[s:s + B]]                                     # (b, 3)
         b = len(batch)
-        x = _batch_patches(features, batch.reshape(-1), L, P, rng)    # (3b, P, F, L)
-        x = torch.from_numpy(x.reshape(-1, n_bins, L)).to(device)
+        # P random patches of each of the 3b songs, one draw per song: (3b, P, F, L)
+        x = np.stack([random_patches(features[int(s)], L, P, rng) for s in batch.reshape(-1)])
+        x = torch.from_numpy(x.reshape(-1, n_bins, L).astype(np.float32, copy=False)).to(device)
         e = model.embed(x).reshape(b, 3, P, -1)
         z_pos = model.metric_pairs(e[:, 0], e[:, 1])                  # (b, P, P)
         z_neg = model.metric_pairs(e[:, 0], e[:, 2])                  # (b, P, P)
