@@ -229,8 +229,7 @@ def _librosa_response(config: FeatureConfig) -> tuple[int, np.ndarray]:
     tau = (c + np.arange(hop))[:, None] - hop * np.arange(n_frames)[None, :]  # (hop, frames)
     tau_min = int(tau.min())
     G = np.zeros((config.n_bins, int(tau.max()) - tau_min + 1), dtype=np.complex128)
-    for p in range(hop):
-        G[:, tau[p] - tau_min] = X[p]
+    G[:, tau - tau_min] = X.transpose(1, 0, 2)      # X[p, k, t] is tap tau[p, t] of bin k
     return tau_min, G
 
 
