@@ -231,7 +231,11 @@ def extract(
 
     Notebook: 01_cqt.ipynb
     """
-    config = _check_extract_args(config, verify, n_jobs)
+    config = _as_config(config)
+    if verify not in ("size", "checksum", "exists"):
+        raise ValueError(f"verify must be 'size', 'checksum' or 'exists', got {verify!r}")
+    if not is_int(n_jobs) or n_jobs == 0 or n_jobs < -1:
+        raise ValueError(f"n_jobs must be a positive integer or -1, got {n_jobs!r}")
     root, ids, paths = _catalog_table(catalog)
     cache = Path(cache_dir) if cache_dir is not None else root / "features" / config.key()
     cache.mkdir(parents=True, exist_ok=True)
@@ -257,16 +261,6 @@ def extract(
     if verbose and (report.count or report.fixed):
         print(report)
     return fs
-
-
-def _check_extract_args(config, verify: str, n_jobs) -> FeatureConfig:
-    """The config (default ``FeatureConfig()``), after checking it, ``verify`` and ``n_jobs``."""
-    config = _as_config(config)
-    if verify not in ("size", "checksum", "exists"):
-        raise ValueError(f"verify must be 'size', 'checksum' or 'exists', got {verify!r}")
-    if not is_int(n_jobs) or n_jobs == 0 or n_jobs < -1:
-        raise ValueError(f"n_jobs must be a positive integer or -1, got {n_jobs!r}")
-    return config
 
 
 def _remove_stale_temporaries(cache: Path) -> None:
