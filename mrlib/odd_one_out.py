@@ -64,6 +64,8 @@ PAPER_N_CLIPS = 993
 # --------------------------------------------------------------------------------------------
 def _normalise(df: pd.DataFrame, where: str) -> pd.DataFrame:
     """Columns in the canonical order, ids and votes as int64, paths as str."""
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"{where} needs a pandas DataFrame, got {type(df).__name__}")
     missing = [c for c in COMPARISON_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(
@@ -146,8 +148,6 @@ def write_comparisons(df: pd.DataFrame, path: str | Path) -> Path:
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"write_comparisons needs a pandas DataFrame, got {type(df).__name__}")
     out = _normalise(df, "write_comparisons")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -253,9 +253,7 @@ def _id_keys(values) -> pd.Index:
     return pd.Index([str(v).strip() for v in arr.tolist()])
 
 
-def _check_options(df, min_margin, min_votes, per_comparison) -> None:
-    if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"comparisons_to_triplets needs a DataFrame, got {type(df).__name__}")
+def _check_options(min_margin, min_votes, per_comparison) -> None:
     for name, value in (("min_margin", min_margin), ("min_votes", min_votes)):
         if not is_int(value) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -380,7 +378,7 @@ def comparisons_to_triplets(
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    _check_options(df, min_margin, min_votes, per_comparison)
+    _check_options(min_margin, min_votes, per_comparison)
     table = _normalise(df, "comparisons_to_triplets")
     ids, votes = (table[list(c)].to_numpy(np.int64) for c in (ID_COLUMNS, VOTE_COLUMNS))  # (R, 3)
     drops = _vote_drops(votes, min_votes, min_margin)
