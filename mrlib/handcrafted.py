@@ -251,10 +251,6 @@ def _features_of(path: Path, audio_kwargs: dict, feature_kwargs: dict):
     return v, None, result.fixes
 
 
-def _chunk_features(paths: list, audio_kwargs: dict, feature_kwargs: dict) -> list:
-    return [_features_of(p, audio_kwargs, feature_kwargs) for p in paths]
-
-
 def catalog_features(
     catalog,
     *,
@@ -352,19 +348,14 @@ def _check_args(sr, chunk_size, n_jobs, feature_kwargs, min_duration_s, max_dura
 
 def _extract_all(paths: list, audio_kwargs: dict, feature_kwargs: dict, n_jobs: int, chunk_size: int,
                  progress: bool) -> list:
-    """``_features_of`` of every path, in order, in chunks (in worker processes when ``n_jobs != 1``)."""
-    chunks = [paths[s:s + chunk_size] for s in range(0, len(paths), chunk_size)]
-    results: list = []
-    bar = tqdm(total=len(paths), desc="handcrafted features", unit="track", disable=not progress)
+    """``_features_of`` of every path, in order; joblib sends ``chunk_size`` tracks per task to
+    its worker processes (with ``n_jobs=1`` it runs them here, one after the other)."""
+    jobs = (delayed(_features_of)(path, audio_kwargs, feature_kwargs) for path in paths)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")     # repairs are collected in the report instead
-        # with n_jobs=1, joblib runs the chunks here, one after the other
-        jobs = (delayed(_chunk_features)(chunk, audio_kwargs, feature_kwargs) for chunk in chunks)
-        for chunk, out in zip(chunks, Parallel(n_jobs=n_jobs, return_as="generator")(jobs)):
-            results += out
-            bar.update(len(chunk))
-    bar.close()
-    return results
+        outs = Parallel(n_jobs=n_jobs, return_as="generator", batch_size=chunk_size)(jobs)
+        return list(tqdm(outs, total=len(paths), desc="handcrafted features", unit="track",
+                         disable=not progress))
 
 
 def _assemble(results: list, ids: list, n_features: int):

@@ -99,7 +99,7 @@ def test_catalog_features_skip_report_and_cache(tmp_path, monkeypatch):
     y, _ = load_audio(catalog.root / tracks.path.iat[feats.index[0]], 16000, min_duration_s=1.0)
     np.testing.assert_allclose(feats.X[0], handcrafted_features(y, 16000), rtol=1e-5, atol=1e-4)
     # the second call reads the cache: extraction is not run again
-    monkeypatch.setattr("mrlib.handcrafted._chunk_features",
+    monkeypatch.setattr("mrlib.handcrafted._features_of",
                         lambda *a, **k: pytest.fail("cache not used"))
     again = catalog_features(catalog, sr=16000, progress=False, cache_dir=tmp_path / "cache")
     np.testing.assert_array_equal(again.X, feats.X)
