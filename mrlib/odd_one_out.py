@@ -253,14 +253,6 @@ def _id_keys(values) -> pd.Index:
     return pd.Index([str(v).strip() for v in arr.tolist()])
 
 
-def _check_options(min_margin, min_votes, per_comparison) -> None:
-    for name, value in (("min_margin", min_margin), ("min_votes", min_votes)):
-        if not is_int(value) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    if per_comparison not in ("both", "one"):
-        raise ValueError(f"per_comparison must be 'both' or 'one', got {per_comparison!r}")
-
-
 def _triplet_counts(triplets: np.ndarray) -> dict[str, int]:
     """The report's counts of triplets, distinct clips, duplicate and contradictory rows."""
     uniq = np.unique(triplets, axis=0)
@@ -378,7 +370,11 @@ def comparisons_to_triplets(
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    _check_options(min_margin, min_votes, per_comparison)
+    for name, value in (("min_margin", min_margin), ("min_votes", min_votes)):
+        if not is_int(value) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if per_comparison not in ("both", "one"):
+        raise ValueError(f"per_comparison must be 'both' or 'one', got {per_comparison!r}")
     table = _normalise(df, "comparisons_to_triplets")
     ids, votes = (table[list(c)].to_numpy(np.int64) for c in (ID_COLUMNS, VOTE_COLUMNS))  # (R, 3)
     drops = _vote_drops(votes, min_votes, min_margin)
