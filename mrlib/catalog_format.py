@@ -32,7 +32,7 @@ from scipy.sparse import coo_array
 from scipy.sparse.csgraph import connected_components
 
 from mrlib.checks import is_int
-from mrlib.paths import data_dir, package_versions
+from mrlib.paths import atomic_path, data_dir, package_versions
 from mrlib.paths import read_json_or_empty as _read_json
 
 __all__ = [
@@ -295,25 +295,17 @@ class Catalog:
 
 
 # --------------------------------------------------------------------------------------
-# Small I/O helpers: every file is written to a temporary name and renamed into place, so
-# an interrupted build never leaves a half-written file under its final name.
+# Small I/O helpers: every file is written to a temporary name and renamed into place
+# (atomic_path), so an interrupted build never leaves a half-written file under its final name.
 # --------------------------------------------------------------------------------------
-def _part(path: Path) -> Path:
-    """Temporary name next to ``path``, unique per process: two processes building the same
-    catalog at once (they write identical bytes) never rename each other's half-written file."""
-    return path.with_name(f"{path.name}.{os.getpid()}.part")
-
-
 def _write_csv(df: pd.DataFrame, path: Path) -> None:
-    tmp = _part(path)
-    df.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
 
 
 def _write_json(obj: dict, path: Path) -> None:
-    tmp = _part(path)
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n")
 
 
 def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
