@@ -28,9 +28,11 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import soundfile
+from scipy.sparse import coo_array
+from scipy.sparse.csgraph import connected_components
 
 from mrlib.checks import is_int
-from mrlib.paths import data_dir, package_versions
+from mrlib.paths import atomic_path, data_dir, package_versions
 from mrlib.paths import read_json_or_empty as _read_json
 
 __all__ = [
@@ -293,25 +295,17 @@ class Catalog:
 
 
 # --------------------------------------------------------------------------------------
-# Small I/O helpers: every file is written to a temporary name and renamed into place, so
-# an interrupted build never leaves a half-written file under its final name.
+# Small I/O helpers: every file is written to a temporary name and renamed into place
+# (atomic_path), so an interrupted build never leaves a half-written file under its final name.
 # --------------------------------------------------------------------------------------
-def _part(path: Path) -> Path:
-    """Temporary name next to ``path``, unique per process: two processes building the same
-    catalog at once (they write identical bytes) never rename each other's half-written file."""
-    return path.with_name(f"{path.name}.{os.getpid()}.part")
-
-
 def _write_csv(df: pd.DataFrame, path: Path) -> None:
-    tmp = _part(path)
-    df.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
 
 
 def _write_json(obj: dict, path: Path) -> None:
-    tmp = _part(path)
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n")
 
 
 def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
@@ -423,34 +417,28 @@ def duplicate_audio(paths: Sequence[str | Path]) -> dict[int, int]:
             continue
         first_of: dict[str, int] = {}
         for i in group:
-            h = hashlib.sha256()
             try:
                 with open(paths[i], "rb") as fh:
-                    for block in iter(lambda: fh.read(1 << 20), b""):
-                        h.update(block)
+                    digest = hashlib.file_digest(fh, "sha256").hexdigest()
             except OSError:
                 continue
-            first = first_of.setdefault(h.hexdigest(), i)
+            first = first_of.setdefault(digest, i)
             if first != i:
                 out[i] = first
     return out
 
 
 def group_duplicates(artists: np.ndarray, pairs: list[tuple[int, int]]) -> np.ndarray:
-    """Split groups: artists, merged wherever two tracks share a recording (union-find), so
-    that :func:`artist_disjoint_split` keeps every copy of a recording in one split."""
-    parent: dict[str, str] = {}
-
-    def find(a: str) -> str:
-        while parent.get(a, a) != a:
-            a = parent[a]
-        return a
-
-    for a, b in pairs:
-        ra, rb = find(str(artists[a])), find(str(artists[b]))
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    return np.asarray([find(str(a)) for a in artists])
+    """Split groups: artists, merged wherever two tracks share a recording, so that
+    :func:`artist_disjoint_split` keeps every copy of a recording in one split. A group is a
+    connected component of the graph whose edges join the artists of two copies, named after
+    its first artist in sorted order."""
+    names, artist_of = np.unique([str(a) for a in artists], return_inverse=True)
+    edges = artist_of[np.asarray(pairs, dtype=np.int64).reshape(-1, 2)]
+    graph = coo_array((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(names.size,) * 2)
+    _, component = connected_components(graph, directed=False)
+    first = np.unique(component, return_index=True)[1]     # each component's first artist
+    return names[first[component[artist_of]]]
 
 
 def _versions() -> dict[str, str]:

@@ -222,10 +222,9 @@ def _tag_frame(tag_frame: pd.DataFrame, merge_synonyms: bool, top_k: int | None)
             if len(present) > 1:    # merged into the first column: the max over the group
                 merged = tag_frame[present].max(axis=1)
                 tag_frame = tag_frame.drop(columns=present[1:]).assign(**{present[0]: merged})
-    if top_k is not None:
-        freq = tag_frame.sum(axis=0).to_numpy()
-        order = np.argsort(-freq, kind="stable")[:top_k]
-        tag_frame = tag_frame.iloc[:, np.sort(order)]
+    if top_k is not None:     # ties: the first in file order; the kept columns stay in it
+        top = tag_frame.sum(axis=0).nlargest(top_k, keep="first").index
+        tag_frame = tag_frame.loc[:, tag_frame.columns.isin(top)]
     return tag_frame
 
 
@@ -267,19 +266,16 @@ def _tracks(ann: pd.DataFrame, info: pd.DataFrame, folder: Path, root: Path, fra
     if base.is_relative_to(real_folder):    # paths relative to the folder; absolute outside it
         base = base.relative_to(real_folder)
     paths = [(base / p).as_posix() for p in ann.mp3_path]
-    groups = artist.astype(str)
-    if check_audio:
-        pairs = sorted(duplicate_audio([root / p for p in ann.mp3_path]).items())
-        if pairs:
-            warnings.warn(f"{len(pairs)} MTAT clip(s) have the same audio as another (kept in "
-                          "the same split): " + ", ".join(
-                              f"{ann.clip_id.iat[a]} = {ann.clip_id.iat[b]}" for a, b in pairs[:10]),
-                          stacklevel=3)
-            groups = group_duplicates(groups, pairs)
+    pairs = sorted(duplicate_audio([root / p for p in ann.mp3_path]).items()) if check_audio else []
+    if pairs:
+        warnings.warn(f"{len(pairs)} MTAT clip(s) have the same audio as another (kept in "
+                      "the same split): " + ", ".join(
+                          f"{ann.clip_id.iat[a]} = {ann.clip_id.iat[b]}" for a, b in pairs[:10]),
+                      stacklevel=3)
     return pd.DataFrame({
         "track_id": ann.clip_id.to_numpy(np.int64),
         "artist_id": artist.astype(str),
-        "split": artist_disjoint_split(groups, fractions, seed),
+        "split": artist_disjoint_split(group_duplicates(artist, pairs), fractions, seed),
         "path": paths,
         "duration_s": duration,
         "title": info["title"].fillna("").astype(str).to_numpy() if "title" in info else "",

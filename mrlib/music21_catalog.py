@@ -196,12 +196,8 @@ def _process_work(work: dict, clip_s: float, sr: int, seed: int, instrumentation
         record.update(status="skipped", reason=f"error: {type(exc).__name__}: {str(exc)[:200]}")
     else:
         rel = f"audio/{work['track_id']}.flac"
-        tmp = root_p / f"{rel}.tmp{os.getpid()}"      # renamed once complete
-        try:
+        with paths.atomic_path(root_p / rel) as tmp:
             sf.write(tmp, out["audio"], sr, format="FLAC", subtype="PCM_16")
-            os.replace(tmp, root_p / rel)
-        finally:
-            tmp.unlink(missing_ok=True)
         clip = out["clip"]
         record.update(
             status="ok", path=rel, duration_s=round(out["audio"].size / sr, 6), tags=out["tags"],

@@ -13,12 +13,15 @@ import os
 import socket
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from filelock import FileLock, Timeout
 
 __all__ = ["repo_root", "data_dir", "runs_dir", "FolderLock", "LockedError", "describe_holder",
-           "write_json_atomic", "read_json_or_empty", "move_aside", "package_versions"]
+           "atomic_path", "write_json_atomic", "read_json_or_empty", "move_aside",
+           "package_versions"]
 
 
 def repo_root() -> Path:
@@ -205,23 +208,40 @@ def move_aside(folder: str | os.PathLike, names, what: str = "folder") -> Path:
     return keep
 
 
-def write_json_atomic(obj, path: str | os.PathLike, **dumps_kwargs) -> Path:
-    """Write JSON to ``path`` through a temporary file and ``os.replace``: a reader (or a
-    crash) sees the old file or the new one, never half of one.
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary name next to ``path`` to write to, renamed to ``path`` (``os.replace``) when
+    the block ends and removed if it raises: a reader (or a crash) sees the old file or the new
+    one, never half of one. The name, ``<name>.<pid>.part``, is unique per process, so two
+    processes writing one file at once never rename each other's half-written file.
+
+    Examples
+    --------
+    >>> with atomic_path(folder / "tracks.csv") as tmp:          # doctest: +SKIP
+    ...     tracks.to_csv(tmp, index=False)
 
     Notebook: 00_overview.ipynb
     """
     path = Path(path)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.part")
     try:
-        with open(tmp, "w") as fh:
-            fh.write(json.dumps(obj, **{"indent": 1, **dumps_kwargs}))
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return path
+
+
+def write_json_atomic(obj, path: str | os.PathLike, **dumps_kwargs) -> Path:
+    """Write JSON to ``path`` through a temporary file (:func:`atomic_path`), flushed to the
+    disk before the rename.
+
+    Notebook: 00_overview.ipynb
+    """
+    with atomic_path(path) as tmp, open(tmp, "w") as fh:
+        fh.write(json.dumps(obj, **{"indent": 1, **dumps_kwargs}))
+        fh.flush()
+        os.fsync(fh.fileno())
+    return Path(path)
 
 
 def package_versions(names, missing: str | None = None) -> dict[str, str]:

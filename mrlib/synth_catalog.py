@@ -18,10 +18,10 @@ from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from mrlib import synth
-from mrlib.catalog_format import (FORMAT_VERSION, Catalog, _part, _read_json, _versions, _write_csv,
+from mrlib.catalog_format import (FORMAT_VERSION, Catalog, _read_json, _versions, _write_csv,
                                   _write_json, artist_disjoint_split, default_root)
 from mrlib.checks import is_int
-from mrlib.paths import FolderLock, move_aside
+from mrlib.paths import FolderLock, atomic_path, move_aside
 
 __all__ = ["synthetic_root", "build_synthetic", "synthetic_artist_ids"]
 
@@ -51,9 +51,8 @@ def _render_to_file(attrs, seed: int, sr: int, duration_s: float, path: str, aud
     y = synth.render_catalog_track(attrs, seed, sr=sr, duration_s=duration_s)
     if parent is not None and os.getppid() != parent:
         return ""
-    tmp = _part(Path(path))
-    sf.write(tmp, y, sr, subtype="PCM_16", format=audio_format.upper())
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        sf.write(tmp, y, sr, subtype="PCM_16", format=audio_format.upper())
     return path
 
 
