@@ -152,8 +152,7 @@ def _sample_mood_key(artist: _Artist, genre: str, rng: np.random.Generator) -> d
     lo, hi = style.tempo
     mood_tempo = ms.tempo * (ms2.tempo / ms.tempo) ** 0.5   # the secondary mood half-way
     tempo = float(np.clip(rng.uniform(lo, hi) * mood_tempo * artist.tempo_factor, 0.85 * lo, 1.15 * hi))
-    meters = list(style.meters)
-    meter = int(meters[int(rng.choice(len(meters), p=np.array(list(style.meters.values()))))])
+    meter = int(_draw(rng, style.meters))
     return dict(mood=mood, mood2=mood2, mode=mode, tonic=int(tonic), tempo_bpm=round(tempo, 2), meter=meter)
 
 
