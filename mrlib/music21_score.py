@@ -537,7 +537,7 @@ def _expand_repeats(score, clip_s: float, default_qpm: float):
 def _cut_unmeasured(per_part: list[np.ndarray], tmap: "_TempoMap", clip_s: float,
                     end_ql: float) -> tuple[list[np.ndarray], float]:
     """Notes of a score without measures, cut after the last note that starts before ``clip_s``."""
-    onsets = np.concatenate([p[:, 0] for p in per_part]) if per_part else np.zeros(0)
+    onsets = np.concatenate([p[:, 0] for p in per_part])
     late = onsets[tmap.seconds(onsets) >= clip_s]
     if late.size:
         end_ql = float(late.min())
@@ -574,7 +574,7 @@ def _meter_and_key(part0):
     ts_all = list(part0.flatten().getElementsByClass(meter.TimeSignature))
     # Some abc encodings carry a bogus 1/16 "meter" taken from the L: field: skip those.
     ts = next((t for t in ts_all if t.numerator >= 2), ts_all[0] if ts_all else None)
-    keys = [k for k in part0.flatten().getElementsByClass(m21key.Key)]
+    keys = list(part0.flatten().getElementsByClass(m21key.Key))
     return ts, ((keys[0].tonic.name, str(keys[0].mode)) if keys else None)
 
 
