@@ -301,7 +301,7 @@ def _artist_of(r) -> str:
         return r.composer
     if r.stratum.startswith("essen"):
         book = re.sub(r"\d+$", "", r.stem)
-        source = r.abc_S.split(",")[0] if isinstance(r.abc_S, str) else ""
+        source = _str(r.abc_S).split(",")[0]
         return f"essen_{_slug(book)}" + (f"_{_slug(source)}" if source.strip(" ])") else "")
     if r.stratum == "ryans":
         if isinstance(r.abc_C, str) and _slug(r.abc_C) not in ("x", "trad", "traditional"):

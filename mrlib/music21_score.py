@@ -675,8 +675,7 @@ def render_midi(midi: bytes, sr: int = 22050, duration_s: float | None = None) -
         n = int(round(check_positive("duration_s", duration_s) * sr))
         y = np.pad(y[:n], (0, max(0, n - y.size)))
         fade = min(n, int(0.05 * sr))
-        if fade:
-            y[n - fade:] *= (0.5 + 0.5 * np.cos(np.linspace(0, np.pi, fade))).astype(np.float32)
+        y[n - fade:] *= (0.5 + 0.5 * np.cos(np.linspace(0, np.pi, fade))).astype(np.float32)
     rms = float(np.sqrt(np.mean(np.square(y, dtype=np.float64)))) if y.size else 0.0
     if rms > 0:
         y = y * np.float32(min(TARGET_RMS / rms, PEAK_CEILING / float(np.abs(y).max())))
