@@ -462,14 +462,12 @@ class SkipReport:
     def from_csv(cls, path: str | os.PathLike) -> "SkipReport":
         """Read back a report written by :meth:`to_csv`."""
         report = cls()
+        record = {"skipped": report.skip, "fixed": report.fix}
         with open(path, newline="", encoding="utf-8") as f:
             for row in csv.DictReader(f):
-                if row["action"] == "skipped":
-                    report.skip(row["track_id"], row["reason"])
-                elif row["action"] == "fixed":
-                    report.fix(row["track_id"], row["reason"])
-                else:
+                if row["action"] not in record:
                     raise ValueError(f"{path}: unknown action {row['action']!r}")
+                record[row["action"]](row["track_id"], row["reason"])
         return report
 
 

@@ -301,7 +301,7 @@ def _artist_of(r) -> str:
         return r.composer
     if r.stratum.startswith("essen"):
         book = re.sub(r"\d+$", "", r.stem)
-        source = r.abc_S.split(",")[0] if isinstance(r.abc_S, str) else ""
+        source = _str(r.abc_S).split(",")[0]
         return f"essen_{_slug(book)}" + (f"_{_slug(source)}" if source.strip(" ])") else "")
     if r.stratum == "ryans":
         if isinstance(r.abc_C, str) and _slug(r.abc_C) not in ("x", "trad", "traditional"):
@@ -392,10 +392,11 @@ def stratum_quotas(sizes: Mapping[str, int], n: int) -> dict[str, int]:
         weights = {s: math.sqrt(sizes[s]) for s in active}
         total = sum(weights.values())
         ideal = {s: remaining * weights[s] / total for s in active}
-        full = [s for s in active if quota[s] + ideal[s] >= sizes[s]]
+        # an active stratum holds nothing yet: it is full when its share reaches its size
+        full = [s for s in active if ideal[s] >= sizes[s]]
         if full:  # these strata are exhausted: give them everything and re-allocate the rest
             for s in full:
-                remaining -= sizes[s] - quota[s]
+                remaining -= sizes[s]
                 quota[s] = sizes[s]
             active = [s for s in active if s not in full]
             continue
@@ -403,9 +404,8 @@ def stratum_quotas(sizes: Mapping[str, int], n: int) -> dict[str, int]:
         left = remaining - sum(base.values())
         for s in sorted(active, key=lambda s: (-(ideal[s] - base[s]), s))[:left]:
             base[s] += 1
-        for s in active:
-            quota[s] += base[s]
-        remaining = 0
+        quota.update(base)
+        break
     return quota
 
 

@@ -537,7 +537,7 @@ def _expand_repeats(score, clip_s: float, default_qpm: float):
 def _cut_unmeasured(per_part: list[np.ndarray], tmap: "_TempoMap", clip_s: float,
                     end_ql: float) -> tuple[list[np.ndarray], float]:
     """Notes of a score without measures, cut after the last note that starts before ``clip_s``."""
-    onsets = np.concatenate([p[:, 0] for p in per_part]) if per_part else np.zeros(0)
+    onsets = np.concatenate([p[:, 0] for p in per_part])
     late = onsets[tmap.seconds(onsets) >= clip_s]
     if late.size:
         end_ql = float(late.min())
@@ -574,7 +574,7 @@ def _meter_and_key(part0):
     ts_all = list(part0.flatten().getElementsByClass(meter.TimeSignature))
     # Some abc encodings carry a bogus 1/16 "meter" taken from the L: field: skip those.
     ts = next((t for t in ts_all if t.numerator >= 2), ts_all[0] if ts_all else None)
-    keys = [k for k in part0.flatten().getElementsByClass(m21key.Key)]
+    keys = list(part0.flatten().getElementsByClass(m21key.Key))
     return ts, ((keys[0].tonic.name, str(keys[0].mode)) if keys else None)
 
 
@@ -675,8 +675,7 @@ def render_midi(midi: bytes, sr: int = 22050, duration_s: float | None = None) -
         n = int(round(check_positive("duration_s", duration_s) * sr))
         y = np.pad(y[:n], (0, max(0, n - y.size)))
         fade = min(n, int(0.05 * sr))
-        if fade:
-            y[n - fade:] *= (0.5 + 0.5 * np.cos(np.linspace(0, np.pi, fade))).astype(np.float32)
+        y[n - fade:] *= (0.5 + 0.5 * np.cos(np.linspace(0, np.pi, fade))).astype(np.float32)
     rms = float(np.sqrt(np.mean(np.square(y, dtype=np.float64)))) if y.size else 0.0
     if rms > 0:
         y = y * np.float32(min(TARGET_RMS / rms, PEAK_CEILING / float(np.abs(y).max())))

@@ -110,10 +110,9 @@ def _sample_track(index: int, artist_id: int, artist: _Artist,
     lyrics: tuple[str, ...] = ()
     if rng.random() >= style.instrumental:
         w = {t: artist.lyrics_bias[t] * LYRICS_MOODS[t].get(key["mood"], 1.0) for t in LYRICS}
-        first = _draw(rng, w)
-        lyrics = (first,)
+        lyrics = (_draw(rng, w),)
         if rng.random() < 0.4:
-            lyrics = (first, _draw(rng, w, without=first))
+            lyrics += (_draw(rng, w, without=lyrics[0]),)
     return TrackAttributes(index=index, artist=artist_id, genre=genre, genre2=genre2, genre2_weight=g2w,
                            swing=float(style.swing), lyrics=lyrics, **key, **sound, **movement)
 
@@ -141,9 +140,7 @@ def _sample_mood_key(artist: _Artist, genre: str, rng: np.random.Generator) -> d
     style = GENRES[genre]
     mood_prior = {m: GENRE_MOODS[genre].get(m, 0.2) * artist.mood_bias[m] for m in MOOD_NAMES}
     mood = _draw(rng, mood_prior)
-    mood2 = mood
-    if rng.random() < 0.35:
-        mood2 = _draw(rng, mood_prior, without=mood)
+    mood2 = _draw(rng, mood_prior, without=mood) if rng.random() < 0.35 else mood
     ms, ms2 = MOODS[mood], MOODS[mood2]
     minor = rng.random() < min(1.0, ms.minor + style.minor_bias * (ms.minor > 0.0))
     mode = ms.minor_mode if minor else ms.major_mode
@@ -152,8 +149,7 @@ def _sample_mood_key(artist: _Artist, genre: str, rng: np.random.Generator) -> d
     lo, hi = style.tempo
     mood_tempo = ms.tempo * (ms2.tempo / ms.tempo) ** 0.5   # the secondary mood half-way
     tempo = float(np.clip(rng.uniform(lo, hi) * mood_tempo * artist.tempo_factor, 0.85 * lo, 1.15 * hi))
-    meters = list(style.meters)
-    meter = int(meters[int(rng.choice(len(meters), p=np.array(list(style.meters.values()))))])
+    meter = int(_draw(rng, style.meters))
     return dict(mood=mood, mood2=mood2, mode=mode, tonic=int(tonic), tempo_bpm=round(tempo, 2), meter=meter)
 
 

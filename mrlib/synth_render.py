@@ -12,7 +12,7 @@ from scipy import signal
 
 from mrlib.checks import check_int, is_int
 from mrlib.synth_sound import (DRUM_PATTERNS, _NOISE, _attack_decay, _chord, _drum_kit, _Events, _melody_phrase,
-                               _midi_hz, _NoteCache, _osc, _swing_map, _t, _table_for)
+                               _fade, _midi_hz, _NoteCache, _osc, _swing_map, _t, _table_for)
 from mrlib.synth_styles import (_STREAM_EVENTS, EVENT_TAGS, GENRES, INSTRUMENTS, MODES, MOODS, GenreStyle,
                                 TrackAttributes, track_seed)
 
@@ -43,8 +43,7 @@ def _events_rng(seed: int | np.random.SeedSequence, tag: str) -> np.random.Gener
 def _grid(beat_times: np.ndarray, step: float, t0: float, dur: float) -> np.ndarray:
     """Onsets (s from ``t0``) of a grid of ``step`` beats that fall in ``[t0, t0 + dur)``,
     through the track's tempo curve; ``[0]`` when none does (a window shorter than a step)."""
-    pos = np.arange(0.0, beat_times.size - 1, step)
-    t = np.interp(pos, np.arange(beat_times.size), beat_times) - t0
+    t = _to_seconds(np.arange(0.0, beat_times.size - 1, step), 0.0, beat_times) - t0
     t = t[(t >= 0) & (t < dur)]
     return t if t.size else np.zeros(1)
 
@@ -58,13 +57,6 @@ def _place(notes, m: int, sr: int) -> np.ndarray:
             k = min(y.size, m - s0)
             out[s0:s0 + k] += y[:k]
     return out
-
-
-def _fade(y: np.ndarray, n_in: int, n_out: int) -> np.ndarray:
-    """``y`` with linear fades over its first ``n_in`` and its last ``n_out`` samples, in place."""
-    y[:n_in] *= np.linspace(0, 1, n_in, dtype=np.float32)
-    y[y.size - n_out:] *= np.linspace(1, 0, n_out, dtype=np.float32)
-    return y
 
 
 def _bells(attrs: TrackAttributes, m: int, sr: int, t0: float, beat_times: np.ndarray,

@@ -91,15 +91,19 @@ def _attack_decay(n: int, sr: int, attack: float, decay: float = 1.0, sustain: f
     return env
 
 
+def _fade(y: np.ndarray, n_in: int, n_out: int) -> np.ndarray:
+    """``y`` with linear fades over its first ``n_in`` and its last ``n_out`` samples, in place."""
+    y[:n_in] *= np.linspace(0, 1, n_in, dtype=np.float32)
+    y[y.size - n_out:] *= np.linspace(1, 0, n_out, dtype=np.float32)
+    return y
+
+
 @functools.lru_cache(maxsize=256)
 def _release_curve(n: int, release: float, sr: int) -> np.ndarray:
     """Exponential release (-35 dB after ``release`` s) ending exactly at zero, so a note cut at
     its template length never clicks."""
-    t = _t(n, sr)
-    env = np.exp(-t / np.float32(release / 4.0))
-    tail = min(n, max(8, int(0.004 * sr)))
-    env[n - tail:] *= np.linspace(1.0, 0.0, tail, dtype=np.float32)
-    return env
+    env = np.exp(-_t(n, sr) / np.float32(release / 4.0))
+    return _fade(env, 0, min(n, max(8, int(0.004 * sr))))
 
 
 # A fixed noise source shared by all plucks: a pluck is a pure function of its pitch/length.
