@@ -277,14 +277,8 @@ def n_triplets(n_train: int, n_pos: int = 15, n_neg: int = 250) -> int:
 # --------------------------------------------------------------------------------------
 # Public mining API
 # --------------------------------------------------------------------------------------
-def _check_jobs(n_jobs: int) -> int:
-    n_jobs = check_int("n_jobs", n_jobs, -1)
-    if n_jobs == 0:
-        raise ValueError("n_jobs must be >= 1, or -1 for every core")
-    return (os.cpu_count() or 1) if n_jobs == -1 else n_jobs
-
-
 def _prepare(ranked, train_idx, strategy, n_pos, n_neg, S, seed, chunk_size, max_rounds, n_jobs):
+    """The checked arguments of :func:`mine`, in the order :func:`chunk_stream` takes them."""
     if train_idx is None:
         raise ValueError("train_idx is required: mining happens on the training split only")
     strategy = STRATEGIES[canonical_strategy(strategy)]
@@ -296,7 +290,10 @@ def _prepare(ranked, train_idx, strategy, n_pos, n_neg, S, seed, chunk_size, max
     seed = check_int("seed", seed, 0)
     chunk_size = check_int("chunk_size", chunk_size, 1)
     max_rounds = check_int("max_rounds", max_rounds, 0)
-    n_jobs = _check_jobs(n_jobs)
+    n_jobs = check_int("n_jobs", n_jobs, -1)
+    if n_jobs == 0:
+        raise ValueError("n_jobs must be >= 1, or -1 for every core")
+    n_jobs = (os.cpu_count() or 1) if n_jobs == -1 else n_jobs
     src = TrainSplitSource(ranked, train_idx, S, need_S=strategy.name if strategy.needs_S else None)
     return src, strategy, n_pos, n_neg, seed, chunk_size, max_rounds, n_jobs
 
@@ -345,9 +342,8 @@ def iter_mine(ranked: np.ndarray | None = None, train_idx: np.ndarray | None = N
 
     Notebook: 03_mining.ipynb
     """
-    args = _prepare(ranked, train_idx, strategy, n_pos, n_neg, S, seed, chunk_size, max_rounds, n_jobs)
-    src, strategy, n_pos, n_neg, seed, chunk_size, max_rounds, n_jobs = args
-    yield from chunk_stream(src, strategy, n_pos, n_neg, seed, chunk_size, max_rounds, n_jobs, progress)
+    yield from chunk_stream(*_prepare(ranked, train_idx, strategy, n_pos, n_neg, S, seed,
+                                      chunk_size, max_rounds, n_jobs), progress)
 
 
 def mine(ranked: np.ndarray | None = None, train_idx: np.ndarray | None = None,
@@ -418,11 +414,10 @@ def mine(ranked: np.ndarray | None = None, train_idx: np.ndarray | None = None,
     Notebook: 03_mining.ipynb
     """
     args = _prepare(ranked, train_idx, strategy, n_pos, n_neg, S, seed, chunk_size, max_rounds, n_jobs)
-    src, strategy, n_pos, n_neg, seed, chunk_size, max_rounds, n_jobs = args
+    src, _, n_pos, n_neg, *_ = args
     # every chunk writes its rows straight into the final array: no concatenation, no 2x peak
     out = _empty_mapped((n_triplets(src.n, n_pos, n_neg), 3), np.int32)
-    for _ in chunk_stream(src, strategy, n_pos, n_neg, seed, chunk_size, max_rounds, n_jobs,
-                           progress, out=out):
+    for _ in chunk_stream(*args, progress, out=out):
         pass
     return out
 

@@ -286,9 +286,8 @@ def mine_chunk(src: TrainSplitSource, apos: np.ndarray, strategy, n_pos: int, n_
     rngs = _BlockRNG(seed, strategy.seed_code, apos)
     pos_p, pos_n = strategy.draw(Chunk(src, apos, Kp, n_neg, srows, rngs, max_rounds))
 
-    m_chunk = c * int(k.sum())
     if dest is None:
-        dest = np.empty((m_chunk, 3), dtype=np.int32)
+        dest = np.empty((c * int(k.sum()), 3), dtype=np.int32)
     # write straight into the destination (the caller's slice of the final array)
     full = valid.all()
     out = dest.reshape(c, Kp, n_neg, 3) if full else np.empty((c, Kp, n_neg, 3), dtype=np.int32)

@@ -425,9 +425,8 @@ def _draw_distance(head: np.ndarray, apos: np.ndarray, srows: np.ndarray, n: int
     # of the remaining candidates, so completing a row this way is exact.
     krows = np.flatnonzero(keyed | stuck)
     redo_all = np.zeros((R, n_neg), dtype=bool)
-    if stuck.any():
-        redo_st, rows_st = _duplicates(draws, np.flatnonzero(stuck))
-        redo_all[rows_st] = redo_st
+    redo_st, rows_st = _duplicates(draws, np.flatnonzero(stuck))
+    redo_all[rows_st] = redo_st
     _complete_rows(krows, draws, redo_all[krows], stuck[krows], law.row_a, law.row_i, head, apos,
                    srows, n, n_neg, rngs)
     return draws.reshape(c, Kp, n_neg)
@@ -481,9 +480,7 @@ def _distance_redraws(law: _DistanceLaw, draws: np.ndarray, active: np.ndarray, 
         if hard.any():
             _distance_streams(law, draws, active[hard], kept[hard], redo[hard], d[hard], F[hard], rngs)
     stuck = np.zeros(draws.shape[0], dtype=bool)
-    if active.size:
-        _, active = _duplicates(draws, active)
-        stuck[active] = True
+    stuck[_duplicates(draws, active)[1]] = True
     return stuck
 
 

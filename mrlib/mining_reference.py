@@ -19,6 +19,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from mrlib.similarity import ranked_list
+
 __all__ = ["ranked_list_train", "neighbors_negatives", "uniform_negatives", "distance_negatives",
            "mine_reference", "hard_keep", "semihard_keep", "online_reference"]
 
@@ -31,8 +33,7 @@ def ranked_list_train(S: np.ndarray, t: int, train_idx: np.ndarray) -> np.ndarra
     """
     others = np.sort(np.asarray(train_idx))
     others = others[others != t]
-    order = np.argsort(-S[t, others].astype(np.float64), kind="stable")   # stable: ties by index
-    return others[order]
+    return others[ranked_list(S[t, others])]                 # ranked_list: ties by index
 
 
 def neighbors_negatives(suffix: np.ndarray, w: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:

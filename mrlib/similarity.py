@@ -544,12 +544,10 @@ def mean_similarity_by_rank(S, exclude_self: bool = True, chunk_size: int = 4096
     chunk_size = _check_chunk(chunk_size)
     total = np.zeros(n_b - 1 if exclude_self else n_b)
     for start in range(0, n_a, chunk_size):
-        stop = min(start + chunk_size, n_a)
-        block = S[start:stop].astype(np.float64)
-        if exclude_self:
-            rows = np.arange(stop - start)
-            block[rows, start + rows] = -np.inf  # sorts last descending: cut off below
-        total += np.sort(block, axis=1)[:, ::-1][:, :total.size].sum(axis=0)
+        block = S[start:start + chunk_size].astype(np.float64)
+        # each row's values in its ranked list's order (equal values are equal: ties do not matter)
+        order = _block_order(block, start, exclude_self)
+        total += np.take_along_axis(block, order, axis=1).sum(axis=0)
     return total / n_a
 
 

@@ -279,9 +279,8 @@ def tag_auc(y_true, y_prob) -> TagAUC:
         pos_rank_sum = (ranks * yt[:, valid]).sum(axis=0)
         p, q = n_pos[valid].astype(np.float64), n_neg[valid].astype(np.float64)
         per_tag[valid] = (pos_rank_sum - p * (p + 1) / 2) / (p * q)
-    n_skipped = int((~valid).sum())
     mean = float(np.nanmean(per_tag)) if valid.any() else float("nan")
-    return TagAUC(mean, per_tag, n_skipped, int(yt.shape[1]))
+    return TagAUC(mean, per_tag, int((~valid).sum()), int(yt.shape[1]))
 
 
 # ----------------------------------------------------------------------------------------
