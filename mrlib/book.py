@@ -19,6 +19,7 @@ from pathlib import Path
 
 import mrlib
 from mrlib.paths import repo_root
+from mrlib.suite import list_notebooks
 
 __all__ = ["stage_book", "build_book"]
 
@@ -145,7 +146,7 @@ def stage_book(run_dir: Path | None = None, out: Path | None = None) -> Path:
     book = root / "book"
     out = Path(out) if out else book / "_build" / "src"
     nb_dir = Path(run_dir) if run_dir else root / "notebooks"
-    notebooks = sorted(nb_dir.glob("[0-9][0-9]*.ipynb"))
+    notebooks = list_notebooks(folder=nb_dir)
     if not notebooks:
         raise FileNotFoundError(f"no executed notebooks (NN_*.ipynb) in {nb_dir}")
     if run_dir is not None:

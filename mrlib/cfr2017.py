@@ -303,11 +303,10 @@ def data_context(parameters: Mapping[str, Any], *, progress: bool = False) -> di
     keep = hc.triplet_mask(triplets_all) & coarse.available[triplets_all].all(axis=1)
     triplets = np.ascontiguousarray(triplets_all[keep], dtype=np.int64)
     folds = {s: triplet_folds(triplets, fields["n_folds"], by=by, seed=seed) for s, by in SCHEMES.items()}
-    ctx = {"fields": fields, "catalog": cat, "S": S, "votes": votes, "report": report,
-           "triplets": triplets, "X_hc": hc.full(), "coarse": coarse, "folds": folds,
-           "units": {s: test_units(f) for s, f in folds.items()}}
-    _CONTEXTS[key] = ctx
-    return ctx
+    _CONTEXTS[key] = {"fields": fields, "catalog": cat, "S": S, "votes": votes, "report": report,
+                      "triplets": triplets, "X_hc": hc.full(), "coarse": coarse, "folds": folds,
+                      "units": {s: test_units(f) for s, f in folds.items()}}
+    return _CONTEXTS[key]
 
 
 def test_units(folds) -> np.ndarray:

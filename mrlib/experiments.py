@@ -357,8 +357,7 @@ def _in_processes(todo, jobs: int, work_args, land, bar) -> None:
                     print("[experiments] a worker process died; the rows not yet started are left "
                           "for the next run")
                     queue.clear()
-            done = cf.wait(running, return_when=cf.FIRST_COMPLETED).done
-            for fut in done:
+            for fut in cf.wait(running, return_when=cf.FIRST_COMPLETED).done:
                 r, s = running.pop(fut)
                 try:
                     entry = fut.result()

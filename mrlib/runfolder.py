@@ -171,16 +171,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return state
 
 
-def _load_latest_checkpoint(run_dir: Path, log) -> dict | None:
-    """The newest good checkpoint of a run folder, falling back to the previous one.
+def _load_latest_checkpoint(run_dir: Path, log) -> dict:
+    """The newest good checkpoint of a run folder (which holds one), falling back to the
+    previous one.
 
     A bad latest file is renamed ``checkpoint.corrupt.pt`` so that the next rotation can never
-    promote it over the good previous one. Returns None when the folder has no checkpoint;
-    raises CheckpointError when every candidate is bad.
+    promote it over the good previous one. Raises CheckpointError when every candidate is bad.
     """
     latest, prev = run_dir / _CKPT, run_dir / _CKPT_PREV
-    if not latest.exists() and not prev.exists():
-        return None
     problems = []
     for candidate in (latest, prev):
         if not candidate.exists():

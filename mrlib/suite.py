@@ -123,7 +123,7 @@ def list_notebooks(only: list[str] | None = None, folder: Path | None = None) ->
     Notebook: 00_overview.ipynb
     """
     folder = Path(folder) if folder else notebooks_dir()
-    found = sorted(p for p in folder.glob("[0-9][0-9]*.ipynb"))
+    found = sorted(folder.glob("[0-9][0-9]*.ipynb"))
     if not only:
         return found
     chosen = [p for p in found if any(p.stem.startswith(o) or p.name == o for o in only)]

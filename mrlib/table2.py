@@ -265,7 +265,7 @@ def table2_context(parameters: Mapping[str, Any], device: str = "cpu", progress:
     fields = {k: parameters[k] for k in _CATALOG_FIELDS if k in parameters}
     key = json.dumps(fields, sort_keys=True)
     if key not in _CONTEXTS:
-        data = prepare_data(TrainConfig(**fields, n_jobs=max(1, os.cpu_count() or 1), device=device),
+        data = prepare_data(TrainConfig(**fields, n_jobs=os.cpu_count() or 1, device=device),
                             progress=progress)
         test = data.indices("test")
         S_test = oracle(data.tags[test], None, data.categories)
