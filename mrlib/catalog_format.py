@@ -417,12 +417,14 @@ def duplicate_audio(paths: Sequence[str | Path]) -> dict[int, int]:
             continue
         first_of: dict[str, int] = {}
         for i in group:
+            h = hashlib.sha256()
             try:
                 with open(paths[i], "rb") as fh:
-                    digest = hashlib.file_digest(fh, "sha256").hexdigest()
+                    for block in iter(lambda: fh.read(1 << 20), b""):
+                        h.update(block)
             except OSError:
                 continue
-            first = first_of.setdefault(digest, i)
+            first = first_of.setdefault(h.hexdigest(), i)
             if first != i:
                 out[i] = first
     return out

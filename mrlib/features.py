@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from mrlib.audio import SkipReport, read_audio
 from mrlib.checks import is_int
 from mrlib.cqt import FORMAT_VERSION, FeatureConfig, _as_config, cqt, cqt_torch
-from mrlib.paths import read_json_or_empty, write_json_atomic
+from mrlib.paths import atomic_path, read_json_or_empty, write_json_atomic
 
 __all__ = [
     "FeatureConfig", "FeatureSet", "CoarseFeatures", "coarsen_features", "cqt", "cqt_torch",
@@ -94,12 +94,10 @@ def _save_feature(feature: np.ndarray, out_file: str) -> dict:
     buffer = io.BytesIO()
     np.save(buffer, feature, allow_pickle=False)
     data = buffer.getvalue()
-    out = Path(out_file)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     # Write-then-rename is atomic: a killed worker leaves a stray temporary, never half a
     # feature. (No fsync: after an OS crash the size check on reuse catches a torn file.)
-    tmp.write_bytes(data)
-    os.replace(tmp, out)
+    with atomic_path(out_file) as tmp:
+        tmp.write_bytes(data)
     return {"shape": list(feature.shape), "crc32": zlib.crc32(data)}
 
 
@@ -265,7 +263,7 @@ def extract(
 
 def _remove_stale_temporaries(cache: Path) -> None:
     """Delete temporaries of killed workers; an hour's grace leaves a concurrent run's files alone."""
-    for stale in cache.glob(".*.tmp"):
+    for stale in cache.glob("*.part"):     # atomic_path's temporaries
         try:
             if time.time() - stale.stat().st_mtime > 3600:
                 stale.unlink()

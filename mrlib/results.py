@@ -31,7 +31,7 @@ import pandas as pd
 from scipy import stats
 
 from mrlib.evaluate import format_ci, holm, mean_ci
-from mrlib.paths import repo_root
+from mrlib.paths import atomic_path, repo_root
 
 __all__ = ["SCHEMA", "results_dir", "store_path", "parameters_key", "new_store", "read_store",
            "write_store", "seed_entry", "row_summary", "seed_query_test", "compare_rows",
@@ -128,9 +128,8 @@ def write_store(store: dict, path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(_dumps(_check_store(store, str(path))) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(_dumps(_check_store(store, str(path))) + "\n", encoding="utf-8")
     return path
 
 
