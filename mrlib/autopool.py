@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from mrlib.checks import is_int
+from mrlib.layers import check_positive_int
 
 __all__ = ["autopool", "AutoPool", "autopool_penalty", "pooling_position"]
 
@@ -196,14 +197,12 @@ class AutoPool(nn.Module):
     def __init__(self, n_dims: int, axis: int = -1, constrained: bool = False, l2: float = 0.0,
                  channel_axis: int | None = None) -> None:
         super().__init__()
-        if not is_int(n_dims) or n_dims < 1:
-            raise ValueError(f"n_dims must be a positive int, got {n_dims!r}")
+        self.n_dims = check_positive_int("n_dims", n_dims)
         for name, value in (("axis", axis), ("channel_axis", channel_axis)):
             if value is not None and not is_int(value):
                 raise TypeError(f"{name} must be an int, got {value!r}")
         if not isinstance(l2, numbers.Real) or l2 < 0 or l2 != l2:
             raise ValueError(f"l2 must be a non-negative number, got {l2!r}")
-        self.n_dims = int(n_dims)
         self.axis = int(axis)
         self.channel_axis = None if channel_axis is None else int(channel_axis)
         self.constrained = bool(constrained)

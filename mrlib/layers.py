@@ -155,7 +155,7 @@ class ClampedMaxPool2d(nn.Module):
 
 
 class L2Normalize(nn.Module):
-    """Project embeddings onto the unit sphere along ``dim``: ``x / max(||x||_2, eps)``.
+    """Project embeddings onto the unit sphere along the last axis: ``x / max(||x||_2, 1e-12)``.
 
     Input and output: any float tensor, e.g. ``(B, d)``; after it, squared distances between
     embeddings lie in [0, 4] (``||u - v||^2 = 2 - 2 u.v``).
@@ -163,12 +163,8 @@ class L2Normalize(nn.Module):
     Notebook: 04_losses.ipynb
     """
 
-    def __init__(self, dim: int = -1, eps: float = 1e-12) -> None:
-        super().__init__()
-        self.dim, self.eps = dim, eps
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(x, p=2.0, dim=self.dim, eps=self.eps)
+        return F.normalize(x, dim=-1)
 
 
 class ToSequence(nn.Module):
@@ -219,13 +215,11 @@ class Backbone(nn.Sequential):
         if len(widths) != len(pools) or len(widths) == 0:
             raise ValueError(f"need one pool per block, got {len(widths)} widths and {len(pools)} pools")
         layers: OrderedDict[str, nn.Module] = OrderedDict(input_bn=FrequencyBatchNorm(n_bins))
-        c_in = 1
-        for i, (c, pool) in enumerate(zip(widths, pools), start=1):
+        # each block takes the channels of the one before (the CQT's single channel first)
+        for i, (c_in, c, pool) in enumerate(zip([1, *widths], widths, pools), start=1):
             layers[f"block{i}"] = _conv_block(c_in, c, pool, dropout)
-            c_in = c
         layers["final_pool"] = nn.AdaptiveMaxPool2d(final_size)
         super().__init__(layers)      # run in order: input_bn, block1 ..., final_pool
-        self.out_channels = c_in
 
 
 class PatchModel(nn.Module):
@@ -259,8 +253,7 @@ class PatchModel(nn.Module):
         x = as_patches(x, self.n_bins, name)
         # Feature caches hold float16: cast to the weights' dtype here, so callers
         # need not (under torch.autocast the convolutions still run in half precision).
-        weight_dtype = next(self.parameters()).dtype
-        return x if x.dtype == weight_dtype else x.to(weight_dtype)
+        return x.to(next(self.parameters()).dtype)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The patch representation retrieval uses: :meth:`forward` (AT: tag probabilities)."""

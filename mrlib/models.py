@@ -499,8 +499,7 @@ def summary(model: nn.Module, input_shape: tuple[int, ...] | None = None, batch_
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     x = torch.randn((batch_size, *input_shape), generator=torch.Generator().manual_seed(0)).to(device)
     rows = [_shape_row("input", "CQT", x, 0), *_leaf_rows(model, x)]
-    total = sum(p.numel() for p in model.parameters())
-    rows.append(dict(layer="total", description="", output_shape=(), F=None, T=None, C=None, params=total))
+    rows.append(_shape_row("total", "", None, sum(p.numel() for p in model.parameters())))
     df = pd.DataFrame(rows)
     if compact:
         keep = df["description"].str.match(r"(CQT|Conv2D|MP|adaptive|FC|Autopool)") | (df["layer"] == "total")

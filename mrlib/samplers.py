@@ -205,12 +205,12 @@ class PaperBatchSampler(_EpochSampler):
         # Group the rows by (anchor, positive). mine() writes each pair contiguously; only
         # if the rows were reordered is a (stable) sort needed.
         key = T[:, 0].astype(np.int64) * (int(T[:, 1].max()) + 1) + T[:, 1]
-        starts = np.r_[0, np.flatnonzero(key[1:] != key[:-1]) + 1]
         self._rows = None
-        if np.unique(key[starts]).size != starts.size:
+        # more runs of equal keys than pairs: some pair's rows are not contiguous
+        if np.count_nonzero(key[1:] != key[:-1]) + 1 != np.unique(key).size:
             self._rows = np.argsort(key, kind="stable")
             key = key[self._rows]
-            starts = np.r_[0, np.flatnonzero(key[1:] != key[:-1]) + 1]
+        starts = np.r_[0, np.flatnonzero(key[1:] != key[:-1]) + 1]
         sizes = np.diff(np.r_[starts, T.shape[0]])
         per_group = sizes // self.batch_size if self.drop_last else -(-sizes // self.batch_size)
         self._g_start, self._g_size = starts, sizes

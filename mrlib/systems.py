@@ -163,16 +163,13 @@ class BatchMaker:
         self.rng = rng
         self.system = SYSTEMS[config.system]
 
-    def patches(self, track: int, n: int) -> np.ndarray:
-        """``n`` random patches of one track."""
-        return random_patches(self.data.features[int(track)], self.config.patch_len, n, self.rng)
+    def patches(self, tracks, n: int) -> np.ndarray:
+        """``n`` random patches of each of ``tracks``, track by track."""
+        return np.concatenate([random_patches(self.data.features[int(t)], self.config.patch_len, n,
+                                              self.rng) for t in tracks])
 
     def __call__(self, item: np.ndarray) -> dict:
         return self.system.make_batch(np.asarray(item, dtype=np.int64), self)
-
-
-def _track_patches(idx: np.ndarray, maker: BatchMaker) -> np.ndarray:
-    return np.stack([maker.patches(t, 1)[0] for t in idx])
 
 
 def _is_shared(trip: np.ndarray) -> bool:
@@ -440,16 +437,14 @@ class System:
         if self.online(maker.config):
             data = maker.data
             S = oracle(data.tags[item], None, data.categories)
-            return {"x": _track_patches(item, maker), "S": S, "idx": item, "n_patches": len(item)}
+            return {"x": maker.patches(item, 1), "S": S, "idx": item, "n_patches": len(item)}
         B = item.shape[0]
         shared = _is_shared(item)
         if shared:
             # one random patch per row: B anchor patches, B positive patches, B negatives
-            parts = [maker.patches(item[0, 0], B), maker.patches(item[0, 1], B)] + \
-                [maker.patches(t, 1) for t in item[:, 2]]
+            x = np.concatenate([maker.patches(item[0, :2], B), maker.patches(item[:, 2], 1)])
         else:
-            parts = [maker.patches(t, 1) for t in item.T.ravel()]   # anchors, positives, negatives
-        x = np.concatenate(parts, axis=0)
+            x = maker.patches(item.T.ravel(), 1)   # anchors, positives, negatives
         return {"x": x, "n_triplets": B, "shared": shared, "n_patches": x.shape[0]}
 
     # -- retrieval -----------------------------------------------------------------------------
@@ -493,7 +488,7 @@ class AutoTagging(System):
     objective_class = TagObjective
 
     def make_batch(self, item: np.ndarray, maker: BatchMaker) -> dict:
-        return {"x": _track_patches(item, maker), "y": maker.data.tags[item], "n_patches": len(item)}
+        return {"x": maker.patches(item, 1), "y": maker.data.tags[item], "n_patches": len(item)}
 
     def similarity(self, model, E, categories, device):
         return oracle(E, None, categories)
@@ -524,7 +519,7 @@ class TripletMatchNetSystem(System):
         # P patches of the anchor, of the positive and of each negative; unshared: of every
         # row's anchor, then every row's positive, then every row's negative
         tracks = [item[0, 0], item[0, 1], *item[:, 2]] if shared else item.T.ravel()
-        x = np.concatenate([maker.patches(t, P) for t in tracks], axis=0)
+        x = maker.patches(tracks, P)
         return {"x": x, "n_triplets": B, "shared": shared, "n_patches": x.shape[0]}
 
     def similarity(self, model, E, categories, device):

@@ -542,8 +542,7 @@ class _TrainingRun:
             "global_steps": self.global_step,
             "stopped_early": self.stopped_early,
             "best_epoch": self.best["epoch"],
-            "best": {k: best_row.get(k) for k in ("val_map", "val_map_low", "val_map_high",
-                                                  "val_recall", "val_rr", "val_ndcg", "val_auc")},
+            "best": {k: v for k, v in best_row.items() if k.startswith("val_")},  # all val metrics
             "untrained": {k: self.rows[0].get(k) for k in ("val_map", "val_map_low", "val_map_high",
                                                            "val_auc")},
             **{f"final_{k}": trained[-1][k] if trained else None

@@ -126,7 +126,7 @@ def prepare_data(config, progress: bool = True, preload_limit_gb: float = 8.0) -
     Notebook: 06_training.ipynb
     """
     kwargs = dict(config.catalog_kwargs)
-    if config.catalog in ("synthetic", "music21"):  # the generated catalogs: built when missing
+    if config.catalog in catalog_mod.BUILDERS:  # the generated catalogs: built when missing
         kwargs.setdefault("n_tracks", config.n_tracks)
         kwargs.setdefault("seed", config.catalog_seed)
         kwargs.setdefault("n_jobs", config.n_jobs)
@@ -146,7 +146,7 @@ def check_catalog_name(catalog: str) -> None:
 
     Notebook: 06_training.ipynb
     """
-    if catalog in ("synthetic", "music21", "mtat", "folder"):
+    if catalog in catalog_mod.LOADERS:
         return
     for cand in (Path(catalog).expanduser(), data_dir() / catalog):
         if (cand / "tracks.csv").is_file():
