@@ -43,7 +43,7 @@ from mrlib.paths import atomic_path, read_json_or_empty, write_json_atomic
 
 __all__ = [
     "FeatureConfig", "FeatureSet", "CoarseFeatures", "coarsen_features", "cqt", "cqt_torch",
-    "extract", "random_patches", "test_patches", "FORMAT_VERSION"
+    "extract", "random_patches", "tracks_patches", "test_patches", "FORMAT_VERSION"
 ]
 
 _MANIFEST = "manifest.json"
@@ -612,6 +612,28 @@ def random_patches(feature, patch_len: int, n: int, rng, pad: str = "wrap") -> n
     # memory-mapped feature are read.
     return np.ascontiguousarray(feature[:, columns].transpose(1, 0, 2))
 
+
+
+def tracks_patches(features, tracks, patch_len: int, n: int, rng) -> np.ndarray:
+    """``n`` random patches (:func:`random_patches`) of each of several tracks, track by track.
+
+    Parameters
+    ----------
+    features : FeatureSet or sequence of arrays
+        ``features[i]`` is track ``i``'s log-CQT, shape ``(n_bins, T_i)``.
+    tracks : sequence of int
+        The tracks, in the order their patches are drawn and returned.
+    patch_len, n, rng
+        As in :func:`random_patches`.
+
+    Returns
+    -------
+    np.ndarray, shape (len(tracks) * n, n_bins, patch_len)
+        The ``n`` patches of ``tracks[0]``, then the ``n`` of ``tracks[1]``, and so on.
+
+    Notebook: 06_training.ipynb
+    """
+    return np.concatenate([random_patches(features[int(t)], patch_len, n, rng) for t in tracks])
 
 def test_patches(feature, patch_len: int, n: int = 8, seed: int = 0, pad: str = "wrap") -> np.ndarray:
     """The seeded test-time representation: ``n`` (= 8) patches of one track.

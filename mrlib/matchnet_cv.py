@@ -49,7 +49,7 @@ from mrlib.baselines import (CVResult, check_folds, check_shares, check_triplets
 from mrlib.checks import FINITE, int_at_least, is_int, rule, validate_fields
 from mrlib.devices import pick_device, torch_threads
 from mrlib.features import (CoarseFeatures, _available, check_features, coarsen_features,
-                            random_patches)
+                            tracks_patches)
 from mrlib.models import build_model
 from mrlib.songlevel import (check_available, embed_songs, pair_dissimilarities,
                              triplet_dissimilarities)
@@ -263,7 +263,7 @@ def train_matchnet(
     model.train()
     for epoch in tqdm(range(1, config.epochs + 1), desc="MatchNet epochs", unit="epoch",
                       disable=not progress, leave=False):
-        rows.append({"epoch": epoch, **_train_epoch(model, opt, features, t, rng, config, n_bins, device)})
+        rows.append({"epoch": epoch, **_train_epoch(model, opt, features, t, rng, config, device)})
     model.eval()
     history = pd.DataFrame(rows, columns=["epoch", "loss", "rank", "contrastive", "active",
                                           "seconds", "patches_per_s"])
@@ -271,7 +271,7 @@ def train_matchnet(
 
 
 def _train_epoch(model, opt, features, t: np.ndarray, rng: np.random.Generator, config: MatchNetConfig,
-                 n_bins: int, device: torch.device) -> dict:
+                 device: torch.device) -> dict:
     """One pass over the shuffled triplets; the epoch's mean losses, active share and speed."""
     B, P, L = config.batch_size, config.patches_per_song, config.patch_len
     t0 = time.perf_counter()
@@ -281,9 +281,9 @@ def _train_epoch(model, opt, features, t: np.ndarray, rng: np.random.Generator, 
     for s in steps:
         batch = t[order[s:s + B]]                                     # (b, 3)
         b = len(batch)
-        # P random patches of each of the 3b songs, one draw per song: (3b, P, F, L)
-        x = np.stack([random_patches(features[int(s)], L, P, rng) for s in batch.reshape(-1)])
-        x = torch.from_numpy(x.reshape(-1, n_bins, L).astype(np.float32, copy=False)).to(device)
+        # P random patches of each of the 3b songs, song by song: (3b P, F, L)
+        x = tracks_patches(features, batch.reshape(-1), L, P, rng)
+        x = torch.from_numpy(x.astype(np.float32, copy=False)).to(device)
         e = model.embed(x).reshape(b, 3, P, -1)
         z_pos = model.metric_pairs(e[:, 0], e[:, 1])                  # (b, P, P)
         z_neg = model.metric_pairs(e[:, 0], e[:, 2])                  # (b, P, P)

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from mrlib import losses
 from mrlib.devices import amp_dtype
-from mrlib.features import random_patches, test_patches
+from mrlib.features import test_patches, tracks_patches
 from mrlib.layers import eval_mode
 from mrlib.mining import (PaperBatchSampler, ShuffledTripletSampler, TrackBatchSampler, is_online,
                           online_triplets)
@@ -165,8 +165,7 @@ class BatchMaker:
 
     def patches(self, tracks, n: int) -> np.ndarray:
         """``n`` random patches of each of ``tracks``, track by track."""
-        return np.concatenate([random_patches(self.data.features[int(t)], self.config.patch_len, n,
-                                              self.rng) for t in tracks])
+        return tracks_patches(self.data.features, tracks, self.config.patch_len, n, self.rng)
 
     def __call__(self, item: np.ndarray) -> dict:
         return self.system.make_batch(np.asarray(item, dtype=np.int64), self)

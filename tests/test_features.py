@@ -291,6 +291,16 @@ def ramp(n_bins=4, T=30):
     return (np.arange(T)[None, :] + 1000 * np.arange(n_bins)[:, None]).astype(np.float32)
 
 
+def test_tracks_patches_are_each_tracks_random_patches_in_order():
+    rng = np.random.default_rng(0)
+    feats = [rng.normal(size=(6, int(t))).astype(np.float32) for t in (20, 9, 31)]
+    got = F.tracks_patches(feats, [2, 0, 2, 1], 8, 3, np.random.default_rng(5))
+    ref_rng = np.random.default_rng(5)
+    want = [F.random_patches(feats[t], 8, 3, ref_rng) for t in [2, 0, 2, 1]]
+    assert got.shape == (12, 6, 8)
+    np.testing.assert_array_equal(got, np.concatenate(want))
+
+
 def test_random_patches_are_slices_at_the_drawn_offsets():
     feature = ramp()
     patches = F.random_patches(feature, 8, 50, np.random.default_rng(0))
