@@ -50,6 +50,7 @@ from mrlib import results as res
 from mrlib.baselines import Euclidean, Mahalanobis, TripletSVM, catalog_features, nested_subsets
 from mrlib.checks import is_int
 from mrlib.odd_one_out import comparisons_to_triplets, simulate_votes, triplet_folds
+from mrlib.paths import atomic_path
 from mrlib.devices import pick_device, torch_threads
 from mrlib.features import coarsen_features, extract
 from mrlib.matchnet_cv import MatchNetConfig, cross_validate_matchnet
@@ -485,11 +486,11 @@ def _load_folds(path: Path, n_folds: int) -> dict:
 def _save_folds(path: Path, out: dict) -> None:
     """Store :func:`matchnet_folds`' arrays as one ``.npz``, atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
     d_test = {f"{k}{f}": d for f, pair in enumerate(out["d_test"])
               for k, d in zip(("ap", "an"), pair)}
-    np.savez(tmp, **{k: out[k] for k in _FOLD_ARRAYS}, **d_test)
-    os.replace(tmp, path)
+    # a file object: np.savez would add ".npz" to the temporary's name
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **{k: out[k] for k in _FOLD_ARRAYS}, **d_test)
 
 
 def run(row: str, parameters: Mapping[str, Any], seed: int, device: str = "cpu",

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from mrlib.audio import SkipReport, read_audio
 from mrlib.checks import is_int
 from mrlib.features import _catalog_table
+from mrlib.paths import atomic_path
 
 __all__ = ["FEATURE_VERSION", "feature_names", "handcrafted_features", "BaselineFeatures", "catalog_features"]
 
@@ -398,9 +399,9 @@ def _save_cache(cache_file: Path, X: np.ndarray, index: np.ndarray, results: lis
     skipped = [(i, problem) for i, (v, problem, _) in enumerate(results) if v is None]
     fixes = [(i, note) for i, (_, _, notes) in enumerate(results) for note in notes]
     cache_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache_file.with_name(cache_file.stem + ".tmp.npz")
-    np.savez(tmp, X=X, index=index, skip_index=np.asarray([i for i, _ in skipped], dtype=np.int64),
-             skip_reasons=np.asarray([r for _, r in skipped], dtype=str),
-             fix_index=np.asarray([i for i, _ in fixes], dtype=np.int64),
-             fix_notes=np.asarray([n for _, n in fixes], dtype=str))
-    tmp.replace(cache_file)                       # atomic: never a half-written cache
+    # a file object: np.savez would add ".npz" to the temporary's name
+    with atomic_path(cache_file) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, X=X, index=index, skip_index=np.asarray([i for i, _ in skipped], dtype=np.int64),
+                 skip_reasons=np.asarray([r for _, r in skipped], dtype=str),
+                 fix_index=np.asarray([i for i, _ in fixes], dtype=np.int64),
+                 fix_notes=np.asarray([n for _, n in fixes], dtype=str))
