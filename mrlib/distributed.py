@@ -16,7 +16,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["Dist", "init_distributed", "WriteAudit", "param_checksum"]
+__all__ = ["Dist", "RankZeroFailed", "init_distributed", "WriteAudit", "param_checksum"]
+
+
+class RankZeroFailed(RuntimeError):
+    """What the other ranks raise when rank 0 failed at a step they wait for (its error is
+    in the message; rank 0 raises the error itself).
+
+    Notebook: 06_training.ipynb
+    """
+
 
 @dataclass
 class Dist:

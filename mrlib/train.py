@@ -60,7 +60,7 @@ from mrlib import evaluate
 from mrlib.checks import is_int
 from mrlib.devices import (amp_dtype, cpu_kernels, memory_available, mps_available, peak_memory,
                            pick_device, synchronize)
-from mrlib.distributed import WriteAudit, init_distributed, param_checksum
+from mrlib.distributed import RankZeroFailed, WriteAudit, init_distributed, param_checksum
 from mrlib.mining import mine
 from mrlib.layers import scale_channels
 from mrlib.paths import LockedError
@@ -202,7 +202,7 @@ class _TrainingRun:
 
         # ---- data (every input checked before the run folder is touched) ----
         if self.data is None:
-            self.data = prepare_data(cfg, progress=self.progress and self.dist.is_main)
+            self.data = self._prepare_data()
         data = self.data
         self._check_bounds()
 
@@ -242,6 +242,24 @@ class _TrainingRun:
         if folder.ckpt is not None:
             self._restore(folder.ckpt)
             folder.ckpt = None  # free the memory
+
+    def _prepare_data(self) -> TrainData:
+        """The run's data; under torchrun rank 0 builds what is missing (catalog, feature cache)
+        before the other ranks read it, since ranks building one folder at once meet its lock."""
+        if not self.dist.active:
+            return prepare_data(self.config, progress=self.progress)
+        data = failure = None
+        if self.dist.is_main:
+            try:
+                data = prepare_data(self.config, progress=self.progress)
+            except Exception as err:
+                failure = err
+        message = self.dist.broadcast(None if failure is None else f"{type(failure).__name__}: {failure}")
+        if failure is not None:
+            raise failure
+        if message is not None:
+            raise RankZeroFailed(f"rank 0 could not prepare the data ({message})")
+        return data if data is not None else prepare_data(self.config, progress=False)
 
     def open_folder(self, resume: bool, replace: bool) -> RunResult | None:
         """Lock the run folder and decide what this call does with what it holds.
@@ -724,7 +742,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run = train(config, resume=args.resume, progress=args.progress,
                     stop_after_epoch=args.stop_after_epoch, replace=args.replace)
-    except (LockedError, RunExistsError, CheckpointError, FileNotFoundError, MemoryError, ValueError) as err:
+    except (LockedError, RunExistsError, CheckpointError, FileNotFoundError, MemoryError, ValueError,
+            RankZeroFailed) as err:
         print(f"[train] error: {err}", file=sys.stderr, flush=True)
         return 2
     if run is not None:

@@ -517,6 +517,36 @@ def test_torchrun_two_cpu_ranks(tmp_path, tiny_catalog_env):
     assert proc.stdout.count("[train] done") == 1                # rank 0 alone reports
 
 
+def test_torchrun_builds_a_missing_catalog_on_rank_zero(tmp_path):
+    # an empty data root: rank 0 builds the catalog and its features, then the other rank reads
+    # them (both building at once would meet the folder's lock)
+    env = _subprocess_env({"MRLIB_DATA": str(tmp_path / "data"), "MRLIB_RUNS": str(tmp_path / "runs")})
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+           "-m", "mrlib.train", "--system", "tl", "--mining", "uniform", *CLI_TINY,
+           "--epochs", "1", "--no-embed-all", "--out", str(tmp_path / "ddp")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert (tmp_path / "data" / "synthetic_n30_s0_d8" / "tracks.csv").is_file()
+    assert T.load_run(tmp_path / "ddp").summary["world_size"] == 2
+
+
+def test_torchrun_ranks_stop_with_rank_zeros_data_error(tmp_path):
+    bad = tmp_path / "bad_catalog"
+    bad.mkdir()
+    (bad / "tracks.csv").write_text("not,a\ncatalog,table\n")
+    env = _subprocess_env({"MRLIB_DATA": str(tmp_path / "data"), "MRLIB_RUNS": str(tmp_path / "runs")})
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+           "-m", "mrlib.train", "--system", "tl", "--mining", "uniform", "--catalog", str(bad),
+           "--epochs", "1", "--no-progress", "--out", str(tmp_path / "ddp")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if "[train] error:" in line]
+    # every rank stops (no hang) with rank 0's reason; torchrun may end one before it prints
+    assert errors and all("tags.csv is missing" in line for line in errors), proc.stderr[-3000:]
+    assert str(Path(T.__file__).parent) not in proc.stderr          # no rank's traceback
+    assert not (tmp_path / "ddp" / "config.json").exists()         # the run never started
+
+
 def test_alpha_lr_puts_autopools_alpha_in_its_own_adam_group():
     from mrlib.models import build_model
 
