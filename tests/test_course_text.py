@@ -117,6 +117,7 @@ SECOND_MEANINGS = [
     (r"\psi", "the rank loss", "the metric network", r"\\psi\s*\(\s*\[|network \$\\psi"),
     ("(a, p, n)", "p: the positive", "the sharpness exponent",
      r"\)\^\{?p\}?[^\w]|\^p\$|exponent \$p|sharpness \$p"),
+    ("(a, p, n)", "a: the anchor", "a tag vector (02 writes those u, v)", r"(?<![\\\w])[ab]_c\b"),
     (r"\tau", "a frame index", "a temperature", r"temperature \$\\tau|/\s*\\tau\b"),
     ("$T$", "a number of frames", "the tag matrix", r"\$T \\in \[0,\s*1\]|T_\{b"),
     ("$z$", "a logit", "the sequence AutoPool pools", r"z_\\tau|z_\{\\tau"),
