@@ -117,6 +117,7 @@ SECOND_MEANINGS = [
     (r"\psi", "the rank loss", "the metric network", r"\\psi\s*\(\s*\[|network \$\\psi"),
     ("(a, p, n)", "p: the positive", "the sharpness exponent",
      r"\)\^\{?p\}?[^\w]|\^p\$|exponent \$p|sharpness \$p"),
+    ("(a, p, n)", "a: the anchor", "a tag vector (02 writes those u, v)", r"(?<![\\\w])[ab]_c\b"),
     (r"\tau", "a frame index", "a temperature", r"temperature \$\\tau|/\s*\\tau\b"),
     ("$T$", "a number of frames", "the tag matrix", r"\$T \\in \[0,\s*1\]|T_\{b"),
     ("$z$", "a logit", "the sequence AutoPool pools", r"z_\\tau|z_\{\\tau"),
@@ -139,6 +140,19 @@ def test_notation_page_lists_every_checked_symbol():
     page = NOTATION.read_text()
     missing = [symbol for symbol, *_ in SECOND_MEANINGS if symbol not in page]
     assert not missing, f"book/notation.md does not list {missing}"
+
+
+#: A control character in the prose is a LaTeX command whose backslash a Python string ate
+#: ("\tau" -> TAB + "au", "\frac" -> form feed + "rac", "\beta" -> backspace + "eta").
+CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
+
+
+def test_no_control_characters_in_the_prose():
+    texts = [(f"book/{p.name}", p.read_text()) for p in sorted((ROOT / "book").glob("*.md"))]
+    texts += [(f"{p.name} cell {i}", text) for p in NOTEBOOKS for i, text in _markdown(_read(p))]
+    found = [f"{where}: ...{text[max(0, m.start() - 30):m.end() + 30]!r}"
+             for where, text in texts for m in CONTROL.finditer(text)]
+    assert not found, "control characters (an escaped LaTeX backslash?):\n  " + "\n  ".join(found)
 
 
 @pytest.mark.parametrize("path", EVERY_NOTEBOOK)
