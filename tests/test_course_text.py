@@ -368,6 +368,22 @@ def test_quoted_numbers_match_the_outputs(nb_number, phrase, pattern, factor):
     assert shown == float(quoted), f"{path.name}: the text says {quoted}, the output {match.group(1)}"
 
 
+def test_paper_scale_pass_counts_the_training_split():
+    """06 sizes one pass over the paper's mined triplets from PAPER_SCALE: mining anchors on the
+    training split (60 %), so N_train · Np · Nn triplets, in batches of 42; N · Np · Nn is the
+    paper's formula over the whole catalog."""
+    from mrlib.paper_scale import PAPER_SCALE as P
+
+    (path,) = [p for p in NOTEBOOKS if p.name.startswith("06")]
+    text = " ".join(" ".join(t.split()) for _, t in _markdown(_read(path)))
+    n_train = round(0.6 * P["n_tracks"])
+    mined = n_train * P["n_pos"] * P["n_neg"]
+    for said in (f"≈ {n_train:,} training tracks", f"= {mined / 1e6:.1f} M triplets",
+                 f"about {mined / P['negatives_per_batch'] / 1e6:.2f} M batches of 42",
+                 f"gives {P['n_tracks'] * P['n_pos'] * P['n_neg'] / 1e6:.1f} M"):
+        assert said in text, f"{path.name} does not say {said!r}"
+
+
 # ------------------------------------------------------------------------------------------
 # The book shows the reader's text only
 # ------------------------------------------------------------------------------------------
