@@ -12,8 +12,8 @@ are described there). The pieces: :mod:`mrlib.train_config` (the config and its 
 near 0 nothing is left to learn) are over every valid triplet of the batch — for online mining
 that is more than the selected ones, which all cost something by construction.
 
-**An epoch** is ``steps_per_epoch`` batches: at paper scale the 53.4 M mined triplets make
-1.3 M batches, which no one waits for. After each epoch: the validation metric (MAP@20 on the
+**An epoch** is ``steps_per_epoch`` batches: at paper scale the 32.1 M triplets mined on the
+training split make 0.76 M batches of 42, which no one waits for. After each epoch: the validation metric (MAP@20 on the
 validation split, the oracle restricted to it; ROC AUC for AT too), early stopping on it
 (the best weights are kept), an atomic checkpoint (model, optimiser, AMP scaler, sampler, every
 RNG state of every rank, the early-stopping state and the metrics so far) and one row of
