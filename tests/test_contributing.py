@@ -1,0 +1,53 @@
+"""CONTRIBUTING.md states facts about the package; these tests hold the package to them."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from test_structure import MODULES, import_graph
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def module_map() -> list[tuple[str, set[str]]]:
+    """CONTRIBUTING's module map: ``(layer, modules named in it)``, top layer first.
+
+    Parenthesised text (a module's contents) is skipped, so that only the modules a layer lists
+    count, not the names its descriptions mention.
+    """
+    text = (ROOT / "CONTRIBUTING.md").read_text()
+    block = text.split("## Module map", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
+    layers: list[list[str]] = []
+    for line in block.splitlines():
+        head = re.match(r"^([a-z]+)\s{2,}(.*)$", line)
+        if head:
+            layers.append([head.group(1), head.group(2)])
+        else:
+            layers[-1][1] += " " + line.strip()
+    names = {p.stem for p in MODULES}
+    out = []
+    for layer, body in layers:
+        while re.search(r"\([^()]*\)", body):
+            body = re.sub(r"\([^()]*\)", " ", body)
+        out.append((layer, {w for w in re.findall(r"[a-z_0-9]+", body) if w in names}))
+    return out
+
+
+def test_module_map_names_every_module_once():
+    layers = module_map()
+    seen: dict[str, str] = {}
+    for layer, modules in layers:
+        for m in modules:
+            assert m not in seen, f"{m} is in two layers of the map: {seen[m]} and {layer}"
+            seen[m] = layer
+    missing = sorted({p.stem for p in MODULES} - set(seen) - {"__init__", "__main__"})
+    assert not missing, f"modules not in CONTRIBUTING's module map: {missing}"
+
+
+def test_imports_go_to_the_same_layer_or_above_only():
+    rank = {m: i for i, (_, modules) in enumerate(module_map()) for m in modules}
+    layer = {m: name for name, modules in module_map() for m in modules}
+    upward = sorted(f"{a} ({layer[a]}) imports {b} ({layer[b]})"
+                    for a, targets in import_graph().items() if a in rank
+                    for b in targets if b in rank and rank[b] > rank[a])
+    assert not upward, "imports against CONTRIBUTING's module map: " + "; ".join(upward)
