@@ -1,6 +1,7 @@
 """CONTRIBUTING.md states facts about the package; these tests hold the package to them."""
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -51,3 +52,20 @@ def test_imports_go_to_the_same_layer_or_above_only():
                     for a, targets in import_graph().items() if a in rank
                     for b in targets if b in rank and rank[b] > rank[a])
     assert not upward, "imports against CONTRIBUTING's module map: " + "; ".join(upward)
+
+
+def _hours(stem: str) -> float:
+    """A stored experiment's wall time in hours, as its README block states it."""
+    store = json.loads((ROOT / "data" / "results" / f"{stem}.json").read_text())
+    walls = [e["wall_s"] for row in store["rows"].values() for e in row["seeds"].values()
+             if e.get("wall_s") is not None]
+    return round(sum(walls) / 3600, 2)
+
+
+def test_quoted_costs_are_the_stored_ones():
+    text = " ".join((ROOT / "CONTRIBUTING.md").read_text().split())
+    table2 = re.search(r"Cost, measured: 27 row × seed runs, ([\d.]+) h of worker time", text)
+    cfr = re.search(r"The stored 2017 table \(`mrlib/cfr2017.py`\) took ([\d.]+) h", text)
+    assert table2 and cfr, "CONTRIBUTING no longer quotes the costs this test checks"
+    assert float(table2.group(1)) == _hours("table2_synthetic_quick")
+    assert float(cfr.group(1)) == _hours("cfr2017_synthetic_quick")
