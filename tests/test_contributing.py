@@ -69,3 +69,13 @@ def test_quoted_costs_are_the_stored_ones():
     assert table2 and cfr, "CONTRIBUTING no longer quotes the costs this test checks"
     assert float(table2.group(1)) == _hours("table2_synthetic_quick")
     assert float(cfr.group(1)) == _hours("cfr2017_synthetic_quick")
+
+
+def test_make_experiments_runs_every_stored_experiment():
+    # the README: "`make experiments` runs all of them"
+    make = (ROOT / "Makefile").read_text().split("\nexperiments:", 1)[1].split("\n\n", 1)[0]
+    for path in sorted((ROOT / "data" / "results").glob("*.json")):
+        store = json.loads(path.read_text())
+        command = (f"mrlib.experiments run {store['experiment']} --catalog {store['catalog']} "
+                   f"--profile {store['profile']}")
+        assert command in make, f"{path.name}: `{command}` is not in the Makefile's experiments"
