@@ -5,6 +5,8 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
+
 from test_structure import MODULES, import_graph
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,3 +81,15 @@ def test_make_experiments_runs_every_stored_experiment():
         command = (f"mrlib.experiments run {store['experiment']} --catalog {store['catalog']} "
                    f"--profile {store['profile']}")
         assert command in make, f"{path.name}: `{command}` is not in the Makefile's experiments"
+
+
+def test_quoted_kernel_spread_compares_with_the_stored_row():
+    text = " ".join((ROOT / "CONTRIBUTING.md").read_text().split())
+    quoted = re.search(r"the stored seed 0 now reads ([\d.]+)\).*?over the stored row's three "
+                       r"seeds \(([\d.]+)\)", text)
+    assert quoted, "CONTRIBUTING no longer quotes the stored row this test checks"
+    store = json.loads((ROOT / "data/results/cfr2017_music21-by-collection_quick.json").read_text())
+    seeds = store["rows"]["Triplet MatchNet (by comparison)"]["seeds"]
+    cfr = [seeds[s]["metrics"]["CFR"]["mean"] for s in sorted(seeds, key=int)]
+    assert float(quoted.group(1)) == round(cfr[0], 2)
+    assert float(quoted.group(2)) == round(float(np.std(cfr, ddof=1)), 2)
