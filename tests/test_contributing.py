@@ -73,16 +73,6 @@ def test_quoted_costs_are_the_stored_ones():
     assert float(cfr.group(1)) == _hours("cfr2017_synthetic_quick")
 
 
-def test_make_experiments_runs_every_stored_experiment():
-    # the README: "`make experiments` runs all of them"
-    make = (ROOT / "Makefile").read_text().split("\nexperiments:", 1)[1].split("\n\n", 1)[0]
-    for path in sorted((ROOT / "data" / "results").glob("*.json")):
-        store = json.loads(path.read_text())
-        command = (f"mrlib.experiments run {store['experiment']} --catalog {store['catalog']} "
-                   f"--profile {store['profile']}")
-        assert command in make, f"{path.name}: `{command}` is not in the Makefile's experiments"
-
-
 def test_quoted_kernel_spread_compares_with_the_stored_row():
     text = " ".join((ROOT / "CONTRIBUTING.md").read_text().split())
     quoted = re.search(r"the stored seed 0 now reads ([\d.]+)\).*?over the stored row's three "
