@@ -193,6 +193,13 @@ def test_metrics_padding_and_short_lists():
     assert m["recall"][0] == pytest.approx(0.2) and m["rr"][0] == 1.0
 
 
+def test_metrics_empty_lists_score_zero():
+    # a list of length 0 (L < k, documented as misses) scores 0 on every metric
+    m = ev.retrieval_metrics(np.zeros((2, 0), dtype=np.int64), np.arange(10).reshape(2, 5), k=20)
+    for key in ev.METRICS:
+        assert m[key].shape == (2,) and (m[key] == 0).all()
+
+
 @pytest.mark.parametrize("bad,err", [
     (dict(pred_ranked=np.zeros((3, 20), int), true_ranked=np.zeros((2, 5), int)), ValueError),
     (dict(pred_ranked=np.zeros((3, 20)), true_ranked=np.zeros((3, 5), int)), TypeError),
