@@ -285,6 +285,14 @@ def test_ranked_lists_equal_row_by_row_reference(S):
         sim.ranked_lists(S[:10, :20])
 
 
+def test_ranked_lists_exclude_the_query_by_index_even_next_to_infinite_similarities():
+    # +inf (e.g. a similarity that overflowed) must not tie with the query's own slot
+    S = np.array([[1.0, np.inf, 0.3], [np.inf, 1.0, 0.5], [0.3, 0.5, 1.0]])
+    R = sim.ranked_lists(S)
+    assert R.tolist() == [sim.ranked_list(S[q], exclude=q).tolist() for q in range(3)]
+    assert R.tolist() == [[1, 2], [0, 2], [1, 0]]
+
+
 def test_oracle_topk_streams_the_same_lists(catalog_tags, S):
     T, cats, _ = catalog_tags
     idx, val = sim.oracle_topk(T, k=20, categories=cats, chunk_size=100)
