@@ -215,7 +215,8 @@ def is_online(strategy: str) -> bool:
 
 
 #: The 2020 paper's catalog (N = 14,246 tracks), its training list (60 % of them, §4.1), mined
-#: with Np = 15 positives and Nn = 250 negatives (§3.2); :data:`mrlib.paper_scale.PAPER_SCALE`.
+#: with Np = 15 positives and Nn = 250 negatives (§3.2, the values in §3.4);
+#: :data:`mrlib.paper_scale.PAPER_SCALE`.
 PAPER_N_TRACKS, PAPER_N_POS, PAPER_N_NEG = (PAPER_SCALE[k] for k in ("n_tracks", "n_pos", "n_neg"))
 PAPER_N_TRAIN = round(0.6 * PAPER_N_TRACKS)
 
