@@ -343,6 +343,15 @@ def test_evaluate_embeddings_perfect_and_random():
     np.testing.assert_allclose(summ["mean"].to_numpy(), [100 * res_rand.per_query[m].mean() for m in ev.METRICS])
 
 
+def test_evaluate_on_too_few_tracks_names_n_relevant_not_k():
+    # 4 tracks: 3 others per query, fewer than the 5 relevant ones; k (20) is not the problem
+    for call in (lambda: ev.evaluate_similarity(np.eye(4), np.eye(4)),
+                 lambda: ev.evaluate_embeddings(np.eye(4), np.eye(4))):
+        with pytest.raises(ValueError, match=r"4 test tracks .* n_relevant=5"):
+            call()
+    assert ev.evaluate_similarity(np.eye(6), np.eye(6)).n_queries == 6
+
+
 def test_evaluate_similarity_matches_manual_pipeline():
     rng = np.random.default_rng(1)
     S_true = rng.random((80, 80))
