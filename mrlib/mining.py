@@ -525,7 +525,8 @@ def check_triplets(triplets: np.ndarray, train_idx: np.ndarray, n_pos: int = 15,
         ranks = triplet_ranks(T, train, S=S, ranked=ranked)
         checks["positive in first Np"] = bool(((ranks[:, 0] >= 1) & (ranks[:, 0] <= n_pos)).all())
         checks["negative after positive"] = bool((ranks[:, 1] > ranks[:, 0]).all())
-    key = (T[:, 0].astype(np.int64) * (T.max() + 1) + T[:, 1]) * (T.max() + 1) + T[:, 2]
+    base = int(T.max()) + 1 if T.size else 1          # an empty set of triplets is valid
+    key = (T[:, 0].astype(np.int64) * base + T[:, 1]) * base + T[:, 2]
     checks["no duplicate triplet"] = bool(np.unique(key).size == key.size)
     failed = [k for k, ok in checks.items() if not ok]
     if failed and raise_on_error:

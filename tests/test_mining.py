@@ -193,6 +193,7 @@ def test_two_training_tracks_mine_no_triplet(strategy):
     for progress in (False, True):
         T = mm.mine(None, np.array([1, 4]), strategy, n_pos=3, n_neg=5, S=S, progress=progress)
         assert T.shape == (mm.n_triplets(2, 3, 5), 3) == (0, 3) and T.dtype == np.int32
+        assert all(mm.check_triplets(T, np.array([1, 4]), 3, S=S).values())
 
 
 @pytest.mark.parametrize("strategy", mm.OFFLINE_STRATEGIES)
