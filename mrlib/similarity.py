@@ -447,7 +447,7 @@ def ranked_lists(S, exclude_self: bool = True, k: int | None = None, dtype=np.in
     S = _check_matrix(S, exclude_self)
     n_a, n_b = S.shape
     dtype = np.dtype(dtype)
-    if dtype.kind not in "iu" or (n_b > np.iinfo(dtype).max):
+    if dtype.kind not in "iu" or n_b - 1 > np.iinfo(dtype).max:   # indices 0 … n_b - 1
         raise ValueError(f"dtype must be an integer type able to hold {n_b - 1}, got {dtype}")
     width = n_b - 1 if exclude_self else n_b
     if k is not None:
