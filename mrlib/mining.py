@@ -13,9 +13,11 @@ against (:mod:`mrlib.mining_reference`). Registered offline:
 * ``"uniform"``   — uniformly over ``{r_j : j > i}``, without replacement;
 * ``"distance"``  — over ``{r_j : j > i}`` with ``P(n) ∝ S(t, n)``, without replacement
   (successive sampling: the first negative of a pair follows ``P(n) ∝ S(t, n)`` exactly,
-  each next one the same law over the tracks not drawn yet). Zero weights come last: when
-  fewer than ``Nn`` candidates have ``S > 0`` all of them are taken and the rest is drawn
-  uniformly among the zero-weight ones (so all-zero weights fall back to uniform);
+  each next one the same law over the tracks not drawn yet; the pair's set of negatives is
+  such a sample, but after the first one they are not stored in that order: read them as
+  a set). Zero weights come last: when fewer than ``Nn`` candidates have ``S > 0`` all of
+  them are taken and the rest is drawn uniformly among the zero-weight ones (so all-zero
+  weights fall back to uniform);
 
 and online (the paper's future work), chosen inside each batch of tracks by
 :func:`online_triplets`: ``"online-hard"`` and ``"online-semihard"``.
@@ -398,7 +400,10 @@ def mine(ranked: np.ndarray | None = None, train_idx: np.ndarray | None = None,
     -------
     numpy.ndarray, int32, shape (M, 3)
         Catalog indices ``(anchor, positive, negative)``, grouped by anchor (ascending),
-        then positive rank, then draw order; ``M = n_triplets(n_train, Np, Nn)``.
+        then positive rank; ``M = n_triplets(n_train, Np, Nn)``. A pair's negatives are
+        a set: Neighbors' come in rank order, the random strategies' in no order that means
+        anything (Distance-based's first is its first draw, the others are not in draw
+        order), so a subset of them is a fair sample only if it is drawn at random.
 
     Raises
     ------
