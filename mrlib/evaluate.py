@@ -124,11 +124,8 @@ def retrieval_metrics(pred_ranked, true_ranked, k: int = 20, n_relevant: int = 5
     precision_at_i = np.cumsum(hits, axis=1) / ranks
     ap = (hits * precision_at_i).sum(axis=1) / min(k, n_relevant)
     recall = hits.sum(axis=1) / n_relevant
-    if depth:
-        first = np.argmax(hits > 0, axis=1)                         # 0 when no hit: masked
-        rr = np.where(hits.any(axis=1), 1.0 / (first + 1.0), 0.0)
-    else:                                                           # empty lists: no hit
-        rr = np.zeros(n_q)
+    first = np.argmax(hits > 0, axis=1) if depth else np.zeros(n_q, dtype=np.int64)  # 0: no hit
+    rr = np.where(hits.any(axis=1), 1.0 / (first + 1.0), 0.0)
     discount = 1.0 / np.log2(1.0 + ranks)
     dcg = gains @ discount if depth else np.zeros(n_q)
     n_ideal = min(k, n_relevant)
