@@ -81,8 +81,9 @@ def triplet_loss(a: torch.Tensor, p: torch.Tensor, n: torch.Tensor, margin: floa
 
         \mathcal{L}(a, p, n) = \max\big(\|f(a) - f(p)\|_2^2 - \|f(a) - f(n)\|_2^2 + \alpha,\ 0\big)
 
-    averaged over all triplets of the batch (``reduction="mean"``, the paper's setting: easy
-    triplets count as zeros, they are not dropped from the denominator).
+    averaged over all triplets of the batch (``reduction="mean"``: easy triplets count as
+    zeros, they are not dropped from the denominator). The paper does not state its reduction;
+    the mean is what Keras, which it used (§3.4), does with a loss over a batch.
 
     Parameters
     ----------
