@@ -573,7 +573,9 @@ def nested_subsets(folds: Sequence, shares: Sequence[float], seed: int):
     for f, (train_idx, test_idx) in enumerate(folds):
         order = rng.permutation(np.asarray(train_idx, np.int64))
         for share in shares:
-            yield f, share, order[:max(1, int(np.ceil(share * len(order))))], test_idx
+            # rounded before the ceiling: 0.55 * 100 is 55.00000000000001 in floating point
+            n_keep = int(np.ceil(round(share * len(order), 9)))
+            yield f, share, order[:max(1, n_keep)], test_idx
 
 
 def check_folds(folds, n: int) -> list[tuple[np.ndarray, np.ndarray]]:

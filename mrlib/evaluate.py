@@ -124,8 +124,8 @@ def retrieval_metrics(pred_ranked, true_ranked, k: int = 20, n_relevant: int = 5
     precision_at_i = np.cumsum(hits, axis=1) / ranks
     ap = (hits * precision_at_i).sum(axis=1) / min(k, n_relevant)
     recall = hits.sum(axis=1) / n_relevant
-    first = np.argmax(hits > 0, axis=1)                             # 0 when no hit: masked below
-    rr = np.where(hits.any(axis=1), 1.0 / (first + 1.0), 0.0) if depth else np.zeros(n_q)
+    first = np.argmax(hits > 0, axis=1) if depth else np.zeros(n_q, dtype=np.int64)  # 0: no hit
+    rr = np.where(hits.any(axis=1), 1.0 / (first + 1.0), 0.0)
     discount = 1.0 / np.log2(1.0 + ranks)
     dcg = gains @ discount if depth else np.zeros(n_q)
     n_ideal = min(k, n_relevant)
@@ -254,6 +254,18 @@ def results_table(results: Mapping[str, RetrievalResult], level: float = 0.95, m
     )
 
 
+def _check_cutoffs(n: int, k, n_relevant) -> tuple[int, int]:
+    """``k`` and ``n_relevant`` checked against ``n`` test tracks (each query has ``n - 1``
+    others, and its ``n_relevant`` relevant tracks must be among them)."""
+    k = check_int("k", k)
+    n_relevant = check_int("n_relevant", n_relevant)
+    if n - 1 < n_relevant:
+        raise ValueError(f"{n} test tracks leave each query {n - 1} other(s), fewer than its "
+                         f"n_relevant={n_relevant} relevant tracks: evaluate at least "
+                         f"{n_relevant + 1} tracks")
+    return k, n_relevant
+
+
 def evaluate_embeddings(embeddings, S_true, k: int = 20, n_relevant: int = 5, metric: str = "euclidean",
                         *, progress: bool = False) -> RetrievalResult:
     """Retrieval evaluation of track embeddings against the oracle (the TL systems).
@@ -278,6 +290,7 @@ def evaluate_embeddings(embeddings, S_true, k: int = 20, n_relevant: int = 5, me
     """
     S_true = as_float_matrix("S_true", S_true)
     n = np.shape(embeddings)[0]
+    k, n_relevant = _check_cutoffs(n, k, n_relevant)
     if S_true.shape != (n, n):
         raise ValueError(f"S_true must be ({n}, {n}) to match {n} embeddings, got {S_true.shape}")
     pred = rank_by_distance(embeddings, metric=metric, exclude_self=True, k=min(k, n - 1), progress=progress)
@@ -304,6 +317,7 @@ def evaluate_similarity(S_pred, S_true, k: int = 20, n_relevant: int = 5) -> Ret
     S_true = as_float_matrix("S_true", S_true)
     if S_pred.shape != S_true.shape or S_pred.shape[0] != S_pred.shape[1]:
         raise ValueError(f"S_pred and S_true must be the same square shape, got {S_pred.shape} and {S_true.shape}")
+    k, n_relevant = _check_cutoffs(len(S_true), k, n_relevant)
     pred = rank_by_similarity(S_pred, exclude_self=True, k=min(k, len(S_pred) - 1))
     true = rank_by_similarity(S_true, exclude_self=True, k=n_relevant)
     return RetrievalResult(retrieval_metrics(pred, true, k=k, n_relevant=n_relevant), k, n_relevant)

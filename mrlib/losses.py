@@ -81,8 +81,9 @@ def triplet_loss(a: torch.Tensor, p: torch.Tensor, n: torch.Tensor, margin: floa
 
         \mathcal{L}(a, p, n) = \max\big(\|f(a) - f(p)\|_2^2 - \|f(a) - f(n)\|_2^2 + \alpha,\ 0\big)
 
-    averaged over all triplets of the batch (``reduction="mean"``, the paper's setting: easy
-    triplets count as zeros, they are not dropped from the denominator).
+    averaged over all triplets of the batch (``reduction="mean"``: easy triplets count as
+    zeros, they are not dropped from the denominator). The paper does not state its reduction;
+    the mean is what Keras, which it used (§3.4), does with a loss over a batch.
 
     Parameters
     ----------
@@ -110,8 +111,8 @@ def triplet_loss(a: torch.Tensor, p: torch.Tensor, n: torch.Tensor, margin: floa
     if not (a.shape[-1] == p.shape[-1] == n.shape[-1]):
         raise ValueError(f"a, p, n must share their embedding size, got {tuple(a.shape)}, "
                          f"{tuple(p.shape)}, {tuple(n.shape)}")
-    if not isinstance(margin, numbers.Real) or margin < 0:
-        raise ValueError(f"margin must be a non-negative number, got {margin!r}")
+    if not isinstance(margin, numbers.Real) or not 0 <= margin < float("inf"):   # NaN fails too
+        raise ValueError(f"margin must be a finite number >= 0, got {margin!r}")
     _check_reduction(reduction)
     d_ap = squared_distances(a, p)
     d_an = squared_distances(a, n)

@@ -13,9 +13,11 @@ against (:mod:`mrlib.mining_reference`). Registered offline:
 * ``"uniform"``   — uniformly over ``{r_j : j > i}``, without replacement;
 * ``"distance"``  — over ``{r_j : j > i}`` with ``P(n) ∝ S(t, n)``, without replacement
   (successive sampling: the first negative of a pair follows ``P(n) ∝ S(t, n)`` exactly,
-  each next one the same law over the tracks not drawn yet). Zero weights come last: when
-  fewer than ``Nn`` candidates have ``S > 0`` all of them are taken and the rest is drawn
-  uniformly among the zero-weight ones (so all-zero weights fall back to uniform);
+  each next one the same law over the tracks not drawn yet; the pair's set of negatives is
+  such a sample, but after the first one they are not stored in that order: read them as
+  a set). Zero weights come last: when fewer than ``Nn`` candidates have ``S > 0`` all of
+  them are taken and the rest is drawn uniformly among the zero-weight ones (so all-zero
+  weights fall back to uniform);
 
 and online (the paper's future work), chosen inside each batch of tracks by
 :func:`online_triplets`: ``"online-hard"`` and ``"online-semihard"``.
@@ -215,7 +217,8 @@ def is_online(strategy: str) -> bool:
 
 
 #: The 2020 paper's catalog (N = 14,246 tracks), its training list (60 % of them, §4.1), mined
-#: with Np = 15 positives and Nn = 250 negatives (§3.2); :data:`mrlib.paper_scale.PAPER_SCALE`.
+#: with Np = 15 positives and Nn = 250 negatives (§3.2, the values in §3.4);
+#: :data:`mrlib.paper_scale.PAPER_SCALE`.
 PAPER_N_TRACKS, PAPER_N_POS, PAPER_N_NEG = (PAPER_SCALE[k] for k in ("n_tracks", "n_pos", "n_neg"))
 PAPER_N_TRAIN = round(0.6 * PAPER_N_TRACKS)
 
@@ -397,7 +400,10 @@ def mine(ranked: np.ndarray | None = None, train_idx: np.ndarray | None = None,
     -------
     numpy.ndarray, int32, shape (M, 3)
         Catalog indices ``(anchor, positive, negative)``, grouped by anchor (ascending),
-        then positive rank, then draw order; ``M = n_triplets(n_train, Np, Nn)``.
+        then positive rank; ``M = n_triplets(n_train, Np, Nn)``. A pair's negatives are
+        a set: Neighbors' come in rank order, the random strategies' in no order that means
+        anything (Distance-based's first is its first draw, the others are not in draw
+        order), so a subset of them is a fair sample only if it is drawn at random.
 
     Raises
     ------
@@ -524,7 +530,8 @@ def check_triplets(triplets: np.ndarray, train_idx: np.ndarray, n_pos: int = 15,
         ranks = triplet_ranks(T, train, S=S, ranked=ranked)
         checks["positive in first Np"] = bool(((ranks[:, 0] >= 1) & (ranks[:, 0] <= n_pos)).all())
         checks["negative after positive"] = bool((ranks[:, 1] > ranks[:, 0]).all())
-    key = (T[:, 0].astype(np.int64) * (T.max() + 1) + T[:, 1]) * (T.max() + 1) + T[:, 2]
+    base = int(T.max()) + 1 if T.size else 1          # an empty set of triplets is valid
+    key = (T[:, 0].astype(np.int64) * base + T[:, 1]) * base + T[:, 2]
     checks["no duplicate triplet"] = bool(np.unique(key).size == key.size)
     failed = [k for k, ok in checks.items() if not ok]
     if failed and raise_on_error:

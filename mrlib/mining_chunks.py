@@ -336,6 +336,7 @@ def chunk_stream(src: TrainSplitSource, strategy, n_pos: int, n_neg: int, seed: 
                 yield pending.popleft().result()
 
     with tqdm(total=src.n, desc=f"mining ({strategy.name})", unit="anchor", disable=not progress) as bar:
-        for chunk in chunks():
-            bar.update(chunk.shape[0] // per_anchor)
+        # anchors counted from the chunk's start: with 2 training tracks a chunk has no rows
+        for start, chunk in zip(starts, chunks()):
+            bar.update(min(chunk_size, src.n - start))
             yield chunk

@@ -454,11 +454,13 @@ def _distance_redraws(law: _DistanceLaw, draws: np.ndarray, active: np.ndarray, 
 
     Keeping the first n_neg distinct values of an i.i.d. stream is exactly sampling without
     replacement (successive sampling). Slot 0 is never marked (the earliest slot of a value
-    is kept), so it is the first draw. A row missing d values whose kept values already hold
-    a share F of its candidates' mass needs about d/(1-F) more draws: they are drawn in one
-    go and the first d new distinct ones are kept (the rest of the stream is simply not
-    looked at), so a law concentrated on a few tracks settles in a few rounds instead of
-    dozens.
+    is kept), so it is the first draw; the other slots hold the row's set, not the stream's
+    order (a redrawn slot keeps its place before later slots that were kept, and a redraw
+    equal to a later slot's value sends that later slot to be redrawn). A row missing d
+    values whose kept values already hold a share F of its candidates' mass needs about
+    d/(1-F) more draws: they are drawn in one go and the first d new distinct ones are kept
+    (the rest of the stream is simply not looked at), so a law concentrated on a few tracks
+    settles in a few rounds instead of dozens.
     """
     c = law.head.shape[0]
     for _ in range(max_rounds):

@@ -171,7 +171,7 @@ class PaperBatchSampler(_EpochSampler):
     the last of 40 unless ``drop_last``); the batches of all pairs are shuffled together.
     Each epoch reshuffles both (seeded by ``(seed, epoch)``). The trainer then draws one
     random patch per row (``mrlib.features.random_patches``), giving 42 triplets of patches
-    that share the anchor and positive *tracks* (Prétet et al. 2020, §4.3).
+    that share the anchor and positive *tracks* (Prétet et al. 2020, §3.4).
 
     Parameters
     ----------

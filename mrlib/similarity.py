@@ -447,7 +447,7 @@ def ranked_lists(S, exclude_self: bool = True, k: int | None = None, dtype=np.in
     S = _check_matrix(S, exclude_self)
     n_a, n_b = S.shape
     dtype = np.dtype(dtype)
-    if dtype.kind not in "iu" or (n_b > np.iinfo(dtype).max):
+    if dtype.kind not in "iu" or n_b - 1 > np.iinfo(dtype).max:   # indices 0 … n_b - 1
         raise ValueError(f"dtype must be an integer type able to hold {n_b - 1}, got {dtype}")
     width = n_b - 1 if exclude_self else n_b
     if k is not None:
@@ -465,13 +465,13 @@ def ranked_lists(S, exclude_self: bool = True, k: int | None = None, dtype=np.in
 def _block_order(block: np.ndarray, start: int, exclude_self: bool) -> np.ndarray:
     """Columns of each row of ``block`` (rows ``start …`` of S) by decreasing similarity, ties
     by lower index, without the query's own column when ``exclude_self``."""
-    neg = -block.astype(np.float64)
+    order = np.argsort(-block.astype(np.float64), axis=1, kind="stable")
     if not exclude_self:
-        return np.argsort(neg, axis=1, kind="stable")
-    rows = np.arange(block.shape[0])
-    # -inf sorts first whatever the ties: the query lands in column 0 and is cut off.
-    neg[rows, start + rows] = -np.inf
-    return np.argsort(neg, axis=1, kind="stable")[:, 1:]
+        return order
+    # drop the query's own column by index, not by a sentinel value: a -inf key would tie
+    # with a +inf similarity of a lower column and leave the query in its own list
+    keep = order != (start + np.arange(block.shape[0]))[:, None]
+    return order[keep].reshape(block.shape[0], block.shape[1] - 1)
 
 
 def oracle_topk(

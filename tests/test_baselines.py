@@ -329,3 +329,12 @@ def test_generalization_curve_nested_training_sets():
     with pytest.raises(ValueError, match="shares"):
         generalization_curve(Euclidean, X, t, folds, shares=(0.0, 1.0))
     assert isinstance(curve, pd.DataFrame)
+
+
+def test_nested_subsets_keep_the_exact_ceiling_of_the_share():
+    from mrlib.baselines import nested_subsets
+
+    folds = [(np.arange(100), np.arange(100, 110)), (np.arange(25), np.arange(25, 30))]
+    sizes = [len(train) for _, _, train, _ in nested_subsets(folds, [0.28, 0.55, 0.56, 1.0], 0)]
+    # ceil(0.55 * 100) = 55, not 56 (floating point gives 55.00000000000001)
+    assert sizes == [28, 55, 56, 100, 7, 14, 14, 25]

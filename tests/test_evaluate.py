@@ -193,6 +193,13 @@ def test_metrics_padding_and_short_lists():
     assert m["recall"][0] == pytest.approx(0.2) and m["rr"][0] == 1.0
 
 
+def test_metrics_empty_lists_score_zero():
+    # a list of length 0 (L < k, documented as misses) scores 0 on every metric
+    m = ev.retrieval_metrics(np.zeros((2, 0), dtype=np.int64), np.arange(10).reshape(2, 5), k=20)
+    for key in ev.METRICS:
+        assert m[key].shape == (2,) and (m[key] == 0).all()
+
+
 @pytest.mark.parametrize("bad,err", [
     (dict(pred_ranked=np.zeros((3, 20), int), true_ranked=np.zeros((2, 5), int)), ValueError),
     (dict(pred_ranked=np.zeros((3, 20)), true_ranked=np.zeros((3, 5), int)), TypeError),
@@ -334,6 +341,15 @@ def test_evaluate_embeddings_perfect_and_random():
     summ = res_rand.summary()
     assert list(summ.columns) == ["mean", "low", "high", "half_width"]
     np.testing.assert_allclose(summ["mean"].to_numpy(), [100 * res_rand.per_query[m].mean() for m in ev.METRICS])
+
+
+def test_evaluate_on_too_few_tracks_names_n_relevant_not_k():
+    # 4 tracks: 3 others per query, fewer than the 5 relevant ones; k (20) is not the problem
+    for call in (lambda: ev.evaluate_similarity(np.eye(4), np.eye(4)),
+                 lambda: ev.evaluate_embeddings(np.eye(4), np.eye(4))):
+        with pytest.raises(ValueError, match=r"4 test tracks .* n_relevant=5"):
+            call()
+    assert ev.evaluate_similarity(np.eye(6), np.eye(6)).n_queries == 6
 
 
 def test_evaluate_similarity_matches_manual_pipeline():

@@ -252,3 +252,16 @@ def test_bce_finite_at_saturation_and_errors():
         bce_loss(torch.randn(2, 3), torch.full((2, 3), 2.0))
     with pytest.raises(ValueError, match="threshold"):
         bce_loss(torch.randn(2, 3), torch.rand(2, 3), threshold=1.5)
+
+
+@pytest.mark.parametrize("margin", [float("nan"), float("inf"), -0.1])
+def test_triplet_loss_and_online_mining_refuse_a_margin_that_is_not_finite_and_non_negative(margin):
+    # a NaN margin gave a NaN loss with an active share of 0, an infinite one an infinite loss
+    from mrlib.mining import online_triplets
+
+    a = torch.nn.functional.normalize(torch.randn(4, 3), dim=-1)
+    with pytest.raises(ValueError, match="margin must be a finite number >= 0"):
+        triplet_loss(a, a.flip(0), a.roll(1, 0), margin=margin)
+    with pytest.raises(ValueError, match="margin must be a finite number >= 0"):
+        online_triplets(a, torch.rand(4, 4), margin=margin)
+

@@ -187,6 +187,16 @@ def test_lists_running_out_are_clipped():
 
 
 @pytest.mark.parametrize("strategy", mm.OFFLINE_STRATEGIES)
+def test_two_training_tracks_mine_no_triplet(strategy):
+    # L = 1: the only other track is the positive, nothing is left after it (n_triplets = 0)
+    S = random_S(6, seed=1)
+    for progress in (False, True):
+        T = mm.mine(None, np.array([1, 4]), strategy, n_pos=3, n_neg=5, S=S, progress=progress)
+        assert T.shape == (mm.n_triplets(2, 3, 5), 3) == (0, 3) and T.dtype == np.int32
+        assert all(mm.check_triplets(T, np.array([1, 4]), 3, S=S).values())
+
+
+@pytest.mark.parametrize("strategy", mm.OFFLINE_STRATEGIES)
 def test_deterministic_chunk_invariant_and_streaming(catalog, strategy):
     S, train = catalog
     kw = dict(n_pos=5, n_neg=12, S=S, progress=False)

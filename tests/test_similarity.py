@@ -285,6 +285,22 @@ def test_ranked_lists_equal_row_by_row_reference(S):
         sim.ranked_lists(S[:10, :20])
 
 
+def test_ranked_lists_exclude_the_query_by_index_even_next_to_infinite_similarities():
+    # +inf (e.g. a similarity that overflowed) must not tie with the query's own slot
+    S = np.array([[1.0, np.inf, 0.3], [np.inf, 1.0, 0.5], [0.3, 0.5, 1.0]])
+    R = sim.ranked_lists(S)
+    assert R.tolist() == [sim.ranked_list(S[q], exclude=q).tolist() for q in range(3)]
+    assert R.tolist() == [[1, 2], [0, 2], [1, 0]]
+
+
+def test_ranked_lists_dtype_must_hold_the_largest_index_not_the_count():
+    S = np.random.default_rng(0).random((256, 256))
+    R = sim.ranked_lists(S, dtype=np.uint8)          # indices 0 … 255 fit in uint8
+    np.testing.assert_array_equal(R, sim.ranked_lists(S))
+    with pytest.raises(ValueError, match="able to hold 256"):
+        sim.ranked_lists(np.random.default_rng(1).random((257, 257)), dtype=np.uint8)
+
+
 def test_oracle_topk_streams_the_same_lists(catalog_tags, S):
     T, cats, _ = catalog_tags
     idx, val = sim.oracle_topk(T, k=20, categories=cats, chunk_size=100)
