@@ -13,7 +13,7 @@ call; ``TrainConfig(system=key)`` then trains it.
 * ``"matchnet"`` — Triplet MatchNet (Lu et al. 2017): rank loss ψ + contrastive loss φ on all
   patch pairs of song triplets.
 
-**Batches.** The paper's TL batch (§4.3) is one anchor track, one positive track and 42
+**Batches.** The paper's TL batch (§3.4) is one anchor track, one positive track and 42
 negative tracks, mined offline (:class:`mrlib.mining.PaperBatchSampler`), with one random patch
 per row: 42 triplets of patches, 126 patches. ``sampler="shuffled"`` draws the 42 triplets from
 all mined ones instead (:class:`mrlib.mining.ShuffledTripletSampler`). AT and online mining draw
@@ -340,7 +340,7 @@ class System:
 
     key = ""
     network = ""
-    # The 2020 paper's rates (§4.3): 1e-4 for AT, 1e-6 for TL; TL Autopool is trained "as the TL
+    # The 2020 paper's rates (§3.4): 1e-4 for AT, 1e-6 for TL; TL Autopool is trained "as the TL
     # network"; the 2017 slides give no rate for Triplet MatchNet (Adam's usual 1e-4).
     paper_lr = 1e-4
     # At the notebook's defaults (06_training.ipynb: synthetic catalog of 600 tracks, width

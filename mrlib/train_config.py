@@ -82,7 +82,7 @@ class TrainConfig:
         ``Np`` positives per anchor and ``Nn`` negatives per pair for offline mining.
     negatives_per_batch : int, default 42
         Triplets per batch of offline mining: with ``sampler="paper"`` the negative tracks that
-        share one anchor and one positive track (§4.3).
+        share one anchor and one positive track (§3.4).
     sampler : {"paper", "shuffled"}, default "paper"
         Offline batches: the paper's (one anchor track, one positive track, 42 negative
         tracks; :class:`mrlib.mining.PaperBatchSampler`) or 42 triplets drawn at random from
