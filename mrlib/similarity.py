@@ -411,7 +411,7 @@ def ranked_list(S_row, exclude=None) -> np.ndarray:
         drop = np.atleast_1d(np.asarray(exclude))
         if drop.dtype.kind not in "iu":
             raise TypeError(f"exclude must be integer indices, got {drop.dtype}")
-        if drop.size and (drop.min() < -len(row) or drop.max() >= len(row)):
+        if drop.size and (drop.min() < 0 or drop.max() >= len(row)):   # -1 is no track
             raise ValueError(f"exclude indices must be in [0, {len(row)}), got {drop.tolist()}")
         keep = np.ones(len(row), dtype=bool)
         keep[drop] = False

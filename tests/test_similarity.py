@@ -254,6 +254,8 @@ def test_ranked_list_ties_by_index():
     assert sim.ranked_list(row).dtype == np.int64
     with pytest.raises(ValueError):
         sim.ranked_list(row, exclude=6)
+    with pytest.raises(ValueError, match=r"in \[0, 6\)"):
+        sim.ranked_list(row, exclude=-1)          # not the last track: a query index is >= 0
 
 
 def test_duplicate_tracks_tie_deterministically():
