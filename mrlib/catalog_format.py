@@ -434,7 +434,10 @@ def group_duplicates(artists: np.ndarray, pairs: list[tuple[int, int]]) -> np.nd
     """Split groups: artists, merged wherever two tracks share a recording, so that
     :func:`artist_disjoint_split` keeps every copy of a recording in one split. A group is a
     connected component of the graph whose edges join the artists of two copies, named after
-    its first artist in sorted order."""
+    its first artist in sorted order.
+
+    Notebook: 00_overview.ipynb
+    """
     names, artist_of = np.unique([str(a) for a in artists], return_inverse=True)
     edges = artist_of[np.asarray(pairs, dtype=np.int64).reshape(-1, 2)]
     graph = coo_array((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(names.size,) * 2)

@@ -339,7 +339,10 @@ def _run_folder(parameters: Mapping[str, Any], seed: int) -> str:
 
 
 def table2_run(row: str, parameters: Mapping[str, Any], seed: int, device: str, workdir: Path):
-    """Train one Table-2 row with one seed (resuming its run folder) and score it."""
+    """Train one Table-2 row with one seed (resuming its run folder) and score it.
+
+    Notebook: 07_evaluation.ipynb
+    """
     context = table2_context(parameters, device)
     if "reference" in parameters:
         return _table2_reference(parameters, seed, context)

@@ -148,13 +148,13 @@ def check_catalog_name(catalog: str) -> None:
     """
     if catalog in catalog_mod.LOADERS:
         return
-    for cand in (Path(catalog).expanduser(), data_dir() / catalog):
-        if (cand / "tracks.csv").is_file():
-            return
+    places = dict.fromkeys((Path(catalog).expanduser(), data_dir() / catalog))  # one, if absolute
+    if any((cand / "tracks.csv").is_file() for cand in places):
+        return
+    names = ", ".join(repr(name) for name in catalog_mod.LOADERS)
     raise FileNotFoundError(
-        f"{catalog!r} is not a catalog: expected 'synthetic', 'music21', "
-        f"'mtat', 'folder', or a folder holding tracks.csv (looked in {Path(catalog)} and "
-        f"{data_dir() / catalog})")
+        f"{catalog!r} is not a catalog: expected {names}, or a folder holding tracks.csv "
+        f"(looked in {' and '.join(str(p) for p in places)})")
 
 
 def batch_stream(sampler) -> Iterator:

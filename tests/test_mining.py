@@ -207,7 +207,7 @@ def test_deterministic_chunk_invariant_and_streaming(catalog, strategy):
     # chunks are whole blocks of the per-block random streams
     assert len(chunks) == math.ceil(len(train) / _RNG_BLOCK) and all(c.dtype == np.int32 for c in chunks)
     np.testing.assert_array_equal(T, np.concatenate(chunks))
-    if strategy != "neighbors":
+    if mm.STRATEGIES[strategy].random:
         assert not np.array_equal(T, mm.mine(None, train, strategy, seed=12, **kw))
 
 
@@ -217,7 +217,7 @@ def test_ranked_lists_callable_and_tensor_inputs_agree(catalog, strategy):
     kw = dict(n_pos=5, n_neg=12, seed=4, progress=False)
     T = mm.mine(None, train, strategy, S=S, **kw)
     ranked = full_ranked(S)
-    S_arg = S if strategy == "distance" else None
+    S_arg = S if mm.STRATEGIES[strategy].needs_S else None
     np.testing.assert_array_equal(T, mm.mine(ranked, train, strategy, S=S_arg, **kw))
     np.testing.assert_array_equal(T, mm.mine(None, train, strategy, S=lambda rows: S[rows], **kw))
     np.testing.assert_array_equal(T, mm.mine(None, train, strategy, S=torch.from_numpy(S), **kw))

@@ -564,3 +564,15 @@ def test_alpha_lr_puts_autopools_alpha_in_its_own_adam_group():
         model(x)[:, 0].sum().backward()
         split.step()
     assert model.autopool.alpha.abs().max() > 0.2
+
+
+def test_an_unknown_catalog_names_the_loaders_and_each_place_once(tmp_path):
+    from mrlib.catalog import LOADERS
+    from mrlib.training_data import check_catalog_name
+
+    missing = tmp_path / "nothere"
+    with pytest.raises(FileNotFoundError) as err:
+        check_catalog_name(str(missing))
+    message = str(err.value)
+    assert message.count(str(missing)) == 2          # the name, then the one place looked in
+    assert all(repr(name) in message for name in LOADERS)
