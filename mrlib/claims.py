@@ -54,6 +54,8 @@ class Claim:
         Directed comparisons; relation ``">"`` or ``">="``.
     note : str
         What the reader must know to read the status (a choice tuned on validation, a stand-in).
+
+    Notebook: 07_evaluation.ipynb
     """
 
     key: str

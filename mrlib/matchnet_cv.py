@@ -559,6 +559,12 @@ def generalization_curve_matchnet(
     shares = check_shares(shares)
     if full is not None and len(full.per_fold) != len(fl):
         raise ValueError(f"full has {len(full.per_fold)} folds, folds has {len(fl)}")
+    if full is not None and full.config is not None:   # where it ran may differ, not what
+        differ = {k: (getattr(full.config, k), v) for k, v in dataclasses.asdict(config).items()
+                  if k not in ("device", "eval_batch") and getattr(full.config, k) != v}
+        if differ:
+            raise ValueError("full was trained with another config: " + ", ".join(
+                f"{k}={a!r} (here {b!r})" for k, (a, b) in differ.items()))
     rows, jobs, slots = [], [], []
     threads = None if n_jobs == 1 else 1
     for f, share, train, test_idx in nested_subsets(fl, shares, seed):

@@ -372,6 +372,13 @@ def test_generalization_curve_uses_the_baselines_training_subsets(monkeypatch):
     curve2 = mn.generalization_curve_matchnet(feats, t, folds, shares, cfg, seed=7, full=cv, progress=False)
     assert len(seen_matchnet) == 6                       # share 1.0 not trained again
     pd.testing.assert_frame_equal(curve, curve2)
+    # another config's folds would stand in for share 1.0: refused (where it ran may differ)
+    with pytest.raises(ValueError, match=r"another config: lr=0\.003 \(here 0\.01\)"):
+        mn.generalization_curve_matchnet(feats, t, folds, shares, cfg.replace(lr=1e-2), seed=7,
+                                         full=cv, progress=False)
+    curve3 = mn.generalization_curve_matchnet(feats, t, folds, (1.0,), cfg.replace(eval_batch=64),
+                                              seed=7, full=cv, progress=False)
+    np.testing.assert_allclose(curve3["cfr"], cv.per_fold)
 
 
 @pytest.mark.slow  # starts two worker processes that import torch (a few seconds)
