@@ -188,8 +188,9 @@ class TripletReport:
         Constraints that repeat an earlier one exactly (kept; the same clip triple may have
         been played more than once).
     n_conflicts : int
-        Unordered pairs of returned constraints that contradict each other, (a, p, n) and
-        (a, n, p) (kept; a sign of disagreeing players across rows).
+        Distinct constraints (a, p, n) whose contradiction (a, n, p) is also returned,
+        counted once per unordered pair, however often either repeats (both kept; a sign
+        of disagreeing players across rows).
     rows : numpy.ndarray of int64, shape (n_triplets,)
         For each constraint, the row of the comparisons table it came from: pass it as
         ``groups`` to :func:`triplet_folds` to keep a comparison's constraints together.

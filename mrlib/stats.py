@@ -367,8 +367,10 @@ def kfold_cfr(
     For each fold, ``fit_predict(train_idx, test_idx)`` learns a metric on the training
     triplets and returns ``(d_ap, d_an)`` for the test triplets; the fold's CFR is
     :func:`constraints_fulfillment_rate` of those. ``train_fraction < 1`` keeps a seeded
-    random share of each fold's training triplets: CFR against that share is the 2017
-    slides' generalisation curve.
+    random share of each fold's training triplets (``round(train_fraction * n_train)`` of
+    them, drawn anew for each fraction): CFR against that share traces a generalisation
+    curve like the 2017 slides'. The stored curves (:mod:`mrlib.cfr2017`) use
+    :func:`mrlib.baselines.nested_subsets` instead, nested subsets that every method shares.
 
     Parameters
     ----------
