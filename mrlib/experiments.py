@@ -40,7 +40,7 @@ from mrlib import results as res
 from mrlib.catalog import BUILDERS
 from mrlib.claims import update_readme_claims
 from mrlib.devices import cpu_kernels, pick_device
-from mrlib.paths import FolderLock, LockedError, repo_root, runs_dir
+from mrlib.paths import FolderLock, LockedError, make_folder, repo_root, runs_dir
 from mrlib.suite import parse_params, versions
 from mrlib.training_data import check_catalog_name
 # The experiments' rows and data, re-exported: the notebooks and the command line know them here.
@@ -312,7 +312,7 @@ def run_experiment(name: str, catalog: str = "synthetic", profile: str = "quick"
     workdir = Path(workdir or runs_dir() / "experiments" / path.stem)
     # one runner per store (two would each rewrite the file from their own copy) and per
     # work folder (two would train into the same run folders)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent, "results folder")
     with FolderLock(path.parent, "results file", file=path.name), \
             FolderLock(workdir, "experiment"):
         return _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, device, jobs,
@@ -508,6 +508,10 @@ def _command_line(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         print(f"[experiments] claims -> {update_readme_claims('quick')}")
         return 0
     if args.command == "show":
+        profiles = EXPERIMENTS[args.experiment].profiles
+        if args.profile not in profiles:    # no store can exist, and no run would make one
+            parser.error(f"experiment {args.experiment!r} has profiles {list(profiles)}, "
+                         f"got {args.profile!r}")
         path = res.store_path(args.experiment, args.catalog, args.profile)
         if not path.exists():
             stored = [f"--catalog {s['catalog']} --profile {s['profile']}"

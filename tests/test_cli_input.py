@@ -1,0 +1,110 @@
+"""The command lines on bad input: a one-line error and an exit status, never a traceback.
+
+Each test gives one CLI (or the path helper every CLI goes through) what a user might type by
+mistake: a file where a folder is expected, a folder where a file is expected, a name that does
+not exist, Ctrl-C, arguments that would be dropped.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mrlib import bench, book, catalog, experiments, paths, results, suite, train_args
+from mrlib.paths import FolderLock, data_dir, runs_dir
+
+
+@pytest.fixture
+def a_file(tmp_path) -> Path:
+    path = tmp_path / "notes.txt"
+    path.write_text("a user's file\n")
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# a file where a folder is expected
+# --------------------------------------------------------------------------------------------
+def test_make_folder_names_the_file_in_the_way(a_file):
+    for target in (a_file, a_file / "sub" / "folder"):
+        with pytest.raises(ValueError, match=f"{a_file} is a file, not a folder"):
+            paths.make_folder(target, "run folder")
+    assert a_file.read_text() == "a user's file\n"
+
+
+def test_folder_lock_on_a_file_is_a_value_error(a_file):
+    with pytest.raises(ValueError, match="training run folder"):
+        FolderLock(a_file, "training run").acquire()
+    assert a_file.read_text() == "a user's file\n"
+
+
+@pytest.mark.parametrize("var, getter", [("MRLIB_DATA", data_dir), ("MRLIB_RUNS", runs_dir)])
+def test_data_and_runs_roots_that_are_files(monkeypatch, a_file, var, getter):
+    monkeypatch.setenv(var, str(a_file))
+    with pytest.raises(ValueError, match=f"{var}.*is a file"):
+        getter()
+
+
+def test_catalog_build_into_a_file_is_one_line(a_file, capsys):
+    status = catalog.main(["build", "synthetic", "--root", str(a_file), "--n-tracks", "4",
+                           "--duration", "1", "--no-progress"])
+    assert status == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert a_file.read_text() == "a user's file\n"
+
+
+def test_experiments_store_below_a_file_is_a_usage_error(a_file, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("MRLIB_RESULTS", str(tmp_path / "results"))
+    with pytest.raises(SystemExit) as exit_:
+        experiments.main(["run", "table2", "--profile", "smoke", "--quiet",
+                          "--store", str(a_file / "table2.json")])
+    assert exit_.value.code == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# a folder where a file is expected, a file of another shape
+# --------------------------------------------------------------------------------------------
+def test_read_store_of_a_folder(tmp_path):
+    with pytest.raises(results.StoreError, match="is a folder"):
+        results.read_store(tmp_path)
+
+
+def test_read_store_of_another_shape(tmp_path):
+    path = tmp_path / "table2_synthetic_quick.json"
+    path.write_text(json.dumps({"schema": results.SCHEMA, "experiment": "table2",
+                                "catalog": "synthetic", "profile": "quick",
+                                "metrics": ["MAP@20"], "rows": []}))
+    with pytest.raises(results.StoreError, match="'rows' must be a JSON object"):
+        results.read_store(path)
+
+
+def test_train_config_that_is_a_folder_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        train_args.config_from_args(["--config", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert "Is a directory" in capsys.readouterr().err
+
+
+def test_train_paper_with_an_unknown_system_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        train_args.config_from_args(["--paper", "--system", "bogus"])
+    assert exit_.value.code == 2
+    assert "TrainConfig.system must be one of" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# messages that send the user to a command that works
+# --------------------------------------------------------------------------------------------
+
+
+def test_experiments_show_with_a_profile_the_experiment_lacks(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        experiments.main(["show", "cfr2017_curve", "--profile", "paper"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "has profiles ['smoke', 'quick'], got 'paper'" in err and "first" not in err
+
