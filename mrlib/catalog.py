@@ -207,6 +207,8 @@ def _cli_info(args: argparse.Namespace) -> int:
                 flags += f" --duration {args.duration:g}"
             if args.sr != 22050:
                 flags += f" --sr {args.sr}"
+            if args.name == "synthetic" and args.format != "flac":
+                flags += f" --format {args.format}"
             if args.root:
                 flags += f" --root {args.root}"
             if args.events:
@@ -238,6 +240,11 @@ def main(argv: Iterable[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, LockedError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if args.cmd == "build":   # a build keeps every finished track and goes on from there
+            print("\ninterrupted: run the same command again to finish the build",
+                  file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -566,6 +566,11 @@ def main(argv: list[str] | None = None) -> int:
     except NotebookFailed as err:
         print(f"[suite] FAILED: {err}", flush=True)
         return 1
+    except KeyboardInterrupt:
+        print("\n[suite] interrupted: the notebook that was running is marked 'interrupted' in "
+              "the run folder's results.json; run it again with --only NN", file=sys.stderr,
+              flush=True)
+        return 130
     return 0
 
 

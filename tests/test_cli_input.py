@@ -96,9 +96,29 @@ def test_train_paper_with_an_unknown_system_is_a_usage_error(capsys):
     assert "TrainConfig.system must be one of" in capsys.readouterr().err
 
 
+def test_book_from_a_folder_without_a_run(tmp_path, capsys):
+    assert book.main(["--run", str(tmp_path)]) == 2
+    assert "no executed notebooks" in capsys.readouterr().err
+
+
+def test_book_from_an_unfinished_run(tmp_path, capsys):
+    nb = sorted((paths.repo_root() / "notebooks").glob("00_*.ipynb"))[0]
+    shutil.copyfile(nb, tmp_path / nb.name)
+    (tmp_path / "results.json").write_text(
+        json.dumps({"notebooks": {nb.stem: {"status": "interrupted"}}}))
+    assert book.main(["--run", str(tmp_path)]) == 2
+    assert f"{nb.name}: interrupted" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------------------------
 # messages that send the user to a command that works
 # --------------------------------------------------------------------------------------------
+def test_catalog_info_hint_keeps_the_audio_format(capsys):
+    status = catalog.main(["info", "synthetic", "--n-tracks", "12", "--duration", "5",
+                           "--format", "wav"])
+    assert status == 1
+    out = capsys.readouterr().out
+    assert "not built" in out and out.rstrip().endswith("--duration 5 --format wav")
 
 
 def test_experiments_show_with_a_profile_the_experiment_lacks(capsys):
@@ -108,3 +128,40 @@ def test_experiments_show_with_a_profile_the_experiment_lacks(capsys):
     err = capsys.readouterr().err
     assert "has profiles ['smoke', 'quick'], got 'paper'" in err and "first" not in err
 
+
+def test_bench_all_refuses_arguments_it_would_drop(monkeypatch, capsys):
+    def must_not_run(name, argv=None):
+        raise AssertionError(f"ran {name}")
+
+    monkeypatch.setattr(bench, "run", must_not_run)
+    assert bench.main(["all", "--n-tracks", "4"]) == 2
+    assert "takes no arguments" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# Ctrl-C
+# --------------------------------------------------------------------------------------------
+def test_catalog_build_interrupted_is_one_line(monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(catalog, "_cli_build", interrupted)
+    try:
+        status = catalog.main(["build", "synthetic", "--no-progress"])
+    except KeyboardInterrupt:       # caught here, so that it does not stop the test session
+        pytest.fail("Ctrl-C left catalog.main as a traceback")
+    assert status == 130
+    assert "run the same command again" in capsys.readouterr().err
+
+
+def test_suite_interrupted_is_one_line(monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(suite, "run_suite", interrupted)
+    try:
+        status = suite.main(["run", "--profile", "smoke", "--only", "00"])
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C left suite.main as a traceback")
+    assert status == 130
+    assert "marked 'interrupted'" in capsys.readouterr().err
