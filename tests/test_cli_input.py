@@ -138,6 +138,16 @@ def test_bench_all_refuses_arguments_it_would_drop(monkeypatch, capsys):
     assert "takes no arguments" in capsys.readouterr().err
 
 
+def test_makefile_book_reads_the_runs_folder_the_suite_wrote(tmp_path):
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    env = {**os.environ, "MRLIB_RUNS": str(tmp_path / "elsewhere")}
+    out = subprocess.run(["make", "-n", "book", "BIN=/nonexistent"], cwd=paths.repo_root(),
+                         env=env, capture_output=True, text=True).stdout
+    assert f"mrlib.book --run {tmp_path / 'elsewhere'}/quick" in out
+    assert "--run runs/" not in out
+
+
 # --------------------------------------------------------------------------------------------
 # Ctrl-C
 # --------------------------------------------------------------------------------------------
