@@ -175,3 +175,20 @@ def test_suite_interrupted_is_one_line(monkeypatch, capsys):
         pytest.fail("Ctrl-C left suite.main as a traceback")
     assert status == 130
     assert "marked 'interrupted'" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# a damaged run folder
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("damaged", ["summary.json", "metrics.jsonl", "config.json"])
+def test_load_run_names_the_damaged_file(tmp_path, damaged):
+    from mrlib.runfolder import load_run
+    from mrlib.train_config import TrainConfig
+
+    TrainConfig().to_json(tmp_path / "config.json")
+    (tmp_path / "summary.json").write_text("{}\n")
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 0, "val_map": 0.5}\n')
+    with open(tmp_path / damaged, "a") as fh:        # a write cut short
+        fh.write('{"epoch": 1, "val_m')
+    with pytest.raises(ValueError, match=f"{tmp_path / damaged} cannot be read"):
+        load_run(tmp_path)
