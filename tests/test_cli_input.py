@@ -7,6 +7,7 @@ not exist, Ctrl-C, arguments that would be dropped.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -169,11 +170,17 @@ def test_suite_interrupted_is_one_line(monkeypatch, capsys):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(suite, "run_suite", interrupted)
+    asyncio_log = logging.getLogger("asyncio")
+    level = asyncio_log.level
     try:
         status = suite.main(["run", "--profile", "smoke", "--only", "00"])
+        # the cut-off cell's task is not logged after that line with two tracebacks
+        quiet = not asyncio_log.isEnabledFor(logging.ERROR)
     except KeyboardInterrupt:
         pytest.fail("Ctrl-C left suite.main as a traceback")
-    assert status == 130
+    finally:
+        asyncio_log.setLevel(level)
+    assert status == 130 and quiet
     assert "marked 'interrupted'" in capsys.readouterr().err
 
 
