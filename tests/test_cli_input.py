@@ -122,6 +122,12 @@ def test_catalog_info_hint_keeps_the_audio_format(capsys):
     assert "not built" in out and out.rstrip().endswith("--duration 5 --format wav")
 
 
+def test_catalog_format_of_music21_is_refused(capsys):
+    # music21 writes FLAC: --format wav used to be dropped without a word
+    assert catalog.main(["build", "music21", "--format", "wav", "--n-tracks", "0"]) == 2
+    assert "--format applies to the synthetic catalog only" in capsys.readouterr().err
+
+
 def test_experiments_show_with_a_profile_the_experiment_lacks(capsys):
     with pytest.raises(SystemExit) as exit_:
         experiments.main(["show", "cfr2017_curve", "--profile", "paper"])
