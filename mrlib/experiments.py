@@ -216,6 +216,21 @@ def experiment_rows(name: str, catalog: str = "synthetic", profile: str = "quick
     return rows
 
 
+def _check_overrides_apply(name: str, catalog: str, profile: str, overrides: Mapping) -> None:
+    """Refuse a ``-p`` that changes no row's parameters: a row drops the fields that do not
+    change its result (``device``, ``n_jobs`` ...), so the override would be ignored, yet its
+    hash would send a full rerun to a file of its own."""
+    if not overrides:
+        return
+    base = experiment_rows(name, catalog, profile, {})
+    idle = [f"{k}={v!r}" for k, v in overrides.items()
+            if experiment_rows(name, catalog, profile, {k: v}) == base]
+    if idle:
+        raise ValueError(f"-p {', '.join(idle)} changes no row's parameters of {name} (not a "
+                         "parameter of its rows, or every row has that value already), so the "
+                         "results would be the stored ones; the device is chosen with --device")
+
+
 def _command(name, catalog, profile, seeds, overrides, rows, device) -> str:
     parts = ["python", "-m", "mrlib.experiments", "run", name, "--catalog", str(catalog),
              "--profile", profile, "--seeds", *map(str, seeds)]
@@ -303,6 +318,7 @@ def run_experiment(name: str, catalog: str = "synthetic", profile: str = "quick"
     pick_device(device)   # a device this machine lacks stops here, not after hours of catalog build
     overrides = dict(overrides or {})
     specs = experiment_rows(name, catalog, profile, overrides)
+    _check_overrides_apply(name, catalog, profile, overrides)
     unknown = [r for r in (rows or []) if r not in specs]
     if unknown:
         raise ValueError(f"unknown row(s) {unknown} of {name}; rows are {list(specs)}")

@@ -128,6 +128,18 @@ def test_catalog_format_of_music21_is_refused(capsys):
     assert "--format applies to the synthetic catalog only" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("name, override", [("table2", {"device": "cpu"}),
+                                            ("table2", {"n_jobs": 4, "lr": 0.01}),
+                                            ("table2", {"epochs": 2}),      # smoke's own value
+                                            ("autopool", {"prefetch": 4})])
+def test_experiments_refuse_an_override_no_row_takes(tmp_path, name, override):
+    # a row drops device, n_jobs ...: the -p was ignored, yet its hash sent a full rerun of
+    # every row to an overrides file of its own
+    with pytest.raises(ValueError, match="changes no row's parameters"):
+        experiments.run_experiment(name, "synthetic", "smoke", [0], overrides=override,
+                                   rows=["no such row"], store=tmp_path / "store.json")
+
+
 def test_experiments_show_with_a_profile_the_experiment_lacks(capsys):
     with pytest.raises(SystemExit) as exit_:
         experiments.main(["show", "cfr2017_curve", "--profile", "paper"])
