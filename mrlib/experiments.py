@@ -516,7 +516,16 @@ def _command_line(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
             print(f"  stored: {stem}: {len(store['rows'])} rows, {seeds} seeds per row")
         return 0
     if args.command == "readme":
-        for stem, store in res.stored_results().items():
+        stores = res.stored_results()
+        committed = repo_root() / "data" / "results"
+        if res.results_dir().resolve() != committed.resolve():
+            # the README shows the committed files: a claim whose table is not in another
+            # folder would be rewritten as "not run"
+            print(f"[experiments] error: readme writes the results of {committed} into the "
+                  f"README, but MRLIB_RESULTS points at {res.results_dir()}; unset it (or copy "
+                  "the files into data/results/)", file=sys.stderr)
+            return 2
+        for stem, store in stores.items():
             try:
                 print(f"[experiments] {stem} -> {res.update_readme_block(store)}")
             except ValueError as err:

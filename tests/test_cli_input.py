@@ -140,6 +140,17 @@ def test_experiments_refuse_an_override_no_row_takes(tmp_path, name, override):
                                    rows=["no such row"], store=tmp_path / "store.json")
 
 
+def test_experiments_readme_keeps_the_committed_tables(tmp_path, monkeypatch, capsys):
+    # with the results elsewhere, every claim of the README read "not run — table not stored"
+    def must_not_write(*args, **kwargs):
+        raise AssertionError("the README was rewritten")
+
+    monkeypatch.setenv("MRLIB_RESULTS", str(tmp_path))
+    monkeypatch.setattr(results, "replace_readme_block", must_not_write)
+    assert experiments.main(["readme"]) == 2
+    assert f"MRLIB_RESULTS points at {tmp_path}" in capsys.readouterr().err
+
+
 def test_experiments_show_with_a_profile_the_experiment_lacks(capsys):
     with pytest.raises(SystemExit) as exit_:
         experiments.main(["show", "cfr2017_curve", "--profile", "paper"])
