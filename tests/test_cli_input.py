@@ -228,3 +228,35 @@ def test_load_run_names_the_damaged_file(tmp_path, damaged):
         fh.write('{"epoch": 1, "val_m')
     with pytest.raises(ValueError, match=f"{tmp_path / damaged} cannot be read"):
         load_run(tmp_path)
+
+
+# --------------------------------------------------------------------------------------------
+# exit status
+# --------------------------------------------------------------------------------------------
+def _toy_rows(catalog, profile, overrides):
+    return {row: {"row": row, **overrides} for row in "AB"}
+
+
+def _toy_run(row, parameters, seed, device, workdir):
+    if row == "B" and parameters.get("broken"):
+        raise RuntimeError("broken on purpose")
+    return {"score": [0.25, 0.5, 0.75 - 0.1 * seed]}, {}
+
+
+@pytest.fixture
+def cli_toy():
+    experiments.register(experiments.Experiment(
+        name="cli_toy", title="a toy experiment", notebook="07_evaluation.ipynb",
+        metrics=("score",), unit="query", rows=_toy_rows, run=_toy_run))
+    yield "cli_toy"
+    experiments.EXPERIMENTS.pop("cli_toy")
+
+
+def test_experiments_exit_status_is_the_commands_own(cli_toy, tmp_path, capsys):
+    run = ["run", cli_toy, "--store", str(tmp_path / "toy.json"), "-p", "broken=true", "--quiet"]
+    assert experiments.main([*run, "--seeds", "0"]) == 1          # B seed 0 failed
+    assert "[experiments] failed: B seed 0" in capsys.readouterr().out
+    # a later run of row A alone succeeds: B's stored failure is not this command's
+    assert experiments.main([*run, "--seeds", "1", "--rows", "A"]) == 0
+    assert "[experiments] failed" not in capsys.readouterr().out
+    assert experiments.main([*run, "--seeds", "0", "1"]) == 1      # B is asked for again
