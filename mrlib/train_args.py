@@ -53,8 +53,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m mrlib.train",
         description="Train AT, TL (any mining), TL Autopool or Triplet MatchNet. The same command "
                     "runs DDP under torchrun: torchrun --nproc_per_node=K -m mrlib.train ...",
-        epilog="Config flags left out keep the value of --config, of --paper, or TrainConfig's "
-               "default, in that order.")
+        epilog="Config flags left out keep the value of --config or of --paper (one of the two), "
+               "else TrainConfig's default.")
     defaults = TrainConfig()
     # SUPPRESS: only the flags actually given reach the namespace, so they override a saved
     # config (--config) or the paper profile (--paper) without clobbering the rest.
@@ -95,6 +95,8 @@ def config_from_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, ar
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     given = {k: v for k, v in vars(args).items() if k in fields}
+    if args.config_file and args.paper:      # each is a whole starting config: one would be dropped
+        parser.error("--config and --paper each give the config to start from; choose one")
     try:
         if args.config_file:
             base = TrainConfig.from_json(args.config_file).to_dict()

@@ -97,6 +97,16 @@ def test_train_paper_with_an_unknown_system_is_a_usage_error(capsys):
     assert "TrainConfig.system must be one of" in capsys.readouterr().err
 
 
+def test_train_config_and_paper_together_is_a_usage_error(tmp_path, capsys):
+    from mrlib.train_config import TrainConfig
+
+    TrainConfig(width=0.25).to_json(tmp_path / "config.json")   # --paper was dropped silently
+    with pytest.raises(SystemExit) as exit_:
+        train_args.config_from_args(["--config", str(tmp_path / "config.json"), "--paper"])
+    assert exit_.value.code == 2
+    assert "choose one" in capsys.readouterr().err
+
+
 def test_book_from_a_folder_without_a_run(tmp_path, capsys):
     assert book.main(["--run", str(tmp_path)]) == 2
     assert "no executed notebooks" in capsys.readouterr().err
