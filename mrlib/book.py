@@ -70,6 +70,8 @@ def _check_finished(run_dir: Path, notebooks: list[Path]) -> None:
                                 "run first, or build from the committed notebooks)")
     try:
         entries = json.loads(index_path.read_text()).get("notebooks") or {}
+        if not isinstance(entries, dict):
+            raise ValueError(f"'notebooks' is a JSON {type(entries).__name__}, not an object")
     except (ValueError, AttributeError) as err:
         raise ValueError(f"{index_path} cannot be read ({err}); run the suite again") from None
     bad = []

@@ -121,6 +121,15 @@ def test_book_from_an_unfinished_run(tmp_path, capsys):
     assert f"{nb.name}: interrupted" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("index", ['{"notebooks": [1]', '[1, 2]', '{"notebooks": [1, 2]}'])
+def test_book_from_a_run_with_a_damaged_index(tmp_path, capsys, index):
+    nb = sorted((paths.repo_root() / "notebooks").glob("00_*.ipynb"))[0]
+    shutil.copyfile(nb, tmp_path / nb.name)
+    (tmp_path / "results.json").write_text(index)
+    assert book.main(["--run", str(tmp_path)]) == 2
+    assert "results.json cannot be read" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------------------------
 # messages that send the user to a command that works
 # --------------------------------------------------------------------------------------------
