@@ -8,6 +8,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PROFILE ?= quick
+# where the suite writes (mrlib.paths.runs_dir): $MRLIB_RUNS when set, else runs/
+RUNS := $(or $(MRLIB_RUNS),runs)
 NBVAL := --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=1800
 
 .PHONY: venv catalog suite book test test-unit test-notebooks bench experiments clean
@@ -28,9 +30,9 @@ suite: venv
 	$(BIN)/python -m mrlib.suite run --profile $(PROFILE)
 
 book: catalog suite
-	$(BIN)/python -m mrlib.book --run runs/$(PROFILE)
-	@echo "results index: runs/$(PROFILE)/results.json"
-	@echo "executed notebooks: runs/$(PROFILE)/"
+	$(BIN)/python -m mrlib.book --run $(RUNS)/$(PROFILE)
+	@echo "results index: $(RUNS)/$(PROFILE)/results.json"
+	@echo "executed notebooks: $(RUNS)/$(PROFILE)/"
 	@echo "book: book/_build/html/index.html"
 
 test: venv

@@ -2,7 +2,7 @@
 
 Each benchmark is a script in ``benchmarks/<name>.py`` with a ``main(argv)``; it prints its
 figures as ratios against a reference measured in the same run (never a timed assertion).
-Extra arguments are passed through to the script.
+Extra arguments are passed through to the script (``all`` takes none).
 """
 from __future__ import annotations
 
@@ -53,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{', '.join(names)}, all", file=sys.stderr)
         return 2
     if name == "all":
+        if rest:    # each benchmark has flags of its own: none would apply to every one
+            print(f"python -m mrlib.bench: 'all' runs each benchmark at its defaults and takes no "
+                  f"arguments, got {' '.join(rest)}; pass them to one benchmark "
+                  f"(python -m mrlib.bench NAME ARGS)", file=sys.stderr)
+            return 2
         status = 0
         for each in names:
             print(f"\n=== {each} ===", flush=True)

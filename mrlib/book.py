@@ -70,6 +70,8 @@ def _check_finished(run_dir: Path, notebooks: list[Path]) -> None:
                                 "run first, or build from the committed notebooks)")
     try:
         entries = json.loads(index_path.read_text()).get("notebooks") or {}
+        if not isinstance(entries, dict):
+            raise ValueError(f"'notebooks' is a JSON {type(entries).__name__}, not an object")
     except (ValueError, AttributeError) as err:
         raise ValueError(f"{index_path} cannot be read ({err}); run the suite again") from None
     bad = []
@@ -203,7 +205,8 @@ def build_book(run_dir: Path | None = None, strict: bool = True) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: ``python -m mrlib.book [--run runs/quick] [--no-strict]``.
+    """Command line: ``python -m mrlib.book [--run runs/quick] [--no-strict]``; returns the exit
+    status (2: a ``--run`` folder without finished notebooks, 1: the build failed).
 
     Notebook: 00_overview.ipynb
     """
@@ -212,7 +215,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="suite run folder with executed notebooks (default: committed notebooks)")
     parser.add_argument("--no-strict", action="store_true", help="do not fail on Sphinx warnings")
     args = parser.parse_args(argv)
-    html = build_book(args.run, strict=not args.no_strict)
+    try:
+        html = build_book(args.run, strict=not args.no_strict)
+    except (FileNotFoundError, ValueError) as err:     # a --run folder the book cannot take
+        print(f"[book] error: {err}", file=sys.stderr)
+        return 2
+    except RuntimeError as err:                         # jupyter-book's output is printed above
+        print(f"[book] {err}", file=sys.stderr)
+        return 1
     print(f"book: {html / 'index.html'}")
     return 0
 

@@ -165,7 +165,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--duration", type=float, default=30.0, help="seconds per track")
         p.add_argument("--sr", type=int, default=22050)
-        p.add_argument("--format", default="flac", choices=["flac", "wav"])
+        p.add_argument("--format", default=None, choices=["flac", "wav"],
+                       help="synthetic: audio files (default: flac)")
         p.add_argument("--root", default=None, help="output folder (default: under the data root)")
         p.add_argument("--events", action="store_true",
                        help="synthetic: the variant with temporally sparse tags (bells, guitar_solo, riser, choir)")
@@ -180,7 +181,7 @@ def _cli_build(args: argparse.Namespace) -> int:
     kw = dict(n_tracks=args.n_tracks, seed=args.seed, sr=args.sr, n_jobs=args.jobs,
               progress=not args.no_progress, overwrite=args.overwrite)
     if args.name == "synthetic":
-        kw.update(duration_s=args.duration, root=args.root, audio_format=args.format,
+        kw.update(duration_s=args.duration, root=args.root, audio_format=args.format or "flac",
                   events=args.events)
     else:   # music21 clips its works to --duration; --format does not apply
         kw.update(clip_s=args.duration, root=args.root or None)
@@ -197,7 +198,8 @@ def _cli_info(args: argparse.Namespace) -> int:
         if args.root:
             root = Path(args.root)
         elif args.name == "synthetic":
-            root = synthetic_root(args.n_tracks, args.seed, args.duration, args.sr, args.format, args.events)
+            root = synthetic_root(args.n_tracks, args.seed, args.duration, args.sr,
+                                  args.format or "flac", args.events)
         else:
             root = music21_catalog.music21_root(args.n_tracks, args.seed, args.duration, args.sr)
         info = _read_json(root / "catalog.json")
@@ -207,6 +209,8 @@ def _cli_info(args: argparse.Namespace) -> int:
                 flags += f" --duration {args.duration:g}"
             if args.sr != 22050:
                 flags += f" --sr {args.sr}"
+            if args.format not in (None, "flac"):
+                flags += f" --format {args.format}"
             if args.root:
                 flags += f" --root {args.root}"
             if args.events:
@@ -234,10 +238,18 @@ def main(argv: Iterable[str] | None = None) -> int:
     try:
         if args.name == "music21" and args.events:
             raise ValueError("--events is a variant of the synthetic catalog only")
+        if args.name == "music21" and args.format is not None:    # it writes FLAC only
+            raise ValueError("--format applies to the synthetic catalog only (music21 "
+                             "writes FLAC)")
         return _cli_build(args) if args.cmd == "build" else _cli_info(args)
     except (FileNotFoundError, ValueError, LockedError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if args.cmd == "build":   # a build keeps every finished track and goes on from there
+            print("\ninterrupted: run the same command again to finish the build",
+                  file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

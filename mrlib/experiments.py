@@ -40,7 +40,7 @@ from mrlib import results as res
 from mrlib.catalog import BUILDERS
 from mrlib.claims import update_readme_claims
 from mrlib.devices import cpu_kernels, pick_device
-from mrlib.paths import FolderLock, LockedError, repo_root, runs_dir
+from mrlib.paths import FolderLock, LockedError, make_folder, repo_root, runs_dir
 from mrlib.suite import parse_params, versions
 from mrlib.training_data import check_catalog_name
 # The experiments' rows and data, re-exported: the notebooks and the command line know them here.
@@ -216,6 +216,21 @@ def experiment_rows(name: str, catalog: str = "synthetic", profile: str = "quick
     return rows
 
 
+def _check_overrides_apply(name: str, catalog: str, profile: str, overrides: Mapping) -> None:
+    """Refuse a ``-p`` that changes no row's parameters: a row drops the fields that do not
+    change its result (``device``, ``n_jobs`` ...), so the override would be ignored, yet its
+    hash would send a full rerun to a file of its own."""
+    if not overrides:
+        return
+    base = experiment_rows(name, catalog, profile, {})
+    idle = [f"{k}={v!r}" for k, v in overrides.items()
+            if experiment_rows(name, catalog, profile, {k: v}) == base]
+    if idle:
+        raise ValueError(f"-p {', '.join(idle)} changes no row's parameters of {name} (not a "
+                         "parameter of its rows, or every row has that value already), so the "
+                         "results would be the stored ones; the device is chosen with --device")
+
+
 def _command(name, catalog, profile, seeds, overrides, rows, device) -> str:
     parts = ["python", "-m", "mrlib.experiments", "run", name, "--catalog", str(catalog),
              "--profile", profile, "--seeds", *map(str, seeds)]
@@ -303,6 +318,7 @@ def run_experiment(name: str, catalog: str = "synthetic", profile: str = "quick"
     pick_device(device)   # a device this machine lacks stops here, not after hours of catalog build
     overrides = dict(overrides or {})
     specs = experiment_rows(name, catalog, profile, overrides)
+    _check_overrides_apply(name, catalog, profile, overrides)
     unknown = [r for r in (rows or []) if r not in specs]
     if unknown:
         raise ValueError(f"unknown row(s) {unknown} of {name}; rows are {list(specs)}")
@@ -312,7 +328,7 @@ def run_experiment(name: str, catalog: str = "synthetic", profile: str = "quick"
     workdir = Path(workdir or runs_dir() / "experiments" / path.stem)
     # one runner per store (two would each rewrite the file from their own copy) and per
     # work folder (two would train into the same run folders)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent, "results folder")
     with FolderLock(path.parent, "results file", file=path.name), \
             FolderLock(workdir, "experiment"):
         return _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, device, jobs,
@@ -500,7 +516,16 @@ def _command_line(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
             print(f"  stored: {stem}: {len(store['rows'])} rows, {seeds} seeds per row")
         return 0
     if args.command == "readme":
-        for stem, store in res.stored_results().items():
+        stores = res.stored_results()
+        committed = repo_root() / "data" / "results"
+        if res.results_dir().resolve() != committed.resolve():
+            # the README shows the committed files: a claim whose table is not in another
+            # folder would be rewritten as "not run"
+            print(f"[experiments] error: readme writes the results of {committed} into the "
+                  f"README, but MRLIB_RESULTS points at {res.results_dir()}; unset it (or copy "
+                  "the files into data/results/)", file=sys.stderr)
+            return 2
+        for stem, store in stores.items():
             try:
                 print(f"[experiments] {stem} -> {res.update_readme_block(store)}")
             except ValueError as err:
@@ -508,6 +533,10 @@ def _command_line(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         print(f"[experiments] claims -> {update_readme_claims('quick')}")
         return 0
     if args.command == "show":
+        profiles = EXPERIMENTS[args.experiment].profiles
+        if args.profile not in profiles:    # no store can exist, and no run would make one
+            parser.error(f"experiment {args.experiment!r} has profiles {list(profiles)}, "
+                         f"got {args.profile!r}")
         path = res.store_path(args.experiment, args.catalog, args.profile)
         if not path.exists():
             stored = [f"--catalog {s['catalog']} --profile {s['profile']}"
@@ -529,8 +558,10 @@ def _command_line(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         return 2
     store = res.read_store(path)
     print(res.results_markdown(store))
-    failed = [f"{r} seed {s}" for r, row in store["rows"].items()
-              for s, e in row["seeds"].items() if e.get("status") != "ok"]
+    # the exit status is this command's: a row or seed it did not ask for is not its failure
+    asked = set(args.rows or store["rows"]), {str(s) for s in args.seeds}
+    failed = [f"{r} seed {s}" for r, row in store["rows"].items() if r in asked[0]
+              for s, e in row["seeds"].items() if s in asked[1] and e.get("status") != "ok"]
     if failed:
         print(f"[experiments] failed: {', '.join(failed)}")
         return 1

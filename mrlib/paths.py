@@ -19,9 +19,9 @@ from typing import Iterator
 
 from filelock import FileLock, Timeout
 
-__all__ = ["repo_root", "data_dir", "runs_dir", "FolderLock", "LockedError", "describe_holder",
-           "atomic_path", "write_json_atomic", "read_json_or_empty", "move_aside",
-           "package_versions"]
+__all__ = ["repo_root", "data_dir", "runs_dir", "make_folder", "FolderLock", "LockedError",
+           "describe_holder", "atomic_path", "write_json_atomic", "read_json_or_empty",
+           "move_aside", "package_versions"]
 
 
 def repo_root() -> Path:
@@ -32,14 +32,34 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
+def make_folder(path: str | os.PathLike, what: str = "folder") -> Path:
+    """Create the folder ``path`` (and its parents) if missing.
+
+    Raises
+    ------
+    ValueError
+        When ``path``, or a folder above it, is a file: it names that file, instead of the
+        ``FileExistsError`` or ``NotADirectoryError`` that ``mkdir`` would raise.
+
+    Notebook: 00_overview.ipynb
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), path)
+        raise ValueError(f"cannot use {path} as the {what}: {blocker} is a file, not a folder; "
+                         "choose another path") from None
+    return path
+
+
 def data_dir() -> Path:
     """The data root (``$MRLIB_DATA`` or ``<repo>/data``), created if missing.
 
     Notebook: 00_overview.ipynb
     """
-    path = Path(os.environ.get("MRLIB_DATA", repo_root() / "data"))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return make_folder(os.environ.get("MRLIB_DATA", repo_root() / "data"),
+                       "data root (MRLIB_DATA)")
 
 
 def runs_dir() -> Path:
@@ -47,9 +67,8 @@ def runs_dir() -> Path:
 
     Notebook: 00_overview.ipynb
     """
-    path = Path(os.environ.get("MRLIB_RUNS", repo_root() / "runs"))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return make_folder(os.environ.get("MRLIB_RUNS", repo_root() / "runs"),
+                       "runs folder (MRLIB_RUNS)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -124,13 +143,14 @@ class FolderLock:
                 "command": " ".join([os.path.basename(sys.executable), *sys.argv])[:400]}
 
     def acquire(self) -> "FolderLock":
-        """Take the lock or raise :class:`LockedError` naming the holder.
+        """Take the lock or raise :class:`LockedError` naming the holder (``ValueError`` when
+        the folder's path is a file).
 
         Notebook: 06_training.ipynb
         """
         if self.held:
             return self
-        self.folder.mkdir(parents=True, exist_ok=True)
+        make_folder(self.folder, f"{self.what} folder")
         try:
             self._os_lock.acquire()
         except Timeout:

@@ -96,6 +96,10 @@ def _check_store(store: Any, where: str) -> dict:
     missing = [k for k in ("experiment", "catalog", "profile", "metrics", "rows") if k not in store]
     if missing:
         raise StoreError(f"{where}: lacks {missing}")
+    # every reader walks these two: a hand-edited file of another shape is named here
+    if not isinstance(store["rows"], dict) or not isinstance(store["metrics"], (list, tuple)):
+        raise StoreError(f"{where}: 'rows' must be a JSON object and 'metrics' a list, got "
+                         f"{type(store['rows']).__name__} and {type(store['metrics']).__name__}")
     return store
 
 
@@ -110,6 +114,8 @@ def read_store(path: str | os.PathLike) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise StoreError(f"{path}: not a JSON text ({err}); restore it from git "
                          f"(`git checkout -- {path}`) or from a copy") from None
+    except IsADirectoryError:
+        raise StoreError(f"{path} is a folder, not a results file") from None
     return _check_store(store, str(path))
 
 

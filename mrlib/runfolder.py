@@ -326,6 +326,8 @@ def load_run(path: str | os.PathLike) -> RunResult:
     ------
     FileNotFoundError
         When the folder lacks ``config.json`` or ``summary.json`` (the run did not finish).
+    ValueError
+        When one of them, or ``metrics.jsonl``, cannot be read (named, with the reason).
 
     Notebook: 06_training.ipynb
     """
@@ -334,9 +336,17 @@ def load_run(path: str | os.PathLike) -> RunResult:
         if not (path / name).is_file():
             raise FileNotFoundError(f"{path / name} not found: not a finished training run "
                                     "(train(config, resume=True) finishes an interrupted one)")
-    config = TrainConfig.from_json(path / "config.json")
-    return RunResult(path=path, config=config, metrics=_read_metrics(path / "metrics.jsonl"),
-                     summary=json.loads((path / "summary.json").read_text()))
+
+    def read(name: str, reader):
+        try:
+            return reader(path / name)
+        except (ValueError, TypeError) as err:   # JSON errors are ValueErrors
+            raise ValueError(f"{path / name} cannot be read ({err}): the run folder is "
+                             "damaged") from None
+
+    return RunResult(path=path, config=read("config.json", TrainConfig.from_json),
+                     metrics=read("metrics.jsonl", _read_metrics),
+                     summary=read("summary.json", lambda f: json.loads(f.read_text())))
 
 
 def _read_metrics(path: Path) -> pd.DataFrame:

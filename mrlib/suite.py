@@ -10,6 +10,7 @@ import argparse
 import ast
 import difflib
 import json
+import logging
 import os
 import platform
 import shutil
@@ -566,6 +567,14 @@ def main(argv: list[str] | None = None) -> int:
     except NotebookFailed as err:
         print(f"[suite] FAILED: {err}", flush=True)
         return 1
+    except KeyboardInterrupt:
+        # nbclient's cell task, cut off by Ctrl-C, would be logged at exit as "Task exception
+        # was never retrieved" with two tracebacks after this line
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+        print("\n[suite] interrupted: the notebook that was running is marked 'interrupted' in "
+              "the run folder's results.json; run it again with --only NN", file=sys.stderr,
+              flush=True)
+        return 130
     return 0
 
 

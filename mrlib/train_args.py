@@ -14,6 +14,7 @@ import sys
 from typing import Sequence
 
 from mrlib.models import POOLINGS
+from mrlib.systems import SYSTEMS
 from mrlib.train_config import TrainConfig, paper_config
 
 __all__ = ["config_from_args"]
@@ -52,8 +53,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m mrlib.train",
         description="Train AT, TL (any mining), TL Autopool or Triplet MatchNet. The same command "
                     "runs DDP under torchrun: torchrun --nproc_per_node=K -m mrlib.train ...",
-        epilog="Config flags left out keep the value of --config, of --paper, or TrainConfig's "
-               "default, in that order.")
+        epilog="Config flags left out keep the value of --config or of --paper (one of the two), "
+               "else TrainConfig's default.")
     defaults = TrainConfig()
     # SUPPRESS: only the flags actually given reach the namespace, so they override a saved
     # config (--config) or the paper profile (--paper) without clobbering the rest.
@@ -94,6 +95,8 @@ def config_from_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, ar
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     given = {k: v for k, v in vars(args).items() if k in fields}
+    if args.config_file and args.paper:      # each is a whole starting config: one would be dropped
+        parser.error("--config and --paper each give the config to start from; choose one")
     try:
         if args.config_file:
             base = TrainConfig.from_json(args.config_file).to_dict()
@@ -102,11 +105,15 @@ def config_from_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, ar
                 # and replace, the saved run's folder unless --out says so
                 base.update(out_dir=None, run_name=None)
         elif args.paper:
-            base = paper_config(given.get("system", "tl"), given.get("mining", "distance")).to_dict()
+            system = given.get("system", "tl")
+            if system not in SYSTEMS:      # paper_config looks the system up by name
+                raise ValueError(f"TrainConfig.system must be one of {tuple(SYSTEMS)}, "
+                                 f"got {system!r}")
+            base = paper_config(system, given.get("mining", "distance")).to_dict()
         else:
             base = TrainConfig().to_dict()
         base.update(given)
         config = TrainConfig.from_dict(base)
-    except (TypeError, ValueError, FileNotFoundError) as err:
+    except (TypeError, ValueError, OSError) as err:     # OSError: a --config that is a folder
         parser.error(str(err))
     return config, args
