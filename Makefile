@@ -1,4 +1,4 @@
-# The two commands of the README:
+# The three commands of the README:
 #   make book   fresh machine -> .venv, install, default catalog, quick suite, book
 #   make test   fresh machine -> .venv, install, unit tests + notebook validation + book + browser
 #   make experiments   reproduce the stored results of data/results/ (hours on a CPU; resumable:
@@ -62,5 +62,8 @@ experiments: venv
 bench: venv
 	$(BIN)/python -m mrlib.bench all
 
+# Build outputs only: runs/ holds trained runs and resumable experiment folders, which a
+# clean must not take; remove them by hand when you mean to.
 clean:
-	rm -rf book/_build runs .pytest_cache
+	rm -rf book/_build .pytest_cache
+	@echo "kept runs/ (trained runs, experiment work): remove it by hand if you mean to"
