@@ -734,7 +734,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     int
         Exit status: 0, or 2 when the run could not start or was refused (a locked or
         occupied run folder, a missing catalog, an invalid value, not enough memory), with the
-        reason on stderr.
+        reason on stderr; 130 after Ctrl-C (``--resume`` continues).
 
     Notebook: 06_training.ipynb
     """
@@ -746,6 +746,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             RankZeroFailed) as err:
         print(f"[train] error: {err}", file=sys.stderr, flush=True)
         return 2
+    except KeyboardInterrupt:
+        print("\n[train] interrupted: the same command with --resume continues from the last "
+              "checkpoint (one per finished epoch)", file=sys.stderr, flush=True)
+        return 130
     if run is not None:
         s = run.summary
         wait = s["data_wait_share"]

@@ -124,7 +124,8 @@ class TrainConfig:
         shapes the result (:attr:`fingerprint`), so runs with another lr, width, catalog ...
         never share a default folder.
     run_name : str or None
-        Label of the run; default ``"<system>_<mining>_s<seed>"`` (``"at_s<seed>"`` for AT).
+        Label of the run, a plain folder name (``out_dir`` takes a path); default
+        ``"<system>_<mining>_s<seed>"`` (``"at_s<seed>"`` for AT).
     n_jobs : int, default 2
         Processes for feature extraction.
     prefetch : int, default 2
@@ -292,6 +293,7 @@ def paper_config(system: str = "tl", mining: str = "distance", **overrides) -> T
 
     Notebook: 06_training.ipynb
     """
+    _system("system", system)
     base = dict(system=system, mining=mining, **PAPER_SCALE, lr=SYSTEMS[system].paper_lr,
                 amp=True, device="auto", features={"sr": 44100, "hop_length": 1024},
                 batch_tracks=128, prefetch=4)
@@ -369,7 +371,9 @@ _FIELD_CHECKS: dict[str, tuple] = {
     "deterministic": (rule(lambda v: isinstance(v, bool), "None or a bool", TypeError, optional=True),),
     "seed": int_at_least(0),
     "out_dir": (_PATH,),
-    "run_name": (_PATH,),
+    "run_name": (rule(lambda v: isinstance(v, str), "None or a str", TypeError, optional=True),
+                 rule(lambda v: v not in ("", ".", "..") and not any(c in v for c in "/\\"),
+                      "None or a plain folder name (out_dir takes a path)", optional=True)),
     "n_jobs": (rule(lambda v: is_int(v) and (v > 0 or v == -1), "a positive int or -1"),),
     "prefetch": int_at_least(0),
     "embed_all": (_BOOL,),

@@ -85,7 +85,9 @@ class TrainData:
         """Refuse a patch longer than the longest track (every patch would repeat its track)."""
         avail = np.flatnonzero(self.available)
         if avail.size == 0:
-            raise ValueError(f"no track of catalog {self.name or catalog!r} has features")
+            report = getattr(self.features, "report", None)
+            why = f"; the first skipped: {report.skipped[0][1]}" if report and report.skipped else ""
+            raise ValueError(f"no track of catalog {self.name or catalog!r} has features{why}")
         frames = getattr(self.features, "n_frames", None)
         frames = (np.array([np.shape(self.features[int(i)])[-1] for i in avail]) if frames is None
                   else np.asarray(frames)[avail])

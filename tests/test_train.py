@@ -576,3 +576,41 @@ def test_an_unknown_catalog_names_the_loaders_and_each_place_once(tmp_path):
     message = str(err.value)
     assert message.count(str(missing)) == 2          # the name, then the one place looked in
     assert all(repr(name) in message for name in LOADERS)
+
+
+def test_run_name_is_a_plain_name_and_paper_config_checks_its_system():
+    for bad in ("/tmp/elsewhere", "..", "a/b", ""):
+        with pytest.raises(ValueError, match="TrainConfig.run_name must be None or a plain folder name"):
+            T.TrainConfig(run_name=bad)
+    assert T.TrainConfig(run_name="mine").run_dir().parent.name == "train"
+    with pytest.raises(ValueError, match="system must be one of"):
+        T.paper_config("bogus")
+
+
+def test_cli_ctrl_c_says_how_to_resume(tmp_path, tiny_catalog_env):
+    import signal
+    import time
+
+    env = _subprocess_env(tiny_catalog_env)
+    cmd = [sys.executable, "-m", "mrlib.train", "--system", "tl", "--mining", "uniform", *CLI_TINY,
+           "--epochs", "1000", "--out", str(tmp_path / "run")]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120        # interrupt once an epoch has been checkpointed
+        while not (tmp_path / "run" / "checkpoint.pt").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "--resume continues" in err and "Traceback" not in err
+    assert (tmp_path / "run" / "checkpoint.pt").is_file()       # what --resume continues from
+
+
+def test_a_catalog_without_features_says_why(tmp_path, monkeypatch):
+    monkeypatch.setenv("MRLIB_DATA", str(tmp_path / "data"))
+    cfg = T.TrainConfig(n_tracks=5, catalog_kwargs={"duration_s": 1.0})
+    data = T.prepare_data(cfg, progress=False)
+    with pytest.raises(ValueError, match=r"has features; the first skipped: too short: 1\.00 s"):
+        data.check_patch_len(cfg.patch_len, cfg.catalog)
