@@ -76,7 +76,10 @@ def runs_dir() -> Path:
 # naming the holder
 # --------------------------------------------------------------------------------------------
 class LockedError(RuntimeError):
-    """Another process holds the lock of a folder (a run folder, a catalog folder)."""
+    """Another process holds the lock of a folder (a run folder, a catalog folder).
+
+    Notebook: 06_training.ipynb
+    """
 
 
 def describe_holder(holder: dict) -> str:

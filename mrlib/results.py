@@ -48,7 +48,10 @@ UNIT_DECIMALS = 4
 
 
 class StoreError(ValueError):
-    """A results file that cannot be read as a store (names the file and what is wrong)."""
+    """A results file that cannot be read as a store (names the file and what is wrong).
+
+    Notebook: 07_evaluation.ipynb
+    """
 
 
 def results_dir() -> Path:

@@ -295,7 +295,10 @@ def _keep_run_metadata(nb_path: Path, wall_s: float, profile: str) -> None:
 
 
 class NotebookFailed(RuntimeError):
-    """A notebook of the suite raised: names the notebook, the cell and the error."""
+    """A notebook of the suite raised: names the notebook, the cell and the error.
+
+    Notebook: 00_overview.ipynb
+    """
 
 
 class _ShellChannel(AsyncZMQSocketChannel):

@@ -97,6 +97,25 @@ def test_functions_are_short(path):
     assert not long, f"{path.name}: functions over {MAX_FUNCTION_LINES} lines: {long}"
 
 
+def _public_defs(tree: ast.Module) -> list:
+    """The module's functions and classes that its ``__all__`` names."""
+    names = next((ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
+                  and any(getattr(t, "id", "") == "__all__" for t in n.targets)), [])
+    return [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name in names]
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.name)
+def test_public_docstrings_name_their_notebook(path):
+    notebooks = {p.name for p in (ROOT / "notebooks").glob("*.ipynb")}
+    wrong = []
+    for node in _public_defs(ast.parse(path.read_text())):
+        last = (ast.get_docstring(node) or "").strip().splitlines()[-1:] or [""]
+        named = re.fullmatch(r"Notebook: (\d\d_\w+\.ipynb)", last[0].strip())
+        if not (named and named.group(1) in notebooks):
+            wrong.append(f"{node.name} ends with {last[0].strip()!r}")
+    assert not wrong, f"{path.name}: a public docstring's last line must name a notebook: {wrong}"
+
+
 # ``system == "at"``, ``cfg.system != ...``, ``cfg["system"] in (...)``: a branch on a system's name.
 SYSTEM_DISPATCH = re.compile(r"""\bsystem['"]?\]?\s*(==|!=|in\s*[(\[{]|not\s+in\s*[(\[{])""")
 
