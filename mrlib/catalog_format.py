@@ -338,8 +338,8 @@ def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
     path = Path(path)
     raw = path.read_bytes()
     if not raw.strip():
-        raise ValueError(f"{path} is empty: expected a header line of column names, then one "
-                         "row per track")
+        raise ValueError(f"{path} is empty: expected a header line of column names, then its "
+                         "rows")
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in raw[:200]:
         raise ValueError(f"{path} is UTF-16 encoded (or binary); save it as UTF-8 text "
                          "(in a spreadsheet: 'CSV UTF-8')")

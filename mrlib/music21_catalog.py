@@ -503,9 +503,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         root = build(n_tracks=args.n_tracks, seed=args.seed, root=args.root, clip_s=args.clip_s, sr=args.sr,
                      n_jobs=args.n_jobs, progress=not args.no_progress,
                      instrumentation=args.instrumentation, overwrite=args.overwrite)
-    except (ValueError, paths.LockedError) as err:
+    except (FileNotFoundError, ValueError, paths.LockedError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:   # the rendered works are kept: the same command goes on from there
+        print("\ninterrupted: run the same command again to finish the build", file=sys.stderr)
+        return 130
     info = json.loads((root / "catalog.json").read_text())
     print(f"{root}: {info['n_tracks']} tracks ({info['attempted']} works tried, "
           f"{info['failures']['count']} skipped; see skipped.csv)")

@@ -14,6 +14,7 @@ import logging
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -456,6 +457,7 @@ def run_suite(profile: str = "quick", overrides: dict[str, Any] | None = None,
     if not notebooks:
         raise FileNotFoundError(f"no notebooks found in {folder}")
     check_parameters(overrides, notebooks)
+    _check_device(wanted.get("device"))
     if out_dir is None:
         source = str(overrides.get("catalog", "synthetic"))
         suffix = "" if source == "synthetic" else f"_{Path(source).name}"
@@ -463,6 +465,18 @@ def run_suite(profile: str = "quick", overrides: dict[str, Any] | None = None,
     out_dir = Path(out_dir)
     with FolderLock(out_dir, "suite run"):
         return _run_suite_locked(profile, overrides, wanted, notebooks, out_dir, inplace, timeout_s)
+
+
+def _check_device(device: Any) -> None:
+    """Stop before the first notebook (which may build a catalog for hours) when this machine
+    lacks the device asked for; torch is asked in a child process, as the suite does not load it."""
+    if device in (None, "auto", "cpu"):
+        return
+    probe = subprocess.run([sys.executable, "-c", "import sys; from mrlib.devices import pick_device; "
+                            "pick_device(sys.argv[1])", str(device)], capture_output=True, text=True)
+    if probe.returncode != 0:
+        lines = probe.stderr.strip().splitlines() or [f"exit status {probe.returncode}"]
+        raise ValueError(f"-p device={device}: {lines[-1].partition(': ')[2] or lines[-1]}")
 
 
 def _from_here(value: Any) -> Any:

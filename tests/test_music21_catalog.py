@@ -629,3 +629,15 @@ def test_a_catalog_folder_being_built_refuses_a_second_build(tmp_path):
     with FolderLock(root, "catalog"):
         with pytest.raises(LockedError):
             R.build(n_tracks=2, root=root, clip_s=3.0, n_jobs=1, progress=False)
+
+
+@pytest.mark.parametrize("raised, status, says", [
+    (KeyboardInterrupt(), 130, "run the same command again"),
+    (FileNotFoundError("no such corpus file"), 2, "error: no such corpus file")])
+def test_cli_ends_an_interrupted_or_failed_build_with_one_line(monkeypatch, capsys, raised, status, says):
+    def build(**kwargs):
+        raise raised
+
+    monkeypatch.setattr(R, "build", build)
+    assert R.main(["build", "--n-tracks", "3", "--no-progress"]) == status
+    assert says in capsys.readouterr().err

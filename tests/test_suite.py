@@ -13,6 +13,7 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pytest
+import torch
 import zmq
 import zmq.asyncio
 from jupyter_client.channels import AsyncZMQSocketChannel
@@ -314,3 +315,12 @@ def test_lessons_read_a_catalog_folder_as_it_is(tmp_path, monkeypatch):
                             only=["07", "08"], out_dir=tmp_path / "out")
     entries = json.loads(index.read_text())["notebooks"]
     assert [e["status"] for e in entries.values()] == ["ok", "ok"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_a_device_this_machine_lacks_stops_the_suite_before_any_notebook(tmp_path):
+    with pytest.raises(ValueError, match=r"-p device=cuda: device 'cuda' asked for, but CUDA is not available"):
+        suite.run_suite("smoke", {"device": "cuda"}, only=["00"], out_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()                    # nothing ran, nothing written
+    with pytest.raises(ValueError, match=r"-p device=tpu: unknown device"):
+        suite.run_suite("smoke", {"device": "tpu"}, only=["00"], out_dir=tmp_path / "out")
