@@ -4,6 +4,7 @@ the notebooks against the real data root, where they build and cache the default
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 
@@ -21,6 +22,10 @@ def _private_data_root(request, tmp_path_factory, monkeypatch):
 def pytest_configure(config):
     # Torch: deterministic, and no oversubscription of the 2-core CI machine.
     os.environ.setdefault("OMP_NUM_THREADS", "2")
+    # A shell that starts the tests in the background makes them ignore SIGINT, and so would
+    # every program they start: the tests that press Ctrl-C on a program need the default.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="module")
