@@ -219,7 +219,13 @@ def _cli_info(args: argparse.Namespace) -> int:
                   f"python -m mrlib.catalog build {args.name} {flags}")
             return 1
         cat = read(root)
-    else:
+    else:   # a folder or a loader: the flags that pick a generated catalog would be ignored
+        default = vars(_parser().parse_args(["info", args.name]))
+        given = [f"--{k.replace('_', '-')}" for k, v in vars(args).items() if v != default[k]]
+        if given:
+            raise ValueError(f"{' '.join(given)} pick one of the generated catalogs "
+                             f"({', '.join(BUILDERS)}); {args.name!r} is read as it is: leave "
+                             "them out")
         cat = load(args.name)
     print(cat.summary())
     if cat.info.get("config"):

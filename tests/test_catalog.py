@@ -471,6 +471,11 @@ def test_cli_build_and_info(capsys):
     for cmd in ("build", "info"):
         assert C.main([cmd, "music21", "--events"]) == 2
         assert "synthetic catalog only" in capsys.readouterr().err
+    # a folder is read as it is: the flags that pick a generated catalog are refused, not ignored
+    folder = str(data_dir() / "synthetic_n4_s1_d2_ev")
+    assert C.main(["info", folder]) == 0 and "N=4" in capsys.readouterr().out
+    assert C.main(["info", folder, "--n-tracks", "9", "--events"]) == 2
+    assert "--n-tracks --events pick one of the generated catalogs" in capsys.readouterr().err
 
 
 def test_top_tags_orders_by_likelihood_and_cuts_at_the_threshold(tmp_path):
