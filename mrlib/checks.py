@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-__all__ = ["check_int", "check_positive", "check_level", "as_index_matrix", "as_float_matrix",
+__all__ = ["check_int", "check_positive", "check_margin", "check_level", "as_index_matrix", "as_float_matrix",
            "as_vector", "is_int", "is_real", "rule", "int_at_least", "FINITE", "validate_fields"]
 
 
@@ -60,6 +60,16 @@ def check_positive(name: str, value: Any) -> float:
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value}")
     return float(value)
+
+
+def check_margin(margin: Any) -> None:
+    """Refuse a triplet-loss margin that is not a finite real number >= 0 (NaN included) with
+    ``ValueError``; the loss and online mining share this check.
+
+    Notebook: 04_losses.ipynb
+    """
+    if not isinstance(margin, numbers.Real) or not 0 <= margin < float("inf"):   # NaN fails too
+        raise ValueError(f"margin must be a finite number >= 0, got {margin!r}")
 
 
 def check_level(level: Any) -> float:

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from mrlib.checks import check_margin
+
 __all__ = [
     "squared_distances",
     "triplet_loss",
@@ -111,8 +113,7 @@ def triplet_loss(a: torch.Tensor, p: torch.Tensor, n: torch.Tensor, margin: floa
     if not (a.shape[-1] == p.shape[-1] == n.shape[-1]):
         raise ValueError(f"a, p, n must share their embedding size, got {tuple(a.shape)}, "
                          f"{tuple(p.shape)}, {tuple(n.shape)}")
-    if not isinstance(margin, numbers.Real) or not 0 <= margin < float("inf"):   # NaN fails too
-        raise ValueError(f"margin must be a finite number >= 0, got {margin!r}")
+    check_margin(margin)
     _check_reduction(reduction)
     d_ap = squared_distances(a, p)
     d_an = squared_distances(a, n)

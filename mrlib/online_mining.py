@@ -10,10 +10,10 @@ Notebook: 03_mining.ipynb
 """
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 import torch
+
+from mrlib.checks import check_margin
 
 __all__ = ["rank_matrix", "batch_ranks", "valid_triplets", "triplet_distances", "select_hard",
            "select_semihard", "check_batch"]
@@ -99,8 +99,7 @@ def check_batch(embeddings: torch.Tensor, oracle, batch_idx, oracle_kind: str, p
         raise ValueError(f"positives must be 'batch' or 'catalog', got {positives!r}")
     if positives == "catalog" and oracle_kind != "ranks":
         raise ValueError("positives='catalog' needs the catalog ranks (oracle_kind='ranks')")
-    if not isinstance(margin, numbers.Real) or not 0 <= margin < float("inf"):   # NaN fails too
-        raise ValueError(f"margin must be a finite number >= 0, got {margin!r}")
+    check_margin(margin)
     oracle = torch.as_tensor(oracle)
     if oracle.is_floating_point() and dev.type == "mps":
         oracle = oracle.float()                 # MPS has no float64
