@@ -14,7 +14,6 @@ import sys
 from typing import Sequence
 
 from mrlib.models import POOLINGS
-from mrlib.systems import SYSTEMS
 from mrlib.train_config import TrainConfig, paper_config
 
 __all__ = ["config_from_args"]
@@ -105,11 +104,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, ar
                 # and replace, the saved run's folder unless --out says so
                 base.update(out_dir=None, run_name=None)
         elif args.paper:
-            system = given.get("system", "tl")
-            if system not in SYSTEMS:      # paper_config looks the system up by name
-                raise ValueError(f"TrainConfig.system must be one of {tuple(SYSTEMS)}, "
-                                 f"got {system!r}")
-            base = paper_config(system, given.get("mining", "distance")).to_dict()
+            base = paper_config(given.get("system", "tl"), given.get("mining", "distance")).to_dict()
         else:
             base = TrainConfig().to_dict()
         base.update(given)

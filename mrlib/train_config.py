@@ -293,7 +293,7 @@ def paper_config(system: str = "tl", mining: str = "distance", **overrides) -> T
 
     Notebook: 06_training.ipynb
     """
-    _system("system", system)
+    _system("TrainConfig.system", system)
     base = dict(system=system, mining=mining, **PAPER_SCALE, lr=SYSTEMS[system].paper_lr,
                 amp=True, device="auto", features={"sr": 44100, "hop_length": 1024},
                 batch_tracks=128, prefetch=4)
