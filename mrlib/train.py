@@ -13,8 +13,9 @@ near 0 nothing is left to learn) are over every valid triplet of the batch — f
 that is more than the selected ones, which all cost something by construction.
 
 **An epoch** is ``steps_per_epoch`` batches: at paper scale the 32.1 M triplets mined on the
-training split make 0.76 M batches of 42, which no one waits for. After each epoch: the validation metric (MAP@20 on the
-validation split, the oracle restricted to it; ROC AUC for AT too), early stopping on it
+training split make 0.76 M batches of 42, which no one waits for. After each epoch: the
+validation metric (MAP@20 on the validation split, the oracle restricted to it; ROC AUC for AT
+too), early stopping on it
 (the best weights are kept), an atomic checkpoint (model, optimiser, AMP scaler, sampler, every
 RNG state of every rank, the early-stopping state and the metrics so far) and one row of
 ``metrics.jsonl``. ``resume=True`` continues the same run: the weights and metrics at every
@@ -254,7 +255,8 @@ class _TrainingRun:
                 data = prepare_data(self.config, progress=self.progress)
             except Exception as err:
                 failure = err
-        message = self.dist.broadcast(None if failure is None else f"{type(failure).__name__}: {failure}")
+        message = self.dist.broadcast(
+            None if failure is None else f"{type(failure).__name__}: {failure}")
         if failure is not None:
             raise failure
         if message is not None:

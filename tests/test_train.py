@@ -496,13 +496,18 @@ def test_cli_crash_and_resume(tmp_path, tiny_catalog_env):
     assert_resumed_exactly(T.load_run(tmp_path / "full"), T.load_run(tmp_path / "cut"))
 
 
+def _torchrun(env: dict, *flags: str) -> subprocess.CompletedProcess:
+    """``python -m mrlib.train FLAGS`` on two CPU ranks under torchrun."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+           "-m", "mrlib.train", *flags]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
 def test_torchrun_two_cpu_ranks(tmp_path, tiny_catalog_env):
     env = _subprocess_env(tiny_catalog_env)
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           "--standalone", "-m", "mrlib.train", "--system", "tl", "--mining", "distance",
-           *CLI_TINY, "--epochs", "2", "--verify-ddp", "--out", str(out)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    proc = _torchrun(env, "--system", "tl", "--mining", "distance", *CLI_TINY, "--epochs", "2",
+                     "--verify-ddp", "--out", str(out))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     report = json.loads((out / "ddp_verify.json").read_text())
     assert report["world_size"] == 2
@@ -521,10 +526,8 @@ def test_torchrun_builds_a_missing_catalog_on_rank_zero(tmp_path):
     # an empty data root: rank 0 builds the catalog and its features, then the other rank reads
     # them (both building at once would meet the folder's lock)
     env = _subprocess_env({"MRLIB_DATA": str(tmp_path / "data"), "MRLIB_RUNS": str(tmp_path / "runs")})
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
-           "-m", "mrlib.train", "--system", "tl", "--mining", "uniform", *CLI_TINY,
-           "--epochs", "1", "--no-embed-all", "--out", str(tmp_path / "ddp")]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    proc = _torchrun(env, "--system", "tl", "--mining", "uniform", *CLI_TINY, "--epochs", "1",
+                     "--no-embed-all", "--out", str(tmp_path / "ddp"))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert (tmp_path / "data" / "synthetic_n30_s0_d8" / "tracks.csv").is_file()
     assert T.load_run(tmp_path / "ddp").summary["world_size"] == 2
@@ -535,10 +538,8 @@ def test_torchrun_ranks_stop_with_rank_zeros_data_error(tmp_path):
     bad.mkdir()
     (bad / "tracks.csv").write_text("not,a\ncatalog,table\n")
     env = _subprocess_env({"MRLIB_DATA": str(tmp_path / "data"), "MRLIB_RUNS": str(tmp_path / "runs")})
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
-           "-m", "mrlib.train", "--system", "tl", "--mining", "uniform", "--catalog", str(bad),
-           "--epochs", "1", "--no-progress", "--out", str(tmp_path / "ddp")]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    proc = _torchrun(env, "--system", "tl", "--mining", "uniform", "--catalog", str(bad),
+                     "--epochs", "1", "--no-progress", "--out", str(tmp_path / "ddp"))
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if "[train] error:" in line]
     # every rank stops (no hang) with rank 0's reason; torchrun may end one before it prints
