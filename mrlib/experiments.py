@@ -329,10 +329,25 @@ def run_experiment(name: str, catalog: str = "synthetic", profile: str = "quick"
     # one runner per store (two would each rewrite the file from their own copy) and per
     # work folder (two would train into the same run folders)
     make_folder(path.parent, "results folder")
-    with FolderLock(path.parent, "results file", file=path.name), \
-            FolderLock(workdir, "experiment"):
-        return _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, device, jobs,
-                           path, workdir, commit, progress)
+    with FolderLock(path.parent, "results file", file=path.name):
+        data = _open_store(exp, name, catalog, profile, specs, rows, path)   # before any run folder
+        with FolderLock(workdir, "experiment"):
+            return _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, device,
+                               jobs, path, workdir, commit, progress, data)
+
+
+def _open_store(exp, name, catalog, profile, specs, rows, path: Path) -> dict:
+    """The store at ``path`` (a new one when missing), checked to hold this experiment, with its
+    rows matched to ``specs`` (:func:`_stored_rows`)."""
+    data = res.read_store(path) if path.exists() else res.new_store(
+        name, catalog, profile, title=exp.title, metrics=exp.metrics, unit=exp.unit, notebook=exp.notebook)
+    held = (data["experiment"], str(data["catalog"]), data["profile"])
+    if held != (name, str(catalog), profile):
+        raise ValueError(f"{path} holds {held[0]} on catalog {held[1]} at profile {held[2]}, not "
+                         f"{name} on {catalog} at {profile}; choose another --store")
+    data["title"] = exp.title
+    data["rows"] = _stored_rows(data["rows"], specs, name, path, rows)
+    return data
 
 
 def _stored_rows(rows: dict, specs: dict, name: str, path: Path, chosen) -> dict:
@@ -386,20 +401,13 @@ def _in_processes(todo, jobs: int, work_args, land, bar) -> None:
 
 
 def _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, device, jobs, path,
-                workdir, commit, progress) -> Path:
-    data = res.read_store(path) if path.exists() else res.new_store(
-        name, catalog, profile, title=exp.title, metrics=exp.metrics, unit=exp.unit, notebook=exp.notebook)
-    held = (data["experiment"], str(data["catalog"]), data["profile"])
-    if held != (name, str(catalog), profile):
-        raise ValueError(f"{path} holds {held[0]} on catalog {held[1]} at profile {held[2]}, not "
-                         f"{name} on {catalog} at {profile}; choose another --store")
+                workdir, commit, progress, data) -> Path:
     command = _command(name, catalog, profile, seeds, overrides, rows, device)
     if commit and subprocess.run(["git", "rev-parse", "--is-inside-work-tree"],
                                  cwd=path.resolve().parent, capture_output=True).returncode != 0:
         print(f"[experiments] warning: {path} is not in a git repository; --commit does nothing")
         commit = False
-    data["title"] = exp.title
-    stored = data["rows"] = _stored_rows(data["rows"], specs, name, path, rows)
+    stored = data["rows"]
     chosen = list(rows or specs)
     todo = [(r, s) for s in seeds for r in chosen
             if stored[r]["seeds"].get(str(s), {}).get("status") != "ok"]

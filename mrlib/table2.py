@@ -10,7 +10,6 @@ Notebook: 07_evaluation.ipynb
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import warnings
@@ -146,10 +145,7 @@ def table2_systems(*, rows=None, **common) -> dict[str, dict]:
     if fixed:
         raise ValueError(f"{sorted(fixed)} define the rows of Table 2 and cannot be set for all "
                          f"of them; choose rows with rows=[...] instead")
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    typos = sorted(set(common) - known)
-    if typos:
-        raise TypeError(f"unknown TrainConfig field(s) {typos}; known: {sorted(known)}")
+    TrainConfig.check_fields(common)      # a bad value is the caller's, whichever row meets it
     out = {}
     for name in rows:
         cfg = {**TABLE2_DEFAULTS, **common, **_TABLE2_ROWS[name]}

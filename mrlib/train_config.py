@@ -203,6 +203,21 @@ class TrainConfig:
             raise TypeError(f"TrainConfig must be JSON-serialisable: {err}") from None
         return self
 
+    @staticmethod
+    def check_fields(values: dict) -> None:
+        """Pass each of ``values`` (field name -> value) through that field's own checks alone,
+        so a bad value shared by several configs is reported once, before any config is built;
+        an unknown field name is a ``TypeError``.
+
+        Notebook: 07_evaluation.ipynb
+        """
+        typos = sorted(set(values) - set(_FIELD_CHECKS))
+        if typos:
+            raise TypeError(f"unknown TrainConfig field(s) {typos}; known: {sorted(_FIELD_CHECKS)}")
+        for name, value in values.items():
+            for check in _FIELD_CHECKS[name]:
+                value = check(f"TrainConfig.{name}", value)
+
     # -- derived ----------------------------------------------------------------------------
     @property
     def learning_rate(self) -> float:

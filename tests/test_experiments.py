@@ -143,6 +143,23 @@ def test_a_store_of_another_catalog_is_refused(store):
     assert store.read_text() == before
 
 
+def test_a_refused_store_leaves_no_work_folder(store, tmp_path):
+    """A store that cannot be used is refused before the runner makes its work folder."""
+    work = tmp_path / "work"
+    store.parent.mkdir(parents=True)
+    store.write_text("{not json")
+    with pytest.raises(res.StoreError, match="not a JSON text"):
+        X.run_experiment("toy", seeds=[0], store=store, workdir=work, progress=False)
+    assert not work.exists()
+    X.run_experiment("toy", seeds=[0], store=store.with_name("other.json"), workdir=work,
+                     progress=False)
+    other = work.with_name("work2")
+    with pytest.raises(ValueError, match="holds toy on catalog synthetic"):
+        X.run_experiment("toy", catalog="music21", seeds=[0], store=store.with_name("other.json"),
+                         workdir=other, progress=False)
+    assert not other.exists() and store.read_text() == "{not json"
+
+
 def test_a_run_that_adds_nothing_keeps_the_recorded_command(store):
     X.run_experiment("toy", seeds=[0, 1], store=store, progress=False)
     command = res.read_store(store)["command"]

@@ -53,8 +53,14 @@ def test_table2_systems_common_overrides_and_errors():
         t2.table2_systems(rows=["TL Hard"])
     with pytest.raises(TypeError, match="unknown TrainConfig field"):
         t2.table2_systems(epoch=3)
-    with pytest.raises(ValueError, match="AT Baseline"):  # TrainConfig's own check, row named
+    # a bad value is reported as the caller's, not as a row's (it is every row's)
+    with pytest.raises(ValueError, match=r"^TrainConfig\.width must be"):
         t2.table2_systems(width=-1.0)
+    with pytest.raises(ValueError, match=r"^TrainConfig\.pooling must be None or one of"):
+        t2.autopool_rows(profile="smoke", overrides={"pooling": "bogus"})
+    # a value that only some rows refuse names the first of them
+    with pytest.raises(ValueError, match="^Table 2 row 'AT Baseline': TrainConfig.pooling is"):
+        t2.table2_systems(pooling="max")
 
 
 def test_pooling_positions_follow_alpha_on_the_test_patches():
