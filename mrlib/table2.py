@@ -36,8 +36,8 @@ from mrlib.train_config import paper_config
 __all__ = ["TABLE2_DEFAULTS", "TABLE2_ROWS", "table2_systems", "TABLE2_BUDGETS", "TABLE2_ROW_FIELDS",
            "TABLE2_REFERENCE_ROWS", "TRAIN_SHARE", "CATALOG_KWARGS", "CATALOG_VARIANTS",
            "table2_rows", "table2_context", "table2_score", "table2_run", "LOGISTIC_TAGGER",
-           "AT_SWEEP", "at_sweep_rows", "AUTOPOOL_PATCH_LENS", "AUTOPOOL_ARMS", "AUTOPOOL_BUDGETS",
-           "autopool_rows", "PAPER_CHOICES", "paper_choices_rows"]
+           "AT_SWEEP", "at_sweep_rows", "TL_SWEEP", "tl_sweep_rows", "AUTOPOOL_PATCH_LENS",
+           "AUTOPOOL_ARMS", "AUTOPOOL_BUDGETS", "autopool_rows", "PAPER_CHOICES", "paper_choices_rows"]
 
 #: Training fields shared by every row of Table 2, at notebook 07's defaults: a CPU lesson
 #: that trains six systems in a few minutes (see 07_evaluation.ipynb for what it takes to
@@ -414,6 +414,27 @@ def at_sweep_rows(catalog: str = "synthetic", profile: str = "quick",
             for d in AT_SWEEP["dropout"] for lr in AT_SWEEP["lr"]}
     rows[LOGISTIC_TAGGER] = _reference_row(LOGISTIC_TAGGER, base)
     return rows
+
+
+#: The TL Distance-based row's sweep, one factor at a time around its Table-2 point (10⁻³, α = 0.5):
+#: a faster rate, or a smaller margin. The AT row was chosen among four points; this is the TL
+#: side's chance, selected the same way, on validation (``extra["val_map"]``).
+TL_SWEEP = {"lr": (1e-3, 3e-3, 1e-2), "margin": (0.5, 0.1)}
+
+
+def tl_sweep_rows(catalog: str = "synthetic", profile: str = "quick",
+                  overrides: Mapping[str, Any] | None = None) -> dict[str, dict]:
+    """Table 2's TL Distance-based row at each rate of :data:`TL_SWEEP` (margin 0.5) and at
+    each margin (rate 10⁻³); the same budget and data.
+
+    Notebook: 06_training.ipynb
+    """
+    base = table2_rows(catalog, profile, overrides)["TL Distance-based"]
+    points = [(lr, TL_SWEEP["margin"][0]) for lr in TL_SWEEP["lr"]]
+    points += [(TL_SWEEP["lr"][0], m) for m in TL_SWEEP["margin"][1:]]
+    return {f"TL Distance-based lr {lr:g}, margin {m:g}": {**base, "lr": lr, "margin": m,
+                                                          "run_name": f"tl_distance_lr{lr:g}_m{m:g}"}
+            for lr, m in points}
 
 
 #: The AutoPool ablation's patch lengths (on the synthetic catalog with ``events=True``).
