@@ -84,3 +84,23 @@ def test_pooling_positions_follow_alpha_on_the_test_patches():
         model.autopool.alpha.copy_(torch.tensor([1e3] * 4 + [-1e3] * 4))
     rho = t2._pooling_positions(model, data, idx, patch_len=64)
     assert (rho[:, :4] > 0.99).all() and (rho[:, 4:] < -0.99).all()
+
+
+@pytest.mark.parametrize("profile", ["smoke", "quick"])
+def test_the_sweeps_change_only_their_factors_of_the_table2_row(profile):
+    """Each sweep point is its Table-2 row with only the swept fields (and its folder) changed,
+    so a difference between points is the factor's; the Table-2 point is among them."""
+    def config(p):          # every field, defaults included, but the folder's name
+        return {k: v for k, v in TrainConfig(**p).to_dict().items() if k != "run_name"}
+
+    rows = t2.table2_rows(profile=profile)
+    for sweep, base, swept in ((t2.tl_sweep_rows(profile=profile), "TL Distance-based", {"lr", "margin"}),
+                               (t2.at_sweep_rows(profile=profile), "AT Baseline", {"lr", "dropout"})):
+        trained = {name: config(p) for name, p in sweep.items() if "reference" not in p}
+        assert len({sweep[name]["run_name"] for name in trained}) == len(trained) >= 4
+        table_row = config(rows[base])
+        for c in trained.values():
+            assert {k for k in c if c[k] != table_row[k]} <= swept
+        assert table_row in trained.values()
+    points = {(p["lr"], p["margin"]) for p in t2.tl_sweep_rows(profile=profile).values()}
+    assert points == {(1e-3, 0.5), (3e-4, 0.5), (3e-3, 0.5), (1e-2, 0.5), (1e-3, 0.1)}
