@@ -297,8 +297,8 @@ QUOTES = [
     ("06", "(0.84 points", r"paper batches and learning rate\s+-(\d+\.\d+) \[", 1),
     ("06", "0.84 points, Holm p = 0.03", r"paper batches and learning rate\s+\S+ \[[^\]]+\]\s+p = (\d\.\d+)", 1),
     # cell 35: throughput
-    ("06", "(0.98 here", r"ratio (\d\.\d+)", 1),
-    ("06", "data wait 0.7", r"ratio \d\.\d+, data wait (\d\.\d+) %", 1),
+    ("06", "(0.92 here", r"ratio (\d\.\d+)", 1),
+    ("06", "data wait 1.3", r"ratio \d\.\d+, data wait (\d\.\d+) %", 1),
     # cell 36: resuming
     ("06", "below, 2 epochs", r"resumed resume_cut at epoch (\d+)", 1),
     ("06", "a resume to 4", r"same weights after epoch (\d+)", 1),
@@ -310,6 +310,12 @@ QUOTES = [
     ("06", "catalog's 14,246", r"n_tracks\s+\d+\s+14(\d+)", 1),
     ("06", "features at 44.1", r"'sr': (\d+)", 1e-3),
     ("06", "kHz / hop 1024", r"'hop_length': (\d+)", 1),
+    # the TL side's sweep, read from the stored tl_sweep
+    ("06", "(9.11 %", r"lr 0.0003, margin 0.5\s+(\d+\.\d+)", 1),
+    ("06", "against 8.72 %", r"lr 0.001, margin 0.5\s+(\d+\.\d+)", 1),
+    ("06", "that point scores 8.82 %", r"its test MAP@20 (\d+\.\d+) %", 1),
+    ("06", "in the same sweep (8.03", r"lr 0.001, margin 0.5\s+\d+\.\d+\s+(\d+\.\d+)", 1),
+    ("06", "the AT row's 15.92", r"Table 2's AT row (\d+\.\d+) %", 1),
     # cell 48: exercise 1 runs the same number of steps as section 4
     ("06", "steps as section 4 (15)", r"offline, (\d+) steps", 1),
     # section 2: the worked example (cell 9 prints it by hand, by the teaching loop and by mrlib)
