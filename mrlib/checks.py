@@ -17,7 +17,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 __all__ = ["check_int", "check_positive", "check_margin", "check_level", "as_index_matrix", "as_float_matrix",
-           "as_vector", "is_int", "is_real", "rule", "int_at_least", "FINITE", "validate_fields"]
+           "as_vector", "is_int", "is_real", "rule", "int_at_least", "FINITE", "validate_fields",
+           "check_values"]
 
 
 def is_int(value: Any) -> bool:
@@ -189,8 +190,23 @@ def validate_fields(obj: Any, checks: Mapping[str, tuple]) -> None:
 
     Notebook: 00_overview.ipynb
     """
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        for check in checks[f.name]:
-            value = check(f"{type(obj).__name__}.{f.name}", value)
-        object.__setattr__(obj, f.name, value)
+    values = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    for name, value in check_values(type(obj).__name__, values, checks).items():
+        object.__setattr__(obj, name, value)
+
+
+def check_values(owner: str, values: Mapping[str, Any], checks: Mapping[str, tuple]) -> dict:
+    """Pass each of ``values`` (field name -> value) through its field's checks, in order: the
+    values they return, or the first check's error, worded ``"<owner>.<field> must be ..."``.
+
+    :func:`validate_fields` runs it on a whole dataclass; a caller with some fields only (the
+    ``-p`` values an experiment shares among its rows) runs it on those.
+
+    Notebook: 00_overview.ipynb
+    """
+    checked = {}
+    for name, value in values.items():
+        for check in checks[name]:
+            value = check(f"{owner}.{name}", value)
+        checked[name] = value
+    return checked

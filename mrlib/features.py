@@ -613,7 +613,6 @@ def random_patches(feature, patch_len: int, n: int, rng, pad: str = "wrap") -> n
     return np.ascontiguousarray(feature[:, columns].transpose(1, 0, 2))
 
 
-
 def tracks_patches(features, tracks, patch_len: int, n: int, rng) -> np.ndarray:
     """``n`` random patches (:func:`random_patches`) of each of several tracks, track by track.
 
@@ -634,6 +633,7 @@ def tracks_patches(features, tracks, patch_len: int, n: int, rng) -> np.ndarray:
     Notebook: 06_training.ipynb
     """
     return np.concatenate([random_patches(features[int(t)], patch_len, n, rng) for t in tracks])
+
 
 def test_patches(feature, patch_len: int, n: int = 8, seed: int = 0, pad: str = "wrap") -> np.ndarray:
     """The seeded test-time representation: ``n`` (= 8) patches of one track.

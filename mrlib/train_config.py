@@ -15,7 +15,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mrlib.checks import FINITE, int_at_least, is_int, is_real, rule, validate_fields
+from mrlib.checks import (FINITE, check_values, int_at_least, is_int, is_real, rule,
+                          validate_fields)
 from mrlib.features import FeatureConfig
 from mrlib.mining import ALL_STRATEGIES, canonical_strategy, is_online
 from mrlib.models import POOLINGS
@@ -214,9 +215,7 @@ class TrainConfig:
         typos = sorted(set(values) - set(_FIELD_CHECKS))
         if typos:
             raise TypeError(f"unknown TrainConfig field(s) {typos}; known: {sorted(_FIELD_CHECKS)}")
-        for name, value in values.items():
-            for check in _FIELD_CHECKS[name]:
-                value = check(f"TrainConfig.{name}", value)
+        check_values("TrainConfig", values, _FIELD_CHECKS)
 
     # -- derived ----------------------------------------------------------------------------
     @property
