@@ -94,15 +94,14 @@ def test_the_tl_sweep_sentence_of_the_claims_table_is_the_stored_one():
     validation = {name: np.mean([max(e["extra"]["val_map"]) for e in res._ok_seeds(row).values()])
                   for name, row in sweep["rows"].items()}
     test = {name: s["MAP@20"]["mean"] for name, s in sweep["summary"].items()}
-    chosen = max(validation, key=validation.get)
-    gain = test[chosen] - test["TL Distance-based lr 0.001, margin 0.5"]
+    chosen, base = max(validation, key=validation.get), "TL Distance-based lr 0.001, margin 0.5"
+    gain = test[chosen] - test[base]
     at, tl = (table2["summary"][r]["MAP@20"]["mean"] for r in ("AT Baseline", "TL Distance-based"))
     lead = at - tl
     assert all(len(res._ok_seeds(row)) == 3 for row in sweep["rows"].values())
     assert gain < 1 and gain < lead / 4
     # the README's paragraph quotes the same figures
     readme = " ".join((repo_root() / "README.md").read_text().split())
-    base = "TL Distance-based lr 0.001, margin 0.5"
     for quoted in (f"Validation chooses 3·10⁻⁴ ({100 * validation[chosen]:.2f} %, against "
                    f"{100 * validation[base]:.2f} % at 10⁻³)", f"scores {test[chosen]:.2f} % MAP@20, "
                    f"{gain:.2f} points above 10⁻³", f"and {at - test[chosen]:.1f} points below the AT row"):
