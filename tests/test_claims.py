@@ -6,6 +6,7 @@ import pytest
 
 from mrlib import claims as C
 from mrlib import results as res
+from mrlib.table2 import TL_TUNED_LR
 
 N = 200
 
@@ -107,4 +108,5 @@ def test_the_tl_sweep_sentence_of_the_claims_table_is_the_stored_one():
                    f"{gain:.2f} points above 10⁻³", f"and {at - test[chosen]:.1f} points below the AT row"):
         assert quoted in readme, quoted
     assert chosen == "TL Distance-based lr 0.0003, margin 0.5"
+    assert sweep["rows"][chosen]["parameters"]["lr"] == TL_TUNED_LR      # what tl_tuned trains at
     assert "gains under a point of test MAP@20, far short of the AT row's lead" in C.CLAIMS[0].note

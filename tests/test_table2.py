@@ -104,3 +104,18 @@ def test_the_sweeps_change_only_their_factors_of_the_table2_row(profile):
         assert table_row in trained.values()
     points = {(p["lr"], p["margin"]) for p in t2.tl_sweep_rows(profile=profile).values()}
     assert points == {(1e-3, 0.5), (1e-4, 0.5), (3e-4, 0.5), (3e-3, 0.5), (1e-2, 0.5), (1e-3, 0.1)}
+
+
+@pytest.mark.parametrize("profile", ["smoke", "quick"])
+def test_tl_tuned_is_table2_with_only_the_tl_rows_rate_changed(profile):
+    """``tl_tuned`` holds Table 2's trained rows under their own names (so the claims read it as
+    they read Table 2); only the TL rows' rate and folder differ, and ``-p lr`` is refused."""
+    rows, tuned = t2.table2_rows(profile=profile), t2.tl_tuned_rows(profile=profile)
+    assert list(tuned) == [n for n, p in rows.items() if "reference" not in p and p["epochs"] > 0]
+    assert "AT Baseline" in tuned and sum(n.startswith("TL ") for n in tuned) == 5
+    for name, p in tuned.items():
+        changed = {k for k in p if p[k] != rows[name][k]}
+        assert changed == ({"lr", "run_name"} if name.startswith("TL ") else set()), name
+        assert p["lr"] == (t2.TL_TUNED_LR if name.startswith("TL ") else rows[name]["lr"])
+    with pytest.raises(ValueError, match="drop -p lr"):
+        t2.tl_tuned_rows(profile=profile, overrides={"lr": 1e-3})
