@@ -448,6 +448,11 @@ def tl_tuned_rows(catalog: str = "synthetic", profile: str = "quick",
     """Table 2's trained rows with every trained TL row at :data:`TL_TUNED_LR`, the AT row as in
     Table 2; the same names, budget and data, so that the claims can be tested on either table.
 
+    Raises
+    ------
+    ValueError
+        When ``overrides`` sets ``lr``: the rate is what this table changes.
+
     Notebook: 07_evaluation.ipynb
     """
     if "lr" in dict(overrides or {}):

@@ -328,8 +328,8 @@ QUOTES = [
     ("07", "our 400 give ± 1", r"\| TL untrained \| \d+\.\d+ ± (\d\.\d+)", 1),
     ("07", "our 400 give ± 1–3.5", r"\| AT Baseline \|(?: [^|]+ \|){2} \d+\.\d+ ± (\d\.\d+)", 1),
     # Table 2 at the TL rate chosen on validation (the stored tl_tuned beside the stored table2)
-    ("07", "unchanged, scores 16.55", r"\(tl_tuned\)\nAT Baseline\s+\d+\.\d+\s+(\d+\.\d+)", 1),
-    ("07", "% against 15.92", r"\(tl_tuned\)\nAT Baseline\s+(\d+\.\d+)", 1),
+    ("07", "scores 16.55", r"\(TL rows at 3·10⁻⁴\)\nAT Baseline\s+\d+\.\d+\s+(\d+\.\d+)", 1),
+    ("07", "% against 15.92", r"\(TL rows at 3·10⁻⁴\)\nAT Baseline\s+(\d+\.\d+)", 1),
     # section 3: the random row against its expectation
     ("07", "Recall@20 of 3.90", r"\nRandom ranking\s+\d+\.\d+ ± \d+\.\d+\s+(\d+\.\d+) ±", 1),
     ("07", "Recall@20 of 3.90 ± 0.86", r"\nRandom ranking\s+\d+\.\d+ ± \d+\.\d+\s+\d+\.\d+ ± (\d+\.\d+)", 1),

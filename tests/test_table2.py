@@ -114,6 +114,7 @@ def test_tl_tuned_is_table2_with_only_the_tl_rows_rate_changed(profile):
     assert list(tuned) == [n for n, p in rows.items() if "reference" not in p and p["epochs"] > 0]
     assert "AT Baseline" in tuned and sum(n.startswith("TL ") for n in tuned) == 5
     for name, p in tuned.items():
+        assert set(p) == set(rows[name]), name
         changed = {k for k in p if p[k] != rows[name][k]}
         assert changed == ({"lr", "run_name"} if name.startswith("TL ") else set()), name
         assert p["lr"] == (t2.TL_TUNED_LR if name.startswith("TL ") else rows[name]["lr"])
