@@ -247,6 +247,21 @@ def _command(name, catalog, profile, seeds, overrides, rows, device) -> str:
     return shlex.join(parts)
 
 
+def _whole_command(name, catalog, profile, rows, overrides, device) -> str:
+    """The command lines that make a results file, joined by ``&&``: every row at the seeds all
+    rows hold, then each group of rows holding the same further seeds (``--rows``)."""
+    seeds = {r: set(map(int, row["seeds"])) for r, row in rows.items()}
+    common = set.intersection(*seeds.values())
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for r, held in seeds.items():
+        if held - common:
+            groups.setdefault(tuple(sorted(held - common)), []).append(r)
+    lines = [_command(name, catalog, profile, sorted(common), overrides, None, device)] if common else []
+    lines += [_command(name, catalog, profile, extra, overrides, group, device)
+              for extra, group in groups.items()]
+    return " && ".join(lines)
+
+
 def _git_commit_file(path: Path, message: str, tries: int = 5) -> bool:
     """Commit one file (nothing else staged); a busy index is retried, a failure only warned of."""
     root = path.resolve().parent
@@ -426,12 +441,9 @@ def _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, devi
     def land(r: str, s: int, entry: dict) -> None:
         entry["commit"] = commit_id
         data["rows"][r]["seeds"][str(s)] = entry
-        # When every row holds the same seeds, the command that makes the whole file replaces this
-        # run's --rows / --seeds subset (which run_log keeps); otherwise no one command makes it.
-        per_row = {tuple(sorted(map(int, row["seeds"]))) for row in data["rows"].values()}
-        whole = _command(name, catalog, profile, per_row.pop(), overrides, None, device) \
-            if len(per_row) == 1 else command
-        data.update(command=whole, overrides=overrides)
+        # the file records the commands that make all of it; run_log keeps this run's own subset
+        data.update(command=_whole_command(name, catalog, profile, data["rows"], overrides, device),
+                    overrides=overrides)
         run_log["trained" if entry["status"] == "ok" else "failed"] += 1
         run_log.update(wall_s=round(time.perf_counter() - t0, 1), finished=res.now())
         res.summarise_store(data)

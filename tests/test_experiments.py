@@ -165,13 +165,21 @@ def test_a_run_that_adds_nothing_keeps_the_recorded_command(store):
     command = res.read_store(store)["command"]
     X.run_experiment("toy", seeds=[0], rows=["A"], store=store, progress=False)
     assert res.read_store(store)["command"] == command
-    # a subset that leaves the rows with different seeds records its own command (no one command
-    # makes the file); once every row holds the same seeds, the command that makes all of it
+    # a subset that leaves the rows with different seeds: the file records the command for the
+    # seeds every row holds and one for the rows that hold more; once every row holds the same
+    # seeds, the one command that makes all of it
     X.run_experiment("toy", seeds=[2], rows=["B"], store=store, progress=False)
-    assert res.read_store(store)["command"].endswith("--seeds 2 --rows B")
+    assert res.read_store(store)["command"] == f"{command} && {command.replace('--seeds 0 1', '--seeds 2')} --rows B"
+    X.run_experiment("toy", seeds=[3], rows=["C"], store=store, progress=False)
+    assert res.read_store(store)["command"] == " && ".join(
+        (command, command.replace("--seeds 0 1", "--seeds 2") + " --rows B",
+         command.replace("--seeds 0 1", "--seeds 3") + " --rows C"))
+    X.run_experiment("toy", seeds=[3], rows=["A", "B"], store=store, progress=False)
+    assert res.read_store(store)["command"] == " && ".join(
+        (command.replace("--seeds 0 1", "--seeds 0 1 3"), command.replace("--seeds 0 1", "--seeds 2") + " --rows B"))
     X.run_experiment("toy", seeds=[2], rows=["A", "C"], store=store, progress=False)
     data = res.read_store(store)
-    assert data["command"] == command.replace("--seeds 0 1", "--seeds 0 1 2")
+    assert data["command"] == command.replace("--seeds 0 1", "--seeds 0 1 2 3")
     assert data["runs"][-1]["command"].endswith("--seeds 2 --rows A C")
 
 
@@ -619,6 +627,31 @@ def test_make_experiments_reproduces_every_stored_file():
                                 argv[argv.index("--profile") + 1]).name)
     stored = {p.name for p in (root / "data" / "results").glob("*.json")}
     assert stored and made == stored, (sorted(stored - made), sorted(made - stored))
+
+
+def test_each_stored_file_records_the_commands_that_make_it_and_make_runs_them():
+    # A file whose rows hold different seeds is made by several commands: its ``command`` names
+    # each (joined by ``&&``, as the README's footers show it) and `make experiments` runs each.
+    import shlex
+    import subprocess
+
+    from mrlib.paths import repo_root
+
+    root = repo_root()
+    dry = subprocess.run(["make", "-n", "-s", "experiments", "DEVICE=auto"], cwd=root,
+                         capture_output=True, text=True, check=True).stdout
+    recipe = {tuple(shlex.split(line.split(" -m ", 1)[1].replace(" --device auto", "")))
+              for line in dry.splitlines() if "mrlib.experiments run" in line}
+    several = 0
+    for path in sorted((root / "data" / "results").glob("*.json")):
+        store = res.read_store(path)
+        assert store["command"] == X._whole_command(store["experiment"], store["catalog"], store["profile"],
+                                                    store["rows"], store.get("overrides") or {}, "auto"), path.name
+        parts = store["command"].split(" && ")
+        several += len(parts) > 1
+        for part in parts:
+            assert tuple(shlex.split(part)[2:]) in recipe, (path.name, part)
+    assert several >= 1            # cfr2017 on the synthetic catalog: seeds 3-9 on some rows
 
 
 def test_stored_rows_match_their_experiment():
