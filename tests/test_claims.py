@@ -170,15 +170,24 @@ def test_the_2020_verdicts_at_the_tuned_tl_rate_are_the_ones_the_text_states():
     assert all(at[s]["per_unit"] != e["per_unit"] for s, e in seeds(tuned, "AT Baseline").items())
 
 
-def test_the_learned_features_claim_was_inconclusive_at_three_seeds_as_its_note_says():
-    """On the synthetic catalog the claim's rows hold seeds 0-9: seeds 3-9 were added after the
-    first three left it inconclusive, which its note discloses; with all ten it is not reproduced."""
+def test_a_claim_looked_at_twice_is_tested_at_half_alpha_as_its_note_says():
+    """On the synthetic catalog the 2017 claims' rows hold seeds 0-9: seeds 3-9 were added after
+    a first look at seeds 0-2 (learned > handcrafted was inconclusive), so each 2017 claim is
+    tested at α/2 there. The learned-features claim is inconclusive at the first look and at the
+    second with α/2; at α it would have been read as not reproduced."""
+    from dataclasses import replace
+
     store = res.read_store(res.store_path("cfr2017", "synthetic", "quick", repo_root() / "data" / "results"))
     claim = next(c for c in C.CLAIMS if c.key == "learned>handcrafted")
     rows = {r for a, _, b, _ in claim.tests for r in (a, b)}
     assert all(sorted(map(int, store["rows"][r]["seeds"])) == list(range(10)) for r in rows)
     first = {**store, "rows": {r: {**row, "seeds": {s: e for s, e in row["seeds"].items() if int(s) < 3}}
                                for r, row in store["rows"].items()}}
-    assert C.claim_status(claim, first)["status"] == "inconclusive"
-    assert C.claim_status(claim, store)["status"] == "not reproduced"
-    assert "ran seeds 3–9 after three seeds had left it inconclusive" in claim.note
+    once = replace(claim, looks=())
+    assert C.claim_status(once, first)["status"] == "inconclusive"
+    second = C.claim_status(claim, store)
+    assert second["status"] == "inconclusive" and "α = 0.025 for 2 looks" in second["evidence"]
+    assert C.claim_status(once, store)["status"] == "not reproduced"
+    assert C.claim_status(claim, {**store, "catalog": "music21"})["status"] == "not reproduced"  # α there
+    assert all(dict(c.looks) == {"synthetic": 2} and "α/2 there" in c.note
+               for c in C.CLAIMS if c.experiment == "cfr2017")
