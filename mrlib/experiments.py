@@ -251,7 +251,7 @@ def _whole_command(name, catalog, profile, rows, overrides, device) -> str:
     """The command lines that make a results file, joined by ``&&``: every row at the seeds all
     rows hold, then each group of rows holding the same further seeds (``--rows``)."""
     seeds = {r: set(map(int, row["seeds"])) for r, row in rows.items()}
-    common = set.intersection(*seeds.values())
+    common = set.intersection(*seeds.values()) if seeds else set()
     groups: dict[tuple[int, ...], list[str]] = {}
     for r, held in seeds.items():
         if held - common:
