@@ -251,7 +251,8 @@ def claims_markdown(catalogs: Sequence[str] = CLAIM_CATALOGS, profile: str = "qu
     lines = res._markdown_table(["paper", "claim", *catalogs, "file"], rows)
     lines += ["", f"Profile `{profile}`. A comparison holds when the paired test over the stored "
               "seeds and test units is significant in the claimed direction "
-              "after Holm's correction over the claim's comparisons (α = 0.05; *at least as good* "
+              "after Holm's correction over the claim's comparisons (α = 0.05, divided by the "
+              "number of looks where a claim was read more than once; *at least as good* "
               "too, as no margin of equivalence was fixed in advance); *weakest* is the comparison whose 95 % "
               "interval of the difference reaches lowest. Written by `python -m mrlib.experiments "
               "readme` from the files under `data/results/`."]
