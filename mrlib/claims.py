@@ -81,7 +81,7 @@ _EUC, _SVM, _MAH = "Euclidean / ", "SVM (Schultz & Joachims) / ", "Mahalanobis (
 # The 2017 table's rows by comparison on the synthetic catalog ran seeds 3-9 after the claims had
 # been read at seeds 0-2: each 2017 claim was looked at twice there.
 _SECOND_LOOK = (("synthetic", 2),)
-_SEEDS_ADDED = "; on the synthetic catalog seeds 3–9 were added after a first look at seeds 0–2, so α/2 there"
+_SEEDS_ADDED = "on the synthetic catalog seeds 3–9 were added after a first look at seeds 0–2, so α/2 there"
 
 #: The claims, in the papers' order.
 CLAIMS: tuple[Claim, ...] = (
@@ -109,17 +109,17 @@ CLAIMS: tuple[Claim, ...] = (
           "ones for the baseline metrics (CFR, by-comparison folds)", "cfr2017",
           tuple((f"{m}MatchNet{_BY_COMPARISON}", ">", f"{m}HandCrafted{_BY_COMPARISON}", "CFR")
                 for m in (_EUC, _MAH)),
-          note="LSML stands in for MLR/RMLR" + _SEEDS_ADDED, looks=_SECOND_LOOK),
+          note="LSML stands in for MLR/RMLR; " + _SEEDS_ADDED, looks=_SECOND_LOOK),
     Claim("pca<handcrafted", "2017", "PCA features fall below the handcrafted ones (CFR, "
           "by-comparison folds)", "cfr2017",
           tuple((f"{m}HandCrafted{_BY_COMPARISON}", ">", f"{m}PCA{_BY_COMPARISON}", "CFR")
                 for m in (_EUC, _MAH)),
-          note="LSML stands in for MLR/RMLR" + _SEEDS_ADDED, looks=_SECOND_LOOK),
+          note="LSML stands in for MLR/RMLR; " + _SEEDS_ADDED, looks=_SECOND_LOOK),
     Claim("matchnet>=baselines", "2017", "Triplet MatchNet is at least as good as the baselines "
           "on handcrafted features (CFR, by-comparison folds)", "cfr2017",
           tuple((f"Triplet MatchNet{_BY_COMPARISON}", ">=", f"{m}HandCrafted{_BY_COMPARISON}", "CFR")
                 for m in (_EUC, _SVM, _MAH)),
-          note=_SEEDS_ADDED.removeprefix("; "), looks=_SECOND_LOOK),
+          note=_SEEDS_ADDED, looks=_SECOND_LOOK),
 )
 
 
