@@ -3,14 +3,16 @@ recomputed the way the runner computes them (``mrlib.experiments._work``), equal
 per-unit scores, their metric blocks and their fold summaries, to the last stored digit.
 
 The rows chosen need no network: the 2017 table's Euclidean and SVM rows on handcrafted features
-(odd-one-out votes, triplets, folds, handcrafted features, CFR) and Table 2's mean-CQT Euclidean
-row (test split, oracle, ranked lists, retrieval metrics). Rows without a network came out
+(odd-one-out votes, triplets, folds, handcrafted features, CFR), on the synthetic catalog and on
+the rendered music21 one, and Table 2's mean-CQT Euclidean row (test split, oracle, ranked lists,
+retrieval metrics). Rows without a network came out
 identical on two machines (CONTRIBUTING, "Experiments"); a trained row, or one that fits a model
 with BLAS (the AT sweep's logistic tagger), moves with the CPU's vector kernels and is not
 checked here.
 
-The rows are scored on built catalogs under ``<repo>/data`` (``make catalog`` builds both;
-notebook runs build the 200-track one). A test is skipped, saying which, only when its catalog
+The rows are scored on built catalogs under ``<repo>/data`` (``make catalog`` builds the synthetic
+ones, notebook runs the 200-track one; ``python -m mrlib.catalog build music21 --n-tracks 200``
+or the runner builds the music21 one). A test is skipped, saying which, only when its catalog
 or its feature cache is absent there: the tests do not build a 2,000-track catalog.
 
 Notebook: 07_evaluation.ipynb
@@ -37,6 +39,8 @@ CASES = [
      "synthetic_n200_s0", ("features/cqt22050h512b96-446c2e56b4", "features/handcrafted")),
     ("cfr2017_synthetic_quick.json", "SVM (Schultz & Joachims) / HandCrafted (by comparison)", 0,
      "synthetic_n200_s0", ("features/cqt22050h512b96-446c2e56b4", "features/handcrafted")),
+    ("cfr2017_music21_quick.json", "Euclidean / HandCrafted (by comparison)", 0,
+     "music21_n200_s0", ("features/cqt22050h512b96-446c2e56b4", "features/handcrafted")),
     ("table2_synthetic_quick.json", "Euclidean (mean CQT)", 0,
      "synthetic_n2000_s0_d15", ("features/cqt22050h512b96-446c2e56b4",)),
 ]
