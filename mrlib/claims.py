@@ -62,10 +62,10 @@ class Claim:
         What the reader must know to read the status (a choice tuned on validation, a stand-in).
     looks : tuple of (catalog, tuple of int)
         Catalogs on which the claim was read more than once (seeds added after a first
-        verdict), with the number of seeds read at each look: a look at ``n`` reads seeds
-        0 to n − 1. Each look is tested at the level ``alpha`` divided by the number of looks
-        (Bonferroni), and the first look that decides gives the verdict, as a run stopped
-        there would have.
+        verdict), with the number of seeds each look read: a look at ``n`` read seeds 0 to
+        n − 1. The looks a store has gone beyond, and the look at all its seeds, are each
+        tested at the level divided by their number (Bonferroni); the first that decides
+        gives the verdict, as a run stopped there would have (:func:`claim_status`).
 
     Notebook: 07_evaluation.ipynb
     """
@@ -176,6 +176,7 @@ def comparison_status(store: Mapping[str, Any], a: str, rel: str, b: str, metric
 # (a comparison's status, the claim's verdict), checked in order: the first status any of the
 # claim's comparisons has gives the verdict; if none has one, the claim is reproduced
 _VERDICTS = (("not run", "not run"), ("reversed", "not reproduced"), ("open", "inconclusive"))
+_DECIDED = ("reproduced", "not reproduced")
 
 
 def claim_status(claim: Claim, store: Mapping[str, Any] | None, alpha: float = 0.05) -> dict:
@@ -183,44 +184,56 @@ def claim_status(claim: Claim, store: Mapping[str, Any] | None, alpha: float = 0
 
     The claim's comparisons are one family: Holm's correction runs over them (a claim is a
     hypothesis stated before the experiment, not a search among the table's pairs). On a
-    catalog where the claim was read more than once (:attr:`Claim.looks`), each look is tested
-    at ``alpha`` divided by the number of looks, and the first look that decides (reproduced or
-    not reproduced) gives the status; when none decides, the last look's evidence is shown.
+    catalog where the claim was read before the store reached its present seeds
+    (:attr:`Claim.looks`), each look is tested at ``alpha`` divided by the number of looks,
+    and the first look that decides (reproduced or not reproduced) gives the status; the last
+    look reads every seed the store holds. A store that holds only a first look's seeds is
+    tested once, at ``alpha``.
 
     Returns
     -------
     dict
-        ``status``, ``evidence`` (one line: counts and the weakest comparison), ``tests``
-        (:func:`comparison_status` results with ``a``, ``rel``, ``b``, ``metric``, ``p_holm``
-        and ``status``), ``counts`` (the comparisons per status), ``weakest`` (the test whose
-        interval reaches lowest, or None), ``min_seeds``.
+        From the deciding look (else the last): ``status``, ``evidence`` (one line: counts, the
+        weakest comparison and, over several looks, the level and the last look's evidence),
+        ``tests`` (:func:`comparison_status` results with ``a``, ``rel``, ``b``, ``metric``,
+        ``p_holm`` and ``status``), ``counts`` (one line: the comparisons per status),
+        ``weakest`` (the test whose interval reaches lowest, or None), ``min_seeds``, and
+        ``look_seeds`` (the look read seeds 0 to ``look_seeds`` − 1).
 
     Notebook: 07_evaluation.ipynb
     """
     if store is None:
-        return {"status": "not run", "evidence": "table not stored", "tests": [], "min_seeds": 0}
-    looks = dict(claim.looks).get(store.get("catalog"), ())
-    if len(looks) < 2:
-        return _look(claim, store, alpha)
+        return {"status": "not run", "evidence": "table not stored", "tests": [], "counts": "",
+                "weakest": None, "min_seeds": 0, "look_seeds": 0}
+    rows = store.get("rows", {})
+    held = 1 + max((int(s) for t in claim.tests for r in (t[0], t[2])
+                    for s in res._ok_seeds(rows.get(r, {"seeds": {}}))), default=-1)
+    # the recorded looks this store has gone beyond, then the look at all it holds
+    looks = [n for n in dict(claim.looks).get(store.get("catalog"), ()) if n < held] + [held]
     seen = [_look(claim, _seeds_below(store, n), alpha / len(looks)) for n in looks]
-    k = next((i for i, st in enumerate(seen) if st["status"] in ("reproduced", "not reproduced")),
-             len(seen) - 1)
-    st, last = seen[k], f"seeds 0–{looks[-1] - 1}"
+    k = next((i for i, st in enumerate(seen) if st["status"] in _DECIDED), len(seen) - 1)
+    st = {**seen[k], "look_seeds": looks[k]}
+    if len(looks) == 1:
+        return st
+    last = seen[-1]
     if k < len(seen) - 1:
-        how = f"decided at seeds 0–{looks[k] - 1} (at {last}: {seen[-1]['counts']})"
-    elif st["status"] in ("reproduced", "not reproduced"):
-        how = f"decided at {last}"
+        how = (f"decided at seeds 0–{looks[k] - 1} (at seeds 0–{held - 1}: {last['evidence']}, "
+               f"Holm p {last['weakest']['p_holm']:.3f})")
+    elif st["status"] in _DECIDED:
+        how = f"decided at seeds 0–{held - 1}"
     else:
-        how = "none decided" + (f" (at {last}, Holm p of the weakest {st['weakest']['p_holm']:.3f})"
-                                if st["weakest"] else "")
+        how = "none decided" + (f" (at seeds 0–{held - 1}, Holm p of the weakest "
+                                f"{st['weakest']['p_holm']:.3f})" if st["weakest"] else "")
     level = f"level {alpha / len(looks):g} at each of {len(looks)} looks"
     return {**st, "evidence": f"{st['evidence']}; {level}: {how}"}
 
 
 def _seeds_below(store: Mapping[str, Any], n: int) -> dict:
     """The store as it stood with seeds 0 to n − 1: each row keeps only those."""
-    return {**store, "rows": {r: {**row, "seeds": {s: e for s, e in row["seeds"].items() if int(s) < n}}
-                              for r, row in store["rows"].items()}}
+    def below(seeds):
+        return {s: e for s, e in seeds.items() if int(s) < n}
+    return {**store, "rows": {r: {**row, "seeds": below(row.get("seeds", {}))}
+                              for r, row in store.get("rows", {}).items()}}
 
 
 def _look(claim: Claim, store: Mapping[str, Any], alpha: float) -> dict:

@@ -81,7 +81,7 @@ def triplet_loss(a: torch.Tensor, p: torch.Tensor, n: torch.Tensor, margin: floa
 
     .. math::
 
-        \mathcal{L}(a, p, n) = \max\big(\|f(a) - f(p)\|_2^2 - \|f(a) - f(n)\|_2^2 + \alpha,\ 0\big)
+        \mathcal{L}(a, p, n) = \max\big(\|f(a) - f(p)\|_2^2 - \|f(a) - f(n)\|_2^2 + \delta,\ 0\big)
 
     averaged over all triplets of the batch (``reduction="mean"``: easy triplets count as
     zeros, they are not dropped from the denominator). The paper does not state its reduction;
@@ -93,7 +93,7 @@ def triplet_loss(a: torch.Tensor, p: torch.Tensor, n: torch.Tensor, margin: floa
         Anchor, positive and negative embeddings. Expected L2-normalised (the models do it),
         so squared distances lie in [0, 4]; the loss does not renormalise them.
     margin : float, default 0.5
-        :math:`\alpha` (2020 paper: 0.5). Must be >= 0.
+        :math:`\delta` (2020 paper: 0.5, written :math:`\alpha` there). Must be >= 0.
     reduction : {"mean", "sum", "none"}, default "mean"
         ``"none"`` returns the per-triplet losses, shape (B,).
 

@@ -589,7 +589,7 @@ def online_triplets(embeddings: torch.Tensor, oracle: torch.Tensor | np.ndarray,
         An online strategy of :data:`STRATEGIES` (``"hard"``, ``"semihard"``, or their
         ``"online-…"`` names), or ``"all"``.
     margin : float
-        The triplet-loss margin α (0.5 in the paper).
+        The triplet-loss margin δ (0.5 in the paper, which writes it α).
     n_pos : int
         ``Np``.
     oracle_kind : {"similarity", "ranks"}

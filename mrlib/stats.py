@@ -198,7 +198,7 @@ def holm(pvalues) -> np.ndarray:
     """Holm–Bonferroni adjusted p-values (step-down; controls the family-wise error rate).
 
     With the ``m`` p-values sorted, ``p_(1) ≤ … ≤ p_(m)``, the adjusted value of ``p_(i)`` is
-    ``max_{j ≤ i} min(1, (m − j + 1) p_(j))``; reject where it is below α.
+    ``max_{j ≤ i} min(1, (m − j + 1) p_(j))``; reject where it is below the level.
 
     Parameters
     ----------

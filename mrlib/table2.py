@@ -417,7 +417,7 @@ def at_sweep_rows(catalog: str = "synthetic", profile: str = "quick",
     return rows
 
 
-#: The TL Distance-based row's sweep, one factor at a time around its Table-2 point (10⁻³, α = 0.5):
+#: The TL Distance-based row's sweep, one factor at a time around its Table-2 point (10⁻³, δ = 0.5):
 #: a slower or faster rate, or a smaller margin. The AT row was chosen among four points; this is
 #: the TL side's chance, selected the same way, on validation (``extra["val_map"]``).
 TL_SWEEP = {"lr": (1e-3, 1e-4, 3e-4, 3e-3, 1e-2), "margin": (0.5, 0.1)}

@@ -94,7 +94,7 @@ class TrainConfig:
     matchnet_patches : int, default 2
         Patches per song in a MatchNet song triplet.
     margin : float, default 0.5
-        Triplet-loss margin α.
+        Triplet-loss margin δ.
     lr : float or None
         Adam's learning rate; ``None`` = :data:`DEFAULT_LR` of the system
         (:data:`PAPER_LR` holds the papers').

@@ -50,6 +50,14 @@ def test_statuses_follow_the_tests():
     # a missing row or table: not run
     assert C.claim_status(C.Claim("k", "2020", "", "toy", (("A", ">", "Q", "M"),)), store)["status"] == "not run"
     assert C.claim_status(claim, None)["status"] == "not run"
+
+
+def test_the_claims_never_write_the_level_as_alpha():
+    """The book keeps α for AutoPool's parameter (book/notation.md): notes, evidence and the
+    README's claims block call the significance level "the level"."""
+    text = C.claims_markdown()
+    assert "α" not in text and "level 0.05" in text
+    assert all("α" not in c.note for c in C.CLAIMS)
     with pytest.raises(ValueError, match="relation"):
         C.comparison_status(store, "A", "<", "B", "M")
 
@@ -170,15 +178,17 @@ def test_the_2020_verdicts_at_the_tuned_tl_rate_are_the_ones_the_text_states():
     assert all(at[s]["per_unit"] != e["per_unit"] for s, e in seeds(tuned, "AT Baseline").items())
 
 
-def test_a_claim_looked_at_twice_is_tested_at_half_alpha_on_each_look_and_the_first_decision_stands():
+def test_a_claim_looked_at_twice_is_tested_at_half_the_level_on_each_look_and_the_first_decision_stands():
     """On every claim catalog the 2017 claims' rows hold seeds 0-9: seeds 3-9 were added after a
-    first look at seeds 0-2, so each 2017 claim is tested at α/2 on the seeds of each look, and
-    the first look that decides gives the verdict (the notes say so).
+    first look at seeds 0-2, so each 2017 claim is tested at half the level on the seeds of each
+    look, and the first look that decides gives the verdict (the notes say so).
 
     * synthetic, learned > handcrafted: inconclusive at the first look; at ten seeds it would be
-      "not reproduced" at α, but not at α/2: no look decides.
-    * music21-by-collection, MatchNet ≥ baselines: reproduced at the first look even at α/2;
-      at ten seeds, at α/2, one comparison is open. The first decision stands.
+      "not reproduced" at 0.05, but not at 0.025: no look decides.
+    * synthetic, MatchNet ≥ baselines: "not reproduced" at seeds 0-2 at 0.05 but not at 0.025,
+      so the first look does not decide; the second does.
+    * music21-by-collection, MatchNet ≥ baselines: reproduced at the first look even at 0.025;
+      at ten seeds, at 0.025, one comparison is open. The first decision stands.
     """
     from dataclasses import replace
 
@@ -194,30 +204,56 @@ def test_a_claim_looked_at_twice_is_tested_at_half_alpha_on_each_look_and_the_fi
         store = store_of(catalog)
         rows = {r for c in claims_2017 for a, _, b, _ in c.tests for r in (a, b)}
         assert all(sorted(map(int, store["rows"][r]["seeds"])) == list(range(10)) for r in rows), catalog
-    assert all(dict(c.looks) == {cat: (3, 10) for cat in C.CLAIM_CATALOGS}
-               and "first look at seeds 0–2: each look is tested at half the level (0.025)" in c.note for c in claims_2017)
+    for c in claims_2017:
+        assert dict(c.looks) == {cat: (3, 10) for cat in C.CLAIM_CATALOGS}
+        assert f"first look at seeds 0–2: each look is tested at half the level ({0.05 / 2:g})" in c.note
 
-    claim = next(c for c in claims_2017 if c.key == "learned>handcrafted")
-    once = replace(claim, looks=())
-    store = store_of("synthetic")
-    assert C.claim_status(once, first_look(store))["status"] == "inconclusive"
-    assert C.claim_status(once, store)["status"] == "not reproduced"                  # at α
-    assert C.claim_status(once, store, alpha=0.025)["status"] == "inconclusive"
-    both = C.claim_status(claim, store)
-    assert both["status"] == "inconclusive" and "level 0.025 at each of 2 looks: none decided" in both["evidence"]
-    # α is not divided on a catalog the claim was read once on
-    other = {**store, "catalog": "another"}
-    assert C.claim_status(claim, other)["status"] == "not reproduced"
+    def verdicts(key, catalog):
+        claim = next(c for c in claims_2017 if c.key == key)
+        once, store = replace(claim, looks=()), store_of(catalog)
+        return (claim, store, [C.claim_status(once, st, alpha=a)["status"]
+                               for st in (first_look(store), store) for a in (0.05, 0.025)])
 
-    claim = next(c for c in claims_2017 if c.key == "matchnet>=baselines")
-    once = replace(claim, looks=())
-    store = store_of("music21-by-collection")
-    assert C.claim_status(once, first_look(store), alpha=0.025)["status"] == "reproduced"
-    assert C.claim_status(once, store, alpha=0.025)["status"] == "inconclusive"
+    claim, store, seen = verdicts("learned>handcrafted", "synthetic")
+    assert seen == ["inconclusive", "inconclusive", "not reproduced", "inconclusive"]
     both = C.claim_status(claim, store)
-    assert both["status"] == "reproduced" and both["min_seeds"] == 3
-    assert "decided at seeds 0–2 (at seeds 0–9: 2/3 holds; 1/3 open)" in both["evidence"]
-    lsml = next(t for t in C.claim_status(once, store, alpha=0.025)["tests"] if t["status"] == "open")
-    assert lsml["b"].startswith("Mahalanobis (LSML, stand-in) / HandCrafted")
+    assert both["status"] == "inconclusive" and both["look_seeds"] == 10
+    assert "level 0.025 at each of 2 looks: none decided (at seeds 0–9, Holm p of the weakest" in both["evidence"]
+    # read once (no looks recorded for this catalog), a claim is tested at the level itself
+    assert C.claim_status(claim, {**store, "catalog": "another"})["status"] == "not reproduced"
+
+    claim, store, seen = verdicts("matchnet>=baselines", "synthetic")
+    assert seen[:2] == ["not reproduced", "inconclusive"] and seen[3] == "not reproduced"
+    both = C.claim_status(claim, store)
+    assert both["status"] == "not reproduced" and both["evidence"].endswith("decided at seeds 0–9")
+
+    claim, store, seen = verdicts("matchnet>=baselines", "music21-by-collection")
+    assert seen == ["reproduced", "reproduced", "reproduced", "inconclusive"]
+    both = C.claim_status(claim, store)
+    assert both["status"] == "reproduced" and both["look_seeds"] == both["min_seeds"] == 3
+    once = C.claim_status(replace(claim, looks=()), store, alpha=0.025)
+    lsml = next(t for t in once["tests"] if t["status"] == "open")
+    assert lsml["b"].startswith("Mahalanobis (LSML, stand-in) / HandCrafted") and lsml is once["weakest"]
+    assert (f"decided at seeds 0–2 (at seeds 0–9: {once['evidence']}, Holm p {lsml['p_holm']:.3f})"
+            in both["evidence"])
     readme = (repo_root() / "README.md").read_text(encoding="utf-8")
-    assert f"its lead over LSML on handcrafted features shrinks to {lsml['diff']:+.2f} points" in " ".join(readme.split())
+    readme = " ".join(readme.split())
+    assert f"its lead over LSML on handcrafted features shrinks to {lsml['diff']:+.2f} points" in readme
+    assert f"(it would be at 0.05: Holm p {lsml['p_holm']:.3f})" in readme and lsml["p_holm"] < 0.05
+
+    # a store holding only the first look's seeds is one look, at the level itself; a seed past
+    # the recorded looks is a further look; no store, no verdict
+    assert C.claim_status(claim, first_look(store)) == {**C.claim_status(replace(claim, looks=()), first_look(store)),
+                                                        "look_seeds": 3}
+    more = {**store, "rows": {r: {**row, "seeds": {**row["seeds"], "10": row["seeds"]["9"]}}
+                              for r, row in store["rows"].items() if "9" in row["seeds"]}}
+    assert "level 0.0166667 at each of 3 looks" in C.claim_status(claim, more)["evidence"]
+    assert C.claim_status(claim, None)["status"] == "not run"
+
+
+def test_the_claims_never_write_the_level_as_alpha():
+    """The book keeps α for AutoPool's parameter (book/notation.md): notes, evidence and the
+    README's claims block call the significance level "the level"."""
+    text = C.claims_markdown()
+    assert "α" not in text and "level 0.05" in text
+    assert all("α" not in c.note for c in C.CLAIMS)

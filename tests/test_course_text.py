@@ -110,6 +110,8 @@ def test_outputs_show_no_paths_warnings_or_unfinished_bars(path: Path):
 SECOND_MEANINGS = [
     (r"\alpha", "AutoPool's parameter", "the triplet margin",
      r"\+\s*\\alpha\b|\\alpha\s*=\s*0\.5|margin\W{0,3}\$\\alpha|loss\s*\$?=\s*\\alpha"),
+    (r"\alpha", "AutoPool's parameter", "a significance level",
+     r"(?:α|\\alpha)\s*(?:=\s*0\.0\d|/\s*\d)|(?:significan|level)[^.]{0,30}(?:α|\\alpha)"),
     (r"\alpha", "AutoPool's parameter", "the CQT bandwidth",
      r"\\alpha\s*=\s*\\frac\{2\^|bandwidth[^.]{0,40}\\alpha|1\s*/\s*\\alpha|\\frac\{1\}\{\\alpha\}"),
     (r"\phi", "the contrastive loss", "the gate floor", r"floor \$\\phi|\\phi\s*\+\s*\(1\s*-\s*\\phi\)"),

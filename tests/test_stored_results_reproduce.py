@@ -10,10 +10,10 @@ identical on two machines (CONTRIBUTING, "Experiments"); a trained row, or one t
 with BLAS (the AT sweep's logistic tagger), moves with the CPU's vector kernels and is not
 checked here.
 
-The rows are scored on built catalogs under ``<repo>/data`` (``make catalog`` builds the synthetic
-ones, notebook runs the 200-track one; ``python -m mrlib.catalog build music21 --n-tracks 200``
-or the runner builds the music21 one). A test is skipped, saying which, only when its catalog
-or its feature cache is absent there: the tests do not build a 2,000-track catalog.
+The rows are scored on built catalogs under ``<repo>/data``: running a row once with the runner
+builds its catalog and features (the skip message gives the command). A test is skipped, saying
+which, only when its catalog or its feature cache is absent there: the tests do not build a
+2,000-track catalog.
 
 Notebook: 07_evaluation.ipynb
 """
@@ -63,11 +63,13 @@ def _catalog_missing(folder: Path, caches) -> str | None:
                          ids=[f"{c[0].removesuffix('.json')}:{c[1]}:s{c[2]}" for c in CASES])
 def test_stored_row_reproduces(store_file, row, seed, catalog, caches, tmp_path, monkeypatch):
     data = repo_root() / "data"
+    store = res.read_store(STORED / store_file)
     why = _catalog_missing(data / catalog, caches)
     if why:
-        pytest.skip(f"{why}: build it with `make catalog` to check this stored row")
+        pytest.skip(f"{why}: running the row once builds it and its features, "
+                    f"`python -m mrlib.experiments run {store['experiment']} --catalog {store['catalog']} "
+                    f"--profile {store['profile']} --rows '{row}' --seeds {seed} --store /tmp/scratch.json`")
     monkeypatch.setenv("MRLIB_DATA", str(data))       # the built catalogs, not the test's empty root
-    store = res.read_store(STORED / store_file)
     stored_row = store["rows"][row]
     stored = stored_row["seeds"][str(seed)]
     assert stored["status"] == "ok"
