@@ -50,14 +50,6 @@ def test_statuses_follow_the_tests():
     # a missing row or table: not run
     assert C.claim_status(C.Claim("k", "2020", "", "toy", (("A", ">", "Q", "M"),)), store)["status"] == "not run"
     assert C.claim_status(claim, None)["status"] == "not run"
-
-
-def test_the_claims_never_write_the_level_as_alpha():
-    """The book keeps α for AutoPool's parameter (book/notation.md): notes, evidence and the
-    README's claims block call the significance level "the level"."""
-    text = C.claims_markdown()
-    assert "α" not in text and "level 0.05" in text
-    assert all("α" not in c.note for c in C.CLAIMS)
     with pytest.raises(ValueError, match="relation"):
         C.comparison_status(store, "A", "<", "B", "M")
 
