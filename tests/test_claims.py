@@ -159,7 +159,7 @@ def test_the_2020_verdicts_at_the_tuned_tl_rate_are_the_ones_the_text_states():
                    f"the rate's gain for TL Distance-based is {sweep_gain:.2f}.",
                    "each of the four 2020 verdicts is the same on this table as on Table 2"):
         assert quoted in readme, quoted
-    assert "(`tl_tuned`, synthetic catalog), the verdict is the same" in C.CLAIMS[0].note
+    assert "(`tl_tuned`, synthetic and music21 catalogs), the verdict is the same" in C.CLAIMS[0].note
 
     # the repeats the README cites: the sweep's runs at 3·10⁻⁴, and Table 2's AT row by at_sweep
     # (on the machine that stored it) but not by tl_tuned (on another)
@@ -168,6 +168,41 @@ def test_the_2020_verdicts_at_the_tuned_tl_rate_are_the_ones_the_text_states():
     at = seeds(table2, "AT Baseline")
     assert all(at[s]["per_unit"] == e["per_unit"] for s, e in seeds(at_sweep, "AT dropout 0, lr 0.001").items())
     assert all(at[s]["per_unit"] != e["per_unit"] for s, e in seeds(tuned, "AT Baseline").items())
+
+
+def test_on_music21_the_2020_verdicts_at_the_tuned_tl_rate_are_table_2s_as_the_text_states():
+    """``tl_tuned`` on music21: each 2020 verdict is Table 2's (the AT claim's note says so for
+    both catalogs), every row's change lies within the unchanged AT row's largest per-seed
+    drift, and the best trained row stays below the mean-CQT Euclidean baseline, with the
+    README's figures."""
+    folder = repo_root() / "data" / "results"
+    tuned, table2 = (res.read_store(res.store_path(e, "music21", "quick", folder)) for e in ("tl_tuned", "table2"))
+    verdicts = [{c.key: C.claim_status(c, store)["status"] for c in C.CLAIMS if c.experiment == "table2"}
+                for store in (tuned, table2)]
+    assert verdicts[0] == verdicts[1] == dict.fromkeys(verdicts[0], "inconclusive") and len(verdicts[0]) == 4
+    assert "(`tl_tuned`, synthetic and music21 catalogs), the verdict is the same" in C.CLAIMS[0].note
+    assert all(len(res._ok_seeds(row)) == 3 for row in tuned["rows"].values())
+
+    def mean(store, row):
+        return store["summary"][row]["MAP@20"]["mean"]
+
+    at_t2, at_tuned = (store["rows"]["AT Baseline"]["seeds"] for store in (table2, tuned))
+    drift = max(abs(at_tuned[s]["metrics"]["MAP@20"]["mean"] - at_t2[s]["metrics"]["MAP@20"]["mean"])
+                for s in at_tuned)
+    assert all(abs(mean(tuned, r) - mean(table2, r)) <= drift for r in tuned["summary"])
+    # notebook 07: the AT row moves further than any TL row
+    change = {r: abs(mean(tuned, r) - mean(table2, r)) for r in tuned["summary"]}
+    assert max(change, key=change.get) == "AT Baseline"
+    best = max((r for r in tuned["summary"] if r != "AT Baseline"), key=lambda r: mean(tuned, r))
+    assert mean(tuned, best) < mean(table2, "Euclidean (mean CQT)")
+    readme = " ".join((repo_root() / "README.md").read_text().split())
+    for quoted in (f"The unchanged AT row moves from {mean(table2, 'AT Baseline'):.2f} % to "
+                   f"{mean(tuned, 'AT Baseline'):.2f} % of MAP@20, by up to {drift:.2f} points in one seed",
+                   f"the best trained row, {best} at {mean(tuned, best):.2f} %, stays below the mean-CQT "
+                   f"Euclidean baseline's {mean(table2, 'Euclidean (mean CQT)'):.2f} %",
+                   "Each of the four 2020 verdicts stays inconclusive, as on Table 2"):
+        assert quoted in readme, quoted
+
 
 
 def test_a_claim_looked_at_twice_is_tested_at_half_the_level_on_each_look_and_the_first_decision_stands():
