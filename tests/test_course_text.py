@@ -357,7 +357,7 @@ QUOTES = [
     # sections 7-8 and the exercises
     ("07", "With 128", r"x (\d+)-d catalog", 1),
     ("07", "sees only\n4", r"it pools only (\d+) frames", 1),
-    ("07", "moves from\n12.98", r"music21 catalog\n[^\n]*\nAT Baseline\s+(\d+\.\d+)\s", 1),
+    ("07", "moves from 12.98", r"music21 catalog\n[^\n]*\nAT Baseline\s+(\d+\.\d+)\s", 1),
     ("07", "12.98 % to 13.64", r"music21 catalog\n[^\n]*\nAT Baseline\s+\d+\.\d+\s+(\d+\.\d+)", 1),
 ]
 
