@@ -208,9 +208,11 @@ def claim_status(claim: Claim, store: Mapping[str, Any] | None, alpha: float = 0
     rows = store.get("rows", {})
     held = 1 + max((int(s) for t in claim.tests for r in (t[0], t[2])
                     for s in res._ok_seeds(rows.get(r, {"seeds": {}}))), default=-1)
-    # the recorded looks this store has gone beyond, then the look at all it holds
-    looks = [n for n in dict(claim.looks).get(store.get("catalog"), ()) if n < held] + [held]
-    seen = [_look(claim, _seeds_below(store, n), alpha / len(looks)) for n in looks]
+    # the recorded looks this store has gone beyond, then the look at all it holds (the store itself)
+    earlier = [n for n in dict(claim.looks).get(store.get("catalog"), ()) if n < held]
+    looks = earlier + [held]
+    seen = [_look(claim, _seeds_below(store, n), alpha / len(looks)) for n in earlier]
+    seen.append(_look(claim, store, alpha / len(looks)))
     k = next((i for i, st in enumerate(seen) if st["status"] in _DECIDED), len(seen) - 1)
     st = {**seen[k], "look_seeds": looks[k]}
     if len(looks) == 1:

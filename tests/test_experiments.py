@@ -658,7 +658,7 @@ def test_each_stored_file_records_the_commands_that_make_it_and_make_runs_them()
             rows = values.get("--rows") or list(store["rows"])
             made |= {(r, int(s)) for r in rows for s in values["--seeds"]}
         assert made == {(r, int(s)) for r, row in store["rows"].items() for s in row["seeds"]}, path.name
-    assert several >= 1            # cfr2017 on the synthetic catalog: seeds 3-9 on some rows
+    assert several >= 1            # cfr2017 on each catalog: seeds 3-9 on the claims' rows
 
 
 def test_stored_rows_match_their_experiment():

@@ -5,10 +5,9 @@ per-unit scores, their metric blocks and their fold summaries, to the last store
 The rows chosen need no network: the 2017 table's Euclidean and SVM rows on handcrafted features
 (odd-one-out votes, triplets, folds, handcrafted features, CFR), on the synthetic catalog and on
 the rendered music21 one, and Table 2's mean-CQT Euclidean row (test split, oracle, ranked lists,
-retrieval metrics). Rows without a network came out
-identical on two machines (CONTRIBUTING, "Experiments"); a trained row, or one that fits a model
-with BLAS (the AT sweep's logistic tagger), moves with the CPU's vector kernels and is not
-checked here.
+retrieval metrics). Rows without a network came out identical on two machines (CONTRIBUTING,
+"Experiments"); a trained row, or one that fits a model with BLAS (the AT sweep's logistic
+tagger), moves with the CPU's vector kernels and is not checked here.
 
 The rows are scored on built catalogs under ``<repo>/data``: running a row once with the runner
 builds its catalog and features (the skip message gives the command). A test is skipped, saying
