@@ -65,6 +65,60 @@ def test_index_lists_objectives_and_runtimes(html_dir: Path):
     assert len(re.findall(r"Runs top to bottom in \d+ s", intro)) == len(notebooks)
 
 
+def _parameters(nb_path: Path) -> dict:
+    """The literal defaults of a notebook's ``parameters`` cell."""
+    import ast
+
+    import nbformat
+
+    nb = nbformat.read(nb_path, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    found = {}
+    for node in ast.parse(cell.source).body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            try:
+                found[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                pass
+    return found
+
+
+def test_intro_names_the_catalog_each_lesson_builds():
+    """The first page tells a student what each lesson builds on first use; its table follows
+    the notebooks' defaults (a generated catalog's size and track length, 02's music21 works)."""
+    import inspect
+    import re
+
+    from mrlib.synth_catalog import build_synthetic
+
+    default_duration = inspect.signature(build_synthetic).parameters["duration_s"].default
+    intro = (repo_root() / "book" / "intro.md").read_text()
+    rows = {}
+    for line in intro.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if not line.startswith("| ") or len(cells) != 4 or cells[0] == "Lessons":
+            continue
+        lessons = set()
+        for a, b in re.findall(r"\b(\d\d)(?:–(\d\d))?\b", cells[0]):
+            lessons |= {f"{n:02d}" for n in range(int(a), int(b or a) + 1)}
+        rows[cells[0]] = (lessons, cells[1])
+    assert rows, "book/intro.md has no table of what each lesson builds"
+    for path in sorted((repo_root() / "notebooks").glob("[0-9][0-9]*.ipynb")):
+        p, number = _parameters(path), path.name[:2]
+        if p.get("catalog") != "synthetic":
+            continue
+        mine = [what for lessons, what in rows.values() if number in lessons]
+        if number == "03":   # mining needs the tags alone: no audio is rendered
+            phrase = f"the tags of {p['n_tracks']:,} generated tracks"
+        else:
+            duration = p.get("duration_s", default_duration)
+            phrase = f"{p['n_tracks']:,} generated {duration:g}-s tracks"
+        assert any(phrase in what for what in mine), f"{path.name}: no row says {phrase!r}"
+        if p.get("real_music"):
+            works = f"{p['real_music_tracks']} works of the music21 corpus"
+            assert any(works in what for what in mine), f"{path.name}: no row says {works!r}"
+
+
 def test_no_cdn_in_pages(html_dir: Path):
     """No page references a script or stylesheet from another host (MathJax included)."""
     import re
