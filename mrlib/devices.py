@@ -17,7 +17,7 @@ from pathlib import Path
 import threadpoolctl
 import torch
 
-__all__ = ["mps_available", "pick_device", "amp_dtype", "memory_available", "peak_memory", "synchronize",
+__all__ = ["mps_available", "pick_device", "amp_dtype", "sum_dtype", "memory_available", "peak_memory", "synchronize",
            "torch_threads", "cpu_kernels"]
 
 
@@ -139,6 +139,15 @@ def amp_dtype(device: torch.device, amp: bool = True) -> torch.dtype | None:
     if not amp or device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def sum_dtype(device: torch.device) -> torch.dtype:
+    """The dtype of running sums kept on ``device``: float64, or float32 on MPS, which has no
+    float64.
+
+    Notebook: 06_training.ipynb
+    """
+    return torch.float32 if device.type == "mps" else torch.float64
 
 
 def memory_available(device: torch.device) -> float | None:

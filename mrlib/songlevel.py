@@ -113,7 +113,7 @@ def pair_dissimilarities(model, E, a, b, *, block: int = 4096) -> np.ndarray:
             ia = torch.as_tensor(a[s:s + block], device=dev)
             ib = torch.as_tensor(b[s:s + block], device=dev)
             z = model.metric_pairs(E[ia], E[ib])                         # (m, P_a, P_b)
-            out[s:s + block] = torch.sigmoid(z.float()).mean(dim=(-2, -1)).double().cpu().numpy()
+            out[s:s + block] = torch.sigmoid(z.float()).mean(dim=(-2, -1)).cpu().numpy()
     return out
 
 

@@ -60,7 +60,7 @@ from tqdm.auto import tqdm
 from mrlib import evaluate
 from mrlib.checks import is_int
 from mrlib.devices import (amp_dtype, cpu_kernels, memory_available, mps_available, peak_memory,
-                           pick_device, synchronize)
+                           pick_device, sum_dtype, synchronize)
 from mrlib.distributed import RankZeroFailed, WriteAudit, init_distributed, param_checksum
 from mrlib.mining import mine
 from mrlib.layers import scale_channels
@@ -372,9 +372,9 @@ class _TrainingRun:
                           pin=self.device.type == "cuda")
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
-        loss_all_sum = torch.zeros((), device=self.device, dtype=torch.float64)
-        active_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        acc = sum_dtype(self.device)
+        loss_sum, loss_all_sum, active_sum = (torch.zeros((), device=self.device, dtype=acc)
+                                              for _ in range(3))
         n_trip = n_patches = 0
         bar = tqdm(total=steps, desc=f"epoch {self.epoch + 1}", unit="step", leave=False,
                    disable=not (self.progress and self.dist.is_main))
@@ -382,9 +382,9 @@ class _TrainingRun:
         for i, batch in enumerate(pre):
             loss, active, k, loss_all = self.step(self._to_device(batch))
             self.global_step += 1
-            loss_sum += loss.detach().double()
-            loss_all_sum += torch.nan_to_num(loss_all.detach().double(), nan=0.0)
-            active_sum += torch.nan_to_num(active.detach().double(), nan=0.0)
+            loss_sum += loss.detach().to(acc)
+            loss_all_sum += torch.nan_to_num(loss_all.detach().to(acc), nan=0.0)
+            active_sum += torch.nan_to_num(active.detach().to(acc), nan=0.0)
             n_trip += int(k)
             n_patches += int(batch["n_patches"])
             if cfg.verify_ddp and self.dist.active:

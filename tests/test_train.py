@@ -117,6 +117,32 @@ def test_pick_device():
     assert T.amp_dtype(torch.device("cpu"), False) is None
 
 
+def test_no_float64_tensor_lands_on_a_device_that_may_be_mps():
+    """MPS has no float64, and ``device="auto"`` picks it on a Mac: the training sums take
+    ``sum_dtype`` (float32 there), and every other float64 tensor in mrlib stays off MPS."""
+    import re
+
+    from mrlib.devices import sum_dtype
+
+    assert sum_dtype(torch.device("mps")) == torch.float32
+    assert sum_dtype(torch.device("cpu")) == sum_dtype(torch.device("cuda")) == torch.float64
+    allowed = {   # each of these can never hold an MPS tensor
+        "devices.py": ['return torch.float32 if device.type == "mps" else torch.float64'],
+        # the DDP weight check: DDP runs on CUDA or the CPU
+        "distributed.py": ["v = p.detach().double().flatten()",
+                           "w = torch.arange(1, v.numel() + 1, device=v.device, dtype=torch.float64) / v.numel()"],
+        # the ranks' epoch figures, gathered on CUDA or the CPU (_gather_device)
+        "train.py": ["n_patches], dtype=torch.float64, device=self._gather_device())"],
+    }
+    found = {}
+    for path in sorted((Path(T.__file__).parent).glob("*.py")):
+        lines = [line.strip() for line in path.read_text().splitlines()
+                 if re.search(r"\.double\(\)|torch\.float64", line) and not line.strip().startswith("#")]
+        if lines:
+            found[path.name] = lines
+    assert found == allowed
+
+
 def test_cpu_kernels_report_what_torch_runs_and_the_overrides_that_narrow_it():
     from mrlib.devices import cpu_kernels
 
