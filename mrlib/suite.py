@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -30,8 +31,8 @@ from traitlets import Type
 from mrlib.paths import FolderLock, LockedError, package_versions, repo_root, runs_dir, write_json_atomic
 from mrlib.paper_scale import PAPER_SCALE
 
-__all__ = ["record", "run_suite", "run_notebook", "check_parameters", "DEFAULT_CELL_TIMEOUT_S",
-           "PROFILES", "NotebookFailed"]
+__all__ = ["record", "run_suite", "run_notebook", "check_parameters", "run_folder_name",
+           "DEFAULT_CELL_TIMEOUT_S", "PROFILES", "NotebookFailed"]
 
 RECORD_ENV = "MRLIB_RECORD"
 
@@ -417,7 +418,8 @@ def run_suite(profile: str = "quick", overrides: dict[str, Any] | None = None,
     only : list of str, optional
         Notebook numbers or names to run (default: all, in order).
     out_dir : Path, optional
-        Default ``runs_dir() / profile`` (``-p catalog=music21`` adds ``_music21``).
+        Default ``runs_dir() / run_folder_name(profile, overrides)``: one folder per set of
+        settings.
     inplace : bool
         Also copy each executed notebook back over ``notebooks/`` (to refresh the committed
         outputs; only sensible with the ``quick`` profile and no overrides).
@@ -458,13 +460,26 @@ def run_suite(profile: str = "quick", overrides: dict[str, Any] | None = None,
         raise FileNotFoundError(f"no notebooks found in {folder}")
     check_parameters(overrides, notebooks)
     _check_device(wanted.get("device"))
-    if out_dir is None:
-        source = str(overrides.get("catalog", "synthetic"))
-        suffix = "" if source == "synthetic" else f"_{Path(source).name}"
-        out_dir = runs_dir() / f"{profile}{suffix}"
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir) if out_dir is not None else runs_dir() / run_folder_name(profile, overrides)
     with FolderLock(out_dir, "suite run"):
         return _run_suite_locked(profile, overrides, wanted, notebooks, out_dir, inplace, timeout_s)
+
+
+def run_folder_name(profile: str, overrides: dict[str, Any]) -> str:
+    """The folder under ``runs/`` of a suite run: the profile, then each ``-p`` setting.
+
+    A run with other settings never replaces the notebooks of another (``quick``,
+    ``quick_music21``, ``quick_seed-1``). The device changes where a run computes, not what,
+    and a catalog is named by its folder.
+
+    Notebook: 00_overview.ipynb
+    """
+    parts = [profile]
+    for name, value in sorted(overrides.items()):
+        if name == "device" or (name == "catalog" and value == "synthetic"):
+            continue
+        parts.append(Path(str(value)).name if name == "catalog" else f"{name}-{value}")
+    return re.sub(r"[^\w.+-]+", "-", "_".join(parts))
 
 
 def _check_device(device: Any) -> None:

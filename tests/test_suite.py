@@ -131,7 +131,18 @@ def test_a_relative_path_reaches_the_notebook_as_the_caller_meant_it(tmp_path, m
     entry = index["notebooks"]["00_reads"]
     assert entry["parameters"] == {"catalog": str(tmp_path / "data" / "mine"), "other": "no/such/folder"}
     assert entry["metrics"] == {"exists": True, "other": "no/such/folder"}
-    assert (tmp_path / "runs" / "smoke_mine" / "results.json").is_file()
+    assert (tmp_path / "runs" / "smoke_mine_other-no-such-folder" / "results.json").is_file()
+
+
+def test_a_run_with_other_settings_gets_its_own_folder():
+    """``-p`` settings name the run's folder, so a second run with another seed or catalog never
+    replaces the first one's notebooks; the device does not (it changes where, not what)."""
+    name = suite.run_folder_name
+    assert name("quick", {}) == "quick" == name("quick", {"device": "cpu", "catalog": "synthetic"})
+    assert name("quick", {"catalog": "music21"}) == "quick_music21"
+    assert name("paper", {"device": "cuda"}) == "paper"
+    assert name("quick", {"seed": 1, "catalog": "/data/my catalog"}) == "quick_my-catalog_seed-1"
+    assert name("smoke", {"seed": 1}) != name("smoke", {"seed": 2}) != name("smoke", {})
 
 
 def test_failing_notebook_is_named_and_kept(folder, tmp_path):
