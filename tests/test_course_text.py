@@ -442,6 +442,14 @@ def test_book_index_lists_each_chapter_with_objectives_and_run_time(tmp_path: Pa
         assert first_objective.split("\n")[0] in entry, path.name
 
 
+def test_the_readme_gives_the_shortest_and_longest_committed_run():
+    """The README's range of the committed runs' wall times is the one their metadata records."""
+    times = {p.name[:2]: _read(p).metadata["mrlib"]["wall_s"] for p in NOTEBOOKS}
+    lo, hi = min(times, key=times.get), max(times, key=times.get)
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert f"took {times[lo]:.1f} s ({lo}) to {times[hi]:.1f} s ({hi})" in readme
+
+
 SECTION = re.compile(r"## (\d+ · \S.*|Summary|Exercises|References)$")
 
 
