@@ -70,6 +70,7 @@ experiments: venv
 	$(BIN)/python -m mrlib.experiments run tl_sweep --catalog synthetic --profile quick --seeds $(SEEDS) --device $(DEVICE)
 	$(BIN)/python -m mrlib.experiments run tl_tuned --catalog synthetic --profile quick --seeds $(SEEDS) --device $(DEVICE)
 	$(BIN)/python -m mrlib.experiments run tl_tuned --catalog music21 --profile quick --seeds $(SEEDS) --device $(DEVICE)
+	$(BIN)/python -m mrlib.experiments run tl_tuned --catalog music21-by-collection --profile quick --seeds $(SEEDS) --device $(DEVICE)
 	$(BIN)/python -m mrlib.experiments run autopool --catalog synthetic --profile quick --seeds $(SEEDS) --device $(DEVICE)
 	$(BIN)/python -m mrlib.experiments run cfr2017_curve --catalog synthetic --profile quick --seeds $(SEEDS) --device $(DEVICE)
 	$(BIN)/python -m mrlib.experiments run paper_choices --catalog synthetic --profile quick --seeds $(SEEDS) --device $(DEVICE)

@@ -109,7 +109,8 @@ CLAIMS: tuple[Claim, ...] = (
                "rate 10⁻³; TL Distance-based's own sweep of rate and margin (`tl_sweep`), chosen "
                "on validation, gains under a point of test MAP@20, far short of the AT row's lead; "
                "with every TL row at the rate that sweep chose (`tl_tuned`: on the synthetic "
-               "catalog, and on music21 at that same, untuned rate), the verdict is the same"),
+               "catalog, and on both music21 catalogs at that same, untuned rate), the verdict is "
+               "the same"),
     Claim("distance-best", "2020", "Distance-based mining performs best of the three strategies "
           "on all metrics (§5)", "table2",
           _all(("TL Distance-based",), ">", ("TL Neighbors", "TL Random uniform"), TABLE2_METRICS)),
