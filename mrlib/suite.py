@@ -1,7 +1,8 @@
 """Run the notebooks in order with papermill and index their results.
 
 ``python -m mrlib.suite run --profile smoke|quick|paper [-p name=value ...] [--only 03 ...]``
-executes the notebooks into ``runs/<profile>/`` and writes ``runs/<profile>/results.json``;
+executes the notebooks into ``runs/<profile>/`` (with ``-p`` settings, a folder named by
+:func:`run_folder_name`) and writes ``results.json`` there;
 a notebook puts a number in that index with ``mrlib.suite.record(name, value)``.
 """
 from __future__ import annotations
@@ -407,7 +408,7 @@ def run_suite(profile: str = "quick", overrides: dict[str, Any] | None = None,
               only: list[str] | None = None, out_dir: Path | None = None,
               inplace: bool = False, timeout_s: int | None = None,
               notebooks: Path | None = None) -> Path:
-    """Execute the notebooks in order into ``runs/<profile>/`` and write ``results.json``.
+    """Execute the notebooks in order into a folder under ``runs/`` and write ``results.json``.
 
     Parameters
     ----------
@@ -469,14 +470,14 @@ def run_folder_name(profile: str, overrides: dict[str, Any]) -> str:
     """The folder under ``runs/`` of a suite run: the profile, then each ``-p`` setting.
 
     A run with other settings never replaces the notebooks of another (``quick``,
-    ``quick_music21``, ``quick_seed-1``). The device changes where a run computes, not what,
-    and a catalog is named by its folder.
+    ``quick_music21``, ``quick_seed-1``, ``paper_device-cuda``); a catalog is named by its
+    folder, and the default catalog and device add nothing.
 
     Notebook: 00_overview.ipynb
     """
     parts = [profile]
     for name, value in sorted(overrides.items()):
-        if name == "device" or (name == "catalog" and value == "synthetic"):
+        if (name, value) in (("catalog", "synthetic"), ("device", "auto")):
             continue
         parts.append(Path(str(value)).name if name == "catalog" else f"{name}-{value}")
     return re.sub(r"[^\w.+-]+", "-", "_".join(parts))
@@ -574,7 +575,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                      help="override a parameter in every notebook that declares it")
     run.add_argument("--only", nargs="+", metavar="NN", help="notebook numbers or names")
-    run.add_argument("--out", type=Path, help="output folder (default runs/<profile>)")
+    run.add_argument("--out", type=Path, help="output folder (default runs/<profile>, plus the -p settings)")
     run.add_argument("--inplace", action="store_true",
                      help="refresh the committed notebooks' outputs (quick profile only)")
     run.add_argument("--timeout", type=int, default=None,

@@ -232,8 +232,9 @@ def test_on_music21_the_2020_verdicts_at_the_tuned_tl_rate_are_table_2s_as_the_t
 def test_with_each_collections_instruments_the_tuned_tl_rate_leaves_the_verdicts_and_the_text_holds():
     """``tl_tuned`` on music21-by-collection: Table 2's rows with only the TL rows' rate changed;
     each 2020 verdict is Table 2's, inconclusive; the README's figures are the stored ones: the AT
-    row barely moves, TL Online semi-hard loses the most, and the best trained row falls short of
-    Table 2's Euclidean baseline on the same queries (one paired test, excluding zero)."""
+    row barely moves, the TL row that moves most is not shown to move (and moves less than the AT
+    row did on music21), and the best trained row falls short of Table 2's Euclidean baseline on
+    the same queries (one paired test, excluding zero)."""
     folder = repo_root() / "data" / "results"
     tuned, table2 = (res.read_store(res.store_path(e, "music21-by-collection", "quick", folder))
                      for e in ("tl_tuned", "table2"))
@@ -248,18 +249,23 @@ def test_with_each_collections_instruments_the_tuned_tl_rate_leaves_the_verdicts
     def mean(store, row):
         return store["summary"][row]["MAP@20"]["mean"]
 
+    def per_query(store, row):
+        return [store["rows"][row]["seeds"][s]["per_unit"]["MAP@20"] for s in "012"]
+
     change = {r: mean(tuned, r) - mean(table2, r) for r in tuned["summary"]}
-    tl = sorted((r for r in change if r != "AT Baseline"), key=lambda r: change[r])
-    loser, mover = tl[0], max(tl[1:], key=lambda r: abs(change[r]))
-    assert change[loser] < 0 and abs(change["AT Baseline"]) < min(abs(change[loser]), abs(change[mover]))
-    synthetic = {e: res.read_store(res.store_path(e, "synthetic", "quick", folder)) for e in ("tl_tuned", "table2")}
-    assert min(tl, key=lambda r: mean(synthetic["tl_tuned"], r) - mean(synthetic["table2"], r)) == loser
+    tl = sorted((r for r in change if r != "AT Baseline"), key=lambda r: -abs(change[r]))
+    most, mover = tl[0], tl[1]
+    assert change[most] < 0 and abs(change["AT Baseline"]) < abs(change[mover])
+    moved = res.seed_query_test(per_query(tuned, most), per_query(table2, most))
+    assert moved["low"] < 0 < moved["high"]
+    at_music21 = [res.read_store(res.store_path(e, "music21", "quick", folder))["summary"]["AT Baseline"]
+                  ["MAP@20"]["mean"] for e in ("table2", "tl_tuned")]
+    assert abs(change[most]) < at_music21[1] - at_music21[0]
     cpus = {e["cpu_kernels"]["cpu"].split(" (")[0] for row in tuned["rows"].values() for e in row["seeds"].values()}
     cpus2 = {e["cpu_kernels"]["cpu"].split(" (")[0] for row in table2["rows"].values() for e in row["seeds"].values()}
     assert cpus == {"AMD EPYC"} and len(cpus2) == 1 and next(iter(cpus2)).startswith("Intel(R) Xeon(R)")
-    best, euclid = max(tl, key=lambda r: mean(tuned, r)), "Euclidean (mean CQT)"
-    paired = res.seed_query_test(*([store["rows"][r]["seeds"][s]["per_unit"]["MAP@20"] for s in "012"]
-                                   for store, r in ((tuned, best), (table2, euclid))))
+    best, euclid = max(tuned["summary"], key=lambda r: mean(tuned, r)), "Euclidean (mean CQT)"
+    paired = res.seed_query_test(per_query(tuned, best), per_query(table2, euclid))
     assert paired["high"] < 0
 
     def pp(fraction):
@@ -269,7 +275,11 @@ def test_with_each_collections_instruments_the_tuned_tl_rate_leaves_the_verdicts
     for quoted in ("Each of the four 2020 verdicts stays inconclusive, as on Table 2 (claims below). Here the",
                    f"unchanged AT row barely moves ({mean(table2, 'AT Baseline'):.2f} % to "
                    f"{mean(tuned, 'AT Baseline'):.2f} % of MAP@20; Table 2's rows record an Intel Xeon, this "
-                   f"table's an AMD EPYC), and {loser} loses the most ({-change[loser]:.2f} points)",
+                   f"table's an AMD EPYC). {most} moves the most ({mean(table2, most):.2f} % to "
+                   f"{mean(tuned, most):.2f} %), but on the same queries that drop is not shown to differ from "
+                   f"zero ({pp(moved['mean_diff'])} [{pp(moved['low'])}, {pp(moved['high'])}] points, p "
+                   f"{moved['p']:.3f}), and the unchanged AT row moved further on music21 "
+                   f"({at_music21[1] - at_music21[0]:.2f} points)",
                    f"the other TL rows move by at most {abs(change[mover]):.2f} points ({mover})",
                    f"The best trained row, {best} at {mean(tuned, best):.2f} %, averages below Table 2's "
                    f"mean-CQT Euclidean baseline at {mean(table2, euclid):.2f} %, and on the same queries the "

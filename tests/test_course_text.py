@@ -361,7 +361,7 @@ QUOTES = [
     ("07", "12.98 % to 13.64", r"music21 catalog\n[^\n]*\nAT Baseline\s+\d+\.\d+\s+(\d+\.\d+)", 1),
     ("07", "barely moves (15.84", r"music21-by-collection catalog\n[^\n]*\nAT Baseline\s+(\d+\.\d+)\s", 1),
     ("07", "(15.84 %\nto 15.80", r"music21-by-collection catalog\n[^\n]*\nAT Baseline\s+\d+\.\d+\s+(\d+\.\d+)", 1),
-    ("07", "loses the most, from 16.50", r"music21-by-collection catalog\n(?:[^\n]*\n){6}TL Online semi-hard\s+(\d+\.\d+)\s", 1),
+    ("07", "TL Online semi-hard (from 16.50", r"music21-by-collection catalog\n(?:[^\n]*\n){6}TL Online semi-hard\s+(\d+\.\d+)\s", 1),
     ("07", "from 16.50 % to 15.91", r"music21-by-collection catalog\n(?:[^\n]*\n){6}TL Online semi-hard\s+\d+\.\d+\s+(\d+\.\d+)", 1),
 ]
 

@@ -135,12 +135,12 @@ def test_a_relative_path_reaches_the_notebook_as_the_caller_meant_it(tmp_path, m
 
 
 def test_a_run_with_other_settings_gets_its_own_folder():
-    """``-p`` settings name the run's folder, so a second run with another seed or catalog never
-    replaces the first one's notebooks; the device does not (it changes where, not what)."""
+    """``-p`` settings name the run's folder, so a second run with another seed, catalog or
+    device never replaces the first one's notebooks; the defaults add nothing."""
     name = suite.run_folder_name
-    assert name("quick", {}) == "quick" == name("quick", {"device": "cpu", "catalog": "synthetic"})
+    assert name("quick", {}) == "quick" == name("quick", {"device": "auto", "catalog": "synthetic"})
     assert name("quick", {"catalog": "music21"}) == "quick_music21"
-    assert name("paper", {"device": "cuda"}) == "paper"
+    assert name("paper", {"device": "cuda"}) == "paper_device-cuda" != name("paper", {"device": "cpu"})
     assert name("quick", {"seed": 1, "catalog": "/data/my catalog"}) == "quick_my-catalog_seed-1"
     assert name("smoke", {"seed": 1}) != name("smoke", {"seed": 2}) != name("smoke", {})
 

@@ -117,9 +117,10 @@ def test_pick_device():
     assert T.amp_dtype(torch.device("cpu"), False) is None
 
 
-def test_no_float64_tensor_lands_on_a_device_that_may_be_mps():
+def test_the_float64_tensors_mrlib_makes_stay_off_mps():
     """MPS has no float64, and ``device="auto"`` picks it on a Mac: the training sums take
-    ``sum_dtype`` (float32 there), and every other float64 tensor in mrlib stays off MPS."""
+    ``sum_dtype`` (float32 there), every other float64 tensor mrlib makes stays off MPS, and the
+    oracle block an online batch sends to the device as it is holds float32."""
     import re
 
     from mrlib.devices import sum_dtype
@@ -137,10 +138,11 @@ def test_no_float64_tensor_lands_on_a_device_that_may_be_mps():
     found = {}
     for path in sorted((Path(T.__file__).parent).glob("*.py")):
         lines = [line.strip() for line in path.read_text().splitlines()
-                 if re.search(r"\.double\(\)|torch\.float64", line) and not line.strip().startswith("#")]
+                 if re.search(r"\.double\(\)|torch\.(float64|double)\b", line) and not line.strip().startswith("#")]
         if lines:
             found[path.name] = lines
     assert found == allowed
+    assert oracle(np.eye(4, dtype=np.float32)).dtype == np.float32
 
 
 def test_cpu_kernels_report_what_torch_runs_and_the_overrides_that_narrow_it():
