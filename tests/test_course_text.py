@@ -446,6 +446,17 @@ def test_book_index_lists_each_chapter_with_objectives_and_run_time(tmp_path: Pa
         assert first_objective.split("\n")[0] in entry, path.name
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_each_lesson_says_up_front_how_long_it_runs(path: Path):
+    """A teacher reads a lesson's time in its first cell, and the committed run bears it out."""
+    nb = _read(path)
+    opening = " ".join(_markdown(nb)[0][1].split())
+    said = re.search(r"(under|about) a minute", opening)
+    assert said, f"{path.name}: the first cell does not say how long the lesson runs"
+    limit = 60 if said.group(1) == "under" else 120
+    assert nb.metadata["mrlib"]["wall_s"] < limit, path.name
+
+
 def test_the_readme_gives_the_shortest_and_longest_committed_run():
     """The README's range of the committed runs' wall times is the one their metadata records."""
     times = {p.name[:2]: _read(p).metadata["mrlib"]["wall_s"] for p in NOTEBOOKS}
