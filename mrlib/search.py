@@ -52,11 +52,14 @@ def _stable_topk(key: torch.Tensor, k: int, largest: bool) -> np.ndarray:
 
 
 def as_tensor(a: np.ndarray, device: torch.device) -> torch.Tensor:
-    """A tensor view of ``a`` (no copy on CPU); read-only arrays (memory maps) are copied.
+    """A tensor view of ``a`` (no copy on CPU); read-only arrays (memory maps) are copied, and
+    float64 is refused on MPS, which has none.
 
     Notebook: 07_evaluation.ipynb
     """
     a = np.ascontiguousarray(a)
+    if a.dtype == np.float64 and torch.device(device).type == "mps":
+        raise ValueError("MPS has no float64: pass float32 arrays, or device='cpu'")
     if not a.flags.writeable:
         a = a.copy()
     return torch.from_numpy(a).to(device)

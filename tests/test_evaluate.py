@@ -275,6 +275,8 @@ def test_exact_topk_rejects_bad_input():
         ev.exact_topk(np.full((1, 3), np.nan), x, 2)
     with pytest.raises(ValueError, match="query_ids"):
         ev.exact_topk(x[:2], x, 2, exclude_self=True, query_ids=np.array([0, 7]))
+    with pytest.raises(ValueError, match="MPS has no float64"):   # said before anything reaches MPS
+        ev.exact_topk(x, x, 2, device="mps")
 
 
 def test_rank_by_distance_metrics():
