@@ -48,7 +48,7 @@ from mrlib.table2 import (AUTOPOOL_ARMS, AUTOPOOL_PATCH_LENS, CATALOG_KWARGS, CA
                           TABLE2_BUDGETS, TABLE2_REFERENCE_ROWS, table2_context, table2_rows,
                           table2_score)
 
-__all__ = ["Experiment", "EXPERIMENTS", "register", "run_experiment", "experiment_rows",
+__all__ = ["Experiment", "EXPERIMENTS", "register", "run_experiment", "merge_stores", "experiment_rows",
            "TABLE2_BUDGETS", "table2_rows", "table2_context", "table2_score", "git_commit", "main"]
 
 
@@ -488,11 +488,80 @@ def _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, devi
     return path
 
 
+def merge_stores(into: str | os.PathLike, sources: Sequence[str | os.PathLike]) -> tuple[Path, int]:
+    """Add the rows × seeds of other results files of the same experiment to ``into``.
+
+    Seeds run on several machines, each into a file of its own (``run --store``), add up in
+    one file. A row × seed that one file holds is taken from it (an ``ok`` one over a failed
+    one); one that both hold with scores must hold the same scores: a seed trained twice on two
+    machines differs in its last digits, and which one to keep is the user's choice.
+
+    Parameters
+    ----------
+    into : path-like
+        The results file that receives the seeds; created when missing.
+    sources : sequence of path-like
+        Results files to add; they are only read.
+
+    Returns
+    -------
+    (Path of ``into``, number of row × seed entries added)
+
+    Raises
+    ------
+    mrlib.results.StoreError
+        A file that is not a results store, or one of another experiment, catalog, profile,
+        ``-p`` settings or row parameters, or a seed stored twice with other scores; ``into`` is
+        then left as it was.
+    mrlib.paths.LockedError
+        A runner is writing ``into``.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    into, sources = Path(into), [Path(p) for p in sources]
+    if not sources:
+        raise ValueError("name at least one results file to add")
+    make_folder(into.parent, "results folder")
+    with FolderLock(into.parent, "results file", file=into.name):
+        others = [res.read_store(p) for p in sources]
+        data = res.read_store(into) if into.exists() else {**others[0], "rows": {}, "runs": []}
+        added = sum(_merge_into(data, other, path) for path, other in zip(sources, others))
+        devices = {run.get("device", "auto") for run in data["runs"]}
+        data["command"] = _whole_command(data["experiment"], data["catalog"], data["profile"],
+                                         data["rows"], data.get("overrides"),
+                                         devices.pop() if len(devices) == 1 else "auto")
+        res.write_store(res.summarise_store(data), into)
+    return into, added
+
+
+def _merge_into(data: dict, other: dict, path: Path) -> int:
+    """Add ``other``'s rows × seeds to ``data`` in place (see :func:`merge_stores`); the count."""
+    for field in ("experiment", "catalog", "profile", "metrics", "overrides"):
+        if (data.get(field) or None) != (other.get(field) or None):
+            raise res.StoreError(f"{path}: its {field} {other.get(field)!r} is not the "
+                                 f"{data.get(field)!r} of the file it is added to")
+    added = 0
+    for r, row in other["rows"].items():
+        mine = data["rows"].setdefault(r, {"parameters": row["parameters"], "key": row["key"], "seeds": {}})
+        if mine["key"] != row["key"]:
+            raise res.StoreError(f"{path}: row {r!r} ran with other parameters (key {row['key']}, "
+                                 f"not {mine['key']}); run it again with this version")
+        for s, entry in row["seeds"].items():
+            held = mine["seeds"].get(s)
+            if held is None or (held.get("status") != "ok" and entry.get("status") == "ok"):
+                mine["seeds"][s], added = entry, added + 1
+            elif entry.get("status") == "ok" and held.get("per_unit") != entry.get("per_unit"):
+                raise res.StoreError(f"{path}: {r}, seed {s} is in both files with other scores "
+                                     "(trained twice); keep one of them by hand")
+    data["runs"] += [run for run in other.get("runs", []) if run not in data["runs"]]
+    return added
+
+
 # ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m mrlib.experiments run|show|readme|list`` (see ``--help``).
+    """``python -m mrlib.experiments run|show|merge|readme|list`` (see ``--help``).
 
     Notebook: 07_evaluation.ipynb
     """
@@ -517,6 +586,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--store", type=Path, help="results file (default data/results/<name>_<catalog>_<profile>.json)")
     run.add_argument("--commit", action="store_true", help="git-commit the results file after each row × seed")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    merge = sub.add_parser("merge", help="add the rows × seeds of results files run elsewhere")
+    merge.add_argument("into", type=Path, help="the results file that receives them")
+    merge.add_argument("sources", type=Path, nargs="+", help="results files to add (only read)")
     sub.add_parser("readme", help="rewrite the README's results blocks from data/results/")
     sub.add_parser("list", help="list the experiments and their stored results")
     args = parser.parse_args(argv)
@@ -530,6 +602,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _command_line(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.command == "merge":
+        try:
+            path, added = merge_stores(args.into, args.sources)
+        except res.StoreError:
+            raise
+        except (ValueError, FileNotFoundError) as err:
+            parser.error(str(err))
+        except LockedError as err:
+            print(f"[experiments] {err}", file=sys.stderr)
+            return 2
+        print(f"[experiments] {added} row × seed(s) added -> {path}")
+        return 0
     if args.command == "list":
         for name, exp in EXPERIMENTS.items():
             print(f"{name}: {exp.title} ({exp.notebook}); profiles {', '.join(exp.profiles)}")

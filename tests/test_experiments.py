@@ -62,6 +62,46 @@ def test_rows_seeds_are_stored_and_a_second_invocation_runs_nothing(store):
     assert sorted(CALLS) == [("A", 3), ("B", 3), ("C", 3)]
 
 
+def test_seeds_run_on_two_machines_merge_into_the_file_one_machine_makes(store, tmp_path, capsys):
+    """Seeds 0-1 on one machine and seed 2 on another, each into its own file, merge into what
+    one run of seeds 0-2 stores (scores, summary, comparisons, command); merging again adds
+    nothing, and a file of other settings or a seed trained twice is refused, naming the file,
+    with the target left as it was."""
+    X.run_experiment("toy", seeds=[0, 1, 2], store=store, workdir=tmp_path / "w", progress=False)
+    boxes = [tmp_path / "box_a.json", tmp_path / "box_b.json"]
+    X.run_experiment("toy", seeds=[0, 1], store=boxes[0], workdir=tmp_path / "wa", progress=False)
+    X.run_experiment("toy", seeds=[2], store=boxes[1], workdir=tmp_path / "wb", progress=False)
+    merged = tmp_path / "merged" / "toy.json"
+    assert X.main(["merge", str(merged), *map(str, boxes)]) == 0
+    assert "9 row × seed(s) added" in capsys.readouterr().out
+    one, both = res.read_store(store), res.read_store(merged)
+
+    def scores(data):
+        return {r: {s: e["per_unit"] for s, e in row["seeds"].items()} for r, row in data["rows"].items()}
+
+    assert scores(both) == scores(one) and len(scores(one)["A"]) == 3
+    assert both["summary"] == one["summary"] and both["comparisons"] == one["comparisons"]
+    assert both["command"] == one["command"] and len(both["runs"]) == 2
+    before = merged.read_text()
+    assert X.merge_stores(merged, boxes) == (merged, 0) and merged.read_text() == before
+    other = tmp_path / "gain.json"
+    X.run_experiment("toy", seeds=[3], store=other, overrides={"gain": 0.3}, workdir=tmp_path / "wg", progress=False)
+    twice = res.read_store(boxes[1])
+    twice["rows"]["A"]["seeds"]["2"]["per_unit"]["score"][0] += 0.25
+    res.write_store(twice, boxes[1])
+    older = res.read_store(boxes[0])
+    older["rows"]["B"]["key"] = "0ld0ld0ld0ld"          # as a file from another version of the rows
+    res.write_store(older, boxes[0])
+    for source, said in ((other, "its overrides {'gain': 0.3}"), (boxes[1], "A, seed 2 is in both files"),
+                         (boxes[0], "row 'B' ran with other parameters")):
+        assert X.main(["merge", str(merged), str(source)]) == 2
+        err = capsys.readouterr().err
+        assert str(source) in err and said in err, err
+        assert merged.read_text() == before
+    with pytest.raises(SystemExit):
+        X.main(["merge", str(merged), str(tmp_path / "missing.json")])
+
+
 def test_a_failing_row_is_recorded_and_the_others_go_on(store, capsys):
     X.run_experiment("toy", seeds=[0, 1], store=store, overrides={"broken": True}, progress=False)
     data = res.read_store(store)
