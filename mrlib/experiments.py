@@ -369,7 +369,8 @@ def _open_store(exp, name, catalog, profile, specs, rows, path: Path) -> dict:
     return data
 
 
-def _stored_rows(rows: dict, specs: dict, name: str, path: Path, chosen) -> dict:
+def _stored_rows(rows: dict, specs: dict, name: str, path: Path, chosen,
+                 then: str = "are run again") -> dict:
     """The store's rows for these specs: rows no longer specified go, changed ones start over.
     A subset run (``chosen``) that would leave a changed row's old seeds stale is refused."""
     keys = {r: res.parameters_key(p) for r, p in specs.items()}
@@ -383,7 +384,7 @@ def _stored_rows(rows: dict, specs: dict, name: str, path: Path, chosen) -> dict
         print(f"[experiments] {r}: no longer a row of {name}; dropped from {path.name}")
     for r in changed:
         n_old = len(rows[r].get("seeds", {}))
-        print(f"[experiments] {r}: parameters changed; its {n_old} stored seed(s) are run again")
+        print(f"[experiments] {r}: parameters changed; its {n_old} stored seed(s) {then}")
     return {r: rows[r] if r in rows and r not in changed else
             {"parameters": params, "key": keys[r], "seeds": {}} for r, params in specs.items()}
 
@@ -521,11 +522,19 @@ def merge_stores(into: str | os.PathLike, sources: Sequence[str | os.PathLike]) 
     into, sources = Path(into), [Path(p) for p in sources]
     if not sources:
         raise ValueError("name at least one results file to add")
+    others = [res.read_store(p) for p in sources]          # only read: before anything is made
     make_folder(into.parent, "results folder")
     with FolderLock(into.parent, "results file", file=into.name):
-        others = [res.read_store(p) for p in sources]
         data = res.read_store(into) if into.exists() else {**others[0], "rows": {}, "runs": []}
+        name = data["experiment"]
+        # the file as the runner opens it: the experiment's rows now, in their order, stale
+        # seeds dropped
+        specs = experiment_rows(name, data["catalog"], data["profile"], data.get("overrides") or {})
+        data.update(title=_experiment(name).title, rows=_stored_rows(
+            data["rows"], specs, name, into, None, then="are dropped (run them with this version)"))
         added = sum(_merge_into(data, other, path) for path, other in zip(sources, others))
+        for row in data["rows"].values():
+            row["seeds"] = dict(sorted(row["seeds"].items(), key=lambda item: int(item[0])))
         devices = {run.get("device", "auto") for run in data["runs"]}
         data["command"] = _whole_command(data["experiment"], data["catalog"], data["profile"],
                                          data["rows"], data.get("overrides"),
@@ -542,10 +551,17 @@ def _merge_into(data: dict, other: dict, path: Path) -> int:
                                  f"{data.get(field)!r} of the file it is added to")
     added = 0
     for r, row in other["rows"].items():
-        mine = data["rows"].setdefault(r, {"parameters": row["parameters"], "key": row["key"], "seeds": {}})
+        if not (isinstance(row, dict) and isinstance(row.get("seeds"), dict) and "key" in row):
+            raise res.StoreError(f"{path}: row {r!r} is not a stored row (key, parameters, seeds)")
+        mine = data["rows"].get(r)
+        if not row["seeds"]:
+            continue
+        if mine is None:
+            print(f"[experiments] {r}: no longer a row of {data['experiment']}; not added from {path.name}")
+            continue
         if mine["key"] != row["key"]:
-            raise res.StoreError(f"{path}: row {r!r} ran with other parameters (key {row['key']}, "
-                                 f"not {mine['key']}); run it again with this version")
+            raise res.StoreError(f"{path}: row {r!r} ran with parameters that are not its parameters "
+                                 f"now (key {row['key']}, now {mine['key']}); run it again with this version")
         for s, entry in row["seeds"].items():
             held = mine["seeds"].get(s)
             if held is None or (held.get("status") != "ok" and entry.get("status") == "ok"):

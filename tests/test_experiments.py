@@ -93,13 +93,48 @@ def test_seeds_run_on_two_machines_merge_into_the_file_one_machine_makes(store, 
     older["rows"]["B"]["key"] = "0ld0ld0ld0ld"          # as a file from another version of the rows
     res.write_store(older, boxes[0])
     for source, said in ((other, "its overrides {'gain': 0.3}"), (boxes[1], "A, seed 2 is in both files"),
-                         (boxes[0], "row 'B' ran with other parameters")):
+                         (boxes[0], "row 'B' ran with parameters that are not its parameters now")):
         assert X.main(["merge", str(merged), str(source)]) == 2
         err = capsys.readouterr().err
         assert str(source) in err and said in err, err
         assert merged.read_text() == before
     with pytest.raises(SystemExit):
         X.main(["merge", str(merged), str(tmp_path / "missing.json")])
+
+
+def test_a_merge_after_the_rows_changed_stores_what_the_runner_would(store, tmp_path, monkeypatch):
+    """The committed file ran seed 0; then row A's parameters changed and a row D came in between
+    A and B, and two machines ran seeds 1 and 2 with the new rows. Merging their files gives what
+    the runner gives on that file: A's stale seed dropped, the rows in the experiment's order, the
+    seeds in order, the same summary, comparisons and command; the sources stay as they were."""
+    import hashlib
+    from dataclasses import replace
+
+    X.run_experiment("toy", seeds=[0], store=store, workdir=tmp_path / "w0", progress=False)
+
+    def new_rows(catalog, profile, overrides):
+        rows = _toy_rows(catalog, profile, overrides)
+        return {"A": {"level": 0.35}, "D": {"level": 0.45}, **{r: rows[r] for r in "BC"}}
+
+    monkeypatch.setitem(X.EXPERIMENTS, "toy", replace(TOY, rows=new_rows))
+    boxes = [tmp_path / "box_b.json", tmp_path / "box_a.json"]
+    for seed, box in zip((2, 1), boxes):
+        X.run_experiment("toy", seeds=[seed], store=box, workdir=tmp_path / f"w{seed}", progress=False)
+    reference = tmp_path / "reference.json"
+    reference.write_bytes(store.read_bytes())
+    X.run_experiment("toy", seeds=[1, 2], store=reference, workdir=tmp_path / "wr", progress=False)
+    digests = [hashlib.sha256(b.read_bytes()).hexdigest() for b in boxes]
+    X.merge_stores(store, boxes)
+    merged, one = res.read_store(store), res.read_store(reference)
+    assert [hashlib.sha256(b.read_bytes()).hexdigest() for b in boxes] == digests
+
+    def seeds(data):
+        return [(r, [(s, e["per_unit"]) for s, e in row["seeds"].items()]) for r, row in data["rows"].items()]
+
+    assert seeds(merged) == seeds(one) and [r for r, _ in seeds(one)] == ["A", "D", "B", "C"]
+    assert [s for s, _ in seeds(one)[0][1]] == ["1", "2"] and [s for s, _ in seeds(one)[2][1]] == ["0", "1", "2"]
+    for field in ("summary", "comparisons", "command", "title"):
+        assert merged[field] == one[field], field
 
 
 def test_a_failing_row_is_recorded_and_the_others_go_on(store, capsys):
