@@ -171,19 +171,46 @@ def test_the_2020_verdicts_at_the_tuned_tl_rate_are_the_ones_the_text_states():
     assert all(at[s]["per_unit"] != e["per_unit"] for s, e in seeds(tuned, "AT Baseline").items())
 
 
+def _tuned_beside_table2(catalog):
+    """The stored ``tl_tuned`` and ``table2`` of a catalog, checked to be Table 2's rows with only
+    the TL rows' rate changed, three seeds each."""
+    folder = repo_root() / "data" / "results"
+    tuned, table2 = (res.read_store(res.store_path(e, catalog, "quick", folder)) for e in ("tl_tuned", "table2"))
+    for r, row in tuned["rows"].items():
+        other = {k: v for k, v in row["parameters"].items() if table2["rows"][r]["parameters"][k] != v}
+        assert set(other) == (set() if r == "AT Baseline" else {"lr", "run_name"}), r
+        assert other.get("lr", TL_TUNED_LR) == TL_TUNED_LR
+        assert len(res._ok_seeds(row)) == 3
+    return tuned, table2
+
+
+def _map(store, row):
+    """A row's MAP@20, mean over its seeds (percent)."""
+    return store["summary"][row]["MAP@20"]["mean"]
+
+
+def _map_per_query(store, row):
+    """A row's per-query MAP@20 of seeds 0-2, as the paired test takes them."""
+    return [store["rows"][row]["seeds"][s]["per_unit"]["MAP@20"] for s in "012"]
+
+
+def _cpus(rows):
+    """The CPU models the rows' seeds record (without their extensions)."""
+    return {e["cpu_kernels"]["cpu"].split(" (")[0] for row in rows for e in row["seeds"].values()}
+
+
+def _pp(fraction):
+    """Percentage points as the README signs them."""
+    return f"{100 * fraction:+.2f}".replace("-", "−")
+
+
 def test_on_music21_the_2020_verdicts_at_the_tuned_tl_rate_are_table_2s_as_the_text_states():
     """``tl_tuned`` on music21 (the synthetic catalog's rate, untuned here): each 2020 verdict is
     Table 2's, inconclusive (the AT claim's note says so); the README's figures are the stored
     ones: the comparison that held on Table 2 and is open here, the unchanged AT row's move
     against the TL rows' smaller ones, the CPUs, and the best trained row against Table 2's
     Euclidean baseline on the same queries."""
-    folder = repo_root() / "data" / "results"
-    tuned, table2 = (res.read_store(res.store_path(e, "music21", "quick", folder)) for e in ("tl_tuned", "table2"))
-    for r, row in tuned["rows"].items():           # Table 2's rows with only the TL rows' rate changed
-        other = {k: v for k, v in row["parameters"].items() if table2["rows"][r]["parameters"][k] != v}
-        assert set(other) == (set() if r == "AT Baseline" else {"lr", "run_name"}), r
-        assert other.get("lr", TL_TUNED_LR) == TL_TUNED_LR
-        assert len(res._ok_seeds(row)) == 3
+    tuned, table2 = _tuned_beside_table2("music21")
     on = [c for c in C.CLAIMS if c.experiment == "table2"]
     verdicts = [{c.key: C.claim_status(c, store)["status"] for c in on} for store in (tuned, table2)]
     assert verdicts[0] == verdicts[1] == dict.fromkeys(verdicts[0], "inconclusive") and len(on) == 4
@@ -194,28 +221,18 @@ def test_on_music21_the_2020_verdicts_at_the_tuned_tl_rate_are_table_2s_as_the_t
     key = ("TL Random uniform", "Recall@20")
     assert held[key]["status"] == "holds" and now[key]["status"] == "open"
     assert [t["status"] for t in held.values()].count("holds") == 1
-
-    def mean(store, row):
-        return store["summary"][row]["MAP@20"]["mean"]
-
+    mean = _map
     change = {r: mean(tuned, r) - mean(table2, r) for r in tuned["summary"]}
     largest_tl = max((r for r in change if r != "AT Baseline"), key=lambda r: abs(change[r]))
     assert all(abs(change[r]) < abs(change["AT Baseline"]) for r in change if r != "AT Baseline")
-    cpus = {e["cpu_kernels"]["cpu"].split(" (")[0] for row in tuned["rows"].values() for e in row["seeds"].values()}
-    autopool = {e["cpu_kernels"]["cpu"].split(" (")[0] for e in table2["rows"]["TL Autopool"]["seeds"].values()}
+    cpus, autopool = _cpus(tuned["rows"].values()), _cpus([table2["rows"]["TL Autopool"]])
     assert cpus == {"AMD EPYC"} and len(autopool) == 1 and next(iter(autopool)).startswith("Intel(R) Xeon(R)")
     best = max((r for r in tuned["summary"] if r != "AT Baseline"), key=lambda r: mean(tuned, r))
     euclid = "Euclidean (mean CQT)"
-    paired = res.seed_query_test(
-        *([store["rows"][r]["seeds"][s]["per_unit"]["MAP@20"] for s in "012"]
-          for store, r in ((tuned, best), (table2, euclid))))
+    paired = res.seed_query_test(_map_per_query(tuned, best), _map_per_query(table2, euclid))
     assert paired["low"] < 0 < paired["high"]
     readme = " ".join((repo_root() / "README.md").read_text().split())
-    t_held, t_now = held[key], now[key]
-
-    def pp(fraction):                              # percentage points as the README signs them
-        return f"{100 * fraction:+.2f}".replace("-", "−")
-
+    t_held, t_now, pp = held[key], now[key], _pp
     for quoted in ("Each of the four 2020 verdicts stays inconclusive, as on Table 2",
                    f"Random uniform's higher Recall@20 than Neighbors ({t_held['diff']:+.2f} points), is open "
                    f"here ({t_now['diff']:+.2f} [{t_now['low']:+.2f}, {t_now['high']:+.2f}], Holm p {t_now['p_holm']:.3f})",
@@ -235,42 +252,25 @@ def test_with_each_collections_instruments_the_tuned_tl_rate_leaves_the_verdicts
     row barely moves, the TL row that moves most is not shown to move (and moves less than the AT
     row did on music21), and the best trained row falls short of Table 2's Euclidean baseline on
     the same queries (one paired test, excluding zero)."""
-    folder = repo_root() / "data" / "results"
-    tuned, table2 = (res.read_store(res.store_path(e, "music21-by-collection", "quick", folder))
-                     for e in ("tl_tuned", "table2"))
-    for r, row in tuned["rows"].items():
-        other = {k: v for k, v in row["parameters"].items() if table2["rows"][r]["parameters"][k] != v}
-        assert set(other) == (set() if r == "AT Baseline" else {"lr", "run_name"}), r
-        assert other.get("lr", TL_TUNED_LR) == TL_TUNED_LR and len(res._ok_seeds(row)) == 3
+    tuned, table2 = _tuned_beside_table2("music21-by-collection")
     on = [c for c in C.CLAIMS if c.experiment == "table2"]
     for store in (tuned, table2):
         assert {C.claim_status(c, store)["status"] for c in on} == {"inconclusive"}
-
-    def mean(store, row):
-        return store["summary"][row]["MAP@20"]["mean"]
-
-    def per_query(store, row):
-        return [store["rows"][row]["seeds"][s]["per_unit"]["MAP@20"] for s in "012"]
-
+    mean, per_query = _map, _map_per_query
     change = {r: mean(tuned, r) - mean(table2, r) for r in tuned["summary"]}
     tl = sorted((r for r in change if r != "AT Baseline"), key=lambda r: -abs(change[r]))
     most, mover = tl[0], tl[1]
     assert change[most] < 0 and abs(change["AT Baseline"]) < abs(change[mover])
     moved = res.seed_query_test(per_query(tuned, most), per_query(table2, most))
     assert moved["low"] < 0 < moved["high"]
-    at_music21 = [res.read_store(res.store_path(e, "music21", "quick", folder))["summary"]["AT Baseline"]
-                  ["MAP@20"]["mean"] for e in ("table2", "tl_tuned")]
+    at_music21 = [mean(store, "AT Baseline") for store in _tuned_beside_table2("music21")[::-1]]
     assert abs(change[most]) < at_music21[1] - at_music21[0]
-    cpus = {e["cpu_kernels"]["cpu"].split(" (")[0] for row in tuned["rows"].values() for e in row["seeds"].values()}
-    cpus2 = {e["cpu_kernels"]["cpu"].split(" (")[0] for row in table2["rows"].values() for e in row["seeds"].values()}
+    cpus, cpus2 = _cpus(tuned["rows"].values()), _cpus(table2["rows"].values())
     assert cpus == {"AMD EPYC"} and len(cpus2) == 1 and next(iter(cpus2)).startswith("Intel(R) Xeon(R)")
     best, euclid = max(tuned["summary"], key=lambda r: mean(tuned, r)), "Euclidean (mean CQT)"
     paired = res.seed_query_test(per_query(tuned, best), per_query(table2, euclid))
     assert paired["high"] < 0
-
-    def pp(fraction):
-        return f"{100 * fraction:+.2f}".replace("-", "−")
-
+    pp = _pp
     readme = " ".join((repo_root() / "README.md").read_text().split())
     for quoted in ("Each of the four 2020 verdicts stays inconclusive, as on Table 2 (claims below). Here the",
                    f"unchanged AT row barely moves ({mean(table2, 'AT Baseline'):.2f} % to "
