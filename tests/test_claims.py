@@ -351,14 +351,60 @@ def test_a_claim_looked_at_twice_is_tested_at_half_the_level_on_each_look_and_th
     assert f"its lead over LSML on handcrafted features shrinks to {lsml['diff']:+.2f} points" in readme
     assert f"(it would be at 0.05: Holm p {lsml['p_holm']:.3f})" in readme and lsml["p_holm"] < 0.05
 
-    # a store holding only the first look's seeds is one look, at the level itself; a seed past
-    # the recorded looks is a further look; no store, no verdict
-    assert C.claim_status(claim, first_look(store)) == {**C.claim_status(replace(claim, looks=()), first_look(store)),
-                                                        "look_seeds": 3}
+    # a store holding only the first look's seeds is one look, at the level itself, and says
+    # the second is not read yet; a seed past the recorded looks is a further look; no store,
+    # no verdict
+    alone = C.claim_status(replace(claim, looks=()), first_look(store))
+    assert C.claim_status(claim, first_look(store)) == {
+        **alone, "look_seeds": 3, "evidence": alone["evidence"] + "; the look at seeds 0–9 is still running "
+                                                                  "and not read (each look will then be tested at level 0.025)"}
     more = {**store, "rows": {r: {**row, "seeds": {**row["seeds"], "10": row["seeds"]["9"]}}
                               for r, row in store["rows"].items() if "9" in row["seeds"]}}
     assert "level 0.0166667 at each of 3 looks" in C.claim_status(claim, more)["evidence"]
     assert C.claim_status(claim, None)["status"] == "not run"
+
+
+def test_the_second_look_planned_on_music21_is_read_only_once_every_row_of_the_claim_holds_it():
+    """Seeds 3–9 of the 2020 claims' rows on both music21 catalogs were planned before any ran.
+
+    While they run, a claim reads the first look alone, at the level itself, and says the
+    second is running: a store partway through is not a look. Once every row of the claim holds
+    seeds 0–9, both looks are read at half the level. The looks are the claim's own table's: a
+    ``tl_tuned`` store on the same catalog is read once.
+    """
+    from dataclasses import replace
+
+    claims_2020 = [c for c in C.CLAIMS if c.paper == "2020"]
+    assert len(claims_2020) == 4
+    for c in claims_2020:
+        assert dict(c.looks) == {"music21": (3, 10), "music21-by-collection": (3, 10)}
+        assert "seeds 3–9 of the claim's rows were planned after a first look at seeds 0–2 and before they ran" in c.note
+    claim = next(c for c in claims_2020 if c.key == "distance-best")
+    rows = sorted({r for a, _, b, _ in claim.tests for r in (a, b)})
+    store = res.read_store(res.store_path("table2", "music21", "quick", repo_root() / "data" / "results"))
+    first = {r: sorted(store["rows"][r]["seeds"], key=int)[:3] for r in rows}
+    store = {**store, "rows": {r: {**row, "seeds": {s: row["seeds"][s] for s in first[r]}} if r in rows else row
+                               for r, row in store["rows"].items()}}
+    assert all(first[r] == ["0", "1", "2"] for r in rows)
+
+    def with_seeds(rows_given, seeds):
+        # seed s repeats seed s % 3's scores: the mechanism is what is tested, not the figures
+        return {**store, "rows": {r: {**row, "seeds": {**row["seeds"], **{str(s): row["seeds"][str(s % 3)] for s in seeds}}}
+                                  if r in rows_given else row for r, row in store["rows"].items()}}
+
+    once = C.claim_status(replace(claim, looks=()), store)
+    running = "; the look at seeds 0–9 is still running and not read (each look will then be tested at level 0.025)"
+    for partway in (with_seeds(rows[1:], range(3, 10)), with_seeds(rows, range(3, 9))):
+        st = C.claim_status(claim, partway)
+        assert {**st, "evidence": st["evidence"].removesuffix(running)} == {**once, "look_seeds": 3}
+        assert st["evidence"].endswith(running)
+    whole = with_seeds(rows, range(3, 10))
+    both = C.claim_status(claim, whole)
+    assert "level 0.025 at each of 2 looks" in both["evidence"] and running not in both["evidence"]
+    assert both["min_seeds"] == (3 if both["look_seeds"] == 3 else 10)
+    assert C.claim_status(claim, with_seeds(rows, range(3, 11)))["evidence"].count("at each of 3 looks") == 1
+    for other in ({**whole, "experiment": "tl_tuned"}, {**whole, "catalog": "synthetic"}):
+        assert C.claim_status(claim, other) == C.claim_status(replace(claim, looks=()), other)
 
 
 def test_the_claims_never_write_the_level_as_alpha():
