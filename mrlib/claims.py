@@ -222,16 +222,16 @@ def claim_status(claim: Claim, store: Mapping[str, Any] | None, alpha: float = 0
     # the looks are the claim's own table's (another experiment on the catalog is read once)
     planned = (dict(claim.looks).get(store.get("catalog"), ())
                if store.get("experiment", claim.experiment) == claim.experiment else ())
-    # a look is read once every row of the claim holds its seeds; seeds past the last recorded
-    # look are one more look; a look still running is not read at all
+    # a look is read once every row of the claim holds its seeds, and a look still running is
+    # not read at all; seeds past the last recorded look are one more look
     looks = [n for n in planned if all(set(range(n)) <= s for s in seeds)]
-    running = [n for n in planned if n not in looks and n > max(looks, default=0)]
-    if held > max(planned, default=0) or not looks:
+    running = [n for n in planned if n > max(looks, default=0)]
+    if not looks or (held > max(looks) and not running):
         looks.append(held)
-    seen = [_look(claim, _seeds_below(store, n), alpha / len(looks)) for n in looks]
+    seen = [_look(claim, res.store_at_seeds(store, range(n)), alpha / len(looks)) for n in looks]
     k = next((i for i, st in enumerate(seen) if st["status"] in _DECIDED), len(seen) - 1)
     st = {**seen[k], "look_seeds": looks[k]}
-    if running:
+    if running and held > max(looks):
         st["evidence"] += (f"; the look at seeds 0–{running[0] - 1} is still running and not read "
                            f"(each look will then be tested at level {alpha / len(planned):g})")
     if len(looks) == 1:
@@ -251,14 +251,6 @@ def claim_status(claim: Claim, store: Mapping[str, Any] | None, alpha: float = 0
 
 def _claim_rows(claim: Claim) -> list[str]:
     return sorted({r for a, _, b, _ in claim.tests for r in (a, b)})
-
-
-def _seeds_below(store: Mapping[str, Any], n: int) -> dict:
-    """The store as it stood with seeds 0 to n − 1: each row keeps only those."""
-    def below(seeds):
-        return {s: e for s, e in seeds.items() if int(s) < n}
-    return {**store, "rows": {r: {**row, "seeds": below(row.get("seeds", {}))}
-                              for r, row in store.get("rows", {}).items()}}
 
 
 def _look(claim: Claim, store: Mapping[str, Any], alpha: float) -> dict:

@@ -24,7 +24,7 @@ import os
 import re
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -35,7 +35,7 @@ from mrlib.paths import atomic_path, repo_root
 
 __all__ = ["SCHEMA", "results_dir", "store_path", "parameters_key", "new_store", "read_store",
            "write_store", "seed_entry", "row_summary", "seed_query_test", "compare_rows",
-           "summarise_store", "stored_results", "results_frame", "results_markdown", "seed_frame",
+           "summarise_store", "store_at_seeds", "stored_results", "results_frame", "results_markdown", "seed_frame",
            "selected_epochs", "comparisons_frame", "update_readme_block", "readme_block",
            "replace_readme_block", "StoreError"]
 
@@ -324,6 +324,22 @@ def summarise_store(store: dict, **compare_kwargs) -> dict:
     store["summary"] = {r: row_summary(row, store["metrics"]) for r, row in store["rows"].items()}
     store["comparisons"] = compare_rows(store, **compare_kwargs)
     return store
+
+
+def store_at_seeds(store: Mapping[str, Any], seeds: Iterable[int]) -> dict:
+    """The store as it stood with only these seeds: each row keeps them, and the summary is theirs.
+
+    Two tables that hold different seeds are compared on the seeds both hold; a claim read more
+    than once reads each look's seeds (:mod:`mrlib.claims`). The comparisons are left empty:
+    :func:`summarise_store` recomputes them.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    keep = {str(int(s)) for s in seeds}
+    rows = {r: {**row, "seeds": {s: e for s, e in row.get("seeds", {}).items() if s in keep}}
+            for r, row in store.get("rows", {}).items()}
+    return {**store, "rows": rows, "summary": {r: row_summary(row, store["metrics"]) for r, row in rows.items()},
+            "comparisons": []}
 
 
 def stored_results(experiment: str | None = None, folder: Path | None = None) -> dict[str, dict]:
