@@ -18,10 +18,11 @@ its table or one of its rows is not stored. Statuses are computed from the commi
 never typed in.
 
 Adding seeds after reading a verdict is a second look at the same claim, and each look is a
-chance of a false verdict. A claim read twice on a catalog (:attr:`Claim.looks`) is therefore
-tested at half the level on the seeds each look read, and the first look that decides gives
-the verdict (Bonferroni over the looks, the simplest rule that keeps the overall error at the
-level).
+chance of a false verdict. A claim read more than once on a catalog (:attr:`Claim.looks`) is
+therefore tested at the level divided by the number of looks on the seeds each look read, and
+the first look that decides gives the verdict (Bonferroni over the looks: the error over the
+looks so tested stays at the level; a first look read at the full level before the second was
+planned adds its own share, up to 1.5 times the level in all for two looks).
 
 Notebook: 07_evaluation.ipynb
 """
@@ -61,11 +62,12 @@ class Claim:
     note : str
         What the reader must know to read the status (a choice tuned on validation, a stand-in).
     looks : tuple of (catalog, tuple of int)
-        Catalogs on which the claim is read more than once (seeds added after a first
-        verdict), with the number of seeds each look reads: a look at ``n`` reads seeds 0 to
-        n − 1. The looks a store has completed, and seeds past the last, are each tested at
-        the level divided by their number (Bonferroni); the first that decides gives the
-        verdict, as a run stopped there would have (:func:`claim_status`).
+        Catalogs on which the claim's own table (its ``experiment``, profile ``quick``, no
+        overrides) is read more than once (seeds added after a first verdict), with the number
+        of seeds each look reads: a look at ``n`` reads seeds 0 to n − 1. The looks a store has
+        completed, and once all are complete any seeds past the last, are each tested at the
+        level divided by their number (Bonferroni); the first that decides gives the verdict,
+        as a run stopped there would have (:func:`claim_status`).
 
     Notebook: 07_evaluation.ipynb
     """
@@ -194,12 +196,13 @@ def claim_status(claim: Claim, store: Mapping[str, Any] | None, alpha: float = 0
 
     The claim's comparisons are one family: Holm's correction runs over them (a claim is a
     hypothesis stated before the experiment, not a search among the table's pairs). On a
-    catalog where the claim is read more than once (:attr:`Claim.looks`, for the claim's own
-    experiment), each look is tested at ``alpha`` divided by the number of looks, and the
-    first look that decides (reproduced or not reproduced) gives the status. A look is read
-    only once every row of the claim holds all its seeds: while the next one runs, the store is
-    read at the looks it completed (one look, at ``alpha``, before the second completes), and
-    seeds past the last recorded look are one more look.
+    catalog where the claim's table is read more than once (:attr:`Claim.looks`), each look is
+    tested at ``alpha`` divided by the number of looks, and the first look that decides
+    (reproduced or not reproduced) gives the status. A later look is read only once every row
+    of the claim holds all its seeds: until then the store is read at the looks it completed
+    (the first alone, at ``alpha``, until the second is complete; the first as far as it got
+    when a row lacks one of its seeds), and the evidence says the next is not complete. Once
+    every recorded look is complete, seeds past the last are one more look.
 
     Returns
     -------
@@ -219,31 +222,35 @@ def claim_status(claim: Claim, store: Mapping[str, Any] | None, alpha: float = 0
     rows = store.get("rows", {})
     seeds = [set(map(int, res._ok_seeds(rows.get(r, {"seeds": {}})))) for r in _claim_rows(claim)]
     held = 1 + max(max(s, default=-1) for s in seeds)
-    # the looks are the claim's own table's (another experiment on the catalog is read once)
-    planned = (dict(claim.looks).get(store.get("catalog"), ())
-               if store.get("experiment", claim.experiment) == claim.experiment else ())
-    # a look is read once every row of the claim holds its seeds, and a look still running is
-    # not read at all; seeds past the last recorded look are one more look
-    looks = [n for n in planned if all(set(range(n)) <= s for s in seeds)]
-    running = [n for n in planned if n > max(looks, default=0)]
-    if not looks or (held > max(looks) and not running):
-        looks.append(held)
+    # the looks are those of the claim's own table (tl_tuned on the same catalog, another
+    # profile or an overrides file is read once)
+    own = (store.get("experiment", claim.experiment) == claim.experiment
+           and store.get("profile", "quick") == "quick" and not store.get("overrides"))
+    planned = dict(claim.looks).get(store.get("catalog"), ()) if own else ()
+    if planned:
+        # a look is read once every row of the claim holds its seeds; an incomplete one is not
+        # read at all, and seeds past the last recorded look are one more look once all are in
+        looks = [n for n in planned if all(set(range(n)) <= s for s in seeds)] or [min(held, planned[0])]
+        waiting = [n for n in planned if n > looks[-1]]
+        if held > looks[-1] and not waiting:
+            looks.append(held)
+    else:
+        looks, waiting = [held], []
     seen = [_look(claim, res.store_at_seeds(store, range(n)), alpha / len(looks)) for n in looks]
     k = next((i for i, st in enumerate(seen) if st["status"] in _DECIDED), len(seen) - 1)
     st = {**seen[k], "look_seeds": looks[k]}
-    if running and held > max(looks):
-        st["evidence"] += (f"; the look at seeds 0–{running[0] - 1} is still running and not read "
-                           f"(each look will then be tested at level {alpha / len(planned):g})")
+    if waiting and held > looks[-1]:
+        st["evidence"] += f"; the look at seeds 0–{waiting[0] - 1} is not complete and not read"
     if len(looks) == 1:
         return st
-    last = seen[-1]
+    last, n_last = seen[-1], looks[-1]
     if k < len(seen) - 1:
-        how = (f"decided at seeds 0–{looks[k] - 1} (at seeds 0–{held - 1}: {last['evidence']}, "
+        how = (f"decided at seeds 0–{looks[k] - 1} (at seeds 0–{n_last - 1}: {last['evidence']}, "
                f"Holm p {last['weakest']['p_holm']:.3f})")
     elif st["status"] in _DECIDED:
-        how = f"decided at seeds 0–{held - 1}"
+        how = f"decided at seeds 0–{n_last - 1}"
     else:
-        how = "none decided" + (f" (at seeds 0–{held - 1}, Holm p of the weakest "
+        how = "none decided" + (f" (at seeds 0–{n_last - 1}, Holm p of the weakest "
                                 f"{st['weakest']['p_holm']:.3f})" if st["weakest"] else "")
     level = f"level {alpha / len(looks):g} at each of {len(looks)} looks"
     return {**st, "evidence": f"{st['evidence']}; {level}: {how}"}

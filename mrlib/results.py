@@ -327,11 +327,12 @@ def summarise_store(store: dict, **compare_kwargs) -> dict:
 
 
 def store_at_seeds(store: Mapping[str, Any], seeds: Iterable[int]) -> dict:
-    """The store as it stood with only these seeds: each row keeps them, and the summary is theirs.
+    """The store restricted to some seeds: each row keeps its entries for them (the seeds it
+    lacks stay missing), and the summary is recomputed from those alone.
 
-    Two tables that hold different seeds are compared on the seeds both hold; a claim read more
-    than once reads each look's seeds (:mod:`mrlib.claims`). The comparisons are left empty:
-    :func:`summarise_store` recomputes them.
+    Two tables that hold different seeds are compared on the same seeds; a claim read more than
+    once reads each look's seeds (:mod:`mrlib.claims`). The other fields (``command``,
+    ``runs``) are kept; the comparisons are left empty: :func:`summarise_store` recomputes them.
 
     Notebook: 07_evaluation.ipynb
     """

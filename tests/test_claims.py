@@ -366,8 +366,8 @@ def test_the_second_look_planned_on_music21_is_read_only_once_every_row_of_the_c
     """Seeds 3–9 of the 2020 claims' rows on both music21 catalogs were planned before any ran.
 
     Before they start, and while they run, a claim reads the first look alone, at the level
-    itself, and once they have started it says the second is running: a store partway through
-    is not a look. Once every row of the claim holds
+    itself, and once they have started it says the second is not complete: a store partway
+    through is not a look. Once every row of the claim holds
     seeds 0–9, both looks are read at half the level. The looks are the claim's own table's: a
     ``tl_tuned`` store on the same catalog is read once.
     """
@@ -393,17 +393,27 @@ def test_the_second_look_planned_on_music21_is_read_only_once_every_row_of_the_c
 
     once = C.claim_status(replace(claim, looks=()), store)
     assert C.claim_status(claim, store) == {**once, "look_seeds": 3}       # before the second look began
-    running = "; the look at seeds 0–9 is still running and not read (each look will then be tested at level 0.025)"
-    for partway in (with_seeds(rows[1:], range(3, 10)), with_seeds(rows, range(3, 9))):
+    running = "; the look at seeds 0–9 is not complete and not read"
+    for partway in (with_seeds(rows[1:], range(3, 10)), with_seeds(rows, range(3, 9)), with_seeds(rows, [5]),
+                    with_seeds(rows[:1], [3, 10])):
         st = C.claim_status(claim, partway)
         assert {**st, "evidence": st["evidence"].removesuffix(running)} == {**once, "look_seeds": 3}
         assert st["evidence"].endswith(running)
+    # a row that lacks one of the first look's seeds (failed, say): the first look as far as it got
     whole = with_seeds(rows, range(3, 10))
+    lacking = {**whole, "rows": {**whole["rows"], rows[0]: {**whole["rows"][rows[0]], "seeds": {
+        s: ({**e, "status": "failed"} if s == "2" else e) for s, e in whole["rows"][rows[0]]["seeds"].items()}}}}
+    st = C.claim_status(claim, lacking)
+    assert st["look_seeds"] == 3 and st["min_seeds"] == 2 and st["evidence"].endswith(running)
+    assert "at each of" not in st["evidence"]
     both = C.claim_status(claim, whole)
     assert "level 0.025 at each of 2 looks" in both["evidence"] and running not in both["evidence"]
     assert both["min_seeds"] == (3 if both["look_seeds"] == 3 else 10)
     assert C.claim_status(claim, with_seeds(rows, range(3, 11)))["evidence"].count("at each of 3 looks") == 1
-    for other in ({**whole, "experiment": "tl_tuned"}, {**whole, "catalog": "synthetic"}):
+    # only the claim's own table at the quick profile has looks: tl_tuned, another catalog,
+    # another profile and an overrides file of it are read once
+    for other in ({**whole, "experiment": "tl_tuned"}, {**whole, "catalog": "synthetic"},
+                  {**whole, "profile": "paper"}, {**whole, "overrides": {"epochs": 2}}):
         assert C.claim_status(claim, other) == C.claim_status(replace(claim, looks=()), other)
 
 

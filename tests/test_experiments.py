@@ -62,7 +62,6 @@ def test_rows_seeds_are_stored_and_a_second_invocation_runs_nothing(store):
     assert sorted(CALLS) == [("A", 3), ("B", 3), ("C", 3)]
 
 
-
 def test_a_store_read_at_some_seeds_is_the_store_those_seeds_alone_make(store):
     # store_at_seeds is how two tables of different seeds are compared: its rows and summary
     # must be exactly those of a run of only those seeds, and the store read is left as it was
@@ -79,6 +78,7 @@ def test_a_store_read_at_some_seeds_is_the_store_those_seeds_alone_make(store):
     assert at["summary"] == {r: res.row_summary(two["rows"][r], two["metrics"]) for r in two["rows"]}
     assert at["summary"]["A"] != four["summary"]["A"]
     assert res.store_at_seeds(four, [])["summary"] == {r: {} for r in "ABC"}
+
 
 def test_seeds_run_on_two_machines_merge_into_the_file_one_machine_makes(store, tmp_path, capsys):
     """Seeds 0-1 on one machine and seed 2 on another, each into its own file, merge into what
