@@ -65,9 +65,10 @@ class Claim:
         Catalogs on which the claim's own table (its ``experiment``, profile ``quick``, no
         overrides) is read more than once (seeds added after a first verdict), with the number
         of seeds each look reads: a look at ``n`` reads seeds 0 to n − 1. The looks a store has
-        completed, and once all are complete any seeds past the last, are each tested at the
-        level divided by their number (Bonferroni); the first that decides gives the verdict,
-        as a run stopped there would have (:func:`claim_status`).
+        completed (every row of the claim holding their seeds), and once all are complete the
+        seeds past the last that every row holds, are each tested at the level divided by their
+        number (Bonferroni); the first that decides gives the verdict, as a run stopped there
+        would have (:func:`claim_status`).
 
     Notebook: 07_evaluation.ipynb
     """
@@ -102,9 +103,10 @@ _SEEDS_ADDED = ("seeds 3–9 were added after a first look at seeds 0–2: each 
 # Table 2's rows on the music21 catalogs: seeds 3-9 of the claims' rows were planned after the
 # claims had been read at seeds 0-2 and before any of them ran.
 _TABLE2_LOOKS = tuple((cat, (3, 10)) for cat in CLAIM_CATALOGS if cat != "synthetic")
-_TABLE2_SEEDS_PLANNED = ("on both music21 catalogs, seeds 3–9 of the claim's rows were planned after a "
-                         "first look at seeds 0–2 and before they ran: once they are in, each look is "
-                         "tested at half the level (0.025), and the first that decides gives the verdict")
+_TABLE2_SEEDS_PLANNED = ("on both music21 catalogs, seeds 3–9 of the claim's rows were planned "
+                         "after a first look at seeds 0–2 and before they ran: once they are in, "
+                         "each look is tested at half the level (0.025), and the first that "
+                         "decides gives the verdict")
 
 #: The claims, in the papers' order.
 CLAIMS: tuple[Claim, ...] = (
@@ -117,8 +119,8 @@ CLAIMS: tuple[Claim, ...] = (
                "rate 10⁻³; TL Distance-based's own sweep of rate and margin (`tl_sweep`), chosen "
                "on validation, gains under a point of test MAP@20, far short of the AT row's lead; "
                "with every TL row at the rate that sweep chose (`tl_tuned`: on the synthetic "
-               "catalog, and on both music21 catalogs at that same, untuned rate), the verdict is "
-               "the same; " + _TABLE2_SEEDS_PLANNED, looks=_TABLE2_LOOKS),
+               "catalog, and on both music21 catalogs at that same, untuned rate), the verdict at "
+               "the same seeds (0–2) is the same; " + _TABLE2_SEEDS_PLANNED, looks=_TABLE2_LOOKS),
     Claim("distance-best", "2020", "Distance-based mining performs best of the three strategies "
           "on all metrics (§5)", "table2",
           _all(("TL Distance-based",), ">", ("TL Neighbors", "TL Random uniform"), TABLE2_METRICS),
@@ -127,7 +129,8 @@ CLAIMS: tuple[Claim, ...] = (
           "Recall@20 (Table 2)", "table2",
           (("TL Neighbors", ">", "TL Random uniform", "RR@20"),
            ("TL Random uniform", ">", "TL Neighbors", "Recall@20")),
-          note="as the paper's Table 2 reads; its §5 text says the reverse; " + _TABLE2_SEEDS_PLANNED,
+          note="as the paper's Table 2 reads; its §5 text says the reverse; "
+               + _TABLE2_SEEDS_PLANNED,
           looks=_TABLE2_LOOKS),
     Claim("autopool-best", "2020", "TL Autopool is the best system on all metrics (§5)", "table2",
           _all(("TL Autopool",), ">", ("AT Baseline",) + _TL, TABLE2_METRICS),
@@ -202,7 +205,8 @@ def claim_status(claim: Claim, store: Mapping[str, Any] | None, alpha: float = 0
     of the claim holds all its seeds: until then the store is read at the looks it completed
     (the first alone, at ``alpha``, until the second is complete; the first as far as it got
     when a row lacks one of its seeds), and the evidence says the next is not complete. Once
-    every recorded look is complete, seeds past the last are one more look.
+    every recorded look is complete, seeds past the last are one more look, read once every row
+    of the claim holds them (until then the evidence says they are not read).
 
     Returns
     -------
@@ -222,27 +226,33 @@ def claim_status(claim: Claim, store: Mapping[str, Any] | None, alpha: float = 0
     rows = store.get("rows", {})
     seeds = [set(map(int, res._ok_seeds(rows.get(r, {"seeds": {}})))) for r in _claim_rows(claim)]
     held = 1 + max(max(s, default=-1) for s in seeds)
+    full = next(n for n in range(held, -1, -1) if all(set(range(n)) <= s for s in seeds))
     # the looks are those of the claim's own table (tl_tuned on the same catalog, another
     # profile or an overrides file is read once)
     own = (store.get("experiment", claim.experiment) == claim.experiment
            and store.get("profile", "quick") == "quick" and not store.get("overrides"))
     planned = dict(claim.looks).get(store.get("catalog"), ()) if own else ()
     if planned:
-        # a look is read once every row of the claim holds its seeds; an incomplete one is not
-        # read at all, and seeds past the last recorded look are one more look once all are in
-        looks = [n for n in planned if all(set(range(n)) <= s for s in seeds)] or [min(held, planned[0])]
+        # a look is read once every row of the claim holds its seeds, an incomplete one not at
+        # all; seeds past the last recorded look are one more look once every row holds them
+        looks = [n for n in planned if n <= full] or [min(held, planned[0])]
         waiting = [n for n in planned if n > looks[-1]]
-        if held > looks[-1] and not waiting:
-            looks.append(held)
+        if full > looks[-1] and not waiting:
+            looks.append(full)
     else:
         looks, waiting = [held], []
     seen = [_look(claim, res.store_at_seeds(store, range(n)), alpha / len(looks)) for n in looks]
     k = next((i for i, st in enumerate(seen) if st["status"] in _DECIDED), len(seen) - 1)
     st = {**seen[k], "look_seeds": looks[k]}
+    unread = ""
     if waiting and held > looks[-1]:
-        st["evidence"] += f"; the look at seeds 0–{waiting[0] - 1} is not complete and not read"
+        unread = f"; the look at seeds 0–{waiting[0] - 1} is not complete and not read"
+    elif planned and held > looks[-1]:
+        span = (f"seed {looks[-1]} is" if held - 1 == looks[-1]
+                else f"seeds {looks[-1]}–{held - 1} are")
+        unread = f"; {span} not in every row of the claim and not read"
     if len(looks) == 1:
-        return st
+        return {**st, "evidence": st["evidence"] + unread}
     last, n_last = seen[-1], looks[-1]
     if k < len(seen) - 1:
         how = (f"decided at seeds 0–{looks[k] - 1} (at seeds 0–{n_last - 1}: {last['evidence']}, "
@@ -253,7 +263,7 @@ def claim_status(claim: Claim, store: Mapping[str, Any] | None, alpha: float = 0
         how = "none decided" + (f" (at seeds 0–{n_last - 1}, Holm p of the weakest "
                                 f"{st['weakest']['p_holm']:.3f})" if st["weakest"] else "")
     level = f"level {alpha / len(looks):g} at each of {len(looks)} looks"
-    return {**st, "evidence": f"{st['evidence']}; {level}: {how}"}
+    return {**st, "evidence": f"{st['evidence']}; {level}: {how}{unread}"}
 
 
 def _claim_rows(claim: Claim) -> list[str]:

@@ -35,9 +35,9 @@ from mrlib.paths import atomic_path, repo_root
 
 __all__ = ["SCHEMA", "results_dir", "store_path", "parameters_key", "new_store", "read_store",
            "write_store", "seed_entry", "row_summary", "seed_query_test", "compare_rows",
-           "summarise_store", "store_at_seeds", "stored_results", "results_frame", "results_markdown", "seed_frame",
-           "selected_epochs", "comparisons_frame", "update_readme_block", "readme_block",
-           "replace_readme_block", "StoreError"]
+           "summarise_store", "store_at_seeds", "stored_results", "results_frame",
+           "results_markdown", "seed_frame", "selected_epochs", "comparisons_frame",
+           "update_readme_block", "readme_block", "replace_readme_block", "StoreError"]
 
 #: Version of the stored file's layout; a reader refuses files of another version.
 SCHEMA = 1
@@ -339,8 +339,8 @@ def store_at_seeds(store: Mapping[str, Any], seeds: Iterable[int]) -> dict:
     keep = {str(int(s)) for s in seeds}
     rows = {r: {**row, "seeds": {s: e for s, e in row.get("seeds", {}).items() if s in keep}}
             for r, row in store.get("rows", {}).items()}
-    return {**store, "rows": rows, "summary": {r: row_summary(row, store["metrics"]) for r, row in rows.items()},
-            "comparisons": []}
+    summary = {r: row_summary(row, store["metrics"]) for r, row in rows.items()}
+    return {**store, "rows": rows, "summary": summary, "comparisons": []}
 
 
 def stored_results(experiment: str | None = None, folder: Path | None = None) -> dict[str, dict]:
