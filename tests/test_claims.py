@@ -507,7 +507,7 @@ def test_the_second_look_planned_on_music21_is_read_only_once_every_row_of_the_c
         assert dict(c.looks) == {"music21": (3, 10), "music21-by-collection": (3, 10)}
         assert "seeds 3–9 of the claim's rows were planned after a first look at seeds 0–2 and before they ran" in c.note
     claim = next(c for c in claims_2020 if c.key == "distance-best")
-    rows = sorted({r for a, _, b, _ in claim.tests for r in (a, b)})
+    rows = C._claim_rows(claim)
     store = res.read_store(res.store_path("table2", "music21", "quick", repo_root() / "data" / "results"))
     first = {r: sorted(store["rows"][r]["seeds"], key=int)[:3] for r in rows}
     store = {**store, "rows": {r: {**row, "seeds": {s: row["seeds"][s] for s in first[r]}} if r in rows else row
