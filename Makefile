@@ -57,7 +57,7 @@ CFR2017_CLAIM_ROWS := 'Euclidean / HandCrafted (by comparison)' \
 	'Euclidean / MatchNet (by comparison)' \
 	'Mahalanobis (LSML, stand-in) / MatchNet (by comparison)'
 # Table 2's second look on the music21 catalogs: seeds 3-9 of the 2020 claims' rows, planned
-# before they ran (mrlib/claims.py), and of the reference rows, which cost seconds.
+# before they ran (mrlib/claims.py), and of the reference rows (under a minute each).
 TABLE2_SECOND_LOOK_ROWS := 'AT Baseline' 'TL Neighbors' 'TL Random uniform' 'TL Distance-based' \
 	'TL Autopool' 'TL untrained' 'Euclidean (mean CQT)' 'Random ranking'
 experiments: venv
