@@ -727,9 +727,8 @@ def test_make_experiments_reproduces_every_stored_file():
 
 def test_each_stored_file_records_the_commands_that_make_it_and_make_runs_them():
     # A file whose rows hold different seeds is made by several commands: its ``command`` names
-    # each (joined by ``&&``, as the README's footers show it) and `make experiments` runs each.
-    # A file still filling a look planned at a claim (mrlib.claims) is made in part: the recipe
-    # makes all it holds, and what it does not hold yet is that planned look's.
+    # each (joined by ``&&``, as the README's footers show it) and `make experiments` runs each,
+    # making no row x seed the file lacks.
     import shlex
     import subprocess
 
@@ -751,11 +750,7 @@ def test_each_stored_file_records_the_commands_that_make_it_and_make_runs_them()
             made |= {(r, int(s)) for r in rows for s in values["--seeds"]}
         return made
 
-    def seeds_of(argv):
-        return [int(x) for x in argv[argv.index("--seeds") + 1:] if x.isdigit()]
-
     several = 0
-    in_progress = []
     for path in sorted((root / "data" / "results").glob("*.json")):
         store = res.read_store(path)
         assert store["command"] == X._whole_command(store["experiment"], store["catalog"], store["profile"],
@@ -767,28 +762,41 @@ def test_each_stored_file_records_the_commands_that_make_it_and_make_runs_them()
         mine = [argv for argv in recipe if argv[2] == store["experiment"]
                 and argv[argv.index("--catalog") + 1] == store["catalog"]
                 and argv[argv.index("--profile") + 1] == store["profile"]]
-        assert held <= pairs(mine, store), path.name
-        if pairs(mine, store) == held:
-            assert all(part in recipe for part in parts), (path.name, parts)
-            continue
-        # still filling a look planned at a claim of this table: what is missing is made by that
-        # look's own line (its seeds, first look excluded), and every other line is held whole
-        looks = sorted({n for c in C.CLAIMS if c.experiment == store["experiment"] and store["profile"] == "quick"
-                        for n in dict(c.looks).get(store["catalog"], ())})
-        assert len(looks) == 2, path.name
-        look = [argv for argv in mine if seeds_of(argv) == list(range(*looks))]
-        assert len(look) == 1, path.name
-        assert pairs(mine, store) - held <= pairs(look, store), path.name
-        assert pairs([argv for argv in mine if argv not in look], store) <= held, path.name
-        assert all(part in recipe for part in parts if not set(seeds_of(part)) <= set(range(*looks))), path.name
-        in_progress.append(path.name)
+        assert pairs(mine, store) == held, path.name
+        assert all(part in recipe for part in parts), (path.name, parts)
     assert several >= 1            # cfr2017 on each catalog: seeds 3-9 on the claims' rows
-    assert set(in_progress) <= {"table2_music21_quick.json", "table2_music21-by-collection_quick.json"}
-    # every look planned at a claim has the line that finishes it
+    # every look planned at a claim is complete in its file: each row of the claim holds its seeds
     for c in C.CLAIMS:
         for catalog, planned in c.looks:
-            assert any(argv[2] == c.experiment and argv[argv.index("--catalog") + 1] == catalog
-                       and max(seeds_of(argv)) == max(planned) - 1 for argv in recipe), (c.key, catalog)
+            store = res.read_store(res.store_path(c.experiment, catalog, "quick", root / "data" / "results"))
+            for r in C._claim_rows(c):
+                assert set(range(max(planned))) <= set(map(int, res._ok_seeds(store["rows"][r]))), (c.key, r)
+
+
+def test_every_commit_a_stored_run_records_is_in_the_history():
+    # A stored run names the commit it ran at, for a reader to check that code out: the commit must
+    # be in main's history, also when the run was made on a branch and joined as a file
+    # (`experiments merge`), which CONTRIBUTING follows with `git merge -s ours <branch>`.
+    import subprocess
+
+    from mrlib.paths import repo_root
+
+    root = repo_root()
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+
+    if git("rev-parse", "--is-shallow-repository").stdout.strip() != "false":
+        pytest.skip("not a full clone: a shallow one (or a copy without git) lacks the history")
+    recorded = set()
+    for path in (root / "data" / "results").glob("*.json"):
+        store = res.read_store(path)
+        recorded |= {e["commit"] for row in store["rows"].values() for e in row["seeds"].values()}
+        # a run started with uncommitted changes says so ("+dirty"); its commit is still history
+        recorded |= {run["commit"].removesuffix("+dirty") for run in store.get("runs", [])}
+    assert len(recorded) > 10 and all(len(c) == 40 and set(c) <= set("0123456789abcdef") for c in recorded)
+    missing = sorted(c for c in recorded if git("merge-base", "--is-ancestor", c, "HEAD").returncode != 0)
+    assert not missing, f"recorded commits outside HEAD's history: {missing}"
 
 
 def test_stored_rows_match_their_experiment():
