@@ -56,8 +56,8 @@ CFR2017_CLAIM_ROWS := 'Euclidean / HandCrafted (by comparison)' \
 	'Triplet MatchNet (by comparison)' \
 	'Euclidean / MatchNet (by comparison)' \
 	'Mahalanobis (LSML, stand-in) / MatchNet (by comparison)'
-# Table 2 on the music21 catalogs runs seeds 3-9 too: the 2020 claims' second look there,
-# planned before its seeds ran (mrlib/claims.py).
+# Table 2 on the music21 catalogs runs seeds 3-9 too: for the rows the 2020 claims compare they
+# are the second look at the claims, planned before its seeds ran (mrlib/claims.py).
 TABLE2_MUSIC21_SEEDS := $(SEEDS) $(filter-out $(SEEDS),3 4 5 6 7 8 9)
 experiments: venv
 	$(BIN)/python -m mrlib.experiments run table2 --catalog synthetic --profile quick --seeds $(SEEDS) --device $(DEVICE)
