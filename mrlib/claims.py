@@ -104,9 +104,9 @@ _SEEDS_ADDED = ("seeds 3–9 were added after a first look at seeds 0–2: each 
 # claims had been read at seeds 0-2 and before any of them ran.
 _TABLE2_LOOKS = tuple((cat, (3, 10)) for cat in CLAIM_CATALOGS if cat != "synthetic")
 _TABLE2_SEEDS_PLANNED = ("on both music21 catalogs, seeds 3–9 of the claim's rows were planned "
-                         "after a first look at seeds 0–2 and before they ran: once they are in, "
-                         "each look is tested at half the level (0.025), and the first that "
-                         "decides gives the verdict")
+                         "after a first look at seeds 0–2 and before they ran: each look is "
+                         "tested at half the level (0.025), and the first that decides gives the "
+                         "verdict")
 
 #: The claims, in the papers' order.
 CLAIMS: tuple[Claim, ...] = (
