@@ -298,13 +298,22 @@ def test_with_each_collections_instruments_the_tuned_tl_rate_leaves_the_verdicts
         assert quoted in readme, quoted
 
 
+def _euclid_differences(store):
+    """The mean-CQT Euclidean row's differences from the other rows (the random ranking left out)
+    that hold after Holm's correction: {(row, metric): (Euclidean ahead, Holm p)}, sorted."""
+    euclid, found = "Euclidean (mean CQT)", {}
+    for t in store["comparisons"]:
+        if t["significant"] and euclid in (t["a"], t["b"]) and "Random ranking" not in (t["a"], t["b"]):
+            other = t["a"] if t["b"] == euclid else t["b"]
+            found[(other, t["metric"])] = ((t["mean_diff"] > 0) == (t["a"] == euclid), t["p_holm"])
+    return dict(sorted(found.items()))
+
+
 def _euclid_leads_short_of(store, level):
     """The Euclidean row's differences from a trained row that hold at 0.05 after Holm's
     correction but not at ``level``: {(row, metric): Holm p}, sorted."""
-    euclid, refs = "Euclidean (mean CQT)", ("TL untrained", "Random ranking")
-    return dict(sorted(((t["a"] if t["b"] == euclid else t["b"], t["metric"]), t["p_holm"])
-                       for t in store["comparisons"] if euclid in (t["a"], t["b"]) and t["significant"]
-                       and not {t["a"], t["b"]} & set(refs) and t["p_holm"] >= level))
+    return {key: p for key, (_, p) in _euclid_differences(store).items()
+            if key[0] != "TL untrained" and p >= level}
 
 
 def test_the_music21_table_2_paragraph_gives_the_stored_figures():
@@ -325,11 +334,9 @@ def test_the_music21_table_2_paragraph_gives_the_stored_figures():
     def ahead(table):
         # the rows the Euclidean row differs from after Holm's correction, and on which metrics
         found = {}
-        for t in table["comparisons"]:
-            if t["significant"] and euclid in (t["a"], t["b"]) and "Random ranking" not in (t["a"], t["b"]):
-                other = t["a"] if t["b"] == euclid else t["b"]
-                assert (t["mean_diff"] > 0) == (t["a"] == euclid)
-                found.setdefault(other, set()).add(t["metric"])
+        for (other, metric), (euclid_ahead, _) in _euclid_differences(table).items():
+            assert euclid_ahead
+            found.setdefault(other, set()).add(metric)
         return found
 
     four = {"MAP@20", "Recall@20", "RR@20", "nDCG@20"}
@@ -424,12 +431,9 @@ def test_the_second_look_on_music21_by_collection_decides_what_the_readme_says()
     best = max(trained, key=mean.get)
     assert max(mean, key=mean.get) == euclid and best == "TL Online semi-hard"
     ahead, behind = {}, {}
-    for c in store["comparisons"]:
-        if c["significant"] and euclid in (c["a"], c["b"]):
-            other = c["a"] if c["b"] == euclid else c["b"]
-            sign = c["mean_diff"] if c["a"] == euclid else -c["mean_diff"]
-            if other in trained:
-                (ahead if sign > 0 else behind).setdefault(c["metric"], set()).add(other)
+    for (other, metric), (euclid_ahead, _) in _euclid_differences(store).items():
+        if other in trained:
+            (ahead if euclid_ahead else behind).setdefault(metric, set()).add(other)
     assert ahead["MAP@20"] == {"TL Neighbors", "TL Random uniform", "TL Distance-based"}
     assert ahead["RR@20"] == set(trained) and behind == {"Recall@20": {"TL Online semi-hard"}}
     assert ahead["nDCG@20"] == {"TL Neighbors", "TL Random uniform"} and "Recall@20" not in ahead
