@@ -388,9 +388,7 @@ def _cached_record(root: Path, work, key: str) -> dict | None:
     """The cached result of a work for this configuration, if it is there and still valid."""
     rec = paths.read_json_or_empty(root / "cache" / "works" / f"{work['track_id']}.json")
     missing_audio = rec.get("status") == "ok" and not (root / rec["path"]).is_file()
-    if rec.get("config_key") != key or missing_audio:
-        return None
-    return rec
+    return rec if rec.get("config_key") == key and not missing_audio else None
 
 
 def _render_draw(root: Path, works: pd.DataFrame, queues, quota, config: dict, key: str,

@@ -121,27 +121,24 @@ def load_program_table(path: str | os.PathLike | None = None) -> pd.DataFrame:
     return table
 
 
-def _pooled_palette_of(table: pd.DataFrame) -> tuple[list, list, np.ndarray]:
-    """One palette for every collection: each (ensemble, programs) of the table once, weighted
-    by the sum of its weights; ``as_scored`` is left out (a score's declared instruments belong
-    to its collection)."""
-    rows = table[table["programs"].map(lambda p: p != "score")]
-    w = rows.groupby(["ensemble", "programs"], sort=False)["weight"].sum()
-    return ([e for e, _ in w.index], [q for _, q in w.index],
-            w.to_numpy(float) / w.to_numpy(float).sum())
-
-
 def _palette_for(table: pd.DataFrame, stratum: str,
                  instrumentation: str) -> tuple[list, list, np.ndarray]:
     """(ensemble names, programs, probabilities) of the palette a work of ``stratum`` draws
-    from: the pooled one, or the stratum's rows; an unknown stratum is an error either way."""
+    from: the pooled one, or the stratum's rows; an unknown stratum is an error either way.
+
+    The pooled palette holds each (ensemble, programs) of the table once, weighted by the sum
+    of its weights; ``as_scored`` is left out (a score's declared instruments belong to its
+    collection)."""
     rows = table[table["stratum"] == stratum]
     if rows.empty:
         raise ValueError(f"no ensembles for stratum {stratum!r} in the program table")
     if instrumentation == "independent":
-        return _pooled_palette_of(table)
-    w = rows["weight"].to_numpy(float)
-    return list(rows["ensemble"]), list(rows["programs"]), w / w.sum()
+        rows = table[table["programs"].map(lambda p: p != "score")]
+        w = rows.groupby(["ensemble", "programs"], sort=False)["weight"].sum()
+    else:
+        w = rows.set_index(["ensemble", "programs"])["weight"]
+    p = w.to_numpy(float)
+    return [e for e, _ in w.index], [q for _, q in w.index], p / p.sum()
 
 
 @functools.lru_cache(maxsize=None)

@@ -93,7 +93,7 @@ def _guitar_solo(attrs: TrackAttributes, m: int, sr: int, t0: float, beat_times:
     pitches = [base + 12 * o + x for o in (0, 1) for x in penta] + [base + 24]
     grid = _grid(beat_times, 0.25, t0, m / sr)
     cells = ((1, 1, 2), (2, 2), (1, 1, 1, 1), (3, 1), (4,), (2, 1, 1))
-    seq, k, idx = [], 0, 5
+    cache, notes, k, idx = _NoteCache(sr), [], 0, 5
     while k < grid.size:
         for d in cells[int(rng.integers(len(cells)))]:
             if k >= grid.size:
@@ -101,13 +101,9 @@ def _guitar_solo(attrs: TrackAttributes, m: int, sr: int, t0: float, beat_times:
             idx = int(np.clip(idx + rng.choice([-2, -1, 1, 2]), 0, len(pitches) - 1))
             end = grid[k + d] if k + d < grid.size else m / sr
             if rng.random() >= 0.1:
-                seq.append((grid[k], end - grid[k], pitches[idx]))
+                y = cache.source("ks_sustain", pitches[idx], int((end - grid[k]) * sr) + 1).copy()
+                notes.append((grid[k], _fade(y, 0, min(int(0.015 * sr), y.size))))   # 15 ms release
             k += d
-    cache = _NoteCache(sr)
-    notes = []
-    for on, d, p in seq:
-        y = cache.source("ks_sustain", p, int(d * sr) + 1).copy()
-        notes.append((on, _fade(y, 0, min(int(0.015 * sr), y.size))))     # a 15 ms release
     y = _place(notes, m, sr)
     # vibrato: a delay of A (1 - cos wt) samples bends the pitch by up to +-1.2 % at 5.5 Hz
     w = 2 * np.pi * 5.5
@@ -576,8 +572,7 @@ def _master(attrs: TrackAttributes, mix: np.ndarray, overdub: np.ndarray, n: int
         overdub *= env
         ref = 10 ** (-7.5 / 20)        # the target loudness is the loudness in the middle
     gain = 10 ** (attrs.loudness_db / 20) * ref / _rms(mix)
-    peak = float(np.abs(mix).max()) + 1e-9
-    gain = min(gain, 0.98 / peak)
+    gain = min(gain, 0.98 / (float(np.abs(mix).max()) + 1e-9))
     out = (mix * np.float32(gain)).astype(np.float32)
     _overdub(out, overdub * np.float32(gain), attrs.events)
     np.clip(out, -0.98, 0.98, out=out)          # only float rounding can reach past 0.98 here

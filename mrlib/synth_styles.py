@@ -446,5 +446,4 @@ def _draw(rng: np.random.Generator, weights: dict[str, float], without: str | No
 def _mix(a: dict[str, float], b: dict[str, float], w: float) -> dict[str, float]:
     """(1 - w) * normalised a + w * normalised b, over the union of keys."""
     sa, sb = sum(a.values()), sum(b.values())
-    keys = list(dict.fromkeys([*a, *b]))
-    return {k: (1 - w) * a.get(k, 0.0) / sa + w * b.get(k, 0.0) / sb for k in keys}
+    return {k: (1 - w) * a.get(k, 0.0) / sa + w * b.get(k, 0.0) / sb for k in {**a, **b}}

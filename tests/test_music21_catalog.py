@@ -234,7 +234,8 @@ def test_instrument_choice_is_independent_of_the_collection():
             picks = {s: R.assign_programs(s, artist, work, 1 + k % 4, seed) for s in strata}
             assert len({(n, tuple(p)) for n, p in picks.values()}) == 1, picks
     # the pooled palette: every ensemble of the table but the score's own, weights summed
-    names, programs, p = music21_score._pooled_palette_of(R.load_program_table())
+    names, programs, p = music21_score._palette_for(R.load_program_table(), "bach",
+                                                    "independent")
     assert "as_scored" not in names and "score" not in programs
     assert abs(p.sum() - 1) < 1e-12 and len(set(zip(names, map(str, programs)))) == len(names)
     # by collection, the same artist and work get the collection's instruments
