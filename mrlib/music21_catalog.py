@@ -344,8 +344,7 @@ def _build_locked(root: Path, config: dict, key: str, n_jobs: int, progress: boo
         "soundfont": soundfont_path().name, "n_tracks": len(kept),
         "requested": config["n_tracks"], "attempted": len(records),
         "success_rate": len(kept) / len(records),      # kept is not empty, nor are the records
-        "quota": {s: quota[s] for s in queues}, "rendered_per_stratum":
-            {s: len(ok[s]) for s in queues},
+        "quota": quota, "rendered_per_stratum": {s: len(ok[s]) for s in queues},
         "failures": {"count": len(skipped), "works": skipped_df.to_dict("records")},
         "timing": {"wall_s_this_run": round(time.perf_counter() - wall0, 3),
                    "cpu_s": {k: round(v, 3) for k, v in cpu.items()},
@@ -437,7 +436,7 @@ def _write_tables(root: Path, works: pd.DataFrame, kept: list[dict], skipped: li
     tracks = pd.DataFrame(kept, columns=["track_id", "path", "duration_s", "work_id", "stratum"])
     tracks.insert(1, "artist_id", artist_ids)
     # artist-disjoint 60/20/20, the shared rule of every catalog
-    tracks.insert(2, "split", artist_disjoint_split(artist_ids, (0.6, 0.2, 0.2), seed))
+    tracks.insert(2, "split", artist_disjoint_split(artist_ids, seed=seed))
     tracks["title"] = [by_id.at[w, "title"] for w in tracks["work_id"]]
     all_tags = sorted({t for r in kept for t in r["tags"]},
                       key=lambda t: (CATEGORIES.index(tag_category(t)), t))

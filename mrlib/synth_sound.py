@@ -54,7 +54,7 @@ def _osc(table: np.ndarray, freq: float, n: int, sr: int, vib_rate: float = 0.0,
     """Table-lookup oscillator. The phase is a 48.16 fixed-point integer ramp (exact, cheap);
     vibrato adds the closed-form phase of f(1 + d sin 2πvt), which stays small."""
     inc = int(round(freq * _TABLE_LEN / sr * 65536.0))
-    idx = (_ramp(n) * inc) >> 16
+    idx = (np.arange(n, dtype=np.int64) * inc) >> 16
     if vib_depth > 0:
         t = _t(n, sr)
         amp = np.float32(freq * vib_depth * _TABLE_LEN / (2 * np.pi * vib_rate))
@@ -62,24 +62,9 @@ def _osc(table: np.ndarray, freq: float, n: int, sr: int, vib_rate: float = 0.0,
     return table[idx & (_TABLE_LEN - 1)]
 
 
-@functools.lru_cache(maxsize=16)
-def _ramp_cached(n: int) -> np.ndarray:
-    return np.arange(n, dtype=np.int64)
-
-
-def _ramp(n: int) -> np.ndarray:
-    return _ramp_cached(1 << max(10, (n - 1).bit_length()))[:n]
-
-
-@functools.lru_cache(maxsize=64)
-def _time_axis(n: int, sr: int) -> np.ndarray:
-    """Seconds of samples 0 ... n-1 (float32), shared by all notes of that length bucket."""
-    return np.arange(n, dtype=np.float32) / np.float32(sr)
-
-
 def _t(n: int, sr: int) -> np.ndarray:
-    # one cached axis per power-of-two size: a slice of it is exactly arange(n) / sr
-    return _time_axis(1 << max(10, (n - 1).bit_length()), sr)[:n]
+    """Seconds of samples 0 ... n-1 (float32)."""
+    return np.arange(n, dtype=np.float32) / np.float32(sr)
 
 
 def _attack_decay(n: int, sr: int, attack: float, decay: float = 1.0, sustain: float = 1.0) -> np.ndarray:
@@ -280,8 +265,8 @@ def _drum_kit(kit: str, sr: int, rng: np.random.Generator, tonic: int) -> dict[s
         for _ in range(n_var):
             if v == "k":
                 t = _t(int((0.4 if kit == "live" else 0.6) * sr), sr)
-                f0, f1, dec = (kick_f, 95.0, 0.18) if kit == "live" else (kick_f, 75.0, 0.4)
-                phase = 2 * np.pi * (f0 * t + f1 * 0.03 * (1 - np.exp(-t / 0.03)))
+                f1, dec = (95.0, 0.18) if kit == "live" else (75.0, 0.4)
+                phase = 2 * np.pi * (kick_f * t + f1 * 0.03 * (1 - np.exp(-t / 0.03)))
                 y = np.sin(phase) * np.exp(-t / dec)
                 y[: int(0.004 * sr)] += noise(int(0.004 * sr)) * 0.3
             elif v == "s":
