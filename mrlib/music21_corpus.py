@@ -248,7 +248,7 @@ def _inventory_cached() -> pd.DataFrame:
     pref = {".mxl": 0, ".musicxml": 1, ".xml": 2, ".krn": 3, ".abc": 4}
     df["_pref"] = df["ext"].map(pref).fillna(9)
     df["_dir"] = df["path"].map(lambda p: p.rsplit("/", 1)[0])
-    df["_num"] = df["number"].map(lambda n: -1 if n is None or pd.isna(n) else int(n))
+    df["_num"] = df["number"].map(lambda n: -1 if pd.isna(n) else int(n))
     df = (df.sort_values(["_dir", "stem", "_num", "_pref"])
           .drop_duplicates(["_dir", "stem", "_num"], keep="first"))
     df["work_id"] = [p if n < 0 else f"{p}#{n}" for p, n in zip(df["path"], df["_num"])]

@@ -237,7 +237,7 @@ def parse_work(work: Mapping) -> Any:
 
     path = _corpus_root() / str(work["path"])
     number = work.get("number", -1)
-    number = None if number is None or pd.isna(number) or int(number) < 0 else int(number)
+    number = None if pd.isna(number) or int(number) < 0 else int(number)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -380,12 +380,9 @@ def _pitch_ties(n):
     """(midi, tie type or None) for each pitch of a Note or Chord."""
     from music21 import chord
 
-    if isinstance(n, chord.Chord):
-        for sub in n.notes:
-            tie = sub.tie or n.tie
-            yield int(round(sub.pitch.ps)), (tie.type if tie is not None else None)
-    else:
-        yield int(round(n.pitch.ps)), (n.tie.type if n.tie is not None else None)
+    for sub in (n.notes if isinstance(n, chord.Chord) else [n]):
+        tie = sub.tie or n.tie
+        yield int(round(sub.pitch.ps)), (tie.type if tie is not None else None)
 
 
 def _extract_notes(score, end_ql: float) -> tuple[list[np.ndarray], bool, list[int | None]]:
@@ -478,8 +475,8 @@ def clip_score(score, clip_s: float = 30.0, default_qpm: float = 100.0) -> Clip:
     bounds = _measure_bounds(part0)
     if len(bounds):
         ends_s = tmap.seconds(bounds[:, 1])
-        k = int(np.searchsorted(ends_s, clip_s - 1e-9))  # first measure ending at/after clip_s
-        k = min(k, len(bounds) - 1)
+        # the first measure ending at or after clip_s, else the last
+        k = min(int(np.searchsorted(ends_s, clip_s - 1e-9)), len(bounds) - 1)
         end_ql, n_measures = float(bounds[k, 1]), k + 1
     else:
         end_ql, n_measures = float(score.highestTime), 0

@@ -230,7 +230,7 @@ def relevance(attrs: TrackAttributes, events: bool = False) -> np.ndarray:
     r = np.zeros(len(TAGS), dtype=np.float32)
     r[_TAG_INDEX[attrs.genre]] = 1.0
     if attrs.genre2 != attrs.genre:
-        r[_TAG_INDEX[attrs.genre2]] = max(r[_TAG_INDEX[attrs.genre2]], attrs.genre2_weight)
+        r[_TAG_INDEX[attrs.genre2]] = attrs.genre2_weight
     r[_TAG_INDEX[attrs.mood]] = 1.0
     if attrs.mood2 != attrs.mood:
         r[_TAG_INDEX[attrs.mood2]] = 0.5
