@@ -203,7 +203,7 @@ def _process_work(work: dict, clip_s: float, sr: int, seed: int, instrumentation
             status="ok", path=rel, duration_s=round(out["audio"].size / sr, 6), tags=out["tags"],
             ensemble=out["ensemble"], programs=out["programs"], qpm=round(clip.qpm, 3),
             tempo_source=clip.tempo_source, time_signature=clip.time_signature,
-            n_parts=clip.n_parts, n_notes=clip.n_notes, n_measures=clip.n_measures,
+            n_parts=clip.n_parts, n_notes=int(clip.pitch.size), n_measures=clip.n_measures,
             passes=clip.passes, expanded=clip.expanded,
             timing={k: round(v, 4) for k, v in out["timing"].items()})
     record["cpu_s"] = round(time.process_time() - t0, 4)

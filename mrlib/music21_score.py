@@ -321,10 +321,6 @@ class Clip:
     has_lyrics: bool
     declared_programs: list[int | None]
 
-    @property
-    def n_notes(self) -> int:
-        return int(self.pitch.size)
-
 
 class _TempoMap:
     """Piecewise-constant tempo: quarter-length offsets -> seconds, vectorised."""

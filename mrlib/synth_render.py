@@ -534,12 +534,11 @@ def _produce(attrs: TrackAttributes, stems: dict[str, np.ndarray], n: int, sr: i
     if attrs.lofi:
         sos = np.vstack([sos, signal.butter(2, min(3200.0, 0.45 * sr) / (sr / 2), output="sos")])
     if attrs.echo > 0:
-        # feedback delay of a dotted eighth: y[k] = x[k] + g y[k - D], one delay block at a time
+        # feedback delay of a dotted eighth: y[k] = x[k] + g y[k - D]; with the signal in rows
+        # of D samples that is the one-pole filter y[r] = x[r] + g y[r - 1] down the rows
         D = max(1, int(round(0.75 * 60.0 / attrs.tempo_bpm * sr)))
         y = np.concatenate([mix, np.zeros((-mix.size) % D, dtype=np.float32)]).reshape(-1, D)
-        g = np.float32(attrs.echo)
-        for r in range(1, y.shape[0]):
-            y[r] += g * y[r - 1]
+        y = signal.lfilter(np.float32([1]), np.float32([1, -attrs.echo]), y, axis=0)
         mix = np.float32(0.7) * mix + np.float32(0.5) * (y.reshape(-1)[:n] - mix)
     mix = signal.sosfilt(np.asarray(sos, dtype=np.float64), mix).astype(np.float32)
     if attrs.lofi:
