@@ -162,9 +162,8 @@ def render_work(work: Mapping | str, clip_s: float = 30.0, sr: int = 22050,
     t3 = time.process_time()
     if float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) < 1e-4:
         raise SkipWork("render: silent audio")
-    tags = work_tags(work, clip, programs)
     return {"audio": audio, "clip": clip, "programs": programs, "ensemble": ensemble,
-            "tags": tags, "midi": midi,
+            "tags": work_tags(work, clip, programs), "midi": midi,
             "timing": {"parse": t1 - t0, "clip": t2 - t1, "render": t3 - t2}}
 
 
