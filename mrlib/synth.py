@@ -350,7 +350,6 @@ def sample_catalog(n_tracks: int, seed: int = 0, *, n_artists: int | None = None
     extra = rng.choice(n_artists, size=n_tracks - n_artists, p=shares)
     artist_of = rng.permutation(np.concatenate([np.arange(n_artists), extra]))
 
-    events = bool(events)
     attrs = []
     tags = np.zeros((n_tracks, len(TAGS) + (len(EVENT_TAGS) if events else 0)), dtype=np.float32)
     for i in range(n_tracks):

@@ -115,7 +115,6 @@ def build_synthetic(n_tracks: int = 200, seed: int = 0, duration_s: float = 30.0
         raise ValueError(f"audio_format must be 'flac' or 'wav', got {audio_format!r}")
     if not isinstance(events, (bool, np.bool_)):
         raise ValueError(f"events must be a bool, got {events!r}")
-    events = bool(events)
     root = Path(root) if root is not None else synthetic_root(n_tracks, seed, duration_s, sr, audio_format,
                                                               events)
     config = {"source": "synthetic", "n_tracks": int(n_tracks), "seed": int(seed),
