@@ -658,9 +658,8 @@ def render_midi(midi: bytes, sr: int = 22050, duration_s: float | None = None) -
     wav = midirenderer.render_wave_from(_soundfont_bytes(), bytes(midi))
     y, sr_in = sf.read(io.BytesIO(wav), dtype="float32", always_2d=True)
     y = y.mean(axis=1)
-    if sr_in != sr:
-        g = math.gcd(int(sr_in), sr)
-        y = resample_poly(y, sr // g, int(sr_in) // g).astype(np.float32)
+    if sr_in != sr:     # resample_poly reduces the ratio sr / sr_in itself
+        y = resample_poly(y, sr, int(sr_in)).astype(np.float32)
     if duration_s is not None:
         n = int(round(check_positive("duration_s", duration_s) * sr))
         y = np.pad(y[:n], (0, max(0, n - y.size)))
