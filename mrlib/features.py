@@ -244,8 +244,7 @@ def extract(
     files = [cache / _safe_name(t) for t in ids]
     report = SkipReport(n_total=len(ids))
     todo = _tracks_to_compute(ids, paths, files, entries, config, verify, report)
-    _compute_and_record(todo, ids, paths, files, entries, config, n_jobs, report, progress,
-                        save=lambda: _write_manifest(cache, config, entries))
+    _compute_and_record(todo, ids, paths, files, entries, config, n_jobs, report, progress, cache)
 
     # Skips in catalog order, whatever order the workers finished in.
     order = {t: k for k, t in enumerate(ids)}
@@ -290,9 +289,9 @@ def _tracks_to_compute(ids, paths, files, entries: dict, config, verify: str, re
 
 
 def _compute_and_record(todo, ids, paths, files, entries: dict, config, n_jobs: int, report, progress: bool,
-                        save) -> None:
-    """Compute the ``todo`` tracks, record each in ``entries`` and ``report``, and ``save`` the
-    manifest every 30 s and at the end (also on interruption)."""
+                        cache: Path) -> None:
+    """Compute the ``todo`` tracks, record each in ``entries`` and ``report``, and write the
+    manifest of ``cache`` every 30 s and at the end (also on interruption)."""
     bar = tqdm(total=len(todo), desc="log-CQT", unit="track", disable=not progress or not todo)
     last_save = time.monotonic()
     try:
@@ -310,11 +309,11 @@ def _compute_and_record(todo, ids, paths, files, entries: dict, config, n_jobs: 
                                      "source": _source_signature(paths[i])}
             bar.update(len(records))
             if time.monotonic() - last_save > 30:  # an interrupted run keeps what it finished
-                save()
+                _write_manifest(cache, config, entries)
                 last_save = time.monotonic()
     finally:
         bar.close()
-        save()
+        _write_manifest(cache, config, entries)
 
 
 def _run(todo: list[int], paths, files, config, n_jobs: int):
@@ -554,14 +553,6 @@ def check_features(features) -> None:
 # Patches
 # ---------------------------------------------------------------------------------------------
 
-def _as_rng(rng) -> np.random.Generator:
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if is_int(rng):
-        return np.random.default_rng(int(rng))
-    raise TypeError(f"rng must be a numpy.random.Generator or an int seed, got {type(rng).__name__}")
-
-
 def random_patches(feature, patch_len: int, n: int, rng, pad: str = "wrap") -> np.ndarray:
     """``n`` patches of ``patch_len`` frames at uniformly random offsets in one track.
 
@@ -587,7 +578,10 @@ def random_patches(feature, patch_len: int, n: int, rng, pad: str = "wrap") -> n
 
     Notebook: 01_cqt.ipynb
     """
-    rng = _as_rng(rng)
+    if not (isinstance(rng, np.random.Generator) or is_int(rng)):
+        raise TypeError("rng must be a numpy.random.Generator or an int seed, got "
+                        f"{type(rng).__name__}")
+    rng = np.random.default_rng(rng)     # a Generator comes back as it is
     if not is_int(patch_len) or patch_len < 1:
         raise ValueError(f"patch_len must be a positive integer (frames), got {patch_len!r}")
     if not is_int(n) or n < 0:
