@@ -141,12 +141,13 @@ def _compute_batch(items: list[tuple[int, str, str]], config: FeatureConfig) -> 
 
 
 def _read_manifest(cache_dir: Path, config: FeatureConfig) -> dict:
-    # a missing or damaged manifest reads as {}: start afresh (files are re-validated)
+    """The ``tracks`` entries of the cache's manifest; ``{}`` to start afresh when it is missing,
+    damaged, or another config's (files are re-validated either way)."""
     manifest = read_json_or_empty(cache_dir / _MANIFEST)
     ours = (manifest.get("format") == FORMAT_VERSION
             and manifest.get("config") == config.to_dict()
             and isinstance(manifest.get("tracks"), dict))
-    return manifest if ours else {}    # another config's manifest, or one without tracks
+    return manifest["tracks"] if ours else {}
 
 
 def _write_manifest(cache_dir: Path, config: FeatureConfig, tracks: dict) -> None:
@@ -238,8 +239,7 @@ def extract(
     cache = Path(cache_dir) if cache_dir is not None else root / "features" / config.key()
     cache.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(cache)
-    manifest = {} if overwrite else _read_manifest(cache, config)
-    entries: dict = dict(manifest.get("tracks", {}))
+    entries = {} if overwrite else _read_manifest(cache, config)
 
     files = [cache / _safe_name(t) for t in ids]
     report = SkipReport(n_total=len(ids))
