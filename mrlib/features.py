@@ -72,11 +72,10 @@ def _source_signature(path: Path) -> dict | None:
 def _cache_valid(file: Path, entry: dict, config: FeatureConfig, verify: str) -> bool:
     """Is the cached file the complete, uncorrupted array the manifest describes?"""
     try:
-        if not file.is_file():
-            return False
         if verify == "exists":
-            return True
-        # Memory-mapped, np.load reads the header only; a truncated file cannot be mapped.
+            return file.is_file()
+        # A missing file fails to load; memory-mapped, np.load reads the header only, and a
+        # truncated file cannot be mapped.
         array = np.load(file, mmap_mode="r", allow_pickle=False)
         layout_ok = (array.dtype == np.float16 and array.shape == tuple(entry["shape"])
                      and array.ndim == 2 and array.shape[0] == config.n_bins
