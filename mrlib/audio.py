@@ -47,7 +47,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from mrlib.checks import is_int
+from mrlib.checks import is_int, is_real
 
 __all__ = [
     "AudioFixWarning", "AudioResult", "SkipReport", "read_audio", "load_audio", "player",
@@ -109,20 +109,18 @@ class AudioResult:
 def _check_params(sr, min_duration_s, max_duration_s, pad_fraction, silence_db) -> None:
     if not is_int(sr) or sr <= 0:
         raise ValueError(f"sr must be a positive integer sample rate in Hz, got {sr!r}")
-    if not (isinstance(min_duration_s, (int, float, np.floating)) and min_duration_s >= 0
-            and math.isfinite(min_duration_s)):
+    if not (is_real(min_duration_s) and 0 <= min_duration_s < math.inf):
         raise ValueError(f"min_duration_s must be a finite number >= 0, got {min_duration_s!r}")
     if max_duration_s is not None:
-        if not (isinstance(max_duration_s, (int, float, np.floating)) and max_duration_s > 0
-                and math.isfinite(max_duration_s)):
+        if not (is_real(max_duration_s) and 0 < max_duration_s < math.inf):
             raise ValueError(f"max_duration_s must be None or a finite number > 0, "
                              f"got {max_duration_s!r}")
         if max_duration_s < min_duration_s:
             raise ValueError(f"max_duration_s ({max_duration_s}) must be >= min_duration_s "
                              f"({min_duration_s})")
-    if not (isinstance(pad_fraction, (int, float, np.floating)) and 0.0 <= pad_fraction <= 1.0):
+    if not (is_real(pad_fraction) and 0.0 <= pad_fraction <= 1.0):
         raise ValueError(f"pad_fraction must be in [0, 1], got {pad_fraction!r}")
-    if not isinstance(silence_db, (int, float, np.floating)) or math.isnan(silence_db):
+    if not is_real(silence_db) or math.isnan(silence_db):
         raise ValueError(f"silence_db must be a number (dBFS), got {silence_db!r}")
 
 

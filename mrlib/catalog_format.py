@@ -235,8 +235,8 @@ class Catalog:
             raise TypeError(f"track index must be an int, got {type(i).__name__}")
         if not -len(self) <= i < len(self):
             raise IndexError(f"track index {i} out of range for a catalog of {len(self)} tracks")
-        p = Path(self.tracks["path"].iat[int(i)])
-        return (p if p.is_absolute() else self.root / p).resolve()
+        # joined to root: an absolute path replaces it
+        return (self.root / self.tracks["path"].iat[int(i)]).resolve()
 
     def tags_frame(self) -> pd.DataFrame:
         """``track_id`` + one column per tag (the layout of ``tags.csv``).

@@ -72,11 +72,10 @@ def _source_signature(path: Path) -> dict | None:
 def _cache_valid(file: Path, entry: dict, config: FeatureConfig, verify: str) -> bool:
     """Is the cached file the complete, uncorrupted array the manifest describes?"""
     try:
-        if not file.is_file():
-            return False
         if verify == "exists":
-            return True
-        # Memory-mapped, np.load reads the header only; a truncated file cannot be mapped.
+            return file.is_file()
+        # A missing file fails to load; memory-mapped, np.load reads the header only, and a
+        # truncated file cannot be mapped.
         array = np.load(file, mmap_mode="r", allow_pickle=False)
         layout_ok = (array.dtype == np.float16 and array.shape == tuple(entry["shape"])
                      and array.ndim == 2 and array.shape[0] == config.n_bins
@@ -141,12 +140,13 @@ def _compute_batch(items: list[tuple[int, str, str]], config: FeatureConfig) -> 
 
 
 def _read_manifest(cache_dir: Path, config: FeatureConfig) -> dict:
-    # a missing or damaged manifest reads as {}: start afresh (files are re-validated)
+    """The ``tracks`` entries of the cache's manifest; ``{}`` to start afresh when it is missing,
+    damaged, or another config's (files are re-validated either way)."""
     manifest = read_json_or_empty(cache_dir / _MANIFEST)
     ours = (manifest.get("format") == FORMAT_VERSION
             and manifest.get("config") == config.to_dict()
             and isinstance(manifest.get("tracks"), dict))
-    return manifest if ours else {}    # another config's manifest, or one without tracks
+    return manifest["tracks"] if ours else {}
 
 
 def _write_manifest(cache_dir: Path, config: FeatureConfig, tracks: dict) -> None:
@@ -238,14 +238,12 @@ def extract(
     cache = Path(cache_dir) if cache_dir is not None else root / "features" / config.key()
     cache.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(cache)
-    manifest = {} if overwrite else _read_manifest(cache, config)
-    entries: dict = dict(manifest.get("tracks", {}))
+    entries = {} if overwrite else _read_manifest(cache, config)
 
     files = [cache / _safe_name(t) for t in ids]
     report = SkipReport(n_total=len(ids))
     todo = _tracks_to_compute(ids, paths, files, entries, config, verify, report)
-    _compute_and_record(todo, ids, paths, files, entries, config, n_jobs, report, progress,
-                        save=lambda: _write_manifest(cache, config, entries))
+    _compute_and_record(todo, ids, paths, files, entries, config, n_jobs, report, progress, cache)
 
     # Skips in catalog order, whatever order the workers finished in.
     order = {t: k for k, t in enumerate(ids)}
@@ -290,9 +288,9 @@ def _tracks_to_compute(ids, paths, files, entries: dict, config, verify: str, re
 
 
 def _compute_and_record(todo, ids, paths, files, entries: dict, config, n_jobs: int, report, progress: bool,
-                        save) -> None:
-    """Compute the ``todo`` tracks, record each in ``entries`` and ``report``, and ``save`` the
-    manifest every 30 s and at the end (also on interruption)."""
+                        cache: Path) -> None:
+    """Compute the ``todo`` tracks, record each in ``entries`` and ``report``, and write the
+    manifest of ``cache`` every 30 s and at the end (also on interruption)."""
     bar = tqdm(total=len(todo), desc="log-CQT", unit="track", disable=not progress or not todo)
     last_save = time.monotonic()
     try:
@@ -310,11 +308,11 @@ def _compute_and_record(todo, ids, paths, files, entries: dict, config, n_jobs: 
                                      "source": _source_signature(paths[i])}
             bar.update(len(records))
             if time.monotonic() - last_save > 30:  # an interrupted run keeps what it finished
-                save()
+                _write_manifest(cache, config, entries)
                 last_save = time.monotonic()
     finally:
         bar.close()
-        save()
+        _write_manifest(cache, config, entries)
 
 
 def _run(todo: list[int], paths, files, config, n_jobs: int):
@@ -554,14 +552,6 @@ def check_features(features) -> None:
 # Patches
 # ---------------------------------------------------------------------------------------------
 
-def _as_rng(rng) -> np.random.Generator:
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if is_int(rng):
-        return np.random.default_rng(int(rng))
-    raise TypeError(f"rng must be a numpy.random.Generator or an int seed, got {type(rng).__name__}")
-
-
 def random_patches(feature, patch_len: int, n: int, rng, pad: str = "wrap") -> np.ndarray:
     """``n`` patches of ``patch_len`` frames at uniformly random offsets in one track.
 
@@ -587,7 +577,10 @@ def random_patches(feature, patch_len: int, n: int, rng, pad: str = "wrap") -> n
 
     Notebook: 01_cqt.ipynb
     """
-    rng = _as_rng(rng)
+    if not (isinstance(rng, np.random.Generator) or is_int(rng)):
+        raise TypeError("rng must be a numpy.random.Generator or an int seed, got "
+                        f"{type(rng).__name__}")
+    rng = np.random.default_rng(rng)     # a Generator comes back as it is
     if not is_int(patch_len) or patch_len < 1:
         raise ValueError(f"patch_len must be a positive integer (frames), got {patch_len!r}")
     if not is_int(n) or n < 0:

@@ -20,7 +20,8 @@ import numpy as np
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
-from mrlib.audio import SkipReport, read_audio
+from mrlib.audio import (DEFAULT_PAD_FRACTION, DEFAULT_SILENCE_DB, SkipReport, _check_params,
+                         read_audio)
 from mrlib.checks import is_int
 from mrlib.features import _catalog_table
 from mrlib.paths import atomic_path
@@ -316,16 +317,22 @@ def catalog_features(
 
     cache_file = _cache_file(catalog, cache_dir, config, ids, paths) if cache else None
     if cache_file is not None and cache_file.is_file():
-        X, index, report = _load_cache(cache_file, ids)
-        return BaselineFeatures(X, index, len(ids), names, report, config)
+        with np.load(cache_file, allow_pickle=False) as z:
+            arrays = dict(z)
+        return BaselineFeatures(arrays["X"], arrays["index"], len(ids), names,
+                                _report(arrays, ids), config)
 
     results = _extract_all(paths, audio_kwargs, feature_kwargs, n_jobs, chunk_size, progress)
-    X, index, report = _assemble(results, ids, len(names))
+    arrays = _arrays(results, len(names))
+    report = _report(arrays, ids)
     if report.count:
         print(report)
     if cache_file is not None:
-        _save_cache(cache_file, X, index, results)
-    return BaselineFeatures(X, index, len(ids), names, report, config)
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        # a file object: np.savez would add ".npz" to the temporary's name
+        with atomic_path(cache_file) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    return BaselineFeatures(arrays["X"], arrays["index"], len(ids), names, report, config)
 
 
 def _check_args(sr, chunk_size, n_jobs, feature_kwargs, min_duration_s, max_duration_s) -> None:
@@ -340,11 +347,8 @@ def _check_args(sr, chunk_size, n_jobs, feature_kwargs, min_duration_s, max_dura
     unknown = set(feature_kwargs) - allowed
     if unknown:
         raise TypeError(f"unknown feature parameter(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
-    if not (np.isscalar(min_duration_s) and np.isfinite(min_duration_s) and min_duration_s >= 0):
-        raise ValueError(f"min_duration_s must be a finite number >= 0, got {min_duration_s!r}")
-    if max_duration_s is not None and not (np.isscalar(max_duration_s) and max_duration_s >= min_duration_s
-                                           and max_duration_s > 0):
-        raise ValueError(f"max_duration_s must be None or > 0 and >= min_duration_s, got {max_duration_s!r}")
+    # the durations as read_audio checks them, once here rather than in every worker
+    _check_params(sr, min_duration_s, max_duration_s, DEFAULT_PAD_FRACTION, DEFAULT_SILENCE_DB)
 
 
 def _extract_all(paths: list, audio_kwargs: dict, feature_kwargs: dict, n_jobs: int, chunk_size: int,
@@ -359,18 +363,29 @@ def _extract_all(paths: list, audio_kwargs: dict, feature_kwargs: dict, n_jobs: 
                          disable=not progress))
 
 
-def _assemble(results: list, ids: list, n_features: int):
-    """``(X, index, report)`` from the per-track ``(vector, problem, fixes)`` results."""
-    report = SkipReport(n_total=len(ids))
-    for track_id, (v, problem, fixes) in zip(ids, results):
-        if v is None:
-            report.skip(track_id, problem)
-        for note in fixes:
-            report.fix(track_id, note)
+def _arrays(results: list, n_features: int) -> dict:
+    """What the cache file holds, from the per-track ``(vector, problem, fixes)`` results: ``X``
+    and the catalog ``index`` of its rows, and every track's skip reason and repairs."""
     kept = [i for i, r in enumerate(results) if r[0] is not None]
+    skipped = [(i, problem) for i, (v, problem, _) in enumerate(results) if v is None]
+    fixes = [(i, note) for i, (_, _, notes) in enumerate(results) for note in notes]
     X = (np.stack([results[i][0] for i in kept]).astype(np.float32) if kept
          else np.zeros((0, n_features), np.float32))
-    return X, np.asarray(kept, dtype=np.int64), report
+    return {"X": X, "index": np.asarray(kept, dtype=np.int64),
+            "skip_index": np.asarray([i for i, _ in skipped], dtype=np.int64),
+            "skip_reasons": np.asarray([r for _, r in skipped], dtype=str),
+            "fix_index": np.asarray([i for i, _ in fixes], dtype=np.int64),
+            "fix_notes": np.asarray([n for _, n in fixes], dtype=str)}
+
+
+def _report(arrays: dict, ids: list) -> SkipReport:
+    """The :class:`~mrlib.audio.SkipReport` of :func:`_arrays`' skip reasons and repairs."""
+    report = SkipReport(n_total=len(ids))
+    for i, reason in zip(arrays["skip_index"], arrays["skip_reasons"]):
+        report.skip(ids[i], str(reason))
+    for i, note in zip(arrays["fix_index"], arrays["fix_notes"]):
+        report.fix(ids[i], str(note))
+    return report
 
 
 def _cache_file(catalog, cache_dir, config: dict, ids: list, paths: list) -> Path:
@@ -381,27 +396,3 @@ def _cache_file(catalog, cache_dir, config: dict, ids: list, paths: list) -> Pat
         sort_keys=True).encode()).hexdigest()[:16]
     folder = Path(cache_dir) if cache_dir is not None else Path(catalog.root) / "features" / "handcrafted"
     return folder / f"{getattr(catalog, 'name', 'catalog')}_{key}.npz"
-
-
-def _load_cache(cache_file: Path, ids: list):
-    """``(X, index, report)`` stored by :func:`_save_cache`."""
-    with np.load(cache_file, allow_pickle=False) as z:
-        report = SkipReport(n_total=len(ids))
-        for i, reason in zip(z["skip_index"], z["skip_reasons"]):
-            report.skip(ids[i], str(reason))
-        for i, note in zip(z["fix_index"], z["fix_notes"]):
-            report.fix(ids[i], str(note))
-        return z["X"], z["index"], report
-
-
-def _save_cache(cache_file: Path, X: np.ndarray, index: np.ndarray, results: list) -> None:
-    """Store the features and every track's skip reason and repairs, atomically."""
-    skipped = [(i, problem) for i, (v, problem, _) in enumerate(results) if v is None]
-    fixes = [(i, note) for i, (_, _, notes) in enumerate(results) for note in notes]
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    # a file object: np.savez would add ".npz" to the temporary's name
-    with atomic_path(cache_file) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, X=X, index=index, skip_index=np.asarray([i for i, _ in skipped], dtype=np.int64),
-                 skip_reasons=np.asarray([r for _, r in skipped], dtype=str),
-                 fix_index=np.asarray([i for i, _ in fixes], dtype=np.int64),
-                 fix_notes=np.asarray([n for _, n in fixes], dtype=str))

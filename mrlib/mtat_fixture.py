@@ -231,14 +231,13 @@ def _clip_info(rng: np.random.Generator, clip_ids: np.ndarray, artist_of: np.nda
 def _write_clips(audio_root: Path, mp3_paths: list[str], clip_ids: np.ndarray, style: np.ndarray,
                  n_broken: int, sr: int, duration_s: float, rng: np.random.Generator) -> list[int]:
     """Write the mp3 clips (the last ``n_broken`` empty); returns the ids of the empty ones."""
-    n_clips, broken = len(mp3_paths), []
-    for i in range(n_clips):
-        path = audio_root / mp3_paths[i]
+    n_sound = len(mp3_paths) - n_broken
+    for i, rel in enumerate(mp3_paths):
+        path = audio_root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        if i >= n_clips - n_broken:
+        if i < n_sound:
+            y = _fixture_audio(style[i], sr, duration_s, rng)
+            sf.write(path, y, sr, format="MP3", subtype="MPEG_LAYER_III")
+        else:
             path.write_bytes(b"")
-            broken.append(int(clip_ids[i]))
-            continue
-        y = _fixture_audio(style[i], sr, duration_s, rng)
-        sf.write(path, y, sr, format="MP3", subtype="MPEG_LAYER_III")
-    return broken
+    return [int(c) for c in clip_ids[n_sound:]]
