@@ -401,7 +401,7 @@ def comparisons_to_triplets(
 def _random_triples(n_items: int, n: int, rng: np.random.Generator, unique: bool) -> np.ndarray:
     """``n`` triples of distinct items, in random order within the triple (int64 (n, 3))."""
     out = np.empty((0, 3), dtype=np.int64)
-    seen: set[tuple[int, int, int]] = set()
+    place = np.array([n_items * n_items, n_items, 1])     # a triple's key: its sorted items
     for _ in range(100):                                   # rejection rounds; rarely > 2
         need = n - len(out)
         if need == 0:
@@ -409,16 +409,10 @@ def _random_triples(n_items: int, n: int, rng: np.random.Generator, unique: bool
         draw = rng.integers(0, n_items, size=(2 * need + 8, 3))
         ok = (draw[:, 0] != draw[:, 1]) & (draw[:, 0] != draw[:, 2]) & (draw[:, 1] != draw[:, 2])
         draw = draw[ok]
-        if unique:
-            keys = np.sort(draw, axis=1)
-            fresh = []
-            for row, key in zip(draw, map(tuple, keys)):
-                if key not in seen:
-                    seen.add(key)
-                    fresh.append(row)
-                if len(fresh) == need:
-                    break
-            draw = np.array(fresh, dtype=np.int64).reshape(-1, 3)
+        if unique:   # the first draw of each triple not drawn in earlier rounds, in draw order
+            key = np.sort(draw, axis=1) @ place
+            first = np.sort(np.unique(key, return_index=True)[1])
+            draw = draw[first[~np.isin(key[first], np.sort(out, axis=1) @ place)]]
         out = np.concatenate([out, draw[:need]])
     if len(out) < n:
         raise RuntimeError(f"could not draw {n} distinct triples from {n_items} items")
