@@ -91,7 +91,6 @@ def _draw_uniform(head: np.ndarray, apos: np.ndarray, n: int, n_neg: int, rngs: 
     """
     c, Kp = head.shape
     i = np.arange(1, Kp + 1)
-    tbl = _uniform_table(head, apos, n)
     out = np.empty((c, Kp, n_neg), dtype=np.int32)
     # The last positives may have a suffix no longer than n_neg: they take it whole.
     Ks = int(np.count_nonzero(n - 1 - i > n_neg))      # the first Ks positives are sampled
@@ -99,6 +98,7 @@ def _draw_uniform(head: np.ndarray, apos: np.ndarray, n: int, n_neg: int, rngs: 
         out[:, Ks:] = _whole_suffix(head, apos, n, n_neg, Ks)
     if Ks == 0:
         return out
+    tbl = _uniform_table(head, apos, n)
     h = Kp - i                                         # head columns in each suffix
     vals = _uniform_first_round(tbl.ravel(), n + h[:Ks], rngs, c, n_neg)
     rows, slots, base = _uniform_rejects(vals, n)
