@@ -549,15 +549,6 @@ class Fold(NamedTuple):
     test: np.ndarray
 
 
-def _check_triplets(triplets) -> np.ndarray:
-    t = np.asarray(triplets)
-    if t.ndim != 2 or t.shape[1] != 3:
-        raise ValueError(f"triplets must have shape (M, 3), got {t.shape}")
-    if not np.issubdtype(t.dtype, np.integer):
-        raise TypeError(f"triplets must hold integer clip ids or indices, got dtype {t.dtype}")
-    return t
-
-
 def _clip_graph(pos: np.ndarray, n_clips: int):
     """Symmetric CSR adjacency of clips; weight = number of triplets two clips share."""
     from scipy.sparse import coo_matrix  # scipy.sparse costs a third of a second to import
@@ -668,7 +659,11 @@ def triplet_folds(
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    t = _check_triplets(triplets)
+    t = np.asarray(triplets)
+    if t.ndim != 2 or t.shape[1] != 3:
+        raise ValueError(f"triplets must have shape (M, 3), got {t.shape}")
+    if not np.issubdtype(t.dtype, np.integer):
+        raise TypeError(f"triplets must hold integer clip ids or indices, got dtype {t.dtype}")
     if not is_int(n_folds) or n_folds < 2:
         raise ValueError(f"n_folds must be an integer >= 2, got {n_folds!r}")
     if by not in ("triplet", "comparison", "group", "clip"):
