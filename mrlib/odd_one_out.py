@@ -419,34 +419,6 @@ def _random_triples(n_items: int, n: int, rng: np.random.Generator, unique: bool
     return out
 
 
-def _check_simulation(S, n_comparisons, n_players, noise, unique, clip_ids, paths):
-    """Validated ``(S, clip_ids, paths)`` for :func:`simulate_votes` (defaults filled in)."""
-    S = np.asarray(S)
-    if S.ndim != 2 or S.shape[0] != S.shape[1]:
-        raise ValueError(f"S must be a square (N, N) similarity matrix, got shape {S.shape}")
-    if not np.issubdtype(S.dtype, np.number) or not np.isfinite(S).all():
-        raise ValueError("S must hold finite numbers")
-    N = S.shape[0]
-    if N < 3:
-        raise ValueError(f"need at least 3 clips to form a comparison, got N={N}")
-    for name, value in (("n_comparisons", n_comparisons), ("n_players", n_players)):
-        if not is_int(value) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if not np.isscalar(noise) or not np.isfinite(noise) or noise < 0:
-        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
-    n_possible = N * (N - 1) * (N - 2) // 6
-    if unique and n_comparisons > n_possible:
-        raise ValueError(f"n_comparisons={n_comparisons} exceeds the {n_possible} distinct "
-                         f"triples of N={N} clips; pass unique=False or fewer comparisons")
-    clip_ids = np.asarray(np.arange(N, dtype=np.int64) if clip_ids is None else clip_ids)
-    if clip_ids.shape != (N,):
-        raise ValueError(f"clip_ids must have length N={N}, got shape {clip_ids.shape}")
-    paths = np.asarray(np.full(N, "", dtype=object) if paths is None else paths, dtype=object)
-    if paths.shape != (N,):
-        raise ValueError(f"paths must have length N={N}, got shape {paths.shape}")
-    return S, clip_ids, paths
-
-
 def _player_votes(S: np.ndarray, tri: np.ndarray, n_players: int, noise: float,
                   rng: np.random.Generator) -> np.ndarray:
     """Odd-one-out vote counts (R, 3) of ``n_players`` logit-choice players per triple."""
@@ -521,9 +493,31 @@ def simulate_votes(
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    S, clip_ids, paths = _check_simulation(S, n_comparisons, n_players, noise, unique, clip_ids, paths)
+    S = np.asarray(S)
+    if S.ndim != 2 or S.shape[0] != S.shape[1]:
+        raise ValueError(f"S must be a square (N, N) similarity matrix, got shape {S.shape}")
+    if not np.issubdtype(S.dtype, np.number) or not np.isfinite(S).all():
+        raise ValueError("S must hold finite numbers")
+    N = S.shape[0]
+    if N < 3:
+        raise ValueError(f"need at least 3 clips to form a comparison, got N={N}")
+    for name, value in (("n_comparisons", n_comparisons), ("n_players", n_players)):
+        if not is_int(value) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not np.isscalar(noise) or not np.isfinite(noise) or noise < 0:
+        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
+    n_possible = N * (N - 1) * (N - 2) // 6
+    if unique and n_comparisons > n_possible:
+        raise ValueError(f"n_comparisons={n_comparisons} exceeds the {n_possible} distinct "
+                         f"triples of N={N} clips; pass unique=False or fewer comparisons")
+    clip_ids = np.asarray(np.arange(N, dtype=np.int64) if clip_ids is None else clip_ids)
+    if clip_ids.shape != (N,):
+        raise ValueError(f"clip_ids must have length N={N}, got shape {clip_ids.shape}")
+    paths = np.asarray(np.full(N, "", dtype=object) if paths is None else paths, dtype=object)
+    if paths.shape != (N,):
+        raise ValueError(f"paths must have length N={N}, got shape {paths.shape}")
     rng = np.random.default_rng(seed)
-    tri = _random_triples(S.shape[0], n_comparisons, rng, unique)         # (R, 3) indices
+    tri = _random_triples(N, n_comparisons, rng, unique)       # (R, 3) clip indices
     votes = _player_votes(S, tri, n_players, noise, rng)
     data = {**{ID_COLUMNS[c]: clip_ids[tri[:, c]] for c in range(3)},
             **{VOTE_COLUMNS[c]: votes[:, c] for c in range(3)},
