@@ -68,6 +68,9 @@ def check_triplets(triplets, n: int, *, distinct: bool = False) -> np.ndarray:
 
 
 def _pairs(a, b) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of row indices as two int64 arrays: ``a`` and ``b`` of one length, or the two
+    columns of an (M, 2) ``a`` when ``b`` is None (:mod:`mrlib.songlevel` checks its pairs here
+    too)."""
     if b is None:
         ab = np.asarray(a)
         if ab.ndim != 2 or ab.shape[1] != 2:

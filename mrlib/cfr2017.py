@@ -390,14 +390,6 @@ def _baseline_folds(method, X_per_fold, triplets, folds) -> list[tuple[np.ndarra
     return out
 
 
-def _matchnet_key(fields: Mapping[str, Any], scheme: str, mn: Mapping[str, Any], seed: int,
-                  share: float) -> str:
-    spec = {"data": dict(fields), "scheme": scheme, "matchnet": dict(mn), "seed": seed}
-    if share != 1:
-        spec["train_share"] = share
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def matchnet_folds(ctx: Mapping[str, Any], scheme: str, matchnet: Mapping[str, Any], seed: int, *,
                    train_share: float = 1.0, device: str = "cpu",
                    workdir: Path | None = None) -> dict:
@@ -434,7 +426,11 @@ def matchnet_folds(ctx: Mapping[str, Any], scheme: str, matchnet: Mapping[str, A
 
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {list(SCHEMES)}, got {scheme!r}")
-    key = _matchnet_key(ctx["fields"], scheme, matchnet, seed, train_share)
+    # the cache key: everything that shapes the trained folds
+    spec = {"data": dict(ctx["fields"]), "scheme": scheme, "matchnet": dict(matchnet), "seed": seed}
+    if train_share != 1:
+        spec["train_share"] = train_share
+    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
     path = Path(workdir) / f"matchnet_{key}.npz" if workdir is not None else None
     folds = share_folds(ctx["folds"][scheme], train_share, ctx["fields"]["data_seed"])
     if key not in _MATCHNET and path is not None and path.exists():

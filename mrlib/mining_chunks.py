@@ -268,13 +268,13 @@ def draw_distance(ch: Chunk) -> tuple[np.ndarray, np.ndarray]:
 
 
 def mine_chunk(src: TrainSplitSource, apos: np.ndarray, strategy, n_pos: int, n_neg: int, seed: int,
-               max_rounds: int, dest: np.ndarray | None = None) -> np.ndarray:
+               max_rounds: int, out: np.ndarray | None = None) -> np.ndarray:
     """The triplets of one chunk of anchors, catalog indices ``(m_chunk, 3)`` int32.
 
     ``strategy`` is a registry entry (:class:`mrlib.mining.Strategy`): its ``draw`` picks the
     positives and negatives, its ``seed_code`` separates its random streams from the other
-    strategies', ``needs_S`` says whether it reads similarity rows. ``dest``, when given, is
-    the caller's slice of the final array and is written in place.
+    strategies', ``needs_S`` says whether it reads similarity rows. ``out``, when given, is
+    the final array: the chunk writes its own rows there, in place.
 
     Notebook: 03_mining.ipynb
     """
@@ -286,18 +286,17 @@ def mine_chunk(src: TrainSplitSource, apos: np.ndarray, strategy, n_pos: int, n_
     rngs = _BlockRNG(seed, strategy.seed_code, apos)
     pos_p, pos_n = strategy.draw(Chunk(src, apos, Kp, n_neg, srows, rngs, max_rounds))
 
-    if dest is None:
-        dest = np.empty((c * int(k.sum()), 3), dtype=np.int32)
-    # write straight into the destination (the caller's slice of the final array)
+    m = int(k.sum())                                  # triplets per anchor, the same for all
+    dest = np.empty((c * m, 3), np.int32) if out is None else out[apos[0] * m:(apos[-1] + 1) * m]
     full = valid.all()
-    out = dest.reshape(c, Kp, n_neg, 3) if full else np.empty((c, Kp, n_neg, 3), dtype=np.int32)
+    grid = dest.reshape(c, Kp, n_neg, 3) if full else np.empty((c, Kp, n_neg, 3), dtype=np.int32)
     # training positions -> catalog indices (nothing to do when every track is training)
     cat = (lambda x: x) if src.n == src.N else (lambda x: src.train[x])
-    out[..., 0] = cat(apos).astype(np.int32)[:, None, None]   # int32 sources: no cast per element
-    out[..., 1] = cat(pos_p).astype(np.int32)[:, :, None]
-    out[..., 2] = cat(pos_n)
+    grid[..., 0] = cat(apos).astype(np.int32)[:, None, None]   # int32 sources: no cast per element
+    grid[..., 1] = cat(pos_p).astype(np.int32)[:, :, None]
+    grid[..., 2] = cat(pos_n)
     if not full:
-        dest[:] = out[np.broadcast_to(valid, (c, Kp, n_neg))]
+        dest[:] = grid[np.broadcast_to(valid, (c, Kp, n_neg))]
     return dest
 
 
@@ -312,15 +311,12 @@ def chunk_stream(src: TrainSplitSource, strategy, n_pos: int, n_neg: int, seed: 
 
     Notebook: 03_mining.ipynb
     """
-    Kp = min(n_pos, src.L)
-    per_anchor = int(np.minimum(n_neg, src.L - np.arange(1, Kp + 1)).sum())   # the same for every anchor
     chunk_size = -(-chunk_size // _RNG_BLOCK) * _RNG_BLOCK   # whole random-stream blocks
     starts = range(0, src.n, chunk_size)
 
     def work(start: int) -> np.ndarray:
         apos = np.arange(start, min(start + chunk_size, src.n))
-        dest = None if out is None else out[start * per_anchor:(start + apos.size) * per_anchor]
-        return mine_chunk(src, apos, strategy, n_pos, n_neg, seed, max_rounds, dest)
+        return mine_chunk(src, apos, strategy, n_pos, n_neg, seed, max_rounds, out)
 
     def chunks() -> Iterator[np.ndarray]:
         if n_jobs == 1:

@@ -91,14 +91,14 @@ def _draw_uniform(head: np.ndarray, apos: np.ndarray, n: int, n_neg: int, rngs: 
     """
     c, Kp = head.shape
     i = np.arange(1, Kp + 1)
-    tbl = _uniform_table(head, apos, n)
     out = np.empty((c, Kp, n_neg), dtype=np.int32)
     # The last positives may have a suffix no longer than n_neg: they take it whole.
     Ks = int(np.count_nonzero(n - 1 - i > n_neg))      # the first Ks positives are sampled
     if Ks < Kp:
-        out[:, Ks:] = _uniform_whole(tbl, head, n, n_neg, Ks)
+        out[:, Ks:] = _whole_suffix(head, apos, n, n_neg, Ks)
     if Ks == 0:
         return out
+    tbl = _uniform_table(head, apos, n)
     h = Kp - i                                         # head columns in each suffix
     vals = _uniform_first_round(tbl.ravel(), n + h[:Ks], rngs, c, n_neg)
     rows, slots, base = _uniform_rejects(vals, n)
@@ -122,16 +122,6 @@ def _uniform_table(head: np.ndarray, apos: np.ndarray, n: int) -> np.ndarray:
     tbl[ar, apos] = -1
     tbl[:, n:] = head[:, ::-1]
     return tbl
-
-
-def _uniform_whole(tbl: np.ndarray, head: np.ndarray, n: int, n_neg: int, Ks: int) -> np.ndarray:
-    """(c, Kp - Ks, n_neg): the whole suffix r_{i+1} ... of the positives after the first Ks."""
-    c, Kp = head.shape
-    L = n - 1
-    outside = tbl[:, :n][tbl[:, :n] >= 0].reshape(c, L - Kp)
-    ranked = np.concatenate([head, outside], axis=1)   # r_1 ... r_L (catalog order after Kp)
-    cols = np.minimum(np.arange(Ks + 1, Kp + 1)[:, None] + np.arange(n_neg)[None, :], L - 1)
-    return ranked[:, cols]
 
 
 def _uniform_first_round(flat_tbl: np.ndarray, lim: np.ndarray, rngs: _BlockRNG, c: int,
@@ -272,31 +262,6 @@ def _distance_law(head: np.ndarray, apos: np.ndarray, srows: np.ndarray, n: int)
                         cwh[:, -1:] - cwh, last_head, cum, W, scale, guide, last_out)
 
 
-def _excluded(head: np.ndarray, apos: np.ndarray) -> np.ndarray:
-    """(c, Kp + 1) the head and the anchor of each row, sorted."""
-    return np.sort(np.concatenate([head, apos[:, None]], axis=1), axis=1)
-
-
-def _outside(E: np.ndarray, n: int, a: np.ndarray, f: np.ndarray) -> np.ndarray:
-    """The f-th track outside the head (in catalog order) of anchor a, without listing them.
-
-    With the excluded positions ``E`` sorted, ``e'_q = e_q - q``, it is ``f + #{q : e'_q <= f}``.
-    """
-    c, K1 = E.shape
-    Eg = (E - np.arange(K1) + (n + 1) * np.arange(c)[:, None]).ravel()   # one sorted array
-    return f + np.searchsorted(Eg, f + (n + 1) * a, side="right") - K1 * a
-
-
-def _distance_whole(law: _DistanceLaw, E: np.ndarray, rows: np.ndarray, n_neg: int) -> np.ndarray:
-    """(r, n_neg): the whole suffix of pair rows no longer than n_neg (nothing random)."""
-    Kp, L = law.head.shape[1], law.n - 1
-    ii = law.row_i[rows][:, None]
-    s = np.minimum(np.arange(n_neg)[None, :], L - ii - 1)
-    f = np.maximum(s - (Kp - ii), 0)
-    ja = np.broadcast_to(law.row_a[rows][:, None], f.shape)
-    return np.where(s < Kp - ii, law.head[ja, np.minimum(ii + s, Kp - 1)], _outside(E, law.n, ja, f))
-
-
 def _n_positive(head: np.ndarray, apos: np.ndarray, srows: np.ndarray) -> np.ndarray:
     """(R,) positive-weight candidates of each pair: outside ones + head columns i .. Kp-1."""
     c = head.shape[0]
@@ -407,10 +372,11 @@ def _draw_distance(head: np.ndarray, apos: np.ndarray, srows: np.ndarray, n: int
     R = c * Kp
     law = _distance_law(head, apos, srows, n)
     draws = np.zeros((R, n_neg), dtype=np.int64)
-    take_all = np.tile(n - 1 - np.arange(1, Kp + 1) <= n_neg, c)
-    if take_all.any():
-        r = np.flatnonzero(take_all)
-        draws[r] = _distance_whole(law, _excluded(head, apos), r, n_neg)
+    whole = n - 1 - np.arange(1, Kp + 1) <= n_neg     # the last positives: suffix <= n_neg
+    Ks = Kp - int(whole.sum())
+    if Ks < Kp:
+        draws.reshape(c, Kp, n_neg)[:, Ks:] = _whole_suffix(head, apos, n, n_neg, Ks)
+    take_all = np.tile(whole, c)
     # fewer positive-weight candidates than needed (all-zero included): keyed path
     keyed = (~take_all) & (_n_positive(head, apos, srows) < n_neg)
     sample = ~take_all & ~keyed
@@ -511,6 +477,23 @@ def _distance_streams(law: _DistanceLaw, draws: np.ndarray, active: np.ndarray, 
 # --------------------------------------------------------------------------------------
 # Completion and duplicates, shared by the random drawers
 # --------------------------------------------------------------------------------------
+def _excluded(head: np.ndarray, apos: np.ndarray) -> np.ndarray:
+    """(c, Kp + 1) the head and the anchor of each row, sorted."""
+    return np.sort(np.concatenate([head, apos[:, None]], axis=1), axis=1)
+
+
+def _whole_suffix(head: np.ndarray, apos: np.ndarray, n: int, n_neg: int, Ks: int) -> np.ndarray:
+    """(c, Kp - Ks, n_neg): the whole suffix r_{i+1} ... of the positives after the first Ks
+    (nothing random), r_L repeated as filler past its end."""
+    c, Kp = head.shape
+    L = n - 1
+    outside = np.ones((c, n), dtype=bool)
+    outside[np.arange(c)[:, None], _excluded(head, apos)] = False
+    ranked = np.concatenate([head, np.nonzero(outside)[1].reshape(c, L - Kp)], axis=1)  # r_1 ... r_L
+    cols = np.minimum(np.arange(Ks + 1, Kp + 1)[:, None] + np.arange(n_neg)[None, :], L - 1)
+    return ranked[:, cols]
+
+
 def _complete_rows(rows: np.ndarray, draws: np.ndarray, redo: np.ndarray, stuck: np.ndarray,
                    row_a: np.ndarray, row_i: np.ndarray, head: np.ndarray, apos: np.ndarray,
                    srows: np.ndarray | None, n: int, n_neg: int, rngs: _BlockRNG) -> None:

@@ -401,7 +401,7 @@ def comparisons_to_triplets(
 def _random_triples(n_items: int, n: int, rng: np.random.Generator, unique: bool) -> np.ndarray:
     """``n`` triples of distinct items, in random order within the triple (int64 (n, 3))."""
     out = np.empty((0, 3), dtype=np.int64)
-    seen: set[tuple[int, int, int]] = set()
+    place = np.array([n_items * n_items, n_items, 1])     # a triple's key: its sorted items
     for _ in range(100):                                   # rejection rounds; rarely > 2
         need = n - len(out)
         if need == 0:
@@ -409,48 +409,14 @@ def _random_triples(n_items: int, n: int, rng: np.random.Generator, unique: bool
         draw = rng.integers(0, n_items, size=(2 * need + 8, 3))
         ok = (draw[:, 0] != draw[:, 1]) & (draw[:, 0] != draw[:, 2]) & (draw[:, 1] != draw[:, 2])
         draw = draw[ok]
-        if unique:
-            keys = np.sort(draw, axis=1)
-            fresh = []
-            for row, key in zip(draw, map(tuple, keys)):
-                if key not in seen:
-                    seen.add(key)
-                    fresh.append(row)
-                if len(fresh) == need:
-                    break
-            draw = np.array(fresh, dtype=np.int64).reshape(-1, 3)
+        if unique:   # the first draw of each triple not drawn in earlier rounds, in draw order
+            key = np.sort(draw, axis=1) @ place
+            first = np.sort(np.unique(key, return_index=True)[1])
+            draw = draw[first[~np.isin(key[first], np.sort(out, axis=1) @ place)]]
         out = np.concatenate([out, draw[:need]])
     if len(out) < n:
         raise RuntimeError(f"could not draw {n} distinct triples from {n_items} items")
     return out
-
-
-def _check_simulation(S, n_comparisons, n_players, noise, unique, clip_ids, paths):
-    """Validated ``(S, clip_ids, paths)`` for :func:`simulate_votes` (defaults filled in)."""
-    S = np.asarray(S)
-    if S.ndim != 2 or S.shape[0] != S.shape[1]:
-        raise ValueError(f"S must be a square (N, N) similarity matrix, got shape {S.shape}")
-    if not np.issubdtype(S.dtype, np.number) or not np.isfinite(S).all():
-        raise ValueError("S must hold finite numbers")
-    N = S.shape[0]
-    if N < 3:
-        raise ValueError(f"need at least 3 clips to form a comparison, got N={N}")
-    for name, value in (("n_comparisons", n_comparisons), ("n_players", n_players)):
-        if not is_int(value) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if not np.isscalar(noise) or not np.isfinite(noise) or noise < 0:
-        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
-    n_possible = N * (N - 1) * (N - 2) // 6
-    if unique and n_comparisons > n_possible:
-        raise ValueError(f"n_comparisons={n_comparisons} exceeds the {n_possible} distinct "
-                         f"triples of N={N} clips; pass unique=False or fewer comparisons")
-    clip_ids = np.asarray(np.arange(N, dtype=np.int64) if clip_ids is None else clip_ids)
-    if clip_ids.shape != (N,):
-        raise ValueError(f"clip_ids must have length N={N}, got shape {clip_ids.shape}")
-    paths = np.asarray(np.full(N, "", dtype=object) if paths is None else paths, dtype=object)
-    if paths.shape != (N,):
-        raise ValueError(f"paths must have length N={N}, got shape {paths.shape}")
-    return S, clip_ids, paths
 
 
 def _player_votes(S: np.ndarray, tri: np.ndarray, n_players: int, noise: float,
@@ -527,9 +493,31 @@ def simulate_votes(
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    S, clip_ids, paths = _check_simulation(S, n_comparisons, n_players, noise, unique, clip_ids, paths)
+    S = np.asarray(S)
+    if S.ndim != 2 or S.shape[0] != S.shape[1]:
+        raise ValueError(f"S must be a square (N, N) similarity matrix, got shape {S.shape}")
+    if not np.issubdtype(S.dtype, np.number) or not np.isfinite(S).all():
+        raise ValueError("S must hold finite numbers")
+    N = S.shape[0]
+    if N < 3:
+        raise ValueError(f"need at least 3 clips to form a comparison, got N={N}")
+    for name, value in (("n_comparisons", n_comparisons), ("n_players", n_players)):
+        if not is_int(value) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not np.isscalar(noise) or not np.isfinite(noise) or noise < 0:
+        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
+    n_possible = N * (N - 1) * (N - 2) // 6
+    if unique and n_comparisons > n_possible:
+        raise ValueError(f"n_comparisons={n_comparisons} exceeds the {n_possible} distinct "
+                         f"triples of N={N} clips; pass unique=False or fewer comparisons")
+    clip_ids = np.asarray(np.arange(N, dtype=np.int64) if clip_ids is None else clip_ids)
+    if clip_ids.shape != (N,):
+        raise ValueError(f"clip_ids must have length N={N}, got shape {clip_ids.shape}")
+    paths = np.asarray(np.full(N, "", dtype=object) if paths is None else paths, dtype=object)
+    if paths.shape != (N,):
+        raise ValueError(f"paths must have length N={N}, got shape {paths.shape}")
     rng = np.random.default_rng(seed)
-    tri = _random_triples(S.shape[0], n_comparisons, rng, unique)         # (R, 3) indices
+    tri = _random_triples(N, n_comparisons, rng, unique)       # (R, 3) clip indices
     votes = _player_votes(S, tri, n_players, noise, rng)
     data = {**{ID_COLUMNS[c]: clip_ids[tri[:, c]] for c in range(3)},
             **{VOTE_COLUMNS[c]: votes[:, c] for c in range(3)},
@@ -553,15 +541,6 @@ class Fold(NamedTuple):
 
     train: np.ndarray
     test: np.ndarray
-
-
-def _check_triplets(triplets) -> np.ndarray:
-    t = np.asarray(triplets)
-    if t.ndim != 2 or t.shape[1] != 3:
-        raise ValueError(f"triplets must have shape (M, 3), got {t.shape}")
-    if not np.issubdtype(t.dtype, np.integer):
-        raise TypeError(f"triplets must hold integer clip ids or indices, got dtype {t.dtype}")
-    return t
 
 
 def _clip_graph(pos: np.ndarray, n_clips: int):
@@ -674,7 +653,11 @@ def triplet_folds(
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    t = _check_triplets(triplets)
+    t = np.asarray(triplets)
+    if t.ndim != 2 or t.shape[1] != 3:
+        raise ValueError(f"triplets must have shape (M, 3), got {t.shape}")
+    if not np.issubdtype(t.dtype, np.integer):
+        raise TypeError(f"triplets must hold integer clip ids or indices, got dtype {t.dtype}")
     if not is_int(n_folds) or n_folds < 2:
         raise ValueError(f"n_folds must be an integer >= 2, got {n_folds!r}")
     if by not in ("triplet", "comparison", "group", "clip"):

@@ -84,8 +84,7 @@ def load_weights(path: str | os.PathLike | None = None) -> dict:
     path = Path(path) if path is not None else repo_root() / "data" / "oracle_weights.json"
     if not path.is_file():
         raise FileNotFoundError(f"oracle weights file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        return _validate_weights(json.load(f), source=str(path))
+    return _validate_weights(json.loads(path.read_text(encoding="utf-8")), source=str(path))
 
 
 #: A category weight or the default weight, and the sharpness: finite numbers, as floats.
@@ -413,9 +412,7 @@ def ranked_list(S_row, exclude=None) -> np.ndarray:
             raise TypeError(f"exclude must be integer indices, got {drop.dtype}")
         if drop.size and (drop.min() < 0 or drop.max() >= len(row)):   # -1 is no track
             raise ValueError(f"exclude indices must be in [0, {len(row)}), got {drop.tolist()}")
-        keep = np.ones(len(row), dtype=bool)
-        keep[drop] = False
-        order = order[keep[order]]
+        order = order[~np.isin(order, drop)]
     return order.astype(np.int64, copy=False)
 
 

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from mrlib.baselines import check_triplets
+from mrlib.baselines import _pairs, check_triplets
 from mrlib.checks import is_int
 from mrlib.features import _available, check_features
 from mrlib.layers import eval_mode
@@ -99,10 +99,7 @@ def pair_dissimilarities(model, E, a, b, *, block: int = 4096) -> np.ndarray:
     E = torch.as_tensor(np.asarray(E, dtype=np.float32) if not isinstance(E, torch.Tensor) else E)
     if E.ndim != 3:
         raise ValueError(f"E must be (N, P, e) patch embeddings, got shape {tuple(E.shape)}")
-    a = np.asarray(a, dtype=np.int64).ravel()
-    b = np.asarray(b, dtype=np.int64).ravel()
-    if a.shape != b.shape:
-        raise ValueError(f"a and b must have the same length, got {a.shape} and {b.shape}")
+    a, b = _pairs(a, b)
     if len(a) and (min(a.min(), b.min()) < 0 or max(a.max(), b.max()) >= len(E)):
         raise ValueError(f"pair indices must lie in [0, {len(E)}) (rows of E)")
     dev = next(model.parameters()).device
