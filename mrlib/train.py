@@ -260,15 +260,6 @@ class _TrainingRun:
             raise RankZeroFailed(f"rank 0 could not prepare the data ({message})")
         return data if data is not None else prepare_data(self.config, progress=False)
 
-    def open_folder(self, resume: bool, replace: bool) -> RunResult | None:
-        """Lock the run folder and decide what this call does with what it holds.
-
-        Returns the finished run when ``resume=True`` meets a finished run of the same config;
-        otherwise None (train). Rank 0 decides; the other ranks follow its decision.
-        """
-        result = self.folder.open(resume, replace) if self.dist.is_main else None
-        return result if self.dist.broadcast(result is not None) else None
-
     # -- bounds: a run that cannot fit stops before it allocates --------------------------
     def _check_bounds(self) -> None:
         cfg, data = self.config, self.data
@@ -434,9 +425,8 @@ class _TrainingRun:
         self.stopped_early = bool(stop)
         self._checkpoint()
         if self.dist.is_main:
-            with open(self.run_dir / "metrics.jsonl", "w") as f:  # rewritten whole: stays in
-                for r in self.rows:                                 # step with the checkpoint
-                    f.write(json.dumps(r) + "\n")
+            lines = [json.dumps(r) + "\n" for r in self.rows]   # rewritten whole: stays in
+            (self.run_dir / "metrics.jsonl").write_text("".join(lines))  # step with the checkpoint
             msg = (f"[train] epoch {self.epoch:3d}  val MAP@20 {row['val_map']:.4f} "
                    f"[{row['val_map_low']:.4f}, {row['val_map_high']:.4f}]")
             for key, label, fmt in (("loss", "loss", ".4f"), ("active_fraction", "active", ".3f"),
@@ -639,8 +629,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, *,
         check_catalog_name(config.catalog)
     run = _TrainingRun(config, data, progress)
     try:
-        finished = run.open_folder(resume, replace)
-        if finished is not None:
+        # rank 0 locks the folder and decides; on a finished run every rank returns (None on
+        # the others), so no rank trains while rank 0 closes the process group
+        finished = run.folder.open(resume, replace) if run.dist.is_main else None
+        if run.dist.broadcast(finished is not None):
             return finished
         run.setup(resume)
         run.fit(stop_after_epoch)
