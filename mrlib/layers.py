@@ -36,7 +36,7 @@ def check_width(width: Any) -> float:
 
     Notebook: 05_autopool.ipynb
     """
-    if not is_real(width) or not width > 0 or width != width:
+    if not is_real(width) or not width > 0:   # NaN fails too
         raise ValueError(f"width must be a positive number (1.0 = the paper), got {width!r}")
     return float(width)
 

@@ -157,7 +157,8 @@ class _TrainingRun:
             self.step_module = self.objective
         self.optimizer = self.system.optimizer(self.model, cfg)
         self.amp_dtype = amp_dtype(self.device, cfg.amp)
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        # loss scaling for fp16 only; a disabled GradScaler passes loss and step straight through
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         rank_seed = cfg.seed * 1000 + self.dist.rank
         random.seed(rank_seed)
         np.random.seed(rank_seed % 2**32)
@@ -188,13 +189,9 @@ class _TrainingRun:
                                    batch["n_triplets"], batch["shared"])
         loss = out[0]
         self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            loss.backward()
-            self.optimizer.step()
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         return out
 
     def setup(self, resume: bool) -> None:
@@ -263,15 +260,6 @@ class _TrainingRun:
             raise RankZeroFailed(f"rank 0 could not prepare the data ({message})")
         return data if data is not None else prepare_data(self.config, progress=False)
 
-    def open_folder(self, resume: bool, replace: bool) -> RunResult | None:
-        """Lock the run folder and decide what this call does with what it holds.
-
-        Returns the finished run when ``resume=True`` meets a finished run of the same config;
-        otherwise None (train). Rank 0 decides; the other ranks follow its decision.
-        """
-        result = self.folder.open(resume, replace) if self.dist.is_main else None
-        return result if self.dist.broadcast(result is not None) else None
-
     # -- bounds: a run that cannot fit stops before it allocates --------------------------
     def _check_bounds(self) -> None:
         cfg, data = self.config, self.data
@@ -321,7 +309,7 @@ class _TrainingRun:
     def _restore(self, ckpt: dict) -> None:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        if self.scaler is not None and ckpt.get("scaler") is not None:
+        if ckpt.get("scaler"):   # empty when it was saved disabled (no fp16 on that device)
             self.scaler.load_state_dict(ckpt["scaler"])
         self.sampler.load_state_dict(json.loads(ckpt["sampler"]))
         restore_rng(ckpt["rng"][self.dist.rank], self.patch_rng, self.device)
@@ -338,21 +326,14 @@ class _TrainingRun:
     # -- one epoch ---------------------------------------------------------------------------
     def _to_device(self, batch: dict) -> dict:
         dev, nb = self.device, self.device.type == "cuda"
-        out = {"x": batch["x"].to(dev, non_blocking=nb)}
-        if "y" in batch:
-            out["y"] = torch.from_numpy(batch["y"]).to(dev, non_blocking=nb)
-        if "S" in batch:
-            out["S"] = torch.from_numpy(batch["S"]).to(dev)
-            out["idx"] = torch.from_numpy(batch["idx"]).to(dev)
-        out["n_triplets"] = int(batch.get("n_triplets", 0))
-        out["shared"] = bool(batch.get("shared", True))
-        return out
+        return {"x": batch["x"].to(dev, non_blocking=nb),
+                **{k: torch.from_numpy(batch[k]).to(dev, non_blocking=nb)
+                   for k in ("y", "S", "idx") if k in batch},   # tags (AT); S, idx (online)
+                "n_triplets": int(batch.get("n_triplets", 0)),
+                "shared": bool(batch.get("shared", True))}
 
     def _verify_ranks(self) -> None:
-        mine = param_checksum(self.model)
-        everyone = [torch.zeros_like(mine) for _ in range(self.dist.world_size)]
-        torch.distributed.all_gather(everyone, mine.to(self._gather_device()))
-        everyone = [t.cpu() for t in everyone]
+        everyone = self.dist.gather(param_checksum(self.model))
         diff = max(float((t - everyone[0]).abs().max()) for t in everyone)
         self.ddp_check["steps"] += 1
         self.ddp_check["max_abs_diff"] = max(self.ddp_check["max_abs_diff"], diff)
@@ -444,9 +425,8 @@ class _TrainingRun:
         self.stopped_early = bool(stop)
         self._checkpoint()
         if self.dist.is_main:
-            with open(self.run_dir / "metrics.jsonl", "w") as f:  # rewritten whole: stays in
-                for r in self.rows:                                 # step with the checkpoint
-                    f.write(json.dumps(r) + "\n")
+            lines = [json.dumps(r) + "\n" for r in self.rows]   # rewritten whole: stays in
+            (self.run_dir / "metrics.jsonl").write_text("".join(lines))  # step with the checkpoint
             msg = (f"[train] epoch {self.epoch:3d}  val MAP@20 {row['val_map']:.4f} "
                    f"[{row['val_map_low']:.4f}, {row['val_map_high']:.4f}]")
             for key, label, fmt in (("loss", "loss", ".4f"), ("active_fraction", "active", ".3f"),
@@ -469,7 +449,7 @@ class _TrainingRun:
             "config": json.dumps(self.config.to_dict()),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "scaler": self.scaler.state_dict(),
             "sampler": json.dumps(self.sampler.state_dict()),
             "rng": rng,
             "early_stopping": dict(self.best),
@@ -649,8 +629,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, *,
         check_catalog_name(config.catalog)
     run = _TrainingRun(config, data, progress)
     try:
-        finished = run.open_folder(resume, replace)
-        if finished is not None:
+        # rank 0 locks the folder and decides; on a finished run every rank returns (None on
+        # the others), so no rank trains while rank 0 closes the process group
+        finished = run.folder.open(resume, replace) if run.dist.is_main else None
+        if run.dist.broadcast(finished is not None):
             return finished
         run.setup(resume)
         run.fit(stop_after_epoch)

@@ -98,15 +98,6 @@ class TrainData:
                 f"({longest} frames, median {int(np.median(frames))}): every patch would repeat "
                 f"its track; choose patch_len <= {longest}")
 
-    @classmethod
-    def from_catalog(cls, catalog, features) -> "TrainData":
-        """From a :class:`mrlib.catalog.Catalog` and its :class:`mrlib.features.FeatureSet`."""
-        return cls(features=features, tags=catalog.tags,
-                   categories=list(catalog.vocabulary["category"]),
-                   split=catalog.tracks["split"].to_numpy(),
-                   track_ids=catalog.tracks["track_id"].to_numpy(), available=features.available,
-                   n_bins=features.config.n_bins, name=catalog.name)
-
 
 def prepare_data(config, progress: bool = True, preload_limit_gb: float = 8.0) -> TrainData:
     """Load (building if needed) the catalog, extract its features, and wrap them for training.
@@ -139,7 +130,10 @@ def prepare_data(config, progress: bool = True, preload_limit_gb: float = 8.0) -
     size_gb = float(np.sum(fs.n_frames)) * fcfg.n_bins * 2 / 1e9
     if size_gb < preload_limit_gb:
         fs.preload(progress=False)
-    return TrainData.from_catalog(cat, fs)
+    tracks = cat.tracks
+    return TrainData(features=fs, tags=cat.tags, categories=list(cat.vocabulary["category"]),
+                     split=tracks["split"].to_numpy(), track_ids=tracks["track_id"].to_numpy(),
+                     available=fs.available, n_bins=fs.config.n_bins, name=cat.name)
 
 
 

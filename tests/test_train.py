@@ -534,8 +534,9 @@ def _torchrun(env: dict, *flags: str) -> subprocess.CompletedProcess:
 def test_torchrun_two_cpu_ranks(tmp_path, tiny_catalog_env):
     env = _subprocess_env(tiny_catalog_env)
     out = tmp_path / "ddp"
-    proc = _torchrun(env, "--system", "tl", "--mining", "distance", *CLI_TINY, "--epochs", "2",
-                     "--verify-ddp", "--out", str(out))
+    flags = ("--system", "tl", "--mining", "distance", *CLI_TINY, "--epochs", "2", "--verify-ddp",
+             "--out", str(out))
+    proc = _torchrun(env, *flags)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     report = json.loads((out / "ddp_verify.json").read_text())
     assert report["world_size"] == 2
@@ -548,6 +549,10 @@ def test_torchrun_two_cpu_ranks(tmp_path, tiny_catalog_env):
     assert run.summary["world_size"] == 2 and run.summary["epochs_run"] == 2
     assert run.metrics["epoch"].tolist() == [0, 1, 2]            # one row per epoch, not two
     assert proc.stdout.count("[train] done") == 1                # rank 0 alone reports
+    # --resume on the finished run: every rank returns it, none starts training alone
+    again = _torchrun(env, *flags, "--resume")
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
+    assert "nothing retrained" in again.stdout and again.stdout.count("[train] done") == 1
 
 
 def test_torchrun_builds_a_missing_catalog_on_rank_zero(tmp_path):
