@@ -224,8 +224,6 @@ def _check_overrides_apply(name: str, catalog: str, profile: str, overrides: Map
     """Refuse a ``-p`` that changes no row's parameters: a row drops the fields that do not
     change its result (``device``, ``n_jobs`` ...), so the override would be ignored, yet its
     hash would send a full rerun to a file of its own."""
-    if not overrides:
-        return
     base = experiment_rows(name, catalog, profile, {})
     idle = [f"{k}={v!r}" for k, v in overrides.items()
             if experiment_rows(name, catalog, profile, {k: v}) == base]
@@ -447,8 +445,7 @@ def _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, devi
                     overrides=overrides)
         run_log["trained" if entry["status"] == "ok" else "failed"] += 1
         run_log.update(wall_s=round(time.perf_counter() - t0, 1), finished=res.now())
-        res.summarise_store(data)
-        res.write_store(data, path)
+        res.write_store(res.summarise_store(data), path)
         if entry["status"] != "ok":
             print(f"[experiments] {r} seed {s} FAILED: {entry['error']}", flush=True)
         if commit:
@@ -456,9 +453,8 @@ def _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, devi
                                    f"({entry['status']}, {entry['wall_s']:.0f} s)")
 
     if not todo:
-        res.summarise_store(data)
         data["runs"].pop()              # nothing ran: the store is unchanged but for its summary
-        res.write_store(data, path)
+        res.write_store(res.summarise_store(data), path)
         print(f"[experiments] every row × seed is stored; nothing to run ({path})")
         return path
     threads = max(1, (os.cpu_count() or 1) // jobs)
