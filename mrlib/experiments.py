@@ -609,6 +609,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except res.StoreError as err:
         print(f"[experiments] error: {err}", file=sys.stderr)
         return 2
+    except LockedError as err:     # another runner holds the results file or the work folder
+        print(f"[experiments] {err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:      # the runner has said what is stored and how to resume
         return 130
 
@@ -621,9 +624,6 @@ def _command_line(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
             raise
         except (ValueError, FileNotFoundError) as err:
             parser.error(str(err))
-        except LockedError as err:
-            print(f"[experiments] {err}", file=sys.stderr)
-            return 2
         print(f"[experiments] {added} row × seed(s) added -> {path}")
         return 0
     if args.command == "list":
@@ -673,9 +673,6 @@ def _command_line(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
                               commit=args.commit, progress=not args.quiet)
     except (ValueError, TypeError, FileNotFoundError) as err:
         parser.error(str(err))
-    except LockedError as err:
-        print(f"[experiments] {err}", file=sys.stderr)
-        return 2
     store = res.read_store(path)
     print(res.results_markdown(store))
     # the exit status is this command's: a row or seed it did not ask for is not its failure
