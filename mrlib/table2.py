@@ -135,8 +135,7 @@ def table2_systems(*, rows=None, **common) -> dict[str, dict]:
 
     Notebook: 07_evaluation.ipynb
     """
-    if rows is None:
-        rows = TABLE2_ROWS
+    rows = TABLE2_ROWS if rows is None else rows
     if isinstance(rows, str):
         rows = [rows]
     unknown = [r for r in rows if r not in _TABLE2_ROWS]
