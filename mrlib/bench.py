@@ -36,8 +36,7 @@ def run(name: str, argv: list[str] | None = None) -> int:
     if name not in names:
         raise ValueError(f"unknown benchmark {name!r}; available: {names}")
     module = runpy.run_path(str(_bench_dir() / f"{name}.py"), run_name=f"bench_{name}")
-    status = module["main"](list(argv or []))
-    return int(status or 0)
+    return int(module["main"](list(argv or [])) or 0)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -172,14 +172,11 @@ def comparison_status(store: Mapping[str, Any], a: str, rel: str, b: str, metric
     """
     if rel not in (">", ">="):
         raise ValueError(f"relation must be '>' or '>=', got {rel!r}")
-    rows = store.get("rows", {})
-    sa, sb = (res._ok_seeds(rows.get(r, {"seeds": {}})) for r in (a, b))
-    common = sorted(set(sa) & set(sb), key=int)
-    if not common:
+    xs, ys = res._paired_scores(store.get("rows", {}), a, b, metric)
+    if not xs:
         return {"status": "not run", "diff": None, "low": None, "high": None, "p": None,
                 "n_seeds": 0}
-    t = res.seed_query_test([sa[s]["per_unit"][metric] for s in common],
-                            [sb[s]["per_unit"][metric] for s in common])
+    t = res.seed_query_test(xs, ys)
     return {"status": None, "diff": 100 * t["mean_diff"], "low": 100 * t["low"],
             "high": 100 * t["high"], "p": t["p"], "n_seeds": t["n_seeds"]}
 

@@ -44,8 +44,7 @@ _LABELS = {"map": "MAP", "recall": "Recall", "rr": "RR", "ndcg": "nDCG"}
 def _has_duplicates(rows: np.ndarray) -> np.ndarray:
     """Per row: does a non-negative index occur twice? Negative entries are padding."""
     s = np.sort(rows, axis=1)
-    dup = (s[:, 1:] == s[:, :-1]) & (s[:, 1:] >= 0)
-    return dup.any(axis=1)
+    return ((s[:, 1:] == s[:, :-1]) & (s[:, 1:] >= 0)).any(axis=1)
 
 
 # ----------------------------------------------------------------------------------------

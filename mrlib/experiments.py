@@ -224,8 +224,6 @@ def _check_overrides_apply(name: str, catalog: str, profile: str, overrides: Map
     """Refuse a ``-p`` that changes no row's parameters: a row drops the fields that do not
     change its result (``device``, ``n_jobs`` ...), so the override would be ignored, yet its
     hash would send a full rerun to a file of its own."""
-    if not overrides:
-        return
     base = experiment_rows(name, catalog, profile, {})
     idle = [f"{k}={v!r}" for k, v in overrides.items()
             if experiment_rows(name, catalog, profile, {k: v}) == base]
@@ -447,8 +445,7 @@ def _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, devi
                     overrides=overrides)
         run_log["trained" if entry["status"] == "ok" else "failed"] += 1
         run_log.update(wall_s=round(time.perf_counter() - t0, 1), finished=res.now())
-        res.summarise_store(data)
-        res.write_store(data, path)
+        res.write_store(res.summarise_store(data), path)
         if entry["status"] != "ok":
             print(f"[experiments] {r} seed {s} FAILED: {entry['error']}", flush=True)
         if commit:
@@ -456,9 +453,8 @@ def _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, devi
                                    f"({entry['status']}, {entry['wall_s']:.0f} s)")
 
     if not todo:
-        res.summarise_store(data)
         data["runs"].pop()              # nothing ran: the store is unchanged but for its summary
-        res.write_store(data, path)
+        res.write_store(res.summarise_store(data), path)
         print(f"[experiments] every row × seed is stored; nothing to run ({path})")
         return path
     threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -613,6 +609,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except res.StoreError as err:
         print(f"[experiments] error: {err}", file=sys.stderr)
         return 2
+    except LockedError as err:     # another runner holds the results file or the work folder
+        print(f"[experiments] {err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:      # the runner has said what is stored and how to resume
         return 130
 
@@ -625,9 +624,6 @@ def _command_line(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
             raise
         except (ValueError, FileNotFoundError) as err:
             parser.error(str(err))
-        except LockedError as err:
-            print(f"[experiments] {err}", file=sys.stderr)
-            return 2
         print(f"[experiments] {added} row × seed(s) added -> {path}")
         return 0
     if args.command == "list":
@@ -677,9 +673,6 @@ def _command_line(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
                               commit=args.commit, progress=not args.quiet)
     except (ValueError, TypeError, FileNotFoundError) as err:
         parser.error(str(err))
-    except LockedError as err:
-        print(f"[experiments] {err}", file=sys.stderr)
-        return 2
     store = res.read_store(path)
     print(res.results_markdown(store))
     # the exit status is this command's: a row or seed it did not ask for is not its failure

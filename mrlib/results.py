@@ -178,6 +178,13 @@ def _ok_seeds(row: Mapping[str, Any]) -> dict[str, dict]:
     return {s: e for s, e in row.get("seeds", {}).items() if e.get("status") == "ok"}
 
 
+def _paired_scores(rows: Mapping[str, Any], a: str, b: str, metric: str) -> list[list]:
+    """The per-unit scores of rows ``a`` and ``b`` on the seeds both finished, seed by seed."""
+    sa, sb = _ok_seeds(rows.get(a, {})), _ok_seeds(rows.get(b, {}))
+    common = sorted(set(sa) & set(sb), key=int)
+    return [[seeds[s]["per_unit"][metric] for s in common] for seeds in (sa, sb)]
+
+
 def row_summary(row: Mapping[str, Any], metrics: Sequence[str]) -> dict:
     """Seed mean, seed standard deviation and mean query half-width of a stored row (percent).
 
@@ -297,12 +304,10 @@ def compare_rows(store: Mapping[str, Any], rows: Sequence[str] | None = None, *,
         tests = []
         for i, ra in enumerate(rows):
             for rb in rows[i + 1:]:
-                sa, sb = _ok_seeds(all_rows[ra]), _ok_seeds(all_rows[rb])
-                common = sorted(set(sa) & set(sb), key=int)
-                if not common or any(sa[s]["n_units"] != sb[s]["n_units"] for s in common):
+                xs, ys = _paired_scores(all_rows, ra, rb, m)
+                if not xs or any(len(x) != len(y) for x, y in zip(xs, ys)):
                     continue
-                t = seed_query_test([sa[s]["per_unit"][m] for s in common],
-                                    [sb[s]["per_unit"][m] for s in common], level=level)
+                t = seed_query_test(xs, ys, level=level)
                 tests.append({"a": ra, "b": rb, "metric": m, **t})
         adjusted = holm([t["p"] for t in tests])
         for t, p in zip(tests, adjusted):

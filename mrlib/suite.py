@@ -453,8 +453,7 @@ def run_suite(profile: str = "quick", overrides: dict[str, Any] | None = None,
         raise ValueError("--inplace refreshes the committed notebooks, which hold the quick "
                          "profile's default run: use it with --profile quick and no -p")
     wanted = {**PROFILES[profile], **overrides}
-    if timeout_s is None:
-        timeout_s = DEFAULT_CELL_TIMEOUT_S[profile]
+    timeout_s = DEFAULT_CELL_TIMEOUT_S[profile] if timeout_s is None else timeout_s
     folder = Path(notebooks) if notebooks else notebooks_dir()
     notebooks = list_notebooks(only, folder)
     if not notebooks:

@@ -135,8 +135,7 @@ def table2_systems(*, rows=None, **common) -> dict[str, dict]:
 
     Notebook: 07_evaluation.ipynb
     """
-    if rows is None:
-        rows = TABLE2_ROWS
+    rows = TABLE2_ROWS if rows is None else rows
     if isinstance(rows, str):
         rows = [rows]
     unknown = [r for r in rows if r not in _TABLE2_ROWS]
@@ -351,7 +350,6 @@ def table2_run(row: str, parameters: Mapping[str, Any], seed: int, device: str, 
     pos = pd.Series(np.arange(len(run.catalog_index)), index=run.catalog_index)
     E = run.embeddings[pos.loc[test].to_numpy()]
     system = SYSTEMS[cfg.system]
-    result = table2_score(E, context, tags=system.tags)
     m = run.metrics
     extra = {"epochs_run": int(run.summary.get("epochs_run", len(m) - 1)),
              "best_epoch": run.summary.get("best_epoch"),
@@ -371,7 +369,7 @@ def table2_run(row: str, parameters: Mapping[str, Any], seed: int, device: str, 
         extra["alpha"]["mean_abs"] = round(float(np.abs(alpha).mean()), 4)
         rho = _pooling_positions(model, context["data"], test, cfg.patch_len)
         extra["rho"] = {"mean": round(float(rho.mean()), 4), "mean_abs": round(float(rho.abs().mean()), 4)}
-    return _per_unit(result), extra
+    return _per_unit(table2_score(E, context, tags=system.tags)), extra
 
 
 @torch.no_grad()
