@@ -106,7 +106,8 @@ class AudioResult:
         return self.y is not None
 
 
-def _check_params(sr, min_duration_s, max_duration_s, pad_fraction, silence_db) -> None:
+def _check_params(sr, min_duration_s, max_duration_s, pad_fraction=DEFAULT_PAD_FRACTION,
+                  silence_db=DEFAULT_SILENCE_DB) -> None:
     if not is_int(sr) or sr <= 0:
         raise ValueError(f"sr must be a positive integer sample rate in Hz, got {sr!r}")
     if not (is_real(min_duration_s) and 0 <= min_duration_s < math.inf):

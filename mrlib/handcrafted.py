@@ -20,8 +20,7 @@ import numpy as np
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
-from mrlib.audio import (DEFAULT_PAD_FRACTION, DEFAULT_SILENCE_DB, SkipReport, _check_params,
-                         read_audio)
+from mrlib.audio import SkipReport, _check_params, read_audio
 from mrlib.checks import is_int
 from mrlib.features import _catalog_table
 from mrlib.paths import atomic_path
@@ -309,8 +308,10 @@ def catalog_features(
     """
     _, ids, paths = _catalog_table(catalog)
     _check_args(sr, chunk_size, n_jobs, feature_kwargs, min_duration_s, max_duration_s)
+    # plain Python numbers: the configuration names the cache file through json
     audio_kwargs = {"sr": int(sr), "min_duration_s": float(min_duration_s),
-                    "max_duration_s": max_duration_s}
+                    "max_duration_s": None if max_duration_s is None
+                    else np.asarray(max_duration_s).item()}
     names = feature_names(feature_kwargs.get("n_mfcc", 20), feature_kwargs.get("tempo", True))
     config = {**audio_kwargs, "version": FEATURE_VERSION,
               **{k: feature_kwargs[k] for k in sorted(feature_kwargs)}}
@@ -348,7 +349,7 @@ def _check_args(sr, chunk_size, n_jobs, feature_kwargs, min_duration_s, max_dura
     if unknown:
         raise TypeError(f"unknown feature parameter(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
     # the durations as read_audio checks them, once here rather than in every worker
-    _check_params(sr, min_duration_s, max_duration_s, DEFAULT_PAD_FRACTION, DEFAULT_SILENCE_DB)
+    _check_params(sr, min_duration_s, max_duration_s)
 
 
 def _extract_all(paths: list, audio_kwargs: dict, feature_kwargs: dict, n_jobs: int, chunk_size: int,

@@ -273,8 +273,9 @@ def mine_chunk(src: TrainSplitSource, apos: np.ndarray, strategy, n_pos: int, n_
 
     ``strategy`` is a registry entry (:class:`mrlib.mining.Strategy`): its ``draw`` picks the
     positives and negatives, its ``seed_code`` separates its random streams from the other
-    strategies', ``needs_S`` says whether it reads similarity rows. ``out``, when given, is
-    the final array: the chunk writes its own rows there, in place.
+    strategies', ``needs_S`` says whether it reads similarity rows. ``apos`` are consecutive
+    training positions (a chunk); ``out``, when given, is the final array, and the chunk writes
+    its own rows there in place.
 
     Notebook: 03_mining.ipynb
     """

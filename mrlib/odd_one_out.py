@@ -409,10 +409,12 @@ def _random_triples(n_items: int, n: int, rng: np.random.Generator, unique: bool
         draw = rng.integers(0, n_items, size=(2 * need + 8, 3))
         ok = (draw[:, 0] != draw[:, 1]) & (draw[:, 0] != draw[:, 2]) & (draw[:, 1] != draw[:, 2])
         draw = draw[ok]
-        if unique:   # the first draw of each triple not drawn in earlier rounds, in draw order
+        if unique:   # each triple's first draw, in draw order, unless an earlier round kept it
             key = np.sort(draw, axis=1) @ place
-            first = np.sort(np.unique(key, return_index=True)[1])
-            draw = draw[first[~np.isin(key[first], np.sort(out, axis=1) @ place)]]
+            _, first = np.unique(key, return_index=True)     # where each key is first drawn
+            first = np.sort(first)
+            new = ~np.isin(key[first], np.sort(out, axis=1) @ place)
+            draw = draw[first[new]]
         out = np.concatenate([out, draw[:need]])
     if len(out) < n:
         raise RuntimeError(f"could not draw {n} distinct triples from {n_items} items")
