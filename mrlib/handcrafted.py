@@ -308,10 +308,8 @@ def catalog_features(
     """
     _, ids, paths = _catalog_table(catalog)
     _check_args(sr, chunk_size, n_jobs, feature_kwargs, min_duration_s, max_duration_s)
-    # plain Python numbers: the configuration names the cache file through json
     audio_kwargs = {"sr": int(sr), "min_duration_s": float(min_duration_s),
-                    "max_duration_s": None if max_duration_s is None
-                    else np.asarray(max_duration_s).item()}
+                    "max_duration_s": max_duration_s}
     names = feature_names(feature_kwargs.get("n_mfcc", 20), feature_kwargs.get("tempo", True))
     config = {**audio_kwargs, "version": FEATURE_VERSION,
               **{k: feature_kwargs[k] for k in sorted(feature_kwargs)}}
@@ -389,11 +387,19 @@ def _report(arrays: dict, ids: list) -> SkipReport:
     return report
 
 
+def _python_number(value):
+    """A numpy scalar of the configuration as the Python number of equal value, so that it
+    names the same cache file (json writes Python numbers only)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 def _cache_file(catalog, cache_dir, config: dict, ids: list, paths: list) -> Path:
     """Where :func:`catalog_features` caches a catalog's features: named by a hash of the
     configuration, the track ids and the audio paths."""
     key = hashlib.sha1(json.dumps(
         {"config": config, "ids": [str(i) for i in ids], "paths": [str(p) for p in paths]},
-        sort_keys=True).encode()).hexdigest()[:16]
+        sort_keys=True, default=_python_number).encode()).hexdigest()[:16]
     folder = Path(cache_dir) if cache_dir is not None else Path(catalog.root) / "features" / "handcrafted"
     return folder / f"{getattr(catalog, 'name', 'catalog')}_{key}.npz"

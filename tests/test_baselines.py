@@ -98,7 +98,7 @@ def test_catalog_features_skip_report_and_cache(tmp_path, monkeypatch):
 
     y, _ = load_audio(catalog.root / tracks.path.iat[feats.index[0]], 16000, min_duration_s=1.0)
     np.testing.assert_allclose(feats.X[0], handcrafted_features(y, 16000), rtol=1e-5, atol=1e-4)
-    capped = catalog_features(catalog, sr=16000, max_duration_s=30.0, progress=False,
+    capped = catalog_features(catalog, sr=16000, max_duration_s=30.0, n_mfcc=20, progress=False,
                               cache_dir=tmp_path / "cache")
     # the second call reads the cache: extraction is not run again
     monkeypatch.setattr("mrlib.handcrafted._features_of",
@@ -107,9 +107,9 @@ def test_catalog_features_skip_report_and_cache(tmp_path, monkeypatch):
     np.testing.assert_array_equal(again.X, feats.X)
     np.testing.assert_array_equal(again.index, feats.index)
     assert again.report.skipped == feats.report.skipped
-    # a numpy number names the same cache file as the Python number of equal value
+    # numpy numbers name the same cache file as the Python numbers of equal value
     again = catalog_features(catalog, sr=np.int64(16000), max_duration_s=np.float32(30.0),
-                             progress=False, cache_dir=tmp_path / "cache")
+                             n_mfcc=np.int64(20), progress=False, cache_dir=tmp_path / "cache")
     np.testing.assert_array_equal(again.X, capped.X)
     with pytest.raises(TypeError, match="unknown feature"):
         catalog_features(catalog, n_fftt=1024)
