@@ -11,20 +11,20 @@ likelihoods :math:`a, b \in [0, 1]^m` and the vocabulary split into categories
     \qquad \pi_c(a, b) = [a_c \neq 0]\,[b_c \neq 0]
 
     \mu(a, b) = \frac{\sum_c w_c\, \pi_c\, s_c}{\sum_c w_c\, \pi_c}
-    \qquad g(a, b) = \phi + (1 - \phi)\, s_G^{\,\gamma}
+    \qquad g(a, b) = g_0 + (1 - g_0)\, s_G^{\,\gamma}
 
-    S(a, b) = \bigl(g(a, b)\, \mu(a, b)\bigr)^{p}
+    S(a, b) = \bigl(g(a, b)\, \mu(a, b)\bigr)^{\kappa}
 
 * :math:`s_c` is the cosine of the likelihood vectors restricted to category *c* (in [0, 1]
   because likelihoods are non-negative); a category where one track has no tag at all is left
   out of that pair's mean (:math:`\pi_c = 0`) — an instrumental track is not "dissimilar in
   lyrics", it is unknown.
-* :math:`g` is the non-linearity: genre agreement gates the rest. With floor :math:`\phi` small,
+* :math:`g` is the non-linearity: genre agreement gates the rest. With floor :math:`g_0` small,
   two tracks of different genres stay dissimilar however much instrumentation they share.
-* :math:`p \ge 1` sharpens: most of a ranked list falls below 0.5 while identical tag vectors
+* :math:`\kappa \ge 1` sharpens: most of a ranked list falls below 0.5 while identical tag vectors
   keep S = 1 (the shape of the paper's Fig. 1, top).
 
-The weights :math:`w_c, \phi, \gamma, p` live in ``data/oracle_weights.json`` (:func:`load_weights`).
+The weights :math:`w_c, g_0, \gamma, \kappa` live in ``data/oracle_weights.json`` (:func:`load_weights`).
 Everything is matrix products: one row block of S costs one (chunk × m) · (m × N_b) product, so the
 paper's 14,246 × 14,246 matrix is computed block by block (:func:`oracle_chunks`,
 :func:`oracle_topk`) without ever holding more than a block.
@@ -291,8 +291,8 @@ def oracle(
 ) -> np.ndarray:
     r"""The oracle similarity S between the tracks of ``T_a`` and those of ``T_b``.
 
-    :math:`S(a, b) = \bigl(g\,\mu\bigr)^p` with the per-category cosine mean :math:`\mu`, the genre
-    gate :math:`g` and the sharpness :math:`p` described in :mod:`mrlib.similarity`.
+    :math:`S(a, b) = \bigl(g\,\mu\bigr)^\kappa` with the per-category cosine mean :math:`\mu`, the genre
+    gate :math:`g` and the sharpness :math:`\kappa` described in :mod:`mrlib.similarity`.
 
     Parameters
     ----------
