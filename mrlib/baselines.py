@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from mrlib.checks import is_int
+from mrlib.checks import check_int, is_int
 from mrlib.handcrafted import (FEATURE_VERSION, BaselineFeatures, catalog_features, feature_names,
                                handcrafted_features)
 from mrlib.stats import constraints_fulfillment_rate
@@ -114,7 +114,7 @@ class MetricBaseline:
                 raise ValueError(f"pca must be a positive int, a float in (0, 1) or None, got {pca!r}")
         self.standardize = bool(standardize)
         self.pca = pca
-        self.seed = seed
+        self.seed = check_int("seed", seed, 0)
         self._fitted = False
 
     # -- preprocessing ---------------------------------------------------------------------
@@ -275,7 +275,7 @@ class TripletSVM(MetricBaseline):
             raise ValueError(f"C must be a positive number, got {C!r}")
         if nonneg not in ("clip", "exact"):
             raise ValueError(f"nonneg must be 'clip' or 'exact', got {nonneg!r}")
-        self.C, self.nonneg, self.max_iter = float(C), nonneg, int(max_iter)
+        self.C, self.nonneg, self.max_iter = float(C), nonneg, check_int("max_iter", max_iter)
 
     @staticmethod
     def difference_vectors(Z: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -555,7 +555,8 @@ def summarise_folds(per_fold: np.ndarray) -> tuple[float, float]:
 def check_shares(shares) -> np.ndarray:
     """The shares of training triplets of a generalisation curve, as floats in (0, 1]."""
     shares = np.asarray(shares, dtype=float)
-    if shares.ndim != 1 or shares.size == 0 or (shares <= 0).any() or (shares > 1).any():
+    # written as "not in (0, 1]" so that NaN is refused too
+    if shares.ndim != 1 or shares.size == 0 or not ((shares > 0) & (shares <= 1)).all():
         raise ValueError(f"shares must be numbers in (0, 1], got {shares.tolist()}")
     return shares
 
@@ -572,7 +573,7 @@ def nested_subsets(folds: Sequence, shares: Sequence[float], seed: int):
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_int("seed", seed, 0))
     for f, (train_idx, test_idx) in enumerate(folds):
         order = rng.permutation(np.asarray(train_idx, np.int64))
         for share in shares:

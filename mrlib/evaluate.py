@@ -244,6 +244,7 @@ def results_table(results: Mapping[str, RetrievalResult], level: float = 0.95, m
     """
     if not results:
         raise ValueError("results is empty; pass {system name: RetrievalResult}")
+    _check_results(results)
     ks = {r.k for r in results.values()}
     if len(ks) != 1:
         raise ValueError(f"all systems must share one cut-off k, got {sorted(ks)}")
@@ -251,6 +252,16 @@ def results_table(results: Mapping[str, RetrievalResult], level: float = 0.95, m
         {name: r.row(level=level, method=method, decimals=decimals) for name, r in results.items()},
         orient="index",
     )
+
+
+def _check_results(results) -> None:
+    """``TypeError`` unless ``results`` maps system names to :class:`RetrievalResult`."""
+    if not isinstance(results, Mapping):
+        raise TypeError(f"results must be a mapping {{system name: RetrievalResult}}, got {type(results).__name__}")
+    for name, r in results.items():
+        if not isinstance(r, RetrievalResult):
+            raise TypeError(f"results[{name!r}] must be a RetrievalResult (from evaluate_embeddings or "
+                            f"evaluate_similarity), got {type(r).__name__}")
 
 
 def _check_cutoffs(n: int, k, n_relevant) -> tuple[int, int]:
@@ -373,7 +384,7 @@ def random_ranking(n: int, k: int | None = None, *, seed: int = 0) -> np.ndarray
     k = n - 1 if k is None else check_int("k", k)
     if k > n - 1:
         raise ValueError(f"k={k} exceeds the {n - 1} other tracks")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_int("seed", seed, 0))
     # the argsort of i.i.d. uniforms is a uniform random permutation; the query's own key is
     # set to +inf so that it sorts last and is cut off
     keys = rng.random((n, n))
@@ -397,7 +408,7 @@ def compare_systems(results: Mapping[str, RetrievalResult], reference: str, *,
         Evaluated on the same queries in the same order.
     reference : str
         A key of ``results``.
-    metrics : sequence of str, default :data:`METRICS`
+    metrics : sequence of str (or one str), default :data:`METRICS`
     level : float, default 0.95
     alpha : float, default 0.05
         Level of the ``significant`` column (on the adjusted p-value).
@@ -415,15 +426,19 @@ def compare_systems(results: Mapping[str, RetrievalResult], reference: str, *,
 
     Notebook: 07_evaluation.ipynb
     """
+    _check_results(results)
     if reference not in results:
         raise ValueError(f"reference {reference!r} is not one of the systems {list(results)}")
+    if isinstance(metrics, str):   # one name, not its letters
+        metrics = (metrics,)
     bad = [m for m in metrics if m not in METRICS]
     if bad:
         raise ValueError(f"unknown metric(s) {bad}; choose from {METRICS}")
     if correction not in ("holm", None):
         raise ValueError(f"correction must be 'holm' or None, got {correction!r}")
     level = check_level(level)
-    check_level(alpha)
+    if not isinstance(alpha, (float, int, np.floating)) or not 0.0 < float(alpha) < 1.0:
+        raise ValueError(f"alpha must be a float in (0, 1), e.g. 0.05; got {alpha!r}")
     ref = results[reference]
     rows, index = [], []
     for name, res in results.items():

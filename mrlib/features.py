@@ -590,6 +590,8 @@ def random_patches(feature, patch_len: int, n: int, rng, pad: str = "wrap") -> n
     feature = np.asarray(feature)     # a memory-mapped feature stays mapped
     if feature.ndim != 2 or feature.shape[1] == 0:
         raise ValueError(f"feature must be (n_bins, T) with T > 0, got shape {feature.shape}")
+    if feature.dtype.kind not in "fiu":
+        raise TypeError(f"feature must be a numeric (log-CQT) array, got dtype {feature.dtype}")
     T = feature.shape[1]
     if T >= patch_len:
         starts = rng.integers(0, T - patch_len + 1, size=n)
@@ -625,6 +627,14 @@ def tracks_patches(features, tracks, patch_len: int, n: int, rng) -> np.ndarray:
 
     Notebook: 06_training.ipynb
     """
+    tracks = np.asarray(tracks)
+    if tracks.ndim != 1 or tracks.size == 0:
+        raise ValueError(f"tracks must be a non-empty 1-D sequence of track indices, got shape {tracks.shape}")
+    if not np.issubdtype(tracks.dtype, np.integer):
+        raise TypeError(f"tracks must hold integer track indices, got dtype {tracks.dtype}")
+    if tracks.min() < 0 or tracks.max() >= len(features):   # -1 would wrap to the last track
+        raise ValueError(f"tracks must lie in [0, {len(features)}) (the tracks of features), "
+                         f"got [{tracks.min()}, {tracks.max()}]")
     return np.concatenate([random_patches(features[int(t)], patch_len, n, rng) for t in tracks])
 
 
@@ -651,6 +661,8 @@ def test_patches(feature, patch_len: int, n: int = 8, seed: int = 0, pad: str = 
     """
     if not is_int(seed):
         raise TypeError(f"seed must be an int, got {seed!r}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
     return random_patches(feature, patch_len, n, np.random.default_rng(int(seed)), pad=pad)
 
 

@@ -35,7 +35,7 @@ def kfold_indices(n: int, n_folds: int = 10, *, groups=None, seed: int = 0) -> l
     """
     n = check_int("n", n)
     n_folds = check_int("n_folds", n_folds, minimum=2)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_int("seed", seed, 0))
     if groups is None:
         if n_folds > n:
             raise ValueError(f"n_folds={n_folds} exceeds the {n} items")

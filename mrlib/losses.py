@@ -51,6 +51,17 @@ def _check_float(name: str, t: object, min_ndim: int = 1) -> torch.Tensor:
     return t
 
 
+def _check_batch_shapes(*named: tuple[str, torch.Tensor]) -> None:
+    """``ValueError`` naming the tensors unless their batch dimensions (all but the last)
+    broadcast, instead of torch's size error from inside the subtraction."""
+    try:
+        torch.broadcast_shapes(*(t.shape[:-1] for _, t in named))
+    except RuntimeError:
+        names = ", ".join(name for name, _ in named)
+        shapes = ", ".join(str(tuple(t.shape)) for _, t in named)
+        raise ValueError(f"{names} must have the same (or broadcastable) batch shape, got {shapes}") from None
+
+
 def squared_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Row-wise squared Euclidean distance ``||x_i - y_i||^2``.
 
@@ -72,6 +83,7 @@ def squared_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     _check_float("y", y)
     if x.shape[-1] != y.shape[-1]:
         raise ValueError(f"embedding sizes differ: x {tuple(x.shape)} vs y {tuple(y.shape)}")
+    _check_batch_shapes(("x", x), ("y", y))
     return (x - y).pow(2).sum(dim=-1)
 
 
@@ -113,6 +125,7 @@ def triplet_loss(a: torch.Tensor, p: torch.Tensor, n: torch.Tensor, margin: floa
     if not (a.shape[-1] == p.shape[-1] == n.shape[-1]):
         raise ValueError(f"a, p, n must share their embedding size, got {tuple(a.shape)}, "
                          f"{tuple(p.shape)}, {tuple(n.shape)}")
+    _check_batch_shapes(("a", a), ("p", p), ("n", n))
     check_margin(margin)
     _check_reduction(reduction)
     d_ap = squared_distances(a, p)
@@ -294,8 +307,8 @@ def bce_loss(outputs: torch.Tensor, targets: torch.Tensor, threshold: float | No
                          "must have the same shape")
     _check_reduction(reduction)
     y = targets.to(device=outputs.device, dtype=outputs.dtype)
-    if ((y < 0) | (y > 1)).any():
-        raise ValueError("targets must lie in [0, 1]")
+    if not ((y >= 0) & (y <= 1)).all():   # written so that NaN fails too
+        raise ValueError("targets must lie in [0, 1] (NaN is refused)")
     if threshold is not None:
         if not isinstance(threshold, numbers.Real) or not 0 < threshold < 1:
             raise ValueError(f"threshold must be in (0, 1) or None, got {threshold!r}")
@@ -303,7 +316,7 @@ def bce_loss(outputs: torch.Tensor, targets: torch.Tensor, threshold: float | No
     if from_logits:
         per = F.binary_cross_entropy_with_logits(outputs, y, reduction="none")
     else:
-        if ((outputs < 0) | (outputs > 1)).any():
+        if not ((outputs >= 0) & (outputs <= 1)).all():   # NaN fails too
             raise ValueError("with from_logits=False, outputs must be probabilities in [0, 1]")
         per = F.binary_cross_entropy(outputs, y, reduction="none")
     return _REDUCE[reduction](per)

@@ -517,6 +517,7 @@ def check_triplets(triplets: np.ndarray, train_idx: np.ndarray, n_pos: int = 15,
 
     Notebook: 03_mining.ipynb
     """
+    n_pos = check_int("n_pos", n_pos, 1)
     T = np.asarray(triplets)
     train = np.unique(np.asarray(train_idx))
     checks = {"int32 (M, 3)": T.dtype == np.int32 and T.ndim == 2 and T.shape[1] == 3}

@@ -133,7 +133,12 @@ class TrainSplitSource:
         """(c, K) train positions of r_1 ... r_K for each anchor, in rank order."""
         c = apos.size
         if self.ranked is not None:
-            tpos = self.pos_of[self.ranked[self.train[apos]]]
+            lists = self.ranked[self.train[apos]]
+            # a negative entry would wrap around to another track's position without an error
+            if lists.size and (lists.min() < 0 or lists.max() >= self.N):
+                raise ValueError(f"ranked holds indices outside 0..{self.N - 1} (in the lists of tracks "
+                                 f"{int(self.train[apos[0]])}..{int(self.train[apos[-1]])})")
+            tpos = self.pos_of[lists]
             keep = tpos >= 0
             counts = keep.sum(axis=1)
             if (counts != self.L).any():

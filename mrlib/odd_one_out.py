@@ -29,7 +29,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import pandas as pd
 
-from mrlib.checks import is_int
+from mrlib.checks import check_int, is_int
 from mrlib.folds import kfold_indices
 
 __all__ = [
@@ -518,7 +518,7 @@ def simulate_votes(
     paths = np.asarray(np.full(N, "", dtype=object) if paths is None else paths, dtype=object)
     if paths.shape != (N,):
         raise ValueError(f"paths must have length N={N}, got shape {paths.shape}")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_int("seed", seed, 0))
     tri = _random_triples(N, n_comparisons, rng, unique)       # (R, 3) clip indices
     votes = _player_votes(S, tri, n_players, noise, rng)
     data = {**{ID_COLUMNS[c]: clip_ids[tri[:, c]] for c in range(3)},
@@ -662,6 +662,7 @@ def triplet_folds(
         raise TypeError(f"triplets must hold integer clip ids or indices, got dtype {t.dtype}")
     if not is_int(n_folds) or n_folds < 2:
         raise ValueError(f"n_folds must be an integer >= 2, got {n_folds!r}")
+    seed = check_int("seed", seed, 0)
     if by not in ("triplet", "comparison", "group", "clip"):
         raise ValueError(f"by must be 'triplet', 'comparison', 'group' or 'clip', got {by!r}")
     if by == "clip":

@@ -269,6 +269,10 @@ class TrackBatchSampler(ShuffledTripletSampler):
         idx = np.asarray(track_idx)
         if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
             raise ValueError(f"track_idx must be a non-empty 1-D integer array, got {idx.dtype} {idx.shape}")
+        if idx.min() < 0:
+            raise ValueError(f"track_idx must hold catalog indices >= 0, got {idx.min()}")
+        if np.unique(idx).size != idx.size:   # a repeated track could meet itself in a batch
+            raise ValueError("track_idx contains duplicates")
         super().__init__(np.repeat(idx[:, None], 3, axis=1), batch_size, seed, rank, world_size,
                          drop_last, yield_rows=False)
 

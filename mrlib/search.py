@@ -245,6 +245,8 @@ def rank_by_distance(
         x = x / norms
     n = x.shape[0]
     full = n - 1 if exclude_self else n
+    if k is None and full < 1:   # else exact_topk would blame a k the caller did not pass
+        raise ValueError(f"embeddings needs at least {n - full + 1} row(s) to rank, got shape {x.shape}")
     k = full if k is None else check_int("k", k)
     _, idx = exact_topk(x, x, k, metric=kinds[metric], chunk_size=chunk_size,
                         exclude_self=exclude_self, progress=progress)
@@ -280,6 +282,8 @@ def rank_by_similarity(
     n_q, n = S.shape
     if exclude_self and n_q > n:
         raise ValueError(f"exclude_self needs at least as many columns as rows, got S of shape {S.shape}")
+    if exclude_self and n == 0:   # its lists would have length -1
+        raise ValueError(f"S is empty (shape {S.shape}): there is no list to rank")
     full = n - 1 if exclude_self else n
     k = full if k is None else check_int("k", k)
     if k > full:
@@ -542,7 +546,11 @@ def recall_at_k(approx_idx, exact_idx, k: int | None = None, *, per_query: bool 
     e = as_index_matrix("exact_idx", exact_idx)
     if a.shape[0] != e.shape[0]:
         raise ValueError(f"approx_idx has {a.shape[0]} queries but exact_idx has {e.shape[0]}")
+    if k is None and e.shape[1] == 0:
+        raise ValueError(f"exact_idx has no columns (shape {e.shape}): pass lists of at least one neighbour")
     k = e.shape[1] if k is None else check_int("k", k)
+    if not per_query and a.shape[0] == 0:   # the mean of no queries would be NaN
+        raise ValueError("approx_idx and exact_idx hold no queries (0 rows): there is no recall to average")
     if a.shape[1] < k or e.shape[1] < k:
         raise ValueError(f"both lists need at least k={k} columns, got {a.shape[1]} and {e.shape[1]}")
     a, e = a[:, :k], e[:, :k]

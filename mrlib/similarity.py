@@ -43,7 +43,7 @@ from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from mrlib.checks import is_int, rule
+from mrlib.checks import is_int, is_real, rule
 from mrlib.paths import repo_root
 
 __all__ = [
@@ -376,6 +376,8 @@ def _check_matrix(S, exclude_self: bool) -> np.ndarray:
         raise ValueError(f"S must be 2-D, got shape {S.shape}")
     if exclude_self and S.shape[0] != S.shape[1]:
         raise ValueError(f"exclude_self needs a square S, got shape {S.shape}")
+    if exclude_self and S.shape[0] == 0:   # its lists would have length -1
+        raise ValueError(f"S is empty (shape {S.shape}): there is no list to rank")
     return S
 
 
@@ -572,9 +574,17 @@ def rank_profile(S, ranks: Sequence[int] = (1, 5, 15, 50), threshold: float = 0.
     Notebook: 02_similarity.ipynb
     """
     curve = mean_similarity_by_rank(S, exclude_self=exclude_self)
+    try:
+        ranks = list(ranks)
+    except TypeError:
+        raise TypeError(f"ranks must be a sequence of int ranks (1-based), got {ranks!r}") from None
     for r in ranks:
-        if not 1 <= int(r) <= len(curve):
+        if not is_int(r):
+            raise TypeError(f"ranks must hold int ranks (1-based), got {r!r}")
+        if not 1 <= r <= len(curve):
             raise ValueError(f"rank {r} is outside the lists (1 … {len(curve)})")
+    if not is_real(threshold) or not math.isfinite(threshold):
+        raise ValueError(f"threshold must be a finite number, got {threshold!r}")
     S = np.asarray(S)
     n_entries = S.size - (S.shape[0] if exclude_self else 0)
     below = int((S < threshold).sum())

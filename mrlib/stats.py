@@ -16,7 +16,7 @@ import numpy as np
 from scipy import stats
 from tqdm.auto import tqdm
 
-from mrlib.checks import as_float_matrix, as_vector, check_int, check_level
+from mrlib.checks import as_float_matrix, as_vector, check_int, check_level, is_real
 from mrlib.folds import kfold_indices
 
 __all__ = ["CI", "mean_ci", "format_ci", "PairedTest", "paired_test", "holm", "TagAUC", "tag_auc", "CFR",
@@ -59,7 +59,7 @@ def _bootstrap_interval(x: np.ndarray, level: float, n_boot, seed: int) -> tuple
     """Percentile interval of the means of ``n_boot`` seeded resamples of ``x`` (with
     replacement), resampled in memory-bounded blocks."""
     n_boot = check_int("n_boot", n_boot, minimum=100)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_int("seed", seed, 0))
     n = x.size
     per = max(1, 2**22 // n)
     means = np.empty(n_boot)
@@ -128,6 +128,9 @@ def format_ci(mean: float, half_width: float, decimals: int = 2, scale: float = 
     Notebook: 07_evaluation.ipynb
     """
     decimals = check_int("decimals", decimals, minimum=0)
+    for name, value in (("mean", mean), ("half_width", half_width), ("scale", scale)):
+        if not is_real(value):
+            raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
     return f"{mean * scale:.{decimals}f} ± {half_width * scale:.{decimals}f}"
 
 

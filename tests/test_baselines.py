@@ -344,3 +344,18 @@ def test_nested_subsets_keep_the_exact_ceiling_of_the_share():
     sizes = [len(train) for _, _, train, _ in nested_subsets(folds, [0.28, 0.55, 0.56, 1.0], 0)]
     # ceil(0.55 * 100) = 55, not 56 (floating point gives 55.00000000000001)
     assert sizes == [28, 55, 56, 100, 7, 14, 14, 25]
+
+
+def test_bad_shares_seeds_and_max_iter_are_refused_at_the_door():
+    rng = np.random.default_rng(0)
+    X = rng.random((12, 5))
+    T = np.unique(np.array([[i, (i + 1) % 12, (i + 5) % 12] for i in range(12)]), axis=0)
+    folds = triplet_folds(T, 3)
+    with pytest.raises(ValueError, match="shares must be numbers in"):   # "cannot convert float NaN"
+        generalization_curve(Euclidean, X, T, folds, shares=(float("nan"),), progress=False)
+    with pytest.raises(TypeError, match="seed must be an int"):          # numpy's SeedSequence error
+        generalization_curve(Euclidean, X, T, folds, seed="a", progress=False)
+    with pytest.raises(TypeError, match="seed must be an int"):          # was accepted
+        Euclidean(seed="a")
+    with pytest.raises(ValueError, match="max_iter must be >= 1"):       # was accepted
+        TripletSVM(max_iter=0)

@@ -698,3 +698,42 @@ def test_results_table_shows_each_metric_as_mean_and_ci_half_width():
         s = res.summary()
         for col in s.index:
             assert table.loc[name, col] == ev.format_ci(s.loc[col, "mean"] / 100, s.loc[col, "half_width"] / 100)
+
+
+def test_seeds_and_systems_are_checked_at_the_door():
+    x = np.random.default_rng(0).random(20)
+    y = np.random.default_rng(1).random(20)
+    # numpy's "SeedSequence expects int ..." / "expected non-negative integer" named no argument
+    for call in (lambda s: ev.random_ranking(5, seed=s),
+                 lambda s: ev.mean_ci(x, method="bootstrap", n_boot=100, seed=s),
+                 lambda s: ev.paired_test(x, y, n_boot=100, seed=s),
+                 lambda s: ev.kfold_indices(10, 3, seed=s)):
+        with pytest.raises(TypeError, match="seed must be an int"):
+            call("a")
+        with pytest.raises(ValueError, match="seed must be >= 0"):
+            call(-1)
+    S = np.random.default_rng(2).random((8, 8))
+    r = ev.evaluate_similarity(S, S, k=3, n_relevant=2)
+    r2 = ev.evaluate_similarity(S, S[::-1], k=3, n_relevant=2)
+    with pytest.raises(TypeError, match=r"results\['b'\] must be a RetrievalResult"):
+        ev.results_table({"a": r, "b": 1})                    # was AttributeError: no attribute 'k'
+    with pytest.raises(ValueError, match="alpha must be"):     # the message said "level"
+        ev.compare_systems({"a": r, "b": r2}, "a", alpha=2, n_boot=100)
+    one = ev.compare_systems({"a": r, "b": r2}, "a", metrics="map", n_boot=100)  # was split into letters
+    assert list(one.index.get_level_values("metric")) == ["MAP@3"]
+
+
+def test_empty_inputs_get_a_clear_error_not_a_nan_or_a_blamed_k():
+    # rank_by_distance of one track blamed "k must be >= 1, got 0", a k the caller never passed
+    with pytest.raises(ValueError, match="embeddings needs at least 2 row"):
+        ev.rank_by_distance(np.zeros((1, 3)))
+    with pytest.raises(ValueError, match="S is empty"):           # numpy: negative dimensions
+        ev.rank_by_similarity(np.zeros((0, 0)))
+    with pytest.raises(ValueError, match="no queries"):           # returned NaN
+        ev.recall_at_k(np.zeros((0, 3), int), np.zeros((0, 3), int))
+    with pytest.raises(ValueError, match="exact_idx has no columns"):   # NaN (0 / 0)
+        ev.recall_at_k(np.zeros((2, 0), int), np.zeros((2, 0), int))
+    with pytest.raises(TypeError, match="x must be numeric"):     # "could not convert string to float"
+        ev.mean_ci(["a", "b"])
+    with pytest.raises(TypeError, match="mean must be a number"):  # "can't multiply sequence"
+        ev.format_ci("0.5", 0.01)

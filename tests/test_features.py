@@ -346,3 +346,20 @@ def test_test_patches_are_seeded():
 def test_patch_arguments_are_checked(args):
     with pytest.raises((ValueError, TypeError)):
         F.random_patches(*args)
+
+
+def test_patch_draws_check_tracks_dtype_and_seed_at_the_door():
+    f = np.random.default_rng(0).random((8, 20)).astype(np.float32)
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match=r"tracks must lie in \[0, 2\)"):   # was IndexError
+        F.tracks_patches([f, f], [0, 5], 4, 2, rng)
+    with pytest.raises(ValueError, match=r"tracks must lie in \[0, 2\)"):   # -1 wrapped to the last track
+        F.tracks_patches([f, f], [0, -1], 4, 2, rng)
+    with pytest.raises(TypeError, match="tracks must hold integer"):       # 1.0 was truncated
+        F.tracks_patches([f, f], [0.0, 1.0], 4, 2, rng)
+    with pytest.raises(ValueError, match="tracks must be a non-empty"):    # numpy concatenate error
+        F.tracks_patches([f, f], [], 4, 2, rng)
+    with pytest.raises(TypeError, match="feature must be a numeric"):      # returned string patches
+        F.random_patches(np.full((3, 4), "a"), 2, 3, rng)
+    with pytest.raises(ValueError, match="seed must be >= 0"):             # numpy's error named no argument
+        F.test_patches(f, 4, seed=-1)

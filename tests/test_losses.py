@@ -265,3 +265,17 @@ def test_triplet_loss_and_online_mining_refuse_a_margin_that_is_not_finite_and_n
     with pytest.raises(ValueError, match="margin must be a finite number >= 0"):
         online_triplets(a, torch.rand(4, 4), margin=margin)
 
+
+
+def test_batch_shape_mismatch_and_nan_targets_are_refused_at_the_door():
+    a, p, n = torch.randn(5, 4), torch.randn(3, 4), torch.randn(5, 4)
+    with pytest.raises(ValueError, match="a, p, n must have the same"):    # was torch's RuntimeError
+        triplet_loss(a, p, n)
+    with pytest.raises(ValueError, match="x, y must have the same"):
+        squared_distances(a, p)
+    triplet_loss(a[:1], a, a)                                          # broadcasting still works
+    # NaN passed the [0, 1] check ((y < 0) | (y > 1) is False for NaN) and was binarised to 0
+    with pytest.raises(ValueError, match="targets must lie in"):
+        bce_loss(torch.randn(2, 3), torch.full((2, 3), float("nan")))
+    with pytest.raises(ValueError, match="probabilities in"):
+        bce_loss(torch.full((2, 3), float("nan")), torch.rand(2, 3), from_logits=False)

@@ -684,3 +684,27 @@ def test_paper_shares_keep_the_papers_share_of_the_list():
     assert paper_shares(2) == (1, 1)
     with pytest.raises(ValueError):
         paper_shares(1)
+
+
+def test_out_of_range_ranked_lists_and_track_indices_are_refused():
+    from mrlib import similarity
+    rng = np.random.default_rng(0)
+    S = rng.random((12, 12))
+    R = similarity.ranked_lists((S + S.T) / 2)
+    bad = R.copy()
+    bad[0, 0] = -1          # wrapped around to track 11 and mined wrong triplets silently
+    with pytest.raises(ValueError, match="ranked holds indices outside 0..11"):
+        mm.mine(bad, np.arange(12), "neighbors", n_pos=2, n_neg=3, progress=False)
+    with pytest.raises(ValueError, match="ranked holds indices outside 0..11"):   # was IndexError
+        mm.mine(R + 100, np.arange(12), "neighbors", n_pos=2, n_neg=3, progress=False)
+    with pytest.raises(ValueError, match="ranked holds indices outside"):       # was IndexError
+        mm.rank_matrix(R + 5)
+    with pytest.raises(TypeError, match="ranked must hold integer"):
+        mm.rank_matrix(R.astype(float))
+    t = mm.mine(R, np.arange(12), "neighbors", n_pos=2, n_neg=3, progress=False)
+    with pytest.raises(ValueError, match="n_pos must be >= 1"):                 # "failed ['positive in first Np']"
+        mm.check_triplets(t, np.arange(12), n_pos=0, ranked=R)
+    with pytest.raises(ValueError, match="track_idx must hold catalog indices >= 0"):
+        mm.TrackBatchSampler(np.arange(-3, 3), batch_size=2)
+    with pytest.raises(ValueError, match="track_idx contains duplicates"):
+        mm.TrackBatchSampler(np.array([1, 1, 2, 3]), batch_size=2)

@@ -305,3 +305,16 @@ def test_fold_arguments_are_checked():
         triplet_folds(t[:, :2], 3)
     with pytest.raises(TypeError, match="integer"):
         triplet_folds(t.astype(float), 3)
+
+
+def test_a_bad_seed_is_named():
+    S = np.random.default_rng(0).random((6, 6))
+    S = (S + S.T) / 2
+    t, _ = comparisons_to_triplets(simulate_votes(S, 15))
+    # numpy's "SeedSequence expects int ..." / "expected non-negative integer" named no argument
+    for call in (lambda s: simulate_votes(S, 5, seed=s), lambda s: triplet_folds(t, 2, seed=s),
+                 lambda s: triplet_folds(t, 2, by="clip", seed=s)):
+        with pytest.raises(TypeError, match="seed must be an int"):
+            call("a")
+        with pytest.raises(ValueError, match="seed must be >= 0"):
+            call(-1)

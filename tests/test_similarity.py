@@ -332,3 +332,20 @@ def test_fig1_shape_on_a_structured_catalog(S):
     T, cats, genre = structured_tags(600, seed=1)
     R = sim.ranked_lists(S, k=5)
     assert np.mean(genre[R] == genre[:, None]) > 0.9
+
+
+def test_rank_profile_and_empty_S_are_refused_at_the_door():
+    S = sim.oracle(np.random.default_rng(0).random((6, 4)))
+    # a float rank was truncated, a NaN threshold gave share_below 0.0, a str one a numpy error
+    with pytest.raises(TypeError, match="ranks must hold int"):
+        sim.rank_profile(S, ranks=(1.5,))
+    with pytest.raises(TypeError, match="ranks must be a sequence"):
+        sim.rank_profile(S, ranks=3)
+    for bad in (float("nan"), "0.5"):
+        with pytest.raises(ValueError, match="threshold must be a finite number"):
+            sim.rank_profile(S, ranks=(1,), threshold=bad)
+    assert sim.rank_profile(S, ranks=np.array([1, 3]))["mean_at_rank"].keys() == {1, 3}
+    # an empty S made numpy fail with "negative dimensions are not allowed"
+    for f in (sim.ranked_lists, sim.mean_similarity_by_rank):
+        with pytest.raises(ValueError, match="S is empty"):
+            f(np.zeros((0, 0)))
