@@ -358,6 +358,9 @@ PAPER_AT_AUC: float = 0.79
 PAPER_N_TEST_QUERIES: int = 2900
 
 
+#: Random keys held at a time by :func:`random_ranking` (float64: 128 MiB).
+_RANDOM_BLOCK_KEYS = 2**24
+
 
 def random_ranking(n: int, k: int | None = None, *, seed: int = 0) -> np.ndarray:
     """A random system: each query's list is a seeded random order of the other tracks.
@@ -386,10 +389,16 @@ def random_ranking(n: int, k: int | None = None, *, seed: int = 0) -> np.ndarray
         raise ValueError(f"k={k} exceeds the {n - 1} other tracks")
     rng = np.random.default_rng(check_int("seed", seed, 0))
     # the argsort of i.i.d. uniforms is a uniform random permutation; the query's own key is
-    # set to +inf so that it sorts last and is cut off
-    keys = rng.random((n, n))
-    np.fill_diagonal(keys, np.inf)
-    return np.argsort(keys, axis=1, kind="stable")[:, :k].astype(np.int64)
+    # set to +inf so that it sorts last and is cut off. The keys are drawn in row blocks (the same
+    # stream as one (n, n) draw) so that memory stays bounded whatever n is.
+    out = np.empty((n, k), dtype=np.int64)
+    rows = max(1, _RANDOM_BLOCK_KEYS // n)
+    for start in range(0, n, rows):
+        keys = rng.random((min(rows, n - start), n))
+        keys[np.arange(len(keys)), np.arange(start, start + len(keys))] = np.inf
+        out[start:start + len(keys)] = np.argsort(keys, axis=1, kind="stable")[:, :k]
+    return out
+
 
 def compare_systems(results: Mapping[str, RetrievalResult], reference: str, *,
                     metrics=METRICS, level: float = 0.95, alpha: float = 0.05,

@@ -601,6 +601,18 @@ def test_benchmark_runs_small(capsys):
 # --------------------------------------------------------------------------------------------
 # Table 2: random ranking, Holm, paired comparisons, the record
 # --------------------------------------------------------------------------------------------
+def test_random_ranking_in_row_blocks_draws_the_one_shot_lists(monkeypatch):
+    """Drawing the keys block by block (bounded memory) gives the lists of one (n, n) draw."""
+    n, seed = 23, 5
+    keys = np.random.default_rng(seed).random((n, n))
+    np.fill_diagonal(keys, np.inf)
+    one_shot = np.argsort(keys, axis=1, kind="stable")
+    for block_keys in (1, 4 * n, 7 * n + 3, n * n):
+        monkeypatch.setattr(ev, "_RANDOM_BLOCK_KEYS", block_keys)
+        np.testing.assert_array_equal(ev.random_ranking(n, seed=seed), one_shot[:, :n - 1])
+        np.testing.assert_array_equal(ev.random_ranking(n, k=4, seed=seed), one_shot[:, :4])
+
+
 def test_random_ranking_is_a_uniform_permutation_without_self():
     r = ev.random_ranking(50, seed=3)
     assert r.shape == (49 + 1, 49) and r.dtype == np.int64
