@@ -18,7 +18,7 @@ from pathlib import Path
 from mrlib.checks import (FINITE, check_values, int_at_least, is_int, is_real, rule,
                           validate_fields)
 from mrlib.features import FeatureConfig
-from mrlib.mining import ALL_STRATEGIES, canonical_strategy, is_online
+from mrlib.mining import STRATEGIES, canonical_strategy, is_online
 from mrlib.models import POOLINGS
 from mrlib.paper_scale import PAPER_SCALE
 from mrlib.paths import runs_dir
@@ -197,7 +197,8 @@ class TrainConfig:
         system = SYSTEMS[self.system]
         for broken, message in _SYSTEM_RULES:
             if broken(self, system):
-                raise ValueError(message.format(c=self, s=system))
+                offline = ", ".join(repr(k) for k, st in STRATEGIES.items() if not st.online)
+                raise ValueError(message.format(c=self, s=system, offline=offline))
         try:
             json.dumps(self.to_dict())
         except TypeError as err:
@@ -328,7 +329,8 @@ def _mining(name: str, value):
     try:
         return canonical_strategy(value)
     except ValueError:
-        raise ValueError(f"{name} must be one of {ALL_STRATEGIES}, got {value!r}") from None
+        # the registry as it is now: a strategy registered after import is accepted, so named
+        raise ValueError(f"{name} must be one of {tuple(STRATEGIES)}, got {value!r}") from None
 
 
 def _features(name: str, value: dict) -> dict:
@@ -404,8 +406,7 @@ _SYSTEM_RULES: tuple = (
      "TrainConfig.alpha_lr is the learned AutoPool's; leave it None for system {c.system!r} with "
      "pooling {c.pooling!r}"),
     (lambda c, s: s.mining == "offline" and is_online(c.mining),
-     "{c.system} trains on offline-mined triplets; choose mining from 'neighbors', 'uniform', "
-     "'distance'"),
+     "{c.system} trains on offline-mined triplets; choose mining from {offline}"),
     (lambda c, s: c.monitor not in s.monitors,
      "monitor={c.monitor!r} is not a metric of system {c.system!r}: choose one of {s.monitors}"),
 )
