@@ -72,7 +72,7 @@ def build(name: str, **kwargs: Any) -> Path:
     Notebook: 00_overview.ipynb
     """
     if name not in BUILDERS:
-        raise ValueError(f"cannot build {name!r}: buildable catalogs are 'synthetic' and 'music21'")
+        raise ValueError(f"cannot build {name!r}: buildable catalogs are {tuple(BUILDERS)}")
     return BUILDERS[name](**kwargs)
 
 
@@ -89,6 +89,8 @@ def load(name_or_path: str | Path = "synthetic", **kwargs: Any) -> Catalog:
           (``duration_s`` is accepted for its ``clip_s``);
         * ``"mtat"`` — ``mrlib.mtat.load_catalog(**kwargs)`` (e.g. ``folder=...``);
         * ``"folder"`` — :func:`from_folder` ``(**kwargs)`` (``audio_dir=..., tags_csv=...``);
+        * any other name in :data:`LOADERS` (its loader), or in :data:`BUILDERS` only (its
+          folder, built if needed, then read);
         * a folder with ``tracks.csv`` (absolute, relative, or a name under ``data_dir()``),
           read by :func:`read` (keyword ``allow_outside`` only).
     **kwargs
@@ -102,6 +104,8 @@ def load(name_or_path: str | Path = "synthetic", **kwargs: Any) -> Catalog:
     """
     if isinstance(name_or_path, str) and name_or_path in LOADERS:
         return LOADERS[name_or_path](**kwargs)
+    if isinstance(name_or_path, str) and name_or_path in BUILDERS:   # a builder without a loader
+        return read(build(name_or_path, **kwargs))
     if not isinstance(name_or_path, (str, Path)):
         raise TypeError(f"name_or_path must be a str or a Path, got {type(name_or_path).__name__}")
     allow_outside = kwargs.pop("allow_outside", None)
@@ -111,9 +115,9 @@ def load(name_or_path: str | Path = "synthetic", **kwargs: Any) -> Catalog:
     for cand in (Path(name_or_path).expanduser(), data_dir() / str(name_or_path)):
         if (cand / "tracks.csv").is_file():
             return read(cand, allow_outside=allow_outside)
-    raise FileNotFoundError(f"no catalog {str(name_or_path)!r}: not a source name ('synthetic', 'music21', "
-                            f"'mtat', 'folder') and no tracks.csv in {Path(name_or_path)} or "
-                            f"{data_dir() / str(name_or_path)}")
+    sources = tuple(dict.fromkeys([*LOADERS, *BUILDERS]))
+    raise FileNotFoundError(f"no catalog {str(name_or_path)!r}: not a source name {sources} and no "
+                            f"tracks.csv in {Path(name_or_path)} or {data_dir() / str(name_or_path)}")
 
 
 def lesson_catalog(name_or_path: str | Path, *, n_tracks: int, seed: int,

@@ -269,6 +269,19 @@ def test_lesson_catalog_sizes_generated_catalogs_and_reads_others_as_they_are(bu
     assert len(C.lesson_catalog("mtat", n_tracks=999, seed=7)) == 12 and seen["mtat"] == {}
 
 
+def test_a_builder_entered_in_builders_alone_is_loaded_and_named(built, monkeypatch):
+    # CONTRIBUTING: a new catalog is a builder and/or a loader; a builder alone must reach load(),
+    # lesson_catalog() (the notebooks) and the errors' lists of sources
+    received = {}
+    monkeypatch.setitem(C.BUILDERS, "toy", lambda **kw: (received.update(kw), built)[1])
+    assert len(C.load("toy", n_tracks=12)) == 12 and received == {"n_tracks": 12}
+    assert len(C.lesson_catalog("toy", n_tracks=12, seed=3)) == 12 and received == {"n_tracks": 12, "seed": 3}
+    with pytest.raises(ValueError, match=r"cannot build 'nope': buildable catalogs are \(.*'toy'\)"):
+        C.build("nope")
+    with pytest.raises(FileNotFoundError, match=r"not a source name \(.*'folder', 'toy'\)"):
+        C.load("nope")
+
+
 def test_load_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no catalog 'nope'"):
         C.load("nope")
