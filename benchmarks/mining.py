@@ -41,6 +41,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -251,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.n < 2 or args.n_pos < 1 or args.n_neg < 1 or args.ref_anchors < 1 or args.repeats < 1:
         ap.error("--n must be >= 2; --n-pos, --n-neg, --ref-anchors and --repeats >= 1")
+    if args.n_jobs < 1 and args.n_jobs != -1:      # the child processes would fail one by one
+        ap.error(f"--n-jobs must be >= 1, or -1 for every core; got {args.n_jobs}")
+    if args.json and Path(args.json).is_dir():     # found out before the minutes of mining
+        ap.error(f"--json {args.json} is a folder; name the file to write")
 
     from mrlib import mining
 

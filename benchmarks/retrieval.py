@@ -150,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{name} must be >= 1")
     if args.k > args.n:
         parser.error(f"--k={args.k} exceeds --n={args.n}")
+    if args.json is not None and args.json.is_dir():     # found out before the searches
+        parser.error(f"--json {args.json} is a folder; name the file to write")
 
     r = run(n=args.n, dim=args.dim, n_queries=args.queries, k=args.k, kind=args.kind, nlist=args.nlist,
             nprobe=args.nprobe, M=args.M, ef_construction=args.ef_construction, ef_search=args.ef_search,

@@ -62,7 +62,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n=== {each} ===", flush=True)
             status |= run(each, [])
         return status
-    return run(name, rest)
+    try:
+        return run(name, rest)
+    except ValueError as err:   # a value the benchmark's own parser let through, refused by mrlib
+        print(f"python -m mrlib.bench {name}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

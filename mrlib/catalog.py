@@ -27,7 +27,7 @@ from mrlib.catalog_format import (AUDIO_EXTENSIONS, FORMAT_VERSION, SPLITS, TRAC
                                   _read_json, artist_disjoint_split, duplicate_audio, format_skipped,
                                   read, read_table)
 from mrlib.folder_catalog import from_folder
-from mrlib.paths import LockedError, data_dir
+from mrlib.paths import LockedError, data_dir, path_argument
 from mrlib.synth_catalog import build_synthetic, synthetic_artist_ids, synthetic_root  # noqa: F401
 
 __all__ = [
@@ -171,7 +171,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--sr", type=int, default=22050)
         p.add_argument("--format", default=None, choices=["flac", "wav"],
                        help="synthetic: audio files (default: flac)")
-        p.add_argument("--root", default=None, help="output folder (default: under the data root)")
+        p.add_argument("--root", default=None, type=path_argument,
+                       help="output folder (default: under the data root)")
         p.add_argument("--events", action="store_true",
                        help="synthetic: the variant with temporally sparse tags (bells, guitar_solo, riser, choir)")
     b.add_argument("--jobs", type=int, default=2)

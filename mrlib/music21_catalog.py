@@ -482,7 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     b = sub.add_parser("build", help="draw, render and tag works into a catalog folder")
     typed = (("--n-tracks", int, 200, "works drawn"),
              ("--seed", int, 0, "seed of the draw, tempi and instruments"),
-             ("--root", str, None, "output folder (default: music21_root of these settings)"),
+             ("--root", paths.path_argument, None, "output folder (default: music21_root of these settings)"),
              ("--clip-s", float, 30.0, "seconds per track"), ("--sr", int, 22050, "sample rate, Hz"),
              ("--n-jobs", int, 2, "worker processes"))
     for flag, kind, default, what in typed:

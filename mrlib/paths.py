@@ -8,6 +8,7 @@ Folders that a process writes (a run folder, a catalog folder, a suite's output)
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import socket
@@ -19,8 +20,8 @@ from typing import Iterator
 
 from filelock import FileLock, Timeout
 
-__all__ = ["repo_root", "data_dir", "runs_dir", "make_folder", "FolderLock", "LockedError",
-           "describe_holder", "atomic_path", "write_json_atomic", "read_json_or_empty",
+__all__ = ["repo_root", "data_dir", "runs_dir", "path_argument", "make_folder", "FolderLock",
+           "LockedError", "describe_holder", "atomic_path", "write_json_atomic", "read_json_or_empty",
            "move_aside", "package_versions"]
 
 
@@ -30,6 +31,19 @@ def repo_root() -> Path:
     Notebook: 00_overview.ipynb
     """
     return Path(__file__).resolve().parent.parent
+
+
+def path_argument(text: str) -> str:
+    """The ``type`` of a command line's path option: the text, or a usage error when it is empty.
+
+    An empty path (often an unset shell variable, ``--root "$DIR"``) would be the current
+    folder, so a build, run or suite would write there instead of being refused.
+
+    Notebook: 00_overview.ipynb
+    """
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a path, got {text!r}")
+    return text
 
 
 def make_folder(path: str | os.PathLike, what: str = "folder") -> Path:

@@ -29,7 +29,8 @@ from jupyter_client.channels import AsyncZMQSocketChannel
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import Type
 
-from mrlib.paths import FolderLock, LockedError, package_versions, repo_root, runs_dir, write_json_atomic
+from mrlib.paths import (FolderLock, LockedError, package_versions, path_argument, repo_root, runs_dir,
+                         write_json_atomic)
 from mrlib.paper_scale import PAPER_SCALE
 
 __all__ = ["record", "run_suite", "run_notebook", "check_parameters", "run_folder_name",
@@ -130,6 +131,10 @@ def list_notebooks(only: list[str] | None = None, folder: Path | None = None) ->
     found = sorted(folder.glob("[0-9][0-9]*.ipynb"))
     if not only:
         return found
+    blank = [o for o in only if not str(o).strip()]
+    if blank:   # every name starts with "": an empty --only would run the whole suite
+        raise ValueError(f"--only {blank}: an empty name matches every notebook; give notebook "
+                         "numbers or names, or leave --only out to run them all")
     chosen = [p for p in found if any(p.stem.startswith(o) or p.name == o for o in only)]
     missing = [o for o in only if not any(p.stem.startswith(o) or p.name == o for p in found)]
     if missing:
@@ -574,7 +579,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                      help="override a parameter in every notebook that declares it")
     run.add_argument("--only", nargs="+", metavar="NN", help="notebook numbers or names")
-    run.add_argument("--out", type=Path, help="output folder (default runs/<profile>, plus the -p settings)")
+    run.add_argument("--out", type=path_argument,
+                     help="output folder (default runs/<profile>, plus the -p settings)")
     run.add_argument("--inplace", action="store_true",
                      help="refresh the committed notebooks' outputs (quick profile only)")
     run.add_argument("--timeout", type=int, default=None,

@@ -14,6 +14,7 @@ import sys
 from typing import Sequence
 
 from mrlib.models import POOLINGS
+from mrlib.paths import path_argument
 from mrlib.train_config import TrainConfig, paper_config
 
 __all__ = ["config_from_args"]
@@ -66,11 +67,13 @@ def _parser() -> argparse.ArgumentParser:
             kw["type"] = _json_object
         elif f.name == "pooling":
             kw["choices"] = POOLINGS
-        elif f.name not in ("out_dir", "run_name"):
+        elif f.name == "out_dir":
+            kw["type"] = path_argument
+        elif f.name != "run_name":
             kw["type"] = float if value is None else type(value)
         flags = ("--out", "--out-dir") if f.name == "out_dir" else ("--" + f.name.replace("_", "-"),)
         p.add_argument(*flags, **kw)
-    p.add_argument("--config", dest="config_file", default=None,
+    p.add_argument("--config", dest="config_file", default=None, type=path_argument,
                    help="start from a saved config.json; the run goes to a new folder (named "
                         "from its fields) unless --out is given or --resume continues that run")
     p.add_argument("--paper", action="store_true",
@@ -83,6 +86,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-after-epoch", type=int, default=None,
                    help="simulate a crash right after this epoch's checkpoint (exit status 3)")
     return p
+
+
+def _saved_config(parser: argparse.ArgumentParser, path: str) -> dict:
+    """The fields of ``--config``'s file; one that cannot be read is a usage error naming it."""
+    try:
+        return TrainConfig.from_json(path).to_dict()
+    except json.JSONDecodeError as err:
+        parser.error(f"--config {path}: not a saved config.json (not JSON: {err})")
+    except (TypeError, ValueError, OSError) as err:     # OSError: a folder, a missing file
+        parser.error(f"--config {path}: {err}")
 
 
 def config_from_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:
@@ -98,7 +111,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, ar
         parser.error("--config and --paper each give the config to start from; choose one")
     try:
         if args.config_file:
-            base = TrainConfig.from_json(args.config_file).to_dict()
+            base = _saved_config(parser, args.config_file)
             if not args.resume:
                 # a replay (often with a changed field) is a new run: it must not land in,
                 # and replace, the saved run's folder unless --out says so
@@ -109,6 +122,6 @@ def config_from_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, ar
             base = TrainConfig().to_dict()
         base.update(given)
         config = TrainConfig.from_dict(base)
-    except (TypeError, ValueError, OSError) as err:     # OSError: a --config that is a folder
+    except (TypeError, ValueError) as err:
         parser.error(str(err))
     return config, args

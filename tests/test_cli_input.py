@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from mrlib import bench, book, catalog, experiments, paths, results, suite, train_args
+from mrlib import (bench, book, catalog, experiments, music21_catalog, paths, results, suite,
+                   train_args)
 from mrlib.paths import FolderLock, data_dir, runs_dir
 
 
@@ -64,6 +65,55 @@ def test_experiments_store_below_a_file_is_a_usage_error(a_file, capsys, monkeyp
                           "--store", str(a_file / "table2.json")])
     assert exit_.value.code == 2
     assert "is a file, not a folder" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# an empty path or name (an unset shell variable): the current folder, or every notebook
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("main, argv", [
+    (catalog.main, ["build", "synthetic", "--root", "", "--n-tracks", "2", "--duration", "1",
+                    "--no-progress"]),
+    (catalog.main, ["info", "synthetic", "--root", ""]),
+    (music21_catalog.main, ["build", "--root", "", "--n-tracks", "2", "--no-progress"]),
+    (suite.main, ["run", "--only", "00", "--out", ""]),
+    (train_args.config_from_args, ["--out", ""]),
+    (train_args.config_from_args, ["--config", ""]),     # was dropped: a default run trained
+])
+def test_an_empty_path_is_a_usage_error(tmp_path, monkeypatch, capsys, main, argv):
+    # catalog build --root "" wrote the catalog into the current folder
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(suite, "_run_suite_locked", lambda *a, **k: pytest.fail("ran the suite"))
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert "expected a path, got ''" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("only", ["", " "])
+def test_suite_only_with_an_empty_name_is_refused(tmp_path, monkeypatch, capsys, only):
+    # every notebook's name starts with "": --only "" ran the whole suite
+    monkeypatch.setattr(suite, "_run_suite_locked", lambda *a, **k: pytest.fail("ran the suite"))
+    assert suite.main(["run", "--only", "01", only, "--out", str(tmp_path / "run")]) == 2
+    assert "an empty name matches every notebook" in capsys.readouterr().err
+
+
+def test_train_config_that_is_not_json_names_the_file(a_file, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        train_args.config_from_args(["--config", str(a_file)])
+    assert exit_.value.code == 2
+    assert f"--config {a_file}: not a saved config.json (not JSON" in capsys.readouterr().err
+
+
+def test_train_catalog_kwargs_the_loader_lacks_is_one_line(capsys):
+    from mrlib import train
+
+    # was a TypeError traceback from build_synthetic
+    assert train.main(["--catalog-kwargs", '{"bogus": 1}', "--n-tracks", "4", "--epochs", "0",
+                       "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "TrainConfig.catalog_kwargs {'bogus': 1} do not fit catalog 'synthetic'" in err
+    assert "Traceback" not in err
 
 
 # --------------------------------------------------------------------------------------------
@@ -185,6 +235,28 @@ def test_bench_all_refuses_arguments_it_would_drop(monkeypatch, capsys):
     monkeypatch.setattr(bench, "run", must_not_run)
     assert bench.main(["all", "--n-tracks", "4"]) == 2
     assert "takes no arguments" in capsys.readouterr().err
+
+
+def test_bench_reports_a_value_mrlib_refuses_in_one_line(capsys):
+    # the synth benchmark passes --sr to mrlib.synth unchecked: a ValueError traceback
+    assert bench.main(["synth", "--sr", "0", "--n-tracks", "1", "--duration", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "python -m mrlib.bench synth: error: sr must be >= 8000, got 0"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["mining", "--n-jobs", "0"], "--n-jobs must be >= 1, or -1 for every core; got 0"),
+    (["mining", "--json", "{folder}"], "is a folder; name the file to write"),
+    (["retrieval", "--json", "{folder}"], "is a folder; name the file to write"),
+])
+def test_bench_refuses_before_the_measurements(tmp_path, capsys, argv, message):
+    # these failed after the measurements (a child's or the JSON writer's traceback)
+    argv = [a.replace("{folder}", str(tmp_path)) for a in argv]
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(argv)
+    assert exit_.value.code == 2
+    out = capsys.readouterr()
+    assert message in out.err and not out.out
 
 
 def test_makefile_book_reads_the_runs_folder_the_suite_wrote(tmp_path):
