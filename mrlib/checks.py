@@ -123,7 +123,7 @@ def as_vector(name: str, x: Any) -> np.ndarray:
     try:
         x = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError) as error:   # strings, None, ragged lists
-        raise TypeError(f"{name} must be numeric (one value per query/triplet): {error}") from None
+        raise TypeError(f"{name} must be a 1-D sequence of numbers (one per query/triplet): {error}") from None
     if x.ndim != 1:
         raise ValueError(f"{name} must be 1-D (one value per query/triplet), got shape {x.shape}")
     if not np.isfinite(x).all():

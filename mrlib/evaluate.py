@@ -390,7 +390,7 @@ def random_ranking(n: int, k: int | None = None, *, seed: int = 0) -> np.ndarray
     rng = np.random.default_rng(check_int("seed", seed, 0))
     # the argsort of i.i.d. uniforms is a uniform random permutation; the query's own key is
     # set to +inf so that it sorts last and is cut off. The keys are drawn in row blocks (the same
-    # stream as one (n, n) draw) so that memory stays bounded whatever n is.
+    # stream as one (n, n) draw) so that the keys' memory stays bounded whatever n is.
     out = np.empty((n, k), dtype=np.int64)
     rows = max(1, _RANDOM_BLOCK_KEYS // n)
     for start in range(0, n, rows):

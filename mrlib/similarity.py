@@ -573,7 +573,9 @@ def rank_profile(S, ranks: Sequence[int] = (1, 5, 15, 50), threshold: float = 0.
 
     Notebook: 02_similarity.ipynb
     """
-    curve = mean_similarity_by_rank(S, exclude_self=exclude_self)
+    S = _check_matrix(S, exclude_self)
+    length = S.shape[1] - 1 if exclude_self else S.shape[1]
+    # the arguments are checked before the sort of every row that the curve costs
     try:
         ranks = list(ranks)
     except TypeError:
@@ -581,10 +583,13 @@ def rank_profile(S, ranks: Sequence[int] = (1, 5, 15, 50), threshold: float = 0.
     for r in ranks:
         if not is_int(r):
             raise TypeError(f"ranks must hold int ranks (1-based), got {r!r}")
-        if not 1 <= r <= len(curve):
-            raise ValueError(f"rank {r} is outside the lists (1 … {len(curve)})")
-    if not is_real(threshold) or not math.isfinite(threshold):
+        if not 1 <= r <= length:
+            raise ValueError(f"rank {r} is outside the lists (1 … {length})")
+    if not is_real(threshold):
+        raise TypeError(f"threshold must be a number, got {threshold!r}")
+    if not math.isfinite(threshold):
         raise ValueError(f"threshold must be a finite number, got {threshold!r}")
+    curve = mean_similarity_by_rank(S, exclude_self=exclude_self)
     S = np.asarray(S)
     n_entries = S.size - (S.shape[0] if exclude_self else 0)
     below = int((S < threshold).sum())

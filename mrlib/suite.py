@@ -133,7 +133,7 @@ def list_notebooks(only: list[str] | None = None, folder: Path | None = None) ->
         return found
     blank = [o for o in only if not str(o).strip()]
     if blank:   # every name starts with "": an empty --only would run the whole suite
-        raise ValueError(f"--only {blank}: an empty name matches every notebook; give notebook "
+        raise ValueError(f"an empty notebook name {blank} matches every notebook; give notebook "
                          "numbers or names, or leave --only out to run them all")
     chosen = [p for p in found if any(p.stem.startswith(o) or p.name == o for o in only)]
     missing = [o for o in only if not any(p.stem.startswith(o) or p.name == o for p in found)]

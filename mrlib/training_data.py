@@ -126,9 +126,11 @@ def prepare_data(config, progress: bool = True, preload_limit_gb: float = 8.0) -
         kwargs.setdefault("progress", progress)
     try:
         cat = catalog_mod.load(config.catalog, **kwargs)
-    except TypeError as err:    # a key of catalog_kwargs that the catalog's loader does not take
+    except TypeError as err:
+        if "keyword" not in str(err):   # a fault of the loader itself, not of the user's keys
+            raise
         raise ValueError(f"TrainConfig.catalog_kwargs {config.catalog_kwargs!r} do not fit catalog "
-                         f"{config.catalog!r}: {err}") from None
+                         f"{config.catalog!r}: {err}") from err
     fcfg = FeatureConfig(**config.features)
     fs = extract(cat, fcfg, n_jobs=config.n_jobs, progress=progress)
     size_gb = float(np.sum(fs.n_frames)) * fcfg.n_bins * 2 / 1e9

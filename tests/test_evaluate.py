@@ -430,6 +430,8 @@ def test_paired_test():
 def test_format_ci():
     assert ev.format_ci(0.0598, 0.0040) == "5.98 ± 0.40"
     assert ev.format_ci(0.5, 0.01234, decimals=3, scale=1) == "0.500 ± 0.012"
+    # 0-d arrays (a reduced metric) format as the numbers they hold
+    assert ev.format_ci(np.array(0.0598), np.array(0.0040, dtype=np.float32)) == "5.98 ± 0.40"
 
 
 # --------------------------------------------------------------------------------------------
@@ -745,7 +747,7 @@ def test_empty_inputs_get_a_clear_error_not_a_nan_or_a_blamed_k():
         ev.recall_at_k(np.zeros((0, 3), int), np.zeros((0, 3), int))
     with pytest.raises(ValueError, match="exact_idx has no columns"):   # NaN (0 / 0)
         ev.recall_at_k(np.zeros((2, 0), int), np.zeros((2, 0), int))
-    with pytest.raises(TypeError, match="x must be numeric"):     # "could not convert string to float"
+    with pytest.raises(TypeError, match="x must be a 1-D sequence of numbers"):     # "could not convert string to float"
         ev.mean_ci(["a", "b"])
     with pytest.raises(TypeError, match="mean must be a number"):  # "can't multiply sequence"
         ev.format_ci("0.5", 0.01)

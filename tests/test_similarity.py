@@ -334,16 +334,25 @@ def test_fig1_shape_on_a_structured_catalog(S):
     assert np.mean(genre[R] == genre[:, None]) > 0.9
 
 
-def test_rank_profile_and_empty_S_are_refused_at_the_door():
+def test_rank_profile_and_empty_S_are_refused_at_the_door(monkeypatch):
     S = sim.oracle(np.random.default_rng(0).random((6, 4)))
     # a float rank was truncated, a NaN threshold gave share_below 0.0, a str one a numpy error
     with pytest.raises(TypeError, match="ranks must hold int"):
         sim.rank_profile(S, ranks=(1.5,))
     with pytest.raises(TypeError, match="ranks must be a sequence"):
         sim.rank_profile(S, ranks=3)
-    for bad in (float("nan"), "0.5"):
-        with pytest.raises(ValueError, match="threshold must be a finite number"):
-            sim.rank_profile(S, ranks=(1,), threshold=bad)
+    with pytest.raises(ValueError, match="threshold must be a finite number"):
+        sim.rank_profile(S, ranks=(1,), threshold=float("nan"))
+    with pytest.raises(TypeError, match="threshold must be a number"):
+        sim.rank_profile(S, ranks=(1,), threshold="0.5")
+    # refused before the curve's sort of every row (its cost on the paper's matrix: seconds)
+    calls = []
+    real_curve = sim.mean_similarity_by_rank
+    monkeypatch.setattr(sim, "mean_similarity_by_rank", lambda *a, **k: calls.append(1) or real_curve(*a, **k))
+    with pytest.raises(ValueError, match="outside the lists"):
+        sim.rank_profile(S, ranks=(1, 6))
+    assert calls == []
+    assert sim.rank_profile(S, ranks=(1, 5))["list_length"] == 5 and calls == [1]
     assert sim.rank_profile(S, ranks=np.array([1, 3]))["mean_at_rank"].keys() == {1, 3}
     # an empty S made numpy fail with "negative dimensions are not allowed"
     for f in (sim.ranked_lists, sim.mean_similarity_by_rank):
