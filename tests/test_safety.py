@@ -7,7 +7,9 @@ probes use files written here.
 """
 from __future__ import annotations
 
+import builtins
 import hashlib
+import io
 import json
 import os
 import signal
@@ -359,6 +361,43 @@ def test_kill_9_leaves_a_stale_lock_and_the_resumed_run_ends_bit_for_bit(tmp_pat
                                env=cli_env, capture_output=True, text=True, timeout=300)
     assert reference.returncode == 0, reference.stderr[-2000:]
     assert_resumed_exactly(T.load_run(tmp_path / "whole"), T.load_run(folder))
+
+
+def _cut_off_writes_to(monkeypatch, prefix: str, folder: Path | None = None) -> None:
+    """Every file whose name starts with ``prefix`` (in ``folder``, or anywhere) gets half of
+    its first write, then Ctrl-C: what a kill in the middle of that write leaves."""
+    real = io.open
+
+    def opener(file, mode="r", *args, **kwargs):
+        fh = real(file, mode, *args, **kwargs)
+        path = Path(os.fsdecode(file)) if isinstance(file, (str, bytes, os.PathLike)) else Path()
+        if "w" in str(mode) and path.name.startswith(prefix) and \
+                (folder is None or path.parent == folder):
+            write = fh.write
+
+            def half(data):
+                write(data[: len(data) // 2])
+                fh.flush()
+                raise KeyboardInterrupt
+            fh.write = half
+        return fh
+
+    monkeypatch.setattr(io, "open", opener)          # pathlib's write_text
+    monkeypatch.setattr(builtins, "open", opener)
+
+
+@pytest.mark.parametrize("name", ["config.json", "summary.json"])
+def test_a_run_cut_off_while_writing_its_json_files_is_finished_by_resume(tmp_path, data,
+                                                                           monkeypatch, name):
+    folder = tmp_path / "R"
+    with monkeypatch.context() as m:
+        _cut_off_writes_to(m, name)
+        with pytest.raises(KeyboardInterrupt):
+            T.train(cfg(folder), data=data, progress=False)
+    # no half file that the next call would take for the run's own: --resume finishes it
+    run = T.train(cfg(folder), data=data, progress=False, resume=True)
+    assert run.summary["epochs_run"] == 1 and T.load_run(folder).summary == run.summary
+    assert not list(folder.glob("*.part"))
 
 
 # ------------------------------------------------------------------------------------------
