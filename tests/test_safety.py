@@ -688,6 +688,21 @@ def test_a_hanging_cell_times_out_and_a_failed_notebook_stays_out_of_the_book(nb
     assert suite.DEFAULT_CELL_TIMEOUT_S["smoke"] > 0 and suite.DEFAULT_CELL_TIMEOUT_S["quick"] > 0
 
 
+def test_in_place_refresh_cut_off_leaves_the_committed_notebook_whole(nbs, tmp_path, monkeypatch):
+    def ran(path, out_path, parameters, timeout_s=None):     # papermill's executed copy
+        nb = nbformat.read(path, as_version=4)
+        nb.cells[1].outputs = [nbformat.v4.new_output("stream", text="x" * 10000)]
+        nbformat.write(nb, out_path)
+        return {"status": "ok", "parameters": parameters, "wall_s": 1.0, "metrics": {}}
+
+    monkeypatch.setattr(suite, "run_notebook", ran)
+    before = (nbs / "01_b.ipynb").read_bytes()
+    _cut_off_writes_to(monkeypatch, "01_b.ipynb", folder=nbs)
+    with pytest.raises(KeyboardInterrupt):
+        suite.run_suite("quick", out_dir=tmp_path / "out", notebooks=nbs, only=["01"], inplace=True)
+    assert (nbs / "01_b.ipynb").read_bytes() == before and not list(nbs.glob("*.part"))
+
+
 def test_a_truncated_index_is_kept_aside_not_a_crash(nbs, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
