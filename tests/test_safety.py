@@ -726,6 +726,37 @@ def test_the_book_needs_an_index_for_a_run_folder(tmp_path):
         book.stage_book(tmp_path, tmp_path / "stage")
 
 
+def dead_pid() -> int:
+    """The pid of a process that has exited."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_rebuild_removes_the_temporaries_of_killed_workers(tmp_path):
+    from mrlib.paths import write_json_atomic
+
+    root = C.build_synthetic(4, 0, 1.0, root=tmp_path / "cat", n_jobs=1, progress=False)
+    info = json.loads((root / "catalog.json").read_text())
+    write_json_atomic({**info, "complete": False}, root / "catalog.json")   # killed mid-build
+    (root / "audio" / "syn00001.flac").unlink()
+    # what a worker killed in its write leaves (reaped, or a zombie not yet reaped: a
+    # container's init may never reap it), and a file an orphaned worker is still writing
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    stat = Path(f"/proc/{zombie.pid}/stat")
+    while stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        time.sleep(0.01)
+    dead = [root / "audio" / f"syn00001.flac.{pid}.part" for pid in (dead_pid(), zombie.pid)]
+    live = root / "audio" / f"syn00002.flac.{os.getppid()}.part"
+    for f in (*dead, live):
+        f.write_bytes(b"half a file")
+    C.build_synthetic(4, 0, 1.0, root=root, n_jobs=1, progress=False)
+    zombie.wait()
+    assert not any(f.exists() for f in dead) and live.exists()
+    assert sorted(p.name for p in (root / "audio").glob("*.flac")) == \
+        [f"syn0000{i}.flac" for i in range(4)]
+
+
 def test_a_worker_whose_build_died_writes_nothing(tmp_path):
     from mrlib import synth
     from mrlib.synth_catalog import _render_to_file
