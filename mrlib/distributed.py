@@ -120,15 +120,20 @@ class WriteAudit:
         if cls.folder is None:
             return
         if event == "open":
-            path, mode = args[0], args[1]
+            mode = args[1]
             writing = isinstance(mode, str) and any(c in mode for c in "wax+")
             if isinstance(args[2], int):
                 writing = writing or bool(args[2] & (os.O_WRONLY | os.O_RDWR | os.O_CREAT))
-        elif event in ("os.rename", "os.replace", "os.remove", "os.unlink"):
-            path, writing = args[0], True
-        else:
-            return
-        if writing and isinstance(path, (str, bytes, os.PathLike)):
+            if writing:
+                cls._note(args[0])
+        elif event in ("os.rename", "os.remove", "os.unlink"):
+            cls._note(args[0])
+            if event == "os.rename":   # os.replace's event too: an atomic write's real name
+                cls._note(args[1])
+
+    @classmethod
+    def _note(cls, path) -> None:
+        if isinstance(path, (str, bytes, os.PathLike)):
             full = os.path.abspath(os.fsdecode(path))
             if full.startswith(cls.folder):
                 cls.seen.append(os.path.relpath(full, cls.folder))

@@ -323,6 +323,8 @@ def _build_locked(root: Path, config: dict, key: str, n_jobs: int, progress: boo
     """The build proper, in a locked folder that is empty or holds this build's own files."""
     (root / "audio").mkdir(parents=True, exist_ok=True)
     (root / "cache" / "works").mkdir(parents=True, exist_ok=True)
+    for folder in (root / "audio", root / "cache" / "works"):
+        paths.remove_dead_temporaries(folder)      # left by workers killed mid-write
     wall0 = time.perf_counter()
     works = _inventory_cached()
     queues = draw_order(works, config["seed"])

@@ -22,7 +22,7 @@ from filelock import FileLock, Timeout
 
 __all__ = ["repo_root", "data_dir", "runs_dir", "path_argument", "make_folder", "FolderLock",
            "LockedError", "describe_holder", "atomic_path", "write_json_atomic", "read_json_or_empty",
-           "move_aside", "package_versions"]
+           "move_aside", "remove_dead_temporaries", "package_versions"]
 
 
 def repo_root() -> Path:
@@ -266,6 +266,48 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_dead_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries of :func:`atomic_path` in ``folder`` whose writer has died.
+
+    A worker killed while it writes (``kill -9``, or a pool torn down by Ctrl-C) leaves its
+    ``<name>.<pid>.part``; no later run renames it, so it would stay in the folder for good.
+    One whose pid is still a process here is kept: an orphaned worker may be finishing it.
+    Call it only while holding the folder's :class:`FolderLock`, which admits no writer from
+    another host (whose pid means nothing here).
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files deleted.
+
+    Notebook: 00_overview.ipynb
+    """
+    gone = []
+    for tmp in Path(folder).glob("*.part"):
+        pid = tmp.name.rsplit(".", 2)[-2] if tmp.name.count(".") >= 2 else ""
+        if pid.isdigit() and _running(int(pid)):
+            continue
+        tmp.unlink(missing_ok=True)
+        gone.append(tmp)
+    return gone
+
+
+def _running(pid: int) -> bool:
+    """Is ``pid`` a live process on this host (signal 0 checks without sending anything)?"""
+    if pid <= 0:                               # 0 and -1 would name process groups
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:                    # another user's process
+        return True
+    try:   # a killed worker stays a zombie until reaped, for good under some container inits
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):              # no /proc (macOS): signal 0 found it
+        return True
 
 
 def write_json_atomic(obj, path: str | os.PathLike, **dumps_kwargs) -> Path:

@@ -29,8 +29,8 @@ from jupyter_client.channels import AsyncZMQSocketChannel
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import Type
 
-from mrlib.paths import (FolderLock, LockedError, package_versions, path_argument, repo_root, runs_dir,
-                         write_json_atomic)
+from mrlib.paths import (FolderLock, LockedError, atomic_path, package_versions, path_argument, repo_root,
+                         runs_dir, write_json_atomic)
 from mrlib.paper_scale import PAPER_SCALE
 
 __all__ = ["record", "run_suite", "run_notebook", "check_parameters", "run_folder_name",
@@ -558,9 +558,10 @@ def _run_suite_locked(profile: str, overrides: dict, wanted: dict, notebooks: li
             raise
         write_json_atomic(index, index_path)
         print(f"[suite] {path.name} ok in {entry['wall_s']:.1f} s", flush=True)
-        if inplace:
-            shutil.copyfile(out_path, path)
-            _keep_run_metadata(path, entry["wall_s"], profile)
+        if inplace:   # atomically: a Ctrl-C here must not leave half a committed notebook
+            with atomic_path(path) as tmp:
+                shutil.copyfile(out_path, tmp)
+                _keep_run_metadata(tmp, entry["wall_s"], profile)
     index["wall_s"] = round(time.perf_counter() - t_suite, 2)
     write_json_atomic(index, index_path)
     print(f"[suite] results index: {index_path}")

@@ -21,7 +21,7 @@ from mrlib import synth
 from mrlib.catalog_format import (FORMAT_VERSION, Catalog, _read_json, _versions, _write_csv,
                                   _write_json, artist_disjoint_split, default_root)
 from mrlib.checks import is_int
-from mrlib.paths import FolderLock, atomic_path, move_aside
+from mrlib.paths import FolderLock, atomic_path, move_aside, remove_dead_temporaries
 
 __all__ = ["synthetic_root", "build_synthetic", "synthetic_artist_ids"]
 
@@ -209,11 +209,7 @@ def _write_tables(root: Path, config: dict) -> tuple[list, pd.DataFrame]:
 def _render_missing(root: Path, attrs: list, tracks: pd.DataFrame, config: dict, *, n_jobs,
                     progress) -> None:
     """Render every track whose audio file is missing (in ``n_jobs`` processes)."""
-    now = time.time()
-    for stale in (root / "audio").glob("*.part"):
-        # left by an interrupted write; a fresh one may belong to a concurrent build
-        if now - stale.stat().st_mtime > 600:
-            stale.unlink(missing_ok=True)
+    remove_dead_temporaries(root / "audio")     # left by workers killed mid-write
     n_tracks = len(tracks)
     todo = [i for i in range(n_tracks) if not (root / tracks["path"].iat[i]).is_file()]
     bar = tqdm(total=n_tracks, initial=n_tracks - len(todo), desc=f"synthesising {root.name}",

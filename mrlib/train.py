@@ -64,7 +64,7 @@ from mrlib.devices import (amp_dtype, cpu_kernels, memory_available, mps_availab
 from mrlib.distributed import RankZeroFailed, WriteAudit, init_distributed, param_checksum
 from mrlib.mining import mine
 from mrlib.layers import scale_channels
-from mrlib.paths import LockedError
+from mrlib.paths import LockedError, write_json_atomic
 from mrlib.runfolder import (CheckpointError, RunExistsError, RunFolder, RunResult, capture_rng,
                              check_resumable, load_checkpoint, load_run, restore_rng,
                              save_checkpoint)
@@ -507,7 +507,9 @@ class _TrainingRun:
             torch.save({"model_config": dict(self.model.config),
                         "state_dict": {k: v.cpu() for k, v in self.model.state_dict().items()}}, buf)
             (self.run_dir / "model.pt").write_bytes(buf.getvalue())
-            (self.run_dir / "summary.json").write_text(json.dumps(self._summary(E), indent=1))
+            # written last and atomically: its presence marks a finished run, so a kill in
+            # this write must leave no half file (resume then finishes from the checkpoint)
+            write_json_atomic(self._summary(E), self.run_dir / "summary.json")
         if cfg.verify_ddp:
             writes = self.dist.gather(WriteAudit.stop())
             if self.dist.is_main:

@@ -21,7 +21,7 @@ from mrlib.features import FeatureConfig
 from mrlib.mining import STRATEGIES, canonical_strategy, is_online
 from mrlib.models import POOLINGS
 from mrlib.paper_scale import PAPER_SCALE
-from mrlib.paths import runs_dir
+from mrlib.paths import atomic_path, runs_dir
 from mrlib.systems import SYSTEMS
 
 __all__ = ["DEFAULT_LR", "PAPER_LR", "PAPER_SCALE", "TrainConfig", "paper_config"]
@@ -267,8 +267,9 @@ class TrainConfig:
     def to_json(self, path: str | os.PathLike | None = None) -> str:
         """JSON text of the config; also written to ``path`` when given."""
         text = json.dumps(self.to_dict(), indent=1, sort_keys=True)
-        if path is not None:
-            Path(path).write_text(text + "\n")
+        if path is not None:   # atomically: a half config.json makes a run unrecognisable
+            with atomic_path(path) as tmp:
+                tmp.write_text(text + "\n")
         return text
 
     @classmethod

@@ -526,6 +526,26 @@ def test_interrupted_build_resumes(small_build, tmp_path, monkeypatch):
     assert {f: (root / f).read_bytes() for f in before} == before
 
 
+def test_a_resumed_build_removes_the_temporaries_of_killed_workers(small_build, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    root = tmp_path / "copy"
+    shutil.copytree(small_build, root)
+    (root / "catalog.json").unlink()                 # killed before the end
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()                                      # a pid that no process has any more
+    track = pd.read_csv(root / "tracks.csv")["track_id"][0]
+    left = [root / "audio" / f"{track}.flac.{proc.pid}.part",
+            root / "cache" / "works" / f"{track}.json.{proc.pid}.part"]
+    for f in left:
+        f.write_bytes(b"half a file")
+    R.build(n_tracks=N_SMALL, seed=0, root=root, clip_s=CLIP_SMALL, n_jobs=1, progress=False)
+    assert not any(f.exists() for f in left)
+    assert (root / "catalog.json").is_file()
+
+
 def test_failed_works_are_replaced_and_reported(inv, tmp_path, monkeypatch):
     order = R.draw_order(inv, 0)
     bad = {inv.iloc[order["essen_german"][0]]["work_id"], inv.iloc[order["oneills"][0]]["work_id"]}

@@ -7,7 +7,9 @@ probes use files written here.
 """
 from __future__ import annotations
 
+import builtins
 import hashlib
+import io
 import json
 import os
 import signal
@@ -361,6 +363,43 @@ def test_kill_9_leaves_a_stale_lock_and_the_resumed_run_ends_bit_for_bit(tmp_pat
     assert_resumed_exactly(T.load_run(tmp_path / "whole"), T.load_run(folder))
 
 
+def _cut_off_writes_to(monkeypatch, prefix: str, folder: Path | None = None) -> None:
+    """Every file whose name starts with ``prefix`` (in ``folder``, or anywhere) gets half of
+    its first write, then Ctrl-C: what a kill in the middle of that write leaves."""
+    real = io.open
+
+    def opener(file, mode="r", *args, **kwargs):
+        fh = real(file, mode, *args, **kwargs)
+        path = Path(os.fsdecode(file)) if isinstance(file, (str, bytes, os.PathLike)) else Path()
+        if "w" in str(mode) and path.name.startswith(prefix) and \
+                (folder is None or path.parent == folder):
+            write = fh.write
+
+            def half(data):
+                write(data[: len(data) // 2])
+                fh.flush()
+                raise KeyboardInterrupt
+            fh.write = half
+        return fh
+
+    monkeypatch.setattr(io, "open", opener)          # pathlib's write_text
+    monkeypatch.setattr(builtins, "open", opener)
+
+
+@pytest.mark.parametrize("name", ["config.json", "summary.json"])
+def test_a_run_cut_off_while_writing_its_json_files_is_finished_by_resume(tmp_path, data,
+                                                                           monkeypatch, name):
+    folder = tmp_path / "R"
+    with monkeypatch.context() as m:
+        _cut_off_writes_to(m, name)
+        with pytest.raises(KeyboardInterrupt):
+            T.train(cfg(folder), data=data, progress=False)
+    # no half file that the next call would take for the run's own: --resume finishes it
+    run = T.train(cfg(folder), data=data, progress=False, resume=True)
+    assert run.summary["epochs_run"] == 1 and T.load_run(folder).summary == run.summary
+    assert not list(folder.glob("*.part"))
+
+
 # ------------------------------------------------------------------------------------------
 # 11. confidence bounds stay inside [0, 1]
 # ------------------------------------------------------------------------------------------
@@ -649,6 +688,21 @@ def test_a_hanging_cell_times_out_and_a_failed_notebook_stays_out_of_the_book(nb
     assert suite.DEFAULT_CELL_TIMEOUT_S["smoke"] > 0 and suite.DEFAULT_CELL_TIMEOUT_S["quick"] > 0
 
 
+def test_in_place_refresh_cut_off_leaves_the_committed_notebook_whole(nbs, tmp_path, monkeypatch):
+    def ran(path, out_path, parameters, timeout_s=None):     # papermill's executed copy
+        nb = nbformat.read(path, as_version=4)
+        nb.cells[1].outputs = [nbformat.v4.new_output("stream", text="x" * 10000)]
+        nbformat.write(nb, out_path)
+        return {"status": "ok", "parameters": parameters, "wall_s": 1.0, "metrics": {}}
+
+    monkeypatch.setattr(suite, "run_notebook", ran)
+    before = (nbs / "01_b.ipynb").read_bytes()
+    _cut_off_writes_to(monkeypatch, "01_b.ipynb", folder=nbs)
+    with pytest.raises(KeyboardInterrupt):
+        suite.run_suite("quick", out_dir=tmp_path / "out", notebooks=nbs, only=["01"], inplace=True)
+    assert (nbs / "01_b.ipynb").read_bytes() == before and not list(nbs.glob("*.part"))
+
+
 def test_a_truncated_index_is_kept_aside_not_a_crash(nbs, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
@@ -670,6 +724,37 @@ def test_the_book_needs_an_index_for_a_run_folder(tmp_path):
     (tmp_path / "00_a.ipynb").write_text("{}")
     with pytest.raises(FileNotFoundError, match="no results.json"):
         book.stage_book(tmp_path, tmp_path / "stage")
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_rebuild_removes_the_temporaries_of_killed_workers(tmp_path):
+    from mrlib.paths import write_json_atomic
+
+    root = C.build_synthetic(4, 0, 1.0, root=tmp_path / "cat", n_jobs=1, progress=False)
+    info = json.loads((root / "catalog.json").read_text())
+    write_json_atomic({**info, "complete": False}, root / "catalog.json")   # killed mid-build
+    (root / "audio" / "syn00001.flac").unlink()
+    # what a worker killed in its write leaves (reaped, or a zombie not yet reaped: a
+    # container's init may never reap it), and a file an orphaned worker is still writing
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    stat = Path(f"/proc/{zombie.pid}/stat")
+    while stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        time.sleep(0.01)
+    dead = [root / "audio" / f"syn00001.flac.{pid}.part" for pid in (dead_pid(), zombie.pid)]
+    live = root / "audio" / f"syn00002.flac.{os.getppid()}.part"
+    for f in (*dead, live):
+        f.write_bytes(b"half a file")
+    C.build_synthetic(4, 0, 1.0, root=root, n_jobs=1, progress=False)
+    zombie.wait()
+    assert not any(f.exists() for f in dead) and live.exists()
+    assert sorted(p.name for p in (root / "audio").glob("*.flac")) == \
+        [f"syn0000{i}.flac" for i in range(4)]
 
 
 def test_a_worker_whose_build_died_writes_nothing(tmp_path):
