@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=1000, help="number of queries")
     parser.add_argument("--k", type=int, default=20, help="neighbours per query")
     parser.add_argument("--kind", choices=["ivf", "hnsw"], default="ivf", help="FAISS index")
-    parser.add_argument("--nlist", type=int, default=None, help="IVF cells (default 4*sqrt(n))")
+    parser.add_argument("--nlist", type=int, default=None, help="IVF cells (default 4*sqrt(n), at most n/39)")
     parser.add_argument("--nprobe", type=int, nargs="+", default=[8, 16, 32, 64],
                         help="IVF cells scanned per query (one search per value)")
     parser.add_argument("--M", type=int, default=32, help="HNSW links per node")

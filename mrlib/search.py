@@ -448,8 +448,9 @@ def build_faiss_index(
       hard, high-dimensional data drops well below 0.9). The graph built by several threads
       depends on their timing, so results can differ slightly between runs.
     * ``"ivf"`` — ``IndexIVFFlat``: k-means into ``nlist`` cells (default ``4·√n``, a
-      common rule), a query scans its ``nprobe`` nearest cells; k-means is seeded and
-      trained on ``train_size`` seeded rows (default ``min(n, 64·nlist)``).
+      common rule, capped at ``n / 39`` so that k-means has the 39 points per cell FAISS asks
+      for: below about 24,000 vectors), a query scans its ``nprobe`` nearest cells; k-means is
+      seeded and trained on ``train_size`` seeded rows (default ``min(n, 64·nlist)``).
     * ``"flat"`` — ``IndexFlat``: exact brute force, FAISS's own peer for :func:`exact_topk`.
 
     Parameters
@@ -507,7 +508,13 @@ def _trained_ivf(faiss, base: np.ndarray, quantizer, nlist, nprobe, train_size, 
     """An ``IndexIVFFlat`` over the flat ``quantizer`` (and its metric) whose k-means is trained
     on a seeded sample of ``base`` (not yet filled)."""
     n, d = base.shape
-    nlist = max(1, int(round(4 * math.sqrt(n)))) if nlist is None else check_int("nlist", nlist)
+    if nlist is None:
+        # 4·√n, but never more cells than FAISS's k-means has points for: with fewer than
+        # min_points_per_centroid (39) per cell it trains anyway and prints a WARNING to stderr
+        per_cell = faiss.ClusteringParameters().min_points_per_centroid
+        nlist = max(1, min(int(round(4 * math.sqrt(n))), n // per_cell))
+    else:
+        nlist = check_int("nlist", nlist)
     if nlist > n:
         raise ValueError(f"nlist={nlist} exceeds the {n} vectors to index")
     # FAISS's Python constructor keeps a reference to the quantizer the C++ index points to

@@ -576,6 +576,17 @@ def test_faiss_params_and_errors():
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("n,nlist", [(2000, 51), (30_000, 693)])
+def test_faiss_ivf_default_cells_leave_kmeans_enough_points(capfd, n, nlist):
+    # The default 4·√n cells, capped at n / 39: FAISS trains k-means with fewer than 39 points
+    # per cell but prints a WARNING to stderr (notebook 07 showed it at n_retrieval = 20,000).
+    pytest.importorskip("faiss")
+    base = clustered(n, 8, np.random.default_rng(3))
+    ivf = ev.build_faiss_index(base, kind="ivf", seed=0)
+    assert ivf.params()["nlist"] == nlist       # 30,000 vectors keep 4·√n = 693 cells
+    assert "WARNING" not in capfd.readouterr().err
+
+
 def test_bench_names_an_unknown_benchmark_in_one_line(capsys):
     from mrlib import bench
 
