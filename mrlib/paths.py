@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -268,14 +269,22 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def remove_dead_temporaries(folder: str | os.PathLike) -> list[Path]:
+#: The name :func:`atomic_path` gives a temporary: ``<name>.<pid>.part``.
+_TEMPORARY = re.compile(r".+\.(\d+)\.part")
+#: Whether a pid can be probed without harm (on Windows ``os.kill(pid, 0)`` terminates it).
+_CAN_PROBE = os.name != "nt"
+
+
+def remove_dead_temporaries(folder: str | os.PathLike, stale_after_s: float = 600.0) -> list[Path]:
     """Delete the temporaries of :func:`atomic_path` in ``folder`` whose writer has died.
 
     A worker killed while it writes (``kill -9``, or a pool torn down by Ctrl-C) leaves its
     ``<name>.<pid>.part``; no later run renames it, so it would stay in the folder for good.
-    One whose pid is still a process here is kept: an orphaned worker may be finishing it.
-    Call it only while holding the folder's :class:`FolderLock`, which admits no writer from
-    another host (whose pid means nothing here).
+    One whose pid is still a process here is kept: an orphaned worker may be finishing it. On
+    Windows, where no process can be probed safely (``os.kill(pid, 0)`` would terminate it), a
+    temporary is deleted only once it is ``stale_after_s`` old. Files of any other name are
+    left alone. Call it only while holding the folder's :class:`FolderLock`, which admits no
+    writer from another host (whose pid means nothing here).
 
     Returns
     -------
@@ -286,8 +295,13 @@ def remove_dead_temporaries(folder: str | os.PathLike) -> list[Path]:
     """
     gone = []
     for tmp in Path(folder).glob("*.part"):
-        pid = tmp.name.rsplit(".", 2)[-2] if tmp.name.count(".") >= 2 else ""
-        if pid.isdigit() and _running(int(pid)):
+        match = _TEMPORARY.fullmatch(tmp.name)
+        if match is None or not tmp.is_file():
+            continue
+        if not _CAN_PROBE:
+            if time.time() - tmp.stat().st_mtime < stale_after_s:
+                continue
+        elif _running(int(match.group(1))):
             continue
         tmp.unlink(missing_ok=True)
         gone.append(tmp)
@@ -295,7 +309,7 @@ def remove_dead_temporaries(folder: str | os.PathLike) -> list[Path]:
 
 
 def _running(pid: int) -> bool:
-    """Is ``pid`` a live process on this host (signal 0 checks without sending anything)?"""
+    """Is ``pid`` a live process on this (POSIX) host? Signal 0 checks without sending anything."""
     if pid <= 0:                               # 0 and -1 would name process groups
         return False
     try:

@@ -757,6 +757,25 @@ def test_a_rebuild_removes_the_temporaries_of_killed_workers(tmp_path):
         [f"syn0000{i}.flac" for i in range(4)]
 
 
+def test_dead_temporaries_are_only_atomic_path_ones_and_never_probed_where_that_kills(tmp_path, monkeypatch):
+    from mrlib import paths
+
+    dead = tmp_path / f"a.flac.{dead_pid()}.part"
+    others = [tmp_path / "x.part", tmp_path / "notes.v2.part"]   # not <name>.<pid>.part: kept
+    for f in (dead, *others):
+        f.write_bytes(b"half")
+    (tmp_path / f"folder.{dead_pid()}.part").mkdir()              # not a file: kept
+    assert paths.remove_dead_temporaries(tmp_path) == [dead] and all(f.exists() for f in others)
+    # where os.kill(pid, 0) would terminate the process (Windows), no pid is probed: age decides
+    monkeypatch.setattr(paths, "_CAN_PROBE", False)
+    monkeypatch.setattr(paths.os, "kill", lambda *a: pytest.fail("probed a pid"))
+    fresh, old = tmp_path / "b.flac.1.part", tmp_path / "c.flac.2.part"
+    for f in (fresh, old):
+        f.write_bytes(b"half")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    assert paths.remove_dead_temporaries(tmp_path) == [old] and fresh.exists()
+
+
 def test_a_worker_whose_build_died_writes_nothing(tmp_path):
     from mrlib import synth
     from mrlib.synth_catalog import _render_to_file
