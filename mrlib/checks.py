@@ -73,13 +73,14 @@ def check_margin(margin: Any) -> None:
         raise ValueError(f"margin must be a finite number >= 0, got {margin!r}")
 
 
-def check_level(level: Any) -> float:
-    """A confidence level as a float in (0, 1), or ``ValueError``.
+def check_level(level: Any, name: str = "level", example: float = 0.95) -> float:
+    """A confidence level (or, with ``name="alpha"``, a test's level) as a float in (0, 1), or
+    ``ValueError`` naming ``name`` and giving ``example``.
 
     Notebook: 07_evaluation.ipynb
     """
     if not isinstance(level, (float, int, np.floating)) or not 0.0 < float(level) < 1.0:
-        raise ValueError(f"level must be a float in (0, 1), e.g. 0.95; got {level!r}")
+        raise ValueError(f"{name} must be a float in (0, 1), e.g. {example}; got {level!r}")
     return float(level)
 
 

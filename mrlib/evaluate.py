@@ -446,8 +446,7 @@ def compare_systems(results: Mapping[str, RetrievalResult], reference: str, *,
     if correction not in ("holm", None):
         raise ValueError(f"correction must be 'holm' or None, got {correction!r}")
     level = check_level(level)
-    if not isinstance(alpha, (float, int, np.floating)) or not 0.0 < float(alpha) < 1.0:
-        raise ValueError(f"alpha must be a float in (0, 1), e.g. 0.05; got {alpha!r}")
+    check_level(alpha, "alpha", 0.05)
     ref = results[reference]
     rows, index = [], []
     for name, res in results.items():

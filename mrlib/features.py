@@ -37,7 +37,7 @@ from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from mrlib.audio import SkipReport, read_audio
-from mrlib.checks import is_int
+from mrlib.checks import check_int, is_int
 from mrlib.cqt import FORMAT_VERSION, FeatureConfig, _as_config, cqt, cqt_torch
 from mrlib.paths import atomic_path, read_json_or_empty, write_json_atomic
 
@@ -659,11 +659,7 @@ def test_patches(feature, patch_len: int, n: int = 8, seed: int = 0, pad: str = 
 
     Notebook: 01_cqt.ipynb
     """
-    if not is_int(seed):
-        raise TypeError(f"seed must be an int, got {seed!r}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
-    return random_patches(feature, patch_len, n, np.random.default_rng(int(seed)), pad=pad)
+    return random_patches(feature, patch_len, n, np.random.default_rng(check_int("seed", seed, 0)), pad=pad)
 
 
 # pytest would collect a module-level ``test_*`` function imported into a test file; tell it not to.

@@ -590,7 +590,6 @@ def rank_profile(S, ranks: Sequence[int] = (1, 5, 15, 50), threshold: float = 0.
     if not math.isfinite(threshold):
         raise ValueError(f"threshold must be a finite number, got {threshold!r}")
     curve = mean_similarity_by_rank(S, exclude_self=exclude_self)
-    S = np.asarray(S)
     n_entries = S.size - (S.shape[0] if exclude_self else 0)
     below = int((S < threshold).sum())
     if exclude_self:

@@ -129,8 +129,8 @@ def format_ci(mean: float, half_width: float, decimals: int = 2, scale: float = 
     """
     decimals = check_int("decimals", decimals, minimum=0)
     for name, value in (("mean", mean), ("half_width", half_width), ("scale", scale)):
-        # a 0-d array or tensor (a reduced metric) is a number too; a str is not
-        if not (is_real(value) or (np.ndim(value) == 0 and not isinstance(value, (str, bytes))
+        # a 0-d array or tensor (a reduced metric) is a number too; a str's dtype is not numeric
+        if not (is_real(value) or (np.ndim(value) == 0
                                    and np.issubdtype(np.asarray(value).dtype, np.number))):
             raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
     return f"{mean * scale:.{decimals}f} ± {half_width * scale:.{decimals}f}"
