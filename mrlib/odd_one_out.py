@@ -461,8 +461,9 @@ def simulate_votes(
 
     i.e. clip c with probability softmax(u / tau)_c (a logit choice model), with temperature
     ``tau = noise``; ``noise=0`` gives noise-free players who all pick argmax u (and split
-    evenly between clips whose oddness is exactly tied, so such rows read as ties). The votes
-    of a row are the counts over ``n_players`` players.
+    evenly between clips whose oddness is exactly tied, the remainder abstaining, so such rows
+    read as ties; with fewer players than tied clips nobody votes, and the row reads as one
+    without votes). The votes of a row are the counts over ``n_players`` players.
 
     Parameters
     ----------

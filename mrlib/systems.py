@@ -210,8 +210,10 @@ def embed_tracks(model: nn.Module, data, idx: Sequence[int], patch_len: int,
 
     Track ``i``'s patches are ``test_patches(features[i], patch_len, n_patches, seed=i)``, so
     every model and run sees the same ones. TL / TL Autopool: mean of the unit-norm patch
-    embeddings, L2-normalised again; AT: mean tag probabilities; MatchNet: mean tower
-    embedding (or every patch's with ``per_patch=True``, which the learned metric needs).
+    embeddings, L2-normalised again (the 2020 paper, §3.4, says only that the 8 embeddings
+    are averaged; back on the sphere, Euclidean ranking is cosine ranking of the means);
+    AT: mean tag probabilities; MatchNet: mean tower embedding (or every patch's with
+    ``per_patch=True``, which the learned metric needs).
 
     Parameters
     ----------
