@@ -567,7 +567,8 @@ def slides_table(store: Mapping[str, Any], decimals: int = 1):
     """A stored cfr2017 experiment in the slides' layout: (scheme, method) × features.
 
     The cells are :func:`mrlib.results.results_frame`'s — mean over training seeds ± 95 %
-    interval over test triplets (standard deviation over seeds), percent — rearranged.
+    interval over test triplets of one seed (the seeds' half-widths averaged) (standard deviation
+    over seeds), percent — rearranged.
 
     Parameters
     ----------

@@ -7,7 +7,8 @@ comparison is a paired test on the stored per-unit scores (its variance counts t
 the units, :func:`mrlib.results.seed_query_test`), Holm-corrected over the claim's comparisons:
 
 * ``">"`` **holds** when the difference is significant and positive, is **reversed** when it is
-  significant and negative, and is **open** otherwise;
+  significant and negative, and is **open** otherwise — always open on one seed, whose interval
+  counts the test units but not the training's variance;
 * ``">="`` is tested the same way. No margin of equivalence was fixed before the experiments,
   so the data can show "not worse" only by showing "better": a difference that is not
   significant leaves it open, not held.
@@ -35,6 +36,7 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from mrlib import results as res
+from mrlib.checks import check_level
 from mrlib.evaluate import holm
 
 __all__ = ["Claim", "CLAIMS", "CLAIM_CATALOGS", "comparison_status", "claim_status", "claims_frame",
@@ -213,6 +215,7 @@ def claim_status(claim: Claim, store: Mapping[str, Any] | None, alpha: float = 0
 
     Notebook: 07_evaluation.ipynb
     """
+    alpha = check_level(alpha, "alpha", 0.05)
     if store is None:
         return {"status": "not run", "evidence": "table not stored", "tests": [], "counts": "",
                 "weakest": None, "min_seeds": 0, "look_seeds": 0}
@@ -270,7 +273,8 @@ def _look(claim: Claim, store: Mapping[str, Any], alpha: float) -> dict:
     run = [t for t in tests if t["status"] != "not run"]
     for t, p in zip(run, holm([t["p"] for t in run])):
         t["p_holm"] = float(p)
-        if p < alpha:
+        # one seed shows nothing of the training's own variance, which the claim is about
+        if p < alpha and t["n_seeds"] > 1:
             t["status"] = "holds" if t["diff"] > 0 else "reversed"
         else:
             t["status"] = "open"
@@ -282,6 +286,8 @@ def _look(claim: Claim, store: Mapping[str, Any], alpha: float) -> dict:
     evidence = said if worst is None else (
         f"{said}; weakest: {_short(worst['a'])} − {_short(worst['b'])}, {worst['metric']} "
         f"{worst['diff']:+.2f} [{worst['low']:+.2f}, {worst['high']:+.2f}] pp")
+    if any(t["n_seeds"] == 1 for t in run):
+        evidence += "; one seed: its interval counts the units only, so it stays open"
     return {"status": status, "evidence": evidence, "tests": tests, "counts": said, "weakest": worst,
             "min_seeds": min((t["n_seeds"] for t in run), default=0)}
 

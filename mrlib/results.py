@@ -30,8 +30,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from mrlib.checks import as_vector, check_level
 from mrlib.evaluate import format_ci, holm, mean_ci
 from mrlib.paths import atomic_path, repo_root
+from mrlib.stats import _rank_steps
 
 __all__ = ["SCHEMA", "results_dir", "store_path", "parameters_key", "new_store", "read_store",
            "write_store", "seed_entry", "row_summary", "seed_query_test", "compare_rows",
@@ -160,7 +162,7 @@ def seed_entry(per_unit: Mapping[str, Sequence[float]], *, extra: Mapping[str, A
 
     Notebook: 07_evaluation.ipynb
     """
-    arrays = {m: np.asarray(v, dtype=np.float64).ravel() for m, v in per_unit.items()}
+    arrays = {m: as_vector(f"per_unit[{m!r}]", np.ravel(v)) for m, v in per_unit.items()}
     sizes = {a.size for a in arrays.values()}
     if len(sizes) != 1:
         raise ValueError(f"per_unit arrays differ in length: { {m: a.size for m, a in arrays.items()} }")
@@ -179,10 +181,19 @@ def _ok_seeds(row: Mapping[str, Any]) -> dict[str, dict]:
 
 
 def _paired_scores(rows: Mapping[str, Any], a: str, b: str, metric: str) -> list[list]:
-    """The per-unit scores of rows ``a`` and ``b`` on the seeds both finished, seed by seed."""
+    """The per-unit scores of rows ``a`` and ``b`` on the seeds both finished, seed by seed
+    (a score that is missing or not a number names the row, seed and metric: a damaged file)."""
     sa, sb = _ok_seeds(rows.get(a, {})), _ok_seeds(rows.get(b, {}))
     common = sorted(set(sa) & set(sb), key=int)
-    return [[seeds[s]["per_unit"][metric] for s in common] for seeds in (sa, sb)]
+    out = [[], []]
+    for scores, (name, seeds) in zip(out, ((a, sa), (b, sb))):
+        for s in common:
+            unit = seeds[s].get("per_unit", {})
+            if metric not in unit:
+                raise ValueError(f"row {name!r}, seed {s} has no per-unit scores of metric {metric!r} "
+                                 f"(it has {sorted(unit)})")
+            scores.append(as_vector(f"row {name!r}, seed {s}, {metric} per-unit scores", unit[metric]))
+    return out
 
 
 def row_summary(row: Mapping[str, Any], metrics: Sequence[str]) -> dict:
@@ -224,9 +235,10 @@ def seed_query_test(a: Sequence[np.ndarray], b: Sequence[np.ndarray], *, level: 
 
     Parameters
     ----------
-    a, b : sequences of float arrays
+    a, b : sequences of finite float arrays
         One array per seed, paired (same seed, same units in the same order). Seeds may have
-        other units than each other (then only the seed means carry the variance).
+        other units than each other (then only the seed means carry the variance). A NaN
+        score is refused (``ValueError``): a missing score is no evidence either way.
     level : float, default 0.95
 
     Returns
@@ -239,11 +251,14 @@ def seed_query_test(a: Sequence[np.ndarray], b: Sequence[np.ndarray], *, level: 
     """
     if len(a) != len(b) or not len(a):
         raise ValueError(f"need the same number (≥ 1) of seeds for both rows, got {len(a)} and {len(b)}")
+    level = check_level(level)
     d = []
+    a, b = list(a), list(b)
     for s, (x, y) in enumerate(zip(a, b)):
-        x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-        if x.shape != y.shape or x.ndim != 1 or x.size < 2:
+        x, y = as_vector(f"a[{s}]", x), as_vector(f"b[{s}]", y)     # a NaN score is refused here
+        if x.shape != y.shape or x.size < 2:
             raise ValueError(f"seed {s}: paired scores need the same ≥ 2 units, got {x.shape} and {y.shape}")
+        a[s], b[s] = x, y
         d.append(x - y)
     n_seeds = len(d)
     seed_means = np.array([x.mean() for x in d])
@@ -256,7 +271,8 @@ def seed_query_test(a: Sequence[np.ndarray], b: Sequence[np.ndarray], *, level: 
     if len({x.size for x in d}) == 1:
         per_unit = np.mean(d, axis=0)
         parts.append((per_unit.var(ddof=1) / per_unit.size, per_unit.size - 1))
-        p_w = float(stats.wilcoxon(per_unit, method="asymptotic").pvalue) if np.count_nonzero(per_unit) else 1.0
+        steps = _rank_steps(per_unit, max(max(np.abs(x).max(), np.abs(y).max()) for x, y in zip(a, b)))
+        p_w = float(stats.wilcoxon(steps, method="asymptotic").pvalue) if np.count_nonzero(steps) else 1.0
     else:                                    # other units in each seed: the seed means hold both
         p_w = float("nan")
     if n_seeds > 1:
@@ -266,9 +282,9 @@ def seed_query_test(a: Sequence[np.ndarray], b: Sequence[np.ndarray], *, level: 
         df = var ** 2 / sum(v ** 2 / k for v, k in parts)          # Welch-Satterthwaite
         half = float(stats.t.ppf((1 + level) / 2, df) * math.sqrt(var))
         p = float(2 * stats.t.sf(abs(mean) / math.sqrt(var), df))
-    else:                                    # every difference equal (or a score is NaN)
+    else:                                    # every difference equal
         df, half = float("nan"), 0.0
-        p = float(mean == 0) if math.isfinite(mean) else float("nan")
+        p = float(mean == 0)
     return {"mean_diff": mean, "low": mean - half, "high": mean + half, "p": p, "df": float(df),
             "p_wilcoxon": p_w, "seeds_a_better": int((seed_means > 0).sum()), "n_seeds": n_seeds,
             "n_units": int(d[0].size)}
@@ -297,8 +313,12 @@ def compare_rows(store: Mapping[str, Any], rows: Sequence[str] | None = None, *,
 
     Notebook: 07_evaluation.ipynb
     """
+    alpha = check_level(alpha, "alpha", 0.05)
     all_rows = store["rows"]
-    rows = [r for r in (rows or all_rows) if _ok_seeds(all_rows.get(r, {}))]
+    unknown = [r for r in rows or () if r not in all_rows]
+    if unknown:
+        raise ValueError(f"rows {unknown} are not in the store; it has {list(all_rows)}")
+    rows = [r for r in (all_rows if rows is None else rows) if _ok_seeds(all_rows[r])]
     out = []
     for m in store["metrics"]:
         tests = []
@@ -518,7 +538,8 @@ def results_markdown(store: Mapping[str, Any], metrics: Sequence[str] | None = N
     units = {e["n_units"] for e in entries}
     plural = _PLURALS.get(store.get("unit"), f"{store.get('unit')}s")
     lines += ["", f"{'/'.join(str(u) for u in sorted(units))} test {plural}; "
-              f"cells: mean over training seeds ± 95 % interval over {plural} "
+              f"cells: mean over training seeds ± 95 % interval over {plural} of one seed "
+              f"(the seeds' half-widths averaged; the seeds' spread is the paired tests' to count) "
               f"(standard deviation over seeds), percent. `{store.get('command', '')}` — "
               f"commit{'s' if len(commits) > 1 else ''} {', '.join(commits)}, {len(walls)} row × seed runs, "
               f"{sum(walls) / 3600:.2f} h of training and evaluation in all."]

@@ -54,6 +54,64 @@ def test_statuses_follow_the_tests():
         C.comparison_status(store, "A", "<", "B", "M")
 
 
+def test_one_seed_decides_no_comparison():
+    # one training run shows the units' variance, not the training's: a clear lead stays open
+    claim = C.Claim("k", "2020", "A beats B", "toy", (("A", ">", "B", "M"),))
+    one = C.claim_status(claim, _store({"A": 0.3, "B": 0.0}, seeds=(0,)))
+    assert one["status"] == "inconclusive" and one["tests"][0]["p_holm"] < 1e-6
+    assert "one seed" in one["evidence"]
+    assert C.claim_status(claim, _store({"A": 0.3, "B": 0.0}, seeds=(0, 1)))["status"] == "reproduced"
+    with pytest.raises(ValueError, match=r"alpha must be a float in \(0, 1\)"):
+        C.claim_status(claim, None, alpha=5)         # a level in percent would hold every comparison
+
+
+def test_the_readme_says_what_counting_a_comparisons_two_triplets_as_one_unit_does():
+    # The by-collection MatchNet >= baselines verdict, read at seeds 0-2. The units are the test
+    # triplets in index order, and comparisons_to_triplets emits the two triplets of one
+    # comparison next to each other: units 2i and 2i+1 share their three clips. Their variance
+    # counted per pair (a cluster-robust variance, G/(G-1) corrected) in place of per triplet:
+    from scipy import stats
+
+    store = res.read_store(res.store_path("cfr2017", "music21-by-collection", "quick"))
+    claim = next(c for c in C.CLAIMS if c.key == "matchnet>=baselines")
+    first = C.claim_status(claim, store)
+    assert first["status"] == "reproduced" and first["look_seeds"] == 3
+    assert round(first["weakest"]["p_holm"], 4) == 0.0125
+    ps = []
+    for a, _, b, metric in claim.tests:
+        xs, ys = res._paired_scores(store["rows"], a, b, metric)
+        d = np.array(xs[:3]) - np.array(ys[:3])
+        n_seeds, n = d.shape
+        unit, seed_means = d.mean(axis=0), d.mean(axis=1)
+        pairs = (unit - unit.mean()).reshape(-1, 2).sum(axis=1)
+        v_units = (pairs ** 2).sum() / n ** 2 * pairs.size / (pairs.size - 1)
+        v_seeds = seed_means.var(ddof=1) / n_seeds
+        var = v_units + v_seeds
+        df = var ** 2 / (v_units ** 2 / (pairs.size - 1) + v_seeds ** 2 / (n_seeds - 1))
+        ps.append(2 * stats.t.sf(abs(unit.mean()) / var ** 0.5, df))
+    assert round(float(max(C.holm(ps))), 4) == 0.025
+    readme = (repo_root() / "README.md").read_text()
+    assert "first look has Holm p 0.0250, on the level itself, instead of 0.0125" in " ".join(readme.split())
+
+
+def test_notebook_08_says_how_much_wider_a_rows_interval_is_per_comparison():
+    import json
+
+    ratios = []
+    for cat in C.CLAIM_CATALOGS:
+        store = res.read_store(res.store_path("cfr2017", cat, "quick"))
+        for name, row in store["rows"].items():
+            for e in res._ok_seeds(row).values() if name.endswith("(by comparison)") else ():
+                x = np.asarray(e["per_unit"]["CFR"])
+                pairs = (x - x.mean()).reshape(-1, 2).sum(axis=1)     # units 2i, 2i+1: one comparison
+                per_pair = (pairs ** 2).sum() / x.size ** 2 * pairs.size / (pairs.size - 1)
+                ratios.append((per_pair / (x.var(ddof=1) / x.size)) ** 0.5)
+    said = f"{100 * (min(ratios) - 1):.0f}–{100 * (max(ratios) - 1):.0f} % wider"
+    assert said == "11–28 % wider"
+    nb = json.loads((repo_root() / "notebooks" / "08_triplet_matchnet.ipynb").read_text())
+    assert said in " ".join(" ".join("".join(c["source"]) for c in nb["cells"]).split())
+
+
 def test_comparison_matches_the_stored_test():
     # the claim's test is the store's paired test, before the claim's own correction
     store = _store({"A": 0.12, "B": 0.10})

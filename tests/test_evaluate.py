@@ -427,6 +427,16 @@ def test_paired_test():
         ev.paired_test(base, base[:-1])
 
 
+def test_paired_test_wilcoxon_ranks_equal_differences_as_ties():
+    # RR@20-like scores, multiples of 1/20: equal differences from other pairs of scores differ
+    # in floating point (0.15 - 0.05 != 0.1); the signed-rank test must tie them
+    rng = np.random.default_rng(4)
+    kx, ky = rng.integers(0, 21, 400), rng.integers(0, 21, 400)
+    t = ev.paired_test(kx / 20, ky / 20, n_boot=100)
+    assert t.p_wilcoxon == pytest.approx(stats.wilcoxon(kx - ky).pvalue, rel=1e-9)
+    assert t.n_nonzero == np.count_nonzero(kx - ky)
+
+
 def test_format_ci():
     assert ev.format_ci(0.0598, 0.0040) == "5.98 ± 0.40"
     assert ev.format_ci(0.5, 0.01234, decimals=3, scale=1) == "0.500 ± 0.012"

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 
 from mrlib import experiments as X
 from mrlib import results as res
@@ -410,8 +411,42 @@ def test_seed_query_test_equals_a_plain_loop():
     # one seed: only the units vary (a paired t-test over the units)
     one = res.seed_query_test(a[:1], b[:1])
     assert one["p"] == pytest.approx(stats.ttest_rel(a[0], b[0]).pvalue)
-    # a missing score is no evidence: p is NaN, never 0
-    assert np.isnan(res.seed_query_test([[1.0, np.nan, 0.0]] * 3, [np.zeros(3)] * 3)["p"])
+    # a missing score is no evidence: refused at the door, naming the seed (a NaN p would only
+    # fail later, in Holm's correction, with a message about p-values)
+    with pytest.raises(ValueError, match=r"a\[0\] has 1 non-finite"):
+        res.seed_query_test([[1.0, np.nan, 0.0]] * 3, [np.zeros(3)] * 3)
+    # a level in percent would give NaN intervals and a test at no level at all
+    with pytest.raises(ValueError, match=r"level must be a float in \(0, 1\)"):
+        res.seed_query_test(a, b, level=95)
+
+
+def test_seed_query_test_wilcoxon_ranks_equal_differences_as_ties():
+    # Scores of 20-deep lists are multiples of 1/20: the seed-averaged differences of many units
+    # are equal, or zero, but not in floating point (0.15 - 0.05 != 0.1). The signed-rank test
+    # must see them as the whole numbers they are: zeros dropped, ties tied.
+    rng = np.random.default_rng(3)
+    ka, kb = rng.integers(0, 21, (3, 300)), rng.integers(0, 21, (3, 300))
+    t = res.seed_query_test(list(ka / 20), list(kb / 20))
+    exact = stats.wilcoxon((ka - kb).sum(axis=0), method="asymptotic").pvalue
+    assert t["p_wilcoxon"] == pytest.approx(exact, rel=1e-9)
+
+
+def test_compare_rows_names_a_damaged_score_an_unknown_row_and_metric(store):
+    X.run_experiment("toy", seeds=[0, 1], store=store, progress=False)
+    data = res.read_store(store)
+    assert [(c["a"], c["b"]) for c in res.compare_rows(data, ["A", "B"])][:1] == [("A", "B")]
+    assert res.compare_rows(data, []) == []                # no rows chosen, no pairs
+    with pytest.raises(ValueError, match=r"alpha must be a float in \(0, 1\)"):
+        res.compare_rows(data, alpha=5)
+    with pytest.raises(ValueError, match=r"rows \['Z'\] are not in the store"):
+        res.compare_rows(data, ["A", "Z"])
+    data["rows"]["B"]["seeds"]["1"]["per_unit"]["score"][4] = None      # a hand-edited file
+    with pytest.raises(ValueError, match=r"row 'B', seed 1, score per-unit scores has 1 non-finite"):
+        res.compare_rows(data)
+    with pytest.raises(ValueError, match=r"row 'A', seed 0 has no per-unit scores of metric 'nope'"):
+        res._paired_scores(data["rows"], "A", "B", "nope")
+    with pytest.raises(ValueError, match=r"per_unit\['half'\] has 1 non-finite"):
+        res.seed_entry({"score": np.ones(3), "half": [1.0, np.nan, 0.0]})
 
 
 def test_seed_query_test_keeps_its_level_when_queries_and_seeds_both_vary():
