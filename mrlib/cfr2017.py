@@ -13,16 +13,20 @@ What is fixed and what varies. The *data* — catalog, votes, triplets, folds �
 seed (``data_seed``, 0, part of every row's parameters); the *training seed* of the experiment
 varies only what is trained (MatchNet's weights and patches, the SVM and LSML seeds). Every row
 is therefore scored on the same test triplets for every seed, and two rows of one scheme are
-compared pairwise over triplets and seeds (:func:`mrlib.results.compare_rows`).
+compared pairwise over comparisons and seeds (:func:`mrlib.results.compare_rows`).
 
-Units. Each row's per-unit score is the 0/1 "fulfilled" of each test triplet
-(d(a, p) < d(a, n), ties not fulfilled), in the order of :func:`test_units`. By comparison,
-every constraint is tested exactly once over the 10 folds; clip-disjoint folds test only the
-triplets whose three clips fall in one clip set, a smaller set of units. A row is therefore one
-method × features × **scheme** (``"… (by comparison)"``, ``"… (by clip)"``), with one metric,
-``"CFR"``; rows of the same scheme share their units and are compared, rows of different
-schemes are not (their units differ). Each seed's ``extra`` holds the slides' form: the CFR of
-each fold, and their mean ± std.
+Units. A triplet is fulfilled when d(a, p) < d(a, n) (ties are not). The unit is the
+*comparison*, not the triplet: the two constraints one odd-one-out comparison gives share their
+three clips and their votes, so they are not two independent draws, and a test that counted
+them as two would be about twice as sure as the data allow. Each row's per-unit score is
+therefore the share of a test comparison's constraints it fulfils (0, ½ or 1), in the order of
+:func:`test_units`; their mean is the CFR over triplets. By comparison, every constraint is
+tested exactly once over the 10 folds; clip-disjoint folds test only the comparisons whose
+three clips fall in one clip set, a smaller set of units. Clips recur across comparisons, which
+the units do not count. A row is therefore one method × features × **scheme** (``"… (by
+comparison)"``, ``"… (by clip)"``), with one metric, ``"CFR"``; rows of the same scheme share
+their units and are compared, rows of different schemes are not (their units differ). Each
+seed's ``extra`` holds the slides' form: the CFR of each fold, and their mean ± std.
 
 Cost. Per worker process the data are built once (:data:`_CONTEXTS`); MatchNet is trained once
 per scheme × training seed (10 folds), kept in memory and in the run folder, and read by the
@@ -57,8 +61,8 @@ from mrlib.matchnet_cv import MatchNetConfig, cross_validate_matchnet
 from mrlib.similarity import oracle
 
 __all__ = ["PROFILES", "SCHEMES", "METHODS", "FEATURES", "CURVE_SHARES", "rows", "curve_rows",
-           "run", "data_context", "test_units", "fulfilled", "share_folds", "matchnet_folds",
-           "make_method", "slides_table"]
+           "run", "data_context", "test_units", "fulfilled", "comparison_scores", "share_folds",
+           "matchnet_folds", "make_method", "slides_table", "per_comparison_store"]
 
 #: The two cross-validation schemes (:func:`mrlib.odd_one_out.triplet_folds` ``by=``). Folds
 #: over single triplets are not one of them: a comparison's two constraints (a, p, n) and
@@ -277,7 +281,7 @@ def data_context(parameters: Mapping[str, Any], *, progress: bool = False) -> di
     dict
         ``catalog`` (:class:`mrlib.catalog.Catalog`), ``S`` (oracle, (N, N)), ``votes``
         (comparisons table), ``report``, ``triplets`` (int64 (M, 3), the constraints whose
-        clips all have features), ``X_hc`` (float32 (N, D) handcrafted, NaN rows if skipped),
+        clips all have features), ``comparison`` (int64 (M,), the comparison each came from), ``X_hc`` (float32 (N, D) handcrafted, NaN rows if skipped),
         ``coarse`` (:class:`mrlib.matchnet_cv.CoarseFeatures`), ``folds`` (scheme -> list of
         :class:`mrlib.odd_one_out.Fold`) and ``units`` (scheme -> :func:`test_units`).
 
@@ -305,13 +309,14 @@ def data_context(parameters: Mapping[str, Any], *, progress: bool = False) -> di
     triplets = np.ascontiguousarray(triplets_all[keep], dtype=np.int64)
     folds = {s: triplet_folds(triplets, fields["n_folds"], by=by, seed=seed) for s, by in SCHEMES.items()}
     _CONTEXTS[key] = {"fields": fields, "catalog": cat, "S": S, "votes": votes, "report": report,
-                      "triplets": triplets, "X_hc": hc.full(), "coarse": coarse, "folds": folds,
-                      "units": {s: test_units(f) for s, f in folds.items()}}
+                      "triplets": triplets, "comparison": report.rows[keep], "X_hc": hc.full(),
+                      "coarse": coarse, "folds": folds, "units": {s: test_units(f) for s, f in folds.items()}}
     return _CONTEXTS[key]
 
 
 def test_units(folds) -> np.ndarray:
-    """The test triplets of a cross-validation, each once, sorted: the experiment's units.
+    """The test triplets of a cross-validation, each once, sorted (:func:`comparison_scores`
+    makes the experiment's units of them).
 
     Parameters
     ----------
@@ -377,6 +382,84 @@ def fulfilled(distance_per_fold, triplets: np.ndarray, folds, units: np.ndarray)
     if np.isnan(hit).any():
         raise ValueError("some units were not tested by any fold")
     return hit, np.asarray(per_fold, dtype=np.float64)
+
+
+def comparison_scores(hit: np.ndarray, comparison: np.ndarray) -> np.ndarray:
+    """Per-triplet 0/1 scores averaged over the triplets of each comparison: the units.
+
+    Parameters
+    ----------
+    hit : numpy.ndarray of float, shape (n_triplets,)
+        :func:`fulfilled`'s per-triplet scores.
+    comparison : numpy.ndarray of int, shape (n_triplets,)
+        The comparison each of those triplets came from (``data_context(...)["comparison"]``
+        indexed by :func:`test_units`).
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (n_comparisons,)
+        The share of each comparison's constraints that is fulfilled, in the order in which
+        the comparisons first appear; its mean over comparisons of equal size is the CFR.
+
+    Notebook: 08_triplet_matchnet.ipynb
+    """
+    hit, comparison = np.asarray(hit, dtype=np.float64), np.asarray(comparison)
+    if hit.shape != comparison.shape or hit.ndim != 1:
+        raise ValueError(f"hit and comparison must be 1-d of one length, got {hit.shape} and "
+                         f"{comparison.shape}")
+    _, first, inverse = np.unique(comparison, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")                  # comparisons as they first appear
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    unit = rank[inverse]
+    return np.bincount(unit, weights=hit) / np.bincount(unit)
+
+
+def per_comparison_store(path: str | os.PathLike) -> Path:
+    """Convert a results file of the 2017 experiments from per-triplet to per-comparison units.
+
+    Files written before the unit was the comparison hold a 0/1 score per test triplet, in
+    :func:`test_units` order, where the two triplets of a comparison are always next to each
+    other (:func:`mrlib.odd_one_out.comparisons_to_triplets` emits them so, and the folds keep
+    them together); each pair becomes its mean (:func:`comparison_scores`), the summaries and
+    comparisons are recomputed, and the file is rewritten in place. A file already per
+    comparison is left as it is.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A ``cfr2017`` or ``cfr2017_curve`` results file.
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    mrlib.results.StoreError
+        Not a results file of these experiments, or a seed with an odd number of units.
+
+    Notebook: 08_triplet_matchnet.ipynb
+    """
+    path = Path(path)
+    store = res.read_store(path)
+    if store["experiment"] not in ("cfr2017", "cfr2017_curve"):
+        raise res.StoreError(f"{path} holds {store['experiment']!r}, not a 2017 experiment")
+    if store.get("unit") == "comparison":
+        return path
+    for name, row in store["rows"].items():
+        for s, entry in row.get("seeds", {}).items():
+            if entry.get("status") != "ok":
+                continue
+            hit = np.asarray(entry["per_unit"]["CFR"], dtype=np.float64)
+            if hit.size % 2:
+                raise res.StoreError(f"{path}: {name}, seed {s} has {hit.size} triplets, not pairs")
+            kept = {k: v for k, v in entry.items() if k not in ("metrics", "n_units", "per_unit")}
+            pairs = comparison_scores(hit, np.arange(hit.size) // 2)
+            entry.clear()
+            entry.update({**kept, **res.seed_entry({"CFR": pairs}, extra=kept.get("extra"))})
+    store["unit"] = "comparison"
+    return res.write_store(res.summarise_store(store), path)
 
 
 def _baseline_folds(method, X_per_fold, triplets, folds) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -510,8 +593,8 @@ def run(row: str, parameters: Mapping[str, Any], seed: int, device: str = "cpu",
     Returns
     -------
     per_unit : dict
-        ``{"CFR": float (n_units,)}``: 1.0 for each fulfilled test triplet of the row's scheme
-        (:func:`test_units` order), 0.0 otherwise (ties included).
+        ``{"CFR": float (n_units,)}``: for each test comparison of the row's scheme, the share
+        of its triplets fulfilled (:func:`comparison_scores`, in :func:`test_units` order).
     extra : dict
         The slides' form — ``fold_cfr`` (each fold's CFR), ``fold_mean``, ``fold_std`` (ddof 1),
         ``n_test`` per fold — plus ``train_cfr`` (mean over folds of the CFR on the fold's own
@@ -560,14 +643,14 @@ def run(row: str, parameters: Mapping[str, Any], seed: int, device: str = "cpu",
                   "n_test": [len(te) for _, te in folds], "units_sha": _units_hash(t, units)})
     if share != 1:
         extra["n_train"] = [len(tr) for tr, _ in fit_folds]
-    return {"CFR": hit}, extra
+    return {"CFR": comparison_scores(hit, ctx["comparison"][units])}, extra
 
 
 def slides_table(store: Mapping[str, Any], decimals: int = 1):
     """A stored cfr2017 experiment in the slides' layout: (scheme, method) × features.
 
-    The cells are :func:`mrlib.results.results_frame`'s — mean over training seeds ± 95 %
-    interval over test triplets of one seed (the seeds' half-widths averaged) (standard deviation
+    The cells are :func:`mrlib.results.results_frame`'s — mean over training seeds ± one seed's
+    95 % interval over test comparisons (its half-width averaged over seeds) (standard deviation
     over seeds), percent — rearranged.
 
     Parameters

@@ -66,7 +66,7 @@ class Experiment:
     metrics : tuple of str
         Column names of the per-unit scores every row returns.
     unit : str
-        What a per-unit score is scored on (``"query"``, ``"triplet"``).
+        What a per-unit score is scored on (``"query"``, ``"comparison"``).
     rows : callable (catalog, profile, overrides) -> dict row -> parameters
         JSON-serialisable parameters of each row (everything that changes its result, except
         the seed and the device); a row is re-run exactly when its parameters change.
@@ -143,7 +143,7 @@ _retrieval_experiment("paper_choices", "The paper's batches and learning rate on
 
 register(Experiment(
     name="cfr2017", title="The 2017 CFR table (Lu et al.): constraints fulfilled on the test triplets",
-    notebook="08_triplet_matchnet.ipynb", metrics=("CFR",), unit="triplet",
+    notebook="08_triplet_matchnet.ipynb", metrics=("CFR",), unit="comparison",
     rows=cfr2017.rows, run=cfr2017.run, prepare=cfr2017.data_context))
 # The curve: the 2017 table's data, metric and runner, on its own rows.
 register(replace(EXPERIMENTS["cfr2017"], name="cfr2017_curve", rows=cfr2017.curve_rows,
@@ -362,6 +362,9 @@ def _open_store(exp, name, catalog, profile, specs, rows, path: Path) -> dict:
     if held != (name, str(catalog), profile):
         raise ValueError(f"{path} holds {held[0]} on catalog {held[1]} at profile {held[2]}, not "
                          f"{name} on {catalog} at {profile}; choose another --store")
+    if data.get("unit", exp.unit) != exp.unit:      # per-unit scores of one kind per file
+        raise ValueError(f"{path} holds scores per {data['unit']}, {name} now scores per {exp.unit}; "
+                         "convert it (mrlib.cfr2017.per_comparison_store) or choose another --store")
     data["title"] = exp.title
     data["rows"] = _stored_rows(data["rows"], specs, name, path, rows)
     return data
@@ -541,7 +544,7 @@ def merge_stores(into: str | os.PathLike, sources: Sequence[str | os.PathLike]) 
 
 def _merge_into(data: dict, other: dict, path: Path) -> int:
     """Add ``other``'s rows × seeds to ``data`` in place (see :func:`merge_stores`); the count."""
-    for field in ("experiment", "catalog", "profile", "metrics", "overrides"):
+    for field in ("experiment", "catalog", "profile", "metrics", "unit", "overrides"):
         if (data.get(field) or None) != (other.get(field) or None):
             raise res.StoreError(f"{path}: its {field} {other.get(field)!r} is not the "
                                  f"{data.get(field)!r} of the file it is added to")

@@ -538,9 +538,9 @@ def results_markdown(store: Mapping[str, Any], metrics: Sequence[str] | None = N
     units = {e["n_units"] for e in entries}
     plural = _PLURALS.get(store.get("unit"), f"{store.get('unit')}s")
     lines += ["", f"{'/'.join(str(u) for u in sorted(units))} test {plural}; "
-              f"cells: mean over training seeds ± 95 % interval over {plural} of one seed "
-              f"(the seeds' half-widths averaged; the seeds' spread is the paired tests' to count) "
-              f"(standard deviation over seeds), percent. `{store.get('command', '')}` — "
+              f"cells: mean over training seeds ± one seed's 95 % interval over {plural} (its "
+              f"half-width averaged over seeds) (standard deviation over seeds), percent. "
+              f"`{store.get('command', '')}` — "
               f"commit{'s' if len(commits) > 1 else ''} {', '.join(commits)}, {len(walls)} row × seed runs, "
               f"{sum(walls) / 3600:.2f} h of training and evaluation in all."]
     return "\n".join(lines)

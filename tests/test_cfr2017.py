@@ -14,7 +14,7 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 def test_registered_and_rows_checked():
     exp = EXPERIMENTS["cfr2017"]
-    assert exp.metrics == ("CFR",) and exp.unit == "triplet"
+    assert exp.metrics == ("CFR",) and exp.unit == "comparison"
     specs = experiment_rows("cfr2017", "synthetic", "quick")
     assert "Triplet MatchNet (by clip)" in specs and "Euclidean / HandCrafted (by comparison)" in specs
     # the data seed is a parameter of every row; the training seed is not
@@ -43,6 +43,65 @@ def test_units_and_fulfilled():
     assert per_fold.tolist() == [0.5, 1.0]
     with pytest.raises(ValueError, match="more than one fold"):
         cfr2017.test_units([(np.array([1]), np.array([0])), (np.array([1]), np.array([0]))])
+
+
+def test_comparison_scores_average_each_comparisons_triplets():
+    hit = np.array([1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0])
+    comparison = np.array([5, 5, 2, 2, 9, 9, 4])          # comparison 4 kept one triplet
+    np.testing.assert_array_equal(cfr2017.comparison_scores(hit, comparison), [0.5, 1.0, 0.0, 1.0])
+    with pytest.raises(ValueError, match="one length"):
+        cfr2017.comparison_scores(hit, comparison[:-1])
+
+
+def _triplet_store(hits_per_seed, unit="triplet", profile="quick"):
+    store = res.new_store("cfr2017", "synthetic", profile, title="t", metrics=["CFR"], unit=unit,
+                          notebook="08_triplet_matchnet.ipynb")
+    for row in ("A", "B"):
+        seeds = {str(s): {**res.seed_entry({"CFR": h if row == "A" else 1 - np.asarray(h)},
+                                           extra={"units_sha": "x"}), "wall_s": 1.5}
+                 for s, h in enumerate(hits_per_seed)}
+        store["rows"][row] = {"parameters": {}, "key": row, "seeds": seeds}
+    return res.summarise_store(store)
+
+
+def test_per_comparison_store_converts_a_per_triplet_file_once(tmp_path):
+    hits = [[1, 0, 1, 1, 0, 0, 1, 1], [0, 0, 1, 1, 1, 0, 1, 0]]
+    path = res.write_store(_triplet_store(hits), tmp_path / "cfr2017_synthetic_quick.json")
+    before = res.read_store(path)
+    cfr2017.per_comparison_store(path)
+    after = res.read_store(path)
+    assert after["unit"] == "comparison"
+    for row in ("A", "B"):
+        for s, h in enumerate(hits):
+            old, new = before["rows"][row]["seeds"][str(s)], after["rows"][row]["seeds"][str(s)]
+            h = np.asarray(h if row == "A" else 1 - np.asarray(h), dtype=float)
+            assert new["per_unit"]["CFR"] == h.reshape(-1, 2).mean(axis=1).tolist()
+            assert new["n_units"] == 4 and new["wall_s"] == 1.5 and new["extra"] == old["extra"]
+            assert new["metrics"]["CFR"]["mean"] == old["metrics"]["CFR"]["mean"]   # the CFR stays
+            assert new["metrics"]["CFR"]["ci"] != old["metrics"]["CFR"]["ci"]
+    assert after["comparisons"][0]["n_units"] == 4
+    text = path.read_text()
+    cfr2017.per_comparison_store(path)                    # a second call leaves it as it is
+    assert path.read_text() == text
+    odd = res.write_store(_triplet_store([[1, 0, 1]]), tmp_path / "odd.json")
+    with pytest.raises(res.StoreError, match="not pairs"):
+        cfr2017.per_comparison_store(odd)
+    other = _triplet_store(hits)
+    other["experiment"] = "table2"
+    with pytest.raises(res.StoreError, match="not a 2017 experiment"):
+        cfr2017.per_comparison_store(res.write_store(other, tmp_path / "t2.json"))
+
+
+def test_a_per_triplet_file_is_neither_extended_nor_merged(tmp_path):
+    from mrlib.experiments import merge_stores
+    old = res.write_store(_triplet_store([[1, 0, 1, 1]], profile="smoke"), tmp_path / "old.json")
+    with pytest.raises(ValueError, match="scores per triplet.*per_comparison_store"):
+        run_experiment("cfr2017", profile="smoke", seeds=[0], store=old, workdir=tmp_path / "w",
+                       progress=False)
+    new = res.write_store(_triplet_store([[1, 0, 1, 1]], unit="comparison", profile="smoke"),
+                          tmp_path / "new.json")
+    with pytest.raises(res.StoreError, match="unit 'triplet'"):
+        merge_stores(new, [old])
 
 
 def test_smoke_experiment(tmp_path):
@@ -87,8 +146,15 @@ def test_smoke_experiment(tmp_path):
     # ... and no test triplet's clip set (its twin's) is trained on in the same fold
     for tr, te in folds:
         assert not {frozenset(x) for x in t[tr].tolist()} & {frozenset(x) for x in t[te].tolist()}
-    want = np.array([expected[int(u)] for u in units])
+    # the units are the comparisons: the share of each one's two constraints fulfilled, in the
+    # order the comparisons first appear among the test triplets
+    by_comparison: dict[int, list[float]] = {}
+    for u in units:
+        by_comparison.setdefault(int(ctx["comparison"][u]), []).append(expected[int(u)])
+    assert {len(v) for v in by_comparison.values()} == {2}
+    want = np.array([np.mean(v) for v in by_comparison.values()])
     for entry in rows[name]["seeds"].values():
+        assert entry["n_units"] == len(units) // 2
         np.testing.assert_array_equal(np.asarray(entry["per_unit"]["CFR"]), want)
         fold_cfr = [np.mean([expected[int(i)] for i in te]) for _, te in folds]
         np.testing.assert_allclose(entry["extra"]["fold_cfr"], fold_cfr, atol=1e-4)
