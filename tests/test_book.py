@@ -36,6 +36,9 @@ def test_book_has_every_chapter(html_dir: Path):
     for nb in notebooks:
         page = html_dir / "notebooks" / f"{nb.stem}.html"
         assert page.is_file(), f"{nb.name} is missing from the book"
+        # the sidebar lists the chapters by their titles: each one reads "NN · title"
+        title = page.read_text().split("<title>", 1)[1].split(" &#8212; ", 1)[0]
+        assert title.startswith(f"{nb.stem[:2]} · "), f"{nb.name}: title {title!r} is not 'NN · ...'"
     for page in ("api.html", "bibliography.html", "intro.html", "notation.html"):
         assert (html_dir / page).is_file()
     # the API page documents the package and the bibliography lists both papers
