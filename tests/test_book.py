@@ -36,11 +36,16 @@ def test_book_has_every_chapter(html_dir: Path):
     for nb in notebooks:
         page = html_dir / "notebooks" / f"{nb.stem}.html"
         assert page.is_file(), f"{nb.name} is missing from the book"
+        # the sidebar lists the chapters by their titles: each one reads "NN · title"
+        title = page.read_text().split("<title>", 1)[1].split(" &#8212; ", 1)[0]
+        assert title.startswith(f"{nb.stem[:2]} · "), f"{nb.name}: title {title!r} is not 'NN · ...'"
     for page in ("api.html", "bibliography.html", "intro.html", "notation.html"):
         assert (html_dir / page).is_file()
     # the API page documents the package and the bibliography lists both papers
     api = (html_dir / "api.html").read_text()
     assert "mrlib.suite.record" in api and "Taught in" in api
+    # the docstrings' $...$ and $$...$$ are typeset as the chapters' math (reST knows neither)
+    assert "$$" not in api and "\\(d(a, p) &lt; d(a, n)\\)" in api
     bib = (html_dir / "bibliography.html").read_text().lower()  # the style lowercases titles
     assert "learning to rank music tracks" in bib and "matchnet" in bib
 
@@ -133,6 +138,21 @@ def test_no_cdn_in_pages(html_dir: Path):
     assert (html_dir / "_static" / "mathjax" / "tex-chtml.js").is_file()
 
 
+#: Text a reader sees outside code and typeset math that is TeX left raw: a ``$...$`` or a
+#: command whose backslash reST ate (``$$mathrm{AP@k} = frac{1}...``).
+RAW_TEX_JS = r"""() => {
+  const walk = document.createTreeWalker(document.querySelector('main') || document.body,
+                                         NodeFilter.SHOW_TEXT);
+  const found = []; let node;
+  while ((node = walk.nextNode())) {
+    if (node.parentElement.closest('pre, code, script, style, .math, mjx-container')) continue;
+    const m = node.textContent.match(/\$[^$\s][^$]*\$|\\?\b(?:frac|mathrm|mathcal|operatorname)\{/);
+    if (m) found.push(m[0].slice(0, 60));
+  }
+  return found.slice(0, 5);
+}"""
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):  # keep pytest output clean
         pass
@@ -193,6 +213,9 @@ def test_pages_render_offline_in_chromium(html_dir: Path, server: str):
                     "[...document.querySelectorAll('.math')].filter(e => !e.querySelector('mjx-container')).length")
                 if typeset == 0 or raw:
                     problems.append(f"{rel}: math not rendered ({typeset} typeset, {raw} raw)")
+            raw_tex = page.evaluate(RAW_TEX_JS)
+            if raw_tex:
+                problems.append(f"{rel}: TeX shown raw {raw_tex}")
             text = page.inner_text("body")
             if "Traceback (most recent call last)" in text:
                 problems.append(f"{rel}: a Python traceback is shown")

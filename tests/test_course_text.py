@@ -120,6 +120,7 @@ SECOND_MEANINGS = [
     ("(a, p, n)", "p: the positive", "the sharpness exponent",
      r"\)\^\{?p\}?[^\w]|\^p\$|exponent \$p|sharpness \$p"),
     ("(a, p, n)", "a: the anchor", "a tag vector (02 writes those u, v)", r"(?<![\\\w])[ab]_c\b"),
+    ("(a, p, n)", "n: the negative", "a number of steps", r"\$n\$ steps|\$n \\cdot 10\^"),
     (r"\tau", "a frame index", "a temperature", r"temperature \$\\tau|/\s*\\tau\b"),
     ("$T$", "a number of frames", "the tag matrix", r"\$T \\in \[0,\s*1\]|T_\{b"),
     ("$z$", "a logit", "the sequence AutoPool pools", r"z_\\tau|z_\{\\tau"),
@@ -155,6 +156,16 @@ def test_no_control_characters_in_the_prose():
     found = [f"{where}: ...{text[max(0, m.start() - 30):m.end() + 30]!r}"
              for where, text in texts for m in CONTROL.finditer(text)]
     assert not found, "control characters (an escaped LaTeX backslash?):\n  " + "\n  ".join(found)
+
+
+def test_notation_page_lists_every_calligraphic_letter():
+    """A calligraphic letter ($\\mathcal{S}$, $\\mathcal{N}$, ...) in a notebook's markdown is one
+    the notation page defines: none is a local letter the page forgets."""
+    letter = re.compile(r"\\mathcal\s*\{?\s*([A-Z])")
+    listed = set(letter.findall(NOTATION.read_text()))
+    used = {f"\\mathcal{{{c}}} ({p.name} cell {i})" for p in NOTEBOOKS for i, text in _markdown(_read(p))
+            for c in letter.findall(text) if c not in listed}
+    assert not used, f"book/notation.md does not list {sorted(used)}"
 
 
 @pytest.mark.parametrize("path", EVERY_NOTEBOOK)

@@ -1,12 +1,25 @@
-"""Sphinx extension: turn a docstring's closing ``Notebook: NN_name.ipynb`` line into a link.
+"""Sphinx extension: mrlib's docstring conventions on the API page.
 
 mrlib's docstrings end by naming the notebook that teaches the function (the libfmp
 convention). Left alone, numpydoc would read that line as part of the last section; this moves
 it out before napoleon runs and appends a "Taught in" line with a link to the chapter.
+
+They also write math as the notebooks do, ``$...$`` inline and ``$$...$$`` on lines of its own,
+which reStructuredText does not know: the page would show the TeX with its backslashes eaten
+(``$$mathrm{AP@k} = frac{1}...``). Each is turned into the ``:math:`` role or the ``math``
+directive, so MathJax typesets it as it does the chapters.
 """
 import re
 
 PATTERN = re.compile(r"^\s*Notebook:\s*(\d\d_[\w-]+)\.ipynb\s*$")
+#: ``$$...$$`` starting a line and ending one (it may span several).
+DISPLAY = re.compile(r"^(?P<indent>[ \t]*)\$\$(?P<body>.+?)\$\$[ \t]*$", re.S | re.M)
+#: ``$...$`` on one line, not a ``$NAME`` of the shell (no space inside either dollar).
+INLINE = re.compile(r"(?<![\\$])\$(?=[^\s$])(?P<body>[^$\n]*?[^\s$\\])\$(?!\$)")
+#: what may stand just before and just after a role in reST
+OPENERS, CLOSERS = "-:/'\"<([{", "-.,:;!?\\/'\")]}>"
+#: a ``literal`` or a role's `text`: left as written.
+LITERAL = re.compile(r"(``.+?``|`[^`]+`)")
 
 
 def _pop_notebook(app, what, name, obj, options, lines):
@@ -20,6 +33,28 @@ def _pop_notebook(app, what, name, obj, options, lines):
         return
 
 
+def _display(match) -> str:
+    indent = match.group("indent")
+    body = [line.strip() for line in match.group("body").strip().splitlines()]
+    return "\n".join([f"{indent}.. math::", ""] + [f"{indent}   {line}" for line in body] + [""])
+
+
+def _inline(match) -> str:
+    # reST takes a role only after a space or an opening mark and before a space or a closing
+    # one; elsewhere an escaped space (backslash, space: rendered as nothing) stands between
+    text, start, end = match.string, match.start(), match.end()
+    before = "\\ " if start and not (text[start - 1].isspace() or text[start - 1] in OPENERS) else ""
+    after = "\\ " if end < len(text) and not (text[end].isspace() or text[end] in CLOSERS) else ""
+    return f"{before}:math:`{match.group('body')}`{after}"
+
+
+def _math(app, what, name, obj, options, lines):
+    text = DISPLAY.sub(_display, "\n".join(lines))
+    parts = LITERAL.split(text)  # odd items are literals: a ``$NAME`` stays as written
+    parts[::2] = [INLINE.sub(_inline, part) for part in parts[::2]]
+    lines[:] = "".join(parts).split("\n")
+
+
 def _append_link(app, what, name, obj, options, lines):
     stem = app.env.temp_data.get("mrlib_notebooks", {}).pop(name, None)
     if stem is None:
@@ -31,5 +66,6 @@ def _append_link(app, what, name, obj, options, lines):
 
 def setup(app):
     app.connect("autodoc-process-docstring", _pop_notebook, priority=100)
+    app.connect("autodoc-process-docstring", _math, priority=200)
     app.connect("autodoc-process-docstring", _append_link, priority=900)
     return {"parallel_read_safe": True}
