@@ -666,3 +666,8 @@ def test_the_claims_never_write_the_level_as_alpha():
     text = C.claims_markdown()
     assert "α" not in text and "level 0.05" in text
     assert all("α" not in c.note for c in C.CLAIMS)
+
+def test_the_readme_counts_the_verdicts_no_correction_spans():
+    readme = " ".join((repo_root() / "README.md").read_text().split())
+    n = len(C.CLAIMS) * len(C.CLAIM_CATALOGS)
+    assert f"not across the table's {n} claim × catalog verdicts" in readme and f"among {n} one" in readme
