@@ -281,7 +281,8 @@ def data_context(parameters: Mapping[str, Any], *, progress: bool = False) -> di
     dict
         ``catalog`` (:class:`mrlib.catalog.Catalog`), ``S`` (oracle, (N, N)), ``votes``
         (comparisons table), ``report``, ``triplets`` (int64 (M, 3), the constraints whose
-        clips all have features), ``comparison`` (int64 (M,), the comparison each came from), ``X_hc`` (float32 (N, D) handcrafted, NaN rows if skipped),
+        clips all have features), ``comparison`` (int64 (M,), the comparison each came from),
+        ``X_hc`` (float32 (N, D) handcrafted, NaN rows if skipped),
         ``coarse`` (:class:`mrlib.matchnet_cv.CoarseFeatures`), ``folds`` (scheme -> list of
         :class:`mrlib.odd_one_out.Fold`) and ``units`` (scheme -> :func:`test_units`).
 
@@ -423,7 +424,7 @@ def per_comparison_store(path: str | os.PathLike) -> Path:
     other (:func:`mrlib.odd_one_out.comparisons_to_triplets` emits them so, and the folds keep
     them together); each pair becomes its mean (:func:`comparison_scores`), the summaries and
     comparisons are recomputed, and the file is rewritten in place. A file already per
-    comparison is left as it is.
+    comparison is left as it is; one that names no unit is refused (it cannot be told apart).
 
     Parameters
     ----------
@@ -437,7 +438,8 @@ def per_comparison_store(path: str | os.PathLike) -> Path:
     Raises
     ------
     mrlib.results.StoreError
-        Not a results file of these experiments, or a seed with an odd number of units.
+        Not a results file of these experiments, one of another or no unit, or a seed whose
+        units are not the triplets its folds tested, two by two.
 
     Notebook: 08_triplet_matchnet.ipynb
     """
@@ -447,13 +449,17 @@ def per_comparison_store(path: str | os.PathLike) -> Path:
         raise res.StoreError(f"{path} holds {store['experiment']!r}, not a 2017 experiment")
     if store.get("unit") == "comparison":
         return path
+    if store.get("unit") != "triplet":
+        raise res.StoreError(f"{path}: its unit is {store.get('unit')!r}, not 'triplet' or 'comparison'")
     for name, row in store["rows"].items():
         for s, entry in row.get("seeds", {}).items():
             if entry.get("status") != "ok":
                 continue
             hit = np.asarray(entry["per_unit"]["CFR"], dtype=np.float64)
-            if hit.size % 2:
-                raise res.StoreError(f"{path}: {name}, seed {s} has {hit.size} triplets, not pairs")
+            tested = sum(entry.get("extra", {}).get("n_test", []))     # triplets per fold
+            if hit.size % 2 or hit.size != tested:
+                raise res.StoreError(f"{path}: {name}, seed {s} has {hit.size} units, not the "
+                                     f"{tested} triplets its folds tested, two by two")
             kept = {k: v for k, v in entry.items() if k not in ("metrics", "n_units", "per_unit")}
             pairs = comparison_scores(hit, np.arange(hit.size) // 2)
             entry.clear()

@@ -117,16 +117,16 @@ def as_float_matrix(name: str, a: Any) -> np.ndarray:
 
 
 def as_vector(name: str, x: Any) -> np.ndarray:
-    """A finite 1-D float64 array (one value per query or triplet).
+    """A finite 1-D float64 array (one value per unit: a query, a comparison).
 
     Notebook: 07_evaluation.ipynb
     """
     try:
         x = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError) as error:   # strings, None, ragged lists
-        raise TypeError(f"{name} must be a 1-D sequence of numbers (one per query/triplet): {error}") from None
+        raise TypeError(f"{name} must be a 1-D sequence of numbers (one per unit): {error}") from None
     if x.ndim != 1:
-        raise ValueError(f"{name} must be 1-D (one value per query/triplet), got shape {x.shape}")
+        raise ValueError(f"{name} must be 1-D (one value per unit), got shape {x.shape}")
     if not np.isfinite(x).all():
         raise ValueError(f"{name} has {int((~np.isfinite(x)).sum())} non-finite value(s)")
     return x

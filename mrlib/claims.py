@@ -178,7 +178,7 @@ def comparison_status(store: Mapping[str, Any], a: str, rel: str, b: str, metric
     if not xs:
         return {"status": "not run", "diff": None, "low": None, "high": None, "p": None,
                 "n_seeds": 0}
-    t = res.seed_query_test(xs, ys)
+    t = res.seed_query_test(xs, ys, groups=res.store_groups(store))
     return {"status": None, "diff": 100 * t["mean_diff"], "low": 100 * t["low"],
             "high": 100 * t["high"], "p": t["p"], "n_seeds": t["n_seeds"]}
 

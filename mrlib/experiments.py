@@ -79,6 +79,10 @@ class Experiment:
         Builds what rows read (catalog, features) in the runner's process before workers race
         to, with progress bars when ``progress`` (given by keyword; a catalog build can take an
         hour).
+    unit_groups : callable (parameters) -> dict, optional
+        The group of each unit (``{"by": "artist", "labels": [...]}``), stored with the file:
+        units of one group are counted as one draw by its intervals and tests
+        (:func:`mrlib.results.store_groups`).
 
     Notebook: 07_evaluation.ipynb
     """
@@ -92,6 +96,7 @@ class Experiment:
     run: Callable[..., tuple[Mapping[str, Any], Mapping[str, Any]]]
     profiles: tuple[str, ...] = ("smoke", "quick", "paper")
     prepare: Callable[[Mapping[str, Any]], Any] | None = None
+    unit_groups: Callable[[Mapping[str, Any]], dict] | None = None
 
 
 #: The registered experiments, by name.
@@ -125,7 +130,8 @@ def _retrieval_experiment(name: str, title: str, notebook: str, rows,
     """Register an experiment whose rows train and score like Table 2's (its metrics and data)."""
     return register(Experiment(name=name, title=title, notebook=notebook,
                                metrics=("MAP@20", "Recall@20", "RR@20", "nDCG@20"), unit="query",
-                               rows=rows, run=table2.table2_run, profiles=profiles, prepare=table2.table2_context))
+                               rows=rows, run=table2.table2_run, profiles=profiles, prepare=table2.table2_context,
+                               unit_groups=table2.test_artists))
 
 
 _retrieval_experiment("table2", "Table 2 of Prétet et al. (2020): retrieval on the test queries",
@@ -362,12 +368,24 @@ def _open_store(exp, name, catalog, profile, specs, rows, path: Path) -> dict:
     if held != (name, str(catalog), profile):
         raise ValueError(f"{path} holds {held[0]} on catalog {held[1]} at profile {held[2]}, not "
                          f"{name} on {catalog} at {profile}; choose another --store")
-    if data.get("unit", exp.unit) != exp.unit:      # per-unit scores of one kind per file
-        raise ValueError(f"{path} holds scores per {data['unit']}, {name} now scores per {exp.unit}; "
-                         "convert it (mrlib.cfr2017.per_comparison_store) or choose another --store")
+    if data.get("unit") != exp.unit:                 # per-unit scores of one kind per file
+        raise ValueError(f"{path} holds scores per {data.get('unit')}, {name} scores per {exp.unit}; "
+                         "choose another --store (a 2017 file stored per triplet is converted by "
+                         "mrlib.cfr2017.per_comparison_store)")
     data["title"] = exp.title
     data["rows"] = _stored_rows(data["rows"], specs, name, path, rows)
     return data
+
+
+def _set_unit_groups(exp, data: dict, parameters: dict, path: Path, check: bool) -> None:
+    """Record the experiment's unit groups in a store that lacks them; with ``check`` (rows are
+    about to run), refuse a store whose recorded groups are not the catalog's."""
+    if exp.unit_groups is None or ("unit_groups" in data and not check):
+        return
+    groups = exp.unit_groups(parameters)
+    if data.setdefault("unit_groups", groups) != groups:
+        raise ValueError(f"{path}: its units are grouped as {data['unit_groups']['by']} over other "
+                         "units than this catalog's; choose another --store")
 
 
 def _stored_rows(rows: dict, specs: dict, name: str, path: Path, chosen,
@@ -455,6 +473,7 @@ def _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, devi
             _git_commit_file(path, f"results: {name} {catalog} {profile}: {r}, seed {s} "
                                    f"({entry['status']}, {entry['wall_s']:.0f} s)")
 
+    _set_unit_groups(exp, data, stored[chosen[0]]["parameters"], path, check=bool(todo))
     if not todo:
         data["runs"].pop()              # nothing ran: the store is unchanged but for its summary
         res.write_store(res.summarise_store(data), path)
@@ -548,6 +567,9 @@ def _merge_into(data: dict, other: dict, path: Path) -> int:
         if (data.get(field) or None) != (other.get(field) or None):
             raise res.StoreError(f"{path}: its {field} {other.get(field)!r} is not the "
                                  f"{data.get(field)!r} of the file it is added to")
+    groups = data.get("unit_groups"), other.get("unit_groups")
+    if None not in groups and groups[0] != groups[1]:
+        raise res.StoreError(f"{path}: its units are not grouped as those of the file it is added to")
     added = 0
     for r, row in other["rows"].items():
         if not (isinstance(row, dict) and isinstance(row.get("seeds"), dict) and "key" in row):

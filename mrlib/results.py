@@ -3,7 +3,7 @@
 An *experiment* (Table 2 of the 2020 paper, the 2017 CFR table, an ablation) is a set of rows
 trained with several seeds. Each finished row × seed is stored at once in one small JSON file
 per experiment × catalog × profile, with its per-unit scores (one value per test query, or per
-test triplet), so that anything computed from the store — a seed mean, a paired test, a table —
+test comparison), so that anything computed from the store — a seed mean, a paired test, a table —
 can be computed again from the committed file alone. This module reads and writes those files
 and turns them into tables; :mod:`mrlib.experiments` runs the experiments.
 
@@ -33,10 +33,10 @@ from scipy import stats
 from mrlib.checks import as_vector, check_level
 from mrlib.evaluate import format_ci, holm, mean_ci
 from mrlib.paths import atomic_path, repo_root
-from mrlib.stats import _rank_steps
+from mrlib.stats import mean_variance, signed_rank_p
 
 __all__ = ["SCHEMA", "results_dir", "store_path", "parameters_key", "new_store", "read_store",
-           "write_store", "seed_entry", "row_summary", "seed_query_test", "compare_rows",
+           "write_store", "seed_entry", "store_groups", "row_summary", "seed_query_test", "compare_rows",
            "summarise_store", "store_at_seeds", "stored_results", "results_frame",
            "results_markdown", "seed_frame", "selected_epochs", "comparisons_frame",
            "update_readme_block", "readme_block", "replace_readme_block", "StoreError"]
@@ -196,8 +196,28 @@ def _paired_scores(rows: Mapping[str, Any], a: str, b: str, metric: str) -> list
     return out
 
 
-def row_summary(row: Mapping[str, Any], metrics: Sequence[str]) -> dict:
+def store_groups(store: Mapping[str, Any]) -> np.ndarray | None:
+    """The group of each unit of a store (``store["unit_groups"]["labels"]``), or None.
+
+    Units of one group (the test queries of one artist) are not independent draws: the
+    intervals and paired tests of a store that records groups count each group once
+    (:func:`mrlib.stats.mean_variance`).
+
+    Notebook: 07_evaluation.ipynb
+    """
+    groups = store.get("unit_groups")
+    if groups is None:
+        return None
+    if not (isinstance(groups, dict) and isinstance(groups.get("labels"), list) and "by" in groups):
+        raise StoreError("'unit_groups' must be an object with 'by' and a list of 'labels'")
+    return np.asarray(groups["labels"])
+
+
+def row_summary(row: Mapping[str, Any], metrics: Sequence[str], groups=None) -> dict:
     """Seed mean, seed standard deviation and mean query half-width of a stored row (percent).
+
+    With ``groups`` (:func:`store_groups`), each seed's half-width is recomputed from its
+    per-unit scores with the units clustered by group.
 
     Returns
     -------
@@ -211,14 +231,16 @@ def row_summary(row: Mapping[str, Any], metrics: Sequence[str]) -> dict:
     out = {}
     for m in metrics:
         means = np.array([e["metrics"][m]["mean"] for e in seeds])
+        cis = ([e["metrics"][m]["ci"] for e in seeds] if groups is None else
+               [100 * mean_ci(e["per_unit"][m], groups=groups).half_width for e in seeds])
         out[m] = {"mean": round(float(means.mean()), 4),
                   "sd": round(float(means.std(ddof=1)), 4) if len(seeds) > 1 else None,
-                  "ci": round(float(np.mean([e["metrics"][m]["ci"] for e in seeds])), 4),
-                  "n_seeds": len(seeds)}
+                  "ci": round(float(np.mean(cis)), 4), "n_seeds": len(seeds)}
     return out
 
 
-def seed_query_test(a: Sequence[np.ndarray], b: Sequence[np.ndarray], *, level: float = 0.95) -> dict:
+def seed_query_test(a: Sequence[np.ndarray], b: Sequence[np.ndarray], *, level: float = 0.95,
+                    groups=None) -> dict:
     r"""Row A vs row B over seeds and units: the paired difference, its interval and p-value.
 
     ``a[s]`` and ``b[s]`` are the per-unit scores of the two rows trained with the same seed
@@ -240,6 +262,9 @@ def seed_query_test(a: Sequence[np.ndarray], b: Sequence[np.ndarray], *, level: 
         other units than each other (then only the seed means carry the variance). A NaN
         score is refused (``ValueError``): a missing score is no evidence either way.
     level : float, default 0.95
+    groups : array_like (n_units,), optional
+        The group of each unit (the artist of each query): the units' variance is then the
+        clustered one of :func:`mrlib.stats.mean_variance`, one degree of freedom per group.
 
     Returns
     -------
@@ -270,9 +295,11 @@ def seed_query_test(a: Sequence[np.ndarray], b: Sequence[np.ndarray], *, level: 
     parts = []
     if len({x.size for x in d}) == 1:
         per_unit = np.mean(d, axis=0)
-        parts.append((per_unit.var(ddof=1) / per_unit.size, per_unit.size - 1))
-        steps = _rank_steps(per_unit, max(max(np.abs(x).max(), np.abs(y).max()) for x, y in zip(a, b)))
-        p_w = float(stats.wilcoxon(steps, method="asymptotic").pvalue) if np.count_nonzero(steps) else 1.0
+        parts.append(mean_variance(per_unit, groups))
+        scale = max(max(np.abs(x).max(), np.abs(y).max()) for x, y in zip(a, b))
+        p_w = signed_rank_p(per_unit, scale, method="asymptotic")
+    elif groups is not None:
+        raise ValueError("groups need the same units in every seed")
     else:                                    # other units in each seed: the seed means hold both
         p_w = float("nan")
     if n_seeds > 1:
@@ -308,17 +335,20 @@ def compare_rows(store: Mapping[str, Any], rows: Sequence[str] | None = None, *,
     -------
     list of dict
         ``a``, ``b``, ``metric``, ``mean_diff``/``low``/``high`` (percentage points),
-        ``p``, ``df``, ``p_holm``, ``p_wilcoxon``, ``significant`` (``p_holm < alpha``),
+        ``p``, ``df``, ``p_holm``, ``p_wilcoxon``, ``significant`` (``p_holm < alpha`` on two
+        seeds or more: one seed's interval counts the units, not the training's variance),
         ``seeds_a_better``, ``n_seeds``, ``n_units``.
 
     Notebook: 07_evaluation.ipynb
     """
     alpha = check_level(alpha, "alpha", 0.05)
     all_rows = store["rows"]
+    rows = None if rows is None else list(rows)                  # an iterator is read twice
     unknown = [r for r in rows or () if r not in all_rows]
     if unknown:
         raise ValueError(f"rows {unknown} are not in the store; it has {list(all_rows)}")
     rows = [r for r in (all_rows if rows is None else rows) if _ok_seeds(all_rows[r])]
+    groups = store_groups(store)
     out = []
     for m in store["metrics"]:
         tests = []
@@ -327,7 +357,7 @@ def compare_rows(store: Mapping[str, Any], rows: Sequence[str] | None = None, *,
                 xs, ys = _paired_scores(all_rows, ra, rb, m)
                 if not xs or any(len(x) != len(y) for x, y in zip(xs, ys)):
                     continue
-                t = seed_query_test(xs, ys, level=level)
+                t = seed_query_test(xs, ys, level=level, groups=groups)
                 tests.append({"a": ra, "b": rb, "metric": m, **t})
         adjusted = holm([t["p"] for t in tests])
         for t, p in zip(tests, adjusted):
@@ -336,7 +366,7 @@ def compare_rows(store: Mapping[str, Any], rows: Sequence[str] | None = None, *,
             t["p"], t["df"] = round(t["p"], 6), None if math.isnan(t["df"]) else round(t["df"], 2)
             t["p_holm"] = round(float(p), 6)
             t["p_wilcoxon"] = None if math.isnan(t["p_wilcoxon"]) else float(f"{t['p_wilcoxon']:.6g}")
-            t["significant"] = bool(p < alpha)
+            t["significant"] = bool(p < alpha and t["n_seeds"] > 1)
             out.append(t)
     return out
 
@@ -346,7 +376,8 @@ def summarise_store(store: dict, **compare_kwargs) -> dict:
 
     Notebook: 07_evaluation.ipynb
     """
-    store["summary"] = {r: row_summary(row, store["metrics"]) for r, row in store["rows"].items()}
+    groups = store_groups(store)
+    store["summary"] = {r: row_summary(row, store["metrics"], groups) for r, row in store["rows"].items()}
     store["comparisons"] = compare_rows(store, **compare_kwargs)
     return store
 
@@ -364,7 +395,7 @@ def store_at_seeds(store: Mapping[str, Any], seeds: Iterable[int]) -> dict:
     keep = {str(int(s)) for s in seeds}
     rows = {r: {**row, "seeds": {s: e for s, e in row.get("seeds", {}).items() if s in keep}}
             for r, row in store.get("rows", {}).items()}
-    summary = {r: row_summary(row, store["metrics"]) for r, row in rows.items()}
+    summary = {r: row_summary(row, store["metrics"], store_groups(store)) for r, row in rows.items()}
     return {**store, "rows": rows, "summary": summary, "comparisons": []}
 
 
@@ -502,7 +533,8 @@ def results_frame(store: Mapping[str, Any], metrics: Sequence[str] | None = None
     Notebook: 07_evaluation.ipynb
     """
     metrics = list(metrics or store["metrics"])
-    summary = store.get("summary") or {r: row_summary(row, metrics) for r, row in store["rows"].items()}
+    summary = store.get("summary") or {r: row_summary(row, metrics, store_groups(store))
+                                       for r, row in store["rows"].items()}
     records = []
     for r, row in store["rows"].items():
         s = summary.get(r, {})
@@ -537,9 +569,10 @@ def results_markdown(store: Mapping[str, Any], metrics: Sequence[str] | None = N
     commits = sorted({str(e.get("commit", "?"))[:10] for e in entries})
     units = {e["n_units"] for e in entries}
     plural = _PLURALS.get(store.get("unit"), f"{store.get('unit')}s")
+    over = plural if store.get("unit_groups") is None else f"{plural} clustered by {store['unit_groups']['by']}"
     lines += ["", f"{'/'.join(str(u) for u in sorted(units))} test {plural}; "
-              f"cells: mean over training seeds ± one seed's 95 % interval over {plural} (its "
-              f"half-width averaged over seeds) (standard deviation over seeds), percent. "
+              f"cells: mean over training seeds ± one seed's 95 % interval over {over}, its "
+              f"half-width averaged over seeds (standard deviation over seeds), percent. "
               f"`{store.get('command', '')}` — "
               f"commit{'s' if len(commits) > 1 else ''} {', '.join(commits)}, {len(walls)} row × seed runs, "
               f"{sum(walls) / 3600:.2f} h of training and evaluation in all."]

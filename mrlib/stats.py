@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 from mrlib.checks import as_float_matrix, as_vector, check_int, check_level, is_real
 from mrlib.folds import kfold_indices
 
-__all__ = ["CI", "mean_ci", "format_ci", "PairedTest", "paired_test", "holm", "TagAUC", "tag_auc", "CFR",
+__all__ = ["CI", "mean_variance", "mean_ci", "format_ci", "PairedTest", "paired_test", "signed_rank_p", "holm", "TagAUC",
+           "tag_auc", "CFR",
            "constraints_fulfillment_rate", "kfold_indices", "KFoldCFR", "kfold_cfr"]
 
 
@@ -70,7 +71,45 @@ def _bootstrap_interval(x: np.ndarray, level: float, n_boot, seed: int) -> tuple
     return float(lo), float(hi)
 
 
-def mean_ci(x, level: float = 0.95, method: str = "t", *, n_boot: int = 10_000, seed: int = 0) -> CI:
+def mean_variance(x, groups=None) -> tuple[float, int]:
+    r"""Variance of the mean of per-unit scores, and its degrees of freedom.
+
+    Independent units: $s^2/n$ with $n - 1$ degrees of freedom. Units in groups (queries of one
+    artist, which an artist-disjoint split keeps together and which resemble each other): the
+    cluster-robust variance $\frac{G}{G-1}\sum_g \big(\sum_{i \in g} (x_i - \bar x)\big)^2 / n^2$
+    with $G - 1$ degrees of freedom, so a group counts as one draw, however many units it holds.
+
+    Parameters
+    ----------
+    x : float array (n,), n ≥ 2
+    groups : array_like (n,), optional
+        The group of each unit (any labels); at least two groups.
+
+    Returns
+    -------
+    (float, int)
+        The variance of $\bar x$ and the degrees of freedom of its Student interval.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    x = as_vector("x", x)
+    if x.size < 2:
+        raise ValueError(f"a variance needs at least 2 values, got {x.size}")
+    if groups is None:
+        return float(x.var(ddof=1)) / x.size, x.size - 1
+    groups = np.asarray(groups)
+    if groups.shape != x.shape:
+        raise ValueError(f"groups must hold one label per unit ({x.size}), got shape {groups.shape}")
+    _, g = np.unique(groups, return_inverse=True)
+    n_groups = int(g.max()) + 1
+    if n_groups < 2:
+        raise ValueError("clustered units need at least 2 groups")
+    sums = np.bincount(g, weights=x - x.mean())
+    return float((sums ** 2).sum()) / x.size ** 2 * n_groups / (n_groups - 1), n_groups - 1
+
+
+def mean_ci(x, level: float = 0.95, method: str = "t", *, n_boot: int = 10_000, seed: int = 0,
+            groups=None) -> CI:
     r"""Mean of per-query scores with a confidence interval.
 
     * ``"t"`` (default): $\bar x \pm t_{n-1,(1+\ell)/2}\, s/\sqrt n$ — the usual interval
@@ -88,6 +127,9 @@ def mean_ci(x, level: float = 0.95, method: str = "t", *, n_boot: int = 10_000, 
         Resamples for the bootstrap.
     seed : int, default 0
         Seed of the bootstrap resampling.
+    groups : array_like (n,), optional
+        The group of each query (its artist): the variance is :func:`mean_variance`'s
+        clustered one, with one degree of freedom per group ("t" and "normal" only).
 
     Returns
     -------
@@ -102,9 +144,15 @@ def mean_ci(x, level: float = 0.95, method: str = "t", *, n_boot: int = 10_000, 
         raise ValueError(f"a confidence interval needs at least 2 values, got {x.size}")
     m = float(x.mean())
     if method in ("t", "normal"):
-        se = float(x.std(ddof=1)) / math.sqrt(x.size)
-        q = stats.t.ppf((1 + level) / 2, x.size - 1) if method == "t" else stats.norm.ppf((1 + level) / 2)
+        if groups is None:           # the plain formula: the same bits as ever
+            se, df = float(x.std(ddof=1)) / math.sqrt(x.size), x.size - 1
+        else:
+            var, df = mean_variance(x, groups)
+            se = math.sqrt(var)
+        q = stats.t.ppf((1 + level) / 2, df) if method == "t" else stats.norm.ppf((1 + level) / 2)
         return CI(m, m - q * se, m + q * se, level, method)
+    if groups is not None:
+        raise ValueError("groups apply to the 't' and 'normal' intervals")
     if method == "bootstrap":
         return CI(m, *_bootstrap_interval(x, level, n_boot, seed), level, method)
     raise ValueError(f"method must be 't', 'normal' or 'bootstrap', got {method!r}")
@@ -196,10 +244,33 @@ def paired_test(x, y, level: float = 0.95, *, n_boot: int = 10_000, seed: int = 
     level = check_level(level)
     d = x - y
     lo, hi = _bootstrap_interval(d, level, n_boot, seed)
-    steps = _rank_steps(d, max(np.abs(x).max(), np.abs(y).max()))
-    nz = int(np.count_nonzero(steps))
-    p = float(stats.wilcoxon(steps, zero_method="wilcox").pvalue) if nz else 1.0
-    return PairedTest(float(d.mean()), lo, hi, p, int(x.size), nz, level)
+    scale = max(np.abs(x).max(), np.abs(y).max())
+    nz = int(np.count_nonzero(_rank_steps(d, scale)))
+    return PairedTest(float(d.mean()), lo, hi, signed_rank_p(d, scale), int(x.size), nz, level)
+
+
+def signed_rank_p(d, scale: float, *, method: str = "auto") -> float:
+    """Two-sided Wilcoxon signed-rank p-value of paired differences, blind to rounding residue.
+
+    Parameters
+    ----------
+    d : array_like of float, shape (n,)
+        Paired differences of scores.
+    scale : float
+        The size of the scores themselves (their largest absolute value): differences that
+        agree to 12 significant digits of it count as equal, and smaller ones as zero.
+    method : {"auto", "exact", "asymptotic"}, default "auto"
+        ``scipy.stats.wilcoxon``'s.
+
+    Returns
+    -------
+    float
+        The p-value, zero differences dropped; 1.0 when every difference is zero.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    steps = _rank_steps(np.asarray(d, dtype=np.float64), scale)
+    return float(stats.wilcoxon(steps, method=method).pvalue) if np.count_nonzero(steps) else 1.0
 
 
 def _rank_steps(d: np.ndarray, scale: float) -> np.ndarray:

@@ -35,7 +35,7 @@ from mrlib.train_config import paper_config
 
 __all__ = ["TABLE2_DEFAULTS", "TABLE2_ROWS", "table2_systems", "TABLE2_BUDGETS", "TABLE2_ROW_FIELDS",
            "TABLE2_REFERENCE_ROWS", "TRAIN_SHARE", "CATALOG_KWARGS", "CATALOG_VARIANTS",
-           "table2_rows", "table2_context", "table2_score", "table2_run", "LOGISTIC_TAGGER",
+           "table2_rows", "table2_context", "table2_score", "table2_run", "test_artists", "LOGISTIC_TAGGER",
            "AT_SWEEP", "at_sweep_rows", "TL_SWEEP", "tl_sweep_rows", "TL_TUNED_LR", "tl_tuned_rows",
            "AUTOPOOL_PATCH_LENS",
            "AUTOPOOL_ARMS", "AUTOPOOL_BUDGETS", "autopool_rows", "PAPER_CHOICES", "paper_choices_rows"]
@@ -287,6 +287,29 @@ def table2_score(embeddings: np.ndarray, context: Mapping[str, Any], *, tags: bo
         S_hat = oracle(embeddings, None, context["data"].categories)
         return ev.evaluate_similarity(S_hat, context["S_test"])
     return ev.evaluate_embeddings(embeddings, context["S_test"])
+
+
+def test_artists(parameters: Mapping[str, Any]) -> dict:
+    """The artist of each test query of a row's catalog: the stored Table-2 files' unit groups.
+
+    Queries of one artist resemble each other (the oracle's tags and the audio's style), so the
+    stored intervals and paired tests count an artist once (:func:`mrlib.results.store_groups`).
+
+    Parameters
+    ----------
+    parameters : mapping
+        A row's parameters (its catalog fields are read, :func:`table2_context`).
+
+    Returns
+    -------
+    dict
+        ``{"by": "artist", "labels": [artist id of each query, in the order of the per-query
+        scores]}``.
+
+    Notebook: 07_evaluation.ipynb
+    """
+    context = table2_context(parameters)
+    return {"by": "artist", "labels": context["data"].artist_ids[context["test"]].tolist()}
 
 
 def _per_unit(result) -> dict[str, np.ndarray]:

@@ -40,6 +40,8 @@ class TrainData:
         Tracks that have features (skipped tracks are left out everywhere).
     n_bins : int
     name : str
+    artist_ids : numpy.ndarray of str (N,), optional
+        The artist of each track (what an artist-disjoint split keeps together).
 
     Notebook: 06_training.ipynb
     """
@@ -52,17 +54,20 @@ class TrainData:
     available: np.ndarray
     n_bins: int
     name: str = ""
+    artist_ids: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.tags = np.asarray(self.tags, dtype=np.float32)
         self.split = np.asarray(self.split).astype(str)
         self.track_ids = np.asarray(self.track_ids).astype(str)
         self.available = np.asarray(self.available, dtype=bool)
+        if self.artist_ids is not None:
+            self.artist_ids = np.asarray(self.artist_ids).astype(str)
         n = self.tags.shape[0]
         if self.tags.ndim != 2:
             raise ValueError(f"tags must be (N, m), got shape {self.tags.shape}")
-        for name in ("split", "track_ids", "available"):
-            if getattr(self, name).shape != (n,):
+        for name in ("split", "track_ids", "available", "artist_ids"):
+            if getattr(self, name) is not None and getattr(self, name).shape != (n,):
                 raise ValueError(f"{name} must have shape ({n},) like tags, got {getattr(self, name).shape}")
         if len(self.features) != n:
             raise ValueError(f"features hold {len(self.features)} tracks, tags {n}")
@@ -139,7 +144,8 @@ def prepare_data(config, progress: bool = True, preload_limit_gb: float = 8.0) -
     tracks = cat.tracks
     return TrainData(features=fs, tags=cat.tags, categories=list(cat.vocabulary["category"]),
                      split=tracks["split"].to_numpy(), track_ids=tracks["track_id"].to_numpy(),
-                     available=fs.available, n_bins=fs.config.n_bins, name=cat.name)
+                     available=fs.available, n_bins=fs.config.n_bins, name=cat.name,
+                     artist_ids=tracks["artist_id"].to_numpy())
 
 
 

@@ -58,7 +58,8 @@ def _triplet_store(hits_per_seed, unit="triplet", profile="quick"):
                           notebook="08_triplet_matchnet.ipynb")
     for row in ("A", "B"):
         seeds = {str(s): {**res.seed_entry({"CFR": h if row == "A" else 1 - np.asarray(h)},
-                                           extra={"units_sha": "x"}), "wall_s": 1.5}
+                                           extra={"units_sha": "x", "n_test": [len(h) - 2, 2]}),
+                          "wall_s": 1.5}
                  for s, h in enumerate(hits_per_seed)}
         store["rows"][row] = {"parameters": {}, "key": row, "seeds": seeds}
     return res.summarise_store(store)
@@ -84,8 +85,16 @@ def test_per_comparison_store_converts_a_per_triplet_file_once(tmp_path):
     cfr2017.per_comparison_store(path)                    # a second call leaves it as it is
     assert path.read_text() == text
     odd = res.write_store(_triplet_store([[1, 0, 1]]), tmp_path / "odd.json")
-    with pytest.raises(res.StoreError, match="not pairs"):
+    with pytest.raises(res.StoreError, match="3 units, not the 3 triplets its folds tested, two by two"):
         cfr2017.per_comparison_store(odd)
+    short = _triplet_store(hits)
+    short["rows"]["A"]["seeds"]["1"]["extra"]["n_test"] = [10]       # not the triplets it holds
+    with pytest.raises(res.StoreError, match="8 units, not the 10 triplets"):
+        cfr2017.per_comparison_store(res.write_store(short, tmp_path / "short.json"))
+    keyless = _triplet_store(hits, unit="comparison")
+    del keyless["unit"]                  # per triplet or per comparison: it cannot be told
+    with pytest.raises(res.StoreError, match="its unit is None"):
+        cfr2017.per_comparison_store(res.write_store(keyless, tmp_path / "keyless.json"))
     other = _triplet_store(hits)
     other["experiment"] = "table2"
     with pytest.raises(res.StoreError, match="not a 2017 experiment"):
@@ -98,6 +107,11 @@ def test_a_per_triplet_file_is_neither_extended_nor_merged(tmp_path):
     with pytest.raises(ValueError, match="scores per triplet.*per_comparison_store"):
         run_experiment("cfr2017", profile="smoke", seeds=[0], store=old, workdir=tmp_path / "w",
                        progress=False)
+    keyless = _triplet_store([[1, 0, 1, 1]], profile="smoke")
+    del keyless["unit"]
+    with pytest.raises(ValueError, match="scores per None, cfr2017 scores per comparison"):
+        run_experiment("cfr2017", profile="smoke", seeds=[0], store=res.write_store(keyless, tmp_path / "k.json"),
+                       workdir=tmp_path / "w", progress=False)
     new = res.write_store(_triplet_store([[1, 0, 1, 1]], unit="comparison", profile="smoke"),
                           tmp_path / "new.json")
     with pytest.raises(res.StoreError, match="unit 'triplet'"):

@@ -109,7 +109,7 @@ def test_contributing_says_how_much_narrower_per_triplet_intervals_are():
                 ratios.append((x.var(ddof=1) / x.size / (p * (1 - p) / (n - 1))) ** 0.5)
     said = f"{100 * (1 - 1 / min(ratios)):.0f}–{100 * (1 - 1 / max(ratios)):.0f} % narrower"
     text = " ".join((repo_root() / "CONTRIBUTING.md").read_text().split())
-    assert f"intervals come out {said}" in text, said
+    assert f"rows' intervals come out {said}" in text, said
 
 
 def test_comparison_matches_the_stored_test():
@@ -570,7 +570,13 @@ def test_a_claim_looked_at_twice_is_tested_at_half_the_level_on_each_look_and_th
     assert decided["status"] == "reproduced" and decided["look_seeds"] == 3
     assert "decided at seeds 0–2" in decided["evidence"]
     assert C.claim_status(replace(looked, looks=()), toy)["status"] == "inconclusive"
-    assert C.claim_status(looked, {**toy, "catalog": "another"})["status"] == "inconclusive"
+    # ten seeds whose Holm p lies between 0.025 and 0.05: decided when read once (at 0.05), open
+    # when the claim was also read at seeds 0-2 (each look at 0.025)
+    close = _store({"A": 0.0045, "B": 0.0}, seeds=tuple(range(10)))
+    read_once = C.claim_status(replace(looked, looks=()), close)
+    assert 0.025 < read_once["tests"][0]["p_holm"] < 0.05 and read_once["status"] == "reproduced"
+    assert C.claim_status(looked, close)["status"] == "inconclusive"
+    assert C.claim_status(looked, {**close, "catalog": "another"})["status"] == "reproduced"
 
     # a store holding only the first look's seeds is one look, at the level itself; a seed past
     # the recorded looks is a further look; no store, no verdict
@@ -671,3 +677,5 @@ def test_the_readme_counts_the_verdicts_no_correction_spans():
     readme = " ".join((repo_root() / "README.md").read_text().split())
     n = len(C.CLAIMS) * len(C.CLAIM_CATALOGS)
     assert f"not across the table's {n} claim × catalog verdicts" in readme and f"among {n} one" in readme
+    twice = sum(1 for c in C.CLAIMS for cat in C.CLAIM_CATALOGS if cat in dict(c.looks))
+    assert f"(7.5 % nominally for the {twice} read at two looks, below)" in readme

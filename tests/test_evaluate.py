@@ -772,3 +772,24 @@ def test_empty_inputs_get_a_clear_error_not_a_nan_or_a_blamed_k():
         ev.mean_ci(["a", "b"])
     with pytest.raises(TypeError, match="mean must be a number"):  # "can't multiply sequence"
         ev.format_ci("0.5", 0.01)
+
+
+def test_mean_variance_counts_each_group_once():
+    from mrlib.stats import mean_ci, mean_variance
+
+    x = np.array([0.1, 0.3, 0.2, 0.9, 0.7, 0.5, 0.4])
+    assert mean_variance(x) == (pytest.approx(x.var(ddof=1) / 7), 6)
+    # one unit per group is the plain variance; groups by hand: (G / (G - 1)) Σ_g s_g² / n²
+    assert mean_variance(x, np.arange(7))[0] == pytest.approx(x.var(ddof=1) / 7)
+    groups = np.array(["a", "a", "a", "b", "b", "c", "c"])
+    s = [(x[groups == g] - x.mean()).sum() for g in "abc"]
+    assert mean_variance(x, groups) == (pytest.approx(sum(v * v for v in s) / 49 * 3 / 2), 2)
+    ci = mean_ci(x, groups=groups)
+    assert ci.half_width == pytest.approx(stats.t.ppf(0.975, 2) * (sum(v * v for v in s) / 49 * 1.5) ** 0.5)
+    assert mean_ci(x).half_width == pytest.approx(stats.t.ppf(0.975, 6) * x.std(ddof=1) / 7 ** 0.5)
+    with pytest.raises(ValueError, match="one label per unit"):
+        mean_variance(x, groups[:3])
+    with pytest.raises(ValueError, match="at least 2 groups"):
+        mean_variance(x, np.zeros(7))
+    with pytest.raises(ValueError, match="'t' and 'normal'"):
+        mean_ci(x, method="bootstrap", groups=groups)

@@ -868,3 +868,68 @@ def test_git_commit_is_dirty_when_code_or_a_result_input_changed(tmp_path):
         (tmp_path / name).write_text("1\n")
         assert X.git_commit(tmp_path) == clean + ("+dirty" if dirty else ""), name
         git("checkout", "--", name)
+
+
+def test_compare_rows_reads_rows_given_as_an_iterator(store):
+    X.run_experiment("toy", seeds=[0, 1], store=store, progress=False)
+    data = res.read_store(store)
+    rows = list(data["rows"])
+    assert res.compare_rows(data, iter(rows)) == res.compare_rows(data, rows) != []
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "data" / "results").glob("*.json")),
+                         ids=lambda p: p.name)
+def test_every_committed_store_holds_what_its_seeds_give(path):
+    # summaries and comparisons are derived data: a change to the statistics rewrites them all
+    stored = res.read_store(path)
+    again = res.summarise_store(json.loads(json.dumps(stored)))
+    assert again["summary"] == stored["summary"]
+    assert again["comparisons"] == stored["comparisons"]
+
+
+def test_compare_rows_decides_nothing_on_one_seed(store):
+    # B = A + 0.2 + noise: clear over the units, but one seed shows nothing of the training's
+    # variance, so the comparison is not called significant until a second seed is in
+    X.run_experiment("toy", seeds=[0], store=store, progress=False)
+    (ab, *_) = res.compare_rows(res.read_store(store))
+    assert ab["n_seeds"] == 1 and ab["p_holm"] < 1e-6 and not ab["significant"]
+    X.run_experiment("toy", seeds=[1], store=store, progress=False)
+    (ab, *_) = res.compare_rows(res.read_store(store))
+    assert ab["n_seeds"] == 2 and ab["significant"]
+
+
+GROUPS = {"by": "artist", "labels": [f"artist{i // 3}" for i in range(N_UNITS)]}       # 3 queries each
+TOY_GROUPED = X.register(X.Experiment(name="toy_grouped", title="a toy with artists", notebook="07_evaluation.ipynb",
+                                      metrics=("score",), unit="query", rows=_toy_rows,
+                                      run=lambda *a: (_toy_run(*a)[0], {}),
+                                      unit_groups=lambda parameters: GROUPS))
+
+
+def test_a_store_of_grouped_units_counts_each_group_once(tmp_path, monkeypatch):
+    from mrlib.stats import mean_ci
+
+    path = tmp_path / "results" / "toy_grouped_synthetic_quick.json"
+    X.run_experiment("toy_grouped", seeds=[0, 1, 2], rows=["A", "B"], store=path, progress=False)
+    data = res.read_store(path)
+    assert data["unit_groups"] == GROUPS and "clustered by artist" in res.results_markdown(data)
+    # the row's ± is each seed's clustered half-width (G - 1 = 9 degrees of freedom), averaged
+    labels = np.array(GROUPS["labels"])
+    seeds = data["rows"]["A"]["seeds"].values()
+    want = np.mean([100 * mean_ci(e["per_unit"]["score"], groups=labels).half_width for e in seeds])
+    assert data["summary"]["A"]["score"]["ci"] == pytest.approx(want, abs=1e-4)
+    plain = np.mean([e["metrics"]["score"]["ci"] for e in seeds])
+    assert data["summary"]["A"]["score"]["ci"] != pytest.approx(plain, abs=1e-3)
+    # the paired test: the units' variance by hand, over artists' sums of seed-averaged differences
+    (ab,) = data["comparisons"]
+    d = np.array([data["rows"]["A"]["seeds"][s]["per_unit"]["score"] for s in "012"]) - \
+        np.array([data["rows"]["B"]["seeds"][s]["per_unit"]["score"] for s in "012"])
+    unit, seed_means = d.mean(axis=0), d.mean(axis=1)
+    sums = (unit - unit.mean()).reshape(10, 3).sum(axis=1)
+    v_units, v_seeds = (sums ** 2).sum() / N_UNITS ** 2 * 10 / 9, seed_means.var(ddof=1) / 3
+    df = (v_units + v_seeds) ** 2 / (v_units ** 2 / 9 + v_seeds ** 2 / 2)
+    assert ab["df"] == pytest.approx(df, abs=0.01)
+    assert ab["p"] == pytest.approx(2 * stats.t.sf(abs(unit.mean()) / (v_units + v_seeds) ** 0.5, df), abs=1e-6)
+    # rows run again on other units than the file's are refused before anything runs
+    monkeypatch.setitem(GROUPS, "labels", GROUPS["labels"][::-1])
+    with pytest.raises(ValueError, match="grouped as artist over other units"):
+        X.run_experiment("toy_grouped", seeds=[3], rows=["A"], store=path, progress=False)

@@ -14,8 +14,9 @@ import re
 PATTERN = re.compile(r"^\s*Notebook:\s*(\d\d_[\w-]+)\.ipynb\s*$")
 #: ``$$...$$`` starting a line and ending one (it may span several).
 DISPLAY = re.compile(r"^(?P<indent>[ \t]*)\$\$(?P<body>.+?)\$\$[ \t]*$", re.S | re.M)
-#: ``$...$`` on one line, not a ``$NAME`` of the shell (no space inside either dollar).
-INLINE = re.compile(r"(?<![\\$])\$(?=[^\s$])(?P<body>[^$\n]*?[^\s$\\])\$(?!\$)")
+#: ``$...$`` on one line (pandoc's rule: no space inside either dollar, no digit after the
+#: closing one, so ``$5-$10`` stays money), not a shell's ``${NAME}``.
+INLINE = re.compile(r"(?<![\\$])\$(?=[^\s${])(?P<body>[^$\n]*?[^\s$\\])\$(?![$\d])")
 #: what may stand just before and just after a role in reST
 OPENERS, CLOSERS = "-:/'\"<([{", "-.,:;!?\\/'\")]}>"
 #: a ``literal`` or a role's `text`: left as written.
@@ -48,11 +49,38 @@ def _inline(match) -> str:
     return f"{before}:math:`{match.group('body')}`{after}"
 
 
-def _math(app, what, name, obj, options, lines):
-    text = DISPLAY.sub(_display, "\n".join(lines))
+def _math_text(text: str) -> str:
+    text = DISPLAY.sub(_display, text)
     parts = LITERAL.split(text)  # odd items are literals: a ``$NAME`` stays as written
     parts[::2] = [INLINE.sub(_inline, part) for part in parts[::2]]
-    lines[:] = "".join(parts).split("\n")
+    return "".join(parts)
+
+
+def _is_code(lines: list[str]) -> list[bool]:
+    """Which lines are code, left as written: doctest lines and ``::`` literal blocks."""
+    code, block = [], None              # block: the indent of the line that opened a literal block
+    for line in lines:
+        indent = len(line) - len(line.lstrip())
+        if block is not None and line.strip() and indent <= block:
+            block = None
+        code.append(block is not None or line.lstrip().startswith((">>>", "... ")))
+        if block is None and line.rstrip().endswith("::"):
+            block = indent
+    return code
+
+
+def _math(app, what, name, obj, options, lines):
+    out, run = [], []
+    for line, code in zip(lines, _is_code(lines)):
+        if code:
+            out += _math_text("\n".join(run)).split("\n") if run else []
+            out.append(line)
+            run = []
+        else:
+            run.append(line)
+    if run:
+        out += _math_text("\n".join(run)).split("\n")
+    lines[:] = out
 
 
 def _append_link(app, what, name, obj, options, lines):
