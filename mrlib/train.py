@@ -410,7 +410,9 @@ class _TrainingRun:
                                  state={k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()})
             else:
                 self.best["bad_epochs"] += 1
-            stop = cfg.patience > 0 and self.best["bad_epochs"] >= cfg.patience
+            # patience running out at the last planned epoch ends nothing early
+            stop = (cfg.patience > 0 and self.best["bad_epochs"] >= cfg.patience
+                    and self.epoch < cfg.epochs)
             row = {"epoch": self.epoch, "step": self.global_step,
                    **{k: None for k in ("loss", "loss_all", "active_fraction", "triplets_per_batch",
                                         "train_s",

@@ -417,6 +417,15 @@ def test_early_stopping_stops_and_keeps_best(tmp_path, data):
     assert len(m) - 1 - best == 1              # stopped one epoch after the last improvement
 
 
+def test_patience_running_out_at_the_last_epoch_is_no_early_stop(tmp_path, data, capsys):
+    # the wrecked network of the test above, stopped by its epoch count the epoch its patience ends
+    run = T.train(cfg(tmp_path, epochs=1, patience=1, lr=0.5, system="tl"), data=data, progress=False)
+    m = run.metrics
+    assert m["val_map"].iloc[1] <= m["val_map"].iloc[0]          # epoch 1 used up the patience
+    assert run.summary["epochs_run"] == 1 and not run.summary["stopped_early"]
+    assert "early stop" not in capsys.readouterr().out
+
+
 # ------------------------------------------------------------------------------------------
 # resume: exact continuation, corrupt checkpoints, refusals
 # ------------------------------------------------------------------------------------------
