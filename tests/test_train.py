@@ -651,6 +651,17 @@ def test_cli_ctrl_c_says_how_to_resume(tmp_path, tiny_catalog_env):
     assert (tmp_path / "run" / "checkpoint.pt").is_file()       # what --resume continues from
 
 
+def test_cli_says_when_the_best_epoch_is_the_untrained_network(tmp_path, tiny_catalog_env,
+                                                               monkeypatch, capsys):
+    for key, value in tiny_catalog_env.items():
+        monkeypatch.setenv(key, value)
+    # a huge learning rate wrecks the network: the untrained one stays the best on validation
+    argv = ["--system", "tl", "--mining", "uniform", *CLI_TINY, "--lr", "0.5", "--epochs", "2"]
+    assert T.main([*argv, "--out", str(tmp_path / "run")]) == 0
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["best_epoch"] == 0
+    assert "best epoch 0 (the untrained network)  val MAP@20" in capsys.readouterr().out
+
+
 def test_a_catalog_without_features_says_why(tmp_path, monkeypatch):
     monkeypatch.setenv("MRLIB_DATA", str(tmp_path / "data"))
     cfg = T.TrainConfig(n_tracks=5, catalog_kwargs={"duration_s": 1.0})
