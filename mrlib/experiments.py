@@ -654,11 +654,14 @@ def _command_line(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     if args.command == "list":
         for name, exp in EXPERIMENTS.items():
             print(f"{name}: {exp.title} ({exp.notebook}); profiles {', '.join(exp.profiles)}")
-        for stem, store in res.stored_results().items():
+        stored = res.stored_results()
+        if stored:      # a heading of their own, so they do not read as the last experiment's
+            print(f"stored in {res.results_dir()}:")
+        for stem, store in stored.items():
             counts = [len(res._ok_seeds(r)) for r in store["rows"].values()] or [0]
             low, high = min(counts), max(counts)
             seeds = f"{low}" if low == high else f"{low}–{high}"
-            print(f"  stored: {stem}: {len(store['rows'])} rows, {seeds} seeds per row")
+            print(f"  {stem}: {len(store['rows'])} rows, {seeds} seeds per row")
         return 0
     if args.command == "readme":
         stores = res.stored_results()

@@ -410,7 +410,9 @@ class _TrainingRun:
                                  state={k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()})
             else:
                 self.best["bad_epochs"] += 1
-            stop = cfg.patience > 0 and self.best["bad_epochs"] >= cfg.patience
+            # patience running out at the last planned epoch ends nothing early
+            stop = (cfg.patience > 0 and self.best["bad_epochs"] >= cfg.patience
+                    and self.epoch < cfg.epochs)
             row = {"epoch": self.epoch, "step": self.global_step,
                    **{k: None for k in ("loss", "loss_all", "active_fraction", "triplets_per_batch",
                                         "train_s",
@@ -739,7 +741,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if run is not None:
         s = run.summary
         wait = s["data_wait_share"]
-        print(f"[train] done: {run.path}  best epoch {s['best_epoch']}  val MAP@20 "
+        # epoch 0 is the network before any step: say so, as training then bought nothing
+        untrained = " (the untrained network)" if s["best_epoch"] == 0 and s["epochs_run"] else ""
+        print(f"[train] done: {run.path}  best epoch {s['best_epoch']}{untrained}  val MAP@20 "
               f"{s['best']['val_map']:.4f}  throughput {s['throughput_patches_per_s'] or 0:.0f} "
               f"patches/s  data wait {'n/a' if wait is None else f'{100 * wait:.1f} %'}", flush=True)
     return 0

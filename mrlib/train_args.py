@@ -82,7 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--replace", action="store_true",
                    help="allow replacing a run of another configuration in the run folder (kept "
                         "in .previous-run/ until the new run's first checkpoint)")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bars and no line per epoch (the run folder's metrics.jsonl "
+                        "holds them)")
     p.add_argument("--stop-after-epoch", type=int, default=None,
                    help="simulate a crash right after this epoch's checkpoint (exit status 3)")
     return p

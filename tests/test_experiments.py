@@ -206,7 +206,8 @@ def test_overrides_go_to_their_own_file_and_leave_the_defined_one_alone(tmp_path
     assert list(res.stored_results()) == ["toy_synthetic_quick"]     # the README's files only
     capsys.readouterr()
     assert X.main(["list"]) == 0
-    assert "stored: toy_synthetic_quick: 3 rows, 2 seeds per row\n" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"\nstored in {tmp_path / 'results'}:\n  toy_synthetic_quick: 3 rows, 2 seeds per row\n" in out
 
 
 def test_a_subset_run_may_not_leave_stale_rows_behind(store, capsys):

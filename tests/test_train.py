@@ -417,6 +417,15 @@ def test_early_stopping_stops_and_keeps_best(tmp_path, data):
     assert len(m) - 1 - best == 1              # stopped one epoch after the last improvement
 
 
+def test_patience_running_out_at_the_last_epoch_is_no_early_stop(tmp_path, data, capsys):
+    # the wrecked network of the test above, stopped by its epoch count the epoch its patience ends
+    run = T.train(cfg(tmp_path, epochs=1, patience=1, lr=0.5, system="tl"), data=data, progress=False)
+    m = run.metrics
+    assert m["val_map"].iloc[1] <= m["val_map"].iloc[0]          # epoch 1 used up the patience
+    assert run.summary["epochs_run"] == 1 and not run.summary["stopped_early"]
+    assert "early stop" not in capsys.readouterr().out
+
+
 # ------------------------------------------------------------------------------------------
 # resume: exact continuation, corrupt checkpoints, refusals
 # ------------------------------------------------------------------------------------------
@@ -640,6 +649,17 @@ def test_cli_ctrl_c_says_how_to_resume(tmp_path, tiny_catalog_env):
     assert proc.returncode == 130, err[-2000:]
     assert "--resume continues" in err and "Traceback" not in err
     assert (tmp_path / "run" / "checkpoint.pt").is_file()       # what --resume continues from
+
+
+def test_cli_says_when_the_best_epoch_is_the_untrained_network(tmp_path, tiny_catalog_env,
+                                                               monkeypatch, capsys):
+    for key, value in tiny_catalog_env.items():
+        monkeypatch.setenv(key, value)
+    # a huge learning rate wrecks the network: the untrained one stays the best on validation
+    argv = ["--system", "tl", "--mining", "uniform", *CLI_TINY, "--lr", "0.5", "--epochs", "2"]
+    assert T.main([*argv, "--out", str(tmp_path / "run")]) == 0
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["best_epoch"] == 0
+    assert "best epoch 0 (the untrained network)  val MAP@20" in capsys.readouterr().out
 
 
 def test_a_catalog_without_features_says_why(tmp_path, monkeypatch):
