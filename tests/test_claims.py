@@ -283,8 +283,8 @@ def test_on_music21_the_2020_verdicts_at_the_tuned_tl_rate_are_table_2s_as_the_t
     rr = next(c for c in on if c.key == "neighbors-rr")
     held, now = ({(t["a"], t["metric"]): t for t in C.claim_status(rr, store)["tests"]} for store in (table2, tuned))
     key = ("TL Random uniform", "Recall@20")
-    assert held[key]["status"] == "holds" and now[key]["status"] == "open"
-    assert [t["status"] for t in held.values()].count("holds") == 1
+    assert held[key]["status"] == now[key]["status"] == "open"
+    assert [t["status"] for t in held.values()].count("holds") == 0
     mean = _map
     change = {r: mean(tuned, r) - mean(table2, r) for r in tuned["summary"]}
     largest_tl = max((r for r in change if r != "AT Baseline"), key=lambda r: abs(change[r]))
@@ -299,8 +299,9 @@ def test_on_music21_the_2020_verdicts_at_the_tuned_tl_rate_are_table_2s_as_the_t
     t_held, t_now, pp = held[key], now[key], _pp
     for quoted in ("with every TL row at 3·10⁻⁴, set beside Table 2 at the same seeds 0–2.",
                    "Each of the four 2020 verdicts stays inconclusive, as on Table 2 at the same seeds (claims below)",
-                   f"Random uniform's higher Recall@20 than Neighbors ({t_held['diff']:+.2f} points), is open "
-                   f"here ({t_now['diff']:+.2f} [{t_now['low']:+.2f}, {t_now['high']:+.2f}], Holm p {t_now['p_holm']:.3f})",
+                   f"Random uniform's higher Recall@20 than Neighbors is open on both ({t_held['diff']:+.2f} points, "
+                   f"Holm p {t_held['p_holm']:.3f}, on Table 2; {t_now['diff']:+.2f} [{t_now['low']:+.2f}, "
+                   f"{t_now['high']:+.2f}], Holm p {t_now['p_holm']:.3f}, here)",
                    f"The unchanged AT row moves from {mean(table2, 'AT Baseline'):.2f} % to "
                    f"{mean(tuned, 'AT Baseline'):.2f} % of MAP@20, and every TL row's mean moves less (at most "
                    f"{abs(change[largest_tl]):.2f} points, {largest_tl})",
@@ -322,7 +323,7 @@ def test_with_each_collections_instruments_the_tuned_tl_rate_leaves_the_verdicts
     for store in (tuned, table2):
         assert {C.claim_status(c, store)["status"] for c in on} == {"inconclusive"}
     whole = _table2("music21-by-collection")        # Table 2 with its second look
-    assert sum(C.claim_status(c, whole)["status"] != "inconclusive" for c in on) == 1
+    assert sum(C.claim_status(c, whole)["status"] != "inconclusive" for c in on) == 0
     mean, per_query = _map, _map_per_query
     change = {r: mean(tuned, r) - mean(table2, r) for r in tuned["summary"]}
     tl = sorted((r for r in change if r != "AT Baseline"), key=lambda r: -abs(change[r]))
@@ -340,7 +341,7 @@ def test_with_each_collections_instruments_the_tuned_tl_rate_leaves_the_verdicts
     pp = _pp
     readme = " ".join((repo_root() / "README.md").read_text().split())
     for quoted in ("Each of the four 2020 verdicts stays inconclusive, as on Table 2 at the same seeds (claims "
-                   "below: Table 2's second look decides one of them). Against Table 2 at seeds 0–2, the",
+                   "below; Table 2's second look decides none of them either). Against Table 2 at seeds 0–2, the",
                    f"unchanged AT row barely moves ({mean(table2, 'AT Baseline'):.2f} % to "
                    f"{mean(tuned, 'AT Baseline'):.2f} % of MAP@20; Table 2's seeds 0–2 record an Intel Xeon, "
                    f"this table's an AMD EPYC). {most} moves the most ({mean(table2, most):.2f} % to "
@@ -398,20 +399,17 @@ def test_the_music21_table_2_paragraph_gives_the_stored_figures():
         return found
 
     four = {"MAP@20", "Recall@20", "RR@20", "nDCG@20"}
-    assert ahead(store) == {"TL Neighbors": {"MAP@20", "RR@20", "nDCG@20"}, "TL untrained": four}
-    assert ahead(res.summarise_store(res.store_at_seeds(store, range(3)))) == {"TL untrained": four}
+    assert ahead(store) == {"TL untrained": {"RR@20", "nDCG@20"}} and "Recall@20" in four
+    assert ahead(res.summarise_store(res.store_at_seeds(store, range(3)))) == {}
     readme = " ".join((repo_root() / "README.md").read_text().split())
     quoted = (f"Measured at the ten seeds every row holds (for the rows the 2020 claims compare, seeds 3–9 are the "
               f"second look at the claims, below): the untrained mean-CQT Euclidean baseline has the highest mean "
               f"MAP@20 ({mean[euclid]:.2f} against {mean[best]:.2f} for the best trained row, {best}), as it does "
-              f"with each collection's own instruments (below). After Holm's correction it is ahead of TL Neighbors "
-              f"on MAP@20, RR@20 and nDCG@20, and of the untrained network on all four metrics, and is not shown to "
-              f"differ from any other trained row on any metric; at seeds 0–2 alone it was not shown to differ from any "
-              f"trained row. These pairwise tests are at 0.05, with no allowance for the table having been read at "
-              f"seeds 0–2 first: at 0.025 the lead over TL Neighbors on nDCG@20 (Holm p "
-              f"{_euclid_leads_short_of(store, 0.025)[('TL Neighbors', 'nDCG@20')]:.3f}) would not hold.")
+              f"with each collection's own instruments (below). After Holm's correction, with the queries of one "
+              f"artist counted as one draw, it is ahead of the untrained network on RR@20 and nDCG@20 and is not "
+              f"shown to differ from any trained row on any metric, at the ten seeds as at seeds 0–2 alone.")
     assert quoted in readme
-    assert list(_euclid_leads_short_of(store, 0.025)) == [("TL Neighbors", "nDCG@20")]
+    assert not _euclid_leads_short_of(store, 0.025)
 
 
 def test_the_second_look_on_music21_by_collection_decides_what_the_readme_says():
@@ -427,13 +425,18 @@ def test_the_second_look_on_music21_by_collection_decides_what_the_readme_says()
     on = [c for c in C.CLAIMS if c.experiment == "table2"]
     found = {c.key: C.claim_status(c, store) for c in on}
     assert {k: (v["status"], v["look_seeds"]) for k, v in found.items()} == {
-        "tl>at": ("not reproduced", 10), "distance-best": ("inconclusive", 10),
+        "tl>at": ("inconclusive", 10), "distance-best": ("inconclusive", 10),
         "neighbors-rr": ("inconclusive", 10), "autopool-best": ("inconclusive", 10)}
-    reversed_ = [t for t in found["tl>at"]["tests"] if t["status"] == "reversed"]
-    assert len(reversed_) == 1 and len(found["tl>at"]["tests"]) == 16
-    t = reversed_[0]
+    assert store["unit_groups"]["by"] == "artist"
+    # with each artist's queries counted once nothing is decided; counted per query, TL
+    # Neighbors' Recall@20 deficit alone would decide the first claim against it
+    per_query = C.claim_status(on[0], {**store, "unit_groups": None})
+    assert per_query["status"] == "not reproduced"
+    (u,) = [t for t in per_query["tests"] if t["status"] == "reversed"]
+    (t,) = [t for t in found["tl>at"]["tests"] if (t["a"], t["b"], t["metric"]) == (u["a"], u["b"], u["metric"])]
     assert (t["a"], t["b"], t["metric"]) == ("TL Neighbors", "AT Baseline", "Recall@20")
-    assert 0.0 < t["p_holm"] < 0.025 and t["n_seeds"] == 10
+    assert t["status"] == "open" and t["low"] < 0 < t["high"] and t["n_seeds"] == 10
+    assert 0.0 < u["p_holm"] < 0.025 < t["p_holm"] and t["diff"] == pytest.approx(u["diff"])
     per_seed = [np.mean(store["rows"]["TL Neighbors"]["seeds"][str(s)]["per_unit"]["Recall@20"])
                 - np.mean(store["rows"]["AT Baseline"]["seeds"][str(s)]["per_unit"]["Recall@20"]) for s in range(10)]
     assert max(per_seed) < 0
@@ -476,11 +479,13 @@ def test_the_second_look_on_music21_by_collection_decides_what_the_readme_says()
     quoted = (f"On `music21-by-collection` the second look is in: {len(later)} row × seed runs ({n_claim} of the "
               f"claims' rows, {len(later) - n_claim} of the reference rows), "
               f"{sum(e['wall_s'] for _, e in later) / 3600:.2f} h of worker time on an AMD EPYC (seeds 0–2 ran on an "
-              f"Intel Xeon; the two rows of a paired seed always record the same CPU model). *The AT baseline is outperformed "
-              f"by all TL systems* is **not reproduced** there: TL Neighbors falls below the AT row on Recall@20 by "
-              f"{-t['diff']:.2f} points [{_pp(t['low'] / 100)}, {_pp(t['high'] / 100)}], lower in each of the ten "
-              f"seeds, at Holm p {t['p_holm']:.3f} over the claim's 16 comparisons, just under 0.025. The other "
-              f"three 2020 claims stay inconclusive.")
+              f"Intel Xeon; the two rows of a paired seed always record the same CPU model). Every 2020 claim stays "
+              f"inconclusive there. The nearest to a decision is *The AT baseline is outperformed by all TL "
+              f"systems*: TL Neighbors falls below the AT row on Recall@20 by {-t['diff']:.2f} points "
+              f"[{_pp(t['low'] / 100)}, {_pp(t['high'] / 100)}], lower in each of the ten seeds, but with the "
+              f"queries of one artist counted as one draw its interval holds zero (Holm p {t['p_holm']:.3f} over the "
+              f"claim's 16 comparisons). Counted per query, as if the queries of one artist were independent "
+              f"draws, it would decide the claim at Holm p {u['p_holm']:.3f}, under 0.025: not reproduced.")
     assert quoted in readme
     # the paragraph on Table 2 with each collection's own instruments
     euclid = "Euclidean (mean CQT)"
@@ -492,19 +497,16 @@ def test_the_second_look_on_music21_by_collection_decides_what_the_readme_says()
     for (other, metric), (euclid_ahead, _) in _euclid_differences(store).items():
         if other in trained:
             (ahead if euclid_ahead else behind).setdefault(metric, set()).add(other)
-    assert ahead["MAP@20"] == {"TL Neighbors", "TL Random uniform", "TL Distance-based"}
-    assert ahead["RR@20"] == set(trained) and behind == {"Recall@20": {"TL Online semi-hard"}}
-    assert ahead["nDCG@20"] == {"TL Neighbors", "TL Random uniform"} and "Recall@20" not in ahead
+    assert set(ahead) == {"RR@20"} and not behind
+    assert ahead["RR@20"] == set(trained) - {"TL Autopool"}
+    worst = max(p for (other, _), (_, p) in _euclid_differences(store).items() if other in trained)
+    assert worst < 0.025 and not _euclid_leads_short_of(store, 0.025)
     quoted = (f"The untrained mean-CQT Euclidean baseline has the highest mean MAP@20 ({mean[euclid]:.2f} "
-              f"against {mean[best]:.2f} for {best}); after Holm's correction it is ahead of TL Neighbors, "
-              f"TL Random uniform and TL Distance-based on MAP@20, of every trained row on RR@20 and of TL "
-              f"Neighbors and TL Random uniform on nDCG@20, and behind TL Online semi-hard on Recall@20.")
+              f"against {mean[best]:.2f} for {best}); after Holm's correction, with the queries of one artist "
+              f"counted as one draw, it is ahead of every trained row but TL Autopool on RR@20 (Holm p "
+              f"{worst:.3f} at most, so at 0.025 too), and differs from no trained row on MAP@20, Recall@20 or "
+              f"nDCG@20.")
     assert quoted in readme
-    short = _euclid_leads_short_of(store, 0.025)
-    assert list(short) == [("TL Autopool", "RR@20"), ("TL Random uniform", "nDCG@20")]
-    assert (f"As on `music21`, these are at 0.05 with no allowance for a second reading: at 0.025 the leads over TL "
-            f"Autopool on RR@20 (Holm p {short[('TL Autopool', 'RR@20')]:.3f}) and over TL Random uniform on nDCG@20 "
-            f"(Holm p {short[('TL Random uniform', 'nDCG@20')]:.3f}) would not hold.") in readme
 
 
 def test_a_claim_looked_at_twice_is_tested_at_half_the_level_on_each_look_and_the_first_decision_stands():
@@ -679,3 +681,19 @@ def test_the_readme_counts_the_verdicts_no_correction_spans():
     assert f"not across the table's {n} claim × catalog verdicts" in readme and f"among {n} one" in readme
     twice = sum(1 for c in C.CLAIMS for cat in C.CLAIM_CATALOGS if cat in dict(c.looks))
     assert f"(7.5 % nominally for the {twice} read at two looks, below)" in readme
+
+
+def test_contributing_says_how_much_wider_the_artist_clustered_intervals_are():
+    ratios, artists = {}, {}
+    for cat in C.CLAIM_CATALOGS:
+        store = res.read_store(res.store_path("table2", cat, "quick"))
+        labels = res.store_groups(store)
+        artists[cat] = (len(set(labels.tolist())), max(np.unique(labels, return_counts=True)[1]))
+        ratios[cat] = [store["summary"][r]["MAP@20"]["ci"] / np.mean([e["metrics"]["MAP@20"]["ci"] for e in
+                       res._ok_seeds(row).values()]) for r, row in store["rows"].items() if r != "Random ranking"]
+    m21 = ratios["music21"] + ratios["music21-by-collection"]
+    said = (f"narrower by a factor of {min(ratios['synthetic']):.1f}–{max(ratios['synthetic']):.1f} on the synthetic "
+            f"catalog ({artists['synthetic'][0]} artists for 400 queries) and {min(m21):.1f}–{max(m21):.1f} on the "
+            f"music21 catalogs ({artists['music21'][0]} artists, up to {artists['music21'][1]} queries each)")
+    assert artists["music21"] == artists["music21-by-collection"]
+    assert said in " ".join((repo_root() / "CONTRIBUTING.md").read_text().split()), said
