@@ -79,7 +79,7 @@ class Experiment:
         Builds what rows read (catalog, features) in the runner's process before workers race
         to, with progress bars when ``progress`` (given by keyword; a catalog build can take an
         hour).
-    unit_groups : callable (parameters) -> dict, optional
+    unit_groups : callable (parameters, progress) -> dict, optional
         The group of each unit (``{"by": "artist", "labels": [...]}``), stored with the file:
         units of one group are counted as one draw by its intervals and tests
         (:func:`mrlib.results.store_groups`).
@@ -377,12 +377,18 @@ def _open_store(exp, name, catalog, profile, specs, rows, path: Path) -> dict:
     return data
 
 
-def _set_unit_groups(exp, data: dict, parameters: dict, path: Path, check: bool) -> None:
+def _set_unit_groups(exp, data: dict, row_parameters: list, path: Path, progress: bool, check: bool) -> None:
     """Record the experiment's unit groups in a store that lacks them; with ``check`` (rows are
-    about to run), refuse a store whose recorded groups are not the catalog's."""
+    about to run), refuse a store whose recorded groups are not the catalog's. Every row must
+    score the same units."""
     if exp.unit_groups is None or ("unit_groups" in data and not check):
         return
-    groups = exp.unit_groups(parameters)
+    distinct = {json.dumps(p, sort_keys=True): p for p in row_parameters}
+    found = [exp.unit_groups(p, progress=progress) for p in distinct.values()]
+    if any(g != found[0] for g in found):
+        raise ValueError(f"{path}: the rows of {data['experiment']} score different units (their catalogs "
+                         "differ); an experiment's rows share their test units")
+    groups = found[0]
     if data.setdefault("unit_groups", groups) != groups:
         raise ValueError(f"{path}: its units are grouped as {data['unit_groups']['by']} over other "
                          "units than this catalog's; choose another --store")
@@ -473,8 +479,9 @@ def _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, devi
             _git_commit_file(path, f"results: {name} {catalog} {profile}: {r}, seed {s} "
                                    f"({entry['status']}, {entry['wall_s']:.0f} s)")
 
-    _set_unit_groups(exp, data, stored[chosen[0]]["parameters"], path, check=bool(todo))
+    row_parameters = [stored[r]["parameters"] for r in chosen]
     if not todo:
+        _set_unit_groups(exp, data, row_parameters, path, progress, check=False)
         data["runs"].pop()              # nothing ran: the store is unchanged but for its summary
         res.write_store(res.summarise_store(data), path)
         print(f"[experiments] every row × seed is stored; nothing to run ({path})")
@@ -485,6 +492,7 @@ def _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, devi
                     for r, _ in todo}
         for parameters in distinct.values():
             exp.prepare(parameters, progress=progress)
+    _set_unit_groups(exp, data, row_parameters, path, progress, check=True)
     bar = tqdm(total=len(todo), desc=f"{name} {catalog} {profile}", unit="run", disable=not progress,
                dynamic_ncols=True)
     try:
@@ -570,6 +578,8 @@ def _merge_into(data: dict, other: dict, path: Path) -> int:
     groups = data.get("unit_groups"), other.get("unit_groups")
     if None not in groups and groups[0] != groups[1]:
         raise res.StoreError(f"{path}: its units are not grouped as those of the file it is added to")
+    if groups[0] is None and groups[1] is not None:      # the groups hold for the seeds already there
+        data["unit_groups"] = groups[1]
     added = 0
     for r, row in other["rows"].items():
         if not (isinstance(row, dict) and isinstance(row.get("seeds"), dict) and "key" in row):

@@ -14,6 +14,10 @@ Statistics of a row (per metric, in percent):
 * between two rows: the mean paired difference, with a Student interval and p-value whose
   variance counts the units and the seeds (:func:`seed_query_test`), and Holm's correction
   over the pairs of a metric.
+
+A file whose units come in groups (``unit_groups``: the artist of each test query) counts each
+group as one draw in the row summaries and the paired tests (:func:`store_groups`); the
+per-seed entries keep their per-unit intervals as they were stored.
 """
 from __future__ import annotations
 
@@ -210,7 +214,13 @@ def store_groups(store: Mapping[str, Any]) -> np.ndarray | None:
         return None
     if not (isinstance(groups, dict) and isinstance(groups.get("labels"), list) and "by" in groups):
         raise StoreError("'unit_groups' must be an object with 'by' and a list of 'labels'")
-    return np.asarray(groups["labels"])
+    labels = np.asarray([str(g) for g in groups["labels"]])
+    for r, row in store.get("rows", {}).items():
+        for s, e in _ok_seeds(row).items():
+            if e.get("n_units") != labels.size:
+                raise StoreError(f"row {r!r}, seed {s} has {e.get('n_units')} units; the file groups "
+                                 f"{labels.size} ({groups['by']})")
+    return labels
 
 
 def row_summary(row: Mapping[str, Any], metrics: Sequence[str], groups=None) -> dict:
@@ -249,7 +259,9 @@ def seed_query_test(a: Sequence[np.ndarray], b: Sequence[np.ndarray], *, level: 
     the test units *and* with the training seeds, and its variance counts both:
     $\operatorname{var}_q(\bar d_{\cdot q})/n$ over the units' seed-averaged differences plus
     $\operatorname{var}_s(\bar d_{s\cdot})/S$ over the seed means (conservative: the seed × unit
-    interaction is in both, up to twice the variance where it dominates). The interval and the two-sided p-value use Student's
+    interaction is in both, up to twice the variance where it dominates). With ``groups`` the
+    units' part is the cluster-robust variance of :func:`mrlib.stats.mean_variance` (one degree
+    of freedom per group); the Wilcoxon p-value still ranks the units one by one. The interval and the two-sided p-value use Student's
     distribution with Welch–Satterthwaite's degrees of freedom, so with three seeds a large seed
     spread costs what it should; with one seed only the units vary. ``seeds_a_better`` — in
     how many seeds A's mean is above B's — is reported beside it, and the Wilcoxon signed-rank
@@ -417,7 +429,7 @@ def seed_frame(store: Mapping[str, Any]) -> pd.DataFrame:
     -------
     pandas.DataFrame
         Columns ``row``, ``seed`` (int), ``metric``, ``mean``, ``ci`` (the seed's 95 % half-width
-        over units), ``wall_s``.
+        over units, as stored: units one by one, whatever the file's groups), ``wall_s``.
 
     Notebook: 07_evaluation.ipynb
     """

@@ -142,6 +142,8 @@ def mean_ci(x, level: float = 0.95, method: str = "t", *, n_boot: int = 10_000, 
     level = check_level(level)
     if x.size < 2:
         raise ValueError(f"a confidence interval needs at least 2 values, got {x.size}")
+    if method not in ("t", "normal", "bootstrap"):
+        raise ValueError(f"method must be 't', 'normal' or 'bootstrap', got {method!r}")
     m = float(x.mean())
     if method in ("t", "normal"):
         if groups is None:           # the plain formula: the same bits as ever
@@ -153,9 +155,7 @@ def mean_ci(x, level: float = 0.95, method: str = "t", *, n_boot: int = 10_000, 
         return CI(m, m - q * se, m + q * se, level, method)
     if groups is not None:
         raise ValueError("groups apply to the 't' and 'normal' intervals")
-    if method == "bootstrap":
-        return CI(m, *_bootstrap_interval(x, level, n_boot, seed), level, method)
-    raise ValueError(f"method must be 't', 'normal' or 'bootstrap', got {method!r}")
+    return CI(m, *_bootstrap_interval(x, level, n_boot, seed), level, method)
 
 
 def format_ci(mean: float, half_width: float, decimals: int = 2, scale: float = 100.0) -> str:

@@ -289,7 +289,7 @@ def table2_score(embeddings: np.ndarray, context: Mapping[str, Any], *, tags: bo
     return ev.evaluate_embeddings(embeddings, context["S_test"])
 
 
-def test_artists(parameters: Mapping[str, Any]) -> dict:
+def test_artists(parameters: Mapping[str, Any], progress: bool = False) -> dict:
     """The artist of each test query of a row's catalog: the stored Table-2 files' unit groups.
 
     Queries of one artist resemble each other (the oracle's tags and the audio's style), so the
@@ -299,6 +299,8 @@ def test_artists(parameters: Mapping[str, Any]) -> dict:
     ----------
     parameters : mapping
         A row's parameters (its catalog fields are read, :func:`table2_context`).
+    progress : bool, default False
+        Progress bars of the catalog build and feature extraction, when they are not done yet.
 
     Returns
     -------
@@ -308,7 +310,7 @@ def test_artists(parameters: Mapping[str, Any]) -> dict:
 
     Notebook: 07_evaluation.ipynb
     """
-    context = table2_context(parameters)
+    context = table2_context(parameters, progress=progress)
     return {"by": "artist", "labels": context["data"].artist_ids[context["test"]].tolist()}
 
 

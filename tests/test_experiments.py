@@ -903,7 +903,7 @@ GROUPS = {"by": "artist", "labels": [f"artist{i // 3}" for i in range(N_UNITS)]}
 TOY_GROUPED = X.register(X.Experiment(name="toy_grouped", title="a toy with artists", notebook="07_evaluation.ipynb",
                                       metrics=("score",), unit="query", rows=_toy_rows,
                                       run=lambda *a: (_toy_run(*a)[0], {}),
-                                      unit_groups=lambda parameters: GROUPS))
+                                      unit_groups=lambda parameters, progress=False: GROUPS))
 
 
 def test_a_store_of_grouped_units_counts_each_group_once(tmp_path, monkeypatch):
@@ -930,7 +930,29 @@ def test_a_store_of_grouped_units_counts_each_group_once(tmp_path, monkeypatch):
     df = (v_units + v_seeds) ** 2 / (v_units ** 2 / 9 + v_seeds ** 2 / 2)
     assert ab["df"] == pytest.approx(df, abs=0.01)
     assert ab["p"] == pytest.approx(2 * stats.t.sf(abs(unit.mean()) / (v_units + v_seeds) ** 0.5, df), abs=1e-6)
+    # a file without groups takes those of a file merged into it; other groups are refused
+    bare = {**data, "rows": {r: {**row, "seeds": {}} for r, row in data["rows"].items()}}
+    del bare["unit_groups"]
+    into = res.write_store(bare, tmp_path / "merged" / path.name)
+    X.merge_stores(into, [path])
+    assert res.read_store(into)["unit_groups"] == GROUPS
+    other = {**data, "unit_groups": {"by": "artist", "labels": GROUPS["labels"][::-1]}}
+    with pytest.raises(res.StoreError, match="not grouped as those"):
+        X.merge_stores(into, [res.write_store(other, tmp_path / "other.json")])
+    # a seed of another number of units than the file groups is named
+    short = {**data, "unit_groups": {"by": "artist", "labels": GROUPS["labels"][:-1]}}
+    with pytest.raises(res.StoreError, match=r"row 'A', seed 0 has 30 units; the file groups 29"):
+        res.summarise_store(short)
     # rows run again on other units than the file's are refused before anything runs
     monkeypatch.setitem(GROUPS, "labels", GROUPS["labels"][::-1])
     with pytest.raises(ValueError, match="grouped as artist over other units"):
         X.run_experiment("toy_grouped", seeds=[3], rows=["A"], store=path, progress=False)
+
+
+def test_rows_that_score_different_units_are_refused(tmp_path):
+    split = X.register(X.Experiment(
+        name="toy_split", title="rows on two catalogs", notebook="07_evaluation.ipynb", metrics=("score",),
+        unit="query", rows=_toy_rows, run=lambda *a: (_toy_run(*a)[0], {}),
+        unit_groups=lambda p, progress=False: {"by": "artist", "labels": [str(p["level"] > 0.45)] * N_UNITS}))
+    with pytest.raises(ValueError, match="score different units"):
+        X.run_experiment(split.name, seeds=[0], rows=["A", "B"], store=tmp_path / "s.json", progress=False)
