@@ -96,7 +96,7 @@ class Experiment:
     run: Callable[..., tuple[Mapping[str, Any], Mapping[str, Any]]]
     profiles: tuple[str, ...] = ("smoke", "quick", "paper")
     prepare: Callable[[Mapping[str, Any]], Any] | None = None
-    unit_groups: Callable[[Mapping[str, Any]], dict] | None = None
+    unit_groups: Callable[..., dict] | None = None
 
 
 #: The registered experiments, by name.

@@ -407,7 +407,8 @@ def store_at_seeds(store: Mapping[str, Any], seeds: Iterable[int]) -> dict:
     keep = {str(int(s)) for s in seeds}
     rows = {r: {**row, "seeds": {s: e for s, e in row.get("seeds", {}).items() if s in keep}}
             for r, row in store.get("rows", {}).items()}
-    summary = {r: row_summary(row, store["metrics"], store_groups(store)) for r, row in rows.items()}
+    groups = store_groups(store)
+    summary = {r: row_summary(row, store["metrics"], groups) for r, row in rows.items()}
     return {**store, "rows": rows, "summary": summary, "comparisons": []}
 
 
@@ -545,8 +546,10 @@ def results_frame(store: Mapping[str, Any], metrics: Sequence[str] | None = None
     Notebook: 07_evaluation.ipynb
     """
     metrics = list(metrics or store["metrics"])
-    summary = store.get("summary") or {r: row_summary(row, metrics, store_groups(store))
-                                       for r, row in store["rows"].items()}
+    summary = store.get("summary")
+    if not summary:
+        groups = store_groups(store)
+        summary = {r: row_summary(row, metrics, groups) for r, row in store["rows"].items()}
     records = []
     for r, row in store["rows"].items():
         s = summary.get(r, {})
