@@ -162,6 +162,7 @@ def stage_book(run_dir: Path | None = None, out: Path | None = None) -> Path:
     (out / "intro.md").write_text((book / "intro.md").read_text().rstrip("\n")
                                   + "\n\n## The chapters\n\n" + chapters)
     shutil.copytree(book / "_ext", out / "_ext", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(book / "images", out / "images")   # the favicon that _config.yml names
     (out / "api.md").write_text(_api_page(book / "api.md"))
     for nb in notebooks:
         _offline_notebook(nb, out / "notebooks" / nb.name)
@@ -190,6 +191,8 @@ def build_book(run_dir: Path | None = None, strict: bool = True) -> Path:
            str(build_root), "--builder", "html"]
     if strict:
         cmd += ["-W", "--keep-going"]
+    # a failed build leaves its output behind; Sphinx would skip pages it thinks up to date
+    shutil.rmtree(build_root / "_build", ignore_errors=True)
     result = subprocess.run(cmd, text=True, capture_output=True)
     html = build_root / "_build" / "html"
     if result.returncode != 0:

@@ -138,6 +138,24 @@ def test_no_cdn_in_pages(html_dir: Path):
     assert (html_dir / "_static" / "mathjax" / "tex-chtml.js").is_file()
 
 
+def test_every_page_names_an_icon_it_ships(html_dir: Path):
+    """A page without ``<link rel="icon">`` makes the browser ask for ``/favicon.ico``, which the
+    book does not serve (a 404 on every page)."""
+    import re
+
+    pattern = re.compile(r"""<link[^>]+rel=["'](?:shortcut )?icon["'][^>]+href=["']([^"']+)""")
+    missing = {}
+    for page in html_dir.rglob("*.html"):
+        text = page.read_text(errors="replace")
+        # the index redirects to the first page; _static holds the theme's template fragments
+        if 'http-equiv="Refresh"' in text or page.parts[len(html_dir.parts)] == "_static":
+            continue
+        hrefs = pattern.findall(text)
+        if not hrefs or not all((page.parent / h).resolve().is_file() for h in hrefs):
+            missing[str(page.relative_to(html_dir))] = hrefs
+    assert not missing, f"pages without an icon the book ships: {sorted(missing.items())[:5]}"
+
+
 #: Text a reader sees outside code and typeset math that is TeX left raw: a ``$...$`` or a
 #: command whose backslash reST ate (``$$mathrm{AP@k} = frac{1}...``).
 RAW_TEX_JS = r"""() => {
