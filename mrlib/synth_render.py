@@ -245,11 +245,7 @@ def generate_track(attrs: TrackAttributes, sr: int = 22050, duration_s: float = 
 def _check_track_args(attrs, sr, duration_s, seed) -> None:
     if not isinstance(attrs, TrackAttributes):
         raise TypeError(f"attrs must be a TrackAttributes, got {type(attrs).__name__}")
-    check_int("sr", sr, 8000)
-    if sr > 96000:
-        raise ValueError(f"sr must be <= 96000 Hz, got {sr}")
-    if not (isinstance(duration_s, (int, float)) and 0.5 <= duration_s <= 600):
-        raise ValueError(f"duration_s must be a number in [0.5, 600] seconds, got {duration_s!r}")
+    _check_sr_duration(sr, duration_s)
     if is_int(seed):
         check_int("seed", seed, 0)
     elif not isinstance(seed, np.random.SeedSequence):
@@ -258,6 +254,16 @@ def _check_track_args(attrs, sr, duration_s, seed) -> None:
                            ("chords", INSTRUMENTS)):
         if getattr(attrs, field) not in allowed:
             raise ValueError(f"attrs.{field}={getattr(attrs, field)!r} is not one of {sorted(allowed)}")
+
+
+def _check_sr_duration(sr, duration_s) -> None:
+    """The checks of ``sr`` and ``duration_s`` of :func:`generate_track`, which a catalog build
+    runs before it writes anything."""
+    check_int("sr", sr, 8000)
+    if sr > 96000:
+        raise ValueError(f"sr must be <= 96000 Hz, got {sr}")
+    if not (isinstance(duration_s, (int, float)) and 0.5 <= duration_s <= 600):
+        raise ValueError(f"duration_s must be a number in [0.5, 600] seconds, got {duration_s!r}")
 
 
 def _rms(x: np.ndarray) -> float:
