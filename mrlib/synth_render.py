@@ -13,8 +13,8 @@ from scipy import signal
 from mrlib.checks import check_int, is_int
 from mrlib.synth_sound import (DRUM_PATTERNS, _NOISE, _attack_decay, _chord, _drum_kit, _melody_phrase,
                                _fade, _midi_hz, _NoteCache, _osc, _swing_map, _t, _table_for)
-from mrlib.synth_styles import (_STREAM_EVENTS, EVENT_TAGS, GENRES, INSTRUMENTS, MODES, MOODS, GenreStyle,
-                                TrackAttributes, track_seed)
+from mrlib.synth_styles import (_STREAM_EVENTS, EVENT_TAGS, GENRES, INSTRUMENTS, KITS, MODES, MOODS,
+                                GenreStyle, TrackAttributes, track_seed)
 
 # --------------------------------------------------------------------------------------
 # Events: the temporally sparse layers of the events variant
@@ -250,8 +250,11 @@ def _check_track_args(attrs, sr, duration_s, seed) -> None:
         check_int("seed", seed, 0)
     elif not isinstance(seed, np.random.SeedSequence):
         raise TypeError(f"seed must be an int or a numpy SeedSequence, got {type(seed).__name__}")
+    comps = {c for g in GENRES.values() for c in g.comp}
+    basslines = {b for g in GENRES.values() for b in g.bass}
     for field, allowed in (("genre", GENRES), ("mood", MOODS), ("mode", MODES), ("melody", INSTRUMENTS),
-                           ("chords", INSTRUMENTS)):
+                           ("chords", INSTRUMENTS), ("bass", [*INSTRUMENTS, "none"]),
+                           ("kit", [*KITS, "none"]), ("comp", comps), ("bass_pattern", basslines)):
         if getattr(attrs, field) not in allowed:
             raise ValueError(f"attrs.{field}={getattr(attrs, field)!r} is not one of {sorted(allowed)}")
 

@@ -258,6 +258,11 @@ def test_generate_track_validates(small):
         synth.generate_track(a, seed="x")
     with pytest.raises(ValueError, match="genre"):
         synth.generate_track(dataclasses.replace(a, genre="polka"))
+    # roles and patterns the renderer has no sound for (it failed with a KeyError, or played a
+    # machine kit, no chords or no bass instead)
+    for field, value in (("bass", "tuba"), ("kit", "robot"), ("comp", "waltz"), ("bass_pattern", "funky")):
+        with pytest.raises(ValueError, match=f"attrs.{field}='{value}' is not one of"):
+            synth.generate_track(dataclasses.replace(a, **{field: value}), SR, 1.0)
 
 
 def test_speed_is_far_above_real_time(small):
