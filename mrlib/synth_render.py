@@ -516,11 +516,10 @@ def _produce(attrs: TrackAttributes, stems: dict[str, np.ndarray], n: int, sr: i
              rng: np.random.Generator) -> np.ndarray:
     """Production: guitar drive, the balance of the stems, master drive, brightness filter,
     echo and lo-fi (band-limit, hiss, crackle)."""
-    if attrs.guitar_drive > 0:
-        for name, instr in (("melody", attrs.melody), ("chords", attrs.chords)):
-            if instr == "dist_guitar":
-                g = np.float32(attrs.guitar_drive)
-                stems[name] = np.tanh(g * stems[name]) / np.tanh(g)
+    for name in ("melody", "chords"):
+        if attrs.guitar_drive > 0 and getattr(attrs, name) == "dist_guitar":
+            g = np.float32(attrs.guitar_drive)
+            stems[name] = np.tanh(g * stems[name]) / np.tanh(g)
     # balance: each stem to a target level relative to the melody (loudness-independent)
     levels = {"melody": 1.0, "chords": 0.55, "bass": 0.75, "drums": 0.8}
     if attrs.genre in ("hip_hop", "electro", "reggae"):
