@@ -315,6 +315,8 @@ def sample_catalog(n_tracks: int, seed: int = 0, *, events: bool = False) -> Syn
     """
     check_int("n_tracks", n_tracks, 1)
     check_int("seed", seed, 0)
+    if not isinstance(events, (bool, np.bool_)):
+        raise TypeError(f"events must be a bool, got {events!r}")
     n_artists = min(max(3, int(round(n_tracks / 5))), n_tracks)
 
     artists = [_sample_artist(np.random.default_rng(track_seed(seed, a, _STREAM_ARTISTS)))

@@ -117,6 +117,8 @@ def test_sample_catalog_validates():
         synth.sample_catalog(0)
     with pytest.raises(TypeError, match="seed"):
         synth.sample_catalog(5, seed=1.5)
+    with pytest.raises(TypeError, match="events must be a bool"):      # "no" is not False
+        synth.sample_catalog(5, events="no")
 
 
 # ------------------------------------------------------------------ audio
