@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Sequence
 
 import numpy as np
@@ -56,33 +56,22 @@ __all__ = [
     "GENERATOR_VERSION", "CATEGORIES", "VOCABULARY", "GENRES", "MOODS", "INSTRUMENTS",
     "EVENT_VOCABULARY", "EVENT_TAGS", "EVENT_PROB", "EVENT_SPAN", "TrackAttributes",
     "SyntheticCatalog", "vocabulary", "track_seed", "sample_catalog", "attributes_frame",
-    "relevance", "scale_pitch_classes", "generate_track", "render_catalog_track"
+    "relevance", "generate_track", "render_catalog_track"
 ]
-@dataclass(frozen=True)
-class _Artist:
-    genre: str
-    genre2: str
-    melody: str
-    chords: str
-    bass: str
-    kit: str
-    tonic: int
-    tempo_factor: float
-    brightness: float
-    mood_bias: dict[str, float]
-    lyrics_bias: dict[str, float]
-    echo_prob: float
-    lofi_prob: float
-    loudness_offset: float
+#: Annotator noise: the probability that a relevant tag is missed (likelihood 0), and the
+#: per-tag probability of a false positive (likelihood in [0.2, 0.6]).
+_P_MISS, _P_FALSE = 0.08, 0.015
 
 
-def _sample_artist(rng: np.random.Generator) -> _Artist:
+def _sample_artist(rng: np.random.Generator) -> SimpleNamespace:
+    """An artist's personal style: genres, favourite instruments, key, tempo, brightness,
+    moods, lyrics themes and production habits."""
     genre = _draw(rng, GENRE_POPULARITY)
     genre2 = _draw(rng, GENRE_POPULARITY, without=genre) if rng.random() < 0.5 else genre
     style = GENRES[genre]
     moods = rng.dirichlet(np.full(len(MOOD_NAMES), 1.0))
     lyr = rng.dirichlet(np.full(len(LYRICS), 0.6))
-    return _Artist(
+    return SimpleNamespace(
         genre=genre, genre2=genre2,
         melody=_draw(rng, style.melody), chords=_draw(rng, style.chords),
         bass=_draw(rng, style.bass_instr), kit=_draw(rng, style.kit),
@@ -97,7 +86,7 @@ def _sample_artist(rng: np.random.Generator) -> _Artist:
     )
 
 
-def _sample_track(index: int, artist_id: int, artist: _Artist,
+def _sample_track(index: int, artist_id: int, artist: SimpleNamespace,
                   rng: np.random.Generator) -> TrackAttributes:
     # The draws, in this order: genre, mood and key, instruments and production, movement, lyrics.
     genre, genre2, g2w = _sample_genre(artist, rng)
@@ -117,7 +106,7 @@ def _sample_track(index: int, artist_id: int, artist: _Artist,
                            swing=float(style.swing), lyrics=lyrics, **key, **sound, **movement)
 
 
-def _sample_genre(artist: _Artist, rng: np.random.Generator) -> tuple[str, str, float]:
+def _sample_genre(artist: SimpleNamespace, rng: np.random.Generator) -> tuple[str, str, float]:
     """Genre: mostly the artist's own; sometimes the artist's influence or another genre; and
     a secondary genre with its weight (0: none)."""
     u = rng.random()
@@ -135,7 +124,7 @@ def _sample_genre(artist: _Artist, rng: np.random.Generator) -> tuple[str, str, 
     return genre, genre2, g2w
 
 
-def _sample_mood_key(artist: _Artist, genre: str, rng: np.random.Generator) -> dict:
+def _sample_mood_key(artist: SimpleNamespace, genre: str, rng: np.random.Generator) -> dict:
     """Moods (main and secondary), mode, tonic, tempo and meter."""
     style = GENRES[genre]
     mood_prior = {m: GENRE_MOODS[genre].get(m, 0.2) * artist.mood_bias[m] for m in MOOD_NAMES}
@@ -153,7 +142,7 @@ def _sample_mood_key(artist: _Artist, genre: str, rng: np.random.Generator) -> d
     return dict(mood=mood, mood2=mood2, mode=mode, tonic=int(tonic), tempo_bpm=round(tempo, 2), meter=meter)
 
 
-def _sample_sound(artist: _Artist, genre: str, style: GenreStyle, style2: GenreStyle, g2w: float,
+def _sample_sound(artist: SimpleNamespace, genre: str, style: GenreStyle, style2: GenreStyle, g2w: float,
                   mood: str, ms: MoodStyle, ms2: MoodStyle, rng: np.random.Generator) -> dict:
     """Instruments (the artist's favourites most of the time, else the mixed genre prior),
     accompaniment and bass patterns, and the production."""
@@ -206,27 +195,23 @@ def _sample_movement(genre: str, mood: str, kit: str, rng: np.random.Generator) 
     return dict(structure=structure, tempo_change=tempo_change, dynamics_change=dynamics_change, breaks=breaks)
 
 
-def relevance(attrs: TrackAttributes, events: bool = False) -> np.ndarray:
+def relevance(attrs: TrackAttributes) -> np.ndarray:
     """The noise-free relevance of every tag for one track, from its latent attributes.
 
     Parameters
     ----------
     attrs : TrackAttributes
-    events : bool
-        Append the relevances of :data:`EVENT_TAGS` (the events variant's vocabulary).
 
     Returns
     -------
     numpy.ndarray
         float32 (m,) in [0, 1], in :func:`vocabulary` order: 1 for the main genre, mood and the
         present movement/lyrics tags, the influence weight for ``genre2``, 0.5 for a secondary
-        mood, Recording relevances from the instruments and the production, and (with
-        ``events``) 1 for each event of ``attrs.events``.
+        mood, and Recording relevances from the instruments and the production (the events
+        variant's tags are not among them).
 
     Notebook: 02_similarity.ipynb
     """
-    if events:
-        return np.concatenate([relevance(attrs), _event_relevance(attrs)])
     r = np.zeros(len(TAGS), dtype=np.float32)
     r[_TAG_INDEX[attrs.genre]] = 1.0
     if attrs.genre2 != attrs.genre:
@@ -282,7 +267,7 @@ def _sample_events(rng: np.random.Generator) -> tuple[tuple[str, float, float], 
     return tuple(out)
 
 
-def _annotate(rel: np.ndarray, rng: np.random.Generator, p_miss: float, p_false: float) -> np.ndarray:
+def _annotate(rel: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Professional-annotator noise on a relevance vector: misses, graded confidence, and a few
     false positives; rounded to 0.01 so the CSV round-trips exactly."""
     m = rel.size
@@ -291,18 +276,21 @@ def _annotate(rel: np.ndarray, rng: np.random.Generator, p_miss: float, p_false:
     jitter = rng.normal(0.0, 0.05, m)
     false_level = rng.uniform(0.2, 0.6, m)
     present = rel > 0
-    out = np.where(present & (u_miss >= p_miss), np.clip(rel * conf + jitter, 0.05, 1.0), 0.0)
-    out = np.where(~present & (u_false < p_false), false_level, out)
+    out = np.where(present & (u_miss >= _P_MISS), np.clip(rel * conf + jitter, 0.05, 1.0), 0.0)
+    out = np.where(~present & (u_false < _P_FALSE), false_level, out)
     return (np.round(out * 100) / 100).astype(np.float32)
 
 
-def sample_catalog(n_tracks: int, seed: int = 0, *, n_artists: int | None = None,
-                   p_miss: float = 0.08, p_false: float = 0.015, events: bool = False) -> SyntheticCatalog:
+def sample_catalog(n_tracks: int, seed: int = 0, *, events: bool = False) -> SyntheticCatalog:
     """Sample a synthetic catalog's latent attributes and noisy tag likelihoods.
 
     Artists are drawn first (a main genre and an influence, favourite instruments, key,
     tempo, moods, lyrics themes, production habits); each track then draws its attributes
-    from its artist's style, and the annotators observe them with noise.
+    from its artist's style, and the annotators observe them with noise: they miss a relevant
+    tag with probability 0.08 and tag an irrelevant one (likelihood 0.2 ... 0.6) with
+    probability 0.015. There are ``max(3, round(N / 5))`` artists (at most N): about 5 tracks
+    per artist, with a long tail (artist shares follow a Dirichlet(1) draw, every artist has a
+    track).
 
     Parameters
     ----------
@@ -310,13 +298,6 @@ def sample_catalog(n_tracks: int, seed: int = 0, *, n_artists: int | None = None
         Number of tracks N (>= 1).
     seed : int
         Catalog seed; same seed, same attributes and same tag bytes.
-    n_artists : int, optional
-        Number of artists; default ``max(3, round(N / 5))`` (about 5 tracks per artist, with a
-        long tail: artist shares follow a Dirichlet(1) draw, every artist has a track).
-    p_miss : float
-        Probability that an annotator misses a relevant tag (likelihood 0).
-    p_false : float
-        Per-tag probability of a false positive (likelihood in [0.2, 0.6]).
     events : bool
         The events variant: every track also draws its temporally sparse events
         (``attrs.events``, from a random stream of their own), and the tags get the
@@ -334,13 +315,9 @@ def sample_catalog(n_tracks: int, seed: int = 0, *, n_artists: int | None = None
     """
     check_int("n_tracks", n_tracks, 1)
     check_int("seed", seed, 0)
-    if n_artists is None:
-        n_artists = max(3, int(round(n_tracks / 5)))
-    check_int("n_artists", n_artists, 1)
-    n_artists = min(n_artists, n_tracks)
-    for name, p in (("p_miss", p_miss), ("p_false", p_false)):
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"{name} must be in [0, 1), got {p}")
+    if not isinstance(events, (bool, np.bool_)):
+        raise TypeError(f"events must be a bool, got {events!r}")
+    n_artists = min(max(3, int(round(n_tracks / 5))), n_tracks)
 
     artists = [_sample_artist(np.random.default_rng(track_seed(seed, a, _STREAM_ARTISTS)))
                for a in range(n_artists)]
@@ -355,12 +332,11 @@ def sample_catalog(n_tracks: int, seed: int = 0, *, n_artists: int | None = None
     for i in range(n_tracks):
         a = int(artist_of[i])
         at = _sample_track(i, a, artists[a], np.random.default_rng(track_seed(seed, i, _STREAM_TRACKS)))
-        tags[i, :len(TAGS)] = _annotate(relevance(at), np.random.default_rng(track_seed(seed, i, _STREAM_TAGS)),
-                                        p_miss, p_false)
+        tags[i, :len(TAGS)] = _annotate(relevance(at), np.random.default_rng(track_seed(seed, i, _STREAM_TAGS)))
         if events:
             rng = np.random.default_rng(track_seed(seed, i, _STREAM_EVENTS))
             at = dataclasses.replace(at, events=_sample_events(rng))
-            tags[i, len(TAGS):] = _annotate(_event_relevance(at), rng, p_miss, p_false)
+            tags[i, len(TAGS):] = _annotate(_event_relevance(at), rng)
         attrs.append(at)
     return SyntheticCatalog(attrs, tags, vocabulary(events=events))
 
@@ -392,10 +368,3 @@ def attributes_frame(attrs: Sequence[TrackAttributes], events: bool | None = Non
         columns.remove("events")
     return pd.DataFrame(rows, columns=columns)
 
-
-def scale_pitch_classes(attrs: TrackAttributes) -> np.ndarray:
-    """Pitch classes (0-11, absolute) of the track's scale: tonic + mode.
-
-    Notebook: 01_cqt.ipynb
-    """
-    return np.sort((attrs.tonic + np.array(MODES[attrs.mode])) % 12)

@@ -20,8 +20,9 @@ from tqdm.auto import tqdm
 from mrlib import synth
 from mrlib.catalog_format import (FORMAT_VERSION, Catalog, _read_json, _versions, _write_csv,
                                   _write_json, artist_disjoint_split, default_root)
-from mrlib.checks import is_int
+from mrlib.checks import check_int
 from mrlib.paths import FolderLock, atomic_path, move_aside, remove_dead_temporaries
+from mrlib.synth_render import _check_sr_duration
 
 __all__ = ["synthetic_root", "build_synthetic", "synthetic_artist_ids"]
 
@@ -77,7 +78,7 @@ def build_synthetic(n_tracks: int = 200, seed: int = 0, duration_s: float = 30.0
     duration_s : float
         Track length in seconds (0.5 ... 600).
     sr : int
-        Sample rate in Hz.
+        Sample rate in Hz (8,000 ... 96,000).
     root : path, optional
         Where to write; default :func:`synthetic_root`.
     n_jobs : int
@@ -106,11 +107,9 @@ def build_synthetic(n_tracks: int = 200, seed: int = 0, duration_s: float = 30.0
 
     Notebook: 00_overview.ipynb
     """
-    for nm, v, lo in (("n_tracks", n_tracks, 1), ("seed", seed, 0), ("sr", sr, 8000), ("n_jobs", n_jobs, 1)):
-        if not is_int(v) or v < lo:
-            raise ValueError(f"{nm} must be an int >= {lo}, got {v!r}")
-    if not isinstance(duration_s, (int, float)) or not 0.5 <= float(duration_s) <= 600:
-        raise ValueError(f"duration_s must be in [0.5, 600] seconds, got {duration_s!r}")
+    for nm, v, lo in (("n_tracks", n_tracks, 1), ("seed", seed, 0), ("n_jobs", n_jobs, 1)):
+        check_int(nm, v, lo)
+    _check_sr_duration(sr, duration_s)
     if audio_format not in ("flac", "wav"):
         raise ValueError(f"audio_format must be 'flac' or 'wav', got {audio_format!r}")
     if not isinstance(events, (bool, np.bool_)):

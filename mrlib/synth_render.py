@@ -11,10 +11,10 @@ import numpy as np
 from scipy import signal
 
 from mrlib.checks import check_int, is_int
-from mrlib.synth_sound import (DRUM_PATTERNS, _NOISE, _attack_decay, _chord, _drum_kit, _Events, _melody_phrase,
+from mrlib.synth_sound import (DRUM_PATTERNS, _NOISE, _attack_decay, _chord, _drum_kit, _melody_phrase,
                                _fade, _midi_hz, _NoteCache, _osc, _swing_map, _t, _table_for)
-from mrlib.synth_styles import (_STREAM_EVENTS, EVENT_TAGS, GENRES, INSTRUMENTS, MODES, MOODS, GenreStyle,
-                                TrackAttributes, track_seed)
+from mrlib.synth_styles import (_STREAM_EVENTS, EVENT_TAGS, GENRES, INSTRUMENTS, KITS, MODES, MOODS,
+                                GenreStyle, TrackAttributes, track_seed)
 
 # --------------------------------------------------------------------------------------
 # Events: the temporally sparse layers of the events variant
@@ -245,19 +245,28 @@ def generate_track(attrs: TrackAttributes, sr: int = 22050, duration_s: float = 
 def _check_track_args(attrs, sr, duration_s, seed) -> None:
     if not isinstance(attrs, TrackAttributes):
         raise TypeError(f"attrs must be a TrackAttributes, got {type(attrs).__name__}")
+    _check_sr_duration(sr, duration_s)
+    if is_int(seed):
+        check_int("seed", seed, 0)
+    elif not isinstance(seed, np.random.SeedSequence):
+        raise TypeError(f"seed must be an int or a numpy SeedSequence, got {type(seed).__name__}")
+    comps = {c for g in GENRES.values() for c in g.comp}
+    basslines = {b for g in GENRES.values() for b in g.bass}
+    for field, allowed in (("genre", GENRES), ("mood", MOODS), ("mode", MODES), ("melody", INSTRUMENTS),
+                           ("chords", INSTRUMENTS), ("bass", [*INSTRUMENTS, "none"]),
+                           ("kit", [*KITS, "none"]), ("comp", comps), ("bass_pattern", basslines)):
+        if getattr(attrs, field) not in allowed:
+            raise ValueError(f"attrs.{field}={getattr(attrs, field)!r} is not one of {sorted(allowed)}")
+
+
+def _check_sr_duration(sr, duration_s) -> None:
+    """The checks of ``sr`` and ``duration_s`` of :func:`generate_track`, which a catalog build
+    runs before it writes anything."""
     check_int("sr", sr, 8000)
     if sr > 96000:
         raise ValueError(f"sr must be <= 96000 Hz, got {sr}")
     if not (isinstance(duration_s, (int, float)) and 0.5 <= duration_s <= 600):
         raise ValueError(f"duration_s must be a number in [0.5, 600] seconds, got {duration_s!r}")
-    if is_int(seed):
-        check_int("seed", seed, 0)
-    elif not isinstance(seed, np.random.SeedSequence):
-        raise TypeError(f"seed must be an int or a numpy SeedSequence, got {type(seed).__name__}")
-    for field, allowed in (("genre", GENRES), ("mood", MOODS), ("mode", MODES), ("melody", INSTRUMENTS),
-                           ("chords", INSTRUMENTS)):
-        if getattr(attrs, field) not in allowed:
-            raise ValueError(f"attrs.{field}={getattr(attrs, field)!r} is not one of {sorted(allowed)}")
 
 
 def _rms(x: np.ndarray) -> float:
@@ -299,9 +308,9 @@ class _Harmony:
         return root, iv, degree
 
 
-def _melody(attrs: TrackAttributes, style: GenreStyle, harmony: _Harmony, rng: np.random.Generator) -> _Events:
+def _melody(attrs: TrackAttributes, style: GenreStyle, harmony: _Harmony, rng: np.random.Generator) -> list:
     """The melody: one per section label, two phrases per section (question and answer)."""
-    mel = _Events()
+    mel = []
     meter, sec_len = attrs.meter, harmony.sec_len
     scale = MODES[attrs.mode]
     tonic_midi = 60 + attrs.tonic if attrs.tonic < 7 else 48 + attrs.tonic      # C4 ... F#4 / G3 ... B3
@@ -331,14 +340,14 @@ def _melody(attrs: TrackAttributes, style: GenreStyle, harmony: _Harmony, rng: n
         for b, d, g in melodies[lab]:
             g = g + attrs.register                # a diatonic shift keeps the melody in key
             pitch = tonic_midi + 12 * (g // 7) + scale[g % 7]
-            mel.add(base + b, d * 0.92, pitch, 0.8 + 0.2 * ((b % meter) == 0))
+            mel.append((base + b, d * 0.92, pitch, 0.8 + 0.2 * ((b % meter) == 0)))
     return mel
 
 
 def _accompaniment(attrs: TrackAttributes, style: GenreStyle, harmony: _Harmony, n_bars: int,
-                   rng: np.random.Generator) -> tuple[_Events, _Events]:
+                   rng: np.random.Generator) -> tuple[list, list]:
     """Chords in the accompaniment pattern and the bass line, bar by bar."""
-    comp, bass = _Events(), _Events()
+    comp, bass = [], []
     for bar in range(n_bars):
         root, iv, _ = harmony.chord_of(bar)
         pcs = [(attrs.tonic + root + x) % 12 for x in iv]
@@ -350,7 +359,7 @@ def _accompaniment(attrs: TrackAttributes, style: GenreStyle, harmony: _Harmony,
     return comp, bass
 
 
-def _comp_bar(comp: _Events, attrs: TrackAttributes, style: GenreStyle, bar: int, voiced: list[int],
+def _comp_bar(comp: list, attrs: TrackAttributes, style: GenreStyle, bar: int, voiced: list[int],
               rng: np.random.Generator) -> None:
     """One bar of the accompaniment, in the pattern ``attrs.comp``."""
     meter, cstyle, chord_vel = attrs.meter, attrs.comp, 0.55
@@ -358,38 +367,38 @@ def _comp_bar(comp: _Events, attrs: TrackAttributes, style: GenreStyle, bar: int
     if cstyle in ("block", "pad"):
         if bar % style.chord_bars == 0:
             for p in voiced:
-                comp.add(b0, meter * style.chord_bars * 0.98, p, chord_vel)
+                comp.append((b0, meter * style.chord_bars * 0.98, p, chord_vel))
     elif cstyle in ("strum", "eighths", "shuffle"):
         step = 1.0 if cstyle == "strum" else 0.5
         for k in range(int(meter / step)):
             for j, p in enumerate(voiced):    # strum: 12 ms between strings
-                comp.add(b0 + k * step + j * 0.012 * attrs.tempo_bpm / 60.0, step * 0.9, p,
-                         chord_vel * (1.0 if k % 2 == 0 else 0.75))
+                comp.append((b0 + k * step + j * 0.012 * attrs.tempo_bpm / 60.0, step * 0.9, p,
+                             chord_vel * (1.0 if k % 2 == 0 else 0.75)))
     elif cstyle == "arp":
         order = voiced + [voiced[1] + 12] if len(voiced) > 2 else voiced * 2
         for k in range(meter * 2):
-            comp.add(b0 + k * 0.5, 0.9, order[k % len(order)], chord_vel)
+            comp.append((b0 + k * 0.5, 0.9, order[k % len(order)], chord_vel))
     elif cstyle == "alberti":
         low = [voiced[0] - 12, voiced[-1] - 12, voiced[1] - 12, voiced[-1] - 12]
         for k in range(meter * 2):
-            comp.add(b0 + k * 0.5, 0.5, low[k % 4], chord_vel)
+            comp.append((b0 + k * 0.5, 0.5, low[k % 4], chord_vel))
     elif cstyle == "skank":
         for k in range(meter):
             for p in voiced:
-                comp.add(b0 + k + 0.5, 0.2, p, chord_vel)
+                comp.append((b0 + k + 0.5, 0.2, p, chord_vel))
     elif cstyle == "stabs":
         for pos in (0.0, 0.75, 1.5, 2.5, 3.25)[: 5 if meter == 4 else 3]:
             for p in voiced:
-                comp.add(b0 + pos, 0.2, p, chord_vel)
+                comp.append((b0 + pos, 0.2, p, chord_vel))
     elif cstyle == "comping":
         for k in range(meter):
             if rng.random() < 0.55:
                 pos = k + (0.0 if rng.random() < 0.5 else 0.5)
                 for p in voiced:
-                    comp.add(b0 + pos, 0.4 + 0.5 * rng.random(), p, chord_vel * 0.8)
+                    comp.append((b0 + pos, 0.4 + 0.5 * rng.random(), p, chord_vel * 0.8))
 
 
-def _bass_bar(bass: _Events, attrs: TrackAttributes, style: GenreStyle, bar: int, root: int,
+def _bass_bar(bass: list, attrs: TrackAttributes, style: GenreStyle, bar: int, root: int,
               iv: tuple[int, ...], nroot: int, rng: np.random.Generator) -> None:
     """One bar of the bass line (root in E1 ... D#2), in the pattern ``attrs.bass_pattern``."""
     meter, bp = attrs.meter, attrs.bass_pattern
@@ -398,30 +407,30 @@ def _bass_bar(bass: _Events, attrs: TrackAttributes, style: GenreStyle, bar: int
     fifth = rb + 7
     nb = 28 + (attrs.tonic + nroot - 4) % 12
     if bp == "root":
-        bass.add(b0, meter * 0.95, rb, 0.9)
+        bass.append((b0, meter * 0.95, rb, 0.9))
     elif bp == "sustained":
         if bar % style.chord_bars == 0:
-            bass.add(b0, meter * style.chord_bars * 0.98, rb, 0.9)
+            bass.append((b0, meter * style.chord_bars * 0.98, rb, 0.9))
     elif bp == "root_fifth":
-        bass.add(b0, meter / 2 * 0.9, rb, 0.9)
-        bass.add(b0 + 2, 1.8 if meter == 4 else 0.9, fifth, 0.8)
+        bass.append((b0, meter / 2 * 0.9, rb, 0.9))
+        bass.append((b0 + 2, 1.8 if meter == 4 else 0.9, fifth, 0.8))
     elif bp == "eighths":
         for k in range(meter * 2):
-            bass.add(b0 + k * 0.5, 0.45, rb, 0.8 + 0.1 * (k % 2 == 0))
+            bass.append((b0 + k * 0.5, 0.45, rb, 0.8 + 0.1 * (k % 2 == 0)))
     elif bp == "octave":
         for k in range(meter * 2):
-            bass.add(b0 + k * 0.5, 0.4, rb + 12 * (k % 2), 0.85)
+            bass.append((b0 + k * 0.5, 0.4, rb + 12 * (k % 2), 0.85))
     elif bp == "syncopated":
         for pos, p in ((0.0, rb), (1.5, rb), (2.5, fifth), (3.0, rb))[: 4 if meter == 4 else 2]:
-            bass.add(b0 + pos, 0.45, p, 0.9)
+            bass.append((b0 + pos, 0.45, p, 0.9))
     elif bp == "reggae":
         for pos, p, d in ((0.0, rb, 1.0), (1.5, rb, 0.4), (2.0, fifth, 0.9), (3.5, rb + 12, 0.4)):
-            bass.add(b0 + pos, d, p, 0.9)
+            bass.append((b0 + pos, d, p, 0.9))
     elif bp == "walking":
         third = rb + iv[1] if len(iv) > 1 else rb + 4
         line = [rb, third, fifth, nb + (1 if rng.random() < 0.5 else -1)]
         for k in range(meter):
-            bass.add(b0 + k, 0.9, line[k % 4], 0.85)
+            bass.append((b0 + k, 0.9, line[k % 4], 0.85))
 
 
 def _drum_hits(attrs: TrackAttributes, style: GenreStyle, n_bars: int,
@@ -464,23 +473,23 @@ def _to_seconds(pos, swing: float, beat_times: np.ndarray) -> np.ndarray:
                      np.arange(beat_times.size), beat_times)
 
 
-def _render_stems(attrs: TrackAttributes, parts: dict[str, _Events], beat_times: np.ndarray, n: int,
+def _render_stems(attrs: TrackAttributes, parts: dict[str, list], beat_times: np.ndarray, n: int,
                   sr: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Audio (n,) of the melody, the chords and (if any) the bass, from the note cache."""
+    """Audio (n,) of the melody, the chords and (if any) the bass, from the note cache; the
+    notes of each role are (onset beat, duration beats, MIDI pitch, velocity)."""
     cache = _NoteCache(sr)
-    live = attrs.kit == "live"
     stems = {}
-    roles = (("melody", attrs.melody), ("chords", attrs.chords)) + \
-        ((("bass", attrs.bass),) if attrs.bass != "none" else ())
-    for name, instrument in roles:
-        ev, engine = parts[name], INSTRUMENTS[instrument][0]
-        on = np.array(ev.on)
+    for name, notes in parts.items():       # the role names are those of their instruments
+        if getattr(attrs, name) == "none":
+            continue
+        engine = INSTRUMENTS[getattr(attrs, name)][0]
+        on, dur, midi, vel = np.array(notes, dtype=np.float64).reshape(-1, 4).T
         t0 = _to_seconds(on, attrs.swing, beat_times)
-        t1 = _to_seconds(on + np.array(ev.dur), attrs.swing, beat_times)
+        t1 = _to_seconds(on + dur, attrs.swing, beat_times)
         # a human player: +-6 ms
-        jitter = rng.normal(0.0, 0.006, on.size) if name == "melody" and live else 0.0
-        notes = ((t, np.float32(v) * cache.get(engine, p, float(d)))
-                 for t, d, p, v in zip(t0 + jitter, t1 - t0, ev.midi, ev.vel))
+        jitter = rng.normal(0.0, 0.006, on.size) if name == "melody" and attrs.kit == "live" else 0.0
+        notes = ((t, np.float32(v) * cache.get(engine, int(p), float(d)))
+                 for t, d, p, v in zip(t0 + jitter, t1 - t0, midi, vel))
         stems[name] = _place(notes, n, sr)
     return stems
 
@@ -507,11 +516,10 @@ def _produce(attrs: TrackAttributes, stems: dict[str, np.ndarray], n: int, sr: i
              rng: np.random.Generator) -> np.ndarray:
     """Production: guitar drive, the balance of the stems, master drive, brightness filter,
     echo and lo-fi (band-limit, hiss, crackle)."""
-    if attrs.guitar_drive > 0:
-        for name, instr in (("melody", attrs.melody), ("chords", attrs.chords)):
-            if instr == "dist_guitar":
-                g = np.float32(attrs.guitar_drive)
-                stems[name] = np.tanh(g * stems[name]) / np.tanh(g)
+    for name in ("melody", "chords"):
+        if attrs.guitar_drive > 0 and getattr(attrs, name) == "dist_guitar":
+            g = np.float32(attrs.guitar_drive)
+            stems[name] = np.tanh(g * stems[name]) / np.tanh(g)
     # balance: each stem to a target level relative to the melody (loudness-independent)
     levels = {"melody": 1.0, "chords": 0.55, "bass": 0.75, "drums": 0.8}
     if attrs.genre in ("hip_hop", "electro", "reggae"):

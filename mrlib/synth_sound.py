@@ -316,19 +316,6 @@ def _chord(style: GenreStyle, mode: str, degree: int) -> tuple[int, tuple[int, .
     return root, tuple((sc[(degree + 2 * j) % 7] - root) % 12 for j in range(n))   # stacked thirds
 
 
-class _Events:
-    """Note events of one role: onset (beats), duration (beats), MIDI pitch, velocity."""
-
-    def __init__(self):
-        self.on, self.dur, self.midi, self.vel = [], [], [], []
-
-    def add(self, on, dur, midi, vel):
-        self.on.append(on)
-        self.dur.append(dur)
-        self.midi.append(int(midi))
-        self.vel.append(vel)
-
-
 def _swing_map(pos: np.ndarray, swing: float) -> np.ndarray:
     """Delay off-beat subdivisions: beat fraction 0.5 -> 0.5 + swing/6 (triplet at 1)."""
     if swing <= 0:

@@ -73,16 +73,12 @@ LYRICS = tuple(t for t, cat, _ in VOCABULARY if cat == "Lyrics")
 #: The temporally sparse tags of the events variant, in tag-matrix column order after the 46
 #: of :data:`VOCABULARY`. They are Recording tags (an instrument or a solo that is heard), but
 #: each sounds in one window of the track only.
-EVENT_VOCABULARY: tuple[tuple[str, str, str], ...] = (
-    ("bells", "Recording", "church-bell strikes (inharmonic partials) on the tonic triad, high register, "
-                           "in one window of 15-25% of the track"),
-    ("guitar_solo", "Recording", "a distorted lead-guitar lick with vibrato in the pentatonic scale, "
-                                 "in one window of 15-25% of the track"),
-    ("riser", "Recording", "a rising band of filtered noise (200 Hz to 6 kHz) that swells and stops, "
-                           "in one window of 15-25% of the track"),
-    ("choir", "Recording", "voices singing 'aah' (formants, vibrato) on the tonic and fifth, "
-                           "in one window of 15-25% of the track"),
-)
+EVENT_VOCABULARY: tuple[tuple[str, str, str], ...] = tuple(
+    (tag, "Recording", f"{what}, in one window of 15-25% of the track") for tag, what in (
+        ("bells", "church-bell strikes (inharmonic partials) on the tonic triad, high register"),
+        ("guitar_solo", "a distorted lead-guitar lick with vibrato in the pentatonic scale"),
+        ("riser", "a rising band of filtered noise (200 Hz to 6 kHz) that swells and stops"),
+        ("choir", "voices singing 'aah' (formants, vibrato) on the tonic and fifth")))
 EVENT_TAGS = tuple(t for t, _, _ in EVENT_VOCABULARY)
 #: Probability that each event is present in a track (independently of the other events).
 EVENT_PROB = 0.3

@@ -186,10 +186,12 @@ def test_a_cache_from_an_older_generator_is_rebuilt(tmp_path):
 
 @pytest.mark.parametrize("kw,match", [({"n_tracks": 0}, "n_tracks"), ({"seed": -1}, "seed"),
                                       ({"duration_s": 0.1}, "duration_s"), ({"n_jobs": 0}, "n_jobs"),
-                                      ({"audio_format": "mp3"}, "audio_format")])
+                                      ({"audio_format": "mp3"}, "audio_format"),
+                                      ({"sr": 100000}, "sr must be <= 96000")])
 def test_build_validates(tmp_path, kw, match):
     with pytest.raises(ValueError, match=match):
         C.build_synthetic(root=tmp_path / "x", **{**SMALL, **kw})
+    assert not (tmp_path / "x").exists()         # refused before a file is written
 
 
 # ------------------------------------------------------------------ load()
