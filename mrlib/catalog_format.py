@@ -64,6 +64,32 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 FORMAT_VERSION = 1
 
 
+def _require_columns(table: pd.DataFrame, needed: Sequence[str], where: str, hint: str = "") -> None:
+    """Refuse a table without the ``needed`` columns with a ``ValueError`` naming ``where``, the
+    missing columns and those it has (the first 12), then ``hint``."""
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        raise ValueError(f"{where} is missing column(s) {missing}; its columns are "
+                         f"{list(table.columns)[:12]}{hint}")
+
+
+def _no_duplicates(values: pd.Series, where: str) -> None:
+    """Refuse repeated ``values`` with a ``ValueError`` naming ``where`` and the first 10 repeats."""
+    if values.duplicated().any():
+        raise ValueError(f"{where}: duplicate(s) {list(values[values.duplicated()])[:10]}")
+
+
+def _match_vocabulary(vocab_tags: Sequence[str], columns: Sequence[str], vocab_name: str,
+                     tags_name: str) -> None:
+    """Refuse a vocabulary whose tags are not exactly the tag columns of the tags table."""
+    absent = [t for t in vocab_tags if t not in columns]
+    unknown = [c for c in columns if c not in set(vocab_tags)]
+    if absent or unknown:
+        raise ValueError(f"vocabulary and tags CSV disagree: tags in {vocab_name} without a column "
+                         f"in {tags_name}: {absent[:10]}; tag columns not in the vocabulary: "
+                         f"{unknown[:10]}")
+
+
 def _skipped_frame(ids: Sequence = (), rows: Sequence = (), reasons: Sequence = ()) -> pd.DataFrame:
     """The layout of :attr:`Catalog.skipped`: ``track_id`` (str), ``row`` (int64), ``reason``."""
     return pd.DataFrame({"track_id": pd.Series(ids, dtype=str),
@@ -113,13 +139,8 @@ class Catalog:
 
     def __post_init__(self):
         self.root = Path(self.root)
-        missing = [c for c in TRACK_COLUMNS if c not in self.tracks.columns]
-        if missing:
-            raise ValueError(f"tracks is missing column(s) {missing}; expected {list(TRACK_COLUMNS)}, "
-                             f"got {list(self.tracks.columns)}")
-        missing = [c for c in ("tag", "category") if c not in self.vocabulary.columns]
-        if missing:
-            raise ValueError(f"vocabulary is missing column(s) {missing}; got {list(self.vocabulary.columns)}")
+        _require_columns(self.tracks, TRACK_COLUMNS, "tracks")
+        _require_columns(self.vocabulary, ("tag", "category"), "vocabulary")
         self.tracks = self.tracks.reset_index(drop=True).astype(
             {"track_id": str, "artist_id": str, "duration_s": float})
         self.vocabulary = self.vocabulary.reset_index(drop=True)
@@ -133,9 +154,7 @@ class Catalog:
         bad = sorted(set(self.tracks["split"]) - set(SPLITS))
         if bad:
             raise ValueError(f"split values must be in {SPLITS}, got {bad}")
-        dup = self.tracks["track_id"][self.tracks["track_id"].duplicated()]
-        if len(dup):
-            raise ValueError(f"duplicate track_id(s): {list(dup[:10])}")
+        _no_duplicates(self.tracks["track_id"], "track_id")
         if self.attributes is not None and len(self.attributes) != n:
             raise ValueError(f"attributes has {len(self.attributes)} rows for {n} tracks")
 
@@ -417,14 +436,12 @@ def duplicate_audio(paths: Sequence[str | Path]) -> dict[int, int]:
             continue
         first_of: dict[str, int] = {}
         for i in group:
-            h = hashlib.sha256()
             try:
                 with open(paths[i], "rb") as fh:
-                    for block in iter(lambda: fh.read(1 << 20), b""):
-                        h.update(block)
+                    digest = hashlib.file_digest(fh, "sha256").hexdigest()
             except OSError:
                 continue
-            first = first_of.setdefault(h.hexdigest(), i)
+            first = first_of.setdefault(digest, i)
             if first != i:
                 out[i] = first
     return out
@@ -549,17 +566,12 @@ def read(root: str | Path, name: str | None = None, allow_outside: bool | None =
         tracks["duration_s"] = pd.to_numeric(tracks["duration_s"], errors="coerce")
     vocab = read_table(root / "vocabulary.csv")
     tags_df = read_table(root / "tags.csv")
-    if "track_id" not in tags_df.columns:
-        raise ValueError(f"{root / 'tags.csv'} has no track_id column")
-    if "tag" in vocab.columns and vocab["tag"].duplicated().any():
-        dup = vocab["tag"][vocab["tag"].duplicated()].tolist()
-        raise ValueError(f"{root / 'vocabulary.csv'}: duplicate tag name(s) {dup[:10]}")
-    tag_cols = list(vocab["tag"]) if "tag" in vocab.columns else []
-    missing = [t for t in tag_cols if t not in tags_df.columns]
-    extra = [c for c in tags_df.columns if c != "track_id" and c not in set(tag_cols)]
-    if missing or extra:
-        raise ValueError(f"tags.csv and vocabulary.csv disagree: tags missing from tags.csv {missing[:10]}, "
-                         f"columns not in the vocabulary {extra[:10]}")
+    _require_columns(tags_df, ("track_id",), str(root / "tags.csv"))
+    _require_columns(vocab, ("tag", "category"), str(root / "vocabulary.csv"))
+    _no_duplicates(vocab["tag"], f"{root / 'vocabulary.csv'}, column 'tag'")
+    tag_cols = list(vocab["tag"])
+    _match_vocabulary(tag_cols, [c for c in tags_df.columns if c != "track_id"], "vocabulary.csv",
+                      "tags.csv")
     tags = _numeric(tags_df, tag_cols, root / "tags.csv")
     tag_ids = tags_df["track_id"]
     if "track_id" in tracks.columns and list(tag_ids) != list(tracks["track_id"]):

@@ -12,6 +12,7 @@ import soundfile as sf
 from tqdm.auto import tqdm
 
 from mrlib.catalog_format import (AUDIO_EXTENSIONS, FORMAT_VERSION, SPLITS, Catalog,
+                                  _match_vocabulary, _no_duplicates, _require_columns,
                                   _skipped_frame, artist_disjoint_split, duplicate_audio,
                                   format_skipped, group_duplicates, read_table)
 
@@ -171,11 +172,8 @@ def _read_tables(tags_csv: Path, vocabulary_csv, id_column: str, path_column: st
     # every cell as text: an id such as "NA" or "nan" stays a string; tag cells are parsed
     # later, where empty or non-numeric cells become NaN and are reported.
     df = read_table(tags_csv)
-    if id_column not in df.columns:
-        raise ValueError(f"{tags_csv.name}: missing id column {id_column!r}; columns are {list(df.columns)} "
-                         f"(pass id_column=... to name another)")
-    if path_column is not None and path_column not in df.columns:
-        raise ValueError(f"{tags_csv.name}: missing path column {path_column!r}; columns are {list(df.columns)}")
+    _require_columns(df, [c for c in (id_column, path_column) if c is not None], tags_csv.name,
+                     " (pass id_column=... or path_column=... to name others)")
     meta = meta | {id_column, path_column}
     tag_cols = [c for c in df.columns if c not in meta]
     if vocabulary_csv is None:
@@ -185,16 +183,9 @@ def _read_tables(tags_csv: Path, vocabulary_csv, id_column: str, path_column: st
         if not vocabulary_csv.is_file():
             raise FileNotFoundError(f"vocabulary CSV not found: {vocabulary_csv}")
         vocab = read_table(vocabulary_csv)
-        missing = [c for c in ("tag", "category") if c not in vocab.columns]
-        if missing:
-            raise ValueError(f"{vocabulary_csv.name}: missing column(s) {missing}; columns are {list(vocab.columns)}")
-        absent = [t for t in vocab["tag"] if t not in tag_cols]
-        unknown = [t for t in tag_cols if t not in set(vocab["tag"])]
-        if absent or unknown:
-            raise ValueError(f"vocabulary and tags CSV disagree: tags in {vocabulary_csv.name} without a column "
-                             f"in {tags_csv.name}: {absent[:10]}; tag columns not in the vocabulary: {unknown[:10]}")
-        if vocab["tag"].duplicated().any():
-            raise ValueError(f"{vocabulary_csv.name}: duplicate tags {list(vocab['tag'][vocab['tag'].duplicated()])}")
+        _require_columns(vocab, ("tag", "category"), vocabulary_csv.name)
+        _match_vocabulary(list(vocab["tag"]), tag_cols, vocabulary_csv.name, tags_csv.name)
+        _no_duplicates(vocab["tag"], f"{vocabulary_csv.name}, column 'tag'")
         tag_cols = list(vocab["tag"])
         vocab = vocab[["tag", "category"]].reset_index(drop=True)
     if not tag_cols:
