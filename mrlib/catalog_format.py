@@ -64,7 +64,8 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 FORMAT_VERSION = 1
 
 
-def _require_columns(table: pd.DataFrame, needed: Sequence[str], where: str, hint: str = "") -> None:
+def _require_columns(table: pd.DataFrame, needed: Sequence[str], where: str,
+                     hint: str = "") -> None:
     """Refuse a table without the ``needed`` columns with a ``ValueError`` naming ``where``, the
     missing columns and those it has (the first 12), then ``hint``."""
     missing = [c for c in needed if c not in table.columns]
@@ -74,7 +75,7 @@ def _require_columns(table: pd.DataFrame, needed: Sequence[str], where: str, hin
 
 
 def _no_duplicates(values: pd.Series, where: str) -> None:
-    """Refuse repeated ``values`` with a ``ValueError`` naming ``where`` and the first 10 repeats."""
+    """Refuse repeated ``values`` with a ``ValueError`` naming ``where`` and the first 10."""
     if values.duplicated().any():
         raise ValueError(f"{where}: duplicate(s) {list(values[values.duplicated()])[:10]}")
 

@@ -179,12 +179,12 @@ def catalog_frames(
     Notebook: 08_triplet_matchnet.ipynb
     """
     folder = _check_folder(folder, subset, top_k)
-    ann = read_annotations(_require_file(folder, ANNOTATIONS_FILE))
-    info = read_clip_info(_require_file(folder, CLIP_INFO_FILE))
+    ann = read_annotations(folder / ANNOTATIONS_FILE)
+    info = read_clip_info(folder / CLIP_INFO_FILE)
     tag_frame = _tag_frame(ann.drop(columns=["clip_id", "mp3_path"]), merge_synonyms, top_k)
     keep = np.ones(len(ann), dtype=bool)
     if subset == "compared":
-        comp = read_comparisons(_require_file(folder, COMPARISONS_FILE))
+        comp = read_comparisons(_require_file(folder / COMPARISONS_FILE))
         keep &= ann.clip_id.isin(np.unique(comp[list(ID_COLUMNS)].to_numpy())).to_numpy()
     report = MTATReport(n_clips=int(keep.sum()), audio_root=None)
     # Unchecked audio need not be found, but paths still point where the clips are if they are.
