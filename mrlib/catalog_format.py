@@ -21,6 +21,7 @@ import io
 import json
 import os
 import platform
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -446,6 +447,15 @@ def duplicate_audio(paths: Sequence[str | Path]) -> dict[int, int]:
             if first != i:
                 out[i] = first
     return out
+
+
+def _warn_same_audio(pairs: Sequence[tuple[int, int]], ids: Sequence, tracks: str) -> None:
+    """Warn of the ``(track, first copy)`` index ``pairs`` that share a recording, by ``ids``;
+    ``tracks`` says what they are, with ``{}`` for their number (warns for the loader's caller)."""
+    if pairs:
+        warnings.warn(f"{tracks.format(len(pairs))} have the same audio as another (kept in the "
+                      "same split): " + ", ".join(f"{ids[a]} = {ids[b]}" for a, b in pairs[:10]),
+                      stacklevel=4)
 
 
 def group_duplicates(artists: np.ndarray, pairs: list[tuple[int, int]]) -> np.ndarray:

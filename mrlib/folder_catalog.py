@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from mrlib.catalog_format import (AUDIO_EXTENSIONS, FORMAT_VERSION, SPLITS, Catalog,
                                   _match_vocabulary, _no_duplicates, _require_columns,
-                                  _skipped_frame, artist_disjoint_split, duplicate_audio,
+                                  _skipped_frame, _warn_same_audio, artist_disjoint_split, duplicate_audio,
                                   format_skipped, group_duplicates, read_table)
 
 __all__ = ["from_folder"]
@@ -149,10 +149,7 @@ def _tracks(rows: "_Rows", keep: np.ndarray, same_as: dict[int, int], artist_col
         artists = np.where(artists == "", kept_ids, artists)     # no artist: its own
     position = {int(r): k for k, r in enumerate(keep)}
     pairs = [(position[r], position[r0]) for r, r0 in same_as.items()]
-    if pairs:
-        warnings.warn(f"from_folder({audio_dir.name}): {len(pairs)} track(s) have the same audio "
-                      "as another (kept in the same split): " + ", ".join(
-                          f"{kept_ids[a]} = {kept_ids[b]}" for a, b in pairs[:10]), stacklevel=3)
+    _warn_same_audio(pairs, kept_ids, f"from_folder({audio_dir.name}): {{}} track(s)")
     if split_column in df.columns:
         split = _given_split(df[split_column].iloc[keep].astype(str).to_numpy(), artists, pairs, kept_ids,
                              rows.csv_name)

@@ -19,7 +19,6 @@ folder in exactly this format, with tiny generated mp3 clips, for tests and offl
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -27,8 +26,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from mrlib.catalog_format import (Catalog, _skipped_frame, artist_disjoint_split, duplicate_audio,
-                                  group_duplicates)
+from mrlib.catalog_format import (Catalog, _skipped_frame, _warn_same_audio, artist_disjoint_split,
+                                  duplicate_audio, group_duplicates)
 from mrlib.checks import is_int
 from mrlib.odd_one_out import ID_COLUMNS, read_comparisons
 from mrlib.mtat_fixture import FixtureInfo, write_fixture
@@ -267,11 +266,7 @@ def _tracks(ann: pd.DataFrame, info: pd.DataFrame, folder: Path, root: Path, fra
         base = base.relative_to(real_folder)
     paths = [(base / p).as_posix() for p in ann.mp3_path]
     pairs = sorted(duplicate_audio([root / p for p in ann.mp3_path]).items()) if check_audio else []
-    if pairs:
-        warnings.warn(f"{len(pairs)} MTAT clip(s) have the same audio as another (kept in "
-                      "the same split): " + ", ".join(
-                          f"{ann.clip_id.iat[a]} = {ann.clip_id.iat[b]}" for a, b in pairs[:10]),
-                      stacklevel=3)
+    _warn_same_audio(pairs, ann.clip_id.to_numpy(), "{} MTAT clip(s)")
     return pd.DataFrame({
         "track_id": ann.clip_id.to_numpy(np.int64),
         "artist_id": artist.astype(str),

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from mrlib.checks import is_int
+from mrlib.checks import check_int, check_positive
 from mrlib.odd_one_out import simulate_votes, write_comparisons
 from mrlib.mtat_format import ANNOTATIONS_FILE, CLIP_INFO_COLUMNS, CLIP_INFO_FILE, COMPARISONS_FILE, MTAT_TAGS
 
@@ -173,15 +173,12 @@ def _check_fixture_args(n_clips, n_artists, n_comparisons, sr, n_players, n_brok
     """Checked arguments of :func:`write_fixture`; returns the tag names as str."""
     for name, value, low in (("n_clips", n_clips, 3), ("n_artists", n_artists, 1),
                              ("n_comparisons", n_comparisons, 1), ("sr", sr, 1000),
-                             ("n_players", n_players, 1)):
-        if not is_int(value) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    if n_artists > n_clips:
-        raise ValueError(f"n_artists={n_artists} exceeds n_clips={n_clips}")
-    if not 0 <= n_broken <= n_clips:
-        raise ValueError(f"n_broken must lie in [0, n_clips], got {n_broken}")
-    if not (np.isfinite(duration_s) and duration_s > 0):
-        raise ValueError(f"duration_s must be > 0, got {duration_s}")
+                             ("n_players", n_players, 1), ("n_broken", n_broken, 0)):
+        check_int(name, value, low)
+    if n_artists > n_clips or n_broken > n_clips:
+        raise ValueError(f"n_artists={n_artists} and n_broken={n_broken} must not exceed "
+                         f"n_clips={n_clips}")
+    check_positive("duration_s", duration_s)
     tags = [str(t) for t in tags]
     if not tags or len(set(tags)) != len(tags) or {"clip_id", "mp3_path"} & set(tags):
         raise ValueError("tags must be distinct names other than clip_id and mp3_path")
