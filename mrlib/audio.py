@@ -47,7 +47,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from mrlib.checks import check_positive, is_int, is_real
+from mrlib.checks import check_positive, check_values, is_int, is_real, rule
 
 __all__ = [
     "AudioFixWarning", "AudioResult", "SkipReport", "read_audio", "load_audio", "player",
@@ -106,23 +106,25 @@ class AudioResult:
         return self.y is not None
 
 
+#: The checks of the reading parameters (a message reads ``read_audio.<name> must be ...``).
+_PARAMS = {
+    "sr": (rule(lambda v: is_int(v) and v > 0, "a positive integer sample rate in Hz"),),
+    "min_duration_s": (rule(lambda v: is_real(v) and 0 <= v < math.inf, "a finite number >= 0"),),
+    "max_duration_s": (rule(lambda v: is_real(v) and 0 < v < math.inf,
+                            "None or a finite number > 0", optional=True),),
+    "pad_fraction": (rule(lambda v: is_real(v) and 0 <= v <= 1, "a number in [0, 1]"),),
+    "silence_db": (rule(lambda v: is_real(v) and not math.isnan(v), "a number (dBFS)"),),
+}
+
+
 def _check_params(sr, min_duration_s, max_duration_s, pad_fraction=DEFAULT_PAD_FRACTION,
                   silence_db=DEFAULT_SILENCE_DB) -> None:
-    if not is_int(sr) or sr <= 0:
-        raise ValueError(f"sr must be a positive integer sample rate in Hz, got {sr!r}")
-    if not (is_real(min_duration_s) and 0 <= min_duration_s < math.inf):
-        raise ValueError(f"min_duration_s must be a finite number >= 0, got {min_duration_s!r}")
-    if max_duration_s is not None:
-        if not (is_real(max_duration_s) and 0 < max_duration_s < math.inf):
-            raise ValueError(f"max_duration_s must be None or a finite number > 0, "
-                             f"got {max_duration_s!r}")
-        if max_duration_s < min_duration_s:
-            raise ValueError(f"max_duration_s ({max_duration_s}) must be >= min_duration_s "
-                             f"({min_duration_s})")
-    if not (is_real(pad_fraction) and 0.0 <= pad_fraction <= 1.0):
-        raise ValueError(f"pad_fraction must be in [0, 1], got {pad_fraction!r}")
-    if not is_real(silence_db) or math.isnan(silence_db):
-        raise ValueError(f"silence_db must be a number (dBFS), got {silence_db!r}")
+    check_values("read_audio", {"sr": sr, "min_duration_s": min_duration_s,
+                                "max_duration_s": max_duration_s, "pad_fraction": pad_fraction,
+                                "silence_db": silence_db}, _PARAMS)
+    if max_duration_s is not None and max_duration_s < min_duration_s:
+        raise ValueError(f"max_duration_s ({max_duration_s}) must be >= min_duration_s "
+                         f"({min_duration_s})")
 
 
 def _decode(path: Path, max_duration_s: float | None) -> tuple[np.ndarray, int]:

@@ -24,14 +24,11 @@ def _audio_duration(path: Path) -> tuple[float | None, str | None]:
     try:
         if os.path.getsize(path) == 0:
             return None, "empty audio file (0 bytes)"
-    except OSError as err:
-        return None, f"unreadable audio ({type(err).__name__})"
-    try:
         info = sf.info(str(path))
         if info.samplerate <= 0 or info.frames <= 0:
             return None, "empty audio file (0 frames)"
         return info.frames / info.samplerate, None
-    except Exception as err:  # libsndfile cannot read it: try librosa's other back-ends
+    except Exception as err:  # libsndfile cannot read it (or no size): try librosa's back-ends
         try:
             import librosa  # heavy, and needed only for files libsndfile cannot read
 
@@ -213,9 +210,8 @@ class _Rows:
     def note_unlisted(self, files: list[Path]) -> None:
         """Report audio files that no row names (unknown ids), never silently ignored."""
         listed = set(self.ids)
-        for f in sorted(files):
-            if f.stem not in listed:
-                self.skipped.append((f.stem, -1, "unknown id: audio file has no row in the tags CSV"))
+        self.skipped += [(f.stem, -1, "unknown id: audio file has no row in the tags CSV")
+                         for f in sorted(files) if f.stem not in listed]
 
     def kept(self) -> np.ndarray:
         """Indices of the usable rows; an error when there is none."""
@@ -231,27 +227,27 @@ class _Rows:
 
 def _check_rows(rows: _Rows, tag_text: pd.DataFrame, split_column: str) -> np.ndarray:
     """Row checks (ids, duplicates, tag values, split values); returns the tag values (R, m)."""
-    tag_cols = list(tag_text.columns)
-    values = tag_text.apply(lambda col: pd.to_numeric(col.str.strip(), errors="coerce")).to_numpy(dtype=np.float64)
-    raw_nan = tag_text.apply(lambda col: col.str.strip().str.lower().isin(["", "nan", "na", "n/a", "null"])).to_numpy()
+    tag_cols = np.array(tag_text.columns)
+    text = tag_text.apply(lambda col: col.str.strip())
+    values = text.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    missing = text.apply(lambda col: col.str.lower().isin(["", "nan", "na", "n/a", "null"]))
+    missing = missing.to_numpy()
+    bad, outside = np.isnan(values), (values < 0) | (values > 1)
+    split = rows.df[split_column] if split_column in rows.df.columns else None
     first_row: dict[str, int] = {}
-    for r in range(len(values)):
-        tid = rows.ids.iat[r]
-        bad_val = np.isnan(values[r])
+    for r, tid in enumerate(rows.ids):
         if tid == "":
             rows.skip(r, "empty track id")
         elif tid in first_row:
             rows.skip(r, f"duplicate track id (first at row {first_row[tid]}, kept)")
-        elif bad_val.any():
-            cols = [c for c, b in zip(tag_cols, bad_val) if b]
-            what = "missing (NaN)" if raw_nan[r][bad_val].all() else "not a number"
-            rows.skip(r, f"tag value {what} in {cols[:5]}")
-        elif ((values[r] < 0) | (values[r] > 1)).any():
-            cols = [c for c, v in zip(tag_cols, values[r]) if not 0 <= v <= 1]
-            rows.skip(r, f"tag value outside [0, 1] in {cols[:5]}")
-        elif split_column in rows.df.columns and str(rows.df[split_column].iat[r]) not in SPLITS:
-            rows.skip(r, f"split {rows.df[split_column].iat[r]!r} is not one of {SPLITS}")
-        if rows.ok[r]:
+        elif bad[r].any():
+            what = "missing (NaN)" if missing[r][bad[r]].all() else "not a number"
+            rows.skip(r, f"tag value {what} in {tag_cols[bad[r]][:5].tolist()}")
+        elif outside[r].any():
+            rows.skip(r, f"tag value outside [0, 1] in {tag_cols[outside[r]][:5].tolist()}")
+        elif split is not None and str(split.iat[r]) not in SPLITS:
+            rows.skip(r, f"split {split.iat[r]!r} is not one of {SPLITS}")
+        else:
             first_row[tid] = rows.lines[r]
     return values
 
