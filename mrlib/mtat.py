@@ -254,11 +254,10 @@ def _tracks(ann: pd.DataFrame, info: pd.DataFrame, folder: Path, root: Path, fra
     """The ``tracks`` table of the kept clips: artists from the clip info, the artist-disjoint
     split (copies of one recording kept together), paths relative to ``folder`` when inside it."""
     info = info.drop_duplicates("clip_id").set_index("clip_id").reindex(ann.clip_id)
-    artist = info["artist"].fillna("").astype(str).str.strip().to_numpy(dtype=object)
-    no_artist = artist == ""
+    artist = info["artist"].fillna("").astype(str).str.strip().to_numpy(dtype=str)
     # A clip without an artist becomes its own artist: it can sit in any split without
     # leaking another artist's material.
-    artist[no_artist] = [f"unknown-artist-{c}" for c in ann.clip_id[no_artist]]
+    artist = np.where(artist == "", "unknown-artist-" + ann.clip_id.astype(str).to_numpy(), artist)
     duration = (info.get("segmentEnd", pd.Series(np.nan, index=info.index))
                 - info.get("segmentStart", pd.Series(np.nan, index=info.index))).to_numpy(float)
     base, real_folder = root.resolve(), folder.resolve()

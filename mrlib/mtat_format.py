@@ -89,13 +89,11 @@ _MOVEMENT = (
 _LYRICS = ("english", "not english")
 _OTHER = ("lol", "different", "modern", "old")
 
-TAG_CATEGORIES: dict[str, str] = {}
-for _cat, _tags in (("Genre", _GENRE), ("Recording", _RECORDING), ("Mood", _MOOD),
-                    ("Movement", _MOVEMENT), ("Lyrics", _LYRICS), ("Other", _OTHER)):
-    for _t in _tags:
-        if _t in TAG_CATEGORIES:
-            raise RuntimeError(f"tag {_t!r} listed in two categories")  # guards the table above
-        TAG_CATEGORIES[_t] = _cat
+_BY_CATEGORY = (("Genre", _GENRE), ("Recording", _RECORDING), ("Mood", _MOOD),
+                ("Movement", _MOVEMENT), ("Lyrics", _LYRICS), ("Other", _OTHER))
+TAG_CATEGORIES: dict[str, str] = {t: cat for cat, tags in _BY_CATEGORY for t in tags}
+if len(TAG_CATEGORIES) < sum(len(tags) for _, tags in _BY_CATEGORY):   # guards the table above
+    raise RuntimeError("a tag is listed in two categories of TAG_CATEGORIES")
 
 #: Groups of MTAT tags that name the same thing; with ``merge_synonyms=True`` each group
 #: becomes one tag named after its first member, present if any member is.
