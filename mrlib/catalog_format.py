@@ -573,8 +573,9 @@ def read(root: str | Path, name: str | None = None, allow_outside: bool | None =
                          f"build it again to resume, e.g. mrlib.catalog.build('synthetic', ...)")
     # every cell read as text: ids such as "NA" or "null" stay strings
     tracks = read_table(root / "tracks.csv")
-    if "duration_s" in tracks.columns:   # unknown durations are written as empty cells
-        tracks["duration_s"] = pd.to_numeric(tracks["duration_s"], errors="coerce")
+    _require_columns(tracks, TRACK_COLUMNS, str(root / "tracks.csv"))
+    # unknown durations are written as empty cells
+    tracks["duration_s"] = pd.to_numeric(tracks["duration_s"], errors="coerce")
     vocab = read_table(root / "vocabulary.csv")
     tags_df = read_table(root / "tags.csv")
     _require_columns(tags_df, ("track_id",), str(root / "tags.csv"))
@@ -585,14 +586,13 @@ def read(root: str | Path, name: str | None = None, allow_outside: bool | None =
                       "tags.csv")
     tags = _numeric(tags_df, tag_cols, root / "tags.csv")
     tag_ids = tags_df["track_id"]
-    if "track_id" in tracks.columns and list(tag_ids) != list(tracks["track_id"]):
+    if list(tag_ids) != list(tracks["track_id"]):
         if set(tag_ids) != set(tracks["track_id"]) or tag_ids.duplicated().any():
             raise ValueError("tags.csv and tracks.csv list different track ids")
         tags = tags[pd.Index(tag_ids).get_indexer(tracks["track_id"])]   # rows in tracks.csv order
     if allow_outside is None:
         allow_outside = bool(info.get("allow_outside_paths", False))
-    if "path" in tracks.columns:
-        _check_track_paths(root, tracks, allow_outside)
+    _check_track_paths(root, tracks, allow_outside)
     attributes = (pd.read_csv(root / "attributes.csv", keep_default_na=False)
                   if (root / "attributes.csv").is_file() else None)
     return Catalog(name=name or info.get("name") or root.name, root=root.resolve(), tracks=tracks,
