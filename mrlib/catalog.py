@@ -217,10 +217,10 @@ def _cli_info(args: argparse.Namespace) -> int:
         if not info.get("complete"):
             flags = f"--n-tracks {args.n_tracks} --seed {args.seed}"
             for flag, value in _given(args).items():     # the others, as typed
-                if value is True:
-                    flags += f" {flag}"
-                elif flag not in ("--n-tracks", "--seed"):
-                    flags += f" {flag} {value:g}" if isinstance(value, float) else f" {flag} {value}"
+                if isinstance(value, float):
+                    value = f"{value:g}"
+                if flag not in ("--n-tracks", "--seed"):
+                    flags += f" {flag}" if value is True else f" {flag} {value}"
             print(f"{root}: not built{' completely' if info else ''}; run "
                   f"python -m mrlib.catalog build {args.name} {flags}")
             return 1

@@ -13,8 +13,8 @@ from tqdm.auto import tqdm
 
 from mrlib.catalog_format import (AUDIO_EXTENSIONS, FORMAT_VERSION, SPLITS, Catalog,
                                   _match_vocabulary, _no_duplicates, _require_columns,
-                                  _skipped_frame, _warn_same_audio, artist_disjoint_split, duplicate_audio,
-                                  format_skipped, group_duplicates, read_table)
+                                  _skipped_frame, _warn_same_audio, artist_disjoint_split,
+                                  duplicate_audio, format_skipped, group_duplicates, read_table)
 
 __all__ = ["from_folder"]
 
