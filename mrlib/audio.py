@@ -47,7 +47,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from mrlib.checks import is_int, is_real
+from mrlib.checks import check_positive, check_values, is_int, is_real, rule
 
 __all__ = [
     "AudioFixWarning", "AudioResult", "SkipReport", "read_audio", "load_audio", "player",
@@ -106,23 +106,25 @@ class AudioResult:
         return self.y is not None
 
 
+#: The checks of the reading parameters (a message reads ``read_audio.<name> must be ...``).
+_PARAMS = {
+    "sr": (rule(lambda v: is_int(v) and v > 0, "a positive integer sample rate in Hz"),),
+    "min_duration_s": (rule(lambda v: is_real(v) and 0 <= v < math.inf, "a finite number >= 0"),),
+    "max_duration_s": (rule(lambda v: is_real(v) and 0 < v < math.inf,
+                            "None or a finite number > 0", optional=True),),
+    "pad_fraction": (rule(lambda v: is_real(v) and 0 <= v <= 1, "a number in [0, 1]"),),
+    "silence_db": (rule(lambda v: is_real(v) and not math.isnan(v), "a number (dBFS)"),),
+}
+
+
 def _check_params(sr, min_duration_s, max_duration_s, pad_fraction=DEFAULT_PAD_FRACTION,
                   silence_db=DEFAULT_SILENCE_DB) -> None:
-    if not is_int(sr) or sr <= 0:
-        raise ValueError(f"sr must be a positive integer sample rate in Hz, got {sr!r}")
-    if not (is_real(min_duration_s) and 0 <= min_duration_s < math.inf):
-        raise ValueError(f"min_duration_s must be a finite number >= 0, got {min_duration_s!r}")
-    if max_duration_s is not None:
-        if not (is_real(max_duration_s) and 0 < max_duration_s < math.inf):
-            raise ValueError(f"max_duration_s must be None or a finite number > 0, "
-                             f"got {max_duration_s!r}")
-        if max_duration_s < min_duration_s:
-            raise ValueError(f"max_duration_s ({max_duration_s}) must be >= min_duration_s "
-                             f"({min_duration_s})")
-    if not (is_real(pad_fraction) and 0.0 <= pad_fraction <= 1.0):
-        raise ValueError(f"pad_fraction must be in [0, 1], got {pad_fraction!r}")
-    if not is_real(silence_db) or math.isnan(silence_db):
-        raise ValueError(f"silence_db must be a number (dBFS), got {silence_db!r}")
+    check_values("read_audio", {"sr": sr, "min_duration_s": min_duration_s,
+                                "max_duration_s": max_duration_s, "pad_fraction": pad_fraction,
+                                "silence_db": silence_db}, _PARAMS)
+    if max_duration_s is not None and max_duration_s < min_duration_s:
+        raise ValueError(f"max_duration_s ({max_duration_s}) must be >= min_duration_s "
+                         f"({min_duration_s})")
 
 
 def _decode(path: Path, max_duration_s: float | None) -> tuple[np.ndarray, int]:
@@ -337,10 +339,6 @@ def load_audio(
     return result.y, result.problem
 
 
-#: The columns of a skip report written by :meth:`SkipReport.to_csv` (and of its frame).
-_REPORT_COLUMNS = ("track_id", "action", "reason")
-
-
 @dataclass
 class SkipReport:
     """What a batch job skipped and what it repaired, by track id — nothing is lost silently.
@@ -380,23 +378,6 @@ class SkipReport:
             raise ValueError(f"a fix needs a non-empty note, got {note!r} for {track_id!r}")
         self.fixed.append((str(track_id), note))
 
-    def add(self, track_id, result: AudioResult) -> bool:
-        """Record an :class:`AudioResult`; returns True when the track is usable."""
-        if result.problem is not None:
-            self.skip(track_id, result.problem)
-            return False
-        for note in result.fixes:
-            self.fix(track_id, note)
-        return True
-
-    def merge(self, other: "SkipReport") -> "SkipReport":
-        """Append another report's entries (in place); returns self."""
-        self.skipped.extend(other.skipped)
-        self.fixed.extend(other.fixed)
-        if other.n_total is not None:
-            self.n_total = (self.n_total or 0) + other.n_total
-        return self
-
     @property
     def count(self) -> int:
         """Number of skipped tracks."""
@@ -416,14 +397,8 @@ class SkipReport:
         """Skips counted by kind (the part of the reason before the first colon)."""
         return _kinds(self.skipped)
 
-    def __len__(self) -> int:
-        return self.count
-
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self.skipped)
-
-    def __contains__(self, track_id) -> bool:
-        return str(track_id) in {t for t, _ in self.skipped}
 
     def __str__(self) -> str:
         total = "" if self.n_total is None else f" of {self.n_total}"
@@ -437,37 +412,16 @@ class SkipReport:
                     lines.append(f"    … and {len(entries) - 20} more {action} (see to_csv())")
         return "\n".join(lines)
 
-    def _rows(self) -> list[tuple[str, str, str]]:
-        """``(track_id, action, reason)`` of every entry, skipped then fixed: the table's rows."""
-        return [(t, "skipped", r) for t, r in self.skipped] + [(t, "fixed", r) for t, r in self.fixed]
-
-    def to_frame(self):
-        """A pandas DataFrame with columns ``track_id, action, reason`` (skipped, then fixed)."""
-        import pandas as pd
-
-        return pd.DataFrame(self._rows(), columns=list(_REPORT_COLUMNS))
-
     def to_csv(self, path: str | os.PathLike) -> Path:
         """Write every entry to ``path`` (columns ``track_id, action, reason``); returns the path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
-            writer.writerow(_REPORT_COLUMNS)
-            writer.writerows(self._rows())
+            writer.writerow(("track_id", "action", "reason"))
+            writer.writerows([(t, "skipped", r) for t, r in self.skipped]
+                             + [(t, "fixed", r) for t, r in self.fixed])
         return path
-
-    @classmethod
-    def from_csv(cls, path: str | os.PathLike) -> "SkipReport":
-        """Read back a report written by :meth:`to_csv`."""
-        report = cls()
-        record = {"skipped": report.skip, "fixed": report.fix}
-        with open(path, newline="", encoding="utf-8") as f:
-            for row in csv.DictReader(f):
-                if row["action"] not in record:
-                    raise ValueError(f"{path}: unknown action {row['action']!r}")
-                record[row["action"]](row["track_id"], row["reason"])
-        return report
 
 
 def player(path: str | os.PathLike, seconds: float = 4.0, sr: int = DEFAULT_SR):
@@ -494,10 +448,9 @@ def player(path: str | os.PathLike, seconds: float = 4.0, sr: int = DEFAULT_SR):
     """
     from IPython.display import Audio   # notebooks only: the package does not need IPython
 
-    if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
-        raise ValueError(f"seconds must be a finite number > 0, got {seconds!r}")
-    y, problem = load_audio(path, sr=sr, min_duration_s=min(float(seconds), DEFAULT_MIN_DURATION_S),
-                            max_duration_s=float(seconds), warn=False)
+    seconds = check_positive("seconds", seconds)
+    y, problem = load_audio(path, sr=sr, min_duration_s=min(seconds, DEFAULT_MIN_DURATION_S),
+                            max_duration_s=seconds, warn=False)
     if y is None:
         return f"{Path(path).name} cannot be played: {problem}"
     return Audio(y[: int(seconds * sr)], rate=sr, normalize=False)

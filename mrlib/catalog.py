@@ -198,6 +198,12 @@ def _cli_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    """The options given with a value other than their default, as ``{"--flag": value}``."""
+    default = vars(_parser().parse_args([args.cmd, args.name]))
+    return {f"--{k.replace('_', '-')}": v for k, v in vars(args).items() if v != default[k]}
+
+
 def _cli_info(args: argparse.Namespace) -> int:
     if args.name in BUILDERS:   # a generated catalog is described where it was built, never built here
         if args.root:
@@ -210,23 +216,17 @@ def _cli_info(args: argparse.Namespace) -> int:
         info = _read_json(root / "catalog.json")
         if not info.get("complete"):
             flags = f"--n-tracks {args.n_tracks} --seed {args.seed}"
-            if args.duration != 30.0:
-                flags += f" --duration {args.duration:g}"
-            if args.sr != 22050:
-                flags += f" --sr {args.sr}"
-            if args.format not in (None, "flac"):
-                flags += f" --format {args.format}"
-            if args.root:
-                flags += f" --root {args.root}"
-            if args.events:
-                flags += " --events"
+            for flag, value in _given(args).items():     # the others, as typed
+                if isinstance(value, float):
+                    value = f"{value:g}"
+                if flag not in ("--n-tracks", "--seed"):
+                    flags += f" {flag}" if value is True else f" {flag} {value}"
             print(f"{root}: not built{' completely' if info else ''}; run "
                   f"python -m mrlib.catalog build {args.name} {flags}")
             return 1
         cat = read(root)
     else:   # a folder or a loader: the flags that pick a generated catalog would be ignored
-        default = vars(_parser().parse_args(["info", args.name]))
-        given = [f"--{k.replace('_', '-')}" for k, v in vars(args).items() if v != default[k]]
+        given = list(_given(args))
         if given:
             raise ValueError(f"{' '.join(given)} pick one of the generated catalogs "
                              f"({', '.join(BUILDERS)}); {args.name!r} is read as it is: leave "

@@ -21,6 +21,7 @@ import io
 import json
 import os
 import platform
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -62,6 +63,33 @@ SPLITS = ("train", "val", "test")
 TRACK_COLUMNS = ("track_id", "artist_id", "split", "path", "duration_s")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 FORMAT_VERSION = 1
+
+
+def _require_columns(table: pd.DataFrame, needed: Sequence[str], where: str,
+                     hint: str = "") -> None:
+    """Refuse a table without the ``needed`` columns with a ``ValueError`` naming ``where``, the
+    missing columns and those it has (the first 12), then ``hint``."""
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        raise ValueError(f"{where} is missing column(s) {missing}; its columns are "
+                         f"{list(table.columns)[:12]}{hint}")
+
+
+def _no_duplicates(values: pd.Series, where: str) -> None:
+    """Refuse repeated ``values`` with a ``ValueError`` naming ``where`` and the first 10."""
+    if values.duplicated().any():
+        raise ValueError(f"{where}: duplicate(s) {list(values[values.duplicated()])[:10]}")
+
+
+def _match_vocabulary(vocab_tags: Sequence[str], columns: Sequence[str], vocab_name: str,
+                     tags_name: str) -> None:
+    """Refuse a vocabulary whose tags are not exactly the tag columns of the tags table."""
+    absent = [t for t in vocab_tags if t not in columns]
+    unknown = [c for c in columns if c not in set(vocab_tags)]
+    if absent or unknown:
+        raise ValueError(f"vocabulary and tags CSV disagree: tags in {vocab_name} without a column "
+                         f"in {tags_name}: {absent[:10]}; tag columns not in the vocabulary: "
+                         f"{unknown[:10]}")
 
 
 def _skipped_frame(ids: Sequence = (), rows: Sequence = (), reasons: Sequence = ()) -> pd.DataFrame:
@@ -113,13 +141,8 @@ class Catalog:
 
     def __post_init__(self):
         self.root = Path(self.root)
-        missing = [c for c in TRACK_COLUMNS if c not in self.tracks.columns]
-        if missing:
-            raise ValueError(f"tracks is missing column(s) {missing}; expected {list(TRACK_COLUMNS)}, "
-                             f"got {list(self.tracks.columns)}")
-        missing = [c for c in ("tag", "category") if c not in self.vocabulary.columns]
-        if missing:
-            raise ValueError(f"vocabulary is missing column(s) {missing}; got {list(self.vocabulary.columns)}")
+        _require_columns(self.tracks, TRACK_COLUMNS, "tracks")
+        _require_columns(self.vocabulary, ("tag", "category"), "vocabulary")
         self.tracks = self.tracks.reset_index(drop=True).astype(
             {"track_id": str, "artist_id": str, "duration_s": float})
         self.vocabulary = self.vocabulary.reset_index(drop=True)
@@ -133,9 +156,7 @@ class Catalog:
         bad = sorted(set(self.tracks["split"]) - set(SPLITS))
         if bad:
             raise ValueError(f"split values must be in {SPLITS}, got {bad}")
-        dup = self.tracks["track_id"][self.tracks["track_id"].duplicated()]
-        if len(dup):
-            raise ValueError(f"duplicate track_id(s): {list(dup[:10])}")
+        _no_duplicates(self.tracks["track_id"], "track_id")
         if self.attributes is not None and len(self.attributes) != n:
             raise ValueError(f"attributes has {len(self.attributes)} rows for {n} tracks")
 
@@ -417,17 +438,24 @@ def duplicate_audio(paths: Sequence[str | Path]) -> dict[int, int]:
             continue
         first_of: dict[str, int] = {}
         for i in group:
-            h = hashlib.sha256()
             try:
                 with open(paths[i], "rb") as fh:
-                    for block in iter(lambda: fh.read(1 << 20), b""):
-                        h.update(block)
+                    digest = hashlib.file_digest(fh, "sha256").hexdigest()
             except OSError:
                 continue
-            first = first_of.setdefault(h.hexdigest(), i)
+            first = first_of.setdefault(digest, i)
             if first != i:
                 out[i] = first
     return out
+
+
+def _warn_same_audio(pairs: Sequence[tuple[int, int]], ids: Sequence, tracks: str) -> None:
+    """Warn of the ``(track, first copy)`` index ``pairs`` that share a recording, by ``ids``;
+    ``tracks`` says what they are, with ``{}`` for their number (warns for the loader's caller)."""
+    if pairs:
+        warnings.warn(f"{tracks.format(len(pairs))} have the same audio as another (kept in the "
+                      "same split): " + ", ".join(f"{ids[a]} = {ids[b]}" for a, b in pairs[:10]),
+                      stacklevel=4)
 
 
 def group_duplicates(artists: np.ndarray, pairs: list[tuple[int, int]]) -> np.ndarray:
@@ -545,31 +573,26 @@ def read(root: str | Path, name: str | None = None, allow_outside: bool | None =
                          f"build it again to resume, e.g. mrlib.catalog.build('synthetic', ...)")
     # every cell read as text: ids such as "NA" or "null" stay strings
     tracks = read_table(root / "tracks.csv")
-    if "duration_s" in tracks.columns:   # unknown durations are written as empty cells
-        tracks["duration_s"] = pd.to_numeric(tracks["duration_s"], errors="coerce")
+    _require_columns(tracks, TRACK_COLUMNS, str(root / "tracks.csv"))
+    # unknown durations are written as empty cells
+    tracks["duration_s"] = pd.to_numeric(tracks["duration_s"], errors="coerce")
     vocab = read_table(root / "vocabulary.csv")
     tags_df = read_table(root / "tags.csv")
-    if "track_id" not in tags_df.columns:
-        raise ValueError(f"{root / 'tags.csv'} has no track_id column")
-    if "tag" in vocab.columns and vocab["tag"].duplicated().any():
-        dup = vocab["tag"][vocab["tag"].duplicated()].tolist()
-        raise ValueError(f"{root / 'vocabulary.csv'}: duplicate tag name(s) {dup[:10]}")
-    tag_cols = list(vocab["tag"]) if "tag" in vocab.columns else []
-    missing = [t for t in tag_cols if t not in tags_df.columns]
-    extra = [c for c in tags_df.columns if c != "track_id" and c not in set(tag_cols)]
-    if missing or extra:
-        raise ValueError(f"tags.csv and vocabulary.csv disagree: tags missing from tags.csv {missing[:10]}, "
-                         f"columns not in the vocabulary {extra[:10]}")
+    _require_columns(tags_df, ("track_id",), str(root / "tags.csv"))
+    _require_columns(vocab, ("tag", "category"), str(root / "vocabulary.csv"))
+    _no_duplicates(vocab["tag"], f"{root / 'vocabulary.csv'}, column 'tag'")
+    tag_cols = list(vocab["tag"])
+    _match_vocabulary(tag_cols, [c for c in tags_df.columns if c != "track_id"], "vocabulary.csv",
+                      "tags.csv")
     tags = _numeric(tags_df, tag_cols, root / "tags.csv")
     tag_ids = tags_df["track_id"]
-    if "track_id" in tracks.columns and list(tag_ids) != list(tracks["track_id"]):
+    if list(tag_ids) != list(tracks["track_id"]):
         if set(tag_ids) != set(tracks["track_id"]) or tag_ids.duplicated().any():
             raise ValueError("tags.csv and tracks.csv list different track ids")
         tags = tags[pd.Index(tag_ids).get_indexer(tracks["track_id"])]   # rows in tracks.csv order
     if allow_outside is None:
         allow_outside = bool(info.get("allow_outside_paths", False))
-    if "path" in tracks.columns:
-        _check_track_paths(root, tracks, allow_outside)
+    _check_track_paths(root, tracks, allow_outside)
     attributes = (pd.read_csv(root / "attributes.csv", keep_default_na=False)
                   if (root / "attributes.csv").is_file() else None)
     return Catalog(name=name or info.get("name") or root.name, root=root.resolve(), tracks=tracks,

@@ -12,8 +12,9 @@ import soundfile as sf
 from tqdm.auto import tqdm
 
 from mrlib.catalog_format import (AUDIO_EXTENSIONS, FORMAT_VERSION, SPLITS, Catalog,
-                                  _skipped_frame, artist_disjoint_split, duplicate_audio,
-                                  format_skipped, group_duplicates, read_table)
+                                  _match_vocabulary, _no_duplicates, _require_columns,
+                                  _skipped_frame, _warn_same_audio, artist_disjoint_split,
+                                  duplicate_audio, format_skipped, group_duplicates, read_table)
 
 __all__ = ["from_folder"]
 
@@ -23,14 +24,11 @@ def _audio_duration(path: Path) -> tuple[float | None, str | None]:
     try:
         if os.path.getsize(path) == 0:
             return None, "empty audio file (0 bytes)"
-    except OSError as err:
-        return None, f"unreadable audio ({type(err).__name__})"
-    try:
         info = sf.info(str(path))
         if info.samplerate <= 0 or info.frames <= 0:
             return None, "empty audio file (0 frames)"
         return info.frames / info.samplerate, None
-    except Exception as err:  # libsndfile cannot read it: try librosa's other back-ends
+    except Exception as err:  # libsndfile cannot read it (or no size): try librosa's back-ends
         try:
             import librosa  # heavy, and needed only for files libsndfile cannot read
 
@@ -148,10 +146,7 @@ def _tracks(rows: "_Rows", keep: np.ndarray, same_as: dict[int, int], artist_col
         artists = np.where(artists == "", kept_ids, artists)     # no artist: its own
     position = {int(r): k for k, r in enumerate(keep)}
     pairs = [(position[r], position[r0]) for r, r0 in same_as.items()]
-    if pairs:
-        warnings.warn(f"from_folder({audio_dir.name}): {len(pairs)} track(s) have the same audio "
-                      "as another (kept in the same split): " + ", ".join(
-                          f"{kept_ids[a]} = {kept_ids[b]}" for a, b in pairs[:10]), stacklevel=3)
+    _warn_same_audio(pairs, kept_ids, f"from_folder({audio_dir.name}): {{}} track(s)")
     if split_column in df.columns:
         split = _given_split(df[split_column].iloc[keep].astype(str).to_numpy(), artists, pairs, kept_ids,
                              rows.csv_name)
@@ -171,11 +166,8 @@ def _read_tables(tags_csv: Path, vocabulary_csv, id_column: str, path_column: st
     # every cell as text: an id such as "NA" or "nan" stays a string; tag cells are parsed
     # later, where empty or non-numeric cells become NaN and are reported.
     df = read_table(tags_csv)
-    if id_column not in df.columns:
-        raise ValueError(f"{tags_csv.name}: missing id column {id_column!r}; columns are {list(df.columns)} "
-                         f"(pass id_column=... to name another)")
-    if path_column is not None and path_column not in df.columns:
-        raise ValueError(f"{tags_csv.name}: missing path column {path_column!r}; columns are {list(df.columns)}")
+    _require_columns(df, [c for c in (id_column, path_column) if c is not None], tags_csv.name,
+                     " (pass id_column=... or path_column=... to name others)")
     meta = meta | {id_column, path_column}
     tag_cols = [c for c in df.columns if c not in meta]
     if vocabulary_csv is None:
@@ -185,16 +177,9 @@ def _read_tables(tags_csv: Path, vocabulary_csv, id_column: str, path_column: st
         if not vocabulary_csv.is_file():
             raise FileNotFoundError(f"vocabulary CSV not found: {vocabulary_csv}")
         vocab = read_table(vocabulary_csv)
-        missing = [c for c in ("tag", "category") if c not in vocab.columns]
-        if missing:
-            raise ValueError(f"{vocabulary_csv.name}: missing column(s) {missing}; columns are {list(vocab.columns)}")
-        absent = [t for t in vocab["tag"] if t not in tag_cols]
-        unknown = [t for t in tag_cols if t not in set(vocab["tag"])]
-        if absent or unknown:
-            raise ValueError(f"vocabulary and tags CSV disagree: tags in {vocabulary_csv.name} without a column "
-                             f"in {tags_csv.name}: {absent[:10]}; tag columns not in the vocabulary: {unknown[:10]}")
-        if vocab["tag"].duplicated().any():
-            raise ValueError(f"{vocabulary_csv.name}: duplicate tags {list(vocab['tag'][vocab['tag'].duplicated()])}")
+        _require_columns(vocab, ("tag", "category"), vocabulary_csv.name)
+        _match_vocabulary(list(vocab["tag"]), tag_cols, vocabulary_csv.name, tags_csv.name)
+        _no_duplicates(vocab["tag"], f"{vocabulary_csv.name}, column 'tag'")
         tag_cols = list(vocab["tag"])
         vocab = vocab[["tag", "category"]].reset_index(drop=True)
     if not tag_cols:
@@ -225,9 +210,8 @@ class _Rows:
     def note_unlisted(self, files: list[Path]) -> None:
         """Report audio files that no row names (unknown ids), never silently ignored."""
         listed = set(self.ids)
-        for f in sorted(files):
-            if f.stem not in listed:
-                self.skipped.append((f.stem, -1, "unknown id: audio file has no row in the tags CSV"))
+        self.skipped += [(f.stem, -1, "unknown id: audio file has no row in the tags CSV")
+                         for f in sorted(files) if f.stem not in listed]
 
     def kept(self) -> np.ndarray:
         """Indices of the usable rows; an error when there is none."""
@@ -243,27 +227,27 @@ class _Rows:
 
 def _check_rows(rows: _Rows, tag_text: pd.DataFrame, split_column: str) -> np.ndarray:
     """Row checks (ids, duplicates, tag values, split values); returns the tag values (R, m)."""
-    tag_cols = list(tag_text.columns)
-    values = tag_text.apply(lambda col: pd.to_numeric(col.str.strip(), errors="coerce")).to_numpy(dtype=np.float64)
-    raw_nan = tag_text.apply(lambda col: col.str.strip().str.lower().isin(["", "nan", "na", "n/a", "null"])).to_numpy()
+    tag_cols = np.array(tag_text.columns)
+    text = tag_text.apply(lambda col: col.str.strip())
+    values = text.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    missing = text.apply(lambda col: col.str.lower().isin(["", "nan", "na", "n/a", "null"]))
+    missing = missing.to_numpy()
+    bad, outside = np.isnan(values), (values < 0) | (values > 1)
+    split = rows.df[split_column] if split_column in rows.df.columns else None
     first_row: dict[str, int] = {}
-    for r in range(len(values)):
-        tid = rows.ids.iat[r]
-        bad_val = np.isnan(values[r])
+    for r, tid in enumerate(rows.ids):
         if tid == "":
             rows.skip(r, "empty track id")
         elif tid in first_row:
             rows.skip(r, f"duplicate track id (first at row {first_row[tid]}, kept)")
-        elif bad_val.any():
-            cols = [c for c, b in zip(tag_cols, bad_val) if b]
-            what = "missing (NaN)" if raw_nan[r][bad_val].all() else "not a number"
-            rows.skip(r, f"tag value {what} in {cols[:5]}")
-        elif ((values[r] < 0) | (values[r] > 1)).any():
-            cols = [c for c, v in zip(tag_cols, values[r]) if not 0 <= v <= 1]
-            rows.skip(r, f"tag value outside [0, 1] in {cols[:5]}")
-        elif split_column in rows.df.columns and str(rows.df[split_column].iat[r]) not in SPLITS:
-            rows.skip(r, f"split {rows.df[split_column].iat[r]!r} is not one of {SPLITS}")
-        if rows.ok[r]:
+        elif bad[r].any():
+            what = "missing (NaN)" if missing[r][bad[r]].all() else "not a number"
+            rows.skip(r, f"tag value {what} in {tag_cols[bad[r]][:5].tolist()}")
+        elif outside[r].any():
+            rows.skip(r, f"tag value outside [0, 1] in {tag_cols[outside[r]][:5].tolist()}")
+        elif split is not None and str(split.iat[r]) not in SPLITS:
+            rows.skip(r, f"split {split.iat[r]!r} is not one of {SPLITS}")
+        else:
             first_row[tid] = rows.lines[r]
     return values
 

@@ -19,7 +19,6 @@ folder in exactly this format, with tiny generated mp3 clips, for tests and offl
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -27,8 +26,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from mrlib.catalog_format import (Catalog, _skipped_frame, artist_disjoint_split, duplicate_audio,
-                                  group_duplicates)
+from mrlib.catalog_format import (Catalog, _skipped_frame, _warn_same_audio, artist_disjoint_split,
+                                  duplicate_audio, group_duplicates)
 from mrlib.checks import is_int
 from mrlib.odd_one_out import ID_COLUMNS, read_comparisons
 from mrlib.mtat_fixture import FixtureInfo, write_fixture
@@ -179,12 +178,12 @@ def catalog_frames(
     Notebook: 08_triplet_matchnet.ipynb
     """
     folder = _check_folder(folder, subset, top_k)
-    ann = read_annotations(_require_file(folder, ANNOTATIONS_FILE))
-    info = read_clip_info(_require_file(folder, CLIP_INFO_FILE))
+    ann = read_annotations(folder / ANNOTATIONS_FILE)
+    info = read_clip_info(folder / CLIP_INFO_FILE)
     tag_frame = _tag_frame(ann.drop(columns=["clip_id", "mp3_path"]), merge_synonyms, top_k)
     keep = np.ones(len(ann), dtype=bool)
     if subset == "compared":
-        comp = read_comparisons(_require_file(folder, COMPARISONS_FILE))
+        comp = read_comparisons(_require_file(folder / COMPARISONS_FILE))
         keep &= ann.clip_id.isin(np.unique(comp[list(ID_COLUMNS)].to_numpy())).to_numpy()
     report = MTATReport(n_clips=int(keep.sum()), audio_root=None)
     # Unchecked audio need not be found, but paths still point where the clips are if they are.
@@ -255,11 +254,10 @@ def _tracks(ann: pd.DataFrame, info: pd.DataFrame, folder: Path, root: Path, fra
     """The ``tracks`` table of the kept clips: artists from the clip info, the artist-disjoint
     split (copies of one recording kept together), paths relative to ``folder`` when inside it."""
     info = info.drop_duplicates("clip_id").set_index("clip_id").reindex(ann.clip_id)
-    artist = info["artist"].fillna("").astype(str).str.strip().to_numpy(dtype=object)
-    no_artist = artist == ""
+    artist = info["artist"].fillna("").astype(str).str.strip().to_numpy(dtype=str)
     # A clip without an artist becomes its own artist: it can sit in any split without
     # leaking another artist's material.
-    artist[no_artist] = [f"unknown-artist-{c}" for c in ann.clip_id[no_artist]]
+    artist = np.where(artist == "", "unknown-artist-" + ann.clip_id.astype(str).to_numpy(), artist)
     duration = (info.get("segmentEnd", pd.Series(np.nan, index=info.index))
                 - info.get("segmentStart", pd.Series(np.nan, index=info.index))).to_numpy(float)
     base, real_folder = root.resolve(), folder.resolve()
@@ -267,11 +265,7 @@ def _tracks(ann: pd.DataFrame, info: pd.DataFrame, folder: Path, root: Path, fra
         base = base.relative_to(real_folder)
     paths = [(base / p).as_posix() for p in ann.mp3_path]
     pairs = sorted(duplicate_audio([root / p for p in ann.mp3_path]).items()) if check_audio else []
-    if pairs:
-        warnings.warn(f"{len(pairs)} MTAT clip(s) have the same audio as another (kept in "
-                      "the same split): " + ", ".join(
-                          f"{ann.clip_id.iat[a]} = {ann.clip_id.iat[b]}" for a, b in pairs[:10]),
-                      stacklevel=3)
+    _warn_same_audio(pairs, ann.clip_id.to_numpy(), "{} MTAT clip(s)")
     return pd.DataFrame({
         "track_id": ann.clip_id.to_numpy(np.int64),
         "artist_id": artist.astype(str),

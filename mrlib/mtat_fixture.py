@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from mrlib.checks import is_int
+from mrlib.checks import check_int, check_positive
 from mrlib.odd_one_out import simulate_votes, write_comparisons
 from mrlib.mtat_format import ANNOTATIONS_FILE, CLIP_INFO_COLUMNS, CLIP_INFO_FILE, COMPARISONS_FILE, MTAT_TAGS
 
@@ -132,7 +132,8 @@ def write_fixture(
     rng = np.random.default_rng(seed)
     clip_ids, artist_of, artist_names, style = _fixture_clips(rng, n_clips, n_artists)
     tag_matrix = _fixture_tags(rng, artist_of, n_artists, len(tags))
-    rows_info, mp3_paths = _clip_info(rng, clip_ids, artist_of, artist_names, duration_s)
+    clip_info = _clip_info(rng, clip_ids, artist_of, artist_names, duration_s)
+    mp3_paths = clip_info["mp3_path"].tolist()
     files = {"annotations": folder / ANNOTATIONS_FILE, "clip_info": folder / CLIP_INFO_FILE,
              "comparisons": folder / COMPARISONS_FILE}
     ann = pd.DataFrame(tag_matrix, columns=tags)
@@ -140,7 +141,7 @@ def write_fixture(
     ann["mp3_path"] = mp3_paths
     quoted = {"sep": "\t", "index": False, "quoting": csv.QUOTE_ALL, "lineterminator": "\r\n"}
     ann.to_csv(files["annotations"], **quoted)
-    pd.DataFrame(rows_info, columns=list(CLIP_INFO_COLUMNS)).to_csv(files["clip_info"], **quoted)
+    clip_info[list(CLIP_INFO_COLUMNS)].to_csv(files["clip_info"], **quoted)
     centred = style - 0.5
     unit = centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
     S = 0.5 * (1.0 + unit @ unit.T)                        # cosine mapped to [0, 1]
@@ -173,15 +174,12 @@ def _check_fixture_args(n_clips, n_artists, n_comparisons, sr, n_players, n_brok
     """Checked arguments of :func:`write_fixture`; returns the tag names as str."""
     for name, value, low in (("n_clips", n_clips, 3), ("n_artists", n_artists, 1),
                              ("n_comparisons", n_comparisons, 1), ("sr", sr, 1000),
-                             ("n_players", n_players, 1)):
-        if not is_int(value) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    if n_artists > n_clips:
-        raise ValueError(f"n_artists={n_artists} exceeds n_clips={n_clips}")
-    if not 0 <= n_broken <= n_clips:
-        raise ValueError(f"n_broken must lie in [0, n_clips], got {n_broken}")
-    if not (np.isfinite(duration_s) and duration_s > 0):
-        raise ValueError(f"duration_s must be > 0, got {duration_s}")
+                             ("n_players", n_players, 1), ("n_broken", n_broken, 0)):
+        check_int(name, value, low)
+    if n_artists > n_clips or n_broken > n_clips:
+        raise ValueError(f"n_artists={n_artists} and n_broken={n_broken} must not exceed "
+                         f"n_clips={n_clips}")
+    check_positive("duration_s", duration_s)
     tags = [str(t) for t in tags]
     if not tags or len(set(tags)) != len(tags) or {"clip_id", "mp3_path"} & set(tags):
         raise ValueError("tags must be distinct names other than clip_id and mp3_path")
@@ -201,31 +199,24 @@ def _fixture_tags(rng: np.random.Generator, artist_of: np.ndarray, n_artists: in
 
 
 def _clip_info(rng: np.random.Generator, clip_ids: np.ndarray, artist_of: np.ndarray,
-               artist_names: np.ndarray, duration_s: float) -> tuple[list[dict], list[str]]:
-    """Rows of ``clip_info_final.csv`` and the mp3 paths, in the release's shape:
+               artist_names: np.ndarray, duration_s: float) -> pd.DataFrame:
+    """The table of ``clip_info_final.csv``, in the release's shape; its mp3 paths are
     ``<hex dir>/<artist>-<album>-<nn>-<title>-<start>-<end>.mp3``."""
     # Each artist's clips numbered 1, 2, ... in clip order.
     track_no = pd.Series(artist_of).groupby(artist_of).cumcount().to_numpy(np.int64) + 1
-    seg_len = int(round(duration_s))
-    rows_info, mp3_paths = [], []
-    for i in range(len(clip_ids)):
-        artist = artist_names[artist_of[i]]
-        album = f"Fixture Album {artist_of[i] + 1}"
-        title = f"Fixture Track {track_no[i]}"
-        start = 30 * int(rng.integers(0, 4))
-        end = start + seg_len
-        rel = (f"{format(i % 16, 'x')}/{_slug(artist)}-{_slug(album)}-{track_no[i]:02d}-"
-               f"{_slug(title)}-{start}-{end}.mp3")
-        mp3_paths.append(rel)
-        rows_info.append({
-            "clip_id": clip_ids[i], "track_number": track_no[i], "title": title,
-            "artist": artist, "album": album,
-            "url": f"http://example.invalid/albums/{_slug(album)}/",
-            "segmentStart": start, "segmentEnd": end,
-            "original_url": f"http://example.invalid/all/{track_no[i]:02d}-{_slug(title)}.mp3",
-            "mp3_path": rel,
-        })
-    return rows_info, mp3_paths
+    info = pd.DataFrame({"clip_id": clip_ids, "track_number": track_no,
+                         "title": [f"Fixture Track {n}" for n in track_no],
+                         "artist": artist_names[artist_of],
+                         "album": [f"Fixture Album {a + 1}" for a in artist_of]})
+    info["url"] = [f"http://example.invalid/albums/{_slug(album)}/" for album in info.album]
+    info["segmentStart"] = 30 * rng.integers(0, 4, size=len(clip_ids))
+    info["segmentEnd"] = info.segmentStart + int(round(duration_s))
+    info["original_url"] = [f"http://example.invalid/all/{n:02d}-{_slug(title)}.mp3"
+                            for n, title in zip(track_no, info.title)]
+    info["mp3_path"] = [f"{i % 16:x}/{_slug(c.artist)}-{_slug(c.album)}-{c.track_number:02d}-"
+                        f"{_slug(c.title)}-{c.segmentStart}-{c.segmentEnd}.mp3"
+                        for i, c in enumerate(info.itertuples())]
+    return info
 
 
 def _write_clips(audio_root: Path, mp3_paths: list[str], clip_ids: np.ndarray, style: np.ndarray,

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mrlib.catalog_format import read_table
+from mrlib.catalog_format import _no_duplicates, _numeric, _require_columns, read_table
 
 __all__ = ["ANNOTATIONS_FILE", "CLIP_INFO_FILE", "COMPARISONS_FILE", "CLIP_INFO_COLUMNS", "MTAT_TAGS",
            "TAG_CATEGORIES", "CATEGORIES", "SYNONYMS", "tag_category", "read_annotations", "read_clip_info"]
@@ -89,13 +89,11 @@ _MOVEMENT = (
 _LYRICS = ("english", "not english")
 _OTHER = ("lol", "different", "modern", "old")
 
-TAG_CATEGORIES: dict[str, str] = {}
-for _cat, _tags in (("Genre", _GENRE), ("Recording", _RECORDING), ("Mood", _MOOD),
-                    ("Movement", _MOVEMENT), ("Lyrics", _LYRICS), ("Other", _OTHER)):
-    for _t in _tags:
-        if _t in TAG_CATEGORIES:
-            raise RuntimeError(f"tag {_t!r} listed in two categories")  # guards the table above
-        TAG_CATEGORIES[_t] = _cat
+_BY_CATEGORY = (("Genre", _GENRE), ("Recording", _RECORDING), ("Mood", _MOOD),
+                ("Movement", _MOVEMENT), ("Lyrics", _LYRICS), ("Other", _OTHER))
+TAG_CATEGORIES: dict[str, str] = {t: cat for cat, tags in _BY_CATEGORY for t in tags}
+if len(TAG_CATEGORIES) < sum(len(tags) for _, tags in _BY_CATEGORY):   # guards the table above
+    raise RuntimeError("a tag is listed in two categories of TAG_CATEGORIES")
 
 #: Groups of MTAT tags that name the same thing; with ``merge_synonyms=True`` each group
 #: becomes one tag named after its first member, present if any member is.
@@ -154,8 +152,7 @@ def tag_category(tag: str) -> str:
 # --------------------------------------------------------------------------------------------
 # reading
 # --------------------------------------------------------------------------------------------
-def _require_file(folder: Path, name: str) -> Path:
-    path = folder / name
+def _require_file(path: Path) -> Path:
     if not path.is_file():
         raise FileNotFoundError(
             f"MagnaTagATune file missing: {path}. The folder must hold {ANNOTATIONS_FILE}, "
@@ -195,26 +192,19 @@ def read_annotations(path: str | Path) -> pd.DataFrame:
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"annotations file not found: {path} (expected {ANNOTATIONS_FILE})")
+    path = _require_file(Path(path))
     # Everything as text first: ids, paths and titles stay verbatim; numbers are checked.
     # read_table names the file and line of an encoding, quoting or row-length problem and
     # refuses duplicate column names (two tags of one name).
     df = read_table(path, sep="\t")
-    for col in ("clip_id", "mp3_path"):
-        if col not in df.columns:
-            raise ValueError(f"{path}: no {col!r} column; {ANNOTATIONS_FILE} has clip_id, "
-                             f"the tag columns and mp3_path, got {list(df.columns)[:5]}...")
+    _require_columns(df, ("clip_id", "mp3_path"), str(path))
     tag_cols = [c for c in df.columns if c not in ("clip_id", "mp3_path")]
     if not tag_cols:
         raise ValueError(f"{path}: no tag columns between clip_id and mp3_path")
     out = pd.DataFrame({"clip_id": _int_column(df, "clip_id", path)})
-    if out.clip_id.duplicated().any():
-        dup = out.clip_id[out.clip_id.duplicated()].head(3).tolist()
-        raise ValueError(f"{path}: clip ids must be unique, repeated e.g. {dup}")
-    tags = df[tag_cols].apply(pd.to_numeric, errors="coerce").to_numpy(np.float32)
-    if not np.isfinite(tags).all() or tags.min(initial=0) < 0 or tags.max(initial=0) > 1:
+    _no_duplicates(out.clip_id, f"{path}, column 'clip_id'")
+    tags = _numeric(df, tag_cols, path).astype(np.float32)
+    if tags.min(initial=0) < 0 or tags.max(initial=0) > 1:
         raise ValueError(f"{path}: tag values must be numbers in [0, 1]")
     out = pd.concat([out, pd.DataFrame(tags, columns=tag_cols)], axis=1)
     out["mp3_path"] = df["mp3_path"].astype(str).to_numpy()
@@ -237,14 +227,9 @@ def read_clip_info(path: str | Path) -> pd.DataFrame:
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"clip info file not found: {path} (expected {CLIP_INFO_FILE})")
+    path = _require_file(Path(path))
     df = read_table(path, sep="\t")    # as text, like read_annotations
-    missing = [c for c in ("clip_id", "artist") if c not in df.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; {CLIP_INFO_FILE} has "
-                         f"{list(CLIP_INFO_COLUMNS)}")
+    _require_columns(df, ("clip_id", "artist"), str(path))
     df["clip_id"] = _int_column(df, "clip_id", path)
     for col in ("segmentStart", "segmentEnd"):
         if col in df.columns:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import soundfile as sf
 
@@ -186,22 +187,16 @@ def test_skip_report(tmp_path):
     report.skip("b", "unreadable: LibsndfileError: Format not recognised.")
     report.skip(7, "silent: RMS -95.0 dBFS < -80 dBFS")
     report.fix("c", "resampled: 8000 Hz -> 22050 Hz")
-    assert report.count == len(report) == 3 and bool(report)
-    assert report.ids == ["a", "b", "7"]
+    assert report.count == 3 and report.ids == ["a", "b", "7"]
     assert report.by_kind() == {"silent": 2, "unreadable": 1}
-    assert "b" in report and "c" not in report
     text = str(report)
     assert "3 of 5 tracks skipped, 1 fixed" in text and "silent 2" in text and "b: unreadable" in text
-    back = SkipReport.from_csv(report.to_csv(tmp_path / "report.csv"))
-    assert back.skipped == report.skipped and back.fixed == report.fixed
-    assert list(report.to_frame().columns) == ["track_id", "action", "reason"]
+    table = pd.read_csv(report.to_csv(tmp_path / "report.csv"), dtype=str)
+    assert list(table.columns) == ["track_id", "action", "reason"]
+    assert list(table.itertuples(index=False)) == (
+        [(t, "skipped", r) for t, r in report.skipped] + [(t, "fixed", r) for t, r in report.fixed])
     with pytest.raises(ValueError):
         report.skip("d", "")
-    other = SkipReport(n_total=2)
-    other.skip("z", "missing: no such file 'z.wav'")
-    report.merge(other)
-    assert report.count == 4 and report.n_total == 7
-    assert not SkipReport()  # an empty report is falsy
 
 
 def test_skip_report_listing_is_bounded():
@@ -210,14 +205,6 @@ def test_skip_report_listing_is_bounded():
         report.skip(f"t{i}", "silent: RMS -inf dBFS < -80 dBFS")
     text = str(report)
     assert "t19" in text and "t20:" not in text and "30 more skipped" in text
-
-
-def test_report_add_from_results(tmp_path):
-    report = SkipReport()
-    good = read_audio(write(tmp_path / "g.wav", tone(440, 6.0, sr=8000), sr=8000))
-    bad = read_audio(tmp_path / "missing.wav")
-    assert report.add("g", good) is True and report.add("m", bad) is False
-    assert report.ids == ["m"] and report.fixed == [("g", "resampled: 8000 Hz -> 22050 Hz")]
 
 
 def test_player_plays_the_start_of_a_track_or_says_why_not(tmp_path):

@@ -404,15 +404,31 @@ def test_from_folder_round_trips_through_save(folder, tmp_path):
     assert list(back.track_ids[:3]) == ["NA", "null", "nan"] and back.tracks["duration_s"].isna().all()
 
 
+def test_read_names_the_file_of_a_missing_column(folder, tmp_path):
+    audio, tags_csv, vocab_csv = folder
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        root = C.from_folder(audio, tags_csv, vocab_csv, progress=False).save(tmp_path / "saved")
+    tracks = (root / "tracks.csv").read_text()
+    (root / "tracks.csv").write_text(tracks.replace(",split,", ",fold,", 1))
+    with pytest.raises(ValueError, match=r"tracks\.csv is missing column\(s\) \['split'\]"):
+        C.read(root)
+    (root / "tracks.csv").write_text(tracks)
+    (root / "vocabulary.csv").write_text("tag,kind\nrock,Genre\ncalm,Mood\n")
+    # a KeyError about pandas' index before
+    with pytest.raises(ValueError, match=r"vocabulary\.csv is missing column\(s\) \['category'\]"):
+        C.read(root)
+
+
 def test_from_folder_error_messages(folder, tmp_path):
     audio, tags_csv, vocab_csv = folder
     with pytest.raises(FileNotFoundError, match="audio folder not found"):
         C.from_folder(tmp_path / "nowhere", tags_csv)
     with pytest.raises(FileNotFoundError, match="tags CSV not found"):
         C.from_folder(audio, tmp_path / "none.csv")
-    with pytest.raises(ValueError, match="missing id column 'clip_id'"):
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['clip_id'\].*pass id_column"):
         C.from_folder(audio, tags_csv, id_column="clip_id")
-    with pytest.raises(ValueError, match="missing path column"):
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['file'\]"):
         C.from_folder(audio, tags_csv, path_column="file")
     bad_vocab = tmp_path / "v2.csv"
     pd.DataFrame({"name": ["rock"], "category": ["Genre"]}).to_csv(bad_vocab, index=False)

@@ -202,3 +202,24 @@ def test_load_catalog(fixture_dir):
     assert r_cat.n_triplets > 0
     via_load = load("mtat", folder=folder, verbose=False)
     pd.testing.assert_frame_equal(via_load.tracks, catalog.tracks)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(n_clips=2), ValueError, "n_clips must be >= 3"),
+    (dict(n_clips=5.0), TypeError, "n_clips must be an int"),
+    (dict(n_clips=5, n_artists=6), ValueError, "must not exceed n_clips=5"),
+    (dict(n_clips=5, n_artists=2, n_broken=6), ValueError, "must not exceed n_clips=5"),
+    (dict(n_broken=-1), ValueError, "n_broken must be >= 0"),
+    (dict(duration_s=float("nan")), ValueError, "duration_s must be a finite number > 0"),
+])
+def test_write_fixture_names_a_bad_argument(tmp_path, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        write_fixture(tmp_path / "fx", audio=False, **kwargs)
+    assert not (tmp_path / "fx").exists()                      # checked before anything is written
+
+
+def test_a_tag_cell_that_is_not_a_number_is_named_by_line_and_column(tmp_path):
+    bad = tmp_path / "annotations_final.csv"
+    bad.write_text("clip_id\trock\tmp3_path\n1\t0\ta.mp3\n2\tyes\tb.mp3\n")
+    with pytest.raises(ValueError, match=r"line 3, column 'rock': 'yes' is not a number"):
+        read_annotations(bad)
