@@ -132,14 +132,6 @@ class MatchNetConfig:
         validate_fields(self, _MATCHNET_CHECKS)
         return self
 
-    def replace(self, **changes) -> "MatchNetConfig":
-        """A validated copy with some fields changed."""
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict:
-        """The fields as a plain dict (for ``mrlib.suite.record``)."""
-        return dataclasses.asdict(self)
-
 
 #: Field -> its checks, in order (:func:`mrlib.checks.validate_fields`); ints and floats are
 #: converted to Python's.
@@ -322,7 +314,8 @@ class MatchNetCV(CVResult):
         Over the folds with test triplets; ``std`` with ddof = 1 (the slides' "mean ± std").
     embeddings : numpy.ndarray of float32, shape (n_folds, N, P, e) or None
         Each fold's tower embeddings of every song's test patches (rows = catalog indices;
-        NaN for songs without features), for :func:`cross_validate_features`.
+        NaN for songs without features), for :func:`cross_validate_features`; None in a
+        result built by hand without them.
     histories : list of pandas.DataFrame
         Each fold's per-epoch training log (:class:`MatchNetRun`).
     d_test : list of (d_ap, d_an)
@@ -337,14 +330,10 @@ class MatchNetCV(CVResult):
     d_test: list = field(default_factory=list, repr=False)
     config: MatchNetConfig | None = None
 
-    def as_cv_result(self):
-        """The same numbers as a :class:`mrlib.baselines.CVResult` (for tables and plots)."""
-        return CVResult(self.name, self.per_fold, self.train, self.n_test, self.mean, self.std)
-
     def mean_embeddings(self, fold: int) -> np.ndarray:
         """Song-level tower features of one fold: mean over test patches, float32 (N, e)."""
         if self.embeddings is None:
-            raise ValueError("no embeddings kept: run cross_validate_matchnet(keep_embeddings=True)")
+            raise ValueError("no embeddings kept: cross_validate_matchnet keeps them")
         return self.embeddings[fold].mean(axis=1)
 
 
@@ -359,7 +348,7 @@ def _embed_all(model, features, config: MatchNetConfig) -> np.ndarray:
 
 
 def _fit_score_fold(features, t: np.ndarray, train_idx: np.ndarray, test_idx: np.ndarray,
-                    config: MatchNetConfig, keep_embeddings: bool, threads: int | None) -> dict:
+                    config: MatchNetConfig, threads: int | None) -> dict:
     """Train on one fold and score it (runs in-process or in a joblib worker)."""
     with torch_threads(threads):
         run = train_matchnet(features, t[train_idx], config, progress=False)
@@ -373,7 +362,7 @@ def _fit_score_fold(features, t: np.ndarray, train_idx: np.ndarray, test_idx: np
             d_ap = d_an = np.zeros(0)
             test_cfr = float("nan")
     return {"test": test_cfr, "train": train_cfr, "n_test": len(test_idx), "history": run.history,
-            "d_test": (d_ap, d_an), "E": E if keep_embeddings else None}
+            "d_test": (d_ap, d_an), "E": E}
 
 
 def _run_jobs(fn, jobs: list, n_jobs: int, desc: str, progress: bool) -> list:
@@ -392,7 +381,6 @@ def cross_validate_matchnet(
     config: MatchNetConfig | None = None,
     *,
     name: str = "Triplet MatchNet",
-    keep_embeddings: bool = True,
     n_jobs: int = 1,
     progress: bool = True,
 ) -> MatchNetCV:
@@ -413,8 +401,6 @@ def cross_validate_matchnet(
         clip); the same folds as the baselines make the per-fold scores comparable pairwise.
     config : MatchNetConfig, optional
     name : str, default "Triplet MatchNet"
-    keep_embeddings : bool, default True
-        Keep every fold's (N, P, e) tower embeddings (for :func:`cross_validate_features`).
     n_jobs : int, default 1
         Folds trained at once in separate processes (joblib), each with one torch thread so
         that they do not fight over the cores; 1 trains them here, with the current torch
@@ -427,7 +413,8 @@ def cross_validate_matchnet(
     MatchNetCV
         ``per_fold``, ``train``, ``n_test``, ``mean``, ``std`` as in
         :class:`mrlib.baselines.CVResult`, plus the embeddings, training logs and test
-        dissimilarities.
+        dissimilarities; every fold's (N, P, e) tower embeddings are kept (for
+        :func:`cross_validate_features`).
 
     Notebook: 08_triplet_matchnet.ipynb
     """
@@ -436,13 +423,13 @@ def cross_validate_matchnet(
     t = check_triplets(triplets, len(features), distinct=True)
     fl = check_folds(folds, len(t))
     threads = None if n_jobs == 1 else 1
-    jobs = [(features, t, tr, te, config, keep_embeddings, threads) for tr, te in fl]
+    jobs = [(features, t, tr, te, config, threads) for tr, te in fl]
     res = _run_jobs(_fit_score_fold, jobs, n_jobs, f"{name} folds", progress)
     per_fold = np.asarray([r["test"] for r in res], dtype=np.float64)
     mean, std = summarise_folds(per_fold)
     return MatchNetCV(name, per_fold, np.asarray([r["train"] for r in res], np.float64),
                       np.asarray([r["n_test"] for r in res], np.int64), mean, std,
-                      np.stack([r["E"] for r in res]) if keep_embeddings else None,
+                      np.stack([r["E"] for r in res]),
                       [r["history"] for r in res], [r["d_test"] for r in res], config)
 
 
@@ -487,13 +474,12 @@ def cross_validate_features(
                          f"{len(folds)} folds")
     t = np.asarray(triplets)
     fl = check_folds(folds, len(t))
-    res = []
     with warnings.catch_warnings():
         # one fold at a time: cross_validate's own mean/std over a single fold is meaningless
         warnings.simplefilter("ignore", RuntimeWarning)
-        for X, fold in tqdm(list(zip(X_per_fold, fl)), desc="folds", unit="fold", disable=not progress):
-            label = res[-1].name if res else name
-            res.append(cross_validate(method_factory, X, t, [fold], name=label, progress=False))
+        res = [cross_validate(method_factory, X, t, [fold], name=name, progress=False)
+               for X, fold in tqdm(list(zip(X_per_fold, fl)), desc="folds", unit="fold",
+                                   disable=not progress)]
     per_fold = np.concatenate([r.per_fold for r in res])
     mean, std = summarise_folds(per_fold)
     return CVResult(res[-1].name, per_fold, np.concatenate([r.train for r in res]),
