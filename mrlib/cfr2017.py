@@ -604,14 +604,12 @@ def run(row: str, parameters: Mapping[str, Any], seed: int, device: str = "cpu",
     Notebook: 08_triplet_matchnet.ipynb
     """
     seed = check_int("seed", seed, 0)
-    for k in ("scheme", "method", "features"):
-        if k not in parameters:
-            raise ValueError(f"row {row!r}: parameters lack {k!r}")
+    methods = (*METHODS, "Triplet MatchNet")
+    for k, known in (("scheme", SCHEMES), ("method", methods), ("features", FEATURES)):
+        if parameters.get(k) not in known:
+            raise ValueError(f"row {row!r}: {k} must be one of {list(known)}, "
+                             f"got {parameters.get(k)!r}")
     scheme, method, feats = parameters["scheme"], parameters["method"], parameters["features"]
-    if scheme not in SCHEMES:
-        raise ValueError(f"row {row!r}: scheme must be one of {list(SCHEMES)}, got {scheme!r}")
-    if feats not in FEATURES:
-        raise ValueError(f"row {row!r}: features must be one of {list(FEATURES)}, got {feats!r}")
     ctx = data_context(parameters)
     t, folds, units = ctx["triplets"], ctx["folds"][scheme], ctx["units"][scheme]
     share = parameters.get("train_share", 1.0)

@@ -491,13 +491,11 @@ def simulate_votes(
     if not np.issubdtype(S.dtype, np.number) or not np.isfinite(S).all():
         raise ValueError("S must hold finite numbers")
     N = S.shape[0]
-    if N < 3:
-        raise ValueError(f"need at least 3 clips to form a comparison, got N={N}")
     n_comparisons = check_int("n_comparisons", n_comparisons)
     n_players = check_int("n_players", n_players)
     if not np.isscalar(noise) or not np.isfinite(noise) or noise < 0:
         raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
-    n_possible = N * (N - 1) * (N - 2) // 6
+    n_possible = N * (N - 1) * (N - 2) // 6                  # 0 for fewer than 3 clips
     if n_comparisons > n_possible:
         raise ValueError(f"n_comparisons={n_comparisons} exceeds the {n_possible} distinct "
                          f"triples of N={N} clips")

@@ -216,6 +216,8 @@ def test_simulation_checks_its_arguments():
         simulate_votes(S, 3, noise=-1)
     with pytest.raises(ValueError, match="finite"):
         simulate_votes(np.full((5, 5), np.nan), 3)
+    with pytest.raises(ValueError, match="n_comparisons=1 exceeds the 0 distinct triples of N=2"):
+        simulate_votes(S[:2, :2], 1)
     assert len(simulate_votes(S, 10, seed=0)) == 10
 
 
