@@ -486,18 +486,6 @@ def cross_validate_features(
                     np.concatenate([r.n_test for r in res]), mean, std)
 
 
-def _fit_score_subset(features, t: np.ndarray, train_idx: np.ndarray, test_idx: np.ndarray,
-                      config: MatchNetConfig, threads: int | None) -> float:
-    """Test CFR of a network trained on ``t[train_idx]`` (curve point; worker-safe)."""
-    with torch_threads(threads):
-        run = train_matchnet(features, t[train_idx], config, progress=False)
-        songs = np.unique(t[test_idx])
-        E = embed_songs(run.model, features, songs, config.patch_len, config.test_patches,
-                        batch_size=config.eval_batch)
-        local = np.searchsorted(songs, t[test_idx])          # rows of E for the test triplets
-        return constraints_fulfillment_rate(*triplet_dissimilarities(run.model, E, local)).rate
-
-
 def generalization_curve_matchnet(
     features,
     triplets,
@@ -561,6 +549,7 @@ def generalization_curve_matchnet(
             jobs.append((features, t, train, test_idx, config, threads))
             slots.append(len(rows))
         rows.append(row)
-    for slot, score in zip(slots, _run_jobs(_fit_score_subset, jobs, n_jobs, "MatchNet curve", progress)):
-        rows[slot]["cfr"] = float(score)
+    # a curve point is a fold of its own, trained on the subset (the same code as the CV's)
+    for slot, out in zip(slots, _run_jobs(_fit_score_fold, jobs, n_jobs, "MatchNet curve", progress)):
+        rows[slot]["cfr"] = float(out["test"])
     return pd.DataFrame(rows, columns=["share", "fold", "n_train", "cfr"])
