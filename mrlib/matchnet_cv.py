@@ -94,9 +94,7 @@ class MatchNetConfig:
     batch_size : int, default 16
         Song triplets per optimiser step (the last batch of an epoch may be smaller).
     lr : float, default 1e-3
-        Adam's learning rate.
-    weight_decay : float, default 0.0
-        Adam's L2 penalty.
+        Adam's learning rate (no weight decay).
     seed : int, default 0
         Seeds the weights, the triplet order and the training patches.
     device : str, default "cpu"
@@ -116,7 +114,6 @@ class MatchNetConfig:
     epochs: int = 10
     batch_size: int = 16
     lr: float = 1e-3
-    weight_decay: float = 0.0
     seed: int = 0
     device: str = "cpu"
     eval_batch: int = 512
@@ -145,7 +142,6 @@ _MATCHNET_CHECKS: dict[str, tuple] = {
     "epochs": int_at_least(0),
     "batch_size": int_at_least(1),
     "lr": (FINITE, rule(lambda v: 0 < v < 1, "in (0, 1)")),
-    "weight_decay": (FINITE, rule(lambda v: v >= 0, ">= 0")),
     "seed": int_at_least(0),
     "device": (rule(lambda v: isinstance(v, str) and bool(v),
                     "a device string such as 'cpu' or 'auto'", TypeError),),
@@ -249,7 +245,7 @@ def train_matchnet(
     model = build_model("matchnet", width=config.width, n_bins=n_bins, patch_len=config.patch_len,
                         embedding_dim=config.embedding_dim, seed=config.seed,
                         metric_hidden=config.metric_hidden).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     rng = np.random.default_rng(config.seed)
     rows = []
     model.train()
