@@ -75,11 +75,10 @@ def _normalise(df: pd.DataFrame, where: str) -> pd.DataFrame:
     out = df.loc[:, list(COMPARISON_COLUMNS)].copy()
     for col in ID_COLUMNS + VOTE_COLUMNS:
         values = pd.to_numeric(out[col], errors="coerce")
-        if values.isna().any():
-            bad = out.loc[values.isna(), col].head(3).tolist()
-            raise ValueError(f"{where}: column {col!r} must hold integers, found e.g. {bad}")
-        if (values != np.round(values)).any():
-            raise ValueError(f"{where}: column {col!r} must hold whole numbers")
+        bad = values != np.round(values)                    # fractions, and NaN: not a number
+        if bad.any():
+            raise ValueError(f"{where}: column {col!r} must hold integers, found e.g. "
+                             f"{out.loc[bad, col].head(3).tolist()}")
         out[col] = values.astype(np.int64)
     if (out[list(VOTE_COLUMNS)] < 0).to_numpy().any():
         raise ValueError(f"{where}: vote counts must be >= 0")

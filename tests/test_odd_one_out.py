@@ -125,6 +125,11 @@ def test_bad_input_is_refused(tmp_path):
     bad.loc[0, "clip1_numvotes"] = -1
     with pytest.raises(ValueError, match=">= 0"):
         comparisons_to_triplets(bad)
+    for value in ("x", 1.5):
+        bad = HAND.astype(object)
+        bad.loc[1, "clip3_numvotes"] = value
+        with pytest.raises(ValueError, match=rf"'clip3_numvotes' must hold integers, found e.g. \['?{value}"):
+            comparisons_to_triplets(bad)
     bad = HAND.copy()
     bad.loc[0, "clip2_id"] = 10
     with pytest.raises(ValueError, match="three different clips"):
