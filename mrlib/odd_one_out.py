@@ -499,11 +499,10 @@ def simulate_votes(
         raise ValueError(f"n_comparisons={n_comparisons} exceeds the {n_possible} distinct "
                          f"triples of N={N} clips")
     clip_ids = np.asarray(np.arange(N, dtype=np.int64) if clip_ids is None else clip_ids)
-    if clip_ids.shape != (N,):
-        raise ValueError(f"clip_ids must have length N={N}, got shape {clip_ids.shape}")
     paths = np.asarray(np.full(N, "", dtype=object) if paths is None else paths, dtype=object)
-    if paths.shape != (N,):
-        raise ValueError(f"paths must have length N={N}, got shape {paths.shape}")
+    for name, values in (("clip_ids", clip_ids), ("paths", paths)):
+        if values.shape != (N,):
+            raise ValueError(f"{name} must have length N={N}, got shape {values.shape}")
     rng = np.random.default_rng(check_int("seed", seed, 0))
     tri = _random_triples(N, n_comparisons, rng)       # (R, 3) clip indices
     votes = _player_votes(S, tri, n_players, noise, rng)

@@ -223,6 +223,9 @@ def test_simulation_checks_its_arguments():
         simulate_votes(np.full((5, 5), np.nan), 3)
     with pytest.raises(ValueError, match="n_comparisons=1 exceeds the 0 distinct triples of N=2"):
         simulate_votes(S[:2, :2], 1)
+    for name, bad in (("clip_ids", {"clip_ids": np.arange(4)}), ("paths", {"paths": ["a.mp3"] * 6})):
+        with pytest.raises(ValueError, match=f"{name} must have length N=5"):
+            simulate_votes(S, 3, **bad)
     assert len(simulate_votes(S, 10, seed=0)) == 10
 
 
