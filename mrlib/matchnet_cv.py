@@ -152,13 +152,15 @@ _MATCHNET_CHECKS: dict[str, tuple] = {
 # =============================================================================================
 # Input checks
 # =============================================================================================
-def _check_config(config) -> "MatchNetConfig":
-    """The default config for None; a validated MatchNetConfig, or a TypeError."""
+def _check_inputs(features, triplets, config) -> tuple["MatchNetConfig", np.ndarray]:
+    """The checks every public door makes: the config (the default one for None, validated),
+    the features, and the triplets as distinct catalog indices (int64 (M, 3))."""
     config = MatchNetConfig() if config is None else config
     if not isinstance(config, MatchNetConfig):
         raise TypeError(f"config must be a MatchNetConfig, got {type(config).__name__}")
     config.validate()
-    return config
+    check_features(features)
+    return config, check_triplets(triplets, len(features), distinct=True)
 
 
 # =============================================================================================
@@ -235,9 +237,7 @@ def train_matchnet(
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    config = _check_config(config)
-    check_features(features)
-    t = check_triplets(triplets, len(features), distinct=True)
+    config, t = _check_inputs(features, triplets, config)
     check_available(features, np.unique(t))
     device = pick_device(config.device)
     n_bins = np.shape(features[int(t[0, 0])])[0]        # random_patches checks (n_bins, T)
@@ -414,9 +414,7 @@ def cross_validate_matchnet(
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    config = _check_config(config)
-    check_features(features)
-    t = check_triplets(triplets, len(features), distinct=True)
+    config, t = _check_inputs(features, triplets, config)
     fl = check_folds(folds, len(t))
     threads = None if n_jobs == 1 else 1
     jobs = [(features, t, tr, te, config, threads) for tr, te in fl]
@@ -522,19 +520,17 @@ def generalization_curve_matchnet(
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    config = _check_config(config)
-    check_features(features)
-    t = check_triplets(triplets, len(features), distinct=True)
+    config, t = _check_inputs(features, triplets, config)
     fl = check_folds(folds, len(t))
     shares = check_shares(shares)
     if full is not None and len(full.per_fold) != len(fl):
         raise ValueError(f"full has {len(full.per_fold)} folds, folds has {len(fl)}")
     if full is not None and full.config is not None:   # where it ran may differ, not what
-        differ = {k: (getattr(full.config, k), v) for k, v in dataclasses.asdict(config).items()
-                  if k not in ("device", "eval_batch") and getattr(full.config, k) != v}
+        differ = [f"{k}={getattr(full.config, k)!r} (here {v!r})"
+                  for k, v in dataclasses.asdict(config).items()
+                  if k not in ("device", "eval_batch") and getattr(full.config, k) != v]
         if differ:
-            raise ValueError("full was trained with another config: " + ", ".join(
-                f"{k}={a!r} (here {b!r})" for k, (a, b) in differ.items()))
+            raise ValueError("full was trained with another config: " + ", ".join(differ))
     rows, jobs, slots = [], [], []
     threads = None if n_jobs == 1 else 1
     for f, share, train, test_idx in nested_subsets(fl, shares, seed):
