@@ -29,7 +29,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import pandas as pd
 
-from mrlib.checks import as_index_matrix, check_int
+from mrlib.checks import as_float_matrix, as_index_matrix, check_int
 from mrlib.folds import kfold_indices
 
 __all__ = [
@@ -485,10 +485,9 @@ def simulate_votes(
     Notebook: 08_triplet_matchnet.ipynb
     """
     S = np.asarray(S)
-    if S.ndim != 2 or S.shape[0] != S.shape[1]:
+    as_float_matrix("S", S)                    # 2-D, numbers, finite (S itself is used as given)
+    if S.shape[0] != S.shape[1]:
         raise ValueError(f"S must be a square (N, N) similarity matrix, got shape {S.shape}")
-    if not np.issubdtype(S.dtype, np.number) or not np.isfinite(S).all():
-        raise ValueError("S must hold finite numbers")
     N = S.shape[0]
     n_comparisons = check_int("n_comparisons", n_comparisons)
     n_players = check_int("n_players", n_players)

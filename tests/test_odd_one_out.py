@@ -221,6 +221,10 @@ def test_simulation_checks_its_arguments():
         simulate_votes(S, 3, noise=-1)
     with pytest.raises(ValueError, match="finite"):
         simulate_votes(np.full((5, 5), np.nan), 3)
+    with pytest.raises(ValueError, match="S must be a 2-D"):
+        simulate_votes(S[0], 3)
+    with pytest.raises(TypeError, match="S must be numeric"):
+        simulate_votes(S.astype(str), 3)
     with pytest.raises(ValueError, match="n_comparisons=1 exceeds the 0 distinct triples of N=2"):
         simulate_votes(S[:2, :2], 1)
     for name, bad in (("clip_ids", {"clip_ids": np.arange(4)}), ("paths", {"paths": ["a.mp3"] * 6})):
