@@ -52,7 +52,7 @@ import torch
 from mrlib import catalog as mcat
 from mrlib import results as res
 from mrlib.baselines import Euclidean, Mahalanobis, TripletSVM, catalog_features, nested_subsets
-from mrlib.checks import is_int
+from mrlib.checks import check_int
 from mrlib.odd_one_out import comparisons_to_triplets, simulate_votes, triplet_folds
 from mrlib.paths import atomic_path
 from mrlib.devices import pick_device, torch_threads
@@ -62,7 +62,7 @@ from mrlib.similarity import oracle
 
 __all__ = ["PROFILES", "SCHEMES", "METHODS", "FEATURES", "CURVE_SHARES", "rows", "curve_rows",
            "run", "data_context", "test_units", "fulfilled", "comparison_scores", "share_folds",
-           "matchnet_folds", "make_method", "slides_table", "per_comparison_store"]
+           "make_method", "slides_table", "per_comparison_store"]
 
 #: The two cross-validation schemes (:func:`mrlib.odd_one_out.triplet_folds` ``by=``). Folds
 #: over single triplets are not one of them: a comparison's two constraints (a, p, n) and
@@ -408,11 +408,7 @@ def comparison_scores(hit: np.ndarray, comparison: np.ndarray) -> np.ndarray:
     if hit.shape != comparison.shape or hit.ndim != 1:
         raise ValueError(f"hit and comparison must be 1-d of one length, got {hit.shape} and "
                          f"{comparison.shape}")
-    _, first, inverse = np.unique(comparison, return_index=True, return_inverse=True)
-    order = np.argsort(first, kind="stable")                  # comparisons as they first appear
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.size)
-    unit = rank[inverse]
+    unit = pd.factorize(comparison)[0]                        # numbered as they first appear
     return np.bincount(unit, weights=hit) / np.bincount(unit)
 
 
@@ -479,9 +475,9 @@ def _baseline_folds(method, X_per_fold, triplets, folds) -> list[tuple[np.ndarra
     return out
 
 
-def matchnet_folds(ctx: Mapping[str, Any], scheme: str, matchnet: Mapping[str, Any], seed: int, *,
-                   train_share: float = 1.0, device: str = "cpu",
-                   workdir: Path | None = None) -> dict:
+def _matchnet_folds(ctx: Mapping[str, Any], scheme: str, matchnet: Mapping[str, Any], seed: int, *,
+                    train_share: float = 1.0, device: str = "cpu",
+                    workdir: Path | None = None) -> dict:
     """Triplet MatchNet trained on each fold of a scheme with one training seed (cached).
 
     The result is kept in memory for the process and, with ``workdir``, as a small ``.npz``
@@ -510,11 +506,8 @@ def matchnet_folds(ctx: Mapping[str, Any], scheme: str, matchnet: Mapping[str, A
         (per fold), ``final_loss``, ``final_active`` (per fold) and ``seconds`` (training
         wall time; 0 when read from the cache).
 
-    Notebook: 08_triplet_matchnet.ipynb
+    The scheme is checked by :func:`run`, the only caller.
     """
-
-    if scheme not in SCHEMES:
-        raise ValueError(f"scheme must be one of {list(SCHEMES)}, got {scheme!r}")
     # the cache key: everything that shapes the trained folds
     spec = {"data": dict(ctx["fields"]), "scheme": scheme, "matchnet": dict(matchnet), "seed": seed}
     if train_share != 1:
@@ -536,7 +529,7 @@ def matchnet_folds(ctx: Mapping[str, Any], scheme: str, matchnet: Mapping[str, A
 
 
 def _cross_validate(ctx: Mapping[str, Any], folds, config) -> dict:
-    """:func:`matchnet_folds`' arrays from a fresh :func:`mrlib.matchnet_cv.cross_validate_matchnet`.
+    """:func:`_matchnet_folds`' arrays from a fresh :func:`mrlib.matchnet_cv.cross_validate_matchnet`.
 
     On the CPU the folds train side by side, one torch thread each, in as many processes as the
     process has torch threads; on a GPU one at a time. The result is the same either way.
@@ -557,7 +550,7 @@ def _cross_validate(ctx: Mapping[str, Any], folds, config) -> dict:
             "final_active": np.array([h["active"].iloc[-1] if len(h) else np.nan for h in cv.histories])}
 
 
-# :func:`matchnet_folds`' arrays besides ``d_test``, stored as they are.
+# :func:`_matchnet_folds`' arrays besides ``d_test``, stored as they are.
 _FOLD_ARRAYS = ("songs", "train_cfr", "final_loss", "final_active")
 
 
@@ -569,7 +562,7 @@ def _load_folds(path: Path, n_folds: int) -> dict:
 
 
 def _save_folds(path: Path, out: dict) -> None:
-    """Store :func:`matchnet_folds`' arrays as one ``.npz``, atomically."""
+    """Store :func:`_matchnet_folds`' arrays as one ``.npz``, atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     d_test = {f"{k}{f}": d for f, pair in enumerate(out["d_test"])
               for k, d in zip(("ap", "an"), pair)}
@@ -594,7 +587,7 @@ def run(row: str, parameters: Mapping[str, Any], seed: int, device: str = "cpu",
     device : str, default "cpu"
         MatchNet's device (``"auto"``, ``"cpu"``, ``"cuda"``…); the baselines run on the CPU.
     workdir : Path, optional
-        Where MatchNet's fold results are cached (:func:`matchnet_folds`).
+        Where MatchNet's fold results are cached (:func:`_matchnet_folds`).
 
     Returns
     -------
@@ -610,24 +603,21 @@ def run(row: str, parameters: Mapping[str, Any], seed: int, device: str = "cpu",
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    if not is_int(seed) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
-    for k in ("scheme", "method", "features"):
-        if k not in parameters:
-            raise ValueError(f"row {row!r}: parameters lack {k!r}")
+    seed = check_int("seed", seed, 0)
+    methods = (*METHODS, "Triplet MatchNet")
+    for k, known in (("scheme", SCHEMES), ("method", methods), ("features", FEATURES)):
+        if parameters.get(k) not in known:
+            raise ValueError(f"row {row!r}: {k} must be one of {list(known)}, "
+                             f"got {parameters.get(k)!r}")
     scheme, method, feats = parameters["scheme"], parameters["method"], parameters["features"]
-    if scheme not in SCHEMES:
-        raise ValueError(f"row {row!r}: scheme must be one of {list(SCHEMES)}, got {scheme!r}")
-    if feats not in FEATURES:
-        raise ValueError(f"row {row!r}: features must be one of {list(FEATURES)}, got {feats!r}")
     ctx = data_context(parameters)
     t, folds, units = ctx["triplets"], ctx["folds"][scheme], ctx["units"][scheme]
     share = parameters.get("train_share", 1.0)
     fit_folds = share_folds(folds, share, ctx["fields"]["data_seed"])
     extra: dict[str, Any] = {}
     if feats == "MatchNet":
-        mn = matchnet_folds(ctx, scheme, parameters["matchnet"], int(seed), train_share=share,
-                            device=device, workdir=workdir)
+        mn = _matchnet_folds(ctx, scheme, parameters["matchnet"], seed, train_share=share,
+                             device=device, workdir=workdir)
         extra.update({"matchnet_s": round(float(mn["seconds"]), 1),
                       "matchnet_final_loss": round(float(np.nanmean(mn["final_loss"])), 4),
                       "matchnet_final_active": round(float(np.nanmean(mn["final_active"])), 4)})
@@ -636,7 +626,7 @@ def run(row: str, parameters: Mapping[str, Any], seed: int, device: str = "cpu",
         extra["train_cfr"] = round(float(np.nanmean(mn["train_cfr"])), 4)
     else:
         base = make_method(method, pca=parameters.get("pca_dims") if feats == "PCA" else None,
-                           seed=int(seed), **_method_fields(method, parameters))
+                           seed=seed, **_method_fields(method, parameters))
         X_per_fold = list(mn["songs"]) if feats == "MatchNet" else [ctx["X_hc"]] * len(folds)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")          # solvers' convergence notes on small folds

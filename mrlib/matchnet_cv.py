@@ -94,9 +94,7 @@ class MatchNetConfig:
     batch_size : int, default 16
         Song triplets per optimiser step (the last batch of an epoch may be smaller).
     lr : float, default 1e-3
-        Adam's learning rate.
-    weight_decay : float, default 0.0
-        Adam's L2 penalty.
+        Adam's learning rate (no weight decay).
     seed : int, default 0
         Seeds the weights, the triplet order and the training patches.
     device : str, default "cpu"
@@ -116,7 +114,6 @@ class MatchNetConfig:
     epochs: int = 10
     batch_size: int = 16
     lr: float = 1e-3
-    weight_decay: float = 0.0
     seed: int = 0
     device: str = "cpu"
     eval_batch: int = 512
@@ -132,14 +129,6 @@ class MatchNetConfig:
         validate_fields(self, _MATCHNET_CHECKS)
         return self
 
-    def replace(self, **changes) -> "MatchNetConfig":
-        """A validated copy with some fields changed."""
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict:
-        """The fields as a plain dict (for ``mrlib.suite.record``)."""
-        return dataclasses.asdict(self)
-
 
 #: Field -> its checks, in order (:func:`mrlib.checks.validate_fields`); ints and floats are
 #: converted to Python's.
@@ -153,7 +142,6 @@ _MATCHNET_CHECKS: dict[str, tuple] = {
     "epochs": int_at_least(0),
     "batch_size": int_at_least(1),
     "lr": (FINITE, rule(lambda v: 0 < v < 1, "in (0, 1)")),
-    "weight_decay": (FINITE, rule(lambda v: v >= 0, ">= 0")),
     "seed": int_at_least(0),
     "device": (rule(lambda v: isinstance(v, str) and bool(v),
                     "a device string such as 'cpu' or 'auto'", TypeError),),
@@ -164,13 +152,15 @@ _MATCHNET_CHECKS: dict[str, tuple] = {
 # =============================================================================================
 # Input checks
 # =============================================================================================
-def _check_config(config) -> "MatchNetConfig":
-    """The default config for None; a validated MatchNetConfig, or a TypeError."""
+def _check_inputs(features, triplets, config) -> tuple["MatchNetConfig", np.ndarray]:
+    """The checks every public door makes: the config (the default one for None, validated),
+    the features, and the triplets as distinct catalog indices (int64 (M, 3))."""
     config = MatchNetConfig() if config is None else config
     if not isinstance(config, MatchNetConfig):
         raise TypeError(f"config must be a MatchNetConfig, got {type(config).__name__}")
     config.validate()
-    return config
+    check_features(features)
+    return config, check_triplets(triplets, len(features), distinct=True)
 
 
 # =============================================================================================
@@ -247,9 +237,7 @@ def train_matchnet(
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    config = _check_config(config)
-    check_features(features)
-    t = check_triplets(triplets, len(features), distinct=True)
+    config, t = _check_inputs(features, triplets, config)
     check_available(features, np.unique(t))
     device = pick_device(config.device)
     n_bins = np.shape(features[int(t[0, 0])])[0]        # random_patches checks (n_bins, T)
@@ -257,7 +245,7 @@ def train_matchnet(
     model = build_model("matchnet", width=config.width, n_bins=n_bins, patch_len=config.patch_len,
                         embedding_dim=config.embedding_dim, seed=config.seed,
                         metric_hidden=config.metric_hidden).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     rng = np.random.default_rng(config.seed)
     rows = []
     model.train()
@@ -322,7 +310,8 @@ class MatchNetCV(CVResult):
         Over the folds with test triplets; ``std`` with ddof = 1 (the slides' "mean ± std").
     embeddings : numpy.ndarray of float32, shape (n_folds, N, P, e) or None
         Each fold's tower embeddings of every song's test patches (rows = catalog indices;
-        NaN for songs without features), for :func:`cross_validate_features`.
+        NaN for songs without features), for :func:`cross_validate_features`; None in a
+        result built by hand without them.
     histories : list of pandas.DataFrame
         Each fold's per-epoch training log (:class:`MatchNetRun`).
     d_test : list of (d_ap, d_an)
@@ -337,14 +326,10 @@ class MatchNetCV(CVResult):
     d_test: list = field(default_factory=list, repr=False)
     config: MatchNetConfig | None = None
 
-    def as_cv_result(self):
-        """The same numbers as a :class:`mrlib.baselines.CVResult` (for tables and plots)."""
-        return CVResult(self.name, self.per_fold, self.train, self.n_test, self.mean, self.std)
-
     def mean_embeddings(self, fold: int) -> np.ndarray:
         """Song-level tower features of one fold: mean over test patches, float32 (N, e)."""
         if self.embeddings is None:
-            raise ValueError("no embeddings kept: run cross_validate_matchnet(keep_embeddings=True)")
+            raise ValueError("no embeddings kept: cross_validate_matchnet keeps them")
         return self.embeddings[fold].mean(axis=1)
 
 
@@ -359,7 +344,7 @@ def _embed_all(model, features, config: MatchNetConfig) -> np.ndarray:
 
 
 def _fit_score_fold(features, t: np.ndarray, train_idx: np.ndarray, test_idx: np.ndarray,
-                    config: MatchNetConfig, keep_embeddings: bool, threads: int | None) -> dict:
+                    config: MatchNetConfig, threads: int | None) -> dict:
     """Train on one fold and score it (runs in-process or in a joblib worker)."""
     with torch_threads(threads):
         run = train_matchnet(features, t[train_idx], config, progress=False)
@@ -373,7 +358,7 @@ def _fit_score_fold(features, t: np.ndarray, train_idx: np.ndarray, test_idx: np
             d_ap = d_an = np.zeros(0)
             test_cfr = float("nan")
     return {"test": test_cfr, "train": train_cfr, "n_test": len(test_idx), "history": run.history,
-            "d_test": (d_ap, d_an), "E": E if keep_embeddings else None}
+            "d_test": (d_ap, d_an), "E": E}
 
 
 def _run_jobs(fn, jobs: list, n_jobs: int, desc: str, progress: bool) -> list:
@@ -392,7 +377,6 @@ def cross_validate_matchnet(
     config: MatchNetConfig | None = None,
     *,
     name: str = "Triplet MatchNet",
-    keep_embeddings: bool = True,
     n_jobs: int = 1,
     progress: bool = True,
 ) -> MatchNetCV:
@@ -413,8 +397,6 @@ def cross_validate_matchnet(
         clip); the same folds as the baselines make the per-fold scores comparable pairwise.
     config : MatchNetConfig, optional
     name : str, default "Triplet MatchNet"
-    keep_embeddings : bool, default True
-        Keep every fold's (N, P, e) tower embeddings (for :func:`cross_validate_features`).
     n_jobs : int, default 1
         Folds trained at once in separate processes (joblib), each with one torch thread so
         that they do not fight over the cores; 1 trains them here, with the current torch
@@ -427,22 +409,21 @@ def cross_validate_matchnet(
     MatchNetCV
         ``per_fold``, ``train``, ``n_test``, ``mean``, ``std`` as in
         :class:`mrlib.baselines.CVResult`, plus the embeddings, training logs and test
-        dissimilarities.
+        dissimilarities; every fold's (N, P, e) tower embeddings are kept (for
+        :func:`cross_validate_features`).
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    config = _check_config(config)
-    check_features(features)
-    t = check_triplets(triplets, len(features), distinct=True)
+    config, t = _check_inputs(features, triplets, config)
     fl = check_folds(folds, len(t))
     threads = None if n_jobs == 1 else 1
-    jobs = [(features, t, tr, te, config, keep_embeddings, threads) for tr, te in fl]
+    jobs = [(features, t, tr, te, config, threads) for tr, te in fl]
     res = _run_jobs(_fit_score_fold, jobs, n_jobs, f"{name} folds", progress)
     per_fold = np.asarray([r["test"] for r in res], dtype=np.float64)
     mean, std = summarise_folds(per_fold)
     return MatchNetCV(name, per_fold, np.asarray([r["train"] for r in res], np.float64),
                       np.asarray([r["n_test"] for r in res], np.int64), mean, std,
-                      np.stack([r["E"] for r in res]) if keep_embeddings else None,
+                      np.stack([r["E"] for r in res]),
                       [r["history"] for r in res], [r["d_test"] for r in res], config)
 
 
@@ -487,29 +468,16 @@ def cross_validate_features(
                          f"{len(folds)} folds")
     t = np.asarray(triplets)
     fl = check_folds(folds, len(t))
-    res = []
     with warnings.catch_warnings():
         # one fold at a time: cross_validate's own mean/std over a single fold is meaningless
         warnings.simplefilter("ignore", RuntimeWarning)
-        for X, fold in tqdm(list(zip(X_per_fold, fl)), desc="folds", unit="fold", disable=not progress):
-            label = res[-1].name if res else name
-            res.append(cross_validate(method_factory, X, t, [fold], name=label, progress=False))
+        res = [cross_validate(method_factory, X, t, [fold], name=name, progress=False)
+               for X, fold in tqdm(list(zip(X_per_fold, fl)), desc="folds", unit="fold",
+                                   disable=not progress)]
     per_fold = np.concatenate([r.per_fold for r in res])
     mean, std = summarise_folds(per_fold)
     return CVResult(res[-1].name, per_fold, np.concatenate([r.train for r in res]),
                     np.concatenate([r.n_test for r in res]), mean, std)
-
-
-def _fit_score_subset(features, t: np.ndarray, train_idx: np.ndarray, test_idx: np.ndarray,
-                      config: MatchNetConfig, threads: int | None) -> float:
-    """Test CFR of a network trained on ``t[train_idx]`` (curve point; worker-safe)."""
-    with torch_threads(threads):
-        run = train_matchnet(features, t[train_idx], config, progress=False)
-        songs = np.unique(t[test_idx])
-        E = embed_songs(run.model, features, songs, config.patch_len, config.test_patches,
-                        batch_size=config.eval_batch)
-        local = np.searchsorted(songs, t[test_idx])          # rows of E for the test triplets
-        return constraints_fulfillment_rate(*triplet_dissimilarities(run.model, E, local)).rate
 
 
 def generalization_curve_matchnet(
@@ -552,19 +520,17 @@ def generalization_curve_matchnet(
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    config = _check_config(config)
-    check_features(features)
-    t = check_triplets(triplets, len(features), distinct=True)
+    config, t = _check_inputs(features, triplets, config)
     fl = check_folds(folds, len(t))
     shares = check_shares(shares)
     if full is not None and len(full.per_fold) != len(fl):
         raise ValueError(f"full has {len(full.per_fold)} folds, folds has {len(fl)}")
     if full is not None and full.config is not None:   # where it ran may differ, not what
-        differ = {k: (getattr(full.config, k), v) for k, v in dataclasses.asdict(config).items()
-                  if k not in ("device", "eval_batch") and getattr(full.config, k) != v}
+        differ = [f"{k}={getattr(full.config, k)!r} (here {v!r})"
+                  for k, v in dataclasses.asdict(config).items()
+                  if k not in ("device", "eval_batch") and getattr(full.config, k) != v]
         if differ:
-            raise ValueError("full was trained with another config: " + ", ".join(
-                f"{k}={a!r} (here {b!r})" for k, (a, b) in differ.items()))
+            raise ValueError("full was trained with another config: " + ", ".join(differ))
     rows, jobs, slots = [], [], []
     threads = None if n_jobs == 1 else 1
     for f, share, train, test_idx in nested_subsets(fl, shares, seed):
@@ -575,6 +541,7 @@ def generalization_curve_matchnet(
             jobs.append((features, t, train, test_idx, config, threads))
             slots.append(len(rows))
         rows.append(row)
-    for slot, score in zip(slots, _run_jobs(_fit_score_subset, jobs, n_jobs, "MatchNet curve", progress)):
-        rows[slot]["cfr"] = float(score)
+    # a curve point is a fold of its own, trained on the subset (the same code as the CV's)
+    for slot, out in zip(slots, _run_jobs(_fit_score_fold, jobs, n_jobs, "MatchNet curve", progress)):
+        rows[slot]["cfr"] = float(out["test"])
     return pd.DataFrame(rows, columns=["share", "fold", "n_train", "cfr"])

@@ -29,7 +29,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import pandas as pd
 
-from mrlib.checks import check_int, is_int
+from mrlib.checks import as_float_matrix, as_index_matrix, check_int
 from mrlib.folds import kfold_indices
 
 __all__ = [
@@ -75,11 +75,10 @@ def _normalise(df: pd.DataFrame, where: str) -> pd.DataFrame:
     out = df.loc[:, list(COMPARISON_COLUMNS)].copy()
     for col in ID_COLUMNS + VOTE_COLUMNS:
         values = pd.to_numeric(out[col], errors="coerce")
-        if values.isna().any():
-            bad = out.loc[values.isna(), col].head(3).tolist()
-            raise ValueError(f"{where}: column {col!r} must hold integers, found e.g. {bad}")
-        if (values != np.round(values)).any():
-            raise ValueError(f"{where}: column {col!r} must hold whole numbers")
+        bad = values != np.round(values)                    # fractions, and NaN: not a number
+        if bad.any():
+            raise ValueError(f"{where}: column {col!r} must hold integers, found e.g. "
+                             f"{out.loc[bad, col].head(3).tolist()}")
         out[col] = values.astype(np.int64)
     if (out[list(VOTE_COLUMNS)] < 0).to_numpy().any():
         raise ValueError(f"{where}: vote counts must be >= 0")
@@ -317,7 +316,6 @@ def comparisons_to_triplets(
     min_votes: int = 1,
     per_comparison: str = "both",
     id_to_index: Sequence | pd.Index | np.ndarray | dict | None = None,
-    verbose: bool = False,
 ) -> tuple[np.ndarray, TripletReport]:
     """Turn odd-one-out votes into relative constraints (a, p, n): "a is closer to p than to n".
 
@@ -348,8 +346,6 @@ def comparisons_to_triplets(
         as text, so the Catalog's str ids meet the tables' int ids. When given,
         the triplets hold catalog indices and rows naming an unknown clip are dropped
         (``n_missing_clips``). Otherwise the triplets hold clip ids.
-    verbose : bool, default False
-        Print the report.
 
     Returns
     -------
@@ -371,9 +367,7 @@ def comparisons_to_triplets(
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    for name, value in (("min_margin", min_margin), ("min_votes", min_votes)):
-        if not is_int(value) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    min_margin, min_votes = check_int("min_margin", min_margin), check_int("min_votes", min_votes)
     if per_comparison not in ("both", "one"):
         raise ValueError(f"per_comparison must be 'both' or 'one', got {per_comparison!r}")
     table = _normalise(df, "comparisons_to_triplets")
@@ -385,21 +379,19 @@ def comparisons_to_triplets(
         ids, unknown = _map_ids(ids, id_to_index)
     kept = np.flatnonzero(keep & ~unknown)
     triplets, rows = _constraints(ids, votes, kept, per_comparison)
-    settings = {"min_margin": int(min_margin), "min_votes": int(min_votes), "per_comparison": per_comparison,
+    settings = {"min_margin": min_margin, "min_votes": min_votes, "per_comparison": per_comparison,
                 "indices": "catalog" if id_to_index is not None else "clip ids"}
     report = TripletReport(n_rows=len(table), **{k: int(v.sum()) for k, v in drops.items()},
                            n_missing_clips=int((keep & unknown).sum()), n_kept_rows=int(len(kept)),
                            **_triplet_counts(triplets), rows=rows.astype(np.int64), settings=settings)
-    if verbose:
-        print(report)
     return triplets, report
 
 
 # --------------------------------------------------------------------------------------------
 # simulated players
 # --------------------------------------------------------------------------------------------
-def _random_triples(n_items: int, n: int, rng: np.random.Generator, unique: bool) -> np.ndarray:
-    """``n`` triples of distinct items, in random order within the triple (int64 (n, 3))."""
+def _random_triples(n_items: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` distinct triples of distinct items, in random order within each (int64 (n, 3))."""
     out = np.empty((0, 3), dtype=np.int64)
     place = np.array([n_items * n_items, n_items, 1])     # a triple's key: its sorted items
     for _ in range(100):                                   # rejection rounds; rarely > 2
@@ -409,13 +401,12 @@ def _random_triples(n_items: int, n: int, rng: np.random.Generator, unique: bool
         draw = rng.integers(0, n_items, size=(2 * need + 8, 3))
         ok = (draw[:, 0] != draw[:, 1]) & (draw[:, 0] != draw[:, 2]) & (draw[:, 1] != draw[:, 2])
         draw = draw[ok]
-        if unique:   # each triple's first draw, in draw order, unless an earlier round kept it
-            key = np.sort(draw, axis=1) @ place
-            _, first = np.unique(key, return_index=True)     # where each key is first drawn
-            first = np.sort(first)
-            new = ~np.isin(key[first], np.sort(out, axis=1) @ place)
-            draw = draw[first[new]]
-        out = np.concatenate([out, draw[:need]])
+        # each triple's first draw, in draw order, unless an earlier round kept it
+        key = np.sort(draw, axis=1) @ place
+        _, first = np.unique(key, return_index=True)         # where each key is first drawn
+        first = np.sort(first)
+        new = ~np.isin(key[first], np.sort(out, axis=1) @ place)
+        out = np.concatenate([out, draw[first[new]][:need]])
     if len(out) < n:
         raise RuntimeError(f"could not draw {n} distinct triples from {n_items} items")
     return out
@@ -448,7 +439,6 @@ def simulate_votes(
     *,
     clip_ids: Sequence | np.ndarray | None = None,
     paths: Sequence[str] | None = None,
-    unique: bool = True,
 ) -> pd.DataFrame:
     """Simulated TagATune players voting the odd one out of random clip triples, by an oracle S.
 
@@ -471,7 +461,7 @@ def simulate_votes(
         Oracle similarity (e.g. ``mrlib.similarity.oracle(T, T)``), finite; only the entries
         S[i, j] of sampled pairs are read, and (S + S.T)/2 is used (votes are symmetric).
     n_comparisons : int
-        Rows to simulate (distinct clip triples when ``unique``).
+        Rows to simulate, each a distinct clip triple.
     n_players : int, default 10
         Players per row (the real data have a few to a few dozen votes per row).
     noise : float, default 0.05
@@ -483,8 +473,6 @@ def simulate_votes(
         Clip id of each row of S (default 0 ... N-1, i.e. catalog indices).
     paths : sequence of str, length N, optional
         Audio path of each clip for the ``*_mp3_path`` columns (default "").
-    unique : bool, default True
-        Draw each unordered triple at most once.
 
     Returns
     -------
@@ -497,30 +485,25 @@ def simulate_votes(
     Notebook: 08_triplet_matchnet.ipynb
     """
     S = np.asarray(S)
-    if S.ndim != 2 or S.shape[0] != S.shape[1]:
+    as_float_matrix("S", S)                    # 2-D, numbers, finite (S itself is used as given)
+    if S.shape[0] != S.shape[1]:
         raise ValueError(f"S must be a square (N, N) similarity matrix, got shape {S.shape}")
-    if not np.issubdtype(S.dtype, np.number) or not np.isfinite(S).all():
-        raise ValueError("S must hold finite numbers")
     N = S.shape[0]
-    if N < 3:
-        raise ValueError(f"need at least 3 clips to form a comparison, got N={N}")
-    for name, value in (("n_comparisons", n_comparisons), ("n_players", n_players)):
-        if not is_int(value) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    n_comparisons = check_int("n_comparisons", n_comparisons)
+    n_players = check_int("n_players", n_players)
     if not np.isscalar(noise) or not np.isfinite(noise) or noise < 0:
         raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
-    n_possible = N * (N - 1) * (N - 2) // 6
-    if unique and n_comparisons > n_possible:
+    n_possible = N * (N - 1) * (N - 2) // 6                  # 0 for fewer than 3 clips
+    if n_comparisons > n_possible:
         raise ValueError(f"n_comparisons={n_comparisons} exceeds the {n_possible} distinct "
-                         f"triples of N={N} clips; pass unique=False or fewer comparisons")
+                         f"triples of N={N} clips")
     clip_ids = np.asarray(np.arange(N, dtype=np.int64) if clip_ids is None else clip_ids)
-    if clip_ids.shape != (N,):
-        raise ValueError(f"clip_ids must have length N={N}, got shape {clip_ids.shape}")
     paths = np.asarray(np.full(N, "", dtype=object) if paths is None else paths, dtype=object)
-    if paths.shape != (N,):
-        raise ValueError(f"paths must have length N={N}, got shape {paths.shape}")
+    for name, values in (("clip_ids", clip_ids), ("paths", paths)):
+        if values.shape != (N,):
+            raise ValueError(f"{name} must have length N={N}, got shape {values.shape}")
     rng = np.random.default_rng(check_int("seed", seed, 0))
-    tri = _random_triples(N, n_comparisons, rng, unique)       # (R, 3) clip indices
+    tri = _random_triples(N, n_comparisons, rng)       # (R, 3) clip indices
     votes = _player_votes(S, tri, n_players, noise, rng)
     data = {**{ID_COLUMNS[c]: clip_ids[tri[:, c]] for c in range(3)},
             **{VOTE_COLUMNS[c]: votes[:, c] for c in range(3)},
@@ -557,15 +540,15 @@ def _clip_graph(pos: np.ndarray, n_clips: int):
 
 
 def _greedy_partition(pos: np.ndarray, n_clips: int, n_folds: int,
-                      rng: np.random.Generator, n_restream: int = 3) -> np.ndarray:
+                      rng: np.random.Generator) -> np.ndarray:
     """Balanced clip partition that keeps clips sharing triplets together.
 
     Clips are streamed in breadth-first order over the co-occurrence graph (components in
     random order, each from a random start) and each goes to the fold with the largest
     ``(weight of its already placed neighbours there) * (1 - size / capacity)`` — the linear
     deterministic greedy rule of Stanton & Kliot (KDD 2012) — or, with no placed neighbour, to
-    the smallest fold. Capacity ``ceil(n_clips / n_folds)`` keeps the folds balanced;
-    ``n_restream`` further sweeps let early clips follow their neighbours.
+    the smallest fold. Capacity ``ceil(n_clips / n_folds)`` keeps the folds balanced; three
+    further sweeps let early clips follow their neighbours.
     """
     from scipy.sparse.csgraph import breadth_first_order, connected_components
 
@@ -579,7 +562,7 @@ def _greedy_partition(pos: np.ndarray, n_clips: int, n_folds: int,
     fold_of = np.full(n_clips, -1, dtype=np.int64)
     sizes = np.zeros(n_folds)
     indptr, indices, weights = graph.indptr, graph.indices, graph.data
-    for sweep in range(1 + n_restream):
+    for _ in range(4):                         # one pass, then three re-streams
         # Later sweeps re-stream the clips with every other clip placed (Nishimura & Ugander,
         # KDD 2013): a clip placed early, before its neighbours, can move to them.
         for v in order:
@@ -605,9 +588,6 @@ def triplet_folds(
     n_folds: int = 10,
     by: str = "triplet",
     seed: int = 0,
-    *,
-    groups: np.ndarray | None = None,
-    partition: str = "greedy",
 ) -> list[Fold]:
     """K-fold splits of triplet constraints for the CFR cross-validation.
 
@@ -618,12 +598,11 @@ def triplet_folds(
       (a, p, n) and (p, a, n), which share the pair d(a, p) a metric learns.
     * ``by="comparison"`` — K-fold over the clip sets {a, p, n}: the constraints of one
       comparison (and of any other comparison of the same three clips) share a fold.
-    * ``by="group"`` — K-fold over ``groups`` (e.g. ``report.rows`` from
-      :func:`comparisons_to_triplets`), so that both constraints of a comparison fall in the
-      same fold (:func:`mrlib.evaluate.kfold_indices` with ``groups``).
     * ``by="clip"`` — clip-disjoint (stricter): the clips are partitioned into ``n_folds``
-      sets; fold f tests the triplets whose three clips all lie in set f and trains on the
-      triplets with no clip in set f. Triplets mixing set f with other sets are in neither
+      near-equal sets by a balanced greedy graph partitioner that places each clip with the
+      clips it shares triplets with, so most comparisons stay whole and testable; fold f tests
+      the triplets whose three clips all lie in set f and trains on the triplets with no clip
+      in set f. Triplets mixing set f with other sets are in neither
       (count them with :func:`fold_summary`). No clip of a test triplet is seen in training.
       This suits sparse comparison graphs such as MTAT's, where a clip takes part in few
       comparisons; on a dense one (many random triples over few clips) almost every triplet
@@ -634,18 +613,10 @@ def triplet_folds(
     triplets : numpy.ndarray of int, shape (M, 3)
         Constraints (a, p, n), clip ids or catalog indices.
     n_folds : int, default 10
-        Number of folds, 2 <= n_folds <= number of triplets / groups / clips.
-    by : {"triplet", "comparison", "group", "clip"}, default "triplet"
+        Number of folds, 2 <= n_folds <= number of triplets / clip sets / clips.
+    by : {"triplet", "comparison", "clip"}, default "triplet"
     seed : int, default 0
         Shuffling seed; same seed, same folds.
-    groups : numpy.ndarray, shape (M,), optional
-        Group label of each triplet, required for ``by="group"``.
-    partition : {"greedy", "random"}, default "greedy"
-        How ``by="clip"`` partitions the clips into near-equal sets: ``"random"`` deals them
-        uniformly (then a triplet is testable only if its three clips land together, about
-        1 in ``n_folds**2``); ``"greedy"`` streams them through a balanced greedy graph
-        partitioner that places each clip with the clips it shares triplets with, so most
-        comparisons stay whole and testable.
 
     Returns
     -------
@@ -656,45 +627,31 @@ def triplet_folds(
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    t = np.asarray(triplets)
-    if t.ndim != 2 or t.shape[1] != 3:
+    t = as_index_matrix("triplets", triplets)
+    if t.shape[1] != 3:
         raise ValueError(f"triplets must have shape (M, 3), got {t.shape}")
-    if not np.issubdtype(t.dtype, np.integer):
-        raise TypeError(f"triplets must hold integer clip ids or indices, got dtype {t.dtype}")
-    if not is_int(n_folds) or n_folds < 2:
-        raise ValueError(f"n_folds must be an integer >= 2, got {n_folds!r}")
-    seed = check_int("seed", seed, 0)
-    if by not in ("triplet", "comparison", "group", "clip"):
-        raise ValueError(f"by must be 'triplet', 'comparison', 'group' or 'clip', got {by!r}")
+    n_folds, seed = check_int("n_folds", n_folds, 2), check_int("seed", seed, 0)
+    if by not in ("triplet", "comparison", "clip"):
+        raise ValueError(f"by must be 'triplet', 'comparison' or 'clip', got {by!r}")
     if by == "clip":
-        return _clip_folds(t, n_folds, seed, partition)
-    if by == "group" and groups is None:
-        raise ValueError("by='group' needs groups (one label per triplet), e.g. report.rows")
+        return _clip_folds(t, n_folds, seed)
     # One k-fold implementation for the whole suite: with the same seed, the baselines here
     # and mrlib.evaluate.kfold_cfr (Triplet MatchNet) see the same folds, so per-fold
-    # scores can be compared pairwise.
-    if by == "comparison":
-        groups = np.unique(np.sort(t, axis=1), axis=0, return_inverse=True)[1].ravel()
-    # kfold_indices checks the groups' shape and returns sorted int64 indices.
-    folds = kfold_indices(len(t), n_folds, groups=None if by == "triplet" else groups, seed=seed)
+    # scores can be compared pairwise. Folds by comparison are folds over the clip sets.
+    groups = (np.unique(np.sort(t, axis=1), axis=0, return_inverse=True)[1].ravel()
+              if by == "comparison" else None)
+    folds = kfold_indices(len(t), n_folds, groups=groups, seed=seed)
     return [Fold(train, test) for train, test in folds]
 
 
-def _clip_folds(t: np.ndarray, n_folds: int, seed: int, partition: str) -> list[Fold]:
+def _clip_folds(t: np.ndarray, n_folds: int, seed: int) -> list[Fold]:
     """Clip-disjoint folds (``by="clip"`` of :func:`triplet_folds`)."""
-    if partition not in ("greedy", "random"):
-        raise ValueError(f"partition must be 'greedy' or 'random', got {partition!r}")
-    rng = np.random.default_rng(seed)
     everything = np.arange(len(t), dtype=np.int64)
     clips = np.unique(t)
     if n_folds > len(clips):
         raise ValueError(f"n_folds={n_folds} exceeds the {len(clips)} clips to split")
     pos = np.searchsorted(clips, t)                                         # (M, 3) in 0..C-1
-    if partition == "greedy":
-        fold_of_clip = _greedy_partition(pos, len(clips), n_folds, rng)
-    else:
-        fold_of_clip = np.empty(len(clips), dtype=np.int64)
-        fold_of_clip[rng.permutation(len(clips))] = np.arange(len(clips)) % n_folds
+    fold_of_clip = _greedy_partition(pos, len(clips), n_folds, np.random.default_rng(seed))
     tf = fold_of_clip[pos]                                                  # (M, 3) fold per clip
     return [Fold(everything[~(tf == f).any(axis=1)], everything[(tf == f).all(axis=1)])
             for f in range(n_folds)]
@@ -717,11 +674,8 @@ def fold_summary(folds: Sequence[Fold], n_triplets: int) -> pd.DataFrame:
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    if not is_int(n_triplets) or n_triplets < 1:
-        raise ValueError(f"n_triplets must be a positive integer, got {n_triplets!r}")
-    rows = []
-    for f, (train, test) in enumerate(folds):
-        n_drop = n_triplets - len(train) - len(test)
-        rows.append({"fold": f, "n_train": len(train), "n_test": len(test),
-                     "n_dropped": n_drop, "share_dropped": n_drop / n_triplets})
-    return pd.DataFrame(rows)
+    n_triplets = check_int("n_triplets", n_triplets)
+    n_train, n_test = (np.array([len(fold[k]) for fold in folds], dtype=np.int64) for k in (0, 1))
+    n_drop = n_triplets - n_train - n_test
+    return pd.DataFrame({"fold": np.arange(len(n_drop)), "n_train": n_train, "n_test": n_test,
+                         "n_dropped": n_drop, "share_dropped": n_drop / n_triplets})

@@ -212,3 +212,14 @@ def test_curve_rows_and_nested_training_subsets():
         np.testing.assert_array_equal(qte, te)                 # test triplets are never cut
     with pytest.raises(ValueError, match="share"):
         cfr2017.share_folds(folds, 0.0, 0)
+
+
+def test_run_names_a_bad_row_parameter():
+    good = cfr2017.rows("synthetic", "smoke")["Euclidean / HandCrafted (by comparison)"]
+    for k, bad in (("scheme", "by song"), ("method", "MLR"), ("features", None)):
+        with pytest.raises(ValueError, match=f"{k} must be one of .*got {bad!r}"):
+            cfr2017.run("r", {**good, k: bad}, seed=0)
+    with pytest.raises(ValueError, match="scheme must be one of"):
+        cfr2017.run("r", {k: v for k, v in good.items() if k != "scheme"}, seed=0)
+    with pytest.raises(TypeError, match="seed must be an int"):
+        cfr2017.run("r", good, seed="0")

@@ -1,6 +1,8 @@
 """Tests of mrlib.matchnet_cv: Triplet MatchNet trained on song triplets and scored by k-fold CFR."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -100,12 +102,11 @@ def test_coarsen_features_averages_power_per_block():
 def test_config_defaults_and_validation():
     cfg = mn.MatchNetConfig()
     assert cfg.test_patches == 8 and cfg.device == "cpu"
-    assert cfg.replace(epochs=3).epochs == 3 and cfg.epochs == 10
-    assert mn.MatchNetConfig(**cfg.to_dict()) == cfg
+    assert dataclasses.replace(cfg, epochs=3).epochs == 3 and cfg.epochs == 10
     for bad, err in ((dict(patch_len=0), ValueError), (dict(epochs=-1), ValueError),
                      (dict(batch_size=2.5), TypeError), (dict(width=0.0), ValueError),
                      (dict(lr=1.5), ValueError), (dict(lr="1e-3"), TypeError),
-                     (dict(weight_decay=-1.0), ValueError), (dict(device=None), TypeError),
+                     (dict(device=None), TypeError),
                      (dict(patches_per_song=True), TypeError)):
         with pytest.raises(err):
             mn.MatchNetConfig(**bad)
@@ -179,7 +180,7 @@ def test_training_is_seeded_and_repeatable():
     cfg = mn.MatchNetConfig(**TINY, epochs=2, seed=5)
     a = mn.train_matchnet(feats, t, cfg, progress=False)
     b = mn.train_matchnet(feats, t, cfg, progress=False)
-    c = mn.train_matchnet(feats, t, cfg.replace(seed=6), progress=False)
+    c = mn.train_matchnet(feats, t, dataclasses.replace(cfg, seed=6), progress=False)
     for pa, pb in zip(a.model.parameters(), b.model.parameters()):
         assert torch.equal(pa, pb)
     pd.testing.assert_frame_equal(a.history.drop(columns=["seconds", "patches_per_s"]),
@@ -189,7 +190,7 @@ def test_training_is_seeded_and_repeatable():
     torch.manual_seed(0)
     before = torch.rand(3)
     torch.manual_seed(0)
-    mn.train_matchnet(feats, t, cfg.replace(epochs=1), progress=False)
+    mn.train_matchnet(feats, t, dataclasses.replace(cfg, epochs=1), progress=False)
     assert torch.equal(torch.rand(3), before)
 
 
@@ -215,7 +216,7 @@ def test_learns_an_audible_distinction_on_unseen_songs():
     cfg = mn.MatchNetConfig(**TINY, epochs=6, seed=0)
     scores = {}
     for epochs in (0, 6):
-        run = mn.train_matchnet(feats, t_train, cfg.replace(epochs=epochs), progress=False)
+        run = mn.train_matchnet(feats, t_train, dataclasses.replace(cfg, epochs=epochs), progress=False)
         E = mn.embed_songs(run.model, feats, np.arange(24), n_patches=cfg.test_patches)
         scores[epochs] = constraints_fulfillment_rate(*mn.triplet_dissimilarities(run.model, E, t_test)).rate
         if epochs:
@@ -297,8 +298,6 @@ def test_cross_validate_matchnet_equals_fold_by_fold_training():
         assert cv.per_fold[f] == np.mean(d_ap < d_an)
         np.testing.assert_array_equal(cv.d_test[f][0], d_ap)
     np.testing.assert_allclose(cv.mean_embeddings(1), cv.embeddings[1].mean(axis=1))
-    r = cv.as_cv_result()
-    assert r.mean == cv.mean and r.name == cv.name
 
 
 def test_cross_validate_matchnet_empty_test_fold_and_missing_songs():
@@ -307,7 +306,7 @@ def test_cross_validate_matchnet_empty_test_fold_and_missing_songs():
     cfg = mn.MatchNetConfig(**TINY, epochs=0)
     with pytest.warns(RuntimeWarning, match="no test triplets"):
         cv = mn.cross_validate_matchnet(masked, t, folds[:2] + [(np.arange(30), np.array([], int))], cfg,
-                                        progress=False, keep_embeddings=True)
+                                        progress=False)
     assert np.isnan(cv.per_fold[2]) and cv.mean == pytest.approx(np.mean(cv.per_fold[:2]))
     # the song without features gets a NaN row, the others real embeddings
     assert np.isnan(cv.embeddings[0, 16]).all() and np.isfinite(cv.embeddings[0, :16]).all()
@@ -374,9 +373,10 @@ def test_generalization_curve_uses_the_baselines_training_subsets(monkeypatch):
     pd.testing.assert_frame_equal(curve, curve2)
     # another config's folds would stand in for share 1.0: refused (where it ran may differ)
     with pytest.raises(ValueError, match=r"another config: lr=0\.003 \(here 0\.01\)"):
-        mn.generalization_curve_matchnet(feats, t, folds, shares, cfg.replace(lr=1e-2), seed=7,
-                                         full=cv, progress=False)
-    curve3 = mn.generalization_curve_matchnet(feats, t, folds, (1.0,), cfg.replace(eval_batch=64),
+        mn.generalization_curve_matchnet(feats, t, folds, shares, dataclasses.replace(cfg, lr=1e-2),
+                                         seed=7, full=cv, progress=False)
+    curve3 = mn.generalization_curve_matchnet(feats, t, folds, (1.0,),
+                                              dataclasses.replace(cfg, eval_batch=64),
                                               seed=7, full=cv, progress=False)
     np.testing.assert_allclose(curve3["cfr"], cv.per_fold)
 
