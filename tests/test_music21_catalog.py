@@ -157,7 +157,8 @@ def test_draw_order_is_seeded_and_per_stratum(inv):
 
 def test_program_table_is_complete_and_in_tune():
     table = R.load_program_table()
-    assert set(table["stratum"]) == set(R.STRATA)
+    assert set(table["stratum"]) == set(R.STRATA) and (table["weight"] > 0).all()
+    assert list(table.columns) == ["stratum", "ensemble", "weight", "programs", "rationale"]
     progs = {p for ps in table["programs"] if ps != "score" for p in ps}
     assert all(0 <= p <= 127 for p in progs)
     # programs TimGM6mb renders out of tune are not in the palette (see the module docstring)
@@ -210,10 +211,10 @@ def test_assign_programs_rule():
     expected = [row["programs"][min(i, len(row["programs"]) - 1)] for i in range(6)]
     assert progs == expected  # part i gets program i, the last one repeating
     # as_scored: declared programs, piano where a part declares none
-    t = pd.DataFrame({"stratum": ["classical"], "ensemble": ["as_scored"], "weight": [1.0],
-                      "programs": ["score"], "rationale": [""]})
-    assert R.assign_programs("classical", "x", "w", 3, 0, [40, None, 42], table=t,
-                             **kw)[1] == [40, 0, 42]
+    scored = [w for w in map(str, range(100))
+              if R.assign_programs("classical", "x", w, 1, 0, **kw)[0] == "as_scored"]
+    assert R.assign_programs("classical", "x", scored[0], 3, 0, [40, None, 42],
+                             **kw) == ("as_scored", [40, 0, 42])
     for mode in R.INSTRUMENTATION:
         with pytest.raises(ValueError, match="nope"):
             R.assign_programs("nope", "x", "w", 1, 0, instrumentation=mode)
@@ -234,8 +235,7 @@ def test_instrument_choice_is_independent_of_the_collection():
             picks = {s: R.assign_programs(s, artist, work, 1 + k % 4, seed) for s in strata}
             assert len({(n, tuple(p)) for n, p in picks.values()}) == 1, picks
     # the pooled palette: every ensemble of the table but the score's own, weights summed
-    names, programs, p = music21_score._palette_for(R.load_program_table(), "bach",
-                                                    "independent")
+    names, programs, p = music21_score._palette("bach", "independent")
     assert "as_scored" not in names and "score" not in programs
     assert abs(p.sum() - 1) < 1e-12 and len(set(zip(names, map(str, programs)))) == len(names)
     # by collection, the same artist and work get the collection's instruments
