@@ -64,13 +64,11 @@ Notebook: 00_overview.ipynb
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
-import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -97,7 +95,7 @@ __all__ = [
     "stratum_quotas", "draw_order", "default_qpm", "soundfont_path", "load_program_table",
     "assign_programs", "parse_work", "clip_score", "pitch_class_histogram", "key_likelihoods",
     "to_midi", "render_midi", "work_tags", "tag_category", "render_work", "chroma_agreement",
-    "music21_root", "build", "main"
+    "music21_root", "build"
 ]
 
 #: Bump when the rendering or tagging rules change: invalidates the per-work caches.
@@ -457,65 +455,3 @@ def _write_tables(root: Path, works: pd.DataFrame, kept: list[dict], skipped: li
     vocab.to_csv(root / "vocabulary.csv", index=False)
     skipped_df.to_csv(root / "skipped.csv", index=False)
     return tracks, skipped_df
-
-
-# --------------------------------------------------------------------------------------------
-# command line
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m mrlib.music21_catalog build --n-tracks N --seed S [--root DIR] ...``.
-
-    Parameters
-    ----------
-    argv : sequence of str, optional
-        Arguments (default ``sys.argv[1:]``).
-
-    Returns
-    -------
-    int
-        Exit status (0 on success).
-
-    Notebook: 00_overview.ipynb
-    """
-    parser = argparse.ArgumentParser(prog="python -m mrlib.music21_catalog",
-                                     description="Build the music21 real-music catalog.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("build", help="draw, render and tag works into a catalog folder")
-    typed = (("--n-tracks", int, 200, "works drawn"),
-             ("--seed", int, 0, "seed of the draw, tempi and instruments"),
-             ("--root", paths.path_argument, None, "output folder (default: music21_root of these settings)"),
-             ("--clip-s", float, 30.0, "seconds per track"), ("--sr", int, 22050, "sample rate, Hz"),
-             ("--n-jobs", int, 2, "worker processes"))
-    for flag, kind, default, what in typed:
-        b.add_argument(flag, type=kind, default=default,
-                       help=what if default is None else f"{what} (default: {default})")
-    b.add_argument("--instrumentation", choices=INSTRUMENTATION, default="independent",
-                   help="ensembles from one palette for all collections (default) or from "
-                        "each collection's own")
-    b.add_argument("--no-progress", action="store_true")
-    b.add_argument("--overwrite", action="store_true",
-                   help="move a folder's other catalog into replaced-<time>/ and build there")
-    args = parser.parse_args(argv)
-    try:
-        root = build(n_tracks=args.n_tracks, seed=args.seed, root=args.root, clip_s=args.clip_s, sr=args.sr,
-                     n_jobs=args.n_jobs, progress=not args.no_progress,
-                     instrumentation=args.instrumentation, overwrite=args.overwrite)
-    except (FileNotFoundError, ValueError, paths.LockedError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:   # the rendered works are kept: the same command goes on from there
-        print("\ninterrupted: run the same command again to finish the build", file=sys.stderr)
-        return 130
-    info = json.loads((root / "catalog.json").read_text())
-    print(f"{root}: {info['n_tracks']} tracks ({info['attempted']} works tried, "
-          f"{info['failures']['count']} skipped; see skipped.csv)")
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    # Run through the imported module, not ``__main__``: under ``python -m`` the worker
-    # processes must unpickle ``mrlib.music21_catalog._process_work`` by reference.
-    from mrlib.music21_catalog import main as _main
-
-    sys.exit(_main())
