@@ -104,14 +104,14 @@ RENDER_VERSION = 2
 # one work, end to end
 
 
-def render_work(work: Mapping | str, clip_s: float = 30.0, sr: int = 22050,
+def render_work(work: Mapping, clip_s: float = 30.0, sr: int = 22050,
                 seed: int = 0, instrumentation: str = "independent") -> dict:
     """Parse, clip, instrument, render and tag one work (what the build does per work).
 
     Parameters
     ----------
-    work : mapping or str
-        A row of :func:`inventory`, or its ``work_id`` (e.g. ``"bach/bwv101.7.mxl"``).
+    work : mapping
+        A row of :func:`inventory`.
     clip_s : float
         Clip length in seconds.
     sr : int
@@ -135,12 +135,6 @@ def render_work(work: Mapping | str, clip_s: float = 30.0, sr: int = 22050,
 
     Notebook: 00_overview.ipynb
     """
-    if isinstance(work, str):
-        inv = _inventory_cached()
-        hit = inv[inv["work_id"] == work]
-        if hit.empty:
-            raise ValueError(f"unknown work_id {work!r}; see inventory()['work_id']")
-        work = hit.iloc[0].to_dict()
     clip_s = check_positive("clip_s", clip_s)
     sr = check_int("sr", sr, 1000)
     seed = check_int("seed", seed, 0)
