@@ -204,10 +204,9 @@ def _inventory_cached() -> pd.DataFrame:
     root = _corpus_root()
     scan_abc = functools.lru_cache(maxsize=None)(_scan_abc)   # a multi-tune file once
     rows = []
-    # MetadataBundle.__getitem__ rebuilds a list per index (quadratic iteration): read the
-    # entries mapping directly, which music21 10.x keeps as an ordered dict.
-    entries = getattr(bundle, "_metadataEntries", None)
-    for entry in (entries.values() if isinstance(entries, Mapping) else bundle):
+    # MetadataBundle has no __iter__ and its __getitem__ rebuilds a list per index (quadratic
+    # iteration): read the ordered entries mapping of the pinned music21 directly.
+    for entry in bundle._metadataEntries.values():
         md = entry.metadata
         if md is None:  # an opus-level entry (a whole multi-tune file): its tunes are listed too
             continue
@@ -217,11 +216,11 @@ def _inventory_cached() -> pd.DataFrame:
         ext = ext.lower()
         if folder in _EXCLUDED_FOLDERS or ext == ".rntxt" or stem.endswith("_bak"):
             continue
-        number = int(entry.number) if entry.number not in (None, "") else None
+        number = int(entry.number) if entry.number not in (None, "") else -1  # -1: whole file
         header: dict = {}
         if ext == ".abc":
             tunes = scan_abc(root / rel)
-            header = tunes.get(number if number is not None else min(tunes, default=0), {})
+            header = tunes.get(number if number >= 0 else min(tunes, default=0), {})
         stratum = _stratum_of(folder, stem, ext)
         if stratum is None:
             continue
@@ -230,17 +229,17 @@ def _inventory_cached() -> pd.DataFrame:
             "stratum": stratum, "title": str(md.title or header.get("T") or stem),
             "composer_raw": md.composer, "n_parts": int(md.numberOfParts or 1),
             "quarter_length": float(md.scoreQuarterLength or 0.0),
-            "abc_R": header.get("R"), "abc_O": header.get("O") or md.localeOfComposition,
-            "abc_S": header.get("S"), "abc_B": header.get("B"), "abc_C": header.get("C"),
-            "abc_K": header.get("K"), "abc_lyrics": bool(header.get("lyrics", False)),
+            **{f"abc_{f}": header.get(f) for f in "ROSBCK"},
+            "abc_lyrics": bool(header.get("lyrics", False)),
         })
+        rows[-1]["abc_O"] = rows[-1]["abc_O"] or md.localeOfComposition
     df = pd.DataFrame(rows)
     # Josquin's abc files hold one voice per tune: the work is the whole file, voices merged.
     jos = df["folder"].eq("josquin") & df["ext"].eq(".abc")
     merged = (df[jos].groupby("path", sort=True)
               .agg(**{c: (c, "first") for c in df.columns if c not in ("path", "n_parts")},
                    n_parts=("n_parts", "sum")).reset_index())
-    merged["number"] = None
+    merged["number"] = -1
     df = pd.concat([df[~jos], merged[df.columns]], ignore_index=True)
     df["merge_tunes"] = df["folder"].eq("josquin") & df["ext"].eq(".abc")
     # One encoding per work: the same folder/stem/number in several formats keeps the first of
@@ -248,17 +247,15 @@ def _inventory_cached() -> pd.DataFrame:
     pref = {".mxl": 0, ".musicxml": 1, ".xml": 2, ".krn": 3, ".abc": 4}
     df["_pref"] = df["ext"].map(pref).fillna(9)
     df["_dir"] = df["path"].map(lambda p: p.rsplit("/", 1)[0])
-    df["_num"] = df["number"].map(lambda n: -1 if pd.isna(n) else int(n))
-    df = (df.sort_values(["_dir", "stem", "_num", "_pref"])
-          .drop_duplicates(["_dir", "stem", "_num"], keep="first"))
-    df["work_id"] = [p if n < 0 else f"{p}#{n}" for p, n in zip(df["path"], df["_num"])]
+    df = (df.sort_values(["_dir", "stem", "number", "_pref"])
+          .drop_duplicates(["_dir", "stem", "number"], keep="first"))
+    df["work_id"] = [p if n < 0 else f"{p}#{n}" for p, n in zip(df["path"], df["number"])]
     df["track_id"] = [_slug(d.replace("/", "-")) + "-" + _slug(s) + ("" if n < 0 else f"-{n}")
-                      for d, s, n in zip(df["_dir"], df["stem"], df["_num"])]
+                      for d, s, n in zip(df["_dir"], df["stem"], df["number"])]
     dup = df["track_id"].duplicated(keep=False)
     df.loc[dup, "track_id"] = [f"{t}-{_crc(w) % 10**6:06d}"
                                for t, w in zip(df.loc[dup, "track_id"], df.loc[dup, "work_id"])]
-    df["number"] = df["_num"].astype("int64")  # -1: the whole file
-    df = df.drop(columns=["_pref", "_dir", "_num"])
+    df = df.drop(columns=["_pref", "_dir"])
     # in this order: the artist is the composer when there is one
     for column, of in (("composer", _composer_of), ("artist_id", _artist_of),
                        ("region", _region_of), ("dance", _dance_of)):
