@@ -159,27 +159,22 @@ def _corpus_root() -> Path:
 def _scan_abc(path: Path) -> dict[int, dict]:
     """Header fields of every tune of an abc file: {X number: {field: value, 'lyrics': bool}}."""
     tunes: dict[int, dict] = {}
-    current: dict | None = None
-    in_header = False
+    current: dict = {}  # the file header, before the first X:, belongs to no tune
     # latin-1 never fails to decode, and the fields we read are ASCII keywords.
     for line in path.read_text(encoding="latin-1").splitlines():
         m = re.match(r"^([A-Za-z]):\s*(.*?)\s*$", line)
-        if m and m.group(1) == "X":
-            num = re.match(r"\d+", m.group(2))
+        if not m:
+            continue
+        field, value = m.groups()
+        if field == "X":
             current = {"lyrics": False}
-            in_header = True
+            num = re.match(r"\d+", value)
             if num:
                 tunes.setdefault(int(num.group()), current)
-            continue
-        if current is None or not m:
-            continue
-        field, value = m.group(1), m.group(2)
-        if field in "wW":
+        elif field in "wW":
             current["lyrics"] = True
-        elif in_header and field in "TROSBCKM" and field not in current:
-            current[field] = value
-            if field == "K":
-                in_header = False
+        elif "K" not in current and field in "TROSBCKM":  # the header ends at its K: field
+            current.setdefault(field, value)
     return tunes
 
 
