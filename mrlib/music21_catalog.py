@@ -259,8 +259,8 @@ def build(n_tracks: int = 200, seed: int = 0, root: str | os.PathLike | None = N
     pathlib.Path
         ``root``, holding ``tracks.csv`` (track_id, artist_id, split, path, duration_s, plus
         work_id, stratum, title), ``tags.csv``, ``vocabulary.csv``, ``skipped.csv`` (work,
-        reason), ``audio/*.flac`` and ``catalog.json`` (config, seed, versions, timing, the
-        failure report and ``"complete": true``, written last).
+        reason), ``audio/*.flac`` and ``catalog.json`` (config, versions, timing, the
+        number of failed works and ``"complete": true``, written last).
 
     Notebook: 00_overview.ipynb
     """
@@ -327,18 +327,16 @@ def _build_locked(root: Path, config: dict, key: str, n_jobs: int, progress: boo
     if not kept:
         raise RuntimeError(f"no work could be rendered; first reasons: "
                            f"{[r['reason'] for r in skipped[:5]]}")
-    tracks, skipped_df = _write_tables(root, works, kept, skipped, config["seed"])
+    tracks = _write_tables(root, works, kept, skipped, config["seed"])
     cpu = {k: float(sum(r.get("timing", {}).get(k, 0.0) for r in kept))
            for k in ("parse", "clip", "render")}
     audio_s = float(tracks["duration_s"].sum())
+    # what tracks.csv and skipped.csv list (splits, strata, failed works) is not repeated here
     info = {
-        "name": "music21", "config": config, "config_key": key, "seed": config["seed"],
-        "versions": _versions(), "render_version": RENDER_VERSION,
-        "soundfont": soundfont_path().name, "n_tracks": len(kept),
-        "requested": config["n_tracks"], "attempted": len(records),
-        "success_rate": len(kept) / len(records),      # kept is not empty, nor are the records
-        "quota": quota, "rendered_per_stratum": {s: len(ok[s]) for s in queues},
-        "failures": {"count": len(skipped), "works": skipped_df.to_dict("records")},
+        "name": "music21", "config": config, "config_key": key, "versions": _versions(),
+        "render_version": RENDER_VERSION, "soundfont": soundfont_path().name,
+        "n_tracks": len(kept), "attempted": len(records), "quota": quota,
+        "failures": {"count": len(skipped)},
         "timing": {"wall_s_this_run": round(time.perf_counter() - wall0, 3),
                    "cpu_s": {k: round(v, 3) for k, v in cpu.items()},
                    # all works tried, skipped ones included, as measured in the workers
@@ -346,7 +344,6 @@ def _build_locked(root: Path, config: dict, key: str, n_jobs: int, progress: boo
                    "audio_s": audio_s,
                    "render_cpu_s_per_audio_s": round(cpu["render"] / audio_s, 5)
                    if audio_s else None},
-        "splits": tracks["split"].value_counts().to_dict(),
         "complete": True,  # last key, and the file is replaced atomically
     }
     paths.write_json_atomic(info, root / "catalog.json", indent=2)
@@ -422,7 +419,7 @@ def _render_draw(root: Path, works: pd.DataFrame, queues, quota, config: dict, k
 
 
 def _write_tables(root: Path, works: pd.DataFrame, kept: list[dict], skipped: list[dict],
-                  seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+                  seed: int) -> pd.DataFrame:
     """Write tracks, tags, vocabulary and skipped works (and remove stale audio)."""
     by_id = works.set_index("work_id")
     artist_ids = [by_id.at[r["work_id"], "artist_id"] for r in kept]
@@ -437,8 +434,6 @@ def _write_tables(root: Path, works: pd.DataFrame, kept: list[dict], skipped: li
     tags = pd.DataFrame([r["tags"] for r in kept], columns=all_tags).fillna(0.0).astype(np.float32)
     tags.insert(0, "track_id", tracks["track_id"].to_numpy())
     vocab = pd.DataFrame({"tag": all_tags, "category": [tag_category(t) for t in all_tags]})
-    skipped_df = pd.DataFrame([(r["work_id"], r["reason"]) for r in skipped],
-                              columns=["work", "reason"])
     # Stale audio from an earlier, different draw into the same folder would mislead a reader.
     wanted = {Path(p).name for p in tracks["path"]}
     for f in (root / "audio").glob("*.flac"):
@@ -447,5 +442,6 @@ def _write_tables(root: Path, works: pd.DataFrame, kept: list[dict], skipped: li
     tracks.to_csv(root / "tracks.csv", index=False)
     tags.to_csv(root / "tags.csv", index=False, float_format="%.3f")
     vocab.to_csv(root / "vocabulary.csv", index=False)
-    skipped_df.to_csv(root / "skipped.csv", index=False)
-    return tracks, skipped_df
+    pd.DataFrame([(r["work_id"], r["reason"]) for r in skipped],
+                 columns=["work", "reason"]).to_csv(root / "skipped.csv", index=False)
+    return tracks
