@@ -377,27 +377,26 @@ def stratum_quotas(sizes: Mapping[str, int], n: int) -> dict[str, int]:
     n = check_int("n", n, 0)
     for name, size in sizes.items():
         check_int(f"sizes[{name!r}]", size, 0)
-    quota = {s: 0 for s in sizes}
+    quota = dict.fromkeys(sizes, 0)
     active = sorted(s for s in sizes if sizes[s] > 0)
     remaining = min(n, sum(sizes.values()))
-    while remaining > 0 and active:
-        weights = {s: math.sqrt(sizes[s]) for s in active}
-        total = sum(weights.values())
-        ideal = {s: remaining * weights[s] / total for s in active}
-        # an active stratum holds nothing yet: it is full when its share reaches its size
+    while True:
+        total = sum(math.sqrt(sizes[s]) for s in active)
+        ideal = {s: remaining * math.sqrt(sizes[s]) / total for s in active}
+        # a stratum is full when its share reaches its size: it gets everything, and what is
+        # left is shared again among the others
         full = [s for s in active if ideal[s] >= sizes[s]]
-        if full:  # these strata are exhausted: give them everything and re-allocate the rest
-            for s in full:
-                remaining -= sizes[s]
-                quota[s] = sizes[s]
-            active = [s for s in active if s not in full]
-            continue
-        base = {s: int(math.floor(ideal[s])) for s in active}
-        left = remaining - sum(base.values())
-        for s in sorted(active, key=lambda s: (-(ideal[s] - base[s]), s))[:left]:
-            base[s] += 1
-        quota.update(base)
-        break
+        if not full:
+            break
+        for s in full:
+            remaining -= sizes[s]
+            quota[s] = sizes[s]
+        active = [s for s in active if s not in full]
+    base = {s: int(math.floor(ideal[s])) for s in active}
+    left = remaining - sum(base.values())
+    for s in sorted(active, key=lambda s: (-(ideal[s] - base[s]), s))[:left]:
+        base[s] += 1
+    quota.update(base)
     return quota
 
 
