@@ -201,32 +201,27 @@ def parse_work(work: Mapping) -> Any:
     """
     from music21 import converter, stream
 
-    path = _corpus_root() / str(work["path"])
-    number = work.get("number", -1)
-    number = None if pd.isna(number) or int(number) < 0 else int(number)
+    number = int(work["number"])
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             # forceSource: never read or write music21's pickle cache (no side effects, and the
             # result does not depend on what an earlier session cached).
-            parsed = converter.parse(path, number=number, forceSource=True)
+            parsed = converter.parse(_corpus_root() / str(work["path"]),
+                                     number=number if number >= 0 else None, forceSource=True)
     except Exception as exc:  # music21 raises many types; all mean "cannot parse"
         raise SkipWork(f"parse: {type(exc).__name__}: {str(exc)[:200]}") from None
-    if bool(work.get("merge_tunes", False)) and isinstance(parsed, stream.Opus):
-        score = stream.Score()
-        for sub in parsed.scores:
-            for part in (sub.parts or [sub]):
-                score.insert(0, part)
-        return score
-    if isinstance(parsed, stream.Opus):
+    if isinstance(parsed, stream.Opus) and not work.get("merge_tunes", False):
         if not parsed.scores:
             raise SkipWork("parse: the file holds no score")
         parsed = parsed.scores[0]
-    if not isinstance(parsed, stream.Score):
-        score = stream.Score()
-        score.insert(0, parsed)
-        return score
-    return parsed
+    if isinstance(parsed, stream.Score):
+        return parsed
+    score = stream.Score()   # every tune of a merged file, or a lone part, becomes a part
+    for part in ([p for sub in parsed.scores for p in (sub.parts or [sub])]
+                 if isinstance(parsed, stream.Opus) else [parsed]):
+        score.insert(0, part)
+    return score
 
 
 @dataclasses.dataclass
