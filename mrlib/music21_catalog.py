@@ -173,9 +173,8 @@ def _config_key(clip_s: float, sr: int, seed: int, instrumentation: str) -> str:
 
 
 def _process_work(work: dict, clip_s: float, sr: int, seed: int, instrumentation: str,
-                  root: str, config_key: str) -> dict:
+                  root: Path, config_key: str) -> dict:
     """One work -> a cached record (status ok with tags and audio, or skipped with a reason)."""
-    root_p = Path(root)
     record = {"work_id": work["work_id"], "track_id": work["track_id"],
               "stratum": work["stratum"], "config_key": config_key}
     t0 = time.process_time()
@@ -187,7 +186,7 @@ def _process_work(work: dict, clip_s: float, sr: int, seed: int, instrumentation
         record.update(status="skipped", reason=f"error: {type(exc).__name__}: {str(exc)[:200]}")
     else:
         rel = f"audio/{work['track_id']}.flac"
-        with paths.atomic_path(root_p / rel) as tmp:
+        with paths.atomic_path(root / rel) as tmp:
             sf.write(tmp, out["audio"], sr, format="FLAC", subtype="PCM_16")
         clip = out["clip"]
         record.update(
@@ -198,7 +197,7 @@ def _process_work(work: dict, clip_s: float, sr: int, seed: int, instrumentation
             passes=clip.passes, expanded=clip.expanded,
             timing={k: round(v, 4) for k, v in out["timing"].items()})
     record["cpu_s"] = round(time.process_time() - t0, 4)
-    paths.write_json_atomic(record, root_p / "cache" / "works" / f"{work['track_id']}.json",
+    paths.write_json_atomic(record, root / "cache" / "works" / f"{work['track_id']}.json",
                             indent=None, sort_keys=True)
     return record
 
@@ -391,8 +390,7 @@ def _render_draw(root: Path, works: pd.DataFrame, queues, quota, config: dict, k
     bar = tqdm(total=sum(quota.values()), desc="music21 catalog", unit="work", disable=not progress)
     pool = Parallel(n_jobs=n_jobs, return_as="generator_unordered") if n_jobs > 1 else None
     while batch := _next_batch(queues, quota, pos, ok):
-        cached = {i: _cached_record(root, works.iloc[i], key) for i in batch}
-        results = {i: rec for i, rec in cached.items() if rec is not None}
+        results = {i: rec for i in batch if (rec := _cached_record(root, works.iloc[i], key))}
         bar.update(len(results))
         # Longest first (parts x length: whole quartets parse for seconds, a folk tune in
         # milliseconds) so that the workers finish together; results are keyed by work, so the
@@ -400,7 +398,7 @@ def _render_draw(root: Path, works: pd.DataFrame, queues, quota, config: dict, k
         todo = sorted((i for i in batch if i not in results),
                       key=lambda i: (-float(works.iloc[i]["n_parts"]) * float(works.iloc[i]["quarter_length"]), i))
         args = [(works.iloc[i].to_dict(), config["clip_s"], config["sr"], config["seed"],
-                 config["instrumentation"], str(root), key) for i in todo]
+                 config["instrumentation"], root, key) for i in todo]
         outs = (_process_work(*a) for a in args) if pool is None else \
             pool(delayed(_process_work)(*a) for a in args)
         index_of = {works.iloc[i]["track_id"]: i for i in todo}
