@@ -333,18 +333,9 @@ def _has_repeats(score) -> bool:
     return any(True for _ in score.recurse().getElementsByClass((bar.Repeat, repeat.RepeatMark)))
 
 
-def _pitch_ties(n):
-    """(midi, tie type or None) for each pitch of a Note or Chord."""
-    from music21 import chord
-
-    for sub in (n.notes if isinstance(n, chord.Chord) else [n]):
-        tie = sub.tie or n.tie
-        yield int(round(sub.pitch.ps)), (tie.type if tie is not None else None)
-
-
 def _extract_notes(score, end_ql: float) -> tuple[list[np.ndarray], bool, list[int | None]]:
     """Per part (k, 3) [onset_ql, end_ql, midi], ties merged; lyrics flag; declared programs."""
-    from music21 import harmony, note, percussion
+    from music21 import chord, harmony, note, percussion
 
     per_part, has_lyrics, declared = [], False, []
     for part in score.parts:
@@ -363,7 +354,9 @@ def _extract_notes(score, end_ql: float) -> tuple[list[np.ndarray], bool, list[i
             if n.duration.isGrace or dur <= 0 or start >= end_ql:
                 continue
             has_lyrics = has_lyrics or bool(n.lyrics)
-            for midi, tie in _pitch_ties(n):
+            for sub in (n.notes if isinstance(n, chord.Chord) else [n]):   # each pitch
+                midi, tie = int(round(sub.pitch.ps)), sub.tie or n.tie
+                tie = tie.type if tie is not None else None
                 if not 0 <= midi <= 127:
                     continue
                 j = open_ties.get(midi)
