@@ -64,13 +64,11 @@ Notebook: 00_overview.ipynb
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
-import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -97,7 +95,7 @@ __all__ = [
     "stratum_quotas", "draw_order", "default_qpm", "soundfont_path", "load_program_table",
     "assign_programs", "parse_work", "clip_score", "pitch_class_histogram", "key_likelihoods",
     "to_midi", "render_midi", "work_tags", "tag_category", "render_work", "chroma_agreement",
-    "music21_root", "build", "main"
+    "music21_root", "build"
 ]
 
 #: Bump when the rendering or tagging rules change: invalidates the per-work caches.
@@ -106,14 +104,14 @@ RENDER_VERSION = 2
 # one work, end to end
 
 
-def render_work(work: Mapping | str, clip_s: float = 30.0, sr: int = 22050,
+def render_work(work: Mapping, clip_s: float = 30.0, sr: int = 22050,
                 seed: int = 0, instrumentation: str = "independent") -> dict:
     """Parse, clip, instrument, render and tag one work (what the build does per work).
 
     Parameters
     ----------
-    work : mapping or str
-        A row of :func:`inventory`, or its ``work_id`` (e.g. ``"bach/bwv101.7.mxl"``).
+    work : mapping
+        A row of :func:`inventory`.
     clip_s : float
         Clip length in seconds.
     sr : int
@@ -137,12 +135,6 @@ def render_work(work: Mapping | str, clip_s: float = 30.0, sr: int = 22050,
 
     Notebook: 00_overview.ipynb
     """
-    if isinstance(work, str):
-        inv = _inventory_cached()
-        hit = inv[inv["work_id"] == work]
-        if hit.empty:
-            raise ValueError(f"unknown work_id {work!r}; see inventory()['work_id']")
-        work = hit.iloc[0].to_dict()
     clip_s = check_positive("clip_s", clip_s)
     sr = check_int("sr", sr, 1000)
     seed = check_int("seed", seed, 0)
@@ -181,9 +173,8 @@ def _config_key(clip_s: float, sr: int, seed: int, instrumentation: str) -> str:
 
 
 def _process_work(work: dict, clip_s: float, sr: int, seed: int, instrumentation: str,
-                  root: str, config_key: str) -> dict:
+                  root: Path, config_key: str) -> dict:
     """One work -> a cached record (status ok with tags and audio, or skipped with a reason)."""
-    root_p = Path(root)
     record = {"work_id": work["work_id"], "track_id": work["track_id"],
               "stratum": work["stratum"], "config_key": config_key}
     t0 = time.process_time()
@@ -195,7 +186,7 @@ def _process_work(work: dict, clip_s: float, sr: int, seed: int, instrumentation
         record.update(status="skipped", reason=f"error: {type(exc).__name__}: {str(exc)[:200]}")
     else:
         rel = f"audio/{work['track_id']}.flac"
-        with paths.atomic_path(root_p / rel) as tmp:
+        with paths.atomic_path(root / rel) as tmp:
             sf.write(tmp, out["audio"], sr, format="FLAC", subtype="PCM_16")
         clip = out["clip"]
         record.update(
@@ -206,7 +197,7 @@ def _process_work(work: dict, clip_s: float, sr: int, seed: int, instrumentation
             passes=clip.passes, expanded=clip.expanded,
             timing={k: round(v, 4) for k, v in out["timing"].items()})
     record["cpu_s"] = round(time.process_time() - t0, 4)
-    paths.write_json_atomic(record, root_p / "cache" / "works" / f"{work['track_id']}.json",
+    paths.write_json_atomic(record, root / "cache" / "works" / f"{work['track_id']}.json",
                             indent=None, sort_keys=True)
     return record
 
@@ -267,8 +258,8 @@ def build(n_tracks: int = 200, seed: int = 0, root: str | os.PathLike | None = N
     pathlib.Path
         ``root``, holding ``tracks.csv`` (track_id, artist_id, split, path, duration_s, plus
         work_id, stratum, title), ``tags.csv``, ``vocabulary.csv``, ``skipped.csv`` (work,
-        reason), ``audio/*.flac`` and ``catalog.json`` (config, seed, versions, timing, the
-        failure report and ``"complete": true``, written last).
+        reason), ``audio/*.flac`` and ``catalog.json`` (config, versions, timing, the
+        number of failed works and ``"complete": true``, written last).
 
     Notebook: 00_overview.ipynb
     """
@@ -335,18 +326,16 @@ def _build_locked(root: Path, config: dict, key: str, n_jobs: int, progress: boo
     if not kept:
         raise RuntimeError(f"no work could be rendered; first reasons: "
                            f"{[r['reason'] for r in skipped[:5]]}")
-    tracks, skipped_df = _write_tables(root, works, kept, skipped, config["seed"])
+    tracks = _write_tables(root, works, kept, skipped, config["seed"])
     cpu = {k: float(sum(r.get("timing", {}).get(k, 0.0) for r in kept))
            for k in ("parse", "clip", "render")}
     audio_s = float(tracks["duration_s"].sum())
+    # what tracks.csv and skipped.csv list (splits, strata, failed works) is not repeated here
     info = {
-        "name": "music21", "config": config, "config_key": key, "seed": config["seed"],
-        "versions": _versions(), "render_version": RENDER_VERSION,
-        "soundfont": soundfont_path().name, "n_tracks": len(kept),
-        "requested": config["n_tracks"], "attempted": len(records),
-        "success_rate": len(kept) / len(records),      # kept is not empty, nor are the records
-        "quota": quota, "rendered_per_stratum": {s: len(ok[s]) for s in queues},
-        "failures": {"count": len(skipped), "works": skipped_df.to_dict("records")},
+        "name": "music21", "config": config, "config_key": key, "versions": _versions(),
+        "render_version": RENDER_VERSION, "soundfont": soundfont_path().name,
+        "n_tracks": len(kept), "attempted": len(records), "quota": quota,
+        "failures": {"count": len(skipped)},
         "timing": {"wall_s_this_run": round(time.perf_counter() - wall0, 3),
                    "cpu_s": {k: round(v, 3) for k, v in cpu.items()},
                    # all works tried, skipped ones included, as measured in the workers
@@ -354,7 +343,6 @@ def _build_locked(root: Path, config: dict, key: str, n_jobs: int, progress: boo
                    "audio_s": audio_s,
                    "render_cpu_s_per_audio_s": round(cpu["render"] / audio_s, 5)
                    if audio_s else None},
-        "splits": tracks["split"].value_counts().to_dict(),
         "complete": True,  # last key, and the file is replaced atomically
     }
     paths.write_json_atomic(info, root / "catalog.json", indent=2)
@@ -402,8 +390,7 @@ def _render_draw(root: Path, works: pd.DataFrame, queues, quota, config: dict, k
     bar = tqdm(total=sum(quota.values()), desc="music21 catalog", unit="work", disable=not progress)
     pool = Parallel(n_jobs=n_jobs, return_as="generator_unordered") if n_jobs > 1 else None
     while batch := _next_batch(queues, quota, pos, ok):
-        cached = {i: _cached_record(root, works.iloc[i], key) for i in batch}
-        results = {i: rec for i, rec in cached.items() if rec is not None}
+        results = {i: rec for i in batch if (rec := _cached_record(root, works.iloc[i], key))}
         bar.update(len(results))
         # Longest first (parts x length: whole quartets parse for seconds, a folk tune in
         # milliseconds) so that the workers finish together; results are keyed by work, so the
@@ -411,7 +398,7 @@ def _render_draw(root: Path, works: pd.DataFrame, queues, quota, config: dict, k
         todo = sorted((i for i in batch if i not in results),
                       key=lambda i: (-float(works.iloc[i]["n_parts"]) * float(works.iloc[i]["quarter_length"]), i))
         args = [(works.iloc[i].to_dict(), config["clip_s"], config["sr"], config["seed"],
-                 config["instrumentation"], str(root), key) for i in todo]
+                 config["instrumentation"], root, key) for i in todo]
         outs = (_process_work(*a) for a in args) if pool is None else \
             pool(delayed(_process_work)(*a) for a in args)
         index_of = {works.iloc[i]["track_id"]: i for i in todo}
@@ -430,7 +417,7 @@ def _render_draw(root: Path, works: pd.DataFrame, queues, quota, config: dict, k
 
 
 def _write_tables(root: Path, works: pd.DataFrame, kept: list[dict], skipped: list[dict],
-                  seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+                  seed: int) -> pd.DataFrame:
     """Write tracks, tags, vocabulary and skipped works (and remove stale audio)."""
     by_id = works.set_index("work_id")
     artist_ids = [by_id.at[r["work_id"], "artist_id"] for r in kept]
@@ -445,8 +432,6 @@ def _write_tables(root: Path, works: pd.DataFrame, kept: list[dict], skipped: li
     tags = pd.DataFrame([r["tags"] for r in kept], columns=all_tags).fillna(0.0).astype(np.float32)
     tags.insert(0, "track_id", tracks["track_id"].to_numpy())
     vocab = pd.DataFrame({"tag": all_tags, "category": [tag_category(t) for t in all_tags]})
-    skipped_df = pd.DataFrame([(r["work_id"], r["reason"]) for r in skipped],
-                              columns=["work", "reason"])
     # Stale audio from an earlier, different draw into the same folder would mislead a reader.
     wanted = {Path(p).name for p in tracks["path"]}
     for f in (root / "audio").glob("*.flac"):
@@ -455,67 +440,6 @@ def _write_tables(root: Path, works: pd.DataFrame, kept: list[dict], skipped: li
     tracks.to_csv(root / "tracks.csv", index=False)
     tags.to_csv(root / "tags.csv", index=False, float_format="%.3f")
     vocab.to_csv(root / "vocabulary.csv", index=False)
-    skipped_df.to_csv(root / "skipped.csv", index=False)
-    return tracks, skipped_df
-
-
-# --------------------------------------------------------------------------------------------
-# command line
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m mrlib.music21_catalog build --n-tracks N --seed S [--root DIR] ...``.
-
-    Parameters
-    ----------
-    argv : sequence of str, optional
-        Arguments (default ``sys.argv[1:]``).
-
-    Returns
-    -------
-    int
-        Exit status (0 on success).
-
-    Notebook: 00_overview.ipynb
-    """
-    parser = argparse.ArgumentParser(prog="python -m mrlib.music21_catalog",
-                                     description="Build the music21 real-music catalog.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("build", help="draw, render and tag works into a catalog folder")
-    typed = (("--n-tracks", int, 200, "works drawn"),
-             ("--seed", int, 0, "seed of the draw, tempi and instruments"),
-             ("--root", paths.path_argument, None, "output folder (default: music21_root of these settings)"),
-             ("--clip-s", float, 30.0, "seconds per track"), ("--sr", int, 22050, "sample rate, Hz"),
-             ("--n-jobs", int, 2, "worker processes"))
-    for flag, kind, default, what in typed:
-        b.add_argument(flag, type=kind, default=default,
-                       help=what if default is None else f"{what} (default: {default})")
-    b.add_argument("--instrumentation", choices=INSTRUMENTATION, default="independent",
-                   help="ensembles from one palette for all collections (default) or from "
-                        "each collection's own")
-    b.add_argument("--no-progress", action="store_true")
-    b.add_argument("--overwrite", action="store_true",
-                   help="move a folder's other catalog into replaced-<time>/ and build there")
-    args = parser.parse_args(argv)
-    try:
-        root = build(n_tracks=args.n_tracks, seed=args.seed, root=args.root, clip_s=args.clip_s, sr=args.sr,
-                     n_jobs=args.n_jobs, progress=not args.no_progress,
-                     instrumentation=args.instrumentation, overwrite=args.overwrite)
-    except (FileNotFoundError, ValueError, paths.LockedError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:   # the rendered works are kept: the same command goes on from there
-        print("\ninterrupted: run the same command again to finish the build", file=sys.stderr)
-        return 130
-    info = json.loads((root / "catalog.json").read_text())
-    print(f"{root}: {info['n_tracks']} tracks ({info['attempted']} works tried, "
-          f"{info['failures']['count']} skipped; see skipped.csv)")
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    # Run through the imported module, not ``__main__``: under ``python -m`` the worker
-    # processes must unpickle ``mrlib.music21_catalog._process_work`` by reference.
-    from mrlib.music21_catalog import main as _main
-
-    sys.exit(_main())
+    pd.DataFrame([(r["work_id"], r["reason"]) for r in skipped],
+                 columns=["work", "reason"]).to_csv(root / "skipped.csv", index=False)
+    return tracks

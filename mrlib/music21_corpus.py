@@ -159,27 +159,22 @@ def _corpus_root() -> Path:
 def _scan_abc(path: Path) -> dict[int, dict]:
     """Header fields of every tune of an abc file: {X number: {field: value, 'lyrics': bool}}."""
     tunes: dict[int, dict] = {}
-    current: dict | None = None
-    in_header = False
+    current: dict = {}  # the file header, before the first X:, belongs to no tune
     # latin-1 never fails to decode, and the fields we read are ASCII keywords.
     for line in path.read_text(encoding="latin-1").splitlines():
         m = re.match(r"^([A-Za-z]):\s*(.*?)\s*$", line)
-        if m and m.group(1) == "X":
-            num = re.match(r"\d+", m.group(2))
+        if not m:
+            continue
+        field, value = m.groups()
+        if field == "X":
             current = {"lyrics": False}
-            in_header = True
+            num = re.match(r"\d+", value)
             if num:
                 tunes.setdefault(int(num.group()), current)
-            continue
-        if current is None or not m:
-            continue
-        field, value = m.group(1), m.group(2)
-        if field in "wW":
+        elif field in "wW":
             current["lyrics"] = True
-        elif in_header and field in "TROSBCKM" and field not in current:
-            current[field] = value
-            if field == "K":
-                in_header = False
+        elif "K" not in current and field in "TROSBCKM":  # the header ends at its K: field
+            current.setdefault(field, value)
     return tunes
 
 
@@ -204,10 +199,9 @@ def _inventory_cached() -> pd.DataFrame:
     root = _corpus_root()
     scan_abc = functools.lru_cache(maxsize=None)(_scan_abc)   # a multi-tune file once
     rows = []
-    # MetadataBundle.__getitem__ rebuilds a list per index (quadratic iteration): read the
-    # entries mapping directly, which music21 10.x keeps as an ordered dict.
-    entries = getattr(bundle, "_metadataEntries", None)
-    for entry in (entries.values() if isinstance(entries, Mapping) else bundle):
+    # MetadataBundle has no __iter__ and its __getitem__ rebuilds a list per index (quadratic
+    # iteration): read the ordered entries mapping of the pinned music21 directly.
+    for entry in bundle._metadataEntries.values():
         md = entry.metadata
         if md is None:  # an opus-level entry (a whole multi-tune file): its tunes are listed too
             continue
@@ -217,11 +211,11 @@ def _inventory_cached() -> pd.DataFrame:
         ext = ext.lower()
         if folder in _EXCLUDED_FOLDERS or ext == ".rntxt" or stem.endswith("_bak"):
             continue
-        number = int(entry.number) if entry.number not in (None, "") else None
+        number = int(entry.number) if entry.number not in (None, "") else -1  # -1: whole file
         header: dict = {}
         if ext == ".abc":
             tunes = scan_abc(root / rel)
-            header = tunes.get(number if number is not None else min(tunes, default=0), {})
+            header = tunes.get(number if number >= 0 else min(tunes, default=0), {})
         stratum = _stratum_of(folder, stem, ext)
         if stratum is None:
             continue
@@ -230,17 +224,17 @@ def _inventory_cached() -> pd.DataFrame:
             "stratum": stratum, "title": str(md.title or header.get("T") or stem),
             "composer_raw": md.composer, "n_parts": int(md.numberOfParts or 1),
             "quarter_length": float(md.scoreQuarterLength or 0.0),
-            "abc_R": header.get("R"), "abc_O": header.get("O") or md.localeOfComposition,
-            "abc_S": header.get("S"), "abc_B": header.get("B"), "abc_C": header.get("C"),
-            "abc_K": header.get("K"), "abc_lyrics": bool(header.get("lyrics", False)),
+            **{f"abc_{f}": header.get(f) for f in "ROSBCK"},
+            "abc_lyrics": bool(header.get("lyrics", False)),
         })
+        rows[-1]["abc_O"] = rows[-1]["abc_O"] or md.localeOfComposition
     df = pd.DataFrame(rows)
     # Josquin's abc files hold one voice per tune: the work is the whole file, voices merged.
     jos = df["folder"].eq("josquin") & df["ext"].eq(".abc")
     merged = (df[jos].groupby("path", sort=True)
               .agg(**{c: (c, "first") for c in df.columns if c not in ("path", "n_parts")},
                    n_parts=("n_parts", "sum")).reset_index())
-    merged["number"] = None
+    merged["number"] = -1
     df = pd.concat([df[~jos], merged[df.columns]], ignore_index=True)
     df["merge_tunes"] = df["folder"].eq("josquin") & df["ext"].eq(".abc")
     # One encoding per work: the same folder/stem/number in several formats keeps the first of
@@ -248,17 +242,15 @@ def _inventory_cached() -> pd.DataFrame:
     pref = {".mxl": 0, ".musicxml": 1, ".xml": 2, ".krn": 3, ".abc": 4}
     df["_pref"] = df["ext"].map(pref).fillna(9)
     df["_dir"] = df["path"].map(lambda p: p.rsplit("/", 1)[0])
-    df["_num"] = df["number"].map(lambda n: -1 if pd.isna(n) else int(n))
-    df = (df.sort_values(["_dir", "stem", "_num", "_pref"])
-          .drop_duplicates(["_dir", "stem", "_num"], keep="first"))
-    df["work_id"] = [p if n < 0 else f"{p}#{n}" for p, n in zip(df["path"], df["_num"])]
+    df = (df.sort_values(["_dir", "stem", "number", "_pref"])
+          .drop_duplicates(["_dir", "stem", "number"], keep="first"))
+    df["work_id"] = [p if n < 0 else f"{p}#{n}" for p, n in zip(df["path"], df["number"])]
     df["track_id"] = [_slug(d.replace("/", "-")) + "-" + _slug(s) + ("" if n < 0 else f"-{n}")
-                      for d, s, n in zip(df["_dir"], df["stem"], df["_num"])]
+                      for d, s, n in zip(df["_dir"], df["stem"], df["number"])]
     dup = df["track_id"].duplicated(keep=False)
     df.loc[dup, "track_id"] = [f"{t}-{_crc(w) % 10**6:06d}"
                                for t, w in zip(df.loc[dup, "track_id"], df.loc[dup, "work_id"])]
-    df["number"] = df["_num"].astype("int64")  # -1: the whole file
-    df = df.drop(columns=["_pref", "_dir", "_num"])
+    df = df.drop(columns=["_pref", "_dir"])
     # in this order: the artist is the composer when there is one
     for column, of in (("composer", _composer_of), ("artist_id", _artist_of),
                        ("region", _region_of), ("dance", _dance_of)):
@@ -385,27 +377,26 @@ def stratum_quotas(sizes: Mapping[str, int], n: int) -> dict[str, int]:
     n = check_int("n", n, 0)
     for name, size in sizes.items():
         check_int(f"sizes[{name!r}]", size, 0)
-    quota = {s: 0 for s in sizes}
+    quota = dict.fromkeys(sizes, 0)
     active = sorted(s for s in sizes if sizes[s] > 0)
     remaining = min(n, sum(sizes.values()))
-    while remaining > 0 and active:
-        weights = {s: math.sqrt(sizes[s]) for s in active}
-        total = sum(weights.values())
-        ideal = {s: remaining * weights[s] / total for s in active}
-        # an active stratum holds nothing yet: it is full when its share reaches its size
+    while True:
+        total = sum(math.sqrt(sizes[s]) for s in active)
+        ideal = {s: remaining * math.sqrt(sizes[s]) / total for s in active}
+        # a stratum is full when its share reaches its size: it gets everything, and what is
+        # left is shared again among the others
         full = [s for s in active if ideal[s] >= sizes[s]]
-        if full:  # these strata are exhausted: give them everything and re-allocate the rest
-            for s in full:
-                remaining -= sizes[s]
-                quota[s] = sizes[s]
-            active = [s for s in active if s not in full]
-            continue
-        base = {s: int(math.floor(ideal[s])) for s in active}
-        left = remaining - sum(base.values())
-        for s in sorted(active, key=lambda s: (-(ideal[s] - base[s]), s))[:left]:
-            base[s] += 1
-        quota.update(base)
-        break
+        if not full:
+            break
+        for s in full:
+            remaining -= sizes[s]
+            quota[s] = sizes[s]
+        active = [s for s in active if s not in full]
+    base = {s: int(math.floor(ideal[s])) for s in active}
+    left = remaining - sum(base.values())
+    for s in sorted(active, key=lambda s: (-(ideal[s] - base[s]), s))[:left]:
+        base[s] += 1
+    quota.update(base)
     return quota
 
 

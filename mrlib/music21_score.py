@@ -9,7 +9,6 @@ import dataclasses
 import functools
 import io
 import math
-import os
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -78,13 +77,8 @@ def _soundfont_bytes() -> bytes:
 # instruments
 
 
-def load_program_table(path: str | os.PathLike | None = None) -> pd.DataFrame:
+def load_program_table() -> pd.DataFrame:
     """The General MIDI instrumentation rule: ``data/repertoire_programs.csv``.
-
-    Parameters
-    ----------
-    path : path-like, optional
-        Another table in the same format (defaults to the repository's).
 
     Returns
     -------
@@ -95,43 +89,25 @@ def load_program_table(path: str | os.PathLike | None = None) -> pd.DataFrame:
 
     Notebook: 00_overview.ipynb
     """
-    default = paths.repo_root() / "data" / "repertoire_programs.csv"
-    path = Path(path) if path is not None else default
-    if not path.is_file():
-        raise FileNotFoundError(f"program table not found: {path}")
-    table = pd.read_csv(path)
-    missing = {"stratum", "ensemble", "weight", "programs"} - set(table.columns)
-    if missing:
-        raise ValueError(f"{path}: missing columns {sorted(missing)}")
-
-    def parse(value: str):
-        if str(value).strip() == "score":
-            return "score"
-        progs = tuple(int(v) for v in str(value).split(";"))
-        if not all(0 <= p <= 127 for p in progs):
-            raise ValueError(f"{path}: GM programs must be in 0..127, got {value!r}")
-        return progs
-
-    table["programs"] = table["programs"].map(parse)
-    if (table["weight"] <= 0).any():
-        raise ValueError(f"{path}: weights must be > 0")
-    unknown = set(table["stratum"]) - set(STRATA)
-    if unknown:
-        raise ValueError(f"{path}: unknown strata {sorted(unknown)}; known: {list(STRATA)}")
+    table = pd.read_csv(paths.repo_root() / "data" / "repertoire_programs.csv")
+    table["programs"] = [p if p == "score" else tuple(int(v) for v in p.split(";"))
+                         for p in table["programs"].astype(str)]
     return table
 
 
-def _palette_for(table: pd.DataFrame, stratum: str,
-                 instrumentation: str) -> tuple[list, list, np.ndarray]:
+@functools.lru_cache(maxsize=None)
+def _palette(stratum: str, instrumentation: str) -> tuple[list, list, np.ndarray]:
     """(ensemble names, programs, probabilities) of the palette a work of ``stratum`` draws
     from: the pooled one, or the stratum's rows; an unknown stratum is an error either way.
+    Computed once per process.
 
     The pooled palette holds each (ensemble, programs) of the table once, weighted by the sum
     of its weights; ``as_scored`` is left out (a score's declared instruments belong to its
     collection)."""
+    table = load_program_table()
     rows = table[table["stratum"] == stratum]
     if rows.empty:
-        raise ValueError(f"no ensembles for stratum {stratum!r} in the program table")
+        raise ValueError(f"stratum must be one of {list(STRATA)}, got {stratum!r}")
     if instrumentation == "independent":
         rows = table[table["programs"].map(lambda p: p != "score")]
         w = rows.groupby(["ensemble", "programs"], sort=False)["weight"].sum()
@@ -139,12 +115,6 @@ def _palette_for(table: pd.DataFrame, stratum: str,
         w = rows.set_index(["ensemble", "programs"])["weight"]
     p = w.to_numpy(float)
     return [e for e, _ in w.index], [q for _, q in w.index], p / p.sum()
-
-
-@functools.lru_cache(maxsize=None)
-def _palette(stratum: str, instrumentation: str) -> tuple[list, list, np.ndarray]:
-    """The palette of the repository's program table, computed once per process."""
-    return _palette_for(load_program_table(), stratum, instrumentation)
 
 
 def _check_instrumentation(instrumentation: str) -> str:
@@ -156,7 +126,6 @@ def _check_instrumentation(instrumentation: str) -> str:
 
 def assign_programs(stratum: str, artist_id: str, work_id: str, n_parts: int, seed: int,
                     declared: Sequence[int | None] | None = None,
-                    table: pd.DataFrame | None = None,
                     instrumentation: str = "independent") -> tuple[str, list[int]]:
     """General MIDI programs for the parts of a work, by the documented rule.
 
@@ -179,8 +148,6 @@ def assign_programs(stratum: str, artist_id: str, work_id: str, n_parts: int, se
         Catalog seed.
     declared : sequence of int or None, optional
         Program each part declares (music21 instrument), for ``as_scored``.
-    table : pandas.DataFrame, optional
-        :func:`load_program_table` output (default: the repository's table).
     instrumentation : {"independent", "by_collection"}
         One palette for all collections, or the collection's own (see the module docstring).
 
@@ -194,8 +161,7 @@ def assign_programs(stratum: str, artist_id: str, work_id: str, n_parts: int, se
     n_parts = check_int("n_parts", n_parts, 1)
     seed = check_int("seed", seed, 0)
     instrumentation = _check_instrumentation(instrumentation)
-    names, palette, p = (_palette(stratum, instrumentation) if table is None
-                         else _palette_for(table, stratum, instrumentation))
+    names, palette, p = _palette(stratum, instrumentation)
     favourite = np.random.default_rng([seed, _crc(artist_id), 1]).choice(len(names), p=p)
     rng = np.random.default_rng([seed, _crc(work_id), 2])
     pick = favourite if rng.random() < ARTIST_LOYALTY else rng.choice(len(names), p=p)
@@ -235,32 +201,27 @@ def parse_work(work: Mapping) -> Any:
     """
     from music21 import converter, stream
 
-    path = _corpus_root() / str(work["path"])
-    number = work.get("number", -1)
-    number = None if pd.isna(number) or int(number) < 0 else int(number)
+    number = int(work["number"])
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             # forceSource: never read or write music21's pickle cache (no side effects, and the
             # result does not depend on what an earlier session cached).
-            parsed = converter.parse(path, number=number, forceSource=True)
+            parsed = converter.parse(_corpus_root() / str(work["path"]),
+                                     number=number if number >= 0 else None, forceSource=True)
     except Exception as exc:  # music21 raises many types; all mean "cannot parse"
         raise SkipWork(f"parse: {type(exc).__name__}: {str(exc)[:200]}") from None
-    if bool(work.get("merge_tunes", False)) and isinstance(parsed, stream.Opus):
-        score = stream.Score()
-        for sub in parsed.scores:
-            for part in (sub.parts or [sub]):
-                score.insert(0, part)
-        return score
-    if isinstance(parsed, stream.Opus):
+    if isinstance(parsed, stream.Opus) and not work.get("merge_tunes", False):
         if not parsed.scores:
             raise SkipWork("parse: the file holds no score")
         parsed = parsed.scores[0]
-    if not isinstance(parsed, stream.Score):
-        score = stream.Score()
-        score.insert(0, parsed)
-        return score
-    return parsed
+    if isinstance(parsed, stream.Score):
+        return parsed
+    score = stream.Score()   # every tune of a merged file, or a lone part, becomes a part
+    for part in ([p for sub in parsed.scores for p in (sub.parts or [sub])]
+                 if isinstance(parsed, stream.Opus) else [parsed]):
+        score.insert(0, part)
+    return score
 
 
 @dataclasses.dataclass
@@ -372,18 +333,9 @@ def _has_repeats(score) -> bool:
     return any(True for _ in score.recurse().getElementsByClass((bar.Repeat, repeat.RepeatMark)))
 
 
-def _pitch_ties(n):
-    """(midi, tie type or None) for each pitch of a Note or Chord."""
-    from music21 import chord
-
-    for sub in (n.notes if isinstance(n, chord.Chord) else [n]):
-        tie = sub.tie or n.tie
-        yield int(round(sub.pitch.ps)), (tie.type if tie is not None else None)
-
-
 def _extract_notes(score, end_ql: float) -> tuple[list[np.ndarray], bool, list[int | None]]:
     """Per part (k, 3) [onset_ql, end_ql, midi], ties merged; lyrics flag; declared programs."""
-    from music21 import harmony, note, percussion
+    from music21 import chord, harmony, note, percussion
 
     per_part, has_lyrics, declared = [], False, []
     for part in score.parts:
@@ -402,7 +354,9 @@ def _extract_notes(score, end_ql: float) -> tuple[list[np.ndarray], bool, list[i
             if n.duration.isGrace or dur <= 0 or start >= end_ql:
                 continue
             has_lyrics = has_lyrics or bool(n.lyrics)
-            for midi, tie in _pitch_ties(n):
+            for sub in (n.notes if isinstance(n, chord.Chord) else [n]):   # each pitch
+                midi, tie = int(round(sub.pitch.ps)), sub.tie or n.tie
+                tie = tie.type if tie is not None else None
                 if not 0 <= midi <= 127:
                     continue
                 j = open_ties.get(midi)

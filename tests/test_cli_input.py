@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mrlib import (bench, book, catalog, experiments, music21_catalog, paths, results, suite,
+from mrlib import (bench, book, catalog, experiments, paths, results, suite,
                    train_args)
 from mrlib.paths import FolderLock, data_dir, runs_dir
 
@@ -74,7 +74,6 @@ def test_experiments_store_below_a_file_is_a_usage_error(a_file, capsys, monkeyp
     (catalog.main, ["build", "synthetic", "--root", "", "--n-tracks", "2", "--duration", "1",
                     "--no-progress"]),
     (catalog.main, ["info", "synthetic", "--root", ""]),
-    (music21_catalog.main, ["build", "--root", "", "--n-tracks", "2", "--no-progress"]),
     (suite.main, ["run", "--only", "00", "--out", ""]),
     (train_args.config_from_args, ["--out", ""]),
     (train_args.config_from_args, ["--config", ""]),     # was dropped: a default run trained
