@@ -488,7 +488,7 @@ def test_interrupted_save_keeps_previous(tmp_path, monkeypatch):
         T.save_checkpoint({"format": 1, "epoch": 2}, path)
     monkeypatch.undo()
     assert T.load_checkpoint(path)["epoch"] == 1               # untouched
-    assert not (tmp_path / "checkpoint.pt.tmp").exists()
+    assert [f.name for f in tmp_path.iterdir()] == ["checkpoint.pt"]   # no temporary left
 
 
 def test_resume_refuses_a_different_run(tmp_path, data):
