@@ -64,17 +64,14 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     except RuntimeError as err:
         raise ValueError(f"unknown device {device!r} ({err}); use 'auto', 'cpu', 'cuda', "
                          "'cuda:N' or 'mps'") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} asked for, but CUDA is not available here; "
-                             "use device='auto' or 'cpu'")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} GPU(s)")
-    elif dev.type == "mps":
-        if not mps_available():
-            raise ValueError(f"device {device!r} asked for, but MPS is not available here")
-    elif dev.type != "cpu":
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": mps_available()}
+    if dev.type not in available:
         raise ValueError(f"device type {dev.type!r} is not supported; use 'cpu', 'cuda' or 'mps'")
+    if not available[dev.type]:
+        raise ValueError(f"device {device!r} asked for, but {dev.type.upper()} is not available "
+                         "here; use device='auto' or 'cpu'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} GPU(s)")
     return dev
 
 

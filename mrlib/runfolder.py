@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from mrlib.models import build_model
-from mrlib.paths import FolderLock
+from mrlib.paths import FolderLock, atomic_path, remove_dead_temporaries
 from mrlib.train_config import _PLACE_AND_SPEED, _RESUMABLE_CHANGES, TrainConfig
 
 __all__ = ["CheckpointError", "RunExistsError", "RunResult", "RunFolder", "save_checkpoint",
@@ -43,8 +43,8 @@ __all__ = ["CheckpointError", "RunExistsError", "RunResult", "RunFolder", "save_
 
 # Files of a run folder that train() owns (a fresh run removes the previous run's copies).
 _RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "checkpoint.prev.pt",
-              "checkpoint.pt.tmp", "checkpoint.corrupt.pt", "model.pt", "embeddings.npy",
-              "patch_embeddings.npy", "tracks.csv", "summary.json", "ddp_verify.json")
+              "checkpoint.corrupt.pt", "model.pt", "embeddings.npy", "patch_embeddings.npy",
+              "tracks.csv", "summary.json", "ddp_verify.json")
 _CKPT = "checkpoint.pt"
 _CKPT_PREV = "checkpoint.prev.pt"
 _MAGIC = b"MRLIB-CKPT-1\n"
@@ -68,22 +68,21 @@ class RunExistsError(FileExistsError):
     """
 
 
-def save_checkpoint(state: dict, path: str | os.PathLike, keep_previous: bool = True) -> Path:
+def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
     """Write a checkpoint atomically, with a SHA-256 of its payload, keeping the previous one.
 
-    The payload (``torch.save`` of ``state``) is written to ``<path>.tmp`` with a header (magic
-    line + SHA-256), flushed and fsync'ed; then the current file becomes ``checkpoint.prev.pt``
-    and the new one takes its place with ``os.replace`` (atomic on POSIX and Windows). A crash
-    at any point leaves a complete checkpoint: the new one, or the previous one.
+    The payload (``torch.save`` of ``state``) is written to a temporary of
+    :func:`mrlib.paths.atomic_path` with a header (magic line + SHA-256), flushed and fsync'ed;
+    then the current file becomes ``checkpoint.prev.pt`` and the new one takes its place with
+    ``os.replace`` (atomic on POSIX and Windows). A crash at any point leaves a complete
+    checkpoint: the new one, or the previous one.
 
     Parameters
     ----------
     state : dict
         Tensors, state dicts and plain Python values (loadable with ``weights_only=True``).
     path : path
-        Target file (``.../checkpoint.pt``).
-    keep_previous : bool, default True
-        Rotate the current file to ``<stem>.prev.pt`` instead of overwriting it.
+        Target file (``.../checkpoint.pt``); the current one becomes ``<stem>.prev.pt``.
 
     Returns
     -------
@@ -96,20 +95,14 @@ def save_checkpoint(state: dict, path: str | os.PathLike, keep_previous: bool = 
     torch.save(state, buf)
     payload = buf.getvalue()
     digest = hashlib.sha256(payload).hexdigest().encode()
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(_MAGIC + digest + b" " + str(len(payload)).encode() + b"\n")
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    if keep_previous and path.exists():
-        os.replace(path, path.with_name(path.stem + ".prev" + path.suffix))
-    os.replace(tmp, path)
+        if path.exists():   # the new file is complete: now the current one may become the previous
+            os.replace(path, path.with_name(path.stem + ".prev" + path.suffix))
     with contextlib.suppress(OSError):  # make the renames durable (POSIX)
         fd = os.open(path.parent, os.O_RDONLY)
         try:
@@ -119,20 +112,18 @@ def save_checkpoint(state: dict, path: str | os.PathLike, keep_previous: bool = 
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+def load_checkpoint(path: str | os.PathLike) -> dict:
     """Read and verify one checkpoint file written by :func:`save_checkpoint`.
 
     Parameters
     ----------
     path : path
         A checkpoint file.
-    map_location : str or torch.device
-        Where tensors go (``torch.load``'s ``map_location``).
 
     Returns
     -------
     dict
-        The saved state.
+        The saved state, its tensors on the CPU.
 
     Raises
     ------
@@ -161,7 +152,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if hashlib.sha256(payload).hexdigest().encode() != digest:
         raise CheckpointError(f"{path} is corrupt: SHA-256 of its payload does not match the header")
     try:
-        state = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
+        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path}: torch cannot read the payload ({first})") from None
@@ -288,11 +279,6 @@ class RunResult:
         return pd.read_csv(self.path / "tracks.csv", dtype={"track_id": str})
 
     @property
-    def track_ids(self) -> np.ndarray:
-        """Track ids of the embedding rows."""
-        return self.tracks["track_id"].to_numpy()
-
-    @property
     def catalog_index(self) -> np.ndarray:
         """Catalog indices (int64) of the embedding rows."""
         return self.tracks["catalog_index"].to_numpy().astype(np.int64)
@@ -383,8 +369,8 @@ class RunFolder:
 
     :meth:`open` locks the folder, finishes what a killed predecessor left, and decides what
     this call does with what the folder holds; a fresh run moves the previous run's files
-    aside (:meth:`move_aside`) until its first checkpoint (:meth:`drop_aside`), and puts them
-    back when it stops before (:meth:`restore_aside`).
+    aside (:meth:`move_aside`) until its first checkpoint (:meth:`save_checkpoint`), and puts
+    them back when it stops before (:meth:`restore_aside`).
 
     Notebook: 06_training.ipynb
     """
@@ -394,10 +380,9 @@ class RunFolder:
         self.run_dir = config.run_dir()
         self.world_size = world_size
         self.log = log
-        self.lock = None
+        self.lock = FolderLock(self.run_dir, "training run", log=log)   # taken by open()
         self.aside: Path | None = None      # the replaced run's files, until the first checkpoint
         self.ckpt: dict | None = None       # the checkpoint to resume from
-        self._created = False
 
     def open(self, resume: bool, replace: bool) -> RunResult | None:
         """Lock the folder and decide; returns the finished run that ``resume`` meets, else None.
@@ -405,23 +390,17 @@ class RunFolder:
         Raises before touching anything when the folder holds another run and ``replace`` is
         False; sets :attr:`ckpt` when a run is resumed.
         """
-        self._created = not self.run_dir.exists()
-        self.lock = FolderLock(self.run_dir, "training run", log=self.log).acquire()
+        self.lock.acquire()
+        remove_dead_temporaries(self.run_dir)   # what a killed run was writing (checkpoint, json)
         self._recover_aside()
         return self._decide(resume, replace)
-
-    def release(self) -> None:
-        """Unlock; a folder this call made and left empty goes again."""
-        if self.lock is not None:
-            self.lock.release()
-            if self._created:
-                with contextlib.suppress(OSError):
-                    self.run_dir.rmdir()
 
     def save_checkpoint(self, state: dict) -> None:
         """Write the run's checkpoint (atomic, the previous one kept); a replaced run's files go."""
         save_checkpoint({"format": _CKPT_FORMAT, **state}, self.run_dir / _CKPT)
-        self.drop_aside()
+        if self.aside is not None:
+            shutil.rmtree(self.aside, ignore_errors=True)
+            self.aside = None
 
     def latest_checkpoint(self) -> dict | None:
         """The checkpoint file as rank 0 left it (verified, perhaps rotated), or None."""
@@ -429,7 +408,8 @@ class RunFolder:
         return load_checkpoint(path) if path.exists() else None
 
     def _recover_aside(self) -> None:
-        """Finish what a killed predecessor left: restore or drop a moved-aside run."""
+        """Finish what a replacing run (killed, or failed) left: once it has a checkpoint the
+        moved-aside run goes, before it the moved-aside run comes back."""
         aside = self.run_dir / _ASIDE
         if not aside.is_dir():
             return
@@ -438,7 +418,11 @@ class RunFolder:
             self.log(f"[train] {self.run_dir}: the run that replaced the one in {_ASIDE}/ had "
                      f"written its first checkpoint; the replaced run is now deleted")
             return
-        self._put_back(aside)
+        for n in _RUN_FILES:
+            (self.run_dir / n).unlink(missing_ok=True)
+        for f in aside.iterdir():
+            os.replace(f, self.run_dir / f.name)
+        aside.rmdir()
         self.log(f"[train] {self.run_dir}: a run that was replacing this folder's run stopped "
                  "before its first checkpoint; the previous run is restored from "
                  f"{_ASIDE}/")
@@ -504,26 +488,8 @@ class RunFolder:
             os.replace(self.run_dir / n, aside / n)
         self.aside = aside
 
-    def drop_aside(self) -> None:
-        """The new run has a checkpoint: the replaced run's files go."""
-        if self.aside is not None:
-            shutil.rmtree(self.aside, ignore_errors=True)
-            self.aside = None
-
-    def _put_back(self, aside: Path) -> None:
-        """The files in ``aside`` replace the run's files."""
-        for n in _RUN_FILES:
-            (self.run_dir / n).unlink(missing_ok=True)
-        for f in aside.iterdir():
-            os.replace(f, self.run_dir / f.name)
-        aside.rmdir()
-
     def restore_aside(self) -> None:
-        """The new run failed before its first checkpoint: put the previous run back."""
-        if self.aside is None or not self.aside.is_dir():
-            return
-        self._put_back(self.aside)
-        self.aside = None
-        self.log(f"[train] the new run stopped before its first checkpoint: the previous run in "
-                 f"{self.run_dir} is restored")
-
+        """The new run failed: put back the run it moved aside (unless it had a checkpoint)."""
+        if self.aside is not None:
+            self._recover_aside()
+            self.aside = None

@@ -100,9 +100,7 @@ class _EpochSampler:
         """
         if not isinstance(state, dict):
             raise TypeError(f"state must be a dict from state_dict(), got {type(state).__name__}")
-        if state.get("sampler") != type(self).__name__:
-            raise ValueError(f"state is for {state.get('sampler')!r}, not {type(self).__name__}")
-        mine_ = {"world_size": self.world_size, **self._config()}
+        mine_ = {"sampler": type(self).__name__, "world_size": self.world_size, **self._config()}
         diff = {k: (state.get(k), v) for k, v in mine_.items() if state.get(k) != v}
         if diff:
             raise ValueError(f"state does not match this sampler (saved, current): {diff}")

@@ -58,7 +58,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mrlib import evaluate
-from mrlib.checks import is_int
+from mrlib.checks import check_int
 from mrlib.devices import (amp_dtype, cpu_kernels, memory_available, mps_available, peak_memory,
                            pick_device, sum_dtype, synchronize)
 from mrlib.distributed import RankZeroFailed, WriteAudit, init_distributed, param_checksum
@@ -109,7 +109,7 @@ def _jsonable(v):
 class _TrainingRun:
     """The state of one training run; :func:`train` drives it."""
 
-    _det_before: tuple | None = None   # set by setup(); close() restores it
+    _det_before: tuple | None = None   # set by _start(); close() restores it
 
     def __init__(self, config: TrainConfig, data: TrainData | None, progress: bool) -> None:
         self.config = config
@@ -131,7 +131,9 @@ class _TrainingRun:
             torch.cuda.set_device(dev)
         return dev
 
-    def _set_determinism(self) -> None:
+    def _start(self) -> None:
+        """Determinism (restored by :meth:`close`), the data (prepared unless given) and the
+        training tracks: what a training step needs before the model is built."""
         cfg = self.config
         self.deterministic = cfg.deterministic if cfg.deterministic is not None else self.device.type == "cpu"
         self._det_before = (torch.are_deterministic_algorithms_enabled(),
@@ -139,6 +141,9 @@ class _TrainingRun:
         torch.use_deterministic_algorithms(self.deterministic, warn_only=True)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = not self.deterministic
+        if self.data is None:
+            self.data = self._prepare_data()
+        self.train_idx = self.data.indices("train")
 
     def _build_run_state(self) -> None:
         """Model, objective (DDP-wrapped on several processes), optimiser and AMP scaler; then
@@ -171,14 +176,6 @@ class _TrainingRun:
         self.epoch = 0
         self.global_step = 0
 
-    def setup_for_benchmark(self) -> None:
-        """:meth:`setup` without a run folder, validation or resume: what a step needs."""
-        self._set_determinism()
-        if self.data is None:
-            self.data = prepare_data(self.config, progress=False)
-        self.train_idx = self.data.indices("train")
-        self._build_run_state()
-
     def step(self, batch: dict) -> tuple:
         """One optimiser step on a batch already on the device, through the objective (wrapped in
         DDP on several processes, so gradients are averaged over ranks): the forward under
@@ -196,13 +193,16 @@ class _TrainingRun:
 
     def setup(self, resume: bool) -> None:
         cfg = self.config
-        self._set_determinism()
-
         # ---- data (every input checked before the run folder is touched) ----
-        if self.data is None:
-            self.data = self._prepare_data()
+        self._start()
         data = self.data
         self._check_bounds()
+        self.val_idx = data.indices("val")
+        if len(self.train_idx) < 3:
+            raise ValueError(f"only {len(self.train_idx)} training tracks with features: need >= 3")
+        if len(self.val_idx) < 6:
+            raise ValueError(f"only {len(self.val_idx)} validation tracks with features: need >= 6 "
+                             "for MAP@20 against the top 5 (use a larger catalog)")
 
         # ---- the run folder: resume, or start fresh (the old run moved aside) ----
         folder = self.folder
@@ -219,13 +219,6 @@ class _TrainingRun:
         if cfg.verify_ddp:
             WriteAudit.start(self.run_dir)
 
-        self.train_idx = data.indices("train")
-        self.val_idx = data.indices("val")
-        if len(self.train_idx) < 3:
-            raise ValueError(f"only {len(self.train_idx)} training tracks with features: need >= 3")
-        if len(self.val_idx) < 6:
-            raise ValueError(f"only {len(self.val_idx)} validation tracks with features: need >= 6 "
-                             "for MAP@20 against the top 5 (use a larger catalog)")
         self.S_val = oracle(data.tags[self.val_idx], None, data.categories)
 
         # ---- model, objective, optimiser; then seeds, sampler and batches ----
@@ -244,8 +237,6 @@ class _TrainingRun:
     def _prepare_data(self) -> TrainData:
         """The run's data; under torchrun rank 0 builds what is missing (catalog, feature cache)
         before the other ranks read it, since ranks building one folder at once meet its lock."""
-        if not self.dist.active:
-            return prepare_data(self.config, progress=self.progress)
         data = failure = None
         if self.dist.is_main:
             try:
@@ -262,9 +253,16 @@ class _TrainingRun:
 
     # -- bounds: a run that cannot fit stops before it allocates --------------------------
     def _check_bounds(self) -> None:
+        """Refuse a patch longer than every track, and a step that needs more memory than is
+        free. The bytes of one step: the batches in flight and the first block's activations
+        (full resolution: conv, BatchNorm and ReLU outputs kept for backward, then about half
+        as much again for the pooled blocks). A rough upper bound, not a measurement."""
         cfg, data = self.config, self.data
         data.check_patch_len(cfg.patch_len, cfg.catalog)
-        need, what = self._memory_estimate(), memory_available(self.device)
+        elem = 2 if amp_dtype(self.device, cfg.amp) is not None else 4
+        batch = self.system.max_patches_per_batch(cfg) * data.n_bins * cfg.patch_len
+        need = batch * 4 * (cfg.prefetch + 2) + batch * elem * scale_channels(128, cfg.width) * 4.5
+        what = memory_available(self.device)
         if what is not None and need > what:
             raise MemoryError(
                 f"this run needs roughly {need / 2**30:.1f} GiB "
@@ -272,16 +270,6 @@ class _TrainingRun:
                 f"patches of {data.n_bins} x {cfg.patch_len} per batch, width {cfg.width}) but "
                 f"{what / 2**30:.1f} GiB are free on {self.device}; lower patch_len, width, "
                 "batch_tracks or negatives_per_batch")
-
-    def _memory_estimate(self) -> float:
-        """Bytes for one training step: the batches in flight and the first block's activations
-        (full resolution: conv, BatchNorm and ReLU outputs kept for backward, then about half
-        as much again for the pooled blocks). A rough upper bound, not a measurement."""
-        cfg, n_bins = self.config, self.data.n_bins
-        elem = 2 if amp_dtype(self.device, cfg.amp) is not None else 4
-        batch = self.system.max_patches_per_batch(cfg) * n_bins * cfg.patch_len
-        first = scale_channels(128, cfg.width)
-        return batch * 4 * (cfg.prefetch + 2) + batch * elem * first * 4.5
 
     def _sampler(self):
         """The system's batch sampler over this rank's share (tracks, or mined triplets)."""
@@ -569,7 +557,7 @@ class _TrainingRun:
     def close(self) -> None:
         if self._det_before is not None:
             torch.use_deterministic_algorithms(self._det_before[0], warn_only=self._det_before[1])
-        self.folder.release()
+        self.folder.lock.release()    # a no-op where this process holds no lock (ranks > 0)
         self.dist.close()
 
 
@@ -625,8 +613,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, *,
     config.validate()
     if data is not None and not isinstance(data, TrainData):
         raise TypeError(f"data must be a TrainData (or None), got {type(data).__name__}")
-    if stop_after_epoch is not None and not (is_int(stop_after_epoch) and stop_after_epoch >= 1):
-        raise ValueError(f"stop_after_epoch must be None or an int >= 1, got {stop_after_epoch!r}")
+    if stop_after_epoch is not None:
+        check_int("stop_after_epoch", stop_after_epoch, 1)
     if not isinstance(replace, bool):
         raise TypeError(f"replace must be a bool, got {replace!r}")
     if data is None:
@@ -676,16 +664,15 @@ def measure_throughput(config: TrainConfig, steps: int = 20, warmup: int = 3, *,
 
     Notebook: 06_training.ipynb
     """
-    if not (is_int(steps) and steps >= 1):
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-    if not (is_int(warmup) and warmup >= 0):
-        raise ValueError(f"warmup must be an int >= 0, got {warmup!r}")
+    check_int("steps", steps, 1)
+    check_int("warmup", warmup, 0)
     run = _TrainingRun(config.replace(verify_ddp=False), data, progress=False)
     if run.dist.active:
         run.close()
         raise RuntimeError("measure_throughput runs on one process; launch it without torchrun")
     try:
-        run.setup_for_benchmark()
+        run._start()    # no run folder, validation or resume: what a step needs
+        run._build_run_state()
         if warmup:
             run.train_epoch(warmup)
         stats = run.train_epoch(steps)

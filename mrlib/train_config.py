@@ -274,13 +274,11 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        """Build from a dict; unknown keys are an error (a typo should not pass silently)."""
+        """Build from a dict; unknown keys are a ``TypeError`` naming them and the known ones (a
+        typo should not pass silently)."""
         if not isinstance(d, dict):
             raise TypeError(f"expected a dict of TrainConfig fields, got {type(d).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig field(s) {unknown}; known: {sorted(known)}")
+        cls.check_fields(d)
         return cls(**d)
 
     @classmethod

@@ -5,9 +5,9 @@ Notebook: 06_training.ipynb
 """
 from __future__ import annotations
 
-import queue
-import threading
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -170,9 +170,7 @@ def batch_stream(sampler) -> Iterator:
 
     Notebook: 06_training.ipynb
     """
-    while True:
-        if len(sampler) == 0:  # an endless loop over nothing would hang the run
-            raise RuntimeError("the sampler yields no batch")
+    while True:   # every sampler refuses to be built with no batch per epoch
         yield from sampler
 
 
@@ -191,7 +189,8 @@ class Prefetcher:
     """Produce exactly ``n`` batches in a background thread (or inline when ``depth == 0``).
 
     Exactly ``n``: the sampler and patch-RNG states at the end of an epoch are those after its
-    last batch, so a checkpoint taken then resumes exactly.
+    last batch, so a checkpoint taken then resumes exactly. One worker thread makes them in
+    order, at most ``depth`` ahead of the batch the trainer is working on.
 
     Notebook: 06_training.ipynb
     """
@@ -199,42 +198,22 @@ class Prefetcher:
     def __init__(self, stream: Iterator, make, n: int, depth: int, pin: bool) -> None:
         self.stream, self.make, self.n, self.depth, self.pin = stream, make, n, depth, pin
         self.wait_s = 0.0
-        self._q: queue.Queue | None = None
-        self._thread = None
-        self._stop = threading.Event()
 
     def _produce(self) -> dict:
         return tensor_batch(self.make, next(self.stream), self.pin)
 
-    def _worker(self) -> None:
-        try:
-            for _ in range(self.n):
-                if self._stop.is_set():
-                    return
-                item = self._produce()
-                while not self._stop.is_set():
-                    try:
-                        self._q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-        except BaseException as err:  # noqa: BLE001 - handed to the consumer
-            self._q.put(err)
-
     def __iter__(self):
-        if self.depth > 0:
-            self._q = queue.Queue(maxsize=self.depth)
-            self._thread = threading.Thread(target=self._worker, name="mrlib-prefetch", daemon=True)
-            self._thread.start()
+        pool = ThreadPoolExecutor(1, thread_name_prefix="mrlib-prefetch") if self.depth > 0 else None
+        ahead: deque = deque()
         try:
-            for _ in range(self.n):
+            for i in range(self.n):
+                while pool is not None and len(ahead) <= self.depth and i + len(ahead) < self.n:
+                    ahead.append(pool.submit(self._produce))
                 t0 = time.perf_counter()
-                item = self._q.get() if self.depth > 0 else self._produce()
+                # a batch the worker failed to make raises its error here, in order
+                item = ahead.popleft().result() if pool is not None else self._produce()
                 self.wait_s += time.perf_counter() - t0
-                if isinstance(item, BaseException):
-                    raise item
                 yield item
         finally:
-            self._stop.set()
-            if self._thread is not None:
-                self._thread.join()
+            if pool is not None:   # a stopped run: the batches not begun are never made
+                pool.shutdown(cancel_futures=True)

@@ -556,7 +556,8 @@ def test_shuffled_sampler_covers_rows_and_validates(mined):
     assert len(s) == math.ceil(len(mined) / 64)
     with pytest.raises(ValueError, match="rank must be"):
         mm.ShuffledTripletSampler(mined, rank=2, world_size=2)
-    with pytest.raises(ValueError, match="state is for"):
+    with pytest.raises(ValueError, match=r"does not match this sampler .*'sampler': \('PaperBatchSampler', "
+                                         r"'ShuffledTripletSampler'\)"):
         s.load_state_dict(mm.PaperBatchSampler(mined).state_dict())
     with pytest.raises(ValueError, match=r"\(M, 3\)"):
         mm.ShuffledTripletSampler(mined[:, :2])

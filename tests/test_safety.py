@@ -101,6 +101,14 @@ def test_patch_len_longer_than_every_track_is_refused(finished, data):
     assert snapshot(folder) == before
 
 
+def test_too_few_validation_tracks_leave_no_folder_behind(tmp_path, data):
+    # was refused after config.json had been written, so a fresh folder stayed behind
+    few_val = T.TrainData(**{**vars(data), "split": np.where(np.arange(len(data)) < 5, "val", "train")})
+    with pytest.raises(ValueError, match="only 5 validation tracks"):
+        T.train(cfg(tmp_path / "new"), data=few_val, progress=False)
+    assert [p.name for p in (tmp_path / "new").iterdir()] == [".mrlib.lock.os"]   # filelock's own
+
+
 def test_a_run_that_cannot_fit_in_memory_is_refused(finished, data, monkeypatch):
     folder, before = finished
     monkeypatch.setattr(T, "memory_available", lambda device: 1e6)
@@ -731,6 +739,19 @@ def dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     return proc.pid
+
+
+def test_a_run_folder_loses_the_temporaries_of_a_killed_run(finished, data):
+    folder, before = finished
+    # a run killed while it wrote its checkpoint or summary left these; a live writer's stays
+    dead = [folder / f"checkpoint.pt.{dead_pid()}.part", folder / f"summary.json.{dead_pid()}.part"]
+    live = folder / f"checkpoint.pt.{os.getppid()}.part"
+    for f in (*dead, live):
+        f.write_bytes(b"half")
+    T.train(cfg(folder), data=data, progress=False, resume=True)
+    assert not any(f.exists() for f in dead) and live.exists()
+    live.unlink()
+    assert snapshot(folder) == before
 
 
 def test_a_rebuild_removes_the_temporaries_of_killed_workers(tmp_path):
