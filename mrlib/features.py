@@ -37,7 +37,7 @@ from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from mrlib.audio import SkipReport, read_audio
-from mrlib.checks import check_int, is_int
+from mrlib.checks import check_indices, check_int, is_int
 from mrlib.cqt import FORMAT_VERSION, FeatureConfig, _as_config, cqt, cqt_torch
 from mrlib.paths import atomic_path, read_json_or_empty, write_json_atomic
 
@@ -630,11 +630,7 @@ def tracks_patches(features, tracks, patch_len: int, n: int, rng) -> np.ndarray:
     tracks = np.asarray(tracks)
     if tracks.ndim != 1 or tracks.size == 0:
         raise ValueError(f"tracks must be a non-empty 1-D sequence of track indices, got shape {tracks.shape}")
-    if not np.issubdtype(tracks.dtype, np.integer):
-        raise TypeError(f"tracks must hold integer track indices, got dtype {tracks.dtype}")
-    if tracks.min() < 0 or tracks.max() >= len(features):   # -1 would wrap to the last track
-        raise ValueError(f"tracks must lie in [0, {len(features)}) (the tracks of features), "
-                         f"got [{tracks.min()}, {tracks.max()}]")
+    tracks = check_indices("tracks", tracks, len(features), "the tracks of features")
     return np.concatenate([random_patches(features[int(t)], patch_len, n, rng) for t in tracks])
 
 

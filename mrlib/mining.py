@@ -43,7 +43,7 @@ import torch
 
 from mrlib import mining_reference as ref
 from mrlib import online_mining as om
-from mrlib.checks import check_int
+from mrlib.checks import check_indices, check_int
 from mrlib.mining_chunks import TrainSplitSource, chunk_stream, draw_distance, draw_neighbors, draw_uniform
 from mrlib.online_mining import batch_ranks, rank_matrix
 from mrlib.paper_scale import PAPER_SCALE
@@ -467,8 +467,7 @@ def triplet_ranks(triplets: np.ndarray, train_idx: np.ndarray, S: np.ndarray | N
     out = np.full((T.shape[0], 2), -1, dtype=np.int64)
     if T.shape[0] == 0:
         return out
-    if T.min() < 0 or T.max() >= src.N:
-        raise ValueError(f"triplets hold indices outside 0..{src.N - 1}")
+    T = check_indices("triplets", T, src.N, "the tracks")
     a_pos = src.pos_of[T[:, 0]]
     if (a_pos < 0).any():
         raise ValueError(f"anchor {int(T[np.argmax(a_pos < 0), 0])} is not a training track")

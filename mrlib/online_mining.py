@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mrlib.checks import check_margin
+from mrlib.checks import check_indices, check_margin
 
 __all__ = ["rank_matrix", "batch_ranks", "valid_triplets", "triplet_distances", "select_hard",
            "select_semihard", "check_batch"]
@@ -37,11 +37,8 @@ def rank_matrix(ranked: np.ndarray) -> np.ndarray:
     ranked = np.asarray(ranked)
     if ranked.ndim != 2 or ranked.shape[1] != ranked.shape[0] - 1:
         raise ValueError(f"ranked must have shape (N, N-1), got {ranked.shape}")
-    if not np.issubdtype(ranked.dtype, np.integer):
-        raise TypeError(f"ranked must hold integer track indices, got dtype {ranked.dtype}")
     N = ranked.shape[0]
-    if ranked.size and (ranked.min() < 0 or ranked.max() >= N):   # -1 would wrap to track N - 1
-        raise ValueError(f"ranked holds indices outside 0..{N - 1}: [{ranked.min()}, {ranked.max()}]")
+    ranked = check_indices("ranked", ranked, N, "the tracks")
     rank = np.zeros((N, N), dtype=np.int32)
     rank[np.arange(N)[:, None], ranked] = np.arange(1, N, dtype=np.int32)[None, :]
     return rank

@@ -43,7 +43,7 @@ from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from mrlib.checks import is_int, is_real, rule
+from mrlib.checks import check_indices, is_int, is_real, rule
 from mrlib.paths import repo_root
 
 __all__ = [
@@ -409,12 +409,7 @@ def ranked_list(S_row, exclude=None) -> np.ndarray:
         raise ValueError(f"S_row must be 1-D (N,), got shape {row.shape}")
     order = np.argsort(-row.astype(np.float64), kind="stable")
     if exclude is not None:
-        drop = np.atleast_1d(np.asarray(exclude))
-        if drop.dtype.kind not in "iu":
-            raise TypeError(f"exclude must be integer indices, got {drop.dtype}")
-        if drop.size and (drop.min() < 0 or drop.max() >= len(row)):   # -1 is no track
-            raise ValueError(f"exclude indices must be in [0, {len(row)}), got {drop.tolist()}")
-        order = order[~np.isin(order, drop)]
+        order = order[~np.isin(order, check_indices("exclude", exclude, len(row), "the tracks"))]
     return order.astype(np.int64, copy=False)
 
 

@@ -238,7 +238,7 @@ def test_input_validation(catalog):
         mm.mine(None, train, "hardest", S=S)
     with pytest.raises(ValueError, match="train_idx is required"):
         mm.mine(None, None, "uniform", S=S)
-    with pytest.raises(ValueError, match="catalog has N"):
+    with pytest.raises(ValueError, match=r"train_idx must lie in \[0, 60\)"):
         mm.mine(None, np.array([1, 2, 99]), "uniform", S=S)
     with pytest.raises(ValueError, match="duplicates"):
         mm.mine(None, np.array([1, 2, 2]), "uniform", S=S)
@@ -693,11 +693,11 @@ def test_out_of_range_ranked_lists_and_track_indices_are_refused():
     R = similarity.ranked_lists((S + S.T) / 2)
     bad = R.copy()
     bad[0, 0] = -1          # wrapped around to track 11 and mined wrong triplets silently
-    with pytest.raises(ValueError, match="ranked holds indices outside 0..11"):
+    with pytest.raises(ValueError, match=r"ranked must lie in \[0, 12\)"):
         mm.mine(bad, np.arange(12), "neighbors", n_pos=2, n_neg=3, progress=False)
-    with pytest.raises(ValueError, match="ranked holds indices outside 0..11"):   # was IndexError
+    with pytest.raises(ValueError, match=r"ranked must lie in \[0, 12\)"):   # was IndexError
         mm.mine(R + 100, np.arange(12), "neighbors", n_pos=2, n_neg=3, progress=False)
-    with pytest.raises(ValueError, match="ranked holds indices outside"):       # was IndexError
+    with pytest.raises(ValueError, match=r"ranked must lie in \[0, 12\)"):   # was IndexError
         mm.rank_matrix(R + 5)
     with pytest.raises(TypeError, match="ranked must hold integer"):
         mm.rank_matrix(R.astype(float))
@@ -708,3 +708,27 @@ def test_out_of_range_ranked_lists_and_track_indices_are_refused():
         mm.TrackBatchSampler(np.arange(-3, 3), batch_size=2)
     with pytest.raises(ValueError, match="track_idx contains duplicates"):
         mm.TrackBatchSampler(np.array([1, 1, 2, 3]), batch_size=2)
+
+
+def test_every_door_words_an_out_of_range_index_alike():
+    """One check (mrlib.checks.check_indices) names the argument and the range [0, n) everywhere."""
+    from mrlib import baselines, search, similarity, songlevel
+    R = full_ranked(random_S(12))
+    doors = [
+        ("train_idx", lambda: mm.mine(R, np.array([0, 1, 12]), "neighbors", n_pos=2, n_neg=3,
+                                      progress=False)),
+        ("train_idx", lambda: mm.mine(None, np.array([-1, 0, 1]), "distance", S=lambda r: np.ones((len(r), 12)),
+                                      progress=False)),
+        ("triplets", lambda: mm.triplet_ranks(np.array([[0, 1, -1]]), np.arange(12), ranked=R)),
+        ("exclude", lambda: similarity.ranked_list(np.ones(12), exclude=12)),
+        ("query_ids", lambda: search.exact_topk(np.ones((2, 3)), np.ones((12, 3)), 2, exclude_self=True,
+                                                query_ids=np.array([0, -1]))),
+        ("triplets", lambda: baselines.check_triplets(np.array([[0, 1, 12]]), 12)),
+        ("fold 0: test indices", lambda: baselines.check_folds([(np.array([0]), np.array([12]))], 12)),
+        ("pair indices a, b", lambda: songlevel.pair_dissimilarities(None, np.zeros((12, 2, 4)), [0], [12])),
+    ]
+    for name, call in doors:
+        with pytest.raises(ValueError, match=rf"^{name} must lie in \[0, 12\)"):
+            call()
+    with pytest.raises(TypeError, match="triplets must hold integer indices"):
+        mm.triplet_ranks(np.array([[0.0, 1.0, 2.0]]), np.arange(12), ranked=R)
