@@ -10,38 +10,12 @@ Notebook: 03_mining.ipynb
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from mrlib.checks import check_indices, check_margin
+from mrlib.checks import check_margin
 
-__all__ = ["rank_matrix", "batch_ranks", "valid_triplets", "triplet_distances", "select_hard",
+__all__ = ["batch_ranks", "valid_triplets", "triplet_distances", "select_hard",
            "select_semihard", "check_batch"]
-
-
-def rank_matrix(ranked: np.ndarray) -> np.ndarray:
-    """Invert ranked lists: ``rank[t, x]`` is the position (1-based) of ``x`` in ``R(t)``.
-
-    Parameters
-    ----------
-    ranked : numpy.ndarray of int, shape (N, N-1)
-
-    Returns
-    -------
-    numpy.ndarray, int32, shape (N, N)
-        With 0 on the diagonal. ``rank[np.ix_(b, b)]`` is the ``oracle`` of
-        :func:`online_triplets` with ``oracle_kind="ranks"``.
-
-    Notebook: 03_mining.ipynb
-    """
-    ranked = np.asarray(ranked)
-    if ranked.ndim != 2 or ranked.shape[1] != ranked.shape[0] - 1:
-        raise ValueError(f"ranked must have shape (N, N-1), got {ranked.shape}")
-    N = ranked.shape[0]
-    ranked = check_indices("ranked", ranked, N, "the tracks")
-    rank = np.zeros((N, N), dtype=np.int32)
-    rank[np.arange(N)[:, None], ranked] = np.arange(1, N, dtype=np.int32)[None, :]
-    return rank
 
 
 def batch_ranks(S_batch: torch.Tensor, batch_idx: torch.Tensor) -> torch.Tensor:
@@ -84,22 +58,16 @@ def batch_ranks(S_batch: torch.Tensor, batch_idx: torch.Tensor) -> torch.Tensor:
     return ranks
 
 
-def check_batch(embeddings: torch.Tensor, oracle, batch_idx, oracle_kind: str, positives: str,
+def check_batch(embeddings: torch.Tensor, oracle, batch_idx,
                 margin: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validate online mining's inputs; returns the oracle and the batch's catalog indices as
-    tensors on the embeddings' device.
+    """Validate online mining's inputs; returns the oracle (similarities) and the batch's
+    catalog indices as tensors on the embeddings' device.
 
     Notebook: 03_mining.ipynb
     """
     if not isinstance(embeddings, torch.Tensor) or not embeddings.is_floating_point() or embeddings.ndim != 2:
         raise TypeError("embeddings must be a floating-point torch.Tensor of shape (B, d)")
     B, dev = embeddings.shape[0], embeddings.device
-    if oracle_kind not in ("similarity", "ranks"):
-        raise ValueError(f"oracle_kind must be 'similarity' or 'ranks', got {oracle_kind!r}")
-    if positives not in ("batch", "catalog"):
-        raise ValueError(f"positives must be 'batch' or 'catalog', got {positives!r}")
-    if positives == "catalog" and oracle_kind != "ranks":
-        raise ValueError("positives='catalog' needs the catalog ranks (oracle_kind='ranks')")
     check_margin(margin)
     oracle = torch.as_tensor(oracle)
     if oracle.is_floating_point() and dev.type == "mps":
@@ -115,18 +83,16 @@ def check_batch(embeddings: torch.Tensor, oracle, batch_idx, oracle_kind: str, p
     return oracle, batch_idx
 
 
-def valid_triplets(oracle: torch.Tensor, batch_idx: torch.Tensor, n_pos: int, oracle_kind: str,
-                   positives: str) -> torch.Tensor:
-    """(B, B, B) bool: ``p`` among ``a``'s first ``Np``, ``n`` ranked after ``p``.
+def valid_triplets(oracle: torch.Tensor, batch_idx: torch.Tensor, n_pos: int) -> torch.Tensor:
+    """(B, B, B) bool: ``p`` among ``a``'s first ``Np``, ``n`` ranked after ``p`` (in the
+    lists of the batch's similarities ``oracle``).
 
     Notebook: 03_mining.ipynb
     """
     B, dev = oracle.shape[0], oracle.device
-    # a lower catalog rank is a higher similarity (the ranks of a row are distinct, no ties)
-    order_rank = batch_ranks(oracle if oracle_kind == "similarity" else -oracle.long(), batch_idx)
-    pos_rank = oracle.long() if positives == "catalog" else order_rank
+    order_rank = batch_ranks(oracle, batch_idx)
     eye = torch.eye(B, dtype=torch.bool, device=dev)
-    is_pos = (pos_rank >= 1) & (pos_rank <= n_pos) & ~eye                         # (a, p)
+    is_pos = (order_rank >= 1) & (order_rank <= n_pos) & ~eye                     # (a, p)
     later = order_rank[:, None, :] > order_rank[:, :, None]                        # (a, p, n)
     return is_pos[:, :, None] & later & ~eye[:, None, :]
 

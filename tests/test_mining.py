@@ -611,18 +611,14 @@ def test_online_triplets_match_plain_loops(mode):
     assert got.dtype == torch.int64 and got.device == E.device
 
 
-def test_online_ranks_fallback_and_catalog_positives():
+def test_online_batch_ranks_and_fallback():
     rng = np.random.default_rng(1)
     N, B = 50, 10
     S = random_S(N, seed=4)
     idx = np.sort(rng.choice(N, size=B, replace=False))
-    ranks = mm.rank_matrix(full_ranked(S))
-    assert (np.diag(ranks) == 0).all()
-    assert ranks[0, full_ranked(S)[0, 0]] == 1
     E = torch.nn.functional.normalize(torch.randn(B, 3, generator=torch.Generator().manual_seed(0)), dim=1)
     a = mm.online_triplets(E, S[np.ix_(idx, idx)], idx, mode="online-semihard", n_pos=3)
-    b = mm.online_triplets(E, ranks[np.ix_(idx, idx)], idx, mode="semihard", n_pos=3, oracle_kind="ranks")
-    assert torch.equal(a, b)
+    assert torch.equal(a, mm.online_triplets(E, S[np.ix_(idx, idx)], idx, mode="semihard", n_pos=3))
     # batch ranks agree with the plain sort
     br = mm.batch_ranks(torch.from_numpy(S[np.ix_(idx, idx)]), torch.from_numpy(idx))
     for x in range(B):
@@ -632,15 +628,6 @@ def test_online_ranks_fallback_and_catalog_positives():
     same = torch.ones(B, 3)
     t, info = mm.online_triplets(same, S[np.ix_(idx, idx)], idx, mode="hard", n_pos=3, return_info=True)
     assert info["fell_back"] and info["n_selected"] == info["n_valid"] == B * sum(B - 1 - i for i in range(1, 4))
-    none = mm.online_triplets(same, S[np.ix_(idx, idx)], idx, mode="hard", n_pos=3, fallback=False)
-    assert none.shape == (0, 3)
-    # catalog positives: only tracks among a's first Np of the whole catalog
-    t = mm.online_triplets(E, ranks[np.ix_(idx, idx)], idx, mode="all", n_pos=5, oracle_kind="ranks",
-                           positives="catalog")
-    sub = ranks[np.ix_(idx, idx)]
-    assert all(1 <= sub[a_, p_] <= 5 and sub[a_, n_] > sub[a_, p_] for a_, p_, n_ in t.tolist())
-    with pytest.raises(ValueError, match="catalog"):
-        mm.online_triplets(E, S[np.ix_(idx, idx)], idx, positives="catalog")
     with pytest.raises(ValueError, match="mode"):
         mm.online_triplets(E, S[np.ix_(idx, idx)], idx, mode="easy")
     # selection does not touch autograd
@@ -697,10 +684,8 @@ def test_out_of_range_ranked_lists_and_track_indices_are_refused():
         mm.mine(bad, np.arange(12), "neighbors", n_pos=2, n_neg=3, progress=False)
     with pytest.raises(ValueError, match=r"ranked must lie in \[0, 12\)"):   # was IndexError
         mm.mine(R + 100, np.arange(12), "neighbors", n_pos=2, n_neg=3, progress=False)
-    with pytest.raises(ValueError, match=r"ranked must lie in \[0, 12\)"):   # was IndexError
-        mm.rank_matrix(R + 5)
     with pytest.raises(TypeError, match="ranked must hold integer"):
-        mm.rank_matrix(R.astype(float))
+        mm.mine(R.astype(float), np.arange(12), "neighbors", n_pos=2, n_neg=3, progress=False)
     t = mm.mine(R, np.arange(12), "neighbors", n_pos=2, n_neg=3, progress=False)
     with pytest.raises(ValueError, match="n_pos must be >= 1"):                 # "failed ['positive in first Np']"
         mm.check_triplets(t, np.arange(12), n_pos=0, ranked=R)
