@@ -509,9 +509,7 @@ def coarsen_features(features, freq_pool: int = 4, time_pool: int = 8, *,
     Notebook: 08_triplet_matchnet.ipynb
     """
     check_features(features)
-    for name, value in (("freq_pool", freq_pool), ("time_pool", time_pool)):
-        if not is_int(value) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    freq_pool, time_pool = check_int("freq_pool", freq_pool), check_int("time_pool", time_pool)
     available = _available(features)
     out: list[np.ndarray | None] = []
     for i in tqdm(range(len(features)), desc="coarsen", unit="track", disable=not progress):
@@ -581,10 +579,7 @@ def random_patches(feature, patch_len: int, n: int, rng, pad: str = "wrap") -> n
         raise TypeError("rng must be a numpy.random.Generator or an int seed, got "
                         f"{type(rng).__name__}")
     rng = np.random.default_rng(rng)     # a Generator comes back as it is
-    if not is_int(patch_len) or patch_len < 1:
-        raise ValueError(f"patch_len must be a positive integer (frames), got {patch_len!r}")
-    if not is_int(n) or n < 0:
-        raise ValueError(f"n must be a non-negative integer, got {n!r}")
+    patch_len, n = check_int("patch_len", patch_len, 1), check_int("n", n, 0)
     if pad not in ("wrap", "floor"):
         raise ValueError(f"pad must be 'wrap' or 'floor', got {pad!r}")
     feature = np.asarray(feature)     # a memory-mapped feature stays mapped
