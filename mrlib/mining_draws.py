@@ -294,22 +294,6 @@ def _to_v(law: _DistanceLaw, rows: np.ndarray, u: np.ndarray) -> np.ndarray:
     return out
 
 
-def _distance_first_round(law: _DistanceLaw, a_s: np.ndarray, U: np.ndarray) -> np.ndarray:
-    """(len(a_s), Kp, n_neg) draws of anchors a_s, every pair row sampled, from uniforms U."""
-    Kp, n_neg = U.shape[1], U.shape[2]
-    hm = law.Hm[a_s][:, :, None]
-    uu = U * (hm + law.W[a_s][:, None, None])
-    in_head = uu < hm
-    in_head |= (law.W[a_s] == 0)[:, None, None]
-    t = uu - hm
-    np.maximum(t, 0.0, out=t)
-    Q = Kp * n_neg
-    x = _search_out(law, np.repeat(a_s, Q), t.ravel())
-    hq = np.flatnonzero(in_head)
-    x[hq] = _head_col(law, a_s[hq // Q], (hq % Q) // n_neg + 1, uu.ravel()[hq])
-    return x.reshape(U.shape)
-
-
 def _draw_distance(head: np.ndarray, apos: np.ndarray, srows: np.ndarray, n: int,
                    n_neg: int, rngs: _BlockRNG, max_rounds: int) -> np.ndarray:
     """Draw, for each (anchor, positive i), n_neg distinct negatives from {r_j : j > i}
@@ -355,18 +339,12 @@ def _draw_distance(head: np.ndarray, apos: np.ndarray, srows: np.ndarray, n: int
 
 def _distance_first_draws(law: _DistanceLaw, draws: np.ndarray, sample: np.ndarray,
                           rngs: _BlockRNG, n_neg: int) -> None:
-    """n_neg draws for each sampled pair row (in place): whole anchors one at a time, the
-    pair rows of partly sampled anchors together."""
+    """n_neg draws for each sampled pair row (in place), from the anchors' first uniforms."""
     c, Kp = law.head.shape
     U = rngs.first((Kp, n_neg))
-    whole = sample.reshape(c, Kp).all(axis=1)        # anchors with every row sampled
-    a_s = np.flatnonzero(whole)
-    if a_s.size:
-        draws.reshape(c, Kp, n_neg)[a_s] = _distance_first_round(law, a_s, U[a_s] if a_s.size < c else U)
-    part = np.flatnonzero(sample & ~np.repeat(whole, Kp))
-    if part.size:
-        u = U.reshape(c * Kp, n_neg)[part].ravel()
-        draws[part] = _to_v(law, np.repeat(part, n_neg), u).reshape(-1, n_neg)
+    rows = np.flatnonzero(sample)
+    u = U.reshape(c * Kp, n_neg)[rows].ravel()
+    draws[rows] = _to_v(law, np.repeat(rows, n_neg), u).reshape(-1, n_neg)
 
 
 def _distance_redraws(law: _DistanceLaw, draws: np.ndarray, active: np.ndarray, srows: np.ndarray,
