@@ -72,8 +72,6 @@ def _source_signature(path: Path) -> dict | None:
 def _cache_valid(file: Path, entry: dict, config: FeatureConfig, verify: str) -> bool:
     """Is the cached file the complete, uncorrupted array the manifest describes?"""
     try:
-        if verify == "exists":
-            return file.is_file()
         # A missing file fails to load; memory-mapped, np.load reads the header only, and a
         # truncated file cannot be mapped.
         array = np.load(file, mmap_mode="r", allow_pickle=False)
@@ -181,7 +179,6 @@ def extract(
     progress: bool = True,
     *,
     verify: str = "size",
-    overwrite: bool = False,
     cache_dir: str | os.PathLike | None = None,
     verbose: bool = True,
 ) -> "FeatureSet":
@@ -211,11 +208,9 @@ def extract(
         Worker processes (joblib/loky); 1 computes in this process; -1 uses every core.
     progress : bool, default True
         tqdm bar over the tracks to compute.
-    verify : {"size", "checksum", "exists"}, default "size"
-        How a cached file is checked: header + exact byte size (cheap), plus CRC-32 of the whole
-        file (reads everything), or only existence.
-    overwrite : bool, default False
-        Recompute everything.
+    verify : {"size", "checksum"}, default "size"
+        How a cached file is checked: header + exact byte size (cheap), or also the CRC-32 of the
+        whole file (reads everything).
     cache_dir : path, optional
         Cache folder instead of ``<catalog.root>/features/<config.key()>``.
     verbose : bool, default True
@@ -230,15 +225,15 @@ def extract(
     Notebook: 01_cqt.ipynb
     """
     config = _as_config(config)
-    if verify not in ("size", "checksum", "exists"):
-        raise ValueError(f"verify must be 'size', 'checksum' or 'exists', got {verify!r}")
+    if verify not in ("size", "checksum"):
+        raise ValueError(f"verify must be 'size' or 'checksum', got {verify!r}")
     if not is_int(n_jobs) or n_jobs == 0 or n_jobs < -1:
         raise ValueError(f"n_jobs must be a positive integer or -1, got {n_jobs!r}")
     root, ids, paths = _catalog_table(catalog)
     cache = Path(cache_dir) if cache_dir is not None else root / "features" / config.key()
     cache.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(cache)
-    entries = {} if overwrite else _read_manifest(cache, config)
+    entries = _read_manifest(cache, config)
 
     files = [cache / _safe_name(t) for t in ids]
     report = SkipReport(n_total=len(ids))
