@@ -45,7 +45,6 @@ from mrlib import mining_reference as ref
 from mrlib import online_mining as om
 from mrlib.checks import check_indices, check_int
 from mrlib.mining_chunks import TrainSplitSource, chunk_stream, draw_distance, draw_neighbors, draw_uniform
-from mrlib.online_mining import batch_ranks
 from mrlib.paper_scale import PAPER_SCALE
 from mrlib.samplers import PaperBatchSampler, ShuffledTripletSampler, TrackBatchSampler
 
@@ -67,7 +66,6 @@ __all__ = [
     "PaperBatchSampler",
     "ShuffledTripletSampler",
     "TrackBatchSampler",
-    "batch_ranks",
     "online_triplets",
 ]
 

@@ -14,38 +14,18 @@ import torch
 
 from mrlib.checks import check_margin
 
-__all__ = ["batch_ranks", "valid_triplets", "triplet_distances", "select_hard",
+__all__ = ["valid_triplets", "triplet_distances", "select_hard",
            "select_semihard", "check_batch"]
 
 
-def batch_ranks(S_batch: torch.Tensor, batch_idx: torch.Tensor) -> torch.Tensor:
-    """Ranks inside a batch: position (1-based) of ``y`` in ``x``'s list restricted to the batch.
+def _batch_ranks(S_batch: torch.Tensor, batch_idx: torch.Tensor) -> torch.Tensor:
+    """Ranks inside a batch, (B, B) int64: position (1-based) of ``y`` in ``x``'s list
+    restricted to the batch, 0 on the diagonal; by decreasing similarity, ties by catalog
+    index (the rule of the full ranked lists, so the restriction keeps their order).
 
-    Ordered by decreasing similarity, ties by catalog index — the same rule as the full
-    ranked lists, so the restriction keeps their order.
-
-    Parameters
-    ----------
-    S_batch : torch.Tensor, float, shape (B, B)
-        ``S[batch][:, batch]``.
-    batch_idx : torch.Tensor, int, shape (B,)
-        Catalog indices of the batch (distinct).
-
-    Returns
-    -------
-    torch.Tensor, int64, shape (B, B)
-        0 on the diagonal, 1 ... B-1 elsewhere; on ``S_batch``'s device.
-
-    Notebook: 03_mining.ipynb
+    Both arguments come checked by :func:`check_batch`, on one device.
     """
-    S_batch = torch.as_tensor(S_batch)
-    if S_batch.ndim != 2 or S_batch.shape[0] != S_batch.shape[1]:
-        raise ValueError(f"S_batch must be (B, B), got {tuple(S_batch.shape)}")
-    B = S_batch.shape[0]
-    dev = S_batch.device
-    batch_idx = torch.as_tensor(batch_idx, device=dev)
-    if batch_idx.shape != (B,):
-        raise ValueError(f"batch_idx must have shape ({B},), got {tuple(batch_idx.shape)}")
+    B, dev = S_batch.shape[0], S_batch.device
     # sort columns by catalog index first, so a stable sort on -S breaks ties by index;
     # float32 at least, never float64 (MPS has none)
     by_idx = torch.argsort(batch_idx, stable=True)
@@ -90,7 +70,7 @@ def valid_triplets(oracle: torch.Tensor, batch_idx: torch.Tensor, n_pos: int) ->
     Notebook: 03_mining.ipynb
     """
     B, dev = oracle.shape[0], oracle.device
-    order_rank = batch_ranks(oracle, batch_idx)
+    order_rank = _batch_ranks(oracle, batch_idx)
     eye = torch.eye(B, dtype=torch.bool, device=dev)
     is_pos = (order_rank >= 1) & (order_rank <= n_pos) & ~eye                     # (a, p)
     later = order_rank[:, None, :] > order_rank[:, :, None]                        # (a, p, n)

@@ -12,6 +12,7 @@ from scipy import stats
 
 from mrlib import mining as mm
 from mrlib import mining_reference
+from mrlib import online_mining as om
 from mrlib.mining_draws import _RNG_BLOCK
 
 
@@ -620,7 +621,7 @@ def test_online_batch_ranks_and_fallback():
     a = mm.online_triplets(E, S[np.ix_(idx, idx)], idx, mode="online-semihard", n_pos=3)
     assert torch.equal(a, mm.online_triplets(E, S[np.ix_(idx, idx)], idx, mode="semihard", n_pos=3))
     # batch ranks agree with the plain sort
-    br = mm.batch_ranks(torch.from_numpy(S[np.ix_(idx, idx)]), torch.from_numpy(idx))
+    br = om._batch_ranks(torch.from_numpy(S[np.ix_(idx, idx)]), torch.from_numpy(idx))
     for x in range(B):
         lst = sorted((y for y in range(B) if y != x), key=lambda y: (-float(S[idx[x], idx[y]]), idx[y]))
         assert [int(br[x, y]) for y in lst] == list(range(1, B))
