@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from mrlib.checks import check_int, is_int
+from mrlib.checks import check_indices, check_int, is_int
 from mrlib.handcrafted import (FEATURE_VERSION, BaselineFeatures, catalog_features, feature_names,
                                handcrafted_features)
 from mrlib.stats import constraints_fulfillment_rate
@@ -57,14 +57,10 @@ def check_triplets(triplets, n: int, *, distinct: bool = False) -> np.ndarray:
     if t.ndim != 2 or t.shape[1] != 3 or len(t) == 0:
         raise ValueError(f"triplets must be a non-empty (M, 3) array of row indices "
                          f"(anchor, positive, negative), got shape {t.shape}")
-    if not np.issubdtype(t.dtype, np.integer):
-        raise TypeError(f"triplets must hold integer row indices, got dtype {t.dtype}")
-    if t.min() < 0 or t.max() >= n:
-        raise ValueError(f"triplet indices must lie in [0, {n}) (the rows of the features), got "
-                         f"[{t.min()}, {t.max()}]")
+    t = check_indices("triplets", t, n, "the rows of the features")
     if distinct and ((t[:, 0] == t[:, 1]) | (t[:, 0] == t[:, 2]) | (t[:, 1] == t[:, 2])).any():
         raise ValueError("a triplet (a, p, n) needs three different rows; some repeat one")
-    return t.astype(np.int64, copy=False)
+    return t
 
 
 def _pairs(a, b) -> tuple[np.ndarray, np.ndarray]:
@@ -597,8 +593,7 @@ def check_folds(folds, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
         if len(tr) == 0:
             raise ValueError(f"fold {f} has no training triplets")
         for name, ix in (("train", tr), ("test", te)):
-            if len(ix) and (ix.min() < 0 or ix.max() >= n):
-                raise ValueError(f"fold {f}: {name} indices must lie in [0, {n}) (rows of triplets)")
+            check_indices(f"fold {f}: {name} indices", ix, n, "rows of triplets")
         if np.intersect1d(tr, te).size:
             raise ValueError(f"fold {f}: a triplet is in both its training and its test set")
         out.append((tr, te))

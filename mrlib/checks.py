@@ -16,8 +16,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-__all__ = ["check_int", "check_positive", "check_margin", "check_level", "as_index_matrix", "as_float_matrix",
-           "as_vector", "is_int", "is_real", "rule", "int_at_least", "FINITE", "validate_fields",
+__all__ = ["check_int", "check_positive", "check_margin", "check_level", "check_indices",
+           "as_index_matrix", "as_float_matrix", "as_vector", "is_int", "is_real", "rule", "int_at_least", "FINITE", "validate_fields",
            "check_values"]
 
 
@@ -82,6 +82,23 @@ def check_level(level: Any, name: str = "level", example: float = 0.95) -> float
     if not isinstance(level, (float, int, np.floating)) or not 0.0 < float(level) < 1.0:
         raise ValueError(f"{name} must be a float in (0, 1), e.g. {example}; got {level!r}")
     return float(level)
+
+
+def check_indices(name: str, idx: Any, n: int, of: str = "") -> np.ndarray:
+    """``idx`` as an int64 array of indices into ``n`` rows (``of``: what they are the rows of),
+    or ``TypeError`` (not integers) / ``ValueError`` (outside ``[0, n)``) naming the argument.
+
+    A negative index is refused: numpy would wrap it around to another track without an error.
+
+    Notebook: 00_overview.ipynb
+    """
+    a = np.asarray(idx)
+    if a.size and not np.issubdtype(a.dtype, np.integer):
+        raise TypeError(f"{name} must hold integer indices, got dtype {a.dtype}")
+    if a.size and (a.min() < 0 or a.max() >= n):
+        of = f" ({of})" if of else ""
+        raise ValueError(f"{name} must lie in [0, {n}){of}, got [{a.min()}, {a.max()}]")
+    return a.astype(np.int64, copy=False)
 
 
 def as_index_matrix(name: str, a: Any) -> np.ndarray:

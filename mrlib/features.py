@@ -37,7 +37,7 @@ from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from mrlib.audio import SkipReport, read_audio
-from mrlib.checks import check_int, is_int
+from mrlib.checks import check_indices, check_int, is_int
 from mrlib.cqt import FORMAT_VERSION, FeatureConfig, _as_config, cqt, cqt_torch
 from mrlib.paths import atomic_path, read_json_or_empty, write_json_atomic
 
@@ -72,8 +72,6 @@ def _source_signature(path: Path) -> dict | None:
 def _cache_valid(file: Path, entry: dict, config: FeatureConfig, verify: str) -> bool:
     """Is the cached file the complete, uncorrupted array the manifest describes?"""
     try:
-        if verify == "exists":
-            return file.is_file()
         # A missing file fails to load; memory-mapped, np.load reads the header only, and a
         # truncated file cannot be mapped.
         array = np.load(file, mmap_mode="r", allow_pickle=False)
@@ -181,7 +179,6 @@ def extract(
     progress: bool = True,
     *,
     verify: str = "size",
-    overwrite: bool = False,
     cache_dir: str | os.PathLike | None = None,
     verbose: bool = True,
 ) -> "FeatureSet":
@@ -211,11 +208,9 @@ def extract(
         Worker processes (joblib/loky); 1 computes in this process; -1 uses every core.
     progress : bool, default True
         tqdm bar over the tracks to compute.
-    verify : {"size", "checksum", "exists"}, default "size"
-        How a cached file is checked: header + exact byte size (cheap), plus CRC-32 of the whole
-        file (reads everything), or only existence.
-    overwrite : bool, default False
-        Recompute everything.
+    verify : {"size", "checksum"}, default "size"
+        How a cached file is checked: header + exact byte size (cheap), or also the CRC-32 of the
+        whole file (reads everything).
     cache_dir : path, optional
         Cache folder instead of ``<catalog.root>/features/<config.key()>``.
     verbose : bool, default True
@@ -230,15 +225,15 @@ def extract(
     Notebook: 01_cqt.ipynb
     """
     config = _as_config(config)
-    if verify not in ("size", "checksum", "exists"):
-        raise ValueError(f"verify must be 'size', 'checksum' or 'exists', got {verify!r}")
+    if verify not in ("size", "checksum"):
+        raise ValueError(f"verify must be 'size' or 'checksum', got {verify!r}")
     if not is_int(n_jobs) or n_jobs == 0 or n_jobs < -1:
         raise ValueError(f"n_jobs must be a positive integer or -1, got {n_jobs!r}")
     root, ids, paths = _catalog_table(catalog)
     cache = Path(cache_dir) if cache_dir is not None else root / "features" / config.key()
     cache.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(cache)
-    entries = {} if overwrite else _read_manifest(cache, config)
+    entries = _read_manifest(cache, config)
 
     files = [cache / _safe_name(t) for t in ids]
     report = SkipReport(n_total=len(ids))
@@ -509,9 +504,7 @@ def coarsen_features(features, freq_pool: int = 4, time_pool: int = 8, *,
     Notebook: 08_triplet_matchnet.ipynb
     """
     check_features(features)
-    for name, value in (("freq_pool", freq_pool), ("time_pool", time_pool)):
-        if not is_int(value) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    freq_pool, time_pool = check_int("freq_pool", freq_pool), check_int("time_pool", time_pool)
     available = _available(features)
     out: list[np.ndarray | None] = []
     for i in tqdm(range(len(features)), desc="coarsen", unit="track", disable=not progress):
@@ -581,10 +574,7 @@ def random_patches(feature, patch_len: int, n: int, rng, pad: str = "wrap") -> n
         raise TypeError("rng must be a numpy.random.Generator or an int seed, got "
                         f"{type(rng).__name__}")
     rng = np.random.default_rng(rng)     # a Generator comes back as it is
-    if not is_int(patch_len) or patch_len < 1:
-        raise ValueError(f"patch_len must be a positive integer (frames), got {patch_len!r}")
-    if not is_int(n) or n < 0:
-        raise ValueError(f"n must be a non-negative integer, got {n!r}")
+    patch_len, n = check_int("patch_len", patch_len, 1), check_int("n", n, 0)
     if pad not in ("wrap", "floor"):
         raise ValueError(f"pad must be 'wrap' or 'floor', got {pad!r}")
     feature = np.asarray(feature)     # a memory-mapped feature stays mapped
@@ -630,11 +620,7 @@ def tracks_patches(features, tracks, patch_len: int, n: int, rng) -> np.ndarray:
     tracks = np.asarray(tracks)
     if tracks.ndim != 1 or tracks.size == 0:
         raise ValueError(f"tracks must be a non-empty 1-D sequence of track indices, got shape {tracks.shape}")
-    if not np.issubdtype(tracks.dtype, np.integer):
-        raise TypeError(f"tracks must hold integer track indices, got dtype {tracks.dtype}")
-    if tracks.min() < 0 or tracks.max() >= len(features):   # -1 would wrap to the last track
-        raise ValueError(f"tracks must lie in [0, {len(features)}) (the tracks of features), "
-                         f"got [{tracks.min()}, {tracks.max()}]")
+    tracks = check_indices("tracks", tracks, len(features), "the tracks of features")
     return np.concatenate([random_patches(features[int(t)], patch_len, n, rng) for t in tracks])
 
 

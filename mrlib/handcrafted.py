@@ -21,7 +21,7 @@ from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from mrlib.audio import SkipReport, _check_params, read_audio
-from mrlib.checks import is_int
+from mrlib.checks import check_int, is_int
 from mrlib.features import _catalog_table
 from mrlib.paths import atomic_path
 
@@ -81,8 +81,7 @@ def _check_signal(y, sr, **sizes) -> np.ndarray:
     if not is_int(sr) or sr < 4000:
         raise ValueError(f"sr must be an integer sample rate >= 4000 Hz, got {sr!r}")
     for name, value in sizes.items():
-        if not is_int(value) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_int(name, value)
     y = y.astype(np.float32)
     n_fft = sizes["n_fft"]
     return np.pad(y, (0, n_fft - len(y))) if len(y) < n_fft else y
@@ -338,8 +337,7 @@ def _check_args(sr, chunk_size, n_jobs, feature_kwargs, min_duration_s, max_dura
     """Check the arguments of :func:`catalog_features` other than the catalog."""
     if not is_int(sr) or sr < 4000:
         raise ValueError(f"sr must be an integer >= 4000 Hz, got {sr!r}")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    check_int("chunk_size", chunk_size)
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0 or n_jobs < -1:
         raise ValueError(f"n_jobs must be a positive integer or -1, got {n_jobs!r}")
     allowed = {"n_mfcc", "n_fft", "hop_length", "tempo"}

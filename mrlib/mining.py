@@ -43,9 +43,8 @@ import torch
 
 from mrlib import mining_reference as ref
 from mrlib import online_mining as om
-from mrlib.checks import check_int
+from mrlib.checks import check_indices, check_int
 from mrlib.mining_chunks import TrainSplitSource, chunk_stream, draw_distance, draw_neighbors, draw_uniform
-from mrlib.online_mining import batch_ranks, rank_matrix
 from mrlib.paper_scale import PAPER_SCALE
 from mrlib.samplers import PaperBatchSampler, ShuffledTripletSampler, TrackBatchSampler
 
@@ -67,8 +66,6 @@ __all__ = [
     "PaperBatchSampler",
     "ShuffledTripletSampler",
     "TrackBatchSampler",
-    "rank_matrix",
-    "batch_ranks",
     "online_triplets",
 ]
 
@@ -467,8 +464,7 @@ def triplet_ranks(triplets: np.ndarray, train_idx: np.ndarray, S: np.ndarray | N
     out = np.full((T.shape[0], 2), -1, dtype=np.int64)
     if T.shape[0] == 0:
         return out
-    if T.min() < 0 or T.max() >= src.N:
-        raise ValueError(f"triplets hold indices outside 0..{src.N - 1}")
+    T = check_indices("triplets", T, src.N, "the tracks")
     a_pos = src.pos_of[T[:, 0]]
     if (a_pos < 0).any():
         raise ValueError(f"anchor {int(T[np.argmax(a_pos < 0), 0])} is not a training track")
@@ -490,8 +486,7 @@ def triplet_ranks(triplets: np.ndarray, train_idx: np.ndarray, S: np.ndarray | N
 
 
 def check_triplets(triplets: np.ndarray, train_idx: np.ndarray, n_pos: int = 15,
-                   S: np.ndarray | None = None, ranked: np.ndarray | None = None,
-                   raise_on_error: bool = True) -> dict[str, bool]:
+                   S: np.ndarray | None = None, ranked: np.ndarray | None = None) -> dict[str, bool]:
     """Check that mined triplets are valid: the bars every strategy must meet.
 
     Checks: ``int32`` ``(M, 3)``; anchors, positives and negatives are training tracks
@@ -507,13 +502,11 @@ def check_triplets(triplets: np.ndarray, train_idx: np.ndarray, n_pos: int = 15,
         ``Np`` used for mining.
     S, ranked
         The oracle, as in :func:`triplet_ranks`.
-    raise_on_error : bool
-        Raise ``ValueError`` naming the failed checks (default) instead of only reporting.
 
     Returns
     -------
     dict of str to bool
-        One entry per check.
+        One entry per check (all true: a failed check raises ``ValueError`` naming it).
 
     Notebook: 03_mining.ipynb
     """
@@ -522,9 +515,7 @@ def check_triplets(triplets: np.ndarray, train_idx: np.ndarray, n_pos: int = 15,
     train = np.unique(np.asarray(train_idx))
     checks = {"int32 (M, 3)": T.dtype == np.int32 and T.ndim == 2 and T.shape[1] == 3}
     if not checks["int32 (M, 3)"]:
-        if raise_on_error:
-            raise ValueError(f"triplets must be int32 (M, 3), got {T.dtype} {T.shape}")
-        return checks
+        raise ValueError(f"triplets must be int32 (M, 3), got {T.dtype} {T.shape}")
     checks["all training tracks"] = bool(np.isin(T, train).all())
     checks["no self"] = bool(((T[:, 0] != T[:, 1]) & (T[:, 0] != T[:, 2])).all())
     if checks["all training tracks"]:
@@ -535,7 +526,7 @@ def check_triplets(triplets: np.ndarray, train_idx: np.ndarray, n_pos: int = 15,
     key = (T[:, 0].astype(np.int64) * base + T[:, 1]) * base + T[:, 2]
     checks["no duplicate triplet"] = bool(np.unique(key).size == key.size)
     failed = [k for k, ok in checks.items() if not ok]
-    if failed and raise_on_error:
+    if failed:
         raise ValueError(f"invalid triplets: failed {failed}")
     return checks
 
@@ -559,20 +550,16 @@ def _online_rule(mode: str) -> Callable | None:
 
 def online_triplets(embeddings: torch.Tensor, oracle: torch.Tensor | np.ndarray,
                     batch_idx: torch.Tensor | np.ndarray | None = None, mode: str = "semihard",
-                    margin: float = 0.5, n_pos: int = 15, oracle_kind: str = "similarity",
-                    positives: str = "batch", fallback: bool = True,
-                    return_info: bool = False):
+                    margin: float = 0.5, n_pos: int = 15, return_info: bool = False):
     """Mine triplets inside a batch of tracks: the oracle decides validity, embeddings hardness.
 
     A triplet ``(a, p, n)`` of batch positions is *valid* when ``p`` is among ``a``'s first
-    ``Np`` (in ``a``'s ranked list restricted to the batch — ``positives="batch"`` — or in
-    the full-catalog list — ``positives="catalog"``, which needs ``oracle_kind="ranks"``)
-    and ``n`` is ranked after ``p``. The online strategy named by ``mode`` then keeps some
+    ``Np`` in ``a``'s ranked list restricted to the batch and ``n`` is ranked after ``p``. The online strategy named by ``mode`` then keeps some
     of them by the squared Euclidean distances ``d(x, y) = ||f(x) - f(y)||²`` of the current
     embeddings (as in the triplet loss): ``"hard"``, ``d(a, n) < d(a, p)``; ``"semihard"``,
     ``d(a, p) < d(a, n) < d(a, p) + margin``; ``"all"`` keeps every valid triplet.
 
-    If no valid triplet is kept, all valid ones are returned (``fallback``). Selection is
+    If no valid triplet is kept, all valid ones are returned (a fallback). Selection is
     done without gradient; compute the loss on ``embeddings[t[:, 0]]`` etc. Memory is
     ``O(B³)`` booleans (B = 128: 2 MB).
 
@@ -581,8 +568,7 @@ def online_triplets(embeddings: torch.Tensor, oracle: torch.Tensor | np.ndarray,
     embeddings : torch.Tensor, float, shape (B, d)
         Current embeddings of the batch's tracks (any device).
     oracle : torch.Tensor or numpy.ndarray, shape (B, B)
-        ``oracle_kind="similarity"``: ``S[batch][:, batch]``; ``"ranks"``: the catalog
-        ranks ``rank_matrix(ranked)[batch][:, batch]`` (lower is more similar).
+        The batch's similarities ``S[batch][:, batch]``.
     batch_idx : torch.Tensor or numpy.ndarray of int, shape (B,), optional
         Catalog indices of the batch (breaks similarity ties as the ranked lists do);
         defaults to ``0 ... B-1``.
@@ -593,10 +579,6 @@ def online_triplets(embeddings: torch.Tensor, oracle: torch.Tensor | np.ndarray,
         The triplet-loss margin δ (0.5 in the paper, which writes it α).
     n_pos : int
         ``Np``.
-    oracle_kind : {"similarity", "ranks"}
-    positives : {"batch", "catalog"}
-    fallback : bool
-        Return all valid triplets when none is kept (else an empty (0, 3)).
     return_info : bool
         Also return a dict: ``n_valid``, ``n_selected``, ``fell_back``.
 
@@ -609,12 +591,12 @@ def online_triplets(embeddings: torch.Tensor, oracle: torch.Tensor | np.ndarray,
     """
     rule = _online_rule(mode)
     n_pos = check_int("n_pos", n_pos, 1)
-    oracle, batch_idx = om.check_batch(embeddings, oracle, batch_idx, oracle_kind, positives, margin)
+    oracle, batch_idx = om.check_batch(embeddings, oracle, batch_idx, margin)
     with torch.no_grad():
-        valid = om.valid_triplets(oracle, batch_idx, n_pos, oracle_kind, positives)
+        valid = om.valid_triplets(oracle, batch_idx, n_pos)
         chosen = valid if rule is None else rule(valid, *om.triplet_distances(embeddings), margin)
         n_valid = int(valid.sum())
-        fell_back = bool(fallback and rule is not None and not chosen.any())
+        fell_back = bool(rule is not None and not chosen.any())
         idx = (valid if fell_back else chosen).nonzero()
     if return_info:
         return idx, {"n_valid": n_valid, "n_selected": int(idx.shape[0]), "fell_back": fell_back}

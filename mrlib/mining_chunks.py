@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from mrlib.checks import check_indices
 from mrlib.mining_draws import _RNG_BLOCK, _BlockRNG, _draw_distance, _draw_uniform
 
 # --------------------------------------------------------------------------------------
@@ -79,22 +80,16 @@ class TrainSplitSource:
         train = np.asarray(train_idx)
         if train.ndim != 1 or train.size == 0:
             raise ValueError(f"train_idx must be a non-empty 1-D array of catalog indices, got shape {train.shape}")
-        if not np.issubdtype(train.dtype, np.integer):
-            raise TypeError(f"train_idx must hold integers, got dtype {train.dtype}")
-        train = np.unique(train.astype(np.int64))
+        if N is None:  # only a callable S: learn N from one row (track 0 is in every catalog)
+            probe = np.asarray(self.S_fn(np.zeros(1, dtype=np.int64)))
+            if probe.ndim != 2 or probe.shape[0] != 1:
+                raise ValueError(f"the S callable must return (len(rows), N) arrays, got shape {probe.shape}")
+            N = probe.shape[1]
+        train = np.unique(check_indices("train_idx", train, N, "the catalog's tracks"))
         if train.size != np.asarray(train_idx).size:
             raise ValueError("train_idx contains duplicates")
         if train.size < 2:
             raise ValueError(f"need at least 2 training tracks to rank, got {train.size}")
-        if train[0] < 0:
-            raise ValueError(f"train_idx has a negative index {train[0]}")
-        if N is None:  # only a callable S: learn N from one row
-            probe = np.asarray(self.S_fn(train[:1]))
-            if probe.ndim != 2 or probe.shape[0] != 1:
-                raise ValueError(f"the S callable must return (len(rows), N) arrays, got shape {probe.shape}")
-            N = probe.shape[1]
-        if train[-1] >= N:
-            raise ValueError(f"train_idx has index {train[-1]} but the catalog has N = {N} tracks")
         self.N = int(N)
         self.train = train
         self.n = train.size
@@ -135,9 +130,8 @@ class TrainSplitSource:
         if self.ranked is not None:
             lists = self.ranked[self.train[apos]]
             # a negative entry would wrap around to another track's position without an error
-            if lists.size and (lists.min() < 0 or lists.max() >= self.N):
-                raise ValueError(f"ranked holds indices outside 0..{self.N - 1} (in the lists of tracks "
-                                 f"{int(self.train[apos[0]])}..{int(self.train[apos[-1]])})")
+            check_indices("ranked", lists, self.N, f"in the lists of tracks {int(self.train[apos[0]])}"
+                          f"..{int(self.train[apos[-1]])}")
             tpos = self.pos_of[lists]
             keep = tpos >= 0
             counts = keep.sum(axis=1)

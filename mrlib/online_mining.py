@@ -10,71 +10,22 @@ Notebook: 03_mining.ipynb
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from mrlib.checks import check_margin
 
-__all__ = ["rank_matrix", "batch_ranks", "valid_triplets", "triplet_distances", "select_hard",
+__all__ = ["valid_triplets", "triplet_distances", "select_hard",
            "select_semihard", "check_batch"]
 
 
-def rank_matrix(ranked: np.ndarray) -> np.ndarray:
-    """Invert ranked lists: ``rank[t, x]`` is the position (1-based) of ``x`` in ``R(t)``.
+def _batch_ranks(S_batch: torch.Tensor, batch_idx: torch.Tensor) -> torch.Tensor:
+    """Ranks inside a batch, (B, B) int64: position (1-based) of ``y`` in ``x``'s list
+    restricted to the batch, 0 on the diagonal; by decreasing similarity, ties by catalog
+    index (the rule of the full ranked lists, so the restriction keeps their order).
 
-    Parameters
-    ----------
-    ranked : numpy.ndarray of int, shape (N, N-1)
-
-    Returns
-    -------
-    numpy.ndarray, int32, shape (N, N)
-        With 0 on the diagonal. ``rank[np.ix_(b, b)]`` is the ``oracle`` of
-        :func:`online_triplets` with ``oracle_kind="ranks"``.
-
-    Notebook: 03_mining.ipynb
+    Both arguments come checked by :func:`check_batch`, on one device.
     """
-    ranked = np.asarray(ranked)
-    if ranked.ndim != 2 or ranked.shape[1] != ranked.shape[0] - 1:
-        raise ValueError(f"ranked must have shape (N, N-1), got {ranked.shape}")
-    if not np.issubdtype(ranked.dtype, np.integer):
-        raise TypeError(f"ranked must hold integer track indices, got dtype {ranked.dtype}")
-    N = ranked.shape[0]
-    if ranked.size and (ranked.min() < 0 or ranked.max() >= N):   # -1 would wrap to track N - 1
-        raise ValueError(f"ranked holds indices outside 0..{N - 1}: [{ranked.min()}, {ranked.max()}]")
-    rank = np.zeros((N, N), dtype=np.int32)
-    rank[np.arange(N)[:, None], ranked] = np.arange(1, N, dtype=np.int32)[None, :]
-    return rank
-
-
-def batch_ranks(S_batch: torch.Tensor, batch_idx: torch.Tensor) -> torch.Tensor:
-    """Ranks inside a batch: position (1-based) of ``y`` in ``x``'s list restricted to the batch.
-
-    Ordered by decreasing similarity, ties by catalog index — the same rule as the full
-    ranked lists, so the restriction keeps their order.
-
-    Parameters
-    ----------
-    S_batch : torch.Tensor, float, shape (B, B)
-        ``S[batch][:, batch]``.
-    batch_idx : torch.Tensor, int, shape (B,)
-        Catalog indices of the batch (distinct).
-
-    Returns
-    -------
-    torch.Tensor, int64, shape (B, B)
-        0 on the diagonal, 1 ... B-1 elsewhere; on ``S_batch``'s device.
-
-    Notebook: 03_mining.ipynb
-    """
-    S_batch = torch.as_tensor(S_batch)
-    if S_batch.ndim != 2 or S_batch.shape[0] != S_batch.shape[1]:
-        raise ValueError(f"S_batch must be (B, B), got {tuple(S_batch.shape)}")
-    B = S_batch.shape[0]
-    dev = S_batch.device
-    batch_idx = torch.as_tensor(batch_idx, device=dev)
-    if batch_idx.shape != (B,):
-        raise ValueError(f"batch_idx must have shape ({B},), got {tuple(batch_idx.shape)}")
+    B, dev = S_batch.shape[0], S_batch.device
     # sort columns by catalog index first, so a stable sort on -S breaks ties by index;
     # float32 at least, never float64 (MPS has none)
     by_idx = torch.argsort(batch_idx, stable=True)
@@ -87,22 +38,16 @@ def batch_ranks(S_batch: torch.Tensor, batch_idx: torch.Tensor) -> torch.Tensor:
     return ranks
 
 
-def check_batch(embeddings: torch.Tensor, oracle, batch_idx, oracle_kind: str, positives: str,
+def check_batch(embeddings: torch.Tensor, oracle, batch_idx,
                 margin: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validate online mining's inputs; returns the oracle and the batch's catalog indices as
-    tensors on the embeddings' device.
+    """Validate online mining's inputs; returns the oracle (similarities) and the batch's
+    catalog indices as tensors on the embeddings' device.
 
     Notebook: 03_mining.ipynb
     """
     if not isinstance(embeddings, torch.Tensor) or not embeddings.is_floating_point() or embeddings.ndim != 2:
         raise TypeError("embeddings must be a floating-point torch.Tensor of shape (B, d)")
     B, dev = embeddings.shape[0], embeddings.device
-    if oracle_kind not in ("similarity", "ranks"):
-        raise ValueError(f"oracle_kind must be 'similarity' or 'ranks', got {oracle_kind!r}")
-    if positives not in ("batch", "catalog"):
-        raise ValueError(f"positives must be 'batch' or 'catalog', got {positives!r}")
-    if positives == "catalog" and oracle_kind != "ranks":
-        raise ValueError("positives='catalog' needs the catalog ranks (oracle_kind='ranks')")
     check_margin(margin)
     oracle = torch.as_tensor(oracle)
     if oracle.is_floating_point() and dev.type == "mps":
@@ -118,18 +63,16 @@ def check_batch(embeddings: torch.Tensor, oracle, batch_idx, oracle_kind: str, p
     return oracle, batch_idx
 
 
-def valid_triplets(oracle: torch.Tensor, batch_idx: torch.Tensor, n_pos: int, oracle_kind: str,
-                   positives: str) -> torch.Tensor:
-    """(B, B, B) bool: ``p`` among ``a``'s first ``Np``, ``n`` ranked after ``p``.
+def valid_triplets(oracle: torch.Tensor, batch_idx: torch.Tensor, n_pos: int) -> torch.Tensor:
+    """(B, B, B) bool: ``p`` among ``a``'s first ``Np``, ``n`` ranked after ``p`` (in the
+    lists of the batch's similarities ``oracle``).
 
     Notebook: 03_mining.ipynb
     """
     B, dev = oracle.shape[0], oracle.device
-    # a lower catalog rank is a higher similarity (the ranks of a row are distinct, no ties)
-    order_rank = batch_ranks(oracle if oracle_kind == "similarity" else -oracle.long(), batch_idx)
-    pos_rank = oracle.long() if positives == "catalog" else order_rank
+    order_rank = _batch_ranks(oracle, batch_idx)
     eye = torch.eye(B, dtype=torch.bool, device=dev)
-    is_pos = (pos_rank >= 1) & (pos_rank <= n_pos) & ~eye                         # (a, p)
+    is_pos = (order_rank >= 1) & (order_rank <= n_pos) & ~eye                     # (a, p)
     later = order_rank[:, None, :] > order_rank[:, :, None]                        # (a, p, n)
     return is_pos[:, :, None] & later & ~eye[:, None, :]
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mrlib.checks import as_float_matrix, as_index_matrix, check_int
+from mrlib.checks import as_float_matrix, as_index_matrix, check_indices, check_int
 
 __all__ = ["exact_topk", "rank_by_distance", "rank_by_similarity", "FaissIndex", "build_faiss_index",
            "recall_at_k"]
@@ -88,8 +88,7 @@ def _check_query_ids(query_ids, n_q: int, n_b: int) -> np.ndarray:
         raise ValueError(
             f"query_ids must be an int array of shape ({n_q},), got {query_ids.dtype} {query_ids.shape}"
         )
-    if n_q and (query_ids.min() < 0 or query_ids.max() >= n_b):
-        raise ValueError(f"query_ids must lie in [0, {n_b}), got range [{query_ids.min()}, {query_ids.max()}]")
+    check_indices("query_ids", query_ids, n_b, "the base rows")
     return query_ids
 
 

@@ -26,8 +26,7 @@ likelihoods :math:`a, b \in [0, 1]^m` and the vocabulary split into categories
 
 The weights :math:`w_c, g_0, \gamma, \kappa` live in ``data/oracle_weights.json`` (:func:`load_weights`).
 Everything is matrix products: one row block of S costs one (chunk × m) · (m × N_b) product, so the
-paper's 14,246 × 14,246 matrix is computed block by block (:func:`oracle_chunks`,
-:func:`oracle_topk`) without ever holding more than a block.
+paper's 14,246 × 14,246 matrix is computed block by block (``chunk_size`` rows at a time).
 
 Notebook: 02_similarity.ipynb
 """
@@ -38,16 +37,16 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterator, Mapping, NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from mrlib.checks import is_int, is_real, rule
+from mrlib.checks import check_indices, check_int, is_int, is_real, rule
 from mrlib.paths import repo_root
 
 __all__ = [
-    "CATEGORIES", "load_weights", "oracle", "oracle_chunks", "oracle_topk", "category_similarities",
+    "CATEGORIES", "load_weights", "oracle", "category_similarities",
     "ranked_list", "ranked_lists", "mean_similarity_by_rank", "rank_profile"
 ]
 
@@ -234,52 +233,6 @@ class _Oracle:
         np.clip(mean, 0.0, 1.0, out=mean)
         return mean.astype(np.float32)
 
-    def blocks(self, chunk_size: int, progress: bool) -> Iterator[tuple[int, np.ndarray]]:
-        """``(start, S[start:start + chunk_size])`` for every row block, in order."""
-        starts = range(0, self.A.n, chunk_size)
-        for start in tqdm(starts, desc="oracle S", unit="block", disable=not progress):
-            yield start, self.block(start, min(start + chunk_size, self.A.n))
-
-
-def _check_chunk(chunk_size) -> int:
-    if not is_int(chunk_size) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer (rows per block), got {chunk_size!r}")
-    return int(chunk_size)
-
-
-def oracle_chunks(
-    T_a,
-    T_b=None,
-    categories=None,
-    weights=None,
-    chunk_size: int = 2048,
-    progress: bool = False,
-) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield S row block by row block: ``(start, S[start:start + chunk])``.
-
-    The streaming form of :func:`oracle` for catalogs whose S should not be held whole (the
-    paper's 14,246² float32 matrix is 0.8 GB; a 100k catalog would be 40 GB). Blocks are
-    bit-identical to the corresponding rows of :func:`oracle`.
-
-    Parameters
-    ----------
-    T_a, T_b, categories, weights, chunk_size
-        As in :func:`oracle`.
-    progress : bool, default False
-        Show a tqdm bar over blocks.
-
-    Yields
-    ------
-    start : int
-        Index of the first row of the block in ``T_a``.
-    block : numpy.ndarray of float32, shape (rows, N_b)
-        ``rows = min(chunk_size, N_a - start)``.
-
-    Notebook: 02_similarity.ipynb
-    """
-    chunk_size = _check_chunk(chunk_size)
-    yield from _Oracle(T_a, T_b, categories, weights).blocks(chunk_size, progress)
-
 
 def oracle(
     T_a,
@@ -332,11 +285,12 @@ def oracle(
 
     Notebook: 02_similarity.ipynb
     """
-    chunk_size = _check_chunk(chunk_size)
+    chunk_size = check_int("chunk_size", chunk_size, 1)
     core = _Oracle(T_a, T_b, categories, weights)
     S = np.empty((core.A.n, core.B.n), dtype=np.float32)
-    for start, block in core.blocks(chunk_size, progress):
-        S[start:start + len(block)] = block
+    starts = range(0, core.A.n, chunk_size)
+    for start in tqdm(starts, desc="oracle S", unit="block", disable=not progress):
+        S[start:start + chunk_size] = core.block(start, min(start + chunk_size, core.A.n))
     return S
 
 
@@ -409,12 +363,7 @@ def ranked_list(S_row, exclude=None) -> np.ndarray:
         raise ValueError(f"S_row must be 1-D (N,), got shape {row.shape}")
     order = np.argsort(-row.astype(np.float64), kind="stable")
     if exclude is not None:
-        drop = np.atleast_1d(np.asarray(exclude))
-        if drop.dtype.kind not in "iu":
-            raise TypeError(f"exclude must be integer indices, got {drop.dtype}")
-        if drop.size and (drop.min() < 0 or drop.max() >= len(row)):   # -1 is no track
-            raise ValueError(f"exclude indices must be in [0, {len(row)}), got {drop.tolist()}")
-        order = order[~np.isin(order, drop)]
+        order = order[~np.isin(order, check_indices("exclude", exclude, len(row), "the tracks"))]
     return order.astype(np.int64, copy=False)
 
 
@@ -453,7 +402,7 @@ def ranked_lists(S, exclude_self: bool = True, k: int | None = None, dtype=np.in
         if not is_int(k) or not 1 <= k <= width:
             raise ValueError(f"k must be an integer in [1, {width}], got {k!r}")
         width = int(k)
-    chunk_size = _check_chunk(chunk_size)
+    chunk_size = check_int("chunk_size", chunk_size, 1)
     out = np.empty((n_a, width), dtype=dtype)
     for start in range(0, n_a, chunk_size):
         stop = min(start + chunk_size, n_a)
@@ -471,52 +420,6 @@ def _block_order(block: np.ndarray, start: int, exclude_self: bool) -> np.ndarra
     # with a +inf similarity of a lower column and leave the query in its own list
     keep = order != (start + np.arange(block.shape[0]))[:, None]
     return order[keep].reshape(block.shape[0], block.shape[1] - 1)
-
-
-def oracle_topk(
-    T_a,
-    T_b=None,
-    k: int = 20,
-    categories=None,
-    weights=None,
-    exclude_self: bool | None = None,
-    chunk_size: int = 2048,
-    progress: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The k most similar tracks for every query, streamed so S is never held whole.
-
-    Parameters
-    ----------
-    T_a, T_b, categories, weights, chunk_size, progress
-        As in :func:`oracle`.
-    k : int, default 20
-        List length (20 = the paper's cut-off; 15 = its N_p positives).
-    exclude_self : bool, optional
-        Drop the query from its own list; default True when ``T_b`` is None.
-
-    Returns
-    -------
-    index : numpy.ndarray of int64, shape (N_a, k)
-        ``ranked_lists(oracle(T_a, T_b), exclude_self)[:, :k]`` (same deterministic ties).
-    value : numpy.ndarray of float32, shape (N_a, k)
-        The similarities at those indices (non-increasing along each row).
-
-    Notebook: 02_similarity.ipynb
-    """
-    if exclude_self is None:
-        exclude_self = T_b is None
-    if not is_int(k) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    index, value = [], []
-    for start, block in oracle_chunks(T_a, T_b, categories, weights, chunk_size, progress):
-        if exclude_self and block.shape[1] < start + block.shape[0]:
-            raise ValueError("exclude_self needs T_b = None or a square problem")
-        order = _block_order(block, start, exclude_self)[:, :k]
-        if order.shape[1] < k:
-            raise ValueError(f"k = {k} is longer than the lists ({order.shape[1]} tracks)")
-        index.append(order.astype(np.int64))
-        value.append(np.take_along_axis(block, order, axis=1))
-    return np.concatenate(index), np.concatenate(value)
 
 
 def mean_similarity_by_rank(S, exclude_self: bool = True, chunk_size: int = 4096) -> np.ndarray:
@@ -540,7 +443,7 @@ def mean_similarity_by_rank(S, exclude_self: bool = True, chunk_size: int = 4096
     """
     S = _check_matrix(S, exclude_self)
     n_a, n_b = S.shape
-    chunk_size = _check_chunk(chunk_size)
+    chunk_size = check_int("chunk_size", chunk_size, 1)
     total = np.zeros(n_b - 1 if exclude_self else n_b)
     for start in range(0, n_a, chunk_size):
         block = S[start:start + chunk_size].astype(np.float64)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from mrlib.baselines import _pairs, check_triplets
-from mrlib.checks import is_int
+from mrlib.checks import check_indices, is_int
 from mrlib.features import _available, check_features
 from mrlib.layers import eval_mode
 from mrlib.systems import embed_tracks
@@ -62,11 +62,9 @@ def embed_songs(model, features, idx, patch_len: int | None = None, n_patches: i
     """
     check_features(features)
     idx = np.asarray(idx)
-    if idx.ndim != 1 or (len(idx) and not np.issubdtype(idx.dtype, np.integer)):
+    if idx.ndim != 1:
         raise ValueError(f"idx must be a 1-D array of catalog indices, got shape {idx.shape}")
-    if len(idx) and (idx.min() < 0 or idx.max() >= len(features)):
-        raise ValueError(f"idx must lie in [0, {len(features)}), got [{idx.min()}, {idx.max()}]")
-    check_available(features, idx.astype(np.int64))
+    check_available(features, check_indices("idx", idx, len(features), "the tracks of features"))
     if not is_int(n_patches) or n_patches < 1:
         raise ValueError(f"n_patches must be a positive int, got {n_patches!r}")
     patch_len = int(getattr(model, "patch_len")) if patch_len is None else int(patch_len)
@@ -100,8 +98,7 @@ def pair_dissimilarities(model, E, a, b, *, block: int = 4096) -> np.ndarray:
     if E.ndim != 3:
         raise ValueError(f"E must be (N, P, e) patch embeddings, got shape {tuple(E.shape)}")
     a, b = _pairs(a, b)
-    if len(a) and (min(a.min(), b.min()) < 0 or max(a.max(), b.max()) >= len(E)):
-        raise ValueError(f"pair indices must lie in [0, {len(E)}) (rows of E)")
+    check_indices("pair indices a, b", np.concatenate([a, b]), len(E), "rows of E")
     dev = next(model.parameters()).device
     E = E.to(dev, dtype=next(model.parameters()).dtype)
     out = np.empty(len(a), dtype=np.float64)

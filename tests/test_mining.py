@@ -12,6 +12,7 @@ from scipy import stats
 
 from mrlib import mining as mm
 from mrlib import mining_reference
+from mrlib import online_mining as om
 from mrlib.mining_draws import _RNG_BLOCK
 
 
@@ -238,7 +239,7 @@ def test_input_validation(catalog):
         mm.mine(None, train, "hardest", S=S)
     with pytest.raises(ValueError, match="train_idx is required"):
         mm.mine(None, None, "uniform", S=S)
-    with pytest.raises(ValueError, match="catalog has N"):
+    with pytest.raises(ValueError, match=r"train_idx must lie in \[0, 60\)"):
         mm.mine(None, np.array([1, 2, 99]), "uniform", S=S)
     with pytest.raises(ValueError, match="duplicates"):
         mm.mine(None, np.array([1, 2, 2]), "uniform", S=S)
@@ -612,20 +613,16 @@ def test_online_triplets_match_plain_loops(mode):
     assert got.dtype == torch.int64 and got.device == E.device
 
 
-def test_online_ranks_fallback_and_catalog_positives():
+def test_online_batch_ranks_and_fallback():
     rng = np.random.default_rng(1)
     N, B = 50, 10
     S = random_S(N, seed=4)
     idx = np.sort(rng.choice(N, size=B, replace=False))
-    ranks = mm.rank_matrix(full_ranked(S))
-    assert (np.diag(ranks) == 0).all()
-    assert ranks[0, full_ranked(S)[0, 0]] == 1
     E = torch.nn.functional.normalize(torch.randn(B, 3, generator=torch.Generator().manual_seed(0)), dim=1)
     a = mm.online_triplets(E, S[np.ix_(idx, idx)], idx, mode="online-semihard", n_pos=3)
-    b = mm.online_triplets(E, ranks[np.ix_(idx, idx)], idx, mode="semihard", n_pos=3, oracle_kind="ranks")
-    assert torch.equal(a, b)
+    assert torch.equal(a, mm.online_triplets(E, S[np.ix_(idx, idx)], idx, mode="semihard", n_pos=3))
     # batch ranks agree with the plain sort
-    br = mm.batch_ranks(torch.from_numpy(S[np.ix_(idx, idx)]), torch.from_numpy(idx))
+    br = om._batch_ranks(torch.from_numpy(S[np.ix_(idx, idx)]), torch.from_numpy(idx))
     for x in range(B):
         lst = sorted((y for y in range(B) if y != x), key=lambda y: (-float(S[idx[x], idx[y]]), idx[y]))
         assert [int(br[x, y]) for y in lst] == list(range(1, B))
@@ -633,15 +630,6 @@ def test_online_ranks_fallback_and_catalog_positives():
     same = torch.ones(B, 3)
     t, info = mm.online_triplets(same, S[np.ix_(idx, idx)], idx, mode="hard", n_pos=3, return_info=True)
     assert info["fell_back"] and info["n_selected"] == info["n_valid"] == B * sum(B - 1 - i for i in range(1, 4))
-    none = mm.online_triplets(same, S[np.ix_(idx, idx)], idx, mode="hard", n_pos=3, fallback=False)
-    assert none.shape == (0, 3)
-    # catalog positives: only tracks among a's first Np of the whole catalog
-    t = mm.online_triplets(E, ranks[np.ix_(idx, idx)], idx, mode="all", n_pos=5, oracle_kind="ranks",
-                           positives="catalog")
-    sub = ranks[np.ix_(idx, idx)]
-    assert all(1 <= sub[a_, p_] <= 5 and sub[a_, n_] > sub[a_, p_] for a_, p_, n_ in t.tolist())
-    with pytest.raises(ValueError, match="catalog"):
-        mm.online_triplets(E, S[np.ix_(idx, idx)], idx, positives="catalog")
     with pytest.raises(ValueError, match="mode"):
         mm.online_triplets(E, S[np.ix_(idx, idx)], idx, mode="easy")
     # selection does not touch autograd
@@ -694,14 +682,12 @@ def test_out_of_range_ranked_lists_and_track_indices_are_refused():
     R = similarity.ranked_lists((S + S.T) / 2)
     bad = R.copy()
     bad[0, 0] = -1          # wrapped around to track 11 and mined wrong triplets silently
-    with pytest.raises(ValueError, match="ranked holds indices outside 0..11"):
+    with pytest.raises(ValueError, match=r"ranked must lie in \[0, 12\)"):
         mm.mine(bad, np.arange(12), "neighbors", n_pos=2, n_neg=3, progress=False)
-    with pytest.raises(ValueError, match="ranked holds indices outside 0..11"):   # was IndexError
+    with pytest.raises(ValueError, match=r"ranked must lie in \[0, 12\)"):   # was IndexError
         mm.mine(R + 100, np.arange(12), "neighbors", n_pos=2, n_neg=3, progress=False)
-    with pytest.raises(ValueError, match="ranked holds indices outside"):       # was IndexError
-        mm.rank_matrix(R + 5)
     with pytest.raises(TypeError, match="ranked must hold integer"):
-        mm.rank_matrix(R.astype(float))
+        mm.mine(R.astype(float), np.arange(12), "neighbors", n_pos=2, n_neg=3, progress=False)
     t = mm.mine(R, np.arange(12), "neighbors", n_pos=2, n_neg=3, progress=False)
     with pytest.raises(ValueError, match="n_pos must be >= 1"):                 # "failed ['positive in first Np']"
         mm.check_triplets(t, np.arange(12), n_pos=0, ranked=R)
@@ -709,3 +695,27 @@ def test_out_of_range_ranked_lists_and_track_indices_are_refused():
         mm.TrackBatchSampler(np.arange(-3, 3), batch_size=2)
     with pytest.raises(ValueError, match="track_idx contains duplicates"):
         mm.TrackBatchSampler(np.array([1, 1, 2, 3]), batch_size=2)
+
+
+def test_every_door_words_an_out_of_range_index_alike():
+    """One check (mrlib.checks.check_indices) names the argument and the range [0, n) everywhere."""
+    from mrlib import baselines, search, similarity, songlevel
+    R = full_ranked(random_S(12))
+    doors = [
+        ("train_idx", lambda: mm.mine(R, np.array([0, 1, 12]), "neighbors", n_pos=2, n_neg=3,
+                                      progress=False)),
+        ("train_idx", lambda: mm.mine(None, np.array([-1, 0, 1]), "distance", S=lambda r: np.ones((len(r), 12)),
+                                      progress=False)),
+        ("triplets", lambda: mm.triplet_ranks(np.array([[0, 1, -1]]), np.arange(12), ranked=R)),
+        ("exclude", lambda: similarity.ranked_list(np.ones(12), exclude=12)),
+        ("query_ids", lambda: search.exact_topk(np.ones((2, 3)), np.ones((12, 3)), 2, exclude_self=True,
+                                                query_ids=np.array([0, -1]))),
+        ("triplets", lambda: baselines.check_triplets(np.array([[0, 1, 12]]), 12)),
+        ("fold 0: test indices", lambda: baselines.check_folds([(np.array([0]), np.array([12]))], 12)),
+        ("pair indices a, b", lambda: songlevel.pair_dissimilarities(None, np.zeros((12, 2, 4)), [0], [12])),
+    ]
+    for name, call in doors:
+        with pytest.raises(ValueError, match=rf"^{name} must lie in \[0, 12\)"):
+            call()
+    with pytest.raises(TypeError, match="triplets must hold integer indices"):
+        mm.triplet_ranks(np.array([[0.0, 1.0, 2.0]]), np.arange(12), ranked=R)

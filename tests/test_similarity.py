@@ -158,9 +158,6 @@ def test_range_dtype_symmetry_and_self_similarity(catalog_tags, S):
 def test_chunked_equals_unchunked(catalog_tags, S):
     T, cats, _ = catalog_tags
     np.testing.assert_array_equal(sim.oracle(T, categories=cats, chunk_size=7), S)
-    blocks = list(sim.oracle_chunks(T, categories=cats, chunk_size=128))
-    assert [start for start, _ in blocks] == list(range(0, len(T), 128))
-    np.testing.assert_array_equal(np.concatenate([b for _, b in blocks]), S)
 
 
 def test_permutation_equivariance(catalog_tags, S):
@@ -301,16 +298,6 @@ def test_ranked_lists_dtype_must_hold_the_largest_index_not_the_count():
     np.testing.assert_array_equal(R, sim.ranked_lists(S))
     with pytest.raises(ValueError, match="able to hold 256"):
         sim.ranked_lists(np.random.default_rng(1).random((257, 257)), dtype=np.uint8)
-
-
-def test_oracle_topk_streams_the_same_lists(catalog_tags, S):
-    T, cats, _ = catalog_tags
-    idx, val = sim.oracle_topk(T, k=20, categories=cats, chunk_size=100)
-    np.testing.assert_array_equal(idx, sim.ranked_lists(S, k=20))
-    np.testing.assert_array_equal(val, np.take_along_axis(S, idx, axis=1))
-    assert np.all(np.diff(val, axis=1) <= 0)
-    idx2, _ = sim.oracle_topk(T[:30], T, k=5, categories=cats)
-    np.testing.assert_array_equal(idx2, sim.ranked_lists(S[:30], exclude_self=False, k=5))
 
 
 def test_mean_similarity_by_rank_matches_loop(S):
