@@ -8,7 +8,7 @@ How they stay fast at paper scale (N = 14,246, 53.4 M triplets) without a pass o
 whole list for each of the 213,690 (anchor, positive) pairs: each anchor's candidates
 ``[r_1 ... r_Np, the others in catalog order]`` and their cumulative weights are computed
 once and shared by its ``Np`` positives, whose candidate sets are suffixes of that order;
-only the ``Nn`` needed draws are made (inverse CDF on the suffix by binary search; a
+only the ``Nn`` needed draws are made (inverse CDF on the suffix through a guide table; a
 uniform draw is one index into a per-anchor table of its candidates, rejecting the anchor
 and the head), and duplicates are redrawn — keeping the first ``Nn`` distinct values of an
 i.i.d. stream is exactly sampling without replacement. Rows whose law is concentrated draw
@@ -230,6 +230,8 @@ class _DistanceLaw:
     last_head: np.ndarray   # (c,) last positive-weight head column
     cum: np.ndarray         # (c, n) cumulative weights outside the head, catalog order
     W: np.ndarray           # (c,) mass outside the head
+    scale: np.ndarray       # (c,) n / W (0 where W = 0): a target's guide bucket
+    guide: np.ndarray       # (c, n) first position of each bucket (Chen's guide table)
     last_out: np.ndarray    # (c,) last positive-weight outside position
 
 
@@ -243,9 +245,21 @@ def _distance_law(head: np.ndarray, apos: np.ndarray, srows: np.ndarray, n: int)
     cum[ar[:, None], _excluded(head, apos)] = 0.0
     np.cumsum(cum, axis=1, out=cum)
     W = cum[:, -1]
+    # Guide table (Chen's method) for the inverse CDF: guide[j, g] is the first position
+    # whose bucket floor(cum·n/W) is >= g; a target t starts there and scans forward
+    # about one step on average — instead of a binary search with a cache miss per
+    # step. Both sides use the same monotone float expression, so the start is never
+    # past the answer.
+    scale = np.where(W > 0, n / np.where(W > 0, W, 1.0), 0.0)
+    bucket = (cum * scale[:, None]).astype(np.int64)
+    np.minimum(bucket, n - 1, out=bucket)
+    bucket += (n * ar)[:, None]
+    guide = np.bincount(bucket.ravel(), minlength=c * n).reshape(c, n)
+    del bucket
+    guide = np.cumsum(guide, axis=1) - guide
     last_out = (cum < W[:, None]).sum(axis=1)   # last positive-weight position (W reached)
     return _DistanceLaw(head, n, np.repeat(ar, Kp), np.tile(np.arange(1, Kp + 1), c), cwh,
-                        cwh[:, -1:] - cwh, last_head, cum, W, last_out)
+                        cwh[:, -1:] - cwh, last_head, cum, W, scale, guide, last_out)
 
 
 def _n_positive(head: np.ndarray, apos: np.ndarray, srows: np.ndarray) -> np.ndarray:
@@ -260,17 +274,44 @@ def _n_positive(head: np.ndarray, apos: np.ndarray, srows: np.ndarray) -> np.nda
 
 
 def _search_out(law: _DistanceLaw, a: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """First outside position whose cumulative weight exceeds t (flat arrays), one binary
-    search per anchor (its row of ``cum`` stays in cache)."""
-    x = np.empty(t.size, dtype=np.int64)
-    order = np.argsort(a, kind="stable")
-    bounds = np.searchsorted(a[order], np.arange(law.cum.shape[0] + 1))
-    for j in np.flatnonzero(np.diff(bounds)):
-        q = order[bounds[j]:bounds[j + 1]]
-        x[q] = np.searchsorted(law.cum[j], t[q], side="right")
+    """First outside position whose cumulative weight exceeds t (flat arrays)."""
+    n = law.n
+    g = (t * law.scale[a]).astype(np.int64)
+    np.minimum(g, n - 1, out=g)
+    base = a * n
+    x = law.guide.ravel()[base + g]
+    cum_flat = law.cum.ravel()
+    todo = np.arange(t.size)
+    for _ in range(8):
+        xx = x[todo]
+        step = (xx < n) & (cum_flat[base[todo] + np.minimum(xx, n - 1)] <= t[todo])
+        todo = todo[step]
+        if todo.size == 0:
+            break
+        x[todo] += 1
+    if todo.size:  # long runs of tiny or zero weights: binary search, per anchor
+        at = a[todo]
+        for j in np.unique(at):
+            q = todo[at == j]
+            x[q] = np.searchsorted(law.cum[j], t[q], side="right")
     # a positive-weight, non-excluded track (zero weights never exceed t); past the
     # end only by rounding -> the last positive-weight position
-    return np.where(x < law.n, x, law.last_out[a])
+    return np.where(x < n, x, law.last_out[a])
+
+
+def _search_anchor(law: _DistanceLaw, j: int, tj: np.ndarray) -> np.ndarray:
+    """:func:`_search_out` for many targets of one anchor: its tables stay in cache."""
+    n, cj = law.n, law.cum[j]
+    xj = law.guide[j][np.minimum((tj * law.scale[j]).astype(np.int64), n - 1)]
+    for _ in range(8):
+        step = (xj < n) & (cj[np.minimum(xj, n - 1)] <= tj)
+        if not step.any():
+            break
+        xj += step
+    else:
+        left = np.flatnonzero((xj < n) & (cj[np.minimum(xj, n - 1)] <= tj))
+        xj[left] = np.searchsorted(cj, tj[left], side="right")
+    return np.where(xj < n, xj, law.last_out[j])
 
 
 def _head_col(law: _DistanceLaw, a: np.ndarray, ii: np.ndarray, uu: np.ndarray) -> np.ndarray:
@@ -292,6 +333,26 @@ def _to_v(law: _DistanceLaw, rows: np.ndarray, u: np.ndarray) -> np.ndarray:
     os_ = np.flatnonzero(~in_head)
     out[os_] = _search_out(law, a[os_], uu[os_] - hm[os_])
     return out
+
+
+def _distance_first_round(law: _DistanceLaw, a_s: np.ndarray, U: np.ndarray) -> np.ndarray:
+    """(len(a_s), Kp, n_neg) draws of anchors a_s, every pair row sampled, from uniforms U."""
+    Kp, n_neg = U.shape[1], U.shape[2]
+    hm = law.Hm[a_s][:, :, None]
+    uu = U * (hm + law.W[a_s][:, None, None])
+    in_head = uu < hm
+    in_head |= (law.W[a_s] == 0)[:, None, None]
+    t = uu - hm
+    np.maximum(t, 0.0, out=t)
+    Q = Kp * n_neg
+    t = t.reshape(a_s.size, Q)
+    x = np.empty((a_s.size, Q), dtype=np.int64)
+    for q, j in enumerate(a_s):
+        x[q] = _search_anchor(law, j, t[q])
+    x = x.ravel()
+    hq = np.flatnonzero(in_head)
+    x[hq] = _head_col(law, a_s[hq // Q], (hq % Q) // n_neg + 1, uu.ravel()[hq])
+    return x.reshape(U.shape)
 
 
 def _draw_distance(head: np.ndarray, apos: np.ndarray, srows: np.ndarray, n: int,
@@ -339,12 +400,18 @@ def _draw_distance(head: np.ndarray, apos: np.ndarray, srows: np.ndarray, n: int
 
 def _distance_first_draws(law: _DistanceLaw, draws: np.ndarray, sample: np.ndarray,
                           rngs: _BlockRNG, n_neg: int) -> None:
-    """n_neg draws for each sampled pair row (in place), from the anchors' first uniforms."""
+    """n_neg draws for each sampled pair row (in place): whole anchors one at a time, the
+    pair rows of partly sampled anchors together."""
     c, Kp = law.head.shape
     U = rngs.first((Kp, n_neg))
-    rows = np.flatnonzero(sample)
-    u = U.reshape(c * Kp, n_neg)[rows].ravel()
-    draws[rows] = _to_v(law, np.repeat(rows, n_neg), u).reshape(-1, n_neg)
+    whole = sample.reshape(c, Kp).all(axis=1)        # anchors with every row sampled
+    a_s = np.flatnonzero(whole)
+    if a_s.size:
+        draws.reshape(c, Kp, n_neg)[a_s] = _distance_first_round(law, a_s, U[a_s] if a_s.size < c else U)
+    part = np.flatnonzero(sample & ~np.repeat(whole, Kp))
+    if part.size:
+        u = U.reshape(c * Kp, n_neg)[part].ravel()
+        draws[part] = _to_v(law, np.repeat(part, n_neg), u).reshape(-1, n_neg)
 
 
 def _distance_redraws(law: _DistanceLaw, draws: np.ndarray, active: np.ndarray, srows: np.ndarray,
