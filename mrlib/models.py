@@ -72,7 +72,29 @@ _FIXED_POOLS = {"mean": lambda frames: frames.mean(dim=1),
 
 
 # ----------------------------------------------------------------------------- 2020 systems
-class ATBaseline(PatchModel):
+class _PaperCNN(PatchModel):
+    """The 2020 networks' shared part: Table 1's backbone for :attr:`system`, built by :meth:`_build`."""
+
+    #: the closing adaptive max-pool's output size (``None`` keeps that axis)
+    final_size: tuple = (1, 1)
+
+    def _build(self, head: str, size: int, width: float, n_bins: int, patch_len: int,
+               dropout: float, **rest) -> int:
+        """Check the arguments, set ``config`` and the backbone; return the checked ``size``."""
+        size = check_positive_int(head, size)
+        dropout = check_dropout(dropout)
+        self._setup({head: size}, width, n_bins, patch_len, dropout=dropout, **rest)
+        self.widths = [scale_channels(c, self.width) for c in PAPER_WIDTHS[self.system]]
+        self.backbone = Backbone(n_bins, self.widths, PAPER_POOLS[self.system], self.final_size,
+                                 dropout)
+        return size
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone output, ``(B, C)`` with ``C = round(2048 * width)``."""
+        return self.flatten(self.backbone(self._prepare(x)))
+
+
+class ATBaseline(_PaperCNN):
     """Auto-tagging baseline (FCN-5, Choi et al. 2016, as adapted in Prétet et al. 2020).
 
     Backbone with widths 128-2048 and pools (2,4),(2,4),(2,4),(3,3),(4,2), dropout after each
@@ -105,19 +127,10 @@ class ATBaseline(PatchModel):
     def __init__(self, n_tags: int, width: float = 1.0, n_bins: int = 96, patch_len: int = 512,
                  dropout: float = 0.5) -> None:
         super().__init__()
-        n_tags = check_positive_int("n_tags", n_tags)
-        dropout = check_dropout(dropout)
-        self._setup({"n_tags": n_tags}, width, n_bins, patch_len, dropout=dropout)
-        self.n_tags = n_tags
-        widths = [scale_channels(c, self.width) for c in PAPER_WIDTHS["at"]]
-        self.backbone = Backbone(n_bins, widths, PAPER_POOLS["at"], (1, 1), dropout)
+        self.n_tags = self._build("n_tags", n_tags, width, n_bins, patch_len, dropout)
         self.flatten = nn.Flatten()
-        self.fc = nn.Linear(widths[-1], n_tags)
+        self.fc = nn.Linear(self.widths[-1], self.n_tags)
         init_weights(self)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Backbone output, ``(B, C)`` with ``C = round(2048 * width)``."""
-        return self.flatten(self.backbone(self._prepare(x)))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Pre-sigmoid tag scores, ``(B, n_tags)``."""
@@ -128,7 +141,7 @@ class ATBaseline(PatchModel):
         return torch.sigmoid(self.logits(x))
 
 
-class TL(PatchModel):
+class TL(_PaperCNN):
     """Triplet-loss network (TL): the AT backbone, FC(d) linear, L2-normalised.
 
     Parameters
@@ -152,27 +165,19 @@ class TL(PatchModel):
     def __init__(self, embedding_dim: int = 128, width: float = 1.0, n_bins: int = 96,
                  patch_len: int = 512, dropout: float = 0.0) -> None:
         super().__init__()
-        embedding_dim = check_positive_int("embedding_dim", embedding_dim)
-        dropout = check_dropout(dropout)
-        self._setup({"embedding_dim": embedding_dim}, width, n_bins, patch_len, dropout=dropout)
-        self.embedding_dim = embedding_dim
-        widths = [scale_channels(c, self.width) for c in PAPER_WIDTHS["tl"]]
-        self.backbone = Backbone(n_bins, widths, PAPER_POOLS["tl"], (1, 1), dropout)
+        self.embedding_dim = self._build("embedding_dim", embedding_dim, width, n_bins, patch_len,
+                                         dropout)
         self.flatten = nn.Flatten()
-        self.fc = nn.Linear(widths[-1], embedding_dim)
+        self.fc = nn.Linear(self.widths[-1], self.embedding_dim)
         self.normalize = L2Normalize()
         init_weights(self)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Backbone output, ``(B, C)``."""
-        return self.flatten(self.backbone(self._prepare(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Unit-norm embeddings, ``(B, embedding_dim)``."""
         return self.normalize(self.fc(self.features(x)))
 
 
-class TLAutopool(PatchModel):
+class TLAutopool(_PaperCNN):
     """TL with Auto-pooling over time (Prétet et al. 2020, Table 1, column 3).
 
     Widths 64-1024; pools (2,2) x 4 then (6,1), so a 96 x 512 patch leaves ``T = 32`` frames of
@@ -203,27 +208,23 @@ class TLAutopool(PatchModel):
     """
 
     system = "tl_autopool"
+    final_size = (1, None)    # collapse what is left of frequency, keep every frame
 
     def __init__(self, embedding_dim: int = 128, width: float = 1.0, n_bins: int = 96,
                  patch_len: int = 512, dropout: float = 0.0, constrained: bool = False,
                  l2: float = 0.0, pooling: str = "autopool") -> None:
         super().__init__()
-        embedding_dim = check_positive_int("embedding_dim", embedding_dim)
-        dropout = check_dropout(dropout)
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         # ``pooling`` enters the config only when it is not the paper's, so the configs (and
         # checkpoints) of AutoPool models stay what they are.
         extra = {} if pooling == "autopool" else {"pooling": pooling}
-        self._setup({"embedding_dim": embedding_dim}, width, n_bins, patch_len, dropout=dropout,
-                    constrained=bool(constrained), l2=float(l2), **extra)
+        embedding_dim = self._build("embedding_dim", embedding_dim, width, n_bins, patch_len,
+                                    dropout, constrained=bool(constrained), l2=float(l2), **extra)
         self.pooling = pooling
         self.embedding_dim = embedding_dim
-        widths = [scale_channels(c, self.width) for c in PAPER_WIDTHS["tl_autopool"]]
-        # (1, None): collapse what is left of frequency, keep every frame for the AutoPool.
-        self.backbone = Backbone(n_bins, widths, PAPER_POOLS["tl_autopool"], (1, None), dropout)
         self.to_sequence = ToSequence()
-        self.fc = nn.Linear(widths[-1], embedding_dim)           # applied to every frame
+        self.fc = nn.Linear(self.widths[-1], embedding_dim)           # applied to every frame
         self.autopool = (AutoPool(embedding_dim, axis=1, constrained=constrained, l2=l2)
                          if pooling == "autopool" else None)
         self.normalize = L2Normalize()
@@ -277,8 +278,8 @@ class TripletMatchNet(PatchModel):
     -----
     * ``forward(x, y)`` -> logits ``z`` ``(B,)`` for paired patches ``x[b], y[b]``;
     * :meth:`embed` -> tower embeddings ``(B, e)``; :meth:`metric_pairs` -> logits of all pairs of
-      two embedding sets; :meth:`pair_logits` -> ``(P_x, P_y)`` logits from two patch sets;
-    * :meth:`song_dissimilarity` -> mean of ``f`` over all patch pairs (the song-level score).
+      two embedding sets; :meth:`pair_logits` -> ``(P_x, P_y)`` logits from two patch sets (the
+      song-level score, the mean of ``f`` over them, is :func:`mrlib.songlevel.pair_dissimilarities`).
 
     Notebook: 04_losses.ipynb
     """
@@ -358,10 +359,6 @@ class TripletMatchNet(PatchModel):
             raise ValueError(f"x and y must hold the same number of patches, got {x.shape[0]} and {y.shape[0]}")
         return self.metric_logits(self.tower(x), self.tower(y))
 
-    def dissimilarity(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """``f(x, y) = sigmoid(z)`` in (0, 1) for paired patches, ``(B,)``."""
-        return torch.sigmoid(self.forward(x, y))
-
     def pair_logits(self, x_patches: torch.Tensor, y_patches: torch.Tensor) -> torch.Tensor:
         """Logits for all patch pairs of two songs.
 
@@ -377,10 +374,6 @@ class TripletMatchNet(PatchModel):
             :func:`mrlib.losses.matchnet_loss`.
         """
         return self.metric_pairs(self.embed(x_patches), self.embed(y_patches))
-
-    def song_dissimilarity(self, x_patches: torch.Tensor, y_patches: torch.Tensor) -> torch.Tensor:
-        """Song-level dissimilarity: mean of ``f`` over all patch pairs, 0-d tensor in (0, 1)."""
-        return torch.sigmoid(self.pair_logits(x_patches, y_patches)).mean()
 
 
 # ----------------------------------------------------------------------------- factory
