@@ -241,18 +241,15 @@ class TripletSVM(MetricBaseline):
 
     .. math:: \\min_{w \\ge 0} \\tfrac12 \\lVert w \\rVert^2 + 2C \\sum_{(a,p,n)} \\max(0, 1 - w \\cdot z)^2 .
 
-    ``nonneg="clip"`` (default) solves it with scikit-learn's ``LinearSVC`` (liblinear, no
-    intercept) on the rows ``z`` labelled +1 and ``-z`` labelled -1 — the two classes are
-    mirror images, so the fit equals the one-class problem above with ``C`` counted twice —
-    and then clips negative weights to 0, an approximation of the constraint ``w >= 0`` that
-    liblinear cannot impose. ``nonneg="exact"`` solves the bound-constrained problem itself
-    (L-BFGS-B, same objective); both agree whenever no weight wants to be negative.
+    It is solved with scikit-learn's ``LinearSVC`` (liblinear, no intercept) on the rows ``z``
+    labelled +1 and ``-z`` labelled -1 — the two classes are mirror images, so the fit equals
+    the one-class problem above with ``C`` counted twice — and negative weights are then clipped
+    to 0, an approximation of the constraint ``w >= 0`` that liblinear cannot impose.
 
     Parameters
     ----------
     C : float, default 1.0
         Slack penalty (> 0).
-    nonneg : {"clip", "exact"}, default "clip"
     max_iter : int, default 10000
     standardize, pca, seed
         See :class:`MetricBaseline`.
@@ -268,14 +265,12 @@ class TripletSVM(MetricBaseline):
 
     name = "SVM"
 
-    def __init__(self, C: float = 1.0, *, nonneg: str = "clip", max_iter: int = 10000,
-                 standardize: bool = True, pca: int | float | None = None, seed: int = 0):
+    def __init__(self, C: float = 1.0, *, max_iter: int = 10000, standardize: bool = True,
+                 pca: int | float | None = None, seed: int = 0):
         super().__init__(standardize=standardize, pca=pca, seed=seed)
         if not (np.isscalar(C) and np.isfinite(C) and C > 0):
             raise ValueError(f"C must be a positive number, got {C!r}")
-        if nonneg not in ("clip", "exact"):
-            raise ValueError(f"nonneg must be 'clip' or 'exact', got {nonneg!r}")
-        self.C, self.nonneg, self.max_iter = float(C), nonneg, check_int("max_iter", max_iter)
+        self.C, self.max_iter = float(C), check_int("max_iter", max_iter)
 
     @staticmethod
     def difference_vectors(Z: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -297,31 +292,14 @@ class TripletSVM(MetricBaseline):
         return (a - n) ** 2 - (a - p) ** 2
 
     def _fit(self, Z: np.ndarray, t: np.ndarray) -> None:
+        from sklearn.svm import LinearSVC
+
         z = self.difference_vectors(Z, t)
-        if self.nonneg == "clip":
-            from sklearn.svm import LinearSVC
-
-            svm = LinearSVC(C=self.C, loss="squared_hinge", fit_intercept=False, dual="auto",
-                            max_iter=self.max_iter, random_state=self.seed)
-            # liblinear's ConvergenceWarning, if any, is left visible: raise max_iter then.
-            svm.fit(np.vstack([z, -z]), np.r_[np.ones(len(z)), -np.ones(len(z))])
-            self.raw_weights_ = svm.coef_.ravel().astype(np.float64)
-        else:
-            from scipy.optimize import minimize
-
-            C2 = 2.0 * self.C
-
-            def objective(w):
-                slack = np.maximum(0.0, 1.0 - z @ w)
-                return 0.5 * w @ w + C2 * slack @ slack, w - 2.0 * C2 * (slack @ z)
-
-            res = minimize(objective, np.ones(z.shape[1]), jac=True, method="L-BFGS-B",
-                           bounds=[(0.0, None)] * z.shape[1],
-                           options={"maxiter": self.max_iter, "gtol": 1e-9, "ftol": 1e-12})
-            if not res.success:
-                warnings.warn(f"TripletSVM (exact): L-BFGS-B stopped early ({res.message}); "
-                              "raise max_iter", RuntimeWarning, stacklevel=3)
-            self.raw_weights_ = res.x
+        svm = LinearSVC(C=self.C, loss="squared_hinge", fit_intercept=False, dual="auto",
+                        max_iter=self.max_iter, random_state=self.seed)
+        # liblinear's ConvergenceWarning, if any, is left visible: raise max_iter then.
+        svm.fit(np.vstack([z, -z]), np.r_[np.ones(len(z)), -np.ones(len(z))])
+        self.raw_weights_ = svm.coef_.ravel().astype(np.float64)
         w = np.clip(self.raw_weights_, 0.0, None)
         if not (w > 0).any():
             warnings.warn("TripletSVM: all weights are zero; falling back to uniform weights",
@@ -461,7 +439,6 @@ class Mahalanobis(MetricBaseline):
                 warnings.filterwarnings("ignore", message=".*n_basis.*", category=UserWarning)
                 learner.fit(t)
         self.components_ = np.asarray(learner.components_, dtype=np.float64)
-        self.learner_ = learner
 
     def _embed(self, Z: np.ndarray) -> np.ndarray:
         return (Z * self.input_scale_) @ self.components_.T
