@@ -276,8 +276,7 @@ def _check_cutoffs(n: int, k, n_relevant) -> tuple[int, int]:
     return k, n_relevant
 
 
-def evaluate_embeddings(embeddings, S_true, k: int = 20, n_relevant: int = 5, metric: str = "euclidean",
-                        *, progress: bool = False) -> RetrievalResult:
+def evaluate_embeddings(embeddings, S_true, k: int = 20, n_relevant: int = 5) -> RetrievalResult:
     """Retrieval evaluation of track embeddings against the oracle (the TL systems).
 
     Parameters
@@ -288,9 +287,6 @@ def evaluate_embeddings(embeddings, S_true, k: int = 20, n_relevant: int = 5, me
         The oracle similarity among the same test tracks, same order.
     k, n_relevant : int
         Cut-off (20) and relevant-set size (5).
-    metric : str, default "euclidean"
-        See :func:`rank_by_distance`.
-    progress : bool, default False
 
     Returns
     -------
@@ -303,7 +299,7 @@ def evaluate_embeddings(embeddings, S_true, k: int = 20, n_relevant: int = 5, me
     k, n_relevant = _check_cutoffs(n, k, n_relevant)
     if S_true.shape != (n, n):
         raise ValueError(f"S_true must be ({n}, {n}) to match {n} embeddings, got {S_true.shape}")
-    pred = rank_by_distance(embeddings, metric=metric, exclude_self=True, k=min(k, n - 1), progress=progress)
+    pred = rank_by_distance(embeddings, k=min(k, n - 1))
     true = rank_by_similarity(S_true, exclude_self=True, k=n_relevant)
     return RetrievalResult(retrieval_metrics(pred, true, k=k, n_relevant=n_relevant), k, n_relevant)
 

@@ -74,25 +74,6 @@ def _default_chunk(n_base: int) -> int:
     return max(1, min(4096, _BLOCK_ELEMENTS // max(n_base, 1)))
 
 
-def _check_query_ids(query_ids, n_q: int, n_b: int) -> np.ndarray:
-    """Each query's own base row (default: queries are the first rows of base), validated."""
-    if query_ids is None:
-        if n_q > n_b:
-            raise ValueError(
-                f"exclude_self without query_ids needs queries to be the first rows of base, "
-                f"but there are {n_q} queries and {n_b} base rows"
-            )
-        query_ids = np.arange(n_q)
-    query_ids = np.asarray(query_ids)
-    if query_ids.shape != (n_q,) or not np.issubdtype(query_ids.dtype, np.integer):
-        raise ValueError(
-            f"query_ids must be an int array of shape ({n_q},), got {query_ids.dtype} {query_ids.shape}"
-        )
-    if n_q and (query_ids.min() < 0 or query_ids.max() >= n_b):
-        raise ValueError(f"query_ids must lie in [0, {n_b}), got range [{query_ids.min()}, {query_ids.max()}]")
-    return query_ids
-
-
 def exact_topk(
     queries,
     base,
@@ -101,7 +82,6 @@ def exact_topk(
     metric: str = "l2",
     chunk_size: int | None = None,
     exclude_self: bool = False,
-    query_ids=None,
     device: str | torch.device = "cpu",
     progress: bool = False,
 ):
@@ -130,10 +110,8 @@ def exact_topk(
     chunk_size : int, optional
         Queries per block; default ``≈ 2**26 / n_base`` (at most 4096).
     exclude_self : bool, default False
-        Never return query ``i``'s own base row ``query_ids[i]``.
-    query_ids : int array (n_queries,), optional
-        The base row of each query, for ``exclude_self``; default ``arange(n_queries)``
-        (queries are the first rows of ``base``, e.g. ``exact_topk(X, X, ...)``).
+        Never return query ``i``'s own base row ``i``: the queries are the first rows of
+        ``base`` (e.g. ``exact_topk(X, X, ...)``).
     device : str or torch.device, default "cpu"
         Where the distance blocks are computed (``"cuda"`` works the same).
     progress : bool, default False
@@ -162,8 +140,9 @@ def exact_topk(
     if k > available:
         raise ValueError(f"k={k} exceeds the {available} base rows available per query")
     chunk = _default_chunk(n_b) if chunk_size is None else check_int("chunk_size", chunk_size)
-    if exclude_self:
-        query_ids = _check_query_ids(query_ids, n_q, n_b)
+    if exclude_self and n_q > n_b:
+        raise ValueError(f"exclude_self needs queries to be the first rows of base, but there are "
+                         f"{n_q} queries and {n_b} base rows")
     device = torch.device(device)
     bt = as_tensor(b, device)
     b_sq = (bt * bt).sum(dim=1) if metric == "l2" else None
@@ -171,7 +150,7 @@ def exact_topk(
     idx_out = np.empty((n_q, k), dtype=np.int64)
     for s in tqdm(range(0, n_q, chunk), desc="exact top-k", unit="chunk", disable=not progress):
         e = min(s + chunk, n_q)
-        own = query_ids[s:e] if exclude_self else None
+        own = np.arange(s, e) if exclude_self else None
         dist_out[s:e], idx_out[s:e] = _block_topk(as_tensor(q[s:e], device), bt, b_sq, k, own)
     return dist_out, idx_out
 
@@ -200,32 +179,18 @@ def _block_topk(qt: torch.Tensor, bt: torch.Tensor, b_sq: torch.Tensor | None, k
     return val.cpu().numpy(), idx
 
 
-def rank_by_distance(
-    embeddings,
-    metric: str = "euclidean",
-    exclude_self: bool = True,
-    k: int | None = None,
-    *,
-    chunk_size: int | None = None,
-    progress: bool = False,
-) -> np.ndarray:
-    """Every track's ranked list of the other tracks by increasing embedding distance.
+def rank_by_distance(embeddings, exclude_self: bool = True, k: int | None = None) -> np.ndarray:
+    """Every track's ranked list of the other tracks by increasing Euclidean embedding distance.
 
     Parameters
     ----------
     embeddings : float array (n, d)
-        One embedding per track (e.g. the mean over 8 test patches).
-    metric : {"euclidean", "sqeuclidean", "cosine", "ip"}, default "euclidean"
-        ``euclidean`` and ``sqeuclidean`` give the same order; ``cosine`` ranks by
-        decreasing cosine similarity (rows are L2-normalised first; a zero row is an error);
-        ``ip`` by decreasing inner product.
+        One embedding per track (e.g. the mean over 8 test patches); for unit-norm embeddings
+        the order is that of decreasing cosine similarity.
     exclude_self : bool, default True
         Leave each track out of its own list (the retrieval protocol).
     k : int, optional
         Keep only the first ``k`` of each list; default the whole list.
-    chunk_size : int, optional
-        Queries per block (see :func:`exact_topk`).
-    progress : bool, default False
 
     Returns
     -------
@@ -235,22 +200,12 @@ def rank_by_distance(
     Notebook: 07_evaluation.ipynb
     """
     x = as_float_matrix("embeddings", embeddings)
-    kinds = {"euclidean": "l2", "sqeuclidean": "l2", "cosine": "ip", "ip": "ip"}
-    if metric not in kinds:
-        raise ValueError(f"metric must be one of {sorted(kinds)}, got {metric!r}")
-    if metric == "cosine":
-        norms = np.linalg.norm(x, axis=1, keepdims=True)
-        if (norms == 0).any():
-            raise ValueError(f"cosine metric: {int((norms == 0).sum())} embedding(s) are all zeros")
-        x = x / norms
     n = x.shape[0]
     full = n - 1 if exclude_self else n
     if k is None and full < 1:   # else exact_topk would blame a k the caller did not pass
         raise ValueError(f"embeddings needs at least {n - full + 1} row(s) to rank, got shape {x.shape}")
     k = full if k is None else check_int("k", k)
-    _, idx = exact_topk(x, x, k, metric=kinds[metric], chunk_size=chunk_size,
-                        exclude_self=exclude_self, progress=progress)
-    return idx
+    return exact_topk(x, x, k, exclude_self=exclude_self)[1]
 
 
 def rank_by_similarity(
@@ -390,7 +345,7 @@ class FaissIndex:
             self.index.nprobe = min(check_int("nprobe", nprobe), int(self.index.nlist))
         return self
 
-    def search(self, queries, k: int, *, chunk_size: int = 4096, progress: bool = False):
+    def search(self, queries, k: int):
         """Approximate top-``k`` neighbours of each query.
 
         Parameters
@@ -399,9 +354,6 @@ class FaissIndex:
             Converted to float32.
         k : int
             ``1 ≤ k ≤ ntotal``.
-        chunk_size : int, default 4096
-            Queries per FAISS call (drives the progress bar).
-        progress : bool, default False
 
         Returns
         -------
@@ -418,11 +370,7 @@ class FaissIndex:
         k = check_int("k", k)
         if k > self.ntotal:
             raise ValueError(f"k={k} exceeds the {self.ntotal} vectors in the index")
-        dist = np.empty((q.shape[0], k), dtype=np.float32)
-        idx = np.empty((q.shape[0], k), dtype=np.int64)
-        for s in tqdm(range(0, q.shape[0], chunk_size), desc="faiss search", unit="chunk", disable=not progress):
-            dist[s:s + chunk_size], idx[s:s + chunk_size] = self.index.search(q[s:s + chunk_size], k)
-        return dist, idx
+        return self.index.search(q, k)
 
 
 def build_faiss_index(
@@ -435,7 +383,6 @@ def build_faiss_index(
     ef_search: int = 128,
     nlist: int | None = None,
     nprobe: int = 16,
-    train_size: int | None = None,
     seed: int = 0,
     chunk_size: int = 100_000,
     progress: bool = False,
@@ -450,7 +397,7 @@ def build_faiss_index(
     * ``"ivf"`` — ``IndexIVFFlat``: k-means into ``nlist`` cells (default ``4·√n``, a
       common rule, capped at ``n / 39`` so that k-means has the 39 points per cell FAISS asks
       for: below about 24,000 vectors), a query scans its ``nprobe`` nearest cells; k-means is
-      seeded and trained on ``train_size`` seeded rows (default ``min(n, 64·nlist)``).
+      seeded and trained on ``min(n, 64·nlist)`` seeded rows.
     * ``"flat"`` — ``IndexFlat``: exact brute force, FAISS's own peer for :func:`exact_topk`.
 
     Parameters
@@ -462,7 +409,7 @@ def build_faiss_index(
         For L2-normalised embeddings both give the same order.
     M, ef_construction, ef_search : int
         HNSW parameters.
-    nlist, nprobe, train_size : int
+    nlist, nprobe : int
         IVF parameters.
     seed : int, default 0
     chunk_size : int, default 100000
@@ -491,7 +438,7 @@ def build_faiss_index(
         index.hnsw.efConstruction = check_int("ef_construction", ef_construction)
         index.hnsw.efSearch = check_int("ef_search", ef_search)
     elif kind == "ivf":
-        index = _trained_ivf(faiss, base, _flat(faiss, d, metric), nlist, nprobe, train_size, seed)
+        index = _trained_ivf(faiss, base, _flat(faiss, d, metric), nlist, nprobe, seed)
     else:
         index = _flat(faiss, d, metric)
     for s in tqdm(range(0, n, chunk_size), desc=f"faiss {kind} add", unit="chunk", disable=not progress):
@@ -504,7 +451,7 @@ def _flat(faiss, d: int, metric: str):
     return faiss.IndexFlatL2(d) if metric == "l2" else faiss.IndexFlatIP(d)
 
 
-def _trained_ivf(faiss, base: np.ndarray, quantizer, nlist, nprobe, train_size, seed: int):
+def _trained_ivf(faiss, base: np.ndarray, quantizer, nlist, nprobe, seed: int):
     """An ``IndexIVFFlat`` over the flat ``quantizer`` (and its metric) whose k-means is trained
     on a seeded sample of ``base`` (not yet filled)."""
     n, d = base.shape
@@ -520,9 +467,7 @@ def _trained_ivf(faiss, base: np.ndarray, quantizer, nlist, nprobe, train_size, 
     # FAISS's Python constructor keeps a reference to the quantizer the C++ index points to
     index = faiss.IndexIVFFlat(quantizer, d, nlist, quantizer.metric_type)
     index.cp.seed = int(seed)
-    n_train = min(n, 64 * nlist) if train_size is None else min(n, check_int("train_size", train_size))
-    if n_train < nlist:
-        raise ValueError(f"train_size={n_train} is below nlist={nlist}: k-means needs one point per cell")
+    n_train = min(n, 64 * nlist)
     pick = np.sort(np.random.default_rng(seed).choice(n, size=n_train, replace=False))
     index.train(_float32("base", base[pick]))
     index.nprobe = min(check_int("nprobe", nprobe), nlist)
