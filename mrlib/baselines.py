@@ -9,7 +9,7 @@ Rate (CFR) under 10-fold cross-validation. This module provides
   and tempo (librosa), for one clip or a whole catalog;
 * metric baselines sharing one small interface — ``fit(X, triplets)``, ``transform(X)``,
   ``distance(X, a, b)`` — :class:`Euclidean`, :class:`TripletSVM` (Schultz & Joachims 2003)
-  and :class:`Mahalanobis` (metric-learn's LSML or SCML), each optionally on standardised
+  and :class:`Mahalanobis` (metric-learn's LSML), each optionally on standardised
   and PCA-reduced features fitted on the training clips only;
 * :func:`cfr`, :func:`cross_validate` and :func:`generalization_curve`.
 """
@@ -346,35 +346,31 @@ def _metric_learn():
 
 class Mahalanobis(MetricBaseline):
     """A full Mahalanobis metric ``d_M(x, y) = (x - y)^T M (x - y)``, ``M = L^T L``, learned from
-    relative constraints with `metric-learn <https://contrib.scikit-learn.org/metric-learn/>`_.
-
-    * ``algorithm="lsml"`` (default) — LSML (Liu et al., ICDM 2012): minimises the squared
-      residuals ``(sqrt d_M(a, p) - sqrt d_M(a, n))^2`` of the violated constraints plus the
-      LogDet divergence of M from the identity (the prior), by projected gradient descent. A
-      triplet (a, p, n) is passed as the quadruplet (a, p, a, n).
-    * ``algorithm="scml"`` — SCML (Shi, Bellet & Sha, AAAI 2014): a sparse non-negative
-      combination of rank-one bases built from triplet differences, hinge loss on triplets.
+    relative constraints with `metric-learn <https://contrib.scikit-learn.org/metric-learn/>`_'s
+    LSML (Liu et al., ICDM 2012): it minimises the squared residuals
+    ``(sqrt d_M(a, p) - sqrt d_M(a, n))^2`` of the violated constraints plus the LogDet
+    divergence of M from the identity (the prior), by projected gradient descent. A triplet
+    (a, p, n) is passed as the quadruplet (a, p, a, n).
 
     What it stands in for: the 2017 slides compare MLR (McFee & Lanckriet 2010), RMLR (Lim et
     al. 2013) and RITML (Wolff et al. 2015). None of these is in a maintained Python library,
-    and neither LSML nor SCML is any of them. LSML is the closest to RITML in kind — a
-    Mahalanobis matrix learned from relative comparisons with a LogDet (ITML-style) pull
-    towards a prior — but RITML iterates ITML with constraints re-derived from the current
-    metric, whereas LSML minimises one objective. MLR/RMLR optimise a ranking measure with a
-    structural SVM (RMLR adds group sparsity); nothing here does.
+    and LSML is none of them. It is the closest to RITML in kind — a Mahalanobis matrix learned
+    from relative comparisons with a LogDet (ITML-style) pull towards a prior — but RITML
+    iterates ITML with constraints re-derived from the current metric, whereas LSML minimises
+    one objective. MLR/RMLR optimise a ranking measure with a structural SVM (RMLR adds group
+    sparsity); nothing here does.
+
+    metric-learn averages the residuals (constraint weights summing to 1); the standardised
+    inputs are scaled by ``sqrt(n_triplets)``, which multiplies the data term by the number of
+    training triplets (the LogDet term is scale-free) and so turns the average back into a sum:
+    one unit of weight per constraint against one LogDet term.
 
     Parameters
     ----------
-    algorithm : {"lsml", "scml"}, default "lsml"
-    strength : float, optional
-        LSML only: weight of the data term against the LogDet term. metric-learn averages the
-        residuals (constraint weights summing to 1), so its data term cannot be scaled
-        directly; scaling the standardised inputs by ``sqrt(strength)`` multiplies it by
-        ``strength`` (the LogDet term is scale-free). The default, the number of training
-        triplets, turns the average back into a sum: one unit of weight per constraint
-        against one LogDet term. Smaller = stay nearer the identity (Euclidean).
-    max_iter : int, optional
-        Iterations (metric-learn's defaults: 1000 for LSML, 10000 for SCML).
+    algorithm : {"lsml"}, default "lsml"
+        The metric-learn learner (LSML, the one the 2017 table uses).
+    max_iter : int, default 1000
+        LSML's iterations.
     standardize, pca, seed
         See :class:`MetricBaseline`.
 
@@ -388,56 +384,33 @@ class Mahalanobis(MetricBaseline):
 
     name = "Mahalanobis"
 
-    def __init__(self, algorithm: str = "lsml", *, strength: float | None = None,
-                 max_iter: int | None = None, standardize: bool = True,
+    def __init__(self, algorithm: str = "lsml", *, max_iter: int = 1000, standardize: bool = True,
                  pca: int | float | None = None, seed: int = 0):
         super().__init__(standardize=standardize, pca=pca, seed=seed)
-        if algorithm not in ("lsml", "scml"):
-            raise ValueError(f"algorithm must be 'lsml' or 'scml', got {algorithm!r}")
-        if strength is not None and not (np.isscalar(strength) and np.isfinite(strength)
-                                         and strength > 0):
-            raise ValueError(f"strength must be a positive number or None, got {strength!r}")
-        if max_iter is not None and (not is_int(max_iter) or max_iter < 1):
-            raise ValueError(f"max_iter must be a positive integer or None, got {max_iter!r}")
-        self.algorithm, self.strength, self.max_iter = algorithm, strength, max_iter
+        if algorithm != "lsml":
+            raise ValueError(f"algorithm must be 'lsml', got {algorithm!r}")
+        self.algorithm, self.max_iter = algorithm, check_int("max_iter", max_iter)
         self.name = f"Mahalanobis ({algorithm.upper()})"
 
     def _fit(self, Z: np.ndarray, t: np.ndarray) -> None:
         from threadpoolctl import threadpool_limits
 
-        # LSML and SCML work on D x D matrices with D ~ 100: one BLAS thread is fastest, and a
+        # LSML divides by the pair distances: a pair of identical feature vectors (duplicate
+        # clips) would make its gradient NaN, so such constraints are left out.
+        same = (np.all(Z[t[:, 0]] == Z[t[:, 1]], axis=1) | np.all(Z[t[:, 0]] == Z[t[:, 2]], axis=1))
+        if same.all():
+            raise ValueError("every triplet pairs identical feature vectors; nothing to learn")
+        if same.any():
+            warnings.warn(f"LSML: {int(same.sum())} triplet(s) pair identical feature vectors "
+                          "and are left out", RuntimeWarning, stacklevel=3)
+            t = t[~same]
+        self.input_scale_ = float(np.sqrt(len(t)))
+        learner = _metric_learn().LSML(prior="identity", max_iter=self.max_iter,
+                                       preprocessor=Z * self.input_scale_, random_state=self.seed)
+        # LSML works on D x D matrices with D ~ 100: one BLAS thread is fastest, and a
         # multi-threaded BLAS on a busy machine can be many times slower (spinning threads).
         with threadpool_limits(limits=1, user_api="blas"):
-            self._fit_learner(Z, t)
-
-    def _fit_learner(self, Z: np.ndarray, t: np.ndarray) -> None:
-        ml = _metric_learn()
-        if self.algorithm == "lsml":
-            # LSML divides by the pair distances: a pair of identical feature vectors (duplicate
-            # clips) would make its gradient NaN, so such constraints are left out.
-            same = (np.all(Z[t[:, 0]] == Z[t[:, 1]], axis=1) | np.all(Z[t[:, 0]] == Z[t[:, 2]], axis=1))
-            if same.all():
-                raise ValueError("every triplet pairs identical feature vectors; nothing to learn")
-            if same.any():
-                warnings.warn(f"LSML: {int(same.sum())} triplet(s) pair identical feature vectors "
-                              "and are left out", RuntimeWarning, stacklevel=3)
-                t = t[~same]
-            self.input_scale_ = float(np.sqrt(self.strength if self.strength is not None else len(t)))
-            learner = ml.LSML(prior="identity", max_iter=self.max_iter or 1000,
-                              preprocessor=Z * self.input_scale_, random_state=self.seed)
             learner.fit(t[:, [0, 1, 0, 2]])
-        else:
-            if len(t) < Z.shape[1]:
-                raise ValueError(f"SCML builds its bases from triplet differences and needs at "
-                                 f"least as many triplets ({len(t)}) as features ({Z.shape[1]}); "
-                                 "reduce the dimension with pca= or use algorithm='lsml'")
-            self.input_scale_ = 1.0
-            learner = ml.SCML(max_iter=self.max_iter or 10000, preprocessor=Z,
-                              random_state=self.seed)
-            with warnings.catch_warnings():
-                # "n_basis will be set to ...": SCML announcing its documented default.
-                warnings.filterwarnings("ignore", message=".*n_basis.*", category=UserWarning)
-                learner.fit(t)
         self.components_ = np.asarray(learner.components_, dtype=np.float64)
 
     def _embed(self, Z: np.ndarray) -> np.ndarray:
