@@ -453,12 +453,12 @@ def _describe(module: nn.Module) -> str:
     return next((f(module) for cls, f in _DESCRIPTIONS.items() if isinstance(module, cls)), "")
 
 
-def summary(model: nn.Module, input_shape: tuple[int, ...] | None = None, batch_size: int = 2,
-            print_table: bool = True, compact: bool = False):
+def summary(model: nn.Module, print_table: bool = True, compact: bool = False):
     """Layer-by-layer table: name, description, output shape (F, T, C) and parameters.
 
     Runs one forward pass (eval mode, no gradient; the model's mode is restored) on a seeded
-    random batch and records the output of every leaf module. Shapes are given without the
+    random batch of two patches of the model's ``input_shape`` (build the model with another
+    ``patch_len`` to see another length) and records the output of every leaf module. Shapes are given without the
     batch axis, and for 4-D feature maps ``(B, C, F, T)`` also as the paper's ``F, T, C``
     (Table 1). For :class:`TripletMatchNet` the pair ``(x, x)`` is fed and the tower is listed
     once.
@@ -466,11 +466,7 @@ def summary(model: nn.Module, input_shape: tuple[int, ...] | None = None, batch_
     Parameters
     ----------
     model : torch.nn.Module
-        A model of this module (anything with ``n_bins``; ``input_shape`` gives the default).
-    input_shape : tuple, optional
-        One patch without the batch axis: ``(n_bins, T)`` or ``(1, n_bins, T)``; default
-        ``model.input_shape``.
-    batch_size : int, default 2
+        A model of this module.
     print_table : bool, default True
     compact : bool, default False
         Keep only the rows Table 1 lists (input, convolutions, pools, FC, AutoPool) plus the
@@ -485,12 +481,10 @@ def summary(model: nn.Module, input_shape: tuple[int, ...] | None = None, batch_
     """
     import pandas as pd
 
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"summary() needs an nn.Module, got {type(model).__name__}")
-    input_shape = _summary_input_shape(model, input_shape)
-    batch_size = check_positive_int("batch_size", batch_size)
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    x = torch.randn((batch_size, *input_shape), generator=torch.Generator().manual_seed(0)).to(device)
+    if not isinstance(model, PatchModel):
+        raise TypeError(f"summary() needs a model of mrlib.models (build_model), got {type(model).__name__}")
+    device = next(model.parameters()).device
+    x = torch.randn((2, *model.input_shape), generator=torch.Generator().manual_seed(0)).to(device)
     rows = [_shape_row("input", "CQT", x, 0), *_leaf_rows(model, x)]
     rows.append(_shape_row("total", "", None, sum(p.numel() for p in model.parameters())))
     df = pd.DataFrame(rows)
@@ -501,20 +495,6 @@ def summary(model: nn.Module, input_shape: tuple[int, ...] | None = None, batch_
     if print_table:
         print(df.to_string(index=False))
     return df
-
-
-def _summary_input_shape(model: nn.Module, input_shape) -> tuple[int, int, int]:
-    """One patch as ``(1, n_bins, T)``: the given shape or the model's default."""
-    if input_shape is None:
-        if not hasattr(model, "input_shape"):
-            raise ValueError("give input_shape=(n_bins, T) for a model without a default input_shape")
-        input_shape = model.input_shape
-    input_shape = tuple(int(s) for s in input_shape)
-    if len(input_shape) == 2:
-        input_shape = (1, *input_shape)
-    if len(input_shape) != 3 or input_shape[0] != 1 or min(input_shape) < 1:
-        raise ValueError(f"input_shape must be (n_bins, T) or (1, n_bins, T), got {input_shape}")
-    return input_shape
 
 
 def _shape_row(name: str, desc: str, out: Any, params: int) -> dict:

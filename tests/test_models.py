@@ -34,7 +34,7 @@ def _rows(df, prefix):
 @pytest.mark.parametrize("system", ["at", "tl", "tl_autopool"])
 def test_table1_shapes_at_paper_size(system):
     model = build_model(system, n_tags=488, seed=0)
-    df = summary(model, (96, 512), batch_size=1, print_table=False)
+    df = summary(model, print_table=False)
     assert _rows(df, "MP (") == TABLE1_POOLS[system]
     convs = [c for (_, _, c) in _rows(df, "Conv2D")]
     assert convs == [c for (_, _, c) in TABLE1_POOLS[system]]
@@ -233,5 +233,5 @@ def test_summary_input_checks():
     df = summary(model, print_table=False, compact=True)
     assert df.iloc[0].output_shape == (1, 96, 512)
     assert model.training                                   # mode restored
-    with pytest.raises(ValueError, match="input_shape"):
-        summary(model, (2, 96, 512), print_table=False)
+    with pytest.raises(TypeError, match="model of mrlib.models"):
+        summary(torch.nn.Linear(3, 2), print_table=False)
