@@ -23,8 +23,7 @@ import numbers
 import torch
 from torch import nn
 
-from mrlib.checks import is_int
-from mrlib.layers import check_positive_int
+from mrlib.checks import check_int, is_int
 
 __all__ = ["autopool", "AutoPool", "autopool_penalty", "pooling_position"]
 
@@ -194,7 +193,7 @@ class AutoPool(nn.Module):
 
     def __init__(self, n_dims: int, axis: int = -1, constrained: bool = False, l2: float = 0.0) -> None:
         super().__init__()
-        self.n_dims = check_positive_int("n_dims", n_dims)
+        self.n_dims = check_int("n_dims", n_dims)
         if not is_int(axis):
             raise TypeError(f"axis must be an int, got {axis!r}")
         if not isinstance(l2, numbers.Real) or l2 < 0 or l2 != l2:

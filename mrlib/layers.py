@@ -14,33 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mrlib.checks import is_int, is_real
+from mrlib.checks import check_int, check_positive, is_real
 
 __all__ = ["FrequencyBatchNorm", "ClampedMaxPool2d", "L2Normalize", "ToSequence", "Backbone", "ResidualBlock",
-           "PatchModel", "check_positive_int", "check_width", "check_dropout", "scale_channels",
+           "PatchModel", "check_dropout", "scale_channels",
            "as_patches", "init_weights", "eval_mode"]
 
 # ----------------------------------------------------------------------------- helpers
-def check_positive_int(name: str, value: Any) -> int:
-    """``value`` as an int, or a ValueError naming ``name``: it must be a positive int.
-
-    Notebook: 05_autopool.ipynb
-    """
-    if not is_int(value) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
-
-
-def check_width(width: Any) -> float:
-    """A channel multiplier as a float, or a ValueError: it must be positive (1.0 = the paper).
-
-    Notebook: 05_autopool.ipynb
-    """
-    if not is_real(width) or not width > 0:   # NaN fails too
-        raise ValueError(f"width must be a positive number (1.0 = the paper), got {width!r}")
-    return float(width)
-
-
 def check_dropout(p: Any) -> float:
     """A dropout probability as a float, or a ValueError: it must be in [0, 1).
 
@@ -122,7 +102,7 @@ class FrequencyBatchNorm(nn.BatchNorm2d):
     """
 
     def __init__(self, n_bins: int) -> None:
-        super().__init__(check_positive_int("n_bins", n_bins))
+        super().__init__(check_int("n_bins", n_bins))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, F, T) -> (B, F, 1, T) and back
         return super().forward(x.transpose(1, 2)).transpose(1, 2)
@@ -142,7 +122,7 @@ class ClampedMaxPool2d(nn.Module):
         super().__init__()
         if len(kernel) != 2:
             raise ValueError(f"kernel must be (freq, time), got {kernel!r}")
-        self.kernel = (check_positive_int("kernel[0]", kernel[0]), check_positive_int("kernel[1]", kernel[1]))
+        self.kernel = (check_int("kernel[0]", kernel[0]), check_int("kernel[1]", kernel[1]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = (min(self.kernel[0], x.shape[-2]), min(self.kernel[1], x.shape[-1]))
@@ -237,9 +217,9 @@ class PatchModel(nn.Module):
     def _setup(self, head: dict, width: float, n_bins: int, patch_len: int, **rest) -> None:
         """Check the shared arguments and set ``config``: the system, ``head`` (the network's first
         argument), width, n_bins, patch_len, then ``rest``."""
-        self.n_bins = check_positive_int("n_bins", n_bins)
-        self.patch_len = check_positive_int("patch_len", patch_len)
-        self.width = check_width(width)
+        self.n_bins = check_int("n_bins", n_bins)
+        self.patch_len = check_int("patch_len", patch_len)
+        self.width = check_positive("width", width)     # 1.0 = the paper
         # the keyword arguments that rebuild this model: build_model(**model.config)
         self.config = {"system": self.system, **head, "width": self.width, "n_bins": self.n_bins,
                        "patch_len": self.patch_len, **rest}

@@ -38,9 +38,9 @@ import torch
 from torch import nn
 
 from mrlib.autopool import AutoPool
-from mrlib.checks import is_int
+from mrlib.checks import check_int, is_int
 from mrlib.layers import (Backbone, ClampedMaxPool2d, FrequencyBatchNorm, L2Normalize, PatchModel,
-                          ResidualBlock, ToSequence, check_dropout, check_positive_int, eval_mode,
+                          ResidualBlock, ToSequence, check_dropout, eval_mode,
                           init_weights, scale_channels)
 
 __all__ = ["NETWORKS", "POOLINGS", "PAPER_WIDTHS", "PAPER_POOLS", "FrequencyBatchNorm",
@@ -81,7 +81,7 @@ class _PaperCNN(PatchModel):
     def _build(self, head: str, size: int, width: float, n_bins: int, patch_len: int,
                dropout: float, **rest) -> int:
         """Check the arguments, set ``config`` and the backbone; return the checked ``size``."""
-        size = check_positive_int(head, size)
+        size = check_int(head, size)
         dropout = check_dropout(dropout)
         self._setup({head: size}, width, n_bins, patch_len, dropout=dropout, **rest)
         self.widths = [scale_channels(c, self.width) for c in PAPER_WIDTHS[self.system]]
@@ -290,8 +290,8 @@ class TripletMatchNet(PatchModel):
     def __init__(self, embedding_dim: int = 128, width: float = 1.0, n_bins: int = 96,
                  patch_len: int = 512, metric_hidden: int = 512) -> None:
         super().__init__()
-        embedding_dim = check_positive_int("embedding_dim", embedding_dim)
-        metric_hidden = check_positive_int("metric_hidden", metric_hidden)
+        embedding_dim = check_int("embedding_dim", embedding_dim)
+        metric_hidden = check_int("metric_hidden", metric_hidden)
         self._setup({"embedding_dim": embedding_dim}, width, n_bins, patch_len,
                     metric_hidden=metric_hidden)
         self.embedding_dim = embedding_dim
