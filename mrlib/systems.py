@@ -264,45 +264,39 @@ def embed_tracks(model: nn.Module, data, idx: Sequence[int], patch_len: int,
 
 
 @torch.no_grad()
-def song_dissimilarities(model: nn.Module, Ea: np.ndarray | torch.Tensor,
-                         Eb: np.ndarray | torch.Tensor | None = None, chunk_mb: float = 256.0,
+def song_dissimilarities(model: nn.Module, E: np.ndarray | torch.Tensor, chunk_mb: float = 256.0,
                          device: str | torch.device | None = None) -> np.ndarray:
-    """Triplet MatchNet song-level dissimilarity: mean of ``f = sigmoid(z)`` over patch pairs.
+    """Triplet MatchNet song-level dissimilarity of every pair of songs: mean of ``f = sigmoid(z)``
+    over their patch pairs.
 
     Parameters
     ----------
     model : mrlib.models.TripletMatchNet
-    Ea : array (n_a, P_a, e)
+    E : array (n, P, e)
         Tower embeddings of the patches of each song (``embed_tracks(..., per_patch=True)``).
-    Eb : array (n_b, P_b, e), optional
-        Default ``Ea``.
     chunk_mb : float
         Memory budget of one block of pairs.
 
     Returns
     -------
-    numpy.ndarray, float32, shape (n_a, n_b), values in (0, 1): 0 similar, 1 dissimilar.
+    numpy.ndarray, float32, shape (n, n), values in (0, 1): 0 similar, 1 dissimilar.
 
     Notebook: 06_training.ipynb
     """
     dev = next(model.parameters()).device if device is None else torch.device(device)
-    Ea = torch.as_tensor(np.asarray(Ea, dtype=np.float32), device=dev)
-    Eb = Ea if Eb is None else torch.as_tensor(np.asarray(Eb, dtype=np.float32), device=dev)
-    if Ea.ndim != 3 or Eb.ndim != 3 or Ea.shape[2] != Eb.shape[2]:
-        raise ValueError(f"Ea and Eb must be (n, P, e) with the same e, got {tuple(Ea.shape)} "
-                         f"and {tuple(Eb.shape)}")
-    na, pa, e = Ea.shape
-    nb, pb, _ = Eb.shape
-    flat_b = Eb.reshape(nb * pb, e)
-    # one block holds c*pa x nb*pb concatenated pairs of 2e floats
-    per_track = pa * nb * pb * 2 * e * 4
-    c = max(1, int(chunk_mb * 2**20 // max(per_track, 1)))
-    out = np.empty((na, nb), dtype=np.float32)
+    E = torch.as_tensor(np.asarray(E, dtype=np.float32), device=dev)
+    if E.ndim != 3:
+        raise ValueError(f"E must be (n, P, e) patch embeddings, got shape {tuple(E.shape)}")
+    n, p, e = E.shape
+    flat = E.reshape(n * p, e)
+    # one block holds c*p x n*p concatenated pairs of 2e floats
+    c = max(1, int(chunk_mb * 2**20 // max(p * n * p * 2 * e * 4, 1)))
+    out = np.empty((n, n), dtype=np.float32)
     with eval_mode(model):
-        for s in range(0, na, c):
-            blk = Ea[s:s + c]
-            z = model.metric_pairs(blk.reshape(-1, e), flat_b)            # (c*pa, nb*pb)
-            f = torch.sigmoid(z.float()).reshape(blk.shape[0], pa, nb, pb).mean(dim=(1, 3))
+        for s in range(0, n, c):
+            blk = E[s:s + c]
+            z = model.metric_pairs(blk.reshape(-1, e), flat)              # (c*p, n*p)
+            f = torch.sigmoid(z.float()).reshape(blk.shape[0], p, n, p).mean(dim=(1, 3))
             out[s:s + c] = f.cpu().numpy()
     return out
 
