@@ -29,15 +29,20 @@ _BLOCK_ELEMENTS = 2**26
 # ----------------------------------------------------------------------------------------
 # exact ranking and top-k
 # ----------------------------------------------------------------------------------------
-def _stable_topk(key: torch.Tensor, k: int, largest: bool) -> np.ndarray:
+def _stable_topk(key: torch.Tensor, k: int, largest: bool, first: int | None = None) -> np.ndarray:
     """Indices of the ``k`` smallest (or largest) entries of each row, best first, ties by
-    lower index — what a stable full sort gives, at the cost of a partial selection.
+    lower index — what a stable full sort gives, at the cost of a partial selection. With
+    ``first``, row ``i`` is the query of column ``first + i``, which is left out (``key`` is
+    written: the caller passes its own block).
 
     ``torch.topk`` is fast but leaves the order among equal values unspecified. Taking
     ``k + 1`` candidates and sorting them by (value, index) is exact unless the k-th and
     (k+1)-th values tie, in which case an equal value may hide outside the candidates: those
     (rare) rows fall back to a stable sort of the whole row.
     """
+    if first is not None:   # finite keys: ±inf ranks the query after every other column
+        rows = torch.arange(key.shape[0], device=key.device)
+        key[rows, rows + first] = -math.inf if largest else math.inf
     n = key.shape[1]
     if k + 1 > n:  # the whole row is wanted: a stable sort is the definition
         return torch.sort(key, dim=1, descending=largest, stable=True).indices[:, :k].cpu().numpy()
@@ -150,16 +155,16 @@ def exact_topk(
     idx_out = np.empty((n_q, k), dtype=np.int64)
     for s in tqdm(range(0, n_q, chunk), desc="exact top-k", unit="chunk", disable=not progress):
         e = min(s + chunk, n_q)
-        own = np.arange(s, e) if exclude_self else None
-        dist_out[s:e], idx_out[s:e] = _block_topk(as_tensor(q[s:e], device), bt, b_sq, k, own)
+        dist_out[s:e], idx_out[s:e] = _block_topk(as_tensor(q[s:e], device), bt, b_sq, k,
+                                                  s if exclude_self else None)
     return dist_out, idx_out
 
 
-def _block_topk(qt: torch.Tensor, bt: torch.Tensor, b_sq: torch.Tensor | None, k: int, own: np.ndarray | None):
+def _block_topk(qt: torch.Tensor, bt: torch.Tensor, b_sq: torch.Tensor | None, k: int, first: int | None):
     """One block of :func:`exact_topk`: (distances, indices) of ``qt``'s rows against ``bt``.
 
     ``b_sq`` (the base's squared norms) selects the L2 metric, None the inner product;
-    ``own`` holds each query's own base row, to exclude, or None.
+    ``first`` is the base row of the block's first query, to exclude each query, or None.
     """
     largest = b_sq is None
     if largest:
@@ -168,10 +173,7 @@ def _block_topk(qt: torch.Tensor, bt: torch.Tensor, b_sq: torch.Tensor | None, k
         # rank by ||b||^2 - 2 q.b: one fused pass (addmm), and ||q||^2, constant along
         # the row, is added to the k winners only; no (chunk, n_base, d) difference tensor
         key = torch.addmm(b_sq, qt, bt.T, beta=1.0, alpha=-2.0)
-    if own is not None:
-        key[torch.arange(len(own), device=key.device), as_tensor(own, key.device)] = (
-            -math.inf if largest else math.inf)
-    idx = _stable_topk(key, k, largest)
+    idx = _stable_topk(key, k, largest, first)
     val = torch.gather(key, 1, as_tensor(idx, key.device))
     if not largest:
         # clip the tiny negatives that float cancellation leaves for near-identical vectors
@@ -246,13 +248,9 @@ def rank_by_similarity(
     chunk = _default_chunk(n) if chunk_size is None else check_int("chunk_size", chunk_size)
     out = np.empty((n_q, k), dtype=np.int64)
     for s in range(0, n_q, chunk):
-        e = min(s + chunk, n_q)
-        block = S[s:e].copy() if exclude_self else S[s:e]  # never write into the caller's S
-        key = as_tensor(block, torch.device("cpu"))
-        if exclude_self:
-            # S is finite, so -inf puts each query strictly after every other track
-            key[torch.arange(e - s), torch.arange(s, e)] = -math.inf
-        out[s:e] = _stable_topk(key, k, largest=True)
+        # a copy of the block: the query's own column is written, never the caller's S
+        key = torch.from_numpy(S[s:s + chunk].copy())
+        out[s:s + chunk] = _stable_topk(key, k, True, s if exclude_self else None)
     return out
 
 
