@@ -397,8 +397,8 @@ def random_ranking(n: int, k: int | None = None, *, seed: int = 0) -> np.ndarray
 
 
 def compare_systems(results: Mapping[str, RetrievalResult], reference: str, *,
-                    metrics=METRICS, level: float = 0.95, alpha: float = 0.05,
-                    correction: str | None = "holm", n_boot: int = 10_000, seed: int = 0) -> pd.DataFrame:
+                    metrics=METRICS, level: float = 0.95, alpha: float = 0.05, n_boot: int = 10_000,
+                    seed: int = 0) -> pd.DataFrame:
     """Every system against one reference, paired over the same queries (Table 2's marks).
 
     For each other system and metric: the mean per-query difference (system − reference, in
@@ -417,7 +417,6 @@ def compare_systems(results: Mapping[str, RetrievalResult], reference: str, *,
     level : float, default 0.95
     alpha : float, default 0.05
         Level of the ``significant`` column (on the adjusted p-value).
-    correction : {"holm", None}, default "holm"
     n_boot : int, default 10000
     seed : int, default 0
         Seed of the bootstrap (the same for every pair).
@@ -439,8 +438,6 @@ def compare_systems(results: Mapping[str, RetrievalResult], reference: str, *,
     bad = [m for m in metrics if m not in METRICS]
     if bad:
         raise ValueError(f"unknown metric(s) {bad}; choose from {METRICS}")
-    if correction not in ("holm", None):
-        raise ValueError(f"correction must be 'holm' or None, got {correction!r}")
     level = check_level(level)
     check_level(alpha, "alpha", 0.05)
     ref = results[reference]
@@ -462,8 +459,7 @@ def compare_systems(results: Mapping[str, RetrievalResult], reference: str, *,
     if not rows:
         raise ValueError("results holds only the reference: nothing to compare")
     df = pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(index, names=["system", "metric"]))
-    p = df["p_wilcoxon"].to_numpy()
-    df["p_adjusted"] = holm(p) if correction == "holm" else p
+    df["p_adjusted"] = holm(df["p_wilcoxon"].to_numpy())
     df["significant"] = df["p_adjusted"] < alpha
     df["better"] = df["significant"] & (df["mean_diff"] > 0)
     return df[["mean_diff", "low", "high", "p_wilcoxon", "p_adjusted", "significant", "ci_disjoint", "better"]]

@@ -698,8 +698,8 @@ def test_compare_systems_matches_paired_test():
     np.testing.assert_allclose(df["p_adjusted"], ev.holm(df["p_wilcoxon"]))
     assert df.loc["good", "better"].all() and df.loc["good", "ci_disjoint"].all()
     assert not df.loc["same", "ci_disjoint"].any()
-    raw = ev.compare_systems(results, "untrained", correction=None, metrics=("map",))
-    assert len(raw) == 2 and (raw["p_adjusted"] == raw["p_wilcoxon"]).all()
+    one_metric = ev.compare_systems(results, "untrained", metrics=("map",))
+    assert len(one_metric) == 2
     with pytest.raises(ValueError, match="reference"):
         ev.compare_systems(results, "best")
     with pytest.raises(ValueError, match="metric"):
