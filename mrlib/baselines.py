@@ -9,8 +9,8 @@ Rate (CFR) under 10-fold cross-validation. This module provides
   and tempo (librosa), for one clip or a whole catalog;
 * metric baselines sharing one small interface — ``fit(X, triplets)``, ``transform(X)``,
   ``distance(X, a, b)`` — :class:`Euclidean`, :class:`TripletSVM` (Schultz & Joachims 2003)
-  and :class:`Mahalanobis` (metric-learn's LSML), each optionally on standardised
-  and PCA-reduced features fitted on the training clips only;
+  and :class:`Mahalanobis` (metric-learn's LSML), each on standardised and
+  optionally PCA-reduced features fitted on the training clips only;
 * :func:`cfr`, :func:`cross_validate` and :func:`generalization_curve`.
 """
 from __future__ import annotations
@@ -87,15 +87,14 @@ class MetricBaseline:
     squared Euclidean.
 
     * ``fit(X, triplets)`` — learn from constraints (a, p, n) = rows of ``X``, "a closer to p
-      than to n". Standardisation (``standardize``) and PCA (``pca``) are fitted on the clips
-      of the training triplets only, so cross-validation does not leak test clips.
+      than to n". The features are standardised (zero mean, unit variance per feature;
+      constant features are left at 0) and optionally PCA-reduced (``pca``), both fitted on the
+      clips of the training triplets only, so cross-validation does not leak test clips.
     * ``transform(X)`` — (N, D') embedding.
     * ``distance(X, a, b)`` or ``distance(X, pairs)`` — (M,) float64 distances between rows.
 
     Parameters
     ----------
-    standardize : bool, default True
-        Zero mean, unit variance per feature (constant features are left at 0).
     pca : int, float or None, default None
         After standardising, keep this many principal components (int) or this share of the
         variance (float in (0, 1)); fitted on the training clips.
@@ -106,13 +105,12 @@ class MetricBaseline:
 
     name = "metric"
 
-    def __init__(self, *, standardize: bool = True, pca: int | float | None = None, seed: int = 0):
+    def __init__(self, *, pca: int | float | None = None, seed: int = 0):
         if pca is not None:
             ok_int = is_int(pca) and pca >= 1
             ok_float = isinstance(pca, float) and 0 < pca < 1
             if not (ok_int or ok_float):
                 raise ValueError(f"pca must be a positive int, a float in (0, 1) or None, got {pca!r}")
-        self.standardize = bool(standardize)
         self.pca = pca
         self.seed = check_int("seed", seed, 0)
         self._fitted = False
@@ -120,12 +118,9 @@ class MetricBaseline:
     # -- preprocessing ---------------------------------------------------------------------
     def _fit_prep(self, X: np.ndarray, rows: np.ndarray) -> np.ndarray:
         ref = X[rows]
-        if self.standardize:
-            self.mean_ = ref.mean(axis=0)
-            std = ref.std(axis=0)
-            self.std_ = np.where(std > 1e-12, std, 1.0)
-        else:
-            self.mean_, self.std_ = np.zeros(X.shape[1]), np.ones(X.shape[1])
+        self.mean_ = ref.mean(axis=0)
+        std = ref.std(axis=0)
+        self.std_ = np.where(std > 1e-12, std, 1.0)
         self.pca_ = None
         if self.pca is not None:
             from sklearn.decomposition import PCA
@@ -218,7 +213,7 @@ class MetricBaseline:
         return ((ea - eb) ** 2).sum(axis=1)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(standardize={self.standardize}, pca={self.pca})"
+        return f"{type(self).__name__}(pca={self.pca})"
 
 
 class Euclidean(MetricBaseline):
@@ -251,7 +246,7 @@ class TripletSVM(MetricBaseline):
     C : float, default 1.0
         Slack penalty (> 0).
     max_iter : int, default 10000
-    standardize, pca, seed
+    pca, seed
         See :class:`MetricBaseline`.
 
     Attributes
@@ -265,9 +260,9 @@ class TripletSVM(MetricBaseline):
 
     name = "SVM"
 
-    def __init__(self, C: float = 1.0, *, max_iter: int = 10000, standardize: bool = True,
-                 pca: int | float | None = None, seed: int = 0):
-        super().__init__(standardize=standardize, pca=pca, seed=seed)
+    def __init__(self, C: float = 1.0, *, max_iter: int = 10000, pca: int | float | None = None,
+                 seed: int = 0):
+        super().__init__(pca=pca, seed=seed)
         if not (np.isscalar(C) and np.isfinite(C) and C > 0):
             raise ValueError(f"C must be a positive number, got {C!r}")
         self.C, self.max_iter = float(C), check_int("max_iter", max_iter)
@@ -371,7 +366,7 @@ class Mahalanobis(MetricBaseline):
         The metric-learn learner (LSML, the one the 2017 table uses).
     max_iter : int, default 1000
         LSML's iterations.
-    standardize, pca, seed
+    pca, seed
         See :class:`MetricBaseline`.
 
     Notes
@@ -384,9 +379,9 @@ class Mahalanobis(MetricBaseline):
 
     name = "Mahalanobis"
 
-    def __init__(self, algorithm: str = "lsml", *, max_iter: int = 1000, standardize: bool = True,
+    def __init__(self, algorithm: str = "lsml", *, max_iter: int = 1000,
                  pca: int | float | None = None, seed: int = 0):
-        super().__init__(standardize=standardize, pca=pca, seed=seed)
+        super().__init__(pca=pca, seed=seed)
         if algorithm != "lsml":
             raise ValueError(f"algorithm must be 'lsml', got {algorithm!r}")
         self.algorithm, self.max_iter = algorithm, check_int("max_iter", max_iter)

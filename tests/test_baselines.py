@@ -259,7 +259,7 @@ def test_negative_weights_are_clipped_to_zero():
     score = lambda a, b: (X[a, 0] - X[b, 0]) ** 2 - 0.5 * (X[a, 1] - X[b, 1]) ** 2  # noqa: E731
     swap = score(t[:, 0], t[:, 1]) > score(t[:, 0], t[:, 2])
     t[swap] = t[swap][:, [0, 2, 1]]
-    clip = TripletSVM(C=1.0, standardize=False).fit(X, t)
+    clip = TripletSVM(C=1.0).fit(X, t)
     assert clip.raw_weights_[1] < 0 and clip.weights_[1] == 0.0 and clip.weights_[0] > 0
 
 
