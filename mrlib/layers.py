@@ -126,8 +126,6 @@ class ClampedMaxPool2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = (min(self.kernel[0], x.shape[-2]), min(self.kernel[1], x.shape[-1]))
-        if k == (1, 1):
-            return x
         return F.max_pool2d(x, kernel_size=k, stride=k)
 
     def extra_repr(self) -> str:
