@@ -156,12 +156,9 @@ class ToSequence(nn.Module):
 
 
 def _conv_block(c_in: int, c_out: int, pool: tuple[int, int], dropout: float) -> nn.Sequential:
-    layers: OrderedDict[str, nn.Module] = OrderedDict()
     # No conv bias: the BatchNorm right after has its own shift.
-    layers["conv"] = nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False)
-    layers["bn"] = nn.BatchNorm2d(c_out)
-    layers["relu"] = nn.ReLU(inplace=False)
-    layers["pool"] = ClampedMaxPool2d(pool)
+    layers = OrderedDict(conv=nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False),
+                         bn=nn.BatchNorm2d(c_out), relu=nn.ReLU(), pool=ClampedMaxPool2d(pool))
     if dropout > 0:
         layers["dropout"] = nn.Dropout(dropout)
     return nn.Sequential(layers)

@@ -296,19 +296,16 @@ class TripletMatchNet(PatchModel):
                     metric_hidden=metric_hidden)
         self.embedding_dim = embedding_dim
         widths = [scale_channels(c, self.width) for c in PAPER_WIDTHS["matchnet"]]
-        tower: OrderedDict[str, nn.Module] = OrderedDict()
-        tower["input_bn"] = FrequencyBatchNorm(n_bins)
-        tower["stem_conv"] = nn.Conv2d(1, widths[0], 3, padding=1, bias=False)
-        tower["stem_bn"] = nn.BatchNorm2d(widths[0])
-        tower["stem_relu"] = nn.ReLU()
-        c_in = widths[0]
-        for i, (c, pool) in enumerate(zip(widths, PAPER_POOLS["matchnet"]), start=1):
+        tower = OrderedDict(input_bn=FrequencyBatchNorm(n_bins),
+                            stem_conv=nn.Conv2d(1, widths[0], 3, padding=1, bias=False),
+                            stem_bn=nn.BatchNorm2d(widths[0]), stem_relu=nn.ReLU())
+        # each stage takes the channels of the one before (the stem's first)
+        for i, (c_in, c, pool) in enumerate(zip(widths[:1] + widths[:-1], widths,
+                                                PAPER_POOLS["matchnet"]), start=1):
             tower[f"res{i}"] = ResidualBlock(c_in, c)
             tower[f"pool{i}"] = ClampedMaxPool2d(pool)
-            c_in = c
-        tower["global_pool"] = nn.AdaptiveAvgPool2d(1)
-        tower["flatten"] = nn.Flatten()
-        tower["bottleneck"] = nn.Linear(c_in, embedding_dim)
+        tower.update(global_pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(),
+                     bottleneck=nn.Linear(widths[-1], embedding_dim))
         self.tower = nn.Sequential(tower)
         h = scale_channels(metric_hidden, self.width)
         self.metric = nn.Sequential(OrderedDict(
