@@ -24,6 +24,8 @@ __all__ = ["exact_topk", "rank_by_distance", "rank_by_similarity", "FaissIndex",
 # 2**26 float32 = 256 MiB, half the 512 MiB of a 1M x 128 catalog; larger blocks keep the
 # matrix product efficient (64 queries per block at 1M rows).
 _BLOCK_ELEMENTS = 2**26
+# Rows added to a FAISS index per call: bounds the float32 copy (and drives the progress bar).
+_ADD_ROWS = 100_000
 
 
 # ----------------------------------------------------------------------------------------
@@ -382,7 +384,6 @@ def build_faiss_index(
     nlist: int | None = None,
     nprobe: int = 16,
     seed: int = 0,
-    chunk_size: int = 100_000,
     progress: bool = False,
 ) -> FaissIndex:
     """Build an approximate nearest-neighbour index (FAISS) over ``base``.
@@ -410,8 +411,6 @@ def build_faiss_index(
     nlist, nprobe : int
         IVF parameters.
     seed : int, default 0
-    chunk_size : int, default 100000
-        Rows added per call (bounds the float32 copy, drives the progress bar).
     progress : bool, default False
 
     Returns
@@ -429,7 +428,6 @@ def build_faiss_index(
     if base.ndim != 2 or base.shape[0] == 0:
         raise ValueError(f"base must be a non-empty 2-D array (n, d), got shape {base.shape}")
     n, d = base.shape
-    chunk_size = check_int("chunk_size", chunk_size)
     if kind == "hnsw":
         fmetric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
         index = faiss.IndexHNSWFlat(d, check_int("M", M, minimum=2), fmetric)
@@ -439,8 +437,8 @@ def build_faiss_index(
         index = _trained_ivf(faiss, base, _flat(faiss, d, metric), nlist, nprobe, seed)
     else:
         index = _flat(faiss, d, metric)
-    for s in tqdm(range(0, n, chunk_size), desc=f"faiss {kind} add", unit="chunk", disable=not progress):
-        index.add(_float32("base", base[s:s + chunk_size]))
+    for s in tqdm(range(0, n, _ADD_ROWS), desc=f"faiss {kind} add", unit="chunk", disable=not progress):
+        index.add(_float32("base", base[s:s + _ADD_ROWS]))
     return FaissIndex(index, kind, metric)
 
 
