@@ -202,8 +202,7 @@ class RetrievalResult:
         rows = {}
         for m in METRICS:
             ci = mean_ci(self.per_query[m], level=level, method=method, **ci_kwargs)
-            rows[self.columns[m]] = {"mean": 100 * ci.mean, "low": 100 * ci.low,
-                                     "high": 100 * ci.high, "half_width": 100 * ci.half_width}
+            rows[self.columns[m]] = {k: 100 * getattr(ci, k) for k in ("mean", "low", "high", "half_width")}
         return pd.DataFrame.from_dict(rows, orient="index")
 
     def row(self, level: float = 0.95, method: str = "t", decimals: int = 2, **ci_kwargs) -> dict[str, str]:

@@ -259,14 +259,6 @@ def rank_by_similarity(
 # ----------------------------------------------------------------------------------------
 # approximate search: FAISS
 # ----------------------------------------------------------------------------------------
-def _faiss():
-    try:
-        import faiss
-    except ImportError as err:  # pragma: no cover - faiss-cpu is in requirements.txt
-        raise ImportError("approximate search needs FAISS: pip install faiss-cpu (see requirements.txt)") from err
-    return faiss
-
-
 class FaissIndex:
     """A FAISS index with the search parameters and the metric convention of :func:`exact_topk`.
 
@@ -419,7 +411,8 @@ def build_faiss_index(
 
     Notebook: 07_evaluation.ipynb
     """
-    faiss = _faiss()
+    import faiss   # here, not at the top: exact search does without it (faiss-cpu, requirements.txt)
+
     if kind not in ("hnsw", "ivf", "flat"):
         raise ValueError(f"kind must be 'hnsw', 'ivf' or 'flat', got {kind!r}")
     if metric not in ("l2", "ip"):
