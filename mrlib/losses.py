@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from mrlib.checks import check_margin
 
 __all__ = [
-    "squared_distances",
     "triplet_loss",
     "matchnet_rank_loss",
     "matchnet_contrastive_loss",
@@ -59,31 +58,6 @@ def _check_batch_shapes(*named: tuple[str, torch.Tensor]) -> None:
         names = ", ".join(name for name, _ in named)
         shapes = ", ".join(str(tuple(t.shape)) for _, t in named)
         raise ValueError(f"{names} must have the same (or broadcastable) batch shape, got {shapes}") from None
-
-
-def squared_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Row-wise squared Euclidean distance ``||x_i - y_i||^2``.
-
-    Computed from the difference, not from ``|x|^2 + |y|^2 - 2 x.y``: the expansion loses
-    all precision for near-identical embeddings, exactly where a triplet loss lives.
-
-    Parameters
-    ----------
-    x, y : torch.Tensor, float, shape (..., d)
-        Embeddings; leading dimensions broadcast.
-
-    Returns
-    -------
-    torch.Tensor, shape (...)
-
-    Notebook: 04_losses.ipynb
-    """
-    _check_float("x", x)
-    _check_float("y", y)
-    if x.shape[-1] != y.shape[-1]:
-        raise ValueError(f"embedding sizes differ: x {tuple(x.shape)} vs y {tuple(y.shape)}")
-    _check_batch_shapes(("x", x), ("y", y))
-    return (x - y).pow(2).sum(dim=-1)
 
 
 def triplet_loss(a: torch.Tensor, p: torch.Tensor, n: torch.Tensor, margin: float = 0.5,
@@ -127,8 +101,10 @@ def triplet_loss(a: torch.Tensor, p: torch.Tensor, n: torch.Tensor, margin: floa
     _check_batch_shapes(("a", a), ("p", p), ("n", n))
     check_margin(margin)
     _check_reduction(reduction)
-    d_ap = squared_distances(a, p)
-    d_an = squared_distances(a, n)
+    # From the differences, not from |x|^2 + |y|^2 - 2 x.y: the expansion loses all precision
+    # for near-identical embeddings, exactly where a triplet loss lives.
+    d_ap = (a - p).pow(2).sum(dim=-1)
+    d_an = (a - n).pow(2).sum(dim=-1)
     per_triplet = torch.clamp(d_ap - d_an + margin, min=0.0)
     active = (per_triplet > 0).float().mean().detach()
     return _REDUCE[reduction](per_triplet), active
