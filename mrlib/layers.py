@@ -16,7 +16,7 @@ from torch import nn
 
 from mrlib.checks import check_int, check_positive, is_real
 
-__all__ = ["FrequencyBatchNorm", "ClampedMaxPool2d", "L2Normalize", "ToSequence", "Backbone", "ResidualBlock",
+__all__ = ["FrequencyBatchNorm", "ClampedMaxPool2d", "Backbone", "ResidualBlock",
            "PatchModel", "check_dropout", "scale_channels",
            "as_patches", "init_weights", "eval_mode"]
 
@@ -130,29 +130,6 @@ class ClampedMaxPool2d(nn.Module):
 
     def extra_repr(self) -> str:
         return f"kernel={self.kernel}"
-
-
-class L2Normalize(nn.Module):
-    """Project embeddings onto the unit sphere along the last axis: ``x / max(||x||_2, 1e-12)``.
-
-    Input and output: any float tensor, e.g. ``(B, d)``; after it, squared distances between
-    embeddings lie in [0, 4] (``||u - v||^2 = 2 - 2 u.v``).
-
-    Notebook: 04_losses.ipynb
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(x, dim=-1)
-
-
-class ToSequence(nn.Module):
-    """``(B, C, 1, T) -> (B, T, C)``: a frequency-free feature map as a sequence of frames.
-
-    Notebook: 05_autopool.ipynb
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.squeeze(2).transpose(1, 2)
 
 
 def _conv_block(c_in: int, c_out: int, pool: tuple[int, int], dropout: float) -> nn.Sequential:

@@ -35,16 +35,16 @@ from collections import OrderedDict
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mrlib.autopool import AutoPool
 from mrlib.checks import check_int, is_int
-from mrlib.layers import (Backbone, ClampedMaxPool2d, FrequencyBatchNorm, L2Normalize, PatchModel,
-                          ResidualBlock, ToSequence, check_dropout, eval_mode,
-                          init_weights, scale_channels)
+from mrlib.layers import (Backbone, ClampedMaxPool2d, FrequencyBatchNorm, PatchModel, ResidualBlock,
+                          check_dropout, eval_mode, init_weights, scale_channels)
 
 __all__ = ["NETWORKS", "POOLINGS", "PAPER_WIDTHS", "PAPER_POOLS", "FrequencyBatchNorm",
-           "ClampedMaxPool2d", "L2Normalize", "Backbone", "ATBaseline", "TL", "TLAutopool",
+           "ClampedMaxPool2d", "Backbone", "ATBaseline", "TL", "TLAutopool",
            "ResidualBlock", "TripletMatchNet", "build_model", "summary"]
 
 #: Channel counts at ``width=1`` (2020 paper, Table 1).
@@ -73,7 +73,7 @@ _FIXED_POOLS = {"mean": lambda frames: frames.mean(dim=1),
 
 # ----------------------------------------------------------------------------- 2020 systems
 class _PaperCNN(PatchModel):
-    """The 2020 networks' shared part: Table 1's backbone for :attr:`system`, built by :meth:`_build`."""
+    """The 2020 networks' shared part: Table 1's backbone of :attr:`system` (:meth:`_build`)."""
 
     #: the closing adaptive max-pool's output size (``None`` keeps that axis)
     final_size: tuple = (1, 1)
@@ -169,12 +169,11 @@ class TL(_PaperCNN):
                                          dropout)
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(self.widths[-1], self.embedding_dim)
-        self.normalize = L2Normalize()
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Unit-norm embeddings, ``(B, embedding_dim)``."""
-        return self.normalize(self.fc(self.features(x)))
+        return F.normalize(self.fc(self.features(x)), dim=-1)
 
 
 class TLAutopool(_PaperCNN):
@@ -223,16 +222,15 @@ class TLAutopool(_PaperCNN):
                                     dropout, constrained=bool(constrained), l2=float(l2), **extra)
         self.pooling = pooling
         self.embedding_dim = embedding_dim
-        self.to_sequence = ToSequence()
         self.fc = nn.Linear(self.widths[-1], embedding_dim)           # applied to every frame
         self.autopool = (AutoPool(embedding_dim, axis=1, constrained=constrained, l2=l2)
                          if pooling == "autopool" else None)
-        self.normalize = L2Normalize()
         init_weights(self)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Backbone output as frames, ``(B, T', C)``."""
-        return self.to_sequence(self.backbone(self._prepare(x)))
+        # (B, C, 1, T') -> (B, T', C): the frequency-free map as a sequence of frames
+        return self.backbone(self._prepare(x)).squeeze(2).transpose(1, 2)
 
     def frame_embeddings(self, x: torch.Tensor) -> torch.Tensor:
         """FC(d) of every frame, before pooling: ``(B, T', d)``."""
@@ -247,7 +245,7 @@ class TLAutopool(_PaperCNN):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Unit-norm embeddings, ``(B, d)``."""
-        return self.normalize(self.pooled(x))
+        return F.normalize(self.pooled(x), dim=-1)
 
 
 # ----------------------------------------------------------------------------- 2017 system
@@ -279,7 +277,7 @@ class TripletMatchNet(PatchModel):
     * ``forward(x, y)`` -> logits ``z`` ``(B,)`` for paired patches ``x[b], y[b]``;
     * :meth:`embed` -> tower embeddings ``(B, e)``; :meth:`metric_pairs` -> logits of all pairs of
       two embedding sets; :meth:`pair_logits` -> ``(P_x, P_y)`` logits from two patch sets (the
-      song-level score, the mean of ``f`` over them, is :func:`mrlib.songlevel.pair_dissimilarities`).
+      song-level score, the mean of ``f`` over them: :func:`mrlib.songlevel.pair_dissimilarities`).
 
     Notebook: 04_losses.ipynb
     """
