@@ -416,18 +416,13 @@ def build_model(system: str, n_tags: int | None = None, width: float = 1.0, n_bi
         raise ValueError(f"the {system!r} system needs n_tags (the number of tags m)")
     head = {"n_tags": n_tags} if cls.takes_tags else {"embedding_dim": embedding_dim}
     args = dict(head, width=width, n_bins=n_bins, patch_len=patch_len)
-    try:
-        if seed is None:
-            return cls(**args, **kwargs)
-        if not is_int(seed):
-            raise TypeError(f"seed must be an int or None, got {seed!r}")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seed))
-            return cls(**args, **kwargs)
-    except TypeError as err:
-        if "unexpected keyword" in str(err):
-            raise TypeError(f"build_model({system!r}): {err}") from None
-        raise
+    if seed is None:     # an argument the class does not take: Python's TypeError names both
+        return cls(**args, **kwargs)
+    if not is_int(seed):
+        raise TypeError(f"seed must be an int or None, got {seed!r}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return cls(**args, **kwargs)
 
 
 # ----------------------------------------------------------------------------- summary
