@@ -76,16 +76,15 @@ def as_patches(x: Any, n_bins: int, name: str = "x") -> torch.Tensor:
 
 
 def init_weights(module: nn.Module) -> None:
-    """He-normal convolutions (as in Choi et al.'s FCN), unit BatchNorm, zero biases.
+    """He-normal convolutions (as in Choi et al.'s FCN; theirs have no bias, a BatchNorm follows
+    each), unit BatchNorm with zero shift.
 
     Notebook: 05_autopool.ipynb
     """
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
