@@ -23,8 +23,7 @@ import numbers
 import torch
 from torch import nn
 
-from mrlib.checks import is_int
-from mrlib.layers import check_positive_int
+from mrlib.checks import check_int, is_int
 
 __all__ = ["autopool", "AutoPool", "autopool_penalty", "pooling_position"]
 
@@ -176,10 +175,6 @@ class AutoPool(nn.Module):
     l2 : float, default 0.0
         L2 coefficient for :meth:`penalty` (McFee et al.'s regularised AutoPool). The layer
         never adds it to a loss by itself: add ``model_penalty = autopool_penalty(model)``.
-    channel_axis : int or None, default None
-        The axis that ``alpha`` runs along. ``None``: the last axis other than ``axis``, which
-        is ``-1`` for ``(B, T, d)`` pooled on ``axis=1`` and ``-2`` (the channels) for the
-        PyTorch layout ``(B, C, T)`` pooled on ``axis=-1``.
 
     Attributes
     ----------
@@ -188,23 +183,22 @@ class AutoPool(nn.Module):
 
     Notes
     -----
-    Input: a floating tensor with ``x.shape[channel_axis] == n_dims`` (unless ``n_dims == 1``).
+    Input: a floating tensor whose channel axis, the last axis other than ``axis`` (``-1`` for
+    ``(B, T, d)`` pooled on ``axis=1``, ``-2`` for ``(B, C, T)`` pooled on ``axis=-1``), holds
+    ``n_dims`` values (unless ``n_dims == 1``).
     Output: the same tensor with ``axis`` removed and the input's dtype.
 
     Notebook: 05_autopool.ipynb
     """
 
-    def __init__(self, n_dims: int, axis: int = -1, constrained: bool = False, l2: float = 0.0,
-                 channel_axis: int | None = None) -> None:
+    def __init__(self, n_dims: int, axis: int = -1, constrained: bool = False, l2: float = 0.0) -> None:
         super().__init__()
-        self.n_dims = check_positive_int("n_dims", n_dims)
-        for name, value in (("axis", axis), ("channel_axis", channel_axis)):
-            if value is not None and not is_int(value):
-                raise TypeError(f"{name} must be an int, got {value!r}")
+        self.n_dims = check_int("n_dims", n_dims)
+        if not is_int(axis):
+            raise TypeError(f"axis must be an int, got {axis!r}")
         if not isinstance(l2, numbers.Real) or l2 < 0 or l2 != l2:
             raise ValueError(f"l2 must be a non-negative number, got {l2!r}")
         self.axis = int(axis)
-        self.channel_axis = None if channel_axis is None else int(channel_axis)
         self.constrained = bool(constrained)
         self.l2 = float(l2)
         # Initialised to 0 = mean pooling, as in McFee et al. (2018).
@@ -218,19 +212,13 @@ class AutoPool(nn.Module):
     def _alpha_shape(self, x: torch.Tensor) -> tuple[int, ...]:
         """Shape that broadcasts ``alpha`` along the channel axis of ``x``."""
         ax = _check_axis(self.axis, x.ndim)
-        if self.n_dims == 1 and self.channel_axis is None:
+        if self.n_dims == 1:
             return (1,) * x.ndim
-        if self.channel_axis is not None:
-            cax = _check_axis(self.channel_axis, x.ndim, "channel_axis")
-            if cax == ax:
-                raise ValueError(f"channel_axis ({self.channel_axis}) and axis ({self.axis}) "
-                                 "name the same dimension")
-        else:
-            if x.ndim < 2:
-                raise ValueError(f"AutoPool(n_dims={self.n_dims}) needs a channel axis besides the "
-                                 f"pooled one; got an input of shape {tuple(x.shape)}")
-            cax = x.ndim - 1 if ax != x.ndim - 1 else x.ndim - 2
-        if x.shape[cax] != self.n_dims and self.n_dims != 1:
+        if x.ndim < 2:
+            raise ValueError(f"AutoPool(n_dims={self.n_dims}) needs a channel axis besides the "
+                             f"pooled one; got an input of shape {tuple(x.shape)}")
+        cax = x.ndim - 1 if ax != x.ndim - 1 else x.ndim - 2
+        if x.shape[cax] != self.n_dims:
             raise ValueError(f"AutoPool has n_dims={self.n_dims} but the input has {x.shape[cax]} "
                              f"along its channel axis {cax} (shape {tuple(x.shape)}, pooled axis {ax})")
         shape = [1] * x.ndim

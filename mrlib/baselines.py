@@ -9,8 +9,8 @@ Rate (CFR) under 10-fold cross-validation. This module provides
   and tempo (librosa), for one clip or a whole catalog;
 * metric baselines sharing one small interface — ``fit(X, triplets)``, ``transform(X)``,
   ``distance(X, a, b)`` — :class:`Euclidean`, :class:`TripletSVM` (Schultz & Joachims 2003)
-  and :class:`Mahalanobis` (metric-learn's LSML or SCML), each optionally on standardised
-  and PCA-reduced features fitted on the training clips only;
+  and :class:`Mahalanobis` (metric-learn's LSML), each on standardised and
+  optionally PCA-reduced features fitted on the training clips only;
 * :func:`cfr`, :func:`cross_validate` and :func:`generalization_curve`.
 """
 from __future__ import annotations
@@ -83,15 +83,14 @@ class MetricBaseline:
     squared Euclidean.
 
     * ``fit(X, triplets)`` — learn from constraints (a, p, n) = rows of ``X``, "a closer to p
-      than to n". Standardisation (``standardize``) and PCA (``pca``) are fitted on the clips
-      of the training triplets only, so cross-validation does not leak test clips.
+      than to n". The features are standardised (zero mean, unit variance per feature;
+      constant features are left at 0) and optionally PCA-reduced (``pca``), both fitted on the
+      clips of the training triplets only, so cross-validation does not leak test clips.
     * ``transform(X)`` — (N, D') embedding.
     * ``distance(X, a, b)`` or ``distance(X, pairs)`` — (M,) float64 distances between rows.
 
     Parameters
     ----------
-    standardize : bool, default True
-        Zero mean, unit variance per feature (constant features are left at 0).
     pca : int, float or None, default None
         After standardising, keep this many principal components (int) or this share of the
         variance (float in (0, 1)); fitted on the training clips.
@@ -102,13 +101,12 @@ class MetricBaseline:
 
     name = "metric"
 
-    def __init__(self, *, standardize: bool = True, pca: int | float | None = None, seed: int = 0):
+    def __init__(self, *, pca: int | float | None = None, seed: int = 0):
         if pca is not None:
             ok_int = is_int(pca) and pca >= 1
             ok_float = isinstance(pca, float) and 0 < pca < 1
             if not (ok_int or ok_float):
                 raise ValueError(f"pca must be a positive int, a float in (0, 1) or None, got {pca!r}")
-        self.standardize = bool(standardize)
         self.pca = pca
         self.seed = check_int("seed", seed, 0)
         self._fitted = False
@@ -116,12 +114,9 @@ class MetricBaseline:
     # -- preprocessing ---------------------------------------------------------------------
     def _fit_prep(self, X: np.ndarray, rows: np.ndarray) -> np.ndarray:
         ref = X[rows]
-        if self.standardize:
-            self.mean_ = ref.mean(axis=0)
-            std = ref.std(axis=0)
-            self.std_ = np.where(std > 1e-12, std, 1.0)
-        else:
-            self.mean_, self.std_ = np.zeros(X.shape[1]), np.ones(X.shape[1])
+        self.mean_ = ref.mean(axis=0)
+        std = ref.std(axis=0)
+        self.std_ = np.where(std > 1e-12, std, 1.0)
         self.pca_ = None
         if self.pca is not None:
             from sklearn.decomposition import PCA
@@ -214,7 +209,7 @@ class MetricBaseline:
         return ((ea - eb) ** 2).sum(axis=1)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(standardize={self.standardize}, pca={self.pca})"
+        return f"{type(self).__name__}(pca={self.pca})"
 
 
 class Euclidean(MetricBaseline):
@@ -237,20 +232,17 @@ class TripletSVM(MetricBaseline):
 
     .. math:: \\min_{w \\ge 0} \\tfrac12 \\lVert w \\rVert^2 + 2C \\sum_{(a,p,n)} \\max(0, 1 - w \\cdot z)^2 .
 
-    ``nonneg="clip"`` (default) solves it with scikit-learn's ``LinearSVC`` (liblinear, no
-    intercept) on the rows ``z`` labelled +1 and ``-z`` labelled -1 — the two classes are
-    mirror images, so the fit equals the one-class problem above with ``C`` counted twice —
-    and then clips negative weights to 0, an approximation of the constraint ``w >= 0`` that
-    liblinear cannot impose. ``nonneg="exact"`` solves the bound-constrained problem itself
-    (L-BFGS-B, same objective); both agree whenever no weight wants to be negative.
+    It is solved with scikit-learn's ``LinearSVC`` (liblinear, no intercept) on the rows ``z``
+    labelled +1 and ``-z`` labelled -1 — the two classes are mirror images, so the fit equals
+    the one-class problem above with ``C`` counted twice — and negative weights are then clipped
+    to 0, an approximation of the constraint ``w >= 0`` that liblinear cannot impose.
 
     Parameters
     ----------
     C : float, default 1.0
         Slack penalty (> 0).
-    nonneg : {"clip", "exact"}, default "clip"
     max_iter : int, default 10000
-    standardize, pca, seed
+    pca, seed
         See :class:`MetricBaseline`.
 
     Attributes
@@ -264,14 +256,12 @@ class TripletSVM(MetricBaseline):
 
     name = "SVM"
 
-    def __init__(self, C: float = 1.0, *, nonneg: str = "clip", max_iter: int = 10000,
-                 standardize: bool = True, pca: int | float | None = None, seed: int = 0):
-        super().__init__(standardize=standardize, pca=pca, seed=seed)
+    def __init__(self, C: float = 1.0, *, max_iter: int = 10000, pca: int | float | None = None,
+                 seed: int = 0):
+        super().__init__(pca=pca, seed=seed)
         if not (np.isscalar(C) and np.isfinite(C) and C > 0):
             raise ValueError(f"C must be a positive number, got {C!r}")
-        if nonneg not in ("clip", "exact"):
-            raise ValueError(f"nonneg must be 'clip' or 'exact', got {nonneg!r}")
-        self.C, self.nonneg, self.max_iter = float(C), nonneg, check_int("max_iter", max_iter)
+        self.C, self.max_iter = float(C), check_int("max_iter", max_iter)
 
     @staticmethod
     def difference_vectors(Z: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -293,31 +283,14 @@ class TripletSVM(MetricBaseline):
         return (a - n) ** 2 - (a - p) ** 2
 
     def _fit(self, Z: np.ndarray, t: np.ndarray) -> None:
+        from sklearn.svm import LinearSVC
+
         z = self.difference_vectors(Z, t)
-        if self.nonneg == "clip":
-            from sklearn.svm import LinearSVC
-
-            svm = LinearSVC(C=self.C, loss="squared_hinge", fit_intercept=False, dual="auto",
-                            max_iter=self.max_iter, random_state=self.seed)
-            # liblinear's ConvergenceWarning, if any, is left visible: raise max_iter then.
-            svm.fit(np.vstack([z, -z]), np.r_[np.ones(len(z)), -np.ones(len(z))])
-            self.raw_weights_ = svm.coef_.ravel().astype(np.float64)
-        else:
-            from scipy.optimize import minimize
-
-            C2 = 2.0 * self.C
-
-            def objective(w):
-                slack = np.maximum(0.0, 1.0 - z @ w)
-                return 0.5 * w @ w + C2 * slack @ slack, w - 2.0 * C2 * (slack @ z)
-
-            res = minimize(objective, np.ones(z.shape[1]), jac=True, method="L-BFGS-B",
-                           bounds=[(0.0, None)] * z.shape[1],
-                           options={"maxiter": self.max_iter, "gtol": 1e-9, "ftol": 1e-12})
-            if not res.success:
-                warnings.warn(f"TripletSVM (exact): L-BFGS-B stopped early ({res.message}); "
-                              "raise max_iter", RuntimeWarning, stacklevel=3)
-            self.raw_weights_ = res.x
+        svm = LinearSVC(C=self.C, loss="squared_hinge", fit_intercept=False, dual="auto",
+                        max_iter=self.max_iter, random_state=self.seed)
+        # liblinear's ConvergenceWarning, if any, is left visible: raise max_iter then.
+        svm.fit(np.vstack([z, -z]), np.r_[np.ones(len(z)), -np.ones(len(z))])
+        self.raw_weights_ = svm.coef_.ravel().astype(np.float64)
         w = np.clip(self.raw_weights_, 0.0, None)
         if not (w > 0).any():
             warnings.warn("TripletSVM: all weights are zero; falling back to uniform weights",
@@ -364,36 +337,32 @@ def _metric_learn():
 
 class Mahalanobis(MetricBaseline):
     """A full Mahalanobis metric ``d_M(x, y) = (x - y)^T M (x - y)``, ``M = L^T L``, learned from
-    relative constraints with `metric-learn <https://contrib.scikit-learn.org/metric-learn/>`_.
-
-    * ``algorithm="lsml"`` (default) — LSML (Liu et al., ICDM 2012): minimises the squared
-      residuals ``(sqrt d_M(a, p) - sqrt d_M(a, n))^2`` of the violated constraints plus the
-      LogDet divergence of M from the identity (the prior), by projected gradient descent. A
-      triplet (a, p, n) is passed as the quadruplet (a, p, a, n).
-    * ``algorithm="scml"`` — SCML (Shi, Bellet & Sha, AAAI 2014): a sparse non-negative
-      combination of rank-one bases built from triplet differences, hinge loss on triplets.
+    relative constraints with `metric-learn <https://contrib.scikit-learn.org/metric-learn/>`_'s
+    LSML (Liu et al., ICDM 2012): it minimises the squared residuals
+    ``(sqrt d_M(a, p) - sqrt d_M(a, n))^2`` of the violated constraints plus the LogDet
+    divergence of M from the identity (the prior), by projected gradient descent. A triplet
+    (a, p, n) is passed as the quadruplet (a, p, a, n).
 
     What it stands in for: the 2017 slides compare MLR (McFee & Lanckriet 2010), RMLR (Lim et
     al. 2013) and RITML (Wolff et al. 2015). None of these is in a maintained Python library,
-    and neither LSML nor SCML is any of them. LSML is the closest to RITML in kind — a
-    Mahalanobis matrix learned from relative comparisons with a LogDet (ITML-style) pull
-    towards a prior — but RITML iterates ITML with constraints re-derived from the current
-    metric, whereas LSML minimises one objective. MLR/RMLR optimise a ranking measure with a
-    structural SVM (RMLR adds group sparsity); nothing here does.
+    and LSML is none of them. It is the closest to RITML in kind — a Mahalanobis matrix learned
+    from relative comparisons with a LogDet (ITML-style) pull towards a prior — but RITML
+    iterates ITML with constraints re-derived from the current metric, whereas LSML minimises
+    one objective. MLR/RMLR optimise a ranking measure with a structural SVM (RMLR adds group
+    sparsity); nothing here does.
+
+    metric-learn averages the residuals (constraint weights summing to 1); the standardised
+    inputs are scaled by ``sqrt(n_triplets)``, which multiplies the data term by the number of
+    training triplets (the LogDet term is scale-free) and so turns the average back into a sum:
+    one unit of weight per constraint against one LogDet term.
 
     Parameters
     ----------
-    algorithm : {"lsml", "scml"}, default "lsml"
-    strength : float, optional
-        LSML only: weight of the data term against the LogDet term. metric-learn averages the
-        residuals (constraint weights summing to 1), so its data term cannot be scaled
-        directly; scaling the standardised inputs by ``sqrt(strength)`` multiplies it by
-        ``strength`` (the LogDet term is scale-free). The default, the number of training
-        triplets, turns the average back into a sum: one unit of weight per constraint
-        against one LogDet term. Smaller = stay nearer the identity (Euclidean).
-    max_iter : int, optional
-        Iterations (metric-learn's defaults: 1000 for LSML, 10000 for SCML).
-    standardize, pca, seed
+    algorithm : {"lsml"}, default "lsml"
+        The metric-learn learner (LSML, the one the 2017 table uses).
+    max_iter : int, default 1000
+        LSML's iterations.
+    pca, seed
         See :class:`MetricBaseline`.
 
     Notes
@@ -406,58 +375,34 @@ class Mahalanobis(MetricBaseline):
 
     name = "Mahalanobis"
 
-    def __init__(self, algorithm: str = "lsml", *, strength: float | None = None,
-                 max_iter: int | None = None, standardize: bool = True,
+    def __init__(self, algorithm: str = "lsml", *, max_iter: int = 1000,
                  pca: int | float | None = None, seed: int = 0):
-        super().__init__(standardize=standardize, pca=pca, seed=seed)
-        if algorithm not in ("lsml", "scml"):
-            raise ValueError(f"algorithm must be 'lsml' or 'scml', got {algorithm!r}")
-        if strength is not None and not (np.isscalar(strength) and np.isfinite(strength)
-                                         and strength > 0):
-            raise ValueError(f"strength must be a positive number or None, got {strength!r}")
-        if max_iter is not None and (not is_int(max_iter) or max_iter < 1):
-            raise ValueError(f"max_iter must be a positive integer or None, got {max_iter!r}")
-        self.algorithm, self.strength, self.max_iter = algorithm, strength, max_iter
+        super().__init__(pca=pca, seed=seed)
+        if algorithm != "lsml":
+            raise ValueError(f"algorithm must be 'lsml', got {algorithm!r}")
+        self.algorithm, self.max_iter = algorithm, check_int("max_iter", max_iter)
         self.name = f"Mahalanobis ({algorithm.upper()})"
 
     def _fit(self, Z: np.ndarray, t: np.ndarray) -> None:
         from threadpoolctl import threadpool_limits
 
-        # LSML and SCML work on D x D matrices with D ~ 100: one BLAS thread is fastest, and a
+        # LSML divides by the pair distances: a pair of identical feature vectors (duplicate
+        # clips) would make its gradient NaN, so such constraints are left out.
+        same = (np.all(Z[t[:, 0]] == Z[t[:, 1]], axis=1) | np.all(Z[t[:, 0]] == Z[t[:, 2]], axis=1))
+        if same.all():
+            raise ValueError("every triplet pairs identical feature vectors; nothing to learn")
+        if same.any():
+            warnings.warn(f"LSML: {int(same.sum())} triplet(s) pair identical feature vectors "
+                          "and are left out", RuntimeWarning, stacklevel=3)
+            t = t[~same]
+        self.input_scale_ = float(np.sqrt(len(t)))
+        learner = _metric_learn().LSML(prior="identity", max_iter=self.max_iter,
+                                       preprocessor=Z * self.input_scale_, random_state=self.seed)
+        # LSML works on D x D matrices with D ~ 100: one BLAS thread is fastest, and a
         # multi-threaded BLAS on a busy machine can be many times slower (spinning threads).
         with threadpool_limits(limits=1, user_api="blas"):
-            self._fit_learner(Z, t)
-
-    def _fit_learner(self, Z: np.ndarray, t: np.ndarray) -> None:
-        ml = _metric_learn()
-        if self.algorithm == "lsml":
-            # LSML divides by the pair distances: a pair of identical feature vectors (duplicate
-            # clips) would make its gradient NaN, so such constraints are left out.
-            same = (np.all(Z[t[:, 0]] == Z[t[:, 1]], axis=1) | np.all(Z[t[:, 0]] == Z[t[:, 2]], axis=1))
-            if same.all():
-                raise ValueError("every triplet pairs identical feature vectors; nothing to learn")
-            if same.any():
-                warnings.warn(f"LSML: {int(same.sum())} triplet(s) pair identical feature vectors "
-                              "and are left out", RuntimeWarning, stacklevel=3)
-                t = t[~same]
-            self.input_scale_ = float(np.sqrt(self.strength if self.strength is not None else len(t)))
-            learner = ml.LSML(prior="identity", max_iter=self.max_iter or 1000,
-                              preprocessor=Z * self.input_scale_, random_state=self.seed)
             learner.fit(t[:, [0, 1, 0, 2]])
-        else:
-            if len(t) < Z.shape[1]:
-                raise ValueError(f"SCML builds its bases from triplet differences and needs at "
-                                 f"least as many triplets ({len(t)}) as features ({Z.shape[1]}); "
-                                 "reduce the dimension with pca= or use algorithm='lsml'")
-            self.input_scale_ = 1.0
-            learner = ml.SCML(max_iter=self.max_iter or 10000, preprocessor=Z,
-                              random_state=self.seed)
-            with warnings.catch_warnings():
-                # "n_basis will be set to ...": SCML announcing its documented default.
-                warnings.filterwarnings("ignore", message=".*n_basis.*", category=UserWarning)
-                learner.fit(t)
         self.components_ = np.asarray(learner.components_, dtype=np.float64)
-        self.learner_ = learner
 
     def _embed(self, Z: np.ndarray) -> np.ndarray:
         return (Z * self.input_scale_) @ self.components_.T

@@ -202,8 +202,7 @@ class RetrievalResult:
         rows = {}
         for m in METRICS:
             ci = mean_ci(self.per_query[m], level=level, method=method, **ci_kwargs)
-            rows[self.columns[m]] = {"mean": 100 * ci.mean, "low": 100 * ci.low,
-                                     "high": 100 * ci.high, "half_width": 100 * ci.half_width}
+            rows[self.columns[m]] = {k: 100 * getattr(ci, k) for k in ("mean", "low", "high", "half_width")}
         return pd.DataFrame.from_dict(rows, orient="index")
 
     def row(self, level: float = 0.95, method: str = "t", decimals: int = 2, **ci_kwargs) -> dict[str, str]:
@@ -276,8 +275,7 @@ def _check_cutoffs(n: int, k, n_relevant) -> tuple[int, int]:
     return k, n_relevant
 
 
-def evaluate_embeddings(embeddings, S_true, k: int = 20, n_relevant: int = 5, metric: str = "euclidean",
-                        *, progress: bool = False) -> RetrievalResult:
+def evaluate_embeddings(embeddings, S_true, k: int = 20, n_relevant: int = 5) -> RetrievalResult:
     """Retrieval evaluation of track embeddings against the oracle (the TL systems).
 
     Parameters
@@ -288,9 +286,6 @@ def evaluate_embeddings(embeddings, S_true, k: int = 20, n_relevant: int = 5, me
         The oracle similarity among the same test tracks, same order.
     k, n_relevant : int
         Cut-off (20) and relevant-set size (5).
-    metric : str, default "euclidean"
-        See :func:`rank_by_distance`.
-    progress : bool, default False
 
     Returns
     -------
@@ -303,7 +298,7 @@ def evaluate_embeddings(embeddings, S_true, k: int = 20, n_relevant: int = 5, me
     k, n_relevant = _check_cutoffs(n, k, n_relevant)
     if S_true.shape != (n, n):
         raise ValueError(f"S_true must be ({n}, {n}) to match {n} embeddings, got {S_true.shape}")
-    pred = rank_by_distance(embeddings, metric=metric, exclude_self=True, k=min(k, n - 1), progress=progress)
+    pred = rank_by_distance(embeddings, k=min(k, n - 1))
     true = rank_by_similarity(S_true, exclude_self=True, k=n_relevant)
     return RetrievalResult(retrieval_metrics(pred, true, k=k, n_relevant=n_relevant), k, n_relevant)
 
@@ -401,8 +396,8 @@ def random_ranking(n: int, k: int | None = None, *, seed: int = 0) -> np.ndarray
 
 
 def compare_systems(results: Mapping[str, RetrievalResult], reference: str, *,
-                    metrics=METRICS, level: float = 0.95, alpha: float = 0.05,
-                    correction: str | None = "holm", n_boot: int = 10_000, seed: int = 0) -> pd.DataFrame:
+                    metrics=METRICS, level: float = 0.95, alpha: float = 0.05, n_boot: int = 10_000,
+                    seed: int = 0) -> pd.DataFrame:
     """Every system against one reference, paired over the same queries (Table 2's marks).
 
     For each other system and metric: the mean per-query difference (system − reference, in
@@ -421,7 +416,6 @@ def compare_systems(results: Mapping[str, RetrievalResult], reference: str, *,
     level : float, default 0.95
     alpha : float, default 0.05
         Level of the ``significant`` column (on the adjusted p-value).
-    correction : {"holm", None}, default "holm"
     n_boot : int, default 10000
     seed : int, default 0
         Seed of the bootstrap (the same for every pair).
@@ -443,8 +437,6 @@ def compare_systems(results: Mapping[str, RetrievalResult], reference: str, *,
     bad = [m for m in metrics if m not in METRICS]
     if bad:
         raise ValueError(f"unknown metric(s) {bad}; choose from {METRICS}")
-    if correction not in ("holm", None):
-        raise ValueError(f"correction must be 'holm' or None, got {correction!r}")
     level = check_level(level)
     check_level(alpha, "alpha", 0.05)
     ref = results[reference]
@@ -466,8 +458,7 @@ def compare_systems(results: Mapping[str, RetrievalResult], reference: str, *,
     if not rows:
         raise ValueError("results holds only the reference: nothing to compare")
     df = pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(index, names=["system", "metric"]))
-    p = df["p_wilcoxon"].to_numpy()
-    df["p_adjusted"] = holm(p) if correction == "holm" else p
+    df["p_adjusted"] = holm(df["p_wilcoxon"].to_numpy())
     df["significant"] = df["p_adjusted"] < alpha
     df["better"] = df["significant"] & (df["mean_diff"] > 0)
     return df[["mean_diff", "low", "high", "p_wilcoxon", "p_adjusted", "significant", "ci_disjoint", "better"]]

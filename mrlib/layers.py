@@ -14,33 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mrlib.checks import is_int, is_real
+from mrlib.checks import check_int, check_positive, is_real
 
-__all__ = ["FrequencyBatchNorm", "ClampedMaxPool2d", "L2Normalize", "ToSequence", "Backbone", "ResidualBlock",
-           "PatchModel", "check_positive_int", "check_width", "check_dropout", "scale_channels",
+__all__ = ["FrequencyBatchNorm", "ClampedMaxPool2d", "Backbone", "ResidualBlock",
+           "PatchModel", "check_dropout", "scale_channels",
            "as_patches", "init_weights", "eval_mode"]
 
 # ----------------------------------------------------------------------------- helpers
-def check_positive_int(name: str, value: Any) -> int:
-    """``value`` as an int, or a ValueError naming ``name``: it must be a positive int.
-
-    Notebook: 05_autopool.ipynb
-    """
-    if not is_int(value) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
-
-
-def check_width(width: Any) -> float:
-    """A channel multiplier as a float, or a ValueError: it must be positive (1.0 = the paper).
-
-    Notebook: 05_autopool.ipynb
-    """
-    if not is_real(width) or not width > 0:   # NaN fails too
-        raise ValueError(f"width must be a positive number (1.0 = the paper), got {width!r}")
-    return float(width)
-
-
 def check_dropout(p: Any) -> float:
     """A dropout probability as a float, or a ValueError: it must be in [0, 1).
 
@@ -96,16 +76,15 @@ def as_patches(x: Any, n_bins: int, name: str = "x") -> torch.Tensor:
 
 
 def init_weights(module: nn.Module) -> None:
-    """He-normal convolutions (as in Choi et al.'s FCN), unit BatchNorm, zero biases.
+    """He-normal convolutions (as in Choi et al.'s FCN; theirs have no bias, a BatchNorm follows
+    each), unit BatchNorm with zero shift.
 
     Notebook: 05_autopool.ipynb
     """
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
@@ -122,7 +101,7 @@ class FrequencyBatchNorm(nn.BatchNorm2d):
     """
 
     def __init__(self, n_bins: int) -> None:
-        super().__init__(check_positive_int("n_bins", n_bins))
+        super().__init__(check_int("n_bins", n_bins))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, F, T) -> (B, F, 1, T) and back
         return super().forward(x.transpose(1, 2)).transpose(1, 2)
@@ -142,48 +121,20 @@ class ClampedMaxPool2d(nn.Module):
         super().__init__()
         if len(kernel) != 2:
             raise ValueError(f"kernel must be (freq, time), got {kernel!r}")
-        self.kernel = (check_positive_int("kernel[0]", kernel[0]), check_positive_int("kernel[1]", kernel[1]))
+        self.kernel = (check_int("kernel[0]", kernel[0]), check_int("kernel[1]", kernel[1]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = (min(self.kernel[0], x.shape[-2]), min(self.kernel[1], x.shape[-1]))
-        if k == (1, 1):
-            return x
         return F.max_pool2d(x, kernel_size=k, stride=k)
 
     def extra_repr(self) -> str:
         return f"kernel={self.kernel}"
 
 
-class L2Normalize(nn.Module):
-    """Project embeddings onto the unit sphere along the last axis: ``x / max(||x||_2, 1e-12)``.
-
-    Input and output: any float tensor, e.g. ``(B, d)``; after it, squared distances between
-    embeddings lie in [0, 4] (``||u - v||^2 = 2 - 2 u.v``).
-
-    Notebook: 04_losses.ipynb
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(x, dim=-1)
-
-
-class ToSequence(nn.Module):
-    """``(B, C, 1, T) -> (B, T, C)``: a frequency-free feature map as a sequence of frames.
-
-    Notebook: 05_autopool.ipynb
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.squeeze(2).transpose(1, 2)
-
-
 def _conv_block(c_in: int, c_out: int, pool: tuple[int, int], dropout: float) -> nn.Sequential:
-    layers: OrderedDict[str, nn.Module] = OrderedDict()
     # No conv bias: the BatchNorm right after has its own shift.
-    layers["conv"] = nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False)
-    layers["bn"] = nn.BatchNorm2d(c_out)
-    layers["relu"] = nn.ReLU(inplace=False)
-    layers["pool"] = ClampedMaxPool2d(pool)
+    layers = OrderedDict(conv=nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False),
+                         bn=nn.BatchNorm2d(c_out), relu=nn.ReLU(), pool=ClampedMaxPool2d(pool))
     if dropout > 0:
         layers["dropout"] = nn.Dropout(dropout)
     return nn.Sequential(layers)
@@ -237,9 +188,9 @@ class PatchModel(nn.Module):
     def _setup(self, head: dict, width: float, n_bins: int, patch_len: int, **rest) -> None:
         """Check the shared arguments and set ``config``: the system, ``head`` (the network's first
         argument), width, n_bins, patch_len, then ``rest``."""
-        self.n_bins = check_positive_int("n_bins", n_bins)
-        self.patch_len = check_positive_int("patch_len", patch_len)
-        self.width = check_width(width)
+        self.n_bins = check_int("n_bins", n_bins)
+        self.patch_len = check_int("patch_len", patch_len)
+        self.width = check_positive("width", width)     # 1.0 = the paper
         # the keyword arguments that rebuild this model: build_model(**model.config)
         self.config = {"system": self.system, **head, "width": self.width, "n_bins": self.n_bins,
                        "patch_len": self.patch_len, **rest}

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +22,6 @@ import torch.nn.functional as F
 from mrlib.checks import check_margin
 
 __all__ = [
-    "squared_distances",
     "triplet_loss",
     "matchnet_rank_loss",
     "matchnet_contrastive_loss",
@@ -60,31 +58,6 @@ def _check_batch_shapes(*named: tuple[str, torch.Tensor]) -> None:
         names = ", ".join(name for name, _ in named)
         shapes = ", ".join(str(tuple(t.shape)) for _, t in named)
         raise ValueError(f"{names} must have the same (or broadcastable) batch shape, got {shapes}") from None
-
-
-def squared_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Row-wise squared Euclidean distance ``||x_i - y_i||^2``.
-
-    Computed from the difference, not from ``|x|^2 + |y|^2 - 2 x.y``: the expansion loses
-    all precision for near-identical embeddings, exactly where a triplet loss lives.
-
-    Parameters
-    ----------
-    x, y : torch.Tensor, float, shape (..., d)
-        Embeddings; leading dimensions broadcast.
-
-    Returns
-    -------
-    torch.Tensor, shape (...)
-
-    Notebook: 04_losses.ipynb
-    """
-    _check_float("x", x)
-    _check_float("y", y)
-    if x.shape[-1] != y.shape[-1]:
-        raise ValueError(f"embedding sizes differ: x {tuple(x.shape)} vs y {tuple(y.shape)}")
-    _check_batch_shapes(("x", x), ("y", y))
-    return (x - y).pow(2).sum(dim=-1)
 
 
 def triplet_loss(a: torch.Tensor, p: torch.Tensor, n: torch.Tensor, margin: float = 0.5,
@@ -128,34 +101,22 @@ def triplet_loss(a: torch.Tensor, p: torch.Tensor, n: torch.Tensor, margin: floa
     _check_batch_shapes(("a", a), ("p", p), ("n", n))
     check_margin(margin)
     _check_reduction(reduction)
-    d_ap = squared_distances(a, p)
-    d_an = squared_distances(a, n)
+    # From the differences, not from |x|^2 + |y|^2 - 2 x.y: the expansion loses all precision
+    # for near-identical embeddings, exactly where a triplet loss lives.
+    d_ap = (a - p).pow(2).sum(dim=-1)
+    d_an = (a - n).pow(2).sum(dim=-1)
     per_triplet = torch.clamp(d_ap - d_an + margin, min=0.0)
     active = (per_triplet > 0).float().mean().detach()
     return _REDUCE[reduction](per_triplet), active
 
 
-def _as_logit_pair(z_pos, z_neg):
-    """Validate MatchNet logits; lists of 2-D tensors (ragged batches) are returned as lists."""
-    if isinstance(z_pos, torch.Tensor) and isinstance(z_neg, torch.Tensor):
-        _check_float("z_pos", z_pos, 2)
-        _check_float("z_neg", z_neg, 2)
-        if z_pos.shape[:-1] != z_neg.shape[:-1]:
-            raise ValueError("z_pos (..., P_x, P_pos) and z_neg (..., P_x, P_neg) must agree on all "
-                             f"but the last dimension, got {tuple(z_pos.shape)} and {tuple(z_neg.shape)}")
-        return z_pos, z_neg
-    if isinstance(z_pos, Sequence) and isinstance(z_neg, Sequence) and not isinstance(z_pos, (str, bytes)):
-        if len(z_pos) != len(z_neg) or len(z_pos) == 0:
-            raise ValueError(f"ragged batches need two non-empty lists of the same length, got "
-                             f"{len(z_pos)} and {len(z_neg)}")
-        pairs = [_as_logit_pair(zp, zn) for zp, zn in zip(z_pos, z_neg)]
-        for zp, _ in pairs:
-            if zp.ndim != 2:
-                raise ValueError("each item of a ragged batch must be 2-D (P_x, P), got "
-                                 f"shape {tuple(zp.shape)}")
-        return [p for p, _ in pairs], [n for _, n in pairs]
-    raise TypeError("z_pos and z_neg must both be tensors (..., P_x, P) or both lists of 2-D tensors, "
-                    f"got {type(z_pos).__name__} and {type(z_neg).__name__}")
+def _check_logits(z_pos, z_neg) -> None:
+    """Validate MatchNet logits ``(..., P_x, P_pos)`` and ``(..., P_x, P_neg)``."""
+    _check_float("z_pos", z_pos, 2)
+    _check_float("z_neg", z_neg, 2)
+    if z_pos.shape[:-1] != z_neg.shape[:-1]:
+        raise ValueError("z_pos (..., P_x, P_pos) and z_neg (..., P_x, P_neg) must agree on all "
+                         f"but the last dimension, got {tuple(z_pos.shape)} and {tuple(z_neg.shape)}")
 
 
 def _per_anchor_rank(z_pos: torch.Tensor, z_neg: torch.Tensor) -> torch.Tensor:
@@ -173,11 +134,7 @@ def _per_anchor_contrastive(z_pos: torch.Tensor, z_neg: torch.Tensor) -> torch.T
 
 def _matchnet_reduce(fn, z_pos, z_neg, reduction: str) -> torch.Tensor:
     _check_reduction(reduction)
-    z_pos, z_neg = _as_logit_pair(z_pos, z_neg)
-    if isinstance(z_pos, list):
-        # Ragged batch: one loss per song triplet (mean over its anchor patches), then reduce.
-        per_triplet = torch.stack([fn(zp, zn).mean() for zp, zn in zip(z_pos, z_neg)])
-        return _REDUCE[reduction](per_triplet)
+    _check_logits(z_pos, z_neg)
     per_anchor = fn(z_pos, z_neg)            # (..., P_x)
     if reduction == "none":
         return per_anchor.mean(dim=-1)       # one value per song triplet, shape (...)
@@ -205,8 +162,6 @@ def matchnet_rank_loss(z_pos, z_neg, reduction: str = "mean") -> torch.Tensor:
         Logits ``z[i, j]`` of the pairs (anchor patch i, positive-song patch j).
     z_neg : torch.Tensor, float, shape (P_x, P_neg) or (B, P_x, P_neg)
         Logits of the pairs (anchor patch i, negative-song patch j).
-        A ragged batch (song triplets with different patch counts) is passed as two lists of
-        2-D tensors.
     reduction : {"mean", "sum", "none"}, default "mean"
         Over song triplets; ``"none"`` returns one value per triplet, shape (B,) (0-d for a
         single triplet).

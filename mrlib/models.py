@@ -35,16 +35,16 @@ from collections import OrderedDict
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mrlib.autopool import AutoPool
-from mrlib.checks import is_int
-from mrlib.layers import (Backbone, ClampedMaxPool2d, FrequencyBatchNorm, L2Normalize, PatchModel,
-                          ResidualBlock, ToSequence, check_dropout, check_positive_int, eval_mode,
-                          init_weights, scale_channels)
+from mrlib.checks import check_int, is_int
+from mrlib.layers import (Backbone, ClampedMaxPool2d, FrequencyBatchNorm, PatchModel, ResidualBlock,
+                          check_dropout, eval_mode, init_weights, scale_channels)
 
 __all__ = ["NETWORKS", "POOLINGS", "PAPER_WIDTHS", "PAPER_POOLS", "FrequencyBatchNorm",
-           "ClampedMaxPool2d", "L2Normalize", "Backbone", "ATBaseline", "TL", "TLAutopool",
+           "ClampedMaxPool2d", "Backbone", "ATBaseline", "TL", "TLAutopool",
            "ResidualBlock", "TripletMatchNet", "build_model", "summary"]
 
 #: Channel counts at ``width=1`` (2020 paper, Table 1).
@@ -72,7 +72,29 @@ _FIXED_POOLS = {"mean": lambda frames: frames.mean(dim=1),
 
 
 # ----------------------------------------------------------------------------- 2020 systems
-class ATBaseline(PatchModel):
+class _PaperCNN(PatchModel):
+    """The 2020 networks' shared part: Table 1's backbone of :attr:`system` (:meth:`_build`)."""
+
+    #: the closing adaptive max-pool's output size (``None`` keeps that axis)
+    final_size: tuple = (1, 1)
+
+    def _build(self, head: str, size: int, width: float, n_bins: int, patch_len: int,
+               dropout: float, **rest) -> int:
+        """Check the arguments, set ``config`` and the backbone; return the checked ``size``."""
+        size = check_int(head, size)
+        dropout = check_dropout(dropout)
+        self._setup({head: size}, width, n_bins, patch_len, dropout=dropout, **rest)
+        self.widths = [scale_channels(c, self.width) for c in PAPER_WIDTHS[self.system]]
+        self.backbone = Backbone(n_bins, self.widths, PAPER_POOLS[self.system], self.final_size,
+                                 dropout)
+        return size
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone output, ``(B, C)`` with ``C = round(2048 * width)``."""
+        return self.flatten(self.backbone(self._prepare(x)))
+
+
+class ATBaseline(_PaperCNN):
     """Auto-tagging baseline (FCN-5, Choi et al. 2016, as adapted in Prétet et al. 2020).
 
     Backbone with widths 128-2048 and pools (2,4),(2,4),(2,4),(3,3),(4,2), dropout after each
@@ -105,19 +127,10 @@ class ATBaseline(PatchModel):
     def __init__(self, n_tags: int, width: float = 1.0, n_bins: int = 96, patch_len: int = 512,
                  dropout: float = 0.5) -> None:
         super().__init__()
-        n_tags = check_positive_int("n_tags", n_tags)
-        dropout = check_dropout(dropout)
-        self._setup({"n_tags": n_tags}, width, n_bins, patch_len, dropout=dropout)
-        self.n_tags = n_tags
-        widths = [scale_channels(c, self.width) for c in PAPER_WIDTHS["at"]]
-        self.backbone = Backbone(n_bins, widths, PAPER_POOLS["at"], (1, 1), dropout)
+        self.n_tags = self._build("n_tags", n_tags, width, n_bins, patch_len, dropout)
         self.flatten = nn.Flatten()
-        self.fc = nn.Linear(widths[-1], n_tags)
+        self.fc = nn.Linear(self.widths[-1], self.n_tags)
         init_weights(self)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Backbone output, ``(B, C)`` with ``C = round(2048 * width)``."""
-        return self.flatten(self.backbone(self._prepare(x)))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Pre-sigmoid tag scores, ``(B, n_tags)``."""
@@ -128,7 +141,7 @@ class ATBaseline(PatchModel):
         return torch.sigmoid(self.logits(x))
 
 
-class TL(PatchModel):
+class TL(_PaperCNN):
     """Triplet-loss network (TL): the AT backbone, FC(d) linear, L2-normalised.
 
     Parameters
@@ -152,27 +165,18 @@ class TL(PatchModel):
     def __init__(self, embedding_dim: int = 128, width: float = 1.0, n_bins: int = 96,
                  patch_len: int = 512, dropout: float = 0.0) -> None:
         super().__init__()
-        embedding_dim = check_positive_int("embedding_dim", embedding_dim)
-        dropout = check_dropout(dropout)
-        self._setup({"embedding_dim": embedding_dim}, width, n_bins, patch_len, dropout=dropout)
-        self.embedding_dim = embedding_dim
-        widths = [scale_channels(c, self.width) for c in PAPER_WIDTHS["tl"]]
-        self.backbone = Backbone(n_bins, widths, PAPER_POOLS["tl"], (1, 1), dropout)
+        self.embedding_dim = self._build("embedding_dim", embedding_dim, width, n_bins, patch_len,
+                                         dropout)
         self.flatten = nn.Flatten()
-        self.fc = nn.Linear(widths[-1], embedding_dim)
-        self.normalize = L2Normalize()
+        self.fc = nn.Linear(self.widths[-1], self.embedding_dim)
         init_weights(self)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Backbone output, ``(B, C)``."""
-        return self.flatten(self.backbone(self._prepare(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Unit-norm embeddings, ``(B, embedding_dim)``."""
-        return self.normalize(self.fc(self.features(x)))
+        return F.normalize(self.fc(self.features(x)), dim=-1)
 
 
-class TLAutopool(PatchModel):
+class TLAutopool(_PaperCNN):
     """TL with Auto-pooling over time (Prétet et al. 2020, Table 1, column 3).
 
     Widths 64-1024; pools (2,2) x 4 then (6,1), so a 96 x 512 patch leaves ``T = 32`` frames of
@@ -203,35 +207,30 @@ class TLAutopool(PatchModel):
     """
 
     system = "tl_autopool"
+    final_size = (1, None)    # collapse what is left of frequency, keep every frame
 
     def __init__(self, embedding_dim: int = 128, width: float = 1.0, n_bins: int = 96,
                  patch_len: int = 512, dropout: float = 0.0, constrained: bool = False,
                  l2: float = 0.0, pooling: str = "autopool") -> None:
         super().__init__()
-        embedding_dim = check_positive_int("embedding_dim", embedding_dim)
-        dropout = check_dropout(dropout)
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         # ``pooling`` enters the config only when it is not the paper's, so the configs (and
         # checkpoints) of AutoPool models stay what they are.
         extra = {} if pooling == "autopool" else {"pooling": pooling}
-        self._setup({"embedding_dim": embedding_dim}, width, n_bins, patch_len, dropout=dropout,
-                    constrained=bool(constrained), l2=float(l2), **extra)
+        embedding_dim = self._build("embedding_dim", embedding_dim, width, n_bins, patch_len,
+                                    dropout, constrained=bool(constrained), l2=float(l2), **extra)
         self.pooling = pooling
         self.embedding_dim = embedding_dim
-        widths = [scale_channels(c, self.width) for c in PAPER_WIDTHS["tl_autopool"]]
-        # (1, None): collapse what is left of frequency, keep every frame for the AutoPool.
-        self.backbone = Backbone(n_bins, widths, PAPER_POOLS["tl_autopool"], (1, None), dropout)
-        self.to_sequence = ToSequence()
-        self.fc = nn.Linear(widths[-1], embedding_dim)           # applied to every frame
+        self.fc = nn.Linear(self.widths[-1], embedding_dim)           # applied to every frame
         self.autopool = (AutoPool(embedding_dim, axis=1, constrained=constrained, l2=l2)
                          if pooling == "autopool" else None)
-        self.normalize = L2Normalize()
         init_weights(self)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Backbone output as frames, ``(B, T', C)``."""
-        return self.to_sequence(self.backbone(self._prepare(x)))
+        # (B, C, 1, T') -> (B, T', C): the frequency-free map as a sequence of frames
+        return self.backbone(self._prepare(x)).squeeze(2).transpose(1, 2)
 
     def frame_embeddings(self, x: torch.Tensor) -> torch.Tensor:
         """FC(d) of every frame, before pooling: ``(B, T', d)``."""
@@ -246,7 +245,7 @@ class TLAutopool(PatchModel):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Unit-norm embeddings, ``(B, d)``."""
-        return self.normalize(self.pooled(x))
+        return F.normalize(self.pooled(x), dim=-1)
 
 
 # ----------------------------------------------------------------------------- 2017 system
@@ -277,8 +276,8 @@ class TripletMatchNet(PatchModel):
     -----
     * ``forward(x, y)`` -> logits ``z`` ``(B,)`` for paired patches ``x[b], y[b]``;
     * :meth:`embed` -> tower embeddings ``(B, e)``; :meth:`metric_pairs` -> logits of all pairs of
-      two embedding sets; :meth:`pair_logits` -> ``(P_x, P_y)`` logits from two patch sets;
-    * :meth:`song_dissimilarity` -> mean of ``f`` over all patch pairs (the song-level score).
+      two embedding sets; :meth:`pair_logits` -> ``(P_x, P_y)`` logits from two patch sets (the
+      song-level score, the mean of ``f`` over them: :func:`mrlib.songlevel.pair_dissimilarities`).
 
     Notebook: 04_losses.ipynb
     """
@@ -289,25 +288,22 @@ class TripletMatchNet(PatchModel):
     def __init__(self, embedding_dim: int = 128, width: float = 1.0, n_bins: int = 96,
                  patch_len: int = 512, metric_hidden: int = 512) -> None:
         super().__init__()
-        embedding_dim = check_positive_int("embedding_dim", embedding_dim)
-        metric_hidden = check_positive_int("metric_hidden", metric_hidden)
+        embedding_dim = check_int("embedding_dim", embedding_dim)
+        metric_hidden = check_int("metric_hidden", metric_hidden)
         self._setup({"embedding_dim": embedding_dim}, width, n_bins, patch_len,
                     metric_hidden=metric_hidden)
         self.embedding_dim = embedding_dim
         widths = [scale_channels(c, self.width) for c in PAPER_WIDTHS["matchnet"]]
-        tower: OrderedDict[str, nn.Module] = OrderedDict()
-        tower["input_bn"] = FrequencyBatchNorm(n_bins)
-        tower["stem_conv"] = nn.Conv2d(1, widths[0], 3, padding=1, bias=False)
-        tower["stem_bn"] = nn.BatchNorm2d(widths[0])
-        tower["stem_relu"] = nn.ReLU()
-        c_in = widths[0]
-        for i, (c, pool) in enumerate(zip(widths, PAPER_POOLS["matchnet"]), start=1):
+        tower = OrderedDict(input_bn=FrequencyBatchNorm(n_bins),
+                            stem_conv=nn.Conv2d(1, widths[0], 3, padding=1, bias=False),
+                            stem_bn=nn.BatchNorm2d(widths[0]), stem_relu=nn.ReLU())
+        # each stage takes the channels of the one before (the stem's first)
+        for i, (c_in, c, pool) in enumerate(zip(widths[:1] + widths[:-1], widths,
+                                                PAPER_POOLS["matchnet"]), start=1):
             tower[f"res{i}"] = ResidualBlock(c_in, c)
             tower[f"pool{i}"] = ClampedMaxPool2d(pool)
-            c_in = c
-        tower["global_pool"] = nn.AdaptiveAvgPool2d(1)
-        tower["flatten"] = nn.Flatten()
-        tower["bottleneck"] = nn.Linear(c_in, embedding_dim)
+        tower.update(global_pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(),
+                     bottleneck=nn.Linear(widths[-1], embedding_dim))
         self.tower = nn.Sequential(tower)
         h = scale_channels(metric_hidden, self.width)
         self.metric = nn.Sequential(OrderedDict(
@@ -358,10 +354,6 @@ class TripletMatchNet(PatchModel):
             raise ValueError(f"x and y must hold the same number of patches, got {x.shape[0]} and {y.shape[0]}")
         return self.metric_logits(self.tower(x), self.tower(y))
 
-    def dissimilarity(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """``f(x, y) = sigmoid(z)`` in (0, 1) for paired patches, ``(B,)``."""
-        return torch.sigmoid(self.forward(x, y))
-
     def pair_logits(self, x_patches: torch.Tensor, y_patches: torch.Tensor) -> torch.Tensor:
         """Logits for all patch pairs of two songs.
 
@@ -377,10 +369,6 @@ class TripletMatchNet(PatchModel):
             :func:`mrlib.losses.matchnet_loss`.
         """
         return self.metric_pairs(self.embed(x_patches), self.embed(y_patches))
-
-    def song_dissimilarity(self, x_patches: torch.Tensor, y_patches: torch.Tensor) -> torch.Tensor:
-        """Song-level dissimilarity: mean of ``f`` over all patch pairs, 0-d tensor in (0, 1)."""
-        return torch.sigmoid(self.pair_logits(x_patches, y_patches)).mean()
 
 
 # ----------------------------------------------------------------------------- factory
@@ -428,18 +416,13 @@ def build_model(system: str, n_tags: int | None = None, width: float = 1.0, n_bi
         raise ValueError(f"the {system!r} system needs n_tags (the number of tags m)")
     head = {"n_tags": n_tags} if cls.takes_tags else {"embedding_dim": embedding_dim}
     args = dict(head, width=width, n_bins=n_bins, patch_len=patch_len)
-    try:
-        if seed is None:
-            return cls(**args, **kwargs)
-        if not is_int(seed):
-            raise TypeError(f"seed must be an int or None, got {seed!r}")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seed))
-            return cls(**args, **kwargs)
-    except TypeError as err:
-        if "unexpected keyword" in str(err):
-            raise TypeError(f"build_model({system!r}): {err}") from None
-        raise
+    if seed is None:     # an argument the class does not take: Python's TypeError names both
+        return cls(**args, **kwargs)
+    if not is_int(seed):
+        raise TypeError(f"seed must be an int or None, got {seed!r}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return cls(**args, **kwargs)
 
 
 # ----------------------------------------------------------------------------- summary
@@ -460,12 +443,12 @@ def _describe(module: nn.Module) -> str:
     return next((f(module) for cls, f in _DESCRIPTIONS.items() if isinstance(module, cls)), "")
 
 
-def summary(model: nn.Module, input_shape: tuple[int, ...] | None = None, batch_size: int = 2,
-            print_table: bool = True, compact: bool = False):
+def summary(model: nn.Module, print_table: bool = True, compact: bool = False):
     """Layer-by-layer table: name, description, output shape (F, T, C) and parameters.
 
     Runs one forward pass (eval mode, no gradient; the model's mode is restored) on a seeded
-    random batch and records the output of every leaf module. Shapes are given without the
+    random batch of two patches of the model's ``input_shape`` (build the model with another
+    ``patch_len`` to see another length) and records the output of every leaf module. Shapes are given without the
     batch axis, and for 4-D feature maps ``(B, C, F, T)`` also as the paper's ``F, T, C``
     (Table 1). For :class:`TripletMatchNet` the pair ``(x, x)`` is fed and the tower is listed
     once.
@@ -473,11 +456,7 @@ def summary(model: nn.Module, input_shape: tuple[int, ...] | None = None, batch_
     Parameters
     ----------
     model : torch.nn.Module
-        A model of this module (anything with ``n_bins``; ``input_shape`` gives the default).
-    input_shape : tuple, optional
-        One patch without the batch axis: ``(n_bins, T)`` or ``(1, n_bins, T)``; default
-        ``model.input_shape``.
-    batch_size : int, default 2
+        A model of this module.
     print_table : bool, default True
     compact : bool, default False
         Keep only the rows Table 1 lists (input, convolutions, pools, FC, AutoPool) plus the
@@ -492,12 +471,10 @@ def summary(model: nn.Module, input_shape: tuple[int, ...] | None = None, batch_
     """
     import pandas as pd
 
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"summary() needs an nn.Module, got {type(model).__name__}")
-    input_shape = _summary_input_shape(model, input_shape)
-    batch_size = check_positive_int("batch_size", batch_size)
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    x = torch.randn((batch_size, *input_shape), generator=torch.Generator().manual_seed(0)).to(device)
+    if not isinstance(model, PatchModel):
+        raise TypeError(f"summary() needs a model of mrlib.models (build_model), got {type(model).__name__}")
+    device = next(model.parameters()).device
+    x = torch.randn((2, *model.input_shape), generator=torch.Generator().manual_seed(0)).to(device)
     rows = [_shape_row("input", "CQT", x, 0), *_leaf_rows(model, x)]
     rows.append(_shape_row("total", "", None, sum(p.numel() for p in model.parameters())))
     df = pd.DataFrame(rows)
@@ -508,20 +485,6 @@ def summary(model: nn.Module, input_shape: tuple[int, ...] | None = None, batch_
     if print_table:
         print(df.to_string(index=False))
     return df
-
-
-def _summary_input_shape(model: nn.Module, input_shape) -> tuple[int, int, int]:
-    """One patch as ``(1, n_bins, T)``: the given shape or the model's default."""
-    if input_shape is None:
-        if not hasattr(model, "input_shape"):
-            raise ValueError("give input_shape=(n_bins, T) for a model without a default input_shape")
-        input_shape = model.input_shape
-    input_shape = tuple(int(s) for s in input_shape)
-    if len(input_shape) == 2:
-        input_shape = (1, *input_shape)
-    if len(input_shape) != 3 or input_shape[0] != 1 or min(input_shape) < 1:
-        raise ValueError(f"input_shape must be (n_bins, T) or (1, n_bins, T), got {input_shape}")
-    return input_shape
 
 
 def _shape_row(name: str, desc: str, out: Any, params: int) -> dict:

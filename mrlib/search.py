@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mrlib.checks import as_float_matrix, as_index_matrix, check_indices, check_int
+from mrlib.checks import as_float_matrix, as_index_matrix, check_int
 
 __all__ = ["exact_topk", "rank_by_distance", "rank_by_similarity", "FaissIndex", "build_faiss_index",
            "recall_at_k"]
@@ -24,20 +24,27 @@ __all__ = ["exact_topk", "rank_by_distance", "rank_by_similarity", "FaissIndex",
 # 2**26 float32 = 256 MiB, half the 512 MiB of a 1M x 128 catalog; larger blocks keep the
 # matrix product efficient (64 queries per block at 1M rows).
 _BLOCK_ELEMENTS = 2**26
+# Rows added to a FAISS index per call: bounds the float32 copy (and drives the progress bar).
+_ADD_ROWS = 100_000
 
 
 # ----------------------------------------------------------------------------------------
 # exact ranking and top-k
 # ----------------------------------------------------------------------------------------
-def _stable_topk(key: torch.Tensor, k: int, largest: bool) -> np.ndarray:
+def _stable_topk(key: torch.Tensor, k: int, largest: bool, first: int | None = None) -> np.ndarray:
     """Indices of the ``k`` smallest (or largest) entries of each row, best first, ties by
-    lower index — what a stable full sort gives, at the cost of a partial selection.
+    lower index — what a stable full sort gives, at the cost of a partial selection. With
+    ``first``, row ``i`` is the query of column ``first + i``, which is left out (``key`` is
+    written: the caller passes its own block).
 
     ``torch.topk`` is fast but leaves the order among equal values unspecified. Taking
     ``k + 1`` candidates and sorting them by (value, index) is exact unless the k-th and
     (k+1)-th values tie, in which case an equal value may hide outside the candidates: those
     (rare) rows fall back to a stable sort of the whole row.
     """
+    if first is not None:   # finite keys: ±inf ranks the query after every other column
+        rows = torch.arange(key.shape[0], device=key.device)
+        key[rows, rows + first] = -math.inf if largest else math.inf
     n = key.shape[1]
     if k + 1 > n:  # the whole row is wanted: a stable sort is the definition
         return torch.sort(key, dim=1, descending=largest, stable=True).indices[:, :k].cpu().numpy()
@@ -74,24 +81,6 @@ def _default_chunk(n_base: int) -> int:
     return max(1, min(4096, _BLOCK_ELEMENTS // max(n_base, 1)))
 
 
-def _check_query_ids(query_ids, n_q: int, n_b: int) -> np.ndarray:
-    """Each query's own base row (default: queries are the first rows of base), validated."""
-    if query_ids is None:
-        if n_q > n_b:
-            raise ValueError(
-                f"exclude_self without query_ids needs queries to be the first rows of base, "
-                f"but there are {n_q} queries and {n_b} base rows"
-            )
-        query_ids = np.arange(n_q)
-    query_ids = np.asarray(query_ids)
-    if query_ids.shape != (n_q,) or not np.issubdtype(query_ids.dtype, np.integer):
-        raise ValueError(
-            f"query_ids must be an int array of shape ({n_q},), got {query_ids.dtype} {query_ids.shape}"
-        )
-    check_indices("query_ids", query_ids, n_b, "the base rows")
-    return query_ids
-
-
 def exact_topk(
     queries,
     base,
@@ -100,7 +89,6 @@ def exact_topk(
     metric: str = "l2",
     chunk_size: int | None = None,
     exclude_self: bool = False,
-    query_ids=None,
     device: str | torch.device = "cpu",
     progress: bool = False,
 ):
@@ -129,10 +117,8 @@ def exact_topk(
     chunk_size : int, optional
         Queries per block; default ``≈ 2**26 / n_base`` (at most 4096).
     exclude_self : bool, default False
-        Never return query ``i``'s own base row ``query_ids[i]``.
-    query_ids : int array (n_queries,), optional
-        The base row of each query, for ``exclude_self``; default ``arange(n_queries)``
-        (queries are the first rows of ``base``, e.g. ``exact_topk(X, X, ...)``).
+        Never return query ``i``'s own base row ``i``: the queries are the first rows of
+        ``base`` (e.g. ``exact_topk(X, X, ...)``).
     device : str or torch.device, default "cpu"
         Where the distance blocks are computed (``"cuda"`` works the same).
     progress : bool, default False
@@ -161,8 +147,9 @@ def exact_topk(
     if k > available:
         raise ValueError(f"k={k} exceeds the {available} base rows available per query")
     chunk = _default_chunk(n_b) if chunk_size is None else check_int("chunk_size", chunk_size)
-    if exclude_self:
-        query_ids = _check_query_ids(query_ids, n_q, n_b)
+    if exclude_self and n_q > n_b:
+        raise ValueError(f"exclude_self needs queries to be the first rows of base, but there are "
+                         f"{n_q} queries and {n_b} base rows")
     device = torch.device(device)
     bt = as_tensor(b, device)
     b_sq = (bt * bt).sum(dim=1) if metric == "l2" else None
@@ -170,16 +157,16 @@ def exact_topk(
     idx_out = np.empty((n_q, k), dtype=np.int64)
     for s in tqdm(range(0, n_q, chunk), desc="exact top-k", unit="chunk", disable=not progress):
         e = min(s + chunk, n_q)
-        own = query_ids[s:e] if exclude_self else None
-        dist_out[s:e], idx_out[s:e] = _block_topk(as_tensor(q[s:e], device), bt, b_sq, k, own)
+        dist_out[s:e], idx_out[s:e] = _block_topk(as_tensor(q[s:e], device), bt, b_sq, k,
+                                                  s if exclude_self else None)
     return dist_out, idx_out
 
 
-def _block_topk(qt: torch.Tensor, bt: torch.Tensor, b_sq: torch.Tensor | None, k: int, own: np.ndarray | None):
+def _block_topk(qt: torch.Tensor, bt: torch.Tensor, b_sq: torch.Tensor | None, k: int, first: int | None):
     """One block of :func:`exact_topk`: (distances, indices) of ``qt``'s rows against ``bt``.
 
     ``b_sq`` (the base's squared norms) selects the L2 metric, None the inner product;
-    ``own`` holds each query's own base row, to exclude, or None.
+    ``first`` is the base row of the block's first query, to exclude each query, or None.
     """
     largest = b_sq is None
     if largest:
@@ -188,10 +175,7 @@ def _block_topk(qt: torch.Tensor, bt: torch.Tensor, b_sq: torch.Tensor | None, k
         # rank by ||b||^2 - 2 q.b: one fused pass (addmm), and ||q||^2, constant along
         # the row, is added to the k winners only; no (chunk, n_base, d) difference tensor
         key = torch.addmm(b_sq, qt, bt.T, beta=1.0, alpha=-2.0)
-    if own is not None:
-        key[torch.arange(len(own), device=key.device), as_tensor(own, key.device)] = (
-            -math.inf if largest else math.inf)
-    idx = _stable_topk(key, k, largest)
+    idx = _stable_topk(key, k, largest, first)
     val = torch.gather(key, 1, as_tensor(idx, key.device))
     if not largest:
         # clip the tiny negatives that float cancellation leaves for near-identical vectors
@@ -199,32 +183,18 @@ def _block_topk(qt: torch.Tensor, bt: torch.Tensor, b_sq: torch.Tensor | None, k
     return val.cpu().numpy(), idx
 
 
-def rank_by_distance(
-    embeddings,
-    metric: str = "euclidean",
-    exclude_self: bool = True,
-    k: int | None = None,
-    *,
-    chunk_size: int | None = None,
-    progress: bool = False,
-) -> np.ndarray:
-    """Every track's ranked list of the other tracks by increasing embedding distance.
+def rank_by_distance(embeddings, exclude_self: bool = True, k: int | None = None) -> np.ndarray:
+    """Every track's ranked list of the other tracks by increasing Euclidean embedding distance.
 
     Parameters
     ----------
     embeddings : float array (n, d)
-        One embedding per track (e.g. the mean over 8 test patches).
-    metric : {"euclidean", "sqeuclidean", "cosine", "ip"}, default "euclidean"
-        ``euclidean`` and ``sqeuclidean`` give the same order; ``cosine`` ranks by
-        decreasing cosine similarity (rows are L2-normalised first; a zero row is an error);
-        ``ip`` by decreasing inner product.
+        One embedding per track (e.g. the mean over 8 test patches); for unit-norm embeddings
+        the order is that of decreasing cosine similarity.
     exclude_self : bool, default True
         Leave each track out of its own list (the retrieval protocol).
     k : int, optional
         Keep only the first ``k`` of each list; default the whole list.
-    chunk_size : int, optional
-        Queries per block (see :func:`exact_topk`).
-    progress : bool, default False
 
     Returns
     -------
@@ -234,22 +204,12 @@ def rank_by_distance(
     Notebook: 07_evaluation.ipynb
     """
     x = as_float_matrix("embeddings", embeddings)
-    kinds = {"euclidean": "l2", "sqeuclidean": "l2", "cosine": "ip", "ip": "ip"}
-    if metric not in kinds:
-        raise ValueError(f"metric must be one of {sorted(kinds)}, got {metric!r}")
-    if metric == "cosine":
-        norms = np.linalg.norm(x, axis=1, keepdims=True)
-        if (norms == 0).any():
-            raise ValueError(f"cosine metric: {int((norms == 0).sum())} embedding(s) are all zeros")
-        x = x / norms
     n = x.shape[0]
     full = n - 1 if exclude_self else n
     if k is None and full < 1:   # else exact_topk would blame a k the caller did not pass
         raise ValueError(f"embeddings needs at least {n - full + 1} row(s) to rank, got shape {x.shape}")
     k = full if k is None else check_int("k", k)
-    _, idx = exact_topk(x, x, k, metric=kinds[metric], chunk_size=chunk_size,
-                        exclude_self=exclude_self, progress=progress)
-    return idx
+    return exact_topk(x, x, k, exclude_self=exclude_self)[1]
 
 
 def rank_by_similarity(
@@ -290,27 +250,15 @@ def rank_by_similarity(
     chunk = _default_chunk(n) if chunk_size is None else check_int("chunk_size", chunk_size)
     out = np.empty((n_q, k), dtype=np.int64)
     for s in range(0, n_q, chunk):
-        e = min(s + chunk, n_q)
-        block = S[s:e].copy() if exclude_self else S[s:e]  # never write into the caller's S
-        key = as_tensor(block, torch.device("cpu"))
-        if exclude_self:
-            # S is finite, so -inf puts each query strictly after every other track
-            key[torch.arange(e - s), torch.arange(s, e)] = -math.inf
-        out[s:e] = _stable_topk(key, k, largest=True)
+        # a copy of the block: the query's own column is written, never the caller's S
+        key = torch.from_numpy(S[s:s + chunk].copy())
+        out[s:s + chunk] = _stable_topk(key, k, True, s if exclude_self else None)
     return out
 
 
 # ----------------------------------------------------------------------------------------
 # approximate search: FAISS
 # ----------------------------------------------------------------------------------------
-def _faiss():
-    try:
-        import faiss
-    except ImportError as err:  # pragma: no cover - faiss-cpu is in requirements.txt
-        raise ImportError("approximate search needs FAISS: pip install faiss-cpu (see requirements.txt)") from err
-    return faiss
-
-
 class FaissIndex:
     """A FAISS index with the search parameters and the metric convention of :func:`exact_topk`.
 
@@ -389,7 +337,7 @@ class FaissIndex:
             self.index.nprobe = min(check_int("nprobe", nprobe), int(self.index.nlist))
         return self
 
-    def search(self, queries, k: int, *, chunk_size: int = 4096, progress: bool = False):
+    def search(self, queries, k: int):
         """Approximate top-``k`` neighbours of each query.
 
         Parameters
@@ -398,9 +346,6 @@ class FaissIndex:
             Converted to float32.
         k : int
             ``1 ≤ k ≤ ntotal``.
-        chunk_size : int, default 4096
-            Queries per FAISS call (drives the progress bar).
-        progress : bool, default False
 
         Returns
         -------
@@ -417,11 +362,7 @@ class FaissIndex:
         k = check_int("k", k)
         if k > self.ntotal:
             raise ValueError(f"k={k} exceeds the {self.ntotal} vectors in the index")
-        dist = np.empty((q.shape[0], k), dtype=np.float32)
-        idx = np.empty((q.shape[0], k), dtype=np.int64)
-        for s in tqdm(range(0, q.shape[0], chunk_size), desc="faiss search", unit="chunk", disable=not progress):
-            dist[s:s + chunk_size], idx[s:s + chunk_size] = self.index.search(q[s:s + chunk_size], k)
-        return dist, idx
+        return self.index.search(q, k)
 
 
 def build_faiss_index(
@@ -434,9 +375,7 @@ def build_faiss_index(
     ef_search: int = 128,
     nlist: int | None = None,
     nprobe: int = 16,
-    train_size: int | None = None,
     seed: int = 0,
-    chunk_size: int = 100_000,
     progress: bool = False,
 ) -> FaissIndex:
     """Build an approximate nearest-neighbour index (FAISS) over ``base``.
@@ -449,7 +388,7 @@ def build_faiss_index(
     * ``"ivf"`` — ``IndexIVFFlat``: k-means into ``nlist`` cells (default ``4·√n``, a
       common rule, capped at ``n / 39`` so that k-means has the 39 points per cell FAISS asks
       for: below about 24,000 vectors), a query scans its ``nprobe`` nearest cells; k-means is
-      seeded and trained on ``train_size`` seeded rows (default ``min(n, 64·nlist)``).
+      seeded and trained on ``min(n, 64·nlist)`` seeded rows.
     * ``"flat"`` — ``IndexFlat``: exact brute force, FAISS's own peer for :func:`exact_topk`.
 
     Parameters
@@ -461,11 +400,9 @@ def build_faiss_index(
         For L2-normalised embeddings both give the same order.
     M, ef_construction, ef_search : int
         HNSW parameters.
-    nlist, nprobe, train_size : int
+    nlist, nprobe : int
         IVF parameters.
     seed : int, default 0
-    chunk_size : int, default 100000
-        Rows added per call (bounds the float32 copy, drives the progress bar).
     progress : bool, default False
 
     Returns
@@ -474,7 +411,8 @@ def build_faiss_index(
 
     Notebook: 07_evaluation.ipynb
     """
-    faiss = _faiss()
+    import faiss   # here, not at the top: exact search does without it (faiss-cpu, requirements.txt)
+
     if kind not in ("hnsw", "ivf", "flat"):
         raise ValueError(f"kind must be 'hnsw', 'ivf' or 'flat', got {kind!r}")
     if metric not in ("l2", "ip"):
@@ -483,18 +421,17 @@ def build_faiss_index(
     if base.ndim != 2 or base.shape[0] == 0:
         raise ValueError(f"base must be a non-empty 2-D array (n, d), got shape {base.shape}")
     n, d = base.shape
-    chunk_size = check_int("chunk_size", chunk_size)
     if kind == "hnsw":
         fmetric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
         index = faiss.IndexHNSWFlat(d, check_int("M", M, minimum=2), fmetric)
         index.hnsw.efConstruction = check_int("ef_construction", ef_construction)
         index.hnsw.efSearch = check_int("ef_search", ef_search)
     elif kind == "ivf":
-        index = _trained_ivf(faiss, base, _flat(faiss, d, metric), nlist, nprobe, train_size, seed)
+        index = _trained_ivf(faiss, base, _flat(faiss, d, metric), nlist, nprobe, seed)
     else:
         index = _flat(faiss, d, metric)
-    for s in tqdm(range(0, n, chunk_size), desc=f"faiss {kind} add", unit="chunk", disable=not progress):
-        index.add(_float32("base", base[s:s + chunk_size]))
+    for s in tqdm(range(0, n, _ADD_ROWS), desc=f"faiss {kind} add", unit="chunk", disable=not progress):
+        index.add(_float32("base", base[s:s + _ADD_ROWS]))
     return FaissIndex(index, kind, metric)
 
 
@@ -503,7 +440,7 @@ def _flat(faiss, d: int, metric: str):
     return faiss.IndexFlatL2(d) if metric == "l2" else faiss.IndexFlatIP(d)
 
 
-def _trained_ivf(faiss, base: np.ndarray, quantizer, nlist, nprobe, train_size, seed: int):
+def _trained_ivf(faiss, base: np.ndarray, quantizer, nlist, nprobe, seed: int):
     """An ``IndexIVFFlat`` over the flat ``quantizer`` (and its metric) whose k-means is trained
     on a seeded sample of ``base`` (not yet filled)."""
     n, d = base.shape
@@ -519,9 +456,7 @@ def _trained_ivf(faiss, base: np.ndarray, quantizer, nlist, nprobe, train_size, 
     # FAISS's Python constructor keeps a reference to the quantizer the C++ index points to
     index = faiss.IndexIVFFlat(quantizer, d, nlist, quantizer.metric_type)
     index.cp.seed = int(seed)
-    n_train = min(n, 64 * nlist) if train_size is None else min(n, check_int("train_size", train_size))
-    if n_train < nlist:
-        raise ValueError(f"train_size={n_train} is below nlist={nlist}: k-means needs one point per cell")
+    n_train = min(n, 64 * nlist)
     pick = np.sort(np.random.default_rng(seed).choice(n, size=n_train, replace=False))
     index.train(_float32("base", base[pick]))
     index.nprobe = min(check_int("nprobe", nprobe), nlist)

@@ -58,15 +58,19 @@ def _nan(device: torch.device) -> torch.Tensor:
 # =============================================================================================
 # Objectives
 # =============================================================================================
-class TagObjective(nn.Module):
+class _Objective(nn.Module):
+    """An objective's state: the model it trains (a submodule, for DDP) and the run's config."""
+
+    def __init__(self, model: nn.Module, config) -> None:
+        super().__init__()
+        self.model, self.config = model, config
+
+
+class TagObjective(_Objective):
     """BCE of the tag logits against the tags binarised at 0.5 (no triplets: NaN fractions).
 
     Notebook: 06_training.ipynb
     """
-
-    def __init__(self, model: nn.Module, config) -> None:
-        super().__init__()
-        self.model = model
 
     def forward(self, x, y=None, S=None, idx=None, n_triplets: int = 0, shared: bool = True):
         logits = self.model.logits(x).float()
@@ -74,7 +78,7 @@ class TagObjective(nn.Module):
         return loss, _nan(x.device), x.shape[0], _nan(x.device)
 
 
-class TripletObjective(nn.Module):
+class TripletObjective(_Objective):
     """The triplet loss on offline triplets (anchors, positives, negatives in a row).
 
     With online mining it keeps the batch's hard or semi-hard valid triplets, and measures
@@ -84,26 +88,18 @@ class TripletObjective(nn.Module):
     Notebook: 06_training.ipynb
     """
 
-    def __init__(self, model: nn.Module, config) -> None:
-        super().__init__()
-        self.model = model
-        self.online = config.online
-        self.mode = config.mining
-        self.margin = config.margin
-        self.n_pos = config.n_pos
-
     def forward(self, x, y=None, S=None, idx=None, n_triplets: int = 0, shared: bool = True):
         emb = self.model(x).float()
-        if not self.online:
+        margin, n_pos = self.config.margin, self.config.n_pos
+        if not self.config.online:
             a, p, n = emb.split(n_triplets)
-            loss, active = losses.triplet_loss(a, p, n, margin=self.margin)
+            loss, active = losses.triplet_loss(a, p, n, margin=margin)
             return loss, active, n_triplets, loss.detach()
-        trip = online_triplets(emb, S, idx, mode=self.mode, margin=self.margin, n_pos=self.n_pos)
+        trip = online_triplets(emb, S, idx, mode=self.config.mining, margin=margin, n_pos=n_pos)
         with torch.no_grad():   # the state of training, over every valid triplet
-            every = online_triplets(emb, S, idx, mode="all", margin=self.margin, n_pos=self.n_pos)
+            every = online_triplets(emb, S, idx, mode="all", margin=margin, n_pos=n_pos)
             if every.shape[0]:
-                loss_all, active = losses.triplet_loss(
-                    emb[every[:, 0]], emb[every[:, 1]], emb[every[:, 2]], margin=self.margin)
+                loss_all, active = losses.triplet_loss(*emb[every.T], margin=margin)
             else:
                 loss_all = active = _nan(x.device)
         if trip.shape[0] == 0:
@@ -111,23 +107,18 @@ class TripletObjective(nn.Module):
             # parameter, so DDP's gradient all-reduce sees the same graph on every rank
             return emb.sum() * 0.0, active, 0, loss_all
         loss, _ = losses.triplet_loss(emb[trip[:, 0]], emb[trip[:, 1]], emb[trip[:, 2]],
-                                      margin=self.margin)
+                                      margin=margin)
         return loss, active, int(trip.shape[0]), loss_all
 
 
-class MatchNetObjective(nn.Module):
+class MatchNetObjective(_Objective):
     """Triplet MatchNet's ψ + φ on every patch pair of the song triplets.
 
     Notebook: 06_training.ipynb
     """
 
-    def __init__(self, model: nn.Module, config) -> None:
-        super().__init__()
-        self.model = model
-        self.P = config.matchnet_patches
-
     def forward(self, x, y=None, S=None, idx=None, n_triplets: int = 0, shared: bool = True):
-        P, B = self.P, n_triplets
+        P, B = self.config.matchnet_patches, n_triplets
         e = self.model.embed(x).float()
         if shared:                                             # ((2 + B) P, e)
             ea, ep, en = e[:P], e[P:2 * P], e[2 * P:].reshape(B, P, -1)
@@ -264,45 +255,39 @@ def embed_tracks(model: nn.Module, data, idx: Sequence[int], patch_len: int,
 
 
 @torch.no_grad()
-def song_dissimilarities(model: nn.Module, Ea: np.ndarray | torch.Tensor,
-                         Eb: np.ndarray | torch.Tensor | None = None, chunk_mb: float = 256.0,
+def song_dissimilarities(model: nn.Module, E: np.ndarray | torch.Tensor, chunk_mb: float = 256.0,
                          device: str | torch.device | None = None) -> np.ndarray:
-    """Triplet MatchNet song-level dissimilarity: mean of ``f = sigmoid(z)`` over patch pairs.
+    """Triplet MatchNet song-level dissimilarity of every pair of songs: mean of ``f = sigmoid(z)``
+    over their patch pairs.
 
     Parameters
     ----------
     model : mrlib.models.TripletMatchNet
-    Ea : array (n_a, P_a, e)
+    E : array (n, P, e)
         Tower embeddings of the patches of each song (``embed_tracks(..., per_patch=True)``).
-    Eb : array (n_b, P_b, e), optional
-        Default ``Ea``.
     chunk_mb : float
         Memory budget of one block of pairs.
 
     Returns
     -------
-    numpy.ndarray, float32, shape (n_a, n_b), values in (0, 1): 0 similar, 1 dissimilar.
+    numpy.ndarray, float32, shape (n, n), values in (0, 1): 0 similar, 1 dissimilar.
 
     Notebook: 06_training.ipynb
     """
     dev = next(model.parameters()).device if device is None else torch.device(device)
-    Ea = torch.as_tensor(np.asarray(Ea, dtype=np.float32), device=dev)
-    Eb = Ea if Eb is None else torch.as_tensor(np.asarray(Eb, dtype=np.float32), device=dev)
-    if Ea.ndim != 3 or Eb.ndim != 3 or Ea.shape[2] != Eb.shape[2]:
-        raise ValueError(f"Ea and Eb must be (n, P, e) with the same e, got {tuple(Ea.shape)} "
-                         f"and {tuple(Eb.shape)}")
-    na, pa, e = Ea.shape
-    nb, pb, _ = Eb.shape
-    flat_b = Eb.reshape(nb * pb, e)
-    # one block holds c*pa x nb*pb concatenated pairs of 2e floats
-    per_track = pa * nb * pb * 2 * e * 4
-    c = max(1, int(chunk_mb * 2**20 // max(per_track, 1)))
-    out = np.empty((na, nb), dtype=np.float32)
+    E = torch.as_tensor(np.asarray(E, dtype=np.float32), device=dev)
+    if E.ndim != 3:
+        raise ValueError(f"E must be (n, P, e) patch embeddings, got shape {tuple(E.shape)}")
+    n, p, e = E.shape
+    flat = E.reshape(n * p, e)
+    # one block holds c*p x n*p concatenated pairs of 2e floats
+    c = max(1, int(chunk_mb * 2**20 // max(p * n * p * 2 * e * 4, 1)))
+    out = np.empty((n, n), dtype=np.float32)
     with eval_mode(model):
-        for s in range(0, na, c):
-            blk = Ea[s:s + c]
-            z = model.metric_pairs(blk.reshape(-1, e), flat_b)            # (c*pa, nb*pb)
-            f = torch.sigmoid(z.float()).reshape(blk.shape[0], pa, nb, pb).mean(dim=(1, 3))
+        for s in range(0, n, c):
+            blk = E[s:s + c]
+            z = model.metric_pairs(blk.reshape(-1, e), flat)              # (c*p, n*p)
+            f = torch.sigmoid(z.float()).reshape(blk.shape[0], p, n, p).mean(dim=(1, 3))
             out[s:s + c] = f.cpu().numpy()
     return out
 

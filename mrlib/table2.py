@@ -79,7 +79,7 @@ _TABLE2_ROWS: dict[str, dict] = {
 TABLE2_ROWS: tuple[str, ...] = tuple(_TABLE2_ROWS)
 
 
-def table2_systems(*, rows=None, **common) -> dict[str, dict]:
+def table2_systems(**common) -> dict[str, dict]:
     """The trained rows of Table 2 as :class:`mrlib.train.TrainConfig` fields: one source of truth.
 
     Rows (Prétet et al. 2020, Table 2, plus the reference and the paper's future work):
@@ -105,8 +105,6 @@ def table2_systems(*, rows=None, **common) -> dict[str, dict]:
 
     Parameters
     ----------
-    rows : sequence of str, optional
-        A subset of :data:`TABLE2_ROWS` (default all, in table order).
     **common
         :class:`~mrlib.train.TrainConfig` fields applied to every row, e.g. ``n_tracks=1000,
         epochs=20, device="cuda"``. ``system``, ``mining`` and ``run_name`` define the rows
@@ -122,8 +120,7 @@ def table2_systems(*, rows=None, **common) -> dict[str, dict]:
     Raises
     ------
     ValueError
-        For an unknown row, a row-defining field in ``common``, or a field value that
-        ``TrainConfig`` rejects.
+        For a row-defining field in ``common``, or a field value that ``TrainConfig`` rejects.
     TypeError
         For an unknown field name.
 
@@ -135,20 +132,14 @@ def table2_systems(*, rows=None, **common) -> dict[str, dict]:
 
     Notebook: 07_evaluation.ipynb
     """
-    rows = TABLE2_ROWS if rows is None else rows
-    if isinstance(rows, str):
-        rows = [rows]
-    unknown = [r for r in rows if r not in _TABLE2_ROWS]
-    if unknown:
-        raise ValueError(f"unknown Table 2 row(s) {unknown}; rows are {list(TABLE2_ROWS)}")
     fixed = {"system", "mining", "run_name"} & set(common)
     if fixed:
         raise ValueError(f"{sorted(fixed)} define the rows of Table 2 and cannot be set for all "
-                         f"of them; choose rows with rows=[...] instead")
+                         f"of them")
     TrainConfig.check_fields(common)      # a bad value is the caller's, whichever row meets it
     out = {}
-    for name in rows:
-        cfg = {**TABLE2_DEFAULTS, **common, **_TABLE2_ROWS[name]}
+    for name, row in _TABLE2_ROWS.items():
+        cfg = {**TABLE2_DEFAULTS, **common, **row}
         try:
             TrainConfig(**cfg)
         except (TypeError, ValueError) as err:

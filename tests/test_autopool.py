@@ -138,19 +138,19 @@ def test_permutation_invariant():
         torch.testing.assert_close(pool(x), pool(x[:, perm]), atol=1e-6, rtol=1e-6)
 
 
-def test_any_axis_and_channel_axis():
+def test_any_axis():
     torch.manual_seed(3)
     x_btc = torch.randn(2, 11, 4)
     alpha = torch.randn(4)
     p_time_mid = AutoPool(4, axis=1)             # (B, T, C): channels default to the last axis
     p_time_last = AutoPool(4, axis=-1)           # (B, C, T): channels default to axis -2
-    p_explicit = AutoPool(4, axis=0, channel_axis=2)
+    p_first = AutoPool(4, axis=0)                # (T, B, C): channels default to the last axis
     with torch.no_grad():
-        for p in (p_time_mid, p_time_last, p_explicit):
+        for p in (p_time_mid, p_time_last, p_first):
             p.alpha.copy_(alpha)
         ref = p_time_mid(x_btc)
         torch.testing.assert_close(p_time_last(x_btc.transpose(1, 2)), ref)
-        torch.testing.assert_close(p_explicit(x_btc.permute(1, 0, 2)), ref)
+        torch.testing.assert_close(p_first(x_btc.permute(1, 0, 2)), ref)
     # n_dims = 1 shares alpha and accepts a bare sequence
     shared = AutoPool(1)
     assert shared(torch.tensor([1.0, 2.0, 3.0])).item() == pytest.approx(2.0)
@@ -238,5 +238,5 @@ def test_errors_are_clear():
         autopool(torch.randn(3, 4), 0.0, axis=2)
     with pytest.raises(ValueError, match="empty"):
         autopool(torch.randn(3, 0), 0.0, axis=1)
-    with pytest.raises(ValueError, match="same dimension"):
-        AutoPool(4, axis=1, channel_axis=1)(torch.randn(2, 4, 4))
+    with pytest.raises(ValueError, match="channel axis"):
+        AutoPool(4, axis=0)(torch.randn(4))

@@ -249,14 +249,10 @@ def test_exact_topk_ties_and_self_exclusion(metric, k):
     assert not (i == np.arange(200)[:, None]).any()
 
 
-def test_exact_topk_query_ids():
+def test_exact_topk_finds_each_query_first_without_exclusion():
     rng = np.random.default_rng(3)
     b = rng.standard_normal((100, 5))
     ids = np.array([10, 50, 99])
-    _, i = ev.exact_topk(b[ids], b, 5, exclude_self=True, query_ids=ids)
-    full = brute_l2(b[ids], b)
-    full[np.arange(3), ids] = np.inf
-    np.testing.assert_array_equal(i, np.argsort(full, axis=1, kind="stable")[:, :5])
     # without exclusion each query finds itself first, at distance 0
     d, i = ev.exact_topk(b[ids], b, 5)
     np.testing.assert_array_equal(i[:, 0], ids)
@@ -273,33 +269,22 @@ def test_exact_topk_rejects_bad_input():
         ev.exact_topk(np.zeros((2, 4)), x, 2)
     with pytest.raises(ValueError, match="non-finite"):
         ev.exact_topk(np.full((1, 3), np.nan), x, 2)
-    with pytest.raises(ValueError, match="query_ids"):
-        ev.exact_topk(x[:2], x, 2, exclude_self=True, query_ids=np.array([0, 7]))
+    with pytest.raises(ValueError, match="first rows of base"):
+        ev.exact_topk(np.zeros((6, 3)), x, 2, exclude_self=True)
     with pytest.raises(ValueError, match="MPS has no float64"):   # said before anything reaches MPS
         ev.exact_topk(x, x, 2, device="mps")
 
 
-def test_rank_by_distance_metrics():
+def test_rank_by_distance():
     rng = np.random.default_rng(11)
     x = rng.standard_normal((120, 6))
     full = brute_l2(x, x)
     np.fill_diagonal(full, np.inf)
-    ref = np.argsort(full, axis=1, kind="stable")[:, :-1]
-    for metric in ("euclidean", "sqeuclidean"):
-        r = ev.rank_by_distance(x, metric=metric)
-        assert r.shape == (120, 119)
-        np.testing.assert_array_equal(r, ref)
-    u = x / np.linalg.norm(x, axis=1, keepdims=True)
-    cos = u @ u.T
-    np.fill_diagonal(cos, -np.inf)
-    np.testing.assert_array_equal(ev.rank_by_distance(x, metric="cosine", k=10),
-                                  np.argsort(-cos, axis=1, kind="stable")[:, :10])
+    r = ev.rank_by_distance(x)
+    assert r.shape == (120, 119)
+    np.testing.assert_array_equal(r, np.argsort(full, axis=1, kind="stable")[:, :-1])
     with_self = ev.rank_by_distance(x, exclude_self=False, k=3)
     np.testing.assert_array_equal(with_self[:, 0], np.arange(120))
-    with pytest.raises(ValueError, match="zeros"):
-        ev.rank_by_distance(np.vstack([x, np.zeros(6)]), metric="cosine")
-    with pytest.raises(ValueError, match="metric"):
-        ev.rank_by_distance(x, metric="manhattan")
 
 
 def test_rank_by_similarity_ties_and_no_mutation():
@@ -713,8 +698,8 @@ def test_compare_systems_matches_paired_test():
     np.testing.assert_allclose(df["p_adjusted"], ev.holm(df["p_wilcoxon"]))
     assert df.loc["good", "better"].all() and df.loc["good", "ci_disjoint"].all()
     assert not df.loc["same", "ci_disjoint"].any()
-    raw = ev.compare_systems(results, "untrained", correction=None, metrics=("map",))
-    assert len(raw) == 2 and (raw["p_adjusted"] == raw["p_wilcoxon"]).all()
+    one_metric = ev.compare_systems(results, "untrained", metrics=("map",))
+    assert len(one_metric) == 2
     with pytest.raises(ValueError, match="reference"):
         ev.compare_systems(results, "best")
     with pytest.raises(ValueError, match="metric"):

@@ -699,7 +699,7 @@ def test_out_of_range_ranked_lists_and_track_indices_are_refused():
 
 def test_every_door_words_an_out_of_range_index_alike():
     """One check (mrlib.checks.check_indices) names the argument and the range [0, n) everywhere."""
-    from mrlib import baselines, search, similarity, songlevel
+    from mrlib import baselines, similarity, songlevel
     R = full_ranked(random_S(12))
     doors = [
         ("train_idx", lambda: mm.mine(R, np.array([0, 1, 12]), "neighbors", n_pos=2, n_neg=3,
@@ -708,8 +708,6 @@ def test_every_door_words_an_out_of_range_index_alike():
                                       progress=False)),
         ("triplets", lambda: mm.triplet_ranks(np.array([[0, 1, -1]]), np.arange(12), ranked=R)),
         ("exclude", lambda: similarity.ranked_list(np.ones(12), exclude=12)),
-        ("query_ids", lambda: search.exact_topk(np.ones((2, 3)), np.ones((12, 3)), 2, exclude_self=True,
-                                                query_ids=np.array([0, -1]))),
         ("triplets", lambda: baselines.check_triplets(np.array([[0, 1, 12]]), 12)),
         ("fold 0: test indices", lambda: baselines.check_folds([(np.array([0]), np.array([12]))], 12)),
         ("pair indices a, b", lambda: songlevel.pair_dissimilarities(None, np.zeros((12, 2, 4)), [0], [12])),
