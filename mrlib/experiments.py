@@ -608,7 +608,7 @@ def _merge_into(data: dict, other: dict, path: Path) -> int:
 # Command line
 # ---------------------------------------------------------------------------------------------
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m mrlib.experiments run|show|merge|readme|list`` (see ``--help``).
+    """``python -m mrlib.experiments run|show|merge|readme`` (see ``--help``).
 
     Notebook: 07_evaluation.ipynb
     """
@@ -637,15 +637,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     merge.add_argument("into", type=Path, help="the results file that receives them")
     merge.add_argument("sources", type=Path, nargs="+", help="results files to add (only read)")
     sub.add_parser("readme", help="rewrite the README's results blocks from data/results/")
-    sub.add_parser("list", help="list the experiments and their stored results")
     args = parser.parse_args(argv)
     try:
         return _command_line(args, getattr(args, "usage", parser))
-    except res.StoreError as err:
+    # a damaged, missing or refused results file; another runner holds it or the work folder
+    except (ValueError, FileNotFoundError, LockedError) as err:
         print(f"[experiments] error: {err}", file=sys.stderr)
-        return 2
-    except LockedError as err:     # another runner holds the results file or the work folder
-        print(f"[experiments] {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:      # the runner has said what is stored and how to resume
         return 130
@@ -653,25 +650,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _command_line(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.command == "merge":
-        try:
-            path, added = merge_stores(args.into, args.sources)
-        except res.StoreError:
-            raise
-        except (ValueError, FileNotFoundError) as err:
-            parser.error(str(err))
+        path, added = merge_stores(args.into, args.sources)
         print(f"[experiments] {added} row × seed(s) added -> {path}")
-        return 0
-    if args.command == "list":
-        for name, exp in EXPERIMENTS.items():
-            print(f"{name}: {exp.title} ({exp.notebook}); profiles {', '.join(exp.profiles)}")
-        stored = res.stored_results()
-        if stored:      # a heading of their own, so they do not read as the last experiment's
-            print(f"stored in {res.results_dir()}:")
-        for stem, store in stored.items():
-            counts = [len(res._ok_seeds(r)) for r in store["rows"].values()] or [0]
-            low, high = min(counts), max(counts)
-            seeds = f"{low}" if low == high else f"{low}–{high}"
-            print(f"  {stem}: {len(store['rows'])} rows, {seeds} seeds per row")
         return 0
     if args.command == "readme":
         stores = res.stored_results()
@@ -679,10 +659,9 @@ def _command_line(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         if res.results_dir().resolve() != committed.resolve():
             # the README shows the committed files: a claim whose table is not in another
             # folder would be rewritten as "not run"
-            print(f"[experiments] error: readme writes the results of {committed} into the "
-                  f"README, but MRLIB_RESULTS points at {res.results_dir()}; unset it (or copy "
-                  "the files into data/results/)", file=sys.stderr)
-            return 2
+            raise ValueError(f"readme writes the results of {committed} into the README, but "
+                             f"MRLIB_RESULTS points at {res.results_dir()}; unset it (or copy the "
+                             "files into data/results/)")
         for stem, store in stores.items():
             try:
                 print(f"[experiments] {stem} -> {res.update_readme_block(store)}")
