@@ -116,9 +116,13 @@ def register(experiment: Experiment) -> Experiment:
     return experiment
 
 
-def _experiment(name: str) -> Experiment:
+def _experiment(name: str, profile: str | None = None) -> Experiment:
+    """The registered experiment ``name``, checked to define ``profile`` when one is given."""
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; registered: {sorted(EXPERIMENTS)}")
+    if profile is not None and profile not in EXPERIMENTS[name].profiles:
+        raise ValueError(f"experiment {name!r} has profiles {list(EXPERIMENTS[name].profiles)}, "
+                         f"got {profile!r}")
     return EXPERIMENTS[name]
 
 
@@ -209,9 +213,7 @@ def experiment_rows(name: str, catalog: str = "synthetic", profile: str = "quick
 
     Notebook: 07_evaluation.ipynb
     """
-    exp = _experiment(name)
-    if profile not in exp.profiles:
-        raise ValueError(f"experiment {name!r} has profiles {list(exp.profiles)}, got {profile!r}")
+    exp = _experiment(name, profile)
     base, variant = CATALOG_VARIANTS.get(catalog, (catalog, {}))
     check_catalog_name(base)
     rows = exp.rows(base, profile, dict(overrides or {}))
@@ -575,11 +577,10 @@ def _merge_into(data: dict, other: dict, path: Path) -> int:
         if (data.get(field) or None) != (other.get(field) or None):
             raise res.StoreError(f"{path}: its {field} {other.get(field)!r} is not the "
                                  f"{data.get(field)!r} of the file it is added to")
-    groups = data.get("unit_groups"), other.get("unit_groups")
-    if None not in groups and groups[0] != groups[1]:
+    groups = other.get("unit_groups")
+    # a file without groups takes the added file's: they hold for the seeds already there
+    if groups is not None and data.setdefault("unit_groups", groups) != groups:
         raise res.StoreError(f"{path}: its units are not grouped as those of the file it is added to")
-    if groups[0] is None and groups[1] is not None:      # the groups hold for the seeds already there
-        data["unit_groups"] = groups[1]
     added = 0
     for r, row in other["rows"].items():
         if not (isinstance(row, dict) and isinstance(row.get("seeds"), dict) and "key" in row):
@@ -670,10 +671,7 @@ def _command_line(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         print(f"[experiments] claims -> {update_readme_claims('quick')}")
         return 0
     if args.command == "show":
-        profiles = EXPERIMENTS[args.experiment].profiles
-        if args.profile not in profiles:    # no store can exist, and no run would make one
-            parser.error(f"experiment {args.experiment!r} has profiles {list(profiles)}, "
-                         f"got {args.profile!r}")
+        _experiment(args.experiment, args.profile)   # no store can exist, and no run would make one
         path = res.store_path(args.experiment, args.catalog, args.profile)
         if not path.exists():
             stored = [f"--catalog {s['catalog']} --profile {s['profile']}"
