@@ -365,8 +365,8 @@ def tag_auc(y_true, y_prob) -> TagAUC:
     valid = (n_pos > 0) & (n_neg > 0)
     per_tag = np.full(yt.shape[1], np.nan)
     if valid.any():     # each tag's positives and negatives, the other tracks masked as NaN
-        u = stats.mannwhitneyu(np.where(yt, yp, np.nan)[:, valid], np.where(yt, np.nan, yp)[:, valid],
-                               nan_policy="omit").statistic
+        pos, neg = np.where(yt, yp, np.nan)[:, valid], np.where(yt, np.nan, yp)[:, valid]
+        u = stats.mannwhitneyu(pos, neg, nan_policy="omit").statistic
         per_tag[valid] = u / (n_pos[valid] * n_neg[valid])
     mean = float(np.nanmean(per_tag)) if valid.any() else float("nan")
     return TagAUC(mean, per_tag, int((~valid).sum()), int(yt.shape[1]))
