@@ -34,7 +34,7 @@ def run(name: str, argv: list[str] | None = None) -> int:
     """
     names = available()
     if name not in names:
-        raise ValueError(f"unknown benchmark {name!r}; available: {names}")
+        raise ValueError(f"unknown benchmark {name!r}; available: {', '.join(names)}")
     module = runpy.run_path(str(_bench_dir() / f"{name}.py"), run_name=f"bench_{name}")
     return int(module["main"](list(argv or [])) or 0)
 
@@ -46,25 +46,20 @@ def main(argv: list[str] | None = None) -> int:
         print("available:", ", ".join(available()) or "(none)")
         return 0
     name, rest = argv[0], argv[1:]
-    names = available()
-    if name not in ("all", *names):
-        print(f"python -m mrlib.bench: unknown benchmark {name!r}; available: "
-              f"{', '.join(names)}, all", file=sys.stderr)
-        return 2
-    if name == "all":
+    try:
+        if name != "all":
+            return run(name, rest)
         if rest:    # each benchmark has flags of its own: none would apply to every one
-            print(f"python -m mrlib.bench: 'all' runs each benchmark at its defaults and takes no "
-                  f"arguments, got {' '.join(rest)}; pass them to one benchmark "
-                  f"(python -m mrlib.bench NAME ARGS)", file=sys.stderr)
-            return 2
+            raise ValueError(f"'all' runs each benchmark at its defaults and takes no arguments, "
+                             f"got {' '.join(rest)}; pass them to one benchmark "
+                             "(python -m mrlib.bench NAME ARGS)")
         status = 0
-        for each in names:
+        for each in available():
             print(f"\n=== {each} ===", flush=True)
             status |= run(each, [])
         return status
-    try:
-        return run(name, rest)
-    except ValueError as err:   # a value the benchmark's own parser let through, refused by mrlib
+    # an unknown name, or a value the benchmark's own parser let through, refused by mrlib
+    except ValueError as err:
         print(f"python -m mrlib.bench {name}: error: {err}", file=sys.stderr)
         return 2
 

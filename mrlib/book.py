@@ -74,12 +74,9 @@ def _check_finished(run_dir: Path, notebooks: list[Path]) -> None:
             raise ValueError(f"'notebooks' is a JSON {type(entries).__name__}, not an object")
     except (ValueError, AttributeError) as err:
         raise ValueError(f"{index_path} cannot be read ({err}); run the suite again") from None
-    bad = []
-    for nb in notebooks:
-        entry = entries.get(nb.stem)
-        status = entry.get("status") if isinstance(entry, dict) else None
-        if status != "ok":
-            bad.append(f"{nb.name}: {status or 'not in the index'}")
+    status = {nb.name: e.get("status") if isinstance(e := entries.get(nb.stem), dict) else None
+              for nb in notebooks}
+    bad = [f"{name}: {st or 'not in the index'}" for name, st in status.items() if st != "ok"]
     if bad:
         raise ValueError(f"the book takes finished notebooks only; in {run_dir}: "
                          + "; ".join(bad) + " (re-run them with python -m mrlib.suite run --only NN)")
@@ -173,24 +170,22 @@ def stage_book(run_dir: Path | None = None, out: Path | None = None) -> Path:
     return out
 
 
-def build_book(run_dir: Path | None = None, strict: bool = True) -> Path:
+def build_book(run_dir: Path | None = None) -> Path:
     """Stage and build the book; return the HTML folder (``book/_build/html``).
+
+    Sphinx warnings are errors (``-W``), so a broken reference fails the build.
 
     Parameters
     ----------
     run_dir : Path, optional
         Suite run folder with executed notebooks (default: the committed notebooks).
-    strict : bool
-        Treat Sphinx warnings as errors (``-W``), so a broken reference fails the build.
 
     Notebook: 00_overview.ipynb
     """
     src = stage_book(run_dir)
     build_root = src.parent
     cmd = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(src), "--path-output",
-           str(build_root), "--builder", "html"]
-    if strict:
-        cmd += ["-W", "--keep-going"]
+           str(build_root), "--builder", "html", "-W", "--keep-going"]
     # a failed build leaves its output behind; Sphinx would skip pages it thinks up to date
     shutil.rmtree(build_root / "_build", ignore_errors=True)
     result = subprocess.run(cmd, text=True, capture_output=True)
@@ -208,7 +203,7 @@ def build_book(run_dir: Path | None = None, strict: bool = True) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: ``python -m mrlib.book [--run runs/quick] [--no-strict]``; returns the exit
+    """Command line: ``python -m mrlib.book [--run runs/quick]``; returns the exit
     status (2: a ``--run`` folder without finished notebooks, 1: the build failed).
 
     Notebook: 00_overview.ipynb
@@ -216,10 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mrlib.book", description=__doc__)
     parser.add_argument("--run", type=Path, default=None,
                         help="suite run folder with executed notebooks (default: committed notebooks)")
-    parser.add_argument("--no-strict", action="store_true", help="do not fail on Sphinx warnings")
     args = parser.parse_args(argv)
     try:
-        html = build_book(args.run, strict=not args.no_strict)
+        html = build_book(args.run)
     except (FileNotFoundError, ValueError) as err:     # a --run folder the book cannot take
         print(f"[book] error: {err}", file=sys.stderr)
         return 2

@@ -293,7 +293,7 @@ def _look(claim: Claim, store: Mapping[str, Any], alpha: float) -> dict:
 
 
 def claims_frame(catalogs: Sequence[str] = CLAIM_CATALOGS, profile: str = "quick",
-                 folder: Path | None = None, claims: Sequence[Claim] = CLAIMS) -> pd.DataFrame:
+                 folder: Path | None = None) -> pd.DataFrame:
     """Every claim's status per catalog, from the stored files.
 
     Returns
@@ -305,10 +305,10 @@ def claims_frame(catalogs: Sequence[str] = CLAIM_CATALOGS, profile: str = "quick
     Notebook: 07_evaluation.ipynb
     """
     paths = {(c.experiment, cat): res.store_path(c.experiment, cat, profile, folder)
-             for c in claims for cat in catalogs}
+             for c in CLAIMS for cat in catalogs}
     stores = {key: res.read_store(path) if path.exists() else None for key, path in paths.items()}
     rows = []
-    for c in claims:
+    for c in CLAIMS:
         row: dict[str, Any] = {"paper": c.paper, "claim": c.text}
         for cat in catalogs:
             st = claim_status(c, stores[(c.experiment, cat)])
@@ -340,11 +340,9 @@ def claims_markdown(catalogs: Sequence[str] = CLAIM_CATALOGS, profile: str = "qu
     return "\n".join(lines)
 
 
-def update_readme_claims(profile: str = "quick", readme: Path | None = None,
-                         folder: Path | None = None) -> Path:
+def update_readme_claims(profile: str = "quick") -> Path:
     """Write the claims table into the README between ``<!-- claims:<profile>:start/end -->``.
 
     Notebook: 07_evaluation.ipynb
     """
-    return res.replace_readme_block(f"claims:{profile}", claims_markdown(profile=profile, folder=folder),
-                                    readme)
+    return res.replace_readme_block(f"claims:{profile}", claims_markdown(profile=profile))

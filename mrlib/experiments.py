@@ -116,9 +116,13 @@ def register(experiment: Experiment) -> Experiment:
     return experiment
 
 
-def _experiment(name: str) -> Experiment:
+def _experiment(name: str, profile: str | None = None) -> Experiment:
+    """The registered experiment ``name``, checked to define ``profile`` when one is given."""
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; registered: {sorted(EXPERIMENTS)}")
+    if profile is not None and profile not in EXPERIMENTS[name].profiles:
+        raise ValueError(f"experiment {name!r} has profiles {list(EXPERIMENTS[name].profiles)}, "
+                         f"got {profile!r}")
     return EXPERIMENTS[name]
 
 
@@ -209,9 +213,7 @@ def experiment_rows(name: str, catalog: str = "synthetic", profile: str = "quick
 
     Notebook: 07_evaluation.ipynb
     """
-    exp = _experiment(name)
-    if profile not in exp.profiles:
-        raise ValueError(f"experiment {name!r} has profiles {list(exp.profiles)}, got {profile!r}")
+    exp = _experiment(name, profile)
     base, variant = CATALOG_VARIANTS.get(catalog, (catalog, {}))
     check_catalog_name(base)
     rows = exp.rows(base, profile, dict(overrides or {}))
@@ -575,11 +577,10 @@ def _merge_into(data: dict, other: dict, path: Path) -> int:
         if (data.get(field) or None) != (other.get(field) or None):
             raise res.StoreError(f"{path}: its {field} {other.get(field)!r} is not the "
                                  f"{data.get(field)!r} of the file it is added to")
-    groups = data.get("unit_groups"), other.get("unit_groups")
-    if None not in groups and groups[0] != groups[1]:
+    groups = other.get("unit_groups")
+    # a file without groups takes the added file's: they hold for the seeds already there
+    if groups is not None and data.setdefault("unit_groups", groups) != groups:
         raise res.StoreError(f"{path}: its units are not grouped as those of the file it is added to")
-    if groups[0] is None and groups[1] is not None:      # the groups hold for the seeds already there
-        data["unit_groups"] = groups[1]
     added = 0
     for r, row in other["rows"].items():
         if not (isinstance(row, dict) and isinstance(row.get("seeds"), dict) and "key" in row):
@@ -608,7 +609,7 @@ def _merge_into(data: dict, other: dict, path: Path) -> int:
 # Command line
 # ---------------------------------------------------------------------------------------------
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m mrlib.experiments run|show|merge|readme|list`` (see ``--help``).
+    """``python -m mrlib.experiments run|show|merge|readme`` (see ``--help``).
 
     Notebook: 07_evaluation.ipynb
     """
@@ -637,15 +638,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     merge.add_argument("into", type=Path, help="the results file that receives them")
     merge.add_argument("sources", type=Path, nargs="+", help="results files to add (only read)")
     sub.add_parser("readme", help="rewrite the README's results blocks from data/results/")
-    sub.add_parser("list", help="list the experiments and their stored results")
     args = parser.parse_args(argv)
     try:
         return _command_line(args, getattr(args, "usage", parser))
-    except res.StoreError as err:
+    # a damaged, missing or refused results file; another runner holds it or the work folder
+    except (ValueError, FileNotFoundError, LockedError) as err:
         print(f"[experiments] error: {err}", file=sys.stderr)
-        return 2
-    except LockedError as err:     # another runner holds the results file or the work folder
-        print(f"[experiments] {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:      # the runner has said what is stored and how to resume
         return 130
@@ -653,25 +651,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _command_line(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.command == "merge":
-        try:
-            path, added = merge_stores(args.into, args.sources)
-        except res.StoreError:
-            raise
-        except (ValueError, FileNotFoundError) as err:
-            parser.error(str(err))
+        path, added = merge_stores(args.into, args.sources)
         print(f"[experiments] {added} row × seed(s) added -> {path}")
-        return 0
-    if args.command == "list":
-        for name, exp in EXPERIMENTS.items():
-            print(f"{name}: {exp.title} ({exp.notebook}); profiles {', '.join(exp.profiles)}")
-        stored = res.stored_results()
-        if stored:      # a heading of their own, so they do not read as the last experiment's
-            print(f"stored in {res.results_dir()}:")
-        for stem, store in stored.items():
-            counts = [len(res._ok_seeds(r)) for r in store["rows"].values()] or [0]
-            low, high = min(counts), max(counts)
-            seeds = f"{low}" if low == high else f"{low}–{high}"
-            print(f"  {stem}: {len(store['rows'])} rows, {seeds} seeds per row")
         return 0
     if args.command == "readme":
         stores = res.stored_results()
@@ -679,10 +660,9 @@ def _command_line(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         if res.results_dir().resolve() != committed.resolve():
             # the README shows the committed files: a claim whose table is not in another
             # folder would be rewritten as "not run"
-            print(f"[experiments] error: readme writes the results of {committed} into the "
-                  f"README, but MRLIB_RESULTS points at {res.results_dir()}; unset it (or copy "
-                  "the files into data/results/)", file=sys.stderr)
-            return 2
+            raise ValueError(f"readme writes the results of {committed} into the README, but "
+                             f"MRLIB_RESULTS points at {res.results_dir()}; unset it (or copy the "
+                             "files into data/results/)")
         for stem, store in stores.items():
             try:
                 print(f"[experiments] {stem} -> {res.update_readme_block(store)}")
@@ -691,10 +671,7 @@ def _command_line(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         print(f"[experiments] claims -> {update_readme_claims('quick')}")
         return 0
     if args.command == "show":
-        profiles = EXPERIMENTS[args.experiment].profiles
-        if args.profile not in profiles:    # no store can exist, and no run would make one
-            parser.error(f"experiment {args.experiment!r} has profiles {list(profiles)}, "
-                         f"got {args.profile!r}")
+        _experiment(args.experiment, args.profile)   # no store can exist, and no run would make one
         path = res.store_path(args.experiment, args.catalog, args.profile)
         if not path.exists():
             stored = [f"--catalog {s['catalog']} --profile {s['profile']}"

@@ -289,13 +289,12 @@ def seed_query_test(a: Sequence[np.ndarray], b: Sequence[np.ndarray], *, level: 
     if len(a) != len(b) or not len(a):
         raise ValueError(f"need the same number (≥ 1) of seeds for both rows, got {len(a)} and {len(b)}")
     level = check_level(level)
-    d = []
-    a, b = list(a), list(b)
+    d, scale = [], 0.0             # scale: the largest score, for the signed-rank test
     for s, (x, y) in enumerate(zip(a, b)):
         x, y = as_vector(f"a[{s}]", x), as_vector(f"b[{s}]", y)     # a NaN score is refused here
         if x.shape != y.shape or x.size < 2:
             raise ValueError(f"seed {s}: paired scores need the same ≥ 2 units, got {x.shape} and {y.shape}")
-        a[s], b[s] = x, y
+        scale = max(scale, np.abs(x).max(), np.abs(y).max())
         d.append(x - y)
     n_seeds = len(d)
     seed_means = np.array([x.mean() for x in d])
@@ -308,7 +307,6 @@ def seed_query_test(a: Sequence[np.ndarray], b: Sequence[np.ndarray], *, level: 
     if len({x.size for x in d}) == 1:
         per_unit = np.mean(d, axis=0)
         parts.append(mean_variance(per_unit, groups))
-        scale = max(max(np.abs(x).max(), np.abs(y).max()) for x, y in zip(a, b))
         p_w = signed_rank_p(per_unit, scale, method="asymptotic")
     elif groups is not None:
         raise ValueError("groups need the same units in every seed")
@@ -383,14 +381,19 @@ def compare_rows(store: Mapping[str, Any], rows: Sequence[str] | None = None, *,
     return out
 
 
-def summarise_store(store: dict, **compare_kwargs) -> dict:
+def _summaries(store: Mapping[str, Any], rows: Mapping[str, Any]) -> dict:
+    """:func:`row_summary` of each of ``rows`` (a store's, or a subset of their seeds)."""
+    groups = store_groups(store)
+    return {r: row_summary(row, store["metrics"], groups) for r, row in rows.items()}
+
+
+def summarise_store(store: dict) -> dict:
     """Recompute a store's ``summary`` (per row) and ``comparisons`` from its seeds, in place.
 
     Notebook: 07_evaluation.ipynb
     """
-    groups = store_groups(store)
-    store["summary"] = {r: row_summary(row, store["metrics"], groups) for r, row in store["rows"].items()}
-    store["comparisons"] = compare_rows(store, **compare_kwargs)
+    store["summary"] = _summaries(store, store["rows"])
+    store["comparisons"] = compare_rows(store)
     return store
 
 
@@ -407,9 +410,7 @@ def store_at_seeds(store: Mapping[str, Any], seeds: Iterable[int]) -> dict:
     keep = {str(int(s)) for s in seeds}
     rows = {r: {**row, "seeds": {s: e for s, e in row.get("seeds", {}).items() if s in keep}}
             for r, row in store.get("rows", {}).items()}
-    groups = store_groups(store)
-    summary = {r: row_summary(row, store["metrics"], groups) for r, row in rows.items()}
-    return {**store, "rows": rows, "summary": summary, "comparisons": []}
+    return {**store, "rows": rows, "summary": _summaries(store, rows), "comparisons": []}
 
 
 def stored_results(experiment: str | None = None, folder: Path | None = None) -> dict[str, dict]:
@@ -546,10 +547,7 @@ def results_frame(store: Mapping[str, Any], metrics: Sequence[str] | None = None
     Notebook: 07_evaluation.ipynb
     """
     metrics = list(metrics or store["metrics"])
-    summary = store.get("summary")
-    if not summary:
-        groups = store_groups(store)
-        summary = {r: row_summary(row, metrics, groups) for r, row in store["rows"].items()}
+    summary = store.get("summary") or _summaries(store, store["rows"])
     records = []
     for r, row in store["rows"].items():
         s = summary.get(r, {})
@@ -570,13 +568,12 @@ def _markdown_table(header: Sequence[str], rows) -> list[str]:
     return [lines[0], "|---" * len(header) + "|", *lines[1:]]
 
 
-def results_markdown(store: Mapping[str, Any], metrics: Sequence[str] | None = None,
-                     decimals: int = 2) -> str:
+def results_markdown(store: Mapping[str, Any]) -> str:
     """:func:`results_frame` as a Markdown table, followed by where the numbers come from.
 
     Notebook: 07_evaluation.ipynb
     """
-    df = results_frame(store, metrics, decimals)
+    df = results_frame(store)
     lines = _markdown_table(["row", *df.columns], [[r, *df.loc[r]] for r in df.index])
     entries = [e for row in store["rows"].values() for e in _ok_seeds(row).values()]
     walls = [e.get("wall_s", 0) for e in entries]
@@ -634,8 +631,7 @@ def replace_readme_block(name: str, text: str, readme: Path | None = None) -> Pa
     return readme
 
 
-def update_readme_block(store: Mapping[str, Any], readme: Path | None = None,
-                        metrics: Sequence[str] | None = None) -> Path:
+def update_readme_block(store: Mapping[str, Any], readme: Path | None = None) -> Path:
     """Write a stored experiment into the README between its markers.
 
     The markers are ``<!-- results:<experiment>_<catalog>_<profile>:start -->`` and ``…:end -->``.
@@ -648,7 +644,7 @@ def update_readme_block(store: Mapping[str, Any], readme: Path | None = None,
     Notebook: 07_evaluation.ipynb
     """
     stem = store_path(store["experiment"], store["catalog"], store["profile"]).stem
-    return replace_readme_block(f"results:{stem}", results_markdown(store, metrics), readme)
+    return replace_readme_block(f"results:{stem}", results_markdown(store), readme)
 
 
 def now() -> str:

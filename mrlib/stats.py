@@ -333,8 +333,9 @@ def tag_auc(y_true, y_prob) -> TagAUC:
     r"""Mean-over-tags ROC AUC of tag predictions (the auto-tagging baseline).
 
     Each tag's AUC is the Mann–Whitney statistic — the probability that a random positive
-    track scores above a random negative one, ties counting 1/2 — computed for all tags at
-    once from average ranks (equal to ``sklearn.metrics.roc_auc_score``). A tag that is
+    track scores above a random negative one, ties counting 1/2 — that is, the U of
+    ``scipy.stats.mannwhitneyu`` (positives against negatives) over the number of pairs
+    (equal to ``sklearn.metrics.roc_auc_score``). A tag that is
     all-positive or all-negative on the evaluation tracks has no AUC: it is skipped (NaN in
     ``per_tag``) and counted in ``n_skipped``.
 
@@ -363,11 +364,10 @@ def tag_auc(y_true, y_prob) -> TagAUC:
     n_neg = yt.shape[0] - n_pos
     valid = (n_pos > 0) & (n_neg > 0)
     per_tag = np.full(yt.shape[1], np.nan)
-    if valid.any():
-        ranks = stats.rankdata(yp[:, valid], axis=0)  # average ranks: ties count one half
-        pos_rank_sum = (ranks * yt[:, valid]).sum(axis=0)
-        p, q = n_pos[valid].astype(np.float64), n_neg[valid].astype(np.float64)
-        per_tag[valid] = (pos_rank_sum - p * (p + 1) / 2) / (p * q)
+    if valid.any():     # each tag's positives and negatives, the other tracks masked as NaN
+        pos, neg = np.where(yt, yp, np.nan)[:, valid], np.where(yt, np.nan, yp)[:, valid]
+        u = stats.mannwhitneyu(pos, neg, nan_policy="omit").statistic
+        per_tag[valid] = u / (n_pos[valid] * n_neg[valid])
     mean = float(np.nanmean(per_tag)) if valid.any() else float("nan")
     return TagAUC(mean, per_tag, int((~valid).sum()), int(yt.shape[1]))
 
@@ -447,7 +447,6 @@ def kfold_cfr(
     n_folds: int = 10,
     *,
     groups=None,
-    train_fraction: float = 1.0,
     seed: int = 0,
     progress: bool = True,
 ) -> KFoldCFR:
@@ -455,11 +454,9 @@ def kfold_cfr(
 
     For each fold, ``fit_predict(train_idx, test_idx)`` learns a metric on the training
     triplets and returns ``(d_ap, d_an)`` for the test triplets; the fold's CFR is
-    :func:`constraints_fulfillment_rate` of those. ``train_fraction < 1`` keeps a seeded
-    random share of each fold's training triplets (``round(train_fraction * n_train)`` of
-    them, drawn anew for each fraction): CFR against that share traces a generalisation
-    curve like the 2017 slides'. The stored curves (:mod:`mrlib.cfr2017`) use
-    :func:`mrlib.baselines.nested_subsets` instead, nested subsets that every method shares.
+    :func:`constraints_fulfillment_rate` of those. The generalisation curve of the 2017 slides
+    (CFR against a share of the training triplets) is :mod:`mrlib.cfr2017`'s, on the nested
+    subsets of :func:`mrlib.baselines.nested_subsets` that every method shares.
 
     Parameters
     ----------
@@ -471,9 +468,8 @@ def kfold_cfr(
     n_folds : int, default 10
     groups : array (n,), optional
         See :func:`kfold_indices`.
-    train_fraction : float in (0, 1], default 1.0
     seed : int, default 0
-        Seeds the folds and the training subsample.
+        Seeds the folds.
     progress : bool, default True
 
     Returns
@@ -485,15 +481,9 @@ def kfold_cfr(
     """
     if not callable(fit_predict):
         raise TypeError(f"fit_predict must be callable (train_idx, test_idx) -> (d_ap, d_an), got {fit_predict!r}")
-    if not isinstance(train_fraction, (float, int)) or not 0.0 < train_fraction <= 1.0:
-        raise ValueError(f"train_fraction must be in (0, 1], got {train_fraction!r}")
     folds = kfold_indices(n, n_folds, groups=groups, seed=seed)
-    rng = np.random.default_rng([seed, 1])  # a stream of its own, apart from the folds'
     rates, sizes = [], []
     for f, (train_idx, test_idx) in enumerate(tqdm(folds, desc="k-fold CFR", unit="fold", disable=not progress)):
-        if train_fraction < 1.0:
-            m = max(1, int(round(train_fraction * train_idx.size)))
-            train_idx = np.sort(rng.choice(train_idx, size=m, replace=False))
         d_ap, d_an = fit_predict(train_idx, test_idx)
         if np.shape(d_ap) != (test_idx.size,) or np.shape(d_an) != (test_idx.size,):
             raise ValueError(

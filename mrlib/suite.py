@@ -229,10 +229,6 @@ def _parameters_cell(path: Path) -> dict[str, tuple[Any, bool]]:
     return out
 
 
-def _type_name(value: Any) -> str:
-    return "None" if value is None else type(value).__name__
-
-
 # The types a ``-p`` value may have per type of the default (any other default: its own type).
 _ACCEPTED = {int: (int,), float: (int, float), list: (list, tuple), tuple: (list, tuple)}
 
@@ -271,8 +267,9 @@ def check_parameters(overrides: dict[str, Any], notebooks: list[Path]) -> None:
             continue
         for path, (default, literal) in where:
             if literal and not _fits(value, default):
-                problems.append(f"-p {name}={value!r}: {path.stem} expects {_type_name(default)} "
-                                f"(its default is {default!r}), got {_type_name(value)}")
+                problems.append(f"-p {name}={value!r}: {path.stem} expects "
+                                f"{type(default).__name__} (its default is {default!r}), got "
+                                f"{type(value).__name__}")
                 break
     if problems:
         raise ValueError("bad -p parameter(s), nothing was run:\n  " + "\n  ".join(problems))
@@ -459,15 +456,14 @@ def run_suite(profile: str = "quick", overrides: dict[str, Any] | None = None,
                          "profile's default run: use it with --profile quick and no -p")
     wanted = {**PROFILES[profile], **overrides}
     timeout_s = DEFAULT_CELL_TIMEOUT_S[profile] if timeout_s is None else timeout_s
-    folder = Path(notebooks) if notebooks else notebooks_dir()
-    notebooks = list_notebooks(only, folder)
-    if not notebooks:
-        raise FileNotFoundError(f"no notebooks found in {folder}")
-    check_parameters(overrides, notebooks)
+    found = list_notebooks(only, notebooks)
+    if not found:
+        raise FileNotFoundError(f"no notebooks found in {notebooks or notebooks_dir()}")
+    check_parameters(overrides, found)
     _check_device(wanted.get("device"))
     out_dir = Path(out_dir) if out_dir is not None else runs_dir() / run_folder_name(profile, overrides)
     with FolderLock(out_dir, "suite run"):
-        return _run_suite_locked(profile, overrides, wanted, notebooks, out_dir, inplace, timeout_s)
+        return _run_suite_locked(profile, overrides, wanted, found, out_dir, inplace, timeout_s)
 
 
 def run_folder_name(profile: str, overrides: dict[str, Any]) -> str:
@@ -588,13 +584,7 @@ def main(argv: list[str] | None = None) -> int:
                      help="per-cell time limit, seconds (default per profile: "
                           + ", ".join(f"{k} {v}" for k, v in DEFAULT_CELL_TIMEOUT_S.items())
                           + "; 0: none)")
-    sub.add_parser("list", help="list the notebooks and their parameters")
     args = parser.parse_args(argv)
-
-    if args.command == "list":
-        for path in list_notebooks():
-            print(f"{path.name}: {declared_parameters(path)}")
-        return 0
     overrides = parse_params(args.param, parser)
     if args.timeout is not None and args.timeout < 0:
         parser.error(f"--timeout must be >= 0 seconds (0: none), got {args.timeout}")

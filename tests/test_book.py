@@ -25,7 +25,7 @@ pytestmark = pytest.mark.book
 
 @pytest.fixture(scope="module")
 def html_dir() -> Path:
-    html = build_book(None, strict=True)
+    html = build_book(None)
     assert (html / "index.html").is_file()
     return html
 

@@ -220,9 +220,7 @@ def test_experiments_readme_keeps_the_committed_tables(tmp_path, monkeypatch, ca
 
 
 def test_experiments_show_with_a_profile_the_experiment_lacks(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        experiments.main(["show", "cfr2017_curve", "--profile", "paper"])
-    assert exit_.value.code == 2
+    assert experiments.main(["show", "cfr2017_curve", "--profile", "paper"]) == 2
     err = capsys.readouterr().err
     assert "has profiles ['smoke', 'quick'], got 'paper'" in err and "first" not in err
 

@@ -505,13 +505,8 @@ def test_kfold_cfr_against_manual_loop():
     np.testing.assert_allclose(res.per_fold, manual)
     assert res.mean == pytest.approx(np.mean(manual)) and res.std == pytest.approx(np.std(manual, ddof=1))
     assert res.n_test.sum() == n and calls == [360] * 10
-    calls.clear()
-    ev.kfold_cfr(fit_predict, n, n_folds=10, seed=4, train_fraction=0.25, progress=False)
-    assert calls == [90] * 10
     with pytest.raises(ValueError, match="shape"):
         ev.kfold_cfr(lambda tr, te: (d_ap[:3], d_an[:3]), n, progress=False)
-    with pytest.raises(ValueError, match="train_fraction"):
-        ev.kfold_cfr(fit_predict, n, train_fraction=0.0, progress=False)
 
 
 # --------------------------------------------------------------------------------------------
