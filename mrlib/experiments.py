@@ -609,7 +609,7 @@ def _merge_into(data: dict, other: dict, path: Path) -> int:
 # Command line
 # ---------------------------------------------------------------------------------------------
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m mrlib.experiments run|show|merge|readme`` (see ``--help``).
+    """``python -m mrlib.experiments run|show|merge|readme|list`` (see ``--help``).
 
     Notebook: 07_evaluation.ipynb
     """
@@ -638,6 +638,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     merge.add_argument("into", type=Path, help="the results file that receives them")
     merge.add_argument("sources", type=Path, nargs="+", help="results files to add (only read)")
     sub.add_parser("readme", help="rewrite the README's results blocks from data/results/")
+    sub.add_parser("list", help="list the experiments and their stored results")
     args = parser.parse_args(argv)
     try:
         return _command_line(args, getattr(args, "usage", parser))
@@ -653,6 +654,18 @@ def _command_line(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     if args.command == "merge":
         path, added = merge_stores(args.into, args.sources)
         print(f"[experiments] {added} row × seed(s) added -> {path}")
+        return 0
+    if args.command == "list":
+        for name, exp in EXPERIMENTS.items():
+            print(f"{name}: {exp.title} ({exp.notebook}); profiles {', '.join(exp.profiles)}")
+        stored = res.stored_results()
+        if stored:      # a heading of their own, so they do not read as the last experiment's
+            print(f"stored in {res.results_dir()}:")
+        for stem, store in stored.items():
+            counts = [len(res._ok_seeds(r)) for r in store["rows"].values()] or [0]
+            low, high = min(counts), max(counts)
+            seeds = f"{low}" if low == high else f"{low}–{high}"
+            print(f"  {stem}: {len(store['rows'])} rows, {seeds} seeds per row")
         return 0
     if args.command == "readme":
         stores = res.stored_results()

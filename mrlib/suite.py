@@ -584,7 +584,12 @@ def main(argv: list[str] | None = None) -> int:
                      help="per-cell time limit, seconds (default per profile: "
                           + ", ".join(f"{k} {v}" for k, v in DEFAULT_CELL_TIMEOUT_S.items())
                           + "; 0: none)")
+    sub.add_parser("list", help="list the notebooks and their parameters")
     args = parser.parse_args(argv)
+    if args.command == "list":
+        for path in list_notebooks():
+            print(f"{path.name}: {declared_parameters(path)}")
+        return 0
     overrides = parse_params(args.param, parser)
     if args.timeout is not None and args.timeout < 0:
         parser.error(f"--timeout must be >= 0 seconds (0: none), got {args.timeout}")

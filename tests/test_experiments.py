@@ -193,7 +193,7 @@ def test_a_changed_parameter_reruns_only_the_rows_it_touches(store, capsys):
     assert "B: parameters changed" in capsys.readouterr().out
 
 
-def test_overrides_go_to_their_own_file_and_leave_the_defined_one_alone(tmp_path, monkeypatch):
+def test_overrides_go_to_their_own_file_and_leave_the_defined_one_alone(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MRLIB_RESULTS", str(tmp_path / "results"))
     default = X.run_experiment("toy", seeds=[0, 1], workdir=tmp_path / "w", progress=False)
     before = default.read_text()
@@ -204,6 +204,10 @@ def test_overrides_go_to_their_own_file_and_leave_the_defined_one_alone(tmp_path
     assert default.read_text() == before                    # every finished seed is still there
     assert res.read_store(other)["overrides"] == {"gain": 0.3} and CALLS == [("A", 0)]
     assert list(res.stored_results()) == ["toy_synthetic_quick"]     # the README's files only
+    capsys.readouterr()
+    assert X.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert f"\nstored in {tmp_path / 'results'}:\n  toy_synthetic_quick: 3 rows, 2 seeds per row\n" in out
 
 
 def test_a_subset_run_may_not_leave_stale_rows_behind(store, capsys):
@@ -359,7 +363,7 @@ def test_stored_file_schema(store):
 def test_the_command_line_reports_a_broken_results_file_in_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MRLIB_RESULTS", str(tmp_path))
     (tmp_path / "toy_synthetic_quick.json").write_text("{truncated")
-    for argv in (["show", "toy"], ["readme"]):
+    for argv in (["list"], ["show", "toy"], ["readme"]):
         assert X.main(argv) == 2
         err = capsys.readouterr().err
         assert "toy_synthetic_quick.json: not a JSON text" in err and "Traceback" not in err

@@ -335,3 +335,14 @@ def test_a_device_this_machine_lacks_stops_the_suite_before_any_notebook(tmp_pat
     assert not (tmp_path / "out").exists()                    # nothing ran, nothing written
     with pytest.raises(ValueError, match=r"-p device=tpu: unknown device"):
         suite.run_suite("smoke", {"device": "tpu"}, only=["00"], out_dir=tmp_path / "out")
+
+
+def test_list_names_every_notebook_with_the_parameters_p_sets(capsys):
+    """``python -m mrlib.suite list`` is how a reader finds the names that ``-p`` accepts."""
+    assert suite.main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    notebooks = suite.list_notebooks()
+    assert [line.split(":")[0] for line in lines] == [nb.name for nb in notebooks]
+    for line, nb in zip(lines, notebooks):
+        assert line == f"{nb.name}: {suite.declared_parameters(nb)}"
+    assert any("n_tracks" in line for line in lines)
