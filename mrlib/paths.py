@@ -17,7 +17,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from filelock import FileLock, Timeout
 
@@ -270,12 +270,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 #: The name :func:`atomic_path` gives a temporary: ``<name>.<pid>.part``.
-_TEMPORARY = re.compile(r".+\.(\d+)\.part")
+_TEMPORARY = re.compile(r"(.+)\.(\d+)\.part")
 #: Whether a pid can be probed without harm (on Windows ``os.kill(pid, 0)`` terminates it).
 _CAN_PROBE = os.name != "nt"
 
 
-def remove_dead_temporaries(folder: str | os.PathLike, stale_after_s: float = 600.0) -> list[Path]:
+def remove_dead_temporaries(folder: str | os.PathLike, stale_after_s: float = 600.0,
+                            names: Iterable[str] | None = None) -> list[Path]:
     """Delete the temporaries of :func:`atomic_path` in ``folder`` whose writer has died.
 
     A worker killed while it writes (``kill -9``, or a pool torn down by Ctrl-C) leaves its
@@ -283,8 +284,10 @@ def remove_dead_temporaries(folder: str | os.PathLike, stale_after_s: float = 60
     One whose pid is still a process here is kept: an orphaned worker may be finishing it. On
     Windows, where no process can be probed safely (``os.kill(pid, 0)`` would terminate it), a
     temporary is deleted only once it is ``stale_after_s`` old. Files of any other name are
-    left alone. Call it only while holding the folder's :class:`FolderLock`, which admits no
-    writer from another host (whose pid means nothing here).
+    left alone; with ``names``, so are the temporaries of files not named there (a folder that
+    also holds a user's own files). Call it only while holding the folder's
+    :class:`FolderLock`, which admits no writer from another host (whose pid means nothing
+    here).
 
     Returns
     -------
@@ -296,12 +299,12 @@ def remove_dead_temporaries(folder: str | os.PathLike, stale_after_s: float = 60
     gone = []
     for tmp in Path(folder).glob("*.part"):
         match = _TEMPORARY.fullmatch(tmp.name)
-        if match is None or not tmp.is_file():
+        if match is None or not tmp.is_file() or (names is not None and match.group(1) not in names):
             continue
         if not _CAN_PROBE:
             if time.time() - tmp.stat().st_mtime < stale_after_s:
                 continue
-        elif _running(int(match.group(1))):
+        elif _running(int(match.group(2))):
             continue
         tmp.unlink(missing_ok=True)
         gone.append(tmp)

@@ -391,9 +391,11 @@ class RunFolder:
         False; sets :attr:`ckpt` when a run is resumed.
         """
         self.lock.acquire()
-        remove_dead_temporaries(self.run_dir)   # what a killed run was writing (checkpoint, json)
         self._recover_aside()
-        return self._decide(resume, replace)
+        decided = self._decide(resume, replace)
+        # what a killed run was writing (checkpoint, json); a folder's other files are the user's
+        remove_dead_temporaries(self.run_dir, names=_RUN_FILES)
+        return decided
 
     def save_checkpoint(self, state: dict) -> None:
         """Write the run's checkpoint (atomic, the previous one kept); a replaced run's files go."""

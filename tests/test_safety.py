@@ -748,9 +748,24 @@ def test_a_run_folder_loses_the_temporaries_of_a_killed_run(finished, data):
     live = folder / f"checkpoint.pt.{os.getppid()}.part"
     for f in (*dead, live):
         f.write_bytes(b"half")
+    # a file of the user's that only looks like a temporary is not the run's to delete
+    own = folder / f"thesis.{dead_pid()}.part"
+    own.write_bytes(b"draft")
     T.train(cfg(folder), data=data, progress=False, resume=True)
-    assert not any(f.exists() for f in dead) and live.exists()
+    assert not any(f.exists() for f in dead) and live.exists() and own.read_bytes() == b"draft"
     live.unlink()
+    own.unlink()
+    assert snapshot(folder) == before
+
+
+def test_a_refused_run_deletes_nothing_not_even_dead_temporaries(finished, data):
+    """A run refused with RunExistsError says nothing was changed: the folder is as it was."""
+    folder, _ = finished
+    dead = folder / f"checkpoint.pt.{dead_pid()}.part"
+    dead.write_bytes(b"half")
+    before = snapshot(folder)
+    with pytest.raises(T.RunExistsError, match="another configuration"):
+        T.train(cfg(folder, seed=1), data=data, progress=False)
     assert snapshot(folder) == before
 
 
