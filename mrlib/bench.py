@@ -53,15 +53,15 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"'all' runs each benchmark at its defaults and takes no arguments, "
                              f"got {' '.join(rest)}; pass them to one benchmark "
                              "(python -m mrlib.bench NAME ARGS)")
-        status = 0
-        for each in available():
-            print(f"\n=== {each} ===", flush=True)
-            status |= run(each, [])
-        return status
     # an unknown name, or a value the benchmark's own parser let through, refused by mrlib
     except ValueError as err:
         print(f"python -m mrlib.bench {name}: error: {err}", file=sys.stderr)
         return 2
+    status = 0     # at their defaults an error is a defect, shown with its traceback
+    for each in available():
+        print(f"\n=== {each} ===", flush=True)
+        status |= run(each, [])
+    return status
 
 
 if __name__ == "__main__":

@@ -642,17 +642,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return _command_line(args, getattr(args, "usage", parser))
-    # a damaged, missing or refused results file; another runner holds it or the work folder
-    except (ValueError, FileNotFoundError, LockedError) as err:
+    # a damaged or refused results file, a refused input; another runner holds the file or the
+    # work folder. Any other exception is a defect and keeps its traceback.
+    except (res.StoreError, _Refused, LockedError) as err:
         print(f"[experiments] error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:      # the runner has said what is stored and how to resume
         return 130
 
 
+class _Refused(Exception):
+    """An input the command line refuses, reported in one line (exit status 2)."""
+
+
 def _command_line(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.command == "merge":
-        path, added = merge_stores(args.into, args.sources)
+        try:
+            path, added = merge_stores(args.into, args.sources)
+        except (ValueError, FileNotFoundError) as err:
+            raise _Refused(err) from None
         print(f"[experiments] {added} row × seed(s) added -> {path}")
         return 0
     if args.command == "list":
@@ -673,7 +681,7 @@ def _command_line(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         if res.results_dir().resolve() != committed.resolve():
             # the README shows the committed files: a claim whose table is not in another
             # folder would be rewritten as "not run"
-            raise ValueError(f"readme writes the results of {committed} into the README, but "
+            raise _Refused(f"readme writes the results of {committed} into the README, but "
                              f"MRLIB_RESULTS points at {res.results_dir()}; unset it (or copy the "
                              "files into data/results/)")
         for stem, store in stores.items():
@@ -684,7 +692,10 @@ def _command_line(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         print(f"[experiments] claims -> {update_readme_claims('quick')}")
         return 0
     if args.command == "show":
-        _experiment(args.experiment, args.profile)   # no store can exist, and no run would make one
+        try:    # a profile the experiment lacks: no store can exist, and no run would make one
+            _experiment(args.experiment, args.profile)
+        except ValueError as err:
+            raise _Refused(err) from None
         path = res.store_path(args.experiment, args.catalog, args.profile)
         if not path.exists():
             stored = [f"--catalog {s['catalog']} --profile {s['profile']}"

@@ -234,6 +234,17 @@ def test_bench_all_refuses_arguments_it_would_drop(monkeypatch, capsys):
     assert "takes no arguments" in capsys.readouterr().err
 
 
+def test_bench_all_shows_a_defect_with_its_traceback(monkeypatch):
+    """Each benchmark runs at its defaults under 'all': an error there is no refused input."""
+    def broken(name, argv):
+        raise ValueError("operands could not be broadcast together")
+
+    monkeypatch.setattr(bench, "run", broken)
+    monkeypatch.setattr(bench, "available", lambda: ["synth"])
+    with pytest.raises(ValueError, match="broadcast"):
+        bench.main(["all"])
+
+
 def test_bench_reports_a_value_mrlib_refuses_in_one_line(capsys):
     # the synth benchmark passes --sr to mrlib.synth unchecked: a ValueError traceback
     assert bench.main(["synth", "--sr", "0", "--n-tracks", "1", "--duration", "1"]) == 2

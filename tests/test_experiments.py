@@ -369,6 +369,21 @@ def test_the_command_line_reports_a_broken_results_file_in_one_line(tmp_path, mo
         assert "toy_synthetic_quick.json: not a JSON text" in err and "Traceback" not in err
 
 
+def test_a_defect_behind_the_command_line_keeps_its_traceback(tmp_path, monkeypatch):
+    """Only refused inputs and results files are one-line errors: a ValueError from mrlib's own
+    code (a defect) is not passed off as the user's mistake."""
+    CALLS.clear()
+    monkeypatch.setenv("MRLIB_RESULTS", str(tmp_path / "results"))
+    X.run_experiment("toy", seeds=[0], workdir=tmp_path / "w", progress=False)
+
+    def broken(*args, **kwargs):
+        raise ValueError("operands could not be broadcast together")
+
+    monkeypatch.setattr(res, "results_markdown", broken)
+    with pytest.raises(ValueError, match="broadcast"):
+        X.main(["show", "toy"])
+
+
 def test_show_names_the_stored_results_when_the_asked_ones_are_missing(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MRLIB_RESULTS", str(tmp_path))
     with pytest.raises(SystemExit):
