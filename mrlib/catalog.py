@@ -176,6 +176,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--events", action="store_true",
                        help="synthetic: the variant with temporally sparse tags (bells, guitar_solo, riser, choir)")
     b.add_argument("--jobs", type=int, default=2)
+    b.add_argument("--instrumentation", choices=music21_catalog.INSTRUMENTATION, default=None,
+                   help="music21: ensembles from one palette for every collection (independent, "
+                        "the default) or from each collection's own (by_collection)")
     b.add_argument("--overwrite", action="store_true", help="rebuild a folder built with other settings")
     b.add_argument("--no-progress", action="store_true")
     return ap
@@ -189,7 +192,8 @@ def _cli_build(args: argparse.Namespace) -> int:
         kw.update(duration_s=args.duration, root=args.root, audio_format=args.format or "flac",
                   events=args.events)
     else:   # music21 clips its works to --duration; --format does not apply
-        kw.update(clip_s=args.duration, root=args.root or None)
+        kw.update(clip_s=args.duration, root=args.root or None,
+                  instrumentation=args.instrumentation or "independent")
     root = build(args.name, **kw)
     dt = time.perf_counter() - t0
     cat = read(root)
@@ -252,6 +256,8 @@ def main(argv: Iterable[str] | None = None) -> int:
         if args.name == "music21" and args.format is not None:    # it writes FLAC only
             raise ValueError("--format applies to the synthetic catalog only (music21 "
                              "writes FLAC)")
+        if args.cmd == "build" and args.name == "synthetic" and args.instrumentation:
+            raise ValueError("--instrumentation applies to the music21 catalog only")
         return _cli_build(args) if args.cmd == "build" else _cli_info(args)
     except (FileNotFoundError, ValueError, LockedError) as err:
         print(f"error: {err}", file=sys.stderr)

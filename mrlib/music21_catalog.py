@@ -443,3 +443,8 @@ def _write_tables(root: Path, works: pd.DataFrame, kept: list[dict], skipped: li
     pd.DataFrame([(r["work_id"], r["reason"]) for r in skipped],
                  columns=["work", "reason"]).to_csv(root / "skipped.csv", index=False)
     return tracks
+
+
+if __name__ == "__main__":   # the build's command line is the catalogs' own
+    raise SystemExit("python -m mrlib.music21_catalog has no command line; build with "
+                     "python -m mrlib.catalog build music21 [--instrumentation by_collection] ...")

@@ -359,3 +359,31 @@ def test_experiments_exit_status_is_the_commands_own(cli_toy, tmp_path, capsys):
     assert experiments.main([*run, "--seeds", "1", "--rows", "A"]) == 0
     assert "[experiments] failed" not in capsys.readouterr().out
     assert experiments.main([*run, "--seeds", "0", "1"]) == 1      # B is asked for again
+
+
+def test_catalog_build_passes_the_music21_instrumentation(monkeypatch, capsys):
+    """The by-collection variant (README: stored as music21-by-collection) is built from the
+    catalogs' command line; the synthetic catalog refuses the option."""
+    asked = []
+
+    def record(name, **kw):
+        asked.append((name, kw.get("instrumentation")))
+        raise ValueError("recorded")
+
+    monkeypatch.setattr(catalog, "build", record)
+    for extra, expected in (([], "independent"), (["--instrumentation", "by_collection"], "by_collection")):
+        assert catalog.main(["build", "music21", "--n-tracks", "2", *extra]) == 2
+        assert asked.pop() == ("music21", expected)
+    assert catalog.main(["build", "synthetic", "--instrumentation", "by_collection"]) == 2
+    assert "--instrumentation applies to the music21 catalog only" in capsys.readouterr().err
+    assert not asked
+
+
+def test_the_music21_module_is_no_command_line_that_builds_nothing():
+    """A script written for a command line the module no longer has fails, naming the one to use."""
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "mrlib.music21_catalog", "build", "--n-tracks", "2"],
+                          capture_output=True, text=True)
+    assert done.returncode == 1
+    assert "python -m mrlib.catalog build music21" in done.stderr
