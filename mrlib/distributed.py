@@ -37,6 +37,7 @@ class Dist:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    owns_group: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -65,25 +66,28 @@ class Dist:
         return out
 
     def close(self) -> None:
-        if self.active and torch.distributed.is_initialized():
+        if self.owns_group and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 
 
 def init_distributed(device_pref: str) -> Dist:
-    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1); the run
-    leaves it again (:meth:`Dist.close`).
+    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1).
 
     Notebook: 06_training.ipynb
     """
     import torch.distributed as dist
 
+    if dist.is_available() and dist.is_initialized():
+        return Dist(dist.get_rank(), dist.get_world_size(),
+                     int(os.environ.get("LOCAL_RANK", dist.get_rank())), owns_group=False)
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return Dist()
     if not dist.is_available():
         raise RuntimeError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
     wants_cuda = device_pref.startswith("cuda") or (device_pref == "auto" and torch.cuda.is_available())
     dist.init_process_group(backend="nccl" if wants_cuda and dist.is_nccl_available() else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")),
+                 owns_group=True)
 
 
 class WriteAudit:

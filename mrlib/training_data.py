@@ -170,7 +170,9 @@ def batch_stream(sampler) -> Iterator:
 
     Notebook: 06_training.ipynb
     """
-    while True:   # every sampler refuses to be built with no batch per epoch
+    while True:
+        if len(sampler) == 0:  # an endless loop over nothing would hang the run
+            raise RuntimeError("the sampler yields no batch")
         yield from sampler
 
 

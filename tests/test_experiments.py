@@ -951,6 +951,10 @@ def test_a_store_of_grouped_units_counts_each_group_once(tmp_path, monkeypatch):
     into = res.write_store(bare, tmp_path / "merged" / path.name)
     X.merge_stores(into, [path])
     assert res.read_store(into)["unit_groups"] == GROUPS
+    # so does one whose groups are written as null (a file edited or made outside mrlib)
+    into_null = res.write_store({**bare, "unit_groups": None}, tmp_path / "null" / path.name)
+    X.merge_stores(into_null, [path])
+    assert res.read_store(into_null)["unit_groups"] == GROUPS
     other = {**data, "unit_groups": {"by": "artist", "labels": GROUPS["labels"][::-1]}}
     with pytest.raises(res.StoreError, match="not grouped as those"):
         X.merge_stores(into, [res.write_store(other, tmp_path / "other.json")])

@@ -668,3 +668,28 @@ def test_a_catalog_without_features_says_why(tmp_path, monkeypatch):
     data = T.prepare_data(cfg, progress=False)
     with pytest.raises(ValueError, match=r"has features; the first skipped: too short: 1\.00 s"):
         data.check_patch_len(cfg.patch_len, cfg.catalog)
+
+
+def test_a_process_group_the_caller_made_is_joined_and_left_to_the_caller(tmp_path, monkeypatch):
+    """A script that sets up torch.distributed itself and then calls train() trains in that
+    group; the run does not tear down a group it did not create."""
+    import torch.distributed as dist
+
+    from mrlib.distributed import init_distributed
+
+    monkeypatch.setenv("WORLD_SIZE", "2")      # what torchrun would say; the group is the truth
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        d = init_distributed("cpu")
+        assert (d.rank, d.world_size, d.owns_group) == (0, 1, False)
+        d.close()
+        assert dist.is_initialized()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_batch_stream_over_no_batch_is_refused_not_an_endless_loop():
+    from mrlib.training_data import batch_stream
+
+    with pytest.raises(RuntimeError, match="yields no batch"):
+        next(batch_stream([]))
