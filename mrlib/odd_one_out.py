@@ -592,8 +592,8 @@ def triplet_folds(
     """K-fold splits of triplet constraints for the CFR cross-validation.
 
     * ``by="triplet"`` — shuffled K-fold over the constraints (what "10-fold cross validation"
-      most plainly means); :func:`mrlib.evaluate.kfold_indices`, so the folds equal those of
-      :func:`mrlib.evaluate.kfold_cfr` for the same seed. Test clips are usually also seen in
+      most plainly means); :func:`mrlib.evaluate.kfold_indices`, so the folds equal those of every other
+      k-fold in mrlib for the same seed. Test clips are usually also seen in
       training, and so is, most of the time, the test constraint's twin: a comparison gives
       (a, p, n) and (p, a, n), which share the pair d(a, p) a metric learns.
     * ``by="comparison"`` — K-fold over the clip sets {a, p, n}: the constraints of one
@@ -636,7 +636,7 @@ def triplet_folds(
     if by == "clip":
         return _clip_folds(t, n_folds, seed)
     # One k-fold implementation for the whole suite: with the same seed, the baselines here
-    # and mrlib.evaluate.kfold_cfr (Triplet MatchNet) see the same folds, so per-fold
+    # and Triplet MatchNet (mrlib.matchnet_cv) see the same folds, so per-fold
     # scores can be compared pairwise. Folds by comparison are folds over the clip sets.
     groups = (np.unique(np.sort(t, axis=1), axis=0, return_inverse=True)[1].ravel()
               if by == "comparison" else None)

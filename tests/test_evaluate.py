@@ -490,25 +490,6 @@ def test_kfold_indices_partition_groups_and_seed():
         ev.kfold_indices(10, 5, groups=np.zeros(10))
 
 
-def test_kfold_cfr_against_manual_loop():
-    rng = np.random.default_rng(21)
-    n = 400
-    d_ap, d_an = rng.random(n), rng.random(n) + 0.2
-    calls = []
-
-    def fit_predict(train_idx, test_idx):  # a "metric" that needs no training
-        calls.append(train_idx.size)
-        return d_ap[test_idx], d_an[test_idx]
-
-    res = ev.kfold_cfr(fit_predict, n, n_folds=10, seed=4, progress=False)
-    manual = [np.mean(d_ap[te] < d_an[te]) for _, te in ev.kfold_indices(n, 10, seed=4)]
-    np.testing.assert_allclose(res.per_fold, manual)
-    assert res.mean == pytest.approx(np.mean(manual)) and res.std == pytest.approx(np.std(manual, ddof=1))
-    assert res.n_test.sum() == n and calls == [360] * 10
-    with pytest.raises(ValueError, match="shape"):
-        ev.kfold_cfr(lambda tr, te: (d_ap[:3], d_an[:3]), n, progress=False)
-
-
 # --------------------------------------------------------------------------------------------
 # approximate search
 # --------------------------------------------------------------------------------------------
