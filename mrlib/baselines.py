@@ -358,8 +358,6 @@ class Mahalanobis(MetricBaseline):
 
     Parameters
     ----------
-    algorithm : {"lsml"}, default "lsml"
-        The metric-learn learner (LSML, the one the 2017 table uses).
     max_iter : int, default 1000
         LSML's iterations.
     pca, seed
@@ -373,15 +371,11 @@ class Mahalanobis(MetricBaseline):
     Notebook: 08_triplet_matchnet.ipynb
     """
 
-    name = "Mahalanobis"
+    name = "Mahalanobis (LSML)"
 
-    def __init__(self, algorithm: str = "lsml", *, max_iter: int = 1000,
-                 pca: int | float | None = None, seed: int = 0):
+    def __init__(self, *, max_iter: int = 1000, pca: int | float | None = None, seed: int = 0):
         super().__init__(pca=pca, seed=seed)
-        if algorithm != "lsml":
-            raise ValueError(f"algorithm must be 'lsml', got {algorithm!r}")
-        self.algorithm, self.max_iter = algorithm, check_int("max_iter", max_iter)
-        self.name = f"Mahalanobis ({algorithm.upper()})"
+        self.max_iter = check_int("max_iter", max_iter)
 
     def _fit(self, Z: np.ndarray, t: np.ndarray) -> None:
         from threadpoolctl import threadpool_limits

@@ -260,7 +260,7 @@ def make_method(method: str, *, pca: int | None = None, seed: int = 0, svm_C: fl
     if method == METHODS[1]:
         return TripletSVM(C=svm_C, pca=pca, seed=seed)
     if method == METHODS[2]:
-        return Mahalanobis("lsml", pca=pca, max_iter=lsml_max_iter, seed=seed)
+        return Mahalanobis(pca=pca, max_iter=lsml_max_iter, seed=seed)
     raise ValueError(f"unknown method {method!r}; choose from {list(METHODS)}")
 
 

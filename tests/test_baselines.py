@@ -194,7 +194,7 @@ def test_interface_distance_transform_and_standardisation():
     X, t, _ = _relevant_dims_problem(n=60, m=200)
     X = X * 5 + 3
     train = t[:150]
-    for method in (Euclidean(), TripletSVM(), Mahalanobis("lsml", max_iter=50)):
+    for method in (Euclidean(), TripletSVM(), Mahalanobis(max_iter=50)):
         with pytest.raises(RuntimeError, match="not fitted"):
             method.transform(X)
         method.fit(X, train)
@@ -225,7 +225,7 @@ def test_learned_metrics_beat_euclidean_when_few_dims_matter():
     folds = triplet_folds(t, 5, seed=0)
     scores = {}
     for name, factory in {"euclid": Euclidean, "svm": lambda: TripletSVM(C=1.0),
-                          "lsml": lambda: Mahalanobis("lsml")}.items():
+                          "lsml": lambda: Mahalanobis()}.items():
         scores[name] = cross_validate(factory, X, t, folds, progress=False)
     base = scores["euclid"].mean
     assert 0.55 < base < 0.8                    # the loud irrelevant dims hide the structure
@@ -268,12 +268,11 @@ def test_mahalanobis_checks_and_bridge():
 
     ml = _metric_learn()
     assert _metric_learn() is ml                               # idempotent
-    with pytest.raises(ValueError, match="algorithm"):
-        Mahalanobis("mlr")
+    assert Mahalanobis().name == "Mahalanobis (LSML)"
     with pytest.raises(TypeError, match="max_iter"):
         Mahalanobis(max_iter=2.5)
     X, t, _ = _relevant_dims_problem(n=40, d=10, m=5)
-    m = Mahalanobis("lsml", max_iter=20).fit(X, t)
+    m = Mahalanobis(max_iter=20).fit(X, t)
     assert m.components_.shape == (10, 10)
 
 
