@@ -9,7 +9,6 @@ import shutil
 import time
 import warnings
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -24,7 +23,7 @@ from mrlib.checks import check_int
 from mrlib.paths import FolderLock, atomic_path, move_aside, remove_dead_temporaries
 from mrlib.synth_render import _check_sr_duration
 
-__all__ = ["synthetic_root", "build_synthetic", "synthetic_artist_ids"]
+__all__ = ["synthetic_root", "build_synthetic"]
 
 
 def synthetic_root(n_tracks: int = 200, seed: int = 0, duration_s: float = 30.0, sr: int = 22050,
@@ -177,20 +176,12 @@ def _clear_other_build(root: Path, config: dict, overwrite: bool) -> bool:
     return False
 
 
-def synthetic_artist_ids(attrs: Sequence[synth.TrackAttributes]) -> list[str]:
-    """Artist ids of the synthetic catalog's tracks (``art00042``), from their attributes.
-
-    Notebook: 03_mining.ipynb
-    """
-    return [f"art{a.artist:05d}" for a in attrs]
-
-
 def _write_tables(root: Path, config: dict) -> tuple[list, pd.DataFrame]:
     """Sample the catalog of ``config`` and write its tables; returns the track attributes and
     tracks."""
     n_tracks, seed, events = config["n_tracks"], config["seed"], config.get("events", False)
     attrs, tags, vocab = synth.sample_catalog(n_tracks, seed, events=events)
-    artist_ids = synthetic_artist_ids(attrs)
+    artist_ids = [f"art{a.artist:05d}" for a in attrs]
     width = max(5, len(str(n_tracks - 1)))
     ids = [f"syn{i:0{width}d}" for i in range(n_tracks)]
     tracks = pd.DataFrame({"track_id": ids, "artist_id": artist_ids,
