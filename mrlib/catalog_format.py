@@ -32,7 +32,7 @@ import soundfile
 from scipy.sparse import coo_array
 from scipy.sparse.csgraph import connected_components
 
-from mrlib.checks import is_int
+from mrlib.checks import check_choice, is_int
 from mrlib.paths import atomic_path, data_dir, package_versions
 from mrlib.paths import read_json_or_empty as _read_json
 
@@ -243,8 +243,7 @@ class Catalog:
 
         Notebook: 00_overview.ipynb
         """
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        check_choice("split", split, SPLITS)
         return np.flatnonzero(self.tracks["split"].to_numpy() == split).astype(np.int64)
 
     def audio_path(self, i: int) -> Path:

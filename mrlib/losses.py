@@ -19,7 +19,7 @@ import numbers
 import torch
 import torch.nn.functional as F
 
-from mrlib.checks import check_margin
+from mrlib.checks import check_choice, check_margin
 
 __all__ = [
     "triplet_loss",
@@ -33,8 +33,7 @@ _REDUCE = {"mean": torch.mean, "sum": torch.sum, "none": lambda values: values}
 
 
 def _check_reduction(reduction: str) -> None:
-    if reduction not in _REDUCE:
-        raise ValueError(f"reduction must be one of {tuple(_REDUCE)}, got {reduction!r}")
+    check_choice("reduction", reduction, _REDUCE)
 
 
 def _check_float(name: str, t: object, min_ndim: int = 1) -> torch.Tensor:

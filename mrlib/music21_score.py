@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from mrlib import paths
-from mrlib.checks import check_int, check_positive
+from mrlib.checks import check_choice, check_int, check_positive
 from mrlib.music21_corpus import DANCE_QPM, STRATA, SkipWork, _corpus_root, _crc
 
 
@@ -118,10 +118,7 @@ def _palette(stratum: str, instrumentation: str) -> tuple[list, list, np.ndarray
 
 
 def _check_instrumentation(instrumentation: str) -> str:
-    if instrumentation not in INSTRUMENTATION:
-        raise ValueError(f"instrumentation must be one of {INSTRUMENTATION}, "
-                         f"got {instrumentation!r}")
-    return instrumentation
+    return check_choice("instrumentation", instrumentation, INSTRUMENTATION)
 
 
 def assign_programs(stratum: str, artist_id: str, work_id: str, n_parts: int, seed: int,

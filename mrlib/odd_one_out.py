@@ -29,7 +29,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import pandas as pd
 
-from mrlib.checks import as_float_matrix, as_index_matrix, check_int
+from mrlib.checks import as_float_matrix, as_index_matrix, check_choice, check_int
 from mrlib.folds import kfold_indices
 
 __all__ = [
@@ -368,8 +368,7 @@ def comparisons_to_triplets(
     Notebook: 08_triplet_matchnet.ipynb
     """
     min_margin, min_votes = check_int("min_margin", min_margin), check_int("min_votes", min_votes)
-    if per_comparison not in ("both", "one"):
-        raise ValueError(f"per_comparison must be 'both' or 'one', got {per_comparison!r}")
+    check_choice("per_comparison", per_comparison, ("both", "one"))
     table = _normalise(df, "comparisons_to_triplets")
     ids, votes = (table[list(c)].to_numpy(np.int64) for c in (ID_COLUMNS, VOTE_COLUMNS))  # (R, 3)
     drops = _vote_drops(votes, min_votes, min_margin)
@@ -631,8 +630,7 @@ def triplet_folds(
     if t.shape[1] != 3:
         raise ValueError(f"triplets must have shape (M, 3), got {t.shape}")
     n_folds, seed = check_int("n_folds", n_folds, 2), check_int("seed", seed, 0)
-    if by not in ("triplet", "comparison", "clip"):
-        raise ValueError(f"by must be 'triplet', 'comparison' or 'clip', got {by!r}")
+    check_choice("by", by, ("triplet", "comparison", "clip"))
     if by == "clip":
         return _clip_folds(t, n_folds, seed)
     # One k-fold implementation for the whole suite: with the same seed, the baselines here

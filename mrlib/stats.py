@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy import stats
 
-from mrlib.checks import as_float_matrix, as_vector, check_int, check_level, is_real
+from mrlib.checks import as_float_matrix, as_vector, check_choice, check_int, check_level, is_real
 from mrlib.folds import kfold_indices
 
 __all__ = ["CI", "mean_variance", "mean_ci", "format_ci", "PairedTest", "paired_test", "signed_rank_p", "holm", "TagAUC",
@@ -140,8 +140,7 @@ def mean_ci(x, level: float = 0.95, method: str = "t", *, n_boot: int = 10_000, 
     level = check_level(level)
     if x.size < 2:
         raise ValueError(f"a confidence interval needs at least 2 values, got {x.size}")
-    if method not in ("t", "normal", "bootstrap"):
-        raise ValueError(f"method must be 't', 'normal' or 'bootstrap', got {method!r}")
+    check_choice("method", method, ("t", "normal", "bootstrap"))
     m = float(x.mean())
     if method in ("t", "normal"):
         if groups is None:           # the plain formula: the same bits as ever

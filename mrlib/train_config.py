@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mrlib.checks import (FINITE, check_values, int_at_least, is_int, is_real, rule,
+from mrlib.checks import (FINITE, check_choice, check_values, int_at_least, is_int, is_real, rule,
                           validate_fields)
 from mrlib.features import FeatureConfig
 from mrlib.mining import STRATEGIES, canonical_strategy, is_online
@@ -319,9 +319,7 @@ def paper_config(system: str = "tl", mining: str = "distance", **overrides) -> T
 # The checks: one row per field, then the rules between fields
 # =============================================================================================
 def _system(name: str, value):
-    if not (isinstance(value, str) and value in SYSTEMS):
-        raise ValueError(f"{name} must be one of {tuple(SYSTEMS)}, got {value!r}")
-    return value
+    return check_choice(name, value, SYSTEMS)
 
 
 def _mining(name: str, value):
