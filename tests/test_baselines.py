@@ -113,6 +113,8 @@ def test_catalog_features_skip_report_and_cache(tmp_path, monkeypatch):
     np.testing.assert_array_equal(again.X, capped.X)
     with pytest.raises(TypeError, match="unknown feature"):
         catalog_features(catalog, n_fftt=1024)
+    with pytest.raises(ValueError, match=r"^n_jobs must be a positive int or -1 \(every core\)"):
+        catalog_features(catalog, n_jobs=0)
     with pytest.raises(TypeError, match="Catalog"):
         catalog_features(tracks)
 

@@ -231,6 +231,10 @@ def test_ranked_lists_callable_and_tensor_inputs_agree(catalog, strategy):
 
 def test_input_validation(catalog):
     S, train = catalog
+    for bad in (0, -2, 1.5, True):        # as features.extract and catalog_features word it
+        message = rf"^n_jobs must be a positive int or -1 \(every core\), got {bad}$"
+        with pytest.raises(ValueError, match=message):
+            mm.mine(None, train, "uniform", S=S, n_jobs=bad)
     with pytest.raises(ValueError, match="needs the similarity"):
         mm.mine(full_ranked(S), train, "distance", progress=False)
     with pytest.raises(ValueError, match="online"):
