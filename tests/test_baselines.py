@@ -72,8 +72,10 @@ def test_feature_options_and_edge_cases():
         handcrafted_features(np.zeros((2, 100), np.float32), SR)
     with pytest.raises(ValueError, match="finite"):
         handcrafted_features(np.array([0.0, np.nan] * 2000, np.float32), SR)
-    with pytest.raises(ValueError, match="sr"):
+    with pytest.raises(ValueError, match="sr must be >= 4000, got 100"):
         handcrafted_features(_tone(300, 1.0), 100)
+    with pytest.raises(TypeError, match="sr must be an int"):
+        handcrafted_features(_tone(300, 1.0), 22050.0)
 
 
 def test_catalog_features_skip_report_and_cache(tmp_path, monkeypatch):
