@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from mrlib.checks import check_indices, check_int, is_int
+from mrlib.checks import check_indices, check_int, check_positive, is_int
 from mrlib.handcrafted import (FEATURE_VERSION, BaselineFeatures, catalog_features, feature_names,
                                handcrafted_features)
 from mrlib.stats import constraints_fulfillment_rate
@@ -259,9 +259,7 @@ class TripletSVM(MetricBaseline):
     def __init__(self, C: float = 1.0, *, max_iter: int = 10000, pca: int | float | None = None,
                  seed: int = 0):
         super().__init__(pca=pca, seed=seed)
-        if not (np.isscalar(C) and np.isfinite(C) and C > 0):
-            raise ValueError(f"C must be a positive number, got {C!r}")
-        self.C, self.max_iter = float(C), check_int("max_iter", max_iter)
+        self.C, self.max_iter = check_positive("C", C), check_int("max_iter", max_iter)
 
     @staticmethod
     def difference_vectors(Z: np.ndarray, t: np.ndarray) -> np.ndarray:

@@ -250,8 +250,10 @@ def test_triplet_svm_weights():
     Z = np.random.default_rng(0).normal(size=(3, 4))
     z = TripletSVM.difference_vectors(Z, np.array([[0, 1, 2]]))
     np.testing.assert_allclose(z[0], (Z[0] - Z[2]) ** 2 - (Z[0] - Z[1]) ** 2)
-    with pytest.raises(ValueError, match="C must"):
+    with pytest.raises(ValueError, match="C must be a finite number > 0, got 0"):
         TripletSVM(C=0)
+    with pytest.raises(TypeError, match="C must be a number"):
+        TripletSVM(C="1")
 
 
 def test_negative_weights_are_clipped_to_zero():
