@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from mrlib.checks import check_indices, check_int, is_int
+from mrlib.checks import check_indices, check_int, check_positive, is_int
 from mrlib.handcrafted import (FEATURE_VERSION, BaselineFeatures, catalog_features, feature_names,
                                handcrafted_features)
 from mrlib.stats import constraints_fulfillment_rate
@@ -259,9 +259,7 @@ class TripletSVM(MetricBaseline):
     def __init__(self, C: float = 1.0, *, max_iter: int = 10000, pca: int | float | None = None,
                  seed: int = 0):
         super().__init__(pca=pca, seed=seed)
-        if not (np.isscalar(C) and np.isfinite(C) and C > 0):
-            raise ValueError(f"C must be a positive number, got {C!r}")
-        self.C, self.max_iter = float(C), check_int("max_iter", max_iter)
+        self.C, self.max_iter = check_positive("C", C), check_int("max_iter", max_iter)
 
     @staticmethod
     def difference_vectors(Z: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -358,8 +356,6 @@ class Mahalanobis(MetricBaseline):
 
     Parameters
     ----------
-    algorithm : {"lsml"}, default "lsml"
-        The metric-learn learner (LSML, the one the 2017 table uses).
     max_iter : int, default 1000
         LSML's iterations.
     pca, seed
@@ -373,15 +369,11 @@ class Mahalanobis(MetricBaseline):
     Notebook: 08_triplet_matchnet.ipynb
     """
 
-    name = "Mahalanobis"
+    name = "Mahalanobis (LSML)"
 
-    def __init__(self, algorithm: str = "lsml", *, max_iter: int = 1000,
-                 pca: int | float | None = None, seed: int = 0):
+    def __init__(self, *, max_iter: int = 1000, pca: int | float | None = None, seed: int = 0):
         super().__init__(pca=pca, seed=seed)
-        if algorithm != "lsml":
-            raise ValueError(f"algorithm must be 'lsml', got {algorithm!r}")
-        self.algorithm, self.max_iter = algorithm, check_int("max_iter", max_iter)
-        self.name = f"Mahalanobis ({algorithm.upper()})"
+        self.max_iter = check_int("max_iter", max_iter)
 
     def _fit(self, Z: np.ndarray, t: np.ndarray) -> None:
         from threadpoolctl import threadpool_limits

@@ -28,13 +28,12 @@ from mrlib.catalog_format import (AUDIO_EXTENSIONS, FORMAT_VERSION, SPLITS, TRAC
                                   read, read_table)
 from mrlib.folder_catalog import from_folder
 from mrlib.paths import LockedError, data_dir, path_argument
-from mrlib.synth_catalog import build_synthetic, synthetic_artist_ids, synthetic_root  # noqa: F401
+from mrlib.synth_catalog import build_synthetic, synthetic_root  # noqa: F401
 
 __all__ = [
     "SPLITS", "TRACK_COLUMNS", "AUDIO_EXTENSIONS", "Catalog", "artist_disjoint_split", "read",
-    "load", "lesson_catalog", "build", "build_synthetic", "synthetic_root", "synthetic_artist_ids",
-    "from_folder", "format_skipped", "read_table", "duplicate_audio", "BUILDERS", "LOADERS",
-    "main"
+    "load", "lesson_catalog", "build", "build_synthetic", "synthetic_root", "from_folder",
+    "format_skipped", "read_table", "duplicate_audio", "BUILDERS", "LOADERS", "main"
 ]
 
 

@@ -32,7 +32,7 @@ import soundfile
 from scipy.sparse import coo_array
 from scipy.sparse.csgraph import connected_components
 
-from mrlib.checks import is_int
+from mrlib.checks import check_choice, check_int, is_int
 from mrlib.paths import atomic_path, data_dir, package_versions
 from mrlib.paths import read_json_or_empty as _read_json
 
@@ -243,8 +243,7 @@ class Catalog:
 
         Notebook: 00_overview.ipynb
         """
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        check_choice("split", split, SPLITS)
         return np.flatnonzero(self.tracks["split"].to_numpy() == split).astype(np.int64)
 
     def audio_path(self, i: int) -> Path:
@@ -510,8 +509,7 @@ def artist_disjoint_split(artist_ids: Sequence, fractions: Sequence[float] = (0.
     fr = np.asarray(fractions, dtype=float)
     if fr.shape != (3,) or (fr < 0).any() or not np.isclose(fr.sum(), 1.0):
         raise ValueError(f"fractions must be 3 non-negative numbers summing to 1, got {tuple(fractions)}")
-    if not is_int(seed) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    check_int("seed", seed, 0)
     ids = np.asarray([str(a) for a in artist_ids])
     uniq, inverse, counts = np.unique(ids, return_inverse=True, return_counts=True)
     rng = np.random.default_rng(seed)

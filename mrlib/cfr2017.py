@@ -52,7 +52,7 @@ import torch
 from mrlib import catalog as mcat
 from mrlib import results as res
 from mrlib.baselines import Euclidean, Mahalanobis, TripletSVM, catalog_features, nested_subsets
-from mrlib.checks import check_int
+from mrlib.checks import check_choice, check_int
 from mrlib.odd_one_out import comparisons_to_triplets, simulate_votes, triplet_folds
 from mrlib.paths import atomic_path
 from mrlib.devices import pick_device, torch_threads
@@ -260,7 +260,7 @@ def make_method(method: str, *, pca: int | None = None, seed: int = 0, svm_C: fl
     if method == METHODS[1]:
         return TripletSVM(C=svm_C, pca=pca, seed=seed)
     if method == METHODS[2]:
-        return Mahalanobis("lsml", pca=pca, max_iter=lsml_max_iter, seed=seed)
+        return Mahalanobis(pca=pca, max_iter=lsml_max_iter, seed=seed)
     raise ValueError(f"unknown method {method!r}; choose from {list(METHODS)}")
 
 
@@ -606,9 +606,7 @@ def run(row: str, parameters: Mapping[str, Any], seed: int, device: str = "cpu",
     seed = check_int("seed", seed, 0)
     methods = (*METHODS, "Triplet MatchNet")
     for k, known in (("scheme", SCHEMES), ("method", methods), ("features", FEATURES)):
-        if parameters.get(k) not in known:
-            raise ValueError(f"row {row!r}: {k} must be one of {list(known)}, "
-                             f"got {parameters.get(k)!r}")
+        check_choice(f"row {row!r}: {k}", parameters.get(k), known)
     scheme, method, feats = parameters["scheme"], parameters["method"], parameters["features"]
     ctx = data_context(parameters)
     t, folds, units = ctx["triplets"], ctx["folds"][scheme], ctx["units"][scheme]

@@ -17,8 +17,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 __all__ = ["check_int", "check_positive", "check_margin", "check_level", "check_indices",
-           "as_index_matrix", "as_float_matrix", "as_vector", "is_int", "is_real", "rule", "int_at_least", "FINITE", "validate_fields",
-           "check_values"]
+           "check_choice", "check_n_jobs", "as_index_matrix", "as_float_matrix", "as_vector",
+           "is_int", "is_real", "rule", "int_at_least", "FINITE", "validate_fields", "check_values"]
 
 
 def is_int(value: Any) -> bool:
@@ -99,6 +99,28 @@ def check_indices(name: str, idx: Any, n: int, of: str = "") -> np.ndarray:
         of = f" ({of})" if of else ""
         raise ValueError(f"{name} must lie in [0, {n}){of}, got [{a.min()}, {a.max()}]")
     return a.astype(np.int64, copy=False)
+
+
+def check_choice(name: str, value: Any, choices: Any) -> Any:
+    """``value`` when it is one of ``choices`` (any iterable, e.g. a registry's dict), else a
+    ``ValueError`` naming the argument and the choices.
+
+    Notebook: 00_overview.ipynb
+    """
+    choices = tuple(choices)    # a tuple: an unhashable value is refused, not a TypeError
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def check_n_jobs(n_jobs: Any) -> int:
+    """``n_jobs`` as an int: a number of workers >= 1, or -1 for every core; else ``ValueError``.
+
+    Notebook: 00_overview.ipynb
+    """
+    if not (is_int(n_jobs) and (n_jobs > 0 or n_jobs == -1)):
+        raise ValueError(f"n_jobs must be a positive int or -1 (every core), got {n_jobs!r}")
+    return int(n_jobs)
 
 
 def as_index_matrix(name: str, a: Any) -> np.ndarray:

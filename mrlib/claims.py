@@ -36,7 +36,7 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from mrlib import results as res
-from mrlib.checks import check_level
+from mrlib.checks import check_choice, check_level
 from mrlib.evaluate import holm
 
 __all__ = ["Claim", "CLAIMS", "CLAIM_CATALOGS", "comparison_status", "claim_status", "claims_frame",
@@ -172,8 +172,7 @@ def comparison_status(store: Mapping[str, Any], a: str, rel: str, b: str, metric
 
     Notebook: 07_evaluation.ipynb
     """
-    if rel not in (">", ">="):
-        raise ValueError(f"relation must be '>' or '>=', got {rel!r}")
+    check_choice("relation", rel, (">", ">="))
     xs, ys = res._paired_scores(store.get("rows", {}), a, b, metric)
     if not xs:
         return {"status": "not run", "diff": None, "low": None, "high": None, "p": None,

@@ -23,14 +23,14 @@ import pandas as pd
 from mrlib.checks import as_float_matrix, as_index_matrix, check_int, check_level
 from mrlib.search import (FaissIndex, build_faiss_index, exact_topk, rank_by_distance, rank_by_similarity,
                           recall_at_k)
-from mrlib.stats import (CFR, CI, KFoldCFR, PairedTest, TagAUC, constraints_fulfillment_rate, format_ci, holm,
-                         kfold_cfr, kfold_indices, mean_ci, paired_test, tag_auc)
+from mrlib.stats import (CFR, CI, PairedTest, TagAUC, constraints_fulfillment_rate, format_ci, holm,
+                         kfold_indices, mean_ci, paired_test, tag_auc)
 
 __all__ = [
     "METRICS", "retrieval_metrics", "rank_by_distance", "rank_by_similarity", "RetrievalResult",
     "evaluate_embeddings", "evaluate_similarity", "results_table", "CI", "mean_ci", "format_ci",
     "PairedTest", "paired_test", "TagAUC", "tag_auc", "CFR", "constraints_fulfillment_rate",
-    "kfold_indices", "KFoldCFR", "kfold_cfr", "exact_topk", "FaissIndex", "build_faiss_index",
+    "kfold_indices", "exact_topk", "FaissIndex", "build_faiss_index",
     "recall_at_k", "PAPER_TABLE2", "PAPER_AT_AUC", "PAPER_N_TEST_QUERIES", "random_ranking", "holm",
     "compare_systems",
 ]

@@ -37,7 +37,7 @@ from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from mrlib.audio import SkipReport, read_audio
-from mrlib.checks import check_indices, check_int, is_int
+from mrlib.checks import check_choice, check_indices, check_int, check_n_jobs, is_int
 from mrlib.cqt import FORMAT_VERSION, FeatureConfig, _as_config, cqt, cqt_torch
 from mrlib.paths import atomic_path, read_json_or_empty, write_json_atomic
 
@@ -225,10 +225,8 @@ def extract(
     Notebook: 01_cqt.ipynb
     """
     config = _as_config(config)
-    if verify not in ("size", "checksum"):
-        raise ValueError(f"verify must be 'size' or 'checksum', got {verify!r}")
-    if not is_int(n_jobs) or n_jobs == 0 or n_jobs < -1:
-        raise ValueError(f"n_jobs must be a positive integer or -1, got {n_jobs!r}")
+    check_choice("verify", verify, ("size", "checksum"))
+    check_n_jobs(n_jobs)
     root, ids, paths = _catalog_table(catalog)
     cache = Path(cache_dir) if cache_dir is not None else root / "features" / config.key()
     cache.mkdir(parents=True, exist_ok=True)
@@ -575,8 +573,7 @@ def random_patches(feature, patch_len: int, n: int, rng, pad: str = "wrap") -> n
                         f"{type(rng).__name__}")
     rng = np.random.default_rng(rng)     # a Generator comes back as it is
     patch_len, n = check_int("patch_len", patch_len, 1), check_int("n", n, 0)
-    if pad not in ("wrap", "floor"):
-        raise ValueError(f"pad must be 'wrap' or 'floor', got {pad!r}")
+    check_choice("pad", pad, ("wrap", "floor"))
     feature = np.asarray(feature)     # a memory-mapped feature stays mapped
     if feature.ndim != 2 or feature.shape[1] == 0:
         raise ValueError(f"feature must be (n_bins, T) with T > 0, got shape {feature.shape}")

@@ -21,7 +21,7 @@ from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from mrlib.audio import SkipReport, _check_params, read_audio
-from mrlib.checks import check_int, is_int
+from mrlib.checks import check_int, check_n_jobs
 from mrlib.features import _catalog_table
 from mrlib.paths import atomic_path
 
@@ -78,8 +78,7 @@ def _check_signal(y, sr, **sizes) -> np.ndarray:
         raise ValueError(f"y must be a non-empty 1-D (mono) signal, got shape {y.shape}")
     if not np.issubdtype(y.dtype, np.floating) or not np.isfinite(y).all():
         raise ValueError("y must hold finite floating-point samples")
-    if not is_int(sr) or sr < 4000:
-        raise ValueError(f"sr must be an integer sample rate >= 4000 Hz, got {sr!r}")
+    check_int("sr", sr, 4000)                  # Hz
     for name, value in sizes.items():
         check_int(name, value)
     y = y.astype(np.float32)
@@ -335,11 +334,9 @@ def catalog_features(
 
 def _check_args(sr, chunk_size, n_jobs, feature_kwargs, min_duration_s, max_duration_s) -> None:
     """Check the arguments of :func:`catalog_features` other than the catalog."""
-    if not is_int(sr) or sr < 4000:
-        raise ValueError(f"sr must be an integer >= 4000 Hz, got {sr!r}")
+    check_int("sr", sr, 4000)                  # Hz
     check_int("chunk_size", chunk_size)
-    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0 or n_jobs < -1:
-        raise ValueError(f"n_jobs must be a positive integer or -1, got {n_jobs!r}")
+    check_n_jobs(n_jobs)
     allowed = {"n_mfcc", "n_fft", "hop_length", "tempo"}
     unknown = set(feature_kwargs) - allowed
     if unknown:

@@ -19,7 +19,7 @@ import numbers
 import torch
 import torch.nn.functional as F
 
-from mrlib.checks import check_margin
+from mrlib.checks import check_choice, check_margin
 
 __all__ = [
     "triplet_loss",
@@ -30,11 +30,6 @@ __all__ = [
 ]
 
 _REDUCE = {"mean": torch.mean, "sum": torch.sum, "none": lambda values: values}
-
-
-def _check_reduction(reduction: str) -> None:
-    if reduction not in _REDUCE:
-        raise ValueError(f"reduction must be one of {tuple(_REDUCE)}, got {reduction!r}")
 
 
 def _check_float(name: str, t: object, min_ndim: int = 1) -> torch.Tensor:
@@ -100,7 +95,7 @@ def triplet_loss(a: torch.Tensor, p: torch.Tensor, n: torch.Tensor, margin: floa
                          f"{tuple(p.shape)}, {tuple(n.shape)}")
     _check_batch_shapes(("a", a), ("p", p), ("n", n))
     check_margin(margin)
-    _check_reduction(reduction)
+    check_choice("reduction", reduction, _REDUCE)
     # From the differences, not from |x|^2 + |y|^2 - 2 x.y: the expansion loses all precision
     # for near-identical embeddings, exactly where a triplet loss lives.
     d_ap = (a - p).pow(2).sum(dim=-1)
@@ -133,7 +128,7 @@ def _per_anchor_contrastive(z_pos: torch.Tensor, z_neg: torch.Tensor) -> torch.T
 
 
 def _matchnet_reduce(fn, z_pos, z_neg, reduction: str) -> torch.Tensor:
-    _check_reduction(reduction)
+    check_choice("reduction", reduction, _REDUCE)
     _check_logits(z_pos, z_neg)
     per_anchor = fn(z_pos, z_neg)            # (..., P_x)
     if reduction == "none":
@@ -260,7 +255,7 @@ def bce_loss(outputs: torch.Tensor, targets: torch.Tensor, threshold: float | No
     if outputs.shape != targets.shape:
         raise ValueError(f"outputs {tuple(outputs.shape)} and targets {tuple(targets.shape)} "
                          "must have the same shape")
-    _check_reduction(reduction)
+    check_choice("reduction", reduction, _REDUCE)
     y = targets.to(device=outputs.device, dtype=outputs.dtype)
     if not ((y >= 0) & (y <= 1)).all():   # written so that NaN fails too
         raise ValueError("targets must lie in [0, 1] (NaN is refused)")

@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 from mrlib import losses
 from mrlib.baselines import (CVResult, check_folds, check_shares, check_triplets, cross_validate,
                              nested_subsets, summarise_folds)
-from mrlib.checks import FINITE, int_at_least, is_int, rule, validate_fields
+from mrlib.checks import FINITE, check_n_jobs, int_at_least, rule, validate_fields
 from mrlib.devices import pick_device, torch_threads
 from mrlib.features import (CoarseFeatures, _available, check_features, coarsen_features,
                             tracks_patches)
@@ -363,8 +363,7 @@ def _fit_score_fold(features, t: np.ndarray, train_idx: np.ndarray, test_idx: np
 
 def _run_jobs(fn, jobs: list, n_jobs: int, desc: str, progress: bool) -> list:
     """``[fn(*job) for job in jobs]``, in order, in ``n_jobs`` processes (joblib/loky)."""
-    if not (is_int(n_jobs) and (n_jobs > 0 or n_jobs == -1)):
-        raise ValueError(f"n_jobs must be a positive int or -1, got {n_jobs!r}")
+    check_n_jobs(n_jobs)
     outs = ((fn(*job) for job in jobs) if n_jobs == 1 or len(jobs) <= 1 else
             Parallel(n_jobs=n_jobs, return_as="generator")(delayed(fn)(*job) for job in jobs))
     return list(tqdm(outs, total=len(jobs), desc=desc, unit="fold", disable=not progress))

@@ -43,7 +43,7 @@ import torch
 
 from mrlib import mining_reference as ref
 from mrlib import online_mining as om
-from mrlib.checks import check_indices, check_int
+from mrlib.checks import check_indices, check_int, check_n_jobs
 from mrlib.mining_chunks import TrainSplitSource, chunk_stream, draw_distance, draw_neighbors, draw_uniform
 from mrlib.paper_scale import PAPER_SCALE
 from mrlib.samplers import PaperBatchSampler, ShuffledTripletSampler, TrackBatchSampler
@@ -290,9 +290,7 @@ def _prepare(ranked, train_idx, strategy, n_pos, n_neg, S, seed, chunk_size, max
     seed = check_int("seed", seed, 0)
     chunk_size = check_int("chunk_size", chunk_size, 1)
     max_rounds = check_int("max_rounds", max_rounds, 0)
-    n_jobs = check_int("n_jobs", n_jobs, -1)
-    if n_jobs == 0:
-        raise ValueError("n_jobs must be >= 1, or -1 for every core")
+    n_jobs = check_n_jobs(n_jobs)
     n_jobs = (os.cpu_count() or 1) if n_jobs == -1 else n_jobs
     src = TrainSplitSource(ranked, train_idx, S, need_S=strategy.name if strategy.needs_S else None)
     return src, strategy, n_pos, n_neg, seed, chunk_size, max_rounds, n_jobs

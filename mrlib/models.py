@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mrlib.autopool import AutoPool
-from mrlib.checks import check_int, is_int
+from mrlib.checks import check_choice, check_int, is_int
 from mrlib.layers import (Backbone, ClampedMaxPool2d, FrequencyBatchNorm, PatchModel, ResidualBlock,
                           check_dropout, eval_mode, init_weights, scale_channels)
 
@@ -213,8 +213,7 @@ class TLAutopool(_PaperCNN):
                  patch_len: int = 512, dropout: float = 0.0, constrained: bool = False,
                  l2: float = 0.0, pooling: str = "autopool") -> None:
         super().__init__()
-        if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        check_choice("pooling", pooling, POOLINGS)
         # ``pooling`` enters the config only when it is not the paper's, so the configs (and
         # checkpoints) of AutoPool models stay what they are.
         extra = {} if pooling == "autopool" else {"pooling": pooling}
@@ -409,8 +408,7 @@ def build_model(system: str, n_tags: int | None = None, width: float = 1.0, n_bi
 
     Notebook: 04_losses.ipynb
     """
-    if system not in NETWORKS:
-        raise ValueError(f"system must be one of {tuple(NETWORKS)}, got {system!r}")
+    check_choice("system", system, NETWORKS)
     cls = NETWORKS[system]
     if cls.takes_tags and n_tags is None:
         raise ValueError(f"the {system!r} system needs n_tags (the number of tags m)")

@@ -28,7 +28,7 @@ import pandas as pd
 
 from mrlib.catalog_format import (Catalog, _skipped_frame, _warn_same_audio, artist_disjoint_split,
                                   duplicate_audio, group_duplicates)
-from mrlib.checks import is_int
+from mrlib.checks import check_choice, is_int
 from mrlib.odd_one_out import ID_COLUMNS, read_comparisons
 from mrlib.mtat_fixture import FixtureInfo, write_fixture
 from mrlib.mtat_format import (ANNOTATIONS_FILE, CATEGORIES, CLIP_INFO_COLUMNS, CLIP_INFO_FILE,
@@ -206,8 +206,7 @@ def _check_folder(folder, subset: str, top_k) -> Path:
             f"MagnaTagATune folder not found: {folder}. It must hold {ANNOTATIONS_FILE}, "
             f"{CLIP_INFO_FILE}, {COMPARISONS_FILE} and the mp3 clips (folders 0 ... f)."
         )
-    if subset not in ("all", "compared"):
-        raise ValueError(f"subset must be 'all' or 'compared', got {subset!r}")
+    check_choice("subset", subset, ("all", "compared"))
     if top_k is not None and (not is_int(top_k) or top_k < 1):
         raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
     return folder

@@ -79,12 +79,12 @@ from tqdm.auto import tqdm
 
 from mrlib import paths
 from mrlib.catalog_format import artist_disjoint_split, default_root
-from mrlib.checks import check_int, check_positive
+from mrlib.checks import check_choice, check_int, check_positive
 # the public names of the music21 modules stay importable from this one
 from mrlib.music21_corpus import (STRATA, SkipWork, _inventory_cached, draw_order,  # noqa: F401
                                   inventory, stratum_quotas)
 from mrlib.music21_score import (ARTIST_LOYALTY, INSTRUMENTATION, TARGET_RMS, Clip,  # noqa: F401
-                                 _check_instrumentation, _versions, assign_programs, clip_score,
+                                 _versions, assign_programs, clip_score,
                                  default_qpm, load_program_table, parse_work, render_midi,
                                  soundfont_path, to_midi)
 from mrlib.music21_tags import (CATEGORIES, chroma_agreement, key_likelihoods,  # noqa: F401
@@ -268,7 +268,7 @@ def build(n_tracks: int = 200, seed: int = 0, root: str | os.PathLike | None = N
     clip_s = check_positive("clip_s", clip_s)
     sr = check_int("sr", sr, 1000)
     n_jobs = check_int("n_jobs", n_jobs, 1)
-    instrumentation = _check_instrumentation(instrumentation)
+    check_choice("instrumentation", instrumentation, INSTRUMENTATION)
     root = Path(root) if root is not None else music21_root(n_tracks, seed, clip_s, sr, instrumentation)
     config = {"n_tracks": n_tracks, "seed": seed, "clip_s": clip_s, "sr": sr,
               "instrumentation": instrumentation}

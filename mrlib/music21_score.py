@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from mrlib import paths
-from mrlib.checks import check_int, check_positive
+from mrlib.checks import check_choice, check_int, check_positive
 from mrlib.music21_corpus import DANCE_QPM, STRATA, SkipWork, _corpus_root, _crc
 
 
@@ -117,13 +117,6 @@ def _palette(stratum: str, instrumentation: str) -> tuple[list, list, np.ndarray
     return [e for e, _ in w.index], [q for _, q in w.index], p / p.sum()
 
 
-def _check_instrumentation(instrumentation: str) -> str:
-    if instrumentation not in INSTRUMENTATION:
-        raise ValueError(f"instrumentation must be one of {INSTRUMENTATION}, "
-                         f"got {instrumentation!r}")
-    return instrumentation
-
-
 def assign_programs(stratum: str, artist_id: str, work_id: str, n_parts: int, seed: int,
                     declared: Sequence[int | None] | None = None,
                     instrumentation: str = "independent") -> tuple[str, list[int]]:
@@ -160,7 +153,7 @@ def assign_programs(stratum: str, artist_id: str, work_id: str, n_parts: int, se
     """
     n_parts = check_int("n_parts", n_parts, 1)
     seed = check_int("seed", seed, 0)
-    instrumentation = _check_instrumentation(instrumentation)
+    check_choice("instrumentation", instrumentation, INSTRUMENTATION)
     names, palette, p = _palette(stratum, instrumentation)
     favourite = np.random.default_rng([seed, _crc(artist_id), 1]).choice(len(names), p=p)
     rng = np.random.default_rng([seed, _crc(work_id), 2])

@@ -29,7 +29,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import pandas as pd
 
-from mrlib.checks import as_float_matrix, as_index_matrix, check_int
+from mrlib.checks import as_float_matrix, as_index_matrix, check_choice, check_int
 from mrlib.folds import kfold_indices
 
 __all__ = [
@@ -368,8 +368,7 @@ def comparisons_to_triplets(
     Notebook: 08_triplet_matchnet.ipynb
     """
     min_margin, min_votes = check_int("min_margin", min_margin), check_int("min_votes", min_votes)
-    if per_comparison not in ("both", "one"):
-        raise ValueError(f"per_comparison must be 'both' or 'one', got {per_comparison!r}")
+    check_choice("per_comparison", per_comparison, ("both", "one"))
     table = _normalise(df, "comparisons_to_triplets")
     ids, votes = (table[list(c)].to_numpy(np.int64) for c in (ID_COLUMNS, VOTE_COLUMNS))  # (R, 3)
     drops = _vote_drops(votes, min_votes, min_margin)
@@ -592,8 +591,8 @@ def triplet_folds(
     """K-fold splits of triplet constraints for the CFR cross-validation.
 
     * ``by="triplet"`` — shuffled K-fold over the constraints (what "10-fold cross validation"
-      most plainly means); :func:`mrlib.evaluate.kfold_indices`, so the folds equal those of
-      :func:`mrlib.evaluate.kfold_cfr` for the same seed. Test clips are usually also seen in
+      most plainly means); :func:`mrlib.evaluate.kfold_indices`, so the folds equal those of every other
+      k-fold in mrlib for the same seed. Test clips are usually also seen in
       training, and so is, most of the time, the test constraint's twin: a comparison gives
       (a, p, n) and (p, a, n), which share the pair d(a, p) a metric learns.
     * ``by="comparison"`` — K-fold over the clip sets {a, p, n}: the constraints of one
@@ -631,12 +630,11 @@ def triplet_folds(
     if t.shape[1] != 3:
         raise ValueError(f"triplets must have shape (M, 3), got {t.shape}")
     n_folds, seed = check_int("n_folds", n_folds, 2), check_int("seed", seed, 0)
-    if by not in ("triplet", "comparison", "clip"):
-        raise ValueError(f"by must be 'triplet', 'comparison' or 'clip', got {by!r}")
+    check_choice("by", by, ("triplet", "comparison", "clip"))
     if by == "clip":
         return _clip_folds(t, n_folds, seed)
     # One k-fold implementation for the whole suite: with the same seed, the baselines here
-    # and mrlib.evaluate.kfold_cfr (Triplet MatchNet) see the same folds, so per-fold
+    # and Triplet MatchNet (mrlib.matchnet_cv) see the same folds, so per-fold
     # scores can be compared pairwise. Folds by comparison are folds over the clip sets.
     groups = (np.unique(np.sort(t, axis=1), axis=0, return_inverse=True)[1].ravel()
               if by == "comparison" else None)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from mrlib.checks import check_int
+from mrlib.checks import check_indices, check_int
 
 __all__ = ["PaperBatchSampler", "ShuffledTripletSampler", "TrackBatchSampler"]
 
@@ -264,11 +264,10 @@ class TrackBatchSampler(ShuffledTripletSampler):
 
     def __init__(self, track_idx: np.ndarray, batch_size: int = 64, seed: int = 0, rank: int = 0,
                  world_size: int = 1, drop_last: bool = True):
-        idx = np.asarray(track_idx)
-        if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
-            raise ValueError(f"track_idx must be a non-empty 1-D integer array, got {idx.dtype} {idx.shape}")
-        if idx.min() < 0:
-            raise ValueError(f"track_idx must hold catalog indices >= 0, got {idx.min()}")
+        # No upper bound: the sampler does not know the catalog's size.
+        idx = check_indices("track_idx", track_idx, np.inf, "catalog indices")
+        if idx.ndim != 1 or idx.size == 0:
+            raise ValueError(f"track_idx must be a non-empty 1-D array, got shape {idx.shape}")
         if np.unique(idx).size != idx.size:   # a repeated track could meet itself in a batch
             raise ValueError("track_idx contains duplicates")
         super().__init__(np.repeat(idx[:, None], 3, axis=1), batch_size, seed, rank, world_size,

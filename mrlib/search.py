@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mrlib.checks import as_float_matrix, as_index_matrix, check_int
+from mrlib.checks import as_float_matrix, as_index_matrix, check_choice, check_int
 
 __all__ = ["exact_topk", "rank_by_distance", "rank_by_similarity", "FaissIndex", "build_faiss_index",
            "recall_at_k"]
@@ -133,8 +133,7 @@ def exact_topk(
 
     Notebook: 07_evaluation.ipynb
     """
-    if metric not in ("l2", "ip"):
-        raise ValueError(f"metric must be 'l2' or 'ip', got {metric!r}")
+    check_choice("metric", metric, ("l2", "ip"))
     q = as_float_matrix("queries", queries)
     b = as_float_matrix("base", base)
     if q.shape[1] != b.shape[1]:
@@ -413,10 +412,8 @@ def build_faiss_index(
     """
     import faiss   # here, not at the top: exact search does without it (faiss-cpu, requirements.txt)
 
-    if kind not in ("hnsw", "ivf", "flat"):
-        raise ValueError(f"kind must be 'hnsw', 'ivf' or 'flat', got {kind!r}")
-    if metric not in ("l2", "ip"):
-        raise ValueError(f"metric must be 'l2' or 'ip', got {metric!r}")
+    check_choice("kind", kind, ("hnsw", "ivf", "flat"))
+    check_choice("metric", metric, ("l2", "ip"))
     base = np.asarray(base)
     if base.ndim != 2 or base.shape[0] == 0:
         raise ValueError(f"base must be a non-empty 2-D array (n, d), got shape {base.shape}")

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from mrlib.baselines import _pairs, check_triplets
-from mrlib.checks import check_indices, is_int
+from mrlib.checks import check_indices, check_int
 from mrlib.features import _available, check_features
 from mrlib.layers import eval_mode
 from mrlib.systems import embed_tracks
@@ -65,8 +65,7 @@ def embed_songs(model, features, idx, patch_len: int | None = None, n_patches: i
     if idx.ndim != 1:
         raise ValueError(f"idx must be a 1-D array of catalog indices, got shape {idx.shape}")
     check_available(features, check_indices("idx", idx, len(features), "the tracks of features"))
-    if not is_int(n_patches) or n_patches < 1:
-        raise ValueError(f"n_patches must be a positive int, got {n_patches!r}")
+    check_int("n_patches", n_patches)
     patch_len = int(getattr(model, "patch_len")) if patch_len is None else int(patch_len)
     E = embed_tracks(model, SimpleNamespace(features=features), idx, patch_len, n_patches, int(batch_size),
                      per_patch=True, progress=progress)

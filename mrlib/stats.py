@@ -10,18 +10,16 @@ Notebook: 07_evaluation.ipynb
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 from scipy import stats
-from tqdm.auto import tqdm
 
-from mrlib.checks import as_float_matrix, as_vector, check_int, check_level, is_real
+from mrlib.checks import as_float_matrix, as_vector, check_choice, check_int, check_level, is_real
 from mrlib.folds import kfold_indices
 
 __all__ = ["CI", "mean_variance", "mean_ci", "format_ci", "PairedTest", "paired_test", "signed_rank_p", "holm", "TagAUC",
-           "tag_auc", "CFR",
-           "constraints_fulfillment_rate", "kfold_indices", "KFoldCFR", "kfold_cfr"]
+           "tag_auc", "CFR", "constraints_fulfillment_rate", "kfold_indices"]
 
 
 # ----------------------------------------------------------------------------------------
@@ -142,8 +140,7 @@ def mean_ci(x, level: float = 0.95, method: str = "t", *, n_boot: int = 10_000, 
     level = check_level(level)
     if x.size < 2:
         raise ValueError(f"a confidence interval needs at least 2 values, got {x.size}")
-    if method not in ("t", "normal", "bootstrap"):
-        raise ValueError(f"method must be 't', 'normal' or 'bootstrap', got {method!r}")
+    check_choice("method", method, ("t", "normal", "bootstrap"))
     m = float(x.mean())
     if method in ("t", "normal"):
         if groups is None:           # the plain formula: the same bits as ever
@@ -419,78 +416,3 @@ def constraints_fulfillment_rate(d_ap, d_an) -> CFR:
         raise ValueError("no triplets given")
     rate = float(np.mean(d_ap < d_an))
     return CFR(rate, math.sqrt(rate * (1.0 - rate) / d_ap.size), int(d_ap.size))
-
-
-class KFoldCFR(NamedTuple):
-    """CFR over k folds: mean ± standard deviation across folds (Lu et al. 2017's form).
-
-    Attributes
-    ----------
-    mean, std : float
-        Over folds; ``std`` with ddof = 1.
-    per_fold : float64 array (n_folds,)
-    n_test : int array (n_folds,)
-        Test triplets per fold.
-
-    Notebook: 08_triplet_matchnet.ipynb
-    """
-
-    mean: float
-    std: float
-    per_fold: np.ndarray
-    n_test: np.ndarray
-
-
-def kfold_cfr(
-    fit_predict: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
-    n: int,
-    n_folds: int = 10,
-    *,
-    groups=None,
-    seed: int = 0,
-    progress: bool = True,
-) -> KFoldCFR:
-    """k-fold cross-validated Constraints Fulfillment Rate of a metric-learning method.
-
-    For each fold, ``fit_predict(train_idx, test_idx)`` learns a metric on the training
-    triplets and returns ``(d_ap, d_an)`` for the test triplets; the fold's CFR is
-    :func:`constraints_fulfillment_rate` of those. The generalisation curve of the 2017 slides
-    (CFR against a share of the training triplets) is :mod:`mrlib.cfr2017`'s, on the nested
-    subsets of :func:`mrlib.baselines.nested_subsets` that every method shares.
-
-    Parameters
-    ----------
-    fit_predict : callable ``(train_idx, test_idx) -> (d_ap, d_an)``
-        Indices into the caller's triplet array; the arrays returned have ``len(test_idx)``
-        entries.
-    n : int
-        Number of triplets.
-    n_folds : int, default 10
-    groups : array (n,), optional
-        See :func:`kfold_indices`.
-    seed : int, default 0
-        Seeds the folds.
-    progress : bool, default True
-
-    Returns
-    -------
-    KFoldCFR
-        ``mean`` and ``std`` (ddof = 1) over folds, ``per_fold`` CFRs, ``n_test`` per fold.
-
-    Notebook: 08_triplet_matchnet.ipynb
-    """
-    if not callable(fit_predict):
-        raise TypeError(f"fit_predict must be callable (train_idx, test_idx) -> (d_ap, d_an), got {fit_predict!r}")
-    folds = kfold_indices(n, n_folds, groups=groups, seed=seed)
-    rates, sizes = [], []
-    for f, (train_idx, test_idx) in enumerate(tqdm(folds, desc="k-fold CFR", unit="fold", disable=not progress)):
-        d_ap, d_an = fit_predict(train_idx, test_idx)
-        if np.shape(d_ap) != (test_idx.size,) or np.shape(d_an) != (test_idx.size,):
-            raise ValueError(
-                f"fold {f}: fit_predict must return two arrays of shape ({test_idx.size},), "
-                f"got {np.shape(d_ap)} and {np.shape(d_an)}"
-            )
-        rates.append(constraints_fulfillment_rate(d_ap, d_an).rate)
-        sizes.append(test_idx.size)
-    rates = np.asarray(rates)
-    return KFoldCFR(float(rates.mean()), float(rates.std(ddof=1)), rates, np.asarray(sizes))

@@ -9,7 +9,6 @@ import shutil
 import time
 import warnings
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,11 +19,11 @@ from tqdm.auto import tqdm
 from mrlib import synth
 from mrlib.catalog_format import (FORMAT_VERSION, Catalog, _read_json, _versions, _write_csv,
                                   _write_json, artist_disjoint_split, default_root)
-from mrlib.checks import check_int
+from mrlib.checks import check_choice, check_int
 from mrlib.paths import FolderLock, atomic_path, move_aside, remove_dead_temporaries
 from mrlib.synth_render import _check_sr_duration
 
-__all__ = ["synthetic_root", "build_synthetic", "synthetic_artist_ids"]
+__all__ = ["synthetic_root", "build_synthetic"]
 
 
 def synthetic_root(n_tracks: int = 200, seed: int = 0, duration_s: float = 30.0, sr: int = 22050,
@@ -110,8 +109,7 @@ def build_synthetic(n_tracks: int = 200, seed: int = 0, duration_s: float = 30.0
     for nm, v, lo in (("n_tracks", n_tracks, 1), ("seed", seed, 0), ("n_jobs", n_jobs, 1)):
         check_int(nm, v, lo)
     _check_sr_duration(sr, duration_s)
-    if audio_format not in ("flac", "wav"):
-        raise ValueError(f"audio_format must be 'flac' or 'wav', got {audio_format!r}")
+    check_choice("audio_format", audio_format, ("flac", "wav"))
     if not isinstance(events, (bool, np.bool_)):
         raise ValueError(f"events must be a bool, got {events!r}")
     root = Path(root) if root is not None else synthetic_root(n_tracks, seed, duration_s, sr, audio_format,
@@ -177,20 +175,12 @@ def _clear_other_build(root: Path, config: dict, overwrite: bool) -> bool:
     return False
 
 
-def synthetic_artist_ids(attrs: Sequence[synth.TrackAttributes]) -> list[str]:
-    """Artist ids of the synthetic catalog's tracks (``art00042``), from their attributes.
-
-    Notebook: 03_mining.ipynb
-    """
-    return [f"art{a.artist:05d}" for a in attrs]
-
-
 def _write_tables(root: Path, config: dict) -> tuple[list, pd.DataFrame]:
     """Sample the catalog of ``config`` and write its tables; returns the track attributes and
     tracks."""
     n_tracks, seed, events = config["n_tracks"], config["seed"], config.get("events", False)
     attrs, tags, vocab = synth.sample_catalog(n_tracks, seed, events=events)
-    artist_ids = synthetic_artist_ids(attrs)
+    artist_ids = [f"art{a.artist:05d}" for a in attrs]
     width = max(5, len(str(n_tracks - 1)))
     ids = [f"syn{i:0{width}d}" for i in range(n_tracks)]
     tracks = pd.DataFrame({"track_id": ids, "artist_id": artist_ids,

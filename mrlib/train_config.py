@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mrlib.checks import (FINITE, check_values, int_at_least, is_int, is_real, rule,
+from mrlib.checks import (FINITE, check_choice, check_values, int_at_least, is_int, is_real, rule,
                           validate_fields)
 from mrlib.features import FeatureConfig
 from mrlib.mining import STRATEGIES, canonical_strategy, is_online
@@ -307,7 +307,7 @@ def paper_config(system: str = "tl", mining: str = "distance", **overrides) -> T
 
     Notebook: 06_training.ipynb
     """
-    _system("TrainConfig.system", system)
+    check_choice("TrainConfig.system", system, SYSTEMS)
     base = dict(system=system, mining=mining, **PAPER_SCALE, lr=SYSTEMS[system].paper_lr,
                 amp=True, device="auto", features={"sr": 44100, "hop_length": 1024},
                 batch_tracks=128, prefetch=4)
@@ -318,12 +318,6 @@ def paper_config(system: str = "tl", mining: str = "distance", **overrides) -> T
 # =============================================================================================
 # The checks: one row per field, then the rules between fields
 # =============================================================================================
-def _system(name: str, value):
-    if not (isinstance(value, str) and value in SYSTEMS):
-        raise ValueError(f"{name} must be one of {tuple(SYSTEMS)}, got {value!r}")
-    return value
-
-
 def _mining(name: str, value):
     try:
         return canonical_strategy(value)
@@ -353,7 +347,7 @@ _PATH = rule(lambda v: isinstance(v, (str, os.PathLike)), "None or a path string
 
 #: Field -> its checks, in order; each returns the (canonical) value or raises.
 _FIELD_CHECKS: dict[str, tuple] = {
-    "system": (_system,),
+    "system": (lambda name, value: check_choice(name, value, SYSTEMS),),
     "mining": (rule(lambda v: isinstance(v, str), "a str", TypeError), _mining),
     "catalog": (rule(lambda v: isinstance(v, str) and bool(v), "a non-empty str", TypeError),),
     "n_tracks": int_at_least(2),

@@ -72,8 +72,10 @@ def test_feature_options_and_edge_cases():
         handcrafted_features(np.zeros((2, 100), np.float32), SR)
     with pytest.raises(ValueError, match="finite"):
         handcrafted_features(np.array([0.0, np.nan] * 2000, np.float32), SR)
-    with pytest.raises(ValueError, match="sr"):
+    with pytest.raises(ValueError, match="sr must be >= 4000, got 100"):
         handcrafted_features(_tone(300, 1.0), 100)
+    with pytest.raises(TypeError, match="sr must be an int"):
+        handcrafted_features(_tone(300, 1.0), 22050.0)
 
 
 def test_catalog_features_skip_report_and_cache(tmp_path, monkeypatch):
@@ -113,6 +115,8 @@ def test_catalog_features_skip_report_and_cache(tmp_path, monkeypatch):
     np.testing.assert_array_equal(again.X, capped.X)
     with pytest.raises(TypeError, match="unknown feature"):
         catalog_features(catalog, n_fftt=1024)
+    with pytest.raises(ValueError, match=r"^n_jobs must be a positive int or -1 \(every core\)"):
+        catalog_features(catalog, n_jobs=0)
     with pytest.raises(TypeError, match="Catalog"):
         catalog_features(tracks)
 
@@ -194,7 +198,7 @@ def test_interface_distance_transform_and_standardisation():
     X, t, _ = _relevant_dims_problem(n=60, m=200)
     X = X * 5 + 3
     train = t[:150]
-    for method in (Euclidean(), TripletSVM(), Mahalanobis("lsml", max_iter=50)):
+    for method in (Euclidean(), TripletSVM(), Mahalanobis(max_iter=50)):
         with pytest.raises(RuntimeError, match="not fitted"):
             method.transform(X)
         method.fit(X, train)
@@ -225,7 +229,7 @@ def test_learned_metrics_beat_euclidean_when_few_dims_matter():
     folds = triplet_folds(t, 5, seed=0)
     scores = {}
     for name, factory in {"euclid": Euclidean, "svm": lambda: TripletSVM(C=1.0),
-                          "lsml": lambda: Mahalanobis("lsml")}.items():
+                          "lsml": lambda: Mahalanobis()}.items():
         scores[name] = cross_validate(factory, X, t, folds, progress=False)
     base = scores["euclid"].mean
     assert 0.55 < base < 0.8                    # the loud irrelevant dims hide the structure
@@ -246,8 +250,10 @@ def test_triplet_svm_weights():
     Z = np.random.default_rng(0).normal(size=(3, 4))
     z = TripletSVM.difference_vectors(Z, np.array([[0, 1, 2]]))
     np.testing.assert_allclose(z[0], (Z[0] - Z[2]) ** 2 - (Z[0] - Z[1]) ** 2)
-    with pytest.raises(ValueError, match="C must"):
+    with pytest.raises(ValueError, match="C must be a finite number > 0, got 0"):
         TripletSVM(C=0)
+    with pytest.raises(TypeError, match="C must be a number"):
+        TripletSVM(C="1")
 
 
 def test_negative_weights_are_clipped_to_zero():
@@ -268,12 +274,11 @@ def test_mahalanobis_checks_and_bridge():
 
     ml = _metric_learn()
     assert _metric_learn() is ml                               # idempotent
-    with pytest.raises(ValueError, match="algorithm"):
-        Mahalanobis("mlr")
+    assert Mahalanobis().name == "Mahalanobis (LSML)"
     with pytest.raises(TypeError, match="max_iter"):
         Mahalanobis(max_iter=2.5)
     X, t, _ = _relevant_dims_problem(n=40, d=10, m=5)
-    m = Mahalanobis("lsml", max_iter=20).fit(X, t)
+    m = Mahalanobis(max_iter=20).fit(X, t)
     assert m.components_.shape == (10, 10)
 
 

@@ -57,8 +57,10 @@ def test_artist_disjoint_split_edge_cases():
     for bad in ((0.5, 0.5), (0.7, 0.2, 0.2), (1.2, -0.1, -0.1)):
         with pytest.raises(ValueError, match="fractions"):
             C.artist_disjoint_split(np.arange(5), fractions=bad)
-    with pytest.raises(ValueError, match="seed"):
+    with pytest.raises(ValueError, match="seed must be >= 0, got -1"):
         C.artist_disjoint_split(np.arange(5), seed=-1)
+    with pytest.raises(TypeError, match="seed must be an int"):
+        C.artist_disjoint_split(np.arange(5), seed=1.5)
 
 
 # ------------------------------------------------------------------ the synthetic build

@@ -268,7 +268,7 @@ def test_featureset_indexing_and_pickling(small_catalog):
 def test_extract_validates_arguments(small_catalog):
     with pytest.raises(ValueError, match="verify"):
         F.extract(small_catalog, verify="md5")
-    with pytest.raises(ValueError, match="n_jobs"):
+    with pytest.raises(ValueError, match=r"^n_jobs must be a positive int or -1 \(every core\)"):
         F.extract(small_catalog, n_jobs=0)
     with pytest.raises(TypeError, match="catalog"):
         F.extract(object())

@@ -242,6 +242,10 @@ def test_embed_songs_uses_the_seeded_test_patches():
     assert model.training is False
     with pytest.raises(ValueError, match=r"\[0, 6\)"):
         mn.embed_songs(model, feats, np.array([6]))
+    with pytest.raises(ValueError, match="n_patches must be >= 1, got 0"):
+        mn.embed_songs(model, feats, idx, n_patches=0)
+    with pytest.raises(TypeError, match="n_patches must be an int"):
+        mn.embed_songs(model, feats, idx, n_patches=2.0)
 
 
 def test_pair_dissimilarities_match_a_plain_loop_and_the_model():

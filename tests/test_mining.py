@@ -231,6 +231,10 @@ def test_ranked_lists_callable_and_tensor_inputs_agree(catalog, strategy):
 
 def test_input_validation(catalog):
     S, train = catalog
+    for bad in (0, -2, 1.5, True):        # as features.extract and catalog_features word it
+        message = rf"^n_jobs must be a positive int or -1 \(every core\), got {bad}$"
+        with pytest.raises(ValueError, match=message):
+            mm.mine(None, train, "uniform", S=S, n_jobs=bad)
     with pytest.raises(ValueError, match="needs the similarity"):
         mm.mine(full_ranked(S), train, "distance", progress=False)
     with pytest.raises(ValueError, match="online"):
@@ -691,8 +695,12 @@ def test_out_of_range_ranked_lists_and_track_indices_are_refused():
     t = mm.mine(R, np.arange(12), "neighbors", n_pos=2, n_neg=3, progress=False)
     with pytest.raises(ValueError, match="n_pos must be >= 1"):                 # "failed ['positive in first Np']"
         mm.check_triplets(t, np.arange(12), n_pos=0, ranked=R)
-    with pytest.raises(ValueError, match="track_idx must hold catalog indices >= 0"):
+    with pytest.raises(ValueError, match=r"track_idx must lie in \[0, inf\) \(catalog indices\)"):
         mm.TrackBatchSampler(np.arange(-3, 3), batch_size=2)
+    with pytest.raises(TypeError, match="track_idx must hold integer indices"):
+        mm.TrackBatchSampler(np.arange(6.0), batch_size=2)
+    with pytest.raises(ValueError, match="track_idx must be a non-empty 1-D array"):
+        mm.TrackBatchSampler(np.arange(6).reshape(2, 3), batch_size=2)
     with pytest.raises(ValueError, match="track_idx contains duplicates"):
         mm.TrackBatchSampler(np.array([1, 1, 2, 3]), batch_size=2)
 

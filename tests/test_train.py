@@ -628,6 +628,8 @@ def test_run_name_is_a_plain_name_and_paper_config_checks_its_system():
     assert T.TrainConfig(run_name="mine").run_dir().parent.name == "train"
     with pytest.raises(ValueError, match="system must be one of"):
         T.paper_config("bogus")
+    with pytest.raises(ValueError, match=r"TrainConfig.system must be one of \(.*\), got \['tl'\]"):
+        T.TrainConfig(system=["tl"])                  # unhashable: refused by name, no TypeError
 
 
 def test_cli_ctrl_c_says_how_to_resume(tmp_path, tiny_catalog_env):
