@@ -123,14 +123,14 @@ def check_n_jobs(n_jobs: Any) -> int:
     return int(n_jobs)
 
 
-def as_index_matrix(name: str, a: Any) -> np.ndarray:
-    """A 2-D array of track indices as int64, shape (n_queries, list_length).
+def as_index_matrix(name: str, a: Any, shape: str = "(n_queries, list_length)") -> np.ndarray:
+    """A 2-D array of track indices as int64; ``shape`` is what a refusal names.
 
     Notebook: 07_evaluation.ipynb
     """
     a = np.asarray(a)
     if a.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D integer array (n_queries, list_length); got shape {a.shape}")
+        raise ValueError(f"{name} must be a 2-D integer array {shape}; got shape {a.shape}")
     if a.size and not np.issubdtype(a.dtype, np.integer):
         raise TypeError(f"{name} must hold integer track indices, got dtype {a.dtype}")
     return a.astype(np.int64, copy=False)

@@ -626,7 +626,7 @@ def triplet_folds(
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    t = as_index_matrix("triplets", triplets)
+    t = as_index_matrix("triplets", triplets, "(M, 3)")
     if t.shape[1] != 3:
         raise ValueError(f"triplets must have shape (M, 3), got {t.shape}")
     n_folds, seed = check_int("n_folds", n_folds, 2), check_int("seed", seed, 0)

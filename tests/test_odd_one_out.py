@@ -262,6 +262,12 @@ def test_comparison_folds_keep_a_comparisons_constraints_together():
         assert not set(r.rows[train]) & set(r.rows[test])
 
 
+def test_triplet_folds_name_the_shape_of_triplets():
+    for bad in ([1, 2, 3], np.zeros((4, 2), dtype=int)):
+        with pytest.raises(ValueError, match=r"triplets must .*\(M, 3\)"):
+            triplet_folds(bad, 3)
+
+
 def test_comparison_folds_keep_a_clip_set_together_where_triplet_folds_split_twins():
     t, _ = _sparse_triplets()
     t = np.concatenate([t, t[:7, [0, 2, 1]]])           # contradicting votes on seven clip sets
