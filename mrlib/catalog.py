@@ -174,10 +174,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="output folder (default: under the data root)")
         p.add_argument("--events", action="store_true",
                        help="synthetic: the variant with temporally sparse tags (bells, guitar_solo, riser, choir)")
+        p.add_argument("--instrumentation", choices=music21_catalog.INSTRUMENTATION, default=None,
+                       help="music21: ensembles from one palette for every collection "
+                            "(independent, the default) or from each collection's own (by_collection)")
     b.add_argument("--jobs", type=int, default=2)
-    b.add_argument("--instrumentation", choices=music21_catalog.INSTRUMENTATION, default=None,
-                   help="music21: ensembles from one palette for every collection (independent, "
-                        "the default) or from each collection's own (by_collection)")
     b.add_argument("--overwrite", action="store_true", help="rebuild a folder built with other settings")
     b.add_argument("--no-progress", action="store_true")
     return ap
@@ -215,7 +215,8 @@ def _cli_info(args: argparse.Namespace) -> int:
             root = synthetic_root(args.n_tracks, args.seed, args.duration, args.sr,
                                   args.format or "flac", args.events)
         else:
-            root = music21_catalog.music21_root(args.n_tracks, args.seed, args.duration, args.sr)
+            root = music21_catalog.music21_root(args.n_tracks, args.seed, args.duration, args.sr,
+                                                args.instrumentation or "independent")
         info = _read_json(root / "catalog.json")
         if not info.get("complete"):
             flags = f"--n-tracks {args.n_tracks} --seed {args.seed}"
@@ -255,7 +256,7 @@ def main(argv: Iterable[str] | None = None) -> int:
         if args.name == "music21" and args.format is not None:    # it writes FLAC only
             raise ValueError("--format applies to the synthetic catalog only (music21 "
                              "writes FLAC)")
-        if args.cmd == "build" and args.name == "synthetic" and args.instrumentation:
+        if args.name == "synthetic" and args.instrumentation:
             raise ValueError("--instrumentation applies to the music21 catalog only")
         return _cli_build(args) if args.cmd == "build" else _cli_info(args)
     except (FileNotFoundError, ValueError, LockedError) as err:

@@ -95,7 +95,8 @@ def check_indices(name: str, idx: Any, n: int, of: str = "") -> np.ndarray:
     a = np.asarray(idx)
     if a.size and not np.issubdtype(a.dtype, np.integer):
         raise TypeError(f"{name} must hold integer indices, got dtype {a.dtype}")
-    if a.size and (a.min() < 0 or a.max() >= n):
+    # beyond int64 an index would wrap around to a negative one when converted (uint64 0 - 1)
+    if a.size and (a.min() < 0 or a.max() >= min(n, np.iinfo(np.int64).max)):
         of = f" ({of})" if of else ""
         raise ValueError(f"{name} must lie in [0, {n}){of}, got [{a.min()}, {a.max()}]")
     return a.astype(np.int64, copy=False)
@@ -107,8 +108,11 @@ def check_choice(name: str, value: Any, choices: Any) -> Any:
 
     Notebook: 00_overview.ipynb
     """
-    choices = tuple(choices)    # a tuple: an unhashable value is refused, not a TypeError
-    if value not in choices:
+    choices = tuple(choices)
+    # same type and equal: an array compares element-wise (no name in its error, or a pass),
+    # and True == 1; a str subclass such as numpy's str_ is still its choice
+    if not any(isinstance(value, type(c)) and isinstance(value, bool) == isinstance(c, bool)
+               and value == c for c in choices):
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
     return value
 

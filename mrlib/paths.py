@@ -296,6 +296,8 @@ def remove_dead_temporaries(folder: str | os.PathLike, stale_after_s: float = 60
 
     Notebook: 00_overview.ipynb
     """
+    if names is not None:   # a set of whole names: a string would match its substrings
+        names = frozenset([names] if isinstance(names, str) else names)
     gone = []
     for tmp in Path(folder).glob("*.part"):
         match = _TEMPORARY.fullmatch(tmp.name)

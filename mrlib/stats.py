@@ -2,8 +2,8 @@
 
 The intervals and paired tests turn per-query retrieval scores into the ``mean ± half-width``
 cells of the paper's Table 2 and their comparisons; the mean-over-tags ROC AUC scores the
-auto-tagging baseline; the Constraints Fulfillment Rate (Lu et al. 2017), with seeded k-fold
-cross-validation, scores a metric learned from triplets.
+auto-tagging baseline; the Constraints Fulfillment Rate (Lu et al. 2017) scores a metric
+learned from triplets.
 
 Notebook: 07_evaluation.ipynb
 """

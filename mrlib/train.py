@@ -568,7 +568,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, *,
     """Train one system; write checkpoints, metrics, embeddings and a summary to the run folder.
 
     Every input (config fields, features, catalog, device, patch length against the tracks and
-    the free memory) is checked before the run folder is touched, and the folder is locked
+    the free memory) is checked before anything is written into the run folder (before, it is
+    only locked, a run a killed replacement moved aside is put back, and, once the folder's run
+    is decided, the dead temporaries of its files are deleted), and the folder is locked
     while the run lives (a second writer gets :class:`mrlib.paths.LockedError` naming the
     holder; the lock of a dead process is recovered, with a message).
 

@@ -171,9 +171,12 @@ def batch_stream(sampler) -> Iterator:
     Notebook: 06_training.ipynb
     """
     while True:
-        if len(sampler) == 0:  # an endless loop over nothing would hang the run
+        empty = True
+        for batch in sampler:
+            empty = False
+            yield batch
+        if empty:   # an endless loop over nothing would hang the run
             raise RuntimeError("the sampler yields no batch")
-        yield from sampler
 
 
 def tensor_batch(make, item, pin: bool) -> dict:

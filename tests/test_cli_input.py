@@ -387,3 +387,34 @@ def test_the_music21_module_is_no_command_line_that_builds_nothing():
                           capture_output=True, text=True)
     assert done.returncode == 1
     assert "python -m mrlib.catalog build music21" in done.stderr
+
+
+def test_catalog_info_finds_the_by_collection_build(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MRLIB_DATA", str(tmp_path))
+    assert catalog.main(["info", "music21", "--n-tracks", "3", "--instrumentation", "by_collection"]) == 1
+    out = capsys.readouterr().out
+    assert "music21_n3_s0_by_collection: not built" in out
+    assert "build music21 --n-tracks 3 --seed 0 --instrumentation by_collection" in out
+
+
+def test_bench_at_its_defaults_shows_a_defect_with_its_traceback(monkeypatch):
+    def broken(name, argv=None):
+        raise ValueError("operands could not be broadcast together")
+
+    monkeypatch.setattr(bench, "run", broken)
+    monkeypatch.setattr(bench, "available", lambda: ["synth"])
+    with pytest.raises(ValueError, match="broadcast"):
+        bench.main(["synth"])
+
+
+def test_dead_temporaries_named_by_a_string_are_that_file_only(tmp_path):
+    import subprocess as sp
+    import sys
+
+    proc = sp.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    for name in ("checkpoint.pt", "pt"):
+        (tmp_path / f"{name}.{proc.pid}.part").write_bytes(b"half")
+    gone = paths.remove_dead_temporaries(tmp_path, names="checkpoint.pt")
+    assert [g.name for g in gone] == [f"checkpoint.pt.{proc.pid}.part"]
+    assert (tmp_path / f"pt.{proc.pid}.part").exists()

@@ -725,3 +725,6 @@ def test_every_door_words_an_out_of_range_index_alike():
             call()
     with pytest.raises(TypeError, match="triplets must hold integer indices"):
         mm.triplet_ranks(np.array([[0.0, 1.0, 2.0]]), np.arange(12), ranked=R)
+    # an unsigned 0 - 1 would become -1 when converted: refused even without an upper bound
+    with pytest.raises(ValueError, match=r"^track_idx must lie in"):
+        mm.TrackBatchSampler(np.array([0, 1, 2, 2**64 - 1], dtype=np.uint64), batch_size=2)

@@ -630,6 +630,41 @@ def test_run_name_is_a_plain_name_and_paper_config_checks_its_system():
         T.paper_config("bogus")
     with pytest.raises(ValueError, match=r"TrainConfig.system must be one of \(.*\), got \['tl'\]"):
         T.TrainConfig(system=["tl"])                  # unhashable: refused by name, no TypeError
+    for bad in (np.array("tl"), np.array(["tl", "at"])):   # numpy would compare element-wise
+        with pytest.raises(ValueError, match=r"TrainConfig.system must be one of"):
+            T.TrainConfig(system=bad)
+    assert T.TrainConfig(system=np.str_("at")).system == "at"
+
+
+def test_check_choice_wants_the_choice_itself():
+    from mrlib.checks import check_choice
+
+    with pytest.raises(ValueError, match=r"^x must be one of \(1, 2\), got True$"):
+        check_choice("x", True, (1, 2))                     # True == 1, but it is no count
+    with pytest.raises(ValueError, match="x must be one of"):
+        check_choice("x", 1.0, (1, 2))
+    assert check_choice("x", 2, (1, 2)) == 2
+
+
+def test_a_batch_stream_goes_on_over_a_sampler_without_len_and_stops_on_an_empty_pass():
+    from mrlib.training_data import batch_stream
+
+    class Once:                       # yields one batch per pass, has no __len__
+        def __iter__(self):
+            yield "b"
+
+    stream = batch_stream(Once())
+    assert [next(stream) for _ in range(3)] == ["b", "b", "b"]
+
+    class Hollow:                     # says it has batches, yields none
+        def __len__(self):
+            return 3
+
+        def __iter__(self):
+            return iter(())
+
+    with pytest.raises(RuntimeError, match="yields no batch"):
+        next(batch_stream(Hollow()))
 
 
 def test_cli_ctrl_c_says_how_to_resume(tmp_path, tiny_catalog_env):
