@@ -234,15 +234,16 @@ def test_bench_all_refuses_arguments_it_would_drop(monkeypatch, capsys):
     assert "takes no arguments" in capsys.readouterr().err
 
 
-def test_bench_all_shows_a_defect_with_its_traceback(monkeypatch):
-    """Each benchmark runs at its defaults under 'all': an error there is no refused input."""
-    def broken(name, argv):
+@pytest.mark.parametrize("argv", [["all"], ["synth"]])
+def test_bench_at_its_defaults_shows_a_defect_with_its_traceback(monkeypatch, argv):
+    """A benchmark at its defaults (alone or under 'all'): an error there is no refused input."""
+    def broken(name, argv=None):
         raise ValueError("operands could not be broadcast together")
 
     monkeypatch.setattr(bench, "run", broken)
     monkeypatch.setattr(bench, "available", lambda: ["synth"])
     with pytest.raises(ValueError, match="broadcast"):
-        bench.main(["all"])
+        bench.main(argv)
 
 
 def test_bench_reports_a_value_mrlib_refuses_in_one_line(capsys):
@@ -395,16 +396,6 @@ def test_catalog_info_finds_the_by_collection_build(tmp_path, monkeypatch, capsy
     out = capsys.readouterr().out
     assert "music21_n3_s0_by_collection: not built" in out
     assert "build music21 --n-tracks 3 --seed 0 --instrumentation by_collection" in out
-
-
-def test_bench_at_its_defaults_shows_a_defect_with_its_traceback(monkeypatch):
-    def broken(name, argv=None):
-        raise ValueError("operands could not be broadcast together")
-
-    monkeypatch.setattr(bench, "run", broken)
-    monkeypatch.setattr(bench, "available", lambda: ["synth"])
-    with pytest.raises(ValueError, match="broadcast"):
-        bench.main(["synth"])
 
 
 def test_dead_temporaries_named_by_a_string_are_that_file_only(tmp_path):
