@@ -171,12 +171,11 @@ def batch_stream(sampler) -> Iterator:
     Notebook: 06_training.ipynb
     """
     while True:
-        empty = True
-        for batch in sampler:
-            empty = False
-            yield batch
-        if empty:   # an endless loop over nothing would hang the run
+        # by its length, not by a pass that yields nothing: a sampler resumed at the end of an
+        # epoch has no batch left in that epoch, and its next pass starts the next one
+        if len(sampler) == 0:   # an endless loop over nothing would hang the run
             raise RuntimeError("the sampler yields no batch")
+        yield from sampler
 
 
 def tensor_batch(make, item, pin: bool) -> dict:

@@ -646,27 +646,6 @@ def test_check_choice_wants_the_choice_itself():
     assert check_choice("x", 2, (1, 2)) == 2
 
 
-def test_a_batch_stream_goes_on_over_a_sampler_without_len_and_stops_on_an_empty_pass():
-    from mrlib.training_data import batch_stream
-
-    class Once:                       # yields one batch per pass, has no __len__
-        def __iter__(self):
-            yield "b"
-
-    stream = batch_stream(Once())
-    assert [next(stream) for _ in range(3)] == ["b", "b", "b"]
-
-    class Hollow:                     # says it has batches, yields none
-        def __len__(self):
-            return 3
-
-        def __iter__(self):
-            return iter(())
-
-    with pytest.raises(RuntimeError, match="yields no batch"):
-        next(batch_stream(Hollow()))
-
-
 def test_cli_ctrl_c_says_how_to_resume(tmp_path, tiny_catalog_env):
     import signal
     import time
