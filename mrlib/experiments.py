@@ -579,9 +579,7 @@ def _merge_into(data: dict, other: dict, path: Path) -> int:
                                  f"{data.get(field)!r} of the file it is added to")
     groups = other.get("unit_groups")
     # a file without groups takes the added file's: they hold for the seeds already there
-    if groups is not None and data.get("unit_groups") is None:
-        data["unit_groups"] = groups
-    if groups is not None and data["unit_groups"] != groups:
+    if groups is not None and data.setdefault("unit_groups", groups) != groups:
         raise res.StoreError(f"{path}: its units are not grouped as those of the file it is added to")
     added = 0
     for r, row in other["rows"].items():

@@ -109,6 +109,8 @@ def _check_store(store: Any, where: str) -> dict:
     if not isinstance(store["rows"], dict) or not isinstance(store["metrics"], (list, tuple)):
         raise StoreError(f"{where}: 'rows' must be a JSON object and 'metrics' a list, got "
                          f"{type(store['rows']).__name__} and {type(store['metrics']).__name__}")
+    if "unit_groups" in store and store["unit_groups"] is None:   # null: ungrouped, as when absent
+        del store["unit_groups"]
     return store
 
 
