@@ -46,25 +46,27 @@ def main(argv: list[str] | None = None) -> int:
         print("available:", ", ".join(available()) or "(none)")
         return 0
     name, rest = argv[0], argv[1:]
+    names = available()
     try:
-        if name not in ("all", *available()):
-            run(name)                       # refuses the name, listing the benchmarks
+        if name not in ("all", *names):
+            raise ValueError(f"unknown benchmark {name!r}; available: {', '.join(names)}, all")
         if name == "all" and rest:    # each benchmark has flags of its own: none applies to all
             raise ValueError(f"'all' runs each benchmark at its defaults and takes no arguments, "
                              f"got {' '.join(rest)}; pass them to one benchmark "
                              "(python -m mrlib.bench NAME ARGS)")
-        if rest:
+        if rest:   # a value the benchmark's own parser let through may be refused by mrlib
             return run(name, rest)
-    # an unknown name, or a value the benchmark's own parser let through, refused by mrlib
     except ValueError as err:
         print(f"python -m mrlib.bench {name}: error: {err}", file=sys.stderr)
         return 2
-    status = 0     # at their defaults an error is a defect, shown with its traceback
-    for each in (available() if name == "all" else [name]):
-        if name == "all":
-            print(f"\n=== {each} ===", flush=True)
+    if name != "all":    # at its defaults an error is a defect, shown with its traceback
+        return run(name, [])
+    status = 0
+    for each in names:
+        print(f"\n=== {each} ===", flush=True)
         status |= run(each, [])
     return status
+
 
 if __name__ == "__main__":
     raise SystemExit(main())
