@@ -81,6 +81,19 @@ def _default_chunk(n_base: int) -> int:
     return max(1, min(4096, _BLOCK_ELEMENTS // max(n_base, 1)))
 
 
+def _list_length(k, n_q: int, n: int, exclude_self: bool, of: str) -> int:
+    """``k`` (None: the whole list) checked against the ``n`` candidates (``of``) that each of
+    ``n_q`` queries ranks; with ``exclude_self`` the queries are the first candidates, left out."""
+    if exclude_self and (n_q > n or n == 0):
+        raise ValueError(f"exclude_self needs the queries to be the first {of} (n_queries <= n, "
+                         f"n >= 1), got {n_q} queries and {n} {of}")
+    full = n - 1 if exclude_self else n
+    k = full if k is None else check_int("k", k)
+    if k > full:
+        raise ValueError(f"k={k} exceeds the {full} {of} available per query")
+    return k
+
+
 def exact_topk(
     queries,
     base,
@@ -141,45 +154,28 @@ def exact_topk(
     dtype = np.float64 if (q.dtype == np.float64 or b.dtype == np.float64) else np.float32
     q, b = q.astype(dtype, copy=False), b.astype(dtype, copy=False)
     n_q, n_b = q.shape[0], b.shape[0]
-    available = n_b - (1 if exclude_self else 0)
-    k = check_int("k", k)
-    if k > available:
-        raise ValueError(f"k={k} exceeds the {available} base rows available per query")
+    k = _list_length(k, n_q, n_b, exclude_self, "base rows")
     chunk = _default_chunk(n_b) if chunk_size is None else check_int("chunk_size", chunk_size)
-    if exclude_self and n_q > n_b:
-        raise ValueError(f"exclude_self needs queries to be the first rows of base, but there are "
-                         f"{n_q} queries and {n_b} base rows")
     device = torch.device(device)
     bt = as_tensor(b, device)
     b_sq = (bt * bt).sum(dim=1) if metric == "l2" else None
     dist_out = np.empty((n_q, k), dtype=dtype)
     idx_out = np.empty((n_q, k), dtype=np.int64)
     for s in tqdm(range(0, n_q, chunk), desc="exact top-k", unit="chunk", disable=not progress):
-        e = min(s + chunk, n_q)
-        dist_out[s:e], idx_out[s:e] = _block_topk(as_tensor(q[s:e], device), bt, b_sq, k,
-                                                  s if exclude_self else None)
+        qt = as_tensor(q[s:s + chunk], device)
+        if metric == "ip":
+            key = qt @ bt.T
+        else:
+            # rank by ||b||^2 - 2 q.b: one fused pass (addmm), and ||q||^2, constant along
+            # the row, is added to the k winners only; no (chunk, n_base, d) difference tensor
+            key = torch.addmm(b_sq, qt, bt.T, beta=1.0, alpha=-2.0)
+        idx_out[s:s + chunk] = _stable_topk(key, k, metric == "ip", s if exclude_self else None)
+        val = torch.gather(key, 1, as_tensor(idx_out[s:s + chunk], device))
+        if metric == "l2":
+            # clip the tiny negatives that float cancellation leaves for near-identical vectors
+            val = (val + (qt * qt).sum(dim=1, keepdim=True)).clamp_(min=0.0)
+        dist_out[s:s + chunk] = val.cpu().numpy()
     return dist_out, idx_out
-
-
-def _block_topk(qt: torch.Tensor, bt: torch.Tensor, b_sq: torch.Tensor | None, k: int, first: int | None):
-    """One block of :func:`exact_topk`: (distances, indices) of ``qt``'s rows against ``bt``.
-
-    ``b_sq`` (the base's squared norms) selects the L2 metric, None the inner product;
-    ``first`` is the base row of the block's first query, to exclude each query, or None.
-    """
-    largest = b_sq is None
-    if largest:
-        key = qt @ bt.T
-    else:
-        # rank by ||b||^2 - 2 q.b: one fused pass (addmm), and ||q||^2, constant along
-        # the row, is added to the k winners only; no (chunk, n_base, d) difference tensor
-        key = torch.addmm(b_sq, qt, bt.T, beta=1.0, alpha=-2.0)
-    idx = _stable_topk(key, k, largest, first)
-    val = torch.gather(key, 1, as_tensor(idx, key.device))
-    if not largest:
-        # clip the tiny negatives that float cancellation leaves for near-identical vectors
-        val = (val + (qt * qt).sum(dim=1, keepdim=True)).clamp_(min=0.0)
-    return val.cpu().numpy(), idx
 
 
 def rank_by_distance(embeddings, exclude_self: bool = True, k: int | None = None) -> np.ndarray:
@@ -238,14 +234,7 @@ def rank_by_similarity(
     """
     S = as_float_matrix("S", S)
     n_q, n = S.shape
-    if exclude_self and n_q > n:
-        raise ValueError(f"exclude_self needs at least as many columns as rows, got S of shape {S.shape}")
-    if exclude_self and n == 0:   # its lists would have length -1
-        raise ValueError(f"S is empty (shape {S.shape}): there is no list to rank")
-    full = n - 1 if exclude_self else n
-    k = full if k is None else check_int("k", k)
-    if k > full:
-        raise ValueError(f"k={k} exceeds the {full} tracks available per query")
+    k = _list_length(k, n_q, n, exclude_self, "columns of S")
     chunk = _default_chunk(n) if chunk_size is None else check_int("chunk_size", chunk_size)
     out = np.empty((n_q, k), dtype=np.int64)
     for s in range(0, n_q, chunk):
@@ -418,23 +407,18 @@ def build_faiss_index(
     if base.ndim != 2 or base.shape[0] == 0:
         raise ValueError(f"base must be a non-empty 2-D array (n, d), got shape {base.shape}")
     n, d = base.shape
+    fmetric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
     if kind == "hnsw":
-        fmetric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
         index = faiss.IndexHNSWFlat(d, check_int("M", M, minimum=2), fmetric)
         index.hnsw.efConstruction = check_int("ef_construction", ef_construction)
         index.hnsw.efSearch = check_int("ef_search", ef_search)
     elif kind == "ivf":
-        index = _trained_ivf(faiss, base, _flat(faiss, d, metric), nlist, nprobe, seed)
+        index = _trained_ivf(faiss, base, faiss.IndexFlat(d, fmetric), nlist, nprobe, seed)
     else:
-        index = _flat(faiss, d, metric)
+        index = faiss.IndexFlat(d, fmetric)
     for s in tqdm(range(0, n, _ADD_ROWS), desc=f"faiss {kind} add", unit="chunk", disable=not progress):
         index.add(_float32("base", base[s:s + _ADD_ROWS]))
     return FaissIndex(index, kind, metric)
-
-
-def _flat(faiss, d: int, metric: str):
-    """An exact FAISS index of ``d``-dimensional vectors: L2 or inner product."""
-    return faiss.IndexFlatL2(d) if metric == "l2" else faiss.IndexFlatIP(d)
 
 
 def _trained_ivf(faiss, base: np.ndarray, quantizer, nlist, nprobe, seed: int):

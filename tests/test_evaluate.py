@@ -269,7 +269,7 @@ def test_exact_topk_rejects_bad_input():
         ev.exact_topk(np.zeros((2, 4)), x, 2)
     with pytest.raises(ValueError, match="non-finite"):
         ev.exact_topk(np.full((1, 3), np.nan), x, 2)
-    with pytest.raises(ValueError, match="first rows of base"):
+    with pytest.raises(ValueError, match="exclude_self needs the queries to be the first base rows"):
         ev.exact_topk(np.zeros((6, 3)), x, 2, exclude_self=True)
     with pytest.raises(ValueError, match="MPS has no float64"):   # said before anything reaches MPS
         ev.exact_topk(x, x, 2, device="mps")
@@ -723,7 +723,7 @@ def test_empty_inputs_get_a_clear_error_not_a_nan_or_a_blamed_k():
     # rank_by_distance of one track blamed "k must be >= 1, got 0", a k the caller never passed
     with pytest.raises(ValueError, match="embeddings needs at least 2 row"):
         ev.rank_by_distance(np.zeros((1, 3)))
-    with pytest.raises(ValueError, match="S is empty"):           # numpy: negative dimensions
+    with pytest.raises(ValueError, match=r"first columns of S .* 0 columns"):   # numpy: negative dimensions
         ev.rank_by_similarity(np.zeros((0, 0)))
     with pytest.raises(ValueError, match="no queries"):           # returned NaN
         ev.recall_at_k(np.zeros((0, 3), int), np.zeros((0, 3), int))
