@@ -221,9 +221,7 @@ class AutoPool(nn.Module):
         if x.shape[cax] != self.n_dims:
             raise ValueError(f"AutoPool has n_dims={self.n_dims} but the input has {x.shape[cax]} "
                              f"along its channel axis {cax} (shape {tuple(x.shape)}, pooled axis {ax})")
-        shape = [1] * x.ndim
-        shape[cax] = self.n_dims
-        return tuple(shape)
+        return tuple(self.n_dims if i == cax else 1 for i in range(x.ndim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Pool ``x`` over :attr:`axis`; see the class docstring for shapes."""

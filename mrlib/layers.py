@@ -131,15 +131,6 @@ class ClampedMaxPool2d(nn.Module):
         return f"kernel={self.kernel}"
 
 
-def _conv_block(c_in: int, c_out: int, pool: tuple[int, int], dropout: float) -> nn.Sequential:
-    # No conv bias: the BatchNorm right after has its own shift.
-    layers = OrderedDict(conv=nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False),
-                         bn=nn.BatchNorm2d(c_out), relu=nn.ReLU(), pool=ClampedMaxPool2d(pool))
-    if dropout > 0:
-        layers["dropout"] = nn.Dropout(dropout)
-    return nn.Sequential(layers)
-
-
 class Backbone(nn.Sequential):
     """Input BatchNorm + conv blocks [Conv 3x3 'same' -> BN -> ReLU -> MaxPool (-> Dropout)].
 
@@ -168,7 +159,12 @@ class Backbone(nn.Sequential):
         layers: OrderedDict[str, nn.Module] = OrderedDict(input_bn=FrequencyBatchNorm(n_bins))
         # each block takes the channels of the one before (the CQT's single channel first)
         for i, (c_in, c, pool) in enumerate(zip([1, *widths], widths, pools), start=1):
-            layers[f"block{i}"] = _conv_block(c_in, c, pool, dropout)
+            # No conv bias: the BatchNorm right after has its own shift.
+            block = OrderedDict(conv=nn.Conv2d(c_in, c, kernel_size=3, padding=1, bias=False),
+                                bn=nn.BatchNorm2d(c), relu=nn.ReLU(), pool=ClampedMaxPool2d(pool))
+            if dropout > 0:
+                block["dropout"] = nn.Dropout(dropout)
+            layers[f"block{i}"] = nn.Sequential(block)
         layers["final_pool"] = nn.AdaptiveMaxPool2d(final_size)
         super().__init__(layers)      # run in order: input_bn, block1 ..., final_pool
 
@@ -185,15 +181,16 @@ class PatchModel(nn.Module):
     #: it takes ``n_tags`` (a tagging head) instead of ``embedding_dim``
     takes_tags: bool = False
 
-    def _setup(self, head: dict, width: float, n_bins: int, patch_len: int, **rest) -> None:
-        """Check the shared arguments and set ``config``: the system, ``head`` (the network's first
-        argument), width, n_bins, patch_len, then ``rest``."""
+    def _setup(self, head: str, size: int, width: float, n_bins: int, patch_len: int, **rest) -> None:
+        """Check the shared arguments, set the network's first one (``head``, e.g. ``n_tags``, to
+        ``size``) and ``config``: the system, ``head``, width, n_bins, patch_len, then ``rest``."""
+        setattr(self, head, check_int(head, size))
         self.n_bins = check_int("n_bins", n_bins)
         self.patch_len = check_int("patch_len", patch_len)
         self.width = check_positive("width", width)     # 1.0 = the paper
         # the keyword arguments that rebuild this model: build_model(**model.config)
-        self.config = {"system": self.system, **head, "width": self.width, "n_bins": self.n_bins,
-                       "patch_len": self.patch_len, **rest}
+        self.config = {"system": self.system, head: getattr(self, head), "width": self.width,
+                       "n_bins": self.n_bins, "patch_len": self.patch_len, **rest}
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -228,11 +225,8 @@ class ResidualBlock(nn.Module):
         self.relu1 = nn.ReLU()
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(c_out)
-        if c_in == c_out:
-            self.shortcut: nn.Module = nn.Identity()
-        else:
-            self.shortcut = nn.Sequential(OrderedDict(
-                conv=nn.Conv2d(c_in, c_out, 1, bias=False), bn=nn.BatchNorm2d(c_out)))
+        self.shortcut = nn.Identity() if c_in == c_out else nn.Sequential(OrderedDict(
+            conv=nn.Conv2d(c_in, c_out, 1, bias=False), bn=nn.BatchNorm2d(c_out)))
         self.relu2 = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
