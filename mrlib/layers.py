@@ -14,23 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mrlib.checks import check_int, check_positive, is_real
+from mrlib.checks import check_int, check_positive
 
 __all__ = ["FrequencyBatchNorm", "ClampedMaxPool2d", "Backbone", "ResidualBlock",
-           "PatchModel", "check_dropout", "scale_channels",
-           "as_patches", "init_weights", "eval_mode"]
+           "PatchModel", "scale_channels", "init_weights", "eval_mode"]
 
 # ----------------------------------------------------------------------------- helpers
-def check_dropout(p: Any) -> float:
-    """A dropout probability as a float, or a ValueError: it must be in [0, 1).
-
-    Notebook: 05_autopool.ipynb
-    """
-    if not is_real(p) or not 0 <= p < 1:
-        raise ValueError(f"dropout must be in [0, 1), got {p!r}")
-    return float(p)
-
-
 @contextlib.contextmanager
 def eval_mode(model: nn.Module):
     """``model`` in eval mode for the block, then back in the mode it was in.
@@ -51,28 +40,6 @@ def scale_channels(channels: int, width: float) -> int:
     Notebook: 05_autopool.ipynb
     """
     return max(1, int(round(width * channels)))
-
-
-def as_patches(x: Any, n_bins: int, name: str = "x") -> torch.Tensor:
-    """Check a batch of CQT patches and return it as ``(B, 1, n_bins, T)``.
-
-    Notebook: 05_autopool.ipynb
-    """
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of CQT patches, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
-    if x.ndim == 3:
-        x = x.unsqueeze(1)
-    elif x.ndim != 4 or x.shape[1] != 1:
-        raise ValueError(f"{name} must have shape (B, n_bins, T) or (B, 1, n_bins, T), "
-                         f"got {tuple(x.shape)}")
-    if x.shape[2] != n_bins:
-        raise ValueError(f"{name} has {x.shape[2]} frequency bins but the model was built for "
-                         f"n_bins={n_bins} (shape {tuple(x.shape)})")
-    if x.shape[0] == 0 or x.shape[3] == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
-    return x
 
 
 def init_weights(module: nn.Module) -> None:
@@ -197,8 +164,22 @@ class PatchModel(nn.Module):
         """Default patch shape without the batch axis: ``(1, n_bins, patch_len)``."""
         return (1, self.n_bins, self.patch_len)
 
-    def _prepare(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
-        x = as_patches(x, self.n_bins, name)
+    def _prepare(self, x: Any, name: str = "x") -> torch.Tensor:
+        """The batch of CQT patches ``x`` checked, as ``(B, 1, n_bins, T)`` in the weights' dtype."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor of CQT patches, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
+        if x.ndim == 3:
+            x = x.unsqueeze(1)
+        elif x.ndim != 4 or x.shape[1] != 1:
+            raise ValueError(f"{name} must have shape (B, n_bins, T) or (B, 1, n_bins, T), "
+                             f"got {tuple(x.shape)}")
+        if x.shape[2] != self.n_bins:
+            raise ValueError(f"{name} has {x.shape[2]} frequency bins but the model was built for "
+                             f"n_bins={self.n_bins} (shape {tuple(x.shape)})")
+        if x.shape[0] == 0 or x.shape[3] == 0:
+            raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
         # Feature caches hold float16: cast to the weights' dtype here, so callers
         # need not (under torch.autocast the convolutions still run in half precision).
         return x.to(next(self.parameters()).dtype)

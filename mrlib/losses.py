@@ -195,10 +195,9 @@ def matchnet_loss(z_pos, z_neg, reduction: str = "mean", return_parts: bool = Fa
     """
     psi = matchnet_rank_loss(z_pos, z_neg, reduction)
     phi = matchnet_contrastive_loss(z_pos, z_neg, reduction)
-    loss = psi + phi
     if return_parts:
-        return loss, {"rank": psi.detach(), "contrastive": phi.detach()}
-    return loss
+        return psi + phi, {"rank": psi.detach(), "contrastive": phi.detach()}
+    return psi + phi
 
 
 def bce_loss(outputs: torch.Tensor, targets: torch.Tensor, threshold: float | None = 0.5,

@@ -39,9 +39,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from mrlib.autopool import AutoPool
-from mrlib.checks import check_choice, check_int, is_int
+from mrlib.checks import check_choice, check_int, is_int, is_real
 from mrlib.layers import (Backbone, ClampedMaxPool2d, FrequencyBatchNorm, PatchModel, ResidualBlock,
-                          check_dropout, eval_mode, init_weights, scale_channels)
+                          eval_mode, init_weights, scale_channels)
 
 __all__ = ["NETWORKS", "POOLINGS", "PAPER_WIDTHS", "PAPER_POOLS", "FrequencyBatchNorm",
            "ClampedMaxPool2d", "Backbone", "ATBaseline", "TL", "TLAutopool",
@@ -82,11 +82,12 @@ class _PaperCNN(PatchModel):
                dropout: float, **rest) -> None:
         """Check the arguments, set ``config``, the backbone and the FC head (``size`` outputs,
         on each frame when the backbone keeps time), and initialise the weights."""
-        dropout = check_dropout(dropout)
-        self._setup(head, size, width, n_bins, patch_len, dropout=dropout, **rest)
+        if not is_real(dropout) or not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        self._setup(head, size, width, n_bins, patch_len, dropout=float(dropout), **rest)
         self.widths = [scale_channels(c, self.width) for c in PAPER_WIDTHS[self.system]]
         self.backbone = Backbone(n_bins, self.widths, PAPER_POOLS[self.system], self.final_size,
-                                 dropout)
+                                 self.config["dropout"])
         if self.final_size == (1, 1):     # one vector per patch, (B, C, 1, 1) -> (B, C)
             self.flatten = nn.Flatten()
         self.fc = nn.Linear(self.widths[-1], getattr(self, head))
@@ -395,8 +396,7 @@ def build_model(system: str, n_tags: int | None = None, width: float = 1.0, n_bi
 
     Notebook: 04_losses.ipynb
     """
-    check_choice("system", system, NETWORKS)
-    cls = NETWORKS[system]
+    cls = NETWORKS[check_choice("system", system, NETWORKS)]
     if cls.takes_tags and n_tags is None:
         raise ValueError(f"the {system!r} system needs n_tags (the number of tags m)")
     head = {"n_tags": n_tags} if cls.takes_tags else {"embedding_dim": embedding_dim}

@@ -413,35 +413,27 @@ def build_faiss_index(
         index.hnsw.efConstruction = check_int("ef_construction", ef_construction)
         index.hnsw.efSearch = check_int("ef_search", ef_search)
     elif kind == "ivf":
-        index = _trained_ivf(faiss, base, faiss.IndexFlat(d, fmetric), nlist, nprobe, seed)
+        if nlist is None:
+            # 4·√n, but never more cells than FAISS's k-means has points for: with fewer than
+            # min_points_per_centroid (39) per cell it trains anyway and prints a WARNING to stderr
+            per_cell = faiss.ClusteringParameters().min_points_per_centroid
+            nlist = max(1, min(int(round(4 * math.sqrt(n))), n // per_cell))
+        else:
+            nlist = check_int("nlist", nlist)
+        if nlist > n:
+            raise ValueError(f"nlist={nlist} exceeds the {n} vectors to index")
+        # FAISS's Python constructor keeps a reference to the quantizer the C++ index points to
+        index = faiss.IndexIVFFlat(faiss.IndexFlat(d, fmetric), d, nlist, fmetric)
+        index.cp.seed = int(seed)
+        # k-means trained on a seeded sample of at most 64 rows per cell
+        pick = np.sort(np.random.default_rng(seed).choice(n, size=min(n, 64 * nlist), replace=False))
+        index.train(_float32("base", base[pick]))
+        index.nprobe = min(check_int("nprobe", nprobe), nlist)
     else:
         index = faiss.IndexFlat(d, fmetric)
     for s in tqdm(range(0, n, _ADD_ROWS), desc=f"faiss {kind} add", unit="chunk", disable=not progress):
         index.add(_float32("base", base[s:s + _ADD_ROWS]))
     return FaissIndex(index, kind, metric)
-
-
-def _trained_ivf(faiss, base: np.ndarray, quantizer, nlist, nprobe, seed: int):
-    """An ``IndexIVFFlat`` over the flat ``quantizer`` (and its metric) whose k-means is trained
-    on a seeded sample of ``base`` (not yet filled)."""
-    n, d = base.shape
-    if nlist is None:
-        # 4·√n, but never more cells than FAISS's k-means has points for: with fewer than
-        # min_points_per_centroid (39) per cell it trains anyway and prints a WARNING to stderr
-        per_cell = faiss.ClusteringParameters().min_points_per_centroid
-        nlist = max(1, min(int(round(4 * math.sqrt(n))), n // per_cell))
-    else:
-        nlist = check_int("nlist", nlist)
-    if nlist > n:
-        raise ValueError(f"nlist={nlist} exceeds the {n} vectors to index")
-    # FAISS's Python constructor keeps a reference to the quantizer the C++ index points to
-    index = faiss.IndexIVFFlat(quantizer, d, nlist, quantizer.metric_type)
-    index.cp.seed = int(seed)
-    n_train = min(n, 64 * nlist)
-    pick = np.sort(np.random.default_rng(seed).choice(n, size=n_train, replace=False))
-    index.train(_float32("base", base[pick]))
-    index.nprobe = min(check_int("nprobe", nprobe), nlist)
-    return index
 
 
 def recall_at_k(approx_idx, exact_idx, k: int | None = None, *, per_query: bool = False):
