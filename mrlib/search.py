@@ -2,7 +2,7 @@
 
 Exact search is exhaustive and chunked (one block of query x base scores at a time), with
 ties broken by the lower index so its results equal a stable full sort; the FAISS indexes
-(HNSW, IVF, flat) trade recall for speed on catalogs far beyond the course data, and
+(HNSW, IVF) trade recall for speed on catalogs far beyond the course data, and
 :func:`recall_at_k` measures what they lose against the exact lists.
 
 Notebook: 07_evaluation.ipynb
@@ -249,8 +249,8 @@ class FaissIndex:
     Attributes
     ----------
     index : faiss.Index
-        The underlying FAISS object (``IndexHNSWFlat``, ``IndexIVFFlat`` or ``IndexFlat``).
-    kind : {"hnsw", "ivf", "flat"}
+        The underlying FAISS object (``IndexHNSWFlat`` or ``IndexIVFFlat``).
+    kind : {"hnsw", "ivf"}
     metric : {"l2", "ip"}
 
     Notebook: 07_evaluation.ipynb
@@ -286,9 +286,7 @@ class FaissIndex:
         """
         if self.kind == "hnsw":
             return {"ef_search": int(self.index.hnsw.efSearch)}
-        if self.kind == "ivf":
-            return {"nprobe": int(self.index.nprobe), "nlist": int(self.index.nlist)}
-        return {}
+        return {"nprobe": int(self.index.nprobe), "nlist": int(self.index.nlist)}
 
     def set_params(self, *, ef_search: int | None = None, nprobe: int | None = None) -> "FaissIndex":
         """Trade speed for recall: HNSW's ``ef_search`` or IVF's ``nprobe`` (capped at nlist).
@@ -359,13 +357,12 @@ def build_faiss_index(base, kind: str = "hnsw", metric: str = "l2", *, M: int = 
       common rule, capped at ``n / 39`` so that k-means has the 39 points per cell FAISS asks
       for: below about 24,000 vectors), a query scans its ``nprobe`` nearest cells; k-means is
       seeded and trained on ``min(n, 64·nlist)`` seeded rows.
-    * ``"flat"`` — ``IndexFlat``: exact brute force, FAISS's own peer for :func:`exact_topk`.
 
     Parameters
     ----------
     base : float array (n, d)
         Converted to contiguous float32 (FAISS's type).
-    kind : {"hnsw", "ivf", "flat"}, default "hnsw"
+    kind : {"hnsw", "ivf"}, default "hnsw"
     metric : {"l2", "ip"}, default "l2"
         For L2-normalised embeddings both give the same order.
     M, ef_construction, ef_search : int
@@ -383,7 +380,7 @@ def build_faiss_index(base, kind: str = "hnsw", metric: str = "l2", *, M: int = 
     """
     import faiss   # here, not at the top: exact search does without it (faiss-cpu, requirements.txt)
 
-    check_choice("kind", kind, ("hnsw", "ivf", "flat"))
+    check_choice("kind", kind, ("hnsw", "ivf"))
     check_choice("metric", metric, ("l2", "ip"))
     base = np.asarray(base)
     if base.ndim != 2 or base.shape[0] == 0:
@@ -394,7 +391,7 @@ def build_faiss_index(base, kind: str = "hnsw", metric: str = "l2", *, M: int = 
         index = faiss.IndexHNSWFlat(d, check_int("M", M, minimum=2), fmetric)
         index.hnsw.efConstruction = check_int("ef_construction", ef_construction)
         index.hnsw.efSearch = check_int("ef_search", ef_search)
-    elif kind == "ivf":
+    else:
         if nlist is None:
             # 4·√n, but never more cells than FAISS's k-means has points for: with fewer than
             # min_points_per_centroid (39) per cell it trains anyway and prints a WARNING to stderr
@@ -411,8 +408,6 @@ def build_faiss_index(base, kind: str = "hnsw", metric: str = "l2", *, M: int = 
         pick = np.sort(np.random.default_rng(seed).choice(n, size=min(n, 64 * nlist), replace=False))
         index.train(_float32("base", base[pick]))
         index.nprobe = min(check_int("nprobe", nprobe), nlist)
-    else:
-        index = faiss.IndexFlat(d, fmetric)
     for s in tqdm(range(0, n, _ADD_ROWS), desc=f"faiss {kind} add", unit="chunk", disable=not progress):
         index.add(_float32("base", base[s:s + _ADD_ROWS]))
     return FaissIndex(index, kind, metric)
