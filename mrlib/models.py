@@ -456,9 +456,8 @@ def summary(model: nn.Module, print_table: bool = True, compact: bool = False):
         raise TypeError(f"summary() needs a model of mrlib.models (build_model), got {type(model).__name__}")
     device = next(model.parameters()).device
     x = torch.randn((2, *model.input_shape), generator=torch.Generator().manual_seed(0)).to(device)
-    rows = [_shape_row("input", "CQT", x, 0), *_leaf_rows(model, x)]
-    rows.append(_shape_row("total", "", None, sum(p.numel() for p in model.parameters())))
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame([_shape_row("input", "CQT", x, 0), *_leaf_rows(model, x),
+                       _shape_row("total", "", None, sum(p.numel() for p in model.parameters()))])
     if compact:
         keep = df["description"].str.match(r"(CQT|Conv2D|MP|adaptive|FC|Autopool)") | (df["layer"] == "total")
         df = df[keep].reset_index(drop=True)

@@ -351,7 +351,8 @@ def table2_run(row: str, parameters: Mapping[str, Any], seed: int, device: str, 
     # a row × seed's run folder has its parameters' hash in the name, so a changed row starts
     # afresh while the folder of its previous parameters stays as it was
     folder = f"{parameters['run_name']}_s{seed}-{parameters_key(parameters)[:8]}"
-    cfg = TrainConfig(**parameters, seed=seed, device=device, n_jobs=1, out_dir=str(workdir / folder))
+    cfg = TrainConfig(**parameters, seed=seed, device=device, n_jobs=1,
+                      out_dir=str(workdir / folder))
     # resume what an interrupted runner left; a new row has no folder to resume (nothing to say)
     run = train(cfg, resume=cfg.run_dir().exists(), progress=False, data=context["data"])
     test = context["test"]
