@@ -90,14 +90,12 @@ def retrieval_metrics(pred_ranked, true_ranked, k: int = 20, n_relevant: int = 5
     """
     k = check_int("k", k)
     n_relevant = check_int("n_relevant", n_relevant)
-    pred = as_index_matrix("pred_ranked", pred_ranked)
-    true = as_index_matrix("true_ranked", true_ranked)
-    if pred.shape[0] != true.shape[0]:
-        raise ValueError(f"pred_ranked has {pred.shape[0]} queries but true_ranked has {true.shape[0]}")
-    if true.shape[1] < n_relevant:
-        raise ValueError(f"true_ranked has {true.shape[1]} columns, fewer than n_relevant={n_relevant}")
-    pred = pred[:, :k]
-    rel = true[:, :n_relevant]
+    pred = as_index_matrix("pred_ranked", pred_ranked)[:, :k]
+    rel = as_index_matrix("true_ranked", true_ranked)[:, :n_relevant]   # the relevant tracks
+    if pred.shape[0] != rel.shape[0]:
+        raise ValueError(f"pred_ranked has {pred.shape[0]} queries but true_ranked has {rel.shape[0]}")
+    if rel.shape[1] < n_relevant:
+        raise ValueError(f"true_ranked has {rel.shape[1]} columns, fewer than n_relevant={n_relevant}")
     if (rel < 0).any():
         raise ValueError("true_ranked's first n_relevant columns must be valid (non-negative) indices")
     for name, a in (("pred_ranked", pred), ("true_ranked", rel)):
@@ -236,10 +234,8 @@ def results_table(results: Mapping[str, RetrievalResult], level: float = 0.95, m
     ks = {r.k for r in results.values()}
     if len(ks) != 1:
         raise ValueError(f"all systems must share one cut-off k, got {sorted(ks)}")
-    return pd.DataFrame.from_dict(
-        {name: r.row(level=level, method=method, decimals=decimals) for name, r in results.items()},
-        orient="index",
-    )
+    return pd.DataFrame.from_dict({name: r.row(level=level, method=method, decimals=decimals)
+                                   for name, r in results.items()}, orient="index")
 
 
 def _check_results(results) -> None:
