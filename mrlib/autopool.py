@@ -19,6 +19,7 @@ The variants of the AutoPool paper are options of :class:`AutoPool`:
 from __future__ import annotations
 
 import numbers
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,13 +29,17 @@ from mrlib.checks import check_int, is_int
 __all__ = ["autopool", "AutoPool", "autopool_penalty", "pooling_position"]
 
 
-def _check_axis(axis: int, ndim: int, what: str = "axis") -> int:
-    """Normalise a possibly negative axis; raise a clear error when out of range."""
+def _check_axis(x: Any, axis: int) -> int:
+    """``axis`` of the floating-point tensor ``x``, normalised (non-negative); else a clear error
+    (a 0-d ``x`` has no axis to pool over)."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        what = f"a tensor of {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise TypeError(f"x must be a floating-point torch.Tensor, got {what}")
     if not is_int(axis):
-        raise TypeError(f"{what} must be an int, got {type(axis).__name__}")
-    if not -ndim <= axis < ndim:
-        raise ValueError(f"{what}={axis} is out of range for a tensor with {ndim} dimension(s)")
-    return int(axis) % ndim
+        raise TypeError(f"axis must be an int, got {type(axis).__name__}")
+    if not -x.ndim <= axis < x.ndim:
+        raise ValueError(f"axis={axis} is out of range for a tensor with {x.ndim} dimension(s)")
+    return int(axis) % x.ndim
 
 
 def autopool(x: torch.Tensor, alpha: torch.Tensor | float, axis: int = -1) -> torch.Tensor:
@@ -80,12 +85,7 @@ def autopool(x: torch.Tensor, alpha: torch.Tensor | float, axis: int = -1) -> to
 
     Notebook: 05_autopool.ipynb
     """
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError(f"autopool() needs a floating-point torch.Tensor, got "
-                        f"{type(x).__name__}{'' if not isinstance(x, torch.Tensor) else ' of ' + str(x.dtype)}")
-    if x.ndim == 0:
-        raise ValueError("autopool() needs at least one dimension to pool over")
-    ax = _check_axis(axis, x.ndim)
+    ax = _check_axis(x, axis)
     if x.shape[ax] == 0:
         raise ValueError(f"cannot pool over an empty axis (x.shape={tuple(x.shape)}, axis={axis})")
     # Pool in at least float32: exp() of a float16 softmax underflows and the weighted sum
@@ -132,9 +132,7 @@ def pooling_position(y: torch.Tensor, x: torch.Tensor, axis: int = -1) -> torch.
 
     Notebook: 05_autopool.ipynb
     """
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError(f"pooling_position() needs a floating-point torch.Tensor x, got {type(x).__name__}")
-    ax = _check_axis(axis, x.ndim)
+    ax = _check_axis(x, axis)
     if tuple(y.shape) != tuple(x.shape[:ax] + x.shape[ax + 1:]):
         raise ValueError(f"y must have x's shape without axis {axis}: x {tuple(x.shape)}, y {tuple(y.shape)}")
     work = torch.promote_types(x.dtype, torch.float32)
@@ -211,7 +209,7 @@ class AutoPool(nn.Module):
 
     def _alpha_shape(self, x: torch.Tensor) -> tuple[int, ...]:
         """Shape that broadcasts ``alpha`` along the channel axis of ``x``."""
-        ax = _check_axis(self.axis, x.ndim)
+        ax = _check_axis(x, self.axis)
         if self.n_dims == 1:
             return (1,) * x.ndim
         if x.ndim < 2:
@@ -221,9 +219,7 @@ class AutoPool(nn.Module):
         if x.shape[cax] != self.n_dims:
             raise ValueError(f"AutoPool has n_dims={self.n_dims} but the input has {x.shape[cax]} "
                              f"along its channel axis {cax} (shape {tuple(x.shape)}, pooled axis {ax})")
-        shape = [1] * x.ndim
-        shape[cax] = self.n_dims
-        return tuple(shape)
+        return tuple(self.n_dims if i == cax else 1 for i in range(x.ndim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Pool ``x`` over :attr:`axis`; see the class docstring for shapes."""
@@ -233,8 +229,6 @@ class AutoPool(nn.Module):
             with torch.no_grad():
                 if bool((self.alpha < 0).any()):
                     self.alpha.clamp_(min=0.0)
-        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            raise TypeError(f"AutoPool needs a floating-point tensor, got {type(x).__name__}")
         alpha = self.effective_alpha.reshape(self._alpha_shape(x))
         return autopool(x, alpha, axis=self.axis)
 
@@ -268,8 +262,6 @@ def autopool_penalty(model: nn.Module) -> torch.Tensor:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"autopool_penalty() needs an nn.Module, got {type(model).__name__}")
-    penalties = [m.penalty() for m in model.modules() if isinstance(m, AutoPool)]
-    if not penalties:
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
-        return torch.zeros((), device=device)
-    return sum(penalties[1:], start=penalties[0])   # left to right, as the modules come
+    zero = torch.zeros((), device=next((p.device for p in model.parameters()), torch.device("cpu")))
+    # left to right, as the modules come, from an exact 0 (the result without an AutoPool layer)
+    return sum((m.penalty() for m in model.modules() if isinstance(m, AutoPool)), start=zero)

@@ -20,7 +20,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from mrlib.checks import as_float_matrix, as_index_matrix, check_int, check_level
+from mrlib.checks import as_float_matrix, as_index_matrix, check_choice, check_int, check_level
 from mrlib.search import (FaissIndex, build_faiss_index, exact_topk, rank_by_distance, rank_by_similarity,
                           recall_at_k)
 from mrlib.stats import (CFR, CI, PairedTest, TagAUC, constraints_fulfillment_rate, format_ci, holm,
@@ -38,13 +38,6 @@ __all__ = [
 #: Keys of :func:`retrieval_metrics`' dict, in the column order of the paper's Table 2.
 METRICS: tuple[str, ...] = ("map", "recall", "rr", "ndcg")
 _LABELS = {"map": "MAP", "recall": "Recall", "rr": "RR", "ndcg": "nDCG"}
-
-
-# ----------------------------------------------------------------------------------------
-def _has_duplicates(rows: np.ndarray) -> np.ndarray:
-    """Per row: does a non-negative index occur twice? Negative entries are padding."""
-    s = np.sort(rows, axis=1)
-    return ((s[:, 1:] == s[:, :-1]) & (s[:, 1:] >= 0)).any(axis=1)
 
 
 # ----------------------------------------------------------------------------------------
@@ -97,40 +90,35 @@ def retrieval_metrics(pred_ranked, true_ranked, k: int = 20, n_relevant: int = 5
     """
     k = check_int("k", k)
     n_relevant = check_int("n_relevant", n_relevant)
-    pred = as_index_matrix("pred_ranked", pred_ranked)
-    true = as_index_matrix("true_ranked", true_ranked)
-    if pred.shape[0] != true.shape[0]:
-        raise ValueError(f"pred_ranked has {pred.shape[0]} queries but true_ranked has {true.shape[0]}")
-    if true.shape[1] < n_relevant:
-        raise ValueError(f"true_ranked has {true.shape[1]} columns, fewer than n_relevant={n_relevant}")
-    pred = pred[:, :k]
-    rel = true[:, :n_relevant]
+    pred = as_index_matrix("pred_ranked", pred_ranked)[:, :k]
+    rel = as_index_matrix("true_ranked", true_ranked)[:, :n_relevant]   # the relevant tracks
+    if pred.shape[0] != rel.shape[0]:
+        raise ValueError(f"pred_ranked has {pred.shape[0]} queries but true_ranked has {rel.shape[0]}")
+    if rel.shape[1] < n_relevant:
+        raise ValueError(f"true_ranked has {rel.shape[1]} columns, fewer than n_relevant={n_relevant}")
     if (rel < 0).any():
         raise ValueError("true_ranked's first n_relevant columns must be valid (non-negative) indices")
     for name, a in (("pred_ranked", pred), ("true_ranked", rel)):
-        dup = _has_duplicates(a)
+        s = np.sort(a, axis=1)
+        dup = ((s[:, 1:] == s[:, :-1]) & (s[:, 1:] >= 0)).any(axis=1)   # negatives are padding
         if dup.any():
             raise ValueError(f"{name} repeats a track within a list (first in query {int(np.argmax(dup))})")
 
-    n_q, depth = pred.shape
     # match[q, i, j]: the system's i-th track is the oracle's j-th: (n_q, k, R) booleans,
     # 2,900 x 20 x 5 at paper scale, so the broadcast is cheap and needs no per-query loop.
     match = pred[:, :, None] == rel[:, None, :]
     hits = match.any(axis=2).astype(np.float64)                     # (n_q, depth)
     gains = match.astype(np.float64) @ np.arange(n_relevant, 0, -1, dtype=np.float64)
-    ranks = np.arange(1, depth + 1, dtype=np.float64)
-
-    precision_at_i = np.cumsum(hits, axis=1) / ranks
-    ap = (hits * precision_at_i).sum(axis=1) / min(k, n_relevant)
-    recall = hits.sum(axis=1) / n_relevant
-    first = np.argmax(hits > 0, axis=1) if depth else np.zeros(n_q, dtype=np.int64)  # 0: no hit
-    rr = np.where(hits.any(axis=1), 1.0 / (first + 1.0), 0.0)
-    discount = 1.0 / np.log2(1.0 + ranks)
-    dcg = gains @ discount if depth else np.zeros(n_q)
+    ranks = np.arange(1, pred.shape[1] + 1, dtype=np.float64)
     n_ideal = min(k, n_relevant)
     ideal_ranks = np.arange(1, n_ideal + 1, dtype=np.float64)
     idcg = float(np.sum(np.arange(n_relevant, n_relevant - n_ideal, -1) / np.log2(1.0 + ideal_ranks)))
-    return {"map": ap, "recall": recall, "rr": rr, "ndcg": dcg / idcg}
+    # RR: hits / ranks is 1 / i at a hit and 0 elsewhere, so its row maximum is 1 / (first hit),
+    # and 0 for a row without one (or without columns)
+    return {"map": (hits * (np.cumsum(hits, axis=1) / ranks)).sum(axis=1) / n_ideal,
+            "recall": hits.sum(axis=1) / n_relevant,
+            "rr": (hits / ranks).max(axis=1, initial=0.0),
+            "ndcg": gains @ (1.0 / np.log2(1.0 + ranks)) / idcg}
 
 
 # ----------------------------------------------------------------------------------------
@@ -199,11 +187,10 @@ class RetrievalResult:
 
         Notebook: 07_evaluation.ipynb
         """
-        rows = {}
-        for m in METRICS:
-            ci = mean_ci(self.per_query[m], level=level, method=method, **ci_kwargs)
-            rows[self.columns[m]] = {k: 100 * getattr(ci, k) for k in ("mean", "low", "high", "half_width")}
-        return pd.DataFrame.from_dict(rows, orient="index")
+        cis = [mean_ci(self.per_query[m], level=level, method=method, **ci_kwargs) for m in METRICS]
+        return pd.DataFrame({k: [100 * getattr(ci, k) for ci in cis]
+                             for k in ("mean", "low", "high", "half_width")},
+                            index=[self.columns[m] for m in METRICS])
 
     def row(self, level: float = 0.95, method: str = "t", decimals: int = 2, **ci_kwargs) -> dict[str, str]:
         """Table 2 cells: ``{"MAP@20": "5.98 ± 0.40", …}`` (percent, ± = CI half-width).
@@ -247,10 +234,8 @@ def results_table(results: Mapping[str, RetrievalResult], level: float = 0.95, m
     ks = {r.k for r in results.values()}
     if len(ks) != 1:
         raise ValueError(f"all systems must share one cut-off k, got {sorted(ks)}")
-    return pd.DataFrame.from_dict(
-        {name: r.row(level=level, method=method, decimals=decimals) for name, r in results.items()},
-        orient="index",
-    )
+    return pd.DataFrame.from_dict({name: r.row(level=level, method=method, decimals=decimals)
+                                   for name, r in results.items()}, orient="index")
 
 
 def _check_results(results) -> None:
@@ -263,16 +248,20 @@ def _check_results(results) -> None:
                             f"evaluate_similarity), got {type(r).__name__}")
 
 
-def _check_cutoffs(n: int, k, n_relevant) -> tuple[int, int]:
-    """``k`` and ``n_relevant`` checked against ``n`` test tracks (each query has ``n - 1``
-    others, and its ``n_relevant`` relevant tracks must be among them)."""
+def _scored(rank, S_true: np.ndarray, k, n_relevant) -> RetrievalResult:
+    """The lists ``rank(depth)`` scored against the top ``n_relevant`` of the oracle ``S_true``
+    ((n, n)), once ``k`` and ``n_relevant`` are checked against the ``n`` test tracks (each query
+    has ``n - 1`` others, and its ``n_relevant`` relevant tracks must be among them)."""
+    n = len(S_true)
     k = check_int("k", k)
     n_relevant = check_int("n_relevant", n_relevant)
     if n - 1 < n_relevant:
         raise ValueError(f"{n} test tracks leave each query {n - 1} other(s), fewer than its "
                          f"n_relevant={n_relevant} relevant tracks: evaluate at least "
                          f"{n_relevant + 1} tracks")
-    return k, n_relevant
+    true = rank_by_similarity(S_true, exclude_self=True, k=n_relevant)
+    return RetrievalResult(retrieval_metrics(rank(min(k, n - 1)), true, k=k, n_relevant=n_relevant),
+                           k, n_relevant)
 
 
 def evaluate_embeddings(embeddings, S_true, k: int = 20, n_relevant: int = 5) -> RetrievalResult:
@@ -295,12 +284,9 @@ def evaluate_embeddings(embeddings, S_true, k: int = 20, n_relevant: int = 5) ->
     """
     S_true = as_float_matrix("S_true", S_true)
     n = np.shape(embeddings)[0]
-    k, n_relevant = _check_cutoffs(n, k, n_relevant)
     if S_true.shape != (n, n):
         raise ValueError(f"S_true must be ({n}, {n}) to match {n} embeddings, got {S_true.shape}")
-    pred = rank_by_distance(embeddings, k=min(k, n - 1))
-    true = rank_by_similarity(S_true, exclude_self=True, k=n_relevant)
-    return RetrievalResult(retrieval_metrics(pred, true, k=k, n_relevant=n_relevant), k, n_relevant)
+    return _scored(lambda depth: rank_by_distance(embeddings, k=depth), S_true, k, n_relevant)
 
 
 def evaluate_similarity(S_pred, S_true, k: int = 20, n_relevant: int = 5) -> RetrievalResult:
@@ -322,10 +308,8 @@ def evaluate_similarity(S_pred, S_true, k: int = 20, n_relevant: int = 5) -> Ret
     S_true = as_float_matrix("S_true", S_true)
     if S_pred.shape != S_true.shape or S_pred.shape[0] != S_pred.shape[1]:
         raise ValueError(f"S_pred and S_true must be the same square shape, got {S_pred.shape} and {S_true.shape}")
-    k, n_relevant = _check_cutoffs(len(S_true), k, n_relevant)
-    pred = rank_by_similarity(S_pred, exclude_self=True, k=min(k, len(S_pred) - 1))
-    true = rank_by_similarity(S_true, exclude_self=True, k=n_relevant)
-    return RetrievalResult(retrieval_metrics(pred, true, k=k, n_relevant=n_relevant), k, n_relevant)
+    return _scored(lambda depth: rank_by_similarity(S_pred, exclude_self=True, k=depth), S_true, k,
+                   n_relevant)
 
 
 # ----------------------------------------------------------------------------------------
@@ -432,15 +416,13 @@ def compare_systems(results: Mapping[str, RetrievalResult], reference: str, *,
     _check_results(results)
     if reference not in results:
         raise ValueError(f"reference {reference!r} is not one of the systems {list(results)}")
-    if isinstance(metrics, str):   # one name, not its letters
-        metrics = (metrics,)
-    bad = [m for m in metrics if m not in METRICS]
-    if bad:
-        raise ValueError(f"unknown metric(s) {bad}; choose from {METRICS}")
+    metrics = (metrics,) if isinstance(metrics, str) else metrics   # one name, not its letters
+    for m in metrics:
+        check_choice("metrics", m, METRICS)
     level = check_level(level)
     check_level(alpha, "alpha", 0.05)
     ref = results[reference]
-    rows, index = [], []
+    rows = {}   # (system, metric column) -> that pair's comparison
     for name, res in results.items():
         if name == reference:
             continue
@@ -451,13 +433,12 @@ def compare_systems(results: Mapping[str, RetrievalResult], reference: str, *,
             x, y = res.per_query[m], ref.per_query[m]
             t = paired_test(x, y, level=level, n_boot=n_boot, seed=seed)
             cx, cy = mean_ci(x, level=level), mean_ci(y, level=level)
-            rows.append({"mean_diff": 100 * t.mean_diff, "low": 100 * t.low, "high": 100 * t.high,
-                         "p_wilcoxon": t.p_wilcoxon,
-                         "ci_disjoint": bool(cx.low > cy.high or cx.high < cy.low)})
-            index.append((name, res.columns[m]))
+            rows[name, res.columns[m]] = {"mean_diff": 100 * t.mean_diff, "low": 100 * t.low,
+                                          "high": 100 * t.high, "p_wilcoxon": t.p_wilcoxon,
+                                          "ci_disjoint": bool(cx.low > cy.high or cx.high < cy.low)}
     if not rows:
         raise ValueError("results holds only the reference: nothing to compare")
-    df = pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(index, names=["system", "metric"]))
+    df = pd.DataFrame.from_dict(rows, orient="index").rename_axis(["system", "metric"])
     df["p_adjusted"] = holm(df["p_wilcoxon"].to_numpy())
     df["significant"] = df["p_adjusted"] < alpha
     df["better"] = df["significant"] & (df["mean_diff"] > 0)

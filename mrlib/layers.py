@@ -14,23 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mrlib.checks import check_int, check_positive, is_real
+from mrlib.checks import check_int, check_positive
 
 __all__ = ["FrequencyBatchNorm", "ClampedMaxPool2d", "Backbone", "ResidualBlock",
-           "PatchModel", "check_dropout", "scale_channels",
-           "as_patches", "init_weights", "eval_mode"]
+           "PatchModel", "scale_channels", "init_weights", "eval_mode"]
 
 # ----------------------------------------------------------------------------- helpers
-def check_dropout(p: Any) -> float:
-    """A dropout probability as a float, or a ValueError: it must be in [0, 1).
-
-    Notebook: 05_autopool.ipynb
-    """
-    if not is_real(p) or not 0 <= p < 1:
-        raise ValueError(f"dropout must be in [0, 1), got {p!r}")
-    return float(p)
-
-
 @contextlib.contextmanager
 def eval_mode(model: nn.Module):
     """``model`` in eval mode for the block, then back in the mode it was in.
@@ -53,40 +42,15 @@ def scale_channels(channels: int, width: float) -> int:
     return max(1, int(round(width * channels)))
 
 
-def as_patches(x: Any, n_bins: int, name: str = "x") -> torch.Tensor:
-    """Check a batch of CQT patches and return it as ``(B, 1, n_bins, T)``.
-
-    Notebook: 05_autopool.ipynb
-    """
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of CQT patches, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
-    if x.ndim == 3:
-        x = x.unsqueeze(1)
-    elif x.ndim != 4 or x.shape[1] != 1:
-        raise ValueError(f"{name} must have shape (B, n_bins, T) or (B, 1, n_bins, T), "
-                         f"got {tuple(x.shape)}")
-    if x.shape[2] != n_bins:
-        raise ValueError(f"{name} has {x.shape[2]} frequency bins but the model was built for "
-                         f"n_bins={n_bins} (shape {tuple(x.shape)})")
-    if x.shape[0] == 0 or x.shape[3] == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
-    return x
-
-
 def init_weights(module: nn.Module) -> None:
     """He-normal convolutions (as in Choi et al.'s FCN; theirs have no bias, a BatchNorm follows
-    each), unit BatchNorm with zero shift.
+    each); BatchNorms keep PyTorch's own start, unit scale and zero shift.
 
     Notebook: 05_autopool.ipynb
     """
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 # ----------------------------------------------------------------------------- layers
@@ -131,15 +95,6 @@ class ClampedMaxPool2d(nn.Module):
         return f"kernel={self.kernel}"
 
 
-def _conv_block(c_in: int, c_out: int, pool: tuple[int, int], dropout: float) -> nn.Sequential:
-    # No conv bias: the BatchNorm right after has its own shift.
-    layers = OrderedDict(conv=nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False),
-                         bn=nn.BatchNorm2d(c_out), relu=nn.ReLU(), pool=ClampedMaxPool2d(pool))
-    if dropout > 0:
-        layers["dropout"] = nn.Dropout(dropout)
-    return nn.Sequential(layers)
-
-
 class Backbone(nn.Sequential):
     """Input BatchNorm + conv blocks [Conv 3x3 'same' -> BN -> ReLU -> MaxPool (-> Dropout)].
 
@@ -168,7 +123,12 @@ class Backbone(nn.Sequential):
         layers: OrderedDict[str, nn.Module] = OrderedDict(input_bn=FrequencyBatchNorm(n_bins))
         # each block takes the channels of the one before (the CQT's single channel first)
         for i, (c_in, c, pool) in enumerate(zip([1, *widths], widths, pools), start=1):
-            layers[f"block{i}"] = _conv_block(c_in, c, pool, dropout)
+            # No conv bias: the BatchNorm right after has its own shift.
+            block = OrderedDict(conv=nn.Conv2d(c_in, c, kernel_size=3, padding=1, bias=False),
+                                bn=nn.BatchNorm2d(c), relu=nn.ReLU(), pool=ClampedMaxPool2d(pool))
+            if dropout > 0:
+                block["dropout"] = nn.Dropout(dropout)
+            layers[f"block{i}"] = nn.Sequential(block)
         layers["final_pool"] = nn.AdaptiveMaxPool2d(final_size)
         super().__init__(layers)      # run in order: input_bn, block1 ..., final_pool
 
@@ -185,23 +145,38 @@ class PatchModel(nn.Module):
     #: it takes ``n_tags`` (a tagging head) instead of ``embedding_dim``
     takes_tags: bool = False
 
-    def _setup(self, head: dict, width: float, n_bins: int, patch_len: int, **rest) -> None:
-        """Check the shared arguments and set ``config``: the system, ``head`` (the network's first
-        argument), width, n_bins, patch_len, then ``rest``."""
+    def _setup(self, head: str, size: int, width: float, n_bins: int, patch_len: int, **rest) -> None:
+        """Check the shared arguments, set the network's first one (``head``, e.g. ``n_tags``, to
+        ``size``) and ``config``: the system, ``head``, width, n_bins, patch_len, then ``rest``."""
+        setattr(self, head, check_int(head, size))
         self.n_bins = check_int("n_bins", n_bins)
         self.patch_len = check_int("patch_len", patch_len)
         self.width = check_positive("width", width)     # 1.0 = the paper
         # the keyword arguments that rebuild this model: build_model(**model.config)
-        self.config = {"system": self.system, **head, "width": self.width, "n_bins": self.n_bins,
-                       "patch_len": self.patch_len, **rest}
+        self.config = {"system": self.system, head: getattr(self, head), "width": self.width,
+                       "n_bins": self.n_bins, "patch_len": self.patch_len, **rest}
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         """Default patch shape without the batch axis: ``(1, n_bins, patch_len)``."""
         return (1, self.n_bins, self.patch_len)
 
-    def _prepare(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
-        x = as_patches(x, self.n_bins, name)
+    def _prepare(self, x: Any, name: str = "x") -> torch.Tensor:
+        """The batch of CQT patches ``x`` checked, as ``(B, 1, n_bins, T)`` in the weights' dtype."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor of CQT patches, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
+        if x.ndim == 3:
+            x = x.unsqueeze(1)
+        elif x.ndim != 4 or x.shape[1] != 1:
+            raise ValueError(f"{name} must have shape (B, n_bins, T) or (B, 1, n_bins, T), "
+                             f"got {tuple(x.shape)}")
+        if x.shape[2] != self.n_bins:
+            raise ValueError(f"{name} has {x.shape[2]} frequency bins but the model was built for "
+                             f"n_bins={self.n_bins} (shape {tuple(x.shape)})")
+        if x.shape[0] == 0 or x.shape[3] == 0:
+            raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
         # Feature caches hold float16: cast to the weights' dtype here, so callers
         # need not (under torch.autocast the convolutions still run in half precision).
         return x.to(next(self.parameters()).dtype)
@@ -228,11 +203,8 @@ class ResidualBlock(nn.Module):
         self.relu1 = nn.ReLU()
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(c_out)
-        if c_in == c_out:
-            self.shortcut: nn.Module = nn.Identity()
-        else:
-            self.shortcut = nn.Sequential(OrderedDict(
-                conv=nn.Conv2d(c_in, c_out, 1, bias=False), bn=nn.BatchNorm2d(c_out)))
+        self.shortcut = nn.Identity() if c_in == c_out else nn.Sequential(OrderedDict(
+            conv=nn.Conv2d(c_in, c_out, 1, bias=False), bn=nn.BatchNorm2d(c_out)))
         self.relu2 = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

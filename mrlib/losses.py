@@ -21,18 +21,13 @@ import torch.nn.functional as F
 
 from mrlib.checks import check_choice, check_margin
 
-__all__ = [
-    "triplet_loss",
-    "matchnet_rank_loss",
-    "matchnet_contrastive_loss",
-    "matchnet_loss",
-    "bce_loss",
-]
+__all__ = ["triplet_loss", "matchnet_rank_loss", "matchnet_contrastive_loss", "matchnet_loss",
+           "bce_loss"]
 
 _REDUCE = {"mean": torch.mean, "sum": torch.sum, "none": lambda values: values}
 
 
-def _check_float(name: str, t: object, min_ndim: int = 1) -> torch.Tensor:
+def _check_float(name: str, t: object, min_ndim: int = 1) -> None:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if not t.is_floating_point():
@@ -41,18 +36,6 @@ def _check_float(name: str, t: object, min_ndim: int = 1) -> torch.Tensor:
         raise ValueError(f"{name} needs at least {min_ndim} dimension(s), got shape {tuple(t.shape)}")
     if t.numel() == 0:
         raise ValueError(f"{name} is empty (shape {tuple(t.shape)})")
-    return t
-
-
-def _check_batch_shapes(*named: tuple[str, torch.Tensor]) -> None:
-    """``ValueError`` naming the tensors unless their batch dimensions (all but the last)
-    broadcast, instead of torch's size error from inside the subtraction."""
-    try:
-        torch.broadcast_shapes(*(t.shape[:-1] for _, t in named))
-    except RuntimeError:
-        names = ", ".join(name for name, _ in named)
-        shapes = ", ".join(str(tuple(t.shape)) for _, t in named)
-        raise ValueError(f"{names} must have the same (or broadcastable) batch shape, got {shapes}") from None
 
 
 def triplet_loss(a: torch.Tensor, p: torch.Tensor, n: torch.Tensor, margin: float = 0.5,
@@ -93,7 +76,11 @@ def triplet_loss(a: torch.Tensor, p: torch.Tensor, n: torch.Tensor, margin: floa
     if not (a.shape[-1] == p.shape[-1] == n.shape[-1]):
         raise ValueError(f"a, p, n must share their embedding size, got {tuple(a.shape)}, "
                          f"{tuple(p.shape)}, {tuple(n.shape)}")
-    _check_batch_shapes(("a", a), ("p", p), ("n", n))
+    try:   # a clear error instead of torch's size error from inside the subtraction
+        torch.broadcast_shapes(a.shape[:-1], p.shape[:-1], n.shape[:-1])
+    except RuntimeError:
+        raise ValueError(f"a, p, n must have the same (or broadcastable) batch shape, got "
+                         f"{tuple(a.shape)}, {tuple(p.shape)}, {tuple(n.shape)}") from None
     check_margin(margin)
     check_choice("reduction", reduction, _REDUCE)
     # From the differences, not from |x|^2 + |y|^2 - 2 x.y: the expansion loses all precision
@@ -103,15 +90,6 @@ def triplet_loss(a: torch.Tensor, p: torch.Tensor, n: torch.Tensor, margin: floa
     per_triplet = torch.clamp(d_ap - d_an + margin, min=0.0)
     active = (per_triplet > 0).float().mean().detach()
     return _REDUCE[reduction](per_triplet), active
-
-
-def _check_logits(z_pos, z_neg) -> None:
-    """Validate MatchNet logits ``(..., P_x, P_pos)`` and ``(..., P_x, P_neg)``."""
-    _check_float("z_pos", z_pos, 2)
-    _check_float("z_neg", z_neg, 2)
-    if z_pos.shape[:-1] != z_neg.shape[:-1]:
-        raise ValueError("z_pos (..., P_x, P_pos) and z_neg (..., P_x, P_neg) must agree on all "
-                         f"but the last dimension, got {tuple(z_pos.shape)} and {tuple(z_neg.shape)}")
 
 
 def _per_anchor_rank(z_pos: torch.Tensor, z_neg: torch.Tensor) -> torch.Tensor:
@@ -129,7 +107,11 @@ def _per_anchor_contrastive(z_pos: torch.Tensor, z_neg: torch.Tensor) -> torch.T
 
 def _matchnet_reduce(fn, z_pos, z_neg, reduction: str) -> torch.Tensor:
     check_choice("reduction", reduction, _REDUCE)
-    _check_logits(z_pos, z_neg)
+    _check_float("z_pos", z_pos, 2)
+    _check_float("z_neg", z_neg, 2)
+    if z_pos.shape[:-1] != z_neg.shape[:-1]:
+        raise ValueError("z_pos (..., P_x, P_pos) and z_neg (..., P_x, P_neg) must agree on all "
+                         f"but the last dimension, got {tuple(z_pos.shape)} and {tuple(z_neg.shape)}")
     per_anchor = fn(z_pos, z_neg)            # (..., P_x)
     if reduction == "none":
         return per_anchor.mean(dim=-1)       # one value per song triplet, shape (...)
@@ -213,10 +195,9 @@ def matchnet_loss(z_pos, z_neg, reduction: str = "mean", return_parts: bool = Fa
     """
     psi = matchnet_rank_loss(z_pos, z_neg, reduction)
     phi = matchnet_contrastive_loss(z_pos, z_neg, reduction)
-    loss = psi + phi
     if return_parts:
-        return loss, {"rank": psi.detach(), "contrastive": phi.detach()}
-    return loss
+        return psi + phi, {"rank": psi.detach(), "contrastive": phi.detach()}
+    return psi + phi
 
 
 def bce_loss(outputs: torch.Tensor, targets: torch.Tensor, threshold: float | None = 0.5,
@@ -263,10 +244,7 @@ def bce_loss(outputs: torch.Tensor, targets: torch.Tensor, threshold: float | No
         if not isinstance(threshold, numbers.Real) or not 0 < threshold < 1:
             raise ValueError(f"threshold must be in (0, 1) or None, got {threshold!r}")
         y = (y >= threshold).to(outputs.dtype)
-    if from_logits:
-        per = F.binary_cross_entropy_with_logits(outputs, y, reduction="none")
-    else:
-        if not ((outputs >= 0) & (outputs <= 1)).all():   # NaN fails too
-            raise ValueError("with from_logits=False, outputs must be probabilities in [0, 1]")
-        per = F.binary_cross_entropy(outputs, y, reduction="none")
-    return _REDUCE[reduction](per)
+    if not from_logits and not ((outputs >= 0) & (outputs <= 1)).all():   # NaN fails too
+        raise ValueError("with from_logits=False, outputs must be probabilities in [0, 1]")
+    bce = F.binary_cross_entropy_with_logits if from_logits else F.binary_cross_entropy
+    return _REDUCE[reduction](bce(outputs, y, reduction="none"))

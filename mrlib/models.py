@@ -39,9 +39,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from mrlib.autopool import AutoPool
-from mrlib.checks import check_choice, check_int, is_int
+from mrlib.checks import check_choice, check_int, is_int, is_real
 from mrlib.layers import (Backbone, ClampedMaxPool2d, FrequencyBatchNorm, PatchModel, ResidualBlock,
-                          check_dropout, eval_mode, init_weights, scale_channels)
+                          eval_mode, init_weights, scale_channels)
 
 __all__ = ["NETWORKS", "POOLINGS", "PAPER_WIDTHS", "PAPER_POOLS", "FrequencyBatchNorm",
            "ClampedMaxPool2d", "Backbone", "ATBaseline", "TL", "TLAutopool",
@@ -79,15 +79,19 @@ class _PaperCNN(PatchModel):
     final_size: tuple = (1, 1)
 
     def _build(self, head: str, size: int, width: float, n_bins: int, patch_len: int,
-               dropout: float, **rest) -> int:
-        """Check the arguments, set ``config`` and the backbone; return the checked ``size``."""
-        size = check_int(head, size)
-        dropout = check_dropout(dropout)
-        self._setup({head: size}, width, n_bins, patch_len, dropout=dropout, **rest)
+               dropout: float, **rest) -> None:
+        """Check the arguments, set ``config``, the backbone and the FC head (``size`` outputs,
+        on each frame when the backbone keeps time), and initialise the weights."""
+        if not is_real(dropout) or not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        self._setup(head, size, width, n_bins, patch_len, dropout=float(dropout), **rest)
         self.widths = [scale_channels(c, self.width) for c in PAPER_WIDTHS[self.system]]
         self.backbone = Backbone(n_bins, self.widths, PAPER_POOLS[self.system], self.final_size,
-                                 dropout)
-        return size
+                                 self.config["dropout"])
+        if self.final_size == (1, 1):     # one vector per patch, (B, C, 1, 1) -> (B, C)
+            self.flatten = nn.Flatten()
+        self.fc = nn.Linear(self.widths[-1], getattr(self, head))
+        init_weights(self)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Backbone output, ``(B, C)`` with ``C = round(2048 * width)``."""
@@ -127,10 +131,7 @@ class ATBaseline(_PaperCNN):
     def __init__(self, n_tags: int, width: float = 1.0, n_bins: int = 96, patch_len: int = 512,
                  dropout: float = 0.5) -> None:
         super().__init__()
-        self.n_tags = self._build("n_tags", n_tags, width, n_bins, patch_len, dropout)
-        self.flatten = nn.Flatten()
-        self.fc = nn.Linear(self.widths[-1], self.n_tags)
-        init_weights(self)
+        self._build("n_tags", n_tags, width, n_bins, patch_len, dropout)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Pre-sigmoid tag scores, ``(B, n_tags)``."""
@@ -165,11 +166,7 @@ class TL(_PaperCNN):
     def __init__(self, embedding_dim: int = 128, width: float = 1.0, n_bins: int = 96,
                  patch_len: int = 512, dropout: float = 0.0) -> None:
         super().__init__()
-        self.embedding_dim = self._build("embedding_dim", embedding_dim, width, n_bins, patch_len,
-                                         dropout)
-        self.flatten = nn.Flatten()
-        self.fc = nn.Linear(self.widths[-1], self.embedding_dim)
-        init_weights(self)
+        self._build("embedding_dim", embedding_dim, width, n_bins, patch_len, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Unit-norm embeddings, ``(B, embedding_dim)``."""
@@ -217,14 +214,11 @@ class TLAutopool(_PaperCNN):
         # ``pooling`` enters the config only when it is not the paper's, so the configs (and
         # checkpoints) of AutoPool models stay what they are.
         extra = {} if pooling == "autopool" else {"pooling": pooling}
-        embedding_dim = self._build("embedding_dim", embedding_dim, width, n_bins, patch_len,
-                                    dropout, constrained=bool(constrained), l2=float(l2), **extra)
+        self._build("embedding_dim", embedding_dim, width, n_bins, patch_len, dropout,
+                    constrained=bool(constrained), l2=float(l2), **extra)
         self.pooling = pooling
-        self.embedding_dim = embedding_dim
-        self.fc = nn.Linear(self.widths[-1], embedding_dim)           # applied to every frame
-        self.autopool = (AutoPool(embedding_dim, axis=1, constrained=constrained, l2=l2)
+        self.autopool = (AutoPool(self.embedding_dim, axis=1, constrained=constrained, l2=l2)
                          if pooling == "autopool" else None)
-        init_weights(self)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Backbone output as frames, ``(B, T', C)``."""
@@ -287,11 +281,8 @@ class TripletMatchNet(PatchModel):
     def __init__(self, embedding_dim: int = 128, width: float = 1.0, n_bins: int = 96,
                  patch_len: int = 512, metric_hidden: int = 512) -> None:
         super().__init__()
-        embedding_dim = check_int("embedding_dim", embedding_dim)
-        metric_hidden = check_int("metric_hidden", metric_hidden)
-        self._setup({"embedding_dim": embedding_dim}, width, n_bins, patch_len,
-                    metric_hidden=metric_hidden)
-        self.embedding_dim = embedding_dim
+        self._setup("embedding_dim", embedding_dim, width, n_bins, patch_len,
+                    metric_hidden=check_int("metric_hidden", metric_hidden))
         widths = [scale_channels(c, self.width) for c in PAPER_WIDTHS["matchnet"]]
         tower = OrderedDict(input_bn=FrequencyBatchNorm(n_bins),
                             stem_conv=nn.Conv2d(1, widths[0], 3, padding=1, bias=False),
@@ -302,11 +293,11 @@ class TripletMatchNet(PatchModel):
             tower[f"res{i}"] = ResidualBlock(c_in, c)
             tower[f"pool{i}"] = ClampedMaxPool2d(pool)
         tower.update(global_pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(),
-                     bottleneck=nn.Linear(widths[-1], embedding_dim))
+                     bottleneck=nn.Linear(widths[-1], self.embedding_dim))
         self.tower = nn.Sequential(tower)
-        h = scale_channels(metric_hidden, self.width)
+        h = scale_channels(self.config["metric_hidden"], self.width)
         self.metric = nn.Sequential(OrderedDict(
-            fc1=nn.Linear(2 * embedding_dim, h), relu1=nn.ReLU(),
+            fc1=nn.Linear(2 * self.embedding_dim, h), relu1=nn.ReLU(),
             fc2=nn.Linear(h, h), relu2=nn.ReLU(),
             fc3=nn.Linear(h, 1)))
         init_weights(self)
@@ -339,11 +330,8 @@ class TripletMatchNet(PatchModel):
         if ex.ndim < 2 or ey.ndim < 2 or ex.shape[:-2] != ey.shape[:-2]:
             raise ValueError(f"need (..., P_x, e) and (..., P_y, e) with the same leading dims, got "
                              f"{tuple(ex.shape)} and {tuple(ey.shape)}")
-        p_x, p_y = ex.shape[-2], ey.shape[-2]
         # Broadcast to every (i, j) pair; the metric MLP then runs on P_x * P_y rows at once.
-        exx = ex.unsqueeze(-2).expand(*ex.shape[:-1], p_y, ex.shape[-1])
-        eyy = ey.unsqueeze(-3).expand(*ey.shape[:-2], p_x, p_y, ey.shape[-1])
-        return self.metric_logits(exx, eyy)
+        return self.metric_logits(*torch.broadcast_tensors(ex.unsqueeze(-2), ey.unsqueeze(-3)))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Logits ``z`` (B,) for paired patches ``x`` and ``y`` (each ``(B, n_bins, T)``)."""
@@ -408,18 +396,17 @@ def build_model(system: str, n_tags: int | None = None, width: float = 1.0, n_bi
 
     Notebook: 04_losses.ipynb
     """
-    check_choice("system", system, NETWORKS)
-    cls = NETWORKS[system]
+    cls = NETWORKS[check_choice("system", system, NETWORKS)]
     if cls.takes_tags and n_tags is None:
         raise ValueError(f"the {system!r} system needs n_tags (the number of tags m)")
     head = {"n_tags": n_tags} if cls.takes_tags else {"embedding_dim": embedding_dim}
     args = dict(head, width=width, n_bins=n_bins, patch_len=patch_len)
-    if seed is None:     # an argument the class does not take: Python's TypeError names both
-        return cls(**args, **kwargs)
-    if not is_int(seed):
+    if seed is not None and not is_int(seed):
         raise TypeError(f"seed must be an int or None, got {seed!r}")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(int(seed))
+        # an argument the class does not take: Python's TypeError names both
         return cls(**args, **kwargs)
 
 
@@ -435,10 +422,6 @@ _DESCRIPTIONS: dict[type, Any] = {
     FrequencyBatchNorm: lambda m: f"BN per bin ({m.num_features})",
     nn.Dropout: lambda m: f"Dropout ({m.p})",
 }
-
-
-def _describe(module: nn.Module) -> str:
-    return next((f(module) for cls, f in _DESCRIPTIONS.items() if isinstance(module, cls)), "")
 
 
 def summary(model: nn.Module, print_table: bool = True, compact: bool = False):
@@ -473,9 +456,8 @@ def summary(model: nn.Module, print_table: bool = True, compact: bool = False):
         raise TypeError(f"summary() needs a model of mrlib.models (build_model), got {type(model).__name__}")
     device = next(model.parameters()).device
     x = torch.randn((2, *model.input_shape), generator=torch.Generator().manual_seed(0)).to(device)
-    rows = [_shape_row("input", "CQT", x, 0), *_leaf_rows(model, x)]
-    rows.append(_shape_row("total", "", None, sum(p.numel() for p in model.parameters())))
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame([_shape_row("input", "CQT", x, 0), *_leaf_rows(model, x),
+                       _shape_row("total", "", None, sum(p.numel() for p in model.parameters()))])
     if compact:
         keep = df["description"].str.match(r"(CQT|Conv2D|MP|adaptive|FC|Autopool)") | (df["layer"] == "total")
         df = df[keep].reset_index(drop=True)
@@ -500,27 +482,23 @@ def _shape_row(name: str, desc: str, out: Any, params: int) -> dict:
 
 def _leaf_rows(model: nn.Module, x: torch.Tensor) -> list[dict]:
     """One row per leaf module, from a forward pass in eval mode (the model's mode restored)."""
-    rows: list[dict] = []
-    seen: set[str] = set()
+    names = {m: n for n, m in model.named_modules() if n and not list(m.children())}
+    rows: dict[str, dict] = {}
 
-    def make_hook(name: str):
-        def hook(module, _inputs, output):
-            if name in seen:          # MatchNet's tower runs twice per pair; list it once
-                return
-            seen.add(name)
+    def hook(module, _inputs, output):
+        name = names[module]
+        if name not in rows:          # MatchNet's tower runs twice per pair; list it once
+            desc = next((f(module) for cls, f in _DESCRIPTIONS.items() if isinstance(module, cls)),
+                        type(module).__name__)
             n_params = sum(p.numel() for p in module.parameters(recurse=False))
-            rows.append(_shape_row(name, _describe(module) or type(module).__name__, output, n_params))
-        return hook
+            rows[name] = _shape_row(name, desc, output, n_params)
 
-    handles = [m.register_forward_hook(make_hook(n)) for n, m in model.named_modules()
-               if len(list(m.children())) == 0 and n]
+    handles = [m.register_forward_hook(hook) for m in names]
     try:
         with eval_mode(model), torch.no_grad():
-            if isinstance(model, TripletMatchNet):
-                model(x, x)
-            else:
-                model(x)
+            args = (x, x) if isinstance(model, TripletMatchNet) else (x,)   # MatchNet: a pair
+            model(*args)
     finally:
         for h in handles:
             h.remove()
-    return rows
+    return list(rows.values())

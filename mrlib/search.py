@@ -2,7 +2,7 @@
 
 Exact search is exhaustive and chunked (one block of query x base scores at a time), with
 ties broken by the lower index so its results equal a stable full sort; the FAISS indexes
-(HNSW, IVF, flat) trade recall for speed on catalogs far beyond the course data, and
+(HNSW, IVF) trade recall for speed on catalogs far beyond the course data, and
 :func:`recall_at_k` measures what they lose against the exact lists.
 
 Notebook: 07_evaluation.ipynb
@@ -81,17 +81,22 @@ def _default_chunk(n_base: int) -> int:
     return max(1, min(4096, _BLOCK_ELEMENTS // max(n_base, 1)))
 
 
-def exact_topk(
-    queries,
-    base,
-    k: int,
-    *,
-    metric: str = "l2",
-    chunk_size: int | None = None,
-    exclude_self: bool = False,
-    device: str | torch.device = "cpu",
-    progress: bool = False,
-):
+def _list_length(k, n_q: int, n: int, exclude_self: bool, of: str) -> int:
+    """``k`` (None: the whole list) checked against the ``n`` candidates (``of``) that each of
+    ``n_q`` queries ranks; with ``exclude_self`` the queries are the first candidates, left out."""
+    if exclude_self and (n_q > n or n == 0):
+        raise ValueError(f"exclude_self needs the queries to be the first {of} (n_queries <= n, "
+                         f"n >= 1), got {n_q} queries and {n} {of}")
+    full = n - 1 if exclude_self else n
+    k = full if k is None else check_int("k", k)
+    if k > full:
+        raise ValueError(f"k={k} exceeds the {full} {of} available per query")
+    return k
+
+
+def exact_topk(queries, base, k: int, *, metric: str = "l2", chunk_size: int | None = None,
+               exclude_self: bool = False, device: str | torch.device = "cpu",
+               progress: bool = False):
     r"""Exact top-``k`` neighbours of each query in ``base``, computed in chunks of queries.
 
     For ``metric="l2"`` the distance is the squared Euclidean distance
@@ -141,45 +146,28 @@ def exact_topk(
     dtype = np.float64 if (q.dtype == np.float64 or b.dtype == np.float64) else np.float32
     q, b = q.astype(dtype, copy=False), b.astype(dtype, copy=False)
     n_q, n_b = q.shape[0], b.shape[0]
-    available = n_b - (1 if exclude_self else 0)
-    k = check_int("k", k)
-    if k > available:
-        raise ValueError(f"k={k} exceeds the {available} base rows available per query")
+    k = _list_length(k, n_q, n_b, exclude_self, "base rows")
     chunk = _default_chunk(n_b) if chunk_size is None else check_int("chunk_size", chunk_size)
-    if exclude_self and n_q > n_b:
-        raise ValueError(f"exclude_self needs queries to be the first rows of base, but there are "
-                         f"{n_q} queries and {n_b} base rows")
     device = torch.device(device)
     bt = as_tensor(b, device)
     b_sq = (bt * bt).sum(dim=1) if metric == "l2" else None
     dist_out = np.empty((n_q, k), dtype=dtype)
     idx_out = np.empty((n_q, k), dtype=np.int64)
     for s in tqdm(range(0, n_q, chunk), desc="exact top-k", unit="chunk", disable=not progress):
-        e = min(s + chunk, n_q)
-        dist_out[s:e], idx_out[s:e] = _block_topk(as_tensor(q[s:e], device), bt, b_sq, k,
-                                                  s if exclude_self else None)
+        qt = as_tensor(q[s:s + chunk], device)
+        if metric == "ip":
+            key = qt @ bt.T
+        else:
+            # rank by ||b||^2 - 2 q.b: one fused pass (addmm), and ||q||^2, constant along
+            # the row, is added to the k winners only; no (chunk, n_base, d) difference tensor
+            key = torch.addmm(b_sq, qt, bt.T, beta=1.0, alpha=-2.0)
+        idx_out[s:s + chunk] = _stable_topk(key, k, metric == "ip", s if exclude_self else None)
+        val = torch.gather(key, 1, as_tensor(idx_out[s:s + chunk], device))
+        if metric == "l2":
+            # clip the tiny negatives that float cancellation leaves for near-identical vectors
+            val = (val + (qt * qt).sum(dim=1, keepdim=True)).clamp_(min=0.0)
+        dist_out[s:s + chunk] = val.cpu().numpy()
     return dist_out, idx_out
-
-
-def _block_topk(qt: torch.Tensor, bt: torch.Tensor, b_sq: torch.Tensor | None, k: int, first: int | None):
-    """One block of :func:`exact_topk`: (distances, indices) of ``qt``'s rows against ``bt``.
-
-    ``b_sq`` (the base's squared norms) selects the L2 metric, None the inner product;
-    ``first`` is the base row of the block's first query, to exclude each query, or None.
-    """
-    largest = b_sq is None
-    if largest:
-        key = qt @ bt.T
-    else:
-        # rank by ||b||^2 - 2 q.b: one fused pass (addmm), and ||q||^2, constant along
-        # the row, is added to the k winners only; no (chunk, n_base, d) difference tensor
-        key = torch.addmm(b_sq, qt, bt.T, beta=1.0, alpha=-2.0)
-    idx = _stable_topk(key, k, largest, first)
-    val = torch.gather(key, 1, as_tensor(idx, key.device))
-    if not largest:
-        # clip the tiny negatives that float cancellation leaves for near-identical vectors
-        val = (val + (qt * qt).sum(dim=1, keepdim=True)).clamp_(min=0.0)
-    return val.cpu().numpy(), idx
 
 
 def rank_by_distance(embeddings, exclude_self: bool = True, k: int | None = None) -> np.ndarray:
@@ -238,14 +226,7 @@ def rank_by_similarity(
     """
     S = as_float_matrix("S", S)
     n_q, n = S.shape
-    if exclude_self and n_q > n:
-        raise ValueError(f"exclude_self needs at least as many columns as rows, got S of shape {S.shape}")
-    if exclude_self and n == 0:   # its lists would have length -1
-        raise ValueError(f"S is empty (shape {S.shape}): there is no list to rank")
-    full = n - 1 if exclude_self else n
-    k = full if k is None else check_int("k", k)
-    if k > full:
-        raise ValueError(f"k={k} exceeds the {full} tracks available per query")
+    k = _list_length(k, n_q, n, exclude_self, "columns of S")
     chunk = _default_chunk(n) if chunk_size is None else check_int("chunk_size", chunk_size)
     out = np.empty((n_q, k), dtype=np.int64)
     for s in range(0, n_q, chunk):
@@ -268,8 +249,8 @@ class FaissIndex:
     Attributes
     ----------
     index : faiss.Index
-        The underlying FAISS object (``IndexHNSWFlat``, ``IndexIVFFlat`` or ``IndexFlat``).
-    kind : {"hnsw", "ivf", "flat"}
+        The underlying FAISS object (``IndexHNSWFlat`` or ``IndexIVFFlat``).
+    kind : {"hnsw", "ivf"}
     metric : {"l2", "ip"}
 
     Notebook: 07_evaluation.ipynb
@@ -305,9 +286,7 @@ class FaissIndex:
         """
         if self.kind == "hnsw":
             return {"ef_search": int(self.index.hnsw.efSearch)}
-        if self.kind == "ivf":
-            return {"nprobe": int(self.index.nprobe), "nlist": int(self.index.nlist)}
-        return {}
+        return {"nprobe": int(self.index.nprobe), "nlist": int(self.index.nlist)}
 
     def set_params(self, *, ef_search: int | None = None, nprobe: int | None = None) -> "FaissIndex":
         """Trade speed for recall: HNSW's ``ef_search`` or IVF's ``nprobe`` (capped at nlist).
@@ -364,19 +343,9 @@ class FaissIndex:
         return self.index.search(q, k)
 
 
-def build_faiss_index(
-    base,
-    kind: str = "hnsw",
-    metric: str = "l2",
-    *,
-    M: int = 32,
-    ef_construction: int = 80,
-    ef_search: int = 128,
-    nlist: int | None = None,
-    nprobe: int = 16,
-    seed: int = 0,
-    progress: bool = False,
-) -> FaissIndex:
+def build_faiss_index(base, kind: str = "hnsw", metric: str = "l2", *, M: int = 32,
+                      ef_construction: int = 80, ef_search: int = 128, nlist: int | None = None,
+                      nprobe: int = 16, seed: int = 0, progress: bool = False) -> FaissIndex:
     """Build an approximate nearest-neighbour index (FAISS) over ``base``.
 
     * ``"hnsw"`` — ``IndexHNSWFlat``: a navigable small-world graph with ``M`` links per
@@ -388,13 +357,12 @@ def build_faiss_index(
       common rule, capped at ``n / 39`` so that k-means has the 39 points per cell FAISS asks
       for: below about 24,000 vectors), a query scans its ``nprobe`` nearest cells; k-means is
       seeded and trained on ``min(n, 64·nlist)`` seeded rows.
-    * ``"flat"`` — ``IndexFlat``: exact brute force, FAISS's own peer for :func:`exact_topk`.
 
     Parameters
     ----------
     base : float array (n, d)
         Converted to contiguous float32 (FAISS's type).
-    kind : {"hnsw", "ivf", "flat"}, default "hnsw"
+    kind : {"hnsw", "ivf"}, default "hnsw"
     metric : {"l2", "ip"}, default "l2"
         For L2-normalised embeddings both give the same order.
     M, ef_construction, ef_search : int
@@ -412,52 +380,37 @@ def build_faiss_index(
     """
     import faiss   # here, not at the top: exact search does without it (faiss-cpu, requirements.txt)
 
-    check_choice("kind", kind, ("hnsw", "ivf", "flat"))
+    check_choice("kind", kind, ("hnsw", "ivf"))
     check_choice("metric", metric, ("l2", "ip"))
     base = np.asarray(base)
     if base.ndim != 2 or base.shape[0] == 0:
         raise ValueError(f"base must be a non-empty 2-D array (n, d), got shape {base.shape}")
     n, d = base.shape
+    fmetric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
     if kind == "hnsw":
-        fmetric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
         index = faiss.IndexHNSWFlat(d, check_int("M", M, minimum=2), fmetric)
         index.hnsw.efConstruction = check_int("ef_construction", ef_construction)
         index.hnsw.efSearch = check_int("ef_search", ef_search)
-    elif kind == "ivf":
-        index = _trained_ivf(faiss, base, _flat(faiss, d, metric), nlist, nprobe, seed)
     else:
-        index = _flat(faiss, d, metric)
+        if nlist is None:
+            # 4·√n, but never more cells than FAISS's k-means has points for: with fewer than
+            # min_points_per_centroid (39) per cell it trains anyway and prints a WARNING to stderr
+            per_cell = faiss.ClusteringParameters().min_points_per_centroid
+            nlist = max(1, min(int(round(4 * math.sqrt(n))), n // per_cell))
+        else:
+            nlist = check_int("nlist", nlist)
+        if nlist > n:
+            raise ValueError(f"nlist={nlist} exceeds the {n} vectors to index")
+        # FAISS's Python constructor keeps a reference to the quantizer the C++ index points to
+        index = faiss.IndexIVFFlat(faiss.IndexFlat(d, fmetric), d, nlist, fmetric)
+        index.cp.seed = int(seed)
+        # k-means trained on a seeded sample of at most 64 rows per cell
+        pick = np.sort(np.random.default_rng(seed).choice(n, size=min(n, 64 * nlist), replace=False))
+        index.train(_float32("base", base[pick]))
+        index.nprobe = min(check_int("nprobe", nprobe), nlist)
     for s in tqdm(range(0, n, _ADD_ROWS), desc=f"faiss {kind} add", unit="chunk", disable=not progress):
         index.add(_float32("base", base[s:s + _ADD_ROWS]))
     return FaissIndex(index, kind, metric)
-
-
-def _flat(faiss, d: int, metric: str):
-    """An exact FAISS index of ``d``-dimensional vectors: L2 or inner product."""
-    return faiss.IndexFlatL2(d) if metric == "l2" else faiss.IndexFlatIP(d)
-
-
-def _trained_ivf(faiss, base: np.ndarray, quantizer, nlist, nprobe, seed: int):
-    """An ``IndexIVFFlat`` over the flat ``quantizer`` (and its metric) whose k-means is trained
-    on a seeded sample of ``base`` (not yet filled)."""
-    n, d = base.shape
-    if nlist is None:
-        # 4·√n, but never more cells than FAISS's k-means has points for: with fewer than
-        # min_points_per_centroid (39) per cell it trains anyway and prints a WARNING to stderr
-        per_cell = faiss.ClusteringParameters().min_points_per_centroid
-        nlist = max(1, min(int(round(4 * math.sqrt(n))), n // per_cell))
-    else:
-        nlist = check_int("nlist", nlist)
-    if nlist > n:
-        raise ValueError(f"nlist={nlist} exceeds the {n} vectors to index")
-    # FAISS's Python constructor keeps a reference to the quantizer the C++ index points to
-    index = faiss.IndexIVFFlat(quantizer, d, nlist, quantizer.metric_type)
-    index.cp.seed = int(seed)
-    n_train = min(n, 64 * nlist)
-    pick = np.sort(np.random.default_rng(seed).choice(n, size=n_train, replace=False))
-    index.train(_float32("base", base[pick]))
-    index.nprobe = min(check_int("nprobe", nprobe), nlist)
-    return index
 
 
 def recall_at_k(approx_idx, exact_idx, k: int | None = None, *, per_query: bool = False):

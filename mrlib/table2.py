@@ -315,24 +315,21 @@ def _mean_cqt(data, idx) -> np.ndarray:
 
 def _logistic_tagger(context: Mapping[str, Any]):
     """A linear tagger on mean CQT vectors (a floor for the CNN tagger), scored like AT."""
-
-
     data, test = context["data"], context["test"]
     train = data.indices("train")
     x_train, x_test = _mean_cqt(data, train), _mean_cqt(data, test)
     mu, sd = x_train.mean(axis=0), x_train.std(axis=0) + 1e-6
     y = (data.tags[train] >= 0.5).astype(int)
     clf = OneVsRestClassifier(LogisticRegression(C=0.1, max_iter=2000))
-    with warnings.catch_warnings():       # a tag absent from the training split is constant
-        warnings.simplefilter("ignore", UserWarning)
+    # a tag absent from the training split is constant
+    with warnings.catch_warnings(action="ignore", category=UserWarning):
         clf.fit((x_train - mu) / sd, y)
     P = clf.predict_proba((x_test - mu) / sd)
-    auc = ev.tag_auc(data.tags[test] >= 0.5, P)
-    return _per_unit(table2_score(P, context, tags=True)), {"tag_auc": round(float(auc.mean), 4)}
+    auc = round(float(ev.tag_auc(data.tags[test] >= 0.5, P).mean), 4)
+    return _per_unit(table2_score(P, context, tags=True)), {"tag_auc": auc}
 
 
 def _table2_reference(parameters: Mapping[str, Any], seed: int, context: Mapping[str, Any]):
-
     test, depth = context["test"], context["depth"]
     if parameters["reference"] == LOGISTIC_TAGGER:
         return _logistic_tagger(context)
@@ -343,13 +340,6 @@ def _table2_reference(parameters: Mapping[str, Any], seed: int, context: Mapping
     return _per_unit(ev.RetrievalResult(ev.retrieval_metrics(pred, context["true_lists"]))), {}
 
 
-def _run_folder(parameters: Mapping[str, Any], seed: int) -> str:
-    """A row × seed's run folder: its parameters' hash in the name, so a changed row starts
-    afresh while the folder of its previous parameters stays as it was."""
-
-    return f"{parameters['run_name']}_s{seed}-{parameters_key(parameters)[:8]}"
-
-
 def table2_run(row: str, parameters: Mapping[str, Any], seed: int, device: str, workdir: Path):
     """Train one Table-2 row with one seed (resuming its run folder) and score it.
 
@@ -358,8 +348,11 @@ def table2_run(row: str, parameters: Mapping[str, Any], seed: int, device: str, 
     context = table2_context(parameters, device)
     if "reference" in parameters:
         return _table2_reference(parameters, seed, context)
+    # a row × seed's run folder has its parameters' hash in the name, so a changed row starts
+    # afresh while the folder of its previous parameters stays as it was
+    folder = f"{parameters['run_name']}_s{seed}-{parameters_key(parameters)[:8]}"
     cfg = TrainConfig(**parameters, seed=seed, device=device, n_jobs=1,
-                      out_dir=str(workdir / _run_folder(parameters, seed)))
+                      out_dir=str(workdir / folder))
     # resume what an interrupted runner left; a new row has no folder to resume (nothing to say)
     run = train(cfg, resume=cfg.run_dir().exists(), progress=False, data=context["data"])
     test = context["test"]
@@ -373,8 +366,7 @@ def table2_run(row: str, parameters: Mapping[str, Any], seed: int, device: str, 
              "patches_per_s": round(float(m["patches_per_s"].iloc[1:].mean()), 1)
              if "patches_per_s" in m and len(m) > 1 else None}
     if system.tags:
-        auc = ev.tag_auc(context["data"].tags[test] >= 0.5, E)
-        extra["tag_auc"] = round(float(auc.mean), 4)
+        extra["tag_auc"] = round(float(ev.tag_auc(context["data"].tags[test] >= 0.5, E).mean), 4)
         if "val_auc" in m:
             extra["val_auc"] = [None if pd.isna(v) else round(float(v), 4) for v in m["val_auc"]]
     model = run.model(pick_device(device)) if system.takes_pooling else None
@@ -471,10 +463,10 @@ def tl_tuned_rows(catalog: str = "synthetic", profile: str = "quick",
     """
     if "lr" in dict(overrides or {}):
         raise ValueError("the TL rows' rate is TL_TUNED_LR: drop -p lr")
-    rows = {name: cfg for name, cfg in table2_rows(catalog, profile, overrides).items()
-            if "reference" not in cfg and cfg["epochs"] > 0}
     return {name: {**cfg, "lr": TL_TUNED_LR, "run_name": f"{cfg['run_name']}_lr{TL_TUNED_LR:g}"}
-            if name.startswith("TL ") else cfg for name, cfg in rows.items()}
+            if name.startswith("TL ") else cfg
+            for name, cfg in table2_rows(catalog, profile, overrides).items()
+            if "reference" not in cfg and cfg["epochs"] > 0}
 
 
 #: The AutoPool ablation's patch lengths (on the synthetic catalog with ``events=True``).

@@ -269,7 +269,7 @@ def test_exact_topk_rejects_bad_input():
         ev.exact_topk(np.zeros((2, 4)), x, 2)
     with pytest.raises(ValueError, match="non-finite"):
         ev.exact_topk(np.full((1, 3), np.nan), x, 2)
-    with pytest.raises(ValueError, match="first rows of base"):
+    with pytest.raises(ValueError, match="exclude_self needs the queries to be the first base rows"):
         ev.exact_topk(np.zeros((6, 3)), x, 2, exclude_self=True)
     with pytest.raises(ValueError, match="MPS has no float64"):   # said before anything reaches MPS
         ev.exact_topk(x, x, 2, device="mps")
@@ -509,7 +509,7 @@ def test_recall_at_k_hand_cases():
         ev.recall_at_k(approx[:, :2], exact, k=4)
 
 
-@pytest.mark.parametrize("kind,metric", [("hnsw", "l2"), ("ivf", "l2"), ("ivf", "ip"), ("flat", "l2")])
+@pytest.mark.parametrize("kind,metric", [("hnsw", "l2"), ("ivf", "l2"), ("ivf", "ip")])
 def test_faiss_recall_is_high(kind, metric):
     pytest.importorskip("faiss")
     rng = np.random.default_rng(31)
@@ -520,7 +520,7 @@ def test_faiss_recall_is_high(kind, metric):
     assert d.shape == i.shape == (200, 20) and i.dtype == np.int64
     ed, ei = ev.exact_topk(queries, base, 20, metric=metric)
     r = ev.recall_at_k(i, ei)
-    assert r >= (0.999 if kind == "flat" else 0.95), f"{kind} recall {r:.3f}"
+    assert r >= 0.95, f"{kind} recall {r:.3f}"
     # same distance convention as exact_topk: squared L2 / inner product
     hit = i[:, 0] == ei[:, 0]
     np.testing.assert_allclose(d[hit, 0], ed[hit, 0], atol=1e-4)
@@ -537,7 +537,7 @@ def test_faiss_params_and_errors():
     assert hnsw.set_params(ef_search=50).params() == {"ef_search": 50}
     with pytest.raises(ValueError, match="dimension"):
         hnsw.search(np.zeros((2, 7), np.float32), 5)
-    with pytest.raises(ValueError, match=r"^kind must be one of \('hnsw', 'ivf', 'flat'\), got 'lsh'$"):
+    with pytest.raises(ValueError, match=r"^kind must be one of \('hnsw', 'ivf'\), got 'lsh'$"):
         ev.build_faiss_index(base, kind="lsh")
     with pytest.raises(ValueError, match="nlist"):
         ev.build_faiss_index(base[:10], kind="ivf", nlist=16)
@@ -723,7 +723,7 @@ def test_empty_inputs_get_a_clear_error_not_a_nan_or_a_blamed_k():
     # rank_by_distance of one track blamed "k must be >= 1, got 0", a k the caller never passed
     with pytest.raises(ValueError, match="embeddings needs at least 2 row"):
         ev.rank_by_distance(np.zeros((1, 3)))
-    with pytest.raises(ValueError, match="S is empty"):           # numpy: negative dimensions
+    with pytest.raises(ValueError, match=r"first columns of S .* 0 columns"):   # numpy: negative dimensions
         ev.rank_by_similarity(np.zeros((0, 0)))
     with pytest.raises(ValueError, match="no queries"):           # returned NaN
         ev.recall_at_k(np.zeros((0, 3), int), np.zeros((0, 3), int))
