@@ -63,25 +63,20 @@ def _bells(attrs: TrackAttributes, m: int, sr: int, t0: float, beat_times: np.nd
            rng: np.random.Generator) -> np.ndarray:
     """Peals of the tonic triad (octave, fifth, third, tonic in a shuffled order per round), one
     strike a beat (two beats above 100 bpm), strike pitches C5 ... B6."""
-    base = 72 + attrs.tonic
-    steps = (12, 7, MODES[attrs.mode][2], 0)
     onsets = _grid(beat_times, 1.0 if attrs.tempo_bpm < 100 else 2.0, t0, m / sr)
     order = np.concatenate([rng.permutation(4) for _ in range(-(-onsets.size // 4))])
     n_strike = int(1.6 * sr)
     t = _t(n_strike, sr)
-    strikes: dict[int, np.ndarray] = {}
-    notes = []
-    for k, on in enumerate(onsets):
-        p = base + steps[order[k]]
-        if p not in strikes:
-            f, y = _midi_hz(p), np.zeros(n_strike, dtype=np.float32)
-            for ratio, amp, decay in _BELL_PARTIALS:
-                if ratio * f < 0.45 * sr:
-                    partial = np.sin(np.float32(2 * np.pi * ratio * f) * t)
-                    y += np.float32(amp) * partial * np.exp(-t / np.float32(decay))
-            strikes[p] = y * _attack_decay(n_strike, sr, 0.001)
-        notes.append((on, strikes[p] * np.float32(rng.uniform(0.75, 1.0))))
-    return _place(notes, m, sr)
+
+    def strike(f: float) -> np.ndarray:        # the partials below 0.45 sr
+        y = np.zeros(n_strike, dtype=np.float32)
+        for ratio, amp, decay in _BELL_PARTIALS:
+            if ratio * f < 0.45 * sr:
+                y += np.float32(amp) * np.sin(np.float32(2 * np.pi * ratio * f) * t) * np.exp(-t / np.float32(decay))
+        return y * _attack_decay(n_strike, sr, 0.001)
+
+    strikes = [strike(_midi_hz(72 + attrs.tonic + step)) for step in (12, 7, MODES[attrs.mode][2], 0)]
+    return _place([(on, strikes[i] * np.float32(rng.uniform(0.75, 1.0))) for on, i in zip(onsets, order)], m, sr)
 
 
 def _guitar_solo(attrs: TrackAttributes, m: int, sr: int, t0: float, beat_times: np.ndarray,
@@ -232,9 +227,8 @@ def generate_track(attrs: TrackAttributes, sr: int = 22050, duration_s: float = 
     form, sec_len, chords = _harmony(attrs, style, n_bars, rng)
     mel = _melody(attrs, style, form, sec_len, chords, rng)
     comp, bass = _accompaniment(attrs, style, chords, n_bars, rng)
-    drum_hits = _drum_hits(attrs, style, n_bars, sec_len)
     stems = _render_stems(attrs, {"melody": mel, "chords": comp, "bass": bass}, beat_times, n, sr, rng)
-    stems["drums"] = _render_drums(attrs, drum_hits, beat_times, n, sr, rng)
+    stems["drums"] = _render_drums(attrs, _drum_hits(attrs, style, n_bars, sec_len), beat_times, n, sr, rng)
     mix = _produce(attrs, stems, n, sr, duration_s, rng)
     # Events are overdubs on the produced band: the band alone sets the loudness and the peak
     # gain below, so an event leaves every sample outside its window exactly as it was.
@@ -250,11 +244,10 @@ def _check_track_args(attrs, sr, duration_s, seed) -> None:
         check_int("seed", seed, 0)
     elif not isinstance(seed, np.random.SeedSequence):
         raise TypeError(f"seed must be an int or a numpy SeedSequence, got {type(seed).__name__}")
-    comps = {c for g in GENRES.values() for c in g.comp}
-    basslines = {b for g in GENRES.values() for b in g.bass}
     for field, allowed in (("genre", GENRES), ("mood", MOODS), ("mode", MODES), ("melody", INSTRUMENTS),
-                           ("chords", INSTRUMENTS), ("bass", [*INSTRUMENTS, "none"]),
-                           ("kit", [*KITS, "none"]), ("comp", comps), ("bass_pattern", basslines)):
+                           ("chords", INSTRUMENTS), ("bass", [*INSTRUMENTS, "none"]), ("kit", [*KITS, "none"]),
+                           ("comp", {c for g in GENRES.values() for c in g.comp}),
+                           ("bass_pattern", {b for g in GENRES.values() for b in g.bass})):
         if getattr(attrs, field) not in allowed:
             raise ValueError(f"attrs.{field}={getattr(attrs, field)!r} is not one of {sorted(allowed)}")
 
