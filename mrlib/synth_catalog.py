@@ -188,10 +188,9 @@ def _write_tables(root: Path, config: dict) -> tuple[list, pd.DataFrame]:
                            "path": [f"audio/{t}.{config['audio_format']}" for t in ids],
                            "duration_s": config["duration_s"]})
     cat = Catalog(root.name, root, tracks, tags, vocab, attributes=synth.attributes_frame(attrs, events=events))
-    _write_csv(tracks, root / "tracks.csv")
-    _write_csv(cat.tags_frame(), root / "tags.csv")
-    _write_csv(vocab, root / "vocabulary.csv")
-    _write_csv(cat.attributes, root / "attributes.csv")
+    for name, table in (("tracks", tracks), ("tags", cat.tags_frame()), ("vocabulary", vocab),
+                        ("attributes", cat.attributes)):
+        _write_csv(table, root / f"{name}.csv")
     return attrs, tracks
 
 
@@ -199,22 +198,18 @@ def _render_missing(root: Path, attrs: list, tracks: pd.DataFrame, config: dict,
                     progress) -> None:
     """Render every track whose audio file is missing (in ``n_jobs`` processes)."""
     remove_dead_temporaries(root / "audio")     # left by workers killed mid-write
-    n_tracks = len(tracks)
-    todo = [i for i in range(n_tracks) if not (root / tracks["path"].iat[i]).is_file()]
-    bar = tqdm(total=n_tracks, initial=n_tracks - len(todo), desc=f"synthesising {root.name}",
-               unit="track", disable=not progress)
+    paths = [root / p for p in tracks["path"]]
     settings = [config[k] for k in ("seed", "sr", "duration_s")]
-    jobs = [(attrs[i], *settings, str(root / tracks["path"].iat[i]), config["audio_format"])
-            for i in todo]
+    jobs = [(attrs[i], *settings, str(p), config["audio_format"]) for i, p in enumerate(paths) if not p.is_file()]
     if n_jobs == 1 or len(jobs) <= 1:
         done = (_render_to_file(*job) for job in jobs)
     else:
         par = Parallel(n_jobs=n_jobs, return_as="generator_unordered", batch_size=4)
         done = par(delayed(_render_to_file)(*job, os.getpid()) for job in jobs)
-    for _ in done:
-        bar.update(1)
-    bar.close()
-    missing = [t for t, p in zip(tracks["track_id"], tracks["path"]) if not (root / p).is_file()]
+    for _ in tqdm(done, total=len(paths), initial=len(paths) - len(jobs), desc=f"synthesising {root.name}",
+                  unit="track", disable=not progress):
+        pass
+    missing = [t for t, p in zip(tracks["track_id"], paths) if not p.is_file()]
     if missing:    # pragma: no cover - a worker failed without raising
         raise RuntimeError(f"{len(missing)} audio files were not written: {missing[:10]}")
 
