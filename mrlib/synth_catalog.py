@@ -123,28 +123,33 @@ def build_synthetic(n_tracks: int = 200, seed: int = 0, duration_s: float = 30.0
     if info.get("config") == config and info.get("complete"):
         return root                      # built: nothing to write, no lock needed
     with FolderLock(root, "catalog"):
-        return _build_synthetic_locked(root, config, n_jobs=n_jobs, progress=progress,
-                                       overwrite=overwrite)
+        if _clear_other_build(root, config, overwrite):
+            return root
+        t_start = time.perf_counter()
+        (root / "audio").mkdir(parents=True, exist_ok=True)
+        info = {"name": root.name, "config": config, "complete": False, "versions": _versions(),
+                "format": FORMAT_VERSION}
+        _write_json(info, root / "catalog.json")
+        attrs, tracks = _write_tables(root, config)
+        _render_missing(root, attrs, tracks, config, n_jobs=n_jobs, progress=progress)
+        info.update(complete=True, n_tracks=config["n_tracks"],
+                    build_seconds=round(time.perf_counter() - t_start, 2))
+        _write_json(info, root / "catalog.json")
+        return root
 
 
 _CATALOG_FILES = ("tracks.csv", "tags.csv", "vocabulary.csv", "attributes.csv", "catalog.json")
-
-
-def _foreign_files(root: Path, info: dict) -> list[str]:
-    """Catalog files in ``root`` that no synthetic build of mrlib wrote (a hand-made catalog)."""
-    if (info.get("config") or {}).get("source") == "synthetic":
-        return []
-    found = [f for f in _CATALOG_FILES if (root / f).exists()]
-    if (root / "audio").is_dir() and any((root / "audio").iterdir()):
-        found.append("audio/")
-    return found
 
 
 def _clear_other_build(root: Path, config: dict, overwrite: bool) -> bool:
     """Make ``root`` ready for this build: move a hand-made catalog aside, delete one of other
     settings (only with ``overwrite``); True when it already holds this build, complete."""
     info = _read_json(root / "catalog.json")   # again: another build may have finished it
-    foreign = _foreign_files(root, info)
+    old = info.get("config") or {}
+    foreign = []        # the catalog files that no synthetic build of mrlib wrote (a hand-made catalog)
+    if old.get("source") != "synthetic":
+        foreign = [f for f in _CATALOG_FILES if (root / f).exists()]
+        foreign += ["audio/"] if (root / "audio").is_dir() and any((root / "audio").iterdir()) else []
     if foreign:
         if not overwrite:
             raise ValueError(
@@ -156,7 +161,6 @@ def _clear_other_build(root: Path, config: dict, overwrite: bool) -> bool:
         return False
     if not info:
         return False
-    old = info.get("config") or {}
     if old == config:
         return bool(info.get("complete"))
     versions_only = {k: v for k, v in old.items() if k not in ("generator_version", "format")} == \
@@ -164,7 +168,7 @@ def _clear_other_build(root: Path, config: dict, overwrite: bool) -> bool:
     if versions_only and not overwrite:
         # a cache written by an older generator: same settings, other bytes -> regenerate
         warnings.warn(f"{root} was built by synth generator version {old.get('generator_version')!r} "
-                      f"(now {config['generator_version']!r}); rebuilding it", stacklevel=4)
+                      f"(now {config['generator_version']!r}); rebuilding it", stacklevel=3)
         overwrite = True
     if not overwrite:
         raise ValueError(f"{root} holds a catalog built with {info.get('config')}, not {config}; "
@@ -212,19 +216,3 @@ def _render_missing(root: Path, attrs: list, tracks: pd.DataFrame, config: dict,
     missing = [t for t, p in zip(tracks["track_id"], paths) if not p.is_file()]
     if missing:    # pragma: no cover - a worker failed without raising
         raise RuntimeError(f"{len(missing)} audio files were not written: {missing[:10]}")
-
-
-def _build_synthetic_locked(root: Path, config: dict, *, n_jobs, progress, overwrite) -> Path:
-    if _clear_other_build(root, config, overwrite):
-        return root
-    t_start = time.perf_counter()
-    (root / "audio").mkdir(parents=True, exist_ok=True)
-    info = {"name": root.name, "config": config, "complete": False, "versions": _versions(),
-            "format": FORMAT_VERSION}
-    _write_json(info, root / "catalog.json")
-    attrs, tracks = _write_tables(root, config)
-    _render_missing(root, attrs, tracks, config, n_jobs=n_jobs, progress=progress)
-    info.update(complete=True, n_tracks=config["n_tracks"],
-                build_seconds=round(time.perf_counter() - t_start, 2))
-    _write_json(info, root / "catalog.json")
-    return root
