@@ -158,10 +158,6 @@ def _render_events(attrs: TrackAttributes, n: int, sr: int, beat_times: np.ndarr
     faded in and out inside it (5 and 30 ms) so that it neither clicks nor rings past its end."""
     out = np.zeros(n, dtype=np.float32)
     for tag, start, end in attrs.events:
-        if tag not in _EVENT_RENDERERS:
-            raise ValueError(f"attrs.events has {tag!r}, not one of {list(EVENT_TAGS)}")
-        if not 0.0 <= start < end <= 1.0:
-            raise ValueError(f"event {tag!r} has the window ({start}, {end}), not 0 <= start < end <= 1")
         s0, s1 = int(round(start * n)), int(round(end * n))
         m = s1 - s0
         if m < int(0.05 * sr):
@@ -171,21 +167,6 @@ def _render_events(attrs: TrackAttributes, n: int, sr: int, beat_times: np.ndarr
         level = _EVENT_LEVEL * band_rms / (float(np.sqrt(np.mean(y.astype(np.float64) ** 2))) + 1e-9)
         out[s0:s1] += np.float32(level) * y
     return out
-
-
-def _overdub(out: np.ndarray, layer: np.ndarray, events) -> None:
-    """Add the event layer to the finished track in place; a window whose sum would pass 0.98
-    goes through a soft limiter (0.98 tanh(x / 0.98)), that window only."""
-    n = out.size
-    windows = [slice(int(round(start * n)), int(round(end * n))) for _, start, end in events]
-    inside = np.zeros(n, dtype=bool)
-    for w in windows:
-        inside[w] = True
-    out[inside] += layer[inside]           # outside, not even the sign of a zero changes
-    for w in windows:
-        seg = out[w]
-        if seg.size and np.abs(seg).max() > 0.98:
-            seg[:] = np.float32(0.98) * np.tanh(seg / np.float32(0.98))
 
 
 def generate_track(attrs: TrackAttributes, sr: int = 22050, duration_s: float = 30.0,
@@ -219,7 +200,24 @@ def generate_track(attrs: TrackAttributes, sr: int = 22050, duration_s: float = 
 
     Notebook: 01_cqt.ipynb
     """
-    _check_track_args(attrs, sr, duration_s, seed)
+    if not isinstance(attrs, TrackAttributes):
+        raise TypeError(f"attrs must be a TrackAttributes, got {type(attrs).__name__}")
+    _check_sr_duration(sr, duration_s)
+    if is_int(seed):
+        check_int("seed", seed, 0)
+    elif not isinstance(seed, np.random.SeedSequence):
+        raise TypeError(f"seed must be an int or a numpy SeedSequence, got {type(seed).__name__}")
+    for field, allowed in (("genre", GENRES), ("mood", MOODS), ("mode", MODES), ("melody", INSTRUMENTS),
+                           ("chords", INSTRUMENTS), ("bass", [*INSTRUMENTS, "none"]), ("kit", [*KITS, "none"]),
+                           ("comp", {c for g in GENRES.values() for c in g.comp}),
+                           ("bass_pattern", {b for g in GENRES.values() for b in g.bass})):
+        if getattr(attrs, field) not in allowed:
+            raise ValueError(f"attrs.{field}={getattr(attrs, field)!r} is not one of {sorted(allowed)}")
+    for tag, start, end in attrs.events:
+        if tag not in EVENT_TAGS:
+            raise ValueError(f"attrs.events has {tag!r}, not one of {list(EVENT_TAGS)}")
+        if not 0.0 <= start < end <= 1.0:
+            raise ValueError(f"event {tag!r} has the window ({start}, {end}), not 0 <= start < end <= 1")
     rng = np.random.default_rng(seed)
     style = GENRES[attrs.genre]
     n = int(round(duration_s * sr))
@@ -234,22 +232,6 @@ def generate_track(attrs: TrackAttributes, sr: int = 22050, duration_s: float = 
     # gain below, so an event leaves every sample outside its window exactly as it was.
     overdub = _render_events(attrs, n, sr, beat_times, seed, _rms(mix))      # zeros without events
     return _master(attrs, mix, overdub, n, sr)
-
-
-def _check_track_args(attrs, sr, duration_s, seed) -> None:
-    if not isinstance(attrs, TrackAttributes):
-        raise TypeError(f"attrs must be a TrackAttributes, got {type(attrs).__name__}")
-    _check_sr_duration(sr, duration_s)
-    if is_int(seed):
-        check_int("seed", seed, 0)
-    elif not isinstance(seed, np.random.SeedSequence):
-        raise TypeError(f"seed must be an int or a numpy SeedSequence, got {type(seed).__name__}")
-    for field, allowed in (("genre", GENRES), ("mood", MOODS), ("mode", MODES), ("melody", INSTRUMENTS),
-                           ("chords", INSTRUMENTS), ("bass", [*INSTRUMENTS, "none"]), ("kit", [*KITS, "none"]),
-                           ("comp", {c for g in GENRES.values() for c in g.comp}),
-                           ("bass_pattern", {b for g in GENRES.values() for b in g.bass})):
-        if getattr(attrs, field) not in allowed:
-            raise ValueError(f"attrs.{field}={getattr(attrs, field)!r} is not one of {sorted(allowed)}")
 
 
 def _check_sr_duration(sr, duration_s) -> None:
@@ -527,7 +509,17 @@ def _master(attrs: TrackAttributes, mix: np.ndarray, overdub: np.ndarray, n: int
     gain = 10 ** (attrs.loudness_db / 20) * ref / _rms(mix)
     gain = min(gain, 0.98 / (float(np.abs(mix).max()) + 1e-9))
     out = (mix * np.float32(gain)).astype(np.float32)
-    _overdub(out, overdub * np.float32(gain), attrs.events)
+    # the event layer, in the windows only: outside, not even the sign of a zero changes; a
+    # window whose sum would pass 0.98 goes through a soft limiter (0.98 tanh(x / 0.98))
+    windows = [slice(int(round(start * n)), int(round(end * n))) for _, start, end in attrs.events]
+    inside = np.zeros(n, dtype=bool)
+    for w in windows:
+        inside[w] = True
+    out[inside] += (overdub * np.float32(gain))[inside]
+    for w in windows:
+        seg = out[w]
+        if seg.size and np.abs(seg).max() > 0.98:
+            seg[:] = np.float32(0.98) * np.tanh(seg / np.float32(0.98))
     np.clip(out, -0.98, 0.98, out=out)          # only float rounding can reach past 0.98 here
     return _fade(out, min(n // 4, int(0.01 * sr)), min(n // 4, int(0.05 * sr)))
 
