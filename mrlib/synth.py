@@ -353,12 +353,9 @@ def attributes_frame(attrs: Sequence[TrackAttributes], events: bool | None = Non
 
     Notebook: 02_similarity.ipynb
     """
-    if events is None:
-        events = any(a.events for a in attrs)
+    events = any(a.events for a in attrs) if events is None else events
     rows = [{**dataclasses.asdict(a), "lyrics": "|".join(a.lyrics),
              "events": "|".join(f"{t}@{s:.4f}-{e:.4f}" for t, s, e in a.events)} for a in attrs]
-    columns = [f.name for f in dataclasses.fields(TrackAttributes)]
-    if not events:
-        columns.remove("events")
+    columns = [f.name for f in dataclasses.fields(TrackAttributes) if events or f.name != "events"]
     return pd.DataFrame(rows, columns=columns)
 
