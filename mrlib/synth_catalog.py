@@ -204,7 +204,8 @@ def _render_missing(root: Path, attrs: list, tracks: pd.DataFrame, config: dict,
     remove_dead_temporaries(root / "audio")     # left by workers killed mid-write
     paths = [root / p for p in tracks["path"]]
     settings = [config[k] for k in ("seed", "sr", "duration_s")]
-    jobs = [(attrs[i], *settings, str(p), config["audio_format"]) for i, p in enumerate(paths) if not p.is_file()]
+    jobs = [(attrs[i], *settings, str(p), config["audio_format"])
+            for i, p in enumerate(paths) if not p.is_file()]
     if n_jobs == 1 or len(jobs) <= 1:
         done = (_render_to_file(*job) for job in jobs)
     else:

@@ -72,11 +72,13 @@ def _bells(attrs: TrackAttributes, m: int, sr: int, t0: float, beat_times: np.nd
         y = np.zeros(n_strike, dtype=np.float32)
         for ratio, amp, decay in _BELL_PARTIALS:
             if ratio * f < 0.45 * sr:
-                y += np.float32(amp) * np.sin(np.float32(2 * np.pi * ratio * f) * t) * np.exp(-t / np.float32(decay))
+                partial = np.sin(np.float32(2 * np.pi * ratio * f) * t)
+                y += np.float32(amp) * partial * np.exp(-t / np.float32(decay))
         return y * _attack_decay(n_strike, sr, 0.001)
 
     strikes = [strike(_midi_hz(72 + attrs.tonic + step)) for step in (12, 7, MODES[attrs.mode][2], 0)]
-    return _place([(on, strikes[i] * np.float32(rng.uniform(0.75, 1.0))) for on, i in zip(onsets, order)], m, sr)
+    notes = [(on, strikes[i] * np.float32(rng.uniform(0.75, 1.0))) for on, i in zip(onsets, order)]
+    return _place(notes, m, sr)
 
 
 def _guitar_solo(attrs: TrackAttributes, m: int, sr: int, t0: float, beat_times: np.ndarray,
@@ -328,7 +330,8 @@ def _comp_bar(attrs: TrackAttributes, style: GenreStyle, b0: int, bar: int, voic
         step = 1.0 if cstyle == "strum" else 0.5
         # strum: 12 ms between strings
         return [(b0 + k * step + j * 0.012 * attrs.tempo_bpm / 60.0, step * 0.9, p,
-                 vel * (1.0 if k % 2 == 0 else 0.75)) for k in range(int(meter / step)) for j, p in enumerate(voiced)]
+                 vel * (1.0 if k % 2 == 0 else 0.75))
+                for k in range(int(meter / step)) for j, p in enumerate(voiced)]
     if cstyle in ("arp", "alberti"):
         order, dur = (voiced + [voiced[1] + 12] if len(voiced) > 2 else voiced * 2), 0.9
         if cstyle == "alberti":
@@ -362,10 +365,10 @@ def _bass_bar(attrs: TrackAttributes, style: GenreStyle, b0: int, bar: int, root
             "root_fifth": [(b0, meter / 2 * 0.9, rb, 0.9), (b0 + 2, 1.8 if meter == 4 else 0.9, fifth, 0.8)],
             "eighths": [(b0 + k * 0.5, 0.45, rb, 0.8 + 0.1 * (k % 2 == 0)) for k in range(meter * 2)],
             "octave": [(b0 + k * 0.5, 0.4, rb + 12 * (k % 2), 0.85) for k in range(meter * 2)],
-            "syncopated": [(b0 + pos, 0.45, p, 0.9)
-                           for pos, p in ((0.0, rb), (1.5, rb), (2.5, fifth), (3.0, rb))[: 4 if meter == 4 else 2]],
-            "reggae": [(b0 + pos, d, p, 0.9)
-                       for pos, p, d in ((0.0, rb, 1.0), (1.5, rb, 0.4), (2.0, fifth, 0.9), (3.5, rb + 12, 0.4))],
+            "syncopated": [(b0 + pos, 0.45, p, 0.9) for pos, p in
+                           ((0.0, rb), (1.5, rb), (2.5, fifth), (3.0, rb))[: 4 if meter == 4 else 2]],
+            "reggae": [(b0 + pos, d, p, 0.9) for pos, p, d in
+                       ((0.0, rb, 1.0), (1.5, rb, 0.4), (2.0, fifth, 0.9), (3.5, rb + 12, 0.4))],
             }[bp]
 
 

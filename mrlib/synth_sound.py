@@ -288,7 +288,8 @@ def _drum_kit(kit: str, sr: int, rng: np.random.Generator, tonic: int) -> dict[s
         if v == "r":
             return np.sin(2 * np.pi * 520 * t + 3 * np.sin(2 * np.pi * 1410 * t)) * 0.25 * np.exp(-t / 0.5) \
                 + np.diff(noise(t.size + 1)) * 0.05 * np.exp(-t / 0.3)
-        return (np.sin(2 * np.pi * 900 * t) * 0.5 + np.diff(noise(t.size + 1)) * 0.3) * np.exp(-t / 0.02)  # rim
+        # rim
+        return (np.sin(2 * np.pi * 900 * t) * 0.5 + np.diff(noise(t.size + 1)) * 0.3) * np.exp(-t / 0.02)
 
     return {v: [np.asarray(voice(v), dtype=np.float32) for _ in range(3 if live else 1)] for v in "kscormh"}
 
