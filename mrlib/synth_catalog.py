@@ -146,7 +146,7 @@ def _clear_other_build(root: Path, config: dict, overwrite: bool) -> bool:
     settings (only with ``overwrite``); True when it already holds this build, complete."""
     info = _read_json(root / "catalog.json")   # again: another build may have finished it
     old = info.get("config") or {}
-    foreign = []        # the catalog files that no synthetic build of mrlib wrote (a hand-made catalog)
+    foreign = []        # the files of a catalog that no synthetic build wrote (a hand-made one)
     if old.get("source") != "synthetic":
         foreign = [f for f in _CATALOG_FILES if (root / f).exists()]
         foreign += ["audio/"] if (root / "audio").is_dir() and any((root / "audio").iterdir()) else []
