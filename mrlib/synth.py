@@ -154,10 +154,8 @@ def _sample_sound(artist: SimpleNamespace, genre: str, style: GenreStyle, style2
     melody = role(artist.melody, style.melody, style2.melody)
     chords = role(artist.chords, style.chords, style2.chords)
     bass = role(artist.bass, style.bass_instr, style2.bass_instr)
-    if style.drums is None or rng.random() >= style.drum_prob:
-        kit = "none"
-    else:
-        kit = role(artist.kit, style.kit, style2.kit)
+    kit = "none" if style.drums is None or rng.random() >= style.drum_prob else \
+        role(artist.kit, style.kit, style2.kit)
     comp = style.comp[int(rng.integers(len(style.comp)))]
     bass_pattern = style.bass[int(rng.integers(len(style.bass)))]
     if genre == "ambient" and rng.random() < 0.35:
@@ -213,20 +211,17 @@ def relevance(attrs: TrackAttributes) -> np.ndarray:
     Notebook: 02_similarity.ipynb
     """
     r = np.zeros(len(TAGS), dtype=np.float32)
+    # the influence and the secondary mood first: when there is none, the main one overwrites it
+    r[_TAG_INDEX[attrs.genre2]] = attrs.genre2_weight
+    r[_TAG_INDEX[attrs.mood2]] = 0.5
     r[_TAG_INDEX[attrs.genre]] = 1.0
-    if attrs.genre2 != attrs.genre:
-        r[_TAG_INDEX[attrs.genre2]] = attrs.genre2_weight
     r[_TAG_INDEX[attrs.mood]] = 1.0
-    if attrs.mood2 != attrs.mood:
-        r[_TAG_INDEX[attrs.mood2]] = 0.5
 
     # Recording: presence tags weighted by how exposed the role is; family shares.
     # (tag contributions, family) of each role, with its weight
     roles = [(INSTRUMENTS[attrs.melody][1:], 1.0), (INSTRUMENTS[attrs.chords][1:], 1.0)]
-    if attrs.bass != "none":
-        roles.append((INSTRUMENTS[attrs.bass][1:], 0.6))
-    if attrs.kit != "none":
-        roles.append((KITS[attrs.kit], 1.0))
+    roles += [(INSTRUMENTS[attrs.bass][1:], 0.6)] if attrs.bass != "none" else []
+    roles += [(KITS[attrs.kit], 1.0)] if attrs.kit != "none" else []
     for (contrib, _), weight in roles:
         for tag, v in contrib.items():
             r[_TAG_INDEX[tag]] = max(r[_TAG_INDEX[tag]], v * weight)
@@ -329,8 +324,7 @@ def sample_catalog(n_tracks: int, seed: int = 0, *, events: bool = False) -> Syn
 
     attrs = []
     tags = np.zeros((n_tracks, len(TAGS) + (len(EVENT_TAGS) if events else 0)), dtype=np.float32)
-    for i in range(n_tracks):
-        a = int(artist_of[i])
+    for i, a in enumerate(artist_of.tolist()):
         at = _sample_track(i, a, artists[a], np.random.default_rng(track_seed(seed, i, _STREAM_TRACKS)))
         tags[i, :len(TAGS)] = _annotate(relevance(at), np.random.default_rng(track_seed(seed, i, _STREAM_TAGS)))
         if events:
@@ -359,12 +353,9 @@ def attributes_frame(attrs: Sequence[TrackAttributes], events: bool | None = Non
 
     Notebook: 02_similarity.ipynb
     """
-    if events is None:
-        events = any(a.events for a in attrs)
+    events = any(a.events for a in attrs) if events is None else events
     rows = [{**dataclasses.asdict(a), "lyrics": "|".join(a.lyrics),
              "events": "|".join(f"{t}@{s:.4f}-{e:.4f}" for t, s, e in a.events)} for a in attrs]
-    columns = [f.name for f in dataclasses.fields(TrackAttributes)]
-    if not events:
-        columns.remove("events")
+    columns = [f.name for f in dataclasses.fields(TrackAttributes) if events or f.name != "events"]
     return pd.DataFrame(rows, columns=columns)
 

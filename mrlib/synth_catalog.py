@@ -123,28 +123,33 @@ def build_synthetic(n_tracks: int = 200, seed: int = 0, duration_s: float = 30.0
     if info.get("config") == config and info.get("complete"):
         return root                      # built: nothing to write, no lock needed
     with FolderLock(root, "catalog"):
-        return _build_synthetic_locked(root, config, n_jobs=n_jobs, progress=progress,
-                                       overwrite=overwrite)
+        if _clear_other_build(root, config, overwrite):
+            return root
+        t_start = time.perf_counter()
+        (root / "audio").mkdir(parents=True, exist_ok=True)
+        info = {"name": root.name, "config": config, "complete": False, "versions": _versions(),
+                "format": FORMAT_VERSION}
+        _write_json(info, root / "catalog.json")
+        attrs, tracks = _write_tables(root, config)
+        _render_missing(root, attrs, tracks, config, n_jobs=n_jobs, progress=progress)
+        info.update(complete=True, n_tracks=config["n_tracks"],
+                    build_seconds=round(time.perf_counter() - t_start, 2))
+        _write_json(info, root / "catalog.json")
+        return root
 
 
 _CATALOG_FILES = ("tracks.csv", "tags.csv", "vocabulary.csv", "attributes.csv", "catalog.json")
-
-
-def _foreign_files(root: Path, info: dict) -> list[str]:
-    """Catalog files in ``root`` that no synthetic build of mrlib wrote (a hand-made catalog)."""
-    if (info.get("config") or {}).get("source") == "synthetic":
-        return []
-    found = [f for f in _CATALOG_FILES if (root / f).exists()]
-    if (root / "audio").is_dir() and any((root / "audio").iterdir()):
-        found.append("audio/")
-    return found
 
 
 def _clear_other_build(root: Path, config: dict, overwrite: bool) -> bool:
     """Make ``root`` ready for this build: move a hand-made catalog aside, delete one of other
     settings (only with ``overwrite``); True when it already holds this build, complete."""
     info = _read_json(root / "catalog.json")   # again: another build may have finished it
-    foreign = _foreign_files(root, info)
+    old = info.get("config") or {}
+    foreign = []        # the files of a catalog that no synthetic build wrote (a hand-made one)
+    if old.get("source") != "synthetic":
+        foreign = [f for f in _CATALOG_FILES if (root / f).exists()]
+        foreign += ["audio/"] if (root / "audio").is_dir() and any((root / "audio").iterdir()) else []
     if foreign:
         if not overwrite:
             raise ValueError(
@@ -156,7 +161,6 @@ def _clear_other_build(root: Path, config: dict, overwrite: bool) -> bool:
         return False
     if not info:
         return False
-    old = info.get("config") or {}
     if old == config:
         return bool(info.get("complete"))
     versions_only = {k: v for k, v in old.items() if k not in ("generator_version", "format")} == \
@@ -164,7 +168,7 @@ def _clear_other_build(root: Path, config: dict, overwrite: bool) -> bool:
     if versions_only and not overwrite:
         # a cache written by an older generator: same settings, other bytes -> regenerate
         warnings.warn(f"{root} was built by synth generator version {old.get('generator_version')!r} "
-                      f"(now {config['generator_version']!r}); rebuilding it", stacklevel=4)
+                      f"(now {config['generator_version']!r}); rebuilding it", stacklevel=3)
         overwrite = True
     if not overwrite:
         raise ValueError(f"{root} holds a catalog built with {info.get('config')}, not {config}; "
@@ -188,10 +192,9 @@ def _write_tables(root: Path, config: dict) -> tuple[list, pd.DataFrame]:
                            "path": [f"audio/{t}.{config['audio_format']}" for t in ids],
                            "duration_s": config["duration_s"]})
     cat = Catalog(root.name, root, tracks, tags, vocab, attributes=synth.attributes_frame(attrs, events=events))
-    _write_csv(tracks, root / "tracks.csv")
-    _write_csv(cat.tags_frame(), root / "tags.csv")
-    _write_csv(vocab, root / "vocabulary.csv")
-    _write_csv(cat.attributes, root / "attributes.csv")
+    for name, table in (("tracks", tracks), ("tags", cat.tags_frame()), ("vocabulary", vocab),
+                        ("attributes", cat.attributes)):
+        _write_csv(table, root / f"{name}.csv")
     return attrs, tracks
 
 
@@ -199,37 +202,18 @@ def _render_missing(root: Path, attrs: list, tracks: pd.DataFrame, config: dict,
                     progress) -> None:
     """Render every track whose audio file is missing (in ``n_jobs`` processes)."""
     remove_dead_temporaries(root / "audio")     # left by workers killed mid-write
-    n_tracks = len(tracks)
-    todo = [i for i in range(n_tracks) if not (root / tracks["path"].iat[i]).is_file()]
-    bar = tqdm(total=n_tracks, initial=n_tracks - len(todo), desc=f"synthesising {root.name}",
-               unit="track", disable=not progress)
+    paths = [root / p for p in tracks["path"]]
     settings = [config[k] for k in ("seed", "sr", "duration_s")]
-    jobs = [(attrs[i], *settings, str(root / tracks["path"].iat[i]), config["audio_format"])
-            for i in todo]
+    jobs = [(attrs[i], *settings, str(p), config["audio_format"])
+            for i, p in enumerate(paths) if not p.is_file()]
     if n_jobs == 1 or len(jobs) <= 1:
         done = (_render_to_file(*job) for job in jobs)
     else:
         par = Parallel(n_jobs=n_jobs, return_as="generator_unordered", batch_size=4)
         done = par(delayed(_render_to_file)(*job, os.getpid()) for job in jobs)
-    for _ in done:
-        bar.update(1)
-    bar.close()
-    missing = [t for t, p in zip(tracks["track_id"], tracks["path"]) if not (root / p).is_file()]
+    for _ in tqdm(done, total=len(paths), initial=len(paths) - len(jobs), desc=f"synthesising {root.name}",
+                  unit="track", disable=not progress):
+        pass
+    missing = [t for t, p in zip(tracks["track_id"], paths) if not p.is_file()]
     if missing:    # pragma: no cover - a worker failed without raising
         raise RuntimeError(f"{len(missing)} audio files were not written: {missing[:10]}")
-
-
-def _build_synthetic_locked(root: Path, config: dict, *, n_jobs, progress, overwrite) -> Path:
-    if _clear_other_build(root, config, overwrite):
-        return root
-    t_start = time.perf_counter()
-    (root / "audio").mkdir(parents=True, exist_ok=True)
-    info = {"name": root.name, "config": config, "complete": False, "versions": _versions(),
-            "format": FORMAT_VERSION}
-    _write_json(info, root / "catalog.json")
-    attrs, tracks = _write_tables(root, config)
-    _render_missing(root, attrs, tracks, config, n_jobs=n_jobs, progress=progress)
-    info.update(complete=True, n_tracks=config["n_tracks"],
-                build_seconds=round(time.perf_counter() - t_start, 2))
-    _write_json(info, root / "catalog.json")
-    return root

@@ -63,24 +63,21 @@ def _bells(attrs: TrackAttributes, m: int, sr: int, t0: float, beat_times: np.nd
            rng: np.random.Generator) -> np.ndarray:
     """Peals of the tonic triad (octave, fifth, third, tonic in a shuffled order per round), one
     strike a beat (two beats above 100 bpm), strike pitches C5 ... B6."""
-    base = 72 + attrs.tonic
-    steps = (12, 7, MODES[attrs.mode][2], 0)
     onsets = _grid(beat_times, 1.0 if attrs.tempo_bpm < 100 else 2.0, t0, m / sr)
     order = np.concatenate([rng.permutation(4) for _ in range(-(-onsets.size // 4))])
     n_strike = int(1.6 * sr)
     t = _t(n_strike, sr)
-    strikes: dict[int, np.ndarray] = {}
-    notes = []
-    for k, on in enumerate(onsets):
-        p = base + steps[order[k]]
-        if p not in strikes:
-            f, y = _midi_hz(p), np.zeros(n_strike, dtype=np.float32)
-            for ratio, amp, decay in _BELL_PARTIALS:
-                if ratio * f < 0.45 * sr:
-                    partial = np.sin(np.float32(2 * np.pi * ratio * f) * t)
-                    y += np.float32(amp) * partial * np.exp(-t / np.float32(decay))
-            strikes[p] = y * _attack_decay(n_strike, sr, 0.001)
-        notes.append((on, strikes[p] * np.float32(rng.uniform(0.75, 1.0))))
+
+    def strike(f: float) -> np.ndarray:        # the partials below 0.45 sr
+        y = np.zeros(n_strike, dtype=np.float32)
+        for ratio, amp, decay in _BELL_PARTIALS:
+            if ratio * f < 0.45 * sr:
+                partial = np.sin(np.float32(2 * np.pi * ratio * f) * t)
+                y += np.float32(amp) * partial * np.exp(-t / np.float32(decay))
+        return y * _attack_decay(n_strike, sr, 0.001)
+
+    strikes = [strike(_midi_hz(72 + attrs.tonic + step)) for step in (12, 7, MODES[attrs.mode][2], 0)]
+    notes = [(on, strikes[i] * np.float32(rng.uniform(0.75, 1.0))) for on, i in zip(onsets, order)]
     return _place(notes, m, sr)
 
 
@@ -163,10 +160,6 @@ def _render_events(attrs: TrackAttributes, n: int, sr: int, beat_times: np.ndarr
     faded in and out inside it (5 and 30 ms) so that it neither clicks nor rings past its end."""
     out = np.zeros(n, dtype=np.float32)
     for tag, start, end in attrs.events:
-        if tag not in _EVENT_RENDERERS:
-            raise ValueError(f"attrs.events has {tag!r}, not one of {list(EVENT_TAGS)}")
-        if not 0.0 <= start < end <= 1.0:
-            raise ValueError(f"event {tag!r} has the window ({start}, {end}), not 0 <= start < end <= 1")
         s0, s1 = int(round(start * n)), int(round(end * n))
         m = s1 - s0
         if m < int(0.05 * sr):
@@ -176,21 +169,6 @@ def _render_events(attrs: TrackAttributes, n: int, sr: int, beat_times: np.ndarr
         level = _EVENT_LEVEL * band_rms / (float(np.sqrt(np.mean(y.astype(np.float64) ** 2))) + 1e-9)
         out[s0:s1] += np.float32(level) * y
     return out
-
-
-def _overdub(out: np.ndarray, layer: np.ndarray, events) -> None:
-    """Add the event layer to the finished track in place; a window whose sum would pass 0.98
-    goes through a soft limiter (0.98 tanh(x / 0.98)), that window only."""
-    n = out.size
-    windows = [slice(int(round(start * n)), int(round(end * n))) for _, start, end in events]
-    inside = np.zeros(n, dtype=bool)
-    for w in windows:
-        inside[w] = True
-    out[inside] += layer[inside]           # outside, not even the sign of a zero changes
-    for w in windows:
-        seg = out[w]
-        if seg.size and np.abs(seg).max() > 0.98:
-            seg[:] = np.float32(0.98) * np.tanh(seg / np.float32(0.98))
 
 
 def generate_track(attrs: TrackAttributes, sr: int = 22050, duration_s: float = 30.0,
@@ -224,25 +202,6 @@ def generate_track(attrs: TrackAttributes, sr: int = 22050, duration_s: float = 
 
     Notebook: 01_cqt.ipynb
     """
-    _check_track_args(attrs, sr, duration_s, seed)
-    rng = np.random.default_rng(seed)
-    style = GENRES[attrs.genre]
-    n = int(round(duration_s * sr))
-    beat_times, n_bars = _timeline(attrs, duration_s)
-    harmony = _Harmony(attrs, style, n_bars, rng)
-    mel = _melody(attrs, style, harmony, rng)
-    comp, bass = _accompaniment(attrs, style, harmony, n_bars, rng)
-    drum_hits = _drum_hits(attrs, style, n_bars, harmony.sec_len)
-    stems = _render_stems(attrs, {"melody": mel, "chords": comp, "bass": bass}, beat_times, n, sr, rng)
-    stems["drums"] = _render_drums(attrs, drum_hits, beat_times, n, sr, rng)
-    mix = _produce(attrs, stems, n, sr, duration_s, rng)
-    # Events are overdubs on the produced band: the band alone sets the loudness and the peak
-    # gain below, so an event leaves every sample outside its window exactly as it was.
-    overdub = _render_events(attrs, n, sr, beat_times, seed, _rms(mix))      # zeros without events
-    return _master(attrs, mix, overdub, n, sr)
-
-
-def _check_track_args(attrs, sr, duration_s, seed) -> None:
     if not isinstance(attrs, TrackAttributes):
         raise TypeError(f"attrs must be a TrackAttributes, got {type(attrs).__name__}")
     _check_sr_duration(sr, duration_s)
@@ -250,13 +209,31 @@ def _check_track_args(attrs, sr, duration_s, seed) -> None:
         check_int("seed", seed, 0)
     elif not isinstance(seed, np.random.SeedSequence):
         raise TypeError(f"seed must be an int or a numpy SeedSequence, got {type(seed).__name__}")
-    comps = {c for g in GENRES.values() for c in g.comp}
-    basslines = {b for g in GENRES.values() for b in g.bass}
     for field, allowed in (("genre", GENRES), ("mood", MOODS), ("mode", MODES), ("melody", INSTRUMENTS),
-                           ("chords", INSTRUMENTS), ("bass", [*INSTRUMENTS, "none"]),
-                           ("kit", [*KITS, "none"]), ("comp", comps), ("bass_pattern", basslines)):
+                           ("chords", INSTRUMENTS), ("bass", [*INSTRUMENTS, "none"]), ("kit", [*KITS, "none"]),
+                           ("comp", {c for g in GENRES.values() for c in g.comp}),
+                           ("bass_pattern", {b for g in GENRES.values() for b in g.bass})):
         if getattr(attrs, field) not in allowed:
             raise ValueError(f"attrs.{field}={getattr(attrs, field)!r} is not one of {sorted(allowed)}")
+    for tag, start, end in attrs.events:
+        if tag not in EVENT_TAGS:
+            raise ValueError(f"attrs.events has {tag!r}, not one of {list(EVENT_TAGS)}")
+        if not 0.0 <= start < end <= 1.0:
+            raise ValueError(f"event {tag!r} has the window ({start}, {end}), not 0 <= start < end <= 1")
+    rng = np.random.default_rng(seed)
+    style = GENRES[attrs.genre]
+    n = int(round(duration_s * sr))
+    beat_times, n_bars = _timeline(attrs, duration_s)
+    form, sec_len, chords = _harmony(attrs, style, n_bars, rng)
+    mel = _melody(attrs, style, form, sec_len, chords, rng)
+    comp, bass = _accompaniment(attrs, style, chords, n_bars, rng)
+    stems = _render_stems(attrs, {"melody": mel, "chords": comp, "bass": bass}, beat_times, n, sr, rng)
+    stems["drums"] = _render_drums(attrs, _drum_hits(attrs, style, n_bars, sec_len), beat_times, n, sr, rng)
+    mix = _produce(attrs, stems, n, sr, duration_s, rng)
+    # Events are overdubs on the produced band: the band alone sets the loudness and the peak
+    # gain below, so an event leaves every sample outside its window exactly as it was.
+    overdub = _render_events(attrs, n, sr, beat_times, seed, _rms(mix))      # zeros without events
+    return _master(attrs, mix, overdub, n, sr)
 
 
 def _check_sr_duration(sr, duration_s) -> None:
@@ -283,154 +260,116 @@ def _timeline(attrs: TrackAttributes, duration_s: float) -> tuple[np.ndarray, in
     return beat_times, int(np.searchsorted(beat_times, duration_s) // attrs.meter) + 1
 
 
-class _Harmony:
+def _harmony(attrs: TrackAttributes, style: GenreStyle, n_bars: int,
+             rng: np.random.Generator) -> tuple[list[int], int, list[tuple[int, tuple[int, ...], int]]]:
     """Harmony and form: sections labelled by the structure (AABA, a looped A, or a new
-    section every phrase), each label with its progression, one chord per ``chord_bars``."""
-
-    def __init__(self, attrs: TrackAttributes, style: GenreStyle, n_bars: int, rng: np.random.Generator):
-        self.attrs, self.style = attrs, style
-        prog_ids = rng.permutation(len(style.progressions))
-        self.sec_len = len(style.progressions[0]) * style.chord_bars
-        n_sections = -(-n_bars // self.sec_len)
-        if attrs.structure == "repetitive":
-            self.form = [0] * n_sections
-        elif attrs.structure == "evolving":
-            self.form = list(range(n_sections))
-        else:
-            self.form = [[0, 0, 1, 0][s % 4] for s in range(n_sections)]
-        self.label_prog = {lab: style.progressions[prog_ids[lab % len(prog_ids)]] for lab in set(self.form)}
-
-    def chord_of(self, bar: int) -> tuple[int, tuple[int, ...], int]:
-        """(root, intervals, scale degree) of the chord of a bar."""
-        lab = self.form[min(bar // self.sec_len, len(self.form) - 1)]
-        degree = self.label_prog[lab][(bar % self.sec_len) // self.style.chord_bars]
-        root, iv = _chord(self.style, self.attrs.mode, degree)
-        return root, iv, degree
+    section every phrase), each label with its progression, one chord per ``chord_bars``.
+    Returns the form (a label per section), the bars per section, and the chord (root,
+    intervals, scale degree) of every bar of the sections and of the bar after them."""
+    prog_ids = rng.permutation(len(style.progressions))
+    sec_len = len(style.progressions[0]) * style.chord_bars
+    n_sections = -(-n_bars // sec_len)
+    form = {"repetitive": [0] * n_sections, "evolving": list(range(n_sections))}.get(
+        attrs.structure, [[0, 0, 1, 0][s % 4] for s in range(n_sections)])
+    progs = [style.progressions[prog_ids[lab % len(prog_ids)]] for lab in form]
+    degrees = [p[b // style.chord_bars] for p in progs for b in range(sec_len)] + [progs[-1][0]]
+    return form, sec_len, [(*_chord(style, attrs.mode, d), d) for d in degrees]
 
 
-def _melody(attrs: TrackAttributes, style: GenreStyle, harmony: _Harmony, rng: np.random.Generator) -> list:
+def _melody(attrs: TrackAttributes, style: GenreStyle, form: list[int], sec_len: int, chords: list,
+            rng: np.random.Generator) -> list:
     """The melody: one per section label, two phrases per section (question and answer)."""
     mel = []
-    meter, sec_len = attrs.meter, harmony.sec_len
-    scale = MODES[attrs.mode]
+    meter, scale, reg = attrs.meter, MODES[attrs.mode], attrs.register
     tonic_midi = 60 + attrs.tonic if attrs.tonic < 7 else 48 + attrs.tonic      # C4 ... F#4 / G3 ... B3
     sec_beats = sec_len * meter
     melodies: dict[int, list[tuple[float, float, int]]] = {}
-    start_deg = 4
-    for s, lab in enumerate(harmony.form):
+    for s, lab in enumerate(form):
         if lab not in melodies:
             def chord_at(beat, s0=s):
-                _, _, d = harmony.chord_of(s0 * sec_len + int(beat // meter))
-                kind4 = style.chord_kind in ("seventh", "dom7")
-                return [d, d + 2, d + 4] + ([d + 6] if kind4 else [])
+                d = chords[s0 * sec_len + int(beat // meter)][2]
+                return [d, d + 2, d + 4] + ([d + 6] if style.chord_kind in ("seventh", "dom7") else [])
             half = sec_beats // 2 if sec_len >= 2 else sec_beats
-            p1 = _melody_phrase(rng, half, chord_at, attrs.density, start_deg)
+            p1 = _melody_phrase(rng, half, chord_at, attrs.density, 4)
             if attrs.structure == "repetitive":
-                p2 = [(b + half, d, g) for b, d, g in p1]        # the loop: the phrase again
+                p2 = p1                                          # the loop: the phrase again
             else:   # answer phrase; often it restates the opening of the question
                 rest = sec_beats - half
                 p2 = _melody_phrase(rng, rest, lambda b: chord_at(b + half), attrs.density,
-                                    p1[-1][2] if p1 else start_deg)
+                                    p1[-1][2] if p1 else 4)
                 if p1 and rng.random() < 0.6:
-                    q = rest / 2
-                    p2 = [x for x in p1 if x[0] < q] + [x for x in p2 if x[0] >= q]
-                p2 = [(b + half, d, g) for b, d, g in p2]
-            melodies[lab] = p1 + sorted(p2)
-        base = s * sec_beats
-        for b, d, g in melodies[lab]:
-            g = g + attrs.register                # a diatonic shift keeps the melody in key
-            pitch = tonic_midi + 12 * (g // 7) + scale[g % 7]
-            mel.append((base + b, d * 0.92, pitch, 0.8 + 0.2 * ((b % meter) == 0)))
+                    p2 = [x for x in p1 if x[0] < rest / 2] + [x for x in p2 if x[0] >= rest / 2]
+            melodies[lab] = p1 + sorted((b + half, d, g) for b, d, g in p2)
+        # a diatonic shift (the register) keeps the melody in key
+        mel += [(s * sec_beats + b, d * 0.92, tonic_midi + 12 * ((g + reg) // 7) + scale[(g + reg) % 7],
+                 0.8 + 0.2 * ((b % meter) == 0)) for b, d, g in melodies[lab]]
     return mel
 
 
-def _accompaniment(attrs: TrackAttributes, style: GenreStyle, harmony: _Harmony, n_bars: int,
+def _accompaniment(attrs: TrackAttributes, style: GenreStyle, chords: list, n_bars: int,
                    rng: np.random.Generator) -> tuple[list, list]:
     """Chords in the accompaniment pattern and the bass line, bar by bar."""
     comp, bass = [], []
     for bar in range(n_bars):
-        root, iv, _ = harmony.chord_of(bar)
-        pcs = [(attrs.tonic + root + x) % 12 for x in iv]
-        voiced = sorted({53 + (p - 53) % 12 for p in pcs})        # close voicing, F3 ... E4
-        _comp_bar(comp, attrs, style, bar, voiced, rng)
+        root, iv, _ = chords[bar]
+        voiced = sorted({53 + (attrs.tonic + root + x - 53) % 12 for x in iv})   # close, F3 ... E4
+        comp += _comp_bar(attrs, style, bar * attrs.meter, bar, voiced, rng)
         if attrs.bass != "none":
-            nroot, _, _ = harmony.chord_of(bar + 1)
-            _bass_bar(bass, attrs, style, bar, root, iv, nroot, rng)
+            bass += _bass_bar(attrs, style, bar * attrs.meter, bar, root, iv, chords[bar + 1][0], rng)
     return comp, bass
 
 
-def _comp_bar(comp: list, attrs: TrackAttributes, style: GenreStyle, bar: int, voiced: list[int],
-              rng: np.random.Generator) -> None:
-    """One bar of the accompaniment, in the pattern ``attrs.comp``."""
-    meter, cstyle, chord_vel = attrs.meter, attrs.comp, 0.55
-    b0 = bar * meter
+def _comp_bar(attrs: TrackAttributes, style: GenreStyle, b0: int, bar: int, voiced: list[int],
+              rng: np.random.Generator) -> list:
+    """The notes of one bar (starting at beat ``b0``) of the accompaniment ``attrs.comp``."""
+    meter, cstyle, vel = attrs.meter, attrs.comp, 0.55
     if cstyle in ("block", "pad"):
-        if bar % style.chord_bars == 0:
-            for p in voiced:
-                comp.append((b0, meter * style.chord_bars * 0.98, p, chord_vel))
-    elif cstyle in ("strum", "eighths", "shuffle"):
+        chord_len = meter * style.chord_bars * 0.98
+        return [(b0, chord_len, p, vel) for p in voiced] if bar % style.chord_bars == 0 else []
+    if cstyle in ("strum", "eighths", "shuffle"):
         step = 1.0 if cstyle == "strum" else 0.5
-        for k in range(int(meter / step)):
-            for j, p in enumerate(voiced):    # strum: 12 ms between strings
-                comp.append((b0 + k * step + j * 0.012 * attrs.tempo_bpm / 60.0, step * 0.9, p,
-                             chord_vel * (1.0 if k % 2 == 0 else 0.75)))
-    elif cstyle == "arp":
-        order = voiced + [voiced[1] + 12] if len(voiced) > 2 else voiced * 2
-        for k in range(meter * 2):
-            comp.append((b0 + k * 0.5, 0.9, order[k % len(order)], chord_vel))
-    elif cstyle == "alberti":
-        low = [voiced[0] - 12, voiced[-1] - 12, voiced[1] - 12, voiced[-1] - 12]
-        for k in range(meter * 2):
-            comp.append((b0 + k * 0.5, 0.5, low[k % 4], chord_vel))
-    elif cstyle == "skank":
-        for k in range(meter):
-            for p in voiced:
-                comp.append((b0 + k + 0.5, 0.2, p, chord_vel))
-    elif cstyle == "stabs":
-        for pos in (0.0, 0.75, 1.5, 2.5, 3.25)[: 5 if meter == 4 else 3]:
-            for p in voiced:
-                comp.append((b0 + pos, 0.2, p, chord_vel))
-    elif cstyle == "comping":
-        for k in range(meter):
-            if rng.random() < 0.55:
-                pos = k + (0.0 if rng.random() < 0.5 else 0.5)
-                for p in voiced:
-                    comp.append((b0 + pos, 0.4 + 0.5 * rng.random(), p, chord_vel * 0.8))
+        # strum: 12 ms between strings
+        return [(b0 + k * step + j * 0.012 * attrs.tempo_bpm / 60.0, step * 0.9, p,
+                 vel * (1.0 if k % 2 == 0 else 0.75))
+                for k in range(int(meter / step)) for j, p in enumerate(voiced)]
+    if cstyle in ("arp", "alberti"):
+        order, dur = (voiced + [voiced[1] + 12] if len(voiced) > 2 else voiced * 2), 0.9
+        if cstyle == "alberti":
+            order, dur = [voiced[i] - 12 for i in (0, -1, 1, -1)], 0.5
+        return [(b0 + k * 0.5, dur, order[k % len(order)], vel) for k in range(meter * 2)]
+    if cstyle in ("skank", "stabs"):
+        pos = [k + 0.5 for k in range(meter)] if cstyle == "skank" else \
+            (0.0, 0.75, 1.5, 2.5, 3.25)[: 5 if meter == 4 else 3]
+        return [(b0 + x, 0.2, p, vel) for x in pos for p in voiced]
+    notes = []     # comping
+    for k in range(meter):
+        if rng.random() < 0.55:
+            pos = k + (0.0 if rng.random() < 0.5 else 0.5)
+            notes += [(b0 + pos, 0.4 + 0.5 * rng.random(), p, vel * 0.8) for p in voiced]
+    return notes
 
 
-def _bass_bar(bass: list, attrs: TrackAttributes, style: GenreStyle, bar: int, root: int,
-              iv: tuple[int, ...], nroot: int, rng: np.random.Generator) -> None:
-    """One bar of the bass line (root in E1 ... D#2), in the pattern ``attrs.bass_pattern``."""
+def _bass_bar(attrs: TrackAttributes, style: GenreStyle, b0: int, bar: int, root: int,
+              iv: tuple[int, ...], nroot: int, rng: np.random.Generator) -> list:
+    """The notes of one bar of the bass line (root in E1 ... D#2), in ``attrs.bass_pattern``."""
     meter, bp = attrs.meter, attrs.bass_pattern
-    b0 = bar * meter
     rb = 28 + (attrs.tonic + root - 4) % 12
     fifth = rb + 7
-    nb = 28 + (attrs.tonic + nroot - 4) % 12
-    if bp == "root":
-        bass.append((b0, meter * 0.95, rb, 0.9))
-    elif bp == "sustained":
-        if bar % style.chord_bars == 0:
-            bass.append((b0, meter * style.chord_bars * 0.98, rb, 0.9))
-    elif bp == "root_fifth":
-        bass.append((b0, meter / 2 * 0.9, rb, 0.9))
-        bass.append((b0 + 2, 1.8 if meter == 4 else 0.9, fifth, 0.8))
-    elif bp == "eighths":
-        for k in range(meter * 2):
-            bass.append((b0 + k * 0.5, 0.45, rb, 0.8 + 0.1 * (k % 2 == 0)))
-    elif bp == "octave":
-        for k in range(meter * 2):
-            bass.append((b0 + k * 0.5, 0.4, rb + 12 * (k % 2), 0.85))
-    elif bp == "syncopated":
-        for pos, p in ((0.0, rb), (1.5, rb), (2.5, fifth), (3.0, rb))[: 4 if meter == 4 else 2]:
-            bass.append((b0 + pos, 0.45, p, 0.9))
-    elif bp == "reggae":
-        for pos, p, d in ((0.0, rb, 1.0), (1.5, rb, 0.4), (2.0, fifth, 0.9), (3.5, rb + 12, 0.4)):
-            bass.append((b0 + pos, d, p, 0.9))
-    elif bp == "walking":
-        third = rb + iv[1] if len(iv) > 1 else rb + 4
-        line = [rb, third, fifth, nb + (1 if rng.random() < 0.5 else -1)]
-        for k in range(meter):
-            bass.append((b0 + k, 0.9, line[k % 4], 0.85))
+    if bp == "walking":
+        nb = 28 + (attrs.tonic + nroot - 4) % 12
+        line = [rb, rb + iv[1] if len(iv) > 1 else rb + 4, fifth, nb + (1 if rng.random() < 0.5 else -1)]
+        return [(b0 + k, 0.9, line[k % 4], 0.85) for k in range(meter)]
+    if bp == "sustained":
+        return [(b0, meter * style.chord_bars * 0.98, rb, 0.9)] if bar % style.chord_bars == 0 else []
+    return {"root": [(b0, meter * 0.95, rb, 0.9)],
+            "root_fifth": [(b0, meter / 2 * 0.9, rb, 0.9), (b0 + 2, 1.8 if meter == 4 else 0.9, fifth, 0.8)],
+            "eighths": [(b0 + k * 0.5, 0.45, rb, 0.8 + 0.1 * (k % 2 == 0)) for k in range(meter * 2)],
+            "octave": [(b0 + k * 0.5, 0.4, rb + 12 * (k % 2), 0.85) for k in range(meter * 2)],
+            "syncopated": [(b0 + pos, 0.45, p, 0.9) for pos, p in
+                           ((0.0, rb), (1.5, rb), (2.5, fifth), (3.0, rb))[: 4 if meter == 4 else 2]],
+            "reggae": [(b0 + pos, d, p, 0.9) for pos, p, d in
+                       ((0.0, rb, 1.0), (1.5, rb, 0.4), (2.0, fifth, 0.9), (3.5, rb + 12, 0.4))],
+            }[bp]
 
 
 def _drum_hits(attrs: TrackAttributes, style: GenreStyle, n_bars: int,
@@ -440,30 +379,22 @@ def _drum_hits(attrs: TrackAttributes, style: GenreStyle, n_bars: int,
     hits: list[tuple[float, str, float]] = []
     if attrs.kit == "none" or style.drums is None:
         return hits
-    meter = attrs.meter
-    pat = DRUM_PATTERNS[style.drums]
-    pat = pat.get(meter) or pat[4]
-    steps = 4 * meter
+    meter, edge = attrs.meter, min(sec_len, n_bars // 3)
+    pat = DRUM_PATTERNS[style.drums].get(meter) or DRUM_PATTERNS[style.drums][4]
+    steps, fill = 4 * meter, "s" if "s" in pat else "c"
     for bar in range(n_bars):
-        if attrs.breaks and bar % 8 in (6, 7):
-            continue
-        if attrs.dynamics_change == "crescendo" and bar < min(sec_len, n_bars // 3):
-            continue     # build-up: the drums enter after the first section
-        if attrs.dynamics_change == "decrescendo" and bar >= n_bars - min(sec_len, n_bars // 3):
+        # a break, or before the build-up's end (the drums enter after the first section), or
+        # after the fade-out's start
+        if ((attrs.breaks and bar % 8 in (6, 7)) or (attrs.dynamics_change == "crescendo" and bar < edge)
+                or (attrs.dynamics_change == "decrescendo" and bar >= n_bars - edge)):
             continue
         section_end = (bar % sec_len == sec_len - 1) and attrs.structure != "repetitive"
-        for voice, row in pat.items():
-            row = row[:steps].ljust(steps, ".")
-            for k, ch in enumerate(row):
-                if ch == ".":
-                    continue
-                if section_end and k >= steps - 4 and voice in "sc":
-                    continue           # the fill replaces the last beat's backbeat
-                hits.append((bar * meter + k / 4.0, voice, 1.0 if ch == "x" else 0.5))
-        if section_end and ("s" in pat or "c" in pat):
-            v = "s" if "s" in pat else "c"
-            for k in range(4):        # a 16th-note fill, rising
-                hits.append((bar * meter + meter - 1 + k / 4.0, v, 0.45 + 0.15 * k))
+        # on a section's end the fill replaces the last beat's backbeat
+        hits += [(bar * meter + k / 4.0, voice, 1.0 if ch == "x" else 0.5)
+                 for voice, row in pat.items() for k, ch in enumerate(row[:steps])
+                 if ch != "." and not (section_end and k >= steps - 4 and voice in "sc")]
+        if section_end and fill in pat:       # a 16th-note fill, rising
+            hits += [(bar * meter + meter - 1 + k / 4.0, fill, 0.45 + 0.15 * k) for k in range(4)]
     return hits
 
 
@@ -581,7 +512,17 @@ def _master(attrs: TrackAttributes, mix: np.ndarray, overdub: np.ndarray, n: int
     gain = 10 ** (attrs.loudness_db / 20) * ref / _rms(mix)
     gain = min(gain, 0.98 / (float(np.abs(mix).max()) + 1e-9))
     out = (mix * np.float32(gain)).astype(np.float32)
-    _overdub(out, overdub * np.float32(gain), attrs.events)
+    # the event layer, in the windows only: outside, not even the sign of a zero changes; a
+    # window whose sum would pass 0.98 goes through a soft limiter (0.98 tanh(x / 0.98))
+    windows = [slice(int(round(start * n)), int(round(end * n))) for _, start, end in attrs.events]
+    inside = np.zeros(n, dtype=bool)
+    for w in windows:
+        inside[w] = True
+    out[inside] += (overdub * np.float32(gain))[inside]
+    for w in windows:
+        seg = out[w]
+        if seg.size and np.abs(seg).max() > 0.98:
+            seg[:] = np.float32(0.98) * np.tanh(seg / np.float32(0.98))
     np.clip(out, -0.98, 0.98, out=out)          # only float rounding can reach past 0.98 here
     return _fade(out, min(n // 4, int(0.01 * sr)), min(n // 4, int(0.05 * sr)))
 

@@ -148,6 +148,13 @@ _RELEASE = {"piano": (0.15, 0.3), "fm_epiano": (0.2, 0.35), "ks_bright": (0.25, 
             "fm_bell": (0.4, 0.8), "fm_bass": (0.08, 0.12)}
 
 
+#: The engines that are one wavetable oscillator: engine -> (timbre, most harmonics, vibrato rate
+#: in Hz and depth, :func:`_attack_decay` arguments after ``sr``, gain).
+_WAVETABLE_ENGINES = {"strings": ("strings", 24, 5.5, 0.004, (0.12,), 1.0),
+                      "flute": ("flute", 4, 5.0, 0.005, (0.05,), 1.0),
+                      "saw_lead": ("saw", 32, 5.5, 0.003, (0.01, 0.3, 0.7), 0.6)}
+
+
 def _source(engine: str, midi: int, n: int, sr: int) -> np.ndarray:
     """The first n samples of a held note (attack and natural decay, no release), float32.
 
@@ -169,19 +176,14 @@ def _source(engine: str, midi: int, n: int, sr: int) -> np.ndarray:
         t60, bright = {"ks_bright": (1.6, 0.85), "ks_dark": (2.2, 0.45), "ks_sustain": (4.0, 0.6),
                        "ks_bass": (1.6, 0.4), "ks_upright": (0.9, 0.3)}[engine]
         return _karplus_strong(f, n, sr, t60, bright) * _attack_decay(n, sr, 0.001)
-    if engine == "strings":
-        y = _osc(_table_for("strings", f, sr, 24), f, n, sr, 5.5, 0.004)
-        return y * _attack_decay(n, sr, 0.12)
+    if engine in _WAVETABLE_ENGINES:
+        timbre, max_harmonics, vib_rate, vib_depth, envelope, gain = _WAVETABLE_ENGINES[engine]
+        y = _osc(_table_for(timbre, f, sr, max_harmonics), f, n, sr, vib_rate, vib_depth)
+        return y * _attack_decay(n, sr, *envelope) * np.float32(gain)     # x 1.0 is exact
     if engine == "organ":
         y = _osc(_table_for("organ", f, sr, 8), f, n, sr)
         trem = np.float32(1.0) + np.float32(0.15) * np.sin(np.float32(2 * np.pi * 6.0) * t)  # Leslie-ish
         return y * trem * _attack_decay(n, sr, 0.008) * np.float32(0.7)
-    if engine == "flute":
-        y = _osc(_table_for("flute", f, sr, 4), f, n, sr, 5.0, 0.005)
-        return y * _attack_decay(n, sr, 0.05)
-    if engine == "saw_lead":
-        y = _osc(_table_for("saw", f, sr, 32), f, n, sr, 5.5, 0.003)
-        return y * _attack_decay(n, sr, 0.01, 0.3, 0.7) * np.float32(0.6)
     if engine == "pad":
         tab = _table_for("pad", f * 1.01, sr, 16)
         y = _osc(tab, f * 1.0035, n, sr) + _osc(tab, f / 1.0035, n, sr)   # ±6 cents chorus
@@ -254,51 +256,42 @@ def _drum_kit(kit: str, sr: int, rng: np.random.Generator, tonic: int) -> dict[s
     (41-78 Hz), the snare's body on the dominant."""
     kick_f = _midi_hz(28 + (tonic - 4) % 12)                  # E1 ... D#2
     snare_f = _midi_hz(48 + (tonic + 7) % 12)                 # C3 ... B3
-    n_var = 3 if kit == "live" else 1
-    out: dict[str, list[np.ndarray]] = {}
+    live = kit == "live"
+    length = {"k": 0.4 if live else 0.6, "s": 0.25, "c": 0.25, "o": 0.35, "r": 0.9, "m": 0.08, "h": 0.08}
 
     def noise(n):
         return rng.standard_normal(n, dtype=np.float32)
 
-    for v in "kscormh":
-        variants = []
-        for _ in range(n_var):
-            if v == "k":
-                t = _t(int((0.4 if kit == "live" else 0.6) * sr), sr)
-                f1, dec = (95.0, 0.18) if kit == "live" else (75.0, 0.4)
-                phase = 2 * np.pi * (kick_f * t + f1 * 0.03 * (1 - np.exp(-t / 0.03)))
-                y = np.sin(phase) * np.exp(-t / dec)
-                y[: int(0.004 * sr)] += noise(int(0.004 * sr)) * 0.3
-            elif v == "s":
-                t = _t(int(0.25 * sr), sr)
-                nz = np.diff(noise(t.size + 1))
-                y = nz * 0.35 * np.exp(-t / 0.07) + np.sin(2 * np.pi * snare_f * t) \
-                    * 0.6 * np.exp(-t / 0.05)
-            elif v == "c":
-                t = _t(int(0.25 * sr), sr)
-                env = np.exp(-t / 0.09) * 0.6
-                for d in (0.0, 0.011, 0.022):
-                    env += np.where(t >= d, np.exp(-np.maximum(t - d, 0) / 0.006), 0.0)
-                y = np.diff(noise(t.size + 1)) * env * 0.3
-            elif v in "ho":
-                t = _t(int((0.08 if v == "h" else 0.35) * sr), sr)
-                dec = 0.025 if v == "h" else 0.15
-                if kit == "live":
-                    src = np.diff(np.diff(noise(t.size + 2)))
-                else:   # classic metallic hat: six detuned square waves
-                    src = sum(np.sign(np.sin(2 * np.pi * fr * t)) for fr in (205, 304, 370, 523, 540, 800))
-                    src = np.diff(np.diff(np.concatenate([[0, 0], src]))).astype(np.float32)
-                y = src * np.exp(-t / dec) * 0.12
-            elif v == "r":
-                t = _t(int(0.9 * sr), sr)
-                y = np.sin(2 * np.pi * 520 * t + 3 * np.sin(2 * np.pi * 1410 * t)) * 0.25 * np.exp(-t / 0.5) \
-                    + np.diff(noise(t.size + 1)) * 0.05 * np.exp(-t / 0.3)
-            else:   # rim
-                t = _t(int(0.08 * sr), sr)
-                y = (np.sin(2 * np.pi * 900 * t) * 0.5 + np.diff(noise(t.size + 1)) * 0.3) * np.exp(-t / 0.02)
-            variants.append(np.asarray(y, dtype=np.float32))
-        out[v] = variants
-    return out
+    def voice(v):     # one variant of voice v
+        t = _t(int(length[v] * sr), sr)
+        if v == "k":
+            f1, dec = (95.0, 0.18) if live else (75.0, 0.4)
+            phase = 2 * np.pi * (kick_f * t + f1 * 0.03 * (1 - np.exp(-t / 0.03)))
+            y = np.sin(phase) * np.exp(-t / dec)
+            y[: int(0.004 * sr)] += noise(int(0.004 * sr)) * 0.3
+            return y
+        if v == "s":
+            return np.diff(noise(t.size + 1)) * 0.35 * np.exp(-t / 0.07) + np.sin(2 * np.pi * snare_f * t) \
+                * 0.6 * np.exp(-t / 0.05)
+        if v == "c":
+            env = np.exp(-t / 0.09) * 0.6
+            for d in (0.0, 0.011, 0.022):
+                env += np.where(t >= d, np.exp(-np.maximum(t - d, 0) / 0.006), 0.0)
+            return np.diff(noise(t.size + 1)) * env * 0.3
+        if v in "ho":
+            if live:
+                src = np.diff(np.diff(noise(t.size + 2)))
+            else:   # classic metallic hat: six detuned square waves
+                src = sum(np.sign(np.sin(2 * np.pi * fr * t)) for fr in (205, 304, 370, 523, 540, 800))
+                src = np.diff(np.diff(np.concatenate([[0, 0], src]))).astype(np.float32)
+            return src * np.exp(-t / (0.025 if v == "h" else 0.15)) * 0.12
+        if v == "r":
+            return np.sin(2 * np.pi * 520 * t + 3 * np.sin(2 * np.pi * 1410 * t)) * 0.25 * np.exp(-t / 0.5) \
+                + np.diff(noise(t.size + 1)) * 0.05 * np.exp(-t / 0.3)
+        # rim
+        return (np.sin(2 * np.pi * 900 * t) * 0.5 + np.diff(noise(t.size + 1)) * 0.3) * np.exp(-t / 0.02)
+
+    return {v: [np.asarray(voice(v), dtype=np.float32) for _ in range(3 if live else 1)] for v in "kscormh"}
 
 
 # --------------------------------------------------------------------------------------
@@ -329,27 +322,21 @@ def _swing_map(pos: np.ndarray, swing: float) -> np.ndarray:
 def _melody_phrase(rng: np.random.Generator, n_beats: int, chord_at, density: float, start_deg: int) -> list[tuple[float, float, int]]:
     """A phrase of (onset beat, duration beats, scale degree): rhythm cells by density, a
     random walk on the scale that lands on chord tones on the beat, ends long on a chord tone."""
-    cells_by_density = [
-        ([4], [8], [6, 2], [4], [2, 2]),            # sparse (steps of a 16th)
-        ([2, 2], [4], [3, 1], [1, 1, 2], [2, 1, 1]),
-        ([1, 1, 1, 1], [2, 1, 1], [1, 1, 2], [2, 2]),
-    ]
     level = 0 if density < 0.9 else (1 if density < 1.6 else 2)
-    cells = cells_by_density[level]
+    cells = [([4], [8], [6, 2], [4], [2, 2]),            # sparse (steps of a 16th)
+             ([2, 2], [4], [3, 1], [1, 1, 2], [2, 1, 1]),
+             ([1, 1, 1, 1], [2, 1, 1], [1, 1, 2], [2, 2])][level]
     p_rest = 0.25 if level == 0 else 0.12
-    notes, step, deg = [], 0, start_deg
-    total = n_beats * 4
+    notes, step, deg, total = [], 0, start_deg, n_beats * 4
     while step < total:
-        cell = cells[int(rng.integers(len(cells)))]
-        for d in cell:
+        for d in cells[int(rng.integers(len(cells)))]:
             if step >= total:
                 break
             d = min(d, total - step)
             beat = step / 4.0
-            tones = chord_at(beat)
             if step % 4 == 0 and rng.random() < 0.75:
                 # nearest chord tone (in scale degrees, any octave)
-                cands = np.array([t + 7 * o for t in tones for o in (-1, 0, 1, 2)])
+                cands = np.array([t + 7 * o for t in chord_at(beat) for o in (-1, 0, 1, 2)])
                 deg = int(cands[np.argmin(np.abs(cands - deg) + rng.random(cands.size) * 0.1)])
             else:
                 deg += int(rng.choice([-2, -1, 1, 2, 3, -3], p=[0.1, 0.32, 0.32, 0.1, 0.08, 0.08]))
@@ -360,7 +347,6 @@ def _melody_phrase(rng: np.random.Generator, n_beats: int, chord_at, density: fl
             step += d
     if notes:   # cadence: the phrase ends on a chord tone, held
         b, d, g = notes[-1]
-        tones = chord_at(b)
-        cands = np.array([t + 7 * o for t in tones for o in (-1, 0, 1)])
+        cands = np.array([t + 7 * o for t in chord_at(b) for o in (-1, 0, 1)])
         notes[-1] = (b, max(d, (total - b * 4) / 4.0), int(cands[np.argmin(np.abs(cands - g))]))
     return notes
