@@ -29,6 +29,7 @@ import os
 import re
 import time
 import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -325,6 +326,7 @@ def _run(todo: list[int], paths, files, config, n_jobs: int):
         delayed(_compute_batch)(batch, config) for batch in batches)
 
 
+@dataclass(eq=False, repr=False)
 class FeatureSet:
     """Cached log-CQT features of a catalog, looked up by catalog index.
 
@@ -333,6 +335,8 @@ class FeatureSet:
     config : FeatureConfig
     cache_dir : pathlib.Path
     track_ids : list of str, length N
+    files, shapes : list, length N
+        Each track's cached ``.npy`` and its shape ``(n_bins, T)``; None without features.
     report : mrlib.audio.SkipReport
         Tracks without features (id and reason) and tracks that were repaired.
     n_computed, n_cached : int
@@ -347,18 +351,15 @@ class FeatureSet:
     Notebook: 01_cqt.ipynb
     """
 
-    def __init__(self, config: FeatureConfig, cache_dir: Path, track_ids: Sequence[str],
-                 files: Sequence[Path | None], shapes: Sequence[tuple | None],
-                 report: SkipReport, n_computed: int = 0, n_cached: int = 0):
-        self.config = config
-        self.cache_dir = Path(cache_dir)
-        self.track_ids = list(track_ids)
-        self._files = list(files)
-        self._shapes = list(shapes)
-        self.report = report
-        self.n_computed = int(n_computed)
-        self.n_cached = int(n_cached)
-        self._memory: dict[int, np.ndarray] | None = None
+    config: FeatureConfig
+    cache_dir: Path
+    track_ids: list[str]
+    files: list[Path | None]
+    shapes: list[tuple | None]
+    report: SkipReport
+    n_computed: int = 0
+    n_cached: int = 0
+    _memory: dict[int, np.ndarray] | None = field(default=None, init=False)
 
     def __len__(self) -> int:
         return len(self.track_ids)
@@ -366,7 +367,7 @@ class FeatureSet:
     @property
     def available(self) -> np.ndarray:
         """Bool mask (N,): True where the track has features."""
-        return np.array([f is not None for f in self._files], dtype=bool)
+        return np.array([f is not None for f in self.files], dtype=bool)
 
     @property
     def indices(self) -> np.ndarray:
@@ -376,7 +377,7 @@ class FeatureSet:
     @property
     def n_frames(self) -> np.ndarray:
         """Frames T_i per track, int64 (N,); 0 where unavailable."""
-        return np.array([s[1] if s is not None else 0 for s in self._shapes], dtype=np.int64)
+        return np.array([s[1] if s is not None else 0 for s in self.shapes], dtype=np.int64)
 
     def __getitem__(self, i) -> np.ndarray:
         if not is_int(i):
@@ -385,19 +386,19 @@ class FeatureSet:
         if not -n <= i < n:
             raise IndexError(f"catalog index {i} out of range for {n} tracks")
         i = int(i) % n
-        if self._files[i] is None:
+        if self.files[i] is None:
             reason = self.report.reasons.get(self.track_ids[i], "no features")
             raise KeyError(f"track {i} ({self.track_ids[i]!r}) has no features: {reason}")
         if self._memory is not None:
             return self._memory[i]
         try:
-            array = np.load(self._files[i], mmap_mode="r", allow_pickle=False)
+            array = np.load(self.files[i], mmap_mode="r", allow_pickle=False)
         except Exception as error:
-            raise OSError(f"cached feature {self._files[i]} is unreadable ({error}); run "
+            raise OSError(f"cached feature {self.files[i]} is unreadable ({error}); run "
                           "mrlib.features.extract again to rebuild it") from error
-        if array.shape != self._shapes[i]:
-            raise OSError(f"cached feature {self._files[i]} has shape {array.shape}, expected "
-                          f"{self._shapes[i]}; run mrlib.features.extract again to rebuild it")
+        if array.shape != self.shapes[i]:
+            raise OSError(f"cached feature {self.files[i]} has shape {array.shape}, expected "
+                          f"{self.shapes[i]}; run mrlib.features.extract again to rebuild it")
         return array
 
     def preload(self, progress: bool = False) -> "FeatureSet":
