@@ -392,10 +392,9 @@ class SkipReport:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(("track_id", "action", "reason"))
-            writer.writerows([(t, "skipped", r) for t, r in self.skipped]
-                             + [(t, "fixed", r) for t, r in self.fixed])
+            csv.writer(f).writerows([("track_id", "action", "reason")]
+                                    + [(t, "skipped", r) for t, r in self.skipped]
+                                    + [(t, "fixed", r) for t, r in self.fixed])
         return path
 
 

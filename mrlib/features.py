@@ -497,12 +497,9 @@ def coarsen_features(features, freq_pool: int = 4, time_pool: int = 8, *,
     """
     check_features(features)
     freq_pool, time_pool = check_int("freq_pool", freq_pool), check_int("time_pool", time_pool)
-    available = _available(features)
-    out: list[np.ndarray | None] = []
-    for i in tqdm(range(len(features)), desc="coarsen", unit="track", disable=not progress):
-        if not available[i]:
-            out.append(None)
-            continue
+    out: list[np.ndarray | None] = [None] * len(features)   # None: a track without features
+    for i in tqdm(np.flatnonzero(_available(features)).tolist(), desc="coarsen", unit="track",
+                  disable=not progress):
         x = np.asarray(features[i], dtype=np.float64)
         if x.ndim != 2:
             raise ValueError(f"feature {i} must be (n_bins, T), got shape {x.shape}")
@@ -514,7 +511,7 @@ def coarsen_features(features, freq_pool: int = 4, time_pool: int = 8, *,
         T2 = T // time_pool
         power = 10.0 ** (x[:, :T2 * time_pool] / 10.0)
         power = power.reshape(F // freq_pool, freq_pool, T2, time_pool).mean(axis=(1, 3))
-        out.append((10.0 * np.log10(power)).astype(np.float32))
+        out[i] = (10.0 * np.log10(power)).astype(np.float32)
     return CoarseFeatures(out, freq_pool, time_pool)
 
 

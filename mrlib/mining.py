@@ -520,14 +520,13 @@ def _online_rule(mode: str) -> Callable | None:
     """The selection rule of an online strategy's name or alias; None for ``"all"``."""
     if isinstance(mode, str) and _key(mode) in ("all", "online-all"):
         return None
+    online = {s.name: s for s in STRATEGIES.values() if s.online}
     try:
-        strategy = STRATEGIES[canonical_strategy(mode)]
-    except (TypeError, ValueError):
-        strategy = None
-    if strategy is None or not strategy.online:
-        online = [s.name.removeprefix("online-") for s in STRATEGIES.values() if s.online]
-        raise ValueError(f"mode must be one of {online} or 'all' (or 'online-…'), got {mode!r}")
-    return strategy.draw
+        return online[canonical_strategy(mode)].draw
+    except (TypeError, ValueError, KeyError):   # not a str, unknown, or an offline strategy
+        names = [name.removeprefix("online-") for name in online]
+        raise ValueError(f"mode must be one of {names} or 'all' (or 'online-…'), "
+                         f"got {mode!r}") from None
 
 
 def online_triplets(embeddings: torch.Tensor, oracle: torch.Tensor | np.ndarray,

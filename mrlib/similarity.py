@@ -183,21 +183,20 @@ class _Oracle:
             raise ValueError("T_a and T_b come with different tag categories")
         cats = cats_a if cats_a is not None else cats_b
         from_file = weights is None or isinstance(weights, (str, os.PathLike))
-        self.w = load_weights(weights) if from_file else _validate_weights(weights)
+        w = load_weights(weights) if from_file else _validate_weights(weights)
         if cats is None:
             # No vocabulary: one pseudo-category, so S is a sharpened cosine of the whole vector.
             cats = np.full(A.shape[1], _ALL, dtype=object)
         self.names = names = list(dict.fromkeys(cats))  # order of first appearance
         self.cat_weights = np.array([1.0 if n == _ALL else
-                                     self.w["categories"].get(n, self.w["default_weight"])
+                                     w["categories"].get(n, w["default_weight"])
                                      for n in names], dtype=np.float64)
-        gate = self.w["gate"]
-        # the single pseudo-category has nothing to gate on
+        gate = w["gate"]
+        # the single pseudo-category has nothing to gate on (floor 1: no gate, power unused)
         gated = gate is not None and gate["category"] in names and names != [_ALL]
         self.gate_index = names.index(gate["category"]) if gated else None
-        self.floor = gate["floor"] if gated else 1.0
-        self.power = 1.0 if gate is None else gate["power"]
-        self.sharpness = self.w["sharpness"]
+        self.floor, self.power = (gate["floor"], gate["power"]) if gated else (1.0, 1.0)
+        self.sharpness = w["sharpness"]
         self.A = _prepare(A, cats, names)
         self.B = self.A if T_b is None else _prepare(B, cats, names)
 
@@ -464,10 +463,9 @@ def rank_profile(S, ranks: Sequence[int] = (1, 5, 15, 50), threshold: float = 0.
     S = _check_matrix(S, exclude_self)
     length = S.shape[1] - 1 if exclude_self else S.shape[1]
     # the arguments are checked before the sort of every row that the curve costs
-    try:
-        ranks = list(ranks)
-    except TypeError:
-        raise TypeError(f"ranks must be a sequence of int ranks (1-based), got {ranks!r}") from None
+    if not np.iterable(ranks):
+        raise TypeError(f"ranks must be a sequence of int ranks (1-based), got {ranks!r}")
+    ranks = list(ranks)
     for r in ranks:
         if not is_int(r):
             raise TypeError(f"ranks must hold int ranks (1-based), got {r!r}")
