@@ -130,14 +130,13 @@ def _decode(path: Path, max_duration_s: float | None) -> tuple[np.ndarray, int]:
     """Decode to float32 (n_frames, n_channels); only the first ``max_duration_s`` is read."""
     import soundfile as sf
 
+    # Decode only what is kept: a 2-hour file truncated to 5 minutes stays cheap. One extra
+    # second keeps the resampler's edge clean before the exact cut.
+    keep_s = None if max_duration_s is None else max_duration_s + 1.0
     try:
         with sf.SoundFile(str(path)) as f:
             native_sr = int(f.samplerate)
-            frames = f.frames
-            if max_duration_s is not None:
-                # Decode only what is kept: a 2-hour file truncated to 5 minutes stays cheap.
-                # One extra second keeps the resampler's edge clean before the exact cut.
-                frames = min(frames, int(math.ceil((max_duration_s + 1.0) * native_sr)))
+            frames = f.frames if keep_s is None else min(f.frames, math.ceil(keep_s * native_sr))
             data = f.read(frames, dtype="float32", always_2d=True)
         return data, native_sr
     except Exception as sf_error:  # libsndfile cannot read it: try audioread (mp3/m4a backends)
@@ -146,9 +145,8 @@ def _decode(path: Path, max_duration_s: float | None) -> tuple[np.ndarray, int]:
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # librosa's "PySoundFile failed" FutureWarning
-                y, native_sr = librosa.load(str(path), sr=None, mono=False,
-                                            duration=None if max_duration_s is None
-                                            else max_duration_s + 1.0, dtype=np.float32)
+                y, native_sr = librosa.load(str(path), sr=None, mono=False, duration=keep_s,
+                                            dtype=np.float32)
         except Exception:
             raise sf_error from None
         y = np.atleast_2d(y).T  # librosa gives (channels, n) or (n,)

@@ -23,6 +23,7 @@ Notebook: 01_cqt.ipynb
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -249,11 +250,9 @@ def extract(catalog, config: FeatureConfig | None = None, n_jobs: int = 2, progr
 def _remove_stale_temporaries(cache: Path) -> None:
     """Delete temporaries of killed workers; an hour's grace leaves a concurrent run's files alone."""
     for stale in cache.glob("*.part"):     # atomic_path's temporaries
-        try:
+        with contextlib.suppress(OSError):    # gone already, or not ours to delete
             if time.time() - stale.stat().st_mtime > 3600:
                 stale.unlink()
-        except OSError:
-            pass
 
 
 def _tracks_to_compute(ids, paths, files, entries: dict, config, verify: str, report) -> list[int]:
@@ -462,8 +461,7 @@ class CoarseFeatures:
                 f"{self.n_bins} bins, pool=({self.freq_pool}, {self.time_pool}))")
 
 
-def coarsen_features(features, freq_pool: int = 4, time_pool: int = 8, *,
-                     progress: bool = False) -> CoarseFeatures:
+def coarsen_features(features, freq_pool: int = 4, time_pool: int = 8) -> CoarseFeatures:
     r"""Pool log-CQT features over blocks of ``freq_pool`` bins x ``time_pool`` frames.
 
     Each block's *power* is averaged and taken back to dB,
@@ -486,7 +484,6 @@ def coarsen_features(features, freq_pool: int = 4, time_pool: int = 8, *,
         Must divide ``n_bins``.
     time_pool : int, default 8
         At most the shortest track's frame count.
-    progress : bool, default False
 
     Returns
     -------
@@ -498,8 +495,7 @@ def coarsen_features(features, freq_pool: int = 4, time_pool: int = 8, *,
     check_features(features)
     freq_pool, time_pool = check_int("freq_pool", freq_pool), check_int("time_pool", time_pool)
     out: list[np.ndarray | None] = [None] * len(features)   # None: a track without features
-    for i in tqdm(np.flatnonzero(_available(features)).tolist(), desc="coarsen", unit="track",
-                  disable=not progress):
+    for i in np.flatnonzero(_available(features)).tolist():
         x = np.asarray(features[i], dtype=np.float64)
         if x.ndim != 2:
             raise ValueError(f"feature {i} must be (n_bins, T), got shape {x.shape}")
