@@ -64,11 +64,11 @@ def _safe_name(track_id: str) -> str:
 
 
 def _source_signature(path: Path) -> dict | None:
-    try:
+    """Size and modification time of a track's audio; None when it cannot be read."""
+    with contextlib.suppress(OSError):
         st = path.stat()
-    except OSError:
-        return None
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return None
 
 
 def _cache_valid(file: Path, entry: dict, config: FeatureConfig, verify: str) -> bool:
@@ -403,9 +403,7 @@ class FeatureSet:
         return self
 
     def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_memory"] = None  # workers re-open files instead of copying arrays
-        return state
+        return {**self.__dict__, "_memory": None}   # workers re-open files instead of copying arrays
 
     def __repr__(self) -> str:
         return (f"FeatureSet({int(self.available.sum())}/{len(self)} tracks, key={self.config.key()!r}, "
