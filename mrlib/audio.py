@@ -16,7 +16,8 @@ empty              0 bytes, or a valid header with 0 samples                    
 unreadable         libsndfile (and the audioread fallback) cannot decode it     → skip
 non-finite         any NaN or ±inf sample (a broken float file; zeroing them    → skip
                    would invent audio)
-silent             RMS level below ``silence_db`` (−80 dBFS), all-zero included → skip
+silent             RMS level below :data:`DEFAULT_SILENCE_DB` (−80 dBFS),        → skip
+                   all-zero included
 too short          shorter than ``pad_fraction × min_duration_s``               → skip
 short              between ``pad_fraction × min_duration_s`` and the minimum    → zero-pad at the
                                                                                   end (warning)
@@ -113,15 +114,13 @@ _PARAMS = {
     "max_duration_s": (rule(lambda v: is_real(v) and 0 < v < math.inf,
                             "None or a finite number > 0", optional=True),),
     "pad_fraction": (rule(lambda v: is_real(v) and 0 <= v <= 1, "a number in [0, 1]"),),
-    "silence_db": (rule(lambda v: is_real(v) and not math.isnan(v), "a number (dBFS)"),),
 }
 
 
-def _check_params(sr, min_duration_s, max_duration_s, pad_fraction=DEFAULT_PAD_FRACTION,
-                  silence_db=DEFAULT_SILENCE_DB) -> None:
+def _check_params(sr, min_duration_s, max_duration_s, pad_fraction=DEFAULT_PAD_FRACTION) -> None:
     check_values("read_audio", {"sr": sr, "min_duration_s": min_duration_s,
-                                "max_duration_s": max_duration_s, "pad_fraction": pad_fraction,
-                                "silence_db": silence_db}, _PARAMS)
+                                "max_duration_s": max_duration_s, "pad_fraction": pad_fraction},
+                 _PARAMS)
     if max_duration_s is not None and max_duration_s < min_duration_s:
         raise ValueError(f"max_duration_s ({max_duration_s}) must be >= min_duration_s "
                          f"({min_duration_s})")
@@ -131,14 +130,13 @@ def _decode(path: Path, max_duration_s: float | None) -> tuple[np.ndarray, int]:
     """Decode to float32 (n_frames, n_channels); only the first ``max_duration_s`` is read."""
     import soundfile as sf
 
+    # Decode only what is kept: a 2-hour file truncated to 5 minutes stays cheap. One extra
+    # second keeps the resampler's edge clean before the exact cut.
+    keep_s = None if max_duration_s is None else max_duration_s + 1.0
     try:
         with sf.SoundFile(str(path)) as f:
             native_sr = int(f.samplerate)
-            frames = f.frames
-            if max_duration_s is not None:
-                # Decode only what is kept: a 2-hour file truncated to 5 minutes stays cheap.
-                # One extra second keeps the resampler's edge clean before the exact cut.
-                frames = min(frames, int(math.ceil((max_duration_s + 1.0) * native_sr)))
+            frames = f.frames if keep_s is None else min(f.frames, math.ceil(keep_s * native_sr))
             data = f.read(frames, dtype="float32", always_2d=True)
         return data, native_sr
     except Exception as sf_error:  # libsndfile cannot read it: try audioread (mp3/m4a backends)
@@ -147,24 +145,17 @@ def _decode(path: Path, max_duration_s: float | None) -> tuple[np.ndarray, int]:
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # librosa's "PySoundFile failed" FutureWarning
-                y, native_sr = librosa.load(str(path), sr=None, mono=False,
-                                            duration=None if max_duration_s is None
-                                            else max_duration_s + 1.0, dtype=np.float32)
+                y, native_sr = librosa.load(str(path), sr=None, mono=False, duration=keep_s,
+                                            dtype=np.float32)
         except Exception:
             raise sf_error from None
         y = np.atleast_2d(y).T  # librosa gives (channels, n) or (n,)
         return np.ascontiguousarray(y, dtype=np.float32), int(native_sr)
 
 
-def read_audio(
-    path: str | os.PathLike,
-    sr: int = DEFAULT_SR,
-    min_duration_s: float = DEFAULT_MIN_DURATION_S,
-    max_duration_s: float | None = None,
-    *,
-    pad_fraction: float = DEFAULT_PAD_FRACTION,
-    silence_db: float = DEFAULT_SILENCE_DB,
-) -> AudioResult:
+def read_audio(path: str | os.PathLike, sr: int = DEFAULT_SR,
+               min_duration_s: float = DEFAULT_MIN_DURATION_S, max_duration_s: float | None = None,
+               *, pad_fraction: float = DEFAULT_PAD_FRACTION) -> AudioResult:
     """Read one audio file robustly and say what was done to it; never raises on bad audio.
 
     The checks and repairs are listed in the module docstring (:mod:`mrlib.audio`).
@@ -182,9 +173,6 @@ def read_audio(
     pad_fraction : float in [0, 1], default 0.5
         A track of at least ``pad_fraction * min_duration_s`` seconds is zero-padded at the end
         up to ``min_duration_s``; a shorter one is skipped.
-    silence_db : float, default -80.0
-        A track whose RMS level ``10 log10(mean(y**2))`` (dBFS) is below this is skipped as
-        silent (an all-zero track has -inf dBFS).
 
     Returns
     -------
@@ -198,20 +186,16 @@ def read_audio(
 
     Notebook: 01_cqt.ipynb
     """
-    _check_params(sr, min_duration_s, max_duration_s, pad_fraction, silence_db)
+    _check_params(sr, min_duration_s, max_duration_s, pad_fraction)
     sr = int(sr)
     decoded = _decode_checked(Path(path), sr, max_duration_s)
     if isinstance(decoded, AudioResult):
         return decoded
     data, native_sr = decoded
     n_frames, n_channels = data.shape
-    fixes: list[str] = []
-    if n_channels > 1:
-        y = data.mean(axis=1, dtype=np.float32)
-        fixes.append(f"downmixed: {n_channels} channels to mono")
-    else:
-        y = data[:, 0]
-    problem = _unusable(y, n_frames / native_sr, silence_db, min_duration_s, pad_fraction)
+    y = data.mean(axis=1, dtype=np.float32) if n_channels > 1 else data[:, 0]
+    fixes = [f"downmixed: {n_channels} channels to mono"] if n_channels > 1 else []
+    problem = _unusable(y, n_frames / native_sr, min_duration_s, pad_fraction)
     if problem:
         return AudioResult(None, sr, problem, tuple(fixes), native_sr, n_channels)
     y = _conform(y, native_sr, sr, min_duration_s, max_duration_s, fixes)
@@ -235,23 +219,21 @@ def _decode_checked(path: Path, sr: int, max_duration_s: float | None):
     n_frames, n_channels = data.shape
     if n_frames == 0:
         return AudioResult(None, sr, "empty: 0 samples", (), native_sr, n_channels)
-    finite = np.isfinite(data)
-    if not finite.all():
-        n_nan = int(np.isnan(data).sum())
-        n_inf = int((~finite).sum()) - n_nan
+    n_nan, n_inf = int(np.isnan(data).sum()), int(np.isinf(data).sum())
+    if n_nan or n_inf:
         return AudioResult(None, sr, f"non-finite: {n_nan} NaN and {n_inf} inf samples",
                            (), native_sr, n_channels)
     return data, native_sr
 
 
-def _unusable(y: np.ndarray, duration: float, silence_db: float, min_duration_s: float,
+def _unusable(y: np.ndarray, duration: float, min_duration_s: float,
               pad_fraction: float) -> str | None:
     """Why a mono track cannot be used (silent, too short), or None."""
     # Mean square in float64: float32 accumulation of millions of tiny values loses digits.
     mean_square = float(np.mean(np.square(y, dtype=np.float64)))
     level_db = 10.0 * math.log10(mean_square) if mean_square > 0 else -math.inf
-    if level_db < silence_db:
-        return f"silent: RMS {level_db:.1f} dBFS < {silence_db:g} dBFS"
+    if level_db < DEFAULT_SILENCE_DB:
+        return f"silent: RMS {level_db:.1f} dBFS < {DEFAULT_SILENCE_DB:g} dBFS"
     shortest = pad_fraction * min_duration_s
     if duration < shortest:  # (pad_fraction <= 1, so this is also below the minimum)
         return (f"too short: {duration:.2f} s < {shortest:.2f} s "
@@ -280,16 +262,10 @@ def _conform(y: np.ndarray, native_sr: int, sr: int, min_duration_s: float,
     return np.ascontiguousarray(y, dtype=np.float32)
 
 
-def load_audio(
-    path: str | os.PathLike,
-    sr: int = DEFAULT_SR,
-    min_duration_s: float = DEFAULT_MIN_DURATION_S,
-    max_duration_s: float | None = None,
-    *,
-    pad_fraction: float = DEFAULT_PAD_FRACTION,
-    silence_db: float = DEFAULT_SILENCE_DB,
-    warn: bool = True,
-) -> tuple[np.ndarray | None, str | None]:
+def load_audio(path: str | os.PathLike, sr: int = DEFAULT_SR,
+               min_duration_s: float = DEFAULT_MIN_DURATION_S, max_duration_s: float | None = None,
+               *, pad_fraction: float = DEFAULT_PAD_FRACTION,
+               warn: bool = True) -> tuple[np.ndarray | None, str | None]:
     """Load one audio file as float32 mono at ``sr``, or say why it cannot be used.
 
     The batch-job contract: ``(y, None)`` for a usable track, ``(None, reason)`` for one to
@@ -309,8 +285,6 @@ def load_audio(
     pad_fraction : float, default 0.5
         Tracks of at least ``pad_fraction * min_duration_s`` s are zero-padded to the minimum,
         shorter ones are skipped.
-    silence_db : float, default -80.0
-        RMS level (dBFS) below which the track is silent and skipped.
     warn : bool, default True
         Emit :class:`AudioFixWarning` for resampled / padded tracks.
 
@@ -330,8 +304,7 @@ def load_audio(
 
     Notebook: 01_cqt.ipynb
     """
-    result = read_audio(path, sr, min_duration_s, max_duration_s,
-                        pad_fraction=pad_fraction, silence_db=silence_db)
+    result = read_audio(path, sr, min_duration_s, max_duration_s, pad_fraction=pad_fraction)
     if warn:
         for fix in result.fixes:
             if fix.startswith(("resampled", "padded")):
@@ -417,10 +390,9 @@ class SkipReport:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(("track_id", "action", "reason"))
-            writer.writerows([(t, "skipped", r) for t, r in self.skipped]
-                             + [(t, "fixed", r) for t, r in self.fixed])
+            csv.writer(f).writerows([("track_id", "action", "reason")]
+                                    + [(t, "skipped", r) for t, r in self.skipped]
+                                    + [(t, "fixed", r) for t, r in self.fixed])
         return path
 
 

@@ -23,12 +23,14 @@ Notebook: 01_cqt.ipynb
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
 import re
 import time
 import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -62,11 +64,11 @@ def _safe_name(track_id: str) -> str:
 
 
 def _source_signature(path: Path) -> dict | None:
-    try:
+    """Size and modification time of a track's audio; None when it cannot be read."""
+    with contextlib.suppress(OSError):
         st = path.stat()
-    except OSError:
-        return None
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return None
 
 
 def _cache_valid(file: Path, entry: dict, config: FeatureConfig, verify: str) -> bool:
@@ -172,16 +174,9 @@ def _catalog_table(catalog) -> tuple[Path, list[str], list[Path]]:
     return root, ids, [root / str(p) for p in tracks["path"]]   # an absolute path replaces root
 
 
-def extract(
-    catalog,
-    config: FeatureConfig | None = None,
-    n_jobs: int = 2,
-    progress: bool = True,
-    *,
-    verify: str = "size",
-    cache_dir: str | os.PathLike | None = None,
-    verbose: bool = True,
-) -> "FeatureSet":
+def extract(catalog, config: FeatureConfig | None = None, n_jobs: int = 2, progress: bool = True,
+            *, verify: str = "size", cache_dir: str | os.PathLike | None = None,
+            verbose: bool = True) -> "FeatureSet":
     """Log-CQT of every track of a catalog, in parallel, cached on disk.
 
     Each track's feature is ``cqt(load_audio(path))`` stored as float16 in
@@ -255,11 +250,9 @@ def extract(
 def _remove_stale_temporaries(cache: Path) -> None:
     """Delete temporaries of killed workers; an hour's grace leaves a concurrent run's files alone."""
     for stale in cache.glob("*.part"):     # atomic_path's temporaries
-        try:
+        with contextlib.suppress(OSError):    # gone already, or not ours to delete
             if time.time() - stale.stat().st_mtime > 3600:
                 stale.unlink()
-        except OSError:
-            pass
 
 
 def _tracks_to_compute(ids, paths, files, entries: dict, config, verify: str, report) -> list[int]:
@@ -325,6 +318,7 @@ def _run(todo: list[int], paths, files, config, n_jobs: int):
         delayed(_compute_batch)(batch, config) for batch in batches)
 
 
+@dataclass(eq=False, repr=False)
 class FeatureSet:
     """Cached log-CQT features of a catalog, looked up by catalog index.
 
@@ -333,6 +327,8 @@ class FeatureSet:
     config : FeatureConfig
     cache_dir : pathlib.Path
     track_ids : list of str, length N
+    files, shapes : list, length N
+        Each track's cached ``.npy`` and its shape ``(n_bins, T)``; None without features.
     report : mrlib.audio.SkipReport
         Tracks without features (id and reason) and tracks that were repaired.
     n_computed, n_cached : int
@@ -347,18 +343,15 @@ class FeatureSet:
     Notebook: 01_cqt.ipynb
     """
 
-    def __init__(self, config: FeatureConfig, cache_dir: Path, track_ids: Sequence[str],
-                 files: Sequence[Path | None], shapes: Sequence[tuple | None],
-                 report: SkipReport, n_computed: int = 0, n_cached: int = 0):
-        self.config = config
-        self.cache_dir = Path(cache_dir)
-        self.track_ids = list(track_ids)
-        self._files = list(files)
-        self._shapes = list(shapes)
-        self.report = report
-        self.n_computed = int(n_computed)
-        self.n_cached = int(n_cached)
-        self._memory: dict[int, np.ndarray] | None = None
+    config: FeatureConfig
+    cache_dir: Path
+    track_ids: list[str]
+    files: list[Path | None]
+    shapes: list[tuple | None]
+    report: SkipReport
+    n_computed: int = 0
+    n_cached: int = 0
+    _memory: dict[int, np.ndarray] | None = field(default=None, init=False)
 
     def __len__(self) -> int:
         return len(self.track_ids)
@@ -366,7 +359,7 @@ class FeatureSet:
     @property
     def available(self) -> np.ndarray:
         """Bool mask (N,): True where the track has features."""
-        return np.array([f is not None for f in self._files], dtype=bool)
+        return np.array([f is not None for f in self.files], dtype=bool)
 
     @property
     def indices(self) -> np.ndarray:
@@ -376,7 +369,7 @@ class FeatureSet:
     @property
     def n_frames(self) -> np.ndarray:
         """Frames T_i per track, int64 (N,); 0 where unavailable."""
-        return np.array([s[1] if s is not None else 0 for s in self._shapes], dtype=np.int64)
+        return np.array([s[1] if s is not None else 0 for s in self.shapes], dtype=np.int64)
 
     def __getitem__(self, i) -> np.ndarray:
         if not is_int(i):
@@ -385,19 +378,19 @@ class FeatureSet:
         if not -n <= i < n:
             raise IndexError(f"catalog index {i} out of range for {n} tracks")
         i = int(i) % n
-        if self._files[i] is None:
+        if self.files[i] is None:
             reason = self.report.reasons.get(self.track_ids[i], "no features")
             raise KeyError(f"track {i} ({self.track_ids[i]!r}) has no features: {reason}")
         if self._memory is not None:
             return self._memory[i]
         try:
-            array = np.load(self._files[i], mmap_mode="r", allow_pickle=False)
+            array = np.load(self.files[i], mmap_mode="r", allow_pickle=False)
         except Exception as error:
-            raise OSError(f"cached feature {self._files[i]} is unreadable ({error}); run "
+            raise OSError(f"cached feature {self.files[i]} is unreadable ({error}); run "
                           "mrlib.features.extract again to rebuild it") from error
-        if array.shape != self._shapes[i]:
-            raise OSError(f"cached feature {self._files[i]} has shape {array.shape}, expected "
-                          f"{self._shapes[i]}; run mrlib.features.extract again to rebuild it")
+        if array.shape != self.shapes[i]:
+            raise OSError(f"cached feature {self.files[i]} has shape {array.shape}, expected "
+                          f"{self.shapes[i]}; run mrlib.features.extract again to rebuild it")
         return array
 
     def preload(self, progress: bool = False) -> "FeatureSet":
@@ -410,9 +403,7 @@ class FeatureSet:
         return self
 
     def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_memory"] = None  # workers re-open files instead of copying arrays
-        return state
+        return {**self.__dict__, "_memory": None}   # workers re-open files instead of copying arrays
 
     def __repr__(self) -> str:
         return (f"FeatureSet({int(self.available.sum())}/{len(self)} tracks, key={self.config.key()!r}, "
@@ -468,8 +459,7 @@ class CoarseFeatures:
                 f"{self.n_bins} bins, pool=({self.freq_pool}, {self.time_pool}))")
 
 
-def coarsen_features(features, freq_pool: int = 4, time_pool: int = 8, *,
-                     progress: bool = False) -> CoarseFeatures:
+def coarsen_features(features, freq_pool: int = 4, time_pool: int = 8) -> CoarseFeatures:
     r"""Pool log-CQT features over blocks of ``freq_pool`` bins x ``time_pool`` frames.
 
     Each block's *power* is averaged and taken back to dB,
@@ -492,7 +482,6 @@ def coarsen_features(features, freq_pool: int = 4, time_pool: int = 8, *,
         Must divide ``n_bins``.
     time_pool : int, default 8
         At most the shortest track's frame count.
-    progress : bool, default False
 
     Returns
     -------
@@ -503,12 +492,8 @@ def coarsen_features(features, freq_pool: int = 4, time_pool: int = 8, *,
     """
     check_features(features)
     freq_pool, time_pool = check_int("freq_pool", freq_pool), check_int("time_pool", time_pool)
-    available = _available(features)
-    out: list[np.ndarray | None] = []
-    for i in tqdm(range(len(features)), desc="coarsen", unit="track", disable=not progress):
-        if not available[i]:
-            out.append(None)
-            continue
+    out: list[np.ndarray | None] = [None] * len(features)   # None: a track without features
+    for i in np.flatnonzero(_available(features)).tolist():
         x = np.asarray(features[i], dtype=np.float64)
         if x.ndim != 2:
             raise ValueError(f"feature {i} must be (n_bins, T), got shape {x.shape}")
@@ -520,7 +505,7 @@ def coarsen_features(features, freq_pool: int = 4, time_pool: int = 8, *,
         T2 = T // time_pool
         power = 10.0 ** (x[:, :T2 * time_pool] / 10.0)
         power = power.reshape(F // freq_pool, freq_pool, T2, time_pool).mean(axis=(1, 3))
-        out.append((10.0 * np.log10(power)).astype(np.float32))
+        out[i] = (10.0 * np.log10(power)).astype(np.float32)
     return CoarseFeatures(out, freq_pool, time_pool)
 
 

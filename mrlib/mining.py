@@ -48,26 +48,10 @@ from mrlib.mining_chunks import TrainSplitSource, chunk_stream, draw_distance, d
 from mrlib.paper_scale import PAPER_SCALE
 from mrlib.samplers import PaperBatchSampler, ShuffledTripletSampler, TrackBatchSampler
 
-__all__ = [
-    "Strategy",
-    "STRATEGIES",
-    "OFFLINE_STRATEGIES",
-    "ONLINE_STRATEGIES",
-    "ALL_STRATEGIES",
-    "register_strategy",
-    "canonical_strategy",
-    "is_online",
-    "n_triplets",
-    "paper_shares",
-    "mine",
-    "iter_mine",
-    "triplet_ranks",
-    "check_triplets",
-    "PaperBatchSampler",
-    "ShuffledTripletSampler",
-    "TrackBatchSampler",
-    "online_triplets",
-]
+__all__ = ["Strategy", "STRATEGIES", "OFFLINE_STRATEGIES", "ONLINE_STRATEGIES", "ALL_STRATEGIES",
+           "register_strategy", "canonical_strategy", "is_online", "n_triplets", "paper_shares",
+           "mine", "iter_mine", "triplet_ranks", "check_triplets", "PaperBatchSampler",
+           "ShuffledTripletSampler", "TrackBatchSampler", "online_triplets"]
 
 
 # --------------------------------------------------------------------------------------
@@ -536,14 +520,13 @@ def _online_rule(mode: str) -> Callable | None:
     """The selection rule of an online strategy's name or alias; None for ``"all"``."""
     if isinstance(mode, str) and _key(mode) in ("all", "online-all"):
         return None
+    online = {s.name: s for s in STRATEGIES.values() if s.online}
     try:
-        strategy = STRATEGIES[canonical_strategy(mode)]
-    except (TypeError, ValueError):
-        strategy = None
-    if strategy is None or not strategy.online:
-        online = [s.name.removeprefix("online-") for s in STRATEGIES.values() if s.online]
-        raise ValueError(f"mode must be one of {online} or 'all' (or 'online-…'), got {mode!r}")
-    return strategy.draw
+        return online[canonical_strategy(mode)].draw
+    except (TypeError, ValueError, KeyError):   # not a str, unknown, or an offline strategy
+        names = [name.removeprefix("online-") for name in online]
+        raise ValueError(f"mode must be one of {names} or 'all' (or 'online-…'), "
+                         f"got {mode!r}") from None
 
 
 def online_triplets(embeddings: torch.Tensor, oracle: torch.Tensor | np.ndarray,

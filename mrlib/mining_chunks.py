@@ -51,51 +51,39 @@ class TrainSplitSource:
             raise ValueError("give the ranked lists (ranked=) or the similarity (S=), or both")
         if need_S and S is None:
             raise ValueError(f"strategy {need_S!r} needs the similarity S (a matrix or a callable)")
-        self.S_fn: Callable[[np.ndarray], np.ndarray] | None = None
-        self.S_mat: np.ndarray | None = None
-        N = None
-        if ranked is not None:
-            ranked = _numpy(ranked)
-            if ranked.ndim != 2 or ranked.shape[1] != ranked.shape[0] - 1:
-                raise ValueError(
-                    f"ranked must be the full-catalog ranked lists, shape (N, N-1), got {ranked.shape}")
-            if not np.issubdtype(ranked.dtype, np.integer):
-                raise TypeError(f"ranked must hold integer catalog indices, got dtype {ranked.dtype}"
-                                " (a similarity matrix goes in S=)")
-            N = ranked.shape[0]
-        if S is not None:
-            if callable(S):
-                self.S_fn = S
-            else:
-                S = _numpy(S)
-                if S.ndim != 2 or S.shape[0] != S.shape[1]:
-                    raise ValueError(f"S must be a square (N, N) similarity matrix, got shape {S.shape}")
-                if not np.issubdtype(S.dtype, np.floating) and not np.issubdtype(S.dtype, np.integer):
-                    raise TypeError(f"S must be numeric, got dtype {S.dtype}")
-                if N is not None and S.shape[0] != N:
-                    raise ValueError(f"S is {S.shape} but ranked has N = {N} lists")
-                N = S.shape[0]
-                self.S_mat = S
-        self.ranked = ranked
+        self.ranked = ranked = None if ranked is None else _numpy(ranked)
+        self.S_fn: Callable[[np.ndarray], np.ndarray] | None = S if callable(S) else None
+        self.S_mat = S = None if S is None or callable(S) else _numpy(S)
+        if ranked is not None and (ranked.ndim != 2 or ranked.shape[1] != ranked.shape[0] - 1):
+            raise ValueError(
+                f"ranked must be the full-catalog ranked lists, shape (N, N-1), got {ranked.shape}")
+        if ranked is not None and not np.issubdtype(ranked.dtype, np.integer):
+            raise TypeError(f"ranked must hold integer catalog indices, got dtype {ranked.dtype}"
+                            " (a similarity matrix goes in S=)")
+        if S is not None and (S.ndim != 2 or S.shape[0] != S.shape[1]):
+            raise ValueError(f"S must be a square (N, N) similarity matrix, got shape {S.shape}")
+        if S is not None and S.dtype.kind not in "fiu":
+            raise TypeError(f"S must be numeric, got dtype {S.dtype}")
+        if S is not None and ranked is not None and S.shape[0] != ranked.shape[0]:
+            raise ValueError(f"S is {S.shape} but ranked has N = {ranked.shape[0]} lists")
         train = np.asarray(train_idx)
         if train.ndim != 1 or train.size == 0:
             raise ValueError(f"train_idx must be a non-empty 1-D array of catalog indices, got shape {train.shape}")
-        if N is None:  # only a callable S: learn N from one row (track 0 is in every catalog)
-            probe = np.asarray(self.S_fn(np.zeros(1, dtype=np.int64)))
-            if probe.ndim != 2 or probe.shape[0] != 1:
-                raise ValueError(f"the S callable must return (len(rows), N) arrays, got shape {probe.shape}")
-            N = probe.shape[1]
-        train = np.unique(check_indices("train_idx", train, N, "the catalog's tracks"))
-        if train.size != np.asarray(train_idx).size:
+        # only a callable S: learn N from one row (track 0 is in every catalog)
+        if ranked is None and S is None:
+            S = np.asarray(self.S_fn(np.zeros(1, dtype=np.int64)))
+            if S.ndim != 2 or S.shape[0] != 1:
+                raise ValueError(f"the S callable must return (len(rows), N) arrays, got shape {S.shape}")
+        self.N = N = int(ranked.shape[0] if ranked is not None else S.shape[1])
+        self.train = np.unique(check_indices("train_idx", train, N, "the catalog's tracks"))
+        if self.train.size != train.size:
             raise ValueError("train_idx contains duplicates")
         if train.size < 2:
             raise ValueError(f"need at least 2 training tracks to rank, got {train.size}")
-        self.N = int(N)
-        self.train = train
         self.n = train.size
         self.L = self.n - 1
-        self.pos_of = np.full(self.N, -1, dtype=np.int64)  # catalog index -> train position
-        self.pos_of[train] = np.arange(self.n)
+        self.pos_of = np.full(N, -1, dtype=np.int64)  # catalog index -> train position
+        self.pos_of[self.train] = np.arange(self.n)
 
     def s_rows(self, apos: np.ndarray) -> np.ndarray:
         """(c, n) similarity of the chunk's anchors to every training track (float32/64).

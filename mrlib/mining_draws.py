@@ -504,41 +504,34 @@ def _complete_rows(rows: np.ndarray, draws: np.ndarray, redo: np.ndarray, stuck:
     rows are left.
     """
     for part in np.array_split(np.arange(rows.size), -(-rows.size // 128)) if rows.size else ():
-        _complete_part(rows[part], draws, redo[part], stuck[part], row_a, row_i, head, apos,
-                       srows, n, n_neg, rngs)
-
-
-def _complete_part(rows: np.ndarray, draws: np.ndarray, redo: np.ndarray, stuck: np.ndarray,
-                   row_a: np.ndarray, row_i: np.ndarray, head: np.ndarray, apos: np.ndarray,
-                   srows: np.ndarray | None, n: int, n_neg: int, rngs: _BlockRNG) -> None:
-    """One part of :func:`_complete_rows`."""
-    nr = rows.size
-    a, ii = row_a[rows], row_i[rows]
-    lr = np.arange(nr)
-    cand = np.ones((nr, n), dtype=bool)
-    cand[lr, apos[a]] = False                                    # not the anchor
-    before = np.arange(head.shape[1])[None, :] < ii[:, None]    # r_1 .. r_i: not after p
-    rr, cc = np.nonzero(before)
-    cand[rr, head[a[rr], cc]] = False
-    rk, sk = np.nonzero(stuck[:, None] & ~redo)                  # values already drawn
-    cand[rk, draws[rows[rk], sk]] = False
-    need = np.where(stuck, redo.sum(axis=1), n_neg)
-    u = rngs.per_anchor(np.bincount(a, minlength=head.shape[0]) * n).reshape(nr, n)
-    key = -np.log(-np.log(np.clip(u, 1e-300, 1.0 - 2.0 ** -53)))  # standard Gumbel
-    if srows is not None:
-        w = srows[a].astype(np.float64)
-        with np.errstate(divide="ignore"):
-            key += np.where(w > 0, np.log(w) + _KEY_OFFSET, 0.0)
-    key[~cand] = -np.inf
-    kmax = int(need.max())
-    top = np.argpartition(-key, kmax - 1, axis=1)[:, :kmax]
-    top = np.take_along_axis(top, np.argsort(-np.take_along_axis(key, top, axis=1), axis=1, kind="stable"),
-                             axis=1)
-    first = np.arange(kmax)[None, :] < need[:, None]
-    fill = np.where(stuck[:, None], redo, True)
-    sub = draws[rows]
-    sub[fill] = top[first]             # both row-major: the k-th slot to fill gets the k-th key
-    draws[rows] = sub
+        rows_p, redo_p, stuck_p = rows[part], redo[part], stuck[part]
+        nr = rows_p.size
+        a, ii = row_a[rows_p], row_i[rows_p]
+        lr = np.arange(nr)
+        cand = np.ones((nr, n), dtype=bool)
+        cand[lr, apos[a]] = False                                    # not the anchor
+        before = np.arange(head.shape[1])[None, :] < ii[:, None]    # r_1 .. r_i: not after p
+        rr, cc = np.nonzero(before)
+        cand[rr, head[a[rr], cc]] = False
+        rk, sk = np.nonzero(stuck_p[:, None] & ~redo_p)              # values already drawn
+        cand[rk, draws[rows_p[rk], sk]] = False
+        need = np.where(stuck_p, redo_p.sum(axis=1), n_neg)
+        u = rngs.per_anchor(np.bincount(a, minlength=head.shape[0]) * n).reshape(nr, n)
+        key = -np.log(-np.log(np.clip(u, 1e-300, 1.0 - 2.0 ** -53)))  # standard Gumbel
+        if srows is not None:
+            w = srows[a].astype(np.float64)
+            with np.errstate(divide="ignore"):
+                key += np.where(w > 0, np.log(w) + _KEY_OFFSET, 0.0)
+        key[~cand] = -np.inf
+        kmax = int(need.max())
+        top = np.argpartition(-key, kmax - 1, axis=1)[:, :kmax]
+        order = np.argsort(-np.take_along_axis(key, top, axis=1), axis=1, kind="stable")
+        top = np.take_along_axis(top, order, axis=1)
+        first = np.arange(kmax)[None, :] < need[:, None]
+        fill = np.where(stuck_p[:, None], redo_p, True)
+        sub = draws[rows_p]
+        sub[fill] = top[first]             # both row-major: the k-th slot to fill gets the k-th key
+        draws[rows_p] = sub
 
 
 def _take_new(kept: np.ndarray, stream: np.ndarray, redo: np.ndarray, d: np.ndarray) -> np.ndarray:

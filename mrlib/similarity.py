@@ -86,11 +86,14 @@ def load_weights(path: str | os.PathLike | None = None) -> dict:
     return _validate_weights(json.loads(path.read_text(encoding="utf-8")), source=str(path))
 
 
-#: A category weight or the default weight, and the sharpness: finite numbers, as floats.
+#: A category weight or the default weight, the sharpness and the gate's floor and power: finite
+#: numbers, as floats.
 _NON_NEGATIVE = rule(lambda v: isinstance(v, (int, float)) and math.isfinite(v) and v >= 0,
                      "a finite number >= 0", convert=float)
 _POSITIVE = rule(lambda v: isinstance(v, (int, float)) and math.isfinite(v) and v > 0,
                  "a finite number > 0", convert=float)
+_FRACTION = rule(lambda v: isinstance(v, (int, float)) and 0 <= v <= 1, "a number in [0, 1]",
+                 convert=float)
 
 
 def _validate_weights(weights: Any, source: str = "weights") -> dict:
@@ -111,12 +114,9 @@ def _validate_weights(weights: Any, source: str = "weights") -> dict:
     if gate is not None:
         if not isinstance(gate, Mapping) or not {"category", "floor", "power"} <= set(gate):
             raise ValueError(f"{source}: gate must be null or {{'category', 'floor', 'power'}}, got {gate!r}")
-        if not 0.0 <= float(gate["floor"]) <= 1.0:
-            raise ValueError(f"{source}: gate.floor must be in [0, 1], got {gate['floor']!r}")
-        if not float(gate["power"]) > 0:
-            raise ValueError(f"{source}: gate.power must be > 0, got {gate['power']!r}")
-        w["gate"] = {"category": str(gate["category"]), "floor": float(gate["floor"]),
-                     "power": float(gate["power"])}
+        w["gate"] = {"category": str(gate["category"]),
+                     "floor": _FRACTION(f"{source}: gate.floor", gate["floor"]),
+                     "power": _POSITIVE(f"{source}: gate.power", gate["power"])}
     w["sharpness"] = _POSITIVE(f"{source}: sharpness", w["sharpness"])
     return w
 
@@ -125,12 +125,9 @@ def _tags_and_categories(T, categories, name: str) -> tuple[np.ndarray, np.ndarr
     """(tags float64 (N, m), categories (m,) or None) from a Catalog, a DataFrame or an array."""
     cats = None
     if hasattr(T, "tags") and hasattr(T, "vocabulary"):  # a mrlib.catalog.Catalog
-        cats = np.asarray(T.vocabulary["category"], dtype=object)
-        T = T.tags
-    if hasattr(T, "to_numpy"):  # a DataFrame of tags
-        T = T.to_numpy()
+        cats, T = T.vocabulary["category"], T.tags
     try:
-        arr = np.asarray(T, dtype=np.float64)
+        arr = np.asarray(T.to_numpy() if hasattr(T, "to_numpy") else T, dtype=np.float64)
     except (TypeError, ValueError) as error:
         raise TypeError(f"{name} must be a Catalog or a numeric (N, m) tag matrix: {error}") from None
     if arr.ndim != 2:
@@ -143,13 +140,12 @@ def _tags_and_categories(T, categories, name: str) -> tuple[np.ndarray, np.ndarr
     if lo < -1e-6 or hi > 1 + 1e-6:
         raise ValueError(f"{name} must hold likelihoods in [0, 1], found values in [{lo:.4g}, {hi:.4g}]")
     np.clip(arr, 0.0, 1.0, out=arr)  # float noise from a sigmoid, e.g. 1.0000001
-    if categories is not None:
-        if hasattr(categories, "vocabulary"):
-            categories = categories.vocabulary["category"]
-        elif hasattr(categories, "columns") and "category" in getattr(categories, "columns", []):
-            categories = categories["category"]
-        cats = np.asarray(categories, dtype=object)
+    if categories is not None:   # a Catalog, a vocabulary DataFrame, or the categories
+        cats = getattr(categories, "vocabulary", categories)
+        if "category" in getattr(cats, "columns", ()):
+            cats = cats["category"]
     if cats is not None:
+        cats = np.asarray(cats, dtype=object)
         if cats.ndim != 1 or len(cats) != arr.shape[1]:
             raise ValueError(f"categories must give one category per tag column: {arr.shape[1]} "
                              f"tags in {name}, got {cats.shape}")
@@ -163,10 +159,6 @@ class _Prepared(NamedTuple):
     n: int
     blocks: list             # per category (n, m_c): unit rows, zero where the category is absent
     present: np.ndarray      # (n, n_categories) float64: 1.0 where the track has the category
-
-    def rows(self, start: int, stop: int) -> "_Prepared":
-        blocks = [b[start:stop] for b in self.blocks]
-        return _Prepared(stop - start, blocks, self.present[start:stop])
 
 
 def _prepare(T: np.ndarray, cats: np.ndarray, names: list[str]) -> _Prepared:
@@ -191,40 +183,38 @@ class _Oracle:
             raise ValueError("T_a and T_b come with different tag categories")
         cats = cats_a if cats_a is not None else cats_b
         from_file = weights is None or isinstance(weights, (str, os.PathLike))
-        self.w = load_weights(weights) if from_file else _validate_weights(weights)
+        w = load_weights(weights) if from_file else _validate_weights(weights)
         if cats is None:
             # No vocabulary: one pseudo-category, so S is a sharpened cosine of the whole vector.
             cats = np.full(A.shape[1], _ALL, dtype=object)
-        names = list(dict.fromkeys(cats))  # order of first appearance
-        self.names = names
+        self.names = names = list(dict.fromkeys(cats))  # order of first appearance
         self.cat_weights = np.array([1.0 if n == _ALL else
-                                     self.w["categories"].get(n, self.w["default_weight"])
+                                     w["categories"].get(n, w["default_weight"])
                                      for n in names], dtype=np.float64)
-        gate = self.w["gate"]
-        # the single pseudo-category has nothing to gate on
+        gate = w["gate"]
+        # the single pseudo-category has nothing to gate on (floor 1: no gate, power unused)
         gated = gate is not None and gate["category"] in names and names != [_ALL]
         self.gate_index = names.index(gate["category"]) if gated else None
-        self.floor = gate["floor"] if gated else 1.0
-        self.power = 1.0 if gate is None else gate["power"]
-        self.sharpness = self.w["sharpness"]
+        self.floor, self.power = (gate["floor"], gate["power"]) if gated else (1.0, 1.0)
+        self.sharpness = w["sharpness"]
         self.A = _prepare(A, cats, names)
         self.B = self.A if T_b is None else _prepare(B, cats, names)
 
     def block(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` of S as float32 (computed in float64, then rounded)."""
-        a = self.A.rows(start, stop)
-        B = self.B
-        num = np.zeros((a.n, B.n))
+        A, B = self.A, self.B
+        num = np.zeros((stop - start, B.n))
         gate_sim = None
-        for j, (ua, ub) in enumerate(zip(a.blocks, B.blocks)):
-            s = ua @ ub.T  # cosine: rows are unit vectors (or zero where the category is absent)
+        for j, (ua, ub) in enumerate(zip(A.blocks, B.blocks)):
+            # cosine: rows are unit vectors (or zero where the category is absent)
+            s = ua[start:stop] @ ub.T
             np.clip(s, 0.0, 1.0, out=s)
             if j == self.gate_index:
                 gate_sim = s.copy()
             if self.cat_weights[j] > 0:
                 num += self.cat_weights[j] * s
         # Weights of the categories both tracks have: one small matrix product.
-        den = (a.present * self.cat_weights) @ B.present.T
+        den = (A.present[start:stop] * self.cat_weights) @ B.present.T
         mean = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
         if self.floor < 1.0:
             mean *= self.floor + (1.0 - self.floor) * (gate_sim ** self.power)
@@ -234,14 +224,8 @@ class _Oracle:
         return mean.astype(np.float32)
 
 
-def oracle(
-    T_a,
-    T_b=None,
-    categories=None,
-    weights=None,
-    chunk_size: int = 2048,
-    progress: bool = False,
-) -> np.ndarray:
+def oracle(T_a, T_b=None, categories=None, weights=None, chunk_size: int = 2048,
+           progress: bool = False) -> np.ndarray:
     r"""The oracle similarity S between the tracks of ``T_a`` and those of ``T_b``.
 
     :math:`S(a, b) = \bigl(g\,\mu\bigr)^\kappa` with the per-category cosine mean :math:`\mu`, the genre
@@ -479,10 +463,9 @@ def rank_profile(S, ranks: Sequence[int] = (1, 5, 15, 50), threshold: float = 0.
     S = _check_matrix(S, exclude_self)
     length = S.shape[1] - 1 if exclude_self else S.shape[1]
     # the arguments are checked before the sort of every row that the curve costs
-    try:
-        ranks = list(ranks)
-    except TypeError:
-        raise TypeError(f"ranks must be a sequence of int ranks (1-based), got {ranks!r}") from None
+    if not np.iterable(ranks):
+        raise TypeError(f"ranks must be a sequence of int ranks (1-based), got {ranks!r}")
+    ranks = list(ranks)
     for r in ranks:
         if not is_int(r):
             raise TypeError(f"ranks must hold int ranks (1-based), got {r!r}")
