@@ -163,23 +163,24 @@ def render_work(work: Mapping, clip_s: float = 30.0, sr: int = 22050,
 # the build
 
 
-def _config_key(clip_s: float, sr: int, seed: int, instrumentation: str) -> str:
-    info = {"clip_s": clip_s, "sr": sr, "seed": seed, "render_version": RENDER_VERSION,
-            "instrumentation": instrumentation,
-            "loyalty": ARTIST_LOYALTY, "versions": _versions(),
+def _config_key(config: dict) -> str:
+    """The hash of what a rendered work depends on (the build's config less n_tracks)."""
+    info = {**config, "render_version": RENDER_VERSION, "loyalty": ARTIST_LOYALTY,
+            "versions": _versions(),
             "programs": hashlib.sha1((paths.repo_root() / "data" / "repertoire_programs.csv")
                                      .read_bytes()).hexdigest()}
+    del info["n_tracks"]
     return hashlib.sha1(json.dumps(info, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _process_work(work: dict, clip_s: float, sr: int, seed: int, instrumentation: str,
-                  root: Path, config_key: str) -> dict:
+def _process_work(work: dict, config: dict, root: Path, config_key: str) -> dict:
     """One work -> a cached record (status ok with tags and audio, or skipped with a reason)."""
     record = {"work_id": work["work_id"], "track_id": work["track_id"],
               "stratum": work["stratum"], "config_key": config_key}
+    sr = config["sr"]
     t0 = time.process_time()
     try:
-        out = render_work(work, clip_s, sr, seed, instrumentation)
+        out = render_work(work, config["clip_s"], sr, config["seed"], config["instrumentation"])
     except SkipWork as exc:
         record.update(status="skipped", reason=str(exc))
     except Exception as exc:  # anything else is a bug in the corpus or here: report, don't die
@@ -263,16 +264,13 @@ def build(n_tracks: int = 200, seed: int = 0, root: str | os.PathLike | None = N
 
     Notebook: 00_overview.ipynb
     """
-    n_tracks = check_int("n_tracks", n_tracks, 1)
-    seed = check_int("seed", seed, 0)
-    clip_s = check_positive("clip_s", clip_s)
-    sr = check_int("sr", sr, 1000)
+    # named as music21_root names them, so that it takes the config as it is
+    config = {"n_tracks": check_int("n_tracks", n_tracks, 1), "seed": check_int("seed", seed, 0),
+              "clip_s": check_positive("clip_s", clip_s), "sr": check_int("sr", sr, 1000),
+              "instrumentation": check_choice("instrumentation", instrumentation, INSTRUMENTATION)}
     n_jobs = check_int("n_jobs", n_jobs, 1)
-    check_choice("instrumentation", instrumentation, INSTRUMENTATION)
-    root = Path(root) if root is not None else music21_root(n_tracks, seed, clip_s, sr, instrumentation)
-    config = {"n_tracks": n_tracks, "seed": seed, "clip_s": clip_s, "sr": sr,
-              "instrumentation": instrumentation}
-    key = _config_key(clip_s, sr, seed, instrumentation)
+    root = Path(root) if root is not None else music21_root(**config)
+    key = _config_key(config)
     info = paths.read_json_or_empty(root / "catalog.json")
     if info.get("complete") and _same_build(info, config, key):
         return root
@@ -312,9 +310,8 @@ def _make_room(root: Path, info: dict, config: dict, key: str, overwrite: bool) 
 
 def _build_locked(root: Path, config: dict, key: str, n_jobs: int, progress: bool) -> Path:
     """The build proper, in a locked folder that is empty or holds this build's own files."""
-    (root / "audio").mkdir(parents=True, exist_ok=True)
-    (root / "cache" / "works").mkdir(parents=True, exist_ok=True)
     for folder in (root / "audio", root / "cache" / "works"):
+        folder.mkdir(parents=True, exist_ok=True)
         paths.remove_dead_temporaries(folder)      # left by workers killed mid-write
     wall0 = time.perf_counter()
     works = _inventory_cached()
@@ -331,7 +328,7 @@ def _build_locked(root: Path, config: dict, key: str, n_jobs: int, progress: boo
            for k in ("parse", "clip", "render")}
     audio_s = float(tracks["duration_s"].sum())
     # what tracks.csv and skipped.csv list (splits, strata, failed works) is not repeated here
-    info = {
+    paths.write_json_atomic({
         "name": "music21", "config": config, "config_key": key, "versions": _versions(),
         "render_version": RENDER_VERSION, "soundfont": soundfont_path().name,
         "n_tracks": len(kept), "attempted": len(records), "quota": quota,
@@ -344,8 +341,7 @@ def _build_locked(root: Path, config: dict, key: str, n_jobs: int, progress: boo
                    "render_cpu_s_per_audio_s": round(cpu["render"] / audio_s, 5)
                    if audio_s else None},
         "complete": True,  # last key, and the file is replaced atomically
-    }
-    paths.write_json_atomic(info, root / "catalog.json", indent=2)
+    }, root / "catalog.json", indent=2)
     return root
 
 
@@ -388,7 +384,7 @@ def _render_draw(root: Path, works: pd.DataFrame, queues, quota, config: dict, k
     ok: dict[str, list[dict]] = {s: [] for s in queues}
     records: list[dict] = []
     bar = tqdm(total=sum(quota.values()), desc="music21 catalog", unit="work", disable=not progress)
-    pool = Parallel(n_jobs=n_jobs, return_as="generator_unordered") if n_jobs > 1 else None
+    pool = Parallel(n_jobs=n_jobs, return_as="generator_unordered")   # n_jobs=1: in this process
     while batch := _next_batch(queues, quota, pos, ok):
         results = {i: rec for i in batch if (rec := _cached_record(root, works.iloc[i], key))}
         bar.update(len(results))
@@ -397,12 +393,9 @@ def _render_draw(root: Path, works: pd.DataFrame, queues, quota, config: dict, k
         # completion order does not change the catalog.
         todo = sorted((i for i in batch if i not in results),
                       key=lambda i: (-float(works.iloc[i]["n_parts"]) * float(works.iloc[i]["quarter_length"]), i))
-        args = [(works.iloc[i].to_dict(), config["clip_s"], config["sr"], config["seed"],
-                 config["instrumentation"], root, key) for i in todo]
-        outs = (_process_work(*a) for a in args) if pool is None else \
-            pool(delayed(_process_work)(*a) for a in args)
         index_of = {works.iloc[i]["track_id"]: i for i in todo}
-        for rec in outs:
+        for rec in pool(delayed(_process_work)(works.iloc[i].to_dict(), config, root, key)
+                        for i in todo):
             results[index_of[rec["track_id"]]] = rec
             bar.update(1)
         for i in batch:
@@ -433,10 +426,8 @@ def _write_tables(root: Path, works: pd.DataFrame, kept: list[dict], skipped: li
     tags.insert(0, "track_id", tracks["track_id"].to_numpy())
     vocab = pd.DataFrame({"tag": all_tags, "category": [tag_category(t) for t in all_tags]})
     # Stale audio from an earlier, different draw into the same folder would mislead a reader.
-    wanted = {Path(p).name for p in tracks["path"]}
-    for f in (root / "audio").glob("*.flac"):
-        if f.name not in wanted:
-            f.unlink()
+    for f in set((root / "audio").glob("*.flac")) - {root / p for p in tracks["path"]}:
+        f.unlink()
     tracks.to_csv(root / "tracks.csv", index=False)
     tags.to_csv(root / "tags.csv", index=False, float_format="%.3f")
     vocab.to_csv(root / "vocabulary.csv", index=False)

@@ -162,14 +162,12 @@ def _scan_abc(path: Path) -> dict[int, dict]:
     current: dict = {}  # the file header, before the first X:, belongs to no tune
     # latin-1 never fails to decode, and the fields we read are ASCII keywords.
     for line in path.read_text(encoding="latin-1").splitlines():
-        m = re.match(r"^([A-Za-z]):\s*(.*?)\s*$", line)
-        if not m:
+        if not (m := re.match(r"^([A-Za-z]):\s*(.*?)\s*$", line)):
             continue
         field, value = m.groups()
         if field == "X":
             current = {"lyrics": False}
-            num = re.match(r"\d+", value)
-            if num:
+            if num := re.match(r"\d+", value):
                 tunes.setdefault(int(num.group()), current)
         elif field in "wW":
             current["lyrics"] = True
@@ -212,10 +210,8 @@ def _inventory_cached() -> pd.DataFrame:
         if folder in _EXCLUDED_FOLDERS or ext == ".rntxt" or stem.endswith("_bak"):
             continue
         number = int(entry.number) if entry.number not in (None, "") else -1  # -1: whole file
-        header: dict = {}
-        if ext == ".abc":
-            tunes = scan_abc(root / rel)
-            header = tunes.get(number if number >= 0 else min(tunes, default=0), {})
+        tunes = scan_abc(root / rel) if ext == ".abc" else {}
+        header = tunes.get(number if number >= 0 else min(tunes, default=0), {})
         stratum = _stratum_of(folder, stem, ext)
         if stratum is None:
             continue
@@ -223,11 +219,11 @@ def _inventory_cached() -> pd.DataFrame:
             "path": rel, "number": number, "folder": folder, "stem": stem, "ext": ext,
             "stratum": stratum, "title": str(md.title or header.get("T") or stem),
             "composer_raw": md.composer, "n_parts": int(md.numberOfParts or 1),
-            "quarter_length": float(md.scoreQuarterLength or 0.0),
-            **{f"abc_{f}": header.get(f) for f in "ROSBCK"},
+            "quarter_length": float(md.scoreQuarterLength or 0.0), "abc_R": header.get("R"),
+            "abc_O": header.get("O") or md.localeOfComposition,
+            **{f"abc_{f}": header.get(f) for f in "SBCK"},
             "abc_lyrics": bool(header.get("lyrics", False)),
         })
-        rows[-1]["abc_O"] = rows[-1]["abc_O"] or md.localeOfComposition
     df = pd.DataFrame(rows)
     # Josquin's abc files hold one voice per tune: the work is the whole file, voices merged.
     jos = df["folder"].eq("josquin") & df["ext"].eq(".abc")
@@ -392,11 +388,10 @@ def stratum_quotas(sizes: Mapping[str, int], n: int) -> dict[str, int]:
             remaining -= sizes[s]
             quota[s] = sizes[s]
         active = [s for s in active if s not in full]
-    base = {s: int(math.floor(ideal[s])) for s in active}
-    left = remaining - sum(base.values())
-    for s in sorted(active, key=lambda s: (-(ideal[s] - base[s]), s))[:left]:
-        base[s] += 1
-    quota.update(base)
+    quota.update({s: math.floor(ideal[s]) for s in active})
+    left = remaining - sum(quota[s] for s in active)
+    for s in sorted(active, key=lambda s: (-(ideal[s] - quota[s]), s))[:left]:
+        quota[s] += 1
     return quota
 
 
@@ -422,10 +417,6 @@ def draw_order(works: pd.DataFrame, seed: int) -> dict[str, list[int]]:
     Notebook: 00_overview.ipynb
     """
     seed = check_int("seed", seed, 0)
-    out = {}
-    for stratum in STRATA:
-        idx = np.flatnonzero(works["stratum"].to_numpy() == stratum)
-        if idx.size:
-            rng = np.random.default_rng([seed, _crc(stratum)])
-            out[stratum] = idx[rng.permutation(idx.size)].tolist()
-    return out
+    rows = {s: np.flatnonzero(works["stratum"].to_numpy() == s) for s in STRATA}
+    return {s: idx[np.random.default_rng([seed, _crc(s)]).permutation(idx.size)].tolist()
+            for s, idx in rows.items() if idx.size}

@@ -110,9 +110,8 @@ def _palette(stratum: str, instrumentation: str) -> tuple[list, list, np.ndarray
         raise ValueError(f"stratum must be one of {list(STRATA)}, got {stratum!r}")
     if instrumentation == "independent":
         rows = table[table["programs"].map(lambda p: p != "score")]
-        w = rows.groupby(["ensemble", "programs"], sort=False)["weight"].sum()
-    else:
-        w = rows.set_index(["ensemble", "programs"])["weight"]
+    # a stratum lists an (ensemble, programs) once: the sum is its own weight
+    w = rows.groupby(["ensemble", "programs"], sort=False)["weight"].sum()
     p = w.to_numpy(float)
     return [e for e, _ in w.index], [q for _, q in w.index], p / p.sum()
 
@@ -192,8 +191,7 @@ def parse_work(work: Mapping) -> Any:
 
     number = int(work["number"])
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(action="ignore"):
             # forceSource: never read or write music21's pickle cache (no side effects, and the
             # result does not depend on what an earlier session cached).
             parsed = converter.parse(_corpus_root() / str(work["path"]),
@@ -451,8 +449,7 @@ def _expand_repeats(score, clip_s: float, default_qpm: float):
     error = None
     for cut in cuts:
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with warnings.catch_warnings(action="ignore"):
                 work = score if cut >= n_all else score.measures(0, cut, indicesNotNumbers=True)
                 return work.expandRepeats()
         except Exception as exc:  # music21's ExpanderException, StreamException, ...
@@ -570,7 +567,7 @@ def to_midi(clip: Clip, programs: Sequence[int]) -> bytes:
     return buf.getvalue()
 
 
-def render_midi(midi: bytes, sr: int = 22050, duration_s: float | None = None) -> np.ndarray:
+def render_midi(midi: bytes, sr: int, duration_s: float) -> np.ndarray:
     """Render MIDI with ``TimGM6mb.sf2`` through ``midirenderer``; mono, resampled, normalised.
 
     Parameters
@@ -579,7 +576,7 @@ def render_midi(midi: bytes, sr: int = 22050, duration_s: float | None = None) -
         A Standard MIDI File.
     sr : int
         Output sample rate in Hz.
-    duration_s : float, optional
+    duration_s : float
         Cut (or zero-pad) to exactly this many seconds, with a 50 ms half-cosine fade-out.
 
     Returns
@@ -599,11 +596,10 @@ def render_midi(midi: bytes, sr: int = 22050, duration_s: float | None = None) -
     y = y.mean(axis=1)
     if sr_in != sr:     # resample_poly reduces the ratio sr / sr_in itself
         y = resample_poly(y, sr, int(sr_in)).astype(np.float32)
-    if duration_s is not None:
-        n = int(round(check_positive("duration_s", duration_s) * sr))
-        y = np.pad(y[:n], (0, max(0, n - y.size)))
-        fade = min(n, int(0.05 * sr))
-        y[n - fade:] *= (0.5 + 0.5 * np.cos(np.linspace(0, np.pi, fade))).astype(np.float32)
+    n = int(round(check_positive("duration_s", duration_s) * sr))
+    y = np.pad(y[:n], (0, max(0, n - y.size)))
+    fade = min(n, int(0.05 * sr))
+    y[n - fade:] *= (0.5 + 0.5 * np.cos(np.linspace(0, np.pi, fade))).astype(np.float32)
     rms = float(np.sqrt(np.mean(np.square(y, dtype=np.float64)))) if y.size else 0.0
     if rms > 0:
         y = y * np.float32(min(TARGET_RMS / rms, PEAK_CEILING / float(np.abs(y).max())))
