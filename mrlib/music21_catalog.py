@@ -175,8 +175,7 @@ def _config_key(config: dict) -> str:
 
 def _process_work(work: dict, config: dict, root: Path, config_key: str) -> dict:
     """One work -> a cached record (status ok with tags and audio, or skipped with a reason)."""
-    record = {"work_id": work["work_id"], "track_id": work["track_id"],
-              "stratum": work["stratum"], "config_key": config_key}
+    record = {**{k: work[k] for k in ("work_id", "track_id", "stratum")}, "config_key": config_key}
     sr = config["sr"]
     t0 = time.process_time()
     try:
@@ -193,10 +192,9 @@ def _process_work(work: dict, config: dict, root: Path, config_key: str) -> dict
         record.update(
             status="ok", path=rel, duration_s=round(out["audio"].size / sr, 6), tags=out["tags"],
             ensemble=out["ensemble"], programs=out["programs"], qpm=round(clip.qpm, 3),
-            tempo_source=clip.tempo_source, time_signature=clip.time_signature,
-            n_parts=clip.n_parts, n_notes=int(clip.pitch.size), n_measures=clip.n_measures,
-            passes=clip.passes, expanded=clip.expanded,
-            timing={k: round(v, 4) for k, v in out["timing"].items()})
+            n_notes=int(clip.pitch.size), timing={k: round(v, 4) for k, v in out["timing"].items()},
+            **{k: getattr(clip, k) for k in ("tempo_source", "time_signature", "n_parts",
+                                             "n_measures", "passes", "expanded")})
     record["cpu_s"] = round(time.process_time() - t0, 4)
     paths.write_json_atomic(record, root / "cache" / "works" / f"{work['track_id']}.json",
                             indent=None, sort_keys=True)
@@ -385,23 +383,24 @@ def _render_draw(root: Path, works: pd.DataFrame, queues, quota, config: dict, k
     records: list[dict] = []
     bar = tqdm(total=sum(quota.values()), desc="music21 catalog", unit="work", disable=not progress)
     pool = Parallel(n_jobs=n_jobs, return_as="generator_unordered")   # n_jobs=1: in this process
+    size = works["n_parts"].to_numpy(float) * works["quarter_length"].to_numpy(float)
+    track_id = works["track_id"].to_numpy()
     while batch := _next_batch(queues, quota, pos, ok):
-        results = {i: rec for i in batch if (rec := _cached_record(root, works.iloc[i], key))}
+        results = {track_id[i]: rec for i in batch
+                   if (rec := _cached_record(root, works.iloc[i], key))}
         bar.update(len(results))
         # Longest first (parts x length: whole quartets parse for seconds, a folk tune in
         # milliseconds) so that the workers finish together; results are keyed by work, so the
         # completion order does not change the catalog.
-        todo = sorted((i for i in batch if i not in results),
-                      key=lambda i: (-float(works.iloc[i]["n_parts"]) * float(works.iloc[i]["quarter_length"]), i))
-        index_of = {works.iloc[i]["track_id"]: i for i in todo}
+        todo = sorted((i for i in batch if track_id[i] not in results), key=lambda i: (-size[i], i))
         for rec in pool(delayed(_process_work)(works.iloc[i].to_dict(), config, root, key)
                         for i in todo):
-            results[index_of[rec["track_id"]]] = rec
+            results[rec["track_id"]] = rec
             bar.update(1)
-        for i in batch:
-            records.append(results[i])
-            if results[i]["status"] == "ok":
-                ok[results[i]["stratum"]].append(results[i])
+        for rec in (results[track_id[i]] for i in batch):
+            records.append(rec)
+            if rec["status"] == "ok":
+                ok[rec["stratum"]].append(rec)
             else:
                 bar.total += 1  # a replacement will be tried
         bar.refresh()
@@ -412,13 +411,12 @@ def _render_draw(root: Path, works: pd.DataFrame, queues, quota, config: dict, k
 def _write_tables(root: Path, works: pd.DataFrame, kept: list[dict], skipped: list[dict],
                   seed: int) -> pd.DataFrame:
     """Write tracks, tags, vocabulary and skipped works (and remove stale audio)."""
-    by_id = works.set_index("work_id")
-    artist_ids = [by_id.at[r["work_id"], "artist_id"] for r in kept]
     tracks = pd.DataFrame(kept, columns=["track_id", "path", "duration_s", "work_id", "stratum"])
-    tracks.insert(1, "artist_id", artist_ids)
+    meta = works.set_index("work_id").loc[tracks["work_id"]]
+    tracks.insert(1, "artist_id", meta["artist_id"].to_numpy())
     # artist-disjoint 60/20/20, the shared rule of every catalog
-    tracks.insert(2, "split", artist_disjoint_split(artist_ids, seed=seed))
-    tracks["title"] = [by_id.at[w, "title"] for w in tracks["work_id"]]
+    tracks.insert(2, "split", artist_disjoint_split(tracks["artist_id"], seed=seed))
+    tracks["title"] = meta["title"].to_numpy()
     all_tags = sorted({t for r in kept for t in r["tags"]},
                       key=lambda t: (CATEGORIES.index(tag_category(t)), t))
     # a tag a work does not carry is 0

@@ -178,10 +178,9 @@ def _scan_abc(path: Path) -> dict[int, dict]:
 
 def _trecento_composer(raw: str | None) -> str | None:
     """'Gherardello F-Pn 568' -> 'gherardello'; anonymous -> None (manuscript sigla dropped)."""
-    if not isinstance(raw, str) or not raw.strip():  # pandas stores a missing name as NaN
-        return None
-    # the name ends at the first token with a digit, a '?' or a library siglum ("F-")
-    tokens = re.split(r"[\n(]", raw)[0].split()
+    # the name ends at the first token with a digit, a '?' or a library siglum ("F-"); pandas
+    # stores a missing name as NaN
+    tokens = re.split(r"[\n(]", raw)[0].split() if isinstance(raw, str) else []
     words = list(itertools.takewhile(lambda t: not re.search(r"\d|\?|^[A-Z]{1,3}-", t), tokens))
     name = _slug(" ".join(words))
     name = {"grattosus": "gratiosus"}.get(name, name)  # one encoder's typo in the corpus
@@ -229,8 +228,7 @@ def _inventory_cached() -> pd.DataFrame:
     jos = df["folder"].eq("josquin") & df["ext"].eq(".abc")
     merged = (df[jos].groupby("path", sort=True)
               .agg(**{c: (c, "first") for c in df.columns if c not in ("path", "n_parts")},
-                   n_parts=("n_parts", "sum")).reset_index())
-    merged["number"] = -1
+                   n_parts=("n_parts", "sum")).reset_index().assign(number=-1))
     df = pd.concat([df[~jos], merged[df.columns]], ignore_index=True)
     df["merge_tunes"] = df["folder"].eq("josquin") & df["ext"].eq(".abc")
     # One encoding per work: the same folder/stem/number in several formats keeps the first of

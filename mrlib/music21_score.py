@@ -369,9 +369,10 @@ def clip_score(score, clip_s: float = 30.0, default_qpm: float = 100.0) -> Clip:
     cover 1.25 × ``clip_s`` (two measures to spare), so that expanding its repeats stays cheap
     (if expanding the excerpt fails, a twice longer excerpt is tried, then the whole score when
     it has at most :data:`MAX_FULL_EXPAND_FACTOR` times the first excerpt's measures); after
-    expansion, whole measures are kept until their end reaches ``clip_s``; ties are merged, grace notes dropped;
-    a piece shorter than ``clip_s`` is played again from the top until it is covered. A score
-    without measures (some abc) is clipped at the last note that starts before ``clip_s``.
+    expansion, whole measures are kept until their end reaches ``clip_s``; ties are merged,
+    grace notes dropped; a piece shorter than ``clip_s`` is played again from the top until it
+    is covered. A score without measures (some abc) is clipped at the last note that starts
+    before ``clip_s``.
 
     Parameters
     ----------
@@ -406,9 +407,8 @@ def clip_score(score, clip_s: float = 30.0, default_qpm: float = 100.0) -> Clip:
     tmap, qpm, tempo_source = _tempo_map(part0, default_qpm)
     bounds = _measure_bounds(part0)
     if len(bounds):
-        ends_s = tmap(bounds[:, 1])
         # the first measure ending at or after clip_s, else the last
-        k = min(int(np.searchsorted(ends_s, clip_s - 1e-9)), len(bounds) - 1)
+        k = min(int(np.searchsorted(tmap(bounds[:, 1]), clip_s - 1e-9)), len(bounds) - 1)
         end_ql, n_measures = float(bounds[k, 1]), k + 1
     else:
         end_ql, n_measures = float(score.highestTime), 0
@@ -467,24 +467,22 @@ def _cut_unmeasured(per_part: list[np.ndarray], tmap: Callable, clip_s: float,
     late = onsets[tmap(onsets) >= clip_s]
     if late.size:
         end_ql = float(late.min())
-        per_part = [p[p[:, 0] < end_ql] for p in per_part]
-        for p in per_part:
-            p[:, 1] = np.minimum(p[:, 1], end_ql)
+        # the notes that start before end_ql, their ends cut there (onset and pitch < inf)
+        per_part = [np.minimum(p[p[:, 0] < end_ql], (np.inf, end_ql, np.inf)) for p in per_part]
     return per_part, end_ql
 
 
 def _repeat_passes(per_part: list[np.ndarray], tmap: Callable, piece_s: float, clip_s: float):
     """Note events ``(onset_s, offset_s, pitch, part)`` of the clip, sorted, with the piece
     played again back to back until ``clip_s`` is covered; and the number of passes."""
-    on = np.concatenate([tmap(p[:, 0]) for p in per_part])
-    off = np.concatenate([tmap(p[:, 1]) for p in per_part])
-    pitch = np.concatenate([p[:, 2] for p in per_part]).astype(np.int16)
+    notes = np.concatenate(per_part)
+    on, off, pitch = tmap(notes[:, 0]), tmap(notes[:, 1]), notes[:, 2].astype(np.int16)
     part = np.concatenate([np.full(len(p), i, np.int16) for i, p in enumerate(per_part)])
+    # strophic repetition: the whole pass again, back to back (one pass: shifted by 0)
     passes = max(1, int(math.ceil(clip_s / piece_s - 1e-9)))
-    if passes > 1:  # strophic repetition: the whole pass again, back to back
-        shift = np.repeat(np.arange(passes) * piece_s, on.size)
-        on, off = np.tile(on, passes) + shift, np.tile(off, passes) + shift
-        pitch, part = np.tile(pitch, passes), np.tile(part, passes)
+    shift = np.repeat(np.arange(passes) * piece_s, on.size)
+    on, off = np.tile(on, passes) + shift, np.tile(off, passes) + shift
+    pitch, part = np.tile(pitch, passes), np.tile(part, passes)
     keep = on < clip_s
     on, off, pitch, part = on[keep], np.minimum(off[keep], clip_s), pitch[keep], part[keep]
     order = np.lexsort((pitch, part, on))

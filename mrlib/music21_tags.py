@@ -181,8 +181,7 @@ def _genre_tags(work: Mapping, st) -> dict[str, float]:
     song_type = _str(work.get("abc_R")).lower()
     sacred = st.sacred
     if work["stratum"].startswith("essen"):
-        essen_type = _match_first(_ESSEN_TYPES, song_type)
-        if essen_type:
+        if essen_type := _match_first(_ESSEN_TYPES, song_type):
             tags[f"genre_{essen_type}"] = 1
         sacred = 1.0 if re.search(r"religi|geistlich", song_type) else 0.0
     elif work["stratum"] == "trecento":
