@@ -336,8 +336,8 @@ def _build_locked(root: Path, config: dict, key: str, n_jobs: int, progress: boo
                    # all works tried, skipped ones included, as measured in the workers
                    "cpu_s_all_works": round(sum(r.get("cpu_s", 0.0) for r in records), 3),
                    "audio_s": audio_s,
-                   "render_cpu_s_per_audio_s": round(cpu["render"] / audio_s, 5)
-                   if audio_s else None},
+                   # audio_s > 0: kept is not empty and every clip lasts clip_s > 0
+                   "render_cpu_s_per_audio_s": round(cpu["render"] / audio_s, 5)},
         "complete": True,  # last key, and the file is replaced atomically
     }, root / "catalog.json", indent=2)
     return root

@@ -57,11 +57,6 @@ _EXPLICIT_MODES = {
     "aeolian": ("minor", 0.0), "dorian": ("minor", 1.0), "phrygian": ("minor", 1.0),
     "locrian": ("minor", 1.0), "mixolydian": ("major", 1.0), "lydian": ("major", 1.0),
 }
-_ABC_MODE_WORDS = {
-    "m": "minor", "min": "minor", "minor": "minor", "aeo": "aeolian", "maj": "major",
-    "major": "major", "ion": "ionian", "dor": "dorian", "mix": "mixolydian", "phr": "phrygian",
-    "lyd": "lydian", "loc": "locrian",
-}
 #: Tempo bands on the notated beat (beats per minute), as soft memberships.
 TEMPO_BANDS = (70.0, 110.0)
 _TEMPO_SOFTNESS = 0.12  # in log2 units: ±0.12 octave ≈ ±9 % around each boundary
@@ -129,7 +124,9 @@ def _abc_key_mode(field: str | None) -> tuple[str, str] | None:
     """'Ador' -> ('A', 'dorian'); 'G' -> None (abc K: without a mode word states no mode)."""
     m = re.match(r"^\s*([A-Ga-g])([#b]?)\s*([A-Za-z]*)", str(field))
     word = m.group(3).lower() if m else ""
-    mode = _ABC_MODE_WORDS.get(word, _ABC_MODE_WORDS.get(word[:3]))
+    # abc names a mode by (at least) its first three letters, and minor by "m" as well
+    mode = "minor" if word == "m" else next(
+        (k for k in _EXPLICIT_MODES if len(word) >= 3 and k.startswith(word[:3])), None)
     return (m.group(1).upper() + m.group(2).replace("b", "-"), mode) if mode else None
 
 
