@@ -13,7 +13,7 @@ import os
 import re
 import zlib
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -105,13 +105,14 @@ _REGIONS = (
     ("polen", "silesia"), ("ungarn", "hungary"), ("mexiko", "mexico"), ("usa", "usa"),
     ("deutschland", "germany"),
 )
-#: Composer folder of the classical stratum -> region tag.
-_CLASSICAL_REGION = {
+#: Composer folder of the classical and renaissance strata -> region tag.
+_FOLDER_REGION = {
     "beethoven": "austria", "mozart": "austria", "haydn": "austria", "schubert": "austria",
     "schoenberg": "austria", "webern": "austria", "schumann_robert": "germany",
     "schumann_clara": "germany", "weber": "germany", "cpebach": "germany", "handel": "england",
     "chopin": "poland", "corelli": "italy", "verdi": "italy", "beach": "usa", "joplin": "usa",
-    "johnson_j_r": "usa", "liliuokalani": "hawaii",
+    "johnson_j_r": "usa", "liliuokalani": "hawaii", "josquin": "franco_flemish",
+    "lusitano": "portugal", "luca": "italy",
 }
 
 
@@ -203,9 +204,8 @@ def _inventory_cached() -> pd.DataFrame:
         if md is None:  # an opus-level entry (a whole multi-tune file): its tunes are listed too
             continue
         rel = str(entry.sourcePath).replace(os.sep, "/")
-        folder = rel.split("/")[0]
-        stem, ext = os.path.splitext(rel.split("/")[-1])
-        ext = ext.lower()
+        name = PurePosixPath(rel)
+        folder, stem, ext = name.parts[0], name.stem, name.suffix.lower()
         if folder in _EXCLUDED_FOLDERS or ext == ".rntxt" or stem.endswith("_bak"):
             continue
         number = int(entry.number) if entry.number not in (None, "") else -1  # -1: whole file
@@ -304,11 +304,8 @@ def _region_of(r) -> str | None:
         return _match_first(_REGIONS, str(r.abc_O).lower()) or STRATA[r.stratum].region
     if r.stratum == "miscfolk":
         return {"americanfifeopus": "usa", "northumbrianminstrelsyopus": "england"}.get(r.stem)
-    if r.stratum == "classical":
-        return _CLASSICAL_REGION.get(r.folder.lower())
-    if r.stratum == "renaissance":
-        return {"josquin": "franco_flemish", "lusitano": "portugal", "luca": "italy"}.get(
-            r.folder.lower())
+    if r.stratum in ("classical", "renaissance"):
+        return _FOLDER_REGION.get(r.folder.lower())
     return STRATA[r.stratum].region
 
 

@@ -5,6 +5,7 @@ Notebook: 00_overview.ipynb
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import io
@@ -287,10 +288,9 @@ def _tempo_map(part, default_qpm: float) -> tuple[Callable, float, str]:
 
     marks = []
     for mm in part.flatten().getElementsByClass(tempo.MetronomeMark):
-        try:
+        q = None
+        with contextlib.suppress(Exception):  # a text-only mark without a number
             q = mm.getQuarterBPM()
-        except Exception:  # a text-only mark without a number
-            q = None
         if q is not None and 20.0 <= float(q) <= 400.0:
             marks.append((float(mm.offset), float(q)))
     if not marks:
@@ -311,24 +311,16 @@ def _measure_bounds(part) -> np.ndarray:
     return np.asarray(bounds, float).reshape(-1, 2)
 
 
-def _has_repeats(score) -> bool:
-    from music21 import bar, repeat
-
-    return any(True for _ in score.recurse().getElementsByClass((bar.Repeat, repeat.RepeatMark)))
-
-
 def _extract_notes(score, end_ql: float) -> tuple[list[np.ndarray], bool, list[int | None]]:
     """Per part (k, 3) [onset_ql, end_ql, midi], ties merged; lyrics flag; declared programs."""
     from music21 import chord, harmony, note, percussion
 
     per_part, has_lyrics, declared = [], False, []
     for part in score.parts:
-        try:
-            inst = part.getInstrument(returnDefault=False)
-            declared.append(None if inst is None or inst.midiProgram is None
-                            else int(inst.midiProgram))
-        except Exception:
-            declared.append(None)
+        program = None
+        with contextlib.suppress(Exception):  # an instrument music21 cannot read: none declared
+            program = getattr(part.getInstrument(returnDefault=False), "midiProgram", None)
+        declared.append(None if program is None else int(program))
         kept: list[list[float]] = []   # [onset_ql, end_ql, midi]
         open_ties: dict[int, int] = {}
         for n in part.flatten().notes:
@@ -396,11 +388,14 @@ def clip_score(score, clip_s: float = 30.0, default_qpm: float = 100.0) -> Clip:
 
     Notebook: 00_overview.ipynb
     """
+    from music21 import bar, repeat
+
     clip_s = check_positive("clip_s", clip_s)
     default_qpm = check_positive("default_qpm", default_qpm)
     if not score.parts:
         raise SkipWork("no notes: the score has no parts")
-    expanded = _has_repeats(score) and len(_measure_bounds(score.parts[0])) > 0
+    repeats = score.recurse().getElementsByClass((bar.Repeat, repeat.RepeatMark))
+    expanded = any(True for _ in repeats) and len(_measure_bounds(score.parts[0])) > 0
     if expanded:
         score = _expand_repeats(score, clip_s, default_qpm)
     part0 = score.parts[0]

@@ -5,6 +5,7 @@ Notebook: 00_overview.ipynb
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -214,10 +215,8 @@ def _mood_tags(work: Mapping, clip: Clip, st) -> dict[str, float]:
         weight = 0.5 if is_modal else 1.0  # a church mode leans major or minor, no more
         p_major, p_minor = (weight, 0.0) if family == "major" else (0.0, weight)
         modal = max(modal, is_modal)
-        try:
+        with contextlib.suppress(Exception):  # a name music21 cannot read: key-finding's tonic
             tonic = int(pitch.Pitch(explicit[0]).pitchClass)
-        except Exception:  # a tonic name music21 cannot read: the key-finding's stays
-            pass
     return {"mode_major": p_major, "mode_minor": p_minor, "mode_modal": modal,
             f"tonic_{PITCH_NAMES[tonic]}": 1}
 
