@@ -163,23 +163,23 @@ def render_work(work: Mapping, clip_s: float = 30.0, sr: int = 22050,
 # the build
 
 
-def _config_key(clip_s: float, sr: int, seed: int, instrumentation: str) -> str:
-    info = {"clip_s": clip_s, "sr": sr, "seed": seed, "render_version": RENDER_VERSION,
-            "instrumentation": instrumentation,
-            "loyalty": ARTIST_LOYALTY, "versions": _versions(),
+def _config_key(config: dict) -> str:
+    """The hash of what a rendered work depends on (the build's config less n_tracks)."""
+    info = {**config, "render_version": RENDER_VERSION, "loyalty": ARTIST_LOYALTY,
+            "versions": _versions(),
             "programs": hashlib.sha1((paths.repo_root() / "data" / "repertoire_programs.csv")
                                      .read_bytes()).hexdigest()}
+    del info["n_tracks"]
     return hashlib.sha1(json.dumps(info, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _process_work(work: dict, clip_s: float, sr: int, seed: int, instrumentation: str,
-                  root: Path, config_key: str) -> dict:
+def _process_work(work: dict, config: dict, root: Path, config_key: str) -> dict:
     """One work -> a cached record (status ok with tags and audio, or skipped with a reason)."""
-    record = {"work_id": work["work_id"], "track_id": work["track_id"],
-              "stratum": work["stratum"], "config_key": config_key}
+    record = {**{k: work[k] for k in ("work_id", "track_id", "stratum")}, "config_key": config_key}
+    sr = config["sr"]
     t0 = time.process_time()
     try:
-        out = render_work(work, clip_s, sr, seed, instrumentation)
+        out = render_work(work, config["clip_s"], sr, config["seed"], config["instrumentation"])
     except SkipWork as exc:
         record.update(status="skipped", reason=str(exc))
     except Exception as exc:  # anything else is a bug in the corpus or here: report, don't die
@@ -192,10 +192,9 @@ def _process_work(work: dict, clip_s: float, sr: int, seed: int, instrumentation
         record.update(
             status="ok", path=rel, duration_s=round(out["audio"].size / sr, 6), tags=out["tags"],
             ensemble=out["ensemble"], programs=out["programs"], qpm=round(clip.qpm, 3),
-            tempo_source=clip.tempo_source, time_signature=clip.time_signature,
-            n_parts=clip.n_parts, n_notes=int(clip.pitch.size), n_measures=clip.n_measures,
-            passes=clip.passes, expanded=clip.expanded,
-            timing={k: round(v, 4) for k, v in out["timing"].items()})
+            n_notes=int(clip.pitch.size), timing={k: round(v, 4) for k, v in out["timing"].items()},
+            **{k: getattr(clip, k) for k in ("tempo_source", "time_signature", "n_parts",
+                                             "n_measures", "passes", "expanded")})
     record["cpu_s"] = round(time.process_time() - t0, 4)
     paths.write_json_atomic(record, root / "cache" / "works" / f"{work['track_id']}.json",
                             indent=None, sort_keys=True)
@@ -263,16 +262,13 @@ def build(n_tracks: int = 200, seed: int = 0, root: str | os.PathLike | None = N
 
     Notebook: 00_overview.ipynb
     """
-    n_tracks = check_int("n_tracks", n_tracks, 1)
-    seed = check_int("seed", seed, 0)
-    clip_s = check_positive("clip_s", clip_s)
-    sr = check_int("sr", sr, 1000)
+    # named as music21_root names them, so that it takes the config as it is
+    config = {"n_tracks": check_int("n_tracks", n_tracks, 1), "seed": check_int("seed", seed, 0),
+              "clip_s": check_positive("clip_s", clip_s), "sr": check_int("sr", sr, 1000),
+              "instrumentation": check_choice("instrumentation", instrumentation, INSTRUMENTATION)}
     n_jobs = check_int("n_jobs", n_jobs, 1)
-    check_choice("instrumentation", instrumentation, INSTRUMENTATION)
-    root = Path(root) if root is not None else music21_root(n_tracks, seed, clip_s, sr, instrumentation)
-    config = {"n_tracks": n_tracks, "seed": seed, "clip_s": clip_s, "sr": sr,
-              "instrumentation": instrumentation}
-    key = _config_key(clip_s, sr, seed, instrumentation)
+    root = Path(root) if root is not None else music21_root(**config)
+    key = _config_key(config)
     info = paths.read_json_or_empty(root / "catalog.json")
     if info.get("complete") and _same_build(info, config, key):
         return root
@@ -312,9 +308,8 @@ def _make_room(root: Path, info: dict, config: dict, key: str, overwrite: bool) 
 
 def _build_locked(root: Path, config: dict, key: str, n_jobs: int, progress: bool) -> Path:
     """The build proper, in a locked folder that is empty or holds this build's own files."""
-    (root / "audio").mkdir(parents=True, exist_ok=True)
-    (root / "cache" / "works").mkdir(parents=True, exist_ok=True)
     for folder in (root / "audio", root / "cache" / "works"):
+        folder.mkdir(parents=True, exist_ok=True)
         paths.remove_dead_temporaries(folder)      # left by workers killed mid-write
     wall0 = time.perf_counter()
     works = _inventory_cached()
@@ -331,7 +326,7 @@ def _build_locked(root: Path, config: dict, key: str, n_jobs: int, progress: boo
            for k in ("parse", "clip", "render")}
     audio_s = float(tracks["duration_s"].sum())
     # what tracks.csv and skipped.csv list (splits, strata, failed works) is not repeated here
-    info = {
+    paths.write_json_atomic({
         "name": "music21", "config": config, "config_key": key, "versions": _versions(),
         "render_version": RENDER_VERSION, "soundfont": soundfont_path().name,
         "n_tracks": len(kept), "attempted": len(records), "quota": quota,
@@ -341,11 +336,10 @@ def _build_locked(root: Path, config: dict, key: str, n_jobs: int, progress: boo
                    # all works tried, skipped ones included, as measured in the workers
                    "cpu_s_all_works": round(sum(r.get("cpu_s", 0.0) for r in records), 3),
                    "audio_s": audio_s,
-                   "render_cpu_s_per_audio_s": round(cpu["render"] / audio_s, 5)
-                   if audio_s else None},
+                   # audio_s > 0: kept is not empty and every clip lasts clip_s > 0
+                   "render_cpu_s_per_audio_s": round(cpu["render"] / audio_s, 5)},
         "complete": True,  # last key, and the file is replaced atomically
-    }
-    paths.write_json_atomic(info, root / "catalog.json", indent=2)
+    }, root / "catalog.json", indent=2)
     return root
 
 
@@ -388,27 +382,25 @@ def _render_draw(root: Path, works: pd.DataFrame, queues, quota, config: dict, k
     ok: dict[str, list[dict]] = {s: [] for s in queues}
     records: list[dict] = []
     bar = tqdm(total=sum(quota.values()), desc="music21 catalog", unit="work", disable=not progress)
-    pool = Parallel(n_jobs=n_jobs, return_as="generator_unordered") if n_jobs > 1 else None
+    pool = Parallel(n_jobs=n_jobs, return_as="generator_unordered")   # n_jobs=1: in this process
+    size = works["n_parts"].to_numpy(float) * works["quarter_length"].to_numpy(float)
+    track_id = works["track_id"].to_numpy()
     while batch := _next_batch(queues, quota, pos, ok):
-        results = {i: rec for i in batch if (rec := _cached_record(root, works.iloc[i], key))}
+        results = {track_id[i]: rec for i in batch
+                   if (rec := _cached_record(root, works.iloc[i], key))}
         bar.update(len(results))
         # Longest first (parts x length: whole quartets parse for seconds, a folk tune in
         # milliseconds) so that the workers finish together; results are keyed by work, so the
         # completion order does not change the catalog.
-        todo = sorted((i for i in batch if i not in results),
-                      key=lambda i: (-float(works.iloc[i]["n_parts"]) * float(works.iloc[i]["quarter_length"]), i))
-        args = [(works.iloc[i].to_dict(), config["clip_s"], config["sr"], config["seed"],
-                 config["instrumentation"], root, key) for i in todo]
-        outs = (_process_work(*a) for a in args) if pool is None else \
-            pool(delayed(_process_work)(*a) for a in args)
-        index_of = {works.iloc[i]["track_id"]: i for i in todo}
-        for rec in outs:
-            results[index_of[rec["track_id"]]] = rec
+        todo = sorted((i for i in batch if track_id[i] not in results), key=lambda i: (-size[i], i))
+        for rec in pool(delayed(_process_work)(works.iloc[i].to_dict(), config, root, key)
+                        for i in todo):
+            results[rec["track_id"]] = rec
             bar.update(1)
-        for i in batch:
-            records.append(results[i])
-            if results[i]["status"] == "ok":
-                ok[results[i]["stratum"]].append(results[i])
+        for rec in (results[track_id[i]] for i in batch):
+            records.append(rec)
+            if rec["status"] == "ok":
+                ok[rec["stratum"]].append(rec)
             else:
                 bar.total += 1  # a replacement will be tried
         bar.refresh()
@@ -419,13 +411,12 @@ def _render_draw(root: Path, works: pd.DataFrame, queues, quota, config: dict, k
 def _write_tables(root: Path, works: pd.DataFrame, kept: list[dict], skipped: list[dict],
                   seed: int) -> pd.DataFrame:
     """Write tracks, tags, vocabulary and skipped works (and remove stale audio)."""
-    by_id = works.set_index("work_id")
-    artist_ids = [by_id.at[r["work_id"], "artist_id"] for r in kept]
     tracks = pd.DataFrame(kept, columns=["track_id", "path", "duration_s", "work_id", "stratum"])
-    tracks.insert(1, "artist_id", artist_ids)
+    meta = works.set_index("work_id").loc[tracks["work_id"]]
+    tracks.insert(1, "artist_id", meta["artist_id"].to_numpy())
     # artist-disjoint 60/20/20, the shared rule of every catalog
-    tracks.insert(2, "split", artist_disjoint_split(artist_ids, seed=seed))
-    tracks["title"] = [by_id.at[w, "title"] for w in tracks["work_id"]]
+    tracks.insert(2, "split", artist_disjoint_split(tracks["artist_id"], seed=seed))
+    tracks["title"] = meta["title"].to_numpy()
     all_tags = sorted({t for r in kept for t in r["tags"]},
                       key=lambda t: (CATEGORIES.index(tag_category(t)), t))
     # a tag a work does not carry is 0
@@ -433,10 +424,8 @@ def _write_tables(root: Path, works: pd.DataFrame, kept: list[dict], skipped: li
     tags.insert(0, "track_id", tracks["track_id"].to_numpy())
     vocab = pd.DataFrame({"tag": all_tags, "category": [tag_category(t) for t in all_tags]})
     # Stale audio from an earlier, different draw into the same folder would mislead a reader.
-    wanted = {Path(p).name for p in tracks["path"]}
-    for f in (root / "audio").glob("*.flac"):
-        if f.name not in wanted:
-            f.unlink()
+    for f in set((root / "audio").glob("*.flac")) - {root / p for p in tracks["path"]}:
+        f.unlink()
     tracks.to_csv(root / "tracks.csv", index=False)
     tags.to_csv(root / "tags.csv", index=False, float_format="%.3f")
     vocab.to_csv(root / "vocabulary.csv", index=False)

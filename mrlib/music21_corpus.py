@@ -13,7 +13,7 @@ import os
 import re
 import zlib
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -105,13 +105,14 @@ _REGIONS = (
     ("polen", "silesia"), ("ungarn", "hungary"), ("mexiko", "mexico"), ("usa", "usa"),
     ("deutschland", "germany"),
 )
-#: Composer folder of the classical stratum -> region tag.
-_CLASSICAL_REGION = {
+#: Composer folder of the classical and renaissance strata -> region tag.
+_FOLDER_REGION = {
     "beethoven": "austria", "mozart": "austria", "haydn": "austria", "schubert": "austria",
     "schoenberg": "austria", "webern": "austria", "schumann_robert": "germany",
     "schumann_clara": "germany", "weber": "germany", "cpebach": "germany", "handel": "england",
     "chopin": "poland", "corelli": "italy", "verdi": "italy", "beach": "usa", "joplin": "usa",
-    "johnson_j_r": "usa", "liliuokalani": "hawaii",
+    "johnson_j_r": "usa", "liliuokalani": "hawaii", "josquin": "franco_flemish",
+    "lusitano": "portugal", "luca": "italy",
 }
 
 
@@ -162,14 +163,12 @@ def _scan_abc(path: Path) -> dict[int, dict]:
     current: dict = {}  # the file header, before the first X:, belongs to no tune
     # latin-1 never fails to decode, and the fields we read are ASCII keywords.
     for line in path.read_text(encoding="latin-1").splitlines():
-        m = re.match(r"^([A-Za-z]):\s*(.*?)\s*$", line)
-        if not m:
+        if not (m := re.match(r"^([A-Za-z]):\s*(.*?)\s*$", line)):
             continue
         field, value = m.groups()
         if field == "X":
             current = {"lyrics": False}
-            num = re.match(r"\d+", value)
-            if num:
+            if num := re.match(r"\d+", value):
                 tunes.setdefault(int(num.group()), current)
         elif field in "wW":
             current["lyrics"] = True
@@ -180,10 +179,9 @@ def _scan_abc(path: Path) -> dict[int, dict]:
 
 def _trecento_composer(raw: str | None) -> str | None:
     """'Gherardello F-Pn 568' -> 'gherardello'; anonymous -> None (manuscript sigla dropped)."""
-    if not isinstance(raw, str) or not raw.strip():  # pandas stores a missing name as NaN
-        return None
-    # the name ends at the first token with a digit, a '?' or a library siglum ("F-")
-    tokens = re.split(r"[\n(]", raw)[0].split()
+    # the name ends at the first token with a digit, a '?' or a library siglum ("F-"); pandas
+    # stores a missing name as NaN
+    tokens = re.split(r"[\n(]", raw)[0].split() if isinstance(raw, str) else []
     words = list(itertools.takewhile(lambda t: not re.search(r"\d|\?|^[A-Z]{1,3}-", t), tokens))
     name = _slug(" ".join(words))
     name = {"grattosus": "gratiosus"}.get(name, name)  # one encoder's typo in the corpus
@@ -206,16 +204,13 @@ def _inventory_cached() -> pd.DataFrame:
         if md is None:  # an opus-level entry (a whole multi-tune file): its tunes are listed too
             continue
         rel = str(entry.sourcePath).replace(os.sep, "/")
-        folder = rel.split("/")[0]
-        stem, ext = os.path.splitext(rel.split("/")[-1])
-        ext = ext.lower()
+        name = PurePosixPath(rel)
+        folder, stem, ext = name.parts[0], name.stem, name.suffix.lower()
         if folder in _EXCLUDED_FOLDERS or ext == ".rntxt" or stem.endswith("_bak"):
             continue
         number = int(entry.number) if entry.number not in (None, "") else -1  # -1: whole file
-        header: dict = {}
-        if ext == ".abc":
-            tunes = scan_abc(root / rel)
-            header = tunes.get(number if number >= 0 else min(tunes, default=0), {})
+        tunes = scan_abc(root / rel) if ext == ".abc" else {}
+        header = tunes.get(number if number >= 0 else min(tunes, default=0), {})
         stratum = _stratum_of(folder, stem, ext)
         if stratum is None:
             continue
@@ -223,18 +218,17 @@ def _inventory_cached() -> pd.DataFrame:
             "path": rel, "number": number, "folder": folder, "stem": stem, "ext": ext,
             "stratum": stratum, "title": str(md.title or header.get("T") or stem),
             "composer_raw": md.composer, "n_parts": int(md.numberOfParts or 1),
-            "quarter_length": float(md.scoreQuarterLength or 0.0),
-            **{f"abc_{f}": header.get(f) for f in "ROSBCK"},
+            "quarter_length": float(md.scoreQuarterLength or 0.0), "abc_R": header.get("R"),
+            "abc_O": header.get("O") or md.localeOfComposition,
+            **{f"abc_{f}": header.get(f) for f in "SBCK"},
             "abc_lyrics": bool(header.get("lyrics", False)),
         })
-        rows[-1]["abc_O"] = rows[-1]["abc_O"] or md.localeOfComposition
     df = pd.DataFrame(rows)
     # Josquin's abc files hold one voice per tune: the work is the whole file, voices merged.
     jos = df["folder"].eq("josquin") & df["ext"].eq(".abc")
     merged = (df[jos].groupby("path", sort=True)
               .agg(**{c: (c, "first") for c in df.columns if c not in ("path", "n_parts")},
-                   n_parts=("n_parts", "sum")).reset_index())
-    merged["number"] = -1
+                   n_parts=("n_parts", "sum")).reset_index().assign(number=-1))
     df = pd.concat([df[~jos], merged[df.columns]], ignore_index=True)
     df["merge_tunes"] = df["folder"].eq("josquin") & df["ext"].eq(".abc")
     # One encoding per work: the same folder/stem/number in several formats keeps the first of
@@ -310,11 +304,8 @@ def _region_of(r) -> str | None:
         return _match_first(_REGIONS, str(r.abc_O).lower()) or STRATA[r.stratum].region
     if r.stratum == "miscfolk":
         return {"americanfifeopus": "usa", "northumbrianminstrelsyopus": "england"}.get(r.stem)
-    if r.stratum == "classical":
-        return _CLASSICAL_REGION.get(r.folder.lower())
-    if r.stratum == "renaissance":
-        return {"josquin": "franco_flemish", "lusitano": "portugal", "luca": "italy"}.get(
-            r.folder.lower())
+    if r.stratum in ("classical", "renaissance"):
+        return _FOLDER_REGION.get(r.folder.lower())
     return STRATA[r.stratum].region
 
 
@@ -392,11 +383,10 @@ def stratum_quotas(sizes: Mapping[str, int], n: int) -> dict[str, int]:
             remaining -= sizes[s]
             quota[s] = sizes[s]
         active = [s for s in active if s not in full]
-    base = {s: int(math.floor(ideal[s])) for s in active}
-    left = remaining - sum(base.values())
-    for s in sorted(active, key=lambda s: (-(ideal[s] - base[s]), s))[:left]:
-        base[s] += 1
-    quota.update(base)
+    quota.update({s: math.floor(ideal[s]) for s in active})
+    left = remaining - sum(quota[s] for s in active)
+    for s in sorted(active, key=lambda s: (-(ideal[s] - quota[s]), s))[:left]:
+        quota[s] += 1
     return quota
 
 
@@ -422,10 +412,6 @@ def draw_order(works: pd.DataFrame, seed: int) -> dict[str, list[int]]:
     Notebook: 00_overview.ipynb
     """
     seed = check_int("seed", seed, 0)
-    out = {}
-    for stratum in STRATA:
-        idx = np.flatnonzero(works["stratum"].to_numpy() == stratum)
-        if idx.size:
-            rng = np.random.default_rng([seed, _crc(stratum)])
-            out[stratum] = idx[rng.permutation(idx.size)].tolist()
-    return out
+    rows = {s: np.flatnonzero(works["stratum"].to_numpy() == s) for s in STRATA}
+    return {s: idx[np.random.default_rng([seed, _crc(s)]).permutation(idx.size)].tolist()
+            for s, idx in rows.items() if idx.size}

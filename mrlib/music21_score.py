@@ -5,12 +5,13 @@ Notebook: 00_overview.ipynb
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import io
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -110,9 +111,8 @@ def _palette(stratum: str, instrumentation: str) -> tuple[list, list, np.ndarray
         raise ValueError(f"stratum must be one of {list(STRATA)}, got {stratum!r}")
     if instrumentation == "independent":
         rows = table[table["programs"].map(lambda p: p != "score")]
-        w = rows.groupby(["ensemble", "programs"], sort=False)["weight"].sum()
-    else:
-        w = rows.set_index(["ensemble", "programs"])["weight"]
+    # a stratum lists an (ensemble, programs) once: the sum is its own weight
+    w = rows.groupby(["ensemble", "programs"], sort=False)["weight"].sum()
     p = w.to_numpy(float)
     return [e for e, _ in w.index], [q for _, q in w.index], p / p.sum()
 
@@ -159,13 +159,9 @@ def assign_programs(stratum: str, artist_id: str, work_id: str, n_parts: int, se
     rng = np.random.default_rng([seed, _crc(work_id), 2])
     pick = favourite if rng.random() < ARTIST_LOYALTY else rng.choice(len(names), p=p)
     name, programs = names[pick], palette[pick]
-    if programs == "score":
-        declared = list(declared or [])
-        progs = [int(declared[i]) if i < len(declared) and declared[i] is not None else 0
-                 for i in range(n_parts)]
-    else:
-        progs = [int(programs[min(i, len(programs) - 1)]) for i in range(n_parts)]
-    return str(name), progs
+    if programs == "score":  # piano where a part declares nothing; the trailing 0 repeats
+        programs = [0 if p is None else p for p in declared or []] + [0]
+    return str(name), [int(programs[min(i, len(programs) - 1)]) for i in range(n_parts)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,8 +192,7 @@ def parse_work(work: Mapping) -> Any:
 
     number = int(work["number"])
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(action="ignore"):
             # forceSource: never read or write music21's pickle cache (no side effects, and the
             # result does not depend on what an earlier session cached).
             parsed = converter.parse(_corpus_root() / str(work["path"]),
@@ -276,39 +271,35 @@ class Clip:
     declared_programs: list[int | None]
 
 
-class _TempoMap:
-    """Piecewise-constant tempo: quarter-length offsets -> seconds, vectorised."""
+def _seconds_of(starts_ql: Sequence[float], qpms: Sequence[float]) -> Callable:
+    """Piecewise-constant tempo: the function from quarter-length offsets to seconds, vectorised."""
+    starts, spq = np.asarray(starts_ql, float), 60.0 / np.asarray(qpms, float)  # s per quarter
+    cum = np.concatenate([[0.0], np.cumsum(np.diff(starts) * spq[:-1])])
 
-    def __init__(self, starts_ql: Sequence[float], qpms: Sequence[float]):
-        self.starts = np.asarray(starts_ql, float)
-        self.spq = 60.0 / np.asarray(qpms, float)  # seconds per quarter note
-        seg = np.diff(self.starts) * self.spq[:-1]
-        self.cum = np.concatenate([[0.0], np.cumsum(seg)])
-
-    def seconds(self, ql) -> np.ndarray:
+    def seconds(ql) -> np.ndarray:
         ql = np.asarray(ql, float)
-        i = np.clip(np.searchsorted(self.starts, ql, side="right") - 1, 0, None)
-        return self.cum[i] + (ql - self.starts[i]) * self.spq[i]
+        i = np.clip(np.searchsorted(starts, ql, side="right") - 1, 0, None)
+        return cum[i] + (ql - starts[i]) * spq[i]
+    return seconds
 
 
-def _tempo_map(part, default_qpm: float) -> tuple[_TempoMap, float, str]:
+def _tempo_map(part, default_qpm: float) -> tuple[Callable, float, str]:
     from music21 import tempo
 
     marks = []
     for mm in part.flatten().getElementsByClass(tempo.MetronomeMark):
-        try:
+        q = None
+        with contextlib.suppress(Exception):  # a text-only mark without a number
             q = mm.getQuarterBPM()
-        except Exception:  # a text-only mark without a number
-            q = None
         if q is not None and 20.0 <= float(q) <= 400.0:
             marks.append((float(mm.offset), float(q)))
     if not marks:
-        return _TempoMap([0.0], [default_qpm]), float(default_qpm), "default"
+        return _seconds_of([0.0], [default_qpm]), float(default_qpm), "default"
     marks.sort()
     # The first mark governs from the very start (pickups precede the mark in many encodings);
     # of the marks at one offset, the last in sorted order holds.
     qpm_from = {0.0: marks[0][1], **dict(marks[1:])}
-    return _TempoMap(list(qpm_from), list(qpm_from.values())), marks[0][1], "score"
+    return _seconds_of(list(qpm_from), list(qpm_from.values())), marks[0][1], "score"
 
 
 def _measure_bounds(part) -> np.ndarray:
@@ -320,25 +311,17 @@ def _measure_bounds(part) -> np.ndarray:
     return np.asarray(bounds, float).reshape(-1, 2)
 
 
-def _has_repeats(score) -> bool:
-    from music21 import bar, repeat
-
-    return any(True for _ in score.recurse().getElementsByClass((bar.Repeat, repeat.RepeatMark)))
-
-
 def _extract_notes(score, end_ql: float) -> tuple[list[np.ndarray], bool, list[int | None]]:
     """Per part (k, 3) [onset_ql, end_ql, midi], ties merged; lyrics flag; declared programs."""
     from music21 import chord, harmony, note, percussion
 
     per_part, has_lyrics, declared = [], False, []
     for part in score.parts:
-        try:
-            inst = part.getInstrument(returnDefault=False)
-            declared.append(None if inst is None or inst.midiProgram is None
-                            else int(inst.midiProgram))
-        except Exception:
-            declared.append(None)
-        on, off, mid = [], [], []
+        program = None
+        with contextlib.suppress(Exception):  # an instrument music21 cannot read: none declared
+            program = getattr(part.getInstrument(returnDefault=False), "midiProgram", None)
+        declared.append(None if program is None else int(program))
+        kept: list[list[float]] = []   # [onset_ql, end_ql, midi]
         open_ties: dict[int, int] = {}
         for n in part.flatten().notes:
             if isinstance(n, (harmony.ChordSymbol, note.Unpitched, percussion.PercussionChord)):
@@ -354,19 +337,17 @@ def _extract_notes(score, end_ql: float) -> tuple[list[np.ndarray], bool, list[i
                     continue
                 j = open_ties.get(midi)
                 # A tied continuation extends the open note instead of re-striking it.
-                if tie in ("stop", "continue") and j is not None and abs(off[j] - start) < 1e-3:
-                    off[j] = start + dur
+                if tie in ("stop", "continue") and j is not None and abs(kept[j][1] - start) < 1e-3:
+                    kept[j][1] = start + dur
                     if tie == "stop":
                         del open_ties[midi]
                     continue
-                on.append(start)
-                off.append(start + dur)
-                mid.append(midi)
+                kept.append([start, start + dur, midi])
                 if tie in ("start", "continue"):
-                    open_ties[midi] = len(on) - 1
+                    open_ties[midi] = len(kept) - 1
                 else:
                     open_ties.pop(midi, None)
-        arr = np.column_stack([on, off, mid]).astype(float) if on else np.zeros((0, 3))
+        arr = np.array(kept, float).reshape(-1, 3)
         arr[:, 1] = np.minimum(arr[:, 1], end_ql)
         per_part.append(arr)
     return per_part, has_lyrics, declared
@@ -380,9 +361,10 @@ def clip_score(score, clip_s: float = 30.0, default_qpm: float = 100.0) -> Clip:
     cover 1.25 × ``clip_s`` (two measures to spare), so that expanding its repeats stays cheap
     (if expanding the excerpt fails, a twice longer excerpt is tried, then the whole score when
     it has at most :data:`MAX_FULL_EXPAND_FACTOR` times the first excerpt's measures); after
-    expansion, whole measures are kept until their end reaches ``clip_s``; ties are merged, grace notes dropped;
-    a piece shorter than ``clip_s`` is played again from the top until it is covered. A score
-    without measures (some abc) is clipped at the last note that starts before ``clip_s``.
+    expansion, whole measures are kept until their end reaches ``clip_s``; ties are merged,
+    grace notes dropped; a piece shorter than ``clip_s`` is played again from the top until it
+    is covered. A score without measures (some abc) is clipped at the last note that starts
+    before ``clip_s``.
 
     Parameters
     ----------
@@ -406,20 +388,22 @@ def clip_score(score, clip_s: float = 30.0, default_qpm: float = 100.0) -> Clip:
 
     Notebook: 00_overview.ipynb
     """
+    from music21 import bar, repeat
+
     clip_s = check_positive("clip_s", clip_s)
     default_qpm = check_positive("default_qpm", default_qpm)
     if not score.parts:
         raise SkipWork("no notes: the score has no parts")
-    expanded = False
-    if _has_repeats(score) and len(_measure_bounds(score.parts[0])):
-        score, expanded = _expand_repeats(score, clip_s, default_qpm), True
+    repeats = score.recurse().getElementsByClass((bar.Repeat, repeat.RepeatMark))
+    expanded = any(True for _ in repeats) and len(_measure_bounds(score.parts[0])) > 0
+    if expanded:
+        score = _expand_repeats(score, clip_s, default_qpm)
     part0 = score.parts[0]
     tmap, qpm, tempo_source = _tempo_map(part0, default_qpm)
     bounds = _measure_bounds(part0)
     if len(bounds):
-        ends_s = tmap.seconds(bounds[:, 1])
         # the first measure ending at or after clip_s, else the last
-        k = min(int(np.searchsorted(ends_s, clip_s - 1e-9)), len(bounds) - 1)
+        k = min(int(np.searchsorted(tmap(bounds[:, 1]), clip_s - 1e-9)), len(bounds) - 1)
         end_ql, n_measures = float(bounds[k, 1]), k + 1
     else:
         end_ql, n_measures = float(score.highestTime), 0
@@ -428,7 +412,7 @@ def clip_score(score, clip_s: float = 30.0, default_qpm: float = 100.0) -> Clip:
         per_part, end_ql = _cut_unmeasured(per_part, tmap, clip_s, end_ql)
     if sum(len(p) for p in per_part) == 0:
         raise SkipWork("no notes: nothing pitched in the clipped measures")
-    piece_s = float(tmap.seconds(end_ql))
+    piece_s = float(tmap(end_ql))
     if piece_s < MIN_PIECE_S:
         raise SkipWork(f"too short: one pass lasts {piece_s:.2f} s < {MIN_PIECE_S} s")
     (on, off, pitch, part), passes = _repeat_passes(per_part, tmap, piece_s, clip_s)
@@ -447,7 +431,7 @@ def _expand_repeats(score, clip_s: float, default_qpm: float):
     the score is long (cheap), else whole; :class:`SkipWork` when no expansion succeeds."""
     tmap, _, _ = _tempo_map(score.parts[0], default_qpm)
     bounds = _measure_bounds(score.parts[0])
-    ends_s = tmap.seconds(bounds[:, 1])
+    ends_s = tmap(bounds[:, 1])
     n_all = len(bounds)
     # Excerpts to try, shortest first. An excerpt can cut a repeat bracket in two, so a
     # failure retries a twice longer one; the whole score is expanded only when it is not
@@ -455,12 +439,12 @@ def _expand_repeats(score, clip_s: float, default_qpm: float):
     cuts = [n_all]
     if ends_s[-1] > 2.5 * clip_s:
         k = int(np.searchsorted(ends_s, 1.25 * clip_s)) + 2
-        cuts = [c for c in (k, 2 * k) if c < n_all] + ([n_all] if n_all <= MAX_FULL_EXPAND_FACTOR * k else [])
+        cuts = [c for c in (k, 2 * k) if c < n_all] + \
+            ([n_all] if n_all <= MAX_FULL_EXPAND_FACTOR * k else [])
     error = None
     for cut in cuts:
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with warnings.catch_warnings(action="ignore"):
                 work = score if cut >= n_all else score.measures(0, cut, indicesNotNumbers=True)
                 return work.expandRepeats()
         except Exception as exc:  # music21's ExpanderException, StreamException, ...
@@ -471,31 +455,29 @@ def _expand_repeats(score, clip_s: float, default_qpm: float):
                       f" (excerpts of {cuts} of {n_all} measures tried)"))
 
 
-def _cut_unmeasured(per_part: list[np.ndarray], tmap: "_TempoMap", clip_s: float,
+def _cut_unmeasured(per_part: list[np.ndarray], tmap: Callable, clip_s: float,
                     end_ql: float) -> tuple[list[np.ndarray], float]:
     """Notes of a score without measures, cut after the last note that starts before ``clip_s``."""
     onsets = np.concatenate([p[:, 0] for p in per_part])
-    late = onsets[tmap.seconds(onsets) >= clip_s]
+    late = onsets[tmap(onsets) >= clip_s]
     if late.size:
         end_ql = float(late.min())
-        per_part = [p[p[:, 0] < end_ql] for p in per_part]
-        for p in per_part:
-            p[:, 1] = np.minimum(p[:, 1], end_ql)
+        # the notes that start before end_ql, their ends cut there (onset and pitch < inf)
+        per_part = [np.minimum(p[p[:, 0] < end_ql], (np.inf, end_ql, np.inf)) for p in per_part]
     return per_part, end_ql
 
 
-def _repeat_passes(per_part: list[np.ndarray], tmap: "_TempoMap", piece_s: float, clip_s: float):
+def _repeat_passes(per_part: list[np.ndarray], tmap: Callable, piece_s: float, clip_s: float):
     """Note events ``(onset_s, offset_s, pitch, part)`` of the clip, sorted, with the piece
     played again back to back until ``clip_s`` is covered; and the number of passes."""
-    on = np.concatenate([tmap.seconds(p[:, 0]) for p in per_part])
-    off = np.concatenate([tmap.seconds(p[:, 1]) for p in per_part])
-    pitch = np.concatenate([p[:, 2] for p in per_part]).astype(np.int16)
+    notes = np.concatenate(per_part)
+    on, off, pitch = tmap(notes[:, 0]), tmap(notes[:, 1]), notes[:, 2].astype(np.int16)
     part = np.concatenate([np.full(len(p), i, np.int16) for i, p in enumerate(per_part)])
+    # strophic repetition: the whole pass again, back to back (one pass: shifted by 0)
     passes = max(1, int(math.ceil(clip_s / piece_s - 1e-9)))
-    if passes > 1:  # strophic repetition: the whole pass again, back to back
-        shift = np.repeat(np.arange(passes) * piece_s, on.size)
-        on, off = np.tile(on, passes) + shift, np.tile(off, passes) + shift
-        pitch, part = np.tile(pitch, passes), np.tile(part, passes)
+    shift = np.repeat(np.arange(passes) * piece_s, on.size)
+    on, off = np.tile(on, passes) + shift, np.tile(off, passes) + shift
+    pitch, part = np.tile(pitch, passes), np.tile(part, passes)
     keep = on < clip_s
     on, off, pitch, part = on[keep], np.minimum(off[keep], clip_s), pitch[keep], part[keep]
     order = np.lexsort((pitch, part, on))
@@ -578,7 +560,7 @@ def to_midi(clip: Clip, programs: Sequence[int]) -> bytes:
     return buf.getvalue()
 
 
-def render_midi(midi: bytes, sr: int = 22050, duration_s: float | None = None) -> np.ndarray:
+def render_midi(midi: bytes, sr: int, duration_s: float) -> np.ndarray:
     """Render MIDI with ``TimGM6mb.sf2`` through ``midirenderer``; mono, resampled, normalised.
 
     Parameters
@@ -587,7 +569,7 @@ def render_midi(midi: bytes, sr: int = 22050, duration_s: float | None = None) -
         A Standard MIDI File.
     sr : int
         Output sample rate in Hz.
-    duration_s : float, optional
+    duration_s : float
         Cut (or zero-pad) to exactly this many seconds, with a 50 ms half-cosine fade-out.
 
     Returns
@@ -607,11 +589,10 @@ def render_midi(midi: bytes, sr: int = 22050, duration_s: float | None = None) -
     y = y.mean(axis=1)
     if sr_in != sr:     # resample_poly reduces the ratio sr / sr_in itself
         y = resample_poly(y, sr, int(sr_in)).astype(np.float32)
-    if duration_s is not None:
-        n = int(round(check_positive("duration_s", duration_s) * sr))
-        y = np.pad(y[:n], (0, max(0, n - y.size)))
-        fade = min(n, int(0.05 * sr))
-        y[n - fade:] *= (0.5 + 0.5 * np.cos(np.linspace(0, np.pi, fade))).astype(np.float32)
+    n = int(round(check_positive("duration_s", duration_s) * sr))
+    y = np.pad(y[:n], (0, max(0, n - y.size)))
+    fade = min(n, int(0.05 * sr))
+    y[n - fade:] *= (0.5 + 0.5 * np.cos(np.linspace(0, np.pi, fade))).astype(np.float32)
     rms = float(np.sqrt(np.mean(np.square(y, dtype=np.float64)))) if y.size else 0.0
     if rms > 0:
         y = y * np.float32(min(TARGET_RMS / rms, PEAK_CEILING / float(np.abs(y).max())))

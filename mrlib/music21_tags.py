@@ -5,6 +5,7 @@ Notebook: 00_overview.ipynb
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -15,13 +16,13 @@ from mrlib.checks import check_int
 from mrlib.music21_corpus import STRATA, _match_first, _slug, _str
 from mrlib.music21_score import Clip
 
-CATEGORIES = ("Genre", "Recording", "Mood", "Movement", "Lyrics")
-_PREFIX_CATEGORY = (
-    ("style_", "Genre"), ("coll_", "Genre"), ("region_", "Genre"), ("composer_", "Genre"),
-    ("genre_", "Genre"), ("gm_", "Recording"), ("ensemble_", "Recording"), ("mode_", "Mood"),
-    ("tonic_", "Mood"), ("meter_", "Movement"), ("dance_", "Movement"), ("tempo_", "Movement"),
-    ("lyrics_", "Lyrics"), ("lang_", "Lyrics"),
-)
+#: Category -> the prefixes of its tags (``str.startswith`` takes the tuple).
+_PREFIX_CATEGORY = {
+    "Genre": ("style_", "coll_", "region_", "composer_", "genre_"),
+    "Recording": ("gm_", "ensemble_"), "Mood": ("mode_", "tonic_"),
+    "Movement": ("meter_", "dance_", "tempo_"), "Lyrics": ("lyrics_", "lang_"),
+}
+CATEGORIES = tuple(_PREFIX_CATEGORY)
 
 #: Essen song types (German/Chinese ``R:`` field) -> Genre tag.
 _ESSEN_TYPES = (
@@ -56,11 +57,6 @@ _EXPLICIT_MODES = {
     "major": ("major", 0.0), "ionian": ("major", 0.0), "minor": ("minor", 0.0),
     "aeolian": ("minor", 0.0), "dorian": ("minor", 1.0), "phrygian": ("minor", 1.0),
     "locrian": ("minor", 1.0), "mixolydian": ("major", 1.0), "lydian": ("major", 1.0),
-}
-_ABC_MODE_WORDS = {
-    "m": "minor", "min": "minor", "minor": "minor", "aeo": "aeolian", "maj": "major",
-    "major": "major", "ion": "ionian", "dor": "dorian", "mix": "mixolydian", "phr": "phrygian",
-    "lyd": "lydian", "loc": "locrian",
 }
 #: Tempo bands on the notated beat (beats per minute), as soft memberships.
 TEMPO_BANDS = (70.0, 110.0)
@@ -129,7 +125,9 @@ def _abc_key_mode(field: str | None) -> tuple[str, str] | None:
     """'Ador' -> ('A', 'dorian'); 'G' -> None (abc K: without a mode word states no mode)."""
     m = re.match(r"^\s*([A-Ga-g])([#b]?)\s*([A-Za-z]*)", str(field))
     word = m.group(3).lower() if m else ""
-    mode = _ABC_MODE_WORDS.get(word, _ABC_MODE_WORDS.get(word[:3]))
+    # abc names a mode by (at least) its first three letters, and minor by "m" as well
+    mode = "minor" if word == "m" else next(
+        (k for k in _EXPLICIT_MODES if len(word) >= 3 and k.startswith(word[:3])), None)
     return (m.group(1).upper() + m.group(2).replace("b", "-"), mode) if mode else None
 
 
@@ -163,35 +161,26 @@ def work_tags(work: Mapping, clip: Clip, programs: Sequence[int]) -> dict[str, f
     Notebook: 00_overview.ipynb
     """
     st = STRATA[work["stratum"]]
-    tags: dict[str, float] = {}
-
-    def put(tag: str, value: float):
-        value = round(float(min(1.0, max(0.0, value))), 3)
-        if value > 0:
-            tags[tag] = max(tags.get(tag, 0.0), value)
-
-    sacred = _genre_tags(put, work, st)
-    _recording_tags(put, clip, programs)
-    _mood_tags(put, work, clip, st)
-    _movement_tags(put, work, clip)
-    _lyrics_tags(put, work, clip, st, sacred)
-    return tags
+    genre = _genre_tags(work, st)
+    # the families' prefixes differ, so no tag is set twice with two values
+    raw = {**genre, **_recording_tags(clip, programs), **_mood_tags(work, clip, st),
+           **_movement_tags(work, clip), **_lyrics_tags(work, clip, st, genre["genre_sacred"])}
+    tags = {tag: round(float(min(1.0, max(0.0, v))), 3) for tag, v in raw.items()}
+    return {tag: v for tag, v in tags.items() if v > 0}
 
 
-def _genre_tags(put, work: Mapping, st) -> float:
-    """Genre: style, collection, region, composer, song type, sacred/secular (returned)."""
-    put(f"style_{st.style}", 1)
-    put(f"coll_{st.collection}", 1)
+def _genre_tags(work: Mapping, st) -> dict[str, float]:
+    """Genre: style, collection, region, composer, song type, sacred/secular."""
+    tags = {f"style_{st.style}": 1, f"coll_{st.collection}": 1}
     for field in ("region", "composer"):    # not a str (None or NaN) when the work has none
         if isinstance(work.get(field), str):
-            put(f"{field}_{work[field]}", 1)
+            tags[f"{field}_{work[field]}"] = 1
     title = _str(work.get("title")).lower()
     song_type = _str(work.get("abc_R")).lower()
     sacred = st.sacred
     if work["stratum"].startswith("essen"):
-        essen_type = _match_first(_ESSEN_TYPES, song_type)
-        if essen_type:
-            put(f"genre_{essen_type}", 1)
+        if essen_type := _match_first(_ESSEN_TYPES, song_type):
+            tags[f"genre_{essen_type}"] = 1
         sacred = 1.0 if re.search(r"religi|geistlich", song_type) else 0.0
     elif work["stratum"] == "trecento":
         vol = re.match(r"PMFC_(\d+)", str(work.get("stem", "")))
@@ -200,23 +189,21 @@ def _genre_tags(put, work: Mapping, st) -> float:
                                       else 0.5)  # latin motets: ceremonial rather than liturgical
     elif work["stratum"] in ("renaissance", "classical"):
         sacred = 1.0 if _SACRED.search(title + " " + str(work.get("stem", "")).lower()) else 0.0
-    put("genre_sacred", sacred)
-    put("genre_secular", 1.0 - sacred)
-    return sacred
+    return {**tags, "genre_sacred": sacred, "genre_secular": 1.0 - sacred}
 
 
-def _recording_tags(put, clip: Clip, programs: Sequence[int]) -> None:
+def _recording_tags(clip: Clip, programs: Sequence[int]) -> dict[str, float]:
     """Recording: the programs of the parts that sound in the clip, and the ensemble size."""
     import pretty_midi
 
     sounding = sorted(set(clip.part.tolist()))
-    for i in sounding:
-        put("gm_" + _slug(pretty_midi.program_to_instrument_name(int(programs[i]))), 1)
-    put({1: "ensemble_solo", 2: "ensemble_small", 3: "ensemble_small",
-         4: "ensemble_quartet"}.get(len(sounding), "ensemble_large"), 1)
+    tags = {"gm_" + _slug(pretty_midi.program_to_instrument_name(int(programs[i]))): 1
+            for i in sounding}
+    return {**tags, {1: "ensemble_solo", 2: "ensemble_small", 3: "ensemble_small",
+                     4: "ensemble_quartet"}.get(len(sounding), "ensemble_large"): 1}
 
 
-def _mood_tags(put, work: Mapping, clip: Clip, st) -> None:
+def _mood_tags(work: Mapping, clip: Clip, st) -> dict[str, float]:
     """Mood: mode (explicit where the encoding states it, else key-finding) and tonic."""
     from music21 import pitch
 
@@ -228,18 +215,15 @@ def _mood_tags(put, work: Mapping, clip: Clip, st) -> None:
         weight = 0.5 if is_modal else 1.0  # a church mode leans major or minor, no more
         p_major, p_minor = (weight, 0.0) if family == "major" else (0.0, weight)
         modal = max(modal, is_modal)
-        try:
+        with contextlib.suppress(Exception):  # a name music21 cannot read: key-finding's tonic
             tonic = int(pitch.Pitch(explicit[0]).pitchClass)
-        except Exception:  # a tonic name music21 cannot read: the key-finding's stays
-            pass
-    put("mode_major", p_major)
-    put("mode_minor", p_minor)
-    put("mode_modal", modal)
-    put(f"tonic_{PITCH_NAMES[tonic]}", 1)
+    return {"mode_major": p_major, "mode_minor": p_minor, "mode_modal": modal,
+            f"tonic_{PITCH_NAMES[tonic]}": 1}
 
 
-def _movement_tags(put, work: Mapping, clip: Clip) -> None:
+def _movement_tags(work: Mapping, clip: Clip) -> dict[str, float]:
     """Movement: meter, dance, tempo band of the notated beat."""
+    tags = {}
     if clip.time_signature:
         from music21 import meter
 
@@ -248,16 +232,15 @@ def _movement_tags(put, work: Mapping, clip: Clip) -> None:
             beats, division = ts.beatCount, ts.beatDivisionCount
         except Exception:  # an additive or odd signature music21 cannot re-read: irregular
             beats, division = 0, 0
-        put({2: "meter_duple", 4: "meter_duple", 3: "meter_triple"}.get(beats,
-                                                                          "meter_irregular"), 1)
-        put("meter_compound", 1.0 if division == 3 else 0.0)
+        tags[{2: "meter_duple", 4: "meter_duple", 3: "meter_triple"}.get(beats,
+                                                                           "meter_irregular")] = 1
+        tags["meter_compound"] = float(division == 3)
     if isinstance(work.get("dance"), str):
-        put(f"dance_{work['dance']}", 1)
-    for tag, v in _soft_bands(clip.qpm / clip.beat_ql).items():
-        put(tag, v)
+        tags[f"dance_{work['dance']}"] = 1
+    return {**tags, **_soft_bands(clip.qpm / clip.beat_ql)}
 
 
-def _lyrics_tags(put, work: Mapping, clip: Clip, st, sacred: float) -> None:
+def _lyrics_tags(work: Mapping, clip: Clip, st, sacred: float) -> dict[str, float]:
     """Lyrics (inaudible: everything is rendered instrumentally): sung or not, text, language."""
     vocal, language = st.vocal, dict(st.language)
     stratum = work["stratum"]
@@ -277,13 +260,11 @@ def _lyrics_tags(put, work: Mapping, clip: Clip, st, sacred: float) -> None:
         vocal = 1.0 if clip.has_lyrics else 0.0
         lang = _CLASSICAL_LANG.get(str(work.get("folder", "")).lower())
         language = {lang: 1.0} if lang else {}
-    in_score = clip.has_lyrics or bool(work.get("abc_lyrics", False))
-    sung = max(vocal, 1.0 if in_score else 0.0)
-    put("lyrics_vocal", sung)
-    put("lyrics_instrumental", 1.0 - sung)
-    put("lyrics_in_score", 1.0 if in_score else 0.0)
-    for lang, v in language.items():    # put drops the zeros of a work that was not sung
-        put(f"lang_{lang}", v * sung)
+    in_score = float(clip.has_lyrics or bool(work.get("abc_lyrics", False)))
+    sung = max(vocal, in_score)
+    # work_tags drops the zeros of a work that was not sung
+    return {"lyrics_vocal": sung, "lyrics_instrumental": 1.0 - sung, "lyrics_in_score": in_score,
+            **{f"lang_{lang}": v * sung for lang, v in language.items()}}
 
 
 def tag_category(tag: str) -> str:
@@ -301,8 +282,8 @@ def tag_category(tag: str) -> str:
 
     Notebook: 00_overview.ipynb
     """
-    for prefix, category in _PREFIX_CATEGORY:
-        if tag.startswith(prefix):
+    for category, prefixes in _PREFIX_CATEGORY.items():
+        if tag.startswith(prefixes):
             return category
     raise ValueError(f"unknown tag prefix: {tag!r}")
 

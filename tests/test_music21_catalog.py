@@ -272,8 +272,8 @@ def test_artist_loyalty_is_statistically_right():
 
 
 def test_tempo_map_hand_worked():
-    tm = music21_score._TempoMap([0.0, 4.0], [60.0, 120.0])
-    assert np.allclose(tm.seconds([0, 2, 4, 6, 8]), [0, 2, 4, 5, 6])
+    tm = music21_score._seconds_of([0.0, 4.0], [60.0, 120.0])
+    assert np.allclose(tm([0, 2, 4, 6, 8]), [0, 2, 4, 5, 6])
 
 
 def _score_with_repeat(qpm=120.0, tie=False):
