@@ -32,22 +32,9 @@ import pandas as pd
 from mrlib.checks import as_float_matrix, as_index_matrix, check_choice, check_int
 from mrlib.folds import kfold_indices
 
-__all__ = [
-    "COMPARISON_COLUMNS",
-    "ID_COLUMNS",
-    "VOTE_COLUMNS",
-    "PATH_COLUMNS",
-    "PAPER_N_TRIPLETS",
-    "PAPER_N_CLIPS",
-    "TripletReport",
-    "Fold",
-    "read_comparisons",
-    "write_comparisons",
-    "comparisons_to_triplets",
-    "simulate_votes",
-    "triplet_folds",
-    "fold_summary",
-]
+__all__ = ["COMPARISON_COLUMNS", "ID_COLUMNS", "VOTE_COLUMNS", "PATH_COLUMNS", "PAPER_N_TRIPLETS",
+           "PAPER_N_CLIPS", "TripletReport", "Fold", "read_comparisons", "write_comparisons",
+           "comparisons_to_triplets", "simulate_votes", "triplet_folds", "fold_summary"]
 
 ID_COLUMNS = ("clip1_id", "clip2_id", "clip3_id")
 VOTE_COLUMNS = ("clip1_numvotes", "clip2_numvotes", "clip3_numvotes")
@@ -82,11 +69,10 @@ def _normalise(df: pd.DataFrame, where: str) -> pd.DataFrame:
         out[col] = values.astype(np.int64)
     if (out[list(VOTE_COLUMNS)] < 0).to_numpy().any():
         raise ValueError(f"{where}: vote counts must be >= 0")
-    ids = out[list(ID_COLUMNS)].to_numpy()
-    same = (ids[:, 0] == ids[:, 1]) | (ids[:, 0] == ids[:, 2]) | (ids[:, 1] == ids[:, 2])
+    same = (np.diff(np.sort(out[list(ID_COLUMNS)].to_numpy(), axis=1), axis=1) == 0).any(axis=1)
     if same.any():
-        rows = np.flatnonzero(same)[:3].tolist()
-        raise ValueError(f"{where}: a comparison needs three different clips; rows {rows} repeat one")
+        raise ValueError(f"{where}: a comparison needs three different clips; rows "
+                         f"{np.flatnonzero(same)[:3].tolist()} repeat one")
     out[list(PATH_COLUMNS)] = out[list(PATH_COLUMNS)].fillna("").astype(str)
     return out.reset_index(drop=True)
 
@@ -280,33 +266,14 @@ def _map_ids(ids: np.ndarray, id_to_index) -> tuple[np.ndarray, np.ndarray]:
     """Clip ids -> catalog indices (-1 where unknown), and the rows naming an unknown clip."""
     # Ids are compared as text: mrlib.catalog keeps track ids as str ("7"), the MTAT
     # tables give integers (7); both become "7".
-    if isinstance(id_to_index, dict):
-        lookup = pd.Series(list(id_to_index.values()), index=_id_keys(list(id_to_index)),
-                           dtype="int64")
-    else:
-        lookup = pd.Series(np.arange(len(id_to_index), dtype=np.int64),
-                           index=_id_keys(id_to_index))
+    keys, values = ((list(id_to_index), list(id_to_index.values())) if isinstance(id_to_index, dict)
+                    else (id_to_index, np.arange(len(id_to_index))))
+    lookup = pd.Series(values, index=_id_keys(keys), dtype="int64")
     if lookup.index.has_duplicates:
         raise ValueError("id_to_index lists the same clip id twice")
     mapped = lookup.reindex(_id_keys(ids.ravel())).to_numpy(dtype=float).reshape(ids.shape)
     unknown = np.isnan(mapped).any(axis=1)                    # NaN where the id is unknown
     return np.where(np.isnan(mapped), -1, mapped).astype(np.int64), unknown
-
-
-def _constraints(ids: np.ndarray, votes: np.ndarray, kept: np.ndarray,
-                 per_comparison: str) -> tuple[np.ndarray, np.ndarray]:
-    """Triplets (a, p, n) of the kept rows, and the source row of each."""
-    odd = votes[kept].argmax(axis=1)                          # unique where kept
-    # The two other positions in column order, then the odd one: odd = 0 -> (1, 2, 0), ...
-    columns = np.array([[1, 2, 0], [0, 2, 1], [0, 1, 2]])[odd]   # (K, 3)
-    one = np.take_along_axis(ids[kept], columns, axis=1)
-    if per_comparison == "both":
-        # Interleave so that a comparison's two constraints sit next to each other.
-        triplets = np.stack([one, one[:, [1, 0, 2]]], axis=1).reshape(-1, 3)
-        rows = np.repeat(kept, 2)
-    else:
-        triplets, rows = one, kept.copy()
-    return np.ascontiguousarray(triplets, dtype=np.int64), rows
 
 
 def comparisons_to_triplets(
@@ -377,7 +344,14 @@ def comparisons_to_triplets(
     if id_to_index is not None:
         ids, unknown = _map_ids(ids, id_to_index)
     kept = np.flatnonzero(keep & ~unknown)
-    triplets, rows = _constraints(ids, votes, kept, per_comparison)
+    odd = votes[kept].argmax(axis=1)                          # unique where kept
+    # The two other positions in column order, then the odd one: odd = 0 -> (1, 2, 0), ...
+    one = np.take_along_axis(ids[kept], np.array([[1, 2, 0], [0, 2, 1], [0, 1, 2]])[odd], axis=1)
+    both = per_comparison == "both"
+    # "both" interleaves, so that a comparison's two constraints sit next to each other
+    triplets = np.ascontiguousarray(
+        np.stack([one, one[:, [1, 0, 2]]], axis=1).reshape(-1, 3) if both else one, dtype=np.int64)
+    rows = np.repeat(kept, 2) if both else kept
     settings = {"min_margin": min_margin, "min_votes": min_votes, "per_comparison": per_comparison,
                 "indices": "catalog" if id_to_index is not None else "clip ids"}
     report = TripletReport(n_rows=len(table), **{k: int(v.sum()) for k, v in drops.items()},
@@ -504,10 +478,9 @@ def simulate_votes(
     rng = np.random.default_rng(check_int("seed", seed, 0))
     tri = _random_triples(N, n_comparisons, rng)       # (R, 3) clip indices
     votes = _player_votes(S, tri, n_players, noise, rng)
-    data = {**{ID_COLUMNS[c]: clip_ids[tri[:, c]] for c in range(3)},
-            **{VOTE_COLUMNS[c]: votes[:, c] for c in range(3)},
-            **{PATH_COLUMNS[c]: paths[tri[:, c]].astype(str) for c in range(3)}}
-    return pd.DataFrame(data, columns=list(COMPARISON_COLUMNS))
+    blocks = (clip_ids[tri], votes, paths[tri].astype(str))            # each (R, 3)
+    return pd.DataFrame({col: block[:, c] for cols, block in zip(
+        (ID_COLUMNS, VOTE_COLUMNS, PATH_COLUMNS), blocks) for c, col in enumerate(cols)})
 
 
 # --------------------------------------------------------------------------------------------
@@ -528,16 +501,6 @@ class Fold(NamedTuple):
     test: np.ndarray
 
 
-def _clip_graph(pos: np.ndarray, n_clips: int):
-    """Symmetric CSR adjacency of clips; weight = number of triplets two clips share."""
-    from scipy.sparse import coo_matrix  # scipy.sparse costs a third of a second to import
-
-    u = np.concatenate([pos[:, 0], pos[:, 0], pos[:, 1]])
-    v = np.concatenate([pos[:, 1], pos[:, 2], pos[:, 2]])
-    g = coo_matrix((np.ones(len(u)), (u, v)), shape=(n_clips, n_clips)).tocsr()
-    return (g + g.T).tocsr()
-
-
 def _greedy_partition(pos: np.ndarray, n_clips: int, n_folds: int,
                       rng: np.random.Generator) -> np.ndarray:
     """Balanced clip partition that keeps clips sharing triplets together.
@@ -549,9 +512,14 @@ def _greedy_partition(pos: np.ndarray, n_clips: int, n_folds: int,
     the smallest fold. Capacity ``ceil(n_clips / n_folds)`` keeps the folds balanced; three
     further sweeps let early clips follow their neighbours.
     """
+    from scipy.sparse import coo_matrix  # scipy.sparse costs a third of a second to import
     from scipy.sparse.csgraph import breadth_first_order, connected_components
 
-    graph = _clip_graph(pos, n_clips)
+    # symmetric adjacency of clips; weight = number of triplets two clips share
+    i = np.concatenate([pos[:, 0], pos[:, 0], pos[:, 1]])
+    j = np.concatenate([pos[:, 1], pos[:, 2], pos[:, 2]])
+    g = coo_matrix((np.ones(len(i)), (i, j)), shape=(n_clips, n_clips)).tocsr()
+    graph = (g + g.T).tocsr()
     n_comp, labels = connected_components(graph, directed=False)
     starts = [int(rng.choice(np.flatnonzero(labels == comp))) for comp in rng.permutation(n_comp)]
     order = np.concatenate([breadth_first_order(graph, start, directed=False,
