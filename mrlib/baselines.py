@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from mrlib.checks import check_indices, check_int, check_positive, is_int
+from mrlib.checks import check_indices, check_int, check_positive
 from mrlib.handcrafted import (FEATURE_VERSION, BaselineFeatures, catalog_features, feature_names,
                                handcrafted_features)
 from mrlib.stats import constraints_fulfillment_rate
@@ -64,14 +64,8 @@ def check_triplets(triplets, n: int, *, distinct: bool = False) -> np.ndarray:
 
 
 def _pairs(a, b) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs of row indices as two int64 arrays: ``a`` and ``b`` of one length, or the two
-    columns of an (M, 2) ``a`` when ``b`` is None (:mod:`mrlib.songlevel` checks its pairs here
-    too)."""
-    if b is None:
-        ab = np.asarray(a)
-        if ab.ndim != 2 or ab.shape[1] != 2:
-            raise ValueError(f"with b=None, a must be an (M, 2) array of pairs, got shape {ab.shape}")
-        return ab[:, 0].astype(np.int64), ab[:, 1].astype(np.int64)
+    """Pairs of row indices as two int64 arrays: ``a`` and ``b`` of one length
+    (:mod:`mrlib.songlevel` checks its pairs here too)."""
     a, b = np.asarray(a, dtype=np.int64).ravel(), np.asarray(b, dtype=np.int64).ravel()
     if a.shape != b.shape:
         raise ValueError(f"a and b must have the same length, got {a.shape} and {b.shape}")
@@ -87,13 +81,13 @@ class MetricBaseline:
       constant features are left at 0) and optionally PCA-reduced (``pca``), both fitted on the
       clips of the training triplets only, so cross-validation does not leak test clips.
     * ``transform(X)`` — (N, D') embedding.
-    * ``distance(X, a, b)`` or ``distance(X, pairs)`` — (M,) float64 distances between rows.
+    * ``distance(X, a, b)`` — (M,) float64 distances between rows ``a[i]`` and ``b[i]``.
 
     Parameters
     ----------
-    pca : int, float or None, default None
-        After standardising, keep this many principal components (int) or this share of the
-        variance (float in (0, 1)); fitted on the training clips.
+    pca : int or None, default None
+        After standardising, keep this many principal components (at most one per training
+        clip and per feature); fitted on the training clips.
     seed : int, default 0
 
     Notebook: 08_triplet_matchnet.ipynb
@@ -101,31 +95,10 @@ class MetricBaseline:
 
     name = "metric"
 
-    def __init__(self, *, pca: int | float | None = None, seed: int = 0):
-        if pca is not None:
-            ok_int = is_int(pca) and pca >= 1
-            ok_float = isinstance(pca, float) and 0 < pca < 1
-            if not (ok_int or ok_float):
-                raise ValueError(f"pca must be a positive int, a float in (0, 1) or None, got {pca!r}")
-        self.pca = pca
+    def __init__(self, *, pca: int | None = None, seed: int = 0):
+        self.pca = None if pca is None else check_int("pca", pca)
         self.seed = check_int("seed", seed, 0)
         self._fitted = False
-
-    # -- preprocessing ---------------------------------------------------------------------
-    def _fit_prep(self, X: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        ref = X[rows]
-        self.mean_ = ref.mean(axis=0)
-        std = ref.std(axis=0)
-        self.std_ = np.where(std > 1e-12, std, 1.0)
-        self.pca_ = None
-        if self.pca is not None:
-            from sklearn.decomposition import PCA
-
-            # an int asks for components: at most one per training clip and per feature
-            n_comp = int(min(self.pca, len(ref), X.shape[1])) if is_int(self.pca) else self.pca
-            self.pca_ = PCA(n_components=n_comp, random_state=self.seed)
-            self.pca_.fit((ref - self.mean_) / self.std_)
-        return self._prep(X)
 
     def _prep(self, X: np.ndarray) -> np.ndarray:
         Z = (X - self.mean_) / self.std_
@@ -151,12 +124,25 @@ class MetricBaseline:
         X = _check_X(X)
         t = check_triplets(triplets, len(X), distinct=True)
         rows = np.unique(t)
-        if not np.isfinite(X[rows]).all():
-            bad = rows[~np.isfinite(X[rows]).all(axis=1)][:5].tolist()
+        ref = X[rows]
+        if not np.isfinite(ref).all():
+            bad = rows[~np.isfinite(ref).all(axis=1)][:5].tolist()
             raise ValueError(f"the triplets use rows of X with non-finite features (e.g. {bad}): "
                              "skipped tracks? Keep the triplets where "
                              "BaselineFeatures.triplet_mask(triplets) is True")
-        self._fit(self._fit_prep(X, rows), t)
+        # standardised and PCA-reduced by the training clips only
+        self.mean_ = ref.mean(axis=0)
+        std = ref.std(axis=0)
+        self.std_ = np.where(std > 1e-12, std, 1.0)
+        self.pca_ = None
+        if self.pca is not None:
+            from sklearn.decomposition import PCA
+
+            # at most one component per training clip and per feature
+            n_comp = min(self.pca, len(ref), X.shape[1])
+            self.pca_ = PCA(n_components=n_comp, random_state=self.seed)
+            self.pca_.fit((ref - self.mean_) / self.std_)
+        self._fit(self._prep(X), t)
         self._fitted = True
         return self
 
@@ -184,14 +170,13 @@ class MetricBaseline:
             raise RuntimeError(f"{type(self).__name__} is not fitted: call fit(X, triplets) first")
         return self._embed(self._prep(_check_X(X)))
 
-    def distance(self, X, a, b=None) -> np.ndarray:
+    def distance(self, X, a, b) -> np.ndarray:
         """Learned distances between rows ``a[i]`` and ``b[i]`` of ``X``.
 
         Parameters
         ----------
         X : numpy.ndarray, shape (N, D)
-        a : array-like of int, shape (M,), or (M, 2) pairs when ``b`` is None
-        b : array-like of int, shape (M,), optional
+        a, b : array-like of int, shape (M,)
 
         Returns
         -------
@@ -256,7 +241,7 @@ class TripletSVM(MetricBaseline):
 
     name = "SVM"
 
-    def __init__(self, C: float = 1.0, *, max_iter: int = 10000, pca: int | float | None = None,
+    def __init__(self, C: float = 1.0, *, max_iter: int = 10000, pca: int | None = None,
                  seed: int = 0):
         super().__init__(pca=pca, seed=seed)
         self.C, self.max_iter = check_positive("C", C), check_int("max_iter", max_iter)
@@ -371,7 +356,7 @@ class Mahalanobis(MetricBaseline):
 
     name = "Mahalanobis (LSML)"
 
-    def __init__(self, *, max_iter: int = 1000, pca: int | float | None = None, seed: int = 0):
+    def __init__(self, *, max_iter: int = 1000, pca: int | None = None, seed: int = 0):
         super().__init__(pca=pca, seed=seed)
         self.max_iter = check_int("max_iter", max_iter)
 
@@ -581,7 +566,7 @@ def cross_validate(
     X = _check_X(X)
     t = check_triplets(triplets, len(X))
     folds = check_folds(folds, len(t))
-    test_cfr, train_cfr, n_test = [], [], []
+    test_cfr, train_cfr = [], []
     label = name
     for train_idx, test_idx in tqdm(folds, desc="folds", disable=not progress):
         method = _new_method(method_factory)
@@ -589,10 +574,10 @@ def cross_validate(
         method.fit(X, t[train_idx])
         train_cfr.append(cfr(method, X, t[train_idx]).rate)
         test_cfr.append(cfr(method, X, t[test_idx]).rate if len(test_idx) else np.nan)
-        n_test.append(len(test_idx))
     per_fold = np.asarray(test_cfr, dtype=np.float64)
     mean, std = summarise_folds(per_fold)
-    return CVResult(label, per_fold, np.asarray(train_cfr), np.asarray(n_test, np.int64), mean, std)
+    return CVResult(label, per_fold, np.asarray(train_cfr),
+                    np.asarray([len(te) for _, te in folds], np.int64), mean, std)
 
 
 def generalization_curve(

@@ -71,21 +71,6 @@ def _mean_std(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return a.mean(axis=-1), a.std(axis=-1)
 
 
-def _check_signal(y, sr, **sizes) -> np.ndarray:
-    """``y`` as float32, zero-padded to one STFT frame, after checking it, ``sr`` and ``sizes``."""
-    y = np.asarray(y)
-    if y.ndim != 1 or y.size == 0:
-        raise ValueError(f"y must be a non-empty 1-D (mono) signal, got shape {y.shape}")
-    if not np.issubdtype(y.dtype, np.floating) or not np.isfinite(y).all():
-        raise ValueError("y must hold finite floating-point samples")
-    check_int("sr", sr, 4000)                  # Hz
-    for name, value in sizes.items():
-        check_int(name, value)
-    y = y.astype(np.float32)
-    n_fft = sizes["n_fft"]
-    return np.pad(y, (0, n_fft - len(y))) if len(y) < n_fft else y
-
-
 def handcrafted_features(
     y: np.ndarray,
     sr: int,
@@ -130,7 +115,15 @@ def handcrafted_features(
     """
     import librosa
 
-    y = _check_signal(y, sr, n_mfcc=n_mfcc, n_fft=n_fft, hop_length=hop_length)
+    y = np.asarray(y)
+    if y.ndim != 1 or y.size == 0:
+        raise ValueError(f"y must be a non-empty 1-D (mono) signal, got shape {y.shape}")
+    if not np.issubdtype(y.dtype, np.floating) or not np.isfinite(y).all():
+        raise ValueError("y must hold finite floating-point samples")
+    check_int("sr", sr, 4000)                  # Hz
+    for name, value in (("n_mfcc", n_mfcc), ("n_fft", n_fft), ("hop_length", hop_length)):
+        check_int(name, value)
+    y = np.pad(y.astype(np.float32), (0, max(0, n_fft - len(y))))   # at least one STFT frame
 
     # One STFT shared by every descriptor.
     S = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop_length))        # (1 + n_fft/2, T)
@@ -144,10 +137,9 @@ def handcrafted_features(
     # Concert tuning assumed: a per-clip tuning estimate is noisy on short excerpts and costs
     # as much as everything else together.
     chroma = librosa.feature.chroma_stft(S=P, sr=sr, n_fft=n_fft, tuning=0.0)
-    centroid = librosa.feature.spectral_centroid(S=S, sr=sr, n_fft=n_fft)
-    bandwidth = librosa.feature.spectral_bandwidth(S=S, sr=sr, n_fft=n_fft)
-    rolloff = librosa.feature.spectral_rolloff(S=S, sr=sr, n_fft=n_fft)
-    flatness = librosa.feature.spectral_flatness(S=S)
+    spectral = [getattr(librosa.feature, f"spectral_{k}")(S=S, sr=sr, n_fft=n_fft)
+                for k in ("centroid", "bandwidth", "rolloff")]
+    spectral.append(librosa.feature.spectral_flatness(S=S))
     # Six octave bands must fit below Nyquist: lower the first band edge for low rates so the
     # vector keeps one length whatever the sample rate.
     fmin = min(200.0, 0.95 * (sr / 2) / 2 ** 6)
@@ -158,7 +150,7 @@ def handcrafted_features(
     # per-row means then stds of the multi-row blocks, (mean, std) pairs of the one-row ones,
     # in the order of feature_names
     parts = [p for block in (mfcc, dmfcc, chroma) for p in _mean_std(block)]
-    parts += [np.array(_mean_std(block[0])) for block in (centroid, bandwidth, rolloff, flatness)]
+    parts += [np.array(_mean_std(block[0])) for block in spectral]
     parts += list(_mean_std(contrast))
     parts += [np.array(_mean_std(block[0])) for block in (zcr, rms)]
     if tempo:

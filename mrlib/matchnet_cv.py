@@ -118,9 +118,6 @@ class MatchNetConfig:
     device: str = "cpu"
     eval_batch: int = 512
 
-    def __post_init__(self) -> None:
-        self.validate()
-
     def validate(self) -> "MatchNetConfig":
         """Check every field; raise ``TypeError``/``ValueError`` naming the bad one.
 
@@ -129,23 +126,19 @@ class MatchNetConfig:
         validate_fields(self, _MATCHNET_CHECKS)
         return self
 
+    __post_init__ = validate                    # checked when made, and again at every door
+
 
 #: Field -> its checks, in order (:func:`mrlib.checks.validate_fields`); ints and floats are
 #: converted to Python's.
 _MATCHNET_CHECKS: dict[str, tuple] = {
-    "patch_len": int_at_least(1),
-    "patches_per_song": int_at_least(1),
-    "test_patches": int_at_least(1),
+    **dict.fromkeys(("patch_len", "patches_per_song", "test_patches", "embedding_dim",
+                     "metric_hidden", "batch_size", "eval_batch"), int_at_least(1)),
+    **dict.fromkeys(("epochs", "seed"), int_at_least(0)),
     "width": (FINITE, rule(lambda v: v > 0, "> 0 (1.0 = full size)")),
-    "embedding_dim": int_at_least(1),
-    "metric_hidden": int_at_least(1),
-    "epochs": int_at_least(0),
-    "batch_size": int_at_least(1),
     "lr": (FINITE, rule(lambda v: 0 < v < 1, "in (0, 1)")),
-    "seed": int_at_least(0),
     "device": (rule(lambda v: isinstance(v, str) and bool(v),
                     "a device string such as 'cpu' or 'auto'", TypeError),),
-    "eval_batch": int_at_least(1),
 }
 
 
@@ -285,9 +278,9 @@ def _train_epoch(model, opt, features, t: np.ndarray, rng: np.random.Generator, 
             active = (z_neg < z_pos.amax(dim=-1, keepdim=True)).float().mean()
         sums += [loss.item(), parts["rank"].item(), parts["contrastive"].item(), active.item()]
     seconds = time.perf_counter() - t0
-    mean = sums / max(len(steps), 1)
     n_patches = 3 * P * len(t)                                        # every triplet once
-    return {"loss": mean[0], "rank": mean[1], "contrastive": mean[2], "active": mean[3], "seconds": seconds,
+    return {**dict(zip(("loss", "rank", "contrastive", "active"), sums / max(len(steps), 1))),
+            "seconds": seconds,
             "patches_per_s": n_patches / seconds if seconds > 0 else float("nan")}
 
 
