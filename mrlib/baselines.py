@@ -246,29 +246,11 @@ class TripletSVM(MetricBaseline):
         super().__init__(pca=pca, seed=seed)
         self.C, self.max_iter = check_positive("C", C), check_int("max_iter", max_iter)
 
-    @staticmethod
-    def difference_vectors(Z: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """The difference vectors of Schultz & Joachims: ``z = (x_a - x_n)^2 - (x_a - x_p)^2``.
-
-        Parameters
-        ----------
-        Z : numpy.ndarray, shape (N, D)
-        t : numpy.ndarray of int, shape (M, 3)
-
-        Returns
-        -------
-        numpy.ndarray, shape (M, D)
-            A weighting ``w`` fulfils triplet m exactly when ``w . z[m] > 0``.
-
-        Notebook: 08_triplet_matchnet.ipynb
-        """
-        a, p, n = Z[t[:, 0]], Z[t[:, 1]], Z[t[:, 2]]
-        return (a - n) ** 2 - (a - p) ** 2
-
     def _fit(self, Z: np.ndarray, t: np.ndarray) -> None:
         from sklearn.svm import LinearSVC
 
-        z = self.difference_vectors(Z, t)
+        # the difference vectors: w fulfils triplet m exactly when w . z[m] > 0
+        z = (Z[t[:, 0]] - Z[t[:, 2]]) ** 2 - (Z[t[:, 0]] - Z[t[:, 1]]) ** 2
         svm = LinearSVC(C=self.C, loss="squared_hinge", fit_intercept=False, dual="auto",
                         max_iter=self.max_iter, random_state=self.seed)
         # liblinear's ConvergenceWarning, if any, is left visible: raise max_iter then.

@@ -256,13 +256,10 @@ def make_method(method: str, *, pca: int | None = None, seed: int = 0, svm_C: fl
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    if method == METHODS[0]:
-        return Euclidean(pca=pca, seed=seed)
-    if method == METHODS[1]:
-        return TripletSVM(C=svm_C, pca=pca, seed=seed)
-    if method == METHODS[2]:
-        return Mahalanobis(pca=pca, max_iter=lsml_max_iter, seed=seed)
-    raise ValueError(f"unknown method {method!r}; choose from {list(METHODS)}")
+    make = {METHODS[0]: lambda: Euclidean(pca=pca, seed=seed),
+            METHODS[1]: lambda: TripletSVM(C=svm_C, pca=pca, seed=seed),
+            METHODS[2]: lambda: Mahalanobis(pca=pca, max_iter=lsml_max_iter, seed=seed)}
+    return make[check_choice("method", method, METHODS)]()
 
 
 def data_context(parameters: Mapping[str, Any], *, progress: bool = False) -> dict:
@@ -343,10 +340,6 @@ def test_units(folds) -> np.ndarray:
     if np.unique(units).size != units.size:
         raise ValueError("a triplet is tested in more than one fold")
     return np.sort(units)
-
-
-def _units_hash(triplets: np.ndarray, units: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(triplets[units], dtype=np.int64).tobytes()).hexdigest()[:12]
 
 
 def fulfilled(distance_per_fold, triplets: np.ndarray, folds, units: np.ndarray):
@@ -465,17 +458,6 @@ def per_comparison_store(path: str | os.PathLike) -> Path:
     return res.write_store(res.summarise_store(store), path)
 
 
-def _baseline_folds(method, X_per_fold, triplets, folds) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Fit a fresh copy of ``method`` on each fold's training triplets; test dissimilarities."""
-    out = []
-    for X, (tr, te) in zip(X_per_fold, folds):
-        m = copy.deepcopy(method).fit(X, triplets[tr])
-        t = triplets[te]
-        out.append((m.distance(X, t[:, 0], t[:, 1]), m.distance(X, t[:, 0], t[:, 2])) if len(t)
-                   else (np.zeros(0), np.zeros(0)))
-    return out
-
-
 # :func:`_matchnet_folds`' arrays besides ``d_test``, stored as they are.
 _FOLD_ARRAYS = ("songs", "train_cfr", "final_loss", "final_active")
 
@@ -527,7 +509,22 @@ def _matchnet_folds(ctx: Mapping[str, Any], scheme: str, matchnet: Mapping[str, 
     if key in _MATCHNET:                      # trained before: in this process or on disk
         return {**_MATCHNET[key], "seconds": 0.0}
     t0 = time.perf_counter()
-    out = _cross_validate(ctx, folds, MatchNetConfig(**matchnet, seed=int(seed), device=device))
+    config = MatchNetConfig(**matchnet, seed=int(seed), device=device)
+    # On the CPU the folds train side by side, one torch thread each, in as many processes as
+    # the process has torch threads; on a GPU one at a time. The result is the same either way.
+    on_cpu = pick_device(config.device).type == "cpu"
+    # Worker processes pay off only when a fold trains for more than their start-up time.
+    n_jobs = max(1, torch.get_num_threads()) if on_cpu and len(ctx["triplets"]) >= 200 else 1
+    # one thread when serial on the CPU: the same bits as n_jobs > 1
+    with torch_threads(1 if n_jobs == 1 and on_cpu else None), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)        # folds without test triplets
+        cv = cross_validate_matchnet(ctx["coarse"], ctx["triplets"], folds, config,
+                                     n_jobs=n_jobs, progress=False)
+    out = {"d_test": [(np.asarray(a, np.float64), np.asarray(b, np.float64)) for a, b in cv.d_test],
+           "songs": np.stack([cv.mean_embeddings(f) for f in range(len(folds))]).astype(np.float32),
+           "train_cfr": np.asarray(cv.train, np.float64),
+           **{f"final_{k}": np.array([h[k].iloc[-1] if len(h) else np.nan for h in cv.histories])
+              for k in ("loss", "active")}}
     seconds = time.perf_counter() - t0
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -538,28 +535,6 @@ def _matchnet_folds(ctx: Mapping[str, Any], scheme: str, matchnet: Mapping[str, 
             np.savez(fh, **{k: out[k] for k in _FOLD_ARRAYS}, **d_test)
     _MATCHNET[key] = out
     return {**out, "seconds": seconds}
-
-
-def _cross_validate(ctx: Mapping[str, Any], folds, config) -> dict:
-    """:func:`_matchnet_folds`' arrays from a fresh :func:`mrlib.matchnet_cv.cross_validate_matchnet`.
-
-    On the CPU the folds train side by side, one torch thread each, in as many processes as the
-    process has torch threads; on a GPU one at a time. The result is the same either way.
-    """
-    on_cpu = pick_device(config.device).type == "cpu"
-    # Worker processes pay off only when a fold trains for more than their start-up time.
-    big = len(ctx["triplets"]) >= 200
-    n_jobs = max(1, torch.get_num_threads()) if on_cpu and big else 1
-    # one thread when serial on the CPU: the same bits as n_jobs > 1
-    with torch_threads(1 if n_jobs == 1 and on_cpu else None), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)        # folds without test triplets
-        cv = cross_validate_matchnet(ctx["coarse"], ctx["triplets"], folds, config,
-                                     n_jobs=n_jobs, progress=False)
-    songs = np.stack([cv.mean_embeddings(f) for f in range(len(folds))]).astype(np.float32)
-    return {"d_test": [(np.asarray(a, np.float64), np.asarray(b, np.float64)) for a, b in cv.d_test],
-            "songs": songs, "train_cfr": np.asarray(cv.train, np.float64),
-            "final_loss": np.array([h["loss"].iloc[-1] if len(h) else np.nan for h in cv.histories]),
-            "final_active": np.array([h["active"].iloc[-1] if len(h) else np.nan for h in cv.histories])}
 
 
 def run(row: str, parameters: Mapping[str, Any], seed: int, device: str = "cpu",
@@ -617,15 +592,20 @@ def run(row: str, parameters: Mapping[str, Any], seed: int, device: str = "cpu",
         base = make_method(method, pca=parameters.get("pca_dims") if feats == "PCA" else None,
                            seed=seed, **_method_fields(method, parameters))
         X_per_fold = list(mn["songs"]) if feats == "MatchNet" else [ctx["X_hc"]] * len(folds)
+        d = []                                       # each fold's test dissimilarities
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")          # solvers' convergence notes on small folds
-            d = _baseline_folds(base, X_per_fold, t, fit_folds)
+            for X, (tr, te) in zip(X_per_fold, fit_folds):
+                m = copy.deepcopy(base).fit(X, t[tr])    # a fresh copy per fold
+                d.append((m.distance(X, t[te, 0], t[te, 1]), m.distance(X, t[te, 0], t[te, 2]))
+                         if len(te) else (np.zeros(0), np.zeros(0)))
     hit, per_fold = fulfilled(d, t, folds, units)
     valid = per_fold[np.isfinite(per_fold)]
     extra.update({"fold_cfr": [round(float(v), 4) if np.isfinite(v) else None for v in per_fold],
                   "fold_mean": round(float(valid.mean()), 4),
                   "fold_std": round(float(valid.std(ddof=1)), 4) if valid.size > 1 else None,
-                  "n_test": [len(te) for _, te in folds], "units_sha": _units_hash(t, units)})
+                  "n_test": [len(te) for _, te in folds],       # and the test triplets' identity
+                  "units_sha": hashlib.sha256(t[units].tobytes()).hexdigest()[:12]})
     if share != 1:
         extra["n_train"] = [len(tr) for tr, _ in fit_folds]
     return {"CFR": comparison_scores(hit, ctx["comparison"][units])}, extra

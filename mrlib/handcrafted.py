@@ -297,7 +297,15 @@ def catalog_features(
     Notebook: 08_triplet_matchnet.ipynb
     """
     _, ids, paths = _catalog_table(catalog)
-    _check_args(sr, chunk_size, n_jobs, feature_kwargs, min_duration_s, max_duration_s)
+    check_int("sr", sr, 4000)                  # Hz
+    check_int("chunk_size", chunk_size)
+    check_n_jobs(n_jobs)
+    allowed = {"n_mfcc", "n_fft", "hop_length", "tempo"}
+    if set(feature_kwargs) - allowed:
+        raise TypeError(f"unknown feature parameter(s) {sorted(set(feature_kwargs) - allowed)}; "
+                        f"allowed: {sorted(allowed)}")
+    # the durations as read_audio checks them, once here rather than in every worker
+    _check_params(sr, min_duration_s, max_duration_s)
     audio_kwargs = {"sr": int(sr), "min_duration_s": float(min_duration_s),
                     "max_duration_s": max_duration_s}
     names = feature_names(feature_kwargs.get("n_mfcc", 20), feature_kwargs.get("tempo", True))
@@ -305,36 +313,22 @@ def catalog_features(
               **{k: feature_kwargs[k] for k in sorted(feature_kwargs)}}
 
     cache_file = _cache_file(catalog, cache_dir, config, ids, paths) if cache else None
-    if cache_file is not None and cache_file.is_file():
+    cached = cache_file is not None and cache_file.is_file()
+    if cached:
         with np.load(cache_file, allow_pickle=False) as z:
             arrays = dict(z)
-        return BaselineFeatures(arrays["X"], arrays["index"], len(ids), names,
-                                _report(arrays, ids), config)
-
-    results = _extract_all(paths, audio_kwargs, feature_kwargs, n_jobs, chunk_size, progress)
-    arrays = _arrays(results, len(names))
+    else:
+        results = _extract_all(paths, audio_kwargs, feature_kwargs, n_jobs, chunk_size, progress)
+        arrays = _arrays(results, len(names))
     report = _report(arrays, ids)
-    if report.count:
+    if report.count and not cached:            # a fresh extraction says what it skipped
         print(report)
-    if cache_file is not None:
+    if cache_file is not None and not cached:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         # a file object: np.savez would add ".npz" to the temporary's name
         with atomic_path(cache_file) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
     return BaselineFeatures(arrays["X"], arrays["index"], len(ids), names, report, config)
-
-
-def _check_args(sr, chunk_size, n_jobs, feature_kwargs, min_duration_s, max_duration_s) -> None:
-    """Check the arguments of :func:`catalog_features` other than the catalog."""
-    check_int("sr", sr, 4000)                  # Hz
-    check_int("chunk_size", chunk_size)
-    check_n_jobs(n_jobs)
-    allowed = {"n_mfcc", "n_fft", "hop_length", "tempo"}
-    unknown = set(feature_kwargs) - allowed
-    if unknown:
-        raise TypeError(f"unknown feature parameter(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
-    # the durations as read_audio checks them, once here rather than in every worker
-    _check_params(sr, min_duration_s, max_duration_s)
 
 
 def _extract_all(paths: list, audio_kwargs: dict, feature_kwargs: dict, n_jobs: int, chunk_size: int,

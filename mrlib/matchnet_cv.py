@@ -326,30 +326,22 @@ class MatchNetCV(CVResult):
         return self.embeddings[fold].mean(axis=1)
 
 
-def _embed_all(model, features, config: MatchNetConfig) -> np.ndarray:
-    """(N, P, e) test-patch embeddings by catalog index; NaN rows for songs without features."""
-    rows = np.flatnonzero(_available(features))
-    E = embed_songs(model, features, rows, config.patch_len, config.test_patches,
-                    batch_size=config.eval_batch)
-    full = np.full((len(features),) + E.shape[1:], np.nan, dtype=np.float32)
-    full[rows] = E
-    return full
-
-
 def _fit_score_fold(features, t: np.ndarray, train_idx: np.ndarray, test_idx: np.ndarray,
                     config: MatchNetConfig, threads: int | None) -> dict:
     """Train on one fold and score it (runs in-process or in a joblib worker)."""
     with torch_threads(threads):
         run = train_matchnet(features, t[train_idx], config, progress=False)
-        E = _embed_all(run.model, features, config)
-        d_ap, d_an = triplet_dissimilarities(run.model, E, t[train_idx])
-        train_cfr = constraints_fulfillment_rate(d_ap, d_an).rate
-        if len(test_idx):
-            d_ap, d_an = triplet_dissimilarities(run.model, E, t[test_idx])
-            test_cfr = constraints_fulfillment_rate(d_ap, d_an).rate
-        else:
-            d_ap = d_an = np.zeros(0)
-            test_cfr = float("nan")
+        # (N, P, e) test-patch embeddings by catalog index; NaN rows for songs without features
+        rows = np.flatnonzero(_available(features))
+        E_rows = embed_songs(run.model, features, rows, config.patch_len, config.test_patches,
+                             batch_size=config.eval_batch)
+        E = np.full((len(features),) + E_rows.shape[1:], np.nan, dtype=np.float32)
+        E[rows] = E_rows
+        train_cfr = constraints_fulfillment_rate(
+            *triplet_dissimilarities(run.model, E, t[train_idx])).rate
+        d_ap, d_an = (triplet_dissimilarities(run.model, E, t[test_idx]) if len(test_idx)
+                      else (np.zeros(0), np.zeros(0)))
+        test_cfr = constraints_fulfillment_rate(d_ap, d_an).rate if len(test_idx) else float("nan")
     return {"test": test_cfr, "train": train_cfr, "n_test": len(test_idx), "history": run.history,
             "d_test": (d_ap, d_an), "E": E}
 

@@ -55,10 +55,8 @@ def _normalise(df: pd.DataFrame, where: str) -> pd.DataFrame:
         raise TypeError(f"{where} needs a pandas DataFrame, got {type(df).__name__}")
     missing = [c for c in COMPARISON_COLUMNS if c not in df.columns]
     if missing:
-        raise ValueError(
-            f"{where}: missing column(s) {missing}; the comparisons_final.csv format needs "
-            f"{list(COMPARISON_COLUMNS)}, got {list(df.columns)}"
-        )
+        raise ValueError(f"{where}: missing column(s) {missing}; the comparisons_final.csv "
+                         f"format needs {list(COMPARISON_COLUMNS)}, got {list(df.columns)}")
     out = df.loc[:, list(COMPARISON_COLUMNS)].copy()
     for col in ID_COLUMNS + VOTE_COLUMNS:
         values = pd.to_numeric(out[col], errors="coerce")
@@ -105,10 +103,9 @@ def read_comparisons(path: str | Path) -> pd.DataFrame:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
-            f"comparisons file not found: {path} (expected MagnaTagATune's tab-separated "
-            f"comparisons_final.csv with columns {list(COMPARISON_COLUMNS)})"
-        )
+        raise FileNotFoundError(f"comparisons file not found: {path} (expected MagnaTagATune's "
+                                f"tab-separated comparisons_final.csv with columns "
+                                f"{list(COMPARISON_COLUMNS)})")
     # dtype=str keeps the clip paths verbatim; numbers are converted and checked below.
     df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quotechar='"')
     df.columns = [str(c).strip() for c in df.columns]
@@ -600,7 +597,16 @@ def triplet_folds(
     n_folds, seed = check_int("n_folds", n_folds, 2), check_int("seed", seed, 0)
     check_choice("by", by, ("triplet", "comparison", "clip"))
     if by == "clip":
-        return _clip_folds(t, n_folds, seed)
+        # clip-disjoint: fold f tests the triplets inside clip set f, trains on those outside it
+        clips = np.unique(t)
+        if n_folds > len(clips):
+            raise ValueError(f"n_folds={n_folds} exceeds the {len(clips)} clips to split")
+        pos = np.searchsorted(clips, t)                                     # (M, 3) in 0..C-1
+        fold_of_clip = _greedy_partition(pos, len(clips), n_folds, np.random.default_rng(seed))
+        tf = fold_of_clip[pos]                                              # (M, 3) fold per clip
+        everything = np.arange(len(t), dtype=np.int64)
+        return [Fold(everything[~(tf == f).any(axis=1)], everything[(tf == f).all(axis=1)])
+                for f in range(n_folds)]
     # One k-fold implementation for the whole suite: with the same seed, the baselines here
     # and Triplet MatchNet (mrlib.matchnet_cv) see the same folds, so per-fold
     # scores can be compared pairwise. Folds by comparison are folds over the clip sets.
@@ -608,19 +614,6 @@ def triplet_folds(
               if by == "comparison" else None)
     folds = kfold_indices(len(t), n_folds, groups=groups, seed=seed)
     return [Fold(train, test) for train, test in folds]
-
-
-def _clip_folds(t: np.ndarray, n_folds: int, seed: int) -> list[Fold]:
-    """Clip-disjoint folds (``by="clip"`` of :func:`triplet_folds`)."""
-    everything = np.arange(len(t), dtype=np.int64)
-    clips = np.unique(t)
-    if n_folds > len(clips):
-        raise ValueError(f"n_folds={n_folds} exceeds the {len(clips)} clips to split")
-    pos = np.searchsorted(clips, t)                                         # (M, 3) in 0..C-1
-    fold_of_clip = _greedy_partition(pos, len(clips), n_folds, np.random.default_rng(seed))
-    tf = fold_of_clip[pos]                                                  # (M, 3) fold per clip
-    return [Fold(everything[~(tf == f).any(axis=1)], everything[(tf == f).all(axis=1)])
-            for f in range(n_folds)]
 
 
 def fold_summary(folds: Sequence[Fold], n_triplets: int) -> pd.DataFrame:
