@@ -335,8 +335,7 @@ def test_units(folds) -> np.ndarray:
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    tests = [np.asarray(te, dtype=np.int64) for _, te in folds]
-    units = np.concatenate(tests) if tests else np.zeros(0, np.int64)
+    units = np.concatenate([np.zeros(0, np.int64)] + [np.asarray(te, np.int64) for _, te in folds])
     if np.unique(units).size != units.size:
         raise ValueError("a triplet is tested in more than one fold")
     return np.sort(units)

@@ -369,12 +369,10 @@ def _random_triples(n_items: int, n: int, rng: np.random.Generator) -> np.ndarra
         if need == 0:
             break
         draw = rng.integers(0, n_items, size=(2 * need + 8, 3))
-        ok = (draw[:, 0] != draw[:, 1]) & (draw[:, 0] != draw[:, 2]) & (draw[:, 1] != draw[:, 2])
-        draw = draw[ok]
+        draw = draw[(np.diff(np.sort(draw, axis=1), axis=1) > 0).all(axis=1)]   # 3 different items
         # each triple's first draw, in draw order, unless an earlier round kept it
         key = np.sort(draw, axis=1) @ place
-        _, first = np.unique(key, return_index=True)         # where each key is first drawn
-        first = np.sort(first)
+        first = np.sort(np.unique(key, return_index=True)[1])   # where each key is first drawn
         new = ~np.isin(key[first], np.sort(out, axis=1) @ place)
         out = np.concatenate([out, draw[first[new]][:need]])
     if len(out) < n:
@@ -386,9 +384,8 @@ def _player_votes(S: np.ndarray, tri: np.ndarray, n_players: int, noise: float,
                   rng: np.random.Generator) -> np.ndarray:
     """Odd-one-out vote counts (R, 3) of ``n_players`` logit-choice players per triple."""
     Ssym = 0.5 * (S + S.T)
-    i, j, k = tri[:, 0], tri[:, 1], tri[:, 2]
-    # Oddness of each position = similarity of the two *other* clips.
-    u = np.stack([Ssym[j, k], Ssym[i, k], Ssym[i, j]], axis=1).astype(np.float64)  # (R, 3)
+    # Oddness of each position = similarity of the two *other* clips: (S_jk, S_ik, S_ij).
+    u = Ssym[tri[:, [1, 0, 0]], tri[:, [2, 2, 1]]].astype(np.float64)               # (R, 3)
     if noise == 0:
         # Every player picks the most odd clip. Where the top oddness is shared (e.g. all three
         # pair similarities 0), perfect players cannot tell: they split evenly between the tied
