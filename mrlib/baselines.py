@@ -189,9 +189,8 @@ class MetricBaseline:
         X = _check_X(X)
         # Embed only the rows asked for: distances on a few pairs of a large catalog stay cheap.
         rows, inv = np.unique(np.concatenate([a, b]), return_inverse=True)
-        E = self.transform(X[rows])
-        ea, eb = E[inv[: len(a)]], E[inv[len(a):]]
-        return ((ea - eb) ** 2).sum(axis=1)
+        E = self.transform(X[rows])[inv]                        # the rows of a, then of b
+        return ((E[:len(a)] - E[len(a):]) ** 2).sum(axis=1)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(pca={self.pca})"

@@ -318,7 +318,13 @@ def catalog_features(
         with np.load(cache_file, allow_pickle=False) as z:
             arrays = dict(z)
     else:
-        results = _extract_all(paths, audio_kwargs, feature_kwargs, n_jobs, chunk_size, progress)
+        # joblib sends chunk_size tracks per task to its workers (n_jobs=1: here, one by one)
+        jobs = (delayed(_features_of)(path, audio_kwargs, feature_kwargs) for path in paths)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")     # repairs are collected in the report instead
+            outs = Parallel(n_jobs=n_jobs, return_as="generator", batch_size=chunk_size)(jobs)
+            results = list(tqdm(outs, total=len(paths), desc="handcrafted features", unit="track",
+                                disable=not progress))
         arrays = _arrays(results, len(names))
     report = _report(arrays, ids)
     if report.count and not cached:            # a fresh extraction says what it skipped
@@ -329,18 +335,6 @@ def catalog_features(
         with atomic_path(cache_file) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
     return BaselineFeatures(arrays["X"], arrays["index"], len(ids), names, report, config)
-
-
-def _extract_all(paths: list, audio_kwargs: dict, feature_kwargs: dict, n_jobs: int, chunk_size: int,
-                 progress: bool) -> list:
-    """``_features_of`` of every path, in order; joblib sends ``chunk_size`` tracks per task to
-    its worker processes (with ``n_jobs=1`` it runs them here, one after the other)."""
-    jobs = (delayed(_features_of)(path, audio_kwargs, feature_kwargs) for path in paths)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")     # repairs are collected in the report instead
-        outs = Parallel(n_jobs=n_jobs, return_as="generator", batch_size=chunk_size)(jobs)
-        return list(tqdm(outs, total=len(paths), desc="handcrafted features", unit="track",
-                         disable=not progress))
 
 
 def _arrays(results: list, n_features: int) -> dict:
