@@ -247,16 +247,15 @@ def _triplet_counts(triplets: np.ndarray) -> dict[str, int]:
 
 
 def _vote_drops(votes: np.ndarray, min_votes: int, min_margin: int) -> dict[str, np.ndarray]:
-    """Masks (R,) of the rows dropped for each reason, keyed by the report's count field."""
+    """Masks (R,) of the rows dropped for each reason, keyed by the report's count field; a row
+    counts under the first reason that applies."""
     total = votes.sum(axis=1)
     ordered = np.sort(votes, axis=1)                          # ascending
     top, second = ordered[:, 2], ordered[:, 1]
-    no_votes = total == 0
-    too_few = ~no_votes & (total < min_votes)
-    tie = ~no_votes & ~too_few & (top == second)
-    low_margin = ~no_votes & ~too_few & ~tie & (top - second < min_margin)
-    return {"n_no_votes": no_votes, "n_too_few_votes": too_few, "n_ties": tie,
-            "n_low_margin": low_margin}
+    first = np.select([total == 0, total < min_votes, top == second, top - second < min_margin],
+                      [1, 2, 3, 4], default=0)
+    reasons = ("n_no_votes", "n_too_few_votes", "n_ties", "n_low_margin")
+    return {k: first == i for i, k in enumerate(reasons, start=1)}
 
 
 def _map_ids(ids: np.ndarray, id_to_index) -> tuple[np.ndarray, np.ndarray]:
