@@ -600,8 +600,7 @@ def triplet_folds(
         pos = np.searchsorted(clips, t)                                     # (M, 3) in 0..C-1
         fold_of_clip = _greedy_partition(pos, len(clips), n_folds, np.random.default_rng(seed))
         tf = fold_of_clip[pos]                                              # (M, 3) fold per clip
-        everything = np.arange(len(t), dtype=np.int64)
-        return [Fold(everything[~(tf == f).any(axis=1)], everything[(tf == f).all(axis=1)])
+        return [Fold(np.flatnonzero(~(tf == f).any(axis=1)), np.flatnonzero((tf == f).all(axis=1)))
                 for f in range(n_folds)]
     # One k-fold implementation for the whole suite: with the same seed, the baselines here
     # and Triplet MatchNet (mrlib.matchnet_cv) see the same folds, so per-fold
