@@ -439,13 +439,13 @@ class CVResult:
         return f"{self.name}: CFR {100 * self.mean:.1f} ± {100 * self.std:.1f} % ({len(self.per_fold)} folds)"
 
 
-def summarise_folds(per_fold: np.ndarray) -> tuple[float, float]:
+def summarise_folds(per_fold: np.ndarray, stacklevel: int = 3) -> tuple[float, float]:
     """Mean and sample std (ddof = 1) of the folds' CFR, leaving out (with a warning to the
-    caller's caller) the folds without test triplets (NaN)."""
+    caller's caller, or ``stacklevel`` frames up) the folds without test triplets (NaN)."""
     valid = per_fold[~np.isnan(per_fold)]
     if len(valid) < len(per_fold):
         warnings.warn(f"{len(per_fold) - len(valid)} fold(s) had no test triplets and are left "
-                      "out of the mean", RuntimeWarning, stacklevel=3)
+                      "out of the mean", RuntimeWarning, stacklevel=stacklevel)
     mean = float(valid.mean()) if len(valid) else float("nan")
     std = float(valid.std(ddof=1)) if len(valid) > 1 else float("nan")
     return mean, std
@@ -547,16 +547,24 @@ def cross_validate(
     X = _check_X(X)
     t = check_triplets(triplets, len(X))
     folds = check_folds(folds, len(t))
+    return _cross_validate(method_factory, [X] * len(folds), t, folds, name, progress)
+
+
+def _cross_validate(method_factory, X_per_fold: list, t: np.ndarray, folds: list,
+                    name: str | None, progress: bool) -> CVResult:
+    """:func:`cross_validate` with fold ``f`` on ``X_per_fold[f]``, all checked (the one loop of
+    :func:`cross_validate` and :func:`mrlib.matchnet_cv.cross_validate_features`)."""
     test_cfr, train_cfr = [], []
     label = name
-    for train_idx, test_idx in tqdm(folds, desc="folds", disable=not progress):
+    for X, (train_idx, test_idx) in tqdm(list(zip(X_per_fold, folds)), desc="folds",
+                                         disable=not progress):
         method = _new_method(method_factory)
         label = label or getattr(method, "name", type(method).__name__)
         method.fit(X, t[train_idx])
         train_cfr.append(cfr(method, X, t[train_idx]).rate)
         test_cfr.append(cfr(method, X, t[test_idx]).rate if len(test_idx) else np.nan)
     per_fold = np.asarray(test_cfr, dtype=np.float64)
-    mean, std = summarise_folds(per_fold)
+    mean, std = summarise_folds(per_fold, stacklevel=4)      # to the public function's caller
     return CVResult(label, per_fold, np.asarray(train_cfr),
                     np.asarray([len(te) for _, te in folds], np.int64), mean, std)
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -44,8 +43,8 @@ from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from mrlib import losses
-from mrlib.baselines import (CVResult, check_folds, check_shares, check_triplets, cross_validate,
-                             nested_subsets, summarise_folds)
+from mrlib.baselines import (CVResult, _check_X, _cross_validate, check_folds, check_shares,
+                             check_triplets, nested_subsets, summarise_folds)
 from mrlib.checks import FINITE, check_n_jobs, int_at_least, rule, validate_fields
 from mrlib.devices import pick_device, torch_threads
 from mrlib.features import (CoarseFeatures, _available, check_features, coarsen_features,
@@ -450,18 +449,10 @@ def cross_validate_features(
     if len(X_per_fold) != len(folds):
         raise ValueError(f"need one feature matrix per fold: got {len(X_per_fold)} for "
                          f"{len(folds)} folds")
-    t = np.asarray(triplets)
-    fl = check_folds(folds, len(t))
-    with warnings.catch_warnings():
-        # one fold at a time: cross_validate's own mean/std over a single fold is meaningless
-        warnings.simplefilter("ignore", RuntimeWarning)
-        res = [cross_validate(method_factory, X, t, [fold], name=name, progress=False)
-               for X, fold in tqdm(list(zip(X_per_fold, fl)), desc="folds", unit="fold",
-                                   disable=not progress)]
-    per_fold = np.concatenate([r.per_fold for r in res])
-    mean, std = summarise_folds(per_fold)
-    return CVResult(res[-1].name, per_fold, np.concatenate([r.train for r in res]),
-                    np.concatenate([r.n_test for r in res]), mean, std)
+    fl = check_folds(folds, len(np.asarray(triplets)))
+    Xs = [_check_X(X) for X in X_per_fold]
+    t = check_triplets(triplets, min(len(X) for X in Xs))       # rows of every fold's features
+    return _cross_validate(method_factory, Xs, t, fl, name, progress)
 
 
 def generalization_curve_matchnet(
