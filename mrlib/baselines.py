@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from mrlib.checks import check_indices, check_int, check_positive, is_int
+from mrlib.checks import check_indices, check_int, check_positive
 from mrlib.handcrafted import (FEATURE_VERSION, BaselineFeatures, catalog_features, feature_names,
                                handcrafted_features)
 from mrlib.stats import constraints_fulfillment_rate
@@ -64,14 +64,8 @@ def check_triplets(triplets, n: int, *, distinct: bool = False) -> np.ndarray:
 
 
 def _pairs(a, b) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs of row indices as two int64 arrays: ``a`` and ``b`` of one length, or the two
-    columns of an (M, 2) ``a`` when ``b`` is None (:mod:`mrlib.songlevel` checks its pairs here
-    too)."""
-    if b is None:
-        ab = np.asarray(a)
-        if ab.ndim != 2 or ab.shape[1] != 2:
-            raise ValueError(f"with b=None, a must be an (M, 2) array of pairs, got shape {ab.shape}")
-        return ab[:, 0].astype(np.int64), ab[:, 1].astype(np.int64)
+    """Pairs of row indices as two int64 arrays: ``a`` and ``b`` of one length
+    (:mod:`mrlib.songlevel` checks its pairs here too)."""
     a, b = np.asarray(a, dtype=np.int64).ravel(), np.asarray(b, dtype=np.int64).ravel()
     if a.shape != b.shape:
         raise ValueError(f"a and b must have the same length, got {a.shape} and {b.shape}")
@@ -87,13 +81,13 @@ class MetricBaseline:
       constant features are left at 0) and optionally PCA-reduced (``pca``), both fitted on the
       clips of the training triplets only, so cross-validation does not leak test clips.
     * ``transform(X)`` — (N, D') embedding.
-    * ``distance(X, a, b)`` or ``distance(X, pairs)`` — (M,) float64 distances between rows.
+    * ``distance(X, a, b)`` — (M,) float64 distances between rows ``a[i]`` and ``b[i]``.
 
     Parameters
     ----------
-    pca : int, float or None, default None
-        After standardising, keep this many principal components (int) or this share of the
-        variance (float in (0, 1)); fitted on the training clips.
+    pca : int or None, default None
+        After standardising, keep this many principal components (at most one per training
+        clip and per feature); fitted on the training clips.
     seed : int, default 0
 
     Notebook: 08_triplet_matchnet.ipynb
@@ -101,31 +95,10 @@ class MetricBaseline:
 
     name = "metric"
 
-    def __init__(self, *, pca: int | float | None = None, seed: int = 0):
-        if pca is not None:
-            ok_int = is_int(pca) and pca >= 1
-            ok_float = isinstance(pca, float) and 0 < pca < 1
-            if not (ok_int or ok_float):
-                raise ValueError(f"pca must be a positive int, a float in (0, 1) or None, got {pca!r}")
-        self.pca = pca
+    def __init__(self, *, pca: int | None = None, seed: int = 0):
+        self.pca = None if pca is None else check_int("pca", pca)
         self.seed = check_int("seed", seed, 0)
         self._fitted = False
-
-    # -- preprocessing ---------------------------------------------------------------------
-    def _fit_prep(self, X: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        ref = X[rows]
-        self.mean_ = ref.mean(axis=0)
-        std = ref.std(axis=0)
-        self.std_ = np.where(std > 1e-12, std, 1.0)
-        self.pca_ = None
-        if self.pca is not None:
-            from sklearn.decomposition import PCA
-
-            # an int asks for components: at most one per training clip and per feature
-            n_comp = int(min(self.pca, len(ref), X.shape[1])) if is_int(self.pca) else self.pca
-            self.pca_ = PCA(n_components=n_comp, random_state=self.seed)
-            self.pca_.fit((ref - self.mean_) / self.std_)
-        return self._prep(X)
 
     def _prep(self, X: np.ndarray) -> np.ndarray:
         Z = (X - self.mean_) / self.std_
@@ -151,12 +124,25 @@ class MetricBaseline:
         X = _check_X(X)
         t = check_triplets(triplets, len(X), distinct=True)
         rows = np.unique(t)
-        if not np.isfinite(X[rows]).all():
-            bad = rows[~np.isfinite(X[rows]).all(axis=1)][:5].tolist()
+        ref = X[rows]
+        if not np.isfinite(ref).all():
+            bad = rows[~np.isfinite(ref).all(axis=1)][:5].tolist()
             raise ValueError(f"the triplets use rows of X with non-finite features (e.g. {bad}): "
                              "skipped tracks? Keep the triplets where "
                              "BaselineFeatures.triplet_mask(triplets) is True")
-        self._fit(self._fit_prep(X, rows), t)
+        # standardised and PCA-reduced by the training clips only
+        self.mean_ = ref.mean(axis=0)
+        std = ref.std(axis=0)
+        self.std_ = np.where(std > 1e-12, std, 1.0)
+        self.pca_ = None
+        if self.pca is not None:
+            from sklearn.decomposition import PCA
+
+            # at most one component per training clip and per feature
+            n_comp = min(self.pca, len(ref), X.shape[1])
+            self.pca_ = PCA(n_components=n_comp, random_state=self.seed)
+            self.pca_.fit((ref - self.mean_) / self.std_)
+        self._fit(self._prep(X), t)
         self._fitted = True
         return self
 
@@ -184,14 +170,13 @@ class MetricBaseline:
             raise RuntimeError(f"{type(self).__name__} is not fitted: call fit(X, triplets) first")
         return self._embed(self._prep(_check_X(X)))
 
-    def distance(self, X, a, b=None) -> np.ndarray:
+    def distance(self, X, a, b) -> np.ndarray:
         """Learned distances between rows ``a[i]`` and ``b[i]`` of ``X``.
 
         Parameters
         ----------
         X : numpy.ndarray, shape (N, D)
-        a : array-like of int, shape (M,), or (M, 2) pairs when ``b`` is None
-        b : array-like of int, shape (M,), optional
+        a, b : array-like of int, shape (M,)
 
         Returns
         -------
@@ -204,9 +189,8 @@ class MetricBaseline:
         X = _check_X(X)
         # Embed only the rows asked for: distances on a few pairs of a large catalog stay cheap.
         rows, inv = np.unique(np.concatenate([a, b]), return_inverse=True)
-        E = self.transform(X[rows])
-        ea, eb = E[inv[: len(a)]], E[inv[len(a):]]
-        return ((ea - eb) ** 2).sum(axis=1)
+        E = self.transform(X[rows])[inv]                        # the rows of a, then of b
+        return ((E[:len(a)] - E[len(a):]) ** 2).sum(axis=1)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(pca={self.pca})"
@@ -256,34 +240,16 @@ class TripletSVM(MetricBaseline):
 
     name = "SVM"
 
-    def __init__(self, C: float = 1.0, *, max_iter: int = 10000, pca: int | float | None = None,
+    def __init__(self, C: float = 1.0, *, max_iter: int = 10000, pca: int | None = None,
                  seed: int = 0):
         super().__init__(pca=pca, seed=seed)
         self.C, self.max_iter = check_positive("C", C), check_int("max_iter", max_iter)
 
-    @staticmethod
-    def difference_vectors(Z: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """The difference vectors of Schultz & Joachims: ``z = (x_a - x_n)^2 - (x_a - x_p)^2``.
-
-        Parameters
-        ----------
-        Z : numpy.ndarray, shape (N, D)
-        t : numpy.ndarray of int, shape (M, 3)
-
-        Returns
-        -------
-        numpy.ndarray, shape (M, D)
-            A weighting ``w`` fulfils triplet m exactly when ``w . z[m] > 0``.
-
-        Notebook: 08_triplet_matchnet.ipynb
-        """
-        a, p, n = Z[t[:, 0]], Z[t[:, 1]], Z[t[:, 2]]
-        return (a - n) ** 2 - (a - p) ** 2
-
     def _fit(self, Z: np.ndarray, t: np.ndarray) -> None:
         from sklearn.svm import LinearSVC
 
-        z = self.difference_vectors(Z, t)
+        # the difference vectors: w fulfils triplet m exactly when w . z[m] > 0
+        z = (Z[t[:, 0]] - Z[t[:, 2]]) ** 2 - (Z[t[:, 0]] - Z[t[:, 1]]) ** 2
         svm = LinearSVC(C=self.C, loss="squared_hinge", fit_intercept=False, dual="auto",
                         max_iter=self.max_iter, random_state=self.seed)
         # liblinear's ConvergenceWarning, if any, is left visible: raise max_iter then.
@@ -371,7 +337,7 @@ class Mahalanobis(MetricBaseline):
 
     name = "Mahalanobis (LSML)"
 
-    def __init__(self, *, max_iter: int = 1000, pca: int | float | None = None, seed: int = 0):
+    def __init__(self, *, max_iter: int = 1000, pca: int | None = None, seed: int = 0):
         super().__init__(pca=pca, seed=seed)
         self.max_iter = check_int("max_iter", max_iter)
 
@@ -473,13 +439,13 @@ class CVResult:
         return f"{self.name}: CFR {100 * self.mean:.1f} ± {100 * self.std:.1f} % ({len(self.per_fold)} folds)"
 
 
-def summarise_folds(per_fold: np.ndarray) -> tuple[float, float]:
+def summarise_folds(per_fold: np.ndarray, stacklevel: int = 3) -> tuple[float, float]:
     """Mean and sample std (ddof = 1) of the folds' CFR, leaving out (with a warning to the
-    caller's caller) the folds without test triplets (NaN)."""
+    caller's caller, or ``stacklevel`` frames up) the folds without test triplets (NaN)."""
     valid = per_fold[~np.isnan(per_fold)]
     if len(valid) < len(per_fold):
         warnings.warn(f"{len(per_fold) - len(valid)} fold(s) had no test triplets and are left "
-                      "out of the mean", RuntimeWarning, stacklevel=3)
+                      "out of the mean", RuntimeWarning, stacklevel=stacklevel)
     mean = float(valid.mean()) if len(valid) else float("nan")
     std = float(valid.std(ddof=1)) if len(valid) > 1 else float("nan")
     return mean, std
@@ -581,18 +547,26 @@ def cross_validate(
     X = _check_X(X)
     t = check_triplets(triplets, len(X))
     folds = check_folds(folds, len(t))
-    test_cfr, train_cfr, n_test = [], [], []
+    return _cross_validate(method_factory, [X] * len(folds), t, folds, name, progress)
+
+
+def _cross_validate(method_factory, X_per_fold: list, t: np.ndarray, folds: list,
+                    name: str | None, progress: bool) -> CVResult:
+    """:func:`cross_validate` with fold ``f`` on ``X_per_fold[f]``, all checked (the one loop of
+    :func:`cross_validate` and :func:`mrlib.matchnet_cv.cross_validate_features`)."""
+    test_cfr, train_cfr = [], []
     label = name
-    for train_idx, test_idx in tqdm(folds, desc="folds", disable=not progress):
+    for X, (train_idx, test_idx) in tqdm(list(zip(X_per_fold, folds)), desc="folds",
+                                         disable=not progress):
         method = _new_method(method_factory)
         label = label or getattr(method, "name", type(method).__name__)
         method.fit(X, t[train_idx])
         train_cfr.append(cfr(method, X, t[train_idx]).rate)
         test_cfr.append(cfr(method, X, t[test_idx]).rate if len(test_idx) else np.nan)
-        n_test.append(len(test_idx))
     per_fold = np.asarray(test_cfr, dtype=np.float64)
-    mean, std = summarise_folds(per_fold)
-    return CVResult(label, per_fold, np.asarray(train_cfr), np.asarray(n_test, np.int64), mean, std)
+    mean, std = summarise_folds(per_fold, stacklevel=4)      # to the public function's caller
+    return CVResult(label, per_fold, np.asarray(train_cfr),
+                    np.asarray([len(te) for _, te in folds], np.int64), mean, std)
 
 
 def generalization_curve(

@@ -59,5 +59,4 @@ def kfold_indices(n: int, n_folds: int = 10, *, groups=None, seed: int = 0) -> l
             group_fold[g] = f
             sizes[f] += counts[g]
         fold_of = group_fold[inverse]
-    all_idx = np.arange(n)
-    return [(all_idx[fold_of != f], all_idx[fold_of == f]) for f in range(n_folds)]
+    return [(np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)) for f in range(n_folds)]

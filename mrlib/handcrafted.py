@@ -71,21 +71,6 @@ def _mean_std(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return a.mean(axis=-1), a.std(axis=-1)
 
 
-def _check_signal(y, sr, **sizes) -> np.ndarray:
-    """``y`` as float32, zero-padded to one STFT frame, after checking it, ``sr`` and ``sizes``."""
-    y = np.asarray(y)
-    if y.ndim != 1 or y.size == 0:
-        raise ValueError(f"y must be a non-empty 1-D (mono) signal, got shape {y.shape}")
-    if not np.issubdtype(y.dtype, np.floating) or not np.isfinite(y).all():
-        raise ValueError("y must hold finite floating-point samples")
-    check_int("sr", sr, 4000)                  # Hz
-    for name, value in sizes.items():
-        check_int(name, value)
-    y = y.astype(np.float32)
-    n_fft = sizes["n_fft"]
-    return np.pad(y, (0, n_fft - len(y))) if len(y) < n_fft else y
-
-
 def handcrafted_features(
     y: np.ndarray,
     sr: int,
@@ -130,7 +115,15 @@ def handcrafted_features(
     """
     import librosa
 
-    y = _check_signal(y, sr, n_mfcc=n_mfcc, n_fft=n_fft, hop_length=hop_length)
+    y = np.asarray(y)
+    if y.ndim != 1 or y.size == 0:
+        raise ValueError(f"y must be a non-empty 1-D (mono) signal, got shape {y.shape}")
+    if not np.issubdtype(y.dtype, np.floating) or not np.isfinite(y).all():
+        raise ValueError("y must hold finite floating-point samples")
+    check_int("sr", sr, 4000)                  # Hz
+    for name, value in (("n_mfcc", n_mfcc), ("n_fft", n_fft), ("hop_length", hop_length)):
+        check_int(name, value)
+    y = np.pad(y.astype(np.float32), (0, max(0, n_fft - len(y))))   # at least one STFT frame
 
     # One STFT shared by every descriptor.
     S = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop_length))        # (1 + n_fft/2, T)
@@ -144,10 +137,9 @@ def handcrafted_features(
     # Concert tuning assumed: a per-clip tuning estimate is noisy on short excerpts and costs
     # as much as everything else together.
     chroma = librosa.feature.chroma_stft(S=P, sr=sr, n_fft=n_fft, tuning=0.0)
-    centroid = librosa.feature.spectral_centroid(S=S, sr=sr, n_fft=n_fft)
-    bandwidth = librosa.feature.spectral_bandwidth(S=S, sr=sr, n_fft=n_fft)
-    rolloff = librosa.feature.spectral_rolloff(S=S, sr=sr, n_fft=n_fft)
-    flatness = librosa.feature.spectral_flatness(S=S)
+    spectral = [getattr(librosa.feature, f"spectral_{k}")(S=S, sr=sr, n_fft=n_fft)
+                for k in ("centroid", "bandwidth", "rolloff")]
+    spectral.append(librosa.feature.spectral_flatness(S=S))
     # Six octave bands must fit below Nyquist: lower the first band edge for low rates so the
     # vector keeps one length whatever the sample rate.
     fmin = min(200.0, 0.95 * (sr / 2) / 2 ** 6)
@@ -158,7 +150,7 @@ def handcrafted_features(
     # per-row means then stds of the multi-row blocks, (mean, std) pairs of the one-row ones,
     # in the order of feature_names
     parts = [p for block in (mfcc, dmfcc, chroma) for p in _mean_std(block)]
-    parts += [np.array(_mean_std(block[0])) for block in (centroid, bandwidth, rolloff, flatness)]
+    parts += [np.array(_mean_std(block[0])) for block in spectral]
     parts += list(_mean_std(contrast))
     parts += [np.array(_mean_std(block[0])) for block in (zcr, rms)]
     if tempo:
@@ -305,7 +297,15 @@ def catalog_features(
     Notebook: 08_triplet_matchnet.ipynb
     """
     _, ids, paths = _catalog_table(catalog)
-    _check_args(sr, chunk_size, n_jobs, feature_kwargs, min_duration_s, max_duration_s)
+    check_int("sr", sr, 4000)                  # Hz
+    check_int("chunk_size", chunk_size)
+    check_n_jobs(n_jobs)
+    allowed = {"n_mfcc", "n_fft", "hop_length", "tempo"}
+    if set(feature_kwargs) - allowed:
+        raise TypeError(f"unknown feature parameter(s) {sorted(set(feature_kwargs) - allowed)}; "
+                        f"allowed: {sorted(allowed)}")
+    # the durations as read_audio checks them, once here rather than in every worker
+    _check_params(sr, min_duration_s, max_duration_s)
     audio_kwargs = {"sr": int(sr), "min_duration_s": float(min_duration_s),
                     "max_duration_s": max_duration_s}
     names = feature_names(feature_kwargs.get("n_mfcc", 20), feature_kwargs.get("tempo", True))
@@ -313,48 +313,28 @@ def catalog_features(
               **{k: feature_kwargs[k] for k in sorted(feature_kwargs)}}
 
     cache_file = _cache_file(catalog, cache_dir, config, ids, paths) if cache else None
-    if cache_file is not None and cache_file.is_file():
+    cached = cache_file is not None and cache_file.is_file()
+    if cached:
         with np.load(cache_file, allow_pickle=False) as z:
             arrays = dict(z)
-        return BaselineFeatures(arrays["X"], arrays["index"], len(ids), names,
-                                _report(arrays, ids), config)
-
-    results = _extract_all(paths, audio_kwargs, feature_kwargs, n_jobs, chunk_size, progress)
-    arrays = _arrays(results, len(names))
+    else:
+        # joblib sends chunk_size tracks per task to its workers (n_jobs=1: here, one by one)
+        jobs = (delayed(_features_of)(path, audio_kwargs, feature_kwargs) for path in paths)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")     # repairs are collected in the report instead
+            outs = Parallel(n_jobs=n_jobs, return_as="generator", batch_size=chunk_size)(jobs)
+            results = list(tqdm(outs, total=len(paths), desc="handcrafted features", unit="track",
+                                disable=not progress))
+        arrays = _arrays(results, len(names))
     report = _report(arrays, ids)
-    if report.count:
+    if report.count and not cached:            # a fresh extraction says what it skipped
         print(report)
-    if cache_file is not None:
+    if cache_file is not None and not cached:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         # a file object: np.savez would add ".npz" to the temporary's name
         with atomic_path(cache_file) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
     return BaselineFeatures(arrays["X"], arrays["index"], len(ids), names, report, config)
-
-
-def _check_args(sr, chunk_size, n_jobs, feature_kwargs, min_duration_s, max_duration_s) -> None:
-    """Check the arguments of :func:`catalog_features` other than the catalog."""
-    check_int("sr", sr, 4000)                  # Hz
-    check_int("chunk_size", chunk_size)
-    check_n_jobs(n_jobs)
-    allowed = {"n_mfcc", "n_fft", "hop_length", "tempo"}
-    unknown = set(feature_kwargs) - allowed
-    if unknown:
-        raise TypeError(f"unknown feature parameter(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
-    # the durations as read_audio checks them, once here rather than in every worker
-    _check_params(sr, min_duration_s, max_duration_s)
-
-
-def _extract_all(paths: list, audio_kwargs: dict, feature_kwargs: dict, n_jobs: int, chunk_size: int,
-                 progress: bool) -> list:
-    """``_features_of`` of every path, in order; joblib sends ``chunk_size`` tracks per task to
-    its worker processes (with ``n_jobs=1`` it runs them here, one after the other)."""
-    jobs = (delayed(_features_of)(path, audio_kwargs, feature_kwargs) for path in paths)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")     # repairs are collected in the report instead
-        outs = Parallel(n_jobs=n_jobs, return_as="generator", batch_size=chunk_size)(jobs)
-        return list(tqdm(outs, total=len(paths), desc="handcrafted features", unit="track",
-                         disable=not progress))
 
 
 def _arrays(results: list, n_features: int) -> dict:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -44,8 +43,8 @@ from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from mrlib import losses
-from mrlib.baselines import (CVResult, check_folds, check_shares, check_triplets, cross_validate,
-                             nested_subsets, summarise_folds)
+from mrlib.baselines import (CVResult, _check_X, _cross_validate, check_folds, check_shares,
+                             check_triplets, nested_subsets, summarise_folds)
 from mrlib.checks import FINITE, check_n_jobs, int_at_least, rule, validate_fields
 from mrlib.devices import pick_device, torch_threads
 from mrlib.features import (CoarseFeatures, _available, check_features, coarsen_features,
@@ -118,9 +117,6 @@ class MatchNetConfig:
     device: str = "cpu"
     eval_batch: int = 512
 
-    def __post_init__(self) -> None:
-        self.validate()
-
     def validate(self) -> "MatchNetConfig":
         """Check every field; raise ``TypeError``/``ValueError`` naming the bad one.
 
@@ -129,23 +125,19 @@ class MatchNetConfig:
         validate_fields(self, _MATCHNET_CHECKS)
         return self
 
+    __post_init__ = validate                    # checked when made, and again at every door
+
 
 #: Field -> its checks, in order (:func:`mrlib.checks.validate_fields`); ints and floats are
 #: converted to Python's.
 _MATCHNET_CHECKS: dict[str, tuple] = {
-    "patch_len": int_at_least(1),
-    "patches_per_song": int_at_least(1),
-    "test_patches": int_at_least(1),
+    **dict.fromkeys(("patch_len", "patches_per_song", "test_patches", "embedding_dim",
+                     "metric_hidden", "batch_size", "eval_batch"), int_at_least(1)),
+    **dict.fromkeys(("epochs", "seed"), int_at_least(0)),
     "width": (FINITE, rule(lambda v: v > 0, "> 0 (1.0 = full size)")),
-    "embedding_dim": int_at_least(1),
-    "metric_hidden": int_at_least(1),
-    "epochs": int_at_least(0),
-    "batch_size": int_at_least(1),
     "lr": (FINITE, rule(lambda v: 0 < v < 1, "in (0, 1)")),
-    "seed": int_at_least(0),
     "device": (rule(lambda v: isinstance(v, str) and bool(v),
                     "a device string such as 'cpu' or 'auto'", TypeError),),
-    "eval_batch": int_at_least(1),
 }
 
 
@@ -285,9 +277,9 @@ def _train_epoch(model, opt, features, t: np.ndarray, rng: np.random.Generator, 
             active = (z_neg < z_pos.amax(dim=-1, keepdim=True)).float().mean()
         sums += [loss.item(), parts["rank"].item(), parts["contrastive"].item(), active.item()]
     seconds = time.perf_counter() - t0
-    mean = sums / max(len(steps), 1)
     n_patches = 3 * P * len(t)                                        # every triplet once
-    return {"loss": mean[0], "rank": mean[1], "contrastive": mean[2], "active": mean[3], "seconds": seconds,
+    return {**dict(zip(("loss", "rank", "contrastive", "active"), sums / max(len(steps), 1))),
+            "seconds": seconds,
             "patches_per_s": n_patches / seconds if seconds > 0 else float("nan")}
 
 
@@ -333,30 +325,22 @@ class MatchNetCV(CVResult):
         return self.embeddings[fold].mean(axis=1)
 
 
-def _embed_all(model, features, config: MatchNetConfig) -> np.ndarray:
-    """(N, P, e) test-patch embeddings by catalog index; NaN rows for songs without features."""
-    rows = np.flatnonzero(_available(features))
-    E = embed_songs(model, features, rows, config.patch_len, config.test_patches,
-                    batch_size=config.eval_batch)
-    full = np.full((len(features),) + E.shape[1:], np.nan, dtype=np.float32)
-    full[rows] = E
-    return full
-
-
 def _fit_score_fold(features, t: np.ndarray, train_idx: np.ndarray, test_idx: np.ndarray,
                     config: MatchNetConfig, threads: int | None) -> dict:
     """Train on one fold and score it (runs in-process or in a joblib worker)."""
     with torch_threads(threads):
         run = train_matchnet(features, t[train_idx], config, progress=False)
-        E = _embed_all(run.model, features, config)
-        d_ap, d_an = triplet_dissimilarities(run.model, E, t[train_idx])
-        train_cfr = constraints_fulfillment_rate(d_ap, d_an).rate
-        if len(test_idx):
-            d_ap, d_an = triplet_dissimilarities(run.model, E, t[test_idx])
-            test_cfr = constraints_fulfillment_rate(d_ap, d_an).rate
-        else:
-            d_ap = d_an = np.zeros(0)
-            test_cfr = float("nan")
+        # (N, P, e) test-patch embeddings by catalog index; NaN rows for songs without features
+        rows = np.flatnonzero(_available(features))
+        E_rows = embed_songs(run.model, features, rows, config.patch_len, config.test_patches,
+                             batch_size=config.eval_batch)
+        E = np.full((len(features),) + E_rows.shape[1:], np.nan, dtype=np.float32)
+        E[rows] = E_rows
+        train_cfr = constraints_fulfillment_rate(
+            *triplet_dissimilarities(run.model, E, t[train_idx])).rate
+        d_ap, d_an = (triplet_dissimilarities(run.model, E, t[test_idx]) if len(test_idx)
+                      else (np.zeros(0), np.zeros(0)))
+        test_cfr = constraints_fulfillment_rate(d_ap, d_an).rate if len(test_idx) else float("nan")
     return {"test": test_cfr, "train": train_cfr, "n_test": len(test_idx), "history": run.history,
             "d_test": (d_ap, d_an), "E": E}
 
@@ -465,18 +449,10 @@ def cross_validate_features(
     if len(X_per_fold) != len(folds):
         raise ValueError(f"need one feature matrix per fold: got {len(X_per_fold)} for "
                          f"{len(folds)} folds")
-    t = np.asarray(triplets)
-    fl = check_folds(folds, len(t))
-    with warnings.catch_warnings():
-        # one fold at a time: cross_validate's own mean/std over a single fold is meaningless
-        warnings.simplefilter("ignore", RuntimeWarning)
-        res = [cross_validate(method_factory, X, t, [fold], name=name, progress=False)
-               for X, fold in tqdm(list(zip(X_per_fold, fl)), desc="folds", unit="fold",
-                                   disable=not progress)]
-    per_fold = np.concatenate([r.per_fold for r in res])
-    mean, std = summarise_folds(per_fold)
-    return CVResult(res[-1].name, per_fold, np.concatenate([r.train for r in res]),
-                    np.concatenate([r.n_test for r in res]), mean, std)
+    fl = check_folds(folds, len(np.asarray(triplets)))
+    Xs = [_check_X(X) for X in X_per_fold]
+    t = check_triplets(triplets, min(len(X) for X in Xs))       # rows of every fold's features
+    return _cross_validate(method_factory, Xs, t, fl, name, progress)
 
 
 def generalization_curve_matchnet(

@@ -32,22 +32,9 @@ import pandas as pd
 from mrlib.checks import as_float_matrix, as_index_matrix, check_choice, check_int
 from mrlib.folds import kfold_indices
 
-__all__ = [
-    "COMPARISON_COLUMNS",
-    "ID_COLUMNS",
-    "VOTE_COLUMNS",
-    "PATH_COLUMNS",
-    "PAPER_N_TRIPLETS",
-    "PAPER_N_CLIPS",
-    "TripletReport",
-    "Fold",
-    "read_comparisons",
-    "write_comparisons",
-    "comparisons_to_triplets",
-    "simulate_votes",
-    "triplet_folds",
-    "fold_summary",
-]
+__all__ = ["COMPARISON_COLUMNS", "ID_COLUMNS", "VOTE_COLUMNS", "PATH_COLUMNS", "PAPER_N_TRIPLETS",
+           "PAPER_N_CLIPS", "TripletReport", "Fold", "read_comparisons", "write_comparisons",
+           "comparisons_to_triplets", "simulate_votes", "triplet_folds", "fold_summary"]
 
 ID_COLUMNS = ("clip1_id", "clip2_id", "clip3_id")
 VOTE_COLUMNS = ("clip1_numvotes", "clip2_numvotes", "clip3_numvotes")
@@ -68,10 +55,8 @@ def _normalise(df: pd.DataFrame, where: str) -> pd.DataFrame:
         raise TypeError(f"{where} needs a pandas DataFrame, got {type(df).__name__}")
     missing = [c for c in COMPARISON_COLUMNS if c not in df.columns]
     if missing:
-        raise ValueError(
-            f"{where}: missing column(s) {missing}; the comparisons_final.csv format needs "
-            f"{list(COMPARISON_COLUMNS)}, got {list(df.columns)}"
-        )
+        raise ValueError(f"{where}: missing column(s) {missing}; the comparisons_final.csv "
+                         f"format needs {list(COMPARISON_COLUMNS)}, got {list(df.columns)}")
     out = df.loc[:, list(COMPARISON_COLUMNS)].copy()
     for col in ID_COLUMNS + VOTE_COLUMNS:
         values = pd.to_numeric(out[col], errors="coerce")
@@ -82,11 +67,10 @@ def _normalise(df: pd.DataFrame, where: str) -> pd.DataFrame:
         out[col] = values.astype(np.int64)
     if (out[list(VOTE_COLUMNS)] < 0).to_numpy().any():
         raise ValueError(f"{where}: vote counts must be >= 0")
-    ids = out[list(ID_COLUMNS)].to_numpy()
-    same = (ids[:, 0] == ids[:, 1]) | (ids[:, 0] == ids[:, 2]) | (ids[:, 1] == ids[:, 2])
+    same = (np.diff(np.sort(out[list(ID_COLUMNS)].to_numpy(), axis=1), axis=1) == 0).any(axis=1)
     if same.any():
-        rows = np.flatnonzero(same)[:3].tolist()
-        raise ValueError(f"{where}: a comparison needs three different clips; rows {rows} repeat one")
+        raise ValueError(f"{where}: a comparison needs three different clips; rows "
+                         f"{np.flatnonzero(same)[:3].tolist()} repeat one")
     out[list(PATH_COLUMNS)] = out[list(PATH_COLUMNS)].fillna("").astype(str)
     return out.reset_index(drop=True)
 
@@ -119,10 +103,9 @@ def read_comparisons(path: str | Path) -> pd.DataFrame:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
-            f"comparisons file not found: {path} (expected MagnaTagATune's tab-separated "
-            f"comparisons_final.csv with columns {list(COMPARISON_COLUMNS)})"
-        )
+        raise FileNotFoundError(f"comparisons file not found: {path} (expected MagnaTagATune's "
+                                f"tab-separated comparisons_final.csv with columns "
+                                f"{list(COMPARISON_COLUMNS)})")
     # dtype=str keeps the clip paths verbatim; numbers are converted and checked below.
     df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quotechar='"')
     df.columns = [str(c).strip() for c in df.columns]
@@ -264,49 +247,29 @@ def _triplet_counts(triplets: np.ndarray) -> dict[str, int]:
 
 
 def _vote_drops(votes: np.ndarray, min_votes: int, min_margin: int) -> dict[str, np.ndarray]:
-    """Masks (R,) of the rows dropped for each reason, keyed by the report's count field."""
+    """Masks (R,) of the rows dropped for each reason, keyed by the report's count field; a row
+    counts under the first reason that applies."""
     total = votes.sum(axis=1)
     ordered = np.sort(votes, axis=1)                          # ascending
     top, second = ordered[:, 2], ordered[:, 1]
-    no_votes = total == 0
-    too_few = ~no_votes & (total < min_votes)
-    tie = ~no_votes & ~too_few & (top == second)
-    low_margin = ~no_votes & ~too_few & ~tie & (top - second < min_margin)
-    return {"n_no_votes": no_votes, "n_too_few_votes": too_few, "n_ties": tie,
-            "n_low_margin": low_margin}
+    first = np.select([total == 0, total < min_votes, top == second, top - second < min_margin],
+                      [1, 2, 3, 4], default=0)
+    reasons = ("n_no_votes", "n_too_few_votes", "n_ties", "n_low_margin")
+    return {k: first == i for i, k in enumerate(reasons, start=1)}
 
 
 def _map_ids(ids: np.ndarray, id_to_index) -> tuple[np.ndarray, np.ndarray]:
     """Clip ids -> catalog indices (-1 where unknown), and the rows naming an unknown clip."""
     # Ids are compared as text: mrlib.catalog keeps track ids as str ("7"), the MTAT
     # tables give integers (7); both become "7".
-    if isinstance(id_to_index, dict):
-        lookup = pd.Series(list(id_to_index.values()), index=_id_keys(list(id_to_index)),
-                           dtype="int64")
-    else:
-        lookup = pd.Series(np.arange(len(id_to_index), dtype=np.int64),
-                           index=_id_keys(id_to_index))
+    keys, values = ((list(id_to_index), list(id_to_index.values())) if isinstance(id_to_index, dict)
+                    else (id_to_index, np.arange(len(id_to_index))))
+    lookup = pd.Series(values, index=_id_keys(keys), dtype="int64")
     if lookup.index.has_duplicates:
         raise ValueError("id_to_index lists the same clip id twice")
     mapped = lookup.reindex(_id_keys(ids.ravel())).to_numpy(dtype=float).reshape(ids.shape)
     unknown = np.isnan(mapped).any(axis=1)                    # NaN where the id is unknown
     return np.where(np.isnan(mapped), -1, mapped).astype(np.int64), unknown
-
-
-def _constraints(ids: np.ndarray, votes: np.ndarray, kept: np.ndarray,
-                 per_comparison: str) -> tuple[np.ndarray, np.ndarray]:
-    """Triplets (a, p, n) of the kept rows, and the source row of each."""
-    odd = votes[kept].argmax(axis=1)                          # unique where kept
-    # The two other positions in column order, then the odd one: odd = 0 -> (1, 2, 0), ...
-    columns = np.array([[1, 2, 0], [0, 2, 1], [0, 1, 2]])[odd]   # (K, 3)
-    one = np.take_along_axis(ids[kept], columns, axis=1)
-    if per_comparison == "both":
-        # Interleave so that a comparison's two constraints sit next to each other.
-        triplets = np.stack([one, one[:, [1, 0, 2]]], axis=1).reshape(-1, 3)
-        rows = np.repeat(kept, 2)
-    else:
-        triplets, rows = one, kept.copy()
-    return np.ascontiguousarray(triplets, dtype=np.int64), rows
 
 
 def comparisons_to_triplets(
@@ -377,7 +340,14 @@ def comparisons_to_triplets(
     if id_to_index is not None:
         ids, unknown = _map_ids(ids, id_to_index)
     kept = np.flatnonzero(keep & ~unknown)
-    triplets, rows = _constraints(ids, votes, kept, per_comparison)
+    odd = votes[kept].argmax(axis=1)                          # unique where kept
+    # The two other positions in column order, then the odd one: odd = 0 -> (1, 2, 0), ...
+    one = np.take_along_axis(ids[kept], np.array([[1, 2, 0], [0, 2, 1], [0, 1, 2]])[odd], axis=1)
+    both = per_comparison == "both"
+    # "both" interleaves, so that a comparison's two constraints sit next to each other
+    triplets = np.ascontiguousarray(
+        np.stack([one, one[:, [1, 0, 2]]], axis=1).reshape(-1, 3) if both else one, dtype=np.int64)
+    rows = np.repeat(kept, 2) if both else kept
     settings = {"min_margin": min_margin, "min_votes": min_votes, "per_comparison": per_comparison,
                 "indices": "catalog" if id_to_index is not None else "clip ids"}
     report = TripletReport(n_rows=len(table), **{k: int(v.sum()) for k, v in drops.items()},
@@ -398,12 +368,10 @@ def _random_triples(n_items: int, n: int, rng: np.random.Generator) -> np.ndarra
         if need == 0:
             break
         draw = rng.integers(0, n_items, size=(2 * need + 8, 3))
-        ok = (draw[:, 0] != draw[:, 1]) & (draw[:, 0] != draw[:, 2]) & (draw[:, 1] != draw[:, 2])
-        draw = draw[ok]
+        draw = draw[(np.diff(np.sort(draw, axis=1), axis=1) > 0).all(axis=1)]   # 3 different items
         # each triple's first draw, in draw order, unless an earlier round kept it
         key = np.sort(draw, axis=1) @ place
-        _, first = np.unique(key, return_index=True)         # where each key is first drawn
-        first = np.sort(first)
+        first = np.sort(np.unique(key, return_index=True)[1])   # where each key is first drawn
         new = ~np.isin(key[first], np.sort(out, axis=1) @ place)
         out = np.concatenate([out, draw[first[new]][:need]])
     if len(out) < n:
@@ -415,9 +383,8 @@ def _player_votes(S: np.ndarray, tri: np.ndarray, n_players: int, noise: float,
                   rng: np.random.Generator) -> np.ndarray:
     """Odd-one-out vote counts (R, 3) of ``n_players`` logit-choice players per triple."""
     Ssym = 0.5 * (S + S.T)
-    i, j, k = tri[:, 0], tri[:, 1], tri[:, 2]
-    # Oddness of each position = similarity of the two *other* clips.
-    u = np.stack([Ssym[j, k], Ssym[i, k], Ssym[i, j]], axis=1).astype(np.float64)  # (R, 3)
+    # Oddness of each position = similarity of the two *other* clips: (S_jk, S_ik, S_ij).
+    u = Ssym[tri[:, [1, 0, 0]], tri[:, [2, 2, 1]]].astype(np.float64)               # (R, 3)
     if noise == 0:
         # Every player picks the most odd clip. Where the top oddness is shared (e.g. all three
         # pair similarities 0), perfect players cannot tell: they split evenly between the tied
@@ -504,10 +471,9 @@ def simulate_votes(
     rng = np.random.default_rng(check_int("seed", seed, 0))
     tri = _random_triples(N, n_comparisons, rng)       # (R, 3) clip indices
     votes = _player_votes(S, tri, n_players, noise, rng)
-    data = {**{ID_COLUMNS[c]: clip_ids[tri[:, c]] for c in range(3)},
-            **{VOTE_COLUMNS[c]: votes[:, c] for c in range(3)},
-            **{PATH_COLUMNS[c]: paths[tri[:, c]].astype(str) for c in range(3)}}
-    return pd.DataFrame(data, columns=list(COMPARISON_COLUMNS))
+    blocks = (clip_ids[tri], votes, paths[tri].astype(str))            # each (R, 3)
+    return pd.DataFrame({col: block[:, c] for cols, block in zip(
+        (ID_COLUMNS, VOTE_COLUMNS, PATH_COLUMNS), blocks) for c, col in enumerate(cols)})
 
 
 # --------------------------------------------------------------------------------------------
@@ -528,16 +494,6 @@ class Fold(NamedTuple):
     test: np.ndarray
 
 
-def _clip_graph(pos: np.ndarray, n_clips: int):
-    """Symmetric CSR adjacency of clips; weight = number of triplets two clips share."""
-    from scipy.sparse import coo_matrix  # scipy.sparse costs a third of a second to import
-
-    u = np.concatenate([pos[:, 0], pos[:, 0], pos[:, 1]])
-    v = np.concatenate([pos[:, 1], pos[:, 2], pos[:, 2]])
-    g = coo_matrix((np.ones(len(u)), (u, v)), shape=(n_clips, n_clips)).tocsr()
-    return (g + g.T).tocsr()
-
-
 def _greedy_partition(pos: np.ndarray, n_clips: int, n_folds: int,
                       rng: np.random.Generator) -> np.ndarray:
     """Balanced clip partition that keeps clips sharing triplets together.
@@ -549,9 +505,14 @@ def _greedy_partition(pos: np.ndarray, n_clips: int, n_folds: int,
     the smallest fold. Capacity ``ceil(n_clips / n_folds)`` keeps the folds balanced; three
     further sweeps let early clips follow their neighbours.
     """
+    from scipy.sparse import coo_matrix  # scipy.sparse costs a third of a second to import
     from scipy.sparse.csgraph import breadth_first_order, connected_components
 
-    graph = _clip_graph(pos, n_clips)
+    # symmetric adjacency of clips; weight = number of triplets two clips share
+    i = np.concatenate([pos[:, 0], pos[:, 0], pos[:, 1]])
+    j = np.concatenate([pos[:, 1], pos[:, 2], pos[:, 2]])
+    g = coo_matrix((np.ones(len(i)), (i, j)), shape=(n_clips, n_clips)).tocsr()
+    graph = (g + g.T).tocsr()
     n_comp, labels = connected_components(graph, directed=False)
     starts = [int(rng.choice(np.flatnonzero(labels == comp))) for comp in rng.permutation(n_comp)]
     order = np.concatenate([breadth_first_order(graph, start, directed=False,
@@ -632,7 +593,15 @@ def triplet_folds(
     n_folds, seed = check_int("n_folds", n_folds, 2), check_int("seed", seed, 0)
     check_choice("by", by, ("triplet", "comparison", "clip"))
     if by == "clip":
-        return _clip_folds(t, n_folds, seed)
+        # clip-disjoint: fold f tests the triplets inside clip set f, trains on those outside it
+        clips = np.unique(t)
+        if n_folds > len(clips):
+            raise ValueError(f"n_folds={n_folds} exceeds the {len(clips)} clips to split")
+        pos = np.searchsorted(clips, t)                                     # (M, 3) in 0..C-1
+        fold_of_clip = _greedy_partition(pos, len(clips), n_folds, np.random.default_rng(seed))
+        tf = fold_of_clip[pos]                                              # (M, 3) fold per clip
+        return [Fold(np.flatnonzero(~(tf == f).any(axis=1)), np.flatnonzero((tf == f).all(axis=1)))
+                for f in range(n_folds)]
     # One k-fold implementation for the whole suite: with the same seed, the baselines here
     # and Triplet MatchNet (mrlib.matchnet_cv) see the same folds, so per-fold
     # scores can be compared pairwise. Folds by comparison are folds over the clip sets.
@@ -640,19 +609,6 @@ def triplet_folds(
               if by == "comparison" else None)
     folds = kfold_indices(len(t), n_folds, groups=groups, seed=seed)
     return [Fold(train, test) for train, test in folds]
-
-
-def _clip_folds(t: np.ndarray, n_folds: int, seed: int) -> list[Fold]:
-    """Clip-disjoint folds (``by="clip"`` of :func:`triplet_folds`)."""
-    everything = np.arange(len(t), dtype=np.int64)
-    clips = np.unique(t)
-    if n_folds > len(clips):
-        raise ValueError(f"n_folds={n_folds} exceeds the {len(clips)} clips to split")
-    pos = np.searchsorted(clips, t)                                         # (M, 3) in 0..C-1
-    fold_of_clip = _greedy_partition(pos, len(clips), n_folds, np.random.default_rng(seed))
-    tf = fold_of_clip[pos]                                                  # (M, 3) fold per clip
-    return [Fold(everything[~(tf == f).any(axis=1)], everything[(tf == f).all(axis=1)])
-            for f in range(n_folds)]
 
 
 def fold_summary(folds: Sequence[Fold], n_triplets: int) -> pd.DataFrame:

@@ -24,7 +24,7 @@ def test_registered_and_rows_checked():
         cfr2017.rows("synthetic", "quick", {"seed": 1})
     with pytest.raises(ValueError, match="unknown cfr2017 parameter"):
         cfr2017.rows("synthetic", "quick", {"epochz": 3})
-    with pytest.raises(ValueError, match="unknown profile"):
+    with pytest.raises(ValueError, match="profile must be one of"):
         cfr2017.rows("synthetic", "huge")
     # an override reaches the rows that use it, and only those
     more = cfr2017.rows("synthetic", "quick", {"epochs": 2})
