@@ -15,6 +15,7 @@ This module reads and writes that format and imports no builder, so that every b
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -81,15 +82,19 @@ def _no_duplicates(values: pd.Series, where: str) -> None:
         raise ValueError(f"{where}: duplicate(s) {list(values[values.duplicated()])[:10]}")
 
 
-def _match_vocabulary(vocab_tags: Sequence[str], columns: Sequence[str], vocab_name: str,
-                     tags_name: str) -> None:
-    """Refuse a vocabulary whose tags are not exactly the tag columns of the tags table."""
-    absent = [t for t in vocab_tags if t not in columns]
-    unknown = [c for c in columns if c not in set(vocab_tags)]
+def _read_vocabulary(path: Path, columns: Sequence[str], tags_name: str) -> pd.DataFrame:
+    """``tag, category`` of the vocabulary CSV at ``path``, refused unless its tags are distinct
+    and exactly the tag ``columns`` of the tags table ``tags_name``."""
+    vocab = read_table(path)
+    _require_columns(vocab, ("tag", "category"), str(path))
+    _no_duplicates(vocab["tag"], f"{path}, column 'tag'")
+    absent = [t for t in vocab["tag"] if t not in columns]
+    unknown = [c for c in columns if c not in set(vocab["tag"])]
     if absent or unknown:
-        raise ValueError(f"vocabulary and tags CSV disagree: tags in {vocab_name} without a column "
+        raise ValueError(f"vocabulary and tags CSV disagree: tags in {path.name} without a column "
                          f"in {tags_name}: {absent[:10]}; tag columns not in the vocabulary: "
                          f"{unknown[:10]}")
+    return vocab[["tag", "category"]].reset_index(drop=True)
 
 
 def _skipped_frame(ids: Sequence = (), rows: Sequence = (), reasons: Sequence = ()) -> pd.DataFrame:
@@ -427,22 +432,13 @@ def duplicate_audio(paths: Sequence[str | Path]) -> dict[int, int]:
     """
     by_size: dict[int, list[int]] = {}
     for i, p in enumerate(paths):
-        try:
+        with contextlib.suppress(OSError):
             by_size.setdefault(os.stat(p).st_size, []).append(i)
-        except OSError:
-            continue
-    out: dict[int, int] = {}
-    for group in by_size.values():
-        if len(group) < 2:
-            continue
-        first_of: dict[str, int] = {}
-        for i in group:
-            try:
-                with open(paths[i], "rb") as fh:
-                    digest = hashlib.file_digest(fh, "sha256").hexdigest()
-            except OSError:
-                continue
-            first = first_of.setdefault(digest, i)
+    # one digest table for all sizes: files of equal content have equal size
+    out, first_of = {}, {}
+    for i in [i for group in by_size.values() if len(group) > 1 for i in group]:
+        with contextlib.suppress(OSError), open(paths[i], "rb") as fh:
+            first = first_of.setdefault(hashlib.file_digest(fh, "sha256").hexdigest(), i)
             if first != i:
                 out[i] = first
     return out
@@ -574,15 +570,11 @@ def read(root: str | Path, name: str | None = None, allow_outside: bool | None =
     _require_columns(tracks, TRACK_COLUMNS, str(root / "tracks.csv"))
     # unknown durations are written as empty cells
     tracks["duration_s"] = pd.to_numeric(tracks["duration_s"], errors="coerce")
-    vocab = read_table(root / "vocabulary.csv")
     tags_df = read_table(root / "tags.csv")
     _require_columns(tags_df, ("track_id",), str(root / "tags.csv"))
-    _require_columns(vocab, ("tag", "category"), str(root / "vocabulary.csv"))
-    _no_duplicates(vocab["tag"], f"{root / 'vocabulary.csv'}, column 'tag'")
-    tag_cols = list(vocab["tag"])
-    _match_vocabulary(tag_cols, [c for c in tags_df.columns if c != "track_id"], "vocabulary.csv",
-                      "tags.csv")
-    tags = _numeric(tags_df, tag_cols, root / "tags.csv")
+    vocab = _read_vocabulary(root / "vocabulary.csv", list(tags_df.columns.drop("track_id")),
+                             "tags.csv")
+    tags = _numeric(tags_df, list(vocab["tag"]), root / "tags.csv")
     tag_ids = tags_df["track_id"]
     if list(tag_ids) != list(tracks["track_id"]):
         if set(tag_ids) != set(tracks["track_id"]) or tag_ids.duplicated().any():
@@ -594,7 +586,7 @@ def read(root: str | Path, name: str | None = None, allow_outside: bool | None =
     attributes = (pd.read_csv(root / "attributes.csv", keep_default_na=False)
                   if (root / "attributes.csv").is_file() else None)
     return Catalog(name=name or info.get("name") or root.name, root=root.resolve(), tracks=tracks,
-                   tags=tags.astype(np.float32), vocabulary=vocab[["tag", "category"]],
+                   tags=tags.astype(np.float32), vocabulary=vocab,
                    attributes=attributes, info=info)
 
 

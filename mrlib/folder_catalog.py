@@ -12,9 +12,9 @@ import soundfile as sf
 from tqdm.auto import tqdm
 
 from mrlib.catalog_format import (AUDIO_EXTENSIONS, FORMAT_VERSION, SPLITS, Catalog,
-                                  _match_vocabulary, _no_duplicates, _require_columns,
-                                  _skipped_frame, _warn_same_audio, artist_disjoint_split,
-                                  duplicate_audio, format_skipped, group_duplicates, read_table)
+                                  _read_vocabulary, _require_columns, _skipped_frame,
+                                  _warn_same_audio, artist_disjoint_split, duplicate_audio,
+                                  format_skipped, group_duplicates, read_table)
 
 __all__ = ["from_folder"]
 
@@ -176,12 +176,8 @@ def _read_tables(tags_csv: Path, vocabulary_csv, id_column: str, path_column: st
         vocabulary_csv = Path(vocabulary_csv).expanduser()
         if not vocabulary_csv.is_file():
             raise FileNotFoundError(f"vocabulary CSV not found: {vocabulary_csv}")
-        vocab = read_table(vocabulary_csv)
-        _require_columns(vocab, ("tag", "category"), vocabulary_csv.name)
-        _match_vocabulary(list(vocab["tag"]), tag_cols, vocabulary_csv.name, tags_csv.name)
-        _no_duplicates(vocab["tag"], f"{vocabulary_csv.name}, column 'tag'")
+        vocab = _read_vocabulary(vocabulary_csv, tag_cols, tags_csv.name)
         tag_cols = list(vocab["tag"])
-        vocab = vocab[["tag", "category"]].reset_index(drop=True)
     if not tag_cols:
         raise ValueError(f"{tags_csv.name}: no tag columns (only {list(df.columns)})")
     return df, tag_cols, vocab, vocabulary_csv
