@@ -257,10 +257,17 @@ def _locate_audio(rows: _Rows, audio_dir: Path, path_column: str | None, allow_o
     by_stem: dict[str, list[Path]] = {}
     for p in files:
         by_stem.setdefault(p.stem, []).append(p)
+    real_dir = audio_dir.resolve()
     for r in tqdm(np.flatnonzero(rows.ok), desc="checking audio", unit="file", disable=not progress):
-        p, problem = (_file_by_path(str(rows.df[path_column].iat[r]), audio_dir, allow_outside)
-                      if path_column is not None else
-                      _file_by_id(rows.ids.iat[r], by_stem, audio_dir, allow_outside))
+        if path_column is None:
+            p, problem = _file_by_id(rows.ids.iat[r], by_stem, audio_dir)
+        else:
+            rel = str(rows.df[path_column].iat[r])
+            p = audio_dir / rel      # an absolute path replaces audio_dir
+            problem = None if p.is_file() else f"file not found: {rel}"
+        if problem is None and not allow_outside and not p.resolve().is_relative_to(real_dir):
+            problem = (f"outside the audio folder: {os.path.relpath(p, audio_dir)} leads to "
+                       f"{p.resolve()} (pass allow_outside=True to allow)")
         if problem is None and min_duration_s is not None:
             dur, problem = _audio_duration(p)
             if problem is None and dur < min_duration_s:
@@ -273,30 +280,16 @@ def _locate_audio(rows: _Rows, audio_dir: Path, path_column: str | None, allow_o
     return files
 
 
-def _file_by_path(rel: str, audio_dir: Path, allow_outside: bool) -> tuple[Path, str | None]:
-    """(file, None) of a path-column cell, or (file, why it cannot be used)."""
-    p = audio_dir / rel      # an absolute path replaces audio_dir
-    if not p.is_file():
-        return p, f"file not found: {rel}"
-    if not allow_outside and not p.resolve().is_relative_to(audio_dir.resolve()):
-        return p, f"outside the audio folder: {rel} (pass allow_outside=True to allow)"
-    return p, None
-
-
-def _file_by_id(tid: str, by_stem: dict[str, list[Path]], audio_dir: Path,
-                allow_outside: bool) -> tuple[Path | None, str | None]:
-    """(file, None) of the one audio file named ``<tid>.<ext>``, or (file, why not)."""
+def _file_by_id(tid: str, by_stem: dict[str, list[Path]],
+                audio_dir: Path) -> tuple[Path | None, str | None]:
+    """(file, None) of the one audio file named ``<tid>.<ext>``, or (None, why not)."""
     cands = by_stem.get(tid, [])
     if not cands:
         return None, (f"file not found: no {tid}.<{'|'.join(e[1:] for e in AUDIO_EXTENSIONS)}> "
                       f"below {audio_dir.name}/")
     if len(cands) > 1:
         return None, f"ambiguous: {len(cands)} audio files named {tid}.*"
-    p = cands[0]
-    if not allow_outside and not p.resolve().is_relative_to(audio_dir.resolve()):
-        return p, (f"outside the audio folder: {p.relative_to(audio_dir)} is a symlink "
-                   "out (pass allow_outside=True to allow)")
-    return p, None
+    return cands[0], None
 
 
 def _duplicate_rows(rows: _Rows, duplicates: str) -> dict[int, int]:

@@ -554,6 +554,14 @@ def test_a_folder_csv_cannot_reach_outside_its_audio_folder(tmp_path):
     assert "outside the audio folder" in dict(zip(cat.skipped.track_id, cat.skipped.reason))["s"]
     cat = C.from_folder(audio, csv_path, path_column="file", progress=False, allow_outside=True)
     assert "s" in set(cat.track_ids)
+    # found by id: a symlink out of the folder is outside it too, and named with its target
+    os.symlink(tmp_path / "secret" / "music" / "s.wav", audio / "s.wav")
+    csv_path = _write(tmp_path / "by_id.csv", "track_id,rock\na,1\ns,0\nb,0.5\n")
+    with pytest.warns(UserWarning, match="skipped"):
+        cat = C.from_folder(audio, csv_path, progress=False)
+    reason = dict(zip(cat.skipped.track_id, cat.skipped.reason))["s"]
+    assert reason.startswith("outside the audio folder: s.wav leads to ") and "secret" in reason
+    assert "s" in set(C.from_folder(audio, csv_path, progress=False, allow_outside=True).track_ids)
 
 
 def test_one_recording_under_two_ids_is_reported_and_kept_in_one_split(tmp_path):
