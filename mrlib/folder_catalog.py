@@ -15,6 +15,7 @@ from mrlib.catalog_format import (AUDIO_EXTENSIONS, FORMAT_VERSION, SPLITS, Cata
                                   _read_vocabulary, _require_columns, _skipped_frame,
                                   _warn_same_audio, artist_disjoint_split, duplicate_audio,
                                   format_skipped, group_duplicates, read_table)
+from mrlib.checks import check_choice
 
 __all__ = ["from_folder"]
 
@@ -103,7 +104,9 @@ def from_folder(audio_dir: str | Path, tags_csv: str | Path, vocabulary_csv: str
     Notebook: 00_overview.ipynb
     """
     audio_dir, tags_csv = Path(audio_dir).expanduser(), Path(tags_csv).expanduser()
-    _check_args(audio_dir, duplicates)
+    check_choice("duplicates", duplicates, ("group", "skip", "error"))
+    if not audio_dir.is_dir():
+        raise FileNotFoundError(f"audio folder not found: {audio_dir}")
     df, tag_cols, vocab, vocabulary_csv = _read_tables(tags_csv, vocabulary_csv, id_column, path_column,
                                                        {artist_column, split_column, "duration_s"})
     rows = _Rows(df, df[id_column].astype(str).str.strip(), tags_csv.name, strict)
@@ -125,13 +128,6 @@ def from_folder(audio_dir: str | Path, tags_csv: str | Path, vocabulary_csv: str
             "n_skipped": len(skipped), "complete": True}
     return Catalog(name=name, root=audio_dir.resolve(), tracks=tracks,
                    tags=values[keep].astype(np.float32), vocabulary=vocab, info=info, skipped=skipped)
-
-
-def _check_args(audio_dir: Path, duplicates: str) -> None:
-    if duplicates not in ("group", "skip", "error"):
-        raise ValueError(f"duplicates must be 'group', 'skip' or 'error', got {duplicates!r}")
-    if not audio_dir.is_dir():
-        raise FileNotFoundError(f"audio folder not found: {audio_dir}")
 
 
 def _tracks(rows: "_Rows", keep: np.ndarray, same_as: dict[int, int], artist_column: str,

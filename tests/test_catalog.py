@@ -426,6 +426,8 @@ def test_from_folder_error_messages(folder, tmp_path):
     audio, tags_csv, vocab_csv = folder
     with pytest.raises(FileNotFoundError, match="audio folder not found"):
         C.from_folder(tmp_path / "nowhere", tags_csv)
+    with pytest.raises(ValueError, match=r"duplicates must be one of \('group', 'skip', 'error'\)"):
+        C.from_folder(audio, tags_csv, duplicates="keep")
     with pytest.raises(FileNotFoundError, match="tags CSV not found"):
         C.from_folder(audio, tmp_path / "none.csv")
     with pytest.raises(ValueError, match=r"missing column\(s\) \['clip_id'\].*pass id_column"):
