@@ -362,9 +362,6 @@ def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
     """
     path = Path(path)
     raw = path.read_bytes()
-    if not raw.strip():
-        raise ValueError(f"{path} is empty: expected a header line of column names, then its "
-                         "rows")
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in raw[:200]:
         raise ValueError(f"{path} is UTF-16 encoded (or binary); save it as UTF-8 text "
                          "(in a spreadsheet: 'CSV UTF-8')")
@@ -378,23 +375,20 @@ def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
         header = text.split("\n", 1)[0]
         sep = "\t" if "\t" in header else (";" if ";" in header and "," not in header else ",")
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, quotechar='"')
-    rows, lines, columns = [], [], None
-    try:
-        for row in reader:
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue
-            if columns is None:
-                columns = [c.strip() for c in row]
-                continue
-            if len(row) != len(columns):
-                raise ValueError(f"{path} line {reader.line_num}: {len(row)} field(s), but the "
-                                 f"header has {len(columns)} ({', '.join(columns[:6])}"
-                                 f"{', ...' if len(columns) > 6 else ''}); check separators "
-                                 "and quotes on that line")
-            rows.append(row)
-            lines.append(reader.line_num)
+    try:   # (line, fields) of each row that is not blank
+        rows = [(reader.line_num, row) for row in reader if len(row) > 1 or row and row[0].strip()]
     except csv.Error as err:
         raise ValueError(f"{path} line {reader.line_num}: {err}") from None
+    if not rows:
+        raise ValueError(f"{path} is empty: expected a header line of column names, then its "
+                         "rows")
+    columns = [c.strip() for c in rows.pop(0)[1]]
+    for line, row in rows:
+        if len(row) != len(columns):
+            raise ValueError(f"{path} line {line}: {len(row)} field(s), but the header has "
+                             f"{len(columns)} ({', '.join(columns[:6])}"
+                             f"{', ...' if len(columns) > 6 else ''}); check separators and "
+                             "quotes on that line")
     unnamed = [i + 1 for i, c in enumerate(columns) if not c]
     if unnamed:
         raise ValueError(f"{path}: column(s) {unnamed} of the header have no name")
@@ -403,8 +397,8 @@ def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
     if dups:
         raise ValueError(f"{path}: duplicate column name(s) {', '.join(dups)}; every column "
                          "(every tag) needs its own name")
-    df = pd.DataFrame(rows, columns=columns, dtype=str)
-    df.attrs["lines"] = lines
+    df = pd.DataFrame([row for _, row in rows], columns=columns, dtype=str)
+    df.attrs["lines"] = [line for line, _ in rows]
     return df
 
 

@@ -485,9 +485,10 @@ CSV_TEXT = "track_id,rock,calm\na,0.5,0.1\nb,0.2,0.9\nc,1,0\n"
     (CSV_TEXT.encode("utf-16"), r"tags\.csv is UTF-16 encoded"),
     ("track_id,rock,café\na,0.5,0.1\nb,0.2,0.9\n".encode("latin-1"), r"tags\.csv is not UTF-8: byte 0xe9 on line 1"),
     (b"", r"tags\.csv is empty"),
+    (b'""\n  \n', r"tags\.csv is empty"),      # blank rows only: no header (a TypeError before)
     (b"track_id,rock,calm\na,0.5,0.1\nb,0.2,0.9,0.4\n", r"tags\.csv line 3: 4 field\(s\), but the header has 3"),
     (b"track_id,rock,rock\na,0.5,0.1\n", r"tags\.csv: duplicate column name\(s\) 'rock' \(columns 2 and 3\)"),
-], ids=["utf16", "latin1", "empty", "ragged", "duplicate-tag"])
+], ids=["utf16", "latin1", "empty", "blank", "ragged", "duplicate-tag"])
 def test_csv_errors_name_the_file_and_line(tmp_path, content, match):
     audio = _audio_folder(tmp_path)
     (tmp_path / "tags.csv").write_bytes(content)
