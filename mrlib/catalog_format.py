@@ -85,8 +85,7 @@ def _no_duplicates(values: pd.Series, where: str) -> None:
 def _read_vocabulary(path: Path, columns: Sequence[str], tags_name: str) -> pd.DataFrame:
     """``tag, category`` of the vocabulary CSV at ``path``, refused unless its tags are distinct
     and exactly the tag ``columns`` of the tags table ``tags_name``."""
-    vocab = read_table(path)
-    _require_columns(vocab, ("tag", "category"), str(path))
+    vocab = read_table(path, columns=("tag", "category"))
     _no_duplicates(vocab["tag"], f"{path}, column 'tag'")
     absent = [t for t in vocab["tag"] if t not in columns]
     unknown = [c for c in columns if c not in set(vocab["tag"])]
@@ -333,7 +332,8 @@ def _write_json(obj: dict, path: Path) -> None:
         tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n")
 
 
-def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
+def read_table(path: str | Path, sep: str | None = None,
+               columns: Sequence[str] = ()) -> pd.DataFrame:
     """Read a CSV/TSV table as text, with errors that name the file, the line and the column.
 
     Every cell stays a string (ids such as ``"NA"`` or ``"007"`` survive); blank lines are
@@ -346,6 +346,8 @@ def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
     sep : str, optional
         The separator; default: tab if the header has one, else ``;`` if it has ``;`` and no
         ``,``, else ``,``.
+    columns : sequence of str, optional
+        Columns the table must have.
 
     Returns
     -------
@@ -356,7 +358,7 @@ def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
     ValueError
         An empty file; UTF-16 or another non-UTF-8 encoding (with the line of the first bad
         byte); a row with more or fewer fields than the header (its line); duplicate or
-        empty column names; a quoting error (its line).
+        empty column names; a quoting error (its line); a missing one of ``columns``.
 
     Notebook: 00_overview.ipynb
     """
@@ -382,23 +384,24 @@ def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
     if not rows:
         raise ValueError(f"{path} is empty: expected a header line of column names, then its "
                          "rows")
-    columns = [c.strip() for c in rows.pop(0)[1]]
+    names = [c.strip() for c in rows.pop(0)[1]]
     for line, row in rows:
-        if len(row) != len(columns):
+        if len(row) != len(names):
             raise ValueError(f"{path} line {line}: {len(row)} field(s), but the header has "
-                             f"{len(columns)} ({', '.join(columns[:6])}"
-                             f"{', ...' if len(columns) > 6 else ''}); check separators and "
+                             f"{len(names)} ({', '.join(names[:6])}"
+                             f"{', ...' if len(names) > 6 else ''}); check separators and "
                              "quotes on that line")
-    unnamed = [i + 1 for i, c in enumerate(columns) if not c]
+    unnamed = [i + 1 for i, c in enumerate(names) if not c]
     if unnamed:
         raise ValueError(f"{path}: column(s) {unnamed} of the header have no name")
-    dups = [f"{c!r} (columns {columns.index(c) + 1} and {i + 1})"
-            for i, c in enumerate(columns) if columns.index(c) < i]
+    dups = [f"{c!r} (columns {names.index(c) + 1} and {i + 1})"
+            for i, c in enumerate(names) if names.index(c) < i]
     if dups:
         raise ValueError(f"{path}: duplicate column name(s) {', '.join(dups)}; every column "
                          "(every tag) needs its own name")
-    df = pd.DataFrame([row for _, row in rows], columns=columns, dtype=str)
+    df = pd.DataFrame([row for _, row in rows], columns=names, dtype=str)
     df.attrs["lines"] = [line for line, _ in rows]
+    _require_columns(df, columns, str(path))
     return df
 
 
@@ -560,12 +563,10 @@ def read(root: str | Path, name: str | None = None, allow_outside: bool | None =
         raise ValueError(f"{root} holds an incomplete build (catalog.json: complete=false); "
                          f"build it again to resume, e.g. mrlib.catalog.build('synthetic', ...)")
     # every cell read as text: ids such as "NA" or "null" stay strings
-    tracks = read_table(root / "tracks.csv")
-    _require_columns(tracks, TRACK_COLUMNS, str(root / "tracks.csv"))
+    tracks = read_table(root / "tracks.csv", columns=TRACK_COLUMNS)
     # unknown durations are written as empty cells
     tracks["duration_s"] = pd.to_numeric(tracks["duration_s"], errors="coerce")
-    tags_df = read_table(root / "tags.csv")
-    _require_columns(tags_df, ("track_id",), str(root / "tags.csv"))
+    tags_df = read_table(root / "tags.csv", columns=("track_id",))
     vocab = _read_vocabulary(root / "vocabulary.csv", list(tags_df.columns.drop("track_id")),
                              "tags.csv")
     tags = _numeric(tags_df, list(vocab["tag"]), root / "tags.csv")

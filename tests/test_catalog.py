@@ -528,3 +528,11 @@ def test_top_tags_orders_by_likelihood_and_cuts_at_the_threshold(tmp_path):
     assert cat.top_tags(1) == []
     with pytest.raises(IndexError):
         cat.top_tags(2)
+
+
+def test_read_table_refuses_a_table_without_the_columns_asked_for(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("a,b\n1,2\n")
+    assert list(C.read_table(path, columns=("b", "a")).columns) == ["a", "b"]
+    with pytest.raises(ValueError, match=r"t\.csv is missing column\(s\) \['c'\]; its columns are \['a', 'b'\]"):
+        C.read_table(path, columns=("a", "c"))
