@@ -202,8 +202,7 @@ class Catalog:
 
         Notebook: 02_similarity.ipynb
         """
-        if category not in self.categories:
-            raise ValueError(f"unknown category {category!r}; this catalog has {self.categories}")
+        check_choice("category", category, self.categories)
         return np.flatnonzero(self.vocabulary["category"].to_numpy() == category).astype(np.int64)
 
     def top_tags(self, i: int, k: int | None = None, threshold: float = 0.5,

@@ -327,7 +327,7 @@ def test_catalog_validates_its_fields():
         cat.split_indices("validation")
     with pytest.raises(IndexError):
         cat.audio_path(4)
-    with pytest.raises(ValueError, match="unknown category"):
+    with pytest.raises(ValueError, match=r"category must be one of \('Genre',\), got 'Mood'"):
         cat.category_indices("Mood")
 
 
