@@ -111,10 +111,8 @@ def from_folder(audio_dir: str | Path, tags_csv: str | Path, vocabulary_csv: str
                                                        {artist_column, split_column, "duration_s"})
     rows = _Rows(df, df[id_column].astype(str).str.strip(), tags_csv.name, strict)
     values = _check_rows(rows, df[tag_cols], split_column)
-    files = _locate_audio(rows, audio_dir, path_column, allow_outside, progress,
-                          min_duration_s if check_audio else None)
-    same_as = _duplicate_rows(rows, duplicates)
-    rows.note_unlisted(files if path_column is None else [])
+    same_as = _locate_audio(rows, audio_dir, path_column, allow_outside, progress,
+                            min_duration_s if check_audio else None, duplicates)
     keep, skipped = rows.kept(), rows.skipped_frame()
     tracks = _tracks(rows, keep, same_as, artist_column, split_column, fractions, seed, audio_dir)
     if len(skipped):
@@ -245,10 +243,10 @@ def _check_rows(rows: _Rows, tag_text: pd.DataFrame, split_column: str) -> np.nd
 
 
 def _locate_audio(rows: _Rows, audio_dir: Path, path_column: str | None, allow_outside: bool,
-                  progress: bool, min_duration_s: float | None) -> list[Path]:
+                  progress: bool, min_duration_s: float | None, duplicates: str) -> dict[int, int]:
     """Each usable row's file (by the path column, else by id among the audio files below
-    ``audio_dir``) and, unless ``min_duration_s`` is None, its duration from the file header;
-    returns the audio files found below ``audio_dir``."""
+    ``audio_dir``, which notes the files no row names) and, unless ``min_duration_s`` is None,
+    its duration from the file header; returns :func:`_duplicate_rows`."""
     files = [p for p in audio_dir.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()]
     by_stem: dict[str, list[Path]] = {}
     for p in files:
@@ -273,7 +271,9 @@ def _locate_audio(rows: _Rows, audio_dir: Path, path_column: str | None, allow_o
             rows.skip(r, problem)
             continue
         rows.paths[r] = p
-    return files
+    same_as = _duplicate_rows(rows, duplicates)
+    rows.note_unlisted(files if path_column is None else [])
+    return same_as
 
 
 def _file_by_id(tid: str, by_stem: dict[str, list[Path]],
