@@ -156,7 +156,11 @@ def catalog_frames(
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    folder = _check_folder(folder, subset, top_k)
+    folder = Path(data_dir() / "mtat" if folder is None else folder)
+    check_choice("subset", subset, ("all", "compared"))
+    if top_k is not None and (not is_int(top_k) or top_k < 1):
+        raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
+    # a missing folder is named by read_annotations, with what it must hold
     ann = read_annotations(folder / ANNOTATIONS_FILE)
     info = read_clip_info(folder / CLIP_INFO_FILE)
     tag_frame = _tag_frame(ann.drop(columns=["clip_id", "mp3_path"]), merge_synonyms, top_k)
@@ -175,20 +179,6 @@ def catalog_frames(
     tracks = _tracks(ann, info, folder, root, fractions, seed, check_audio)
     vocabulary = pd.DataFrame({"tag": list(tag_frame.columns), "category": list(map(tag_category, tag_frame.columns))})
     return tracks, tag_frame.loc[keep].to_numpy(np.float32), vocabulary, report
-
-
-def _check_folder(folder, subset: str, top_k) -> Path:
-    """The MTAT folder (default under the data root), checked with the loading options."""
-    folder = Path(data_dir() / "mtat" if folder is None else folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(
-            f"MagnaTagATune folder not found: {folder}. It must hold {ANNOTATIONS_FILE}, "
-            f"{CLIP_INFO_FILE}, {COMPARISONS_FILE} and the mp3 clips (folders 0 ... f)."
-        )
-    check_choice("subset", subset, ("all", "compared"))
-    if top_k is not None and (not is_int(top_k) or top_k < 1):
-        raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
-    return folder
 
 
 def _tag_frame(tag_frame: pd.DataFrame, merge_synonyms: bool, top_k: int | None) -> pd.DataFrame:

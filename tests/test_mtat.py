@@ -157,7 +157,7 @@ def test_fixture_votes_become_catalog_triplets(fixture_dir):
 
 
 def test_missing_things_give_clear_errors(tmp_path, fixture_dir):
-    with pytest.raises(FileNotFoundError, match="annotations_final.csv"):
+    with pytest.raises(FileNotFoundError, match=r"nowhere/annotations_final\.csv\. The folder must hold"):
         catalog_frames(tmp_path / "nowhere")
     folder = tmp_path / "partial"
     write_fixture(folder, n_clips=6, n_artists=2, n_comparisons=3, audio=False)
