@@ -557,7 +557,7 @@ def test_a_folder_csv_cannot_reach_outside_its_audio_folder(tmp_path):
     assert "s" in set(cat.track_ids)
     # found by id: a symlink out of the folder is outside it too, and named with its target
     os.symlink(tmp_path / "secret" / "music" / "s.wav", audio / "s.wav")
-    csv_path = _write(tmp_path / "by_id.csv", "track_id,rock\na,1\ns,0\nb,0.5\n")
+    csv_path = _write(tmp_path / "by_id.csv", "track_id,rock\na,1\ns,0\nb,0.5\nc,0\n")
     with pytest.warns(UserWarning, match="skipped"):
         cat = C.from_folder(audio, csv_path, progress=False)
     reason = dict(zip(cat.skipped.track_id, cat.skipped.reason))["s"]
