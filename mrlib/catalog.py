@@ -186,13 +186,11 @@ def _parser() -> argparse.ArgumentParser:
 def _cli_build(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     kw = dict(n_tracks=args.n_tracks, seed=args.seed, sr=args.sr, n_jobs=args.jobs,
-              progress=not args.no_progress, overwrite=args.overwrite)
+              progress=not args.no_progress, overwrite=args.overwrite, root=args.root)
     if args.name == "synthetic":
-        kw.update(duration_s=args.duration, root=args.root, audio_format=args.format or "flac",
-                  events=args.events)
+        kw.update(duration_s=args.duration, audio_format=args.format or "flac", events=args.events)
     else:   # music21 clips its works to --duration; --format does not apply
-        kw.update(clip_s=args.duration, root=args.root or None,
-                  instrumentation=args.instrumentation or "independent")
+        kw.update(clip_s=args.duration, instrumentation=args.instrumentation or "independent")
     root = build(args.name, **kw)
     dt = time.perf_counter() - t0
     cat = read(root)
@@ -202,9 +200,11 @@ def _cli_build(args: argparse.Namespace) -> int:
 
 
 def _given(args: argparse.Namespace) -> dict[str, Any]:
-    """The options given with a value other than their default, as ``{"--flag": value}``."""
+    """The options given with a value other than their default, as ``{"--flag": value}`` (a
+    float as typed: ``2`` for 2.0)."""
     default = vars(_parser().parse_args([args.cmd, args.name]))
-    return {f"--{k.replace('_', '-')}": v for k, v in vars(args).items() if v != default[k]}
+    return {f"--{k.replace('_', '-')}": f"{v:g}" if isinstance(v, float) else v
+            for k, v in vars(args).items() if v != default[k]}
 
 
 def _cli_info(args: argparse.Namespace) -> int:
@@ -219,12 +219,10 @@ def _cli_info(args: argparse.Namespace) -> int:
                                                 args.instrumentation or "independent")
         info = _read_json(root / "catalog.json")
         if not info.get("complete"):
-            flags = f"--n-tracks {args.n_tracks} --seed {args.seed}"
-            for flag, value in _given(args).items():     # the others, as typed
-                if isinstance(value, float):
-                    value = f"{value:g}"
-                if flag not in ("--n-tracks", "--seed"):
-                    flags += f" {flag}" if value is True else f" {flag} {value}"
+            # size and seed first, then the others as typed
+            given = {"--n-tracks": args.n_tracks, "--seed": args.seed, **_given(args)}
+            flags = " ".join(flag if value is True else f"{flag} {value}"
+                             for flag, value in given.items())
             print(f"{root}: not built{' completely' if info else ''}; run "
                   f"python -m mrlib.catalog build {args.name} {flags}")
             return 1
@@ -251,13 +249,12 @@ def main(argv: Iterable[str] | None = None) -> int:
     """
     args = _parser().parse_args(list(argv) if argv is not None else None)
     try:
-        if args.name == "music21" and args.events:
-            raise ValueError("--events is a variant of the synthetic catalog only")
-        if args.name == "music21" and args.format is not None:    # it writes FLAC only
-            raise ValueError("--format applies to the synthetic catalog only (music21 "
-                             "writes FLAC)")
-        if args.name == "synthetic" and args.instrumentation:
-            raise ValueError("--instrumentation applies to the music21 catalog only")
+        # one generated catalog's options, refused for the other (a folder's: by _cli_info)
+        for flag, value, only in (("--events", args.events, "synthetic"),
+                                  ("--format", args.format, "synthetic"),
+                                  ("--instrumentation", args.instrumentation, "music21")):
+            if value and args.name in {"synthetic", "music21"} - {only}:
+                raise ValueError(f"{flag} applies to the {only} catalog only")
         return _cli_build(args) if args.cmd == "build" else _cli_info(args)
     except (FileNotFoundError, ValueError, LockedError) as err:
         print(f"error: {err}", file=sys.stderr)

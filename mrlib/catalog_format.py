@@ -15,6 +15,7 @@ This module reads and writes that format and imports no builder, so that every b
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -81,15 +82,18 @@ def _no_duplicates(values: pd.Series, where: str) -> None:
         raise ValueError(f"{where}: duplicate(s) {list(values[values.duplicated()])[:10]}")
 
 
-def _match_vocabulary(vocab_tags: Sequence[str], columns: Sequence[str], vocab_name: str,
-                     tags_name: str) -> None:
-    """Refuse a vocabulary whose tags are not exactly the tag columns of the tags table."""
-    absent = [t for t in vocab_tags if t not in columns]
-    unknown = [c for c in columns if c not in set(vocab_tags)]
+def _read_vocabulary(path: Path, columns: Sequence[str], tags_name: str) -> pd.DataFrame:
+    """``tag, category`` of the vocabulary CSV at ``path``, refused unless its tags are distinct
+    and exactly the tag ``columns`` of the tags table ``tags_name``."""
+    vocab = read_table(path, columns=("tag", "category"))
+    _no_duplicates(vocab["tag"], f"{path}, column 'tag'")
+    absent = [t for t in vocab["tag"] if t not in columns]
+    unknown = [c for c in columns if c not in set(vocab["tag"])]
     if absent or unknown:
-        raise ValueError(f"vocabulary and tags CSV disagree: tags in {vocab_name} without a column "
+        raise ValueError(f"vocabulary and tags CSV disagree: tags in {path.name} without a column "
                          f"in {tags_name}: {absent[:10]}; tag columns not in the vocabulary: "
                          f"{unknown[:10]}")
+    return vocab[["tag", "category"]].reset_index(drop=True)
 
 
 def _skipped_frame(ids: Sequence = (), rows: Sequence = (), reasons: Sequence = ()) -> pd.DataFrame:
@@ -198,8 +202,7 @@ class Catalog:
 
         Notebook: 02_similarity.ipynb
         """
-        if category not in self.categories:
-            raise ValueError(f"unknown category {category!r}; this catalog has {self.categories}")
+        check_choice("category", category, self.categories)
         return np.flatnonzero(self.vocabulary["category"].to_numpy() == category).astype(np.int64)
 
     def top_tags(self, i: int, k: int | None = None, threshold: float = 0.5,
@@ -328,7 +331,8 @@ def _write_json(obj: dict, path: Path) -> None:
         tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n")
 
 
-def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
+def read_table(path: str | Path, sep: str | None = None,
+               columns: Sequence[str] = ()) -> pd.DataFrame:
     """Read a CSV/TSV table as text, with errors that name the file, the line and the column.
 
     Every cell stays a string (ids such as ``"NA"`` or ``"007"`` survive); blank lines are
@@ -341,6 +345,8 @@ def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
     sep : str, optional
         The separator; default: tab if the header has one, else ``;`` if it has ``;`` and no
         ``,``, else ``,``.
+    columns : sequence of str, optional
+        Columns the table must have.
 
     Returns
     -------
@@ -351,15 +357,12 @@ def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
     ValueError
         An empty file; UTF-16 or another non-UTF-8 encoding (with the line of the first bad
         byte); a row with more or fewer fields than the header (its line); duplicate or
-        empty column names; a quoting error (its line).
+        empty column names; a quoting error (its line); a missing one of ``columns``.
 
     Notebook: 00_overview.ipynb
     """
     path = Path(path)
     raw = path.read_bytes()
-    if not raw.strip():
-        raise ValueError(f"{path} is empty: expected a header line of column names, then its "
-                         "rows")
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in raw[:200]:
         raise ValueError(f"{path} is UTF-16 encoded (or binary); save it as UTF-8 text "
                          "(in a spreadsheet: 'CSV UTF-8')")
@@ -373,33 +376,31 @@ def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
         header = text.split("\n", 1)[0]
         sep = "\t" if "\t" in header else (";" if ";" in header and "," not in header else ",")
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, quotechar='"')
-    rows, lines, columns = [], [], None
-    try:
-        for row in reader:
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue
-            if columns is None:
-                columns = [c.strip() for c in row]
-                continue
-            if len(row) != len(columns):
-                raise ValueError(f"{path} line {reader.line_num}: {len(row)} field(s), but the "
-                                 f"header has {len(columns)} ({', '.join(columns[:6])}"
-                                 f"{', ...' if len(columns) > 6 else ''}); check separators "
-                                 "and quotes on that line")
-            rows.append(row)
-            lines.append(reader.line_num)
+    try:   # (line, fields) of each row that is not blank
+        rows = [(reader.line_num, row) for row in reader if len(row) > 1 or row and row[0].strip()]
     except csv.Error as err:
         raise ValueError(f"{path} line {reader.line_num}: {err}") from None
-    unnamed = [i + 1 for i, c in enumerate(columns) if not c]
+    if not rows:
+        raise ValueError(f"{path} is empty: expected a header line of column names, then its "
+                         "rows")
+    names = [c.strip() for c in rows.pop(0)[1]]
+    for line, row in rows:
+        if len(row) != len(names):
+            raise ValueError(f"{path} line {line}: {len(row)} field(s), but the header has "
+                             f"{len(names)} ({', '.join(names[:6])}"
+                             f"{', ...' if len(names) > 6 else ''}); check separators and "
+                             "quotes on that line")
+    unnamed = [i + 1 for i, c in enumerate(names) if not c]
     if unnamed:
         raise ValueError(f"{path}: column(s) {unnamed} of the header have no name")
-    dups = [f"{c!r} (columns {columns.index(c) + 1} and {i + 1})"
-            for i, c in enumerate(columns) if columns.index(c) < i]
+    dups = [f"{c!r} (columns {names.index(c) + 1} and {i + 1})"
+            for i, c in enumerate(names) if names.index(c) < i]
     if dups:
         raise ValueError(f"{path}: duplicate column name(s) {', '.join(dups)}; every column "
                          "(every tag) needs its own name")
-    df = pd.DataFrame(rows, columns=columns, dtype=str)
-    df.attrs["lines"] = lines
+    df = pd.DataFrame([row for _, row in rows], columns=names, dtype=str)
+    df.attrs["lines"] = [line for line, _ in rows]
+    _require_columns(df, columns, str(path))
     return df
 
 
@@ -427,22 +428,13 @@ def duplicate_audio(paths: Sequence[str | Path]) -> dict[int, int]:
     """
     by_size: dict[int, list[int]] = {}
     for i, p in enumerate(paths):
-        try:
+        with contextlib.suppress(OSError):
             by_size.setdefault(os.stat(p).st_size, []).append(i)
-        except OSError:
-            continue
-    out: dict[int, int] = {}
-    for group in by_size.values():
-        if len(group) < 2:
-            continue
-        first_of: dict[str, int] = {}
-        for i in group:
-            try:
-                with open(paths[i], "rb") as fh:
-                    digest = hashlib.file_digest(fh, "sha256").hexdigest()
-            except OSError:
-                continue
-            first = first_of.setdefault(digest, i)
+    # one digest table for all sizes: files of equal content have equal size
+    out, first_of = {}, {}
+    for i in [i for group in by_size.values() if len(group) > 1 for i in group]:
+        with contextlib.suppress(OSError), open(paths[i], "rb") as fh:
+            first = first_of.setdefault(hashlib.file_digest(fh, "sha256").hexdigest(), i)
             if first != i:
                 out[i] = first
     return out
@@ -570,19 +562,13 @@ def read(root: str | Path, name: str | None = None, allow_outside: bool | None =
         raise ValueError(f"{root} holds an incomplete build (catalog.json: complete=false); "
                          f"build it again to resume, e.g. mrlib.catalog.build('synthetic', ...)")
     # every cell read as text: ids such as "NA" or "null" stay strings
-    tracks = read_table(root / "tracks.csv")
-    _require_columns(tracks, TRACK_COLUMNS, str(root / "tracks.csv"))
+    tracks = read_table(root / "tracks.csv", columns=TRACK_COLUMNS)
     # unknown durations are written as empty cells
     tracks["duration_s"] = pd.to_numeric(tracks["duration_s"], errors="coerce")
-    vocab = read_table(root / "vocabulary.csv")
-    tags_df = read_table(root / "tags.csv")
-    _require_columns(tags_df, ("track_id",), str(root / "tags.csv"))
-    _require_columns(vocab, ("tag", "category"), str(root / "vocabulary.csv"))
-    _no_duplicates(vocab["tag"], f"{root / 'vocabulary.csv'}, column 'tag'")
-    tag_cols = list(vocab["tag"])
-    _match_vocabulary(tag_cols, [c for c in tags_df.columns if c != "track_id"], "vocabulary.csv",
-                      "tags.csv")
-    tags = _numeric(tags_df, tag_cols, root / "tags.csv")
+    tags_df = read_table(root / "tags.csv", columns=("track_id",))
+    vocab = _read_vocabulary(root / "vocabulary.csv", list(tags_df.columns.drop("track_id")),
+                             "tags.csv")
+    tags = _numeric(tags_df, list(vocab["tag"]), root / "tags.csv")
     tag_ids = tags_df["track_id"]
     if list(tag_ids) != list(tracks["track_id"]):
         if set(tag_ids) != set(tracks["track_id"]) or tag_ids.duplicated().any():
@@ -594,7 +580,7 @@ def read(root: str | Path, name: str | None = None, allow_outside: bool | None =
     attributes = (pd.read_csv(root / "attributes.csv", keep_default_na=False)
                   if (root / "attributes.csv").is_file() else None)
     return Catalog(name=name or info.get("name") or root.name, root=root.resolve(), tracks=tracks,
-                   tags=tags.astype(np.float32), vocabulary=vocab[["tag", "category"]],
+                   tags=tags.astype(np.float32), vocabulary=vocab,
                    attributes=attributes, info=info)
 
 

@@ -12,9 +12,10 @@ import soundfile as sf
 from tqdm.auto import tqdm
 
 from mrlib.catalog_format import (AUDIO_EXTENSIONS, FORMAT_VERSION, SPLITS, Catalog,
-                                  _match_vocabulary, _no_duplicates, _require_columns,
-                                  _skipped_frame, _warn_same_audio, artist_disjoint_split,
-                                  duplicate_audio, format_skipped, group_duplicates, read_table)
+                                  _read_vocabulary, _require_columns, _skipped_frame,
+                                  _warn_same_audio, artist_disjoint_split, duplicate_audio,
+                                  format_skipped, group_duplicates, read_table)
+from mrlib.checks import check_choice
 
 __all__ = ["from_folder"]
 
@@ -103,15 +104,15 @@ def from_folder(audio_dir: str | Path, tags_csv: str | Path, vocabulary_csv: str
     Notebook: 00_overview.ipynb
     """
     audio_dir, tags_csv = Path(audio_dir).expanduser(), Path(tags_csv).expanduser()
-    _check_args(audio_dir, duplicates)
+    check_choice("duplicates", duplicates, ("group", "skip", "error"))
+    if not audio_dir.is_dir():
+        raise FileNotFoundError(f"audio folder not found: {audio_dir}")
     df, tag_cols, vocab, vocabulary_csv = _read_tables(tags_csv, vocabulary_csv, id_column, path_column,
                                                        {artist_column, split_column, "duration_s"})
     rows = _Rows(df, df[id_column].astype(str).str.strip(), tags_csv.name, strict)
     values = _check_rows(rows, df[tag_cols], split_column)
-    files = _locate_audio(rows, audio_dir, path_column, allow_outside, progress,
-                          min_duration_s if check_audio else None)
-    same_as = _duplicate_rows(rows, duplicates)
-    rows.note_unlisted(files if path_column is None else [])
+    same_as = _locate_audio(rows, audio_dir, path_column, allow_outside, progress,
+                            min_duration_s if check_audio else None, duplicates)
     keep, skipped = rows.kept(), rows.skipped_frame()
     tracks = _tracks(rows, keep, same_as, artist_column, split_column, fractions, seed, audio_dir)
     if len(skipped):
@@ -125,13 +126,6 @@ def from_folder(audio_dir: str | Path, tags_csv: str | Path, vocabulary_csv: str
             "n_skipped": len(skipped), "complete": True}
     return Catalog(name=name, root=audio_dir.resolve(), tracks=tracks,
                    tags=values[keep].astype(np.float32), vocabulary=vocab, info=info, skipped=skipped)
-
-
-def _check_args(audio_dir: Path, duplicates: str) -> None:
-    if duplicates not in ("group", "skip", "error"):
-        raise ValueError(f"duplicates must be 'group', 'skip' or 'error', got {duplicates!r}")
-    if not audio_dir.is_dir():
-        raise FileNotFoundError(f"audio folder not found: {audio_dir}")
 
 
 def _tracks(rows: "_Rows", keep: np.ndarray, same_as: dict[int, int], artist_column: str,
@@ -176,12 +170,8 @@ def _read_tables(tags_csv: Path, vocabulary_csv, id_column: str, path_column: st
         vocabulary_csv = Path(vocabulary_csv).expanduser()
         if not vocabulary_csv.is_file():
             raise FileNotFoundError(f"vocabulary CSV not found: {vocabulary_csv}")
-        vocab = read_table(vocabulary_csv)
-        _require_columns(vocab, ("tag", "category"), vocabulary_csv.name)
-        _match_vocabulary(list(vocab["tag"]), tag_cols, vocabulary_csv.name, tags_csv.name)
-        _no_duplicates(vocab["tag"], f"{vocabulary_csv.name}, column 'tag'")
+        vocab = _read_vocabulary(vocabulary_csv, tag_cols, tags_csv.name)
         tag_cols = list(vocab["tag"])
-        vocab = vocab[["tag", "category"]].reset_index(drop=True)
     if not tag_cols:
         raise ValueError(f"{tags_csv.name}: no tag columns (only {list(df.columns)})")
     return df, tag_cols, vocab, vocabulary_csv
@@ -253,18 +243,25 @@ def _check_rows(rows: _Rows, tag_text: pd.DataFrame, split_column: str) -> np.nd
 
 
 def _locate_audio(rows: _Rows, audio_dir: Path, path_column: str | None, allow_outside: bool,
-                  progress: bool, min_duration_s: float | None) -> list[Path]:
+                  progress: bool, min_duration_s: float | None, duplicates: str) -> dict[int, int]:
     """Each usable row's file (by the path column, else by id among the audio files below
-    ``audio_dir``) and, unless ``min_duration_s`` is None, its duration from the file header;
-    returns the audio files found below ``audio_dir``."""
+    ``audio_dir``, which notes the files no row names) and, unless ``min_duration_s`` is None,
+    its duration from the file header; returns :func:`_duplicate_rows`."""
     files = [p for p in audio_dir.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()]
     by_stem: dict[str, list[Path]] = {}
     for p in files:
         by_stem.setdefault(p.stem, []).append(p)
+    real_dir = audio_dir.resolve()
     for r in tqdm(np.flatnonzero(rows.ok), desc="checking audio", unit="file", disable=not progress):
-        p, problem = (_file_by_path(str(rows.df[path_column].iat[r]), audio_dir, allow_outside)
-                      if path_column is not None else
-                      _file_by_id(rows.ids.iat[r], by_stem, audio_dir, allow_outside))
+        if path_column is None:
+            p, problem = _file_by_id(rows.ids.iat[r], by_stem, audio_dir)
+        else:
+            rel = str(rows.df[path_column].iat[r])
+            p = audio_dir / rel      # an absolute path replaces audio_dir
+            problem = None if p.is_file() else f"file not found: {rel}"
+        if problem is None and not allow_outside and not p.resolve().is_relative_to(real_dir):
+            problem = (f"outside the audio folder: {os.path.relpath(p, audio_dir)} leads to "
+                       f"{p.resolve()} (pass allow_outside=True to allow)")
         if problem is None and min_duration_s is not None:
             dur, problem = _audio_duration(p)
             if problem is None and dur < min_duration_s:
@@ -274,33 +271,21 @@ def _locate_audio(rows: _Rows, audio_dir: Path, path_column: str | None, allow_o
             rows.skip(r, problem)
             continue
         rows.paths[r] = p
-    return files
+    same_as = _duplicate_rows(rows, duplicates)
+    rows.note_unlisted(files if path_column is None else [])
+    return same_as
 
 
-def _file_by_path(rel: str, audio_dir: Path, allow_outside: bool) -> tuple[Path, str | None]:
-    """(file, None) of a path-column cell, or (file, why it cannot be used)."""
-    p = audio_dir / rel      # an absolute path replaces audio_dir
-    if not p.is_file():
-        return p, f"file not found: {rel}"
-    if not allow_outside and not p.resolve().is_relative_to(audio_dir.resolve()):
-        return p, f"outside the audio folder: {rel} (pass allow_outside=True to allow)"
-    return p, None
-
-
-def _file_by_id(tid: str, by_stem: dict[str, list[Path]], audio_dir: Path,
-                allow_outside: bool) -> tuple[Path | None, str | None]:
-    """(file, None) of the one audio file named ``<tid>.<ext>``, or (file, why not)."""
+def _file_by_id(tid: str, by_stem: dict[str, list[Path]],
+                audio_dir: Path) -> tuple[Path | None, str | None]:
+    """(file, None) of the one audio file named ``<tid>.<ext>``, or (None, why not)."""
     cands = by_stem.get(tid, [])
     if not cands:
         return None, (f"file not found: no {tid}.<{'|'.join(e[1:] for e in AUDIO_EXTENSIONS)}> "
                       f"below {audio_dir.name}/")
     if len(cands) > 1:
         return None, f"ambiguous: {len(cands)} audio files named {tid}.*"
-    p = cands[0]
-    if not allow_outside and not p.resolve().is_relative_to(audio_dir.resolve()):
-        return p, (f"outside the audio folder: {p.relative_to(audio_dir)} is a symlink "
-                   "out (pass allow_outside=True to allow)")
-    return p, None
+    return cands[0], None
 
 
 def _duplicate_rows(rows: _Rows, duplicates: str) -> dict[int, int]:

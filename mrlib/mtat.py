@@ -72,35 +72,14 @@ class MTATReport:
     reasons: list = field(default_factory=list)
     rows: list = field(default_factory=list)
 
-    @property
-    def count(self) -> int:
-        """Number of dropped clips (int).
-
-        Notebook: 08_triplet_matchnet.ipynb
-        """
-        return len(self.ids)
-
-    def to_frame(self) -> pd.DataFrame:
-        """The dropped clips as a table.
-
-        Returns
-        -------
-        pandas.DataFrame
-            ``track_id`` (str), ``row`` (int64, data row in ``annotations_final.csv``),
-            ``reason`` (str): the layout of ``mrlib.catalog.Catalog.skipped``.
-
-        Notebook: 08_triplet_matchnet.ipynb
-        """
-        return _skipped_frame([str(i) for i in self.ids], self.rows, self.reasons)
-
     def __str__(self) -> str:
-        head = f"MTAT: {self.n_clips - self.count} of {self.n_clips} clips kept"
-        if not self.count:
+        head = f"MTAT: {self.n_clips - len(self.ids)} of {self.n_clips} clips kept"
+        if not self.ids:
             return head
         by_reason = pd.Series([r.split(":")[0] for r in self.reasons]).value_counts()
         detail = ", ".join(f"{n} {r}" for r, n in by_reason.items())
-        shown = ", ".join(str(i) for i in self.ids[:10]) + (" ..." if self.count > 10 else "")
-        return f"{head}; skipped {self.count} ({detail}): clip ids {shown}"
+        shown = ", ".join(str(i) for i in self.ids[:10]) + (" ..." if len(self.ids) > 10 else "")
+        return f"{head}; skipped {len(self.ids)} ({detail}): clip ids {shown}"
 
 
 def _find_audio_root(folder: Path, mp3_paths: Sequence[str], audio_dir, required: bool = True) -> Path:
@@ -177,7 +156,11 @@ def catalog_frames(
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    folder = _check_folder(folder, subset, top_k)
+    folder = Path(data_dir() / "mtat" if folder is None else folder)
+    check_choice("subset", subset, ("all", "compared"))
+    if top_k is not None and (not is_int(top_k) or top_k < 1):
+        raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
+    # a missing folder is named by read_annotations, with what it must hold
     ann = read_annotations(folder / ANNOTATIONS_FILE)
     info = read_clip_info(folder / CLIP_INFO_FILE)
     tag_frame = _tag_frame(ann.drop(columns=["clip_id", "mp3_path"]), merge_synonyms, top_k)
@@ -196,20 +179,6 @@ def catalog_frames(
     tracks = _tracks(ann, info, folder, root, fractions, seed, check_audio)
     vocabulary = pd.DataFrame({"tag": list(tag_frame.columns), "category": list(map(tag_category, tag_frame.columns))})
     return tracks, tag_frame.loc[keep].to_numpy(np.float32), vocabulary, report
-
-
-def _check_folder(folder, subset: str, top_k) -> Path:
-    """The MTAT folder (default under the data root), checked with the loading options."""
-    folder = Path(data_dir() / "mtat" if folder is None else folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(
-            f"MagnaTagATune folder not found: {folder}. It must hold {ANNOTATIONS_FILE}, "
-            f"{CLIP_INFO_FILE}, {COMPARISONS_FILE} and the mp3 clips (folders 0 ... f)."
-        )
-    check_choice("subset", subset, ("all", "compared"))
-    if top_k is not None and (not is_int(top_k) or top_k < 1):
-        raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
-    return folder
 
 
 def _tag_frame(tag_frame: pd.DataFrame, merge_synonyms: bool, top_k: int | None) -> pd.DataFrame:
@@ -304,11 +273,12 @@ def load_catalog(folder: str | Path | None = None, *, verbose: bool = True, **kw
     """
     folder = data_dir() / "mtat" if folder is None else folder
     tracks, tags, vocabulary, report = catalog_frames(folder, **kwargs)
-    if verbose and report.count:
+    if verbose and report.ids:
         print(report)
     info = {"source": "mtat", "folder": str(folder),
             "audio_root": None if report.audio_root is None else str(report.audio_root),
             **{k: (list(v) if isinstance(v, tuple) else v if not isinstance(v, Path) else str(v))
                for k, v in kwargs.items()}}
+    skipped = _skipped_frame([str(i) for i in report.ids], report.rows, report.reasons)
     return Catalog(name="mtat", root=Path(folder), tracks=tracks, tags=tags,
-                   vocabulary=vocabulary, info=info, skipped=report.to_frame())
+                   vocabulary=vocabulary, info=info, skipped=skipped)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mrlib.catalog_format import _no_duplicates, _numeric, _require_columns, read_table
+from mrlib.catalog_format import _no_duplicates, _numeric, read_table
 
 __all__ = ["ANNOTATIONS_FILE", "CLIP_INFO_FILE", "COMPARISONS_FILE", "CLIP_INFO_COLUMNS", "MTAT_TAGS",
            "TAG_CATEGORIES", "CATEGORIES", "SYNONYMS", "tag_category", "read_annotations", "read_clip_info"]
@@ -196,8 +196,7 @@ def read_annotations(path: str | Path) -> pd.DataFrame:
     # Everything as text first: ids, paths and titles stay verbatim; numbers are checked.
     # read_table names the file and line of an encoding, quoting or row-length problem and
     # refuses duplicate column names (two tags of one name).
-    df = read_table(path, sep="\t")
-    _require_columns(df, ("clip_id", "mp3_path"), str(path))
+    df = read_table(path, sep="\t", columns=("clip_id", "mp3_path"))
     tag_cols = [c for c in df.columns if c not in ("clip_id", "mp3_path")]
     if not tag_cols:
         raise ValueError(f"{path}: no tag columns between clip_id and mp3_path")
@@ -228,8 +227,8 @@ def read_clip_info(path: str | Path) -> pd.DataFrame:
     Notebook: 08_triplet_matchnet.ipynb
     """
     path = _require_file(Path(path))
-    df = read_table(path, sep="\t")    # as text, like read_annotations
-    _require_columns(df, ("clip_id", "artist"), str(path))
+    # as text, like read_annotations
+    df = read_table(path, sep="\t", columns=("clip_id", "artist"))
     df["clip_id"] = _int_column(df, "clip_id", path)
     for col in ("segmentStart", "segmentEnd"):
         if col in df.columns:

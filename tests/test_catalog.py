@@ -327,7 +327,7 @@ def test_catalog_validates_its_fields():
         cat.split_indices("validation")
     with pytest.raises(IndexError):
         cat.audio_path(4)
-    with pytest.raises(ValueError, match="unknown category"):
+    with pytest.raises(ValueError, match=r"category must be one of \('Genre',\), got 'Mood'"):
         cat.category_indices("Mood")
 
 
@@ -426,6 +426,8 @@ def test_from_folder_error_messages(folder, tmp_path):
     audio, tags_csv, vocab_csv = folder
     with pytest.raises(FileNotFoundError, match="audio folder not found"):
         C.from_folder(tmp_path / "nowhere", tags_csv)
+    with pytest.raises(ValueError, match=r"duplicates must be one of \('group', 'skip', 'error'\)"):
+        C.from_folder(audio, tags_csv, duplicates="keep")
     with pytest.raises(FileNotFoundError, match="tags CSV not found"):
         C.from_folder(audio, tmp_path / "none.csv")
     with pytest.raises(ValueError, match=r"missing column\(s\) \['clip_id'\].*pass id_column"):
@@ -526,3 +528,11 @@ def test_top_tags_orders_by_likelihood_and_cuts_at_the_threshold(tmp_path):
     assert cat.top_tags(1) == []
     with pytest.raises(IndexError):
         cat.top_tags(2)
+
+
+def test_read_table_refuses_a_table_without_the_columns_asked_for(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("a,b\n1,2\n")
+    assert list(C.read_table(path, columns=("b", "a")).columns) == ["a", "b"]
+    with pytest.raises(ValueError, match=r"t\.csv is missing column\(s\) \['c'\]; its columns are \['a', 'b'\]"):
+        C.read_table(path, columns=("a", "c"))

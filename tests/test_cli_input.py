@@ -377,6 +377,9 @@ def test_catalog_build_passes_the_music21_instrumentation(monkeypatch, capsys):
         assert asked.pop() == ("music21", expected)
     assert catalog.main(["build", "synthetic", "--instrumentation", "by_collection"]) == 2
     assert "--instrumentation applies to the music21 catalog only" in capsys.readouterr().err
+    for flag in (["--events"], ["--format", "wav"]):    # the synthetic catalog's own options
+        assert catalog.main(["build", "music21", *flag]) == 2 and not asked
+        assert f"{flag[0]} applies to the synthetic catalog only" in capsys.readouterr().err
     assert not asked
 
 

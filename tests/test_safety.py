@@ -485,9 +485,10 @@ CSV_TEXT = "track_id,rock,calm\na,0.5,0.1\nb,0.2,0.9\nc,1,0\n"
     (CSV_TEXT.encode("utf-16"), r"tags\.csv is UTF-16 encoded"),
     ("track_id,rock,café\na,0.5,0.1\nb,0.2,0.9\n".encode("latin-1"), r"tags\.csv is not UTF-8: byte 0xe9 on line 1"),
     (b"", r"tags\.csv is empty"),
+    (b'""\n  \n', r"tags\.csv is empty"),      # blank rows only: no header (a TypeError before)
     (b"track_id,rock,calm\na,0.5,0.1\nb,0.2,0.9,0.4\n", r"tags\.csv line 3: 4 field\(s\), but the header has 3"),
     (b"track_id,rock,rock\na,0.5,0.1\n", r"tags\.csv: duplicate column name\(s\) 'rock' \(columns 2 and 3\)"),
-], ids=["utf16", "latin1", "empty", "ragged", "duplicate-tag"])
+], ids=["utf16", "latin1", "empty", "blank", "ragged", "duplicate-tag"])
 def test_csv_errors_name_the_file_and_line(tmp_path, content, match):
     audio = _audio_folder(tmp_path)
     (tmp_path / "tags.csv").write_bytes(content)
@@ -554,6 +555,14 @@ def test_a_folder_csv_cannot_reach_outside_its_audio_folder(tmp_path):
     assert "outside the audio folder" in dict(zip(cat.skipped.track_id, cat.skipped.reason))["s"]
     cat = C.from_folder(audio, csv_path, path_column="file", progress=False, allow_outside=True)
     assert "s" in set(cat.track_ids)
+    # found by id: a symlink out of the folder is outside it too, and named with its target
+    os.symlink(tmp_path / "secret" / "music" / "s.wav", audio / "s.wav")
+    csv_path = _write(tmp_path / "by_id.csv", "track_id,rock\na,1\ns,0\nb,0.5\nc,0\n")
+    with pytest.warns(UserWarning, match="skipped"):
+        cat = C.from_folder(audio, csv_path, progress=False)
+    reason = dict(zip(cat.skipped.track_id, cat.skipped.reason))["s"]
+    assert reason.startswith("outside the audio folder: s.wav leads to ") and "secret" in reason
+    assert "s" in set(C.from_folder(audio, csv_path, progress=False, allow_outside=True).track_ids)
 
 
 def test_one_recording_under_two_ids_is_reported_and_kept_in_one_split(tmp_path):
