@@ -273,10 +273,8 @@ def _look(claim: Claim, store: Mapping[str, Any], alpha: float) -> dict:
     for t, p in zip(run, holm([t["p"] for t in run])):
         t["p_holm"] = float(p)
         # one seed shows nothing of the training's own variance, which the claim is about
-        if p < alpha and t["n_seeds"] > 1:
-            t["status"] = "holds" if t["diff"] > 0 else "reversed"
-        else:
-            t["status"] = "open"
+        decided = p < alpha and t["n_seeds"] > 1
+        t["status"] = ("holds" if t["diff"] > 0 else "reversed") if decided else "open"
     counts = {s: sum(t["status"] == s for t in tests) for s in ("holds", "reversed", "open", "not run")}
     status = next((verdict for s, verdict in _VERDICTS if counts[s]), "reproduced")
     said = "; ".join(f"{counts[s]}/{len(tests)} {s}" for s in counts if counts[s])
@@ -311,8 +309,7 @@ def claims_frame(catalogs: Sequence[str] = CLAIM_CATALOGS, profile: str = "quick
         row: dict[str, Any] = {"paper": c.paper, "claim": c.text}
         for cat in catalogs:
             st = claim_status(c, stores[(c.experiment, cat)])
-            row[cat] = st["status"]
-            row[f"{cat} evidence"] = st["evidence"]
+            row.update({cat: st["status"], f"{cat} evidence": st["evidence"]})
         rows.append({**row, "file": f"{c.experiment}_<catalog>_{profile}.json", "note": c.note})
     return pd.DataFrame(rows)
 
