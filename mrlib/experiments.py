@@ -174,14 +174,18 @@ def git_commit(root: Path | None = None) -> str:
     """
     root = root or repo_root()
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "mrlib", "data/oracle_weights.json",
-                                "data/synthetic_vocabulary.csv", "data/repertoire_programs.csv"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        head = _git(root, "rev-parse", "HEAD", check=True).stdout.strip()
+        dirty = _git(root, "status", "--porcelain", "--", "mrlib", "data/oracle_weights.json",
+                     "data/synthetic_vocabulary.csv", "data/repertoire_programs.csv",
+                     check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return ""
     return head + ("+dirty" if dirty else "")
+
+
+def _git(cwd: Path, *args: str, check: bool = False) -> subprocess.CompletedProcess:
+    """``git args...`` run in ``cwd``, its output captured as text."""
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=check)
 
 
 def _device_name(device: str) -> str:
@@ -273,10 +277,8 @@ def _git_commit_file(path: Path, message: str, tries: int = 5) -> bool:
     """Commit one file (nothing else staged); a busy index is retried, a failure only warned of."""
     root = path.resolve().parent
     for attempt in range(tries):
-        add = subprocess.run(["git", "add", "--", path.name], cwd=root, capture_output=True, text=True)
-        if add.returncode == 0 and subprocess.run(
-                ["git", "commit", "-q", "-m", message, "--", path.name], cwd=root,
-                capture_output=True, text=True).returncode == 0:
+        if (_git(root, "add", "--", path.name).returncode == 0
+                and _git(root, "commit", "-q", "-m", message, "--", path.name).returncode == 0):
             return True
         time.sleep(2 + 2 * attempt)            # another git process holds .git/index.lock
     print(f"[experiments] warning: could not git-commit {path} (it is written; commit it by hand)")
@@ -450,8 +452,7 @@ def _in_processes(todo, jobs: int, work_args, land, bar) -> None:
 def _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, device, jobs, path,
                 workdir, commit, progress, data) -> Path:
     command = _command(name, catalog, profile, seeds, overrides, rows, device)
-    if commit and subprocess.run(["git", "rev-parse", "--is-inside-work-tree"],
-                                 cwd=path.resolve().parent, capture_output=True).returncode != 0:
+    if commit and _git(path.resolve().parent, "rev-parse", "--is-inside-work-tree").returncode != 0:
         print(f"[experiments] warning: {path} is not in a git repository; --commit does nothing")
         commit = False
     stored = data["rows"]

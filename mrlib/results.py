@@ -322,8 +322,7 @@ def seed_query_test(a: Sequence[np.ndarray], b: Sequence[np.ndarray], *, level: 
         half = float(stats.t.ppf((1 + level) / 2, df) * math.sqrt(var))
         p = float(2 * stats.t.sf(abs(mean) / math.sqrt(var), df))
     else:                                    # every difference equal
-        df, half = float("nan"), 0.0
-        p = float(mean == 0)
+        df, half, p = float("nan"), 0.0, float(mean == 0)
     return {"mean_diff": mean, "low": mean - half, "high": mean + half, "p": p, "df": float(df),
             "p_wilcoxon": p_w, "seeds_a_better": int((seed_means > 0).sum()), "n_seeds": n_seeds,
             "n_units": int(d[0].size)}
@@ -372,8 +371,7 @@ def compare_rows(store: Mapping[str, Any], rows: Sequence[str] | None = None, *,
             tests.append({"a": ra, "b": rb, "metric": m, **t})
         adjusted = holm([t["p"] for t in tests])
         for t, p in zip(tests, adjusted):
-            for k in ("mean_diff", "low", "high"):
-                t[k] = round(100 * t[k], 4)
+            t.update({k: round(100 * t[k], 4) for k in ("mean_diff", "low", "high")})
             t["p"], t["df"] = round(t["p"], 6), None if math.isnan(t["df"]) else round(t["df"], 2)
             t["p_holm"] = round(float(p), 6)
             t["p_wilcoxon"] = None if math.isnan(t["p_wilcoxon"]) else float(f"{t['p_wilcoxon']:.6g}")
