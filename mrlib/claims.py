@@ -29,6 +29,7 @@ Notebook: 07_evaluation.ipynb
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -153,9 +154,7 @@ CLAIMS: tuple[Claim, ...] = (
 
 def _short(row: str) -> str:
     """A row's name without what the claim already says (the split, the method's reference)."""
-    for long, short in ((_BY_COMPARISON, ""), (" (LSML, stand-in)", ""), (" (Schultz & Joachims)", "")):
-        row = row.replace(long, short)
-    return row
+    return re.sub(r" \((by comparison|LSML, stand-in|Schultz & Joachims)\)", "", row)
 
 
 def comparison_status(store: Mapping[str, Any], a: str, rel: str, b: str, metric: str) -> dict:
