@@ -90,13 +90,10 @@ def _chapter_entry(path: Path) -> str:
     nb = nbformat.read(path, as_version=4)
     cells = [c.source for c in nb.cells if c.cell_type == "markdown"]
     title = cells[0].splitlines()[0].lstrip("# ").strip() if cells else path.stem
-    objectives = ""
-    for text in cells:
-        if "**Learning objectives**" in text:
-            after = text.split("**Learning objectives**", 1)[1].strip("\n")
-            # the objectives end at the first blank line not followed by a list item
-            objectives = re.split(r"\n\s*\n(?![ \t]*[*-] )", after, maxsplit=1)[0]
-            break
+    text = next((t for t in cells if "**Learning objectives**" in t), "")
+    after = text.partition("**Learning objectives**")[2].strip("\n")
+    # the objectives end at the first blank line not followed by a list item
+    objectives = re.split(r"\n\s*\n(?![ \t]*[*-] )", after, maxsplit=1)[0]
     run = nb.metadata.get("mrlib", {})
     if "wall_s" in run:
         timing = (f"Runs top to bottom in {run['wall_s']:.0f} s at its defaults "

@@ -29,6 +29,7 @@ Notebook: 07_evaluation.ipynb
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -153,9 +154,7 @@ CLAIMS: tuple[Claim, ...] = (
 
 def _short(row: str) -> str:
     """A row's name without what the claim already says (the split, the method's reference)."""
-    for long, short in ((_BY_COMPARISON, ""), (" (LSML, stand-in)", ""), (" (Schultz & Joachims)", "")):
-        row = row.replace(long, short)
-    return row
+    return re.sub(r" \((by comparison|LSML, stand-in|Schultz & Joachims)\)", "", row)
 
 
 def comparison_status(store: Mapping[str, Any], a: str, rel: str, b: str, metric: str) -> dict:
@@ -273,10 +272,8 @@ def _look(claim: Claim, store: Mapping[str, Any], alpha: float) -> dict:
     for t, p in zip(run, holm([t["p"] for t in run])):
         t["p_holm"] = float(p)
         # one seed shows nothing of the training's own variance, which the claim is about
-        if p < alpha and t["n_seeds"] > 1:
-            t["status"] = "holds" if t["diff"] > 0 else "reversed"
-        else:
-            t["status"] = "open"
+        decided = p < alpha and t["n_seeds"] > 1
+        t["status"] = ("holds" if t["diff"] > 0 else "reversed") if decided else "open"
     counts = {s: sum(t["status"] == s for t in tests) for s in ("holds", "reversed", "open", "not run")}
     status = next((verdict for s, verdict in _VERDICTS if counts[s]), "reproduced")
     said = "; ".join(f"{counts[s]}/{len(tests)} {s}" for s in counts if counts[s])
@@ -311,8 +308,7 @@ def claims_frame(catalogs: Sequence[str] = CLAIM_CATALOGS, profile: str = "quick
         row: dict[str, Any] = {"paper": c.paper, "claim": c.text}
         for cat in catalogs:
             st = claim_status(c, stores[(c.experiment, cat)])
-            row[cat] = st["status"]
-            row[f"{cat} evidence"] = st["evidence"]
+            row.update({cat: st["status"], f"{cat} evidence": st["evidence"]})
         rows.append({**row, "file": f"{c.experiment}_<catalog>_{profile}.json", "note": c.note})
     return pd.DataFrame(rows)
 

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from mrlib import cfr2017, table2
 from mrlib import results as res
 from mrlib.catalog import BUILDERS
+from mrlib.checks import check_int
 from mrlib.claims import update_readme_claims
 from mrlib.devices import cpu_kernels, pick_device
 from mrlib.paths import FolderLock, LockedError, make_folder, repo_root, runs_dir
@@ -173,14 +174,18 @@ def git_commit(root: Path | None = None) -> str:
     """
     root = root or repo_root()
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "mrlib", "data/oracle_weights.json",
-                                "data/synthetic_vocabulary.csv", "data/repertoire_programs.csv"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        head = _git(root, "rev-parse", "HEAD", check=True).stdout.strip()
+        dirty = _git(root, "status", "--porcelain", "--", "mrlib", "data/oracle_weights.json",
+                     "data/synthetic_vocabulary.csv", "data/repertoire_programs.csv",
+                     check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return ""
     return head + ("+dirty" if dirty else "")
+
+
+def _git(cwd: Path, *args: str, check: bool = False) -> subprocess.CompletedProcess:
+    """``git args...`` run in ``cwd``, its output captured as text."""
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=check)
 
 
 def _device_name(device: str) -> str:
@@ -272,10 +277,8 @@ def _git_commit_file(path: Path, message: str, tries: int = 5) -> bool:
     """Commit one file (nothing else staged); a busy index is retried, a failure only warned of."""
     root = path.resolve().parent
     for attempt in range(tries):
-        add = subprocess.run(["git", "add", "--", path.name], cwd=root, capture_output=True, text=True)
-        if add.returncode == 0 and subprocess.run(
-                ["git", "commit", "-q", "-m", message, "--", path.name], cwd=root,
-                capture_output=True, text=True).returncode == 0:
+        if (_git(root, "add", "--", path.name).returncode == 0
+                and _git(root, "commit", "-q", "-m", message, "--", path.name).returncode == 0):
             return True
         time.sleep(2 + 2 * attempt)            # another git process holds .git/index.lock
     print(f"[experiments] warning: could not git-commit {path} (it is written; commit it by hand)")
@@ -338,8 +341,7 @@ def run_experiment(name: str, catalog: str = "synthetic", profile: str = "quick"
     seeds = [int(s) for s in seeds]
     if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct integers >= 0, got {list(seeds)}")
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")
+    jobs = check_int("jobs", jobs)
     pick_device(device)   # a device this machine lacks stops here, not after hours of catalog build
     overrides = dict(overrides or {})
     specs = experiment_rows(name, catalog, profile, overrides)
@@ -450,8 +452,7 @@ def _in_processes(todo, jobs: int, work_args, land, bar) -> None:
 def _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, device, jobs, path,
                 workdir, commit, progress, data) -> Path:
     command = _command(name, catalog, profile, seeds, overrides, rows, device)
-    if commit and subprocess.run(["git", "rev-parse", "--is-inside-work-tree"],
-                                 cwd=path.resolve().parent, capture_output=True).returncode != 0:
+    if commit and _git(path.resolve().parent, "rev-parse", "--is-inside-work-tree").returncode != 0:
         print(f"[experiments] warning: {path} is not in a git repository; --commit does nothing")
         commit = False
     stored = data["rows"]
@@ -461,7 +462,6 @@ def _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, devi
     commit_id = git_commit()
     run_log = {"started": res.now(), "command": command, "commit": commit_id,
                "device": device, "trained": 0, "reused": len(chosen) * len(seeds) - len(todo), "failed": 0}
-    data.setdefault("runs", []).append(run_log)
     print(f"[experiments] {name} · {catalog} · {profile}: {len(chosen)} rows × {len(seeds)} seeds; "
           f"{run_log['reused']} stored, {len(todo)} to run -> {path}", flush=True)
     t0 = time.perf_counter()
@@ -483,11 +483,12 @@ def _run_locked(exp, name, catalog, profile, seeds, overrides, specs, rows, devi
 
     row_parameters = [stored[r]["parameters"] for r in chosen]
     if not todo:
+        # nothing ran: the store is unchanged but for its summary (and groups it lacked)
         _set_unit_groups(exp, data, row_parameters, path, progress, check=False)
-        data["runs"].pop()              # nothing ran: the store is unchanged but for its summary
         res.write_store(res.summarise_store(data), path)
         print(f"[experiments] every row × seed is stored; nothing to run ({path})")
         return path
+    data.setdefault("runs", []).append(run_log)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     if exp.prepare is not None:               # once per distinct row data, before the workers
         distinct = {json.dumps(stored[r]["parameters"], sort_keys=True): stored[r]["parameters"]
@@ -671,8 +672,7 @@ def _command_line(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
             print(f"stored in {res.results_dir()}:")
         for stem, store in stored.items():
             counts = [len(res._ok_seeds(r)) for r in store["rows"].values()] or [0]
-            low, high = min(counts), max(counts)
-            seeds = f"{low}" if low == high else f"{low}–{high}"
+            seeds = "–".join(map(str, sorted({min(counts), max(counts)})))
             print(f"  {stem}: {len(store['rows'])} rows, {seeds} seeds per row")
         return 0
     if args.command == "readme":

@@ -22,6 +22,7 @@ per-seed entries keep their per-unit intervals as they were stored.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -172,11 +173,10 @@ def seed_entry(per_unit: Mapping[str, Sequence[float]], *, extra: Mapping[str, A
     sizes = {a.size for a in arrays.values()}
     if len(sizes) != 1:
         raise ValueError(f"per_unit arrays differ in length: { {m: a.size for m, a in arrays.items()} }")
-    metrics = {}
-    for m, a in arrays.items():
-        ci = mean_ci(a, level=level)
-        metrics[m] = {k: round(100 * v, 4) for k, v in
-                      (("mean", ci.mean), ("ci", ci.half_width), ("low", ci.low), ("high", ci.high))}
+    cis = {m: mean_ci(a, level=level) for m, a in arrays.items()}
+    metrics = {m: {k: round(100 * v, 4) for k, v in zip(("mean", "ci", "low", "high"),
+                                                         (c.mean, c.half_width, c.low, c.high))}
+               for m, c in cis.items()}
     return {"status": "ok", "metrics": metrics, "n_units": sizes.pop(),
             "per_unit": {m: np.round(a, UNIT_DECIMALS).tolist() for m, a in arrays.items()},
             "extra": dict(extra or {})}
@@ -322,8 +322,7 @@ def seed_query_test(a: Sequence[np.ndarray], b: Sequence[np.ndarray], *, level: 
         half = float(stats.t.ppf((1 + level) / 2, df) * math.sqrt(var))
         p = float(2 * stats.t.sf(abs(mean) / math.sqrt(var), df))
     else:                                    # every difference equal
-        df, half = float("nan"), 0.0
-        p = float(mean == 0)
+        df, half, p = float("nan"), 0.0, float(mean == 0)
     return {"mean_diff": mean, "low": mean - half, "high": mean + half, "p": p, "df": float(df),
             "p_wilcoxon": p_w, "seeds_a_better": int((seed_means > 0).sum()), "n_seeds": n_seeds,
             "n_units": int(d[0].size)}
@@ -364,17 +363,15 @@ def compare_rows(store: Mapping[str, Any], rows: Sequence[str] | None = None, *,
     out = []
     for m in store["metrics"]:
         tests = []
-        for i, ra in enumerate(rows):
-            for rb in rows[i + 1:]:
-                xs, ys = _paired_scores(all_rows, ra, rb, m)
-                if not xs or any(len(x) != len(y) for x, y in zip(xs, ys)):
-                    continue
-                t = seed_query_test(xs, ys, level=level, groups=groups)
-                tests.append({"a": ra, "b": rb, "metric": m, **t})
+        for ra, rb in itertools.combinations(rows, 2):
+            xs, ys = _paired_scores(all_rows, ra, rb, m)
+            if not xs or any(len(x) != len(y) for x, y in zip(xs, ys)):
+                continue
+            t = seed_query_test(xs, ys, level=level, groups=groups)
+            tests.append({"a": ra, "b": rb, "metric": m, **t})
         adjusted = holm([t["p"] for t in tests])
         for t, p in zip(tests, adjusted):
-            for k in ("mean_diff", "low", "high"):
-                t[k] = round(100 * t[k], 4)
+            t.update({k: round(100 * t[k], 4) for k in ("mean_diff", "low", "high")})
             t["p"], t["df"] = round(t["p"], 6), None if math.isnan(t["df"]) else round(t["df"], 2)
             t["p_holm"] = round(float(p), 6)
             t["p_wilcoxon"] = None if math.isnan(t["p_wilcoxon"]) else float(f"{t['p_wilcoxon']:.6g}")

@@ -29,6 +29,7 @@ from jupyter_client.channels import AsyncZMQSocketChannel
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import Type
 
+from mrlib.checks import check_choice
 from mrlib.paths import (FolderLock, LockedError, atomic_path, package_versions, path_argument, repo_root,
                          runs_dir, write_json_atomic)
 from mrlib.paper_scale import PAPER_SCALE
@@ -86,24 +87,12 @@ def record(name: str, value: Any) -> None:
 #: training fields from :data:`mrlib.paper_scale.PAPER_SCALE`).
 #: A notebook receives only the names its ``parameters`` cell declares.
 PROFILES: dict[str, dict[str, Any]] = {
-    "smoke": {
-        "n_tracks": 60,
-        "duration_s": 12.0,
-        "patch_len": 64,
-        "width": 0.125,
-        "epochs": 1,
-        "n_folds": 3,
-        "paper_scale": False,
-        "n_retrieval": 20000,
-    },
+    "smoke": dict(n_tracks=60, duration_s=12.0, patch_len=64, width=0.125, epochs=1, n_folds=3,
+                  paper_scale=False, n_retrieval=20000),
     "quick": {},
-    "paper": {
-        **{k: PAPER_SCALE[k] for k in ("n_tracks", "patch_len", "width", "epochs", "n_pos", "n_neg")},
-        "duration_s": 30.0,
-        "paper_scale": True,
-        "n_retrieval": 1000000,
-        "device": "auto",
-    },
+    "paper": {**{k: PAPER_SCALE[k] for k in ("n_tracks", "patch_len", "width", "epochs", "n_pos",
+                                             "n_neg")},
+              "duration_s": 30.0, "paper_scale": True, "n_retrieval": 1000000, "device": "auto"},
 }
 
 
@@ -448,8 +437,7 @@ def run_suite(profile: str = "quick", overrides: dict[str, Any] | None = None,
 
     Notebook: 00_overview.ipynb
     """
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
+    check_choice("profile", profile, PROFILES)
     overrides = {name: _from_here(value) for name, value in (overrides or {}).items()}
     if inplace and (profile != "quick" or overrides):
         raise ValueError("--inplace refreshes the committed notebooks, which hold the quick "
@@ -475,11 +463,9 @@ def run_folder_name(profile: str, overrides: dict[str, Any]) -> str:
 
     Notebook: 00_overview.ipynb
     """
-    parts = [profile]
-    for name, value in sorted(overrides.items()):
-        if (name, value) in (("catalog", "synthetic"), ("device", "auto")):
-            continue
-        parts.append(Path(str(value)).name if name == "catalog" else f"{name}-{value}")
+    parts = [profile] + [Path(str(value)).name if name == "catalog" else f"{name}-{value}"
+                         for name, value in sorted(overrides.items())
+                         if (name, value) not in (("catalog", "synthetic"), ("device", "auto"))]
     return re.sub(r"[^\w.+-]+", "-", "_".join(parts))
 
 

@@ -175,7 +175,7 @@ def test_in_place_keeps_the_run_time_not_papermill_metadata(folder, tmp_path):
 
 
 def test_bad_arguments(folder):
-    with pytest.raises(ValueError, match="unknown profile"):
+    with pytest.raises(ValueError, match="profile must be one of"):
         suite.run_suite("huge", notebooks=folder)
     with pytest.raises(ValueError, match="no such notebook"):
         suite.list_notebooks(["42"], folder)
