@@ -94,9 +94,17 @@ def _list_length(k, n_q: int, n: int, exclude_self: bool, of: str) -> int:
     return k
 
 
-def exact_topk(queries, base, k: int, *, metric: str = "l2", chunk_size: int | None = None,
-               exclude_self: bool = False, device: str | torch.device = "cpu",
-               progress: bool = False):
+def exact_topk(
+    queries,
+    base,
+    k: int,
+    *,
+    metric: str = "l2",
+    chunk_size: int | None = None,
+    exclude_self: bool = False,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+):
     r"""Exact top-``k`` neighbours of each query in ``base``, computed in chunks of queries.
 
     For ``metric="l2"`` the distance is the squared Euclidean distance
@@ -343,9 +351,19 @@ class FaissIndex:
         return self.index.search(q, k)
 
 
-def build_faiss_index(base, kind: str = "hnsw", metric: str = "l2", *, M: int = 32,
-                      ef_construction: int = 80, ef_search: int = 128, nlist: int | None = None,
-                      nprobe: int = 16, seed: int = 0, progress: bool = False) -> FaissIndex:
+def build_faiss_index(
+    base,
+    kind: str = "hnsw",
+    metric: str = "l2",
+    *,
+    M: int = 32,
+    ef_construction: int = 80,
+    ef_search: int = 128,
+    nlist: int | None = None,
+    nprobe: int = 16,
+    seed: int = 0,
+    progress: bool = False,
+) -> FaissIndex:
     """Build an approximate nearest-neighbour index (FAISS) over ``base``.
 
     * ``"hnsw"`` — ``IndexHNSWFlat``: a navigable small-world graph with ``M`` links per
