@@ -153,9 +153,14 @@ def _decode(path: Path, max_duration_s: float | None) -> tuple[np.ndarray, int]:
         return np.ascontiguousarray(y, dtype=np.float32), int(native_sr)
 
 
-def read_audio(path: str | os.PathLike, sr: int = DEFAULT_SR,
-               min_duration_s: float = DEFAULT_MIN_DURATION_S, max_duration_s: float | None = None,
-               *, pad_fraction: float = DEFAULT_PAD_FRACTION) -> AudioResult:
+def read_audio(
+    path: str | os.PathLike,
+    sr: int = DEFAULT_SR,
+    min_duration_s: float = DEFAULT_MIN_DURATION_S,
+    max_duration_s: float | None = None,
+    *,
+    pad_fraction: float = DEFAULT_PAD_FRACTION,
+) -> AudioResult:
     """Read one audio file robustly and say what was done to it; never raises on bad audio.
 
     The checks and repairs are listed in the module docstring (:mod:`mrlib.audio`).
@@ -262,10 +267,15 @@ def _conform(y: np.ndarray, native_sr: int, sr: int, min_duration_s: float,
     return np.ascontiguousarray(y, dtype=np.float32)
 
 
-def load_audio(path: str | os.PathLike, sr: int = DEFAULT_SR,
-               min_duration_s: float = DEFAULT_MIN_DURATION_S, max_duration_s: float | None = None,
-               *, pad_fraction: float = DEFAULT_PAD_FRACTION,
-               warn: bool = True) -> tuple[np.ndarray | None, str | None]:
+def load_audio(
+    path: str | os.PathLike,
+    sr: int = DEFAULT_SR,
+    min_duration_s: float = DEFAULT_MIN_DURATION_S,
+    max_duration_s: float | None = None,
+    *,
+    pad_fraction: float = DEFAULT_PAD_FRACTION,
+    warn: bool = True,
+) -> tuple[np.ndarray | None, str | None]:
     """Load one audio file as float32 mono at ``sr``, or say why it cannot be used.
 
     The batch-job contract: ``(y, None)`` for a usable track, ``(None, reason)`` for one to

@@ -174,9 +174,16 @@ def _catalog_table(catalog) -> tuple[Path, list[str], list[Path]]:
     return root, ids, [root / str(p) for p in tracks["path"]]   # an absolute path replaces root
 
 
-def extract(catalog, config: FeatureConfig | None = None, n_jobs: int = 2, progress: bool = True,
-            *, verify: str = "size", cache_dir: str | os.PathLike | None = None,
-            verbose: bool = True) -> "FeatureSet":
+def extract(
+    catalog,
+    config: FeatureConfig | None = None,
+    n_jobs: int = 2,
+    progress: bool = True,
+    *,
+    verify: str = "size",
+    cache_dir: str | os.PathLike | None = None,
+    verbose: bool = True,
+) -> "FeatureSet":
     """Log-CQT of every track of a catalog, in parallel, cached on disk.
 
     Each track's feature is ``cqt(load_audio(path))`` stored as float16 in

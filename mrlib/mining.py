@@ -48,10 +48,26 @@ from mrlib.mining_chunks import TrainSplitSource, chunk_stream, draw_distance, d
 from mrlib.paper_scale import PAPER_SCALE
 from mrlib.samplers import PaperBatchSampler, ShuffledTripletSampler, TrackBatchSampler
 
-__all__ = ["Strategy", "STRATEGIES", "OFFLINE_STRATEGIES", "ONLINE_STRATEGIES", "ALL_STRATEGIES",
-           "register_strategy", "canonical_strategy", "is_online", "n_triplets", "paper_shares",
-           "mine", "iter_mine", "triplet_ranks", "check_triplets", "PaperBatchSampler",
-           "ShuffledTripletSampler", "TrackBatchSampler", "online_triplets"]
+__all__ = [
+    "Strategy",
+    "STRATEGIES",
+    "OFFLINE_STRATEGIES",
+    "ONLINE_STRATEGIES",
+    "ALL_STRATEGIES",
+    "register_strategy",
+    "canonical_strategy",
+    "is_online",
+    "n_triplets",
+    "paper_shares",
+    "mine",
+    "iter_mine",
+    "triplet_ranks",
+    "check_triplets",
+    "PaperBatchSampler",
+    "ShuffledTripletSampler",
+    "TrackBatchSampler",
+    "online_triplets",
+]
 
 
 # --------------------------------------------------------------------------------------

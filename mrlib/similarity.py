@@ -224,8 +224,14 @@ class _Oracle:
         return mean.astype(np.float32)
 
 
-def oracle(T_a, T_b=None, categories=None, weights=None, chunk_size: int = 2048,
-           progress: bool = False) -> np.ndarray:
+def oracle(
+    T_a,
+    T_b=None,
+    categories=None,
+    weights=None,
+    chunk_size: int = 2048,
+    progress: bool = False,
+) -> np.ndarray:
     r"""The oracle similarity S between the tracks of ``T_a`` and those of ``T_b``.
 
     :math:`S(a, b) = \bigl(g\,\mu\bigr)^\kappa` with the per-category cosine mean :math:`\mu`, the genre
