@@ -21,8 +21,13 @@ import torch.nn.functional as F
 
 from mrlib.checks import check_choice, check_margin
 
-__all__ = ["triplet_loss", "matchnet_rank_loss", "matchnet_contrastive_loss", "matchnet_loss",
-           "bce_loss"]
+__all__ = [
+    "triplet_loss",
+    "matchnet_rank_loss",
+    "matchnet_contrastive_loss",
+    "matchnet_loss",
+    "bce_loss",
+]
 
 _REDUCE = {"mean": torch.mean, "sum": torch.sum, "none": lambda values: values}
 

@@ -32,9 +32,22 @@ import pandas as pd
 from mrlib.checks import as_float_matrix, as_index_matrix, check_choice, check_int
 from mrlib.folds import kfold_indices
 
-__all__ = ["COMPARISON_COLUMNS", "ID_COLUMNS", "VOTE_COLUMNS", "PATH_COLUMNS", "PAPER_N_TRIPLETS",
-           "PAPER_N_CLIPS", "TripletReport", "Fold", "read_comparisons", "write_comparisons",
-           "comparisons_to_triplets", "simulate_votes", "triplet_folds", "fold_summary"]
+__all__ = [
+    "COMPARISON_COLUMNS",
+    "ID_COLUMNS",
+    "VOTE_COLUMNS",
+    "PATH_COLUMNS",
+    "PAPER_N_TRIPLETS",
+    "PAPER_N_CLIPS",
+    "TripletReport",
+    "Fold",
+    "read_comparisons",
+    "write_comparisons",
+    "comparisons_to_triplets",
+    "simulate_votes",
+    "triplet_folds",
+    "fold_summary",
+]
 
 ID_COLUMNS = ("clip1_id", "clip2_id", "clip3_id")
 VOTE_COLUMNS = ("clip1_numvotes", "clip2_numvotes", "clip3_numvotes")

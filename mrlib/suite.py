@@ -87,12 +87,24 @@ def record(name: str, value: Any) -> None:
 #: training fields from :data:`mrlib.paper_scale.PAPER_SCALE`).
 #: A notebook receives only the names its ``parameters`` cell declares.
 PROFILES: dict[str, dict[str, Any]] = {
-    "smoke": dict(n_tracks=60, duration_s=12.0, patch_len=64, width=0.125, epochs=1, n_folds=3,
-                  paper_scale=False, n_retrieval=20000),
+    "smoke": {
+        "n_tracks": 60,
+        "duration_s": 12.0,
+        "patch_len": 64,
+        "width": 0.125,
+        "epochs": 1,
+        "n_folds": 3,
+        "paper_scale": False,
+        "n_retrieval": 20000,
+    },
     "quick": {},
-    "paper": {**{k: PAPER_SCALE[k] for k in ("n_tracks", "patch_len", "width", "epochs", "n_pos",
-                                             "n_neg")},
-              "duration_s": 30.0, "paper_scale": True, "n_retrieval": 1000000, "device": "auto"},
+    "paper": {
+        **{k: PAPER_SCALE[k] for k in ("n_tracks", "patch_len", "width", "epochs", "n_pos", "n_neg")},
+        "duration_s": 30.0,
+        "paper_scale": True,
+        "n_retrieval": 1000000,
+        "device": "auto",
+    },
 }
 
 
