@@ -99,11 +99,8 @@ def _validate(model: nn.Module, data: TrainData, val_idx: np.ndarray, S_val: np.
 
 
 def _jsonable(v):
-    if isinstance(v, (np.floating, np.integer)):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
+    v = v.item() if isinstance(v, (np.floating, np.integer)) else v
+    return None if isinstance(v, float) and not math.isfinite(v) else v   # JSON has no NaN
 
 
 class _TrainingRun:
@@ -189,9 +186,8 @@ class _TrainingRun:
         cfg = self.config
         # ---- data (every input checked before the run folder is touched) ----
         self._start()
-        data = self.data
         self._check_bounds()
-        self.val_idx = data.indices("val")
+        self.val_idx = self.data.indices("val")
         if len(self.train_idx) < 3:
             raise ValueError(f"only {len(self.train_idx)} training tracks with features: need >= 3")
         if len(self.val_idx) < 6:
@@ -213,7 +209,7 @@ class _TrainingRun:
         if cfg.verify_ddp:
             WriteAudit.start(self.run_dir)
 
-        self.S_val = oracle(data.tags[self.val_idx], None, data.categories)
+        self.S_val = oracle(self.data.tags[self.val_idx], None, self.data.categories)
 
         # ---- model, objective, optimiser; then seeds, sampler and batches ----
         self._build_run_state()
