@@ -120,16 +120,15 @@ class WriteAudit:
         if cls.folder is None:
             return
         if event == "open":
-            mode = args[1]
-            writing = isinstance(mode, str) and any(c in mode for c in "wax+")
-            if isinstance(args[2], int):
-                writing = writing or bool(args[2] & (os.O_WRONLY | os.O_RDWR | os.O_CREAT))
-            if writing:
+            mode, flags = args[1], args[2]
+            if (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
+                    isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)):
                 cls._note(args[0])
-        elif event in ("os.rename", "os.remove", "os.unlink"):
+        elif event in ("os.remove", "os.unlink"):
             cls._note(args[0])
-            if event == "os.rename":   # os.replace's event too: an atomic write's real name
-                cls._note(args[1])
+        elif event == "os.rename":   # os.replace's too: both names, an atomic write's real one
+            cls._note(args[0])
+            cls._note(args[1])
 
     @classmethod
     def _note(cls, path) -> None:

@@ -99,11 +99,8 @@ def _validate(model: nn.Module, data: TrainData, val_idx: np.ndarray, S_val: np.
 
 
 def _jsonable(v):
-    if isinstance(v, (np.floating, np.integer)):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
+    v = v.item() if isinstance(v, (np.floating, np.integer)) else v
+    return None if isinstance(v, float) and not math.isfinite(v) else v   # JSON has no NaN
 
 
 class _TrainingRun:
@@ -116,21 +113,17 @@ class _TrainingRun:
         self.progress = progress
         self.system = SYSTEMS[config.system]
         self.dist = init_distributed(config.device)
-        self.device = self._device()
+        self.device = pick_device(config.device)
+        if self.device.type == "cuda" and self.dist.active:
+            self.device = torch.device("cuda", self.dist.local_rank)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
         self.log = (lambda msg: print(msg, flush=True)) if self.dist.is_main else (lambda msg: None)
         self.folder = RunFolder(config, self.dist.world_size, self.log)
         self.run_dir = self.folder.run_dir
         self.data = data
 
     # -- set-up -------------------------------------------------------------------------------
-    def _device(self) -> torch.device:
-        dev = pick_device(self.config.device)
-        if dev.type == "cuda" and self.dist.active:
-            dev = torch.device("cuda", self.dist.local_rank)
-        if dev.type == "cuda":
-            torch.cuda.set_device(dev)
-        return dev
-
     def _start(self) -> None:
         """Determinism (restored by :meth:`close`), the data (prepared unless given) and the
         training tracks: what a training step needs before the model is built."""
@@ -153,13 +146,11 @@ class _TrainingRun:
         cfg = self.config
         self.model = self.system.build(cfg, self.data).to(self.device)
         self.objective = self.system.objective(self.model, cfg).to(self.device)
+        self.step_module = self.objective
         if self.dist.active:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            self.step_module = DDP(self.objective,
-                                   device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        else:
-            self.step_module = self.objective
+            self.step_module = nn.parallel.DistributedDataParallel(
+                self.objective, device_ids=[self.device.index] if self.device.type == "cuda"
+                else None)
         self.optimizer = self.system.optimizer(self.model, cfg)
         self.amp_dtype = amp_dtype(self.device, cfg.amp)
         # loss scaling for fp16 only; a disabled GradScaler passes loss and step straight through
@@ -195,9 +186,8 @@ class _TrainingRun:
         cfg = self.config
         # ---- data (every input checked before the run folder is touched) ----
         self._start()
-        data = self.data
         self._check_bounds()
-        self.val_idx = data.indices("val")
+        self.val_idx = self.data.indices("val")
         if len(self.train_idx) < 3:
             raise ValueError(f"only {len(self.train_idx)} training tracks with features: need >= 3")
         if len(self.val_idx) < 6:
@@ -219,20 +209,34 @@ class _TrainingRun:
         if cfg.verify_ddp:
             WriteAudit.start(self.run_dir)
 
-        self.S_val = oracle(data.tags[self.val_idx], None, data.categories)
+        self.S_val = oracle(self.data.tags[self.val_idx], None, self.data.categories)
 
         # ---- model, objective, optimiser; then seeds, sampler and batches ----
         self._build_run_state()
 
-        # ---- state ----
-        self.rows: list[dict] = []
-        self.best = {"value": -math.inf, "epoch": -1, "bad_epochs": 0, "state": None}
-        self.stopped_early = False
-        self.elapsed_before = 0.0
-        self.ddp_check = {"steps": 0, "max_abs_diff": 0.0, "mismatch_steps": 0}
-        if folder.ckpt is not None:
-            self._restore(folder.ckpt)
-            folder.ckpt = None  # free the memory
+        # ---- where the run stands: at its start, or where its checkpoint left it ----
+        start = {"metrics": "[]", "stopped_early": False, "elapsed_s": 0.0,
+                 "early_stopping": {"value": -math.inf, "epoch": -1, "bad_epochs": 0,
+                                    "state": None},
+                 "ddp_check": json.dumps({"steps": 0, "max_abs_diff": 0.0, "mismatch_steps": 0})}
+        ckpt = folder.ckpt or start
+        folder.ckpt = None  # free the memory
+        self.rows = json.loads(ckpt["metrics"])
+        self.best = ckpt["early_stopping"]
+        self.stopped_early = bool(ckpt["stopped_early"])
+        self.elapsed_before = float(ckpt["elapsed_s"])
+        self.ddp_check = json.loads(ckpt.get("ddp_check", start["ddp_check"]))
+        if ckpt is not start:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            if ckpt.get("scaler"):   # empty when it was saved disabled (no fp16 on that device)
+                self.scaler.load_state_dict(ckpt["scaler"])
+            self.sampler.load_state_dict(json.loads(ckpt["sampler"]))
+            restore_rng(ckpt["rng"][self.dist.rank], self.patch_rng, self.device)
+            self.epoch = int(ckpt["epoch"])
+            self.global_step = int(ckpt["global_step"])
+            self.log(f"[train] resumed {self.run_dir.name} at epoch {self.epoch} "
+                     f"(step {self.global_step})")
 
     def _prepare_data(self) -> TrainData:
         """The run's data; under torchrun rank 0 builds what is missing (catalog, feature cache)
@@ -260,14 +264,14 @@ class _TrainingRun:
         cfg, data = self.config, self.data
         data.check_patch_len(cfg.patch_len, cfg.catalog)
         elem = 2 if amp_dtype(self.device, cfg.amp) is not None else 4
-        batch = self.system.max_patches_per_batch(cfg) * data.n_bins * cfg.patch_len
+        patches = self.system.max_patches_per_batch(cfg)
+        batch = patches * data.n_bins * cfg.patch_len
         need = batch * 4 * (cfg.prefetch + 2) + batch * elem * scale_channels(128, cfg.width) * 4.5
         what = memory_available(self.device)
         if what is not None and need > what:
             raise MemoryError(
-                f"this run needs roughly {need / 2**30:.1f} GiB "
-                f"({self.system.max_patches_per_batch(cfg)} "
-                f"patches of {data.n_bins} x {cfg.patch_len} per batch, width {cfg.width}) but "
+                f"this run needs roughly {need / 2**30:.1f} GiB ({patches} patches of "
+                f"{data.n_bins} x {cfg.patch_len} per batch, width {cfg.width}) but "
                 f"{what / 2**30:.1f} GiB are free on {self.device}; lower patch_len, width, "
                 "batch_tracks or negatives_per_batch")
 
@@ -294,23 +298,6 @@ class _TrainingRun:
         self.patches_per_batch = self.system.patches_per_batch(cfg, bt)
         return self.system.sampler(cfg, self.train_idx, triplets, bt, rk, ws)
 
-    def _restore(self, ckpt: dict) -> None:
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        if ckpt.get("scaler"):   # empty when it was saved disabled (no fp16 on that device)
-            self.scaler.load_state_dict(ckpt["scaler"])
-        self.sampler.load_state_dict(json.loads(ckpt["sampler"]))
-        restore_rng(ckpt["rng"][self.dist.rank], self.patch_rng, self.device)
-        self.epoch = int(ckpt["epoch"])
-        self.global_step = int(ckpt["global_step"])
-        self.rows = json.loads(ckpt["metrics"])
-        self.best = ckpt["early_stopping"]
-        self.stopped_early = bool(ckpt["stopped_early"])
-        self.elapsed_before = float(ckpt["elapsed_s"])
-        self.ddp_check = json.loads(ckpt.get("ddp_check", json.dumps(self.ddp_check)))
-        self.log(f"[train] resumed {self.run_dir.name} at epoch {self.epoch} "
-                 f"(step {self.global_step})")
-
     # -- one epoch ---------------------------------------------------------------------------
     def _to_device(self, batch: dict) -> dict:
         dev, nb = self.device, self.device.type == "cuda"
@@ -330,9 +317,6 @@ class _TrainingRun:
             raise RuntimeError(f"verify_ddp: parameters differ across ranks after step "
                                f"{self.global_step} (max |checksum difference| = {diff:.3e})")
 
-    def _gather_device(self) -> torch.device:
-        return self.device if self.device.type == "cuda" else torch.device("cpu")
-
     def train_epoch(self, steps: int | None = None) -> dict:
         cfg = self.config
         steps = cfg.steps_per_epoch if steps is None else steps
@@ -342,8 +326,7 @@ class _TrainingRun:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         acc = sum_dtype(self.device)
-        loss_sum, loss_all_sum, active_sum = (torch.zeros((), device=self.device, dtype=acc)
-                                              for _ in range(3))
+        sums = torch.zeros(3, device=self.device, dtype=acc)    # loss, loss_all, active
         n_trip = n_patches = 0
         bar = tqdm(total=steps, desc=f"epoch {self.epoch + 1}", unit="step", leave=False,
                    disable=not (self.progress and self.dist.is_main))
@@ -351,9 +334,8 @@ class _TrainingRun:
         for i, batch in enumerate(pre):
             loss, active, k, loss_all = self.step(self._to_device(batch))
             self.global_step += 1
-            loss_sum += loss.detach().to(acc)
-            loss_all_sum += torch.nan_to_num(loss_all.detach().to(acc), nan=0.0)
-            active_sum += torch.nan_to_num(active.detach().to(acc), nan=0.0)
+            sums += torch.stack([loss.detach().to(acc), *(torch.nan_to_num(v.detach().to(acc))
+                                                          for v in (loss_all, active))])
             n_trip += int(k)
             n_patches += int(batch["n_patches"])
             if cfg.verify_ddp and self.dist.active:
@@ -362,13 +344,14 @@ class _TrainingRun:
                 bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
             bar.update(1)
         bar.close()
-        loss_mean = float(loss_sum) / steps   # float() waits for the GPU: timing is complete
+        # tolist() waits for the GPU: the timing is complete
+        loss_mean, loss_all_mean, active_mean = (v / steps for v in sums.tolist())
         train_s = time.perf_counter() - t0
-        loss_all_mean, active_mean = float(loss_all_sum) / steps, float(active_sum) / steps
         wait = pre.wait_s
         if self.dist.active:  # every rank's losses and counts, for the log
             t = torch.tensor([loss_mean, loss_all_mean, active_mean, wait, train_s, n_trip,
-                              n_patches], dtype=torch.float64, device=self._gather_device())
+                              n_patches], dtype=torch.float64,
+                             device=self.device if self.device.type == "cuda" else "cpu")
             torch.distributed.all_reduce(t)
             t = t.cpu().tolist()
             ws = self.dist.world_size
@@ -402,9 +385,9 @@ class _TrainingRun:
             stop = (cfg.patience > 0 and self.best["bad_epochs"] >= cfg.patience
                     and self.epoch < cfg.epochs)
             row = {"epoch": self.epoch, "step": self.global_step,
-                   **{k: None for k in ("loss", "loss_all", "active_fraction", "triplets_per_batch",
-                                        "train_s",
-                                        "patches_per_s", "data_wait_share", "peak_memory_mb")},
+                   **dict.fromkeys(("loss", "loss_all", "active_fraction", "triplets_per_batch",
+                                    "train_s", "patches_per_s", "data_wait_share",
+                                    "peak_memory_mb")),
                    **(train_stats or {}), **val, "lr": self.optimizer.param_groups[0]["lr"],
                    "epoch_s": time.perf_counter() - t_epoch,
                    "elapsed_s": self.elapsed_before + (time.perf_counter() - self._t_start),

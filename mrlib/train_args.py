@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
+import re
 import sys
 from typing import Sequence
 
@@ -20,20 +22,14 @@ from mrlib.train_config import TrainConfig, paper_config
 __all__ = ["config_from_args"]
 
 
-_HELP = {
-    "out_dir": "run folder (default: runs/train/<run-name>)",
-    "deterministic": "torch.use_deterministic_algorithms (default: on for CPU only)",
-    "lr": "Adam's learning rate (default: DEFAULT_LR of the system)",
-    "dropout": "dropout after each conv block (default: the model's own)",
-    "alpha_lr": "Adam's rate for AutoPool's alpha (default: --lr)",
-    "pooling": "TL Autopool's pooling over time (default: learned AutoPool)",
-    "catalog_kwargs": "a generated catalog's build options as a JSON object, e.g. "
-                      "'{\"duration_s\": 12}' (default: {})",
-    "features": "FeatureConfig fields as a JSON object, e.g. '{\"max_duration_s\": 15}' "
-                "(default: {}, the paper's CQT)",
-    "run_name": "(default: <system>_<mining>_s<seed>; its folder adds a hash of every field that "
-                "changes the result)",
-}
+def _field_help() -> dict:
+    """Each field's description in TrainConfig's numpydoc (one line, without reST markup), so
+    that the flags say what the documentation says; none under ``python -OO``."""
+    found = re.findall(r"^(\w+(?:, \w+)*) : (.*)\n((?:    .*\n)*)",
+                       inspect.cleandoc(TrainConfig.__doc__ or ""), re.M)
+    return {name: re.sub(r":\w+:`~?([^`]*)`|``([^`]*)``", lambda m: m[1] or m[2],
+                         " ".join(text.split())).replace("%", "%%")
+            for names, _, text in found for name in names.split(", ")}
 
 
 def _json_object(text: str) -> dict:
@@ -48,6 +44,14 @@ def _json_object(text: str) -> dict:
     return value
 
 
+_BOOL_FLAG = {"action": argparse.BooleanOptionalAction}    # --amp / --no-amp
+#: A flag's options by its field's annotation (a str field takes the text as it is), then by name.
+_FLAG_OPTIONS = {"bool": _BOOL_FLAG, "bool | None": _BOOL_FLAG, "int": {"type": int},
+                 "float": {"type": float}, "float | None": {"type": float},
+                 "dict": {"type": _json_object, "metavar": "JSON"},
+                 "pooling": {"choices": POOLINGS}, "out_dir": {"type": path_argument}}
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m mrlib.train",
@@ -55,22 +59,13 @@ def _parser() -> argparse.ArgumentParser:
                     "runs DDP under torchrun: torchrun --nproc_per_node=K -m mrlib.train ...",
         epilog="Config flags left out keep the value of --config or of --paper (one of the two), "
                "else TrainConfig's default.")
-    defaults = TrainConfig()
+    defaults, helps = TrainConfig(), _field_help()
     # SUPPRESS: only the flags actually given reach the namespace, so they override a saved
     # config (--config) or the paper profile (--paper) without clobbering the rest.
     for f in dataclasses.fields(TrainConfig):
-        value = getattr(defaults, f.name)
-        kw = {"dest": f.name, "default": argparse.SUPPRESS, "help": _HELP.get(f.name, f"(default: {value!r})")}
-        if isinstance(value, bool) or f.name == "deterministic":
-            kw["action"] = argparse.BooleanOptionalAction
-        elif isinstance(value, dict):
-            kw["type"] = _json_object
-        elif f.name == "pooling":
-            kw["choices"] = POOLINGS
-        elif f.name == "out_dir":
-            kw["type"] = path_argument
-        elif f.name != "run_name":
-            kw["type"] = float if value is None else type(value)
+        kw = {"dest": f.name, "default": argparse.SUPPRESS,
+              "help": f"{helps.get(f.name, '')} (default: {getattr(defaults, f.name)!r})".lstrip()}
+        kw.update(_FLAG_OPTIONS.get(f.type, {}), **_FLAG_OPTIONS.get(f.name, {}))
         flags = ("--out", "--out-dir") if f.name == "out_dir" else ("--" + f.name.replace("_", "-"),)
         p.add_argument(*flags, **kw)
     p.add_argument("--config", dest="config_file", default=None, type=path_argument,
@@ -90,16 +85,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _saved_config(parser: argparse.ArgumentParser, path: str) -> dict:
-    """The fields of ``--config``'s file; one that cannot be read is a usage error naming it."""
-    try:
-        return TrainConfig.from_json(path).to_dict()
-    except json.JSONDecodeError as err:
-        parser.error(f"--config {path}: not a saved config.json (not JSON: {err})")
-    except (TypeError, ValueError, OSError) as err:     # OSError: a folder, a missing file
-        parser.error(f"--config {path}: {err}")
-
-
 def config_from_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:
     """Parse the command line into a :class:`TrainConfig` (and the other options).
 
@@ -113,7 +98,12 @@ def config_from_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, ar
         parser.error("--config and --paper each give the config to start from; choose one")
     try:
         if args.config_file:
-            base = _saved_config(parser, args.config_file)
+            try:
+                base = TrainConfig.from_json(args.config_file).to_dict()
+            except (TypeError, ValueError, OSError) as err:   # OSError: a folder, a missing file
+                parser.error(f"--config {args.config_file}: " + (
+                    f"not a saved config.json (not JSON: {err})"
+                    if isinstance(err, json.JSONDecodeError) else str(err)))
             if not args.resume:
                 # a replay (often with a changed field) is a new run: it must not land in,
                 # and replace, the saved run's folder unless --out says so

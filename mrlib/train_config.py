@@ -51,6 +51,7 @@ class TrainConfig:
     Parameters
     ----------
     system : {"at", "tl", "tl_autopool", "matchnet"}, default "tl"
+        The system to train (a key of :data:`mrlib.systems.SYSTEMS`).
     mining : str, default "distance"
         Offline ``"neighbors"``, ``"uniform"``, ``"distance"`` or online ``"online-semihard"``,
         ``"online-hard"`` (TL and TL Autopool). Ignored by AT; MatchNet takes offline ones.
@@ -64,7 +65,7 @@ class TrainConfig:
     catalog_kwargs : dict
         Further keyword arguments for :func:`mrlib.catalog.load` (e.g. ``duration_s``).
     features : dict
-        Keyword arguments of :class:`mrlib.features.FeatureConfig` (default: its defaults).
+        Keyword arguments of :class:`mrlib.features.FeatureConfig` (``{}``: its defaults).
     patch_len : int, default 128
         Patch length in CQT frames (paper: 512 = 11.9 s).
     width : float, default 0.125
@@ -120,7 +121,7 @@ class TrainConfig:
     seed : int, default 0
         Seeds weights, mining, samplers, patches and dropout.
     out_dir : str or None
-        Run folder; default ``runs_dir() / "train" / folder_name``: ``run_name`` when given,
+        Run folder; default ``runs_dir() / "train" / <folder>``: ``run_name`` when given,
         else ``"<system>_<mining>_s<seed>-<hash>"`` where the hash covers every field that
         shapes the result (:attr:`fingerprint`), so runs with another lr, width, catalog ...
         never share a default folder.
@@ -246,18 +247,14 @@ class TrainConfig:
                   if k not in _RESUMABLE_CHANGES and not (k in _HASHED_WHEN_SET and v is None)}
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
-    @property
-    def folder_name(self) -> str:
-        """``run_name``, or ``<name>-<first 8 hex digits of the fingerprint>``.
-
-        Two runs that differ in any field that changes the result (lr, width, n_tracks,
-        catalog, features ...) get different default folders.
-        """
-        return self.run_name if self.run_name else f"{self.name}-{self.fingerprint[:8]}"
-
     def run_dir(self) -> Path:
-        """The run folder (``out_dir`` or ``runs_dir()/train/<folder_name>``), not created here."""
-        return Path(self.out_dir) if self.out_dir else runs_dir() / "train" / self.folder_name
+        """The run folder, not created here: ``out_dir``, else ``runs_dir()/train/`` and
+        ``run_name`` or ``<name>-<first 8 hex digits of the fingerprint>``, so that two runs that
+        differ in any field that changes the result (lr, width, n_tracks, catalog, features ...)
+        get different default folders."""
+        if self.out_dir:
+            return Path(self.out_dir)
+        return runs_dir() / "train" / (self.run_name or f"{self.name}-{self.fingerprint[:8]}")
 
     # -- serialisation ----------------------------------------------------------------------
     def to_dict(self) -> dict:

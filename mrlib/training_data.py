@@ -125,10 +125,8 @@ def prepare_data(config, progress: bool = True, preload_limit_gb: float = 8.0) -
     """
     kwargs = dict(config.catalog_kwargs)
     if config.catalog in catalog_mod.BUILDERS:  # the generated catalogs: built when missing
-        kwargs.setdefault("n_tracks", config.n_tracks)
-        kwargs.setdefault("seed", config.catalog_seed)
-        kwargs.setdefault("n_jobs", config.n_jobs)
-        kwargs.setdefault("progress", progress)
+        kwargs = {"n_tracks": config.n_tracks, "seed": config.catalog_seed, "n_jobs": config.n_jobs,
+                  "progress": progress, **kwargs}
     try:
         cat = catalog_mod.load(config.catalog, **kwargs)
     except TypeError as err:

@@ -104,6 +104,18 @@ def test_train_config_that_is_not_json_names_the_file(a_file, capsys):
     assert f"--config {a_file}: not a saved config.json (not JSON" in capsys.readouterr().err
 
 
+def test_train_help_says_what_trainconfig_documents(capsys):
+    """Each config flag's help is its field's description in TrainConfig's docstring, without
+    reST markup, and a JSON flag says it takes JSON."""
+    with pytest.raises(SystemExit) as exit_:
+        train_args.config_from_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert exit_.value.code == 0
+    assert "--margin MARGIN Triplet-loss margin δ. (default: 0.5)" in text
+    assert "The system to train (a key of mrlib.systems.SYSTEMS). (default: 'tl')" in text
+    assert "--catalog-kwargs JSON" in text and "``" not in text and ":func:" not in text
+
+
 def test_train_catalog_kwargs_the_loader_lacks_is_one_line(capsys):
     from mrlib import train
 
