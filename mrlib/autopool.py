@@ -256,12 +256,13 @@ def autopool_penalty(model: nn.Module) -> torch.Tensor:
 
     Returns
     -------
-    torch.Tensor, 0-d, float32
+    torch.Tensor, 0-d, in the dtype of the model's first parameter (float32 without one)
 
     Notebook: 05_autopool.ipynb
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"autopool_penalty() needs an nn.Module, got {type(model).__name__}")
-    zero = torch.zeros((), device=next((p.device for p in model.parameters()), torch.device("cpu")))
+    first = next(model.parameters(), torch.zeros(()))
+    zero = torch.zeros((), device=first.device, dtype=first.dtype)
     # left to right, as the modules come, from an exact 0 (the result without an AutoPool layer)
     return sum((m.penalty() for m in model.modules() if isinstance(m, AutoPool)), start=zero)

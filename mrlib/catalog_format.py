@@ -377,7 +377,7 @@ def read_table(path: str | Path, sep: str | None = None,
         sep = "\t" if "\t" in header else (";" if ";" in header and "," not in header else ",")
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, quotechar='"')
     try:   # (line, fields) of each row that is not blank
-        rows = [(reader.line_num, row) for row in reader if len(row) > 1 or row and row[0].strip()]
+        rows = [(reader.line_num, row) for row in reader if len(row) > 1 or (row and row[0].strip())]
     except csv.Error as err:
         raise ValueError(f"{path} line {reader.line_num}: {err}") from None
     if not rows:

@@ -419,6 +419,8 @@ def compare_systems(results: Mapping[str, RetrievalResult], reference: str, *,
     metrics = (metrics,) if isinstance(metrics, str) else metrics   # one name, not its letters
     for m in metrics:
         check_choice("metrics", m, METRICS)
+    if len(set(metrics)) != len(metrics):   # a metric twice would be one more test for Holm
+        raise ValueError(f"metrics must not repeat a name, got {list(metrics)}")
     level = check_level(level)
     check_level(alpha, "alpha", 0.05)
     ref = results[reference]

@@ -44,13 +44,16 @@ def scale_channels(channels: int, width: float) -> int:
 
 def init_weights(module: nn.Module) -> None:
     """He-normal convolutions (as in Choi et al.'s FCN; theirs have no bias, a BatchNorm follows
-    each); BatchNorms keep PyTorch's own start, unit scale and zero shift.
+    each), unit BatchNorm with zero shift: the start of a new network, whatever ``module`` held.
 
     Notebook: 05_autopool.ipynb
     """
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
 
 
 # ----------------------------------------------------------------------------- layers

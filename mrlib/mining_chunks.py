@@ -69,12 +69,14 @@ class TrainSplitSource:
         train = np.asarray(train_idx)
         if train.ndim != 1 or train.size == 0:
             raise ValueError(f"train_idx must be a non-empty 1-D array of catalog indices, got shape {train.shape}")
-        # only a callable S: learn N from one row (track 0 is in every catalog)
-        if ranked is None and S is None:
-            S = np.asarray(self.S_fn(np.zeros(1, dtype=np.int64)))
-            if S.ndim != 2 or S.shape[0] != 1:
-                raise ValueError(f"the S callable must return (len(rows), N) arrays, got shape {S.shape}")
-        self.N = N = int(ranked.shape[0] if ranked is not None else S.shape[1])
+        if ranked is not None or S is not None:
+            N = (ranked if ranked is not None else S).shape[0]
+        else:   # only a callable S: learn N from one row (track 0 is in every catalog)
+            probe = np.asarray(self.S_fn(np.zeros(1, dtype=np.int64)))
+            if probe.ndim != 2 or probe.shape[0] != 1:
+                raise ValueError(f"the S callable must return (len(rows), N) arrays, got shape {probe.shape}")
+            N = probe.shape[1]
+        self.N = N = int(N)
         self.train = np.unique(check_indices("train_idx", train, N, "the catalog's tracks"))
         if self.train.size != train.size:
             raise ValueError("train_idx contains duplicates")

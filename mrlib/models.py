@@ -330,8 +330,12 @@ class TripletMatchNet(PatchModel):
         if ex.ndim < 2 or ey.ndim < 2 or ex.shape[:-2] != ey.shape[:-2]:
             raise ValueError(f"need (..., P_x, e) and (..., P_y, e) with the same leading dims, got "
                              f"{tuple(ex.shape)} and {tuple(ey.shape)}")
-        # Broadcast to every (i, j) pair; the metric MLP then runs on P_x * P_y rows at once.
-        return self.metric_logits(*torch.broadcast_tensors(ex.unsqueeze(-2), ey.unsqueeze(-3)))
+        p_x, p_y = ex.shape[-2], ey.shape[-2]
+        # Every (i, j) pair, so the metric MLP runs on P_x * P_y rows at once. Each side keeps its
+        # own embedding size, so metric_logits still names a wrong one.
+        exx = ex.unsqueeze(-2).expand(*ex.shape[:-1], p_y, ex.shape[-1])
+        eyy = ey.unsqueeze(-3).expand(*ey.shape[:-2], p_x, p_y, ey.shape[-1])
+        return self.metric_logits(exx, eyy)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Logits ``z`` (B,) for paired patches ``x`` and ``y`` (each ``(B, n_bins, T)``)."""

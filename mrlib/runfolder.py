@@ -1,6 +1,6 @@
 """A training run's folder: checkpoints, the finished run's files, and who may write there.
 
-Run folder (``out_dir``, default ``runs/train/<folder_name>``: the run name, or
+Run folder (``out_dir``, default ``runs/train/<folder>``: the run name, or
 ``<system>_<mining>_s<seed>-<hash of every field that shapes the result>``)::
 
     .mrlib.lock        while a run writes here: its pid, host and command (one writer at a time)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import numbers
 import os
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple, Sequence
@@ -87,12 +88,12 @@ def load_weights(path: str | os.PathLike | None = None) -> dict:
 
 
 #: A category weight or the default weight, the sharpness and the gate's floor and power: finite
-#: numbers, as floats.
-_NON_NEGATIVE = rule(lambda v: isinstance(v, (int, float)) and math.isfinite(v) and v >= 0,
+#: numbers (Python's or numpy's), as floats.
+_NON_NEGATIVE = rule(lambda v: isinstance(v, numbers.Real) and math.isfinite(v) and v >= 0,
                      "a finite number >= 0", convert=float)
-_POSITIVE = rule(lambda v: isinstance(v, (int, float)) and math.isfinite(v) and v > 0,
+_POSITIVE = rule(lambda v: isinstance(v, numbers.Real) and math.isfinite(v) and v > 0,
                  "a finite number > 0", convert=float)
-_FRACTION = rule(lambda v: isinstance(v, (int, float)) and 0 <= v <= 1, "a number in [0, 1]",
+_FRACTION = rule(lambda v: isinstance(v, numbers.Real) and 0 <= v <= 1, "a number in [0, 1]",
                  convert=float)
 
 

@@ -334,8 +334,9 @@ class _TrainingRun:
         for i, batch in enumerate(pre):
             loss, active, k, loss_all = self.step(self._to_device(batch))
             self.global_step += 1
-            sums += torch.stack([loss.detach().to(acc), *(torch.nan_to_num(v.detach().to(acc))
-                                                          for v in (loss_all, active))])
+            # the mean loss, the loss over all triplets and the active share, summed in acc
+            terms = [torch.nan_to_num(v.detach().to(acc)) for v in (loss_all, active)]
+            sums += torch.stack([loss.detach().to(acc), *terms])
             n_trip += int(k)
             n_patches += int(batch["n_patches"])
             if cfg.verify_ddp and self.dist.active:

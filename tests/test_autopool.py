@@ -220,6 +220,8 @@ def test_penalty_and_model_sum():
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), pool, AutoPool(2, l2=1.0))
     assert autopool_penalty(model).item() == pytest.approx(0.1 * 5.25)
     assert autopool_penalty(torch.nn.Linear(2, 2)).item() == 0.0
+    half = torch.nn.Sequential(torch.nn.Linear(2, 2), AutoPool(2, l2=1.0)).to(torch.bfloat16)
+    assert autopool_penalty(half).dtype == torch.bfloat16     # the model's dtype, not float32
     # the penalty is differentiable w.r.t. alpha: 2 * l2 * alpha
     pool.penalty().backward()
     torch.testing.assert_close(pool.alpha.grad, 0.2 * pool.alpha.detach())

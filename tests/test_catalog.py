@@ -17,7 +17,6 @@ from mrlib import catalog as C
 from mrlib import synth_catalog
 from mrlib.paths import data_dir
 from mrlib import synth
-from mrlib.paths import data_dir
 
 SMALL = dict(n_tracks=12, seed=0, duration_s=5.0, n_jobs=1, progress=False)
 

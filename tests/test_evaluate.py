@@ -680,6 +680,8 @@ def test_compare_systems_matches_paired_test():
         ev.compare_systems(results, "best")
     with pytest.raises(ValueError, match="metric"):
         ev.compare_systems(results, "good", metrics=("auc",))
+    with pytest.raises(ValueError, match="repeat"):   # one more test would change Holm's correction
+        ev.compare_systems(results, "good", metrics=("map", "map"))
     short = {"a": results["good"], "b": _result(base[:10], rng)}
     with pytest.raises(ValueError, match="same queries"):
         ev.compare_systems(short, "a")

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mrlib.autopool import autopool
+from mrlib.layers import init_weights
 from mrlib.losses import bce_loss, matchnet_loss, triplet_loss
 from mrlib.models import (NETWORKS, ClampedMaxPool2d, FrequencyBatchNorm, TripletMatchNet,
                           build_model, summary)
@@ -213,6 +214,21 @@ def test_matchnet_pairs_equal_pairwise_forward():
         zb = model.metric_pairs(ex, ey)
         assert zb.shape == (2, 4, 3)
         torch.testing.assert_close(zb[1], model.metric_pairs(ex[1], ey[1]))
+        # a wrong embedding size is named, also a size of 1 that would broadcast
+        for e_y in (4, 1):
+            with pytest.raises(ValueError, match="paired embeddings"):
+                model.metric_pairs(ex, torch.randn(2, 3, e_y))
+
+
+def test_init_weights_starts_batchnorm_afresh():
+    model = build_model("tl", width=0.125, n_bins=96, patch_len=32, seed=0)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    with torch.no_grad():
+        for bn in bns:
+            bn.weight.fill_(5.0)
+            bn.bias.fill_(-1.0)
+    init_weights(model)
+    assert all((bn.weight == 1).all() and (bn.bias == 0).all() for bn in bns)
 
 
 def test_frequency_batchnorm_and_clamped_pool():

@@ -106,6 +106,17 @@ def test_bad_weights_are_refused(bad):
         sim.oracle(np.eye(3), categories=["Genre"] * 3, weights=bad)
 
 
+def test_numpy_numbers_are_weights():
+    w = sim.load_weights()
+    numpy_w = {**w, "sharpness": np.float32(w["sharpness"]),
+               "gate": {**w["gate"], "floor": np.float32(0.25), "power": np.int64(2)}}
+    plain = {**w, "sharpness": float(np.float32(w["sharpness"])),
+             "gate": {**w["gate"], "floor": float(np.float32(0.25)), "power": 2.0}}
+    T, cats, _ = structured_tags(20, seed=3)
+    np.testing.assert_array_equal(sim.oracle(T, categories=cats, weights=numpy_w),
+                                  sim.oracle(T, categories=cats, weights=plain))
+
+
 def test_weights_from_a_path(tmp_path):
     w = sim.load_weights()
     w["sharpness"] = 1.0
