@@ -87,8 +87,9 @@ def _read_vocabulary(path: Path, columns: Sequence[str], tags_name: str) -> pd.D
     and exactly the tag ``columns`` of the tags table ``tags_name``."""
     vocab = read_table(path, columns=("tag", "category"))
     _no_duplicates(vocab["tag"], f"{path}, column 'tag'")
-    absent = [t for t in vocab["tag"] if t not in columns]
-    unknown = [c for c in columns if c not in set(vocab["tag"])]
+    known, tags = set(columns), set(vocab["tag"])
+    absent = [t for t in vocab["tag"] if t not in known]
+    unknown = [c for c in columns if c not in tags]
     if absent or unknown:
         raise ValueError(f"vocabulary and tags CSV disagree: tags in {path.name} without a column "
                          f"in {tags_name}: {absent[:10]}; tag columns not in the vocabulary: "

@@ -345,6 +345,19 @@ def _fit_score_fold(features, t: np.ndarray, train_idx: np.ndarray, test_idx: np
             "d_test": (d_ap, d_an), "E": E}
 
 
+def _fit_score_subset(features, t: np.ndarray, train_idx: np.ndarray, test_idx: np.ndarray,
+                      config: MatchNetConfig, threads: int | None) -> float:
+    """Test CFR of a network trained on ``t[train_idx]`` (a curve point; worker-safe). Only the
+    test triplets' songs are embedded: a point needs neither the training CFR nor ``E``."""
+    with torch_threads(threads):
+        run = train_matchnet(features, t[train_idx], config, progress=False)
+        songs = np.unique(t[test_idx])
+        E = embed_songs(run.model, features, songs, config.patch_len, config.test_patches,
+                        batch_size=config.eval_batch)
+        local = np.searchsorted(songs, t[test_idx])          # rows of E for the test triplets
+        return constraints_fulfillment_rate(*triplet_dissimilarities(run.model, E, local)).rate
+
+
 def _run_jobs(fn, jobs: list, n_jobs: int, desc: str, progress: bool) -> list:
     """``[fn(*job) for job in jobs]``, in order, in ``n_jobs`` processes (joblib/loky)."""
     check_n_jobs(n_jobs)
@@ -516,7 +529,6 @@ def generalization_curve_matchnet(
             jobs.append((features, t, train, test_idx, config, threads))
             slots.append(len(rows))
         rows.append(row)
-    # a curve point is a fold of its own, trained on the subset (the same code as the CV's)
-    for slot, out in zip(slots, _run_jobs(_fit_score_fold, jobs, n_jobs, "MatchNet curve", progress)):
-        rows[slot]["cfr"] = float(out["test"])
+    for slot, score in zip(slots, _run_jobs(_fit_score_subset, jobs, n_jobs, "MatchNet curve", progress)):
+        rows[slot]["cfr"] = float(score)
     return pd.DataFrame(rows, columns=["share", "fold", "n_train", "cfr"])

@@ -120,8 +120,8 @@ class TrainSplitSource:
         if self.ranked is not None:
             lists = self.ranked[self.train[apos]]
             # a negative entry would wrap around to another track's position without an error
-            check_indices("ranked", lists, self.N, f"in the lists of tracks {int(self.train[apos[0]])}"
-                          f"..{int(self.train[apos[-1]])}")
+            lists = check_indices("ranked", lists, self.N, f"in the lists of tracks "
+                                  f"{int(self.train[apos[0]])}..{int(self.train[apos[-1]])}")
             tpos = self.pos_of[lists]
             keep = tpos >= 0
             counts = keep.sum(axis=1)

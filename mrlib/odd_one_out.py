@@ -381,9 +381,10 @@ def _random_triples(n_items: int, n: int, rng: np.random.Generator) -> np.ndarra
         if need == 0:
             break
         draw = rng.integers(0, n_items, size=(2 * need + 8, 3))
-        draw = draw[(np.diff(np.sort(draw, axis=1), axis=1) > 0).all(axis=1)]   # 3 different items
+        ordered = np.sort(draw, axis=1)
+        ok = (np.diff(ordered, axis=1) > 0).all(axis=1)        # 3 different items
+        draw, key = draw[ok], ordered[ok] @ place
         # each triple's first draw, in draw order, unless an earlier round kept it
-        key = np.sort(draw, axis=1) @ place
         first = np.sort(np.unique(key, return_index=True)[1])   # where each key is first drawn
         new = ~np.isin(key[first], np.sort(out, axis=1) @ place)
         out = np.concatenate([out, draw[first[new]][:need]])

@@ -361,15 +361,21 @@ def _bass_bar(attrs: TrackAttributes, style: GenreStyle, b0: int, bar: int, root
         return [(b0 + k, 0.9, line[k % 4], 0.85) for k in range(meter)]
     if bp == "sustained":
         return [(b0, meter * style.chord_bars * 0.98, rb, 0.9)] if bar % style.chord_bars == 0 else []
-    return {"root": [(b0, meter * 0.95, rb, 0.9)],
-            "root_fifth": [(b0, meter / 2 * 0.9, rb, 0.9), (b0 + 2, 1.8 if meter == 4 else 0.9, fifth, 0.8)],
-            "eighths": [(b0 + k * 0.5, 0.45, rb, 0.8 + 0.1 * (k % 2 == 0)) for k in range(meter * 2)],
-            "octave": [(b0 + k * 0.5, 0.4, rb + 12 * (k % 2), 0.85) for k in range(meter * 2)],
-            "syncopated": [(b0 + pos, 0.45, p, 0.9) for pos, p in
-                           ((0.0, rb), (1.5, rb), (2.5, fifth), (3.0, rb))[: 4 if meter == 4 else 2]],
-            "reggae": [(b0 + pos, d, p, 0.9) for pos, p, d in
-                       ((0.0, rb, 1.0), (1.5, rb, 0.4), (2.0, fifth, 0.9), (3.5, rb + 12, 0.4))],
-            }[bp]
+    if bp == "root":
+        return [(b0, meter * 0.95, rb, 0.9)]
+    if bp == "root_fifth":
+        return [(b0, meter / 2 * 0.9, rb, 0.9), (b0 + 2, 1.8 if meter == 4 else 0.9, fifth, 0.8)]
+    if bp == "eighths":
+        return [(b0 + k * 0.5, 0.45, rb, 0.8 + 0.1 * (k % 2 == 0)) for k in range(meter * 2)]
+    if bp == "octave":
+        return [(b0 + k * 0.5, 0.4, rb + 12 * (k % 2), 0.85) for k in range(meter * 2)]
+    if bp == "syncopated":
+        return [(b0 + pos, 0.45, p, 0.9) for pos, p in
+                ((0.0, rb), (1.5, rb), (2.5, fifth), (3.0, rb))[: 4 if meter == 4 else 2]]
+    if bp == "reggae":
+        return [(b0 + pos, d, p, 0.9) for pos, p, d in
+                ((0.0, rb, 1.0), (1.5, rb, 0.4), (2.0, fifth, 0.9), (3.5, rb + 12, 0.4))]
+    raise ValueError(f"unknown bass pattern {bp!r}")   # generate_track refuses it first
 
 
 def _drum_hits(attrs: TrackAttributes, style: GenreStyle, n_bars: int,
