@@ -313,23 +313,23 @@ def catalog_features(
               **{k: feature_kwargs[k] for k in sorted(feature_kwargs)}}
 
     cache_file = _cache_file(catalog, cache_dir, config, ids, paths) if cache else None
-    cached = cache_file is not None and cache_file.is_file()
-    if cached:
+    if cache_file is not None and cache_file.is_file():
         with np.load(cache_file, allow_pickle=False) as z:
             arrays = dict(z)
-    else:
-        # joblib sends chunk_size tracks per task to its workers (n_jobs=1: here, one by one)
-        jobs = (delayed(_features_of)(path, audio_kwargs, feature_kwargs) for path in paths)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")     # repairs are collected in the report instead
-            outs = Parallel(n_jobs=n_jobs, return_as="generator", batch_size=chunk_size)(jobs)
-            results = list(tqdm(outs, total=len(paths), desc="handcrafted features", unit="track",
-                                disable=not progress))
-        arrays = _arrays(results, len(names))
+        return BaselineFeatures(arrays["X"], arrays["index"], len(ids), names,
+                                _report(arrays, ids), config)
+    # joblib sends chunk_size tracks per task to its workers (n_jobs=1: here, one by one)
+    jobs = (delayed(_features_of)(path, audio_kwargs, feature_kwargs) for path in paths)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")     # repairs are collected in the report instead
+        outs = Parallel(n_jobs=n_jobs, return_as="generator", batch_size=chunk_size)(jobs)
+        results = list(tqdm(outs, total=len(paths), desc="handcrafted features", unit="track",
+                            disable=not progress))
+    arrays = _arrays(results, len(names))
     report = _report(arrays, ids)
-    if report.count and not cached:            # a fresh extraction says what it skipped
+    if report.count:            # a fresh extraction says what it skipped
         print(report)
-    if cache_file is not None and not cached:
+    if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         # a file object: np.savez would add ".npz" to the temporary's name
         with atomic_path(cache_file) as tmp, open(tmp, "wb") as fh:

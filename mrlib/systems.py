@@ -99,7 +99,8 @@ class TripletObjective(_Objective):
         with torch.no_grad():   # the state of training, over every valid triplet
             every = online_triplets(emb, S, idx, mode="all", margin=margin, n_pos=n_pos)
             if every.shape[0]:
-                loss_all, active = losses.triplet_loss(*emb[every.T], margin=margin)
+                loss_all, active = losses.triplet_loss(emb[every[:, 0]], emb[every[:, 1]],
+                                                       emb[every[:, 2]], margin=margin)
             else:
                 loss_all = active = _nan(x.device)
         if trip.shape[0] == 0:
