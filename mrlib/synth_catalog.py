@@ -169,8 +169,7 @@ def _clear_other_build(root: Path, config: dict, overwrite: bool) -> bool:
         # a cache written by an older generator: same settings, other bytes -> regenerate
         warnings.warn(f"{root} was built by synth generator version {old.get('generator_version')!r} "
                       f"(now {config['generator_version']!r}); rebuilding it", stacklevel=3)
-        overwrite = True
-    if not overwrite:
+    elif not overwrite:
         raise ValueError(f"{root} holds a catalog built with {info.get('config')}, not {config}; "
                          f"pass overwrite=True (or --overwrite) to rebuild it, or choose another root")
     for f in _CATALOG_FILES:
