@@ -31,11 +31,9 @@ _BELL_PARTIALS = ((0.5, 0.4, 2.0), (1.0, 0.55, 1.4), (1.19, 0.5, 1.1), (1.5, 0.2
 _VOWEL_AH = ((800.0, 80.0, 1.0), (1150.0, 90.0, 0.63), (2900.0, 120.0, 0.25), (3900.0, 130.0, 0.1))
 
 
-def _events_rng(seed: int | np.random.SeedSequence, tag: str) -> np.random.Generator:
+def _events_rng(seed: np.random.SeedSequence, tag: str) -> np.random.Generator:
     """One event's audio stream: a child of the track's audio seed that no other layer and no
     other event draws from, so adding or removing an event changes only its own window."""
-    if not isinstance(seed, np.random.SeedSequence):
-        seed = np.random.SeedSequence(int(seed))
     key = tuple(seed.spawn_key) + (_STREAM_EVENTS, EVENT_TAGS.index(tag))
     return np.random.default_rng(np.random.SeedSequence(seed.entropy, spawn_key=key))
 
@@ -154,7 +152,7 @@ _EVENT_RENDERERS = {"bells": _bells, "guitar_solo": _guitar_solo, "riser": _rise
 
 
 def _render_events(attrs: TrackAttributes, n: int, sr: int, beat_times: np.ndarray,
-                   seed: int | np.random.SeedSequence, band_rms: float) -> np.ndarray:
+                   seed: np.random.SeedSequence, band_rms: float) -> np.ndarray:
     """The event layers of a track, float32 (n,), zero outside the windows: each event is
     rendered in its window only, at an RMS of ``_EVENT_LEVEL * band_rms`` over the window,
     faded in and out inside it (5 and 30 ms) so that it neither clicks nor rings past its end."""
@@ -205,8 +203,8 @@ def generate_track(attrs: TrackAttributes, sr: int = 22050, duration_s: float = 
     if not isinstance(attrs, TrackAttributes):
         raise TypeError(f"attrs must be a TrackAttributes, got {type(attrs).__name__}")
     _check_sr_duration(sr, duration_s)
-    if is_int(seed):
-        check_int("seed", seed, 0)
+    if is_int(seed):     # as a SeedSequence, the same stream; the events spawn theirs from it
+        seed = np.random.SeedSequence(check_int("seed", seed, 0))
     elif not isinstance(seed, np.random.SeedSequence):
         raise TypeError(f"seed must be an int or a numpy SeedSequence, got {type(seed).__name__}")
     for field, allowed in (("genre", GENRES), ("mood", MOODS), ("mode", MODES), ("melody", INSTRUMENTS),
@@ -372,10 +370,9 @@ def _bass_bar(attrs: TrackAttributes, style: GenreStyle, b0: int, bar: int, root
     if bp == "syncopated":
         return [(b0 + pos, 0.45, p, 0.9) for pos, p in
                 ((0.0, rb), (1.5, rb), (2.5, fifth), (3.0, rb))[: 4 if meter == 4 else 2]]
-    if bp == "reggae":
-        return [(b0 + pos, d, p, 0.9) for pos, p, d in
-                ((0.0, rb, 1.0), (1.5, rb, 0.4), (2.0, fifth, 0.9), (3.5, rb + 12, 0.4))]
-    raise ValueError(f"unknown bass pattern {bp!r}")   # generate_track refuses it first
+    # reggae (generate_track refuses any other pattern)
+    return [(b0 + pos, d, p, 0.9) for pos, p, d in
+            ((0.0, rb, 1.0), (1.5, rb, 0.4), (2.0, fifth, 0.9), (3.5, rb + 12, 0.4))]
 
 
 def _drum_hits(attrs: TrackAttributes, style: GenreStyle, n_bars: int,

@@ -191,11 +191,10 @@ def _source(engine: str, midi: int, n: int, sr: int) -> np.ndarray:
     if engine == "fm_bell":
         y = _fm(f, n, sr, 3.5, 2.5, 0.4, 0.2)
         return y * np.exp(-t / np.float32(1.0)) * _attack_decay(n, sr, 0.002) * np.float32(0.7)
-    if engine == "fm_bass":
-        y = _fm(f, n, sr, 1.0, 2.5, 0.12, 0.6) * np.float32(0.6) \
-            + np.sin(np.float32(2 * np.pi * f) * t) * np.float32(0.6)
-        return y * _attack_decay(n, sr, 0.004, 0.4, 0.75)
-    raise ValueError(f"unknown engine {engine!r}")
+    # fm_bass (the callers pass the engines of INSTRUMENTS only)
+    y = _fm(f, n, sr, 1.0, 2.5, 0.12, 0.6) * np.float32(0.6) \
+        + np.sin(np.float32(2 * np.pi * f) * t) * np.float32(0.6)
+    return y * _attack_decay(n, sr, 0.004, 0.4, 0.75)
 
 
 class _NoteCache:
@@ -259,8 +258,7 @@ def _drum_kit(kit: str, sr: int, rng: np.random.Generator, tonic: int) -> dict[s
     live = kit == "live"
     length = {"k": 0.4 if live else 0.6, "s": 0.25, "c": 0.25, "o": 0.35, "r": 0.9, "m": 0.08, "h": 0.08}
 
-    def noise(n):
-        return rng.standard_normal(n, dtype=np.float32)
+    noise = functools.partial(rng.standard_normal, dtype=np.float32)
 
     def voice(v):     # one variant of voice v
         t = _t(int(length[v] * sr), sr)

@@ -416,8 +416,8 @@ def test_events_are_validated_and_cheap(small):
     # busy machine; about 50 ms on an idle core)
     every = tuple((t, 0.1 + 0.2 * k, 0.35 + 0.2 * k) for k, t in enumerate(synth.EVENT_TAGS[:3])) \
         + ((synth.EVENT_TAGS[3], 0.0, 0.25),)
-    beat_times = np.arange(0.0, 60.0, 60.0 / a.tempo_bpm)
-    synth_render._render_events(dataclasses.replace(a, events=every), int(15 * SR), SR, beat_times, 0, 0.1)
+    beat_times, seed = np.arange(0.0, 60.0, 60.0 / a.tempo_bpm), np.random.SeedSequence(0)
+    synth_render._render_events(dataclasses.replace(a, events=every), int(15 * SR), SR, beat_times, seed, 0.1)
     t0 = time.perf_counter()
-    synth_render._render_events(dataclasses.replace(a, events=every), int(15 * SR), SR, beat_times, 0, 0.1)
+    synth_render._render_events(dataclasses.replace(a, events=every), int(15 * SR), SR, beat_times, seed, 0.1)
     assert time.perf_counter() - t0 < 0.5
