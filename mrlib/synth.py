@@ -49,8 +49,7 @@ from mrlib.synth_styles import (  # noqa: F401 (the public names stay importable
     _STREAM_ARTISTS, _STREAM_ASSIGN, _STREAM_EVENTS, _STREAM_TAGS, _STREAM_TRACKS, _TAG_INDEX,
     CATEGORIES, EVENT_PROB, EVENT_SPAN, EVENT_TAGS, EVENT_VOCABULARY, GENERATOR_VERSION, GENRE_MOODS,
     GENRE_POPULARITY, GENRES, INSTRUMENTS, KITS, LYRICS, LYRICS_MOODS, MODES, MOOD_NAMES, MOODS,
-    TAGS, VOCABULARY, GenreStyle, MoodStyle, SyntheticCatalog, TrackAttributes, _draw, _mix,
-    track_seed, vocabulary)
+    TAGS, VOCABULARY, SyntheticCatalog, TrackAttributes, _draw, _mix, track_seed, vocabulary)
 
 __all__ = [
     "GENERATOR_VERSION", "CATEGORIES", "VOCABULARY", "GENRES", "MOODS", "INSTRUMENTS",
@@ -90,10 +89,9 @@ def _sample_track(index: int, artist_id: int, artist: SimpleNamespace,
                   rng: np.random.Generator) -> TrackAttributes:
     # The draws, in this order: genre, mood and key, instruments and production, movement, lyrics.
     genre, genre2, g2w = _sample_genre(artist, rng)
-    style, style2 = GENRES[genre], GENRES[genre2]
+    style = GENRES[genre]
     key = _sample_mood_key(artist, genre, rng)
-    ms, ms2 = MOODS[key["mood"]], MOODS[key["mood2"]]
-    sound = _sample_sound(artist, genre, style, style2, g2w, key["mood"], ms, ms2, rng)
+    sound = _sample_sound(artist, genre, genre2, g2w, key["mood"], key["mood2"], rng)
     movement = _sample_movement(genre, key["mood"], sound["kit"], rng)
     # Lyrics: inaudible; drawn from the artist's favourite themes and the mood.
     lyrics: tuple[str, ...] = ()
@@ -142,10 +140,11 @@ def _sample_mood_key(artist: SimpleNamespace, genre: str, rng: np.random.Generat
     return dict(mood=mood, mood2=mood2, mode=mode, tonic=int(tonic), tempo_bpm=round(tempo, 2), meter=meter)
 
 
-def _sample_sound(artist: SimpleNamespace, genre: str, style: GenreStyle, style2: GenreStyle, g2w: float,
-                  mood: str, ms: MoodStyle, ms2: MoodStyle, rng: np.random.Generator) -> dict:
+def _sample_sound(artist: SimpleNamespace, genre: str, genre2: str, g2w: float, mood: str, mood2: str,
+                  rng: np.random.Generator) -> dict:
     """Instruments (the artist's favourites most of the time, else the mixed genre prior),
     accompaniment and bass patterns, and the production."""
+    style, style2, ms, ms2 = GENRES[genre], GENRES[genre2], MOODS[mood], MOODS[mood2]
     def role(fav: str, prior: dict[str, float], prior2: dict[str, float]) -> str:
         if fav in prior and rng.random() < 0.7:
             return fav
