@@ -10,7 +10,7 @@ import math
 import numpy as np
 from scipy import signal
 
-from mrlib.checks import check_int, is_int
+from mrlib.checks import check_choice, check_int, is_int
 from mrlib.synth_sound import (DRUM_PATTERNS, _NOISE, _attack_decay, _chord, _drum_kit, _melody_phrase,
                                _fade, _midi_hz, _NoteCache, _osc, _swing_map, _t, _table_for)
 from mrlib.synth_styles import (_STREAM_EVENTS, EVENT_TAGS, GENRES, INSTRUMENTS, KITS, MODES, MOODS,
@@ -209,13 +209,11 @@ def generate_track(attrs: TrackAttributes, sr: int = 22050, duration_s: float = 
         raise TypeError(f"seed must be an int or a numpy SeedSequence, got {type(seed).__name__}")
     for field, allowed in (("genre", GENRES), ("mood", MOODS), ("mode", MODES), ("melody", INSTRUMENTS),
                            ("chords", INSTRUMENTS), ("bass", [*INSTRUMENTS, "none"]), ("kit", [*KITS, "none"]),
-                           ("comp", {c for g in GENRES.values() for c in g.comp}),
-                           ("bass_pattern", {b for g in GENRES.values() for b in g.bass})):
-        if getattr(attrs, field) not in allowed:
-            raise ValueError(f"attrs.{field}={getattr(attrs, field)!r} is not one of {sorted(allowed)}")
+                           ("comp", sorted({c for g in GENRES.values() for c in g.comp})),
+                           ("bass_pattern", sorted({b for g in GENRES.values() for b in g.bass}))):
+        check_choice(f"attrs.{field}", getattr(attrs, field), allowed)
     for tag, start, end in attrs.events:
-        if tag not in EVENT_TAGS:
-            raise ValueError(f"attrs.events has {tag!r}, not one of {list(EVENT_TAGS)}")
+        check_choice("an event's tag (attrs.events)", tag, EVENT_TAGS)
         if not 0.0 <= start < end <= 1.0:
             raise ValueError(f"event {tag!r} has the window ({start}, {end}), not 0 <= start < end <= 1")
     rng = np.random.default_rng(seed)
