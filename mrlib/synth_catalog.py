@@ -146,20 +146,17 @@ def _clear_other_build(root: Path, config: dict, overwrite: bool) -> bool:
     settings (only with ``overwrite``); True when it already holds this build, complete."""
     info = _read_json(root / "catalog.json")   # again: another build may have finished it
     old = info.get("config") or {}
-    foreign = []        # the files of a catalog that no synthetic build wrote (a hand-made one)
-    if old.get("source") != "synthetic":
+    if old.get("source") != "synthetic":     # an empty folder, or a catalog made by hand
         foreign = [f for f in _CATALOG_FILES if (root / f).exists()]
         foreign += ["audio/"] if (root / "audio").is_dir() and any((root / "audio").iterdir()) else []
-    if foreign:
-        if not overwrite:
+        if foreign and not overwrite:
             raise ValueError(
                 f"{root} holds a catalog that no synthetic build wrote ({', '.join(foreign)}; "
                 f"catalog.json {'missing or unreadable' if not info else 'of another source'}); "
                 "nothing was changed. Choose another --root, or pass overwrite=True "
                 "(--overwrite) to move those files into a replaced-<time>/ folder and build here")
-        move_aside(root, foreign, "catalog")
-        return False
-    if not info:
+        if foreign:
+            move_aside(root, foreign, "catalog")
         return False
     if old == config:
         return bool(info.get("complete"))
