@@ -118,16 +118,15 @@ def _riser(attrs: TrackAttributes, m: int, sr: int, t0: float, beat_times: np.nd
     frac = (np.arange(n_blocks) + 0.5) / n_blocks
     w0 = 2 * np.pi * 200.0 * (min(6000.0, 0.4 * sr) / 200.0) ** frac / sr
     alpha = np.sin(w0) / (2 * 3.0)
-    noise = rng.standard_normal(n_blocks * block)
+    noise = rng.standard_normal((n_blocks, block))      # a block a row
     out = np.empty_like(noise)
     zi = np.zeros(2)
     for j in range(n_blocks):
         a0 = 1 + alpha[j]
         b = np.array([alpha[j], 0.0, -alpha[j]]) / a0
         a = np.array([1.0, -2 * np.cos(w0[j]) / a0, (1 - alpha[j]) / a0])
-        sl = slice(j * block, (j + 1) * block)
-        out[sl], zi = signal.lfilter(b, a, noise[sl], zi=zi)
-    return (out[:m] * 10 ** (np.linspace(-24.0, 0.0, m) / 20)).astype(np.float32)     # the swell
+        out[j], zi = signal.lfilter(b, a, noise[j], zi=zi)
+    return (out.ravel()[:m] * 10 ** (np.linspace(-24.0, 0.0, m) / 20)).astype(np.float32)     # the swell
 
 
 def _choir(attrs: TrackAttributes, m: int, sr: int, t0: float, beat_times: np.ndarray,
