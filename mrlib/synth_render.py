@@ -31,13 +31,6 @@ _BELL_PARTIALS = ((0.5, 0.4, 2.0), (1.0, 0.55, 1.4), (1.19, 0.5, 1.1), (1.5, 0.2
 _VOWEL_AH = ((800.0, 80.0, 1.0), (1150.0, 90.0, 0.63), (2900.0, 120.0, 0.25), (3900.0, 130.0, 0.1))
 
 
-def _events_rng(seed: np.random.SeedSequence, tag: str) -> np.random.Generator:
-    """One event's audio stream: a child of the track's audio seed that no other layer and no
-    other event draws from, so adding or removing an event changes only its own window."""
-    key = tuple(seed.spawn_key) + (_STREAM_EVENTS, EVENT_TAGS.index(tag))
-    return np.random.default_rng(np.random.SeedSequence(seed.entropy, spawn_key=key))
-
-
 def _grid(beat_times: np.ndarray, step: float, t0: float, dur: float) -> np.ndarray:
     """Onsets (s from ``t0``) of a grid of ``step`` beats that fall in ``[t0, t0 + dur)``,
     through the track's tempo curve; ``[0]`` when none does (a window shorter than a step)."""
@@ -161,7 +154,11 @@ def _render_events(attrs: TrackAttributes, n: int, sr: int, beat_times: np.ndarr
         m = s1 - s0
         if m < int(0.05 * sr):
             continue
-        y = _EVENT_RENDERERS[tag](attrs, m, sr, s0 / sr, beat_times, _events_rng(seed, tag))
+        # the event's audio stream: a child of the track's audio seed that no other layer and no
+        # other event draws from, so adding or removing an event changes only its own window
+        key = tuple(seed.spawn_key) + (_STREAM_EVENTS, EVENT_TAGS.index(tag))
+        rng = np.random.default_rng(np.random.SeedSequence(seed.entropy, spawn_key=key))
+        y = _EVENT_RENDERERS[tag](attrs, m, sr, s0 / sr, beat_times, rng)
         _fade(y, int(0.005 * sr), int(0.03 * sr))
         level = _EVENT_LEVEL * band_rms / (float(np.sqrt(np.mean(y.astype(np.float64) ** 2))) + 1e-9)
         out[s0:s1] += np.float32(level) * y
