@@ -12,7 +12,7 @@ from scipy import signal
 
 from mrlib.checks import check_choice, check_int, is_int
 from mrlib.synth_sound import (DRUM_PATTERNS, _NOISE, _attack_decay, _chord, _drum_kit, _melody_phrase,
-                               _fade, _midi_hz, _NoteCache, _osc, _swing_map, _t, _table_for)
+                               _fade, _midi_hz, _NoteCache, _osc, _t, _table_for)
 from mrlib.synth_styles import (_STREAM_EVENTS, EVENT_TAGS, GENRES, INSTRUMENTS, KITS, MODES, MOODS,
                                 GenreStyle, TrackAttributes, track_seed)
 
@@ -396,9 +396,15 @@ def _drum_hits(attrs: TrackAttributes, style: GenreStyle, n_bars: int,
 
 
 def _to_seconds(pos, swing: float, beat_times: np.ndarray) -> np.ndarray:
-    """Seconds of beat positions (swing first, then the tempo curve)."""
-    return np.interp(_swing_map(np.asarray(pos, dtype=np.float64), swing),
-                     np.arange(beat_times.size), beat_times)
+    """Seconds of beat positions: swing first (it delays the off-beat subdivisions, beat
+    fraction 0.5 -> 0.5 + swing/6, a triplet at 1), then the tempo curve."""
+    pos = np.asarray(pos, dtype=np.float64)
+    if swing > 0:
+        beat = np.floor(pos)
+        f = pos - beat
+        mid = 0.5 + swing / 6.0
+        pos = beat + np.where(f < 0.5, f * (mid / 0.5), mid + (f - 0.5) * ((1 - mid) / 0.5))
+    return np.interp(pos, np.arange(beat_times.size), beat_times)
 
 
 def _render_stems(attrs: TrackAttributes, parts: dict[str, list], beat_times: np.ndarray, n: int,

@@ -1,5 +1,5 @@
 """The synthetic catalog's instruments and composition: wavetables, envelopes, the note
-engines (wavetable, FM, Karplus-Strong), drum kits, chords, swing and melody phrases.
+engines (wavetable, FM, Karplus-Strong), drum kits, chords and melody phrases.
 
 Notebook: 01_cqt.ipynb
 """
@@ -305,16 +305,6 @@ def _chord(style: GenreStyle, mode: str, degree: int) -> tuple[int, tuple[int, .
         return root, (0, 7, 12)
     n = 4 if style.chord_kind in ("seventh", "dom7") else 3      # a minor blues: diatonic 7ths
     return root, tuple((sc[(degree + 2 * j) % 7] - root) % 12 for j in range(n))   # stacked thirds
-
-
-def _swing_map(pos: np.ndarray, swing: float) -> np.ndarray:
-    """Delay off-beat subdivisions: beat fraction 0.5 -> 0.5 + swing/6 (triplet at 1)."""
-    if swing <= 0:
-        return pos
-    beat = np.floor(pos)
-    f = pos - beat
-    mid = 0.5 + swing / 6.0
-    return beat + np.where(f < 0.5, f * (mid / 0.5), mid + (f - 0.5) * ((1 - mid) / 0.5))
 
 
 def _melody_phrase(rng: np.random.Generator, n_beats: int, chord_at, density: float, start_deg: int) -> list[tuple[float, float, int]]:
