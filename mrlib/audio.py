@@ -85,11 +85,8 @@ class AudioResult:
     problem : str or None
         Why the track is skipped (``"kind: detail"``), None when ``y`` is usable.
     fixes : tuple of str
-        Repairs applied (``"kind: detail"``), e.g. ``"resampled: 8000 Hz -> 22050 Hz"``.
-    native_sr : int or None
-        Sample rate found in the file (None if it could not be read).
-    n_channels : int or None
-        Channels found in the file (None if it could not be read).
+        Repairs applied (``"kind: detail"``), e.g. ``"resampled: 8000 Hz -> 22050 Hz"``
+        (the file's own rate and channels are named in the repair that changed them).
 
     Notebook: 01_cqt.ipynb
     """
@@ -98,8 +95,6 @@ class AudioResult:
     sr: int
     problem: str | None
     fixes: tuple[str, ...] = ()
-    native_sr: int | None = None
-    n_channels: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -182,7 +177,7 @@ def read_audio(
     Returns
     -------
     AudioResult
-        ``y`` (float32, mono, at ``sr``) or None, ``problem``, ``fixes``, native rate and channels.
+        ``y`` (float32, mono, at ``sr``) or None, ``problem`` and ``fixes``.
 
     Raises
     ------
@@ -202,9 +197,9 @@ def read_audio(
     fixes = [f"downmixed: {n_channels} channels to mono"] if n_channels > 1 else []
     problem = _unusable(y, n_frames / native_sr, min_duration_s, pad_fraction)
     if problem:
-        return AudioResult(None, sr, problem, tuple(fixes), native_sr, n_channels)
+        return AudioResult(None, sr, problem, tuple(fixes))
     y = _conform(y, native_sr, sr, min_duration_s, max_duration_s, fixes)
-    return AudioResult(y, sr, None, tuple(fixes), native_sr, n_channels)
+    return AudioResult(y, sr, None, tuple(fixes))
 
 
 def _decode_checked(path: Path, sr: int, max_duration_s: float | None):
@@ -221,15 +216,13 @@ def _decode_checked(path: Path, sr: int, max_duration_s: float | None):
     except Exception as error:  # corrupt, truncated header, unknown format, permission …
         message = " ".join(str(error).split()) or type(error).__name__
         return AudioResult(None, sr, f"unreadable: {type(error).__name__}: {message[:200]}")
-    n_frames, n_channels = data.shape
-    if n_frames == 0:
-        return AudioResult(None, sr, "empty: 0 samples", (), native_sr, n_channels)
+    if len(data) == 0:
+        return AudioResult(None, sr, "empty: 0 samples")
     finite = np.isfinite(data)
     if not finite.all():   # one pass over every file; the counts only for a bad one
         n_nan = int(np.isnan(data).sum())
         n_inf = int((~finite).sum()) - n_nan
-        return AudioResult(None, sr, f"non-finite: {n_nan} NaN and {n_inf} inf samples",
-                           (), native_sr, n_channels)
+        return AudioResult(None, sr, f"non-finite: {n_nan} NaN and {n_inf} inf samples")
     return data, native_sr
 
 

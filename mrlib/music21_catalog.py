@@ -80,23 +80,13 @@ from tqdm.auto import tqdm
 from mrlib import paths
 from mrlib.catalog_format import artist_disjoint_split, default_root
 from mrlib.checks import check_choice, check_int, check_positive
-# the public names of the music21 modules stay importable from this one
-from mrlib.music21_corpus import (STRATA, SkipWork, _inventory_cached, draw_order,  # noqa: F401
-                                  inventory, stratum_quotas)
-from mrlib.music21_score import (ARTIST_LOYALTY, INSTRUMENTATION, TARGET_RMS, Clip,  # noqa: F401
-                                 _versions, assign_programs, clip_score,
-                                 default_qpm, load_program_table, parse_work, render_midi,
-                                 soundfont_path, to_midi)
-from mrlib.music21_tags import (CATEGORIES, chroma_agreement, key_likelihoods,  # noqa: F401
-                                pitch_class_histogram, tag_category, work_tags)
+from mrlib.music21_corpus import STRATA, SkipWork, _inventory_cached, draw_order, stratum_quotas
+from mrlib.music21_score import (ARTIST_LOYALTY, INSTRUMENTATION, _versions, assign_programs,
+                                 clip_score, default_qpm, parse_work, render_midi, soundfont_path,
+                                 to_midi)
+from mrlib.music21_tags import CATEGORIES, tag_category, work_tags
 
-__all__ = [
-    "STRATA", "ARTIST_LOYALTY", "INSTRUMENTATION", "Clip", "SkipWork", "inventory",
-    "stratum_quotas", "draw_order", "default_qpm", "soundfont_path", "load_program_table",
-    "assign_programs", "parse_work", "clip_score", "pitch_class_histogram", "key_likelihoods",
-    "to_midi", "render_midi", "work_tags", "tag_category", "render_work", "chroma_agreement",
-    "music21_root", "build"
-]
+__all__ = ["INSTRUMENTATION", "render_work", "music21_root", "build"]
 
 #: Bump when the rendering or tagging rules change: invalidates the per-work caches.
 RENDER_VERSION = 2

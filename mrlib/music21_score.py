@@ -441,18 +441,15 @@ def _expand_repeats(score, clip_s: float, default_qpm: float):
         k = int(np.searchsorted(ends_s, 1.25 * clip_s)) + 2
         cuts = [c for c in (k, 2 * k) if c < n_all] + \
             ([n_all] if n_all <= MAX_FULL_EXPAND_FACTOR * k else [])
-    error = None
-    for cut in cuts:
+    for cut in cuts:   # never empty: n_all > 6 k keeps the excerpts k and 2 k < n_all
         try:
             with warnings.catch_warnings(action="ignore"):
                 work = score if cut >= n_all else score.measures(0, cut, indicesNotNumbers=True)
                 return work.expandRepeats()
         except Exception as exc:  # music21's ExpanderException, StreamException, ...
             error = exc
-    what = f"{type(error).__name__}: {str(error)[:200]}" if error else "no excerpt to try"
-    raise SkipWork(f"expand repeats: {what}"
-                   + ("" if cuts and cuts[-1] >= n_all else
-                      f" (excerpts of {cuts} of {n_all} measures tried)"))
+    tried = "" if cuts[-1] >= n_all else f" (excerpts of {cuts} of {n_all} measures tried)"
+    raise SkipWork(f"expand repeats: {type(error).__name__}: {str(error)[:200]}{tried}")
 
 
 def _cut_unmeasured(per_part: list[np.ndarray], tmap: Callable, clip_s: float,

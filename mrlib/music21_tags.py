@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from mrlib.checks import check_int
 from mrlib.music21_corpus import STRATA, _match_first, _slug, _str
 from mrlib.music21_score import Clip
 
@@ -287,33 +286,3 @@ def tag_category(tag: str) -> str:
             return category
     raise ValueError(f"unknown tag prefix: {tag!r}")
 
-
-def chroma_agreement(audio: np.ndarray, sr: int, clip: Clip) -> dict[str, float]:
-    """How well the rendered audio's chroma matches the score's pitch classes.
-
-    Parameters
-    ----------
-    audio : numpy.ndarray
-        float32 (n,) mono audio of the clip.
-    sr : int
-        Its sample rate (Hz).
-    clip : Clip
-        The notes that were rendered.
-
-    Returns
-    -------
-    dict
-        ``correlation`` (Pearson r between the time-averaged ``librosa.feature.chroma_cqt``
-        and :func:`pitch_class_histogram`) and ``top3_overlap`` (how many of the score's three
-        strongest pitch classes are among the audio's three strongest, 0-3).
-
-    Notebook: 00_overview.ipynb
-    """
-    import librosa
-
-    sr = check_int("sr", sr, 1000)
-    chroma = librosa.feature.chroma_cqt(y=np.asarray(audio, np.float32), sr=sr).mean(axis=1)
-    hist = pitch_class_histogram(clip)
-    r = float(np.corrcoef(chroma, hist)[0, 1])
-    top = len(set(np.argsort(-chroma)[:3]) & set(np.argsort(-hist)[:3]))
-    return {"correlation": r, "top3_overlap": float(top)}
