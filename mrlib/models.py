@@ -341,8 +341,7 @@ class TripletMatchNet(PatchModel):
         """Logits ``z`` (B,) for paired patches ``x`` and ``y`` (each ``(B, n_bins, T)``)."""
         x = self._prepare(x, "x")
         y = self._prepare(y, "y")
-        if x.shape[0] != y.shape[0]:
-            raise ValueError(f"x and y must hold the same number of patches, got {x.shape[0]} and {y.shape[0]}")
+        # x and y of different lengths: metric_logits refuses the pair, naming both shapes
         return self.metric_logits(self.tower(x), self.tower(y))
 
     def pair_logits(self, x_patches: torch.Tensor, y_patches: torch.Tensor) -> torch.Tensor:
@@ -428,8 +427,8 @@ _DESCRIPTIONS: dict[type, Any] = {
 }
 
 
-def summary(model: nn.Module, print_table: bool = True, compact: bool = False):
-    """Layer-by-layer table: name, description, output shape (F, T, C) and parameters.
+def summary(model: nn.Module, compact: bool = False):
+    """Print and return a layer-by-layer table: name, description, output shape (F, T, C), parameters.
 
     Runs one forward pass (eval mode, no gradient; the model's mode is restored) on a seeded
     random batch of two patches of the model's ``input_shape`` (build the model with another
@@ -442,7 +441,6 @@ def summary(model: nn.Module, print_table: bool = True, compact: bool = False):
     ----------
     model : torch.nn.Module
         A model of this module.
-    print_table : bool, default True
     compact : bool, default False
         Keep only the rows Table 1 lists (input, convolutions, pools, FC, AutoPool) plus the
         total; parameters of the hidden rows (BatchNorm) still count in the total.
@@ -466,8 +464,7 @@ def summary(model: nn.Module, print_table: bool = True, compact: bool = False):
         keep = df["description"].str.match(r"(CQT|Conv2D|MP|adaptive|FC|Autopool)") | (df["layer"] == "total")
         df = df[keep].reset_index(drop=True)
     df = df.astype({"F": "Int64", "T": "Int64", "C": "Int64"})
-    if print_table:
-        print(df.to_string(index=False))
+    print(df.to_string(index=False))
     return df
 
 

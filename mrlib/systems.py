@@ -320,8 +320,10 @@ class System:
         Retrieval needs every patch's embedding (a learned metric compares them).
     triplet_stats : bool
         It reports ``active_fraction`` and ``loss_all``.
-    objective_class : type
-        The ``nn.Module`` of its loss (see :mod:`mrlib.systems`).
+    objective : type
+        The ``nn.Module`` of its loss (see :mod:`mrlib.systems`), built as
+        ``objective(model, config)``; its ``forward(x, y, S, idx, n_triplets, shared)`` returns
+        ``(loss, active, n_triplets, loss_all)``.
 
     Notebook: 06_training.ipynb
     """
@@ -345,7 +347,7 @@ class System:
     representation = "embeddings"
     per_patch = False
     triplet_stats = True
-    objective_class: type = TripletObjective
+    objective: type = TripletObjective
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.key!r})"
@@ -385,10 +387,6 @@ class System:
         rest = [p for n, p in model.named_parameters() if not n.endswith("autopool.alpha")]
         return torch.optim.Adam([{"params": rest}, {"params": alpha, "lr": config.alpha_lr}],
                                 lr=config.learning_rate)
-
-    def objective(self, model: nn.Module, config) -> nn.Module:
-        """``forward(x, y, S, idx, n_triplets, shared) -> (loss, active, n_triplets, loss_all)``."""
-        return self.objective_class(model, config)
 
     # -- batches -------------------------------------------------------------------------------
     def track_batches(self, config) -> bool:
@@ -472,7 +470,7 @@ class AutoTagging(System):
     monitors = ("val_map", "val_auc")
     representation = "tag_probabilities"
     triplet_stats = False
-    objective_class = TagObjective
+    objective = TagObjective
 
     def make_batch(self, item: np.ndarray, maker: BatchMaker) -> dict:
         return {"x": maker.patches(item, 1), "y": maker.data.tags[item], "n_patches": len(item)}
@@ -490,7 +488,7 @@ class TripletMatchNetSystem(System):
     key = network = "matchnet"
     has_dropout = False
     per_patch = True
-    objective_class = MatchNetObjective
+    objective = MatchNetObjective
 
     def patches_per_song(self, config) -> int:
         return config.matchnet_patches

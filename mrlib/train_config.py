@@ -261,13 +261,10 @@ class TrainConfig:
         """The fields as a plain dict."""
         return dataclasses.asdict(self)
 
-    def to_json(self, path: str | os.PathLike | None = None) -> str:
-        """JSON text of the config; also written to ``path`` when given."""
-        text = json.dumps(self.to_dict(), indent=1, sort_keys=True)
-        if path is not None:   # atomically: a half config.json makes a run unrecognisable
-            with atomic_path(path) as tmp:
-                tmp.write_text(text + "\n")
-        return text
+    def to_json(self, path: str | os.PathLike) -> None:
+        """Write the config as JSON to ``path``."""
+        with atomic_path(path) as tmp:   # atomically: a half config.json makes a run unrecognisable
+            tmp.write_text(json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n")
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -279,12 +276,9 @@ class TrainConfig:
         return cls(**d)
 
     @classmethod
-    def from_json(cls, text_or_path: str | os.PathLike) -> "TrainConfig":
-        """Inverse of :meth:`to_json` (JSON text or a path to a JSON file)."""
-        text = str(text_or_path)
-        if not text.lstrip().startswith("{"):
-            text = Path(text_or_path).read_text()
-        return cls.from_dict(json.loads(text))
+    def from_json(cls, path: str | os.PathLike) -> "TrainConfig":
+        """Inverse of :meth:`to_json`: the config in the JSON file ``path``."""
+        return cls.from_dict(json.loads(Path(path).read_text()))
 
     def replace(self, **changes) -> "TrainConfig":
         """A copy with some fields changed (validated)."""

@@ -35,7 +35,7 @@ def _rows(df, prefix):
 @pytest.mark.parametrize("system", ["at", "tl", "tl_autopool"])
 def test_table1_shapes_at_paper_size(system):
     model = build_model(system, n_tags=488, seed=0)
-    df = summary(model, print_table=False)
+    df = summary(model)
     assert _rows(df, "MP (") == TABLE1_POOLS[system]
     convs = [c for (_, _, c) in _rows(df, "Conv2D")]
     assert convs == [c for (_, _, c) in TABLE1_POOLS[system]]
@@ -218,6 +218,9 @@ def test_matchnet_pairs_equal_pairwise_forward():
         for e_y in (4, 1):
             with pytest.raises(ValueError, match="paired embeddings"):
                 model.metric_pairs(ex, torch.randn(2, 3, e_y))
+        # paired patches of different counts are refused with both shapes
+        with pytest.raises(ValueError, match=r"paired embeddings .* got \(2, \d+\) and \(3, \d+\)"):
+            model(xs, ys)
 
 
 def test_init_weights_starts_batchnorm_afresh():
@@ -246,8 +249,8 @@ def test_frequency_batchnorm_and_clamped_pool():
 
 def test_summary_input_checks():
     model = build_model("tl", width=0.0625, seed=0)
-    df = summary(model, print_table=False, compact=True)
+    df = summary(model, compact=True)
     assert df.iloc[0].output_shape == (1, 96, 512)
     assert model.training                                   # mode restored
     with pytest.raises(TypeError, match="model of mrlib.models"):
-        summary(torch.nn.Linear(3, 2), print_table=False)
+        summary(torch.nn.Linear(3, 2))

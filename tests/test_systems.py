@@ -88,7 +88,7 @@ class _SoftTriplet(TripletLoss):
     key = "toy_soft_triplet"
     network = "tl"
     mining = "offline"
-    objective_class = _HingeFreeObjective
+    objective = _HingeFreeObjective
 
 
 def test_a_new_system_plugs_in_with_one_class(tmp_path, data, monkeypatch):

@@ -166,9 +166,9 @@ def test_config_validation_and_json(tmp_path):
     assert c.mining == "uniform"                     # aliases are canonicalised
     assert c.learning_rate == 3e-4
     assert T.TrainConfig(system="at").learning_rate == T.DEFAULT_LR["at"]
-    back = T.TrainConfig.from_json(c.to_json(tmp_path / "c.json"))
-    assert back == c
+    c.to_json(tmp_path / "c.json")
     assert T.TrainConfig.from_json(tmp_path / "c.json") == c
+    assert T.TrainConfig.from_json(str(tmp_path / "c.json")) == c
     for bad, err in [(dict(system="cnn"), ValueError), (dict(mining="hardest"), ValueError),
                      (dict(system="matchnet", mining="online-hard"), ValueError),
                      (dict(epochs=-1), ValueError), (dict(steps_per_epoch=0), ValueError),
