@@ -239,6 +239,10 @@ class AutoPool(nn.Module):
         """
         return self.l2 * (self.effective_alpha ** 2).sum()
 
+    def extra_repr(self) -> str:
+        return (f"n_dims={self.n_dims}, axis={self.axis}, constrained={self.constrained}, "
+                f"l2={self.l2}")
+
 
 def autopool_penalty(model: nn.Module) -> torch.Tensor:
     """Sum of :meth:`AutoPool.penalty` over every AutoPool layer inside ``model``.

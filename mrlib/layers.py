@@ -94,6 +94,9 @@ class ClampedMaxPool2d(nn.Module):
         k = (min(self.kernel[0], x.shape[-2]), min(self.kernel[1], x.shape[-1]))
         return F.max_pool2d(x, kernel_size=k, stride=k)
 
+    def extra_repr(self) -> str:
+        return f"kernel={self.kernel}"
+
 
 class Backbone(nn.Sequential):
     """Input BatchNorm + conv blocks [Conv 3x3 'same' -> BN -> ReLU -> MaxPool (-> Dropout)].

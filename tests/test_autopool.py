@@ -242,3 +242,11 @@ def test_errors_are_clear():
         autopool(torch.randn(3, 0), 0.0, axis=1)
     with pytest.raises(ValueError, match="channel axis"):
         AutoPool(4, axis=0)(torch.randn(4))
+
+
+def test_printed_model_shows_pooling_settings():
+    # print(model) is how a student inspects a network: the pooling layers say how they pool
+    from mrlib.layers import ClampedMaxPool2d
+    assert repr(AutoPool(4, constrained=True, l2=0.5)) == \
+        "AutoPool(n_dims=4, axis=-1, constrained=True, l2=0.5)"
+    assert repr(ClampedMaxPool2d((2, 4))) == "ClampedMaxPool2d(kernel=(2, 4))"
