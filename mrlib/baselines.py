@@ -15,7 +15,6 @@ Rate (CFR) under 10-fold cross-validation. This module provides
 """
 from __future__ import annotations
 
-import copy
 import functools
 import inspect
 import warnings
@@ -191,9 +190,6 @@ class MetricBaseline:
         rows, inv = np.unique(np.concatenate([a, b]), return_inverse=True)
         E = self.transform(X[rows])[inv]                        # the rows of a, then of b
         return ((E[:len(a)] - E[len(a):]) ** 2).sum(axis=1)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(pca={self.pca})"
 
 
 class Euclidean(MetricBaseline):
@@ -377,10 +373,9 @@ def cfr(distance_fn, X, triplets):
 
     Parameters
     ----------
-    distance_fn : MetricBaseline, callable or numpy.ndarray
-        A fitted baseline (its ``distance``), a callable ``f(X, a, b) -> (M,)`` distances, or a
-        precomputed (N, N) distance matrix (then ``X`` is ignored; pass ``None``). For a
-        similarity S pass ``-S`` or ``1 - S``.
+    distance_fn : MetricBaseline or numpy.ndarray
+        A fitted baseline (its ``distance``) or a precomputed (N, N) distance matrix (then ``X``
+        is ignored; pass ``None``). For a similarity S pass ``-S`` or ``1 - S``.
     X : numpy.ndarray, shape (N, D), or None
     triplets : numpy.ndarray of int, shape (M, 3)
         Row indices (a, p, n).
@@ -399,15 +394,12 @@ def cfr(distance_fn, X, triplets):
             raise ValueError(f"a distance matrix must be square (N, N), got {D.shape}")
         t = check_triplets(triplets, len(D))
         return constraints_fulfillment_rate(D[t[:, 0], t[:, 1]], D[t[:, 0], t[:, 2]])
-    fn = distance_fn.distance if hasattr(distance_fn, "distance") else distance_fn
-    if not callable(fn):
-        raise TypeError("distance_fn must be a fitted baseline, a callable f(X, a, b) or an "
-                        f"(N, N) distance matrix, got {type(distance_fn).__name__}")
-    t = np.asarray(triplets)
-    t = check_triplets(t, len(X) if X is not None else int(t.max()) + 1)
-    d_ap = np.asarray(fn(X, t[:, 0], t[:, 1]), dtype=np.float64)
-    d_an = np.asarray(fn(X, t[:, 0], t[:, 2]), dtype=np.float64)
-    return constraints_fulfillment_rate(d_ap, d_an)
+    if not hasattr(distance_fn, "distance"):
+        raise TypeError("distance_fn must be a fitted baseline or an (N, N) distance matrix, "
+                        f"got {type(distance_fn).__name__}")
+    t = check_triplets(triplets, len(_check_X(X)))
+    return constraints_fulfillment_rate(distance_fn.distance(X, t[:, 0], t[:, 1]),
+                                        distance_fn.distance(X, t[:, 0], t[:, 2]))
 
 
 @dataclass
@@ -434,9 +426,6 @@ class CVResult:
     n_test: np.ndarray
     mean: float
     std: float
-
-    def __str__(self) -> str:
-        return f"{self.name}: CFR {100 * self.mean:.1f} ± {100 * self.std:.1f} % ({len(self.per_fold)} folds)"
 
 
 def summarise_folds(per_fold: np.ndarray, stacklevel: int = 3) -> tuple[float, float]:
@@ -504,16 +493,14 @@ def check_folds(folds, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def _new_method(method_factory):
-    if hasattr(method_factory, "fit") and not isinstance(method_factory, type):
-        return copy.deepcopy(method_factory)     # an unfitted instance: a fresh copy per fold
     if callable(method_factory):
         return method_factory()
-    raise TypeError("method_factory must be a class, a zero-argument callable or an unfitted "
-                    f"baseline instance, got {type(method_factory).__name__}")
+    raise TypeError("method_factory must be a class or a zero-argument callable making a "
+                    f"baseline, got {type(method_factory).__name__}")
 
 
 def cross_validate(
-    method_factory: Callable[[], MetricBaseline] | MetricBaseline,
+    method_factory: Callable[[], MetricBaseline],
     X,
     triplets,
     folds: Sequence,
@@ -525,7 +512,7 @@ def cross_validate(
 
     Parameters
     ----------
-    method_factory : class, callable or unfitted instance
+    method_factory : class or callable
         Makes a fresh :class:`MetricBaseline`-like object (``fit`` and ``distance``), e.g.
         ``lambda: TripletSVM(C=0.1)``.
     X : numpy.ndarray, shape (N, D)

@@ -442,7 +442,7 @@ def cross_validate_features(
 
     Parameters
     ----------
-    method_factory : class, callable or unfitted instance
+    method_factory : class or callable
         Makes a fresh baseline (:class:`mrlib.baselines.MetricBaseline`), e.g.
         ``lambda: TripletSVM(C=0.1)``.
     X_per_fold : array (n_folds, N, D) or sequence of (N, D) arrays
