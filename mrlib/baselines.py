@@ -505,7 +505,6 @@ def cross_validate(
     triplets,
     folds: Sequence,
     *,
-    name: str | None = None,
     progress: bool = True,
 ) -> CVResult:
     """K-fold CFR: fit a fresh method on each fold's training triplets, score its test triplets.
@@ -520,38 +519,36 @@ def cross_validate(
     triplets : numpy.ndarray of int, shape (M, 3)
     folds : sequence of (train_idx, test_idx)
         Indices into ``triplets`` (:func:`mrlib.odd_one_out.triplet_folds`).
-    name : str, optional
-        Label of the result (default: the method's ``name``).
     progress : bool, default True
 
     Returns
     -------
     CVResult
-        Per-fold test and train CFR, mean and sample std over folds.
+        Labelled by the method's ``name``: per-fold test and train CFR, mean and sample std
+        over folds.
 
     Notebook: 08_triplet_matchnet.ipynb
     """
     X = _check_X(X)
     t = check_triplets(triplets, len(X))
     folds = check_folds(folds, len(t))
-    return _cross_validate(method_factory, [X] * len(folds), t, folds, name, progress)
+    return _cross_validate(method_factory, [X] * len(folds), t, folds, progress)
 
 
 def _cross_validate(method_factory, X_per_fold: list, t: np.ndarray, folds: list,
-                    name: str | None, progress: bool) -> CVResult:
+                    progress: bool) -> CVResult:
     """:func:`cross_validate` with fold ``f`` on ``X_per_fold[f]``, all checked (the one loop of
     :func:`cross_validate` and :func:`mrlib.matchnet_cv.cross_validate_features`)."""
     test_cfr, train_cfr = [], []
-    label = name
     for X, (train_idx, test_idx) in tqdm(list(zip(X_per_fold, folds)), desc="folds",
                                          disable=not progress):
         method = _new_method(method_factory)
-        label = label or getattr(method, "name", type(method).__name__)
         method.fit(X, t[train_idx])
         train_cfr.append(cfr(method, X, t[train_idx]).rate)
         test_cfr.append(cfr(method, X, t[test_idx]).rate if len(test_idx) else np.nan)
     per_fold = np.asarray(test_cfr, dtype=np.float64)
     mean, std = summarise_folds(per_fold, stacklevel=4)      # to the public function's caller
+    label = getattr(method, "name", type(method).__name__)        # the folds are not empty
     return CVResult(label, per_fold, np.asarray(train_cfr),
                     np.asarray([len(te) for _, te in folds], np.int64), mean, std)
 

@@ -372,7 +372,6 @@ def cross_validate_matchnet(
     folds: Sequence,
     config: MatchNetConfig | None = None,
     *,
-    name: str = "Triplet MatchNet",
     n_jobs: int = 1,
     progress: bool = True,
 ) -> MatchNetCV:
@@ -392,7 +391,6 @@ def cross_validate_matchnet(
         Indices into ``triplets`` (:func:`mrlib.odd_one_out.triplet_folds`, by triplet or by
         clip); the same folds as the baselines make the per-fold scores comparable pairwise.
     config : MatchNetConfig, optional
-    name : str, default "Triplet MatchNet"
     n_jobs : int, default 1
         Folds trained at once in separate processes (joblib), each with one torch thread so
         that they do not fight over the cores; 1 trains them here, with the current torch
@@ -403,7 +401,7 @@ def cross_validate_matchnet(
     Returns
     -------
     MatchNetCV
-        ``per_fold``, ``train``, ``n_test``, ``mean``, ``std`` as in
+        Named "Triplet MatchNet": ``per_fold``, ``train``, ``n_test``, ``mean``, ``std`` as in
         :class:`mrlib.baselines.CVResult`, plus the embeddings, training logs and test
         dissimilarities; every fold's (N, P, e) tower embeddings are kept (for
         :func:`cross_validate_features`).
@@ -414,10 +412,10 @@ def cross_validate_matchnet(
     fl = check_folds(folds, len(t))
     threads = None if n_jobs == 1 else 1
     jobs = [(features, t, tr, te, config, threads) for tr, te in fl]
-    res = _run_jobs(_fit_score_fold, jobs, n_jobs, f"{name} folds", progress)
+    res = _run_jobs(_fit_score_fold, jobs, n_jobs, "Triplet MatchNet folds", progress)
     per_fold = np.asarray([r["test"] for r in res], dtype=np.float64)
     mean, std = summarise_folds(per_fold)
-    return MatchNetCV(name, per_fold, np.asarray([r["train"] for r in res], np.float64),
+    return MatchNetCV("Triplet MatchNet", per_fold, np.asarray([r["train"] for r in res], np.float64),
                       np.asarray([r["n_test"] for r in res], np.int64), mean, std,
                       np.stack([r["E"] for r in res]),
                       [r["history"] for r in res], [r["d_test"] for r in res], config)
@@ -429,7 +427,6 @@ def cross_validate_features(
     triplets,
     folds: Sequence,
     *,
-    name: str | None = None,
     progress: bool = True,
 ):
     """k-fold CFR of a baseline on features that differ per fold (learned inside each fold).
@@ -450,12 +447,12 @@ def cross_validate_features(
     triplets : numpy.ndarray of int, shape (M, 3)
     folds : sequence of (train_idx, test_idx)
         The folds the features were learned with.
-    name : str, optional
     progress : bool, default True
 
     Returns
     -------
     mrlib.baselines.CVResult
+        Labelled by the baseline's ``name``.
 
     Notebook: 08_triplet_matchnet.ipynb
     """
@@ -465,7 +462,7 @@ def cross_validate_features(
     fl = check_folds(folds, len(np.asarray(triplets)))
     Xs = [_check_X(X) for X in X_per_fold]
     t = check_triplets(triplets, min(len(X) for X in Xs))       # rows of every fold's features
-    return _cross_validate(method_factory, Xs, t, fl, name, progress)
+    return _cross_validate(method_factory, Xs, t, fl, progress)
 
 
 def generalization_curve_matchnet(

@@ -289,8 +289,8 @@ def test_cross_validate_bookkeeping():
     assert res.std == pytest.approx(np.std(by_hand, ddof=1))
     np.testing.assert_array_equal(res.n_test, [len(te) for _, te in folds])
     assert res.name == "Euclidean"
-    res2 = cross_validate(lambda: TripletSVM(C=0.5), X, t, folds, progress=False, name="svm")
-    assert res2.name == "svm"
+    res2 = cross_validate(lambda: TripletSVM(C=0.5), X, t, folds, progress=False)
+    assert res2.name == "SVM"
     with pytest.raises(TypeError, match="method_factory must be a class or a zero-argument"):
         cross_validate(TripletSVM(C=0.5), X, t, folds, progress=False)
     # a fold without test triplets is left out of the mean, with a warning
