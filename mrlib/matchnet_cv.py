@@ -346,16 +346,15 @@ def _fit_score_fold(features, t: np.ndarray, train_idx: np.ndarray, test_idx: np
 
 
 def _fit_score_subset(features, t: np.ndarray, train_idx: np.ndarray, test_idx: np.ndarray,
-                      config: MatchNetConfig, threads: int | None) -> float:
-    """Test CFR of a network trained on ``t[train_idx]`` (a curve point; worker-safe). Only the
-    test triplets' songs are embedded: a point needs neither the training CFR nor ``E``."""
-    with torch_threads(threads):
-        run = train_matchnet(features, t[train_idx], config, progress=False)
-        songs = np.unique(t[test_idx])
-        E = embed_songs(run.model, features, songs, config.patch_len, config.test_patches,
-                        batch_size=config.eval_batch)
-        local = np.searchsorted(songs, t[test_idx])          # rows of E for the test triplets
-        return constraints_fulfillment_rate(*triplet_dissimilarities(run.model, E, local)).rate
+                      config: MatchNetConfig) -> float:
+    """Test CFR of a network trained on ``t[train_idx]`` (a curve point). Only the test
+    triplets' songs are embedded: a point needs neither the training CFR nor ``E``."""
+    run = train_matchnet(features, t[train_idx], config, progress=False)
+    songs = np.unique(t[test_idx])
+    E = embed_songs(run.model, features, songs, config.patch_len, config.test_patches,
+                    batch_size=config.eval_batch)
+    local = np.searchsorted(songs, t[test_idx])          # rows of E for the test triplets
+    return constraints_fulfillment_rate(*triplet_dissimilarities(run.model, E, local)).rate
 
 
 def _run_jobs(fn, jobs: list, n_jobs: int, desc: str, progress: bool) -> list:
@@ -474,7 +473,6 @@ def generalization_curve_matchnet(
     *,
     seed: int = 0,
     full: MatchNetCV | None = None,
-    n_jobs: int = 1,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Test CFR of Triplet MatchNet against the share of each fold's training triplets.
@@ -483,7 +481,7 @@ def generalization_curve_matchnet(
     the same ``seed`` and folds (each fold's training triplets permuted once by
     ``numpy.random.default_rng(seed)``, fold after fold; the first ``ceil(share * n_train)``
     kept, so the sets are nested), so the curves of MatchNet and the baselines are measured
-    on the same data.
+    on the same data. The points train one after the other, here.
 
     Parameters
     ----------
@@ -494,8 +492,6 @@ def generalization_curve_matchnet(
     full : MatchNetCV, optional
         A finished :func:`cross_validate_matchnet` on the same folds and config: the points
         that use a fold's whole training set are taken from it instead of trained again.
-    n_jobs : int, default 1
-        As in :func:`cross_validate_matchnet`.
     progress : bool, default True
 
     Returns
@@ -517,15 +513,14 @@ def generalization_curve_matchnet(
         if differ:
             raise ValueError("full was trained with another config: " + ", ".join(differ))
     rows, jobs, slots = [], [], []
-    threads = None if n_jobs == 1 else 1
     for f, share, train, test_idx in nested_subsets(fl, shares, seed):
         row = {"share": float(share), "fold": f, "n_train": len(train), "cfr": float("nan")}
         if full is not None and len(train) == len(fl[f][0]):
             row["cfr"] = float(full.per_fold[f])
         elif len(test_idx):
-            jobs.append((features, t, train, test_idx, config, threads))
+            jobs.append((features, t, train, test_idx, config))
             slots.append(len(rows))
         rows.append(row)
-    for slot, score in zip(slots, _run_jobs(_fit_score_subset, jobs, n_jobs, "MatchNet curve", progress)):
+    for slot, score in zip(slots, _run_jobs(_fit_score_subset, jobs, 1, "MatchNet curve", progress)):
         rows[slot]["cfr"] = float(score)
     return pd.DataFrame(rows, columns=["share", "fold", "n_train", "cfr"])
