@@ -4,9 +4,9 @@ Lu et al. (ICASSP 2017) compare Triplet MatchNet with metric-learning baselines 
 features — handcrafted, their PCA, and the network's own — by the Constraints Fulfillment
 Rate (CFR) under 10-fold cross-validation. This module provides
 
-* :func:`handcrafted_features` and :func:`catalog_features` (from :mod:`mrlib.handcrafted`,
-  re-exported here) — a song-level vector of MFCC/delta/chroma/spectral/ZCR/RMS statistics
-  and tempo (librosa), for one clip or a whole catalog;
+* :func:`catalog_features` (from :mod:`mrlib.handcrafted`, re-exported here) — a song-level
+  vector of MFCC/delta/chroma/spectral/ZCR/RMS statistics and tempo (librosa) for every clip
+  of a catalog;
 * metric baselines sharing one small interface — ``fit(X, triplets)``, ``transform(X)``,
   ``distance(X, a, b)`` — :class:`Euclidean`, :class:`TripletSVM` (Schultz & Joachims 2003)
   and :class:`Mahalanobis` (metric-learn's LSML), each on standardised and
@@ -26,12 +26,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from mrlib.checks import check_indices, check_int, check_positive
-from mrlib.handcrafted import (FEATURE_VERSION, BaselineFeatures, catalog_features, feature_names,
-                               handcrafted_features)
+from mrlib.handcrafted import catalog_features
 from mrlib.stats import constraints_fulfillment_rate
 
 __all__ = [
-    "FEATURE_VERSION", "feature_names", "handcrafted_features", "BaselineFeatures",
     "catalog_features", "MetricBaseline", "Euclidean", "TripletSVM", "Mahalanobis", "cfr",
     "CVResult", "cross_validate", "generalization_curve"
 ]

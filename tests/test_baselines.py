@@ -16,10 +16,9 @@ from mrlib.baselines import (
     catalog_features,
     cfr,
     cross_validate,
-    feature_names,
     generalization_curve,
-    handcrafted_features,
 )
+from mrlib.handcrafted import feature_names, handcrafted_features
 from mrlib.odd_one_out import comparisons_to_triplets, simulate_votes, triplet_folds
 
 SR = 22050
