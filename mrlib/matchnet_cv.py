@@ -47,15 +47,14 @@ from mrlib.baselines import (CVResult, _check_X, _cross_validate, check_folds, c
                              check_triplets, nested_subsets, summarise_folds)
 from mrlib.checks import FINITE, check_n_jobs, int_at_least, rule, validate_fields
 from mrlib.devices import pick_device, torch_threads
-from mrlib.features import (CoarseFeatures, _available, check_features, coarsen_features,
-                            tracks_patches)
+from mrlib.features import _available, check_features, coarsen_features, tracks_patches
 from mrlib.models import build_model
 from mrlib.songlevel import (check_available, embed_songs, pair_dissimilarities,
                              triplet_dissimilarities)
 from mrlib.stats import constraints_fulfillment_rate
 
 __all__ = [
-    "CoarseFeatures", "coarsen_features", "MatchNetConfig", "MatchNetRun", "MatchNetCV",
+    "coarsen_features", "MatchNetConfig", "MatchNetRun", "MatchNetCV",
     "train_matchnet", "embed_songs", "pair_dissimilarities", "triplet_dissimilarities",
     "cross_validate_matchnet", "cross_validate_features", "generalization_curve_matchnet"
 ]
@@ -171,17 +170,12 @@ class MatchNetRun:
         steps), ``rank`` (psi), ``contrastive`` (phi), ``active`` (share of (anchor patch,
         negative patch) pairs that still pay rank loss, i.e. ``f(x, x-) < max f(x, x+)``: the
         sign that training is alive), ``seconds`` and ``patches_per_s`` (wall clock).
-    config : MatchNetConfig
-    n_triplets : int
-        Training triplets.
 
     Notebook: 08_triplet_matchnet.ipynb
     """
 
     model: Any
     history: pd.DataFrame
-    config: MatchNetConfig
-    n_triplets: int
 
 
 def train_matchnet(
@@ -247,7 +241,7 @@ def train_matchnet(
     model.eval()
     history = pd.DataFrame(rows, columns=["epoch", "loss", "rank", "contrastive", "active",
                                           "seconds", "patches_per_s"])
-    return MatchNetRun(model, history, config, int(len(t)))
+    return MatchNetRun(model, history)
 
 
 def _train_epoch(model, opt, features, t: np.ndarray, rng: np.random.Generator, config: MatchNetConfig,
@@ -414,7 +408,8 @@ def cross_validate_matchnet(
     res = _run_jobs(_fit_score_fold, jobs, n_jobs, "Triplet MatchNet folds", progress)
     per_fold = np.asarray([r["test"] for r in res], dtype=np.float64)
     mean, std = summarise_folds(per_fold)
-    return MatchNetCV("Triplet MatchNet", per_fold, np.asarray([r["train"] for r in res], np.float64),
+    return MatchNetCV("Triplet MatchNet", per_fold,
+                      np.asarray([r["train"] for r in res], np.float64),
                       np.asarray([r["n_test"] for r in res], np.int64), mean, std,
                       np.stack([r["E"] for r in res]),
                       [r["history"] for r in res], [r["d_test"] for r in res], config)
