@@ -163,16 +163,13 @@ class BaselineFeatures:
     Attributes
     ----------
     X : numpy.ndarray of float32, shape (n_kept, D)
+        Columns named by :func:`feature_names`.
     index : numpy.ndarray of int64, shape (n_kept,)
         Catalog index of each row of ``X``.
     n_tracks : int
         Tracks in the catalog (N).
-    names : list of str
-        Feature names (:func:`feature_names`).
     report : mrlib.audio.SkipReport
         Tracks skipped (and repaired) with their reasons.
-    config : dict
-        Parameters of the extraction (part of the cache key).
 
     Notebook: 08_triplet_matchnet.ipynb
     """
@@ -180,9 +177,7 @@ class BaselineFeatures:
     X: np.ndarray
     index: np.ndarray
     n_tracks: int
-    names: list
     report: object
-    config: dict
 
     def full(self, fill: float = np.nan) -> np.ndarray:
         """Features by catalog index.
@@ -283,15 +278,13 @@ def catalog_features(
     check_int("sr", sr, 4000)                  # Hz
     check_n_jobs(n_jobs)
     audio_kwargs = {"sr": int(sr), "min_duration_s": 1.0, "max_duration_s": None}
-    names = feature_names()
     config = {**audio_kwargs, "version": FEATURE_VERSION}
 
     cache_file = _cache_file(catalog, cache_dir, config, ids, paths) if cache else None
     if cache_file is not None and cache_file.is_file():
         with np.load(cache_file, allow_pickle=False) as z:
             arrays = dict(z)
-        return BaselineFeatures(arrays["X"], arrays["index"], len(ids), names,
-                                _report(arrays, ids), config)
+        return BaselineFeatures(arrays["X"], arrays["index"], len(ids), _report(arrays, ids))
     # joblib sends 8 tracks per task to its workers (n_jobs=1: here, one by one)
     jobs = (delayed(_features_of)(path, audio_kwargs) for path in paths)
     with warnings.catch_warnings():
@@ -299,7 +292,7 @@ def catalog_features(
         outs = Parallel(n_jobs=n_jobs, return_as="generator", batch_size=8)(jobs)
         results = list(tqdm(outs, total=len(paths), desc="handcrafted features", unit="track",
                             disable=not progress))
-    arrays = _arrays(results, len(names))
+    arrays = _arrays(results, len(feature_names()))
     report = _report(arrays, ids)
     if report.count:            # a fresh extraction says what it skipped
         print(report)
@@ -308,7 +301,7 @@ def catalog_features(
         # a file object: np.savez would add ".npz" to the temporary's name
         with atomic_path(cache_file) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
-    return BaselineFeatures(arrays["X"], arrays["index"], len(ids), names, report, config)
+    return BaselineFeatures(arrays["X"], arrays["index"], len(ids), report)
 
 
 def _arrays(results: list, n_features: int) -> dict:
