@@ -4,9 +4,9 @@ Lu et al. (ICASSP 2017) compare Triplet MatchNet with metric-learning baselines 
 features — handcrafted, their PCA, and the network's own — by the Constraints Fulfillment
 Rate (CFR) under 10-fold cross-validation. This module provides
 
-* :func:`handcrafted_features` and :func:`catalog_features` (from :mod:`mrlib.handcrafted`,
-  re-exported here) — a song-level vector of MFCC/delta/chroma/spectral/ZCR/RMS statistics
-  and tempo (librosa), for one clip or a whole catalog;
+* :func:`catalog_features` (from :mod:`mrlib.handcrafted`, re-exported here) — a song-level
+  vector of MFCC/delta/chroma/spectral/ZCR/RMS statistics and tempo (librosa) for every clip
+  of a catalog;
 * metric baselines sharing one small interface — ``fit(X, triplets)``, ``transform(X)``,
   ``distance(X, a, b)`` — :class:`Euclidean`, :class:`TripletSVM` (Schultz & Joachims 2003)
   and :class:`Mahalanobis` (metric-learn's LSML), each on standardised and
@@ -15,7 +15,6 @@ Rate (CFR) under 10-fold cross-validation. This module provides
 """
 from __future__ import annotations
 
-import copy
 import functools
 import inspect
 import warnings
@@ -27,12 +26,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from mrlib.checks import check_indices, check_int, check_positive
-from mrlib.handcrafted import (FEATURE_VERSION, BaselineFeatures, catalog_features, feature_names,
-                               handcrafted_features)
+from mrlib.handcrafted import catalog_features
 from mrlib.stats import constraints_fulfillment_rate
 
 __all__ = [
-    "FEATURE_VERSION", "feature_names", "handcrafted_features", "BaselineFeatures",
     "catalog_features", "MetricBaseline", "Euclidean", "TripletSVM", "Mahalanobis", "cfr",
     "CVResult", "cross_validate", "generalization_curve"
 ]
@@ -191,9 +188,6 @@ class MetricBaseline:
         rows, inv = np.unique(np.concatenate([a, b]), return_inverse=True)
         E = self.transform(X[rows])[inv]                        # the rows of a, then of b
         return ((E[:len(a)] - E[len(a):]) ** 2).sum(axis=1)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(pca={self.pca})"
 
 
 class Euclidean(MetricBaseline):
@@ -377,10 +371,9 @@ def cfr(distance_fn, X, triplets):
 
     Parameters
     ----------
-    distance_fn : MetricBaseline, callable or numpy.ndarray
-        A fitted baseline (its ``distance``), a callable ``f(X, a, b) -> (M,)`` distances, or a
-        precomputed (N, N) distance matrix (then ``X`` is ignored; pass ``None``). For a
-        similarity S pass ``-S`` or ``1 - S``.
+    distance_fn : MetricBaseline or numpy.ndarray
+        A fitted baseline (its ``distance``) or a precomputed (N, N) distance matrix (then ``X``
+        is ignored; pass ``None``). For a similarity S pass ``-S`` or ``1 - S``.
     X : numpy.ndarray, shape (N, D), or None
     triplets : numpy.ndarray of int, shape (M, 3)
         Row indices (a, p, n).
@@ -399,15 +392,12 @@ def cfr(distance_fn, X, triplets):
             raise ValueError(f"a distance matrix must be square (N, N), got {D.shape}")
         t = check_triplets(triplets, len(D))
         return constraints_fulfillment_rate(D[t[:, 0], t[:, 1]], D[t[:, 0], t[:, 2]])
-    fn = distance_fn.distance if hasattr(distance_fn, "distance") else distance_fn
-    if not callable(fn):
-        raise TypeError("distance_fn must be a fitted baseline, a callable f(X, a, b) or an "
-                        f"(N, N) distance matrix, got {type(distance_fn).__name__}")
-    t = np.asarray(triplets)
-    t = check_triplets(t, len(X) if X is not None else int(t.max()) + 1)
-    d_ap = np.asarray(fn(X, t[:, 0], t[:, 1]), dtype=np.float64)
-    d_an = np.asarray(fn(X, t[:, 0], t[:, 2]), dtype=np.float64)
-    return constraints_fulfillment_rate(d_ap, d_an)
+    if not hasattr(distance_fn, "distance"):
+        raise TypeError("distance_fn must be a fitted baseline or an (N, N) distance matrix, "
+                        f"got {type(distance_fn).__name__}")
+    t = check_triplets(triplets, len(_check_X(X)))
+    return constraints_fulfillment_rate(distance_fn.distance(X, t[:, 0], t[:, 1]),
+                                        distance_fn.distance(X, t[:, 0], t[:, 2]))
 
 
 @dataclass
@@ -434,9 +424,6 @@ class CVResult:
     n_test: np.ndarray
     mean: float
     std: float
-
-    def __str__(self) -> str:
-        return f"{self.name}: CFR {100 * self.mean:.1f} ± {100 * self.std:.1f} % ({len(self.per_fold)} folds)"
 
 
 def summarise_folds(per_fold: np.ndarray, stacklevel: int = 3) -> tuple[float, float]:
@@ -504,28 +491,25 @@ def check_folds(folds, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def _new_method(method_factory):
-    if hasattr(method_factory, "fit") and not isinstance(method_factory, type):
-        return copy.deepcopy(method_factory)     # an unfitted instance: a fresh copy per fold
     if callable(method_factory):
         return method_factory()
-    raise TypeError("method_factory must be a class, a zero-argument callable or an unfitted "
-                    f"baseline instance, got {type(method_factory).__name__}")
+    raise TypeError("method_factory must be a class or a zero-argument callable making a "
+                    f"baseline, got {type(method_factory).__name__}")
 
 
 def cross_validate(
-    method_factory: Callable[[], MetricBaseline] | MetricBaseline,
+    method_factory: Callable[[], MetricBaseline],
     X,
     triplets,
     folds: Sequence,
     *,
-    name: str | None = None,
     progress: bool = True,
 ) -> CVResult:
     """K-fold CFR: fit a fresh method on each fold's training triplets, score its test triplets.
 
     Parameters
     ----------
-    method_factory : class, callable or unfitted instance
+    method_factory : class or callable
         Makes a fresh :class:`MetricBaseline`-like object (``fit`` and ``distance``), e.g.
         ``lambda: TripletSVM(C=0.1)``.
     X : numpy.ndarray, shape (N, D)
@@ -533,38 +517,36 @@ def cross_validate(
     triplets : numpy.ndarray of int, shape (M, 3)
     folds : sequence of (train_idx, test_idx)
         Indices into ``triplets`` (:func:`mrlib.odd_one_out.triplet_folds`).
-    name : str, optional
-        Label of the result (default: the method's ``name``).
     progress : bool, default True
 
     Returns
     -------
     CVResult
-        Per-fold test and train CFR, mean and sample std over folds.
+        Labelled by the method's ``name``: per-fold test and train CFR, mean and sample std
+        over folds.
 
     Notebook: 08_triplet_matchnet.ipynb
     """
     X = _check_X(X)
     t = check_triplets(triplets, len(X))
     folds = check_folds(folds, len(t))
-    return _cross_validate(method_factory, [X] * len(folds), t, folds, name, progress)
+    return _cross_validate(method_factory, [X] * len(folds), t, folds, progress)
 
 
 def _cross_validate(method_factory, X_per_fold: list, t: np.ndarray, folds: list,
-                    name: str | None, progress: bool) -> CVResult:
+                    progress: bool) -> CVResult:
     """:func:`cross_validate` with fold ``f`` on ``X_per_fold[f]``, all checked (the one loop of
     :func:`cross_validate` and :func:`mrlib.matchnet_cv.cross_validate_features`)."""
     test_cfr, train_cfr = [], []
-    label = name
     for X, (train_idx, test_idx) in tqdm(list(zip(X_per_fold, folds)), desc="folds",
                                          disable=not progress):
         method = _new_method(method_factory)
-        label = label or getattr(method, "name", type(method).__name__)
         method.fit(X, t[train_idx])
         train_cfr.append(cfr(method, X, t[train_idx]).rate)
         test_cfr.append(cfr(method, X, t[test_idx]).rate if len(test_idx) else np.nan)
     per_fold = np.asarray(test_cfr, dtype=np.float64)
     mean, std = summarise_folds(per_fold, stacklevel=4)      # to the public function's caller
+    label = getattr(method, "name", type(method).__name__)        # the folds are not empty
     return CVResult(label, per_fold, np.asarray(train_cfr),
                     np.asarray([len(te) for _, te in folds], np.int64), mean, std)
 

@@ -281,7 +281,7 @@ def data_context(parameters: Mapping[str, Any], *, progress: bool = False) -> di
         (comparisons table), ``report``, ``triplets`` (int64 (M, 3), the constraints whose
         clips all have features), ``comparison`` (int64 (M,), the comparison each came from),
         ``X_hc`` (float32 (N, D) handcrafted, NaN rows if skipped),
-        ``coarse`` (:class:`mrlib.matchnet_cv.CoarseFeatures`), ``folds`` (scheme -> list of
+        ``coarse`` (:class:`mrlib.features.CoarseFeatures`), ``folds`` (scheme -> list of
         :class:`mrlib.odd_one_out.Fold`) and ``units`` (scheme -> :func:`test_units`).
 
     Notebook: 08_triplet_matchnet.ipynb

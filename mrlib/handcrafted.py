@@ -20,7 +20,7 @@ import numpy as np
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
-from mrlib.audio import SkipReport, _check_params, read_audio
+from mrlib.audio import SkipReport, read_audio
 from mrlib.checks import check_int, check_n_jobs
 from mrlib.features import _catalog_table
 from mrlib.paths import atomic_path
@@ -37,18 +37,17 @@ _N_CONTRAST = 7          # librosa.feature.spectral_contrast with n_bands=6 give
 # --------------------------------------------------------------------------------------------
 # handcrafted song-level features
 # --------------------------------------------------------------------------------------------
-def feature_names(n_mfcc: int = 20, tempo: bool = True) -> list[str]:
+def feature_names(n_mfcc: int = 20) -> list[str]:
     """Names of the entries of :func:`handcrafted_features`, in order.
 
     Parameters
     ----------
     n_mfcc : int, default 20
-    tempo : bool, default True
 
     Returns
     -------
     list of str
-        ``4 * n_mfcc + 24 + 8 + 14 + 4 (+ 1)`` names, e.g. ``"mfcc03_mean"``, ``"chroma_A_std"``,
+        ``4 * n_mfcc + 24 + 8 + 14 + 4 + 1`` names, e.g. ``"mfcc03_mean"``, ``"chroma_A_std"``,
         ``"contrast2_mean"``, ``"tempo_bpm"``.
 
     Notebook: 08_triplet_matchnet.ipynb
@@ -60,10 +59,7 @@ def feature_names(n_mfcc: int = 20, tempo: bool = True) -> list[str]:
         names += [f"{r}_{stat}" for stat in ("mean", "std") for r in stems]
     names += [f"{s}_{stat}" for s in _SPECTRAL for stat in ("mean", "std")]
     names += [f"contrast{k}_{stat}" for stat in ("mean", "std") for k in range(_N_CONTRAST)]
-    names += ["zcr_mean", "zcr_std", "rms_mean", "rms_std"]
-    if tempo:
-        names.append("tempo_bpm")
-    return names
+    return names + ["zcr_mean", "zcr_std", "rms_mean", "rms_std", "tempo_bpm"]
 
 
 def _mean_std(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -78,7 +74,6 @@ def handcrafted_features(
     n_mfcc: int = 20,
     n_fft: int = 2048,
     hop_length: int = 512,
-    tempo: bool = True,
 ) -> np.ndarray:
     """A song-level vector of classic timbre, harmony and rhythm statistics (librosa).
 
@@ -89,7 +84,7 @@ def handcrafted_features(
     * spectral centroid, bandwidth, roll-off (85 %) — in Hz — and flatness;
     * spectral contrast (7 rows: 6 octave bands and the rest);
     * zero-crossing rate and RMS energy;
-    * plus the global tempo estimate (BPM) when ``tempo``.
+    * plus the global tempo estimate (BPM).
 
     Parameters
     ----------
@@ -102,12 +97,11 @@ def handcrafted_features(
         STFT size in samples.
     hop_length : int, default 512
         Hop in samples (23 ms at 22,050 Hz).
-    tempo : bool, default True
 
     Returns
     -------
     numpy.ndarray of float32, shape (D,)
-        D = ``len(feature_names(n_mfcc, tempo))`` (131 with the defaults). Units differ
+        D = ``len(feature_names(n_mfcc))`` (131 with the defaults). Units differ
         across entries (dB, Hz, BPM, ratios): standardise before any Euclidean comparison,
         as the metric baselines here do by default.
 
@@ -153,10 +147,9 @@ def handcrafted_features(
     parts += [np.array(_mean_std(block[0])) for block in spectral]
     parts += list(_mean_std(contrast))
     parts += [np.array(_mean_std(block[0])) for block in (zcr, rms)]
-    if tempo:
-        onset = librosa.onset.onset_strength(S=mel_db, sr=sr)
-        bpm = librosa.feature.tempo(onset_envelope=onset, sr=sr, hop_length=hop_length)
-        parts.append(np.atleast_1d(bpm[0]))
+    onset = librosa.onset.onset_strength(S=mel_db, sr=sr)
+    bpm = librosa.feature.tempo(onset_envelope=onset, sr=sr, hop_length=hop_length)
+    parts.append(np.atleast_1d(bpm[0]))
     return np.concatenate([np.ravel(p) for p in parts]).astype(np.float32)
 
 
@@ -170,16 +163,13 @@ class BaselineFeatures:
     Attributes
     ----------
     X : numpy.ndarray of float32, shape (n_kept, D)
+        Columns named by :func:`feature_names`.
     index : numpy.ndarray of int64, shape (n_kept,)
         Catalog index of each row of ``X``.
     n_tracks : int
         Tracks in the catalog (N).
-    names : list of str
-        Feature names (:func:`feature_names`).
     report : mrlib.audio.SkipReport
         Tracks skipped (and repaired) with their reasons.
-    config : dict
-        Parameters of the extraction (part of the cache key).
 
     Notebook: 08_triplet_matchnet.ipynb
     """
@@ -187,9 +177,7 @@ class BaselineFeatures:
     X: np.ndarray
     index: np.ndarray
     n_tracks: int
-    names: list
     report: object
-    config: dict
 
     def full(self, fill: float = np.nan) -> np.ndarray:
         """Features by catalog index.
@@ -228,13 +216,13 @@ class BaselineFeatures:
         return has[np.asarray(triplets)].all(axis=1)
 
 
-def _features_of(path: Path, audio_kwargs: dict, feature_kwargs: dict):
+def _features_of(path: Path, audio_kwargs: dict):
     """``(vector or None, problem or None, fixes)`` for one track; never raises on bad audio."""
     result = read_audio(path, **audio_kwargs)
     if result.problem is not None:
         return None, result.problem, result.fixes
     try:
-        v = handcrafted_features(result.y, result.sr, **feature_kwargs)
+        v = handcrafted_features(result.y, result.sr)
     except Exception as err:                    # report, never stop the batch for one track
         return None, f"features: {type(err).__name__}: {err}", result.fixes
     if not np.isfinite(v).all():
@@ -248,19 +236,17 @@ def catalog_features(
     sr: int = 22050,
     n_jobs: int = 1,
     progress: bool = True,
-    min_duration_s: float = 1.0,
-    max_duration_s: float | None = None,
     cache: bool = True,
     cache_dir: str | Path | None = None,
-    chunk_size: int = 8,
-    **feature_kwargs,
 ) -> BaselineFeatures:
-    """Handcrafted features (:func:`handcrafted_features`) for every track of a catalog.
+    """Handcrafted features (:func:`handcrafted_features`, default parameters) for every track
+    of a catalog.
 
-    Audio is read with :func:`mrlib.audio.read_audio` (mono, resampled to ``sr``). A track
-    that is missing, empty, unreadable, non-finite, silent or too short is skipped and listed
-    in the returned report with its reason, as is one whose features fail; repairs (resampling,
-    padding) are listed too. The batch never stops for one bad file.
+    Audio is read with :func:`mrlib.audio.read_audio` (mono, resampled to ``sr``, whole; a
+    track of 0.5 s to 1 s is zero-padded to 1 s). A track that is missing, empty,
+    unreadable, non-finite, silent or too short is skipped and listed in the returned report
+    with its reason, as is one whose features fail; repairs (resampling, padding) are listed
+    too. The batch never stops for one bad file.
 
     Parameters
     ----------
@@ -273,19 +259,11 @@ def catalog_features(
         Worker processes (joblib, loky); -1 = all cores.
     progress : bool, default True
         Show a tqdm bar over tracks.
-    min_duration_s : float, default 1.0
-        Shortest usable track in seconds (tracks of half of it or more are zero-padded).
-    max_duration_s : float, optional
-        Analyse at most this many seconds from the start of each track.
     cache : bool, default True
-        Store the result as ``.npz`` keyed by the configuration (feature and audio parameters,
+        Store the result as ``.npz`` keyed by the configuration (audio parameters,
         ``FEATURE_VERSION``, track ids and paths) and reuse it on the next call.
     cache_dir : str or Path, optional
         Cache folder (default ``<catalog.root>/features/handcrafted``).
-    chunk_size : int, default 8
-        Tracks per joblib task (fewer round trips).
-    **feature_kwargs
-        ``n_mfcc``, ``n_fft``, ``hop_length``, ``tempo`` for :func:`handcrafted_features`.
 
     Returns
     -------
@@ -298,34 +276,23 @@ def catalog_features(
     """
     _, ids, paths = _catalog_table(catalog)
     check_int("sr", sr, 4000)                  # Hz
-    check_int("chunk_size", chunk_size)
     check_n_jobs(n_jobs)
-    allowed = {"n_mfcc", "n_fft", "hop_length", "tempo"}
-    if set(feature_kwargs) - allowed:
-        raise TypeError(f"unknown feature parameter(s) {sorted(set(feature_kwargs) - allowed)}; "
-                        f"allowed: {sorted(allowed)}")
-    # the durations as read_audio checks them, once here rather than in every worker
-    _check_params(sr, min_duration_s, max_duration_s)
-    audio_kwargs = {"sr": int(sr), "min_duration_s": float(min_duration_s),
-                    "max_duration_s": max_duration_s}
-    names = feature_names(feature_kwargs.get("n_mfcc", 20), feature_kwargs.get("tempo", True))
-    config = {**audio_kwargs, "version": FEATURE_VERSION,
-              **{k: feature_kwargs[k] for k in sorted(feature_kwargs)}}
+    audio_kwargs = {"sr": int(sr), "min_duration_s": 1.0, "max_duration_s": None}
+    config = {**audio_kwargs, "version": FEATURE_VERSION}
 
     cache_file = _cache_file(catalog, cache_dir, config, ids, paths) if cache else None
     if cache_file is not None and cache_file.is_file():
         with np.load(cache_file, allow_pickle=False) as z:
             arrays = dict(z)
-        return BaselineFeatures(arrays["X"], arrays["index"], len(ids), names,
-                                _report(arrays, ids), config)
-    # joblib sends chunk_size tracks per task to its workers (n_jobs=1: here, one by one)
-    jobs = (delayed(_features_of)(path, audio_kwargs, feature_kwargs) for path in paths)
+        return BaselineFeatures(arrays["X"], arrays["index"], len(ids), _report(arrays, ids))
+    # joblib sends 8 tracks per task to its workers (n_jobs=1: here, one by one)
+    jobs = (delayed(_features_of)(path, audio_kwargs) for path in paths)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")     # repairs are collected in the report instead
-        outs = Parallel(n_jobs=n_jobs, return_as="generator", batch_size=chunk_size)(jobs)
+        outs = Parallel(n_jobs=n_jobs, return_as="generator", batch_size=8)(jobs)
         results = list(tqdm(outs, total=len(paths), desc="handcrafted features", unit="track",
                             disable=not progress))
-    arrays = _arrays(results, len(names))
+    arrays = _arrays(results, len(feature_names()))
     report = _report(arrays, ids)
     if report.count:            # a fresh extraction says what it skipped
         print(report)
@@ -334,7 +301,7 @@ def catalog_features(
         # a file object: np.savez would add ".npz" to the temporary's name
         with atomic_path(cache_file) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
-    return BaselineFeatures(arrays["X"], arrays["index"], len(ids), names, report, config)
+    return BaselineFeatures(arrays["X"], arrays["index"], len(ids), report)
 
 
 def _arrays(results: list, n_features: int) -> dict:
@@ -362,19 +329,11 @@ def _report(arrays: dict, ids: list) -> SkipReport:
     return report
 
 
-def _python_number(value):
-    """A numpy scalar of the configuration as the Python number of equal value, so that it
-    names the same cache file (json writes Python numbers only)."""
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-
 def _cache_file(catalog, cache_dir, config: dict, ids: list, paths: list) -> Path:
     """Where :func:`catalog_features` caches a catalog's features: named by a hash of the
     configuration, the track ids and the audio paths."""
     key = hashlib.sha1(json.dumps(
         {"config": config, "ids": [str(i) for i in ids], "paths": [str(p) for p in paths]},
-        sort_keys=True, default=_python_number).encode()).hexdigest()[:16]
+        sort_keys=True).encode()).hexdigest()[:16]
     folder = Path(cache_dir) if cache_dir is not None else Path(catalog.root) / "features" / "handcrafted"
     return folder / f"{getattr(catalog, 'name', 'catalog')}_{key}.npz"

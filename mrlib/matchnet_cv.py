@@ -47,15 +47,14 @@ from mrlib.baselines import (CVResult, _check_X, _cross_validate, check_folds, c
                              check_triplets, nested_subsets, summarise_folds)
 from mrlib.checks import FINITE, check_n_jobs, int_at_least, rule, validate_fields
 from mrlib.devices import pick_device, torch_threads
-from mrlib.features import (CoarseFeatures, _available, check_features, coarsen_features,
-                            tracks_patches)
+from mrlib.features import _available, check_features, coarsen_features, tracks_patches
 from mrlib.models import build_model
 from mrlib.songlevel import (check_available, embed_songs, pair_dissimilarities,
                              triplet_dissimilarities)
 from mrlib.stats import constraints_fulfillment_rate
 
 __all__ = [
-    "CoarseFeatures", "coarsen_features", "MatchNetConfig", "MatchNetRun", "MatchNetCV",
+    "coarsen_features", "MatchNetConfig", "MatchNetRun", "MatchNetCV",
     "train_matchnet", "embed_songs", "pair_dissimilarities", "triplet_dissimilarities",
     "cross_validate_matchnet", "cross_validate_features", "generalization_curve_matchnet"
 ]
@@ -171,17 +170,12 @@ class MatchNetRun:
         steps), ``rank`` (psi), ``contrastive`` (phi), ``active`` (share of (anchor patch,
         negative patch) pairs that still pay rank loss, i.e. ``f(x, x-) < max f(x, x+)``: the
         sign that training is alive), ``seconds`` and ``patches_per_s`` (wall clock).
-    config : MatchNetConfig
-    n_triplets : int
-        Training triplets.
 
     Notebook: 08_triplet_matchnet.ipynb
     """
 
     model: Any
     history: pd.DataFrame
-    config: MatchNetConfig
-    n_triplets: int
 
 
 def train_matchnet(
@@ -247,7 +241,7 @@ def train_matchnet(
     model.eval()
     history = pd.DataFrame(rows, columns=["epoch", "loss", "rank", "contrastive", "active",
                                           "seconds", "patches_per_s"])
-    return MatchNetRun(model, history, config, int(len(t)))
+    return MatchNetRun(model, history)
 
 
 def _train_epoch(model, opt, features, t: np.ndarray, rng: np.random.Generator, config: MatchNetConfig,
@@ -346,16 +340,15 @@ def _fit_score_fold(features, t: np.ndarray, train_idx: np.ndarray, test_idx: np
 
 
 def _fit_score_subset(features, t: np.ndarray, train_idx: np.ndarray, test_idx: np.ndarray,
-                      config: MatchNetConfig, threads: int | None) -> float:
-    """Test CFR of a network trained on ``t[train_idx]`` (a curve point; worker-safe). Only the
-    test triplets' songs are embedded: a point needs neither the training CFR nor ``E``."""
-    with torch_threads(threads):
-        run = train_matchnet(features, t[train_idx], config, progress=False)
-        songs = np.unique(t[test_idx])
-        E = embed_songs(run.model, features, songs, config.patch_len, config.test_patches,
-                        batch_size=config.eval_batch)
-        local = np.searchsorted(songs, t[test_idx])          # rows of E for the test triplets
-        return constraints_fulfillment_rate(*triplet_dissimilarities(run.model, E, local)).rate
+                      config: MatchNetConfig) -> float:
+    """Test CFR of a network trained on ``t[train_idx]`` (a curve point). Only the test
+    triplets' songs are embedded: a point needs neither the training CFR nor ``E``."""
+    run = train_matchnet(features, t[train_idx], config, progress=False)
+    songs = np.unique(t[test_idx])
+    E = embed_songs(run.model, features, songs, config.patch_len, config.test_patches,
+                    batch_size=config.eval_batch)
+    local = np.searchsorted(songs, t[test_idx])          # rows of E for the test triplets
+    return constraints_fulfillment_rate(*triplet_dissimilarities(run.model, E, local)).rate
 
 
 def _run_jobs(fn, jobs: list, n_jobs: int, desc: str, progress: bool) -> list:
@@ -372,7 +365,6 @@ def cross_validate_matchnet(
     folds: Sequence,
     config: MatchNetConfig | None = None,
     *,
-    name: str = "Triplet MatchNet",
     n_jobs: int = 1,
     progress: bool = True,
 ) -> MatchNetCV:
@@ -392,7 +384,6 @@ def cross_validate_matchnet(
         Indices into ``triplets`` (:func:`mrlib.odd_one_out.triplet_folds`, by triplet or by
         clip); the same folds as the baselines make the per-fold scores comparable pairwise.
     config : MatchNetConfig, optional
-    name : str, default "Triplet MatchNet"
     n_jobs : int, default 1
         Folds trained at once in separate processes (joblib), each with one torch thread so
         that they do not fight over the cores; 1 trains them here, with the current torch
@@ -403,7 +394,7 @@ def cross_validate_matchnet(
     Returns
     -------
     MatchNetCV
-        ``per_fold``, ``train``, ``n_test``, ``mean``, ``std`` as in
+        Named "Triplet MatchNet": ``per_fold``, ``train``, ``n_test``, ``mean``, ``std`` as in
         :class:`mrlib.baselines.CVResult`, plus the embeddings, training logs and test
         dissimilarities; every fold's (N, P, e) tower embeddings are kept (for
         :func:`cross_validate_features`).
@@ -414,10 +405,11 @@ def cross_validate_matchnet(
     fl = check_folds(folds, len(t))
     threads = None if n_jobs == 1 else 1
     jobs = [(features, t, tr, te, config, threads) for tr, te in fl]
-    res = _run_jobs(_fit_score_fold, jobs, n_jobs, f"{name} folds", progress)
+    res = _run_jobs(_fit_score_fold, jobs, n_jobs, "Triplet MatchNet folds", progress)
     per_fold = np.asarray([r["test"] for r in res], dtype=np.float64)
     mean, std = summarise_folds(per_fold)
-    return MatchNetCV(name, per_fold, np.asarray([r["train"] for r in res], np.float64),
+    return MatchNetCV("Triplet MatchNet", per_fold,
+                      np.asarray([r["train"] for r in res], np.float64),
                       np.asarray([r["n_test"] for r in res], np.int64), mean, std,
                       np.stack([r["E"] for r in res]),
                       [r["history"] for r in res], [r["d_test"] for r in res], config)
@@ -429,7 +421,6 @@ def cross_validate_features(
     triplets,
     folds: Sequence,
     *,
-    name: str | None = None,
     progress: bool = True,
 ):
     """k-fold CFR of a baseline on features that differ per fold (learned inside each fold).
@@ -442,7 +433,7 @@ def cross_validate_features(
 
     Parameters
     ----------
-    method_factory : class, callable or unfitted instance
+    method_factory : class or callable
         Makes a fresh baseline (:class:`mrlib.baselines.MetricBaseline`), e.g.
         ``lambda: TripletSVM(C=0.1)``.
     X_per_fold : array (n_folds, N, D) or sequence of (N, D) arrays
@@ -450,12 +441,12 @@ def cross_validate_features(
     triplets : numpy.ndarray of int, shape (M, 3)
     folds : sequence of (train_idx, test_idx)
         The folds the features were learned with.
-    name : str, optional
     progress : bool, default True
 
     Returns
     -------
     mrlib.baselines.CVResult
+        Labelled by the baseline's ``name``.
 
     Notebook: 08_triplet_matchnet.ipynb
     """
@@ -465,7 +456,7 @@ def cross_validate_features(
     fl = check_folds(folds, len(np.asarray(triplets)))
     Xs = [_check_X(X) for X in X_per_fold]
     t = check_triplets(triplets, min(len(X) for X in Xs))       # rows of every fold's features
-    return _cross_validate(method_factory, Xs, t, fl, name, progress)
+    return _cross_validate(method_factory, Xs, t, fl, progress)
 
 
 def generalization_curve_matchnet(
@@ -477,7 +468,6 @@ def generalization_curve_matchnet(
     *,
     seed: int = 0,
     full: MatchNetCV | None = None,
-    n_jobs: int = 1,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Test CFR of Triplet MatchNet against the share of each fold's training triplets.
@@ -486,7 +476,7 @@ def generalization_curve_matchnet(
     the same ``seed`` and folds (each fold's training triplets permuted once by
     ``numpy.random.default_rng(seed)``, fold after fold; the first ``ceil(share * n_train)``
     kept, so the sets are nested), so the curves of MatchNet and the baselines are measured
-    on the same data.
+    on the same data. The points train one after the other, here.
 
     Parameters
     ----------
@@ -497,8 +487,6 @@ def generalization_curve_matchnet(
     full : MatchNetCV, optional
         A finished :func:`cross_validate_matchnet` on the same folds and config: the points
         that use a fold's whole training set are taken from it instead of trained again.
-    n_jobs : int, default 1
-        As in :func:`cross_validate_matchnet`.
     progress : bool, default True
 
     Returns
@@ -520,15 +508,14 @@ def generalization_curve_matchnet(
         if differ:
             raise ValueError("full was trained with another config: " + ", ".join(differ))
     rows, jobs, slots = [], [], []
-    threads = None if n_jobs == 1 else 1
     for f, share, train, test_idx in nested_subsets(fl, shares, seed):
         row = {"share": float(share), "fold": f, "n_train": len(train), "cfr": float("nan")}
         if full is not None and len(train) == len(fl[f][0]):
             row["cfr"] = float(full.per_fold[f])
         elif len(test_idx):
-            jobs.append((features, t, train, test_idx, config, threads))
+            jobs.append((features, t, train, test_idx, config))
             slots.append(len(rows))
         rows.append(row)
-    for slot, score in zip(slots, _run_jobs(_fit_score_subset, jobs, n_jobs, "MatchNet curve", progress)):
+    for slot, score in zip(slots, _run_jobs(_fit_score_subset, jobs, 1, "MatchNet curve", progress)):
         rows[slot]["cfr"] = float(score)
     return pd.DataFrame(rows, columns=["share", "fold", "n_train", "cfr"])
