@@ -535,8 +535,11 @@ def check_features(features) -> None:
 # Patches
 # ---------------------------------------------------------------------------------------------
 
-def random_patches(feature, patch_len: int, n: int, rng, pad: str = "wrap") -> np.ndarray:
+def random_patches(feature, patch_len: int, n: int, rng) -> np.ndarray:
     """``n`` patches of ``patch_len`` frames at uniformly random offsets in one track.
+
+    A track shorter than ``patch_len`` is looped (it stays music, with a seam), from a random
+    phase of the loop.
 
     Parameters
     ----------
@@ -548,10 +551,6 @@ def random_patches(feature, patch_len: int, n: int, rng, pad: str = "wrap") -> n
         Number of patches (drawn independently, so they may overlap).
     rng : numpy.random.Generator or int
         Source of the offsets (an int is a seed).
-    pad : {"wrap", "floor"}, default "wrap"
-        For a track shorter than ``patch_len``: ``"wrap"`` loops the track (keeps it music, with
-        a seam), ``"floor"`` appends frames at the feature's minimum value (silence in dB). A
-        random phase of the loop is used for ``"wrap"``, the start for ``"floor"``.
 
     Returns
     -------
@@ -565,7 +564,6 @@ def random_patches(feature, patch_len: int, n: int, rng, pad: str = "wrap") -> n
                         f"{type(rng).__name__}")
     rng = np.random.default_rng(rng)     # a Generator comes back as it is
     patch_len, n = check_int("patch_len", patch_len, 1), check_int("n", n, 0)
-    check_choice("pad", pad, ("wrap", "floor"))
     feature = np.asarray(feature)     # a memory-mapped feature stays mapped
     if feature.ndim != 2 or feature.shape[1] == 0:
         raise ValueError(f"feature must be (n_bins, T) with T > 0, got shape {feature.shape}")
@@ -575,13 +573,9 @@ def random_patches(feature, patch_len: int, n: int, rng, pad: str = "wrap") -> n
     if T >= patch_len:
         starts = rng.integers(0, T - patch_len + 1, size=n)
         columns = starts[:, None] + np.arange(patch_len)
-    elif pad == "wrap":
+    else:
         starts = rng.integers(0, T, size=n)
         columns = (starts[:, None] + np.arange(patch_len)) % T
-    else:
-        # Every patch is the whole track followed by "silence": the feature's minimum (dB).
-        floor = np.full((feature.shape[0], patch_len - T), feature.min(), dtype=feature.dtype)
-        return np.repeat(np.concatenate([feature, floor], axis=1)[None], n, axis=0)
     # One gather for all patches: (n_bins, n, L) -> (n, n_bins, L). Only the needed columns of a
     # memory-mapped feature are read.
     return np.ascontiguousarray(feature[:, columns].transpose(1, 0, 2))
@@ -613,10 +607,10 @@ def tracks_patches(features, tracks, patch_len: int, n: int, rng) -> np.ndarray:
     return np.concatenate([random_patches(features[int(t)], patch_len, n, rng) for t in tracks])
 
 
-def test_patches(feature, patch_len: int, n: int = 8, seed: int = 0, pad: str = "wrap") -> np.ndarray:
+def test_patches(feature, patch_len: int, n: int = 8, seed: int = 0) -> np.ndarray:
     """The seeded test-time representation: ``n`` (= 8) patches of one track.
 
-    Equal to ``random_patches(feature, patch_len, n, np.random.default_rng(seed), pad)``; the same
+    Equal to ``random_patches(feature, patch_len, n, np.random.default_rng(seed))``; the same
     seed gives the same patches on every run, so evaluations are comparable. Models
     average their embeddings (or tag probabilities) over the patches.
 
@@ -626,7 +620,6 @@ def test_patches(feature, patch_len: int, n: int = 8, seed: int = 0, pad: str = 
     patch_len : int
     n : int, default 8
     seed : int, default 0
-    pad : {"wrap", "floor"}, default "wrap"
 
     Returns
     -------
@@ -634,7 +627,7 @@ def test_patches(feature, patch_len: int, n: int = 8, seed: int = 0, pad: str = 
 
     Notebook: 01_cqt.ipynb
     """
-    return random_patches(feature, patch_len, n, np.random.default_rng(check_int("seed", seed, 0)), pad=pad)
+    return random_patches(feature, patch_len, n, np.random.default_rng(check_int("seed", seed, 0)))
 
 
 # pytest would collect a module-level ``test_*`` function imported into a test file; tell it not to.

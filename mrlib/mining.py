@@ -364,7 +364,7 @@ def mine(ranked: np.ndarray | None = None, train_idx: np.ndarray | None = None,
         Full-catalog ranked lists (``mrlib.similarity.ranked_lists(S)``): row ``t`` lists
         the catalog indices of the other tracks by decreasing similarity. If omitted, the
         head of each list is computed from ``S`` inside each chunk (cheaper: at paper scale
-        the lists alone weigh 0.8 GB).
+        the lists alone weigh 1.6 GB).
     train_idx : array-like of int, shape (n_train,)
         Catalog indices of the training tracks (the only anchors, positives, negatives).
     strategy : str

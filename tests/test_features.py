@@ -321,15 +321,12 @@ def test_random_patch_offsets_are_uniform():
     assert stats.chisquare(counts).pvalue > 1e-3
 
 
-def test_short_tracks_wrap_or_pad():
+def test_short_tracks_wrap():
     feature = ramp(n_bins=2, T=5)
     wrapped = F.random_patches(feature, 12, 20, np.random.default_rng(2))
     for p in wrapped:
         start = int(p[0, 0])
         np.testing.assert_array_equal(p[0], (start + np.arange(12)) % 5)
-    floor = F.random_patches(feature, 12, 3, np.random.default_rng(2), pad="floor")
-    np.testing.assert_array_equal(floor[0, :, :5], feature)
-    assert np.all(floor[:, :, 5:] == feature.min())
 
 
 def test_test_patches_are_seeded():
