@@ -85,8 +85,8 @@ def _list_length(k, n_q: int, n: int, exclude_self: bool, of: str) -> int:
     """``k`` (None: the whole list) checked against the ``n`` candidates (``of``) that each of
     ``n_q`` queries ranks; with ``exclude_self`` the queries are the first candidates, left out."""
     if exclude_self and (n_q > n or n == 0):
-        raise ValueError(f"exclude_self needs the queries to be the first {of} (n_queries <= n, "
-                         f"n >= 1), got {n_q} queries and {n} {of}")
+        raise ValueError(f"queries left out of their own lists must be the first {of} "
+                         f"(n_queries <= n, n >= 1), got {n_q} queries and {n} {of}")
     full = n - 1 if exclude_self else n
     k = full if k is None else check_int("k", k)
     if k > full:
@@ -170,39 +170,35 @@ def exact_topk(
     return dist_out, idx_out
 
 
-def rank_by_distance(embeddings, exclude_self: bool = True, k: int | None = None) -> np.ndarray:
-    """Every track's ranked list of the other tracks by increasing Euclidean embedding distance.
+def rank_by_distance(embeddings, k: int | None = None) -> np.ndarray:
+    """Every track's ranked list of the other tracks by increasing Euclidean embedding distance
+    (each track is left out of its own list: the retrieval protocol).
 
     Parameters
     ----------
     embeddings : float array (n, d)
         One embedding per track (e.g. the mean over 8 test patches); for unit-norm embeddings
         the order is that of decreasing cosine similarity.
-    exclude_self : bool, default True
-        Leave each track out of its own list (the retrieval protocol).
     k : int, optional
         Keep only the first ``k`` of each list; default the whole list.
 
     Returns
     -------
-    int64 array (n, k) — or (n, n − 1) with ``exclude_self`` and (n, n) without when ``k``
-    is None — of track indices, nearest first, ties broken by lower index.
+    int64 array (n, k) — or (n, n − 1) when ``k`` is None — of track indices, nearest first,
+    ties broken by lower index.
 
     Notebook: 07_evaluation.ipynb
     """
     x = as_float_matrix("embeddings", embeddings)
-    n = x.shape[0]
-    full = n - 1 if exclude_self else n
-    if k is None and full < 1:   # else exact_topk would blame a k the caller did not pass
-        raise ValueError(f"embeddings needs at least {n - full + 1} row(s) to rank, got shape {x.shape}")
-    k = full if k is None else check_int("k", k)
-    return exact_topk(x, x, k, exclude_self=exclude_self)[1]
+    if k is None and x.shape[0] < 2:   # else exact_topk would blame a k the caller did not pass
+        raise ValueError(f"embeddings needs at least 2 rows to rank, got shape {x.shape}")
+    k = x.shape[0] - 1 if k is None else check_int("k", k)
+    return exact_topk(x, x, k, exclude_self=True)[1]
 
 
-def rank_by_similarity(
-    S, exclude_self: bool = True, k: int | None = None, *, chunk_size: int | None = None
-) -> np.ndarray:
-    """Ranked lists from a similarity matrix: decreasing ``S``, ties broken by lower index.
+def rank_by_similarity(S, k: int | None = None, *, chunk_size: int | None = None) -> np.ndarray:
+    """Ranked lists from a similarity matrix: decreasing ``S``, ties broken by lower index,
+    query ``i`` (column ``i``) left out of row ``i``.
 
     With the oracle ``S`` restricted to the test split this is the ground truth R^S(t);
     with ``S`` applied to predicted tag probabilities it is the AT baseline's ranking.
@@ -210,9 +206,7 @@ def rank_by_similarity(
     Parameters
     ----------
     S : float array (n_queries, n)
-        Similarities, finite (any scale; only the order matters).
-    exclude_self : bool, default True
-        Leave query ``i`` (column ``i``) out of row ``i``; needs ``n_queries ≤ n``.
+        Similarities, finite (any scale; only the order matters); ``n_queries ≤ n``.
     k : int, optional
         Keep the first ``k`` of each list; default the whole list.
     chunk_size : int, optional
@@ -226,13 +220,13 @@ def rank_by_similarity(
     """
     S = as_float_matrix("S", S)
     n_q, n = S.shape
-    k = _list_length(k, n_q, n, exclude_self, "columns of S")
+    k = _list_length(k, n_q, n, True, "columns of S")
     chunk = _default_chunk(n) if chunk_size is None else check_int("chunk_size", chunk_size)
     out = np.empty((n_q, k), dtype=np.int64)
     for s in range(0, n_q, chunk):
         # a copy of the block: the query's own column is written, never the caller's S
         key = torch.from_numpy(S[s:s + chunk].copy())
-        out[s:s + chunk] = _stable_topk(key, k, True, s if exclude_self else None)
+        out[s:s + chunk] = _stable_topk(key, k, True, s)
     return out
 
 

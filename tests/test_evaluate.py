@@ -264,8 +264,10 @@ def test_exact_topk_rejects_bad_input():
         ev.exact_topk(np.zeros((2, 4)), x, 2)
     with pytest.raises(ValueError, match="non-finite"):
         ev.exact_topk(np.full((1, 3), np.nan), x, 2)
-    with pytest.raises(ValueError, match="exclude_self needs the queries to be the first base rows"):
+    with pytest.raises(ValueError, match="queries left out of their own lists must be the first base rows"):
         ev.exact_topk(np.zeros((6, 3)), x, 2, exclude_self=True)
+    with pytest.raises(ValueError, match=r"must be the first columns of S \(n_queries <= n, n >= 1\), got 3"):
+        ev.rank_by_similarity(np.zeros((3, 2)))
     with pytest.raises(ValueError, match="MPS has no float64"):   # said before anything reaches MPS
         ev.exact_topk(x, x, 2, device="mps")
 
@@ -278,8 +280,6 @@ def test_rank_by_distance():
     r = ev.rank_by_distance(x)
     assert r.shape == (120, 119)
     np.testing.assert_array_equal(r, np.argsort(full, axis=1, kind="stable")[:, :-1])
-    with_self = ev.rank_by_distance(x, exclude_self=False, k=3)
-    np.testing.assert_array_equal(with_self[:, 0], np.arange(120))
 
 
 def test_rank_by_similarity_ties_and_no_mutation():
@@ -292,8 +292,8 @@ def test_rank_by_similarity_ties_and_no_mutation():
     np.testing.assert_array_equal(r, np.argsort(key, axis=1, kind="stable")[:, :-1])
     np.testing.assert_array_equal(ev.rank_by_similarity(S, k=5, chunk_size=8), r[:, :5])
     np.testing.assert_array_equal(S, S0)  # the caller's matrix is untouched
-    rect = ev.rank_by_similarity(S[:10], exclude_self=False, k=90)
-    np.testing.assert_array_equal(rect, np.argsort(-S[:10], axis=1, kind="stable"))
+    # the queries may be the first rows of the base: their lists are those of the square S
+    np.testing.assert_array_equal(ev.rank_by_similarity(S[:10]), r[:10])
     with pytest.raises(ValueError, match="exceeds"):
         ev.rank_by_similarity(S, k=90)
     with pytest.raises(ValueError, match="non-finite"):
