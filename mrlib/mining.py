@@ -52,8 +52,6 @@ __all__ = [
     "Strategy",
     "STRATEGIES",
     "OFFLINE_STRATEGIES",
-    "ONLINE_STRATEGIES",
-    "ALL_STRATEGIES",
     "register_strategy",
     "canonical_strategy",
     "is_online",
@@ -170,10 +168,8 @@ for _s in (
 ):
     register_strategy(_s)
 
-#: Names of the strategies registered with mrlib (:data:`STRATEGIES` holds later ones too).
+#: Names of the offline strategies registered with mrlib (:data:`STRATEGIES` holds later ones too).
 OFFLINE_STRATEGIES: tuple[str, ...] = tuple(s.name for s in STRATEGIES.values() if not s.online)
-ONLINE_STRATEGIES: tuple[str, ...] = tuple(s.name for s in STRATEGIES.values() if s.online)
-ALL_STRATEGIES: tuple[str, ...] = OFFLINE_STRATEGIES + ONLINE_STRATEGIES
 
 
 def canonical_strategy(name: str) -> str:
