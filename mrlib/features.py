@@ -39,7 +39,7 @@ from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from mrlib.audio import SkipReport, read_audio
-from mrlib.checks import check_choice, check_indices, check_int, check_n_jobs, is_int
+from mrlib.checks import as_float_matrix, check_choice, check_indices, check_int, check_n_jobs, is_int
 from mrlib.cqt import FORMAT_VERSION, FeatureConfig, _as_config, cqt, cqt_torch
 from mrlib.paths import atomic_path, read_json_or_empty, write_json_atomic
 
@@ -501,9 +501,7 @@ def coarsen_features(features, freq_pool: int = 4, time_pool: int = 8) -> Coarse
     freq_pool, time_pool = check_int("freq_pool", freq_pool), check_int("time_pool", time_pool)
     out: list[np.ndarray | None] = [None] * len(features)   # None: a track without features
     for i in np.flatnonzero(_available(features)).tolist():
-        x = np.asarray(features[i], dtype=np.float64)
-        if x.ndim != 2:
-            raise ValueError(f"feature {i} must be (n_bins, T), got shape {x.shape}")
+        x = as_float_matrix(f"feature {i}", features[i]).astype(np.float64)   # 2-D, finite
         F, T = x.shape
         if F % freq_pool:
             raise ValueError(f"freq_pool={freq_pool} must divide the {F} bins")

@@ -43,7 +43,7 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from mrlib.checks import check_indices, check_int, is_int, is_real, rule
+from mrlib.checks import as_float_matrix, check_indices, check_int, is_int, is_real, rule
 from mrlib.paths import repo_root
 
 __all__ = [
@@ -131,12 +131,9 @@ def _tags_and_categories(T, categories, name: str) -> tuple[np.ndarray, np.ndarr
         arr = np.asarray(T.to_numpy() if hasattr(T, "to_numpy") else T, dtype=np.float64)
     except (TypeError, ValueError) as error:
         raise TypeError(f"{name} must be a Catalog or a numeric (N, m) tag matrix: {error}") from None
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D tag matrix (N, m), got shape {arr.shape}")
+    arr = as_float_matrix(name, arr)   # 2-D and finite (float64 stays the same array)
     if arr.shape[1] == 0:
         raise ValueError(f"{name} has no tag columns (shape {arr.shape})")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or inf tag likelihoods")
     lo, hi = (arr.min(), arr.max()) if arr.size else (0.0, 0.0)
     if lo < -1e-6 or hi > 1 + 1e-6:
         raise ValueError(f"{name} must hold likelihoods in [0, 1], found values in [{lo:.4g}, {hi:.4g}]")

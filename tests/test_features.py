@@ -360,3 +360,10 @@ def test_patch_draws_check_tracks_dtype_and_seed_at_the_door():
         F.random_patches(np.full((3, 4), "a"), 2, 3, rng)
     with pytest.raises(ValueError, match="seed must be >= 0"):             # numpy's error named no argument
         F.test_patches(f, 4, seed=-1)
+
+
+def test_coarsen_features_refuses_a_feature_that_is_not_a_finite_matrix():
+    with pytest.raises(ValueError, match=r"feature 1 must be a 2-D float array, got shape \(4,\)"):
+        F.coarsen_features([np.zeros((4, 8)), np.zeros(4)], freq_pool=1, time_pool=1)
+    with pytest.raises(ValueError, match=r"feature 0 has 1 non-finite value\(s\), first at \[0, 2\]"):
+        F.coarsen_features([np.array([[0.0, 1.0, np.inf]])], freq_pool=1, time_pool=1)

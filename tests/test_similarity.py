@@ -232,8 +232,8 @@ def test_category_similarities_are_the_ingredients():
 
 @pytest.mark.parametrize("T, msg", [
     (np.full((3, 4), 1.5), r"\[0, 1\]"),
-    (np.array([[np.nan, 0, 0, 0]]), "NaN"),
-    (np.zeros(4), "2-D"),
+    (np.array([[np.nan, 0, 0, 0]]), r"T_a has 1 non-finite value\(s\), first at \[0, 0\]"),
+    (np.zeros(4), r"T_a must be a 2-D float array, got shape \(4,\)"),
 ])
 def test_bad_tag_matrices(T, msg):
     with pytest.raises(ValueError, match=msg):
