@@ -456,8 +456,6 @@ def triplet_ranks(triplets: np.ndarray, train_idx: np.ndarray, S: np.ndarray | N
     src = TrainSplitSource(ranked, train_idx, S)
     chunk_size = check_int("chunk_size", chunk_size, 1)
     out = np.full((T.shape[0], 2), -1, dtype=np.int64)
-    if T.shape[0] == 0:
-        return out
     T = check_indices("triplets", T, src.N, "the tracks")
     a_pos = src.pos_of[T[:, 0]]
     if (a_pos < 0).any():
