@@ -94,7 +94,7 @@ def run(n: int = 1_000_000, dim: int = 128, n_queries: int = 1000, k: int = 20, 
 
     # Exact search: the reference for both speed and recall.
     t0 = time.perf_counter()
-    exact_d, exact_i = exact_topk(queries, base, k, metric="l2", chunk_size=chunk_size, progress=progress)
+    exact_d, exact_i = exact_topk(queries, base, k, chunk_size=chunk_size, progress=progress)
     out["exact_s"] = time.perf_counter() - t0
     out["exact_qps"] = n_queries / out["exact_s"]
 
@@ -106,7 +106,7 @@ def run(n: int = 1_000_000, dim: int = 128, n_queries: int = 1000, k: int = 20, 
     out["d2_random"] = float(((queries - rand) ** 2).sum(axis=1).mean())
 
     t0 = time.perf_counter()
-    index = build_faiss_index(base, kind=kind, metric="l2", nlist=nlist, M=M,
+    index = build_faiss_index(base, kind=kind, nlist=nlist, M=M,
                               ef_construction=ef_construction, seed=seed, progress=progress)
     out["build_s"] = time.perf_counter() - t0
     index.search(queries[: min(10, n_queries)], k)  # warm-up (thread pool, caches)

@@ -173,13 +173,9 @@ class RetrievalResult:
         """
         return {self.columns[m]: 100.0 * float(self.per_query[m].mean()) for m in METRICS}
 
-    def summary(self, level: float = 0.95, method: str = "t", **ci_kwargs) -> pd.DataFrame:
-        """One row per metric: ``mean``, ``low``, ``high``, ``half_width``, in percent.
-
-        Parameters
-        ----------
-        level, method, **ci_kwargs
-            Passed to :func:`mean_ci`.
+    def summary(self) -> pd.DataFrame:
+        """One row per metric: ``mean``, ``low``, ``high``, ``half_width`` of the 95 % t interval
+        (:func:`mean_ci`), in percent.
 
         Returns
         -------
@@ -187,19 +183,14 @@ class RetrievalResult:
 
         Notebook: 07_evaluation.ipynb
         """
-        cis = [mean_ci(self.per_query[m], level=level, method=method, **ci_kwargs) for m in METRICS]
+        cis = [mean_ci(self.per_query[m]) for m in METRICS]
         return pd.DataFrame({k: [100 * getattr(ci, k) for ci in cis]
                              for k in ("mean", "low", "high", "half_width")},
                             index=[self.columns[m] for m in METRICS])
 
-    def row(self, level: float = 0.95, method: str = "t", decimals: int = 2, **ci_kwargs) -> dict[str, str]:
-        """Table 2 cells: ``{"MAP@20": "5.98 ± 0.40", …}`` (percent, ± = CI half-width).
-
-        Parameters
-        ----------
-        level, method, **ci_kwargs
-            Passed to :func:`mean_ci`.
-        decimals : int, default 2
+    def row(self) -> dict[str, str]:
+        """Table 2 cells: ``{"MAP@20": "5.98 ± 0.40", …}`` (percent to 2 decimals, ± = the
+        half-width of :meth:`summary`'s interval).
 
         Returns
         -------
@@ -207,20 +198,18 @@ class RetrievalResult:
 
         Notebook: 07_evaluation.ipynb
         """
-        s = self.summary(level=level, method=method, **ci_kwargs)   # already in percent
-        return {col: format_ci(s.at[col, "mean"], s.at[col, "half_width"], decimals, scale=1.0) for col in s.index}
+        s = self.summary()   # already in percent
+        return {col: format_ci(s.at[col, "mean"], s.at[col, "half_width"], scale=1.0) for col in s.index}
 
 
-def results_table(results: Mapping[str, RetrievalResult], level: float = 0.95, method: str = "t",
-                  decimals: int = 2) -> pd.DataFrame:
-    """The paper's Table 2: one row per system, ``"mean ± half-width"`` percent cells.
+def results_table(results: Mapping[str, RetrievalResult]) -> pd.DataFrame:
+    """The paper's Table 2: one row per system, ``"mean ± half-width"`` percent cells
+    (:meth:`RetrievalResult.row`).
 
     Parameters
     ----------
     results : mapping system name -> RetrievalResult
         All evaluated with the same ``k``.
-    level, method, decimals
-        Passed to :func:`mean_ci` / :func:`format_ci`.
 
     Returns
     -------
@@ -234,8 +223,7 @@ def results_table(results: Mapping[str, RetrievalResult], level: float = 0.95, m
     ks = {r.k for r in results.values()}
     if len(ks) != 1:
         raise ValueError(f"all systems must share one cut-off k, got {sorted(ks)}")
-    return pd.DataFrame.from_dict({name: r.row(level=level, method=method, decimals=decimals)
-                                   for name, r in results.items()}, orient="index")
+    return pd.DataFrame.from_dict({name: r.row() for name, r in results.items()}, orient="index")
 
 
 def _check_results(results) -> None:
@@ -259,7 +247,7 @@ def _scored(rank, S_true: np.ndarray, k, n_relevant) -> RetrievalResult:
         raise ValueError(f"{n} test tracks leave each query {n - 1} other(s), fewer than its "
                          f"n_relevant={n_relevant} relevant tracks: evaluate at least "
                          f"{n_relevant + 1} tracks")
-    true = rank_by_similarity(S_true, exclude_self=True, k=n_relevant)
+    true = rank_by_similarity(S_true, k=n_relevant)
     return RetrievalResult(retrieval_metrics(rank(min(k, n - 1)), true, k=k, n_relevant=n_relevant),
                            k, n_relevant)
 
@@ -308,8 +296,7 @@ def evaluate_similarity(S_pred, S_true, k: int = 20, n_relevant: int = 5) -> Ret
     S_true = as_float_matrix("S_true", S_true)
     if S_pred.shape != S_true.shape or S_pred.shape[0] != S_pred.shape[1]:
         raise ValueError(f"S_pred and S_true must be the same square shape, got {S_pred.shape} and {S_true.shape}")
-    return _scored(lambda depth: rank_by_similarity(S_pred, exclude_self=True, k=depth), S_true, k,
-                   n_relevant)
+    return _scored(lambda depth: rank_by_similarity(S_pred, k=depth), S_true, k, n_relevant)
 
 
 # ----------------------------------------------------------------------------------------

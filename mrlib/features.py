@@ -39,7 +39,7 @@ from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from mrlib.audio import SkipReport, read_audio
-from mrlib.checks import check_choice, check_indices, check_int, check_n_jobs, is_int
+from mrlib.checks import as_float_matrix, check_choice, check_indices, check_int, check_n_jobs, is_int
 from mrlib.cqt import FORMAT_VERSION, FeatureConfig, _as_config, cqt, cqt_torch
 from mrlib.paths import atomic_path, read_json_or_empty, write_json_atomic
 
@@ -501,9 +501,7 @@ def coarsen_features(features, freq_pool: int = 4, time_pool: int = 8) -> Coarse
     freq_pool, time_pool = check_int("freq_pool", freq_pool), check_int("time_pool", time_pool)
     out: list[np.ndarray | None] = [None] * len(features)   # None: a track without features
     for i in np.flatnonzero(_available(features)).tolist():
-        x = np.asarray(features[i], dtype=np.float64)
-        if x.ndim != 2:
-            raise ValueError(f"feature {i} must be (n_bins, T), got shape {x.shape}")
+        x = as_float_matrix(f"feature {i}", features[i]).astype(np.float64)   # 2-D, finite
         F, T = x.shape
         if F % freq_pool:
             raise ValueError(f"freq_pool={freq_pool} must divide the {F} bins")
@@ -535,8 +533,11 @@ def check_features(features) -> None:
 # Patches
 # ---------------------------------------------------------------------------------------------
 
-def random_patches(feature, patch_len: int, n: int, rng, pad: str = "wrap") -> np.ndarray:
+def random_patches(feature, patch_len: int, n: int, rng) -> np.ndarray:
     """``n`` patches of ``patch_len`` frames at uniformly random offsets in one track.
+
+    A track shorter than ``patch_len`` is looped (it stays music, with a seam), from a random
+    phase of the loop.
 
     Parameters
     ----------
@@ -548,10 +549,6 @@ def random_patches(feature, patch_len: int, n: int, rng, pad: str = "wrap") -> n
         Number of patches (drawn independently, so they may overlap).
     rng : numpy.random.Generator or int
         Source of the offsets (an int is a seed).
-    pad : {"wrap", "floor"}, default "wrap"
-        For a track shorter than ``patch_len``: ``"wrap"`` loops the track (keeps it music, with
-        a seam), ``"floor"`` appends frames at the feature's minimum value (silence in dB). A
-        random phase of the loop is used for ``"wrap"``, the start for ``"floor"``.
 
     Returns
     -------
@@ -565,7 +562,6 @@ def random_patches(feature, patch_len: int, n: int, rng, pad: str = "wrap") -> n
                         f"{type(rng).__name__}")
     rng = np.random.default_rng(rng)     # a Generator comes back as it is
     patch_len, n = check_int("patch_len", patch_len, 1), check_int("n", n, 0)
-    check_choice("pad", pad, ("wrap", "floor"))
     feature = np.asarray(feature)     # a memory-mapped feature stays mapped
     if feature.ndim != 2 or feature.shape[1] == 0:
         raise ValueError(f"feature must be (n_bins, T) with T > 0, got shape {feature.shape}")
@@ -575,13 +571,9 @@ def random_patches(feature, patch_len: int, n: int, rng, pad: str = "wrap") -> n
     if T >= patch_len:
         starts = rng.integers(0, T - patch_len + 1, size=n)
         columns = starts[:, None] + np.arange(patch_len)
-    elif pad == "wrap":
+    else:
         starts = rng.integers(0, T, size=n)
         columns = (starts[:, None] + np.arange(patch_len)) % T
-    else:
-        # Every patch is the whole track followed by "silence": the feature's minimum (dB).
-        floor = np.full((feature.shape[0], patch_len - T), feature.min(), dtype=feature.dtype)
-        return np.repeat(np.concatenate([feature, floor], axis=1)[None], n, axis=0)
     # One gather for all patches: (n_bins, n, L) -> (n, n_bins, L). Only the needed columns of a
     # memory-mapped feature are read.
     return np.ascontiguousarray(feature[:, columns].transpose(1, 0, 2))
@@ -613,10 +605,10 @@ def tracks_patches(features, tracks, patch_len: int, n: int, rng) -> np.ndarray:
     return np.concatenate([random_patches(features[int(t)], patch_len, n, rng) for t in tracks])
 
 
-def test_patches(feature, patch_len: int, n: int = 8, seed: int = 0, pad: str = "wrap") -> np.ndarray:
+def test_patches(feature, patch_len: int, n: int = 8, seed: int = 0) -> np.ndarray:
     """The seeded test-time representation: ``n`` (= 8) patches of one track.
 
-    Equal to ``random_patches(feature, patch_len, n, np.random.default_rng(seed), pad)``; the same
+    Equal to ``random_patches(feature, patch_len, n, np.random.default_rng(seed))``; the same
     seed gives the same patches on every run, so evaluations are comparable. Models
     average their embeddings (or tag probabilities) over the patches.
 
@@ -626,7 +618,6 @@ def test_patches(feature, patch_len: int, n: int = 8, seed: int = 0, pad: str = 
     patch_len : int
     n : int, default 8
     seed : int, default 0
-    pad : {"wrap", "floor"}, default "wrap"
 
     Returns
     -------
@@ -634,7 +625,7 @@ def test_patches(feature, patch_len: int, n: int = 8, seed: int = 0, pad: str = 
 
     Notebook: 01_cqt.ipynb
     """
-    return random_patches(feature, patch_len, n, np.random.default_rng(check_int("seed", seed, 0)), pad=pad)
+    return random_patches(feature, patch_len, n, np.random.default_rng(check_int("seed", seed, 0)))
 
 
 # pytest would collect a module-level ``test_*`` function imported into a test file; tell it not to.

@@ -52,8 +52,6 @@ __all__ = [
     "Strategy",
     "STRATEGIES",
     "OFFLINE_STRATEGIES",
-    "ONLINE_STRATEGIES",
-    "ALL_STRATEGIES",
     "register_strategy",
     "canonical_strategy",
     "is_online",
@@ -170,10 +168,8 @@ for _s in (
 ):
     register_strategy(_s)
 
-#: Names of the strategies registered with mrlib (:data:`STRATEGIES` holds later ones too).
+#: Names of the offline strategies registered with mrlib (:data:`STRATEGIES` holds later ones too).
 OFFLINE_STRATEGIES: tuple[str, ...] = tuple(s.name for s in STRATEGIES.values() if not s.online)
-ONLINE_STRATEGIES: tuple[str, ...] = tuple(s.name for s in STRATEGIES.values() if s.online)
-ALL_STRATEGIES: tuple[str, ...] = OFFLINE_STRATEGIES + ONLINE_STRATEGIES
 
 
 def canonical_strategy(name: str) -> str:
@@ -364,7 +360,7 @@ def mine(ranked: np.ndarray | None = None, train_idx: np.ndarray | None = None,
         Full-catalog ranked lists (``mrlib.similarity.ranked_lists(S)``): row ``t`` lists
         the catalog indices of the other tracks by decreasing similarity. If omitted, the
         head of each list is computed from ``S`` inside each chunk (cheaper: at paper scale
-        the lists alone weigh 0.8 GB).
+        the lists alone weigh 1.6 GB).
     train_idx : array-like of int, shape (n_train,)
         Catalog indices of the training tracks (the only anchors, positives, negatives).
     strategy : str
@@ -460,8 +456,6 @@ def triplet_ranks(triplets: np.ndarray, train_idx: np.ndarray, S: np.ndarray | N
     src = TrainSplitSource(ranked, train_idx, S)
     chunk_size = check_int("chunk_size", chunk_size, 1)
     out = np.full((T.shape[0], 2), -1, dtype=np.int64)
-    if T.shape[0] == 0:
-        return out
     T = check_indices("triplets", T, src.N, "the tracks")
     a_pos = src.pos_of[T[:, 0]]
     if (a_pos < 0).any():

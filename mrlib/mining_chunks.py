@@ -228,13 +228,12 @@ def draw_neighbors(ch: Chunk) -> tuple[np.ndarray, np.ndarray]:
 
     Notebook: 03_mining.ipynb
     """
-    Kp, n_neg, c = ch.n_pos, ch.n_neg, ch.apos.size
+    Kp, n_neg = ch.n_pos, ch.n_neg
     head = ch.head(min(Kp + n_neg, ch.src.L)).astype(np.int32)
-    if head.shape[1] == Kp + n_neg:   # nothing clipped: windows of the head, no gather
-        return head[:, :Kp], np.lib.stride_tricks.sliding_window_view(head, n_neg, axis=1)[:, 1:Kp + 1]
-    # negative of pair i, slot s is r_{i+1+s}: head column i + s (clipped ones masked)
-    cols = np.minimum(np.arange(1, Kp + 1)[:, None] + np.arange(n_neg)[None, :], head.shape[1] - 1)
-    return head[:, :Kp], head[:, cols.ravel()].reshape(c, Kp, n_neg)
+    # a list shorter than Kp + Nn repeats r_L past its end (clipped slots, masked by mine_chunk);
+    # then the negatives of pair i are the window r_{i+1} ... r_{i+Nn}: a view, no gather
+    head = np.pad(head, ((0, 0), (0, Kp + n_neg - head.shape[1])), mode="edge")
+    return head[:, :Kp], np.lib.stride_tricks.sliding_window_view(head, n_neg, axis=1)[:, 1:Kp + 1]
 
 
 def draw_uniform(ch: Chunk) -> tuple[np.ndarray, np.ndarray]:

@@ -85,8 +85,8 @@ def _list_length(k, n_q: int, n: int, exclude_self: bool, of: str) -> int:
     """``k`` (None: the whole list) checked against the ``n`` candidates (``of``) that each of
     ``n_q`` queries ranks; with ``exclude_self`` the queries are the first candidates, left out."""
     if exclude_self and (n_q > n or n == 0):
-        raise ValueError(f"exclude_self needs the queries to be the first {of} (n_queries <= n, "
-                         f"n >= 1), got {n_q} queries and {n} {of}")
+        raise ValueError(f"queries left out of their own lists must be the first {of} "
+                         f"(n_queries <= n, n >= 1), got {n_q} queries and {n} {of}")
     full = n - 1 if exclude_self else n
     k = full if k is None else check_int("k", k)
     if k > full:
@@ -99,7 +99,6 @@ def exact_topk(
     base,
     k: int,
     *,
-    metric: str = "l2",
     chunk_size: int | None = None,
     exclude_self: bool = False,
     device: str | torch.device = "cpu",
@@ -107,9 +106,8 @@ def exact_topk(
 ):
     r"""Exact top-``k`` neighbours of each query in ``base``, computed in chunks of queries.
 
-    For ``metric="l2"`` the distance is the squared Euclidean distance
-    $\|q\|^2 + \|b\|^2 - 2\,q^\top b$ (clipped at 0), smallest first, as FAISS's
-    ``IndexFlatL2`` reports it; for ``"ip"`` the inner product $q^\top b$, largest first.
+    The distance is the squared Euclidean distance $\|q\|^2 + \|b\|^2 - 2\,q^\top b$
+    (clipped at 0), smallest first, as FAISS's ``IndexFlatL2`` reports it.
     The ranking key is $\|b\|^2 - 2\,q^\top b$ (the distance minus a per-query constant: one
     fused matrix product per block, no difference tensor); ties in the key go to the lower
     base index, so the result equals a stable full sort (``torch.topk`` pre-selects
@@ -126,7 +124,6 @@ def exact_topk(
         converted. Must be finite.
     k : int
         Neighbours per query, ``1 ≤ k ≤ n_base`` (``n_base − 1`` with ``exclude_self``).
-    metric : {"l2", "ip"}, default "l2"
     chunk_size : int, optional
         Queries per block; default ``≈ 2**26 / n_base`` (at most 4096).
     exclude_self : bool, default False
@@ -140,13 +137,12 @@ def exact_topk(
     Returns
     -------
     dist : array (n_queries, k), dtype of the inputs
-        Squared L2 distances (ascending) or inner products (descending).
+        Squared L2 distances (ascending).
     idx : int64 array (n_queries, k)
         Base row indices.
 
     Notebook: 07_evaluation.ipynb
     """
-    check_choice("metric", metric, ("l2", "ip"))
     q = as_float_matrix("queries", queries)
     b = as_float_matrix("base", base)
     if q.shape[1] != b.shape[1]:
@@ -158,59 +154,51 @@ def exact_topk(
     chunk = _default_chunk(n_b) if chunk_size is None else check_int("chunk_size", chunk_size)
     device = torch.device(device)
     bt = as_tensor(b, device)
-    b_sq = (bt * bt).sum(dim=1) if metric == "l2" else None
+    b_sq = (bt * bt).sum(dim=1)
     dist_out = np.empty((n_q, k), dtype=dtype)
     idx_out = np.empty((n_q, k), dtype=np.int64)
     for s in tqdm(range(0, n_q, chunk), desc="exact top-k", unit="chunk", disable=not progress):
         qt = as_tensor(q[s:s + chunk], device)
-        if metric == "ip":
-            key = qt @ bt.T
-        else:
-            # rank by ||b||^2 - 2 q.b: one fused pass (addmm), and ||q||^2, constant along
-            # the row, is added to the k winners only; no (chunk, n_base, d) difference tensor
-            key = torch.addmm(b_sq, qt, bt.T, beta=1.0, alpha=-2.0)
-        idx_out[s:s + chunk] = _stable_topk(key, k, metric == "ip", s if exclude_self else None)
+        # rank by ||b||^2 - 2 q.b: one fused pass (addmm), and ||q||^2, constant along the
+        # row, is added to the k winners only; no (chunk, n_base, d) difference tensor
+        key = torch.addmm(b_sq, qt, bt.T, beta=1.0, alpha=-2.0)
+        idx_out[s:s + chunk] = _stable_topk(key, k, False, s if exclude_self else None)
         val = torch.gather(key, 1, as_tensor(idx_out[s:s + chunk], device))
-        if metric == "l2":
-            # clip the tiny negatives that float cancellation leaves for near-identical vectors
-            val = (val + (qt * qt).sum(dim=1, keepdim=True)).clamp_(min=0.0)
+        # clip the tiny negatives that float cancellation leaves for near-identical vectors
+        val = (val + (qt * qt).sum(dim=1, keepdim=True)).clamp_(min=0.0)
         dist_out[s:s + chunk] = val.cpu().numpy()
     return dist_out, idx_out
 
 
-def rank_by_distance(embeddings, exclude_self: bool = True, k: int | None = None) -> np.ndarray:
-    """Every track's ranked list of the other tracks by increasing Euclidean embedding distance.
+def rank_by_distance(embeddings, k: int | None = None) -> np.ndarray:
+    """Every track's ranked list of the other tracks by increasing Euclidean embedding distance
+    (each track is left out of its own list: the retrieval protocol).
 
     Parameters
     ----------
     embeddings : float array (n, d)
         One embedding per track (e.g. the mean over 8 test patches); for unit-norm embeddings
         the order is that of decreasing cosine similarity.
-    exclude_self : bool, default True
-        Leave each track out of its own list (the retrieval protocol).
     k : int, optional
         Keep only the first ``k`` of each list; default the whole list.
 
     Returns
     -------
-    int64 array (n, k) — or (n, n − 1) with ``exclude_self`` and (n, n) without when ``k``
-    is None — of track indices, nearest first, ties broken by lower index.
+    int64 array (n, k) — or (n, n − 1) when ``k`` is None — of track indices, nearest first,
+    ties broken by lower index.
 
     Notebook: 07_evaluation.ipynb
     """
     x = as_float_matrix("embeddings", embeddings)
-    n = x.shape[0]
-    full = n - 1 if exclude_self else n
-    if k is None and full < 1:   # else exact_topk would blame a k the caller did not pass
-        raise ValueError(f"embeddings needs at least {n - full + 1} row(s) to rank, got shape {x.shape}")
-    k = full if k is None else check_int("k", k)
-    return exact_topk(x, x, k, exclude_self=exclude_self)[1]
+    if k is None and x.shape[0] < 2:   # else exact_topk would blame a k the caller did not pass
+        raise ValueError(f"embeddings needs at least 2 rows to rank, got shape {x.shape}")
+    k = x.shape[0] - 1 if k is None else check_int("k", k)
+    return exact_topk(x, x, k, exclude_self=True)[1]
 
 
-def rank_by_similarity(
-    S, exclude_self: bool = True, k: int | None = None, *, chunk_size: int | None = None
-) -> np.ndarray:
-    """Ranked lists from a similarity matrix: decreasing ``S``, ties broken by lower index.
+def rank_by_similarity(S, k: int | None = None, *, chunk_size: int | None = None) -> np.ndarray:
+    """Ranked lists from a similarity matrix: decreasing ``S``, ties broken by lower index,
+    query ``i`` (column ``i``) left out of row ``i``.
 
     With the oracle ``S`` restricted to the test split this is the ground truth R^S(t);
     with ``S`` applied to predicted tag probabilities it is the AT baseline's ranking.
@@ -218,9 +206,7 @@ def rank_by_similarity(
     Parameters
     ----------
     S : float array (n_queries, n)
-        Similarities, finite (any scale; only the order matters).
-    exclude_self : bool, default True
-        Leave query ``i`` (column ``i``) out of row ``i``; needs ``n_queries ≤ n``.
+        Similarities, finite (any scale; only the order matters); ``n_queries ≤ n``.
     k : int, optional
         Keep the first ``k`` of each list; default the whole list.
     chunk_size : int, optional
@@ -234,13 +220,13 @@ def rank_by_similarity(
     """
     S = as_float_matrix("S", S)
     n_q, n = S.shape
-    k = _list_length(k, n_q, n, exclude_self, "columns of S")
+    k = _list_length(k, n_q, n, True, "columns of S")
     chunk = _default_chunk(n) if chunk_size is None else check_int("chunk_size", chunk_size)
     out = np.empty((n_q, k), dtype=np.int64)
     for s in range(0, n_q, chunk):
         # a copy of the block: the query's own column is written, never the caller's S
         key = torch.from_numpy(S[s:s + chunk].copy())
-        out[s:s + chunk] = _stable_topk(key, k, True, s if exclude_self else None)
+        out[s:s + chunk] = _stable_topk(key, k, True, s)
     return out
 
 
@@ -248,28 +234,27 @@ def rank_by_similarity(
 # approximate search: FAISS
 # ----------------------------------------------------------------------------------------
 class FaissIndex:
-    """A FAISS index with the search parameters and the metric convention of :func:`exact_topk`.
+    """A FAISS index with the search parameters and the distance convention of :func:`exact_topk`.
 
     Build it with :func:`build_faiss_index`. ``search`` returns squared L2 distances
-    (ascending) or inner products (descending), as :func:`exact_topk` does, and ``-1``
-    indices where the index found fewer than ``k`` neighbours.
+    (ascending), as :func:`exact_topk` does, and ``-1`` indices where the index found fewer
+    than ``k`` neighbours.
 
     Attributes
     ----------
     index : faiss.Index
         The underlying FAISS object (``IndexHNSWFlat`` or ``IndexIVFFlat``).
     kind : {"hnsw", "ivf"}
-    metric : {"l2", "ip"}
 
     Notebook: 07_evaluation.ipynb
     """
 
-    def __init__(self, index, kind: str, metric: str):
-        self.index, self.kind, self.metric = index, kind, metric
+    def __init__(self, index, kind: str):
+        self.index, self.kind = index, kind
 
     def __repr__(self) -> str:
-        return (f"FaissIndex(kind={self.kind!r}, metric={self.metric!r}, ntotal={self.ntotal}, "
-                f"dim={self.dim}, params={self.params()})")
+        return (f"FaissIndex(kind={self.kind!r}, ntotal={self.ntotal}, dim={self.dim}, "
+                f"params={self.params()})")
 
     @property
     def ntotal(self) -> int:
@@ -336,7 +321,7 @@ class FaissIndex:
         Returns
         -------
         dist : float32 array (n_queries, k)
-            Squared L2 distances (ascending) or inner products (descending).
+            Squared L2 distances (ascending).
         idx : int64 array (n_queries, k)
             Base rows; ``-1`` where fewer than ``k`` were found.
 
@@ -354,7 +339,6 @@ class FaissIndex:
 def build_faiss_index(
     base,
     kind: str = "hnsw",
-    metric: str = "l2",
     *,
     M: int = 32,
     ef_construction: int = 80,
@@ -381,8 +365,6 @@ def build_faiss_index(
     base : float array (n, d)
         Converted to contiguous float32 (FAISS's type).
     kind : {"hnsw", "ivf"}, default "hnsw"
-    metric : {"l2", "ip"}, default "l2"
-        For L2-normalised embeddings both give the same order.
     M, ef_construction, ef_search : int
         HNSW parameters.
     nlist, nprobe : int
@@ -399,14 +381,12 @@ def build_faiss_index(
     import faiss   # here, not at the top: exact search does without it (faiss-cpu, requirements.txt)
 
     check_choice("kind", kind, ("hnsw", "ivf"))
-    check_choice("metric", metric, ("l2", "ip"))
     base = np.asarray(base)
     if base.ndim != 2 or base.shape[0] == 0:
         raise ValueError(f"base must be a non-empty 2-D array (n, d), got shape {base.shape}")
     n, d = base.shape
-    fmetric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
     if kind == "hnsw":
-        index = faiss.IndexHNSWFlat(d, check_int("M", M, minimum=2), fmetric)
+        index = faiss.IndexHNSWFlat(d, check_int("M", M, minimum=2), faiss.METRIC_L2)
         index.hnsw.efConstruction = check_int("ef_construction", ef_construction)
         index.hnsw.efSearch = check_int("ef_search", ef_search)
     else:
@@ -420,7 +400,7 @@ def build_faiss_index(
         if nlist > n:
             raise ValueError(f"nlist={nlist} exceeds the {n} vectors to index")
         # FAISS's Python constructor keeps a reference to the quantizer the C++ index points to
-        index = faiss.IndexIVFFlat(faiss.IndexFlat(d, fmetric), d, nlist, fmetric)
+        index = faiss.IndexIVFFlat(faiss.IndexFlat(d, faiss.METRIC_L2), d, nlist, faiss.METRIC_L2)
         index.cp.seed = int(seed)
         # k-means trained on a seeded sample of at most 64 rows per cell
         pick = np.sort(np.random.default_rng(seed).choice(n, size=min(n, 64 * nlist), replace=False))
@@ -428,7 +408,7 @@ def build_faiss_index(
         index.nprobe = min(check_int("nprobe", nprobe), nlist)
     for s in tqdm(range(0, n, _ADD_ROWS), desc=f"faiss {kind} add", unit="chunk", disable=not progress):
         index.add(_float32("base", base[s:s + _ADD_ROWS]))
-    return FaissIndex(index, kind, metric)
+    return FaissIndex(index, kind)
 
 
 def recall_at_k(approx_idx, exact_idx, k: int | None = None, *, per_query: bool = False):

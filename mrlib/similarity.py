@@ -43,7 +43,7 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from mrlib.checks import check_indices, check_int, is_int, is_real, rule
+from mrlib.checks import as_float_matrix, check_indices, check_int, is_int, is_real, rule
 from mrlib.paths import repo_root
 
 __all__ = [
@@ -131,12 +131,9 @@ def _tags_and_categories(T, categories, name: str) -> tuple[np.ndarray, np.ndarr
         arr = np.asarray(T.to_numpy() if hasattr(T, "to_numpy") else T, dtype=np.float64)
     except (TypeError, ValueError) as error:
         raise TypeError(f"{name} must be a Catalog or a numeric (N, m) tag matrix: {error}") from None
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D tag matrix (N, m), got shape {arr.shape}")
+    arr = as_float_matrix(name, arr)   # 2-D and finite (float64 stays the same array)
     if arr.shape[1] == 0:
         raise ValueError(f"{name} has no tag columns (shape {arr.shape})")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or inf tag likelihoods")
     lo, hi = (arr.min(), arr.max()) if arr.size else (0.0, 0.0)
     if lo < -1e-6 or hi > 1 + 1e-6:
         raise ValueError(f"{name} must hold likelihoods in [0, 1], found values in [{lo:.4g}, {hi:.4g}]")
@@ -314,14 +311,12 @@ def _check_S(S, name="S") -> np.ndarray:
     return S
 
 
-def _check_matrix(S, exclude_self: bool) -> np.ndarray:
-    """``S`` checked as a 2-D similarity matrix, square when the query is excluded by index."""
+def _check_matrix(S) -> np.ndarray:
+    """``S`` checked as a square similarity matrix (each query leaves itself out by index)."""
     S = _check_S(S)
-    if S.ndim != 2:
-        raise ValueError(f"S must be 2-D, got shape {S.shape}")
-    if exclude_self and S.shape[0] != S.shape[1]:
-        raise ValueError(f"exclude_self needs a square S, got shape {S.shape}")
-    if exclude_self and S.shape[0] == 0:   # its lists would have length -1
+    if S.ndim != 2 or S.shape[0] != S.shape[1]:
+        raise ValueError(f"S must be a square (N, N) matrix, got shape {S.shape}")
+    if S.shape[0] == 0:   # its lists would have length -1
         raise ValueError(f"S is empty (shape {S.shape}): there is no list to rank")
     return S
 
@@ -358,106 +353,89 @@ def ranked_list(S_row, exclude=None) -> np.ndarray:
     return order.astype(np.int64, copy=False)
 
 
-def ranked_lists(S, exclude_self: bool = True, k: int | None = None, dtype=np.int64,
-                 chunk_size: int = 4096) -> np.ndarray:
+def ranked_lists(S, k: int | None = None, chunk_size: int = 4096) -> np.ndarray:
     """Ranked lists of all queries at once (vectorised, deterministic ties).
 
     Parameters
     ----------
-    S : array_like, shape (N, N) — or (N_a, N_b) with ``exclude_self=False``
-        Similarities; row q holds the query q's similarities.
-    exclude_self : bool, default True
-        Drop the query from its own list (S must be square). The query is removed by index, not by
-        value, so a duplicate track with S = 1 stays in the list.
+    S : array_like, shape (N, N)
+        Similarities; row q holds the query q's similarities. The query is dropped from its own
+        list by index, not by value, so a duplicate track with S = 1 stays in the list.
     k : int, optional
         Keep only the first k of each list.
-    dtype : numpy integer dtype, default int64
-        ``np.int32`` halves the memory at paper scale (14,246 × 14,245 × 4 bytes = 0.8 GB).
     chunk_size : int, default 4096
         Rows sorted at a time (bounds the temporary copy).
 
     Returns
     -------
-    numpy.ndarray of ``dtype``, shape (N, N - 1) (or (N_a, N_b)), or (N, k)
+    numpy.ndarray of int64, shape (N, N - 1), or (N, k)
         Row q equals ``ranked_list(S[q], exclude=q)``.
 
     Notebook: 02_similarity.ipynb
     """
-    S = _check_matrix(S, exclude_self)
-    n_a, n_b = S.shape
-    dtype = np.dtype(dtype)
-    if dtype.kind not in "iu" or n_b - 1 > np.iinfo(dtype).max:   # indices 0 … n_b - 1
-        raise ValueError(f"dtype must be an integer type able to hold {n_b - 1}, got {dtype}")
-    width = n_b - 1 if exclude_self else n_b
+    S = _check_matrix(S)
+    n = S.shape[0]
+    width = n - 1
     if k is not None:
         if not is_int(k) or not 1 <= k <= width:
             raise ValueError(f"k must be an integer in [1, {width}], got {k!r}")
         width = int(k)
     chunk_size = check_int("chunk_size", chunk_size, 1)
-    out = np.empty((n_a, width), dtype=dtype)
-    for start in range(0, n_a, chunk_size):
-        stop = min(start + chunk_size, n_a)
-        out[start:stop] = _block_order(S[start:stop], start, exclude_self)[:, :width]
+    out = np.empty((n, width), dtype=np.int64)
+    for start in range(0, n, chunk_size):
+        out[start:start + chunk_size] = _block_order(S[start:start + chunk_size], start)[:, :width]
     return out
 
 
-def _block_order(block: np.ndarray, start: int, exclude_self: bool) -> np.ndarray:
+def _block_order(block: np.ndarray, start: int) -> np.ndarray:
     """Columns of each row of ``block`` (rows ``start …`` of S) by decreasing similarity, ties
-    by lower index, without the query's own column when ``exclude_self``."""
+    by lower index, without the query's own column."""
     order = np.argsort(-block.astype(np.float64), axis=1, kind="stable")
-    if not exclude_self:
-        return order
     # drop the query's own column by index, not by a sentinel value: a -inf key would tie
     # with a +inf similarity of a lower column and leave the query in its own list
     keep = order != (start + np.arange(block.shape[0]))[:, None]
     return order[keep].reshape(block.shape[0], block.shape[1] - 1)
 
 
-def mean_similarity_by_rank(S, exclude_self: bool = True, chunk_size: int = 4096) -> np.ndarray:
+def mean_similarity_by_rank(S, chunk_size: int = 4096) -> np.ndarray:
     """The paper's Fig. 1 (top): mean over queries of S(t, r_i(t)) as a function of rank i.
 
     Parameters
     ----------
     S : array_like, shape (N, N)
-        Oracle similarities (square unless ``exclude_self=False``).
-    exclude_self : bool, default True
-        Leave the query out of its own list (by index).
+        Oracle similarities; each query is left out of its own list (by index).
     chunk_size : int, default 4096
         Rows sorted at a time.
 
     Returns
     -------
-    numpy.ndarray of float64, shape (N - 1,) (or (N_b,))
+    numpy.ndarray of float64, shape (N - 1,)
         Element i-1 is the mean similarity at rank i (non-increasing).
 
     Notebook: 02_similarity.ipynb
     """
-    S = _check_matrix(S, exclude_self)
-    n_a, n_b = S.shape
+    S = _check_matrix(S)
+    n = S.shape[0]
     chunk_size = check_int("chunk_size", chunk_size, 1)
-    total = np.zeros(n_b - 1 if exclude_self else n_b)
-    for start in range(0, n_a, chunk_size):
+    total = np.zeros(n - 1)
+    for start in range(0, n, chunk_size):
         block = S[start:start + chunk_size].astype(np.float64)
         # each row's values in its ranked list's order (equal values are equal: ties do not matter)
-        order = _block_order(block, start, exclude_self)
-        total += np.take_along_axis(block, order, axis=1).sum(axis=0)
-    return total / n_a
+        total += np.take_along_axis(block, _block_order(block, start), axis=1).sum(axis=0)
+    return total / n
 
 
-def rank_profile(S, ranks: Sequence[int] = (1, 5, 15, 50), threshold: float = 0.5,
-                 exclude_self: bool = True) -> dict:
+def rank_profile(S, ranks: Sequence[int] = (1, 5, 15, 50), threshold: float = 0.5) -> dict:
     """Numbers that describe the Fig.-1 curve of S.
 
     Parameters
     ----------
     S : array_like, shape (N, N)
-        Oracle similarities.
+        Oracle similarities; each query is left out of its own list.
     ranks : sequence of int, default (1, 5, 15, 50)
         Ranks (1-based) at which to report the mean similarity.
     threshold : float, default 0.5
         Report the share of list entries (over all queries and ranks) below it.
-    exclude_self : bool, default True
-        Leave the query out of its own list.
 
     Returns
     -------
@@ -467,8 +445,8 @@ def rank_profile(S, ranks: Sequence[int] = (1, 5, 15, 50), threshold: float = 0.
 
     Notebook: 02_similarity.ipynb
     """
-    S = _check_matrix(S, exclude_self)
-    length = S.shape[1] - 1 if exclude_self else S.shape[1]
+    S = _check_matrix(S)
+    length = S.shape[1] - 1
     # the arguments are checked before the sort of every row that the curve costs
     if not np.iterable(ranks):
         raise TypeError(f"ranks must be a sequence of int ranks (1-based), got {ranks!r}")
@@ -482,14 +460,11 @@ def rank_profile(S, ranks: Sequence[int] = (1, 5, 15, 50), threshold: float = 0.
         raise TypeError(f"threshold must be a number, got {threshold!r}")
     if not math.isfinite(threshold):
         raise ValueError(f"threshold must be a finite number, got {threshold!r}")
-    curve = mean_similarity_by_rank(S, exclude_self=exclude_self)
-    n_entries = S.size - (S.shape[0] if exclude_self else 0)
-    below = int((S < threshold).sum())
-    if exclude_self:
-        below -= int((np.diagonal(S) < threshold).sum())
+    curve = mean_similarity_by_rank(S)
+    below = int((S < threshold).sum()) - int((np.diagonal(S) < threshold).sum())
     return {
         "mean_at_rank": {int(r): float(curve[int(r) - 1]) for r in ranks},
-        "share_below": below / n_entries,
+        "share_below": below / (S.size - S.shape[0]),
         "threshold": float(threshold),
         "list_length": len(curve),
     }

@@ -221,28 +221,25 @@ def brute_l2(q, b):
     return ((q[:, None, :] - b[None, :, :]) ** 2).sum(-1)
 
 
-@pytest.mark.parametrize("metric", ["l2", "ip"])
 @pytest.mark.parametrize("chunk_size", [None, 1, 7])
-def test_exact_topk_equals_full_sort(metric, chunk_size):
+def test_exact_topk_equals_full_sort(chunk_size):
     rng = np.random.default_rng(7)
     q, b = rng.standard_normal((37, 16)), rng.standard_normal((400, 16))
-    d, i = ev.exact_topk(q, b, 20, metric=metric, chunk_size=chunk_size)
-    full = brute_l2(q, b) if metric == "l2" else -(q @ b.T)
+    d, i = ev.exact_topk(q, b, 20, chunk_size=chunk_size)
+    full = brute_l2(q, b)
     ref = np.argsort(full, axis=1, kind="stable")[:, :20]
     np.testing.assert_array_equal(i, ref)
-    want = np.take_along_axis(full, ref, 1)
-    np.testing.assert_allclose(d, want if metric == "l2" else -want, atol=1e-10)
+    np.testing.assert_allclose(d, np.take_along_axis(full, ref, 1), atol=1e-10)
     assert i.dtype == np.int64 and d.dtype == np.float64 and d.shape == (37, 20)
 
 
-@pytest.mark.parametrize("metric", ["l2", "ip"])
 @pytest.mark.parametrize("k", [1, 4, 30, 199])
-def test_exact_topk_ties_and_self_exclusion(metric, k):
+def test_exact_topk_ties_and_self_exclusion(k):
     # points on a small integer grid: many exactly equal distances, so the tie rule is tested
     rng = np.random.default_rng(k)
     x = rng.integers(0, 3, size=(200, 3)).astype(np.float32)
-    d, i = ev.exact_topk(x, x, k, metric=metric, exclude_self=True, chunk_size=64)
-    full = brute_l2(x, x) if metric == "l2" else -(x @ x.T)
+    d, i = ev.exact_topk(x, x, k, exclude_self=True, chunk_size=64)
+    full = brute_l2(x, x)
     np.fill_diagonal(full, np.inf)
     np.testing.assert_array_equal(i, np.argsort(full, axis=1, kind="stable")[:, :k])
     assert d.dtype == np.float32
@@ -261,16 +258,16 @@ def test_exact_topk_finds_each_query_first_without_exclusion():
 
 def test_exact_topk_rejects_bad_input():
     x = np.zeros((5, 3))
-    with pytest.raises(ValueError, match=r"^metric must be one of \('l2', 'ip'\), got 'cosine'$"):
-        ev.exact_topk(x, x, 2, metric="cosine")
     with pytest.raises(ValueError, match="k=5 exceeds"):
         ev.exact_topk(x, x, 5, exclude_self=True)
     with pytest.raises(ValueError, match="dimension"):
         ev.exact_topk(np.zeros((2, 4)), x, 2)
     with pytest.raises(ValueError, match="non-finite"):
         ev.exact_topk(np.full((1, 3), np.nan), x, 2)
-    with pytest.raises(ValueError, match="exclude_self needs the queries to be the first base rows"):
+    with pytest.raises(ValueError, match="queries left out of their own lists must be the first base rows"):
         ev.exact_topk(np.zeros((6, 3)), x, 2, exclude_self=True)
+    with pytest.raises(ValueError, match=r"must be the first columns of S \(n_queries <= n, n >= 1\), got 3"):
+        ev.rank_by_similarity(np.zeros((3, 2)))
     with pytest.raises(ValueError, match="MPS has no float64"):   # said before anything reaches MPS
         ev.exact_topk(x, x, 2, device="mps")
 
@@ -283,8 +280,6 @@ def test_rank_by_distance():
     r = ev.rank_by_distance(x)
     assert r.shape == (120, 119)
     np.testing.assert_array_equal(r, np.argsort(full, axis=1, kind="stable")[:, :-1])
-    with_self = ev.rank_by_distance(x, exclude_self=False, k=3)
-    np.testing.assert_array_equal(with_self[:, 0], np.arange(120))
 
 
 def test_rank_by_similarity_ties_and_no_mutation():
@@ -297,8 +292,8 @@ def test_rank_by_similarity_ties_and_no_mutation():
     np.testing.assert_array_equal(r, np.argsort(key, axis=1, kind="stable")[:, :-1])
     np.testing.assert_array_equal(ev.rank_by_similarity(S, k=5, chunk_size=8), r[:, :5])
     np.testing.assert_array_equal(S, S0)  # the caller's matrix is untouched
-    rect = ev.rank_by_similarity(S[:10], exclude_self=False, k=90)
-    np.testing.assert_array_equal(rect, np.argsort(-S[:10], axis=1, kind="stable"))
+    # the queries may be the first rows of the base: their lists are those of the square S
+    np.testing.assert_array_equal(ev.rank_by_similarity(S[:10]), r[:10])
     with pytest.raises(ValueError, match="exceeds"):
         ev.rank_by_similarity(S, k=90)
     with pytest.raises(ValueError, match="non-finite"):
@@ -509,19 +504,19 @@ def test_recall_at_k_hand_cases():
         ev.recall_at_k(approx[:, :2], exact, k=4)
 
 
-@pytest.mark.parametrize("kind,metric", [("hnsw", "l2"), ("ivf", "l2"), ("ivf", "ip")])
-def test_faiss_recall_is_high(kind, metric):
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_faiss_recall_is_high(kind):
     pytest.importorskip("faiss")
     rng = np.random.default_rng(31)
     base, queries = clustered(5000, 32, rng), clustered(200, 32, rng)
-    index = ev.build_faiss_index(base, kind=kind, metric=metric, nlist=64, nprobe=16, seed=0)
+    index = ev.build_faiss_index(base, kind=kind, nlist=64, nprobe=16, seed=0)
     assert index.ntotal == 5000 and index.dim == 32
     d, i = index.search(queries, 20)
     assert d.shape == i.shape == (200, 20) and i.dtype == np.int64
-    ed, ei = ev.exact_topk(queries, base, 20, metric=metric)
+    ed, ei = ev.exact_topk(queries, base, 20)
     r = ev.recall_at_k(i, ei)
     assert r >= 0.95, f"{kind} recall {r:.3f}"
-    # same distance convention as exact_topk: squared L2 / inner product
+    # same distance convention as exact_topk: squared L2
     hit = i[:, 0] == ei[:, 0]
     np.testing.assert_allclose(d[hit, 0], ed[hit, 0], atol=1e-4)
 

@@ -321,15 +321,12 @@ def test_random_patch_offsets_are_uniform():
     assert stats.chisquare(counts).pvalue > 1e-3
 
 
-def test_short_tracks_wrap_or_pad():
+def test_short_tracks_wrap():
     feature = ramp(n_bins=2, T=5)
     wrapped = F.random_patches(feature, 12, 20, np.random.default_rng(2))
     for p in wrapped:
         start = int(p[0, 0])
         np.testing.assert_array_equal(p[0], (start + np.arange(12)) % 5)
-    floor = F.random_patches(feature, 12, 3, np.random.default_rng(2), pad="floor")
-    np.testing.assert_array_equal(floor[0, :, :5], feature)
-    assert np.all(floor[:, :, 5:] == feature.min())
 
 
 def test_test_patches_are_seeded():
@@ -363,3 +360,10 @@ def test_patch_draws_check_tracks_dtype_and_seed_at_the_door():
         F.random_patches(np.full((3, 4), "a"), 2, 3, rng)
     with pytest.raises(ValueError, match="seed must be >= 0"):             # numpy's error named no argument
         F.test_patches(f, 4, seed=-1)
+
+
+def test_coarsen_features_refuses_a_feature_that_is_not_a_finite_matrix():
+    with pytest.raises(ValueError, match=r"feature 1 must be a 2-D float array, got shape \(4,\)"):
+        F.coarsen_features([np.zeros((4, 8)), np.zeros(4)], freq_pool=1, time_pool=1)
+    with pytest.raises(ValueError, match=r"feature 0 has 1 non-finite value\(s\), first at \[0, 2\]"):
+        F.coarsen_features([np.array([[0.0, 1.0, np.inf]])], freq_pool=1, time_pool=1)

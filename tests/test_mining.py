@@ -679,6 +679,14 @@ def test_paper_shares_keep_the_papers_share_of_the_list():
         paper_shares(1)
 
 
+def test_an_empty_set_of_triplets_has_no_ranks_and_is_valid():
+    S = np.random.default_rng(0).random((12, 12))
+    for empty in (np.zeros((0, 3), np.int32), np.zeros((0, 3))):
+        ranks = mm.triplet_ranks(empty, np.arange(12), S=S)
+        assert ranks.shape == (0, 2) and ranks.dtype == np.int64
+    assert all(mm.check_triplets(np.zeros((0, 3), np.int32), np.arange(12), S=S).values())
+
+
 def test_out_of_range_ranked_lists_and_track_indices_are_refused():
     from mrlib import similarity
     rng = np.random.default_rng(0)
