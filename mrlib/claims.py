@@ -288,9 +288,8 @@ def _look(claim: Claim, store: Mapping[str, Any], alpha: float) -> dict:
             "min_seeds": min((t["n_seeds"] for t in run), default=0)}
 
 
-def claims_frame(catalogs: Sequence[str] = CLAIM_CATALOGS, profile: str = "quick",
-                 folder: Path | None = None) -> pd.DataFrame:
-    """Every claim's status per catalog, from the stored files.
+def claims_frame(profile: str = "quick", folder: Path | None = None) -> pd.DataFrame:
+    """Every claim's status per catalog of :data:`CLAIM_CATALOGS`, from the stored files.
 
     Returns
     -------
@@ -301,29 +300,28 @@ def claims_frame(catalogs: Sequence[str] = CLAIM_CATALOGS, profile: str = "quick
     Notebook: 07_evaluation.ipynb
     """
     paths = {(c.experiment, cat): res.store_path(c.experiment, cat, profile, folder)
-             for c in CLAIMS for cat in catalogs}
+             for c in CLAIMS for cat in CLAIM_CATALOGS}
     stores = {key: res.read_store(path) if path.exists() else None for key, path in paths.items()}
     rows = []
     for c in CLAIMS:
         row: dict[str, Any] = {"paper": c.paper, "claim": c.text}
-        for cat in catalogs:
+        for cat in CLAIM_CATALOGS:
             st = claim_status(c, stores[(c.experiment, cat)])
             row.update({cat: st["status"], f"{cat} evidence": st["evidence"]})
         rows.append({**row, "file": f"{c.experiment}_<catalog>_{profile}.json", "note": c.note})
     return pd.DataFrame(rows)
 
 
-def claims_markdown(catalogs: Sequence[str] = CLAIM_CATALOGS, profile: str = "quick",
-                    folder: Path | None = None) -> str:
+def claims_markdown(profile: str = "quick", folder: Path | None = None) -> str:
     """The claims table as Markdown (the README's block and notebook 07's table).
 
     Notebook: 07_evaluation.ipynb
     """
-    df = claims_frame(catalogs, profile, folder)
+    df = claims_frame(profile, folder)
     rows = [[r["paper"], r["claim"] + (f" *({r['note']})*" if r["note"] else ""),
-             *(f"**{r[c]}** — {r[c + ' evidence']}" for c in catalogs), f"`{r['file']}`"]
+             *(f"**{r[c]}** — {r[c + ' evidence']}" for c in CLAIM_CATALOGS), f"`{r['file']}`"]
             for _, r in df.iterrows()]
-    lines = res._markdown_table(["paper", "claim", *catalogs, "file"], rows)
+    lines = res._markdown_table(["paper", "claim", *CLAIM_CATALOGS, "file"], rows)
     lines += ["", f"Profile `{profile}`. A comparison holds when the paired test over the stored "
               "seeds and test units is significant in the claimed direction "
               "after Holm's correction over the claim's comparisons (level 0.05; *at least as good* "

@@ -45,12 +45,11 @@ from mrlib.paths import FolderLock, LockedError, make_folder, repo_root, runs_di
 from mrlib.suite import parse_params, versions
 from mrlib.training_data import check_catalog_name
 # The experiments' rows and data, re-exported: the notebooks and the command line know them here.
-from mrlib.table2 import (AUTOPOOL_ARMS, AUTOPOOL_PATCH_LENS, CATALOG_KWARGS, CATALOG_VARIANTS,  # noqa: F401
-                          TABLE2_BUDGETS, TABLE2_REFERENCE_ROWS, table2_context, table2_rows,
-                          table2_score)
+from mrlib.table2 import (AUTOPOOL_PATCH_LENS, CATALOG_KWARGS, CATALOG_VARIANTS,  # noqa: F401
+                          TABLE2_REFERENCE_ROWS, table2_context, table2_rows, table2_score)
 
 __all__ = ["Experiment", "EXPERIMENTS", "register", "run_experiment", "merge_stores", "experiment_rows",
-           "TABLE2_BUDGETS", "table2_rows", "table2_context", "table2_score", "git_commit", "main"]
+           "table2_rows", "table2_context", "table2_score", "git_commit", "main"]
 
 
 @dataclass(frozen=True)
@@ -273,16 +272,15 @@ def _whole_command(name, catalog, profile, rows, overrides, device) -> str:
     return " && ".join(lines)
 
 
-def _git_commit_file(path: Path, message: str, tries: int = 5) -> bool:
+def _git_commit_file(path: Path, message: str, tries: int = 5) -> None:
     """Commit one file (nothing else staged); a busy index is retried, a failure only warned of."""
     root = path.resolve().parent
     for attempt in range(tries):
         if (_git(root, "add", "--", path.name).returncode == 0
                 and _git(root, "commit", "-q", "-m", message, "--", path.name).returncode == 0):
-            return True
+            return
         time.sleep(2 + 2 * attempt)            # another git process holds .git/index.lock
     print(f"[experiments] warning: could not git-commit {path} (it is written; commit it by hand)")
-    return False
 
 
 def run_experiment(name: str, catalog: str = "synthetic", profile: str = "quick",

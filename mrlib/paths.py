@@ -224,14 +224,9 @@ def read_json_or_empty(path: str | os.PathLike) -> dict:
     return obj if isinstance(obj, dict) else {}
 
 
-def move_aside(folder: str | os.PathLike, names, what: str = "folder") -> Path:
+def move_aside(folder: str | os.PathLike, names, what: str = "folder") -> None:
     """Move ``names`` (files or folders of ``folder``; a trailing ``/`` is allowed) into a new
     ``folder/replaced-<time>/`` and say so on stderr: nothing a user made is deleted.
-
-    Returns
-    -------
-    pathlib.Path
-        The ``replaced-<time>`` folder.
 
     Notebook: 00_overview.ipynb
     """
@@ -243,7 +238,6 @@ def move_aside(folder: str | os.PathLike, names, what: str = "folder") -> Path:
         os.replace(folder / name, keep / name)
     print(f"[{what}] moved the previous files of {folder} ({', '.join(names)}) into {keep}",
           file=sys.stderr, flush=True)
-    return keep
 
 
 @contextmanager
@@ -329,7 +323,7 @@ def _running(pid: int) -> bool:
         return True
 
 
-def write_json_atomic(obj, path: str | os.PathLike, **dumps_kwargs) -> Path:
+def write_json_atomic(obj, path: str | os.PathLike, **dumps_kwargs) -> None:
     """Write JSON to ``path`` through a temporary file (:func:`atomic_path`), flushed to the
     disk before the rename.
 
@@ -339,7 +333,6 @@ def write_json_atomic(obj, path: str | os.PathLike, **dumps_kwargs) -> Path:
         fh.write(json.dumps(obj, **{"indent": 1, **dumps_kwargs}))
         fh.flush()
         os.fsync(fh.fileno())
-    return Path(path)
 
 
 def package_versions(names, missing: str | None = None) -> dict[str, str]:

@@ -44,7 +44,7 @@ __all__ = ["SCHEMA", "results_dir", "store_path", "parameters_key", "new_store",
            "write_store", "seed_entry", "store_groups", "row_summary", "seed_query_test", "compare_rows",
            "summarise_store", "store_at_seeds", "stored_results", "results_frame",
            "results_markdown", "seed_frame", "selected_epochs", "comparisons_frame",
-           "update_readme_block", "readme_block", "replace_readme_block", "StoreError"]
+           "update_readme_block", "replace_readme_block", "StoreError"]
 
 #: Version of the stored file's layout; a reader refuses files of another version.
 SCHEMA = 1
@@ -467,12 +467,11 @@ def selected_epochs(store: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame.from_dict(records, orient="index").sort_index(axis=1).astype("Int64")
 
 
-def comparisons_frame(store: Mapping[str, Any], metric: str | None = None,
-                      reference: str | None = None) -> pd.DataFrame:
-    """A store's paired tests as a table; with ``reference``, every row against that one.
+def comparisons_frame(store: Mapping[str, Any], metric: str, reference: str) -> pd.DataFrame:
+    """A store's paired tests of one metric as a table: every row against ``reference``.
 
-    With ``reference`` each test is oriented as ``row − reference`` (the sign of the difference
-    and of its interval flipped where the stored pair is the other way round).
+    Each test is oriented as ``row − reference`` (the sign of the difference and of its
+    interval flipped where the stored pair is the other way round).
 
     Returns
     -------
@@ -485,10 +484,7 @@ def comparisons_frame(store: Mapping[str, Any], metric: str | None = None,
     df = pd.DataFrame(store.get("comparisons") or [])
     if df.empty:
         return df
-    if metric is not None:
-        df = df[df["metric"] == metric]
-    if reference is None:
-        return df.reset_index(drop=True)
+    df = df[df["metric"] == metric]
     ab, ba = df[df["b"] == reference].copy(), df[df["a"] == reference].copy()
     ba["a"], ba["b"] = ba["b"], reference
     ba["mean_diff"], ba["low"], ba["high"] = -ba["mean_diff"], -ba["high"], -ba["low"]
@@ -600,19 +596,6 @@ def _readme_parts(name: str, readme: Path | None) -> tuple[Path, str, str, str]:
     head, rest = content.split(start, 1)
     block, tail = rest.split(end, 1)
     return readme, head + start, block, end + tail
-
-
-def readme_block(name: str, readme: Path | None = None) -> str:
-    """The README's text between ``<!-- <name>:start -->`` and ``<!-- <name>:end -->``, stripped.
-
-    Raises
-    ------
-    ValueError
-        When the README has no such block.
-
-    Notebook: 07_evaluation.ipynb
-    """
-    return _readme_parts(name, readme)[2].strip()
 
 
 def replace_readme_block(name: str, text: str, readme: Path | None = None) -> Path:

@@ -68,7 +68,7 @@ class RunExistsError(FileExistsError):
     """
 
 
-def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
+def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
     """Write a checkpoint atomically, with a SHA-256 of its payload, keeping the previous one.
 
     The payload (``torch.save`` of ``state``) is written to a temporary of
@@ -83,10 +83,6 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
         Tensors, state dicts and plain Python values (loadable with ``weights_only=True``).
     path : path
         Target file (``.../checkpoint.pt``); the current one becomes ``<stem>.prev.pt``.
-
-    Returns
-    -------
-    pathlib.Path of the written file.
 
     Notebook: 06_training.ipynb
     """
@@ -109,7 +105,6 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
             os.fsync(fd)
         finally:
             os.close(fd)
-    return path
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

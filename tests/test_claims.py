@@ -138,7 +138,7 @@ def test_every_claim_names_stored_rows():
 def test_readme_claims_block_equals_the_stored_files():
     from mrlib.paths import repo_root
 
-    assert res.readme_block("claims:quick") == C.claims_markdown(profile="quick",
+    assert res._readme_parts("claims:quick", None)[2].strip() == C.claims_markdown(profile="quick",
                                                                 folder=repo_root() / "data" / "results")
 
 

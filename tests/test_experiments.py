@@ -17,6 +17,7 @@ from scipy import stats
 
 from mrlib import experiments as X
 from mrlib import results as res
+from mrlib import table2
 from mrlib.evaluate import holm
 
 N_UNITS = 30
@@ -492,6 +493,14 @@ def test_compare_rows_tests_every_pair_with_holm(store):
     assert ab["mean_diff"] == pytest.approx(100 * direct["mean_diff"], abs=1e-3)
     assert ab["p"] == pytest.approx(direct["p"], abs=1e-6)
     assert ab["mean_diff"] < 0 and ab["significant"]                  # B = A + 0.2 + noise
+    # against a reference, each row reads `row − reference`: the stored (B, C) pair is flipped
+    vs_b = res.comparisons_frame(data, "score", "B").set_index("a")
+    assert list(vs_b.index) == ["A", "C"] and list(vs_b["b"]) == ["B", "B"]
+    assert vs_b.loc["A", "mean_diff"] == ab["mean_diff"]
+    bc = score[2]
+    assert (vs_b.loc["C", "mean_diff"], vs_b.loc["C", "low"], vs_b.loc["C", "high"]) == \
+        (-bc["mean_diff"], -bc["high"], -bc["low"])
+    assert vs_b.loc["C", "seeds_a_better"] == bc["n_seeds"] - bc["seeds_a_better"]
 
 
 def test_tables_render_from_the_store(store, tmp_path):
@@ -570,7 +579,7 @@ def test_table2_rows_at_each_profile():
 
 def test_autopool_ablation_rows():
     rows = X.experiment_rows("autopool", "synthetic", "quick")
-    assert len(rows) == len(X.AUTOPOOL_PATCH_LENS) * len(X.AUTOPOOL_ARMS) == 10
+    assert len(rows) == len(X.AUTOPOOL_PATCH_LENS) * len(table2.AUTOPOOL_ARMS) == 10
     assert {r["patch_len"] for r in rows.values()} == {64, 256}
     poolings = {(r["system"], r.get("pooling"), r.get("alpha_lr")) for r in rows.values()}
     assert poolings == {("tl", None, None), ("tl_autopool", "mean", None),
@@ -693,7 +702,7 @@ def test_readme_blocks_equal_the_stored_files():
     stores = res.stored_results(folder=repo_root() / "data" / "results")
     assert "table2_synthetic_quick" in stores
     for stem, store in stores.items():
-        block = res.readme_block(f"results:{stem}")          # raises when the block is missing
+        block = res._readme_parts(f"results:{stem}", None)[2].strip()   # raises when it is missing
         assert block == res.results_markdown(store), f"README block {stem} differs from its stored file"
 
 
