@@ -203,8 +203,7 @@ def _tracks(ann: pd.DataFrame, info: pd.DataFrame, folder: Path, root: Path, fra
     # A clip without an artist becomes its own artist: it can sit in any split without
     # leaking another artist's material.
     artist = np.where(artist == "", "unknown-artist-" + ann.clip_id.astype(str).to_numpy(), artist)
-    duration = (info.get("segmentEnd", pd.Series(np.nan, index=info.index))
-                - info.get("segmentStart", pd.Series(np.nan, index=info.index))).to_numpy(float)
+    duration = (info["segmentEnd"] - info["segmentStart"]).to_numpy(float)
     base, real_folder = root.resolve(), folder.resolve()
     if base.is_relative_to(real_folder):    # paths relative to the folder; absolute outside it
         base = base.relative_to(real_folder)
@@ -217,8 +216,8 @@ def _tracks(ann: pd.DataFrame, info: pd.DataFrame, folder: Path, root: Path, fra
         "split": artist_disjoint_split(group_duplicates(artist, pairs), fractions, seed),
         "path": paths,
         "duration_s": duration,
-        "title": info["title"].fillna("").astype(str).to_numpy() if "title" in info else "",
-        "album": info["album"].fillna("").astype(str).to_numpy() if "album" in info else "",
+        "title": info["title"].fillna("").astype(str).to_numpy(),
+        "album": info["album"].fillna("").astype(str).to_numpy(),
     })
 
 

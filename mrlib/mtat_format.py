@@ -183,7 +183,7 @@ def read_clip_info(path: str | Path) -> pd.DataFrame:
     Parameters
     ----------
     path : str or Path
-        The tab-separated file with the columns :data:`CLIP_INFO_COLUMNS`.
+        The tab-separated file with (at least) the columns :data:`CLIP_INFO_COLUMNS`.
 
     Returns
     -------
@@ -191,13 +191,17 @@ def read_clip_info(path: str | Path) -> pd.DataFrame:
         Those columns; ``clip_id`` int64, ``segmentStart``/``segmentEnd`` float64 seconds
         (NaN where not a number), the rest str.
 
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        Missing file; a missing one of those columns; clip ids that are not integers.
+
     Notebook: 08_triplet_matchnet.ipynb
     """
     path = _require_file(Path(path))
     # as text, like read_annotations
-    df = read_table(path, sep="\t", columns=("clip_id", "artist"))
+    df = read_table(path, sep="\t", columns=CLIP_INFO_COLUMNS)
     df["clip_id"] = _int_column(df, "clip_id", path)
     for col in ("segmentStart", "segmentEnd"):
-        if col in df.columns:
-            df[col] = pd.to_numeric(df[col], errors="coerce").astype(np.float64)
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype(np.float64)
     return df

@@ -204,3 +204,10 @@ def test_a_tag_cell_that_is_not_a_number_is_named_by_line_and_column(tmp_path):
     bad.write_text("clip_id\trock\tmp3_path\n1\t0\ta.mp3\n2\tyes\tb.mp3\n")
     with pytest.raises(ValueError, match=r"line 3, column 'rock': 'yes' is not a number"):
         read_annotations(bad)
+
+
+def test_clip_info_without_a_release_column_is_refused(tmp_path):
+    bad = tmp_path / "clip_info_final.csv"
+    bad.write_text("clip_id\tartist\tmp3_path\n1\tA\ta.mp3\n")
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['track_number', 'title'"):
+        read_clip_info(bad)
