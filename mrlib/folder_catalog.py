@@ -108,18 +108,19 @@ def from_folder(audio_dir: str | Path, tags_csv: str | Path, vocabulary_csv: str
     values = _check_rows(rows, df[tag_cols])
     same_as = _locate_audio(rows, audio_dir, path_column, allow_outside, progress, min_duration_s,
                             duplicates)
-    keep, skipped = rows.kept(), rows.skipped_frame()
+    keep, skipped = np.flatnonzero(rows.ok), _skipped_frame(*zip(*rows.skipped))
+    if keep.size == 0:
+        raise ValueError(f"no usable rows in {tags_csv.name}:\n{format_skipped(skipped)}")
     tracks = _tracks(rows, keep, same_as, fractions, seed, audio_dir)
     if len(skipped):
         warnings.warn(f"from_folder({audio_dir.name}): kept {keep.size} track(s); "
                       + format_skipped(skipped), stacklevel=2)
-    name = audio_dir.name
     config = {"audio_dir": str(audio_dir.resolve()), "tags_csv": str(tags_csv.resolve()),
               "vocabulary_csv": str(vocabulary_csv) if vocabulary_csv else None, "seed": seed,
               "fractions": list(map(float, fractions))}
-    info = {"name": name, "source": "folder", "format": FORMAT_VERSION, "config": config,
+    info = {"name": audio_dir.name, "source": "folder", "format": FORMAT_VERSION, "config": config,
             "n_skipped": len(skipped), "complete": True}
-    return Catalog(name=name, root=audio_dir.resolve(), tracks=tracks,
+    return Catalog(name=audio_dir.name, root=audio_dir.resolve(), tracks=tracks,
                    tags=values[keep].astype(np.float32), vocabulary=vocab, info=info, skipped=skipped)
 
 
@@ -197,17 +198,6 @@ class _Rows:
         listed = set(self.ids)
         self.skipped += [(f.stem, -1, "unknown id: audio file has no row in the tags CSV")
                          for f in sorted(files) if f.stem not in listed]
-
-    def kept(self) -> np.ndarray:
-        """Indices of the usable rows; an error when there is none."""
-        keep = np.flatnonzero(self.ok)
-        if keep.size == 0:
-            raise ValueError(f"no usable rows in {self.csv_name}:\n"
-                             f"{format_skipped(self.skipped_frame())}")
-        return keep
-
-    def skipped_frame(self) -> pd.DataFrame:
-        return _skipped_frame(*zip(*self.skipped))    # (id, line, reason) tuples -> columns
 
 
 def _check_rows(rows: _Rows, tag_text: pd.DataFrame) -> np.ndarray:
