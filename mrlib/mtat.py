@@ -149,9 +149,9 @@ def catalog_frames(
     info = read_clip_info(folder / CLIP_INFO_FILE)
     tag_frame = ann.drop(columns=["clip_id", "mp3_path"])
     keep = np.ones(len(ann), dtype=bool)
-    report = MTATReport(n_clips=int(keep.sum()), audio_root=None)
+    report = MTATReport(n_clips=len(ann), audio_root=None)
     # Unchecked audio need not be found, but paths still point where the clips are if they are.
-    root = _find_audio_root(folder, ann.mp3_path[keep].tolist(), audio_dir, required=check_audio)
+    root = _find_audio_root(folder, ann.mp3_path.tolist(), audio_dir, required=check_audio)
     if check_audio:
         _drop_unusable_audio(ann, keep, root, allow_outside, report)
     ann = ann.loc[keep].reset_index(drop=True)

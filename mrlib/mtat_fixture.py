@@ -26,8 +26,7 @@ class FixtureInfo:
     Attributes
     ----------
     folder : Path
-    files : dict of str -> Path
-        ``annotations``, ``clip_info``, ``comparisons``.
+        Where the three tables are, under their release names, and the clips, under ``mp3/``.
     clip_ids : numpy.ndarray of int64, shape (N,)
         Clip ids in annotation order (not 0 ... N-1: ids and indices must not be confused).
     artists : numpy.ndarray of str, shape (N,)
@@ -38,7 +37,6 @@ class FixtureInfo:
     """
 
     folder: Path
-    files: dict
     clip_ids: np.ndarray
     artists: np.ndarray
     broken: list
@@ -118,24 +116,22 @@ def write_fixture(
     tag_matrix = _fixture_tags(rng, artist_of, n_artists, len(MTAT_TAGS))
     clip_info = _clip_info(rng, clip_ids, artist_of, artist_names, duration_s)
     mp3_paths = clip_info["mp3_path"].tolist()
-    files = {"annotations": folder / ANNOTATIONS_FILE, "clip_info": folder / CLIP_INFO_FILE,
-             "comparisons": folder / COMPARISONS_FILE}
     ann = pd.DataFrame(tag_matrix, columns=MTAT_TAGS)
     ann.insert(0, "clip_id", clip_ids)
     ann["mp3_path"] = mp3_paths
     quoted = {"sep": "\t", "index": False, "quoting": csv.QUOTE_ALL, "lineterminator": "\r\n"}
-    ann.to_csv(files["annotations"], **quoted)
-    clip_info[list(CLIP_INFO_COLUMNS)].to_csv(files["clip_info"], **quoted)
+    ann.to_csv(folder / ANNOTATIONS_FILE, **quoted)
+    clip_info[list(CLIP_INFO_COLUMNS)].to_csv(folder / CLIP_INFO_FILE, **quoted)
     centred = style - 0.5
     unit = centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
     S = 0.5 * (1.0 + unit @ unit.T)                        # cosine mapped to [0, 1]
     votes = simulate_votes(S, n_comparisons, n_players=7, noise=0.05,
                            seed=int(rng.integers(2**31)), clip_ids=clip_ids, paths=mp3_paths)
-    write_comparisons(votes, files["comparisons"])
+    write_comparisons(votes, folder / COMPARISONS_FILE)
     broken = []
     if audio:
         broken = _write_clips(folder / "mp3", mp3_paths, clip_ids, style, n_broken, duration_s, rng)
-    return FixtureInfo(folder=folder, files=files, clip_ids=clip_ids,
+    return FixtureInfo(folder=folder, clip_ids=clip_ids,
                        artists=artist_names[artist_of], broken=broken)
 
 
