@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mrlib.mtat_format import _BY_CATEGORY
 from mrlib.odd_one_out import ID_COLUMNS, comparisons_to_triplets, read_comparisons
 from mrlib.mtat import (
     ANNOTATIONS_FILE,
@@ -34,6 +35,7 @@ def fixture_dir(tmp_path_factory):
 def test_tag_table_covers_the_release():
     assert len(MTAT_TAGS) == 188 and len(set(MTAT_TAGS)) == 188
     assert set(TAG_CATEGORIES) == set(MTAT_TAGS)          # every tag has exactly one category
+    assert sum(len(tags) for _, tags in _BY_CATEGORY) == 188   # none is listed in two
     assert set(TAG_CATEGORIES.values()) <= set(CATEGORIES)
     spot = {"rock": "Genre", "piano": "Recording", "female vocal": "Recording", "sad": "Mood",
             "fast": "Movement", "no beat": "Movement", "english": "Lyrics", "lol": "Other"}
