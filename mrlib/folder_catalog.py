@@ -15,7 +15,7 @@ from mrlib.catalog_format import (AUDIO_EXTENSIONS, FORMAT_VERSION, SPLITS, Cata
                                   _read_vocabulary, _require_columns, _skipped_frame,
                                   _warn_same_audio, artist_disjoint_split, duplicate_audio,
                                   format_skipped, group_duplicates, read_table)
-from mrlib.checks import check_choice
+from mrlib.checks import check_choice, is_real
 
 __all__ = ["from_folder"]
 
@@ -66,8 +66,8 @@ def from_folder(audio_dir: str | Path, tags_csv: str | Path, vocabulary_csv: str
         ``split`` column the split is :func:`artist_disjoint_split` ``(artists, fractions, seed)``.
     fractions, seed
         For the split, when the CSV has none.
-    min_duration_s : float
-        Shorter files are skipped (every file's header is read: duration, readable).
+    min_duration_s : float, default 1.0
+        Shorter files are skipped; 0 keeps every readable file (every file's header is read: duration, readable).
     strict : bool
         Raise ``ValueError`` on the first bad row instead of skipping.
     progress : bool
@@ -100,6 +100,8 @@ def from_folder(audio_dir: str | Path, tags_csv: str | Path, vocabulary_csv: str
     """
     audio_dir, tags_csv = Path(audio_dir).expanduser(), Path(tags_csv).expanduser()
     check_choice("duplicates", duplicates, ("group", "skip", "error"))
+    if not is_real(min_duration_s) or min_duration_s < 0:
+        raise ValueError(f"min_duration_s must be a number of seconds >= 0, got {min_duration_s!r}")
     if not audio_dir.is_dir():
         raise FileNotFoundError(f"audio folder not found: {audio_dir}")
     df, tag_cols, vocab, vocabulary_csv = _read_tables(tags_csv, vocabulary_csv, id_column, path_column,

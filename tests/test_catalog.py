@@ -429,6 +429,9 @@ def test_from_folder_error_messages(folder, tmp_path):
         C.from_folder(audio, tags_csv, duplicates="keep")
     with pytest.raises(FileNotFoundError, match="tags CSV not found"):
         C.from_folder(audio, tmp_path / "none.csv")
+    for bad in (None, -1.0, "1"):          # None had skipped the duration check unasked
+        with pytest.raises(ValueError, match="min_duration_s must be a number of seconds >= 0"):
+            C.from_folder(audio, tags_csv, min_duration_s=bad)
     with pytest.raises(ValueError, match=r"missing column\(s\) \['clip_id'\].*pass id_column"):
         C.from_folder(audio, tags_csv, id_column="clip_id")
     with pytest.raises(ValueError, match=r"missing column\(s\) \['file'\]"):
