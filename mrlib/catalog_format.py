@@ -277,9 +277,10 @@ class Catalog:
 
         ``root`` has no default: the catalog's own root may be a folder of the user's (the audio
         folder of :func:`from_folder`, which may hold the user's own ``tags.csv``), and a save
-        must never overwrite a file it was not told to. Audio files are not copied: relative paths are rewritten against the new root when the
-        files lie below it, and stored absolute otherwise (``catalog.json`` then says
-        ``allow_outside_paths: true``, so that :func:`read` accepts them).
+        must never overwrite a file it was not told to. Audio files are not copied: relative
+        paths are rewritten against the new root when the files lie below it, and stored
+        absolute otherwise (``catalog.json`` then says ``allow_outside_paths: true``, so that
+        :func:`read` accepts them).
 
         Notebook: 00_overview.ipynb
         """

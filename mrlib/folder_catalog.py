@@ -67,7 +67,8 @@ def from_folder(audio_dir: str | Path, tags_csv: str | Path, vocabulary_csv: str
     fractions, seed
         For the split, when the CSV has none.
     min_duration_s : float, default 1.0
-        Shorter files are skipped; 0 keeps every readable file (every file's header is read: duration, readable).
+        Shorter files are skipped; 0 keeps every readable file (every file's header is read:
+        duration, readable).
     strict : bool
         Raise ``ValueError`` on the first bad row instead of skipping.
     progress : bool
