@@ -141,8 +141,8 @@ def _tracks(rows: "_Rows", keep: np.ndarray, same_as: dict[int, int], fractions,
     pairs = [(position[r], position[r0]) for r, r0 in same_as.items()]
     _warn_same_audio(pairs, kept_ids, f"from_folder({audio_dir.name}): {{}} track(s)")
     if "split" in df.columns:
-        split = _given_split(df["split"].iloc[keep].astype(str).to_numpy(), artists, pairs, kept_ids,
-                             rows.csv_name)
+        split = _given_split(df["split"].iloc[keep].astype(str).to_numpy(), artists, pairs,
+                             kept_ids, rows.csv_name)
     else:
         split = artist_disjoint_split(group_duplicates(artists, pairs), fractions, seed)
     root = audio_dir.resolve()
