@@ -241,10 +241,8 @@ def load_catalog(folder: str | Path | None = None, *, verbose: bool = True, **kw
     tracks, tags, vocabulary, report = catalog_frames(folder, **kwargs)
     if verbose and report.ids:
         print(report)
-    info = {"source": "mtat", "folder": str(folder),
-            "audio_root": None if report.audio_root is None else str(report.audio_root),
-            **{k: (list(v) if isinstance(v, tuple) else v if not isinstance(v, Path) else str(v))
-               for k, v in kwargs.items()}}
+    # as given: Catalog.save writes a tuple as a list and a path as text (json)
+    info = {"source": "mtat", "folder": folder, "audio_root": report.audio_root, **kwargs}
     skipped = _skipped_frame([str(i) for i in report.ids], report.rows, report.reasons)
     return Catalog(name="mtat", root=Path(folder), tracks=tracks, tags=tags,
                    vocabulary=vocabulary, info=info, skipped=skipped)
