@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from mrlib import music21_catalog, mtat
-from mrlib.catalog_format import (AUDIO_EXTENSIONS, FORMAT_VERSION, SPLITS, TRACK_COLUMNS, Catalog,  # noqa: F401
+from mrlib.catalog_format import (AUDIO_EXTENSIONS, SPLITS, TRACK_COLUMNS, Catalog,  # noqa: F401
                                   _read_json, artist_disjoint_split, duplicate_audio, format_skipped,
                                   read, read_table)
 from mrlib.folder_catalog import from_folder

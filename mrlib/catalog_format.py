@@ -271,16 +271,20 @@ class Catalog:
         df.insert(0, "track_id", self.tracks["track_id"].to_numpy())
         return df
 
-    def save(self, root: str | Path | None = None) -> Path:
-        """Write the catalog in the on-disk format (each file atomically) and return the folder.
+    def save(self, root: str | Path) -> Path:
+        """Write the catalog in the on-disk format (each file atomically) into the folder
+        ``root`` and return it.
 
-        Audio files are not copied: relative paths are rewritten against the new root when the
-        files lie below it, and stored absolute otherwise (``catalog.json`` then says
-        ``allow_outside_paths: true``, so that :func:`read` accepts them).
+        ``root`` has no default: the catalog's own root may be a folder of the user's (the audio
+        folder of :func:`from_folder`, which may hold the user's own ``tags.csv``), and a save
+        must never overwrite a file it was not told to. Audio files are not copied: relative
+        paths are rewritten against the new root when the files lie below it, and stored
+        absolute otherwise (``catalog.json`` then says ``allow_outside_paths: true``, so that
+        :func:`read` accepts them).
 
         Notebook: 00_overview.ipynb
         """
-        root = Path(root) if root is not None else self.root
+        root = Path(root)
         root.mkdir(parents=True, exist_ok=True)
         real_root = root.resolve()
         paths = [p.relative_to(real_root).as_posix() if p.is_relative_to(real_root) else str(p)

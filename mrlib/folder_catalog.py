@@ -15,7 +15,7 @@ from mrlib.catalog_format import (AUDIO_EXTENSIONS, FORMAT_VERSION, SPLITS, Cata
                                   _read_vocabulary, _require_columns, _skipped_frame,
                                   _warn_same_audio, artist_disjoint_split, duplicate_audio,
                                   format_skipped, group_duplicates, read_table)
-from mrlib.checks import check_choice
+from mrlib.checks import check_choice, is_real
 
 __all__ = ["from_folder"]
 
@@ -41,17 +41,16 @@ def _audio_duration(path: Path) -> tuple[float | None, str | None]:
 
 
 def from_folder(audio_dir: str | Path, tags_csv: str | Path, vocabulary_csv: str | Path | None = None, *,
-                name: str | None = None, id_column: str = "track_id", path_column: str | None = None,
-                artist_column: str = "artist_id", split_column: str = "split",
+                id_column: str = "track_id", path_column: str | None = None,
                 fractions: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0, min_duration_s: float = 1.0,
-                check_audio: bool = True, strict: bool = False, progress: bool = True,
-                allow_outside: bool = False, duplicates: str = "group") -> Catalog:
+                strict: bool = False, progress: bool = True, allow_outside: bool = False,
+                duplicates: str = "group") -> Catalog:
     """Make a catalog from any folder of audio files plus a tags CSV (your own collection).
 
     The CSV has one row per track: an id column, optionally a file column (relative to
     ``audio_dir``; otherwise the file is found by id, ``<id>.<ext>`` anywhere below
-    ``audio_dir``), optionally an artist and a split column, and one numeric column per tag
-    (likelihoods in [0, 1]). Rows that cannot be used are skipped, never silently: each is
+    ``audio_dir``), optionally an ``artist_id`` and a ``split`` column, and one numeric column per
+    tag (likelihoods in [0, 1]). Rows that cannot be used are skipped, never silently: each is
     listed in ``catalog.skipped`` (id, CSV row, reason) and summarised in a warning.
 
     Parameters
@@ -62,17 +61,14 @@ def from_folder(audio_dir: str | Path, tags_csv: str | Path, vocabulary_csv: str
         The tags table (comma-, tab- or semicolon-separated, from its header line).
     vocabulary_csv : path, optional
         ``tag, category`` for the tag columns; default: every tag in category ``"Tag"``.
-    name : str, optional
-        Catalog name (default: the folder name).
-    id_column, path_column, artist_column, split_column : str
-        Column names. Without an artist column each track is its own artist; without a split
-        column the split is :func:`artist_disjoint_split` ``(artists, fractions, seed)``.
+    id_column, path_column : str
+        Column names. Without an ``artist_id`` column each track is its own artist; without a
+        ``split`` column the split is :func:`artist_disjoint_split` ``(artists, fractions, seed)``.
     fractions, seed
         For the split, when the CSV has none.
-    min_duration_s : float
-        Shorter files are skipped.
-    check_audio : bool
-        Read every file's header (duration, readable); off, ``duration_s`` is NaN.
+    min_duration_s : float, default 1.0
+        Shorter files are skipped; 0 keeps every readable file (every file's header is read:
+        duration, readable).
     strict : bool
         Raise ``ValueError`` on the first bad row instead of skipping.
     progress : bool
@@ -90,7 +86,7 @@ def from_folder(audio_dir: str | Path, tags_csv: str | Path, vocabulary_csv: str
     Returns
     -------
     Catalog
-        ``root`` is ``audio_dir``; paths are relative to it.
+        Named after ``audio_dir``, its ``root``; paths are relative to it.
 
     Raises
     ------
@@ -105,45 +101,48 @@ def from_folder(audio_dir: str | Path, tags_csv: str | Path, vocabulary_csv: str
     """
     audio_dir, tags_csv = Path(audio_dir).expanduser(), Path(tags_csv).expanduser()
     check_choice("duplicates", duplicates, ("group", "skip", "error"))
+    if not is_real(min_duration_s) or min_duration_s < 0:
+        raise ValueError(f"min_duration_s must be a number of seconds >= 0, got {min_duration_s!r}")
     if not audio_dir.is_dir():
         raise FileNotFoundError(f"audio folder not found: {audio_dir}")
     df, tag_cols, vocab, vocabulary_csv = _read_tables(tags_csv, vocabulary_csv, id_column, path_column,
-                                                       {artist_column, split_column, "duration_s"})
+                                                       {"artist_id", "split", "duration_s"})
     rows = _Rows(df, df[id_column].astype(str).str.strip(), tags_csv.name, strict)
-    values = _check_rows(rows, df[tag_cols], split_column)
-    same_as = _locate_audio(rows, audio_dir, path_column, allow_outside, progress,
-                            min_duration_s if check_audio else None, duplicates)
-    keep, skipped = rows.kept(), rows.skipped_frame()
-    tracks = _tracks(rows, keep, same_as, artist_column, split_column, fractions, seed, audio_dir)
+    values = _check_rows(rows, df[tag_cols])
+    same_as = _locate_audio(rows, audio_dir, path_column, allow_outside, progress, min_duration_s,
+                            duplicates)
+    keep, skipped = np.flatnonzero(rows.ok), _skipped_frame(*zip(*rows.skipped))
+    if keep.size == 0:
+        raise ValueError(f"no usable rows in {tags_csv.name}:\n{format_skipped(skipped)}")
+    tracks = _tracks(rows, keep, same_as, fractions, seed, audio_dir)
     if len(skipped):
         warnings.warn(f"from_folder({audio_dir.name}): kept {keep.size} track(s); "
                       + format_skipped(skipped), stacklevel=2)
-    name = name or audio_dir.name
     config = {"audio_dir": str(audio_dir.resolve()), "tags_csv": str(tags_csv.resolve()),
               "vocabulary_csv": str(vocabulary_csv) if vocabulary_csv else None, "seed": seed,
               "fractions": list(map(float, fractions))}
-    info = {"name": name, "source": "folder", "format": FORMAT_VERSION, "config": config,
+    info = {"name": audio_dir.name, "source": "folder", "format": FORMAT_VERSION, "config": config,
             "n_skipped": len(skipped), "complete": True}
-    return Catalog(name=name, root=audio_dir.resolve(), tracks=tracks,
+    return Catalog(name=audio_dir.name, root=audio_dir.resolve(), tracks=tracks,
                    tags=values[keep].astype(np.float32), vocabulary=vocab, info=info, skipped=skipped)
 
 
-def _tracks(rows: "_Rows", keep: np.ndarray, same_as: dict[int, int], artist_column: str,
-            split_column: str, fractions, seed: int, audio_dir: Path) -> pd.DataFrame:
+def _tracks(rows: "_Rows", keep: np.ndarray, same_as: dict[int, int], fractions, seed: int,
+            audio_dir: Path) -> pd.DataFrame:
     """The ``tracks`` table of the kept rows: artists (a row without one is its own) and the
     split (the CSV's, else artist-disjoint with every copy of a recording in one split)."""
     df = rows.df
     kept_ids = rows.ids.iloc[keep].to_numpy(dtype=str)
     artists = kept_ids.copy()
-    if artist_column in df.columns:
-        artists = df[artist_column].iloc[keep].astype(str).str.strip().to_numpy()
+    if "artist_id" in df.columns:
+        artists = df["artist_id"].iloc[keep].astype(str).str.strip().to_numpy()
         artists = np.where(artists == "", kept_ids, artists)     # no artist: its own
     position = {int(r): k for k, r in enumerate(keep)}
     pairs = [(position[r], position[r0]) for r, r0 in same_as.items()]
     _warn_same_audio(pairs, kept_ids, f"from_folder({audio_dir.name}): {{}} track(s)")
-    if split_column in df.columns:
-        split = _given_split(df[split_column].iloc[keep].astype(str).to_numpy(), artists, pairs, kept_ids,
-                             rows.csv_name)
+    if "split" in df.columns:
+        split = _given_split(df["split"].iloc[keep].astype(str).to_numpy(), artists, pairs,
+                             kept_ids, rows.csv_name)
     else:
         split = artist_disjoint_split(group_duplicates(artists, pairs), fractions, seed)
     root = audio_dir.resolve()
@@ -203,19 +202,8 @@ class _Rows:
         self.skipped += [(f.stem, -1, "unknown id: audio file has no row in the tags CSV")
                          for f in sorted(files) if f.stem not in listed]
 
-    def kept(self) -> np.ndarray:
-        """Indices of the usable rows; an error when there is none."""
-        keep = np.flatnonzero(self.ok)
-        if keep.size == 0:
-            raise ValueError(f"no usable rows in {self.csv_name}:\n"
-                             f"{format_skipped(self.skipped_frame())}")
-        return keep
 
-    def skipped_frame(self) -> pd.DataFrame:
-        return _skipped_frame(*zip(*self.skipped))    # (id, line, reason) tuples -> columns
-
-
-def _check_rows(rows: _Rows, tag_text: pd.DataFrame, split_column: str) -> np.ndarray:
+def _check_rows(rows: _Rows, tag_text: pd.DataFrame) -> np.ndarray:
     """Row checks (ids, duplicates, tag values, split values); returns the tag values (R, m)."""
     tag_cols = np.array(tag_text.columns)
     text = tag_text.apply(lambda col: col.str.strip())
@@ -223,7 +211,7 @@ def _check_rows(rows: _Rows, tag_text: pd.DataFrame, split_column: str) -> np.nd
     missing = text.apply(lambda col: col.str.lower().isin(["", "nan", "na", "n/a", "null"]))
     missing = missing.to_numpy()
     bad, outside = np.isnan(values), (values < 0) | (values > 1)
-    split = rows.df[split_column] if split_column in rows.df.columns else None
+    split = rows.df["split"] if "split" in rows.df.columns else None
     first_row: dict[str, int] = {}
     for r, tid in enumerate(rows.ids):
         if tid == "":
@@ -243,10 +231,10 @@ def _check_rows(rows: _Rows, tag_text: pd.DataFrame, split_column: str) -> np.nd
 
 
 def _locate_audio(rows: _Rows, audio_dir: Path, path_column: str | None, allow_outside: bool,
-                  progress: bool, min_duration_s: float | None, duplicates: str) -> dict[int, int]:
+                  progress: bool, min_duration_s: float, duplicates: str) -> dict[int, int]:
     """Each usable row's file (by the path column, else by id among the audio files below
-    ``audio_dir``, which notes the files no row names) and, unless ``min_duration_s`` is None,
-    its duration from the file header; returns :func:`_duplicate_rows`."""
+    ``audio_dir``, which notes the files no row names) and its duration from the file header;
+    returns :func:`_duplicate_rows`."""
     files = [p for p in audio_dir.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()]
     by_stem: dict[str, list[Path]] = {}
     for p in files:
@@ -262,7 +250,7 @@ def _locate_audio(rows: _Rows, audio_dir: Path, path_column: str | None, allow_o
         if problem is None and not allow_outside and not p.resolve().is_relative_to(real_dir):
             problem = (f"outside the audio folder: {os.path.relpath(p, audio_dir)} leads to "
                        f"{p.resolve()} (pass allow_outside=True to allow)")
-        if problem is None and min_duration_s is not None:
+        if problem is None:
             dur, problem = _audio_duration(p)
             if problem is None and dur < min_duration_s:
                 problem = f"too short ({dur:.2f} s < {min_duration_s} s)"

@@ -28,17 +28,15 @@ import pandas as pd
 
 from mrlib.catalog_format import (Catalog, _skipped_frame, _warn_same_audio, artist_disjoint_split,
                                   duplicate_audio, group_duplicates)
-from mrlib.checks import check_choice, is_int
-from mrlib.odd_one_out import ID_COLUMNS, read_comparisons
 from mrlib.mtat_fixture import FixtureInfo, write_fixture
 from mrlib.mtat_format import (ANNOTATIONS_FILE, CATEGORIES, CLIP_INFO_COLUMNS, CLIP_INFO_FILE,
-                               COMPARISONS_FILE, MTAT_TAGS, SYNONYMS, TAG_CATEGORIES, _require_file,
-                               read_annotations, read_clip_info, tag_category)
+                               COMPARISONS_FILE, MTAT_TAGS, TAG_CATEGORIES, read_annotations,
+                               read_clip_info, tag_category)
 from mrlib.paths import data_dir
 
 __all__ = [
     "ANNOTATIONS_FILE", "CLIP_INFO_FILE", "COMPARISONS_FILE", "CLIP_INFO_COLUMNS", "MTAT_TAGS",
-    "TAG_CATEGORIES", "CATEGORIES", "SYNONYMS", "MTATReport", "FixtureInfo", "tag_category",
+    "TAG_CATEGORIES", "CATEGORIES", "MTATReport", "FixtureInfo", "tag_category",
     "read_annotations", "read_clip_info", "catalog_frames", "load_catalog", "write_fixture"
 ]
 
@@ -53,7 +51,7 @@ class MTATReport:
     Attributes
     ----------
     n_clips : int
-        Clips in the annotations (after ``subset``).
+        Clips in the annotations.
     audio_root : Path or None
         Folder the mp3 paths are relative to (None when audio was not checked).
     ids : list of int
@@ -100,9 +98,6 @@ def catalog_frames(
     folder: str | Path | None = None,
     *,
     audio_dir: str | Path | None = None,
-    subset: str = "all",
-    merge_synonyms: bool = False,
-    top_k: int | None = None,
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
     seed: int = 0,
     check_audio: bool = True,
@@ -117,14 +112,6 @@ def catalog_frames(
     audio_dir : str or Path, optional
         Folder the ``mp3_path`` entries are relative to; default: the first of ``folder``,
         ``folder/mp3``, ``folder/audio`` where the clips are found.
-    subset : {"all", "compared"}, default "all"
-        ``"compared"`` keeps only the clips that appear in ``comparisons_final.csv`` (about a
-        thousand: what the 2017 protocol needs, without featurising all 25,863 clips).
-    merge_synonyms : bool, default False
-        Merge the tag groups in :data:`SYNONYMS` (max over members).
-    top_k : int, optional
-        Keep the ``top_k`` most frequent tags (after merging; counted over all annotated clips,
-        ties broken by file order), e.g. 50 as in most MTAT tagging work.
     fractions : (float, float, float), default (0.6, 0.2, 0.2)
         Shares of clips for the artist-disjoint train/val/test split
         (:func:`mrlib.catalog.artist_disjoint_split`, the suite's one split rule).
@@ -157,42 +144,22 @@ def catalog_frames(
     Notebook: 08_triplet_matchnet.ipynb
     """
     folder = Path(data_dir() / "mtat" if folder is None else folder)
-    check_choice("subset", subset, ("all", "compared"))
-    if top_k is not None and (not is_int(top_k) or top_k < 1):
-        raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
     # a missing folder is named by read_annotations, with what it must hold
     ann = read_annotations(folder / ANNOTATIONS_FILE)
     info = read_clip_info(folder / CLIP_INFO_FILE)
-    tag_frame = _tag_frame(ann.drop(columns=["clip_id", "mp3_path"]), merge_synonyms, top_k)
+    tag_frame = ann.drop(columns=["clip_id", "mp3_path"])
     keep = np.ones(len(ann), dtype=bool)
-    if subset == "compared":
-        comp = read_comparisons(_require_file(folder / COMPARISONS_FILE))
-        keep &= ann.clip_id.isin(np.unique(comp[list(ID_COLUMNS)].to_numpy())).to_numpy()
-    report = MTATReport(n_clips=int(keep.sum()), audio_root=None)
+    report = MTATReport(n_clips=len(ann), audio_root=None)
     # Unchecked audio need not be found, but paths still point where the clips are if they are.
-    root = _find_audio_root(folder, ann.mp3_path[keep].tolist(), audio_dir, required=check_audio)
+    root = _find_audio_root(folder, ann.mp3_path.tolist(), audio_dir, required=check_audio)
     if check_audio:
         _drop_unusable_audio(ann, keep, root, allow_outside, report)
     ann = ann.loc[keep].reset_index(drop=True)
     if len(ann) == 0:
-        raise ValueError(f"no MTAT clip left in {folder} (subset={subset!r}); {report}")
+        raise ValueError(f"no MTAT clip left in {folder}; {report}")
     tracks = _tracks(ann, info, folder, root, fractions, seed, check_audio)
     vocabulary = pd.DataFrame({"tag": list(tag_frame.columns), "category": list(map(tag_category, tag_frame.columns))})
     return tracks, tag_frame.loc[keep].to_numpy(np.float32), vocabulary, report
-
-
-def _tag_frame(tag_frame: pd.DataFrame, merge_synonyms: bool, top_k: int | None) -> pd.DataFrame:
-    """The tag columns, synonyms merged and cut to the ``top_k`` most frequent if asked."""
-    if merge_synonyms:
-        for group in SYNONYMS:
-            present = [t for t in group if t in tag_frame.columns]
-            if len(present) > 1:    # merged into the first column: the max over the group
-                merged = tag_frame[present].max(axis=1)
-                tag_frame = tag_frame.drop(columns=present[1:]).assign(**{present[0]: merged})
-    if top_k is not None:     # ties: the first in file order; the kept columns stay in it
-        top = tag_frame.sum(axis=0).nlargest(top_k, keep="first").index
-        tag_frame = tag_frame.loc[:, tag_frame.columns.isin(top)]
-    return tag_frame
 
 
 def _drop_unusable_audio(ann: pd.DataFrame, keep: np.ndarray, root: Path, allow_outside: bool,
@@ -226,8 +193,7 @@ def _tracks(ann: pd.DataFrame, info: pd.DataFrame, folder: Path, root: Path, fra
     # A clip without an artist becomes its own artist: it can sit in any split without
     # leaking another artist's material.
     artist = np.where(artist == "", "unknown-artist-" + ann.clip_id.astype(str).to_numpy(), artist)
-    duration = (info.get("segmentEnd", pd.Series(np.nan, index=info.index))
-                - info.get("segmentStart", pd.Series(np.nan, index=info.index))).to_numpy(float)
+    duration = (info["segmentEnd"] - info["segmentStart"]).to_numpy(float)
     base, real_folder = root.resolve(), folder.resolve()
     if base.is_relative_to(real_folder):    # paths relative to the folder; absolute outside it
         base = base.relative_to(real_folder)
@@ -240,8 +206,8 @@ def _tracks(ann: pd.DataFrame, info: pd.DataFrame, folder: Path, root: Path, fra
         "split": artist_disjoint_split(group_duplicates(artist, pairs), fractions, seed),
         "path": paths,
         "duration_s": duration,
-        "title": info["title"].fillna("").astype(str).to_numpy() if "title" in info else "",
-        "album": info["album"].fillna("").astype(str).to_numpy() if "album" in info else "",
+        "title": info["title"].fillna("").astype(str).to_numpy(),
+        "album": info["album"].fillna("").astype(str).to_numpy(),
     })
 
 
@@ -258,8 +224,8 @@ def load_catalog(folder: str | Path | None = None, *, verbose: bool = True, **kw
     verbose : bool, default True
         Print the report of skipped clips when there are any.
     **kwargs
-        Passed to :func:`catalog_frames`: ``audio_dir``, ``subset``, ``merge_synonyms``,
-        ``top_k``, ``fractions``, ``seed``, ``check_audio``.
+        Passed to :func:`catalog_frames`: ``audio_dir``, ``fractions``, ``seed``,
+        ``check_audio``, ``allow_outside``.
 
     Returns
     -------
@@ -275,10 +241,8 @@ def load_catalog(folder: str | Path | None = None, *, verbose: bool = True, **kw
     tracks, tags, vocabulary, report = catalog_frames(folder, **kwargs)
     if verbose and report.ids:
         print(report)
-    info = {"source": "mtat", "folder": str(folder),
-            "audio_root": None if report.audio_root is None else str(report.audio_root),
-            **{k: (list(v) if isinstance(v, tuple) else v if not isinstance(v, Path) else str(v))
-               for k, v in kwargs.items()}}
+    # as given: Catalog.save writes a tuple as a list and a path as text (json)
+    info = {"source": "mtat", "folder": folder, "audio_root": report.audio_root, **kwargs}
     skipped = _skipped_frame([str(i) for i in report.ids], report.rows, report.reasons)
     return Catalog(name="mtat", root=Path(folder), tracks=tracks, tags=tags,
                    vocabulary=vocabulary, info=info, skipped=skipped)

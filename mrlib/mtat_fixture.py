@@ -5,7 +5,6 @@ import csv
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -17,6 +16,8 @@ from mrlib.mtat_format import ANNOTATIONS_FILE, CLIP_INFO_COLUMNS, CLIP_INFO_FIL
 
 __all__ = ["FixtureInfo", "write_fixture"]
 
+_SR = 16000    # the sample rate of the clips, as the release's
+
 
 @dataclass
 class FixtureInfo:
@@ -25,15 +26,10 @@ class FixtureInfo:
     Attributes
     ----------
     folder : Path
-    files : dict of str -> Path
-        ``annotations``, ``clip_info``, ``comparisons``.
+        Where the three tables are, under their release names, and the clips, under ``mp3/``.
     clip_ids : numpy.ndarray of int64, shape (N,)
         Clip ids in annotation order (not 0 ... N-1: ids and indices must not be confused).
     artists : numpy.ndarray of str, shape (N,)
-    S : numpy.ndarray of float64, shape (N, N)
-        The similarity the simulated players voted by (cosine of the clips' latent style).
-    style : numpy.ndarray of float64, shape (N, 3)
-        Latent (pitch, brightness, noisiness) of each clip, in [0, 1]: what the audio encodes.
     broken : list of int
         Clip ids written as empty (0-byte) mp3 files.
 
@@ -41,11 +37,8 @@ class FixtureInfo:
     """
 
     folder: Path
-    files: dict
     clip_ids: np.ndarray
     artists: np.ndarray
-    S: np.ndarray
-    style: np.ndarray
     broken: list
 
 
@@ -77,22 +70,19 @@ def write_fixture(
     n_artists: int = 6,
     n_comparisons: int = 20,
     *,
-    tags: Sequence[str] = MTAT_TAGS,
-    sr: int = 16000,
     duration_s: float = 2.0,
-    n_players: int = 7,
-    noise: float = 0.05,
     n_broken: int = 0,
     audio: bool = True,
     seed: int = 0,
 ) -> FixtureInfo:
-    """Write a small MagnaTagATune-format folder: the three tables and tiny generated mp3 clips.
+    """Write a small MagnaTagATune-format folder: the three tables (all 188 tag columns: the
+    exact release format) and tiny generated mp3 clips (16 kHz mono, as the release's).
 
     Each artist has a latent style (pitch, brightness, noisiness); its clips vary around it.
     The audio renders the style, the tags are drawn from it (each artist favours a few tags),
     and ``comparisons_final.csv`` holds votes of simulated players
-    (:func:`mrlib.odd_one_out.simulate_votes`) by the cosine similarity of the styles, so the
-    votes are audible and a handcrafted-feature baseline can learn them.
+    (:func:`mrlib.odd_one_out.simulate_votes`: 7 players, noise 0.05) by the cosine similarity of
+    the styles, so the votes are audible and a handcrafted-feature baseline can learn them.
 
     Parameters
     ----------
@@ -103,15 +93,8 @@ def write_fixture(
         1 <= n_artists <= n_clips.
     n_comparisons : int, default 20
         Rows of ``comparisons_final.csv`` (distinct clip triples).
-    tags : sequence of str, default :data:`MTAT_TAGS`
-        Tag columns to write (all 188 by default: the exact release format).
-    sr : int, default 16000
-        Sample rate of the clips (the release's clips are 16 kHz mono mp3).
     duration_s : float, default 2.0
         Clip length in seconds (the release's are about 29 s).
-    n_players : int, default 7
-    noise : float, default 0.05
-        Vote noise, see :func:`mrlib.odd_one_out.simulate_votes`.
     n_broken : int, default 0
         The last ``n_broken`` clips get empty (0-byte) mp3 files, as three clips of the release
         have, to exercise skip reports.
@@ -125,33 +108,31 @@ def write_fixture(
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    tags = _check_fixture_args(n_clips, n_artists, n_comparisons, sr, n_players, n_broken, duration_s, tags)
+    _check_fixture_args(n_clips, n_artists, n_comparisons, n_broken, duration_s)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     clip_ids, artist_of, artist_names, style = _fixture_clips(rng, n_clips, n_artists)
-    tag_matrix = _fixture_tags(rng, artist_of, n_artists, len(tags))
+    tag_matrix = _fixture_tags(rng, artist_of, n_artists, len(MTAT_TAGS))
     clip_info = _clip_info(rng, clip_ids, artist_of, artist_names, duration_s)
     mp3_paths = clip_info["mp3_path"].tolist()
-    files = {"annotations": folder / ANNOTATIONS_FILE, "clip_info": folder / CLIP_INFO_FILE,
-             "comparisons": folder / COMPARISONS_FILE}
-    ann = pd.DataFrame(tag_matrix, columns=tags)
+    ann = pd.DataFrame(tag_matrix, columns=MTAT_TAGS)
     ann.insert(0, "clip_id", clip_ids)
     ann["mp3_path"] = mp3_paths
     quoted = {"sep": "\t", "index": False, "quoting": csv.QUOTE_ALL, "lineterminator": "\r\n"}
-    ann.to_csv(files["annotations"], **quoted)
-    clip_info[list(CLIP_INFO_COLUMNS)].to_csv(files["clip_info"], **quoted)
+    ann.to_csv(folder / ANNOTATIONS_FILE, **quoted)
+    clip_info[list(CLIP_INFO_COLUMNS)].to_csv(folder / CLIP_INFO_FILE, **quoted)
     centred = style - 0.5
     unit = centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
     S = 0.5 * (1.0 + unit @ unit.T)                        # cosine mapped to [0, 1]
-    votes = simulate_votes(S, n_comparisons, n_players=n_players, noise=noise,
+    votes = simulate_votes(S, n_comparisons, n_players=7, noise=0.05,
                            seed=int(rng.integers(2**31)), clip_ids=clip_ids, paths=mp3_paths)
-    write_comparisons(votes, files["comparisons"])
+    write_comparisons(votes, folder / COMPARISONS_FILE)
     broken = []
     if audio:
-        broken = _write_clips(folder / "mp3", mp3_paths, clip_ids, style, n_broken, sr, duration_s, rng)
-    return FixtureInfo(folder=folder, files=files, clip_ids=clip_ids,
-                       artists=artist_names[artist_of], S=S, style=style, broken=broken)
+        broken = _write_clips(folder / "mp3", mp3_paths, clip_ids, style, n_broken, duration_s, rng)
+    return FixtureInfo(folder=folder, clip_ids=clip_ids,
+                       artists=artist_names[artist_of], broken=broken)
 
 
 def _fixture_clips(rng: np.random.Generator, n_clips: int, n_artists: int):
@@ -168,21 +149,15 @@ def _fixture_clips(rng: np.random.Generator, n_clips: int, n_artists: int):
     return clip_ids, artist_of, artist_names, style
 
 
-def _check_fixture_args(n_clips, n_artists, n_comparisons, sr, n_players, n_broken, duration_s,
-                        tags) -> list[str]:
-    """Checked arguments of :func:`write_fixture`; returns the tag names as str."""
+def _check_fixture_args(n_clips, n_artists, n_comparisons, n_broken, duration_s) -> None:
+    """Refuse a bad argument of :func:`write_fixture` before anything is written."""
     for name, value, low in (("n_clips", n_clips, 3), ("n_artists", n_artists, 1),
-                             ("n_comparisons", n_comparisons, 1), ("sr", sr, 1000),
-                             ("n_players", n_players, 1), ("n_broken", n_broken, 0)):
+                             ("n_comparisons", n_comparisons, 1), ("n_broken", n_broken, 0)):
         check_int(name, value, low)
     if n_artists > n_clips or n_broken > n_clips:
         raise ValueError(f"n_artists={n_artists} and n_broken={n_broken} must not exceed "
                          f"n_clips={n_clips}")
     check_positive("duration_s", duration_s)
-    tags = [str(t) for t in tags]
-    if not tags or len(set(tags)) != len(tags) or {"clip_id", "mp3_path"} & set(tags):
-        raise ValueError("tags must be distinct names other than clip_id and mp3_path")
-    return tags
 
 
 def _fixture_tags(rng: np.random.Generator, artist_of: np.ndarray, n_artists: int, n_tags: int) -> np.ndarray:
@@ -190,7 +165,7 @@ def _fixture_tags(rng: np.random.Generator, artist_of: np.ndarray, n_artists: in
     0.8), anything else is a rare false positive (probability 0.02), like noisy crowd-sourced
     annotations."""
     n_clips = len(artist_of)
-    favoured = np.stack([rng.choice(n_tags, size=min(3, n_tags), replace=False)
+    favoured = np.stack([rng.choice(n_tags, size=3, replace=False)
                          for _ in range(n_artists)])
     p = np.full((n_clips, n_tags), 0.02)
     p[np.arange(n_clips)[:, None], favoured[artist_of]] = 0.8
@@ -219,15 +194,15 @@ def _clip_info(rng: np.random.Generator, clip_ids: np.ndarray, artist_of: np.nda
 
 
 def _write_clips(audio_root: Path, mp3_paths: list[str], clip_ids: np.ndarray, style: np.ndarray,
-                 n_broken: int, sr: int, duration_s: float, rng: np.random.Generator) -> list[int]:
+                 n_broken: int, duration_s: float, rng: np.random.Generator) -> list[int]:
     """Write the mp3 clips (the last ``n_broken`` empty); returns the ids of the empty ones."""
     n_sound = len(mp3_paths) - n_broken
     for i, rel in enumerate(mp3_paths):
         path = audio_root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         if i < n_sound:
-            y = _fixture_audio(style[i], sr, duration_s, rng)
-            sf.write(path, y, sr, format="MP3", subtype="MPEG_LAYER_III")
+            y = _fixture_audio(style[i], _SR, duration_s, rng)
+            sf.write(path, y, _SR, format="MP3", subtype="MPEG_LAYER_III")
         else:
             path.write_bytes(b"")
     return [int(c) for c in clip_ids[n_sound:]]

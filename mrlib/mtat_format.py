@@ -10,7 +10,7 @@ import pandas as pd
 from mrlib.catalog_format import _no_duplicates, _numeric, read_table
 
 __all__ = ["ANNOTATIONS_FILE", "CLIP_INFO_FILE", "COMPARISONS_FILE", "CLIP_INFO_COLUMNS", "MTAT_TAGS",
-           "TAG_CATEGORIES", "CATEGORIES", "SYNONYMS", "tag_category", "read_annotations", "read_clip_info"]
+           "TAG_CATEGORIES", "CATEGORIES", "tag_category", "read_annotations", "read_clip_info"]
 
 ANNOTATIONS_FILE = "annotations_final.csv"
 CLIP_INFO_FILE = "clip_info_final.csv"
@@ -92,41 +92,6 @@ _OTHER = ("lol", "different", "modern", "old")
 _BY_CATEGORY = (("Genre", _GENRE), ("Recording", _RECORDING), ("Mood", _MOOD),
                 ("Movement", _MOVEMENT), ("Lyrics", _LYRICS), ("Other", _OTHER))
 TAG_CATEGORIES: dict[str, str] = {t: cat for cat, tags in _BY_CATEGORY for t in tags}
-if len(TAG_CATEGORIES) < sum(len(tags) for _, tags in _BY_CATEGORY):   # guards the table above
-    raise RuntimeError("a tag is listed in two categories of TAG_CATEGORIES")
-
-#: Groups of MTAT tags that name the same thing; with ``merge_synonyms=True`` each group
-#: becomes one tag named after its first member, present if any member is.
-SYNONYMS: tuple[tuple[str, ...], ...] = (
-    ("classical", "clasical", "classic"),
-    ("harpsichord", "harpsicord"),
-    ("beat", "beats"),
-    ("drums", "drum"),
-    ("guitar", "guitars"),
-    ("violin", "violins", "fiddle"),
-    ("strings", "string"),
-    ("flute", "flutes"),
-    ("horns", "horn"),
-    ("synth", "synthesizer"),
-    ("choir", "choral", "chorus"),
-    ("chant", "chanting"),
-    ("opera", "operatic"),
-    ("orchestra", "orchestral"),
-    ("india", "indian"),
-    ("jazz", "jazzy"),
-    ("electronic", "electronica", "electro"),
-    ("weird", "strange"),
-    ("space", "spacey"),
-    ("fast", "quick"),
-    ("vocal", "vocals", "voice", "voices", "singing", "singer"),
-    ("female vocal", "female vocals", "female voice", "female singer", "female singing",
-     "female", "woman", "woman singing", "women", "girl"),
-    ("male vocal", "male vocals", "male voice", "male singer", "man singing", "male", "man",
-     "men"),
-    ("no vocal", "no vocals", "no voice", "no voices", "no singing", "no singer",
-     "instrumental"),
-    ("no beat", "no drums"),
-)
 
 
 def tag_category(tag: str) -> str:
@@ -216,7 +181,7 @@ def read_clip_info(path: str | Path) -> pd.DataFrame:
     Parameters
     ----------
     path : str or Path
-        The tab-separated file with the columns :data:`CLIP_INFO_COLUMNS`.
+        The tab-separated file with (at least) the columns :data:`CLIP_INFO_COLUMNS`.
 
     Returns
     -------
@@ -224,13 +189,17 @@ def read_clip_info(path: str | Path) -> pd.DataFrame:
         Those columns; ``clip_id`` int64, ``segmentStart``/``segmentEnd`` float64 seconds
         (NaN where not a number), the rest str.
 
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        Missing file; a missing one of those columns; clip ids that are not integers.
+
     Notebook: 08_triplet_matchnet.ipynb
     """
     path = _require_file(Path(path))
     # as text, like read_annotations
-    df = read_table(path, sep="\t", columns=("clip_id", "artist"))
+    df = read_table(path, sep="\t", columns=CLIP_INFO_COLUMNS)
     df["clip_id"] = _int_column(df, "clip_id", path)
     for col in ("segmentStart", "segmentEnd"):
-        if col in df.columns:
-            df[col] = pd.to_numeric(df[col], errors="coerce").astype(np.float64)
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype(np.float64)
     return df

@@ -405,6 +405,20 @@ def test_from_folder_round_trips_through_save(folder, tmp_path):
     assert list(back.track_ids[:3]) == ["NA", "null", "nan"] and back.tracks["duration_s"].isna().all()
 
 
+def test_save_needs_a_folder_so_the_users_own_files_stay(tmp_path):
+    audio = tmp_path / "music"
+    audio.mkdir()
+    sf.write(audio / "a.wav", np.zeros(16000, np.float32), 8000)
+    mine = "track_id,rock\na,0.5\nb,0.25\n"                # the user's tags, beside the audio
+    (audio / "tags.csv").write_text(mine)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                    # b has no audio: skipped
+        cat = C.from_folder(audio, audio / "tags.csv", progress=False)
+    with pytest.raises(TypeError, match="root"):
+        cat.save()                                         # had written into the audio folder
+    assert (audio / "tags.csv").read_text() == mine and not (audio / "tracks.csv").exists()
+
+
 def test_read_names_the_file_of_a_missing_column(folder, tmp_path):
     audio, tags_csv, vocab_csv = folder
     with warnings.catch_warnings():
@@ -429,6 +443,9 @@ def test_from_folder_error_messages(folder, tmp_path):
         C.from_folder(audio, tags_csv, duplicates="keep")
     with pytest.raises(FileNotFoundError, match="tags CSV not found"):
         C.from_folder(audio, tmp_path / "none.csv")
+    for bad in (None, -1.0, "1"):          # None had skipped the duration check unasked
+        with pytest.raises(ValueError, match="min_duration_s must be a number of seconds >= 0"):
+            C.from_folder(audio, tags_csv, min_duration_s=bad)
     with pytest.raises(ValueError, match=r"missing column\(s\) \['clip_id'\].*pass id_column"):
         C.from_folder(audio, tags_csv, id_column="clip_id")
     with pytest.raises(ValueError, match=r"missing column\(s\) \['file'\]"):

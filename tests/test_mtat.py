@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mrlib.mtat_format import _BY_CATEGORY
 from mrlib.odd_one_out import ID_COLUMNS, comparisons_to_triplets, read_comparisons
 from mrlib.mtat import (
     ANNOTATIONS_FILE,
@@ -14,7 +15,6 @@ from mrlib.mtat import (
     CLIP_INFO_FILE,
     COMPARISONS_FILE,
     MTAT_TAGS,
-    SYNONYMS,
     TAG_CATEGORIES,
     catalog_frames,
     read_annotations,
@@ -35,9 +35,8 @@ def fixture_dir(tmp_path_factory):
 def test_tag_table_covers_the_release():
     assert len(MTAT_TAGS) == 188 and len(set(MTAT_TAGS)) == 188
     assert set(TAG_CATEGORIES) == set(MTAT_TAGS)          # every tag has exactly one category
+    assert sum(len(tags) for _, tags in _BY_CATEGORY) == 188   # none is listed in two
     assert set(TAG_CATEGORIES.values()) <= set(CATEGORIES)
-    members = [t for group in SYNONYMS for t in group]
-    assert len(members) == len(set(members)) and set(members) <= set(MTAT_TAGS)
     spot = {"rock": "Genre", "piano": "Recording", "female vocal": "Recording", "sad": "Mood",
             "fast": "Movement", "no beat": "Movement", "english": "Lyrics", "lol": "Other"}
     for tag, cat in spot.items():
@@ -82,7 +81,7 @@ def test_fixture_is_deterministic(tmp_path):
     b = write_fixture(tmp_path / "b", n_clips=8, n_artists=3, n_comparisons=5, audio=False, seed=3)
     for name in (ANNOTATIONS_FILE, CLIP_INFO_FILE, COMPARISONS_FILE):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
-    np.testing.assert_array_equal(a.S, b.S)
+    np.testing.assert_array_equal(a.artists, b.artists)
     assert not (tmp_path / "a" / "mp3").exists()
 
 
@@ -112,29 +111,6 @@ def test_catalog_frames(fixture_dir):
     # the tag matrix is the annotations' rows for the kept clips
     ann = read_annotations(folder / ANNOTATIONS_FILE).set_index("clip_id")
     np.testing.assert_array_equal(tags, ann.loc[tracks.track_id, list(MTAT_TAGS)].to_numpy())
-
-
-def test_subset_merge_and_top_k(fixture_dir):
-    folder, _ = fixture_dir
-    comp = read_comparisons(folder / COMPARISONS_FILE)
-    tracks, tags, vocab, _ = catalog_frames(folder, subset="compared", check_audio=False)
-    assert set(tracks.track_id) == set(np.unique(comp[list(ID_COLUMNS)].to_numpy()))
-
-    full_tracks, full, _, _ = catalog_frames(folder, check_audio=False)
-    merged_tracks, merged, mvocab, _ = catalog_frames(folder, merge_synonyms=True, check_audio=False)
-    columns = list(mvocab.tag)
-    assert len(columns) == 188 - sum(len(g) - 1 for g in SYNONYMS)
-    for group in SYNONYMS:
-        assert group[0] in columns and not set(group[1:]) & set(columns)
-        members = [MTAT_TAGS.index(t) for t in group]
-        np.testing.assert_array_equal(merged[:, columns.index(group[0])], full[:, members].max(axis=1))
-    assert mvocab.loc[mvocab.tag == "female vocal", "category"].item() == "Recording"
-
-    _, top, tvocab, _ = catalog_frames(folder, top_k=10, check_audio=False)
-    freq = full.sum(axis=0)
-    assert top.shape[1] == 10
-    assert top.sum(axis=0).min() >= np.sort(freq)[::-1][9]     # the 10 most frequent tags
-    assert list(tvocab.tag) == [t for t in MTAT_TAGS if t in set(tvocab.tag)]   # file order
 
 
 def test_fixture_votes_become_catalog_triplets(fixture_dir):
@@ -173,8 +149,6 @@ def test_missing_things_give_clear_errors(tmp_path, fixture_dir):
     src, _ = fixture_dir                                    # audio found through audio_dir
     tracks, _, _, _ = catalog_frames(src, audio_dir=src / "mp3")
     assert len(tracks) == 22
-    with pytest.raises(ValueError, match="subset"):
-        catalog_frames(src, subset="some")
     bad = tmp_path / "bad_annotations.csv"
     bad.write_text("clip_id\trock\tmp3_path\n1\t2\ta.mp3\n")
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
@@ -223,3 +197,10 @@ def test_a_tag_cell_that_is_not_a_number_is_named_by_line_and_column(tmp_path):
     bad.write_text("clip_id\trock\tmp3_path\n1\t0\ta.mp3\n2\tyes\tb.mp3\n")
     with pytest.raises(ValueError, match=r"line 3, column 'rock': 'yes' is not a number"):
         read_annotations(bad)
+
+
+def test_clip_info_without_a_release_column_is_refused(tmp_path):
+    bad = tmp_path / "clip_info_final.csv"
+    bad.write_text("clip_id\tartist\tmp3_path\n1\tA\ta.mp3\n")
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['track_number', 'title'"):
+        read_clip_info(bad)

@@ -588,7 +588,7 @@ def test_mtat_paths_stay_inside_and_csv_errors_are_named(tmp_path):
     from mrlib import mtat
 
     info = mtat.write_fixture(tmp_path / "mtat", n_clips=12, seed=0)
-    ann = info.files["annotations"]
+    ann = info.folder / mtat.ANNOTATIONS_FILE
     lines = ann.read_text().splitlines()
     outside = tmp_path / "outside.mp3"
     outside.write_bytes(b"ID3 not yours")
