@@ -42,6 +42,7 @@ def _audio_duration(path: Path) -> tuple[float | None, str | None]:
 
 def from_folder(audio_dir: str | Path, tags_csv: str | Path, vocabulary_csv: str | Path | None = None, *,
                 id_column: str = "track_id", path_column: str | None = None,
+                artist_column: str = "artist_id", split_column: str = "split",
                 fractions: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0, min_duration_s: float = 1.0,
                 strict: bool = False, progress: bool = True, allow_outside: bool = False,
                 duplicates: str = "group") -> Catalog:
@@ -49,7 +50,7 @@ def from_folder(audio_dir: str | Path, tags_csv: str | Path, vocabulary_csv: str
 
     The CSV has one row per track: an id column, optionally a file column (relative to
     ``audio_dir``; otherwise the file is found by id, ``<id>.<ext>`` anywhere below
-    ``audio_dir``), optionally an ``artist_id`` and a ``split`` column, and one numeric column per
+    ``audio_dir``), optionally an artist and a split column, and one numeric column per
     tag (likelihoods in [0, 1]). Rows that cannot be used are skipped, never silently: each is
     listed in ``catalog.skipped`` (id, CSV row, reason) and summarised in a warning.
 
@@ -61,9 +62,9 @@ def from_folder(audio_dir: str | Path, tags_csv: str | Path, vocabulary_csv: str
         The tags table (comma-, tab- or semicolon-separated, from its header line).
     vocabulary_csv : path, optional
         ``tag, category`` for the tag columns; default: every tag in category ``"Tag"``.
-    id_column, path_column : str
-        Column names. Without an ``artist_id`` column each track is its own artist; without a
-        ``split`` column the split is :func:`artist_disjoint_split` ``(artists, fractions, seed)``.
+    id_column, path_column, artist_column, split_column : str
+        Column names. Without an artist column each track is its own artist; without a split
+        column the split is :func:`artist_disjoint_split` ``(artists, fractions, seed)``.
     fractions, seed
         For the split, when the CSV has none.
     min_duration_s : float, default 1.0
@@ -106,15 +107,15 @@ def from_folder(audio_dir: str | Path, tags_csv: str | Path, vocabulary_csv: str
     if not audio_dir.is_dir():
         raise FileNotFoundError(f"audio folder not found: {audio_dir}")
     df, tag_cols, vocab, vocabulary_csv = _read_tables(tags_csv, vocabulary_csv, id_column, path_column,
-                                                       {"artist_id", "split", "duration_s"})
+                                                       {artist_column, split_column, "duration_s"})
     rows = _Rows(df, df[id_column].astype(str).str.strip(), tags_csv.name, strict)
-    values = _check_rows(rows, df[tag_cols])
+    values = _check_rows(rows, df[tag_cols], split_column)
     same_as = _locate_audio(rows, audio_dir, path_column, allow_outside, progress, min_duration_s,
                             duplicates)
     keep, skipped = np.flatnonzero(rows.ok), _skipped_frame(*zip(*rows.skipped))
     if keep.size == 0:
         raise ValueError(f"no usable rows in {tags_csv.name}:\n{format_skipped(skipped)}")
-    tracks = _tracks(rows, keep, same_as, fractions, seed, audio_dir)
+    tracks = _tracks(rows, keep, same_as, artist_column, split_column, fractions, seed, audio_dir)
     if len(skipped):
         warnings.warn(f"from_folder({audio_dir.name}): kept {keep.size} track(s); "
                       + format_skipped(skipped), stacklevel=2)
@@ -127,21 +128,21 @@ def from_folder(audio_dir: str | Path, tags_csv: str | Path, vocabulary_csv: str
                    tags=values[keep].astype(np.float32), vocabulary=vocab, info=info, skipped=skipped)
 
 
-def _tracks(rows: "_Rows", keep: np.ndarray, same_as: dict[int, int], fractions, seed: int,
-            audio_dir: Path) -> pd.DataFrame:
+def _tracks(rows: "_Rows", keep: np.ndarray, same_as: dict[int, int], artist_column: str,
+            split_column: str, fractions, seed: int, audio_dir: Path) -> pd.DataFrame:
     """The ``tracks`` table of the kept rows: artists (a row without one is its own) and the
     split (the CSV's, else artist-disjoint with every copy of a recording in one split)."""
     df = rows.df
     kept_ids = rows.ids.iloc[keep].to_numpy(dtype=str)
     artists = kept_ids.copy()
-    if "artist_id" in df.columns:
-        artists = df["artist_id"].iloc[keep].astype(str).str.strip().to_numpy()
+    if artist_column in df.columns:
+        artists = df[artist_column].iloc[keep].astype(str).str.strip().to_numpy()
         artists = np.where(artists == "", kept_ids, artists)     # no artist: its own
     position = {int(r): k for k, r in enumerate(keep)}
     pairs = [(position[r], position[r0]) for r, r0 in same_as.items()]
     _warn_same_audio(pairs, kept_ids, f"from_folder({audio_dir.name}): {{}} track(s)")
-    if "split" in df.columns:
-        split = _given_split(df["split"].iloc[keep].astype(str).to_numpy(), artists, pairs,
+    if split_column in df.columns:
+        split = _given_split(df[split_column].iloc[keep].astype(str).to_numpy(), artists, pairs,
                              kept_ids, rows.csv_name)
     else:
         split = artist_disjoint_split(group_duplicates(artists, pairs), fractions, seed)
@@ -203,7 +204,7 @@ class _Rows:
                          for f in sorted(files) if f.stem not in listed]
 
 
-def _check_rows(rows: _Rows, tag_text: pd.DataFrame) -> np.ndarray:
+def _check_rows(rows: _Rows, tag_text: pd.DataFrame, split_column: str) -> np.ndarray:
     """Row checks (ids, duplicates, tag values, split values); returns the tag values (R, m)."""
     tag_cols = np.array(tag_text.columns)
     text = tag_text.apply(lambda col: col.str.strip())
@@ -211,7 +212,7 @@ def _check_rows(rows: _Rows, tag_text: pd.DataFrame) -> np.ndarray:
     missing = text.apply(lambda col: col.str.lower().isin(["", "nan", "na", "n/a", "null"]))
     missing = missing.to_numpy()
     bad, outside = np.isnan(values), (values < 0) | (values > 1)
-    split = rows.df["split"] if "split" in rows.df.columns else None
+    split = rows.df[split_column] if split_column in rows.df.columns else None
     first_row: dict[str, int] = {}
     for r, tid in enumerate(rows.ids):
         if tid == "":

@@ -486,6 +486,28 @@ def test_from_folder_with_path_and_split_columns(folder, tmp_path):
     assert cat.skipped["track_id"].tolist() == ["v", "w"]            # path column: no orphan scan
 
 
+def test_from_folder_reads_artist_and_split_from_the_users_column_names(folder, tmp_path):
+    # a collection's own table names its columns as it likes: the same rows under other names
+    # give the same catalog
+    audio, _, _ = folder
+    rows = {"track_id": ["x", "y", "z"], "file": ["a1.wav", "sub/c1.flac", "b2.wav"],
+            "happy": [0.1, 0.2, 0.3]}
+    default, renamed = tmp_path / "default.csv", tmp_path / "renamed.csv"
+    pd.DataFrame({**rows, "artist_id": ["p", "p", "q"], "split": ["train", "train", "test"]}).to_csv(
+        default, index=False)
+    pd.DataFrame({**rows, "artist": ["p", "p", "q"], "set": ["train", "train", "test"]}).to_csv(
+        renamed, index=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = C.from_folder(audio, default, path_column="file", progress=False)
+        b = C.from_folder(audio, renamed, path_column="file", artist_column="artist",
+                          split_column="set", progress=False)
+    assert list(b.tracks["split"]) == ["train", "train", "test"]
+    assert b.tracks["artist_id"].nunique() == 2
+    pd.testing.assert_frame_equal(a.tracks, b.tracks)
+    assert "set" not in b.vocabulary["tag"].tolist() and "artist" not in b.vocabulary["tag"].tolist()
+
+
 def test_load_folder_dispatch(folder):
     audio, tags_csv, vocab_csv = folder
     with warnings.catch_warnings():
