@@ -140,12 +140,14 @@ def _tracks(rows: "_Rows", keep: np.ndarray, same_as: dict[int, int], artist_col
         artists = np.where(artists == "", kept_ids, artists)     # no artist: its own
     position = {int(r): k for k, r in enumerate(keep)}
     pairs = [(position[r], position[r0]) for r, r0 in same_as.items()]
-    _warn_same_audio(pairs, kept_ids, f"from_folder({audio_dir.name}): {{}} track(s)")
     if split_column in df.columns:
         split = _given_split(df[split_column].iloc[keep].astype(str).to_numpy(), artists, pairs,
                              kept_ids, rows.csv_name)
     else:
         split = artist_disjoint_split(group_duplicates(artists, pairs), fractions, seed)
+    # copies that the CSV's own split puts in two splits have had their own warning
+    _warn_same_audio([(a, b) for a, b in pairs if split[a] == split[b]], kept_ids,
+                     f"from_folder({audio_dir.name}): {{}} track(s)")
     root = audio_dir.resolve()
     return pd.DataFrame({
         "track_id": kept_ids, "artist_id": artists, "split": split,

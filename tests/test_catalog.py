@@ -484,6 +484,10 @@ def test_from_folder_with_path_and_split_columns(folder, tmp_path):
     assert cat.vocabulary.to_dict("list") == {"tag": ["happy"], "category": ["Tag"]}
     assert "split 'dev' is not one of" in messages
     assert cat.skipped["track_id"].tolist() == ["v", "w"]            # path column: no orphan scan
+    # x and z are one recording that the CSV puts in two splits: said once, and truly
+    assert "puts one recording in two splits: x (train) = z (val)" in messages or \
+        "puts one recording in two splits: z (val) = x (train)" in messages
+    assert "kept in the same split" not in messages
 
 
 def test_from_folder_reads_artist_and_split_from_the_users_column_names(folder, tmp_path):
