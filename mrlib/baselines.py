@@ -97,6 +97,9 @@ class MetricBaseline:
         self.seed = check_int("seed", seed, 0)
         self._fitted = False
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(pca={self.pca})"
+
     def _prep(self, X: np.ndarray) -> np.ndarray:
         Z = (X - self.mean_) / self.std_
         return self.pca_.transform(Z) if self.pca_ is not None else Z

@@ -282,9 +282,22 @@ class Catalog:
         absolute otherwise (``catalog.json`` then says ``allow_outside_paths: true``, so that
         :func:`read` accepts them).
 
+        Raises
+        ------
+        FileExistsError
+            ``root`` holds catalog tables (``tags.csv`` ...) but no ``catalog.json``: files that
+            no save wrote, which are left as they are.
+
         Notebook: 00_overview.ipynb
         """
         root = Path(root)
+        # a folder with catalog tables but no catalog.json holds files no save wrote (a user's
+        # own tags.csv): refuse rather than replace them
+        theirs = [f for f in ("tracks.csv", "tags.csv", "vocabulary.csv", "attributes.csv")
+                  if (root / f).exists()]
+        if theirs and not (root / "catalog.json").exists():
+            raise FileExistsError(f"{root} holds {', '.join(theirs)} but no catalog.json: a save would "
+                                  "replace files that no catalog wrote; save into another folder")
         root.mkdir(parents=True, exist_ok=True)
         real_root = root.resolve()
         paths = [p.relative_to(real_root).as_posix() if p.is_relative_to(real_root) else str(p)

@@ -483,8 +483,9 @@ def coarsen_features(features, freq_pool: int = 4, time_pool: int = 8) -> Coarse
     Parameters
     ----------
     features : mrlib.features.FeatureSet or sequence of arrays
-        ``features[i]`` -> (n_bins, T_i) log-power in dB; tracks without features (``available``
-        False) stay without.
+        ``features[i]`` -> (n_bins, T_i) log-power in dB, finite (a NaN or inf is refused with a
+        ``ValueError`` naming the track); tracks without features (``available`` False) stay
+        without.
     freq_pool : int, default 4
         Must divide ``n_bins``.
     time_pool : int, default 8

@@ -1,6 +1,7 @@
 """A catalog from any folder of audio files plus a tags CSV (your own collection)."""
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from pathlib import Path
@@ -68,8 +69,7 @@ def from_folder(audio_dir: str | Path, tags_csv: str | Path, vocabulary_csv: str
     fractions, seed
         For the split, when the CSV has none.
     min_duration_s : float, default 1.0
-        Shorter files are skipped; 0 keeps every readable file (every file's header is read:
-        duration, readable).
+        Shorter files are skipped (each file's header is read); 0 keeps every readable file.
     strict : bool
         Raise ``ValueError`` on the first bad row instead of skipping.
     progress : bool
@@ -79,10 +79,10 @@ def from_folder(audio_dir: str | Path, tags_csv: str | Path, vocabulary_csv: str
         symlink out). Off, such rows are skipped and reported.
     duplicates : {"group", "skip", "error"}, default "group"
         Rows whose audio has the same content as an earlier row's (SHA-256, compared among
-        files of equal size): ``"group"`` keeps them, warns, and assigns the split so that every
-        copy lands in the same split (their artists are grouped); ``"skip"`` leaves the later
-        copies out (reported in ``skipped``); ``"error"`` raises. One recording under two ids
-        must never sit in two splits.
+        files of equal size): ``"group"`` keeps them, warns, and puts every copy in one split
+        (their artists are grouped; a CSV split column that parts them is kept, with a warning
+        naming the copies); ``"skip"`` leaves the later copies out (reported in ``skipped``);
+        ``"error"`` raises.
 
     Returns
     -------
@@ -102,10 +102,11 @@ def from_folder(audio_dir: str | Path, tags_csv: str | Path, vocabulary_csv: str
     """
     audio_dir, tags_csv = Path(audio_dir).expanduser(), Path(tags_csv).expanduser()
     check_choice("duplicates", duplicates, ("group", "skip", "error"))
-    if not is_real(min_duration_s) or min_duration_s < 0:
+    if not (is_real(min_duration_s) and 0 <= min_duration_s < math.inf):   # NaN compares False
         raise ValueError(f"min_duration_s must be a number of seconds >= 0, got {min_duration_s!r}")
     if not audio_dir.is_dir():
         raise FileNotFoundError(f"audio folder not found: {audio_dir}")
+    name = audio_dir.resolve().name      # "." names the folder it stands for
     df, tag_cols, vocab, vocabulary_csv = _read_tables(tags_csv, vocabulary_csv, id_column, path_column,
                                                        {artist_column, split_column, "duration_s"})
     rows = _Rows(df, df[id_column].astype(str).str.strip(), tags_csv.name, strict)
@@ -117,14 +118,14 @@ def from_folder(audio_dir: str | Path, tags_csv: str | Path, vocabulary_csv: str
         raise ValueError(f"no usable rows in {tags_csv.name}:\n{format_skipped(skipped)}")
     tracks = _tracks(rows, keep, same_as, artist_column, split_column, fractions, seed, audio_dir)
     if len(skipped):
-        warnings.warn(f"from_folder({audio_dir.name}): kept {keep.size} track(s); "
+        warnings.warn(f"from_folder({name}): kept {keep.size} track(s); "
                       + format_skipped(skipped), stacklevel=2)
     config = {"audio_dir": str(audio_dir.resolve()), "tags_csv": str(tags_csv.resolve()),
               "vocabulary_csv": str(vocabulary_csv) if vocabulary_csv else None, "seed": seed,
               "fractions": list(map(float, fractions))}
-    info = {"name": audio_dir.name, "source": "folder", "format": FORMAT_VERSION, "config": config,
+    info = {"name": name, "source": "folder", "format": FORMAT_VERSION, "config": config,
             "n_skipped": len(skipped), "complete": True}
-    return Catalog(name=audio_dir.name, root=audio_dir.resolve(), tracks=tracks,
+    return Catalog(name=name, root=audio_dir.resolve(), tracks=tracks,
                    tags=values[keep].astype(np.float32), vocabulary=vocab, info=info, skipped=skipped)
 
 
@@ -147,7 +148,7 @@ def _tracks(rows: "_Rows", keep: np.ndarray, same_as: dict[int, int], artist_col
         split = artist_disjoint_split(group_duplicates(artists, pairs), fractions, seed)
     # copies that the CSV's own split puts in two splits have had their own warning
     _warn_same_audio([(a, b) for a, b in pairs if split[a] == split[b]], kept_ids,
-                     f"from_folder({audio_dir.name}): {{}} track(s)")
+                     f"from_folder({audio_dir.resolve().name}): {{}} track(s)")
     root = audio_dir.resolve()
     return pd.DataFrame({
         "track_id": kept_ids, "artist_id": artists, "split": split,
@@ -307,10 +308,10 @@ def _given_split(split: np.ndarray, artists: np.ndarray, pairs: list[tuple[int, 
     if (spread > 1).any():
         warnings.warn(f"the split column of {csv_name} is not artist-disjoint: "
                       f"{int((spread > 1).sum())} artist(s) appear in several splits, "
-                      f"e.g. {list(spread[spread > 1].index[:5])}", stacklevel=3)
+                      f"e.g. {list(spread[spread > 1].index[:5])}", stacklevel=4)
     crossing = [(a, b) for a, b in pairs if split[a] != split[b]]
     if crossing:
         warnings.warn(f"the split column of {csv_name} puts one recording in two splits: "
                       + ", ".join(f"{kept_ids[a]} ({split[a]}) = {kept_ids[b]} ({split[b]})"
-                                  for a, b in crossing[:10]), stacklevel=3)
+                                  for a, b in crossing[:10]), stacklevel=4)
     return split

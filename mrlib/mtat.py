@@ -141,6 +141,14 @@ def catalog_frames(
     report : MTATReport
         Clips dropped for missing audio.
 
+    Raises
+    ------
+    FileNotFoundError
+        A release table is missing.
+    ValueError
+        A release table lacks one of its columns (:data:`mrlib.mtat_format.CLIP_INFO_COLUMNS`
+        for ``clip_info_final.csv``); the message names the file and the columns.
+
     Notebook: 08_triplet_matchnet.ipynb
     """
     folder = Path(data_dir() / "mtat" if folder is None else folder)

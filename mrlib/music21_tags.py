@@ -285,4 +285,3 @@ def tag_category(tag: str) -> str:
         if tag.startswith(prefixes):
             return category
     raise ValueError(f"unknown tag prefix: {tag!r}")
-

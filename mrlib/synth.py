@@ -145,6 +145,7 @@ def _sample_sound(artist: SimpleNamespace, genre: str, genre2: str, g2w: float, 
     """Instruments (the artist's favourites most of the time, else the mixed genre prior),
     accompaniment and bass patterns, and the production."""
     style, style2, ms, ms2 = GENRES[genre], GENRES[genre2], MOODS[mood], MOODS[mood2]
+
     def role(fav: str, prior: dict[str, float], prior2: dict[str, float]) -> str:
         if fav in prior and rng.random() < 0.7:
             return fav

@@ -340,3 +340,9 @@ def test_bad_shares_seeds_and_max_iter_are_refused_at_the_door():
         Euclidean(seed="a")
     with pytest.raises(ValueError, match="max_iter must be >= 1"):       # was accepted
         TripletSVM(max_iter=0)
+
+
+def test_printed_baseline_names_its_method_and_pca():
+    from mrlib.baselines import Euclidean, TripletSVM
+    assert repr(Euclidean(pca=3)) == "Euclidean(pca=3)"
+    assert repr(TripletSVM()) == "TripletSVM(pca=None)"

@@ -7,6 +7,7 @@ import json
 import os
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -416,7 +417,11 @@ def test_save_needs_a_folder_so_the_users_own_files_stay(tmp_path):
         cat = C.from_folder(audio, audio / "tags.csv", progress=False)
     with pytest.raises(TypeError, match="root"):
         cat.save()                                         # had written into the audio folder
+    with pytest.raises(FileExistsError, match=r"holds tags\.csv but no catalog\.json"):
+        cat.save(audio)                                    # named, but the tags.csv is the user's
     assert (audio / "tags.csv").read_text() == mine and not (audio / "tracks.csv").exists()
+    again = C.read(cat.save(tmp_path / "saved"))           # a catalog's own folder is saved over
+    assert len(C.read(again.save(tmp_path / "saved"))) == len(cat)
 
 
 def test_read_names_the_file_of_a_missing_column(folder, tmp_path):
@@ -443,7 +448,7 @@ def test_from_folder_error_messages(folder, tmp_path):
         C.from_folder(audio, tags_csv, duplicates="keep")
     with pytest.raises(FileNotFoundError, match="tags CSV not found"):
         C.from_folder(audio, tmp_path / "none.csv")
-    for bad in (None, -1.0, "1"):          # None had skipped the duration check unasked
+    for bad in (None, -1.0, "1", float("nan"), float("inf")):    # each had switched the check off
         with pytest.raises(ValueError, match="min_duration_s must be a number of seconds >= 0"):
             C.from_folder(audio, tags_csv, min_duration_s=bad)
     with pytest.raises(ValueError, match=r"missing column\(s\) \['clip_id'\].*pass id_column"):
@@ -488,6 +493,16 @@ def test_from_folder_with_path_and_split_columns(folder, tmp_path):
     assert "puts one recording in two splits: x (train) = z (val)" in messages or \
         "puts one recording in two splits: z (val) = x (train)" in messages
     assert "kept in the same split" not in messages
+    # each warning points at the caller's line, not into mrlib
+    assert {Path(w.filename).name for w in rec} == {Path(__file__).name}
+
+
+def test_from_folder_of_the_current_folder_is_named_after_it(folder, monkeypatch):
+    audio, tags_csv, vocab_csv = folder
+    monkeypatch.chdir(audio)
+    with pytest.warns(UserWarning, match=rf"^from_folder\({audio.name}\): kept"):
+        cat = C.from_folder(".", tags_csv, vocab_csv, progress=False)
+    assert cat.name == cat.info["name"] == audio.name
 
 
 def test_from_folder_reads_artist_and_split_from_the_users_column_names(folder, tmp_path):
