@@ -299,6 +299,7 @@ def claims_frame(profile: str = "quick", folder: Path | None = None) -> pd.DataF
 
     Notebook: 07_evaluation.ipynb
     """
+    check_choice("profile", profile, ("smoke", "quick", "paper"))   # else: "not run" everywhere
     paths = {(c.experiment, cat): res.store_path(c.experiment, cat, profile, folder)
              for c in CLAIMS for cat in CLAIM_CATALOGS}
     stores = {key: res.read_store(path) if path.exists() else None for key, path in paths.items()}

@@ -713,3 +713,11 @@ def test_the_paper_choices_paragraph_gives_the_stored_tests():
             f"on average, {_pp(-batches['mean_diff'] / 100)} [{_pp(-batches['high'] / 100)}, "
             f"{_pp(-batches['low'] / 100)}] points (unadjusted interval), a drop Holm's correction does not keep "
             f"(p {batches['p_holm']:.2f})") in readme
+
+
+def test_claims_frame_refuses_a_profile_no_experiment_has():
+    # a catalog list where the profile goes (the old signature) had read as "not run" everywhere
+    with pytest.raises(ValueError, match="profile must be one of"):
+        C.claims_frame(("synthetic",))
+    with pytest.raises(ValueError, match="profile must be one of"):
+        C.claims_markdown("quik")
