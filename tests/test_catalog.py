@@ -361,8 +361,14 @@ def folder(tmp_path):
 
 def test_from_folder_keeps_good_rows_and_reports_every_bad_one(folder):
     audio, tags_csv, vocab_csv = folder
-    with pytest.warns(UserWarning, match="skipped"):
+    with pytest.warns(UserWarning) as rec:
         cat = C.from_folder(audio, tags_csv, vocab_csv, progress=False)
+    same, skipped = sorted((str(w.message) for w in rec), key=lambda m: "skipped" in m)
+    assert len(rec) == 2 and "skipped 9 row(s)" in skipped
+    # the fixture's files share one recording: said, and every copy goes to one split
+    assert "6 track(s) have the same audio as another (kept in the same split)" in same
+    copies = cat.tracks["track_id"] != "c1"                      # c1 is the one other recording
+    assert cat.tracks.loc[copies, "split"].nunique() == 1
     assert list(cat.track_ids) == ["a1", "a2", "a3", "a4", "b1", "b2", "c1", "dup"]
     assert cat.tags.dtype == np.float32 and cat.tags[0].tolist() == pytest.approx([0.9, 0.0])
     assert cat.categories == ["Genre", "Mood"]
