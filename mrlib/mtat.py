@@ -28,10 +28,12 @@ import pandas as pd
 
 from mrlib.catalog_format import (Catalog, _skipped_frame, _warn_same_audio, artist_disjoint_split,
                                   duplicate_audio, group_duplicates)
+from mrlib.checks import check_choice
+from mrlib.odd_one_out import ID_COLUMNS, read_comparisons
 from mrlib.mtat_fixture import FixtureInfo, write_fixture
 from mrlib.mtat_format import (ANNOTATIONS_FILE, CATEGORIES, CLIP_INFO_COLUMNS, CLIP_INFO_FILE,
-                               COMPARISONS_FILE, MTAT_TAGS, TAG_CATEGORIES, read_annotations,
-                               read_clip_info, tag_category)
+                               COMPARISONS_FILE, MTAT_TAGS, TAG_CATEGORIES, _require_file,
+                               read_annotations, read_clip_info, tag_category)
 from mrlib.paths import data_dir
 
 __all__ = [
@@ -51,7 +53,7 @@ class MTATReport:
     Attributes
     ----------
     n_clips : int
-        Clips in the annotations.
+        Clips in the annotations (after ``subset``).
     audio_root : Path or None
         Folder the mp3 paths are relative to (None when audio was not checked).
     ids : list of int
@@ -98,6 +100,7 @@ def catalog_frames(
     folder: str | Path | None = None,
     *,
     audio_dir: str | Path | None = None,
+    subset: str = "all",
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
     seed: int = 0,
     check_audio: bool = True,
@@ -112,6 +115,9 @@ def catalog_frames(
     audio_dir : str or Path, optional
         Folder the ``mp3_path`` entries are relative to; default: the first of ``folder``,
         ``folder/mp3``, ``folder/audio`` where the clips are found.
+    subset : {"all", "compared"}, default "all"
+        ``"compared"`` keeps only the clips that appear in ``comparisons_final.csv`` (about a
+        thousand: what the 2017 protocol needs, without featurising all 25,863 clips).
     fractions : (float, float, float), default (0.6, 0.2, 0.2)
         Shares of clips for the artist-disjoint train/val/test split
         (:func:`mrlib.catalog.artist_disjoint_split`, the suite's one split rule).
@@ -152,19 +158,23 @@ def catalog_frames(
     Notebook: 08_triplet_matchnet.ipynb
     """
     folder = Path(data_dir() / "mtat" if folder is None else folder)
+    check_choice("subset", subset, ("all", "compared"))
     # a missing folder is named by read_annotations, with what it must hold
     ann = read_annotations(folder / ANNOTATIONS_FILE)
     info = read_clip_info(folder / CLIP_INFO_FILE)
     tag_frame = ann.drop(columns=["clip_id", "mp3_path"])
     keep = np.ones(len(ann), dtype=bool)
-    report = MTATReport(n_clips=len(ann), audio_root=None)
+    if subset == "compared":
+        comp = read_comparisons(_require_file(folder / COMPARISONS_FILE))
+        keep &= ann.clip_id.isin(np.unique(comp[list(ID_COLUMNS)].to_numpy())).to_numpy()
+    report = MTATReport(n_clips=int(keep.sum()), audio_root=None)
     # Unchecked audio need not be found, but paths still point where the clips are if they are.
-    root = _find_audio_root(folder, ann.mp3_path.tolist(), audio_dir, required=check_audio)
+    root = _find_audio_root(folder, ann.mp3_path[keep].tolist(), audio_dir, required=check_audio)
     if check_audio:
         _drop_unusable_audio(ann, keep, root, allow_outside, report)
     ann = ann.loc[keep].reset_index(drop=True)
     if len(ann) == 0:
-        raise ValueError(f"no MTAT clip left in {folder}; {report}")
+        raise ValueError(f"no MTAT clip left in {folder} (subset={subset!r}); {report}")
     tracks = _tracks(ann, info, folder, root, fractions, seed, check_audio)
     vocabulary = pd.DataFrame({"tag": list(tag_frame.columns), "category": list(map(tag_category, tag_frame.columns))})
     return tracks, tag_frame.loc[keep].to_numpy(np.float32), vocabulary, report
@@ -232,7 +242,7 @@ def load_catalog(folder: str | Path | None = None, *, verbose: bool = True, **kw
     verbose : bool, default True
         Print the report of skipped clips when there are any.
     **kwargs
-        Passed to :func:`catalog_frames`: ``audio_dir``, ``fractions``, ``seed``,
+        Passed to :func:`catalog_frames`: ``audio_dir``, ``subset``, ``fractions``, ``seed``,
         ``check_audio``, ``allow_outside``.
 
     Returns

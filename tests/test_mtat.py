@@ -113,6 +113,17 @@ def test_catalog_frames(fixture_dir):
     np.testing.assert_array_equal(tags, ann.loc[tracks.track_id, list(MTAT_TAGS)].to_numpy())
 
 
+def test_compared_subset_keeps_the_clips_the_votes_name(fixture_dir):
+    # the 2017 protocol needs only the compared clips: about a thousand of the release's 25,863
+    folder, _ = fixture_dir
+    comp = read_comparisons(folder / COMPARISONS_FILE)
+    tracks, tags, _, report = catalog_frames(folder, subset="compared", check_audio=False)
+    assert set(tracks.track_id) == set(np.unique(comp[list(ID_COLUMNS)].to_numpy()))
+    assert report.n_clips == len(tracks) == len(tags) < 24
+    ann = read_annotations(folder / ANNOTATIONS_FILE).set_index("clip_id")
+    np.testing.assert_array_equal(tags, ann.loc[tracks.track_id, list(MTAT_TAGS)].to_numpy())
+
+
 def test_fixture_votes_become_catalog_triplets(fixture_dir):
     folder, info = fixture_dir
     tracks, _, _, _ = catalog_frames(folder)
@@ -149,6 +160,8 @@ def test_missing_things_give_clear_errors(tmp_path, fixture_dir):
     src, _ = fixture_dir                                    # audio found through audio_dir
     tracks, _, _, _ = catalog_frames(src, audio_dir=src / "mp3")
     assert len(tracks) == 22
+    with pytest.raises(ValueError, match="subset"):
+        catalog_frames(src, subset="some")
     bad = tmp_path / "bad_annotations.csv"
     bad.write_text("clip_id\trock\tmp3_path\n1\t2\ta.mp3\n")
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
