@@ -64,6 +64,8 @@ SPLITS = ("train", "val", "test")
 TRACK_COLUMNS = ("track_id", "artist_id", "split", "path", "duration_s")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 FORMAT_VERSION = 1
+# the tables Catalog.save writes (attributes.csv only for a catalog that has attributes)
+_SAVED_TABLES = ("tracks.csv", "tags.csv", "vocabulary.csv", "attributes.csv")
 
 
 def _require_columns(table: pd.DataFrame, needed: Sequence[str], where: str,
@@ -293,8 +295,7 @@ class Catalog:
         root = Path(root)
         # a folder with catalog tables but no catalog.json holds files no save wrote (a user's
         # own tags.csv): refuse rather than replace them
-        theirs = [f for f in ("tracks.csv", "tags.csv", "vocabulary.csv", "attributes.csv")
-                  if (root / f).exists()]
+        theirs = [f for f in _SAVED_TABLES if (root / f).exists()]
         if theirs and not (root / "catalog.json").exists():
             raise FileExistsError(f"{root} holds {', '.join(theirs)} but no catalog.json: a save would "
                                   "replace files that no catalog wrote; save into another folder")

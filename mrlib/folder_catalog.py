@@ -146,10 +146,10 @@ def _tracks(rows: "_Rows", keep: np.ndarray, same_as: dict[int, int], artist_col
                              kept_ids, rows.csv_name)
     else:
         split = artist_disjoint_split(group_duplicates(artists, pairs), fractions, seed)
+    root = audio_dir.resolve()
     # copies that the CSV's own split puts in two splits have had their own warning
     _warn_same_audio([(a, b) for a, b in pairs if split[a] == split[b]], kept_ids,
-                     f"from_folder({audio_dir.resolve().name}): {{}} track(s)")
-    root = audio_dir.resolve()
+                     f"from_folder({root.name}): {{}} track(s)")
     return pd.DataFrame({
         "track_id": kept_ids, "artist_id": artists, "split": split,
         "path": [Path(os.path.relpath(rows.paths[r].resolve(), root)).as_posix() for r in keep],

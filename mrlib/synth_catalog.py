@@ -17,8 +17,8 @@ from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from mrlib import synth
-from mrlib.catalog_format import (FORMAT_VERSION, Catalog, _read_json, _versions, _write_csv,
-                                  _write_json, artist_disjoint_split, default_root)
+from mrlib.catalog_format import (FORMAT_VERSION, _SAVED_TABLES, Catalog, _read_json, _versions,
+                                  _write_csv, _write_json, artist_disjoint_split, default_root)
 from mrlib.checks import check_choice, check_int
 from mrlib.paths import FolderLock, atomic_path, move_aside, remove_dead_temporaries
 from mrlib.synth_render import _check_sr_duration
@@ -138,7 +138,7 @@ def build_synthetic(n_tracks: int = 200, seed: int = 0, duration_s: float = 30.0
         return root
 
 
-_CATALOG_FILES = ("tracks.csv", "tags.csv", "vocabulary.csv", "attributes.csv", "catalog.json")
+_CATALOG_FILES = (*_SAVED_TABLES, "catalog.json")
 
 
 def _clear_other_build(root: Path, config: dict, overwrite: bool) -> bool:
