@@ -232,7 +232,8 @@ def draw_neighbors(ch: Chunk) -> tuple[np.ndarray, np.ndarray]:
     head = ch.head(min(Kp + n_neg, ch.src.L)).astype(np.int32)
     # a list shorter than Kp + Nn repeats r_L past its end (clipped slots, masked by mine_chunk);
     # then the negatives of pair i are the window r_{i+1} ... r_{i+Nn}: a view, no gather
-    head = np.pad(head, ((0, 0), (0, Kp + n_neg - head.shape[1])), mode="edge")
+    if head.shape[1] < Kp + n_neg:     # np.pad copies even when it adds nothing
+        head = np.pad(head, ((0, 0), (0, Kp + n_neg - head.shape[1])), mode="edge")
     return head[:, :Kp], np.lib.stride_tricks.sliding_window_view(head, n_neg, axis=1)[:, 1:Kp + 1]
 
 
