@@ -153,11 +153,11 @@ class Catalog:
         self.tracks = self.tracks.reset_index(drop=True).astype(
             {"track_id": str, "artist_id": str, "duration_s": float})
         self.vocabulary = self.vocabulary.reset_index(drop=True)
-        tags = np.asarray(self.tags)
+        self.tags = np.asarray(self.tags, dtype=np.float32)
         n, m = len(self.tracks), len(self.vocabulary)
-        if tags.ndim != 2 or tags.shape != (n, m):
-            raise ValueError(f"tags must have shape (N, m) = ({n}, {m}) (tracks x vocabulary), got {tags.shape}")
-        self.tags = tags.astype(np.float32, copy=False)
+        if self.tags.shape != (n, m):
+            raise ValueError(f"tags must have shape (N, m) = ({n}, {m}) (tracks x vocabulary), "
+                             f"got {self.tags.shape}")
         if self.tags.size and (not np.isfinite(self.tags).all() or self.tags.min() < 0 or self.tags.max() > 1):
             raise ValueError("tags must be finite likelihoods in [0, 1]")
         bad = sorted(set(self.tracks["split"]) - set(SPLITS))
@@ -232,8 +232,7 @@ class Catalog:
         """
         if not 0 <= int(i) < len(self):
             raise IndexError(f"track index {i} out of range for a catalog of {len(self)} tracks")
-        if k is not None and (isinstance(k, bool) or int(k) < 0):
-            raise ValueError(f"k must be a non-negative int or None, got {k!r}")
+        k = None if k is None else check_int("k", k, 0)
         row = self.tags[int(i)]
         order = [j for j in np.argsort(-row, kind="stable") if row[j] >= threshold][:k]
         cats = self.vocabulary["category"].to_numpy()
@@ -526,13 +525,11 @@ def artist_disjoint_split(artist_ids: Sequence, fractions: Sequence[float] = (0.
     rng = np.random.default_rng(seed)
     # largest artists first (hardest to place), ties broken by a seeded permutation
     order = np.lexsort((rng.permutation(uniq.size), -counts))
-    target = fr * ids.size
     filled = np.zeros(3)
     split_of = np.empty(uniq.size, dtype=int)
     for a in order:
-        deficit = target - filled
-        deficit[fr == 0] = -np.inf
-        s = int(np.argmax(deficit))            # ties -> train before val before test
+        # a split with no share never receives an artist; ties -> train before val before test
+        s = int(np.argmax(np.where(fr > 0, fr * ids.size - filled, -np.inf)))
         split_of[a] = s
         filled[s] += counts[a]
     return np.asarray(SPLITS)[split_of[inverse]]
@@ -589,10 +586,9 @@ def read(root: str | Path, name: str | None = None, allow_outside: bool | None =
                              "tags.csv")
     tags = _numeric(tags_df, list(vocab["tag"]), root / "tags.csv")
     tag_ids = tags_df["track_id"]
-    if list(tag_ids) != list(tracks["track_id"]):
-        if set(tag_ids) != set(tracks["track_id"]) or tag_ids.duplicated().any():
-            raise ValueError("tags.csv and tracks.csv list different track ids")
-        tags = tags[pd.Index(tag_ids).get_indexer(tracks["track_id"])]   # rows in tracks.csv order
+    if set(tag_ids) != set(tracks["track_id"]) or tag_ids.duplicated().any():
+        raise ValueError("tags.csv and tracks.csv list different track ids")
+    tags = tags[pd.Index(tag_ids).get_indexer(tracks["track_id"])]   # rows in tracks.csv order
     if allow_outside is None:
         allow_outside = bool(info.get("allow_outside_paths", False))
     _check_track_paths(root, tracks, allow_outside)
@@ -611,14 +607,13 @@ def _check_track_paths(root: Path, tracks: pd.DataFrame, allow_outside: bool) ->
     for i, rel in enumerate(tracks["path"]):
         if not rel:
             continue
-        p = Path(rel)
-        full = (p if p.is_absolute() else root / p).resolve()
+        full = (root / rel).resolve()      # an absolute path replaces root
         if not allow_outside and not full.is_relative_to(real_root):
+            how = "absolute path" if Path(rel).is_absolute() else "via .. or a symlink"
             raise ValueError(
                 f"{root / 'tracks.csv'} line {lines[i]}, column 'path': {rel!r} leads outside the "
-                f"catalog folder ({'absolute path' if p.is_absolute() else 'via .. or a symlink'} "
-                f"to {full}); keep audio under {root}, or pass allow_outside=True (or set "
-                '"allow_outside_paths": true in catalog.json) to allow it')
+                f"catalog folder ({how} to {full}); keep audio under {root}, or pass "
+                'allow_outside=True (or "allow_outside_paths": true in catalog.json) to allow it')
         if full in owner:
             j = owner[full]
             raise ValueError(

@@ -141,9 +141,19 @@ def _tracks(rows: "_Rows", keep: np.ndarray, same_as: dict[int, int], artist_col
         artists = np.where(artists == "", kept_ids, artists)     # no artist: its own
     position = {int(r): k for k, r in enumerate(keep)}
     pairs = [(position[r], position[r0]) for r, r0 in same_as.items()]
+    # the CSV's own split is kept as it is, with a warning where it parts an artist or a recording
     if split_column in df.columns:
-        split = _given_split(df[split_column].iloc[keep].astype(str).to_numpy(), artists, pairs,
-                             kept_ids, rows.csv_name)
+        split = df[split_column].iloc[keep].astype(str).to_numpy()
+        spread = pd.DataFrame({"a": artists, "s": split}).groupby("a")["s"].nunique()
+        if (spread > 1).any():
+            warnings.warn(f"the split column of {rows.csv_name} is not artist-disjoint: "
+                          f"{int((spread > 1).sum())} artist(s) appear in several splits, "
+                          f"e.g. {list(spread[spread > 1].index[:5])}", stacklevel=3)
+        crossing = [(a, b) for a, b in pairs if split[a] != split[b]]
+        if crossing:
+            warnings.warn(f"the split column of {rows.csv_name} puts one recording in two splits: "
+                          + ", ".join(f"{kept_ids[a]} ({split[a]}) = {kept_ids[b]} ({split[b]})"
+                                      for a, b in crossing[:10]), stacklevel=3)
     else:
         split = artist_disjoint_split(group_duplicates(artists, pairs), fractions, seed)
     root = audio_dir.resolve()
@@ -299,19 +309,3 @@ def _duplicate_rows(rows: _Rows, duplicates: str) -> dict[int, int]:
                          f"({rows.ids.iat[r0]!r})")
     return same_as
 
-
-def _given_split(split: np.ndarray, artists: np.ndarray, pairs: list[tuple[int, int]],
-                 kept_ids: np.ndarray, csv_name: str) -> np.ndarray:
-    """The CSV's own split column, with a warning where it is not artist-disjoint or puts one
-    recording in two splits."""
-    spread = pd.DataFrame({"a": artists, "s": split}).groupby("a")["s"].nunique()
-    if (spread > 1).any():
-        warnings.warn(f"the split column of {csv_name} is not artist-disjoint: "
-                      f"{int((spread > 1).sum())} artist(s) appear in several splits, "
-                      f"e.g. {list(spread[spread > 1].index[:5])}", stacklevel=4)
-    crossing = [(a, b) for a, b in pairs if split[a] != split[b]]
-    if crossing:
-        warnings.warn(f"the split column of {csv_name} puts one recording in two splits: "
-                      + ", ".join(f"{kept_ids[a]} ({split[a]}) = {kept_ids[b]} ({split[b]})"
-                                  for a, b in crossing[:10]), stacklevel=4)
-    return split

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pandas as pd
 import soundfile as sf
 
 from mrlib.checks import check_int, check_positive
+from mrlib.music21_corpus import _slug
 from mrlib.odd_one_out import simulate_votes, write_comparisons
 from mrlib.mtat_format import ANNOTATIONS_FILE, CLIP_INFO_COLUMNS, CLIP_INFO_FILE, COMPARISONS_FILE, MTAT_TAGS
 
@@ -40,10 +40,6 @@ class FixtureInfo:
     clip_ids: np.ndarray
     artists: np.ndarray
     broken: list
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 
 
 def _fixture_audio(style: np.ndarray, sr: int, duration_s: float, rng: np.random.Generator) -> np.ndarray:
@@ -108,7 +104,14 @@ def write_fixture(
 
     Notebook: 08_triplet_matchnet.ipynb
     """
-    _check_fixture_args(n_clips, n_artists, n_comparisons, n_broken, duration_s)
+    # every argument is checked before anything is written
+    for name, value, low in (("n_clips", n_clips, 3), ("n_artists", n_artists, 1),
+                             ("n_comparisons", n_comparisons, 1), ("n_broken", n_broken, 0)):
+        check_int(name, value, low)
+    if n_artists > n_clips or n_broken > n_clips:
+        raise ValueError(f"n_artists={n_artists} and n_broken={n_broken} must not exceed "
+                         f"n_clips={n_clips}")
+    check_positive("duration_s", duration_s)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -147,17 +150,6 @@ def _fixture_clips(rng: np.random.Generator, n_clips: int, n_artists: int):
     artist_style = rng.uniform(0.1, 0.9, size=(n_artists, 3))
     style = np.clip(artist_style[artist_of] + rng.normal(0, 0.07, size=(n_clips, 3)), 0, 1)
     return clip_ids, artist_of, artist_names, style
-
-
-def _check_fixture_args(n_clips, n_artists, n_comparisons, n_broken, duration_s) -> None:
-    """Refuse a bad argument of :func:`write_fixture` before anything is written."""
-    for name, value, low in (("n_clips", n_clips, 3), ("n_artists", n_artists, 1),
-                             ("n_comparisons", n_comparisons, 1), ("n_broken", n_broken, 0)):
-        check_int(name, value, low)
-    if n_artists > n_clips or n_broken > n_clips:
-        raise ValueError(f"n_artists={n_artists} and n_broken={n_broken} must not exceed "
-                         f"n_clips={n_clips}")
-    check_positive("duration_s", duration_s)
 
 
 def _fixture_tags(rng: np.random.Generator, artist_of: np.ndarray, n_artists: int, n_tags: int) -> np.ndarray:

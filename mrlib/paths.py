@@ -297,10 +297,9 @@ def remove_dead_temporaries(folder: str | os.PathLike, stale_after_s: float = 60
         match = _TEMPORARY.fullmatch(tmp.name)
         if match is None or not tmp.is_file() or (names is not None and match.group(1) not in names):
             continue
-        if not _CAN_PROBE:
-            if time.time() - tmp.stat().st_mtime < stale_after_s:
-                continue
-        elif _running(int(match.group(2))):
+        # kept while its writer may still be running
+        if (_running(int(match.group(2))) if _CAN_PROBE
+                else time.time() - tmp.stat().st_mtime < stale_after_s):
             continue
         tmp.unlink(missing_ok=True)
         gone.append(tmp)
