@@ -592,6 +592,11 @@ def test_top_tags_orders_by_likelihood_and_cuts_at_the_threshold(tmp_path):
     assert cat.top_tags(1) == []
     with pytest.raises(IndexError):
         cat.top_tags(2)
+    # k is a count: a float or a bool is refused by name, not by a slice's own error
+    with pytest.raises(TypeError, match="k must be an int"):
+        cat.top_tags(0, k=1.5)
+    with pytest.raises(ValueError, match="k must be >= 0"):
+        cat.top_tags(0, k=-1)
 
 
 def test_read_table_refuses_a_table_without_the_columns_asked_for(tmp_path):
