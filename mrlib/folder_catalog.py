@@ -210,12 +210,6 @@ class _Rows:
         self.ok[r] = False
         self.skipped.append((str(tid), int(row), reason))
 
-    def note_unlisted(self, files: list[Path]) -> None:
-        """Report audio files that no row names (unknown ids), never silently ignored."""
-        listed = set(self.ids)
-        self.skipped += [(f.stem, -1, "unknown id: audio file has no row in the tags CSV")
-                         for f in sorted(files) if f.stem not in listed]
-
 
 def _check_rows(rows: _Rows, tag_text: pd.DataFrame, split_column: str) -> np.ndarray:
     """Row checks (ids, duplicates, tag values, split values); returns the tag values (R, m)."""
@@ -274,7 +268,10 @@ def _locate_audio(rows: _Rows, audio_dir: Path, path_column: str | None, allow_o
             continue
         rows.paths[r] = p
     same_as = _duplicate_rows(rows, duplicates)
-    rows.note_unlisted(files if path_column is None else [])
+    if path_column is None:   # audio files that no row names (unknown ids): reported, not ignored
+        listed = set(rows.ids)
+        rows.skipped += [(f.stem, -1, "unknown id: audio file has no row in the tags CSV")
+                         for f in sorted(files) if f.stem not in listed]
     return same_as
 
 

@@ -116,10 +116,14 @@ def write_fixture(
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     clip_ids, artist_of, artist_names, style = _fixture_clips(rng, n_clips, n_artists)
-    tag_matrix = _fixture_tags(rng, artist_of, n_artists, len(MTAT_TAGS))
+    # 0/1 tags: each artist favours three tags (present with probability 0.8), anything else is
+    # a rare false positive (probability 0.02), like noisy crowd-sourced annotations
+    favoured = np.stack([rng.choice(len(MTAT_TAGS), 3, replace=False) for _ in range(n_artists)])
+    p = np.full((n_clips, len(MTAT_TAGS)), 0.02)
+    p[np.arange(n_clips)[:, None], favoured[artist_of]] = 0.8
+    ann = pd.DataFrame((rng.random(p.shape) < p).astype(np.int64), columns=MTAT_TAGS)
     clip_info = _clip_info(rng, clip_ids, artist_of, artist_names, duration_s)
     mp3_paths = clip_info["mp3_path"].tolist()
-    ann = pd.DataFrame(tag_matrix, columns=MTAT_TAGS)
     ann.insert(0, "clip_id", clip_ids)
     ann["mp3_path"] = mp3_paths
     quoted = {"sep": "\t", "index": False, "quoting": csv.QUOTE_ALL, "lineterminator": "\r\n"}
@@ -131,9 +135,8 @@ def write_fixture(
     votes = simulate_votes(S, n_comparisons, n_players=7, noise=0.05,
                            seed=int(rng.integers(2**31)), clip_ids=clip_ids, paths=mp3_paths)
     write_comparisons(votes, folder / COMPARISONS_FILE)
-    broken = []
-    if audio:
-        broken = _write_clips(folder / "mp3", mp3_paths, clip_ids, style, n_broken, duration_s, rng)
+    broken = (_write_clips(folder / "mp3", mp3_paths, clip_ids, style, n_broken, duration_s, rng)
+              if audio else [])
     return FixtureInfo(folder=folder, clip_ids=clip_ids,
                        artists=artist_names[artist_of], broken=broken)
 
@@ -150,18 +153,6 @@ def _fixture_clips(rng: np.random.Generator, n_clips: int, n_artists: int):
     artist_style = rng.uniform(0.1, 0.9, size=(n_artists, 3))
     style = np.clip(artist_style[artist_of] + rng.normal(0, 0.07, size=(n_clips, 3)), 0, 1)
     return clip_ids, artist_of, artist_names, style
-
-
-def _fixture_tags(rng: np.random.Generator, artist_of: np.ndarray, n_artists: int, n_tags: int) -> np.ndarray:
-    """0/1 tags (n_clips, n_tags): each artist favours three tags (present with probability
-    0.8), anything else is a rare false positive (probability 0.02), like noisy crowd-sourced
-    annotations."""
-    n_clips = len(artist_of)
-    favoured = np.stack([rng.choice(n_tags, size=3, replace=False)
-                         for _ in range(n_artists)])
-    p = np.full((n_clips, n_tags), 0.02)
-    p[np.arange(n_clips)[:, None], favoured[artist_of]] = 0.8
-    return (rng.random((n_clips, n_tags)) < p).astype(np.int64)
 
 
 def _clip_info(rng: np.random.Generator, clip_ids: np.ndarray, artist_of: np.ndarray,

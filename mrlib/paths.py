@@ -155,11 +155,6 @@ class FolderLock:
         # holder may release it, as with the object itself
         self._os_lock = FileLock(self.folder / f"{name}.os", timeout=0, thread_local=False)
 
-    def _info(self) -> dict:
-        return {"pid": os.getpid(), "host": socket.gethostname(),
-                "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "what": self.what,
-                "command": " ".join([os.path.basename(sys.executable), *sys.argv])[:400]}
-
     def acquire(self) -> "FolderLock":
         """Take the lock or raise :class:`LockedError` naming the holder (``ValueError`` when
         the folder's path is a file).
@@ -183,7 +178,11 @@ class FolderLock:
                     f"the {self.where} is locked by {describe_holder(left)}, "
                     f"a process on another host that cannot be checked from here; if it is gone, "
                     f"delete {self.path} and try again")
-            write_json_atomic(self._info(), self.path)
+            # the note: who holds the lock, for the message of a writer it refuses
+            command = " ".join([os.path.basename(sys.executable), *sys.argv])[:400]
+            write_json_atomic({"pid": os.getpid(), "host": socket.gethostname(),
+                               "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "what": self.what,
+                               "command": command}, self.path)
         except BaseException:
             self._os_lock.release()
             raise
