@@ -211,19 +211,17 @@ def _tracks(ann: pd.DataFrame, info: pd.DataFrame, folder: Path, root: Path, fra
     # A clip without an artist becomes its own artist: it can sit in any split without
     # leaking another artist's material.
     artist = np.where(artist == "", "unknown-artist-" + ann.clip_id.astype(str).to_numpy(), artist)
-    duration = (info["segmentEnd"] - info["segmentStart"]).to_numpy(float)
     base, real_folder = root.resolve(), folder.resolve()
     if base.is_relative_to(real_folder):    # paths relative to the folder; absolute outside it
         base = base.relative_to(real_folder)
-    paths = [(base / p).as_posix() for p in ann.mp3_path]
     pairs = sorted(duplicate_audio([root / p for p in ann.mp3_path]).items()) if check_audio else []
     _warn_same_audio(pairs, ann.clip_id.to_numpy(), "{} MTAT clip(s)")
     return pd.DataFrame({
         "track_id": ann.clip_id.to_numpy(np.int64),
         "artist_id": artist.astype(str),
         "split": artist_disjoint_split(group_duplicates(artist, pairs), fractions, seed),
-        "path": paths,
-        "duration_s": duration,
+        "path": [(base / p).as_posix() for p in ann.mp3_path],
+        "duration_s": (info["segmentEnd"] - info["segmentStart"]).to_numpy(float),
         "title": info["title"].fillna("").astype(str).to_numpy(),
         "album": info["album"].fillna("").astype(str).to_numpy(),
     })
