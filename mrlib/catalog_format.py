@@ -587,7 +587,7 @@ def read(root: str | Path, name: str | None = None, allow_outside: bool | None =
     tags = _numeric(tags_df, list(vocab["tag"]), root / "tags.csv")
     tag_ids = tags_df["track_id"]
     if set(tag_ids) != set(tracks["track_id"]) or tag_ids.duplicated().any():
-        raise ValueError("tags.csv and tracks.csv list different track ids")
+        raise ValueError("tags.csv must list the track ids of tracks.csv, each once")
     tags = tags[pd.Index(tag_ids).get_indexer(tracks["track_id"])]   # rows in tracks.csv order
     if allow_outside is None:
         allow_outside = bool(info.get("allow_outside_paths", False))

@@ -446,6 +446,21 @@ def test_read_names_the_file_of_a_missing_column(folder, tmp_path):
         C.read(root)
 
 
+def test_read_matches_tags_rows_to_tracks_by_id(built, tmp_path):
+    root = tmp_path / "copy"
+    C.read(built).save(root)
+    cat = C.read(root)
+    lines = (root / "tags.csv").read_text().splitlines()
+    (root / "tags.csv").write_text("\n".join([lines[0], *lines[:0:-1]]) + "\n")   # rows reversed
+    np.testing.assert_array_equal(C.read(root).tags, cat.tags)
+    # two rows of one id (even in the order of tracks.csv) name the file, not a duplicate track
+    tracks = (root / "tracks.csv").read_text().splitlines()
+    (root / "tracks.csv").write_text("\n".join([*tracks, tracks[1]]) + "\n")
+    (root / "tags.csv").write_text("\n".join([*lines, lines[1]]) + "\n")
+    with pytest.raises(ValueError, match="tags.csv must list the track ids of tracks.csv, each once"):
+        C.read(root)
+
+
 def test_from_folder_error_messages(folder, tmp_path):
     audio, tags_csv, vocab_csv = folder
     with pytest.raises(FileNotFoundError, match="audio folder not found"):
