@@ -429,27 +429,6 @@ class CVResult:
     std: float
 
 
-def summarise_folds(per_fold: np.ndarray, stacklevel: int = 3) -> tuple[float, float]:
-    """Mean and sample std (ddof = 1) of the folds' CFR, leaving out (with a warning to the
-    caller's caller, or ``stacklevel`` frames up) the folds without test triplets (NaN)."""
-    valid = per_fold[~np.isnan(per_fold)]
-    if len(valid) < len(per_fold):
-        warnings.warn(f"{len(per_fold) - len(valid)} fold(s) had no test triplets and are left "
-                      "out of the mean", RuntimeWarning, stacklevel=stacklevel)
-    mean = float(valid.mean()) if len(valid) else float("nan")
-    std = float(valid.std(ddof=1)) if len(valid) > 1 else float("nan")
-    return mean, std
-
-
-def check_shares(shares) -> np.ndarray:
-    """The shares of training triplets of a generalisation curve, as floats in (0, 1]."""
-    shares = np.asarray(shares, dtype=float)
-    # written as "not in (0, 1]" so that NaN is refused too
-    if shares.ndim != 1 or shares.size == 0 or not ((shares > 0) & (shares <= 1)).all():
-        raise ValueError(f"shares must be numbers in (0, 1], got {shares.tolist()}")
-    return shares
-
-
 def nested_subsets(folds: Sequence, shares: Sequence[float], seed: int):
     """``(fold, share, train subset, test_idx)`` for every fold, in order, and every share.
 
@@ -493,13 +472,6 @@ def check_folds(folds, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def _new_method(method_factory):
-    if callable(method_factory):
-        return method_factory()
-    raise TypeError("method_factory must be a class or a zero-argument callable making a "
-                    f"baseline, got {type(method_factory).__name__}")
-
-
 def cross_validate(
     method_factory: Callable[[], MetricBaseline],
     X,
@@ -536,22 +508,75 @@ def cross_validate(
     return _cross_validate(method_factory, [X] * len(folds), t, folds, progress)
 
 
-def _cross_validate(method_factory, X_per_fold: list, t: np.ndarray, folds: list,
-                    progress: bool) -> CVResult:
-    """:func:`cross_validate` with fold ``f`` on ``X_per_fold[f]``, all checked (the one loop of
-    :func:`cross_validate` and :func:`mrlib.matchnet_cv.cross_validate_features`)."""
-    test_cfr, train_cfr = [], []
+def _fold_fits(method_factory, X_per_fold: list, t: np.ndarray, folds: list, *,
+               progress: bool = False):
+    """For each fold ``(train_idx, test_idx)``, in order, a fresh method fitted on
+    ``t[train_idx]`` with the fold's features ``X``: ``(method, X, (d_ap, d_an))``, the distances
+    of the fold's test triplets (empty arrays for a fold without any). The one fold loop of the
+    baselines: :func:`cross_validate`, :func:`generalization_curve`,
+    :func:`mrlib.matchnet_cv.cross_validate_features` and :func:`mrlib.cfr2017.run`."""
+    if not callable(method_factory):
+        raise TypeError("method_factory must be a class or a zero-argument callable making a "
+                        f"baseline, got {type(method_factory).__name__}")
     for X, (train_idx, test_idx) in tqdm(list(zip(X_per_fold, folds)), desc="folds",
                                          disable=not progress):
-        method = _new_method(method_factory)
+        method = method_factory()
         method.fit(X, t[train_idx])
+        te = t[test_idx]
+        yield method, X, ((method.distance(X, te[:, 0], te[:, 1]),
+                           method.distance(X, te[:, 0], te[:, 2])) if len(te)
+                          else (np.zeros(0), np.zeros(0)))
+
+
+def _cross_validate(method_factory, X_per_fold: list, t: np.ndarray, folds: list,
+                    progress: bool) -> CVResult:
+    """:func:`cross_validate` with fold ``f`` on ``X_per_fold[f]``, all checked (also
+    :func:`mrlib.matchnet_cv.cross_validate_features`)."""
+    test_cfr, train_cfr = [], []
+    fits = _fold_fits(method_factory, X_per_fold, t, folds, progress=progress)
+    for (method, X, d), (train_idx, _) in zip(fits, folds):
         train_cfr.append(cfr(method, X, t[train_idx]).rate)
-        test_cfr.append(cfr(method, X, t[test_idx]).rate if len(test_idx) else np.nan)
-    per_fold = np.asarray(test_cfr, dtype=np.float64)
-    mean, std = summarise_folds(per_fold, stacklevel=4)      # to the public function's caller
+        test_cfr.append(constraints_fulfillment_rate(*d).rate if len(d[0]) else np.nan)
     label = getattr(method, "name", type(method).__name__)        # the folds are not empty
-    return CVResult(label, per_fold, np.asarray(train_cfr),
-                    np.asarray([len(te) for _, te in folds], np.int64), mean, std)
+    return _cv_result(label, test_cfr, train_cfr, folds, stacklevel=4)
+
+
+def _cv_result(name: str, test_cfr, train_cfr, folds: list, *extra, cls: type = CVResult,
+              stacklevel: int) -> CVResult:
+    """A :class:`CVResult` (or ``cls``, with its ``extra`` fields) of the folds' test and
+    training CFR. The mean and sample std (ddof = 1) leave out, with a warning ``stacklevel``
+    frames up (the public function's caller), the folds without test triplets (NaN)."""
+    per_fold = np.asarray(test_cfr, dtype=np.float64)
+    valid = per_fold[~np.isnan(per_fold)]
+    if len(valid) < len(per_fold):
+        warnings.warn(f"{len(per_fold) - len(valid)} fold(s) had no test triplets and are left "
+                      "out of the mean", RuntimeWarning, stacklevel=stacklevel)
+    mean = float(valid.mean()) if len(valid) else float("nan")
+    std = float(valid.std(ddof=1)) if len(valid) > 1 else float("nan")
+    return cls(name, per_fold, np.asarray(train_cfr, np.float64),
+               np.asarray([len(te) for _, te in folds], np.int64), mean, std, *extra)
+
+
+def _curve_frame(folds: list, shares, seed: int, score: Callable, desc: str, progress: bool,
+                known=None) -> pd.DataFrame:
+    """The points ``share, fold, n_train, cfr`` of a generalisation curve (the baselines' and
+    MatchNet's): ``score(train, test_idx)`` on each of :func:`nested_subsets`, in order; NaN for
+    a fold without test triplets, and ``known[f]`` for fold ``f``'s whole training set when
+    given. ``shares`` must be numbers in (0, 1]."""
+    shares = np.asarray(shares, dtype=float)
+    # written as "not in (0, 1]" so that NaN is refused too
+    if shares.ndim != 1 or shares.size == 0 or not ((shares > 0) & (shares <= 1)).all():
+        raise ValueError(f"shares must be numbers in (0, 1], got {shares.tolist()}")
+    rows, todo = [], []
+    for f, share, train, test_idx in nested_subsets(folds, shares, seed):
+        rows.append({"share": float(share), "fold": f, "n_train": len(train), "cfr": np.nan})
+        if known is not None and len(train) == len(folds[f][0]):
+            rows[-1]["cfr"] = float(known[f])
+        elif len(test_idx):
+            todo.append((rows[-1], train, test_idx))
+    for row, train, test_idx in tqdm(todo, desc=desc, unit="point", disable=not progress):
+        row["cfr"] = float(score(train, test_idx))
+    return pd.DataFrame(rows, columns=["share", "fold", "n_train", "cfr"])
 
 
 def generalization_curve(
@@ -589,12 +614,9 @@ def generalization_curve(
     """
     X = _check_X(X)
     t = check_triplets(triplets, len(X))
-    shares = check_shares(shares)
-    rows = []
-    for f, share, train, test_idx in tqdm(nested_subsets(folds, shares, seed), desc="curve",
-                                          total=len(folds) * len(shares), disable=not progress):
-        method = _new_method(method_factory)
-        method.fit(X, t[train])
-        score = cfr(method, X, t[np.asarray(test_idx, np.int64)]).rate if len(test_idx) else np.nan
-        rows.append({"share": float(share), "fold": f, "n_train": len(train), "cfr": score})
-    return pd.DataFrame(rows)
+
+    def score(train, test_idx):
+        (_, _, d), = _fold_fits(method_factory, [X], t, [(train, test_idx)])
+        return constraints_fulfillment_rate(*d).rate
+
+    return _curve_frame(check_folds(folds, len(t)), shares, seed, score, "curve", progress)

@@ -36,7 +36,7 @@ Notebook: 08_triplet_matchnet.ipynb
 """
 from __future__ import annotations
 
-import copy
+import functools
 import hashlib
 import json
 import os
@@ -51,7 +51,8 @@ import torch
 
 from mrlib import catalog as mcat
 from mrlib import results as res
-from mrlib.baselines import Euclidean, Mahalanobis, TripletSVM, catalog_features, nested_subsets
+from mrlib.baselines import (Euclidean, Mahalanobis, TripletSVM, _fold_fits, catalog_features,
+                             nested_subsets)
 from mrlib.checks import check_choice, check_int
 from mrlib.odd_one_out import comparisons_to_triplets, simulate_votes, triplet_folds
 from mrlib.paths import atomic_path
@@ -562,7 +563,8 @@ def run(row: str, parameters: Mapping[str, Any], seed: int, device: str = "cpu",
     extra : dict
         The slides' form — ``fold_cfr`` (each fold's CFR), ``fold_mean``, ``fold_std`` (ddof 1),
         ``n_test`` per fold — plus ``train_cfr`` (mean over folds of the CFR on the fold's own
-        training triplets, for the baselines), ``units_sha`` (identity of the test triplets) and,
+        training triplets, for the Triplet MatchNet row), ``units_sha`` (identity of the test
+        triplets) and,
         for MatchNet rows, ``matchnet_s`` (training seconds spent in this call), the final loss
         and share of active pairs.
 
@@ -588,16 +590,13 @@ def run(row: str, parameters: Mapping[str, Any], seed: int, device: str = "cpu",
         d = mn["d_test"]
         extra["train_cfr"] = round(float(np.nanmean(mn["train_cfr"])), 4)
     else:
-        base = make_method(method, pca=parameters.get("pca_dims") if feats == "PCA" else None,
-                           seed=seed, **_method_fields(method, parameters))
+        factory = functools.partial(make_method, method, seed=seed,
+                                    pca=parameters.get("pca_dims") if feats == "PCA" else None,
+                                    **_method_fields(method, parameters))
         X_per_fold = list(mn["songs"]) if feats == "MatchNet" else [ctx["X_hc"]] * len(folds)
-        d = []                                       # each fold's test dissimilarities
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")          # solvers' convergence notes on small folds
-            for X, (tr, te) in zip(X_per_fold, fit_folds):
-                m = copy.deepcopy(base).fit(X, t[tr])    # a fresh copy per fold
-                d.append((m.distance(X, t[te, 0], t[te, 1]), m.distance(X, t[te, 0], t[te, 2]))
-                         if len(te) else (np.zeros(0), np.zeros(0)))
+            d = [dist for _, _, dist in _fold_fits(factory, X_per_fold, t, fit_folds)]
     hit, per_fold = fulfilled(d, t, folds, units)
     valid = per_fold[np.isfinite(per_fold)]
     extra.update({"fold_cfr": [round(float(v), 4) if np.isfinite(v) else None for v in per_fold],

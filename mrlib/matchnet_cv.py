@@ -32,6 +32,7 @@ Notebook: 08_triplet_matchnet.ipynb
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -43,8 +44,8 @@ from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from mrlib import losses
-from mrlib.baselines import (CVResult, _check_X, _cross_validate, check_folds, check_shares,
-                             check_triplets, nested_subsets, summarise_folds)
+from mrlib.baselines import (_check_X, _cross_validate, _curve_frame, _cv_result, CVResult,
+                             check_folds, check_triplets)
 from mrlib.checks import FINITE, check_n_jobs, int_at_least, rule, validate_fields
 from mrlib.devices import pick_device, torch_threads
 from mrlib.features import _available, check_features, coarsen_features, tracks_patches
@@ -351,14 +352,6 @@ def _fit_score_subset(features, t: np.ndarray, train_idx: np.ndarray, test_idx: 
     return constraints_fulfillment_rate(*triplet_dissimilarities(run.model, E, local)).rate
 
 
-def _run_jobs(fn, jobs: list, n_jobs: int, desc: str, progress: bool) -> list:
-    """``[fn(*job) for job in jobs]``, in order, in ``n_jobs`` processes (joblib/loky)."""
-    check_n_jobs(n_jobs)
-    outs = ((fn(*job) for job in jobs) if n_jobs == 1 or len(jobs) <= 1 else
-            Parallel(n_jobs=n_jobs, return_as="generator")(delayed(fn)(*job) for job in jobs))
-    return list(tqdm(outs, total=len(jobs), desc=desc, unit="fold", disable=not progress))
-
-
 def cross_validate_matchnet(
     features,
     triplets,
@@ -403,16 +396,15 @@ def cross_validate_matchnet(
     """
     config, t = _check_inputs(features, triplets, config)
     fl = check_folds(folds, len(t))
-    threads = None if n_jobs == 1 else 1
-    jobs = [(features, t, tr, te, config, threads) for tr, te in fl]
-    res = _run_jobs(_fit_score_fold, jobs, n_jobs, "Triplet MatchNet folds", progress)
-    per_fold = np.asarray([r["test"] for r in res], dtype=np.float64)
-    mean, std = summarise_folds(per_fold)
-    return MatchNetCV("Triplet MatchNet", per_fold,
-                      np.asarray([r["train"] for r in res], np.float64),
-                      np.asarray([r["n_test"] for r in res], np.int64), mean, std,
-                      np.stack([r["E"] for r in res]),
-                      [r["history"] for r in res], [r["d_test"] for r in res], config)
+    jobs = [(features, t, tr, te, config, None if n_jobs == 1 else 1) for tr, te in fl]
+    outs = ((_fit_score_fold(*job) for job in jobs) if check_n_jobs(n_jobs) == 1 or len(jobs) <= 1
+            else Parallel(n_jobs=n_jobs, return_as="generator")(
+                delayed(_fit_score_fold)(*job) for job in jobs))
+    res = list(tqdm(outs, total=len(jobs), desc="Triplet MatchNet folds", unit="fold",
+                    disable=not progress))
+    return _cv_result("Triplet MatchNet", [r["test"] for r in res], [r["train"] for r in res], fl,
+                      np.stack([r["E"] for r in res]), [r["history"] for r in res],
+                      [r["d_test"] for r in res], config, cls=MatchNetCV, stacklevel=3)
 
 
 def cross_validate_features(
@@ -498,7 +490,6 @@ def generalization_curve_matchnet(
     """
     config, t = _check_inputs(features, triplets, config)
     fl = check_folds(folds, len(t))
-    shares = check_shares(shares)
     if full is not None and len(full.per_fold) != len(fl):
         raise ValueError(f"full has {len(full.per_fold)} folds, folds has {len(fl)}")
     if full is not None and full.config is not None:   # where it ran may differ, not what
@@ -507,15 +498,6 @@ def generalization_curve_matchnet(
                   if k not in ("device", "eval_batch") and getattr(full.config, k) != v]
         if differ:
             raise ValueError("full was trained with another config: " + ", ".join(differ))
-    rows, jobs, slots = [], [], []
-    for f, share, train, test_idx in nested_subsets(fl, shares, seed):
-        row = {"share": float(share), "fold": f, "n_train": len(train), "cfr": float("nan")}
-        if full is not None and len(train) == len(fl[f][0]):
-            row["cfr"] = float(full.per_fold[f])
-        elif len(test_idx):
-            jobs.append((features, t, train, test_idx, config))
-            slots.append(len(rows))
-        rows.append(row)
-    for slot, score in zip(slots, _run_jobs(_fit_score_subset, jobs, 1, "MatchNet curve", progress)):
-        rows[slot]["cfr"] = float(score)
-    return pd.DataFrame(rows, columns=["share", "fold", "n_train", "cfr"])
+    score = functools.partial(_fit_score_subset, features, t, config=config)
+    return _curve_frame(fl, shares, seed, score, "MatchNet curve", progress,
+                        None if full is None else full.per_fold)

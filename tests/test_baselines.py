@@ -336,6 +336,8 @@ def test_bad_shares_seeds_and_max_iter_are_refused_at_the_door():
         generalization_curve(Euclidean, X, T, folds, shares=(float("nan"),), progress=False)
     with pytest.raises(TypeError, match="seed must be an int"):          # numpy's SeedSequence error
         generalization_curve(Euclidean, X, T, folds, seed="a", progress=False)
+    with pytest.raises(ValueError, match=r"fold 0: test indices must lie in \[0, "):  # IndexError
+        generalization_curve(Euclidean, X, T, [(folds[0][0], [len(T)])], progress=False)
     with pytest.raises(TypeError, match="seed must be an int"):          # was accepted
         Euclidean(seed="a")
     with pytest.raises(ValueError, match="max_iter must be >= 1"):       # was accepted
