@@ -34,12 +34,12 @@ from __future__ import annotations
 
 import dataclasses
 import mmap
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from joblib import effective_n_jobs
 
 from mrlib import mining_reference as ref
 from mrlib import online_mining as om
@@ -286,8 +286,7 @@ def _prepare(ranked, train_idx, strategy, n_pos, n_neg, S, seed, chunk_size, max
     seed = check_int("seed", seed, 0)
     chunk_size = check_int("chunk_size", chunk_size, 1)
     max_rounds = check_int("max_rounds", max_rounds, 0)
-    n_jobs = check_n_jobs(n_jobs)
-    n_jobs = (os.cpu_count() or 1) if n_jobs == -1 else n_jobs
+    n_jobs = effective_n_jobs(check_n_jobs(n_jobs))   # -1: joblib's count of usable cores
     src = TrainSplitSource(ranked, train_idx, S, need_S=strategy.name if strategy.needs_S else None)
     return src, strategy, n_pos, n_neg, seed, chunk_size, max_rounds, n_jobs
 
