@@ -455,15 +455,9 @@ class CoarseFeatures:
             raise KeyError(f"track {int(i)} has no features (skipped when extracting)")
         return a
 
-    @property
-    def n_bins(self) -> int:
-        """Bins of the coarse grid (0 if no track has features)."""
-        first = next((a for a in self._arrays if a is not None), None)
-        return 0 if first is None else int(first.shape[0])
-
     def __repr__(self) -> str:
         return (f"CoarseFeatures({int(self.available.sum())}/{len(self)} tracks, "
-                f"{self.n_bins} bins, pool=({self.freq_pool}, {self.time_pool}))")
+                f"pool=({self.freq_pool}, {self.time_pool}))")
 
 
 def coarsen_features(features, freq_pool: int = 4, time_pool: int = 8) -> CoarseFeatures:

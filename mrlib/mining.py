@@ -513,9 +513,7 @@ def check_triplets(triplets: np.ndarray, train_idx: np.ndarray, n_pos: int = 15,
         ranks = triplet_ranks(T, train, S=S, ranked=ranked)
         checks["positive in first Np"] = bool(((ranks[:, 0] >= 1) & (ranks[:, 0] <= n_pos)).all())
         checks["negative after positive"] = bool((ranks[:, 1] > ranks[:, 0]).all())
-    base = int(T.max()) + 1 if T.size else 1          # an empty set of triplets is valid
-    key = (T[:, 0].astype(np.int64) * base + T[:, 1]) * base + T[:, 2]
-    checks["no duplicate triplet"] = bool(np.unique(key).size == key.size)
+    checks["no duplicate triplet"] = len(np.unique(T, axis=0)) == len(T)
     failed = [k for k, ok in checks.items() if not ok]
     if failed:
         raise ValueError(f"invalid triplets: failed {failed}")

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mrlib.checks import check_indices
+from mrlib.checks import as_index_matrix, check_indices
 from mrlib.mining_draws import _RNG_BLOCK, _BlockRNG, _draw_distance, _draw_uniform
 from mrlib.search import _stable_topk
 
@@ -52,15 +52,14 @@ class TrainSplitSource:
             raise ValueError("give the ranked lists (ranked=) or the similarity (S=), or both")
         if need_S and S is None:
             raise ValueError(f"strategy {need_S!r} needs the similarity S (a matrix or a callable)")
-        self.ranked = ranked = None if ranked is None else _numpy(ranked)
+        # the full-catalog ranked lists: 2-D, integer (a similarity matrix goes in S=), (N, N-1)
+        if ranked is not None:
+            ranked = as_index_matrix("ranked", _numpy(ranked), "(N, N-1)")
+        self.ranked = ranked
         self.S_fn: Callable[[np.ndarray], np.ndarray] | None = S if callable(S) else None
         self.S_mat = S = None if S is None or callable(S) else _numpy(S)
-        if ranked is not None and (ranked.ndim != 2 or ranked.shape[1] != ranked.shape[0] - 1):
-            raise ValueError(
-                f"ranked must be the full-catalog ranked lists, shape (N, N-1), got {ranked.shape}")
-        if ranked is not None and not np.issubdtype(ranked.dtype, np.integer):
-            raise TypeError(f"ranked must hold integer catalog indices, got dtype {ranked.dtype}"
-                            " (a similarity matrix goes in S=)")
+        if ranked is not None and ranked.shape[1] != ranked.shape[0] - 1:
+            raise ValueError(f"ranked must have shape (N, N-1), got {ranked.shape}")
         if S is not None and (S.ndim != 2 or S.shape[0] != S.shape[1]):
             raise ValueError(f"S must be a square (N, N) similarity matrix, got shape {S.shape}")
         if S is not None and S.dtype.kind not in "fiu":
