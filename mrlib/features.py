@@ -139,16 +139,6 @@ def _compute_batch(items: list[tuple[int, str, str]], config: FeatureConfig) -> 
     return records
 
 
-def _read_manifest(cache_dir: Path, config: FeatureConfig) -> dict:
-    """The ``tracks`` entries of the cache's manifest; ``{}`` to start afresh when it is missing,
-    damaged, or another config's (files are re-validated either way)."""
-    manifest = read_json_or_empty(cache_dir / _MANIFEST)
-    ours = (manifest.get("format") == FORMAT_VERSION
-            and manifest.get("config") == config.to_dict()
-            and isinstance(manifest.get("tracks"), dict))
-    return manifest["tracks"] if ours else {}
-
-
 def _write_manifest(cache_dir: Path, config: FeatureConfig, tracks: dict) -> None:
     import librosa
 
@@ -232,8 +222,17 @@ def extract(
     root, ids, paths = _catalog_table(catalog)
     cache = Path(cache_dir) if cache_dir is not None else root / "features" / config.key()
     cache.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(cache)
-    entries = _read_manifest(cache, config)
+    for stale in cache.glob("*.part"):   # atomic_path's temporaries, left by killed workers
+        with contextlib.suppress(OSError):    # gone already, or not ours to delete
+            if time.time() - stale.stat().st_mtime > 3600:   # a concurrent run's are younger
+                stale.unlink()
+    # the manifest's entries; start afresh when it is missing, damaged, or another config's
+    # (the files are re-validated either way)
+    manifest = read_json_or_empty(cache / _MANIFEST)
+    ours = (manifest.get("format") == FORMAT_VERSION
+            and manifest.get("config") == config.to_dict()
+            and isinstance(manifest.get("tracks"), dict))
+    entries = manifest["tracks"] if ours else {}
 
     files = [cache / _safe_name(t) for t in ids]
     report = SkipReport(n_total=len(ids))
@@ -252,14 +251,6 @@ def extract(
     if verbose and (report.count or report.fixed):
         print(report)
     return fs
-
-
-def _remove_stale_temporaries(cache: Path) -> None:
-    """Delete temporaries of killed workers; an hour's grace leaves a concurrent run's files alone."""
-    for stale in cache.glob("*.part"):     # atomic_path's temporaries
-        with contextlib.suppress(OSError):    # gone already, or not ours to delete
-            if time.time() - stale.stat().st_mtime > 3600:
-                stale.unlink()
 
 
 def _tracks_to_compute(ids, paths, files, entries: dict, config, verify: str, report) -> list[int]:

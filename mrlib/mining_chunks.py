@@ -90,14 +90,11 @@ class TrainSplitSource:
     def s_rows(self, apos: np.ndarray) -> np.ndarray:
         """(c, n) similarity of the chunk's anchors to every training track (float32/64).
 
-        Read-only for the caller: it may be a view of the user's matrix.
+        Read-only for the caller: it may be a view of an array the S callable returned.
         """
         rows = self.train[apos]
         if self.S_mat is not None:
-            if self.n == self.N and apos.size and apos[-1] - apos[0] == apos.size - 1:
-                block = self.S_mat[apos[0]:apos[-1] + 1]     # contiguous rows: a view, no copy
-            else:
-                block = self.S_mat[rows]
+            block = self.S_mat[rows]
         else:
             block = _numpy(self.S_fn(rows))
             if block.shape != (rows.size, self.N):
