@@ -301,15 +301,13 @@ def _compute_and_record(todo, ids, paths, files, entries: dict, config, n_jobs: 
 
 def _run(todo: list[int], paths, files, config, n_jobs: int):
     """Yield lists of worker records as batches finish (in parallel when n_jobs != 1)."""
-    if not todo:
-        return iter(())
     items = [(i, str(paths[i]), str(files[i])) for i in todo]
     workers = (os.cpu_count() or 1) if n_jobs == -1 else n_jobs
     # Batches of up to 16 tracks amortise librosa's filter bases; at least ~4 batches per worker
     # keep the workers evenly loaded and the progress bar moving.
     size = int(np.clip(len(items) // (4 * workers), 1, 16))
     batches = [items[k:k + size] for k in range(0, len(items), size)]
-    if n_jobs == 1 or len(batches) == 1:
+    if n_jobs == 1 or len(batches) <= 1:   # nothing to compute starts no worker either
         return (_compute_batch(batch, config) for batch in batches)
     # Unordered: a slow batch does not hold up the others; records carry their index.
     return Parallel(n_jobs=n_jobs, return_as="generator_unordered", batch_size=1)(
