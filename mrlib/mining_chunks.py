@@ -125,9 +125,9 @@ class TrainSplitSource:
                 bad = int(self.train[apos][np.flatnonzero(counts != self.L)[0]])
                 raise ValueError(f"ranked list of track {bad} does not list every other training track once")
             return tpos[keep].reshape(apos.size, self.L)[:, :K]
-        # The anchor is not in its own list: its key goes to -inf (S is finite, checked by
-        # s_rows), and the top K by (-S, index), the ranked_list tie rule, are the head.
-        return _stable_topk(torch.from_numpy(np.array(srows)), K, True, int(apos[0]))
+        # The K smallest keys -S, ties by index (the ranked_list rule), less the anchor's: its
+        # key goes to +inf (S is finite, checked by s_rows). -S is a new array, free to write.
+        return _stable_topk(torch.from_numpy(-srows), K, False, int(apos[0]))
 
 
 # --------------------------------------------------------------------------------------
