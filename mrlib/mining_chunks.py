@@ -112,7 +112,11 @@ class TrainSplitSource:
         return block
 
     def head(self, apos: np.ndarray, K: int, srows: np.ndarray | None) -> np.ndarray:
-        """(c, K) train positions of r_1 ... r_K for each anchor, in rank order."""
+        """(c, K) train positions of r_1 ... r_K for each anchor, in rank order.
+
+        ``apos`` are consecutive training positions (a chunk): row ``i`` of ``srows`` is the
+        anchor of column ``apos[0] + i``, which the top-k leaves out.
+        """
         if self.ranked is not None:
             lists = self.ranked[self.train[apos]]
             # a negative entry would wrap around to another track's position without an error
