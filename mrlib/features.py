@@ -139,16 +139,6 @@ def _compute_batch(items: list[tuple[int, str, str]], config: FeatureConfig) -> 
     return records
 
 
-def _read_manifest(cache_dir: Path, config: FeatureConfig) -> dict:
-    """The ``tracks`` entries of the cache's manifest; ``{}`` to start afresh when it is missing,
-    damaged, or another config's (files are re-validated either way)."""
-    manifest = read_json_or_empty(cache_dir / _MANIFEST)
-    ours = (manifest.get("format") == FORMAT_VERSION
-            and manifest.get("config") == config.to_dict()
-            and isinstance(manifest.get("tracks"), dict))
-    return manifest["tracks"] if ours else {}
-
-
 def _write_manifest(cache_dir: Path, config: FeatureConfig, tracks: dict) -> None:
     import librosa
 
@@ -232,8 +222,17 @@ def extract(
     root, ids, paths = _catalog_table(catalog)
     cache = Path(cache_dir) if cache_dir is not None else root / "features" / config.key()
     cache.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(cache)
-    entries = _read_manifest(cache, config)
+    for stale in cache.glob("*.part"):   # atomic_path's temporaries, left by killed workers
+        with contextlib.suppress(OSError):    # gone already, or not ours to delete
+            if time.time() - stale.stat().st_mtime > 3600:   # a concurrent run's are younger
+                stale.unlink()
+    # the manifest's entries; start afresh when it is missing, damaged, or another config's
+    # (the files are re-validated either way)
+    manifest = read_json_or_empty(cache / _MANIFEST)
+    ours = (manifest.get("format") == FORMAT_VERSION
+            and manifest.get("config") == config.to_dict()
+            and isinstance(manifest.get("tracks"), dict))
+    entries = manifest["tracks"] if ours else {}
 
     files = [cache / _safe_name(t) for t in ids]
     report = SkipReport(n_total=len(ids))
@@ -252,14 +251,6 @@ def extract(
     if verbose and (report.count or report.fixed):
         print(report)
     return fs
-
-
-def _remove_stale_temporaries(cache: Path) -> None:
-    """Delete temporaries of killed workers; an hour's grace leaves a concurrent run's files alone."""
-    for stale in cache.glob("*.part"):     # atomic_path's temporaries
-        with contextlib.suppress(OSError):    # gone already, or not ours to delete
-            if time.time() - stale.stat().st_mtime > 3600:
-                stale.unlink()
 
 
 def _tracks_to_compute(ids, paths, files, entries: dict, config, verify: str, report) -> list[int]:
@@ -310,15 +301,13 @@ def _compute_and_record(todo, ids, paths, files, entries: dict, config, n_jobs: 
 
 def _run(todo: list[int], paths, files, config, n_jobs: int):
     """Yield lists of worker records as batches finish (in parallel when n_jobs != 1)."""
-    if not todo:
-        return iter(())
     items = [(i, str(paths[i]), str(files[i])) for i in todo]
     workers = (os.cpu_count() or 1) if n_jobs == -1 else n_jobs
     # Batches of up to 16 tracks amortise librosa's filter bases; at least ~4 batches per worker
     # keep the workers evenly loaded and the progress bar moving.
     size = int(np.clip(len(items) // (4 * workers), 1, 16))
     batches = [items[k:k + size] for k in range(0, len(items), size)]
-    if n_jobs == 1 or len(batches) == 1:
+    if n_jobs == 1 or len(batches) <= 1:   # nothing to compute starts no worker either
         return (_compute_batch(batch, config) for batch in batches)
     # Unordered: a slow batch does not hold up the others; records carry their index.
     return Parallel(n_jobs=n_jobs, return_as="generator_unordered", batch_size=1)(
@@ -455,15 +444,9 @@ class CoarseFeatures:
             raise KeyError(f"track {int(i)} has no features (skipped when extracting)")
         return a
 
-    @property
-    def n_bins(self) -> int:
-        """Bins of the coarse grid (0 if no track has features)."""
-        first = next((a for a in self._arrays if a is not None), None)
-        return 0 if first is None else int(first.shape[0])
-
     def __repr__(self) -> str:
         return (f"CoarseFeatures({int(self.available.sum())}/{len(self)} tracks, "
-                f"{self.n_bins} bins, pool=({self.freq_pool}, {self.time_pool}))")
+                f"pool=({self.freq_pool}, {self.time_pool}))")
 
 
 def coarsen_features(features, freq_pool: int = 4, time_pool: int = 8) -> CoarseFeatures:

@@ -34,12 +34,12 @@ from __future__ import annotations
 
 import dataclasses
 import mmap
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from joblib import effective_n_jobs
 
 from mrlib import mining_reference as ref
 from mrlib import online_mining as om
@@ -286,8 +286,7 @@ def _prepare(ranked, train_idx, strategy, n_pos, n_neg, S, seed, chunk_size, max
     seed = check_int("seed", seed, 0)
     chunk_size = check_int("chunk_size", chunk_size, 1)
     max_rounds = check_int("max_rounds", max_rounds, 0)
-    n_jobs = check_n_jobs(n_jobs)
-    n_jobs = (os.cpu_count() or 1) if n_jobs == -1 else n_jobs
+    n_jobs = effective_n_jobs(check_n_jobs(n_jobs))   # -1: joblib's count of usable cores
     src = TrainSplitSource(ranked, train_idx, S, need_S=strategy.name if strategy.needs_S else None)
     return src, strategy, n_pos, n_neg, seed, chunk_size, max_rounds, n_jobs
 
@@ -514,9 +513,7 @@ def check_triplets(triplets: np.ndarray, train_idx: np.ndarray, n_pos: int = 15,
         ranks = triplet_ranks(T, train, S=S, ranked=ranked)
         checks["positive in first Np"] = bool(((ranks[:, 0] >= 1) & (ranks[:, 0] <= n_pos)).all())
         checks["negative after positive"] = bool((ranks[:, 1] > ranks[:, 0]).all())
-    base = int(T.max()) + 1 if T.size else 1          # an empty set of triplets is valid
-    key = (T[:, 0].astype(np.int64) * base + T[:, 1]) * base + T[:, 2]
-    checks["no duplicate triplet"] = bool(np.unique(key).size == key.size)
+    checks["no duplicate triplet"] = len(np.unique(T, axis=0)) == len(T)
     failed = [k for k, ok in checks.items() if not ok]
     if failed:
         raise ValueError(f"invalid triplets: failed {failed}")

@@ -38,7 +38,7 @@ import math
 import numbers
 import os
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -151,22 +151,17 @@ def _tags_and_categories(T, categories, name: str) -> tuple[np.ndarray, np.ndarr
     return arr, cats
 
 
-class _Prepared(NamedTuple):
-    """Per-category unit-normalised blocks of a tag matrix, ready for matrix products."""
-
-    n: int
-    blocks: list             # per category (n, m_c): unit rows, zero where the category is absent
-    present: np.ndarray      # (n, n_categories) float64: 1.0 where the track has the category
-
-
-def _prepare(T: np.ndarray, cats: np.ndarray, names: list[str]) -> _Prepared:
+def _prepare(T: np.ndarray, cats: np.ndarray, names: list[str]) -> tuple[list, np.ndarray]:
+    """Per-category unit-normalised blocks of a tag matrix, ready for matrix products: per
+    category (n, m_c) unit rows (zero where the track lacks the category), and (n,
+    n_categories) float64, 1.0 where the track has the category."""
     blocks, present = [], []
     for name in names:
         block = T[:, cats == name]
         norm = np.sqrt(np.einsum("ij,ij->i", block, block))[:, None]
         blocks.append(np.divide(block, norm, out=np.zeros_like(block), where=norm > 0))
         present.append(norm[:, 0] > 0)
-    return _Prepared(T.shape[0], blocks, np.stack(present, axis=1).astype(np.float64))
+    return blocks, np.stack(present, axis=1).astype(np.float64)
 
 
 class _Oracle:
@@ -200,10 +195,10 @@ class _Oracle:
 
     def block(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` of S as float32 (computed in float64, then rounded)."""
-        A, B = self.A, self.B
-        num = np.zeros((stop - start, B.n))
+        (blocks_a, present_a), (blocks_b, present_b) = self.A, self.B
+        num = np.zeros((stop - start, present_b.shape[0]))
         gate_sim = None
-        for j, (ua, ub) in enumerate(zip(A.blocks, B.blocks)):
+        for j, (ua, ub) in enumerate(zip(blocks_a, blocks_b)):
             # cosine: rows are unit vectors (or zero where the category is absent)
             s = ua[start:stop] @ ub.T
             np.clip(s, 0.0, 1.0, out=s)
@@ -212,7 +207,7 @@ class _Oracle:
             if self.cat_weights[j] > 0:
                 num += self.cat_weights[j] * s
         # Weights of the categories both tracks have: one small matrix product.
-        den = (A.present[start:stop] * self.cat_weights) @ B.present.T
+        den = (present_a[start:stop] * self.cat_weights) @ present_b.T
         mean = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
         if self.floor < 1.0:
             mean *= self.floor + (1.0 - self.floor) * (gate_sim ** self.power)
@@ -275,10 +270,11 @@ def oracle(
     """
     chunk_size = check_int("chunk_size", chunk_size, 1)
     core = _Oracle(T_a, T_b, categories, weights)
-    S = np.empty((core.A.n, core.B.n), dtype=np.float32)
-    starts = range(0, core.A.n, chunk_size)
+    n_a, n_b = core.A[1].shape[0], core.B[1].shape[0]
+    S = np.empty((n_a, n_b), dtype=np.float32)
+    starts = range(0, n_a, chunk_size)
     for start in tqdm(starts, desc="oracle S", unit="block", disable=not progress):
-        S[start:start + chunk_size] = core.block(start, min(start + chunk_size, core.A.n))
+        S[start:start + chunk_size] = core.block(start, min(start + chunk_size, n_a))
     return S
 
 
@@ -299,7 +295,7 @@ def category_similarities(T_a, T_b=None, categories=None) -> dict[str, np.ndarra
     """
     core = _Oracle(T_a, T_b, categories, {"categories": {"x": 1.0}, "gate": None, "sharpness": 1.0})
     return {name: np.clip(ua @ ub.T, 0.0, 1.0).astype(np.float32)
-            for name, ua, ub in zip(core.names, core.A.blocks, core.B.blocks)}
+            for name, ua, ub in zip(core.names, core.A[0], core.B[0])}
 
 
 def _check_S(S, name="S") -> np.ndarray:
@@ -450,12 +446,9 @@ def rank_profile(S, ranks: Sequence[int] = (1, 5, 15, 50), threshold: float = 0.
     # the arguments are checked before the sort of every row that the curve costs
     if not np.iterable(ranks):
         raise TypeError(f"ranks must be a sequence of int ranks (1-based), got {ranks!r}")
-    ranks = list(ranks)
-    for r in ranks:
-        if not is_int(r):
-            raise TypeError(f"ranks must hold int ranks (1-based), got {r!r}")
-        if not 1 <= r <= length:
-            raise ValueError(f"rank {r} is outside the lists (1 … {length})")
+    ranks = [check_int("ranks", r, 1) for r in ranks]   # 1-based
+    if ranks and max(ranks) > length:
+        raise ValueError(f"ranks must be <= {length}: rank {max(ranks)} is outside the lists")
     if not is_real(threshold):
         raise TypeError(f"threshold must be a number, got {threshold!r}")
     if not math.isfinite(threshold):
@@ -463,7 +456,7 @@ def rank_profile(S, ranks: Sequence[int] = (1, 5, 15, 50), threshold: float = 0.
     curve = mean_similarity_by_rank(S)
     below = int((S < threshold).sum()) - int((np.diagonal(S) < threshold).sum())
     return {
-        "mean_at_rank": {int(r): float(curve[int(r) - 1]) for r in ranks},
+        "mean_at_rank": {r: float(curve[r - 1]) for r in ranks},
         "share_below": below / (S.size - S.shape[0]),
         "threshold": float(threshold),
         "list_length": len(curve),

@@ -325,7 +325,7 @@ def test_fig1_shape_on_a_structured_catalog(S):
 def test_rank_profile_and_empty_S_are_refused_at_the_door(monkeypatch):
     S = sim.oracle(np.random.default_rng(0).random((6, 4)))
     # a float rank was truncated, a NaN threshold gave share_below 0.0, a str one a numpy error
-    with pytest.raises(TypeError, match="ranks must hold int"):
+    with pytest.raises(TypeError, match="ranks must be an int"):
         sim.rank_profile(S, ranks=(1.5,))
     with pytest.raises(TypeError, match="ranks must be a sequence"):
         sim.rank_profile(S, ranks=3)
@@ -339,6 +339,8 @@ def test_rank_profile_and_empty_S_are_refused_at_the_door(monkeypatch):
     monkeypatch.setattr(sim, "mean_similarity_by_rank", lambda *a, **k: calls.append(1) or real_curve(*a, **k))
     with pytest.raises(ValueError, match="outside the lists"):
         sim.rank_profile(S, ranks=(1, 6))
+    with pytest.raises(ValueError, match="ranks must be >= 1"):
+        sim.rank_profile(S, ranks=(0, 1))
     assert calls == []
     assert sim.rank_profile(S, ranks=(1, 5))["list_length"] == 5 and calls == [1]
     assert sim.rank_profile(S, ranks=np.array([1, 3]))["mean_at_rank"].keys() == {1, 3}
