@@ -110,15 +110,8 @@ _PARAMS = {
                             "None or a finite number > 0", optional=True),),
     "pad_fraction": (rule(lambda v: is_real(v) and 0 <= v <= 1, "a number in [0, 1]"),),
 }
-
-
-def _check_params(sr, min_duration_s, max_duration_s, pad_fraction=DEFAULT_PAD_FRACTION) -> None:
-    check_values("read_audio", {"sr": sr, "min_duration_s": min_duration_s,
-                                "max_duration_s": max_duration_s, "pad_fraction": pad_fraction},
-                 _PARAMS)
-    if max_duration_s is not None and max_duration_s < min_duration_s:
-        raise ValueError(f"max_duration_s ({max_duration_s}) must be >= min_duration_s "
-                         f"({min_duration_s})")
+#: The check of a skip's reason and of a fix's note (``ValueError``).
+_TEXT = rule(lambda v: isinstance(v, str) and v != "", "a non-empty str")
 
 
 def _decode(path: Path, max_duration_s: float | None) -> tuple[np.ndarray, int]:
@@ -186,7 +179,12 @@ def read_audio(
 
     Notebook: 01_cqt.ipynb
     """
-    _check_params(sr, min_duration_s, max_duration_s, pad_fraction)
+    check_values("read_audio", {"sr": sr, "min_duration_s": min_duration_s,
+                                "max_duration_s": max_duration_s, "pad_fraction": pad_fraction},
+                 _PARAMS)
+    if max_duration_s is not None and max_duration_s < min_duration_s:
+        raise ValueError(f"max_duration_s ({max_duration_s}) must be >= min_duration_s "
+                         f"({min_duration_s})")
     sr = int(sr)
     decoded = _decode_checked(Path(path), sr, max_duration_s)
     if isinstance(decoded, AudioResult):
@@ -195,11 +193,20 @@ def read_audio(
     n_frames, n_channels = data.shape
     y = data.mean(axis=1, dtype=np.float32) if n_channels > 1 else data[:, 0]
     fixes = [f"downmixed: {n_channels} channels to mono"] if n_channels > 1 else []
-    problem = _unusable(y, n_frames / native_sr, min_duration_s, pad_fraction)
-    if problem:
-        return AudioResult(None, sr, problem, tuple(fixes))
-    y = _conform(y, native_sr, sr, min_duration_s, max_duration_s, fixes)
-    return AudioResult(y, sr, None, tuple(fixes))
+    # Mean square in float64: float32 accumulation of millions of tiny values loses digits.
+    mean_square = float(np.mean(np.square(y, dtype=np.float64)))
+    level_db = 10.0 * math.log10(mean_square) if mean_square > 0 else -math.inf
+    duration = n_frames / native_sr
+    shortest = pad_fraction * min_duration_s
+    if level_db < DEFAULT_SILENCE_DB:
+        problem = f"silent: RMS {level_db:.1f} dBFS < {DEFAULT_SILENCE_DB:g} dBFS"
+    elif duration < shortest:  # (pad_fraction <= 1, so this is also below the minimum)
+        problem = (f"too short: {duration:.2f} s < {shortest:.2f} s "
+                   f"({pad_fraction:g} x the {min_duration_s:g} s minimum)")
+    else:
+        y = _conform(y, native_sr, sr, min_duration_s, max_duration_s, fixes)
+        return AudioResult(y, sr, None, tuple(fixes))
+    return AudioResult(None, sr, problem, tuple(fixes))
 
 
 def _decode_checked(path: Path, sr: int, max_duration_s: float | None):
@@ -224,21 +231,6 @@ def _decode_checked(path: Path, sr: int, max_duration_s: float | None):
         n_inf = int((~finite).sum()) - n_nan
         return AudioResult(None, sr, f"non-finite: {n_nan} NaN and {n_inf} inf samples")
     return data, native_sr
-
-
-def _unusable(y: np.ndarray, duration: float, min_duration_s: float,
-              pad_fraction: float) -> str | None:
-    """Why a mono track cannot be used (silent, too short), or None."""
-    # Mean square in float64: float32 accumulation of millions of tiny values loses digits.
-    mean_square = float(np.mean(np.square(y, dtype=np.float64)))
-    level_db = 10.0 * math.log10(mean_square) if mean_square > 0 else -math.inf
-    if level_db < DEFAULT_SILENCE_DB:
-        return f"silent: RMS {level_db:.1f} dBFS < {DEFAULT_SILENCE_DB:g} dBFS"
-    shortest = pad_fraction * min_duration_s
-    if duration < shortest:  # (pad_fraction <= 1, so this is also below the minimum)
-        return (f"too short: {duration:.2f} s < {shortest:.2f} s "
-                f"({pad_fraction:g} x the {min_duration_s:g} s minimum)")
-    return None
 
 
 def _conform(y: np.ndarray, native_sr: int, sr: int, min_duration_s: float,
@@ -346,15 +338,11 @@ class SkipReport:
 
     def skip(self, track_id, reason: str) -> None:
         """Record a skipped track (``reason`` as ``"kind: detail"``)."""
-        if not isinstance(reason, str) or not reason:
-            raise ValueError(f"a skip needs a non-empty reason, got {reason!r} for {track_id!r}")
-        self.skipped.append((str(track_id), reason))
+        self.skipped.append((str(track_id), _TEXT(f"reason of {track_id!r}", reason)))
 
     def fix(self, track_id, note: str) -> None:
         """Record a repair applied to a track that was kept."""
-        if not isinstance(note, str) or not note:
-            raise ValueError(f"a fix needs a non-empty note, got {note!r} for {track_id!r}")
-        self.fixed.append((str(track_id), note))
+        self.fixed.append((str(track_id), _TEXT(f"note of {track_id!r}", note)))
 
     @property
     def count(self) -> int:

@@ -401,8 +401,7 @@ def compare_systems(results: Mapping[str, RetrievalResult], reference: str, *,
     Notebook: 07_evaluation.ipynb
     """
     _check_results(results)
-    if reference not in results:
-        raise ValueError(f"reference {reference!r} is not one of the systems {list(results)}")
+    check_choice("reference", reference, results)
     metrics = (metrics,) if isinstance(metrics, str) else metrics   # one name, not its letters
     for m in metrics:
         check_choice("metrics", m, METRICS)

@@ -98,17 +98,14 @@ def load_program_table() -> pd.DataFrame:
 
 @functools.lru_cache(maxsize=None)
 def _palette(stratum: str, instrumentation: str) -> tuple[list, list, np.ndarray]:
-    """(ensemble names, programs, probabilities) of the palette a work of ``stratum`` draws
-    from: the pooled one, or the stratum's rows; an unknown stratum is an error either way.
-    Computed once per process.
+    """(ensemble names, programs, probabilities) of the palette a work of ``stratum`` (one of
+    :data:`STRATA`) draws from: the pooled one, or the stratum's rows. Computed once per process.
 
     The pooled palette holds each (ensemble, programs) of the table once, weighted by the sum
     of its weights; ``as_scored`` is left out (a score's declared instruments belong to its
     collection)."""
     table = load_program_table()
     rows = table[table["stratum"] == stratum]
-    if rows.empty:
-        raise ValueError(f"stratum must be one of {list(STRATA)}, got {stratum!r}")
     if instrumentation == "independent":
         rows = table[table["programs"].map(lambda p: p != "score")]
     # a stratum lists an (ensemble, programs) once: the sum is its own weight
@@ -154,6 +151,7 @@ def assign_programs(stratum: str, artist_id: str, work_id: str, n_parts: int, se
     n_parts = check_int("n_parts", n_parts, 1)
     seed = check_int("seed", seed, 0)
     check_choice("instrumentation", instrumentation, INSTRUMENTATION)
+    check_choice("stratum", stratum, STRATA)    # the pooled palette too: a typo is an error
     names, palette, p = _palette(stratum, instrumentation)
     favourite = np.random.default_rng([seed, _crc(artist_id), 1]).choice(len(names), p=p)
     rng = np.random.default_rng([seed, _crc(work_id), 2])

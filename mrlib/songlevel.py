@@ -61,10 +61,8 @@ def embed_songs(model, features, idx, patch_len: int | None = None, n_patches: i
     Notebook: 08_triplet_matchnet.ipynb
     """
     check_features(features)
-    idx = np.asarray(idx)
-    if idx.ndim != 1:
-        raise ValueError(f"idx must be a 1-D array of catalog indices, got shape {idx.shape}")
-    check_available(features, check_indices("idx", idx, len(features), "the tracks of features"))
+    idx = check_indices("idx", idx, len(features), "the tracks of features")
+    check_available(features, idx)      # embed_tracks refuses an idx that is not 1-D
     check_int("n_patches", n_patches)
     patch_len = int(getattr(model, "patch_len")) if patch_len is None else int(patch_len)
     E = embed_tracks(model, SimpleNamespace(features=features), idx, patch_len, n_patches, int(batch_size),

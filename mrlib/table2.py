@@ -24,6 +24,7 @@ from sklearn.multiclass import OneVsRestClassifier
 
 from mrlib import evaluate as ev
 from mrlib.autopool import pooling_position
+from mrlib.checks import check_choice
 from mrlib.devices import pick_device
 from mrlib.layers import eval_mode
 from mrlib.mining import is_online, paper_shares
@@ -206,8 +207,7 @@ def table2_rows(catalog: str = "synthetic", profile: str = "quick",
     overrides = dict(overrides or {})
     if "seed" in overrides:
         raise ValueError("the seed of an experiment is --seeds, not -p seed=...")
-    if profile not in TABLE2_BUDGETS:
-        raise ValueError(f"unknown profile {profile!r} for table2; choose from {sorted(TABLE2_BUDGETS)}")
+    check_choice("profile", profile, TABLE2_BUDGETS)
     rows = table2_systems(catalog=catalog, **{**TABLE2_BUDGETS[profile], **overrides})
     if profile != "paper":
         for name, fields in TABLE2_ROW_FIELDS.items():

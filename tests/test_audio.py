@@ -195,8 +195,11 @@ def test_skip_report(tmp_path):
     assert list(table.columns) == ["track_id", "action", "reason"]
     assert list(table.itertuples(index=False)) == (
         [(t, "skipped", r) for t, r in report.skipped] + [(t, "fixed", r) for t, r in report.fixed])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^reason of 'd' must be a non-empty str, got ''"):
         report.skip("d", "")
+    with pytest.raises(ValueError, match="^note of 8 must be a non-empty str, got None"):
+        report.fix(8, None)
+    assert report.count == 3 and len(report.fixed) == 1   # a refused entry is not recorded
 
 
 def test_skip_report_listing_is_bounded():

@@ -671,7 +671,8 @@ def test_compare_systems_matches_paired_test():
     assert not df.loc["same", "ci_disjoint"].any()
     one_metric = ev.compare_systems(results, "untrained", metrics=("map",))
     assert len(one_metric) == 2
-    with pytest.raises(ValueError, match="reference"):
+    with pytest.raises(ValueError,
+                       match=r"^reference must be one of \('untrained', 'good', 'same'\), got 'best'"):
         ev.compare_systems(results, "best")
     with pytest.raises(ValueError, match="metric"):
         ev.compare_systems(results, "good", metrics=("auc",))

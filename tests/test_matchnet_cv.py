@@ -242,6 +242,8 @@ def test_embed_songs_uses_the_seeded_test_patches():
     assert model.training is False
     with pytest.raises(ValueError, match=r"\[0, 6\)"):
         mn.embed_songs(model, feats, np.array([6]))
+    with pytest.raises(ValueError, match=r"^idx must be 1-D catalog indices, got shape \(1, 3\)"):
+        mn.embed_songs(model, feats, idx[None])
     with pytest.raises(ValueError, match="n_patches must be >= 1, got 0"):
         mn.embed_songs(model, feats, idx, n_patches=0)
     with pytest.raises(TypeError, match="n_patches must be an int"):

@@ -220,8 +220,9 @@ def test_assign_programs_rule():
     assert assign_programs("classical", "x", scored[0], 3, 0, [40, None, 42],
                              **kw) == ("as_scored", [40, 0, 42])
     for mode in R.INSTRUMENTATION:
-        with pytest.raises(ValueError, match="nope"):
-            assign_programs("nope", "x", "w", 1, 0, instrumentation=mode)
+        for stratum in ("nope", ["bach"]):    # an unhashable one too: a ValueError naming it
+            with pytest.raises(ValueError, match=r"^stratum must be one of \('essen_german', "):
+                assign_programs(stratum, "x", "w", 1, 0, instrumentation=mode)
     with pytest.raises(ValueError):
         assign_programs("bach", "x", "w", 0, 0)
     with pytest.raises(ValueError, match="instrumentation"):

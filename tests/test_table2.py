@@ -56,6 +56,9 @@ def test_table2_systems_common_overrides_and_errors():
     # a value that only some rows refuse names the first of them
     with pytest.raises(ValueError, match="^Table 2 row 'AT Baseline': TrainConfig.pooling is"):
         t2.table2_systems(pooling="max")
+    for profile in ("huge", ["quick"]):      # an unhashable one too: a ValueError naming it
+        with pytest.raises(ValueError, match=r"^profile must be one of \(.smoke., .quick."):
+            t2.table2_rows(profile=profile)
 
 
 def test_pooling_positions_follow_alpha_on_the_test_patches():
