@@ -43,7 +43,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from mrlib.checks import check_int
+from mrlib.checks import check_int, rule
 from mrlib.synth_render import generate_track, render_catalog_track
 from mrlib.synth_styles import (  # noqa: F401 (the public names stay importable from mrlib.synth)
     _STREAM_ARTISTS, _STREAM_ASSIGN, _STREAM_EVENTS, _STREAM_TAGS, _STREAM_TRACKS, _TAG_INDEX,
@@ -241,13 +241,6 @@ def relevance(attrs: TrackAttributes) -> np.ndarray:
     return r
 
 
-def _event_relevance(attrs: TrackAttributes) -> np.ndarray:
-    """1 for each event of the track, in :data:`EVENT_TAGS` order: the tag is true of the whole
-    track although it sounds in one window only."""
-    present = {tag for tag, _, _ in attrs.events}
-    return np.array([t in present for t in EVENT_TAGS], dtype=np.float32)
-
-
 def _sample_events(rng: np.random.Generator) -> tuple[tuple[str, float, float], ...]:
     """Each event independently with probability :data:`EVENT_PROB`, in one window of
     :data:`EVENT_SPAN` of the duration at a uniform position. Three draws per event whether or
@@ -310,8 +303,7 @@ def sample_catalog(n_tracks: int, seed: int = 0, *, events: bool = False) -> Syn
     """
     check_int("n_tracks", n_tracks, 1)
     check_int("seed", seed, 0)
-    if not isinstance(events, (bool, np.bool_)):
-        raise TypeError(f"events must be a bool, got {events!r}")
+    rule(lambda v: isinstance(v, (bool, np.bool_)), "a bool", TypeError)("events", events)
     n_artists = min(max(3, int(round(n_tracks / 5))), n_tracks)
 
     artists = [_sample_artist(np.random.default_rng(track_seed(seed, a, _STREAM_ARTISTS)))
@@ -330,7 +322,10 @@ def sample_catalog(n_tracks: int, seed: int = 0, *, events: bool = False) -> Syn
         if events:
             rng = np.random.default_rng(track_seed(seed, i, _STREAM_EVENTS))
             at = dataclasses.replace(at, events=_sample_events(rng))
-            tags[i, len(TAGS):] = _annotate(_event_relevance(at), rng)
+            # relevance 1 for each event: the tag is true of the whole track although it sounds
+            # in one window only
+            present = {tag for tag, _, _ in at.events}
+            tags[i, len(TAGS):] = _annotate(np.float32([t in present for t in EVENT_TAGS]), rng)
         attrs.append(at)
     return SyntheticCatalog(attrs, tags, vocabulary(events=events))
 
