@@ -201,11 +201,9 @@ def _render_missing(root: Path, attrs: list, tracks: pd.DataFrame, config: dict,
     settings = [config[k] for k in ("seed", "sr", "duration_s")]
     jobs = [(attrs[i], *settings, str(p), config["audio_format"])
             for i, p in enumerate(paths) if not p.is_file()]
-    if n_jobs == 1 or len(jobs) <= 1:
-        done = (_render_to_file(*job) for job in jobs)
-    else:
-        par = Parallel(n_jobs=n_jobs, return_as="generator_unordered", batch_size=4)
-        done = par(delayed(_render_to_file)(*job, os.getpid()) for job in jobs)
+    n_jobs = n_jobs if len(jobs) > 1 else 1         # in this process: no parent to watch
+    par = Parallel(n_jobs=n_jobs, return_as="generator_unordered", batch_size=4)
+    done = par(delayed(_render_to_file)(*job, os.getpid() if n_jobs > 1 else None) for job in jobs)
     for _ in tqdm(done, total=len(paths), initial=len(paths) - len(jobs), desc=f"synthesising {root.name}",
                   unit="track", disable=not progress):
         pass
