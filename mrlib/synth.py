@@ -48,7 +48,7 @@ from mrlib.synth_render import generate_track, render_catalog_track
 from mrlib.synth_styles import (  # noqa: F401 (the public names stay importable from mrlib.synth)
     _STREAM_ARTISTS, _STREAM_ASSIGN, _STREAM_EVENTS, _STREAM_TAGS, _STREAM_TRACKS, _TAG_INDEX,
     CATEGORIES, EVENT_PROB, EVENT_SPAN, EVENT_TAGS, EVENT_VOCABULARY, GENERATOR_VERSION, GENRE_MOODS,
-    GENRE_POPULARITY, GENRES, INSTRUMENTS, KITS, LYRICS, LYRICS_MOODS, MODES, MOOD_NAMES, MOODS,
+    GENRE_POPULARITY, GENRES, INSTRUMENTS, KITS, LYRICS, LYRICS_MOODS, MODES, MOODS,
     TAGS, VOCABULARY, SyntheticCatalog, TrackAttributes, _draw, _mix, track_seed, vocabulary)
 
 __all__ = [
@@ -68,7 +68,7 @@ def _sample_artist(rng: np.random.Generator) -> SimpleNamespace:
     genre = _draw(rng, GENRE_POPULARITY)
     genre2 = _draw(rng, GENRE_POPULARITY, without=genre) if rng.random() < 0.5 else genre
     style = GENRES[genre]
-    moods = rng.dirichlet(np.full(len(MOOD_NAMES), 1.0))
+    moods = rng.dirichlet(np.full(len(MOODS), 1.0))
     lyr = rng.dirichlet(np.full(len(LYRICS), 0.6))
     return SimpleNamespace(
         genre=genre, genre2=genre2,
@@ -77,7 +77,7 @@ def _sample_artist(rng: np.random.Generator) -> SimpleNamespace:
         tonic=int(rng.integers(12)),
         tempo_factor=float(np.exp(rng.normal(0.0, 0.06))),
         brightness=float(rng.normal(0.0, 0.1)),
-        mood_bias={m: 0.4 + 2.0 * float(x) for m, x in zip(MOOD_NAMES, moods)},
+        mood_bias={m: 0.4 + 2.0 * float(x) for m, x in zip(MOODS, moods)},
         lyrics_bias={t: 0.2 + 3.0 * float(x) for t, x in zip(LYRICS, lyr)},
         echo_prob=float(rng.choice([0.02, 0.1, 0.6], p=[0.5, 0.3, 0.2])),
         lofi_prob=float(rng.choice([0.01, 0.5], p=[0.85, 0.15])),
@@ -125,7 +125,7 @@ def _sample_genre(artist: SimpleNamespace, rng: np.random.Generator) -> tuple[st
 def _sample_mood_key(artist: SimpleNamespace, genre: str, rng: np.random.Generator) -> dict:
     """Moods (main and secondary), mode, tonic, tempo and meter."""
     style = GENRES[genre]
-    mood_prior = {m: GENRE_MOODS[genre].get(m, 0.2) * artist.mood_bias[m] for m in MOOD_NAMES}
+    mood_prior = {m: GENRE_MOODS[genre].get(m, 0.2) * artist.mood_bias[m] for m in MOODS}
     mood = _draw(rng, mood_prior)
     mood2 = _draw(rng, mood_prior, without=mood) if rng.random() < 0.35 else mood
     ms, ms2 = MOODS[mood], MOODS[mood2]
