@@ -43,12 +43,12 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from mrlib.checks import check_int
+from mrlib.checks import check_int, rule
 from mrlib.synth_render import generate_track, render_catalog_track
 from mrlib.synth_styles import (  # noqa: F401 (the public names stay importable from mrlib.synth)
     _STREAM_ARTISTS, _STREAM_ASSIGN, _STREAM_EVENTS, _STREAM_TAGS, _STREAM_TRACKS, _TAG_INDEX,
     CATEGORIES, EVENT_PROB, EVENT_SPAN, EVENT_TAGS, EVENT_VOCABULARY, GENERATOR_VERSION, GENRE_MOODS,
-    GENRE_POPULARITY, GENRES, INSTRUMENTS, KITS, LYRICS, LYRICS_MOODS, MODES, MOOD_NAMES, MOODS,
+    GENRE_POPULARITY, GENRES, INSTRUMENTS, KITS, LYRICS, LYRICS_MOODS, MODES, MOODS,
     TAGS, VOCABULARY, SyntheticCatalog, TrackAttributes, _draw, _mix, track_seed, vocabulary)
 
 __all__ = [
@@ -68,7 +68,7 @@ def _sample_artist(rng: np.random.Generator) -> SimpleNamespace:
     genre = _draw(rng, GENRE_POPULARITY)
     genre2 = _draw(rng, GENRE_POPULARITY, without=genre) if rng.random() < 0.5 else genre
     style = GENRES[genre]
-    moods = rng.dirichlet(np.full(len(MOOD_NAMES), 1.0))
+    moods = rng.dirichlet(np.full(len(MOODS), 1.0))
     lyr = rng.dirichlet(np.full(len(LYRICS), 0.6))
     return SimpleNamespace(
         genre=genre, genre2=genre2,
@@ -77,7 +77,7 @@ def _sample_artist(rng: np.random.Generator) -> SimpleNamespace:
         tonic=int(rng.integers(12)),
         tempo_factor=float(np.exp(rng.normal(0.0, 0.06))),
         brightness=float(rng.normal(0.0, 0.1)),
-        mood_bias={m: 0.4 + 2.0 * float(x) for m, x in zip(MOOD_NAMES, moods)},
+        mood_bias={m: 0.4 + 2.0 * float(x) for m, x in zip(MOODS, moods)},
         lyrics_bias={t: 0.2 + 3.0 * float(x) for t, x in zip(LYRICS, lyr)},
         echo_prob=float(rng.choice([0.02, 0.1, 0.6], p=[0.5, 0.3, 0.2])),
         lofi_prob=float(rng.choice([0.01, 0.5], p=[0.85, 0.15])),
@@ -125,7 +125,7 @@ def _sample_genre(artist: SimpleNamespace, rng: np.random.Generator) -> tuple[st
 def _sample_mood_key(artist: SimpleNamespace, genre: str, rng: np.random.Generator) -> dict:
     """Moods (main and secondary), mode, tonic, tempo and meter."""
     style = GENRES[genre]
-    mood_prior = {m: GENRE_MOODS[genre].get(m, 0.2) * artist.mood_bias[m] for m in MOOD_NAMES}
+    mood_prior = {m: GENRE_MOODS[genre].get(m, 0.2) * artist.mood_bias[m] for m in MOODS}
     mood = _draw(rng, mood_prior)
     mood2 = _draw(rng, mood_prior, without=mood) if rng.random() < 0.35 else mood
     ms, ms2 = MOODS[mood], MOODS[mood2]
@@ -241,13 +241,6 @@ def relevance(attrs: TrackAttributes) -> np.ndarray:
     return r
 
 
-def _event_relevance(attrs: TrackAttributes) -> np.ndarray:
-    """1 for each event of the track, in :data:`EVENT_TAGS` order: the tag is true of the whole
-    track although it sounds in one window only."""
-    present = {tag for tag, _, _ in attrs.events}
-    return np.array([t in present for t in EVENT_TAGS], dtype=np.float32)
-
-
 def _sample_events(rng: np.random.Generator) -> tuple[tuple[str, float, float], ...]:
     """Each event independently with probability :data:`EVENT_PROB`, in one window of
     :data:`EVENT_SPAN` of the duration at a uniform position. Three draws per event whether or
@@ -310,8 +303,7 @@ def sample_catalog(n_tracks: int, seed: int = 0, *, events: bool = False) -> Syn
     """
     check_int("n_tracks", n_tracks, 1)
     check_int("seed", seed, 0)
-    if not isinstance(events, (bool, np.bool_)):
-        raise TypeError(f"events must be a bool, got {events!r}")
+    rule(lambda v: isinstance(v, (bool, np.bool_)), "a bool", TypeError)("events", events)
     n_artists = min(max(3, int(round(n_tracks / 5))), n_tracks)
 
     artists = [_sample_artist(np.random.default_rng(track_seed(seed, a, _STREAM_ARTISTS)))
@@ -330,7 +322,10 @@ def sample_catalog(n_tracks: int, seed: int = 0, *, events: bool = False) -> Syn
         if events:
             rng = np.random.default_rng(track_seed(seed, i, _STREAM_EVENTS))
             at = dataclasses.replace(at, events=_sample_events(rng))
-            tags[i, len(TAGS):] = _annotate(_event_relevance(at), rng)
+            # relevance 1 for each event: the tag is true of the whole track although it sounds
+            # in one window only
+            present = {tag for tag, _, _ in at.events}
+            tags[i, len(TAGS):] = _annotate(np.float32([t in present for t in EVENT_TAGS]), rng)
         attrs.append(at)
     return SyntheticCatalog(attrs, tags, vocabulary(events=events))
 

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from mrlib import synth
 from mrlib.catalog_format import (FORMAT_VERSION, _SAVED_TABLES, Catalog, _read_json, _versions,
                                   _write_csv, _write_json, artist_disjoint_split, default_root)
-from mrlib.checks import check_choice, check_int
+from mrlib.checks import check_choice, check_int, rule
 from mrlib.paths import FolderLock, atomic_path, move_aside, remove_dead_temporaries
 from mrlib.synth_render import _check_sr_duration
 
@@ -110,8 +110,7 @@ def build_synthetic(n_tracks: int = 200, seed: int = 0, duration_s: float = 30.0
         check_int(nm, v, lo)
     _check_sr_duration(sr, duration_s)
     check_choice("audio_format", audio_format, ("flac", "wav"))
-    if not isinstance(events, (bool, np.bool_)):
-        raise ValueError(f"events must be a bool, got {events!r}")
+    rule(lambda v: isinstance(v, (bool, np.bool_)), "a bool")("events", events)
     root = Path(root) if root is not None else synthetic_root(n_tracks, seed, duration_s, sr, audio_format,
                                                               events)
     config = {"source": "synthetic", "n_tracks": int(n_tracks), "seed": int(seed),
@@ -202,11 +201,9 @@ def _render_missing(root: Path, attrs: list, tracks: pd.DataFrame, config: dict,
     settings = [config[k] for k in ("seed", "sr", "duration_s")]
     jobs = [(attrs[i], *settings, str(p), config["audio_format"])
             for i, p in enumerate(paths) if not p.is_file()]
-    if n_jobs == 1 or len(jobs) <= 1:
-        done = (_render_to_file(*job) for job in jobs)
-    else:
-        par = Parallel(n_jobs=n_jobs, return_as="generator_unordered", batch_size=4)
-        done = par(delayed(_render_to_file)(*job, os.getpid()) for job in jobs)
+    n_jobs = n_jobs if len(jobs) > 1 else 1         # in this process: no parent to watch
+    par = Parallel(n_jobs=n_jobs, return_as="generator_unordered", batch_size=4)
+    done = par(delayed(_render_to_file)(*job, os.getpid() if n_jobs > 1 else None) for job in jobs)
     for _ in tqdm(done, total=len(paths), initial=len(paths) - len(jobs), desc=f"synthesising {root.name}",
                   unit="track", disable=not progress):
         pass

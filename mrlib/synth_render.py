@@ -10,7 +10,7 @@ import math
 import numpy as np
 from scipy import signal
 
-from mrlib.checks import check_choice, check_int, is_int
+from mrlib.checks import check_choice, check_int, is_int, rule
 from mrlib.synth_sound import (DRUM_PATTERNS, _NOISE, _attack_decay, _chord, _drum_kit, _melody_phrase,
                                _fade, _midi_hz, _NoteCache, _osc, _t, _table_for)
 from mrlib.synth_styles import (_STREAM_EVENTS, EVENT_TAGS, GENRES, INSTRUMENTS, KITS, MODES, MOODS,
@@ -196,8 +196,7 @@ def generate_track(attrs: TrackAttributes, sr: int = 22050, duration_s: float = 
 
     Notebook: 01_cqt.ipynb
     """
-    if not isinstance(attrs, TrackAttributes):
-        raise TypeError(f"attrs must be a TrackAttributes, got {type(attrs).__name__}")
+    rule(lambda a: isinstance(a, TrackAttributes), "a TrackAttributes", TypeError)("attrs", attrs)
     _check_sr_duration(sr, duration_s)
     if is_int(seed):     # as a SeedSequence, the same stream; the events spawn theirs from it
         seed = np.random.SeedSequence(check_int("seed", seed, 0))
@@ -231,11 +230,9 @@ def generate_track(attrs: TrackAttributes, sr: int = 22050, duration_s: float = 
 def _check_sr_duration(sr, duration_s) -> None:
     """The checks of ``sr`` and ``duration_s`` of :func:`generate_track`, which a catalog build
     runs before it writes anything."""
-    check_int("sr", sr, 8000)
-    if sr > 96000:
-        raise ValueError(f"sr must be <= 96000 Hz, got {sr}")
-    if not (isinstance(duration_s, (int, float)) and 0.5 <= duration_s <= 600):
-        raise ValueError(f"duration_s must be a number in [0.5, 600] seconds, got {duration_s!r}")
+    rule(lambda v: v <= 96000, "<= 96000 Hz")("sr", check_int("sr", sr, 8000))
+    rule(lambda v: isinstance(v, (int, float)) and 0.5 <= v <= 600,
+         "a number in [0.5, 600] seconds")("duration_s", duration_s)
 
 
 def _rms(x: np.ndarray) -> float:
@@ -418,8 +415,7 @@ def _render_stems(attrs: TrackAttributes, parts: dict[str, list], beat_times: np
             continue
         engine = INSTRUMENTS[getattr(attrs, name)][0]
         on, dur, midi, vel = np.array(notes, dtype=np.float64).reshape(-1, 4).T
-        t0 = _to_seconds(on, attrs.swing, beat_times)
-        t1 = _to_seconds(on + dur, attrs.swing, beat_times)
+        t0, t1 = _to_seconds([on, on + dur], attrs.swing, beat_times)
         # a human player: +-6 ms
         jitter = rng.normal(0.0, 0.006, on.size) if name == "melody" and attrs.kit == "live" else 0.0
         notes = ((t, np.float32(v) * cache.get(engine, int(p), float(d)))

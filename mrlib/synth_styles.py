@@ -235,7 +235,6 @@ MOODS: dict[str, MoodStyle] = {
     "tense": MoodStyle(1.0, "harmonic_minor", "major", 1.05, 0.55, -18.0, 1.05, 0),
     "dreamy": MoodStyle(0.0, "minor", "lydian", 0.86, 0.42, -23.0, 0.7, 2),
 }
-MOOD_NAMES = tuple(MOODS)
 #: Genre -> prior weight of each mood (moods missing from a row get weight 0.2).
 GENRE_MOODS = {
     "pop": {"happy": 4, "romantic": 3, "energetic": 2, "sad": 2, "dreamy": 1},
