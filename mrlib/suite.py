@@ -29,7 +29,7 @@ from jupyter_client.channels import AsyncZMQSocketChannel
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import Type
 
-from mrlib.checks import check_choice
+from mrlib.checks import check_choice, check_int
 from mrlib.paths import (FolderLock, LockedError, atomic_path, package_versions, path_argument, repo_root,
                          runs_dir, write_json_atomic)
 from mrlib.paper_scale import PAPER_SCALE
@@ -455,7 +455,8 @@ def run_suite(profile: str = "quick", overrides: dict[str, Any] | None = None,
         raise ValueError("--inplace refreshes the committed notebooks, which hold the quick "
                          "profile's default run: use it with --profile quick and no -p")
     wanted = {**PROFILES[profile], **overrides}
-    timeout_s = DEFAULT_CELL_TIMEOUT_S[profile] if timeout_s is None else timeout_s
+    timeout_s = DEFAULT_CELL_TIMEOUT_S[profile] if timeout_s is None else check_int(
+        "timeout_s (--timeout, seconds; 0: none)", timeout_s, 0)
     found = list_notebooks(only, notebooks)
     if not found:
         raise FileNotFoundError(f"no notebooks found in {notebooks or notebooks_dir()}")
@@ -589,8 +590,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path.name}: {declared_parameters(path)}")
         return 0
     overrides = parse_params(args.param, parser)
-    if args.timeout is not None and args.timeout < 0:
-        parser.error(f"--timeout must be >= 0 seconds (0: none), got {args.timeout}")
     try:
         run_suite(args.profile, overrides, args.only, args.out, args.inplace, args.timeout)
     except (ValueError, LockedError) as err:

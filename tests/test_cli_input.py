@@ -87,6 +87,16 @@ def test_an_empty_path_is_a_usage_error(tmp_path, monkeypatch, capsys, main, arg
     assert not any(tmp_path.iterdir())
 
 
+def test_suite_refuses_a_negative_cell_timeout_before_running(tmp_path, monkeypatch, capsys):
+    # run_suite passed a negative timeout_s on to papermill; only the command line refused it
+    monkeypatch.setattr(suite, "_run_suite_locked", lambda *a, **k: pytest.fail("ran the suite"))
+    with pytest.raises(ValueError, match=r"timeout_s \(--timeout, seconds; 0: none\) must be >= 0, got -1"):
+        suite.run_suite("smoke", only=["00"], out_dir=tmp_path / "run", timeout_s=-1)
+    assert suite.main(["run", "--only", "00", "--timeout", "-1", "--out", str(tmp_path / "run")]) == 2
+    assert "must be >= 0, got -1" in (err := capsys.readouterr().err) and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("only", ["", " "])
 def test_suite_only_with_an_empty_name_is_refused(tmp_path, monkeypatch, capsys, only):
     # every notebook's name starts with "": --only "" ran the whole suite
