@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from mrlib.checks import as_vector, check_level
+from mrlib.checks import as_vector, check_choice, check_level
 from mrlib.evaluate import format_ci, holm, mean_ci
 from mrlib.paths import atomic_path, repo_root
 from mrlib.stats import mean_variance, signed_rank_p
@@ -355,9 +355,8 @@ def compare_rows(store: Mapping[str, Any], rows: Sequence[str] | None = None, *,
     alpha = check_level(alpha, "alpha", 0.05)
     all_rows = store["rows"]
     rows = None if rows is None else list(rows)                  # an iterator is read twice
-    unknown = [r for r in rows or () if r not in all_rows]
-    if unknown:
-        raise ValueError(f"rows {unknown} are not in the store; it has {list(all_rows)}")
+    for r in rows or ():
+        check_choice("a row to compare", r, all_rows)
     rows = [r for r in (all_rows if rows is None else rows) if _ok_seeds(all_rows[r])]
     groups = store_groups(store)
     out = []
