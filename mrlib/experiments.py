@@ -110,9 +110,8 @@ def register(experiment: Experiment) -> Experiment:
     """
     if not isinstance(experiment, Experiment):
         raise TypeError(f"register() takes an Experiment, got {type(experiment).__name__}")
-    if experiment.name in EXPERIMENTS and EXPERIMENTS[experiment.name] is not experiment:
+    if EXPERIMENTS.setdefault(experiment.name, experiment) is not experiment:
         raise ValueError(f"an experiment named {experiment.name!r} is already registered")
-    EXPERIMENTS[experiment.name] = experiment
     return experiment
 
 
