@@ -491,9 +491,6 @@ def comparisons_frame(store: Mapping[str, Any], metric: str, reference: str) -> 
     return pd.concat([ab, ba]).reset_index(drop=True)
 
 
-_PLURALS = {"query": "queries"}
-
-
 def _cell(entry: Mapping[str, Any] | None, decimals: int = 2) -> str:
     """``"12.08 ± 1.45 (0.52)"``: seed mean ± mean query half-width (seed standard deviation)."""
     if not entry:
@@ -574,7 +571,7 @@ def results_markdown(store: Mapping[str, Any]) -> str:
     # each row × seed records the commit it ran at; a file filled over time names several
     commits = sorted({str(e.get("commit", "?"))[:10] for e in entries})
     units = {e["n_units"] for e in entries}
-    plural = _PLURALS.get(store.get("unit"), f"{store.get('unit')}s")
+    plural = "queries" if store.get("unit") == "query" else f"{store.get('unit')}s"
     over = plural if store.get("unit_groups") is None else f"{plural} clustered by {store['unit_groups']['by']}"
     lines += ["", f"{'/'.join(str(u) for u in sorted(units))} test {plural}; "
               f"cells: mean over training seeds ± one seed's 95 % interval over {over}, its "
