@@ -10,6 +10,7 @@ import runpy
 import sys
 from pathlib import Path
 
+from mrlib.checks import check_choice
 from mrlib.paths import repo_root
 
 __all__ = ["available", "run"]
@@ -32,9 +33,7 @@ def run(name: str, argv: list[str] | None = None) -> int:
 
     Notebook: 00_overview.ipynb
     """
-    names = available()
-    if name not in names:
-        raise ValueError(f"unknown benchmark {name!r}; available: {', '.join(names)}")
+    check_choice("benchmark", name, available())
     module = runpy.run_path(str(_bench_dir() / f"{name}.py"), run_name=f"bench_{name}")
     return int(module["main"](list(argv or [])) or 0)
 
@@ -48,8 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     name, rest = argv[0], argv[1:]
     names = available()
     try:
-        if name not in ("all", *names):
-            raise ValueError(f"unknown benchmark {name!r}; available: {', '.join(names)}, all")
+        check_choice("benchmark", name, (*names, "all"))
         if name == "all" and rest:    # each benchmark has flags of its own: none applies to all
             raise ValueError(f"'all' runs each benchmark at its defaults and takes no arguments, "
                              f"got {' '.join(rest)}; pass them to one benchmark "

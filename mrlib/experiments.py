@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from mrlib import cfr2017, table2
 from mrlib import results as res
 from mrlib.catalog import BUILDERS
-from mrlib.checks import check_int
+from mrlib.checks import check_choice, check_int
 from mrlib.claims import update_readme_claims
 from mrlib.devices import cpu_kernels, pick_device
 from mrlib.paths import FolderLock, LockedError, make_folder, repo_root, runs_dir
@@ -110,19 +110,16 @@ def register(experiment: Experiment) -> Experiment:
     """
     if not isinstance(experiment, Experiment):
         raise TypeError(f"register() takes an Experiment, got {type(experiment).__name__}")
-    if experiment.name in EXPERIMENTS and EXPERIMENTS[experiment.name] is not experiment:
+    if EXPERIMENTS.setdefault(experiment.name, experiment) is not experiment:
         raise ValueError(f"an experiment named {experiment.name!r} is already registered")
-    EXPERIMENTS[experiment.name] = experiment
     return experiment
 
 
 def _experiment(name: str, profile: str | None = None) -> Experiment:
     """The registered experiment ``name``, checked to define ``profile`` when one is given."""
-    if name not in EXPERIMENTS:
-        raise ValueError(f"unknown experiment {name!r}; registered: {sorted(EXPERIMENTS)}")
-    if profile is not None and profile not in EXPERIMENTS[name].profiles:
-        raise ValueError(f"experiment {name!r} has profiles {list(EXPERIMENTS[name].profiles)}, "
-                         f"got {profile!r}")
+    check_choice("experiment", name, EXPERIMENTS)
+    if profile is not None:
+        check_choice(f"the profile of {name}", profile, EXPERIMENTS[name].profiles)
     return EXPERIMENTS[name]
 
 
@@ -344,9 +341,8 @@ def run_experiment(name: str, catalog: str = "synthetic", profile: str = "quick"
     overrides = dict(overrides or {})
     specs = experiment_rows(name, catalog, profile, overrides)
     _check_overrides_apply(name, catalog, profile, overrides)
-    unknown = [r for r in (rows or []) if r not in specs]
-    if unknown:
-        raise ValueError(f"unknown row(s) {unknown} of {name}; rows are {list(specs)}")
+    for r in rows or ():
+        check_choice(f"a row of {name}", r, specs)
     path = Path(store or res.store_path(name, catalog, profile))
     if overrides and store is None:     # the committed files keep the experiments as defined
         path = path.parent / "overrides" / f"{path.stem}_p-{res.parameters_key(overrides)[:8]}.json"
@@ -655,13 +651,6 @@ class _Refused(Exception):
 
 
 def _command_line(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    if args.command == "merge":
-        try:
-            path, added = merge_stores(args.into, args.sources)
-        except (ValueError, FileNotFoundError) as err:
-            raise _Refused(err) from None
-        print(f"[experiments] {added} row × seed(s) added -> {path}")
-        return 0
     if args.command == "list":
         for name, exp in EXPERIMENTS.items():
             print(f"{name}: {exp.title} ({exp.notebook}); profiles {', '.join(exp.profiles)}")
@@ -689,29 +678,33 @@ def _command_line(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
                 print(f"[experiments] {stem}: not in the README ({err})")
         print(f"[experiments] claims -> {update_readme_claims('quick')}")
         return 0
-    if args.command == "show":
-        try:    # a profile the experiment lacks: no store can exist, and no run would make one
+    try:        # the public doors: what they refuse is the user's input
+        if args.command == "merge":
+            path, added = merge_stores(args.into, args.sources)
+        elif args.command == "show":    # a profile the experiment lacks: no store can exist
             _experiment(args.experiment, args.profile)
-        except ValueError as err:
-            raise _Refused(err) from None
-        path = res.store_path(args.experiment, args.catalog, args.profile)
-        if not path.exists():
-            stored = [f"--catalog {s['catalog']} --profile {s['profile']}"
-                      for s in res.stored_results(args.experiment).values()]
-            parser.error(f"{path} does not exist: run `python -m mrlib.experiments run "
-                         f"{args.experiment} --catalog {args.catalog} --profile {args.profile}` first"
-                         + (f" (stored for {args.experiment}: {'; '.join(stored)})" if stored else ""))
-        print(res.results_markdown(res.read_store(path)))
-        return 0
-    try:
-        path = run_experiment(args.experiment, args.catalog, args.profile, args.seeds,
-                              overrides=parse_params(args.param, parser), rows=args.rows,
-                              device=args.device, jobs=args.jobs, store=args.store,
-                              commit=args.commit, progress=not args.quiet)
+            path = res.store_path(args.experiment, args.catalog, args.profile)
+            if not path.exists():
+                stored = [f"--catalog {s['catalog']} --profile {s['profile']}"
+                          for s in res.stored_results(args.experiment).values()]
+                raise FileNotFoundError(
+                    f"{path} does not exist: run `python -m mrlib.experiments run {args.experiment}"
+                    f" --catalog {args.catalog} --profile {args.profile}` first"
+                    + (f" (stored for {args.experiment}: {'; '.join(stored)})" if stored else ""))
+        else:
+            path = run_experiment(args.experiment, args.catalog, args.profile, args.seeds,
+                                  overrides=parse_params(args.param, parser), rows=args.rows,
+                                  device=args.device, jobs=args.jobs, store=args.store,
+                                  commit=args.commit, progress=not args.quiet)
     except (ValueError, TypeError, FileNotFoundError) as err:
-        parser.error(str(err))
+        raise _Refused(err) from None
+    if args.command == "merge":
+        print(f"[experiments] {added} row × seed(s) added -> {path}")
+        return 0
     store = res.read_store(path)
     print(res.results_markdown(store))
+    if args.command == "show":
+        return 0
     # the exit status is this command's: a row or seed it did not ask for is not its failure
     asked = set(args.rows or store["rows"]), {str(s) for s in args.seeds}
     failed = [f"{r} seed {s}" for r, row in store["rows"].items() if r in asked[0]

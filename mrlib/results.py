@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from mrlib.checks import as_vector, check_level
+from mrlib.checks import as_vector, check_choice, check_level
 from mrlib.evaluate import format_ci, holm, mean_ci
 from mrlib.paths import atomic_path, repo_root
 from mrlib.stats import mean_variance, signed_rank_p
@@ -355,9 +355,8 @@ def compare_rows(store: Mapping[str, Any], rows: Sequence[str] | None = None, *,
     alpha = check_level(alpha, "alpha", 0.05)
     all_rows = store["rows"]
     rows = None if rows is None else list(rows)                  # an iterator is read twice
-    unknown = [r for r in rows or () if r not in all_rows]
-    if unknown:
-        raise ValueError(f"rows {unknown} are not in the store; it has {list(all_rows)}")
+    for r in rows or ():
+        check_choice("a row to compare", r, all_rows)
     rows = [r for r in (all_rows if rows is None else rows) if _ok_seeds(all_rows[r])]
     groups = store_groups(store)
     out = []
@@ -492,9 +491,6 @@ def comparisons_frame(store: Mapping[str, Any], metric: str, reference: str) -> 
     return pd.concat([ab, ba]).reset_index(drop=True)
 
 
-_PLURALS = {"query": "queries"}
-
-
 def _cell(entry: Mapping[str, Any] | None, decimals: int = 2) -> str:
     """``"12.08 ± 1.45 (0.52)"``: seed mean ± mean query half-width (seed standard deviation)."""
     if not entry:
@@ -575,7 +571,7 @@ def results_markdown(store: Mapping[str, Any]) -> str:
     # each row × seed records the commit it ran at; a file filled over time names several
     commits = sorted({str(e.get("commit", "?"))[:10] for e in entries})
     units = {e["n_units"] for e in entries}
-    plural = _PLURALS.get(store.get("unit"), f"{store.get('unit')}s")
+    plural = "queries" if store.get("unit") == "query" else f"{store.get('unit')}s"
     over = plural if store.get("unit_groups") is None else f"{plural} clustered by {store['unit_groups']['by']}"
     lines += ["", f"{'/'.join(str(u) for u in sorted(units))} test {plural}; "
               f"cells: mean over training seeds ± one seed's 95 % interval over {over}, its "

@@ -29,9 +29,9 @@ from jupyter_client.channels import AsyncZMQSocketChannel
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import Type
 
-from mrlib.checks import check_choice
-from mrlib.paths import (FolderLock, LockedError, atomic_path, package_versions, path_argument, repo_root,
-                         runs_dir, write_json_atomic)
+from mrlib.checks import check_choice, check_int
+from mrlib.paths import (FolderLock, LockedError, atomic_path, package_versions, path_argument,
+                         read_json_or_empty, repo_root, runs_dir, write_json_atomic)
 from mrlib.paper_scale import PAPER_SCALE
 
 __all__ = ["record", "run_suite", "run_notebook", "check_parameters", "run_folder_name",
@@ -72,8 +72,7 @@ def record(name: str, value: Any) -> None:
         raise ValueError(f"record() needs a non-empty string name, got {name!r}")
     path = os.environ.get(RECORD_ENV)
     if path:
-        path = Path(path)
-        data = json.loads(path.read_text()) if path.exists() else {}
+        data = read_json_or_empty(path)
         data[name] = _jsonable(value)
         write_json_atomic(data, path)
 
@@ -402,9 +401,8 @@ def run_notebook(path: Path, out_path: Path, parameters: dict[str, Any],
         else:
             os.environ[RECORD_ENV] = old
     wall = time.perf_counter() - t0
-    metrics = json.loads(record_path.read_text()) if record_path.exists() else {}
     return {"status": "ok", "parameters": _jsonable(parameters), "wall_s": round(wall, 2),
-            "metrics": metrics, "output": str(out_path)}
+            "metrics": read_json_or_empty(record_path), "output": str(out_path)}
 
 
 def run_suite(profile: str = "quick", overrides: dict[str, Any] | None = None,
@@ -455,7 +453,8 @@ def run_suite(profile: str = "quick", overrides: dict[str, Any] | None = None,
         raise ValueError("--inplace refreshes the committed notebooks, which hold the quick "
                          "profile's default run: use it with --profile quick and no -p")
     wanted = {**PROFILES[profile], **overrides}
-    timeout_s = DEFAULT_CELL_TIMEOUT_S[profile] if timeout_s is None else timeout_s
+    timeout_s = DEFAULT_CELL_TIMEOUT_S[profile] if timeout_s is None else check_int(
+        "timeout_s (--timeout, seconds; 0: none)", timeout_s, 0)
     found = list_notebooks(only, notebooks)
     if not found:
         raise FileNotFoundError(f"no notebooks found in {notebooks or notebooks_dir()}")
@@ -589,8 +588,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path.name}: {declared_parameters(path)}")
         return 0
     overrides = parse_params(args.param, parser)
-    if args.timeout is not None and args.timeout < 0:
-        parser.error(f"--timeout must be >= 0 seconds (0: none), got {args.timeout}")
     try:
         run_suite(args.profile, overrides, args.only, args.out, args.inplace, args.timeout)
     except (ValueError, LockedError) as err:

@@ -60,11 +60,9 @@ def test_catalog_build_into_a_file_is_one_line(a_file, capsys):
 
 def test_experiments_store_below_a_file_is_a_usage_error(a_file, capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("MRLIB_RESULTS", str(tmp_path / "results"))
-    with pytest.raises(SystemExit) as exit_:
-        experiments.main(["run", "table2", "--profile", "smoke", "--quiet",
-                          "--store", str(a_file / "table2.json")])
-    assert exit_.value.code == 2
-    assert "is a file, not a folder" in capsys.readouterr().err
+    assert experiments.main(["run", "table2", "--profile", "smoke", "--quiet",
+                             "--store", str(a_file / "table2.json")]) == 2
+    assert "is a file, not a folder" in (err := capsys.readouterr().err) and err.count("\n") == 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -87,6 +85,16 @@ def test_an_empty_path_is_a_usage_error(tmp_path, monkeypatch, capsys, main, arg
     assert exit_.value.code == 2
     assert "expected a path, got ''" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_suite_refuses_a_negative_cell_timeout_before_running(tmp_path, monkeypatch, capsys):
+    # run_suite passed a negative timeout_s on to papermill; only the command line refused it
+    monkeypatch.setattr(suite, "_run_suite_locked", lambda *a, **k: pytest.fail("ran the suite"))
+    with pytest.raises(ValueError, match=r"timeout_s \(--timeout, seconds; 0: none\) must be >= 0, got -1"):
+        suite.run_suite("smoke", only=["00"], out_dir=tmp_path / "run", timeout_s=-1)
+    assert suite.main(["run", "--only", "00", "--timeout", "-1", "--out", str(tmp_path / "run")]) == 2
+    assert "must be >= 0, got -1" in (err := capsys.readouterr().err) and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("only", ["", " "])
@@ -234,7 +242,7 @@ def test_experiments_readme_keeps_the_committed_tables(tmp_path, monkeypatch, ca
 def test_experiments_show_with_a_profile_the_experiment_lacks(capsys):
     assert experiments.main(["show", "cfr2017_curve", "--profile", "paper"]) == 2
     err = capsys.readouterr().err
-    assert "has profiles ['smoke', 'quick'], got 'paper'" in err and "first" not in err
+    assert "the profile of cfr2017_curve must be one of ('smoke', 'quick'), got 'paper'" in err and "first" not in err
 
 
 def test_bench_all_refuses_arguments_it_would_drop(monkeypatch, capsys):
