@@ -35,10 +35,11 @@ def _check_axis(x: Any, axis: int) -> int:
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         what = f"a tensor of {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
         raise TypeError(f"x must be a floating-point torch.Tensor, got {what}")
-    axis = check_int("axis", axis, -x.ndim)
-    if axis >= x.ndim:
+    if not is_int(axis):
+        raise TypeError(f"axis must be an int, got {type(axis).__name__}")
+    if not -x.ndim <= axis < x.ndim:
         raise ValueError(f"axis={axis} is out of range for a tensor with {x.ndim} dimension(s)")
-    return axis % x.ndim
+    return int(axis) % x.ndim
 
 
 def autopool(x: torch.Tensor, alpha: torch.Tensor | float, axis: int = -1) -> torch.Tensor:

@@ -222,8 +222,8 @@ class _TrainingRun:
                                                 "state": None})
         self.stopped_early = bool(ckpt.get("stopped_early", False))
         self.elapsed_before = float(ckpt.get("elapsed_s", 0.0))
-        self.ddp_check = json.loads(ckpt.get("ddp_check", '{"steps": 0, "max_abs_diff": 0.0, '
-                                                          '"mismatch_steps": 0}'))
+        self.ddp_check = (json.loads(ckpt["ddp_check"]) if "ddp_check" in ckpt
+                          else {"steps": 0, "max_abs_diff": 0.0, "mismatch_steps": 0})
         if ckpt:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
