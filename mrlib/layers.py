@@ -166,10 +166,9 @@ class PatchModel(nn.Module):
 
     def _prepare(self, x: Any, name: str = "x") -> torch.Tensor:
         """The batch of CQT patches ``x`` checked, as ``(B, 1, n_bins, T)`` in the weights' dtype."""
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor of CQT patches, got {type(x).__name__}")
-        if not x.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
+            raise TypeError(f"{name} must be a floating-point torch.Tensor of CQT patches, got {got}")
         if x.ndim == 3:
             x = x.unsqueeze(1)
         elif x.ndim != 4 or x.shape[1] != 1:

@@ -33,10 +33,9 @@ _REDUCE = {"mean": torch.mean, "sum": torch.sum, "none": lambda values: values}
 
 
 def _check_float(name: str, t: object, min_ndim: int = 1) -> None:
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if not t.is_floating_point():
-        raise TypeError(f"{name} must be floating point, got {t.dtype}")
+    if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+        got = t.dtype if isinstance(t, torch.Tensor) else type(t).__name__
+        raise TypeError(f"{name} must be a floating-point torch.Tensor, got {got}")
     if t.ndim < min_ndim:
         raise ValueError(f"{name} needs at least {min_ndim} dimension(s), got shape {tuple(t.shape)}")
     if t.numel() == 0:

@@ -400,17 +400,15 @@ def build_model(system: str, n_tags: int | None = None, width: float = 1.0, n_bi
     Notebook: 04_losses.ipynb
     """
     cls = NETWORKS[check_choice("system", system, NETWORKS)]
-    if cls.takes_tags and n_tags is None:
-        raise ValueError(f"the {system!r} system needs n_tags (the number of tags m)")
+    # n_tags=None for "at" is refused by the class: "n_tags must be an int"
     head = {"n_tags": n_tags} if cls.takes_tags else {"embedding_dim": embedding_dim}
-    args = dict(head, width=width, n_bins=n_bins, patch_len=patch_len)
     if seed is not None and not is_int(seed):
         raise TypeError(f"seed must be an int or None, got {seed!r}")
     with torch.random.fork_rng(devices=[], enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(int(seed))
         # an argument the class does not take: Python's TypeError names both
-        return cls(**args, **kwargs)
+        return cls(**head, width=width, n_bins=n_bins, patch_len=patch_len, **kwargs)
 
 
 # ----------------------------------------------------------------------------- summary

@@ -25,14 +25,6 @@ def _fingerprint(a: np.ndarray) -> int:
     return zlib.crc32(np.ascontiguousarray(a[picks]).tobytes() + str(a.shape).encode())
 
 
-def _triplet_array(triplets) -> np.ndarray:
-    """``triplets`` as a non-empty integer (M, 3) array, or ``ValueError``."""
-    T = np.asarray(triplets)
-    if T.ndim != 2 or T.shape[1] != 3 or T.shape[0] == 0 or not np.issubdtype(T.dtype, np.integer):
-        raise ValueError(f"triplets must be a non-empty integer (M, 3) array, got {T.dtype} {T.shape}")
-    return T
-
-
 class _EpochSampler:
     """Shared machinery: batches of mined triplets (their row indices with ``yield_rows``, else
     the triplets), seeded epochs, a position inside the epoch, DDP rank shares.
@@ -52,7 +44,9 @@ class _EpochSampler:
         self.rank = check_int("rank", rank, 0)
         if self.rank >= self.world_size:
             raise ValueError(f"rank must be < world_size ({self.world_size}), got {rank}")
-        self.triplets = _triplet_array(triplets)
+        T = self.triplets = np.asarray(triplets)
+        if T.ndim != 2 or T.shape[1] != 3 or T.shape[0] == 0 or not np.issubdtype(T.dtype, np.integer):
+            raise ValueError(f"triplets must be a non-empty integer (M, 3) array, got {T.dtype} {T.shape}")
         self.batch_size = check_int(self._size_name, batch_size, 1)
         self.drop_last = bool(drop_last)
         self.yield_rows = bool(yield_rows)

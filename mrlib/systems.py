@@ -404,18 +404,12 @@ class System:
                                           drop_last=True, **share)
         return PaperBatchSampler(triplets, n_neg_per_batch=config.negatives_per_batch, **share)
 
-    def patches_per_song(self, config) -> int:
-        return 1
-
-    def max_patches_per_batch(self, config) -> int:
-        """A bound on a batch's patches, known before the data (the memory check)."""
+    def patches_per_batch(self, config, batch_tracks: int | None = None) -> int:
+        """Patches of one batch (``batch_tracks``: the tracks of a track batch, clipped); without
+        ``batch_tracks``, a bound known before the data (the memory check)."""
         if self.track_batches(config):
-            return config.batch_tracks
-        return 3 * config.negatives_per_batch * self.patches_per_song(config)
-
-    def patches_per_batch(self, config, batch_tracks: int) -> int:
-        """Patches of one batch (``batch_tracks``: the tracks of a track batch, clipped)."""
-        return batch_tracks if self.track_batches(config) else self.max_patches_per_batch(config)
+            return config.batch_tracks if batch_tracks is None else batch_tracks
+        return 3 * config.negatives_per_batch
 
     def make_batch(self, item: np.ndarray, maker: BatchMaker) -> dict:
         """A sampler item (tracks, or triplet rows) -> the numpy batch the objective takes."""
@@ -490,13 +484,11 @@ class TripletMatchNetSystem(System):
     per_patch = True
     objective = MatchNetObjective
 
-    def patches_per_song(self, config) -> int:
-        return config.matchnet_patches
-
-    def patches_per_batch(self, config, batch_tracks: int) -> int:
-        if config.sampler == "shuffled":
-            return super().patches_per_batch(config, batch_tracks)
-        return (2 + config.negatives_per_batch) * config.matchnet_patches
+    def patches_per_batch(self, config, batch_tracks: int | None = None) -> int:
+        # the paper's batch shares its anchor and positive songs; the bound is unshared rows
+        shared = config.sampler == "paper" and batch_tracks is not None
+        songs = 2 + config.negatives_per_batch if shared else 3 * config.negatives_per_batch
+        return songs * config.matchnet_patches
 
     def make_batch(self, item: np.ndarray, maker: BatchMaker) -> dict:
         B, P = item.shape[0], maker.config.matchnet_patches

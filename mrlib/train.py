@@ -215,18 +215,16 @@ class _TrainingRun:
         self._build_run_state()
 
         # ---- where the run stands: at its start, or where its checkpoint left it ----
-        start = {"metrics": "[]", "stopped_early": False, "elapsed_s": 0.0,
-                 "early_stopping": {"value": -math.inf, "epoch": -1, "bad_epochs": 0,
-                                    "state": None},
-                 "ddp_check": json.dumps({"steps": 0, "max_abs_diff": 0.0, "mismatch_steps": 0})}
-        ckpt = folder.ckpt or start
+        ckpt = folder.ckpt or {}   # {}: a fresh run
         folder.ckpt = None  # free the memory
-        self.rows = json.loads(ckpt["metrics"])
-        self.best = ckpt["early_stopping"]
-        self.stopped_early = bool(ckpt["stopped_early"])
-        self.elapsed_before = float(ckpt["elapsed_s"])
-        self.ddp_check = json.loads(ckpt.get("ddp_check", start["ddp_check"]))
-        if ckpt is not start:
+        self.rows = json.loads(ckpt.get("metrics", "[]"))
+        self.best = ckpt.get("early_stopping", {"value": -math.inf, "epoch": -1, "bad_epochs": 0,
+                                                "state": None})
+        self.stopped_early = bool(ckpt.get("stopped_early", False))
+        self.elapsed_before = float(ckpt.get("elapsed_s", 0.0))
+        self.ddp_check = (json.loads(ckpt["ddp_check"]) if "ddp_check" in ckpt
+                          else {"steps": 0, "max_abs_diff": 0.0, "mismatch_steps": 0})
+        if ckpt:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
             if ckpt.get("scaler"):   # empty when it was saved disabled (no fp16 on that device)
@@ -264,7 +262,7 @@ class _TrainingRun:
         cfg, data = self.config, self.data
         data.check_patch_len(cfg.patch_len, cfg.catalog)
         elem = 2 if amp_dtype(self.device, cfg.amp) is not None else 4
-        patches = self.system.max_patches_per_batch(cfg)
+        patches = self.system.patches_per_batch(cfg)
         batch = patches * data.n_bins * cfg.patch_len
         need = batch * 4 * (cfg.prefetch + 2) + batch * elem * scale_channels(128, cfg.width) * 4.5
         what = memory_available(self.device)
@@ -348,16 +346,11 @@ class _TrainingRun:
         # tolist() waits for the GPU: the timing is complete
         loss_mean, loss_all_mean, active_mean = (v / steps for v in sums.tolist())
         train_s = time.perf_counter() - t0
-        wait = pre.wait_s
-        if self.dist.active:  # every rank's losses and counts, for the log
-            t = torch.tensor([loss_mean, loss_all_mean, active_mean, wait, train_s, n_trip,
-                              n_patches], dtype=torch.float64,
-                             device=self.device if self.device.type == "cuda" else "cpu")
-            torch.distributed.all_reduce(t)
-            t = t.cpu().tolist()
-            ws = self.dist.world_size
-            loss_mean, loss_all_mean, active_mean, wait, train_s = (v / ws for v in t[:5])
-            n_trip, n_patches = int(t[5]), int(t[6])
+        # the ranks' mean losses and times and their summed counts, for the log (one rank: its own)
+        every = np.array(self.dist.gather([loss_mean, loss_all_mean, active_mean, pre.wait_s,
+                                           train_s, n_trip, n_patches]))
+        loss_mean, loss_all_mean, active_mean, wait, train_s = map(float, every[:, :5].mean(axis=0))
+        n_trip, n_patches = map(int, every[:, 5:].sum(axis=0))
         if not self.system.triplet_stats:
             loss_all_mean = active_mean = None
         return {"loss": loss_mean, "loss_all": loss_all_mean, "active_fraction": active_mean,
@@ -464,13 +457,12 @@ class _TrainingRun:
             if self.best["state"] is not None:
                 self.model.load_state_dict(self.best["state"])
             idx = self.data.indices()
-            per_patch = self.system.per_patch
             E = None
             if cfg.embed_all:
                 E = embed_tracks(self.model, self.data, idx, cfg.patch_len, cfg.val_patches,
-                                 cfg.eval_batch, self.device, cfg.amp, per_patch=per_patch,
-                                 progress=self.progress)
-                if per_patch:
+                                 cfg.eval_batch, self.device, cfg.amp,
+                                 per_patch=self.system.per_patch, progress=self.progress)
+                if self.system.per_patch:
                     np.save(self.run_dir / "patch_embeddings.npy", E)
                     E = E.mean(axis=1)
                 np.save(self.run_dir / "embeddings.npy", E.astype(np.float32))

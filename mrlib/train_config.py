@@ -318,15 +318,13 @@ def _mining(name: str, value):
 
 
 def _features(name: str, value: dict) -> dict:
-    """Keyword arguments that :class:`FeatureConfig` accepts."""
-    known = [f.name for f in dataclasses.fields(FeatureConfig)]
-    unknown = sorted(set(value) - set(known))
-    if unknown:
-        raise ValueError(f"{name} has unknown key(s) {unknown}; FeatureConfig takes {known}")
+    """Keyword arguments that :class:`FeatureConfig` accepts (an unknown key is its TypeError)."""
     try:
         FeatureConfig(**value)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{name}={value!r}: {err}") from None
+        known = [f.name for f in dataclasses.fields(FeatureConfig)]
+        raise ValueError(f"{name} must be keyword arguments of FeatureConfig {known}; got "
+                         f"{value!r}: {err}") from None
     return value
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from mrlib import catalog as catalog_mod
+from mrlib.checks import check_choice
 from mrlib.features import FeatureConfig, extract
 from mrlib.paths import data_dir
 
@@ -81,9 +82,7 @@ class TrainData:
         """Catalog indices (int64) of the available tracks of a split (all splits: None)."""
         mask = self.available.copy()
         if split is not None:
-            if split not in ("train", "val", "test"):
-                raise ValueError(f"split must be 'train', 'val', 'test' or None, got {split!r}")
-            mask &= self.split == split
+            mask &= self.split == check_choice("split", split, ("train", "val", "test"))
         return np.flatnonzero(mask).astype(np.int64)
 
     def check_patch_len(self, patch_len: int, catalog: str = "") -> None:

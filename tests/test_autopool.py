@@ -238,6 +238,10 @@ def test_errors_are_clear():
         autopool(torch.ones(3, dtype=torch.int64), 0.0)
     with pytest.raises(ValueError, match="out of range"):
         autopool(torch.randn(3, 4), 0.0, axis=2)
+    with pytest.raises(ValueError, match="axis=-3 is out of range"):
+        autopool(torch.randn(3, 4), 0.0, axis=-3)
+    with pytest.raises(TypeError, match="axis must be an int"):
+        autopool(torch.randn(3, 4), 0.0, axis=1.0)
     with pytest.raises(ValueError, match="empty"):
         autopool(torch.randn(3, 0), 0.0, axis=1)
     with pytest.raises(ValueError, match="channel axis"):

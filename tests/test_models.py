@@ -154,7 +154,7 @@ def test_seed_is_deterministic_and_leaves_global_rng_alone():
 def test_build_model_errors():
     with pytest.raises(ValueError, match="system"):
         build_model("vgg")
-    with pytest.raises(ValueError, match="n_tags"):
+    with pytest.raises(TypeError, match="n_tags must be an int, got NoneType"):
         build_model("at")
     with pytest.raises(ValueError, match="width"):
         build_model("tl", width=0)
