@@ -237,7 +237,8 @@ def extract(
     files = [cache / _safe_name(t) for t in ids]
     report = SkipReport(n_total=len(ids))
     todo = _tracks_to_compute(ids, paths, files, entries, config, verify, report)
-    _compute_and_record(todo, ids, paths, files, entries, config, n_jobs, report, progress, cache)
+    if todo:    # a cache read whole is not written to: it may be a read-only copy
+        _compute_and_record(todo, ids, paths, files, entries, config, n_jobs, report, progress, cache)
 
     # Skips in catalog order, whatever order the workers finished in.
     order = {t: k for k, t in enumerate(ids)}

@@ -183,6 +183,19 @@ def test_extract_features_equal_cqt_and_cache_is_reused(small_catalog):
     np.testing.assert_array_equal(again[2], fs[2])
 
 
+def test_a_cache_read_whole_is_not_written_to(small_catalog, monkeypatch):
+    """A complete cache may be a read-only copy (a teacher's shared features): reading it
+    writes nothing, not even the manifest."""
+    F.extract(small_catalog, n_jobs=1, progress=False)
+
+    def refuse(*args, **kwargs):
+        raise PermissionError("read-only file system")
+
+    monkeypatch.setattr(F, "write_json_atomic", refuse)
+    again = F.extract(small_catalog, n_jobs=1, progress=False)
+    assert (again.n_computed, again.n_cached) == (0, 4) and again.available.all()
+
+
 def test_corrupt_cache_files_are_rebuilt(tmp_path):
     cat = make_catalog(tmp_path, [(f"t{i}", music_like(6.0, seed=10 + i), SR) for i in range(5)])
     fs = F.extract(cat, n_jobs=1, progress=False)
