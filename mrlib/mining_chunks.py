@@ -8,10 +8,10 @@ registers each drawer with its strategy, next to the plain loop it must agree wi
 (:mod:`mrlib.mining_reference`).
 
 For each chunk the similarity rows are fetched once (from a matrix, or a callable so that
-``S`` is never held whole) and only the *head* of each ranked list is sorted (the stable
-top-k of :mod:`mrlib.search`: a partial selection of the first ``Np`` or ``Np + Nn``, then a
-sort of those) — uniform and distance-based draws are about *sets*, so the tracks beyond the
-head stay in catalog order (:mod:`mrlib.mining_draws`).
+``S`` is never held whole) and only the *head* of each ranked list is sorted (a threshold
+keeps a few candidates per row, then a sort of the first ``Np`` or ``Np + Nn``) — uniform
+and distance-based draws are about *sets*, so the tracks beyond the head stay in catalog
+order (:mod:`mrlib.mining_draws`).
 
 Randomness comes from one generator per block of 16 anchors, seeded by ``(seed, strategy
 code, block)``; chunks hold whole blocks, so the result depends on the seed only — not on
@@ -33,7 +33,6 @@ from tqdm.auto import tqdm
 
 from mrlib.checks import as_index_matrix, check_indices
 from mrlib.mining_draws import _RNG_BLOCK, _BlockRNG, _draw_distance, _draw_uniform
-from mrlib.search import _stable_topk
 
 # --------------------------------------------------------------------------------------
 # The similarity / ranked-list source, restricted to the training split
@@ -112,11 +111,8 @@ class TrainSplitSource:
         return block
 
     def head(self, apos: np.ndarray, K: int, srows: np.ndarray | None) -> np.ndarray:
-        """(c, K) train positions of r_1 ... r_K for each anchor, in rank order.
-
-        ``apos`` are consecutive training positions (a chunk): row ``i`` of ``srows`` is the
-        anchor of column ``apos[0] + i``, which the top-k leaves out.
-        """
+        """(c, K) train positions of r_1 ... r_K for each anchor, in rank order."""
+        c = apos.size
         if self.ranked is not None:
             lists = self.ranked[self.train[apos]]
             # a negative entry would wrap around to another track's position without an error
@@ -128,10 +124,61 @@ class TrainSplitSource:
             if (counts != self.L).any():
                 bad = int(self.train[apos][np.flatnonzero(counts != self.L)[0]])
                 raise ValueError(f"ranked list of track {bad} does not list every other training track once")
-            return tpos[keep].reshape(apos.size, self.L)[:, :K]
-        # The K smallest keys -S, ties by index (the ranked_list rule), less the anchor's: its
-        # key goes to +inf (S is finite, checked by s_rows). -S is a new array, free to write.
-        return _stable_topk(torch.from_numpy(-srows), K, False, int(apos[0]))
+            return tpos[keep].reshape(c, self.L)[:, :K]
+        # Sort only the head. A threshold keeps a few candidates per row — the exact K-th
+        # value for a short head, else the r-th largest value of a strided sample of the
+        # columns (r chosen so that about 4K values pass) — and those are sorted by
+        # (-S, index), the ranked_list tie rule. Rows where fewer than K pass the sampled
+        # threshold get the exact K-th value (np.partition).
+        # The anchor is not in its own list: take the first K + 1 of the whole row and drop
+        # the anchor, or the last one if the anchor is not among them.
+        n = self.n
+        ar = np.arange(c)
+        K1 = K + 1                              # K <= L = n - 1, so K1 <= n
+        if K1 <= 32 and n > 4096:
+            # a short head of long rows: the exact K1-th value from torch.topk (no copy)
+            thr = torch.topk(torch.from_numpy(srows), K1, dim=1).values.numpy().min(axis=1)
+        else:
+            step = max(1, n // (4 * K1))
+            sample = srows[:, ::step]
+            expect = K1 / step                  # top values expected in the sample
+            r = min(sample.shape[1], int(np.ceil(expect + 3.0 * np.sqrt(expect))) + 1)
+            thr = np.partition(sample, sample.shape[1] - r, axis=1)[:, sample.shape[1] - r]
+        sel = srows >= thr[:, None]
+        short = np.flatnonzero(sel.sum(axis=1) < K1)
+        if short.size:
+            kth = np.partition(srows[short], n - K1, axis=1)[:, n - K1]
+            sel[short] = srows[short] >= kth[:, None]
+        flat = np.flatnonzero(sel)
+        row, col = np.divmod(flat, n)
+        vals = srows.ravel()[flat] if srows.flags.c_contiguous else srows[row, col]
+        row, col = _by_row_then_rank(row, vals, col, c, n)
+        starts = np.searchsorted(row, ar)
+        top = col[(starts[:, None] + np.arange(K1)).ravel()].reshape(c, K1)
+        keep = top != apos[:, None]
+        keep[keep.all(axis=1), K1 - 1] = False
+        return top[keep].reshape(c, K)
+
+
+def _by_row_then_rank(row: np.ndarray, vals: np.ndarray, col: np.ndarray, c: int,
+                      n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row, col) sorted by row, then decreasing value, then column (the ranked_list rule).
+
+    float32 values >= 0 order like their bit patterns, so (row, -value, col) packs into one
+    int64 key and a plain integer sort does it (several times faster than a 3-key lexsort);
+    other dtypes, or keys too wide, take the lexsort.
+    """
+    cb, rb = max(1, int(n - 1).bit_length()), max(1, int(c - 1).bit_length())
+    if vals.dtype == np.float32 and rb + 31 + cb <= 63:
+        bits = (vals + np.float32(0.0)).view(np.int32).astype(np.int64)   # -0.0 -> +0.0
+        key = row.astype(np.int64) << (31 + cb)
+        key |= (0x7FFFFFFF - bits) << cb
+        key |= col
+        key.sort()
+        return key >> (31 + cb), key & ((1 << cb) - 1)
+    order = np.lexsort((col, -vals, row))
+    return row[order], col[order]
+
 
 
 # --------------------------------------------------------------------------------------

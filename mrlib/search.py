@@ -46,9 +46,8 @@ def _stable_topk(key: torch.Tensor, k: int, largest: bool, first: int | None = N
         rows = torch.arange(key.shape[0], device=key.device)
         key[rows, rows + first] = -math.inf if largest else math.inf
     n = key.shape[1]
-    if k + 1 >= n:  # (nearly) the whole row: a stable sort is the definition; numpy's is the
-        key = key.cpu().numpy()  # fastest on CPU (2x torch.sort, 2.3x top-k of every column)
-        return np.argsort(-key if largest else key, axis=1, kind="stable")[:, :k]
+    if k + 1 > n:  # the whole row is wanted: a stable sort is the definition
+        return torch.sort(key, dim=1, descending=largest, stable=True).indices[:, :k].cpu().numpy()
     vals, ids = torch.topk(key, k + 1, dim=1, largest=largest, sorted=False)
     vals, ids = vals.cpu().numpy(), ids.cpu().numpy()
     order = np.lexsort((ids, -vals if largest else vals), axis=1)
