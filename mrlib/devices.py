@@ -65,9 +65,11 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
         raise ValueError(f"unknown device {device!r} ({err}); use 'auto', 'cpu', 'cuda', "
                          "'cuda:N' or 'mps'") from None
     available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": mps_available()}
-    if not available.get(dev.type, False):   # another torch type (xla, meta ...) is not trained on
+    if dev.type not in available:
+        raise ValueError(f"device type {dev.type!r} is not supported; use 'cpu', 'cuda' or 'mps'")
+    if not available[dev.type]:
         raise ValueError(f"device {device!r} asked for, but {dev.type.upper()} is not available "
-                         "here (mrlib trains on 'cpu', 'cuda' or 'mps'); use device='auto' or 'cpu'")
+                         "here; use device='auto' or 'cpu'")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} GPU(s)")
     return dev

@@ -196,7 +196,8 @@ def generate_track(attrs: TrackAttributes, sr: int = 22050, duration_s: float = 
 
     Notebook: 01_cqt.ipynb
     """
-    rule(lambda a: isinstance(a, TrackAttributes), "a TrackAttributes", TypeError)("attrs", attrs)
+    if not isinstance(attrs, TrackAttributes):
+        raise TypeError(f"attrs must be a TrackAttributes, got {type(attrs).__name__}")
     _check_sr_duration(sr, duration_s)
     if is_int(seed):     # as a SeedSequence, the same stream; the events spawn theirs from it
         seed = np.random.SeedSequence(check_int("seed", seed, 0))

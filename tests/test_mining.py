@@ -249,7 +249,7 @@ def test_input_validation(catalog):
         mm.mine(None, np.array([1, 2, 2]), "uniform", S=S)
     with pytest.raises(ValueError, match="square"):
         mm.mine(None, train, "uniform", S=S[:, :10])
-    with pytest.raises(TypeError, match="ranked must hold integer track indices"):
+    with pytest.raises(TypeError, match="ranked must hold integer track indices.*a similarity matrix goes in S="):
         mm.mine(S[:, 1:], train, "uniform")
     bad = S.copy()
     bad[train[0], train[1]] = -0.5

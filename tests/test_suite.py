@@ -67,6 +67,18 @@ def test_record_inside_suite_merges_json(tmp_path, monkeypatch):
     assert json.loads(target.read_text()) == {"a": 0.5, "b": {"rows": [0, 1, 2]}}
 
 
+@pytest.mark.parametrize("damaged", ['{"map@20": 0.28, "table2": [1, 2', "[1, 2, 3]"])
+def test_record_refuses_a_damaged_record_and_leaves_it(tmp_path, monkeypatch, damaged):
+    """A record file that is not a JSON object (another process wrote it, or it was cut short)
+    is an error: writing over it would lose the values recorded before, without a word."""
+    target = tmp_path / "r.json"
+    target.write_text(damaged)
+    monkeypatch.setenv(suite.RECORD_ENV, str(target))
+    with pytest.raises(ValueError):
+        suite.record("x", 1)
+    assert target.read_text() == damaged
+
+
 def test_parse_value():
     assert suite.parse_value("3") == 3
     assert suite.parse_value("0.5") == 0.5

@@ -250,8 +250,8 @@ def test_movement_is_audible(small):
 
 def test_generate_track_validates(small):
     a = small.attributes[0]
-    with pytest.raises(TypeError, match="TrackAttributes"):
-        synth.generate_track({"genre": "pop"})
+    with pytest.raises(TypeError, match="TrackAttributes, got dict$"):   # not its (long) repr
+        synth.generate_track({"genre": "pop", "events": list(range(1000))})
     with pytest.raises(ValueError, match="sr"):
         synth.generate_track(a, sr=4000)
     with pytest.raises(ValueError, match="duration_s"):
