@@ -564,9 +564,8 @@ def run(row: str, parameters: Mapping[str, Any], seed: int, device: str = "cpu",
         The slides' form — ``fold_cfr`` (each fold's CFR), ``fold_mean``, ``fold_std`` (ddof 1),
         ``n_test`` per fold — plus ``train_cfr`` (mean over folds of the CFR on the fold's own
         training triplets, for the Triplet MatchNet row), ``units_sha`` (identity of the test
-        triplets) and,
-        for MatchNet rows, ``matchnet_s`` (training seconds spent in this call), the final loss
-        and share of active pairs.
+        triplets) and, for MatchNet rows, ``matchnet_s`` (training seconds spent in this call),
+        the final loss and share of active pairs.
 
     Notebook: 08_triplet_matchnet.ipynb
     """

@@ -276,7 +276,7 @@ def _compute_and_record(todo, ids, paths, files, entries: dict, config, n_jobs: 
                         cache: Path) -> None:
     """Compute the ``todo`` tracks, record each in ``entries`` and ``report``, and write the
     manifest of ``cache`` every 30 s and at the end (also on interruption)."""
-    bar = tqdm(total=len(todo), desc="log-CQT", unit="track", disable=not progress or not todo)
+    bar = tqdm(total=len(todo), desc="log-CQT", unit="track", disable=not progress)
     last_save = time.monotonic()
     try:
         for records in _run(todo, paths, files, config, n_jobs):
@@ -308,7 +308,7 @@ def _run(todo: list[int], paths, files, config, n_jobs: int):
     # keep the workers evenly loaded and the progress bar moving.
     size = int(np.clip(len(items) // (4 * workers), 1, 16))
     batches = [items[k:k + size] for k in range(0, len(items), size)]
-    if n_jobs == 1 or len(batches) <= 1:   # nothing to compute starts no worker either
+    if n_jobs == 1 or len(batches) == 1:
         return (_compute_batch(batch, config) for batch in batches)
     # Unordered: a slow batch does not hold up the others; records carry their index.
     return Parallel(n_jobs=n_jobs, return_as="generator_unordered", batch_size=1)(

@@ -53,11 +53,10 @@ class TrainSplitSource:
             raise ValueError(f"strategy {need_S!r} needs the similarity S (a matrix or a callable)")
         # the full-catalog ranked lists: 2-D, integer, (N, N-1)
         if ranked is not None:
-            ranked = _numpy(ranked)
-            if ranked.size and not np.issubdtype(ranked.dtype, np.integer):   # mine's first argument
-                raise TypeError(f"ranked must hold integer track indices, got dtype {ranked.dtype}: "
-                                "a similarity matrix goes in S=")
-            ranked = as_index_matrix("ranked", ranked, "(N, N-1)")
+            try:
+                ranked = as_index_matrix("ranked", _numpy(ranked), "(N, N-1)")
+            except TypeError as err:   # not integers: a similarity matrix, as mine's first argument?
+                raise TypeError(f"{err}: a similarity matrix goes in S=") from None
         self.ranked = ranked
         self.S_fn: Callable[[np.ndarray], np.ndarray] | None = S if callable(S) else None
         self.S_mat = S = None if S is None or callable(S) else _numpy(S)

@@ -122,7 +122,7 @@ def exact_topk(
     base : float array (n_base, d)
         float32 stays float32 (faster), float64 stays float64; other numeric dtypes are
         converted. Must be finite.
-    k : int
+    k : int or None
         Neighbours per query, ``1 ≤ k ≤ n_base`` (``n_base − 1`` with ``exclude_self``); None:
         all of them.
     chunk_size : int, optional

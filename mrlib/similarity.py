@@ -38,7 +38,7 @@ import math
 import numbers
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -151,17 +151,21 @@ def _tags_and_categories(T, categories, name: str) -> tuple[np.ndarray, np.ndarr
     return arr, cats
 
 
-def _prepare(T: np.ndarray, cats: np.ndarray, names: list[str]) -> tuple[list, np.ndarray]:
-    """Per-category unit-normalised blocks of a tag matrix, ready for matrix products: per
-    category (n, m_c) unit rows (zero where the track lacks the category), and (n,
-    n_categories) float64, 1.0 where the track has the category."""
+class _Prepared(NamedTuple):
+    """Per-category unit-normalised blocks of a tag matrix, ready for matrix products."""
+
+    blocks: list             # per category (n, m_c): unit rows, zero where the category is absent
+    present: np.ndarray      # (n, n_categories) float64: 1.0 where the track has the category
+
+
+def _prepare(T: np.ndarray, cats: np.ndarray, names: list[str]) -> _Prepared:
     blocks, present = [], []
     for name in names:
         block = T[:, cats == name]
         norm = np.sqrt(np.einsum("ij,ij->i", block, block))[:, None]
         blocks.append(np.divide(block, norm, out=np.zeros_like(block), where=norm > 0))
         present.append(norm[:, 0] > 0)
-    return blocks, np.stack(present, axis=1).astype(np.float64)
+    return _Prepared(blocks, np.stack(present, axis=1).astype(np.float64))
 
 
 class _Oracle:
@@ -195,10 +199,10 @@ class _Oracle:
 
     def block(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` of S as float32 (computed in float64, then rounded)."""
-        (blocks_a, present_a), (blocks_b, present_b) = self.A, self.B
-        num = np.zeros((stop - start, present_b.shape[0]))
+        A, B = self.A, self.B
+        num = np.zeros((stop - start, B.present.shape[0]))
         gate_sim = None
-        for j, (ua, ub) in enumerate(zip(blocks_a, blocks_b)):
+        for j, (ua, ub) in enumerate(zip(A.blocks, B.blocks)):
             # cosine: rows are unit vectors (or zero where the category is absent)
             s = ua[start:stop] @ ub.T
             np.clip(s, 0.0, 1.0, out=s)
@@ -207,7 +211,7 @@ class _Oracle:
             if self.cat_weights[j] > 0:
                 num += self.cat_weights[j] * s
         # Weights of the categories both tracks have: one small matrix product.
-        den = (present_a[start:stop] * self.cat_weights) @ present_b.T
+        den = (A.present[start:stop] * self.cat_weights) @ B.present.T
         mean = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
         if self.floor < 1.0:
             mean *= self.floor + (1.0 - self.floor) * (gate_sim ** self.power)
@@ -270,7 +274,7 @@ def oracle(
     """
     chunk_size = check_int("chunk_size", chunk_size, 1)
     core = _Oracle(T_a, T_b, categories, weights)
-    n_a, n_b = core.A[1].shape[0], core.B[1].shape[0]
+    n_a, n_b = core.A.present.shape[0], core.B.present.shape[0]
     S = np.empty((n_a, n_b), dtype=np.float32)
     starts = range(0, n_a, chunk_size)
     for start in tqdm(starts, desc="oracle S", unit="block", disable=not progress):
@@ -295,7 +299,7 @@ def category_similarities(T_a, T_b=None, categories=None) -> dict[str, np.ndarra
     """
     core = _Oracle(T_a, T_b, categories, {"categories": {"x": 1.0}, "gate": None, "sharpness": 1.0})
     return {name: np.clip(ua @ ub.T, 0.0, 1.0).astype(np.float32)
-            for name, ua, ub in zip(core.names, core.A[0], core.B[0])}
+            for name, ua, ub in zip(core.names, core.A.blocks, core.B.blocks)}
 
 
 def _check_S(S, name="S") -> np.ndarray:

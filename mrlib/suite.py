@@ -72,8 +72,9 @@ def record(name: str, value: Any) -> None:
         raise ValueError(f"record() needs a non-empty string name, got {name!r}")
     path = os.environ.get(RECORD_ENV)
     if path:
+        path = Path(path)
         # strict: a record another process damaged is an error, not a file to write over
-        data = json.loads(Path(path).read_text()) if Path(path).exists() else {}
+        data = json.loads(path.read_text()) if path.exists() else {}
         if not isinstance(data, dict):
             raise ValueError(f"{path} (${RECORD_ENV}) must hold a JSON object, got {type(data).__name__}")
         data[name] = _jsonable(value)
